@@ -1,0 +1,146 @@
+"""Storage URIs (local paths, ``file://``, ``s3://``): one place builds the filesystems for pyarrow, Ray Data and boto3.
+
+Credentials and endpoint come from the standard AWS environment (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL[_S3]``, ``AWS_REGION``/``AWS_DEFAULT_REGION``)
+unless a config's ``storage`` block names an endpoint or region.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+from pydantic import Field
+
+from cluster.config import StrictModel
+
+
+class StorageOptions(StrictModel):
+    """The ``storage`` config block."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, a local server)")
+    region: str | None = None
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI."""
+    if is_s3(uri) or uri.startswith("file://"):
+        return uri.rstrip("/") + "/" + "/".join(p.strip("/") for p in parts)
+    return os.path.join(uri, *parts)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Resolves URIs to (filesystem, path) pairs; picklable, so Ray tasks carry it."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_options(cls, options: StorageOptions | None) -> "Storage":
+        env = os.environ
+        endpoint = (options and options.endpoint_url) or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        region = (options and options.region) or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        return cls(endpoint_url=endpoint or None, region=region or None)
+
+    def s3_filesystem(self) -> pafs.S3FileSystem:
+        kwargs: dict = {"region": self.region or "us-east-1"}
+        if self.endpoint_url:
+            scheme, _, host = self.endpoint_url.partition("://")
+            kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
+        return pafs.S3FileSystem(**kwargs)
+
+    def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """The pyarrow filesystem and the filesystem-relative path of ``uri``."""
+        if is_s3(uri):
+            return self.s3_filesystem(), uri[len("s3://"):].rstrip("/")
+        if uri.startswith("file://"):
+            uri = uri[len("file://"):]
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
+
+    def boto3_client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region or "us-east-1")
+
+    # -- small helpers used by the runner and readers ------------------------------------------
+
+    def expand(self, uri: str) -> list[tuple[str, int]]:
+        """Files under a file, folder or glob URI as (uri, size), sorted; hidden files skipped."""
+        fs, path = self.resolve(uri)
+        prefix = "s3://" if is_s3(uri) else ""
+        if any(c in path for c in "*?["):
+            base = path[: min(path.index(c) for c in "*?[" if c in path)]
+            base = base.rsplit("/", 1)[0] if "/" in base else ""
+            infos = fs.get_file_info(pafs.FileSelector(base or ".", recursive=True, allow_not_found=True))
+            files = [i for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, path)]
+        else:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.File:
+                files = [info]
+            elif info.type == pafs.FileType.Directory:
+                infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                files = [i for i in infos if i.type == pafs.FileType.File]
+            else:
+                files = []
+        files = [f for f in files if not any(p.startswith((".", "_")) for p in f.path.split("/")[-1:])]
+        return sorted((prefix + f.path, f.size) for f in files)
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self.resolve(uri)
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def read_bytes(self, uri: str) -> bytes:
+        fs, path = self.resolve(uri)
+        with fs.open_input_stream(path) as f:
+            return f.read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        fs, path = self.resolve(uri)
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+    def delete(self, uri: str) -> None:
+        """Remove a file or a folder tree if present."""
+        fs, path = self.resolve(uri)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+        elif info.type == pafs.FileType.File:
+            fs.delete_file(path)
+
+    def check_writable(self, uri: str) -> None:
+        """Create and remove a probe file under ``uri``; raises OSError when that is not possible."""
+        probe = join(uri, ".thresher-write-probe")
+        self.write_bytes(probe, b"")
+        self.delete(probe)
+
+
+MANIFEST = "manifest.json"
+
+
+def run_root(data_uri: str) -> str | None:
+    """The run folder above a thresher run's ``data/`` or ``data/<split>/`` URI (None if not one)."""
+    parts = data_uri.rstrip("/").split("/")
+    for i in (len(parts) - 1, len(parts) - 2):
+        if i > 0 and parts[i] == "data":
+            return "/".join(parts[:i]) or "/"
+    return None
+
+
+def require_complete_run(storage: Storage, data_uri: str) -> None:
+    """Refuse to read the data of a thresher run that has no ``manifest.json`` (it did not complete)."""
+    from cluster.config import ConfigError
+
+    root = run_root(data_uri)
+    if root is not None and storage.exists(join(root, "data")) and not storage.exists(join(root, MANIFEST)):
+        raise ConfigError(f"{data_uri}: the run at {root} has no {MANIFEST}: it did not complete; refusing to read it")

@@ -1,0 +1,99 @@
+"""The curation config (design.md's contract), validated into typed models."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from cluster.config import ConfigError, StrictModel, validate
+from cluster.storage import StorageOptions
+from pipelines.stage import REGISTRY, Stage, StageConfig
+
+FORMATS = ("jsonl", "parquet", "text", "wet")
+
+
+class InputConfig(StrictModel):
+    paths: list[str] = Field(min_length=1)
+    format: Literal["jsonl", "parquet", "text", "wet"] | None = None
+    text_field: str = "text"
+    id_field: str | None = "id"
+    fields: list[str] | None = Field(None, description="original fields to keep; default: all found in a sample")
+    max_doc_chars: int = Field(10_000_000, gt=0, description="longer documents are rejected at read")
+    block_bytes: int = Field(64 << 20, gt=0, description="uncompressed JSONL files are read in ranges of this size")
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path(cls, v):
+        return [v] if isinstance(v, str) else v
+
+
+class OutputConfig(StrictModel):
+    path: str
+
+
+class ExecutionConfig(StrictModel):
+    batch_size: int = Field(256, gt=0)
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of the embedded local Ray (default: all)")
+
+
+class StageSpec(StrictModel):
+    name: str
+    config: StageConfig
+
+
+class CurateConfig(StrictModel):
+    input: InputConfig
+    output: OutputConfig
+    stages: list[StageSpec] = []
+    storage: StorageOptions | None = None
+    execution: ExecutionConfig = ExecutionConfig()
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stages(cls, v):
+        return [_parse_stage(i, item) for i, item in enumerate(v or [])]
+
+    def stage_classes(self) -> list[tuple[type[Stage], StageConfig]]:
+        return [(REGISTRY[s.name], s.config) for s in self.stages]
+
+    def dump(self) -> dict[str, Any]:
+        """The config as plain data, stages in their YAML shape."""
+        data = self.model_dump(mode="json", exclude={"stages"})
+        data["stages"] = [{s.name: s.config.model_dump(mode="json")} for s in self.stages]
+        return data
+
+
+def load_stages() -> None:
+    """Import every module in ``pipelines/stages`` so that each stage registers itself."""
+    import pipelines.stages as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+def _parse_stage(i: int, item: Any) -> StageSpec:
+    if isinstance(item, StageSpec):
+        return item
+    if isinstance(item, str):
+        item = {item: {}}
+    if not isinstance(item, dict) or len(item) != 1:
+        raise ValueError(f"stages.{i}: each stage is a mapping {{name: options}}")
+    (name, options), = item.items()
+    load_stages()
+    if name not in REGISTRY:
+        raise ValueError(f"stages.{i}: unknown stage {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    cfg = validate(REGISTRY[name].Config, options or {}, prefix=f"stages.{i}.{name}")
+    return StageSpec(name=name, config=cfg)
+
+
+def parse_config(data: dict[str, Any]) -> CurateConfig:
+    """Validate a config mapping; errors raise ConfigError naming the key path."""
+    try:
+        return validate(CurateConfig, data)
+    except ConfigError:
+        raise
+    except ValueError as e:  # pragma: no cover - pydantic wraps validator errors
+        raise ConfigError(str(e)) from None

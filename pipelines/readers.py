@@ -1,0 +1,402 @@
+"""Readers: plan read tasks over files (and byte ranges of large files) and turn each into Arrow batches.
+
+Every record read becomes a row, including the ones that cannot be used: malformed JSON, invalid UTF-8,
+a missing or non-string text field, an empty or too long document, or the unreadable remainder of a
+truncated compressed file all become rows already rejected by the ``read`` stage, with the reason and
+(truncated) raw input in ``detail``. Ids come from ``id_field`` when the record has one, otherwise they
+are derived from the source URI and the record's byte offset (or row index), so they are stable.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import orjson
+import pyarrow as pa
+import zstandard
+import pyarrow.parquet as pq
+import xxhash
+
+from cluster.storage import Storage
+from pipelines.config import InputConfig
+from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+
+READ_STAGE = "read"
+DETAIL_CHARS = 2000
+ROWS_PER_BATCH = 1024
+BYTES_PER_BATCH = 32 << 20
+TEXT_FILES_PER_TASK = 256
+SAMPLE_BYTES = 256 << 10
+COMPRESSED = (".gz", ".zst", ".zstd", ".bz2", ".xz")
+EXTENSIONS = {
+    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".txt": "text", ".text": "text", ".md": "text",
+    ".wet": "wet", ".warc": "wet",
+}
+
+
+# what a damaged file raises while it is read
+DAMAGED = (EOFError, OSError, ValueError, zstandard.ZstdError, lzma.LZMAError)
+
+
+class ReadError(Exception):
+    """An input problem found while planning (no files, unknown format)."""
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One unit of reading: a byte range of an uncompressed file, a whole file, or a group of text files."""
+
+    format: str
+    uris: tuple[str, ...]
+    start: int = 0
+    end: int = -1
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """What every read task needs to know, shipped to the Ray tasks."""
+
+    text_field: str
+    id_field: str | None
+    fields: tuple[str, ...]
+    max_doc_chars: int
+    storage: Storage = field(default_factory=Storage)
+
+
+def infer_format(uri: str) -> str | None:
+    name = uri.lower()
+    for ext in COMPRESSED:
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    for ext, fmt in EXTENSIONS.items():
+        if name.endswith(ext):
+            return fmt
+    return None
+
+
+def _compression(uri: str) -> str | None:
+    for ext in COMPRESSED:
+        if uri.lower().endswith(ext):
+            return ext
+    return None
+
+
+def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec]:
+    """List the input files, split them into read tasks and decide the output columns."""
+    files: list[tuple[str, int, str]] = []
+    for pattern in cfg.paths:
+        found = storage.expand(pattern)
+        if not found:
+            raise ReadError(f"input.paths: no files match {pattern!r}")
+        for uri, size in found:
+            fmt = cfg.format or infer_format(uri)
+            if fmt is None:
+                raise ReadError(f"input.format: cannot infer the format of {uri!r}; set input.format")
+            files.append((uri, size, fmt))
+    tasks: list[ReadTask] = []
+    text_group: list[str] = []
+    text_bytes = 0
+    for uri, size, fmt in files:
+        if fmt == "jsonl" and _compression(uri) is None and size > cfg.block_bytes:
+            tasks += [ReadTask(fmt, (uri,), s, min(s + cfg.block_bytes, size)) for s in range(0, size, cfg.block_bytes)]
+        elif fmt == "text":
+            text_group.append(uri)
+            text_bytes += size
+            if len(text_group) >= TEXT_FILES_PER_TASK or text_bytes >= cfg.block_bytes:
+                tasks.append(ReadTask(fmt, tuple(text_group)))
+                text_group, text_bytes = [], 0
+        else:
+            tasks.append(ReadTask(fmt, (uri,)))
+    if text_group:
+        tasks.append(ReadTask("text", tuple(text_group)))
+    fields = tuple(cfg.fields) if cfg.fields is not None else _discover_fields(files, cfg, storage)
+    fields = tuple(f for f in fields if f not in (cfg.text_field, "id", cfg.id_field))
+    spec = ReaderSpec(cfg.text_field, cfg.id_field, fields, cfg.max_doc_chars, storage)
+    return tasks, spec
+
+
+def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storage: Storage) -> list[str]:
+    """Original fields to keep: the keys seen in a sample of the first files (first-seen order)."""
+    seen: dict[str, None] = {}
+    for uri, _, fmt in files[:8]:
+        if fmt == "jsonl":
+            try:
+                with _open_stream(storage, uri) as f:
+                    head = f.read(SAMPLE_BYTES)
+            except DAMAGED:
+                continue
+            for line in head.splitlines()[:1000]:
+                try:
+                    rec = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict):
+                    seen.update(dict.fromkeys(rec))
+        elif fmt == "parquet":
+            fs, path = storage.resolve(uri)
+            seen.update(dict.fromkeys(pq.read_schema(fs.open_input_file(path)).names))
+        elif fmt == "text":
+            seen["path"] = None
+        elif fmt == "wet":
+            seen.update(dict.fromkeys(WET_FIELDS.values()))
+    return list(seen)
+
+
+def _open_stream(storage: Storage, uri: str):
+    """A decompressing binary stream over the whole file."""
+    fs, path = storage.resolve(uri)
+    raw = fs.open_input_stream(path, compression=None)
+    comp = _compression(uri)
+    if comp == ".gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if comp in (".zst", ".zstd"):
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+        return io.BufferedReader(reader, buffer_size=1 << 20)
+    if comp == ".bz2":
+        return bz2.BZ2File(raw)
+    if comp == ".xz":
+        return lzma.LZMAFile(raw)
+    return io.BufferedReader(raw, buffer_size=1 << 20)
+
+
+def _uri_key(uri: str) -> str:
+    return xxhash.xxh64_hexdigest(uri.encode())[:12]
+
+
+class _Batcher:
+    """Accumulates rows into Arrow tables of bounded size."""
+
+    def __init__(self, spec: ReaderSpec):
+        self.spec = spec
+        self.columns = ["id", spec.text_field, *spec.fields, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
+        self._reset()
+
+    def _reset(self):
+        self.rows: dict[str, list] = {c: [] for c in self.columns}
+        self.nbytes = 0
+
+    def add(self, rid: str, text, fields: dict, reason: str | None = None, detail: str | None = None):
+        if reason is None and isinstance(text, str):
+            if not text.strip():
+                reason = "empty_text"
+            elif len(text) > self.spec.max_doc_chars:
+                reason, detail = "too_long", f"{len(text)} characters > input.max_doc_chars={self.spec.max_doc_chars}"
+        r = self.rows
+        r["id"].append(rid)
+        r[self.spec.text_field].append(text)
+        for f in self.spec.fields:
+            r[f].append(fields.get(f))
+        r[REJECT_STAGE].append(READ_STAGE if reason else None)
+        r[REJECT_REASON].append(reason)
+        r[REJECT_DETAIL].append(detail[:DETAIL_CHARS] if detail else None)
+        self.nbytes += len(text) if isinstance(text, str) else 0
+
+    def full(self) -> bool:
+        return len(self.rows["id"]) >= ROWS_PER_BATCH or self.nbytes >= BYTES_PER_BATCH
+
+    def flush(self) -> pa.Table | None:
+        if not self.rows["id"]:
+            return None
+        table = pa.table({c: pa.array(v, type=pa.string()) for c, v in self.rows.items()})
+        self._reset()
+        return table
+
+
+def _as_str(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _record_id(spec: ReaderSpec, rec: dict, fallback: str) -> str:
+    if spec.id_field:
+        v = rec.get(spec.id_field)
+        if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v):
+            return str(v)
+    return fallback
+
+
+def _add_json_line(b: _Batcher, spec: ReaderSpec, key: str, offset: int, line: bytes) -> None:
+    rid = f"{key}-{offset}"
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        try:
+            line.decode("utf-8")
+            reason = "malformed_json"
+        except UnicodeDecodeError:
+            reason = "invalid_utf8"
+        b.add(rid, None, {}, reason, f"{e}: {line[:DETAIL_CHARS].decode('utf-8', 'replace')}")
+        return
+    if not isinstance(rec, dict):
+        b.add(rid, None, {}, "not_an_object", line[:DETAIL_CHARS].decode("utf-8", "replace"))
+        return
+    fields = {f: _as_str(rec.get(f)) for f in spec.fields}
+    rid = _record_id(spec, rec, rid)
+    text = rec.get(spec.text_field)
+    if text is None:
+        b.add(rid, None, fields, "missing_text", f"no field {spec.text_field!r}")
+    elif not isinstance(text, str):
+        b.add(rid, None, fields, "non_string_text", f"{spec.text_field} is {type(text).__name__}")
+    else:
+        b.add(rid, text, fields)
+
+
+def _read_jsonl(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+    uri = task.uris[0]
+    key = _uri_key(uri)
+    b = _Batcher(spec)
+    ranged = _compression(uri) is None
+    if ranged:
+        fs, path = spec.storage.resolve(uri)
+        f = io.BufferedReader(fs.open_input_file(path), buffer_size=1 << 20)
+        pos = task.start
+        if pos > 0:  # the line straddling `start` belongs to the previous range
+            f.seek(pos - 1)
+            pos = pos - 1 + len(f.readline())
+        else:
+            f.seek(0)
+    else:
+        f = _open_stream(spec.storage, uri)
+        pos = 0
+    try:
+        while task.end < 0 or pos < task.end:
+            try:
+                line = f.readline()
+            except DAMAGED as e:  # truncated or corrupt compressed stream
+                b.add(f"{key}-{pos}-unreadable", None, {}, "unreadable_file", f"{uri} from offset {pos}: {e}")
+                break
+            if not line:
+                break
+            offset, pos = pos, pos + len(line)
+            if line.strip():
+                _add_json_line(b, spec, key, offset, line.rstrip(b"\r\n"))
+            if b.full():
+                yield b.flush()
+    finally:
+        f.close()
+    if (t := b.flush()) is not None:
+        yield t
+
+
+def _read_text(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+    b = _Batcher(spec)
+    for uri in task.uris:
+        rid = f"{_uri_key(uri)}-0"
+        try:
+            with _open_stream(spec.storage, uri) as f:
+                data = f.read()
+        except DAMAGED as e:
+            b.add(rid, None, {"path": uri}, "unreadable_file", f"{uri}: {e}")
+            continue
+        try:
+            b.add(rid, data.decode("utf-8"), {"path": uri})
+        except UnicodeDecodeError as e:
+            b.add(rid, None, {"path": uri}, "invalid_utf8", f"{uri}: {e}")
+        if b.full():
+            yield b.flush()
+    if (t := b.flush()) is not None:
+        yield t
+
+
+def _read_parquet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+    uri = task.uris[0]
+    key = _uri_key(uri)
+    fs, path = spec.storage.resolve(uri)
+    b = _Batcher(spec)
+    try:
+        pf = pq.ParquetFile(fs.open_input_file(path))
+    except (OSError, pa.ArrowException) as e:
+        b.add(f"{key}-unreadable", None, {}, "unreadable_file", f"{uri}: {e}")
+        yield b.flush()
+        return
+    row = 0
+    for rg in range(pf.num_row_groups):
+        try:
+            records = pf.read_row_group(rg).to_pylist()
+        except (OSError, pa.ArrowException) as e:
+            b.add(f"{key}-rg{rg}-unreadable", None, {}, "unreadable_file", f"{uri} row group {rg}: {e}")
+            continue
+        for rec in records:
+            fields = {f: _as_str(rec.get(f)) for f in spec.fields}
+            rid = _record_id(spec, rec, f"{key}-{row}")
+            row += 1
+            text = rec.get(spec.text_field)
+            if text is None:
+                b.add(rid, None, fields, "missing_text", f"no field {spec.text_field!r}")
+            elif not isinstance(text, str):
+                b.add(rid, None, fields, "non_string_text", f"{spec.text_field} is {type(text).__name__}")
+            else:
+                b.add(rid, text, fields)
+            if b.full():
+                yield b.flush()
+    if (t := b.flush()) is not None:
+        yield t
+
+
+WET_FIELDS = {
+    b"warc-target-uri": "url",
+    b"warc-date": "warc_date",
+    b"warc-record-id": "warc_record_id",
+    b"warc-identified-content-language": "warc_languages",
+}
+
+
+def _read_wet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+    """WARC/WET records of type ``conversion`` (extracted text); other record types are skipped."""
+    uri = task.uris[0]
+    key = _uri_key(uri)
+    b = _Batcher(spec)
+    pos = 0
+    with _open_stream(spec.storage, uri) as f:
+        while True:
+            try:
+                line = f.readline()
+                if not line:
+                    break
+                if not line.startswith(b"WARC/"):
+                    pos += len(line)
+                    continue
+                start = pos
+                pos += len(line)
+                headers: dict[bytes, bytes] = {}
+                while (h := f.readline()) not in (b"\r\n", b"\n", b""):
+                    pos += len(h)
+                    name, _, value = h.partition(b":")
+                    headers[name.strip().lower()] = value.strip()
+                pos += len(h)
+                length = int(headers.get(b"content-length", b"0"))
+                body = f.read(length)
+                pos += len(body)
+                if len(body) < length:
+                    raise EOFError(f"record at {start} truncated ({len(body)} of {length} bytes)")
+            except DAMAGED as e:
+                b.add(f"{key}-{pos}-unreadable", None, {}, "unreadable_file", f"{uri} from offset {pos}: {e}")
+                break
+            if headers.get(b"warc-type") != b"conversion":
+                continue
+            fields = {name: headers[h].decode("utf-8", "replace") for h, name in WET_FIELDS.items() if h in headers}
+            rid = fields.get("warc_record_id", "").strip("<>") or f"{key}-{start}"
+            try:
+                b.add(rid, body.decode("utf-8"), fields)
+            except UnicodeDecodeError as e:
+                b.add(rid, None, fields, "invalid_utf8", str(e))
+            if b.full():
+                yield b.flush()
+    if (t := b.flush()) is not None:
+        yield t
+
+
+READERS = {"jsonl": _read_jsonl, "text": _read_text, "parquet": _read_parquet, "wet": _read_wet}
+
+
+def read_task(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+    """Arrow batches for one read task; every record read appears in exactly one row."""
+    yield from READERS[task.format](task, spec)

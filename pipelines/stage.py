@@ -1,0 +1,145 @@
+"""The stage contract.
+
+A stage is one file in ``pipelines/stages/`` holding a config model and a class:
+
+* ``MapStage``: a function over a pandas batch of the records still alive. It returns the same rows
+  (same index) with columns changed or added; rows to drop get a reason with :func:`reject`. Stages
+  that load a model once (``stateful = True``) run on an actor pool; the others as tasks.
+* ``GlobalStage``: a transformation of the whole Ray Data ``Dataset`` (dedup, group-aware split,
+  decontamination's reference set). It sees every row, rejected ones too, and must pass rows whose
+  ``REJECT_STAGE`` is set through unchanged; :func:`active` tells them apart.
+
+Stages never start or configure a cluster: only the runner knows Ray.
+Numeric columns named ``_metric.<name>`` are summed into the manifest's ``metrics.<stage>`` and are not
+written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from cluster.config import StrictModel
+from cluster.storage import Storage
+
+if TYPE_CHECKING:
+    import ray.data
+
+REJECT_STAGE = "_reject_stage"
+REJECT_REASON = "_reject_reason"
+REJECT_DETAIL = "_reject_detail"
+SPLIT = "_split"
+METRIC_PREFIX = "_metric."
+INTERNAL_COLUMNS = (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL, SPLIT)
+
+REGISTRY: dict[str, type["Stage"]] = {}
+
+
+class StageConfig(StrictModel):
+    """Base for stage options; unknown keys are config errors."""
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage knows about the run: field names, storage, its position in the pipeline."""
+
+    text_field: str = "text"
+    id_field: str = "id"
+    storage: Storage = Storage()
+    previous_stages: tuple[str, ...] = ()
+
+
+class Stage:
+    """Common base: registration by ``name``, the config model and resource declaration."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[StageConfig]] = StageConfig
+    num_cpus: ClassVar[float] = 1.0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            REGISTRY[cls.name] = cls
+
+    def __init__(self, config: StageConfig, ctx: StageContext):
+        self.config = config
+        self.ctx = ctx
+
+    @property
+    def text(self) -> str:
+        return self.ctx.text_field
+
+    def added_columns(self) -> dict[str, str]:
+        """Columns this stage adds to kept records, name -> description (for the dataset card)."""
+        return {}
+
+
+class MapStage(Stage):
+    stateful: ClassVar[bool] = False
+    batch_size: ClassVar[int | None] = 256
+
+    def setup(self) -> None:
+        """Load models or other state; called once per worker before the first batch."""
+
+    def process(self, batch: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+class GlobalStage(Stage):
+    def apply(self, ds: "ray.data.Dataset") -> "ray.data.Dataset":
+        raise NotImplementedError
+
+
+def reject(batch: pd.DataFrame, mask, reason: str | pd.Series, detail: str | pd.Series | None = None) -> None:
+    """Mark rows where ``mask`` holds as rejected with ``reason`` (and an optional detail), in place.
+
+    A row already rejected in this batch keeps its first reason.
+    """
+    mask = pd.Series(mask, index=batch.index).fillna(False).astype(bool) & batch[REJECT_REASON].isna()
+    if not mask.any():
+        return
+    for col in (REJECT_REASON, REJECT_DETAIL):
+        batch[col] = batch[col].astype(object)
+    batch.loc[mask, REJECT_REASON] = reason[mask] if isinstance(reason, pd.Series) else reason
+    if detail is not None:
+        batch.loc[mask, REJECT_DETAIL] = detail[mask].astype(str) if isinstance(detail, pd.Series) else detail
+
+
+def active(batch: pd.DataFrame) -> pd.Series:
+    """Rows not rejected by any earlier stage."""
+    return batch[REJECT_STAGE].isna()
+
+
+def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
+    """Apply ``stage`` to the live rows of ``batch``; rejected rows pass through, row order is kept."""
+    alive = active(batch)
+    if not alive.any():
+        return batch
+    sub = batch if alive.all() else batch[alive]
+    out = stage.process(sub.copy())
+    if len(out) != len(sub):
+        raise RuntimeError(f"stage {stage.name} returned {len(out)} rows for {len(sub)}: stages must not drop rows")
+    out.index = sub.index
+    newly = out[REJECT_REASON].notna() & out[REJECT_STAGE].isna()
+    if newly.any():
+        out[REJECT_STAGE] = out[REJECT_STAGE].astype(object)
+        out.loc[newly, REJECT_STAGE] = stage.name
+    if sub is batch:
+        return out
+    return _merge_rows(batch, out, np.flatnonzero(alive.to_numpy()))
+
+
+def _merge_rows(batch: pd.DataFrame, out: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``batch`` with the rows at positions ``rows`` replaced by ``out`` (columns out lacks become null there)."""
+    merged = {}
+    for col in list(batch.columns) + [c for c in out.columns if c not in batch.columns]:
+        if col in batch.columns:
+            values = batch[col].to_numpy(dtype=object, na_value=None).copy()
+        else:
+            values = np.full(len(batch), None, dtype=object)
+        values[rows] = out[col].to_numpy(dtype=object, na_value=None) if col in out.columns else None
+        merged[col] = values
+    return pd.DataFrame(merged, index=batch.index)

@@ -1,0 +1,108 @@
+"""The run's Ray Data sink: kept rows to ``data/`` (or ``data/<split>/``), rejected rows to ``rejects/``.
+
+Each write task writes its own part files (named by task index, so a retried task overwrites its
+earlier attempt) and returns counts, summed metrics and report statistics; the driver merges them.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cluster.storage import Storage, join
+from pipelines.report import collect_stats
+from pipelines.stage import METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT
+
+from ray.data import Datasink
+
+REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
+
+
+def kept_table(table: pa.Table) -> pa.Table:
+    """A kept slice as written: internal and metric columns dropped, null-typed columns as strings."""
+    drop = [c for c in table.column_names if c in REJECT_RENAMES or c == SPLIT or c.startswith(METRIC_PREFIX)]
+    return _strings_for_nulls(table.drop_columns(drop))
+
+
+def rejects_table(table: pa.Table) -> pa.Table:
+    """A rejected slice as written: id, stage, reason, detail, then the record's fields."""
+    drop = [c for c in table.column_names if c == SPLIT or c.startswith(METRIC_PREFIX)]
+    table = table.drop_columns(drop)
+    names = [REJECT_RENAMES.get(c, c) for c in table.column_names]
+    table = table.rename_columns(names)
+    head = ["id", "stage", "reason", "detail"]
+    order = [c for c in head if c in names] + [c for c in names if c not in head]
+    return _strings_for_nulls(table.select(order))
+
+
+def _strings_for_nulls(table: pa.Table) -> pa.Table:
+    for i, f in enumerate(table.schema):
+        if pa.types.is_null(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.string()))
+    return table
+
+
+def _as_table(block) -> pa.Table:
+    if isinstance(block, pd.DataFrame):
+        return pa.Table.from_pandas(block, preserve_index=False)
+    return block
+
+
+class RunSink(Datasink):
+    """Writes a run's Parquet parts and returns per-task statistics."""
+
+    def __init__(self, output: str, storage: Storage, text_field: str):
+        self.output = output
+        self.storage = storage
+        self.text_field = text_field
+        self.results: list[dict[str, Any]] = []
+
+    @property
+    def supports_distributed_writes(self) -> bool:
+        return True
+
+    def write(self, blocks: Iterable, ctx) -> dict[str, Any]:
+        tables = [t for t in (_as_table(b) for b in blocks) if t.num_rows]
+        stats: dict[str, Any] = {"rows": Counter(), "rejected": {}, "metrics": Counter(), "report": {}, "files": []}
+        if not tables:
+            return stats
+        table = pa.concat_tables(tables, promote_options="permissive")
+        for name in table.column_names:
+            if name.startswith(METRIC_PREFIX):
+                stats["metrics"][name[len(METRIC_PREFIX):]] += pc.sum(table[name]).as_py() or 0
+        rejected_mask = pc.is_valid(table[REJECT_STAGE])
+        rejected = rejects_table(table.filter(rejected_mask))
+        kept_all = table.filter(pc.invert(rejected_mask))
+        for stage, reason in zip(rejected["stage"].to_pylist(), rejected["reason"].to_pylist()):
+            stats["rejected"].setdefault(stage, Counter())[reason] += 1
+        groups: list[tuple[str, pa.Table]] = [("rejects", rejected)]
+        if SPLIT in kept_all.column_names:
+            for split in sorted(s for s in pc.unique(kept_all[SPLIT]).to_pylist() if s is not None):
+                groups.append((f"data/{split}", kept_table(kept_all.filter(pc.equal(kept_all[SPLIT], split)))))
+            unassigned = kept_all.filter(pc.is_null(kept_all[SPLIT]))
+            groups.append(("data", kept_table(unassigned)))
+        else:
+            groups.append(("data", kept_table(kept_all)))
+        for dest, part in groups:
+            if not part.num_rows:
+                continue
+            uri = join(self.output, dest, f"part-{ctx.task_idx:05d}.parquet")
+            fs, path = self.storage.resolve(uri)
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+            pq.write_table(part, path, filesystem=fs, compression="zstd")
+            stats["rows"][dest] += part.num_rows
+            stats["files"].append(uri)
+        stats["report"] = collect_stats(
+            {dest: part for dest, part in groups if dest != "rejects"}, rejected, self.text_field
+        )
+        return stats
+
+    def on_write_complete(self, write_result) -> None:
+        self.results = list(write_result.write_returns)

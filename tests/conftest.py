@@ -1,0 +1,171 @@
+"""Shared fixtures: one local Ray per test run, a real S3 server on loopback, a token-auth Ray head.
+
+The AWS environment is set at import, before any Ray process starts, so every worker reaches the
+test S3 server exactly as it would reach AWS or MinIO: through AWS_ENDPOINT_URL and credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")).resolve()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+S3_PORT = free_port()
+os.environ.update(
+    AWS_ACCESS_KEY_ID="thresher-test-key",
+    AWS_SECRET_ACCESS_KEY="thresher-test-secret-9f8e7d6c5b4a",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+    AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_PORT}",
+)
+os.environ.pop("AWS_SESSION_TOKEN", None)
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("RAY_ADDRESS", None)
+
+
+def shared_path(rel: str) -> Path:
+    """A file of ../shared/data (or THRESHER_SHARED); the test is skipped when it is absent."""
+    p = SHARED / "data" / rel
+    if not p.exists():
+        pytest.skip(f"shared data {rel} not found under {SHARED} (set THRESHER_SHARED)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """The test run's one local Ray instance (2 CPUs)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 server on 127.0.0.1; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    yield os.environ["AWS_ENDPOINT_URL"]
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh bucket created through the S3 API; yields its name."""
+    import boto3
+
+    name = f"thresher-{secrets.token_hex(4)}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return name
+
+
+def _wait_for_port(port: int, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+class RayHead:
+    """A Ray cluster started with ``ray start`` on 127.0.0.1 with token auth: a head and worker nodes."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.token = secrets.token_hex(16)
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        self.procs: list[subprocess.Popen] = []
+        ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+        self.ray_bin = ray_bin
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _start(self, args: list[str], name: str) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")
+        p = subprocess.Popen([self.ray_bin, "start", "--block", *args], env=self.env, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def start_head(self, num_cpus: int = 1) -> None:
+        self._start(["--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
+                     "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                     f"--dashboard-port={self.dashboard_port}", f"--num-cpus={num_cpus}",
+                     "--disable-usage-stats"], "head")
+        _wait_for_port(self.gcs_port)
+        _wait_for_port(self.dashboard_port, timeout=120)
+
+    def add_worker(self, num_cpus: int = 1) -> subprocess.Popen:
+        p = self._start([f"--address={self.address}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
+                         "--disable-usage-stats"], f"worker{len(self.procs)}")
+        time.sleep(5)
+        return p
+
+    def stop_node(self, p: subprocess.Popen) -> None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            self.stop_node(p)
+
+    def logs(self) -> str:
+        return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-4000:]}" for f in self.tmp.glob("*.log"))
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """A token-auth Ray head plus one worker node on 127.0.0.1, torn down after the session."""
+    head = RayHead(tmp_path_factory.mktemp("ray-head"))
+    try:
+        head.start_head(num_cpus=1)
+        head.add_worker(num_cpus=1)
+    except Exception:
+        head.stop()
+        raise RuntimeError(f"could not start a Ray head:\n{head.logs()}")
+    yield head
+    head.stop()
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the ``thresher`` CLI in a subprocess, as a user would."""
+    cmd = [sys.executable, "-m", "cluster.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)

@@ -1,0 +1,209 @@
+"""The curation spine: readers on every format, bad input with exact accounting, config errors, run output."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from cluster.cli import main as cli_main
+from pipelines.config import parse_config
+from pipelines.runner import run
+from tests.conftest import shared_path
+
+
+def curate(tmp_path: Path, paths, stages=None, **input_opts) -> tuple[dict, Path]:
+    out = tmp_path / "out"
+    cfg = {"input": {"paths": [str(p) for p in paths], **input_opts}, "output": {"path": str(out)},
+           "stages": stages or []}
+    return run(parse_config(cfg)), out
+
+
+def read_dir(path: Path) -> pa.Table:
+    files = sorted(path.glob("*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive") if files else None
+
+
+def assert_accounting(manifest: dict, out: Path) -> None:
+    c = manifest["counts"]
+    assert c["input"] == c["output"] + c["rejected"]
+    kept = sum(pq.read_metadata(f).num_rows for f in (out / "data").rglob("*.parquet"))
+    rejected = sum(pq.read_metadata(f).num_rows for f in (out / "rejects").rglob("*.parquet")) if (out / "rejects").exists() else 0
+    assert (kept, rejected) == (c["output"], c["rejected"])
+    prev_out = c["input"]
+    for stage, s in c["by_stage"].items():
+        assert s["in"] == prev_out and s["in"] == s["out"] + s["rejected"], stage
+        prev_out = s["out"]
+    assert prev_out == c["output"]
+
+
+def write_jsonl(path: Path, records, opener=open) -> Path:
+    with opener(path, "wb") as f:
+        for r in records:
+            f.write((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n")
+    return path
+
+
+def c4_docs(n=None) -> list[dict]:
+    lines = shared_path("web/c4_demo.jsonl").read_text().splitlines()
+    return [json.loads(l) for l in lines[:n]]
+
+
+def test_jsonl_plain_gz_zst_and_derived_ids(ray_local, tmp_path):
+    docs = c4_docs(60)
+    a = write_jsonl(tmp_path / "a.jsonl", [{"id": f"a{i}", **d} for i, d in enumerate(docs[:20])])
+    b = write_jsonl(tmp_path / "b.jsonl.gz", docs[20:40], opener=gzip.open)
+    with open(tmp_path / "c.jsonl.zst", "wb") as raw, zstandard.ZstdCompressor().stream_writer(raw) as f:
+        for d in docs[40:]:
+            f.write(json.dumps(d).encode() + b"\n")
+    manifest, out = curate(tmp_path, [a, b, tmp_path / "c.jsonl.zst"])
+    assert manifest["status"] == "succeeded" and manifest["counts"]["output"] == 60
+    table = read_dir(out / "data")
+    ids = table["id"].to_pylist()
+    assert len(set(ids)) == 60 and {f"a{i}" for i in range(20)} <= set(ids)
+    assert sorted(table["text"].to_pylist()) == sorted(d["text"] for d in docs)
+    # derived ids are stable: a second run gives the same ids
+    manifest2, out2 = curate(tmp_path / "again", [a, b, tmp_path / "c.jsonl.zst"])
+    assert sorted(read_dir(out2 / "data")["id"].to_pylist()) == sorted(ids)
+    assert_accounting(manifest, out)
+
+
+def test_large_jsonl_is_read_in_byte_ranges_exactly_once(ray_local, tmp_path):
+    docs = c4_docs()
+    path = write_jsonl(tmp_path / "big.jsonl", docs)
+    manifest, out = curate(tmp_path, [path], block_bytes=20_000)
+    size = path.stat().st_size
+    assert size > 20 * 20_000  # many ranges, boundaries fall inside lines
+    texts = read_dir(out / "data")["text"].to_pylist()
+    assert sorted(texts) == sorted(d["text"] for d in docs)
+    assert_accounting(manifest, out)
+
+
+def test_parquet_text_and_wet(ray_local, tmp_path):
+    docs = c4_docs(30)
+    pq.write_table(pa.table({"text": [d["text"] for d in docs], "score": list(range(30))}), tmp_path / "p.parquet",
+                   row_group_size=7)
+    tdir = tmp_path / "texts"
+    tdir.mkdir()
+    for i, d in enumerate(docs[:5]):
+        (tdir / f"doc{i}.txt").write_text(d["text"])
+    wet = shared_path("web/whirlwind.warc.wet")
+    for paths, n in (([tmp_path / "p.parquet"], 30), ([tdir], 5), ([wet], None)):
+        manifest, out = curate(tmp_path / f"run-{paths[0].stem}", paths)
+        table = read_dir(out / "data")
+        assert manifest["counts"]["output"] == table.num_rows
+        if n is not None:
+            assert table.num_rows == n
+        assert_accounting(manifest, out)
+    # WET: the real Common Crawl record, with its URL and WARC record id as id
+    assert table.num_rows >= 1 and table["url"][0].as_py().startswith("http")
+    assert "urn:uuid" in table["id"][0].as_py()
+    assert len(table["text"][0].as_py()) > 100
+
+
+def test_bad_input_is_accounted_exactly(ray_local, tmp_path):
+    good = c4_docs(10)
+    huge = "word " * (50 * 1024 * 1024 // 5)  # a 50 MB single document
+    lines = [
+        *[json.dumps(d).encode() for d in good],
+        b'{"text": "unterminated',                        # malformed JSON
+        b'{"text": "caf\xe9 latin-1 bytes"}',               # invalid UTF-8
+        b'{"title": "no text field"}',                      # missing text
+        b'{"text": 42}',                                    # non-string text
+        b'{"text": ["a", "list"]}',                         # non-string text
+        b'{"text": "   "}',                                 # empty document
+        b'["not", "an", "object"]',                         # not an object
+        json.dumps({"text": huge}).encode(),                # too long (default max_doc_chars 10M)
+    ]
+    bad = write_jsonl(tmp_path / "bad.jsonl", lines)
+    payload = b"".join(json.dumps(d).encode() + b"\n" for d in good)
+    truncated = tmp_path / "trunc.jsonl.gz"
+    truncated.write_bytes(gzip.compress(payload)[:-40])
+    manifest, out = curate(tmp_path, [bad, truncated], stages=[{"normalize": {}}, {"pii": {}}])
+    assert_accounting(manifest, out)
+    reasons = manifest["rejected_by_reason"]["read"]
+    assert reasons == {"malformed_json": 1, "invalid_utf8": 1, "missing_text": 1, "non_string_text": 2,
+                       "empty_text": 1, "not_an_object": 1, "too_long": 1, "unreadable_file": 1}
+    rejects = read_dir(out / "rejects")
+    assert set(rejects.column_names) >= {"id", "stage", "reason", "detail", "text"}
+    assert set(rejects["stage"].to_pylist()) == {"read"}
+    unreadable = [d for r, d in zip(rejects["reason"].to_pylist(), rejects["detail"].to_pylist()) if r == "unreadable_file"]
+    assert "trunc.jsonl.gz" in unreadable[0]
+    # the truncated file's complete records before the damage are kept
+    kept = manifest["counts"]["output"]
+    assert 10 < kept < 20
+
+
+def test_rerun_replaces_previous_output_and_report(ray_local, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", c4_docs(40))
+    out = tmp_path / "out"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "part-99999.parquet").write_bytes(b"stale")
+    manifest, out = curate(tmp_path, [src], stages=[{"normalize": {}}])
+    assert not (out / "data" / "part-99999.parquet").exists()
+    assert manifest["ray"]["nodes"] == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["funnel"]["by_stage"]["normalize"]["in"] == 40
+    assert report["lengths"]["kept"]["docs"] == 40
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "Stage funnel" in html
+    # `thresher report` recomputes the same report from the written files
+    (out / "report.json").unlink()
+    assert cli_main(["report", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["lengths"] == report["lengths"]
+
+
+def _cfg_file(tmp_path: Path, body: dict) -> str:
+    import yaml
+
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(body))
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    "body, overrides, key",
+    [
+        ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stagse": []}, [], "stagse"),
+        ({"input": {"paths": ["x"], "format": "csv"}, "output": {"path": "o"}}, [], "input.format"),
+        ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"pii": {"mode": "erase"}}]}, [], "stages.0.pii.mode"),
+        ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"normalise": {}}]}, [], "normalise"),
+        ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"normalize": {"nfc": True}}]}, [], "stages.0.normalize.nfc"),
+        ({"input": {"paths": ["x"]}, "output": {"path": "o"}}, ["input.max_doc_chars=-5"], "input.max_doc_chars"),
+        ({"output": {"path": "o"}}, [], "input"),
+    ],
+)
+def test_config_errors_exit_2_naming_the_key(tmp_path, capsys, body, overrides, key):
+    args = ["curate", _cfg_file(tmp_path, body)] + [a for o in overrides for a in ("--set", o)]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert key in err, err
+
+
+def test_missing_input_and_unwritable_output_exit_2_before_work(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "hello world"}])
+    cfg = _cfg_file(tmp_path, {"input": {"paths": [str(tmp_path / "nope.jsonl")]}, "output": {"path": str(tmp_path / "o")}})
+    assert cli_main(["curate", cfg]) == 2
+    assert "input.paths" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = _cfg_file(tmp_path, {"input": {"paths": [str(src)]}, "output": {"path": str(blocker / "o")}})
+    assert cli_main(["curate", cfg]) == 2
+    assert "output.path" in capsys.readouterr().err
+    assert cli_main(["curate", cfg, "--set", "novalue"]) == 2
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_set_overrides_reach_stage_options(tmp_path):
+    from cluster.config import apply_overrides
+
+    data = {"stages": [{"normalize": {}}, {"pii": None}]}
+    apply_overrides(data, ["stages.1.mode=hash", "input.paths=[a, b]", "stages.0.unicode_form=NFKC"])
+    assert data["stages"][1] == {"pii": {"mode": "hash"}}
+    assert data["stages"][0] == {"normalize": {"unicode_form": "NFKC"}}
+    assert data["input"]["paths"] == ["a", "b"]
