@@ -34,7 +34,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.init(address=addr, **kwargs)
     else:
         log.info("starting an embedded local Ray")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     try:
         yield ray.cluster_resources()
     finally:

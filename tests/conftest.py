@@ -55,7 +55,7 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -126,11 +126,33 @@ class RayHead:
                      "--disable-usage-stats"], "head")
         _wait_for_port(self.gcs_port)
         _wait_for_port(self.dashboard_port, timeout=120)
+        self.wait_for_nodes(1)
+
+    def alive_nodes(self) -> int:
+        """Alive nodes, from the dashboard's state API (with the token)."""
+        import requests
+
+        r = requests.get(f"{self.dashboard_url}/api/v0/nodes", headers={"Authorization": f"Bearer {self.token}"},
+                         timeout=10)
+        r.raise_for_status()
+        return sum(n["state"] == "ALIVE" for n in r.json()["data"]["result"]["result"])
+
+    def wait_for_nodes(self, n: int, timeout: float = 90) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if self.alive_nodes() == n:
+                    return
+            except Exception:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"the cluster did not reach {n} alive nodes in {timeout}s")
 
     def add_worker(self, num_cpus: int = 1) -> subprocess.Popen:
+        before = self.alive_nodes()
         p = self._start([f"--address={self.address}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
                          "--disable-usage-stats"], f"worker{len(self.procs)}")
-        time.sleep(5)
+        self.wait_for_nodes(before + 1)
         return p
 
     def stop_node(self, p: subprocess.Popen) -> None:
