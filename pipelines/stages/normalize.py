@@ -17,13 +17,22 @@ _CONTROL = {**{c: None for c in list(range(0x00, 0x20)) + list(range(0x7F, 0xA0)
             0x09: 0x09, 0x0A: 0x0A, 0x0D: 0x0A, 0x0B: 0x0A, 0x0C: 0x0A, 0x2028: 0x0A, 0x2029: 0x0A,
             0x200B: None, 0xFEFF: None, 0x00AD: None}
 # Single-character-class repetitions: linear in Python's engine, and faster than RE2 when matches are many.
-_SPACES = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+_SPACES = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{2,}|[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_CONTROL_HINT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b\u2028\u2029\ufeff]")
 _BLANK_LINES = re.compile("\n{3,}")
 
 
 # The whole document as one segment: ftfy.fix_text's per-line loop is slow on documents of many short lines.
 _FTFY = ftfy.TextFixerConfig(normalization=None, uncurl_quotes=False, fix_line_breaks=True, max_decode_length=1 << 30,
                              explain=False)
+
+
+# UTF-8 read as Windows-1252 or Latin-1: a lead byte (Â..ô) followed by what a continuation byte becomes.
+# Text without such a pair has no mojibake for ftfy to fix, and skips it (ftfy is the slowest step).
+_MOJIBAKE_HINT = re.compile(
+    "[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+    "\u2013\u2014\u2018-\u201a\u201c-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]"
+)
 
 
 class NormalizeConfig(StageConfig):
@@ -53,12 +62,13 @@ class Normalize(MapStage):
         c = self.config
         if c.html_to_text:
             text = html_to_text(text)
-        if c.fix_mojibake:
+        if c.fix_mojibake and _MOJIBAKE_HINT.search(text):
             text = ftfy.fix_and_explain(text, _FTFY).text
         if c.unicode_form != "none":
             text = unicodedata.normalize(c.unicode_form, text)
         if c.strip_control:
-            text = text.replace("\r\n", "\n").translate(_CONTROL)
+            if _CONTROL_HINT.search(text):
+                text = text.replace("\r\n", "\n").translate(_CONTROL)
         if c.collapse_whitespace:
             lines = _SPACES.sub(" ", text).split("\n")
             text = _BLANK_LINES.sub("\n\n", "\n".join(line.strip(" ") for line in lines)).strip()

@@ -1,0 +1,62 @@
+"""Generate a benchmark corpus of a requested size from the shared real text (C4, Common Crawl, Wikipedia).
+
+Documents are real documents, cycled, each given a unique id and a light deterministic variation (a suffix
+with its index) so that no two are identical. Output: JSONL shards of about ``--shard-mb`` each.
+
+    python bench/corpus.py --mb 200 --out /tmp/corpus200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")) / "data"
+
+
+def source_documents() -> list[str]:
+    """Real documents from the shared data: C4, Common Crawl and Wikipedia paragraphs."""
+    web = SHARED / "web"
+    if not web.exists():
+        raise SystemExit(f"shared data not found at {SHARED} (set THRESHER_SHARED)")
+    docs = [json.loads(l)["text"] for l in (web / "c4_demo.jsonl").read_text().splitlines()]
+    for f in sorted(web.glob("cc_en_head-*.jsonl")):
+        docs += [json.loads(l)["text"] for l in f.read_text().splitlines()]
+    docs += [p for p in (web / "wiki_demo.txt").read_text().split("\n") if len(p) > 200]
+    return docs
+
+
+def generate(mb: float, out: Path, shard_mb: float = 64) -> tuple[int, int]:
+    """Write about ``mb`` MB of JSONL under ``out``; returns (documents, bytes)."""
+    docs = source_documents()
+    out.mkdir(parents=True, exist_ok=True)
+    target, shard_limit = int(mb * 1e6), int(shard_mb * 1e6)
+    n = written = shard = shard_bytes = 0
+    f = open(out / f"part-{shard:05d}.jsonl", "wb")
+    while written < target:
+        text = f"{docs[n % len(docs)]}\n\n(document {n})"
+        line = json.dumps({"id": f"doc-{n:09d}", "text": text}).encode() + b"\n"
+        if shard_bytes + len(line) > shard_limit:
+            f.close()
+            shard += 1
+            shard_bytes = 0
+            f = open(out / f"part-{shard:05d}.jsonl", "wb")
+        f.write(line)
+        n += 1
+        written += len(line)
+        shard_bytes += len(line)
+    f.close()
+    return n, written
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--shard-mb", type=float, default=64)
+    a = ap.parse_args()
+    docs, size = generate(a.mb, a.out, a.shard_mb)
+    print(f"wrote {docs:,} documents, {size / 1e6:.1f} MB to {a.out}")
