@@ -22,7 +22,7 @@ class InputConfig(StrictModel):
     id_field: str | None = "id"
     fields: list[str] | None = Field(None, description="original fields to keep; default: all found in a sample")
     max_doc_chars: int = Field(10_000_000, gt=0, description="longer documents are rejected at read")
-    block_bytes: int = Field(64 << 20, gt=0, description="uncompressed JSONL files are read in ranges of this size")
+    block_bytes: int = Field(16 << 20, gt=0, description="uncompressed JSONL files are read in ranges of this size")
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -35,7 +35,7 @@ class OutputConfig(StrictModel):
 
 
 class ExecutionConfig(StrictModel):
-    batch_size: int = Field(256, gt=0)
+    batch_size: int = Field(1024, gt=0)
     num_cpus: int | None = Field(None, gt=0, description="CPUs of the embedded local Ray (default: all)")
 
 

@@ -26,7 +26,7 @@ from pipelines.config import CurateConfig
 from pipelines.readers import READ_STAGE, ReaderSpec, ReadError, ReadTask, plan, read_task
 from pipelines.report import build_report, collect_stats, merge_stats, render_html
 from pipelines.stage import GlobalStage, MapStage, Stage, StageContext, run_map_stage
-from pipelines.writer import RunSink
+from pipelines.writer import DIGEST_MOD, RunSink
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ def _read_counter():
         def total(self) -> tuple[int, int]:
             return sum(self.rows.values()), len(self.rows)
 
-    return ReadCounter.remote()
+    # On the head node, beside the driver: losing a worker node never loses the counts.
+    return ReadCounter.options(resources={"node:__internal_head__": 0.001}).remote()
 
 
 def build_dataset(cfg: CurateConfig, tasks: list[ReadTask], spec: ReaderSpec, stages: list[Stage], counter):
@@ -180,11 +181,13 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
 
 def build_manifest(cfg: CurateConfig, stage_names: list[str], results: list[dict], read_rows: int) -> dict[str, Any]:
     rows: Counter = Counter()
+    digests: Counter = Counter()
     metrics: dict[str, Counter] = {}
     rejected: dict[str, Counter] = {}
     files: list[str] = []
     for r in results:
         rows.update(r["rows"])
+        digests.update(r["digests"])
         files += r["files"]
         for stage, reasons in r["rejected"].items():
             rejected.setdefault(stage, Counter()).update(reasons)
@@ -206,6 +209,7 @@ def build_manifest(cfg: CurateConfig, stage_names: list[str], results: list[dict
         "rejected_by_reason": {s: dict(c) for s, c in rejected.items()},
         "metrics": {s: {k: (int(v) if float(v).is_integer() else v) for k, v in c.items()} for s, c in metrics.items()},
         "files": sorted(files),
+        "digests": {dest: f"{d % DIGEST_MOD:016x}" for dest, d in sorted(digests.items())},
         "config": cfg.dump(),
         "versions": versions(),
     }

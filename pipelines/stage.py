@@ -79,7 +79,7 @@ class Stage:
 
 class MapStage(Stage):
     stateful: ClassVar[bool] = False
-    batch_size: ClassVar[int | None] = 256
+    batch_size: ClassVar[int | None] = None  # rows per batch; None: execution.batch_size
 
     def setup(self) -> None:
         """Load models or other state; called once per worker before the first batch."""

@@ -11,10 +11,12 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import xxhash
 
 from cluster.storage import Storage, join
 from pipelines.report import collect_stats
@@ -23,6 +25,18 @@ from pipelines.stage import METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_
 from ray.data import Datasink
 
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
+DIGEST_MOD = 1 << 64
+
+
+def table_digest(table: pa.Table) -> int:
+    """Order-independent fingerprint of a table's rows: the sum of their hashes, mod 2**64.
+
+    Two runs wrote the same records (whatever their order and file boundaries) iff the digests match.
+    """
+    total = 0
+    for row in table.to_pylist():
+        total += xxhash.xxh64_intdigest(orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str))
+    return total % DIGEST_MOD
 
 
 def kept_table(table: pa.Table) -> pa.Table:
@@ -70,7 +84,8 @@ class RunSink(Datasink):
 
     def write(self, blocks: Iterable, ctx) -> dict[str, Any]:
         tables = [t for t in (_as_table(b) for b in blocks) if t.num_rows]
-        stats: dict[str, Any] = {"rows": Counter(), "rejected": {}, "metrics": Counter(), "report": {}, "files": []}
+        stats: dict[str, Any] = {"rows": Counter(), "rejected": {}, "metrics": Counter(), "report": {}, "files": [],
+                                 "digests": Counter()}
         if not tables:
             return stats
         table = pa.concat_tables(tables, promote_options="permissive")
@@ -98,6 +113,7 @@ class RunSink(Datasink):
             fs.create_dir(posixpath.dirname(path), recursive=True)
             pq.write_table(part, path, filesystem=fs, compression="zstd")
             stats["rows"][dest] += part.num_rows
+            stats["digests"][dest] += table_digest(part)
             stats["files"].append(uri)
         stats["report"] = collect_stats(
             {dest: part for dest, part in groups if dest != "rejects"}, rejected, self.text_field
