@@ -91,3 +91,33 @@ def test_a_worker_killed_mid_run_changes_nothing(ray_local, tmp_path):
     assert killed, "no worker was killed: the run ended before one was seen"
     assert faulty["digests"] == clean["digests"] and faulty["counts"] == clean["counts"]
     assert sorted_rows(tmp_path / "faulty", "data") == sorted_rows(tmp_path / "clean", "data")
+
+
+def test_losing_a_worker_node_mid_run_still_completes_identically(ray_head, tmp_path):
+    """A two-node cluster (head + worker on 127.0.0.1); the worker node is stopped while the run is going."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    src = corpus(tmp_path, 15)
+    auth = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_head.token}
+    clean_cfg, cfg = tmp_path / "clean.yaml", tmp_path / "faulty.yaml"
+    clean_cfg.write_text(yaml.safe_dump(config(src, tmp_path / "clean")))
+    cfg.write_text(yaml.safe_dump(config(src, tmp_path / "faulty")))
+    res = run_cli("curate", str(clean_cfg), "--address", ray_head.address, env=auth)
+    assert res.returncode == 0, res.stderr[-2000:]
+    worker = ray_head.procs[-1]
+    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "curate", str(cfg), "--address", ray_head.address],
+                            env=auth, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(6)
+        assert proc.poll() is None, "the run finished before the node could be stopped"
+        ray_head.stop_node(worker)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        ray_head.add_worker()  # leave the shared cluster as it was
+    assert proc.returncode == 0, out[-3000:]
+    clean = json.loads((tmp_path / "clean" / "manifest.json").read_text())
+    faulty = json.loads((tmp_path / "faulty" / "manifest.json").read_text())
+    assert faulty["digests"] == clean["digests"] and faulty["counts"] == clean["counts"]

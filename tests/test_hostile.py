@@ -1,0 +1,110 @@
+"""Hostile input, generated: random bytes, invalid UTF-8, NUL bytes, deep or huge JSON, very long lines.
+
+Readers must turn every line into exactly one row (kept or rejected with a reason) and never raise; stages
+must never raise on any string and stay linear in time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cluster.storage import Storage
+from pipelines.config import InputConfig, parse_config
+from pipelines.readers import plan, read_task
+from pipelines.runner import run
+from pipelines.stage import REJECT_STAGE
+from tests.test_text_stages import batch
+from pipelines.stage import StageContext, run_map_stage
+from pipelines.stages.normalize import Normalize, NormalizeConfig
+from pipelines.stages.pii import Pii, PiiConfig
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+hostile_line = st.one_of(
+    st.binary(max_size=300).map(lambda b: b.replace(b"\n", b" ")),
+    st.dictionaries(st.sampled_from(["text", "id", "url", "x"]), json_values, max_size=4).map(
+        lambda d: json.dumps(d).encode()),
+    st.text(max_size=200).map(lambda t: json.dumps({"text": t}).encode()),
+    st.text(max_size=50).map(lambda t: json.dumps({"text": t + "\x00" + t, "id": t}).encode()),
+)
+
+
+def read_all(tmp_path, name: str, payload: bytes, **opts) -> pa.Table:
+    path = tmp_path / name
+    path.write_bytes(payload)
+    tasks, spec = plan(InputConfig(paths=[str(path)], **opts), Storage())
+    tables = [t for task in tasks for t in read_task(task, spec)]
+    return pa.concat_tables(tables) if tables else pa.table({"id": pa.array([], pa.string())})
+
+
+@SETTINGS
+@given(lines=st.lists(hostile_line, max_size=30), block=st.integers(min_value=1, max_value=400))
+def test_every_jsonl_line_becomes_exactly_one_row(tmp_path_factory, lines, block):
+    tmp = tmp_path_factory.mktemp("h")
+    payload = b"\n".join(lines) + b"\n"
+    table = read_all(tmp, "x.jsonl", payload, block_bytes=block)
+    assert table.num_rows == sum(1 for l in lines if l.strip())
+    if table.num_rows:
+        rejected = table[REJECT_STAGE].is_valid()
+        texts = table["text"].to_pylist()
+        assert all(t is not None and t.strip() for t, r in zip(texts, rejected.to_pylist()) if not r)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=4000), cut=st.integers(min_value=0, max_value=4000))
+def test_random_and_truncated_compressed_bytes_never_raise(tmp_path_factory, data, cut):
+    tmp = tmp_path_factory.mktemp("h")
+    for name, payload in (("r.jsonl.gz", data), ("t.jsonl.gz", gzip.compress(data)[:cut]), ("r.wet", data),
+                          ("r.jsonl.zst", data), ("r.txt", data)):
+        table = read_all(tmp, name, payload)
+        assert table.num_rows >= 0
+
+
+def test_deep_and_huge_json_and_a_million_character_line(tmp_path):
+    deep = b'{"text": "ok", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    huge_line = json.dumps({"text": "w" * 1_000_000}).encode()
+    wide = json.dumps({"text": "fine text", **{f"k{i}": i for i in range(10_000)}}).encode()
+    table = read_all(tmp_path, "x.jsonl", b"\n".join([deep, huge_line, wide]) + b"\n")
+    assert table.num_rows == 3
+    reasons = table["_reject_reason"].to_pylist()
+    assert reasons[0] == "malformed_json" and reasons[1] is None and reasons[2] is None
+
+
+@SETTINGS
+@given(texts=st.lists(st.text(max_size=400), min_size=1, max_size=20))
+def test_text_stages_accept_any_string(texts):
+    for stage in (Normalize(NormalizeConfig(html_to_text=True), StageContext()), Pii(PiiConfig(), StageContext())):
+        out = run_map_stage(stage, batch(texts))
+        assert len(out) == len(texts)
+
+
+def test_a_run_over_hostile_files_accounts_for_every_record(ray_local, tmp_path):
+    import random
+
+    rng = random.Random(7)
+    lines = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))).replace(b"\n", b" ") for _ in range(200)]
+    lines += [json.dumps({"text": "Good text about the weather in spring. " * 5, "id": f"g{i}"}).encode() for i in range(50)]
+    rng.shuffle(lines)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "in" / "b.jsonl.gz").write_bytes(gzip.compress(b"\n".join(lines))[:-100])
+    (tmp_path / "in" / "c.txt").write_bytes(b"\xff\xfe\x00 not utf-8 \x80")
+    t0 = time.perf_counter()
+    manifest = run(parse_config({"input": {"paths": [str(tmp_path / "in")], "format": None},
+                                 "output": {"path": str(tmp_path / "out")},
+                                 "stages": [{"normalize": {"html_to_text": True}}, {"pii": {}}]}))
+    c = manifest["counts"]
+    assert c["input"] == c["output"] + c["rejected"]
+    assert c["output"] >= 50 and c["rejected"] > 100
+    assert time.perf_counter() - t0 < 120
