@@ -8,15 +8,18 @@ last. A run that fails leaves no manifest; a new run into the same output first 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cluster.config import ConfigError
@@ -25,14 +28,14 @@ from cluster.storage import Storage, join
 from pipelines.config import CurateConfig
 from pipelines.readers import READ_STAGE, ReaderSpec, ReadError, ReadTask, plan, read_task
 from pipelines.report import build_report, collect_stats, merge_stats, render_html
-from pipelines.stage import GlobalStage, MapStage, Stage, StageContext, run_map_stage
-from pipelines.writer import DIGEST_MOD, RunSink
+from pipelines.stage import TASK, GlobalStage, MapStage, Stage, StageContext, run_map_stage
+from pipelines.writer import DIGEST_MOD, PROGRESS, RunSink, progress_uri
 
 log = logging.getLogger(__name__)
 
 from cluster.storage import MANIFEST
 RUN_FILES = ("report.json", "report.html", "README.md")
-RUN_DIRS = ("data", "rejects")
+RUN_DIRS = ("data", "rejects", PROGRESS)
 
 
 class RunFailed(Exception):
@@ -66,17 +69,19 @@ def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], Read
 # -- Ray side ------------------------------------------------------------------------------------
 
 
-def _read_batches(batch, spec: ReaderSpec, counter):
-    """map_batches UDF: one read task in, its records out as Arrow tables."""
+def _read_batches(batch, spec: ReaderSpec, output: str):
+    """map_batches UDF: one read task in, its records out as Arrow tables tagged with the task's key.
+
+    When the task has read everything, ``_progress/read-<key>.json`` records how many records it read: the
+    independent count the accounting check and resume rely on (a retried task overwrites it).
+    """
     (item,) = batch["task"]
     task = ReadTask(item["format"], tuple(item["uris"]), item["start"], item["end"])
     n = 0
     for table in read_task(task, spec):
         n += table.num_rows
-        yield table
-    import ray
-
-    ray.get(counter.record.remote(item["key"], n))
+        yield table.append_column(TASK, pa.array([item["key"]] * table.num_rows, pa.string()))
+    spec.storage.write_bytes(progress_uri(output, f"read-{item['key']}.json"), json.dumps({"rows": n}).encode())
 
 
 def _apply_stage(batch, stage: MapStage):
@@ -104,34 +109,14 @@ def _cluster_info(resources: dict) -> dict[str, Any]:
     return {"nodes": len(nodes), "cpus": resources.get("CPU", 0), "gcs_address": ray.get_runtime_context().gcs_address}
 
 
-def _read_counter():
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class ReadCounter:
-        """Rows read per read task; a retried task overwrites its own entry."""
-
-        def __init__(self):
-            self.rows: dict[str, int] = {}
-
-        def record(self, key: str, n: int) -> None:
-            self.rows[key] = n
-
-        def total(self) -> tuple[int, int]:
-            return sum(self.rows.values()), len(self.rows)
-
-    # On the head node, beside the driver: losing a worker node never loses the counts.
-    return ReadCounter.options(resources={"node:__internal_head__": 0.001}).remote()
-
-
-def build_dataset(cfg: CurateConfig, tasks: list[ReadTask], spec: ReaderSpec, stages: list[Stage], counter):
+def build_dataset(cfg: CurateConfig, tasks: dict[str, ReadTask], spec: ReaderSpec, stages: list[Stage]):
     import ray
     import ray.data
 
-    items = [{"task": {"key": f"{i}", "format": t.format, "uris": list(t.uris), "start": t.start, "end": t.end}}
-             for i, t in enumerate(tasks)]
+    items = [{"task": {"key": key, "format": t.format, "uris": list(t.uris), "start": t.start, "end": t.end}}
+             for key, t in tasks.items()]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(_read_batches, fn_args=(spec, counter), batch_size=1, batch_format="pandas")
+    ds = ds.map_batches(_read_batches, fn_args=(spec, cfg.output.path), batch_size=1, batch_format="pandas")
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     for stage in stages:
         if isinstance(stage, GlobalStage):
@@ -150,33 +135,104 @@ def build_dataset(cfg: CurateConfig, tasks: list[ReadTask], spec: ReaderSpec, st
 def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
     """Run a curation config to completion and return its manifest."""
     storage = Storage.from_options(cfg.storage)
-    tasks, spec, stages = preflight(cfg, storage)
+    planned, spec, stages = preflight(cfg, storage)
+    tasks = {f"{i:05d}": t for i, t in enumerate(planned)}
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    clean_output(cfg.output.path, storage)
+    reused = prepare_output(cfg, storage, tasks, stages)
+    todo = {key: t for key, t in tasks.items() if key not in reused}
+    sink = RunSink(cfg.output.path, storage, cfg.input.text_field)
     with ray_session(address, cfg.execution.num_cpus) as resources:
         cluster_info = _cluster_info(resources)
-        counter = _read_counter()
-        sink = RunSink(cfg.output.path, storage, cfg.input.text_field)
-        try:
-            build_dataset(cfg, tasks, spec, stages, counter).write_datasink(sink)
-            import ray
-
-            read_rows, read_tasks = ray.get(counter.total.remote())
-        except Exception as e:
-            raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
-    if read_tasks != len(tasks):
-        raise RunFailed(f"{len(tasks) - read_tasks} of {len(tasks)} read tasks reported no result")
-    manifest = build_manifest(cfg, [s.name for s in stages], sink.results, read_rows)
-    manifest.update(ray=cluster_info, started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
+        if todo:
+            try:
+                build_dataset(cfg, todo, spec, stages).write_datasink(sink)
+            except Exception as e:
+                raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
+    progress = read_progress(cfg.output.path, storage)
+    missing = [key for key in tasks if key not in progress.read_rows]
+    if missing:
+        raise RunFailed(f"{len(missing)} of {len(tasks)} read tasks reported no result")
+    results = [stats for key in reused for stats in progress.writes[key]] + sink.results
+    manifest = build_manifest(cfg, [s.name for s in stages], results, sum(progress.read_rows.values()))
+    manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(tasks)},
+                    started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
                     seconds=round(time.perf_counter() - t0, 3))
     counts = manifest["counts"]
     if counts["input"] != counts["output"] + counts["rejected"]:
         raise RunFailed(f"accounting mismatch: read {counts['input']} records, wrote {counts['output']} "
                         f"and rejected {counts['rejected']}")
-    collected = merge_stats([r["report"] for r in sink.results if r.get("report")])
+    collected = merge_stats([r["report"] for r in results if r.get("report")])
     commit(cfg.output.path, storage, manifest, build_report(collected, manifest))
+    storage.delete(join(cfg.output.path, PROGRESS))
     return manifest
+
+
+@dataclass
+class Progress:
+    """What an earlier attempt of this run left: rows read per read task, write markers per read task."""
+
+    read_rows: dict[str, int] = field(default_factory=dict)
+    writes: dict[str, list[dict]] = field(default_factory=dict)
+    marker_uris: dict[str, list[str]] = field(default_factory=dict)
+
+    def complete(self) -> set[str]:
+        """Read tasks whose written rows add up to the rows they read."""
+        return {key for key, n in self.read_rows.items()
+                if sum(sum(w["rows"].values()) for w in self.writes.get(key, [])) == n}
+
+
+def read_progress(output: str, storage: Storage) -> Progress:
+    progress = Progress()
+    root = join(output, PROGRESS)
+    for uri, _ in storage.expand(root) if storage.exists(root) else []:
+        name = uri.rsplit("/", 1)[-1]
+        kind, _, rest = name.removesuffix(".json").partition("-")
+        key = rest.split("-")[0]
+        if kind == "read":
+            progress.read_rows[key] = json.loads(storage.read_bytes(uri))["rows"]
+        elif kind == "write":
+            progress.writes.setdefault(key, []).append(json.loads(storage.read_bytes(uri)))
+        if kind in ("read", "write"):
+            progress.marker_uris.setdefault(key, []).append(uri)
+    return progress
+
+
+def run_key(cfg: CurateConfig, tasks: dict[str, ReadTask]) -> str:
+    """Identifies what a run computes: the config (less execution settings) and the planned reads."""
+    config = {k: v for k, v in cfg.dump().items() if k != "execution"}
+    reads = [[key, t.format, list(t.uris), t.start, t.end] for key, t in tasks.items()]
+    return hashlib.sha256(json.dumps([config, reads], sort_keys=True).encode()).hexdigest()
+
+
+def prepare_output(cfg: CurateConfig, storage: Storage, tasks: dict[str, ReadTask], stages: list[Stage]) -> set[str]:
+    """Make the output ready and return the read tasks an interrupted earlier attempt already finished.
+
+    Reuse needs the same config and inputs (``run_key``), no manifest (an earlier run that completed is
+    replaced, not resumed) and only map stages (a global stage needs every record, so it starts over). Every
+    file of an unfinished read task is deleted; anything else (another config's output) is wiped.
+    """
+    output = cfg.output.path
+    marker = join(output, PROGRESS, "run.json")
+    key = run_key(cfg, tasks)
+    resumable = all(isinstance(s, MapStage) for s in stages) and not storage.exists(join(output, MANIFEST))
+    if resumable and storage.exists(marker) and json.loads(storage.read_bytes(marker))["key"] == key:
+        progress = read_progress(output, storage)
+        done = progress.complete()
+        for dest in ("data", "rejects"):
+            root = join(output, dest)
+            for uri, _ in storage.expand(root) if storage.exists(root) else []:
+                if uri.rsplit("/", 1)[-1].split("-")[1] not in done:
+                    storage.delete(uri)
+        for task_key, uris in progress.marker_uris.items():
+            if task_key not in done:
+                for uri in uris:
+                    storage.delete(uri)
+        log.info("resuming: %d of %d read tasks were already written", len(done), len(tasks))
+        return done
+    clean_output(output, storage)
+    storage.write_bytes(marker, json.dumps({"key": key}).encode())
+    return set()
 
 
 def build_manifest(cfg: CurateConfig, stage_names: list[str], results: list[dict], read_rows: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ REJECT_STAGE = "_reject_stage"
 REJECT_REASON = "_reject_reason"
 REJECT_DETAIL = "_reject_detail"
 SPLIT = "_split"
+TASK = "_task"  # the read task a row came from (resume bookkeeping; never written)
 METRIC_PREFIX = "_metric."
 INTERNAL_COLUMNS = (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL, SPLIT)
 

@@ -6,6 +6,7 @@ earlier attempt) and returns counts, summed metrics and report statistics; the d
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections import Counter
 from collections.abc import Iterable
@@ -20,10 +21,11 @@ import xxhash
 
 from cluster.storage import Storage, join
 from pipelines.report import collect_stats
-from pipelines.stage import METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT
+from pipelines.stage import METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, TASK
 
 from ray.data import Datasink
 
+PROGRESS = "_progress"
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
 DIGEST_MOD = 1 << 64
 
@@ -69,8 +71,18 @@ def _as_table(block) -> pa.Table:
     return block
 
 
+def progress_uri(output: str, name: str) -> str:
+    return join(output, PROGRESS, name)
+
+
 class RunSink(Datasink):
-    """Writes a run's Parquet parts and returns per-task statistics."""
+    """Writes a run's Parquet parts, per read task, and a progress marker for each part written.
+
+    Rows carry the key of the read task that produced them (``TASK``). The rows of read task K written by
+    write task W go to ``<dest>/part-K-W.parquet``; then ``_progress/write-K-W.json`` records their counts,
+    digests and report statistics. A re-run of the same config can therefore keep every read task whose
+    markers add up to the rows it read (see ``pipelines.runner``).
+    """
 
     def __init__(self, output: str, storage: Storage, text_field: str):
         self.output = output
@@ -82,16 +94,28 @@ class RunSink(Datasink):
     def supports_distributed_writes(self) -> bool:
         return True
 
-    def write(self, blocks: Iterable, ctx) -> dict[str, Any]:
+    def write(self, blocks: Iterable, ctx) -> list[dict[str, Any]]:
         tables = [t for t in (_as_table(b) for b in blocks) if t.num_rows]
+        if not tables:
+            return []
+        table = pa.concat_tables(tables, promote_options="permissive")
+        if TASK not in table.column_names:  # a global stage regrouped rows: no per-read-task bookkeeping
+            table = table.append_column(TASK, pa.array(["all"] * table.num_rows, pa.string()))
+        results = []
+        for key in sorted(pc.unique(table[TASK]).to_pylist()):
+            part = table.filter(pc.equal(table[TASK], key)).drop_columns([TASK])
+            stats = self.write_part(part, f"{key}-{ctx.task_idx:05d}")
+            self.storage.write_bytes(progress_uri(self.output, f"write-{key}-{ctx.task_idx:05d}.json"),
+                                     json.dumps(stats).encode())
+            results.append(stats)
+        return results
+
+    def write_part(self, table: pa.Table, name: str) -> dict[str, Any]:
         stats: dict[str, Any] = {"rows": Counter(), "rejected": {}, "metrics": Counter(), "report": {}, "files": [],
                                  "digests": Counter()}
-        if not tables:
-            return stats
-        table = pa.concat_tables(tables, promote_options="permissive")
-        for name in table.column_names:
-            if name.startswith(METRIC_PREFIX):
-                stats["metrics"][name[len(METRIC_PREFIX):]] += pc.sum(table[name]).as_py() or 0
+        for col in table.column_names:
+            if col.startswith(METRIC_PREFIX):
+                stats["metrics"][col[len(METRIC_PREFIX):]] += pc.sum(table[col]).as_py() or 0
         rejected_mask = pc.is_valid(table[REJECT_STAGE])
         rejected = rejects_table(table.filter(rejected_mask))
         kept_all = table.filter(pc.invert(rejected_mask))
@@ -108,7 +132,7 @@ class RunSink(Datasink):
         for dest, part in groups:
             if not part.num_rows:
                 continue
-            uri = join(self.output, dest, f"part-{ctx.task_idx:05d}.parquet")
+            uri = join(self.output, dest, f"part-{name}.parquet")
             fs, path = self.storage.resolve(uri)
             fs.create_dir(posixpath.dirname(path), recursive=True)
             pq.write_table(part, path, filesystem=fs, compression="zstd")
@@ -121,4 +145,4 @@ class RunSink(Datasink):
         return stats
 
     def on_write_complete(self, write_result) -> None:
-        self.results = list(write_result.write_returns)
+        self.results = [stats for task in write_result.write_returns for stats in task]

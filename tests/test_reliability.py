@@ -121,3 +121,39 @@ def test_losing_a_worker_node_mid_run_still_completes_identically(ray_head, tmp_
     clean = json.loads((tmp_path / "clean" / "manifest.json").read_text())
     faulty = json.loads((tmp_path / "faulty" / "manifest.json").read_text())
     assert faulty["digests"] == clean["digests"] and faulty["counts"] == clean["counts"]
+
+
+def test_a_killed_run_resumes_without_redoing_finished_work_and_configs_never_mix(ray_local, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    src = corpus(tmp_path, 12)
+    clean = run(parse_config(config(src, tmp_path / "clean")))
+    out = tmp_path / "out"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(config(src, out, num_cpus=1)))
+    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while len(list((out / "_progress").glob("write-*.json"))) < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its embedded Ray die mid-run
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+
+    resumed = run(parse_config(config(src, out)))
+    reused = resumed["resumed"]["reused_read_tasks"]
+    assert 4 <= reused <= resumed["resumed"]["read_tasks"]
+    assert resumed["digests"] == clean["digests"] and resumed["counts"] == clean["counts"]
+    assert sorted_rows(out, "data") == sorted_rows(tmp_path / "clean", "data")
+    assert not (out / "_progress").exists()
+
+    # another config into the same output: nothing is reused, nothing of the old output remains
+    other = config(src, out)
+    other["stages"] = [{"pii": {"mode": "mask"}}]
+    changed = run(parse_config(other))
+    assert changed["resumed"]["reused_read_tasks"] == 0
+    on_disk = sorted(str(p) for p in out.rglob("*.parquet"))
+    assert on_disk == sorted(changed["files"])
