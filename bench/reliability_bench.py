@@ -1,0 +1,167 @@
+"""Fault matrix: inject faults into curation runs and compare every outcome with a clean run.
+
+Faults: a Ray worker SIGKILLed mid-run (map stages), the driver and its embedded Ray SIGKILLed mid-run then
+re-run (resume), a worker node stopped mid-run on a two-node token-auth cluster (``ray start`` on 127.0.0.1).
+A trial passes when the run completes with the clean run's counts and output digests (no lost or changed
+record). Writes bench/results/reliability.md.
+
+    python bench/reliability_bench.py --trials 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.conftest import RayHead  # noqa: E402  (the same two-node cluster the tests use)
+
+sys.path.insert(0, str(ROOT / "bench"))
+from corpus import generate  # noqa: E402
+
+STAGES = [{"normalize": {}}, {"pii": {}}]
+
+
+def write_config(work: Path, name: str, src: Path, **execution) -> tuple[Path, Path]:
+    out = work / name
+    cfg = work / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(src)], "block_bytes": 1 << 20}, "output": {"path": str(out)},
+                                   "stages": STAGES, **({"execution": execution} if execution else {})}))
+    return cfg, out
+
+
+def curate(cfg: Path, env=None, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def manifest(out: Path) -> dict | None:
+    p = out / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def same(m: dict | None, clean: dict) -> bool:
+    return bool(m) and m["digests"] == clean["digests"] and m["counts"] == clean["counts"]
+
+
+def kill_worker(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    cfg, out = write_config(work, f"worker{i}", src)
+    proc = curate(cfg)
+    killed = []
+    deadline = time.time() + 120
+    while not killed and proc.poll() is None and time.time() < deadline:
+        for p in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if " ".join(p.cmdline()).startswith("ray::MapBatches"):
+                    os.kill(p.pid, signal.SIGKILL)
+                    killed.append(p.pid)
+                    break
+            except psutil.Error:
+                continue
+        time.sleep(0.05)
+    proc.wait()
+    return same(manifest(out), clean) and bool(killed), f"killed pid {killed[0] if killed else '-'}; exit {proc.returncode}"
+
+
+def kill_driver_then_resume(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    cfg, out = write_config(work, f"driver{i}", src, num_cpus=1)
+    proc = curate(cfg, start_new_session=True)
+    while len(list((out / "_progress").glob("write-*.json"))) < 2 + i and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    rerun = curate(cfg)
+    rerun.wait()
+    m = manifest(out)
+    reused = m["resumed"]["reused_read_tasks"] if m else 0
+    return same(m, clean) and reused > 0, f"re-run reused {reused} of {m['resumed']['read_tasks'] if m else '?'} read tasks"
+
+
+def lose_node(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    head = RayHead(work / f"cluster{i}")
+    head.tmp.mkdir()
+    head.start_head(num_cpus=1)
+    worker = head.add_worker(num_cpus=1)
+    try:
+        cfg, out = write_config(work, f"node{i}", src)
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token, "RAY_ADDRESS": head.address}
+        proc = curate(cfg, env=env)
+        time.sleep(8)
+        running = proc.poll() is None
+        head.stop_node(worker)
+        proc.wait()
+        return same(manifest(out), clean) and running, f"worker node stopped {'mid-run' if running else 'too late'}"
+    finally:
+        head.stop()
+
+
+FAULTS = {
+    "Ray worker SIGKILL mid-run": ("read + normalize + pii (fused map tasks)", kill_worker),
+    "driver + embedded Ray SIGKILL, then re-run": ("whole run; re-run resumes", kill_driver_then_resume),
+    "worker node stopped mid-run (2-node cluster)": ("read + normalize + pii on 2 nodes", lose_node),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--mb", type=float, default=30)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/reliability.md")
+    a = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        src = work / "corpus"
+        generate(a.mb, src)
+        cfg, out = write_config(work, "clean", src)
+        res = curate(cfg)
+        res.wait()
+        clean = manifest(out)
+        for fault, (stage, fn) in FAULTS.items():
+            trials = a.trials if fn is not lose_node else max(1, a.trials // 2)
+            outcomes = []
+            for i in range(trials):
+                ok, note = fn(work, src, clean, i)
+                outcomes.append((ok, note))
+                print(fault, i, ok, note, flush=True)
+            passed = sum(ok for ok, _ in outcomes)
+            rows.append((fault, stage, trials, passed, "; ".join(n for _, n in outcomes)))
+    lines = [
+        "# Reliability: fault matrix",
+        "",
+        f"Command: `python bench/reliability_bench.py --trials {a.trials} --mb {a.mb:g}` on this 2-core machine. Corpus:",
+        f"{a.mb:g} MB of real web text (bench/corpus.py), read in 1 MiB ranges ({clean['resumed']['read_tasks']} read tasks),",
+        f"{clean['counts']['input']:,} records. A trial passes when the faulty run completes with the clean run's counts and",
+        "per-folder digests (order-independent hashes of every written row): no record lost, added or changed.",
+        "",
+        "| fault | stages hit | trials | identical output | notes |",
+        "|---|---|---:|---:|---|",
+    ]
+    lines += [f"| {f} | {s} | {t} | {p}/{t} | {n} |" for f, s, t, p, n in rows]
+    lines += [
+        "",
+        "Also exercised by the test suite (tests/test_reliability.py, tests/test_hostile.py, tests/test_cluster_s3.py):",
+        "determinism across runs and 1 vs 2 CPUs (byte-identical Parquet for map-only pipelines), a worker SIGKILLed",
+        "in-process, node loss, driver kill + resume (and a changed config wiping, never mixing, the old output),",
+        "generated hostile input (random bytes, invalid UTF-8, NUL bytes, deep/huge JSON, 10^6-character lines, truncated",
+        "compressed files) with exact accounting, linear time of every regex on 1 MB adversarial strings, and the S3",
+        "endpoint going away mid-run (a clear error, no manifest, no credentials in the message).",
+    ]
+    a.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
