@@ -103,10 +103,15 @@ def reject(batch: pd.DataFrame, mask, reason: str | pd.Series, detail: str | pd.
     if not mask.any():
         return
     for col in (REJECT_REASON, REJECT_DETAIL):
-        batch[col] = batch[col].astype(object)
+        batch[col] = _nullable_object(batch[col])
     batch.loc[mask, REJECT_REASON] = reason[mask] if isinstance(reason, pd.Series) else reason
     if detail is not None:
         batch.loc[mask, REJECT_DETAIL] = detail[mask].astype(str) if isinstance(detail, pd.Series) else detail
+
+
+def _nullable_object(col: pd.Series) -> pd.Series:
+    """An object column with None for missing values (pandas' str dtype has NaN, which Arrow reads as a float)."""
+    return col.astype(object).where(col.notna(), None)
 
 
 def active(batch: pd.DataFrame) -> pd.Series:
@@ -126,7 +131,7 @@ def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
     out.index = sub.index
     newly = out[REJECT_REASON].notna() & out[REJECT_STAGE].isna()
     if newly.any():
-        out[REJECT_STAGE] = out[REJECT_STAGE].astype(object)
+        out[REJECT_STAGE] = _nullable_object(out[REJECT_STAGE])
         out.loc[newly, REJECT_STAGE] = stage.name
     if sub is batch:
         return out

@@ -1,0 +1,299 @@
+"""``split``: deterministic, leak-free train/validation/test (or k-fold) assignment; sets ``_split``, so kept
+records are written to ``data/<split>/``.
+
+Groups: records that share a value of ``dup_cluster`` (automatically, when the column exists: dedup_fuzzy's
+near-duplicate clusters) or of any ``group_by`` field always land in the same split. With more than one grouping
+field the groups are the connected components of "shares a value" (``pipelines.dedup.components``, on Ray
+Data). A record without any grouping value is a group of its own (its id).
+
+Each group gets the 63-bit hash ``xxh64(group key, seed) >> 1`` and goes to split j when its hash falls in the
+j-th range of the hash space; the ranges are cut in one of two ways:
+
+* ``exact: true`` (default): so that split sizes match the ratios exactly. Per class of ``stratify`` (or over all
+  records), split j receives the largest-remainder rounding of ``n * ratio_j`` records: every split's count of
+  every class is within one record of its target (within the size of the largest group when groups have more
+  than one record). Pure hashing cannot promise that, so this is a global step over the materialized dataset:
+  a map pass counts records per class in 2^10 hash buckets (the driver sums the per-block arrays), and a
+  second one counts records per group inside the buckets that hold a cut, which places every cut exactly. The
+  driver holds classes x 2^10 counts plus the groups of the cut buckets (about n / 1024 per cut and class),
+  never one entry per record. When the corpus grows, the cuts move a little, and so can the records next to
+  them.
+* ``exact: false``: fixed ranges from the cumulative ratios, one streaming pass (nothing is counted). A record's
+  split never changes when the corpus grows; sizes are binomial around the ratios. No ``stratify``.
+
+With ``stratify`` and groups, a group whose records carry several classes is counted in the smallest class
+(sorted as strings). Missing class values form the class ``""``. ``folds: k`` replaces the ratios by k equal
+folds written to ``data/fold_0`` .. ``data/fold_{k-1}`` (cross-validation: train on k-1 folds, evaluate on the
+remaining one), stratified and grouped the same way. With ``stratify``, the count of every (split, class) pair
+goes to the manifest as ``metrics.split["label/<split>/<class>"]`` (the report's label balance).
+
+The stage is global: it materializes the dataset (unless ``exact: false`` without ``group_by``), so a run with it
+is not resumed part-way.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import xxhash
+from pydantic import Field, field_validator, model_validator
+
+from pipelines.stage import METRIC_PREFIX, SPLIT, GlobalStage, StageConfig, active
+
+GROUP = "_split_group"
+LINKS = "_split_links"
+HASH = "_split_hash"
+CLASS = "_split_class"
+HELPERS = [GROUP, LINKS, HASH, CLASS]
+HASH_SPACE = 1 << 63
+BUCKET_SHIFT = 53  # 63-bit hashes -> 2**10 buckets
+BUCKETS = 1 << 10
+DUP_CLUSTER = "dup_cluster"
+KEY_SEP, PART_SEP = "\x1f", "\x1e"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+LABEL_METRIC = "label"
+
+
+class SplitConfig(StageConfig):
+    ratios: dict[str, float] | None = Field(
+        None, description="split name -> fraction (they sum to 1); default train/validation/test 0.8/0.1/0.1")
+    folds: int | None = Field(None, ge=2, description="k equal folds fold_0..fold_{k-1} instead of ratios")
+    seed: int = Field(0, ge=0, lt=1 << 64)
+    stratify: str | None = Field(None, description="field whose class proportions every split keeps")
+    group_by: list[str] = Field(default_factory=list, description="records sharing a value of any stay together")
+    exact: bool = Field(True, description="exact sizes (global counting) or fixed hash ranges (streaming)")
+
+    @field_validator("group_by", mode="before")
+    @classmethod
+    def _one_field(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.ratios is not None and self.folds is not None:
+            raise ValueError("give ratios or folds, not both")
+        if self.ratios is not None:
+            if not self.ratios:
+                raise ValueError("ratios: at least one split")
+            for name, r in self.ratios.items():
+                if not _NAME.fullmatch(name):
+                    raise ValueError(f"ratios: split name {name!r} must be a plain folder name ([A-Za-z0-9_.-])")
+                if not r > 0:
+                    raise ValueError(f"ratios.{name}: must be > 0, got {r}")
+            if abs(sum(self.ratios.values()) - 1) > 1e-6:
+                raise ValueError(f"ratios must sum to 1, got {sum(self.ratios.values()):g}")
+        if self.stratify and not self.exact:
+            raise ValueError("stratify needs exact: true (fixed hash ranges cannot keep class proportions)")
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        if self.folds:
+            return {f"fold_{i}": 1 / self.folds for i in range(self.folds)}
+        return self.ratios or {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+
+def _present(value) -> bool:
+    if isinstance(value, str):
+        return value != ""
+    return value is not None and not pd.isna(value)
+
+
+def largest_remainder(n: int, fractions: list[float]) -> list[int]:
+    """Integer sizes summing to ``n``, each within one of ``n * fraction``."""
+    exact = np.asarray(fractions, dtype=float) * n
+    sizes = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - sizes), kind="stable")
+    sizes[order[: n - int(sizes.sum())]] += 1
+    return sizes.tolist()
+
+
+def nearest_boundary(counts: np.ndarray, offset: int, target: int) -> int:
+    """Index i such that cutting after the first i units (record ``counts``, in hash order, after ``offset``
+    records) comes nearest ``target`` records; ties go to the lower cut."""
+    cum = offset + np.concatenate([[0], np.cumsum(counts)])
+    i = int(np.searchsorted(cum, target))
+    if i == len(cum) or (i > 0 and target - cum[i - 1] <= cum[i] - target):
+        i -= 1
+    return i
+
+
+class Split(GlobalStage):
+    name = "split"
+    Config = SplitConfig
+
+    def __init__(self, config: SplitConfig, ctx):
+        super().__init__(config, ctx)
+        self.names = list(config.fractions())
+        self.group_fields = list(dict.fromkeys([*config.group_by, DUP_CLUSTER]))
+
+    # -- per batch -------------------------------------------------------------------------------
+
+    def _keys(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """GROUP: the record's first grouping value (or its id); LINKS: its other values; CLASS; HASH."""
+        fields = [f for f in self.group_fields if f in batch.columns]
+        columns = [[f"{f}{KEY_SEP}{v}" if _present(v) else None for v in batch[f]] for f in fields]
+        groups, links = [], []
+        for rid, *values in zip(batch["id"], *columns):
+            parts = [p for p in values if p is not None]
+            groups.append(parts[0] if parts else f"id{KEY_SEP}{rid}")
+            links.append(PART_SEP.join(parts[1:]))
+        batch[GROUP] = groups
+        batch[LINKS] = links
+        if self.config.stratify:
+            labels = batch[self.config.stratify] if self.config.stratify in batch.columns else pd.Series(None, index=batch.index)
+            batch[CLASS] = [str(v) if _present(v) else "" for v in labels]
+        else:
+            batch[CLASS] = ""
+        return self._hash(batch)
+
+    def _hash(self, batch: pd.DataFrame) -> pd.DataFrame:
+        seed = self.config.seed
+        batch[HASH] = np.array([xxhash.xxh64_intdigest(g.encode(), seed) >> 1 for g in batch[GROUP]], dtype=np.int64)
+        return batch
+
+    @staticmethod
+    def _edges(batch: pd.DataFrame) -> pd.DataFrame:
+        u, v = [], []
+        for group, links in zip(batch[GROUP], batch[LINKS]):
+            for other in links.split(PART_SEP) if links else ():
+                u.append(group)
+                v.append(other)
+        return pd.DataFrame({"u": pd.Series(u, dtype=object), "v": pd.Series(v, dtype=object)})
+
+    def _to_root(self, batch: pd.DataFrame) -> pd.DataFrame:
+        batch[GROUP] = batch["root"].where(batch["root"].notna(), batch[GROUP])
+        return self._hash(batch.drop(columns=["node", "root"], errors="ignore"))
+
+    @staticmethod
+    def _to_smallest_class(batch: pd.DataFrame) -> pd.DataFrame:
+        smallest = batch.pop("min(_split_class)")
+        batch[CLASS] = smallest.where(smallest.notna(), batch[CLASS])
+        return batch
+
+    @staticmethod
+    def _histogram(batch: pd.DataFrame) -> pd.DataFrame:
+        """Per class: live records per hash bucket (one row per class of the block)."""
+        live = batch.loc[active(batch), [CLASS, HASH]]
+        labels, counts = [], []
+        for label, hashes in live.groupby(CLASS)[HASH]:
+            labels.append(label)
+            counts.append(np.bincount(hashes.to_numpy() >> BUCKET_SHIFT, minlength=BUCKETS))
+        return pd.DataFrame({CLASS: pd.Series(labels, dtype=object), "counts": pd.Series(counts, dtype=object)})
+
+    @staticmethod
+    def _group_counts(batch: pd.DataFrame, buckets: dict[str, list[int]]) -> pd.DataFrame:
+        """Live records per (class, group hash), for the groups in ``buckets`` (class -> buckets)."""
+        live = batch.loc[active(batch), [CLASS, HASH]]
+        classes, hashes = live[CLASS].to_numpy(dtype=object), live[HASH].to_numpy()
+        wanted = np.zeros(len(live), dtype=bool)
+        for label, cut_buckets in buckets.items():
+            wanted |= (classes == label) & np.isin(hashes >> BUCKET_SHIFT, cut_buckets)
+        return live[wanted].groupby([CLASS, HASH]).size().rename("n").reset_index()
+
+    def _assign(self, batch: pd.DataFrame, thresholds: dict[str, np.ndarray]) -> pd.DataFrame:
+        live = active(batch).to_numpy()
+        classes = batch[CLASS].to_numpy(dtype=object)
+        hashes = batch[HASH].to_numpy().astype(np.uint64)
+        names = np.asarray(self.names, dtype=object)
+        split = np.full(len(batch), None, dtype=object)
+        for label in pd.unique(classes[live]):
+            rows = live & (classes == label)
+            split[rows] = names[np.searchsorted(thresholds[label], hashes[rows], side="right")]
+        batch[SPLIT] = split
+        if self.config.stratify:
+            for name, label in sorted(set(zip(split[live], classes[live]))):
+                metric = f"{METRIC_PREFIX}{self.name}.{LABEL_METRIC}/{name}/{label}"
+                batch[metric] = ((split == name) & (classes == label)).astype(np.int64)
+        return batch.drop(columns=HELPERS, errors="ignore")
+
+    # -- the dataset -------------------------------------------------------------------------------
+
+    def apply(self, ds):
+        ds = ds.map_batches(self._keys, batch_format="pandas")
+        grouped = bool(self.config.group_by)
+        if grouped or self.config.exact:
+            ds = ds.materialize()
+        partitions = max(2, ds.num_blocks()) if grouped or self.config.exact else 2
+        if grouped:
+            ds = self._join_components(ds, partitions)
+        if not self.config.exact:
+            cuts = np.cumsum(list(self.config.fractions().values()))[:-1]
+            fixed = np.array([min(HASH_SPACE, round(c * HASH_SPACE)) for c in cuts], dtype=np.uint64)
+            return ds.map_batches(self._assign, fn_args=({"": fixed},), batch_format="pandas")
+        if self.config.stratify:
+            ds = self._classes_of_groups(ds, partitions)
+        return ds.map_batches(self._assign, fn_args=(self._exact_thresholds(ds),), batch_format="pandas")
+
+    def _join_components(self, ds, partitions: int):
+        """Records linked through several grouping fields get their component's smallest value as GROUP."""
+        from pipelines.dedup.components import connected_components
+
+        edges = ds.select_columns([GROUP, LINKS]).map_batches(self._edges, batch_format="pandas").materialize()
+        if edges.count() == 0:
+            return ds
+        roots = connected_components(edges, partitions)
+        joined = ds.join(roots, "left_outer", partitions, on=(GROUP,), right_on=("node",))
+        return joined.map_batches(self._to_root, batch_format="pandas").materialize()
+
+    def _classes_of_groups(self, ds, partitions: int):
+        """A group whose records carry several classes counts in the smallest of them."""
+        from ray.data.aggregate import Max, Min
+
+        live = ds.map_batches(lambda b: b.loc[active(b), [CLASS, HASH]], batch_format="pandas")
+        spans = live.groupby(HASH, num_partitions=partitions).aggregate(Min(CLASS), Max(CLASS)).map_batches(
+            lambda b: b.loc[b["min(_split_class)"] != b["max(_split_class)"], [HASH, "min(_split_class)"]],
+            batch_format="pandas").materialize()
+        if spans.count() == 0:
+            return ds
+        joined = ds.join(spans, "left_outer", partitions, on=(HASH,))
+        return joined.map_batches(self._to_smallest_class, batch_format="pandas").materialize()
+
+    def _exact_thresholds(self, ds) -> dict[str, np.ndarray]:
+        """Per class, the k-1 hash values where the next split starts (see the module docstring).
+
+        Two map passes whose partial results the driver sums: records per (class, bucket), then records per
+        (class, group) inside the buckets that hold a cut.
+        """
+        hist: dict[str, np.ndarray] = {}
+        for part in ds.map_batches(self._histogram, batch_format="pandas", batch_size=None).iter_batches(
+                batch_format="pandas", batch_size=None):
+            for label, counts in zip(part[CLASS], part["counts"]):
+                hist[label] = hist.get(label, 0) + np.asarray(counts, dtype=np.int64)
+        fractions = list(self.config.fractions().values())
+        plan: dict[str, list[tuple]] = {}  # class -> per cut: (threshold,) or (target, bucket, records before it)
+        for label, counts in hist.items():
+            cum = np.concatenate([[0], np.cumsum(counts)])
+            cuts = []
+            for target in np.cumsum(largest_remainder(int(cum[-1]), fractions))[:-1]:
+                b = int(np.searchsorted(cum, target))  # cum[b] >= target > cum[b - 1]
+                if cum[b] == target:  # between buckets: bucket b is the first above the cut (empty ones too)
+                    cuts.append((b << BUCKET_SHIFT if b < BUCKETS else HASH_SPACE,))
+                else:
+                    cuts.append((int(target), b - 1, int(cum[b - 1])))
+            plan[label] = cuts
+        refine: dict[str, list[int]] = {}
+        for label, cuts in plan.items():
+            refine.setdefault(label, []).extend(c[1] for c in cuts if len(c) == 3)
+        groups: dict[tuple[str, int], pd.DataFrame] = {}
+        if any(refine.values()):
+            parts = list(ds.map_batches(self._group_counts, fn_args=(refine,),
+                                        batch_format="pandas", batch_size=None).iter_batches(batch_format="pandas",
+                                                                                           batch_size=None))
+            counted = pd.concat(parts).groupby([CLASS, HASH])["n"].sum().reset_index()
+            counted["bucket"] = counted[HASH].to_numpy() >> BUCKET_SHIFT
+            groups = {key: rows.sort_values(HASH) for key, rows in counted.groupby([CLASS, "bucket"])}
+        thresholds = {}
+        for label, cuts in plan.items():
+            values = []
+            for cut in cuts:
+                if len(cut) == 1:
+                    values.append(cut[0])
+                    continue
+                target, bucket, before = cut
+                rows = groups[(label, bucket)]
+                i = nearest_boundary(rows["n"].to_numpy(), before, target)
+                values.append(int(rows[HASH].iloc[i]) if i < len(rows) else (bucket + 1) << BUCKET_SHIFT)
+            thresholds[label] = np.array(values, dtype=np.uint64)
+        return thresholds
