@@ -24,22 +24,6 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
-    t = sub.add_parser("train", help="run a training config")
-    t.add_argument("config")
-    t.add_argument("--address")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-
-    s = sub.add_parser("submit", help="submit a thresher command to a Ray cluster (Ray Jobs API)")
-    s.add_argument("--address", help="dashboard URL (default: RAY_ADDRESS or http://127.0.0.1:8265)")
-    s.add_argument("--working-dir", default=".", help="uploaded as the job's working_dir (default: .)")
-    s.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    s.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- thresher curate|train ...")
-
-    j = sub.add_parser("jobs", help="list, inspect or stop submitted jobs")
-    j.add_argument("action", choices=["list", "status", "logs", "stop"])
-    j.add_argument("job_id", nargs="?")
-    j.add_argument("--address")
-
     r = sub.add_parser("report", help="re-render report.html/report.json of a finished run")
     r.add_argument("run_uri")
     return p
@@ -64,28 +48,6 @@ def _curate(args) -> int:
     return 0
 
 
-def _train(args) -> int:
-    import training
-
-    training.main(_config(args), address=args.address)
-    return 0
-
-
-def _submit(args) -> int:
-    from cluster.jobs import submit
-
-    entry = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
-    if not entry:
-        raise ConfigError("submit: give the command to run after --, e.g. thresher submit -- thresher curate cfg.yaml")
-    return submit(entry, address=args.address, working_dir=args.working_dir, wait=not args.no_wait)
-
-
-def _jobs(args) -> int:
-    from cluster.jobs import jobs
-
-    return jobs(args.action, args.job_id, address=args.address)
-
-
 def _report(args) -> int:
     from cluster.storage import Storage
     from pipelines.runner import rerender_report
@@ -95,7 +57,7 @@ def _report(args) -> int:
     return 0
 
 
-COMMANDS = {"curate": _curate, "train": _train, "submit": _submit, "jobs": _jobs, "report": _report}
+COMMANDS = {"curate": _curate, "report": _report}
 
 
 def main(argv: list[str] | None = None) -> int:
