@@ -115,8 +115,9 @@ def test_losing_a_worker_node_mid_run_still_completes_identically(ray_head, tmp_
         assert proc.poll() is None, "the run finished before the node could be stopped"
         ray_head.stop_node(worker)
         out, _ = proc.communicate(timeout=600)
-    finally:
-        ray_head.add_worker()  # leave the shared cluster as it was
+    finally:  # leave the shared cluster as it was: wait for the stopped node to be declared dead, add one
+        ray_head.wait_for_nodes(1, timeout=180)
+        ray_head.add_worker()
     assert proc.returncode == 0, out[-3000:]
     clean = json.loads((tmp_path / "clean" / "manifest.json").read_text())
     faulty = json.loads((tmp_path / "faulty" / "manifest.json").read_text())

@@ -119,6 +119,6 @@ def test_pii_modes_mask_and_hash_and_type_selection():
 ])
 def test_text_stages_are_linear_time_on_adversarial_input(adversarial):
     for run in (lambda: normalize([adversarial]), lambda: pii([adversarial])):
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: the work done, whatever else shares the machine
         run()
-        assert time.perf_counter() - t0 < 1.0
+        assert time.process_time() - t0 < 1.0
