@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from cluster.config import ConfigError
 from cluster.runtime import ray_session
 from cluster.storage import Storage, join
+from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
 from pipelines.readers import READ_STAGE, ReaderSpec, ReadError, ReadTask, plan, read_task
 from pipelines.report import build_report, collect_stats, merge_stats, render_html
@@ -291,6 +292,7 @@ def clean_output(output: str, storage: Storage) -> None:
 def commit(output: str, storage: Storage, manifest: dict, report: dict) -> None:
     storage.write_bytes(join(output, "report.json"), json.dumps(report, indent=2, default=str).encode())
     storage.write_bytes(join(output, "report.html"), render_html(report, manifest).encode())
+    storage.write_bytes(join(output, "README.md"), dataset_card(output, storage, manifest, report).encode())
     storage.write_bytes(join(output, MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
 
 

@@ -2,9 +2,11 @@
 records are written to ``data/<split>/``.
 
 Groups: records that share a value of ``dup_cluster`` (automatically, when the column exists: dedup_fuzzy's
-near-duplicate clusters) or of any ``group_by`` field always land in the same split. With more than one grouping
-field the groups are the connected components of "shares a value" (``pipelines.dedup.components``, on Ray
-Data). A record without any grouping value is a group of its own (its id).
+near-duplicate clusters) or of any ``group_by`` field always land in the same split. With ``group_by`` the groups
+are the connected components of "shares a value of a grouping field": up to ``DRIVER_LIMIT`` linking edges
+(records with two or more grouping values) by union-find on the driver, broadcast to the map tasks as a
+value -> component map; beyond, by the distributed connected components of ``pipelines.dedup.components`` and a
+Ray Data join. A record without any grouping value is a group of its own (its id).
 
 Each group gets the 63-bit hash ``xxh64(group key, seed) >> 1`` and goes to split j when its hash falls in the
 j-th range of the hash space; the ranges are cut in one of two ways:
@@ -22,10 +24,11 @@ j-th range of the hash space; the ranges are cut in one of two ways:
   split never changes when the corpus grows; sizes are binomial around the ratios. No ``stratify``.
 
 With ``stratify`` and groups, a group whose records carry several classes is counted in the smallest class
-(sorted as strings). Missing class values form the class ``""``. ``folds: k`` replaces the ratios by k equal
+(sorted as strings): one Ray Data groupby on the group hash finds such groups (only when a grouping column
+exists), broadcast up to ``DRIVER_LIMIT`` of them, joined beyond. Missing class values form the class ``""``. ``folds: k`` replaces the ratios by k equal
 folds written to ``data/fold_0`` .. ``data/fold_{k-1}`` (cross-validation: train on k-1 folds, evaluate on the
-remaining one), stratified and grouped the same way. With ``stratify``, the count of every (split, class) pair
-goes to the manifest as ``metrics.split["label/<split>/<class>"]`` (the report's label balance).
+remaining one), stratified and grouped the same way. The report's dataset section shows the class balance per
+split (``pipelines.report.dataset``).
 
 The stage is global: it materializes the dataset (unless ``exact: false`` without ``group_by``), so a run with it
 is not resumed part-way.
@@ -40,7 +43,7 @@ import pandas as pd
 import xxhash
 from pydantic import Field, field_validator, model_validator
 
-from pipelines.stage import METRIC_PREFIX, SPLIT, GlobalStage, StageConfig, active
+from pipelines.stage import SPLIT, GlobalStage, StageConfig, active
 
 GROUP = "_split_group"
 LINKS = "_split_links"
@@ -53,7 +56,8 @@ BUCKETS = 1 << 10
 DUP_CLUSTER = "dup_cluster"
 KEY_SEP, PART_SEP = "\x1f", "\x1e"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-LABEL_METRIC = "label"
+SMALLEST = "_split_smallest_class"
+DRIVER_LIMIT = 1_000_000  # linking edges / class-spanning groups handled on the driver (~100 MB) before Ray joins
 
 
 class SplitConfig(StageConfig):
@@ -98,6 +102,24 @@ def _present(value) -> bool:
     if isinstance(value, str):
         return value != ""
     return value is not None and not pd.isna(value)
+
+
+def smallest_roots(u: list[str], v: list[str]) -> dict[str, str]:
+    """Union-find over edges: every node -> the smallest node of its component."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(u, v):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
 
 
 def largest_remainder(n: int, fractions: list[float]) -> list[int]:
@@ -162,14 +184,17 @@ class Split(GlobalStage):
                 v.append(other)
         return pd.DataFrame({"u": pd.Series(u, dtype=object), "v": pd.Series(v, dtype=object)})
 
-    def _to_root(self, batch: pd.DataFrame) -> pd.DataFrame:
-        batch[GROUP] = batch["root"].where(batch["root"].notna(), batch[GROUP])
-        return self._hash(batch.drop(columns=["node", "root"], errors="ignore"))
+    def _to_root(self, batch: pd.DataFrame, roots: dict[str, str] | None) -> pd.DataFrame:
+        """GROUP becomes its component's root: from ``roots`` (broadcast) or the joined ``root`` column."""
+        root = batch.pop("root") if roots is None else batch[GROUP].map(roots)
+        batch[GROUP] = root.where(root.notna(), batch[GROUP])
+        return self._hash(batch.drop(columns=["node"], errors="ignore"))
 
     @staticmethod
-    def _to_smallest_class(batch: pd.DataFrame) -> pd.DataFrame:
-        smallest = batch.pop("min(_split_class)")
-        batch[CLASS] = smallest.where(smallest.notna(), batch[CLASS])
+    def _to_smallest_class(batch: pd.DataFrame, smallest: dict[int, str] | None) -> pd.DataFrame:
+        """CLASS becomes its group's smallest class: from ``smallest`` (broadcast) or the joined column."""
+        value = batch.pop(SMALLEST) if smallest is None else batch[HASH].map(smallest)
+        batch[CLASS] = value.where(value.notna(), batch[CLASS])
         return batch
 
     @staticmethod
@@ -202,53 +227,67 @@ class Split(GlobalStage):
             rows = live & (classes == label)
             split[rows] = names[np.searchsorted(thresholds[label], hashes[rows], side="right")]
         batch[SPLIT] = split
-        if self.config.stratify:
-            for name, label in sorted(set(zip(split[live], classes[live]))):
-                metric = f"{METRIC_PREFIX}{self.name}.{LABEL_METRIC}/{name}/{label}"
-                batch[metric] = ((split == name) & (classes == label)).astype(np.int64)
         return batch.drop(columns=HELPERS, errors="ignore")
 
     # -- the dataset -------------------------------------------------------------------------------
 
     def apply(self, ds):
         ds = ds.map_batches(self._keys, batch_format="pandas")
-        grouped = bool(self.config.group_by)
-        if grouped or self.config.exact:
-            ds = ds.materialize()
-        partitions = max(2, ds.num_blocks()) if grouped or self.config.exact else 2
-        if grouped:
+        if not self.config.exact and not self.config.group_by:  # streaming: fixed ranges, nothing to count
+            return ds.map_batches(self._assign, fn_args=(self._fixed_thresholds(),), batch_format="pandas")
+        ds = ds.materialize()
+        partitions = max(2, ds.num_blocks())
+        if self.config.group_by:
             ds = self._join_components(ds, partitions)
         if not self.config.exact:
-            cuts = np.cumsum(list(self.config.fractions().values()))[:-1]
-            fixed = np.array([min(HASH_SPACE, round(c * HASH_SPACE)) for c in cuts], dtype=np.uint64)
-            return ds.map_batches(self._assign, fn_args=({"": fixed},), batch_format="pandas")
-        if self.config.stratify:
+            return ds.map_batches(self._assign, fn_args=(self._fixed_thresholds(),), batch_format="pandas")
+        if self.config.stratify and any(f in ds.schema().names for f in self.group_fields):
             ds = self._classes_of_groups(ds, partitions)
         return ds.map_batches(self._assign, fn_args=(self._exact_thresholds(ds),), batch_format="pandas")
 
+    def _fixed_thresholds(self) -> dict[str, np.ndarray]:
+        cuts = np.cumsum(list(self.config.fractions().values()))[:-1]
+        return {"": np.array([min(HASH_SPACE, round(c * HASH_SPACE)) for c in cuts], dtype=np.uint64)}
+
     def _join_components(self, ds, partitions: int):
-        """Records linked through several grouping fields get their component's smallest value as GROUP."""
+        """Records linked through several grouping fields get their component's smallest value as GROUP.
+
+        Up to ``DRIVER_LIMIT`` linking edges, the components are found on the driver (union-find) and the
+        value -> root map is broadcast to the map tasks; beyond, by distributed connected components and a join.
+        """
         from pipelines.dedup.components import connected_components
 
         edges = ds.select_columns([GROUP, LINKS]).map_batches(self._edges, batch_format="pandas").materialize()
-        if edges.count() == 0:
+        n = edges.count()
+        if n == 0:
             return ds
+        if n <= DRIVER_LIMIT:
+            edges = edges.to_pandas()
+            roots = smallest_roots(edges["u"].tolist(), edges["v"].tolist())
+            return ds.map_batches(self._to_root, fn_args=(roots,), batch_format="pandas").materialize()
         roots = connected_components(edges, partitions)
         joined = ds.join(roots, "left_outer", partitions, on=(GROUP,), right_on=("node",))
-        return joined.map_batches(self._to_root, batch_format="pandas").materialize()
+        return joined.map_batches(self._to_root, fn_args=(None,), batch_format="pandas").materialize()
 
     def _classes_of_groups(self, ds, partitions: int):
-        """A group whose records carry several classes counts in the smallest of them."""
+        """A group whose records carry several classes counts in the smallest of them (one groupby; the few
+        such groups are broadcast, or joined when more than ``DRIVER_LIMIT``)."""
         from ray.data.aggregate import Max, Min
 
         live = ds.map_batches(lambda b: b.loc[active(b), [CLASS, HASH]], batch_format="pandas")
-        spans = live.groupby(HASH, num_partitions=partitions).aggregate(Min(CLASS), Max(CLASS)).map_batches(
-            lambda b: b.loc[b["min(_split_class)"] != b["max(_split_class)"], [HASH, "min(_split_class)"]],
-            batch_format="pandas").materialize()
-        if spans.count() == 0:
+        spans = live.groupby(HASH, num_partitions=partitions).aggregate(Min(CLASS, alias_name=SMALLEST),
+                                                                        Max(CLASS, alias_name="_largest"))
+        spans = spans.map_batches(lambda b: b.loc[b[SMALLEST] != b["_largest"], [HASH, SMALLEST]],
+                                  batch_format="pandas").materialize()
+        n = spans.count()
+        if n == 0:
             return ds
+        if n <= DRIVER_LIMIT:
+            table = spans.to_pandas()
+            smallest = dict(zip(table[HASH].tolist(), table[SMALLEST].tolist()))
+            return ds.map_batches(self._to_smallest_class, fn_args=(smallest,), batch_format="pandas").materialize()
         joined = ds.join(spans, "left_outer", partitions, on=(HASH,))
-        return joined.map_batches(self._to_smallest_class, batch_format="pandas").materialize()
+        return joined.map_batches(self._to_smallest_class, fn_args=(None,), batch_format="pandas").materialize()
 
     def _exact_thresholds(self, ds) -> dict[str, np.ndarray]:
         """Per class, the k-1 hash values where the next split starts (see the module docstring).

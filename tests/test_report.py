@@ -1,0 +1,237 @@
+"""The dataset report (report.json numbers checked against the written Parquet, and the duplicate and label
+statistics against brute force, exact and sampled), the HTML report rendered by headless Chromium with its charts,
+and the dataset card loaded by Hugging Face ``datasets``."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from cluster.storage import Storage
+from pipelines.card import data_files
+from pipelines.config import parse_config
+from pipelines.report import dataset as dataset_section
+from pipelines.report.dataset import Dataset
+from pipelines.runner import rerender_report, run
+from tests.conftest import shared_path
+
+SPLITS = ("train", "validation", "test")
+
+
+def gsm8k(n: int) -> list[dict]:
+    lines = shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:n]
+    return [{**r, "steps": str(r["answer"].count("\n"))} for r in map(json.loads, lines)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_local, tmp_path_factory):
+    """1,500 GSM8K records, 40 near-duplicate variants and 20 German sentences through langid, dedup_fuzzy, a
+    stratified split and the Alpaca format: every report section has something to show."""
+    tmp = tmp_path_factory.mktemp("report")
+    records = gsm8k(1500)
+    records += [{**r, "question": r["question"] + " Explain briefly."} for r in records[:40]]
+    german = shared_path("langid/sentences/de.txt").read_text().splitlines()[:20]
+    records += [{"question": q, "answer": "#### 0", "steps": "0"} for q in german]
+    src = tmp / "gsm8k.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp / "out"
+    manifest = run(parse_config({
+        "input": {"paths": [str(src)], "text_field": "question"}, "output": {"path": str(out)},
+        "stages": [{"normalize": {}}, {"langid": {"keep": ["en"]}}, {"dedup_fuzzy": {}}, {"split": {"stratify": "steps"}},
+                   {"format": {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}}]}))
+    return manifest, out
+
+
+def test_dataset_metrics(finished_run):
+    manifest, out = finished_run
+    assert manifest["counts"]["by_stage"]["langid"]["rejected"] >= 18
+    assert manifest["counts"]["by_stage"]["dedup_fuzzy"]["rejected"] >= 38
+    report = json.loads((out / "report.json").read_text())
+    assert {"funnel", "dataset", "lengths", "languages", "duplicates"} <= set(report)
+    splits = report["dataset"]["splits"]
+    assert list(splits) == list(SPLITS)
+    frames = {name: pq.read_table(out / "data" / name).to_pandas() for name in SPLITS}
+    for name, df in frames.items():
+        s = splits[name]
+        content = df["instruction"] + df["input"] + df["output"]
+        tokens = sum(len(re.findall(r"\S+", t)) for col in ("instruction", "input", "output") for t in df[col])
+        assert s["records"] == len(df) == manifest["counts"]["splits"][name]
+        assert s["chars"] == content.str.len().sum() and s["estimated_tokens"] == round(s["chars"] / 4)
+        assert s["whitespace_tokens"] == tokens
+        assert sum(s["token_histogram"]["counts"].values()) == len(df)
+        assert s["completeness"]["input"] == {"null": 0, "empty": len(df)}  # GSM8K has no input
+        assert s["completeness"]["instruction"] == {"null": 0, "empty": 0}
+        lex = s["lexical_diversity"]
+        assert lex["windows"] >= 10 and 0.1 < lex["distinct_1"] < lex["distinct_2"] <= 1 and 0.3 < lex["ttr"] <= 1
+        assert lex["sampled_docs"] == min(len(df), 500 * len(list((out / "data" / name).glob("*.parquet"))))
+        assert s["duplicates"] == {"exact": True, "sampled_contents": len(df), "duplicate_rate": 0.0,
+                                   "in_other_splits_rate": 0.0}
+
+    balance = report["dataset"]["label_balance"]
+    assert list(balance["fields"]) == ["steps"] and balance["fields"]["steps"]["stratified"]
+    assert "dup_cluster" not in balance["fields"]  # one value per record: not a label
+    steps = balance["fields"]["steps"]
+    for name in (*SPLITS, "all"):
+        df = pd_concat(frames.values()) if name == "all" else frames[name]
+        counts = df["steps"].value_counts().to_dict()
+        b = steps["splits"][name]
+        assert {k: v for k, v in b["counts"].items() if v} == counts
+        p = [n / sum(counts.values()) for n in counts.values()]
+        assert b["entropy_bits"] == pytest.approx(-sum(x * math.log2(x) for x in p))
+        present = list(b["counts"].values())
+        assert b["imbalance_ratio"] == (max(present) / min(present) if min(present) else None)
+
+    # `thresher report` recomputes the same numbers from the Parquet files
+    again = rerender_report(str(out), Storage())
+    assert again["dataset"] == report["dataset"]
+
+
+def pd_concat(frames):
+    import pandas as pd
+
+    return pd.concat(list(frames))
+
+
+def test_duplicate_and_label_statistics_exact_and_sampled(monkeypatch):
+    """Exact content duplicates within a split and across splits, against brute force: exact below
+    ``SAMPLE_CONTENTS`` distinct contents, estimated above it; write tasks' partial results merge in any order."""
+    rng = random.Random(3)
+    records = [{"id": f"r{i}", "question": r["question"], "answer": r["answer"], "steps": r["steps"],
+                "flag": rng.choice([True, False, None])} for i, r in enumerate(gsm8k(1500))]
+    for i in range(400):  # copies, some of the same record
+        records.append({**records[rng.randrange(1500)], "id": f"copy{i}"})
+        if i % 4 == 0:
+            records.append({**records[-1], "id": f"copy{i}b"})
+    where = {r["id"]: ("train" if rng.random() < 0.7 else "test") for r in records}
+
+    def truth(split: str) -> tuple[float, float]:
+        mine = Counter(r["question"] + r["answer"] for r in records if where[r["id"]] == split)
+        other = {r["question"] + r["answer"] for r in records if where[r["id"]] != split}
+        n = sum(mine.values())
+        return 1 - len(mine) / n, sum(k for c, k in mine.items() if c in other) / n
+
+    def stats(parts: int) -> dict:
+        section = Dataset()
+        merged = None
+        chunks = [records[i::parts] for i in range(parts)]
+        for chunk in reversed(chunks):
+            kept = {f"data/{s}": pa.Table.from_pylist(
+                [{"id": r["id"], "instruction": r["question"], "input": "", "output": r["answer"], "steps": r["steps"],
+                  "flag": r["flag"]} for r in chunk if where[r["id"]] == s]) for s in ("train", "test")}
+            merged = section.merge(merged, section.collect(kept, pa.table({}), "question"))
+        summary = section.summarize(merged, {"config": {"stages": [{"split": {"ratios": {"train": 0.7, "test": 0.3}}}]}})
+        return {"splits": {s: {"duplicates": v["duplicates"]} for s, v in summary["splits"].items()},
+                "label_balance": summary["label_balance"]}
+
+    exact = stats(4)
+    assert exact == stats(1)
+    for split in ("train", "test"):
+        dup, shared = truth(split)
+        d = exact["splits"][split]["duplicates"]
+        assert d["exact"] and d["duplicate_rate"] == pytest.approx(dup) and d["in_other_splits_rate"] == pytest.approx(shared)
+        assert 0.02 < dup and 0.05 < shared
+    flag = exact["label_balance"]["fields"]["flag"]
+    assert flag["classes"] == ["", "false", "true"] and not flag["stratified"]
+    assert flag["splits"]["all"]["counts"] == {"": sum(r["flag"] is None for r in records),
+                                              "false": sum(r["flag"] is False for r in records),
+                                              "true": sum(r["flag"] is True for r in records)}
+
+    monkeypatch.setattr(dataset_section, "SAMPLE_CONTENTS", 600)
+    sampled = stats(4)
+    assert sampled == stats(3)  # the same sample whatever the write tasks
+    for split in ("train", "test"):
+        dup, shared = truth(split)
+        d = sampled["splits"][split]["duplicates"]
+        assert not d["exact"] and 100 < d["sampled_contents"] < 600
+        assert abs(d["duplicate_rate"] - dup) < 0.05 and abs(d["in_other_splits_rate"] - shared) < 0.05
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no headless Chromium (Debian: apt-get install -y chromium); the HTML report is not rendered")
+
+
+def _headless(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp / 'chromium-profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+# Appended to a copy of the report (which itself has no script): after layout, count the charts that were drawn.
+PROBE = """<script>
+const charts = [...document.querySelectorAll('svg.chart')];
+const drawn = charts.filter(s => { const r = s.getBoundingClientRect(); return r.width > 100 && r.height > 20
+  && s.querySelectorAll('rect').length > 0; });
+document.body.setAttribute('data-charts', charts.length);
+document.body.setAttribute('data-drawn', drawn.length);
+document.body.setAttribute('data-sections', [...document.querySelectorAll('section')].map(s => s.id).join(','));
+</script>"""
+
+
+def test_report_renders_in_headless_chromium(finished_run, tmp_path):
+    _, out = finished_run
+    page = (out / "report.html").read_text()
+    # self-contained: no scripts, stylesheets or anything fetched (the SVG namespace URI is only a name)
+    assert "<script" not in page and "<link" not in page and not re.search(r"(?:src|href|url)\s*[=(]", page)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", PROBE + "</body>"))
+    dom = _headless(tmp_path, "--dump-dom", probe.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r'<body data-charts="(\d+)" data-drawn="(\d+)" data-sections="([^"]*)"', dom.stdout)
+    assert body, dom.stdout[:500]
+    charts, drawn, sections = int(body.group(1)), int(body.group(2)), body.group(3).split(",")
+    assert {"funnel", "dataset", "lengths", "languages", "duplicates"} <= set(sections)
+    # dataset: 2 size bars, 3 length histograms, distinct-2, 4 label-balance bars (3 splits + all); and the others
+    assert charts >= 16 and drawn == charts
+
+    blank = tmp_path / "blank.html"
+    blank.write_text("<!doctype html><html><body></body></html>")
+    shots = {}
+    for name, uri in (("report", (out / "report.html").as_uri()), ("blank", blank.as_uri())):
+        shots[name] = tmp_path / f"{name}.png"
+        r = _headless(tmp_path, f"--screenshot={shots[name]}", "--window-size=1200,2400", uri)
+        assert r.returncode == 0 and shots[name].exists(), r.stderr[-2000:]
+    assert shots["report"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shots["report"].stat().st_size > 10 * shots["blank"].stat().st_size  # text and charts, not a blank page
+
+
+def test_card_loads_with_datasets(finished_run, tmp_path, monkeypatch):
+    manifest, out = finished_run
+    card = (out / "README.md").read_text()
+    front = yaml.safe_load(card.split("---\n")[1])
+    files = front["configs"][0]["data_files"]
+    assert front["configs"][0]["config_name"] == "default"
+    assert files == [{"split": s, "path": f"data/{s}/*.parquet"} for s in SPLITS]
+    assert "## Splits" in card and "## Processing" in card and "## Label balance: `steps` (stratified)" in card
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    cache = str(tmp_path / "hf-cache")
+    loaded = datasets.load_dataset("parquet", data_files={f["split"]: str(out / f["path"]) for f in files}, cache_dir=cache)
+    assert {s: loaded[s].num_rows for s in SPLITS} == manifest["counts"]["splits"]
+    assert {"instruction", "input", "output"} <= set(loaded["train"].column_names)
+    by_card = datasets.load_dataset(str(out), cache_dir=cache)  # reads the README's configs
+    assert {s: by_card[s].num_rows for s in SPLITS} == manifest["counts"]["splits"]
+
+
+def test_card_without_split_stage():
+    manifest = {"counts": {"splits": {"all": 10}}, "config": {"stages": [{"normalize": {}}]}}
+    assert data_files(manifest) == [{"split": "train", "path": "data/*.parquet"}]
+    manifest = {"counts": {"splits": {"fold_1": 5, "fold_0": 5}}, "config": {"stages": [{"split": {"folds": 2}}]}}
+    assert [f["split"] for f in data_files(manifest)] == ["fold_0", "fold_1"]

@@ -1,0 +1,172 @@
+"""The split stage on real data: exact ratios, stratification within one record, groups that never span splits
+(dedup_fuzzy clusters, group_by fields), k folds, and the streaming hash mode's stability."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from cluster.config import ConfigError
+from pipelines.config import parse_config
+from pipelines.runner import run
+from pipelines.stages.split import largest_remainder, nearest_boundary
+from tests.conftest import shared_path
+
+
+def gsm8k(n: int | None = None) -> list[dict]:
+    """GSM8K train records with a real, imbalanced label: the number of lines of the worked answer."""
+    lines = shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:n]
+    return [{**r, "steps": str(r["answer"].count("\n"))} for r in map(json.loads, lines)]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def curate(tmp_path: Path, records: list[dict], stages: list[dict], name: str = "out") -> tuple[dict, dict[str, pd.DataFrame]]:
+    src = write_jsonl(tmp_path / f"{name}.jsonl", records)
+    out = tmp_path / name
+    manifest = run(parse_config({"input": {"paths": [str(src)], "text_field": "question", "id_field": "id"},
+                                 "output": {"path": str(out)}, "stages": stages}))
+    assert manifest["counts"]["input"] == manifest["counts"]["output"] + manifest["counts"]["rejected"]
+    splits = {d.name: pd.concat([pq.read_table(f).to_pandas() for f in sorted(d.glob("*.parquet"))])
+              for d in sorted((out / "data").iterdir()) if d.is_dir()}
+    return manifest, splits
+
+
+def with_ids(records: list[dict]) -> list[dict]:
+    return [{"id": f"r{i:05d}", **r} for i, r in enumerate(records)]
+
+
+def split_of(splits: dict[str, pd.DataFrame]) -> dict[str, str]:
+    out = {}
+    for name, df in splits.items():
+        for rid in df["id"]:
+            assert rid not in out, f"{rid} in {out.get(rid)} and {name}"
+            out[rid] = name
+    return out
+
+
+def test_helpers():
+    assert largest_remainder(7473, [0.8, 0.1, 0.1]) == [5979, 747, 747]
+    assert largest_remainder(10, [1 / 3] * 3) == [4, 3, 3]
+    assert sum(largest_remainder(12345, [0.7, 0.2, 0.1])) == 12345
+    assert nearest_boundary([3, 3, 3], 0, 4) == 1 and nearest_boundary([3, 3, 3], 0, 5) == 2
+    assert nearest_boundary([3, 3, 3], 10, 10) == 0 and nearest_boundary([3, 3, 3], 10, 30) == 3
+
+
+def test_exact_ratios_and_stratified_within_one_record(ray_local, tmp_path):
+    records = with_ids(gsm8k())
+    # plain: exact sizes, every record in exactly one split
+    manifest, splits = curate(tmp_path, records, [{"split": {}}], "plain")
+    assert {k: len(v) for k, v in splits.items()} == {"train": 5979, "validation": 747, "test": 747}
+    assert manifest["counts"]["splits"] == {"train": 5979, "validation": 747, "test": 747}
+    plain = split_of(splits)
+    assert set(plain) == {r["id"] for r in records}
+
+    # stratified by the answer's number of lines (classes of 9 to 2,255 records)
+    ratios = {"train": 0.7, "validation": 0.2, "test": 0.1}
+    manifest, splits = curate(tmp_path, records, [{"split": {"ratios": ratios, "stratify": "steps", "seed": 7}}], "strat")
+    per_class = pd.Series([r["steps"] for r in records]).value_counts()
+    assert len(per_class) >= 7 and per_class.min() < 20 < 2000 < per_class.max()
+    for name, df in splits.items():
+        got = df["steps"].value_counts()
+        for label, n in per_class.items():
+            assert abs(got.get(label, 0) - n * ratios[name]) < 1, (name, label, got.get(label, 0), n * ratios[name])
+    assert split_of(splits).keys() == plain.keys()
+    assert split_of(splits) != plain  # another seed, another assignment
+
+
+def test_dup_clusters_never_span_splits(ray_local, tmp_path):
+    """Planted near-duplicates found by dedup_fuzzy (annotate: all kept) land in one split with their original."""
+    base = gsm8k(600)
+    records = list(base)
+    for r in base[:100]:
+        records.append({**r, "question": r["question"] + " Show your work."})
+        records.append({**r, "question": "Problem: " + r["question"]})
+    manifest, splits = curate(tmp_path, with_ids(records),
+                              [{"dedup_fuzzy": {"action": "annotate"}}, {"split": {}}])
+    rows = pd.concat([df.assign(split=name) for name, df in splits.items()])
+    assert len(rows) == len(records)
+    per_cluster = rows.groupby("dup_cluster")["split"].nunique()
+    assert (per_cluster == 1).all(), per_cluster[per_cluster > 1]
+    sizes = rows.groupby("dup_cluster").size()
+    assert (sizes >= 2).sum() >= 95  # the planted triples were found (LSH may miss a variant or two)
+    targets = largest_remainder(len(records), [0.8, 0.1, 0.1])
+    for name, target in zip(("train", "validation", "test"), targets):
+        assert abs(len(splits[name]) - target) <= sizes.max(), (name, len(splits[name]), target)
+
+
+@pytest.mark.parametrize("n, driver_limit", [(2000, None), pytest.param(400, 0, marks=pytest.mark.slow)],
+                         ids=["on-driver", "distributed"])
+def test_group_by_and_clusters_join_components(ray_local, tmp_path, monkeypatch, n, driver_limit):
+    """Records sharing a topic or a dup_cluster stay together (connected components over both fields), also
+    when a group carries several classes of the stratify field. ``distributed``: the components and the
+    classes of groups go through Ray Data joins instead of the driver."""
+    if driver_limit is not None:
+        monkeypatch.setattr("pipelines.stages.split.DRIVER_LIMIT", driver_limit)
+    records = gsm8k(n)
+    for i, r in enumerate(records):
+        r["topic"] = f"t{(i // 10) % 20}" if i % 10 == 0 else None  # 20 topics of 10 records, 200 apart
+        r["dup_cluster"] = f"c{i // 3}" if i < 600 else None        # clusters of three consecutive records
+    records = with_ids(records)
+    manifest, splits = curate(tmp_path, records, [{"split": {"group_by": "topic", "stratify": "steps"}}])
+    where = split_of(splits)
+    assert len(where) == len(records)
+    parent = {r["id"]: r["id"] for r in records}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first_by_value = {}
+    for r in records:
+        for field in ("topic", "dup_cluster"):
+            if r[field] is not None:
+                parent[find(r["id"])] = find(first_by_value.setdefault((field, r[field]), r["id"]))
+    components = defaultdict(list)
+    for r in records:
+        components[find(r["id"])].append(where[r["id"]])
+    assert all(len(set(s)) == 1 for s in components.values())
+    assert max(map(len, components.values())) >= 6  # a topic merged with the clusters of its records
+
+
+def test_folds_and_streaming_hash_mode(ray_local, tmp_path):
+    records = with_ids(gsm8k())
+    manifest, splits = curate(tmp_path, records, [{"split": {"folds": 5, "stratify": "steps"}}], "folds")
+    assert sorted(splits) == [f"fold_{i}" for i in range(5)]
+    assert max(map(len, splits.values())) - min(map(len, splits.values())) <= len(set(r["steps"] for r in records))
+    per_class = pd.Series([r["steps"] for r in records]).value_counts()
+    for df in splits.values():
+        got = df["steps"].value_counts()
+        assert all(abs(got.get(label, 0) - n / 5) < 1 for label, n in per_class.items())
+
+    # exact: false: fixed hash ranges; a record keeps its split when the corpus grows
+    _, small = curate(tmp_path, records[:4000], [{"split": {"exact": False}}], "hash_small")
+    _, full = curate(tmp_path, records, [{"split": {"exact": False}}], "hash_full")
+    before, after = split_of(small), split_of(full)
+    assert all(after[rid] == s for rid, s in before.items())
+    n = len(records)
+    for name, ratio in {"train": 0.8, "validation": 0.1, "test": 0.1}.items():
+        assert abs(len(full[name]) - n * ratio) < 4 * (n * ratio * (1 - ratio)) ** 0.5  # binomial, 4 sigma
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"ratios": {"train": 0.8, "test": 0.1}}, "sum to 1"),
+    ({"ratios": {"train": 0.5}, "folds": 2}, "not both"),
+    ({"ratios": {"../x": 1.0}}, "folder name"),
+    ({"stratify": "label", "exact": False}, "exact"),
+    ({"folds": 1}, "folds"),
+])
+def test_config_errors(options, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        parse_config({"input": {"paths": ["x.jsonl"]}, "output": {"path": "o"}, "stages": [{"split": options}]})
+    assert "stages.0.split" in str(e.value)
