@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
 import pyarrow.parquet as pq
@@ -112,6 +113,12 @@ def test_invalid_records_are_rejected_with_a_reason():
     assert details == ["turn 1: expected assistant, got user", "message 0: unknown role 'narrator'",
                        "message 1 (assistant): empty content", "the conversation must end with an assistant reply",
                        "turn 1: expected assistant, got system", "not a JSON list of messages", "no messages"]
+    # a list column (Parquet) reads as an array of dicts; an empty role is no role
+    arrays = pd.Series([np.array([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]),
+                        np.array([{"role": "", "content": "Hi"}, {"role": "assistant", "content": "Yo"}])])
+    out = run_map_stage(stage(template="chat", mapping={"messages": "conversations"}), frame({"conversations": arrays}))
+    assert out["messages"][0][1] == {"role": "assistant", "content": "Yo"}
+    assert out[REJECT_DETAIL].tolist() == [None, "message 0: unknown role ''"]
 
 
 def test_text_record_schema():

@@ -93,6 +93,8 @@ def as_messages(value) -> list[dict] | str:
             value = orjson.loads(value)
         except orjson.JSONDecodeError:
             return "not a JSON list of messages"
+    if isinstance(value, (tuple, np.ndarray)):  # an Arrow list column reads as an array
+        value = list(value)
     if not isinstance(value, list):
         return "not a list of messages"
     out = []
