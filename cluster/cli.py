@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from cluster.config import ConfigError, apply_overrides, load_yaml
 
@@ -23,6 +24,21 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--output", metavar="URI", help="output path, replacing output.path")
     c.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
+    s = sub.add_parser("submit", help="submit a thresher command to a Ray cluster (Ray Jobs API)")
+    s.add_argument("--address", help="dashboard URL (default: RAY_ADDRESS or http://127.0.0.1:8265)")
+    s.add_argument("--working-dir", default=".", help="uploaded as the job's working_dir (default: .)")
+    s.add_argument("--runtime-env", metavar="YAML",
+                   help="more runtime_env fields, e.g. deploy/runtime-env-stock-ray.yaml for a stock Ray cluster")
+    s.add_argument("--max-file-mib", type=float, default=10, help="leave larger files out of the upload (0: no limit)")
+    s.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    s.add_argument("--no-forward-aws", action="store_true", help="do not pass this shell's AWS_* variables to the job")
+    s.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- thresher curate|train ...")
+
+    j = sub.add_parser("jobs", help="list, inspect or stop submitted jobs")
+    j.add_argument("action", choices=["list", "status", "logs", "stop"])
+    j.add_argument("job_id", nargs="?")
+    j.add_argument("--address", help="dashboard URL (default: RAY_ADDRESS or http://127.0.0.1:8265)")
 
     r = sub.add_parser("report", help="re-render report.html/report.json of a finished run")
     r.add_argument("run_uri")
@@ -48,6 +64,35 @@ def _curate(args) -> int:
     return 0
 
 
+def _submit(args) -> int:
+    from cluster.jobs import submit
+
+    entry = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
+    if not entry:
+        raise ConfigError("submit: give the command to run after --, e.g. thresher submit -- thresher curate cfg.yaml")
+    if entry[:2] == ["thresher", "curate"]:
+        _warn_if_local_output(_parser().parse_args(entry[1:]))
+    return submit(entry, address=args.address, working_dir=args.working_dir, wait=not args.no_wait,
+                  forward_aws=not args.no_forward_aws, runtime_env_file=args.runtime_env,
+                  max_file_mib=args.max_file_mib)
+
+
+def _warn_if_local_output(curate) -> None:
+    """A submitted curation should write to s3://: a local output lands on each node's own disk."""
+    output = curate.output
+    if output is None and Path(curate.config).is_file():
+        output = (_config(curate).get("output") or {}).get("path")
+    if output and "://" not in str(output):
+        print(f"thresher: warning: output {output} is a local path: on a cluster each node writes its part to its "
+              "own disk, under the job's temporary working dir; use s3://...", file=sys.stderr)
+
+
+def _jobs(args) -> int:
+    from cluster.jobs import jobs
+
+    return jobs(args.action, args.job_id, address=args.address)
+
+
 def _report(args) -> int:
     from cluster.storage import Storage
     from pipelines.runner import rerender_report
@@ -57,7 +102,7 @@ def _report(args) -> int:
     return 0
 
 
-COMMANDS = {"curate": _curate, "report": _report}
+COMMANDS = {"curate": _curate, "submit": _submit, "jobs": _jobs, "report": _report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,50 +81,62 @@ def s3_bucket(s3_server):
     return name
 
 
-def _wait_for_port(port: int, timeout: float = 60) -> None:
+def _wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.5)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
 class RayHead:
-    """A Ray cluster started with ``ray start`` on 127.0.0.1 with token auth: a head and worker nodes."""
+    """A Ray cluster started with ``ray start`` on loopback with token auth: a head and worker nodes.
+
+    The nodes' IP is 127.0.0.2: Ray replaces 127.0.0.1 by the machine's outward address, and traffic here
+    stays on loopback. The dashboard (the Jobs API) listens on 127.0.0.1.
+    """
+
+    NODE_IP = "127.0.0.2"
 
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.token = secrets.token_hex(16)
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        # The nodes get no AWS settings: a job reaches S3 with what its submitter passes (thresher submit).
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("AWS_") and k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
         self.procs: list[subprocess.Popen] = []
-        ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-        self.ray_bin = ray_bin
+        self.ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
+        return f"{self.NODE_IP}:{self.gcs_port}"
 
     @property
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def _start(self, args: list[str], name: str) -> subprocess.Popen:
+    def _start(self, args: list[str], name: str, env: dict | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "wb")
-        p = subprocess.Popen([self.ray_bin, "start", "--block", *args], env=self.env, stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+        # Each node's dashboard agent gets its own port: the default (52365) is taken by any other Ray on the
+        # machine, and a head whose agent cannot listen refuses Jobs API submissions.
+        args = [*args, f"--node-ip-address={self.NODE_IP}", f"--dashboard-agent-listen-port={free_port()}",
+                "--disable-usage-stats"]
+        p = subprocess.Popen([self.ray_bin, "start", "--block", *args], env={**self.env, **(env or {})},
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(p)
         return p
 
     def start_head(self, num_cpus: int = 1) -> None:
-        self._start(["--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
-                     "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                     f"--dashboard-port={self.dashboard_port}", f"--num-cpus={num_cpus}",
-                     "--disable-usage-stats"], "head")
-        _wait_for_port(self.gcs_port)
+        # The head stops at once when told (no 30 s drain): nothing runs on it after the tests.
+        self._start(["--head", f"--port={self.gcs_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                     f"--dashboard-port={self.dashboard_port}", f"--num-cpus={num_cpus}"], "head",
+                    env={"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})
+        _wait_for_port(self.gcs_port, self.NODE_IP)
         _wait_for_port(self.dashboard_port, timeout=120)
         self.wait_for_nodes(1)
 
@@ -150,8 +162,7 @@ class RayHead:
 
     def add_worker(self, num_cpus: int = 1) -> subprocess.Popen:
         before = self.alive_nodes()
-        p = self._start([f"--address={self.address}", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}",
-                         "--disable-usage-stats"], f"worker{len(self.procs)}")
+        p = self._start([f"--address={self.address}", f"--num-cpus={num_cpus}"], f"worker{len(self.procs)}")
         self.wait_for_nodes(before + 1)
         return p
 
@@ -175,7 +186,7 @@ class RayHead:
 
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
-    """A token-auth Ray head plus one worker node on 127.0.0.1, torn down after the session."""
+    """A token-auth Ray head plus one worker node on loopback, torn down after the session."""
     head = RayHead(tmp_path_factory.mktemp("ray-head"))
     try:
         head.start_head(num_cpus=1)
