@@ -1,0 +1,474 @@
+"""Fine-tuning with Ray Train on the test session's local Ray (2 CPUs, 2 training workers): every method trains
+and its loss falls; a killed worker is recovered, a re-run resumes; the exports reload with plain transformers/peft
+and give the logits of the trained weights in the last checkpoint; prompt masking and packing token by token;
+adapter combination; config errors.
+
+The model is a tiny random Llama built from a config, with a byte-level BPE tokenizer trained here on the data;
+the data are GSM8K records curated by thresher's own pipeline (split + format stages).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+import training
+from cluster.config import ConfigError, load_yaml
+from cluster.storage import Storage
+from tests.conftest import ROOT, run_cli, shared_path
+from training.config import parse_config as parse_train_config
+from training.data import (ALPACA_PROMPT, ALPACA_PROMPT_WITH_INPUT, FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding,
+                           encode_batch, render_alpaca)
+from training.export import download_dir
+from training.loop import TORCH_STATE_FILE
+from training.run import KILL_AT_STEP_ENV, KILL_MARKER_ENV
+
+SEQ = 256
+CHATML = ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+          "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_polls():
+    """Ray Train's controller collects the workers' reports every 0.5 s instead of 2 s (a worker reporting a
+    checkpoint waits until the report before it was collected; Ray Train passes the variable to its processes)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    yield
+    mp.undo()
+
+
+def curate(records: list[dict], out: Path, template: dict) -> Path:
+    """A thresher curation run (normalize, format) over ``records``; returns its ``data/`` folder."""
+    from pipelines.config import parse_config
+    from pipelines.runner import run
+
+    src = out.with_suffix(".jsonl")
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    manifest = run(parse_config({"input": {"paths": [str(src)], "text_field": "question"}, "output": {"path": str(out)},
+                                 "stages": [{"normalize": {}}, {"format": template}]}))
+    assert manifest["counts"]["output"] == len(records)
+    return out / "data"
+
+
+@pytest.fixture(scope="module")
+def data(ray_local, tmp_path_factory):
+    """GSM8K records curated by thresher as Alpaca (16 to train on, 8 to validate) and as chat (the same 16, with
+    a system prompt), and 48 Alpaca-demo records (with and without input). Training on 16 records makes every
+    epoch give the same batches (1 or 2 per worker), so losses of the same batches compare across epochs."""
+    tmp = tmp_path_factory.mktemp("train-data")
+    gsm8k = [json.loads(line) for line in shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:24]]
+    alpaca = {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}
+    chat = {"template": "chat", "mapping": {"user": "question", "assistant": "answer"},
+            "system_prompt": "Solve the problem step by step."}
+    demo = json.loads(shared_path("sft/alpaca_en_demo.json").read_text())[:48]
+    return SimpleNamespace(train=curate(gsm8k[:16], tmp / "train", alpaca),
+                           validation=curate(gsm8k[16:], tmp / "validation", alpaca),
+                           chat=curate(gsm8k[:16], tmp / "chat", chat),
+                           demo=curate([{"question": r["instruction"], **r} for r in demo], tmp / "demo",
+                                       {"template": "alpaca"}))
+
+
+@pytest.fixture(scope="module")
+def tiny(data, tmp_path_factory) -> Path:
+    """A random 2-layer Llama (hidden 64, tied embeddings) and a byte-level BPE tokenizer trained on the rendered
+    training texts, saved together like a pretrained checkpoint."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    rows = [r for d in (data.train, data.validation, data.demo) for r in pq.read_table(d).to_pylist()]
+    texts = [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in rows]
+    texts += [FALLBACK_CHAT_TEMPLATE + CHATML]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=2000, special_tokens=["<|endoftext|>", "<pad>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def tokenizer_of(path: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.clean_up_tokenization_spaces = False  # decode gives back exactly the text that was encoded
+    return tok
+
+
+LR = {"full": 3e-3, "lora": 1e-2, "prefix": 0.3, "prompt": 1.0}
+
+
+def train_config(tiny: Path, out: Path, method: str, train: str, validation: str | None = None, **sections) -> dict:
+    cfg = {"model": {"name_or_path": str(tiny)},
+           "data": {"train": train, "validation": validation, "format": "alpaca", "max_seq_len": SEQ},
+           "method": method,
+           "scaling": {"num_workers": 2},
+           "optim": {"lr": LR[method], "max_steps": 6, "batch_size": 4, "log_every_steps": 1},
+           "checkpoint": {"every_steps": 6, "keep": 2},
+           "output": {"path": str(out)}}
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def assert_loss_falls(metrics: dict) -> list[float]:
+    """Steps 5 and 6 train on the batches of steps 1 and 2 (one or two batches per epoch): their loss is lower."""
+    losses = [x["loss"] for x in metrics["train_loss"]]
+    assert [x["step"] for x in metrics["train_loss"]] == list(range(1, 7)) and metrics["steps"] == 6
+    assert losses[4] < losses[0] and losses[5] < losses[1] and np.mean(losses[4:]) < np.mean(losses[:2]) - 0.01, losses
+    return losses
+
+
+def sample_ids(tiny: Path) -> torch.Tensor:
+    text = render_alpaca("Natalia sold clips to 48 of her friends in April.", "", "She sold 72 clips.")[0]
+    return torch.tensor([tokenizer_of(tiny)(text)["input_ids"]])
+
+
+def logits(model, ids: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def trained_reference(tiny: Path, cfg: dict, checkpoint: str):
+    """The model as it was trained: the base with the method applied and the checkpoint's trainable weights."""
+    from training.models import apply_method, load_base_model
+
+    tcfg = parse_train_config(cfg)
+    model = apply_method(load_base_model(tcfg.model, torch.float32), tcfg)
+    state = torch.load(Path(checkpoint, TORCH_STATE_FILE), weights_only=True)["trainable"]
+    assert not model.load_state_dict(state, strict=False).unexpected_keys
+    return model
+
+
+def base_model(tiny: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+
+
+# -- prompt masking and packing, token by token (no Ray) -----------------------------------------------------
+
+
+def rows_of(path: Path, columns: list[str]) -> pa.Table:
+    return pq.read_table(path, columns=columns)
+
+
+def test_alpaca_masking_token_by_token(data, tiny):
+    """Each label is the token itself on the response + EOS and -100 on the prompt; decoded, the trained tokens are
+    exactly the response and EOS, the masked ones exactly the prompt (with and without an input field)."""
+    tok = tokenizer_of(tiny)
+    table = pa.concat_tables([rows_of(d, ["instruction", "input", "output"]) for d in (data.train, data.demo)])
+    enc = Encoding("alpaca", "text", 1024, packing=False)
+    rows = encode_batch(table, tok, enc)
+    assert len(rows["input_ids"]) == table.num_rows
+    with_input = 0
+    for r, record in enumerate(table.to_pylist()):
+        ids, labels, mask = rows["input_ids"][r], rows["labels"][r], rows["attention_mask"][r]
+        n = int(mask.sum())
+        template = ALPACA_PROMPT_WITH_INPUT if record["input"].strip() else ALPACA_PROMPT
+        with_input += template is ALPACA_PROMPT_WITH_INPUT
+        prompt = template.format(instruction=record["instruction"], input=record["input"])
+        trained = labels[:n] != IGNORE
+        first = int(np.argmax(trained))
+        assert trained[first:].all() and not trained[:first].any()  # prompt, then response, nothing else
+        assert (labels[:n][trained] == ids[:n][trained]).all()
+        assert (labels[n:] == IGNORE).all() and (mask[n:] == 0).all()
+        assert tok.decode(ids[:first]) == prompt
+        assert tok.decode(ids[first:n]) == record["output"] + tok.eos_token
+    assert 0 < with_input < table.num_rows
+
+
+def chat_rows(data) -> list[list[dict]]:
+    conversations = [[dict(m) for m in c] for c in rows_of(data.chat, ["messages"]).column("messages").to_pylist()]
+    assert all([m["role"] for m in c] == ["system", "user", "assistant"] for c in conversations)
+    multi_turn = [{"role": "user", "content": "What is 7 * 8?"}, {"role": "assistant", "content": "7 * 8 = 56."},
+                  {"role": "user", "content": "And 56 / 4?"}, {"role": "assistant", "content": "56 / 4 = 14.\n#### 14"}]
+    return conversations + [multi_turn]
+
+
+@pytest.mark.parametrize("template", ["fallback", "chatml"])
+def test_chat_masking_token_by_token(data, tiny, template):
+    """Only assistant turns are trained: the trained tokens of each row decode to the assistant turns, each with the
+    template's end-of-turn text, and every other token (system, user, role headers) has label -100."""
+    tok = tokenizer_of(tiny)
+    tok.chat_template = FALLBACK_CHAT_TEMPLATE if template == "fallback" else CHATML
+    end = tok.eos_token + "\n" if template == "fallback" else "<|im_end|>\n"
+    conversations = chat_rows(data)
+    table = pa.table({"messages": conversations})
+    rows = encode_batch(table, tok, Encoding("chat", "text", 1024, packing=False))
+    for r, conversation in enumerate(conversations):
+        ids, labels = rows["input_ids"][r], rows["labels"][r]
+        n = int(rows["attention_mask"][r].sum())
+        assert tok.decode(ids[:n]) == tok.apply_chat_template(conversation, tokenize=False)
+        trained = labels[:n] != IGNORE
+        assert (labels[:n][trained] == ids[:n][trained]).all() and (labels[n:] == IGNORE).all()
+        # maximal runs of trained tokens = the assistant turns, in order
+        runs, start = [], None
+        for i in range(n + 1):
+            on = i < n and trained[i]
+            if on and start is None:
+                start = i
+            elif not on and start is not None:
+                runs.append(tok.decode(ids[start:i]))
+                start = None
+        assert runs == [m["content"] + end for m in conversation if m["role"] == "assistant"]
+
+
+def test_packing_restarts_positions_and_blocks_cross_document_attention(data, tiny):
+    """Packed rows: positions restart at every example, each example's first label and the padding are -100, and
+    the model's logits for each packed example equal its logits alone (no attention across documents)."""
+    tok = tokenizer_of(tiny)
+    table = rows_of(data.train, ["instruction", "input", "output"])
+    packed = encode_batch(table, tok, Encoding("alpaca", "text", 512, packing=True))
+    single = encode_batch(table, tok, Encoding("alpaca", "text", 512, packing=False))
+    assert len(packed["input_ids"]) < len(single["input_ids"]) == table.num_rows
+    model = base_model(tiny)
+    examples = 0
+    for ids, labels, pos, mask in zip(packed["input_ids"], packed["labels"], packed["position_ids"],
+                                      packed["attention_mask"]):
+        starts = [i for i in range(len(pos)) if pos[i] == 0]
+        bounds = list(zip(starts, starts[1:] + [len(pos)]))
+        assert all(labels[s] == IGNORE for s, _ in bounds)
+        real = [(s, e) for s, e in bounds if mask[s]]
+        assert (labels[int(mask.sum()):] == IGNORE).all() and mask[:int(mask.sum())].all()
+        together = model(input_ids=torch.tensor([ids], dtype=torch.long),
+                         position_ids=torch.tensor([pos], dtype=torch.long), use_cache=False).logits[0]
+        for s, e in real:
+            alone = model(input_ids=torch.tensor([ids[s:e]], dtype=torch.long), use_cache=False).logits[0]
+            torch.testing.assert_close(together[s:e], alone, atol=1e-4, rtol=1e-4)
+            examples += 1
+        assert len(real) >= 1
+    assert examples == table.num_rows
+
+
+# -- training on Ray --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lora_run(data, tiny, tmp_path_factory):
+    """rsLoRA on the curated Alpaca records, checkpoints every 2 steps, by one command run twice. The first run
+    allows no worker failure, and its last worker SIGKILLs itself after step 3: the run fails. The second run, now
+    with ``checkpoint.max_failures: 1``, resumes from step 2's checkpoint, loses its last worker after step 5, is
+    restarted by Ray Train's FailureConfig from step 4's checkpoint and finishes at step 6."""
+    out = tmp_path_factory.mktemp("lora")
+    cfg = train_config(tiny, out, "lora", str(data.train), str(data.validation), lora={"use_rslora": True},
+                       checkpoint={"every_steps": 2, "max_failures": 0})
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setenv(KILL_AT_STEP_ENV, "3")
+        mp.setenv(KILL_MARKER_ENV, str(out / "killed-3"))
+        with pytest.raises(Exception, match="(?i)worker|died|actor") as failure:
+            training.main(copy.deepcopy(cfg))
+        model_after_failure = (out / "model").exists()
+        step2 = json.loads((out / "checkpoints/thresher/step-00000002/trainer_state.json").read_text())
+        mp.setenv(KILL_AT_STEP_ENV, "5")
+        mp.setenv(KILL_MARKER_ENV, str(out / "killed-5"))
+        cfg["checkpoint"]["max_failures"] = 1
+        metrics = training.main(copy.deepcopy(cfg))
+    finally:
+        mp.undo()
+    return SimpleNamespace(cfg=cfg, out=out, metrics=metrics, failure=failure.value, step2=step2,
+                           model_after_failure=model_after_failure)
+
+
+def test_rerun_resumes_from_the_last_checkpoint(lora_run):
+    m = lora_run.metrics
+    assert "step 3" in (lora_run.out / "killed-3").read_text() and not lora_run.model_after_failure
+    assert m["resumes"] == [2, 4]  # the re-run started from step 2's checkpoint (then step 4's, after the kill)
+    assert m["train_loss"][:2] == lora_run.step2["train_loss"]  # the loss history goes on from the first run
+
+
+def test_killed_worker_is_recovered_with_the_step_count_continuing(lora_run):
+    m = lora_run.metrics
+    assert "rank 1" in (lora_run.out / "killed-5").read_text() and "step 5" in (lora_run.out / "killed-5").read_text()
+    assert (m["steps"], m["resumed_from_step"], m["steps_this_run"]) == (6, 4, 2)
+    assert_loss_falls(m)  # steps 1..6, each logged once, across the two runs and the restart
+    assert m["eval_loss"] is not None and m["eval_perplexity"] == pytest.approx(np.exp(m["eval_loss"]))
+    assert m["tokens_per_s"] > 0 and m["num_workers"] == 2 and m["method"] == "lora"
+    assert json.loads((lora_run.out / "metrics.json").read_text())["train_loss"] == m["train_loss"]
+    kept = sorted(p.name for p in (lora_run.out / "checkpoints/thresher").glob("step-*"))
+    assert kept == ["step-00000004", "step-00000006"]  # checkpoint.keep: 2
+
+
+def test_lora_export_reloads_with_peft_and_gives_the_trained_logits(lora_run, tiny):
+    from peft import PeftModel
+
+    exported = PeftModel.from_pretrained(base_model(tiny), lora_run.out / "model")
+    ids = sample_ids(tiny)
+    reference = logits(trained_reference(tiny, lora_run.cfg, lora_run.metrics["checkpoint"]), ids)
+    torch.testing.assert_close(logits(exported, ids), reference, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(reference, logits(base_model(tiny), ids), atol=1e-3)
+    assert tokenizer_of(lora_run.out / "model")("12 apples")["input_ids"] == tokenizer_of(tiny)("12 apples")["input_ids"]
+    assert "PeftModel.from_pretrained" in (lora_run.out / "model/README.md").read_text()
+
+
+def test_combine_lora_adapters_weighted(lora_run, tiny, tmp_path):
+    """`python -m training.export combine`: the combined adapter (cat) adds exactly the weighted updates."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from training.export import main as export_main
+
+    torch.manual_seed(1)
+    other = get_peft_model(base_model(tiny), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                        use_rslora=True, init_lora_weights=False))
+    other.save_pretrained(tmp_path / "other")  # an adapter from elsewhere: no tokenizer, no thresher.json
+    first = lora_run.out / "model"
+    assert export_main(["combine", "--adapter", str(tmp_path / "other"), "-0.3", "--adapter", str(first), "0.7",
+                        "--output", str(tmp_path / "combined")]) == 0
+
+    def merged(adapter: Path) -> dict:
+        return PeftModel.from_pretrained(base_model(tiny), adapter).merge_and_unload().state_dict()
+
+    base, a, b, combined = (base_model(tiny).state_dict(), merged(first), merged(tmp_path / "other"),
+                            merged(tmp_path / "combined"))
+    for name, w in base.items():
+        torch.testing.assert_close(combined[name], w + 0.7 * (a[name] - w) - 0.3 * (b[name] - w), atol=1e-6, rtol=1e-5)
+    assert json.loads((tmp_path / "combined/adapter_config.json").read_text())["r"] == 4 + 16
+    assert tokenizer_of(tmp_path / "combined").vocab == tokenizer_of(tiny).vocab
+    assert export_main(["combine", "--adapter", str(first), "1", "--output", str(tmp_path / "x")]) == 2
+
+
+def test_merge_lora_export_reloads_as_a_plain_model(lora_run, tiny, tmp_path):
+    """``output.merge_lora``: the export (the loop's export function, on the trained weights) is a plain
+    transformers model with the trained model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from training.export import export_model
+
+    cfg = copy.deepcopy(lora_run.cfg)
+    cfg["output"] = {"path": str(tmp_path), "merge_lora": True}
+    trained = trained_reference(tiny, lora_run.cfg, lora_run.metrics["checkpoint"])
+    ids = sample_ids(tiny)
+    expected = logits(trained, ids)
+    export_model(trained, tokenizer_of(tiny), parse_train_config(cfg), Storage.from_options(None))
+    assert not (tmp_path / "model/adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    torch.testing.assert_close(logits(merged, ids), expected, atol=1e-5, rtol=1e-5)
+    assert "merged" in (tmp_path / "model/README.md").read_text()
+
+
+def test_prefix_tuning_on_chat(data, tiny, tmp_path):
+    from peft import PeftModel
+
+    cfg = train_config(tiny, tmp_path, "prefix", str(data.chat), data={"format": "chat"},
+                       prompt_tuning={"num_virtual_tokens": 8})
+    m = training.main(copy.deepcopy(cfg))
+    assert_loss_falls(m)
+    exported = PeftModel.from_pretrained(base_model(tiny), tmp_path / "model")
+    ids = sample_ids(tiny)
+    torch.testing.assert_close(logits(exported, ids), logits(trained_reference(tiny, cfg, m["checkpoint"]), ids),
+                               atol=1e-5, rtol=1e-5)
+    assert tokenizer_of(tmp_path / "model").chat_template == FALLBACK_CHAT_TEMPLATE
+
+
+def test_prompt_tuning_on_text_with_s3_data_checkpoints_and_output(data, tiny, s3_bucket, tmp_path):
+    """Prompt tuning (format text on the answer field) reading curated Parquet from S3 and writing checkpoints
+    and the adapter to S3."""
+    from peft import PeftModel
+
+    storage = Storage.from_options(None)
+    fs, root = storage.resolve(f"s3://{s3_bucket}/curated")
+    pafs.copy_files(str(data.train.parent), root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    cfg = train_config(tiny, tmp_path, "prompt", f"s3://{s3_bucket}/curated/data",
+                       data={"format": "text", "text_field": "answer"}, prompt_tuning={"num_virtual_tokens": 8},
+                       output={"path": f"s3://{s3_bucket}/prompt"})
+    m = training.main(copy.deepcopy(cfg))
+    assert_loss_falls(m)
+    assert m["output"] == f"s3://{s3_bucket}/prompt/model"
+    for uri, local in ((m["output"], tmp_path / "model"), ("s3://" + m["checkpoint"], tmp_path / "checkpoint")):
+        download_dir(storage, uri, str(local))
+    assert json.loads(storage.read_bytes(f"s3://{s3_bucket}/prompt/metrics.json"))["steps"] == 6
+    exported = PeftModel.from_pretrained(base_model(tiny), tmp_path / "model")
+    ids = sample_ids(tiny)
+    torch.testing.assert_close(logits(exported, ids), logits(trained_reference(tiny, cfg, tmp_path / "checkpoint"), ids),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_full_fine_tuning_ddp_and_deepspeed_zero2_zero3_agree(data, tiny, tmp_path):
+    """Full fine-tuning with DDP, DeepSpeed ZeRO-2 and ZeRO-3 (gloo, CPU): the loss falls, the three give the same
+    losses (same data, seed and AdamW), and each export reloads with transformers with the checkpoint's weights."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import AutoModelForCausalLM
+
+    ids = sample_ids(tiny)
+    losses = {}
+    for name, deepspeed in (("ddp", None), ("zero2", {"stage": 2}), ("zero3", {"stage": 3})):
+        cfg = train_config(tiny, tmp_path / name, "full", str(data.train), deepspeed=deepspeed,
+                           data={"packing": False}, optim={"max_steps": None, "epochs": 3})  # 16 rows: 2 steps/epoch
+        m = training.main(copy.deepcopy(cfg))
+        losses[name] = assert_loss_falls(m)
+        exported = AutoModelForCausalLM.from_pretrained(tmp_path / name / "model")
+        if deepspeed:
+            reference = base_model(tiny)
+            state = get_fp32_state_dict_from_zero_checkpoint(m["checkpoint"], tag="deepspeed")
+            missing = reference.load_state_dict(state, strict=False).missing_keys
+            assert set(missing) <= {"lm_head.weight"}  # tied to the embeddings
+        else:
+            reference = trained_reference(tiny, cfg, m["checkpoint"])
+        torch.testing.assert_close(logits(exported, ids), logits(reference, ids), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(losses["zero2"], losses["ddp"], rtol=1e-4)
+    np.testing.assert_allclose(losses["zero3"], losses["ddp"], rtol=1e-4)
+    assert not list(Path.home().glob(".cache/torch_extensions/*/deepspeed*"))  # no op was JIT-compiled
+
+
+# -- config errors ---------------------------------------------------------------------------------------------
+
+
+def test_qlora_without_gpu_exits_2_naming_the_key(data, tiny, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(yaml.safe_dump(train_config(tiny, tmp_path / "out", "lora", str(data.train))))
+    res = run_cli("train", str(cfg), "--set", "method=qlora", timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert "qlora" in res.stderr and "scaling.use_gpu" in res.stderr
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"optim": {"lrr": 1}}, "optim.lrr"),
+    ({"method": "lora", "deepspeed": {"stage": 3}}, "deepspeed"),
+    ({"deepspeed": {"stage": 2, "offload_params": True}}, "offload_params"),
+    ({"method": "prefix", "output": {"merge_lora": True}}, "output.merge_lora"),
+    ({"model": {"name_or_path": "/nonexistent/model"}}, "model.name_or_path"),
+    ({"data": {"format": "chat"}}, "data.format"),
+    ({"data": {"format": "text", "text_field": "body"}}, "data.text_field"),
+    ({"data": {"train": "/nonexistent/data"}}, "data.train"),
+    ({"data": {"validation": "INCOMPLETE"}}, "data.validation"),
+])
+def test_config_errors_name_the_key(data, tiny, tmp_path, change, key):
+    cfg = train_config(tiny, tmp_path / "out", "full", str(data.train))
+    if change.get("data", {}).get("validation") == "INCOMPLETE":  # a run folder without manifest.json
+        (tmp_path / "run/data").mkdir(parents=True)
+        pq.write_table(pq.read_table(data.validation), tmp_path / "run/data/part-0.parquet")
+        change = {"data": {"validation": str(tmp_path / "run/data")}}
+    for section, value in change.items():
+        cfg[section] = {**cfg[section], **value} if isinstance(value, dict) and cfg.get(section) else value
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        training.main(cfg)
+
+
+def test_example_configs_are_valid():
+    for path in sorted((ROOT / "examples").glob("train_*.yaml")):
+        parse_train_config(load_yaml(path))
+    assert (ROOT / "examples/train_smollm2_lora.yaml").exists()

@@ -1,0 +1,160 @@
+"""The driver side of ``thresher train``: validate, build the datasets, run Ray Train's ``TorchTrainer``, write
+``<output.path>/metrics.json``.
+
+Steps: with ``optim.max_steps`` the rows stream from Parquet through tokenization into the workers (each extra
+epoch reads again); without it the tokenized rows are materialized once (their count gives the number of steps
+of ``optim.epochs`` epochs, which the cosine schedule needs) and every epoch reads them from the object store.
+
+Checkpoints live in ``<checkpoint.storage_path>/thresher`` (default ``<output.path>/checkpoints/thresher``); a
+run started with a folder that holds checkpoints resumes from the latest one. ``thresher-train.json`` there
+records the settings a checkpoint depends on (model, method, adapters, DeepSpeed, workers), and a run whose
+settings differ is refused rather than resumed into.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from typing import Any
+
+from cluster.config import ConfigError
+from cluster.runtime import ray_session, resolve_address
+from cluster.storage import Storage, join
+from training.config import VIRTUAL_TOKEN_METHODS, TrainConfig
+from training.data import Encoding, build_dataset, ensure_chat_template, parquet_files
+from training.loop import Job, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+RUN_NAME = "thresher"
+RUN_RECORD = "thresher-train.json"
+KILL_AT_STEP_ENV, KILL_MARKER_ENV = "THRESHER_FAULT_KILL_AT_STEP", "THRESHER_FAULT_MARKER"
+
+
+def checkpoint_settings(cfg: TrainConfig) -> dict:
+    """The settings a checkpoint's contents depend on."""
+    return {"model": cfg.model.model_dump(exclude={"attn_implementation"}), "method": cfg.method,
+            "lora": cfg.lora.model_dump() if cfg.method in ("lora", "qlora") else None,
+            "prompt_tuning": cfg.prompt_tuning.model_dump(exclude={"init_text"})
+            if cfg.method in VIRTUAL_TOKEN_METHODS else None,
+            "deepspeed": cfg.deepspeed.model_dump() if cfg.deepspeed else None,
+            "num_workers": cfg.scaling.num_workers if cfg.deepspeed else None}
+
+
+def check_resumable(cfg: TrainConfig, storage: Storage) -> None:
+    """Record the checkpoint settings, or refuse when the checkpoints there were written with other ones."""
+    record = join(cfg.checkpoint_path, RUN_NAME, RUN_RECORD)
+    settings = checkpoint_settings(cfg)
+    if storage.exists(record):
+        previous = json.loads(storage.read_bytes(record))
+        changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        if changed:
+            raise ConfigError(f"checkpoint.storage_path: {cfg.checkpoint_path} holds checkpoints of a run with other "
+                              f"{', '.join(changed)} settings; use another checkpoint.storage_path (or delete it)")
+    else:
+        storage.write_bytes(record, json.dumps(settings, indent=2).encode())
+
+
+def _steps(cfg: TrainConfig, train_ds) -> tuple[int, Any]:
+    """Optimizer steps of the run, and the train dataset (materialized when its size decides them)."""
+    if cfg.optim.max_steps:
+        return cfg.optim.max_steps, train_ds
+    train_ds = train_ds.materialize()
+    rows = train_ds.count()
+    per_step = cfg.optim.batch_size * cfg.optim.grad_accum
+    steps_per_epoch = rows // cfg.scaling.num_workers // per_step
+    if steps_per_epoch == 0:
+        raise ConfigError(f"data.train: {rows} rows of {cfg.data.max_seq_len} tokens make no optimizer step with "
+                          f"{cfg.scaling.num_workers} workers x optim.batch_size x optim.grad_accum = "
+                          f"{cfg.scaling.num_workers * per_step} rows")
+    log.info("%d training rows: %d steps per epoch", rows, steps_per_epoch)
+    return steps_per_epoch * cfg.optim.epochs, train_ds
+
+
+def worker_resources(cfg: TrainConfig, cluster_cpus: float, node_cpus: float) -> dict | None:
+    """Resources of one training worker: ``scaling.resources_per_worker`` when set; with GPUs Ray's default (one
+    GPU, no CPU). On CPUs the workers share the cluster's CPUs but one, which stays free for Ray Data's read and
+    tokenize tasks (with every CPU held by a worker those tasks never run and the workers wait for rows forever):
+    a whole number of CPUs each (at most a node's CPUs; Ray sets the worker's torch threads to it), or on a
+    machine with fewer CPUs than workers + 1 a fraction each (one torch thread each)."""
+    if cfg.scaling.resources_per_worker is not None or cfg.scaling.use_gpu:
+        return cfg.scaling.resources_per_worker
+    share = (cluster_cpus - 1) / cfg.scaling.num_workers
+    if share <= 0:
+        raise ConfigError(f"scaling.num_workers: the Ray cluster has {cluster_cpus:g} CPU, too few for training "
+                          "workers and data tasks; set scaling.resources_per_worker (e.g. {CPU: 0.25})")
+    return {"CPU": min(math.floor(share), node_cpus) if share >= 1 else share}
+
+
+def max_node_cpus() -> float:
+    import ray
+
+    return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
+
+
+def _fault_injection() -> dict:
+    step = os.environ.get(KILL_AT_STEP_ENV)
+    if not step:
+        return {}
+    return {"kill_at_step": int(step), "kill_marker": os.environ[KILL_MARKER_ENV]}
+
+
+def run(cfg: TrainConfig, address: str | None = None) -> dict:
+    """Train as configured; returns the metrics also written to ``<output.path>/metrics.json``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from training.models import load_tokenizer
+
+    storage = Storage.from_options(cfg.storage)
+    if cfg.scaling.use_gpu and resolve_address(address) is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"scaling.use_gpu: this machine has no CUDA GPU"
+                              f"{' (method qlora needs one)' if cfg.method == 'qlora' else ''}")
+    try:
+        storage.check_writable(cfg.output.path)
+    except OSError as e:
+        raise ConfigError(f"output.path: cannot write to {cfg.output.path}: {e}") from None
+
+    tokenizer = load_tokenizer(cfg.model)
+    if cfg.data.format == "chat":
+        ensure_chat_template(tokenizer)
+    packing = cfg.data.packing and cfg.method not in VIRTUAL_TOKEN_METHODS
+    if cfg.data.packing and not packing:
+        log.info("method %s takes no position_ids: rows are not packed", cfg.method)
+    enc = Encoding(cfg.data.format, cfg.data.text_field, cfg.data.max_seq_len, packing)
+    sources = {split: parquet_files(uri, f"data.{split}", enc, storage)
+               for split, uri in (("train", cfg.data.train), ("validation", cfg.data.validation)) if uri}
+    check_resumable(cfg, storage)
+
+    with ray_session(address) as cluster:
+        resources = worker_resources(cfg, cluster.get("CPU", 0.0), max_node_cpus())
+        log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
+        datasets = {split: build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows)
+                    for split, files in sources.items()}
+        total_steps, datasets["train"] = _steps(cfg, datasets["train"])
+        job = Job(total_steps=total_steps, storage=storage, tokenizer=tokenizer,
+                  has_validation="validation" in datasets, **_fault_injection())
+        fs, ckpt_path = storage.resolve(cfg.checkpoint_path)
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"config": cfg.model_dump(), "job": job},
+            scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                                   resources_per_worker=resources),
+            run_config=ray.train.RunConfig(
+                name=RUN_NAME, storage_path=ckpt_path, storage_filesystem=fs,
+                failure_config=ray.train.FailureConfig(max_failures=cfg.checkpoint.max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep)),
+            datasets=datasets,
+        )
+        result = trainer.fit()
+    metrics = {**result.return_value, "output": join(cfg.output.path, "model"),
+               "checkpoint": result.checkpoint.path if result.checkpoint else None}
+    storage.write_bytes(join(cfg.output.path, "metrics.json"), json.dumps(metrics, indent=2).encode())
+    log.info("steps %d, eval_loss %s, %.0f tokens/s; model in %s", metrics["steps"], metrics["eval_loss"],
+             metrics["tokens_per_s"] or 0, metrics["output"])
+    return metrics
