@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
+    t = sub.add_parser("train", help="run a training config (Ray Train)")
+    t.add_argument("config")
+    t.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
     s = sub.add_parser("submit", help="submit a thresher command to a Ray cluster (Ray Jobs API)")
     s.add_argument("--address", help="dashboard URL (default: RAY_ADDRESS or http://127.0.0.1:8265)")
     s.add_argument("--working-dir", default=".", help="uploaded as the job's working_dir (default: .)")
@@ -61,6 +66,17 @@ def _curate(args) -> int:
 
     manifest = run(parse_config(_config(args)), address=args.address)
     print(summary_table(manifest))
+    return 0
+
+
+def _train(args) -> int:
+    import json
+
+    from training import main as train
+
+    metrics = train(_config(args), address=args.address)
+    print(json.dumps({k: metrics[k] for k in ("steps", "eval_loss", "eval_perplexity", "tokens_per_s", "output")},
+                     indent=2))
     return 0
 
 
@@ -102,7 +118,7 @@ def _report(args) -> int:
     return 0
 
 
-COMMANDS = {"curate": _curate, "submit": _submit, "jobs": _jobs, "report": _report}
+COMMANDS = {"curate": _curate, "train": _train, "submit": _submit, "jobs": _jobs, "report": _report}
 
 
 def main(argv: list[str] | None = None) -> int:
