@@ -75,8 +75,10 @@ def _train(args) -> int:
     from training import main as train
 
     metrics = train(_config(args), address=args.address)
-    print(json.dumps({k: metrics[k] for k in ("steps", "eval_loss", "eval_perplexity", "tokens_per_s", "output")},
-                     indent=2))
+    summary = {k: metrics[k] for k in ("steps", "resumed_from_step", "eval_loss", "eval_perplexity", "tokens_per_s",
+                                       "output", "checkpoint")}
+    summary["train_loss"] = metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -80,21 +80,17 @@ def data(ray_local, tmp_path_factory):
                                        {"template": "alpaca"}))
 
 
-@pytest.fixture(scope="module")
-def tiny(data, tmp_path_factory) -> Path:
-    """A random 2-layer Llama (hidden 64, tied embeddings) and a byte-level BPE tokenizer trained on the rendered
-    training texts, saved together like a pretrained checkpoint."""
+def build_tiny_llama(path: Path, texts: list[str]) -> Path:
+    """A random 2-layer Llama (hidden 64, tied embeddings) and a byte-level BPE tokenizer (2,000 tokens) trained on
+    ``texts``, saved together in ``path`` like a pretrained checkpoint (bench/train_bench.py uses it too)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    rows = [r for d in (data.train, data.validation, data.demo) for r in pq.read_table(d).to_pylist()]
-    texts = [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in rows]
-    texts += [FALLBACK_CHAT_TEMPLATE + CHATML]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     bpe.post_processor = processors.ByteLevel(trim_offsets=False)
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+    bpe.train_from_iterator(texts + [FALLBACK_CHAT_TEMPLATE + CHATML], trainers.BpeTrainer(
         vocab_size=2000, special_tokens=["<|endoftext|>", "<pad>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
@@ -103,10 +99,17 @@ def tiny(data, tmp_path_factory) -> Path:
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    path = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny(data, tmp_path_factory) -> Path:
+    """The tiny Llama, its tokenizer trained on the rendered training texts."""
+    rows = [r for d in (data.train, data.validation, data.demo) for r in pq.read_table(d).to_pylist()]
+    texts = [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in rows]
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), texts)
 
 
 def tokenizer_of(path: Path):
@@ -370,12 +373,20 @@ def test_merge_lora_export_reloads_as_a_plain_model(lora_run, tiny, tmp_path):
     assert "merged" in (tmp_path / "model/README.md").read_text()
 
 
-def test_prefix_tuning_on_chat(data, tiny, tmp_path):
+def test_prefix_tuning_on_chat_through_the_cli(ray_local, data, tiny, tmp_path):
+    """``thresher train CONFIG --set ... --address`` (the test session's Ray): prefix tuning on chat records."""
     from peft import PeftModel
 
-    cfg = train_config(tiny, tmp_path, "prefix", str(data.chat), data={"format": "chat"},
-                       prompt_tuning={"num_virtual_tokens": 8})
-    m = training.main(copy.deepcopy(cfg))
+    cfg = train_config(tiny, tmp_path, "prefix", str(data.chat), data={"format": "chat"})
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
+    res = run_cli("train", str(tmp_path / "train.yaml"), "--set", "prompt_tuning.num_virtual_tokens=8",
+                  "--address", ray_local.get_runtime_context().gcs_address, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    cfg["prompt_tuning"] = {"num_virtual_tokens": 8}
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["steps"] == 6 and summary["checkpoint"] == m["checkpoint"]
+    assert summary["train_loss"] == m["train_loss"][-1]["loss"]
     assert_loss_falls(m)
     exported = PeftModel.from_pretrained(base_model(tiny), tmp_path / "model")
     ids = sample_ids(tiny)
@@ -398,7 +409,8 @@ def test_prompt_tuning_on_text_with_s3_data_checkpoints_and_output(data, tiny, s
     m = training.main(copy.deepcopy(cfg))
     assert_loss_falls(m)
     assert m["output"] == f"s3://{s3_bucket}/prompt/model"
-    for uri, local in ((m["output"], tmp_path / "model"), ("s3://" + m["checkpoint"], tmp_path / "checkpoint")):
+    assert m["checkpoint"] == f"s3://{s3_bucket}/prompt/checkpoints/thresher/step-00000006"
+    for uri, local in ((m["output"], tmp_path / "model"), (m["checkpoint"], tmp_path / "checkpoint")):
         download_dir(storage, uri, str(local))
     assert json.loads(storage.read_bytes(f"s3://{s3_bucket}/prompt/metrics.json"))["steps"] == 6
     exported = PeftModel.from_pretrained(base_model(tiny), tmp_path / "model")
@@ -414,7 +426,7 @@ def test_full_fine_tuning_ddp_and_deepspeed_zero2_zero3_agree(data, tiny, tmp_pa
     from transformers import AutoModelForCausalLM
 
     ids = sample_ids(tiny)
-    losses = {}
+    losses, extensions = {}, set(Path.home().glob(".cache/torch_extensions/*/*"))
     for name, deepspeed in (("ddp", None), ("zero2", {"stage": 2}), ("zero3", {"stage": 3})):
         cfg = train_config(tiny, tmp_path / name, "full", str(data.train), deepspeed=deepspeed,
                            data={"packing": False}, optim={"max_steps": None, "epochs": 3})  # 16 rows: 2 steps/epoch
@@ -431,7 +443,7 @@ def test_full_fine_tuning_ddp_and_deepspeed_zero2_zero3_agree(data, tiny, tmp_pa
         torch.testing.assert_close(logits(exported, ids), logits(reference, ids), atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(losses["zero2"], losses["ddp"], rtol=1e-4)
     np.testing.assert_allclose(losses["zero3"], losses["ddp"], rtol=1e-4)
-    assert not list(Path.home().glob(".cache/torch_extensions/*/deepspeed*"))  # no op was JIT-compiled
+    assert set(Path.home().glob(".cache/torch_extensions/*/*")) == extensions  # no DeepSpeed op was JIT-compiled
 
 
 # -- config errors ---------------------------------------------------------------------------------------------

@@ -93,6 +93,7 @@ class CheckpointOptions(StrictModel):
 
 class EvalOptions(StrictModel):
     every_steps: int | None = Field(None, gt=0, description="also evaluate every N steps (always at the end)")
+    max_rows: int | None = Field(None, gt=0, description="evaluate on the first N validation rows (default: all)")
 
 
 class OutputOptions(StrictModel):

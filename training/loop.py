@@ -341,12 +341,17 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("validation") if job.has_validation else None
     engine.train(True)
-    started, run_tokens, run_steps = time.perf_counter(), 0.0, 0
+    started, run_tokens, run_steps, first_step = time.perf_counter(), 0.0, 0, (0.0, 0.0)
     pending_loss, pending_n = 0.0, 0.0
 
+    eval_seconds = 0.0
+
     def run_eval() -> None:
+        nonlocal eval_seconds
+        at = time.perf_counter()
         loss, ppl = evaluate(engine, val_shard, cfg)
         state.evals.append({"step": state.step, "loss": loss, "perplexity": ppl})
+        eval_seconds += time.perf_counter() - at
 
     while state.step < job.total_steps:
         skip, window, batches = state.batches_in_epoch, [], 0
@@ -364,6 +369,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             state.batches_in_epoch += cfg.optim.grad_accum
             state.tokens += int(n_tokens)
             run_tokens, run_steps = run_tokens + n_tokens, run_steps + 1
+            if run_steps == 1:  # the first step also waits for the data pipeline to start and warms up
+                first_step = (time.perf_counter() - started - eval_seconds, run_tokens)
             pending_loss, pending_n = pending_loss + loss_total, pending_n + n_trained
             done = state.step >= job.total_steps
             if state.step % cfg.optim.log_every_steps == 0 or done:
@@ -388,7 +395,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
                                    "optim.batch_size * optim.grad_accum")
             state.epoch += 1
             state.batches_in_epoch = 0
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started - eval_seconds  # training time: tokens/s leaves evaluations out
 
     if val_shard is not None:
         run_eval()
@@ -406,6 +413,9 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         "evals": state.evals,
         "tokens_per_s": run_tokens / seconds if run_steps else None,
         "tokens_per_s_per_worker": run_tokens / seconds / world if run_steps else None,
+        "tokens_per_s_after_first_step": (run_tokens - first_step[1]) / (seconds - first_step[0])
+        if run_steps > 1 else None,
+        "first_step_seconds": first_step[0] if run_steps else None,
         "train_seconds": seconds,
         "steps_this_run": run_steps,
         "tokens": state.tokens,

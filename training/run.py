@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 from typing import Any
 
 from cluster.config import ConfigError
@@ -136,6 +137,8 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
         log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
         datasets = {split: build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows)
                     for split, files in sources.items()}
+        if "validation" in datasets and cfg.eval.max_rows:
+            datasets["validation"] = datasets["validation"].limit(cfg.eval.max_rows)
         total_steps, datasets["train"] = _steps(cfg, datasets["train"])
         job = Job(total_steps=total_steps, storage=storage, tokenizer=tokenizer,
                   has_validation="validation" in datasets, **_fault_injection())
@@ -153,7 +156,8 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
         )
         result = trainer.fit()
     metrics = {**result.return_value, "output": join(cfg.output.path, "model"),
-               "checkpoint": result.checkpoint.path if result.checkpoint else None}
+               "checkpoint": join(cfg.checkpoint_path, RUN_NAME, posixpath.basename(result.checkpoint.path))
+               if result.checkpoint else None}
     storage.write_bytes(join(cfg.output.path, "metrics.json"), json.dumps(metrics, indent=2).encode())
     log.info("steps %d, eval_loss %s, %.0f tokens/s; model in %s", metrics["steps"], metrics["eval_loss"],
              metrics["tokens_per_s"] or 0, metrics["output"])
