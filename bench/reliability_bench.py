@@ -32,13 +32,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 from corpus import generate  # noqa: E402
 
 STAGES = [{"normalize": {}}, {"pii": {}}]
+DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
+# Ray worker process title fragments, one per dedup phase (as tests/test_reliability.py)
+DEDUP_PHASES = ("DedupExact.hashes", "DedupFuzzy.signatures", "HashShuffleMap", "HashShuffleReduce", "large_star",
+                "_node_values", "_mark_broadcast")
 
 
-def write_config(work: Path, name: str, src: Path, **execution) -> tuple[Path, Path]:
+def write_config(work: Path, name: str, src: Path, stages: list = STAGES, **execution) -> tuple[Path, Path]:
     out = work / name
     cfg = work / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump({"input": {"paths": [str(src)], "block_bytes": 1 << 20}, "output": {"path": str(out)},
-                                   "stages": STAGES, **({"execution": execution} if execution else {})}))
+                                   "stages": stages, **({"execution": execution} if execution else {})}))
     return cfg, out
 
 
@@ -75,6 +79,27 @@ def kill_worker(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
     return same(manifest(out), clean) and bool(killed), f"killed pid {killed[0] if killed else '-'}; exit {proc.returncode}"
 
 
+def kill_dedup_workers(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    """SIGKILL one Ray worker in each dedup phase (the first process seen running a task of that phase)."""
+    cfg, out = write_config(work, f"dedup{i}", src, DEDUP_STAGES)
+    proc = curate(cfg)
+    hit: set[str] = set()
+    while len(hit) < len(DEDUP_PHASES) and proc.poll() is None:
+        for p in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                title = " ".join(p.cmdline())
+                phases = {f for f in DEDUP_PHASES if f in title and f not in hit} if title.startswith("ray::") else set()
+                if phases:
+                    os.kill(p.pid, signal.SIGKILL)
+                    hit |= phases
+                    break
+            except psutil.Error:
+                continue
+        time.sleep(0.01)
+    proc.wait()
+    return same(manifest(out), clean) and len(hit) >= 5, f"{len(hit)} phases hit ({', '.join(sorted(hit))}); exit {proc.returncode}"
+
+
 def kill_driver_then_resume(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
     cfg, out = write_config(work, f"driver{i}", src, num_cpus=1)
     proc = curate(cfg, start_new_session=True)
@@ -108,9 +133,12 @@ def lose_node(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
 
 
 FAULTS = {
-    "Ray worker SIGKILL mid-run": ("read + normalize + pii (fused map tasks)", kill_worker),
-    "driver + embedded Ray SIGKILL, then re-run": ("whole run; re-run resumes", kill_driver_then_resume),
-    "worker node stopped mid-run (2-node cluster)": ("read + normalize + pii on 2 nodes", lose_node),
+    "Ray worker SIGKILL mid-run": ("read + normalize + pii (fused map tasks)", kill_worker, STAGES),
+    "Ray worker SIGKILL in every dedup phase": (
+        "normalize + dedup_exact + dedup_fuzzy: map, hash shuffle map and reduce, connected components, "
+        "verification, removal + write", kill_dedup_workers, DEDUP_STAGES),
+    "driver + embedded Ray SIGKILL, then re-run": ("whole run; re-run resumes", kill_driver_then_resume, STAGES),
+    "worker node stopped mid-run (2-node cluster)": ("read + normalize + pii on 2 nodes", lose_node, STAGES),
 }
 
 
@@ -125,15 +153,18 @@ def main() -> None:
         work = Path(tmp)
         src = work / "corpus"
         generate(a.mb, src)
-        cfg, out = write_config(work, "clean", src)
-        res = curate(cfg)
-        res.wait()
-        clean = manifest(out)
-        for fault, (stage, fn) in FAULTS.items():
+        cleans = {}
+        for name, stages in (("clean", STAGES), ("clean-dedup", DEDUP_STAGES)):
+            cfg, out = write_config(work, name, src, stages)
+            curate(cfg).wait()
+            cleans[name] = manifest(out)
+        clean = cleans["clean"]
+        for fault, (stage, fn, stages) in FAULTS.items():
+            reference = cleans["clean-dedup" if stages is DEDUP_STAGES else "clean"]
             trials = a.trials if fn is not lose_node else max(1, a.trials // 2)
             outcomes = []
             for i in range(trials):
-                ok, note = fn(work, src, clean, i)
+                ok, note = fn(work, src, reference, i)
                 outcomes.append((ok, note))
                 print(fault, i, ok, note, flush=True)
             passed = sum(ok for ok, _ in outcomes)

@@ -32,9 +32,9 @@ def corpus(tmp_path: Path, copies: int) -> Path:
     return path
 
 
-def config(src: Path, out: Path, **execution) -> dict:
+def config(src: Path, out: Path, stages: list = STAGES, **execution) -> dict:
     return {"input": {"paths": [str(src)], "block_bytes": 256 << 10}, "output": {"path": str(out)},
-            "stages": STAGES, **({"execution": execution} if execution else {})}
+            "stages": stages, **({"execution": execution} if execution else {})}
 
 
 def sorted_rows(out: Path, sub: str) -> list[dict]:
@@ -91,6 +91,57 @@ def test_a_worker_killed_mid_run_changes_nothing(ray_local, tmp_path):
     assert killed, "no worker was killed: the run ended before one was seen"
     assert faulty["digests"] == clean["digests"] and faulty["counts"] == clean["counts"]
     assert sorted_rows(tmp_path / "faulty", "data") == sorted_rows(tmp_path / "clean", "data")
+
+
+DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
+# fragments of Ray worker process titles, one per dedup phase: hashing and signatures (map), hash shuffle
+# map and reduce tasks (exact groups, LSH buckets, connected components), components steps, verification
+# values, removal (broadcast roots, fused with the write)
+DEDUP_PHASES = ("DedupExact.hashes", "DedupFuzzy.signatures", "HashShuffleMap", "HashShuffleReduce", "large_star",
+                "_node_values", "_mark_broadcast")
+
+
+def _kill_in_phases(stop: threading.Event, killed: list) -> None:
+    """SIGKILL a Ray worker of this test's Ray in every phase of DEDUP_PHASES: the first process seen running a
+    task whose title holds a phase's fragment (one kill covers every fragment its title holds)."""
+    me = psutil.Process()
+    todo = set(DEDUP_PHASES)
+    while not stop.is_set() and todo:
+        for p in me.children(recursive=True):
+            try:
+                title = " ".join(p.cmdline())
+            except psutil.Error:
+                continue
+            hits = {f for f in todo if f in title} if title.startswith("ray::") else set()
+            if hits:
+                os.kill(p.pid, signal.SIGKILL)
+                killed.append(title)
+                todo -= hits
+                break
+        time.sleep(0.01)
+
+
+def test_workers_killed_in_every_dedup_phase_change_nothing(ray_local, tmp_path):
+    """Exact and fuzzy dedup with one worker SIGKILLed in each phase (map, shuffle map and reduce, connected
+    components, verification, removal + write): the run completes with the clean run's records and rejects.
+    Ray retries the killed tasks (Ray Data map tasks without limit, shuffle tasks 3 times) from their inputs in
+    the object store, and every step is deterministic."""
+    src = corpus(tmp_path, 4)  # each C4 document 4 times with a different suffix: clusters of near duplicates
+    clean = run(parse_config(config(src, tmp_path / "clean", DEDUP_STAGES)))
+    assert clean["counts"]["by_stage"]["dedup_fuzzy"]["rejected"] > 500
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_in_phases, args=(stop, killed))
+    killer.start()
+    try:
+        faulty = run(parse_config(config(src, tmp_path / "faulty", DEDUP_STAGES)))
+    finally:
+        stop.set()
+        killer.join()
+    hit = {f for f in DEDUP_PHASES if any(f in title for title in killed)}
+    assert {"HashShuffleMap", "HashShuffleReduce", "_mark_broadcast"} <= hit and len(hit) >= 5, killed
+    assert faulty["digests"] == clean["digests"] and faulty["counts"] == clean["counts"]
+    for sub in ("data", "rejects"):
+        assert sorted_rows(tmp_path / "faulty", sub) == sorted_rows(tmp_path / "clean", sub)
 
 
 def test_losing_a_worker_node_mid_run_still_completes_identically(ray_head, tmp_path):

@@ -1,2 +1,3 @@
-"""Near-duplicate detection building blocks: MinHash signatures and LSH parameters (``minhash``), and
-connected components over candidate edges on Ray Data (``components``)."""
+"""Near-duplicate detection building blocks: MinHash signatures (``minhash``), LSH banding and bucket edges
+(``lsh``), connected components on Ray Data (``components``), which record survives and how the others are
+marked (``removal``), and Ray Data helpers (``datasets``). The stages are ``pipelines/stages/dedup_*.py``."""

@@ -1,87 +1,113 @@
 """Connected components of a graph held as a Ray Data dataset of edges, by alternating large-star and
-small-star rounds (Kiveris et al., "Connected Components in MapReduce and Beyond", SoCC 2014).
+small-star steps (Kiveris et al., "Connected Components in MapReduce and Beyond", SoCC 2014).
 
-Edges are rows ``(u, v)`` of sortable node keys. Each round repartitions the edges by node (a hash shuffle)
-and processes every partition with pandas, so no process ever holds more than one partition of the edges.
-The rounds stop when an order-independent fingerprint of the edge set stops changing; the graph is then a
-set of stars whose centres are the minimum node of each component.
+Edges are rows ``(u, v)`` of string node keys. Each step hash-partitions the edges by ``u`` (a Ray Data
+shuffle; a partition is one block holding every edge of its nodes) and rewrites each partition with Arrow,
+so no process holds more than one partition of the edges. The large-star step also counts the nodes that are
+neither a leaf nor a centre of a star (one number per block reaches the driver); when there are none, the
+graph is a set of stars whose centres are the minimum node of their component, which the result names as
+``root`` for every other ``node``.
 """
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
-import pandas as pd
-import xxhash
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.dedup.lsh import EDGE_SCHEMA
+from pipelines.dedup.removal import ROOT_SCHEMA
 
 log = logging.getLogger(__name__)
+STEP = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
 
-def _dedup(df: pd.DataFrame) -> pd.DataFrame:
-    df = df[df["u"] != df["v"]]
-    return df.drop_duplicates(ignore_index=True)
+def _clean(edges: pa.Table) -> pa.Table:
+    """Without self loops and repeated edges."""
+    edges = edges.filter(pc.not_equal(edges["u"], edges["v"]))
+    return edges.group_by(["u", "v"]).aggregate([]).select(["u", "v"]).cast(EDGE_SCHEMA)
 
 
-def _large_star(df: pd.DataFrame) -> pd.DataFrame:
-    """Per node u: link every larger neighbour to the smallest node of u's closed neighbourhood."""
-    df = _dedup(pd.DataFrame(df))
-    if df.empty:
-        return pd.DataFrame({"u": pd.Series(dtype=object), "v": pd.Series(dtype=object)})
-    m = np.minimum(df.groupby("u")["v"].transform("min").to_numpy(dtype=object), df["u"].to_numpy(dtype=object))
-    larger = (df["v"] > df["u"]).to_numpy()
-    return _dedup(pd.DataFrame({"u": df["v"].to_numpy(dtype=object)[larger], "v": m[larger]}))
+def _neighbour_min(edges: pa.Table) -> pa.Table:
+    """``edges`` with column ``m``: the smallest ``v`` of each ``u``."""
+    mins = edges.group_by("u").aggregate([("v", "min")]).select(["u", "v_min"]).rename_columns(["u", "m"])
+    return edges.join(mins, "u", join_type="inner")
 
 
-def _small_star(df: pd.DataFrame) -> pd.DataFrame:
-    """Per node u (edges oriented u > v): link u and its smaller neighbours to the smallest of them."""
-    df = _dedup(pd.DataFrame(df))
-    if df.empty:
-        return pd.DataFrame({"u": pd.Series(dtype=object), "v": pd.Series(dtype=object), "fp": pd.Series(dtype=np.int64)})
-    m = df.groupby("u")["v"].transform("min").to_numpy(dtype=object)
-    out = pd.DataFrame({"u": np.concatenate([df["v"].to_numpy(dtype=object), df["u"].unique()]),
-                        "v": np.concatenate([m, df.groupby("u")["v"].min().reindex(df["u"].unique()).to_numpy(dtype=object)])})
-    out = _dedup(out)
-    out["fp"] = np.array([xxhash.xxh32_intdigest(f"{a}\x1f{b}".encode()) for a, b in zip(out["u"], out["v"])], dtype=np.int64)
-    return out
+def both_directions(edges: pa.Table) -> pa.Table:
+    edges = edges.select(["u", "v"]).cast(EDGE_SCHEMA)
+    return pa.concat_tables([edges, edges.rename_columns(["v", "u"]).select(["u", "v"])])
 
 
-def _both_directions(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"u": np.concatenate([df["u"], df["v"]]), "v": np.concatenate([df["v"], df["u"]])})
+def larger_first(edges: pa.Table) -> pa.Table:
+    return pa.table({"u": pc.max_element_wise(edges["u"], edges["v"]),
+                     "v": pc.min_element_wise(edges["u"], edges["v"])}).cast(EDGE_SCHEMA)
 
 
-def _larger_first(df: pd.DataFrame) -> pd.DataFrame:
-    u, v = df["u"].to_numpy(dtype=object), df["v"].to_numpy(dtype=object)
-    return pd.DataFrame({"u": np.maximum(u, v), "v": np.minimum(u, v)})
+def large_star(edges: pa.Table) -> pa.Table:
+    """Per node u (all its edges, both directions): link each larger neighbour to min(u, neighbours).
+
+    Adds ``violations`` (the same number in every row of the block): nodes with both a smaller and a larger
+    neighbour, or with two or more smaller ones (a block with violations but no edge gets one null edge to carry
+    the count). Where no block has any, the input is already a set of stars
+    centred on the minimum of each component: a neighbour x of the minimum r has no larger neighbour, and no
+    smaller one but r."""
+    edges = _clean(edges)
+    if edges.num_rows == 0:
+        return EDGE_SCHEMA.empty_table().append_column("violations", pa.array([], pa.int64()))
+    e = _neighbour_min(edges)
+    smaller = pc.less(e["v"], e["u"])
+    degrees = pa.table({"u": e["u"], "s": pc.cast(smaller, pa.int64()), "l": pc.cast(pc.invert(smaller), pa.int64())})
+    degrees = degrees.group_by("u").aggregate([("s", "sum"), ("l", "sum")])
+    bad = pc.or_(pc.greater(degrees["s_sum"], 1), pc.and_(pc.greater(degrees["s_sum"], 0), pc.greater(degrees["l_sum"], 0)))
+    violations = pc.sum(pc.cast(bad, pa.int64())).as_py() or 0
+    e = e.filter(pc.invert(smaller))
+    out = _clean(pa.table({"u": e["v"], "v": pc.min_element_wise(e["m"], e["u"])}))
+    if violations and out.num_rows == 0:  # a null edge carries the count (the next step drops it)
+        out = pa.table({"u": [None], "v": [None]}, schema=EDGE_SCHEMA)
+    return out.append_column("violations", pa.array([violations] * out.num_rows, pa.int64()))
 
 
-def _roots(df: pd.DataFrame) -> pd.DataFrame:
-    df = _dedup(pd.DataFrame(df))
-    roots = df.groupby("u")["v"].min()
-    return pd.DataFrame({"node": roots.index.to_numpy(dtype=object), "root": roots.to_numpy(dtype=object)})
+def small_star(edges: pa.Table) -> pa.Table:
+    """Per node u (its edges to smaller nodes): link u and each smaller neighbour to the smallest of them."""
+    edges = _clean(edges)
+    if edges.num_rows == 0:
+        return EDGE_SCHEMA.empty_table()
+    e = _neighbour_min(edges)
+    centres = e.group_by("u").aggregate([("m", "min")]).select(["u", "m_min"]).rename_columns(["v", "m"])
+    return _clean(pa.concat_tables([e.select(["v", "m"]), centres.select(["v", "m"])]).rename_columns(["u", "v"]))
 
 
-def _fingerprint(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"n": [len(df)], "fp": [int(df["fp"].sum()) if len(df) else 0]})
+def block_violations(edges: pa.Table) -> pa.Table:
+    """One row per block: the violations its large-star step counted."""
+    return pa.table({"violations": [edges["violations"][0].as_py() if edges.num_rows else 0]})
 
 
 def connected_components(edges, partitions: int, max_rounds: int = 64):
-    """``(node, root)`` for every node with an edge: ``root`` is the smallest node of its component."""
-    step = dict(batch_format="pandas", batch_size=None)
-    previous = None
+    """Dataset ``(node, root)`` for every node with an edge except the roots: ``root`` is the smallest node of
+    its component.
+
+    Steps: both directions, shuffle by ``u``, large-star; then rounds of larger-first, shuffle by ``u``,
+    small-star, both directions, shuffle by ``u``, large-star, each followed by a look at the violations the
+    last large-star counted. Candidate graphs are mostly stars of a few nodes, and the few nodes linked through
+    several bands are settled by one round, so the first look comes after the first round: the common case is
+    one Ray Data execution (four shuffles, with the LSH shuffle upstream) and one look.
+    """
+    import ray.data
+
+    stepped = edges.map_batches(both_directions, **STEP).repartition(partitions, keys=["u"])
+    stepped = stepped.map_batches(large_star, **STEP)
     for round_ in range(1, max_rounds + 1):
-        edges = edges.map_batches(_both_directions, **step).repartition(partitions, keys=["u"])
-        edges = edges.map_batches(_large_star, **step)
-        edges = edges.map_batches(_larger_first, **step).repartition(partitions, keys=["u"])
-        edges = edges.map_batches(_small_star, **step).materialize()
-        sums = edges.map_batches(_fingerprint, **step).take_all()  # one row per block, not the edges
-        count = sum(r["n"] for r in sums)
-        fingerprint = (count, sum(r["fp"] for r in sums))
-        edges = edges.drop_columns(["fp"])
-        log.info("connected components: round %d, %d edges", round_, count)
-        if fingerprint == previous:
-            break
-        previous = fingerprint
-    else:
-        raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
-    return edges.map_batches(_larger_first, **step).repartition(partitions, keys=["u"]).map_batches(_roots, **step)
+        stepped = (stepped.drop_columns(["violations"]).map_batches(larger_first, **STEP)
+                   .repartition(partitions, keys=["u"]).map_batches(small_star, **STEP)
+                   .map_batches(both_directions, **STEP).repartition(partitions, keys=["u"])
+                   .map_batches(large_star, **STEP).materialize())
+        count = sum(r["violations"] for r in stepped.map_batches(block_violations, **STEP).take_all())
+        log.info("connected components: round %d, %d edges, %d nodes not in stars", round_, stepped.count(), count)
+        if count == 0:
+            if stepped.count() == 0:  # no edges at all
+                return ray.data.from_arrow(ROOT_SCHEMA.empty_table())
+            # large-star of a star graph: one edge (leaf, centre) per leaf, from the centre's partition
+            return stepped.drop_columns(["violations"]).rename_columns({"u": "node", "v": "root"})
+    raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")

@@ -1,27 +1,30 @@
 """``dedup_exact``: keep one record per identical (normalized) text; the others are rejected with the kept id.
 
-Distributed: every live record gets a 128-bit xxhash of its normalized text; a hash shuffle brings all
-records of a hash into one partition, which keeps the record chosen by ``keep`` and marks the others.
-Nothing is collected on the driver.
+Distributed (a global stage): every live record gets a 128-bit xxhash (XXH3) of its normalized text and a
+keep key (``pipelines.dedup.removal``); a hash shuffle of the ``(hash, key)`` pairs (not the records) brings
+each hash group into one partition, where the lowest keep key (``keep``: ``lowest_id`` or ``longest``) is the
+survivor; the records then learn their survivor in place (``pipelines.dedup.removal.apply_roots``) and the
+others are rejected (``exact_duplicate``, detail: the kept id). Records rejected by earlier stages take no
+part and pass through. Nothing is collected on the driver.
+
+Normalization, in this order: Unicode NFKC (``unicode_nfkc``), lowercase, punctuation, symbols and digits
+replaced by spaces (``strip_punctuation_digits``), whitespace runs collapsed and trimmed
+(``collapse_whitespace``).
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from typing import Literal
-
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 from pydantic import Field
 
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, GlobalStage, StageConfig, active
+from pipelines.dedup.datasets import ARROW, materialize, partitions_for
+from pipelines.dedup.removal import (ID, KEY, ROOT_SCHEMA, KeepRule, apply_roots, keep_keys, keyed, live_mask,
+                                     mark_removed)
+from pipelines.stage import GlobalStage, StageConfig
 
-KEY = "_dedup_key"
 HASH = "_dedup_hash"
-SEP = "\x1f"
-_PUNCT_DIGITS = re.compile(r"[\W\d_]+")
-_SPACE = re.compile(r"\s+")
 
 
 class DedupExactConfig(StageConfig):
@@ -29,68 +32,53 @@ class DedupExactConfig(StageConfig):
     collapse_whitespace: bool = True
     strip_punctuation_digits: bool = False
     unicode_nfkc: bool = False
-    keep: Literal["lowest_id", "longest"] = Field("lowest_id", description="which record of a group survives")
-    partitions: int | None = Field(None, ge=1, description="shuffle partitions (default: the number of blocks)")
-
-
-def keep_key(ids: pd.Series, lengths: pd.Series, keep: str) -> pd.Series:
-    """A string that sorts lowest for the record to keep; the id follows the last separator."""
-    if keep == "longest":
-        return (10**12 - lengths).astype(int).map("{:013d}".format) + SEP + ids
-    return ids.astype(str)
-
-
-def kept_id(key: str) -> str:
-    return key.rsplit(SEP, 1)[-1]
-
-
-def mark_duplicates(batch: pd.DataFrame, stage: str, reason: str, winner: pd.Series, cluster: str | None) -> pd.DataFrame:
-    """Reject live rows whose key differs from their group's winning key (detail: the kept id)."""
-    live = (batch[REJECT_STAGE].isna() & batch[KEY].notna() & winner.notna()).astype(bool)
-    loser = (live & (batch[KEY] != winner)).astype(bool)
-    for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
-        batch[col] = batch[col].astype(object).where(batch[col].notna(), None)
-    batch.loc[loser, REJECT_STAGE] = stage
-    batch.loc[loser, REJECT_REASON] = reason
-    batch.loc[loser, REJECT_DETAIL] = winner[loser].map(kept_id)
-    if cluster:
-        own = batch["id"].astype(object)
-        keep_cluster = (batch[REJECT_STAGE].isna() | loser).to_numpy()
-        batch[cluster] = [(kept_id(w) if ok else i) if kc else None
-                          for w, ok, i, kc in zip(winner, live.to_numpy(), own, keep_cluster)]
-    return batch
+    keep: KeepRule = "lowest_id"
+    partitions: int | None = Field(None, ge=1, description="shuffle partitions (default: one per 4 M shuffled rows, at least 2)")
 
 
 class DedupExact(GlobalStage):
     name = "dedup_exact"
     Config = DedupExactConfig
 
-    def normalized(self, text: str) -> str:
+    def normalized(self, texts: pa.ChunkedArray) -> pa.ChunkedArray:
         c = self.config
+        texts = texts.cast(pa.string())
         if c.unicode_nfkc:
-            text = unicodedata.normalize("NFKC", text)
+            texts = pc.utf8_normalize(texts, "NFKC")
         if c.lowercase:
-            text = text.lower()
+            texts = pc.utf8_lower(texts)
         if c.strip_punctuation_digits:
-            text = _PUNCT_DIGITS.sub(" ", text)
+            texts = pc.replace_substring_regex(texts, r"[\pP\pS\pN_]+", " ")
         if c.collapse_whitespace:
-            text = _SPACE.sub(" ", text).strip()
-        return text
+            texts = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, r"\s+", " "))
+        return texts
 
-    def _hash(self, batch: pd.DataFrame) -> pd.DataFrame:
-        live = active(batch)
-        texts = batch[self.text].where(live, None)
-        batch[HASH] = [xxhash.xxh3_128_hexdigest(self.normalized(t).encode()) if isinstance(t, str) else None for t in texts]
-        batch[KEY] = keep_key(batch["id"], batch[self.text].str.len().fillna(0), self.config.keep).where(live, None)
-        return batch
+    def hashes(self, batch: pa.Table) -> pa.Table:
+        """Map step: text hash (16 bytes) and keep key of the live records (null for the others)."""
+        live = live_mask(batch)
+        texts = self.normalized(pc.if_else(live, batch[self.text].cast(pa.string()), pa.scalar(None, pa.string())))
+        digests = [None if t is None else xxhash.xxh3_128_digest(t) for t in texts.cast(pa.binary()).to_pylist()]
+        key = keep_keys(batch[ID], batch[self.text], self.config.keep)
+        return (batch.append_column(HASH, pa.array(digests, pa.binary(16)))
+                .append_column(KEY, pc.if_else(live, key, pa.scalar(None, pa.string()))))
 
     def apply(self, ds):
-        """One hash shuffle: all records of a hash land in one partition, which picks the winner and marks."""
-        ds = ds.map_batches(self._hash, batch_format="pandas").materialize()
-        partitions = self.config.partitions or max(2, ds.num_blocks())
-        return ds.repartition(partitions, keys=[HASH]).map_batches(self._mark, batch_format="pandas", batch_size=None)
+        """Only ``(hash, key)`` rows are shuffled; the records stay in place and get their group's survivor."""
+        ds = materialize(ds.map_batches(self.hashes, **ARROW))
+        partitions = self.config.partitions or partitions_for(ds.count())
+        pairs = ds.select_columns([HASH, KEY]).map_batches(keyed, **ARROW)
+        roots = pairs.repartition(partitions, keys=[HASH]).map_batches(group_roots, batch_size=None, **ARROW)
+        return apply_roots(ds, roots, self.mark, [HASH], partitions)
 
-    def _mark(self, batch: pd.DataFrame) -> pd.DataFrame:
-        winner = batch.groupby(HASH)[KEY].transform("min")
-        batch = mark_duplicates(batch, self.name, "exact_duplicate", winner, None)
-        return batch.drop(columns=[HASH, KEY])
+    def mark(self, batch: pa.Table, root) -> pa.Table:
+        return mark_removed(batch.drop_columns([HASH]), root, self.config.keep, self.name, "exact_duplicate")
+
+
+def group_roots(pairs: pa.Table) -> pa.Table:
+    """``(node, root)`` for every key of a hash group (a whole hash partition) but the group's lowest, ``root``."""
+    if pairs.num_rows == 0:
+        return ROOT_SCHEMA.empty_table()
+    lowest = pairs.group_by(HASH).aggregate([(KEY, "min")])
+    pairs = pairs.join(lowest, HASH, join_type="inner")
+    pairs = pairs.filter(pc.not_equal(pairs[KEY], pairs[f"{KEY}_min"]))
+    return pa.table({"node": pairs[KEY], "root": pairs[f"{KEY}_min"]}).cast(ROOT_SCHEMA)

@@ -1,0 +1,115 @@
+"""Which record of a duplicate group survives, and marking the others as rejected.
+
+Every live record gets a keep key: a string that sorts lowest for the record to keep. ``lowest_id`` keeps the
+record with the (lexicographically) lowest id; ``longest`` the one with the most characters, then the lowest
+id. The key is a fixed-width prefix followed by the id, so the kept id is read back from any key, and a group's
+survivor is its minimum key: a rule that depends on nothing but the group's members (not their order, blocks or
+the number of CPUs). Ids are assumed unique.
+
+A dedup stage ends with the *roots* of its groups: rows ``(node, root)``, the key of every record that is not
+its group's survivor and the key of that survivor. :func:`apply_roots` brings each record its root: the roots
+go to every map task when they are few (``pipelines.dedup.datasets.broadcast``: the records stay where they
+are, no shuffle), else the records are joined with them on the key (a hash shuffle of the live records).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.dedup.datasets import ARROW, broadcast, fetched
+from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+
+log = logging.getLogger(__name__)
+KEY = "_dedup_key"
+ID = "id"  # the readers' id column
+KeepRule = Literal["lowest_id", "longest"]
+_LENGTH_WIDTH = 13
+_LENGTH_BASE = 10**_LENGTH_WIDTH - 1
+ROOT_SCHEMA = pa.schema([("node", pa.string()), ("root", pa.string())])
+
+
+def live_mask(batch: pa.Table) -> pa.ChunkedArray:
+    """Records no earlier stage rejected."""
+    return pc.is_null(batch[REJECT_STAGE])
+
+
+def keep_keys(ids: pa.ChunkedArray, texts: pa.ChunkedArray, keep: KeepRule) -> pa.ChunkedArray:
+    ids = ids.cast(pa.string())
+    if keep == "lowest_id":
+        return ids
+    lengths = pc.fill_null(pc.utf8_length(texts.cast(pa.string())), 0).to_numpy(zero_copy_only=False)
+    prefix = pa.array(np.char.zfill((_LENGTH_BASE - lengths.astype(np.int64)).astype(str), _LENGTH_WIDTH))
+    return pc.binary_join_element_wise(prefix, ids, "")
+
+
+def kept_ids(keys: pa.ChunkedArray | pa.Array, keep: KeepRule):
+    return keys if keep == "lowest_id" else pc.utf8_slice_codeunits(keys, _LENGTH_WIDTH)
+
+
+def live_rows(batch: pa.Table) -> pa.Table:
+    return batch.filter(live_mask(batch))
+
+
+def passed_through(batch: pa.Table, drop: list[str], cluster: str | None = None) -> pa.Table:
+    """The records of ``batch`` rejected before this stage, in the schema of its marked records: ``drop``
+    columns removed, rejection columns as strings, and a null ``cluster`` column."""
+    batch = _string_rejections(batch.filter(pc.invert(live_mask(batch))).drop_columns(drop))
+    return batch.append_column(cluster, pa.nulls(batch.num_rows, pa.string())) if cluster else batch
+
+
+def _string_rejections(batch: pa.Table) -> pa.Table:
+    for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
+        batch = batch.set_column(batch.column_names.index(col), col, batch[col].cast(pa.string()))
+    return batch
+
+
+def keyed(batch: pa.Table) -> pa.Table:
+    """The records of ``batch`` that have a keep key."""
+    return batch.filter(pc.is_valid(batch[KEY]))
+
+
+def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: KeepRule, stage: str, reason: str,
+                 cluster: str | None = None, remove: bool = True) -> pa.Table:
+    """Reject live records whose key is not their group's ``winner`` key (null: no group), with the kept id as
+    detail; with ``cluster``, every live record gets that column: its group's kept id, else its own id."""
+    keys = batch[KEY]
+    winner = pc.coalesce(winner, keys)
+    live = pc.and_(live_mask(batch), pc.is_valid(keys))
+    loser = pc.fill_null(pc.and_(live, pc.not_equal(keys, winner)), False) if remove else pa.repeat(False, batch.num_rows)
+    kept = kept_ids(winner, keep)
+    batch = _string_rejections(batch)
+    for col, value in ((REJECT_STAGE, pa.scalar(stage)), (REJECT_REASON, pa.scalar(reason)), (REJECT_DETAIL, kept)):
+        batch = batch.set_column(batch.column_names.index(col), col, pc.if_else(loser, value, batch[col]))
+    if cluster:
+        batch = batch.append_column(cluster, pc.if_else(live, kept, pa.scalar(None, pa.string())))
+    return batch.drop_columns([KEY])
+
+
+def apply_roots(ds, roots, mark, drop: list[str], partitions: int, cluster: str | None = None):
+    """``ds`` with every batch passed to ``mark(batch, root)``: ``root`` the root key of each row (null for
+    rows that are no group's non-survivor). ``drop``: columns ``mark`` removes (besides ``KEY``), for the
+    records that bypass it on the join path (rejected by earlier stages); ``cluster``: a column ``mark`` adds."""
+    roots = roots.materialize()
+    refs = broadcast(roots)
+    log.info("removal: %d records to link to a survivor (%s)", roots.count(), "broadcast" if refs is not None else "join")
+    if refs is not None:
+        return ds.map_batches(_mark_broadcast, fn_args=(refs, mark), **ARROW)
+    live = ds.map_batches(live_rows, **ARROW)
+    rejected = ds.map_batches(passed_through, fn_args=([*drop, KEY], cluster), **ARROW)
+    joined = live.join(roots, "left_outer", partitions, on=(KEY,), right_on=("node",))
+    return joined.map_batches(_mark_joined, fn_args=(mark,), **ARROW).union(rejected)
+
+
+def _mark_broadcast(batch: pa.Table, refs: list, mark) -> pa.Table:
+    roots = fetched(refs, ROOT_SCHEMA)
+    return mark(batch, roots["root"].chunk(0).take(pc.index_in(batch[KEY], value_set=roots["node"].chunk(0))))
+
+
+def _mark_joined(batch: pa.Table, mark) -> pa.Table:
+    root = batch["root"]  # (the join keeps the left key only; "node" is dropped where present)
+    return mark(batch.drop_columns([c for c in ("node", "root") if c in batch.column_names]), root)
