@@ -16,7 +16,7 @@ import pytest
 from cluster.config import ConfigError
 from cluster.storage import Storage
 from pipelines.config import parse_config
-from pipelines.filters.presets import PRESETS, SIGNALS, C4Config, FineWebConfig, GopherConfig, evaluate, expand
+from pipelines.filters.presets import PRESETS, SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
 from pipelines.filters.text import PUNCTUATION, TextStats, duplicates
 from pipelines.runner import rerender_report, run
 from pipelines.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
@@ -93,7 +93,9 @@ def test_every_rule_on_both_sides_of_its_threshold(preset, rule):
     i = next(i for i, v in enumerate(values) if v > 0)  # a document where the signal is measurable
     v, doc = values[i], POOL[i]
     reason = f"{preset.name}.{rule.reason or rule.option}"
-    if rule.bound == "flag":
+    if rule.bound == "flag":  # switched on, a document without the flagged content passes, one with it fails
+        clean = POOL[values.index(0)]
+        assert reasons([clean], **isolated(preset, rule, True)) == [None]
         passing, failing = False, True
     else:
         config = {"gopher": GopherConfig, "c4": C4Config, "fineweb": FineWebConfig}[preset.section]
@@ -131,6 +133,7 @@ def test_junk_is_rejected_by_the_expected_rule():
     }
     assert reasons(list(junk)) == list(junk.values())
     assert reasons([GOOD, "\n\n".join(lines)]) == [None, None]
+    assert None not in reasons(["buy now " * 50, "$$$ ### !!! " * 30, "Home | About | Contact"])
 
 
 def test_c4_line_removal_is_explicit():
@@ -152,6 +155,36 @@ def test_c4_line_removal_is_explicit():
     short = "One sentence only here today.\nAnd a second one right here."
     out = quality([short], presets=["c4"], c4={"remove_lines": True})
     assert out[REJECT_REASON][0] == "c4.min_sentences" and out["text"][0] == short
+
+
+def test_c4_line_filters_on_both_sides_of_their_thresholds():
+    lines = {
+        "five": "One two three four five.", "four": "One two three four.",
+        "word_1000": f"Its word {'x' * 1000} is long.", "word_1001": f"Its word {'x' * 1001} is long.",
+        "quote": 'He said "it ends here."', "no_end": "No end mark on this line at all",
+        "dots": "It trails off slowly right here...", "javascript": "Please enable JavaScript to continue reading.",
+        "policy": "This site uses cookies for analytics.",
+        # str.lower: the Kelvin sign is k (a policy phrase), a dotted capital I is i + U+0307 (no phrase)
+        "kelvin": "This site uses coo\u212aies for analytics.", "dotted": "Please enable JAVASCR\u0130PT to go on.",
+        "citation": "The library was founded in 1901 [1] by the town.",
+    }
+    page = "\n".join([GOOD, *lines.values()])
+
+    def kept(**c4):
+        text = quality([page], presets=["c4"], c4={"remove_lines": True, **c4})["text"][0].split("\n")
+        return [name for name, line in lines.items() if line in text or line.replace("[1]", "") in text]
+
+    default = ["five", "word_1000", "quote", "dotted", "citation"]
+    assert kept() == default
+    assert "The library was founded in 1901  by the town." in quality([page], presets=["c4"], c4={
+        "remove_lines": True})["text"][0]
+    assert kept(min_words_per_line=4) == sorted(default + ["four"], key=list(lines).index)
+    assert kept(max_word_length=1001) == sorted(default + ["word_1001"], key=list(lines).index)
+    assert kept(filter_no_terminal_punct=False) == sorted(default + ["no_end", "dots"], key=list(lines).index)
+    assert kept(filter_javascript=False) == sorted(default + ["javascript"], key=list(lines).index)
+    assert kept(filter_policy=False) == sorted(default + ["policy", "kelvin"], key=list(lines).index)
+    assert lines["citation"] in quality([page], presets=["c4"], c4={"remove_lines": True, "remove_citations": False})[
+        "text"][0]
 
 
 def test_fineweb_punctuation_rule_can_exempt_documents_without_any():
@@ -188,10 +221,15 @@ def test_word_rules_are_skipped_for_languages_without_spaces():
     assert out[REJECT_REASON][0] is None
     assert out["_metric.quality.word_rules_skipped"][0] == 1
     for name in ("words", "mean_word_len", "stop_words", "top_2gram_char_frac", "dup_5gram_char_frac",
-                 "newline_word_ratio"):
+                 "newline_word_ratio", "short_line_ratio"):
         assert math.isnan(out[f"q_{name}"][0]), name
     assert out["q_c4_sentences"][0] >= 3 and out["q_dup_line_frac"][0] == 0
     assert quality([chinese], presets=["gopher_quality"], default_lang="zh")[REJECT_REASON][0] is None
+    # one short Chinese sentence per line: FineWeb's 30-character lines are an English measure
+    lines = shared_path("langid/sentences/zh.txt").read_text(encoding="utf-8").split("\n")
+    short = "\n".join([l for l in lines if 10 < len(l) <= 30][:20])
+    assert reasons([short], presets=["fineweb"]) == ["fineweb.max_short_line_ratio"]  # read as English
+    assert reasons([short], lang="zh", presets=["fineweb"]) == [None]
 
 
 def test_annotate_only_and_signal_selection():
@@ -279,9 +317,10 @@ def test_ngram_kernels_match_the_reference_definitions():
 ], ids=["one-token", "citation", "dots", "lines", "brackets", "words", "curly", "lorem", "blank-lines"])
 def test_linear_time_on_hostile_input(hostile):
     configs = {"gopher": GopherConfig(), "c4": C4Config(remove_lines=True), "fineweb": FineWebConfig()}
-    evaluate(GOOD, "en", expand(["gopher"]), configs, frozenset(SIGNALS))  # compiled (numba) before timing
+    evaluate = Evaluator(expand(["gopher", "c4", "fineweb"]), configs, frozenset(SIGNALS))
+    evaluate(GOOD, "en")  # compiled (numba) before timing
     t0 = time.perf_counter()
-    evaluate(hostile, "en", expand(["gopher", "c4", "fineweb"]), configs, frozenset(SIGNALS))
+    evaluate(hostile, "en")
     assert time.perf_counter() - t0 < 5
 
 

@@ -8,10 +8,17 @@ let it through; ``c4.lorem_ipsum`` and ``c4.curly_bracket`` for C4's switches) a
 threshold in the detail. Signal values go to ``q_<signal>`` columns where asked (:data:`SIGNALS`).
 
 Languages written without spaces (:data:`pipelines.filters.languages.NO_SPACE_LANGS`: zh, ja, th, ...) have no
-whitespace-delimited words: the rules marked ``words`` (word counts, mean word length, per-word ratios, stop
+whitespace-delimited words: the rules marked ``spaced_only`` (word counts, mean word length, per-word ratios, stop
 words, word n-grams, C4's words per line and word length, FineWeb's newlines per word) are skipped for them, and
-the documents counted in the manifest (``metrics.quality.word_rules_skipped``); line- and character-based rules
+the documents counted in the manifest (``metrics.quality.word_rules_skipped``). So is FineWeb's short-line rule:
+its 30 characters assume spaced scripts (of the Leipzig sentences in ``langid/sentences``, 29 % of the Chinese
+and Japanese ones are 30 characters or shorter, 3 % of the English ones; FineWeb-2 disabled the rule for every
+language but English: ``max_short_line_ratio: null`` does the same). The other line- and character-based rules
 still apply. The stop-word rule is skipped, and counted (``stop_words_skipped``), for languages without a list.
+
+Scripts that end sentences without punctuation (Thai, Lao) fail FineWeb's line-punctuation rule and C4's
+end-mark line filter whatever their quality (FineWeb-2's Thai threshold is 0): for such corpora set
+``fineweb: {min_line_punct_ratio: null}`` and ``c4: {filter_no_terminal_punct: false}``.
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from cluster.config import StrictModel
 from pipelines.filters.languages import normalize_code
-from pipelines.filters.text import BULLETS, DUP_NS, ELLIPSES, TERMINAL_PUNCTUATION, TOP_NS, TextStats, stop_words
+from pipelines.filters.text import (
+    DUP_NS, L_BRACKET, L_BULLET, L_C4_END, L_CURLY, L_DOTS, L_ELLIPSIS, L_TERMINAL, TOP_NS, TextStats, one_line_stats,
+    stop_words)
 
 
 class GopherConfig(StrictModel):
@@ -80,7 +90,7 @@ class C4Config(StrictModel):
     code, TensorFlow Datasets' ``c4_utils.py`` (``_MIN_WORDS_PER_LINE = 5``, ``_MIN_NUM_SENTENCES = 3``,
     ``_MAX_WORD_LENGTH = 1000``, end marks ``. ? ! "``). DataTrove's ``C4QualityFilter`` (used for FineWeb)
     defaults to 3 words per line and 5 sentences and also accepts ``'``: set ``min_words_per_line: 3,
-    min_sentences: 5`` for its thresholds.
+    min_sentences: 5`` for its thresholds (FineWeb also set ``filter_no_terminal_punct: false``).
 
     Line by line (lines stripped): drop lines with a word over ``max_word_length`` characters; remove Wikipedia
     citation marks (``[1]``, ``[edit]``, ``[citation needed]``); drop lines that do not end in ``. ? ! "`` (or
@@ -126,10 +136,7 @@ class FineWebConfig(StrictModel):
 # -- C4's line pass ------------------------------------------------------------------------------------------
 
 _CITATION = re.compile(r"\[\d*+\]|\[edit\]|\[citation needed\]")
-C4_END_MARKS = ('"',) + TERMINAL_PUNCTUATION
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
-_SENTENCE_END_SPACED = re.compile(r"[.!?‼‽。！？][\"'”’»)\]]?\s")
-_SENTENCE_END_UNSPACED = re.compile(r"[.!?‼‽。！？．｡।॥۔؟።]")
 
 
 @dataclass
@@ -140,50 +147,62 @@ class C4Lines:
     curly_bracket: bool = False
 
 
-def _word_count(line: str, at_least: int) -> int:
-    """Words in a stripped line; exact below ``at_least``, a lower bound above (single spaces: no split)."""
-    spaces = line.count(" ")
-    if spaces + 1 >= at_least and "  " not in line and "\t" not in line:
-        return spaces + 1
-    return len(line.split())
-
-
 def _has_policy(lower: str) -> bool:
     return ("cookie" in lower or "terms of use" in lower or "privacy policy" in lower) and any(
         p in lower for p in _POLICY)
 
 
 def c4_lines(stats: TextStats, cfg: C4Config) -> C4Lines:
-    """C4's line filters over the document's lines (cached on ``stats``)."""
+    """C4's line filters over the document's lines (cached on ``stats``).
+
+    The per-line measures come from :func:`~pipelines.filters.text.scan_lines` (a line whose citation marks
+    are removed is measured again). A phrase check lowercases a line only if the whole text (citation marks
+    removed) may contain the phrase, every policy phrase containing "cookie", "terms of use" or "privacy
+    policy": a line's lowercase is part of the text's, and ``str.lower`` makes ASCII letters only of ASCII
+    letters and of the Kelvin sign (U+212A -> ``k``; ``İ`` -> ``i`` + U+0307, in no phrase), so the ASCII
+    lowercase of the text's UTF-8 bytes holds every phrase that a line's lowercase holds.
+    """
     cached = stats.__dict__.get("_c4")
     if cached is not None:
         return cached
     out = C4Lines([])
-    spaced = stats.spaced
-    max_word, min_words = cfg.max_word_length, cfg.min_words_per_line
-    for line in stats.lines:
-        if spaced and max_word is not None and len(line) > max_word and max(map(len, line.split())) > max_word:
+    spaced, text = stats.spaced, stats.text
+    max_word = cfg.max_word_length if spaced else None
+    min_words = cfg.min_words_per_line if spaced else None
+    citations = cfg.remove_citations and "[" in text
+    lower_text = (_CITATION.sub("", text) if citations else text).encode("utf-8", "surrogatepass").lower()
+    kelvin = "\u212a" in text
+    lorem = kelvin or b"lorem ipsum" in lower_text
+    javascript = cfg.filter_javascript and (kelvin or b"javascript" in lower_text)
+    policy = cfg.filter_policy and (kelvin or b"cookie" in lower_text or b"terms of use" in lower_text
+                                     or b"privacy policy" in lower_text)
+    ls = stats.line_stats
+    for line, (_, _, tokens, longest, flags, ends, terminals) in zip(ls.lines, ls.rows):
+        if max_word is not None and longest > max_word:
             continue
-        if cfg.remove_citations and "[" in line:
-            line = _CITATION.sub("", line)
-        if cfg.filter_no_terminal_punct and (not line.endswith(C4_END_MARKS) or line.endswith("...")):
+        if citations and flags & L_BRACKET:
+            cleaned = _CITATION.sub("", line)
+            if cleaned != line:
+                line = cleaned
+                _, _, tokens, _, flags, ends, terminals = one_line_stats(line)
+        if cfg.filter_no_terminal_punct and (not flags & L_C4_END or flags & L_DOTS):
             continue
-        if spaced and min_words and _word_count(line, min_words) < min_words:
+        if min_words and tokens < min_words:
             continue
-        lower = line.lower()
-        if "lorem ipsum" in lower:
-            out.lorem_ipsum = True
-        if cfg.filter_javascript and "javascript" in lower:
-            continue
-        if "{" in line:
+        if lorem or javascript or policy:
+            lower = line.lower()
+            if lorem and "lorem ipsum" in lower:
+                out.lorem_ipsum = True
+            if javascript and "javascript" in lower:
+                continue
+            if flags & L_CURLY:
+                out.curly_bracket = True
+            if policy and _has_policy(lower):
+                continue
+        elif flags & L_CURLY:
             out.curly_bracket = True
-        if cfg.filter_policy and _has_policy(lower):
-            continue
         out.kept.append(line)
-        if spaced:
-            out.sentences += len(_SENTENCE_END_SPACED.findall(line)) + 1
-        else:
-            out.sentences += max(1, len(_SENTENCE_END_UNSPACED.findall(line)))
+        out.sentences += ends + 1 if spaced else max(1, terminals)
     stats.__dict__["_c4"] = out
     return out
 
@@ -204,7 +223,7 @@ class Rule:
     bound: Literal["min", "max", "flag"]
     option: str  # the threshold's field in the preset's config
     measure: Callable[[TextStats, Any], float | None]  # None: does not apply to this document
-    words: bool = False  # counts whitespace-delimited words: skipped for languages without spaces
+    spaced_only: bool = False  # assumes whitespace-delimited words: skipped for languages without spaces
     reason: str = ""  # the reason's part after the preset; default: the option's name
     exempt: Callable[[float, Any], bool] | None = None
 
@@ -217,13 +236,13 @@ class Preset:
     signals: tuple[Signal, ...] = field(default=())
 
 
-def _per_line(stats: TextStats, test: Callable[[str], bool]) -> float:
-    lines = stats.lines
-    return sum(1 for line in lines if test(line)) / len(lines) if lines else 0.0
-
-
 def _mean_word_len(stats: TextStats, cfg) -> float:
-    return int(stats.word_lengths.sum()) / stats.words if stats.words else 0.0
+    return stats.word_chars / stats.words if stats.words else 0.0
+
+
+def _short_line_ratio(stats: TextStats, cfg: FineWebConfig) -> float:
+    ls = stats.line_stats
+    return int(np.count_nonzero(ls.lengths <= cfg.short_line_chars)) / len(ls.lines) if ls.lines else 0.0
 
 
 def _top(n):
@@ -239,8 +258,8 @@ GOPHER_REPETITION = Preset("gopher_repetition", "gopher", (
     Rule("dup_para_char_frac", "max", "max_dup_para_char_frac", lambda s, c: s.dup_paragraphs[1] / s.chars),
     Rule("dup_line_frac", "max", "max_dup_line_frac", lambda s, c: s.dup_lines[0] / max(len(s.lines), 1)),
     Rule("dup_line_char_frac", "max", "max_dup_line_char_frac", lambda s, c: s.dup_lines[1] / s.chars),
-    *(Rule(f"top_{n}gram_char_frac", "max", f"max_top_{n}gram_char_frac", _top(n), words=True) for n in TOP_NS),
-    *(Rule(f"dup_{n}gram_char_frac", "max", f"max_dup_{n}gram_char_frac", _dup(n), words=True) for n in DUP_NS),
+    *(Rule(f"top_{n}gram_char_frac", "max", f"max_top_{n}gram_char_frac", _top(n), spaced_only=True) for n in TOP_NS),
+    *(Rule(f"dup_{n}gram_char_frac", "max", f"max_dup_{n}gram_char_frac", _dup(n), spaced_only=True) for n in DUP_NS),
 ), (
     Signal("dup_para_frac", "fraction of paragraphs that repeat an earlier one", "fraction"),
     Signal("dup_para_char_frac", "fraction of characters in repeated paragraphs", "fraction"),
@@ -253,19 +272,20 @@ GOPHER_REPETITION = Preset("gopher_repetition", "gopher", (
 ))
 
 GOPHER_QUALITY = Preset("gopher_quality", "gopher", (
-    Rule("words", "min", "min_words", lambda s, c: s.words, words=True),
-    Rule("words", "max", "max_words", lambda s, c: s.words, words=True),
+    Rule("words", "min", "min_words", lambda s, c: s.words, spaced_only=True),
+    Rule("words", "max", "max_words", lambda s, c: s.words, spaced_only=True),
     Rule("mean_word_len", "min", "min_mean_word_len",
-         _mean_word_len, words=True),
+         _mean_word_len, spaced_only=True),
     Rule("mean_word_len", "max", "max_mean_word_len",
-         _mean_word_len, words=True),
-    Rule("hash_word_ratio", "max", "max_hash_word_ratio", lambda s, c: s.text.count("#") / s.tokens, words=True),
+         _mean_word_len, spaced_only=True),
+    Rule("hash_word_ratio", "max", "max_hash_word_ratio", lambda s, c: s.text.count("#") / s.tokens, spaced_only=True),
     Rule("ellipsis_word_ratio", "max", "max_ellipsis_word_ratio",
-         lambda s, c: (s.text.count("...") + s.text.count("…")) / s.tokens, words=True),
-    Rule("bullet_line_frac", "max", "max_bullet_line_frac", lambda s, c: _per_line(s, lambda l: l.startswith(BULLETS))),
-    Rule("ellipsis_line_frac", "max", "max_ellipsis_line_frac", lambda s, c: _per_line(s, lambda l: l.endswith(ELLIPSES))),
-    Rule("alpha_word_frac", "min", "min_alpha_word_frac", lambda s, c: 1 - s.letterless_tokens / s.tokens, words=True),
-    Rule("stop_words", "min", "min_stop_words", lambda s, c: s.stop_words_found, words=True),
+         lambda s, c: (s.text.count("...") + s.text.count("…")) / s.tokens, spaced_only=True),
+    Rule("bullet_line_frac", "max", "max_bullet_line_frac", lambda s, c: s.line_stats.fraction(L_BULLET)),
+    Rule("ellipsis_line_frac", "max", "max_ellipsis_line_frac", lambda s, c: s.line_stats.fraction(L_ELLIPSIS)),
+    Rule("alpha_word_frac", "min", "min_alpha_word_frac", lambda s, c: 1 - s.letterless_tokens / s.tokens,
+         spaced_only=True),
+    Rule("stop_words", "min", "min_stop_words", lambda s, c: s.stop_words_found, spaced_only=True),
 ), (
     Signal("words", "words (whitespace tokens with a non-punctuation character)", "count"),
     Signal("mean_word_len", "mean word length in characters, punctuation stripped", "length"),
@@ -290,15 +310,13 @@ C4 = Preset("c4", "c4", (
 ))
 
 FINEWEB = Preset("fineweb", "fineweb", (
-    Rule("line_punct_ratio", "min", "min_line_punct_ratio",
-         lambda s, c: _per_line(s, lambda l: l.endswith(TERMINAL_PUNCTUATION)),
+    Rule("line_punct_ratio", "min", "min_line_punct_ratio", lambda s, c: s.line_stats.fraction(L_TERMINAL),
          exempt=lambda v, c: v == 0 and c.line_punct_exclude_zero),
-    Rule("short_line_ratio", "max", "max_short_line_ratio",
-         lambda s, c: _per_line(s, lambda l: len(l) <= c.short_line_chars)),
+    Rule("short_line_ratio", "max", "max_short_line_ratio", _short_line_ratio, spaced_only=True),
     Rule("char_dup_ratio", "max", "max_char_dup_ratio",
          lambda s, c: s.dup_lines[1] / max(s.chars - s.text.count("\n"), 1)),
     Rule("newline_word_ratio", "max", "max_newline_word_ratio",
-         lambda s, c: s.text.count("\n") / s.tokens, words=True),
+         lambda s, c: s.text.count("\n") / s.tokens, spaced_only=True),
 ), (
     Signal("line_punct_ratio", "fraction of lines ending in terminal punctuation", "fraction"),
     Signal("short_line_ratio", "fraction of lines of at most short_line_chars characters", "fraction"),
@@ -354,46 +372,57 @@ def _detail(rule: Rule, value: float, threshold, lang: str) -> str:
     return f"{rule.signal}={value:.4g} {op} {threshold:g} (lang={lang})"
 
 
-def evaluate(text: str, lang: str, presets: list[Preset], configs: dict[str, Any], wanted: frozenset[str]) -> Verdict:
-    """Run the presets' rules on one document: the first failure, and the ``wanted`` signals' values.
+class Evaluator:
+    """The presets' rules with their thresholds read from ``configs`` (section -> config) once, judging documents
+    one by one: the first failure, and the ``wanted`` signals' values.
 
     Rules after the first failure run only for the signals wanted. A C4 preset with ``remove_lines`` that the
     document passes replaces its text, and the presets after it see the new text.
     """
-    verdict = Verdict()
-    if not text or text.isspace():
-        verdict.reason, verdict.detail = "quality.empty", "no non-whitespace characters"
-        return verdict
-    gopher = configs.get("gopher")
-    uses_stops = any(p.name == GOPHER_QUALITY.name for p in presets)
-    stops = (gopher.stop_words.get(lang) or stop_words(lang)) if uses_stops else None
-    stats = TextStats(text, lang, stops)
-    for preset in presets:
-        cfg = configs[preset.section]
-        if preset.name == C4.name and not stats.spaced:  # its words-per-line and word-length line filters
-            verdict.word_rules_skipped = True
-        for rule in preset.rules:
-            threshold = getattr(cfg, rule.option)
-            enabled = threshold is not None and threshold is not False
-            if rule.signal not in wanted and (not enabled or verdict.reason):
-                continue
-            if rule.words and not stats.spaced:
+
+    def __init__(self, presets: list[Preset], configs: dict[str, Any], wanted: frozenset[str]):
+        self.plan = []  # per preset: (preset, config, its checks: rule, threshold, enabled, wanted, reason)
+        for preset in presets:
+            cfg = configs[preset.section]
+            checks = []
+            for rule in preset.rules:
+                threshold = getattr(cfg, rule.option)
+                checks.append((rule, threshold, threshold is not None and threshold is not False,
+                               rule.signal in wanted, f"{preset.name}.{rule.reason or rule.option}"))
+            self.plan.append((preset, cfg, checks))
+        self.gopher = configs.get("gopher")
+        self.uses_stops = any(p.name == GOPHER_QUALITY.name for p in presets)
+
+    def __call__(self, text: str, lang: str) -> Verdict:
+        verdict = Verdict()
+        if not text or text.isspace():
+            verdict.reason, verdict.detail = "quality.empty", "no non-whitespace characters"
+            return verdict
+        stops = (self.gopher.stop_words.get(lang) or stop_words(lang)) if self.uses_stops else None
+        stats = TextStats(text, lang, stops)
+        for preset, cfg, checks in self.plan:
+            if preset.name == C4.name and not stats.spaced:  # its words-per-line and word-length line filters
                 verdict.word_rules_skipped = True
-                continue
-            value = rule.measure(stats, cfg)
-            if value is None:  # only the stop-word rule: no list for the language
-                verdict.stop_words_skipped = True
-                continue
-            if rule.signal in wanted:
-                verdict.signals[rule.signal] = value
-            if enabled and verdict.reason is None and _fails(rule, value, threshold, cfg):
-                verdict.reason = f"{preset.name}.{rule.reason or rule.option}"
-                verdict.detail = _detail(rule, value, threshold, lang)
-        if preset.name == C4.name and cfg.remove_lines and verdict.reason is None:
-            kept = c4_lines(stats, cfg).kept
-            new_text = "\n".join(kept)
-            if new_text != stats.text:
-                verdict.text = new_text
-                verdict.lines_removed = len(stats.lines) - len(kept)
-                stats = TextStats(new_text, lang, stops)
-    return verdict
+            for rule, threshold, enabled, wanted, reason in checks:
+                if not wanted and (not enabled or verdict.reason):
+                    continue
+                if rule.spaced_only and not stats.spaced:
+                    verdict.word_rules_skipped = True
+                    continue
+                value = rule.measure(stats, cfg)
+                if value is None:  # only the stop-word rule: no list for the language
+                    verdict.stop_words_skipped = True
+                    continue
+                if wanted:
+                    verdict.signals[rule.signal] = value
+                if enabled and verdict.reason is None and _fails(rule, value, threshold, cfg):
+                    verdict.reason = reason
+                    verdict.detail = _detail(rule, value, threshold, lang)
+            if preset.name == C4.name and cfg.remove_lines and verdict.reason is None:
+                kept = c4_lines(stats, cfg).kept
+                new_text = "\n".join(kept)
+                if new_text != stats.text:
+                    verdict.text = new_text
+                    verdict.lines_removed = len(stats.lines) - len(kept)
+                    stats = TextStats(new_text, lang, stops)
+        return verdict

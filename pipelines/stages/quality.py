@@ -17,10 +17,10 @@ A document is rejected by the first rule it fails: reason ``<preset>.<option>`` 
   C4's document rules are decided on the lines C4 would keep.
 
 Per language: the document's ``lang`` (from ``langid``; ``default_lang`` when that column is absent, or is
-``und``) picks the stop-word list, and for languages written without spaces the word-based rules are skipped
-and counted (see :mod:`pipelines.filters.presets`). ``manifest.metrics.quality`` counts the documents whose
-word rules (``word_rules_skipped``) or stop-word rule (``stop_words_skipped``, no list for the language) were
-skipped, and with ``remove_lines`` the lines removed (``c4_lines_removed``).
+``und``) picks the stop-word list, and for languages written without spaces the word-based rules (and FineWeb's
+short-line rule) are skipped and counted (see :mod:`pipelines.filters.presets`). ``manifest.metrics.quality``
+counts the documents whose word rules (``word_rules_skipped``) or stop-word rule (``stop_words_skipped``, no list
+for the language) were skipped, and with ``remove_lines`` the lines removed (``c4_lines_removed``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.filters.languages import UNKNOWN, normalize_code
-from pipelines.filters.presets import SIGNALS, C4Config, FineWebConfig, GopherConfig, evaluate, expand
+from pipelines.filters.presets import SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
 from pipelines.stage import METRIC_PREFIX, MapStage, StageConfig, reject
 
 PresetName = Literal["gopher", "gopher_quality", "gopher_repetition", "c4", "fineweb"]
@@ -76,6 +76,7 @@ class Quality(MapStage):
             self.wanted = tuple(s for s in measured if s in config.signals)
         else:
             self.wanted = tuple(measured) if (config.signals or config.annotate_only) else ()
+        self.evaluator: Evaluator | None = None
 
     def added_columns(self) -> dict[str, str]:
         cols = {SIGNAL_PREFIX + s: SIGNALS[s].description for s in self.wanted}
@@ -89,9 +90,10 @@ class Quality(MapStage):
             langs = [default if (not isinstance(l, str) or l == UNKNOWN) else l for l in batch["lang"]]
         else:
             langs = [default] * len(batch)
-        wanted, presets = frozenset(self.wanted), expand(self.config.presets)  # the worker's own rule objects
-        verdicts = [evaluate(t if isinstance(t, str) else "", lang, presets, self.sections, wanted)
-                    for t, lang in zip(batch[self.text], langs)]
+        if self.evaluator is None:  # built in the worker, with the worker's own rule objects
+            self.evaluator = Evaluator(expand(self.config.presets), self.sections, frozenset(self.wanted))
+        evaluate = self.evaluator
+        verdicts = [evaluate(t if isinstance(t, str) else "", lang) for t, lang in zip(batch[self.text], langs)]
 
         for name in self.wanted:
             batch[SIGNAL_PREFIX + name] = np.array([v.signals.get(name, np.nan) for v in verdicts], np.float64)
