@@ -55,8 +55,8 @@ def ray_phases(log: Path) -> dict:
 def header(sig: dict | None) -> list[str]:
     return ["# Dedup benchmark (`dedup_exact`, `dedup_fuzzy`)", "",
             f"Machine: {os.cpu_count()} cores ({sig['cpu'] if sig else 'CPU not recorded'}), 23 GB RAM, shared with other "
-            "sessions' work between runs; every timed run held `/tmp/thresher-cpu.lock` (the load average at each "
-            "measurement is given). Command: `python bench/dedup_bench.py --sizes 200 1000` (parts: `--only "
+            "work between runs, never during an end-to-end run (the load average at each measurement is given; "
+            "signature rates are per CPU-second). Command: `python bench/dedup_bench.py --sizes 200 1000` (parts: `--only "
             "signatures accuracy clough thresher datatrove`; each measurement is saved as JSON under `--work` and this "
             "file is rebuilt from them). DataTrove ran from its own virtual environment (`--datatrove-python`), never "
             "a thresher dependency.", ""]
@@ -66,8 +66,8 @@ def signature_section(sig: dict) -> list[str]:
     speedup = sig["ours_sample_mb_s"] / sig["datasketch_mb_s"]
     return ["## MinHash signatures, one core", "",
             f"The first {sig['mb']} MB ({sig['docs']:,} documents) of the 200 MB end-to-end corpus; word 5-grams, 128 "
-            "permutations; MB of text per second of process CPU time (so other load does not count), best of 3. "
-            f"thresher runs on all of it and on the 2% sample ({sig['datasketch_sample_mb']} MB) that datasketch "
+            "permutations; MB of text per second of process CPU time (so other load does not count), best of 3 "
+            f"(datasketch: of 2). thresher runs on all of it and on the 10% sample ({sig['datasketch_sample_mb']} MB) that datasketch "
             f"gets. Load average {sig['load_average']}.", "",
             "| implementation | MB/s per core | vs datasketch |", "|---|---:|---:|",
             f"| thresher `pipelines/dedup/minhash.py` (numba, a whole Arrow batch per call), {sig['mb']} MB | "
@@ -86,9 +86,13 @@ def signature_section(sig: dict) -> list[str]:
             "`tests/test_dedup.py::test_signatures_agree_with_datasketch_and_true_jaccard`.", ""]
 
 
-def accuracy_section(planted: dict) -> list[str]:
-    rows = [("signatures", "`verify: signatures` (default)"), ("none", "`verify: none`"), ("exact", "`verify: exact`")]
-    lines = ["## Accuracy on planted near duplicates (threshold 0.8, 12 bands x 10 rows)", "",
+def candidate_probability(j: float, bands: int, rows: int) -> float:
+    return 1 - (1 - j**rows) ** bands
+
+
+def accuracy_section(planted: dict, bands: int, rows: int) -> list[str]:
+    variants = [("signatures", "`verify: signatures` (default)"), ("none", "`verify: none`"), ("exact", "`verify: exact`")]
+    lines = [f"## Accuracy on planted near duplicates (threshold 0.8, {bands} bands x {rows} rows)", "",
              "`bench/dedup_corpus.py`: distinct documents mixed from real sentences (Wikipedia, C4, Common Crawl), "
              "15% of them with 1-3 planted copies (exact, or word substitutions, insertions and deletions at rates "
              "0.3-20%); the true Jaccard of every planted pair is computed on the exact word 5-gram sets the kernel "
@@ -96,12 +100,13 @@ def accuracy_section(planted: dict) -> list[str]:
              f"{planted['signatures']['planted_high']} of them at true J >= 0.85). Load average {planted['load_average']}.", "",
              "| verification | planted pairs with true J >= 0.85 collapsed (target >= 95%) | removed records whose kept "
              "record has true J < 0.65 (target <= 1%) | wall s |", "|---|---:|---:|---:|"]
-    for key, name in rows:
+    for key, name in variants:
         a = planted[key]
         lines.append(f"| {name} | {a['recall_high']:.1%} | {a['far_rate']:.2%} ({a['far']} of {a['removed']}) | {a['wall_s']} |")
     lines += ["", f"Kept ids identical with 1 and 2 CPUs (default config): "
               f"{'yes' if planted['identical_1_vs_2_cpus'] else 'NO'}. The far removals without verification are pairs "
-              "near J = 0.6 that LSH makes candidates (12 x 10 bands pass a pair at J = 0.6 with probability 0.07); "
+              f"near J = 0.6 that LSH makes candidates ({bands} x {rows} bands pass a pair at J = 0.6 with probability "
+              f"{candidate_probability(0.6, bands, rows):.2f}); "
               "checking the candidates' full 128-value signatures (J estimated with a standard error of ~0.04) drops "
               "almost all of them for the cost of one map pass over the records that are candidates.", ""]
     return lines
@@ -133,7 +138,7 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
     lines = [f"## End to end: fuzzy dedup against DataTrove's MinHash pipeline ({bands} bands x {rows} rows, word "
              "5-grams, both systems)", "",
              "Same generated corpus (`bench/dedup_corpus.py`, 32 MB JSONL shards), same machine, back to back, each "
-             "run alone under the CPU lock. thresher: `thresher curate` with only `dedup_fuzzy` (an embedded Ray with "
+             "run alone on the machine. thresher: `thresher curate` with only `dedup_fuzzy` (an embedded Ray with "
              "2 CPUs started and stopped by the command; reads JSONL, writes kept and rejected records as Parquet "
              "with the report). DataTrove: its four steps (signatures, buckets, clusters, filter) on "
              "`LocalPipelineExecutor` with 2 workers, its default English word tokenizer (spaCy), JSONL out. "
@@ -191,7 +196,8 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
     measured = [(mb, r, p) for mb, r, p in measured if r and p.get("records")]
     lines = ["## Projection to web scale (1 TB and 10 TB of text, 16-core nodes)", "",
              f"Assumptions: {DOC_BYTES // 1000} KB per document (C4 and FineWeb average 2-3 KB), so 1 TB ~ 500 M documents "
-             "and 10 TB ~ 5 B; 12 bands x 10 rows; 20-byte ids; the candidate and duplicate rates measured here.", "",
+             f"and 10 TB ~ 5 B; {measured[-1][2]['bands'] if measured else '?'} bands; {ID_BYTES}-byte ids (as here); the "
+             "candidate and duplicate rates measured here.", "",
              "Per-document costs measured here:", ""]
     if not measured:
         return lines + ["(no end-to-end measurement yet)", ""]
@@ -232,8 +238,8 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
     roots1 = n1 * linked / docs
     lines += [
         f"| signatures (map, with reading and parsing) | {map_cpu / docs * 1e6:.0f} us CPU | {core_h1:.0f} core-hours: "
-        f"1 h on {math.ceil(core_h1 / 16)} nodes | {core_h1 * 10:.0f} core-hours: 1 h on {math.ceil(core_h1 * 10 / 16)} "
-        "nodes | one block per task; the records stay in the object store (spilled to local disk beyond its memory) "
+        f"1 h on {math.ceil(core_h1 / 16)} node(s) | {core_h1 * 10:.0f} core-hours: 1 h on {math.ceil(core_h1 * 10 / 16)} "
+        "node(s) | one block per task; the records stay in the object store (spilled to local disk beyond its memory) "
         "until removal |",
         f"| LSH buckets (hash shuffle) | {shuffled_lsh} B | {lsh1 / 1e9:.0f} GB shuffled | {lsh1 * 10 / 1e12:.1f} TB | "
         f"partitions of 4 M rows (~{4e6 * bucket_row / 1e6:.0f} MB): {math.ceil(n1 * p['bands'] / 4e6):,} / "
@@ -249,7 +255,7 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
         "below the broadcast limit nothing moves |",
         "",
         "Node counts: the map phase is CPU-bound and scales with cores; the shuffles are network- and disk-bound. "
-        f"At the map rate measured here, 1 TB needs ~{core_h1:.0f} core-hours, i.e. ~{math.ceil(core_h1 / 16)} nodes of 16 "
+        f"At the map rate measured here, 1 TB needs ~{core_h1:.0f} core-hours, i.e. ~{math.ceil(core_h1 / 16)} node(s) of 16 "
         f"cores for one hour (10 TB: ~{math.ceil(core_h1 * 10 / 16)} nodes), with 64 GB per node: the per-task memory is one "
         "block or one shuffle partition (100-200 MB) per core, and the object store (30% of memory by default) spills "
         "the materialized records to local disk, which must hold the node's share of the corpus (1 TB / nodes). The "
@@ -270,7 +276,7 @@ def write_results(work: Path, sizes: list[int], bands: int, rows: int) -> str:
     if sig:
         lines += signature_section(sig)
     if planted and "signatures" in planted:
-        lines += accuracy_section(planted)
+        lines += accuracy_section(planted, bands, rows)
     if clough:
         lines += clough_section(clough)
     lines += e2e_section(work, sizes, bands, rows)

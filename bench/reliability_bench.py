@@ -1,9 +1,11 @@
 """Fault matrix: inject faults into curation runs and compare every outcome with a clean run.
 
-Faults: a Ray worker SIGKILLed mid-run (map stages), the driver and its embedded Ray SIGKILLed mid-run then
-re-run (resume), a worker node stopped mid-run on a two-node token-auth cluster (``ray start`` on 127.0.0.1).
-A trial passes when the run completes with the clean run's counts and output digests (no lost or changed
-record). Writes bench/results/reliability.md.
+Faults: a Ray worker SIGKILLed mid-run (map stages, and in every dedup phase), the driver and its embedded Ray
+SIGKILLed mid-run then re-run (resume), a worker node stopped mid-run on a two-node token-auth cluster
+(``ray start`` on 127.0.0.1), a Ray Train worker SIGKILLed mid-training. A curation trial passes when the run
+completes with the clean run's counts and output digests (no lost or changed record); a training trial when
+the run resumes from its last checkpoint and ends at its last step with every step's loss. Writes
+bench/results/reliability.md.
 
     python bench/reliability_bench.py --trials 3
 """
@@ -123,13 +125,71 @@ def lose_node(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
         cfg, out = write_config(work, f"node{i}", src)
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token, "RAY_ADDRESS": head.address}
         proc = curate(cfg, env=env)
-        time.sleep(8)
+        while not list((out / "_progress").glob("read-*.json")) and proc.poll() is None:
+            time.sleep(0.05)  # under way: its first read tasks are done
         running = proc.poll() is None
         head.stop_node(worker)
         proc.wait()
         return same(manifest(out), clean) and running, f"worker node stopped {'mid-run' if running else 'too late'}"
     finally:
         head.stop()
+
+
+STEPS = 40
+
+
+def registered_checkpoint_step(snapshot: Path) -> int | None:
+    """The step of the latest checkpoint Ray Train's controller has registered (a step folder on disk is not
+    enough: the controller registers it once it has collected every worker's report)."""
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    except (OSError, ValueError):
+        return None
+    return latest["metrics"]["step"] if latest else None
+
+
+def kill_training_worker(work: Path, src: Path, clean: dict | None, i: int) -> tuple[bool, str]:
+    """``thresher train`` (LoRA, tiny Llama, 2 workers, 40 steps, a checkpoint every 5): SIGKILL one Ray Train
+    worker once the controller has registered a checkpoint; Ray Train must restart the workers from the last
+    checkpoint and the run end at step 40 with one loss per step."""
+    from train_bench import curate as curate_gsm8k, tiny_model
+
+    setup = work / "train-setup"
+    if not setup.exists():
+        setup.mkdir()
+        data = curate_gsm8k(64, setup)
+        (setup / "model.json").write_text(json.dumps(tiny_model(data, setup / "tiny")))
+    out = work / f"train{i}"
+    cfg = work / f"train{i}.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": json.loads((setup / "model.json").read_text()),
+        "data": {"train": str(setup / "run/data"), "format": "alpaca", "max_seq_len": 256}, "method": "lora",
+        "scaling": {"num_workers": 2}, "optim": {"lr": 1e-2, "max_steps": STEPS, "batch_size": 4, "log_every_steps": 1},
+        "checkpoint": {"every_steps": 5, "keep": 2, "max_failures": 2}, "output": {"path": str(out)}}))
+    log = work / f"train{i}.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "train", str(cfg)], cwd=ROOT,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    killed, after = None, None
+    snapshot = out / "checkpoints/thresher/checkpoint_manager_snapshot.json"
+    while killed is None and proc.poll() is None:
+        after = registered_checkpoint_step(snapshot)
+        for p in psutil.Process(proc.pid).children(recursive=True) if after else ():
+            try:
+                if " ".join(p.cmdline()).startswith("ray::RayTrainWorker"):
+                    os.kill(p.pid, signal.SIGKILL)
+                    killed = p.pid
+                    break
+            except psutil.Error:
+                continue
+        time.sleep(0.05)
+    proc.wait()
+    m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    ok = (proc.returncode == 0 and killed is not None and m.get("steps") == STEPS and len(m.get("train_loss", [])) == STEPS
+          and bool(m.get("resumes")) and m["resumes"][0] >= after)
+    note = (f"killed pid {killed} after checkpoint step {after}; resumed from step {m.get('resumes')}; "
+            f"finished at step {m.get('steps')} with {len(m.get('train_loss', []))} losses; exit {proc.returncode}")
+    return ok, note if proc.returncode == 0 else note + ": " + log.read_text(errors="replace")[-300:]
 
 
 FAULTS = {
@@ -139,6 +199,8 @@ FAULTS = {
         "verification, removal + write", kill_dedup_workers, DEDUP_STAGES),
     "driver + embedded Ray SIGKILL, then re-run": ("whole run; re-run resumes", kill_driver_then_resume, STAGES),
     "worker node stopped mid-run (2-node cluster)": ("read + normalize + pii on 2 nodes", lose_node, STAGES),
+    "Ray Train worker SIGKILL mid-training": (
+        "thresher train (LoRA, 2 workers): restart from the last checkpoint", kill_training_worker, None),
 }
 
 
@@ -183,9 +245,11 @@ def main() -> None:
     lines += [f"| {f} | {s} | {t} | {p}/{t} | {n} |" for f, s, t, p, n in rows]
     lines += [
         "",
-        "Also exercised by the test suite (tests/test_reliability.py, tests/test_hostile.py, tests/test_cluster_s3.py):",
-        "determinism across runs and 1 vs 2 CPUs (byte-identical Parquet for map-only pipelines), a worker SIGKILLed",
-        "in-process, node loss, driver kill + resume (and a changed config wiping, never mixing, the old output),",
+        "Also exercised by the test suite (tests/test_reliability.py, tests/test_hostile.py, tests/test_cluster_s3.py,",
+        "tests/test_dedup.py, tests/test_training.py): determinism across runs and 1 vs 2 CPUs (byte-identical Parquet",
+        "for map-only pipelines), a worker SIGKILLed in-process in map stages and in every dedup phase, node loss,",
+        "driver kill + resume (and a changed config wiping, never mixing, the old output), a training worker killed",
+        "after a checkpoint (restart with the step count continuing) and a failed training run resumed by re-running,",
         "generated hostile input (random bytes, invalid UTF-8, NUL bytes, deep/huge JSON, 10^6-character lines, truncated",
         "compressed files) with exact accounting, linear time of every regex on 1 MB adversarial strings, and the S3",
         "endpoint going away mid-run (a clear error, no manifest, no credentials in the message).",

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from cluster.config import ConfigError
 from cluster.runtime import ray_session
-from cluster.storage import Storage, join
+from cluster.storage import MANIFEST, Storage, join
 from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
 from pipelines.readers import READ_STAGE, ReaderSpec, ReadError, ReadTask, plan, read_task
@@ -34,7 +34,6 @@ from pipelines.writer import DIGEST_MOD, PROGRESS, RunSink, progress_uri
 
 log = logging.getLogger(__name__)
 
-from cluster.storage import MANIFEST
 RUN_FILES = ("report.json", "report.html", "README.md")
 RUN_DIRS = ("data", "rejects", PROGRESS)
 

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,7 +96,9 @@ class RayHead:
     """A Ray cluster started with ``ray start`` on loopback with token auth: a head and worker nodes.
 
     The nodes' IP is 127.0.0.2: Ray replaces 127.0.0.1 by the machine's outward address, and traffic here
-    stays on loopback. The dashboard (the Jobs API) listens on 127.0.0.1.
+    stays on loopback. The dashboard (the Jobs API) listens on 127.0.0.1. The nodes keep their files in their
+    own temp dir: ``ray start`` records its address in ``<temp dir>/ray_current_cluster``, where Ray's state
+    API in the session's local Ray (Ray Train's controller watchdog) would otherwise find and query it.
     """
 
     NODE_IP = "127.0.0.2"
@@ -110,6 +113,7 @@ class RayHead:
                     if not k.startswith("AWS_") and k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
         self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
         self.procs: list[subprocess.Popen] = []
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: Ray's socket paths live under it
         self.ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
 
     @property
@@ -125,7 +129,7 @@ class RayHead:
         # Each node's dashboard agent gets its own port: the default (52365) is taken by any other Ray on the
         # machine, and a head whose agent cannot listen refuses Jobs API submissions.
         args = [*args, f"--node-ip-address={self.NODE_IP}", f"--dashboard-agent-listen-port={free_port()}",
-                "--disable-usage-stats"]
+                f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
         p = subprocess.Popen([self.ray_bin, "start", "--block", *args], env={**self.env, **(env or {})},
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(p)
@@ -179,6 +183,7 @@ class RayHead:
     def stop(self) -> None:
         for p in reversed(self.procs):
             self.stop_node(p)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def logs(self) -> str:
         return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-4000:]}" for f in self.tmp.glob("*.log"))

@@ -151,7 +151,7 @@ def test_losing_a_worker_node_mid_run_still_completes_identically(ray_head, tmp_
 
     from tests.conftest import ROOT
 
-    src = corpus(tmp_path, 15)
+    src = corpus(tmp_path, 25)
     auth = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_head.token}
     clean_cfg, cfg = tmp_path / "clean.yaml", tmp_path / "faulty.yaml"
     clean_cfg.write_text(yaml.safe_dump(config(src, tmp_path / "clean")))
@@ -161,14 +161,23 @@ def test_losing_a_worker_node_mid_run_still_completes_identically(ray_head, tmp_
     worker = ray_head.procs[-1]
     proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "curate", str(cfg), "--address", ray_head.address],
                             env=auth, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stopped = False
     try:
-        time.sleep(6)
+        # stop the node once the run is under way: its first read tasks are done, most are still to come
+        progress = tmp_path / "faulty" / "_progress"
+        deadline = time.time() + 120
+        while not list(progress.glob("read-*.json")) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
         assert proc.poll() is None, "the run finished before the node could be stopped"
         ray_head.stop_node(worker)
+        stopped = True
         out, _ = proc.communicate(timeout=600)
     finally:  # leave the shared cluster as it was: wait for the stopped node to be declared dead, add one
-        ray_head.wait_for_nodes(1, timeout=180)
-        ray_head.add_worker()
+        if stopped:
+            ray_head.wait_for_nodes(1, timeout=180)
+            ray_head.add_worker()
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, out[-3000:]
     clean = json.loads((tmp_path / "clean" / "manifest.json").read_text())
     faulty = json.loads((tmp_path / "faulty" / "manifest.json").read_text())

@@ -3,9 +3,10 @@
 1. Signatures (map): MinHash of word (or character) n-grams of every live record, a whole Arrow batch per JIT
    call (``pipelines.dedup.minhash``), cut into ``bands`` x ``rows`` band keys (by default the pair that
    minimises the weighted false positive and false negative probabilities at ``threshold``, as datasketch's
-   ``MinHashLSH`` chooses it; missed duplicates weigh 0.8 against 0.2 for candidates below the threshold, which
-   gives 12 x 10 at 0.8: a pair at Jaccard 0.85 becomes a candidate with probability 0.93, at 0.9 with 0.994,
-   at 0.65 with 0.15, at 0.5 with 0.012). The records, with their keys, are materialized once.
+   ``MinHashLSH`` chooses it; missed duplicates weigh 0.9 against 0.1 for candidates below the threshold,
+   since verification drops those: 14 x 9 at 0.8, where a pair at Jaccard 0.85 becomes a candidate with
+   probability 0.975, at 0.9 with 0.999, at 0.65 with 0.25, at 0.5 with 0.03). The records, with their keys, are
+   materialized once.
 2. Buckets: rows ``(band key, record key)`` are hash-partitioned by band key (a Ray Data shuffle), one group of
    ``band_group_size`` bands at a time so each shuffle stays bounded; each bucket links its members to its
    smallest member (``pipelines.dedup.lsh``: O(members) edges, never all pairs).
@@ -54,7 +55,7 @@ class DedupFuzzyConfig(StageConfig):
     char_ngrams: bool = Field(False, description="character n-grams instead of word n-grams")
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations")
     bands: int | None = Field(None, ge=1, description="LSH bands (with rows; default: chosen from threshold)")
-    false_negative_weight: float = Field(0.8, gt=0, lt=1, description=(
+    false_negative_weight: float = Field(0.9, gt=0, lt=1, description=(
         "weight of missed pairs against candidate false positives (1 - it) when bands and rows are chosen"))
     rows: int | None = Field(None, ge=1, description="signature rows per band")
     seed: int = 0
