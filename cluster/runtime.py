@@ -8,6 +8,15 @@ import os
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
+# Ray Train's placement-group watchdog asks the state API, served by the dashboard, whether the controller lives;
+# an embedded Ray starts no dashboard, so without this it warns on every poll of a healthy run.
+QUIET_IN_EMBEDDED_RAY = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
+def quiet_embedded_workers() -> None:
+    """``worker_process_setup_hook`` of the embedded Ray: silences the warnings above in its worker processes."""
+    for name in QUIET_IN_EMBEDDED_RAY:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -34,7 +43,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.init(address=addr, **kwargs)
     else:
         log.info("starting an embedded local Ray")
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 runtime_env={"worker_process_setup_hook": "cluster.runtime.quiet_embedded_workers"}, **kwargs)
     try:
         yield ray.cluster_resources()
     finally:
