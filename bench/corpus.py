@@ -29,27 +29,41 @@ def source_documents() -> list[str]:
     return docs
 
 
+class JsonlShards:
+    """Writes JSONL lines to ``part-00000.jsonl``, ``part-00001.jsonl``, ... under ``out``, at most ``shard_mb``
+    MB each; counts the lines and bytes written."""
+
+    def __init__(self, out: Path, shard_mb: float):
+        out.mkdir(parents=True, exist_ok=True)
+        self.out, self.limit = out, int(shard_mb * 1e6)
+        self.shard = self.shard_bytes = self.written = self.lines = 0
+        self.file = open(out / "part-00000.jsonl", "wb")
+
+    def write(self, line: bytes) -> None:
+        if self.shard_bytes + len(line) > self.limit:
+            self.file.close()
+            self.shard += 1
+            self.shard_bytes = 0
+            self.file = open(self.out / f"part-{self.shard:05d}.jsonl", "wb")
+        self.file.write(line)
+        self.shard_bytes += len(line)
+        self.written += len(line)
+        self.lines += 1
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def generate(mb: float, out: Path, shard_mb: float = 64) -> tuple[int, int]:
     """Write about ``mb`` MB of JSONL under ``out``; returns (documents, bytes)."""
     docs = source_documents()
-    out.mkdir(parents=True, exist_ok=True)
-    target, shard_limit = int(mb * 1e6), int(shard_mb * 1e6)
-    n = written = shard = shard_bytes = 0
-    f = open(out / f"part-{shard:05d}.jsonl", "wb")
-    while written < target:
+    shards = JsonlShards(out, shard_mb)
+    while shards.written < mb * 1e6:
+        n = shards.lines
         text = f"{docs[n % len(docs)]}\n\n(document {n})"
-        line = json.dumps({"id": f"doc-{n:09d}", "text": text}).encode() + b"\n"
-        if shard_bytes + len(line) > shard_limit:
-            f.close()
-            shard += 1
-            shard_bytes = 0
-            f = open(out / f"part-{shard:05d}.jsonl", "wb")
-        f.write(line)
-        n += 1
-        written += len(line)
-        shard_bytes += len(line)
-    f.close()
-    return n, written
+        shards.write(json.dumps({"id": f"doc-{n:09d}", "text": text}).encode() + b"\n")
+    shards.close()
+    return shards.lines, shards.written
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from corpus import SHARED, source_documents
+from corpus import SHARED, JsonlShards, source_documents
 from pipelines.dedup.minhash import jaccard, shingle_set
 
 EDIT_RATES = (0.0, 0.003, 0.006, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
@@ -58,27 +58,14 @@ def generate(mb: float, out: Path, seed: int = 0, shard_mb: float = 32) -> dict:
     """Write ``part-*.jsonl`` (about ``mb`` MB, records ``{"id", "text"}``) and ``truth.jsonl`` under ``out``."""
     rng = random.Random(seed)
     pool = sentence_pool()
-    out.mkdir(parents=True, exist_ok=True)
-    target, shard_limit = int(mb * 1e6), int(shard_mb * 1e6)
-    written = shard = shard_bytes = docs = 0
-    f = open(out / "part-00000.jsonl", "wb")
+    shards = JsonlShards(out, shard_mb)
     truth = open(out / "truth.jsonl", "wb")
 
     def emit(doc_id: str, text: str) -> None:
-        nonlocal written, shard, shard_bytes, f, docs
-        line = orjson.dumps({"id": doc_id, "text": text}) + b"\n"
-        if shard_bytes + len(line) > shard_limit:
-            f.close()
-            shard += 1
-            shard_bytes = 0
-            f = open(out / f"part-{shard:05d}.jsonl", "wb")
-        f.write(line)
-        written += len(line)
-        shard_bytes += len(line)
-        docs += 1
+        shards.write(orjson.dumps({"id": doc_id, "text": text}) + b"\n")
 
     base = 0
-    while written < target:
+    while shards.written < mb * 1e6:
         text = " ".join(rng.sample(pool, rng.randint(6, 24)))
         # ids from a hash-like permutation so sources and copies interleave in id order
         source_id = f"d{(base * 7919) % 10**9:09d}-0"
@@ -94,9 +81,9 @@ def generate(mb: float, out: Path, seed: int = 0, shard_mb: float = 32) -> dict:
             truth.write(orjson.dumps({"id": copy_id, "source": source_id, "rate": rate,
                                       "jaccard": jaccard(source_shingles, shingle_set(copy, 5, False))}) + b"\n")
         base += 1
-    f.close()
+    shards.close()
     truth.close()
-    return {"docs": docs, "bytes": written, "base_docs": base}
+    return {"docs": shards.lines, "bytes": shards.written, "base_docs": base}
 
 
 if __name__ == "__main__":

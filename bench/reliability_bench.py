@@ -62,23 +62,28 @@ def same(m: dict | None, clean: dict) -> bool:
     return bool(m) and m["digests"] == clean["digests"] and m["counts"] == clean["counts"]
 
 
+def kill_first(proc: subprocess.Popen, title: str) -> int | None:
+    """SIGKILL the first process under ``proc`` whose title starts with ``title``; its pid, or None."""
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if " ".join(p.cmdline()).startswith(title):
+                os.kill(p.pid, signal.SIGKILL)
+                return p.pid
+        except psutil.Error:
+            continue
+    return None
+
+
 def kill_worker(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
     cfg, out = write_config(work, f"worker{i}", src)
     proc = curate(cfg)
-    killed = []
+    killed = None
     deadline = time.time() + 120
-    while not killed and proc.poll() is None and time.time() < deadline:
-        for p in psutil.Process(proc.pid).children(recursive=True):
-            try:
-                if " ".join(p.cmdline()).startswith("ray::MapBatches"):
-                    os.kill(p.pid, signal.SIGKILL)
-                    killed.append(p.pid)
-                    break
-            except psutil.Error:
-                continue
+    while killed is None and proc.poll() is None and time.time() < deadline:
+        killed = kill_first(proc, "ray::MapBatches")
         time.sleep(0.05)
     proc.wait()
-    return same(manifest(out), clean) and bool(killed), f"killed pid {killed[0] if killed else '-'}; exit {proc.returncode}"
+    return same(manifest(out), clean) and killed is not None, f"killed pid {killed or '-'}; exit {proc.returncode}"
 
 
 def kill_dedup_workers(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
@@ -174,14 +179,8 @@ def kill_training_worker(work: Path, src: Path, clean: dict | None, i: int) -> t
     snapshot = out / "checkpoints/thresher/checkpoint_manager_snapshot.json"
     while killed is None and proc.poll() is None:
         after = registered_checkpoint_step(snapshot)
-        for p in psutil.Process(proc.pid).children(recursive=True) if after else ():
-            try:
-                if " ".join(p.cmdline()).startswith("ray::RayTrainWorker"):
-                    os.kill(p.pid, signal.SIGKILL)
-                    killed = p.pid
-                    break
-            except psutil.Error:
-                continue
+        if after:
+            killed = kill_first(proc, "ray::RayTrainWorker")
         time.sleep(0.05)
     proc.wait()
     m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
