@@ -1,8 +1,10 @@
 """Dedup benchmark: signature throughput against datasketch, accuracy on planted near duplicates and on the
-Clough-Stevenson corpus, and end-to-end fuzzy dedup against DataTrove's MinHash pipeline on generated corpora.
+Clough-Stevenson corpus, and end-to-end fuzzy dedup against DataTrove's MinHash pipeline and rensa's MinHash LSH
+(bench/dedup_rensa.py) on generated corpora.
 
     python bench/dedup_bench.py --sizes 200 1000            # everything, then bench/results/dedup.md
     python bench/dedup_bench.py --only datatrove --sizes 1000  # one part (results kept under --work)
+    python bench/dedup_bench.py --only rensa --sizes 200       # rensa, from its venv (--rensa-python)
 
 Each measurement is saved as JSON under ``--work`` and reused by later invocations (``--fresh`` measures
 again), so the long DataTrove runs can go in the background; the results file is written from every
@@ -42,7 +44,7 @@ from pipelines.dedup.minhash import jaccard, jaccard_estimate, shingle_set, sign
 
 THRESHOLD = 0.8
 DEFAULT = DedupFuzzy(DedupFuzzyConfig(threshold=THRESHOLD), StageContext())  # the stage's default bands x rows
-PARTS = ("signatures", "accuracy", "clough", "thresher", "datatrove")
+PARTS = ("signatures", "accuracy", "clough", "thresher", "datatrove", "rensa")
 
 
 def measure(cmd: list[str], log: Path, env: dict | None = None) -> dict:
@@ -287,6 +289,28 @@ def datatrove_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, pyth
     return result
 
 
+def rensa_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, python: str) -> dict:
+    """bench/dedup_rensa.py (one process) on the corpus; its removed ids name the kept record that removed them."""
+    if not Path(python).exists():
+        raise SystemExit(f"{python} not found: python3 -m venv /work/peers/rensa && /work/peers/rensa/bin/pip install "
+                         "'rensa==0.5.*' numpy orjson psutil (or pass --rensa-python)")
+    out = work / f"rensa{mb}-out"
+    shutil.rmtree(out, ignore_errors=True)
+    log = work / f"rensa{mb}.log"
+    result = measure([python, "bench/dedup_rensa.py", "--input", str(corpus), "--out", str(out),
+                      "--threshold", str(THRESHOLD), "--bands", str(bands), "--rows", str(rows)], log)
+    summary = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"seconds"')][-1]
+    result["steps"] = summary["seconds"]
+    result.update({k: summary[k] for k in ("docs", "num_perm", "cut", "candidate_pairs")})
+    removed = {r["id"]: r["kept"] for r in map(orjson.loads, (out / "removed.jsonl").read_bytes().splitlines())}
+    result["removed"] = len(removed)
+    result["accuracy"] = accuracy(corpus, removed)
+    result["version"] = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('rensa'))"],
+                                       capture_output=True, text=True).stdout.strip()
+    shutil.rmtree(out)
+    return result
+
+
 def corpus_for(work: Path, mb: int) -> Path:
     corpus = work / f"corpus{mb}"
     if not (corpus / "truth.jsonl").exists():
@@ -321,6 +345,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=DEFAULT.rows)
     ap.add_argument("--datatrove-python", default="/work/venvs/datatrove/bin/python",
                     help="a Python with DataTrove installed (a separate venv: it is not a thresher dependency)")
+    ap.add_argument("--rensa-python", default="/work/peers/rensa/bin/python",
+                    help="a Python with rensa installed (a separate venv: it is not a thresher dependency)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/thresher-dedup-bench"))
     ap.add_argument("--fresh", action="store_true", help="measure again what --work already holds")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/dedup.md")
@@ -339,6 +365,9 @@ def main() -> None:
         if "datatrove" in a.only:
             saved(a.work, f"datatrove{mb}", a.fresh,
                   lambda: datatrove_e2e(corpus_for(a.work, mb), a.work, mb, a.bands, a.rows, a.datatrove_python))
+        if "rensa" in a.only:
+            saved(a.work, f"rensa{mb}", a.fresh,
+                  lambda: rensa_e2e(corpus_for(a.work, mb), a.work, mb, a.bands, a.rows, a.rensa_python))
     from dedup_report import write_results
 
     a.out.write_text(write_results(a.work, a.sizes, a.bands, a.rows))

@@ -9,15 +9,20 @@ import re
 from pathlib import Path
 
 # Ray Data executions of a dedup_fuzzy run, named by a marker of their plan (first match wins)
-PHASES = [("read + signatures (map)", ("DedupFuzzy.signatures",)),
+PHASES = [("read + signatures + staging (map)", ("_read_batches",)),
+          ("key rows loaded, repeated ids counted", ("_read_parquet", "_id_hashes", "_later_occurrences")),
           ("LSH buckets (shuffle by band key) + star edges", ("bucket_rows",)),
-          ("verification (endpoint signatures)", ("_node_values",)),
-          ("connected components", ("both_directions", "block_violations")),
-          ("removal (broadcast roots) + write", ("_mark_broadcast", "Join"))]
+          ("verification (endpoint signatures)", ("_node_values", "_similar", "_block_bloom")),
+          ("connected components", ("both_directions", "block_violations", "block_roots")),
+          ("removal on key rows", ("_mark_broadcast", "_mark_joined", "with_keep_keys", "_rejected")),
+          ("decisions routed to apply groups", ("_decision_rows", "_write_decisions")),
+          ("staged records + decisions -> output parts", ("_apply_batches",))]
 SYSTEMS = [("thresher", "thresher (default: `verify: signatures`)"),
            ("thresher-noverify", "thresher, `verify: none` (LSH candidates only, as DataTrove)"),
            ("thresher-warm", "thresher, idle Ray workers kept 60 s (`RAY_idle_worker_killing_time_threshold_ms=60000`)"),
-           ("datatrove", "DataTrove 0.10.1 MinHash (4 steps, local executor, 2 workers)")]
+           ("datatrove", "DataTrove 0.10.1 MinHash (4 steps, local executor, 2 workers)"),
+           ("rensa", "rensa 0.5 `RMinHash` + `RMinHashLSH` (1 process, shingles in Python, candidates kept at "
+                     "estimated J >= 0.8, greedy keep-first)")]
 ID_BYTES = 12  # ids of the generated corpora: "d000123456-0"
 DOC_BYTES = 2_000  # document size assumed at web scale (C4 and FineWeb average 2-3 KB)
 
@@ -43,7 +48,7 @@ def ray_phases(log: Path) -> dict:
             plan = None
         elif m := re.search(r"dedup_fuzzy: (\d+) records, (\d+) x (\d+) bands, (\d+) shuffle partitions", line):
             info.update(records=int(m[1]), bands=int(m[2]), rows=int(m[3]), partitions=int(m[4]))
-        elif m := re.search(r"lsh: (\d+) candidate edges; values of (\d+) records", line):
+        elif m := re.search(r"lsh: (\d+) candidate edges; values of (\d+) endpoints", line):
             info.update(candidates=int(m[1]), values=int(m[2]))
         elif m := re.search(r"connected components: round (\d+), (\d+) edges, (\d+) nodes not in stars", line):
             info["rounds"].append((int(m[2]), int(m[3])))

@@ -36,8 +36,8 @@ from corpus import generate  # noqa: E402
 STAGES = [{"normalize": {}}, {"pii": {}}]
 DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
 # Ray worker process title fragments, one per dedup phase (as tests/test_reliability.py)
-DEDUP_PHASES = ("DedupExact.hashes", "DedupFuzzy.signatures", "HashShuffleMap", "HashShuffleReduce", "large_star",
-                "_node_values", "_mark_broadcast")
+DEDUP_PHASES = ("_read_batches", "with_keep_keys", "HashShuffleMap", "HashShuffleReduce", "large_star", "_node_values",
+                "_mark_joined", "_apply_batches", "compact")
 
 
 def write_config(work: Path, name: str, src: Path, stages: list = STAGES, **execution) -> tuple[Path, Path]:
@@ -88,7 +88,7 @@ def kill_worker(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
 
 def kill_dedup_workers(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
     """SIGKILL one Ray worker in each dedup phase (the first process seen running a task of that phase)."""
-    cfg, out = write_config(work, f"dedup{i}", src, DEDUP_STAGES)
+    cfg, out = write_config(work, f"dedup{i}", src, DEDUP_STAGES, broadcast_limit_rows=0)  # partitioned paths
     proc = curate(cfg)
     hit: set[str] = set()
     while len(hit) < len(DEDUP_PHASES) and proc.poll() is None:

@@ -23,6 +23,9 @@ class InputConfig(StrictModel):
     fields: list[str] | None = Field(None, description="original fields to keep; default: all found in a sample")
     max_doc_chars: int = Field(10_000_000, gt=0, description="longer documents are rejected at read")
     block_bytes: int = Field(16 << 20, gt=0, description="uncompressed JSONL files are read in ranges of this size")
+    unique_ids: Literal["keep", "reject"] = Field("keep", description=(
+        "records whose id repeats: keep them all (counted in the manifest), or reject every occurrence after the "
+        "first (reason duplicate_id)"))
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -32,11 +35,14 @@ class InputConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     path: str
+    target_file_mb: int = Field(256, gt=0, description="size of the Parquet files of data/ and rejects/")
 
 
 class ExecutionConfig(StrictModel):
     batch_size: int = Field(1024, gt=0)
     num_cpus: int | None = Field(None, gt=0, description="CPUs of the embedded local Ray (default: all)")
+    broadcast_limit_rows: int = Field(2_000_000, ge=0, description=(
+        "tables of key rows up to this size go to every task instead of a join; 0 forces the partitioned paths"))
 
 
 class StageSpec(StrictModel):

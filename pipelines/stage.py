@@ -5,9 +5,13 @@ A stage is one file in ``pipelines/stages/`` holding a config model and a class:
 * ``MapStage``: a function over a pandas batch of the records still alive. It returns the same rows
   (same index) with columns changed or added; rows to drop get a reason with :func:`reject`. Stages
   that load a model once (``stateful = True``) run on an actor pool; the others as tasks.
-* ``GlobalStage``: a transformation of the whole Ray Data ``Dataset`` (dedup, group-aware split,
-  decontamination's reference set). It sees every row, rejected ones too, and must pass rows whose
-  ``REJECT_STAGE`` is set through unchanged; :func:`active` tells them apart.
+* ``GlobalStage``: a decision that needs every record (dedup, group-aware split). It never sees the records:
+  ``keys`` turns a batch of live records into compact key columns (hashes, band keys, signatures, group
+  values) on the map side, where the records are; ``decide`` transforms the Ray Data ``Dataset`` of key rows
+  (``KEY``, ``id``, the rejection columns, each global stage's key columns and earlier global stages'
+  decisions) into the same rows with this stage's decisions: the rejection columns set for the rows it
+  removes, and ``decision_columns`` (e.g. ``dup_cluster``, ``_split``). The runner routes the decisions back
+  to the staged records (``pipelines.runner``).
 
 Stages never start or configure a cluster: only the runner knows Ray.
 Numeric columns named ``_metric.<name>`` are summed into the manifest's ``metrics.<stage>`` and are not
@@ -26,15 +30,24 @@ from cluster.config import StrictModel
 from cluster.storage import Storage
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     import ray.data
 
 REJECT_STAGE = "_reject_stage"
 REJECT_REASON = "_reject_reason"
 REJECT_DETAIL = "_reject_detail"
 SPLIT = "_split"
-TASK = "_task"  # the read task a row came from (resume bookkeeping; never written)
+ID = "id"  # the readers' id column (the user's id, kept unchanged; not necessarily unique)
+KEY = "_key"  # internal unique key of a record: read task index << 32 | position in the read task (never written)
+SEEN_PREFIX = "_seen."  # _seen.<stage>: 1 where the row was live when it entered the map stage (counted, never written)
 METRIC_PREFIX = "_metric."
 INTERNAL_COLUMNS = (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL, SPLIT)
+TASK_SHIFT = 32
+
+
+def task_of(keys) -> "np.ndarray":
+    """The read task index of internal keys."""
+    return np.asarray(keys, dtype=np.int64) >> TASK_SHIFT
 
 REGISTRY: dict[str, type["Stage"]] = {}
 
@@ -51,6 +64,7 @@ class StageContext:
     id_field: str = "id"
     storage: Storage = Storage()
     previous_stages: tuple[str, ...] = ()
+    broadcast_limit_rows: int = 2_000_000  # execution.broadcast_limit_rows: 0 forces the partitioned paths
 
 
 class Stage:
@@ -90,8 +104,17 @@ class MapStage(Stage):
 
 
 class GlobalStage(Stage):
-    def apply(self, ds: "ray.data.Dataset") -> "ray.data.Dataset":
+    def keys(self, batch: "pa.Table") -> dict[str, "pa.Array | pa.ChunkedArray"]:
+        """Map side: this stage's key columns for a batch of live records (same rows, same order)."""
+        return {}
+
+    def decide(self, keys: "ray.data.Dataset") -> "ray.data.Dataset":
+        """The key rows with this stage's decisions (rejection columns, ``decision_columns``)."""
         raise NotImplementedError
+
+    def decision_columns(self) -> list[str]:
+        """Columns ``decide`` adds that the records receive."""
+        return list(self.added_columns())
 
 
 def reject(batch: pd.DataFrame, mask, reason: str | pd.Series, detail: str | pd.Series | None = None) -> None:
@@ -122,8 +145,9 @@ def active(batch: pd.DataFrame) -> pd.Series:
 def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
     """Apply ``stage`` to the live rows of ``batch``; rejected rows pass through, row order is kept."""
     alive = active(batch)
+    seen = SEEN_PREFIX + stage.name
     if not alive.any():
-        return batch
+        return batch.assign(**{seen: np.zeros(len(batch), np.int8)})
     sub = batch if alive.all() else batch[alive]
     out = stage.process(sub.copy())
     if len(out) != len(sub):
@@ -133,9 +157,10 @@ def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
     if newly.any():
         out[REJECT_STAGE] = _nullable_object(out[REJECT_STAGE])
         out.loc[newly, REJECT_STAGE] = stage.name
-    if sub is batch:
-        return out
-    return _merge_rows(batch, out, np.flatnonzero(alive.to_numpy()))
+    if sub is not batch:
+        out = _merge_rows(batch, out, np.flatnonzero(alive.to_numpy()))
+    out[seen] = alive.to_numpy().astype(np.int8)
+    return out
 
 
 def _merge_rows(batch: pd.DataFrame, out: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:

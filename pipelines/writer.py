@@ -1,7 +1,12 @@
-"""The run's Ray Data sink: kept rows to ``data/`` (or ``data/<split>/``), rejected rows to ``rejects/``.
+"""Writing a run: the Ray Data sink of each segment, and the compaction of staged outputs into final files.
 
-Each write task writes its own part files (named by task index, so a retried task overwrites its
-earlier attempt) and returns counts, summed metrics and report statistics; the driver merges them.
+A segment's sink (:class:`RunSink`) writes, per block and per source (a read task in segment 0, an apply group
+later), rejected rows to ``_staging/out/rejects``; kept rows to ``_staging/out/data[/<split>]`` in the last
+segment, else the live records to ``_staging/live`` and their key rows for the next global stages to
+``_staging/keys``. Each part gets a marker with its counts, sizes per read task and report statistics; the
+write task returns nothing, so the driver never holds per-part results. :func:`compact` then writes each
+destination's final files: consecutive read-task ranges of about ``output.target_file_mb``, rows in key order,
+so the files are the same whatever the number of CPUs or the order the parts were written in.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
@@ -19,15 +25,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from cluster.storage import Storage, join
 from pipelines.report import collect_stats
-from pipelines.stage import METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, TASK
+from pipelines.run_folder import DATA, REJECTS, Part, RunFolder
+from pipelines.stage import (ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SEEN_PREFIX, SPLIT,
+                             GlobalStage, task_of)
 
 from ray.data import Datasink
 
-PROGRESS = "_progress"
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
 DIGEST_MOD = 1 << 64
+ROW_OVERHEAD = 64  # bytes counted per row on top of its strings when sizing files
 
 
 def table_digest(table: pa.Table) -> int:
@@ -41,16 +48,18 @@ def table_digest(table: pa.Table) -> int:
     return total % DIGEST_MOD
 
 
+def _internal(name: str) -> bool:
+    return name in REJECT_RENAMES or name == SPLIT or name.startswith((METRIC_PREFIX, SEEN_PREFIX))
+
+
 def kept_table(table: pa.Table) -> pa.Table:
-    """A kept slice as written: internal and metric columns dropped, null-typed columns as strings."""
-    drop = [c for c in table.column_names if c in REJECT_RENAMES or c == SPLIT or c.startswith(METRIC_PREFIX)]
-    return _strings_for_nulls(table.drop_columns(drop))
+    """A kept slice as written (``KEY`` still there, for ordering): internal columns dropped, nulls as strings."""
+    return _strings_for_nulls(table.drop_columns([c for c in table.column_names if _internal(c)]))
 
 
 def rejects_table(table: pa.Table) -> pa.Table:
     """A rejected slice as written: id, stage, reason, detail, then the record's fields."""
-    drop = [c for c in table.column_names if c == SPLIT or c.startswith(METRIC_PREFIX)]
-    table = table.drop_columns(drop)
+    table = table.drop_columns([c for c in table.column_names if _internal(c) and c not in REJECT_RENAMES])
     names = [REJECT_RENAMES.get(c, c) for c in table.column_names]
     table = table.rename_columns(names)
     head = ["id", "stage", "reason", "detail"]
@@ -71,78 +80,159 @@ def _as_table(block) -> pa.Table:
     return block
 
 
-def progress_uri(output: str, name: str) -> str:
-    return join(output, PROGRESS, name)
+def row_sizes(table: pa.Table) -> np.ndarray:
+    """Bytes per row for sizing files: its string and binary values plus ``ROW_OVERHEAD`` (deterministic)."""
+    sizes = np.full(table.num_rows, ROW_OVERHEAD, np.int64)
+    for col in table.columns:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type):
+            sizes += pc.fill_null(pc.binary_length(col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return sizes
+
+
+def _sizes_by_task(table: pa.Table) -> dict[str, int]:
+    """``{read task: bytes}`` of a slice (``row_sizes``)."""
+    tasks = task_of(table[KEY].to_numpy(zero_copy_only=False))
+    sums = pd.Series(row_sizes(table)).groupby(tasks).sum()
+    return {str(int(t)): int(n) for t, n in sums.items()}
 
 
 class RunSink(Datasink):
-    """Writes a run's Parquet parts, per read task, and a progress marker for each part written.
+    """The sink of one segment.
 
-    Rows carry the key of the read task that produced them (``TASK``). The rows of read task K written by
-    write task W go to ``<dest>/part-K-W.parquet``; then ``_progress/write-K-W.json`` records their counts,
-    digests and report statistics. A re-run of the same config can therefore keep every read task whose
-    markers add up to the rows it read (see ``pipelines.runner``).
+    ``groups``: the read-task ranges of this segment's sources (apply groups); None in segment 0, where every
+    read task is its own source. ``final``: the last segment writes kept rows as output; otherwise the live
+    records are staged with the key rows of ``next_stages`` (the next segment's global stages).
     """
 
-    def __init__(self, output: str, storage: Storage, text_field: str):
-        self.output = output
-        self.storage = storage
+    def __init__(self, folder: RunFolder, seg: int, groups: list[tuple[int, int]] | None, final: bool,
+                 next_stages: list[GlobalStage], text_field: str):
+        self.folder = folder
+        self.seg = seg
+        self.group_lo = None if groups is None else np.array([lo for lo, _ in groups], np.int64)
+        self.groups = groups
+        self.final = final
+        self.next_stages = next_stages
         self.text_field = text_field
-        self.results: list[dict[str, Any]] = []
 
     @property
     def supports_distributed_writes(self) -> bool:
         return True
 
-    def write(self, blocks: Iterable, ctx) -> list[dict[str, Any]]:
+    def write(self, blocks: Iterable, ctx) -> None:
         tables = [t for t in (_as_table(b) for b in blocks) if t.num_rows]
         if not tables:
-            return []
+            return
         table = pa.concat_tables(tables, promote_options="permissive")
-        if TASK not in table.column_names:  # a global stage regrouped rows: no per-read-task bookkeeping
-            table = table.append_column(TASK, pa.array(["all"] * table.num_rows, pa.string()))
-        results = []
-        for key in sorted(pc.unique(table[TASK]).to_pylist()):
-            part = table.filter(pc.equal(table[TASK], key)).drop_columns([TASK])
-            stats = self.write_part(part, f"{key}-{ctx.task_idx:05d}")
-            self.storage.write_bytes(progress_uri(self.output, f"write-{key}-{ctx.task_idx:05d}.json"),
-                                     json.dumps(stats).encode())
-            results.append(stats)
-        return results
+        tasks = task_of(table[KEY].to_numpy(zero_copy_only=False))
+        sources = tasks if self.groups is None else np.searchsorted(self.group_lo, tasks, side="right") - 1
+        for source in np.unique(sources):
+            lo, hi = (int(source), int(source)) if self.groups is None else self.groups[source]
+            self.write_part(table.filter(pa.array(sources == source)), lo, hi, ctx.task_idx)
 
-    def write_part(self, table: pa.Table, name: str) -> dict[str, Any]:
-        stats: dict[str, Any] = {"rows": Counter(), "rejected": {}, "metrics": Counter(), "report": {}, "files": [],
-                                 "digests": Counter()}
+    def write_part(self, table: pa.Table, lo: int, hi: int, w: int) -> None:
+        stats: dict[str, Any] = {"rows": Counter(), "staged": 0, "rejected": {}, "metrics": Counter(),
+                                 "seen": Counter(), "digests": Counter(), "sizes": {}, "report": {}}
         for col in table.column_names:
             if col.startswith(METRIC_PREFIX):
                 stats["metrics"][col[len(METRIC_PREFIX):]] += pc.sum(table[col]).as_py() or 0
+            elif col.startswith(SEEN_PREFIX):
+                stats["seen"][col[len(SEEN_PREFIX):]] += pc.sum(table[col]).as_py() or 0
         rejected_mask = pc.is_valid(table[REJECT_STAGE])
         rejected = rejects_table(table.filter(rejected_mask))
-        kept_all = table.filter(pc.invert(rejected_mask))
+        live = table.filter(pc.invert(rejected_mask))
         for stage, reason in zip(rejected["stage"].to_pylist(), rejected["reason"].to_pylist()):
             stats["rejected"].setdefault(stage, Counter())[reason] += 1
-        groups: list[tuple[str, pa.Table]] = [("rejects", rejected)]
-        if SPLIT in kept_all.column_names:
-            for split in sorted(s for s in pc.unique(kept_all[SPLIT]).to_pylist() if s is not None):
-                groups.append((f"data/{split}", kept_table(kept_all.filter(pc.equal(kept_all[SPLIT], split)))))
-            unassigned = kept_all.filter(pc.is_null(kept_all[SPLIT]))
-            groups.append(("data", kept_table(unassigned)))
+        outputs: list[tuple[str, pa.Table]] = [(REJECTS, rejected)]
+        if not self.final:
+            self._stage_live(live, lo, hi, w, stats)
+        elif SPLIT in live.column_names:
+            for split in sorted(s for s in pc.unique(live[SPLIT]).to_pylist() if s is not None):
+                outputs.append((f"{DATA}/{split}", kept_table(live.filter(pc.equal(live[SPLIT], split)))))
+            outputs.append((DATA, kept_table(live.filter(pc.is_null(live[SPLIT])))))
         else:
-            groups.append(("data", kept_table(kept_all)))
-        for dest, part in groups:
-            if not part.num_rows:
-                continue
-            uri = join(self.output, dest, f"part-{name}.parquet")
-            fs, path = self.storage.resolve(uri)
-            fs.create_dir(posixpath.dirname(path), recursive=True)
-            pq.write_table(part, path, filesystem=fs, compression="zstd")
+            outputs.append((DATA, kept_table(live)))
+        outputs = [(dest, part) for dest, part in outputs if part.num_rows]
+        for dest, part in outputs:
+            self._write(part, self.folder.out_part(dest, self.seg, lo, hi, w))
             stats["rows"][dest] += part.num_rows
-            stats["digests"][dest] += table_digest(part)
-            stats["files"].append(uri)
-        stats["report"] = collect_stats(
-            {dest: part for dest, part in groups if dest != "rejects"}, rejected, self.text_field
-        )
-        return stats
+            stats["digests"][dest] += table_digest(part.drop_columns([KEY]))
+            stats["sizes"][dest] = _sizes_by_task(part)
+        stats["report"] = collect_stats({d: p.drop_columns([KEY]) for d, p in outputs if d != REJECTS},
+                                        rejected.drop_columns([KEY]), self.text_field)
+        self.folder.storage.write_bytes(self.folder.write_marker(self.seg, lo, hi, w), json.dumps(stats).encode())
 
-    def on_write_complete(self, write_result) -> None:
-        self.results = [stats for task in write_result.write_returns for stats in task]
+    def _stage_live(self, live: pa.Table, lo: int, hi: int, w: int, stats: dict) -> None:
+        if not live.num_rows:
+            return
+        live = _strings_for_nulls(live.drop_columns([c for c in live.column_names
+                                                     if c.startswith((METRIC_PREFIX, SEEN_PREFIX))]))
+        keys = {KEY: live[KEY], ID: live[ID]}
+        for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
+            keys[col] = pa.nulls(live.num_rows, pa.string())
+        for stage in self.next_stages:
+            keys.update(stage.keys(live))
+        self._write(live, self.folder.live_part(self.seg, lo, hi, w))
+        self._write(_strings_for_nulls(pa.table(keys)), self.folder.keys_part(self.seg, lo, hi, w))
+        stats["staged"] = live.num_rows
+
+    def _write(self, table: pa.Table, uri: str) -> None:
+        fs, path = self.folder.storage.resolve(uri)
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        pq.write_table(table, path, filesystem=fs, compression="zstd")
+
+
+# -- reading staged parts back -----------------------------------------------------------------------
+
+
+def read_range(folder: RunFolder, parts: list[Part], lo: int, hi: int) -> pa.Table | None:
+    """The rows of ``parts`` from read tasks ``lo..hi``, in key order (None when there are none)."""
+    tables = []
+    for part in parts:
+        fs, path = folder.storage.resolve(part.uri)
+        table = pq.read_table(path, filesystem=fs)
+        if part.lo < lo or part.hi > hi:
+            tasks = task_of(table[KEY].to_numpy(zero_copy_only=False))
+            table = table.filter(pa.array((tasks >= lo) & (tasks <= hi)))
+        if table.num_rows:
+            tables.append(table)
+    if not tables:
+        return None
+    table = _concat(tables)
+    return table.take(pc.sort_indices(table[KEY]))
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """One table from parts whose schemas may differ (missing columns become null; conflicting types strings)."""
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        as_strings = [pa.table({c: t[c].cast(pa.string()) if not pa.types.is_integer(t[c].type) or c != KEY
+                                else t[c] for c in t.column_names}) for t in tables]
+        return pa.concat_tables(as_strings, promote_options="permissive")
+
+
+def plan_ranges(sizes: dict[int, int], target_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive read-task ranges of about ``target_bytes`` each (a range closes once it reaches the target)."""
+    ranges, start, total = [], None, 0
+    for task in sorted(sizes):
+        start = task if start is None else start
+        total += sizes[task]
+        if total >= target_bytes:
+            ranges.append((start, task))
+            start, total = None, 0
+    if start is not None:
+        ranges.append((start, max(sizes)))
+    return ranges
+
+
+def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
+    """Write one final file: the rows of read tasks ``lo..hi`` of one destination, in key order."""
+    parts = [Part(**p) for p in item["parts"]]
+    table = read_range(folder, parts, item["lo"], item["hi"])
+    uri = folder.final_part(item["dest"], item["index"])
+    if table is None:
+        return {"dest": item["dest"], "uri": None, "rows": 0}
+    fs, path = folder.storage.resolve(uri)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    pq.write_table(table.drop_columns([KEY]), path, filesystem=fs, compression="zstd")
+    return {"dest": item["dest"], "uri": uri, "rows": table.num_rows}

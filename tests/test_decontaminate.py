@@ -17,8 +17,8 @@ from cluster.config import ConfigError
 from cluster.storage import Storage
 from pipelines.config import parse_config
 from pipelines.runner import run
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
-from pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig, _run_pass
+from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
+from pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig
 from tests.conftest import shared_path
 
 
@@ -45,10 +45,8 @@ def batch(texts: list[str]) -> pd.DataFrame:
 
 
 def check(stage: Decontaminate, frame: pd.DataFrame) -> pd.DataFrame:
-    """The stage's passes over one batch, as its Ray Data map operators run them."""
-    for p in stage.passes():
-        frame = _run_pass(frame, p)
-    return frame
+    """The stage over one batch, as its Ray Data map operator runs it (every shard in turn)."""
+    return run_map_stage(stage, frame)
 
 
 @pytest.mark.parametrize("shard_ngrams", [None, 20_000], ids=["broadcast", "3-shards"])
@@ -76,7 +74,7 @@ def test_planted_test_questions_caught_and_nothing_else(ray_local, tmp_path, sha
                         "stages": [{"normalize": {}}, {"decontaminate": options}]})
     if shard_ngrams:
         stage = Decontaminate(cfg.stages[1].config, StageContext(text_field="question"))
-        assert len(stage.passes()) == 3 and 40_000 < len(stage.references) <= 60_000
+        assert len(stage.shards) == 3 and 40_000 < len(stage.references) <= 60_000
     manifest = run(cfg)
 
     rejects = pq.read_table(out / "rejects").to_pandas()
@@ -127,7 +125,7 @@ def test_short_references_flag_mode_and_reference_formats(s3_bucket, tmp_path):
     assert out["contaminated"].tolist() == [True, False, False, True, True, False]
     assert out[REJECT_REASON].isna().all()
     one_per_pass = Decontaminate(cfg.model_copy(update={"shard_ngrams": 1}), StageContext(text_field="text", storage=storage))
-    assert len(one_per_pass.passes()) == len(stage.references) > 10  # every n-gram in a pass of its own
+    assert len(one_per_pass.shards) == len(stage.references) > 10  # every n-gram in a pass of its own
     assert check(one_per_pass, batch(texts))["contaminated"].tolist() == out["contaminated"].tolist()
 
     s3_stage = Decontaminate(DecontaminateConfig(references=[s3_uri], fields=["question", "answer"]),

@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from pipelines.config import parse_config
-from pipelines.dedup import datasets
 from pipelines.dedup.components import both_directions, connected_components, large_star, larger_first, small_star
 from pipelines.dedup.lsh import optimal_bands
 from pipelines.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures
@@ -135,7 +134,7 @@ def test_distributed_components_match_union_find(ray_local, caplog):
     rng.shuffle(graph)
     edges = ray.data.from_arrow(pa.table({"u": [u for u, _ in graph], "v": [v for _, v in graph]})).repartition(4)
     with caplog.at_level("INFO", logger="pipelines.dedup.components"):
-        result = {r["node"]: r["root"] for r in connected_components(edges, partitions=3).take_all()}
+        result = {r["node"]: r["root"] for r in connected_components(edges, partitions=3, limit_rows=0).take_all()}
     assert result == union_find_roots([(u, v) for u, v in graph if u != v])
     assert sum("connected components: round" in m for m in caplog.messages) >= 3  # several rounds were needed
 
@@ -180,7 +179,7 @@ def planted_run(ray_local, planted):
     return run(parse_config(dedup_config(src, tmp / "out")))
 
 
-def test_planted_duplicates_end_to_end_and_deterministic(planted, planted_run, monkeypatch):
+def test_planted_duplicates_end_to_end_and_deterministic(planted, planted_run):
     src, docs, pairs, tmp = planted
     manifest = planted_run
     c = manifest["counts"]
@@ -213,9 +212,8 @@ def test_planted_duplicates_end_to_end_and_deterministic(planted, planted_run, m
 
     # other block boundaries and partition counts, and joins where tables were broadcast; then 1 CPU in a
     # separate process: the same records
-    monkeypatch.setattr(datasets, "BROADCAST_ROWS", 0)
-    again = run(parse_config(dedup_config(src, tmp / "again", block_bytes=12 << 10, partitions=5)))
-    monkeypatch.undo()
+    again = run(parse_config(dedup_config(src, tmp / "again", block_bytes=12 << 10, partitions=5,
+                                          broadcast_limit_rows=0)))
     assert again["digests"] == manifest["digests"]
     cfg = tmp / "one-cpu.yaml"
     cfg.write_text(yaml.safe_dump(dedup_config(src, tmp / "one", num_cpus=1)))

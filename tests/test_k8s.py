@@ -525,6 +525,122 @@ def test_standing_cluster_autoscales_cpu_and_gpu_workers_from_zero():
     assert _referenced_config_maps(cluster) <= set(_by_kind(docs, "ConfigMap"))
 
 
+SPILL_PARAM = "object-spilling-directory"  # rayStartParams key: `ray start --object-spilling-directory=...`
+SPILL_ENV = {"RAY_object_spilling_config", "RAY_object_spilling_directory", "RAY_object_spilling_threshold"}
+
+
+def _ray_nodes(doc: dict):
+    """(where, rayStartParams, PodSpec, Ray container) of the head and every worker group of a RayCluster or RayJob."""
+    cluster = doc["spec"].get("rayClusterSpec", doc["spec"])
+    groups = [("head", cluster["headGroupSpec"])]
+    groups += [(f"worker group {g['groupName']}", g) for g in cluster.get("workerGroupSpecs", [])]
+    for where, group in groups:
+        pod = group["template"]["spec"]
+        yield where, group.get("rayStartParams", {}), pod, pod["containers"][0]  # KubeRay runs Ray in the first
+
+
+def _spill_problems(doc: dict) -> list[str]:
+    """Why the Ray nodes of ``doc`` would not spill to a volume the pod's ephemeral-storage request accounts for."""
+    problems = []
+    for where, params, pod, c in _ray_nodes(doc):
+        at = f"{doc['metadata']['name']} {where}"
+        directory = params.get(SPILL_PARAM)
+        if not directory:
+            problems.append(f"{at}: no rayStartParams {SPILL_PARAM}")
+            continue
+        if SPILL_ENV & {e["name"] for e in c.get("env", [])}:
+            problems.append(f"{at}: spilling configured by environment as well as by rayStartParams")
+        mounts = [m for m in c.get("volumeMounts", []) if m["mountPath"].rstrip("/") == directory.rstrip("/")]
+        if len(mounts) != 1 or mounts[0].get("readOnly") or mounts[0].get("subPath"):
+            problems.append(f"{at}: {directory} is not one writable volume mount of {c['name']} ({mounts})")
+            continue
+        volumes = [v for v in pod.get("volumes", []) if v["name"] == mounts[0]["name"]]
+        if len(volumes) != 1:
+            problems.append(f"{at}: no volume {mounts[0]['name']}")
+            continue
+        volume = volumes[0]
+        if "emptyDir" in volume:  # on the node's disk: counted against the pod's ephemeral storage
+            if volume["emptyDir"].get("medium"):
+                problems.append(f"{at}: the spill volume is in memory ({volume['emptyDir']['medium']})")
+            if "sizeLimit" not in volume["emptyDir"]:
+                problems.append(f"{at}: the spill emptyDir has no sizeLimit")
+                continue
+            size = on_node_disk = _quantity(volume["emptyDir"]["sizeLimit"])
+        elif "ephemeral" in volume:  # a claim of its own, outside the pod's ephemeral storage
+            size = _quantity(volume["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"])
+            on_node_disk = 0
+        else:
+            problems.append(f"{at}: the spill volume is neither an emptyDir nor a generic ephemeral volume")
+            continue
+        resources = c.get("resources", {})
+        request = resources.get("requests", {}).get("ephemeral-storage")
+        limit = resources.get("limits", {}).get("ephemeral-storage")
+        if request is None or limit is None:
+            problems.append(f"{at}: no ephemeral-storage request and limit on {c['name']}")
+        elif not on_node_disk < _quantity(request) <= _quantity(limit):
+            # The request reserves the spill volume plus room for Ray's logs and session dir: a request below
+            # the sizeLimit would let the scheduler overcommit the node's disk, and spilling pods evict others.
+            problems.append(f"{at}: not spill {on_node_disk:.0f} B < ephemeral-storage request {request} <= "
+                            f"limit {limit}")
+        shm = [v for v in pod.get("volumes", []) if v.get("emptyDir", {}).get("medium") == "Memory"]
+        if shm and size <= max(_quantity(v["emptyDir"].get("sizeLimit", 0)) for v in shm):
+            problems.append(f"{at}: the spill volume is no larger than the object store's shared memory")
+    return problems
+
+
+def test_every_ray_node_spills_to_a_volume_its_ephemeral_storage_request_covers(built):
+    name, docs = built
+    ray_docs = [d for d in docs if d["kind"] in CRDS]
+    assert ray_docs, name
+    for doc in ray_docs:
+        assert not _spill_problems(doc), (name, _spill_problems(doc))
+        for where, _, pod, c in _ray_nodes(doc):
+            (spill,) = [v for v in pod["volumes"] if v["name"] == "ray-spill"]
+            if where.startswith("worker group cpu"):  # curation work: a node's share of the corpus, see the YAML
+                assert _quantity(spill["emptyDir"]["sizeLimit"]) >= 100 * 2**30, (name, where)
+
+
+def test_spill_misconfigurations_are_caught():
+    job = yaml.safe_load((K8S / "rayjob-curate.yaml").read_text())
+    assert not _spill_problems(job)
+
+    def cluster(j):
+        return j["spec"]["rayClusterSpec"]
+
+    def worker(j):
+        return cluster(j)["workerGroupSpecs"][0]
+
+    def container(j):
+        return worker(j)["template"]["spec"]["containers"][0]
+
+    def spill(j):
+        return next(v for v in worker(j)["template"]["spec"]["volumes"] if v["name"] == "ray-spill")
+
+    mistakes = [
+        lambda j: worker(j)["rayStartParams"].pop(SPILL_PARAM),
+        lambda j: cluster(j)["headGroupSpec"]["rayStartParams"].update({SPILL_PARAM: "/tmp/spill"}),
+        lambda j: container(j)["volumeMounts"].pop(),
+        lambda j: container(j)["env"].append({"name": "RAY_object_spilling_config", "value": "{}"}),
+        lambda j: spill(j)["emptyDir"].update(medium="Memory"),
+        lambda j: spill(j)["emptyDir"].pop("sizeLimit"),
+        lambda j: spill(j)["emptyDir"].update(sizeLimit="200Gi"),
+        lambda j: spill(j)["emptyDir"].update(sizeLimit="1Gi"),
+        lambda j: container(j)["resources"]["requests"].pop("ephemeral-storage"),
+        lambda j: container(j)["resources"]["limits"].update({"ephemeral-storage": "50Gi"}),
+    ]
+    for i, mistake in enumerate(mistakes):
+        broken = copy.deepcopy(job)
+        mistake(broken)
+        assert _spill_problems(broken), f"mistake {i} was accepted"
+    # A generic ephemeral volume is a claim of its own: the ephemeral-storage request need not cover it.
+    ephemeral = copy.deepcopy(job)
+    spill(ephemeral).pop("emptyDir")
+    spill(ephemeral)["ephemeral"] = {"volumeClaimTemplate": {"spec": {
+        "accessModes": ["ReadWriteOnce"], "storageClassName": "local-nvme",
+        "resources": {"requests": {"storage": "500Gi"}}}}}
+    assert not _spill_problems(ephemeral)
+
+
 # --- the image ----------------------------------------------------------------------------------------------
 
 def _constraint(package: str) -> str:

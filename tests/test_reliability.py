@@ -94,11 +94,12 @@ def test_a_worker_killed_mid_run_changes_nothing(ray_local, tmp_path):
 
 
 DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
-# fragments of Ray worker process titles, one per dedup phase: hashing and signatures (map), hash shuffle
-# map and reduce tasks (exact groups, LSH buckets, connected components), components steps, verification
-# values, removal (broadcast roots, fused with the write)
-DEDUP_PHASES = ("DedupExact.hashes", "DedupFuzzy.signatures", "HashShuffleMap", "HashShuffleReduce", "large_star",
-                "_node_values", "_mark_broadcast")
+# fragments of Ray worker process titles, one per phase (partitioned paths forced): read, map stages and staging
+# with key rows (fused with the write), keep keys, hash shuffle map and reduce tasks (ids, exact groups, LSH
+# buckets, connected components, joins), components steps, verification values (Bloom semi-join), removal on key
+# rows (join), decisions routed back to the staged records (fused with the write), compaction
+DEDUP_PHASES = ("_read_batches", "with_keep_keys", "HashShuffleMap", "HashShuffleReduce", "large_star", "_node_values",
+                "_mark_joined", "_apply_batches", "compact")
 
 
 def _kill_in_phases(stop: threading.Event, killed: list) -> None:
@@ -122,23 +123,24 @@ def _kill_in_phases(stop: threading.Event, killed: list) -> None:
 
 
 def test_workers_killed_in_every_dedup_phase_change_nothing(ray_local, tmp_path):
-    """Exact and fuzzy dedup with one worker SIGKILLed in each phase (map, shuffle map and reduce, connected
-    components, verification, removal + write): the run completes with the clean run's records and rejects.
-    Ray retries the killed tasks (Ray Data map tasks without limit, shuffle tasks 3 times) from their inputs in
-    the object store, and every step is deterministic."""
+    """Exact and fuzzy dedup on the partitioned paths with one worker SIGKILLed in each phase (read and staging,
+    shuffle map and reduce, connected components, verification, removal, decisions applied + write, compaction):
+    the run completes with the clean (broadcast) run's records and rejects. Ray retries the killed tasks (Ray
+    Data map tasks without limit, shuffle and plain tasks 3 times) from their inputs, and every step is
+    deterministic."""
     src = corpus(tmp_path, 4)  # each C4 document 4 times with a different suffix: clusters of near duplicates
-    clean = run(parse_config(config(src, tmp_path / "clean", DEDUP_STAGES)))
+    clean = run(parse_config(config(src, tmp_path / "clean", DEDUP_STAGES)))  # broadcast paths
     assert clean["counts"]["by_stage"]["dedup_fuzzy"]["rejected"] > 500
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_in_phases, args=(stop, killed))
     killer.start()
     try:
-        faulty = run(parse_config(config(src, tmp_path / "faulty", DEDUP_STAGES)))
+        faulty = run(parse_config(config(src, tmp_path / "faulty", DEDUP_STAGES, broadcast_limit_rows=0)))
     finally:
         stop.set()
         killer.join()
     hit = {f for f in DEDUP_PHASES if any(f in title for title in killed)}
-    assert {"HashShuffleMap", "HashShuffleReduce", "_mark_broadcast"} <= hit and len(hit) >= 5, killed
+    assert {"HashShuffleMap", "HashShuffleReduce", "_apply_batches", "compact"} <= hit and len(hit) >= 6, killed
     assert faulty["digests"] == clean["digests"] and faulty["counts"] == clean["counts"]
     for sub in ("data", "rejects"):
         assert sorted_rows(tmp_path / "faulty", sub) == sorted_rows(tmp_path / "clean", sub)

@@ -84,9 +84,34 @@ def block_violations(edges: pa.Table) -> pa.Table:
     return pa.table({"violations": [edges["violations"][0].as_py() if edges.num_rows else 0]})
 
 
-def connected_components(edges, partitions: int, max_rounds: int = 64):
+def smallest_roots(u: list[str], v: list[str]) -> dict[str, str]:
+    """Union-find over edges: every node -> the smallest node of its component."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in zip(u, v):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {x: find(x) for x in parent}
+
+
+def block_roots(edges: pa.Table) -> pa.Table:
+    """``(node, root)`` of every non-root node of the edges of one block (union-find in this task)."""
+    roots = smallest_roots(edges["u"].to_pylist(), edges["v"].to_pylist())
+    pairs = [(n, r) for n, r in roots.items() if n != r]
+    return pa.table({"node": [n for n, _ in pairs], "root": [r for _, r in pairs]}, schema=ROOT_SCHEMA)
+
+
+def connected_components(edges, partitions: int, limit_rows: int, max_rounds: int = 64):
     """Dataset ``(node, root)`` for every node with an edge except the roots: ``root`` is the smallest node of
-    its component.
+    its component. Up to ``limit_rows`` edges, by union-find in one task; beyond, distributed:
 
     Steps: both directions, shuffle by ``u``, large-star; then rounds of larger-first, shuffle by ``u``,
     small-star, both directions, shuffle by ``u``, large-star, each followed by a look at the violations the
@@ -96,6 +121,9 @@ def connected_components(edges, partitions: int, max_rounds: int = 64):
     """
     import ray.data
 
+    edges = edges.materialize()
+    if edges.count() <= limit_rows:
+        return edges.repartition(1).map_batches(block_roots, **STEP)
     stepped = edges.map_batches(both_directions, **STEP).repartition(partitions, keys=["u"])
     stepped = stepped.map_batches(large_star, **STEP)
     for round_ in range(1, max_rounds + 1):

@@ -7,8 +7,8 @@ a bucket (all records with one key) becomes a star: every member linked to the b
 bucket of ``m`` records gives ``m - 1`` edges, not ``m (m - 1) / 2`` pairs.
 
 Verification (:func:`verified_edges`) keeps the candidate edges whose two records a similarity test accepts:
-each endpoint's value (its signature, or its text) is computed from the records that are endpoints, and the
-values reach the edges by broadcast when they are small, else by two joins.
+each endpoint's value (its signature, or its shingle hashes) is taken from the key rows of the endpoints only,
+and the values reach the edges by broadcast when they are small, else by two joins.
 """
 
 from __future__ import annotations
@@ -57,19 +57,22 @@ def bucket_edges(batch: pa.Table) -> pa.Table:
     return edges.group_by(["u", "v"]).aggregate([]).select(["u", "v"])
 
 
-def verified_edges(edges, records, node: str, text: str, value, value_type: pa.DataType, similar, partitions: int):
-    """The ``edges`` whose endpoints' values pass ``similar(values_u, values_v) -> bool array``; a value is
-    ``value(texts)`` of the record whose ``node`` column is the endpoint.
+def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, similar, partitions: int,
+                   limit_rows: int):
+    """The ``edges`` whose endpoints' values pass ``similar(values_u, values_v) -> bool array``; the values are the
+    ``value`` column of the key rows ``keys`` whose ``node`` column is the endpoint.
 
-    The candidate edges go to the tasks that pick the endpoints' records when they are few (else every keyed
-    record gets a value); the values go to the edges when they are few, else two joins bring them."""
+    Only the endpoints' values are taken (a semi-join): the key rows are filtered by the edges themselves when
+    they are at most ``limit_rows``, else by a Bloom filter of the endpoints (built on the workers, OR-reduced by
+    a tree of tasks, never on the driver). The values go to the edges by broadcast when few, else by two joins."""
     edges = edges.materialize()
-    refs = broadcast(edges)
+    refs = broadcast(edges, limit_rows)
+    bloom = None if refs is not None else endpoint_bloom(edges)
     schema = pa.schema([("node", pa.string()), ("value", value_type)])
-    values = records.select_columns([node, text]).map_batches(_node_values, fn_args=(node, text, refs, value, schema),
-                                                              **ARROW).materialize()
-    value_refs = broadcast(values)
-    log.info("lsh: %d candidate edges; values of %d records, %s", edges.count(), values.count(),
+    values = keys.select_columns([node, value]).map_batches(_node_values, fn_args=(node, value, refs, bloom, schema),
+                                                            **ARROW).materialize()
+    value_refs = broadcast(values, limit_rows)
+    log.info("lsh: %d candidate edges; values of %d endpoints, %s", edges.count(), values.count(),
              "broadcast" if value_refs is not None else "joined")
     if value_refs is not None:
         return edges.map_batches(_similar_broadcast, fn_args=(value_refs, schema, similar), **ARROW)
@@ -78,15 +81,49 @@ def verified_edges(edges, records, node: str, text: str, value, value_type: pa.D
     return both.map_batches(_similar_joined, fn_args=(similar,), **ARROW)
 
 
-def _node_values(batch: pa.Table, node: str, text: str, edge_refs: list | None, value, schema: pa.Schema) -> pa.Table:
-    """``(node, value)`` of the records that are an endpoint of an edge (all keyed records without the edges)."""
+BLOOM_HASHES = 4
+
+
+def _bloom_positions(nodes: pa.Array | pa.ChunkedArray, bits: int) -> np.ndarray:
+    """(n, BLOOM_HASHES) bit positions of node keys (double hashing)."""
+    import pandas as pd
+
+    values = np.asarray(nodes.to_pylist(), dtype=object)
+    h1 = pd.util.hash_array(values, hash_key="thresher-bloom-1")
+    h2 = pd.util.hash_array(values, hash_key="thresher-bloom-2") | np.uint64(1)
+    steps = np.arange(BLOOM_HASHES, dtype=np.uint64)
+    return ((h1[:, None] + steps[None, :] * h2[:, None]) % np.uint64(bits)).astype(np.int64)
+
+
+def _block_bloom(edges: pa.Table, bits: int) -> pa.Table:
+    filt = np.zeros(bits, dtype=bool)
+    for col in ("u", "v"):
+        filt[_bloom_positions(edges[col], bits).ravel()] = True
+    return pa.table({"bloom": [np.packbits(filt).tobytes()]})
+
+
+def endpoint_bloom(edges):
+    """An object reference to a Bloom filter (packed bits) of the edges' endpoints, about 0.2% false positives."""
+    from pipelines.dedup.datasets import reduce_or
+
+    bits = max(1 << 16, 1 << int(np.ceil(np.log2(max(1, edges.count()) * 2 * 16))))
+    return reduce_or(edges.map_batches(_block_bloom, fn_args=(bits,), batch_size=None, **ARROW), "bloom")
+
+
+def _node_values(batch: pa.Table, node: str, value: str, edge_refs: list | None, bloom, schema: pa.Schema) -> pa.Table:
+    """``(node, value)`` of the key rows that are (or, with a Bloom filter, may be) an endpoint of an edge."""
+    import ray
+
     keep = pc.is_valid(batch[node])
     if edge_refs is not None:
         edges = fetched(edge_refs, EDGE_SCHEMA)
         endpoints = pa.concat_arrays([edges["u"].chunk(0), edges["v"].chunk(0)])
         keep = pc.and_(keep, pc.is_in(batch[node], value_set=endpoints))
     batch = batch.filter(keep)
-    return pa.table([batch[node].cast(pa.string()), value(batch[text])], schema=schema)
+    if bloom is not None and batch.num_rows:
+        filt = np.unpackbits(np.frombuffer(ray.get(bloom), dtype=np.uint8)).astype(bool)
+        batch = batch.filter(pa.array(filt[_bloom_positions(batch[node], len(filt))].all(axis=1)))
+    return pa.table([batch[node].cast(pa.string()), batch[value].cast(schema.field("value").type)], schema=schema)
 
 
 def _similar_broadcast(edges: pa.Table, refs: list, schema: pa.Schema, similar) -> pa.Table:

@@ -2,9 +2,10 @@
 
 Every live record gets a keep key: a string that sorts lowest for the record to keep. ``lowest_id`` keeps the
 record with the (lexicographically) lowest id; ``longest`` the one with the most characters, then the lowest
-id. The key is a fixed-width prefix followed by the id, so the kept id is read back from any key, and a group's
-survivor is its minimum key: a rule that depends on nothing but the group's members (not their order, blocks or
-the number of CPUs). Ids are assumed unique.
+id; records with the same id (ids may repeat) are ordered by their internal key (read task, position). The key
+is a fixed-width length prefix (``longest``), the id, ``\\x01`` and the internal key in 16 hex digits, so it is
+unique, the kept id is read back from any key, and a group's survivor is its minimum key: a rule that depends on
+nothing but the group's members (not their order, blocks or the number of CPUs).
 
 A dedup stage ends with the *roots* of its groups: rows ``(node, root)``, the key of every record that is not
 its group's survivor and the key of that survivor. :func:`apply_roots` brings each record its root: the roots
@@ -22,11 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.dedup.datasets import ARROW, broadcast, fetched
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+from pipelines.stage import ID, KEY as INTERNAL_KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
 
 log = logging.getLogger(__name__)
 KEY = "_dedup_key"
-ID = "id"  # the readers' id column
+LENGTH = "_text_length"
+_SUFFIX = 17  # \x01 + 16 hex digits of the internal key
 KeepRule = Literal["lowest_id", "longest"]
 _LENGTH_WIDTH = 13
 _LENGTH_BASE = 10**_LENGTH_WIDTH - 1
@@ -38,17 +40,31 @@ def live_mask(batch: pa.Table) -> pa.ChunkedArray:
     return pc.is_null(batch[REJECT_STAGE])
 
 
-def keep_keys(ids: pa.ChunkedArray, texts: pa.ChunkedArray, keep: KeepRule) -> pa.ChunkedArray:
-    ids = ids.cast(pa.string())
-    if keep == "lowest_id":
-        return ids
-    lengths = pc.fill_null(pc.utf8_length(texts.cast(pa.string())), 0).to_numpy(zero_copy_only=False)
-    prefix = pa.array(np.char.zfill((_LENGTH_BASE - lengths.astype(np.int64)).astype(str), _LENGTH_WIDTH))
-    return pc.binary_join_element_wise(prefix, ids, "")
+def text_lengths(batch: pa.Table, text: str) -> dict:
+    """Map side: the key column ``keep_keys`` needs for ``longest``."""
+    return {LENGTH: pc.fill_null(pc.utf8_length(batch[text].cast(pa.string())), 0).cast(pa.int64())}
+
+
+def with_keep_keys(batch: pa.Table, keep: KeepRule) -> pa.Table:
+    """Key rows with their keep key (``KEY``), computed from ``id``, the internal key and ``LENGTH``."""
+    return batch.append_column(KEY, keep_keys(batch, keep))
+
+
+def keep_keys(batch: pa.Table, keep: KeepRule) -> pa.Array:
+    """The keep key of every row of ``batch`` (columns ``id``, the internal key and, for ``longest``, ``LENGTH``)."""
+    internal = batch[INTERNAL_KEY].to_numpy(zero_copy_only=False).astype(np.uint64)
+    suffix = pa.array(np.char.mod("%016x", internal))
+    ids = pc.fill_null(batch[ID].cast(pa.string()), "")
+    if keep == "longest":
+        lengths = batch[LENGTH].to_numpy(zero_copy_only=False)
+        prefix = pa.array(np.char.zfill((_LENGTH_BASE - lengths.astype(np.int64)).astype(str), _LENGTH_WIDTH))
+        ids = pc.binary_join_element_wise(prefix, ids, "")
+    return pc.binary_join_element_wise(ids, suffix, "\x01")
 
 
 def kept_ids(keys: pa.ChunkedArray | pa.Array, keep: KeepRule):
-    return keys if keep == "lowest_id" else pc.utf8_slice_codeunits(keys, _LENGTH_WIDTH)
+    """The record id inside keep keys."""
+    return pc.utf8_slice_codeunits(keys, _LENGTH_WIDTH if keep == "longest" else 0, -_SUFFIX)
 
 
 def live_rows(batch: pa.Table) -> pa.Table:
@@ -86,16 +102,19 @@ def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: Keep
     for col, value in ((REJECT_STAGE, pa.scalar(stage)), (REJECT_REASON, pa.scalar(reason)), (REJECT_DETAIL, kept)):
         batch = batch.set_column(batch.column_names.index(col), col, pc.if_else(loser, value, batch[col]))
     if cluster:
+        if cluster in batch.column_names:  # clusters of an earlier dedup_fuzzy: this one's replace them
+            batch = batch.drop_columns([cluster])
         batch = batch.append_column(cluster, pc.if_else(live, kept, pa.scalar(None, pa.string())))
     return batch.drop_columns([KEY])
 
 
-def apply_roots(ds, roots, mark, drop: list[str], partitions: int, cluster: str | None = None):
-    """``ds`` with every batch passed to ``mark(batch, root)``: ``root`` the root key of each row (null for
-    rows that are no group's non-survivor). ``drop``: columns ``mark`` removes (besides ``KEY``), for the
-    records that bypass it on the join path (rejected by earlier stages); ``cluster``: a column ``mark`` adds."""
+def apply_roots(ds, roots, mark, drop: list[str], partitions: int, limit_rows: int, cluster: str | None = None):
+    """``ds`` (key rows) with every batch passed to ``mark(batch, root)``: ``root`` the root key of each row (null
+    for rows that are no group's non-survivor). ``drop``: columns ``mark`` removes (besides ``KEY``), for the
+    rows that bypass it on the join path (rejected before); ``cluster``: a column ``mark`` adds. The roots are
+    broadcast up to ``limit_rows``, else joined with the key rows."""
     roots = roots.materialize()
-    refs = broadcast(roots)
+    refs = broadcast(roots, limit_rows)
     log.info("removal: %d records to link to a survivor (%s)", roots.count(), "broadcast" if refs is not None else "join")
     if refs is not None:
         return ds.map_batches(_mark_broadcast, fn_args=(refs, mark), **ARROW)

@@ -41,12 +41,10 @@ from pydantic import Field, field_validator
 
 from cluster.config import ConfigError
 from pipelines.readers import infer_format
-from pipelines.stage import METRIC_PREFIX, GlobalStage, StageConfig, reject, run_map_stage
+from pipelines.stage import METRIC_PREFIX, MapStage, StageConfig, reject
 
 _WORD = re.compile(r"\w+")
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
-HITS = "_decontaminate_hits"
-FIRST = "_decontaminate_first"
 
 
 class DecontaminateConfig(StageConfig):
@@ -221,7 +219,7 @@ def _records(uri: str, storage, columns: list[str]):
             yield orjson.loads(line)
 
 
-class Decontaminate(GlobalStage):
+class Decontaminate(MapStage):
     name = "decontaminate"
     Config = DecontaminateConfig
 
@@ -235,67 +233,36 @@ class Decontaminate(GlobalStage):
             raise ConfigError(f"{key}: {e}") from None
         if not len(self.references):
             raise ConfigError(f"{key}: no reference text in fields {fields}")
+        self.shards = self.references.shards(config.shard_ngrams)
 
     def added_columns(self) -> dict[str, str]:
         if self.config.mode == "flag":
             return {"contaminated": f"shares a {self.config.ngram}-word n-gram with an evaluation set"}
         return {}
 
-    def passes(self) -> list["ShardPass"]:
-        shards = self.references.shards(self.config.shard_ngrams)
-        check = self.config.check_fields or [self.text]
-        return [ShardPass(self.config, check, shard, self.references.origins if i == len(shards) - 1 else None)
-                for i, shard in enumerate(shards)]
-
-    def apply(self, ds):
-        passes = self.passes()
-        for i, p in enumerate(passes):
-            if i:
-                ds = ds.materialize()  # the previous shard is released before this one is broadcast
-            ds = ds.map_batches(_run_pass, fn_args=(p,), batch_format="pandas")
-        return ds
-
-
-class ShardPass:
-    """One pass over the records against one shard (a stage for ``run_map_stage``): the hits of the passes add up
-    in helper columns, and the last pass, which has the items' origins, rejects or flags."""
-
-    name = Decontaminate.name
-
-    def __init__(self, config: DecontaminateConfig, check_fields: list[str], shard: Shard, origins: Origins | None):
-        self.config = config
-        self.check_fields = check_fields
-        self.shard = shard
-        self.origins = origins
-
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
-        hits = batch[HITS].to_numpy(np.int64) if HITS in batch.columns else np.zeros(len(batch), np.int64)
-        first = batch[FIRST].to_numpy(np.int64) if FIRST in batch.columns else np.full(len(batch), -1, np.int64)
-        for name in self.check_fields:
-            if name in batch.columns:
-                n, item = self.shard.matches(batch[name].tolist())
-                hits = hits + n
-                first = np.where(first < 0, item, first)
-        if self.origins is None:
-            batch[HITS], batch[FIRST] = hits, first
-            return batch
+        c = self.config
         metric = f"{METRIC_PREFIX}{self.name}."
         batch[metric + "checked"] = 1
-        missing = [f for f in self.check_fields if f not in batch.columns]
+        check = c.check_fields or [self.text]
+        missing = [f for f in check if f not in batch.columns]
         if missing:
             reject(batch, np.ones(len(batch), bool), "missing_field", f"the records have no column {missing}")
             return batch
+        hits = np.zeros(len(batch), np.int64)
+        first = np.full(len(batch), -1, np.int64)
+        for shard in self.shards:
+            for name in check:
+                n, item = shard.matches(batch[name].tolist())
+                hits += n
+                first = np.where(first < 0, item, first)
         found = hits > 0
         batch[metric + "contaminated"] = found.astype(np.int64)
-        if self.config.mode == "flag":
+        if c.mode == "flag":
             batch["contaminated"] = found
         else:
-            detail = pd.Series([f"{n} shared {self.config.ngram}-gram(s); first: {self.origins.label(i)}" if n else None
+            origins = self.references.origins
+            detail = pd.Series([f"{n} shared {c.ngram}-gram(s); first: {origins.label(i)}" if n else None
                                 for n, i in zip(hits, first)], index=batch.index, dtype=object)
             reject(batch, found, "contaminated", detail)
         return batch
-
-
-def _run_pass(batch: pd.DataFrame, p: ShardPass) -> pd.DataFrame:
-    out = run_map_stage(p, batch)
-    return out.drop(columns=[HITS, FIRST], errors="ignore") if p.origins is not None else out

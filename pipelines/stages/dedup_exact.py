@@ -1,11 +1,11 @@
 """``dedup_exact``: keep one record per identical (normalized) text; the others are rejected with the kept id.
 
-Distributed (a global stage): every live record gets a 128-bit xxhash (XXH3) of its normalized text and a
-keep key (``pipelines.dedup.removal``); a hash shuffle of the ``(hash, key)`` pairs (not the records) brings
+A global stage: on the map side every live record gets, as its key row, a 128-bit xxhash (XXH3) of its
+normalized text and a keep key (``pipelines.dedup.removal``); a hash shuffle of the ``(hash, key)`` pairs brings
 each hash group into one partition, where the lowest keep key (``keep``: ``lowest_id`` or ``longest``) is the
-survivor; the records then learn their survivor in place (``pipelines.dedup.removal.apply_roots``) and the
-others are rejected (``exact_duplicate``, detail: the kept id). Records rejected by earlier stages take no
-part and pass through. Nothing is collected on the driver.
+survivor; the key rows then learn their survivor (``pipelines.dedup.removal.apply_roots``) and the others are
+rejected (``exact_duplicate``, detail: the kept id). Text never leaves the map side; nothing is collected on
+the driver.
 
 Normalization, in this order: Unicode NFKC (``unicode_nfkc``), lowercase, punctuation, symbols and digits
 replaced by spaces (``strip_punctuation_digits``), whitespace runs collapsed and trimmed
@@ -19,9 +19,9 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field
 
-from pipelines.dedup.datasets import ARROW, materialize, partitions_for
-from pipelines.dedup.removal import (ID, KEY, ROOT_SCHEMA, KeepRule, apply_roots, keep_keys, keyed, live_mask,
-                                     mark_removed)
+from pipelines.dedup.datasets import ARROW, gather, materialize, partitions_for
+from pipelines.dedup.removal import (KEY, ROOT_SCHEMA, KeepRule, apply_roots, keyed, mark_removed, text_lengths,
+                                     with_keep_keys)
 from pipelines.stage import GlobalStage, StageConfig
 
 HASH = "_dedup_hash"
@@ -53,22 +53,20 @@ class DedupExact(GlobalStage):
             texts = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, r"\s+", " "))
         return texts
 
-    def hashes(self, batch: pa.Table) -> pa.Table:
-        """Map step: text hash (16 bytes) and keep key of the live records (null for the others)."""
-        live = live_mask(batch)
-        texts = self.normalized(pc.if_else(live, batch[self.text].cast(pa.string()), pa.scalar(None, pa.string())))
+    def keys(self, batch: pa.Table) -> dict:
+        """Map side: text hash (16 bytes) and length of each live record."""
+        texts = self.normalized(batch[self.text])
         digests = [None if t is None else xxhash.xxh3_128_digest(t) for t in texts.cast(pa.binary()).to_pylist()]
-        key = keep_keys(batch[ID], batch[self.text], self.config.keep)
-        return (batch.append_column(HASH, pa.array(digests, pa.binary(16)))
-                .append_column(KEY, pc.if_else(live, key, pa.scalar(None, pa.string()))))
+        return {HASH: pa.array(digests, pa.binary(16)), **text_lengths(batch, self.text)}
 
-    def apply(self, ds):
-        """Only ``(hash, key)`` rows are shuffled; the records stay in place and get their group's survivor."""
-        ds = materialize(ds.map_batches(self.hashes, **ARROW))
+    def decide(self, ds):
+        """Only ``(hash, key)`` rows are shuffled; the key rows get their group's survivor."""
+        ds = materialize(ds.map_batches(with_keep_keys, fn_args=(self.config.keep,), **ARROW))
         partitions = self.config.partitions or partitions_for(ds.count())
         pairs = ds.select_columns([HASH, KEY]).map_batches(keyed, **ARROW)
-        roots = pairs.repartition(partitions, keys=[HASH]).map_batches(group_roots, batch_size=None, **ARROW)
-        return apply_roots(ds, roots, self.mark, [HASH], partitions)
+        limit = self.ctx.broadcast_limit_rows
+        roots = gather(pairs, [HASH], partitions, ds.count(), limit).map_batches(group_roots, batch_size=None, **ARROW)
+        return apply_roots(ds, roots, self.mark, [HASH], partitions, limit)
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
         return mark_removed(batch.drop_columns([HASH]), root, self.config.keep, self.name, "exact_duplicate")

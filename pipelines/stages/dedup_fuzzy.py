@@ -5,15 +5,16 @@
    minimises the weighted false positive and false negative probabilities at ``threshold``, as datasketch's
    ``MinHashLSH`` chooses it; missed duplicates weigh 0.9 against 0.1 for candidates below the threshold,
    since verification drops those: 14 x 9 at 0.8, where a pair at Jaccard 0.85 becomes a candidate with
-   probability 0.975, at 0.9 with 0.999, at 0.65 with 0.25, at 0.5 with 0.03). The records, with their keys, are
-   materialized once.
+   probability 0.975, at 0.9 with 0.999, at 0.65 with 0.25, at 0.5 with 0.03). These, with the keep key and the
+   verification value, are the record's key row; the text stays on the map side.
 2. Buckets: rows ``(band key, record key)`` are hash-partitioned by band key (a Ray Data shuffle), one group of
    ``band_group_size`` bands at a time so each shuffle stays bounded; each bucket links its members to its
    smallest member (``pipelines.dedup.lsh``: O(members) edges, never all pairs).
 3. Verification of the candidate edges (``verify``): by default an edge stays when the two records' full
    signatures estimate a Jaccard similarity of at least ``threshold`` minus two standard errors (which removes
    most candidates far below the threshold and almost none above it); ``exact`` (or ``true``) compares the
-   exact shingle sets with ``threshold``; ``none`` links every candidate. The endpoints' signatures or texts
+   exact sets of shingle hashes (64-bit; the key row then carries them, which is heavier) with ``threshold``;
+   ``none`` links every candidate. Only the endpoints' values are taken from the key rows (a semi-join) and
    reach the edges by broadcast when small, else by joins.
 4. Connected components of the edges (``pipelines.dedup.components``: large-star/small-star rounds).
 5. Removal: a record key sorts lowest for the record ``keep`` prefers (``pipelines.dedup.removal``), so a
@@ -21,8 +22,7 @@
    when small, else joined on the key) and the other members are rejected (``near_duplicate``, detail: the
    kept id), or all are kept with ``action: annotate``. Live records carry ``dup_cluster``: the id of the
    record kept for their component, their own id when they have no near duplicate, so it is never null and
-   groups a cluster (the split stage keeps a cluster in one split). Records rejected by earlier stages pass
-   through.
+   groups a cluster (the split stage keeps a cluster in one split).
 
 Every step is deterministic (seeded permutations, minimum-key tie breaking, per-key grouping), so the kept
 ids do not depend on the number of CPUs, partitions, block boundaries or arrival order.
@@ -37,16 +37,18 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.dedup.components import connected_components
-from pipelines.dedup.datasets import ARROW, materialize, partitions_for
+from pipelines.dedup.datasets import ARROW, gather, materialize, partitions_for
 from pipelines.dedup.lsh import band_column, bucket_edges, bucket_rows, optimal_bands, verified_edges
-from pipelines.dedup.removal import ID, KEY, KeepRule, apply_roots, keep_keys, live_mask, mark_removed
+from pipelines.dedup.removal import KEY, KeepRule, apply_roots, mark_removed, text_lengths, with_keep_keys
 from pipelines.stage import GlobalStage, StageConfig
 
 log = logging.getLogger(__name__)
 CLUSTER = "dup_cluster"
+VALUE = "_dedup_value"
 
 
 class DedupFuzzyConfig(StageConfig):
@@ -96,25 +98,29 @@ class DedupFuzzy(GlobalStage):
     def added_columns(self) -> dict[str, str]:
         return {CLUSTER: "id of the record kept for this record's near-duplicate cluster (its own id if none)"}
 
-    def signatures(self, batch: pa.Table) -> pa.Table:
-        """Map step: the keep key and the band keys of live records with at least one shingle."""
+    def keys(self, batch: pa.Table) -> dict:
+        """Map side: length, band keys (null for records without a shingle) and verification value."""
         from pipelines.dedup.minhash import EMPTY, band_keys, signatures  # numba: only in the workers that hash
 
         c = self.config
-        live = live_mask(batch)
-        texts = pc.if_else(live, batch[self.text].cast(pa.string()), pa.scalar(None, pa.string()))
+        texts = batch[self.text].cast(pa.string()).combine_chunks()
         sig = signatures(texts, c.num_perm, c.ngram, c.char_ngrams, c.seed)
-        missing = ~((sig != EMPTY).any(axis=1) & live.to_numpy(zero_copy_only=False))
-        keys = band_keys(sig, self.bands, self.rows)
-        key = keep_keys(batch[ID], batch[self.text], c.keep)
-        batch = batch.append_column(KEY, pc.if_else(live, key, pa.scalar(None, pa.string())))
+        missing = ~(sig != EMPTY).any(axis=1)
+        bands = band_keys(sig, self.bands, self.rows)
+        out = text_lengths(batch, self.text)
         for i in range(self.bands):
-            batch = batch.append_column(band_column(i), pa.array(np.ascontiguousarray(keys[:, i]), mask=missing))
-        return batch
+            out[band_column(i)] = pa.array(np.ascontiguousarray(bands[:, i]), mask=missing)
+        if c.verify == "signatures":
+            out[VALUE] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * c.num_perm), len(sig),
+                                                               [None, pa.py_buffer(np.ascontiguousarray(sig).tobytes())])
+        elif c.verify == "exact":
+            out[VALUE] = pa.array([shingle_hashes(t, c.ngram, c.char_ngrams) for t in texts.to_pylist()],
+                                  pa.list_(pa.uint64()))
+        return out
 
-    def apply(self, ds):
+    def decide(self, ds):
         c = self.config
-        ds = materialize(ds.map_batches(self.signatures, **ARROW))
+        ds = materialize(ds.map_batches(with_keep_keys, fn_args=(c.keep,), **ARROW))
         bands = [band_column(i) for i in range(self.bands)]
         partitions = c.partitions or partitions_for(ds.count() * self.bands)
         log.info("dedup_fuzzy: %d records, %d x %d bands, %d shuffle partitions", ds.count(), self.bands, self.rows,
@@ -124,42 +130,49 @@ class DedupFuzzy(GlobalStage):
             group = range(first, min(first + c.band_group_size, self.bands))
             rows = ds.select_columns([KEY, *map(band_column, group)]).map_batches(bucket_rows, fn_args=(KEY, group),
                                                                                    **ARROW)
-            edges = rows.repartition(partitions, keys=["bucket"]).map_batches(bucket_edges, batch_size=None, **ARROW)
+            rows = gather(rows, ["bucket"], partitions, ds.count() * len(group), self.ctx.broadcast_limit_rows)
+            edges = rows.map_batches(bucket_edges, batch_size=None, **ARROW)
             edge_sets.append(edges if first + c.band_group_size >= self.bands else edges.materialize())
         edges = edge_sets[0].union(*edge_sets[1:]) if len(edge_sets) > 1 else edge_sets[0]
         if c.verify != "none":
-            value_type = pa.string() if c.verify == "exact" else pa.binary(4 * c.num_perm)
-            edges = verified_edges(edges, ds, KEY, self.text, self.edge_values, value_type, self.similar, partitions)
-        roots = connected_components(edges, partitions)
-        return apply_roots(ds.drop_columns(bands), roots, self.mark, [], partitions, CLUSTER)
+            value_type = pa.list_(pa.uint64()) if c.verify == "exact" else pa.binary(4 * c.num_perm)
+            edges = verified_edges(edges, ds, KEY, VALUE, value_type, self.similar, partitions,
+                                   self.ctx.broadcast_limit_rows)
+        roots = connected_components(edges, partitions, self.ctx.broadcast_limit_rows)
+        drop = bands + ([VALUE] if c.verify != "none" else [])
+        return apply_roots(ds.drop_columns(drop), roots, self.mark, [], partitions, self.ctx.broadcast_limit_rows,
+                           CLUSTER)
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
         c = self.config
         return mark_removed(batch, root, c.keep, self.name, "near_duplicate", CLUSTER, c.action == "remove")
 
-    def edge_values(self, texts: pa.ChunkedArray) -> pa.Array:
-        """What verification compares: the text (exact), or the signature as ``4 * num_perm`` bytes."""
-        from pipelines.dedup.minhash import signatures
-
-        c = self.config
-        texts = texts.cast(pa.string()).combine_chunks()
-        if c.verify == "exact":
-            return texts
-        sig = signatures(texts, c.num_perm, c.ngram, c.char_ngrams, c.seed)
-        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * c.num_perm), len(sig), [None, pa.py_buffer(sig.tobytes())])
-
     def similar(self, a: pa.Array, b: pa.Array) -> np.ndarray:
         """Per pair of values: does the pair stay a candidate (a missing value never does)."""
-        from pipelines.dedup.minhash import jaccard, shingle_set
-
         c = self.config
         valid = pc.and_(pc.is_valid(a), pc.is_valid(b)).to_numpy(zero_copy_only=False)
         if c.verify == "exact":
-            sims = [jaccard(shingle_set(x, c.ngram, c.char_ngrams), shingle_set(y, c.ngram, c.char_ngrams)) if ok else 0.0
+            sims = [_sorted_jaccard(np.asarray(x, np.uint64), np.asarray(y, np.uint64)) if ok else 0.0
                     for x, y, ok in zip(a.to_pylist(), b.to_pylist(), valid)]
             return np.asarray(sims, dtype=float) >= c.threshold
         sa, sb = _signature_matrix(a, c.num_perm), _signature_matrix(b, c.num_perm)
         return valid & ((sa == sb).mean(axis=1) >= self.signature_cut)
+
+
+def shingle_hashes(text: str | None, ngram: int, char_ngrams: bool) -> list[int]:
+    """The sorted 64-bit hashes of a text's shingle set (exact verification's value)."""
+    from pipelines.dedup.minhash import shingle_set
+
+    if not text:
+        return []
+    return sorted(xxhash.xxh64_intdigest(s) for s in shingle_set(text, ngram, char_ngrams))
+
+
+def _sorted_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    if not len(a) and not len(b):
+        return 0.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
 
 
 def _signature_matrix(values: pa.Array | pa.ChunkedArray, num_perm: int) -> np.ndarray:

@@ -30,8 +30,7 @@ folds written to ``data/fold_0`` .. ``data/fold_{k-1}`` (cross-validation: train
 remaining one), stratified and grouped the same way. The report's dataset section shows the class balance per
 split (``pipelines.report.dataset``).
 
-The stage is global: it materializes the dataset (unless ``exact: false`` without ``group_by``), so a run with it
-is not resumed part-way.
+The stage is global: it decides on the key rows (id, grouping values, class), never on the records.
 """
 
 from __future__ import annotations
@@ -40,9 +39,11 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import xxhash
 from pydantic import Field, field_validator, model_validator
 
+from pipelines.dedup.components import connected_components, smallest_roots
 from pipelines.stage import SPLIT, GlobalStage, StageConfig, active
 
 GROUP = "_split_group"
@@ -102,24 +103,6 @@ def _present(value) -> bool:
     if isinstance(value, str):
         return value != ""
     return value is not None and not pd.isna(value)
-
-
-def smallest_roots(u: list[str], v: list[str]) -> dict[str, str]:
-    """Union-find over edges: every node -> the smallest node of its component."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in zip(u, v):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return {x: find(x) for x in parent}
 
 
 def largest_remainder(n: int, fractions: list[float]) -> list[int]:
@@ -231,7 +214,19 @@ class Split(GlobalStage):
 
     # -- the dataset -------------------------------------------------------------------------------
 
-    def apply(self, ds):
+    def driver_limit(self) -> int:
+        """Rows handled on the driver and broadcast (``DRIVER_LIMIT``, lowered by ``execution.broadcast_limit_rows``)."""
+        return min(DRIVER_LIMIT, self.ctx.broadcast_limit_rows)
+
+    def keys(self, batch) -> dict:
+        """Map side: the grouping and stratification values of each live record."""
+        wanted = [*self.group_fields, *([self.config.stratify] if self.config.stratify else [])]
+        return {f: batch[f].cast(pa.string()) for f in dict.fromkeys(wanted) if f in batch.column_names}
+
+    def decision_columns(self) -> list[str]:
+        return [SPLIT]
+
+    def decide(self, ds):
         ds = ds.map_batches(self._keys, batch_format="pandas")
         if not self.config.exact and not self.config.group_by:  # streaming: fixed ranges, nothing to count
             return ds.map_batches(self._assign, fn_args=(self._fixed_thresholds(),), batch_format="pandas")
@@ -255,17 +250,16 @@ class Split(GlobalStage):
         Up to ``DRIVER_LIMIT`` linking edges, the components are found on the driver (union-find) and the
         value -> root map is broadcast to the map tasks; beyond, by distributed connected components and a join.
         """
-        from pipelines.dedup.components import connected_components
 
         edges = ds.select_columns([GROUP, LINKS]).map_batches(self._edges, batch_format="pandas").materialize()
         n = edges.count()
         if n == 0:
             return ds
-        if n <= DRIVER_LIMIT:
+        if n <= self.driver_limit():
             edges = edges.to_pandas()
             roots = smallest_roots(edges["u"].tolist(), edges["v"].tolist())
             return ds.map_batches(self._to_root, fn_args=(roots,), batch_format="pandas").materialize()
-        roots = connected_components(edges, partitions)
+        roots = connected_components(edges, partitions, 0)
         joined = ds.join(roots, "left_outer", partitions, on=(GROUP,), right_on=("node",))
         return joined.map_batches(self._to_root, fn_args=(None,), batch_format="pandas").materialize()
 
@@ -282,7 +276,7 @@ class Split(GlobalStage):
         n = spans.count()
         if n == 0:
             return ds
-        if n <= DRIVER_LIMIT:
+        if n <= self.driver_limit():
             table = spans.to_pandas()
             smallest = dict(zip(table[HASH].tolist(), table[SMALLEST].tolist()))
             return ds.map_batches(self._to_smallest_class, fn_args=(smallest,), batch_format="pandas").materialize()

@@ -1,0 +1,212 @@
+"""The run folder: every name a run writes, from staging to commit, and how a run is prepared, resumed, committed
+and loaded.
+
+```
+<output>/data/[<split>/]part-NNNNN.parquet    kept records (compacted to output.target_file_mb)
+<output>/rejects/part-NNNNN.parquet           removed records with stage, reason, detail
+<output>/report.json, report.html, README.md  report and dataset card
+<output>/manifest.json                        written last: the run is complete
+<output>/_progress/run.json                   what this run computes (config + planned reads hash)
+<output>/_progress/read-T.json                rows read by read task T
+<output>/_progress/write-sS-LO-HI-W.json      counts, sizes and report statistics of one written part
+<output>/_staging/out/<dest>/sS-LO-HI-W.parquet   output rows before compaction (dest: rejects, data, data/<split>)
+<output>/_staging/live/sS/LO-HI-W.parquet     live records waiting for the decisions of segment S + 1
+<output>/_staging/keys/sS/LO-HI-W.parquet     their key rows
+<output>/_staging/decisions/sS/g-NNNNN.parquet    decisions for the records of apply group NNNNN
+```
+A part covers the read tasks LO..HI (segment 0: one read task; later segments: an apply group) and was written
+by write task W (a retried task rewrites the same names). ``_progress`` and ``_staging`` are removed at commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from cluster.config import ConfigError
+from cluster.storage import MANIFEST, Storage, join
+
+log = logging.getLogger(__name__)
+
+PROGRESS = "_progress"
+STAGING = "_staging"
+REJECTS = "rejects"
+DATA = "data"
+RUN_FILES = ("report.json", "report.html", "README.md")
+RUN_DIRS = (DATA, REJECTS, PROGRESS, STAGING)
+_PART = re.compile(r"s(\d+)-(\d+)-(\d+)-(\d+)")
+_RANGE = re.compile(r"(\d+)-(\d+)-(\d+)\.parquet$")
+
+
+@dataclass(frozen=True)
+class Part:
+    """A staged file: its URI, the segment that wrote it, the read tasks it covers, its size."""
+
+    uri: str
+    seg: int
+    lo: int
+    hi: int
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: str
+    storage: Storage
+
+    def uri(self, *parts: str) -> str:
+        return join(self.root, *parts)
+
+    # -- names -------------------------------------------------------------------------------------
+
+    def read_marker(self, task: int) -> str:
+        return self.uri(PROGRESS, f"read-{task:06d}.json")
+
+    def write_marker(self, seg: int, lo: int, hi: int, w: int) -> str:
+        return self.uri(PROGRESS, f"write-s{seg}-{lo:06d}-{hi:06d}-{w:05d}.json")
+
+    def out_part(self, dest: str, seg: int, lo: int, hi: int, w: int) -> str:
+        return self.uri(STAGING, "out", dest, f"s{seg}-{lo:06d}-{hi:06d}-{w:05d}.parquet")
+
+    def live_part(self, seg: int, lo: int, hi: int, w: int) -> str:
+        return self.uri(STAGING, "live", f"s{seg}", f"{lo:06d}-{hi:06d}-{w:05d}.parquet")
+
+    def keys_part(self, seg: int, lo: int, hi: int, w: int) -> str:
+        return self.uri(STAGING, "keys", f"s{seg}", f"{lo:06d}-{hi:06d}-{w:05d}.parquet")
+
+    def keys_dir(self, seg: int) -> str:
+        return self.uri(STAGING, "keys", f"s{seg}")
+
+    def decisions(self, seg: int, group: int) -> str:
+        return self.uri(STAGING, "decisions", f"s{seg}", f"g-{group:05d}.parquet")
+
+    def final_part(self, dest: str, index: int) -> str:
+        return self.uri(dest, f"part-{index:05d}.parquet")
+
+    # -- listing -----------------------------------------------------------------------------------
+
+    def _list(self, uri: str) -> list[tuple[str, int]]:
+        return self.storage.expand(uri) if self.storage.exists(uri) else []
+
+    def _under(self, uri: str) -> list[tuple[str, str, int]]:
+        """Files under ``uri`` as (uri, path relative to ``uri``, size)."""
+        base = self.storage.resolve(uri)[1].rstrip("/") + "/"
+        return [(u, u.removeprefix("s3://")[len(base):], size) for u, size in self._list(uri)]
+
+    def live_parts(self, seg: int) -> list[Part]:
+        return [_part(uri, size, seg) for uri, size in self._list(self.uri(STAGING, "live", f"s{seg}"))]
+
+    def keys_parts(self, seg: int) -> list[str]:
+        return [uri for uri, _ in self._list(self.keys_dir(seg))]
+
+    def out_parts(self) -> dict[str, list[Part]]:
+        """Staged output files by destination (``rejects``, ``data``, ``data/<split>``)."""
+        found: dict[str, list[Part]] = {}
+        for uri, rel, size in self._under(self.uri(STAGING, "out")):
+            dest, name = rel.rsplit("/", 1)
+            m = _PART.match(name)
+            if not m:
+                continue
+            found.setdefault(dest, []).append(Part(uri, int(m[1]), int(m[2]), int(m[3]), size))
+        return found
+
+    def markers(self) -> list[str]:
+        return [uri for uri, _ in self._list(self.uri(PROGRESS)) if uri.rsplit("/", 1)[-1].startswith("write-")]
+
+    def read_rows(self) -> dict[int, int]:
+        """Rows read per read task, from the read markers (read in parallel)."""
+        uris = [uri for uri, _ in self._list(self.uri(PROGRESS)) if uri.rsplit("/", 1)[-1].startswith("read-")]
+        with ThreadPoolExecutor(16) as pool:
+            rows = list(pool.map(lambda u: json.loads(self.storage.read_bytes(u))["rows"], uris))
+        return {int(u.rsplit("-", 1)[-1].removesuffix(".json")): n for u, n in zip(uris, rows)}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def prepare(self, key: str) -> set[int]:
+        """Make the folder ready for the run ``key`` and return the read tasks an interrupted attempt finished.
+
+        A read task is finished when its segment-0 parts (outputs, staged live records) add up to the rows it read.
+        Reuse needs the same config and inputs (``key``) and no manifest (a completed run is replaced, not
+        resumed). Files of unfinished read tasks and everything after segment 0 (decisions, later segments) are
+        deleted; anything else (another config's output) is wiped.
+        """
+        marker = self.uri(PROGRESS, "run.json")
+        if not self.storage.exists(self.uri(MANIFEST)) and self.storage.exists(marker) \
+                and json.loads(self.storage.read_bytes(marker))["key"] == key:
+            done = self._finished_read_tasks()
+            self._drop_unfinished(done)
+            log.info("resuming: %d read tasks were already written", len(done))
+            return done
+        self.clean()
+        self.storage.write_bytes(marker, json.dumps({"key": key}).encode())
+        return set()
+
+    def _finished_read_tasks(self) -> set[int]:
+        read = self.read_rows()
+        written: dict[int, int] = {}
+        uris = [u for u in self.markers() if _PART.search(u.rsplit("/", 1)[-1])[1] == "0"]
+        with ThreadPoolExecutor(16) as pool:
+            for uri, data in zip(uris, pool.map(self.storage.read_bytes, uris)):
+                m = _PART.search(uri.rsplit("/", 1)[-1])
+                stats = json.loads(data)
+                written[int(m[2])] = written.get(int(m[2]), 0) + sum(stats["rows"].values()) + stats["staged"]
+        return {t for t, n in read.items() if written.get(t) == n}
+
+    def _drop_unfinished(self, done: set[int]) -> None:
+        def unfinished(uri: str) -> bool:
+            folder, name = uri.rsplit("/", 2)[-2:]
+            m = _PART.search(name)
+            if m:
+                return m[1] != "0" or int(m[2]) not in done
+            m = _RANGE.search(name)  # live/keys parts: the segment is the folder's name
+            return folder != "s0" or int(m[1]) not in done
+
+        for sub in ("out", "live", "keys"):
+            for uri, _ in self._list(self.uri(STAGING, sub)):
+                if unfinished(uri):
+                    self.storage.delete(uri)
+        self.storage.delete(self.uri(STAGING, "decisions"))
+        for uri in self.markers():
+            if unfinished(uri):
+                self.storage.delete(uri)
+        for task in set(self.read_rows()) - done:
+            self.storage.delete(self.read_marker(task))
+
+    def clean(self) -> None:
+        """Remove a previous run: the manifest first, so a half-removed run never looks complete."""
+        self.storage.delete(self.uri(MANIFEST))
+        for name in RUN_FILES + RUN_DIRS:
+            self.storage.delete(self.uri(name))
+
+    def commit(self, manifest: dict, report: dict, html: str, card: str) -> None:
+        self.storage.write_bytes(self.uri("report.json"), json.dumps(report, indent=2, default=str).encode())
+        self.storage.write_bytes(self.uri("report.html"), html.encode())
+        self.storage.write_bytes(self.uri("README.md"), card.encode())
+        self.storage.write_bytes(self.uri(MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
+        self.storage.delete(self.uri(PROGRESS))
+        self.storage.delete(self.uri(STAGING))
+
+    def final_files(self) -> dict[str, list[str]]:
+        """The committed Parquet files by destination."""
+        out: dict[str, list[str]] = {}
+        for dest in (DATA, REJECTS):
+            for uri, rel, _ in self._under(self.uri(dest)):
+                sub = rel.rsplit("/", 1)
+                out.setdefault(dest if len(sub) == 1 else f"{dest}/{sub[0]}", []).append(uri)
+        return out
+
+    def load_manifest(self) -> dict[str, Any]:
+        """The manifest of a finished run; a run without one is incomplete and refused."""
+        uri = self.uri(MANIFEST)
+        if not self.storage.exists(uri):
+            raise ConfigError(f"{self.root}: no {MANIFEST}: the run did not complete (or is not a thresher run)")
+        return json.loads(self.storage.read_bytes(uri))
+
+
+def _part(uri: str, size: int, seg: int) -> Part:
+    m = _RANGE.search(uri)
+    return Part(uri, seg, int(m[1]), int(m[2]), size)

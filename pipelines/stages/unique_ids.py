@@ -1,0 +1,65 @@
+"""``unique_ids``: find records whose id repeats (ids are the user's and need not be unique; processing uses the
+internal key). Added by the runner before the first global stage (``input.unique_ids``): ``keep`` counts the
+records whose id was seen before (``metrics.unique_ids.repeated``) and keeps them; ``reject`` rejects every
+occurrence after the first (in input order: lowest internal key) with reason ``duplicate_id``, detail the
+first one's internal key. A global stage on key rows: ``(id hash, key)`` pairs are shuffled by id hash.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from pipelines.dedup.datasets import ARROW, gather, materialize, partitions_for
+from pipelines.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, GlobalStage, StageConfig
+
+ID_HASH = "_id_hash"
+FIRST = "_id_first"
+
+
+class UniqueIdsConfig(StageConfig):
+    reject: bool = False
+
+
+class UniqueIds(GlobalStage):
+    name = "unique_ids"
+    Config = UniqueIdsConfig
+
+    def decide(self, ds):
+        ds = materialize(ds.map_batches(_id_hashes, **ARROW))
+        partitions = partitions_for(ds.count())
+        pairs = gather(ds.select_columns([ID_HASH, KEY]), [ID_HASH], partitions, ds.count(),
+                       self.ctx.broadcast_limit_rows)
+        firsts = pairs.map_batches(_later_occurrences, batch_size=None, **ARROW).materialize()
+        self.metrics = {"repeated": firsts.count()}
+        if not self.config.reject or not firsts.count():
+            return ds.drop_columns([ID_HASH])
+        joined = ds.join(firsts, "left_outer", partitions, on=(KEY,))
+        return joined.map_batches(_mark, **ARROW)
+
+
+def _id_hashes(batch: pa.Table) -> pa.Table:
+    ids = pc.fill_null(batch[ID].cast(pa.string()), "").cast(pa.binary()).to_pylist()
+    return batch.append_column(ID_HASH, pa.array([xxhash.xxh3_128_digest(i) for i in ids], pa.binary(16)))
+
+
+def _later_occurrences(pairs: pa.Table) -> pa.Table:
+    """``(KEY, FIRST)`` for every record whose id hash was seen at a lower key (a whole hash partition)."""
+    if pairs.num_rows == 0:
+        return pa.table({KEY: pa.array([], pa.int64()), FIRST: pa.array([], pa.int64())})
+    lowest = pairs.group_by(ID_HASH).aggregate([(KEY, "min")])
+    pairs = pairs.join(lowest, ID_HASH, join_type="inner")
+    later = pairs.filter(pc.not_equal(pairs[KEY], pairs[f"{KEY}_min"]))
+    return pa.table({KEY: later[KEY], FIRST: later[f"{KEY}_min"]})
+
+
+def _mark(batch: pa.Table) -> pa.Table:
+    repeated = pc.is_valid(batch[FIRST])
+    values = {REJECT_STAGE: pa.scalar(UniqueIds.name), REJECT_REASON: pa.scalar("duplicate_id"),
+              REJECT_DETAIL: pc.binary_join_element_wise("first occurrence: internal key ",
+                                                         batch[FIRST].cast(pa.string()), "")}
+    for col, value in values.items():
+        i = batch.column_names.index(col)
+        batch = batch.set_column(i, col, pc.if_else(repeated, value, batch[col].cast(pa.string())))
+    return batch.drop_columns([FIRST, ID_HASH])

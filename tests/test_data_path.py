@@ -1,0 +1,205 @@
+"""The data path: records stay where they are, only key rows travel (design.md).
+
+Partitioned paths (``execution.broadcast_limit_rows: 0``) against broadcast ones, the bound on output files,
+repeated ids, rows rejected by map stages kept away from global stages, resume after a kill inside dedup, and
+driver memory against the number of read tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines.config import parse_config
+from pipelines.runner import run
+from pipelines.stages.dedup_exact import DedupExact
+from tests.conftest import ROOT, shared_path
+
+STAGES = [{"quality": {"presets": ["gopher"]}}, {"dedup_exact": {}}, {"dedup_fuzzy": {"threshold": 0.8}},
+          {"split": {}}]
+
+
+def write_corpus(tmp: Path) -> tuple[list[Path], list[dict]]:
+    """C4 documents with planted near and exact copies, some very short documents (quality rejects them),
+    and ids that repeat on different documents (as when dumps are merged), over three files."""
+    rng = random.Random(0)
+    docs = [json.loads(line)["text"] for line in shared_path("web/c4_demo.jsonl").read_text().splitlines()]
+    records = []
+    for i, text in enumerate(docs):
+        records.append({"id": f"d{i:03d}", "text": text})
+        if i % 3 == 0:
+            words = text.split()
+            for _ in range(max(1, len(words) // 100)):
+                words[rng.randrange(len(words))] = "edited"
+            records.append({"id": f"n{i:03d}", "text": " ".join(words)})
+        if i % 10 == 0:
+            records.append({"id": f"e{i:03d}", "text": text})
+        if i % 25 == 0:
+            records.append({"id": f"d{i:03d}", "text": docs[(i + 7) % len(docs)] + " (another record, same id)"})
+        if i % 20 == 0:
+            records.append({"id": f"s{i:03d}", "text": "too short"})
+    rng.shuffle(records)
+    paths = []
+    for k in range(3):
+        path = tmp / f"part-{k}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records[k::3]))
+        paths.append(path)
+    return paths, records
+
+
+def config(paths, out, block_bytes=64 << 10, **execution) -> dict:
+    return {"input": {"paths": [str(p) for p in paths], "block_bytes": block_bytes},
+            "output": {"path": str(out)}, "stages": STAGES, **({"execution": execution} if execution else {})}
+
+
+def rows(out: Path, sub: str) -> list[dict]:
+    return [r for f in sorted((out / sub).rglob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("datapath")
+    paths, records = write_corpus(tmp)
+    return tmp, paths, records
+
+
+@pytest.fixture(scope="module")
+def broadcast_run(ray_local, corpus):
+    tmp, paths, _ = corpus
+    return run(parse_config(config(paths, tmp / "broadcast")))
+
+
+def test_partitioned_paths_give_the_broadcast_paths_records_in_few_files(broadcast_run, corpus):
+    tmp, paths, records = corpus
+    target_mb = 1
+    cfg = config(paths, tmp / "partitioned", block_bytes=16 << 10, broadcast_limit_rows=0)
+    cfg["output"]["target_file_mb"] = target_mb
+    partitioned = run(parse_config(cfg))
+    assert partitioned["resumed"]["read_tasks"] > 3 * broadcast_run["resumed"]["read_tasks"]
+    assert partitioned["digests"] == broadcast_run["digests"]
+    assert partitioned["counts"] == broadcast_run["counts"]
+    for sub in ("data/train", "data/validation", "data/test", "rejects"):
+        a = sorted((r["id"], r["text"]) for r in rows(tmp / "broadcast", sub))
+        b = sorted((r["id"], r["text"]) for r in rows(tmp / "partitioned", sub))
+        assert a == b and a, sub
+    assert {r["reason"] for r in rows(tmp / "partitioned", "rejects")} >= {"exact_duplicate", "near_duplicate"}
+    # file bound: about ceil(bytes / target) per destination, never one per read task
+    input_mb = sum(p.stat().st_size for p in paths) / (1 << 20)
+    for dest in ("data/train", "data/validation", "data/test", "rejects"):
+        files = list((tmp / "partitioned" / dest).glob("*.parquet"))
+        assert 1 <= len(files) <= math.ceil(input_mb / target_mb) + 1, (dest, len(files))
+    assert len(broadcast_run["files"]) == 4  # one file per split and rejects at the default 256 MB
+
+
+def test_repeated_ids_lose_nothing_and_can_be_rejected(broadcast_run, corpus, ray_local):
+    tmp, paths, records = corpus
+    out = tmp / "broadcast"
+    written = Counter((r["id"], r["text"]) for sub in ("data", "rejects") for r in rows(out, sub))
+    assert written == Counter((r["id"], r["text"]) for r in records)  # every record, exactly once
+    # counted before the first global stage: among the records the map stages kept
+    early = Counter((r["id"], r["text"]) for r in rows(out, "rejects") if r["stage"] == "quality")
+    reached = Counter((r["id"], r["text"]) for r in records) - early
+    repeated = sum(n - 1 for n in Counter(rid for rid, _ in reached.elements()).values())
+    assert repeated > 0 and broadcast_run["metrics"]["unique_ids"]["repeated"] == repeated
+
+    cfg = config(paths, tmp / "unique")
+    cfg["input"]["unique_ids"] = "reject"
+    unique = run(parse_config(cfg))
+    dropped = [r for r in rows(tmp / "unique", "rejects") if r["reason"] == "duplicate_id"]
+    assert len(dropped) == unique["counts"]["by_stage"]["unique_ids"]["rejected"]
+    kept = [r["id"] for r in rows(tmp / "unique", "data")]
+    assert len(kept) == len(set(kept))
+    # the rejected occurrence is the later one in input order: the first file's records come first
+    first_seen = {}
+    for i, path in enumerate(paths):
+        for line in path.read_text().splitlines():
+            first_seen.setdefault(json.loads(line)["id"], (i, json.loads(line)["text"]))
+    assert all(first_seen[r["id"]][1] != r["text"] for r in dropped)
+
+
+def test_rows_rejected_by_map_stages_never_reach_a_global_stage(ray_local, corpus, tmp_path, monkeypatch):
+    """The key rows dedup_exact decides on are exactly the records quality kept (observed, not assumed)."""
+    _, paths, records = corpus
+    seen = []
+    decide = DedupExact.decide
+
+    def spy(self, ds):
+        seen.extend(ds.select_columns(["id", "_reject_stage"]).take_all())
+        return decide(self, ds)
+
+    monkeypatch.setattr(DedupExact, "decide", spy)
+    manifest = run(parse_config(config(paths, tmp_path / "out")))
+    unique = {i for i, n in Counter(r["id"] for r in records).items() if n == 1}
+    short = {r["id"] for r in rows(tmp_path / "out", "rejects") if r["stage"] == "quality"} & unique
+    assert short and not short & {r["id"] for r in seen}
+    assert all(r["_reject_stage"] is None for r in seen)
+    assert len(seen) == manifest["counts"]["by_stage"]["quality"]["out"]
+
+
+def _peak_rss(cmd: list[str], until=None) -> tuple[int, subprocess.Popen]:
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    peak, me = 0, psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            peak = max(peak, me.memory_info().rss)
+        except psutil.Error:
+            pass
+        if until is not None and until():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            break
+        time.sleep(0.05)
+    return peak, proc
+
+
+def test_resume_after_a_kill_inside_dedup_reuses_the_staged_records(ray_local, corpus, tmp_path):
+    _, paths, _ = corpus
+    clean = run(parse_config(config(paths, tmp_path / "clean", block_bytes=32 << 10)))
+    out = tmp_path / "out"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(config(paths, out, block_bytes=32 << 10, num_cpus=1)))
+    tasks = clean["resumed"]["read_tasks"]
+
+    def in_global_stages() -> bool:  # every read task staged: the driver is deciding on key rows
+        progress = out / "_progress"
+        return (len(list(progress.glob("read-*.json"))) == tasks
+                and len(list(progress.glob("write-s0-*.json"))) >= tasks and (out / "_staging" / "keys").exists())
+
+    _, proc = _peak_rss([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], until=in_global_stages)
+    assert proc.returncode == -signal.SIGKILL and not (out / "manifest.json").exists()
+    resumed = run(parse_config(config(paths, out, block_bytes=32 << 10)))
+    assert resumed["resumed"] == {"reused_read_tasks": tasks, "read_tasks": tasks}
+    assert resumed["digests"] == clean["digests"] and resumed["counts"] == clean["counts"]
+    assert not (out / "_staging").exists() and not (out / "_progress").exists()
+
+
+def test_driver_memory_does_not_grow_with_read_tasks(corpus, tmp_path):
+    """The same corpus read as ~30 and ~3,000 read tasks: the driver's peak RSS stays within 1.3x."""
+    _, paths, _ = corpus
+    size = sum(p.stat().st_size for p in paths)
+    peaks = {}
+    for tasks in (30, 3000):
+        cfg = tmp_path / f"{tasks}.yaml"
+        body = config(paths, tmp_path / f"out{tasks}", block_bytes=max(1, size // tasks), num_cpus=2)
+        body["stages"] = [{"dedup_exact": {}}]
+        cfg.write_text(yaml.safe_dump(body))
+        peaks[tasks], proc = _peak_rss([sys.executable, "-m", "cluster.cli", "curate", str(cfg)])
+        assert proc.returncode == 0
+        manifest = json.loads((tmp_path / f"out{tasks}" / "manifest.json").read_text())
+        assert manifest["resumed"]["read_tasks"] >= tasks * 0.9
+        assert len(manifest["files"]) <= 2  # data and rejects, one file each
+    assert peaks[3000] <= 1.3 * peaks[30], peaks
