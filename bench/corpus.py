@@ -74,3 +74,25 @@ if __name__ == "__main__":
     a = ap.parse_args()
     docs, size = generate(a.mb, a.out, a.shard_mb)
     print(f"wrote {docs:,} documents, {size / 1e6:.1f} MB to {a.out}")
+
+
+def sample_tree(root, cpu: dict[int, float]) -> tuple[int, int, int] | None:
+    """One sample of a process tree (psutil ``root`` and its descendants): summed PSS, summed RSS, and ``root``'s
+    own RSS, in bytes; ``cpu`` gets each process's user + system seconds. None when ``root`` is gone."""
+    import psutil
+
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    pss = rss = own = 0
+    for p in tree:
+        try:
+            mem = p.memory_full_info()
+            pss, rss = pss + mem.pss, rss + mem.rss
+            own = mem.rss if p.pid == root.pid else own
+            times = p.cpu_times()
+            cpu[p.pid] = times.user + times.system
+        except psutil.Error:
+            pass
+    return pss, rss, own

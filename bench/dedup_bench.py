@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from corpus import SHARED  # noqa: E402
+from corpus import SHARED, sample_tree  # noqa: E402
 from dedup_corpus import generate  # noqa: E402
 from pipelines.stage import StageContext  # noqa: E402
 from pipelines.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig  # noqa: E402
@@ -60,20 +60,10 @@ def measure(cmd: list[str], log: Path, env: dict | None = None) -> dict:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
         root = psutil.Process(proc.pid)
         while proc.poll() is None:
-            pss = rss = 0
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
+            sample = sample_tree(root, cpu)
+            if sample is None:
                 break
-            for p in tree:
-                try:
-                    mem = p.memory_full_info()
-                    pss, rss = pss + mem.pss, rss + mem.rss
-                    times = p.cpu_times()
-                    cpu[p.pid] = times.user + times.system
-                except psutil.Error:
-                    pass
-            peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
+            peak_pss, peak_rss = max(peak_pss, sample[0]), max(peak_rss, sample[1])
             time.sleep(0.25)
     wall = time.perf_counter() - t
     if proc.returncode:

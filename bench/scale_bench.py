@@ -39,6 +39,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from corpus import sample_tree  # noqa: E402
 from dedup_corpus import generate  # noqa: E402
 
 STAGES = [{"dedup_exact": {}}, {"dedup_fuzzy": {"threshold": 0.8}}, {"split": {}}]
@@ -94,29 +95,18 @@ def measure(cmd: list[str], log: Path, out: Path, timeout: float, env: dict) -> 
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         root = psutil.Process(proc.pid)
         while proc.poll() is None:
-            pss = rss = 0
-            try:
-                tree = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
+            sample = sample_tree(root, cpu)
+            if sample is None:
                 break
-            for p in tree:
-                try:
-                    mem = p.memory_full_info()
-                    pss, rss = pss + mem.pss, rss + mem.rss
-                    if p.pid == root.pid:
-                        peak["driver_rss"] = max(peak["driver_rss"], mem.rss)
-                    times = p.cpu_times()
-                    cpu[p.pid] = times.user + times.system
-                except psutil.Error:
-                    pass
-            peak["pss"], peak["rss"] = max(peak["pss"], pss), max(peak["rss"], rss)
+            peak["pss"], peak["rss"] = max(peak["pss"], sample[0]), max(peak["rss"], sample[1])
+            peak["driver_rss"] = max(peak["driver_rss"], sample[2])
             progress, read_markers = count_files(out / "_progress", "read-")
             peak["progress"] = max(peak["progress"], progress)
             peak["read_markers"] = max(peak["read_markers"], read_markers)
             peak["staging"] = max(peak["staging"], count_files(out / "_staging")[0])
             if time.perf_counter() - t > timeout:
                 status = f"timed out after {timeout:.0f} s"
-                for p in reversed(tree):  # the processes this run started, children first
+                for p in reversed([root, *root.children(recursive=True)]):  # children first
                     try:
                         p.kill()
                     except psutil.Error:

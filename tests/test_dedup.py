@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from pipelines.config import parse_config
-from pipelines.dedup.components import both_directions, connected_components, large_star, larger_first, small_star
+from pipelines.dedup.components import (both_directions, connected_components, edge_schema, large_star, larger_first,
+                                        small_star)
 from pipelines.dedup.lsh import optimal_bands
 from pipelines.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures
 from pipelines.runner import run
@@ -116,11 +117,12 @@ def test_star_steps_converge_to_union_find_components():
     for _ in range(40):
         graph = random_graph(rng, rng.randint(2, 200), rng.randint(1, 300))
         edges = pa.table({"u": [u for u, _ in graph], "v": [v for _, v in graph]})
+        schema = edge_schema(pa.string())
         while True:
-            stepped = large_star(both_directions(edges))
+            stepped = large_star(both_directions(edges, schema), schema)
             if not stepped.num_rows or stepped["violations"][0].as_py() == 0:
                 break
-            edges = small_star(larger_first(stepped.drop_columns(["violations"])))
+            edges = small_star(larger_first(stepped.drop_columns(["violations"]), schema), schema)
         roots = {r["u"]: r["v"] for r in stepped.to_pylist()}
         assert len(roots) == stepped.num_rows
         assert roots == union_find_roots([(u, v) for u, v in graph if u != v])

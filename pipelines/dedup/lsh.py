@@ -1,7 +1,7 @@
 """LSH banding: band keys in columns, (bucket, node) rows for a group of bands, star edges per bucket, and
 the verification of candidate edges.
 
-A record's band ``i`` key is a 64-bit hash of signature rows ``i*r .. i*r + r - 1`` with the band index mixed
+Nodes are the records' internal keys (int64). A record's band ``i`` key is a 64-bit hash of signature rows ``i*r .. i*r + r - 1`` with the band index mixed
 in, so the keys of all bands share one key space. Records whose keys are equal in some band are candidates;
 a bucket (all records with one key) becomes a star: every member linked to the bucket's smallest node, so a
 bucket of ``m`` records gives ``m - 1`` edges, not ``m (m - 1) / 2`` pairs.
@@ -24,7 +24,7 @@ from pipelines.dedup.datasets import ARROW, broadcast, fetched
 
 log = logging.getLogger(__name__)
 BAND_PREFIX = "_dedup_band_"
-EDGE_SCHEMA = pa.schema([("u", pa.string()), ("v", pa.string())])
+EDGE_SCHEMA = pa.schema([("u", pa.int64()), ("v", pa.int64())])  # nodes: internal keys
 
 
 def band_column(i: int) -> str:
@@ -36,9 +36,8 @@ def bucket_rows(batch: pa.Table, node: str, bands: range) -> pa.Table:
     has = pc.is_valid(batch[band_column(bands.start)])
     batch = batch.filter(has)
     keys = np.stack([batch[band_column(i)].to_numpy() for i in bands], axis=1) if batch.num_rows else np.zeros((0, 1))
-    nodes = batch[node].combine_chunks() if batch.num_rows else pa.array([], pa.string())
-    return pa.table({"bucket": pa.array(keys.ravel(), pa.int64()),
-                     "node": nodes.take(pa.array(np.repeat(np.arange(len(nodes)), len(bands)))).cast(pa.string())})
+    nodes = batch[node].to_numpy() if batch.num_rows else np.zeros(0, np.int64)
+    return pa.table({"bucket": pa.array(keys.ravel(), pa.int64()), "node": pa.array(np.repeat(nodes, len(bands)))})
 
 
 def bucket_edges(batch: pa.Table) -> pa.Table:
@@ -68,7 +67,7 @@ def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, 
     edges = edges.materialize()
     refs = broadcast(edges, limit_rows)
     bloom = None if refs is not None else endpoint_bloom(edges)
-    schema = pa.schema([("node", pa.string()), ("value", value_type)])
+    schema = pa.schema([("node", pa.int64()), ("value", value_type)])
     values = keys.select_columns([node, value]).map_batches(_node_values, fn_args=(node, value, refs, bloom, schema),
                                                             **ARROW).materialize()
     value_refs = broadcast(values, limit_rows)
@@ -85,14 +84,19 @@ BLOOM_HASHES = 4
 
 
 def _bloom_positions(nodes: pa.Array | pa.ChunkedArray, bits: int) -> np.ndarray:
-    """(n, BLOOM_HASHES) bit positions of node keys (double hashing)."""
-    import pandas as pd
-
-    values = np.asarray(nodes.to_pylist(), dtype=object)
-    h1 = pd.util.hash_array(values, hash_key="thresher-bloom-1")
-    h2 = pd.util.hash_array(values, hash_key="thresher-bloom-2") | np.uint64(1)
+    """(n, BLOOM_HASHES) bit positions of node keys (int64; double hashing)."""
+    values = nodes.to_numpy().astype(np.uint64)
+    h1 = _mix(values ^ np.uint64(0x243F6A8885A308D3))
+    h2 = _mix(values ^ np.uint64(0x13198A2E03707344)) | np.uint64(1)
     steps = np.arange(BLOOM_HASHES, dtype=np.uint64)
     return ((h1[:, None] + steps[None, :] * h2[:, None]) % np.uint64(bits)).astype(np.int64)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finalizer."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def _block_bloom(edges: pa.Table, bits: int) -> pa.Table:
@@ -123,7 +127,7 @@ def _node_values(batch: pa.Table, node: str, value: str, edge_refs: list | None,
     if bloom is not None and batch.num_rows:
         filt = np.unpackbits(np.frombuffer(ray.get(bloom), dtype=np.uint8)).astype(bool)
         batch = batch.filter(pa.array(filt[_bloom_positions(batch[node], len(filt))].all(axis=1)))
-    return pa.table([batch[node].cast(pa.string()), batch[value].cast(schema.field("value").type)], schema=schema)
+    return pa.table([batch[node], batch[value].cast(schema.field("value").type)], schema=schema)
 
 
 def _similar_broadcast(edges: pa.Table, refs: list, schema: pa.Schema, similar) -> pa.Table:

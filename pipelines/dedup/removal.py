@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.dedup.datasets import ARROW, broadcast, fetched
+from pipelines.dedup.datasets import ARROW, broadcast, fetched, gather, materialize
 from pipelines.stage import ID, KEY as INTERNAL_KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,53 @@ def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: Keep
             batch = batch.drop_columns([cluster])
         batch = batch.append_column(cluster, pc.if_else(live, kept, pa.scalar(None, pa.string())))
     return batch.drop_columns([KEY])
+
+
+def survivors(components, keys, partitions: int, limit_rows: int):
+    """``(node, root)`` in keep keys from components over internal keys: every member of a component but its
+    survivor (the member whose keep key is lowest), with the survivor's keep key. ``components``: ``(node, root)``
+    internal keys of every non-root member; ``keys``: key rows with the internal and the keep key. The
+    members' keep keys are taken by a semi-join (components broadcast up to ``limit_rows``, else joined)."""
+    components = components.materialize()
+    n = components.count()
+    pairs = keys.select_columns([INTERNAL_KEY, KEY])
+    refs = broadcast(components, limit_rows)
+    if refs is not None:
+        members = pairs.map_batches(_members_broadcast, fn_args=(refs,), **ARROW)
+    else:
+        both = components.map_batches(_with_roots, **ARROW)
+        members = pairs.join(both, "inner", partitions, on=(INTERNAL_KEY,), right_on=("node",))
+        members = members.select_columns(["root", KEY])
+    grouped = gather(materialize(members), ["root"], partitions, 2 * n, limit_rows)
+    return grouped.map_batches(_losers, batch_size=None, **ARROW)
+
+
+def _with_roots(components: pa.Table) -> pa.Table:
+    """Each member with its root, the roots included (as members of their own component)."""
+    roots = pc.unique(components["root"])
+    return pa.table({"node": pa.concat_arrays([components["node"].combine_chunks(), roots]),
+                     "root": pa.concat_arrays([components["root"].combine_chunks(), roots])})
+
+
+def _members_broadcast(batch: pa.Table, refs: list) -> pa.Table:
+    comps = fetched(refs, pa.schema([("node", pa.int64()), ("root", pa.int64())]))
+    nodes, roots = comps["node"].chunk(0), comps["root"].chunk(0)
+    internal = batch[INTERNAL_KEY]
+    root = pc.coalesce(roots.take(pc.index_in(internal, value_set=nodes)),
+                       pc.if_else(pc.is_in(internal, value_set=roots), internal, pa.scalar(None, pa.int64())))
+    found = pc.is_valid(root)
+    return pa.table({"root": root.filter(found), KEY: batch[KEY].filter(found)})
+
+
+def _losers(members: pa.Table) -> pa.Table:
+    """``(node, root)``: each member's keep key and its component's lowest (a whole partition by root)."""
+    if members.num_rows == 0:
+        return ROOT_SCHEMA.empty_table()
+    members = members.group_by(["root", KEY]).aggregate([])
+    lowest = members.group_by("root").aggregate([(KEY, "min")])
+    members = members.join(lowest, "root", join_type="inner")
+    members = members.filter(pc.not_equal(members[KEY], members[f"{KEY}_min"]))
+    return pa.table({"node": members[KEY], "root": members[f"{KEY}_min"]}).cast(ROOT_SCHEMA)
 
 
 def apply_roots(ds, roots, mark, drop: list[str], partitions: int, limit_rows: int, cluster: str | None = None):

@@ -7,7 +7,7 @@
    since verification drops those: 14 x 9 at 0.8, where a pair at Jaccard 0.85 becomes a candidate with
    probability 0.975, at 0.9 with 0.999, at 0.65 with 0.25, at 0.5 with 0.03). These, with the keep key and the
    verification value, are the record's key row; the text stays on the map side.
-2. Buckets: rows ``(band key, record key)`` are hash-partitioned by band key (a Ray Data shuffle), one group of
+2. Buckets: rows ``(band key, internal key)`` (16 bytes) are hash-partitioned by band key (a Ray Data shuffle), one group of
    ``band_group_size`` bands at a time so each shuffle stays bounded; each bucket links its members to its
    smallest member (``pipelines.dedup.lsh``: O(members) edges, never all pairs).
 3. Verification of the candidate edges (``verify``): by default an edge stays when the two records' full
@@ -16,11 +16,12 @@
    exact sets of shingle hashes (64-bit; the key row then carries them, which is heavier) with ``threshold``;
    ``none`` links every candidate. Only the endpoints' values are taken from the key rows (a semi-join) and
    reach the edges by broadcast when small, else by joins.
-4. Connected components of the edges (``pipelines.dedup.components``: large-star/small-star rounds).
-5. Removal: a record key sorts lowest for the record ``keep`` prefers (``pipelines.dedup.removal``), so a
-   component's root is the record it keeps; every record learns its root in place (the roots are broadcast
-   when small, else joined on the key) and the other members are rejected (``near_duplicate``, detail: the
-   kept id), or all are kept with ``action: annotate``. Live records carry ``dup_cluster``: the id of the
+4. Connected components of the edges (``pipelines.dedup.components``: union-find in one task when small, else
+   large-star/small-star rounds).
+5. Removal: a keep key sorts lowest for the record ``keep`` prefers (``pipelines.dedup.removal``); each
+   component's members take their keep keys (a semi-join) and the lowest survives; every key row learns its
+   survivor (broadcast when small, else joined on the key) and the other members are rejected
+   (``near_duplicate``, detail: the kept id), or all are kept with ``action: annotate``. Live records carry ``dup_cluster``: the id of the
    record kept for their component, their own id when they have no near duplicate, so it is never null and
    groups a cluster (the split stage keeps a cluster in one split).
 
@@ -43,8 +44,8 @@ from pydantic import Field, field_validator, model_validator
 from pipelines.dedup.components import connected_components
 from pipelines.dedup.datasets import ARROW, gather, materialize, partitions_for
 from pipelines.dedup.lsh import band_column, bucket_edges, bucket_rows, optimal_bands, verified_edges
-from pipelines.dedup.removal import KEY, KeepRule, apply_roots, mark_removed, text_lengths, with_keep_keys
-from pipelines.stage import GlobalStage, StageConfig
+from pipelines.dedup.removal import KEY, KeepRule, apply_roots, mark_removed, survivors, text_lengths, with_keep_keys
+from pipelines.stage import KEY as INTERNAL_KEY, GlobalStage, StageConfig
 
 log = logging.getLogger(__name__)
 CLUSTER = "dup_cluster"
@@ -128,17 +129,18 @@ class DedupFuzzy(GlobalStage):
         edge_sets = []
         for first in range(0, self.bands, c.band_group_size):
             group = range(first, min(first + c.band_group_size, self.bands))
-            rows = ds.select_columns([KEY, *map(band_column, group)]).map_batches(bucket_rows, fn_args=(KEY, group),
-                                                                                   **ARROW)
+            rows = ds.select_columns([INTERNAL_KEY, *map(band_column, group)]).map_batches(
+                bucket_rows, fn_args=(INTERNAL_KEY, group), **ARROW)
             rows = gather(rows, ["bucket"], partitions, ds.count() * len(group), self.ctx.broadcast_limit_rows)
             edges = rows.map_batches(bucket_edges, batch_size=None, **ARROW)
             edge_sets.append(edges if first + c.band_group_size >= self.bands else edges.materialize())
         edges = edge_sets[0].union(*edge_sets[1:]) if len(edge_sets) > 1 else edge_sets[0]
         if c.verify != "none":
             value_type = pa.list_(pa.uint64()) if c.verify == "exact" else pa.binary(4 * c.num_perm)
-            edges = verified_edges(edges, ds, KEY, VALUE, value_type, self.similar, partitions,
+            edges = verified_edges(edges, ds, INTERNAL_KEY, VALUE, value_type, self.similar, partitions,
                                    self.ctx.broadcast_limit_rows)
-        roots = connected_components(edges, partitions, self.ctx.broadcast_limit_rows)
+        components = connected_components(edges, partitions, self.ctx.broadcast_limit_rows, pa.int64())
+        roots = survivors(components, ds, partitions, self.ctx.broadcast_limit_rows)
         drop = bands + ([VALUE] if c.verify != "none" else [])
         return apply_roots(ds.drop_columns(drop), roots, self.mark, [], partitions, self.ctx.broadcast_limit_rows,
                            CLUSTER)
