@@ -140,13 +140,17 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
     found = {(mb, name): load(work, f"{name}{mb}") for mb in sizes for name, _ in SYSTEMS}
     if not any(found.values()):
         return []
-    lines = [f"## End to end: fuzzy dedup against DataTrove's MinHash pipeline ({bands} bands x {rows} rows, word "
-             "5-grams, both systems)", "",
+    lines = [f"## End to end: fuzzy dedup against DataTrove's MinHash pipeline and rensa ({bands} bands x {rows} rows, "
+             "word 5-grams, every system)", "",
              "Same generated corpus (`bench/dedup_corpus.py`, 32 MB JSONL shards), same machine, back to back, each "
              "run alone on the machine. thresher: `thresher curate` with only `dedup_fuzzy` (an embedded Ray with "
              "2 CPUs started and stopped by the command; reads JSONL, writes kept and rejected records as Parquet "
              "with the report). DataTrove: its four steps (signatures, buckets, clusters, filter) on "
-             "`LocalPipelineExecutor` with 2 workers, its default English word tokenizer (spaCy), JSONL out. "
+             "`LocalPipelineExecutor` with 2 workers, its default English word tokenizer (spaCy), JSONL out. rensa 0.5 "
+             "(`bench/dedup_rensa.py`, its own venv): one process, the same word 5-gram shingles built in Python, "
+             "`RMinHash.from_token_sets` in batches, `RMinHashLSH` with the same bands x rows (126 permutations: rensa "
+             "needs bands to divide them), candidates verified at estimated J >= 0.8, greedy keep-first, removed ids "
+             "written as JSONL. "
              "Memory: the peak over 0.25 s samples of the summed PSS of the whole process tree (a page shared by k "
              "processes, such as Ray's object store, counts 1/k in each: the tree's real footprint). CPU: the summed "
              "user + system time of the tree's processes.", "",
@@ -171,6 +175,12 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
                              "its memory.")
         if d and d.get("steps"):
             lines.append(f"- DataTrove {mb} MB, seconds per step: {d['steps']}.")
+        t, q = found[mb, "thresher"], found[mb, "rensa"]
+        if t and q:
+            lines.append(f"- {mb} MB, thresher (2 CPUs, end to end) against rensa (1 process): {q['wall_s'] / t['wall_s']:.2f}x "
+                         f"rensa's throughput ({mb / t['wall_s']:.1f} vs {mb / q['wall_s']:.1f} MB/s; target 3x), "
+                         f"{q['wall_s'] / t['wall_s'] / 2:.2f}x per core; {t['peak_pss_mb'] / q['peak_pss_mb']:.1f}x its "
+                         f"memory. rensa's seconds per step: {q.get('steps')}.")
         for name in ("thresher", "thresher-warm"):
             if found[mb, name]:
                 p = ray_phases(work / f"{name}{mb}.log")
@@ -180,11 +190,10 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
                              f"{p.get('records', '?')} records, {p.get('candidates', '?')} candidate edges, verified with the "
                              f"signatures of {p.get('values', '?')} records, components (edges, nodes not in stars per "
                              f"round): {p['rounds']}, {p.get('linked', '?')} records removed.")
-    lines += ["", "Most of thresher's wall time at these sizes is Ray's fixed cost per execution (a stage that "
-              "shuffles runs several Ray Data executions; by default Ray ends idle workers beyond one per CPU after "
-              "1 s, so each execution starts fresh worker processes, ~1 s each on this machine: the `thresher-warm` "
-              "row keeps them) and the writing of Parquet and the report, not the dedup work: the kernel hashes "
-              "200 MB in ~1.1 CPU-seconds."]
+    lines += ["", "thresher's wall time at these sizes is mostly Ray's start (a few seconds), the map phase (reading "
+              "and parsing JSONL, signatures, writing the staged records and key rows as Parquet), the final pass "
+              "(reading the staged records back and writing output parts) and the compaction, not the dedup work: "
+              "the kernel hashes 200 MB in ~1.2 CPU-seconds."]
     for name, label in SYSTEMS:
         done = [(mb, found[mb, name]) for mb in sizes if found[mb, name]]
         if len(done) > 1:
@@ -201,77 +210,80 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
     measured = [(mb, r, p) for mb, r, p in measured if r and p.get("records")]
     lines = ["## Projection to web scale (1 TB and 10 TB of text, 16-core nodes)", "",
              f"Assumptions: {DOC_BYTES // 1000} KB per document (C4 and FineWeb average 2-3 KB), so 1 TB ~ 500 M documents "
-             f"and 10 TB ~ 5 B; {measured[-1][2]['bands'] if measured else '?'} bands; {ID_BYTES}-byte ids (as here); the "
-             "candidate and duplicate rates measured here.", "",
+             f"and 10 TB ~ 5 B; {measured[-1][2]['bands'] if measured else '?'} bands, 128 permutations; {ID_BYTES}-byte ids "
+             "(as here); the candidate and duplicate rates measured here. Row sizes are computed from the column widths "
+             "of the key rows (internal key 8 B, band keys 8 B each, signature 512 B), not measured.", "",
              "Per-document costs measured here:", ""]
     if not measured:
         return lines + ["(no end-to-end measurement yet)", ""]
     mb, r, p = measured[-1]
     docs = p["records"]
     doc_bytes = mb * 1e6 / docs
-    map_cpu = p["seconds"].get("read + signatures (map)", 0) * 2  # 2 CPUs busy in the map phase
+    map_cpu = p["seconds"].get("read + signatures + staging (map)", 0) * 2  # 2 CPUs busy in the map phase
     kernel_us = doc_bytes / (sig["ours_mb_s"] * 1e6) * 1e6 if sig else None
-    bucket_row = 8 + ID_BYTES + 4
-    shuffled_lsh = p["bands"] * bucket_row
+    keep_key = ID_BYTES + 17
+    key_row = 8 + ID_BYTES + 8 + p["bands"] * 8 + 512
+    shuffled_lsh = p["bands"] * 16
     candidates = p.get("candidates", p["rounds"][0][0] if p["rounds"] else 0)
-    edge_bytes = 2 * (ID_BYTES + 4)
-    cc_rounds = len(p["rounds"])
-    cc_shuffles = 3 * cc_rounds
-    shuffled_cc = candidates / docs * 2 * edge_bytes * cc_shuffles
+    values = p.get("values", 0)
     linked = p.get("linked", 0)
+    decision_row = 8 + ID_BYTES + 8
     lines += [f"- From the {mb} MB run ({docs:,} documents of {doc_bytes:.0f} B on average):",
-              f"  - signatures: {kernel_us:.0f} us of kernel CPU per document ({sig['ours_mb_s']:.0f} MB/s per core); the "
-              f"whole map phase (read JSONL, parse, Arrow, keys, band keys) {map_cpu / docs * 1e6:.0f} us per document "
-              f"({mb / map_cpu:.1f} MB/s per core)." if sig else "",
-              f"  - LSH shuffle: one row per band (8-byte band key, {ID_BYTES}-byte id, 4-byte offset): {p['bands']} x "
-              f"{bucket_row} = {shuffled_lsh} B per document, whatever the document length.",
-              f"  - candidates: {candidates / docs:.3f} star edges per document; verification fetches the text of "
-              f"{p.get('values', 0) / docs:.3f} records per document (the endpoints) once, in a map pass.",
-              f"  - connected components: {cc_rounds} round(s) here ({cc_shuffles} shuffles of the edges in both "
-              f"directions, {edge_bytes} B per directed edge): {shuffled_cc:.0f} B per document; rounds grow as "
-              "O(log n) in the worst case (the test graph with a 40-node chain needs more).",
-              f"  - removal: {linked / docs:.3f} records per document linked to a survivor: {linked * edge_bytes / 1e6:.1f} MB "
-              "sent to every map task (broadcast up to 2 M rows / 256 MB, beyond that a join that shuffles the live "
-              "records once).",
+              f"  - map phase (read JSONL, parse, Arrow, signatures and band keys, stage the records and write the key "
+              f"rows): {map_cpu / docs * 1e6:.0f} us CPU per document ({mb / max(map_cpu, 1e-9):.1f} MB/s per core); the "
+              f"MinHash kernel alone {kernel_us:.0f} us ({sig['ours_mb_s']:.0f} MB/s per core)." if sig else "",
+              f"  - key row: {key_row} B per document whatever its length (signature 512 B, {p['bands']} band keys, "
+              f"internal key, id, length), read once into the object store for the global stages; the text stays in the "
+              "staged Parquet.",
+              f"  - LSH shuffle: one row per band (8-byte band key, 8-byte internal key): {shuffled_lsh} B per document.",
+              f"  - candidates: {candidates / docs:.3f} star edges per document; verification takes the signatures of "
+              f"{values / docs:.3f} records per document (the endpoints only; a Bloom filter of the endpoints above the "
+              "broadcast limit).",
+              f"  - connected components: {len(p['rounds']) or 'union-find in one task, 0'} distributed round(s) here; "
+              "distributed, each round shuffles the edges 3 times (16 B per directed edge) and rounds grow as O(log n) "
+              "in the worst case.",
+              f"  - removal: {linked / docs:.3f} records per document linked to a survivor ({linked * 2 * keep_key / 1e6:.1f}"
+              " MB of (keep key, survivor) rows here); above the broadcast limit a join of the compact key rows "
+              f"(~{8 + 2 * ID_BYTES + 17 + 8} B per document without bands and signature).",
+              f"  - decisions routed to the staged records: ~{decision_row} B per document, one shuffle (grouped by "
+              "apply group); the records are read back once where they were staged, never shuffled.",
               f"  - end to end: {r['cpu_s'] / mb:.2f} CPU-s per MB ({r['cpu_s'] / docs * 1e3:.2f} CPU-ms per document, "
               f"Ray's fixed costs included) and {r['peak_pss_mb']} MB peak for the whole local cluster.", ""]
     lines += ["| phase | per document | 1 TB (500 M docs) | 10 TB (5 B docs) | what bounds it |", "|---|---|---|---|---|"]
     n1, n10 = 5e8, 5e9
     core_h1 = n1 * map_cpu / docs / 3600
-    lsh1 = n1 * shuffled_lsh
-    cc1 = n1 * shuffled_cc
-    roots1 = n1 * linked / docs
     lines += [
-        f"| signatures (map, with reading and parsing) | {map_cpu / docs * 1e6:.0f} us CPU | {core_h1:.0f} core-hours: "
-        f"1 h on {math.ceil(core_h1 / 16)} node(s) | {core_h1 * 10:.0f} core-hours: 1 h on {math.ceil(core_h1 * 10 / 16)} "
-        "node(s) | one block per task; the records stay in the object store (spilled to local disk beyond its memory) "
-        "until removal |",
-        f"| LSH buckets (hash shuffle) | {shuffled_lsh} B | {lsh1 / 1e9:.0f} GB shuffled | {lsh1 * 10 / 1e12:.1f} TB | "
-        f"partitions of 4 M rows (~{4e6 * bucket_row / 1e6:.0f} MB): {math.ceil(n1 * p['bands'] / 4e6):,} / "
-        f"{math.ceil(n10 * p['bands'] / 4e6):,} reduce tasks, each holding one partition; `band_group_size` splits the "
-        "bands into several shuffles when even that is too much |",
-        f"| verification (map over candidates) | {p.get('values', 0) / docs:.3f} signatures | "
-        f"{n1 * p.get('values', 0) / docs / 1e6:.0f} M signatures ({n1 * p.get('values', 0) / docs * 528 / 1e9:.0f} GB) | "
-        f"x10 | broadcast below 2 M rows / 256 MB, else two joins of (edge, signature) rows: bounded by partitions |",
-        f"| connected components | {shuffled_cc:.0f} B | {cc1 / 1e9:.0f} GB shuffled in {cc_rounds} round(s) | "
-        f"{cc1 * 10 / 1e12:.1f} TB | one partition of edges per task; the driver gets one number per block per round |",
-        f"| removal | {linked / docs:.3f} roots | {roots1 / 1e6:.0f} M roots (~{roots1 * edge_bytes / 1e9:.0f} GB): a join, "
-        "the live corpus (~1 TB) shuffled once | ~10 TB shuffled once | the join is hash-partitioned and spills; "
-        "below the broadcast limit nothing moves |",
+        f"| map: read, signatures, stage records, write key rows | {map_cpu / docs * 1e6:.0f} us CPU | {core_h1:.0f} "
+        f"core-hours: 1 h on {math.ceil(core_h1 / 16)} node(s) | {core_h1 * 10:.0f} core-hours: 1 h on "
+        f"{math.ceil(core_h1 * 10 / 16)} node(s) | one block per task; records written once to the run folder (S3) |",
+        f"| key rows in the object store | {key_row} B | {n1 * key_row / 1e9:.0f} GB (spilled beyond memory) | "
+        f"{n10 * key_row / 1e12:.1f} TB | the node's share of the key rows, not of the text |",
+        f"| LSH buckets (hash shuffle) | {shuffled_lsh} B | {n1 * shuffled_lsh / 1e9:.0f} GB shuffled | "
+        f"{n10 * shuffled_lsh / 1e12:.1f} TB | partitions of 4 M rows (64 MB): {math.ceil(n1 * p['bands'] / 4e6):,} / "
+        f"{math.ceil(n10 * p['bands'] / 4e6):,} reduce tasks; `band_group_size` splits the bands into several shuffles |",
+        f"| verification | {values / docs:.3f} signatures | {n1 * values / docs / 1e6:.0f} M signatures "
+        f"({n1 * values / docs * 520 / 1e9:.0f} GB) | x10 | endpoints only (Bloom semi-join), two joins of (edge, "
+        "signature) rows: bounded by partitions |",
+        f"| connected components | {candidates / docs * 2 * 16 * 3:.0f} B per round | "
+        f"{n1 * candidates / docs * 2 * 16 * 3 / 1e9:.0f} GB per round | x10 | one partition of edges per task; the driver "
+        "gets one number per block per round |",
+        f"| removal and decisions | ~{decision_row + 8 + 2 * ID_BYTES + 17 + 8} B | "
+        f"{n1 * (decision_row + 8 + 2 * ID_BYTES + 17 + 8) / 1e9:.0f} GB shuffled | x10 | key rows joined with the roots, "
+        "decisions grouped by apply group; no task holds the removal set |",
+        f"| final pass + compaction | {doc_bytes:.0f} B read, written twice | the corpus read once, written twice, "
+        "never shuffled | x10 | one apply group (~`output.target_file_mb` of records) per task |",
         "",
-        "Node counts: the map phase is CPU-bound and scales with cores; the shuffles are network- and disk-bound. "
-        f"At the map rate measured here, 1 TB needs ~{core_h1:.0f} core-hours, i.e. ~{math.ceil(core_h1 / 16)} node(s) of 16 "
-        f"cores for one hour (10 TB: ~{math.ceil(core_h1 * 10 / 16)} nodes), with 64 GB per node: the per-task memory is one "
-        "block or one shuffle partition (100-200 MB) per core, and the object store (30% of memory by default) spills "
-        "the materialized records to local disk, which must hold the node's share of the corpus (1 TB / nodes). The "
-        "LSH shuffle moves ~1/8 of the corpus size, the components a few percent, so the removal join, which moves "
-        "the corpus once, is the largest exchange at web scale; routing removals back to the blocks that hold the "
-        "records (DataTrove's per-file removal lists) would avoid it and is the next optimisation.",
+        "Node counts: the map phase is CPU-bound and scales with cores; the shuffles are network- and disk-bound and move "
+        f"{shuffled_lsh + decision_row + 8 + 2 * ID_BYTES + 17 + 8:.0f} B per document in all (~"
+        f"{(shuffled_lsh + decision_row + 2 * ID_BYTES + 33) / DOC_BYTES * 100:.0f}% of a 2 KB document), the text none. "
+        f"At the map rate measured here, 1 TB needs ~{core_h1:.0f} core-hours, i.e. ~{math.ceil(core_h1 / 16)} node(s) of "
+        f"16 cores for one hour (10 TB: ~{math.ceil(core_h1 * 10 / 16)} nodes). A node's object store (30% of memory by "
+        f"default) holds its share of the key rows ({key_row} B per document, spilled to local disk beyond memory).",
         "",
         "What this machine cannot show: multi-node shuffles (network), spilling at 10-100x the object store, and "
         "the round count of components on web-scale graphs with long chains (rounds grow as O(log n)). Every phase "
         "stays bounded by design: no process holds all signatures, all band keys or all edges; the driver receives "
-        "one count per block per components round and the sizes of materialized datasets.", ""]
+        "one count per block per components round, the sizes of materialized datasets and the merged statistics.", ""]
     return lines
 
 

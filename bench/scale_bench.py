@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -145,6 +146,7 @@ def run(corpus: Path, work: Path, mb: int, tasks: int, thresher: str, broadcast_
               "config": yaml.safe_load(cfg.read_text()), "command": shlex.join(cmd), "thresher_version": version()}
     print(f"running {result['command']} ...", flush=True)
     result.update(measure(cmd, work / f"scale-{mb}-{tasks}.log", out, timeout, env))
+    result["spilled_mib"] = spilled_mib()
     result["data_files"] = count_files(out / "data")[0]
     result["rejects_files"] = count_files(out / "rejects")[0]
     result["left_in_progress"] = count_files(out / "_progress")[0]
@@ -157,6 +159,13 @@ def run(corpus: Path, work: Path, mb: int, tasks: int, thresher: str, broadcast_
     if not keep:
         shutil.rmtree(out, ignore_errors=True)
     return result
+
+
+def spilled_mib() -> int:
+    """What the embedded Ray of the last run spilled to disk: the largest "Spilled N MiB" its raylet logged."""
+    log = Path("/tmp/ray/session_latest/logs/raylet.out")
+    found = re.findall(r"Spilled (\d+) MiB", log.read_text(errors="replace")) if log.exists() else []
+    return max(map(int, found), default=0)
 
 
 def version() -> str | None:
@@ -186,18 +195,19 @@ def markdown(runs: list[dict], command: str, broadcast_limit: str) -> str:
              "embedded local Ray, default `output.target_file_mb`. Sampled every 0.25 s: driver peak RSS (the "
              "`thresher` process), peak PSS summed over the process tree (driver, Ray's processes and workers), the tree's CPU "
              "time, the most files seen at once under the output's `_progress/` (of them `read-*.json`, one per read "
-             "task done) and `_staging/` (removed at commit). Files: those under `data/` and `rejects/` after the run.",
+             "task done) and `_staging/` (removed at commit). Spilled: the largest `Spilled N MiB` the raylet logged. Files: "
+             "those under `data/` and `rejects/` after the run.",
              "",
              "| corpus | read tasks (planned) | block_bytes | status | wall s | run s (manifest) | driver peak RSS MB | "
-             "tree peak PSS MB | CPU s | max `_progress` files (`read-*`) | max `_staging` files | data files | "
-             "rejects files | input | output | rejected | load avg |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "tree peak PSS MB | CPU s | spilled MiB | max `_progress` files (`read-*`) | max `_staging` files | "
+             "data files | rejects files | input | output | rejected | load avg |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in runs:
         c = r.get("counts") or {}
         lines.append(
             f"| {r['mb']} MB | {r['read_tasks_planned']:,} | {r['block_bytes']:,} | {r['status'].replace('|', '/')} | "
             f"{r['wall_s']} | {fmt(r.get('manifest_seconds'), '')} | {r['driver_peak_rss_mb']:,} | {r['tree_peak_pss_mb']:,} | "
-            f"{r['cpu_s']} | {r['max_progress_files']:,} ({r['max_read_markers']:,}) | {r['max_staging_files']:,} | "
+            f"{r['cpu_s']} | {fmt(r.get('spilled_mib'))} | {r['max_progress_files']:,} ({r['max_read_markers']:,}) | {r['max_staging_files']:,} | "
             f"{r['data_files']:,} | {r['rejects_files']:,} | {fmt(c.get('input'))} | {fmt(c.get('output'))} | "
             f"{fmt(c.get('rejected'))} | {r['load_average']} |")
     lines += ["", "thresher commands:", ""] + [f"- `{r['command']}`" for r in runs]
@@ -214,7 +224,8 @@ def main() -> None:
     ap.add_argument("--sizes-mb", type=int, nargs="+", default=[1000])
     ap.add_argument("--tasks", type=int, nargs="+", default=[64, 512, 4096])
     ap.add_argument("--work", type=Path, default=Path("/tmp/scale-bench"))
-    ap.add_argument("--results", type=Path, default=ROOT / "bench/results", help="where scale.md and scale.json go")
+    ap.add_argument("--results", type=Path, default=ROOT / "bench/results", help="where NAME.md and NAME.json go")
+    ap.add_argument("--name", default="scale", help="the results' file name (e.g. large for a 10 GB run)")
     ap.add_argument("--thresher", default=str(ROOT / ".venv/bin/thresher"), help="the thresher command")
     ap.add_argument("--broadcast-limit-rows", default="0",
                     help="execution.broadcast_limit_rows of every run ('none': leave the config key out)")
@@ -240,8 +251,8 @@ def main() -> None:
             print(json.dumps({k: v for k, v in r.items() if k != "config"}), flush=True)
             runs.append(r)
     a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "scale.json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
-    (a.results / "scale.md").write_text(markdown(runs, command, a.broadcast_limit_rows))
+    (a.results / f"{a.name}.json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
+    (a.results / f"{a.name}.md").write_text(markdown(runs, command, a.broadcast_limit_rows))
     print(markdown(runs, command, a.broadcast_limit_rows))
     print(f"wrote {a.results / 'scale.md'} and {a.results / 'scale.json'}")
 

@@ -53,6 +53,7 @@ from pipelines.writer import RunSink, compact, plan_ranges, read_range
 log = logging.getLogger(__name__)
 ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
 GROUP = "_group"
+APPLY_GROUP_BYTES = 32 << 20  # staged Parquet per apply task: bounds its memory (its output is written at once)
 MERGE_FANIN = 64
 REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
 
@@ -384,7 +385,7 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                         _read_batches, fn_args=(spec, folder), batch_size=1, batch_format="pandas")
                     groups = None
                 else:
-                    groups, group_items = apply_groups(folder, k, target)
+                    groups, group_items = apply_groups(folder, k, APPLY_GROUP_BYTES)
                     global_counts.update(decide(folder, k, segment, groups, cfg.execution.broadcast_limit_rows))
                     if not group_items:
                         continue

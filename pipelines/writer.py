@@ -35,6 +35,7 @@ from ray.data import Datasink
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
 DIGEST_MOD = 1 << 64
 ROW_OVERHEAD = 64  # bytes counted per row on top of its strings when sizing files
+BLOCKS_PER_TASK = 10_000
 
 
 def table_digest(table: pa.Table) -> int:
@@ -43,8 +44,9 @@ def table_digest(table: pa.Table) -> int:
     Two runs wrote the same records (whatever their order and file boundaries) iff the digests match.
     """
     total = 0
-    for row in table.to_pylist():
-        total += xxhash.xxh64_intdigest(orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str))
+    for batch in table.to_batches(max_chunksize=4096):  # a slice at a time as Python objects
+        for row in batch.to_pylist():
+            total += xxhash.xxh64_intdigest(orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str))
     return total % DIGEST_MOD
 
 
@@ -119,15 +121,18 @@ class RunSink(Datasink):
         return True
 
     def write(self, blocks: Iterable, ctx) -> None:
-        tables = [t for t in (_as_table(b) for b in blocks) if t.num_rows]
-        if not tables:
-            return
-        table = pa.concat_tables(tables, promote_options="permissive")
-        tasks = task_of(table[KEY].to_numpy(zero_copy_only=False))
-        sources = tasks if self.groups is None else np.searchsorted(self.group_lo, tasks, side="right") - 1
-        for source in np.unique(sources):
-            lo, hi = (int(source), int(source)) if self.groups is None else self.groups[source]
-            self.write_part(table.filter(pa.array(sources == source)), lo, hi, ctx.task_idx)
+        """One part per (block, source): a task holds one block at a time. Part ``w`` numbers are
+        ``task index * BLOCKS_PER_TASK + block index``, the same when a task is retried."""
+        for i, block in enumerate(blocks):
+            table = _as_table(block)
+            if not table.num_rows:
+                continue
+            tasks = task_of(table[KEY].to_numpy(zero_copy_only=False))
+            sources = tasks if self.groups is None else np.searchsorted(self.group_lo, tasks, side="right") - 1
+            for source in np.unique(sources):
+                lo, hi = (int(source), int(source)) if self.groups is None else self.groups[source]
+                part = table if len(np.unique(sources)) == 1 else table.filter(pa.array(sources == source))
+                self.write_part(part, lo, hi, ctx.task_idx * BLOCKS_PER_TASK + i)
 
     def write_part(self, table: pa.Table, lo: int, hi: int, w: int) -> None:
         stats: dict[str, Any] = {"rows": Counter(), "staged": 0, "rejected": {}, "metrics": Counter(),
@@ -206,9 +211,7 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        as_strings = [pa.table({c: t[c].cast(pa.string()) if not pa.types.is_integer(t[c].type) or c != KEY
-                                else t[c] for c in t.column_names}) for t in tables]
-        return pa.concat_tables(as_strings, promote_options="permissive")
+        return pa.concat_tables([_conform(t, _unified([t.schema for t in tables])) for t in tables])
 
 
 def plan_ranges(sizes: dict[int, int], target_bytes: int) -> list[tuple[int, int]]:
@@ -225,14 +228,66 @@ def plan_ranges(sizes: dict[int, int], target_bytes: int) -> list[tuple[int, int
     return ranges
 
 
+ROW_GROUP_ROWS = 1 << 16
+
+
 def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
-    """Write one final file: the rows of read tasks ``lo..hi`` of one destination, in key order."""
-    parts = [Part(**p) for p in item["parts"]]
-    table = read_range(folder, parts, item["lo"], item["hi"])
+    """Write one final file: the rows of read tasks ``lo..hi`` of one destination, in key order, in row groups of
+    ``ROW_GROUP_ROWS`` (so the file does not depend on how the rows were cut into parts). Parts whose key ranges
+    do not overlap (the usual case: a part holds consecutive rows of its source) are streamed one at a time;
+    otherwise the range is sorted in memory."""
+    parts, lo, hi = [Part(**p) for p in item["parts"]], item["lo"], item["hi"]
     uri = folder.final_part(item["dest"], item["index"])
-    if table is None:
+    infos = []
+    for part in parts:
+        fs, path = folder.storage.resolve(part.uri)
+        meta = pq.read_metadata(path, filesystem=fs)
+        if meta.num_rows:
+            infos.append((_key_range(meta), meta.schema.to_arrow_schema(), part))
+    if not infos:
         return {"dest": item["dest"], "uri": None, "rows": 0}
+    infos.sort(key=lambda i: i[0])
+    streamed = all(a[0][1] < b[0][0] for a, b in zip(infos, infos[1:]))
+    tables = (read_range(folder, [p], lo, hi) for _, _, p in infos) if streamed else [read_range(folder, parts, lo, hi)]
+    schema = _unified([s.remove(s.get_field_index(KEY)) for _, s, _ in infos])
     fs, path = folder.storage.resolve(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    pq.write_table(table.drop_columns([KEY]), path, filesystem=fs, compression="zstd")
-    return {"dest": item["dest"], "uri": uri, "rows": table.num_rows}
+    rows, pending = 0, []
+    with pq.ParquetWriter(path, _strings_for_nulls(schema.empty_table()).schema, filesystem=fs,
+                          compression="zstd") as writer:
+        for table in tables:
+            if table is None:
+                continue
+            pending.append(_conform(table.drop_columns([KEY]), writer.schema))
+            while sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+                buffered = pa.concat_tables(pending)
+                writer.write_table(buffered.slice(0, ROW_GROUP_ROWS))
+                pending = [buffered.slice(ROW_GROUP_ROWS)]
+                rows += ROW_GROUP_ROWS
+        rest = pa.concat_tables(pending) if pending else None
+        if rest is not None and rest.num_rows:
+            writer.write_table(rest)
+            rows += rest.num_rows
+    return {"dest": item["dest"], "uri": uri, "rows": rows}
+
+
+def _unified(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for parts that may differ: missing columns added, types promoted, else conflicting ones strings."""
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        names = list(dict.fromkeys(name for s in schemas for name in s.names))
+        return pa.schema([(name, pa.int64() if name == KEY else pa.string()) for name in names])
+
+
+def _key_range(meta) -> tuple[int, int]:
+    """The smallest and largest internal key of a Parquet file, from its statistics."""
+    col = meta.schema.to_arrow_schema().get_field_index(KEY)
+    stats = [meta.row_group(i).column(col).statistics for i in range(meta.num_row_groups)]
+    return min(s.min for s in stats), max(s.max for s in stats)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``: missing columns null, the columns in its order and types."""
+    return pa.table([table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+                     for f in schema], schema=schema)
