@@ -361,7 +361,9 @@ def main() -> None:
     from dedup_report import write_results
 
     a.out.write_text(write_results(a.work, a.sizes, a.bands, a.rows))
-    print(f"wrote {a.out}")
+    raw = {f.stem: json.loads(f.read_text()) for f in sorted(a.work.glob("*.json"))}
+    a.out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
+    print(f"wrote {a.out} and {a.out.with_suffix('.json')}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -55,6 +56,7 @@ ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
 GROUP = "_group"
 APPLY_GROUP_BYTES = 32 << 20  # staged Parquet per apply task: bounds its memory (its output is written at once)
 MERGE_FANIN = 64
+KEY_ROWS_PER_BLOCK = 500_000
 REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
 
 
@@ -248,6 +250,7 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     """Run the segment's global stages on the key rows staged by segment ``seg - 1``, write the decisions of
     each apply group (from one task when there are at most ``limit_rows``; else grouped by a shuffle), and
     return per stage the rows in, out and rejected (counted on the key rows)."""
+    import ray
     import ray.data
 
     counts: dict[str, dict] = {}
@@ -257,6 +260,9 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     columns = [c for s in segment.global_stages for c in s.decision_columns()]
     keys = materialize(ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=len(uris)).map_batches(
         _read_parquet, fn_args=(folder.storage,), batch_size=1, batch_format="pandas"))
+    blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(keys.count() / KEY_ROWS_PER_BLOCK))
+    if keys.num_blocks() > blocks:  # one small block per staged part: fewer, larger blocks (no shuffle)
+        keys = keys.repartition(blocks).materialize()
     decided = []
     for stage in segment.global_stages:
         n_in = keys.count()
