@@ -162,10 +162,9 @@ def _apply_batches(batch, folder: RunFolder, seg: int, columns: list[str]):
             raise RuntimeError(f"apply group {item['index']}: decisions do not match the staged records of "
                                f"read tasks {lo}..{hi}")
         done += table.num_rows
-        for col in REJECTION + columns:
-            values = d[col].cast(pa.string()) if col in REJECTION else d[col]
+        for col in REJECTION + columns:  # decisions are strings (_decision_rows)
             i = table.column_names.index(col) if col in table.column_names else -1
-            table = table.set_column(i, col, values) if i >= 0 else table.append_column(col, values)
+            table = table.set_column(i, col, d[col]) if i >= 0 else table.append_column(col, d[col])
         yield table
     if decisions is not None and done != decisions.num_rows:
         raise RuntimeError(f"apply group {item['index']}: {decisions.num_rows - done} decisions for no staged record")

@@ -8,9 +8,9 @@ unique, the kept id is read back from any key, and a group's survivor is its min
 nothing but the group's members (not their order, blocks or the number of CPUs).
 
 A dedup stage ends with the *roots* of its groups: rows ``(node, root)``, the key of every record that is not
-its group's survivor and the key of that survivor. :func:`apply_roots` brings each record its root: the roots
-go to every map task when they are few (``pipelines.dedup.datasets.broadcast``: the records stay where they
-are, no shuffle), else the records are joined with them on the key (a hash shuffle of the live records).
+its group's survivor and the key of that survivor. :func:`apply_roots` brings each key row its root: the roots
+go to every map task when they are few (``pipelines.dedup.datasets.broadcast``: no shuffle), else the key rows
+(never the records) are joined with them on the keep key.
 """
 
 from __future__ import annotations
@@ -67,26 +67,10 @@ def kept_ids(keys: pa.ChunkedArray | pa.Array, keep: KeepRule):
     return pc.utf8_slice_codeunits(keys, _LENGTH_WIDTH if keep == "longest" else 0, -_SUFFIX)
 
 
-def live_rows(batch: pa.Table) -> pa.Table:
-    return batch.filter(live_mask(batch))
-
-
-def passed_through(batch: pa.Table, drop: list[str], cluster: str | None = None) -> pa.Table:
-    """The records of ``batch`` rejected before this stage, in the schema of its marked records: ``drop``
-    columns removed, rejection columns as strings, and a null ``cluster`` column."""
-    batch = _string_rejections(batch.filter(pc.invert(live_mask(batch))).drop_columns(drop))
-    return batch.append_column(cluster, pa.nulls(batch.num_rows, pa.string())) if cluster else batch
-
-
 def _string_rejections(batch: pa.Table) -> pa.Table:
     for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
         batch = batch.set_column(batch.column_names.index(col), col, batch[col].cast(pa.string()))
     return batch
-
-
-def keyed(batch: pa.Table) -> pa.Table:
-    """The records of ``batch`` that have a keep key."""
-    return batch.filter(pc.is_valid(batch[KEY]))
 
 
 def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: KeepRule, stage: str, reason: str,
@@ -155,20 +139,17 @@ def _losers(members: pa.Table) -> pa.Table:
     return pa.table({"node": members[KEY], "root": members[f"{KEY}_min"]}).cast(ROOT_SCHEMA)
 
 
-def apply_roots(ds, roots, mark, drop: list[str], partitions: int, limit_rows: int, cluster: str | None = None):
-    """``ds`` (key rows) with every batch passed to ``mark(batch, root)``: ``root`` the root key of each row (null
-    for rows that are no group's non-survivor). ``drop``: columns ``mark`` removes (besides ``KEY``), for the
-    rows that bypass it on the join path (rejected before); ``cluster``: a column ``mark`` adds. The roots are
-    broadcast up to ``limit_rows``, else joined with the key rows."""
+def apply_roots(ds, roots, mark, partitions: int, limit_rows: int):
+    """``ds`` (live key rows) with every batch passed to ``mark(batch, root)``: ``root`` the root key of each row
+    (null for rows that are no group's non-survivor). The roots are broadcast up to ``limit_rows``, else joined
+    with the key rows."""
     roots = roots.materialize()
     refs = broadcast(roots, limit_rows)
     log.info("removal: %d records to link to a survivor (%s)", roots.count(), "broadcast" if refs is not None else "join")
     if refs is not None:
         return ds.map_batches(_mark_broadcast, fn_args=(refs, mark), **ARROW)
-    live = ds.map_batches(live_rows, **ARROW)
-    rejected = ds.map_batches(passed_through, fn_args=([*drop, KEY], cluster), **ARROW)
-    joined = live.join(roots, "left_outer", partitions, on=(KEY,), right_on=("node",))
-    return joined.map_batches(_mark_joined, fn_args=(mark,), **ARROW).union(rejected)
+    joined = ds.join(roots, "left_outer", partitions, on=(KEY,), right_on=("node",))
+    return joined.map_batches(_mark_joined, fn_args=(mark,), **ARROW)
 
 
 def _mark_broadcast(batch: pa.Table, refs: list, mark) -> pa.Table:

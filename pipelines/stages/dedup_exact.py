@@ -20,7 +20,7 @@ import xxhash
 from pydantic import Field
 
 from pipelines.dedup.datasets import ARROW, gather, materialize, partitions_for
-from pipelines.dedup.removal import (KEY, ROOT_SCHEMA, KeepRule, apply_roots, keyed, mark_removed, text_lengths,
+from pipelines.dedup.removal import (KEY, ROOT_SCHEMA, KeepRule, apply_roots, mark_removed, text_lengths,
                                      with_keep_keys)
 from pipelines.stage import GlobalStage, StageConfig
 
@@ -63,10 +63,10 @@ class DedupExact(GlobalStage):
         """Only ``(hash, key)`` rows are shuffled; the key rows get their group's survivor."""
         ds = materialize(ds.map_batches(with_keep_keys, fn_args=(self.config.keep,), **ARROW))
         partitions = self.config.partitions or partitions_for(ds.count())
-        pairs = ds.select_columns([HASH, KEY]).map_batches(keyed, **ARROW)
+        pairs = ds.select_columns([HASH, KEY])
         limit = self.ctx.broadcast_limit_rows
         roots = gather(pairs, [HASH], partitions, ds.count(), limit).map_batches(group_roots, batch_size=None, **ARROW)
-        return apply_roots(ds, roots, self.mark, [HASH], partitions, limit)
+        return apply_roots(ds, roots, self.mark, partitions, limit)
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
         return mark_removed(batch.drop_columns([HASH]), root, self.config.keep, self.name, "exact_duplicate")

@@ -142,8 +142,7 @@ class DedupFuzzy(GlobalStage):
         components = connected_components(edges, partitions, self.ctx.broadcast_limit_rows, pa.int64())
         roots = survivors(components, ds, partitions, self.ctx.broadcast_limit_rows)
         drop = bands + ([VALUE] if c.verify != "none" else [])
-        return apply_roots(ds.drop_columns(drop), roots, self.mark, [], partitions, self.ctx.broadcast_limit_rows,
-                           CLUSTER)
+        return apply_roots(ds.drop_columns(drop), roots, self.mark, partitions, self.ctx.broadcast_limit_rows)
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
         c = self.config
