@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from pipelines.stage import REJECT_REASON, StageContext, run_map_stage  # noqa: E402
 from pipelines.stages.langid import Langid, LangidConfig  # noqa: E402
 from pipelines.stages.quality import Quality, QualityConfig  # noqa: E402
-from tests.test_text_stages import batch  # noqa: E402
+from testkit.batches import batch  # noqa: E402
 
 BATCH = 1024
 COMBINED = "langid + quality"

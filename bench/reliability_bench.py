@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.conftest import RayHead  # noqa: E402  (the same two-node cluster the tests use)
+from testkit.ray_cluster import RayHead  # noqa: E402  (the same two-node cluster the tests use)
 
 sys.path.insert(0, str(ROOT / "bench"))
 from corpus import generate  # noqa: E402

@@ -119,7 +119,8 @@ def measure(cmd: list[str], log: Path, out: Path, timeout: float, env: dict) -> 
     if status == "ok" and proc.returncode:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
         status = f"failed (exit {proc.returncode}): {tail[0][:300]}"
-    return {"status": status, "wall_s": round(wall, 2), "driver_peak_rss_mb": round(peak["driver_rss"] / 2**20),
+    return {"status": status, "pid": proc.pid, "wall_s": round(wall, 2),
+            "driver_peak_rss_mb": round(peak["driver_rss"] / 2**20),
             "tree_peak_pss_mb": round(peak["pss"] / 2**20), "tree_peak_rss_sum_mb": round(peak["rss"] / 2**20),
             "cpu_s": round(sum(cpu.values()), 1), "max_progress_files": peak["progress"],
             "max_read_markers": peak["read_markers"], "max_staging_files": peak["staging"]}
@@ -146,7 +147,7 @@ def run(corpus: Path, work: Path, mb: int, tasks: int, thresher: str, broadcast_
               "config": yaml.safe_load(cfg.read_text()), "command": shlex.join(cmd), "thresher_version": version()}
     print(f"running {result['command']} ...", flush=True)
     result.update(measure(cmd, work / f"scale-{mb}-{tasks}.log", out, timeout, env))
-    result["spilled_mib"] = spilled_mib()
+    result["spilled_mib"] = spilled_mib(result["pid"])
     result["data_files"] = count_files(out / "data")[0]
     result["rejects_files"] = count_files(out / "rejects")[0]
     result["left_in_progress"] = count_files(out / "_progress")[0]
@@ -161,10 +162,13 @@ def run(corpus: Path, work: Path, mb: int, tasks: int, thresher: str, broadcast_
     return result
 
 
-def spilled_mib() -> int:
-    """What the embedded Ray of the last run spilled to disk: the largest "Spilled N MiB" its raylet logged."""
-    log = Path("/tmp/ray/session_latest/logs/raylet.out")
-    found = re.findall(r"Spilled (\d+) MiB", log.read_text(errors="replace")) if log.exists() else []
+def spilled_mib(driver_pid: int) -> int:
+    """What the run's embedded Ray spilled to disk over the run: the largest "Spilled N MiB" (a running total) its
+    raylet logged. The run's session folder is the one named after the driver's pid (``session_latest`` may be
+    another Ray's by the time the run ends)."""
+    found = []
+    for log in Path("/tmp/ray").glob(f"session_*_{driver_pid}/logs/raylet.out"):
+        found += re.findall(r"Spilled (\d+) MiB", log.read_text(errors="replace"))
     return max(map(int, found), default=0)
 
 
@@ -254,7 +258,7 @@ def main() -> None:
     (a.results / f"{a.name}.json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
     (a.results / f"{a.name}.md").write_text(markdown(runs, command, a.broadcast_limit_rows))
     print(markdown(runs, command, a.broadcast_limit_rows))
-    print(f"wrote {a.results / 'scale.md'} and {a.results / 'scale.json'}")
+    print(f"wrote {a.results / (a.name + '.md')} and {a.results / (a.name + '.json')}")
 
 
 if __name__ == "__main__":

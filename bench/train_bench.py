@@ -59,7 +59,7 @@ def curate(records: int, out: Path) -> Path:
 def tiny_model(data: Path, out: Path) -> dict:
     import pyarrow.parquet as pq
 
-    from tests.test_training import build_tiny_llama
+    from testkit.tiny_llama import build_tiny_llama
     from training.data import render_alpaca
 
     texts = [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in pq.read_table(data).to_pylist()]

@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 from cluster.config import ConfigError, apply_overrides, load_yaml
+from cluster.console import LOG_FORMAT, Console, current as console
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="thresher", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="Ray's own output and debug logging on the terminal (default: in the command's log file)")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("curate", help="run a curation config")
@@ -37,13 +39,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="more runtime_env fields, e.g. deploy/runtime-env-stock-ray.yaml for a stock Ray cluster")
     s.add_argument("--max-file-mib", type=float, default=10, help="leave larger files out of the upload (0: no limit)")
     s.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    s.add_argument("--no-forward-aws", action="store_true", help="do not pass this shell's AWS_* variables to the job")
+    s.add_argument("--forward-aws", action="store_true",
+                   help="pass this shell's AWS_* variables to the job (only to an https:// or loopback address)")
     s.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- thresher curate|train ...")
 
     j = sub.add_parser("jobs", help="list, inspect or stop submitted jobs")
     j.add_argument("action", choices=["list", "status", "logs", "stop"])
     j.add_argument("job_id", nargs="?")
     j.add_argument("--address", help="dashboard URL (default: RAY_ADDRESS or http://127.0.0.1:8265)")
+
+    e = sub.add_parser("eval", help="generate and score on an evaluation set (Ray Data actor pool)")
+    e.add_argument("config")
+    e.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
     r = sub.add_parser("report", help="re-render report.html/report.json of a finished run")
     r.add_argument("run_uri")
@@ -61,12 +69,18 @@ def _config(args) -> dict:
 
 def _curate(args) -> int:
     from pipelines.config import parse_config
+    from pipelines.gates import GATE_FAILED, failures
     from pipelines.runner import run
     from pipelines.summary import summary_table
 
     manifest = run(parse_config(_config(args)), address=args.address)
-    print(summary_table(manifest))
-    return 0
+    console().print(summary_table(manifest))
+    failed = failures(manifest.get("gates", []))
+    for line in failed:
+        console().error(line)
+    if failed:
+        console().error(f"the run's manifest says status: {GATE_FAILED}; thresher train refuses it")
+    return 1 if failed else 0
 
 
 def _train(args) -> int:
@@ -78,7 +92,7 @@ def _train(args) -> int:
     summary = {k: metrics[k] for k in ("steps", "resumed_from_step", "eval_loss", "eval_perplexity", "tokens_per_s",
                                        "output", "checkpoint")}
     summary["train_loss"] = metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None
-    print(json.dumps(summary, indent=2))
+    console().print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -91,7 +105,7 @@ def _submit(args) -> int:
     if entry[:2] == ["thresher", "curate"]:
         _warn_if_local_output(_parser().parse_args(entry[1:]))
     return submit(entry, address=args.address, working_dir=args.working_dir, wait=not args.no_wait,
-                  forward_aws=not args.no_forward_aws, runtime_env_file=args.runtime_env,
+                  forward_aws=args.forward_aws, runtime_env_file=args.runtime_env,
                   max_file_mib=args.max_file_mib)
 
 
@@ -111,24 +125,45 @@ def _jobs(args) -> int:
     return jobs(args.action, args.job_id, address=args.address)
 
 
+def _eval(args) -> int:
+    import json
+
+    from training.evaluation import main as evaluate
+
+    result = evaluate(_config(args), address=args.address)
+    console().print(json.dumps({"rows": result["rows"], "metrics": result["metrics"]}, indent=2))
+    return 0
+
+
 def _report(args) -> int:
     from cluster.storage import Storage
     from pipelines.runner import rerender_report
 
     rerender_report(args.run_uri, Storage.from_options(None))
-    print(f"wrote {args.run_uri}/report.json and report.html")
+    console().print(f"wrote {args.run_uri}/report.json and report.html")
     return 0
 
 
-COMMANDS = {"curate": _curate, "train": _train, "submit": _submit, "jobs": _jobs, "report": _report}
+COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "submit": _submit, "jobs": _jobs, "report": _report}
+ON_RAY = ("curate", "train", "eval", "report")  # commands whose Ray output goes to a log file (cluster.console)
+
+
+def _run(args) -> int:
+    try:
+        return COMMANDS[args.command](args)
+    except Exception:
+        logging.getLogger("thresher").info("%s failed", args.command, exc_info=True)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return COMMANDS[args.command](args)
+        if args.command in ON_RAY:
+            with Console(args.command, verbose=args.verbose):
+                return _run(args)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
+        return _run(args)
     except ConfigError as e:
         print(f"thresher: error: {e}", file=sys.stderr)
         return 2
@@ -136,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
         print("thresher: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the run failed: say why, exit 1
-        logging.getLogger("thresher").debug("run failed", exc_info=True)
         print(f"thresher: failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
 

@@ -14,9 +14,11 @@ what ``.gitignore``/``.rayignore`` list, and files over ``--max-file-mib`` (name
 runs as ``python -m cluster.cli ARGS``: the cluster's ``python`` needs thresher's dependencies (the image in
 ``deploy/``, or ``--runtime-env deploy/runtime-env-stock-ray.yaml`` on the stock Ray image).
 
-The standard AWS variables set here are passed to the job as runtime_env ``env_vars`` (``--no-forward-aws``
-keeps them here); their names, never their values, are printed. Anyone holding the cluster's token can read
-a job's runtime_env, credentials included: where the nodes have their own credentials, pass --no-forward-aws.
+The standard AWS variables set here are passed to the job as runtime_env ``env_vars`` only with
+``--forward-aws``, and only to an ``https://`` or loopback address (elsewhere they would cross the network in
+clear text: refused before any connection); their names, never their values, are printed. Anyone holding the
+cluster's token can read a job's runtime_env, credentials included: where the nodes have their own credentials
+(instance role, IRSA, a Kubernetes Secret), leave --forward-aws out.
 thresher itself never shows a credential or the token: job logs, job messages and the cluster's errors are
 printed with those values replaced by their variable's name.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -33,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cluster.config import ConfigError, load_yaml
 
@@ -56,6 +60,21 @@ def api_address(address: str | None) -> str:
         if candidate and candidate.strip():
             return candidate.strip().rstrip("/")
     return DEFAULT_ADDRESS
+
+
+def safe_for_credentials(address: str) -> bool:
+    """Whether credentials may be sent to ``address``: an ``https://`` URL, or a loopback host (127.0.0.0/8, ::1,
+    localhost; e.g. a port-forward) whatever the scheme."""
+    scheme, sep, rest = address.partition("://")
+    if sep and scheme.lower() == "https":
+        return True
+    host = urlsplit("//" + (rest if sep else address)).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ClusterUnreachable(Exception):
@@ -172,17 +191,29 @@ def _entrypoint(command: list[str], working_dir: Path) -> str:
 
 
 def _uploaded_files(working_dir: Path, excludes: list[str]) -> list[Path]:
-    """The files Ray would upload from ``working_dir``: its own walk, with .gitignore and .rayignore."""
-    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+    """The files Ray would upload from ``working_dir``, walked as Ray's runtime_env packaging walks it: the
+    ``excludes`` patterns relative to ``working_dir``, each folder's ``.gitignore`` (unless
+    RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1) and ``.rayignore`` relative to that folder (gitignore syntax)."""
+    from pathspec import PathSpec
 
+    ignore_files = [".rayignore"]
+    if os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1":
+        ignore_files.insert(0, ".gitignore")
     files: list[Path] = []
 
-    def collect(path: Path) -> None:
-        if path.is_file():
+    def walk(path: Path, specs: list[tuple[Path, PathSpec]]) -> None:
+        if path.is_dir():
+            specs = specs + [(path, PathSpec.from_lines("gitignore", (path / name).read_text().splitlines()))
+                             for name in ignore_files if (path / name).is_file()]
+        if any(spec.match_file(str(path.relative_to(root))) for root, spec in specs if path != root):
+            return
+        if path.is_dir():
+            for sub in path.iterdir():
+                walk(sub, specs)
+        elif path.is_file():
             files.append(path)
 
-    _dir_travel(working_dir, [_get_excludes(working_dir, excludes)], collect,
-                include_gitignore=os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1")
+    walk(working_dir, [(working_dir, PathSpec.from_lines("gitignore", excludes))])
     return files
 
 
@@ -226,12 +257,13 @@ def runtime_env(working_dir: Path, forward_aws: bool, base: dict | None = None,
         named = ", ".join(f"{rel} ({size / 2**20:.0f} MiB)" for rel, size in large[:5])
         notes.append(f"not uploading {len(large)} file(s) over {max_file_mib:g} MiB: {named}"
                      f"{' ...' if len(large) > 5 else ''}; read data from s3:// (or raise --max-file-mib)")
-    aws = {v: os.environ[v] for v in FORWARDED_AWS_VARIABLES if os.environ.get(v)} if forward_aws else {}
-    env_vars = {**aws, **env.get("env_vars", {})}
+    aws = [v for v in FORWARDED_AWS_VARIABLES if os.environ.get(v)]
+    env_vars = {**({v: os.environ[v] for v in aws} if forward_aws else {}), **env.get("env_vars", {})}
     if env_vars:
         env["env_vars"] = env_vars
     if aws:
-        notes.append(f"the job gets this shell's {', '.join(aws)} (--no-forward-aws keeps them here)")
+        notes.append(f"the job gets this shell's {', '.join(aws)}" if forward_aws else
+                     f"not passing this shell's {', '.join(aws)} to the job (--forward-aws passes them)")
     return env, notes
 
 
@@ -261,9 +293,13 @@ async def _stream_logs(client, job_id: str) -> None:
         sys.stdout.flush()
 
 
-def submit(entrypoint: list[str], address: str | None, working_dir: str, wait: bool, forward_aws: bool = True,
+def submit(entrypoint: list[str], address: str | None, working_dir: str, wait: bool, forward_aws: bool = False,
            runtime_env_file: str | None = None, max_file_mib: float = MAX_FILE_MIB) -> int:
     """Submit ``entrypoint`` as a Ray job; stream its logs and return its exit status, or print its id."""
+    if forward_aws and not safe_for_credentials(api_address(address)):
+        raise ConfigError(f"submit: --forward-aws would send this shell's AWS credentials to {api_address(address)} "
+                          "in clear text (neither https:// nor loopback); use an https:// address or a loopback "
+                          "port-forward, or leave --forward-aws out and give the cluster its own credentials")
     _token_mode()
     _quiet_ray()
     wd = Path(working_dir).resolve()

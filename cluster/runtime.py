@@ -19,6 +19,32 @@ def quiet_embedded_workers() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class ProgressCounter:
+    """A Ray actor that tasks add their progress to (fire and forget) and the driver polls."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = {}
+
+    def add(self, counts: dict[str, int]) -> None:
+        for name, n in counts.items():
+            self.counts[name] = self.counts.get(name, 0) + n
+
+    def put(self, counts: dict[str, int]) -> None:
+        self.counts.update(counts)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def progress_counter():
+    """A ``ProgressCounter`` actor when a console shows progress, else None (nothing to report to)."""
+    import ray
+
+    from cluster.console import current
+
+    return ray.remote(num_cpus=0)(ProgressCounter).remote() if current().shows_progress else None
+
+
 def resolve_address(address: str | None) -> str | None:
     """The cluster address to use: the explicit one, else ``RAY_ADDRESS``, else None (embedded)."""
     return address or os.environ.get("RAY_ADDRESS") or None

@@ -8,6 +8,7 @@ unless a config's ``storage`` block names an endpoint or region.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import posixpath
 from dataclasses import dataclass
@@ -126,10 +127,13 @@ class Storage:
 
 
 MANIFEST = "manifest.json"
+PROGRESS = "_progress"  # a thresher run's markers, removed at commit (pipelines.run_folder)
+STAGING = "_staging"
 
 
 def run_root(data_uri: str) -> str | None:
-    """The run folder above a thresher run's ``data/`` or ``data/<split>/`` URI (None if not one)."""
+    """The folder above a ``data/`` or ``data/<split>/`` URI (None if not one): where a thresher run keeps its
+    manifest and markers."""
     parts = data_uri.rstrip("/").split("/")
     for i in (len(parts) - 1, len(parts) - 2):
         if i > 0 and parts[i] == "data":
@@ -138,9 +142,19 @@ def run_root(data_uri: str) -> str | None:
 
 
 def require_complete_run(storage: Storage, data_uri: str) -> None:
-    """Refuse to read the data of a thresher run that has no ``manifest.json`` (it did not complete)."""
+    """Refuse to read the data of an unfinished thresher run (its markers and no ``manifest.json``) or of a run
+    whose manifest says a gate failed. Any other Parquet (a Hugging Face dataset's ``data/``) is read as it is."""
     from cluster.config import ConfigError
 
     root = run_root(data_uri)
-    if root is not None and storage.exists(join(root, "data")) and not storage.exists(join(root, MANIFEST)):
+    if root is None:
+        return
+    manifest = join(root, MANIFEST)
+    if storage.exists(manifest):
+        run = json.loads(storage.read_bytes(manifest))
+        if run.get("status") == "gate_failed":
+            failed = "; ".join(f"{g['gate']} (measured {g['measured']}, limit {g['limit']})"
+                               for g in run.get("gates", []) if not g["ok"])
+            raise ConfigError(f"{data_uri}: the run at {root} failed its gates: {failed}; refusing to read it")
+    elif any(storage.exists(join(root, marker)) for marker in (PROGRESS, STAGING)):
         raise ConfigError(f"{data_uri}: the run at {root} has no {MANIFEST}: it did not complete; refusing to read it")

@@ -6,10 +6,11 @@ import importlib
 import pkgutil
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from cluster.config import ConfigError, StrictModel, validate
 from cluster.storage import StorageOptions
+from pipelines.gates import GatesConfig
 from pipelines.stage import REGISTRY, Stage, StageConfig
 
 FORMATS = ("jsonl", "parquet", "text", "wet")
@@ -56,11 +57,21 @@ class CurateConfig(StrictModel):
     stages: list[StageSpec] = []
     storage: StorageOptions | None = None
     execution: ExecutionConfig = ExecutionConfig()
+    gates: GatesConfig = GatesConfig()
 
     @field_validator("stages", mode="before")
     @classmethod
     def _stages(cls, v):
         return [_parse_stage(i, item) for i, item in enumerate(v or [])]
+
+    @model_validator(mode="after")
+    def _gated_stages_exist(self):
+        known = {"read", "unique_ids", *(s.name for s in self.stages)}
+        for name in self.gates.max_stage_rejected_fraction:
+            if name not in known:
+                raise ValueError(f"gates.max_stage_rejected_fraction.{name}: no such stage in this run "
+                                 f"(stages: {', '.join(sorted(known))})")
+        return self
 
     def stage_classes(self) -> list[tuple[type[Stage], StageConfig]]:
         return [(REGISTRY[s.name], s.config) for s in self.stages]

@@ -157,13 +157,52 @@ def _open_stream(storage: Storage, uri: str):
     if comp == ".gz":
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if comp in (".zst", ".zstd"):
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)
+        return io.BufferedReader(_ZstdStream(raw), buffer_size=1 << 20)
     if comp == ".bz2":
         return bz2.BZ2File(raw)
     if comp == ".xz":
         return lzma.LZMAFile(raw)
     return io.BufferedReader(raw, buffer_size=1 << 20)
+
+
+class _ZstdStream(io.RawIOBase):
+    """Decompresses a stream of concatenated zstd frames; one that ends inside a frame (a truncated file) raises
+    EOFError, where zstandard's own stream reader would just end."""
+
+    def __init__(self, raw):
+        self.raw, self.frame = raw, zstandard.ZstdDecompressor().decompressobj()
+        self.in_frame, self.pending, self.offset = False, b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.offset >= len(self.pending):
+            chunk = self.raw.read(1 << 20)
+            if not chunk:
+                if self.in_frame:
+                    raise EOFError("compressed data ends inside a zstd frame (truncated file)")
+                return 0
+            self.pending, self.offset = self._decompress(chunk), 0
+        n = min(len(buffer), len(self.pending) - self.offset)
+        buffer[:n] = self.pending[self.offset:self.offset + n]
+        self.offset += n
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            self.in_frame = True
+            out.append(self.frame.decompress(data))
+            data = b""
+            if self.frame.eof:
+                data, self.in_frame = self.frame.unused_data, False
+                self.frame = zstandard.ZstdDecompressor().decompressobj()
+        return b"".join(out)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 def _uri_key(uri: str) -> str:

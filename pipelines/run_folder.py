@@ -16,28 +16,37 @@ and loaded.
 ```
 A part covers the read tasks LO..HI (segment 0: one read task; later segments: an apply group) and was written
 by write task W (a retried task rewrites the same names). ``_progress`` and ``_staging`` are removed at commit.
+
+A run replaces what its output folder holds under those names, so :func:`check_output` refuses, before anything
+is written or deleted, an output that is, contains or lies inside an input, and an existing non-empty folder
+that is not a thresher run (none of ``manifest.json``, ``_progress/``, ``_staging/``).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from cluster.config import ConfigError
-from cluster.storage import MANIFEST, Storage, join
+from cluster.storage import MANIFEST, PROGRESS, STAGING, Storage, is_s3, join
 
 log = logging.getLogger(__name__)
 
-PROGRESS = "_progress"
-STAGING = "_staging"
 REJECTS = "rejects"
 DATA = "data"
 RUN_FILES = ("report.json", "report.html", "README.md")
 RUN_DIRS = (DATA, REJECTS, PROGRESS, STAGING)
+# names of files a run writes, to tell whether an input glob would read them
+RUN_SAMPLE_FILES = (*RUN_FILES, MANIFEST, f"{DATA}/part-00000.parquet", f"{DATA}/train/part-00000.parquet",
+                    f"{REJECTS}/part-00000.parquet")
 _PART = re.compile(r"s(\d+)-(\d+)-(\d+)-(\d+)")
 _RANGE = re.compile(r"(\d+)-(\d+)-(\d+)\.parquet$")
 
@@ -205,6 +214,42 @@ class RunFolder:
         if not self.storage.exists(uri):
             raise ConfigError(f"{self.root}: no {MANIFEST}: the run did not complete (or is not a thresher run)")
         return json.loads(self.storage.read_bytes(uri))
+
+
+def check_output(output: str, inputs: list[str], storage: Storage) -> None:
+    """Refuse (ConfigError) an output that is, contains or lies inside an input (for a glob: the folder it starts
+    from, and inside it only where the glob would read the run's files), or an existing non-empty folder without
+    a thresher run's markers (module docstring)."""
+    out = _location(output)
+    for uri in inputs:
+        pattern = _location(uri)
+        glob = next((i for i, p in enumerate(pattern.parts) if any(c in p for c in "*?[")), None)
+        inp = pattern if glob is None else PurePosixPath(*pattern.parts[:glob])
+        inside = inp in out.parents and (glob is None or any(
+            fnmatch.fnmatchcase(str(out / name), str(pattern)) for name in RUN_SAMPLE_FILES))
+        relation = "is" if out == inp else "contains" if out in inp.parents else "lies inside" if inside else None
+        if relation:
+            raise ConfigError(f"output.path: {output} {relation} the input {uri}; a run deletes and rewrites its "
+                              "output folder's data/, rejects/ and reports: write it elsewhere")
+    fs, path = storage.resolve(output)
+    try:
+        kind = fs.get_file_info(path).type
+        if kind == pafs.FileType.File:
+            raise ConfigError(f"output.path: {output} is a file, not a folder")
+        found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)) if kind == pafs.FileType.Directory else []
+    except OSError as e:
+        raise ConfigError(f"output.path: cannot look into {output!r}: {e}") from None
+    names = sorted(i.base_name for i in found)
+    if names and not {MANIFEST, PROGRESS, STAGING} & set(names):
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise ConfigError(f"output.path: {output} is a non-empty folder ({shown}) and not a thresher run (no "
+                          f"{MANIFEST}, {PROGRESS}/ or {STAGING}/), which a run would partly overwrite; give a new "
+                          "or empty folder")
+
+
+def _location(uri: str) -> PurePosixPath:
+    """A path to compare locations by: ``s3:/bucket/key``, or the absolute local path."""
+    return PurePosixPath(uri) if is_s3(uri) else PurePosixPath(Path(uri.removeprefix("file://")).expanduser().resolve())
 
 
 def _part(uri: str, size: int, seg: int) -> Part:

@@ -37,15 +37,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cluster.config import ConfigError
-from cluster.runtime import ray_session
+from cluster.console import current as console
+from cluster.runtime import progress_counter, ray_session
 from cluster.storage import Storage
 from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
+from pipelines import gates
 from pipelines.dedup.datasets import materialize
 from pipelines.manifest import AccountingError, build_manifest
 from pipelines.readers import ReaderSpec, ReadError, ReadTask, plan, read_task
 from pipelines.report import add, build_report, collect_stats, merge_stats, render_html
-from pipelines.run_folder import REJECTS, Part, RunFolder
+from pipelines.run_folder import REJECTS, Part, RunFolder, check_output
 from pipelines.stage import (KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT, GlobalStage, MapStage,
                              Stage, StageContext, run_map_stage, task_of)
 from pipelines.stages.unique_ids import UniqueIds, UniqueIdsConfig
@@ -104,6 +106,7 @@ def segments(cfg: CurateConfig, stages: list[Stage], storage: Storage) -> list[S
 
 def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec, list[Segment]]:
     """Everything that can be checked before work starts; problems are ConfigErrors (exit 2)."""
+    check_output(cfg.output.path, cfg.input.paths, storage)
     try:
         tasks, spec = plan(cfg.input, storage)
     except ReadError as e:
@@ -119,17 +122,19 @@ def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], Read
     return tasks, spec, segments(cfg, build_stages(cfg, storage), storage)
 
 
-def run_key(cfg: CurateConfig, tasks: list[ReadTask]) -> str:
-    """Identifies what a run computes: the config (less execution settings) and the planned reads."""
-    config = {k: v for k, v in cfg.dump().items() if k != "execution"}
+def run_key(cfg: CurateConfig, tasks: list[ReadTask], segs: list[Segment]) -> str:
+    """Identifies what a run computes: the config (less execution settings and gates), the stages' fingerprints and
+    the planned reads."""
+    config = {k: v for k, v in cfg.dump().items() if k not in ("execution", "gates")}
+    fingerprints = [s.fingerprint() for seg in segs for s in seg.global_stages + seg.map_stages]
     reads = [[i, t.format, list(t.uris), t.start, t.end] for i, t in enumerate(tasks)]
-    return hashlib.sha256(json.dumps([config, reads], sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([config, fingerprints, reads], sort_keys=True).encode()).hexdigest()
 
 
 # -- sources ---------------------------------------------------------------------------------------------
 
 
-def _read_batches(batch, spec: ReaderSpec, folder: RunFolder):
+def _read_batches(batch, spec: ReaderSpec, folder: RunFolder, counter):
     """Segment 0's source: one read task in, its records out with their internal keys.
 
     When the task has read everything, its read marker records how many records it read: the independent count
@@ -140,10 +145,14 @@ def _read_batches(batch, spec: ReaderSpec, folder: RunFolder):
     for table in read_task(task, spec):
         yield table.append_column(KEY, pa.array(base + np.arange(n, n + table.num_rows), pa.int64()))
         n += table.num_rows
+        if counter is not None:
+            counter.add.remote({"read": table.num_rows})
     folder.storage.write_bytes(folder.read_marker(item["index"]), json.dumps({"rows": n}).encode())
+    if counter is not None:
+        counter.add.remote({"read_tasks": 1, "read_task_rows": n})
 
 
-def _apply_batches(batch, folder: RunFolder, seg: int, columns: list[str]):
+def _apply_batches(batch, folder: RunFolder, seg: int, columns: list[str], counter):
     """A later segment's source: one apply group's staged records, in key order, with their decisions."""
     item = json.loads(batch["group"][0])
     uri = folder.decisions(seg, item["index"])
@@ -162,9 +171,11 @@ def _apply_batches(batch, folder: RunFolder, seg: int, columns: list[str]):
             raise RuntimeError(f"apply group {item['index']}: decisions do not match the staged records of "
                                f"read tasks {lo}..{hi}")
         done += table.num_rows
-        for col in REJECTION + columns:  # decisions are strings (_decision_rows)
+        for col in REJECTION + columns:  # decisions in their types (_decision_rows)
             i = table.column_names.index(col) if col in table.column_names else -1
             table = table.set_column(i, col, d[col]) if i >= 0 else table.append_column(col, d[col])
+        if counter is not None:
+            counter.add.remote({f"apply{seg}": table.num_rows})
         yield table
     if decisions is not None and done != decisions.num_rows:
         raise RuntimeError(f"apply group {item['index']}: {decisions.num_rows - done} decisions for no staged record")
@@ -217,11 +228,11 @@ def _rejected(batch: pa.Table, yes: bool) -> pa.Table:
     return batch.filter(mask if yes else pc.invert(mask))
 
 
-def _decision_rows(batch: pa.Table, columns: list[str]) -> pa.Table:
-    """``KEY``, the rejection columns and ``columns`` (strings; null where a stage did not set them)."""
+def _decision_rows(batch: pa.Table, columns: dict[str, pa.DataType]) -> pa.Table:
+    """``KEY``, the rejection columns (strings) and ``columns`` in their types (null where a stage did not set them)."""
     out = {KEY: batch[KEY]}
-    for col in REJECTION + columns:
-        out[col] = batch[col].cast(pa.string()) if col in batch.column_names else pa.nulls(batch.num_rows, pa.string())
+    for col, kind in {**dict.fromkeys(REJECTION, pa.string()), **columns}.items():
+        out[col] = batch[col].cast(kind) if col in batch.column_names else pa.nulls(batch.num_rows, kind)
     return pa.table(out)
 
 
@@ -256,7 +267,7 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     uris = folder.keys_parts(seg - 1)
     if not uris:
         return {s.name: {"in": 0, "out": 0, "rejected": 0} for s in segment.global_stages}
-    columns = [c for s in segment.global_stages for c in s.decision_columns()]
+    columns = {c: s.decision_types().get(c, pa.string()) for s in segment.global_stages for c in s.decision_columns()}
     keys = materialize(ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=len(uris)).map_batches(
         _read_parquet, fn_args=(folder.storage,), batch_size=1, batch_format="pandas"))
     blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(keys.count() / KEY_ROWS_PER_BLOCK))
@@ -266,12 +277,13 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     for stage in segment.global_stages:
         n_in = keys.count()
         out = stage.decide(keys).materialize()
-        rejected = materialize(out.map_batches(_rejected, fn_args=(True,), **ARROW))
         keys = materialize(out.map_batches(_rejected, fn_args=(False,), **ARROW))
-        counts[stage.name] = {"in": n_in, "out": keys.count(), "rejected": rejected.count(),
+        # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
+        counts[stage.name] = {"in": n_in, "out": keys.count(), "rejected": n_in - keys.count(),
                               "metrics": getattr(stage, "metrics", {})}
         log.info("%s: %s", stage.name, counts[stage.name])
-        if rejected.count():
+        if counts[stage.name]["rejected"]:
+            rejected = out.map_batches(_rejected, fn_args=(True,), **ARROW)
             decided.append(rejected.map_batches(_decision_rows, fn_args=(columns,), **ARROW))
     if keys.count() or not decided:
         decided.append(keys.map_batches(_decision_rows, fn_args=(columns,), **ARROW))
@@ -344,8 +356,10 @@ def reduce_stats(folder: RunFolder) -> dict:
     return ray.get(refs[0]) if refs else {}
 
 
-def publish(folder: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: int) -> list[str]:
-    """Compact every destination's staged outputs into final files of about ``target_bytes``."""
+def publish(folder: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: int,
+            orders: dict[str, str] | None = None) -> list[str]:
+    """Compact every destination's staged outputs into final files of about ``target_bytes``; a destination in
+    ``orders`` has each file's rows ordered by that column (``Stage.sort_destinations``)."""
     import ray
 
     staged = folder.out_parts()
@@ -354,10 +368,15 @@ def publish(folder: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: i
         by_task = {int(t): n for t, n in sizes.get(dest, {}).items()}
         for index, (lo, hi) in enumerate(plan_ranges(by_task, target_bytes) if by_task else []):
             parts = [p.__dict__ for p in staged[dest] if p.lo <= hi and p.hi >= lo]
-            items.append({"dest": dest, "index": index, "lo": lo, "hi": hi, "parts": parts})
+            items.append({"dest": dest, "index": index, "lo": lo, "hi": hi, "parts": parts,
+                          "order_by": (orders or {}).get(dest)})
     task = ray.remote(max_retries=3)(compact)
-    results = ray.get([task.remote(item, folder) for item in items])
-    return [r["uri"] for r in results if r["uri"]]
+    pending, results = [task.remote(item, folder) for item in items], []
+    with console().phase("write files", lambda: (len(results), len(items)), unit="files"):
+        while pending:
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
+            results += ray.get(done)
+    return sorted(r["uri"] for r in results if r["uri"])
 
 
 # -- the run --------------------------------------------------------------------------------------------------
@@ -376,7 +395,8 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
     global_counts: dict[str, dict] = {}
     with ray_session(address, cfg.execution.num_cpus) as resources:
         cluster_info = _cluster_info(resources)
-        reused = folder.prepare(run_key(cfg, planned))
+        reused = folder.prepare(run_key(cfg, planned, segs))
+        counter = progress_counter()
         try:
             for k, segment in enumerate(segs):
                 final = k == len(segs) - 1
@@ -387,25 +407,36 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     if not items:
                         continue
                     source = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                        _read_batches, fn_args=(spec, folder), batch_size=1, batch_format="pandas")
-                    groups = None
+                        _read_batches, fn_args=(spec, folder, counter), batch_size=1, batch_format="pandas")
+                    groups, phase = None, ("read and map stages", _read_progress(counter, len(items)))
                 else:
                     groups, group_items = apply_groups(folder, k, APPLY_GROUP_BYTES)
-                    global_counts.update(decide(folder, k, segment, groups, cfg.execution.broadcast_limit_rows))
+                    names = ", ".join(s.name for s in segment.global_stages)
+                    with console().phase(f"decide: {names}"):
+                        counts = decide(folder, k, segment, groups, cfg.execution.broadcast_limit_rows)
+                    global_counts.update(counts)
                     if not group_items:
                         continue
                     columns = [c for s in segment.global_stages for c in s.decision_columns()]
                     source = ray.data.from_items([{"group": json.dumps(g)} for g in group_items],
                                                  override_num_blocks=len(group_items)).map_batches(
-                        _apply_batches, fn_args=(folder, k, columns), batch_size=1, batch_format="pandas")
+                        _apply_batches, fn_args=(folder, k, columns, counter), batch_size=1, batch_format="pandas")
+                    total = counts[segment.global_stages[0].name]["in"]
+                    what = ", ".join(s.name for s in segment.map_stages) or "write"
+                    phase = (f"apply decisions, {what}", _counted(counter, f"apply{k}", total))
                 ds = _map_stages(source, segment.map_stages, cfg.execution.batch_size)
-                ds.write_datasink(RunSink(folder, k, groups, final, next_stages, cfg.input.text_field))
+                with console().phase(phase[0], phase[1]):
+                    ds.write_datasink(RunSink(folder, k, groups, final, next_stages, cfg.input.text_field))
             read_rows = folder.read_rows()
             missing = len(planned) - len(read_rows)
             if missing:
                 raise RunFailed(f"{missing} of {len(planned)} read tasks reported no result")
             stats = reduce_stats(folder)
-            files = publish(folder, stats.get("sizes", {}), target)
+            orders = {d: c for seg in segs for s in seg.global_stages + seg.map_stages
+                      for d, c in s.sort_destinations().items()}
+            files = publish(folder, stats.get("sizes", {}), target, orders)
+            for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
+                stage.after_publish(folder.root, files)
         except RunFailed:
             raise
         except Exception as e:
@@ -418,9 +449,36 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
     manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
                     started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
                     seconds=round(time.perf_counter() - t0, 3))
+    gate_results = gates.check(cfg.gates, manifest["counts"])
+    if gate_results:
+        manifest["gates"] = gate_results
+        if not all(g["ok"] for g in gate_results):
+            manifest["status"] = gates.GATE_FAILED
     report = build_report(stats.get("report", {}), manifest)
     folder.commit(manifest, report, render_html(report, manifest), dataset_card(folder.root, storage, manifest, report))
     return manifest
+
+
+def _read_progress(counter, tasks: int):
+    """Records read, and the total estimated from the read tasks done (None without a counter)."""
+    if counter is None:
+        return None
+    import ray
+
+    def poll():
+        c = ray.get(counter.snapshot.remote())
+        done = c.get("read_tasks", 0)
+        return c.get("read", 0), (c.get("read_task_rows", 0) * tasks / done if done else None)
+
+    return poll
+
+
+def _counted(counter, name: str, total: int):
+    if counter is None:
+        return None
+    import ray
+
+    return lambda: (ray.get(counter.snapshot.remote()).get(name, 0), total)
 
 
 def _cluster_info(resources: dict) -> dict[str, Any]:

@@ -91,6 +91,20 @@ class Stage:
         """Columns this stage adds to kept records, name -> description (for the dataset card)."""
         return {}
 
+    def fingerprint(self) -> str | None:
+        """What the stage's output depends on besides its config (e.g. a secret from the environment), as an
+        opaque digest: a run resumes only into output made with the same fingerprints."""
+        return None
+
+    def sort_destinations(self) -> dict[str, str]:
+        """Destinations (``data``, ``data/<split>``) whose final files hold their rows ordered by a column of this
+        stage (ascending, nulls last, ties by internal key) rather than by key alone."""
+        return {}
+
+    def after_publish(self, run_uri: str, files: list[str]) -> None:
+        """Called on the driver once the final files (``files``) are written, before the run is committed (e.g. to
+        export some of them); an exception fails the run."""
+
 
 class MapStage(Stage):
     stateful: ClassVar[bool] = False
@@ -115,6 +129,10 @@ class GlobalStage(Stage):
     def decision_columns(self) -> list[str]:
         """Columns ``decide`` adds that the records receive."""
         return list(self.added_columns())
+
+    def decision_types(self) -> dict[str, "pa.DataType"]:
+        """Types of the decision columns that are not strings (the others are routed as strings)."""
+        return {}
 
 
 def reject(batch: pd.DataFrame, mask, reason: str | pd.Series, detail: str | pd.Series | None = None) -> None:

@@ -235,7 +235,8 @@ def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
     """Write one final file: the rows of read tasks ``lo..hi`` of one destination, in key order, in row groups of
     ``ROW_GROUP_ROWS`` (so the file does not depend on how the rows were cut into parts). Parts whose key ranges
     do not overlap (the usual case: a part holds consecutive rows of its source) are streamed one at a time;
-    otherwise the range is sorted in memory."""
+    otherwise the range is sorted in memory. With ``order_by`` (a column; ``Stage.sort_destinations``) the file's
+    rows are sorted in memory by that column, ascending with nulls last, ties by key."""
     parts, lo, hi = [Part(**p) for p in item["parts"]], item["lo"], item["hi"]
     uri = folder.final_part(item["dest"], item["index"])
     infos = []
@@ -247,8 +248,11 @@ def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
     if not infos:
         return {"dest": item["dest"], "uri": None, "rows": 0}
     infos.sort(key=lambda i: i[0])
-    streamed = all(a[0][1] < b[0][0] for a, b in zip(infos, infos[1:]))
+    order_by = item.get("order_by")
+    streamed = not order_by and all(a[0][1] < b[0][0] for a, b in zip(infos, infos[1:]))
     tables = (read_range(folder, [p], lo, hi) for _, _, p in infos) if streamed else [read_range(folder, parts, lo, hi)]
+    if order_by and tables[0] is not None and order_by in tables[0].column_names:
+        tables = [tables[0].sort_by([(order_by, "ascending"), (KEY, "ascending")], null_placement="at_end")]
     schema = _unified([s.remove(s.get_field_index(KEY)) for _, s, _ in infos])
     fs, path = folder.storage.resolve(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)

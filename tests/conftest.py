@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from testkit.ray_cluster import RayHead, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 S3_PORT = free_port()
 os.environ.update(
@@ -80,113 +70,6 @@ def s3_bucket(s3_server):
     name = f"thresher-{secrets.token_hex(4)}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return name
-
-
-def _wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
-
-
-class RayHead:
-    """A Ray cluster started with ``ray start`` on loopback with token auth: a head and worker nodes.
-
-    The nodes' IP is 127.0.0.2: Ray replaces 127.0.0.1 by the machine's outward address, and traffic here
-    stays on loopback. The dashboard (the Jobs API) listens on 127.0.0.1. The nodes keep their files in their
-    own temp dir: ``ray start`` records its address in ``<temp dir>/ray_current_cluster``, where Ray's state
-    API in the session's local Ray (Ray Train's controller watchdog) would otherwise find and query it.
-    """
-
-    NODE_IP = "127.0.0.2"
-
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.token = secrets.token_hex(16)
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
-        # The nodes get no AWS settings: a job reaches S3 with what its submitter passes (thresher submit).
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("AWS_") and k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
-        self.procs: list[subprocess.Popen] = []
-        self.temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: Ray's socket paths live under it
-        self.ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
-
-    @property
-    def address(self) -> str:
-        return f"{self.NODE_IP}:{self.gcs_port}"
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    def _start(self, args: list[str], name: str, env: dict | None = None) -> subprocess.Popen:
-        log = open(self.tmp / f"{name}.log", "wb")
-        # Each node's dashboard agent gets its own port: the default (52365) is taken by any other Ray on the
-        # machine, and a head whose agent cannot listen refuses Jobs API submissions.
-        args = [*args, f"--node-ip-address={self.NODE_IP}", f"--dashboard-agent-listen-port={free_port()}",
-                f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
-        p = subprocess.Popen([self.ray_bin, "start", "--block", *args], env={**self.env, **(env or {})},
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(p)
-        return p
-
-    def start_head(self, num_cpus: int = 1) -> None:
-        # The head stops at once when told (no 30 s drain): nothing runs on it after the tests.
-        self._start(["--head", f"--port={self.gcs_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                     f"--dashboard-port={self.dashboard_port}", f"--num-cpus={num_cpus}"], "head",
-                    env={"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})
-        _wait_for_port(self.gcs_port, self.NODE_IP)
-        _wait_for_port(self.dashboard_port, timeout=120)
-        self.wait_for_nodes(1)
-
-    def alive_nodes(self) -> int:
-        """Alive nodes, from the dashboard's state API (with the token)."""
-        import requests
-
-        r = requests.get(f"{self.dashboard_url}/api/v0/nodes", headers={"Authorization": f"Bearer {self.token}"},
-                         timeout=10)
-        r.raise_for_status()
-        return sum(n["state"] == "ALIVE" for n in r.json()["data"]["result"]["result"])
-
-    def wait_for_nodes(self, n: int, timeout: float = 90) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if self.alive_nodes() == n:
-                    return
-            except Exception:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"the cluster did not reach {n} alive nodes in {timeout}s")
-
-    def add_worker(self, num_cpus: int = 1) -> subprocess.Popen:
-        before = self.alive_nodes()
-        p = self._start([f"--address={self.address}", f"--num-cpus={num_cpus}"], f"worker{len(self.procs)}")
-        self.wait_for_nodes(before + 1)
-        return p
-
-    def stop_node(self, p: subprocess.Popen) -> None:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            self.stop_node(p)
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def logs(self) -> str:
-        return "\n".join(f"== {f.name}\n{f.read_text(errors='replace')[-4000:]}" for f in self.tmp.glob("*.log"))
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import threading
+import time
 
 import boto3
 import pytest
@@ -13,7 +17,7 @@ from cluster.config import ConfigError
 from cluster.storage import Storage, require_complete_run
 from pipelines.config import parse_config
 from pipelines.runner import load_manifest, run
-from tests.conftest import S3_PORT, run_cli, shared_path
+from tests.conftest import S3_PORT, free_port, run_cli, shared_path
 
 
 def _config(tmp_path, inp, out, **extra) -> str:
@@ -85,12 +89,15 @@ def test_storage_block_names_the_endpoint_and_incomplete_runs_are_refused(ray_lo
     assert manifest["counts"]["output"] == 300
     storage = Storage.from_options(parse_config(cfg).storage)
     assert load_manifest(f"s3://{s3_bucket}/o", storage)["status"] == "succeeded"
-    # remove the manifest: the run is incomplete and readers refuse it
-    boto3.client("s3", endpoint_url=endpoint).delete_object(Bucket=s3_bucket, Key="o/manifest.json")
-    with pytest.raises(ConfigError, match="did not complete"):
-        require_complete_run(storage, f"s3://{s3_bucket}/o/data")
+    # without its manifest the folder is plain Parquet to training; with a run marker too it is an unfinished run
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.delete_object(Bucket=s3_bucket, Key="o/manifest.json")
+    require_complete_run(storage, f"s3://{s3_bucket}/o/data")
     with pytest.raises(ConfigError, match="did not complete"):
         load_manifest(f"s3://{s3_bucket}/o", storage)
+    s3.put_object(Bucket=s3_bucket, Key="o/_progress/run.json", Body=b"{}")
+    with pytest.raises(ConfigError, match="did not complete"):
+        require_complete_run(storage, f"s3://{s3_bucket}/o/data")
 
 
 def test_credentials_never_appear_in_run_outputs(ray_local, s3_bucket):
@@ -103,37 +110,90 @@ def test_credentials_never_appear_in_run_outputs(ray_local, s3_bucket):
         assert os.environ["AWS_SECRET_ACCESS_KEY"] not in body and os.environ["AWS_ACCESS_KEY_ID"] not in body
 
 
-def test_s3_endpoint_going_away_mid_run_fails_cleanly_without_manifest(ray_local, tmp_path):
-    import threading
+class CuttableLink:
+    """A TCP relay on loopback in front of the S3 server: ``cut()`` drops every connection and stops listening (the
+    endpoint goes away; the server and its buckets stay), ``restore()`` listens on the same port again."""
 
-    from moto.server import ThreadedMotoServer
+    def __init__(self, target_port: int):
+        self.target_port, self.port, self.conns = target_port, free_port(), []
+        self.restore()
 
+    def restore(self) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", self.port))
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client = listener.accept()[0]
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                return
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.listener.close()
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self.conns = []
+
+
+def test_s3_endpoint_going_away_mid_run_fails_without_manifest_and_the_rerun_resumes(ray_local, s3_bucket, tmp_path):
     from pipelines.runner import RunFailed
-    from tests.conftest import free_port
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="flaky")
+    link = CuttableLink(S3_PORT)
     docs = [json.loads(l) for l in shared_path("web/c4_demo.jsonl").read_text().splitlines()]
     src = tmp_path / "big.jsonl"
-    src.write_text("".join(json.dumps({"text": d["text"] + f" {c}"}) + "\n" for c in range(15) for d in docs))
-    cfg = parse_config({"input": {"paths": [str(src)], "block_bytes": 128 << 10},
-                        "output": {"path": "s3://flaky/out"}, "stages": [{"normalize": {}}, {"pii": {}}],
-                        "storage": {"endpoint_url": endpoint}})
-    threading.Timer(4.0, server.stop).start()
+    src.write_text("".join(json.dumps({"text": d["text"] + f" {c}"}) + "\n" for c in range(4) for d in docs))
+    cfg = parse_config({"input": {"paths": [str(src)], "block_bytes": 64 << 10},
+                        "output": {"path": f"s3://{s3_bucket}/out"}, "stages": [{"normalize": {}}, {"pii": {}}],
+                        "storage": {"endpoint_url": f"http://127.0.0.1:{link.port}"}})
+    s3 = boto3.client("s3")  # straight to the server, never through the link
+
+    def keys() -> list[str]:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="out/").get("Contents", [])]
+
+    def cut_once_a_read_task_is_written() -> None:
+        while True:
+            names = [k.rsplit("/", 1)[-1] for k in keys() if "/_progress/" in k]
+            read = {n[len("read-"):][:6] for n in names if n.startswith("read-")}
+            if read & {n[len("write-s0-"):][:6] for n in names if n.startswith("write-s0-")}:
+                return link.cut()
+            time.sleep(0.05)
+
+    threading.Thread(target=cut_once_a_read_task_is_written, daemon=True).start()
     with pytest.raises(RunFailed) as err:
         run(cfg)
     message = str(err.value)
-    assert "127.0.0.1" in message or "connect" in message.lower() or "s3" in message.lower(), message
+    assert f"127.0.0.1:{link.port}" in message or "connect" in message.lower() or "s3" in message.lower(), message
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in message and os.environ["AWS_ACCESS_KEY_ID"] not in message
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # back, to look: no manifest
-    server.start()
-    try:
-        keys = [o["Key"] for o in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket="flaky").get("Contents", [])]
-    except Exception:
-        keys = []  # the in-memory server lost the bucket with its restart: certainly no manifest
-    finally:
-        server.stop()
-    assert "out/manifest.json" not in keys
+    written = keys()
+    assert "out/manifest.json" not in written and "out/_progress/run.json" in written, written
+    assert not any(k.startswith(("out/data/", "out/rejects/")) for k in written), written
+    finished = sum("/_progress/read-" in k for k in written)
+    assert finished >= 1
+
+    link.restore()  # the endpoint is back: the same command resumes and completes
+    manifest = run(cfg)
+    assert manifest["counts"]["input"] == len(docs) * 4 == manifest["counts"]["output"] + manifest["counts"]["rejected"]
+    assert 1 <= manifest["resumed"]["reused_read_tasks"] < manifest["resumed"]["read_tasks"]
+    assert "out/manifest.json" in keys()

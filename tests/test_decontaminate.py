@@ -1,7 +1,8 @@
 """Decontamination: GSM8K test questions planted into GSM8K train data are all caught, and exactly the train
 records that really share a 13-gram with the test set are rejected besides them (checked against a brute-force
 reference implementation), with the reference set broadcast whole or in hash-range shards; short references,
-flag mode, Parquet/JSON-array/s3:// references, a missing check field, config errors."""
+flag mode, Parquet/JSON-array/s3:// references, a missing check field, config errors; a leak in a second field
+or a chat message."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pipelines.runner import run
 from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
 from pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig
 from tests.conftest import shared_path
+from tests.test_text_stages import frame
 
 
 def words(text: str) -> list[str]:
@@ -110,7 +112,7 @@ def test_short_references_flag_mode_and_reference_formats(s3_bucket, tmp_path):
     storage.write_bytes(s3_uri, shared_path("sft/gsm8k_test.jsonl").read_bytes())
     gsm_question = json.loads(shared_path("sft/gsm8k_test.jsonl").read_text().splitlines()[5])["question"]
 
-    cfg = DecontaminateConfig(references=[str(parquet), str(array)], fields=["prompt"], ngram=8, mode="flag")
+    cfg = DecontaminateConfig(references=[str(parquet), str(array)], reference_fields=["prompt"], ngram=8, mode="flag")
     stage = Decontaminate(cfg, StageContext(text_field="text", storage=storage))
     assert len(stage.references.origins.index) == 4 and stage.references.skipped == 1
     texts = [
@@ -128,7 +130,7 @@ def test_short_references_flag_mode_and_reference_formats(s3_bucket, tmp_path):
     assert len(one_per_pass.shards) == len(stage.references) > 10  # every n-gram in a pass of its own
     assert check(one_per_pass, batch(texts))["contaminated"].tolist() == out["contaminated"].tolist()
 
-    s3_stage = Decontaminate(DecontaminateConfig(references=[s3_uri], fields=["question", "answer"]),
+    s3_stage = Decontaminate(DecontaminateConfig(references=[s3_uri], reference_fields=["question", "answer"]),
                              StageContext(text_field="text", storage=storage))
     out = check(s3_stage, batch([gsm_question, "An unrelated sentence about the weather in spring."]))
     assert out[REJECT_REASON].tolist() == ["contaminated", None]
@@ -138,7 +140,7 @@ def test_short_references_flag_mode_and_reference_formats(s3_bucket, tmp_path):
                                 "_seen.decontaminate"}
 
     # a check field the records lack: every record is rejected, nothing crashes
-    typo = Decontaminate(DecontaminateConfig(references=[s3_uri], fields=["question"], check_fields=["questoin"]),
+    typo = Decontaminate(DecontaminateConfig(references=[s3_uri], reference_fields=["question"], fields=["questoin"]),
                          StageContext(text_field="text", storage=storage))
     out = check(typo, batch([gsm_question, "Another sentence."]))
     assert out[REJECT_REASON].tolist() == ["missing_field"] * 2 and "questoin" in out[REJECT_DETAIL].iloc[0]
@@ -154,3 +156,21 @@ def test_reference_errors_are_config_errors(tmp_path):
                             "stages": [{"normalize": {}}, {"decontaminate": {"references": refs}}]})
         with pytest.raises(ConfigError, match=f"stages.1.decontaminate.references: .*{message}"):
             run(cfg)
+
+
+def test_a_leak_in_a_second_field_or_a_chat_message_is_caught():
+    test_path = shared_path("sft/gsm8k_test.jsonl")
+    leaked = json.loads(test_path.read_text().splitlines()[42])["question"]
+    clean = "A farmer has 12 cows and buys 5 more. How many cows does the farmer have now?"
+    chat = [{"role": "user", "content": "Solve this for me please."}, {"role": "assistant", "content": leaked}]
+    b = frame(question=[clean, clean, clean], answer=[f"Worked answer. {leaked}", "17 cows.", "17 cows."],
+              messages=[None, json.dumps(chat), None])
+    every = Decontaminate(DecontaminateConfig(references=[str(test_path)], fields=["question", "answer", "messages"],
+                                              reference_fields=["question"]), StageContext(text_field="question"))
+    out = check(every, b.copy())
+    assert out[REJECT_REASON].tolist() == ["contaminated", "contaminated", None]
+    assert all("gsm8k_test.jsonl item 42" in d for d in out[REJECT_DETAIL][:2])
+    assert out["_metric.decontaminate.contaminated"].tolist() == [1, 1, 0]
+    # the text field alone (the default, reference fields of the same name) misses both
+    default = Decontaminate(DecontaminateConfig(references=[str(test_path)]), StageContext(text_field="question"))
+    assert check(default, b.copy())[REJECT_REASON].isna().all()

@@ -1,8 +1,9 @@
 """``thresher submit`` / ``thresher jobs`` against a token-auth Ray head with a worker node, reading and writing S3.
 
-The cluster's nodes have no AWS settings: a job reaches the S3 server only with what ``thresher submit`` passes
-it. Submissions go through the CLI in subprocesses, as a user's would, except one that checks that submitting
-from a process with its own local Ray leaves that Ray alone.
+The cluster's nodes have no AWS settings: a job reaches the S3 server only with what ``thresher submit
+--forward-aws`` passes it, and only to an https:// or loopback address. Submissions go through the CLI in
+subprocesses, as a user's would, except one that checks that submitting from a process with its own local Ray
+leaves that Ray alone.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import gzip
 import json
 import os
 import re
+import socket
 import time
 import zipfile
 
 import boto3
+import pytest
 
-from cluster.jobs import EXCLUDES, api_address, runtime_env, submit
+from cluster.jobs import EXCLUDES, api_address, runtime_env, safe_for_credentials, submit
 from tests.conftest import ROOT, free_port, run_cli
 
 CORPUS = sorted((ROOT / "examples" / "corpus").glob("web-*"))
@@ -51,8 +54,9 @@ def test_submit_runs_the_quickstart_on_the_cluster_from_s3_to_s3(ray_head, s3_bu
         s3.upload_file(str(path), s3_bucket, f"in/{path.name}")
     out = f"s3://{s3_bucket}/out/run1"
     started = time.monotonic()
-    res = run_cli("submit", "--address", ray_head.dashboard_url, "--", "thresher", "curate", "examples/quickstart.yaml",
-                  "--input", f"s3://{s3_bucket}/in/web-*", "--output", out, env=_auth(ray_head), timeout=600)
+    res = run_cli("submit", "--address", ray_head.dashboard_url, "--forward-aws", "--", "thresher", "curate",
+                  "examples/quickstart.yaml", "--input", f"s3://{s3_bucket}/in/web-*", "--output", out,
+                  env=_auth(ray_head), timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:] + ray_head.logs()
     print(f"curation job: {time.monotonic() - started:.0f}s")
     job = _job_id(res)
@@ -80,19 +84,49 @@ def test_submit_runs_the_quickstart_on_the_cluster_from_s3_to_s3(ray_head, s3_bu
     _no_credentials_in(res.stdout, res.stderr, listed.stdout, status.stdout, logs.stdout)
 
 
-def test_the_job_gets_the_submitting_shells_aws_settings_unless_told_not_to(ray_head):
+def test_the_job_gets_the_submitting_shells_aws_settings_only_with_forward_aws(ray_head):
     show = ["--", "python", "-c", "import os; print('region=' + os.environ.get('AWS_REGION', 'unset'), "
             "'secret=' + os.environ.get('AWS_SECRET_ACCESS_KEY', 'unset'))"]
     env = {**_auth(ray_head), "AWS_REGION": "eu-thresher-1"}
     res = run_cli("submit", "--address", ray_head.dashboard_url, *show, env=env)
+    assert res.returncode == 0 and "region=unset secret=unset" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "not passing this shell's AWS_ACCESS_KEY_ID" in res.stderr and "the job gets" not in res.stderr
+    res = run_cli("submit", "--address", ray_head.dashboard_url, "--forward-aws", *show, env=env)
     assert res.returncode == 0 and "region=eu-thresher-1" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
     # the job has the secret and prints it; thresher shows its name instead, streamed or fetched
     logs = run_cli("jobs", "logs", _job_id(res), "--address", ray_head.dashboard_url, env=env).stdout
     assert "secret=<AWS_SECRET_ACCESS_KEY>" in res.stdout and "secret=<AWS_SECRET_ACCESS_KEY>" in logs, logs
     _no_credentials_in(res.stdout, res.stderr, logs)
-    res = run_cli("submit", "--address", ray_head.dashboard_url, "--no-forward-aws", *show, env=env)
-    assert res.returncode == 0 and "region=unset" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "the job gets" not in res.stderr
+
+
+@pytest.mark.parametrize("address, safe", [
+    ("https://ray.example.com", True), ("HTTPS://ray.example.com:443", True), ("http://127.0.0.1:8265", True),
+    ("http://127.8.0.1:8265", True), ("http://localhost:8265", True), ("http://[::1]:8265", True),
+    ("127.0.0.2:6379", True), ("ray://127.0.0.1:10001", True), ("http://10.0.0.1:8265", False),
+    ("10.0.0.1:6379", False), ("ray://head:10001", False), ("http://head:8265", False),
+    ("http://127.0.0.1.example.com:8265", False), ("http://0.0.0.0:8265", False),
+])
+def test_credentials_may_go_only_to_https_or_loopback_addresses(address, safe):
+    assert safe_for_credentials(address) is safe
+
+
+def test_forward_aws_to_an_address_neither_https_nor_loopback_is_refused_before_connecting():
+    with socket.socket() as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        server.bind(("0.0.0.0", 0))
+        server.listen()
+        server.setblocking(False)
+        probe.connect(("10.255.255.255", 1))  # no packet is sent: this only picks the outward interface
+        outward = probe.getsockname()[0]
+        addresses = [f"http://{outward}:{server.getsockname()[1]}", "ray://thresher.invalid:10001", "10.0.0.1:6379"]
+        for address in addresses if not outward.startswith("127.") else addresses[1:]:
+            res = run_cli("submit", "--forward-aws", "--address", address, "--", "python", "-c", "print(1)")
+            assert res.returncode == 2 and "neither https:// nor loopback" in res.stderr, (address, res.stderr)
+            _no_credentials_in(res.stdout, res.stderr)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nothing connected
+    # a loopback address passes the check (and then finds nothing listening)
+    res = run_cli("submit", "--forward-aws", "--address", f"http://127.0.0.1:{free_port()}", "--", "python", "x.py")
+    assert res.returncode == 1 and "cannot reach" in res.stderr, res.stderr
 
 
 def test_runtime_env_file_and_large_files_shape_what_the_job_gets(ray_head, tmp_path):
@@ -209,9 +243,11 @@ def test_address_precedence_and_runtime_env(monkeypatch, tmp_path):
     assert env["env_vars"]["AWS_ENDPOINT_URL"] == os.environ["AWS_ENDPOINT_URL"]
     assert env["env_vars"]["AWS_SECRET_ACCESS_KEY"] == os.environ["AWS_SECRET_ACCESS_KEY"]
     assert "AWS_PROFILE" not in env["env_vars"]  # names a file on this machine, not the cluster's
-    assert notes == [f"the job gets this shell's {', '.join(env['env_vars'])} (--no-forward-aws keeps them here)"]
+    assert notes == [f"the job gets this shell's {', '.join(env['env_vars'])}"]
     _no_credentials_in(*notes)
-    assert runtime_env(ROOT, forward_aws=False) == ({"working_dir": str(ROOT), "excludes": EXCLUDES}, [])
+    assert runtime_env(ROOT, forward_aws=False) == (
+        {"working_dir": str(ROOT), "excludes": EXCLUDES},
+        [f"not passing this shell's {', '.join(env['env_vars'])} to the job (--forward-aws passes them)"])
     # a --runtime-env file adds fields; its working_dir gives way, its excludes and env_vars add up
     env, _ = runtime_env(ROOT, forward_aws=True, base={"working_dir": "/elsewhere", "pip": ["x"],
                                                        "excludes": ["/bench/"], "env_vars": {"AWS_REGION": "r"}})
@@ -232,12 +268,45 @@ def test_the_upload_skips_caches_outputs_and_large_files(tmp_path):
     for rel in ("data/[odd] name*.bin", "data/big.parquet", ".venv/big.bin"):
         (project / rel).write_bytes(b"x" * (2 << 20))
     env, notes = runtime_env(project, forward_aws=False, max_file_mib=1)
-    assert notes == ["not uploading 2 file(s) over 1 MiB: data/[odd] name*.bin (2 MiB), data/big.parquet (2 MiB); "
-                     "read data from s3:// (or raise --max-file-mib)"]
+    assert notes[0] == ("not uploading 2 file(s) over 1 MiB: data/[odd] name*.bin (2 MiB), data/big.parquet (2 MiB); "
+                        "read data from s3:// (or raise --max-file-mib)")
     create_package(str(project), tmp_path / "pkg.zip", include_gitignore=True, excludes=env["excludes"])
     names = {n.rstrip("/") for n in zipfile.ZipFile(tmp_path / "pkg.zip").namelist()}
     assert {"cluster/cli.py", "examples/quickstart.yaml", "sub/out/kept.txt"} <= names
     assert not any(n.split("/")[0] in {"out", ".venv", ".git", "thresher.egg-info", "ignored"} or "__pycache__" in n
                    or n.startswith("data/") for n in names), names
-    assert runtime_env(project, forward_aws=False, max_file_mib=0) == (
-        {"working_dir": str(project), "excludes": EXCLUDES}, [])
+    assert runtime_env(project, forward_aws=False, max_file_mib=0)[0] == {"working_dir": str(project),
+                                                                          "excludes": EXCLUDES}
+
+
+def test_the_upload_listing_matches_rays_own_walk(tmp_path, monkeypatch):
+    """``_uploaded_files`` (pathspec, public API) lists exactly what Ray's runtime_env packaging would upload: nested
+    .gitignore and .rayignore files, thresher's excludes, negations, folder-only patterns."""
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes  # the reference, in the test only
+
+    from cluster.jobs import _uploaded_files
+
+    files = ["a.py", "out/x.parquet", "sub/out/kept.txt", "sub/keep.log", "sub/drop.log", "sub/deep/y.tmp",
+             "sub/deep/z.txt", "data/big.bin", "data/small.txt", ".venv/lib/site.py", "pkg/__pycache__/m.pyc",
+             "build/b.txt", "notes/build/c.txt"]
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    (tmp_path / ".gitignore").write_text("*.log\n!keep.log\ndata/*.bin\n")
+    (tmp_path / "sub" / ".rayignore").write_text("deep/*.tmp\n")
+    (tmp_path / "sub" / "deep" / ".gitignore").write_text("z.txt\n")
+    excludes = [*EXCLUDES, "/notes/build/"]
+
+    def reference() -> set[str]:
+        found: set[str] = set()
+        _dir_travel(tmp_path, [_get_excludes(tmp_path, excludes)],
+                    lambda p: found.add(p.relative_to(tmp_path).as_posix()) if p.is_file() else None,
+                    include_gitignore=os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1")
+        return found
+
+    for ignore_gitignore in ("0", "1"):
+        monkeypatch.setenv("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", ignore_gitignore)
+        ours = {p.relative_to(tmp_path).as_posix() for p in _uploaded_files(tmp_path, excludes)}
+        assert ours == reference(), ignore_gitignore
+        assert "a.py" in ours and "sub/out/kept.txt" in ours and ".venv/lib/site.py" not in ours
+    assert "sub/drop.log" in ours  # .gitignore ignored with RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1

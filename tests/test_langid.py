@@ -1,9 +1,10 @@
 """langid: accuracy on the labelled sentences, label mapping (nb/no, GlotLID), keep/min_score/unknown, what the
-model sees of long documents, model_path (local and s3://)."""
+model sees of long documents, model_path (local and s3://), fields (joined texts, chat messages)."""
 
 from __future__ import annotations
 
 import boto3
+import orjson
 import pytest
 
 from cluster.config import ConfigError
@@ -11,8 +12,9 @@ from cluster.storage import Storage
 from pipelines.filters.languages import from_model_label, normalize_code
 from pipelines.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
 from pipelines.stages.langid import Langid, LangidConfig, bundled_model_path, model_input
+from testkit.batches import batch
 from tests.conftest import shared_path
-from tests.test_text_stages import batch
+from tests.test_text_stages import frame
 
 MAJOR = ("en", "de", "fr", "es", "it", "pt", "nl", "ru", "zh", "ja", "ar", "pl", "tr", "sv", "ko", "hi")
 
@@ -101,3 +103,20 @@ def test_model_path_local_missing_and_s3(tmp_path, s3_bucket):
     assert remote.identify(["Ceci est une phrase tout à fait ordinaire en français."])[0] == ["fr"]
     with pytest.raises(ConfigError, match="not found"):
         Langid(LangidConfig(model_path=f"s3://{s3_bucket}/models/none.bin"), StageContext(storage=Storage.from_options(None)))
+
+
+def test_fields_decide_one_language_on_their_joined_texts():
+    english = "The weather was lovely and we walked along the river all afternoon."
+    german = ["Der Zug fährt jeden Morgen um acht Uhr ab.", "Wir besuchen danach unsere Freunde in Berlin."]
+    french = [{"role": "user", "content": "Bonjour, pouvez-vous m'aider à écrire une lettre ?"},
+              {"role": "assistant", "content": "Bien sûr, voici une lettre polie pour votre voisin."}]
+    b = frame(text=[english, english], title=[german[0], "Ok"], body=[german[1], None],
+              messages=[None, orjson.dumps(french).decode()])
+    by_title_body = run_map_stage(langid(fields=["title", "body"], keep=["de"]), b.copy())
+    assert by_title_body["lang"].tolist() == ["de", "en"]  # "Ok" alone reads as English
+    assert by_title_body[REJECT_REASON].tolist() == [None, "lang_not_kept"]
+    by_chat = run_map_stage(langid(fields=["messages"]), b.copy())
+    assert by_chat["lang"].tolist() == ["und", "fr"]  # no text at all: und
+    assert run_map_stage(langid(), b.copy())["lang"].tolist() == ["en", "en"]  # default: the text field
+    typo = run_map_stage(langid(fields=["titel"]), b.copy())
+    assert typo[REJECT_REASON].tolist() == ["missing_field"] * 2 and "'titel'" in typo[REJECT_DETAIL][0]

@@ -1,6 +1,6 @@
 """quality: signal values on a hand-made document, every rule on both sides of its threshold, junk caught by the
 expected rule, C4 line removal, languages (stop words, no-space scripts), annotate_only, the presets on real web
-text, linear time on hostile input, and langid + quality through the runner with the report."""
+text, linear time on hostile input, langid + quality through the runner with the report, and fields (joined texts, chat messages)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from collections import Counter
 import time
 import typing
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import ConfigError
+from cluster.config import ConfigError, validate
 from cluster.storage import Storage
 from pipelines.config import parse_config
 from pipelines.filters.presets import PRESETS, SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
@@ -21,9 +22,10 @@ from pipelines.filters.text import PUNCTUATION, TextStats, duplicates
 from pipelines.runner import rerender_report, run
 from pipelines.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
 from pipelines.stages.quality import Quality, QualityConfig
+from testkit.batches import batch
 from tests.conftest import shared_path
-from tests.test_spine import assert_accounting, read_dir
-from tests.test_text_stages import batch
+from testkit.runs import assert_accounting, read_dir
+from tests.test_text_stages import frame
 
 GOOD = ("The village library opens early on Saturday mornings. Children come with their parents to borrow "
         "picture books, and older students use the quiet tables to prepare for their exams. The librarian "
@@ -376,3 +378,32 @@ def test_langid_and_quality_through_the_runner(ray_local, tmp_path):
     assert again["rejected_by_rule"] == by_reason and again["signals"]["words"]["kept"]["counts"] == (
         section["signals"]["words"]["kept"]["counts"])
     assert str(pq.read_schema(next((out / "data").glob("*.parquet"))).field("lang_score").type) == "double"
+
+
+def test_fields_are_judged_as_one_document():
+    question = "How many books can the children borrow?"
+    chat = [{"role": "user", "content": question}, {"role": "assistant", "content": GOOD}]
+    b = frame(text=[question, question, question], answer=[GOOD, "Four.", None],
+              messages=[orjson.dumps(chat).decode(), None, None])
+
+    def judged(**opts):
+        return run_map_stage(Quality(QualityConfig(presets=["gopher_quality"], **opts), StageContext()), b.copy())
+
+    short = "gopher_quality.min_words"
+    assert judged()[REJECT_REASON].tolist() == [short] * 3  # the question alone is too short
+    assert judged(fields=["text", "answer"])[REJECT_REASON].tolist() == [None, short, short]
+    by_chat = judged(fields="messages", signals=["words"])
+    assert by_chat[REJECT_REASON].tolist() == [None, "quality.empty", "quality.empty"]  # no messages: no text
+    assert by_chat["q_words"][0] == len((question + " " + GOOD).split())
+    assert judged(fields=["text", "answr"])[REJECT_REASON].tolist() == ["missing_field"] * 3
+
+
+def test_c4_line_removal_edits_the_one_listed_field():
+    page = GOOD + "\nHome | About | Contact\n" + GOOD.upper()
+    b = frame(text=["A title."], body=[page])
+    out = run_map_stage(Quality(QualityConfig(presets=["c4"], c4={"remove_lines": True}, fields=["body"]),
+                                StageContext()), b)
+    assert out["body"][0] == GOOD + "\n" + GOOD.upper() and out["text"][0] == "A title."
+    with pytest.raises(ConfigError, match="stages.0.quality: .*c4.remove_lines edits one field"):
+        validate(QualityConfig, {"presets": ["c4"], "c4": {"remove_lines": True}, "fields": ["text", "body"]},
+                 prefix="stages.0.quality")

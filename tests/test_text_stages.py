@@ -1,23 +1,24 @@
-"""normalize and pii on real text: behaviour of each option, validators, linear time on adversarial input."""
+"""normalize and pii on real text: behaviour of each option, validators, linear time on adversarial input; every
+text field (fields: [...], chat messages, fields: all)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 
+import orjson
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
 from pipelines.stages.normalize import Normalize, NormalizeConfig
 from pipelines.stages.pii import Pii, PiiConfig, iban_ok, luhn_ok
+from testkit.batches import batch
 from tests.conftest import shared_path
-
-
-def batch(texts) -> pd.DataFrame:
-    n = len(texts)
-    return pd.DataFrame({"id": [str(i) for i in range(n)], "text": texts, REJECT_STAGE: [None] * n,
-                         REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n})
+from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
 
 
 def c4_texts(n=50) -> list[str]:
@@ -94,15 +95,44 @@ def test_pii_validators_avoid_false_positives():
     assert iban_ok("GB82 WEST 1234 5698 7654 32") and not iban_ok("GB82 WEST 1234 5698 7654 33")
 
 
-def test_pii_modes_mask_and_hash_and_type_selection():
+def test_pii_leaves_dates_year_ranges_and_versions_alone_and_still_finds_what_sits_next_to_them():
+    kept = [
+        "Released on 2024-01-15, updated 2024.02.01 and 2024/03/15.",
+        "Am 15.01.2024 um 12:30 und am 1.2.2024 war es kalt; Frist: 15-01-2024.",
+        "Due 01/15/2024 12:00, shipped 2024-01-15 08:30:00.",
+        "Data from 1990-2000 and 2001/2010; seasons 2019-2020.",
+        "Upgrade to v1.2.3.4 (was v10.0.0.1); version 2.10.1.7, Version: 10.0.0.1, release 1.2.3.4, build 4.3.2.1.",
+        "Python 3.11.7, numpy 1.26.4, ISBN 978-3-16-148410-0, at 12:30:45.",
+        "He spent $<<1000-220=780>>780, then 5000-3000 = 2000 and 2 * 1000-200 more.",  # GSM8K arithmetic
+    ]
+    out, _ = pii(kept)
+    assert out["text"].tolist() == kept
+    assert sum(out[f"_metric.pii.{t}"].sum() for t in ("phone", "ipv4")) == 0
+    found = {
+        "On 2024-01-15 call 555-123-4567.": "On 2024-01-15 call [PHONE].",
+        "Call (415) 555-0132 before 15.01.2024 12:00.": "Call [PHONE] before 15.01.2024 12:00.",
+        "Version: 10.0.0.1 runs on host 10.0.0.2.": "Version: 10.0.0.1 runs on host [IP_ADDRESS].",
+        "Servers 192.168.1.1 and 10.0.0.1 since 2020-2024.": "Servers [IP_ADDRESS] and [IP_ADDRESS] since 2020-2024.",
+        "Tel. +44 20 7946 0958 or 415.555.0132": "Tel. [PHONE] or [PHONE]",
+        "Not a range: 2020-2019 is a number.": "Not a range: [PHONE] is a number.",
+        "phone=555-123-4567; x = 415.555.0132": "phone=[PHONE]; x = [PHONE]",
+    }
+    out, _ = pii(list(found))
+    assert out["text"].tolist() == list(found.values())
+
+
+def test_pii_modes_mask_and_hash_and_type_selection(monkeypatch):
     text = "Write to ann@example.org or call +44 20 7946 0958."
     masked, _ = pii([text], mode="mask")
     assert "***@*******.***" in masked["text"][0] and "+** ** **** ****" in masked["text"][0]
-    hashed, _ = pii([text, text], mode="hash", salt="s3cret")
+    monkeypatch.setenv("THRESHER_PII_SALT", "s3cret")
+    hashed, _ = pii([text, text], mode="hash")
     a, b = hashed["text"]
-    assert a == b and "[EMAIL:" in a and "ann@example.org" not in a
-    other_salt, _ = pii([text], mode="hash", salt="other")
-    assert other_salt["text"][0] != a
+    digest = hmac.new(b"s3cret", b"ann@example.org", hashlib.sha256).hexdigest()[:12]
+    assert a == b and f"[EMAIL:{digest}]" in a and "ann@example.org" not in a
+    monkeypatch.setenv("OTHER_SALT", "other")
+    other_salt, _ = pii([text], mode="hash", salt_env="OTHER_SALT")
+    assert other_salt["text"][0] != a and "[EMAIL:" in other_salt["text"][0]
     only_email, _ = pii([text], types=["email"])
     assert "[EMAIL]" in only_email["text"][0] and "+44 20 7946 0958" in only_email["text"][0]
 
@@ -116,9 +146,116 @@ def test_pii_modes_mask_and_hash_and_type_selection():
     "a@" * 500_000,
     "1." * 500_000,
     "\n \t" * 333_333,
+    "v1.2.3.4 " * 111_111,
+    "15.01.2024 " * 90_909,
+    "1990-2000 " * 100_000,
+    "12/" * 333_333,
 ])
 def test_text_stages_are_linear_time_on_adversarial_input(adversarial):
     for run in (lambda: normalize([adversarial]), lambda: pii([adversarial])):
         t0 = time.process_time()  # CPU time: the work done, whatever else shares the machine
         run()
         assert time.process_time() - t0 < 1.0
+
+
+# -- every text field: fields: [...], chat messages, fields: all ----------------------------------------------
+
+
+def frame(**columns) -> pd.DataFrame:
+    """A batch of records with these columns (and an id), none rejected yet."""
+    n = len(next(iter(columns.values())))
+    return pd.DataFrame({"id": [f"r{i}" for i in range(n)], **columns, REJECT_STAGE: [None] * n,
+                         REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n})
+
+
+def gsm8k(n: int) -> list[dict]:
+    return [json.loads(l) for l in shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:n]]
+
+
+CHAT = [{"role": "system", "content": "Be  brief."},
+        {"role": "user", "content": "My mail is ann@example.org, thanks"},
+        {"role": "assistant", "content": "Noted; call 415-555-0132 if\u00a0needed.", "name": "bot"}]
+
+
+def test_normalize_edits_every_listed_field_and_chat_contents():
+    b = frame(text=["The cafÃ© opens.", "Fine text."], answer=["Two   spaces\x00 here.", "\x00\u200b"],
+              input=["", ""], messages=[orjson.dumps(CHAT).decode(), None])
+    out = run_map_stage(Normalize(NormalizeConfig(fields=["text", "answer", "input", "messages"]), StageContext()), b)
+    assert out["text"].tolist() == ["The café opens.", "Fine text."]
+    assert out["answer"][0] == "Two spaces here." and out["input"][0] == ""  # an empty field stays, not rejected
+    messages = orjson.loads(out["messages"][0])
+    assert [m["content"] for m in messages] == ["Be brief.", "My mail is ann@example.org, thanks",
+                                                "Noted; call 415-555-0132 if needed."]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"] and messages[2]["name"] == "bot"
+    assert out[REJECT_REASON].tolist() == [None, "empty_after_normalize"] and out[REJECT_DETAIL][1] == "field answer"
+    default = normalize(["Two   spaces."])  # the text field alone, as before
+    assert default["text"][0] == "Two spaces." and default[REJECT_REASON][0] is None
+
+
+def test_pii_scrubs_question_and_answer_of_gsm8k_records():
+    records = gsm8k(4)
+    b = frame(question=[r["question"] + " Mail tutor.kim@school.example.org." for r in records],
+              answer=["Call +1 (415) 555-0132 for help.\n" + r["answer"] for r in records])
+    out = run_map_stage(Pii(PiiConfig(fields=["question", "answer"]), StageContext(text_field="question")), b.copy())
+    assert all("tutor.kim@" not in q and q.endswith("Mail [EMAIL].") for q in out["question"])
+    assert all("555-0132" not in a and a.startswith("Call [PHONE] for help.") for a in out["answer"])
+    assert out["_metric.pii.email"].tolist() == [1] * 4 and (out["_metric.pii.phone"] >= 1).all()
+    assert out["_metric.pii.docs_with_pii"].tolist() == [1] * 4
+    only_question = run_map_stage(Pii(PiiConfig(), StageContext(text_field="question")), b.copy())
+    assert only_question["answer"].tolist() == b["answer"].tolist()  # the default: the text field only
+    assert all("[EMAIL]" in q for q in only_question["question"])
+
+
+def test_pii_scrubs_chat_messages_as_json_text_list_and_sharegpt():
+    sharegpt = [{"from": "human", "value": "Reach me at bob@example.com"}, {"from": "gpt", "value": "Sure."}]
+    b = frame(text=["a", "b", "c"], messages=[orjson.dumps(CHAT).decode(), CHAT, orjson.dumps(sharegpt).decode()])
+    out = run_map_stage(Pii(PiiConfig(fields=["messages"]), StageContext()), b)
+    as_text, as_list, share = out["messages"]
+    assert isinstance(as_text, str) and isinstance(as_list, list)
+    for conv in (orjson.loads(as_text), as_list):
+        assert [m["content"] for m in conv] == ["Be  brief.", "My mail is [EMAIL], thanks", "Noted; call [PHONE] if\u00a0needed."]
+        assert [m["role"] for m in conv] == ["system", "user", "assistant"] and conv[2]["name"] == "bot"
+    assert orjson.loads(share) == [{"from": "human", "value": "Reach me at [EMAIL]"}, {"from": "gpt", "value": "Sure."}]
+    assert CHAT[1]["content"] == "My mail is ann@example.org, thanks"  # the input objects are not modified
+    assert out["text"].tolist() == ["a", "b", "c"]
+
+
+def test_pii_fields_all_scrubs_every_text_column_but_the_id():
+    b = frame(text=["Write to ann@example.org"], title=["Call 415-555-0132"], url=["http://192.168.1.10/admin"],
+              score=[0.5], empty=[None])
+    b["id"] = ["ann@example.org"]
+    out = run_map_stage(Pii(PiiConfig(fields="all"), StageContext()), b)
+    assert out.loc[0, ["text", "title", "url"]].tolist() == ["Write to [EMAIL]", "Call [PHONE]", "http://[IP_ADDRESS]/admin"]
+    assert out["id"][0] == "ann@example.org" and out["score"][0] == 0.5 and out["empty"][0] is None
+    with pytest.raises(ValidationError):
+        NormalizeConfig(fields="all")  # only pii has `all`
+
+
+def test_a_listed_field_the_records_lack_rejects_them_as_missing_field():
+    b = frame(text=["ann@example.org", "fine"], answer=["x", None])
+    for stage in (Normalize(NormalizeConfig(fields=["text", "answr"]), StageContext()),
+                  Pii(PiiConfig(fields=["text", "answr"]), StageContext())):
+        out = run_map_stage(stage, b.copy())
+        assert out[REJECT_REASON].tolist() == ["missing_field"] * 2 and "'answr'" in out[REJECT_DETAIL][0]
+        assert out[REJECT_STAGE].tolist() == [stage.name] * 2
+    out = run_map_stage(Pii(PiiConfig(fields=["text", "answer"]), StageContext()), b.copy())
+    assert out[REJECT_REASON].isna().all() and out["answer"][0] == "x" and pd.isna(out["answer"][1])  # null: skipped
+
+
+def test_curate_scrubs_every_field_and_format_reads_the_scrubbed_conversation(ray_local, tmp_path):
+    records = [{"id": f"q{i}", "question": r["question"] + f" Mail me at kid{i}@example.org.",
+                "answer": f"Call 415-555-01{i:02d} first.\n" + r["answer"],
+                "messages": [{"role": "user", "content": f"I am kid{i}@example.org"},
+                             {"role": "assistant", "content": "Hello\u00a0\u00a0there."}]}
+               for i, r in enumerate(gsm8k(6))]
+    stages = [{"normalize": {"fields": ["question", "answer", "messages"]}},
+              {"pii": {"fields": ["question", "answer", "messages"]}},
+              {"format": {"template": "chat", "mapping": {"messages": "messages"}}}]
+    manifest, out = curate(tmp_path, [write_jsonl(tmp_path / "in.jsonl", records)], stages, text_field="question")
+    assert_accounting(manifest, out)
+    assert manifest["counts"]["output"] == 6 and manifest["metrics"]["pii"]["email"] == 12
+    kept = read_dir(out / "data").to_pandas()
+    assert kept["question"].str.endswith("Mail me at [EMAIL].").all()
+    assert kept["answer"].str.startswith("Call [PHONE] first.").all()
+    for conv in kept["messages"]:
+        assert [(m["role"], m["content"]) for m in conv] == [("user", "I am [EMAIL]"), ("assistant", "Hello there.")]

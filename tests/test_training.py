@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,7 @@ import yaml
 import training
 from cluster.config import ConfigError, load_yaml
 from cluster.storage import Storage
+from testkit.tiny_llama import CHATML, build_tiny_llama
 from tests.conftest import ROOT, run_cli, shared_path
 from training.config import parse_config as parse_train_config
 from training.data import (ALPACA_PROMPT, ALPACA_PROMPT_WITH_INPUT, FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding,
@@ -34,9 +36,6 @@ from training.loop import TORCH_STATE_FILE
 from training.run import KILL_AT_STEP_ENV, KILL_MARKER_ENV
 
 SEQ = 256
-CHATML = ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-          "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -78,30 +77,6 @@ def data(ray_local, tmp_path_factory):
                            chat=curate(gsm8k[:16], tmp / "chat", chat),
                            demo=curate([{"question": r["instruction"], **r} for r in demo], tmp / "demo",
                                        {"template": "alpaca"}))
-
-
-def build_tiny_llama(path: Path, texts: list[str]) -> Path:
-    """A random 2-layer Llama (hidden 64, tied embeddings) and a byte-level BPE tokenizer (2,000 tokens) trained on
-    ``texts``, saved together in ``path`` like a pretrained checkpoint (bench/train_bench.py uses it too)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.post_processor = processors.ByteLevel(trim_offsets=False)
-    bpe.train_from_iterator(texts + [FALLBACK_CHAT_TEMPLATE + CHATML], trainers.BpeTrainer(
-        vocab_size=2000, special_tokens=["<|endoftext|>", "<pad>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -382,6 +357,8 @@ def test_prefix_tuning_on_chat_through_the_cli(ray_local, data, tiny, tmp_path):
     res = run_cli("train", str(tmp_path / "train.yaml"), "--set", "prompt_tuning.num_virtual_tokens=8",
                   "--address", ray_local.get_runtime_context().gcs_address, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert re.search(r"^train: 6 steps in [\d.]+ s$", res.stdout, re.M), res.stdout  # the progress line
+    assert not re.search(r"\bINFO\b|Ray Train|ray.train", res.stdout + res.stderr), res.stdout + res.stderr  # in the log
     summary = json.loads(res.stdout[res.stdout.index("{"):])
     cfg["prompt_tuning"] = {"num_virtual_tokens": 8}
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -470,8 +447,9 @@ def test_qlora_without_gpu_exits_2_naming_the_key(data, tiny, tmp_path):
 ])
 def test_config_errors_name_the_key(data, tiny, tmp_path, change, key):
     cfg = train_config(tiny, tmp_path / "out", "full", str(data.train))
-    if change.get("data", {}).get("validation") == "INCOMPLETE":  # a run folder without manifest.json
+    if change.get("data", {}).get("validation") == "INCOMPLETE":  # a run's markers and no manifest.json
         (tmp_path / "run/data").mkdir(parents=True)
+        (tmp_path / "run/_staging").mkdir()
         pq.write_table(pq.read_table(data.validation), tmp_path / "run/data/part-0.parquet")
         change = {"data": {"validation": str(tmp_path / "run/data")}}
     for section, value in change.items():

@@ -36,6 +36,10 @@ class DataOptions(StrictModel):
     max_seq_len: int = Field(1024, ge=8)
     packing: bool = True
     batch_rows: int = Field(1024, gt=0, description="records per tokenize/pack task batch")
+    order: Literal["files", "shuffle", "curriculum"] = Field(
+        "files", description="files: as read; shuffle: seeded full shuffle; curriculum: buckets easy to hard")
+    curriculum_buckets: int = Field(4, gt=0, le=2048, description="order curriculum: quantile buckets")
+    difficulty_field: str = Field("difficulty", description="order curriculum: the column ranking records")
 
 
 class LoraOptions(StrictModel):

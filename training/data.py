@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from cluster.config import ConfigError
 from cluster.storage import Storage, require_complete_run
+from training.order import RecordOrder
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ def encode_batch(batch: pa.Table, tokenizer, enc: Encoding) -> dict[str, np.ndar
 
 def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[str]:
     """The Parquet files at ``uri`` (a folder, file or glob; local or s3://), checked before any Ray work: they
-    exist, belong to a complete curation run, and hold the columns ``enc`` reads. Errors name the config ``key``."""
+    exist, are not an unfinished or gate-failed thresher run (any other Parquet is welcome), and hold the columns
+    ``enc`` reads. Errors name the config ``key``."""
     files = [f for f, _ in storage.expand(uri) if f.endswith(".parquet")]
     if not files:
         raise ConfigError(f"{key}: no Parquet files at {uri}")
@@ -209,12 +211,16 @@ def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[s
     return files
 
 
-def build_dataset(files: list[str], tokenizer, enc: Encoding, storage: Storage, batch_rows: int):
-    """A Ray Dataset of training rows from the curated Parquet ``files`` (see :func:`parquet_files`)."""
+def build_dataset(files: list[str], tokenizer, enc: Encoding, storage: Storage, batch_rows: int,
+                  order: RecordOrder = RecordOrder()):
+    """A Ray Dataset of training rows from the curated Parquet ``files`` (see :func:`parquet_files`), the records
+    in ``order`` (:mod:`training.order`)."""
     import ray.data
 
     fs, _ = storage.resolve(files[0])
-    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs, columns=enc.source_columns)
+    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs,
+                               columns=enc.source_columns + order.columns)
+    ds = order.apply(ds, files, storage)
     ds.context.enable_progress_bars = False  # the workers stream it for the whole run: the loop logs progress
     return ds.map_batches(functools.partial(encode_batch, tokenizer=tokenizer, enc=enc), batch_format="pyarrow",
                           batch_size=batch_rows)

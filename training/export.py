@@ -82,8 +82,10 @@ def load_instructions(cfg: TrainConfig, merged: bool) -> str:
             f"\n\n```python\n{code}tokenizer = AutoTokenizer.from_pretrained(PATH)\n```\n")
 
 
-def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dict: dict | None = None) -> str:
-    """Save ``model`` (the unwrapped, trained module) and the tokenizer to ``<output.path>/model``; returns it."""
+def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dict: dict | None = None,
+                 lineage: dict | None = None) -> str:
+    """Save ``model`` (the unwrapped, trained module) and the tokenizer to ``<output.path>/model``, with the data
+    ``lineage`` in its thresher.json; returns it."""
     merged = cfg.output.merge_lora and cfg.method in PEFT_ADAPTERS
     if merged:
         model = merged_model(model, cfg)
@@ -93,7 +95,7 @@ def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dic
         tokenizer.save_pretrained(folder)
         Path(folder, "README.md").write_text(load_instructions(cfg, merged))
         Path(folder, BASE_RECORD).write_text(json.dumps({"model": cfg.model.model_dump(), "method": cfg.method,
-                                                         "merged": merged}, indent=2))
+                                                         "merged": merged, "lineage": lineage}, indent=2))
         upload_dir(storage, folder, uri)
     log.info("saved the %s to %s", "merged model" if merged else
              ("model" if cfg.method == "full" else f"{cfg.method} adapter"), uri)

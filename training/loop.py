@@ -63,6 +63,8 @@ class Job:
     has_validation: bool
     kill_at_step: int | None = None
     kill_marker: str | None = None
+    progress: Any = None  # cluster.runtime.ProgressCounter: rank 0 puts the step there
+    lineage: dict | None = None  # the data read (cluster.lineage), recorded in the model's thresher.json
 
 
 @dataclass
@@ -373,6 +375,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
                 first_step = (time.perf_counter() - started - eval_seconds, run_tokens)
             pending_loss, pending_n = pending_loss + loss_total, pending_n + n_trained
             done = state.step >= job.total_steps
+            if rank == 0 and job.progress is not None:
+                job.progress.put.remote({"train_step": state.step})
             if state.step % cfg.optim.log_every_steps == 0 or done:
                 state.train_loss.append({"step": state.step, "loss": pending_loss / max(pending_n, 1.0)})
                 pending_loss, pending_n = 0.0, 0.0
@@ -403,7 +407,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         save_checkpoint(engine, state, rank, {"step": state.step})
     exported = engine.export_state_dict()
     if rank == 0:
-        export_model(engine.module, job.tokenizer, cfg, job.storage, exported)
+        export_model(engine.module, job.tokenizer, cfg, job.storage, exported, lineage=job.lineage)
     final_eval = state.evals[-1] if state.evals else {}
     return {
         "steps": state.step,

@@ -21,11 +21,14 @@ import posixpath
 from typing import Any
 
 from cluster.config import ConfigError
-from cluster.runtime import ray_session, resolve_address
+from cluster.console import current as console
+from cluster.lineage import data_lineage
+from cluster.runtime import progress_counter, ray_session, resolve_address
 from cluster.storage import Storage, join
 from training.config import VIRTUAL_TOKEN_METHODS, TrainConfig
 from training.data import Encoding, build_dataset, ensure_chat_template, parquet_files
 from training.loop import Job, train_loop_per_worker
+from training.order import RecordOrder, data_config
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +134,23 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
     sources = {split: parquet_files(uri, f"data.{split}", enc, storage)
                for split, uri in (("train", cfg.data.train), ("validation", cfg.data.validation)) if uri}
     check_resumable(cfg, storage)
+    lineage = {split: data_lineage(uri, storage) if uri else None
+               for split, uri in (("train", cfg.data.train), ("validation", cfg.data.validation))}
 
     with ray_session(address) as cluster:
         resources = worker_resources(cfg, cluster.get("CPU", 0.0), max_node_cpus())
         log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
-        datasets = {split: build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows)
+        order = RecordOrder(cfg.data.order, cfg.data.difficulty_field, cfg.data.curriculum_buckets, cfg.optim.seed)
+        datasets = {split: build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows,
+                                         order if split == "train" else RecordOrder())
                     for split, files in sources.items()}
         if "validation" in datasets and cfg.eval.max_rows:
             datasets["validation"] = datasets["validation"].limit(cfg.eval.max_rows)
-        total_steps, datasets["train"] = _steps(cfg, datasets["train"])
+        with console().phase("tokenize"):
+            total_steps, datasets["train"] = _steps(cfg, datasets["train"])
+        counter = progress_counter()
         job = Job(total_steps=total_steps, storage=storage, tokenizer=tokenizer,
-                  has_validation="validation" in datasets, **_fault_injection())
+                  has_validation="validation" in datasets, progress=counter, lineage=lineage, **_fault_injection())
         fs, ckpt_path = storage.resolve(cfg.checkpoint_path)
         trainer = TorchTrainer(
             train_loop_per_worker,
@@ -153,9 +162,12 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
                 failure_config=ray.train.FailureConfig(max_failures=cfg.checkpoint.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep)),
             datasets=datasets,
+            dataset_config=data_config(cfg.data.order),
         )
-        result = trainer.fit()
-    metrics = {**result.return_value, "output": join(cfg.output.path, "model"),
+        steps = (lambda: (ray.get(counter.snapshot.remote()).get("train_step", 0), total_steps)) if counter else None
+        with console().phase("train", steps, unit="steps"):
+            result = trainer.fit()
+    metrics = {**result.return_value, "lineage": lineage, "output": join(cfg.output.path, "model"),
                "checkpoint": join(cfg.checkpoint_path, RUN_NAME, posixpath.basename(result.checkpoint.path))
                if result.checkpoint else None}
     storage.write_bytes(join(cfg.output.path, "metrics.json"), json.dumps(metrics, indent=2).encode())

@@ -1,13 +1,14 @@
 """``decontaminate``: drop (or flag) records that share a long word n-gram with an evaluation set.
 
 References are files (local or ``s3://``; files, folders or globs) of JSONL (also compressed, or one JSON array)
-or Parquet records; the text of each reference item is taken from ``fields`` (default: the pipeline's text
-field), each field on its own. Text is compared as lowercased ``\\w+`` words (punctuation and spacing do not
-matter). A record is contaminated when one of its ``check_fields`` (default: the text field) contains a word
-n-gram (``ngram``, default 13, as in GPT-3 and the LM evaluation harness) of any reference item. A reference
-field shorter than ``ngram`` words counts as one n-gram of its own length (the whole of it must occur in a
-record), as is common practice; one shorter than ``min_words`` is skipped (``"yes"`` or ``"42"`` is no evidence).
-A record shorter than ``ngram`` words is caught only through such short references.
+or Parquet records; the text of each reference item is taken from ``reference_fields`` (default: the names in
+``fields``), each field on its own. Text is compared as lowercased ``\\w+`` words (punctuation and spacing do not
+matter). A record is contaminated when one of the texts of its ``fields`` (default: the text field; chat
+messages: each content, see :mod:`pipelines.fields`) contains a word n-gram (``ngram``, default 13, as in GPT-3
+and the LM evaluation harness) of any reference item. A reference field shorter than ``ngram`` words counts as
+one n-gram of its own length (the whole of it must occur in a record), as is common practice; one shorter than
+``min_words`` is skipped (``"yes"`` or ``"42"`` is no evidence). A record text shorter than ``ngram`` words is
+caught only through such short references.
 
 The reference set is built once, on the driver when the stage is created (a missing or unreadable reference is
 a config error, exit 2): the 64-bit hash of every distinct n-gram in a sorted numpy array, with the index of the
@@ -21,7 +22,7 @@ so a run with it is not resumed part-way.
 
 ``mode: drop`` rejects with reason ``contaminated`` and a detail naming the reference file and item (index in
 the file, and its id when the item has ``reference_id_field``); ``mode: flag`` keeps every record and adds the
-bool column ``contaminated``. A ``check_fields`` column the records do not have rejects every record with reason
+bool column ``contaminated``. A ``fields`` column the records do not have rejects every record with reason
 ``missing_field``. Counts go to the manifest (``metrics.decontaminate``).
 """
 
@@ -40,24 +41,27 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from cluster.config import ConfigError
+from pipelines.fields import TextFieldsConfig, flat_texts, reject_missing
 from pipelines.readers import infer_format
-from pipelines.stage import METRIC_PREFIX, MapStage, StageConfig, reject
+from pipelines.stage import METRIC_PREFIX, MapStage, reject
 
 _WORD = re.compile(r"\w+")
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 
-class DecontaminateConfig(StageConfig):
+class DecontaminateConfig(TextFieldsConfig):
     references: list[str] = Field(min_length=1, description="evaluation files: JSONL (.gz/.zst/...), JSON array, Parquet")
-    fields: list[str] | None = Field(None, description="reference fields to take text from; default: the text field")
-    check_fields: list[str] | None = Field(None, description="record fields to check; default: the text field")
+    fields: list[str] | None = Field(None, min_length=1, description=(
+        "record fields to check, each text on its own (chat messages: each content); default: the input's text field"))
+    reference_fields: list[str] | None = Field(None, min_length=1, description=(
+        "reference fields to take text from; default: the names in fields"))
     ngram: int = Field(13, ge=1)
     min_words: int = Field(5, ge=1, description="reference fields with fewer words are skipped")
     mode: Literal["drop", "flag"] = "drop"
     reference_id_field: str = "id"
     shard_ngrams: int = Field(50_000_000, ge=1, description="reference n-grams per broadcast shard (pass)")
 
-    @field_validator("references", "fields", "check_fields", mode="before")
+    @field_validator("references", "reference_fields", mode="before")
     @classmethod
     def _one(cls, v):
         return [v] if isinstance(v, str) else v
@@ -226,7 +230,7 @@ class Decontaminate(MapStage):
     def __init__(self, config: DecontaminateConfig, ctx):
         super().__init__(config, ctx)
         key = f"stages.{len(ctx.previous_stages)}.{self.name}.references"
-        fields = config.fields or [ctx.text_field]
+        fields = config.reference_fields or config.fields or [ctx.text_field]
         try:
             self.references = read_references(config, fields, ctx.storage)
         except (OSError, ValueError) as e:  # orjson.JSONDecodeError is a ValueError
@@ -244,18 +248,19 @@ class Decontaminate(MapStage):
         c = self.config
         metric = f"{METRIC_PREFIX}{self.name}."
         batch[metric + "checked"] = 1
-        check = c.check_fields or [self.text]
-        missing = [f for f in check if f not in batch.columns]
-        if missing:
-            reject(batch, np.ones(len(batch), bool), "missing_field", f"the records have no column {missing}")
+        fields = c.field_names(batch, self.text)
+        if reject_missing(batch, fields):
             return batch
+        texts, rows = flat_texts(batch, fields)
         hits = np.zeros(len(batch), np.int64)
         first = np.full(len(batch), -1, np.int64)
         for shard in self.shards:
-            for name in check:
-                n, item = shard.matches(batch[name].tolist())
-                hits += n
-                first = np.where(first < 0, item, first)
+            n, item = shard.matches(texts)
+            np.add.at(hits, rows, n)
+            matched = item >= 0
+            found_rows, at = np.unique(rows[matched], return_index=True)  # each record's first matching text
+            unset = first[found_rows] < 0
+            first[found_rows[unset]] = item[matched][at[unset]]
         found = hits > 0
         batch[metric + "contaminated"] = found.astype(np.int64)
         if c.mode == "flag":

@@ -9,11 +9,12 @@ full ``lid.176.bin`` (126 MB, a little more accurate) or GlotLID's ``model.bin``
 Wikipedia) becomes ``nb``; ``label_map: {}`` keeps ``no``. ``keep`` codes are read the same way (``no``, ``nob``
 and ``nb`` all mean ``nb`` by default).
 
-What the model sees: fastText predicts over one line, so newlines become spaces. A document longer than
-``max_chars`` is scored on three windows of ``max_chars / 3`` characters, from its start, middle and end, cut
-at spaces, so that the cost per document is bounded and a page's header alone does not decide its language.
-Text entirely in upper case is lowercased (lid.176 misreads shouted Latin text). A text without any letter gets
-``lang = und`` and ``lang_score = 0`` without calling the model.
+What the model sees: the texts of ``fields`` (default: the text field; chat messages: their contents, see
+:mod:`pipelines.fields`) joined by blank lines, one language per record. fastText predicts over one line, so
+newlines become spaces. A document longer than ``max_chars`` is scored on three windows of ``max_chars / 3``
+characters, from its start, middle and end, cut at spaces, so that the cost per document is bounded and a page's
+header alone does not decide its language. Text entirely in upper case is lowercased (lid.176 misreads shouted
+Latin text). A text without any letter gets ``lang = und`` and ``lang_score = 0`` without calling the model.
 
 ``lang_score`` is the model's probability for its top label. Rejections, in this order: ``lang_unknown``
 (``und``, with ``drop_unknown``), ``lang_not_kept`` (``keep`` given and the language not in it; ``und`` too,
@@ -36,8 +37,9 @@ from pydantic import Field, field_validator
 
 from cluster.config import ConfigError
 from cluster.storage import is_s3
+from pipelines.fields import TextFieldsConfig, joined, reject_missing
 from pipelines.filters.languages import DEFAULT_LABEL_MAP, UNKNOWN, from_model_label, normalize_code
-from pipelines.stage import MapStage, StageConfig, reject
+from pipelines.stage import MapStage, reject
 
 _LETTER = re.compile(r"[^\W\d_]")
 
@@ -69,7 +71,10 @@ def model_input(text: str, max_chars: int) -> str:
     return text.lower() if text.isupper() else text
 
 
-class LangidConfig(StageConfig):
+class LangidConfig(TextFieldsConfig):
+    fields: list[str] | None = Field(None, min_length=1, description=(
+        "record fields whose texts, joined by blank lines, decide the record's one language (chat messages: "
+        "their contents); default: the input's text field"))
     keep: list[str] | None = Field(None, description="ISO 639-1 codes to keep; empty or null: keep every language")
     min_score: float = Field(0.0, ge=0, le=1)
     drop_unknown: bool = False
@@ -147,7 +152,10 @@ class Langid(MapStage):
         return langs, scores
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
-        langs, scores = self.identify(batch[self.text].tolist())
+        fields = self.config.field_names(batch, self.text)
+        if reject_missing(batch, fields):
+            return batch
+        langs, scores = self.identify(joined(batch, fields))
         batch["lang"] = langs
         batch["lang_score"] = scores
         c = self.config

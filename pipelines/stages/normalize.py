@@ -1,4 +1,9 @@
-"""``normalize``: repair mojibake (ftfy), Unicode normal form, control characters, whitespace, optional HTML to text."""
+"""``normalize``: repair mojibake (ftfy), Unicode normal form, control characters, whitespace, optional HTML to text.
+
+Every text of the ``fields`` (default: the text field; chat messages: each content, see :mod:`pipelines.fields`)
+is normalized. A record is rejected (``empty_after_normalize``, the detail names the field) when a text that was
+not blank becomes empty.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from typing import Literal
 import ftfy
 import pandas as pd
 
-from pipelines.stage import MapStage, StageConfig, reject
+from pipelines.fields import TextFieldsConfig, assign, reject_missing, unpack
+from pipelines.stage import MapStage, reject
 
 # C0/C1 controls and other invisible format characters to delete; \t and \n are kept, \r and form
 # feeds become newlines, the Unicode line/paragraph separators too.
@@ -35,7 +41,7 @@ _MOJIBAKE_HINT = re.compile(
 )
 
 
-class NormalizeConfig(StageConfig):
+class NormalizeConfig(TextFieldsConfig):
     fix_mojibake: bool = True
     unicode_form: Literal["NFC", "NFKC", "none"] = "NFC"
     html_to_text: bool = False
@@ -75,6 +81,16 @@ class Normalize(MapStage):
         return text
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
-        batch[self.text] = [self.normalize(t) for t in batch[self.text]]
-        reject(batch, batch[self.text].str.len() == 0, "empty_after_normalize")
+        fields = self.config.field_names(batch, self.text)
+        if reject_missing(batch, fields):
+            return batch
+        for name in fields:
+            values, emptied = [], []
+            for value in batch[name]:
+                texts, pack = unpack(value)
+                new = [self.normalize(t) for t in texts]
+                values.append(pack(new))
+                emptied.append(any(not n and t.strip() for t, n in zip(texts, new)))
+            assign(batch, name, values)
+            reject(batch, emptied, "empty_after_normalize", f"field {name}")
         return batch

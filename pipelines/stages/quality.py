@@ -16,6 +16,11 @@ A document is rejected by the first rule it fails: reason ``<preset>.<option>`` 
 * C4's line filters edit the text only with ``c4: {remove_lines: true}``; otherwise the text is untouched and
   C4's document rules are decided on the lines C4 would keep.
 
+What is judged: the texts of ``fields`` (default: the text field; chat messages: their contents, see
+:mod:`pipelines.fields`) joined by blank lines, as one document per record. ``c4: {remove_lines: true}`` needs one
+field, and edits it where it holds one text (a string, a one-message conversation); longer conversations are
+judged but not edited.
+
 Per language: the document's ``lang`` (from ``langid``; ``default_lang`` when that column is absent, or is
 ``und``) picks the stop-word list, and for languages written without spaces the word-based rules (and FineWeb's
 short-line rule) are skipped and counted (see :mod:`pipelines.filters.presets`). ``manifest.metrics.quality``
@@ -31,15 +36,19 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
+from pipelines.fields import TextFieldsConfig, assign, joined, reject_missing, unpack
 from pipelines.filters.languages import UNKNOWN, normalize_code
 from pipelines.filters.presets import SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
-from pipelines.stage import METRIC_PREFIX, MapStage, StageConfig, reject
+from pipelines.stage import METRIC_PREFIX, MapStage, reject
 
 PresetName = Literal["gopher", "gopher_quality", "gopher_repetition", "c4", "fineweb"]
 SIGNAL_PREFIX = "q_"
 
 
-class QualityConfig(StageConfig):
+class QualityConfig(TextFieldsConfig):
+    fields: list[str] | None = Field(None, min_length=1, description=(
+        "record fields whose texts, joined by blank lines, are judged as one document (chat messages: their "
+        "contents); default: the input's text field"))
     presets: list[PresetName] = Field(["gopher", "c4", "fineweb"], min_length=1)
     gopher: GopherConfig = GopherConfig()
     c4: C4Config = C4Config()
@@ -61,6 +70,8 @@ class QualityConfig(StageConfig):
             if unknown:
                 raise ValueError(f"signals: {', '.join(unknown)} not measured by presets {self.presets} "
                                  f"(available: {', '.join(sorted(available))})")
+        if self.c4.remove_lines and "c4" in self.presets and self.fields and len(self.fields) > 1:
+            raise ValueError("c4.remove_lines edits one field: list one in fields")
         return self
 
 
@@ -85,6 +96,9 @@ class Quality(MapStage):
         return cols
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
+        fields = self.config.field_names(batch, self.text)
+        if reject_missing(batch, fields):
+            return batch
         default = self.config.default_lang
         if "lang" in batch.columns:
             langs = [default if (not isinstance(l, str) or l == UNKNOWN) else l for l in batch["lang"]]
@@ -93,7 +107,7 @@ class Quality(MapStage):
         if self.evaluator is None:  # built in the worker, with the worker's own rule objects
             self.evaluator = Evaluator(expand(self.config.presets), self.sections, frozenset(self.wanted))
         evaluate = self.evaluator
-        verdicts = [evaluate(t if isinstance(t, str) else "", lang) for t, lang in zip(batch[self.text], langs)]
+        verdicts = [evaluate(t, lang) for t, lang in zip(joined(batch, fields), langs)]
 
         for name in self.wanted:
             batch[SIGNAL_PREFIX + name] = np.array([v.signals.get(name, np.nan) for v in verdicts], np.float64)
@@ -101,7 +115,8 @@ class Quality(MapStage):
         batch[metric + "word_rules_skipped"] = [int(v.word_rules_skipped) for v in verdicts]
         batch[metric + "stop_words_skipped"] = [int(v.stop_words_skipped) for v in verdicts]
         if self.config.c4.remove_lines and "c4" in self.config.presets:
-            batch[self.text] = [v.text if v.text is not None else t for v, t in zip(verdicts, batch[self.text])]
+            (name,) = fields
+            assign(batch, name, [_with_lines_removed(value, v.text) for v, value in zip(verdicts, batch[name])])
             batch[metric + "c4_lines_removed"] = [v.lines_removed for v in verdicts]
 
         reasons = pd.Series([v.reason for v in verdicts], index=batch.index, dtype=object)
@@ -111,3 +126,9 @@ class Quality(MapStage):
             details = pd.Series([v.detail for v in verdicts], index=batch.index, dtype=object)
             reject(batch, reasons.notna(), reasons, details)
         return batch
+
+
+def _with_lines_removed(value, text: str | None):
+    """The field value with its one text replaced by C4's kept lines (a value of several texts: unchanged)."""
+    texts, pack = unpack(value)
+    return pack([text]) if text is not None and len(texts) == 1 else value

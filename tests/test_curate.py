@@ -1,10 +1,9 @@
-"""The curation spine: readers on every format, bad input with exact accounting, config errors, run output."""
+"""Curation end to end: readers on every format, bad input with exact accounting, config errors, run output."""
 
 from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,41 +11,8 @@ import pytest
 import zstandard
 
 from cluster.cli import main as cli_main
-from pipelines.config import parse_config
-from pipelines.runner import run
 from tests.conftest import shared_path
-
-
-def curate(tmp_path: Path, paths, stages=None, **input_opts) -> tuple[dict, Path]:
-    out = tmp_path / "out"
-    cfg = {"input": {"paths": [str(p) for p in paths], **input_opts}, "output": {"path": str(out)},
-           "stages": stages or []}
-    return run(parse_config(cfg)), out
-
-
-def read_dir(path: Path) -> pa.Table:
-    files = sorted(path.glob("*.parquet"))
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive") if files else None
-
-
-def assert_accounting(manifest: dict, out: Path) -> None:
-    c = manifest["counts"]
-    assert c["input"] == c["output"] + c["rejected"]
-    kept = sum(pq.read_metadata(f).num_rows for f in (out / "data").rglob("*.parquet"))
-    rejected = sum(pq.read_metadata(f).num_rows for f in (out / "rejects").rglob("*.parquet")) if (out / "rejects").exists() else 0
-    assert (kept, rejected) == (c["output"], c["rejected"])
-    prev_out = c["input"]
-    for stage, s in c["by_stage"].items():
-        assert s["in"] == prev_out and s["in"] == s["out"] + s["rejected"], stage
-        prev_out = s["out"]
-    assert prev_out == c["output"]
-
-
-def write_jsonl(path: Path, records, opener=open) -> Path:
-    with opener(path, "wb") as f:
-        for r in records:
-            f.write((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n")
-    return path
+from testkit.runs import assert_accounting, config_file, curate, read_dir, write_jsonl
 
 
 def c4_docs(n=None) -> list[dict]:
@@ -144,6 +110,7 @@ def test_rerun_replaces_previous_output_and_report(ray_local, tmp_path):
     out = tmp_path / "out"
     (out / "data").mkdir(parents=True)
     (out / "data" / "part-99999.parquet").write_bytes(b"stale")
+    (out / "manifest.json").write_text("{}")  # a previous run's (a folder without one is refused)
     manifest, out = curate(tmp_path, [src], stages=[{"normalize": {}}])
     assert not (out / "data" / "part-99999.parquet").exists()
     assert manifest["ray"]["nodes"] == 1
@@ -156,14 +123,6 @@ def test_rerun_replaces_previous_output_and_report(ray_local, tmp_path):
     (out / "report.json").unlink()
     assert cli_main(["report", str(out)]) == 0
     assert json.loads((out / "report.json").read_text())["lengths"] == report["lengths"]
-
-
-def _cfg_file(tmp_path: Path, body: dict) -> str:
-    import yaml
-
-    p = tmp_path / "cfg.yaml"
-    p.write_text(yaml.safe_dump(body))
-    return str(p)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +138,7 @@ def _cfg_file(tmp_path: Path, body: dict) -> str:
     ],
 )
 def test_config_errors_exit_2_naming_the_key(tmp_path, capsys, body, overrides, key):
-    args = ["curate", _cfg_file(tmp_path, body)] + [a for o in overrides for a in ("--set", o)]
+    args = ["curate", config_file(tmp_path, body)] + [a for o in overrides for a in ("--set", o)]
     assert cli_main(args) == 2
     err = capsys.readouterr().err
     assert key in err, err
@@ -187,12 +146,12 @@ def test_config_errors_exit_2_naming_the_key(tmp_path, capsys, body, overrides, 
 
 def test_missing_input_and_unwritable_output_exit_2_before_work(tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": "hello world"}])
-    cfg = _cfg_file(tmp_path, {"input": {"paths": [str(tmp_path / "nope.jsonl")]}, "output": {"path": str(tmp_path / "o")}})
+    cfg = config_file(tmp_path, {"input": {"paths": [str(tmp_path / "nope.jsonl")]}, "output": {"path": str(tmp_path / "o")}})
     assert cli_main(["curate", cfg]) == 2
     assert "input.paths" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    cfg = _cfg_file(tmp_path, {"input": {"paths": [str(src)]}, "output": {"path": str(blocker / "o")}})
+    cfg = config_file(tmp_path, {"input": {"paths": [str(src)]}, "output": {"path": str(blocker / "o")}})
     assert cli_main(["curate", cfg]) == 2
     assert "output.path" in capsys.readouterr().err
     assert cli_main(["curate", cfg, "--set", "novalue"]) == 2

@@ -1,0 +1,36 @@
+"""The terminal of a command: Ray's output goes to the log file, the terminal shows phases and the summary."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY_NOISE = re.compile(r"\bINFO\b|streaming_executor|Execution plan|Token authentication|core_worker|logging_progress")
+
+
+def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_local, tmp_path):
+    cfg = {"input": {"paths": [str(ROOT / "examples/corpus/web-00.jsonl")]}, "output": {"path": str(tmp_path / "out")},
+           "stages": [{"normalize": {}}, {"dedup_exact": {}}, {"split": {}}]}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "THRESHER_LOG_DIR": str(tmp_path / "logs")}
+    address = ray_local.get_runtime_context().gcs_address
+    res = subprocess.run([sys.executable, "-m", "cluster.cli", "curate", str(tmp_path / "cfg.yaml"), "--address",
+                          address], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    shown = res.stdout + res.stderr
+    assert not RAY_NOISE.search(shown), shown
+    lines = shown.splitlines()
+    (log,) = (tmp_path / "logs").glob("curate-*.log")
+    assert lines[0] == f"log: {log}"
+    assert any(re.fullmatch(r"read and map stages: \d+ records in [\d.]+ s", l) for l in lines), shown
+    assert any(l.startswith("decide: unique_ids, dedup_exact, split: in ") for l in lines), shown
+    assert any(l.startswith("stage ") for l in lines) and "output: " in lines[-1], shown
+    assert len(lines) < 25, shown
+    text = log.read_text()
+    assert "Execution plan" in text and "dedup_exact" in text  # Ray Data's own lines, kept in the log

@@ -1,0 +1,280 @@
+"""``thresher eval`` and lineage: scoring on hand-made predictions with hand-computed values, bootstrap intervals,
+prompts rendered exactly as training renders them, and one curate -> train -> eval run on the test session's Ray
+(a tiny random Llama, LoRA for 2 steps, 4 evaluation rows) whose outputs are checked against the model itself
+and whose lineage leads back to the curation run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sacrebleu
+import torch
+import yaml
+
+import training
+from cluster.cli import main as cli
+from cluster.lineage import config_hash, data_lineage
+from cluster.storage import Storage
+from testkit.tiny_llama import CHATML, build_tiny_llama
+from tests.conftest import ROOT, shared_path
+from training.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch, render_alpaca
+from training.eval_config import EvalData, parse_eval_config
+from training.generate import render_example
+from training.scoring import aggregate, bootstrap, corpus_bleu, extract_answer, score_examples, token_f1
+
+# -- scoring on hand-made predictions (no Ray) -----------------------------------------------------------------
+
+
+def test_answer_extraction():
+    assert extract_answer("so 3 + 4 = 7, and 1,250 in all.", "last_number") == "1250"
+    assert extract_answer("no number here", "last_number") is None
+    assert extract_answer("#### -12.5", "last_number") == "-12.5"
+    assert extract_answer("The answer is B. Then C.", re.compile(r"answer is (\w)")) == "B"
+    assert extract_answer("x=1; x=2", re.compile(r"x=\d")) == "x=2"  # the last match, whole when no group
+    assert extract_answer("  keep me \n", "none") == "keep me"
+
+
+def test_scores_hand_computed():
+    predictions = ["She sold 72 clips. #### 72", "The total is 10", "I do not know", "the cat sat on the mat"]
+    references = ["48 + 24 = 72\n#### 72", "#### 10.0", "#### 5", "a cat sat on a mat"]
+    cols = score_examples(predictions, references, ["exact_match", "accuracy", "token_f1"], "last_number")
+    assert cols["answer_prediction"] == ["72", "10", "", ""]
+    assert cols["answer_reference"] == ["72", "10.0", "5", None]  # no number: not counted in the answer metrics
+    assert cols["exact_match"] == [1.0, 0.0, 0.0, None]
+    assert cols["accuracy"] == [1.0, 1.0, 0.0, None]  # 10 == 10.0 as numbers
+    assert cols["token_f1"] == [1.0, 0.0, 0.0, None]
+    whole = score_examples(predictions, references, ["exact_match", "token_f1"], "none")
+    assert whole["token_f1"][3] == 1.0 and whole["exact_match"][3] == 0.0  # both normalize to "cat sat on mat"
+    assert token_f1("The total is 10!", "total: 10 apples") == pytest.approx(2 / 3)  # 2 common of 3 and 3 tokens
+    metrics = aggregate(cols, ["exact_match", "accuracy", "token_f1"], samples=200, seed=0)
+    assert metrics["exact_match"]["value"] == pytest.approx(1 / 3) and metrics["exact_match"]["count"] == 3
+    assert metrics["accuracy"]["value"] == pytest.approx(2 / 3)
+
+
+def test_rouge_l_and_corpus_bleu_match_the_libraries():
+    from rouge_score import rouge_scorer
+
+    predictions = ["the cat sat on the mat today", "a quick brown fox", "seventy two clips in all"]
+    references = ["the cat sat on the mat", "the quick brown fox jumps", "she sold 72 clips in all"]
+    cols = score_examples(predictions, references, ["rouge_l", "bleu"], "none")
+    # ROUGE-L of the first pair: LCS 6 of 7 and 6 tokens -> F = 2 * 6/7 * 1 / (6/7 + 1)
+    assert cols["rouge_l"][0] == pytest.approx(2 * (6 / 7) / (6 / 7 + 1))
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    assert cols["rouge_l"][2] == pytest.approx(scorer.score(references[2], predictions[2])["rougeL"].fmeasure)
+    metrics = aggregate(cols, ["rouge_l", "bleu"], samples=100, seed=0)
+    assert metrics["bleu"]["value"] == pytest.approx(sacrebleu.corpus_bleu(predictions, [references]).score)
+    assert corpus_bleu(np.array(cols["bleu_stats"]).sum(0)) == pytest.approx(metrics["bleu"]["value"])
+
+
+def test_bootstrap_interval_contains_the_mean_and_is_deterministic():
+    scores = np.random.default_rng(7).random(50)
+    mean = lambda idx: scores[idx].mean(-1)  # noqa: E731
+    lo, hi = bootstrap(mean, 50, 1000, seed=0)
+    assert lo < scores.mean() < hi and hi - lo < 0.4
+    assert bootstrap(mean, 50, 1000, seed=0) == (lo, hi)
+    assert bootstrap(mean, 50, 1000, seed=1) != (lo, hi)
+    cols = {"exact_match": [1.0, 0.0, 1.0, 1.0, None], "reference_nll": [2.0, 4.0, 1.0, 3.0, None],
+            "reference_tokens": [2, 2, 1, 3, 0]}
+    first = aggregate(cols, ["exact_match", "perplexity"], samples=500, seed=3)
+    assert first == aggregate(cols, ["exact_match", "perplexity"], samples=500, seed=3)
+    assert first["perplexity"]["value"] == pytest.approx(math.exp(10 / 8)) and first["perplexity"]["count"] == 4
+    for m in first.values():
+        assert m["ci95"][0] <= m["value"] <= m["ci95"][1]
+
+
+def test_config_errors_name_the_key(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("THRESHER_LOG_DIR", str(tmp_path / "logs"))
+    cfg = {"model": {"name_or_path": str(tmp_path)}, "data": {"path": str(tmp_path)}, "output": {"path": str(tmp_path)}}
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", "generation.max_new_tokns=3"]) == 2
+    assert "generation.max_new_tokns: unknown key" in capsys.readouterr().err
+    assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", "metrics=[exact_match, meteor]"]) == 2
+    assert "metrics.1" in capsys.readouterr().err
+    parse_eval_config(yaml.safe_load((ROOT / "examples/eval_smollm2.yaml").read_text()))
+
+
+def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
+    from cluster.config import ConfigError
+    from training.evaluation import read_dataset
+
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps({"q": f"{i} + 1 =", "a": f" {i + 1}"}) + "\n"
+                                               for i in range(5)))
+    cfg = {"model": {"name_or_path": "unused"}, "data": {"path": str(tmp_path / "qa.jsonl"), "format": "text",
+           "text_field": "q", "reference_field": "a", "max_rows": 3}, "output": {"path": str(tmp_path / "out")}}
+    storage = Storage.from_options(None)
+    assert read_dataset(parse_eval_config(cfg), storage).take_all() == [{"q": f"{i} + 1 =", "a": f" {i + 1}"}
+                                                                        for i in range(3)]
+    text = EvalData(path=".", format="text", text_field="q", reference_field="a")
+    assert render_example({"q": "1 + 1 =", "a": " 2"}, text, None) == ("1 + 1 =", " 2", "1 + 1 = 2", [(7, 9)])
+    cfg["data"]["reference_field"] = "answer"
+    with pytest.raises(ConfigError, match="data.format: format text reads column.s. answer"):
+        read_dataset(parse_eval_config(cfg), storage)
+    cfg["data"]["reference_field"] = None
+    with pytest.raises(ConfigError, match="data.reference_field"):
+        read_dataset(parse_eval_config(cfg), storage)
+
+
+# -- prompts rendered as training renders them ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    demo = json.loads(shared_path("sft/alpaca_en_demo.json").read_text())[:48]
+    gsm8k = [json.loads(x) for x in shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:24]]
+    texts = [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in demo]
+    texts += [render_alpaca(r["question"], "", r["answer"])[0] for r in gsm8k]
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), texts)
+
+
+def tokenizer_of(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def training_prompt_ids(rows: dict[str, np.ndarray], r: int) -> list[int]:
+    """The tokens of row ``r`` before its first trained label: the prompt as training saw it."""
+    first = int(np.argmax(rows["labels"][r] != IGNORE))
+    return rows["input_ids"][r][:first].tolist()
+
+
+def test_alpaca_prompt_is_training_prompt(tiny):
+    """With and without an input field: the eval prompt tokenizes to exactly the tokens training masked."""
+    demo = json.loads(shared_path("sft/alpaca_en_demo.json").read_text())[:24]
+    table = pa.table({k: [r[k] for r in demo] for k in ("instruction", "input", "output")})
+    assert 0 < sum(bool(r["input"]) for r in demo) < len(demo)
+    tok = tokenizer_of(tiny)
+    rows = encode_batch(table, tok, Encoding("alpaca", "text", 1024, packing=False))
+    data = EvalData(path=".", format="alpaca")
+    for r, record in enumerate(table.to_pylist()):
+        prompt, reference, _, _ = render_example(record, data, tok)
+        assert reference == record["output"]
+        assert tok(prompt)["input_ids"] == training_prompt_ids(rows, r)
+
+
+@pytest.mark.parametrize("template", ["fallback", "chatml"])
+def test_chat_prompt_is_training_prompt_up_to_the_last_assistant_turn(tiny, template):
+    tok = tokenizer_of(tiny)
+    tok.chat_template = FALLBACK_CHAT_TEMPLATE if template == "fallback" else CHATML
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 7 * 8?"},
+                    {"role": "assistant", "content": "56"}, {"role": "user", "content": "And 56 / 4?"},
+                    {"role": "assistant", "content": "14"}]
+    prompt, reference, text, spans = render_example({"messages": conversation}, EvalData(path=".", format="chat"), tok)
+    assert reference == "14"
+    assert prompt == tok.apply_chat_template(conversation[:4], tokenize=False, add_generation_prompt=True)
+    rows = encode_batch(pa.table({"messages": [conversation]}), tok, Encoding("chat", "text", 1024, packing=False))
+    trained = rows["labels"][0] != IGNORE
+    last_turn = max(i for i in range(1, len(trained)) if trained[i] and not trained[i - 1])  # the last trained run
+    assert tok(prompt, add_special_tokens=False)["input_ids"] == rows["input_ids"][0][:last_turn].tolist()
+
+
+# -- curate -> train -> eval on Ray --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run(ray_local, tiny, tmp_path_factory):
+    """GSM8K records curated with a train/test split and alpaca format; LoRA on data/train for 2 steps; thresher
+    eval (CLI, in-process) of the adapter on 4 rows of data/test."""
+    from pipelines.config import parse_config
+    from pipelines.runner import run as curate
+
+    tmp = tmp_path_factory.mktemp("eval")
+    src = tmp / "gsm8k.jsonl"
+    src.write_text("".join(shared_path("sft/gsm8k_train.jsonl").read_text().splitlines(True)[:32]))
+    manifest = curate(parse_config({
+        "input": {"paths": [str(src)], "text_field": "question"}, "output": {"path": str(tmp / "curated")},
+        "stages": [{"split": {"ratios": {"train": 0.75, "test": 0.25}, "seed": 0}},
+                   {"format": {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}}]}))
+    train_cfg = {"model": {"name_or_path": str(tiny)},
+                 "data": {"train": str(tmp / "curated/data/train"), "format": "alpaca", "max_seq_len": 256},
+                 "method": "lora", "scaling": {"num_workers": 1},
+                 "optim": {"lr": 1e-2, "max_steps": 2, "batch_size": 4, "log_every_steps": 1},
+                 "checkpoint": {"every_steps": 2}, "output": {"path": str(tmp / "trained")}}
+    train_metrics = training.main(copy.deepcopy(train_cfg))
+    eval_cfg = {"model": {"name_or_path": str(tmp / "trained/model")},
+                "data": {"path": str(tmp / "curated/data/test"), "format": "alpaca", "max_rows": 4},
+                "generation": {"max_new_tokens": 8, "batch_size": 3},
+                "answer": {"extract": "last_number"}, "bootstrap": {"samples": 200},
+                "output": {"path": str(tmp / "eval")}}
+    (tmp / "eval.yaml").write_text(yaml.safe_dump(eval_cfg))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("THRESHER_LOG_DIR", str(tmp / "logs"))
+        code = cli(["eval", str(tmp / "eval.yaml"), "--set", "generation.temperature=0"])
+    return SimpleNamespace(tmp=tmp, manifest=manifest, train_metrics=train_metrics, code=code, tiny=tiny,
+                           out=tmp / "eval", metrics=json.loads((tmp / "eval/metrics.json").read_text()))
+
+
+def test_train_records_the_curated_data_lineage(run):
+    lineage = run.train_metrics["lineage"]
+    expected = {"path": str(run.tmp / "curated/data/train"), "run": str(run.tmp / "curated"),
+                "digests": run.manifest["digests"], "config_hash": config_hash(run.manifest["config"])}
+    assert lineage == {"train": expected, "validation": None}
+    assert json.loads((run.tmp / "trained/metrics.json").read_text())["lineage"] == lineage
+    record = json.loads((run.tmp / "trained/model/thresher.json").read_text())
+    assert record["lineage"] == lineage and record["method"] == "lora"
+    assert set(lineage["train"]["digests"]) >= {"data/train", "data/test"}
+    plain = run.tmp / "plain"
+    plain.mkdir()
+    pq.write_table(pq.read_table(run.tmp / "curated/data/test"), plain / "part-0.parquet")
+    assert data_lineage(str(plain), Storage.from_options(None)) == {
+        "path": str(plain), "run": None, "digests": None, "config_hash": None}
+
+
+def test_eval_outputs_and_lineage(run):
+    assert run.code == 0
+    m = run.metrics
+    assert m["rows"] == 4 and set(m["metrics"]) == {"exact_match", "token_f1", "rouge_l", "bleu", "accuracy",
+                                                    "perplexity"}
+    for name, metric in m["metrics"].items():
+        assert metric["count"] == 4, name  # every GSM8K reference ends in "#### <number>"
+        assert metric["ci95"][0] <= metric["value"] <= metric["ci95"][1], name
+    assert m["lineage"]["model"] == run.train_metrics["lineage"]
+    assert m["lineage"]["data"] == {**run.train_metrics["lineage"]["train"], "path": str(run.tmp / "curated/data/test")}
+    predictions = pq.read_table(run.out / "predictions.parquet").to_pylist()
+    test_rows = pq.read_table(run.tmp / "curated/data/test").to_pylist()[:4]
+    assert [p["id"] for p in predictions] == [r["id"] for r in test_rows]
+    for p, r in zip(predictions, test_rows):
+        assert p["prompt"] == render_alpaca(r["instruction"], r["input"], "")[0] and p["reference"] == r["output"]
+        assert p["answer_reference"] == extract_answer(r["output"], "last_number")
+        answer = extract_answer(p["prediction"], "last_number") or ""
+        assert p["exact_match"] == float(answer == p["answer_reference"])
+    assert m["metrics"]["perplexity"]["value"] == pytest.approx(
+        math.exp(sum(p["reference_nll"] for p in predictions) / sum(p["reference_tokens"] for p in predictions)))
+    report = (run.out / "report.html").read_text()
+    assert "Worst examples by token_f1" in report and "Prediction length" in report and "<script" not in report
+
+
+def test_eval_predictions_are_the_models_greedy_outputs_and_its_training_loss(run):
+    """The first row's prediction is the adapter's greedy continuation of the prompt; the reference NLL per token
+    is the loss training computes on that record (same tokens, same prompt masking)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from training.loop import loss_sum
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run.tiny, dtype=torch.float32),
+                                      run.tmp / "trained/model").eval()
+    tok = tokenizer_of(run.tmp / "trained/model")
+    first = pq.read_table(run.out / "predictions.parquet").to_pylist()[0]
+    ids = torch.tensor([tok(first["prompt"])["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+    assert first["prediction"] == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    record = pq.read_table(run.tmp / "curated/data/test", columns=["instruction", "input", "output"]).slice(0, 1)
+    rows = encode_batch(record, tok, Encoding("alpaca", "text", 1024, packing=False))
+    n = int(rows["attention_mask"][0].sum())
+    batch_ids, labels = (torch.tensor(rows[k][:, :n], dtype=torch.long) for k in ("input_ids", "labels"))
+    with torch.no_grad():
+        loss = loss_sum(model(input_ids=batch_ids).logits, labels).item()
+    assert first["reference_tokens"] == int((labels[:, 1:] != IGNORE).sum())
+    assert first["reference_nll"] == pytest.approx(loss, rel=1e-4)
