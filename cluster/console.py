@@ -121,8 +121,16 @@ class Console:
         finally:
             if stop:
                 stop()
-            done = poll()[0] if poll else None
-            display.finish(done, time.perf_counter() - t0)
+            display.finish(_best_effort(poll)[0] if poll else None, time.perf_counter() - t0)
+
+
+def _best_effort(poll: Callable[[], tuple[float, float | None]]) -> tuple[float | None, float | None]:
+    """``poll()``, or (None, None) when it fails: progress never fails a run (its counter may be gone with a node)."""
+    try:
+        return poll()
+    except Exception:
+        logging.getLogger(__name__).info("progress poll failed", exc_info=True)
+        return None, None
 
 
 def _poller(display, poll: Callable[[], tuple[float, float | None]]) -> Callable[[], None]:
@@ -132,10 +140,9 @@ def _poller(display, poll: Callable[[], tuple[float, float | None]]) -> Callable
 
     def loop():
         while not stopped.wait(POLL_S):
-            try:
-                display.update(*poll())
-            except Exception:  # progress is best effort: never fail the run for it
-                logging.getLogger(__name__).debug("progress poll failed", exc_info=True)
+            done, total = _best_effort(poll)
+            if done is not None:
+                display.update(done, total)
 
     thread = threading.Thread(target=loop, name="thresher-progress", daemon=True)
     thread.start()

@@ -37,12 +37,25 @@ class ProgressCounter:
 
 
 def progress_counter():
-    """A ``ProgressCounter`` actor when a console shows progress, else None (nothing to report to)."""
+    """A ``ProgressCounter`` actor when a console shows progress, else None (nothing to report to). It lives on the
+    driver's node, so losing a worker node does not take it along (and it is restarted, counting from zero, if its
+    process dies)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from cluster.console import current
 
-    return ray.remote(num_cpus=0)(ProgressCounter).remote() if current().shows_progress else None
+    if not current().shows_progress:
+        return None
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(num_cpus=0, max_restarts=-1, scheduling_strategy=here)(ProgressCounter).remote()
+
+
+def progress_counts(counter) -> dict[str, int]:
+    """What the tasks have added to ``counter`` so far (raises after 10 s, e.g. while the actor restarts)."""
+    import ray
+
+    return ray.get(counter.snapshot.remote(), timeout=10)
 
 
 def resolve_address(address: str | None) -> str | None:

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from cluster.config import ConfigError
 from cluster.console import current as console
-from cluster.runtime import progress_counter, ray_session
+from cluster.runtime import progress_counter, progress_counts, ray_session
 from cluster.storage import Storage
 from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
@@ -463,10 +463,9 @@ def _read_progress(counter, tasks: int):
     """Records read, and the total estimated from the read tasks done (None without a counter)."""
     if counter is None:
         return None
-    import ray
 
     def poll():
-        c = ray.get(counter.snapshot.remote())
+        c = progress_counts(counter)
         done = c.get("read_tasks", 0)
         return c.get("read", 0), (c.get("read_task_rows", 0) * tasks / done if done else None)
 
@@ -476,9 +475,7 @@ def _read_progress(counter, tasks: int):
 def _counted(counter, name: str, total: int):
     if counter is None:
         return None
-    import ray
-
-    return lambda: (ray.get(counter.snapshot.remote()).get(name, 0), total)
+    return lambda: (progress_counts(counter).get(name, 0), total)
 
 
 def _cluster_info(resources: dict) -> dict[str, Any]:

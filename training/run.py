@@ -23,7 +23,7 @@ from typing import Any
 from cluster.config import ConfigError
 from cluster.console import current as console
 from cluster.lineage import data_lineage
-from cluster.runtime import progress_counter, ray_session, resolve_address
+from cluster.runtime import progress_counter, progress_counts, ray_session, resolve_address
 from cluster.storage import Storage, join
 from training.config import VIRTUAL_TOKEN_METHODS, TrainConfig
 from training.data import Encoding, build_dataset, ensure_chat_template, parquet_files
@@ -164,7 +164,7 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
             datasets=datasets,
             dataset_config=data_config(cfg.data.order),
         )
-        steps = (lambda: (ray.get(counter.snapshot.remote()).get("train_step", 0), total_steps)) if counter else None
+        steps = (lambda: (progress_counts(counter).get("train_step", 0), total_steps)) if counter else None
         with console().phase("train", steps, unit="steps"):
             result = trainer.fit()
     metrics = {**result.return_value, "lineage": lineage, "output": join(cfg.output.path, "model"),
