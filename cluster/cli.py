@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
+    m = sub.add_parser("compare", help="train variants (methods, data, options) and evaluate each: one table")
+    m.add_argument("config")
+    m.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
     r = sub.add_parser("report", help="re-render report.html/report.json of a finished run")
     r.add_argument("run_uri")
     return p
@@ -89,8 +94,8 @@ def _train(args) -> int:
     from training import main as train
 
     metrics = train(_config(args), address=args.address)
-    summary = {k: metrics[k] for k in ("steps", "resumed_from_step", "eval_loss", "eval_perplexity", "tokens_per_s",
-                                       "output", "checkpoint")}
+    summary = {k: metrics[k] for k in ("steps", "resumed_from_step", "eval_loss", "eval_perplexity", "best",
+                                       "stopped_early", "tokens_per_s", "output", "checkpoint")}
     summary["train_loss"] = metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None
     console().print(json.dumps(summary, indent=2))
     return 0
@@ -135,6 +140,14 @@ def _eval(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from training.compare import main as compare
+
+    result = compare(_config(args), address=args.address)
+    console().print(f"wrote {result['output']}/compare.json and compare.html")
+    return 0
+
+
 def _report(args) -> int:
     from cluster.storage import Storage
     from pipelines.runner import rerender_report
@@ -144,8 +157,10 @@ def _report(args) -> int:
     return 0
 
 
-COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "submit": _submit, "jobs": _jobs, "report": _report}
-ON_RAY = ("curate", "train", "eval", "report")  # commands whose Ray output goes to a log file (cluster.console)
+COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "compare": _compare, "submit": _submit, "jobs": _jobs,
+            "report": _report}
+# commands whose Ray output goes to a log file (cluster.console)
+ON_RAY = ("curate", "train", "eval", "compare", "report")
 
 
 def _run(args) -> int:

@@ -90,8 +90,9 @@ def dataset_card(output: str, storage: Storage, manifest: dict, report: dict) ->
         "---\n" + yaml.safe_dump(front, sort_keys=False) + "---",
         f"# {name}",
         f"Curated with thresher from {inputs} (text field `{cfg.get('input', {}).get('text_field', 'text')}`), "
-        f"finished {manifest.get('finished_at', '')}: {counts['input']:,} records read, {counts['output']:,} kept, "
-        f"{counts['rejected']:,} rejected (kept + rejected = read). Every rejected record is in `rejects/` with the "
+        f"finished {manifest.get('finished_at', '')}: {counts['input']:,} records read, "
+        + (f"{counts['generated']:,} generated (augmentation, rebalancing), " if counts.get("generated") else "")
+        + f"{counts['output']:,} kept, {counts['rejected']:,} rejected (kept + rejected = read + generated). Every rejected record is in `rejects/` with the "
         "stage and reason; `report.html` has the full quality report and `manifest.json` the exact config.",
     ]
     if files:

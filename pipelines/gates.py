@@ -18,7 +18,7 @@ GATE_FAILED = "gate_failed"
 
 
 class GatesConfig(StrictModel):
-    max_rejected_fraction: float | None = Field(None, ge=0, le=1, description="rejected / input")
+    max_rejected_fraction: float | None = Field(None, ge=0, le=1, description="rejected / (input + generated)")
     max_duplicate_rate: float | None = Field(None, ge=0, le=1, description=(
         "rows the dedup stages removed / rows entering the first dedup stage"))
     max_malformed_fraction: float | None = Field(None, ge=0, le=1, description="rows rejected at read / input")
@@ -35,13 +35,14 @@ def measure(counts: dict[str, Any]) -> dict[str, Any]:
     dedup = [s for s in by_stage if s in DEDUP_STAGES]
     entered = by_stage[dedup[0]]["in"] if dedup else 0
     return {
-        "max_rejected_fraction": _fraction(counts["rejected"], counts["input"]),
+        "max_rejected_fraction": _fraction(counts["rejected"], counts["input"] + counts.get("generated", 0)),
         "max_duplicate_rate": _fraction(sum(by_stage[s]["rejected"] for s in dedup), entered),
         "max_malformed_fraction": _fraction(by_stage.get("read", {}).get("rejected", 0), counts["input"]),
         "min_output_records": counts["output"],
         "max_output_records": counts["output"],
         "min_split_records": counts["splits"],
-        "max_stage_rejected_fraction": {s: _fraction(c["rejected"], c["in"]) for s, c in by_stage.items()},
+        "max_stage_rejected_fraction": {s: _fraction(c["rejected"], c["in"] + c.get("generated", 0))
+                                        for s, c in by_stage.items()},
     }
 
 

@@ -1,5 +1,10 @@
 """Readers: plan read tasks over files (and byte ranges of large files) and turn each into Arrow batches.
 
+A ``.json`` file whose content is one JSON array (as Hugging Face and LLaMA-Factory data sets ship) is read
+whole, each element a record; other ``.json`` files are JSON Lines. A text field holding a chat conversation (a
+list of ``{role, content}`` or ``{from, value}`` messages) is kept as its JSON text, as other non-string fields
+are (``pipelines.fields`` reads it as a conversation).
+
 Every record read becomes a row, including the ones that cannot be used: malformed JSON, invalid UTF-8,
 a missing or non-string text field, an empty or too long document, or the unreadable remainder of a
 truncated compressed file all become rows already rejected by the ``read`` stage, with the reason and
@@ -24,6 +29,7 @@ import xxhash
 
 from cluster.storage import Storage
 from pipelines.config import InputConfig
+from pipelines.fields import conversation
 from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
 
 READ_STAGE = "read"
@@ -33,6 +39,7 @@ BYTES_PER_BATCH = 32 << 20
 TEXT_FILES_PER_TASK = 256
 SAMPLE_BYTES = 256 << 10
 COMPRESSED = (".gz", ".zst", ".zstd", ".bz2", ".xz")
+JSON_ARRAY = "json_array"  # a .json file holding one array of records (detected, not configured)
 EXTENSIONS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".parquet": "parquet", ".pq": "parquet",
@@ -97,6 +104,8 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
             raise ReadError(f"input.paths: no files match {pattern!r}")
         for uri, size in found:
             fmt = cfg.format or infer_format(uri)
+            if fmt == "jsonl" and _is_json_array(storage, uri):
+                fmt = JSON_ARRAY
             if fmt is None:
                 raise ReadError(f"input.format: cannot infer the format of {uri!r}; set input.format")
             files.append((uri, size, fmt))
@@ -122,11 +131,30 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
     return tasks, spec
 
 
+def _is_json_array(storage: Storage, uri: str) -> bool:
+    """A ``.json`` file whose first non-blank byte opens an array."""
+    if not uri.lower().removesuffix(_compression(uri) or "").endswith(".json"):
+        return False
+    try:
+        with _open_stream(storage, uri) as f:
+            return f.read(4096).lstrip()[:1] == b"["
+    except DAMAGED:
+        return False
+
+
 def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storage: Storage) -> list[str]:
     """Original fields to keep: the keys seen in a sample of the first files (first-seen order)."""
     seen: dict[str, None] = {}
     for uri, _, fmt in files[:8]:
-        if fmt == "jsonl":
+        if fmt == JSON_ARRAY:
+            try:
+                records = _json_array(storage, uri)
+            except (*DAMAGED, orjson.JSONDecodeError):
+                continue
+            for rec in records[:1000]:
+                if isinstance(rec, dict):
+                    seen.update(dict.fromkeys(rec))
+        elif fmt == "jsonl":
             try:
                 with _open_stream(storage, uri) as f:
                     head = f.read(SAMPLE_BYTES)
@@ -282,10 +310,38 @@ def _add_json_line(b: _Batcher, spec: ReaderSpec, key: str, offset: int, line: b
     text = rec.get(spec.text_field)
     if text is None:
         b.add(rid, None, fields, "missing_text", f"no field {spec.text_field!r}")
+    elif isinstance(text, list) and conversation(text) is not None:
+        b.add(rid, orjson.dumps(text).decode(), fields)
     elif not isinstance(text, str):
         b.add(rid, None, fields, "non_string_text", f"{spec.text_field} is {type(text).__name__}")
     else:
         b.add(rid, text, fields)
+
+
+def _json_array(storage: Storage, uri: str) -> list:
+    with _open_stream(storage, uri) as f:
+        records = orjson.loads(f.read())
+    if not isinstance(records, list):
+        raise ValueError(f"{uri} is not a JSON array")
+    return records
+
+
+def _read_json_array(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+    """A whole file holding one JSON array; element i is the record at offset i."""
+    uri = task.uris[0]
+    key = _uri_key(uri)
+    b = _Batcher(spec)
+    try:
+        records = _json_array(spec.storage, uri)
+    except (*DAMAGED, orjson.JSONDecodeError) as e:
+        b.add(f"{key}-unreadable", None, {}, "unreadable_file", f"{uri}: {e}")
+        records = []
+    for i, rec in enumerate(records):
+        _add_json_line(b, spec, key, i, orjson.dumps(rec))
+        if b.full():
+            yield b.flush()
+    if (t := b.flush()) is not None:
+        yield t
 
 
 def _read_jsonl(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
@@ -433,7 +489,8 @@ def _read_wet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
         yield t
 
 
-READERS = {"jsonl": _read_jsonl, "text": _read_text, "parquet": _read_parquet, "wet": _read_wet}
+READERS = {"jsonl": _read_jsonl, JSON_ARRAY: _read_json_array, "text": _read_text, "parquet": _read_parquet,
+           "wet": _read_wet}
 
 
 def read_task(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:

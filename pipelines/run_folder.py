@@ -162,7 +162,8 @@ class RunFolder:
             for uri, data in zip(uris, pool.map(self.storage.read_bytes, uris)):
                 m = _PART.search(uri.rsplit("/", 1)[-1])
                 stats = json.loads(data)
-                written[int(m[2])] = written.get(int(m[2]), 0) + sum(stats["rows"].values()) + stats["staged"]
+                written[int(m[2])] = (written.get(int(m[2]), 0) + sum(stats["rows"].values()) + stats["staged"]
+                                      - sum(stats.get("generated", {}).values()))
         return {t for t, n in read.items() if written.get(t) == n}
 
     def _drop_unfinished(self, done: set[int]) -> None:

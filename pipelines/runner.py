@@ -2,7 +2,7 @@
 
 The stages are cut into segments: segment 0 is the read and the map stages before the first global stage; each
 later segment starts with one or more global stages and goes on with the map stages after them. A segment is
-one Ray Data pipeline, source -> map stages (``map_batches``; stateful stages on an actor pool) -> the
+one Ray Data pipeline, source -> map stages (``map_batches``: fused tasks; stateful stages on an actor pool) -> the
 segment's sink (``pipelines.writer.RunSink``):
 
 * the source of segment 0 reads the input (one task per file or byte range) and gives every record its
@@ -43,13 +43,14 @@ from cluster.storage import Storage
 from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
 from pipelines import gates
-from pipelines.dedup.datasets import materialize
+from pipelines.dedup.datasets import block_refs, map_blocks, materialize, plain_task
 from pipelines.manifest import AccountingError, build_manifest
 from pipelines.readers import ReaderSpec, ReadError, ReadTask, plan, read_task
 from pipelines.report import add, build_report, collect_stats, merge_stats, render_html
 from pipelines.run_folder import REJECTS, Part, RunFolder, check_output
-from pipelines.stage import (KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT, GlobalStage, MapStage,
-                             Stage, StageContext, run_map_stage, task_of)
+from pipelines.stage import (KEY, POSITION_BITS, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT,
+                             GeneratorStage, GlobalStage, KeySpace, MapStage, Stage, StageContext, run_map_stage,
+                             task_of)
 from pipelines.stages.unique_ids import UniqueIds, UniqueIdsConfig
 from pipelines.writer import RunSink, compact, plan_ranges, read_range
 
@@ -87,15 +88,26 @@ def _context(cfg: CurateConfig, storage: Storage, names: list[str]) -> StageCont
 
 def segments(cfg: CurateConfig, stages: list[Stage], storage: Storage) -> list[Segment]:
     """The stages cut into segments (module docstring). Repeated ids are counted before the first global stage
-    (and rejected there with ``input.unique_ids: reject``, which adds a global segment if there is none)."""
+    (and rejected there with ``input.unique_ids: reject``, which adds a global segment if there is none). A global
+    stage's ``expander`` (e.g. rebalance's copies) runs first after it. The generator stages share one key space
+    (``pipelines.stage``)."""
     segs = [Segment()]
     for stage in stages:
         if isinstance(stage, GlobalStage):
             if len(segs) == 1 or segs[-1].map_stages:
                 segs.append(Segment())
             segs[-1].global_stages.append(stage)
+            if stage.expander() is not None:
+                segs[-1].map_stages.append(stage.expander())
         else:
             segs[-1].map_stages.append(stage)
+    generators = [s for seg in segs for s in seg.map_stages if isinstance(s, GeneratorStage)]
+    space = KeySpace(tuple(g.max_copies() + 1 for g in generators))
+    if space.code_bits > POSITION_BITS - 8:
+        raise ConfigError(f"stages: {' x '.join(str(r) for r in space.radices)} copies per record across the "
+                          "generating stages is too many to number; lower their copies (n, max_copies)")
+    for ordinal, generator in enumerate(generators):
+        generator.bind_keys(space, ordinal)
     if cfg.input.unique_ids == "reject" and len(segs) == 1:
         segs.append(Segment())
     if len(segs) > 1:
@@ -181,11 +193,25 @@ def _apply_batches(batch, folder: RunFolder, seg: int, columns: list[str], count
         raise RuntimeError(f"apply group {item['index']}: {decisions.num_rows - done} decisions for no staged record")
 
 
-def _apply_stage(batch, stage: MapStage):
-    if not getattr(stage, "_ready", False):
+_SET_UP: dict[str, MapStage] = {}  # stages whose setup() ran in this worker process, by configuration
+_SET_UP_KEPT = 8
+
+
+def _set_up(stage: MapStage) -> MapStage:
+    """``stage`` after its ``setup()``, run once per worker process and configuration (a task's arguments are
+    deserialized anew for every task, so the model a stage loads is kept here, not on the object)."""
+    key = f"{stage.name}\0{stage.config.model_dump_json()}\0{stage.fingerprint() or ''}"
+    ready = _SET_UP.get(key)
+    if ready is None:
         stage.setup()
-        stage._ready = True
-    return run_map_stage(stage, batch)
+        while len(_SET_UP) >= _SET_UP_KEPT:
+            _SET_UP.pop(next(iter(_SET_UP)))
+        ready = _SET_UP[key] = stage
+    return ready
+
+
+def _apply_stage(batch, stage: MapStage):
+    return run_map_stage(_set_up(stage), batch)
 
 
 class _StageActor:
@@ -205,7 +231,8 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int):
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     for stage in stages:
-        common = dict(batch_size=stage.batch_size or batch_size, batch_format="pandas", num_cpus=stage.num_cpus)
+        common = dict(batch_size=stage.batch_size or batch_size, batch_format="pandas", num_cpus=stage.num_cpus,
+                      **({"num_gpus": stage.num_gpus} if stage.num_gpus else {}))
         if stage.stateful:
             pool = max(1, int(cpus // max(stage.num_cpus, 1e-3)))
             ds = ds.map_batches(_StageActor, fn_constructor_args=(stage,), compute=ActorPoolStrategy(min_size=1, max_size=pool),
@@ -218,8 +245,8 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int):
 # -- global decisions --------------------------------------------------------------------------------------
 
 
-def _read_parquet(batch, storage: Storage) -> pa.Table:
-    fs, path = storage.resolve(batch["uri"][0])
+def _read_parquet(uri: str, storage: Storage) -> pa.Table:
+    fs, path = storage.resolve(uri)
     return pq.read_table(path, filesystem=fs)
 
 
@@ -255,6 +282,20 @@ def _write_decisions(batch: pa.Table, folder: RunFolder, seg: int) -> pa.Table:
     return pa.table({GROUP: indices, "rows": np.subtract(ends, starts)})
 
 
+def _write_all_decisions(parts: list[tuple[list, bool | None]], columns: dict[str, pa.DataType],
+                         group_lo: np.ndarray, folder: RunFolder, seg: int) -> dict:
+    """Every decision of a small segment in one task: the rows each stage rejected (``True``: blocks of its
+    output) and the rows kept (``None``: blocks of the last stage's kept rows), written per apply group."""
+    import ray
+
+    tables = [_decision_rows(_rejected(t, True) if which else t, columns)
+              for refs, which in parts for t in ray.get(refs)]
+    if not tables:
+        return {"rows": 0}
+    written = _write_decisions(_with_group(pa.concat_tables(tables), group_lo), folder, seg)
+    return {"rows": int(pc.sum(written["rows"]).as_py() or 0)}
+
+
 def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int, int]],
            limit_rows: int) -> dict[str, dict]:
     """Run the segment's global stages on the key rows staged by segment ``seg - 1``, write the decisions of
@@ -268,34 +309,35 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     if not uris:
         return {s.name: {"in": 0, "out": 0, "rejected": 0} for s in segment.global_stages}
     columns = {c: s.decision_types().get(c, pa.string()) for s in segment.global_stages for c in s.decision_columns()}
-    keys = materialize(ray.data.from_items([{"uri": u} for u in uris], override_num_blocks=len(uris)).map_batches(
-        _read_parquet, fn_args=(folder.storage,), batch_size=1, batch_format="pandas"))
+    keys = materialize(ray.data.from_arrow_refs([plain_task(_read_parquet).remote(u, folder.storage) for u in uris]))
     blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(keys.count() / KEY_ROWS_PER_BLOCK))
     if keys.num_blocks() > blocks:  # one small block per staged part: fewer, larger blocks (no shuffle)
         keys = keys.repartition(blocks).materialize()
-    decided = []
+    decided = []  # (dataset, rejected rows or kept rows)
     for stage in segment.global_stages:
         n_in = keys.count()
         out = stage.decide(keys).materialize()
-        keys = materialize(out.map_batches(_rejected, fn_args=(False,), **ARROW))
+        keys = map_blocks(out, _rejected, False)
         # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
         counts[stage.name] = {"in": n_in, "out": keys.count(), "rejected": n_in - keys.count(),
                               "metrics": getattr(stage, "metrics", {})}
         log.info("%s: %s", stage.name, counts[stage.name])
         if counts[stage.name]["rejected"]:
-            rejected = out.map_batches(_rejected, fn_args=(True,), **ARROW)
-            decided.append(rejected.map_batches(_decision_rows, fn_args=(columns,), **ARROW))
-    if keys.count() or not decided:
-        decided.append(keys.map_batches(_decision_rows, fn_args=(columns,), **ARROW))
-    decisions = decided[0].union(*decided[1:]) if len(decided) > 1 else decided[0]
+            decided.append((out, True))
+    decided.append((keys, None))
     group_lo = np.array([lo for lo, _ in groups], np.int64)
     expected = counts[segment.global_stages[0].name]["in"]
-    routed = decisions.map_batches(_with_group, fn_args=(group_lo,), **ARROW)
     if expected <= limit_rows:
-        written = routed.repartition(1).map_batches(_write_decisions, fn_args=(folder, seg), batch_size=None, **ARROW)
+        parts = [(block_refs(ds), which) for ds, which in decided]
+        written = [ray.get(plain_task(_write_all_decisions).remote(parts, columns, group_lo, folder, seg))]
     else:
-        written = routed.groupby(GROUP).map_groups(_write_decisions, fn_args=(folder, seg), batch_format="pyarrow")
-    total = sum(r["rows"] for r in written.take_all())
+        pieces = [(ds if which is None else ds.map_batches(_rejected, fn_args=(True,), **ARROW))
+                  .map_batches(_decision_rows, fn_args=(columns,), **ARROW) for ds, which in decided]
+        decisions = pieces[0].union(*pieces[1:]) if len(pieces) > 1 else pieces[0]
+        routed = decisions.map_batches(_with_group, fn_args=(group_lo,), **ARROW)
+        written = routed.groupby(GROUP).map_groups(_write_decisions, fn_args=(folder, seg),
+                                                   batch_format="pyarrow").take_all()
+    total = sum(r["rows"] for r in written)
     if total != expected:
         raise RuntimeError(f"segment {seg}: wrote {total} decisions for {expected} key rows")
     return counts
@@ -441,7 +483,7 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
             raise
         except Exception as e:
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
-    names = [s.name for seg in segs for s in seg.global_stages + seg.map_stages]
+    names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
     try:
         manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts, files)
     except AccountingError as e:

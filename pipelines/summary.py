@@ -13,7 +13,8 @@ def summary_table(manifest: dict) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     splits = ", ".join(f"{k}: {v:,}" for k, v in counts.get("splits", {}).items())
     lines.append("")
-    lines.append(f"input {counts['input']:,} = output {counts['output']:,} + rejected {counts['rejected']:,}"
+    generated = f" + generated {counts['generated']:,}" if counts.get("generated") else ""
+    lines.append(f"input {counts['input']:,}{generated} = output {counts['output']:,} + rejected {counts['rejected']:,}"
                  f" in {manifest['seconds']:.1f}s" + (f"  [{splits}]" if splits else ""))
     lines.append(f"output: {manifest['output']}  (manifest.json, report.html, data/, rejects/)")
     return "\n".join(lines)

@@ -27,8 +27,8 @@ import xxhash
 
 from pipelines.report import collect_stats
 from pipelines.run_folder import DATA, REJECTS, Part, RunFolder
-from pipelines.stage import (ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SEEN_PREFIX, SPLIT,
-                             GlobalStage, task_of)
+from pipelines.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
+                             REPORT_PREFIX, SEEN_PREFIX, SPLIT, GlobalStage, task_of)
 
 from ray.data import Datasink
 
@@ -36,6 +36,7 @@ REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL:
 DIGEST_MOD = 1 << 64
 ROW_OVERHEAD = 64  # bytes counted per row on top of its strings when sizing files
 BLOCKS_PER_TASK = 10_000
+COUNTED = (METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX)  # summed into the part's statistics, never staged or written
 
 
 def table_digest(table: pa.Table) -> int:
@@ -51,12 +52,14 @@ def table_digest(table: pa.Table) -> int:
 
 
 def _internal(name: str) -> bool:
-    return name in REJECT_RENAMES or name == SPLIT or name.startswith((METRIC_PREFIX, SEEN_PREFIX))
+    return name in REJECT_RENAMES or name == SPLIT or name.startswith(COUNTED + (REPORT_PREFIX,))
 
 
-def kept_table(table: pa.Table) -> pa.Table:
-    """A kept slice as written (``KEY`` still there, for ordering): internal columns dropped, nulls as strings."""
-    return _strings_for_nulls(table.drop_columns([c for c in table.column_names if _internal(c)]))
+def kept_table(table: pa.Table, report: bool = False) -> pa.Table:
+    """A kept slice as written (``KEY`` still there, for ordering): internal columns dropped, nulls as strings;
+    with ``report``, the ``_report.`` columns stay (what the report sections receive)."""
+    return _strings_for_nulls(table.drop_columns([c for c in table.column_names if _internal(c)
+                                                  and not (report and c.startswith(REPORT_PREFIX))]))
 
 
 def rejects_table(table: pa.Table) -> pa.Table:
@@ -136,12 +139,12 @@ class RunSink(Datasink):
 
     def write_part(self, table: pa.Table, lo: int, hi: int, w: int) -> None:
         stats: dict[str, Any] = {"rows": Counter(), "staged": 0, "rejected": {}, "metrics": Counter(),
-                                 "seen": Counter(), "digests": Counter(), "sizes": {}, "report": {}}
+                                 "seen": Counter(), "generated": Counter(), "digests": Counter(), "sizes": {},
+                                 "report": {}}
         for col in table.column_names:
-            if col.startswith(METRIC_PREFIX):
-                stats["metrics"][col[len(METRIC_PREFIX):]] += pc.sum(table[col]).as_py() or 0
-            elif col.startswith(SEEN_PREFIX):
-                stats["seen"][col[len(SEEN_PREFIX):]] += pc.sum(table[col]).as_py() or 0
+            for prefix, counter in zip(COUNTED, ("metrics", "seen", "generated")):
+                if col.startswith(prefix):
+                    stats[counter][col[len(prefix):]] += pc.sum(table[col]).as_py() or 0
         rejected_mask = pc.is_valid(table[REJECT_STAGE])
         rejected = rejects_table(table.filter(rejected_mask))
         live = table.filter(pc.invert(rejected_mask))
@@ -152,25 +155,25 @@ class RunSink(Datasink):
             self._stage_live(live, lo, hi, w, stats)
         elif SPLIT in live.column_names:
             for split in sorted(s for s in pc.unique(live[SPLIT]).to_pylist() if s is not None):
-                outputs.append((f"{DATA}/{split}", kept_table(live.filter(pc.equal(live[SPLIT], split)))))
-            outputs.append((DATA, kept_table(live.filter(pc.is_null(live[SPLIT])))))
+                outputs.append((f"{DATA}/{split}", live.filter(pc.equal(live[SPLIT], split))))
+            outputs.append((DATA, live.filter(pc.is_null(live[SPLIT]))))
         else:
-            outputs.append((DATA, kept_table(live)))
+            outputs.append((DATA, live))
         outputs = [(dest, part) for dest, part in outputs if part.num_rows]
         for dest, part in outputs:
-            self._write(part, self.folder.out_part(dest, self.seg, lo, hi, w))
-            stats["rows"][dest] += part.num_rows
-            stats["digests"][dest] += table_digest(part.drop_columns([KEY]))
-            stats["sizes"][dest] = _sizes_by_task(part)
-        stats["report"] = collect_stats({d: p.drop_columns([KEY]) for d, p in outputs if d != REJECTS},
-                                        rejected.drop_columns([KEY]), self.text_field)
+            written = part if dest == REJECTS else kept_table(part)
+            self._write(written, self.folder.out_part(dest, self.seg, lo, hi, w))
+            stats["rows"][dest] += written.num_rows
+            stats["digests"][dest] += table_digest(written.drop_columns([KEY]))
+            stats["sizes"][dest] = _sizes_by_task(written)
+        stats["report"] = collect_stats({d: kept_table(p, report=True).drop_columns([KEY]) for d, p in outputs
+                                         if d != REJECTS}, rejected.drop_columns([KEY]), self.text_field)
         self.folder.storage.write_bytes(self.folder.write_marker(self.seg, lo, hi, w), json.dumps(stats).encode())
 
     def _stage_live(self, live: pa.Table, lo: int, hi: int, w: int, stats: dict) -> None:
         if not live.num_rows:
             return
-        live = _strings_for_nulls(live.drop_columns([c for c in live.column_names
-                                                     if c.startswith((METRIC_PREFIX, SEEN_PREFIX))]))
+        live = _strings_for_nulls(live.drop_columns([c for c in live.column_names if c.startswith(COUNTED)]))
         keys = {KEY: live[KEY], ID: live[ID]}
         for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
             keys[col] = pa.nulls(live.num_rows, pa.string())

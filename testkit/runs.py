@@ -27,13 +27,13 @@ def read_dir(path: Path) -> pa.Table:
 
 def assert_accounting(manifest: dict, out: Path) -> None:
     c = manifest["counts"]
-    assert c["input"] == c["output"] + c["rejected"]
+    assert c["input"] + c["generated"] == c["output"] + c["rejected"]
     kept = sum(pq.read_metadata(f).num_rows for f in (out / "data").rglob("*.parquet"))
     rejected = sum(pq.read_metadata(f).num_rows for f in (out / "rejects").rglob("*.parquet")) if (out / "rejects").exists() else 0
     assert (kept, rejected) == (c["output"], c["rejected"])
     prev_out = c["input"]
     for stage, s in c["by_stage"].items():
-        assert s["in"] == prev_out and s["in"] == s["out"] + s["rejected"], stage
+        assert s["in"] == prev_out and s["in"] + s.get("generated", 0) == s["out"] + s["rejected"], stage
         prev_out = s["out"]
     assert prev_out == c["output"]
 

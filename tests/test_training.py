@@ -26,14 +26,14 @@ import yaml
 import training
 from cluster.config import ConfigError, load_yaml
 from cluster.storage import Storage
+from testkit.faults import AfterCheckpoint
 from testkit.tiny_llama import CHATML, build_tiny_llama
 from tests.conftest import ROOT, run_cli, shared_path
 from training.config import parse_config as parse_train_config
 from training.data import (ALPACA_PROMPT, ALPACA_PROMPT_WITH_INPUT, FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding,
                            encode_batch, render_alpaca)
 from training.export import download_dir
-from training.loop import TORCH_STATE_FILE
-from training.run import KILL_AT_STEP_ENV, KILL_MARKER_ENV
+from training.engines import TORCH_STATE_FILE
 
 SEQ = 256
 
@@ -248,24 +248,28 @@ def test_packing_restarts_positions_and_blocks_cross_document_attention(data, ti
 @pytest.fixture(scope="module")
 def lora_run(data, tiny, tmp_path_factory):
     """rsLoRA on the curated Alpaca records, checkpoints every 2 steps, by one command run twice. The first run
-    allows no worker failure, and its last worker SIGKILLs itself after step 3: the run fails. The second run, now
-    with ``checkpoint.max_failures: 1``, resumes from step 2's checkpoint, loses its last worker after step 5, is
-    restarted by Ray Train's FailureConfig from step 4's checkpoint and finishes at step 6."""
+    allows no worker failure, and the test SIGKILLs a training worker process as soon as Ray Train has registered
+    step 2's checkpoint: the run fails. The second run, now with ``checkpoint.max_failures: 1``, resumes from step
+    2's checkpoint, loses a worker process the same way once step 4's checkpoint is registered, is restarted by Ray
+    Train's FailureConfig from it and finishes at step 6. The controller polls the workers every second here, so
+    the kill lands before the next checkpoint can be registered."""
     out = tmp_path_factory.mktemp("lora")
     cfg = train_config(tiny, out, "lora", str(data.train), str(data.validation), lora={"use_rslora": True},
                        checkpoint={"every_steps": 2, "max_failures": 0})
+    run_dir = out / "checkpoints/thresher"
     mp = pytest.MonkeyPatch()
     try:
-        mp.setenv(KILL_AT_STEP_ENV, "3")
-        mp.setenv(KILL_MARKER_ENV, str(out / "killed-3"))
+        mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")
+        first_kill = AfterCheckpoint(run_dir, "step-00000002")
         with pytest.raises(Exception, match="(?i)worker|died|actor") as failure:
             training.main(copy.deepcopy(cfg))
+        first_kill.result()
         model_after_failure = (out / "model").exists()
-        step2 = json.loads((out / "checkpoints/thresher/step-00000002/trainer_state.json").read_text())
-        mp.setenv(KILL_AT_STEP_ENV, "5")
-        mp.setenv(KILL_MARKER_ENV, str(out / "killed-5"))
+        step2 = json.loads((run_dir / "step-00000002/trainer_state.json").read_text())
+        second_kill = AfterCheckpoint(run_dir, "step-00000004")
         cfg["checkpoint"]["max_failures"] = 1
         metrics = training.main(copy.deepcopy(cfg))
+        second_kill.result()
     finally:
         mp.undo()
     return SimpleNamespace(cfg=cfg, out=out, metrics=metrics, failure=failure.value, step2=step2,
@@ -274,14 +278,13 @@ def lora_run(data, tiny, tmp_path_factory):
 
 def test_rerun_resumes_from_the_last_checkpoint(lora_run):
     m = lora_run.metrics
-    assert "step 3" in (lora_run.out / "killed-3").read_text() and not lora_run.model_after_failure
+    assert not lora_run.model_after_failure
     assert m["resumes"] == [2, 4]  # the re-run started from step 2's checkpoint (then step 4's, after the kill)
     assert m["train_loss"][:2] == lora_run.step2["train_loss"]  # the loss history goes on from the first run
 
 
 def test_killed_worker_is_recovered_with_the_step_count_continuing(lora_run):
     m = lora_run.metrics
-    assert "rank 1" in (lora_run.out / "killed-5").read_text() and "step 5" in (lora_run.out / "killed-5").read_text()
     assert (m["steps"], m["resumed_from_step"], m["steps_this_run"]) == (6, 4, 2)
     assert_loss_falls(m)  # steps 1..6, each logged once, across the two runs and the restart
     assert m["eval_loss"] is not None and m["eval_perplexity"] == pytest.approx(np.exp(m["eval_loss"]))
@@ -396,31 +399,159 @@ def test_prompt_tuning_on_text_with_s3_data_checkpoints_and_output(data, tiny, s
                                atol=1e-5, rtol=1e-5)
 
 
-def test_full_fine_tuning_ddp_and_deepspeed_zero2_zero3_agree(data, tiny, tmp_path):
-    """Full fine-tuning with DDP, DeepSpeed ZeRO-2 and ZeRO-3 (gloo, CPU): the loss falls, the three give the same
-    losses (same data, seed and AdamW), and each export reloads with transformers with the checkpoint's weights."""
+def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
+    """Full fine-tuning with DDP, DeepSpeed ZeRO-2 and ZeRO-3, and FSDP2 (gloo, CPU): the loss falls, all give the
+    same losses (same data, seed and AdamW) -- FSDP2 also after losing a worker process once step 2's sharded
+    checkpoint (torch.distributed.checkpoint) is registered and resuming from it -- and each export reloads with
+    transformers with the checkpoint's weights."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
     from transformers import AutoModelForCausalLM
 
     ids = sample_ids(tiny)
     losses, extensions = {}, set(Path.home().glob(".cache/torch_extensions/*/*"))
-    for name, deepspeed in (("ddp", None), ("zero2", {"stage": 2}), ("zero3", {"stage": 3})):
-        cfg = train_config(tiny, tmp_path / name, "full", str(data.train), deepspeed=deepspeed,
-                           data={"packing": False}, optim={"max_steps": None, "epochs": 3})  # 16 rows: 2 steps/epoch
-        m = training.main(copy.deepcopy(cfg))
+    engines = (("ddp", {}), ("zero2", {"deepspeed": {"stage": 2}}), ("zero3", {"deepspeed": {"stage": 3}}),
+               ("fsdp2", {"fsdp": {}, "checkpoint": {"every_steps": 2, "max_failures": 1}}))
+    for name, sections in engines:
+        cfg = train_config(tiny, tmp_path / name, "full", str(data.train), data={"packing": False},
+                           optim={"max_steps": None, "epochs": 3}, **sections)  # 16 rows: 2 steps/epoch
+        with pytest.MonkeyPatch.context() as mp:
+            kill = None
+            if name == "fsdp2":  # polls every second: the kill lands before step 4's checkpoint can count
+                mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")
+                kill = AfterCheckpoint(tmp_path / name / "checkpoints/thresher", "step-00000002")
+            m = training.main(copy.deepcopy(cfg))
         losses[name] = assert_loss_falls(m)
         exported = AutoModelForCausalLM.from_pretrained(tmp_path / name / "model")
-        if deepspeed:
-            reference = base_model(tiny)
+        reference = base_model(tiny)
+        if name.startswith("zero"):
             state = get_fp32_state_dict_from_zero_checkpoint(m["checkpoint"], tag="deepspeed")
-            missing = reference.load_state_dict(state, strict=False).missing_keys
-            assert set(missing) <= {"lm_head.weight"}  # tied to the embeddings
+        elif name == "fsdp2":
+            kill.result()
+            assert m["resumes"] == [2] and m["steps_this_run"] == 4
+            dcp_to_torch_save(Path(m["checkpoint"], "fsdp"), tmp_path / "fsdp2.pt")
+            state = torch.load(tmp_path / "fsdp2.pt", weights_only=True)["model"]
         else:
             reference = trained_reference(tiny, cfg, m["checkpoint"])
+            state = {}
+        missing = reference.load_state_dict(state, strict=False).missing_keys
+        assert not state or set(missing) <= {"lm_head.weight"}  # tied to the embeddings
         torch.testing.assert_close(logits(exported, ids), logits(reference, ids), atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(losses["zero2"], losses["ddp"], rtol=1e-4)
-    np.testing.assert_allclose(losses["zero3"], losses["ddp"], rtol=1e-4)
+    for name in ("zero2", "zero3", "fsdp2"):
+        np.testing.assert_allclose(losses[name], losses["ddp"], rtol=1e-4, err_msg=name)
     assert set(Path.home().glob(".cache/torch_extensions/*/*")) == extensions  # no DeepSpeed op was JIT-compiled
+
+
+# -- best evaluation, early stopping, MLflow -------------------------------------------------------------------
+
+
+def test_best_evaluation_and_early_stopping_from_the_history():
+    from training.selection import best_index, best_summary, stops_early
+
+    evals = [{"step": s, "loss": x} for s, x in ((2, 3.0), (4, 2.5), (6, 2.495), (8, 2.6), (10, None))]
+    assert best_index(evals, "eval_loss", "min") == 2 and best_index(evals, "eval_loss", "min", 0.01) == 1
+    assert best_summary(evals, "eval_loss", "max") == {"metric": "eval_loss", "mode": "max", "step": 2, "value": 3.0}
+    assert [stops_early(evals[:n], "eval_loss", "min", 3, 0.01) for n in range(1, 6)] == [False] * 4 + [True]
+    assert best_index([{"step": 1, "loss": None}], "eval_loss", "min") is None
+
+
+@pytest.fixture(scope="module")
+def stopped_run(data, tiny, tmp_path_factory):
+    """LoRA evaluated after every step, keeping the best evaluation by the *highest* eval_loss with patience 2:
+    training lowers the validation loss, so no evaluation after the first improves and the run stops at step 3 of
+    8; the saved model is step 1's. Tracked to MLflow's default local store."""
+    out = tmp_path_factory.mktemp("early-stop")
+    cfg = train_config(tiny, out, "lora", str(data.train), str(data.validation), optim={"max_steps": 8},
+                       eval={"every_steps": 1, "mode": "max", "save_best": True, "early_stopping": {"patience": 2}},
+                       checkpoint={"every_steps": 1, "keep": 3}, tracking={"mlflow": {"experiment": "early-stop"}})
+    return SimpleNamespace(cfg=cfg, out=out, metrics=training.main(copy.deepcopy(cfg)))
+
+
+def test_early_stopping_stops_at_the_evaluation_that_exhausts_patience(stopped_run):
+    m = stopped_run.metrics
+    losses = [e["loss"] for e in m["evals"]]
+    assert losses[0] > losses[1] and losses[0] > losses[2], losses  # no improvement in mode max
+    assert [e["step"] for e in m["evals"]] == [1, 2, 3]  # stopped at step 3: no second evaluation of step 3
+    assert (m["steps"], m["stopped_early"], m["model_step"]) == (3, True, 1)
+    assert m["best"] == {"metric": "eval_loss", "mode": "max", "step": 1, "value": losses[0]}
+    assert json.loads((stopped_run.out / "metrics.json").read_text())["best"] == m["best"]
+
+
+def test_saved_model_is_the_best_evaluations(stopped_run, tiny):
+    from peft import PeftModel
+
+    checkpoints = stopped_run.out / "checkpoints/thresher"
+    exported = logits(PeftModel.from_pretrained(base_model(tiny), stopped_run.out / "model"), sample_ids(tiny))
+    best = logits(trained_reference(tiny, stopped_run.cfg, checkpoints / "step-00000001"), sample_ids(tiny))
+    last = logits(trained_reference(tiny, stopped_run.cfg, checkpoints / "step-00000003"), sample_ids(tiny))
+    torch.testing.assert_close(exported, best, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(exported, last, atol=1e-4)
+
+
+def test_mlflow_run_holds_the_numbers_of_metrics_json(stopped_run):
+    from training.tracking import client
+
+    m = json.loads((stopped_run.out / "metrics.json").read_text())
+    mlflow = client((stopped_run.out / "mlruns").as_uri())
+    (run,) = mlflow.search_runs([mlflow.get_experiment_by_name("early-stop").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == stopped_run.out.name
+
+    def history(name: str) -> list[dict]:
+        return [{"step": x.step, "loss": x.value} for x in mlflow.get_metric_history(run.info.run_id, name)]
+
+    assert history("train_loss") == m["train_loss"]
+    assert history("eval_loss") == [{"step": e["step"], "loss": e["loss"]} for e in m["evals"]]
+    for name in ("tokens_per_s", "train_seconds", "trainable_params", "peak_memory_bytes", "best.value"):
+        value = m["best"]["value"] if name == "best.value" else m[name]
+        assert run.data.metrics[name] == pytest.approx(value, rel=1e-12), name
+    assert run.data.metrics["stopped_early"] == 1.0
+    assert run.data.params["optim.lr"] == str(LR["lora"]) and run.data.params["eval.mode"] == "max"
+    assert run.data.tags["thresher.lineage.train.path"] == stopped_run.cfg["data"]["train"]
+    assert run.data.tags["thresher.method"] == "lora"
+
+
+def test_a_failing_tracking_store_warns_and_training_goes_on(caplog):
+    from training.tracking import MlflowSettings, Tracker
+
+    tracker = Tracker(MlflowSettings("bogus-scheme://nowhere", "x", "x", {"a": "1"}, {}))
+    tracker.start([{"step": 1, "loss": 1.0}], [], None)
+    tracker.log_train_loss(2, 0.5)
+    tracker.finish({"steps": 2, "tokens_per_s": 1.0})
+    assert tracker.settings is None and caplog.text.count("MLflow tracking at bogus-scheme://nowhere failed") == 1
+
+
+def test_mixture_takes_the_weighted_shares_in_shuffled_order(ray_local):
+    """``mix``: weights 0.7/0.3 over 1,000 and 2,000 rows take all of the first (it runs out first) and 428 of the
+    second, shuffled: any 640 consecutive rows (ten steps of 64) hold the first source's share within three
+    standard errors."""
+    import ray.data
+
+    from training.data import mix
+
+    first, second = (ray.data.from_items([{"source": i, "row": r} for r in range(n)])
+                     for i, n in ((0, 1000), (1, 2000)))
+    mixed, taken = mix([first, second], [0.7, 0.3], seed=0)
+    assert taken == [1000, 428]
+    sources = np.array([row["source"] for row in mixed.iter_rows()])
+    assert len(sources) == 1428 and (sources == 0).sum() == 1000
+    share = 1000 / 1428
+    for start in range(0, 1428 - 640, 128):
+        window = sources[start:start + 640]
+        assert abs((window == 0).mean() - share) < 3 * np.sqrt(share * (1 - share) / 640), start
+
+
+def test_training_on_a_mixture_counts_tokens_per_source(data, tiny, tmp_path):
+    """``data.train`` as two datasets with weights and their own formats (Alpaca records; the demo answers as plain
+    text): both are trained on, and metrics.json counts the tokens of each."""
+    sources = [{"path": str(data.train), "weight": 0.7, "format": "alpaca"},
+               {"path": str(data.demo), "weight": 0.3, "format": "text", "text_field": "output"}]
+    cfg = train_config(tiny, tmp_path, "lora", str(data.train), data={"train": sources, "packing": False},
+                       optim={"max_steps": 2})
+    m = training.main(cfg)
+    by_source = m["tokens_by_source"]
+    assert list(by_source) == [str(data.train), str(data.demo)] and all(by_source.values())
+    assert sum(by_source.values()) == m["tokens"]
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["lineage"]["train"]) == 2
 
 
 # -- config errors ---------------------------------------------------------------------------------------------
@@ -444,6 +575,9 @@ def test_qlora_without_gpu_exits_2_naming_the_key(data, tiny, tmp_path):
     ({"data": {"format": "text", "text_field": "body"}}, "data.text_field"),
     ({"data": {"train": "/nonexistent/data"}}, "data.train"),
     ({"data": {"validation": "INCOMPLETE"}}, "data.validation"),
+    ({"eval": {"early_stopping": {"patience": 2}}}, "data.validation"),
+    ({"eval": {"metric": "accuracy"}}, "eval.metric"),
+    ({"tracking": {"mlflow": {}}, "output": {"path": "s3://bucket/run"}}, "tracking.mlflow.tracking_uri"),
 ])
 def test_config_errors_name_the_key(data, tiny, tmp_path, change, key):
     cfg = train_config(tiny, tmp_path / "out", "full", str(data.train))
@@ -456,6 +590,14 @@ def test_config_errors_name_the_key(data, tiny, tmp_path, change, key):
         cfg[section] = {**cfg[section], **value} if isinstance(value, dict) and cfg.get(section) else value
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         training.main(cfg)
+
+
+def test_a_relative_output_path_is_the_drivers(tmp_path, monkeypatch):
+    """Ray Train runs the workers, which export the model, in a folder of their own: output.path is made absolute
+    against the driver's working directory."""
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_train_config({"model": {"name_or_path": "m"}, "data": {"train": "d"}, "output": {"path": "out/run"}})
+    assert (cfg.output.path, cfg.checkpoint_path) == (str(tmp_path / "out/run"), str(tmp_path / "out/run/checkpoints"))
 
 
 def test_example_configs_are_valid():

@@ -10,6 +10,15 @@ Formats (the columns thresher's ``format`` stage writes):
   has none, :data:`FALLBACK_CHAT_TEMPLATE`, which is then saved with the exported tokenizer); only the
   assistant turns are trained. An assistant turn is the text between the rendering of the conversation before
   it (with the generation prompt) and the rendering that includes it.
+* ``preference`` (methods dpo, orpo): a prompt and two responses, ``chosen`` and ``rejected``. The prompt is
+  ``messages`` (chat turns ending with a user turn; each response is rendered as the assistant turn after them,
+  with the chat template) when the files have that column, else ``prompt`` (a string; the response follows it
+  directly and the EOS token after it, as TRL's non-conversational format). Only the response tokens are trained:
+  the rendered prompt and the response are tokenized apart and concatenated (as TRL does), so no token straddles
+  the boundary (a BPE token such as " 2" would otherwise start in the prompt and take the response's first
+  character out of training).
+  A row holds the pair: each column has shape ``(2, max_seq_len)``, chosen first; rows are never packed, and a
+  pair whose response is cut off entirely by ``max_seq_len`` is dropped.
 
 Prompt masking is by character span: the rendered text is tokenized once with offsets, and a token is trained
 (label = its id) when it starts inside a trained span, else its label is -100. alpaca and chat examples longer
@@ -26,12 +35,15 @@ therefore passes ``position_ids`` and no attention mask (and ``use_cache=False``
 detection). The padding at the end of a row is a sequence of its own with labels -100. Without packing each
 row holds one example plus padding. The virtual-token methods (prefix, prompt) cannot take ``position_ids``
 (PEFT drops them), so for them rows are never packed and the loop passes ``attention_mask``.
+
+Each row also has ``source``: the index of its dataset in a mixture (``data.train`` as a list, :func:`mix`).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +58,7 @@ log = logging.getLogger(__name__)
 
 IGNORE = -100
 COLUMNS = ("input_ids", "labels", "position_ids", "attention_mask")
+PREFERENCE_PROMPTS = ("messages", "prompt")  # the prompt column of preference data: chat turns, else a string
 
 ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
                  "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
@@ -72,7 +85,7 @@ class Encoding:
     @property
     def source_columns(self) -> list[str]:
         return {"text": [self.text_field], "alpaca": ["instruction", "input", "output"],
-                "chat": ["messages"]}[self.format]
+                "chat": ["messages"], "preference": ["prompt", "chosen", "rejected"]}[self.format]
 
 
 # -- rendering: a record -> (text, trained character spans) ------------------------------------------------
@@ -98,6 +111,14 @@ def render_chat(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, i
                              "assistant turns cannot be located for prompt masking")
         spans.append((len(before), len(upto)))
     return full, spans
+
+
+def render_preference(tokenizer, prompt: str | list[dict], response: str) -> tuple[str, str]:
+    """The rendered prompt (a string, or chat turns with the generation prompt) and the text after it."""
+    if isinstance(prompt, str):
+        return prompt, response
+    text, spans = render_chat(tokenizer, [*prompt, {"role": "assistant", "content": response}])
+    return text[:spans[-1][0]], text[spans[-1][0]:]
 
 
 def ensure_chat_template(tokenizer) -> None:
@@ -153,6 +174,24 @@ def encode_records(tokenizer, batch: pa.Table, enc: Encoding) -> list[tuple[list
     return [piece for ids, labels in examples for piece in split_long(ids, labels, enc)]
 
 
+def encode_pairs(tokenizer, batch: pa.Table, enc: Encoding) -> list[tuple[tuple[list[int], list[int]], ...]]:
+    """Preference records -> (chosen, rejected) examples, each (ids, labels), truncated to ``max_seq_len``."""
+    chat = "messages" in batch.column_names
+    prompts = batch.column("messages" if chat else "prompt").to_pylist()
+    if chat:
+        prompts = [[{"role": m["role"], "content": m["content"]} for m in p] for p in prompts]
+    eos = [] if chat or tokenizer.eos_token_id is None else [tokenizer.eos_token_id]  # a chat turn ends itself
+    sides = []
+    for column in ("chosen", "rejected"):
+        rendered = [render_preference(tokenizer, p, r or "") for p, r in zip(prompts, batch.column(column).to_pylist())]
+        # chat-rendered text has its special tokens already
+        prompt_ids = tokenizer([r[0] for r in rendered], add_special_tokens=not chat)["input_ids"]
+        response_ids = tokenizer([r[1] for r in rendered], add_special_tokens=False)["input_ids"]
+        sides.append([split_long(p + r + eos, [IGNORE] * len(p) + r + eos, enc)
+                      for p, r in zip(prompt_ids, response_ids)])
+    return [(c[0], r[0]) for c, r in zip(*sides) if c and r]
+
+
 # -- rows ----------------------------------------------------------------------------------------------------
 
 
@@ -183,10 +222,17 @@ def to_rows(examples: list[tuple[list[int], list[int]]], max_seq_len: int, packi
     return out
 
 
-def encode_batch(batch: pa.Table, tokenizer, enc: Encoding) -> dict[str, np.ndarray]:
-    """The ``map_batches`` function: records -> rows of ``max_seq_len`` tokens."""
+def encode_batch(batch: pa.Table, tokenizer, enc: Encoding, source: int = 0) -> dict[str, np.ndarray]:
+    """The ``map_batches`` function: records -> rows of ``max_seq_len`` tokens (preference: pairs of them), each
+    marked with its dataset's index ``source``."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    return to_rows(encode_records(tokenizer, batch, enc), enc.max_seq_len, enc.packing, pad_id)
+    if enc.format == "preference":
+        pairs = encode_pairs(tokenizer, batch, enc)
+        chosen, rejected = (to_rows([p[i] for p in pairs], enc.max_seq_len, False, pad_id) for i in (0, 1))
+        rows = {c: np.stack([chosen[c], rejected[c]], axis=1) for c in COLUMNS}
+    else:
+        rows = to_rows(encode_records(tokenizer, batch, enc), enc.max_seq_len, enc.packing, pad_id)
+    return {**rows, "source": np.full(len(rows["input_ids"]), source, np.int32)}
 
 
 def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[str]:
@@ -200,10 +246,8 @@ def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[s
         require_complete_run(storage, uri)
     except ConfigError as e:
         raise ConfigError(f"{key}: {e}") from None
-    fs, path = storage.resolve(files[0])
-    with fs.open_input_file(path) as f:
-        names = pq.read_schema(f).names
-    missing = [c for c in enc.source_columns if c not in names]
+    names = column_names(files[0], storage)
+    missing = [c for c in read_columns(enc, names) if c not in names]
     if missing:
         hint = "data.text_field" if enc.format == "text" else "data.format"
         raise ConfigError(f"{hint}: format {enc.format} reads column(s) {', '.join(missing)}, which {files[0]} lacks "
@@ -211,16 +255,49 @@ def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[s
     return files
 
 
+def column_names(file: str, storage: Storage) -> list[str]:
+    fs, path = storage.resolve(file)
+    with fs.open_input_file(path) as f:
+        return pq.read_schema(f).names
+
+
+def read_columns(enc: Encoding, names: list[str]) -> list[str]:
+    """The columns ``enc`` reads from files with columns ``names`` (preference: ``messages`` or ``prompt``)."""
+    if enc.format == "preference":
+        return [next((c for c in PREFERENCE_PROMPTS if c in names), "prompt"), "chosen", "rejected"]
+    return enc.source_columns
+
+
+def renders_chat(enc: Encoding, file: str, storage: Storage) -> bool:
+    """Whether ``enc`` renders the records of ``file`` with a chat template."""
+    return enc.format == "chat" or (enc.format == "preference" and
+                                    read_columns(enc, column_names(file, storage))[0] == "messages")
+
+
 def build_dataset(files: list[str], tokenizer, enc: Encoding, storage: Storage, batch_rows: int,
-                  order: RecordOrder = RecordOrder()):
+                  order: RecordOrder = RecordOrder(), source: int = 0):
     """A Ray Dataset of training rows from the curated Parquet ``files`` (see :func:`parquet_files`), the records
-    in ``order`` (:mod:`training.order`)."""
+    in ``order`` (:mod:`training.order`), the rows marked as dataset ``source`` of a mixture."""
     import ray.data
 
     fs, _ = storage.resolve(files[0])
     ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs,
-                               columns=enc.source_columns + order.columns)
-    ds = order.apply(ds, files, storage)
+                               columns=read_columns(enc, column_names(files[0], storage)) + order.columns)
+    ds = order.apply(ds)
     ds.context.enable_progress_bars = False  # the workers stream it for the whole run: the loop logs progress
-    return ds.map_batches(functools.partial(encode_batch, tokenizer=tokenizer, enc=enc), batch_format="pyarrow",
-                          batch_size=batch_rows)
+    return ds.map_batches(functools.partial(encode_batch, tokenizer=tokenizer, enc=enc, source=source),
+                          batch_format="pyarrow", batch_size=batch_rows)
+
+
+def mix(datasets: list, weights: list[float], seed: int):
+    """One dataset of the tokenized ``datasets`` in the proportions ``weights`` (of their rows), shuffled (seeded):
+    the first rows of each, as many as let the dataset that runs out first be used whole (Hugging Face's
+    ``interleave_datasets`` with ``first_exhausted``). Returns it and the rows taken of each."""
+    datasets = [ds.materialize() for ds in datasets]
+    rows = [ds.count() for ds in datasets]
+    shares = [w / sum(weights) for w in weights]
+    total = min(n / share for n, share in zip(rows, shares))
+    taken = [math.floor(share * total + 1e-9) for share in shares]
+    parts = [ds.limit(n) for ds, n in zip(datasets, taken)]
+    mixed = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return mixed.random_shuffle(seed=seed), taken

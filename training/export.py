@@ -51,7 +51,7 @@ def download_dir(storage: Storage, uri: str, local: str) -> str:
 
 def merged_model(model, cfg: TrainConfig):
     """The LoRA of the PEFT ``model`` merged into its base."""
-    if cfg.method != "qlora":
+    if cfg.tuning != "qlora":
         return model.merge_and_unload()
     import peft
     import torch
@@ -70,7 +70,7 @@ def load_instructions(cfg: TrainConfig, merged: bool) -> str:
 
     base = f"AutoModelForCausalLM.from_pretrained({model_dir(cfg.model)!r}"
     base += f", gguf_file={cfg.model.gguf_file!r})" if cfg.model.gguf_file else ")"
-    if cfg.method == "full" or merged:
+    if cfg.tuning == "full" or merged:
         code = "from transformers import AutoModelForCausalLM, AutoTokenizer\n" \
                "model = AutoModelForCausalLM.from_pretrained(PATH)\n"
     else:
@@ -86,7 +86,7 @@ def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dic
                  lineage: dict | None = None) -> str:
     """Save ``model`` (the unwrapped, trained module) and the tokenizer to ``<output.path>/model``, with the data
     ``lineage`` in its thresher.json; returns it."""
-    merged = cfg.output.merge_lora and cfg.method in PEFT_ADAPTERS
+    merged = cfg.output.merge_lora and cfg.tuning in PEFT_ADAPTERS
     if merged:
         model = merged_model(model, cfg)
     uri = join(cfg.output.path, "model")
@@ -95,10 +95,11 @@ def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dic
         tokenizer.save_pretrained(folder)
         Path(folder, "README.md").write_text(load_instructions(cfg, merged))
         Path(folder, BASE_RECORD).write_text(json.dumps({"model": cfg.model.model_dump(), "method": cfg.method,
-                                                         "merged": merged, "lineage": lineage}, indent=2))
+                                                         "tuning": cfg.tuning, "merged": merged, "lineage": lineage},
+                                                        indent=2))
         upload_dir(storage, folder, uri)
     log.info("saved the %s to %s", "merged model" if merged else
-             ("model" if cfg.method == "full" else f"{cfg.method} adapter"), uri)
+             ("model" if cfg.tuning == "full" else f"{cfg.tuning} adapter"), uri)
     return uri
 
 

@@ -8,19 +8,20 @@ column. The reference's NLL masks the prompt as training's loss does: the render
 ``training.data.tokenize`` (same special tokens, the EOS after alpaca/text responses), and only its trained
 tokens count.
 
-Backends: transformers (``generate``; greedy at temperature 0), or vLLM when ``generation.backend`` asks for it
-or is ``auto`` and vLLM is installed and the actor has a GPU (full models only; adapters and GGUF files use
-transformers). The reference NLL is always computed with transformers.
+Generation itself is the batch generation layer augmentation uses too (``models.generation``): transformers
+(greedy at temperature 0), or vLLM when ``generation.backend`` asks for it or is ``auto`` and vLLM is installed and
+the actor has a GPU (full models only; adapters and GGUF files use transformers). The reference NLL is always
+computed with transformers.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pyarrow as pa
 
+from models.generation import BatchGenerator, Sampling, start_vllm, want_vllm
 from training.config import ModelOptions
 from training.data import Encoding, ensure_chat_template, render_alpaca, render_chat, tokenize
 from training.eval_config import EvalData, GenerationOptions
@@ -72,19 +73,6 @@ def load_eval_model(options: ModelOptions, dtype):
     return peft.PeftModel.from_pretrained(load_base_model(base, dtype), folder)
 
 
-def use_vllm(options: ModelOptions, generation: GenerationOptions, folder: str) -> bool:
-    if generation.backend == "transformers":
-        return False
-    import torch
-
-    possible = not is_adapter(folder) and not options.gguf_file
-    if generation.backend == "vllm":
-        if not possible or importlib.util.find_spec("vllm") is None:
-            raise RuntimeError("generation.backend vllm: needs vLLM installed and a full model (no adapter, no GGUF)")
-        return True
-    return possible and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-
-
 class Generator:
     """The ``map_batches`` callable class: records in; id, prompt, reference, prediction, prediction_tokens,
     reference_nll and reference_tokens out."""
@@ -98,23 +86,23 @@ class Generator:
         self.data, self.generation, self.perplexity, self.progress = data, generation, perplexity, progress
         self.device = torch.device("cuda" if generation.use_gpu and torch.cuda.is_available() else "cpu")
         self.tokenizer = load_tokenizer(model)
-        self.tokenizer.padding_side = "left"
         if data.format == "chat":
             ensure_chat_template(self.tokenizer)
         dtype = DTYPES[model.dtype] if self.device.type == "cuda" else torch.float32
-        self.vllm = None
-        if use_vllm(model, generation, model_dir(model)):
-            from vllm import LLM
-
-            self.vllm = LLM(model=model_dir(model), dtype=model.dtype, seed=generation.seed)
-        self.model = load_eval_model(model, dtype).to(self.device).eval() if perplexity or not self.vllm else None
+        folder = model_dir(model)
+        vllm = None
+        if want_vllm(generation.backend, not is_adapter(folder) and not model.gguf_file):
+            vllm = start_vllm(folder, model.dtype, generation.seed)
+        self.model = load_eval_model(model, dtype).to(self.device).eval() if perplexity or not vllm else None
+        self.engine = BatchGenerator(self.tokenizer, model=self.model, llm=vllm, device=self.device.type)
+        self.sampling = Sampling(generation.max_new_tokens, generation.temperature, generation.top_p, generation.seed)
         self.encoding = Encoding(data.format, data.text_field, NO_TRUNCATION, False)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         records = batch.to_pylist()
         rendered = [render_example(r, self.data, self.tokenizer) for r in records]
         prompts = [r[0] for r in rendered]
-        predictions = self._generate(prompts)
+        predictions = self.engine.generate(self._prompt_ids(prompts), self.sampling)
         nll, tokens = self._reference_nll(rendered) if self.perplexity else ([None] * len(records),) * 2
         if self.progress is not None:
             self.progress.add.remote({"rows": len(records)})
@@ -126,26 +114,6 @@ class Generator:
 
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         return self.tokenizer(prompts, add_special_tokens=self.data.format != "chat")["input_ids"]
-
-    def _generate(self, prompts: list[str]) -> list[str]:
-        g = self.generation
-        if self.vllm is not None:
-            from vllm import SamplingParams
-
-            params = SamplingParams(temperature=g.temperature, top_p=g.top_p, max_tokens=g.max_new_tokens, seed=g.seed)
-            outputs = self.vllm.generate([{"prompt_token_ids": ids} for ids in self._prompt_ids(prompts)], params,
-                                         use_tqdm=False)
-            return [o.outputs[0].text for o in outputs]
-        import torch
-
-        inputs = self.tokenizer.pad({"input_ids": self._prompt_ids(prompts)}, return_tensors="pt").to(self.device)
-        sampling = {"do_sample": True, "temperature": g.temperature, "top_p": g.top_p} if g.temperature > 0 \
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        torch.manual_seed(g.seed)
-        with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=g.max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
-        return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def _reference_nll(self, rendered) -> tuple[list[float], list[int]]:
         """Summed NLL and count of the reference's tokens, masked as training masks its loss."""

@@ -1,39 +1,37 @@
-"""The per-worker training loop that Ray Train's ``TorchTrainer`` runs on every worker.
+"""The per-worker training recipe that Ray Train's ``TorchTrainer`` runs on every worker: :class:`Recipe` reads
+top to bottom as setup, train, evaluate, checkpoint, export.
 
-Each worker loads the model, wraps it (DDP through ``ray.train.torch.prepare_model``, or a DeepSpeed ZeRO
-engine), and streams its shard of the packed rows with ``get_dataset_shard("train").iter_torch_batches``.
-An optimizer step takes ``optim.grad_accum`` micro-batches of ``optim.batch_size`` rows per worker; the loss
-is the mean over the trained tokens of the whole step across all workers (every token weighs the same,
-however the tokens fall into rows and workers). AdamW, linear warmup then cosine decay to 0.
+Setup loads the model, applies the method, builds the objective (:class:`LanguageModeling` for the SFT methods,
+:class:`training.preference.Preference` for dpo/orpo, with DPO's reference model taken before the model is
+wrapped) and the engine (:mod:`training.engines`: DDP, DeepSpeed ZeRO or FSDP2), and resumes from Ray Train's
+latest checkpoint if there is one. Each worker streams its shard of the rows with
+``get_dataset_shard("train").iter_torch_batches``. An optimizer step takes ``optim.grad_accum`` micro-batches of
+``optim.batch_size`` rows per worker; the loss is the mean over the step's units across all workers -- trained
+tokens for SFT (every token weighs the same, however the tokens fall into rows and workers), pairs for preference
+optimization.
 
-Checkpoints (``ray.train.report(metrics, checkpoint=...)``) every ``checkpoint.every_steps`` and at the end
-hold the trainable weights, optimizer, scheduler, loss-scaler and :class:`TrainerState` (step, epoch, position
-in the epoch, loss history); with DeepSpeed every rank writes its ZeRO shards into the same checkpoint. A run
-restarted by ``FailureConfig`` or re-run with the same ``checkpoint.storage_path`` resumes from the latest
-checkpoint: weights, optimizer, scheduler and step are restored exactly; for the data, each worker skips the
-micro-batches its shard already gave in the current epoch. Ray Data does not promise the same rows in the same
-order to the same worker across executions (blocks are handed to whichever worker asks first), so the rows a
-resumed epoch skips are the same in number, not necessarily in identity.
+Checkpoints (``ray.train.report(metrics, checkpoint=...)``) every ``checkpoint.every_steps`` and at the end hold
+the engine's state (trainable weights, optimizer, scheduler, loss scaler; DeepSpeed and FSDP2: every rank's
+shards) and :class:`TrainerState` (step, epoch, position in the epoch, loss history). A run restarted by
+``FailureConfig`` (a worker process or node died) or re-run with the same ``checkpoint.storage_path`` resumes from
+the latest checkpoint: weights, optimizer, scheduler and step are restored exactly; for the data, each worker
+skips the micro-batches its shard already gave in the current epoch. Ray Data does not promise the same rows in
+the same order to the same worker across executions (blocks are handed to whichever worker asks first), so the
+rows a resumed epoch skips are the same in number, not necessarily in identity.
 
 A checkpoint counts once Ray Train's controller has collected every worker's report of it; the controller polls
 the workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s), so a worker that dies within that time of a report
 can take that checkpoint with it, and the run resumes from the one before.
-
-Test hook: ``THRESHER_FAULT_KILL_AT_STEP=N`` and ``THRESHER_FAULT_MARKER=PATH`` in the driver's environment make
-the last-ranked worker SIGKILL itself after step N, once (the marker file records that it did), two controller
-polls after the step, when the controller has collected the reports before it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
-import signal
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,14 +41,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from cluster.storage import Storage
-from training.config import VIRTUAL_TOKEN_METHODS, TrainConfig
+from training.config import PREFERENCE_METHODS, VIRTUAL_TOKEN_METHODS, TrainConfig
 from training.data import IGNORE
+from training.engines import make_engine
+from training.preference import Preference, reference_for
+from training.selection import best_index, best_summary, stops_early
+from training.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
-TORCH_STATE_FILE = "training_state.pt"
-DEEPSPEED_TAG = "deepspeed"
 
 
 @dataclass
@@ -61,10 +61,10 @@ class Job:
     storage: Storage
     tokenizer: Any
     has_validation: bool
-    kill_at_step: int | None = None
-    kill_marker: str | None = None
     progress: Any = None  # cluster.runtime.ProgressCounter: rank 0 puts the step there
     lineage: dict | None = None  # the data read (cluster.lineage), recorded in the model's thresher.json
+    tracking: Any = None  # training.tracking.MlflowSettings: rank 0 logs the run there
+    sources: list[str] = field(default_factory=list)  # the training datasets, by the rows' ``source`` index
 
 
 @dataclass
@@ -75,7 +75,9 @@ class TrainerState:
     train_loss: list[dict] = field(default_factory=list)
     evals: list[dict] = field(default_factory=list)
     tokens: int = 0
+    tokens_by_source: list[int] = field(default_factory=list)
     resumes: list[int] = field(default_factory=list)  # the checkpoint step each resumed attempt started from
+    nodes: list[int] = field(default_factory=list)  # the nodes each attempt's workers ran on
 
     def save(self, folder: str) -> None:
         Path(folder, STATE_FILE).write_text(json.dumps(asdict(self)))
@@ -85,155 +87,7 @@ class TrainerState:
         return cls(**json.loads(Path(folder, STATE_FILE).read_text()))
 
 
-# -- engines: one interface over DDP and DeepSpeed ----------------------------------------------------------
-
-
-class TorchEngine:
-    """DDP (or a single worker) with AdamW, warmup+cosine, autocast and, for fp16, a gradient scaler."""
-
-    sharded = False
-
-    def __init__(self, model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype):
-        import ray.train.torch
-        from transformers import get_cosine_schedule_with_warmup
-
-        self.cfg = cfg
-        self.module = model
-        self.model = ray.train.torch.prepare_model(model, move_to_device=cfg.method != "qlora")
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, cfg.optim.warmup_steps, total_steps)
-        device_type = next(model.parameters()).device.type
-        self.scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
-        self.autocast = lambda: torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
-
-    def forward(self, sync: bool = True, **inputs):
-        no_sync = getattr(self.model, "no_sync", None)
-        with (contextlib.nullcontext() if sync or no_sync is None else no_sync()), self.autocast():
-            return self.model(**inputs).logits
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss).backward()
-
-    def step(self) -> None:
-        self.scaler.unscale_(self.optimizer)
-        if self.cfg.optim.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def train(self, mode: bool) -> None:
-        self.model.train(mode)
-
-    def save(self, folder: str, rank: int) -> None:
-        if rank == 0:
-            trainable = {n: p.detach().cpu() for n, p in self.module.named_parameters() if p.requires_grad}
-            torch.save({"trainable": trainable, "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()},
-                       os.path.join(folder, TORCH_STATE_FILE))
-
-    def load(self, folder: str) -> None:
-        state = torch.load(os.path.join(folder, TORCH_STATE_FILE), map_location="cpu", weights_only=True)
-        unexpected = self.module.load_state_dict(state["trainable"], strict=False).unexpected_keys
-        if unexpected:
-            raise RuntimeError(f"the checkpoint does not fit this model: unexpected {unexpected[:5]}")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-
-    def export_state_dict(self) -> dict | None:
-        return None  # the module itself is saved
-
-
-class DeepSpeedEngine:
-    """DeepSpeed ZeRO-2/3 over the process group Ray Train set up (gloo on CPU, NCCL on GPU)."""
-
-    sharded = True
-
-    def __init__(self, model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype):
-        import deepspeed
-        from transformers import get_cosine_schedule_with_warmup
-
-        on_gpu = torch.cuda.is_available() and cfg.scaling.use_gpu
-        if not on_gpu:
-            # The shared-memory all-reduce op is C++ compiled at first use (minutes on a small machine) and only
-            # speeds up single-node CPU all-reduce; without it DeepSpeed uses the gloo process group.
-            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        ds = cfg.deepspeed
-        zero: dict = {"stage": ds.stage}
-        offload_optimizer = ds.offload_optimizer and on_gpu
-        if offload_optimizer:
-            zero["offload_optimizer"] = {"device": "cpu"}
-        if ds.offload_params and on_gpu:
-            zero["offload_param"] = {"device": "cpu"}
-        if (ds.offload_optimizer or ds.offload_params) and not on_gpu:
-            log.info("deepspeed offload has no effect without GPUs: parameters and optimizer are in CPU memory")
-        config = {
-            "train_micro_batch_size_per_gpu": cfg.optim.batch_size,
-            "gradient_accumulation_steps": cfg.optim.grad_accum,
-            "gradient_clipping": cfg.optim.max_grad_norm or 0.0,
-            "zero_optimization": zero,
-            "bf16": {"enabled": dtype == torch.bfloat16},
-            "fp16": {"enabled": dtype == torch.float16},
-            "zero_allow_untested_optimizer": True,
-            "zero_force_ds_cpu_optimizer": False,
-            "steps_per_print": 1 << 30,
-        }
-        params = [p for p in model.parameters() if p.requires_grad]
-        if offload_optimizer:
-            from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-            optimizer = DeepSpeedCPUAdam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.optim.warmup_steps, total_steps)
-        if on_gpu:
-            import ray.train.torch
-
-            model = model.to(ray.train.torch.get_device())
-        self.model, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                                   config=config, dist_init_required=False)
-        self.module = self.model.module
-        self.stage = ds.stage
-
-    def forward(self, sync: bool = True, **inputs):
-        return self.model(**inputs).logits
-
-    def backward(self, loss: torch.Tensor) -> None:
-        self.model.backward(loss, scale_wrt_gas=False)
-
-    def step(self) -> None:
-        pass  # DeepSpeed steps at each micro-batch and updates at the accumulation boundary (see micro_step)
-
-    def micro_step(self) -> None:
-        self.model.step()
-
-    def train(self, mode: bool) -> None:
-        self.model.train(mode)
-
-    def save(self, folder: str, rank: int) -> None:
-        self.model.save_checkpoint(folder, tag=DEEPSPEED_TAG)
-
-    def load(self, folder: str) -> None:
-        path, _ = self.model.load_checkpoint(folder, tag=DEEPSPEED_TAG)
-        if path is None:
-            raise RuntimeError(f"no DeepSpeed checkpoint in {folder}")
-
-    def export_state_dict(self) -> dict | None:
-        """The full (ZeRO-3: gathered, a collective) state dict on rank 0."""
-        if self.stage != 3:
-            return None
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
-            if dist.get_rank() == 0:
-                return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
-        return None
-
-
-# -- the loop --------------------------------------------------------------------------------------------------
+# -- the SFT objective ------------------------------------------------------------------------------------------
 
 
 def model_inputs(batch: dict, method: str) -> dict:
@@ -253,6 +107,30 @@ def trained_tokens(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE).sum()
 
 
+class LanguageModeling:
+    """The SFT methods' objective: next-token cross-entropy, averaged over trained tokens."""
+
+    metrics = ("loss",)
+
+    def __init__(self, tuning: str):
+        self.tuning = tuning
+
+    def units(self, batch: dict) -> float:
+        return float(trained_tokens(batch["labels"]))
+
+    def loss(self, engine, batch: dict, sync: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+        loss = loss_sum(engine.forward(sync=sync, **model_inputs(batch, self.tuning)), batch["labels"])
+        return loss, {"loss": loss.item()}
+
+    def means(self, sums: dict[str, float], units: float) -> dict[str, float | None]:
+        """The evaluation's metrics (None without trained tokens)."""
+        loss = sums["loss"] / units if units else None
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)) if units else None}
+
+
+# -- collectives --------------------------------------------------------------------------------------------
+
+
 def all_sum(*values: float) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     if dist.is_initialized() and dist.get_world_size() > 1:
@@ -260,40 +138,16 @@ def all_sum(*values: float) -> list[float]:
     return t.tolist()
 
 
-def train_step(engine, window: list[dict], method: str) -> tuple[float, float, float]:
-    """One optimizer step over ``window`` micro-batches: (summed loss, trained tokens, input tokens), all workers."""
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    (n_global,) = all_sum(float(sum(trained_tokens(b["labels"]) for b in window)))
-    scale = world / max(n_global, 1.0)  # gradients are averaged over workers: this makes it the global token mean
-    total = 0.0
-    for i, batch in enumerate(window):
-        logits = engine.forward(sync=i == len(window) - 1, **model_inputs(batch, method))
-        loss = loss_sum(logits, batch["labels"])
-        engine.backward(loss * scale)
-        if isinstance(engine, DeepSpeedEngine):
-            engine.micro_step()
-        total += loss.item()
-    engine.step()
-    tokens = float(sum(b["attention_mask"].sum() for b in window))
-    loss_total, tokens_total = all_sum(total, tokens)
-    return loss_total, n_global, tokens_total
+def node_count() -> int:
+    """The Ray nodes the workers run on (by node id: nodes may share an IP)."""
+    import ray
 
-
-@torch.no_grad()
-def evaluate(engine, shard, cfg: TrainConfig) -> tuple[float | None, float | None]:
-    """Mean token loss and perplexity over the validation shards of all workers."""
-    engine.train(False)
-    total, count = 0.0, 0.0
-    for batch in shard.iter_torch_batches(batch_size=cfg.optim.batch_size, dtypes=torch.long):
-        logits = engine.forward(**model_inputs(batch, cfg.method))
-        total += loss_sum(logits, batch["labels"]).item()
-        count += trained_tokens(batch["labels"]).item()
-    engine.train(True)
-    total, count = all_sum(total, count)
-    if not count:
-        log.warning("the validation data gave no trained tokens")
-        return None, None
-    return total / count, math.exp(min(total / count, 50.0))
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return 1
+    nodes = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    return len(set(nodes))
 
 
 def save_checkpoint(engine, state: TrainerState, rank: int, metrics: dict) -> None:
@@ -308,125 +162,249 @@ def save_checkpoint(engine, state: TrainerState, rank: int, metrics: dict) -> No
                          checkpoint_dir_name=f"step-{state.step:08d}")
 
 
-def train_loop_per_worker(loop_config: dict) -> dict:
-    """Ray Train's per-worker function; rank 0 returns the run's metrics."""
-    import ray.train
-    import ray.train.torch
+def peak_memory_bytes(on_gpu: bool) -> int:
+    """This worker's peak memory: CUDA memory allocated by torch on GPUs, else the process's peak RSS."""
+    import resource
 
-    from training.export import export_model
-    from training.models import compute_dtype, load_model
+    return torch.cuda.max_memory_allocated() if on_gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-    cfg = TrainConfig.model_validate(loop_config["config"])
-    job: Job = loop_config["job"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    on_gpu = cfg.scaling.use_gpu and torch.cuda.is_available()
-    dtype = compute_dtype(cfg, on_gpu)
-    if rank == 0 and not on_gpu and cfg.model.dtype != "float32":
-        log.warning("no GPU: training in float32 (model.dtype %s applies on GPUs)", cfg.model.dtype)
-    torch.manual_seed(cfg.optim.seed)
 
-    model = load_model(cfg, on_gpu)
-    engine = (DeepSpeedEngine if cfg.deepspeed else TorchEngine)(model, cfg, job.total_steps, dtype)
-    state, resumed_from = TrainerState(), None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            engine.load(folder)
-            state = TrainerState.load(folder)
-        resumed_from = state.step
-        state.resumes.append(state.step)
-        if rank == 0:
-            log.info("resumed from the checkpoint of step %d", state.step)
-    last_saved = state.step if checkpoint else None
+# -- the recipe ---------------------------------------------------------------------------------------------------
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("validation") if job.has_validation else None
-    engine.train(True)
-    started, run_tokens, run_steps, first_step = time.perf_counter(), 0.0, 0, (0.0, 0.0)
-    pending_loss, pending_n = 0.0, 0.0
 
-    eval_seconds = 0.0
+class Recipe:
+    """One worker's run: :meth:`setup`, :meth:`train` (evaluations and checkpoints on schedule), then the final
+    :meth:`evaluate`, :meth:`checkpoint` and :meth:`export`; :meth:`result` is what rank 0 returns."""
 
-    def run_eval() -> None:
-        nonlocal eval_seconds
-        at = time.perf_counter()
-        loss, ppl = evaluate(engine, val_shard, cfg)
-        state.evals.append({"step": state.step, "loss": loss, "perplexity": ppl})
-        eval_seconds += time.perf_counter() - at
+    def __init__(self, cfg: TrainConfig, job: Job):
+        self.cfg, self.job = cfg, job
+        stopping = cfg.eval.early_stopping
+        self.selection = {"metric": cfg.eval.metric, "mode": cfg.eval.mode,
+                          "min_delta": stopping.min_delta if stopping else 0.0}
+        self.started = self.eval_seconds = 0.0
+        self.run_tokens, self.run_steps, self.first_step = 0.0, 0, (0.0, 0.0)
+        self.pending: Counter = Counter()  # metric sums since the last logged step, and their units
 
-    while state.step < job.total_steps:
-        skip, window, batches = state.batches_in_epoch, [], 0
-        for batch in train_shard.iter_torch_batches(batch_size=cfg.optim.batch_size, drop_last=True,
-                                                    dtypes=torch.long):
-            batches += 1
-            if batches <= skip:  # given before the checkpoint this run resumed from
-                continue
-            window.append(batch)
-            if len(window) < cfg.optim.grad_accum:
-                continue
-            loss_total, n_trained, n_tokens = train_step(engine, window, cfg.method)
-            window = []
-            state.step += 1
-            state.batches_in_epoch += cfg.optim.grad_accum
-            state.tokens += int(n_tokens)
-            run_tokens, run_steps = run_tokens + n_tokens, run_steps + 1
-            if run_steps == 1:  # the first step also waits for the data pipeline to start and warms up
-                first_step = (time.perf_counter() - started - eval_seconds, run_tokens)
-            pending_loss, pending_n = pending_loss + loss_total, pending_n + n_trained
-            done = state.step >= job.total_steps
-            if rank == 0 and job.progress is not None:
-                job.progress.put.remote({"train_step": state.step})
-            if state.step % cfg.optim.log_every_steps == 0 or done:
-                state.train_loss.append({"step": state.step, "loss": pending_loss / max(pending_n, 1.0)})
-                pending_loss, pending_n = 0.0, 0.0
-                if rank == 0:
-                    log.info("step %d/%d train_loss %.4f", state.step, job.total_steps, state.train_loss[-1]["loss"])
-            if val_shard is not None and cfg.eval.every_steps and state.step % cfg.eval.every_steps == 0 and not done:
-                run_eval()
-            if state.step % cfg.checkpoint.every_steps == 0 or done:
-                save_checkpoint(engine, state, rank, {"step": state.step, "train_loss": state.train_loss[-1]["loss"]})
-                last_saved = state.step
-            if job.kill_at_step == state.step and rank == world - 1 and not os.path.exists(job.kill_marker):
-                time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)) + 1)
-                Path(job.kill_marker).write_text(f"killed worker rank {rank} pid {os.getpid()} at step {state.step}")
-                os.kill(os.getpid(), signal.SIGKILL)
-            if done:
-                break
+    # -- setup ----------------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        import ray.train
+        import ray.train.torch
+
+        from training.models import compute_dtype, load_model
+
+        cfg = self.cfg
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.on_gpu = cfg.scaling.use_gpu and torch.cuda.is_available()
+        self.dtype = compute_dtype(cfg, self.on_gpu)
+        if self.rank == 0 and not self.on_gpu and cfg.model.dtype != "float32":
+            log.warning("no GPU: training in float32 (model.dtype %s applies on GPUs)", cfg.model.dtype)
+        torch.manual_seed(cfg.optim.seed)
+
+        model = load_model(cfg, self.on_gpu)
+        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if cfg.method in PREFERENCE_METHODS:
+            reference = reference_for(cfg, model, ray.train.torch.get_device(), self.dtype)
+            self.objective = Preference(cfg, reference)
         else:
-            if batches < cfg.optim.grad_accum:
+            self.objective = LanguageModeling(cfg.tuning)
+        self.engine = make_engine(model, cfg, self.job.total_steps, self.dtype)
+        self.state, self.resumed_from = self.resume()
+        self.state.nodes.append(node_count())
+        self.last_saved = self.state.step if self.resumed_from is not None else None
+        self.tracker = Tracker(self.job.tracking if self.rank == 0 else None)
+        self.tracker.start(self.state.train_loss, self.state.evals, self.resumed_from)
+        self.train_shard = ray.train.get_dataset_shard("train")
+        self.val_shard = ray.train.get_dataset_shard("validation") if self.job.has_validation else None
+
+    def resume(self) -> tuple[TrainerState, int | None]:
+        """The state of Ray Train's latest checkpoint (engine restored), or a fresh one."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if not checkpoint:
+            return TrainerState(tokens_by_source=[0] * len(self.job.sources)), None
+        with checkpoint.as_directory() as folder:
+            self.engine.load(folder)
+            state = TrainerState.load(folder)
+        state.resumes.append(state.step)
+        if self.rank == 0:
+            log.info("resumed from the checkpoint of step %d", state.step)
+        return state, state.step
+
+    # -- train ----------------------------------------------------------------------------------------------------
+
+    def finished(self) -> bool:
+        return self.state.step >= self.job.total_steps or self.stopped()
+
+    def stopped(self) -> bool:
+        stopping = self.cfg.eval.early_stopping
+        return stopping is not None and stops_early(self.state.evals, patience=stopping.patience, **self.selection)
+
+    def windows(self):
+        """The micro-batches of each step, epoch after epoch, from the position the state is at."""
+        per_step = self.cfg.optim.grad_accum
+        while True:
+            skip, window, batches = self.state.batches_in_epoch, [], 0
+            for batch in self.train_shard.iter_torch_batches(batch_size=self.cfg.optim.batch_size, drop_last=True,
+                                                             dtypes=torch.long):
+                batches += 1
+                if batches <= skip:  # given before the checkpoint this run resumed from
+                    continue
+                window.append(batch)
+                if len(window) == per_step:
+                    yield window
+                    window = []
+            if batches < per_step:
                 raise RuntimeError("an epoch of the training data gave no optimizer step: fewer rows per worker than "
                                    "optim.batch_size * optim.grad_accum")
-            state.epoch += 1
-            state.batches_in_epoch = 0
-    seconds = time.perf_counter() - started - eval_seconds  # training time: tokens/s leaves evaluations out
+            self.state.epoch += 1
+            self.state.batches_in_epoch = 0
 
-    if val_shard is not None:
-        run_eval()
-    if last_saved != state.step:  # e.g. the final step fell between checkpoints (a resumed finished run saves none)
-        save_checkpoint(engine, state, rank, {"step": state.step})
-    exported = engine.export_state_dict()
-    if rank == 0:
-        export_model(engine.module, job.tokenizer, cfg, job.storage, exported, lineage=job.lineage)
-    final_eval = state.evals[-1] if state.evals else {}
-    return {
-        "steps": state.step,
-        "train_loss": state.train_loss,
-        "eval_loss": final_eval.get("loss"),
-        "eval_perplexity": final_eval.get("perplexity"),
-        "evals": state.evals,
-        "tokens_per_s": run_tokens / seconds if run_steps else None,
-        "tokens_per_s_per_worker": run_tokens / seconds / world if run_steps else None,
-        "tokens_per_s_after_first_step": (run_tokens - first_step[1]) / (seconds - first_step[0])
-        if run_steps > 1 else None,
-        "first_step_seconds": first_step[0] if run_steps else None,
-        "train_seconds": seconds,
-        "steps_this_run": run_steps,
-        "tokens": state.tokens,
-        "resumed_from_step": resumed_from,
-        "resumes": state.resumes,
-        "num_workers": world,
-        "method": cfg.method,
-        "device": "cuda" if on_gpu else "cpu",
-        "dtype": str(dtype).removeprefix("torch."),
-    }
+    def train(self) -> None:
+        cfg, state = self.cfg, self.state
+        self.engine.train(True)
+        self.started = time.perf_counter()
+        windows = self.windows()
+        while not self.finished():
+            self.train_step(next(windows))
+            if state.step % cfg.optim.log_every_steps == 0 or self.finished():
+                self.log_train_metrics()
+            if self.val_shard is not None and cfg.eval.every_steps and state.step % cfg.eval.every_steps == 0 \
+                    and state.step < self.job.total_steps:
+                self.evaluate()
+            if state.step % cfg.checkpoint.every_steps == 0 or self.finished():
+                self.checkpoint({"train_loss": state.train_loss[-1]["loss"]} if state.train_loss else {})
+        self.train_seconds = time.perf_counter() - self.started - self.eval_seconds  # tokens/s leaves evals out
+
+    def train_step(self, window: list[dict]) -> None:
+        """One optimizer step over the ``window`` of micro-batches."""
+        (units,) = all_sum(sum(self.objective.units(b) for b in window))
+        scale = self.world / max(units, 1.0)  # gradients are averaged over workers: this makes it the global mean
+        sums: Counter = Counter()
+        tokens = torch.zeros(max(len(self.job.sources), 1), dtype=torch.float64)
+        for i, batch in enumerate(window):
+            loss, metrics = self.objective.loss(self.engine, batch, sync=i == len(window) - 1)
+            self.engine.backward(loss * scale)
+            sums.update(metrics)
+            row_tokens = batch["attention_mask"].reshape(len(batch["source"]), -1).sum(1).double()
+            tokens += torch.bincount(batch["source"], weights=row_tokens, minlength=len(tokens))
+        self.engine.step()
+        names = self.objective.metrics
+        totals = all_sum(*(sums[k] for k in names), *tokens.tolist())
+        self.pending.update({**dict(zip(names, totals)), "units": units})
+        by_source = totals[len(names):]
+        state = self.state
+        state.step += 1
+        state.batches_in_epoch += self.cfg.optim.grad_accum
+        state.tokens += int(sum(by_source))
+        state.tokens_by_source = [int(a + b) for a, b in zip(state.tokens_by_source or [0] * len(by_source),
+                                                             by_source)]
+        self.run_tokens, self.run_steps = self.run_tokens + sum(by_source), self.run_steps + 1
+        if self.run_steps == 1:  # the first step also waits for the data pipeline to start and warms up
+            self.first_step = (time.perf_counter() - self.started - self.eval_seconds, self.run_tokens)
+        if self.rank == 0 and self.job.progress is not None:
+            self.job.progress.put.remote({"train_step": state.step})
+
+    def log_train_metrics(self) -> None:
+        units = max(self.pending.pop("units", 0.0), 1.0)
+        means = {k: v / units for k, v in self.pending.items()}
+        self.pending = Counter()
+        self.state.train_loss.append({"step": self.state.step, **means})
+        self.tracker.log_train_loss(self.state.step, means["loss"])
+        if self.rank == 0:
+            log.info("step %d/%d train_loss %.4f", self.state.step, self.job.total_steps, means["loss"])
+
+    # -- evaluate -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> None:
+        """Evaluate on the validation shards of all workers; record it (and export it if it is the best one)."""
+        at = time.perf_counter()
+        self.engine.train(False)
+        sums: Counter = Counter()
+        units = 0.0
+        for batch in self.val_shard.iter_torch_batches(batch_size=self.cfg.optim.batch_size, dtypes=torch.long):
+            sums.update(self.objective.loss(self.engine, batch)[1])
+            units += self.objective.units(batch)
+        self.engine.train(True)
+        names = self.objective.metrics
+        *totals, units = all_sum(*(sums[k] for k in names), units)
+        if not units:
+            log.warning("the validation data gave nothing to evaluate")
+        self.state.evals.append({"step": self.state.step, **self.objective.means(dict(zip(names, totals)), units)})
+        self.tracker.log_eval(self.state.evals[-1])
+        if self.cfg.eval.save_best and best_index(self.state.evals, **self.selection) == len(self.state.evals) - 1:
+            self.export()
+        self.eval_seconds += time.perf_counter() - at
+
+    # -- checkpoint and export ----------------------------------------------------------------------------------
+
+    def checkpoint(self, metrics: dict | None = None) -> None:
+        save_checkpoint(self.engine, self.state, self.rank, {"step": self.state.step, **(metrics or {})})
+        self.last_saved = self.state.step
+
+    def export(self) -> None:
+        from training.export import export_model
+
+        exported = self.engine.state_dict()  # a collective with ZeRO-3 and FSDP2: every rank calls it
+        if self.rank == 0:
+            export_model(self.engine.module, self.job.tokenizer, self.cfg, self.job.storage, exported,
+                         lineage=self.job.lineage)
+
+    def finish(self) -> None:
+        """The final evaluation (unless the last step had one), checkpoint (unless saved) and export (unless the
+        best evaluation's model was exported when it was made)."""
+        if self.val_shard is not None and (not self.state.evals or self.state.evals[-1]["step"] != self.state.step):
+            self.evaluate()
+        if self.last_saved != self.state.step:  # the last step fell between checkpoints (a finished run saves none)
+            self.checkpoint()
+        self.best = best_summary(self.state.evals, **self.selection)
+        if not (self.cfg.eval.save_best and self.best):
+            self.export()
+
+    def result(self) -> dict:
+        cfg, state, seconds, world = self.cfg, self.state, self.train_seconds, self.world
+        run_tokens, run_steps, first_step = self.run_tokens, self.run_steps, self.first_step
+        final_eval = state.evals[-1] if state.evals else {}
+        result = {
+            "steps": state.step,
+            "train_loss": state.train_loss,
+            "eval_loss": final_eval.get("loss"),
+            "eval_perplexity": final_eval.get("perplexity"),
+            **{f"eval_{k}": final_eval.get(k) for k in self.objective.metrics if k != "loss"},
+            "evals": state.evals,
+            "tokens_per_s": run_tokens / seconds if run_steps else None,
+            "tokens_per_s_per_worker": run_tokens / seconds / world if run_steps else None,
+            "tokens_per_s_after_first_step": (run_tokens - first_step[1]) / (seconds - first_step[0])
+            if run_steps > 1 else None,
+            "first_step_seconds": first_step[0] if run_steps else None,
+            "train_seconds": seconds,
+            "steps_this_run": run_steps,
+            "tokens": state.tokens,
+            "tokens_by_source": dict(zip(self.job.sources, state.tokens_by_source)),
+            "resumed_from_step": self.resumed_from,
+            "resumes": state.resumes,
+            "num_workers": world,
+            "nodes": state.nodes,
+            "method": cfg.method,
+            "device": "cuda" if self.on_gpu else "cpu",
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "trainable_params": self.trainable_params,
+            "peak_memory_bytes": peak_memory_bytes(self.on_gpu),
+            "best": self.best,
+            "stopped_early": self.stopped() and state.step < self.job.total_steps,
+            "model_step": self.best["step"] if cfg.eval.save_best and self.best else state.step,
+        }
+        self.tracker.finish(result)
+        return result
+
+
+def train_loop_per_worker(loop_config: dict) -> dict:
+    """Ray Train's per-worker function; rank 0's return value is the run's metrics."""
+    recipe = Recipe(TrainConfig.model_validate(loop_config["config"]), loop_config["job"])
+    recipe.setup()
+    recipe.train()
+    recipe.finish()
+    return recipe.result()

@@ -9,13 +9,14 @@ without AMX are slower than fp32, and fp16 autocast is not supported there).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 
 import torch
 
 from cluster.config import ConfigError
+import models.generation
+from models.generation import local_kwargs
+from models.resolve import resolve_model
 from training.config import ModelOptions, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -34,34 +35,16 @@ architectures get PEFT's ``all-linear``."""
 
 
 def model_dir(options: ModelOptions) -> str:
-    """The folder or hub id to load from; ``pkg:NAME`` is the folder of an installed Python package."""
-    name = options.name_or_path
-    if not name.startswith("pkg:"):
-        return os.path.expanduser(name)
-    spec = importlib.util.find_spec(name[len("pkg:"):])
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"model.name_or_path: no installed Python package {name[len('pkg:'):]!r}")
-    return list(spec.submodule_search_locations)[0]
+    """The folder or hub id to load from (``models.resolve``)."""
+    return resolve_model(options.name_or_path)
 
 
 def _load_kwargs(options: ModelOptions) -> dict:
-    kwargs: dict = {"local_files_only": True}
-    if options.gguf_file:
-        kwargs["gguf_file"] = options.gguf_file
-    return kwargs
+    return local_kwargs(options.gguf_file)
 
 
 def load_tokenizer(options: ModelOptions):
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(model_dir(options), **_load_kwargs(options))
-    except OSError as e:
-        raise ConfigError(f"model.name_or_path: cannot load a tokenizer from {options.name_or_path!r} "
-                          f"(local folders and the local Hugging Face cache only): {e}") from None
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return models.generation.load_tokenizer(options.name_or_path, options.gguf_file)
 
 
 def compute_dtype(cfg: TrainConfig, on_gpu: bool) -> torch.dtype:
@@ -90,10 +73,10 @@ def load_model(cfg: TrainConfig, on_gpu: bool):
     """The pretrained causal LM, ready for ``cfg.method`` (PEFT applied), on CPU."""
     dtype = compute_dtype(cfg, on_gpu)
     kwargs = {}
-    if cfg.method == "qlora":
+    if cfg.tuning == "qlora":
         kwargs.update(quantization_config=_bnb_config(dtype), device_map={"": torch.cuda.current_device()})
     # the frozen base of the PEFT methods is stored in the compute dtype; full fine-tuning keeps fp32 masters
-    model = load_base_model(cfg.model, dtype if cfg.method != "full" else torch.float32, **kwargs)
+    model = load_base_model(cfg.model, dtype if cfg.tuning != "full" else torch.float32, **kwargs)
     model.config.use_cache = False
     if cfg.optim.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -129,13 +112,13 @@ def lora_targets(cfg: TrainConfig, model_type: str) -> list[str] | str:
 
 
 def apply_method(model, cfg: TrainConfig):
-    """Wrap ``model`` for the PEFT methods; ``full`` returns it unchanged."""
-    if cfg.method == "full":
+    """Wrap ``model`` for the PEFT methods (``cfg.tuning``); full fine-tuning returns it unchanged."""
+    if cfg.tuning == "full":
         return model
     import peft
 
-    if cfg.method in ("lora", "qlora"):
-        if cfg.method == "qlora":
+    if cfg.tuning in ("lora", "qlora"):
+        if cfg.tuning == "qlora":
             model = peft.prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=cfg.optim.gradient_checkpointing,
                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -143,7 +126,7 @@ def apply_method(model, cfg: TrainConfig):
                                lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
                                use_rslora=cfg.lora.use_rslora,
                                target_modules=lora_targets(cfg, model.config.model_type))
-    elif cfg.method == "prefix":
+    elif cfg.tuning == "prefix":
         pcfg = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.prompt_tuning.num_virtual_tokens)
     else:
         init = cfg.prompt_tuning.init_text

@@ -3,8 +3,8 @@
 * ``files`` (default): as Ray Data reads the Parquet files (a file's rows in order; files as their reads finish).
 * ``shuffle``: a full random shuffle, seeded by ``optim.seed``.
 * ``curriculum``: staged buckets from easy to hard. The ``data.curriculum_buckets`` boundaries q_k are (``lower``)
-  quantiles of ``data.difficulty_field`` (the ``curriculum`` curation stage's ``difficulty``), read on the driver
-  from that column alone; bucket k holds the records with difficulty in (q_k-1, q_k] (equal difficulties share a
+  quantiles of ``data.difficulty_field`` (the ``curriculum`` curation stage's ``difficulty``), from that column
+  alone sorted by Ray Data (the driver fetches only the boundary values); bucket k holds the records with difficulty in (q_k-1, q_k] (equal difficulties share a
   bucket; a null difficulty goes to the last bucket). The records are sorted (one Ray Data sort) by their bucket,
   then by a hash of the record seeded by ``optim.seed``: the buckets follow one another, each in a shuffled order
   that does not depend on the files' block layout (identical records hash alike). The dataset keeps this order
@@ -20,27 +20,39 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import xxhash
 
 from cluster.config import ConfigError
-from cluster.storage import Storage
 
 ORDER_KEY = "_order_key"
 HASH_BITS = 52  # below the bucket number in the order key: at most 2**11 buckets (data.curriculum_buckets)
 
 
-def bucket_bounds(files: list[str], field: str, buckets: int, storage: Storage) -> np.ndarray:
-    """The ``buckets - 1`` inner quantile boundaries of the non-null ``field`` values of ``files``."""
-    values = []
-    for uri in files:
-        fs, path = storage.resolve(uri)
-        column = pq.read_table(path, columns=[field], filesystem=fs)[field]
-        values.append(column.drop_null().cast(pa.float64()).to_numpy())
-    values = np.concatenate(values) if values else np.array([])
-    if not len(values):
+def bucket_bounds(ds, field: str, buckets: int) -> np.ndarray:
+    """The ``buckets - 1`` inner quantile boundaries (numpy's ``lower``) of the non-null ``field`` values of ``ds``:
+    the column alone is sorted by Ray Data, and only the blocks that hold a boundary's rank are fetched."""
+    import ray
+
+    values = ds.select_columns([field]).map_batches(_non_null, fn_args=(field,), batch_format="pyarrow")
+    values = values.sort(field).materialize()
+    n = values.count()
+    if not n:
         return np.array([])
-    return np.quantile(values, np.arange(1, buckets) / buckets, method="lower")
+    ranks = np.floor(np.arange(1, buckets) / buckets * (n - 1)).astype(np.int64)
+    bounds, start = [], 0
+    for bundle in values.iter_internal_ref_bundles():
+        for ref, meta in zip(bundle.block_refs, bundle.metadata):
+            inside = ranks[(ranks >= start) & (ranks < start + meta.num_rows)]
+            if len(inside):
+                column = ray.get(ref)[field].to_numpy()
+                bounds.extend(column[inside - start])
+            start += meta.num_rows
+    return np.asarray(bounds, np.float64)
+
+
+def _non_null(batch: pa.Table, field: str) -> pa.Table:
+    column = batch[field].cast(pa.float64())
+    return pa.table({field: column.filter(pc.is_valid(column))})
 
 
 def bucket_of(difficulty: pa.ChunkedArray | pa.Array, bounds: np.ndarray) -> np.ndarray:
@@ -73,17 +85,16 @@ class RecordOrder:
         """Columns read besides the format's."""
         return [self.field] if self.order == "curriculum" else []
 
-    def apply(self, ds, files: list[str], storage: Storage):
-        """``ds`` (the records of ``files``) in this order."""
+    def apply(self, ds):
+        """``ds`` (the train records) in this order."""
         if self.order == "shuffle":
             return ds.random_shuffle(seed=self.seed)
         if self.order != "curriculum":
             return ds
-        try:
-            bounds = bucket_bounds(files, self.field, self.buckets, storage)
-        except (KeyError, pa.ArrowInvalid) as e:
-            raise ConfigError(f"data.difficulty_field: cannot read column {self.field!r} of the train files "
-                              f"(run the curriculum stage, or name the column): {e}") from None
+        if self.field not in ds.schema().names:
+            raise ConfigError(f"data.difficulty_field: the train files have no column {self.field!r} "
+                              f"(run the curriculum stage, or name the column)")
+        bounds = bucket_bounds(ds, self.field, self.buckets)
         out = ds.map_batches(_with_order_key, fn_args=(self.field, bounds, self.seed), batch_format="pyarrow").sort(
             ORDER_KEY)
         out.context.execution_options.preserve_order = True

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import posixpath
 from typing import Any
 
@@ -25,25 +24,26 @@ from cluster.console import current as console
 from cluster.lineage import data_lineage
 from cluster.runtime import progress_counter, progress_counts, ray_session, resolve_address
 from cluster.storage import Storage, join
-from training.config import VIRTUAL_TOKEN_METHODS, TrainConfig
-from training.data import Encoding, build_dataset, ensure_chat_template, parquet_files
+from training.config import PEFT_ADAPTERS, PREFERENCE_METHODS, VIRTUAL_TOKEN_METHODS, TrainConfig
+from training.data import Encoding, build_dataset, ensure_chat_template, mix, parquet_files, renders_chat
 from training.loop import Job, train_loop_per_worker
 from training.order import RecordOrder, data_config
+from training.tracking import settings as tracking_settings
 
 log = logging.getLogger(__name__)
 
 RUN_NAME = "thresher"
 RUN_RECORD = "thresher-train.json"
-KILL_AT_STEP_ENV, KILL_MARKER_ENV = "THRESHER_FAULT_KILL_AT_STEP", "THRESHER_FAULT_MARKER"
 
 
 def checkpoint_settings(cfg: TrainConfig) -> dict:
     """The settings a checkpoint's contents depend on."""
     return {"model": cfg.model.model_dump(exclude={"attn_implementation"}), "method": cfg.method,
-            "lora": cfg.lora.model_dump() if cfg.method in ("lora", "qlora") else None,
+            "lora": cfg.lora.model_dump() if cfg.tuning in PEFT_ADAPTERS else None,
             "prompt_tuning": cfg.prompt_tuning.model_dump(exclude={"init_text"})
-            if cfg.method in VIRTUAL_TOKEN_METHODS else None,
+            if cfg.tuning in VIRTUAL_TOKEN_METHODS else None,
             "deepspeed": cfg.deepspeed.model_dump() if cfg.deepspeed else None,
+            "fsdp": cfg.fsdp.model_dump() if cfg.fsdp else None,
             "num_workers": cfg.scaling.num_workers if cfg.deepspeed else None}
 
 
@@ -98,13 +98,6 @@ def max_node_cpus() -> float:
     return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
 
 
-def _fault_injection() -> dict:
-    step = os.environ.get(KILL_AT_STEP_ENV)
-    if not step:
-        return {}
-    return {"kill_at_step": int(step), "kill_marker": os.environ[KILL_MARKER_ENV]}
-
-
 def run(cfg: TrainConfig, address: str | None = None) -> dict:
     """Train as configured; returns the metrics also written to ``<output.path>/metrics.json``."""
     import ray.train
@@ -125,38 +118,53 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
         raise ConfigError(f"output.path: cannot write to {cfg.output.path}: {e}") from None
 
     tokenizer = load_tokenizer(cfg.model)
-    if cfg.data.format == "chat":
-        ensure_chat_template(tokenizer)
-    packing = cfg.data.packing and cfg.method not in VIRTUAL_TOKEN_METHODS
+    # virtual-token methods take no position_ids; preference rows hold one pair each
+    packing = cfg.data.packing and cfg.tuning not in VIRTUAL_TOKEN_METHODS and cfg.method not in PREFERENCE_METHODS
     if cfg.data.packing and not packing:
-        log.info("method %s takes no position_ids: rows are not packed", cfg.method)
-    enc = Encoding(cfg.data.format, cfg.data.text_field, cfg.data.max_seq_len, packing)
-    sources = {split: parquet_files(uri, f"data.{split}", enc, storage)
-               for split, uri in (("train", cfg.data.train), ("validation", cfg.data.validation)) if uri}
+        log.info("method %s: rows are not packed", cfg.method)
+    mixture = isinstance(cfg.data.train, list)
+    train = []  # (encoding, files) of each training dataset
+    for i, source in enumerate(cfg.data.sources):
+        enc = Encoding(source.format, source.text_field, cfg.data.max_seq_len, packing)
+        train.append((enc, parquet_files(source.path, f"data.train.{i}.path" if mixture else "data.train", enc,
+                                         storage)))
+    val_enc = Encoding(cfg.data.format, cfg.data.text_field, cfg.data.max_seq_len, packing)
+    val_files = parquet_files(cfg.data.validation, "data.validation", val_enc, storage) if cfg.data.validation else None
+    if any(renders_chat(enc, files[0], storage) for enc, files in train):
+        ensure_chat_template(tokenizer)
     check_resumable(cfg, storage)
-    lineage = {split: data_lineage(uri, storage) if uri else None
-               for split, uri in (("train", cfg.data.train), ("validation", cfg.data.validation))}
+    lineage = {"train": [data_lineage(s.path, storage) for s in cfg.data.sources] if mixture
+               else data_lineage(cfg.data.train, storage),
+               "validation": data_lineage(cfg.data.validation, storage) if cfg.data.validation else None}
 
     with ray_session(address) as cluster:
         resources = worker_resources(cfg, cluster.get("CPU", 0.0), max_node_cpus())
         log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
         order = RecordOrder(cfg.data.order, cfg.data.difficulty_field, cfg.data.curriculum_buckets, cfg.optim.seed)
-        datasets = {split: build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows,
-                                         order if split == "train" else RecordOrder())
-                    for split, files in sources.items()}
-        if "validation" in datasets and cfg.eval.max_rows:
-            datasets["validation"] = datasets["validation"].limit(cfg.eval.max_rows)
+        datasets = {"train": [build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows, order, source=i)
+                              for i, (enc, files) in enumerate(train)]}
+        if val_files:
+            datasets["validation"] = build_dataset(val_files, tokenizer, val_enc, storage, cfg.data.batch_rows)
+            if cfg.eval.max_rows:
+                datasets["validation"] = datasets["validation"].limit(cfg.eval.max_rows)
         with console().phase("tokenize"):
+            if mixture:
+                datasets["train"], taken = mix(datasets["train"], [s.weight for s in cfg.data.sources], cfg.optim.seed)
+                log.info("training mixture: %s rows", dict(zip((s.path for s in cfg.data.sources), taken)))
+            else:
+                datasets["train"] = datasets["train"][0]
             total_steps, datasets["train"] = _steps(cfg, datasets["train"])
         counter = progress_counter()
         job = Job(total_steps=total_steps, storage=storage, tokenizer=tokenizer,
-                  has_validation="validation" in datasets, progress=counter, lineage=lineage, **_fault_injection())
+                  has_validation="validation" in datasets, progress=counter, lineage=lineage,
+                  tracking=tracking_settings(cfg, lineage), sources=[s.path for s in cfg.data.sources])
         fs, ckpt_path = storage.resolve(cfg.checkpoint_path)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"config": cfg.model_dump(), "job": job},
             scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                                   resources_per_worker=resources),
+                                                   resources_per_worker=resources,
+                                                   placement_strategy=cfg.scaling.placement_strategy),
             run_config=ray.train.RunConfig(
                 name=RUN_NAME, storage_path=ckpt_path, storage_filesystem=fs,
                 failure_config=ray.train.FailureConfig(max_failures=cfg.checkpoint.max_failures),

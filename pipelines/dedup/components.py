@@ -16,6 +16,8 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.dedup.datasets import in_one_task
+
 
 log = logging.getLogger(__name__)
 STEP = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
@@ -127,7 +129,7 @@ def connected_components(edges, partitions: int, limit_rows: int, node_type: pa.
     schema = edge_schema(node_type)
     edges = edges.materialize()
     if edges.count() <= limit_rows:
-        return edges.repartition(1).map_batches(block_roots, fn_args=(schema,), **STEP)
+        return in_one_task(edges, block_roots, schema)
     stepped = edges.map_batches(both_directions, fn_args=(schema,), **STEP).repartition(partitions, keys=["u"])
     stepped = stepped.map_batches(large_star, fn_args=(schema,), **STEP)
     for round_ in range(1, max_rounds + 1):

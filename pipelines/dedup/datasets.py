@@ -1,8 +1,15 @@
-"""Ray Data helpers shared by the dedup stages: materializing, shuffle partition counts, broadcasting a small
-table to map tasks."""
+"""Ray Data helpers shared by the global stages: materializing, mapping blocks, whole groups, shuffle partition
+counts, broadcasting a small table to map tasks.
+
+A Ray Data execution has a fixed cost of about 0.1 s (the streaming executor's start, scheduling and statistics
+calls), which dominates the decisions on small key tables. On data that is already materialized, or small enough
+for one task, :func:`map_blocks` and :func:`by_group` run plain Ray tasks instead (a few milliseconds each); the
+blocks stay in the object store and the driver holds references only.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -28,6 +35,75 @@ def materialize(ds):
     refs = [ref for bundle in ds.iter_internal_ref_bundles()
             for ref, meta in zip(bundle.block_refs, bundle.metadata) if meta.num_rows]
     return ray.data.from_arrow_refs(refs) if refs else ds
+
+
+def block_refs(ds) -> list:
+    """References to the blocks of the materialized ``ds`` that hold rows."""
+    return [ref for bundle in ds.iter_internal_ref_bundles()
+            for ref, meta in zip(bundle.block_refs, bundle.metadata) if meta.num_rows]
+
+
+def _apply(fn, args: tuple, columns: list[str] | None, *blocks: pa.Table) -> pa.Table:
+    tables = [b.select(columns) if columns else b for b in blocks]
+    return fn(pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0], *args)
+
+
+@functools.cache
+def plain_task(fn):
+    """``fn`` as a plain Ray task of one CPU (made once per process)."""
+    import ray
+
+    return ray.remote(num_cpus=1)(fn)
+
+
+def _apply_task(fn):
+    """The plain task that applies ``fn``, named after it (process titles, timelines)."""
+    return plain_task(_apply).options(name=getattr(fn, "__qualname__", "apply"))
+
+
+def _from_refs(refs: list, fallback):
+    """A materialized dataset of the tables behind ``refs`` (the tasks' outputs: they always have columns)."""
+    import ray.data
+
+    return ray.data.from_arrow_refs(refs) if refs else fallback
+
+
+def _materialized(ds):
+    from ray.data.dataset import MaterializedDataset
+
+    return ds if isinstance(ds, MaterializedDataset) else ds.materialize()
+
+
+def map_blocks(ds, fn, *args, columns: list[str] | None = None):
+    """``ds.select_columns(columns).map_batches(fn, fn_args=args, batch_size=None)``, materialized, for a
+    materialized ``ds``: ``fn`` (pyarrow table -> table) applied to each block by one plain Ray task."""
+    ds = _materialized(ds)
+    refs = block_refs(ds)
+    if not refs:
+        return ds
+    return _from_refs([_apply_task(fn).remote(fn, args, columns, ref) for ref in refs], ds)
+
+
+def by_group(ds, keys: list[str], fn, *args, partitions: int, rows: int, limit_rows: int,
+             columns: list[str] | None = None):
+    """``fn`` applied to whole groups of ``keys`` (every row of a key value in one call), materialized. Up to
+    ``limit_rows`` (``rows``: the size of ``ds``, or a bound) all of ``ds`` goes to one plain Ray task; beyond, a
+    hash shuffle into ``partitions`` blocks and ``fn`` per block (Ray Data)."""
+    if rows > limit_rows:
+        projected = ds.select_columns(columns) if columns else ds
+        return materialize(projected.repartition(partitions, keys=keys).map_batches(fn, fn_args=args,
+                                                                                    batch_size=None, **ARROW))
+    return in_one_task(ds, fn, *args, columns=columns)
+
+
+def in_one_task(ds, fn, *args, columns: list[str] | None = None):
+    """``fn`` applied to all of ``ds`` (its blocks concatenated) by one plain Ray task, materialized."""
+    ds = _materialized(ds)
+    refs = block_refs(ds)
+    schema = ds.schema()
+    if not refs and schema is None:
+        return ds
+    return _from_refs([_apply_task(fn).remote(fn, args, columns, *(refs or [schema.base_schema.empty_table()]))], ds)
 
 
 def partitions_for(rows: int) -> int:

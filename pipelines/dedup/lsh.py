@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.dedup.datasets import ARROW, broadcast, fetched
+from pipelines.dedup.datasets import ARROW, broadcast, fetched, map_blocks
 
 log = logging.getLogger(__name__)
 BAND_PREFIX = "_dedup_band_"
@@ -56,6 +56,11 @@ def bucket_edges(batch: pa.Table) -> pa.Table:
     return edges.group_by(["u", "v"]).aggregate([]).select(["u", "v"])
 
 
+def band_edges(batch: pa.Table, node: str, bands: range) -> pa.Table:
+    """The star edges of every bucket of ``bands``, from key rows that hold all of each bucket's records."""
+    return bucket_edges(bucket_rows(batch, node, bands))
+
+
 def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, similar, partitions: int,
                    limit_rows: int):
     """The ``edges`` whose endpoints' values pass ``similar(values_u, values_v) -> bool array``; the values are the
@@ -68,13 +73,12 @@ def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, 
     refs = broadcast(edges, limit_rows)
     bloom = None if refs is not None else endpoint_bloom(edges)
     schema = pa.schema([("node", pa.int64()), ("value", value_type)])
-    values = keys.select_columns([node, value]).map_batches(_node_values, fn_args=(node, value, refs, bloom, schema),
-                                                            **ARROW).materialize()
+    values = map_blocks(keys, _node_values, node, value, refs, bloom, schema, columns=[node, value])
     value_refs = broadcast(values, limit_rows)
     log.info("lsh: %d candidate edges; values of %d endpoints, %s", edges.count(), values.count(),
              "broadcast" if value_refs is not None else "joined")
     if value_refs is not None:
-        return edges.map_batches(_similar_broadcast, fn_args=(value_refs, schema, similar), **ARROW)
+        return map_blocks(edges, _similar_broadcast, value_refs, schema, similar)
     left = edges.join(values.rename_columns({"node": "u", "value": "value_u"}), "inner", partitions, on=("u",))
     both = left.join(values.rename_columns({"node": "v", "value": "value_v"}), "inner", partitions, on=("v",))
     return both.map_batches(_similar_joined, fn_args=(similar,), **ARROW)
@@ -145,15 +149,18 @@ def _similar_joined(edges: pa.Table, similar) -> pa.Table:
 @functools.lru_cache
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) with bands * rows <= num_perm minimising the weighted false positive and negative areas
-    under the LSH S-curve 1 - (1 - s^r)^b (the choice datasketch's MinHashLSH makes)."""
-    from scipy.integrate import quad
+    under the LSH S-curve 1 - (1 - s^r)^b (the choice datasketch's MinHashLSH makes).
 
-    best, best_err = (1, num_perm), float("inf")
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            fp = quad(lambda s: 1 - (1 - s ** r) ** b, 0.0, threshold)[0]
-            fn = quad(lambda s: (1 - s ** r) ** b, threshold, 1.0)[0]
-            err = fp_weight * fp + fn_weight * fn
-            if err < best_err:
-                best, best_err = (b, r), err
-    return best
+    The areas are integrals of polynomials of degree b * r <= num_perm, so Gauss-Legendre quadrature with
+    num_perm / 2 + 1 nodes computes them exactly (up to rounding), for all (b, r) at once."""
+    b, r = (np.array(v) for v in zip(*[(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)]))
+    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+
+    def area(f, lo: float, hi: float) -> np.ndarray:
+        s = (hi - lo) / 2 * nodes + (hi + lo) / 2
+        return (hi - lo) / 2 * (f(s[None, :]) @ weights)
+
+    miss = lambda s: (1 - s ** r[:, None]) ** b[:, None]  # noqa: E731  P(no band agrees) at similarity s
+    err = fp_weight * area(lambda s: 1 - miss(s), 0.0, threshold) + fn_weight * area(miss, threshold, 1.0)
+    best = int(np.argmin(err))  # the first minimum, in datasketch's order
+    return int(b[best]), int(r[best])

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.dedup.datasets import ARROW, broadcast, fetched, gather, materialize
+from pipelines.dedup.datasets import ARROW, broadcast, by_group, fetched, map_blocks, materialize
 from pipelines.stage import ID, KEY as INTERNAL_KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
 
 log = logging.getLogger(__name__)
@@ -99,16 +99,15 @@ def survivors(components, keys, partitions: int, limit_rows: int):
     members' keep keys are taken by a semi-join (components broadcast up to ``limit_rows``, else joined)."""
     components = components.materialize()
     n = components.count()
-    pairs = keys.select_columns([INTERNAL_KEY, KEY])
     refs = broadcast(components, limit_rows)
     if refs is not None:
-        members = pairs.map_batches(_members_broadcast, fn_args=(refs,), **ARROW)
+        members = map_blocks(keys, _members_broadcast, refs, columns=[INTERNAL_KEY, KEY])
     else:
         both = components.map_batches(_with_roots, **ARROW)
-        members = pairs.join(both, "inner", partitions, on=(INTERNAL_KEY,), right_on=("node",))
-        members = members.select_columns(["root", KEY])
-    grouped = gather(materialize(members), ["root"], partitions, 2 * n, limit_rows)
-    return grouped.map_batches(_losers, batch_size=None, **ARROW)
+        members = keys.select_columns([INTERNAL_KEY, KEY]).join(both, "inner", partitions, on=(INTERNAL_KEY,),
+                                                                 right_on=("node",))
+        members = materialize(members.select_columns(["root", KEY]))
+    return by_group(members, ["root"], _losers, partitions=partitions, rows=2 * n, limit_rows=limit_rows)
 
 
 def _with_roots(components: pa.Table) -> pa.Table:
@@ -139,21 +138,23 @@ def _losers(members: pa.Table) -> pa.Table:
     return pa.table({"node": members[KEY], "root": members[f"{KEY}_min"]}).cast(ROOT_SCHEMA)
 
 
-def apply_roots(ds, roots, mark, partitions: int, limit_rows: int):
-    """``ds`` (live key rows) with every batch passed to ``mark(batch, root)``: ``root`` the root key of each row
-    (null for rows that are no group's non-survivor). The roots are broadcast up to ``limit_rows``, else joined
-    with the key rows."""
+def apply_roots(ds, roots, mark, partitions: int, limit_rows: int, drop: list[str] = ()):
+    """``ds`` (live key rows, less the columns ``drop``) with every batch passed to ``mark(batch, root)``: ``root``
+    the root key of each row (null for rows that are no group's non-survivor). The roots are broadcast up to
+    ``limit_rows``, else joined with the key rows."""
     roots = roots.materialize()
     refs = broadcast(roots, limit_rows)
     log.info("removal: %d records to link to a survivor (%s)", roots.count(), "broadcast" if refs is not None else "join")
     if refs is not None:
-        return ds.map_batches(_mark_broadcast, fn_args=(refs, mark), **ARROW)
-    joined = ds.join(roots, "left_outer", partitions, on=(KEY,), right_on=("node",))
+        return map_blocks(ds, _mark_broadcast, refs, mark, list(drop))
+    joined = (ds.drop_columns(list(drop)) if drop else ds).join(roots, "left_outer", partitions, on=(KEY,),
+                                                                 right_on=("node",))
     return joined.map_batches(_mark_joined, fn_args=(mark,), **ARROW)
 
 
-def _mark_broadcast(batch: pa.Table, refs: list, mark) -> pa.Table:
+def _mark_broadcast(batch: pa.Table, refs: list, mark, drop: list[str]) -> pa.Table:
     roots = fetched(refs, ROOT_SCHEMA)
+    batch = batch.drop_columns(drop)
     return mark(batch, roots["root"].chunk(0).take(pc.index_in(batch[KEY], value_set=roots["node"].chunk(0))))
 
 

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from pipelines.stage import REPORT_PREFIX
+
 SECTIONS: dict[str, type["Section"]] = {}
 
 
@@ -24,6 +26,7 @@ class Section:
     name: ClassVar[str]
     title: ClassVar[str]
     order: ClassVar[int] = 100
+    hidden_columns: ClassVar[bool] = False  # collect sees the kept tables' _report. columns
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -69,9 +72,12 @@ def sections() -> list["Section"]:
 
 
 def collect_stats(kept: dict[str, pa.Table], rejected: pa.Table, text_field: str) -> dict[str, Any]:
+    """Every section's statistics of one written slice; only sections with ``hidden_columns`` see the kept
+    tables' ``_report.`` columns (never written, so ``thresher report`` cannot see them)."""
+    written = {d: t.drop_columns([c for c in t.column_names if c.startswith(REPORT_PREFIX)]) for d, t in kept.items()}
     out = {}
     for s in sections():
-        value = s.collect(kept, rejected, text_field)
+        value = s.collect(kept if s.hidden_columns else written, rejected, text_field)
         if value is not None:
             out[s.name] = value
     return out

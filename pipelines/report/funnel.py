@@ -15,9 +15,10 @@ class Funnel(Section):
 
     def html(self, summary):
         by_stage = summary["by_stage"]
-        rows = [[s, c["in"], c["out"], c["rejected"], f"{100 * c['rejected'] / c['in']:.1f}%" if c["in"] else "-"]
+        rows = [[s, c["in"], c.get("generated", 0), c["out"], c["rejected"],
+                 f"{100 * c['rejected'] / (c['in'] + c.get('generated', 0)):.1f}%" if c["in"] else "-"]
                 for s, c in by_stage.items()]
-        out = table_html(["stage", "in", "out", "rejected", "rejected %"], rows)
+        out = table_html(["stage", "in", "generated", "out", "rejected", "rejected %"], rows)
         out += bar_chart(list(by_stage), [c["out"] for c in by_stage.values()], "records after each stage")
         reasons = [(f"{stage}: {reason}", n) for stage, rs in summary["rejected_by_reason"].items() for reason, n in rs.items()]
         reasons.sort(key=lambda x: -x[1])

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field
 
-from pipelines.dedup.datasets import ARROW, gather, materialize, partitions_for
+from pipelines.dedup.datasets import by_group, map_blocks, partitions_for
 from pipelines.dedup.removal import (KEY, ROOT_SCHEMA, KeepRule, apply_roots, mark_removed, text_lengths,
                                      with_keep_keys)
 from pipelines.stage import GlobalStage, StageConfig
@@ -61,11 +61,11 @@ class DedupExact(GlobalStage):
 
     def decide(self, ds):
         """Only ``(hash, key)`` rows are shuffled; the key rows get their group's survivor."""
-        ds = materialize(ds.map_batches(with_keep_keys, fn_args=(self.config.keep,), **ARROW))
+        ds = map_blocks(ds, with_keep_keys, self.config.keep)
         partitions = self.config.partitions or partitions_for(ds.count())
-        pairs = ds.select_columns([HASH, KEY])
         limit = self.ctx.broadcast_limit_rows
-        roots = gather(pairs, [HASH], partitions, ds.count(), limit).map_batches(group_roots, batch_size=None, **ARROW)
+        roots = by_group(ds, [HASH], group_roots, columns=[HASH, KEY], partitions=partitions, rows=ds.count(),
+                         limit_rows=limit)
         return apply_roots(ds, roots, self.mark, partitions, limit)
 
     def mark(self, batch: pa.Table, root) -> pa.Table:

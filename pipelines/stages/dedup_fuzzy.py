@@ -42,9 +42,9 @@ import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.dedup.components import connected_components
-from pipelines.dedup.datasets import ARROW, gather, materialize, partitions_for
-from pipelines.dedup.lsh import band_column, bucket_edges, bucket_rows, optimal_bands, verified_edges
-from pipelines.dedup.removal import KEY, KeepRule, apply_roots, mark_removed, survivors, text_lengths, with_keep_keys
+from pipelines.dedup.datasets import ARROW, gather, in_one_task, map_blocks, partitions_for
+from pipelines.dedup.lsh import band_column, band_edges, bucket_edges, bucket_rows, optimal_bands, verified_edges
+from pipelines.dedup.removal import KeepRule, apply_roots, mark_removed, survivors, text_lengths, with_keep_keys
 from pipelines.stage import KEY as INTERNAL_KEY, GlobalStage, StageConfig
 
 log = logging.getLogger(__name__)
@@ -121,18 +121,21 @@ class DedupFuzzy(GlobalStage):
 
     def decide(self, ds):
         c = self.config
-        ds = materialize(ds.map_batches(with_keep_keys, fn_args=(c.keep,), **ARROW))
+        ds = map_blocks(ds, with_keep_keys, c.keep)
         bands = [band_column(i) for i in range(self.bands)]
         partitions = c.partitions or partitions_for(ds.count() * self.bands)
         log.info("dedup_fuzzy: %d records, %d x %d bands, %d shuffle partitions", ds.count(), self.bands, self.rows,
                  partitions)
-        edge_sets = []
+        edge_sets, limit = [], self.ctx.broadcast_limit_rows
         for first in range(0, self.bands, c.band_group_size):
             group = range(first, min(first + c.band_group_size, self.bands))
-            rows = ds.select_columns([INTERNAL_KEY, *map(band_column, group)]).map_batches(
-                bucket_rows, fn_args=(INTERNAL_KEY, group), **ARROW)
-            rows = gather(rows, ["bucket"], partitions, ds.count() * len(group), self.ctx.broadcast_limit_rows)
-            edges = rows.map_batches(bucket_edges, batch_size=None, **ARROW)
+            columns = [INTERNAL_KEY, *map(band_column, group)]
+            if ds.count() * len(group) <= limit:  # every bucket of the group in one task
+                edge_sets.append(in_one_task(ds, band_edges, INTERNAL_KEY, group, columns=columns))
+                continue
+            rows = ds.select_columns(columns).map_batches(bucket_rows, fn_args=(INTERNAL_KEY, group), **ARROW)
+            edges = gather(rows, ["bucket"], partitions, ds.count() * len(group), limit).map_batches(
+                bucket_edges, batch_size=None, **ARROW)
             edge_sets.append(edges if first + c.band_group_size >= self.bands else edges.materialize())
         edges = edge_sets[0].union(*edge_sets[1:]) if len(edge_sets) > 1 else edge_sets[0]
         if c.verify != "none":
@@ -142,7 +145,7 @@ class DedupFuzzy(GlobalStage):
         components = connected_components(edges, partitions, self.ctx.broadcast_limit_rows, pa.int64())
         roots = survivors(components, ds, partitions, self.ctx.broadcast_limit_rows)
         drop = bands + ([VALUE] if c.verify != "none" else [])
-        return apply_roots(ds.drop_columns(drop), roots, self.mark, partitions, self.ctx.broadcast_limit_rows)
+        return apply_roots(ds, roots, self.mark, partitions, self.ctx.broadcast_limit_rows, drop)
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
         c = self.config

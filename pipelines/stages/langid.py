@@ -92,7 +92,6 @@ class LangidConfig(TextFieldsConfig):
 class Langid(MapStage):
     name = "langid"
     Config = LangidConfig
-    stateful = True
 
     def __init__(self, config: LangidConfig, ctx):
         super().__init__(config, ctx)

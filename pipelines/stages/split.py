@@ -30,11 +30,17 @@ folds written to ``data/fold_0`` .. ``data/fold_{k-1}`` (cross-validation: train
 remaining one), stratified and grouped the same way. The report's dataset section shows the class balance per
 split (``pipelines.report.dataset``).
 
+Augmented records (``augmented_from``, from the ``augment`` stage before this one) are grouped with the record they
+were made from, so a copy always lands in its source's split; a copy that lands outside the splits its
+``augmentation`` names (augment's ``splits``, default ``[train]``) is rejected (reason ``augmented_outside_splits``),
+so no copy of a validation or test record is written.
+
 The stage is global: it decides on the key rows (id, grouping values, class), never on the records.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -44,7 +50,7 @@ import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.dedup.components import connected_components, smallest_roots
-from pipelines.stage import SPLIT, GlobalStage, StageConfig, active
+from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig, active
 
 GROUP = "_split_group"
 LINKS = "_split_links"
@@ -55,6 +61,7 @@ HASH_SPACE = 1 << 63
 BUCKET_SHIFT = 53  # 63-bit hashes -> 2**10 buckets
 BUCKETS = 1 << 10
 DUP_CLUSTER = "dup_cluster"
+AUGMENTED_FROM, AUGMENTATION = "augmented_from", "augmentation"  # the augment stage's provenance columns
 KEY_SEP, PART_SEP = "\x1f", "\x1e"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SMALLEST = "_split_smallest_class"
@@ -140,8 +147,12 @@ class Split(GlobalStage):
         fields = [f for f in self.group_fields if f in batch.columns]
         columns = [[f"{f}{KEY_SEP}{v}" if _present(v) else None for v in batch[f]] for f in fields]
         groups, links = [], []
-        for rid, *values in zip(batch["id"], *columns):
+        lineage = batch[AUGMENTED_FROM] if AUGMENTED_FROM in batch.columns else None
+        for row, (rid, *values) in enumerate(zip(batch["id"], *columns)):
             parts = [p for p in values if p is not None]
+            if lineage is not None:  # a record and its augmented copies: one group
+                source = lineage.iat[row]
+                parts.append(f"id{KEY_SEP}{source if _present(source) else rid}")
             groups.append(parts[0] if parts else f"id{KEY_SEP}{rid}")
             links.append(PART_SEP.join(parts[1:]))
         batch[GROUP] = groups
@@ -210,7 +221,20 @@ class Split(GlobalStage):
             rows = live & (classes == label)
             split[rows] = names[np.searchsorted(thresholds[label], hashes[rows], side="right")]
         batch[SPLIT] = split
+        if AUGMENTATION in batch.columns:
+            self._reject_copies_outside(batch, live)
         return batch.drop(columns=HELPERS, errors="ignore")
+
+    @staticmethod
+    def _reject_copies_outside(batch: pd.DataFrame, live: np.ndarray) -> None:
+        """Reject the augmented copies whose split is not one of their ``augmentation``'s ``splits``."""
+        for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
+            batch[col] = batch[col].astype(object).where(batch[col].notna(), None)
+        for i in np.flatnonzero(live & batch[AUGMENTATION].notna().to_numpy()):
+            allowed = json.loads(batch[AUGMENTATION].iat[i]).get("splits") or []
+            if allowed and batch[SPLIT].iat[i] not in allowed:
+                batch.iloc[i, [batch.columns.get_loc(c) for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)]] = [
+                    "split", "augmented_outside_splits", f"split={batch[SPLIT].iat[i]} splits={','.join(allowed)}"]
 
     # -- the dataset -------------------------------------------------------------------------------
 
@@ -220,19 +244,21 @@ class Split(GlobalStage):
 
     def keys(self, batch) -> dict:
         """Map side: the grouping and stratification values of each live record."""
-        wanted = [*self.group_fields, *([self.config.stratify] if self.config.stratify else [])]
+        wanted = [*self.group_fields, *([self.config.stratify] if self.config.stratify else []), AUGMENTED_FROM,
+                  AUGMENTATION]
         return {f: batch[f].cast(pa.string()) for f in dict.fromkeys(wanted) if f in batch.column_names}
 
     def decision_columns(self) -> list[str]:
         return [SPLIT]
 
     def decide(self, ds):
+        linked = bool(self.config.group_by) or AUGMENTED_FROM in ds.schema().names
         ds = ds.map_batches(self._keys, batch_format="pandas")
-        if not self.config.exact and not self.config.group_by:  # streaming: fixed ranges, nothing to count
+        if not self.config.exact and not linked:  # streaming: fixed ranges, nothing to count
             return ds.map_batches(self._assign, fn_args=(self._fixed_thresholds(),), batch_format="pandas")
         ds = ds.materialize()
         partitions = max(2, ds.num_blocks())
-        if self.config.group_by:
+        if linked:
             ds = self._join_components(ds, partitions)
         if not self.config.exact:
             return ds.map_batches(self._assign, fn_args=(self._fixed_thresholds(),), batch_format="pandas")

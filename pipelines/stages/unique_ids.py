@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from pipelines.dedup.datasets import ARROW, gather, materialize, partitions_for
+from pipelines.dedup.datasets import ARROW, by_group, map_blocks, partitions_for
 from pipelines.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, GlobalStage, StageConfig
 
 ID_HASH = "_id_hash"
@@ -27,14 +27,13 @@ class UniqueIds(GlobalStage):
     Config = UniqueIdsConfig
 
     def decide(self, ds):
-        ds = materialize(ds.map_batches(_id_hashes, **ARROW))
+        ds = map_blocks(ds, _id_hashes)
         partitions = partitions_for(ds.count())
-        pairs = gather(ds.select_columns([ID_HASH, KEY]), [ID_HASH], partitions, ds.count(),
-                       self.ctx.broadcast_limit_rows)
-        firsts = pairs.map_batches(_later_occurrences, batch_size=None, **ARROW).materialize()
+        firsts = by_group(ds, [ID_HASH], _later_occurrences, columns=[ID_HASH, KEY], partitions=partitions,
+                          rows=ds.count(), limit_rows=self.ctx.broadcast_limit_rows)
         self.metrics = {"repeated": firsts.count()}
         if not self.config.reject or not firsts.count():
-            return ds.drop_columns([ID_HASH])
+            return map_blocks(ds, _without_hashes)
         joined = ds.join(firsts, "left_outer", partitions, on=(KEY,))
         return joined.map_batches(_mark, **ARROW)
 
@@ -42,6 +41,10 @@ class UniqueIds(GlobalStage):
 def _id_hashes(batch: pa.Table) -> pa.Table:
     ids = pc.fill_null(batch[ID].cast(pa.string()), "").cast(pa.binary()).to_pylist()
     return batch.append_column(ID_HASH, pa.array([xxhash.xxh3_128_digest(i) for i in ids], pa.binary(16)))
+
+
+def _without_hashes(batch: pa.Table) -> pa.Table:
+    return batch.drop_columns([ID_HASH])
 
 
 def _later_occurrences(pairs: pa.Table) -> pa.Table:
