@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -198,12 +199,15 @@ _SET_UP_KEPT = 8
 
 
 def _set_up(stage: MapStage) -> MapStage:
-    """``stage`` after its ``setup()``, run once per worker process and configuration (a task's arguments are
-    deserialized anew for every task, so the model a stage loads is kept here, not on the object)."""
-    key = f"{stage.name}\0{stage.config.model_dump_json()}\0{stage.fingerprint() or ''}"
+    """``stage`` after its ``setup()``, run once per worker process and stage as built on the driver (a task's
+    arguments are deserialized anew for every task, so the model a stage loads is kept here, not on the object)."""
+    if getattr(stage, "_set_up", False):  # the same argument object again
+        return stage
+    key = hashlib.sha256(pickle.dumps(stage)).hexdigest()  # everything the stage was built with
     ready = _SET_UP.get(key)
     if ready is None:
         stage.setup()
+        stage._set_up = True
         while len(_SET_UP) >= _SET_UP_KEPT:
             _SET_UP.pop(next(iter(_SET_UP)))
         ready = _SET_UP[key] = stage
