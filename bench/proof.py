@@ -59,7 +59,7 @@ CURATION = [
     {"filter": {"predicates": [{"required": ["question", "answer"]}]}},
     {"langid": {"keep": ["en"]}},
     {"pii": {"fields": ["question", "answer"]}},
-    {"quality": {"presets": ["gopher", "c4"], "gopher": {  # examples/gsm8k_instruct.yaml's fit to word problems
+    {"quality": {"presets": ["gopher"], "gopher": {  # examples/gsm8k_instruct.yaml's fit to word problems
         "min_words": 8, "min_alpha_word_frac": 0.5, "min_mean_word_len": 2, "min_stop_words": 1,
         **{f"max_top_{n}gram_char_frac": None for n in (2, 3, 4)},
         **{f"max_dup_{n}gram_char_frac": None for n in range(5, 11)}}}},

@@ -157,7 +157,8 @@ def _poller(display, poll: Callable[[], tuple[float, float | None]]) -> Callable
 def _rate(done: float, seconds: float, total: float | None, unit: str) -> str:
     text = f"{done:,.0f} {unit}" + (f" of {total:,.0f}" if total else "")
     if seconds > 0 and done:
-        text += f", {done / seconds:,.0f}/s"
+        rate = done / seconds
+        text += f", {rate:,.0f}/s" if rate >= 10 else f", {rate:.2g}/s" if rate >= 0.1 else f", {1 / rate:,.0f} s each"
         if total and done < total:
             text += f", ETA {(total - done) * seconds / done:,.0f} s"
     return text

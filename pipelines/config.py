@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from cluster.config import ConfigError, StrictModel, validate
 from cluster.storage import StorageOptions
 from pipelines.gates import GatesConfig
-from pipelines.stage import REGISTRY, Stage, StageConfig
+from pipelines.stage import REGISTRY, GlobalStage, Stage, StageConfig
 
 FORMATS = ("jsonl", "parquet", "text", "wet")
 
@@ -65,16 +65,33 @@ class CurateConfig(StrictModel):
         return [_parse_stage(i, item) for i, item in enumerate(v or [])]
 
     @model_validator(mode="after")
+    def _global_stages_once(self):
+        for i, spec in enumerate(self.stages):
+            if issubclass(REGISTRY[spec.name], GlobalStage) and spec.name in (s.name for s in self.stages[:i]):
+                raise ValueError(f"stages.{i}.{spec.name}: a global stage runs once per pipeline (it is also an "
+                                 "earlier stage)")
+        return self
+
+    @model_validator(mode="after")
     def _gated_stages_exist(self):
-        known = {"read", "unique_ids", *(s.name for s in self.stages)}
+        known = {"read", "unique_ids", *self.stage_names()}
         for name in self.gates.max_stage_rejected_fraction:
             if name not in known:
                 raise ValueError(f"gates.max_stage_rejected_fraction.{name}: no such stage in this run "
                                  f"(stages: {', '.join(sorted(known))})")
         return self
 
-    def stage_classes(self) -> list[tuple[type[Stage], StageConfig]]:
-        return [(REGISTRY[s.name], s.config) for s in self.stages]
+    def stage_names(self) -> list[str]:
+        """The stages' names in the run (counts, rejects, gates): a map stage used again is ``<name>-2``, ..."""
+        names: list[str] = []
+        for s in self.stages:
+            repeats = sum(n.partition("-")[0] == s.name for n in names)
+            names.append(f"{s.name}-{repeats + 1}" if repeats else s.name)
+        return names
+
+    def stage_classes(self) -> list[tuple[type[Stage], StageConfig, str]]:
+        """(class, options, name in the run) of each stage."""
+        return [(REGISTRY[s.name], s.config, name) for s, name in zip(self.stages, self.stage_names())]
 
     def dump(self) -> dict[str, Any]:
         """The config as plain data, stages in their YAML shape."""

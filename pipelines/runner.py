@@ -76,9 +76,12 @@ class Segment:
 
 def build_stages(cfg: CurateConfig, storage: Storage) -> list[Stage]:
     stages, names = [], []
-    for cls, options in cfg.stage_classes():
-        stages.append(cls(options, _context(cfg, storage, names)))
-        names.append(cls.name)
+    for cls, options, name in cfg.stage_classes():
+        stage = cls(options, _context(cfg, storage, names))
+        if name != cls.name:
+            stage.name = name
+        stages.append(stage)
+        names.append(name)
     return stages
 
 

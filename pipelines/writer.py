@@ -80,9 +80,16 @@ def _strings_for_nulls(table: pa.Table) -> pa.Table:
 
 
 def _as_table(block) -> pa.Table:
-    if isinstance(block, pd.DataFrame):
-        return pa.Table.from_pandas(block, preserve_index=False)
-    return block
+    """A block as Arrow, vectors as ``fixed_size_list``: Ray Data turns a vector column that went through a pandas
+    batch into its tensor extension type, which other readers of the Parquet would not know."""
+    table = pa.Table.from_pandas(block, preserve_index=False) if isinstance(block, pd.DataFrame) else block
+    for i, field in enumerate(table.schema):
+        shape = getattr(field.type, "shape", None)
+        if isinstance(field.type, pa.ExtensionType) and shape is not None and len(shape) == 1:
+            storage = pa.chunked_array([c.storage for c in table.column(i).chunks], field.type.storage_type)
+            vectors = storage.cast(pa.list_(field.type.storage_type.value_type, shape[0]))
+            table = table.set_column(i, pa.field(field.name, vectors.type, field.nullable), vectors)
+    return table
 
 
 def row_sizes(table: pa.Table) -> np.ndarray:

@@ -132,15 +132,17 @@ def test_curate_run_writes_filtered_records_to_rejects_with_the_predicate(ray_lo
         {"id": "no-year", "text": "No year at all.", "license": "mit", "url": "https://ok.org/f"},
     ]
     stages = [{"filter": {"predicates": [{"field": "year", "min": 2015, "max": 2024},
-                                         {"field": "license", "allow": ["mit", "cc0"]},
-                                         {"field": "url", "domain_deny": ["spam.com"]}]}}]
+                                         {"field": "license", "allow": ["mit", "cc0"]}]}},
+              {"normalize": {}}, {"filter": {"predicates": [{"field": "url", "domain_deny": ["spam.com"]}]}}]
     manifest, out = curate(tmp_path, [write_jsonl(tmp_path / "in.jsonl", docs)], stages)
     assert_accounting(manifest, out)
-    assert manifest["counts"]["by_stage"]["filter"] == {"in": 6, "out": 2, "rejected": 4}
+    by_stage = manifest["counts"]["by_stage"]  # a stage used again is counted apart, as filter-2
+    assert by_stage["filter"] == {"in": 6, "out": 3, "rejected": 3}
+    assert by_stage["filter-2"] == {"in": 3, "out": 2, "rejected": 1}
     kept = read_dir(out / "data").to_pandas()
     assert sorted(kept["id"]) == ["keep-1", "keep-2"] and set(kept["license"]) == {"MIT", "cc0"}
     rejects = read_dir(out / "rejects").to_pandas().set_index("id")
-    assert set(rejects["stage"]) == {"filter"}
+    assert rejects["stage"].to_dict() == {"old": "filter", "gpl": "filter", "no-year": "filter", "spam": "filter-2"}
     assert rejects["reason"].to_dict() == {"old": "filter:year.min", "gpl": "filter:license.allow",
                                            "spam": "filter:url.domain_deny", "no-year": "filter:year.missing"}
     assert rejects.loc["old", "detail"] == "year=2001 < 2015" and rejects.loc["gpl", "license"] == "GPL"

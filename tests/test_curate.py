@@ -133,6 +133,8 @@ def test_rerun_replaces_previous_output_and_report(ray_local, tmp_path):
         ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"pii": {"mode": "erase"}}]}, [], "stages.0.pii.mode"),
         ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"normalise": {}}]}, [], "normalise"),
         ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"normalize": {"nfc": True}}]}, [], "stages.0.normalize.nfc"),
+        ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": ["dedup_exact", "normalize", "dedup_exact"]}, [],
+         "stages.2.dedup_exact"),
         ({"input": {"paths": ["x"]}, "output": {"path": "o"}}, ["input.max_doc_chars=-5"], "input.max_doc_chars"),
         ({"output": {"path": "o"}}, [], "input"),
     ],

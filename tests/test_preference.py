@@ -51,12 +51,15 @@ def arithmetic_pairs(n: int, seed: int) -> list[dict]:
     return records
 
 
-def curate(records: list[dict], out: Path, split: dict | None = None, normalize: bool = True) -> tuple[dict, Path]:
-    """A curation run over ``records`` written as one JSON array: (normalize,) format preference(, split)."""
+def curate(records: list[dict], out: Path, split: dict | None = None, normalize: bool = True,
+           dedup: bool = False) -> tuple[dict, Path]:
+    """A curation run over ``records`` written as one JSON array: (normalize,) format preference(, dedup of
+    repeated pairs)(, split)."""
     src = out.with_suffix(".json")
     src.write_text(json.dumps(records, indent=2))
     stages = [{"normalize": {}}] if normalize else []
     stages += [{"format": {"template": "preference", "mapping": {"messages": "conversations"}}}]
+    stages += [{"dedup_exact": {"fields": ["messages", "chosen", "rejected"]}}] if dedup else []
     manifest = curate_run(parse_curation_config({
         "input": {"paths": [str(src)], "text_field": "conversations", "id_field": None},
         "output": {"path": str(out)}, "stages": stages + ([{"split": split}] if split else [])}))
@@ -92,8 +95,9 @@ def tokenizer_of(path: Path):
 
 
 def test_llama_factory_preference_data_is_formatted_validated_and_split_by_prompt(ray_local, pairs, tmp_path):
-    """LLaMA-Factory's demo set (a JSON array) plus invalid pairs: the valid ones keep their prompt turns and
-    responses, the invalid ones are rejected with the reason; a prompt's pairs share one split."""
+    """LLaMA-Factory's demo set (a JSON array) plus invalid pairs and a repeated pair: the valid ones keep their
+    prompt turns and responses, the invalid ones are rejected with the reason, the repeat as a duplicate while the
+    prompt's other pairs stay; a prompt's pairs share one split."""
     demo = json.loads(shared_path("sft/dpo_en_demo.json").read_text())
     human = {"from": "human", "value": "Name a colour."}
     def reply(text: str) -> dict:
@@ -102,12 +106,15 @@ def test_llama_factory_preference_data_is_formatted_validated_and_split_by_promp
     bad = [{"conversations": [human], "chosen": reply("Blue."), "rejected": reply("Blue.")},
            {"conversations": [human], "chosen": reply("Red."), "rejected": reply(" ")},
            {"conversations": [human, reply("Red.")], "chosen": "Blue.", "rejected": "Green."}]
-    manifest, data = curate(demo + bad, tmp_path / "demo", normalize=False)
+    repeated = next(r for r in demo if sum(d["conversations"] == r["conversations"] for d in demo) > 1)
+    manifest, data = curate(demo + bad + [repeated], tmp_path / "demo", normalize=False, dedup=True)
     rejects = pq.read_table(tmp_path / "demo/rejects").to_pylist()
-    assert manifest["counts"]["output"] == len(demo) and len(rejects) == 3
-    assert sorted(r["detail"] for r in rejects) == ["chosen and rejected are the same", "empty rejected response",
+    distinct = len({json.dumps([r["conversations"], r["chosen"], r["rejected"]]) for r in demo})  # it repeats some
+    assert manifest["counts"]["output"] == distinct and len(rejects) == 3 + len(demo) + 1 - distinct
+    invalid = [r for r in rejects if r["reason"] == "invalid_preference"]
+    assert sorted(r["detail"] for r in invalid) == ["chosen and rejected are the same", "empty rejected response",
                                                     "the prompt must end with a user turn"]
-    assert {r["reason"] for r in rejects} == {"invalid_preference"}
+    assert {r["reason"] for r in rejects if r not in invalid} == {"exact_duplicate"}
     kept = pq.read_table(data).to_pylist()
     by_pair = {(r["chosen"], r["rejected"]): r for r in kept}
     for record in demo:

@@ -285,7 +285,8 @@ def test_curate_with_embed_semantic_dedup_classify_and_report(ray_local, tmp_pat
     lengths = dict(zip(kept["id"].to_pylist(), map(len, kept["text"].to_pylist())))
     for text, kept_id in zip(removed["text"].to_pylist(), removed["detail"].to_pylist()):
         assert lengths[kept_id] >= len(text)  # keep: longest, and rejects name a kept record
-    vectors, valid = as_matrix(kept["embedding"])  # (a map stage after embed makes it Ray's tensor type)
+    assert kept.schema.field("embedding").type == pa.list_(pa.float32(), 384)  # though a map stage followed embed
+    vectors, valid = as_matrix(kept["embedding"])
     assert vectors.shape == (kept.num_rows, 384) and valid.all()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert kept["semantic_cluster"].null_count == 0 and kept["semantic_kmeans"].null_count == 0

@@ -7,8 +7,12 @@ survivor; the key rows then learn their survivor (``pipelines.dedup.removal.appl
 rejected (``exact_duplicate``, detail: the kept id). Text never leaves the map side; nothing is collected on
 the driver.
 
-Normalization, in this order: Unicode NFKC (``unicode_nfkc``), lowercase, punctuation, symbols and digits
-replaced by spaces (``strip_punctuation_digits``), whitespace runs collapsed and trimmed
+``fields`` hashes several fields together instead of the text field alone: a record's identity is then all of
+them (e.g. ``[messages, chosen, rejected]`` for preference pairs, so that a prompt's distinct pairs all stay and
+only repeated pairs go); a field holding a chat conversation counts by its messages' contents.
+
+Normalization of each field, in this order: Unicode NFKC (``unicode_nfkc``), lowercase, punctuation, symbols and
+digits replaced by spaces (``strip_punctuation_digits``), whitespace runs collapsed and trimmed
 (``collapse_whitespace``).
 """
 
@@ -22,9 +26,11 @@ from pydantic import Field
 from pipelines.dedup.datasets import by_group, map_blocks, partitions_for
 from pipelines.dedup.removal import (KEY, ROOT_SCHEMA, KeepRule, apply_roots, mark_removed, text_lengths,
                                      with_keep_keys)
+from pipelines.fields import texts
 from pipelines.stage import GlobalStage, StageConfig
 
 HASH = "_dedup_hash"
+SEPARATOR, FIELD_SEPARATOR = "\x1e", "\x1f"  # between a conversation's messages, between fields
 
 
 class DedupExactConfig(StageConfig):
@@ -33,6 +39,7 @@ class DedupExactConfig(StageConfig):
     strip_punctuation_digits: bool = False
     unicode_nfkc: bool = False
     keep: KeepRule = "lowest_id"
+    fields: list[str] | None = Field(None, min_length=1, description="fields hashed together (default: the text field)")
     partitions: int | None = Field(None, ge=1, description="shuffle partitions (default: one per 4 M shuffled rows, at least 2)")
 
 
@@ -54,10 +61,22 @@ class DedupExact(GlobalStage):
         return texts
 
     def keys(self, batch: pa.Table) -> dict:
-        """Map side: text hash (16 bytes) and length of each live record."""
-        texts = self.normalized(batch[self.text])
-        digests = [None if t is None else xxhash.xxh3_128_digest(t) for t in texts.cast(pa.binary()).to_pylist()]
+        """Map side: hash (16 bytes) of the normalized text (or ``fields``) and length of each live record."""
+        if self.config.fields is None:
+            values = self.normalized(batch[self.text]).cast(pa.binary()).to_pylist()
+        else:
+            columns = [self.field_values(batch, f) for f in self.config.fields]
+            values = [None if all(v is None for v in row) else FIELD_SEPARATOR.join(v or "" for v in row).encode()
+                      for row in zip(*columns)]
+        digests = [None if v is None else xxhash.xxh3_128_digest(v) for v in values]
         return {HASH: pa.array(digests, pa.binary(16)), **text_lengths(batch, self.text)}
+
+    def field_values(self, batch: pa.Table, field: str) -> list[str | None]:
+        """Per record, the normalized texts of ``field`` (a chat conversation's message contents), joined."""
+        if field not in batch.column_names:
+            raise ValueError(f"dedup_exact: no field {field!r} in the records (columns: {', '.join(batch.column_names)})")
+        joined = [None if v is None else SEPARATOR.join(texts(v)) for v in batch[field].to_pylist()]
+        return self.normalized(pa.chunked_array([pa.array(joined, pa.string())])).to_pylist()
 
     def decide(self, ds):
         """Only ``(hash, key)`` rows are shuffled; the key rows get their group's survivor."""
