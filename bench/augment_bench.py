@@ -117,9 +117,9 @@ def render(report: dict) -> str:
              "copy: similarity, duplicates, fastText language ID), on GSM8K train questions. Model-backed methods: "
              f"SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to float32), greedy, at most {report['max_new_tokens']} "
              "new tokens, batches of 8 prompts (backtranslate generates twice per copy).", "",
-             f"**Other work shared these CPUs**: load average (1, 5, 15 min) {report['load_average_before']} before "
-             f"and {report['load_average_after']} after the run, on {report['cpus']} cores, so these figures are "
-             "lower bounds: a process got a fraction of a core.", "",
+             f"Load average (1, 5, 15 min) {report['load_average_before']} before and {report['load_average_after']} "
+             f"after the run, on {report['cpus']} cores (a 1-minute load above the core count means other work shared "
+             "the CPUs and these rates are lower bounds).", "",
              "| method | records | copies | accepted | acceptance | records/s per core | setup s | median similarity "
              "| rejected by reason |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:

@@ -149,9 +149,9 @@ def end_to_end(mb: float, work: Path) -> dict:
 def markdown(results: dict) -> str:
     t = results["throughput"]
     lines = ["# Semantic dedup and embeddings", "",
-             f"Machine: {results['cpus']} CPUs, shared with other jobs: load average (1, 5, 15 min) "
-             f"{results['load_start']} at the start, {results['load_end']} at the end. Timings on a loaded machine "
-             "are upper bounds; per-core figures divide by one busy core.", "",
+             f"Machine: {results['cpus']} CPUs; load average (1, 5, 15 min) {results['load_start']} at the start, "
+             f"{results['load_end']} at the end (a 1-minute load near the CPU count is this benchmark alone; above it, "
+             "other work shared the CPUs and the timings are upper bounds).", "",
              "## Encoder throughput (all-MiniLM-L6-v2, plain transformers, 1 torch thread)", "",
              "| texts | n | texts/s per core |", "|---|---|---|",
              f"| MRPC sentences (~20 words) | {t['short_n']} | {t['short_per_s']:.1f} |",

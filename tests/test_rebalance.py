@@ -1,18 +1,22 @@
 """Rebalancing: class targets (uniform, ratios, counts) in each direction, computed by hand; exact class counts,
 deterministic undersampling and oversampling on the labelled SNLI sample after a split (the other splits left
 alone), its accounting with generated copies and the report's class balance; mixing weights by source with
-copies made by an augmentation method, before a split that keeps copies with their source."""
+copies made by an augmentation method, before a split that keeps copies with their source; the partitioned cuts
+(radix selection) against the one-task ones."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from pipelines.stages.rebalance import RebalanceConfig, targets
 from pipelines.config import parse_config
 from pipelines.runner import run
+from pipelines.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
+from pipelines.stages.rebalance import COPIES, Rebalance, RebalanceConfig, targets
 from testkit.runs import assert_accounting, read_dir, write_jsonl
 from tests.conftest import shared_path
 
@@ -110,3 +114,36 @@ def test_source_mixing_weights_with_augmented_copies_before_split(ray_local, tmp
     assert changed.sum() >= 20 and list(changed) == [m == "typos" for m in methods]  # unchanged: a duplicate
     split_of = {i: name for name, t in tables.items() for i in t["id"]}
     assert all(split_of[c] == split_of[s] for c, s in zip(copies["id"], copies["augmented_from"]))
+
+
+
+def test_partitioned_cuts_keep_the_same_records(ray_local):
+    """``broadcast_limit_rows: 0`` (``execution.broadcast_limit_rows``) finds every cut by radix selection down to its
+    last digit, never among a whole class in one task: on SNLI key rows in six blocks, the neutral ones under five
+    ids only (equal hashes, ties by key), the same records are kept and copied as by default, to the exact counts."""
+    import ray
+    import ray.data
+
+    docs = snli(300)
+    labels = [d["label"] for d in docs]
+    ids = [f"n{i % 5}" if label == "neutral" else d["id"] for i, (d, label) in enumerate(zip(docs, labels))]
+    n = len(docs)
+    keys = pa.table({KEY: (np.arange(n) % 50) + (np.arange(n) // 50 << 32), ID: ids, "label": labels,
+                     **{c: pa.nulls(n, pa.string()) for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)}})
+    config = RebalanceConfig(field="label", target={"counts": {"entailment": 150, "neutral": 70}}, method="both",
+                             splits=[])
+
+    def decided(limit: int) -> pd.DataFrame:
+        stage = Rebalance(config, StageContext(broadcast_limit_rows=limit))
+        blocks = [keys.slice(start, 50) for start in range(0, n, 50)]
+        out = stage.decide(ray.data.from_arrow(blocks)).materialize()
+        return pa.concat_tables(ray.get(out.to_arrow_refs())).to_pandas().sort_values(KEY, ignore_index=True)
+
+    default, partitioned = decided(2_000_000), decided(0)
+    before = Counter(labels)
+    assert 150 % before["entailment"] and before["neutral"] > 70  # a cut in each direction
+    kept = partitioned[partitioned[REJECT_STAGE].isna()]
+    assert kept[KEY].tolist() == default.loc[default[REJECT_STAGE].isna(), KEY].tolist()
+    assert partitioned[COPIES].tolist() == default[COPIES].tolist()
+    after = kept.groupby("label")[COPIES].agg(lambda c: len(c) + c.sum())
+    assert after.to_dict() == {"entailment": 150, "neutral": 70, "contradiction": before["contradiction"]}

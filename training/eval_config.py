@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from cluster.config import StrictModel, validate
 from cluster.storage import StorageOptions
+from models.generation import GenerationSpec
 from training.config import ModelOptions
 from training.scoring import METRICS
 
@@ -24,16 +25,9 @@ class EvalData(StrictModel):
     max_rows: int | None = Field(None, gt=0, description="evaluate the first N rows")
 
 
-class GenerationOptions(StrictModel):
-    max_new_tokens: int = Field(256, gt=0)
-    temperature: float = Field(0.0, ge=0, description="0: greedy decoding (deterministic)")
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
-    batch_size: int = Field(16, gt=0, description="prompts per generate call")
+class GenerationOptions(GenerationSpec):
     num_actors: int = Field(1, gt=0, description="model replicas in the Ray Data actor pool")
     use_gpu: bool = False
-    backend: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="auto: vLLM when it is installed and the actor has a GPU, else transformers")
 
 
 class RegexExtract(StrictModel):

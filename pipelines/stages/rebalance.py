@@ -20,9 +20,12 @@ source (``oversample_with: duplicate``) or made by a model-free augmentation met
 ``shuffle``: a record the method cannot change is duplicated); before ``split`` they go to their source's split.
 
 The stage is global: it decides on the key rows (``field``, ``id``, key); the copies are made right after the
-decisions are applied, on the records. The driver holds the per-class counts and, for the classes that need a cut,
-16 bytes per record of those classes. ``manifest.metrics.rebalance`` holds the counts before and after per class
-(the report's class balance section).
+decisions are applied, on the records. The driver holds the per-class counts and small summaries only. A class's cut
+(the (hash, key) at its rank) is found on the workers by radix selection: each round counts, per block, the next 9
+bits of (hash, key) of the class's remaining candidates, a tree of Ray tasks sums the counts (512 per class), and
+the driver keeps the candidates of the digit holding the rank, until at most ``execution.broadcast_limit_rows`` /
+classes remain (a round or two on large data, none on small); one task then picks the cuts among them.
+``manifest.metrics.rebalance`` holds the counts before and after per class (the report's class balance section).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 from pydantic import Field, field_validator, model_validator
 
@@ -40,6 +44,7 @@ from cluster.config import StrictModel
 from pipelines.augment import rng
 from pipelines.augment.eda import OPERATIONS, eda
 from pipelines.augment.noise import shuffle_sentences, typos
+from pipelines.dedup.datasets import block_refs, in_one_task, map_blocks, plain_task
 from pipelines.fields import unpack
 from pipelines.stage import (ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, REPORT_PREFIX, SPLIT,
                              GeneratorStage, GlobalStage, StageConfig)
@@ -48,6 +53,9 @@ from pipelines.stages.split import largest_remainder
 CLASS, HASH = "_rebalance_class", "_rebalance_hash"
 COPIES = REPORT_PREFIX + "rebalance_copies"  # routed to the records, read by the copier, never written
 AUGMENTED_FROM, AUGMENTATION = "augmented_from", "augmentation"
+DIGIT_BITS = 9  # bits of (hash, key) one selection round fixes: 7 digits per 63-bit word
+DIGITS = 14
+FANOUT = 32  # count arrays summed per task
 
 
 class Ratios(StrictModel):
@@ -156,22 +164,15 @@ class Rebalance(GlobalStage):
                                dtype=np.int64)
         return batch
 
-    @staticmethod
-    def _count(batch: pd.DataFrame) -> pd.DataFrame:
-        counted = batch[CLASS].dropna().value_counts()
-        return pd.DataFrame({"c": counted.index.astype(object), "n": counted.to_numpy()})
-
-    @staticmethod
-    def _ranked(batch: pd.DataFrame, cut: list[str]) -> pd.DataFrame:
-        return batch.loc[batch[CLASS].isin(cut), [CLASS, HASH, KEY]]
-
     def decide(self, ds):
+        import ray
+
         ds = ds.map_batches(self._classes, batch_format="pandas").materialize()
         counts: dict[str, int] = {}
-        for part in ds.map_batches(self._count, batch_format="pandas", batch_size=None).iter_batches(
-                batch_format="pandas", batch_size=None):
-            for c, n in zip(part["c"], part["n"]):
-                counts[c] = counts.get(c, 0) + int(n)
+        for part in ray.get(map_blocks(ds, _count, columns=[CLASS]).to_arrow_refs()):
+            if part.num_rows:  # (an empty dataset comes back as it is)
+                for c, n in zip(part["c"].to_pylist(), part["n"].to_pylist()):
+                    counts[c] = counts.get(c, 0) + n
         goal = targets(counts, self.config)
         cut_at = {}  # class -> rank where the cut falls: keep the first t (under), one more copy below r (over)
         for c, t in goal.items():
@@ -180,7 +181,7 @@ class Rebalance(GlobalStage):
                 cut_at[c] = t
             elif t > n and n:
                 cut_at[c] = (t - n) % n
-        thresholds = self._thresholds(ds, {c: k for c, k in cut_at.items() if k})
+        thresholds = self._thresholds(ds, {c: k for c, k in cut_at.items() if k}, counts)
         plan = {c: (counts[c], t) for c, t in goal.items() if t != counts[c]}
         after = dict(counts)
         capped = 0
@@ -194,19 +195,33 @@ class Rebalance(GlobalStage):
                         "targets": goal, "after": after, "capped": capped}
         return ds.map_batches(self._apply, fn_args=(plan, thresholds), batch_format="pandas")
 
-    def _thresholds(self, ds, ranks: dict[str, int]) -> dict[str, tuple[int, int]]:
-        """Per class, the (hash, key) of the record at rank ``ranks[class]`` (0-based) in (hash, key) order."""
+    def _thresholds(self, ds, ranks: dict[str, int], counts: dict[str, int]) -> dict[str, tuple[int, int]]:
+        """Per class, the (hash, key) of the record at rank ``ranks[class]`` (0-based) in (hash, key) order, by radix
+        selection (module docstring)."""
         if not ranks:
             return {}
-        parts = [p for p in ds.map_batches(self._ranked, fn_args=(list(ranks),), batch_format="pandas",
-                                           batch_size=None).iter_batches(batch_format="pandas", batch_size=None)]
-        rows = pd.concat(parts)
-        out = {}
-        for c, group in rows.groupby(CLASS):
-            order = np.lexsort((group[KEY].to_numpy(), group[HASH].to_numpy()))
-            i = order[ranks[c]]
-            out[c] = (int(group[HASH].iat[i]), int(group[KEY].iat[i]))
-        return out
+        import ray
+
+        classes = list(ranks)
+        bound = self.ctx.broadcast_limit_rows // len(classes)
+        prefixes = np.zeros((len(classes), 3), np.int64)  # per class: hash bits, key bits, digits fixed
+        rank = np.array([ranks[c] for c in classes], np.int64)  # among the candidates
+        left = np.array([counts[c] for c in classes], np.int64)  # candidates
+        refs = block_refs(ds)
+        while len(wide := np.flatnonzero((left > bound) & (prefixes[:, 2] < DIGITS))):
+            histograms = _summed([plain_task(_histogram).remote(ref, [classes[i] for i in wide], prefixes[wide])
+                                  for ref in refs])
+            for i, histogram in zip(wide, histograms):
+                below = np.cumsum(histogram)
+                digit = int(np.searchsorted(below, rank[i], side="right"))
+                rank[i] -= below[digit - 1] if digit else 0
+                left[i] = histogram[digit]
+                word = 0 if prefixes[i, 2] < DIGITS // 2 else 1
+                prefixes[i, word] = prefixes[i, word] << DIGIT_BITS | digit
+                prefixes[i, 2] += 1
+        candidates = map_blocks(ds, _candidates, classes, prefixes, columns=[CLASS, HASH, KEY])
+        cuts = pa.concat_tables(ray.get(in_one_task(candidates, _pick, classes, rank).to_arrow_refs()))
+        return {c: (h, k) for c, h, k in zip(*(cuts[col].to_pylist() for col in (CLASS, HASH, KEY)))}
 
     def _apply(self, batch: pd.DataFrame, plan: dict, thresholds: dict) -> pd.DataFrame:
         copies = np.zeros(len(batch), np.int32)
@@ -232,6 +247,70 @@ class Rebalance(GlobalStage):
         if self.copier:
             batch[COPIES] = copies
         return batch.drop(columns=[CLASS, HASH])
+
+
+def _count(block: pa.Table) -> pa.Table:
+    """Records per class in ``block``: columns ``c`` and ``n``."""
+    counted = pc.value_counts(pc.drop_null(block[CLASS].cast(pa.string())))
+    return pa.table({"c": counted.field("values"), "n": counted.field("counts")})
+
+
+def _summed(refs: list) -> np.ndarray:
+    """The sum of the arrays behind ``refs``, added up by a tree of Ray tasks."""
+    import ray
+
+    while len(refs) > 1:
+        refs = [plain_task(_sum).remote(*refs[i:i + FANOUT]) for i in range(0, len(refs), FANOUT)]
+    return ray.get(refs[0])
+
+
+def _sum(*arrays: np.ndarray) -> np.ndarray:
+    return np.sum(arrays, axis=0)
+
+
+def _shifts(digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The right shifts of hash and key that leave their first ``digits`` digits (of 7 each, hash first)."""
+    half = DIGITS // 2
+    return 63 - DIGIT_BITS * np.minimum(digits, half), 63 - DIGIT_BITS * np.clip(digits - half, 0, half)
+
+
+def _matching(block: pa.Table, classes: list[str], prefixes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``block`` that are candidates of one of ``classes`` (their ``prefixes``), and that class's
+    index."""
+    which = pc.index_in(block[CLASS].cast(pa.string()), value_set=pa.array(classes, pa.string()))
+    which = pc.fill_null(which, -1).to_numpy()
+    rows = np.flatnonzero(which >= 0)
+    which = which[rows]
+    hashes, keys = block[HASH].to_numpy()[rows], block[KEY].to_numpy()[rows]
+    hash_shift, key_shift = _shifts(prefixes[which, 2])
+    match = ((hashes >> hash_shift) == prefixes[which, 0]) & ((keys >> key_shift) == prefixes[which, 1])
+    return rows[match], which[match]
+
+
+def _histogram(block: pa.Table, classes: list[str], prefixes: np.ndarray) -> np.ndarray:
+    """Per class, its candidates in ``block`` counted by their next digit: ``(classes, 2**DIGIT_BITS)``."""
+    rows, which = _matching(block, classes, prefixes)
+    fixed = prefixes[which, 2]
+    hash_shift, key_shift = _shifts(fixed + 1)
+    hashes, keys = block[HASH].to_numpy()[rows], block[KEY].to_numpy()[rows]
+    digits = np.where(fixed < DIGITS // 2, hashes >> hash_shift, keys >> key_shift) & ((1 << DIGIT_BITS) - 1)
+    size = 1 << DIGIT_BITS
+    return np.bincount(which * size + digits, minlength=len(classes) * size).reshape(len(classes), size)
+
+
+def _candidates(block: pa.Table, classes: list[str], prefixes: np.ndarray) -> pa.Table:
+    rows, _ = _matching(block, classes, prefixes)
+    return pa.table({CLASS: block[CLASS].cast(pa.string()).take(rows), HASH: block[HASH].take(rows),
+                     KEY: block[KEY].take(rows)})
+
+
+def _pick(candidates: pa.Table, classes: list[str], ranks: np.ndarray) -> pa.Table:
+    """Per class, the (hash, key) at its rank among its candidates."""
+    which = pc.index_in(candidates[CLASS], value_set=pa.array(classes, pa.string())).to_numpy()
+    hashes, keys = candidates[HASH].to_numpy(), candidates[KEY].to_numpy()
+    order = np.lexsort((keys, hashes, which))
+    chosen = order[np.searchsorted(which[order], np.arange(len(classes))) + ranks]
+    return pa.table({CLASS: pa.array(classes, pa.string()), HASH: hashes[chosen], KEY: keys[chosen]})
 
 
 class Copies(GeneratorStage):
