@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections import Counter
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -83,10 +84,10 @@ class CurateConfig(StrictModel):
 
     def stage_names(self) -> list[str]:
         """The stages' names in the run (counts, rejects, gates): a map stage used again is ``<name>-2``, ..."""
-        names: list[str] = []
+        names, uses = [], Counter()
         for s in self.stages:
-            repeats = sum(n.partition("-")[0] == s.name for n in names)
-            names.append(f"{s.name}-{repeats + 1}" if repeats else s.name)
+            uses[s.name] += 1
+            names.append(f"{s.name}-{uses[s.name]}" if uses[s.name] > 1 else s.name)
         return names
 
     def stage_classes(self) -> list[tuple[type[Stage], StageConfig, str]]:
