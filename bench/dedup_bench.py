@@ -19,14 +19,12 @@ import argparse
 import csv
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import orjson
 import psutil
 import pyarrow as pa

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from corpus import SHARED, JsonlShards, source_documents
+from corpus import JsonlShards, source_documents
 from pipelines.dedup.minhash import jaccard, shingle_set
 
 EDIT_RATES = (0.0, 0.003, 0.006, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)

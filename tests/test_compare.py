@@ -1,26 +1,33 @@
-"""``thresher compare`` on the test session's local Ray: two variants (LoRA, prompt tuning) of a tiny random Llama
-trained on curated GSM8K records and evaluated on the test split; a re-run skips both; config errors exit 2
+"""curate -> train -> eval -> compare on the test session's Ray: GSM8K records curated into train/validation/test
+(with curriculum difficulties), two variants of a tiny random Llama (LoRA, and prompt tuning in curriculum order)
+trained and evaluated on the test split by ``thresher compare``; the evaluation's outputs are checked against the
+model itself and its lineage leads back to the curation run; a re-run skips both variants; config errors exit 2
 naming the key."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
 from cluster.cli import main as cli
+from cluster.lineage import config_hash, data_lineage
+from cluster.storage import Storage
 from testkit.tiny_llama import build_tiny_llama
 from tests.conftest import ROOT, shared_path
-from training.data import render_alpaca
+from training.data import IGNORE, Encoding, encode_batch, render_alpaca
+from training.scoring import extract_answer
 
 
 @pytest.fixture(scope="module")
 def curated(ray_local, tmp_path_factory) -> Path:
-    """40 GSM8K records curated by thresher into train/validation/test, Alpaca columns."""
+    """40 GSM8K records curated by thresher into train/validation/test, Alpaca columns and a difficulty."""
     from pipelines.config import parse_config
     from pipelines.runner import run
 
@@ -28,7 +35,8 @@ def curated(ray_local, tmp_path_factory) -> Path:
     (tmp / "gsm8k.jsonl").write_text("".join(shared_path("sft/gsm8k_train.jsonl").read_text().splitlines(True)[:40]))
     run(parse_config({"input": {"paths": [str(tmp / "gsm8k.jsonl")], "text_field": "question"},
                       "output": {"path": str(tmp / "curated")},
-                      "stages": [{"split": {"ratios": {"train": 0.6, "validation": 0.2, "test": 0.2}, "seed": 0}},
+                      "stages": [{"curriculum": {"signals": {"length": 1}}},
+                                 {"split": {"ratios": {"train": 0.6, "validation": 0.2, "test": 0.2}, "seed": 0}},
                                  {"format": {"template": "alpaca",
                                              "mapping": {"instruction": "question", "output": "answer"}}}]}))
     return tmp / "curated/data"
@@ -52,7 +60,8 @@ def compare_config(curated, tmp_path_factory) -> Path:
                  "bootstrap": {"samples": 50}},
         "variants": [{"name": "lora"},
                      {"name": "prompt", "set": {"method": "prompt", "prompt_tuning": {"num_virtual_tokens": 4},
-                                                "optim": {"lr": 0.3}}}],
+                                                "optim": {"lr": 0.3},
+                                                "data": {"order": "curriculum", "curriculum_buckets": 2}}}],
         "output": {"path": str(tmp / "out")},
     }
     (tmp / "compare.yaml").write_text(yaml.safe_dump(config))
@@ -60,7 +69,7 @@ def compare_config(curated, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def compared(compare_config, tmp_path_factory):
+def compared(curated, compare_config, tmp_path_factory):
     """The compare command run twice (in-process, as the CLI runs it): the second run finds both variants done."""
     out = Path(yaml.safe_load(compare_config.read_text())["output"]["path"])
     with pytest.MonkeyPatch.context() as mp:
@@ -68,7 +77,7 @@ def compared(compare_config, tmp_path_factory):
         first = cli(["compare", str(compare_config)])
         result = json.loads((out / "compare.json").read_text())
         second = cli(["compare", str(compare_config)])
-    return SimpleNamespace(codes=(first, second), out=out, first=result,
+    return SimpleNamespace(codes=(first, second), out=out, first=result, curated=curated,
                            second=json.loads((out / "compare.json").read_text()))
 
 
@@ -100,6 +109,102 @@ def test_a_rerun_skips_complete_variants(compared):
     strip = [{k: v for k, v in row.items() if k != "skipped"} for row in compared.second["variants"]]
     assert strip == [{k: v for k, v in row.items() if k != "skipped"} for row in compared.first["variants"]]
     assert (compared.out / "compare.html").read_text().count("complete, not retrained") == 2
+
+
+def test_the_prompt_tuning_export_gives_the_trained_logits(compared, compare_config):
+    """The prompt variant's saved adapter, reloaded with peft, gives the logits of the base model with the prompt
+    encoder of its last checkpoint."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from cluster.config import load_yaml, validate
+    from training.compare import CompareConfig, plan
+    from training.engines import TORCH_STATE_FILE
+    from training.models import apply_method, load_base_model
+
+    (prompt,) = [p for p in plan(validate(CompareConfig, load_yaml(compare_config))) if p.variant.name == "prompt"]
+    reference = apply_method(load_base_model(prompt.train.model, torch.float32), prompt.train)
+    checkpoint = json.loads((compared.out / "prompt/metrics.json").read_text())["checkpoint"]
+    state = torch.load(Path(checkpoint, TORCH_STATE_FILE), weights_only=True)["trainable"]
+    assert not reference.load_state_dict(state, strict=False).unexpected_keys
+    tiny = prompt.train.model.name_or_path
+    exported = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32),
+                                         compared.out / "prompt/model")
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(exported.eval()(input_ids=ids).logits, reference.eval()(input_ids=ids).logits,
+                                   atol=1e-5, rtol=1e-5)
+
+
+# -- the LoRA variant's evaluation: its outputs and its lineage ---------------------------------------------------
+
+
+def test_train_records_the_curated_data_lineage(compared, tmp_path):
+    run_dir = compared.curated.parent
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    lineage = json.loads((compared.out / "lora/metrics.json").read_text())["lineage"]
+    assert lineage == {split: {"path": str(compared.curated / split), "run": str(run_dir),
+                               "digests": manifest["digests"], "config_hash": config_hash(manifest["config"])}
+                       for split in ("train", "validation")}
+    record = json.loads((compared.out / "lora/model/thresher.json").read_text())
+    assert record["lineage"] == lineage and record["method"] == "lora"
+    assert set(manifest["digests"]) >= {"data/train", "data/validation", "data/test"}
+    pq.write_table(pq.read_table(compared.curated / "test"), tmp_path / "part-0.parquet")
+    assert data_lineage(str(tmp_path), Storage.from_options(None)) == {
+        "path": str(tmp_path), "run": None, "digests": None, "config_hash": None}
+
+
+def test_eval_outputs_and_lineage(compared):
+    m = json.loads((compared.out / "lora/eval/metrics.json").read_text())
+    train_lineage = json.loads((compared.out / "lora/metrics.json").read_text())["lineage"]
+    assert m["rows"] == 3 and set(m["metrics"]) == {"exact_match", "token_f1", "rouge_l", "bleu", "accuracy",
+                                                    "perplexity"}
+    for name, metric in m["metrics"].items():
+        assert metric["count"] == 3, name  # every GSM8K reference ends in "#### <number>"
+        assert metric["ci95"][0] <= metric["value"] <= metric["ci95"][1], name
+    assert m["lineage"]["model"] == train_lineage
+    assert m["lineage"]["data"] == {**train_lineage["train"], "path": str(compared.curated / "test")}
+    predictions = pq.read_table(compared.out / "lora/eval/predictions.parquet").to_pylist()
+    test_rows = pq.read_table(compared.curated / "test").to_pylist()[:3]
+    assert [p["id"] for p in predictions] == [r["id"] for r in test_rows]
+    for p, r in zip(predictions, test_rows):
+        assert p["prompt"] == render_alpaca(r["instruction"], r["input"], "")[0] and p["reference"] == r["output"]
+        assert p["answer_reference"] == extract_answer(r["output"], "last_number")
+        answer = extract_answer(p["prediction"], "last_number") or ""
+        assert p["exact_match"] == float(answer == p["answer_reference"])
+    assert m["metrics"]["perplexity"]["value"] == pytest.approx(
+        math.exp(sum(p["reference_nll"] for p in predictions) / sum(p["reference_tokens"] for p in predictions)))
+    report = (compared.out / "lora/eval/report.html").read_text()
+    assert "Worst examples by token_f1" in report and "Prediction length" in report and "<script" not in report
+
+
+def test_eval_predictions_are_the_models_greedy_outputs_and_its_training_loss(compared, compare_config):
+    """The first row's prediction is the adapter's greedy continuation of the prompt; the reference NLL per token
+    is the loss training computes on that record (same tokens, same prompt masking)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.loop import loss_sum
+
+    config = yaml.safe_load(compare_config.read_text())
+    tiny, new_tokens = config["train"]["model"]["name_or_path"], config["eval"]["generation"]["max_new_tokens"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32),
+                                      compared.out / "lora/model").eval()
+    tok = AutoTokenizer.from_pretrained(compared.out / "lora/model")
+    first = pq.read_table(compared.out / "lora/eval/predictions.parquet").to_pylist()[0]
+    ids = torch.tensor([tok(first["prompt"])["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                             do_sample=False, pad_token_id=tok.pad_token_id)
+    assert first["prediction"] == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    record = pq.read_table(compared.curated / "test", columns=["instruction", "input", "output"]).slice(0, 1)
+    rows = encode_batch(record, tok, Encoding("alpaca", "text", 1024, packing=False))
+    n = int(rows["attention_mask"][0].sum())
+    batch_ids, labels = (torch.tensor(rows[k][:, :n], dtype=torch.long) for k in ("input_ids", "labels"))
+    with torch.no_grad():
+        loss = loss_sum(model(input_ids=batch_ids).logits, labels).item()
+    assert first["reference_tokens"] == int((labels[:, 1:] != IGNORE).sum())
+    assert first["reference_nll"] == pytest.approx(loss, rel=1e-4)
 
 
 @pytest.mark.parametrize("override, key", [

@@ -1,6 +1,6 @@
 """Curriculum: difficulty signals and their combination recomputed independently, the ordered split's files from
 easy to hard with ties in key order, and ``thresher train``'s ``data.order`` (the order of the records the dataset
-gives, and a short training run with a curriculum)."""
+gives). A training run in curriculum order is one of test_compare.py's variants."""
 
 from __future__ import annotations
 
@@ -152,22 +152,3 @@ def test_dataset_order_curriculum(ray_local, tiny, tmp_path):
     assert whole.to_pylist() != _with_order_key(table, "difficulty", bounds, 1)[ORDER_KEY].to_pylist()
     with pytest.raises(ConfigError, match="data.difficulty_field"):
         build_dataset(files, tokenizer, enc, Storage(), 8, RecordOrder("curriculum", "level", 4))
-
-
-def test_train_with_curriculum_order(ray_local, tiny, tmp_path):
-    """Curate with the curriculum stage, then train a few steps with ``data.order: curriculum``."""
-    from training.config import parse_config as parse_train_config
-    from training.run import run as train
-
-    curate(questions(16), tmp_path / "cur", [{"curriculum": {"signals": {"length": 1}}},
-                                             {"format": {"template": "alpaca",
-                                                         "mapping": {"instruction": "question", "output": "answer"}}}])
-    cfg = parse_train_config({
-        "model": {"name_or_path": str(tiny)},
-        "data": {"train": str(tmp_path / "cur" / "data"), "format": "alpaca", "max_seq_len": 128,
-                 "order": "curriculum", "curriculum_buckets": 2},
-        "method": "lora", "scaling": {"num_workers": 1},
-        "optim": {"lr": 1e-2, "max_steps": 2, "batch_size": 2, "log_every_steps": 1},
-        "checkpoint": {"every_steps": 2}, "output": {"path": str(tmp_path / "model")}})
-    metrics = train(cfg)
-    assert metrics["steps"] == 2 and len(metrics["train_loss"]) == 2

@@ -87,6 +87,8 @@ def test_partitioned_paths_give_the_broadcast_paths_records_in_few_files(broadca
     target_mb = 1
     cfg = config(paths, tmp / "partitioned", block_bytes=16 << 10, broadcast_limit_rows=0)
     cfg["output"]["target_file_mb"] = target_mb
+    cfg["stages"] = [s if "dedup_fuzzy" not in s else {"dedup_fuzzy": {**s["dedup_fuzzy"], "partitions": 5}}
+                     for s in STAGES]  # another shuffle partition count
     partitioned = run(parse_config(cfg))
     assert partitioned["resumed"]["read_tasks"] > 3 * broadcast_run["resumed"]["read_tasks"]
     assert partitioned["digests"] == broadcast_run["digests"]

@@ -1,6 +1,7 @@
 """Exact and MinHash-LSH dedup: the signature kernel against datasketch and true Jaccard, LSH parameters,
-connected components against union-find, planted near duplicates end to end, determinism across runs, block
-boundaries and 1 vs 2 CPUs, and the duplicates report section."""
+connected components against union-find, planted near duplicates end to end, and the duplicates report section.
+Determinism across runs and CPU counts is in test_reliability.py; partitioned paths against broadcast ones (other
+block boundaries and partition counts) in test_data_path.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from pipelines.config import parse_config
 from pipelines.dedup.components import (both_directions, connected_components, edge_schema, large_star, larger_first,
@@ -22,7 +22,7 @@ from pipelines.dedup.minhash import jaccard, jaccard_estimate, shingle_set, sign
 from pipelines.runner import run
 from pipelines.stage import StageContext
 from pipelines.stages.dedup_exact import DedupExact, DedupExactConfig
-from tests.conftest import run_cli, shared_path
+from tests.conftest import shared_path
 
 
 def paragraphs(n: int, words: int = 150) -> list[str]:
@@ -181,7 +181,7 @@ def planted_run(ray_local, planted):
     return run(parse_config(dedup_config(src, tmp / "out")))
 
 
-def test_planted_duplicates_end_to_end_and_deterministic(planted, planted_run):
+def test_planted_duplicates_end_to_end(planted, planted_run):
     src, docs, pairs, tmp = planted
     manifest = planted_run
     c = manifest["counts"]
@@ -214,18 +214,6 @@ def test_planted_duplicates_end_to_end_and_deterministic(planted, planted_run):
     assert sum(report["dedup_fuzzy"]["cluster_sizes"].values()) == report["dedup_fuzzy"]["clusters_counted"]
     assert report["dedup_fuzzy"]["examples"][0]["removed"] and report["dedup_fuzzy"]["examples"][0]["kept_snippet"]
 
-    # other block boundaries and partition counts, and joins where tables were broadcast; then 1 CPU in a
-    # separate process: the same records
-    again = run(parse_config(dedup_config(src, tmp / "again", block_bytes=12 << 10, partitions=5,
-                                          broadcast_limit_rows=0)))
-    assert again["digests"] == manifest["digests"]
-    cfg = tmp / "one-cpu.yaml"
-    cfg.write_text(yaml.safe_dump(dedup_config(src, tmp / "one", num_cpus=1)))
-    res = run_cli("curate", str(cfg), env={"RAY_ADDRESS": ""})
-    assert res.returncode == 0, res.stderr[-3000:]
-    one = json.loads((tmp / "one" / "manifest.json").read_text())
-    assert one["digests"] == manifest["digests"]
-    assert set(pq.read_table(tmp / "one" / "data", columns=["id"])["id"].to_pylist()) == set(kept)
 
 
 def clusters_of(out, stage: str = "dedup_fuzzy") -> dict[str, list[str]]:

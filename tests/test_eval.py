@@ -1,28 +1,21 @@
-"""``thresher eval`` and lineage: scoring on hand-made predictions with hand-computed values, bootstrap intervals,
-prompts rendered exactly as training renders them, and one curate -> train -> eval run on the test session's Ray
-(a tiny random Llama, LoRA for 2 steps, 4 evaluation rows) whose outputs are checked against the model itself
-and whose lineage leads back to the curation run."""
+"""``thresher eval``: scoring on hand-made predictions with hand-computed values, bootstrap intervals, JSONL input,
+and prompts rendered exactly as training renders them. The curate -> train -> eval run, its outputs checked
+against the model and its lineage, is in test_compare.py (the evaluation of a ``thresher compare`` variant)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sacrebleu
-import torch
 import yaml
 
-import training
 from cluster.cli import main as cli
-from cluster.lineage import config_hash, data_lineage
 from cluster.storage import Storage
 from testkit.tiny_llama import CHATML, build_tiny_llama
 from tests.conftest import ROOT, shared_path
@@ -175,106 +168,3 @@ def test_chat_prompt_is_training_prompt_up_to_the_last_assistant_turn(tiny, temp
     trained = rows["labels"][0] != IGNORE
     last_turn = max(i for i in range(1, len(trained)) if trained[i] and not trained[i - 1])  # the last trained run
     assert tok(prompt, add_special_tokens=False)["input_ids"] == rows["input_ids"][0][:last_turn].tolist()
-
-
-# -- curate -> train -> eval on Ray --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def run(ray_local, tiny, tmp_path_factory):
-    """GSM8K records curated with a train/test split and alpaca format; LoRA on data/train for 2 steps; thresher
-    eval (CLI, in-process) of the adapter on 4 rows of data/test."""
-    from pipelines.config import parse_config
-    from pipelines.runner import run as curate
-
-    tmp = tmp_path_factory.mktemp("eval")
-    src = tmp / "gsm8k.jsonl"
-    src.write_text("".join(shared_path("sft/gsm8k_train.jsonl").read_text().splitlines(True)[:32]))
-    manifest = curate(parse_config({
-        "input": {"paths": [str(src)], "text_field": "question"}, "output": {"path": str(tmp / "curated")},
-        "stages": [{"split": {"ratios": {"train": 0.75, "test": 0.25}, "seed": 0}},
-                   {"format": {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}}]}))
-    train_cfg = {"model": {"name_or_path": str(tiny)},
-                 "data": {"train": str(tmp / "curated/data/train"), "format": "alpaca", "max_seq_len": 256},
-                 "method": "lora", "scaling": {"num_workers": 1},
-                 "optim": {"lr": 1e-2, "max_steps": 2, "batch_size": 4, "log_every_steps": 1},
-                 "checkpoint": {"every_steps": 2}, "output": {"path": str(tmp / "trained")}}
-    train_metrics = training.main(copy.deepcopy(train_cfg))
-    eval_cfg = {"model": {"name_or_path": str(tmp / "trained/model")},
-                "data": {"path": str(tmp / "curated/data/test"), "format": "alpaca", "max_rows": 4},
-                "generation": {"max_new_tokens": 8, "batch_size": 3},
-                "answer": {"extract": "last_number"}, "bootstrap": {"samples": 200},
-                "output": {"path": str(tmp / "eval")}}
-    (tmp / "eval.yaml").write_text(yaml.safe_dump(eval_cfg))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("THRESHER_LOG_DIR", str(tmp / "logs"))
-        code = cli(["eval", str(tmp / "eval.yaml"), "--set", "generation.temperature=0"])
-    return SimpleNamespace(tmp=tmp, manifest=manifest, train_metrics=train_metrics, code=code, tiny=tiny,
-                           out=tmp / "eval", metrics=json.loads((tmp / "eval/metrics.json").read_text()))
-
-
-def test_train_records_the_curated_data_lineage(run):
-    lineage = run.train_metrics["lineage"]
-    expected = {"path": str(run.tmp / "curated/data/train"), "run": str(run.tmp / "curated"),
-                "digests": run.manifest["digests"], "config_hash": config_hash(run.manifest["config"])}
-    assert lineage == {"train": expected, "validation": None}
-    assert json.loads((run.tmp / "trained/metrics.json").read_text())["lineage"] == lineage
-    record = json.loads((run.tmp / "trained/model/thresher.json").read_text())
-    assert record["lineage"] == lineage and record["method"] == "lora"
-    assert set(lineage["train"]["digests"]) >= {"data/train", "data/test"}
-    plain = run.tmp / "plain"
-    plain.mkdir()
-    pq.write_table(pq.read_table(run.tmp / "curated/data/test"), plain / "part-0.parquet")
-    assert data_lineage(str(plain), Storage.from_options(None)) == {
-        "path": str(plain), "run": None, "digests": None, "config_hash": None}
-
-
-def test_eval_outputs_and_lineage(run):
-    assert run.code == 0
-    m = run.metrics
-    assert m["rows"] == 4 and set(m["metrics"]) == {"exact_match", "token_f1", "rouge_l", "bleu", "accuracy",
-                                                    "perplexity"}
-    for name, metric in m["metrics"].items():
-        assert metric["count"] == 4, name  # every GSM8K reference ends in "#### <number>"
-        assert metric["ci95"][0] <= metric["value"] <= metric["ci95"][1], name
-    assert m["lineage"]["model"] == run.train_metrics["lineage"]
-    assert m["lineage"]["data"] == {**run.train_metrics["lineage"]["train"], "path": str(run.tmp / "curated/data/test")}
-    predictions = pq.read_table(run.out / "predictions.parquet").to_pylist()
-    test_rows = pq.read_table(run.tmp / "curated/data/test").to_pylist()[:4]
-    assert [p["id"] for p in predictions] == [r["id"] for r in test_rows]
-    for p, r in zip(predictions, test_rows):
-        assert p["prompt"] == render_alpaca(r["instruction"], r["input"], "")[0] and p["reference"] == r["output"]
-        assert p["answer_reference"] == extract_answer(r["output"], "last_number")
-        answer = extract_answer(p["prediction"], "last_number") or ""
-        assert p["exact_match"] == float(answer == p["answer_reference"])
-    assert m["metrics"]["perplexity"]["value"] == pytest.approx(
-        math.exp(sum(p["reference_nll"] for p in predictions) / sum(p["reference_tokens"] for p in predictions)))
-    report = (run.out / "report.html").read_text()
-    assert "Worst examples by token_f1" in report and "Prediction length" in report and "<script" not in report
-
-
-def test_eval_predictions_are_the_models_greedy_outputs_and_its_training_loss(run):
-    """The first row's prediction is the adapter's greedy continuation of the prompt; the reference NLL per token
-    is the loss training computes on that record (same tokens, same prompt masking)."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from training.loop import loss_sum
-
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run.tiny, dtype=torch.float32),
-                                      run.tmp / "trained/model").eval()
-    tok = tokenizer_of(run.tmp / "trained/model")
-    first = pq.read_table(run.out / "predictions.parquet").to_pylist()[0]
-    ids = torch.tensor([tok(first["prompt"])["input_ids"]])
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                             pad_token_id=tok.pad_token_id)
-    assert first["prediction"] == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-    record = pq.read_table(run.tmp / "curated/data/test", columns=["instruction", "input", "output"]).slice(0, 1)
-    rows = encode_batch(record, tok, Encoding("alpaca", "text", 1024, packing=False))
-    n = int(rows["attention_mask"][0].sum())
-    batch_ids, labels = (torch.tensor(rows[k][:, :n], dtype=torch.long) for k in ("input_ids", "labels"))
-    with torch.no_grad():
-        loss = loss_sum(model(input_ids=batch_ids).logits, labels).item()
-    assert first["reference_tokens"] == int((labels[:, 1:] != IGNORE).sum())
-    assert first["reference_nll"] == pytest.approx(loss, rel=1e-4)

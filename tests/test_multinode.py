@@ -1,6 +1,7 @@
 """Training on a two-node Ray cluster (``ray start`` head + worker node on loopback, token auth): ``thresher
-train --address`` spreads its two workers over both nodes and checkpoints to S3 (the moto server); the worker
-node is stopped once step 2's checkpoint is registered, and the run resumes from S3 on the remaining node.
+train --address`` spreads its two workers over both nodes, reads its data from S3 (the moto server) and checkpoints
+there; the worker node is stopped once step 2's checkpoint is registered, and the run resumes from S3 on the
+remaining node.
 
 The nodes get the S3 endpoint and credentials in their environment, as a cluster would from its instance role or
 a Kubernetes Secret. The cluster is this module's own (it loses a node), not the session's ``ray_head``.
@@ -42,11 +43,12 @@ def two_nodes(tmp_path, s3_server):
 def test_training_on_two_nodes_survives_a_stopped_node(two_nodes, s3_bucket, tmp_path):
     head, worker = two_nodes
     texts = [json.loads(line)["answer"] for line in shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:64]]
-    pq.write_table(pa.table({"text": texts}), tmp_path / "train.parquet")
+    fs, path = Storage.from_options(None).resolve(f"s3://{s3_bucket}/data/train.parquet")
+    pq.write_table(pa.table({"text": texts}), path, filesystem=fs)
     tiny = build_tiny_llama(tmp_path / "tiny", texts)
     checkpoints = f"s3://{s3_bucket}/checkpoints"
     cfg = {"model": {"name_or_path": str(tiny)},
-           "data": {"train": str(tmp_path / "train.parquet"), "format": "text", "max_seq_len": 64},
+           "data": {"train": f"s3://{s3_bucket}/data", "format": "text", "max_seq_len": 64},
            "method": "lora",
            "scaling": {"num_workers": 2, "resources_per_worker": {"CPU": 0.5}, "placement_strategy": "SPREAD"},
            "optim": {"lr": 1e-2, "max_steps": 6, "batch_size": 2, "log_every_steps": 1},

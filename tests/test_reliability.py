@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psutil
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from pipelines.config import parse_config
@@ -19,6 +18,7 @@ from pipelines.runner import run
 from tests.conftest import run_cli, shared_path
 
 STAGES = [{"normalize": {}}, {"pii": {}}]
+DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
 
 
 def corpus(tmp_path: Path, copies: int) -> Path:
@@ -43,22 +43,28 @@ def sorted_rows(out: Path, sub: str) -> list[dict]:
 
 
 def test_same_output_across_runs_and_cpu_counts(ray_local, tmp_path):
+    """Map stages, exact and fuzzy dedup: the same files, byte for byte, from two runs and from 1 CPU."""
     src = corpus(tmp_path, 4)
-    a = run(parse_config(config(src, tmp_path / "a")))
-    b = run(parse_config(config(src, tmp_path / "b")))
+    stages = STAGES + DEDUP_STAGES[1:]
+    a = run(parse_config(config(src, tmp_path / "a", stages)))
+    b = run(parse_config(config(src, tmp_path / "b", stages)))
     cfg1 = tmp_path / "one-cpu.yaml"
-    cfg1.write_text(yaml.safe_dump(config(src, tmp_path / "c", num_cpus=1)))
+    cfg1.write_text(yaml.safe_dump(config(src, tmp_path / "c", stages, num_cpus=1)))
     res = run_cli("curate", str(cfg1))
     assert res.returncode == 0, res.stderr[-2000:]
     c = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert c["ray"]["cpus"] == 1 and a["ray"]["cpus"] == 2
     assert a["digests"] == b["digests"] == c["digests"]
     assert a["counts"] == b["counts"] == c["counts"]
+    assert a["counts"]["by_stage"]["dedup_fuzzy"]["rejected"] > 0
     assert sorted_rows(tmp_path / "a", "data") == sorted_rows(tmp_path / "c", "data")
-    # map-only pipelines are also byte-identical file by file
     for run_dir in ("b", "c"):
-        for f in sorted((tmp_path / "a" / "data").glob("*.parquet")):
-            assert f.read_bytes() == (tmp_path / run_dir / "data" / f.name).read_bytes()
+        for sub in ("data", "rejects"):
+            files = sorted((tmp_path / "a" / sub).glob("*.parquet"))
+            assert files and [f.name for f in files] == sorted(
+                f.name for f in (tmp_path / run_dir / sub).glob("*.parquet"))
+            for f in files:
+                assert f.read_bytes() == (tmp_path / run_dir / sub / f.name).read_bytes(), (run_dir, f.name)
 
 
 def _kill_a_map_worker(stop: threading.Event, killed: list) -> None:
@@ -93,7 +99,6 @@ def test_a_worker_killed_mid_run_changes_nothing(ray_local, tmp_path):
     assert sorted_rows(tmp_path / "faulty", "data") == sorted_rows(tmp_path / "clean", "data")
 
 
-DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
 # fragments of Ray worker process titles, one per phase (partitioned paths forced): read, map stages and staging
 # with key rows (fused with the write), keep keys, hash shuffle map and reduce tasks (ids, exact groups, LSH
 # buckets, connected components, joins), components steps, verification values (Bloom semi-join), removal on key

@@ -1,7 +1,8 @@
-"""Fine-tuning with Ray Train on the test session's local Ray (2 CPUs, 2 training workers): every method trains
-and its loss falls; a killed worker is recovered, a re-run resumes; the exports reload with plain transformers/peft
-and give the logits of the trained weights in the last checkpoint; prompt masking and packing token by token;
-adapter combination; config errors.
+"""Fine-tuning with Ray Train on the test session's local Ray (2 CPUs, 2 training workers): LoRA, prefix tuning and
+full fine-tuning (DDP, DeepSpeed, FSDP2) train and their loss falls (prompt tuning is a variant in test_compare.py,
+S3 data and checkpoints are in test_multinode.py); a killed worker is recovered, a re-run resumes; the exports
+reload with plain transformers/peft and give the logits of the trained weights in the last checkpoint; prompt
+masking and packing token by token; adapter combination; config errors.
 
 The model is a tiny random Llama built from a config, with a byte-level BPE tokenizer trained here on the data;
 the data are GSM8K records curated by thresher's own pipeline (split + format stages).
@@ -17,7 +18,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -32,20 +32,9 @@ from tests.conftest import ROOT, run_cli, shared_path
 from training.config import parse_config as parse_train_config
 from training.data import (ALPACA_PROMPT, ALPACA_PROMPT_WITH_INPUT, FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding,
                            encode_batch, render_alpaca)
-from training.export import download_dir
 from training.engines import TORCH_STATE_FILE
 
 SEQ = 256
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fast_polls():
-    """Ray Train's controller collects the workers' reports every 0.5 s instead of 2 s (a worker reporting a
-    checkpoint waits until the report before it was collected; Ray Train passes the variable to its processes)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    yield
-    mp.undo()
 
 
 def curate(records: list[dict], out: Path, template: dict) -> Path:
@@ -375,42 +364,18 @@ def test_prefix_tuning_on_chat_through_the_cli(ray_local, data, tiny, tmp_path):
     assert tokenizer_of(tmp_path / "model").chat_template == FALLBACK_CHAT_TEMPLATE
 
 
-def test_prompt_tuning_on_text_with_s3_data_checkpoints_and_output(data, tiny, s3_bucket, tmp_path):
-    """Prompt tuning (format text on the answer field) reading curated Parquet from S3 and writing checkpoints
-    and the adapter to S3."""
-    from peft import PeftModel
-
-    storage = Storage.from_options(None)
-    fs, root = storage.resolve(f"s3://{s3_bucket}/curated")
-    pafs.copy_files(str(data.train.parent), root, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-    cfg = train_config(tiny, tmp_path, "prompt", f"s3://{s3_bucket}/curated/data",
-                       data={"format": "text", "text_field": "answer"}, prompt_tuning={"num_virtual_tokens": 8},
-                       output={"path": f"s3://{s3_bucket}/prompt"})
-    m = training.main(copy.deepcopy(cfg))
-    assert_loss_falls(m)
-    assert m["output"] == f"s3://{s3_bucket}/prompt/model"
-    assert m["checkpoint"] == f"s3://{s3_bucket}/prompt/checkpoints/thresher/step-00000006"
-    for uri, local in ((m["output"], tmp_path / "model"), (m["checkpoint"], tmp_path / "checkpoint")):
-        download_dir(storage, uri, str(local))
-    assert json.loads(storage.read_bytes(f"s3://{s3_bucket}/prompt/metrics.json"))["steps"] == 6
-    exported = PeftModel.from_pretrained(base_model(tiny), tmp_path / "model")
-    ids = sample_ids(tiny)
-    torch.testing.assert_close(logits(exported, ids), logits(trained_reference(tiny, cfg, tmp_path / "checkpoint"), ids),
-                               atol=1e-5, rtol=1e-5)
-
-
 def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
-    """Full fine-tuning with DDP, DeepSpeed ZeRO-2 and ZeRO-3, and FSDP2 (gloo, CPU): the loss falls, all give the
-    same losses (same data, seed and AdamW) -- FSDP2 also after losing a worker process once step 2's sharded
-    checkpoint (torch.distributed.checkpoint) is registered and resuming from it -- and each export reloads with
-    transformers with the checkpoint's weights."""
+    """Full fine-tuning with DDP, DeepSpeed ZeRO-3 and FSDP2 (gloo, CPU): the loss falls, all give the same losses
+    (same data, seed and AdamW) -- FSDP2 also after losing a worker process once step 2's sharded checkpoint
+    (torch.distributed.checkpoint) is registered and resuming from it -- and each export reloads with transformers
+    with the checkpoint's weights. (ZeRO-2 takes the same code path as ZeRO-3 here: one DeepSpeed stage is run.)"""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
     from transformers import AutoModelForCausalLM
 
     ids = sample_ids(tiny)
     losses, extensions = {}, set(Path.home().glob(".cache/torch_extensions/*/*"))
-    engines = (("ddp", {}), ("zero2", {"deepspeed": {"stage": 2}}), ("zero3", {"deepspeed": {"stage": 3}}),
+    engines = (("ddp", {}), ("zero3", {"deepspeed": {"stage": 3}}),
                ("fsdp2", {"fsdp": {}, "checkpoint": {"every_steps": 2, "max_failures": 1}}))
     for name, sections in engines:
         cfg = train_config(tiny, tmp_path / name, "full", str(data.train), data={"packing": False},
@@ -437,7 +402,7 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
         missing = reference.load_state_dict(state, strict=False).missing_keys
         assert not state or set(missing) <= {"lm_head.weight"}  # tied to the embeddings
         torch.testing.assert_close(logits(exported, ids), logits(reference, ids), atol=1e-5, rtol=1e-5)
-    for name in ("zero2", "zero3", "fsdp2"):
+    for name in ("zero3", "fsdp2"):
         np.testing.assert_allclose(losses[name], losses["ddp"], rtol=1e-4, err_msg=name)
     assert set(Path.home().glob(".cache/torch_extensions/*/*")) == extensions  # no DeepSpeed op was JIT-compiled
 
@@ -457,14 +422,18 @@ def test_best_evaluation_and_early_stopping_from_the_history():
 
 @pytest.fixture(scope="module")
 def stopped_run(data, tiny, tmp_path_factory):
-    """LoRA evaluated after every step, keeping the best evaluation by the *highest* eval_loss with patience 2:
-    training lowers the validation loss, so no evaluation after the first improves and the run stops at step 3 of
-    8; the saved model is step 1's. Tracked to MLflow's default local store."""
+    """LoRA on a mixture (``data.train`` as two datasets with weights and their own formats: the Alpaca records and
+    the demo answers as plain text), evaluated after every step, keeping the best evaluation by the *highest*
+    eval_loss with patience 2: training lowers the validation loss, so no evaluation after the first improves and
+    the run stops at step 3 of 8; the saved model is step 1's. Tracked to MLflow's default local store."""
     out = tmp_path_factory.mktemp("early-stop")
+    sources = [{"path": str(data.train), "weight": 0.7, "format": "alpaca"},
+               {"path": str(data.demo), "weight": 0.3, "format": "text", "text_field": "output"}]
     cfg = train_config(tiny, out, "lora", str(data.train), str(data.validation), optim={"max_steps": 8},
+                       data={"train": sources, "packing": False},
                        eval={"every_steps": 1, "mode": "max", "save_best": True, "early_stopping": {"patience": 2}},
                        checkpoint={"every_steps": 1, "keep": 3}, tracking={"mlflow": {"experiment": "early-stop"}})
-    return SimpleNamespace(cfg=cfg, out=out, metrics=training.main(copy.deepcopy(cfg)))
+    return SimpleNamespace(cfg=cfg, out=out, sources=sources, metrics=training.main(copy.deepcopy(cfg)))
 
 
 def test_early_stopping_stops_at_the_evaluation_that_exhausts_patience(stopped_run):
@@ -506,7 +475,8 @@ def test_mlflow_run_holds_the_numbers_of_metrics_json(stopped_run):
         assert run.data.metrics[name] == pytest.approx(value, rel=1e-12), name
     assert run.data.metrics["stopped_early"] == 1.0
     assert run.data.params["optim.lr"] == str(LR["lora"]) and run.data.params["eval.mode"] == "max"
-    assert run.data.tags["thresher.lineage.train.path"] == stopped_run.cfg["data"]["train"]
+    for i, source in enumerate(stopped_run.sources):
+        assert run.data.tags[f"thresher.lineage.train.{i}.path"] == source["path"]
     assert run.data.tags["thresher.method"] == "lora"
 
 
@@ -540,18 +510,13 @@ def test_mixture_takes_the_weighted_shares_in_shuffled_order(ray_local):
         assert abs((window == 0).mean() - share) < 3 * np.sqrt(share * (1 - share) / 640), start
 
 
-def test_training_on_a_mixture_counts_tokens_per_source(data, tiny, tmp_path):
-    """``data.train`` as two datasets with weights and their own formats (Alpaca records; the demo answers as plain
-    text): both are trained on, and metrics.json counts the tokens of each."""
-    sources = [{"path": str(data.train), "weight": 0.7, "format": "alpaca"},
-               {"path": str(data.demo), "weight": 0.3, "format": "text", "text_field": "output"}]
-    cfg = train_config(tiny, tmp_path, "lora", str(data.train), data={"train": sources, "packing": False},
-                       optim={"max_steps": 2})
-    m = training.main(cfg)
+def test_training_on_a_mixture_counts_tokens_per_source(stopped_run):
+    """Both datasets of the mixture are trained on, and metrics.json counts the tokens of each."""
+    m = stopped_run.metrics
     by_source = m["tokens_by_source"]
-    assert list(by_source) == [str(data.train), str(data.demo)] and all(by_source.values())
+    assert list(by_source) == [s["path"] for s in stopped_run.sources] and all(by_source.values())
     assert sum(by_source.values()) == m["tokens"]
-    assert len(json.loads((tmp_path / "metrics.json").read_text())["lineage"]["train"]) == 2
+    assert len(json.loads((stopped_run.out / "metrics.json").read_text())["lineage"]["train"]) == 2
 
 
 # -- config errors ---------------------------------------------------------------------------------------------

@@ -39,13 +39,15 @@ class MlflowSettings:
     tags: dict[str, str]
 
 
-def flatten(mapping: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+def flatten(mapping: dict, prefix: str = "", lists: bool = False) -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; with ``lists``, ``{"a": [{"b": 1}]}`` -> ``{"a.0.b": 1}``."""
     flat = {}
     for key, item in mapping.items():
         name = f"{prefix}{key}"
+        if lists and isinstance(item, list) and item and all(isinstance(x, dict) for x in item):
+            item = {str(i): x for i, x in enumerate(item)}
         if isinstance(item, dict) and item:
-            flat.update(flatten(item, f"{name}."))
+            flat.update(flatten(item, f"{name}.", lists))
         else:
             flat[name] = item
     return flat
@@ -63,7 +65,7 @@ def settings(cfg: TrainConfig, lineage: dict) -> MlflowSettings | None:
         return None
     tags = {"thresher.method": cfg.method, "thresher.output": cfg.output.path,
             "thresher.model": cfg.model.name_or_path}
-    for key, item in flatten({"thresher.lineage": lineage}).items():
+    for key, item in flatten({"thresher.lineage": lineage}, lists=True).items():  # a mixture: one per dataset
         tags[key] = item if isinstance(item, str) else json.dumps(item)
     return MlflowSettings(
         tracking_uri=store_uri(opts.tracking_uri or os.path.join(cfg.output.path, "mlruns")),
