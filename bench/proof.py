@@ -26,6 +26,11 @@ show), with timings and ``os.getloadavg()`` before and after each phase.
 
     python bench/proof.py                      # defaults: ~35 min on 2 shared CPUs
     python bench/proof.py --seeds 0 --steps 4 --records 300    # a smoke run
+    python bench/proof.py --resume             # go on from the runs an interrupted invocation saved
+
+``--resume`` keeps the runs (and the base model's evaluation) that ``proof.json`` already holds for the same
+settings, checks that the curation gives the same counts again, and runs only what is missing; the results say
+which invocation measured each run.
 """
 
 from __future__ import annotations
@@ -227,16 +232,24 @@ def render(result: dict) -> str:
               "seeds run: "
               + ", ".join(f"{n} {k} of {len(a['seeds'])}" for n, k in done.items())
               + ("" if result["complete"] else " (**incomplete run**: the numbers are those of the seeds that ran)"),
-              "",
-              "## The corpus", "", "| planted fault | records |", "|---|---|"]
+              "", "| data | seed | invocation | tokens | clean loss | leaked loss | gap |", "|---|---|---|---|---|---|---|"]
+    for name in ("raw", "curated"):
+        for r in result["conditions"].get(name, {}).get("runs", []):
+            lines.append(f"| {name} | {r['seed']} | {r['invocation']} | {r['tokens']:,} | {r['clean_loss']:.4f} | "
+                         f"{r['leaked_loss']:.4f} | {r['gap']:.4f} |")
+    lines += ["", "Invocations: " + "; ".join(
+        f"{i}: `python bench/proof.py {v['command']}`" + (f" started {v['started_at']}" if v["started_at"] else "")
+        for i, v in enumerate(result["invocations"], 1)), "",
+        "## The corpus", "", "| planted fault | records |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in result["faults"].items()]
     lines += ["", "| curation stage | rejected |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in result["curation"]["curated"]["rejected_by_stage"].items()]
     lines += ["", "## Time", "", f"{result['seconds'] / 60:.1f} min in all on {result['cpus']} CPUs shared with "
               "other work (load average before and after each phase below; a load above the CPU count means the "
-              "runs waited for CPUs).", "", "| phase | seconds | load before | load after |", "|---|---|---|---|"]
-    lines += [f"| {p['phase']} | {p['seconds']:.0f} | {p['load_before'][0]:.1f} | {p['load_after'][0]:.1f} |"
-              for p in result["phases"]]
+              "runs waited for CPUs).", "", "| invocation | phase | seconds | load before | load after |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {p['invocation']} | {p['phase']} | {p['seconds']:.0f} | {p['load_before'][0]:.1f} | "
+              f"{p['load_after'][0]:.1f} |" for p in result["phases"]]
     return "\n".join(lines) + "\n"
 
 
@@ -253,11 +266,16 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--exact-match-rows", type=int, default=0, help="greedy exact match on N clean items (0: off)")
+    p.add_argument("--resume", action="store_true", help="reuse the runs proof.json holds for the same settings")
     args = p.parse_args()
+    earlier = previous_result(args) if args.resume else None
 
     import ray
 
-    started, log = time.perf_counter(), []
+    started = time.perf_counter()
+    invocation = {"command": " ".join(sys.argv[1:]), "started_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    invocations = [*(earlier["invocations"] if earlier else []), invocation]
+    log = list(earlier["phases"]) if earlier else []
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False, log_to_driver=False)
     with tempfile.TemporaryDirectory(prefix="thresher-proof-") as tmp:
         work = Path(tmp)
@@ -273,15 +291,26 @@ def main() -> None:
         lines, faults = build_corpus(args.records, test[:args.eval_leaked], args.leak_copies, seed=0)
         curation = {name: phase(log, f"curate {name}", lambda s=stages, n=name: curate(lines, s, evals, work / n))
                     for name, stages in (("raw", []), ("curated", CURATION))}
-        runs, base = {"raw": [], "curated": []}, None
+        runs = {name: [] for name in ("raw", "curated")}
+        base = None
+        if earlier:
+            if curation != earlier["curation"]:
+                sys.exit("--resume: the curation counts differ from proof.json's; run without --resume")
+            runs = {name: [r for r in earlier["conditions"].get(name, {}).get("runs", []) if r["seed"] in args.seeds]
+                    for name in runs}
+            base = earlier["conditions"].get("base")
 
         def save() -> dict:
             """proof.json and proof.md of what has run so far (rewritten after every run: partial results last)."""
             conditions = {name: summarize(rs) for name, rs in runs.items() if rs} | ({"base": base} if base else {})
             complete = bool(base) and all(len(rs) == len(args.seeds) for rs in runs.values())
-            result = {"command": " ".join(sys.argv[1:]), "args": vars(args), "faults": faults, "curation": curation,
-                      "conditions": conditions, "complete": complete, "phases": log,
-                      "seconds": time.perf_counter() - started, "cpus": os.cpu_count(), "shared_machine": True}
+            for item in log:
+                item.setdefault("invocation", len(invocations))
+            seconds = (earlier["seconds"] if earlier else 0.0) + time.perf_counter() - started
+            result = {"command": " ".join(sys.argv[1:]), "args": settings(args) | {"seeds": args.seeds},
+                      "faults": faults, "curation": curation, "conditions": conditions, "complete": complete,
+                      "phases": log, "invocations": invocations, "seconds": seconds, "cpus": os.cpu_count(),
+                      "shared_machine": True}
             RESULTS.mkdir(exist_ok=True)
             (RESULTS / "proof.json").write_text(json.dumps(result, indent=2))
             (RESULTS / "proof.md").write_text(render(result))
@@ -289,14 +318,18 @@ def main() -> None:
 
         for seed in args.seeds:
             for name in runs:
+                if any(r["seed"] == seed for r in runs[name]):
+                    continue
                 metrics = phase(log, f"train {name} seed {seed}",
                                 lambda n=name, s=seed: train(work / n / "data", work / f"{n}-{s}", s, args))
                 model = {"name_or_path": str(work / f"{name}-{seed}/model")}
-                runs[name].append({"seed": seed, "tokens": metrics["tokens"], "train_loss": metrics["train_loss"],
+                runs[name].append({"seed": seed, "invocation": len(invocations), "tokens": metrics["tokens"],
+                                   "train_loss": metrics["train_loss"],
                                    "tokens_per_s": metrics["tokens_per_s"],
                                    **measure(model, evals, work, f"{name}-{seed}", ids, args, log)})
                 save()
-        base = measure(SMOLLM2, evals, work, "base", ids, args, log)  # last: the runs matter more, if time is short
+        if base is None:  # last: the runs matter more, if time is short
+            base = measure(SMOLLM2, evals, work, "base", ids, args, log) | {"invocation": len(invocations)}
         result = save()
     ray.shutdown()
     print(render(result))
@@ -304,7 +337,35 @@ def main() -> None:
 
 def summarize(runs: list[dict]) -> dict:
     """Mean and spread over seeds of each measured number, and the runs themselves."""
-    return {k: spread([r[k] for r in runs]) for k in runs[0] if k not in ("seed", "train_loss")} | {"runs": runs}
+    return {k: spread([r[k] for r in runs]) for k in runs[0]
+            if k not in ("seed", "train_loss", "invocation")} | {"runs": runs}
+
+
+def settings(args) -> dict:
+    """The arguments that decide the results (not which seeds run, nor --resume)."""
+    return {k: v for k, v in vars(args).items() if k not in ("seeds", "resume")}
+
+
+def previous_result(args) -> dict | None:
+    """proof.json of an earlier invocation with the same settings (None when there is none); its phases and runs
+    are numbered by invocation (the first one predates that numbering)."""
+    path = RESULTS / "proof.json"
+    if not path.exists():
+        return None
+    earlier = json.loads(path.read_text())
+    stored = {k: v for k, v in earlier["args"].items() if k not in ("seeds", "resume")}
+    if stored != settings(args):
+        changed = sorted(k for k in stored.keys() | settings(args).keys() if stored.get(k) != settings(args).get(k))
+        sys.exit(f"--resume: proof.json was measured with other settings ({', '.join(changed)})")
+    earlier.setdefault("invocations", [{"command": earlier["command"], "started_at": None}])
+    for item in earlier["phases"]:
+        item.setdefault("invocation", 1)
+    for condition in earlier["conditions"].values():
+        for run in condition.get("runs", []):
+            run.setdefault("invocation", 1)
+    if "base" in earlier["conditions"]:
+        earlier["conditions"]["base"].setdefault("invocation", 1)
+    return earlier
 
 
 if __name__ == "__main__":
