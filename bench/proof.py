@@ -307,7 +307,7 @@ def main() -> None:
             for item in log:
                 item.setdefault("invocation", len(invocations))
             seconds = (earlier["seconds"] if earlier else 0.0) + time.perf_counter() - started
-            result = {"command": " ".join(sys.argv[1:]), "args": settings(args) | {"seeds": args.seeds},
+            result = {"command": " ".join(sys.argv[1:]), "args": settings(vars(args)) | {"seeds": args.seeds},
                       "faults": faults, "curation": curation, "conditions": conditions, "complete": complete,
                       "phases": log, "invocations": invocations, "seconds": seconds, "cpus": os.cpu_count(),
                       "shared_machine": True}
@@ -341,9 +341,9 @@ def summarize(runs: list[dict]) -> dict:
             if k not in ("seed", "train_loss", "invocation")} | {"runs": runs}
 
 
-def settings(args) -> dict:
+def settings(arguments: dict) -> dict:
     """The arguments that decide the results (not which seeds run, nor --resume)."""
-    return {k: v for k, v in vars(args).items() if k not in ("seeds", "resume")}
+    return {k: v for k, v in arguments.items() if k not in ("seeds", "resume")}
 
 
 def previous_result(args) -> dict | None:
@@ -353,9 +353,9 @@ def previous_result(args) -> dict | None:
     if not path.exists():
         return None
     earlier = json.loads(path.read_text())
-    stored = {k: v for k, v in earlier["args"].items() if k not in ("seeds", "resume")}
-    if stored != settings(args):
-        changed = sorted(k for k in stored.keys() | settings(args).keys() if stored.get(k) != settings(args).get(k))
+    stored, wanted = settings(earlier["args"]), settings(vars(args))
+    if stored != wanted:
+        changed = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
         sys.exit(f"--resume: proof.json was measured with other settings ({', '.join(changed)})")
     earlier.setdefault("invocations", [{"command": earlier["command"], "started_at": None}])
     for item in earlier["phases"]:
