@@ -2,7 +2,8 @@
 
 The stages are cut into segments: segment 0 is the read and the map stages before the first global stage; each
 later segment starts with one or more global stages and goes on with the map stages after them. A segment is
-one Ray Data pipeline, source -> map stages (``map_batches``: fused tasks; stateful stages on an actor pool) -> the
+one Ray Data pipeline, source -> map stages (``map_batches``: fused with the source, one task per read task or apply group;
+stateful stages on an actor pool) -> the
 segment's sink (``pipelines.writer.RunSink``):
 
 * the source of segment 0 reads the input (one task per file or byte range) and gives every record its
@@ -33,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -217,36 +219,60 @@ def _set_up(stage: MapStage) -> MapStage:
     return ready
 
 
-def _apply_stage(batch, stage: MapStage):
-    return run_map_stage(_set_up(stage), batch)
+def _batches(block: pd.DataFrame, stage: MapStage, rows: int):
+    """``stage`` on ``block`` in batches of ``rows`` rows, one output block per batch."""
+    for lo in range(0, len(block), rows):
+        yield run_map_stage(stage, block.iloc[lo:lo + rows].reset_index(drop=True))
+
+
+def _apply_stage(block, stage: MapStage, rows: int):
+    yield from _batches(block, _set_up(stage), rows)
 
 
 class _StageActor:
-    """Actor-pool UDF for stateful stages: ``setup`` (model loading) once per actor."""
+    """Actor-pool UDF: a stateful stage and the map stages after it, each set up (model loading) once per actor."""
 
-    def __init__(self, stage: MapStage):
-        self.stage = stage
-        stage.setup()
+    def __init__(self, stages: list[MapStage], rows: list[int]):
+        self.stages, self.rows = stages, rows
+        for stage in stages:
+            stage.setup()
 
-    def __call__(self, batch):
-        return run_map_stage(self.stage, batch)
+    def __call__(self, block):
+        blocks = [block]
+        for stage, rows in zip(self.stages, self.rows):
+            blocks = [out for b in blocks for out in _batches(b, stage, rows)]
+        yield from blocks
 
 
-def _map_stages(ds, stages: list[MapStage], batch_size: int):
+def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
+    """``ds`` through the map stages, and the size of the actor pool (0: none).
+
+    Each stage gets whole blocks and cuts them into batches itself: a Ray Data ``batch_size`` would make the fused
+    source task wait for that many *input rows*, and the source's input rows are read tasks (apply groups), so up
+    to ``batch_size`` of them would run one after the other in a single task. The stages before the first stateful
+    one are fused into the source's tasks; that stage and every stage after it run in one fixed pool of actors
+    (one per ``num_cpus`` CPUs, at most one per ``num_gpus`` GPUs), so no second pool or task waits for CPUs that
+    the actors hold."""
     import ray
     from ray.data import ActorPoolStrategy
 
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    for stage in stages:
-        common = dict(batch_size=stage.batch_size or batch_size, batch_format="pandas", num_cpus=stage.num_cpus,
-                      **({"num_gpus": stage.num_gpus} if stage.num_gpus else {}))
-        if stage.stateful:
-            pool = max(1, int(cpus // max(stage.num_cpus, 1e-3)))
-            ds = ds.map_batches(_StageActor, fn_constructor_args=(stage,), compute=ActorPoolStrategy(min_size=1, max_size=pool),
-                                **common)
-        else:
-            ds = ds.map_batches(_apply_stage, fn_args=(stage,), **common)
-    return ds
+    first = next((i for i, s in enumerate(stages) if s.stateful), len(stages))
+    for stage in stages[:first]:
+        ds = ds.map_batches(_apply_stage, fn_args=(stage, stage.batch_size or batch_size), batch_size=None,
+                            batch_format="pandas", num_cpus=stage.num_cpus)
+    pooled = stages[first:]
+    if not pooled:
+        return ds, 0
+    num_cpus, num_gpus = max(s.num_cpus for s in pooled), max(s.num_gpus for s in pooled)
+    resources = ray.cluster_resources()
+    pool = int(resources.get("CPU", 1) // max(num_cpus, 1e-3))
+    if num_gpus:
+        pool = min(pool, int(resources.get("GPU", 0) // num_gpus))
+    pool = max(1, pool)
+    ds = ds.map_batches(_StageActor, fn_constructor_args=(pooled, [s.batch_size or batch_size for s in pooled]),
+                        compute=ActorPoolStrategy(size=pool), batch_size=None, batch_format="pandas",
+                        num_cpus=num_cpus, **({"num_gpus": num_gpus} if num_gpus else {}))
+    return ds, pool
 
 
 # -- global decisions --------------------------------------------------------------------------------------
@@ -473,9 +499,11 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     total = counts[segment.global_stages[0].name]["in"]
                     what = ", ".join(s.name for s in segment.map_stages) or "write"
                     phase = (f"apply decisions, {what}", _counted(counter, f"apply{k}", total))
-                ds = _map_stages(source, segment.map_stages, cfg.execution.batch_size)
+                ds, pool = _map_stages(source, segment.map_stages, cfg.execution.batch_size)
+                # after an actor pool that holds every CPU, the writer must not wait for one
+                writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool else {}
                 with console().phase(phase[0], phase[1]):
-                    ds.write_datasink(RunSink(folder, k, groups, final, next_stages, cfg.input.text_field))
+                    ds.write_datasink(RunSink(folder, k, groups, final, next_stages, cfg.input.text_field), **writer)
             read_rows = folder.read_rows()
             missing = len(planned) - len(read_rows)
             if missing:

@@ -1,8 +1,8 @@
 """The data path: records stay where they are, only key rows travel (design.md).
 
 Partitioned paths (``execution.broadcast_limit_rows: 0``) against broadcast ones, the bound on output files,
-repeated ids, rows rejected by map stages kept away from global stages, resume after a kill inside dedup, and
-driver memory against the number of read tasks.
+repeated ids, rows rejected by map stages kept away from global stages, map stages run in one task per read task,
+resume after a kill inside dedup, and driver memory against the number of read tasks.
 """
 
 from __future__ import annotations
@@ -149,6 +149,31 @@ def test_rows_rejected_by_map_stages_never_reach_a_global_stage(ray_local, corpu
     assert short and not short & {r["id"] for r in seen}
     assert all(r["_reject_stage"] is None for r in seen)
     assert len(seen) == manifest["counts"]["by_stage"]["quality"]["out"]
+
+
+def test_map_stages_run_in_one_task_per_read_task(ray_local):
+    """The map stages are fused into the source's tasks without bundling the source's input rows (read tasks): 8 read
+    tasks run as 8 Ray tasks. A Ray Data ``batch_size`` on a map stage would put them all into one task."""
+    import pandas as pd
+    import ray.data
+
+    from pipelines.runner import _map_stages
+    from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
+    from pipelines.stages.normalize import Normalize, NormalizeConfig
+
+    def read(batch):
+        (task,) = batch["task"]
+        yield pd.DataFrame({"id": [f"{task}-{i}" for i in range(3)], "text": ["Some  text.\u0007"] * 3,
+                            "ray_task": [ray.get_runtime_context().get_task_id()] * 3,
+                            **{c: [None] * 3 for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)}})
+
+    source = ray.data.from_items([{"task": t} for t in range(8)], override_num_blocks=8)
+    ds, pool = _map_stages(source.map_batches(read, batch_size=1, batch_format="pandas"),
+                           [Normalize(NormalizeConfig(), StageContext())], batch_size=1024)
+    out = ds.to_pandas()
+    assert pool == 0 and len(out) == 24 and set(out["text"]) == {"Some text."}
+    assert out.groupby("ray_task")["id"].apply(lambda ids: len({i.split("-")[0] for i in ids})).max() == 1
+    assert out["ray_task"].nunique() == 8
 
 
 def _peak_rss(cmd: list[str], until=None) -> tuple[int, subprocess.Popen]:
