@@ -5,6 +5,10 @@ when the folder has no pooling config), and L2-normalised, so a dot product is a
 Texts are encoded in batches of similar length (sorted by length, then put back in order) to waste little on
 padding; truncation is at the folder's ``max_seq_length`` (``sentence_bert_config.json``), else the tokenizer's
 limit (at most 512 tokens).
+
+``dtype="bfloat16"`` runs the forward pass under bfloat16 autocast (vectors still come back as float32): about
+twice as fast on CPUs with AVX512-BF16 or AMX and on GPUs, within a cosine of about 1e-4 of float32; slower than
+float32 on CPUs without bfloat16 instructions.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ def require_torch(key: str) -> None:
 
 POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
 MAX_TOKENS = 512
+DTYPES = ("float32", "bfloat16")
 
 
 def pooling_mode(folder: str | Path) -> str:
@@ -64,9 +69,12 @@ def pool(states, mask, mode: str):
 class SentenceEncoder:
     """A local encoder folder; :meth:`encode` returns normalised float32 vectors, one row per text."""
 
-    def __init__(self, folder: str | Path, device: str | None = None, batch_size: int = 64):
+    def __init__(self, folder: str | Path, device: str | None = None, batch_size: int = 64, dtype: str = "float32"):
         import torch
         from transformers import AutoModel, AutoTokenizer
+
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype: one of {DTYPES}, not {dtype!r}")
 
         self.folder = str(folder)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -76,13 +84,16 @@ class SentenceEncoder:
         self.mode = pooling_mode(self.folder)
         self.max_length = max_length(self.folder, self.tokenizer)
         self.dim = int(self.model.config.hidden_size)
+        self.dtype = dtype
 
     def encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
         out = np.zeros((len(texts), self.dim), np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        with torch.inference_mode():
+        device_type = "cuda" if str(self.device).startswith("cuda") else "cpu"
+        autocast = torch.autocast(device_type, torch.bfloat16, enabled=self.dtype == "bfloat16")
+        with torch.inference_mode(), autocast:
             for start in range(0, len(texts), self.batch_size):
                 rows = order[start:start + self.batch_size]
                 tokens = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,

@@ -114,6 +114,11 @@ def test_embeddings_equal_a_direct_transformers_forward_pass(model_folder, mrpc)
     np.testing.assert_allclose(got, np.array(expected), atol=2e-6)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
     assert pa.array(batch["embedding"].array).type == pa.list_(pa.float32(), 384)
+    half = Embed(EmbedConfig(batch_size=5, dtype="bfloat16"), StageContext())
+    half.setup()
+    rounded = np.stack([np.asarray(v, np.float32) for v in half.process(frame(text=sentences))["embedding"]])
+    assert rounded.dtype == np.float32 and not np.array_equal(rounded, got)
+    assert (rounded * np.array(expected)).sum(axis=1).min() > 0.999
 
 
 def test_semantic_dedup_finds_far_more_paraphrases_than_minhash(ray_local, mrpc, mrpc_records):

