@@ -6,9 +6,9 @@ Texts are encoded in batches of similar length (sorted by length, then put back 
 padding; truncation is at the folder's ``max_seq_length`` (``sentence_bert_config.json``), else the tokenizer's
 limit (at most 512 tokens).
 
-``dtype="bfloat16"`` runs the forward pass under bfloat16 autocast (vectors still come back as float32): about
-twice as fast on CPUs with AVX512-BF16 or AMX and on GPUs, within a cosine of about 1e-4 of float32; slower than
-float32 on CPUs without bfloat16 instructions.
+``dtype="bfloat16"`` runs the forward pass under bfloat16 autocast (vectors still come back as float32): faster
+where the hardware has bfloat16 arithmetic (CPUs with AVX512-BF16 or AMX, recent GPUs), slower than float32 on
+CPUs without it.
 """
 
 from __future__ import annotations
