@@ -70,6 +70,18 @@ class RunFailed(Exception):
     """The run started but did not complete; no manifest was written."""
 
 
+def _let_tasks_end(timeout_s: float = 30.0) -> None:
+    """After a failure, wait (at most ``timeout_s``) until no task holds a CPU. Ray Data stops scheduling but does not
+    interrupt a task blocked in I/O (a storage endpoint that went away), and a rerun in the same Ray session must
+    not race such a task still writing into the run folder."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    total = ray.cluster_resources().get("CPU", 0)
+    while time.monotonic() < deadline and ray.available_resources().get("CPU", 0) < total:
+        time.sleep(0.2)
+
+
 @dataclass
 class Segment:
     global_stages: list[GlobalStage] = field(default_factory=list)
@@ -515,8 +527,10 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
             for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
                 stage.after_publish(folder.root, files)
         except RunFailed:
+            _let_tasks_end()
             raise
         except Exception as e:
+            _let_tasks_end()
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
     names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
     try:
