@@ -2,9 +2,8 @@
 
 The stages are cut into segments: segment 0 is the read and the map stages before the first global stage; each
 later segment starts with one or more global stages and goes on with the map stages after them. A segment is
-one Ray Data pipeline, source -> map stages (``map_batches``: fused with the source, one task per read task or apply group;
-stateful stages on an actor pool) -> the
-segment's sink (``pipelines.writer.RunSink``):
+one Ray Data pipeline, source -> map stages (``map_batches`` fused with the source, one task per read task or apply
+group; stateful stages on an actor pool) -> the segment's sink (``pipelines.writer.RunSink``):
 
 * the source of segment 0 reads the input (one task per file or byte range) and gives every record its
   internal key (read task, position);
