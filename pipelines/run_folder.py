@@ -109,8 +109,9 @@ class RunFolder:
     def live_parts(self, seg: int) -> list[Part]:
         return [_part(uri, size, seg) for uri, size in self._list(self.uri(STAGING, "live", f"s{seg}"))]
 
-    def keys_parts(self, seg: int) -> list[str]:
-        return [uri for uri, _ in self._list(self.keys_dir(seg))]
+    def keys_parts(self, seg: int) -> list[tuple[str, int]]:
+        """The key-row files staged by segment ``seg``, with their sizes."""
+        return self._list(self.keys_dir(seg))
 
     def out_parts(self) -> dict[str, list[Part]]:
         """Staged output files by destination (``rejects``, ``data``, ``data/<split>``)."""

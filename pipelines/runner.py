@@ -54,14 +54,14 @@ from pipelines.stage import (KEY, POSITION_BITS, REJECT_DETAIL, REJECT_REASON, R
                              GeneratorStage, GlobalStage, KeySpace, MapStage, Stage, StageContext, run_map_stage,
                              task_of)
 from pipelines.stages.unique_ids import UniqueIds, UniqueIdsConfig
-from pipelines.writer import RunSink, compact, plan_ranges, read_range
+from pipelines.writer import STAGED_CODEC, RunSink, compact, plan_ranges, read_range
 
 log = logging.getLogger(__name__)
 ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
 GROUP = "_group"
 APPLY_GROUP_BYTES = 32 << 20  # staged Parquet per apply task: bounds its memory (its output is written at once)
 MERGE_FANIN = 64
-KEY_ROWS_PER_BLOCK = 500_000
+KEY_BLOCK_BYTES = 256 << 20
 REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
 
 
@@ -289,14 +289,38 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
 # -- global decisions --------------------------------------------------------------------------------------
 
 
-def _read_parquet(uri: str, storage: Storage) -> pa.Table:
-    fs, path = storage.resolve(uri)
-    return pq.read_table(path, filesystem=fs)
+def _read_parquet(uris: list[str], storage: Storage) -> pa.Table:
+    tables = [pq.read_table(path, filesystem=fs) for fs, path in map(storage.resolve, uris)]
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+def _file_groups(files: list[tuple[str, int]], groups: int) -> list[list[str]]:
+    """``files`` (uri, size) cut into at most ``groups`` runs of consecutive files of about equal bytes."""
+    total = sum(size for _, size in files) or 1
+    out: list[list[str]] = [[] for _ in range(groups)]
+    done = 0
+    for uri, size in files:
+        out[min(groups - 1, done * groups // total)].append(uri)
+        done += size
+    return [g for g in out if g]
 
 
 def _rejected(batch: pa.Table, yes: bool) -> pa.Table:
     mask = pc.is_valid(batch[REJECT_STAGE])
     return batch.filter(mask if yes else pc.invert(mask))
+
+
+def _rejected_rows(batch: pa.Table) -> int:
+    return batch.num_rows - batch[REJECT_STAGE].null_count
+
+
+def _live(ds):
+    """The rows of ``ds`` (materialized) that no stage rejected: ``ds`` itself, not a copy, when there are none."""
+    import ray
+
+    refs = block_refs(ds)
+    rejected = sum(ray.get([plain_task(_rejected_rows).remote(ref) for ref in refs]))
+    return map_blocks(ds, _rejected, False) if rejected else ds
 
 
 def _decision_rows(batch: pa.Table, columns: dict[str, pa.DataType]) -> pa.Table:
@@ -322,7 +346,8 @@ def _write_decisions(batch: pa.Table, folder: RunFolder, seg: int) -> pa.Table:
         uri = folder.decisions(seg, int(index))
         fs, path = folder.storage.resolve(uri)
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(batch.slice(start, end - start).drop_columns([GROUP]), path, filesystem=fs, compression="zstd")
+        pq.write_table(batch.slice(start, end - start).drop_columns([GROUP]), path, filesystem=fs,
+                       compression=STAGED_CODEC)
     return pa.table({GROUP: indices, "rows": np.subtract(ends, starts)})
 
 
@@ -349,19 +374,19 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     import ray.data
 
     counts: dict[str, dict] = {}
-    uris = folder.keys_parts(seg - 1)
-    if not uris:
+    files = sorted(folder.keys_parts(seg - 1))
+    if not files:
         return {s.name: {"in": 0, "out": 0, "rejected": 0} for s in segment.global_stages}
     columns = {c: s.decision_types().get(c, pa.string()) for s in segment.global_stages for c in s.decision_columns()}
-    keys = materialize(ray.data.from_arrow_refs([plain_task(_read_parquet).remote(u, folder.storage) for u in uris]))
-    blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(keys.count() / KEY_ROWS_PER_BLOCK))
-    if keys.num_blocks() > blocks:  # one small block per staged part: fewer, larger blocks (no shuffle)
-        keys = keys.repartition(blocks).materialize()
+    # staged parts read into a few blocks of about KEY_BLOCK_BYTES, at least two per CPU (no repartition copy)
+    blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(sum(n for _, n in files) / KEY_BLOCK_BYTES))
+    keys = materialize(ray.data.from_arrow_refs([plain_task(_read_parquet).remote(group, folder.storage)
+                                                 for group in _file_groups(files, blocks)]))
     decided = []  # (dataset, rejected rows or kept rows)
     for stage in segment.global_stages:
         n_in = keys.count()
         out = stage.decide(keys).materialize()
-        keys = map_blocks(out, _rejected, False)
+        keys = _live(out)
         # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
         counts[stage.name] = {"in": n_in, "out": keys.count(), "rejected": n_in - keys.count(),
                               "metrics": getattr(stage, "metrics", {})}

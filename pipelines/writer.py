@@ -36,6 +36,7 @@ REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL:
 DIGEST_MOD = 1 << 64
 ROW_OVERHEAD = 64  # bytes counted per row on top of its strings when sizing files
 BLOCKS_PER_TASK = 10_000
+STAGED_CODEC = "lz4"  # staged parts are read back once: lz4 writes and reads faster than zstd; final files are zstd
 COUNTED = (METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX)  # summed into the part's statistics, never staged or written
 
 
@@ -45,7 +46,7 @@ def table_digest(table: pa.Table) -> int:
     Two runs wrote the same records (whatever their order and file boundaries) iff the digests match.
     """
     total = 0
-    for batch in table.to_batches(max_chunksize=4096):  # a slice at a time as Python objects
+    for batch in table.to_batches(max_chunksize=1024):  # a slice at a time as Python objects
         for row in batch.to_pylist():
             total += xxhash.xxh64_intdigest(orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str))
     return total % DIGEST_MOD
@@ -193,7 +194,7 @@ class RunSink(Datasink):
     def _write(self, table: pa.Table, uri: str) -> None:
         fs, path = self.folder.storage.resolve(uri)
         fs.create_dir(posixpath.dirname(path), recursive=True)
-        pq.write_table(table, path, filesystem=fs, compression="zstd")
+        pq.write_table(table, path, filesystem=fs, compression=STAGED_CODEC)
 
 
 # -- reading staged parts back -----------------------------------------------------------------------

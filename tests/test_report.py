@@ -97,6 +97,35 @@ def test_dataset_metrics(finished_run):
     assert again["dataset"] == report["dataset"]
 
 
+def test_token_counts_and_content_hashes_match_their_definitions():
+    """The numpy token counter against RE2's ``\\S+`` (ASCII whitespace only: ``\\v`` and Unicode spaces are
+    word characters), and the buffer-based content hashes against xxh64 of the joined contents, on hostile strings
+    (nulls, empties, slices, more strings than one counting slice)."""
+    import pyarrow.compute as pc
+    import xxhash
+
+    rng = random.Random(7)
+    alphabet = ["a", "b", " ", "\t", "\n", "\v", "\f", "\r", "é", "\u00a0", "\u2003", "字", "😀"]
+    values = [None if rng.random() < 0.05 else "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+              for _ in range(3 * dataset_section.TOKEN_SLICE + 5)]
+    strings = pa.array(values, pa.string())
+    for arr in (strings, strings.slice(7, 2000), strings.slice(0, 0), pa.array(["", " ", ""]),
+                pa.array([None, None], pa.string()), pa.array(["a b", None, " c"], pa.large_string())):
+        assert dataset_section.whitespace_tokens(arr).equals(pc.count_substring_regex(arr, r"\S+").cast(pa.int64()))
+
+    def joined(table, columns):
+        return [xxhash.xxh64_intdigest(t.encode()) for t in dataset_section.record_texts(table, columns)]
+
+    texts = pa.table({"text": values})
+    alpaca = pa.table({"instruction": values[:50], "input": values[50:100], "output": values[100:150]})
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    chat = pa.table({"messages": pa.array([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}],
+                                           [], [{"role": "user", "content": "é"}]], pa.list_(message))})
+    for table, columns in ((texts, ["text"]), (texts.slice(3, 100), ["text"]),
+                           (alpaca, ["instruction", "input", "output"]), (chat, ["messages"])):
+        assert dataset_section.content_hashes(table, columns) == joined(table, columns)
+
+
 def pd_concat(frames):
     import pandas as pd
 

@@ -57,8 +57,13 @@ def bucket_edges(batch: pa.Table) -> pa.Table:
 
 
 def band_edges(batch: pa.Table, node: str, bands: range) -> pa.Table:
-    """The star edges of every bucket of ``bands``, from key rows that hold all of each bucket's records."""
-    return bucket_edges(bucket_rows(batch, node, bands))
+    """The star edges of every bucket of ``bands`` (as :func:`bucket_edges`), from key rows that hold all of each
+    bucket's records; one band at a time, so memory stays about that of the key rows whatever the bands."""
+    nodes = batch[node]
+    edges = [bucket_edges(pa.table({"bucket": batch[band_column(i)], "node": nodes}).filter(
+        pc.is_valid(batch[band_column(i)]))) for i in bands]
+    edges = pa.concat_tables([e for e in edges if e.num_rows] or [EDGE_SCHEMA.empty_table()])
+    return edges.group_by(["u", "v"]).aggregate([]).select(["u", "v"]) if len(bands) > 1 else edges
 
 
 def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, similar, partitions: int,

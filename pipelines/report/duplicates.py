@@ -36,8 +36,12 @@ def _hash(value: str) -> int:
 
 
 def _snippet(text) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= SNIPPET else text[:SNIPPET] + "..."
+    """The text's first ``SNIPPET`` characters, whitespace runs as one space (from a prefix when that is enough)."""
+    text = str(text or "")
+    head = " ".join(text[:4 * SNIPPET].split())
+    if len(head) <= SNIPPET and len(text) > 4 * SNIPPET:
+        head = " ".join(text.split())
+    return head if len(head) <= SNIPPET else head[:SNIPPET] + "..."
 
 
 def _smallest(items: dict, k: int) -> dict:

@@ -7,8 +7,9 @@
    since verification drops those: 14 x 9 at 0.8, where a pair at Jaccard 0.85 becomes a candidate with
    probability 0.975, at 0.9 with 0.999, at 0.65 with 0.25, at 0.5 with 0.03). These, with the keep key and the
    verification value, are the record's key row; the text stays on the map side.
-2. Buckets: rows ``(band key, internal key)`` (16 bytes) are hash-partitioned by band key (a Ray Data shuffle), one group of
-   ``band_group_size`` bands at a time so each shuffle stays bounded; each bucket links its members to its
+2. Buckets: up to ``execution.broadcast_limit_rows`` records, one task groups each band's keys in turn; beyond,
+   rows ``(band key, internal key)`` (16 bytes) are hash-partitioned by band key (a Ray Data shuffle), one group
+   of ``band_group_size`` bands at a time so each shuffle stays bounded. Each bucket links its members to its
    smallest member (``pipelines.dedup.lsh``: O(members) edges, never all pairs).
 3. Verification of the candidate edges (``verify``): by default an edge stays when the two records' full
    signatures estimate a Jaccard similarity of at least ``threshold`` minus two standard errors (which removes
@@ -126,18 +127,7 @@ class DedupFuzzy(GlobalStage):
         partitions = c.partitions or partitions_for(ds.count() * self.bands)
         log.info("dedup_fuzzy: %d records, %d x %d bands, %d shuffle partitions", ds.count(), self.bands, self.rows,
                  partitions)
-        edge_sets, limit = [], self.ctx.broadcast_limit_rows
-        for first in range(0, self.bands, c.band_group_size):
-            group = range(first, min(first + c.band_group_size, self.bands))
-            columns = [INTERNAL_KEY, *map(band_column, group)]
-            if ds.count() * len(group) <= limit:  # every bucket of the group in one task
-                edge_sets.append(in_one_task(ds, band_edges, INTERNAL_KEY, group, columns=columns))
-                continue
-            rows = ds.select_columns(columns).map_batches(bucket_rows, fn_args=(INTERNAL_KEY, group), **ARROW)
-            edges = gather(rows, ["bucket"], partitions, ds.count() * len(group), limit).map_batches(
-                bucket_edges, batch_size=None, **ARROW)
-            edge_sets.append(edges if first + c.band_group_size >= self.bands else edges.materialize())
-        edges = edge_sets[0].union(*edge_sets[1:]) if len(edge_sets) > 1 else edge_sets[0]
+        edges = self.candidates(ds, bands, partitions)
         if c.verify != "none":
             value_type = pa.list_(pa.uint64()) if c.verify == "exact" else pa.binary(4 * c.num_perm)
             edges = verified_edges(edges, ds, INTERNAL_KEY, VALUE, value_type, self.similar, partitions,
@@ -146,6 +136,22 @@ class DedupFuzzy(GlobalStage):
         roots = survivors(components, ds, partitions, self.ctx.broadcast_limit_rows)
         drop = bands + ([VALUE] if c.verify != "none" else [])
         return apply_roots(ds, roots, self.mark, partitions, self.ctx.broadcast_limit_rows, drop)
+
+    def candidates(self, ds, bands: list[str], partitions: int):
+        """Star edges of every bucket: all bands in one task, a band at a time, up to the broadcast limit (in
+        records); beyond, ``(bucket, internal key)`` rows shuffled by bucket, ``band_group_size`` bands at a time."""
+        c, limit = self.config, self.ctx.broadcast_limit_rows
+        if ds.count() <= limit:
+            return in_one_task(ds, band_edges, INTERNAL_KEY, range(self.bands), columns=[INTERNAL_KEY, *bands])
+        edge_sets = []
+        for first in range(0, self.bands, c.band_group_size):
+            group = range(first, min(first + c.band_group_size, self.bands))
+            columns = [INTERNAL_KEY, *map(band_column, group)]
+            rows = ds.select_columns(columns).map_batches(bucket_rows, fn_args=(INTERNAL_KEY, group), **ARROW)
+            edges = gather(rows, ["bucket"], partitions, ds.count() * len(group), limit).map_batches(
+                bucket_edges, batch_size=None, **ARROW)
+            edge_sets.append(edges if first + c.band_group_size >= self.bands else edges.materialize())
+        return edge_sets[0].union(*edge_sets[1:]) if len(edge_sets) > 1 else edge_sets[0]
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
         c = self.config

@@ -27,24 +27,22 @@ class UniqueIds(GlobalStage):
     Config = UniqueIdsConfig
 
     def decide(self, ds):
-        ds = map_blocks(ds, _id_hashes)
+        """The key rows themselves (no copy) unless repeats are rejected."""
+        pairs = map_blocks(ds, _id_hashes, columns=[ID, KEY])
         partitions = partitions_for(ds.count())
-        firsts = by_group(ds, [ID_HASH], _later_occurrences, columns=[ID_HASH, KEY], partitions=partitions,
-                          rows=ds.count(), limit_rows=self.ctx.broadcast_limit_rows)
+        firsts = by_group(pairs, [ID_HASH], _later_occurrences, partitions=partitions, rows=ds.count(),
+                          limit_rows=self.ctx.broadcast_limit_rows)
         self.metrics = {"repeated": firsts.count()}
         if not self.config.reject or not firsts.count():
-            return map_blocks(ds, _without_hashes)
+            return ds
         joined = ds.join(firsts, "left_outer", partitions, on=(KEY,))
         return joined.map_batches(_mark, **ARROW)
 
 
 def _id_hashes(batch: pa.Table) -> pa.Table:
+    """``(ID_HASH, KEY)`` of each key row."""
     ids = pc.fill_null(batch[ID].cast(pa.string()), "").cast(pa.binary()).to_pylist()
-    return batch.append_column(ID_HASH, pa.array([xxhash.xxh3_128_digest(i) for i in ids], pa.binary(16)))
-
-
-def _without_hashes(batch: pa.Table) -> pa.Table:
-    return batch.drop_columns([ID_HASH])
+    return pa.table({ID_HASH: pa.array([xxhash.xxh3_128_digest(i) for i in ids], pa.binary(16)), KEY: batch[KEY]})
 
 
 def _later_occurrences(pairs: pa.Table) -> pa.Table:
@@ -65,4 +63,4 @@ def _mark(batch: pa.Table) -> pa.Table:
     for col, value in values.items():
         i = batch.column_names.index(col)
         batch = batch.set_column(i, col, pc.if_else(repeated, value, batch[col].cast(pa.string())))
-    return batch.drop_columns([FIRST, ID_HASH])
+    return batch.drop_columns([FIRST])
