@@ -38,7 +38,11 @@ def ray_phases(log: Path) -> dict:
     seconds: dict[str, float] = {}
     plan = None
     info: dict = {"rounds": []}
-    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    full = next((Path(line[5:].strip()) for line in lines if line.startswith("log: ")), None)
+    if full is not None and full.exists():  # the command's own log file: Ray Data's and the stages' messages
+        lines += full.read_text(errors="replace").splitlines()
+    for line in lines:
         if "Execution plan of Dataset" in line:
             plan = line
         elif "execution finished in" in line and plan:
@@ -54,6 +58,8 @@ def ray_phases(log: Path) -> dict:
             info["rounds"].append((int(m[2]), int(m[3])))
         elif m := re.search(r"removal: (\d+) records to link", line):
             info["linked"] = int(m[1])
+        elif m := re.match(r"(read and map stages|decide|apply decisions|write files)[^:]*: .* in ([0-9.]+) s$", line):
+            info.setdefault("command", {})[m[1]] = float(m[2])
     return {"seconds": {k: round(v, 1) for k, v in seconds.items()}, **info}
 
 
@@ -155,7 +161,7 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
              "processes, such as Ray's object store, counts 1/k in each: the tree's real footprint). CPU: the summed "
              "user + system time of the tree's processes.", "",
              "| corpus | system | wall s | CPU s | MB/s (wall) | peak memory MB | recall J>=0.85 | removed with J<0.65 "
-             "| load avg |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| load avg | measured |", "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for mb in sizes:
         for name, label in SYSTEMS:
             r = found[mb, name]
@@ -163,16 +169,19 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
                 acc = r["accuracy"]
                 lines.append(f"| {mb} MB | {label} | {r['wall_s']} | {r['cpu_s']} | {mb / r['wall_s']:.2f} | "
                              f"{r['peak_pss_mb']} | {acc['recall_high']:.1%} | {acc['far_rate']:.2%} "
-                             f"({acc['far']}/{acc['removed']}) | {r['load_average']} |")
+                             f"({acc['far']}/{acc['removed']}) | {r['load_average']} | {r.get('measured_at', '?')} |")
     lines.append("")
     for mb in sizes:
         d = found[mb, "datatrove"]
         for name, label in SYSTEMS[:3]:
             t = found[mb, name]
             if t and d:
+                when = ("" if d.get("measured_at", "")[:10] == t.get("measured_at", "")[:10] else
+                        f" (DataTrove measured on {d.get('measured_at', '?')[:10]}, not in this run: same corpus and "
+                        "machine)")
                 lines.append(f"- {mb} MB, {label}: {d['wall_s'] / t['wall_s']:.1f}x faster than DataTrove in wall time, "
                              f"{d['cpu_s'] / t['cpu_s']:.1f}x less CPU time, {t['peak_pss_mb'] / d['peak_pss_mb']:.1f}x "
-                             "its memory.")
+                             f"its memory{when}.")
         if d and d.get("steps"):
             lines.append(f"- DataTrove {mb} MB, seconds per step: {d['steps']}.")
         if not d:
@@ -188,7 +197,8 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
             if found[mb, name]:
                 p = ray_phases(work / f"{name}{mb}.log")
                 t = found[mb, name]
-                lines.append(f"- {name} {mb} MB, Ray Data executions (s, per phase): {p['seconds']}; the command ran "
+                lines.append(f"- {name} {mb} MB, the command's phases (s, as it prints them): {p.get('command')}; "
+                             f"Ray Data executions among them (plain Ray tasks not counted): {p['seconds']}; the command ran "
                              f"{t['run_s']} s of {t['wall_s']} s wall (the rest: interpreter start, Ray start and stop); "
                              f"{p.get('records', '?')} records, {p.get('candidates', '?')} candidate edges, verified with the "
                              f"signatures of {p.get('values', '?')} records, components (edges, nodes not in stars per "
