@@ -3,7 +3,8 @@
 The stages are cut into segments: segment 0 is the read and the map stages before the first global stage; each
 later segment starts with one or more global stages and goes on with the map stages after them. A segment is
 one Ray Data pipeline, source -> map stages (``map_batches`` fused with the source, one task per read task or apply
-group; stateful stages on an actor pool) -> the segment's sink (``pipelines.writer.RunSink``):
+group; stateful stages on an actor pool) -> the segment's sink (``pipelines.writer.RunSink``); a segment without
+map stages runs the same source-into-sink task as plain Ray tasks, two per CPU submitted at a time:
 
 * the source of segment 0 reads the input (one task per file or byte range) and gives every record its
   internal key (read task, position);
@@ -286,6 +287,31 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
     return ds, pool
 
 
+def _source_into_sink(source, row: dict, args: tuple, sink: RunSink, task: int) -> None:
+    sink.write_blocks(source({name: [value] for name, value in row.items()}, *args), task)
+
+
+def _write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: int) -> None:
+    """A segment without map stages: one plain Ray task per source row (read task or apply group) that writes the
+    source's tables into the sink, at most two per CPU submitted at a time. Ray Data would run the same fused task,
+    but its resource budget, granted by its autoscaling coordinator, started it at about one task at a time."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=3)(_source_into_sink).options(name=source.__name__)
+    pending: list = []
+    try:
+        for i, row in enumerate(rows):
+            if len(pending) >= 2 * cpus:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+            pending.append(task.remote(source, row, args, sink, i))
+        ray.get(pending)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref)
+        raise
+
+
 # -- global decisions --------------------------------------------------------------------------------------
 
 
@@ -513,13 +539,12 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                 final = k == len(segs) - 1
                 next_stages = [] if final else segs[k + 1].global_stages
                 if k == 0:
-                    items = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "start": t.start,
-                                       "end": t.end}} for i, t in enumerate(planned) if i not in reused]
-                    if not items:
+                    rows = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "start": t.start,
+                                      "end": t.end}} for i, t in enumerate(planned) if i not in reused]
+                    if not rows:
                         continue
-                    source = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                        _read_batches, fn_args=(spec, folder, counter), batch_size=1, batch_format="pandas")
-                    groups, phase = None, ("read and map stages", _read_progress(counter, len(items)))
+                    source, args = _read_batches, (spec, folder, counter)
+                    groups, phase = None, ("read and map stages", _read_progress(counter, len(rows)))
                 else:
                     groups, group_items = apply_groups(folder, k, APPLY_GROUP_BYTES)
                     names = ", ".join(s.name for s in segment.global_stages)
@@ -529,17 +554,22 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     if not group_items:
                         continue
                     columns = [c for s in segment.global_stages for c in s.decision_columns()]
-                    source = ray.data.from_items([{"group": json.dumps(g)} for g in group_items],
-                                                 override_num_blocks=len(group_items)).map_batches(
-                        _apply_batches, fn_args=(folder, k, columns, counter), batch_size=1, batch_format="pandas")
+                    rows = [{"group": json.dumps(g)} for g in group_items]
+                    source, args = _apply_batches, (folder, k, columns, counter)
                     total = counts[segment.global_stages[0].name]["in"]
                     what = ", ".join(s.name for s in segment.map_stages) or "write"
                     phase = (f"apply decisions, {what}", _counted(counter, f"apply{k}", total))
-                ds, pool = _map_stages(source, segment.map_stages, cfg.execution.batch_size)
-                # after an actor pool that holds every CPU, the writer must not wait for one
-                writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool else {}
+                sink = RunSink(folder, k, groups, final, next_stages, cfg.input.text_field)
                 with console().phase(phase[0], phase[1]):
-                    ds.write_datasink(RunSink(folder, k, groups, final, next_stages, cfg.input.text_field), **writer)
+                    if not segment.map_stages:
+                        _write_directly(source, rows, args, sink, int(resources.get("CPU", 1)))
+                        continue
+                    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+                        source, fn_args=args, batch_size=1, batch_format="pandas")
+                    ds, pool = _map_stages(ds, segment.map_stages, cfg.execution.batch_size)
+                    # after an actor pool that holds every CPU, the writer must not wait for one
+                    writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool else {}
+                    ds.write_datasink(sink, **writer)
             read_rows = folder.read_rows()
             missing = len(planned) - len(read_rows)
             if missing:

@@ -132,8 +132,11 @@ class RunSink(Datasink):
         return True
 
     def write(self, blocks: Iterable, ctx) -> None:
+        self.write_blocks(blocks, ctx.task_idx)
+
+    def write_blocks(self, blocks: Iterable, task: int) -> None:
         """One part per (block, source): a task holds one block at a time. Part ``w`` numbers are
-        ``task index * BLOCKS_PER_TASK + block index``, the same when a task is retried."""
+        ``task * BLOCKS_PER_TASK + block index``, the same when a task is retried."""
         for i, block in enumerate(blocks):
             table = _as_table(block)
             if not table.num_rows:
@@ -143,7 +146,7 @@ class RunSink(Datasink):
             for source in np.unique(sources):
                 lo, hi = (int(source), int(source)) if self.groups is None else self.groups[source]
                 part = table if len(np.unique(sources)) == 1 else table.filter(pa.array(sources == source))
-                self.write_part(part, lo, hi, ctx.task_idx * BLOCKS_PER_TASK + i)
+                self.write_part(part, lo, hi, task * BLOCKS_PER_TASK + i)
 
     def write_part(self, table: pa.Table, lo: int, hi: int, w: int) -> None:
         stats: dict[str, Any] = {"rows": Counter(), "staged": 0, "rejected": {}, "metrics": Counter(),
