@@ -14,8 +14,9 @@ and loaded.
 <output>/_staging/keys/sS/LO-HI-W.parquet     their key rows
 <output>/_staging/decisions/sS/g-NNNNN.parquet    decisions for the records of apply group NNNNN
 ```
-A part covers the read tasks LO..HI (segment 0: one read task; later segments: an apply group) and was written
-by write task W (a retried task rewrites the same names). ``_progress`` and ``_staging`` are removed at commit.
+A part covers the read tasks LO..HI (segment 0: one read task; later segments: an apply group) and is numbered W
+by the internal key of its first row (a retried or rerun task rewrites the same names). ``_progress`` and
+``_staging`` are removed at commit.
 
 A run replaces what its output folder holds under those names, so :func:`check_output` refuses, before anything
 is written or deleted, an output that is, contains or lies inside an input, and an existing non-empty folder

@@ -287,8 +287,8 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
     return ds, pool
 
 
-def _source_into_sink(source, row: dict, args: tuple, sink: RunSink, task: int) -> None:
-    sink.write_blocks(source({name: [value] for name, value in row.items()}, *args), task)
+def _source_into_sink(source, row: dict, args: tuple, sink: RunSink) -> None:
+    sink.write_blocks(source({name: [value] for name, value in row.items()}, *args))
 
 
 def _write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: int) -> None:
@@ -300,11 +300,11 @@ def _write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: 
     task = ray.remote(num_cpus=1, max_retries=3)(_source_into_sink).options(name=source.__name__)
     pending: list = []
     try:
-        for i, row in enumerate(rows):
+        for row in rows:
             if len(pending) >= 2 * cpus:
                 done, pending = ray.wait(pending, num_returns=1)
                 ray.get(done)
-            pending.append(task.remote(source, row, args, sink, i))
+            pending.append(task.remote(source, row, args, sink))
         ray.get(pending)
     except BaseException:
         for ref in pending:

@@ -35,7 +35,6 @@ from ray.data import Datasink
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
 DIGEST_MOD = 1 << 64
 ROW_OVERHEAD = 64  # bytes counted per row on top of its strings when sizing files
-BLOCKS_PER_TASK = 10_000
 STAGED_CODEC = "lz4"  # staged parts are read back once: lz4 writes and reads faster than zstd; final files are zstd
 COUNTED = (METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX)  # summed into the part's statistics, never staged or written
 
@@ -132,12 +131,13 @@ class RunSink(Datasink):
         return True
 
     def write(self, blocks: Iterable, ctx) -> None:
-        self.write_blocks(blocks, ctx.task_idx)
+        self.write_blocks(blocks)
 
-    def write_blocks(self, blocks: Iterable, task: int) -> None:
-        """One part per (block, source): a task holds one block at a time. Part ``w`` numbers are
-        ``task * BLOCKS_PER_TASK + block index``, the same when a task is retried."""
-        for i, block in enumerate(blocks):
+    def write_blocks(self, blocks: Iterable) -> None:
+        """One part per (block, source): a task holds one block at a time. A part is numbered by its first row's
+        internal key, so a retried task, or a rerun of a read task, writes the same names (it replaces, never
+        duplicates, what an earlier attempt left)."""
+        for block in blocks:
             table = _as_table(block)
             if not table.num_rows:
                 continue
@@ -146,7 +146,7 @@ class RunSink(Datasink):
             for source in np.unique(sources):
                 lo, hi = (int(source), int(source)) if self.groups is None else self.groups[source]
                 part = table if len(np.unique(sources)) == 1 else table.filter(pa.array(sources == source))
-                self.write_part(part, lo, hi, task * BLOCKS_PER_TASK + i)
+                self.write_part(part, lo, hi, int(part[KEY][0].as_py()))
 
     def write_part(self, table: pa.Table, lo: int, hi: int, w: int) -> None:
         stats: dict[str, Any] = {"rows": Counter(), "staged": 0, "rejected": {}, "metrics": Counter(),
