@@ -87,10 +87,9 @@ def whitespace_tokens(strings: pa.Array) -> pa.Array:
         return pa.concat_arrays([whitespace_tokens(strings.slice(lo, TOKEN_SLICE))
                                  for lo in range(0, len(strings), TOKEN_SLICE)])
     counts = np.zeros(len(strings), np.int64)
-    data = strings.buffers()[2] if len(strings) else None
-    if data is not None:
-        offsets = np.frombuffer(strings.buffers()[1], np.int32, len(strings) + 1, 4 * strings.offset)
-        chars = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]]
+    offsets, data = _utf8(strings)
+    if offsets[-1] > offsets[0]:
+        chars = data[offsets[0]:offsets[-1]]
         word = _WORD_BYTE[chars]
         starts = np.empty_like(word)
         starts[:1] = word[:1]
@@ -135,15 +134,21 @@ def content_hashes(table: pa.Table, columns: list[str]) -> list[int]:
     return [h.intdigest() for h in hashers]
 
 
+def _utf8(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's offsets (one more than its strings) and data bytes, as numpy views of its Arrow buffers."""
+    strings = strings.cast(pa.string())
+    if not len(strings):
+        return np.zeros(1, np.int32), np.zeros(0, np.uint8)
+    offsets = np.frombuffer(strings.buffers()[1], np.int32, len(strings) + 1, 4 * strings.offset)
+    data = strings.buffers()[2]
+    return offsets, np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+
 def _utf8_values(strings: pa.Array):
     """The UTF-8 bytes of each string (empty for null), as views of the Arrow data buffer."""
-    strings = strings.cast(pa.string())
-    if isinstance(strings, pa.ChunkedArray):
-        strings = strings.combine_chunks()
-    offsets = np.frombuffer(strings.buffers()[1], np.int32, len(strings) + 1, 4 * strings.offset).tolist() \
-        if len(strings) else [0]
-    data = memoryview(strings.buffers()[2] or b"")
-    return (data[lo:hi] for lo, hi in zip(offsets, offsets[1:]))
+    offsets, data = _utf8(strings)
+    view, offsets = memoryview(data), offsets.tolist()
+    return (view[lo:hi] for lo, hi in zip(offsets, offsets[1:]))
 
 
 def content_sample(split: str, hashes: list[int]) -> dict[str, dict[str, int]]:
