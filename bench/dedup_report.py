@@ -232,7 +232,8 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
     mb, r, p = measured[-1]
     docs = p["records"]
     doc_bytes = mb * 1e6 / docs
-    map_cpu = p["seconds"].get("read + signatures + staging (map)", 0) * 2  # 2 CPUs busy in the map phase
+    map_s = p.get("command", {}).get("read and map stages") or p["seconds"].get("read + signatures + staging (map)", 0)
+    map_cpu = map_s * 2  # 2 CPUs busy in the map phase
     kernel_us = doc_bytes / (sig["ours_mb_s"] * 1e6) * 1e6 if sig else None
     keep_key = ID_BYTES + 17
     key_row = 8 + ID_BYTES + 8 + p["bands"] * 8 + 512

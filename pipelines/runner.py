@@ -411,7 +411,7 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     decided = []  # (dataset, rejected rows or kept rows)
     for stage in segment.global_stages:
         n_in = keys.count()
-        out = stage.decide(keys).materialize()
+        out = materialize(stage.decide(keys))
         keys = _live(out)
         # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
         counts[stage.name] = {"in": n_in, "out": keys.count(), "rejected": n_in - keys.count(),

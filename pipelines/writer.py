@@ -217,7 +217,8 @@ def read_range(folder: RunFolder, parts: list[Part], lo: int, hi: int) -> pa.Tab
     if not tables:
         return None
     table = _concat(tables)
-    return table.take(pc.sort_indices(table[KEY]))
+    keys = table[KEY].to_numpy()
+    return table if (np.diff(keys) > 0).all() else table.take(pc.sort_indices(table[KEY]))
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -243,11 +244,13 @@ def plan_ranges(sizes: dict[int, int], target_bytes: int) -> list[tuple[int, int
 
 
 ROW_GROUP_ROWS = 1 << 16
+ROW_GROUP_BYTES = 32 << 20  # a final file's row group holds at most this many bytes of rows (``row_sizes``)
 
 
 def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
     """Write one final file: the rows of read tasks ``lo..hi`` of one destination, in key order, in row groups of
-    ``ROW_GROUP_ROWS`` (so the file does not depend on how the rows were cut into parts). Parts whose key ranges
+    at most ``ROW_GROUP_ROWS`` rows and ``ROW_GROUP_BYTES`` (cut where the rows reach either, so the file does not
+    depend on how the rows were cut into parts; a worker buffers one row group). Parts whose key ranges
     do not overlap (the usual case: a part holds consecutive rows of its source) are streamed one at a time;
     otherwise the range is sorted in memory. With ``order_by`` (a column; ``Stage.sort_destinations``) the file's
     rows are sorted in memory by that column, ascending with nulls last, ties by key."""
@@ -270,22 +273,30 @@ def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
     schema = _unified([s.remove(s.get_field_index(KEY)) for _, s, _ in infos])
     fs, path = folder.storage.resolve(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    rows, pending = 0, []
+    rows, group, group_rows, group_bytes = 0, [], 0, 0
     with pq.ParquetWriter(path, _strings_for_nulls(schema.empty_table()).schema, filesystem=fs,
                           compression="zstd") as writer:
         for table in tables:
             if table is None:
                 continue
-            pending.append(_conform(table.drop_columns([KEY]), writer.schema))
-            while sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
-                buffered = pa.concat_tables(pending)
-                writer.write_table(buffered.slice(0, ROW_GROUP_ROWS))
-                pending = [buffered.slice(ROW_GROUP_ROWS)]
-                rows += ROW_GROUP_ROWS
-        rest = pa.concat_tables(pending) if pending else None
-        if rest is not None and rest.num_rows:
-            writer.write_table(rest)
-            rows += rest.num_rows
+            table = _conform(table.drop_columns([KEY]), writer.schema)
+            sizes, start = row_sizes(table), 0
+            while start < table.num_rows:
+                # the rows of this table that fit in the open row group (a row larger than a row group: alone)
+                fits = np.searchsorted(np.cumsum(sizes[start:]), ROW_GROUP_BYTES - group_bytes, side="right")
+                take = min(int(fits), ROW_GROUP_ROWS - group_rows, table.num_rows - start) or int(not group)
+                if take:
+                    group.append(table.slice(start, take))
+                    group_rows += take
+                    group_bytes += int(sizes[start:start + take].sum())
+                    start += take
+                if group_rows >= ROW_GROUP_ROWS or group_bytes >= ROW_GROUP_BYTES or start < table.num_rows:
+                    writer.write_table(pa.concat_tables(group), row_group_size=group_rows)
+                    rows += group_rows
+                    group, group_rows, group_bytes = [], 0, 0
+        if group:
+            writer.write_table(pa.concat_tables(group), row_group_size=group_rows)
+            rows += group_rows
     return {"dest": item["dest"], "uri": uri, "rows": rows}
 
 

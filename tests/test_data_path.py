@@ -230,3 +230,43 @@ def test_driver_memory_does_not_grow_with_read_tasks(corpus, tmp_path):
         assert manifest["resumed"]["read_tasks"] >= tasks * 0.9
         assert len(manifest["files"]) <= 2  # data and rejects, one file each
     assert peaks[3000] <= 1.3 * peaks[30], peaks
+
+
+def test_compacted_row_groups_do_not_depend_on_how_parts_were_cut(tmp_path, monkeypatch):
+    """A final file's row groups close where the rows reach ``ROW_GROUP_BYTES`` (or ``ROW_GROUP_ROWS``): the
+    same rows staged as 3 parts or as 11 give the same file, and no row group holds more than the bound (one
+    oversized row alone excepted)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from cluster.storage import Storage
+    from pipelines import writer
+    from pipelines.run_folder import Part, RunFolder
+    from pipelines.stage import KEY, TASK_SHIFT
+
+    monkeypatch.setattr(writer, "ROW_GROUP_BYTES", 4000)
+    rng = random.Random(1)
+    texts = ["x" * rng.choice([10, 200, 900, 5000]) for _ in range(300)]
+    table = pa.table({"id": [f"d{i}" for i in range(300)], "text": texts,
+                      KEY: pa.array((np.arange(300) // 100 << TASK_SHIFT) + np.arange(300), pa.int64())})
+    sizes = writer.row_sizes(table.drop_columns([KEY]))
+    files = []
+    for cuts in ([0, 100, 200, 300], [0, 7, 30, 31, 90, 100, 150, 151, 200, 260, 299, 300]):
+        folder = RunFolder(str(tmp_path / f"run{len(cuts)}"), Storage())
+        parts = []
+        for lo, hi in zip(cuts, cuts[1:]):
+            uri = folder.out_part("data", 1, lo // 100, (hi - 1) // 100, lo)
+            os.makedirs(os.path.dirname(folder.storage.resolve(uri)[1]), exist_ok=True)
+            pq.write_table(table.slice(lo, hi - lo), folder.storage.resolve(uri)[1])
+            parts.append(Part(uri, 1, lo // 100, (hi - 1) // 100).__dict__)
+        out = writer.compact({"dest": "data", "index": 0, "lo": 0, "hi": 2, "parts": parts}, folder)
+        assert out["rows"] == 300
+        files.append(pq.ParquetFile(folder.storage.resolve(out["uri"])[1]))
+    groups = [[f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)] for f in files]
+    assert groups[0] == groups[1] and len(groups[0]) > 5
+    assert files[0].read().equals(files[1].read())
+    assert files[0].read().column("id").to_pylist() == table["id"].to_pylist()
+    start = 0
+    for n in groups[0]:
+        assert n == 1 or sizes[start:start + n].sum() <= 4000
+        start += n

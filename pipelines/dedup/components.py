@@ -16,7 +16,7 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.dedup.datasets import in_one_task
+from pipelines.dedup.datasets import in_one_task, materialize
 
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def connected_components(edges, partitions: int, limit_rows: int, node_type: pa.
     import ray.data
 
     schema = edge_schema(node_type)
-    edges = edges.materialize()
+    edges = materialize(edges)
     if edges.count() <= limit_rows:
         return in_one_task(edges, block_roots, schema)
     stepped = edges.map_batches(both_directions, fn_args=(schema,), **STEP).repartition(partitions, keys=["u"])

@@ -31,15 +31,18 @@ def materialize(ds):
     """
     import ray.data
 
-    ds = ds.materialize()
-    refs = [ref for bundle in ds.iter_internal_ref_bundles()
-            for ref, meta in zip(bundle.block_refs, bundle.metadata) if meta.num_rows]
+    ds = _materialized(ds)
+    refs = block_refs(ds)
     return ray.data.from_arrow_refs(refs) if refs else ds
 
 
 def block_refs(ds) -> list:
-    """References to the blocks of the materialized ``ds`` that hold rows."""
-    return [ref for bundle in ds.iter_internal_ref_bundles()
+    """References to the blocks of the materialized ``ds`` that hold rows: read from its source operator when it
+    is one (``from_arrow_refs``, ``materialize()``), since iterating would start a Ray Data execution (its stats
+    and autoscaling actors, each a worker process, the first time)."""
+    source = getattr(getattr(ds, "_logical_plan", None), "dag", None)
+    bundles = source.output_data() if hasattr(source, "output_data") else None
+    return [ref for bundle in (ds.iter_internal_ref_bundles() if bundles is None else bundles)
             for ref, meta in zip(bundle.block_refs, bundle.metadata) if meta.num_rows]
 
 
@@ -129,7 +132,7 @@ def broadcast(ds, limit_rows: int) -> list | None:
     """
     if ds.count() > limit_rows or ds.size_bytes() > BROADCAST_BYTES:
         return None
-    return [ref for bundle in ds.iter_internal_ref_bundles() for ref in bundle.block_refs]
+    return block_refs(ds)
 
 
 def fetched(refs: list, schema: pa.Schema) -> pa.Table:
@@ -159,7 +162,7 @@ def reduce_or(ds, column: str):
     def inner(*parts: bytes) -> bytes:
         return _or(list(parts))
 
-    refs = [leaf.remote(ref) for bundle in ds.materialize().iter_internal_ref_bundles() for ref in bundle.block_refs]
+    refs = [leaf.remote(ref) for ref in block_refs(_materialized(ds))]
     while len(refs) > 1:
         refs = [inner.remote(*refs[i:i + 32]) for i in range(0, len(refs), 32)]
     return refs[0]

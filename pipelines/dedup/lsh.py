@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.dedup.datasets import ARROW, broadcast, fetched, map_blocks
+from pipelines.dedup.datasets import ARROW, broadcast, fetched, map_blocks, materialize
 
 log = logging.getLogger(__name__)
 BAND_PREFIX = "_dedup_band_"
@@ -74,7 +74,7 @@ def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, 
     Only the endpoints' values are taken (a semi-join): the key rows are filtered by the edges themselves when
     they are at most ``limit_rows``, else by a Bloom filter of the endpoints (built on the workers, OR-reduced by
     a tree of tasks, never on the driver). The values go to the edges by broadcast when few, else by two joins."""
-    edges = edges.materialize()
+    edges = materialize(edges)
     refs = broadcast(edges, limit_rows)
     bloom = None if refs is not None else endpoint_bloom(edges)
     schema = pa.schema([("node", pa.int64()), ("value", value_type)])

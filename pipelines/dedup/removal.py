@@ -97,7 +97,7 @@ def survivors(components, keys, partitions: int, limit_rows: int):
     survivor (the member whose keep key is lowest), with the survivor's keep key. ``components``: ``(node, root)``
     internal keys of every non-root member; ``keys``: key rows with the internal and the keep key. The
     members' keep keys are taken by a semi-join (components broadcast up to ``limit_rows``, else joined)."""
-    components = components.materialize()
+    components = materialize(components)
     n = components.count()
     refs = broadcast(components, limit_rows)
     if refs is not None:
@@ -142,7 +142,7 @@ def apply_roots(ds, roots, mark, partitions: int, limit_rows: int, drop: list[st
     """``ds`` (live key rows, less the columns ``drop``) with every batch passed to ``mark(batch, root)``: ``root``
     the root key of each row (null for rows that are no group's non-survivor). The roots are broadcast up to
     ``limit_rows``, else joined with the key rows."""
-    roots = roots.materialize()
+    roots = materialize(roots)
     refs = broadcast(roots, limit_rows)
     log.info("removal: %d records to link to a survivor (%s)", roots.count(), "broadcast" if refs is not None else "join")
     if refs is not None:
