@@ -236,7 +236,7 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
     map_cpu = map_s * 2  # 2 CPUs busy in the map phase
     kernel_us = doc_bytes / (sig["ours_mb_s"] * 1e6) * 1e6 if sig else None
     keep_key = ID_BYTES + 17
-    key_row = 8 + ID_BYTES + 8 + p["bands"] * 8 + 512
+    key_row = 8 + ID_BYTES + 8 + p["bands"] * 8  # loaded for decide; the signature (512 B) stays in the staged file
     shuffled_lsh = p["bands"] * 16
     candidates = p.get("candidates", p["rounds"][0][0] if p["rounds"] else 0)
     values = p.get("values", 0)
@@ -246,9 +246,9 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
               f"  - map phase (read JSONL, parse, Arrow, signatures and band keys, stage the records and write the key "
               f"rows): {map_cpu / docs * 1e6:.0f} us CPU per document ({mb / max(map_cpu, 1e-9):.1f} MB/s per core); the "
               f"MinHash kernel alone {kernel_us:.0f} us ({sig['ours_mb_s']:.0f} MB/s per core)." if sig else "",
-              f"  - key row: {key_row} B per document whatever its length (signature 512 B, {p['bands']} band keys, "
-              f"internal key, id, length), read once into the object store for the global stages; the text stays in the "
-              "staged Parquet.",
+              f"  - key row: {key_row} B per document whatever its length ({p['bands']} band keys, internal key, id, "
+              "length), read once into the object store for the global stages; the signature (512 B) is staged beside "
+              "it and read back for the candidates' endpoints only; the text stays in the staged Parquet.",
               f"  - LSH shuffle: one row per band (8-byte band key, 8-byte internal key): {shuffled_lsh} B per document.",
               f"  - candidates: {candidates / docs:.3f} star edges per document; verification takes the signatures of "
               f"{values / docs:.3f} records per document (the endpoints only; a Bloom filter of the endpoints above the "
@@ -276,8 +276,8 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
         f"{n10 * shuffled_lsh / 1e12:.1f} TB | partitions of 4 M rows (64 MB): {math.ceil(n1 * p['bands'] / 4e6):,} / "
         f"{math.ceil(n10 * p['bands'] / 4e6):,} reduce tasks; `band_group_size` splits the bands into several shuffles |",
         f"| verification | {values / docs:.3f} signatures | {n1 * values / docs / 1e6:.0f} M signatures "
-        f"({n1 * values / docs * 520 / 1e9:.0f} GB) | x10 | endpoints only (Bloom semi-join), two joins of (edge, "
-        "signature) rows: bounded by partitions |",
+        f"({n1 * values / docs * 520 / 1e9:.0f} GB) | x10 | endpoints only, read from the staged key files (Bloom "
+        "semi-join), two joins of (edge, signature) rows: bounded by partitions |",
         f"| connected components | {candidates / docs * 2 * 16 * 3:.0f} B per round | "
         f"{n1 * candidates / docs * 2 * 16 * 3 / 1e9:.0f} GB per round | x10 | one partition of edges per task; the driver "
         "gets one number per block per round |",

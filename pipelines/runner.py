@@ -46,7 +46,7 @@ from cluster.storage import Storage
 from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
 from pipelines import gates
-from pipelines.dedup.datasets import block_refs, map_blocks, materialize, plain_task
+from pipelines.dedup.datasets import StagedKeys, block_refs, map_blocks, materialize, plain_task, read_parquet
 from pipelines.manifest import AccountingError, build_manifest
 from pipelines.readers import ReaderSpec, ReadError, ReadTask, plan, read_task
 from pipelines.report import add, build_report, collect_stats, merge_stats, render_html
@@ -315,11 +315,6 @@ def _write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: 
 # -- global decisions --------------------------------------------------------------------------------------
 
 
-def _read_parquet(uris: list[str], storage: Storage) -> pa.Table:
-    tables = [pq.read_table(path, filesystem=fs) for fs, path in map(storage.resolve, uris)]
-    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-
-
 def _file_groups(files: list[tuple[str, int]], groups: int) -> list[list[str]]:
     """``files`` (uri, size) cut into at most ``groups`` runs of consecutive files of about equal bytes."""
     total = sum(size for _, size in files) or 1
@@ -406,10 +401,14 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     columns = {c: s.decision_types().get(c, pa.string()) for s in segment.global_stages for c in s.decision_columns()}
     # staged parts read into a few blocks of about KEY_BLOCK_BYTES, at least two per CPU (no repartition copy)
     blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(sum(n for _, n in files) / KEY_BLOCK_BYTES))
-    keys = materialize(ray.data.from_arrow_refs([plain_task(_read_parquet).remote(group, folder.storage)
-                                                 for group in _file_groups(files, blocks)]))
+    groups_of_files = _file_groups(files, blocks)
+    staged_only = tuple(c for s in segment.global_stages for c in s.staged_columns())
+    keys = materialize(ray.data.from_arrow_refs([plain_task(read_parquet).remote(group, folder.storage, None,
+                                                                                 staged_only)
+                                                 for group in groups_of_files]))
     decided = []  # (dataset, rejected rows or kept rows)
     for stage in segment.global_stages:
+        stage.staged_keys = StagedKeys(groups_of_files, folder.storage)
         n_in = keys.count()
         out = materialize(stage.decide(keys))
         keys = _live(out)

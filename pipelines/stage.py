@@ -184,9 +184,16 @@ class GeneratorStage(MapStage):
 
 
 class GlobalStage(Stage):
+    staged_keys = None  # set by the runner before ``decide``: the staged key files (``pipelines.dedup.datasets``)
+
     def keys(self, batch: "pa.Table") -> dict[str, "pa.Array | pa.ChunkedArray"]:
         """Map side: this stage's key columns for a batch of live records (same rows, same order)."""
         return {}
+
+    def staged_columns(self) -> list[str]:
+        """Key columns written to the staged key files but left out of the key rows ``decide`` receives (heavy
+        values it needs for a few rows only: it reads them from ``staged_keys``)."""
+        return []
 
     def decide(self, keys: "ray.data.Dataset") -> "ray.data.Dataset":
         """The key rows with this stage's decisions (rejection columns, ``decision_columns``)."""

@@ -39,6 +39,12 @@ STAGED_CODEC = "lz4"  # staged parts are read back once: lz4 writes and reads fa
 COUNTED = (METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX)  # summed into the part's statistics, never staged or written
 
 
+def release_memory() -> None:
+    """Return the memory Arrow's allocator keeps after frees to the system (a worker that read a 30 MB part kept
+    ~250 MB more than its live data). Called between a task's large steps, so a worker holds what it uses."""
+    pa.default_memory_pool().release_unused()
+
+
 def table_digest(table: pa.Table) -> int:
     """Order-independent fingerprint of a table's rows: the sum of their hashes, mod 2**64.
 
@@ -180,6 +186,7 @@ class RunSink(Datasink):
         stats["report"] = collect_stats({d: kept_table(p, report=True).drop_columns([KEY]) for d, p in outputs
                                          if d != REJECTS}, rejected.drop_columns([KEY]), self.text_field)
         self.folder.storage.write_bytes(self.folder.write_marker(self.seg, lo, hi, w), json.dumps(stats).encode())
+        release_memory()
 
     def _stage_live(self, live: pa.Table, lo: int, hi: int, w: int, stats: dict) -> None:
         if not live.num_rows:
@@ -294,9 +301,11 @@ def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
                     writer.write_table(pa.concat_tables(group), row_group_size=group_rows)
                     rows += group_rows
                     group, group_rows, group_bytes = [], 0, 0
+                    release_memory()
         if group:
             writer.write_table(pa.concat_tables(group), row_group_size=group_rows)
             rows += group_rows
+    release_memory()
     return {"dest": item["dest"], "uri": uri, "rows": rows}
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
 ROWS_PER_PARTITION = 4_000_000  # shuffled rows per partition: ~100-200 MB of (key, id) rows
@@ -46,9 +49,34 @@ def block_refs(ds) -> list:
             for ref, meta in zip(bundle.block_refs, bundle.metadata) if meta.num_rows]
 
 
+@dataclass(frozen=True)
+class StagedKeys:
+    """A segment's staged key files, in groups of consecutive files: the columns a stage leaves out of the loaded
+    key rows (``GlobalStage.staged_columns``) are read from them by :func:`map_blocks`, a group per task."""
+
+    groups: list[list[str]]
+    storage: Any
+
+
+def read_parquet(uris: list[str], storage, columns: list[str] | None = None, exclude: tuple[str, ...] = ()
+                 ) -> pa.Table:
+    """Parquet files as one table: all their columns, or ``columns``, less ``exclude``."""
+    tables = []
+    for fs, path in map(storage.resolve, uris):
+        names = columns or pq.read_schema(path, filesystem=fs).names
+        tables.append(pq.read_table(path, filesystem=fs, columns=[c for c in names if c not in exclude]))
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+def _apply_staged(fn, args: tuple, columns: list[str], uris: list[str], storage) -> pa.Table:
+    return _apply(fn, args, None, read_parquet(uris, storage, columns))
+
+
 def _apply(fn, args: tuple, columns: list[str] | None, *blocks: pa.Table) -> pa.Table:
     tables = [b.select(columns) if columns else b for b in blocks]
-    return fn(pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0], *args)
+    out = fn(pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0], *args)
+    pa.default_memory_pool().release_unused()  # what the task freed goes back to the system (writer.release_memory)
+    return out
 
 
 @functools.cache
@@ -79,7 +107,13 @@ def _materialized(ds):
 
 def map_blocks(ds, fn, *args, columns: list[str] | None = None):
     """``ds.select_columns(columns).map_batches(fn, fn_args=args, batch_size=None)``, materialized, for a
-    materialized ``ds``: ``fn`` (pyarrow table -> table) applied to each block by one plain Ray task."""
+    materialized ``ds``: ``fn`` (pyarrow table -> table) applied to each block by one plain Ray task. ``ds`` may
+    be :class:`StagedKeys` (with ``columns``): then each task reads a group of files' ``columns``."""
+    if isinstance(ds, StagedKeys):
+        import ray.data
+
+        task = plain_task(_apply_staged).options(name=getattr(fn, "__qualname__", "apply"))
+        return ray.data.from_arrow_refs([task.remote(fn, args, columns, group, ds.storage) for group in ds.groups])
     ds = _materialized(ds)
     refs = block_refs(ds)
     if not refs:

@@ -5,8 +5,9 @@
    minimises the weighted false positive and false negative probabilities at ``threshold``, as datasketch's
    ``MinHashLSH`` chooses it; missed duplicates weigh 0.9 against 0.1 for candidates below the threshold,
    since verification drops those: 14 x 9 at 0.8, where a pair at Jaccard 0.85 becomes a candidate with
-   probability 0.975, at 0.9 with 0.999, at 0.65 with 0.25, at 0.5 with 0.03). These, with the keep key and the
-   verification value, are the record's key row; the text stays on the map side.
+   probability 0.975, at 0.9 with 0.999, at 0.65 with 0.25, at 0.5 with 0.03). These and the length are the
+   record's key row; the verification value is staged with it but not loaded (``staged_columns``); the text
+   stays on the map side.
 2. Buckets: up to ``execution.broadcast_limit_rows`` records, one task groups each band's keys in turn; beyond,
    rows ``(band key, internal key)`` (16 bytes) are hash-partitioned by band key (a Ray Data shuffle), one group
    of ``band_group_size`` bands at a time so each shuffle stays bounded. Each bucket links its members to its
@@ -15,8 +16,8 @@
    signatures estimate a Jaccard similarity of at least ``threshold`` minus two standard errors (which removes
    most candidates far below the threshold and almost none above it); ``exact`` (or ``true``) compares the
    exact sets of shingle hashes (64-bit; the key row then carries them, which is heavier) with ``threshold``;
-   ``none`` links every candidate. Only the endpoints' values are taken from the key rows (a semi-join) and
-   reach the edges by broadcast when small, else by joins.
+   ``none`` links every candidate. Only the endpoints' values are read from the staged key files (a semi-join)
+   and reach the edges by broadcast when small, else by joins.
 4. Connected components of the edges (``pipelines.dedup.components``: union-find in one task when small, else
    large-star/small-star rounds).
 5. Removal: a keep key sorts lowest for the record ``keep`` prefers (``pipelines.dedup.removal``); each
@@ -121,8 +122,9 @@ class DedupFuzzy(GlobalStage):
         return out
 
     def decide(self, ds):
+        """Candidates and verification on the key rows as loaded; then the key rows without their bands and
+        signatures (the heavy columns, never copied) take their keep keys, their survivors and decisions."""
         c = self.config
-        ds = map_blocks(ds, with_keep_keys, c.keep)
         bands = [band_column(i) for i in range(self.bands)]
         partitions = c.partitions or partitions_for(ds.count() * self.bands)
         log.info("dedup_fuzzy: %d records, %d x %d bands, %d shuffle partitions", ds.count(), self.bands, self.rows,
@@ -130,12 +132,14 @@ class DedupFuzzy(GlobalStage):
         edges = self.candidates(ds, bands, partitions)
         if c.verify != "none":
             value_type = pa.list_(pa.uint64()) if c.verify == "exact" else pa.binary(4 * c.num_perm)
-            edges = verified_edges(edges, ds, INTERNAL_KEY, VALUE, value_type, self.similar, partitions,
+            values = ds if self.staged_keys is None else self.staged_keys  # the signatures stay on disk
+            edges = verified_edges(edges, values, INTERNAL_KEY, VALUE, value_type, self.similar, partitions,
                                    self.ctx.broadcast_limit_rows)
         components = connected_components(edges, partitions, self.ctx.broadcast_limit_rows, pa.int64())
-        roots = survivors(components, ds, partitions, self.ctx.broadcast_limit_rows)
         drop = bands + ([VALUE] if c.verify != "none" else [])
-        return apply_roots(ds, roots, self.mark, partitions, self.ctx.broadcast_limit_rows, drop)
+        ds = map_blocks(ds, _with_keep_keys_only, drop, c.keep)
+        roots = survivors(components, ds, partitions, self.ctx.broadcast_limit_rows)
+        return apply_roots(ds, roots, self.mark, partitions, self.ctx.broadcast_limit_rows)
 
     def candidates(self, ds, bands: list[str], partitions: int):
         """Star edges of every bucket: all bands in one task, a band at a time, up to the broadcast limit (in
@@ -153,6 +157,9 @@ class DedupFuzzy(GlobalStage):
             edge_sets.append(edges if first + c.band_group_size >= self.bands else edges.materialize())
         return edge_sets[0].union(*edge_sets[1:]) if len(edge_sets) > 1 else edge_sets[0]
 
+    def staged_columns(self) -> list[str]:
+        return [VALUE] if self.config.verify != "none" else []
+
     def mark(self, batch: pa.Table, root) -> pa.Table:
         c = self.config
         return mark_removed(batch, root, c.keep, self.name, "near_duplicate", CLUSTER, c.action == "remove")
@@ -167,6 +174,10 @@ class DedupFuzzy(GlobalStage):
             return np.asarray(sims, dtype=float) >= c.threshold
         sa, sb = _signature_matrix(a, c.num_perm), _signature_matrix(b, c.num_perm)
         return valid & ((sa == sb).mean(axis=1) >= self.signature_cut)
+
+
+def _with_keep_keys_only(batch: pa.Table, drop: list[str], keep: KeepRule) -> pa.Table:
+    return with_keep_keys(batch.drop_columns([c for c in drop if c in batch.column_names]), keep)
 
 
 def shingle_hashes(text: str | None, ngram: int, char_ngrams: bool) -> list[int]:
