@@ -48,7 +48,6 @@ WINDOW = 1000
 TOKEN_EDGES = [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 1e18]
 CHARS_PER_TOKEN = 4
 _WORD = re.compile(r"\w+")
-TOKEN_SLICE = 1024
 _WORD_BYTE = np.ones(256, bool)
 _WORD_BYTE[list(b"\t\n\f\r ")] = False
 
@@ -80,24 +79,15 @@ def per_record(table: pa.Table, columns: list[str], measure) -> np.ndarray:
 
 def whitespace_tokens(strings: pa.Array) -> pa.Array:
     """Per string, its ``\\S+`` runs (RE2's ``\\s``: tab, newline, form feed, carriage return, space), null for null:
-    token starts counted on the UTF-8 bytes with numpy (the same as ``pc.count_substring_regex(s, r"\\S+")``, whose
-    regex costs several times more per byte), ``TOKEN_SLICE`` strings at a time to bound the temporary arrays."""
+    counted on the UTF-8 bytes in one compiled pass (the same as ``pc.count_substring_regex(s, r"\\S+")``, whose
+    regex costs several times more per byte)."""
+    from pipelines.report.tokens import token_counts
+
     strings = strings.cast(pa.string())
-    if len(strings) > TOKEN_SLICE:
-        return pa.concat_arrays([whitespace_tokens(strings.slice(lo, TOKEN_SLICE))
-                                 for lo in range(0, len(strings), TOKEN_SLICE)])
     counts = np.zeros(len(strings), np.int64)
     offsets, data = _utf8(strings)
-    if offsets[-1] > offsets[0]:
-        chars = data[offsets[0]:offsets[-1]]
-        word = _WORD_BYTE[chars]
-        starts = np.empty_like(word)
-        starts[:1] = word[:1]
-        np.greater(word[1:], word[:-1], out=starts[1:])
-        bounds = offsets - offsets[0]
-        opening = bounds[:-1][bounds[:-1] < bounds[1:]]
-        starts[opening] = word[opening]  # a string's first byte starts a token whatever the previous string ends with
-        counts[:] = np.diff(np.searchsorted(np.flatnonzero(starts), bounds))  # token starts between bounds
+    if len(strings):
+        token_counts(data, offsets.astype(np.int64), _WORD_BYTE, counts)
     return pa.array(counts, pa.int64(), mask=strings.is_null().to_numpy(zero_copy_only=False))
 
 
