@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
+from pipelines.dedup.datasets import release_memory
 from pipelines.report import collect_stats
 from pipelines.run_folder import DATA, REJECTS, Part, RunFolder
 from pipelines.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
@@ -37,12 +38,6 @@ DIGEST_MOD = 1 << 64
 ROW_OVERHEAD = 64  # bytes counted per row on top of its strings when sizing files
 STAGED_CODEC = "lz4"  # staged parts are read back once: lz4 writes and reads faster than zstd; final files are zstd
 COUNTED = (METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX)  # summed into the part's statistics, never staged or written
-
-
-def release_memory() -> None:
-    """Return the memory Arrow's allocator keeps after frees to the system (a worker that read a 30 MB part kept
-    ~250 MB more than its live data). Called between a task's large steps, so a worker holds what it uses."""
-    pa.default_memory_pool().release_unused()
 
 
 def table_digest(table: pa.Table) -> int:
