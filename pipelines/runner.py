@@ -406,9 +406,10 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     keys = materialize(ray.data.from_arrow_refs([plain_task(read_parquet).remote(group, folder.storage, None,
                                                                                  staged_only)
                                                  for group in groups_of_files]))
+    staged = StagedKeys(groups_of_files, folder.storage)
     decided = []  # (dataset, rejected rows or kept rows)
     for stage in segment.global_stages:
-        stage.staged_keys = StagedKeys(groups_of_files, folder.storage)
+        stage.staged_keys = staged
         n_in = keys.count()
         out = materialize(stage.decide(keys))
         keys = _live(out)

@@ -282,15 +282,16 @@ def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
             if table is None:
                 continue
             table = _conform(table.drop_columns([KEY]), writer.schema)
-            sizes, start = row_sizes(table), 0
+            ends, start = np.cumsum(row_sizes(table)), 0  # ends[i]: bytes of rows 0..i
             while start < table.num_rows:
                 # the rows of this table that fit in the open row group (a row larger than a row group: alone)
-                fits = np.searchsorted(np.cumsum(sizes[start:]), ROW_GROUP_BYTES - group_bytes, side="right")
-                take = min(int(fits), ROW_GROUP_ROWS - group_rows, table.num_rows - start) or int(not group)
+                before = int(ends[start - 1]) if start else 0
+                fits = int(np.searchsorted(ends, before + ROW_GROUP_BYTES - group_bytes, side="right")) - start
+                take = min(fits, ROW_GROUP_ROWS - group_rows, table.num_rows - start) or int(not group)
                 if take:
                     group.append(table.slice(start, take))
                     group_rows += take
-                    group_bytes += int(sizes[start:start + take].sum())
+                    group_bytes += int(ends[start + take - 1]) - before
                     start += take
                 if group_rows >= ROW_GROUP_ROWS or group_bytes >= ROW_GROUP_BYTES or start < table.num_rows:
                     writer.write_table(pa.concat_tables(group), row_group_size=group_rows)
