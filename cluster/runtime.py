@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,37 @@ def progress_counts(counter) -> dict[str, int]:
     import ray
 
     return ray.get(counter.snapshot.remote(), timeout=10)
+
+
+def _exit_after_this() -> tuple[str, int]:
+    import ray
+
+    return ray.get_runtime_context().get_node_id(), os.getpid()
+
+
+def retire_workers(timeout_s: float = 10.0) -> None:
+    """End the idle worker processes, so that the next phase of a command starts fresh ones: a worker keeps the
+    memory its allocators and the object store's pages reached in earlier phases, and a phase run on the same
+    workers adds its own peak on top. One task per CPU ends the worker it runs on (``max_calls=1``); the driver
+    waits (at most ``timeout_s``) until those of its node are gone."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_calls=1)(_exit_after_this)
+    here = ray.get_runtime_context().get_node_id()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    pids = [pid for node, pid in ray.get([task.remote() for _ in range(cpus)]) if node == here]
+    deadline = time.monotonic() + timeout_s
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def resolve_address(address: str | None) -> str | None:

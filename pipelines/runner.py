@@ -23,6 +23,7 @@ committed: report, card, then ``manifest.json`` (``pipelines.run_folder``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -34,14 +35,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cluster.config import ConfigError
 from cluster.console import current as console
-from cluster.runtime import progress_counter, progress_counts, ray_session
+from cluster.runtime import progress_counter, progress_counts, ray_session, retire_workers
 from cluster.storage import Storage
 from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
@@ -63,6 +63,9 @@ GROUP = "_group"
 APPLY_GROUP_BYTES = 32 << 20  # staged Parquet per apply task: bounds its memory (its output is written at once)
 MERGE_FANIN = 64
 KEY_BLOCK_BYTES = 256 << 20
+# Decisions over at least this many key rows leave workers grown by hundreds of MB (bench/results/dedup.md): the
+# apply phase then starts on fresh workers (cluster.runtime.retire_workers), which costs a few seconds.
+RETIRE_AFTER_ROWS = 250_000
 REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
 
 
@@ -231,7 +234,7 @@ def _set_up(stage: MapStage) -> MapStage:
     return ready
 
 
-def _batches(block: pd.DataFrame, stage: MapStage, rows: int):
+def _batches(block, stage: MapStage, rows: int):
     """``stage`` on ``block`` in batches of ``rows`` rows, one output block per batch."""
     for lo in range(0, len(block), rows):
         yield run_map_stage(stage, block.iloc[lo:lo + rows].reset_index(drop=True))
@@ -289,6 +292,30 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
 
 def _source_into_sink(source, row: dict, args: tuple, sink: RunSink) -> None:
     sink.write_blocks(source({name: [value] for name, value in row.items()}, *args))
+
+
+def ray_datasink(sink: RunSink):
+    """``sink`` as a Ray Data datasink, for the segments Ray Data writes (those with map stages). The class is made
+    on first use, so that the processes of the other segments never import Ray Data."""
+    return _datasink_class()(sink)
+
+
+@functools.cache
+def _datasink_class():
+    from ray.data import Datasink
+
+    class RunDatasink(Datasink):
+        def __init__(self, sink: RunSink):
+            self.sink = sink
+
+        @property
+        def supports_distributed_writes(self) -> bool:
+            return True
+
+        def write(self, blocks, ctx) -> None:
+            self.sink.write_blocks(blocks)
+
+    return RunDatasink
 
 
 def _write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: int) -> None:
@@ -551,6 +578,8 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     with console().phase(f"decide: {names}"):
                         counts = decide(folder, k, segment, groups, cfg.execution.broadcast_limit_rows)
                     global_counts.update(counts)
+                    if counts[segment.global_stages[0].name]["in"] >= RETIRE_AFTER_ROWS:
+                        retire_workers()
                     if not group_items:
                         continue
                     columns = [c for s in segment.global_stages for c in s.decision_columns()]
@@ -569,7 +598,7 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     ds, pool = _map_stages(ds, segment.map_stages, cfg.execution.batch_size)
                     # after an actor pool that holds every CPU, the writer must not wait for one
                     writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool else {}
-                    ds.write_datasink(sink, **writer)
+                    ds.write_datasink(ray_datasink(sink), **writer)
             read_rows = folder.read_rows()
             missing = len(planned) - len(read_rows)
             if missing:

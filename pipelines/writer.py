@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -31,7 +30,6 @@ from pipelines.run_folder import DATA, REJECTS, Part, RunFolder
 from pipelines.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
                              REPORT_PREFIX, SEEN_PREFIX, SPLIT, GlobalStage, task_of)
 
-from ray.data import Datasink
 
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
 DIGEST_MOD = 1 << 64
@@ -83,7 +81,7 @@ def _strings_for_nulls(table: pa.Table) -> pa.Table:
 def _as_table(block) -> pa.Table:
     """A block as Arrow, vectors as ``fixed_size_list``: Ray Data turns a vector column that went through a pandas
     batch into its tensor extension type, which other readers of the Parquet would not know."""
-    table = pa.Table.from_pandas(block, preserve_index=False) if isinstance(block, pd.DataFrame) else block
+    table = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block, preserve_index=False)
     for i, field in enumerate(table.schema):
         shape = getattr(field.type, "shape", None)
         if isinstance(field.type, pa.ExtensionType) and shape is not None and len(shape) == 1:
@@ -105,12 +103,13 @@ def row_sizes(table: pa.Table) -> np.ndarray:
 def _sizes_by_task(table: pa.Table) -> dict[str, int]:
     """``{read task: bytes}`` of a slice (``row_sizes``)."""
     tasks = task_of(table[KEY].to_numpy(zero_copy_only=False))
-    sums = pd.Series(row_sizes(table)).groupby(tasks).sum()
-    return {str(int(t)): int(n) for t, n in sums.items()}
+    ids, index = np.unique(tasks, return_inverse=True)
+    sums = np.bincount(index, weights=row_sizes(table), minlength=len(ids))
+    return {str(int(t)): int(n) for t, n in zip(ids, sums)}
 
 
-class RunSink(Datasink):
-    """The sink of one segment.
+class RunSink:
+    """The sink of one segment (Ray Data writes through it with ``pipelines.runner.ray_datasink``).
 
     ``groups``: the read-task ranges of this segment's sources (apply groups); None in segment 0, where every
     read task is its own source. ``final``: the last segment writes kept rows as output; otherwise the live
@@ -126,13 +125,6 @@ class RunSink(Datasink):
         self.final = final
         self.next_stages = next_stages
         self.text_field = text_field
-
-    @property
-    def supports_distributed_writes(self) -> bool:
-        return True
-
-    def write(self, blocks: Iterable, ctx) -> None:
-        self.write_blocks(blocks)
 
     def write_blocks(self, blocks: Iterable) -> None:
         """One part per (block, source): a task holds one block at a time. A part is numbered by its first row's

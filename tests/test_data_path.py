@@ -2,7 +2,8 @@
 
 Partitioned paths (``execution.broadcast_limit_rows: 0``) against broadcast ones, the bound on output files,
 repeated ids, rows rejected by map stages kept away from global stages, map stages run in one task per read task,
-resume after a kill inside dedup, and driver memory against the number of read tasks.
+workers retired between the decisions and their application, resume after a kill inside dedup, and driver memory
+against the number of read tasks.
 """
 
 from __future__ import annotations
@@ -104,6 +105,34 @@ def test_partitioned_paths_give_the_broadcast_paths_records_in_few_files(broadca
         files = list((tmp / "partitioned" / dest).glob("*.parquet"))
         assert 1 <= len(files) <= math.ceil(input_mb / target_mb) + 1, (dest, len(files))
     assert len(broadcast_run["files"]) == 4  # one file per split and rejects at the default 256 MB
+
+
+def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcast_run, corpus, ray_local,
+                                                                       monkeypatch):
+    """Past ``RETIRE_AFTER_ROWS`` key rows the decisions' workers end and the apply phase starts fresh ones."""
+    import ray
+
+    from cluster.runtime import retire_workers
+
+    @ray.remote(num_cpus=1)
+    def worker_pid() -> int:
+        time.sleep(0.3)  # two at once: one per worker
+        return os.getpid()
+
+    retired = []
+
+    def retire():
+        retired.append(set(ray.get([worker_pid.remote() for _ in range(2)])))
+        retire_workers()
+
+    monkeypatch.setattr("pipelines.runner.RETIRE_AFTER_ROWS", 0)
+    monkeypatch.setattr("pipelines.runner.retire_workers", retire)
+    tmp, paths, _ = corpus
+    manifest = run(parse_config(config(paths, tmp / "retired")))
+    assert retired and len(retired[0]) == 2
+    for pid in retired[0]:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert manifest["digests"] == broadcast_run["digests"] and manifest["counts"] == broadcast_run["counts"]
 
 
 def test_repeated_ids_lose_nothing_and_can_be_rejected(broadcast_run, corpus, ray_local):

@@ -24,7 +24,7 @@ ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
 ROWS_PER_PARTITION = 4_000_000  # shuffled rows per partition: ~100-200 MB of (key, id) rows
 BROADCAST_BYTES = 256 << 20  # a table goes to every map task (instead of a join) up to this size
 _CACHED = 4
-_broadcast_cache: dict[str, pa.Table] = {}
+_worker_cache: dict[str, Any] = {}
 
 
 def materialize(ds):
@@ -70,7 +70,10 @@ def read_parquet(uris: list[str], storage, columns: list[str] | None = None, exc
 
 
 def _apply_staged(fn, args: tuple, columns: list[str], uris: list[str], storage) -> pa.Table:
-    return _apply(fn, args, None, read_parquet(uris, storage, columns))
+    """``fn`` applied to each file of a group, the results concatenated: files may be grouped in any way, so ``fn``
+    acts row by row, and a task holds one file's ``columns`` at a time (not the group's)."""
+    out = [_apply(fn, args, None, read_parquet([uri], storage, columns)) for uri in uris]
+    return pa.concat_tables(out, promote_options="permissive") if len(out) > 1 else out[0]
 
 
 def _apply(fn, args: tuple, columns: list[str] | None, *blocks: pa.Table) -> pa.Table:
@@ -115,7 +118,7 @@ def _materialized(ds):
 def map_blocks(ds, fn, *args, columns: list[str] | None = None):
     """``ds.select_columns(columns).map_batches(fn, fn_args=args, batch_size=None)``, materialized, for a
     materialized ``ds``: ``fn`` (pyarrow table -> table) applied to each block by one plain Ray task. ``ds`` may
-    be :class:`StagedKeys` (with ``columns``): then each task reads a group of files' ``columns``."""
+    be :class:`StagedKeys` (with ``columns``): then each task reads a group of files' ``columns``, a file at a time."""
     if isinstance(ds, StagedKeys):
         import ray.data
 
@@ -180,14 +183,21 @@ def fetched(refs: list, schema: pa.Schema) -> pa.Table:
     """The table behind :func:`broadcast`'s references, one chunk per column (cached in this worker process)."""
     import ray
 
-    key = ",".join(ref.hex() for ref in refs)
-    if key not in _broadcast_cache:
-        while len(_broadcast_cache) >= _CACHED:
-            _broadcast_cache.pop(next(iter(_broadcast_cache)))
+    def make() -> pa.Table:
         tables = [t.select(schema.names).cast(schema) for t in ray.get(refs) if t.num_rows]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
-        _broadcast_cache[key] = pa.table([c.combine_chunks() for c in table.columns], schema=schema)
-    return _broadcast_cache[key]
+        return pa.table([c.combine_chunks() for c in table.columns], schema=schema)
+
+    return worker_cached("table:" + ",".join(ref.hex() for ref in refs), make)
+
+
+def worker_cached(key: str, make):
+    """``make()``, kept in this worker process under ``key`` (for the last ``_CACHED`` keys)."""
+    if key not in _worker_cache:
+        while len(_worker_cache) >= _CACHED:
+            _worker_cache.pop(next(iter(_worker_cache)))
+        _worker_cache[key] = make()
+    return _worker_cache[key]
 
 
 def reduce_or(ds, column: str):

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.dedup.datasets import ARROW, broadcast, fetched, map_blocks, materialize
+from pipelines.dedup.datasets import ARROW, broadcast, fetched, map_blocks, materialize, worker_cached
 
 log = logging.getLogger(__name__)
 BAND_PREFIX = "_dedup_band_"
@@ -125,18 +125,33 @@ def endpoint_bloom(edges):
 
 def _node_values(batch: pa.Table, node: str, value: str, edge_refs: list | None, bloom, schema: pa.Schema) -> pa.Table:
     """``(node, value)`` of the key rows that are (or, with a Bloom filter, may be) an endpoint of an edge."""
-    import ray
-
-    keep = pc.is_valid(batch[node])
+    batch = batch.filter(pc.is_valid(batch[node]))
+    nodes = batch[node].to_numpy()
     if edge_refs is not None:
-        edges = fetched(edge_refs, EDGE_SCHEMA)
-        endpoints = pa.concat_arrays([edges["u"].chunk(0), edges["v"].chunk(0)])
-        keep = pc.and_(keep, pc.is_in(batch[node], value_set=endpoints))
-    batch = batch.filter(keep)
+        endpoints = _endpoints(edge_refs)
+        at = np.minimum(np.searchsorted(endpoints, nodes), len(endpoints) - 1)
+        batch = batch.filter(pa.array(endpoints[at] == nodes)) if len(endpoints) else batch.slice(0, 0)
     if bloom is not None and batch.num_rows:
-        filt = np.unpackbits(np.frombuffer(ray.get(bloom), dtype=np.uint8)).astype(bool)
+        filt = _unpacked(bloom)
         batch = batch.filter(pa.array(filt[_bloom_positions(batch[node], len(filt))].all(axis=1)))
     return pa.table([batch[node], batch[value].cast(schema.field("value").type)], schema=schema)
+
+
+def _endpoints(edge_refs: list) -> np.ndarray:
+    """The broadcast edges' endpoints, sorted and unique (once per worker process)."""
+    def make() -> np.ndarray:
+        edges = fetched(edge_refs, EDGE_SCHEMA)
+        return np.unique(np.concatenate([edges["u"].to_numpy(), edges["v"].to_numpy()]))
+
+    return worker_cached("endpoints:" + ",".join(ref.hex() for ref in edge_refs), make)
+
+
+def _unpacked(bloom) -> np.ndarray:
+    """The Bloom filter's bits as booleans (once per worker process)."""
+    import ray
+
+    return worker_cached("bloom:" + bloom.hex(),
+                         lambda: np.unpackbits(np.frombuffer(ray.get(bloom), dtype=np.uint8)).astype(bool))
 
 
 def _similar_broadcast(edges: pa.Table, refs: list, schema: pa.Schema, similar) -> pa.Table:

@@ -155,7 +155,7 @@ def _has_policy(lower: str) -> bool:
 def c4_lines(stats: TextStats, cfg: C4Config) -> C4Lines:
     """C4's line filters over the document's lines (cached on ``stats``).
 
-    The per-line measures come from :func:`~pipelines.filters.text.scan_lines` (a line whose citation marks
+    The per-line measures come from :func:`~pipelines.filters.text_kernels.scan_lines` (a line whose citation marks
     are removed is measured again). A phrase check lowercases a line only if the whole text (citation marks
     removed) may contain the phrase, every policy phrase containing "cookie", "terms of use" or "privacy
     policy": a line's lowercase is part of the text's, and ``str.lower`` makes ASCII letters only of ASCII
