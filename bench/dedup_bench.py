@@ -216,25 +216,28 @@ def clough_stevenson(work: Path) -> dict:
 # -- end to end ------------------------------------------------------------------------------------
 
 
-# thresher configurations measured end to end: dedup_fuzzy options and extra environment of the run
+# thresher configurations measured end to end: dedup_fuzzy options, extra environment of the run, execution options
 VARIANTS = {
-    "thresher": ({}, {}),
-    "thresher-noverify": ({"verify": "none"}, {}),
+    "thresher": ({}, {}, {}),
+    "thresher-noverify": ({"verify": "none"}, {}, {}),
     # Ray kills idle workers beyond one per CPU after 1 s, so every Ray Data execution of a multi-step stage
     # starts fresh worker processes (~1 s each here); kept for 60 s they are reused
-    "thresher-warm": ({}, {"RAY_idle_worker_killing_time_threshold_ms": "60000"}),
+    "thresher-warm": ({}, {"RAY_idle_worker_killing_time_threshold_ms": "60000"}, {}),
+    # the apply phase on the workers that made the decisions, not on fresh ones
+    "thresher-sameworkers": ({}, {}, {"fresh_workers_after_rows": None}),
 }
 
 
 def run_thresher(corpus: Path, out: Path, cpus: int, log: Path, bands: int | None = DEFAULT.bands,
-                 rows: int | None = DEFAULT.rows, options: dict | None = None, env: dict | None = None) -> dict:
+                 rows: int | None = DEFAULT.rows, options: dict | None = None, env: dict | None = None,
+                 execution: dict | None = None) -> dict:
     """``thresher curate`` with only dedup_fuzzy (word 5-grams; ``bands`` x ``rows``, or the stage's choice)."""
     lsh = {"num_perm": max(128, bands * rows), "bands": bands, "rows": rows} if bands else {}
     fuzzy = {"threshold": THRESHOLD, "ngram": 5, **lsh, **(options or {})}
     cfg = out.with_suffix(".yaml")
     cfg.write_text(yaml.safe_dump({"input": {"paths": [str(p) for p in sorted(corpus.glob("part-*.jsonl"))]},
                                    "output": {"path": str(out)}, "stages": [{"dedup_fuzzy": fuzzy}],
-                                   "execution": {"num_cpus": cpus}}))
+                                   "execution": {"num_cpus": cpus, **(execution or {})}}))
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **(env or {})}
     result = measure([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], log, env)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -244,8 +247,8 @@ def run_thresher(corpus: Path, out: Path, cpus: int, log: Path, bands: int | Non
 
 def thresher_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, variant: str) -> dict:
     out = work / f"{variant}{mb}-out"
-    options, env = VARIANTS[variant]
-    result = run_thresher(corpus, out, 2, work / f"{variant}{mb}.log", bands, rows, options, env)
+    options, env, execution = VARIANTS[variant]
+    result = run_thresher(corpus, out, 2, work / f"{variant}{mb}.log", bands, rows, options, env, execution)
     removed = {r["id"]: r["detail"] for r in pq.read_table(out / "rejects", columns=["id", "detail"]).to_pylist()}
     result["accuracy"] = accuracy(corpus, removed)
     shutil.rmtree(out)

@@ -63,9 +63,6 @@ GROUP = "_group"
 APPLY_GROUP_BYTES = 32 << 20  # staged Parquet per apply task: bounds its memory (its output is written at once)
 MERGE_FANIN = 64
 KEY_BLOCK_BYTES = 256 << 20
-# Decisions over at least this many key rows leave workers grown by hundreds of MB (bench/results/dedup.md): the
-# apply phase then starts on fresh workers (cluster.runtime.retire_workers), which costs a few seconds.
-RETIRE_AFTER_ROWS = 250_000
 REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
 
 
@@ -578,7 +575,8 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     with console().phase(f"decide: {names}"):
                         counts = decide(folder, k, segment, groups, cfg.execution.broadcast_limit_rows)
                     global_counts.update(counts)
-                    if counts[segment.global_stages[0].name]["in"] >= RETIRE_AFTER_ROWS:
+                    fresh_after = cfg.execution.fresh_workers_after_rows
+                    if fresh_after is not None and counts[segment.global_stages[0].name]["in"] >= fresh_after:
                         retire_workers()
                     if not group_items:
                         continue

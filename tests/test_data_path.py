@@ -109,7 +109,8 @@ def test_partitioned_paths_give_the_broadcast_paths_records_in_few_files(broadca
 
 def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcast_run, corpus, ray_local,
                                                                        monkeypatch):
-    """Past ``RETIRE_AFTER_ROWS`` key rows the decisions' workers end and the apply phase starts fresh ones."""
+    """Past ``execution.fresh_workers_after_rows`` key rows the decisions' workers end and the apply phase starts
+    fresh ones."""
     import ray
 
     from cluster.runtime import retire_workers
@@ -125,10 +126,9 @@ def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcas
         retired.append(set(ray.get([worker_pid.remote() for _ in range(2)])))
         retire_workers()
 
-    monkeypatch.setattr("pipelines.runner.RETIRE_AFTER_ROWS", 0)
     monkeypatch.setattr("pipelines.runner.retire_workers", retire)
     tmp, paths, _ = corpus
-    manifest = run(parse_config(config(paths, tmp / "retired")))
+    manifest = run(parse_config(config(paths, tmp / "retired", fresh_workers_after_rows=0)))
     assert retired and len(retired[0]) == 2
     for pid in retired[0]:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
