@@ -74,9 +74,12 @@ def retire_workers(timeout_s: float = 10.0) -> None:
 
     task = ray.remote(num_cpus=1, max_calls=1)(_exit_after_this)
     here = ray.get_runtime_context().get_node_id()
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    pids = [pid for node, pid in ray.get([task.remote() for _ in range(cpus)]) if node == here]
     deadline = time.monotonic() + timeout_s
+    refs = [task.remote() for _ in range(int(ray.cluster_resources().get("CPU", 0)))]
+    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    for ref in pending:  # CPUs another job holds: their workers stay
+        ray.cancel(ref)
+    pids = [pid for node, pid in ray.get(done) if node == here]
     while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
 
