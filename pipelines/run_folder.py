@@ -9,14 +9,18 @@ and loaded.
 <output>/_progress/run.json                   what this run computes (config + planned reads hash)
 <output>/_progress/read-T.json                rows read by read task T
 <output>/_progress/write-sS-LO-HI-W.json      counts, sizes and report statistics of one written part
-<output>/_staging/out/<dest>/sS-LO-HI-W.parquet   output rows before compaction (dest: rejects, data, data/<split>)
-<output>/_staging/live/sS/LO-HI-W.parquet     live records waiting for the decisions of segment S + 1
-<output>/_staging/keys/sS/LO-HI-W.parquet     their key rows
-<output>/_staging/decisions/sS/g-NNNNN.parquet    decisions for the records of apply group NNNNN
+<output>/_staging/out/<dest>/sS-LO-HI-W.arrow     output rows before compaction (dest: rejects, data, data/<split>)
+<output>/_staging/live/sS/LO-HI-W.arrow       live records waiting for the decisions of segment S + 1
+<output>/_staging/keys/sS/LO-HI-W.arrow       their key rows
+<output>/_staging/decisions/sS/g-NNNNN.arrow  decisions for the records of apply group NNNNN
 ```
 A part covers the read tasks LO..HI (segment 0: one read task; later segments: an apply group) and is numbered W
 by the internal key of its first row (a retried or rerun task rewrites the same names). ``_progress`` and
 ``_staging`` are removed at commit.
+
+Staged files are Arrow IPC files, read back once or a few times by the run itself: uncompressed on local disks
+(memory-mapped on reading, so a task touches only the columns it reads) and LZ4-compressed on S3. A staged
+table with internal keys records its smallest and largest key in its schema's metadata.
 
 A run replaces what its output folder holds under those names, so :func:`check_output` refuses, before anything
 is written or deleted, an output that is, contains or lies inside an input, and an existing non-empty folder
@@ -28,16 +32,22 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import os
+import posixpath
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from cluster.config import ConfigError
 from cluster.storage import MANIFEST, PROGRESS, STAGING, Storage, is_s3, join
+from pipelines.stage import KEY
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +59,9 @@ RUN_DIRS = (DATA, REJECTS, PROGRESS, STAGING)
 RUN_SAMPLE_FILES = (*RUN_FILES, MANIFEST, f"{DATA}/part-00000.parquet", f"{DATA}/train/part-00000.parquet",
                     f"{REJECTS}/part-00000.parquet")
 _PART = re.compile(r"s(\d+)-(\d+)-(\d+)-(\d+)")
-_RANGE = re.compile(r"(\d+)-(\d+)-(\d+)\.parquet$")
+_RANGE = re.compile(r"(\d+)-(\d+)-(\d+)\.arrow$")
+_KEY_RANGE = b"thresher.key_range"
+LAYOUT = 2  # version of the staging layout: a run resumes only from staged files of the same layout
 
 
 @dataclass(frozen=True)
@@ -80,19 +92,19 @@ class RunFolder:
         return self.uri(PROGRESS, f"write-s{seg}-{lo:06d}-{hi:06d}-{w:05d}.json")
 
     def out_part(self, dest: str, seg: int, lo: int, hi: int, w: int) -> str:
-        return self.uri(STAGING, "out", dest, f"s{seg}-{lo:06d}-{hi:06d}-{w:05d}.parquet")
+        return self.uri(STAGING, "out", dest, f"s{seg}-{lo:06d}-{hi:06d}-{w:05d}.arrow")
 
     def live_part(self, seg: int, lo: int, hi: int, w: int) -> str:
-        return self.uri(STAGING, "live", f"s{seg}", f"{lo:06d}-{hi:06d}-{w:05d}.parquet")
+        return self.uri(STAGING, "live", f"s{seg}", f"{lo:06d}-{hi:06d}-{w:05d}.arrow")
 
     def keys_part(self, seg: int, lo: int, hi: int, w: int) -> str:
-        return self.uri(STAGING, "keys", f"s{seg}", f"{lo:06d}-{hi:06d}-{w:05d}.parquet")
+        return self.uri(STAGING, "keys", f"s{seg}", f"{lo:06d}-{hi:06d}-{w:05d}.arrow")
 
     def keys_dir(self, seg: int) -> str:
         return self.uri(STAGING, "keys", f"s{seg}")
 
     def decisions(self, seg: int, group: int) -> str:
-        return self.uri(STAGING, "decisions", f"s{seg}", f"g-{group:05d}.parquet")
+        return self.uri(STAGING, "decisions", f"s{seg}", f"g-{group:05d}.arrow")
 
     def final_part(self, dest: str, index: int) -> str:
         return self.uri(dest, f"part-{index:05d}.parquet")
@@ -141,19 +153,19 @@ class RunFolder:
         """Make the folder ready for the run ``key`` and return the read tasks an interrupted attempt finished.
 
         A read task is finished when its segment-0 parts (outputs, staged live records) add up to the rows it read.
-        Reuse needs the same config and inputs (``key``) and no manifest (a completed run is replaced, not
-        resumed). Files of unfinished read tasks and everything after segment 0 (decisions, later segments) are
-        deleted; anything else (another config's output) is wiped.
+        Reuse needs the same config and inputs (``key``), the same ``LAYOUT`` and no manifest (a completed run is
+        replaced, not resumed). Files of unfinished read tasks and everything after segment 0 (decisions, later
+        segments) are deleted; anything else (another config's output) is wiped.
         """
         marker = self.uri(PROGRESS, "run.json")
         if not self.storage.exists(self.uri(MANIFEST)) and self.storage.exists(marker) \
-                and json.loads(self.storage.read_bytes(marker))["key"] == key:
+                and json.loads(self.storage.read_bytes(marker)) == {"key": key, "layout": LAYOUT}:
             done = self._finished_read_tasks()
             self._drop_unfinished(done)
             log.info("resuming: %d read tasks were already written", len(done))
             return done
         self.clean()
-        self.storage.write_bytes(marker, json.dumps({"key": key}).encode())
+        self.storage.write_bytes(marker, json.dumps({"key": key, "layout": LAYOUT}).encode())
         return set()
 
     def _finished_read_tasks(self) -> set[int]:
@@ -217,6 +229,59 @@ class RunFolder:
         if not self.storage.exists(uri):
             raise ConfigError(f"{self.root}: no {MANIFEST}: the run did not complete (or is not a thresher run)")
         return json.loads(self.storage.read_bytes(uri))
+
+
+# -- staged files ------------------------------------------------------------------------------------------
+
+
+def write_staged(storage: Storage, uri: str, table: pa.Table) -> None:
+    """Write a staged table (module docstring: Arrow IPC, its key range in the schema's metadata)."""
+    fs, path = storage.resolve(uri)
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    if KEY in table.column_names and table.num_rows:
+        keys = pc.min_max(table[KEY])
+        value = f"{keys['min'].as_py()},{keys['max'].as_py()}".encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _KEY_RANGE: value})
+    options = pa.ipc.IpcWriteOptions(compression="lz4" if is_s3(uri) else None)
+    # a local file is written aside (hidden: listings skip it) and renamed into place, so a reader that maps the
+    # previous version (a retried task rewrites its names) keeps reading that
+    folder, name = posixpath.split(path)
+    target = path if is_s3(uri) else f"{folder}/.{name}.{os.getpid()}-{threading.get_ident()}"
+    with fs.open_output_stream(target) as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    if target != path:
+        fs.move(target, path)
+
+
+def _open_staged(storage: Storage, uri: str, columns: list[str] | None = None):
+    fs, path = storage.resolve(uri)
+    if is_s3(uri):
+        source = fs.open_input_file(path)
+        if columns is not None:  # only the columns' buffers are fetched
+            names = pa.ipc.open_file(source).schema.names
+            options = pa.ipc.IpcReadOptions(included_fields=[names.index(c) for c in columns if c in names])
+            return pa.ipc.open_file(source, options=options)
+        return pa.ipc.open_file(source)
+    return pa.ipc.open_file(pa.memory_map(path))
+
+
+def read_staged(storage: Storage, uri: str, columns: list[str] | None = None) -> pa.Table:
+    """A staged table, or its ``columns`` (those it has)."""
+    table = _open_staged(storage, uri, columns).read_all()
+    return table if columns is None else table.select([c for c in columns if c in table.column_names])
+
+
+def staged_schema(storage: Storage, uri: str) -> pa.Schema:
+    return _open_staged(storage, uri).schema
+
+
+def staged_key_range(schema: pa.Schema) -> tuple[int, int] | None:
+    """The smallest and largest internal key of a staged table with rows (None without)."""
+    value = (schema.metadata or {}).get(_KEY_RANGE)
+    if value is None:
+        return None
+    lo, hi = value.decode().split(",")
+    return int(lo), int(hi)
 
 
 def check_output(output: str, inputs: list[str], storage: Storage) -> None:

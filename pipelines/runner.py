@@ -46,16 +46,16 @@ from cluster.storage import Storage
 from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
 from pipelines import gates
-from pipelines.dedup.datasets import StagedKeys, block_refs, map_blocks, materialize, plain_task, read_parquet
+from pipelines.dedup.datasets import StagedKeys, block_refs, map_blocks, materialize, plain_task, read_files
 from pipelines.manifest import AccountingError, build_manifest
 from pipelines.readers import ReaderSpec, ReadError, ReadTask, plan, read_task
 from pipelines.report import add, build_report, collect_stats, merge_stats, render_html
-from pipelines.run_folder import REJECTS, Part, RunFolder, check_output
+from pipelines.run_folder import REJECTS, Part, RunFolder, check_output, read_staged, write_staged
 from pipelines.stage import (KEY, POSITION_BITS, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT,
                              GeneratorStage, GlobalStage, KeySpace, MapStage, Stage, StageContext, run_map_stage,
                              task_of)
 from pipelines.stages.unique_ids import UniqueIds, UniqueIdsConfig
-from pipelines.writer import STAGED_CODEC, RunSink, compact, plan_ranges, read_range
+from pipelines.writer import RunSink, compact, plan_ranges, read_range
 
 log = logging.getLogger(__name__)
 ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
@@ -186,8 +186,7 @@ def _apply_batches(batch, folder: RunFolder, seg: int, columns: list[str], count
     """A later segment's source: one apply group's staged records, in key order, with their decisions."""
     item = json.loads(batch["group"][0])
     uri = folder.decisions(seg, item["index"])
-    fs, path = folder.storage.resolve(uri)
-    decisions = pq.read_table(path, filesystem=fs) if folder.storage.exists(uri) else None
+    decisions = read_staged(folder.storage, uri) if folder.storage.exists(uri) else None
     if decisions is not None:
         decisions = decisions.take(pc.sort_indices(decisions[KEY]))
     done = 0
@@ -388,11 +387,8 @@ def _write_decisions(batch: pa.Table, folder: RunFolder, seg: int) -> pa.Table:
     indices, starts = np.unique(groups, return_index=True)
     ends = [*starts[1:], len(groups)]
     for index, start, end in zip(indices, starts, ends):
-        uri = folder.decisions(seg, int(index))
-        fs, path = folder.storage.resolve(uri)
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(batch.slice(start, end - start).drop_columns([GROUP]), path, filesystem=fs,
-                       compression=STAGED_CODEC)
+        write_staged(folder.storage, folder.decisions(seg, int(index)),
+                     batch.slice(start, end - start).drop_columns([GROUP]))
     return pa.table({GROUP: indices, "rows": np.subtract(ends, starts)})
 
 
@@ -427,7 +423,7 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(sum(n for _, n in files) / KEY_BLOCK_BYTES))
     groups_of_files = _file_groups(files, blocks)
     staged_only = tuple(c for s in segment.global_stages for c in s.staged_columns())
-    keys = materialize(ray.data.from_arrow_refs([plain_task(read_parquet).remote(group, folder.storage, None,
+    keys = materialize(ray.data.from_arrow_refs([plain_task(read_files).remote(group, folder.storage, None,
                                                                                  staged_only)
                                                  for group in groups_of_files]))
     staged = StagedKeys(groups_of_files, folder.storage)
@@ -436,7 +432,7 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
         stage.staged_keys = staged
         n_in = keys.count()
         out = materialize(stage.decide(keys))
-        keys = _live(out)
+        keys = out if block_refs(out) == block_refs(keys) else _live(out)  # the same blocks: nothing rejected
         # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
         counts[stage.name] = {"in": n_in, "out": keys.count(), "rejected": n_in - keys.count(),
                               "metrics": getattr(stage, "metrics", {})}

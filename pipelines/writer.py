@@ -26,7 +26,7 @@ import xxhash
 
 from pipelines.dedup.datasets import release_memory
 from pipelines.report import collect_stats
-from pipelines.run_folder import DATA, REJECTS, Part, RunFolder
+from pipelines.run_folder import DATA, REJECTS, Part, RunFolder, read_staged, staged_key_range, staged_schema, write_staged
 from pipelines.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
                              REPORT_PREFIX, SEEN_PREFIX, SPLIT, GlobalStage, task_of)
 
@@ -34,20 +34,53 @@ from pipelines.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DE
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
 DIGEST_MOD = 1 << 64
 ROW_OVERHEAD = 64  # bytes counted per row on top of its strings when sizing files
-STAGED_CODEC = "lz4"  # staged parts are read back once: lz4 writes and reads faster than zstd; final files are zstd
 COUNTED = (METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX)  # summed into the part's statistics, never staged or written
 
 
 def table_digest(table: pa.Table) -> int:
-    """Order-independent fingerprint of a table's rows: the sum of their hashes, mod 2**64.
+    """Order-independent fingerprint of a table's rows: the sum over rows of a mix of their cells' hashes (each
+    salted with its column's name, so the columns' order does not matter), mod 2**64.
 
     Two runs wrote the same records (whatever their order and file boundaries) iff the digests match.
     """
-    total = 0
-    for batch in table.to_batches(max_chunksize=1024):  # a slice at a time as Python objects
-        for row in batch.to_pylist():
-            total += xxhash.xxh64_intdigest(orjson.dumps(row, option=orjson.OPT_SORT_KEYS, default=str))
-    return total % DIGEST_MOD
+    rows = np.zeros(table.num_rows, np.uint64)
+    for name, column in zip(table.column_names, table.columns):
+        salt = np.uint64(xxhash.xxh64_intdigest(name.encode()))
+        rows += _mix(np.concatenate([_cell_hashes(c) for c in column.chunks] or [np.zeros(0, np.uint64)]) ^ salt)
+    return int(_mix(rows).sum(dtype=np.uint64))
+
+
+_NULL_HASH = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer, element-wise (wrapping uint64 arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _cell_hashes(values: pa.Array) -> np.ndarray:
+    """A 64-bit hash per value: xxh64 of the bytes of strings and binaries, mixed bits of numbers and booleans (by
+    type), xxh64 of the JSON of anything else; one constant for null."""
+    kind = values.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+            or pa.types.is_large_binary(kind):
+        width = np.int64 if pa.types.is_large_string(kind) or pa.types.is_large_binary(kind) else np.int32
+        _, offsets, data = values.buffers()
+        ends = np.frombuffer(offsets, width, len(values) + 1, values.offset * np.dtype(width).itemsize).tolist()
+        view = memoryview(data if data is not None else b"")
+        out = np.fromiter((xxhash.xxh64_intdigest(view[a:b]) for a, b in zip(ends, ends[1:])), np.uint64, len(values))
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        numbers = values.fill_null(pa.scalar(0).cast(kind)).to_numpy(zero_copy_only=False)
+        bits = (numbers.astype(np.float64) if numbers.dtype.kind == "f" else numbers.astype(np.int64)).view(np.uint64)
+        out = _mix(bits ^ np.uint64(xxhash.xxh64_intdigest(str(kind).encode())))
+    else:
+        out = np.fromiter((xxhash.xxh64_intdigest(orjson.dumps(v, option=orjson.OPT_SORT_KEYS, default=str))
+                           for v in values.to_pylist()), np.uint64, len(values))
+    if values.null_count:
+        out[values.is_null().to_numpy(zero_copy_only=False)] = _NULL_HASH
+    return out
 
 
 def _internal(name: str) -> bool:
@@ -189,9 +222,7 @@ class RunSink:
         stats["staged"] = live.num_rows
 
     def _write(self, table: pa.Table, uri: str) -> None:
-        fs, path = self.folder.storage.resolve(uri)
-        fs.create_dir(posixpath.dirname(path), recursive=True)
-        pq.write_table(table, path, filesystem=fs, compression=STAGED_CODEC)
+        write_staged(self.folder.storage, uri, table)
 
 
 # -- reading staged parts back -----------------------------------------------------------------------
@@ -201,8 +232,7 @@ def read_range(folder: RunFolder, parts: list[Part], lo: int, hi: int) -> pa.Tab
     """The rows of ``parts`` from read tasks ``lo..hi``, in key order (None when there are none)."""
     tables = []
     for part in parts:
-        fs, path = folder.storage.resolve(part.uri)
-        table = pq.read_table(path, filesystem=fs)
+        table = read_staged(folder.storage, part.uri)
         if part.lo < lo or part.hi > hi:
             tasks = task_of(table[KEY].to_numpy(zero_copy_only=False))
             table = table.filter(pa.array((tasks >= lo) & (tasks <= hi)))
@@ -252,10 +282,10 @@ def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
     uri = folder.final_part(item["dest"], item["index"])
     infos = []
     for part in parts:
-        fs, path = folder.storage.resolve(part.uri)
-        meta = pq.read_metadata(path, filesystem=fs)
-        if meta.num_rows:
-            infos.append((_key_range(meta), meta.schema.to_arrow_schema(), part))
+        schema = staged_schema(folder.storage, part.uri)
+        keys = staged_key_range(schema)
+        if keys is not None:
+            infos.append((keys, schema.remove_metadata(), part))
     if not infos:
         return {"dest": item["dest"], "uri": None, "rows": 0}
     infos.sort(key=lambda i: i[0])
@@ -304,13 +334,6 @@ def _unified(schemas: list[pa.Schema]) -> pa.Schema:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         names = list(dict.fromkeys(name for s in schemas for name in s.names))
         return pa.schema([(name, pa.int64() if name == KEY else pa.string()) for name in names])
-
-
-def _key_range(meta) -> tuple[int, int]:
-    """The smallest and largest internal key of a Parquet file, from its statistics."""
-    col = meta.schema.to_arrow_schema().get_field_index(KEY)
-    stats = [meta.row_group(i).column(col).statistics for i in range(meta.num_row_groups)]
-    return min(s.min for s in stats), max(s.max for s in stats)
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -270,7 +270,7 @@ def test_compacted_row_groups_do_not_depend_on_how_parts_were_cut(tmp_path, monk
 
     from cluster.storage import Storage
     from pipelines import writer
-    from pipelines.run_folder import Part, RunFolder
+    from pipelines.run_folder import Part, RunFolder, write_staged
     from pipelines.stage import KEY, TASK_SHIFT
 
     monkeypatch.setattr(writer, "ROW_GROUP_BYTES", 4000)
@@ -285,8 +285,7 @@ def test_compacted_row_groups_do_not_depend_on_how_parts_were_cut(tmp_path, monk
         parts = []
         for lo, hi in zip(cuts, cuts[1:]):
             uri = folder.out_part("data", 1, lo // 100, (hi - 1) // 100, lo)
-            os.makedirs(os.path.dirname(folder.storage.resolve(uri)[1]), exist_ok=True)
-            pq.write_table(table.slice(lo, hi - lo), folder.storage.resolve(uri)[1])
+            write_staged(folder.storage, uri, table.slice(lo, hi - lo))
             parts.append(Part(uri, 1, lo // 100, (hi - 1) // 100).__dict__)
         out = writer.compact({"dest": "data", "index": 0, "lo": 0, "hi": 2, "parts": parts}, folder)
         assert out["rows"] == 300

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from pipelines.run_folder import read_staged, staged_schema
 
 ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
 ROWS_PER_PARTITION = 4_000_000  # shuffled rows per partition: ~100-200 MB of (key, id) rows
@@ -59,20 +60,20 @@ class StagedKeys:
     storage: Any
 
 
-def read_parquet(uris: list[str], storage, columns: list[str] | None = None, exclude: tuple[str, ...] = ()
-                 ) -> pa.Table:
-    """Parquet files as one table: all their columns, or ``columns``, less ``exclude``."""
+def read_files(uris: list[str], storage, columns: list[str] | None = None, exclude: tuple[str, ...] = ()
+               ) -> pa.Table:
+    """Staged files (``pipelines.run_folder``) as one table: all their columns, or ``columns``, less ``exclude``."""
     tables = []
-    for fs, path in map(storage.resolve, uris):
-        names = columns or pq.read_schema(path, filesystem=fs).names
-        tables.append(pq.read_table(path, filesystem=fs, columns=[c for c in names if c not in exclude]))
+    for uri in uris:
+        names = columns or staged_schema(storage, uri).names
+        tables.append(read_staged(storage, uri, [c for c in names if c not in exclude]))
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
 
 
 def _apply_staged(fn, args: tuple, columns: list[str], uris: list[str], storage) -> pa.Table:
     """``fn`` applied to each file of a group, the results concatenated: files may be grouped in any way, so ``fn``
     acts row by row, and a task holds one file's ``columns`` at a time (not the group's)."""
-    out = [_apply(fn, args, None, read_parquet([uri], storage, columns)) for uri in uris]
+    out = [_apply(fn, args, None, read_files([uri], storage, columns)) for uri in uris]
     return pa.concat_tables(out, promote_options="permissive") if len(out) > 1 else out[0]
 
 
