@@ -99,11 +99,12 @@ def resolve_address(address: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[dict]:
+def ray_session(address: str | None = None, num_cpus: int | None = None, ray_train: bool = False) -> Iterator[dict]:
     """Connect to Ray for the duration of a command and yield the cluster's resources.
 
-    Without an address an embedded local Ray starts and stops with the command. If Ray is already
-    initialised in this process (tests, notebooks), that session is used and left running.
+    Without an address an embedded local Ray starts and stops with the command; ``ray_train``: the command runs
+    Ray Train (its workers get ``quiet_embedded_workers``, a setup hook that costs about a second at start). If Ray
+    is already initialised in this process (tests, notebooks), that session is used and left running.
     """
     import ray
 
@@ -117,9 +118,24 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.init(address=addr, **kwargs)
     else:
         log.info("starting an embedded local Ray")
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 runtime_env={"worker_process_setup_hook": "cluster.runtime.quiet_embedded_workers"}, **kwargs)
+        if ray_train:
+            kwargs["runtime_env"] = {"worker_process_setup_hook": "cluster.runtime.quiet_embedded_workers"}
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
     try:
         yield ray.cluster_resources()
     finally:
+        if not addr:
+            _stop_autoscaler_monitor()
         ray.shutdown()
+
+
+def _stop_autoscaler_monitor() -> None:
+    """Kill the embedded Ray's autoscaler monitor, which has nothing to save: ``ray.shutdown`` stops the processes one
+    after the other and waits a second for this one, which ignores SIGTERM."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    for info in (getattr(node, "all_processes", None) or {}).get("monitor", []):
+        with contextlib.suppress(OSError):
+            info.process.kill()
+            info.process.wait(timeout=5)

@@ -173,7 +173,7 @@ def run(cfg: CompareConfig, address: str | None = None) -> dict:
     storage = Storage.from_options(None)
     done = {p.variant.name: recorded(p, storage) for p in plans}  # a changed config fails before any training
     started, rows = time.perf_counter(), []
-    with ray_session(address):
+    with ray_session(address, ray_train=True):
         for p in plans:
             if done[p.variant.name] is not None:
                 console().print(f"{p.variant.name}: complete in {p.folder} (variant.json), not retrained")

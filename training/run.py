@@ -137,7 +137,7 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
                else data_lineage(cfg.data.train, storage),
                "validation": data_lineage(cfg.data.validation, storage) if cfg.data.validation else None}
 
-    with ray_session(address) as cluster:
+    with ray_session(address, ray_train=True) as cluster:
         resources = worker_resources(cfg, cluster.get("CPU", 0.0), max_node_cpus())
         log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
         order = RecordOrder(cfg.data.order, cfg.data.difficulty_field, cfg.data.curriculum_buckets, cfg.optim.seed)
