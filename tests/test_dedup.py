@@ -6,6 +6,7 @@ block boundaries and partition counts) in test_data_path.py."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 
@@ -80,6 +81,22 @@ def test_shingle_set_is_what_the_kernel_hashes(char_ngrams):
     for i in range(len(texts)):
         for j in range(len(texts)):
             assert (sets[i] == sets[j]) == bool((sig[i] == sig[j]).all()), (texts[i], texts[j], sets[i], sets[j])
+
+
+def test_signatures_are_stable():
+    """Signatures are persisted and compared across runs: the kernel must keep these values (digests of the
+    signatures computed by its first, scalar version) bit for bit, in both modes and at odd permutation counts."""
+    rng = random.Random(0)
+    words = ["the", "The", "QUICK", "brown", "fox,", "café", "naïve", "東京", "über", "don't", "e-mail", "a", "1999",
+             "😀"]
+    seps = [" ", "  ", "\n", "\t", ". ", "!", "--"]
+    texts = ["".join(rng.choice(words) + rng.choice(seps) for _ in range(n)) for n in (0, 1, 2, 4, 5, 6, 50, 700)]
+    texts += [None, "x" * 999, "  !!  Hello,\tWORLD  ", "Ça va? ça VA!"]
+    expected = {(128, 5, False): "05da7b4ba87d5d90", (13, 3, False): "286096095f2e0f47",
+                (64, 5, True): "2bbd334f38ce12be", (7, 1, True): "c2f56da85cc1258d"}
+    for (num_perm, ngram, char_ngrams), digest in expected.items():
+        sig = signatures(texts, num_perm, ngram, char_ngrams, seed=3)
+        assert hashlib.sha256(sig.astype("<u4").tobytes()).hexdigest()[:16] == digest, (num_perm, ngram, char_ngrams)
 
 
 def test_lsh_parameters_are_datasketchs_choice():

@@ -44,26 +44,48 @@ def bucket_edges(batch: pa.Table) -> pa.Table:
     """Star edges ``(u, v)``, ``v`` the smallest node of the bucket and ``u`` another member, without repeats.
 
     The batch must hold every row of each of its buckets (a hash partition by bucket)."""
+    batch = batch.filter(pc.is_valid(batch["bucket"]))
     if batch.num_rows == 0:
         return EDGE_SCHEMA.empty_table()
-    centre = batch.group_by("bucket").aggregate([("node", "min"), ("node", "count")])
-    centre = centre.filter(pc.greater(centre["node_count"], 1)).select(["bucket", "node_min"])
-    if centre.num_rows == 0:
-        return EDGE_SCHEMA.empty_table()
-    linked = batch.join(centre, "bucket", join_type="inner")
-    linked = linked.filter(pc.not_equal(linked["node"], linked["node_min"]))
-    edges = pa.table({"u": linked["node"], "v": linked["node_min"]}).cast(EDGE_SCHEMA)
-    return edges.group_by(["u", "v"]).aggregate([]).select(["u", "v"])
+    nodes, ranks = np.unique(batch["node"].to_numpy(), return_inverse=True)
+    return _edges(_star_codes(batch["bucket"].to_numpy(), ranks), nodes)
 
 
 def band_edges(batch: pa.Table, node: str, bands: range) -> pa.Table:
     """The star edges of every bucket of ``bands`` (as :func:`bucket_edges`), from key rows that hold all of each
     bucket's records; one band at a time, so memory stays about that of the key rows whatever the bands."""
-    nodes = batch[node]
-    edges = [bucket_edges(pa.table({"bucket": batch[band_column(i)], "node": nodes}).filter(
-        pc.is_valid(batch[band_column(i)]))) for i in bands]
-    edges = pa.concat_tables([e for e in edges if e.num_rows] or [EDGE_SCHEMA.empty_table()])
-    return edges.group_by(["u", "v"]).aggregate([]).select(["u", "v"]) if len(bands) > 1 else edges
+    if batch.num_rows == 0:
+        return EDGE_SCHEMA.empty_table()
+    nodes, ranks = np.unique(batch[node].to_numpy(), return_inverse=True)
+    codes = []
+    for i in bands:
+        buckets = batch[band_column(i)]
+        if buckets.null_count:
+            valid = buckets.is_valid().to_numpy(zero_copy_only=False)
+            codes.append(_star_codes(buckets.filter(buckets.is_valid()).to_numpy(), ranks[valid]))
+        else:
+            codes.append(_star_codes(buckets.to_numpy(), ranks))
+    return _edges(np.concatenate(codes), nodes)
+
+
+def _star_codes(buckets: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """The star edges of the buckets with two or more members: each member but the one of smallest rank, linked to
+    that one, coded ``member rank << 32 | centre rank`` (ranks: positions in the sorted distinct nodes)."""
+    if len(buckets) < 2:
+        return np.zeros(0, np.int64)
+    order = np.argsort(buckets)
+    buckets, ranks = buckets[order], ranks[order].astype(np.int64)
+    first = np.ones(len(buckets), bool)
+    np.not_equal(buckets[1:], buckets[:-1], out=first[1:])
+    centre = np.minimum.reduceat(ranks, np.flatnonzero(first))[np.cumsum(first) - 1]
+    linked = ranks != centre
+    return (ranks[linked] << 32) | centre[linked]
+
+
+def _edges(codes: np.ndarray, nodes: np.ndarray) -> pa.Table:
+    """Edges ``(u, v)`` of the nodes whose ranks ``codes`` pairs (``_star_codes``), once each, in code order."""
+    codes = np.unique(codes)
+    return pa.table({"u": nodes[codes >> 32], "v": nodes[codes & 0xFFFFFFFF]}, schema=EDGE_SCHEMA)
 
 
 def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, similar, partitions: int,

@@ -36,87 +36,126 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-@njit(cache=True)
-def _is_sep(c: np.uint8) -> bool:
-    return c <= 32 or (33 <= c <= 47) or (58 <= c <= 64) or (91 <= c <= 96) or (123 <= c <= 126)
+def _byte_tables() -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' per-byte tables, from the same separators and lowercasing as :func:`shingle_set`.
+
+    ``word[c]`` is all ones for a word byte, 0 for a separator; ``word[256 + c]`` is the lowercased byte, or for a
+    separator ``FNV_OFFSET / FNV_PRIME mod 2**64``: the step ``h = ((h & word[c]) ^ word[256 + c]) * FNV_PRIME``
+    is FNV-1a inside a word and resets ``h`` to ``FNV_OFFSET`` on a separator, without a branch. ``char[c]`` is the
+    hash of a code point's first byte ``c`` (ASCII whitespace and controls hash as a space)."""
+    lower = np.frombuffer(bytes(range(256)).translate(_ASCII_LOWER), np.uint8).astype(np.uint64)
+    is_word = np.array([_WORD_SEPARATORS.fullmatch(bytes([c])) is None for c in range(256)])
+    reset = np.uint64(int(FNV_OFFSET) * pow(int(FNV_PRIME), -1, 2**64) % 2**64)
+    word = np.concatenate([np.where(is_word, np.uint64(2**64 - 1), np.uint64(0)), np.where(is_word, lower, reset)])
+    first = np.where(np.arange(256) <= 32, np.uint64(32), lower)
+    return word, (FNV_OFFSET ^ first) * FNV_PRIME
+
+
+_WORD_BYTE, _CHAR_HASH = _byte_tables()
+
+
+@njit(cache=True, inline="always")
+def _word_step(c, h, prev, n, out):
+    """Byte ``c`` of a word chain: ``h`` hashes the word so far, ``prev`` is the previous byte's mask. ``h`` is
+    stored at ``out[n]`` and kept (``n`` advances) where a word ends."""
+    mask = _WORD_BYTE[c]
+    out[n] = h
+    n += (prev & ~mask) >> np.uint64(63)
+    return ((h & mask) ^ _WORD_BYTE[c + 256]) * FNV_PRIME, mask, n
 
 
 @njit(cache=True)
-def _word_hashes(data, start, end, out):
-    """Hashes of the words in data[start:end] into ``out``; returns how many."""
-    n = 0
-    h = FNV_OFFSET
-    in_word = False
-    for i in range(start, end):
-        c = data[i]
-        if _is_sep(c):
-            if in_word:
-                out[n] = h
-                n += 1
-                in_word = False
-            continue
-        if 65 <= c <= 90:
-            c += 32
-        if not in_word:
-            h = FNV_OFFSET
-            in_word = True
-        h = (h ^ np.uint64(c)) * FNV_PRIME
-    if in_word:
-        out[n] = h
+def _word_hashes(doc, out):
+    """Hashes of the words of ``doc`` into ``out`` (``len(doc) + 1`` long); returns how many. ``doc`` is cut at a
+    separator near its middle and both halves are hashed in one loop: two independent multiply chains."""
+    cut = len(doc) // 2
+    while cut < len(doc) and _WORD_BYTE[doc[cut]]:
+        cut += 1
+    first, second = doc[:cut], doc[cut:]
+    both = min(len(first), len(second))
+    h0 = h1 = FNV_OFFSET
+    prev0 = prev1 = np.uint64(0)
+    n0, n1 = np.uint64(0), np.uint64(cut)  # the second half's words go to out[cut:] first
+    for i in range(both):
+        h0, prev0, n0 = _word_step(first[i], h0, prev0, n0, out)
+        h1, prev1, n1 = _word_step(second[i], h1, prev1, n1, out)
+    for i in range(both, len(first)):
+        h0, prev0, n0 = _word_step(first[i], h0, prev0, n0, out)
+    h0, prev0, n0 = _word_step(np.uint8(0), h0, prev0, n0, out)  # a separator ends the last word
+    for i in range(both, len(second)):
+        h1, prev1, n1 = _word_step(second[i], h1, prev1, n1, out)
+    h1, prev1, n1 = _word_step(np.uint8(0), h1, prev1, n1, out)
+    n = np.int64(n0)
+    for j in range(cut, np.int64(n1)):
+        out[n] = out[j]
         n += 1
     return n
 
 
 @njit(cache=True)
-def _char_hashes(data, start, end, out):
-    """Hashes of the code points of data[start:end] (UTF-8), ASCII whitespace runs collapsed to one space."""
+def _char_hashes(doc, out):
+    """Hashes of the code points of ``doc`` (UTF-8) into ``out`` (``len(doc) + 1`` long), ASCII whitespace runs
+    collapsed to one space; returns how many."""
     n = 0
     prev_space = True
-    for i in range(start, end):
-        c = data[i]
+    for c in doc:
         if 0x80 <= c <= 0xBF and n > 0:  # continuation byte: part of the current code point
             out[n - 1] = (out[n - 1] ^ np.uint64(c)) * FNV_PRIME
             continue
         space = c <= 32
-        if space and prev_space:
-            continue
+        out[n] = _CHAR_HASH[c]
+        n += not (space and prev_space)
         prev_space = space
-        if 65 <= c <= 90:
-            c += 32
-        out[n] = (FNV_OFFSET ^ np.uint64(32 if space else c)) * FNV_PRIME
-        n += 1
     return n
 
 
 @njit(cache=True)
+def _shingles(tokens, ngram, out):
+    """The 32-bit values ``x`` of the shingles of ``tokens`` into ``out``; returns how many. Token by token over all
+    shingles, so that the inner loops vectorise."""
+    width = min(ngram, len(tokens))
+    x = out[:len(tokens) - width + 1]
+    x[:] = 0
+    for j in range(width):
+        t = tokens[j:j + len(x)]
+        for s in range(len(x)):
+            x[s] = (x[s] ^ t[s]) * FNV_PRIME + np.uint64(j + 1)
+    for s in range(len(x)):
+        x[s] = (x[s] ^ (x[s] >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+    return len(x)
+
+
+@njit(cache=True)
+def _min_hashes(x, a, b, out):
+    """``out[i] = min over x of (a[i] * x + b[i] mod 2**64) >> 32``, as the minimum of the 64-bit values shifted
+    once (the shift is monotone). Two permutations per pass over the shingles, which are innermost (vectorised)."""
+    last = len(a) - 1
+    for p in range(0, len(a), 2):
+        q = min(p + 1, last)
+        a0, b0, a1, b1 = a[p], b[p], a[q], b[q]
+        m0 = m1 = np.uint64(0xFFFFFFFFFFFFFFFF)
+        for k in range(len(x)):
+            m0 = min(m0, a0 * x[k] + b0)
+            m1 = min(m1, a1 * x[k] + b1)
+        out[p] = m0 >> np.uint64(32)
+        out[q] = m1 >> np.uint64(32)
+
+
+@njit(cache=True, nogil=True)
 def _signatures(data, offsets, ngram, char_mode, a, b, sig):
-    num_perm = a.shape[0]
     longest = 0
-    for d in range(offsets.shape[0] - 1):
+    for d in range(len(offsets) - 1):
         longest = max(longest, offsets[d + 1] - offsets[d])
     tokens = np.empty(longest + 1, dtype=np.uint64)
     shingles = np.empty(longest + 1, dtype=np.uint64)
-    row = np.empty(num_perm, dtype=np.uint32)
-    for d in range(offsets.shape[0] - 1):
-        if char_mode:
-            m = _char_hashes(data, offsets[d], offsets[d + 1], tokens)
-        else:
-            m = _word_hashes(data, offsets[d], offsets[d + 1], tokens)
-        row[:] = 0xFFFFFFFF
-        if m > 0:
-            count = m - ngram + 1 if m >= ngram else 1
-            width = ngram if m >= ngram else m
-            for s in range(count):
-                h = np.uint64(0)
-                for j in range(width):
-                    h = (h ^ tokens[s + j]) * FNV_PRIME + np.uint64(j + 1)
-                shingles[s] = (h ^ (h >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-            # permutations innermost over a row that stays in cache: the loop vectorises
-            for s in range(count):
-                x = shingles[s]
-                for p in range(num_perm):
-                    row[p] = min(row[p], np.uint32((a[p] * x + b[p]) >> np.uint64(32)))
-        sig[d, :] = row
+    for d in range(len(offsets) - 1):
+        doc = data[offsets[d]:offsets[d + 1]]
+        m = _char_hashes(doc, tokens) if char_mode else _word_hashes(doc, tokens)
+        if m == 0:
+            sig[d, :] = EMPTY
+            continue
+        count = _shingles(tokens[:m], ngram, shingles)
+        _min_hashes(shingles[:count], a, b, sig[d])
 
 
 def signatures(texts, num_perm: int = 128, ngram: int = 5, char_ngrams: bool = False, seed: int = 0) -> np.ndarray:

@@ -52,14 +52,26 @@ def with_keep_keys(batch: pa.Table, keep: KeepRule) -> pa.Table:
 
 def keep_keys(batch: pa.Table, keep: KeepRule) -> pa.Array:
     """The keep key of every row of ``batch`` (columns ``id``, the internal key and, for ``longest``, ``LENGTH``)."""
-    internal = batch[INTERNAL_KEY].to_numpy(zero_copy_only=False).astype(np.uint64)
-    suffix = pa.array(np.char.mod("%016x", internal))
+    suffix = _hex16(batch[INTERNAL_KEY].to_numpy(zero_copy_only=False).astype(np.uint64))
     ids = pc.fill_null(batch[ID].cast(pa.string()), "")
     if keep == "longest":
         lengths = batch[LENGTH].to_numpy(zero_copy_only=False)
         prefix = pa.array(np.char.zfill((_LENGTH_BASE - lengths.astype(np.int64)).astype(str), _LENGTH_WIDTH))
         ids = pc.binary_join_element_wise(prefix, ids, "")
     return pc.binary_join_element_wise(ids, suffix, "\x01")
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def _hex16(values: np.ndarray) -> pa.StringArray:
+    """Each uint64 as 16 lowercase hex digits."""
+    octets = values.astype(">u8").view(np.uint8).reshape(-1, 8)
+    digits = np.empty((len(values), 16), np.uint8)
+    digits[:, 0::2] = _HEX[octets >> 4]
+    digits[:, 1::2] = _HEX[octets & 15]
+    offsets = np.arange(0, 16 * len(values) + 1, 16, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(digits))
 
 
 def kept_ids(keys: pa.ChunkedArray | pa.Array, keep: KeepRule):

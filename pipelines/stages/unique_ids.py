@@ -2,7 +2,7 @@
 internal key). Added by the runner before the first global stage (``input.unique_ids``): ``keep`` counts the
 records whose id was seen before (``metrics.unique_ids.repeated``) and keeps them; ``reject`` rejects every
 occurrence after the first (in input order: lowest internal key) with reason ``duplicate_id``, detail the
-first one's internal key. A global stage on key rows: ``(id hash, key)`` pairs are shuffled by id hash.
+first one's internal key. A global stage on key rows (``decide``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from pipelines.dedup.datasets import ARROW, by_group, map_blocks, partitions_for
+from pipelines.dedup.datasets import ARROW, by_group, in_one_task, map_blocks, partitions_for
 from pipelines.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, GlobalStage, StageConfig
 
 ID_HASH = "_id_hash"
@@ -27,11 +27,15 @@ class UniqueIds(GlobalStage):
     Config = UniqueIdsConfig
 
     def decide(self, ds):
-        """The key rows themselves (no copy) unless repeats are rejected."""
-        pairs = map_blocks(ds, _id_hashes, columns=[ID, KEY])
+        """The key rows themselves (no copy) unless repeats are rejected. Up to the broadcast limit the ids are
+        grouped in one task; beyond, ``(id hash, key)`` pairs are shuffled by id hash."""
         partitions = partitions_for(ds.count())
-        firsts = by_group(pairs, [ID_HASH], _later_occurrences, partitions=partitions, rows=ds.count(),
-                          limit_rows=self.ctx.broadcast_limit_rows)
+        if ds.count() <= self.ctx.broadcast_limit_rows:
+            firsts = in_one_task(ds, _later_occurrences, columns=[ID, KEY])
+        else:
+            pairs = map_blocks(ds, _id_hashes, columns=[ID, KEY])
+            firsts = by_group(pairs, [ID_HASH], _later_occurrences, partitions=partitions, rows=ds.count(),
+                              limit_rows=self.ctx.broadcast_limit_rows)
         self.metrics = {"repeated": firsts.count()}
         if not self.config.reject or not firsts.count():
             return ds
@@ -46,11 +50,15 @@ def _id_hashes(batch: pa.Table) -> pa.Table:
 
 
 def _later_occurrences(pairs: pa.Table) -> pa.Table:
-    """``(KEY, FIRST)`` for every record whose id hash was seen at a lower key (a whole hash partition)."""
+    """``(KEY, FIRST)`` for every record whose id (or id hash: the other column) was seen at a lower key, from
+    pairs that hold every record of their ids (a whole hash partition)."""
     if pairs.num_rows == 0:
         return pa.table({KEY: pa.array([], pa.int64()), FIRST: pa.array([], pa.int64())})
-    lowest = pairs.group_by(ID_HASH).aggregate([(KEY, "min")])
-    pairs = pairs.join(lowest, ID_HASH, join_type="inner")
+    group = next(c for c in pairs.column_names if c != KEY)
+    if group == ID:
+        pairs = pairs.set_column(pairs.column_names.index(ID), ID, pc.fill_null(pairs[ID].cast(pa.string()), ""))
+    lowest = pairs.group_by(group).aggregate([(KEY, "min")])
+    pairs = pairs.join(lowest, group, join_type="inner")
     later = pairs.filter(pc.not_equal(pairs[KEY], pairs[f"{KEY}_min"]))
     return pa.table({KEY: later[KEY], FIRST: later[f"{KEY}_min"]})
 
