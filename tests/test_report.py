@@ -74,7 +74,8 @@ def test_dataset_metrics(finished_run):
         assert s["completeness"]["instruction"] == {"null": 0, "empty": 0}
         lex = s["lexical_diversity"]
         assert lex["windows"] >= 10 and 0.1 < lex["distinct_1"] < lex["distinct_2"] <= 1 and 0.3 < lex["ttr"] <= 1
-        assert lex["sampled_docs"] == min(len(df), 500 * len(list((out / "data" / name).glob("*.parquet"))))
+        assert lex["sampled_docs"] == sum(lexical_sample_size(pq.read_table(f).to_pandas())
+                                          for f in (out / "data" / name).glob("*.parquet"))
         assert s["duplicates"] == {"exact": True, "sampled_contents": len(df), "duplicate_rate": 0.0,
                                    "in_other_splits_rate": 0.0}
 
@@ -97,33 +98,57 @@ def test_dataset_metrics(finished_run):
     assert again["dataset"] == report["dataset"]
 
 
-def test_token_counts_and_content_hashes_match_their_definitions():
-    """The compiled token counter against RE2's ``\\S+`` (ASCII whitespace only: ``\\v`` and Unicode spaces are
-    word characters), and the buffer-based content hashes against xxh64 of the joined contents, on hostile strings
-    (nulls, empties, slices, thousands of strings)."""
+def lexical_sample_size(df) -> int:
+    """Records of one written file (one write task) in the lexical diversity sample: in ascending xxh64(id) order
+    until their whitespace tokens reach ``SAMPLE_TOKENS``."""
+    import xxhash
+
+    words = {rid: sum(len(re.findall(r"\S+", t)) for t in (i, x, o))
+             for rid, i, x, o in zip(df["id"], df["instruction"], df["input"], df["output"])}
+    total = taken = 0
+    for rid in sorted(words, key=lambda r: xxhash.xxh64_intdigest(r.encode())):
+        if total >= dataset_section.SAMPLE_TOKENS:
+            break
+        total += words[rid]
+        taken += 1
+    return taken
+
+
+def test_token_counts_and_hashes_match_their_definitions():
+    """The compiled counters against RE2's ``\\S+`` (ASCII whitespace only: ``\\v`` and Unicode spaces are word
+    characters) and ``utf8_length``, and the compiled hashes against xxh64 of the joined contents, on hostile
+    strings (nulls, empties, slices, chunks, thousands of strings)."""
     import pyarrow.compute as pc
     import xxhash
 
+    from pipelines.report.arrays import string_stats
+
     rng = random.Random(7)
     alphabet = ["a", "b", " ", "\t", "\n", "\v", "\f", "\r", "é", "\u00a0", "\u2003", "字", "😀"]
-    values = [None if rng.random() < 0.05 else "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+    values = [None if rng.random() < 0.05 else "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300)))
               for _ in range(3 * 1024 + 5)]
     strings = pa.array(values, pa.string())
     for arr in (strings, strings.slice(7, 2000), strings.slice(0, 0), pa.array(["", " ", ""]),
-                pa.array([None, None], pa.string()), pa.array(["a b", None, " c"], pa.large_string())):
-        assert dataset_section.whitespace_tokens(arr).equals(pc.count_substring_regex(arr, r"\S+").cast(pa.int64()))
+                pa.array([None, None], pa.string()), pa.array(["a b", None, " c"], pa.large_string()),
+                pa.chunked_array([strings.slice(0, 100), strings.slice(5, 50)])):
+        stats = string_stats(arr)
+        assert stats.tokens.tolist() == pc.count_substring_regex(arr, r"\S+").fill_null(0).to_pylist()
+        assert stats.chars.tolist() == pc.utf8_length(arr).fill_null(0).to_pylist()
+        assert stats.hashes.tolist() == [xxhash.xxh64_intdigest((v or "").encode()) for v in arr.to_pylist()]
 
     def joined(table, columns):
-        return [xxhash.xxh64_intdigest(t.encode()) for t in dataset_section.record_texts(table, columns)]
+        rows = [[m["content"] for m in r["messages"] or []] if columns == ["messages"] else [r[c] for c in columns]
+                for r in table.to_pylist()]
+        return [xxhash.xxh64_intdigest("\x1f".join(s or "" for s in row).encode()) for row in rows]
 
     texts = pa.table({"text": values})
     alpaca = pa.table({"instruction": values[:50], "input": values[50:100], "output": values[100:150]})
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     chat = pa.table({"messages": pa.array([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}],
-                                           [], [{"role": "user", "content": "é"}]], pa.list_(message))})
+                                           [], None, [{"role": "user", "content": "é"}]], pa.list_(message))})
     for table, columns in ((texts, ["text"]), (texts.slice(3, 100), ["text"]),
                            (alpaca, ["instruction", "input", "output"]), (chat, ["messages"])):
-        assert dataset_section.content_hashes(table, columns) == joined(table, columns)
+        assert dataset_section.content_hashes(table, columns).tolist() == joined(table, columns)
 
 
 def pd_concat(frames):

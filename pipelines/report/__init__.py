@@ -17,9 +17,11 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from pipelines.report.arrays import shared
 from pipelines.stage import REPORT_PREFIX
 
 SECTIONS: dict[str, type["Section"]] = {}
+HELPERS = ("arrays", "charts", "kernels")  # modules of this package without sections (kernels loads numba)
 
 
 class Section:
@@ -66,20 +68,22 @@ def add(a: Any, b: Any) -> Any:
 
 def sections() -> list["Section"]:
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "charts":
+        if mod.name not in HELPERS:
             importlib.import_module(f"{__name__}.{mod.name}")
     return [cls() for cls in sorted(SECTIONS.values(), key=lambda c: (c.order, c.name))]
 
 
 def collect_stats(kept: dict[str, pa.Table], rejected: pa.Table, text_field: str) -> dict[str, Any]:
     """Every section's statistics of one written slice; only sections with ``hidden_columns`` see the kept
-    tables' ``_report.`` columns (never written, so ``thresher report`` cannot see them)."""
+    tables' ``_report.`` columns (never written, so ``thresher report`` cannot see them). Per-string figures of
+    the slice's string columns are computed once for all sections (:func:`pipelines.report.arrays.shared`)."""
     written = {d: t.drop_columns([c for c in t.column_names if c.startswith(REPORT_PREFIX)]) for d, t in kept.items()}
     out = {}
-    for s in sections():
-        value = s.collect(kept if s.hidden_columns else written, rejected, text_field)
-        if value is not None:
-            out[s.name] = value
+    with shared([*kept.values(), rejected]):
+        for s in sections():
+            value = s.collect(kept if s.hidden_columns else written, rejected, text_field)
+            if value is not None:
+                out[s.name] = value
     return out
 
 

@@ -6,17 +6,20 @@
   as characters / 4 (the usual rule of thumb for English BPE vocabularies; no tokenizer is loaded).
 * Lengths: records by whitespace tokens per record.
 * Completeness: per column, null values and empty ones (blank strings, empty lists).
-* Lexical diversity on a bounded sample: each write task takes, per split, its ``SAMPLE_DOCS`` records with the
-  lowest id hashes (deterministic, order-independent). Their lowercased words, in that order, are cut into
-  windows of ``WINDOW`` tokens; ``distinct_1``/``distinct_2`` are the distinct unigrams/bigrams per token in a
-  window, averaged over all windows of all tasks (window-standardized, so splits of different sizes compare;
-  a remainder shorter than a window is left out, and a split with under ``WINDOW`` sampled tokens has none).
-  ``ttr`` is the mean type-token ratio of the sampled records (a per-document repetition signal).
+* Lexical diversity on a bounded sample: each write task takes, per split, its records in ascending order of id hash
+  (XXH64 of the id; ties by content hash: deterministic, order-independent) until their whitespace tokens reach
+  ``SAMPLE_TOKENS`` (the record that reaches it included; all records when they have fewer). Their lowercased
+  words (Python's ``\\w+``), in that order, are cut into windows of ``WINDOW`` tokens; ``distinct_1``/``distinct_2``
+  are the distinct unigrams/bigrams per token in a window, averaged over all windows of all tasks
+  (window-standardized, so splits of different sizes compare; a remainder shorter than a window is left out, and
+  a split with under ``WINDOW`` sampled words has none). ``ttr`` is the mean type-token ratio of the sampled
+  records (a per-document repetition signal).
 * Duplicates: exact duplicates of the content (all content columns equal) within each split, and records whose
-  content is also in another split (a leak between splits). Each write task keeps the ``SAMPLE_CONTENTS``
-  smallest content hashes with their count per split, the driver the smallest of those: a uniform sample of the
-  distinct contents whose counts are exact (any task holding one of the overall smallest holds it among its
-  own smallest). Up to that many distinct contents the rates are exact; beyond, estimated from the sample
+  content is also in another split (a leak between splits). A record's content hash is XXH64 of its content
+  strings' UTF-8 joined by ``\\x1f`` (null as empty). Each write task keeps the ``SAMPLE_CONTENTS`` smallest
+  content hashes with their count per split, the driver the smallest of those: a uniform sample of the distinct
+  contents whose counts are exact (any task holding one of the overall smallest holds it among its own
+  smallest). Up to that many distinct contents the rates are exact; beyond, estimated from the sample
   (duplicate rate = 1 - 1 / mean copies per sampled content).
 * Label balance of every categorical field: a string, boolean or integer column other than the id and the
   content, with 2 to ``MAX_CLASSES`` values overall, at least two records each on average (null and empty are
@@ -35,21 +38,20 @@ import re
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
 from pipelines.report import Section, add, table_html
+from pipelines.report.arrays import hashes, string_stats, take, utf8
 from pipelines.report.charts import bar_chart, histogram
 
-SAMPLE_DOCS = 500
+SAMPLE_TOKENS = 16_000
 SAMPLE_CONTENTS = 2000
 MAX_CLASSES = 50
 OVERFLOW = "\x00more"  # a field's class counts: too many classes somewhere
 WINDOW = 1000
 TOKEN_EDGES = [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 1e18]
 CHARS_PER_TOKEN = 4
+SEPARATOR = "\x1f"  # between a record's content strings
 _WORD = re.compile(r"\w+")
-_WORD_BYTE = np.ones(256, bool)
-_WORD_BYTE[list(b"\t\n\f\r ")] = False
 
 
 def content_columns(table: pa.Table, text_field: str) -> list[str]:
@@ -61,93 +63,70 @@ def content_columns(table: pa.Table, text_field: str) -> list[str]:
     return [text_field] if text_field in names else []
 
 
-def _strings(table: pa.Table, column: str) -> tuple[pa.Array, np.ndarray]:
-    """The column's strings (message contents for ``messages``) and the row each belongs to."""
-    values = table[column].combine_chunks()
+def _strings(table: pa.Table, column: str) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray]:
+    """The column's values (message contents for ``messages``) and the row each belongs to (ascending)."""
     if column == "messages":
-        return pc.list_flatten(values).field("content"), pc.list_parent_indices(values).to_numpy()
-    return values.cast(pa.string()), np.arange(len(values))
+        chunks, starts = table[column].chunks, np.cumsum([0] + [len(c) for c in table[column].chunks])
+        content = table.schema.field(column).type.value_type.field("content").type
+        contents = pa.chunked_array([pc.list_flatten(c).field("content") for c in chunks], content)
+        rows = [pc.list_parent_indices(c).to_numpy() + start for c, start in zip(chunks, starts)]
+        return contents, np.concatenate([np.zeros(0, np.int64), *rows])
+    return table[column], np.arange(table.num_rows)
 
 
-def per_record(table: pa.Table, columns: list[str], measure) -> np.ndarray:
-    total = np.zeros(table.num_rows, np.int64)
+def per_record(table: pa.Table, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each record's whitespace tokens and characters, summed over its content strings."""
+    tokens, chars = np.zeros(table.num_rows, np.int64), np.zeros(table.num_rows, np.int64)
     for col in columns:
         strings, rows = _strings(table, col)
-        total += np.bincount(rows, weights=measure(strings).fill_null(0).to_numpy(), minlength=table.num_rows).astype(np.int64)
-    return total
+        stats = string_stats(strings)
+        tokens += np.bincount(rows, weights=stats.tokens, minlength=table.num_rows).astype(np.int64)
+        chars += np.bincount(rows, weights=stats.chars, minlength=table.num_rows).astype(np.int64)
+    return tokens, chars
 
 
-def whitespace_tokens(strings: pa.Array) -> pa.Array:
-    """Per string, its ``\\S+`` runs (RE2's ``\\s``: tab, newline, form feed, carriage return, space), null for null:
-    counted on the UTF-8 bytes in one compiled pass (the same as ``pc.count_substring_regex(s, r"\\S+")``, whose
-    regex costs several times more per byte)."""
-    from pipelines.report.tokens import token_counts
-
-    strings = strings.cast(pa.string())
-    counts = np.zeros(len(strings), np.int64)
-    offsets, data = _utf8(strings)
-    if len(strings):
-        token_counts(data, offsets.astype(np.int64), _WORD_BYTE, counts)
-    return pa.array(counts, pa.int64(), mask=strings.is_null().to_numpy(zero_copy_only=False))
-
-
-def record_texts(table: pa.Table, columns: list[str]) -> list[str]:
-    """Each record's content: its content strings joined by ``\\x1f``."""
-    texts: list[list[str]] = [[] for _ in range(table.num_rows)]
-    for col in columns:
-        strings, rows = _strings(table, col)
-        for row, s in zip(rows.tolist(), strings.to_pylist()):
-            texts[row].append(s or "")
-    return ["\x1f".join(t) for t in texts]
+def record_contents(table: pa.Table, columns: list[str]) -> pa.Array | pa.ChunkedArray:
+    """Each record's content as one string: its content strings joined by ``SEPARATOR`` (null as empty)."""
+    if not columns:
+        return pa.repeat("", table.num_rows)
+    if columns == ["messages"]:
+        strings, rows = _strings(table, "messages")
+        offsets = np.searchsorted(rows, np.arange(table.num_rows + 1)).astype(np.int32)
+        strings = strings.fill_null("").combine_chunks()
+        return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), strings), SEPARATOR)
+    values = [table[c] if pa.types.is_string(table[c].type) else table[c].cast(pa.string()) for c in columns]
+    if len(values) == 1:
+        return values[0].fill_null("")
+    return pc.binary_join_element_wise(*values, SEPARATOR, null_handling="replace", null_replacement="")
 
 
-def sample_texts(table: pa.Table, columns: list[str]) -> list[str]:
-    """The content of the ``SAMPLE_DOCS`` records with the lowest id hashes, in hash order."""
-    ids = table["id"].to_pylist() if "id" in table.column_names else list(range(table.num_rows))
-    hashes = np.fromiter((xxhash.xxh64_intdigest(str(i).encode()) for i in ids), np.uint64, len(ids))
-    order = np.argsort(hashes, kind="stable")[:SAMPLE_DOCS]
-    return record_texts(table.take(pa.array(order, pa.int64())), columns)
+def content_hashes(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """Each record's content hash: XXH64 of its ``record_contents``."""
+    return hashes(record_contents(table, columns))
 
 
-def content_hashes(table: pa.Table, columns: list[str]) -> list[int]:
-    """Each record's xxh64 of its content (its content strings' UTF-8 joined by ``\\x1f``), hashed from the Arrow
-    buffers: no Python string per record."""
-    hashers = [xxhash.xxh64() for _ in range(table.num_rows)]
-    started = np.zeros(table.num_rows, bool)
-    for col in columns:
-        strings, rows = _strings(table, col)
-        for row, value in zip(rows.tolist(), _utf8_values(strings)):
-            if started[row]:
-                hashers[row].update(b"\x1f")
-            started[row] = True
-            hashers[row].update(value)
-    return [h.intdigest() for h in hashers]
+def lexical_sample(table: pa.Table, columns: list[str], tokens: np.ndarray, contents: np.ndarray) -> list[str]:
+    """The content of the records in ascending (id hash, content hash) order, until their whitespace ``tokens``
+    reach ``SAMPLE_TOKENS``."""
+    ids = table["id"] if "id" in table.column_names else pa.array(np.arange(table.num_rows)).cast(pa.string())
+    id_hashes, n = hashes(ids), 1024
+    while True:  # sort only the records with the n smallest id hashes (ties included) until they hold the sample
+        k = min(n, len(id_hashes)) - 1
+        head = np.flatnonzero(id_hashes <= np.partition(id_hashes, k)[k])
+        order = head[np.lexsort((contents[head], id_hashes[head]))]
+        total = np.cumsum(tokens[order])
+        if total[-1] >= SAMPLE_TOKENS or len(head) == len(id_hashes):
+            break
+        n *= 4
+    taken = int(np.searchsorted(total, SAMPLE_TOKENS)) + 1
+    sample = pa.table({c: take(table[c], order[:taken]) for c in columns})
+    return record_contents(sample, columns).to_pylist()
 
 
-def _utf8(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A string array's offsets (one more than its strings) and data bytes, as numpy views of its Arrow buffers."""
-    strings = strings.cast(pa.string())
-    if not len(strings):
-        return np.zeros(1, np.int32), np.zeros(0, np.uint8)
-    offsets = np.frombuffer(strings.buffers()[1], np.int32, len(strings) + 1, 4 * strings.offset)
-    data = strings.buffers()[2]
-    return offsets, np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
-
-
-def _utf8_values(strings: pa.Array):
-    """The UTF-8 bytes of each string (empty for null), as views of the Arrow data buffer."""
-    offsets, data = _utf8(strings)
-    view, offsets = memoryview(data), offsets.tolist()
-    return (view[lo:hi] for lo, hi in zip(offsets, offsets[1:]))
-
-
-def content_sample(split: str, hashes: list[int]) -> dict[str, dict[str, int]]:
+def content_sample(split: str, contents: np.ndarray) -> dict[str, dict[str, int]]:
     """The ``SAMPLE_CONTENTS`` smallest content hashes (fixed-width hex) -> {split: records with that content}."""
-    counts: dict[str, int] = {}
-    for h in hashes:
-        key = f"{h:016x}"
-        counts[key] = counts.get(key, 0) + 1
-    return {key: {split: counts[key]} for key in sorted(counts)[:SAMPLE_CONTENTS]}
+    distinct, counts = np.unique(contents, return_counts=True)
+    return {f"{h:016x}": {split: n} for h, n in zip(distinct[:SAMPLE_CONTENTS].tolist(), counts.tolist())}
 
 
 def smallest(sample: dict) -> dict:
@@ -203,13 +182,29 @@ def lexical(texts: list[str]) -> dict:
     return out
 
 
+def blank_strings(values: pa.ChunkedArray) -> int:
+    """Strings that are empty after trimming whitespace (``utf8_trim_whitespace``), trimmed only where the first
+    byte is not a printable ASCII character (any other string has something left)."""
+    maybe = [np.zeros(0, bool)]
+    for chunk in values.chunks:
+        offsets, data = utf8(chunk)
+        first = np.zeros(len(chunk), np.uint8)  # 0 for empty strings
+        nonempty = offsets[1:] > offsets[:-1]
+        first[nonempty] = data[offsets[:-1][nonempty]]
+        maybe.append((first <= 0x20) | (first >= 0x7F))
+    rows = np.flatnonzero(np.concatenate(maybe))
+    if not len(rows):
+        return 0
+    return pc.sum(pc.equal(pc.utf8_trim_whitespace(take(values, rows)), "")).as_py() or 0
+
+
 def completeness(table: pa.Table) -> dict:
     out = {}
     for field in table.schema:
         col = table[field.name]
         empty = 0
         if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
-            empty = pc.sum(pc.equal(pc.utf8_trim_whitespace(col), "")).as_py() or 0
+            empty = blank_strings(col)
         elif pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
             empty = pc.sum(pc.equal(pc.list_value_length(col), 0)).as_py() or 0
         out[field.name] = {"null": col.null_count, "empty": int(empty)}
@@ -271,20 +266,20 @@ class Dataset(Section):
                 continue
             split = dest.partition("/")[2] or "all"
             columns = content_columns(table, text_field)
-            tokens = per_record(table, columns, whitespace_tokens)
+            tokens, chars = per_record(table, columns)
+            contents = content_hashes(table, columns)
             counts, _ = np.histogram(tokens, bins=TOKEN_EDGES)
             out["splits"][split] = add(out["splits"].get(split), {
                 "records": table.num_rows,
-                "chars": int(per_record(table, columns, pc.utf8_length).sum()),
+                "chars": int(chars.sum()),
                 "whitespace_tokens": int(tokens.sum()),
                 "token_bins": {f"{TOKEN_EDGES[i]:g}": int(c) for i, c in enumerate(counts) if c},
                 "completeness": completeness(table),
-                "lexical": lexical(sample_texts(table, columns)),
+                "lexical": lexical(lexical_sample(table, columns, tokens, contents)),
                 "content": {",".join(columns): table.num_rows},
                 "labels": categorical(table, {"id", text_field, *columns}),
             })
-            sample = content_sample(split, content_hashes(table, columns))
-            out["contents"] = self.merge_contents(out["contents"], sample)
+            out["contents"] = self.merge_contents(out["contents"], content_sample(split, contents))
         return out if out["splits"] else None
 
     def merge(self, a, b):
@@ -323,8 +318,9 @@ class Dataset(Section):
         return {
             "notes": {
                 "tokens": f"whitespace_tokens: \\S+ runs (exact); estimated_tokens: characters / {CHARS_PER_TOKEN}",
-                "lexical_diversity": f"up to {SAMPLE_DOCS} records per write task and split (lowest id hashes); "
-                                     f"distinct-n averaged over {WINDOW}-token windows; ttr: mean per record",
+                "lexical_diversity": f"per write task and split, records by lowest id hash until {SAMPLE_TOKENS} "
+                                     f"whitespace tokens; distinct-n averaged over {WINDOW}-token windows; "
+                                     "ttr: mean per record",
                 "duplicates": f"exact content duplicates; from the {SAMPLE_CONTENTS} smallest content hashes "
                               "(exact when there are fewer distinct contents)",
                 "label_balance": f"string/boolean/integer fields with 2 to {MAX_CLASSES} values; null and empty "

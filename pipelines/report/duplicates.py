@@ -3,23 +3,24 @@
 Computed from the written slices alone: a removed record is a reject of a dedup stage whose ``detail`` is the
 id of the record kept for its cluster. The removed records of one cluster may be written by different tasks,
 so cluster sizes are counted for a bounded sample that every task agrees on: the clusters whose kept id has
-one of the ``SAMPLE_CLUSTERS`` smallest 64-bit hashes (each task keeps its own smallest, and a cluster among
-the smallest overall is among the smallest of every task that saw it, so its count is exact). Up to that
+one of the ``SAMPLE_CLUSTERS`` smallest hashes (XXH64 of the id; each task keeps its own smallest, and a cluster
+among the smallest overall is among the smallest of every task that saw it, so its count is exact). Up to that
 many clusters the histogram is complete; beyond, it is a uniform sample. Examples are the largest of the
-``EXAMPLE_CLUSTERS`` smallest-hash clusters, with snippets of removed records and of the kept one where it is
-among the ``SAMPLE_KEPT`` smallest-hash kept records (the smallest-hash cluster heads usually are; examples
-with a kept snippet come first).
+``EXAMPLE_CLUSTERS`` smallest-hash clusters, with snippets of their ``REMOVED_SHOWN`` removed records with the
+smallest ids and of the kept one where it is among the ``SAMPLE_KEPT`` smallest-hash kept records (the
+smallest-hash cluster heads usually are; examples with a kept snippet come first).
 """
 
 from __future__ import annotations
 
 import heapq
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import xxhash
 
 from pipelines.report import Section, table_html
+from pipelines.report.arrays import hashes, take
 from pipelines.report.charts import bar_chart
 
 STAGES = ("dedup_exact", "dedup_fuzzy")
@@ -31,17 +32,33 @@ REMOVED_SHOWN = 3
 SIZE_BINS = [(2, 2), (3, 3), (4, 4), (5, 9), (10, 99), (100, None)]
 
 
-def _hash(value: str) -> int:
-    return xxhash.xxh64_intdigest(value.encode())
-
-
 def _snippet(text) -> str:
     """The text's first ``SNIPPET`` characters, whitespace runs as one space (from a prefix when that is enough)."""
     text = str(text or "")
-    head = " ".join(text[:4 * SNIPPET].split())
-    if len(head) <= SNIPPET and len(text) > 4 * SNIPPET:
-        head = " ".join(text.split())
-    return head if len(head) <= SNIPPET else head[:SNIPPET] + "..."
+    for prefix in (text[:2 * SNIPPET], text[:4 * SNIPPET], text):
+        head = " ".join(prefix.split())
+        if len(head) > SNIPPET:
+            return head[:SNIPPET] + "..."
+    return head
+
+
+def _lowest_ids(rows: pa.Table, clusters: list[str], text_field: str) -> list[tuple]:
+    """``(id, kept id, text)`` of the ``REMOVED_SHOWN`` removed records with the smallest ids (ties by text) of each
+    cluster."""
+    keys = [("detail", "ascending"), ("id", "ascending")]
+    if text_field in rows.column_names:
+        keys.append((text_field, "ascending"))
+    shown = rows.filter(pc.is_in(rows["detail"], pa.array(clusters, rows.schema.field("detail").type))).sort_by(keys)
+    n = shown.num_rows
+    if not n:
+        return []
+    detail = shown["detail"]
+    starts = np.ones(n, bool)
+    starts[1:] = pc.not_equal(detail.slice(1), detail.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    rank = np.arange(n) - np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    first = shown.filter(pa.array(rank < REMOVED_SHOWN))
+    texts = first[text_field].to_pylist() if text_field in first.column_names else [None] * first.num_rows
+    return list(zip(first["id"].to_pylist(), first["detail"].to_pylist(), texts))
 
 
 def _smallest(items: dict, k: int) -> dict:
@@ -57,35 +74,35 @@ class Duplicates(Section):
     def collect(self, kept, rejected, text_field):
         out = {}
         if "stage" in rejected.column_names and rejected.num_rows:
-            dups = rejected.filter(pc.is_in(rejected["stage"], pa.array(STAGES)))
             for stage in STAGES:
-                rows = dups.filter(pc.equal(dups["stage"], stage))
+                rows = rejected.filter(pc.equal(rejected["stage"], stage))
                 if rows.num_rows:
                     out[stage] = self._clusters(rows, text_field)
         snippets = {}
         for table in kept.values():
             if "id" in table.column_names and text_field in table.column_names:
-                ids = table["id"].to_pylist()
-                hashes = [_hash(str(i)) for i in ids]
-                for row in heapq.nsmallest(SAMPLE_KEPT, range(len(ids)), key=hashes.__getitem__):
-                    snippets[str(ids[row])] = [hashes[row], _snippet(table[text_field][row].as_py())]
+                id_hashes = hashes(table["id"])
+                rows = np.argsort(id_hashes, kind="stable")[:SAMPLE_KEPT]
+                for rid, h, text in zip(take(table["id"], rows).to_pylist(), id_hashes[rows].tolist(),
+                                        take(table[text_field], rows).to_pylist()):
+                    snippets[str(rid)] = [h, _snippet(text)]
         out["kept_snippets"] = _smallest(snippets, SAMPLE_KEPT)
         return out
 
     def _clusters(self, rows: pa.Table, text_field: str) -> dict:
-        clusters: dict[str, list] = {}
-        texts = rows[text_field].to_pylist() if text_field in rows.column_names else [None] * rows.num_rows
-        for rid, kept_id, text in zip(rows["id"].to_pylist(), rows["detail"].to_pylist(), texts):
-            c = clusters.setdefault(kept_id, [_hash(kept_id), 0, []])
-            c[1] += 1
-            c[2].append([rid, _snippet(text)])
-        for c in clusters.values():
-            c[2] = sorted(c[2])[:REMOVED_SHOWN]
-        sizes = _smallest(clusters, SAMPLE_CLUSTERS)
+        """Sizes of the ``SAMPLE_CLUSTERS`` smallest-hash clusters, removed records of the ``EXAMPLE_CLUSTERS``."""
+        counts = pc.value_counts(rows["detail"].drop_null())
+        kept_ids, removed = counts.field("values"), counts.field("counts").to_numpy()
+        kept_hashes = hashes(kept_ids)
+        sampled = np.argsort(kept_hashes, kind="stable")[:SAMPLE_CLUSTERS]
+        sizes = {k: [h, n] for k, h, n in zip(kept_ids.take(sampled).to_pylist(), kept_hashes[sampled].tolist(),
+                                                removed[sampled].tolist())}
         examples = _smallest(sizes, EXAMPLE_CLUSTERS)
-        return {"removed": rows.num_rows,
-                "sizes": {k: v[:2] for k, v in sizes.items()},
-                "examples": {k: [v[0], v[2]] for k, v in examples.items()}}
+        shown = {k: [] for k in examples}
+        for rid, kept_id, text in _lowest_ids(rows, list(examples), text_field):
+            shown[kept_id].append([rid, _snippet(text)])
+        return {"removed": rows.num_rows, "sizes": sizes,
+                "examples": {k: [h, sorted(shown[k])[:REMOVED_SHOWN]] for k, (h, _) in examples.items()}}
 
     def merge(self, a, b):
         if a is None or b is None:

@@ -1,18 +1,20 @@
 """Document length distribution (characters) of kept and rejected records."""
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.report import Section, table_html
+from pipelines.report.arrays import string_stats
 from pipelines.report.charts import histogram
 
 EDGES = [0, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 1e18]
 
 
 def length_histogram(texts: pa.ChunkedArray) -> dict:
-    lengths = pc.utf8_length(texts.cast(pa.string())).drop_null().to_numpy(zero_copy_only=False)
-    import numpy as np
-
+    """Non-null texts by characters."""
+    lengths = string_stats(texts).chars
+    if texts.null_count:
+        lengths = lengths[texts.is_valid().to_numpy(zero_copy_only=False)]
     counts, _ = np.histogram(lengths, bins=EDGES)
     return {"docs": int(len(lengths)), "chars": int(lengths.sum()),
             "bins": {f"{EDGES[i]:g}": int(c) for i, c in enumerate(counts) if c}}
