@@ -10,6 +10,9 @@ a missing or non-string text field, an empty or too long document, or the unread
 truncated compressed file all become rows already rejected by the ``read`` stage, with the reason and
 (truncated) raw input in ``detail``. Ids come from ``id_field`` when the record has one, otherwise they
 are derived from the source URI and the record's byte offset (or row index), so they are stable.
+
+JSON Lines are read in chunks of whole lines, each parsed by Arrow where that surely gives the rows the per-line
+reader (orjson) gives, and line by line otherwise.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import bz2
 import gzip
 import io
 import lzma
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 import zstandard
 import pyarrow.parquet as pq
 import xxhash
@@ -38,6 +45,9 @@ ROWS_PER_BATCH = 1024
 BYTES_PER_BATCH = 32 << 20
 TEXT_FILES_PER_TASK = 256
 SAMPLE_BYTES = 256 << 10
+CHUNK_BYTES = 8 << 20  # JSON Lines are read (and parsed by Arrow where it can) in chunks of whole lines this big
+MAX_DEPTH = 1024  # orjson's nesting limit: a deeper document is malformed JSON
+SCAN_BYTES = 256 << 10  # numpy passes over a chunk go a cache-sized block at a time
 COMPRESSED = (".gz", ".zst", ".zstd", ".bz2", ".xz")
 JSON_ARRAY = "json_array"  # a .json file holding one array of records (detected, not configured)
 EXTENSIONS = {
@@ -49,7 +59,7 @@ EXTENSIONS = {
 
 
 # what a damaged file raises while it is read
-DAMAGED = (EOFError, OSError, ValueError, zstandard.ZstdError, lzma.LZMAError)
+DAMAGED = (EOFError, OSError, ValueError, zlib.error, zstandard.ZstdError, lzma.LZMAError)
 
 
 class ReadError(Exception):
@@ -344,7 +354,9 @@ def _read_json_array(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
         yield t
 
 
-def _read_jsonl(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+def _read_jsonl(task: ReadTask, spec: ReaderSpec, fast: bool = True) -> Iterator[pa.Table]:
+    """JSON Lines, a chunk of whole lines at a time: parsed by Arrow where ``fast`` and the chunk allows it
+    (``_parse_chunk``), otherwise line by line with orjson; both give the same rows."""
     uri = task.uris[0]
     key = _uri_key(uri)
     b = _Batcher(spec)
@@ -362,23 +374,180 @@ def _read_jsonl(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
         f = _open_stream(spec.storage, uri)
         pos = 0
     try:
-        while task.end < 0 or pos < task.end:
-            try:
-                line = f.readline()
-            except DAMAGED as e:  # truncated or corrupt compressed stream
-                b.add(f"{key}-{pos}-unreadable", None, {}, "unreadable_file", f"{uri} from offset {pos}: {e}")
-                break
-            if not line:
-                break
-            offset, pos = pos, pos + len(line)
-            if line.strip():
-                _add_json_line(b, spec, key, offset, line.rstrip(b"\r\n"))
-            if b.full():
-                yield b.flush()
+        for offset, chunk, error in _line_chunks(f, pos, task.end, by_line=not ranged):
+            table = _parse_chunk(spec, key, offset, chunk) if fast and chunk else None
+            if table is not None:
+                if (t := b.flush()) is not None:
+                    yield t
+                yield from _slices(table, spec.text_field)
+            else:
+                yield from _add_json_lines(b, spec, key, offset, chunk)
+            if error is not None:
+                offset += len(chunk)
+                b.add(f"{key}-{offset}-unreadable", None, {}, "unreadable_file",
+                      f"{uri} from offset {offset}: {error}")
+            del chunk  # before the next is read: with two alive, the allocator hands their memory back each time
     finally:
         f.close()
     if (t := b.flush()) is not None:
         yield t
+
+
+def _line_chunks(f, pos: int, end: int, by_line: bool) -> Iterator[tuple[int, bytes, Exception | None]]:
+    """``(offset, chunk, error)``: the whole lines of ``f`` from offset ``pos`` in chunks of about CHUNK_BYTES, up to
+    the line that holds byte ``end - 1`` (``end`` < 0: to the end). A read error ends them, given with the lines read
+    before it: ``by_line`` reads line by line, so that these are the lines a damaged compressed stream gives up (an
+    uncompressed one loses the chunk it was reading)."""
+    while end < 0 or pos < end:
+        size = CHUNK_BYTES if end < 0 else min(CHUNK_BYTES, end - pos)
+        lines, chunk, error = [], b"", None
+        try:
+            if by_line:
+                while size > 0 and (line := f.readline()):
+                    lines.append(line)
+                    size -= len(line)
+            else:
+                chunk = bytearray(size)  # read into, then the rest of its last line appended: no copy
+                del chunk[f.readinto(chunk):]
+                if chunk and not chunk.endswith(b"\n"):
+                    chunk += f.readline()
+        except DAMAGED as e:  # truncated or corrupt compressed stream
+            chunk, error = b"", e
+        if by_line:
+            chunk = b"".join(lines)
+        if chunk or error is not None:
+            yield pos, chunk, error
+        if not chunk or error is not None:
+            return
+        pos += len(chunk)
+
+
+def _add_json_lines(b: _Batcher, spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> Iterator[pa.Table]:
+    """The per-line reader: each non-blank line of ``chunk`` (at ``offset``) into ``b``, yielding full batches."""
+    start = 0
+    while start < len(chunk):
+        stop = chunk.find(b"\n", start) + 1 or len(chunk)
+        line = chunk[start:stop]
+        if line.strip():
+            _add_json_line(b, spec, key, offset + start, line.rstrip(b"\r\n"))
+        if b.full():
+            yield b.flush()
+        start = stop
+
+
+def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Table | None:
+    """The rows of ``chunk`` (non-empty, whole lines at ``offset``) parsed by Arrow, or None unless they are surely
+    the rows the per-line reader gives: valid UTF-8 without NUL (which ends Arrow's input), every line blank (empty
+    or a lone ``\\r``) or one object from ``{`` to ``}`` nesting no deeper than orjson allows, text, id and fields
+    strings (or null) and every text present."""
+    columns = ["id", spec.text_field, *spec.fields, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
+    if len(set(columns)) < len(columns) or b"\0" in chunk or not (chunk.isascii() or _valid_utf8(chunk)):
+        return None
+    a = np.frombuffer(chunk, np.uint8)
+    newlines, opening = _scan(a)
+    starts = np.concatenate(([0], newlines + 1))[: len(newlines) + (a[-1] != 10)]
+    stops = np.append(newlines, len(a))[: len(starts)]
+    stops -= (stops > starts) & (a[stops - 1] == 13)  # a \r before the \n
+    lines = stops > starts
+    starts, stops = starts[lines], stops[lines]
+    if not len(starts) or not (np.all(a[starts] == 0x7B) and np.all(a[stops - 1] == 0x7D)):
+        return None
+    # a line nests no deeper than its count of { and [: bound it before Arrow's inference (which crashes on a deep
+    # enough document) as orjson does
+    if opening - len(starts) >= MAX_DEPTH:
+        at = np.flatnonzero((a == 0x7B) | (a == 0x5B))
+        if np.max(np.searchsorted(at, stops) - np.searchsorted(at, starts)) > MAX_DEPTH:
+            return None
+    # other fields are inferred, not ignored, so that a NaN or Infinity in them (which Arrow reads and orjson
+    # refuses) shows as a number that is not finite
+    kept = dict.fromkeys([spec.text_field, *([spec.id_field] if spec.id_field else []), *spec.fields])
+    options = pj.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in kept]),
+                              unexpected_field_behavior="infer")
+    try:
+        table = pj.read_json(pa.BufferReader(chunk), pj.ReadOptions(use_threads=False, block_size=len(chunk)), options)
+    except pa.ArrowException:
+        return None
+    text = table[spec.text_field]
+    # a line holding two objects (Arrow reads both) gives one row too many
+    if table.num_rows != len(starts) or text.null_count or not all(
+            _finite(table[name]) for name in table.column_names if name not in kept):
+        return None
+    rid = pc.binary_join_element_wise(f"{key}-", pa.array(starts + offset).cast(pa.string()), "")
+    if spec.id_field:  # a non-empty string id, else the derived one
+        given = table[spec.id_field]
+        rid = pc.if_else(pc.fill_null(pc.greater(pc.binary_length(given), 0), False), given, rid)
+    rejections = _text_rejections(text, spec.max_doc_chars)
+    rejections = rejections or [pa.nulls(table.num_rows, pa.string())] * 3
+    out = {"id": rid, spec.text_field: text, **{f: table[f] for f in spec.fields},
+           **dict(zip((REJECT_STAGE, REJECT_REASON, REJECT_DETAIL), rejections))}
+    return pa.table({c: out[c] for c in columns})
+
+
+def _text_rejections(text: pa.ChunkedArray, max_chars: int) -> list | None:
+    """Stage, reason and detail of the empty (whitespace only, as ``str.strip`` sees it: Arrow's whitespace is
+    Python's) and too long texts, as ``_Batcher.add`` gives them; None when there are none."""
+    nbytes = pc.binary_length(text).to_numpy()
+    empty = (nbytes == 0) | pc.utf8_is_space(text).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero((nbytes > max_chars) & ~empty)  # a character takes one to four bytes
+    chars = pc.utf8_length(text.take(rows)).to_numpy() if len(rows) else nbytes[rows]
+    rows, chars = rows[chars > max_chars], chars[chars > max_chars]
+    if not len(rows) and not empty.any():
+        return None
+    too_long = np.zeros(len(nbytes), bool)
+    too_long[rows] = True
+    none = pa.nulls(len(nbytes), pa.string())
+    reason = pc.replace_with_mask(pc.if_else(empty, "empty_text", none), too_long,
+                                  pa.array(["too_long"] * len(rows), pa.string()))
+    details = [f"{n} characters > input.max_doc_chars={max_chars}" for n in chars.tolist()]
+    detail = pc.replace_with_mask(none, too_long, pa.array(details, pa.string()))
+    return [pc.if_else(pc.is_valid(reason), READ_STAGE, none), reason, detail]
+
+
+def _scan(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """The offsets of the newlines in ``a`` and its number of ``{`` and ``[``, a cache-sized block at a time."""
+    newlines, opening = [], 0
+    for lo in range(0, len(a), SCAN_BYTES):
+        block = a[lo:lo + SCAN_BYTES]
+        newlines.append(np.flatnonzero(block == 10) + lo)
+        opening += np.count_nonzero(block == 0x7B) + np.count_nonzero(block == 0x5B)
+    return np.concatenate(newlines), opening
+
+
+def _valid_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8, as Arrow checks a string (no copy)."""
+    offsets = np.array([0, len(data)], np.int64)
+    array = pa.Array.from_buffers(pa.large_string(), 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _finite(column: pa.ChunkedArray) -> bool:
+    """No NaN or infinite number anywhere in ``column`` (nested lists and structs included)."""
+    todo = [column]
+    while todo:
+        values = todo.pop()
+        if pa.types.is_floating(values.type):
+            if pc.any(pc.invert(pc.is_finite(values))).as_py():
+                return False
+        elif pa.types.is_list(values.type):
+            todo.append(pc.list_flatten(values, recursive=True))
+        elif pa.types.is_struct(values.type):
+            todo += [pc.struct_field(values, [i]) for i in range(values.type.num_fields)]
+    return True
+
+
+def _slices(table: pa.Table, text_field: str) -> Iterator[pa.Table]:
+    """``table`` (no text null) in batches bounded as ``_Batcher``'s are."""
+    ends = np.cumsum(pc.binary_length(table[text_field]).to_numpy())
+    lo = 0
+    while lo < table.num_rows:
+        by_bytes = np.searchsorted(ends, (ends[lo - 1] if lo else 0) + BYTES_PER_BATCH) + 1
+        hi = min(lo + ROWS_PER_BATCH, by_bytes, table.num_rows)
+        yield table.slice(lo, hi - lo)
+        lo = hi
 
 
 def _read_text(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:

@@ -1,0 +1,164 @@
+"""The JSON Lines reader's fast path (Arrow, a chunk of lines at a time) gives exactly the rows of its per-line path
+(orjson), on any input, and is taken on clean input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from unittest import mock
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipelines import readers
+from pipelines.readers import ReaderSpec, ReadTask
+
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+SPACES = " \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000"  # whitespace to str.strip (the empty-text check)
+texts = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=SPACES, max_size=4),
+    st.sampled_from(["", "a\x00b", "\U0001f600 ok", "é" * 30, "x" * 90, "\ufeffhi", "\x7f\x80"]),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["a", "text"]), children,
+                                                                       max_size=2),
+    max_leaves=6,
+)
+clean_records = st.fixed_dictionaries({"text": texts}, optional={  # what the fast path reads
+    "id": st.one_of(st.text(max_size=6), st.just(""), st.none()),
+    "url": st.one_of(texts, st.none()),
+    "meta": st.none() | st.fixed_dictionaries({"score": st.floats(allow_nan=False, allow_infinity=False),
+                                               "tags": st.lists(texts, max_size=2)}),
+})
+any_records = st.fixed_dictionaries({}, optional={
+    "text": st.one_of(texts, json_values),
+    "id": st.one_of(st.text(max_size=6), st.integers(), st.booleans(), json_values),
+    "url": json_values,
+    "meta": json_values,
+})
+
+
+def json_lines(records: st.SearchStrategy) -> st.SearchStrategy:
+    return st.builds(lambda rec, ascii, compact: json.dumps(
+        rec, ensure_ascii=ascii, separators=(",", ":") if compact else None).encode(), records, st.booleans(),
+        st.booleans())
+
+
+# lines the per-line reader rejects or reads differently from Arrow's defaults, each of which must send its chunk
+# to the per-line reader
+FALLBACK = [
+    b'{"text": "a", "x": NaN}', b'{"text": "a", "x": [1, -Infinity]}', b'{"text": "a", "x": {"y": Infinity}}',
+    b'{"text": "a", "x": ' + b"[" * 1024 + b"]" * 1024 + b"}",  # one level deeper than orjson allows
+    b'{"text": "a", "x": ' + b"[" * 9000 + b"]" * 9000 + b"}",  # deep enough to crash Arrow's type inference
+    b'{"text": "a", "text": "b"}', b'{"text": "a"} {"text": "b"}', b'{"text": "a"}\r{"text": "b"}',
+    b'\xef\xbb\xbf{"text": "a"}', b'{"text": "\xff"}', b'{"text": "a", "x": "\xed\xa0\x80"}', b'{"text": "a"}\x00',
+    b'{"text": "a\x00"}', b'{"text": "\\ud800"}', b'{"text": "a", "x": 1e400}', b' {"text": "a"}', b'{"text": "a"} ',
+    b"\x0b", b"  ", b"[1, 2]", b'"text"', b"not json", b'{"text": "a",}', b'{"text": ["a"]}',
+    b'{"text": [{"role": "user", "content": "hi"}]}', b'{"text": "a", "id": 7}', b'{"text": "a", "id": true}',
+    b'{"text": "a", "url": 1.5}', b'{"text": "a", "url": {"b": 1}}', b'{"text": null}', b"{}",
+    b'{"text": "a", "x": 1}\r\r',
+]
+ODD = [b"", b"\r", b'{"text": "a", "x": ' + b"[" * 1023 + b"]" * 1023 + b"}"]  # blank, or as deep as orjson allows
+clean_lines = st.one_of(json_lines(clean_records), st.sampled_from(ODD))
+any_lines = st.one_of(json_lines(clean_records), json_lines(any_records), st.sampled_from(FALLBACK),
+                      st.sampled_from(ODD))
+files = st.one_of(st.lists(clean_lines, max_size=12), st.lists(any_lines, max_size=12))
+chunk_sizes = st.integers(min_value=1, max_value=2000) | st.just(readers.CHUNK_BYTES)
+specs = st.builds(ReaderSpec, st.just("text"), st.sampled_from([None, "id"]),
+                  st.sampled_from([(), ("url",), ("url", "meta")]), st.integers(min_value=1, max_value=60))
+
+
+def jsonl(lines: list[bytes], crlf: list[bool], final_newline: bool) -> bytes:
+    ends = [b"\r\n" if c else b"\n" for c in crlf]
+    data = b"".join(line + end for line, end in zip(lines, ends))
+    return data if final_newline or not data else data[: -len(ends[-1])]
+
+
+def read(path, spec: ReaderSpec, fast: bool, start: int = 0, end: int = -1) -> pa.Table | None:
+    tables = list(readers._read_jsonl(ReadTask("jsonl", (str(path),), start, end), spec, fast=fast))
+    assert all(t.num_rows <= readers.ROWS_PER_BATCH for t in tables)
+    return pa.concat_tables(tables) if tables else None
+
+
+def assert_same(fast: pa.Table | None, slow: pa.Table | None) -> None:
+    assert (fast is None) == (slow is None)
+    if slow is not None:
+        assert fast.schema == slow.schema
+        assert fast.to_pylist() == slow.to_pylist()
+
+
+@SETTINGS
+@given(lines=files, crlf=st.lists(st.booleans(), min_size=12, max_size=12),
+       final_newline=st.booleans(), spec=specs, chunk=chunk_sizes, data=st.data())
+def test_fast_path_gives_the_rows_of_the_per_line_path(tmp_path_factory, lines, crlf, final_newline, spec, chunk,
+                                                        data):
+    payload = jsonl(lines, crlf, final_newline)
+    path = tmp_path_factory.mktemp("r") / "x.jsonl"
+    path.write_bytes(payload)
+    start = data.draw(st.integers(min_value=0, max_value=len(payload)))
+    end = data.draw(st.sampled_from([-1, len(payload)]) | st.integers(min_value=start, max_value=len(payload)))
+    with mock.patch.object(readers, "CHUNK_BYTES", chunk), mock.patch.object(readers, "ROWS_PER_BATCH", 5):
+        assert_same(read(path, spec, True, start, end), read(path, spec, False, start, end))
+
+
+@SETTINGS
+@given(lines=files, crlf=st.lists(st.booleans(), min_size=12, max_size=12),
+       final_newline=st.booleans(), spec=specs, chunk=chunk_sizes, data=st.data())
+def test_fast_path_on_compressed_and_truncated_input(tmp_path_factory, lines, crlf, final_newline, spec, chunk, data):
+    compressed = gzip.compress(jsonl(lines, crlf, final_newline))
+    path = tmp_path_factory.mktemp("r") / "x.jsonl.gz"
+    path.write_bytes(compressed[: data.draw(st.integers(min_value=0, max_value=len(compressed)))])
+    with mock.patch.object(readers, "CHUNK_BYTES", chunk):
+        assert_same(read(path, spec, True), read(path, spec, False))
+
+
+CLEAN = [json.dumps(rec, ensure_ascii=ascii).encode() for ascii in (True, False) for rec in [
+    {"text": "Plain text.", "id": "a1", "url": "https://example.com", "meta": {"score": 0.5, "tags": ["x"]}},
+    {"text": "Ünïcödé, CJK 中文 and an emoji \U0001f600 with a NUL \x00 escaped", "id": ""},
+    {"text": " \t\u3000\x1c\u2028 ", "id": None, "url": None},  # empty to str.strip
+    {"text": "", "other": []},
+    {"text": "é" * 25, "id": "long"},  # 25 characters, 50 bytes
+    {"text": "x" * 20, "url": "u", "other": [[[{}]]], "big": 10 ** 30, "meta": None},
+    {"text": "dup id", "id": "a1"},
+]]
+DEEP = b'{"text": "deep", "x": ' + b"[" * 1000 + b"1.5" + b"]" * 1000 + b"}"  # about as deep as orjson allows
+
+
+@pytest.mark.parametrize("id_field", [None, "id"])
+def test_fast_path_is_taken_on_clean_input(tmp_path, id_field):
+    lines = CLEAN * 20 + [DEEP]
+    payload = jsonl(lines[:100] + [b"", b"\r"] + lines[100:], [i % 3 == 0 for i in range(len(lines) + 2)], False)
+    path = tmp_path / "clean.jsonl"
+    path.write_bytes(payload)
+    spec = ReaderSpec("text", id_field, ("url",), 24)
+    slow, slow_range = read(path, spec, False), read(path, spec, False, 1000, 5000)
+    assert {"empty_text", "too_long", None} <= set(slow["_reject_reason"].to_pylist())
+    with mock.patch.object(readers, "_add_json_line", side_effect=AssertionError("per-line path taken")):
+        for chunk in (1, 1000, readers.CHUNK_BYTES):
+            with mock.patch.object(readers, "CHUNK_BYTES", chunk):
+                assert_same(read(path, spec, True), slow)
+                assert_same(read(path, spec, True, 1000, 5000), slow_range)
+
+
+@pytest.mark.parametrize("line", FALLBACK)
+def test_hostile_lines_send_their_chunk_to_the_per_line_path(tmp_path, line):
+    clean = b'{"text": "fine", "id": "c"}\n'
+    chunk = clean + line + b"\n" + clean
+    assert readers._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, chunk) is None
+    assert readers._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, clean * 2) is not None
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(chunk)
+    for spec in (ReaderSpec("text", None, (), 100), ReaderSpec("text", "id", ("url", "x"), 3)):
+        assert_same(read(path, spec, True), read(path, spec, False))
+
+
+def test_arrow_whitespace_is_pythons():
+    """The fast path's empty-text check (``utf8_is_space``) agrees with the per-line one (``str.strip``)."""
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
+    assert pc.utf8_is_space(pa.array(chars)).to_pylist() == [c.isspace() for c in chars]
