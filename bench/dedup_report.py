@@ -206,9 +206,9 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
                              f"signatures of {p.get('values', '?')} records, components (edges, nodes not in stars per "
                              f"round): {p['rounds']}, {p.get('linked', '?')} records removed.")
     lines += ["", "thresher's wall time at these sizes is mostly Ray's start (a few seconds), the map phase (reading "
-              "and parsing JSONL, signatures, writing the staged records and key rows as Parquet), the final pass "
+              "and parsing JSONL, signatures, writing the staged records and key rows as Arrow IPC), the final pass "
               "(reading the staged records back and writing output parts) and the compaction, not the dedup work: "
-              "the kernel hashes 200 MB in ~1.2 CPU-seconds."]
+              "the kernel hashes 200 MB in about one CPU-second (the signature section)."]
     for name, label in SYSTEMS:
         done = [(mb, found[mb, name]) for mb in sizes if found[mb, name]]
         if len(done) > 1:
@@ -238,7 +238,7 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
     map_cpu = map_s * 2  # 2 CPUs busy in the map phase
     kernel_us = doc_bytes / (sig["ours_mb_s"] * 1e6) * 1e6 if sig else None
     keep_key = ID_BYTES + 17
-    key_row = 8 + ID_BYTES + 8 + p["bands"] * 8  # loaded for decide; the signature (512 B) stays in the staged file
+    key_row = 8 + ID_BYTES + p["bands"] * 8  # loaded for decide; the signature (512 B) stays in the staged file
     shuffled_lsh = p["bands"] * 16
     candidates = p.get("candidates", p["rounds"][0][0] if p["rounds"] else 0)
     values = p.get("values", 0)
@@ -248,9 +248,10 @@ def projection(work: Path, sig: dict | None, sizes: list[int]) -> list[str]:
               f"  - map phase (read JSONL, parse, Arrow, signatures and band keys, stage the records and write the key "
               f"rows): {map_cpu / docs * 1e6:.0f} us CPU per document ({mb / max(map_cpu, 1e-9):.1f} MB/s per core); the "
               f"MinHash kernel alone {kernel_us:.0f} us ({sig['ours_mb_s']:.0f} MB/s per core)." if sig else "",
-              f"  - key row: {key_row} B per document whatever its length ({p['bands']} band keys, internal key, id, "
-              "length), read once into the object store for the global stages; the signature (512 B) is staged beside "
-              "it and read back for the candidates' endpoints only; the text stays in the staged Parquet.",
+              f"  - key row: {key_row} B per document whatever its length ({p['bands']} band keys, internal key, id; 8 B "
+              "more with `keep: longest`), read once into the object store for the global stages; the signature "
+              "(512 B) is staged beside it and read back for the candidates' endpoints only; the text stays in the "
+              "staged Arrow IPC files.",
               f"  - LSH shuffle: one row per band (8-byte band key, 8-byte internal key): {shuffled_lsh} B per document.",
               f"  - candidates: {candidates / docs:.3f} star edges per document; verification takes the signatures of "
               f"{values / docs:.3f} records per document (the endpoints only; a Bloom filter of the endpoints above the "

@@ -253,22 +253,25 @@ def write_staged(storage: Storage, uri: str, table: pa.Table) -> None:
         fs.move(target, path)
 
 
-def _open_staged(storage: Storage, uri: str, columns: list[str] | None = None):
+def _open_staged(storage: Storage, uri: str, columns: list[str] | None = None, exclude: tuple[str, ...] = ()):
     fs, path = storage.resolve(uri)
     if is_s3(uri):
         source = fs.open_input_file(path)
-        if columns is not None:  # only the columns' buffers are fetched
+        if columns is not None or exclude:  # only the columns' buffers are fetched
             names = pa.ipc.open_file(source).schema.names
-            options = pa.ipc.IpcReadOptions(included_fields=[names.index(c) for c in columns if c in names])
+            wanted = [c for c in (names if columns is None else columns) if c in names and c not in exclude]
+            options = pa.ipc.IpcReadOptions(included_fields=[names.index(c) for c in wanted])
             return pa.ipc.open_file(source, options=options)
         return pa.ipc.open_file(source)
     return pa.ipc.open_file(pa.memory_map(path))
 
 
-def read_staged(storage: Storage, uri: str, columns: list[str] | None = None) -> pa.Table:
-    """A staged table, or its ``columns`` (those it has)."""
-    table = _open_staged(storage, uri, columns).read_all()
-    return table if columns is None else table.select([c for c in columns if c in table.column_names])
+def read_staged(storage: Storage, uri: str, columns: list[str] | None = None, exclude: tuple[str, ...] = ()
+                ) -> pa.Table:
+    """A staged table, or its ``columns`` (those it has), less ``exclude``."""
+    table = _open_staged(storage, uri, columns, exclude).read_all()
+    names = table.column_names if columns is None else columns
+    return table.select([c for c in names if c in table.column_names and c not in exclude])
 
 
 def staged_schema(storage: Storage, uri: str) -> pa.Schema:

@@ -30,6 +30,7 @@ import logging
 import math
 import pickle
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -60,7 +61,10 @@ from pipelines.writer import RunSink, compact, plan_ranges, read_range
 log = logging.getLogger(__name__)
 ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
 GROUP = "_group"
-APPLY_GROUP_BYTES = 32 << 20  # staged Parquet per apply task: bounds its memory (its output is written at once)
+APPLY_GROUP_BYTES = 32 << 20  # staged bytes per apply task: bounds its memory (its output is written at once)
+PART_ROWS = 16384  # a source's batches are written in parts of at least this many rows or PART_BYTES
+PART_BYTES = 32 << 20
+PROGRESS_EVERY_S = 0.5  # a read task adds its records to the progress counter at most this often
 MERGE_FANIN = 64
 KEY_BLOCK_BYTES = 256 << 20
 REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
@@ -171,15 +175,16 @@ def _read_batches(batch, spec: ReaderSpec, folder: RunFolder, counter):
     the accounting check and resume rely on (a retried task overwrites it)."""
     (item,) = batch["task"]
     task = ReadTask(item["format"], tuple(item["uris"]), item["start"], item["end"])
-    base, n = item["index"] << TASK_SHIFT, 0
+    base, n, reported, at = item["index"] << TASK_SHIFT, 0, 0, time.monotonic()
     for table in read_task(task, spec):
         yield table.append_column(KEY, pa.array(base + np.arange(n, n + table.num_rows), pa.int64()))
         n += table.num_rows
-        if counter is not None:
-            counter.add.remote({"read": table.num_rows})
+        if counter is not None and time.monotonic() - at >= PROGRESS_EVERY_S:
+            counter.add.remote({"read": n - reported})
+            reported, at = n, time.monotonic()
     folder.storage.write_bytes(folder.read_marker(item["index"]), json.dumps({"rows": n}).encode())
     if counter is not None:
-        counter.add.remote({"read_tasks": 1, "read_task_rows": n})
+        counter.add.remote({"read": n - reported, "read_tasks": 1, "read_task_rows": n})
 
 
 def _apply_batches(batch, folder: RunFolder, seg: int, columns: list[str], counter):
@@ -287,7 +292,23 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
 
 
 def _source_into_sink(source, row: dict, args: tuple, sink: RunSink) -> None:
-    sink.write_blocks(source({name: [value] for name, value in row.items()}, *args))
+    sink.write_blocks(_coalesced(source({name: [value] for name, value in row.items()}, *args)))
+
+
+def _coalesced(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """Consecutive tables of one schema joined until they hold ``PART_ROWS`` rows or ``PART_BYTES``: fewer, larger
+    parts (and markers) than one per reader batch, a bounded amount held at a time."""
+    held: list[pa.Table] = []
+    for table in tables:
+        if held and table.schema != held[0].schema:
+            yield pa.concat_tables(held)
+            held = []
+        held.append(table)
+        if sum(t.num_rows for t in held) >= PART_ROWS or sum(t.nbytes for t in held) >= PART_BYTES:
+            yield pa.concat_tables(held)
+            held = []
+    if held:
+        yield pa.concat_tables(held)
 
 
 def ray_datasink(sink: RunSink):
@@ -358,13 +379,11 @@ def _rejected_rows(batch: pa.Table) -> int:
     return batch.num_rows - batch[REJECT_STAGE].null_count
 
 
-def _live(ds):
-    """The rows of ``ds`` (materialized) that no stage rejected: ``ds`` itself, not a copy, when there are none."""
+def _rejected_count(ds) -> int:
+    """The rows of ``ds`` (materialized) that a stage rejected, counted by a task per block."""
     import ray
 
-    refs = block_refs(ds)
-    rejected = sum(ray.get([plain_task(_rejected_rows).remote(ref) for ref in refs]))
-    return map_blocks(ds, _rejected, False) if rejected else ds
+    return sum(ray.get([plain_task(_rejected_rows).remote(ref) for ref in block_refs(ds)]))
 
 
 def _decision_rows(batch: pa.Table, columns: dict[str, pa.DataType]) -> pa.Table:
@@ -395,7 +414,7 @@ def _write_decisions(batch: pa.Table, folder: RunFolder, seg: int) -> pa.Table:
 def _write_all_decisions(parts: list[tuple[list, bool | None]], columns: dict[str, pa.DataType],
                          group_lo: np.ndarray, folder: RunFolder, seg: int) -> dict:
     """Every decision of a small segment in one task: the rows each stage rejected (``True``: blocks of its
-    output) and the rows kept (``None``: blocks of the last stage's kept rows), written per apply group."""
+    output) and every row of the last stage's output (``None``), written per apply group."""
     import ray
 
     tables = [_decision_rows(_rejected(t, True) if which else t, columns)
@@ -427,19 +446,24 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
                                                                                  staged_only)
                                                  for group in groups_of_files]))
     staged = StagedKeys(groups_of_files, folder.storage)
-    decided = []  # (dataset, rejected rows or kept rows)
+    decided = []  # (dataset, True: its rejected rows; None: all its rows, the last stage's output)
+    last = segment.global_stages[-1]
     for stage in segment.global_stages:
         stage.staged_keys = staged
         n_in = keys.count()
         out = materialize(stage.decide(keys))
-        keys = out if block_refs(out) == block_refs(keys) else _live(out)  # the same blocks: nothing rejected
+        rejected = 0 if block_refs(out) == block_refs(keys) else _rejected_count(out)  # the same blocks: none
         # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
-        counts[stage.name] = {"in": n_in, "out": keys.count(), "rejected": n_in - keys.count(),
+        counts[stage.name] = {"in": n_in, "out": n_in - rejected, "rejected": rejected,
                               "metrics": getattr(stage, "metrics", {})}
         log.info("%s: %s", stage.name, counts[stage.name])
-        if counts[stage.name]["rejected"]:
+        if stage is last:
+            decided.append((out, None))
+        elif rejected:
             decided.append((out, True))
-    decided.append((keys, None))
+            keys = map_blocks(out, _rejected, False)
+        else:
+            keys = out
     group_lo = np.array([lo for lo, _ in groups], np.int64)
     expected = counts[segment.global_stages[0].name]["in"]
     if expected <= limit_rows:

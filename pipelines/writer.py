@@ -182,9 +182,13 @@ class RunSink:
             for prefix, counter in zip(COUNTED, ("metrics", "seen", "generated")):
                 if col.startswith(prefix):
                     stats[counter][col[len(prefix):]] += pc.sum(table[col]).as_py() or 0
-        rejected_mask = pc.is_valid(table[REJECT_STAGE])
-        rejected = rejects_table(table.filter(rejected_mask))
-        live = table.filter(pc.invert(rejected_mask))
+        rejected_rows = table.num_rows - table[REJECT_STAGE].null_count
+        if rejected_rows in (0, table.num_rows):  # no copy of the rows
+            rejected, live = (table, table.slice(0, 0)) if rejected_rows else (table.slice(0, 0), table)
+        else:
+            rejected_mask = pc.is_valid(table[REJECT_STAGE])
+            rejected, live = table.filter(rejected_mask), table.filter(pc.invert(rejected_mask))
+        rejected = rejects_table(rejected)
         for stage, reason in zip(rejected["stage"].to_pylist(), rejected["reason"].to_pylist()):
             stats["rejected"].setdefault(stage, Counter())[reason] += 1
         outputs: list[tuple[str, pa.Table]] = [(REJECTS, rejected)]

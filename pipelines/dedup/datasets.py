@@ -19,7 +19,7 @@ import numpy as np
 
 import pyarrow as pa
 
-from pipelines.run_folder import read_staged, staged_schema
+from pipelines.run_folder import read_staged
 
 ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
 ROWS_PER_PARTITION = 4_000_000  # shuffled rows per partition: ~100-200 MB of (key, id) rows
@@ -63,10 +63,7 @@ class StagedKeys:
 def read_files(uris: list[str], storage, columns: list[str] | None = None, exclude: tuple[str, ...] = ()
                ) -> pa.Table:
     """Staged files (``pipelines.run_folder``) as one table: all their columns, or ``columns``, less ``exclude``."""
-    tables = []
-    for uri in uris:
-        names = columns or staged_schema(storage, uri).names
-        tables.append(read_staged(storage, uri, [c for c in names if c not in exclude]))
+    tables = [read_staged(storage, uri, columns, exclude) for uri in uris]
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
 
 

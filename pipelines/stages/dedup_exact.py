@@ -61,7 +61,8 @@ class DedupExact(GlobalStage):
         return texts
 
     def keys(self, batch: pa.Table) -> dict:
-        """Map side: hash (16 bytes) of the normalized text (or ``fields``) and length of each live record."""
+        """Map side: hash (16 bytes) of the normalized text (or ``fields``) of each live record and (to keep the
+        longest) its length."""
         if self.config.fields is None:
             values = self.normalized(batch[self.text]).cast(pa.binary()).to_pylist()
         else:
@@ -69,7 +70,8 @@ class DedupExact(GlobalStage):
             values = [None if all(v is None for v in row) else FIELD_SEPARATOR.join(v or "" for v in row).encode()
                       for row in zip(*columns)]
         digests = [None if v is None else xxhash.xxh3_128_digest(v) for v in values]
-        return {HASH: pa.array(digests, pa.binary(16)), **text_lengths(batch, self.text)}
+        lengths = text_lengths(batch, self.text) if self.config.keep == "longest" else {}
+        return {HASH: pa.array(digests, pa.binary(16)), **lengths}
 
     def field_values(self, batch: pa.Table, field: str) -> list[str | None]:
         """Per record, the normalized texts of ``field`` (a chat conversation's message contents), joined."""

@@ -102,7 +102,8 @@ class DedupFuzzy(GlobalStage):
         return {CLUSTER: "id of the record kept for this record's near-duplicate cluster (its own id if none)"}
 
     def keys(self, batch: pa.Table) -> dict:
-        """Map side: length, band keys (null for records without a shingle) and verification value."""
+        """Map side: band keys (null for records without a shingle), verification value and (to keep the longest)
+        length."""
         from pipelines.dedup.minhash import EMPTY, band_keys, signatures  # numba: only in the workers that hash
 
         c = self.config
@@ -110,7 +111,7 @@ class DedupFuzzy(GlobalStage):
         sig = signatures(texts, c.num_perm, c.ngram, c.char_ngrams, c.seed)
         missing = ~(sig != EMPTY).any(axis=1)
         bands = band_keys(sig, self.bands, self.rows)
-        out = text_lengths(batch, self.text)
+        out = text_lengths(batch, self.text) if c.keep == "longest" else {}
         for i in range(self.bands):
             out[band_column(i)] = pa.array(np.ascontiguousarray(bands[:, i]), mask=missing)
         if c.verify == "signatures":

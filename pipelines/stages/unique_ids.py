@@ -57,6 +57,8 @@ def _later_occurrences(pairs: pa.Table) -> pa.Table:
     group = next(c for c in pairs.column_names if c != KEY)
     if group == ID:
         pairs = pairs.set_column(pairs.column_names.index(ID), ID, pc.fill_null(pairs[ID].cast(pa.string()), ""))
+    if pc.count_distinct(pairs[group]).as_py() == pairs.num_rows:  # the usual case: no id repeats
+        return _later_occurrences(pairs.slice(0, 0))
     lowest = pairs.group_by(group).aggregate([(KEY, "min")])
     pairs = pairs.join(lowest, group, join_type="inner")
     later = pairs.filter(pc.not_equal(pairs[KEY], pairs[f"{KEY}_min"]))
