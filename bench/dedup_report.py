@@ -92,9 +92,10 @@ def signature_section(sig: dict) -> list[str]:
             "", f"Targets: >= 10x datasketch: {'met' if speedup >= 10 else 'NOT met'} ({speedup:.0f}x); >= 50 MB/s per "
             f"core: {'met' if sig['ours_mb_s'] >= 50 else 'NOT met'}. The kernel tokenizes, hashes and takes the minimum "
             "of 128 multiply-add-shift permutations per shingle in one JIT-compiled pass; the permutation loop is "
-            "innermost over a row that stays in cache, which LLVM vectorises (AVX-512 here: 64-bit multiplies in 8 "
-            "lanes; the same kernel compiled for AVX2 only (`NUMBA_CPU_NAME=haswell`) ran at ~128 MB/s, for SSE2 "
-            "(`generic`) at ~56 MB/s on this machine). Agreement with datasketch and with the true Jaccard (within 3 sigma "
+            "innermost over a row that stays in cache, which LLVM vectorises (compiled for AVX2 only, "
+            "`NUMBA_CPU_NAME=haswell`, the kernel ran at about the same rate, ~300 MB/s, and for SSE2, `generic`, at "
+            "~97 MB/s on this machine, in a separate timing of the same 20 MB). "
+            "Agreement with datasketch and with the true Jaccard (within 3 sigma "
             "per pair, unbiased with unit variance over 60 real pairs) is a test: "
             "`tests/test_dedup.py::test_signatures_agree_with_datasketch_and_true_jaccard`.", ""]
 
@@ -179,8 +180,8 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
             t = found[mb, name]
             if t and d:
                 when = ("" if d.get("measured_at", "")[:10] == t.get("measured_at", "")[:10] else
-                        f" (DataTrove measured on {d.get('measured_at', '?')[:10]}, not in this run: same corpus and "
-                        "machine)")
+                        f" (DataTrove measured on {d.get('measured_at', '?')[:10]}, not in this run: same corpus, on "
+                        f"the 2-core machine of that day{', whose CPU is not recorded' if 'cpu' not in d else ': ' + d['cpu']})")
                 lines.append(f"- {mb} MB, {label}: {d['wall_s'] / t['wall_s']:.1f}x faster than DataTrove in wall time, "
                              f"{d['cpu_s'] / t['cpu_s']:.1f}x less CPU time, {t['peak_pss_mb'] / d['peak_pss_mb']:.1f}x "
                              f"its memory{when}.")
@@ -201,7 +202,8 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
                 t = found[mb, name]
                 lines.append(f"- {name} {mb} MB, the command's phases (s, as it prints them): {p.get('command')}; "
                              f"Ray Data executions among them (plain Ray tasks not counted): {p['seconds']}; the command ran "
-                             f"{t['run_s']} s of {t['wall_s']} s wall (the rest: interpreter start, Ray start and stop); "
+                             f"{t['run_s']} s of {t['wall_s']} s wall (the rest: interpreter start and imports before "
+                             "Ray starts, the report and manifest after it stops); "
                              f"{p.get('records', '?')} records, {p.get('candidates', '?')} candidate edges, verified with the "
                              f"signatures of {p.get('values', '?')} records, components (edges, nodes not in stars per "
                              f"round): {p['rounds']}, {p.get('linked', '?')} records removed.")
