@@ -26,7 +26,9 @@ import xxhash
 
 from pipelines.dedup.datasets import release_memory
 from pipelines.report import collect_stats
-from pipelines.run_folder import DATA, REJECTS, Part, RunFolder, read_staged, staged_key_range, staged_schema, write_staged
+from pipelines.report.arrays import hashes
+from pipelines.run_folder import (DATA, REJECTS, Part, RunFolder, read_staged, staged_key_range, staged_schema,
+                                  write_staged)
 from pipelines.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
                              REPORT_PREFIX, SEEN_PREFIX, SPLIT, GlobalStage, task_of)
 
@@ -61,16 +63,13 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def _cell_hashes(values: pa.Array) -> np.ndarray:
-    """A 64-bit hash per value: xxh64 of the bytes of strings and binaries, mixed bits of numbers and booleans (by
-    type), xxh64 of the JSON of anything else; one constant for null."""
+    """A 64-bit hash per value: xxh64 of the bytes of strings and binaries (the report's compiled hash), mixed bits
+    of numbers and booleans (by type), xxh64 of the JSON of anything else; one constant for null."""
     kind = values.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
-            or pa.types.is_large_binary(kind):
-        width = np.int64 if pa.types.is_large_string(kind) or pa.types.is_large_binary(kind) else np.int32
-        _, offsets, data = values.buffers()
-        ends = np.frombuffer(offsets, width, len(values) + 1, values.offset * np.dtype(width).itemsize).tolist()
-        view = memoryview(data if data is not None else b"")
-        out = np.fromiter((xxhash.xxh64_intdigest(view[a:b]) for a, b in zip(ends, ends[1:])), np.uint64, len(values))
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        out = hashes(values)
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):  # the same bytes, seen as strings (no copy)
+        out = hashes(values.view(pa.large_string() if pa.types.is_large_binary(kind) else pa.string()))
     elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
         numbers = values.fill_null(pa.scalar(0).cast(kind)).to_numpy(zero_copy_only=False)
         bits = (numbers.astype(np.float64) if numbers.dtype.kind == "f" else numbers.astype(np.int64)).view(np.uint64)
@@ -203,7 +202,7 @@ class RunSink:
         outputs = [(dest, part) for dest, part in outputs if part.num_rows]
         for dest, part in outputs:
             written = part if dest == REJECTS else kept_table(part)
-            self._write(written, self.folder.out_part(dest, self.seg, lo, hi, w))
+            write_staged(self.folder.storage, self.folder.out_part(dest, self.seg, lo, hi, w), written)
             stats["rows"][dest] += written.num_rows
             stats["digests"][dest] += table_digest(written.drop_columns([KEY]))
             stats["sizes"][dest] = _sizes_by_task(written)
@@ -221,12 +220,10 @@ class RunSink:
             keys[col] = pa.nulls(live.num_rows, pa.string())
         for stage in self.next_stages:
             keys.update(stage.keys(live))
-        self._write(live, self.folder.live_part(self.seg, lo, hi, w))
-        self._write(_strings_for_nulls(pa.table(keys)), self.folder.keys_part(self.seg, lo, hi, w))
+        write_staged(self.folder.storage, self.folder.live_part(self.seg, lo, hi, w), live)
+        write_staged(self.folder.storage, self.folder.keys_part(self.seg, lo, hi, w),
+                     _strings_for_nulls(pa.table(keys)))
         stats["staged"] = live.num_rows
-
-    def _write(self, table: pa.Table, uri: str) -> None:
-        write_staged(self.folder.storage, uri, table)
 
 
 # -- reading staged parts back -----------------------------------------------------------------------

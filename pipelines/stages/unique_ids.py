@@ -52,13 +52,14 @@ def _id_hashes(batch: pa.Table) -> pa.Table:
 def _later_occurrences(pairs: pa.Table) -> pa.Table:
     """``(KEY, FIRST)`` for every record whose id (or id hash: the other column) was seen at a lower key, from
     pairs that hold every record of their ids (a whole hash partition)."""
+    none = pa.table({KEY: pa.array([], pa.int64()), FIRST: pa.array([], pa.int64())})
     if pairs.num_rows == 0:
-        return pa.table({KEY: pa.array([], pa.int64()), FIRST: pa.array([], pa.int64())})
+        return none
     group = next(c for c in pairs.column_names if c != KEY)
     if group == ID:
         pairs = pairs.set_column(pairs.column_names.index(ID), ID, pc.fill_null(pairs[ID].cast(pa.string()), ""))
     if pc.count_distinct(pairs[group]).as_py() == pairs.num_rows:  # the usual case: no id repeats
-        return _later_occurrences(pairs.slice(0, 0))
+        return none
     lowest = pairs.group_by(group).aggregate([(KEY, "min")])
     pairs = pairs.join(lowest, group, join_type="inner")
     later = pairs.filter(pc.not_equal(pairs[KEY], pairs[f"{KEY}_min"]))
