@@ -223,8 +223,8 @@ VARIANTS = {
     # Ray kills idle workers beyond one per CPU after 1 s, so every Ray Data execution of a multi-step stage
     # starts fresh worker processes (~1 s each here); kept for 60 s they are reused
     "thresher-warm": ({}, {"RAY_idle_worker_killing_time_threshold_ms": "60000"}, {}),
-    # the apply phase on the workers that made the decisions, not on fresh ones
-    "thresher-sameworkers": ({}, {}, {"fresh_workers_after_rows": None}),
+    # the apply phase on fresh worker processes, not on those that made the decisions
+    "thresher-fresh": ({}, {}, {"fresh_workers_after_rows": 0}),
 }
 
 

@@ -20,8 +20,8 @@ PHASES = [("read + signatures + staging (map)", ("_read_batches",)),
 SYSTEMS = [("thresher", "thresher (default: `verify: signatures`)"),
            ("thresher-noverify", "thresher, `verify: none` (LSH candidates only, as DataTrove)"),
            ("thresher-warm", "thresher, idle Ray workers kept 60 s (`RAY_idle_worker_killing_time_threshold_ms=60000`)"),
-           ("thresher-sameworkers", "thresher, decisions applied by the workers that made them "
-                                    "(`execution.fresh_workers_after_rows: null`)"),
+           ("thresher-fresh", "thresher, decisions applied by fresh worker processes "
+                              "(`execution.fresh_workers_after_rows: 0`)"),
            ("datatrove", "DataTrove 0.10.1 MinHash (4 steps, local executor, 2 workers)"),
            ("rensa", "rensa 0.5 `RMinHash` + `RMinHashLSH` (1 process, shingles in Python, candidates kept at "
                      "estimated J >= 0.8, greedy keep-first)")]
@@ -196,7 +196,7 @@ def e2e_section(work: Path, sizes: list[int], bands: int, rows: int) -> list[str
                          f"rensa's throughput ({mb / t['wall_s']:.1f} vs {mb / q['wall_s']:.1f} MB/s; target 3x), "
                          f"{q['wall_s'] / t['wall_s'] / 2:.2f}x per core; {t['peak_pss_mb'] / q['peak_pss_mb']:.1f}x its "
                          f"memory. rensa's seconds per step: {q.get('steps')}.")
-        for name in ("thresher", "thresher-warm", "thresher-sameworkers"):
+        for name in ("thresher", "thresher-warm", "thresher-fresh"):
             if found[mb, name]:
                 p = ray_phases(work / f"{name}{mb}.log")
                 t = found[mb, name]

@@ -45,7 +45,7 @@ class ExecutionConfig(StrictModel):
     num_cpus: int | None = Field(None, gt=0, description="CPUs of the embedded local Ray (default: all)")
     broadcast_limit_rows: int = Field(2_000_000, ge=0, description=(
         "tables of key rows up to this size go to every task instead of a join; 0 forces the partitioned paths"))
-    fresh_workers_after_rows: int | None = Field(250_000, ge=0, description=(
+    fresh_workers_after_rows: int | None = Field(1_000_000, ge=0, description=(
         "after decisions over at least this many key rows the apply phase starts on fresh worker processes, giving "
         "back the memory the deciding workers kept (starting them takes a few seconds); null: never"))
 

@@ -274,6 +274,11 @@ def read_staged(storage: Storage, uri: str, columns: list[str] | None = None, ex
     return table.select([c for c in names if c in table.column_names and c not in exclude])
 
 
+def staged_rows(storage: Storage, uri: str) -> int:
+    """The rows of a staged table (its batches' headers only)."""
+    return _open_staged(storage, uri).count_rows()
+
+
 def staged_schema(storage: Storage, uri: str) -> pa.Schema:
     return _open_staged(storage, uri).schema
 

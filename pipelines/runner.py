@@ -11,8 +11,8 @@ map stages runs the same source-into-sink task as plain Ray tasks, two per CPU s
 * a sink writes rejected rows where they were rejected; before a global stage it stages the live records and
   writes their key rows (``GlobalStage.keys``);
 * the global stages decide on the key rows alone (``GlobalStage.decide``), one after the other, each on the
-  rows the previous ones kept; the decisions are grouped by apply group (consecutive read tasks of about
-  ``output.target_file_mb`` of staged records) and written one file per group;
+  rows the previous ones kept (in one task when they are few and every stage can, else on Ray Data); the
+  decisions are grouped by apply group (consecutive read tasks of staged records) and written one file per group;
 * the source of the next segment reads one apply group's staged records with that group's decisions, so no
   task receives the whole removal set and no join moves the records.
 
@@ -23,12 +23,14 @@ committed: report, card, then ``manifest.json`` (``pipelines.run_folder``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import math
 import pickle
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,11 +49,12 @@ from cluster.storage import Storage
 from pipelines.card import dataset_card
 from pipelines.config import CurateConfig
 from pipelines import gates
-from pipelines.dedup.datasets import StagedKeys, block_refs, map_blocks, materialize, plain_task, read_files
+from pipelines.dedup.datasets import (LocalTable, StagedKeys, block_refs, clear_worker_cache, is_local, map_blocks,
+                                      materialize, plain_task, read_files)
 from pipelines.manifest import AccountingError, build_manifest
 from pipelines.readers import ReaderSpec, ReadError, ReadTask, plan, read_task
 from pipelines.report import add, build_report, collect_stats, merge_stats, render_html
-from pipelines.run_folder import REJECTS, Part, RunFolder, check_output, read_staged, write_staged
+from pipelines.run_folder import REJECTS, Part, RunFolder, check_output, read_staged, staged_rows, write_staged
 from pipelines.stage import (KEY, POSITION_BITS, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT,
                              GeneratorStage, GlobalStage, KeySpace, MapStage, Stage, StageContext, run_map_stage,
                              task_of)
@@ -383,6 +386,8 @@ def _rejected_count(ds) -> int:
     """The rows of ``ds`` (materialized) that a stage rejected, counted by a task per block."""
     import ray
 
+    if isinstance(ds, LocalTable):
+        return _rejected_rows(ds.table)
     return sum(ray.get([plain_task(_rejected_rows).remote(ref) for ref in block_refs(ds)]))
 
 
@@ -413,31 +418,89 @@ def _write_decisions(batch: pa.Table, folder: RunFolder, seg: int) -> pa.Table:
 
 def _write_all_decisions(parts: list[tuple[list, bool | None]], columns: dict[str, pa.DataType],
                          group_lo: np.ndarray, folder: RunFolder, seg: int) -> dict:
-    """Every decision of a small segment in one task: the rows each stage rejected (``True``: blocks of its
-    output) and every row of the last stage's output (``None``), written per apply group."""
+    """Every decision of a small segment in one task: the rows each stage rejected (``True``: the tables, or
+    blocks, of its output) and every row of the last stage's output (``None``), written per apply group."""
     import ray
 
     tables = [_decision_rows(_rejected(t, True) if which else t, columns)
-              for refs, which in parts for t in ray.get(refs)]
+              for blocks, which in parts for t in (blocks if is_local(blocks) else ray.get(blocks))]
     if not tables:
         return {"rows": 0}
     written = _write_decisions(_with_group(pa.concat_tables(tables), group_lo), folder, seg)
     return {"rows": int(pc.sum(written["rows"]).as_py() or 0)}
 
 
+def _decide_stages(keys, stages: list[GlobalStage], staged: StagedKeys) -> tuple[dict[str, dict], list]:
+    """Each stage's ``decide`` on the rows the previous ones kept: per stage the rows in, out and rejected (counted
+    on the key rows), and the outputs whose decisions are written (``True``: its rejected rows; ``None``: all its
+    rows, the last stage's output)."""
+    counts: dict[str, dict] = {}
+    decided = []
+    for stage in stages:
+        stage.staged_keys = staged
+        n_in = keys.count()
+        out = materialize(stage.decide(keys))
+        same = out is keys or (not isinstance(out, LocalTable) and block_refs(out) == block_refs(keys))
+        rejected = 0 if same else _rejected_count(out)  # the same blocks: none
+        # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
+        counts[stage.name] = {"in": n_in, "out": n_in - rejected, "rejected": rejected,
+                              "metrics": getattr(stage, "metrics", {})}
+        if stage is stages[-1]:
+            decided.append((out, None))
+        elif rejected:
+            decided.append((out, True))
+            keys = map_blocks(out, _rejected, False)
+        else:
+            keys = out
+    return counts, decided
+
+
+def _decide_in_one_task(files: list[str], storage: Storage, stages: list[GlobalStage], columns: dict,
+                        group_lo: np.ndarray, folder: RunFolder, seg: int, limit_rows: int) -> dict | None:
+    """The whole of :func:`decide` in this task, on the key rows as a ``LocalTable`` (None, having read nothing but
+    the files' row counts, when they hold more than ``limit_rows``)."""
+    rows = 0
+    for uri in files:
+        rows += staged_rows(storage, uri)
+        if rows > limit_rows:
+            return None
+    staged_only = tuple(c for s in stages for c in s.staged_columns())
+    keys = LocalTable(read_files(files, storage, None, staged_only))
+    for stage in stages:  # everything is in this process: no step needs a partitioned path
+        stage.ctx = dataclasses.replace(stage.ctx, broadcast_limit_rows=sys.maxsize)
+    try:
+        counts, decided = _decide_stages(keys, stages, StagedKeys([files], storage, local=True))
+    finally:
+        clear_worker_cache()  # it pins this decision's tables
+    written = _write_all_decisions([([ds.table], which) for ds, which in decided], columns, group_lo, folder, seg)
+    if written["rows"] != rows:
+        raise RuntimeError(f"segment {seg}: wrote {written['rows']} decisions for {rows} key rows")
+    return counts
+
+
 def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int, int]],
            limit_rows: int) -> dict[str, dict]:
     """Run the segment's global stages on the key rows staged by segment ``seg - 1``, write the decisions of
-    each apply group (from one task when there are at most ``limit_rows``; else grouped by a shuffle), and
-    return per stage the rows in, out and rejected (counted on the key rows)."""
+    each apply group, and return per stage the rows in, out and rejected (counted on the key rows).
+
+    Up to ``limit_rows`` key rows, when every stage can (``GlobalStage.decides_locally``), all of it runs in one
+    task; else on Ray Data, the decisions written from one task up to ``limit_rows``, beyond grouped by a shuffle."""
     import ray
     import ray.data
 
-    counts: dict[str, dict] = {}
     files = sorted(folder.keys_parts(seg - 1))
     if not files:
         return {s.name: {"in": 0, "out": 0, "rejected": 0} for s in segment.global_stages}
     columns = {c: s.decision_types().get(c, pa.string()) for s in segment.global_stages for c in s.decision_columns()}
+    group_lo = np.array([lo for lo, _ in groups], np.int64)
+    if all(s.decides_locally for s in segment.global_stages):
+        counts = ray.get(plain_task(_decide_in_one_task).remote([uri for uri, _ in files], folder.storage,
+                                                                 segment.global_stages, columns, group_lo, folder,
+                                                                 seg, limit_rows))
+        if counts is not None:
+            for name, c in counts.items():
+                log.info("%s: %s", name, c)
+            return counts
     # staged parts read into a few blocks of about KEY_BLOCK_BYTES, at least two per CPU (no repartition copy)
     blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(sum(n for _, n in files) / KEY_BLOCK_BYTES))
     groups_of_files = _file_groups(files, blocks)
@@ -445,26 +508,9 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     keys = materialize(ray.data.from_arrow_refs([plain_task(read_files).remote(group, folder.storage, None,
                                                                                  staged_only)
                                                  for group in groups_of_files]))
-    staged = StagedKeys(groups_of_files, folder.storage)
-    decided = []  # (dataset, True: its rejected rows; None: all its rows, the last stage's output)
-    last = segment.global_stages[-1]
-    for stage in segment.global_stages:
-        stage.staged_keys = staged
-        n_in = keys.count()
-        out = materialize(stage.decide(keys))
-        rejected = 0 if block_refs(out) == block_refs(keys) else _rejected_count(out)  # the same blocks: none
-        # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
-        counts[stage.name] = {"in": n_in, "out": n_in - rejected, "rejected": rejected,
-                              "metrics": getattr(stage, "metrics", {})}
-        log.info("%s: %s", stage.name, counts[stage.name])
-        if stage is last:
-            decided.append((out, None))
-        elif rejected:
-            decided.append((out, True))
-            keys = map_blocks(out, _rejected, False)
-        else:
-            keys = out
-    group_lo = np.array([lo for lo, _ in groups], np.int64)
+    counts, decided = _decide_stages(keys, segment.global_stages, StagedKeys(groups_of_files, folder.storage))
+    for name, c in counts.items():
+        log.info("%s: %s", name, c)
     expected = counts[segment.global_stages[0].name]["in"]
     if expected <= limit_rows:
         parts = [(block_refs(ds), which) for ds, which in decided]

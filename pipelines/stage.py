@@ -185,6 +185,9 @@ class GeneratorStage(MapStage):
 
 class GlobalStage(Stage):
     staged_keys = None  # set by the runner before ``decide``: the staged key files (``pipelines.dedup.datasets``)
+    # ``decide`` moves data only through the helpers of ``pipelines.dedup.datasets``, so it also decides on a
+    # ``LocalTable`` (the runner then runs the segment's stages in one task when its key rows are few enough)
+    decides_locally = False
 
     def keys(self, batch: "pa.Table") -> dict[str, "pa.Array | pa.ChunkedArray"]:
         """Map side: this stage's key columns for a batch of live records (same rows, same order)."""

@@ -26,7 +26,7 @@ import xxhash
 
 from pipelines.dedup.datasets import release_memory
 from pipelines.report import collect_stats
-from pipelines.report.arrays import hashes
+from pipelines.report.arrays import hashes, shared
 from pipelines.run_folder import (DATA, REJECTS, Part, RunFolder, read_staged, staged_key_range, staged_schema,
                                   write_staged)
 from pipelines.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
@@ -200,14 +200,15 @@ class RunSink:
         else:
             outputs.append((DATA, live))
         outputs = [(dest, part) for dest, part in outputs if part.num_rows]
-        for dest, part in outputs:
-            written = part if dest == REJECTS else kept_table(part)
-            write_staged(self.folder.storage, self.folder.out_part(dest, self.seg, lo, hi, w), written)
-            stats["rows"][dest] += written.num_rows
-            stats["digests"][dest] += table_digest(written.drop_columns([KEY]))
-            stats["sizes"][dest] = _sizes_by_task(written)
-        stats["report"] = collect_stats({d: kept_table(p, report=True).drop_columns([KEY]) for d, p in outputs
-                                         if d != REJECTS}, rejected.drop_columns([KEY]), self.text_field)
+        written = [(dest, part if dest == REJECTS else kept_table(part)) for dest, part in outputs]
+        with shared(table for _, table in written):  # strings hashed once, for the digests and the report
+            for dest, table in written:
+                write_staged(self.folder.storage, self.folder.out_part(dest, self.seg, lo, hi, w), table)
+                stats["rows"][dest] += table.num_rows
+                stats["digests"][dest] += table_digest(table.drop_columns([KEY]))
+                stats["sizes"][dest] = _sizes_by_task(table)
+            stats["report"] = collect_stats({d: kept_table(p, report=True).drop_columns([KEY]) for d, p in outputs
+                                             if d != REJECTS}, rejected.drop_columns([KEY]), self.text_field)
         self.folder.storage.write_bytes(self.folder.write_marker(self.seg, lo, hi, w), json.dumps(stats).encode())
         release_memory()
 

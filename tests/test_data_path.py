@@ -107,6 +107,25 @@ def test_partitioned_paths_give_the_broadcast_paths_records_in_few_files(broadca
     assert len(broadcast_run["files"]) == 4  # one file per split and rejects at the default 256 MB
 
 
+def test_dedup_decided_in_one_task_gives_the_partitioned_paths_records(corpus, ray_local):
+    """Dedup stages alone decide in one task on the key rows held in that process (``GlobalStage.decides_locally``):
+    the same records, rejects (repeated ids rejected too) and per-stage counts as the partitioned paths."""
+    tmp, paths, _ = corpus
+    outs = {}
+    for name, execution in (("local", {}), ("shuffled", {"broadcast_limit_rows": 0})):
+        cfg = config(paths, tmp / f"dedup-{name}", **execution)
+        cfg["stages"] = [s for s in STAGES if "split" not in s]
+        cfg["input"]["unique_ids"] = "reject"
+        outs[name] = run(parse_config(cfg))
+    local, shuffled = outs["local"], outs["shuffled"]
+    assert local["digests"] == shuffled["digests"] and local["counts"] == shuffled["counts"]
+    assert local["metrics"] == shuffled["metrics"]
+    by_stage = local["counts"]["by_stage"]
+    assert all(by_stage[s]["rejected"] > 0 for s in ("unique_ids", "dedup_exact", "dedup_fuzzy")), by_stage
+    for sub in ("data", "rejects"):
+        assert sorted(map(str, rows(tmp / "dedup-local", sub))) == sorted(map(str, rows(tmp / "dedup-shuffled", sub)))
+
+
 def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcast_run, corpus, ray_local,
                                                                        monkeypatch):
     """Past ``execution.fresh_workers_after_rows`` key rows the decisions' workers end and the apply phase starts

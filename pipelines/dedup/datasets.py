@@ -6,6 +6,9 @@ A Ray Data execution has a fixed cost of about 0.1 s (the streaming executor's s
 calls), which dominates the decisions on small key tables. On data that is already materialized, or small enough
 for one task, :func:`map_blocks` and :func:`by_group` run plain Ray tasks instead (a few milliseconds each); the
 blocks stay in the object store and the driver holds references only.
+
+Where a segment's key rows are few enough for one task, the runner runs all its global stages in one task on a
+:class:`LocalTable`: the helpers then apply their functions in that process, and a broadcast is the table itself.
 """
 
 from __future__ import annotations
@@ -28,6 +31,19 @@ _CACHED = 4
 _worker_cache: dict[str, Any] = {}
 
 
+class LocalTable:
+    """Key rows held by the process that decides (module docstring): a stand-in for a materialized dataset."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+
+    def count(self) -> int:
+        return self.table.num_rows
+
+    def size_bytes(self) -> int:
+        return self.table.nbytes
+
+
 def materialize(ds):
     """``ds`` computed and held in the object store, without empty blocks.
 
@@ -36,6 +52,8 @@ def materialize(ds):
     """
     import ray.data
 
+    if isinstance(ds, LocalTable):
+        return ds
     ds = _materialized(ds)
     refs = block_refs(ds)
     return ray.data.from_arrow_refs(refs) if refs else ds
@@ -58,6 +76,7 @@ class StagedKeys:
 
     groups: list[list[str]]
     storage: Any
+    local: bool = False  # read by the deciding process itself (``LocalTable``)
 
 
 def read_files(uris: list[str], storage, columns: list[str] | None = None, exclude: tuple[str, ...] = ()
@@ -117,6 +136,10 @@ def map_blocks(ds, fn, *args, columns: list[str] | None = None):
     """``ds.select_columns(columns).map_batches(fn, fn_args=args, batch_size=None)``, materialized, for a
     materialized ``ds``: ``fn`` (pyarrow table -> table) applied to each block by one plain Ray task. ``ds`` may
     be :class:`StagedKeys` (with ``columns``): then each task reads a group of files' ``columns``, a file at a time."""
+    if isinstance(ds, LocalTable):
+        return LocalTable(_apply(fn, args, columns, ds.table))
+    if isinstance(ds, StagedKeys) and ds.local:
+        return LocalTable(_apply_staged(fn, args, columns, [uri for group in ds.groups for uri in group], ds.storage))
     if isinstance(ds, StagedKeys):
         import ray.data
 
@@ -134,7 +157,7 @@ def by_group(ds, keys: list[str], fn, *args, partitions: int, rows: int, limit_r
     """``fn`` applied to whole groups of ``keys`` (every row of a key value in one call), materialized. Up to
     ``limit_rows`` (``rows``: the size of ``ds``, or a bound) all of ``ds`` goes to one plain Ray task; beyond, a
     hash shuffle into ``partitions`` blocks and ``fn`` per block (Ray Data)."""
-    if rows > limit_rows:
+    if rows > limit_rows and not isinstance(ds, LocalTable):
         projected = ds.select_columns(columns) if columns else ds
         return materialize(projected.repartition(partitions, keys=keys).map_batches(fn, fn_args=args,
                                                                                     batch_size=None, **ARROW))
@@ -143,6 +166,8 @@ def by_group(ds, keys: list[str], fn, *args, partitions: int, rows: int, limit_r
 
 def in_one_task(ds, fn, *args, columns: list[str] | None = None):
     """``fn`` applied to all of ``ds`` (its blocks concatenated) by one plain Ray task, materialized."""
+    if isinstance(ds, LocalTable):
+        return LocalTable(_apply(fn, args, columns, ds.table))
     ds = _materialized(ds)
     refs = block_refs(ds)
     schema = ds.schema()
@@ -170,8 +195,11 @@ def broadcast(ds, limit_rows: int) -> list | None:
     (``limit_rows``: ``execution.broadcast_limit_rows``; ``BROADCAST_BYTES``), else None.
 
     The references travel to map tasks as arguments; :func:`fetched` reads them there (zero-copy from the
-    object store, once per worker process), so the table never passes through the driver.
+    object store, once per worker process), so the table never passes through the driver. A ``LocalTable`` is
+    its own broadcast (``[table]``), whatever its size.
     """
+    if isinstance(ds, LocalTable):
+        return [ds.table]
     if ds.count() > limit_rows or ds.size_bytes() > BROADCAST_BYTES:
         return None
     return block_refs(ds)
@@ -182,20 +210,37 @@ def fetched(refs: list, schema: pa.Schema) -> pa.Table:
     import ray
 
     def make() -> pa.Table:
-        tables = [t.select(schema.names).cast(schema) for t in ray.get(refs) if t.num_rows]
+        tables = [t.select(schema.names).cast(schema) for t in (refs if is_local(refs) else ray.get(refs))
+                  if t.num_rows]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         return pa.table([c.combine_chunks() for c in table.columns], schema=schema)
 
-    return worker_cached("table:" + ",".join(ref.hex() for ref in refs), make)
+    return worker_cached(cache_key("table", refs), make, refs)
 
 
-def worker_cached(key: str, make):
-    """``make()``, kept in this worker process under ``key`` (for the last ``_CACHED`` keys)."""
+def is_local(refs: list) -> bool:
+    """Whether :func:`broadcast`'s result holds a ``LocalTable``'s table rather than object references."""
+    return bool(refs) and isinstance(refs[0], pa.Table)
+
+
+def cache_key(kind: str, refs: list) -> str:
+    """The :func:`worker_cached` key of something made from ``refs``: object ids, or a local table's identity (the
+    entry pins the table, so its identity cannot pass to another while the entry lives)."""
+    names = (str(id(t)) for t in refs) if is_local(refs) else (ref.hex() for ref in refs)
+    return kind + ":" + ",".join(names)
+
+
+def worker_cached(key: str, make, pin: Any = None):
+    """``make()``, kept in this worker process under ``key`` (for the last ``_CACHED`` keys) with ``pin``."""
     if key not in _worker_cache:
         while len(_worker_cache) >= _CACHED:
             _worker_cache.pop(next(iter(_worker_cache)))
-        _worker_cache[key] = make()
-    return _worker_cache[key]
+        _worker_cache[key] = (make(), pin)
+    return _worker_cache[key][0]
+
+
+def clear_worker_cache() -> None:
+    _worker_cache.clear()
 
 
 def reduce_or(ds, column: str):

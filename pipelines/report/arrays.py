@@ -39,9 +39,19 @@ def _key(chunk: pa.Array) -> tuple:
 @contextmanager
 def shared(tables: Iterable[pa.Table]):
     """Within, the figures of the string columns of ``tables`` (which the caller keeps alive, so their buffers
-    cannot be reused by other arrays) are computed once."""
-    memo = {_key(c): None for t in tables for col in t.columns if _is_string(col.type) for c in col.chunks}
-    token = _shared.set(memo)
+    cannot be reused by other arrays) are computed once; a nested ``shared`` adds its tables to the outer one's."""
+    outer = _shared.get()
+    keys = {_key(c) for t in tables for col in t.columns if _is_string(col.type) for c in col.chunks}
+    if outer is not None:  # nested: the outer figures stay shared; the keys added here go when this ends
+        added = keys - outer.keys()
+        outer.update(dict.fromkeys(added))
+        try:
+            yield
+        finally:
+            for key in added:
+                del outer[key]
+        return
+    token = _shared.set(dict.fromkeys(keys))
     try:
         yield
     finally:

@@ -45,6 +45,7 @@ class DedupExactConfig(StageConfig):
 
 class DedupExact(GlobalStage):
     name = "dedup_exact"
+    decides_locally = True
     Config = DedupExactConfig
 
     def normalized(self, texts: pa.ChunkedArray) -> pa.ChunkedArray:

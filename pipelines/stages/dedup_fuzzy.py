@@ -89,6 +89,7 @@ class DedupFuzzyConfig(StageConfig):
 
 class DedupFuzzy(GlobalStage):
     name = "dedup_fuzzy"
+    decides_locally = True
     Config = DedupFuzzyConfig
 
     def __init__(self, config, ctx):

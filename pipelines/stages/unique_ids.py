@@ -11,11 +11,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from pipelines.dedup.datasets import ARROW, by_group, in_one_task, map_blocks, partitions_for
+from pipelines.dedup.datasets import ARROW, broadcast, by_group, fetched, in_one_task, map_blocks, partitions_for
 from pipelines.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, GlobalStage, StageConfig
 
 ID_HASH = "_id_hash"
 FIRST = "_id_first"
+FIRSTS = pa.schema([(KEY, pa.int64()), (FIRST, pa.int64())])
 
 
 class UniqueIdsConfig(StageConfig):
@@ -24,6 +25,7 @@ class UniqueIdsConfig(StageConfig):
 
 class UniqueIds(GlobalStage):
     name = "unique_ids"
+    decides_locally = True
     Config = UniqueIdsConfig
 
     def decide(self, ds):
@@ -39,6 +41,9 @@ class UniqueIds(GlobalStage):
         self.metrics = {"repeated": firsts.count()}
         if not self.config.reject or not firsts.count():
             return ds
+        refs = broadcast(firsts, self.ctx.broadcast_limit_rows)
+        if refs is not None:
+            return map_blocks(ds, _mark_broadcast, refs)
         joined = ds.join(firsts, "left_outer", partitions, on=(KEY,))
         return joined.map_batches(_mark, **ARROW)
 
@@ -52,7 +57,7 @@ def _id_hashes(batch: pa.Table) -> pa.Table:
 def _later_occurrences(pairs: pa.Table) -> pa.Table:
     """``(KEY, FIRST)`` for every record whose id (or id hash: the other column) was seen at a lower key, from
     pairs that hold every record of their ids (a whole hash partition)."""
-    none = pa.table({KEY: pa.array([], pa.int64()), FIRST: pa.array([], pa.int64())})
+    none = FIRSTS.empty_table()
     if pairs.num_rows == 0:
         return none
     group = next(c for c in pairs.column_names if c != KEY)
@@ -64,6 +69,12 @@ def _later_occurrences(pairs: pa.Table) -> pa.Table:
     pairs = pairs.join(lowest, group, join_type="inner")
     later = pairs.filter(pc.not_equal(pairs[KEY], pairs[f"{KEY}_min"]))
     return pa.table({KEY: later[KEY], FIRST: later[f"{KEY}_min"]})
+
+
+def _mark_broadcast(batch: pa.Table, refs: list) -> pa.Table:
+    firsts = fetched(refs, FIRSTS)
+    at = pc.index_in(batch[KEY], value_set=firsts[KEY].chunk(0))
+    return _mark(batch.append_column(FIRST, firsts[FIRST].chunk(0).take(at)))
 
 
 def _mark(batch: pa.Table) -> pa.Table:
