@@ -294,8 +294,33 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
     return ds, pool
 
 
-def _source_into_sink(source, row: dict, args: tuple, sink: RunSink) -> None:
-    sink.write_blocks(_coalesced(source({name: [value] for name, value in row.items()}, *args)))
+def _source_into_sink(source, row: dict, args: tuple, sink: RunSink) -> int:
+    """The source's tables (one read task or apply group) written into the sink; returns their rows."""
+    rows = 0
+
+    def counted() -> Iterator[pa.Table]:
+        nonlocal rows
+        for table in source({name: [value] for name, value in row.items()}, *args):
+            rows += table.num_rows
+            yield table
+
+    sink.write_blocks(_coalesced(counted()))
+    return rows
+
+
+@dataclass
+class TaskProgress:
+    """The rows of a segment's plain tasks that ended (the driver sees them end: no progress actor needed), and
+    ``total``, else the total estimated from the tasks done."""
+
+    tasks: int
+    total: int | None = None
+    done: int = 0
+    rows: int = 0
+
+    def poll(self) -> tuple[int, float | None]:
+        estimate = self.rows * self.tasks / self.done if self.done else None
+        return self.rows, self.total if self.total is not None else estimate
 
 
 def _coalesced(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
@@ -338,21 +363,29 @@ def _datasink_class():
     return RunDatasink
 
 
-def _write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: int) -> None:
+def _write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: int, progress: TaskProgress) -> None:
     """A segment without map stages: one plain Ray task per source row (read task or apply group) that writes the
-    source's tables into the sink, at most two per CPU submitted at a time. Ray Data would run the same fused task,
-    but its resource budget, granted by its autoscaling coordinator, started it at about one task at a time."""
+    source's tables into the sink, at most two per CPU submitted at a time; ``progress`` counts the tasks that
+    ended. Ray Data would run the same fused task, but its resource budget, granted by its autoscaling coordinator,
+    started it at about one task at a time."""
     import ray
 
     task = ray.remote(num_cpus=1, max_retries=3)(_source_into_sink).options(name=source.__name__)
     pending: list = []
+
+    def wait() -> None:
+        nonlocal pending
+        done, pending = ray.wait(pending, num_returns=1)
+        progress.rows += ray.get(done[0])
+        progress.done += 1
+
     try:
         for row in rows:
             if len(pending) >= 2 * cpus:
-                done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)
+                wait()
             pending.append(task.remote(source, row, args, sink))
-        ray.get(pending)
+        while pending:
+            wait()
     except BaseException:
         for ref in pending:
             ray.cancel(ref)
@@ -623,18 +656,24 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
     with ray_session(address, cfg.execution.num_cpus) as resources:
         cluster_info = _cluster_info(resources)
         reused = folder.prepare(run_key(cfg, planned, segs))
-        counter = progress_counter()
+        counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)
         try:
             for k, segment in enumerate(segs):
                 final = k == len(segs) - 1
                 next_stages = [] if final else segs[k + 1].global_stages
+                direct = not segment.map_stages  # plain Ray tasks (_write_directly)
+                if not direct and counter is None:
+                    counter = progress_counter()
+                reporter = None if direct else counter
                 if k == 0:
                     rows = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "start": t.start,
                                       "end": t.end}} for i, t in enumerate(planned) if i not in reused]
                     if not rows:
                         continue
-                    source, args = _read_batches, (spec, folder, counter)
-                    groups, phase = None, ("read and map stages", _read_progress(counter, len(rows)))
+                    source, args = _read_batches, (spec, folder, reporter)
+                    tasks = TaskProgress(len(rows))
+                    poll = tasks.poll if direct else _read_progress(counter, len(rows))
+                    groups, phase = None, ("read and map stages", poll)
                 else:
                     groups, group_items = apply_groups(folder, k, APPLY_GROUP_BYTES)
                     names = ", ".join(s.name for s in segment.global_stages)
@@ -648,14 +687,15 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                         continue
                     columns = [c for s in segment.global_stages for c in s.decision_columns()]
                     rows = [{"group": json.dumps(g)} for g in group_items]
-                    source, args = _apply_batches, (folder, k, columns, counter)
+                    source, args = _apply_batches, (folder, k, columns, reporter)
                     total = counts[segment.global_stages[0].name]["in"]
                     what = ", ".join(s.name for s in segment.map_stages) or "write"
-                    phase = (f"apply decisions, {what}", _counted(counter, f"apply{k}", total))
+                    tasks = TaskProgress(len(rows), total)
+                    phase = (f"apply decisions, {what}", tasks.poll if direct else _counted(counter, f"apply{k}", total))
                 sink = RunSink(folder, k, groups, final, next_stages, cfg.input.text_field)
                 with console().phase(phase[0], phase[1]):
-                    if not segment.map_stages:
-                        _write_directly(source, rows, args, sink, int(resources.get("CPU", 1)))
+                    if direct:
+                        _write_directly(source, rows, args, sink, int(resources.get("CPU", 1)), tasks)
                         continue
                     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
                         source, fn_args=args, batch_size=1, batch_format="pandas")
