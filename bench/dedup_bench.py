@@ -50,9 +50,12 @@ def measure(cmd: list[str], log: Path, env: dict | None = None) -> dict:
 
     Memory is the largest sum over the tree at one sample of each process's PSS (proportional set size: a page
     shared by k processes, such as Ray's object store or a forked pool's pages, counts 1/k in each), so it is
-    the tree's real footprint; the sum of RSS (which counts shared pages once per process) is kept too."""
+    the tree's real footprint; the sum of RSS (which counts shared pages once per process) is kept too. Each run
+    starts after the data earlier runs wrote reached the disk."""
     peak_pss = peak_rss = 0
     cpu = {}
+    os.sync()  # the files earlier runs wrote go to disk now, not while this one runs
+    time.sleep(1)
     t = time.perf_counter()
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})

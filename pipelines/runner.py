@@ -488,10 +488,36 @@ def _decide_stages(keys, stages: list[GlobalStage], staged: StagedKeys) -> tuple
     return counts, decided
 
 
+class _LogRecords(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[tuple[str, int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.name, record.levelno, record.getMessage()))
+
+
 def _decide_in_one_task(files: list[str], storage: Storage, stages: list[GlobalStage], columns: dict,
-                        group_lo: np.ndarray, folder: RunFolder, seg: int, limit_rows: int) -> dict | None:
+                        group_lo: np.ndarray, folder: RunFolder, seg: int, limit_rows: int
+                        ) -> tuple[dict | None, list[tuple[str, int, str]]]:
     """The whole of :func:`decide` in this task, on the key rows as a ``LocalTable`` (None, having read nothing but
-    the files' row counts, when they hold more than ``limit_rows``)."""
+    the files' row counts, when they hold more than ``limit_rows``), and what the stages logged (``pipelines``
+    loggers, INFO and up) for the driver's log, where the other path's messages are."""
+    logger, handler = logging.getLogger("pipelines"), _LogRecords()
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        return _decide_here(files, storage, stages, columns, group_lo, folder, seg, limit_rows), handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def _decide_here(files: list[str], storage: Storage, stages: list[GlobalStage], columns: dict,
+                 group_lo: np.ndarray, folder: RunFolder, seg: int, limit_rows: int) -> dict | None:
     rows = 0
     for uri in files:
         rows += staged_rows(storage, uri)
@@ -527,9 +553,10 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     columns = {c: s.decision_types().get(c, pa.string()) for s in segment.global_stages for c in s.decision_columns()}
     group_lo = np.array([lo for lo, _ in groups], np.int64)
     if all(s.decides_locally for s in segment.global_stages):
-        counts = ray.get(plain_task(_decide_in_one_task).remote([uri for uri, _ in files], folder.storage,
-                                                                 segment.global_stages, columns, group_lo, folder,
-                                                                 seg, limit_rows))
+        counts, records = ray.get(plain_task(_decide_in_one_task).remote(
+            [uri for uri, _ in files], folder.storage, segment.global_stages, columns, group_lo, folder, seg, limit_rows))
+        for name, level, message in records:
+            logging.getLogger(name).log(level, "%s", message)
         if counts is not None:
             for name, c in counts.items():
                 log.info("%s: %s", name, c)
