@@ -499,10 +499,10 @@ class _LogRecords(logging.Handler):
 
 def _decide_in_one_task(files: list[str], storage: Storage, stages: list[GlobalStage], columns: dict,
                         group_lo: np.ndarray, folder: RunFolder, seg: int, limit_rows: int
-                        ) -> tuple[dict | None, list[tuple[str, int, str]]]:
-    """The whole of :func:`decide` in this task, on the key rows as a ``LocalTable`` (None, having read nothing but
-    the files' row counts, when they hold more than ``limit_rows``), and what the stages logged (``pipelines``
-    loggers, INFO and up) for the driver's log, where the other path's messages are."""
+                        ) -> tuple[tuple[dict, int] | None, list[tuple[str, int, str]]]:
+    """:func:`decide` in this task, on the key rows as a ``LocalTable``: the counts and the decisions written (None,
+    having read nothing but the files' row counts, when they hold more than ``limit_rows``), and what the stages
+    logged (``pipelines`` loggers, INFO and up) for the driver's log, where the other path's messages are."""
     logger, handler = logging.getLogger("pipelines"), _LogRecords()
     saved = logger.level, logger.propagate
     logger.addHandler(handler)
@@ -517,7 +517,7 @@ def _decide_in_one_task(files: list[str], storage: Storage, stages: list[GlobalS
 
 
 def _decide_here(files: list[str], storage: Storage, stages: list[GlobalStage], columns: dict,
-                 group_lo: np.ndarray, folder: RunFolder, seg: int, limit_rows: int) -> dict | None:
+                 group_lo: np.ndarray, folder: RunFolder, seg: int, limit_rows: int) -> tuple[dict, int] | None:
     rows = 0
     for uri in files:
         rows += staged_rows(storage, uri)
@@ -532,9 +532,7 @@ def _decide_here(files: list[str], storage: Storage, stages: list[GlobalStage], 
     finally:
         clear_worker_cache()  # it pins this decision's tables
     written = _write_all_decisions([([ds.table], which) for ds, which in decided], columns, group_lo, folder, seg)
-    if written["rows"] != rows:
-        raise RuntimeError(f"segment {seg}: wrote {written['rows']} decisions for {rows} key rows")
-    return counts
+    return counts, written["rows"]
 
 
 def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int, int]],
@@ -545,22 +543,33 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     Up to ``limit_rows`` key rows, when every stage can (``GlobalStage.decides_locally``), all of it runs in one
     task; else on Ray Data, the decisions written from one task up to ``limit_rows``, beyond grouped by a shuffle."""
     import ray
-    import ray.data
 
     files = sorted(folder.keys_parts(seg - 1))
     if not files:
         return {s.name: {"in": 0, "out": 0, "rejected": 0} for s in segment.global_stages}
     columns = {c: s.decision_types().get(c, pa.string()) for s in segment.global_stages for c in s.decision_columns()}
     group_lo = np.array([lo for lo, _ in groups], np.int64)
+    result = None
     if all(s.decides_locally for s in segment.global_stages):
-        counts, records = ray.get(plain_task(_decide_in_one_task).remote(
+        result, records = ray.get(plain_task(_decide_in_one_task).remote(
             [uri for uri, _ in files], folder.storage, segment.global_stages, columns, group_lo, folder, seg, limit_rows))
         for name, level, message in records:
             logging.getLogger(name).log(level, "%s", message)
-        if counts is not None:
-            for name, c in counts.items():
-                log.info("%s: %s", name, c)
-            return counts
+    counts, total = result or _decide_on_ray(files, folder, seg, segment, columns, group_lo, limit_rows)
+    for name, c in counts.items():
+        log.info("%s: %s", name, c)
+    expected = counts[segment.global_stages[0].name]["in"]
+    if total != expected:
+        raise RuntimeError(f"segment {seg}: wrote {total} decisions for {expected} key rows")
+    return counts
+
+
+def _decide_on_ray(files: list[tuple[str, int]], folder: RunFolder, seg: int, segment: Segment, columns: dict,
+                   group_lo: np.ndarray, limit_rows: int) -> tuple[dict[str, dict], int]:
+    """:func:`decide` on Ray Data: the counts and the decisions written."""
+    import ray
+    import ray.data
+
     # staged parts read into a few blocks of about KEY_BLOCK_BYTES, at least two per CPU (no repartition copy)
     blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(sum(n for _, n in files) / KEY_BLOCK_BYTES))
     groups_of_files = _file_groups(files, blocks)
@@ -569,10 +578,7 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
                                                                                  staged_only)
                                                  for group in groups_of_files]))
     counts, decided = _decide_stages(keys, segment.global_stages, StagedKeys(groups_of_files, folder.storage))
-    for name, c in counts.items():
-        log.info("%s: %s", name, c)
-    expected = counts[segment.global_stages[0].name]["in"]
-    if expected <= limit_rows:
+    if counts[segment.global_stages[0].name]["in"] <= limit_rows:
         parts = [(block_refs(ds), which) for ds, which in decided]
         written = [ray.get(plain_task(_write_all_decisions).remote(parts, columns, group_lo, folder, seg))]
     else:
@@ -582,10 +588,7 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
         routed = decisions.map_batches(_with_group, fn_args=(group_lo,), **ARROW)
         written = routed.groupby(GROUP).map_groups(_write_decisions, fn_args=(folder, seg),
                                                    batch_format="pyarrow").take_all()
-    total = sum(r["rows"] for r in written)
-    if total != expected:
-        raise RuntimeError(f"segment {seg}: wrote {total} decisions for {expected} key rows")
-    return counts
+    return counts, sum(r["rows"] for r in written)
 
 
 def apply_groups(folder: RunFolder, seg: int, target_bytes: int) -> tuple[list[tuple[int, int]], list[dict]]:

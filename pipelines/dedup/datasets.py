@@ -50,10 +50,10 @@ def materialize(ds):
     A read task that finds no record leaves a block without columns; Ray Data's hash shuffle cannot concatenate
     that block's empty shards with the others, so it is dropped here (only block references move).
     """
-    import ray.data
-
     if isinstance(ds, LocalTable):
         return ds
+    import ray.data
+
     ds = _materialized(ds)
     refs = block_refs(ds)
     return ray.data.from_arrow_refs(refs) if refs else ds
@@ -215,7 +215,7 @@ def fetched(refs: list, schema: pa.Schema) -> pa.Table:
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         return pa.table([c.combine_chunks() for c in table.columns], schema=schema)
 
-    return worker_cached(cache_key("table", refs), make, refs)
+    return cached_for("table", refs, make)
 
 
 def is_local(refs: list) -> bool:
@@ -223,11 +223,12 @@ def is_local(refs: list) -> bool:
     return bool(refs) and isinstance(refs[0], pa.Table)
 
 
-def cache_key(kind: str, refs: list) -> str:
-    """The :func:`worker_cached` key of something made from ``refs``: object ids, or a local table's identity (the
-    entry pins the table, so its identity cannot pass to another while the entry lives)."""
-    names = (str(id(t)) for t in refs) if is_local(refs) else (ref.hex() for ref in refs)
-    return kind + ":" + ",".join(names)
+def cached_for(kind: str, refs: list, make):
+    """:func:`worker_cached` ``make()``, keyed by ``kind`` and the object ids of ``refs``, or by the identity of a
+    local table's (the entry then pins the table, so its identity cannot pass to another while the entry lives)."""
+    if is_local(refs):
+        return worker_cached(kind + ":" + ",".join(str(id(t)) for t in refs), make, refs)
+    return worker_cached(kind + ":" + ",".join(ref.hex() for ref in refs), make)
 
 
 def worker_cached(key: str, make, pin: Any = None):

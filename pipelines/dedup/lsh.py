@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.dedup.datasets import ARROW, broadcast, cache_key, fetched, map_blocks, materialize, worker_cached
+from pipelines.dedup.datasets import ARROW, broadcast, cached_for, fetched, map_blocks, materialize, worker_cached
 
 log = logging.getLogger(__name__)
 BAND_PREFIX = "_dedup_band_"
@@ -165,7 +165,7 @@ def _endpoints(edge_refs: list) -> np.ndarray:
         edges = fetched(edge_refs, EDGE_SCHEMA)
         return np.unique(np.concatenate([edges["u"].to_numpy(), edges["v"].to_numpy()]))
 
-    return worker_cached(cache_key("endpoints", edge_refs), make, edge_refs)
+    return cached_for("endpoints", edge_refs, make)
 
 
 def _unpacked(bloom) -> np.ndarray:
