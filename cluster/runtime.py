@@ -12,6 +12,10 @@ log = logging.getLogger(__name__)
 # Ray Train's placement-group watchdog asks the state API, served by the dashboard, whether the controller lives;
 # an embedded Ray starts no dashboard, so without this it warns on every poll of a healthy run.
 QUIET_IN_EMBEDDED_RAY = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+# The embedded raylet connects to its own object store as it starts, and a try made before the store listens waits
+# ``raylet_client_connect_timeout_milliseconds`` (1 s by default) for the next one: in most starts on 2 cores. Short
+# waits, more tries: the same 10 s bound on the connections of the raylet and its workers.
+EMBEDDED_SYSTEM_CONFIG = {"raylet_client_connect_timeout_milliseconds": 20, "raylet_client_num_connect_attempts": 500}
 
 
 def quiet_embedded_workers() -> None:
@@ -120,7 +124,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
         log.info("starting an embedded local Ray")
         if ray_train:
             kwargs["runtime_env"] = {"worker_process_setup_hook": "cluster.runtime.quiet_embedded_workers"}
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=EMBEDDED_SYSTEM_CONFIG,
+                 **kwargs)
         _stop_autoscaler_monitor()
     try:
         yield ray.cluster_resources()

@@ -48,8 +48,11 @@ def ray_local():
     """The test run's one local Ray instance (2 CPUs)."""
     import ray
 
+    from cluster.runtime import EMBEDDED_SYSTEM_CONFIG
+
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
+                 _system_config=EMBEDDED_SYSTEM_CONFIG)
     yield ray
     ray.shutdown()
 

@@ -181,7 +181,8 @@ def test_repeated_ids_lose_nothing_and_can_be_rejected(broadcast_run, corpus, ra
 
 
 def test_rows_rejected_by_map_stages_never_reach_a_global_stage(ray_local, corpus, tmp_path, monkeypatch):
-    """The key rows dedup_exact decides on are exactly the records quality kept (observed, not assumed)."""
+    """The key rows dedup_exact decides on are exactly the records quality kept (observed, not assumed: on the
+    Ray path, where ``decide`` runs in this process; the one-task path reads the same staged key files)."""
     _, paths, records = corpus
     seen = []
     decide = DedupExact.decide
@@ -191,7 +192,7 @@ def test_rows_rejected_by_map_stages_never_reach_a_global_stage(ray_local, corpu
         return decide(self, ds)
 
     monkeypatch.setattr(DedupExact, "decide", spy)
-    manifest = run(parse_config(config(paths, tmp_path / "out")))
+    manifest = run(parse_config(config(paths, tmp_path / "out", broadcast_limit_rows=0)))
     unique = {i for i, n in Counter(r["id"] for r in records).items() if n == 1}
     short = {r["id"] for r in rows(tmp_path / "out", "rejects") if r["stage"] == "quality"} & unique
     assert short and not short & {r["id"] for r in seen}

@@ -29,11 +29,12 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def curate(tmp_path: Path, records: list[dict], stages: list[dict], name: str = "out") -> tuple[dict, dict[str, pd.DataFrame]]:
+def curate(tmp_path: Path, records: list[dict], stages: list[dict], name: str = "out", **execution
+           ) -> tuple[dict, dict[str, pd.DataFrame]]:
     src = write_jsonl(tmp_path / f"{name}.jsonl", records)
     out = tmp_path / name
     manifest = run(parse_config({"input": {"paths": [str(src)], "text_field": "question", "id_field": "id"},
-                                 "output": {"path": str(out)}, "stages": stages}))
+                                 "output": {"path": str(out)}, "stages": stages, "execution": execution}))
     assert manifest["counts"]["input"] == manifest["counts"]["output"] + manifest["counts"]["rejected"]
     splits = {d.name: pd.concat([pq.read_table(f).to_pandas() for f in sorted(d.glob("*.parquet"))])
               for d in sorted((out / "data").iterdir()) if d.is_dir()}
@@ -103,20 +104,19 @@ def test_dup_clusters_never_span_splits(ray_local, tmp_path):
         assert abs(len(splits[name]) - target) <= sizes.max(), (name, len(splits[name]), target)
 
 
-@pytest.mark.parametrize("n, driver_limit", [(2000, None), pytest.param(400, 0, marks=pytest.mark.slow)],
-                         ids=["on-driver", "distributed"])
-def test_group_by_and_clusters_join_components(ray_local, tmp_path, monkeypatch, n, driver_limit):
+@pytest.mark.parametrize("n, execution", [(2000, {}), pytest.param(400, {"broadcast_limit_rows": 0},
+                                                                      marks=pytest.mark.slow)],
+                         ids=["in-one-task", "distributed"])
+def test_group_by_and_clusters_join_components(ray_local, tmp_path, n, execution):
     """Records sharing a topic or a dup_cluster stay together (connected components over both fields), also
     when a group carries several classes of the stratify field. ``distributed``: the components and the
-    classes of groups go through Ray Data joins instead of the driver."""
-    if driver_limit is not None:
-        monkeypatch.setattr("pipelines.stages.split.DRIVER_LIMIT", driver_limit)
+    classes of groups go through a shuffle and Ray Data joins instead of one task, with the same result."""
     records = gsm8k(n)
     for i, r in enumerate(records):
         r["topic"] = f"t{(i // 10) % 20}" if i % 10 == 0 else None  # 20 topics of 10 records, 200 apart
         r["dup_cluster"] = f"c{i // 3}" if i < 600 else None        # clusters of three consecutive records
     records = with_ids(records)
-    manifest, splits = curate(tmp_path, records, [{"split": {"group_by": "topic", "stratify": "steps"}}])
+    manifest, splits = curate(tmp_path, records, [{"split": {"group_by": "topic", "stratify": "steps"}}], **execution)
     where = split_of(splits)
     assert len(where) == len(records)
     parent = {r["id"]: r["id"] for r in records}
@@ -137,6 +137,9 @@ def test_group_by_and_clusters_join_components(ray_local, tmp_path, monkeypatch,
         components[find(r["id"])].append(where[r["id"]])
     assert all(len(set(s)) == 1 for s in components.values())
     assert max(map(len, components.values())) >= 6  # a topic merged with the clusters of its records
+    if execution:
+        _, in_one_task = curate(tmp_path, records, [{"split": {"group_by": "topic", "stratify": "steps"}}], "local")
+        assert split_of(in_one_task) == where
 
 
 def test_folds_and_streaming_hash_mode(ray_local, tmp_path):

@@ -43,6 +43,18 @@ class LocalTable:
     def size_bytes(self) -> int:
         return self.table.nbytes
 
+    def num_blocks(self) -> int:
+        return 1
+
+    def schema(self) -> pa.Schema:
+        return self.table.schema
+
+    def select_columns(self, columns: list[str]) -> LocalTable:
+        return LocalTable(self.table.select(columns))
+
+    def to_pandas(self):
+        return self.table.to_pandas()
+
 
 def materialize(ds):
     """``ds`` computed and held in the object store, without empty blocks.
@@ -174,6 +186,23 @@ def in_one_task(ds, fn, *args, columns: list[str] | None = None):
     if not refs and schema is None:
         return ds
     return _from_refs([_apply_task(fn).remote(fn, args, columns, *(refs or [schema.base_schema.empty_table()]))], ds)
+
+
+def map_pandas(ds, fn, *args):
+    """``ds.map_batches(fn, fn_args=args, batch_format="pandas")`` (``fn``: data frame -> data frame, row by row), or
+    ``fn`` applied to a ``LocalTable`` at once."""
+    if isinstance(ds, LocalTable):
+        return LocalTable(pa.Table.from_pandas(fn(ds.table.to_pandas(), *args), preserve_index=False))
+    return ds.map_batches(fn, fn_args=args, batch_format="pandas")
+
+
+def pandas_parts(ds, fn, *args) -> list:
+    """``fn`` (data frame -> small data frame, e.g. partial counts) applied to each block of ``ds``, the results
+    gathered where this runs (the driver, or the process holding a ``LocalTable``)."""
+    if isinstance(ds, LocalTable):
+        return [fn(ds.table.to_pandas(), *args)]
+    return list(ds.map_batches(fn, fn_args=args, batch_format="pandas", batch_size=None)
+                .iter_batches(batch_format="pandas", batch_size=None))
 
 
 def partitions_for(rows: int) -> int:

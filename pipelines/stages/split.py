@@ -24,8 +24,9 @@ j-th range of the hash space; the ranges are cut in one of two ways:
   split never changes when the corpus grows; sizes are binomial around the ratios. No ``stratify``.
 
 With ``stratify`` and groups, a group whose records carry several classes is counted in the smallest class
-(sorted as strings): one Ray Data groupby on the group hash finds such groups (only when a grouping column
-exists), broadcast up to ``DRIVER_LIMIT`` of them, joined beyond. Missing class values form the class ``""``. ``folds: k`` replaces the ratios by k equal
+(sorted as strings): the rows grouped by group hash (in one task, hash-partitioned beyond
+``execution.broadcast_limit_rows``) find such groups (only when a grouping column exists), broadcast up to
+``DRIVER_LIMIT`` of them, joined beyond. Missing class values form the class ``""``. ``folds: k`` replaces the ratios by k equal
 folds written to ``data/fold_0`` .. ``data/fold_{k-1}`` (cross-validation: train on k-1 folds, evaluate on the
 remaining one), stratified and grouped the same way. The report's dataset section shows the class balance per
 split (``pipelines.report.dataset``).
@@ -35,7 +36,8 @@ were made from, so a copy always lands in its source's split; a copy that lands 
 ``augmentation`` names (augment's ``splits``, default ``[train]``) is rejected (reason ``augmented_outside_splits``),
 so no copy of a validation or test record is written.
 
-The stage is global: it decides on the key rows (id, grouping values, class), never on the records.
+The stage is global: it decides on the key rows (id, grouping values, class), never on the records. When they are
+few enough for one task, the runner hands them over as a ``LocalTable`` and every step above runs in that task.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.dedup.components import connected_components, smallest_roots
+from pipelines.dedup.datasets import LocalTable, by_group, map_pandas, materialize, pandas_parts
 from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig, active
 
 GROUP = "_split_group"
@@ -134,6 +137,9 @@ def nearest_boundary(counts: np.ndarray, offset: int, target: int) -> int:
 class Split(GlobalStage):
     name = "split"
     Config = SplitConfig
+    # on a ``LocalTable`` every step is local: nothing exceeds ``driver_limit``, so no join or distributed
+    # connected components (the Ray Data steps) runs
+    decides_locally = True
 
     def __init__(self, config: SplitConfig, ctx):
         super().__init__(config, ctx)
@@ -192,6 +198,15 @@ class Split(GlobalStage):
         return batch
 
     @staticmethod
+    def _class_spans(table: pa.Table) -> pa.Table:
+        """The groups (HASH) of ``table``'s live rows that carry several classes, with the smallest (whole groups)."""
+        frame = table.to_pandas()
+        classes = frame.loc[active(frame)].groupby(HASH)[CLASS].agg(["min", "max"])
+        spans = classes[classes["min"] != classes["max"]]
+        return pa.table({HASH: pa.array(spans.index.to_numpy(), pa.int64()),
+                         SMALLEST: pa.array(spans["min"].tolist(), pa.string())})
+
+    @staticmethod
     def _histogram(batch: pd.DataFrame) -> pd.DataFrame:
         """Per class: live records per hash bucket (one row per class of the block)."""
         live = batch.loc[active(batch), [CLASS, HASH]]
@@ -238,8 +253,11 @@ class Split(GlobalStage):
 
     # -- the dataset -------------------------------------------------------------------------------
 
-    def driver_limit(self) -> int:
-        """Rows handled on the driver and broadcast (``DRIVER_LIMIT``, lowered by ``execution.broadcast_limit_rows``)."""
+    def driver_limit(self, ds) -> int:
+        """Rows handled on the driver and broadcast (``DRIVER_LIMIT``, lowered by ``execution.broadcast_limit_rows``);
+        on a ``LocalTable``, everything (it is all in the deciding process already)."""
+        if isinstance(ds, LocalTable):
+            return self.ctx.broadcast_limit_rows
         return min(DRIVER_LIMIT, self.ctx.broadcast_limit_rows)
 
     def keys(self, batch) -> dict:
@@ -253,18 +271,18 @@ class Split(GlobalStage):
 
     def decide(self, ds):
         linked = bool(self.config.group_by) or AUGMENTED_FROM in ds.schema().names
-        ds = ds.map_batches(self._keys, batch_format="pandas")
+        ds = map_pandas(ds, self._keys)
         if not self.config.exact and not linked:  # streaming: fixed ranges, nothing to count
-            return ds.map_batches(self._assign, fn_args=(self._fixed_thresholds(),), batch_format="pandas")
-        ds = ds.materialize()
+            return map_pandas(ds, self._assign, self._fixed_thresholds())
+        ds = materialize(ds)
         partitions = max(2, ds.num_blocks())
         if linked:
             ds = self._join_components(ds, partitions)
         if not self.config.exact:
-            return ds.map_batches(self._assign, fn_args=(self._fixed_thresholds(),), batch_format="pandas")
+            return map_pandas(ds, self._assign, self._fixed_thresholds())
         if self.config.stratify and any(f in ds.schema().names for f in self.group_fields):
             ds = self._classes_of_groups(ds, partitions)
-        return ds.map_batches(self._assign, fn_args=(self._exact_thresholds(ds),), batch_format="pandas")
+        return map_pandas(ds, self._assign, self._exact_thresholds(ds))
 
     def _fixed_thresholds(self) -> dict[str, np.ndarray]:
         cuts = np.cumsum(list(self.config.fractions().values()))[:-1]
@@ -277,35 +295,31 @@ class Split(GlobalStage):
         value -> root map is broadcast to the map tasks; beyond, by distributed connected components and a join.
         """
 
-        edges = ds.select_columns([GROUP, LINKS]).map_batches(self._edges, batch_format="pandas").materialize()
+        edges = materialize(map_pandas(ds.select_columns([GROUP, LINKS]), self._edges))
         n = edges.count()
         if n == 0:
             return ds
-        if n <= self.driver_limit():
+        if n <= self.driver_limit(ds):
             edges = edges.to_pandas()
             roots = smallest_roots(edges["u"].tolist(), edges["v"].tolist())
-            return ds.map_batches(self._to_root, fn_args=(roots,), batch_format="pandas").materialize()
+            return materialize(map_pandas(ds, self._to_root, roots))
         roots = connected_components(edges, partitions, 0)
         joined = ds.join(roots, "left_outer", partitions, on=(GROUP,), right_on=("node",))
         return joined.map_batches(self._to_root, fn_args=(None,), batch_format="pandas").materialize()
 
     def _classes_of_groups(self, ds, partitions: int):
-        """A group whose records carry several classes counts in the smallest of them (one groupby; the few
-        such groups are broadcast, or joined when more than ``DRIVER_LIMIT``)."""
-        from ray.data.aggregate import Max, Min
-
-        live = ds.map_batches(lambda b: b.loc[active(b), [CLASS, HASH]], batch_format="pandas")
-        spans = live.groupby(HASH, num_partitions=partitions).aggregate(Min(CLASS, alias_name=SMALLEST),
-                                                                        Max(CLASS, alias_name="_largest"))
-        spans = spans.map_batches(lambda b: b.loc[b[SMALLEST] != b["_largest"], [HASH, SMALLEST]],
-                                  batch_format="pandas").materialize()
+        """A group whose records carry several classes counts in the smallest of them (whole groups in one task,
+        or hash-partitioned beyond ``execution.broadcast_limit_rows``; the few such groups are broadcast, or joined
+        when more than ``DRIVER_LIMIT``)."""
+        spans = by_group(ds, [HASH], self._class_spans, partitions=partitions, rows=ds.count(),
+                         limit_rows=self.ctx.broadcast_limit_rows, columns=[HASH, CLASS, REJECT_STAGE])
         n = spans.count()
         if n == 0:
             return ds
-        if n <= self.driver_limit():
+        if n <= self.driver_limit(ds):
             table = spans.to_pandas()
             smallest = dict(zip(table[HASH].tolist(), table[SMALLEST].tolist()))
-            return ds.map_batches(self._to_smallest_class, fn_args=(smallest,), batch_format="pandas").materialize()
+            return materialize(map_pandas(ds, self._to_smallest_class, smallest))
         joined = ds.join(spans, "left_outer", partitions, on=(HASH,))
         return joined.map_batches(self._to_smallest_class, fn_args=(None,), batch_format="pandas").materialize()
 
@@ -316,8 +330,7 @@ class Split(GlobalStage):
         (class, group) inside the buckets that hold a cut.
         """
         hist: dict[str, np.ndarray] = {}
-        for part in ds.map_batches(self._histogram, batch_format="pandas", batch_size=None).iter_batches(
-                batch_format="pandas", batch_size=None):
+        for part in pandas_parts(ds, self._histogram):
             for label, counts in zip(part[CLASS], part["counts"]):
                 hist[label] = hist.get(label, 0) + np.asarray(counts, dtype=np.int64)
         fractions = list(self.config.fractions().values())
@@ -337,9 +350,7 @@ class Split(GlobalStage):
             refine.setdefault(label, []).extend(c[1] for c in cuts if len(c) == 3)
         groups: dict[tuple[str, int], pd.DataFrame] = {}
         if any(refine.values()):
-            parts = list(ds.map_batches(self._group_counts, fn_args=(refine,),
-                                        batch_format="pandas", batch_size=None).iter_batches(batch_format="pandas",
-                                                                                           batch_size=None))
+            parts = pandas_parts(ds, self._group_counts, refine)
             counted = pd.concat(parts).groupby([CLASS, HASH])["n"].sum().reset_index()
             counted["bucket"] = counted[HASH].to_numpy() >> BUCKET_SHIFT
             groups = {key: rows.sort_values(HASH) for key, rows in counted.groupby([CLASS, "bucket"])}
