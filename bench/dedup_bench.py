@@ -45,32 +45,50 @@ DEFAULT = DedupFuzzy(DedupFuzzyConfig(threshold=THRESHOLD), StageContext())  # t
 PARTS = ("signatures", "accuracy", "clough", "thresher", "datatrove", "rensa")
 
 
-def measure(cmd: list[str], log: Path, env: dict | None = None) -> dict:
-    """Run ``cmd``, sampling its process tree; wall seconds, peak memory (MB) and CPU seconds.
+def measure(cmd: list[str], log: Path, env: dict | None = None, out: Path | None = None) -> dict:
+    """Run ``cmd`` twice: unobserved, for the wall time a user sees, then sampling its process tree, for peak memory
+    and CPU seconds (that run's wall time is kept as ``sampled_wall_s``: the sampler reads /proc for every process of
+    the tree 4 times a second, CPU the run lacks on a small machine, the more the more processes it has).
 
     Memory is the largest sum over the tree at one sample of each process's PSS (proportional set size: a page
     shared by k processes, such as Ray's object store or a forked pool's pages, counts 1/k in each), so it is
     the tree's real footprint; the sum of RSS (which counts shared pages once per process) is kept too. Each run
-    starts after the data earlier runs wrote reached the disk."""
-    peak_pss = peak_rss = 0
-    cpu = {}
+    starts after the data earlier runs wrote reached the disk, and without ``out`` (removed first)."""
+    wall, sampled = _run(cmd, log, env, out, None), {}
+    sampled_wall = _run(cmd, log, env, out, sampled)
+    return {"wall_s": round(wall, 2), "sampled_wall_s": round(sampled_wall, 2), **sampled}
+
+
+def _run(cmd: list[str], log: Path, env: dict | None, out: Path | None, sampled: dict | None) -> float:
+    """One run of ``cmd``: its wall seconds; with ``sampled`` (a dict), its peak memory and CPU seconds go there."""
+    if out is not None:
+        shutil.rmtree(out, ignore_errors=True)
     os.sync()  # the files earlier runs wrote go to disk now, not while this one runs
     time.sleep(1)
+    peak_pss = peak_rss = 0
+    cpu = {}
     t = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})})
-        root = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            sample = sample_tree(root, cpu)
-            if sample is None:
-                break
-            peak_pss, peak_rss = max(peak_pss, sample[0]), max(peak_rss, sample[1])
-            time.sleep(0.25)
+    with open(log, "wb") as output:
+        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, **(env or {})})
+        if sampled is None:
+            proc.wait()
+        else:
+            root = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                sample = sample_tree(root, cpu)
+                if sample is None:
+                    break
+                peak_pss, peak_rss = max(peak_pss, sample[0]), max(peak_rss, sample[1])
+                time.sleep(0.25)
+            proc.wait()
     wall = time.perf_counter() - t
     if proc.returncode:
         raise SystemExit(f"{cmd} failed ({proc.returncode}); see {log}")
-    return {"wall_s": round(wall, 2), "peak_pss_mb": round(peak_pss / 2**20), "peak_rss_sum_mb": round(peak_rss / 2**20),
-            "cpu_s": round(sum(cpu.values()), 1)}
+    if sampled is not None:
+        sampled.update(peak_pss_mb=round(peak_pss / 2**20), peak_rss_sum_mb=round(peak_rss / 2**20),
+                       cpu_s=round(sum(cpu.values()), 1))
+    return wall
 
 
 # -- signatures ------------------------------------------------------------------------------------
@@ -242,7 +260,7 @@ def run_thresher(corpus: Path, out: Path, cpus: int, log: Path, bands: int | Non
                                    "output": {"path": str(out)}, "stages": [{"dedup_fuzzy": fuzzy}],
                                    "execution": {"num_cpus": cpus, **(execution or {})}}))
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **(env or {})}
-    result = measure([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], log, env)
+    result = measure([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], log, env, out)
     manifest = json.loads((out / "manifest.json").read_text())
     result.update(run_s=manifest["seconds"], docs=manifest["counts"]["input"], removed=manifest["counts"]["rejected"])
     return result
@@ -263,7 +281,7 @@ def datatrove_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, pyth
     shutil.rmtree(out, ignore_errors=True)
     log = work / f"datatrove{mb}.log"
     result = measure([python, "bench/dedup_datatrove.py", "--input", str(corpus), "--out", str(out),
-                      "--workers", "2", "--bands", str(bands), "--rows", str(rows)], log)
+                      "--workers", "2", "--bands", str(bands), "--rows", str(rows)], log, out=out)
     steps = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"seconds"')]
     result["steps"] = steps[-1]["seconds"] if steps else {}
     removed_docs = [orjson.loads(line) for f in sorted((out / "removed").glob("*.jsonl"))
@@ -292,7 +310,7 @@ def rensa_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, python: 
     shutil.rmtree(out, ignore_errors=True)
     log = work / f"rensa{mb}.log"
     result = measure([python, "bench/dedup_rensa.py", "--input", str(corpus), "--out", str(out),
-                      "--threshold", str(THRESHOLD), "--bands", str(bands), "--rows", str(rows)], log)
+                      "--threshold", str(THRESHOLD), "--bands", str(bands), "--rows", str(rows)], log, out=out)
     summary = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"seconds"')][-1]
     result["steps"] = summary["seconds"]
     result.update({k: summary[k] for k in ("docs", "num_perm", "cut", "candidate_pairs")})

@@ -207,11 +207,15 @@ class RunFolder:
             self.storage.delete(self.uri(name))
 
     def commit(self, manifest: dict, report: dict, html: str, card: str) -> None:
+        """Write the run's files, the manifest last, and remove ``_progress``; :meth:`remove_staging` follows."""
         self.storage.write_bytes(self.uri("report.json"), json.dumps(report, indent=2, default=str).encode())
         self.storage.write_bytes(self.uri("report.html"), html.encode())
         self.storage.write_bytes(self.uri("README.md"), card.encode())
         self.storage.write_bytes(self.uri(MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
         self.storage.delete(self.uri(PROGRESS))
+
+    def remove_staging(self) -> None:
+        """Remove ``_staging`` (a committed run's; a run that finds it beside a manifest removes it too)."""
         self.storage.delete(self.uri(STAGING))
 
     def final_files(self) -> dict[str, list[str]]:

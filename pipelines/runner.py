@@ -33,6 +33,7 @@ import pickle
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -749,21 +750,27 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
         except Exception as e:
             _let_tasks_end()
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
-    names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
-    try:
-        manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts, files)
-    except AccountingError as e:
-        raise RunFailed(f"accounting mismatch: {e}") from None
-    manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
-                    started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
-                    seconds=round(time.perf_counter() - t0, 3))
-    gate_results = gates.check(cfg.gates, manifest["counts"])
-    if gate_results:
-        manifest["gates"] = gate_results
-        if not all(g["ok"] for g in gate_results):
-            manifest["status"] = gates.GATE_FAILED
-    report = build_report(stats.get("report", {}), manifest)
-    folder.commit(manifest, report, render_html(report, manifest), dataset_card(folder.root, storage, manifest, report))
+        names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
+        try:
+            manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts, files)
+        except AccountingError as e:
+            raise RunFailed(f"accounting mismatch: {e}") from None
+        manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
+                        started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
+                        seconds=round(time.perf_counter() - t0, 3))
+        gate_results = gates.check(cfg.gates, manifest["counts"])
+        if gate_results:
+            manifest["gates"] = gate_results
+            if not all(g["ok"] for g in gate_results):
+                manifest["status"] = gates.GATE_FAILED
+        report = build_report(stats.get("report", {}), manifest)
+        folder.commit(manifest, report, render_html(report, manifest),
+                      dataset_card(folder.root, storage, manifest, report))
+        # the staged files go while Ray stops (both take a while on a large run, neither needs the other)
+        removal = ThreadPoolExecutor(1, thread_name_prefix="thresher-staging")
+        removing = removal.submit(folder.remove_staging)
+    removing.result()
+    removal.shutdown()
     return manifest
 
 
