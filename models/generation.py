@@ -113,7 +113,9 @@ class BatchGenerator:
         tokenizer = load_tokenizer(name_or_path, gguf_file, key)
         if want_vllm(backend, gguf_file is None):
             return cls(tokenizer, llm=start_vllm(resolve_model(name_or_path, key), dtype, seed))
-        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        if use_gpu and not torch.cuda.is_available():
+            raise RuntimeError(f"{key}: a GPU was asked for, and this process sees none")
+        device = "cuda" if use_gpu else "cpu"
         model = load_causal_lm(name_or_path, gguf_file, dtype if device == "cuda" else "float32", key=key)
         return cls(tokenizer, model=model.to(device), device=device)
 

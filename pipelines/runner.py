@@ -289,9 +289,10 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
     if num_gpus:
         pool = min(pool, int(resources.get("GPU", 0) // num_gpus))
     pool = max(1, pool)
+    # Ray Data refuses GPU actors without a batch size: then they take the records ``batch_size`` at a time
+    gpu = {"num_gpus": num_gpus, "batch_size": batch_size} if num_gpus else {"batch_size": None}
     ds = ds.map_batches(_StageActor, fn_constructor_args=(pooled, [s.batch_size or batch_size for s in pooled]),
-                        compute=ActorPoolStrategy(size=pool), batch_size=None, batch_format="pandas",
-                        num_cpus=num_cpus, **({"num_gpus": num_gpus} if num_gpus else {}))
+                        compute=ActorPoolStrategy(size=pool), batch_format="pandas", num_cpus=num_cpus, **gpu)
     return ds, pool
 
 

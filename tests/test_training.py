@@ -530,6 +530,16 @@ def test_qlora_without_gpu_exits_2_naming_the_key(data, tiny, tmp_path):
     assert "qlora" in res.stderr and "scaling.use_gpu" in res.stderr
 
 
+def test_a_first_step_failure_of_the_workers_fails_the_run_at_once(data, tiny, tmp_path, caplog):
+    """A LoRA target the model lacks fails the workers as they set up: the run fails with that error after one
+    attempt, not after ``checkpoint.max_failures`` more attempts from scratch (each a worker start and model load)."""
+    cfg = train_config(tiny, tmp_path / "out", "lora", str(data.train), lora={"target_modules": ["no_such_proj"]},
+                       checkpoint={"max_failures": 3})
+    with pytest.raises(RuntimeError, match=r"before the first step with .*no_such_proj.*not retried"):
+        training.main(cfg)
+    assert "training attempt" not in caplog.text  # the retry path logs each attempt it retries
+
+
 @pytest.mark.parametrize("change, key", [
     ({"optim": {"lrr": 1}}, "optim.lrr"),
     ({"method": "lora", "deepspeed": {"stage": 3}}, "deepspeed"),

@@ -71,17 +71,20 @@ class DDPEngine(Engine):
     """DDP (or a single worker) with autocast and, for fp16, a gradient scaler; rank 0 writes the trainable
     weights, optimizer, scheduler and scaler to ``training_state.pt``."""
 
-    def __init__(self, model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype):
-        import ray.train.torch
+    def __init__(self, model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype, device: torch.device):
+        from torch.nn.parallel import DistributedDataParallel
 
         self.cfg = cfg
         self.module = model
-        self.model = ray.train.torch.prepare_model(model, move_to_device=cfg.tuning != "qlora")
-        self.params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.tuning != "qlora":  # QLoRA's 4-bit base was placed on the GPU as it loaded
+            model = model.to(device)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        self.model = model
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer, self.scheduler = _optimizer(self.params, cfg, total_steps)
-        device_type = next(model.parameters()).device.type
-        self.scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
-        self.autocast = lambda: torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        self.autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def forward(self, sync: bool = True, **inputs) -> torch.Tensor:
         no_sync = getattr(self.model, "no_sync", None)
@@ -124,10 +127,10 @@ class DeepSpeedEngine(Engine):
 
     sharded = True
 
-    def __init__(self, model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype):
+    def __init__(self, model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype, device: torch.device):
         import deepspeed
 
-        on_gpu = torch.cuda.is_available() and cfg.scaling.use_gpu
+        on_gpu = device.type == "cuda"
         if not on_gpu:
             # The shared-memory all-reduce op is C++ compiled at first use (minutes on a small machine) and only
             # speeds up single-node CPU all-reduce; without it DeepSpeed uses the gloo process group.
@@ -159,10 +162,7 @@ class DeepSpeedEngine(Engine):
             optimizer, scheduler = _optimizer(params, cfg, total_steps, DeepSpeedCPUAdam)
         else:
             optimizer, scheduler = _optimizer(params, cfg, total_steps)
-        if on_gpu:
-            import ray.train.torch
-
-            model = model.to(ray.train.torch.get_device())
+        model = model.to(device)
         self.model, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                    config=config, dist_init_required=False)
         self.module = self.model.module
@@ -209,12 +209,11 @@ class FSDP2Engine(Engine):
 
     sharded = True
 
-    def __init__(self, model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype):
-        import ray.train.torch
+    def __init__(self, model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype, device: torch.device):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         self.cfg = cfg
-        model = model.to(ray.train.torch.get_device())
+        model = model.to(device)
         policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
         layers = set(getattr(model, "_no_split_modules", None) or ())
         for module in model.modules():
@@ -267,10 +266,10 @@ class FSDP2Engine(Engine):
         return full if dist.get_rank() == 0 else None
 
 
-def make_engine(model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype) -> Engine:
-    """The engine of ``cfg``: DeepSpeed with ``deepspeed``, FSDP2 with ``fsdp``, else DDP."""
+def make_engine(model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype, device: torch.device) -> Engine:
+    """The engine of ``cfg`` on ``device``: DeepSpeed with ``deepspeed``, FSDP2 with ``fsdp``, else DDP."""
     if cfg.deepspeed:
-        return DeepSpeedEngine(model, cfg, total_steps, dtype)
+        return DeepSpeedEngine(model, cfg, total_steps, dtype, device)
     if cfg.fsdp:
-        return FSDP2Engine(model, cfg, total_steps, dtype)
-    return DDPEngine(model, cfg, total_steps, dtype)
+        return FSDP2Engine(model, cfg, total_steps, dtype, device)
+    return DDPEngine(model, cfg, total_steps, dtype, device)

@@ -96,6 +96,17 @@ def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table
     return rows.set_column(rows.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
 
 
+def versions(*distributions: str) -> dict[str, str | None]:
+    """The installed version of each distribution (None where it is not installed)."""
+    out = {}
+    for name in distributions:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def model_record(cfg: EvalConfig) -> dict:
     """The model's path and its thresher.json (written by ``thresher train``, naming its data), None if absent."""
     from training.export import BASE_RECORD
@@ -121,6 +132,8 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     model = model_record(cfg)
     started = time.perf_counter()
     rows = generate(cfg, storage, address)
+    generation_seconds = time.perf_counter() - started
+    new_tokens = sum(rows.column("prediction_tokens").to_pylist())
     cols = score_examples(rows.column("prediction").to_pylist(), rows.column("reference").to_pylist(), cfg.metrics,
                           cfg.answer.extractor)
     nll, tokens = rows.column("reference_nll").to_pylist(), rows.column("reference_tokens").to_pylist()
@@ -132,12 +145,13 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
         if name not in rows.column_names and name != "bleu_stats":
             rows = rows.append_column(name, pa.array(values))
     result = {"metrics": metrics, "rows": rows.num_rows, "seconds": time.perf_counter() - started,
+              "device": "cuda" if cfg.generation.use_gpu else "cpu", "generation_seconds": generation_seconds,
+              "new_tokens": new_tokens, "new_tokens_per_s": new_tokens / generation_seconds,
               "model": model, "data": cfg.data.model_dump(), "generation": cfg.generation.model_dump(),
               "answer": cfg.answer.model_dump(), "bootstrap": cfg.bootstrap.model_dump(),
               "lineage": {"model": (model["thresher"] or {}).get("lineage"),
                           "data": data_lineage(cfg.data.path, storage)},
-              "versions": {d: metadata.version(d) for d in ("thresher", "torch", "transformers", "sacrebleu",
-                                                             "rouge-score")}}
+              "versions": versions("thresher", "torch", "transformers", "sacrebleu", "rouge-score")}
     buffer = io.BytesIO()
     pq.write_table(rows, buffer)
     storage.write_bytes(join(cfg.output.path, PREDICTIONS), buffer.getvalue())

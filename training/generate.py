@@ -84,7 +84,9 @@ class Generator:
         from training.models import DTYPES, load_tokenizer, model_dir
 
         self.data, self.generation, self.perplexity, self.progress = data, generation, perplexity, progress
-        self.device = torch.device("cuda" if generation.use_gpu and torch.cuda.is_available() else "cpu")
+        if generation.use_gpu and not torch.cuda.is_available():
+            raise RuntimeError("generation.use_gpu: this actor sees no CUDA GPU")
+        self.device = torch.device("cuda" if generation.use_gpu else "cpu")
         self.tokenizer = load_tokenizer(model)
         if data.format == "chat":
             ensure_chat_template(self.tokenizer)

@@ -10,14 +10,14 @@ latest checkpoint if there is one. Each worker streams its shard of the rows wit
 tokens for SFT (every token weighs the same, however the tokens fall into rows and workers), pairs for preference
 optimization.
 
-Checkpoints (``ray.train.report(metrics, checkpoint=...)``) every ``checkpoint.every_steps`` and at the end hold
-the engine's state (trainable weights, optimizer, scheduler, loss scaler; DeepSpeed and FSDP2: every rank's
-shards) and :class:`TrainerState` (step, epoch, position in the epoch, loss history). A run restarted by
-``FailureConfig`` (a worker process or node died) or re-run with the same ``checkpoint.storage_path`` resumes from
-the latest checkpoint: weights, optimizer, scheduler and step are restored exactly; for the data, each worker
-skips the micro-batches its shard already gave in the current epoch. Ray Data does not promise the same rows in
-the same order to the same worker across executions (blocks are handed to whichever worker asks first), so the
-rows a resumed epoch skips are the same in number, not necessarily in identity.
+Checkpoints (``ray.train.report(metrics, checkpoint=...)``) every ``checkpoint.every_steps`` and at the end hold the
+engine's state (trainable weights, optimizer, scheduler, loss scaler; DeepSpeed and FSDP2: every rank's shards) and
+:class:`TrainerState` (step, epoch, position in the epoch, loss history). A run restarted by the driver
+(``training.run.fit``: a worker process or node died) or re-run with the same ``checkpoint.storage_path`` resumes
+from the latest checkpoint: weights, optimizer, scheduler and step are restored exactly; for the data, each worker
+skips the micro-batches its shard already gave in the current epoch. Ray Data does not promise the same rows in the
+same order to the same worker across executions (blocks are handed to whichever worker asks first), so the rows a
+resumed epoch skips are the same in number, not necessarily in identity.
 
 A checkpoint counts once Ray Train's controller has collected every worker's report of it; the controller polls
 the workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s), so a worker that dies within that time of a report
@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -65,6 +66,7 @@ class Job:
     lineage: dict | None = None  # the data read (cluster.lineage), recorded in the model's thresher.json
     tracking: Any = None  # training.tracking.MlflowSettings: rank 0 logs the run there
     sources: list[str] = field(default_factory=list)  # the training datasets, by the rows' ``source`` index
+    started: float = 0.0  # time.time() when the command started: the workers' startup is timed from it
 
 
 @dataclass
@@ -115,12 +117,13 @@ class LanguageModeling:
     def __init__(self, tuning: str):
         self.tuning = tuning
 
-    def units(self, batch: dict) -> float:
-        return float(trained_tokens(batch["labels"]))
+    def units(self, batch: dict) -> torch.Tensor:
+        return trained_tokens(batch["labels"])
 
-    def loss(self, engine, batch: dict, sync: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, engine, batch: dict, sync: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The summed loss of the batch, and the sums of the metrics (0-dim tensors on the batch's device)."""
         loss = loss_sum(engine.forward(sync=sync, **model_inputs(batch, self.tuning)), batch["labels"])
-        return loss, {"loss": loss.item()}
+        return loss, {"loss": loss.detach()}
 
     def means(self, sums: dict[str, float], units: float) -> dict[str, float | None]:
         """The evaluation's metrics (None without trained tokens)."""
@@ -131,8 +134,10 @@ class LanguageModeling:
 # -- collectives --------------------------------------------------------------------------------------------
 
 
-def all_sum(*values: float) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
+def all_sum(values, device: torch.device) -> list[float]:
+    """The sums over all workers of ``values`` (numbers or tensors, flattened and concatenated), in one collective
+    on ``device`` (the workers' GPU with NCCL) and one copy to the host."""
+    t = torch.cat([torch.as_tensor(v, device=device).to(torch.float64).reshape(-1) for v in values])
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return t.tolist()
@@ -148,6 +153,12 @@ def node_count() -> int:
     nodes = [None] * dist.get_world_size()
     dist.all_gather_object(nodes, node)
     return len(set(nodes))
+
+
+def metric_sums(objective, batch: dict, metrics: dict, device: torch.device) -> torch.Tensor:
+    """The batch's metric sums in ``objective.metrics`` order, then its units, as one float64 tensor on ``device``."""
+    values = [*(metrics[k] for k in objective.metrics), objective.units(batch)]
+    return torch.stack([torch.as_tensor(v, device=device).to(torch.float64) for v in values])
 
 
 def save_checkpoint(engine, state: TrainerState, rank: int, metrics: dict) -> None:
@@ -169,6 +180,34 @@ def peak_memory_bytes(on_gpu: bool) -> int:
     return torch.cuda.max_memory_allocated() if on_gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+class Prefetched:
+    """An iterator whose first item is pulled in a background thread from the moment it is made (a worker's data
+    pipeline starts while its model loads); an error in that pull is raised by the first ``next``."""
+
+    def __init__(self, items):
+        self.items, self.first, self.error = items, None, None
+        self.thread = threading.Thread(target=self._pull, name="thresher-prefetch", daemon=True)
+        self.thread.start()
+
+    def _pull(self) -> None:
+        try:
+            self.first = next(self.items)
+        except BaseException as e:  # raised in the training thread
+            self.error = e
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.thread is None:
+            return next(self.items)
+        self.thread.join()
+        self.thread = None
+        if self.error is not None:
+            raise self.error
+        return self.first
+
+
 # -- the recipe ---------------------------------------------------------------------------------------------------
 
 
@@ -184,52 +223,70 @@ class Recipe:
         self.started = self.eval_seconds = 0.0
         self.run_tokens, self.run_steps, self.first_step = 0.0, 0, (0.0, 0.0)
         self.pending: Counter = Counter()  # metric sums since the last logged step, and their units
+        self.startup: dict[str, float] = {}  # seconds from the command's start to each point of this attempt
+
+    def mark(self, point: str) -> None:
+        """Record when this attempt reached ``point`` (the first time only)."""
+        if self.job.started and point not in self.startup:
+            self.startup[point] = round(time.time() - self.job.started, 3)
 
     # -- setup ----------------------------------------------------------------------------------------------------
 
     def setup(self) -> None:
+        """Join Ray Train: the state of the latest checkpoint (if any), the data shards -- whose pipeline starts
+        pulling the first step's batches while the model loads -- then the model and engine, restored."""
         import ray.train
         import ray.train.torch
 
-        from training.models import compute_dtype, load_model
-
-        cfg = self.cfg
+        self.mark("worker_started")
         ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.on_gpu = cfg.scaling.use_gpu and torch.cuda.is_available()
-        self.dtype = compute_dtype(cfg, self.on_gpu)
-        if self.rank == 0 and not self.on_gpu and cfg.model.dtype != "float32":
-            log.warning("no GPU: training in float32 (model.dtype %s applies on GPUs)", cfg.model.dtype)
-        torch.manual_seed(cfg.optim.seed)
-
-        model = load_model(cfg, self.on_gpu)
-        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        if cfg.method in PREFERENCE_METHODS:
-            reference = reference_for(cfg, model, ray.train.torch.get_device(), self.dtype)
-            self.objective = Preference(cfg, reference)
-        else:
-            self.objective = LanguageModeling(cfg.tuning)
-        self.engine = make_engine(model, cfg, self.job.total_steps, self.dtype)
-        self.state, self.resumed_from = self.resume()
+        checkpoint = ray.train.get_checkpoint()
+        self.state, self.resumed_from = self.resumed_state(checkpoint, ctx.get_world_rank())
+        self.train_shard = ray.train.get_dataset_shard("train")
+        self.val_shard = ray.train.get_dataset_shard("validation") if self.job.has_validation else None
+        self.batches = Prefetched(self.windows())
+        self.build(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+        if checkpoint:
+            with checkpoint.as_directory() as folder:
+                self.engine.load(folder)
         self.state.nodes.append(node_count())
         self.last_saved = self.state.step if self.resumed_from is not None else None
         self.tracker = Tracker(self.job.tracking if self.rank == 0 else None)
         self.tracker.start(self.state.train_loss, self.state.evals, self.resumed_from)
-        self.train_shard = ray.train.get_dataset_shard("train")
-        self.val_shard = ray.train.get_dataset_shard("validation") if self.job.has_validation else None
 
-    def resume(self) -> tuple[TrainerState, int | None]:
-        """The state of Ray Train's latest checkpoint (engine restored), or a fresh one."""
-        import ray.train
+    def build(self, rank: int, world: int, device: torch.device) -> None:
+        """This worker's model (the method applied), objective and engine, on ``device`` (where Ray Train puts the
+        batches: the worker's GPU, or the CPU)."""
+        from training.models import compute_dtype, load_model
 
-        checkpoint = ray.train.get_checkpoint()
+        cfg = self.cfg
+        self.rank, self.world, self.device = rank, world, torch.device(device)
+        self.on_gpu = self.device.type == "cuda"
+        if self.on_gpu:
+            torch.cuda.set_device(self.device)
+        self.dtype = compute_dtype(cfg, self.on_gpu)
+        if self.rank == 0 and not self.on_gpu and cfg.model.dtype != "float32":
+            log.warning("no GPU: training in float32 (model.dtype %s applies on GPUs)", cfg.model.dtype)
+        torch.manual_seed(cfg.optim.seed)
+        model = load_model(cfg, self.on_gpu)
+        self.mark("model_loaded")
+        self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.quantized_layers = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
+        if cfg.method in PREFERENCE_METHODS:
+            self.objective = Preference(cfg, reference_for(cfg, model, self.device, self.dtype))
+        else:
+            self.objective = LanguageModeling(cfg.tuning)
+        self.engine = make_engine(model, cfg, self.job.total_steps, self.dtype, self.device)
+        self.mark("engine_ready")
+
+    def resumed_state(self, checkpoint, rank: int) -> tuple[TrainerState, int | None]:
+        """The trainer state of Ray Train's latest checkpoint and its step, or a fresh state and None."""
         if not checkpoint:
             return TrainerState(tokens_by_source=[0] * len(self.job.sources)), None
         with checkpoint.as_directory() as folder:
-            self.engine.load(folder)
             state = TrainerState.load(folder)
         state.resumes.append(state.step)
-        if self.rank == 0:
+        if rank == 0:
             log.info("resumed from the checkpoint of step %d", state.step)
         return state, state.step
 
@@ -252,6 +309,7 @@ class Recipe:
                 batches += 1
                 if batches <= skip:  # given before the checkpoint this run resumed from
                     continue
+                self.mark("first_batch")
                 window.append(batch)
                 if len(window) == per_step:
                     yield window
@@ -266,9 +324,8 @@ class Recipe:
         cfg, state = self.cfg, self.state
         self.engine.train(True)
         self.started = time.perf_counter()
-        windows = self.windows()
         while not self.finished():
-            self.train_step(next(windows))
+            self.train_step(next(self.batches))
             if state.step % cfg.optim.log_every_steps == 0 or self.finished():
                 self.log_train_metrics()
             if self.val_shard is not None and cfg.eval.every_steps and state.step % cfg.eval.every_steps == 0 \
@@ -279,20 +336,21 @@ class Recipe:
         self.train_seconds = time.perf_counter() - self.started - self.eval_seconds  # tokens/s leaves evals out
 
     def train_step(self, window: list[dict]) -> None:
-        """One optimizer step over the ``window`` of micro-batches."""
-        (units,) = all_sum(sum(self.objective.units(b) for b in window))
+        """One optimizer step over the ``window`` of micro-batches. The step's sums stay on the batches' device
+        until one collective at its end; the host waits for the device only there and for the step's units."""
+        device, names = self.device, self.objective.metrics
+        (units,) = all_sum([sum(self.objective.units(b) for b in window)], device)
         scale = self.world / max(units, 1.0)  # gradients are averaged over workers: this makes it the global mean
-        sums: Counter = Counter()
-        tokens = torch.zeros(max(len(self.job.sources), 1), dtype=torch.float64)
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
+        tokens = torch.zeros(max(len(self.job.sources), 1), dtype=torch.float64, device=device)
         for i, batch in enumerate(window):
             loss, metrics = self.objective.loss(self.engine, batch, sync=i == len(window) - 1)
             self.engine.backward(loss * scale)
-            sums.update(metrics)
-            row_tokens = batch["attention_mask"].reshape(len(batch["source"]), -1).sum(1).double()
-            tokens += torch.bincount(batch["source"], weights=row_tokens, minlength=len(tokens))
+            sums += metric_sums(self.objective, batch, metrics, device)
+            row_tokens = batch["attention_mask"].reshape(len(batch["source"]), -1).sum(1).to(torch.float64)
+            tokens.index_add_(0, batch["source"], row_tokens)
         self.engine.step()
-        names = self.objective.metrics
-        totals = all_sum(*(sums[k] for k in names), *tokens.tolist())
+        totals = all_sum([sums[:-1], tokens], device)
         self.pending.update({**dict(zip(names, totals)), "units": units})
         by_source = totals[len(names):]
         state = self.state
@@ -304,6 +362,7 @@ class Recipe:
         self.run_tokens, self.run_steps = self.run_tokens + sum(by_source), self.run_steps + 1
         if self.run_steps == 1:  # the first step also waits for the data pipeline to start and warms up
             self.first_step = (time.perf_counter() - self.started - self.eval_seconds, self.run_tokens)
+            self.mark("first_step")
         if self.rank == 0 and self.job.progress is not None:
             self.job.progress.put.remote({"train_step": state.step})
 
@@ -323,14 +382,12 @@ class Recipe:
         """Evaluate on the validation shards of all workers; record it (and export it if it is the best one)."""
         at = time.perf_counter()
         self.engine.train(False)
-        sums: Counter = Counter()
-        units = 0.0
-        for batch in self.val_shard.iter_torch_batches(batch_size=self.cfg.optim.batch_size, dtypes=torch.long):
-            sums.update(self.objective.loss(self.engine, batch)[1])
-            units += self.objective.units(batch)
-        self.engine.train(True)
         names = self.objective.metrics
-        *totals, units = all_sum(*(sums[k] for k in names), units)
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=self.device)
+        for batch in self.val_shard.iter_torch_batches(batch_size=self.cfg.optim.batch_size, dtypes=torch.long):
+            sums += metric_sums(self.objective, batch, self.objective.loss(self.engine, batch)[1], self.device)
+        self.engine.train(True)
+        *totals, units = all_sum([sums], self.device)
         if not units:
             log.warning("the validation data gave nothing to evaluate")
         self.state.evals.append({"step": self.state.step, **self.objective.means(dict(zip(names, totals)), units)})
@@ -392,6 +449,8 @@ class Recipe:
             "device": "cuda" if self.on_gpu else "cpu",
             "dtype": str(self.dtype).removeprefix("torch."),
             "trainable_params": self.trainable_params,
+            "quantized_layers": self.quantized_layers,
+            "startup_seconds": self.startup,
             "peak_memory_bytes": peak_memory_bytes(self.on_gpu),
             "best": self.best,
             "stopped_early": self.stopped() and state.step < self.job.total_steps,
@@ -401,10 +460,20 @@ class Recipe:
         return result
 
 
+class FirstStepError(RuntimeError):
+    """A worker failed before its attempt's first optimizer step was done. When the workers that fail all fail so,
+    with the same error, the failure is deterministic (a bug, a wrong setting): the driver does not retry it."""
+
+
 def train_loop_per_worker(loop_config: dict) -> dict:
     """Ray Train's per-worker function; rank 0's return value is the run's metrics."""
     recipe = Recipe(TrainConfig.model_validate(loop_config["config"]), loop_config["job"])
-    recipe.setup()
-    recipe.train()
+    try:
+        recipe.setup()
+        recipe.train()
+    except Exception as e:
+        if recipe.run_steps:
+            raise
+        raise FirstStepError(f"{type(e).__name__}: {e}") from e
     recipe.finish()
     return recipe.result()

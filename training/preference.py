@@ -110,8 +110,8 @@ class Preference:
     def units(self, batch: dict) -> float:
         return float(batch["input_ids"].shape[0])
 
-    def loss(self, engine, batch: dict, sync: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
-        """The summed loss of the batch's pairs, and the sums of the metrics."""
+    def loss(self, engine, batch: dict, sync: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The summed loss of the batch's pairs, and the sums of the metrics (0-dim tensors on its device)."""
         flat = flatten_pairs(batch)
         inputs = {"input_ids": flat["input_ids"], "position_ids": flat["position_ids"], "use_cache": False}
         if self.reference is not None:
@@ -124,9 +124,8 @@ class Preference:
         else:
             losses, reward_c, reward_r = orpo_losses(chosen, rejected, n_chosen, n_rejected, self.options.beta)
         loss = losses.sum()
-        return loss, {"loss": loss.item(), "rewards_chosen": reward_c.sum().item(),
-                      "rewards_rejected": reward_r.sum().item(), "reward_margin": (reward_c - reward_r).sum().item(),
-                      "reward_accuracy": (reward_c > reward_r).sum().item()}
+        return loss, {"loss": loss.detach(), "rewards_chosen": reward_c.sum(), "rewards_rejected": reward_r.sum(),
+                      "reward_margin": (reward_c - reward_r).sum(), "reward_accuracy": (reward_c > reward_r).sum()}
 
     def means(self, sums: dict[str, float], units: float) -> dict[str, float | None]:
         """The evaluation's metrics, means over pairs (None without pairs)."""

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import posixpath
+import time
 from typing import Any
 
 from cluster.config import ConfigError
@@ -98,12 +99,47 @@ def max_node_cpus() -> float:
     return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
 
 
+def deterministic_failure(error: Exception) -> str | None:
+    """The error the failed workers raised before their first optimizer step, if each raised the same one (Ray
+    Train may stop the others before they report theirs). A worker that died (no exception) is no such failure."""
+    from training.loop import FirstStepError
+
+    failures = list(getattr(error, "worker_failures", {}).values())
+    messages = {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__ for e in failures}
+    if failures and all(isinstance(e, FirstStepError) for e in failures) and len(messages) == 1:
+        return messages.pop()
+    return None
+
+
+def fit(trainer, max_failures: int):
+    """``trainer().fit()``; a failed attempt is retried from the latest checkpoint up to ``max_failures`` times
+    (-1: always), except a deterministic one (:func:`deterministic_failure`), which fails the run at once."""
+    from ray.train import TrainingFailedError
+
+    attempt = 0
+    while True:
+        try:
+            return trainer().fit()
+        except TrainingFailedError as e:
+            attempt += 1
+            same = deterministic_failure(e)
+            if same is not None:
+                raise RuntimeError(f"the training workers failed before the first step with {same} (not "
+                                   "retried: a retry would fail the same way)") from None
+            if 0 <= max_failures < attempt:
+                raise
+            log.warning("training attempt %d failed; resuming from the latest checkpoint (%s)", attempt,
+                        str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+
+
 def run(cfg: TrainConfig, address: str | None = None) -> dict:
     """Train as configured; returns the metrics also written to ``<output.path>/metrics.json``."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from training.models import load_tokenizer
+
+    started = time.time()
 
     storage = Storage.from_options(cfg.storage)
     if cfg.scaling.use_gpu and resolve_address(address) is None:
@@ -157,25 +193,32 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
         counter = progress_counter()
         job = Job(total_steps=total_steps, storage=storage, tokenizer=tokenizer,
                   has_validation="validation" in datasets, progress=counter, lineage=lineage,
-                  tracking=tracking_settings(cfg, lineage), sources=[s.path for s in cfg.data.sources])
+                  tracking=tracking_settings(cfg, lineage), sources=[s.path for s in cfg.data.sources],
+                  started=started)
         fs, ckpt_path = storage.resolve(cfg.checkpoint_path)
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"config": cfg.model_dump(), "job": job},
-            scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                                   resources_per_worker=resources,
-                                                   placement_strategy=cfg.scaling.placement_strategy),
-            run_config=ray.train.RunConfig(
-                name=RUN_NAME, storage_path=ckpt_path, storage_filesystem=fs,
-                failure_config=ray.train.FailureConfig(max_failures=cfg.checkpoint.max_failures),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep)),
-            datasets=datasets,
-            dataset_config=data_config(cfg.data.order),
-        )
+
+        def trainer() -> TorchTrainer:
+            return TorchTrainer(
+                train_loop_per_worker,
+                train_loop_config={"config": cfg.model_dump(), "job": job},
+                scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers,
+                                                       use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources,
+                                                       placement_strategy=cfg.scaling.placement_strategy),
+                run_config=ray.train.RunConfig(
+                    name=RUN_NAME, storage_path=ckpt_path, storage_filesystem=fs,
+                    failure_config=ray.train.FailureConfig(max_failures=0),
+                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep)),
+                datasets=datasets,
+                dataset_config=data_config(cfg.data.order),
+            )
+
         steps = (lambda: (progress_counts(counter).get("train_step", 0), total_steps)) if counter else None
+        fit_started = round(time.time() - started, 3)
         with console().phase("train", steps, unit="steps"):
-            result = trainer.fit()
-    metrics = {**result.return_value, "lineage": lineage, "output": join(cfg.output.path, "model"),
+            result = fit(trainer, cfg.checkpoint.max_failures)
+    metrics = result.return_value
+    metrics["startup_seconds"] = {"fit_started": fit_started, **metrics["startup_seconds"]}
+    metrics = {**metrics, "lineage": lineage, "output": join(cfg.output.path, "model"),
                "checkpoint": join(cfg.checkpoint_path, RUN_NAME, posixpath.basename(result.checkpoint.path))
                if result.checkpoint else None}
     storage.write_bytes(join(cfg.output.path, "metrics.json"), json.dumps(metrics, indent=2).encode())

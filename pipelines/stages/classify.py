@@ -69,6 +69,8 @@ class ClassifyConfig(StageConfig):
     words: dict[str, str] | None = Field(None, description="wordlist: language code (or *) -> file")
     lang_field: str = Field("lang", description="wordlist: the column naming each record's language")
     batch_size: int = Field(32, ge=1, description="linear, hf: texts per forward pass")
+    num_gpus: float = Field(0.0, ge=0, description="linear, hf: GPUs per actor (e.g. 1, or 0.25 to share one); the "
+                            "model runs on the GPU Ray gives the actor")
 
     @model_validator(mode="after")
     def _options_fit_method(self):
@@ -95,6 +97,7 @@ class Classify(MapStage):
         super().__init__(config, ctx)
         c = config
         key = key or f"classify.{c.name}"
+        self.num_gpus = c.num_gpus
         self.column = c.column or f"{c.name}_score"
         self.head: dict | None = None
         self.lists: dict[str, WordList] = {}
