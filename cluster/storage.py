@@ -7,10 +7,11 @@ unless a config's ``storage`` block names an endpoint or region.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import posixpath
+import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,14 +76,12 @@ class Storage:
     # -- small helpers used by the runner and readers ------------------------------------------
 
     def expand(self, uri: str) -> list[tuple[str, int]]:
-        """Files under a file, folder or glob URI as (uri, size), sorted; hidden files skipped."""
+        """Files under a file, folder or glob URI (:func:`glob_files`) as (uri, size), sorted; hidden files
+        (``.`` or ``_`` names) skipped."""
         fs, path = self.resolve(uri)
         prefix = "s3://" if is_s3(uri) else ""
-        if any(c in path for c in "*?["):
-            base = path[: min(path.index(c) for c in "*?[" if c in path)]
-            base = base.rsplit("/", 1)[0] if "/" in base else ""
-            infos = fs.get_file_info(pafs.FileSelector(base or ".", recursive=True, allow_not_found=True))
-            files = [i for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, path)]
+        if any(c in path for c in GLOB_CHARS):
+            files = glob_files(fs, path)
         else:
             info = fs.get_file_info(path)
             if info.type == pafs.FileType.File:
@@ -105,10 +104,24 @@ class Storage:
             return f.read()
 
     def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write the file whole: on a local disk under a temporary hidden name, then renamed over ``uri`` (a crash
+        leaves the previous file or none, never a part of one); an S3 put is all or nothing already."""
         fs, path = self.resolve(uri)
-        fs.create_dir(posixpath.dirname(path), recursive=True)
-        with fs.open_output_stream(path) as f:
-            f.write(data)
+        folder = posixpath.dirname(path)
+        fs.create_dir(folder, recursive=True)
+        if not isinstance(fs, pafs.LocalFileSystem):
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+            return
+        scratch = f"{folder}/.{posixpath.basename(path)}.{os.getpid()}-{threading.get_ident()}.tmp"
+        try:
+            with fs.open_output_stream(scratch) as f:
+                f.write(data)
+            fs.move(scratch, path)
+        except BaseException:
+            if fs.get_file_info(scratch).type != pafs.FileType.NotFound:
+                fs.delete_file(scratch)
+            raise
 
     def delete(self, uri: str) -> None:
         """Remove a file or a folder tree if present."""
@@ -124,6 +137,78 @@ class Storage:
         probe = join(uri, ".thresher-write-probe")
         self.write_bytes(probe, b"")
         self.delete(probe)
+
+
+GLOB_CHARS = "*?["
+HIDDEN = (".", "_")  # names a wildcard does not match (a pattern that starts with the same character does)
+
+
+def _segment_regex(segment: str) -> str:
+    """One path segment's pattern as a regular expression: ``*`` and ``?`` never cross a ``/``, ``[...]`` and
+    ``[!...]`` as in a shell."""
+    out, i = [], 0
+    while i < len(segment):
+        c = segment[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            start = i + 1 + (segment[i + 1:i + 2] == "!")
+            end = segment.find("]", start + (segment[start:start + 1] == "]"))
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = segment[start:end].replace("\\", "\\\\")
+                out.append(f"[^/{body}]" if segment[i + 1] == "!" else f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def _tail_regex(parts: list[str]) -> re.Pattern:
+    """The pattern of the segments below a ``**``, as a regular expression over a relative path: ``**`` matches
+    zero or more folders (a last ``**``: every file below)."""
+    pieces = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            pieces.append("(?:[^/]+/)*[^/]+" if last else "(?:[^/]+/)*")
+        else:
+            pieces.append(_segment_regex(part) + ("" if last else "/"))
+    return re.compile("".join(pieces) if parts else "(?:[^/]+/)*[^/]+")
+
+
+def glob_files(fs: pafs.FileSystem, pattern: str) -> list[pafs.FileInfo]:
+    """The files matching ``pattern`` as a shell matches it (``*``, ``?``, ``[...]`` within one path segment;
+    ``**`` as a whole segment: any depth); wildcards skip hidden names (``HIDDEN``: ``.`` as in a shell, ``_`` as
+    in Spark's ``_temporary``). Folders are listed one level at a time down to the first ``**``, so no listing goes
+    deeper than the pattern reaches (on S3: delimited listings of the matching prefixes only)."""
+    parts = pattern.split("/")
+    first = next(i for i, p in enumerate(parts) if any(c in p for c in GLOB_CHARS) or p == "**")
+    return _walk(fs, "/".join(parts[:first]), parts[first:])
+
+
+def _walk(fs: pafs.FileSystem, folder: str, parts: list[str]) -> list[pafs.FileInfo]:
+    if parts[0] == "**":
+        infos = fs.get_file_info(pafs.FileSelector(folder or ".", recursive=True, allow_not_found=True))
+        tail, skip = _tail_regex(parts), len(folder) + 1 if folder else 0
+        return [i for i in infos if i.type == pafs.FileType.File and tail.fullmatch(i.path[skip:])
+                and not any(p.startswith(HIDDEN) for p in i.path[skip:].split("/"))]
+    name = re.compile(_segment_regex(parts[0]))
+    out = []
+    for info in fs.get_file_info(pafs.FileSelector(folder or ".", recursive=False, allow_not_found=True)):
+        if not name.fullmatch(info.base_name) or (info.base_name.startswith(HIDDEN)
+                                                  and info.base_name[0] != parts[0][0]):
+            continue
+        if len(parts) == 1:
+            if info.type == pafs.FileType.File:
+                out.append(info)
+        elif info.type == pafs.FileType.Directory:
+            out += _walk(fs, info.path, parts[1:])
+    return out
 
 
 MANIFEST = "manifest.json"

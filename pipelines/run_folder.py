@@ -140,12 +140,29 @@ class RunFolder:
     def markers(self) -> list[str]:
         return [uri for uri, _ in self._list(self.uri(PROGRESS)) if uri.rsplit("/", 1)[-1].startswith("write-")]
 
-    def read_rows(self) -> dict[int, int]:
-        """Rows read per read task, from the read markers (read in parallel)."""
-        uris = [uri for uri, _ in self._list(self.uri(PROGRESS)) if uri.rsplit("/", 1)[-1].startswith("read-")]
+    def read_markers(self) -> dict[int, str]:
+        """The read markers by read task."""
+        return {int(uri.rsplit("-", 1)[-1].removesuffix(".json")): uri for uri, _ in self._list(self.uri(PROGRESS))
+                if uri.rsplit("/", 1)[-1].startswith("read-")}
+
+    def read_rows(self, resuming: bool = False) -> dict[int, int]:
+        """Rows read per read task, from the read markers (read in parallel). A marker that does not parse (cut
+        short by a crash) fails the count, or, ``resuming``, leaves its task out: it is unfinished."""
+        markers = self.read_markers()
         with ThreadPoolExecutor(16) as pool:
-            rows = list(pool.map(lambda u: json.loads(self.storage.read_bytes(u))["rows"], uris))
-        return {int(u.rsplit("-", 1)[-1].removesuffix(".json")): n for u, n in zip(uris, rows)}
+            found = list(pool.map(self._marker, markers.values()))
+        broken = [uri for uri, m in zip(markers.values(), found) if m is None]
+        if broken and not resuming:
+            raise RuntimeError(f"read markers that do not parse: {broken[:3]}")
+        return {task: m["rows"] for task, m in zip(markers, found) if m is not None}
+
+    def _marker(self, uri: str) -> dict | None:
+        """A marker's content; None when it does not parse."""
+        try:
+            return json.loads(self.storage.read_bytes(uri))
+        except ValueError:
+            log.warning("%s does not parse (cut short by a crash?): its task is redone", uri)
+            return None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -159,7 +176,7 @@ class RunFolder:
         """
         marker = self.uri(PROGRESS, "run.json")
         if not self.storage.exists(self.uri(MANIFEST)) and self.storage.exists(marker) \
-                and json.loads(self.storage.read_bytes(marker)) == {"key": key, "layout": LAYOUT}:
+                and self._marker(marker) == {"key": key, "layout": LAYOUT}:
             done = self._finished_read_tasks()
             self._drop_unfinished(done)
             log.info("resuming: %d read tasks were already written", len(done))
@@ -169,16 +186,19 @@ class RunFolder:
         return set()
 
     def _finished_read_tasks(self) -> set[int]:
-        read = self.read_rows()
+        read = self.read_rows(resuming=True)
         written: dict[int, int] = {}
         uris = [u for u in self.markers() if _PART.search(u.rsplit("/", 1)[-1])[1] == "0"]
+        broken: set[int] = set()
         with ThreadPoolExecutor(16) as pool:
-            for uri, data in zip(uris, pool.map(self.storage.read_bytes, uris)):
-                m = _PART.search(uri.rsplit("/", 1)[-1])
-                stats = json.loads(data)
-                written[int(m[2])] = (written.get(int(m[2]), 0) + sum(stats["rows"].values()) + stats["staged"]
-                                      - sum(stats.get("generated", {}).values()))
-        return {t for t, n in read.items() if written.get(t) == n}
+            for uri, stats in zip(uris, pool.map(self._marker, uris)):
+                task = int(_PART.search(uri.rsplit("/", 1)[-1])[2])
+                if stats is None:
+                    broken.add(task)
+                    continue
+                written[task] = (written.get(task, 0) + sum(stats["rows"].values()) + stats["staged"]
+                                 - sum(stats.get("generated", {}).values()))
+        return {t for t, n in read.items() if written.get(t) == n and t not in broken}
 
     def _drop_unfinished(self, done: set[int]) -> None:
         def unfinished(uri: str) -> bool:
@@ -197,8 +217,9 @@ class RunFolder:
         for uri in self.markers():
             if unfinished(uri):
                 self.storage.delete(uri)
-        for task in set(self.read_rows()) - done:
-            self.storage.delete(self.read_marker(task))
+        for task, uri in self.read_markers().items():
+            if task not in done:
+                self.storage.delete(uri)
 
     def clean(self) -> None:
         """Remove a previous run: the manifest first, so a half-removed run never looks complete."""

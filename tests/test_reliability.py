@@ -210,10 +210,15 @@ def test_a_killed_run_resumes_without_redoing_finished_work_and_configs_never_mi
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its embedded Ray die mid-run
     proc.wait()
     assert not (out / "manifest.json").exists()
+    # markers cut short, as a crash in the middle of writing one in place leaves them: their tasks are redone
+    write_markers = sorted((out / "_progress").glob("write-s0-*.json"))
+    write_markers[0].write_text(write_markers[0].read_text()[:7])
+    read_markers = sorted((out / "_progress").glob("read-*.json"))
+    read_markers[-1].write_text("")
 
     resumed = run(parse_config(config(src, out)))
     reused = resumed["resumed"]["reused_read_tasks"]
-    assert 4 <= reused <= resumed["resumed"]["read_tasks"]
+    assert 2 <= reused <= min(len(write_markers), len(read_markers)) - 1
     assert resumed["digests"] == clean["digests"] and resumed["counts"] == clean["counts"]
     assert sorted_rows(out, "data") == sorted_rows(tmp_path / "clean", "data")
     assert not (out / "_progress").exists()

@@ -1,0 +1,73 @@
+"""Storage: globs match as a shell does (``*`` within one folder, ``**`` at any depth) on local disks and on S3,
+and files are written whole (a crash mid-write leaves the previous file or none, never a truncated one)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from cluster.storage import Storage
+
+FILES = ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz", "crawl/old/x.jsonl.gz", "crawl/old/deeper/y.jsonl.gz",
+         "crawl/2024/c.jsonl", "crawl/2024/d.parquet", "crawl/_tmp/z.jsonl.gz", "other/e.jsonl.gz"]
+CASES = [
+    ("crawl/*.jsonl.gz", ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz"]),  # not crawl/old/x.jsonl.gz
+    ("crawl/?.jsonl.gz", ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz"]),
+    ("crawl/[!a].jsonl.gz", ["crawl/b.jsonl.gz"]),
+    ("crawl/*/*.jsonl*", ["crawl/2024/c.jsonl", "crawl/old/x.jsonl.gz"]),
+    ("crawl/**/*.jsonl.gz", ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz", "crawl/old/deeper/y.jsonl.gz",
+                             "crawl/old/x.jsonl.gz"]),
+    ("crawl/**", ["crawl/2024/c.jsonl", "crawl/2024/d.parquet", "crawl/a.jsonl.gz", "crawl/b.jsonl.gz",
+                  "crawl/old/deeper/y.jsonl.gz", "crawl/old/x.jsonl.gz"]),
+    ("*/e.jsonl.gz", ["other/e.jsonl.gz"]),
+]
+
+
+@pytest.mark.parametrize("pattern, expected", CASES)
+def test_globs_match_like_a_shell_on_a_local_disk(tmp_path, pattern, expected):
+    for name in FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}\n")
+    found = [uri for uri, _ in Storage().expand(str(tmp_path / pattern))]
+    assert found == [str(tmp_path / e) for e in expected]
+
+
+def test_globs_match_like_a_shell_on_s3(s3_bucket):
+    client = boto3.client("s3")
+    for name in FILES:
+        client.put_object(Bucket=s3_bucket, Key=name, Body=b"{}\n")
+    storage = Storage.from_options(None)
+    for pattern, expected in CASES:
+        found = [uri for uri, _ in storage.expand(f"s3://{s3_bucket}/{pattern}")]
+        assert found == [f"s3://{s3_bucket}/{e}" for e in expected], pattern
+
+
+WRITE_PAST_THE_LIMIT = """
+import resource, signal, sys
+from cluster.storage import Storage
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+try:
+    Storage().write_bytes(sys.argv[1], b"x" * 1_000_000)
+except OSError as e:
+    print("failed:", e)
+"""
+
+
+def test_a_file_is_replaced_whole(tmp_path):
+    """The new content goes to a temporary name that is renamed over the old file: a write that fails midway (a
+    real one: past the process's file-size limit) leaves the old content and no partial file."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    target = tmp_path / "marker.json"
+    Storage().write_bytes(str(target), b'{"rows": 1}')
+    done = subprocess.run([sys.executable, "-c", WRITE_PAST_THE_LIMIT, str(target)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert "failed:" in done.stdout, done.stdout + done.stderr
+    assert json.loads(target.read_text()) == {"rows": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["marker.json"]
