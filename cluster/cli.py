@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cluster.config import ConfigError, apply_overrides, load_yaml
 from cluster.console import LOG_FORMAT, Console, current as console
+from cluster.secrets import redact_text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -180,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
         return _run(args)
     except ConfigError as e:
-        print(f"thresher: error: {e}", file=sys.stderr)
+        print(f"thresher: error: {redact_text(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("thresher: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the run failed: say why, exit 1
-        print(f"thresher: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"thresher: failed: {type(e).__name__}: {redact_text(str(e))}", file=sys.stderr)
         return 1
 
 

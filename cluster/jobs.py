@@ -6,7 +6,8 @@ Address: ``--address``, else ``RAY_API_SERVER_ADDRESS``, else ``RAY_ADDRESS``, e
 
 Token authentication (a head started with ``RAY_AUTH_MODE=token``): the token comes from ``RAY_AUTH_TOKEN``,
 else the file ``RAY_AUTH_TOKEN_PATH``, else, with ``RAY_AUTH_MODE=token`` set here, ``~/.ray/auth_token``.
-A missing or wrong token is a usage error (exit 2).
+A missing or wrong token is a usage error (exit 2). The token goes only to an ``https://`` or loopback address, as
+forwarded AWS keys do (below); ``THRESHER_CLEARTEXT_CREDENTIALS=1`` allows plain http on a network the user trusts.
 
 The job runs in a copy of ``--working-dir`` (the project), which Ray puts first on the ``PYTHONPATH`` of the
 driver and of every worker, so the cluster runs the code being submitted. Left out of the upload: EXCLUDES,
@@ -48,6 +49,7 @@ FORWARDED_AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SE
 EXCLUDES = [".git", ".venv", "venv", "/out/", "**/__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info",
             "/build/", "/dist/"]
 # Values never shown by thresher, not even in a job's logs or an error the cluster sends back.
+CLEARTEXT_OPT_IN = "THRESHER_CLEARTEXT_CREDENTIALS"  # =1: credentials may go over plain http to any address
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "RAY_AUTH_TOKEN")
 MAX_FILE_MIB = 10  # Ray warns about files from this size on: data belongs in s3://, not in the upload
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -63,8 +65,11 @@ def api_address(address: str | None) -> str:
 
 
 def safe_for_credentials(address: str) -> bool:
-    """Whether credentials may be sent to ``address``: an ``https://`` URL, or a loopback host (127.0.0.0/8, ::1,
-    localhost; e.g. a port-forward) whatever the scheme."""
+    """Whether credentials (the Ray token, forwarded AWS keys) may be sent to ``address``: an ``https://`` URL, or a
+    loopback host (127.0.0.0/8, ::1, localhost; e.g. a port-forward) whatever the scheme; anywhere when the user
+    says so explicitly (``THRESHER_CLEARTEXT_CREDENTIALS=1``: a network they trust)."""
+    if os.environ.get(CLEARTEXT_OPT_IN) == "1":
+        return True
     scheme, sep, rest = address.partition("://")
     if sep and scheme.lower() == "https":
         return True
@@ -124,6 +129,10 @@ def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
     headers = _token_header()
+    if (headers or os.environ.get("RAY_AUTH_MODE") == "token") and not safe_for_credentials(address):
+        raise ConfigError(f"the Ray token would go to {address} in clear text (neither https:// nor loopback); use "
+                          f"an https:// address or a loopback port-forward, or set {CLEARTEXT_OPT_IN}=1 on a "
+                          "network you trust")
     # The SDK lets RAY_ADDRESS override the address it is given; the address resolved here must win.
     hidden = {v: os.environ.pop(v) for v in ADDRESS_VARIABLES if v in os.environ}
     try:
@@ -299,7 +308,8 @@ def submit(entrypoint: list[str], address: str | None, working_dir: str, wait: b
     if forward_aws and not safe_for_credentials(api_address(address)):
         raise ConfigError(f"submit: --forward-aws would send this shell's AWS credentials to {api_address(address)} "
                           "in clear text (neither https:// nor loopback); use an https:// address or a loopback "
-                          "port-forward, or leave --forward-aws out and give the cluster its own credentials")
+                          "port-forward, or leave --forward-aws out and give the cluster its own credentials (or set "
+                          f"{CLEARTEXT_OPT_IN}=1 on a network you trust)")
     _token_mode()
     _quiet_ray()
     wd = Path(working_dir).resolve()

@@ -110,6 +110,18 @@ def test_credentials_may_go_only_to_https_or_loopback_addresses(address, safe):
     assert safe_for_credentials(address) is safe
 
 
+def test_the_token_goes_only_to_https_or_loopback_unless_the_user_allows_cleartext():
+    token = {"RAY_AUTH_TOKEN": "thresher-test-token-0123456789"}
+    res = run_cli("jobs", "list", "--address", "http://thresher.invalid:8265", env=token)
+    assert res.returncode == 2 and "in clear text" in res.stderr and "THRESHER_CLEARTEXT_CREDENTIALS" in res.stderr
+    assert token["RAY_AUTH_TOKEN"] not in res.stdout + res.stderr
+    # allowed explicitly: it goes on to connect (and finds nothing at that name)
+    res = run_cli("jobs", "list", "--address", "http://thresher.invalid:8265",
+                  env={**token, "THRESHER_CLEARTEXT_CREDENTIALS": "1"})
+    assert res.returncode == 1 and "cannot reach" in res.stderr, res.stderr
+    assert token["RAY_AUTH_TOKEN"] not in res.stdout + res.stderr
+
+
 def test_forward_aws_to_an_address_neither_https_nor_loopback_is_refused_before_connecting():
     with socket.socket() as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         server.bind(("0.0.0.0", 0))

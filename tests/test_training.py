@@ -490,6 +490,22 @@ def test_a_failing_tracking_store_warns_and_training_goes_on(caplog):
     assert tracker.settings is None and caplog.text.count("MLflow tracking at bogus-scheme://nowhere failed") == 1
 
 
+def test_credentials_in_the_tracking_uri_reach_no_param_tag_or_warning(tmp_path, caplog):
+    from training.tracking import Tracker, settings
+
+    uri = "http://alice:hunter2-secret@127.0.0.1:9/mlflow?token=tok-0123456789"
+    cfg = parse_train_config({"model": {"name_or_path": "m"}, "data": {"train": str(tmp_path)}, "method": "lora",
+                              "output": {"path": str(tmp_path / "out")}, "tracking": {"mlflow": {"tracking_uri": uri}}})
+    tracked = settings(cfg, {"train": None})
+    assert tracked.tracking_uri == uri  # the client still gets it, whole
+    logged = json.dumps([tracked.params, tracked.tags])
+    assert "hunter2-secret" not in logged and "tok-0123456789" not in logged
+    assert tracked.params["tracking.mlflow.tracking_uri"] == "http://alice:***@127.0.0.1:9/mlflow?token=***"
+    tracker = Tracker(tracked.__class__("bogus-scheme://alice:hunter2-secret@nowhere", "x", "x", {}, {}))
+    tracker.start([], [], None)
+    assert "failed" in caplog.text and "hunter2-secret" not in caplog.text
+
+
 def test_mixture_takes_the_weighted_shares_in_shuffled_order(ray_local):
     """``mix``: weights 0.7/0.3 over 1,000 and 2,000 rows take all of the first (it runs out first) and 428 of the
     second, shuffled: any 640 consecutive rows (ten steps of 64) hold the first source's share within three

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.secrets import redact_text, redact_url
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ def settings(cfg: TrainConfig, lineage: dict) -> MlflowSettings | None:
     return MlflowSettings(
         tracking_uri=store_uri(opts.tracking_uri or os.path.join(cfg.output.path, "mlruns")),
         experiment=opts.experiment, run_name=opts.run_name or Path(cfg.output.path.rstrip("/")).name,
-        params={k: str(v) for k, v in flatten(cfg.model_dump()).items()}, tags=tags)
+        params={k: redact_text(str(v)) for k, v in flatten(cfg.model_dump()).items()},
+        tags={k: redact_text(v) for k, v in tags.items()})
 
 
 def client(tracking_uri: str):
@@ -98,7 +100,7 @@ class Tracker:
             fn()
         except Exception as e:  # tracking must not fail the training
             log.warning("MLflow tracking at %s failed (%s: %s); training goes on without it",
-                        self.settings.tracking_uri, type(e).__name__, e)
+                        redact_url(self.settings.tracking_uri), type(e).__name__, redact_text(str(e)))
             self.settings = None
 
     def _log(self, metrics: list[tuple[str, float, int]]) -> None:
