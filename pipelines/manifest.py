@@ -53,9 +53,20 @@ def check(counts: dict, global_counts: dict[str, dict[str, int]]) -> None:
             raise AccountingError(f"stage {stage}: decided {g}, written {c}")
 
 
+def check_files(rows: dict[str, int], written: dict[str, int]) -> None:
+    """The rows of the final files (``written``, from their footers) per destination equal the counted ``rows``."""
+    counted = {dest: n for dest, n in rows.items() if n}
+    found = {dest: n for dest, n in written.items() if n}
+    if counted != found:
+        raise AccountingError(f"the written files hold {found} rows, the counts say {counted}")
+
+
 def build_manifest(cfg, stage_names: list[str], stats: dict, read_rows: int,
-                   global_counts: dict[str, dict[str, int]], files: list[str]) -> dict[str, Any]:
+                   global_counts: dict[str, dict[str, int]], files: list[str],
+                   written: dict[str, int]) -> dict[str, Any]:
+    """The manifest; ``written``: rows per destination in the final files' footers, checked against the counts."""
     rows = stats.get("rows", {})
+    check_files(rows, written)
     metrics: dict[str, dict] = {}
     for key, value in stats.get("metrics", {}).items():
         stage, _, name = key.partition(".")

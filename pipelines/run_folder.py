@@ -248,6 +248,24 @@ class RunFolder:
                 out.setdefault(dest if len(sub) == 1 else f"{dest}/{sub[0]}", []).append(uri)
         return out
 
+    def final_rows(self) -> dict[str, int]:
+        """Rows per destination of the committed Parquet files, from their footers (read in parallel): what users
+        will read, counted apart from the counts that decided it."""
+        import pyarrow.parquet as pq
+
+        def rows(uri: str) -> int:
+            fs, path = self.storage.resolve(uri)
+            with fs.open_input_file(path) as f:
+                return pq.ParquetFile(f).metadata.num_rows
+
+        files = [(dest, uri) for dest, uris in self.final_files().items() for uri in uris]
+        with ThreadPoolExecutor(16) as pool:
+            counts = list(pool.map(rows, [uri for _, uri in files]))
+        out: dict[str, int] = {}
+        for (dest, _), n in zip(files, counts):
+            out[dest] = out.get(dest, 0) + n
+        return out
+
     def load_manifest(self) -> dict[str, Any]:
         """The manifest of a finished run; a run without one is incomplete and refused."""
         uri = self.uri(MANIFEST)

@@ -753,7 +753,8 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
         names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
         try:
-            manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts, files)
+            manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts, files,
+                                      folder.final_rows())
         except AccountingError as e:
             raise RunFailed(f"accounting mismatch: {e}") from None
         manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},

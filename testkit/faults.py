@@ -1,5 +1,6 @@
-"""Real faults for training tests: SIGKILL a Ray Train worker process (or call any action) once Ray Train's
-controller has registered a given checkpoint, as a crash or a lost machine would do mid-run."""
+"""Real faults for tests: SIGKILL a Ray Train worker process (or call any action) once Ray Train's controller has
+registered a given checkpoint, as a crash or a lost machine would do mid-run; a curation stage that takes a row
+out of a final file once it is written (:class:`DropsAWrittenRow`), as a faulty disk or writer would."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cluster.storage import Storage, join
+from pipelines.stage import MapStage
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the registered checkpoints
 
@@ -87,3 +89,20 @@ class AfterCheckpoint(threading.Thread):
             raise AssertionError(f"checkpoint {self.checkpoint} was never the latest in {self.run_dir} (seen: "
                                  f"{self.seen}; last read error: {self.last_read_error!r})")
         return self.done
+
+
+class DropsAWrittenRow(MapStage):
+    """``test_drops_a_written_row``: keeps every record, then removes the last row of the first data file once the
+    final files are written (``after_publish``): a loss the counts taken before cannot see."""
+
+    name = "test_drops_a_written_row"
+
+    def process(self, batch):
+        return batch
+
+    def after_publish(self, run_uri: str, files: list[str]) -> None:
+        import pyarrow.parquet as pq
+
+        victim = next(f for f in sorted(files) if "/data/" in f)
+        table = pq.read_table(victim)
+        pq.write_table(table.slice(0, table.num_rows - 1), victim)

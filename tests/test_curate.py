@@ -105,6 +105,20 @@ def test_bad_input_is_accounted_exactly(ray_local, tmp_path):
     assert 10 < kept < 20
 
 
+def test_a_written_file_that_disagrees_with_the_counts_fails_the_run(ray_local, tmp_path):
+    """The final files are counted again from their footers: a row lost after the counts were taken (planted here
+    by a stage's after_publish hook, which runs once the files are written) fails the run, and no manifest says
+    otherwise."""
+    from pipelines.runner import RunFailed
+    from testkit.faults import DropsAWrittenRow  # noqa: F401  (registers the stage)
+
+    src = write_jsonl(tmp_path / "docs.jsonl", [{"id": str(i), "text": f"document number {i}"} for i in range(20)])
+    with pytest.raises(RunFailed, match=r"accounting mismatch: the written files hold \{'data': 19\} rows, "
+                                        r"the counts say \{'data': 20\}"):
+        curate(tmp_path, [src], [{"test_drops_a_written_row": {}}])
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
 def test_rerun_replaces_previous_output_and_report(ray_local, tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", c4_docs(40))
     out = tmp_path / "out"
