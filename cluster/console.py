@@ -31,6 +31,12 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _active: Console | None = None
 
 
+class Shown:
+    """What a phase's last line shows: ``done``, when its block sets it, else the last poll's figure."""
+
+    done: float | None = None
+
+
 def log_path(command: str) -> Path:
     folder = Path(os.environ.get(LOG_DIR_ENV) or DEFAULT_LOG_DIR)
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,19 +115,23 @@ class Console:
 
     @contextlib.contextmanager
     def phase(self, name: str, poll: Callable[[], tuple[float, float | None]] | None = None,
-              unit: str = "records") -> Iterator[None]:
+              unit: str = "records") -> Iterator[Shown]:
         """Show ``name`` while the block runs. ``poll()`` returns (done, total) in ``unit`` (total None: unknown);
-        it is called from a background thread every ``POLL_S``."""
+        it is called from a background thread every ``POLL_S``. The block may set the yielded :class:`Shown`'s
+        ``done`` to the exact figure, which the last line shows instead of the last poll (progress sent by tasks
+        without waiting can arrive after it)."""
         display = _RichPhase(self.terminal, name, unit) if self.terminal.isatty() else _PlainPhase(self.terminal, name,
                                                                                                   unit)
         stop = _poller(display, poll) if poll else None
         t0 = time.perf_counter()
+        shown = Shown()
         try:
-            yield
+            yield shown
         finally:
             if stop:
                 stop()
-            display.finish(_best_effort(poll)[0] if poll else None, time.perf_counter() - t0)
+            done = shown.done if shown.done is not None else _best_effort(poll)[0] if poll else None
+            display.finish(done, time.perf_counter() - t0)
 
 
 def _best_effort(poll: Callable[[], tuple[float, float | None]]) -> tuple[float | None, float | None]:
@@ -212,8 +222,8 @@ class _Silent:
     shows_progress = False
 
     @contextlib.contextmanager
-    def phase(self, name: str, poll=None, unit: str = "records") -> Iterator[None]:
-        yield
+    def phase(self, name: str, poll=None, unit: str = "records") -> Iterator["Shown"]:
+        yield Shown()
 
     def print(self, text: str = "") -> None:
         print(text, flush=True)

@@ -689,6 +689,7 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
         cluster_info = _cluster_info(resources)
         reused = folder.prepare(run_key(cfg, planned, segs))
         counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)
+        read_rows = None  # rows per read task, from the read markers
         try:
             for k, segment in enumerate(segs):
                 final = k == len(segs) - 1
@@ -725,17 +726,24 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     tasks = TaskProgress(len(rows), total)
                     phase = (f"apply decisions, {what}", tasks.poll if direct else _counted(counter, f"apply{k}", total))
                 sink = RunSink(folder, k, groups, final, next_stages, cfg.input.text_field)
-                with console().phase(phase[0], phase[1]):
+                with console().phase(phase[0], phase[1]) as shown:
                     if direct:
                         _write_directly(source, rows, args, sink, int(resources.get("CPU", 1)), tasks)
-                        continue
-                    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-                        source, fn_args=args, batch_size=1, batch_format="pandas")
-                    ds, pool = _map_stages(ds, segment.map_stages, cfg.execution.batch_size)
-                    # after an actor pool that holds every CPU, the writer must not wait for one
-                    writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool else {}
-                    ds.write_datasink(ray_datasink(sink), **writer)
-            read_rows = folder.read_rows()
+                    else:
+                        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+                            source, fn_args=args, batch_size=1, batch_format="pandas")
+                        ds, pool = _map_stages(ds, segment.map_stages, cfg.execution.batch_size)
+                        # after an actor pool that holds every CPU, the writer must not wait for one
+                        writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool else {}
+                        ds.write_datasink(ray_datasink(sink), **writer)
+                    # the last line shows the exact figure: progress that tasks sent may still be on its way
+                    if k == 0:
+                        read_rows = folder.read_rows()
+                        shown.done = sum(n for task, n in read_rows.items() if task not in reused)
+                    else:
+                        shown.done = total
+            if read_rows is None:  # every read task was reused from an earlier attempt
+                read_rows = folder.read_rows()
             missing = len(planned) - len(read_rows)
             if missing:
                 raise RunFailed(f"{missing} of {len(planned)} read tasks reported no result")

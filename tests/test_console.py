@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -30,6 +31,12 @@ def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_lo
     assert lines[0] == f"log: {log}"
     assert any(re.fullmatch(r"read and map stages: \d+ records in [\d.]+ s", l) for l in lines), shown
     assert any(l.startswith("decide: unique_ids, dedup_exact, split: in ") for l in lines), shown
+    # the figures of the phases' last lines are the manifest's, not a progress poll's (which can lag behind)
+    counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
+    figures = {m[1]: int(m[2].replace(",", "")) for m in (re.fullmatch(r"(.+): ([\d,]+) records in .*", l)
+                                                         for l in lines) if m}
+    assert figures == {"read and map stages": counts["input"],
+                       "apply decisions, write": counts["by_stage"]["unique_ids"]["in"]}, (figures, counts)
     assert any(l.startswith("stage ") for l in lines) and "output: " in lines[-1], shown
     assert len(lines) < 25, shown
     text = log.read_text()
