@@ -58,8 +58,17 @@ EXTENSIONS = {
 }
 
 
-# what a damaged file raises while it is read
-DAMAGED = (EOFError, OSError, ValueError, zlib.error, zstandard.ZstdError, lzma.LZMAError)
+
+
+def damaged(error: BaseException) -> bool:
+    """Whether ``error``, raised while a file was read, says its bytes are damaged (a truncated or corrupt compressed
+    stream, malformed contents, a corrupt Parquet file): those bytes become a reject. Any other error (a network or
+    disk failure) is not the data's: it propagates, Ray runs the read task again, and after the retries the run fails
+    without a manifest."""
+    if isinstance(error, OSError):  # gzip's and bz2's words for corrupt data; any other OSError is I/O
+        return isinstance(error, gzip.BadGzipFile) or str(error) == "Invalid data stream"
+    return isinstance(error, (EOFError, ValueError, zlib.error, zstandard.ZstdError, lzma.LZMAError,
+                              pa.ArrowException))
 
 
 class ReadError(Exception):
@@ -148,7 +157,9 @@ def _is_json_array(storage: Storage, uri: str) -> bool:
     try:
         with _open_stream(storage, uri) as f:
             return f.read(4096).lstrip()[:1] == b"["
-    except DAMAGED:
+    except Exception as e:
+        if not damaged(e):
+            raise
         return False
 
 
@@ -159,7 +170,9 @@ def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storag
         if fmt == JSON_ARRAY:
             try:
                 records = _json_array(storage, uri)
-            except (*DAMAGED, orjson.JSONDecodeError):
+            except Exception as e:
+                if not damaged(e):
+                    raise
                 continue
             for rec in records[:1000]:
                 if isinstance(rec, dict):
@@ -168,7 +181,9 @@ def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storag
             try:
                 with _open_stream(storage, uri) as f:
                     head = f.read(SAMPLE_BYTES)
-            except DAMAGED:
+            except Exception as e:
+                if not damaged(e):
+                    raise
                 continue
             for line in head.splitlines()[:1000]:
                 try:
@@ -343,7 +358,9 @@ def _read_json_array(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
     b = _Batcher(spec)
     try:
         records = _json_array(spec.storage, uri)
-    except (*DAMAGED, orjson.JSONDecodeError) as e:
+    except Exception as e:
+        if not damaged(e):
+            raise
         b.add(f"{key}-unreadable", None, {}, "unreadable_file", f"{uri}: {e}")
         records = []
     for i, rec in enumerate(records):
@@ -411,7 +428,9 @@ def _line_chunks(f, pos: int, end: int, by_line: bool) -> Iterator[tuple[int, by
                 del chunk[f.readinto(chunk):]
                 if chunk and not chunk.endswith(b"\n"):
                     chunk += f.readline()
-        except DAMAGED as e:  # truncated or corrupt compressed stream
+        except Exception as e:
+            if not damaged(e):
+                raise
             chunk, error = b"", e
         if by_line:
             chunk = b"".join(lines)
@@ -557,7 +576,9 @@ def _read_text(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
         try:
             with _open_stream(spec.storage, uri) as f:
                 data = f.read()
-        except DAMAGED as e:
+        except Exception as e:
+            if not damaged(e):
+                raise
             b.add(rid, None, {"path": uri}, "unreadable_file", f"{uri}: {e}")
             continue
         try:
@@ -577,7 +598,9 @@ def _read_parquet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
     b = _Batcher(spec)
     try:
         pf = pq.ParquetFile(fs.open_input_file(path))
-    except (OSError, pa.ArrowException) as e:
+    except Exception as e:
+        if not damaged(e):
+            raise
         b.add(f"{key}-unreadable", None, {}, "unreadable_file", f"{uri}: {e}")
         yield b.flush()
         return
@@ -585,7 +608,9 @@ def _read_parquet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
     for rg in range(pf.num_row_groups):
         try:
             records = pf.read_row_group(rg).to_pylist()
-        except (OSError, pa.ArrowException) as e:
+        except Exception as e:
+            if not damaged(e):
+                raise
             b.add(f"{key}-rg{rg}-unreadable", None, {}, "unreadable_file", f"{uri} row group {rg}: {e}")
             continue
         for rec in records:
@@ -641,7 +666,9 @@ def _read_wet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
                 pos += len(body)
                 if len(body) < length:
                     raise EOFError(f"record at {start} truncated ({len(body)} of {length} bytes)")
-            except DAMAGED as e:
+            except Exception as e:
+                if not damaged(e):
+                    raise
                 b.add(f"{key}-{pos}-unreadable", None, {}, "unreadable_file", f"{uri} from offset {pos}: {e}")
                 break
             if headers.get(b"warc-type") != b"conversion":

@@ -279,7 +279,7 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
     first = next((i for i, s in enumerate(stages) if s.stateful), len(stages))
     for stage in stages[:first]:
         ds = ds.map_batches(_apply_stage, fn_args=(stage, stage.batch_size or batch_size), batch_size=None,
-                            batch_format="pandas", num_cpus=stage.num_cpus)
+                            batch_format="pandas", num_cpus=stage.num_cpus, **retried_io())
     pooled = stages[first:]
     if not pooled:
         return ds, 0
@@ -365,6 +365,14 @@ def _datasink_class():
     return RunDatasink
 
 
+def retried_io() -> dict:
+    """Remote args of the tasks that read and write the data: an I/O error (``OSError``: a reset connection, a
+    failing disk; damaged input is a reject, not an error) runs the task again like a lost worker, 3 times at most
+    (as Ray Data's own Parquet reads do); then the run fails. A task's outputs are named by its position, so a task
+    run again replaces what the failed attempt wrote."""
+    return {"max_retries": 3, "retry_exceptions": [OSError]}
+
+
 def _write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: int, progress: TaskProgress) -> None:
     """A segment without map stages: one plain Ray task per source row (read task or apply group) that writes the
     source's tables into the sink, at most two per CPU submitted at a time; ``progress`` counts the tasks that
@@ -372,7 +380,7 @@ def _write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: 
     started it at about one task at a time."""
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=3)(_source_into_sink).options(name=source.__name__)
+    task = ray.remote(num_cpus=1, **retried_io())(_source_into_sink).options(name=source.__name__)
     pending: list = []
 
     def wait() -> None:
@@ -731,10 +739,11 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                         _write_directly(source, rows, args, sink, int(resources.get("CPU", 1)), tasks)
                     else:
                         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-                            source, fn_args=args, batch_size=1, batch_format="pandas")
+                            source, fn_args=args, batch_size=1, batch_format="pandas", **retried_io())
                         ds, pool = _map_stages(ds, segment.map_stages, cfg.execution.batch_size)
                         # after an actor pool that holds every CPU, the writer must not wait for one
-                        writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool else {}
+                        writer = {"ray_remote_args": {"num_cpus": 0, **retried_io()}, "concurrency": pool} if pool \
+                            else {"ray_remote_args": retried_io()}
                         ds.write_datasink(ray_datasink(sink), **writer)
                     # the last line shows the exact figure: progress that tasks sent may still be on its way
                     if k == 0:

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -133,14 +134,23 @@ class CuttableLink:
             except OSError:
                 return
             self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, limit in ((client, upstream, None), (upstream, client, self._answer_limit())):
+                threading.Thread(target=self._pipe, args=(a, b, limit), daemon=True).start()
+
+    def _answer_limit(self) -> int | None:
+        """The bytes of the server's answer a new connection passes on before it is reset (None: all)."""
+        return None
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, limit: int | None = None) -> None:
+        sent = 0
         try:
             while data := src.recv(65536):
+                if limit is not None and sent + len(data) > limit:
+                    dst.sendall(data[:limit - sent])
+                    break
                 dst.sendall(data)
+                sent += len(data)
         except OSError:
             pass
         finally:
@@ -197,3 +207,67 @@ def test_s3_endpoint_going_away_mid_run_fails_without_manifest_and_the_rerun_res
     assert manifest["counts"]["input"] == len(docs) * 4 == manifest["counts"]["output"] + manifest["counts"]["rejected"]
     assert 1 <= manifest["resumed"]["reused_read_tasks"] < manifest["resumed"]["read_tasks"]
     assert "out/manifest.json" in keys()
+
+
+class FlakyLink(CuttableLink):
+    """A :class:`CuttableLink` that, once ``arm(n)`` is called, resets its next ``n`` connections after passing on
+    ``after`` bytes of the server's answer: a connection lost in the middle of an object's body."""
+
+    def __init__(self, target_port: int, after: int = 16384):
+        self.after, self.failures = after, 0
+        super().__init__(target_port)
+
+    def arm(self, failures: int) -> None:
+        self.failures = failures
+
+    def _answer_limit(self) -> int | None:
+        if self.failures <= 0:
+            return None
+        self.failures -= 1
+        return self.after
+
+
+def _input_through(link, s3_bucket: str, tmp_path, name: str) -> tuple[dict, Path]:
+    """A 400 KB JSON Lines file in the bucket, read through ``link`` as 64 KB ranges; the output is local."""
+    s3 = boto3.client("s3")
+    lines = [json.dumps({"id": str(i), "text": f"record {i} " + "lorem ipsum dolor sit amet " * 20}) for i in range(700)]
+    s3.put_object(Bucket=s3_bucket, Key=f"{name}.jsonl", Body=("\n".join(lines) + "\n").encode())
+    out = tmp_path / name
+    cfg = {"input": {"paths": [f"s3://{s3_bucket}/{name}.jsonl"], "block_bytes": 64 << 10},
+           "output": {"path": str(out)}, "stages": [{"normalize": {}}],
+           "storage": {"endpoint_url": f"http://127.0.0.1:{link.port}"}}
+    return cfg, out
+
+
+def _arm_once_planned(link, out, failures: int) -> None:
+    """Arm ``link`` once the run has planned its reads (the driver's own sampling read is not cut)."""
+    def arm() -> None:
+        while not (out / "_progress" / "run.json").exists():
+            time.sleep(0.01)
+        link.arm(failures)
+    threading.Thread(target=arm, daemon=True).start()
+
+
+def test_a_connection_lost_while_reading_is_retried_to_the_clean_result(ray_local, s3_bucket, tmp_path):
+    """Connections reset in the middle of the input's bytes (beyond the S3 client's own retries) are not damage: the
+    read task fails, Ray runs it again, and the run ends with the clean run's records, none of them rejected."""
+    link = FlakyLink(S3_PORT)
+    cfg, out = _input_through(link, s3_bucket, tmp_path, "clean")
+    clean = run(parse_config(cfg))
+    cfg["output"]["path"] = str(tmp_path / "flaky")
+    _arm_once_planned(link, tmp_path / "flaky", failures=5)
+    flaky = run(parse_config(cfg))
+    assert link.failures <= 0, "the link cut fewer connections than planned"
+    assert flaky["counts"] == clean["counts"] and flaky["counts"]["rejected"] == 0
+    assert flaky["digests"] == clean["digests"]
+
+
+def test_a_read_that_keeps_failing_fails_the_run_without_a_manifest(ray_local, s3_bucket, tmp_path):
+    link = FlakyLink(S3_PORT)
+    cfg, out = _input_through(link, s3_bucket, tmp_path, "broken")
+    _arm_once_planned(link, out, failures=10 ** 6)
+    from pipelines.runner import RunFailed
+
+    with pytest.raises(RunFailed, match="(?i)network|connection|curl|AWS Error"):
+        run(parse_config(cfg))
+    assert not (out / "manifest.json").exists()
