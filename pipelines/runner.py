@@ -264,7 +264,7 @@ class _StageActor:
         yield from blocks
 
 
-def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
+def _map_stages(ds, stages: list[MapStage], batch_size: int, remote: dict | None = None) -> tuple[Any, int]:
     """``ds`` through the map stages, and the size of the actor pool (0: none).
 
     Each stage gets whole blocks and cuts them into batches itself: a Ray Data ``batch_size`` would make the fused
@@ -272,14 +272,14 @@ def _map_stages(ds, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
     to ``batch_size`` of them would run one after the other in a single task. The stages before the first stateful
     one are fused into the source's tasks; that stage and every stage after it run in one fixed pool of actors
     (one per ``num_cpus`` CPUs, at most one per ``num_gpus`` GPUs), so no second pool or task waits for CPUs that
-    the actors hold."""
+    the actors hold. ``remote``: remote args of the tasks (the same as the source's, so that they fuse)."""
     import ray
     from ray.data import ActorPoolStrategy
 
     first = next((i for i, s in enumerate(stages) if s.stateful), len(stages))
     for stage in stages[:first]:
         ds = ds.map_batches(_apply_stage, fn_args=(stage, stage.batch_size or batch_size), batch_size=None,
-                            batch_format="pandas", num_cpus=stage.num_cpus, **retried_io())
+                            batch_format="pandas", num_cpus=stage.num_cpus, **(remote or {}))
     pooled = stages[first:]
     if not pooled:
         return ds, 0
@@ -369,7 +369,8 @@ def retried_io() -> dict:
     """Remote args of the tasks that read and write the data: an I/O error (``OSError``: a reset connection, a
     failing disk; damaged input is a reject, not an error) runs the task again like a lost worker, 3 times at most
     (as Ray Data's own Parquet reads do); then the run fails. A task's outputs are named by its position, so a task
-    run again replaces what the failed attempt wrote."""
+    run again replaces what the failed attempt wrote. Segments with an actor pool read in the actors (the source's
+    tasks fuse into them), where an I/O error fails the run without a retry."""
     return {"max_retries": 3, "retry_exceptions": [OSError]}
 
 
@@ -670,7 +671,7 @@ def publish(folder: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: i
             parts = [p.__dict__ for p in staged[dest] if p.lo <= hi and p.hi >= lo]
             items.append({"dest": dest, "index": index, "lo": lo, "hi": hi, "parts": parts,
                           "order_by": (orders or {}).get(dest)})
-    task = ray.remote(max_retries=3)(compact)
+    task = ray.remote(**retried_io())(compact)
     pending, results = [task.remote(item, folder) for item in items], []
     with console().phase("write files", lambda: (len(results), len(items)), unit="files"):
         while pending:
@@ -738,12 +739,14 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     if direct:
                         _write_directly(source, rows, args, sink, int(resources.get("CPU", 1)), tasks)
                     else:
+                        # with an actor pool the source's tasks fuse into the actors, whose tasks take no retry args
+                        remote = {} if any(s.stateful for s in segment.map_stages) else retried_io()
                         ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-                            source, fn_args=args, batch_size=1, batch_format="pandas", **retried_io())
-                        ds, pool = _map_stages(ds, segment.map_stages, cfg.execution.batch_size)
+                            source, fn_args=args, batch_size=1, batch_format="pandas", **remote)
+                        ds, pool = _map_stages(ds, segment.map_stages, cfg.execution.batch_size, remote)
                         # after an actor pool that holds every CPU, the writer must not wait for one
-                        writer = {"ray_remote_args": {"num_cpus": 0, **retried_io()}, "concurrency": pool} if pool \
-                            else {"ray_remote_args": retried_io()}
+                        writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool \
+                            else {"ray_remote_args": remote}
                         ds.write_datasink(ray_datasink(sink), **writer)
                     # the last line shows the exact figure: progress that tasks sent may still be on its way
                     if k == 0:
