@@ -12,6 +12,7 @@ import os
 import posixpath
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,22 @@ class Storage:
             fs.delete_dir(path)
         elif info.type == pafs.FileType.File:
             fs.delete_file(path)
+
+    def move(self, source: str, target: str) -> None:
+        """Move a file or folder tree to ``target`` (which must not exist): a rename on a local disk; on S3 each
+        object is copied (server side, in parallel), then the source removed."""
+        fs, src = self.resolve(source)
+        _, dst = self.resolve(target)
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(posixpath.dirname(dst), recursive=True)
+            fs.move(src, dst)
+            return
+        info = fs.get_file_info(src)
+        files = [info] if info.type == pafs.FileType.File else \
+            [f for f in fs.get_file_info(pafs.FileSelector(src, recursive=True)) if f.type == pafs.FileType.File]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda f: fs.copy_file(f.path, dst + f.path[len(src):]), files))
+        self.delete(source)
 
     def check_writable(self, uri: str) -> None:
         """Create and remove a probe file under ``uri``; raises OSError when that is not possible."""

@@ -67,17 +67,18 @@ def changed_options(stage: str, options: dict) -> dict:
     return out
 
 
-def _schema(output: str, storage: Storage, manifest: dict):
+def _schema(output: str, storage: Storage, manifest: dict, files_at: str):
     data_root = join(output, "data")
     for uri in manifest.get("files", []):
         if uri.startswith(data_root):
-            fs, path = storage.resolve(uri)
+            fs, path = storage.resolve(join(files_at, uri[len(output.rstrip("/")) + 1:]))
             with fs.open_input_file(path) as f:
                 return pq.read_schema(f)
     return None
 
 
-def dataset_card(output: str, storage: Storage, manifest: dict, report: dict) -> str:
+def dataset_card(output: str, storage: Storage, manifest: dict, report: dict, files_at: str | None = None) -> str:
+    """The card of the run at ``output``, whose final files lie at ``files_at`` until the run commits."""
     load_stages()
     cfg = manifest.get("config", {})
     counts = manifest["counts"]
@@ -132,7 +133,7 @@ def dataset_card(output: str, storage: Storage, manifest: dict, report: dict) ->
             ["split", *[c or '""' for c in classes], "entropy (bits)", "imbalance ratio"],
             [[n, *s["counts"].values(), f"{s['entropy_bits']:.3f}",
               "n/a" if s["imbalance_ratio"] is None else f"{s['imbalance_ratio']:.2f}"] for n, s in b["splits"].items()]))
-    schema = _schema(output, storage, manifest)
+    schema = _schema(output, storage, manifest, files_at or output)
     if schema is not None:
         parts.append("## Columns\n\n" + _table(["column", "type"], [[f"`{f.name}`", f"`{f.type}`"] for f in schema]))
     versions = ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items())

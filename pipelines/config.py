@@ -22,7 +22,8 @@ class InputConfig(StrictModel):
     format: Literal["jsonl", "parquet", "text", "wet"] | None = None
     text_field: str = "text"
     id_field: str | None = "id"
-    fields: list[str] | None = Field(None, description="original fields to keep; default: all found in a sample")
+    fields: list[str] | None = Field(None, description=(
+        "original fields to keep (the others are counted per field); default: every field of every record"))
     max_doc_chars: int = Field(10_000_000, gt=0, description="longer documents are rejected at read")
     block_bytes: int = Field(16 << 20, gt=0, description="uncompressed JSONL files are read in ranges of this size")
     unique_ids: Literal["keep", "reject"] = Field("keep", description=(

@@ -11,6 +11,11 @@ truncated compressed file all become rows already rejected by the ``read`` stage
 (truncated) raw input in ``detail``. Ids come from ``id_field`` when the record has one, otherwise they
 are derived from the source URI and the record's byte offset (or row index), so they are stable.
 
+Every field of every record is kept (non-string values as their JSON text), including fields that first appear
+late in a file or in a file the planner did not sample: the sample only orders the columns and types the fast
+path. With ``input.fields`` only the fields listed are kept, and the records holding others are counted per
+field in the manifest (``metrics.read["undeclared.<field>"]``).
+
 JSON Lines are read in chunks of whole lines, each parsed by Arrow where that surely gives the rows the per-line
 reader (orjson) gives, and line by line otherwise.
 """
@@ -37,7 +42,7 @@ import xxhash
 from cluster.storage import Storage
 from pipelines.config import InputConfig
 from pipelines.fields import conversation
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+from pipelines.stage import METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
 
 READ_STAGE = "read"
 DETAIL_CHARS = 2000
@@ -91,9 +96,29 @@ class ReaderSpec:
 
     text_field: str
     id_field: str | None
-    fields: tuple[str, ...]
+    fields: tuple[str, ...]  # the fields found in a sample (or declared): the first columns after id and text
     max_doc_chars: int
     storage: Storage = field(default_factory=Storage)
+    declared: bool = False  # ``fields`` were declared (``input.fields``): no other field is kept
+
+    @property
+    def not_fields(self) -> tuple[str, ...]:
+        """Record keys that are not kept as fields: the text and the id."""
+        return (self.text_field, "id", *([self.id_field] if self.id_field else []))
+
+    def record_fields(self, rec: dict) -> dict[str, str | None]:
+        """The fields of ``rec`` to keep, as strings; undeclared fields count as ``UNDECLARED`` + name: 1."""
+        if not self.declared:
+            skip = self.not_fields
+            return {k: _as_str(v) for k, v in rec.items() if k not in skip}
+        out: dict = {f: _as_str(rec.get(f)) for f in self.fields}
+        if len(rec) > len(out):
+            skip = (*self.not_fields, *self.fields)
+            out.update({UNDECLARED + k: 1 for k in rec if k not in skip})
+        return out
+
+
+UNDECLARED = f"{METRIC_PREFIX}read.undeclared."
 
 
 def infer_format(uri: str) -> str | None:
@@ -146,7 +171,7 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
         tasks.append(ReadTask("text", tuple(text_group)))
     fields = tuple(cfg.fields) if cfg.fields is not None else _discover_fields(files, cfg, storage)
     fields = tuple(f for f in fields if f not in (cfg.text_field, "id", cfg.id_field))
-    spec = ReaderSpec(cfg.text_field, cfg.id_field, fields, cfg.max_doc_chars, storage)
+    spec = ReaderSpec(cfg.text_field, cfg.id_field, fields, cfg.max_doc_chars, storage, cfg.fields is not None)
     return tasks, spec
 
 
@@ -164,7 +189,8 @@ def _is_json_array(storage: Storage, uri: str) -> bool:
 
 
 def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storage: Storage) -> list[str]:
-    """Original fields to keep: the keys seen in a sample of the first files (first-seen order)."""
+    """The fields seen in a sample of the first files (first-seen order): the columns' order, and the fields the
+    fast JSON path parses as strings."""
     seen: dict[str, None] = {}
     for uri, _, fmt in files[:8]:
         if fmt == JSON_ARRAY:
@@ -263,15 +289,17 @@ def _uri_key(uri: str) -> str:
 
 
 class _Batcher:
-    """Accumulates rows into Arrow tables of bounded size."""
+    """Accumulates rows into Arrow tables of bounded size; a field first seen in a later row becomes a column, null
+    in the rows before."""
 
     def __init__(self, spec: ReaderSpec):
         self.spec = spec
-        self.columns = ["id", spec.text_field, *spec.fields, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
         self._reset()
 
     def _reset(self):
-        self.rows: dict[str, list] = {c: [] for c in self.columns}
+        self.rows: dict[str, list] = {c: [] for c in ("id", self.spec.text_field, REJECT_STAGE, REJECT_REASON,
+                                                       REJECT_DETAIL)}
+        self.fields: dict[str, list] = {f: [] for f in self.spec.fields}
         self.nbytes = 0
 
     def add(self, rid: str, text, fields: dict, reason: str | None = None, detail: str | None = None):
@@ -281,13 +309,22 @@ class _Batcher:
             elif len(text) > self.spec.max_doc_chars:
                 reason, detail = "too_long", f"{len(text)} characters > input.max_doc_chars={self.spec.max_doc_chars}"
         r = self.rows
+        n = len(r["id"])
         r["id"].append(rid)
         r[self.spec.text_field].append(text)
-        for f in self.spec.fields:
-            r[f].append(fields.get(f))
         r[REJECT_STAGE].append(READ_STAGE if reason else None)
         r[REJECT_REASON].append(reason)
         r[REJECT_DETAIL].append(detail[:DETAIL_CHARS] if detail else None)
+        columns = self.fields
+        for name, value in fields.items():
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = [0 if name.startswith(METRIC_PREFIX) else None] * n
+            column.append(value)
+        if len(fields) < len(columns):
+            for name, column in columns.items():
+                if len(column) == n:
+                    column.append(0 if name.startswith(METRIC_PREFIX) else None)
         self.nbytes += len(text) if isinstance(text, str) else 0
 
     def full(self) -> bool:
@@ -296,15 +333,46 @@ class _Batcher:
     def flush(self) -> pa.Table | None:
         if not self.rows["id"]:
             return None
-        table = pa.table({c: pa.array(v, type=pa.string()) for c, v in self.rows.items()})
+        r, text = self.rows, self.spec.text_field
+        columns = {"id": r["id"], text: r[text], **self.fields,
+                   **{c: r[c] for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)}}
+        table = pa.table({c: pa.array(v, type=pa.int64() if c.startswith(METRIC_PREFIX) else pa.string())
+                          for c, v in columns.items()})
         self._reset()
         return table
 
 
 def _as_str(value) -> str | None:
+    """A field's value as text: strings as they are, anything else as its JSON text."""
     if value is None or isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads 1,024 levels, writes 255)
+        return _deep_json(value)
+
+
+def _deep_json(value) -> str:
+    """Compact JSON text of a value nested too deep for orjson, written without recursion."""
+    out, todo = [], [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, _Text):
+            out.append(item)
+        elif isinstance(item, (dict, list)):
+            pieces = [_Text("{" if isinstance(item, dict) else "[")]
+            for i, entry in enumerate(item.items() if isinstance(item, dict) else item):
+                pieces += [_Text(",")] if i else []
+                pieces += [_Text(orjson.dumps(entry[0]).decode() + ":"), entry[1]] if isinstance(item, dict) else [entry]
+            pieces.append(_Text("}" if isinstance(item, dict) else "]"))
+            todo += reversed(pieces)
+        else:
+            out.append(orjson.dumps(item).decode())
+    return "".join(out)
+
+
+class _Text(str):
+    """A piece of JSON text already written (``_deep_json``)."""
 
 
 def _record_id(spec: ReaderSpec, rec: dict, fallback: str) -> str:
@@ -330,7 +398,7 @@ def _add_json_line(b: _Batcher, spec: ReaderSpec, key: str, offset: int, line: b
     if not isinstance(rec, dict):
         b.add(rid, None, {}, "not_an_object", line[:DETAIL_CHARS].decode("utf-8", "replace"))
         return
-    fields = {f: _as_str(rec.get(f)) for f in spec.fields}
+    fields = spec.record_fields(rec)
     rid = _record_id(spec, rec, rid)
     text = rec.get(spec.text_field)
     if text is None:
@@ -477,8 +545,8 @@ def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Ta
         at = np.flatnonzero((a == 0x7B) | (a == 0x5B))
         if np.max(np.searchsorted(at, stops) - np.searchsorted(at, starts)) > MAX_DEPTH:
             return None
-    # other fields are inferred, not ignored, so that a NaN or Infinity in them (which Arrow reads and orjson
-    # refuses) shows as a number that is not finite
+    # other fields are inferred, not ignored: fields the sample missed are kept where they are strings (or null);
+    # any other value (its JSON text, as orjson writes it) or a declared run's undeclared field: the per-line reader
     kept = dict.fromkeys([spec.text_field, *([spec.id_field] if spec.id_field else []), *spec.fields])
     options = pj.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in kept]),
                               unexpected_field_behavior="infer")
@@ -487,9 +555,10 @@ def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Ta
     except pa.ArrowException:
         return None
     text = table[spec.text_field]
+    late = [name for name in table.column_names if name not in kept and name != "id"]
     # a line holding two objects (Arrow reads both) gives one row too many
-    if table.num_rows != len(starts) or text.null_count or not all(
-            _finite(table[name]) for name in table.column_names if name not in kept):
+    if table.num_rows != len(starts) or text.null_count or (late and spec.declared) or not all(
+            pa.types.is_string(table[name].type) or pa.types.is_null(table[name].type) for name in late):
         return None
     rid = pc.binary_join_element_wise(f"{key}-", pa.array(starts + offset).cast(pa.string()), "")
     if spec.id_field:  # a non-empty string id, else the derived one
@@ -497,9 +566,10 @@ def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Ta
         rid = pc.if_else(pc.fill_null(pc.greater(pc.binary_length(given), 0), False), given, rid)
     rejections = _text_rejections(text, spec.max_doc_chars)
     rejections = rejections or [pa.nulls(table.num_rows, pa.string())] * 3
-    out = {"id": rid, spec.text_field: text, **{f: table[f] for f in spec.fields},
+    late = {name: table[name].cast(pa.string()) for name in late}
+    out = {"id": rid, spec.text_field: text, **{f: table[f] for f in spec.fields}, **late,
            **dict(zip((REJECT_STAGE, REJECT_REASON, REJECT_DETAIL), rejections))}
-    return pa.table({c: out[c] for c in columns})
+    return pa.table({c: out[c] for c in [*columns[:-3], *late, *columns[-3:]]})
 
 
 def _text_rejections(text: pa.ChunkedArray, max_chars: int) -> list | None:
@@ -540,21 +610,6 @@ def _valid_utf8(data: bytes) -> bool:
         array.validate(full=True)
     except pa.ArrowInvalid:
         return False
-    return True
-
-
-def _finite(column: pa.ChunkedArray) -> bool:
-    """No NaN or infinite number anywhere in ``column`` (nested lists and structs included)."""
-    todo = [column]
-    while todo:
-        values = todo.pop()
-        if pa.types.is_floating(values.type):
-            if pc.any(pc.invert(pc.is_finite(values))).as_py():
-                return False
-        elif pa.types.is_list(values.type):
-            todo.append(pc.list_flatten(values, recursive=True))
-        elif pa.types.is_struct(values.type):
-            todo += [pc.struct_field(values, [i]) for i in range(values.type.num_fields)]
     return True
 
 
@@ -614,7 +669,7 @@ def _read_parquet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
             b.add(f"{key}-rg{rg}-unreadable", None, {}, "unreadable_file", f"{uri} row group {rg}: {e}")
             continue
         for rec in records:
-            fields = {f: _as_str(rec.get(f)) for f in spec.fields}
+            fields = spec.record_fields(rec)
             rid = _record_id(spec, rec, f"{key}-{row}")
             row += 1
             text = rec.get(spec.text_field)

@@ -5,6 +5,7 @@ and loaded.
 <output>/data/[<split>/]part-NNNNN.parquet    kept records (compacted to output.target_file_mb)
 <output>/rejects/part-NNNNN.parquet           removed records with stage, reason, detail
 <output>/report.json, report.html, README.md  report and dataset card
+<output>/review_queue/                        labels' export_review: the review split for annotation tools
 <output>/manifest.json                        written last: the run is complete
 <output>/_progress/run.json                   what this run computes (config + planned reads hash)
 <output>/_progress/read-T.json                rows read by read task T
@@ -13,10 +14,15 @@ and loaded.
 <output>/_staging/live/sS/LO-HI-W.arrow       live records waiting for the decisions of segment S + 1
 <output>/_staging/keys/sS/LO-HI-W.arrow       their key rows
 <output>/_staging/decisions/sS/g-NNNNN.arrow  decisions for the records of apply group NNNNN
+<output>/_staging/final/                      the final files while a completed run still holds the names above
 ```
 A part covers the read tasks LO..HI (segment 0: one read task; later segments: an apply group) and is numbered W
 by the internal key of its first row (a retried or rerun task rewrites the same names). ``_progress`` and
 ``_staging`` are removed at commit.
+
+A new run keeps a completed run's dataset readable until it commits: it writes its final files under
+``_staging/final`` and swaps them in at commit (the old manifest goes first, the new one comes last), so a re-run
+that fails leaves the previous dataset, manifest and reports as they were (:meth:`RunFolder.publishing`).
 
 Staged files are Arrow IPC files, read back once or a few times by the run itself: uncompressed on local disks
 (memory-mapped on reading, so a task touches only the columns it reads) and LZ4-compressed on S3. A staged
@@ -53,8 +59,9 @@ log = logging.getLogger(__name__)
 
 REJECTS = "rejects"
 DATA = "data"
+REVIEW = "review_queue"
 RUN_FILES = ("report.json", "report.html", "README.md")
-RUN_DIRS = (DATA, REJECTS, PROGRESS, STAGING)
+PUBLISHED = (DATA, REJECTS, REVIEW)  # the folders a run publishes
 # names of files a run writes, to tell whether an input glob would read them
 RUN_SAMPLE_FILES = (*RUN_FILES, MANIFEST, f"{DATA}/part-00000.parquet", f"{DATA}/train/part-00000.parquet",
                     f"{REJECTS}/part-00000.parquet")
@@ -170,18 +177,18 @@ class RunFolder:
         """Make the folder ready for the run ``key`` and return the read tasks an interrupted attempt finished.
 
         A read task is finished when its segment-0 parts (outputs, staged live records) add up to the rows it read.
-        Reuse needs the same config and inputs (``key``), the same ``LAYOUT`` and no manifest (a completed run is
-        replaced, not resumed). Files of unfinished read tasks and everything after segment 0 (decisions, later
-        segments) are deleted; anything else (another config's output) is wiped.
+        Reuse needs the same config and inputs (``key``) and the same ``LAYOUT``. Files of unfinished read tasks
+        and everything after segment 0 (decisions, later segments) are deleted; another run's markers and staged
+        files are wiped. A completed run's dataset stays until this run commits (module docstring).
         """
         marker = self.uri(PROGRESS, "run.json")
-        if not self.storage.exists(self.uri(MANIFEST)) and self.storage.exists(marker) \
-                and self._marker(marker) == {"key": key, "layout": LAYOUT}:
+        if self.storage.exists(marker) and self._marker(marker) == {"key": key, "layout": LAYOUT}:
             done = self._finished_read_tasks()
             self._drop_unfinished(done)
             log.info("resuming: %d read tasks were already written", len(done))
             return done
-        self.clean()
+        self.storage.delete(self.uri(PROGRESS))
+        self.storage.delete(self.uri(STAGING))
         self.storage.write_bytes(marker, json.dumps({"key": key, "layout": LAYOUT}).encode())
         return set()
 
@@ -221,14 +228,37 @@ class RunFolder:
             if task not in done:
                 self.storage.delete(uri)
 
-    def clean(self) -> None:
-        """Remove a previous run: the manifest first, so a half-removed run never looks complete."""
+    def publishing(self) -> RunFolder:
+        """The folder this run writes its final files to: ``_staging/final`` while a completed run's manifest is
+        here (:meth:`commit` swaps them in), else this folder, cleared of what an unfinished run left."""
+        staged = RunFolder(self.uri(STAGING, "final"), self.storage)
+        self.storage.delete(staged.root)
+        if self.storage.exists(self.uri(MANIFEST)):
+            return staged
+        self._remove_published()
+        return self
+
+    def relative(self, uri: str) -> str:
+        """``uri``'s path below this folder."""
+        root = self.root.rstrip("/") + "/"
+        if not uri.startswith(root):
+            raise ValueError(f"{uri} is not inside {self.root}")
+        return uri[len(root):]
+
+    def _remove_published(self) -> None:
+        """Remove a run's published files, the manifest first, so a half-removed run never looks complete."""
         self.storage.delete(self.uri(MANIFEST))
-        for name in RUN_FILES + RUN_DIRS:
+        for name in RUN_FILES + PUBLISHED:
             self.storage.delete(self.uri(name))
 
-    def commit(self, manifest: dict, report: dict, html: str, card: str) -> None:
-        """Write the run's files, the manifest last, and remove ``_progress``; :meth:`remove_staging` follows."""
+    def commit(self, published: RunFolder, manifest: dict, report: dict, html: str, card: str) -> None:
+        """Put the final files written to ``published`` (:meth:`publishing`) in place, replacing the previous run's,
+        write the run's files, the manifest last, and remove ``_progress``; :meth:`remove_staging` follows."""
+        if published.root != self.root:
+            self._remove_published()
+            for name in PUBLISHED:
+                if self.storage.exists(published.uri(name)):
+                    self.storage.move(published.uri(name), self.uri(name))
         self.storage.write_bytes(self.uri("report.json"), json.dumps(report, indent=2, default=str).encode())
         self.storage.write_bytes(self.uri("report.html"), html.encode())
         self.storage.write_bytes(self.uri("README.md"), card.encode())

@@ -657,10 +657,11 @@ def reduce_stats(folder: RunFolder) -> dict:
     return ray.get(refs[0]) if refs else {}
 
 
-def publish(folder: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: int,
+def publish(folder: RunFolder, target: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: int,
             orders: dict[str, str] | None = None) -> list[str]:
-    """Compact every destination's staged outputs into final files of about ``target_bytes``; a destination in
-    ``orders`` has each file's rows ordered by that column (``Stage.sort_destinations``)."""
+    """Compact every destination's staged outputs into final files of about ``target_bytes`` in ``target``
+    (:meth:`RunFolder.publishing`); a destination in ``orders`` has each file's rows ordered by that column
+    (``Stage.sort_destinations``)."""
     import ray
 
     staged = folder.out_parts()
@@ -669,7 +670,7 @@ def publish(folder: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: i
         by_task = {int(t): n for t, n in sizes.get(dest, {}).items()}
         for index, (lo, hi) in enumerate(plan_ranges(by_task, target_bytes) if by_task else []):
             parts = [p.__dict__ for p in staged[dest] if p.lo <= hi and p.hi >= lo]
-            items.append({"dest": dest, "index": index, "lo": lo, "hi": hi, "parts": parts,
+            items.append({"dest": dest, "uri": target.final_part(dest, index), "lo": lo, "hi": hi, "parts": parts,
                           "order_by": (orders or {}).get(dest)})
     task = ray.remote(**retried_io())(compact)
     pending, results = [task.remote(item, folder) for item in items], []
@@ -762,9 +763,10 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
             stats = reduce_stats(folder)
             orders = {d: c for seg in segs for s in seg.global_stages + seg.map_stages
                       for d, c in s.sort_destinations().items()}
-            files = publish(folder, stats.get("sizes", {}), target, orders)
+            published = folder.publishing()
+            files = publish(folder, published, stats.get("sizes", {}), target, orders)
             for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
-                stage.after_publish(folder.root, files)
+                stage.after_publish(published.root, files)
         except RunFailed:
             _let_tasks_end()
             raise
@@ -773,8 +775,8 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
         names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
         try:
-            manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts, files,
-                                      folder.final_rows())
+            manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts,
+                                      [folder.uri(published.relative(f)) for f in files], published.final_rows())
         except AccountingError as e:
             raise RunFailed(f"accounting mismatch: {e}") from None
         manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
@@ -786,8 +788,8 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
             if not all(g["ok"] for g in gate_results):
                 manifest["status"] = gates.GATE_FAILED
         report = build_report(stats.get("report", {}), manifest)
-        folder.commit(manifest, report, render_html(report, manifest),
-                      dataset_card(folder.root, storage, manifest, report))
+        folder.commit(published, manifest, report, render_html(report, manifest),
+                      dataset_card(folder.root, storage, manifest, report, published.root))
         # the staged files go while Ray stops (both take a while on a large run, neither needs the other)
         removal = ThreadPoolExecutor(1, thread_name_prefix="thresher-staging")
         removing = removal.submit(folder.remove_staging)

@@ -274,14 +274,14 @@ ROW_GROUP_BYTES = 32 << 20  # a final file's row group holds at most this many b
 
 
 def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
-    """Write one final file: the rows of read tasks ``lo..hi`` of one destination, in key order, in row groups of
+    """Write one final file (``item["uri"]``): the rows of read tasks ``lo..hi`` of one destination, in key order, in row groups of
     at most ``ROW_GROUP_ROWS`` rows and ``ROW_GROUP_BYTES`` (cut where the rows reach either, so the file does not
     depend on how the rows were cut into parts; a worker buffers one row group). Parts whose key ranges
     do not overlap (the usual case: a part holds consecutive rows of its source) are streamed one at a time;
     otherwise the range is sorted in memory. With ``order_by`` (a column; ``Stage.sort_destinations``) the file's
     rows are sorted in memory by that column, ascending with nulls last, ties by key."""
     parts, lo, hi = [Part(**p) for p in item["parts"]], item["lo"], item["hi"]
-    uri = folder.final_part(item["dest"], item["index"])
+    uri = item["uri"]
     infos = []
     for part in parts:
         schema = staged_schema(folder.storage, part.uri)

@@ -11,6 +11,7 @@ import pytest
 import zstandard
 
 from cluster.cli import main as cli_main
+from cluster.storage import Storage
 from tests.conftest import shared_path
 from testkit.runs import assert_accounting, config_file, curate, read_dir, write_jsonl
 
@@ -117,6 +118,55 @@ def test_a_written_file_that_disagrees_with_the_counts_fails_the_run(ray_local, 
                                         r"the counts say \{'data': 20\}"):
         curate(tmp_path, [src], [{"test_drops_a_written_row": {}}])
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("stages", [[], [{"normalize": {}}, {"dedup_exact": {}}]])
+def test_a_field_only_in_the_ninth_file_is_kept(ray_local, tmp_path, stages):
+    """The planner samples the first 8 files: fields of the ninth (and of a later line of the first) still reach
+    the output, null elsewhere; a declared field list keeps only its fields and counts the others."""
+    paths = [write_jsonl(tmp_path / f"f{i}.jsonl", [{"id": f"{i}-{j}", "text": f"file {i} doc {j}", "url": f"u{i}"}
+                                                     for j in range(5)]) for i in range(8)]
+    paths.append(write_jsonl(tmp_path / "f8.jsonl", [{"id": f"8-{j}", "text": f"file 8 doc {j}", "license": "cc-by",
+                                                      "score": j / 4} for j in range(5)]))
+    with open(paths[0], "a") as f:
+        f.write(json.dumps({"id": "0-late", "text": "a late line", "source": "appended"}) + "\n")
+    manifest, out = curate(tmp_path, paths, stages)
+    rows = {r["id"]: r for r in read_dir(out / "data").to_pylist()}
+    assert manifest["counts"]["output"] == 46 == len(rows)
+    assert rows["8-1"]["license"] == "cc-by" and rows["8-1"]["score"] == "0.25" and rows["8-1"]["url"] is None
+    assert rows["0-late"]["source"] == "appended" and rows["3-2"]["license"] is None and rows["3-2"]["url"] == "u3"
+    declared, out = curate(tmp_path / "declared", paths, stages, fields=["license"])
+    assert set(read_dir(out / "data").column_names) == {"id", "text", "license"}
+    assert declared["metrics"]["read"] == {"undeclared.url": 40, "undeclared.score": 5, "undeclared.source": 1}
+
+
+def test_a_failed_rerun_leaves_the_previous_dataset_readable(ray_local, tmp_path):
+    """A re-run with another config writes its files aside until it commits: when it fails after writing them
+    (the planted loss above), the previous run's data, rejects, reports and manifest are byte for byte as they
+    were, and training still accepts and reads them. The next successful run replaces them."""
+    from pipelines.runner import RunFailed
+    from testkit.faults import DropsAWrittenRow  # noqa: F401  (registers the stage)
+    from training.data import Encoding, parquet_files
+
+    src = write_jsonl(tmp_path / "docs.jsonl", [{"id": str(i), "text": f"document number {i % 24}"} for i in range(30)])
+    first, out = curate(tmp_path, [src], [{"dedup_exact": {}}])
+    assert first["counts"]["output"] == 24 and first["counts"]["rejected"] == 6
+
+    def published() -> dict:
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
+                if p.is_file() and p.relative_to(out).parts[0] not in ("_progress", "_staging")}
+
+    before = published()
+    assert {"manifest.json", "report.json", "README.md", "data/part-00000.parquet", "rejects/part-00000.parquet"} \
+        <= set(before)
+    with pytest.raises(RunFailed, match="accounting mismatch"):
+        curate(tmp_path, [src], [{"test_drops_a_written_row": {}}])
+    assert published() == before
+    files = parquet_files(str(out / "data"), "data.path", Encoding("text", "text", 64, False), Storage())
+    assert pq.read_table(files[0]).num_rows == 24
+    second, _ = curate(tmp_path, [src], [])
+    assert second["counts"]["output"] == 30 and not (out / "rejects").exists() and not (out / "_staging").exists()
+    assert_accounting(second, out)
 
 
 def test_rerun_replaces_previous_output_and_report(ray_local, tmp_path):

@@ -307,7 +307,7 @@ def test_compacted_row_groups_do_not_depend_on_how_parts_were_cut(tmp_path, monk
             uri = folder.out_part("data", 1, lo // 100, (hi - 1) // 100, lo)
             write_staged(folder.storage, uri, table.slice(lo, hi - lo))
             parts.append(Part(uri, 1, lo // 100, (hi - 1) // 100).__dict__)
-        out = writer.compact({"dest": "data", "index": 0, "lo": 0, "hi": 2, "parts": parts}, folder)
+        out = writer.compact({"dest": "data", "uri": folder.final_part("data", 0), "lo": 0, "hi": 2, "parts": parts}, folder)
         assert out["rows"] == 300
         files.append(pq.ParquetFile(folder.storage.resolve(out["uri"])[1]))
     groups = [[f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)] for f in files]

@@ -1,5 +1,6 @@
 """The JSON Lines reader's fast path (Arrow, a chunk of lines at a time) gives exactly the rows of its per-line path
-(orjson), on any input, and is taken on clean input."""
+(orjson), on any input, and is taken on clean input; every field of every record is kept, wherever it first
+appears (or, with declared fields, the others are counted)."""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ any_lines = st.one_of(json_lines(clean_records), json_lines(any_records), st.sam
 files = st.one_of(st.lists(clean_lines, max_size=12), st.lists(any_lines, max_size=12))
 chunk_sizes = st.integers(min_value=1, max_value=2000) | st.just(readers.CHUNK_BYTES)
 specs = st.builds(ReaderSpec, st.just("text"), st.sampled_from([None, "id"]),
-                  st.sampled_from([(), ("url",), ("url", "meta")]), st.integers(min_value=1, max_value=60))
+                  st.sampled_from([(), ("url",), ("url", "meta")]), st.integers(min_value=1, max_value=60),
+                  declared=st.booleans())
 
 
 def jsonl(lines: list[bytes], crlf: list[bool], final_newline: bool) -> bytes:
@@ -83,14 +85,20 @@ def jsonl(lines: list[bytes], crlf: list[bool], final_newline: bool) -> bytes:
 def read(path, spec: ReaderSpec, fast: bool, start: int = 0, end: int = -1) -> pa.Table | None:
     tables = list(readers._read_jsonl(ReadTask("jsonl", (str(path),), start, end), spec, fast=fast))
     assert all(t.num_rows <= readers.ROWS_PER_BATCH for t in tables)
-    return pa.concat_tables(tables) if tables else None
+    # a field first seen in a later batch is a column from that batch on (missing columns: null before it; counts: 0)
+    table = pa.concat_tables(tables, promote_options="default") if tables else None
+    for i, name in enumerate(table.column_names if table else []):
+        if name.startswith("_metric."):
+            table = table.set_column(i, name, pc.fill_null(table[name], 0))
+    return table
 
 
 def assert_same(fast: pa.Table | None, slow: pa.Table | None) -> None:
+    """The same rows and columns (a field found late may be placed differently: batches are cut differently)."""
     assert (fast is None) == (slow is None)
     if slow is not None:
-        assert fast.schema == slow.schema
-        assert fast.to_pylist() == slow.to_pylist()
+        assert sorted(fast.schema, key=str) == sorted(slow.schema, key=str)
+        assert fast.to_pylist() == slow.select(fast.column_names).to_pylist()
 
 
 @SETTINGS
@@ -119,15 +127,15 @@ def test_fast_path_on_compressed_and_truncated_input(tmp_path_factory, lines, cr
 
 
 CLEAN = [json.dumps(rec, ensure_ascii=ascii).encode() for ascii in (True, False) for rec in [
-    {"text": "Plain text.", "id": "a1", "url": "https://example.com", "meta": {"score": 0.5, "tags": ["x"]}},
+    {"text": "Plain text.", "id": "a1", "url": "https://example.com", "meta": "a field the sample missed"},
     {"text": "Ünïcödé, CJK 中文 and an emoji \U0001f600 with a NUL \x00 escaped", "id": ""},
     {"text": " \t\u3000\x1c\u2028 ", "id": None, "url": None},  # empty to str.strip
-    {"text": "", "other": []},
+    {"text": "", "other": "x"},
     {"text": "é" * 25, "id": "long"},  # 25 characters, 50 bytes
-    {"text": "x" * 20, "url": "u", "other": [[[{}]]], "big": 10 ** 30, "meta": None},
+    {"text": "x" * 20, "url": "u", "other": "[[[{}]]]", "meta": None},
     {"text": "dup id", "id": "a1"},
 ]]
-DEEP = b'{"text": "deep", "x": ' + b"[" * 1000 + b"1.5" + b"]" * 1000 + b"}"  # about as deep as orjson allows
+DEEP = b'{"text": "deep", "x": "' + b"[" * 1000 + b"1.5" + b"]" * 1000 + b'"}'  # brackets in a string
 
 
 @pytest.mark.parametrize("id_field", [None, "id"])
@@ -162,3 +170,30 @@ def test_arrow_whitespace_is_pythons():
     """The fast path's empty-text check (``utf8_is_space``) agrees with the per-line one (``str.strip``)."""
     chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000]
     assert pc.utf8_is_space(pa.array(chars)).to_pylist() == [c.isspace() for c in chars]
+
+
+def test_fields_found_late_are_kept_and_undeclared_ones_counted(tmp_path):
+    """A field that first appears after the planner's sample (in a later file, or deep in a file) is kept, strings
+    as they are and other values as their JSON text, null in the records without it; with ``input.fields``
+    declared, only those are kept and each other field's records are counted."""
+    early = [{"text": f"doc {i}", "id": str(i), "url": f"u{i}"} for i in range(3000)]
+    late = [{"text": "late one", "id": "L1", "url": "u", "license": "cc-by", "score": 0.25, "tags": ["a", "b"]},
+            {"text": "late two", "id": "L2", "license": "mit", "nested": {"k": [1, None]}}]
+    path = tmp_path / "late.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in early + late))
+    plan_spec = readers.plan(readers.InputConfig(paths=[str(path)]), readers.Storage())[1]
+    assert plan_spec.fields == ("url",)  # the sample (the first 1,000 lines) saw only url
+    for fast in (True, False):
+        table = read(path, plan_spec, fast)
+        rows = {r["id"]: r for r in table.to_pylist()}
+        assert rows["L1"]["license"] == "cc-by" and rows["L1"]["score"] == "0.25" and rows["L1"]["tags"] == '["a","b"]'
+        assert rows["L2"]["nested"] == '{"k":[1,null]}' and rows["L2"]["url"] is None
+        assert rows["5"]["license"] is None and rows["5"]["url"] == "u5"
+    declared = ReaderSpec("text", "id", ("license",), 100, declared=True)
+    table = read(path, declared, True)
+    assert "score" not in table.column_names and table["license"].to_pylist()[-2:] == ["cc-by", "mit"]
+    assert pc.sum(table["_metric.read.undeclared.url"]).as_py() == 3001
+    assert {c: pc.sum(table[c]).as_py() for c in table.column_names if c.startswith("_metric.read.undeclared.")
+            and c != "_metric.read.undeclared.url"} == {"_metric.read.undeclared.score": 1,
+                                                        "_metric.read.undeclared.tags": 1,
+                                                        "_metric.read.undeclared.nested": 1}

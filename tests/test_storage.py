@@ -71,3 +71,21 @@ def test_a_file_is_replaced_whole(tmp_path):
     assert "failed:" in done.stdout, done.stdout + done.stderr
     assert json.loads(target.read_text()) == {"rows": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["marker.json"]
+
+
+def test_a_folder_moves_whole_on_a_local_disk_and_on_s3(tmp_path, s3_bucket):
+    """``move`` (how a run swaps its final files in at commit): every file arrives under the new name with its
+    bytes, and nothing stays under the old one."""
+    client = boto3.client("s3")
+    names = ["data/part-00000.parquet", "data/train/part-00000.parquet", "data/test/part-00001.parquet"]
+    for i, name in enumerate(names):
+        client.put_object(Bucket=s3_bucket, Key=f"run/_staging/final/{name}", Body=bytes([i]) * 1000)
+        (tmp_path / "_staging/final" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "_staging/final" / name).write_bytes(bytes([i]) * 1000)
+    storage = Storage.from_options(None)
+    for root in (f"s3://{s3_bucket}/run", str(tmp_path)):
+        storage.move(f"{root}/_staging/final/data", f"{root}/data")
+        assert [(uri.removeprefix(root + "/"), size) for uri, size in storage.expand(f"{root}/**")] == \
+            [(name, 1000) for name in sorted(names)]
+        assert [storage.read_bytes(f"{root}/{name}")[:1] for name in names] == [b"\0", b"\1", b"\2"]
+        assert not storage.exists(f"{root}/_staging/final/data")

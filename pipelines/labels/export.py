@@ -30,13 +30,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cluster.storage import Storage, join
-from pipelines.run_folder import DATA, RunFolder
+from pipelines.run_folder import DATA, REVIEW, RunFolder
 
 FORMATS = ("jsonl", "csv", "label_studio")
 FILES = {"jsonl": "review_queue.jsonl", "csv": "review_queue.csv", "label_studio": "review_queue.label_studio.json"}
 UNCERTAINTY = "uncertainty"
 AGREEMENT_KEY = "_agreement"
-REVIEW_FOLDER = "review_queue"
 
 
 def _with_sort_keys(table: pa.Table) -> pa.Table:
@@ -55,7 +54,7 @@ def export_review_queue(run_uri: str, storage: Storage, output: str | None = Non
     if not labels:
         raise ValueError(f"{run_uri}: the run has no labels stage")
     uris = folder.final_files().get(f"{DATA}/{labels['consensus']['review_split']}", [])
-    return write_review_queue(uris, storage, output or join(run_uri, REVIEW_FOLDER), formats, from_name, to_name)
+    return write_review_queue(uris, storage, output or join(run_uri, REVIEW), formats, from_name, to_name)
 
 
 def write_review_queue(uris: list[str], storage: Storage, output: str, formats: tuple[str, ...] = FORMATS,

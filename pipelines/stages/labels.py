@@ -48,8 +48,8 @@ from cluster.storage import join
 from pipelines.labels import agreement, is_number, noise, ordered_classes
 from pipelines.labels import dawid_skene as ds_em
 from pipelines.labels.agreement import Annotations
-from pipelines.labels.export import REVIEW_FOLDER, write_review_queue
-from pipelines.run_folder import DATA
+from pipelines.labels.export import write_review_queue
+from pipelines.run_folder import DATA, REVIEW
 from pipelines.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig
 
 VALUES = "_labels_values"  # key rows: the annotations (strings), then their class codes
@@ -140,7 +140,7 @@ class Labels(GlobalStage):
         if self.config.export_review:
             prefix = join(run_uri, DATA, self.config.review_split) + "/"
             write_review_queue([f for f in files if f.startswith(prefix)], self.ctx.storage,
-                               join(run_uri, REVIEW_FOLDER))
+                               join(run_uri, REVIEW))
 
     # -- map side ----------------------------------------------------------------------------------------
 
