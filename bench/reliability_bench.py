@@ -1,11 +1,12 @@
 """Fault matrix: inject faults into curation runs and compare every outcome with a clean run.
 
 Faults: a Ray worker SIGKILLed mid-run (map stages, and in every dedup phase), the driver and its embedded Ray
-SIGKILLed mid-run then re-run (resume), a worker node stopped mid-run on a two-node token-auth cluster
-(``ray start`` on 127.0.0.1), a Ray Train worker SIGKILLed mid-training. A curation trial passes when the run
-completes with the clean run's counts and output digests (no lost or changed record); a training trial when
-the run resumes from its last checkpoint and ends at its last step with every step's loss. Writes
-bench/results/reliability.md.
+SIGKILLed mid-run then re-run (resume), the same with markers cut short by the kill, a re-run with another config
+SIGKILLed mid-run (the previous dataset must stay as it was), a worker node stopped mid-run on a two-node
+token-auth cluster (``ray start`` on 127.0.0.1), a Ray Train worker SIGKILLed mid-training. A curation trial passes
+when the run completes with the clean run's counts and output digests (no lost or changed record); a training trial
+when the run resumes from its last checkpoint and ends at its last step with every step's loss. Writes
+bench/results/reliability.md and .json; ``--only`` runs some faults and keeps the other rows of the JSON.
 
     python bench/reliability_bench.py --trials 3
 """
@@ -120,6 +121,56 @@ def kill_driver_then_resume(work: Path, src: Path, clean: dict, i: int) -> tuple
     return same(m, clean) and reused > 0, f"re-run reused {reused} of {m['resumed']['read_tasks'] if m else '?'} read tasks"
 
 
+def truncated_markers_then_resume(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    """SIGKILL the driver mid-run, cut a read marker and a write marker short (as a crash inside their write would
+    on a disk without atomic renames), then re-run: the cut markers' tasks are redone."""
+    cfg, out = write_config(work, f"markers{i}", src, num_cpus=1)
+    proc = curate(cfg, start_new_session=True)
+    while len(list((out / "_progress").glob("write-*.json"))) < 3 + i and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cut = [sorted((out / "_progress").glob(f"{kind}-*.json"))[0] for kind in ("read", "write")]
+    for marker in cut:
+        marker.write_bytes(marker.read_bytes()[: len(marker.read_bytes()) // 2])
+    rerun = curate(cfg)
+    rerun.wait()
+    m = manifest(out)
+    reused = m["resumed"]["reused_read_tasks"] if m else 0
+    return same(m, clean) and 0 < reused < m["resumed"]["read_tasks"], (
+        f"cut {', '.join(p.name for p in cut)}; re-run reused {reused} of {m['resumed']['read_tasks'] if m else '?'}")
+
+
+def published(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
+            if p.is_file() and p.relative_to(out).parts[0] not in ("_progress", "_staging")}
+
+
+def killed_rerun_keeps_previous(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    """A completed run, then a re-run with another config into the same folder, SIGKILLed once it has written
+    some of its parts (trial 0: early; later trials: while it writes its final files): the previous dataset,
+    reports and manifest must be byte for byte as they were; a third run then completes."""
+    cfg, out = write_config(work, f"rerun{i}", src)
+    curate(cfg).wait()
+    before = published(out)
+    other, _ = write_config(work, f"rerun{i}", src, [{"normalize": {}}])
+    proc = curate(other, start_new_session=True)
+    staged = out / "_staging" / ("out" if i == 0 else "final")
+    while proc.poll() is None and not (staged.exists() and any(staged.rglob("*.*"))):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = len(list(staged.rglob("*.*")))
+    kept = published(out) == before
+    again = curate(other)
+    again.wait()
+    m = manifest(out)
+    replaced = bool(m) and [next(iter(s)) for s in m["config"]["stages"]] == ["normalize"]
+    return kept and replaced, (f"killed with {written} files in _staging/{staged.name}/; previous "
+                               f"{'intact' if kept else 'CHANGED'} ({len(before)} files); next run exit "
+                               f"{again.returncode}{'' if replaced else ', its manifest missing or wrong'}")
+
+
 def lose_node(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
     head = RayHead(work / f"cluster{i}")
     head.tmp.mkdir()
@@ -196,6 +247,10 @@ FAULTS = {
         "normalize + dedup_exact + dedup_fuzzy: map, hash shuffle map and reduce, connected components, "
         "verification, removal + write", kill_dedup_workers, DEDUP_STAGES),
     "driver + embedded Ray SIGKILL, then re-run": ("whole run; re-run resumes", kill_driver_then_resume, STAGES),
+    "driver SIGKILL, markers cut short, then re-run": (
+        "whole run; re-run redoes the cut markers' tasks", truncated_markers_then_resume, STAGES),
+    "re-run with another config SIGKILLed": (
+        "the previous run's data, rejects, reports, manifest", killed_rerun_keeps_previous, STAGES),
     "worker node stopped mid-run (2-node cluster)": ("read + normalize + pii on 2 nodes", lose_node, STAGES),
     "Ray Train worker SIGKILL mid-training": (
         "thresher train (LoRA, 2 workers): restart from the last checkpoint", kill_training_worker, None),
@@ -207,7 +262,10 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--mb", type=float, default=30)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/reliability.md")
+    ap.add_argument("--only", nargs="*", help="faults to run (their names' first words); the JSON keeps the others")
     a = ap.parse_args()
+    raw = a.out.with_suffix(".json")
+    previous = {r["fault"]: r for r in json.loads(raw.read_text())["rows"]} if a.only and raw.exists() else {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -220,6 +278,11 @@ def main() -> None:
             cleans[name] = manifest(out)
         clean = cleans["clean"]
         for fault, (stage, fn, stages) in FAULTS.items():
+            if a.only and not any(fault.startswith(o) for o in a.only):
+                if fault in previous:
+                    r = previous[fault]
+                    rows.append((fault, stage, r["trials"], r["passed"], r["notes"], r["command"]))
+                continue
             reference = cleans["clean-dedup" if stages is DEDUP_STAGES else "clean"]
             trials = a.trials if fn is not lose_node else max(1, a.trials // 2)
             outcomes = []
@@ -228,11 +291,14 @@ def main() -> None:
                 outcomes.append((ok, note))
                 print(fault, i, ok, note, flush=True)
             passed = sum(ok for ok, _ in outcomes)
-            rows.append((fault, stage, trials, passed, "; ".join(n for _, n in outcomes)))
+            rows.append((fault, stage, trials, passed, "; ".join(n for _, n in outcomes), " ".join(sys.argv[1:])))
+    raw.write_text(json.dumps({"rows": [dict(zip(("fault", "stages", "trials", "passed", "notes", "command"), r))
+                                        for r in rows]}, indent=2))
     lines = [
         "# Reliability: fault matrix",
         "",
-        f"Command: `python bench/reliability_bench.py --trials {a.trials} --mb {a.mb:g}` on this 2-core machine. Corpus:",
+        f"Command: `python bench/reliability_bench.py --trials {a.trials} --mb {a.mb:g}` on this 2-core machine (a row",
+        "run by another command names it in its notes). Corpus:",
         f"{a.mb:g} MB of real web text (bench/corpus.py), read in 1 MiB ranges ({clean['resumed']['read_tasks']} read tasks),",
         f"{clean['counts']['input']:,} records. A trial passes when the faulty run completes with the clean run's counts and",
         "per-folder digests (order-independent hashes of every written row): no record lost, added or changed.",
@@ -240,7 +306,9 @@ def main() -> None:
         "| fault | stages hit | trials | identical output | notes |",
         "|---|---|---:|---:|---|",
     ]
-    lines += [f"| {f} | {s} | {t} | {p}/{t} | {n} |" for f, s, t, p, n in rows]
+    this = " ".join(sys.argv[1:])
+    lines += [f"| {f} | {s} | {t} | {p}/{t} | {n}{'' if c == this else f' (run by `{c}`)'} |"
+              for f, s, t, p, n, c in rows]
     lines += [
         "",
         "Also exercised by the test suite (tests/test_reliability.py, tests/test_hostile.py, tests/test_cluster_s3.py,",
