@@ -24,10 +24,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from cluster.storage import Storage  # noqa: E402
-from pipelines.config import parse_config  # noqa: E402
-from pipelines.runner import build_stages, segments  # noqa: E402
-from pipelines.stage import KEY, run_map_stage  # noqa: E402
+from thresher.core.storage import Storage  # noqa: E402
+from thresher.curate.config import parse_config  # noqa: E402
+from thresher.curate.plan import build_stages, segments  # noqa: E402
+from thresher.curate.stage import KEY, run_map_stage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")) / "data"

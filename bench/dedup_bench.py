@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from corpus import SHARED, sample_tree  # noqa: E402
 from dedup_corpus import generate  # noqa: E402
-from pipelines.stage import StageContext  # noqa: E402
-from pipelines.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig  # noqa: E402
-from pipelines.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures  # noqa: E402
+from thresher.curate.stage import StageContext  # noqa: E402
+from thresher.curate.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig  # noqa: E402
+from thresher.curate.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures  # noqa: E402
 
 THRESHOLD = 0.8
 DEFAULT = DedupFuzzy(DedupFuzzyConfig(threshold=THRESHOLD), StageContext())  # the stage's default bands x rows
@@ -260,7 +260,7 @@ def run_thresher(corpus: Path, out: Path, cpus: int, log: Path, bands: int | Non
                                    "output": {"path": str(out)}, "stages": [{"dedup_fuzzy": fuzzy}],
                                    "execution": {"num_cpus": cpus, **(execution or {})}}))
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **(env or {})}
-    result = measure([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], log, env, out)
+    result = measure([sys.executable, "-m", "thresher", "curate", str(cfg)], log, env, out)
     manifest = json.loads((out / "manifest.json").read_text())
     result.update(run_s=manifest["seconds"], docs=manifest["counts"]["input"], removed=manifest["counts"]["rejected"])
     return result

@@ -5,7 +5,7 @@ data): each takes 6-24 sentences drawn at random, so two base documents share a 
 A fraction of them get planted copies: exact copies, and copies edited at a word edit rate (substitutions,
 insertions, deletions with words of the same text), some with several copies (clusters of 3-4). The true
 Jaccard similarity of every planted copy to its source is computed on the exact word 5-gram sets the MinHash
-kernel hashes (``pipelines.dedup.minhash.shingle_set``) and written to ``truth.jsonl``.
+kernel hashes (``thresher.curate.dedup.minhash.shingle_set``) and written to ``truth.jsonl``.
 
     python bench/dedup_corpus.py --mb 200 --out /tmp/dedup200
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from corpus import JsonlShards, source_documents
-from pipelines.dedup.minhash import jaccard, shingle_set
+from thresher.curate.dedup.minhash import jaccard, shingle_set
 
 EDIT_RATES = (0.0, 0.003, 0.006, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
 COPY_RATE = 0.12  # base documents with one planted copy

@@ -1,7 +1,7 @@
 """Fuzzy dedup with rensa (Rust MinHash and LSH with Python bindings) in one process, for bench/dedup_bench.py.
 
 Reads ``part-*.jsonl`` (``{"id", "text"}``) in file and line order and, a chunk of documents at a time: builds
-the same word 5-gram shingles as thresher (``pipelines/dedup/minhash.py``: words are maximal runs of bytes other
+the same word 5-gram shingles as thresher (``src/thresher/curate/dedup/minhash.py``: words are maximal runs of bytes other
 than ASCII whitespace, controls and punctuation, ASCII letters lowercased, tokens joined by a space; a document
 with fewer than 5 words is one shingle of all of them, one without words is never a candidate), in Python;
 computes R-MinHash sketches with rensa's batch constructor (``RMinHash.from_token_sets``); inserts them into an

@@ -9,14 +9,14 @@ import re
 from pathlib import Path
 
 # Ray Data executions of a dedup_fuzzy run, named by a marker of their plan (first match wins)
-PHASES = [("read + signatures + staging (map)", ("_read_batches",)),
+PHASES = [("read + signatures + staging (map)", ("read_batches",)),
           ("key rows loaded, repeated ids counted", ("_read_parquet", "_id_hashes", "_later_occurrences")),
           ("LSH buckets (shuffle by band key) + star edges", ("bucket_rows",)),
           ("verification (endpoint signatures)", ("_node_values", "_similar", "_block_bloom")),
           ("connected components", ("both_directions", "block_violations", "block_roots")),
           ("removal on key rows", ("_mark_broadcast", "_mark_joined", "with_keep_keys", "_rejected")),
           ("decisions routed to apply groups", ("_decision_rows", "_write_decisions")),
-          ("staged records + decisions -> output parts", ("_apply_batches",))]
+          ("staged records + decisions -> output parts", ("apply_batches",))]
 SYSTEMS = [("thresher", "thresher (default: `verify: signatures`)"),
            ("thresher-noverify", "thresher, `verify: none` (LSH candidates only, as DataTrove)"),
            ("thresher-warm", "thresher, idle Ray workers kept 60 s (`RAY_idle_worker_killing_time_threshold_ms=60000`)"),
@@ -83,7 +83,7 @@ def signature_section(sig: dict) -> list[str]:
             f"(datasketch: of 2). thresher runs on all of it and on the 10% sample ({sig['datasketch_sample_mb']} MB) that datasketch "
             f"gets. Load average {sig['load_average']}.", "",
             "| implementation | MB/s per core | vs datasketch |", "|---|---:|---:|",
-            f"| thresher `pipelines/dedup/minhash.py` (numba, a whole Arrow batch per call), {sig['mb']} MB | "
+            f"| thresher `src/thresher/curate/dedup/minhash.py` (numba, a whole Arrow batch per call), {sig['mb']} MB | "
             f"{sig['ours_mb_s']} (runs {sig['ours_runs']}) | {sig['ours_mb_s'] / sig['datasketch_mb_s']:.0f}x |",
             f"| thresher, the datasketch sample | {sig['ours_sample_mb_s']} | {speedup:.0f}x |",
             f"| datasketch 2.0 `MinHash.update_batch`, shingling (Python) included | {sig['datasketch_mb_s']} | 1x |",

@@ -11,10 +11,10 @@ set -uo pipefail
 BUNDLE=${1:-.gpu-bundle}; DEADLINE=${2:-480}; OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 START=$(date +%s); left() { echo $((DEADLINE - ($(date +%s) - START))); }
 . "$BUNDLE/setup.sh" >"$OUT/setup.log" 2>&1 || { cat "$OUT/setup.log"; exit 1; }
-export PYTHONPATH=$PWD:$PYTHONPATH DS_ACCELERATOR=cuda THRESHER_MODEL_CONFIGS=$PWD/$BUNDLE/models \
+export PYTHONPATH=$PWD/src:$PWD:$PYTHONPATH DS_ACCELERATOR=cuda THRESHER_MODEL_CONFIGS=$PWD/$BUNDLE/models \
   THRESHER_GPU_MODELS=/tmp/gpu-models THRESHER_GPU_RECORD=$OUT/gpu-runs.jsonl
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 -c "
-import torch, ray, transformers, peft, deepspeed, bitsandbytes, training.run, pipelines.runner
+import torch, ray, transformers, peft, deepspeed, bitsandbytes, thresher.train.run, thresher.curate.runner
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))
 print('ray', ray.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__,
       'deepspeed', deepspeed.__version__, 'bitsandbytes', bitsandbytes.__version__)"; } 2>&1 | tee "$OUT/env.txt"

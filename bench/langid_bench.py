@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")) / "data"
 sys.path.insert(0, str(ROOT))
 
-from pipelines.filters.languages import DEFAULT_LABEL_MAP  # noqa: E402
-from pipelines.stage import StageContext  # noqa: E402
-from pipelines.stages.langid import Langid, LangidConfig, bundled_model_path  # noqa: E402
+from thresher.curate.filters.languages import DEFAULT_LABEL_MAP  # noqa: E402
+from thresher.curate.stage import StageContext  # noqa: E402
+from thresher.curate.stages.langid import Langid, LangidConfig, bundled_model_path  # noqa: E402
 from bench.quality_bench import curate, write_markdown  # noqa: E402
 
 

@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")) / "data"
 sys.path.insert(0, str(ROOT))
 
-from pipelines.stage import StageContext  # noqa: E402
-from pipelines.stages import pii as pii_now  # noqa: E402
+from thresher.curate.stage import StageContext  # noqa: E402
+from thresher.curate.stages import pii as pii_now  # noqa: E402
 
 TYPES = ("email", "phone", "ipv4", "ipv6", "ssn", "credit_card", "iban")
 
@@ -391,9 +391,9 @@ def build(rng: random.Random, hosts: list[str], pii_per_host: int, negatives_per
 
 
 def load_head_module():
-    """pipelines/stages/pii.py at git HEAD as a module, or None."""
+    """src/thresher/curate/stages/pii.py at git HEAD as a module, or None."""
     try:
-        src = subprocess.run(["git", "show", "HEAD:pipelines/stages/pii.py"], cwd=ROOT, capture_output=True,
+        src = subprocess.run(["git", "show", "HEAD:src/thresher/curate/stages/pii.py"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -597,7 +597,7 @@ def markdown(result, command) -> str:
              f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other work (load average at the end: "
              f"{result['load_end']:.1f}); Python {platform.python_version()}, phonenumbers {result['phonenumbers']}. "
              f"Command: `{command}`.", "",
-             "\"now\": `pipelines/stages/pii.py` of this checkout; \"before\": the file at git HEAD when the run started "
+             "\"now\": `src/thresher/curate/stages/pii.py` of this checkout; \"before\": the file at git HEAD when the run started "
              "(the regex-only phone rule). Default config (every type, `redact`).", "",
              f"Planted: {result['planted']['docs']:,} real documents ({result['planted']['hosts']}) with "
              f"{result['planted']['pii']:,} planted PII values and {result['planted']['negatives']:,} planted hard "

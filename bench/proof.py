@@ -138,8 +138,8 @@ def build_corpus(records: int, leaked: list[dict], copies: int, seed: int) -> tu
 
 
 def curate(lines: list[str], stages: list[dict], references: Path, out: Path) -> dict:
-    from pipelines.config import parse_config
-    from pipelines.runner import run
+    from thresher.curate.config import parse_config
+    from thresher.curate.runner import run
 
     src = out.with_suffix(".jsonl")
     src.write_text("\n".join(lines) + "\n")
@@ -152,9 +152,9 @@ def curate(lines: list[str], stages: list[dict], references: Path, out: Path) ->
 
 
 def train(data: Path, out: Path, seed: int, args) -> dict:
-    import training
+    from thresher.train import main as train_main
 
-    return training.main({
+    return train_main({
         "model": SMOLLM2, "method": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
         "data": {"train": str(data), "format": "alpaca", "max_seq_len": args.seq, "packing": True, "order": "shuffle"},
         "scaling": {"num_workers": args.workers},
@@ -167,7 +167,7 @@ def evaluate(model: dict, data: Path, out: Path, rows: int | None, new_tokens: i
     """Per-item rows of ``thresher eval`` (reference loss; with new_tokens > 1 also exact match)."""
     import pyarrow.parquet as pq
 
-    from training.evaluation import main
+    from thresher.evaluate.evaluation import main
 
     metrics = ["perplexity"] + (["exact_match"] if new_tokens > 1 else [])
     main({"model": model, "data": {"path": str(data), "format": "alpaca", "max_rows": rows},

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")) / "data"
 sys.path.insert(0, str(ROOT))
 
-from pipelines.stage import REJECT_REASON, StageContext, run_map_stage  # noqa: E402
-from pipelines.stages.langid import Langid, LangidConfig  # noqa: E402
-from pipelines.stages.quality import Quality, QualityConfig  # noqa: E402
+from thresher.curate.stage import REJECT_REASON, StageContext, run_map_stage  # noqa: E402
+from thresher.curate.stages.langid import Langid, LangidConfig  # noqa: E402
+from thresher.curate.stages.quality import Quality, QualityConfig  # noqa: E402
 from testkit.batches import batch  # noqa: E402
 
 BATCH = 1024
@@ -67,7 +67,7 @@ def curate(jsonl: Path, stages: list, cpus: int, work: Path, tag: str) -> dict:
     cfg = work / f"cfg-{tag}-{cpus}.yaml"
     cfg.write_text(yaml.safe_dump({"input": {"paths": [str(jsonl)]}, "output": {"path": str(out)},
                                    "stages": stages, "execution": {"num_cpus": cpus}}))
-    res = subprocess.run([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "thresher", "curate", str(cfg)], capture_output=True, text=True,
                          cwd=ROOT)
     if res.returncode:
         raise SystemExit(res.stderr[-3000:])

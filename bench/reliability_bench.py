@@ -36,8 +36,8 @@ from corpus import generate  # noqa: E402
 STAGES = [{"normalize": {}}, {"pii": {}}]
 DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
 # Ray worker process title fragments, one per dedup phase (as tests/test_reliability.py)
-DEDUP_PHASES = ("_read_batches", "with_keep_keys", "HashShuffleMap", "HashShuffleReduce", "large_star", "_node_values",
-                "_mark_joined", "_apply_batches", "compact")
+DEDUP_PHASES = ("read_batches", "with_keep_keys", "HashShuffleMap", "HashShuffleReduce", "large_star", "_node_values",
+                "_mark_joined", "apply_batches", "compact")
 
 
 def write_config(work: Path, name: str, src: Path, stages: list = STAGES, **execution) -> tuple[Path, Path]:
@@ -49,7 +49,7 @@ def write_config(work: Path, name: str, src: Path, stages: list = STAGES, **exec
 
 
 def curate(cfg: Path, env=None, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "thresher", "curate", str(cfg)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -223,7 +223,7 @@ def kill_training_worker(work: Path, src: Path, clean: dict | None, i: int) -> t
         "checkpoint": {"every_steps": 5, "keep": 2, "max_failures": 2}, "output": {"path": str(out)}}))
     log = work / f"train{i}.log"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "train", str(cfg)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "thresher", "train", str(cfg)], cwd=ROOT,
                                 stdout=sink, stderr=subprocess.STDOUT)
     killed, after = None, None
     snapshot = out / "checkpoints/thresher/checkpoint_manager_snapshot.json"

@@ -3,7 +3,7 @@ and end-to-end ``thresher curate`` with embed + dedup_semantic on a generated co
 
     python bench/semantic_bench.py --pairs 1000 --e2e 200:bfloat16 20:float32   # bench/results/semantic.{md,json}
 
-* Throughput: ``models.encoders.SentenceEncoder`` with one torch thread on MRPC sentences (short) and on web
+* Throughput: ``thresher.models.encoders.SentenceEncoder`` with one torch thread on MRPC sentences (short) and on web
   documents cut to 2,000 characters (MiniLM truncates at 256 tokens), after a warm-up batch, in float32 and under
   bfloat16 autocast (with the lowest cosine between the two dtypes' vectors of the same texts).
 * Accuracy: the first ``--pairs`` MRPC train pairs become records ``a<i>``/``b<i>``; each stage's ``decide`` runs on
@@ -67,7 +67,7 @@ def throughput(encoder, texts: list[str]) -> tuple[float, np.ndarray]:
 def decide(stage, records: pa.Table) -> pa.Table:
     import ray
 
-    from pipelines.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+    from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
 
     n = records.num_rows
     keys = {KEY: pa.array(np.arange(n), pa.int64()), ID: records[ID],
@@ -91,9 +91,9 @@ def scores(decided: pa.Table, labels: list[int]) -> dict:
 def accuracy(pairs: int, encoder) -> dict:
     import ray
 
-    from pipelines.stage import StageContext
-    from pipelines.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig
-    from pipelines.stages.dedup_semantic import DedupSemantic, DedupSemanticConfig
+    from thresher.curate.stage import StageContext
+    from thresher.curate.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig
+    from thresher.curate.stages.dedup_semantic import DedupSemantic, DedupSemanticConfig
 
     data = mrpc(pairs)
     labels = [q for q, _, _ in data]
@@ -136,7 +136,7 @@ def end_to_end(mb: float, dtype: str, work: Path) -> dict:
     subprocess.run(["rm", "-rf", str(out)], check=True)
     before = load()
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "cluster.cli", "curate", str(path)], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "thresher", "curate", str(path)], cwd=ROOT, capture_output=True,
                           text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
@@ -251,8 +251,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     import torch
 
-    from models.encoders import SentenceEncoder
-    from models.resolve import resolve_model
+    from thresher.models.encoders import SentenceEncoder
+    from thresher.models.resolve import resolve_model
 
     results = {"cpus": os.cpu_count(), "load_start": load()}
     torch.set_num_threads(1)

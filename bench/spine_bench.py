@@ -25,7 +25,7 @@ from corpus import generate  # noqa: E402
 
 DRIVER = """
 import resource, sys, json
-from cluster.cli import main
+from thresher.cli import main
 code = main(["curate", sys.argv[1]])
 print("DRIVER_MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(code)

@@ -11,7 +11,7 @@ Setups, each at the same micro-batch of ``--batch`` rows per process:
 * plain, 1 or 2 torch threads: one process, the rows tokenized in memory by thresher's own ``encode_batch``, the
   model loaded and wrapped by thresher's ``load_model``, a loop of forward, loss, backward, AdamW step;
 * thresher, 1 worker (1 CPU: 1 torch thread) and 2 workers (DDP over gloo, 0.5 CPU each: 1 torch thread each,
-  the other CPU for Ray Data): ``training.main`` on an already started local Ray of 2 CPUs, the rows streamed
+  the other CPU for Ray Data): ``train.main`` on an already started local Ray of 2 CPUs, the rows streamed
   from Parquet through Ray Data's read and tokenize tasks.
 
 ``tokens/s`` counts input tokens (not padding): after step 1 (the steady rate), and over the whole loop (from
@@ -45,8 +45,8 @@ SETUPS = (("plain", 1), ("plain", 2), ("thresher", 1), ("thresher", 2))
 
 
 def curate(records: int, out: Path) -> Path:
-    from pipelines.config import parse_config
-    from pipelines.runner import run
+    from thresher.curate.config import parse_config
+    from thresher.curate.runner import run
 
     src = out / "gsm8k.jsonl"
     src.write_text("".join(line + "\n" for line in (SHARED / "sft/gsm8k_train.jsonl").read_text().splitlines()[:records]))
@@ -60,7 +60,7 @@ def tiny_model(data: Path, out: Path) -> dict:
     import pyarrow.parquet as pq
 
     from testkit.tiny_llama import build_tiny_llama
-    from training.data import render_alpaca
+    from thresher.train.data import render_alpaca
 
     texts = [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in pq.read_table(data).to_pylist()]
     return {"name_or_path": str(build_tiny_llama(out, texts))}
@@ -78,10 +78,10 @@ def plain(cfg_data: dict, steps: int, threads: int) -> dict:
     import pyarrow.parquet as pq
     import torch
 
-    from training.config import parse_config
-    from training.data import Encoding, encode_batch
-    from training.loop import loss_sum, model_inputs, trained_tokens
-    from training.models import load_model, load_tokenizer
+    from thresher.train.config import parse_config
+    from thresher.train.data import Encoding, encode_batch
+    from thresher.train.loop import loss_sum, model_inputs, trained_tokens
+    from thresher.train.models import load_model, load_tokenizer
 
     torch.set_num_threads(threads)
     wall = time.perf_counter()
@@ -113,10 +113,10 @@ def plain(cfg_data: dict, steps: int, threads: int) -> dict:
 
 def thresher(cfg_data: dict, workers: int) -> dict:
     """``thresher train`` in this process (on the local Ray started in main)."""
-    import training
+    from thresher import train
 
     wall = time.perf_counter()
-    metrics = training.main(cfg_data)
+    metrics = train.main(cfg_data)
     return {"tokens_per_s": metrics["tokens_per_s"], "steady_tokens_per_s": metrics["tokens_per_s_after_first_step"],
             "first_step_s": metrics["first_step_seconds"], "wall_s": time.perf_counter() - wall,
             "threads_per_process": 1}

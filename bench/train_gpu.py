@@ -1,7 +1,7 @@
 """thresher on a GPU: training throughput and MFU per method, time to first step, ``thresher eval`` generation and
 ``embed`` encoding rates. Writes ``bench/results/train_gpu.md`` and ``train_gpu.json``.
 
-Training runs ``thresher train``'s own path (``training.main``: Ray Train, one worker per GPU) on curated GSM8K
+Training runs ``thresher train``'s own path (``train.main``: Ray Train, one worker per GPU) on curated GSM8K
 (``--data``: the ``data`` folder of ``thresher curate examples/gsm8k_instruct.yaml``, alpaca format), packed to
 ``--seq`` tokens, for each (model, method, sequence length) in priority order until ``--budget-s`` is spent. Models
 are random-weight models of real architectures (``testkit.gpu_models``): SmolLM2-135M and a 1B-class Llama
@@ -12,7 +12,7 @@ the frozen base stored in bf16; QLoRA: NF4).
 * MFU: tokens/s per GPU x FLOPs per token / the GPU's peak dense bf16 FLOP/s. FLOPs per token (PaLM's accounting,
   attention over the full row length T): full 6N + 12LdT; LoRA and QLoRA 4N + 12LdT (no weight gradients for the
   frozen base); N = the parameters in matmuls (the output head counted, the input embedding not).
-* time to first step: from ``training.main``'s start (Ray already running) to the end of the first optimizer step,
+* time to first step: from ``train.main``'s start (Ray already running) to the end of the first optimizer step,
   with the points in between (``startup_seconds``: the trainer's start, the worker's start, model loaded, engine
   ready, first batch on the worker, first step done).
 * peak GPU memory: ``torch.cuda.max_memory_allocated`` on the worker.
@@ -78,7 +78,7 @@ def flops_per_token(folder: Path, method: str, seq: int) -> tuple[float, int]:
 
 def train_row(model: Path, name: str, method_name: str, seq: int, data: Path, gpus: int, peak, steps: int,
               out: Path) -> dict:
-    import training
+    from thresher import train
 
     method, sections = METHODS[method_name]
     cfg = {"model": {"name_or_path": str(model), "dtype": "bfloat16"},
@@ -87,7 +87,7 @@ def train_row(model: Path, name: str, method_name: str, seq: int, data: Path, gp
            "optim": {"lr": 1e-4, "max_steps": steps, "batch_size": TOKENS_PER_STEP // seq, "log_every_steps": steps},
            "checkpoint": {"every_steps": steps, "keep": 1, "max_failures": 0}, "output": {"path": str(out)}}
     wall = time.perf_counter()
-    metrics = training.main(cfg)
+    metrics = train.main(cfg)
     wall = time.perf_counter() - wall
     per_gpu = metrics["tokens_per_s_after_first_step"] / gpus
     fpt, n = flops_per_token(model, method, seq)
@@ -104,9 +104,9 @@ def eval_rows(model: Path, data: Path, out: Path) -> dict:
     import pyarrow.parquet as pq
     import torch
 
-    from models.generation import BatchGenerator, Sampling
-    from training.data import render_alpaca
-    from training.evaluation import main as evaluate
+    from thresher.models.generation import BatchGenerator, Sampling
+    from thresher.train.data import render_alpaca
+    from thresher.evaluate.evaluation import main as evaluate
 
     files = sorted(data.rglob("*.parquet"))
     records = pq.read_table(files).slice(0, 256).to_pylist()
@@ -137,7 +137,7 @@ def embed_rows(model: Path, data: Path) -> list[dict]:
     import pyarrow.parquet as pq
     import torch
 
-    from models.encoders import SentenceEncoder
+    from thresher.models.encoders import SentenceEncoder
 
     table = pq.read_table(sorted(data.rglob("*.parquet")), columns=["instruction", "output"]).to_pylist()
     texts = [(a["instruction"] + " " + a["output"] + " " + b["instruction"] + " " + b["output"])
@@ -219,7 +219,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from cluster.runtime import EMBEDDED_SYSTEM_CONFIG
+    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
     from testkit.gpu_models import random_model
 
     if not torch.cuda.is_available():

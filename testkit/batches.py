@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
 
 
 def batch(texts: list[str]) -> pd.DataFrame:

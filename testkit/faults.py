@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cluster.storage import Storage, join
-from pipelines.stage import MapStage
+from thresher.core.storage import Storage, join
+from thresher.curate.stage import MapStage
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the registered checkpoints
 

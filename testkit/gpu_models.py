@@ -29,7 +29,7 @@ def _source(name: str, scratch: Path) -> Path:
     given = os.environ.get("THRESHER_MODEL_CONFIGS")
     if given:
         return Path(given) / base
-    from models.resolve import resolve_model
+    from thresher.models.resolve import resolve_model
 
     if name == "minilm":
         return Path(resolve_model("pkg:all_minilm_l6_v2"))

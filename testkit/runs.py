@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.config import parse_config
-from pipelines.runner import run
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
 
 
 def curate(tmp_path: Path, paths, stages=None, **input_opts) -> tuple[dict, Path]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from training.data import FALLBACK_CHAT_TEMPLATE
+from thresher.train.data import FALLBACK_CHAT_TEMPLATE
 
 CHATML = ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
           "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -48,7 +48,7 @@ def ray_local():
     """The test run's one local Ray instance (2 CPUs)."""
     import ray
 
-    from cluster.runtime import EMBEDDED_SYSTEM_CONFIG
+    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
@@ -94,5 +94,5 @@ def ray_head(tmp_path_factory):
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the ``thresher`` CLI in a subprocess, as a user would."""
-    cmd = [sys.executable, "-m", "cluster.cli", *args]
+    cmd = [sys.executable, "-m", "thresher", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)

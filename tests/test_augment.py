@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cluster.config import ConfigError
-from cluster.storage import Storage
-from pipelines.augment import rng
-from pipelines.augment.eda import eda
-from pipelines.augment.noise import sentences, shuffle_sentences, typos
-from pipelines.augment.similarity import jaccard, ngrams
-from pipelines.augment.synonyms import synonyms
-from pipelines.config import parse_config
-from pipelines.runner import build_stages, segments
-from pipelines.stage import GENERATED_BIT, KEY, TASK_SHIFT, run_map_stage
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage
+from thresher.curate.augment import rng
+from thresher.curate.augment.eda import eda
+from thresher.curate.augment.noise import sentences, shuffle_sentences, typos
+from thresher.curate.augment.similarity import jaccard, ngrams
+from thresher.curate.augment.synonyms import synonyms
+from thresher.curate.config import parse_config
+from thresher.curate.plan import build_stages, segments
+from thresher.curate.stage import GENERATED_BIT, KEY, TASK_SHIFT, run_map_stage
 from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
 from testkit.tiny_llama import build_tiny_llama
 from tests.conftest import shared_path
@@ -184,7 +184,7 @@ def test_validation_rules_reject_and_pass():
 
 @pytest.fixture(scope="module")
 def minilm():
-    from models.resolve import resolve_model
+    from thresher.models.resolve import resolve_model
 
     try:
         return resolve_model(MINILM, "embed.model")

@@ -14,10 +14,10 @@ import boto3
 import pytest
 import yaml
 
-from cluster.config import ConfigError
-from cluster.storage import Storage, require_complete_run
-from pipelines.config import parse_config
-from pipelines.runner import load_manifest, run
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage, require_complete_run
+from thresher.curate.config import parse_config
+from thresher.curate.runner import load_manifest, run
 from tests.conftest import S3_PORT, free_port, run_cli, shared_path
 
 
@@ -168,7 +168,7 @@ class CuttableLink:
 
 
 def test_s3_endpoint_going_away_mid_run_fails_without_manifest_and_the_rerun_resumes(ray_local, s3_bucket, tmp_path):
-    from pipelines.runner import RunFailed
+    from thresher.curate.runner import RunFailed
 
     link = CuttableLink(S3_PORT)
     docs = [json.loads(l) for l in shared_path("web/c4_demo.jsonl").read_text().splitlines()]
@@ -266,7 +266,7 @@ def test_a_read_that_keeps_failing_fails_the_run_without_a_manifest(ray_local, s
     link = FlakyLink(S3_PORT)
     cfg, out = _input_through(link, s3_bucket, tmp_path, "broken")
     _arm_once_planned(link, out, failures=10 ** 6)
-    from pipelines.runner import RunFailed
+    from thresher.curate.runner import RunFailed
 
     with pytest.raises(RunFailed, match="(?i)network|connection|curl|AWS Error"):
         run(parse_config(cfg))

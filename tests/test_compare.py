@@ -16,20 +16,20 @@ import pytest
 import torch
 import yaml
 
-from cluster.cli import main as cli
-from cluster.lineage import config_hash, data_lineage
-from cluster.storage import Storage
+from thresher.cli import main as cli
+from thresher.core.lineage import config_hash, data_lineage
+from thresher.core.storage import Storage
 from testkit.tiny_llama import build_tiny_llama
 from tests.conftest import ROOT, shared_path
-from training.data import IGNORE, Encoding, encode_batch, render_alpaca
-from training.scoring import extract_answer
+from thresher.train.data import IGNORE, Encoding, encode_batch, render_alpaca
+from thresher.evaluate.scoring import extract_answer
 
 
 @pytest.fixture(scope="module")
 def curated(ray_local, tmp_path_factory) -> Path:
     """40 GSM8K records curated by thresher into train/validation/test, Alpaca columns and a difficulty."""
-    from pipelines.config import parse_config
-    from pipelines.runner import run
+    from thresher.curate.config import parse_config
+    from thresher.curate.runner import run
 
     tmp = tmp_path_factory.mktemp("compare-data")
     (tmp / "gsm8k.jsonl").write_text("".join(shared_path("sft/gsm8k_train.jsonl").read_text().splitlines(True)[:40]))
@@ -117,10 +117,10 @@ def test_the_prompt_tuning_export_gives_the_trained_logits(compared, compare_con
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from cluster.config import load_yaml, validate
-    from training.compare import CompareConfig, plan
-    from training.engines import TORCH_STATE_FILE
-    from training.models import apply_method, load_base_model
+    from thresher.core.config import load_yaml, validate
+    from thresher.evaluate.compare import CompareConfig, plan
+    from thresher.train.engines import TORCH_STATE_FILE
+    from thresher.train.models import apply_method, load_base_model
 
     (prompt,) = [p for p in plan(validate(CompareConfig, load_yaml(compare_config))) if p.variant.name == "prompt"]
     reference = apply_method(load_base_model(prompt.train.model, torch.float32), prompt.train)
@@ -184,7 +184,7 @@ def test_eval_predictions_are_the_models_greedy_outputs_and_its_training_loss(co
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.loop import loss_sum
+    from thresher.train.loop import loss_sum
 
     config = yaml.safe_load(compare_config.read_text())
     tiny, new_tokens = config["train"]["model"]["name_or_path"], config["eval"]["generation"]["max_new_tokens"]
@@ -220,8 +220,8 @@ def test_config_errors_exit_2_naming_the_key(compare_config, override, key, caps
 
 
 def test_example_config_is_valid():
-    from cluster.config import load_yaml, validate
-    from training.compare import CompareConfig, plan
+    from thresher.core.config import load_yaml, validate
+    from thresher.evaluate.compare import CompareConfig, plan
 
     plans = plan(validate(CompareConfig, load_yaml(ROOT / "examples/compare_smollm2.yaml")))
     assert {p.train.method for p in plans} == {"lora", "prefix", "prompt", "full"}

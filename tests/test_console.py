@@ -21,7 +21,7 @@ def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_lo
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "THRESHER_LOG_DIR": str(tmp_path / "logs")}
     address = ray_local.get_runtime_context().gcs_address
-    res = subprocess.run([sys.executable, "-m", "cluster.cli", "curate", str(tmp_path / "cfg.yaml"), "--address",
+    res = subprocess.run([sys.executable, "-m", "thresher", "curate", str(tmp_path / "cfg.yaml"), "--address",
                           address], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     shown = res.stdout + res.stderr

@@ -8,10 +8,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from cluster.cli import main as cli_main
-from cluster.config import ConfigError, validate
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
-from pipelines.stages.filter import Filter, FilterConfig, host
+from thresher.cli import main as cli_main
+from thresher.core.config import ConfigError, validate
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
+from thresher.curate.stages.filter import Filter, FilterConfig, host
 from testkit.runs import assert_accounting, config_file, curate, read_dir, write_jsonl
 
 

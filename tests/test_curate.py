@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from cluster.cli import main as cli_main
-from cluster.storage import Storage
+from thresher.cli import main as cli_main
+from thresher.core.storage import Storage
 from tests.conftest import shared_path
 from testkit.runs import assert_accounting, config_file, curate, read_dir, write_jsonl
 
@@ -110,7 +110,7 @@ def test_a_written_file_that_disagrees_with_the_counts_fails_the_run(ray_local, 
     """The final files are counted again from their footers: a row lost after the counts were taken (planted here
     by a stage's after_publish hook, which runs once the files are written) fails the run, and no manifest says
     otherwise."""
-    from pipelines.runner import RunFailed
+    from thresher.curate.runner import RunFailed
     from testkit.faults import DropsAWrittenRow  # noqa: F401  (registers the stage)
 
     src = write_jsonl(tmp_path / "docs.jsonl", [{"id": str(i), "text": f"document number {i}"} for i in range(20)])
@@ -144,9 +144,9 @@ def test_a_failed_rerun_leaves_the_previous_dataset_readable(ray_local, tmp_path
     """A re-run with another config writes its files aside until it commits: when it fails after writing them
     (the planted loss above), the previous run's data, rejects, reports and manifest are byte for byte as they
     were, and training still accepts and reads them. The next successful run replaces them."""
-    from pipelines.runner import RunFailed
+    from thresher.curate.runner import RunFailed
     from testkit.faults import DropsAWrittenRow  # noqa: F401  (registers the stage)
-    from training.data import Encoding, parquet_files
+    from thresher.train.data import Encoding, parquet_files
 
     src = write_jsonl(tmp_path / "docs.jsonl", [{"id": str(i), "text": f"document number {i % 24}"} for i in range(30)])
     first, out = curate(tmp_path, [src], [{"dedup_exact": {}}])
@@ -225,7 +225,7 @@ def test_missing_input_and_unwritable_output_exit_2_before_work(tmp_path, capsys
 
 
 def test_set_overrides_reach_stage_options(tmp_path):
-    from cluster.config import apply_overrides
+    from thresher.core.config import apply_overrides
 
     data = {"stages": [{"normalize": {}}, {"pii": None}]}
     apply_overrides(data, ["stages.1.mode=hash", "input.paths=[a, b]", "stages.0.unicode_form=NFKC"])

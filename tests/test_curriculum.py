@@ -13,15 +13,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import ConfigError
-from cluster.storage import Storage
-from pipelines.config import parse_config
-from pipelines.runner import run
-from pipelines.stages.curriculum import text_measures, word_buckets
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
+from thresher.curate.stages.curriculum import text_measures, word_buckets
 from testkit.tiny_llama import build_tiny_llama
 from tests.conftest import shared_path
-from training.data import Encoding, build_dataset, render_alpaca
-from training.order import ORDER_KEY, RecordOrder, _with_order_key
+from thresher.train.data import Encoding, build_dataset, render_alpaca
+from thresher.train.order import ORDER_KEY, RecordOrder, _with_order_key
 
 PLANTED = ["zorbleflax quenthivor amplestrad morquelline", "vintrasoke plumbrevian oxtellarium"]
 

@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines.config import parse_config
-from pipelines.runner import run
-from pipelines.stages.dedup_exact import DedupExact
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
+from thresher.curate.stages.dedup_exact import DedupExact
 from tests.conftest import ROOT, shared_path
 
 STAGES = [{"quality": {"presets": ["gopher"]}}, {"dedup_exact": {}}, {"dedup_fuzzy": {"threshold": 0.8}},
@@ -132,7 +132,7 @@ def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcas
     fresh ones."""
     import ray
 
-    from cluster.runtime import retire_workers
+    from thresher.runtime import retire_workers
 
     @ray.remote(num_cpus=1)
     def worker_pid() -> int:
@@ -145,7 +145,7 @@ def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcas
         retired.append(set(ray.get([worker_pid.remote() for _ in range(2)])))
         retire_workers()
 
-    monkeypatch.setattr("pipelines.runner.retire_workers", retire)
+    monkeypatch.setattr("thresher.curate.runner.retire_workers", retire)
     tmp, paths, _ = corpus
     manifest = run(parse_config(config(paths, tmp / "retired", fresh_workers_after_rows=0)))
     assert retired and len(retired[0]) == 2
@@ -206,9 +206,9 @@ def test_map_stages_run_in_one_task_per_read_task(ray_local):
     import pandas as pd
     import ray.data
 
-    from pipelines.runner import _map_stages
-    from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
-    from pipelines.stages.normalize import Normalize, NormalizeConfig
+    from thresher.curate.map import map_stages
+    from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
+    from thresher.curate.stages.normalize import Normalize, NormalizeConfig
 
     def read(batch):
         (task,) = batch["task"]
@@ -217,7 +217,7 @@ def test_map_stages_run_in_one_task_per_read_task(ray_local):
                             **{c: [None] * 3 for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)}})
 
     source = ray.data.from_items([{"task": t} for t in range(8)], override_num_blocks=8)
-    ds, pool = _map_stages(source.map_batches(read, batch_size=1, batch_format="pandas"),
+    ds, pool = map_stages(source.map_batches(read, batch_size=1, batch_format="pandas"),
                            [Normalize(NormalizeConfig(), StageContext())], batch_size=1024)
     out = ds.to_pandas()
     assert pool == 0 and len(out) == 24 and set(out["text"]) == {"Some text."}
@@ -255,7 +255,7 @@ def test_resume_after_a_kill_inside_dedup_reuses_the_staged_records(ray_local, c
         return (len(list(progress.glob("read-*.json"))) == tasks
                 and len(list(progress.glob("write-s0-*.json"))) >= tasks and (out / "_staging" / "keys").exists())
 
-    _, proc = _peak_rss([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], until=in_global_stages)
+    _, proc = _peak_rss([sys.executable, "-m", "thresher", "curate", str(cfg)], until=in_global_stages)
     assert proc.returncode == -signal.SIGKILL and not (out / "manifest.json").exists()
     resumed = run(parse_config(config(paths, out, block_bytes=32 << 10)))
     assert resumed["resumed"] == {"reused_read_tasks": tasks, "read_tasks": tasks}
@@ -273,7 +273,7 @@ def test_driver_memory_does_not_grow_with_read_tasks(corpus, tmp_path):
         body = config(paths, tmp_path / f"out{tasks}", block_bytes=max(1, size // tasks), num_cpus=2)
         body["stages"] = [{"dedup_exact": {}}]
         cfg.write_text(yaml.safe_dump(body))
-        peaks[tasks], proc = _peak_rss([sys.executable, "-m", "cluster.cli", "curate", str(cfg)])
+        peaks[tasks], proc = _peak_rss([sys.executable, "-m", "thresher", "curate", str(cfg)])
         assert proc.returncode == 0
         manifest = json.loads((tmp_path / f"out{tasks}" / "manifest.json").read_text())
         assert manifest["resumed"]["read_tasks"] >= tasks * 0.9
@@ -288,10 +288,10 @@ def test_compacted_row_groups_do_not_depend_on_how_parts_were_cut(tmp_path, monk
     import numpy as np
     import pyarrow as pa
 
-    from cluster.storage import Storage
-    from pipelines import writer
-    from pipelines.run_folder import Part, RunFolder, write_staged
-    from pipelines.stage import KEY, TASK_SHIFT
+    from thresher.core.storage import Storage
+    from thresher.curate import writer
+    from thresher.curate.run_folder import Part, RunFolder, write_staged
+    from thresher.curate.stage import KEY, TASK_SHIFT
 
     monkeypatch.setattr(writer, "ROW_GROUP_BYTES", 4000)
     rng = random.Random(1)

@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import ConfigError
-from cluster.storage import Storage
-from pipelines.config import parse_config
-from pipelines.runner import run
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
-from pipelines.stages.decontaminate import Decontaminate, DecontaminateConfig
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
+from thresher.curate.stages.decontaminate import Decontaminate, DecontaminateConfig
 from tests.conftest import shared_path
 from tests.test_text_stages import frame
 

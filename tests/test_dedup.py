@@ -15,14 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import parse_config
-from pipelines.dedup.components import (both_directions, connected_components, edge_schema, large_star, larger_first,
-                                        small_star)
-from pipelines.dedup.lsh import optimal_bands
-from pipelines.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures
-from pipelines.runner import run
-from pipelines.stage import StageContext
-from pipelines.stages.dedup_exact import DedupExact, DedupExactConfig
+from thresher.curate.config import parse_config
+from thresher.curate.dedup.components import (both_directions, connected_components, edge_schema, large_star,
+                                              larger_first, small_star)
+from thresher.curate.dedup.lsh import optimal_bands
+from thresher.curate.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures
+from thresher.curate.runner import run
+from thresher.curate.stage import StageContext
+from thresher.curate.stages.dedup_exact import DedupExact, DedupExactConfig
 from tests.conftest import shared_path
 
 
@@ -152,7 +152,7 @@ def test_distributed_components_match_union_find(ray_local, caplog):
     graph = random_graph(rng, 1000, 500) + [(f"c{i:03d}", f"c{i + 1:03d}") for i in range(8)]  # and a chain
     rng.shuffle(graph)
     edges = ray.data.from_arrow(pa.table({"u": [u for u, _ in graph], "v": [v for _, v in graph]})).repartition(4)
-    with caplog.at_level("INFO", logger="pipelines.dedup.components"):
+    with caplog.at_level("INFO", logger="thresher.curate.dedup.components"):
         result = {r["node"]: r["root"] for r in connected_components(edges, partitions=3, limit_rows=0).take_all()}
     assert result == union_find_roots([(u, v) for u, v in graph if u != v])
     assert sum("connected components: round" in m for m in caplog.messages) >= 3  # several rounds were needed

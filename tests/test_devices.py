@@ -11,13 +11,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from cluster.storage import Storage
+from thresher.core.storage import Storage
 from testkit.device_guard import ImplicitDevice
 from testkit.tiny_llama import build_tiny_llama
-from training.config import parse_config
-from training.data import Encoding, encode_batch
-from training.loop import Job, Recipe, TrainerState
-from training.tracking import Tracker
+from thresher.train.config import parse_config
+from thresher.train.data import Encoding, encode_batch
+from thresher.train.loop import Job, Recipe, TrainerState
+from thresher.train.tracking import Tracker
 
 SEQ = 160
 QUESTIONS = [(f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.") for a in range(3, 9) for b in range(2, 4)]
@@ -53,7 +53,7 @@ METHODS = {
 
 @pytest.mark.parametrize("variant", list(METHODS))
 def test_a_step_and_an_evaluation_create_no_tensor_off_the_batches_device(ray_local, tiny, tmp_path, variant):
-    from training.models import load_tokenizer
+    from thresher.train.models import load_tokenizer
 
     settings = METHODS[variant]
     fmt = "preference" if settings["method"] in ("dpo", "orpo") else "alpaca"
@@ -82,9 +82,9 @@ def test_a_step_and_an_evaluation_create_no_tensor_off_the_batches_device(ray_lo
 
 PLAN_WITH_A_GPU_STAGE = """
 import pandas as pd, ray
-from pipelines.runner import _map_stages
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
-from pipelines.stages.embed import Embed, EmbedConfig
+from thresher.curate.map import map_stages
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
+from thresher.curate.stages.embed import Embed, EmbedConfig
 ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
 def read(batch):
     (task,) = batch["task"]
@@ -92,7 +92,7 @@ def read(batch):
                                                                                REJECT_DETAIL)}})
 source = ray.data.from_items([{"task": t} for t in range(4)], override_num_blocks=4)
 stage = Embed(EmbedConfig(num_gpus=1, device="cpu"), StageContext())
-ds, pool = _map_stages(source.map_batches(read, batch_size=1, batch_format="pandas"), [stage], batch_size=1024)
+ds, pool = map_stages(source.map_batches(read, batch_size=1, batch_format="pandas"), [stage], batch_size=1024)
 out = ds.to_pandas()
 assert pool == 1 and len(out) == 12 and out["embedding"].notna().all(), (pool, len(out))
 print("planned")

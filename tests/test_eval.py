@@ -15,14 +15,14 @@ import pytest
 import sacrebleu
 import yaml
 
-from cluster.cli import main as cli
-from cluster.storage import Storage
+from thresher.cli import main as cli
+from thresher.core.storage import Storage
 from testkit.tiny_llama import CHATML, build_tiny_llama
 from tests.conftest import ROOT, shared_path
-from training.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch, render_alpaca
-from training.eval_config import EvalData, parse_eval_config
-from training.generate import render_example
-from training.scoring import aggregate, bootstrap, corpus_bleu, extract_answer, score_examples, token_f1
+from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch, render_alpaca
+from thresher.evaluate.eval_config import EvalData, parse_eval_config
+from thresher.evaluate.generate import render_example
+from thresher.evaluate.scoring import aggregate, bootstrap, corpus_bleu, extract_answer, score_examples, token_f1
 
 # -- scoring on hand-made predictions (no Ray) -----------------------------------------------------------------
 
@@ -96,8 +96,8 @@ def test_config_errors_name_the_key(tmp_path, capsys, monkeypatch):
 
 
 def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
-    from cluster.config import ConfigError
-    from training.evaluation import read_dataset
+    from thresher.core.config import ConfigError
+    from thresher.evaluate.evaluation import read_dataset
 
     (tmp_path / "qa.jsonl").write_text("".join(json.dumps({"q": f"{i} + 1 =", "a": f" {i + 1}"}) + "\n"
                                                for i in range(5)))

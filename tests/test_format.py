@@ -12,11 +12,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import ConfigError
-from pipelines.config import parse_config
-from pipelines.runner import run
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
-from pipelines.stages.format import Format, FormatConfig, check_chat
+from thresher.core.config import ConfigError
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
+from thresher.curate.stages.format import Format, FormatConfig, check_chat
 from tests.conftest import shared_path
 
 

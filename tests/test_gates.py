@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cluster.cli import main as cli_main
-from pipelines.gates import GatesConfig, check
+from thresher.cli import main as cli_main
+from thresher.curate.gates import GatesConfig, check
 
 ROOT = Path(__file__).resolve().parents[1]
 

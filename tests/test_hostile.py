@@ -16,13 +16,13 @@ import zstandard
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cluster.storage import Storage
-from pipelines.config import InputConfig, parse_config
-from pipelines.readers import plan, read_task
-from pipelines.runner import run
-from pipelines.stage import REJECT_STAGE, StageContext, run_map_stage
-from pipelines.stages.normalize import Normalize, NormalizeConfig
-from pipelines.stages.pii import Pii, PiiConfig
+from thresher.core.storage import Storage
+from thresher.curate.config import InputConfig, parse_config
+from thresher.curate.readers import plan, read_task
+from thresher.curate.runner import run
+from thresher.curate.stage import REJECT_STAGE, StageContext, run_map_stage
+from thresher.curate.stages.normalize import Normalize, NormalizeConfig
+from thresher.curate.stages.pii import Pii, PiiConfig
 from testkit.batches import batch
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -19,7 +19,7 @@ import zipfile
 import boto3
 import pytest
 
-from cluster.jobs import EXCLUDES, api_address, runtime_env, safe_for_credentials, submit
+from thresher.jobs import EXCLUDES, api_address, runtime_env, safe_for_credentials, submit
 from tests.conftest import ROOT, free_port, run_cli
 
 CORPUS = sorted((ROOT / "examples" / "corpus").glob("web-*"))
@@ -60,7 +60,7 @@ def test_submit_runs_the_quickstart_on_the_cluster_from_s3_to_s3(ray_head, s3_bu
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:] + ray_head.logs()
     print(f"curation job: {time.monotonic() - started:.0f}s")
     job = _job_id(res)
-    assert "python -m cluster.cli curate examples/quickstart.yaml" in res.stdout  # the job's log, streamed
+    assert "python -m thresher curate examples/quickstart.yaml" in res.stdout  # the job's log, streamed
     assert f"{job} SUCCEEDED" in res.stderr
     assert "AWS_SECRET_ACCESS_KEY" in res.stderr and "warning" not in res.stderr  # names forwarded, output is s3
 
@@ -271,8 +271,8 @@ def test_the_upload_skips_caches_outputs_and_large_files(tmp_path):
     from ray._private.runtime_env.packaging import create_package
 
     project = tmp_path / "project"
-    for rel in ("cluster/cli.py", "examples/quickstart.yaml", "out/run1/manifest.json", ".venv/lib/site.py",
-                "pipelines/__pycache__/runner.pyc", ".git/HEAD", "thresher.egg-info/PKG-INFO", "sub/out/kept.txt",
+    for rel in ("src/thresher/cli.py", "examples/quickstart.yaml", "out/run1/manifest.json", ".venv/lib/site.py",
+                "src/thresher/__pycache__/cli.pyc", ".git/HEAD", "thresher.egg-info/PKG-INFO", "sub/out/kept.txt",
                 "ignored/by-git.txt", "data/[odd] name*.bin", "data/big.parquet", ".venv/big.bin"):
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         (project / rel).write_text("x")
@@ -284,7 +284,7 @@ def test_the_upload_skips_caches_outputs_and_large_files(tmp_path):
                         "read data from s3:// (or raise --max-file-mib)")
     create_package(str(project), tmp_path / "pkg.zip", include_gitignore=True, excludes=env["excludes"])
     names = {n.rstrip("/") for n in zipfile.ZipFile(tmp_path / "pkg.zip").namelist()}
-    assert {"cluster/cli.py", "examples/quickstart.yaml", "sub/out/kept.txt"} <= names
+    assert {"src/thresher/cli.py", "examples/quickstart.yaml", "sub/out/kept.txt"} <= names
     assert not any(n.split("/")[0] in {"out", ".venv", ".git", "thresher.egg-info", "ignored"} or "__pycache__" in n
                    or n.startswith("data/") for n in names), names
     assert runtime_env(project, forward_aws=False, max_file_mib=0)[0] == {"working_dir": str(project),
@@ -296,7 +296,7 @@ def test_the_upload_listing_matches_rays_own_walk(tmp_path, monkeypatch):
     .gitignore and .rayignore files, thresher's excludes, negations, folder-only patterns."""
     from ray._private.runtime_env.packaging import _dir_travel, _get_excludes  # the reference, in the test only
 
-    from cluster.jobs import _uploaded_files
+    from thresher.jobs import _uploaded_files
 
     files = ["a.py", "out/x.parquet", "sub/out/kept.txt", "sub/keep.log", "sub/drop.log", "sub/deep/y.tmp",
              "sub/deep/z.txt", "data/big.bin", "data/small.txt", ".venv/lib/site.py", "pkg/__pycache__/m.pyc",

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from cluster.jobs import EXCLUDES, load_runtime_env
+from thresher.jobs import EXCLUDES, load_runtime_env
 from tests.conftest import ROOT, SHARED
 
 K8S = ROOT / "k8s"
@@ -473,7 +473,7 @@ def _referenced_config_maps(doc) -> set[str]:
 
 
 def test_curation_job_runs_a_valid_s3_config_on_an_autoscaling_cpu_cluster():
-    from pipelines.config import parse_config
+    from thresher.curate.config import parse_config
 
     docs = build(ENTRY_POINTS["curate"])
     (job,) = _by_kind(docs, "RayJob").values()
@@ -704,17 +704,16 @@ def test_the_image_gets_the_packages_and_not_the_checkouts_clutter():
     ops = [op for op, _ in instructions]
     assert "torch==" in instructions[ops.index("RUN")][1] and ops.index("RUN") < ops.index("COPY")  # its own layer
     patterns = [p for p in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if p and p[0] != "#"]
-    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    include = setuptools["packages"]["find"]["include"]
-    packages = [d for d in ROOT.iterdir() if d.is_dir() and any(fnmatch.fnmatchcase(d.name, p) for p in include)]
-    assert {"cluster", "pipelines"} <= {d.name for d in packages}
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = [ROOT / folder / "thresher" for folder in find["where"]]
+    assert packages == [ROOT / "src" / "thresher"] and (packages[0] / "cli.py").is_file()
     needed = [f for d in packages for f in d.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
     needed += [ROOT / "pyproject.toml", ROOT / "README.md", ROOT / ".ci" / "constraints.txt",
                ROOT / "examples" / "quickstart.yaml"]
     for f in needed:
         assert not _docker_ignored(f.relative_to(ROOT).as_posix(), patterns), f
     for rel in (".venv/bin/python", ".git/HEAD", "out/run1/manifest.json", "tests/test_k8s.py", "bench/results/x.md",
-                "cluster/__pycache__/cli.cpython-311.pyc", "thresher.egg-info/PKG-INFO", "k8s/kustomization.yaml"):
+                "src/thresher/__pycache__/cli.cpython-311.pyc", "thresher.egg-info/PKG-INFO", "k8s/kustomization.yaml"):
         assert _docker_ignored(rel, patterns), rel
 
 

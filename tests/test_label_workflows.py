@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cluster.config import ConfigError
-from pipelines.config import parse_config
-from pipelines.runner import run
+from thresher.core.config import ConfigError
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
 from tests.conftest import shared_path
 from tests.test_labels import read_dir
 

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from cluster.config import ConfigError
-from cluster.storage import Storage
-from pipelines.config import parse_config
-from pipelines.labels import agreement
-from pipelines.labels.agreement import Annotations
-from pipelines.labels.export import export_review_queue
-from pipelines.runner import run
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage
+from thresher.curate.config import parse_config
+from thresher.curate.labels import agreement
+from thresher.curate.labels.agreement import Annotations
+from thresher.curate.labels.export import export_review_queue
+from thresher.curate.runner import run
 from tests.conftest import shared_path
 
 # Krippendorff (2011), "Computing Krippendorff's alpha-reliability", 4 coders x 12 units with missing values;

@@ -7,11 +7,11 @@ import boto3
 import orjson
 import pytest
 
-from cluster.config import ConfigError
-from cluster.storage import Storage
-from pipelines.filters.languages import from_model_label, normalize_code
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
-from pipelines.stages.langid import Langid, LangidConfig, bundled_model_path, model_input
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage
+from thresher.curate.filters.languages import from_model_label, normalize_code
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
+from thresher.curate.stages.langid import Langid, LangidConfig, bundled_model_path, model_input
 from testkit.batches import batch
 from tests.conftest import shared_path
 from tests.test_text_stages import frame

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cluster.storage import Storage
+from thresher.core.storage import Storage
 from testkit.faults import AfterCheckpoint
 from testkit.ray_cluster import RayHead
 from testkit.tiny_llama import build_tiny_llama

@@ -22,14 +22,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import training
-from pipelines.config import parse_config as parse_curation_config
-from pipelines.runner import run as curate_run
+from thresher import train
+from thresher.curate.config import parse_config as parse_curation_config
+from thresher.curate.runner import run as curate_run
 from testkit.tiny_llama import build_tiny_llama
 from tests.conftest import shared_path
-from training.config import parse_config
-from training.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch
-from training.preference import DisabledAdapter, FrozenCopy, dpo_losses, orpo_losses, sequence_logps
+from thresher.train.config import parse_config
+from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch
+from thresher.train.preference import DisabledAdapter, FrozenCopy, dpo_losses, orpo_losses, sequence_logps
 
 SEQ = 96
 REFUSALS = ["I do not know, sorry.", "I cannot help with that.", "Please ask someone else."]
@@ -303,7 +303,7 @@ def test_dpo_lora_raises_the_margin_on_held_out_pairs(pairs, tiny, tmp_path):
 
     cfg = preference_config(tiny, pairs, tmp_path, "dpo", dpo={"beta": 0.1, "adapter": "lora"},
                             lora={"r": 8, "alpha": 16, "dropout": 0.0})
-    m = training.main(copy.deepcopy(cfg))
+    m = train.main(copy.deepcopy(cfg))
     evals = m["evals"]
     assert [e["step"] for e in evals] == [3, 6]
     assert evals[-1]["reward_margin"] > max(evals[0]["reward_margin"], 0.0) + 0.05, evals
@@ -322,7 +322,7 @@ def test_orpo_full_fine_tuning_without_a_reference(pairs, tiny, tmp_path):
     """ORPO (full fine-tuning, reference-free): the held-out margin of mean log-probabilities rises and the loss
     falls."""
     cfg = preference_config(tiny, pairs, tmp_path, "orpo", orpo={"beta": 0.5}, optim={"lr": 3e-3})
-    m = training.main(copy.deepcopy(cfg))
+    m = train.main(copy.deepcopy(cfg))
     evals = m["evals"]
     assert evals[-1]["reward_margin"] > evals[0]["reward_margin"] and m["eval_reward_accuracy"] >= 0.9, evals
     assert m["train_loss"][-1]["loss"] < m["train_loss"][0]["loss"]
@@ -336,7 +336,7 @@ def test_orpo_full_fine_tuning_without_a_reference(pairs, tiny, tmp_path):
     ({"method": "orpo", "fsdp": {}, "orpo": {"adapter": "lora"}}, "fsdp"),
 ])
 def test_preference_config_errors_name_the_key(tiny, tmp_path, change, key):
-    from cluster.config import ConfigError
+    from thresher.core.config import ConfigError
 
     cfg = preference_config(tiny, SimpleNamespace(train="out/pairs/train", validation=None), tmp_path, "dpo")
     for section, value in change.items():

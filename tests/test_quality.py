@@ -14,14 +14,14 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import ConfigError, validate
-from cluster.storage import Storage
-from pipelines.config import parse_config
-from pipelines.filters.presets import PRESETS, SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
-from pipelines.filters.text import PUNCTUATION, TextStats, duplicates
-from pipelines.runner import rerender_report, run
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
-from pipelines.stages.quality import Quality, QualityConfig
+from thresher.core.config import ConfigError, validate
+from thresher.core.storage import Storage
+from thresher.curate.config import parse_config
+from thresher.curate.filters.presets import PRESETS, SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
+from thresher.curate.filters.text import PUNCTUATION, TextStats, duplicates
+from thresher.curate.runner import rerender_report, run
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
+from thresher.curate.stages.quality import Quality, QualityConfig
 from testkit.batches import batch
 from tests.conftest import shared_path
 from testkit.runs import assert_accounting, read_dir

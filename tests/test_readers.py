@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import readers
-from pipelines.readers import ReaderSpec, ReadTask
+from thresher.curate import readers
+from thresher.curate.readers import ReaderSpec, ReadTask
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.config import parse_config
-from pipelines.runner import run
-from pipelines.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
-from pipelines.stages.rebalance import COPIES, Rebalance, RebalanceConfig, targets
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
+from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
+from thresher.curate.stages.rebalance import COPIES, Rebalance, RebalanceConfig, targets
 from testkit.runs import assert_accounting, read_dir, write_jsonl
 from tests.conftest import shared_path
 

@@ -13,8 +13,8 @@ import psutil
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines.config import parse_config
-from pipelines.runner import run
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
 from tests.conftest import run_cli, shared_path
 
 STAGES = [{"normalize": {}}, {"pii": {}}]
@@ -103,8 +103,8 @@ def test_a_worker_killed_mid_run_changes_nothing(ray_local, tmp_path):
 # with key rows (fused with the write), keep keys, hash shuffle map and reduce tasks (ids, exact groups, LSH
 # buckets, connected components, joins), components steps, verification values (Bloom semi-join), removal on key
 # rows (join), decisions routed back to the staged records (fused with the write), compaction
-DEDUP_PHASES = ("_read_batches", "with_keep_keys", "HashShuffleMap", "HashShuffleReduce", "large_star", "_node_values",
-                "_mark_joined", "_apply_batches", "compact")
+DEDUP_PHASES = ("read_batches", "with_keep_keys", "HashShuffleMap", "HashShuffleReduce", "large_star", "_node_values",
+                "_mark_joined", "apply_batches", "compact")
 
 
 def _kill_in_phases(stop: threading.Event, killed: list) -> None:
@@ -145,7 +145,7 @@ def test_workers_killed_in_every_dedup_phase_change_nothing(ray_local, tmp_path)
         stop.set()
         killer.join()
     hit = {f for f in DEDUP_PHASES if any(f in title for title in killed)}
-    assert {"HashShuffleMap", "HashShuffleReduce", "_apply_batches", "compact"} <= hit and len(hit) >= 6, killed
+    assert {"HashShuffleMap", "HashShuffleReduce", "apply_batches", "compact"} <= hit and len(hit) >= 6, killed
     assert faulty["digests"] == clean["digests"] and faulty["counts"] == clean["counts"]
     for sub in ("data", "rejects"):
         assert sorted_rows(tmp_path / "faulty", sub) == sorted_rows(tmp_path / "clean", sub)
@@ -166,7 +166,7 @@ def test_losing_a_worker_node_mid_run_still_completes_identically(ray_head, tmp_
     res = run_cli("curate", str(clean_cfg), "--address", ray_head.address, env=auth)
     assert res.returncode == 0, res.stderr[-2000:]
     worker = ray_head.procs[-1]
-    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "curate", str(cfg), "--address", ray_head.address],
+    proc = subprocess.Popen([sys.executable, "-m", "thresher", "curate", str(cfg), "--address", ray_head.address],
                             env=auth, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stopped = False
     try:
@@ -202,7 +202,7 @@ def test_a_killed_run_resumes_without_redoing_finished_work_and_configs_never_mi
     out = tmp_path / "out"
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(config(src, out, num_cpus=1)))
-    proc = subprocess.Popen([sys.executable, "-m", "cluster.cli", "curate", str(cfg)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "thresher", "curate", str(cfg)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while len(list((out / "_progress").glob("write-*.json"))) < 4 and proc.poll() is None and time.time() < deadline:

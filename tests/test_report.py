@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cluster.storage import Storage
-from pipelines.card import data_files
-from pipelines.config import parse_config
-from pipelines.report import dataset as dataset_section
-from pipelines.report.dataset import Dataset
-from pipelines.runner import rerender_report, run
+from thresher.core.storage import Storage
+from thresher.curate.card import data_files
+from thresher.curate.config import parse_config
+from thresher.curate.report import dataset as dataset_section
+from thresher.curate.report.dataset import Dataset
+from thresher.curate.runner import rerender_report, run
 from tests.conftest import shared_path
 
 SPLITS = ("train", "validation", "test")
@@ -121,7 +121,7 @@ def test_token_counts_and_hashes_match_their_definitions():
     import pyarrow.compute as pc
     import xxhash
 
-    from pipelines.report.arrays import string_stats
+    from thresher.curate.report.arrays import string_stats
 
     rng = random.Random(7)
     alphabet = ["a", "b", " ", "\t", "\n", "\v", "\f", "\r", "é", "\u00a0", "\u2003", "字", "😀"]

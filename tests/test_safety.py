@@ -17,14 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cluster.cli import main
-from cluster.config import ConfigError
-from cluster.storage import Storage
-from pipelines.config import parse_config
-from pipelines.run_folder import check_output
-from pipelines.runner import run
+from thresher.cli import main
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage
+from thresher.curate.config import parse_config
+from thresher.curate.run_folder import check_output
+from thresher.curate.runner import run
 from tests.conftest import run_cli
-from training.data import Encoding, parquet_files
+from thresher.train.data import Encoding, parquet_files
 
 EMAILS = ["ann.lee@example.org", "bo.chen@example.net", "cy@mail.example.com"]
 RECORDS = [{"id": f"r{i}", "text": f"Write to {EMAILS[i % 3]} about order {i}; we answer within two days."}
@@ -85,7 +85,7 @@ def test_the_workers_hash_with_the_salt_the_driver_read(ray_local, tmp_path, mon
 
 
 def test_a_run_resumes_only_into_output_hashed_with_the_same_salt(tmp_path, monkeypatch):
-    from pipelines.runner import preflight, run_key
+    from thresher.curate.plan import preflight, run_key
 
     monkeypatch.setenv("THRESHER_PII_SALT", "first")
     cfg = parse_config({"input": {"paths": [str(corpus(tmp_path / "in"))]}, "output": {"path": str(tmp_path / "out")},

@@ -14,14 +14,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from cluster.config import ConfigError
-from pipelines.config import parse_config
-from pipelines.dedup.semantic import as_matrix, split_to_size
-from pipelines.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
-from pipelines.stages.classify import Classify, ClassifyConfig
-from pipelines.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig
-from pipelines.stages.dedup_semantic import DedupSemantic, DedupSemanticConfig
-from pipelines.stages.embed import Embed, EmbedConfig
+from thresher.core.config import ConfigError
+from thresher.curate.config import parse_config
+from thresher.curate.dedup.semantic import as_matrix, split_to_size
+from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
+from thresher.curate.stages.classify import Classify, ClassifyConfig
+from thresher.curate.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig
+from thresher.curate.stages.dedup_semantic import DedupSemantic, DedupSemanticConfig
+from thresher.curate.stages.embed import Embed, EmbedConfig
 from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
 from tests.conftest import shared_path
 
@@ -31,7 +31,7 @@ PAIRS = 300
 
 @pytest.fixture(scope="module")
 def model_folder():
-    from models.resolve import resolve_model
+    from thresher.models.resolve import resolve_model
 
     try:
         return resolve_model(MODEL, "embed.model")
@@ -51,7 +51,7 @@ def mrpc():
 @pytest.fixture(scope="module")
 def mrpc_records(mrpc, model_folder):
     """Records ``a<i>``/``b<i>`` for the two sentences of pair i, with their embeddings (computed once)."""
-    from models.encoders import SentenceEncoder
+    from thresher.models.encoders import SentenceEncoder
 
     ids = [f"{side}{i}" for i in range(len(mrpc)) for side in "ab"]
     texts = [s for _, s1, s2 in mrpc for s in (s1, s2)]
@@ -182,9 +182,9 @@ def test_linear_head_is_trained_saved_with_metrics_and_reused_by_name(tmp_path, 
     assert saved["metrics"]["held_out"] == 24 and saved["metrics"]["accuracy"] >= 0.9 and saved["metrics"]["auc"] >= 0.95
     assert saved["examples"] == {"positive": 60, "negative": 60}
 
-    import models.encoders
+    import thresher.models.encoders
 
-    monkeypatch.setattr(models.encoders.SentenceEncoder, "encode", None)  # reuse must not encode examples again
+    monkeypatch.setattr(thresher.models.encoders.SentenceEncoder, "encode", None)  # reuse must not encode examples again
     reused = Classify(ClassifyConfig(name="math", method="linear", head="math-v1", min_score=0.5), StageContext())
     again = Classify(ClassifyConfig(**options), StageContext())
     assert reused.fingerprint() == trained.fingerprint() == again.fingerprint()

@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import ConfigError
-from pipelines.config import parse_config
-from pipelines.runner import run
-from pipelines.stages.split import largest_remainder, nearest_boundary
+from thresher.core.config import ConfigError
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
+from thresher.curate.stages.split import largest_remainder, nearest_boundary
 from tests.conftest import shared_path
 
 

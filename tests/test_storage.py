@@ -8,7 +8,7 @@ import json
 import boto3
 import pytest
 
-from cluster.storage import Storage
+from thresher.core.storage import Storage
 
 FILES = ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz", "crawl/old/x.jsonl.gz", "crawl/old/deeper/y.jsonl.gz",
          "crawl/2024/c.jsonl", "crawl/2024/d.parquet", "crawl/_tmp/z.jsonl.gz", "other/e.jsonl.gz"]
@@ -46,7 +46,7 @@ def test_globs_match_like_a_shell_on_s3(s3_bucket):
 
 WRITE_PAST_THE_LIMIT = """
 import resource, signal, sys
-from cluster.storage import Storage
+from thresher.core.storage import Storage
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
 try:

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from pipelines.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
-from pipelines.stages.normalize import Normalize, NormalizeConfig
-from pipelines.stages.pii import Pii, PiiConfig, iban_ok, luhn_ok
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
+from thresher.curate.stages.normalize import Normalize, NormalizeConfig
+from thresher.curate.stages.pii import Pii, PiiConfig, iban_ok, luhn_ok
 from testkit.batches import batch
 from tests.conftest import shared_path
 from testkit.runs import assert_accounting, curate, read_dir, write_jsonl

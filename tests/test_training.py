@@ -23,24 +23,24 @@ import pytest
 import torch
 import yaml
 
-import training
-from cluster.config import ConfigError, load_yaml
-from cluster.storage import Storage
+from thresher import train
+from thresher.core.config import ConfigError, load_yaml
+from thresher.core.storage import Storage
 from testkit.faults import AfterCheckpoint
 from testkit.tiny_llama import CHATML, build_tiny_llama
 from tests.conftest import ROOT, run_cli, shared_path
-from training.config import parse_config as parse_train_config
-from training.data import (ALPACA_PROMPT, ALPACA_PROMPT_WITH_INPUT, FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding,
-                           encode_batch, render_alpaca)
-from training.engines import TORCH_STATE_FILE
+from thresher.train.config import parse_config as parse_train_config
+from thresher.train.data import (ALPACA_PROMPT, ALPACA_PROMPT_WITH_INPUT, FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding,
+                                 encode_batch, render_alpaca)
+from thresher.train.engines import TORCH_STATE_FILE
 
 SEQ = 256
 
 
 def curate(records: list[dict], out: Path, template: dict) -> Path:
     """A thresher curation run (normalize, format) over ``records``; returns its ``data/`` folder."""
-    from pipelines.config import parse_config
-    from pipelines.runner import run
+    from thresher.curate.config import parse_config
+    from thresher.curate.runner import run
 
     src = out.with_suffix(".jsonl")
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -121,7 +121,7 @@ def logits(model, ids: torch.Tensor) -> torch.Tensor:
 
 def trained_reference(tiny: Path, cfg: dict, checkpoint: str):
     """The model as it was trained: the base with the method applied and the checkpoint's trainable weights."""
-    from training.models import apply_method, load_base_model
+    from thresher.train.models import apply_method, load_base_model
 
     tcfg = parse_train_config(cfg)
     model = apply_method(load_base_model(tcfg.model, torch.float32), tcfg)
@@ -251,13 +251,13 @@ def lora_run(data, tiny, tmp_path_factory):
         mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")
         first_kill = AfterCheckpoint(run_dir, "step-00000002")
         with pytest.raises(Exception, match="(?i)worker|died|actor") as failure:
-            training.main(copy.deepcopy(cfg))
+            train.main(copy.deepcopy(cfg))
         first_kill.result()
         model_after_failure = (out / "model").exists()
         step2 = json.loads((run_dir / "step-00000002/trainer_state.json").read_text())
         second_kill = AfterCheckpoint(run_dir, "step-00000004")
         cfg["checkpoint"]["max_failures"] = 1
-        metrics = training.main(copy.deepcopy(cfg))
+        metrics = train.main(copy.deepcopy(cfg))
         second_kill.result()
     finally:
         mp.undo()
@@ -296,10 +296,10 @@ def test_lora_export_reloads_with_peft_and_gives_the_trained_logits(lora_run, ti
 
 
 def test_combine_lora_adapters_weighted(lora_run, tiny, tmp_path):
-    """`python -m training.export combine`: the combined adapter (cat) adds exactly the weighted updates."""
+    """`python -m thresher.train.export combine`: the combined adapter (cat) adds exactly the weighted updates."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    from training.export import main as export_main
+    from thresher.train.export import main as export_main
 
     torch.manual_seed(1)
     other = get_peft_model(base_model(tiny), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
@@ -326,7 +326,7 @@ def test_merge_lora_export_reloads_as_a_plain_model(lora_run, tiny, tmp_path):
     transformers model with the trained model's logits."""
     from transformers import AutoModelForCausalLM
 
-    from training.export import export_model
+    from thresher.train.export import export_model
 
     cfg = copy.deepcopy(lora_run.cfg)
     cfg["output"] = {"path": str(tmp_path), "merge_lora": True}
@@ -385,7 +385,7 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
             if name == "fsdp2":  # polls every second: the kill lands before step 4's checkpoint can count
                 mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")
                 kill = AfterCheckpoint(tmp_path / name / "checkpoints/thresher", "step-00000002")
-            m = training.main(copy.deepcopy(cfg))
+            m = train.main(copy.deepcopy(cfg))
         losses[name] = assert_loss_falls(m)
         exported = AutoModelForCausalLM.from_pretrained(tmp_path / name / "model")
         reference = base_model(tiny)
@@ -411,7 +411,7 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
 
 
 def test_best_evaluation_and_early_stopping_from_the_history():
-    from training.selection import best_index, best_summary, stops_early
+    from thresher.train.selection import best_index, best_summary, stops_early
 
     evals = [{"step": s, "loss": x} for s, x in ((2, 3.0), (4, 2.5), (6, 2.495), (8, 2.6), (10, None))]
     assert best_index(evals, "eval_loss", "min") == 2 and best_index(evals, "eval_loss", "min", 0.01) == 1
@@ -433,7 +433,7 @@ def stopped_run(data, tiny, tmp_path_factory):
                        data={"train": sources, "packing": False},
                        eval={"every_steps": 1, "mode": "max", "save_best": True, "early_stopping": {"patience": 2}},
                        checkpoint={"every_steps": 1, "keep": 3}, tracking={"mlflow": {"experiment": "early-stop"}})
-    return SimpleNamespace(cfg=cfg, out=out, sources=sources, metrics=training.main(copy.deepcopy(cfg)))
+    return SimpleNamespace(cfg=cfg, out=out, sources=sources, metrics=train.main(copy.deepcopy(cfg)))
 
 
 def test_early_stopping_stops_at_the_evaluation_that_exhausts_patience(stopped_run):
@@ -458,7 +458,7 @@ def test_saved_model_is_the_best_evaluations(stopped_run, tiny):
 
 
 def test_mlflow_run_holds_the_numbers_of_metrics_json(stopped_run):
-    from training.tracking import client
+    from thresher.train.tracking import client
 
     m = json.loads((stopped_run.out / "metrics.json").read_text())
     mlflow = client((stopped_run.out / "mlruns").as_uri())
@@ -481,7 +481,7 @@ def test_mlflow_run_holds_the_numbers_of_metrics_json(stopped_run):
 
 
 def test_a_failing_tracking_store_warns_and_training_goes_on(caplog):
-    from training.tracking import MlflowSettings, Tracker
+    from thresher.train.tracking import MlflowSettings, Tracker
 
     tracker = Tracker(MlflowSettings("bogus-scheme://nowhere", "x", "x", {"a": "1"}, {}))
     tracker.start([{"step": 1, "loss": 1.0}], [], None)
@@ -491,7 +491,7 @@ def test_a_failing_tracking_store_warns_and_training_goes_on(caplog):
 
 
 def test_credentials_in_the_tracking_uri_reach_no_param_tag_or_warning(tmp_path, caplog):
-    from training.tracking import Tracker, settings
+    from thresher.train.tracking import Tracker, settings
 
     uri = "http://alice:hunter2-secret@127.0.0.1:9/mlflow?token=tok-0123456789"
     cfg = parse_train_config({"model": {"name_or_path": "m"}, "data": {"train": str(tmp_path)}, "method": "lora",
@@ -512,7 +512,7 @@ def test_mixture_takes_the_weighted_shares_in_shuffled_order(ray_local):
     standard errors."""
     import ray.data
 
-    from training.data import mix
+    from thresher.train.data import mix
 
     first, second = (ray.data.from_items([{"source": i, "row": r} for r in range(n)])
                      for i, n in ((0, 1000), (1, 2000)))
@@ -552,7 +552,7 @@ def test_a_first_step_failure_of_the_workers_fails_the_run_at_once(data, tiny, t
     cfg = train_config(tiny, tmp_path / "out", "lora", str(data.train), lora={"target_modules": ["no_such_proj"]},
                        checkpoint={"max_failures": 3})
     with pytest.raises(RuntimeError, match=r"before the first step with .*no_such_proj.*not retried"):
-        training.main(cfg)
+        train.main(cfg)
     assert "training attempt" not in caplog.text  # the retry path logs each attempt it retries
 
 
@@ -580,7 +580,7 @@ def test_config_errors_name_the_key(data, tiny, tmp_path, change, key):
     for section, value in change.items():
         cfg[section] = {**cfg[section], **value} if isinstance(value, dict) and cfg.get(section) else value
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        training.main(cfg)
+        train.main(cfg)
 
 
 def test_a_relative_output_path_is_the_drivers(tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ def ray_gpu():
     import ray
     import torch
 
-    from cluster.runtime import EMBEDDED_SYSTEM_CONFIG
+    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
 
     if not ray.is_initialized():
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # pytest -n: one Ray per test process

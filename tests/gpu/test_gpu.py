@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import training
+from thresher.train import main as train_main
 from testkit.gpu_models import random_model
 
 SEQ = 256
@@ -71,7 +71,7 @@ def train(smollm2: Path, data: Path, out: Path, method: str, lr: float, fmt: str
            "output": {"path": str(out)}}
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    metrics = training.main(cfg)
+    metrics = train_main(cfg)
     record = os.environ.get("THRESHER_GPU_RECORD")
     if record:  # kept even when a time limit stops the suite before its summary
         with open(record, "a") as f:
@@ -89,7 +89,7 @@ def assert_trained(metrics: dict, steps: int = STEPS) -> list[float]:
 
 
 def test_eval_generates_on_the_gpu(ray_gpu, smollm2, tmp_path):
-    from training.evaluation import main as evaluate
+    from thresher.evaluate.evaluation import main as evaluate
 
     qa = questions(64, seed=1)
     path = write_parquet([{"id": str(i), "instruction": q, "input": "", "output": a} for i, (q, a) in enumerate(qa)],
@@ -105,8 +105,8 @@ def test_eval_generates_on_the_gpu(ray_gpu, smollm2, tmp_path):
 
 
 def curate(tmp_path: Path, records: list[dict], stages: list[dict], text_field: str) -> tuple[dict, Path]:
-    from pipelines.config import parse_config
-    from pipelines.runner import run
+    from thresher.curate.config import parse_config
+    from thresher.curate.runner import run
 
     source = tmp_path / "input.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records))

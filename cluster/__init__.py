@@ -1,1 +1,0 @@
-"""Connecting to Ray, storage URIs and filesystems, config loading, job submission and the CLI."""

@@ -1,1 +1,0 @@
-"""One module per stage; each registers itself by ``name`` (see ``pipelines.stage``)."""

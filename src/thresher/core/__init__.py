@@ -1,0 +1,2 @@
+"""The base everything imports, without Ray: config models and loading, storage URIs and filesystems, the console,
+lineage and secret redaction."""

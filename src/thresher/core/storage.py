@@ -1,0 +1,262 @@
+"""Storage URIs (local paths, ``file://``, ``s3://``): one place builds the filesystems for pyarrow, Ray Data and boto3.
+
+Credentials and endpoint come from the standard AWS environment (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL[_S3]``, ``AWS_REGION``/``AWS_DEFAULT_REGION``)
+unless a config's ``storage`` block names an endpoint or region.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+from pydantic import Field
+
+from thresher.core.config import StrictModel
+
+
+class StorageOptions(StrictModel):
+    """The ``storage`` config block."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, a local server)")
+    region: str | None = None
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI."""
+    if is_s3(uri) or uri.startswith("file://"):
+        return uri.rstrip("/") + "/" + "/".join(p.strip("/") for p in parts)
+    return os.path.join(uri, *parts)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Resolves URIs to (filesystem, path) pairs; picklable, so Ray tasks carry it."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def from_options(cls, options: StorageOptions | None) -> "Storage":
+        env = os.environ
+        endpoint = (options and options.endpoint_url) or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+        region = (options and options.region) or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        return cls(endpoint_url=endpoint or None, region=region or None)
+
+    def s3_filesystem(self) -> pafs.S3FileSystem:
+        kwargs: dict = {"region": self.region or "us-east-1"}
+        if self.endpoint_url:
+            scheme, _, host = self.endpoint_url.partition("://")
+            kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
+        return pafs.S3FileSystem(**kwargs)
+
+    def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """The pyarrow filesystem and the filesystem-relative path of ``uri``."""
+        if is_s3(uri):
+            return self.s3_filesystem(), uri[len("s3://"):].rstrip("/")
+        if uri.startswith("file://"):
+            uri = uri[len("file://"):]
+        return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
+
+    def boto3_client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region or "us-east-1")
+
+    # -- small helpers used by the runner and readers ------------------------------------------
+
+    def expand(self, uri: str) -> list[tuple[str, int]]:
+        """Files under a file, folder or glob URI (:func:`glob_files`) as (uri, size), sorted; hidden files
+        (``.`` or ``_`` names) skipped."""
+        fs, path = self.resolve(uri)
+        prefix = "s3://" if is_s3(uri) else ""
+        if any(c in path for c in GLOB_CHARS):
+            files = glob_files(fs, path)
+        else:
+            info = fs.get_file_info(path)
+            if info.type == pafs.FileType.File:
+                files = [info]
+            elif info.type == pafs.FileType.Directory:
+                infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                files = [i for i in infos if i.type == pafs.FileType.File]
+            else:
+                files = []
+        files = [f for f in files if not any(p.startswith((".", "_")) for p in f.path.split("/")[-1:])]
+        return sorted((prefix + f.path, f.size) for f in files)
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self.resolve(uri)
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def read_bytes(self, uri: str) -> bytes:
+        fs, path = self.resolve(uri)
+        with fs.open_input_stream(path) as f:
+            return f.read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write the file whole: on a local disk under a temporary hidden name, then renamed over ``uri`` (a crash
+        leaves the previous file or none, never a part of one); an S3 put is all or nothing already."""
+        fs, path = self.resolve(uri)
+        folder = posixpath.dirname(path)
+        fs.create_dir(folder, recursive=True)
+        if not isinstance(fs, pafs.LocalFileSystem):
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+            return
+        scratch = f"{folder}/.{posixpath.basename(path)}.{os.getpid()}-{threading.get_ident()}.tmp"
+        try:
+            with fs.open_output_stream(scratch) as f:
+                f.write(data)
+            fs.move(scratch, path)
+        except BaseException:
+            if fs.get_file_info(scratch).type != pafs.FileType.NotFound:
+                fs.delete_file(scratch)
+            raise
+
+    def delete(self, uri: str) -> None:
+        """Remove a file or a folder tree if present."""
+        fs, path = self.resolve(uri)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+        elif info.type == pafs.FileType.File:
+            fs.delete_file(path)
+
+    def move(self, source: str, target: str) -> None:
+        """Move a file or folder tree to ``target`` (which must not exist): a rename on a local disk; on S3 each
+        object is copied (server side, in parallel), then the source removed."""
+        fs, src = self.resolve(source)
+        _, dst = self.resolve(target)
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(posixpath.dirname(dst), recursive=True)
+            fs.move(src, dst)
+            return
+        info = fs.get_file_info(src)
+        files = [info] if info.type == pafs.FileType.File else \
+            [f for f in fs.get_file_info(pafs.FileSelector(src, recursive=True)) if f.type == pafs.FileType.File]
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda f: fs.copy_file(f.path, dst + f.path[len(src):]), files))
+        self.delete(source)
+
+    def check_writable(self, uri: str) -> None:
+        """Create and remove a probe file under ``uri``; raises OSError when that is not possible."""
+        probe = join(uri, ".thresher-write-probe")
+        self.write_bytes(probe, b"")
+        self.delete(probe)
+
+
+GLOB_CHARS = "*?["
+HIDDEN = (".", "_")  # names a wildcard does not match (a pattern that starts with the same character does)
+
+
+def _segment_regex(segment: str) -> str:
+    """One path segment's pattern as a regular expression: ``*`` and ``?`` never cross a ``/``, ``[...]`` and
+    ``[!...]`` as in a shell."""
+    out, i = [], 0
+    while i < len(segment):
+        c = segment[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            start = i + 1 + (segment[i + 1:i + 2] == "!")
+            end = segment.find("]", start + (segment[start:start + 1] == "]"))
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = segment[start:end].replace("\\", "\\\\")
+                out.append(f"[^/{body}]" if segment[i + 1] == "!" else f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def _tail_regex(parts: list[str]) -> re.Pattern:
+    """The pattern of the segments below a ``**``, as a regular expression over a relative path: ``**`` matches
+    zero or more folders (a last ``**``: every file below)."""
+    pieces = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            pieces.append("(?:[^/]+/)*[^/]+" if last else "(?:[^/]+/)*")
+        else:
+            pieces.append(_segment_regex(part) + ("" if last else "/"))
+    return re.compile("".join(pieces) if parts else "(?:[^/]+/)*[^/]+")
+
+
+def glob_files(fs: pafs.FileSystem, pattern: str) -> list[pafs.FileInfo]:
+    """The files matching ``pattern`` as a shell matches it (``*``, ``?``, ``[...]`` within one path segment;
+    ``**`` as a whole segment: any depth); wildcards skip hidden names (``HIDDEN``: ``.`` as in a shell, ``_`` as
+    in Spark's ``_temporary``). Folders are listed one level at a time down to the first ``**``, so no listing goes
+    deeper than the pattern reaches (on S3: delimited listings of the matching prefixes only)."""
+    parts = pattern.split("/")
+    first = next(i for i, p in enumerate(parts) if any(c in p for c in GLOB_CHARS) or p == "**")
+    return _walk(fs, "/".join(parts[:first]), parts[first:])
+
+
+def _walk(fs: pafs.FileSystem, folder: str, parts: list[str]) -> list[pafs.FileInfo]:
+    if parts[0] == "**":
+        infos = fs.get_file_info(pafs.FileSelector(folder or ".", recursive=True, allow_not_found=True))
+        tail, skip = _tail_regex(parts), len(folder) + 1 if folder else 0
+        return [i for i in infos if i.type == pafs.FileType.File and tail.fullmatch(i.path[skip:])
+                and not any(p.startswith(HIDDEN) for p in i.path[skip:].split("/"))]
+    name = re.compile(_segment_regex(parts[0]))
+    out = []
+    for info in fs.get_file_info(pafs.FileSelector(folder or ".", recursive=False, allow_not_found=True)):
+        if not name.fullmatch(info.base_name) or (info.base_name.startswith(HIDDEN)
+                                                  and info.base_name[0] != parts[0][0]):
+            continue
+        if len(parts) == 1:
+            if info.type == pafs.FileType.File:
+                out.append(info)
+        elif info.type == pafs.FileType.Directory:
+            out += _walk(fs, info.path, parts[1:])
+    return out
+
+
+MANIFEST = "manifest.json"
+PROGRESS = "_progress"  # a thresher run's markers, removed at commit (thresher.curate.run_folder)
+STAGING = "_staging"
+
+
+def run_root(data_uri: str) -> str | None:
+    """The folder above a ``data/`` or ``data/<split>/`` URI (None if not one): where a thresher run keeps its
+    manifest and markers."""
+    parts = data_uri.rstrip("/").split("/")
+    for i in (len(parts) - 1, len(parts) - 2):
+        if i > 0 and parts[i] == "data":
+            return "/".join(parts[:i]) or "/"
+    return None
+
+
+def require_complete_run(storage: Storage, data_uri: str) -> None:
+    """Refuse to read the data of an unfinished thresher run (its markers and no ``manifest.json``) or of a run
+    whose manifest says a gate failed. Any other Parquet (a Hugging Face dataset's ``data/``) is read as it is."""
+    from thresher.core.config import ConfigError
+
+    root = run_root(data_uri)
+    if root is None:
+        return
+    manifest = join(root, MANIFEST)
+    if storage.exists(manifest):
+        run = json.loads(storage.read_bytes(manifest))
+        if run.get("status") == "gate_failed":
+            failed = "; ".join(f"{g['gate']} (measured {g['measured']}, limit {g['limit']})"
+                               for g in run.get("gates", []) if not g["ok"])
+            raise ConfigError(f"{data_uri}: the run at {root} failed its gates: {failed}; refusing to read it")
+    elif any(storage.exists(join(root, marker)) for marker in (PROGRESS, STAGING)):
+        raise ConfigError(f"{data_uri}: the run at {root} has no {MANIFEST}: it did not complete; refusing to read it")

@@ -1,0 +1,138 @@
+"""The curation config (design.md's contract), validated into typed models."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections import Counter
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from thresher.core.config import ConfigError, StrictModel, validate
+from thresher.core.storage import StorageOptions
+from thresher.curate.gates import GatesConfig
+from thresher.curate.stage import REGISTRY, GlobalStage, Stage, StageConfig
+
+FORMATS = ("jsonl", "parquet", "text", "wet")
+
+
+class InputConfig(StrictModel):
+    paths: list[str] = Field(min_length=1)
+    format: Literal["jsonl", "parquet", "text", "wet"] | None = None
+    text_field: str = "text"
+    id_field: str | None = "id"
+    fields: list[str] | None = Field(None, description=(
+        "original fields to keep (the others are counted per field); default: every field of every record"))
+    max_doc_chars: int = Field(10_000_000, gt=0, description="longer documents are rejected at read")
+    block_bytes: int = Field(16 << 20, gt=0, description="uncompressed JSONL files are read in ranges of this size")
+    unique_ids: Literal["keep", "reject"] = Field("keep", description=(
+        "records whose id repeats: keep them all (counted in the manifest), or reject every occurrence after the "
+        "first (reason duplicate_id)"))
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one_path(cls, v):
+        return [v] if isinstance(v, str) else v
+
+
+class OutputConfig(StrictModel):
+    path: str
+    target_file_mb: int = Field(256, gt=0, description="size of the Parquet files of data/ and rejects/")
+
+
+class ExecutionConfig(StrictModel):
+    batch_size: int = Field(1024, gt=0)
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of the embedded local Ray (default: all)")
+    broadcast_limit_rows: int = Field(2_000_000, ge=0, description=(
+        "tables of key rows up to this size go to every task instead of a join; 0 forces the partitioned paths"))
+    fresh_workers_after_rows: int | None = Field(1_000_000, ge=0, description=(
+        "after decisions over at least this many key rows the apply phase starts on fresh worker processes, giving "
+        "back the memory the deciding workers kept (starting them takes a few seconds); null: never"))
+
+
+class StageSpec(StrictModel):
+    name: str
+    config: StageConfig
+
+
+class CurateConfig(StrictModel):
+    input: InputConfig
+    output: OutputConfig
+    stages: list[StageSpec] = []
+    storage: StorageOptions | None = None
+    execution: ExecutionConfig = ExecutionConfig()
+    gates: GatesConfig = GatesConfig()
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stages(cls, v):
+        return [_parse_stage(i, item) for i, item in enumerate(v or [])]
+
+    @model_validator(mode="after")
+    def _global_stages_once(self):
+        for i, spec in enumerate(self.stages):
+            if issubclass(REGISTRY[spec.name], GlobalStage) and spec.name in (s.name for s in self.stages[:i]):
+                raise ValueError(f"stages.{i}.{spec.name}: a global stage runs once per pipeline (it is also an "
+                                 "earlier stage)")
+        return self
+
+    @model_validator(mode="after")
+    def _gated_stages_exist(self):
+        known = {"read", "unique_ids", *self.stage_names()}
+        for name in self.gates.max_stage_rejected_fraction:
+            if name not in known:
+                raise ValueError(f"gates.max_stage_rejected_fraction.{name}: no such stage in this run "
+                                 f"(stages: {', '.join(sorted(known))})")
+        return self
+
+    def stage_names(self) -> list[str]:
+        """The stages' names in the run (counts, rejects, gates): a map stage used again is ``<name>-2``, ..."""
+        names, uses = [], Counter()
+        for s in self.stages:
+            uses[s.name] += 1
+            names.append(f"{s.name}-{uses[s.name]}" if uses[s.name] > 1 else s.name)
+        return names
+
+    def stage_classes(self) -> list[tuple[type[Stage], StageConfig, str]]:
+        """(class, options, name in the run) of each stage."""
+        return [(REGISTRY[s.name], s.config, name) for s, name in zip(self.stages, self.stage_names())]
+
+    def dump(self) -> dict[str, Any]:
+        """The config as plain data, stages in their YAML shape."""
+        data = self.model_dump(mode="json", exclude={"stages"})
+        data["stages"] = [{s.name: s.config.model_dump(mode="json")} for s in self.stages]
+        return data
+
+
+def load_stages() -> None:
+    """Import every module in ``thresher/curate/stages`` so that each stage registers itself."""
+    import thresher.curate.stages as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+def _parse_stage(i: int, item: Any) -> StageSpec:
+    if isinstance(item, StageSpec):
+        return item
+    if isinstance(item, str):
+        item = {item: {}}
+    if not isinstance(item, dict) or len(item) != 1:
+        raise ValueError(f"stages.{i}: each stage is a mapping {{name: options}}")
+    (name, options), = item.items()
+    load_stages()
+    if name not in REGISTRY:
+        raise ValueError(f"stages.{i}: unknown stage {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    cfg = validate(REGISTRY[name].Config, options or {}, prefix=f"stages.{i}.{name}")
+    return StageSpec(name=name, config=cfg)
+
+
+def parse_config(data: dict[str, Any]) -> CurateConfig:
+    """Validate a config mapping; errors raise ConfigError naming the key path."""
+    try:
+        return validate(CurateConfig, data)
+    except ConfigError:
+        raise
+    except ValueError as e:  # pragma: no cover - pydantic wraps validator errors
+        raise ConfigError(str(e)) from None

@@ -1,0 +1,175 @@
+"""Which record of a duplicate group survives, and marking the others as rejected.
+
+Every live record gets a keep key: a string that sorts lowest for the record to keep. ``lowest_id`` keeps the
+record with the (lexicographically) lowest id; ``longest`` the one with the most characters, then the lowest
+id; records with the same id (ids may repeat) are ordered by their internal key (read task, position). The key
+is a fixed-width length prefix (``longest``), the id, ``\\x01`` and the internal key in 16 hex digits, so it is
+unique, the kept id is read back from any key, and a group's survivor is its minimum key: a rule that depends on
+nothing but the group's members (not their order, blocks or the number of CPUs).
+
+A dedup stage ends with the *roots* of its groups: rows ``(node, root)``, the key of every record that is not
+its group's survivor and the key of that survivor. :func:`apply_roots` brings each key row its root: the roots
+go to every map task when they are few (``thresher.curate.execution.datasets.broadcast``: no shuffle), else the key rows
+(never the records) are joined with them on the keep key.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from thresher.curate.execution.datasets import ARROW, broadcast, by_group, fetched, map_blocks, materialize
+from thresher.curate.stage import ID, KEY as INTERNAL_KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+
+log = logging.getLogger(__name__)
+KEY = "_dedup_key"
+LENGTH = "_text_length"
+_SUFFIX = 17  # \x01 + 16 hex digits of the internal key
+KeepRule = Literal["lowest_id", "longest"]
+_LENGTH_WIDTH = 13
+_LENGTH_BASE = 10**_LENGTH_WIDTH - 1
+ROOT_SCHEMA = pa.schema([("node", pa.string()), ("root", pa.string())])
+
+
+def live_mask(batch: pa.Table) -> pa.ChunkedArray:
+    """Records no earlier stage rejected."""
+    return pc.is_null(batch[REJECT_STAGE])
+
+
+def text_lengths(batch: pa.Table, text: str) -> dict:
+    """Map side: the key column ``keep_keys`` needs for ``longest``."""
+    return {LENGTH: pc.fill_null(pc.utf8_length(batch[text].cast(pa.string())), 0).cast(pa.int64())}
+
+
+def with_keep_keys(batch: pa.Table, keep: KeepRule) -> pa.Table:
+    """Key rows with their keep key (``KEY``), computed from ``id``, the internal key and ``LENGTH``."""
+    return batch.append_column(KEY, keep_keys(batch, keep))
+
+
+def keep_keys(batch: pa.Table, keep: KeepRule) -> pa.Array:
+    """The keep key of every row of ``batch`` (columns ``id``, the internal key and, for ``longest``, ``LENGTH``)."""
+    suffix = _hex16(batch[INTERNAL_KEY].to_numpy(zero_copy_only=False).astype(np.uint64))
+    ids = pc.fill_null(batch[ID].cast(pa.string()), "")
+    if keep == "longest":
+        lengths = batch[LENGTH].to_numpy(zero_copy_only=False)
+        prefix = pa.array(np.char.zfill((_LENGTH_BASE - lengths.astype(np.int64)).astype(str), _LENGTH_WIDTH))
+        ids = pc.binary_join_element_wise(prefix, ids, "")
+    return pc.binary_join_element_wise(ids, suffix, "\x01")
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def _hex16(values: np.ndarray) -> pa.StringArray:
+    """Each uint64 as 16 lowercase hex digits."""
+    octets = values.astype(">u8").view(np.uint8).reshape(-1, 8)
+    digits = np.empty((len(values), 16), np.uint8)
+    digits[:, 0::2] = _HEX[octets >> 4]
+    digits[:, 1::2] = _HEX[octets & 15]
+    offsets = np.arange(0, 16 * len(values) + 1, 16, dtype=np.int32)
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(digits))
+
+
+def kept_ids(keys: pa.ChunkedArray | pa.Array, keep: KeepRule):
+    """The record id inside keep keys."""
+    return pc.utf8_slice_codeunits(keys, _LENGTH_WIDTH if keep == "longest" else 0, -_SUFFIX)
+
+
+def _string_rejections(batch: pa.Table) -> pa.Table:
+    for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
+        batch = batch.set_column(batch.column_names.index(col), col, batch[col].cast(pa.string()))
+    return batch
+
+
+def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: KeepRule, stage: str, reason: str,
+                 cluster: str | None = None, remove: bool = True) -> pa.Table:
+    """Reject live records whose key is not their group's ``winner`` key (null: no group), with the kept id as
+    detail; with ``cluster``, every live record gets that column: its group's kept id, else its own id."""
+    keys = batch[KEY]
+    winner = pc.coalesce(winner, keys)
+    live = pc.and_(live_mask(batch), pc.is_valid(keys))
+    loser = pc.fill_null(pc.and_(live, pc.not_equal(keys, winner)), False) if remove else pa.repeat(False, batch.num_rows)
+    kept = kept_ids(winner, keep)
+    batch = _string_rejections(batch)
+    for col, value in ((REJECT_STAGE, pa.scalar(stage)), (REJECT_REASON, pa.scalar(reason)), (REJECT_DETAIL, kept)):
+        batch = batch.set_column(batch.column_names.index(col), col, pc.if_else(loser, value, batch[col]))
+    if cluster:
+        if cluster in batch.column_names:  # clusters of an earlier dedup_fuzzy: this one's replace them
+            batch = batch.drop_columns([cluster])
+        batch = batch.append_column(cluster, pc.if_else(live, kept, pa.scalar(None, pa.string())))
+    return batch.drop_columns([KEY])
+
+
+def survivors(components, keys, partitions: int, limit_rows: int):
+    """``(node, root)`` in keep keys from components over internal keys: every member of a component but its
+    survivor (the member whose keep key is lowest), with the survivor's keep key. ``components``: ``(node, root)``
+    internal keys of every non-root member; ``keys``: key rows with the internal and the keep key. The
+    members' keep keys are taken by a semi-join (components broadcast up to ``limit_rows``, else joined)."""
+    components = materialize(components)
+    n = components.count()
+    refs = broadcast(components, limit_rows)
+    if refs is not None:
+        members = map_blocks(keys, _members_broadcast, refs, columns=[INTERNAL_KEY, KEY])
+    else:
+        both = components.map_batches(_with_roots, **ARROW)
+        members = keys.select_columns([INTERNAL_KEY, KEY]).join(both, "inner", partitions, on=(INTERNAL_KEY,),
+                                                                 right_on=("node",))
+        members = materialize(members.select_columns(["root", KEY]))
+    return by_group(members, ["root"], _losers, partitions=partitions, rows=2 * n, limit_rows=limit_rows)
+
+
+def _with_roots(components: pa.Table) -> pa.Table:
+    """Each member with its root, the roots included (as members of their own component)."""
+    roots = pc.unique(components["root"])
+    return pa.table({"node": pa.concat_arrays([components["node"].combine_chunks(), roots]),
+                     "root": pa.concat_arrays([components["root"].combine_chunks(), roots])})
+
+
+def _members_broadcast(batch: pa.Table, refs: list) -> pa.Table:
+    comps = fetched(refs, pa.schema([("node", pa.int64()), ("root", pa.int64())]))
+    nodes, roots = comps["node"].chunk(0), comps["root"].chunk(0)
+    internal = batch[INTERNAL_KEY]
+    root = pc.coalesce(roots.take(pc.index_in(internal, value_set=nodes)),
+                       pc.if_else(pc.is_in(internal, value_set=roots), internal, pa.scalar(None, pa.int64())))
+    found = pc.is_valid(root)
+    return pa.table({"root": root.filter(found), KEY: batch[KEY].filter(found)})
+
+
+def _losers(members: pa.Table) -> pa.Table:
+    """``(node, root)``: each member's keep key and its component's lowest (a whole partition by root)."""
+    if members.num_rows == 0:
+        return ROOT_SCHEMA.empty_table()
+    members = members.group_by(["root", KEY]).aggregate([])
+    lowest = members.group_by("root").aggregate([(KEY, "min")])
+    members = members.join(lowest, "root", join_type="inner")
+    members = members.filter(pc.not_equal(members[KEY], members[f"{KEY}_min"]))
+    return pa.table({"node": members[KEY], "root": members[f"{KEY}_min"]}).cast(ROOT_SCHEMA)
+
+
+def apply_roots(ds, roots, mark, partitions: int, limit_rows: int, drop: list[str] = ()):
+    """``ds`` (live key rows, less the columns ``drop``) with every batch passed to ``mark(batch, root)``: ``root``
+    the root key of each row (null for rows that are no group's non-survivor). The roots are broadcast up to
+    ``limit_rows``, else joined with the key rows."""
+    roots = materialize(roots)
+    refs = broadcast(roots, limit_rows)
+    log.info("removal: %d records to link to a survivor (%s)", roots.count(), "broadcast" if refs is not None else "join")
+    if refs is not None:
+        return map_blocks(ds, _mark_broadcast, refs, mark, list(drop))
+    joined = (ds.drop_columns(list(drop)) if drop else ds).join(roots, "left_outer", partitions, on=(KEY,),
+                                                                 right_on=("node",))
+    return joined.map_batches(_mark_joined, fn_args=(mark,), **ARROW)
+
+
+def _mark_broadcast(batch: pa.Table, refs: list, mark, drop: list[str]) -> pa.Table:
+    roots = fetched(refs, ROOT_SCHEMA)
+    batch = batch.drop_columns(drop)
+    return mark(batch, roots["root"].chunk(0).take(pc.index_in(batch[KEY], value_set=roots["node"].chunk(0))))
+
+
+def _mark_joined(batch: pa.Table, mark) -> pa.Table:
+    root = batch["root"]  # (the join keeps the left key only; "node" is dropped where present)
+    return mark(batch.drop_columns([c for c in ("node", "root") if c in batch.column_names]), root)

@@ -1,0 +1,148 @@
+"""The quality report: sections collect statistics per write task, the driver merges and renders them.
+
+A section is a ``Section`` subclass in a module of this package (auto-discovered): ``collect`` runs on
+each written slice (kept tables by destination, and the rejects table), ``merge`` adds partial results
+(default: add numbers, recursively), ``summarize`` turns the merged result and the manifest into the
+JSON of ``report.json``, and ``html`` renders that JSON as a fragment of ``report.html`` (inline SVG
+charts from :mod:`thresher.curate.report.charts`). Because sections read only what is written, ``thresher
+report RUN_URI`` recomputes a finished run's report from its Parquet files.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import pkgutil
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from thresher.curate.report.arrays import shared
+from thresher.curate.stage import REPORT_PREFIX
+
+SECTIONS: dict[str, type["Section"]] = {}
+HELPERS = ("arrays", "charts", "kernels")  # modules of this package without sections (kernels loads numba)
+
+
+class Section:
+    name: ClassVar[str]
+    title: ClassVar[str]
+    order: ClassVar[int] = 100
+    hidden_columns: ClassVar[bool] = False  # collect sees the kept tables' _report. columns
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            SECTIONS[cls.name] = cls
+
+    def collect(self, kept: dict[str, pa.Table], rejected: pa.Table, text_field: str) -> Any:
+        """Partial statistics of one written slice; None when the section has nothing to say."""
+        return None
+
+    def merge(self, a: Any, b: Any) -> Any:
+        return add(a, b)
+
+    def summarize(self, collected: Any, manifest: dict) -> dict | None:
+        """The section's entry in report.json (None to leave it out)."""
+        return collected
+
+    def html(self, summary: dict) -> str:
+        return f"<pre>{html.escape(str(summary))}</pre>"
+
+
+def add(a: Any, b: Any) -> Any:
+    """Recursive sum: numbers add, dicts merge key-wise, lists concatenate (histograms are dicts of bins)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, dict):
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = add(out.get(k), v)
+        return out
+    if isinstance(a, list):
+        return a + b
+    return a + b
+
+
+def sections() -> list["Section"]:
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name not in HELPERS:
+            importlib.import_module(f"{__name__}.{mod.name}")
+    return [cls() for cls in sorted(SECTIONS.values(), key=lambda c: (c.order, c.name))]
+
+
+def collect_stats(kept: dict[str, pa.Table], rejected: pa.Table, text_field: str) -> dict[str, Any]:
+    """Every section's statistics of one written slice; only sections with ``hidden_columns`` see the kept
+    tables' ``_report.`` columns (never written, so ``thresher report`` cannot see them). Per-string figures of
+    the slice's string columns are computed once for all sections (:func:`thresher.curate.report.arrays.shared`)."""
+    written = {d: t.drop_columns([c for c in t.column_names if c.startswith(REPORT_PREFIX)]) for d, t in kept.items()}
+    out = {}
+    with shared([*kept.values(), rejected]):
+        for s in sections():
+            value = s.collect(kept if s.hidden_columns else written, rejected, text_field)
+            if value is not None:
+                out[s.name] = value
+    return out
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    by_name = {s.name: s for s in sections()}
+    for part in parts:
+        for name, value in part.items():
+            merged[name] = by_name[name].merge(merged.get(name), value) if name in merged else value
+    return merged
+
+
+def build_report(collected: dict[str, Any], manifest: dict) -> dict[str, Any]:
+    """report.json: one entry per section that has something to say."""
+    report: dict[str, Any] = {}
+    for s in sections():
+        summary = s.summarize(collected.get(s.name), manifest)
+        if summary is not None:
+            report[s.name] = summary
+    return report
+
+
+def render_html(report: dict[str, Any], manifest: dict) -> str:
+    """A self-contained HTML page (inline CSS and SVG; opens offline)."""
+    parts = []
+    for s in sections():
+        if s.name in report:
+            parts.append(f'<section id="{s.name}"><h2>{html.escape(s.title)}</h2>{s.html(report[s.name])}</section>')
+    counts = manifest.get("counts", {})
+    title = f"thresher report: {html.escape(str(manifest.get('output', '')))}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}}
+h1{{font-size:1.5em}} h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}}
+table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ddd;padding:.25em .6em;text-align:right}}
+th{{background:#f4f4f4}} td:first-child,th:first-child{{text-align:left}}
+.kpi{{display:inline-block;margin-right:2em}} .kpi b{{font-size:1.6em;display:block}}
+svg{{max-width:100%;height:auto}} pre{{white-space:pre-wrap;background:#f8f8f8;padding:.5em}}
+</style></head><body>
+<h1>{title}</h1>
+<div><span class="kpi"><b>{counts.get('input', 0):,}</b>input</span>
+<span class="kpi"><b>{counts.get('output', 0):,}</b>kept</span>
+<span class="kpi"><b>{counts.get('rejected', 0):,}</b>rejected</span>
+<span class="kpi"><b>{manifest.get('seconds', 0):.1f}s</b>wall time</span></div>
+{''.join(parts)}
+</body></html>
+"""
+
+
+def table_html(header: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table; numbers are formatted with thousands separators."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:,.3f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"

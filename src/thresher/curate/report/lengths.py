@@ -1,0 +1,55 @@
+"""Document length distribution (characters) of kept and rejected records."""
+
+import numpy as np
+import pyarrow as pa
+
+from thresher.curate.report import Section, table_html
+from thresher.curate.report.arrays import string_stats
+from thresher.curate.report.charts import histogram
+
+EDGES = [0, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 1e18]
+
+
+def length_histogram(texts: pa.ChunkedArray) -> dict:
+    """Non-null texts by characters."""
+    lengths = string_stats(texts).chars
+    if texts.null_count:
+        lengths = lengths[texts.is_valid().to_numpy(zero_copy_only=False)]
+    counts, _ = np.histogram(lengths, bins=EDGES)
+    return {"docs": int(len(lengths)), "chars": int(lengths.sum()),
+            "bins": {f"{EDGES[i]:g}": int(c) for i, c in enumerate(counts) if c}}
+
+
+class Lengths(Section):
+    name = "lengths"
+    title = "Document lengths"
+    order = 20
+
+    def collect(self, kept, rejected, text_field):
+        out = {"kept": {}, "rejected": {}}
+        for dest, t in kept.items():
+            if text_field in t.column_names:
+                out["kept"] = self.merge(out["kept"], length_histogram(t[text_field]))
+        if text_field in rejected.column_names:
+            out["rejected"] = length_histogram(rejected[text_field])
+        return out
+
+    def summarize(self, collected, manifest):
+        if not collected:
+            return None
+        summary = {"bin_lower_edges": [f"{e:g}" for e in EDGES[:-1]]}
+        for k in ("kept", "rejected"):
+            c = collected.get(k) or {}
+            summary[k] = {**c, "mean_chars": c["chars"] / c["docs"]} if c.get("docs") else {"docs": 0}
+        return summary
+
+    def html(self, summary):
+        rows, charts = [], ""
+        for k in ("kept", "rejected"):
+            c = summary[k]
+            if c.get("docs"):
+                rows.append([k, c["docs"], c["chars"], c["mean_chars"]])
+                counts = [c["bins"].get(f"{e:g}", 0) for e in EDGES[:-1]]
+                last = max(i for i, n in enumerate(counts) if n) + 1
+                charts += histogram(EDGES[: last + 1], counts[:last], f"{k}: documents by length (characters)")
+        return table_html(["records", "docs", "characters", "mean length"], rows) + charts

@@ -1,0 +1,212 @@
+"""The curation run, top to bottom: plan (``plan``), then per segment the map phase (``map``) and, before each
+later segment, the decide phase (``decide``); then the statistics, the final files and the commit (``commit``,
+``run_folder``).
+
+The stages are cut into segments: segment 0 is the read and the map stages before the first global stage; each
+later segment starts with one or more global stages and goes on with the map stages after them. A segment is
+one Ray Data pipeline, source -> map stages (``map_batches`` fused with the source, one task per read task or apply
+group; stateful stages on an actor pool) -> the segment's sink (``thresher.curate.writer.RunSink``); a segment
+without map stages runs the same source-into-sink task as plain Ray tasks, two per CPU submitted at a time:
+
+* the source of segment 0 reads the input (one task per file or byte range) and gives every record its
+  internal key (read task, position);
+* a sink writes rejected rows where they were rejected; before a global stage it stages the live records and
+  writes their key rows (``GlobalStage.keys``);
+* the global stages decide on the key rows alone (``GlobalStage.decide``), one after the other, each on the
+  rows the previous ones kept (in one task when they are few and every stage can, else on Ray Data); the
+  decisions are grouped by apply group (consecutive read tasks of staged records) and written one file per group;
+* the source of the next segment reads one apply group's staged records with that group's decisions, so no
+  task receives the whole removal set and no join moves the records.
+
+At the end the markers' statistics are merged by a tree of Ray tasks, the staged outputs are compacted into
+final files (``thresher.curate.writer.compact``), the accounting is checked (``thresher.curate.manifest``) and the
+run is committed: report, card, then ``manifest.json`` (``thresher.curate.run_folder``).
+"""
+
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+
+from thresher.core.console import current as console
+from thresher.runtime import progress_counter, progress_counts, ray_session, retire_workers
+from thresher.core.storage import Storage
+from thresher.curate.card import dataset_card
+from thresher.curate.config import CurateConfig
+from thresher.curate import gates
+from thresher.curate.manifest import AccountingError, build_manifest
+from thresher.curate.commit import publish, reduce_stats
+from thresher.curate.decide import apply_groups, decide
+from thresher.curate.map import (TaskProgress, apply_batches, map_stages, ray_datasink, read_batches, retried_io,
+                                 write_directly)
+from thresher.curate.plan import preflight, run_key
+from thresher.curate.report import build_report, render_html
+from thresher.curate.run_folder import RunFolder
+from thresher.curate.writer import RunSink
+
+APPLY_GROUP_BYTES = 32 << 20  # staged bytes per apply task: bounds its memory (its output is written at once)
+
+
+class RunFailed(Exception):
+    """The run started but did not complete; no manifest was written."""
+
+
+def _let_tasks_end(timeout_s: float = 30.0) -> None:
+    """After a failure, wait (at most ``timeout_s``) until no task holds a CPU. Ray Data stops scheduling but does not
+    interrupt a task blocked in I/O (a storage endpoint that went away), and a rerun in the same Ray session must
+    not race such a task still writing into the run folder."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    total = ray.cluster_resources().get("CPU", 0)
+    while time.monotonic() < deadline and ray.available_resources().get("CPU", 0) < total:
+        time.sleep(0.2)
+
+
+# -- the run --------------------------------------------------------------------------------------------------
+
+
+def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
+    """Run a curation config to completion and return its manifest."""
+    import ray.data
+
+    storage = Storage.from_options(cfg.storage)
+    planned, spec, segs = preflight(cfg, storage)
+    folder = RunFolder(cfg.output.path, storage)
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    target = cfg.output.target_file_mb << 20
+    global_counts: dict[str, dict] = {}
+    with ray_session(address, cfg.execution.num_cpus) as resources:
+        cluster_info = _cluster_info(resources)
+        reused = folder.prepare(run_key(cfg, planned, segs))
+        counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)
+        read_rows = None  # rows per read task, from the read markers
+        try:
+            for k, segment in enumerate(segs):
+                final = k == len(segs) - 1
+                next_stages = [] if final else segs[k + 1].global_stages
+                direct = not segment.map_stages  # plain Ray tasks (write_directly)
+                if not direct and counter is None:
+                    counter = progress_counter()
+                reporter = None if direct else counter
+                if k == 0:
+                    rows = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "start": t.start,
+                                      "end": t.end}} for i, t in enumerate(planned) if i not in reused]
+                    if not rows:
+                        continue
+                    source, args = read_batches, (spec, folder, reporter)
+                    tasks = TaskProgress(len(rows))
+                    poll = tasks.poll if direct else _read_progress(counter, len(rows))
+                    groups, phase = None, ("read and map stages", poll)
+                else:
+                    groups, group_items = apply_groups(folder, k, APPLY_GROUP_BYTES)
+                    names = ", ".join(s.name for s in segment.global_stages)
+                    with console().phase(f"decide: {names}"):
+                        counts = decide(folder, k, segment, groups, cfg.execution.broadcast_limit_rows)
+                    global_counts.update(counts)
+                    fresh_after = cfg.execution.fresh_workers_after_rows
+                    if fresh_after is not None and counts[segment.global_stages[0].name]["in"] >= fresh_after:
+                        retire_workers()
+                    if not group_items:
+                        continue
+                    columns = [c for s in segment.global_stages for c in s.decision_columns()]
+                    rows = [{"group": json.dumps(g)} for g in group_items]
+                    source, args = apply_batches, (folder, k, columns, reporter)
+                    total = counts[segment.global_stages[0].name]["in"]
+                    what = ", ".join(s.name for s in segment.map_stages) or "write"
+                    tasks = TaskProgress(len(rows), total)
+                    poll = tasks.poll if direct else _counted(counter, f"apply{k}", total)
+                    phase = (f"apply decisions, {what}", poll)
+                sink = RunSink(folder, k, groups, final, next_stages, cfg.input.text_field)
+                with console().phase(phase[0], phase[1]) as shown:
+                    if direct:
+                        write_directly(source, rows, args, sink, int(resources.get("CPU", 1)), tasks)
+                    else:
+                        # with an actor pool the source's tasks fuse into the actors, whose tasks take no retry args
+                        remote = {} if any(s.stateful for s in segment.map_stages) else retried_io()
+                        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+                            source, fn_args=args, batch_size=1, batch_format="pandas", **remote)
+                        ds, pool = map_stages(ds, segment.map_stages, cfg.execution.batch_size, remote)
+                        # after an actor pool that holds every CPU, the writer must not wait for one
+                        writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool \
+                            else {"ray_remote_args": remote}
+                        ds.write_datasink(ray_datasink(sink), **writer)
+                    # the last line shows the exact figure: progress that tasks sent may still be on its way
+                    if k == 0:
+                        read_rows = folder.read_rows()
+                        shown.done = sum(n for task, n in read_rows.items() if task not in reused)
+                    else:
+                        shown.done = total
+            if read_rows is None:  # every read task was reused from an earlier attempt
+                read_rows = folder.read_rows()
+            missing = len(planned) - len(read_rows)
+            if missing:
+                raise RunFailed(f"{missing} of {len(planned)} read tasks reported no result")
+            stats = reduce_stats(folder)
+            orders = {d: c for seg in segs for s in seg.global_stages + seg.map_stages
+                      for d, c in s.sort_destinations().items()}
+            published = folder.publishing()
+            files = publish(folder, published, stats.get("sizes", {}), target, orders)
+            for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
+                stage.after_publish(published.root, files)
+        except RunFailed:
+            _let_tasks_end()
+            raise
+        except Exception as e:
+            _let_tasks_end()
+            raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
+        names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
+        try:
+            manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts,
+                                      [folder.uri(published.relative(f)) for f in files], published.final_rows())
+        except AccountingError as e:
+            raise RunFailed(f"accounting mismatch: {e}") from None
+        manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
+                        started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
+                        seconds=round(time.perf_counter() - t0, 3))
+        gate_results = gates.check(cfg.gates, manifest["counts"])
+        if gate_results:
+            manifest["gates"] = gate_results
+            if not all(g["ok"] for g in gate_results):
+                manifest["status"] = gates.GATE_FAILED
+        report = build_report(stats.get("report", {}), manifest)
+        folder.commit(published, manifest, report, render_html(report, manifest),
+                      dataset_card(folder.root, storage, manifest, report, published.root))
+        # the staged files go while Ray stops (both take a while on a large run, neither needs the other)
+        removal = ThreadPoolExecutor(1, thread_name_prefix="thresher-staging")
+        removing = removal.submit(folder.remove_staging)
+    removing.result()
+    removal.shutdown()
+    return manifest
+
+
+def _read_progress(counter, tasks: int):
+    """Records read, and the total estimated from the read tasks done (None without a counter)."""
+    if counter is None:
+        return None
+
+    def poll():
+        c = progress_counts(counter)
+        done = c.get("read_tasks", 0)
+        return c.get("read", 0), (c.get("read_task_rows", 0) * tasks / done if done else None)
+
+    return poll
+
+
+def _counted(counter, name: str, total: int):
+    if counter is None:
+        return None
+    return lambda: (progress_counts(counter).get(name, 0), total)
+
+
+def _cluster_info(resources: dict) -> dict[str, Any]:
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"nodes": len(nodes), "cpus": resources.get("CPU", 0), "gcs_address": ray.get_runtime_context().gcs_address}

@@ -1,0 +1,294 @@
+"""The stage contract.
+
+A stage is one file in ``curate/stages/`` holding a config model and a class:
+
+* ``MapStage``: a function over a pandas batch of the records still alive. It returns the same rows
+  (same index) with columns changed or added; rows to drop get a reason with :func:`reject`. Map stages run
+  fused into the tasks that read (or apply decisions to) the records; ``setup()`` runs once per worker process.
+  Stages whose model should live on a fixed pool of replicas (``stateful = True``: large or GPU models) run on
+  an actor pool instead.
+* ``GlobalStage``: a decision that needs every record (dedup, group-aware split). It never sees the records:
+  ``keys`` turns a batch of live records into compact key columns (hashes, band keys, signatures, group
+  values) on the map side, where the records are; ``decide`` transforms the Ray Data ``Dataset`` of key rows
+  (``KEY``, ``id``, the rejection columns, each global stage's key columns and earlier global stages'
+  decisions) into the same rows with this stage's decisions: the rejection columns set for the rows it
+  removes, and ``decision_columns`` (e.g. ``dup_cluster``, ``_split``). The runner routes the decisions back
+  to the staged records (``thresher.curate.runner``).
+
+* ``GeneratorStage``: a map stage that may add records (augmentation, rebalancing copies). ``process`` returns
+  the rows it received, then the new ones, each with the internal key :meth:`GeneratorStage.new_keys` gives it.
+
+Generated keys. A read row's key is ``read task << 32 | position`` with position < 2**31. A generated row keeps its
+source's read task (so the apply groups route it with its source) and has bit 31 of the position set; the rest is
+``root << code_bits | code``: ``root`` is the position of the read row at the start of its provenance chain and
+``code`` a mixed-radix number with one digit per generator stage of the pipeline (0: not a copy made by that stage,
+``1..max_copies``: the copy's index there). A generated row's key is therefore a function of its source's key and
+copy index alone (the same on every run and any batching), unique, and sorts after the read rows of its task. The
+runner sizes the code (:class:`KeySpace`); a read task with too many rows for the remaining bits fails the run.
+
+Stages never start or configure a cluster: only the runner knows Ray.
+Numeric columns named ``_metric.<name>`` are summed into the manifest's ``metrics.<stage>`` and are not
+written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from thresher.core.config import StrictModel
+from thresher.core.storage import Storage
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import ray.data
+
+REJECT_STAGE = "_reject_stage"
+REJECT_REASON = "_reject_reason"
+REJECT_DETAIL = "_reject_detail"
+SPLIT = "_split"
+ID = "id"  # the readers' id column (the user's id, kept unchanged; not necessarily unique)
+KEY = "_key"  # internal unique key of a record: read task index << 32 | position in the read task (never written)
+SEEN_PREFIX = "_seen."  # _seen.<stage>: 1 where the row was live when it entered the map stage (counted, never written)
+GENERATED_PREFIX = "_generated."  # _generated.<stage>: 1 on the rows the stage generated (counted once, never written)
+REPORT_PREFIX = "_report."  # columns the report sections read and that are never written (e.g. an excerpt of a source)
+METRIC_PREFIX = "_metric."
+INTERNAL_COLUMNS = (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL, SPLIT)
+TASK_SHIFT = 32
+GENERATED_BIT = 1 << 31
+POSITION_BITS = 31
+
+
+def task_of(keys) -> "np.ndarray":
+    """The read task index of internal keys."""
+    return np.asarray(keys, dtype=np.int64) >> TASK_SHIFT
+
+REGISTRY: dict[str, type["Stage"]] = {}
+
+
+class StageConfig(StrictModel):
+    """Base for stage options; unknown keys are config errors."""
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage knows about the run: field names, storage, its position in the pipeline."""
+
+    text_field: str = "text"
+    id_field: str = "id"
+    storage: Storage = Storage()
+    previous_stages: tuple[str, ...] = ()
+    broadcast_limit_rows: int = 2_000_000  # execution.broadcast_limit_rows: 0 forces the partitioned paths
+
+
+class Stage:
+    """Common base: registration by ``name``, the config model and resource declaration."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[StageConfig]] = StageConfig
+    num_cpus: ClassVar[float] = 1.0
+    num_gpus: ClassVar[float] = 0.0
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            REGISTRY[cls.name] = cls
+
+    def __init__(self, config: StageConfig, ctx: StageContext):
+        self.config = config
+        self.ctx = ctx
+
+    @property
+    def text(self) -> str:
+        return self.ctx.text_field
+
+    def added_columns(self) -> dict[str, str]:
+        """Columns this stage adds to kept records, name -> description (for the dataset card)."""
+        return {}
+
+    def fingerprint(self) -> str | None:
+        """What the stage's output depends on besides its config (e.g. a secret from the environment), as an
+        opaque digest: a run resumes only into output made with the same fingerprints."""
+        return None
+
+    def sort_destinations(self) -> dict[str, str]:
+        """Destinations (``data``, ``data/<split>``) whose final files hold their rows ordered by a column of this
+        stage (ascending, nulls last, ties by internal key) rather than by key alone."""
+        return {}
+
+    def after_publish(self, run_uri: str, files: list[str]) -> None:
+        """Called on the driver once the final files (``files``) are written, before the run is committed (e.g. to
+        export some of them); an exception fails the run."""
+
+
+class MapStage(Stage):
+    stateful: ClassVar[bool] = False
+    batch_size: ClassVar[int | None] = None  # rows per batch; None: execution.batch_size
+
+    def setup(self) -> None:
+        """Load models or other state; called once per worker process (or actor) before the first batch."""
+
+    def process(self, batch: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    """The generated-key layout of a pipeline (module docstring): one digit per generator stage."""
+
+    radices: tuple[int, ...] = ()  # max_copies + 1 per generator stage, in pipeline order
+
+    @property
+    def code_bits(self) -> int:
+        return max(1, int(np.prod(self.radices, dtype=np.int64)) - 1).bit_length() if self.radices else 0
+
+    def weight(self, ordinal: int) -> int:
+        return int(np.prod(self.radices[:ordinal], dtype=np.int64))
+
+
+class GeneratorStage(MapStage):
+    """A map stage that returns its input rows followed by new rows (keys from :meth:`new_keys`)."""
+
+    def max_copies(self) -> int:
+        """The most rows this stage generates from one source row."""
+        raise NotImplementedError
+
+    def bind_keys(self, space: KeySpace, ordinal: int) -> None:
+        """Called by the runner: this stage is generator number ``ordinal`` of ``space``."""
+        self._keys = (space, ordinal)
+
+    def new_keys(self, source_keys, copies) -> np.ndarray:
+        """Keys of the copies number ``copies`` (0-based, < ``max_copies``; one, or one per row) of the rows with
+        ``source_keys``."""
+        space, ordinal = getattr(self, "_keys", None) or (KeySpace((self.max_copies() + 1,)), 0)
+        copies = np.asarray(copies, dtype=np.int64)
+        if ((copies < 0) | (copies >= space.radices[ordinal] - 1)).any():
+            raise RuntimeError(f"stage {self.name}: a copy index beyond its max_copies {space.radices[ordinal] - 1}")
+        keys = np.asarray(source_keys, dtype=np.int64)
+        bits, weight = space.code_bits, space.weight(ordinal)
+        position = keys & ((1 << TASK_SHIFT) - 1)
+        generated = (position & GENERATED_BIT) != 0
+        slot = position & (GENERATED_BIT - 1)
+        root = np.where(generated, slot >> bits, slot)
+        code = np.where(generated, slot & ((1 << bits) - 1), 0)
+        if (code // weight % space.radices[ordinal]).any():
+            raise RuntimeError(f"stage {self.name}: a row this stage generated cannot be its source again")
+        if len(root) and int(root.max()) >= 1 << (POSITION_BITS - bits):
+            raise RuntimeError(f"stage {self.name}: a read task holds more than {1 << (POSITION_BITS - bits):,} "
+                               "records, too many to number their generated copies; lower input.block_bytes or split "
+                               "the input files")
+        return (keys >> TASK_SHIFT << TASK_SHIFT) | GENERATED_BIT | (root << bits) | (code + (copies + 1) * weight)
+
+
+class GlobalStage(Stage):
+    staged_keys = None  # set by the runner before ``decide``: the staged key files (``thresher.curate.execution.datasets``)
+    # ``decide`` moves data only through the helpers of ``thresher.curate.execution.datasets``, so it also decides on a
+    # ``LocalTable`` (the runner then runs the segment's stages in one task when its key rows are few enough)
+    decides_locally = False
+
+    def keys(self, batch: "pa.Table") -> dict[str, "pa.Array | pa.ChunkedArray"]:
+        """Map side: this stage's key columns for a batch of live records (same rows, same order)."""
+        return {}
+
+    def staged_columns(self) -> list[str]:
+        """Key columns written to the staged key files but left out of the key rows ``decide`` receives (heavy
+        values it needs for a few rows only: it reads them from ``staged_keys``)."""
+        return []
+
+    def decide(self, keys: "ray.data.Dataset") -> "ray.data.Dataset":
+        """The key rows with this stage's decisions (rejection columns, ``decision_columns``)."""
+        raise NotImplementedError
+
+    def decision_columns(self) -> list[str]:
+        """Columns ``decide`` adds that the records receive."""
+        return list(self.added_columns())
+
+    def decision_types(self) -> dict[str, "pa.DataType"]:
+        """Types of the decision columns that are not strings (the others are routed as strings)."""
+        return {}
+
+    def expander(self) -> "GeneratorStage | None":
+        """A generator run on the records right after the decisions are applied (e.g. rebalance's copies), under
+        this stage's name; None when there is none."""
+        return None
+
+
+def reject(batch: pd.DataFrame, mask, reason: str | pd.Series, detail: str | pd.Series | None = None) -> None:
+    """Mark rows where ``mask`` holds as rejected with ``reason`` (and an optional detail), in place.
+
+    A row already rejected in this batch keeps its first reason.
+    """
+    mask = pd.Series(mask, index=batch.index).fillna(False).astype(bool) & batch[REJECT_REASON].isna()
+    if not mask.any():
+        return
+    for col in (REJECT_REASON, REJECT_DETAIL):
+        batch[col] = _nullable_object(batch[col])
+    batch.loc[mask, REJECT_REASON] = reason[mask] if isinstance(reason, pd.Series) else reason
+    if detail is not None:
+        batch.loc[mask, REJECT_DETAIL] = detail[mask].astype(str) if isinstance(detail, pd.Series) else detail
+
+
+def _nullable_object(col: pd.Series) -> pd.Series:
+    """An object column with None for missing values (pandas' str dtype has NaN, which Arrow reads as a float)."""
+    return col.astype(object).where(col.notna(), None)
+
+
+def active(batch: pd.DataFrame) -> pd.Series:
+    """Rows not rejected by any earlier stage."""
+    return batch[REJECT_STAGE].isna()
+
+
+def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
+    """Apply ``stage`` to the live rows of ``batch``; rejected rows pass through, row order is kept. A
+    ``GeneratorStage``'s new rows follow (marked ``_generated.<stage>``)."""
+    alive = active(batch)
+    seen = SEEN_PREFIX + stage.name
+    if not alive.any():
+        return batch.assign(**{seen: np.zeros(len(batch), np.int8)})
+    sub = batch if alive.all() else batch[alive]
+    out = stage.process(sub.copy())
+    if len(out) != len(sub) and not (isinstance(stage, GeneratorStage) and len(out) > len(sub)):
+        raise RuntimeError(f"stage {stage.name} returned {len(out)} rows for {len(sub)}: stages must not drop rows")
+    new = out.iloc[len(sub):]
+    out = out.iloc[: len(sub)]
+    out.index = sub.index
+    newly = out[REJECT_REASON].notna() & out[REJECT_STAGE].isna()
+    if newly.any():
+        out[REJECT_STAGE] = _nullable_object(out[REJECT_STAGE])
+        out.loc[newly, REJECT_STAGE] = stage.name
+    if sub is not batch:
+        out = _merge_rows(batch, out, np.flatnonzero(alive.to_numpy()))
+    out[seen] = alive.to_numpy().astype(np.int8)
+    if isinstance(stage, GeneratorStage):
+        out[GENERATED_PREFIX + stage.name] = np.zeros(len(out), np.int8)
+        if len(new):
+            own = METRIC_PREFIX + stage.name + "."
+            copied = [c for c in new.columns  # counted where their rows were: not again on the copies
+                      if c.startswith((SEEN_PREFIX, GENERATED_PREFIX, METRIC_PREFIX)) and not c.startswith(own)]
+            new = new.assign(**{c: np.zeros(len(new), np.int64) for c in copied})
+            new = new.assign(**{REJECT_STAGE: np.where(new[REJECT_REASON].notna(), stage.name, None),
+                                seen: np.zeros(len(new), np.int8),
+                                GENERATED_PREFIX + stage.name: np.ones(len(new), np.int8)})
+            out = pd.concat([out, new.set_axis(range(len(out), len(out) + len(new)))], ignore_index=True)
+            for col in out.columns:  # concat filled gaps with NaN: None, as Arrow reads text columns
+                if out[col].dtype == object:
+                    out[col] = _nullable_object(out[col])
+            metrics = [c for c in out.columns if c.startswith((METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX))]
+            out[metrics] = out[metrics].fillna(0)
+    return out
+
+
+def _merge_rows(batch: pd.DataFrame, out: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``batch`` with the rows at positions ``rows`` replaced by ``out`` (columns out lacks become null there)."""
+    merged = {}
+    for col in list(batch.columns) + [c for c in out.columns if c not in batch.columns]:
+        if col in batch.columns:
+            values = batch[col].to_numpy(dtype=object, na_value=None).copy()
+        else:
+            values = np.full(len(batch), None, dtype=object)
+        values[rows] = out[col].to_numpy(dtype=object, na_value=None) if col in out.columns else None
+        merged[col] = values
+    return pd.DataFrame(merged, index=batch.index)

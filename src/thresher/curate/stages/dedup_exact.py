@@ -1,0 +1,104 @@
+"""``dedup_exact``: keep one record per identical (normalized) text; the others are rejected with the kept id.
+
+A global stage: on the map side every live record gets, as its key row, a 128-bit xxhash (XXH3) of its
+normalized text and a keep key (``thresher.curate.dedup.removal``); a hash shuffle of the ``(hash, key)`` pairs brings
+each hash group into one partition, where the lowest keep key (``keep``: ``lowest_id`` or ``longest``) is the
+survivor; the key rows then learn their survivor (``thresher.curate.dedup.removal.apply_roots``) and the others are
+rejected (``exact_duplicate``, detail: the kept id). Text never leaves the map side; nothing is collected on
+the driver.
+
+``fields`` hashes several fields together instead of the text field alone: a record's identity is then all of
+them (e.g. ``[messages, chosen, rejected]`` for preference pairs, so that a prompt's distinct pairs all stay and
+only repeated pairs go); a field holding a chat conversation counts by its messages' contents.
+
+Normalization of each field, in this order: Unicode NFKC (``unicode_nfkc``), lowercase, punctuation, symbols and
+digits replaced by spaces (``strip_punctuation_digits``), whitespace runs collapsed and trimmed
+(``collapse_whitespace``).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+from pydantic import Field
+
+from thresher.curate.execution.datasets import by_group, map_blocks, partitions_for
+from thresher.curate.dedup.removal import (KEY, ROOT_SCHEMA, KeepRule, apply_roots, mark_removed, text_lengths,
+                                           with_keep_keys)
+from thresher.curate.fields import texts
+from thresher.curate.stage import GlobalStage, StageConfig
+
+HASH = "_dedup_hash"
+SEPARATOR, FIELD_SEPARATOR = "\x1e", "\x1f"  # between a conversation's messages, between fields
+
+
+class DedupExactConfig(StageConfig):
+    lowercase: bool = True
+    collapse_whitespace: bool = True
+    strip_punctuation_digits: bool = False
+    unicode_nfkc: bool = False
+    keep: KeepRule = "lowest_id"
+    fields: list[str] | None = Field(None, min_length=1, description="fields hashed together (default: the text field)")
+    partitions: int | None = Field(None, ge=1, description="shuffle partitions (default: one per 4 M shuffled rows, at least 2)")
+
+
+class DedupExact(GlobalStage):
+    name = "dedup_exact"
+    decides_locally = True
+    Config = DedupExactConfig
+
+    def normalized(self, texts: pa.ChunkedArray) -> pa.ChunkedArray:
+        c = self.config
+        texts = texts.cast(pa.string())
+        if c.unicode_nfkc:
+            texts = pc.utf8_normalize(texts, "NFKC")
+        if c.lowercase:
+            texts = pc.utf8_lower(texts)
+        if c.strip_punctuation_digits:
+            texts = pc.replace_substring_regex(texts, r"[\pP\pS\pN_]+", " ")
+        if c.collapse_whitespace:
+            texts = pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, r"\s+", " "))
+        return texts
+
+    def keys(self, batch: pa.Table) -> dict:
+        """Map side: hash (16 bytes) of the normalized text (or ``fields``) of each live record and (to keep the
+        longest) its length."""
+        if self.config.fields is None:
+            values = self.normalized(batch[self.text]).cast(pa.binary()).to_pylist()
+        else:
+            columns = [self.field_values(batch, f) for f in self.config.fields]
+            values = [None if all(v is None for v in row) else FIELD_SEPARATOR.join(v or "" for v in row).encode()
+                      for row in zip(*columns)]
+        digests = [None if v is None else xxhash.xxh3_128_digest(v) for v in values]
+        lengths = text_lengths(batch, self.text) if self.config.keep == "longest" else {}
+        return {HASH: pa.array(digests, pa.binary(16)), **lengths}
+
+    def field_values(self, batch: pa.Table, field: str) -> list[str | None]:
+        """Per record, the normalized texts of ``field`` (a chat conversation's message contents), joined."""
+        if field not in batch.column_names:
+            raise ValueError(f"dedup_exact: no field {field!r} in the records (columns: {', '.join(batch.column_names)})")
+        joined = [None if v is None else SEPARATOR.join(texts(v)) for v in batch[field].to_pylist()]
+        return self.normalized(pa.chunked_array([pa.array(joined, pa.string())])).to_pylist()
+
+    def decide(self, ds):
+        """Only ``(hash, key)`` rows are shuffled; the key rows get their group's survivor."""
+        ds = map_blocks(ds, with_keep_keys, self.config.keep)
+        partitions = self.config.partitions or partitions_for(ds.count())
+        limit = self.ctx.broadcast_limit_rows
+        roots = by_group(ds, [HASH], group_roots, columns=[HASH, KEY], partitions=partitions, rows=ds.count(),
+                         limit_rows=limit)
+        return apply_roots(ds, roots, self.mark, partitions, limit)
+
+    def mark(self, batch: pa.Table, root) -> pa.Table:
+        return mark_removed(batch.drop_columns([HASH]), root, self.config.keep, self.name, "exact_duplicate")
+
+
+def group_roots(pairs: pa.Table) -> pa.Table:
+    """``(node, root)`` for every key of a hash group (a whole hash partition) but the group's lowest, ``root``."""
+    if pairs.num_rows == 0:
+        return ROOT_SCHEMA.empty_table()
+    lowest = pairs.group_by(HASH).aggregate([(KEY, "min")])
+    pairs = pairs.join(lowest, HASH, join_type="inner")
+    pairs = pairs.filter(pc.not_equal(pairs[KEY], pairs[f"{KEY}_min"]))
+    return pa.table({"node": pairs[KEY], "root": pairs[f"{KEY}_min"]}).cast(ROOT_SCHEMA)

@@ -1,0 +1,369 @@
+"""``split``: deterministic, leak-free train/validation/test (or k-fold) assignment; sets ``_split``, so kept
+records are written to ``data/<split>/``.
+
+Groups: records that share a value of ``dup_cluster`` (automatically, when the column exists: dedup_fuzzy's
+near-duplicate clusters) or of any ``group_by`` field always land in the same split. With ``group_by`` the groups
+are the connected components of "shares a value of a grouping field": up to ``DRIVER_LIMIT`` linking edges
+(records with two or more grouping values) by union-find on the driver, broadcast to the map tasks as a
+value -> component map; beyond, by the distributed connected components of ``thresher.curate.dedup.components`` and a
+Ray Data join. A record without any grouping value is a group of its own (its id).
+
+Each group gets the 63-bit hash ``xxh64(group key, seed) >> 1`` and goes to split j when its hash falls in the
+j-th range of the hash space; the ranges are cut in one of two ways:
+
+* ``exact: true`` (default): so that split sizes match the ratios exactly. Per class of ``stratify`` (or over all
+  records), split j receives the largest-remainder rounding of ``n * ratio_j`` records: every split's count of
+  every class is within one record of its target (within the size of the largest group when groups have more
+  than one record). Pure hashing cannot promise that, so this is a global step over the materialized dataset:
+  a map pass counts records per class in 2^10 hash buckets (the driver sums the per-block arrays), and a
+  second one counts records per group inside the buckets that hold a cut, which places every cut exactly. The
+  driver holds classes x 2^10 counts plus the groups of the cut buckets (about n / 1024 per cut and class),
+  never one entry per record. When the corpus grows, the cuts move a little, and so can the records next to
+  them.
+* ``exact: false``: fixed ranges from the cumulative ratios, one streaming pass (nothing is counted). A record's
+  split never changes when the corpus grows; sizes are binomial around the ratios. No ``stratify``.
+
+With ``stratify`` and groups, a group whose records carry several classes is counted in the smallest class
+(sorted as strings): the rows grouped by group hash (in one task, hash-partitioned beyond
+``execution.broadcast_limit_rows``) find such groups (only when a grouping column exists), broadcast up to
+``DRIVER_LIMIT`` of them, joined beyond. Missing class values form the class ``""``. ``folds: k`` replaces the ratios by k equal
+folds written to ``data/fold_0`` .. ``data/fold_{k-1}`` (cross-validation: train on k-1 folds, evaluate on the
+remaining one), stratified and grouped the same way. The report's dataset section shows the class balance per
+split (``thresher.curate.report.dataset``).
+
+Augmented records (``augmented_from``, from the ``augment`` stage before this one) are grouped with the record they
+were made from, so a copy always lands in its source's split; a copy that lands outside the splits its
+``augmentation`` names (augment's ``splits``, default ``[train]``) is rejected (reason ``augmented_outside_splits``),
+so no copy of a validation or test record is written.
+
+The stage is global: it decides on the key rows (id, grouping values, class), never on the records. When they are
+few enough for one task, the runner hands them over as a ``LocalTable`` and every step above runs in that task.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import xxhash
+from pydantic import Field, field_validator, model_validator
+
+from thresher.curate.dedup.components import connected_components, smallest_roots
+from thresher.curate.execution.datasets import LocalTable, by_group, map_pandas, materialize, pandas_parts
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig, active
+
+GROUP = "_split_group"
+LINKS = "_split_links"
+HASH = "_split_hash"
+CLASS = "_split_class"
+HELPERS = [GROUP, LINKS, HASH, CLASS]
+HASH_SPACE = 1 << 63
+BUCKET_SHIFT = 53  # 63-bit hashes -> 2**10 buckets
+BUCKETS = 1 << 10
+DUP_CLUSTER = "dup_cluster"
+AUGMENTED_FROM, AUGMENTATION = "augmented_from", "augmentation"  # the augment stage's provenance columns
+KEY_SEP, PART_SEP = "\x1f", "\x1e"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+SMALLEST = "_split_smallest_class"
+DRIVER_LIMIT = 1_000_000  # linking edges / class-spanning groups handled on the driver (~100 MB) before Ray joins
+
+
+class SplitConfig(StageConfig):
+    ratios: dict[str, float] | None = Field(
+        None, description="split name -> fraction (they sum to 1); default train/validation/test 0.8/0.1/0.1")
+    folds: int | None = Field(None, ge=2, description="k equal folds fold_0..fold_{k-1} instead of ratios")
+    seed: int = Field(0, ge=0, lt=1 << 64)
+    stratify: str | None = Field(None, description="field whose class proportions every split keeps")
+    group_by: list[str] = Field(default_factory=list, description="records sharing a value of any stay together")
+    exact: bool = Field(True, description="exact sizes (global counting) or fixed hash ranges (streaming)")
+
+    @field_validator("group_by", mode="before")
+    @classmethod
+    def _one_field(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.ratios is not None and self.folds is not None:
+            raise ValueError("give ratios or folds, not both")
+        if self.ratios is not None:
+            if not self.ratios:
+                raise ValueError("ratios: at least one split")
+            for name, r in self.ratios.items():
+                if not _NAME.fullmatch(name):
+                    raise ValueError(f"ratios: split name {name!r} must be a plain folder name ([A-Za-z0-9_.-])")
+                if not r > 0:
+                    raise ValueError(f"ratios.{name}: must be > 0, got {r}")
+            if abs(sum(self.ratios.values()) - 1) > 1e-6:
+                raise ValueError(f"ratios must sum to 1, got {sum(self.ratios.values()):g}")
+        if self.stratify and not self.exact:
+            raise ValueError("stratify needs exact: true (fixed hash ranges cannot keep class proportions)")
+        return self
+
+    def fractions(self) -> dict[str, float]:
+        if self.folds:
+            return {f"fold_{i}": 1 / self.folds for i in range(self.folds)}
+        return self.ratios or {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+
+def _present(value) -> bool:
+    if isinstance(value, str):
+        return value != ""
+    return value is not None and not pd.isna(value)
+
+
+def largest_remainder(n: int, fractions: list[float]) -> list[int]:
+    """Integer sizes summing to ``n``, each within one of ``n * fraction``."""
+    exact = np.asarray(fractions, dtype=float) * n
+    sizes = np.floor(exact).astype(np.int64)
+    order = np.argsort(-(exact - sizes), kind="stable")
+    sizes[order[: n - int(sizes.sum())]] += 1
+    return sizes.tolist()
+
+
+def nearest_boundary(counts: np.ndarray, offset: int, target: int) -> int:
+    """Index i such that cutting after the first i units (record ``counts``, in hash order, after ``offset``
+    records) comes nearest ``target`` records; ties go to the lower cut."""
+    cum = offset + np.concatenate([[0], np.cumsum(counts)])
+    i = int(np.searchsorted(cum, target))
+    if i == len(cum) or (i > 0 and target - cum[i - 1] <= cum[i] - target):
+        i -= 1
+    return i
+
+
+class Split(GlobalStage):
+    name = "split"
+    Config = SplitConfig
+    # on a ``LocalTable`` every step is local: nothing exceeds ``driver_limit``, so no join or distributed
+    # connected components (the Ray Data steps) runs
+    decides_locally = True
+
+    def __init__(self, config: SplitConfig, ctx):
+        super().__init__(config, ctx)
+        self.names = list(config.fractions())
+        self.group_fields = list(dict.fromkeys([*config.group_by, DUP_CLUSTER]))
+
+    # -- per batch -------------------------------------------------------------------------------
+
+    def _keys(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """GROUP: the record's first grouping value (or its id); LINKS: its other values; CLASS; HASH."""
+        fields = [f for f in self.group_fields if f in batch.columns]
+        columns = [[f"{f}{KEY_SEP}{v}" if _present(v) else None for v in batch[f]] for f in fields]
+        groups, links = [], []
+        lineage = batch[AUGMENTED_FROM] if AUGMENTED_FROM in batch.columns else None
+        for row, (rid, *values) in enumerate(zip(batch["id"], *columns)):
+            parts = [p for p in values if p is not None]
+            if lineage is not None:  # a record and its augmented copies: one group
+                source = lineage.iat[row]
+                parts.append(f"id{KEY_SEP}{source if _present(source) else rid}")
+            groups.append(parts[0] if parts else f"id{KEY_SEP}{rid}")
+            links.append(PART_SEP.join(parts[1:]))
+        batch[GROUP] = groups
+        batch[LINKS] = links
+        if self.config.stratify:
+            labels = batch[self.config.stratify] if self.config.stratify in batch.columns else pd.Series(None, index=batch.index)
+            batch[CLASS] = [str(v) if _present(v) else "" for v in labels]
+        else:
+            batch[CLASS] = ""
+        return self._hash(batch)
+
+    def _hash(self, batch: pd.DataFrame) -> pd.DataFrame:
+        seed = self.config.seed
+        batch[HASH] = np.array([xxhash.xxh64_intdigest(g.encode(), seed) >> 1 for g in batch[GROUP]], dtype=np.int64)
+        return batch
+
+    @staticmethod
+    def _edges(batch: pd.DataFrame) -> pd.DataFrame:
+        u, v = [], []
+        for group, links in zip(batch[GROUP], batch[LINKS]):
+            for other in links.split(PART_SEP) if links else ():
+                u.append(group)
+                v.append(other)
+        return pd.DataFrame({"u": pd.Series(u, dtype=object), "v": pd.Series(v, dtype=object)})
+
+    def _to_root(self, batch: pd.DataFrame, roots: dict[str, str] | None) -> pd.DataFrame:
+        """GROUP becomes its component's root: from ``roots`` (broadcast) or the joined ``root`` column."""
+        root = batch.pop("root") if roots is None else batch[GROUP].map(roots)
+        batch[GROUP] = root.where(root.notna(), batch[GROUP])
+        return self._hash(batch.drop(columns=["node"], errors="ignore"))
+
+    @staticmethod
+    def _to_smallest_class(batch: pd.DataFrame, smallest: dict[int, str] | None) -> pd.DataFrame:
+        """CLASS becomes its group's smallest class: from ``smallest`` (broadcast) or the joined column."""
+        value = batch.pop(SMALLEST) if smallest is None else batch[HASH].map(smallest)
+        batch[CLASS] = value.where(value.notna(), batch[CLASS])
+        return batch
+
+    @staticmethod
+    def _class_spans(table: pa.Table) -> pa.Table:
+        """The groups (HASH) of ``table``'s live rows that carry several classes, with the smallest (whole groups)."""
+        frame = table.to_pandas()
+        classes = frame.loc[active(frame)].groupby(HASH)[CLASS].agg(["min", "max"])
+        spans = classes[classes["min"] != classes["max"]]
+        return pa.table({HASH: pa.array(spans.index.to_numpy(), pa.int64()),
+                         SMALLEST: pa.array(spans["min"].tolist(), pa.string())})
+
+    @staticmethod
+    def _histogram(batch: pd.DataFrame) -> pd.DataFrame:
+        """Per class: live records per hash bucket (one row per class of the block)."""
+        live = batch.loc[active(batch), [CLASS, HASH]]
+        labels, counts = [], []
+        for label, hashes in live.groupby(CLASS)[HASH]:
+            labels.append(label)
+            counts.append(np.bincount(hashes.to_numpy() >> BUCKET_SHIFT, minlength=BUCKETS))
+        return pd.DataFrame({CLASS: pd.Series(labels, dtype=object), "counts": pd.Series(counts, dtype=object)})
+
+    @staticmethod
+    def _group_counts(batch: pd.DataFrame, buckets: dict[str, list[int]]) -> pd.DataFrame:
+        """Live records per (class, group hash), for the groups in ``buckets`` (class -> buckets)."""
+        live = batch.loc[active(batch), [CLASS, HASH]]
+        classes, hashes = live[CLASS].to_numpy(dtype=object), live[HASH].to_numpy()
+        wanted = np.zeros(len(live), dtype=bool)
+        for label, cut_buckets in buckets.items():
+            wanted |= (classes == label) & np.isin(hashes >> BUCKET_SHIFT, cut_buckets)
+        return live[wanted].groupby([CLASS, HASH]).size().rename("n").reset_index()
+
+    def _assign(self, batch: pd.DataFrame, thresholds: dict[str, np.ndarray]) -> pd.DataFrame:
+        live = active(batch).to_numpy()
+        classes = batch[CLASS].to_numpy(dtype=object)
+        hashes = batch[HASH].to_numpy().astype(np.uint64)
+        names = np.asarray(self.names, dtype=object)
+        split = np.full(len(batch), None, dtype=object)
+        for label in pd.unique(classes[live]):
+            rows = live & (classes == label)
+            split[rows] = names[np.searchsorted(thresholds[label], hashes[rows], side="right")]
+        batch[SPLIT] = split
+        if AUGMENTATION in batch.columns:
+            self._reject_copies_outside(batch, live)
+        return batch.drop(columns=HELPERS, errors="ignore")
+
+    @staticmethod
+    def _reject_copies_outside(batch: pd.DataFrame, live: np.ndarray) -> None:
+        """Reject the augmented copies whose split is not one of their ``augmentation``'s ``splits``."""
+        for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
+            batch[col] = batch[col].astype(object).where(batch[col].notna(), None)
+        for i in np.flatnonzero(live & batch[AUGMENTATION].notna().to_numpy()):
+            allowed = json.loads(batch[AUGMENTATION].iat[i]).get("splits") or []
+            if allowed and batch[SPLIT].iat[i] not in allowed:
+                batch.iloc[i, [batch.columns.get_loc(c) for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)]] = [
+                    "split", "augmented_outside_splits", f"split={batch[SPLIT].iat[i]} splits={','.join(allowed)}"]
+
+    # -- the dataset -------------------------------------------------------------------------------
+
+    def driver_limit(self, ds) -> int:
+        """Rows handled on the driver and broadcast (``DRIVER_LIMIT``, lowered by ``execution.broadcast_limit_rows``);
+        on a ``LocalTable``, everything (it is all in the deciding process already)."""
+        if isinstance(ds, LocalTable):
+            return self.ctx.broadcast_limit_rows
+        return min(DRIVER_LIMIT, self.ctx.broadcast_limit_rows)
+
+    def keys(self, batch) -> dict:
+        """Map side: the grouping and stratification values of each live record."""
+        wanted = [*self.group_fields, *([self.config.stratify] if self.config.stratify else []), AUGMENTED_FROM,
+                  AUGMENTATION]
+        return {f: batch[f].cast(pa.string()) for f in dict.fromkeys(wanted) if f in batch.column_names}
+
+    def decision_columns(self) -> list[str]:
+        return [SPLIT]
+
+    def decide(self, ds):
+        linked = bool(self.config.group_by) or AUGMENTED_FROM in ds.schema().names
+        ds = map_pandas(ds, self._keys)
+        if not self.config.exact and not linked:  # streaming: fixed ranges, nothing to count
+            return map_pandas(ds, self._assign, self._fixed_thresholds())
+        ds = materialize(ds)
+        partitions = max(2, ds.num_blocks())
+        if linked:
+            ds = self._join_components(ds, partitions)
+        if not self.config.exact:
+            return map_pandas(ds, self._assign, self._fixed_thresholds())
+        if self.config.stratify and any(f in ds.schema().names for f in self.group_fields):
+            ds = self._classes_of_groups(ds, partitions)
+        return map_pandas(ds, self._assign, self._exact_thresholds(ds))
+
+    def _fixed_thresholds(self) -> dict[str, np.ndarray]:
+        cuts = np.cumsum(list(self.config.fractions().values()))[:-1]
+        return {"": np.array([min(HASH_SPACE, round(c * HASH_SPACE)) for c in cuts], dtype=np.uint64)}
+
+    def _join_components(self, ds, partitions: int):
+        """Records linked through several grouping fields get their component's smallest value as GROUP.
+
+        Up to ``DRIVER_LIMIT`` linking edges, the components are found on the driver (union-find) and the
+        value -> root map is broadcast to the map tasks; beyond, by distributed connected components and a join.
+        """
+
+        edges = materialize(map_pandas(ds.select_columns([GROUP, LINKS]), self._edges))
+        n = edges.count()
+        if n == 0:
+            return ds
+        if n <= self.driver_limit(ds):
+            edges = edges.to_pandas()
+            roots = smallest_roots(edges["u"].tolist(), edges["v"].tolist())
+            return materialize(map_pandas(ds, self._to_root, roots))
+        roots = connected_components(edges, partitions, 0)
+        joined = ds.join(roots, "left_outer", partitions, on=(GROUP,), right_on=("node",))
+        return joined.map_batches(self._to_root, fn_args=(None,), batch_format="pandas").materialize()
+
+    def _classes_of_groups(self, ds, partitions: int):
+        """A group whose records carry several classes counts in the smallest of them (whole groups in one task,
+        or hash-partitioned beyond ``execution.broadcast_limit_rows``; the few such groups are broadcast, or joined
+        when more than ``DRIVER_LIMIT``)."""
+        spans = by_group(ds, [HASH], self._class_spans, partitions=partitions, rows=ds.count(),
+                         limit_rows=self.ctx.broadcast_limit_rows, columns=[HASH, CLASS, REJECT_STAGE])
+        n = spans.count()
+        if n == 0:
+            return ds
+        if n <= self.driver_limit(ds):
+            table = spans.to_pandas()
+            smallest = dict(zip(table[HASH].tolist(), table[SMALLEST].tolist()))
+            return materialize(map_pandas(ds, self._to_smallest_class, smallest))
+        joined = ds.join(spans, "left_outer", partitions, on=(HASH,))
+        return joined.map_batches(self._to_smallest_class, fn_args=(None,), batch_format="pandas").materialize()
+
+    def _exact_thresholds(self, ds) -> dict[str, np.ndarray]:
+        """Per class, the k-1 hash values where the next split starts (see the module docstring).
+
+        Two map passes whose partial results the driver sums: records per (class, bucket), then records per
+        (class, group) inside the buckets that hold a cut.
+        """
+        hist: dict[str, np.ndarray] = {}
+        for part in pandas_parts(ds, self._histogram):
+            for label, counts in zip(part[CLASS], part["counts"]):
+                hist[label] = hist.get(label, 0) + np.asarray(counts, dtype=np.int64)
+        fractions = list(self.config.fractions().values())
+        plan: dict[str, list[tuple]] = {}  # class -> per cut: (threshold,) or (target, bucket, records before it)
+        for label, counts in hist.items():
+            cum = np.concatenate([[0], np.cumsum(counts)])
+            cuts = []
+            for target in np.cumsum(largest_remainder(int(cum[-1]), fractions))[:-1]:
+                b = int(np.searchsorted(cum, target))  # cum[b] >= target > cum[b - 1]
+                if cum[b] == target:  # between buckets: bucket b is the first above the cut (empty ones too)
+                    cuts.append((b << BUCKET_SHIFT if b < BUCKETS else HASH_SPACE,))
+                else:
+                    cuts.append((int(target), b - 1, int(cum[b - 1])))
+            plan[label] = cuts
+        refine: dict[str, list[int]] = {}
+        for label, cuts in plan.items():
+            refine.setdefault(label, []).extend(c[1] for c in cuts if len(c) == 3)
+        groups: dict[tuple[str, int], pd.DataFrame] = {}
+        if any(refine.values()):
+            parts = pandas_parts(ds, self._group_counts, refine)
+            counted = pd.concat(parts).groupby([CLASS, HASH])["n"].sum().reset_index()
+            counted["bucket"] = counted[HASH].to_numpy() >> BUCKET_SHIFT
+            groups = {key: rows.sort_values(HASH) for key, rows in counted.groupby([CLASS, "bucket"])}
+        thresholds = {}
+        for label, cuts in plan.items():
+            values = []
+            for cut in cuts:
+                if len(cut) == 1:
+                    values.append(cut[0])
+                    continue
+                target, bucket, before = cut
+                rows = groups[(label, bucket)]
+                i = nearest_boundary(rows["n"].to_numpy(), before, target)
+                values.append(int(rows[HASH].iloc[i]) if i < len(rows) else (bucket + 1) << BUCKET_SHIFT)
+            thresholds[label] = np.array(values, dtype=np.uint64)
+        return thresholds

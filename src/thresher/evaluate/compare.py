@@ -1,0 +1,197 @@
+"""``thresher compare``: train variants of one base training config (methods, datasets, their options) on Ray,
+evaluate each the same way with ``thresher eval``'s code, and write ``<output>/compare.json`` and
+``compare.html``: eval metrics with bootstrap intervals, validation loss, train wall time, tokens/s, trainable
+parameters, peak memory and the size of the saved model, per variant.
+
+```yaml
+train: examples/train_smollm2_lora.yaml     # the base training config: a mapping or a YAML file
+eval: examples/eval_smollm2.yaml            # the eval config (its model and output are set per variant)
+variants:                                   # each: the base + `set` (nested keys, merged into the base)
+  - {name: lora, set: {method: lora}}
+  - {name: full-zero2, set: {method: full, deepspeed: {stage: 2}, optim: {lr: 1.0e-5}}}
+output: {path: out/compare}
+```
+
+Variant NAME trains into ``<output>/NAME`` (``model/``, ``metrics.json``, ``checkpoints/``) and is evaluated into
+``<output>/NAME/eval``; ``<output>/NAME/variant.json``, written when both are done, records its configs and
+results. A re-run skips a variant whose ``variant.json`` holds the same configs (and says so), trains one whose
+output is incomplete (training resumes from its checkpoints) and refuses one whose configs changed.
+
+Variants run one after another on one Ray session: a training run takes every CPU of the cluster but one (the
+one left to Ray Data) or its ``scaling`` resources, so a second run at the same time would wait for it anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from thresher.core.config import ConfigError, StrictModel, load_yaml, validate
+from thresher.core.console import current as console
+from thresher.runtime import ray_session
+from thresher.core.storage import Storage, join
+from thresher.train.config import TrainConfig
+from thresher.evaluate.eval_config import EvalConfig
+
+VARIANT_RECORD, COMPARE_JSON, COMPARE_HTML = "variant.json", "compare.json", "compare.html"
+SCHEDULE = "variants ran one after another (each training run takes the cluster's CPUs but one, or its GPUs)"
+
+
+class Variant(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="also its output folder's name")
+    set: dict[str, Any] = Field(default_factory=dict, description="overrides of the base training config")
+
+
+class CompareOutput(StrictModel):
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _local(cls, path: str) -> str:
+        if "://" in path:
+            raise ValueError("compare evaluates the trained models from local disk: give a local path")
+        return path
+
+
+class CompareConfig(StrictModel):
+    train: dict[str, Any] | str = Field(description="the base training config, or its YAML file")
+    eval: dict[str, Any] | str = Field(description="the eval config, or its YAML file (model, output: per variant)")
+    variants: list[Variant] = Field(min_length=1)
+    output: CompareOutput
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, variants: list[Variant]) -> list[Variant]:
+        names = [v.name for v in variants]
+        if len(set(names)) < len(names):
+            raise ValueError(f"variant names must be unique: {', '.join(names)}")
+        return variants
+
+
+@dataclass
+class Plan:
+    """One variant, its configs validated: trains into ``folder``, is evaluated into ``folder``/eval."""
+
+    index: int
+    variant: Variant
+    folder: str
+    train: TrainConfig
+    eval: EvalConfig
+
+    def configs(self) -> dict:
+        return json.loads(json.dumps({"train": self.train.model_dump(), "eval": self.eval.model_dump()}))
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` merged in: mappings key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key),
+                                                                                           dict) else value
+    return merged
+
+
+def _section(value: dict | str, key: str) -> dict:
+    if isinstance(value, dict):
+        return value
+    try:
+        return load_yaml(value)
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def plan(cfg: CompareConfig) -> list[Plan]:
+    """Every variant's training and eval config, validated (a wrong key names the variant and the key)."""
+    base_train, base_eval = _section(cfg.train, "train"), _section(cfg.eval, "eval")
+    validate(TrainConfig, merge(base_train, {"output": {"path": cfg.output.path}}), prefix="train")
+    plans = []
+    for i, variant in enumerate(cfg.variants):
+        folder = join(cfg.output.path, variant.name)
+        train = merge(merge(base_train, variant.set), {"output": {"path": folder}})
+        checkpoints = (train.get("checkpoint") or {}).get("storage_path")
+        if checkpoints:  # one checkpoint folder per variant
+            train = merge(train, {"checkpoint": {"storage_path": join(checkpoints, variant.name)}})
+        evaluation = {**base_eval, "model": {"name_or_path": join(folder, "model")},
+                      "output": {"path": join(folder, "eval")}}
+        plans.append(Plan(i, variant, folder, validate(TrainConfig, train, prefix=f"variants.{i}"),
+                          validate(EvalConfig, evaluation, prefix="eval")))
+    return plans
+
+
+def _saved_bytes(uri: str, storage: Storage) -> int:
+    return sum(size for _, size in storage.expand(uri))
+
+
+def run_variant(p: Plan, storage: Storage, address: str | None) -> dict:
+    """Train and evaluate one variant; returns its row of compare.json (also saved in its variant.json)."""
+    from thresher.evaluate.evaluation import run as evaluate
+    from thresher.train.run import run as train
+
+    started = time.perf_counter()
+    metrics = train(p.train, address=address)
+    train_wall = time.perf_counter() - started
+    started = time.perf_counter()
+    result = evaluate(p.eval, address=address)
+    row = {
+        "name": p.variant.name, "method": p.train.method, "set": p.variant.set, "output": p.folder,
+        "train": {key: metrics.get(key) for key in (
+            "steps", "eval_loss", "eval_perplexity", "best", "stopped_early", "model_step", "tokens", "tokens_per_s",
+            "train_seconds", "trainable_params", "peak_memory_bytes", "num_workers", "device")}
+        | {"wall_seconds": train_wall, "saved_bytes": _saved_bytes(join(p.folder, "model"), storage),
+           "data": p.configs()["train"]["data"]["train"]},
+        "eval": {"metrics": result["metrics"], "rows": result["rows"], "wall_seconds": time.perf_counter() - started},
+    }
+    storage.write_bytes(join(p.folder, VARIANT_RECORD), json.dumps({"configs": p.configs(), "row": row},
+                                                                   indent=2).encode())
+    return row
+
+
+def recorded(p: Plan, storage: Storage) -> dict | None:
+    """The row of a variant that is complete with the same configs; None when it has to run."""
+    uri = join(p.folder, VARIANT_RECORD)
+    if not storage.exists(uri):
+        return None
+    record = json.loads(storage.read_bytes(uri))
+    if record["configs"] != p.configs():
+        changed = sorted(k for k in ("train", "eval") if record["configs"][k] != p.configs()[k])
+        raise ConfigError(f"variants.{p.index}: {p.folder} holds variant {p.variant.name} run with another "
+                          f"{' and '.join(changed)} config; use another output.path or delete that folder")
+    return record["row"]
+
+
+def run(cfg: CompareConfig, address: str | None = None) -> dict:
+    """Run every variant not yet complete; returns the content of ``<output>/compare.json``."""
+    from thresher.evaluate.compare_report import render_html, render_markdown
+
+    plans = plan(cfg)
+    storage = Storage.from_options(None)
+    done = {p.variant.name: recorded(p, storage) for p in plans}  # a changed config fails before any training
+    started, rows = time.perf_counter(), []
+    with ray_session(address, ray_train=True):
+        for p in plans:
+            if done[p.variant.name] is not None:
+                console().print(f"{p.variant.name}: complete in {p.folder} (variant.json), not retrained")
+                rows.append({**done[p.variant.name], "skipped": True})
+                continue
+            console().print(f"{p.variant.name}: training ({p.train.method}), then evaluating")
+            rows.append({**run_variant(p, storage, address), "skipped": False})
+    first = plans[0]
+    result = {"output": cfg.output.path, "variants": rows, "model": first.train.model.model_dump(),
+              "eval_data": first.eval.data.path, "eval_rows": rows[0]["eval"]["rows"], "schedule": SCHEDULE,
+              "seconds": time.perf_counter() - started, "load_average": list(os.getloadavg()), "cpus": os.cpu_count(),
+              "versions": {d: metadata.version(d) for d in ("thresher", "ray", "torch", "transformers", "peft")}}
+    storage.write_bytes(join(cfg.output.path, COMPARE_JSON), json.dumps(result, indent=2).encode())
+    storage.write_bytes(join(cfg.output.path, COMPARE_HTML), render_html(result).encode())
+    console().print(render_markdown(result))
+    return result
+
+
+def main(data: dict[str, Any], address: str | None = None) -> dict:
+    """Validate the compare config mapping, run it; a wrong key is a ConfigError naming it (exit 2)."""
+    return run(validate(CompareConfig, data), address=address)

@@ -1,0 +1,71 @@
+"""``compare.html`` (self-contained: inline CSS, no scripts) and the Markdown table of ``thresher compare``: one row
+per variant, eval metrics with their bootstrap 95% intervals."""
+
+from __future__ import annotations
+
+import html
+
+from thresher.evaluate.eval_report import CSS
+
+MIB = 1 << 20
+
+
+def _num(x, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"
+
+
+def _metric(m: dict) -> str:
+    if m["value"] is None:
+        return "-"
+    return f"{_num(m['value'])} [{_num(m['ci95'][0])}, {_num(m['ci95'][1])}]"
+
+
+def _validation(train: dict) -> str:
+    best = train.get("best")
+    text = _num(train["eval_loss"])
+    if best and best["step"] != train["steps"]:
+        text += f" (best {best['metric']} {_num(best['value'])} at step {best['step']})"
+    if train.get("stopped_early"):
+        text += ", stopped early"
+    return text
+
+
+def table(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the comparison table, as text."""
+    metrics = list(result["variants"][0]["eval"]["metrics"])
+    header = (["variant", "method", "steps", "validation loss"] + [f"{m} [95% CI]" for m in metrics]
+              + ["train wall s", "eval wall s", "tokens/s", "trainable params", "peak memory MiB", "saved MiB", "run"])
+    rows = []
+    for v in result["variants"]:
+        t = v["train"]
+        rows.append([v["name"], v["method"], str(t["steps"]), _validation(t)]
+                    + [_metric(v["eval"]["metrics"][m]) for m in metrics]
+                    + [f"{t['wall_seconds']:.0f}", f"{v['eval']['wall_seconds']:.0f}", _num(t["tokens_per_s"], 3),
+                       f"{t['trainable_params']:,}", f"{t['peak_memory_bytes'] / MIB:,.0f}",
+                       f"{t['saved_bytes'] / MIB:,.1f}",
+                       "complete, not retrained" if v["skipped"] else "trained"])
+    return header, rows
+
+
+def _caption(result: dict) -> str:
+    return (f"Base model {result['model']['name_or_path']}"
+            + (f" ({result['model']['gguf_file']})" if result["model"].get("gguf_file") else "")
+            + f"; eval data {result['eval_data']} ({result['eval_rows']} rows); {result['schedule']}; "
+            f"{result['seconds']:.0f} s in all; {result['cpus']} CPUs, load average "
+            + ", ".join(f"{x:.2f}" for x in result["load_average"]))
+
+
+def render_markdown(result: dict) -> str:
+    header, rows = table(result)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n\n" + _caption(result) + "\n"
+
+
+def render_html(result: dict) -> str:
+    header, rows = table(result)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>thresher compare</title><style>{CSS}"
+            f"</style></head><body><h1>thresher compare</h1><p>{html.escape(_caption(result))}</p>"
+            f"<table><tr>{head}</tr>{body}</table></body></html>")

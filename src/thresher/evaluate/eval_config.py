@@ -1,0 +1,77 @@
+"""The ``thresher eval`` config, validated into typed models (a wrong key is a ConfigError naming it)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from thresher.core.config import StrictModel, validate
+from thresher.core.storage import StorageOptions
+from thresher.models.generation import GenerationSpec
+from thresher.train.config import ModelOptions
+from thresher.evaluate.scoring import METRICS
+
+Metric = Literal["exact_match", "token_f1", "rouge_l", "bleu", "accuracy", "perplexity"]
+
+
+class EvalData(StrictModel):
+    path: str = Field(description="a thresher run's data/<split> folder, or Parquet/JSONL files, folders, globs")
+    format: Literal["text", "alpaca", "chat"] = "alpaca"
+    text_field: str = Field("text", description="format text: the prompt column")
+    reference_field: str | None = Field(None, description="format text: the column of the expected continuation")
+    id_field: str = Field("id", description="ids of the examples (the row number when the column is absent)")
+    max_rows: int | None = Field(None, gt=0, description="evaluate the first N rows")
+
+
+class GenerationOptions(GenerationSpec):
+    num_actors: int = Field(1, gt=0, description="model replicas in the Ray Data actor pool")
+    use_gpu: bool = False
+
+
+class RegexExtract(StrictModel):
+    regex: str
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+        return value
+
+
+class AnswerOptions(StrictModel):
+    extract: Literal["last_number", "none"] | RegexExtract = Field(
+        "none", description="applied to prediction and reference before exact_match, accuracy and token_f1")
+
+    @property
+    def extractor(self) -> str | re.Pattern:
+        return re.compile(self.extract.regex) if isinstance(self.extract, RegexExtract) else self.extract
+
+
+class BootstrapOptions(StrictModel):
+    samples: int = Field(1000, gt=0)
+    seed: int = 0
+
+
+class EvalOutput(StrictModel):
+    path: str
+
+
+class EvalConfig(StrictModel):
+    model: ModelOptions
+    data: EvalData
+    generation: GenerationOptions = GenerationOptions()
+    metrics: list[Metric] = Field(default_factory=lambda: list(METRICS), min_length=1)
+    answer: AnswerOptions = AnswerOptions()
+    bootstrap: BootstrapOptions = BootstrapOptions()
+    output: EvalOutput
+    storage: StorageOptions | None = None
+
+
+def parse_eval_config(data: dict[str, Any]) -> EvalConfig:
+    """Validate an eval config mapping; ConfigError names the offending key."""
+    return validate(EvalConfig, data)

@@ -1,0 +1,161 @@
+"""The driver side of ``thresher eval``: read the evaluation data with Ray Data, generate on an actor pool
+(:mod:`thresher.evaluate.generate`), score (:mod:`thresher.evaluate.scoring`) and write ``<output>/predictions.parquet``,
+``metrics.json`` and ``report.html``.
+
+``metrics.json`` holds each metric's value, count and bootstrap 95% interval, and the lineage: the model's (its
+thresher.json, which names the curated data it was trained on) and the evaluation data's (thresher.core.lineage).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thresher.core.config import ConfigError
+from thresher.core.console import current as console
+from thresher.core.lineage import data_lineage
+from thresher.runtime import progress_counter, ray_session
+from thresher.core.storage import Storage, join, require_complete_run
+from thresher.evaluate.eval_config import EvalConfig, parse_eval_config
+from thresher.evaluate.generate import Generator, source_columns
+from thresher.evaluate.scoring import aggregate, score_examples
+
+log = logging.getLogger(__name__)
+
+JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+PREDICTIONS, METRICS, REPORT = "predictions.parquet", "metrics.json", "report.html"
+
+
+def main(data: dict[str, Any], address: str | None = None) -> dict:
+    """Validate the eval config mapping, evaluate, write the outputs; returns metrics.json's content."""
+    return run(parse_eval_config(data), address=address)
+
+
+def read_dataset(cfg: EvalConfig, storage: Storage):
+    """A Ray Dataset of the evaluation records (Parquet or JSONL at ``data.path``), checked before any Ray work."""
+    import ray.data
+
+    uri, columns = cfg.data.path, source_columns(cfg.data)
+    if cfg.data.format == "text" and not cfg.data.reference_field:
+        raise ConfigError("data.reference_field: format text needs the column holding the expected continuation")
+    files = [f for f, _ in storage.expand(uri)]
+    parquet = [f for f in files if f.endswith(".parquet")]
+    jsonl = [f for f in files if f.endswith(JSON_SUFFIXES)]
+    if not parquet and not jsonl:
+        raise ConfigError(f"data.path: no Parquet or JSONL files at {uri}")
+    try:
+        require_complete_run(storage, uri)
+    except ConfigError as e:
+        raise ConfigError(f"data.path: {e}") from None
+    fs, _ = storage.resolve((parquet or jsonl)[0])
+    paths = [storage.resolve(f)[1] for f in (parquet or jsonl)]
+    ds = ray.data.read_parquet(paths, filesystem=fs) if parquet else ray.data.read_json(paths, filesystem=fs)
+    names = ds.schema().names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ConfigError(f"data.format: format {cfg.data.format} reads column(s) {', '.join(missing)}, which "
+                          f"{uri} lacks (columns: {', '.join(names)})")
+    ds = ds.select_columns(columns + ([cfg.data.id_field] if cfg.data.id_field in names else []))
+    return ds.limit(cfg.data.max_rows) if cfg.data.max_rows else ds
+
+
+def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table:
+    """Rows of id, prompt, reference, prediction, prediction_tokens, reference_nll, reference_tokens, in data order."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    with ray_session(address) as cluster:
+        if cfg.generation.use_gpu and not cluster.get("GPU"):
+            raise ConfigError("generation.use_gpu: the Ray cluster has no GPU")
+        ds = read_dataset(cfg, storage)
+        counter = progress_counter()
+        resources = {"num_gpus": 1} if cfg.generation.use_gpu else {"num_cpus": 1}
+        ds = ds.map_batches(Generator, batch_format="pyarrow", batch_size=cfg.generation.batch_size,
+                            compute=ActorPoolStrategy(size=cfg.generation.num_actors),
+                            fn_constructor_kwargs={"model": cfg.model, "data": cfg.data, "generation": cfg.generation,
+                                                   "perplexity": "perplexity" in cfg.metrics, "progress": counter},
+                            **resources)
+        ds.context.execution_options.preserve_order = True
+        ds.context.enable_progress_bars = False
+        poll = (lambda: (ray.get(counter.snapshot.remote()).get("rows", 0), cfg.data.max_rows)) if counter else None
+        with console().phase("generate", poll):
+            tables = [t for t in ray.get(list(ds.to_arrow_refs())) if t.num_rows]
+    if not tables:
+        raise ConfigError(f"data.path: no records at {cfg.data.path}")
+    rows = pa.concat_tables(tables)
+    ids = [i if i is not None else str(n) for n, i in enumerate(rows.column("id").to_pylist())]
+    return rows.set_column(rows.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+
+
+def versions(*distributions: str) -> dict[str, str | None]:
+    """The installed version of each distribution (None where it is not installed)."""
+    out = {}
+    for name in distributions:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def model_record(cfg: EvalConfig) -> dict:
+    """The model's path and its thresher.json (written by ``thresher train``, naming its data), None if absent."""
+    from thresher.train.export import BASE_RECORD
+    from thresher.train.models import model_dir
+
+    record = Path(model_dir(cfg.model), BASE_RECORD)
+    return {"name_or_path": cfg.model.name_or_path, "gguf_file": cfg.model.gguf_file,
+            "thresher": json.loads(record.read_text()) if record.is_file() else None}
+
+
+def run(cfg: EvalConfig, address: str | None = None) -> dict:
+    """Evaluate as configured; returns the content of ``<output>/metrics.json``."""
+    from thresher.evaluate.eval_report import render_report
+
+    storage = Storage.from_options(cfg.storage)
+    try:
+        storage.check_writable(cfg.output.path)
+    except OSError as e:
+        raise ConfigError(f"output.path: cannot write to {cfg.output.path}: {e}") from None
+    from thresher.train.models import load_tokenizer
+
+    load_tokenizer(cfg.model)  # a missing model is a config error, before any Ray work
+    model = model_record(cfg)
+    started = time.perf_counter()
+    rows = generate(cfg, storage, address)
+    generation_seconds = time.perf_counter() - started
+    new_tokens = sum(rows.column("prediction_tokens").to_pylist())
+    cols = score_examples(rows.column("prediction").to_pylist(), rows.column("reference").to_pylist(), cfg.metrics,
+                          cfg.answer.extractor)
+    nll, tokens = rows.column("reference_nll").to_pylist(), rows.column("reference_tokens").to_pylist()
+    cols.update(reference_nll=nll, reference_tokens=tokens)
+    if "perplexity" in cfg.metrics:
+        cols["perplexity"] = [math.exp(x / n) if n else None for x, n in zip(nll, tokens)]
+    metrics = aggregate(cols, cfg.metrics, cfg.bootstrap.samples, cfg.bootstrap.seed)
+    for name, values in cols.items():
+        if name not in rows.column_names and name != "bleu_stats":
+            rows = rows.append_column(name, pa.array(values))
+    result = {"metrics": metrics, "rows": rows.num_rows, "seconds": time.perf_counter() - started,
+              "device": "cuda" if cfg.generation.use_gpu else "cpu", "generation_seconds": generation_seconds,
+              "new_tokens": new_tokens, "new_tokens_per_s": new_tokens / generation_seconds,
+              "model": model, "data": cfg.data.model_dump(), "generation": cfg.generation.model_dump(),
+              "answer": cfg.answer.model_dump(), "bootstrap": cfg.bootstrap.model_dump(),
+              "lineage": {"model": (model["thresher"] or {}).get("lineage"),
+                          "data": data_lineage(cfg.data.path, storage)},
+              "versions": versions("thresher", "torch", "transformers", "sacrebleu", "rouge-score")}
+    buffer = io.BytesIO()
+    pq.write_table(rows, buffer)
+    storage.write_bytes(join(cfg.output.path, PREDICTIONS), buffer.getvalue())
+    storage.write_bytes(join(cfg.output.path, METRICS), json.dumps(result, indent=2).encode())
+    storage.write_bytes(join(cfg.output.path, REPORT), render_report(result, rows).encode())
+    log.info("evaluated %d rows in %.1f s; outputs in %s", rows.num_rows, result["seconds"], cfg.output.path)
+    return result

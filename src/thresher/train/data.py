@@ -1,0 +1,303 @@
+"""Training data: curated Parquet read with Ray Data, rendered, tokenized, prompt-masked and packed in ``map_batches``.
+
+Formats (the columns thresher's ``format`` stage writes):
+
+* ``text``: causal LM on ``data.text_field``; every token is trained; a document longer than ``max_seq_len`` is
+  cut into ``max_seq_len`` chunks, each its own sequence.
+* ``alpaca``: ``instruction``, ``input`` (may be empty), ``output``, rendered with the Stanford Alpaca prompt;
+  only the response and the EOS token after it are trained.
+* ``chat``: ``messages``, a list of ``{role, content}``, rendered with the tokenizer's chat template (or, when it
+  has none, :data:`FALLBACK_CHAT_TEMPLATE`, which is then saved with the exported tokenizer); only the
+  assistant turns are trained. An assistant turn is the text between the rendering of the conversation before
+  it (with the generation prompt) and the rendering that includes it.
+* ``preference`` (methods dpo, orpo): a prompt and two responses, ``chosen`` and ``rejected``. The prompt is
+  ``messages`` (chat turns ending with a user turn; each response is rendered as the assistant turn after them,
+  with the chat template) when the files have that column, else ``prompt`` (a string; the response follows it
+  directly and the EOS token after it, as TRL's non-conversational format). Only the response tokens are trained:
+  the rendered prompt and the response are tokenized apart and concatenated (as TRL does), so no token straddles
+  the boundary (a BPE token such as " 2" would otherwise start in the prompt and take the response's first
+  character out of training).
+  A row holds the pair: each column has shape ``(2, max_seq_len)``, chosen first; rows are never packed, and a
+  pair whose response is cut off entirely by ``max_seq_len`` is dropped.
+
+Prompt masking is by character span: the rendered text is tokenized once with offsets, and a token is trained
+(label = its id) when it starts inside a trained span, else its label is -100. alpaca and chat examples longer
+than ``max_seq_len`` are truncated on the right; an example left with nothing to train is dropped.
+
+Every row holds ``max_seq_len`` tokens in four columns: ``input_ids``, ``labels``, ``position_ids`` and
+``attention_mask`` (1 on real tokens). With ``packing: true`` the examples of a task batch are packed next-fit
+into rows; each example's ``position_ids`` restart at 0 and the first label of each example is -100, so no
+token is trained to predict across a document boundary. Cross-document attention is prevented by the model:
+transformers (5.x) reads restarting ``position_ids`` with ``attention_mask=None`` as packed sequences and builds
+a block-diagonal causal mask for sdpa and eager attention, and uses varlen kernels (``cu_seqlens`` from the
+positions) for flash-attention -- the same semantics as ``DataCollatorWithFlattening``. The training loop
+therefore passes ``position_ids`` and no attention mask (and ``use_cache=False``: a cache disables the
+detection). The padding at the end of a row is a sequence of its own with labels -100. Without packing each
+row holds one example plus padding. The virtual-token methods (prefix, prompt) cannot take ``position_ids``
+(PEFT drops them), so for them rows are never packed and the loop passes ``attention_mask``.
+
+Each row also has ``source``: the index of its dataset in a mixture (``data.train`` as a list, :func:`mix`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage, require_complete_run
+from thresher.train.order import RecordOrder
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+COLUMNS = ("input_ids", "labels", "position_ids", "attention_mask")
+PREFERENCE_PROMPTS = ("messages", "prompt")  # the prompt column of preference data: chat turns, else a string
+
+ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
+                 "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+ALPACA_PROMPT_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides "
+                            "further context. Write a response that appropriately completes the request.\n\n"
+                            "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+
+FALLBACK_CHAT_TEMPLATE = (  # newlines as expressions: chat templates render with trim_blocks
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How records become rows (picklable: it travels with the ``map_batches`` function)."""
+
+    format: str
+    text_field: str
+    max_seq_len: int
+    packing: bool
+
+    @property
+    def source_columns(self) -> list[str]:
+        return {"text": [self.text_field], "alpaca": ["instruction", "input", "output"],
+                "chat": ["messages"], "preference": ["prompt", "chosen", "rejected"]}[self.format]
+
+
+# -- rendering: a record -> (text, trained character spans) ------------------------------------------------
+
+
+def render_alpaca(instruction: str, input_: str | None, output: str) -> tuple[str, list[tuple[int, int]]]:
+    template = ALPACA_PROMPT_WITH_INPUT if input_ and input_.strip() else ALPACA_PROMPT
+    prompt = template.format(instruction=instruction, input=input_ or "")
+    return prompt + output, [(len(prompt), len(prompt) + len(output))]
+
+
+def render_chat(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+        upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
+        if not (full.startswith(upto) and upto.startswith(before)):
+            raise ValueError("the chat template does not render a conversation as a prefix of its continuation; "
+                             "assistant turns cannot be located for prompt masking")
+        spans.append((len(before), len(upto)))
+    return full, spans
+
+
+def render_preference(tokenizer, prompt: str | list[dict], response: str) -> tuple[str, str]:
+    """The rendered prompt (a string, or chat turns with the generation prompt) and the text after it."""
+    if isinstance(prompt, str):
+        return prompt, response
+    text, spans = render_chat(tokenizer, [*prompt, {"role": "assistant", "content": response}])
+    return text[:spans[-1][0]], text[spans[-1][0]:]
+
+
+def ensure_chat_template(tokenizer) -> None:
+    """Give a tokenizer without a chat template the documented fallback."""
+    if not getattr(tokenizer, "chat_template", None):
+        log.info("the tokenizer has no chat template: using thresher's fallback template")
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+
+
+# -- tokenizing and masking --------------------------------------------------------------------------------
+
+
+def tokenize(tokenizer, texts: list[str], spans: list[list[tuple[int, int]]], enc: Encoding,
+             append_eos: bool) -> list[tuple[list[int], list[int]]]:
+    """Token ids and labels per example; labels are -100 outside the trained spans and on each first token."""
+    batch = tokenizer(texts, add_special_tokens=enc.format != "chat", return_offsets_mapping=True)
+    eos = tokenizer.eos_token_id
+    out = []
+    for ids, offsets, trained in zip(batch["input_ids"], batch["offset_mapping"], spans):
+        labels = [t if any(s <= start < e for s, e in trained) else IGNORE for t, (start, _) in zip(ids, offsets)]
+        if append_eos and eos is not None and (not ids or ids[-1] != eos):
+            ids, labels = ids + [eos], labels + [eos]
+        out.append((ids, labels))
+    return out
+
+
+def split_long(ids: list[int], labels: list[int], enc: Encoding) -> list[tuple[list[int], list[int]]]:
+    """text: chunks of max_seq_len; alpaca/chat: truncated; each piece's first label masked; empty ones dropped."""
+    n = enc.max_seq_len
+    pieces = [(ids[i:i + n], labels[i:i + n]) for i in range(0, len(ids), n)] if enc.format == "text" \
+        else [(ids[:n], labels[:n])]
+    out = []
+    for p_ids, p_labels in pieces:
+        p_labels = [IGNORE] + p_labels[1:]
+        if any(label != IGNORE for label in p_labels):
+            out.append((p_ids, p_labels))
+    return out
+
+
+def encode_records(tokenizer, batch: pa.Table, enc: Encoding) -> list[tuple[list[int], list[int]]]:
+    """Render, tokenize and mask one batch of records."""
+    if enc.format == "text":
+        texts = [t or "" for t in batch.column(enc.text_field).to_pylist()]
+        spans = [[(0, len(t))] for t in texts]
+    elif enc.format == "alpaca":
+        rendered = [render_alpaca(i or "", x, o or "") for i, x, o in zip(
+            *(batch.column(c).to_pylist() for c in ("instruction", "input", "output")))]
+        texts, spans = [r[0] for r in rendered], [r[1] for r in rendered]
+    else:
+        rendered = [render_chat(tokenizer, m) for m in batch.column("messages").to_pylist()]
+        texts, spans = [r[0] for r in rendered], [r[1] for r in rendered]
+    examples = tokenize(tokenizer, texts, spans, enc, append_eos=enc.format != "chat")
+    return [piece for ids, labels in examples for piece in split_long(ids, labels, enc)]
+
+
+def encode_pairs(tokenizer, batch: pa.Table, enc: Encoding) -> list[tuple[tuple[list[int], list[int]], ...]]:
+    """Preference records -> (chosen, rejected) examples, each (ids, labels), truncated to ``max_seq_len``."""
+    chat = "messages" in batch.column_names
+    prompts = batch.column("messages" if chat else "prompt").to_pylist()
+    if chat:
+        prompts = [[{"role": m["role"], "content": m["content"]} for m in p] for p in prompts]
+    eos = [] if chat or tokenizer.eos_token_id is None else [tokenizer.eos_token_id]  # a chat turn ends itself
+    sides = []
+    for column in ("chosen", "rejected"):
+        rendered = [render_preference(tokenizer, p, r or "") for p, r in zip(prompts, batch.column(column).to_pylist())]
+        # chat-rendered text has its special tokens already
+        prompt_ids = tokenizer([r[0] for r in rendered], add_special_tokens=not chat)["input_ids"]
+        response_ids = tokenizer([r[1] for r in rendered], add_special_tokens=False)["input_ids"]
+        sides.append([split_long(p + r + eos, [IGNORE] * len(p) + r + eos, enc)
+                      for p, r in zip(prompt_ids, response_ids)])
+    return [(c[0], r[0]) for c, r in zip(*sides) if c and r]
+
+
+# -- rows ----------------------------------------------------------------------------------------------------
+
+
+def to_rows(examples: list[tuple[list[int], list[int]]], max_seq_len: int, packing: bool,
+            pad_id: int) -> dict[str, np.ndarray]:
+    """Fixed-length rows; packed next-fit when ``packing``. Padding is its own sequence with labels -100."""
+    rows: list[list[tuple[list[int], list[int]]]] = []
+    used = max_seq_len + 1
+    for ex in examples:
+        if not packing or used + len(ex[0]) > max_seq_len:
+            rows.append([])
+            used = 0
+        rows[-1].append(ex)
+        used += len(ex[0])
+    shape = (len(rows), max_seq_len)
+    out = {"input_ids": np.full(shape, pad_id, np.int32), "labels": np.full(shape, IGNORE, np.int32),
+           "position_ids": np.zeros(shape, np.int32), "attention_mask": np.zeros(shape, np.int8)}
+    for r, row in enumerate(rows):
+        at = 0
+        for ids, labels in row:
+            n = len(ids)
+            out["input_ids"][r, at:at + n] = ids
+            out["labels"][r, at:at + n] = labels
+            out["position_ids"][r, at:at + n] = np.arange(n)
+            out["attention_mask"][r, at:at + n] = 1
+            at += n
+        out["position_ids"][r, at:] = np.arange(max_seq_len - at)
+    return out
+
+
+def encode_batch(batch: pa.Table, tokenizer, enc: Encoding, source: int = 0) -> dict[str, np.ndarray]:
+    """The ``map_batches`` function: records -> rows of ``max_seq_len`` tokens (preference: pairs of them), each
+    marked with its dataset's index ``source``."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    if enc.format == "preference":
+        pairs = encode_pairs(tokenizer, batch, enc)
+        chosen, rejected = (to_rows([p[i] for p in pairs], enc.max_seq_len, False, pad_id) for i in (0, 1))
+        rows = {c: np.stack([chosen[c], rejected[c]], axis=1) for c in COLUMNS}
+    else:
+        rows = to_rows(encode_records(tokenizer, batch, enc), enc.max_seq_len, enc.packing, pad_id)
+    return {**rows, "source": np.full(len(rows["input_ids"]), source, np.int32)}
+
+
+def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[str]:
+    """The Parquet files at ``uri`` (a folder, file or glob; local or s3://), checked before any Ray work: they
+    exist, are not an unfinished or gate-failed thresher run (any other Parquet is welcome), and hold the columns
+    ``enc`` reads. Errors name the config ``key``."""
+    files = [f for f, _ in storage.expand(uri) if f.endswith(".parquet")]
+    if not files:
+        raise ConfigError(f"{key}: no Parquet files at {uri}")
+    try:
+        require_complete_run(storage, uri)
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {e}") from None
+    names = column_names(files[0], storage)
+    missing = [c for c in read_columns(enc, names) if c not in names]
+    if missing:
+        hint = "data.text_field" if enc.format == "text" else "data.format"
+        raise ConfigError(f"{hint}: format {enc.format} reads column(s) {', '.join(missing)}, which {files[0]} lacks "
+                          f"(columns: {', '.join(names)})")
+    return files
+
+
+def column_names(file: str, storage: Storage) -> list[str]:
+    fs, path = storage.resolve(file)
+    with fs.open_input_file(path) as f:
+        return pq.read_schema(f).names
+
+
+def read_columns(enc: Encoding, names: list[str]) -> list[str]:
+    """The columns ``enc`` reads from files with columns ``names`` (preference: ``messages`` or ``prompt``)."""
+    if enc.format == "preference":
+        return [next((c for c in PREFERENCE_PROMPTS if c in names), "prompt"), "chosen", "rejected"]
+    return enc.source_columns
+
+
+def renders_chat(enc: Encoding, file: str, storage: Storage) -> bool:
+    """Whether ``enc`` renders the records of ``file`` with a chat template."""
+    return enc.format == "chat" or (enc.format == "preference" and
+                                    read_columns(enc, column_names(file, storage))[0] == "messages")
+
+
+def build_dataset(files: list[str], tokenizer, enc: Encoding, storage: Storage, batch_rows: int,
+                  order: RecordOrder = RecordOrder(), source: int = 0):
+    """A Ray Dataset of training rows from the curated Parquet ``files`` (see :func:`parquet_files`), the records
+    in ``order`` (:mod:`thresher.train.order`), the rows marked as dataset ``source`` of a mixture."""
+    import ray.data
+
+    fs, _ = storage.resolve(files[0])
+    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs,
+                               columns=read_columns(enc, column_names(files[0], storage)) + order.columns)
+    ds = order.apply(ds)
+    ds.context.enable_progress_bars = False  # the workers stream it for the whole run: the loop logs progress
+    return ds.map_batches(functools.partial(encode_batch, tokenizer=tokenizer, enc=enc, source=source),
+                          batch_format="pyarrow", batch_size=batch_rows)
+
+
+def mix(datasets: list, weights: list[float], seed: int):
+    """One dataset of the tokenized ``datasets`` in the proportions ``weights`` (of their rows), shuffled (seeded):
+    the first rows of each, as many as let the dataset that runs out first be used whole (Hugging Face's
+    ``interleave_datasets`` with ``first_exhausted``). Returns it and the rows taken of each."""
+    datasets = [ds.materialize() for ds in datasets]
+    rows = [ds.count() for ds in datasets]
+    shares = [w / sum(weights) for w in weights]
+    total = min(n / share for n, share in zip(rows, shares))
+    taken = [math.floor(share * total + 1e-9) for share in shares]
+    parts = [ds.limit(n) for ds, n in zip(datasets, taken)]
+    mixed = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return mixed.random_shuffle(seed=seed), taken

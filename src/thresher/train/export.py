@@ -1,0 +1,202 @@
+"""Writing the trained model to ``<output.path>/model/`` in Hugging Face format, and copying folders to and
+from storage URIs (local or s3://).
+
+* ``full``: the whole model (``config.json`` + safetensors), loadable with ``AutoModelForCausalLM``.
+* ``lora``/``qlora``/``prefix``/``prompt``: the PEFT adapter (``adapter_config.json`` + weights), loadable with
+  ``PeftModel.from_pretrained(base, path)``; with ``output.merge_lora`` the LoRA is merged into the base and the
+  result saved as a full model (qlora: merged into a fresh, unquantized copy of the base in ``model.dtype``).
+
+The tokenizer is saved beside it, and a README.md says how to load the result. A model loaded from GGUF is
+saved dequantized (see ``models.drop_gguf_record``), so plain transformers loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage, join
+from thresher.train.config import PEFT_ADAPTERS, ModelOptions, TrainConfig
+
+log = logging.getLogger(__name__)
+
+BASE_RECORD = "thresher.json"
+COMBINATIONS = ("cat", "svd", "linear", "ties", "dare_linear", "dare_ties", "magnitude_prune")
+
+
+def upload_dir(storage: Storage, local: str, uri: str) -> None:
+    """Replace the folder at ``uri`` with a copy of the local folder ``local``."""
+    storage.delete(uri)
+    fs, path = storage.resolve(uri)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(local, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def download_dir(storage: Storage, uri: str, local: str) -> str:
+    """Copy the folder at ``uri`` to ``local``; returns ``local`` (local URIs are returned as they are)."""
+    fs, path = storage.resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return path
+    os.makedirs(local, exist_ok=True)
+    pafs.copy_files(path, local, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    return local
+
+
+def merged_model(model, cfg: TrainConfig):
+    """The LoRA of the PEFT ``model`` merged into its base."""
+    if cfg.tuning != "qlora":
+        return model.merge_and_unload()
+    import peft
+    import torch
+
+    from thresher.train.models import load_base_model
+
+    with tempfile.TemporaryDirectory() as adapter:
+        model.save_pretrained(adapter)
+        base = load_base_model(cfg.model, device_map={"": "cpu"})
+        merged = peft.PeftModel.from_pretrained(base, adapter, torch_device="cpu").merge_and_unload()
+    return merged.to(torch.device("cpu"))
+
+
+def load_instructions(cfg: TrainConfig, merged: bool) -> str:
+    from thresher.train.models import model_dir
+
+    base = f"AutoModelForCausalLM.from_pretrained({model_dir(cfg.model)!r}"
+    base += f", gguf_file={cfg.model.gguf_file!r})" if cfg.model.gguf_file else ")"
+    if cfg.tuning == "full" or merged:
+        code = "from transformers import AutoModelForCausalLM, AutoTokenizer\n" \
+               "model = AutoModelForCausalLM.from_pretrained(PATH)\n"
+    else:
+        code = "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n" \
+               f"base = {base}\nmodel = PeftModel.from_pretrained(base, PATH)\n"
+    return (f"# Fine-tuned with thresher ({cfg.method}{', LoRA merged' if merged else ''})\n\n"
+            f"Base model: `{cfg.model.name_or_path}`" + (f" (GGUF `{cfg.model.gguf_file}`)" if cfg.model.gguf_file
+                                                          else "") +
+            f"\n\n```python\n{code}tokenizer = AutoTokenizer.from_pretrained(PATH)\n```\n")
+
+
+def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dict: dict | None = None,
+                 lineage: dict | None = None) -> str:
+    """Save ``model`` (the unwrapped, trained module) and the tokenizer to ``<output.path>/model``, with the data
+    ``lineage`` in its thresher.json; returns it."""
+    merged = cfg.output.merge_lora and cfg.tuning in PEFT_ADAPTERS
+    if merged:
+        model = merged_model(model, cfg)
+    uri = join(cfg.output.path, "model")
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, state_dict=state_dict)
+        tokenizer.save_pretrained(folder)
+        Path(folder, "README.md").write_text(load_instructions(cfg, merged))
+        Path(folder, BASE_RECORD).write_text(json.dumps({"model": cfg.model.model_dump(), "method": cfg.method,
+                                                         "tuning": cfg.tuning, "merged": merged, "lineage": lineage},
+                                                        indent=2))
+        upload_dir(storage, folder, uri)
+    log.info("saved the %s to %s", "merged model" if merged else
+             ("model" if cfg.tuning == "full" else f"{cfg.tuning} adapter"), uri)
+    return uri
+
+
+# -- weighted combination of LoRA adapters ---------------------------------------------------------------------
+
+
+def combine_adapters(adapters: list[tuple[str, float]], output: str, storage: Storage,
+                     combination: str = "cat", base: ModelOptions | None = None, svd_rank: int | None = None,
+                     density: float | None = None) -> str:
+    """One LoRA adapter from several of the same base model, weighted (PEFT's ``add_weighted_adapter``).
+
+    ``cat`` (default) is exact: the combined update is the weighted sum of the adapters' updates (its rank is the
+    sum of theirs); ``svd`` approximates that sum at rank ``svd_rank``; ``linear`` averages the A and B matrices
+    (adapters of one rank; rough); ``ties``/``dare_linear``/``dare_ties``/``magnitude_prune`` prune to
+    ``density`` first. The base model is the one recorded in the first adapter's ``thresher.json`` (written by
+    thresher's export) unless ``base`` is given. The tokenizer of the first adapter that has one is saved with the result.
+    """
+    import peft
+    import torch
+    from transformers import AutoTokenizer
+
+    from thresher.train.models import load_base_model
+
+    if len(adapters) < 2:
+        raise ConfigError("combine: give at least two adapters")
+    if combination not in COMBINATIONS:
+        raise ConfigError(f"combine: combination must be one of {', '.join(COMBINATIONS)}, got {combination!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = [download_dir(storage, uri, os.path.join(tmp, f"adapter{i}")) for i, (uri, _) in enumerate(adapters)]
+        for (uri, _), folder in zip(adapters, local):
+            config = Path(folder, "adapter_config.json")
+            if not config.is_file() or json.loads(config.read_text()).get("peft_type") != "LORA":
+                raise ConfigError(f"combine: {uri} is not a LoRA adapter (no adapter_config.json of peft_type LORA)")
+            if json.loads(config.read_text()).get("use_dora"):
+                raise ConfigError(f"combine: {uri} is a DoRA adapter; only plain LoRA adapters combine")
+        if base is None:
+            record = Path(local[0], BASE_RECORD)
+            if record.is_file():
+                base = ModelOptions(**json.loads(record.read_text())["model"])
+            else:
+                base = ModelOptions(name_or_path=json.loads(Path(local[0], "adapter_config.json").read_text())
+                                    ["base_model_name_or_path"])
+        model = peft.PeftModel.from_pretrained(load_base_model(base, torch.float32), local[0], adapter_name="a0")
+        for i, folder in enumerate(local[1:], 1):
+            model.load_adapter(folder, adapter_name=f"a{i}")
+        names = [f"a{i}" for i in range(len(local))]
+        # the result takes the first adapter's config with lora_alpha = r, i.e. scaling 1, unless that one is rsLoRA
+        model.peft_config["a0"].use_rslora = False
+        model.add_weighted_adapter(names, [w for _, w in adapters], adapter_name="default",
+                                   combination_type=combination, svd_rank=svd_rank, density=density)
+        for name in names:
+            model.delete_adapter(name)
+        out = os.path.join(tmp, "combined")
+        model.save_pretrained(out)
+        tokenizers = [f for f in local if Path(f, "tokenizer_config.json").is_file()]
+        if tokenizers:
+            AutoTokenizer.from_pretrained(tokenizers[0]).save_pretrained(out)
+        Path(out, BASE_RECORD).write_text(json.dumps({"model": base.model_dump(), "method": "lora", "merged": False,
+                                                      "combined": [{"adapter": u, "weight": w} for u, w in adapters],
+                                                      "combination": combination}, indent=2))
+        upload_dir(storage, out, output)
+    log.info("combined %d adapters (%s) into %s", len(adapters), combination, output)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m thresher.train.export combine --adapter URI WEIGHT --adapter URI WEIGHT --output URI``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m thresher.train.export", description="combine LoRA adapters into one")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("combine", help="weighted combination of LoRA adapters of one base model")
+    c.add_argument("--adapter", nargs=2, action="append", required=True, metavar=("URI", "WEIGHT"),
+                   help="an adapter folder (local or s3://) and its weight; give two or more")
+    c.add_argument("--output", required=True, metavar="URI")
+    c.add_argument("--combination", default="cat", choices=COMBINATIONS)
+    c.add_argument("--svd-rank", type=int)
+    c.add_argument("--density", type=float)
+    c.add_argument("--base", metavar="NAME_OR_PATH", help="base model (default: the one the first adapter records)")
+    c.add_argument("--gguf-file", help="GGUF file inside --base")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        adapters = [(uri, float(w)) for uri, w in args.adapter]
+    except ValueError:
+        print("combine: error: --adapter URI WEIGHT: WEIGHT must be a number", file=sys.stderr)
+        return 2
+    base = ModelOptions(name_or_path=args.base, gguf_file=args.gguf_file) if args.base else None
+    try:
+        combine_adapters(adapters, args.output, Storage.from_options(None), args.combination, base,
+                         args.svd_rank, args.density)
+    except ConfigError as e:
+        print(f"combine: error: {e}", file=sys.stderr)
+        return 2
+    print(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The driver side of ``thresher train``: validate, build the datasets, run Ray Train's ``TorchTrainer``, write
+``<output.path>/metrics.json``.
+
+Steps: with ``optim.max_steps`` the rows stream from Parquet through tokenization into the workers (each extra
+epoch reads again); without it the tokenized rows are materialized once (their count gives the number of steps
+of ``optim.epochs`` epochs, which the cosine schedule needs) and every epoch reads them from the object store.
+
+Checkpoints live in ``<checkpoint.storage_path>/thresher`` (default ``<output.path>/checkpoints/thresher``); a
+run started with a folder that holds checkpoints resumes from the latest one. ``thresher-train.json`` there
+records the settings a checkpoint depends on (model, method, adapters, DeepSpeed, workers), and a run whose
+settings differ is refused rather than resumed into.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import posixpath
+import time
+from typing import Any
+
+from thresher.core.config import ConfigError
+from thresher.core.console import current as console
+from thresher.core.lineage import data_lineage
+from thresher.runtime import progress_counter, progress_counts, ray_session, resolve_address
+from thresher.core.storage import Storage, join
+from thresher.train.config import PEFT_ADAPTERS, PREFERENCE_METHODS, VIRTUAL_TOKEN_METHODS, TrainConfig
+from thresher.train.data import Encoding, build_dataset, ensure_chat_template, mix, parquet_files, renders_chat
+from thresher.train.loop import Job, train_loop_per_worker
+from thresher.train.order import RecordOrder, data_config
+from thresher.train.tracking import settings as tracking_settings
+
+log = logging.getLogger(__name__)
+
+RUN_NAME = "thresher"
+RUN_RECORD = "thresher-train.json"
+
+
+def checkpoint_settings(cfg: TrainConfig) -> dict:
+    """The settings a checkpoint's contents depend on."""
+    return {"model": cfg.model.model_dump(exclude={"attn_implementation"}), "method": cfg.method,
+            "lora": cfg.lora.model_dump() if cfg.tuning in PEFT_ADAPTERS else None,
+            "prompt_tuning": cfg.prompt_tuning.model_dump(exclude={"init_text"})
+            if cfg.tuning in VIRTUAL_TOKEN_METHODS else None,
+            "deepspeed": cfg.deepspeed.model_dump() if cfg.deepspeed else None,
+            "fsdp": cfg.fsdp.model_dump() if cfg.fsdp else None,
+            "num_workers": cfg.scaling.num_workers if cfg.deepspeed else None}
+
+
+def check_resumable(cfg: TrainConfig, storage: Storage) -> None:
+    """Record the checkpoint settings, or refuse when the checkpoints there were written with other ones."""
+    record = join(cfg.checkpoint_path, RUN_NAME, RUN_RECORD)
+    settings = checkpoint_settings(cfg)
+    if storage.exists(record):
+        previous = json.loads(storage.read_bytes(record))
+        changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        if changed:
+            raise ConfigError(f"checkpoint.storage_path: {cfg.checkpoint_path} holds checkpoints of a run with other "
+                              f"{', '.join(changed)} settings; use another checkpoint.storage_path (or delete it)")
+    else:
+        storage.write_bytes(record, json.dumps(settings, indent=2).encode())
+
+
+def _steps(cfg: TrainConfig, train_ds) -> tuple[int, Any]:
+    """Optimizer steps of the run, and the train dataset (materialized when its size decides them)."""
+    if cfg.optim.max_steps:
+        return cfg.optim.max_steps, train_ds
+    train_ds = train_ds.materialize()
+    rows = train_ds.count()
+    per_step = cfg.optim.batch_size * cfg.optim.grad_accum
+    steps_per_epoch = rows // cfg.scaling.num_workers // per_step
+    if steps_per_epoch == 0:
+        raise ConfigError(f"data.train: {rows} rows of {cfg.data.max_seq_len} tokens make no optimizer step with "
+                          f"{cfg.scaling.num_workers} workers x optim.batch_size x optim.grad_accum = "
+                          f"{cfg.scaling.num_workers * per_step} rows")
+    log.info("%d training rows: %d steps per epoch", rows, steps_per_epoch)
+    return steps_per_epoch * cfg.optim.epochs, train_ds
+
+
+def worker_resources(cfg: TrainConfig, cluster_cpus: float, node_cpus: float) -> dict | None:
+    """Resources of one training worker: ``scaling.resources_per_worker`` when set; with GPUs Ray's default (one
+    GPU, no CPU). On CPUs the workers share the cluster's CPUs but one, which stays free for Ray Data's read and
+    tokenize tasks (with every CPU held by a worker those tasks never run and the workers wait for rows forever):
+    a whole number of CPUs each (at most a node's CPUs; Ray sets the worker's torch threads to it), or on a
+    machine with fewer CPUs than workers + 1 a fraction each (one torch thread each)."""
+    if cfg.scaling.resources_per_worker is not None or cfg.scaling.use_gpu:
+        return cfg.scaling.resources_per_worker
+    share = (cluster_cpus - 1) / cfg.scaling.num_workers
+    if share <= 0:
+        raise ConfigError(f"scaling.num_workers: the Ray cluster has {cluster_cpus:g} CPU, too few for training "
+                          "workers and data tasks; set scaling.resources_per_worker (e.g. {CPU: 0.25})")
+    return {"CPU": min(math.floor(share), node_cpus) if share >= 1 else share}
+
+
+def max_node_cpus() -> float:
+    import ray
+
+    return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
+
+
+def deterministic_failure(error: Exception) -> str | None:
+    """The error the failed workers raised before their first optimizer step, if each raised the same one (Ray
+    Train may stop the others before they report theirs). A worker that died (no exception) is no such failure."""
+    from thresher.train.loop import FirstStepError
+
+    failures = list(getattr(error, "worker_failures", {}).values())
+    messages = {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__ for e in failures}
+    if failures and all(isinstance(e, FirstStepError) for e in failures) and len(messages) == 1:
+        return messages.pop()
+    return None
+
+
+def fit(trainer, max_failures: int):
+    """``trainer().fit()``; a failed attempt is retried from the latest checkpoint up to ``max_failures`` times
+    (-1: always), except a deterministic one (:func:`deterministic_failure`), which fails the run at once."""
+    from ray.train import TrainingFailedError
+
+    attempt = 0
+    while True:
+        try:
+            return trainer().fit()
+        except TrainingFailedError as e:
+            attempt += 1
+            same = deterministic_failure(e)
+            if same is not None:
+                raise RuntimeError(f"the training workers failed before the first step with {same} (not "
+                                   "retried: a retry would fail the same way)") from None
+            if 0 <= max_failures < attempt:
+                raise
+            log.warning("training attempt %d failed; resuming from the latest checkpoint (%s)", attempt,
+                        str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+
+
+def run(cfg: TrainConfig, address: str | None = None) -> dict:
+    """Train as configured; returns the metrics also written to ``<output.path>/metrics.json``."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from thresher.train.models import load_tokenizer
+
+    started = time.time()
+
+    storage = Storage.from_options(cfg.storage)
+    if cfg.scaling.use_gpu and resolve_address(address) is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"scaling.use_gpu: this machine has no CUDA GPU"
+                              f"{' (method qlora needs one)' if cfg.method == 'qlora' else ''}")
+    try:
+        storage.check_writable(cfg.output.path)
+    except OSError as e:
+        raise ConfigError(f"output.path: cannot write to {cfg.output.path}: {e}") from None
+
+    tokenizer = load_tokenizer(cfg.model)
+    # virtual-token methods take no position_ids; preference rows hold one pair each
+    packing = cfg.data.packing and cfg.tuning not in VIRTUAL_TOKEN_METHODS and cfg.method not in PREFERENCE_METHODS
+    if cfg.data.packing and not packing:
+        log.info("method %s: rows are not packed", cfg.method)
+    mixture = isinstance(cfg.data.train, list)
+    train = []  # (encoding, files) of each training dataset
+    for i, source in enumerate(cfg.data.sources):
+        enc = Encoding(source.format, source.text_field, cfg.data.max_seq_len, packing)
+        train.append((enc, parquet_files(source.path, f"data.train.{i}.path" if mixture else "data.train", enc,
+                                         storage)))
+    val_enc = Encoding(cfg.data.format, cfg.data.text_field, cfg.data.max_seq_len, packing)
+    val_files = parquet_files(cfg.data.validation, "data.validation", val_enc, storage) if cfg.data.validation else None
+    if any(renders_chat(enc, files[0], storage) for enc, files in train):
+        ensure_chat_template(tokenizer)
+    check_resumable(cfg, storage)
+    lineage = {"train": [data_lineage(s.path, storage) for s in cfg.data.sources] if mixture
+               else data_lineage(cfg.data.train, storage),
+               "validation": data_lineage(cfg.data.validation, storage) if cfg.data.validation else None}
+
+    with ray_session(address, ray_train=True) as cluster:
+        resources = worker_resources(cfg, cluster.get("CPU", 0.0), max_node_cpus())
+        log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
+        order = RecordOrder(cfg.data.order, cfg.data.difficulty_field, cfg.data.curriculum_buckets, cfg.optim.seed)
+        datasets = {"train": [build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows, order, source=i)
+                              for i, (enc, files) in enumerate(train)]}
+        if val_files:
+            datasets["validation"] = build_dataset(val_files, tokenizer, val_enc, storage, cfg.data.batch_rows)
+            if cfg.eval.max_rows:
+                datasets["validation"] = datasets["validation"].limit(cfg.eval.max_rows)
+        with console().phase("tokenize"):
+            if mixture:
+                datasets["train"], taken = mix(datasets["train"], [s.weight for s in cfg.data.sources], cfg.optim.seed)
+                log.info("training mixture: %s rows", dict(zip((s.path for s in cfg.data.sources), taken)))
+            else:
+                datasets["train"] = datasets["train"][0]
+            total_steps, datasets["train"] = _steps(cfg, datasets["train"])
+        counter = progress_counter()
+        job = Job(total_steps=total_steps, storage=storage, tokenizer=tokenizer,
+                  has_validation="validation" in datasets, progress=counter, lineage=lineage,
+                  tracking=tracking_settings(cfg, lineage), sources=[s.path for s in cfg.data.sources],
+                  started=started)
+        fs, ckpt_path = storage.resolve(cfg.checkpoint_path)
+
+        def trainer() -> TorchTrainer:
+            return TorchTrainer(
+                train_loop_per_worker,
+                train_loop_config={"config": cfg.model_dump(), "job": job},
+                scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers,
+                                                       use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources,
+                                                       placement_strategy=cfg.scaling.placement_strategy),
+                run_config=ray.train.RunConfig(
+                    name=RUN_NAME, storage_path=ckpt_path, storage_filesystem=fs,
+                    failure_config=ray.train.FailureConfig(max_failures=0),
+                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep)),
+                datasets=datasets,
+                dataset_config=data_config(cfg.data.order),
+            )
+
+        steps = (lambda: (progress_counts(counter).get("train_step", 0), total_steps)) if counter else None
+        fit_started = round(time.time() - started, 3)
+        with console().phase("train", steps, unit="steps"):
+            result = fit(trainer, cfg.checkpoint.max_failures)
+    metrics = result.return_value
+    metrics["startup_seconds"] = {"fit_started": fit_started, **metrics["startup_seconds"]}
+    metrics = {**metrics, "lineage": lineage, "output": join(cfg.output.path, "model"),
+               "checkpoint": join(cfg.checkpoint_path, RUN_NAME, posixpath.basename(result.checkpoint.path))
+               if result.checkpoint else None}
+    storage.write_bytes(join(cfg.output.path, "metrics.json"), json.dumps(metrics, indent=2).encode())
+    log.info("steps %d, eval_loss %s, %.0f tokens/s; model in %s", metrics["steps"], metrics["eval_loss"],
+             metrics["tokens_per_s"] or 0, metrics["output"])
+    return metrics

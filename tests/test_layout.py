@@ -1,0 +1,82 @@
+"""The package's layout is its architecture: one import package, and imports that follow the direction
+core <- runtime <- curate, train, evaluate, jobs <- cli (``models`` beside core, shared by curate and evaluate);
+curate and train never import each other; no curation code but the execution layer (and, until they move there,
+the modules in ``RAY_PENDING``) imports Ray."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "thresher"
+
+# what each part may import of thresher (its own modules always)
+ALLOWED = {
+    "core": set(),
+    "models": {"core"},
+    "runtime": {"core"},
+    "jobs": {"core", "runtime"},
+    "curate": {"core", "runtime", "models"},
+    "train": {"core", "runtime", "models"},
+    "evaluate": {"core", "runtime", "models", "train"},  # compare trains its variants; eval reads train's models
+    "cli": {"core", "runtime", "jobs", "curate", "train", "evaluate"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+# curation modules that still import Ray outside curate/execution: the runner's phases, which drive Ray Data
+# themselves, and global stages that call Ray; each is a step of issue 36 left: a module that stops importing Ray
+# must leave this list, and none may join it
+RAY_PENDING = {
+    "curate/runner.py", "curate/map.py", "curate/decide.py", "curate/commit.py", "curate/stage.py", "curate/dedup/components.py", "curate/dedup/lsh.py",
+    "curate/stages/curriculum.py", "curate/stages/labels.py", "curate/stages/label_noise.py",
+    "curate/stages/rebalance.py",
+}
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute module names ``path`` imports (anywhere in it, lazy imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def part(rel: Path) -> str:
+    return rel.parts[0].removesuffix(".py")
+
+
+def test_one_top_level_package():
+    assert sorted(p.name for p in (ROOT / "src").iterdir() if not p.name.endswith(".egg-info")) == ["thresher"]
+    assert set(ALLOWED) == {part(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")}
+    for args in (["--version"], ["--help"]):
+        done = subprocess.run([sys.executable, "-m", "thresher", *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.startswith(("thresher 0", "usage: thresher")), done
+
+
+def test_imports_follow_the_layers():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        own = part(rel)
+        for name in imports(path):
+            if name.split(".")[0] in ("cluster", "pipelines", "training", "models") and not name.startswith("thresher"):
+                wrong.append(f"{rel}: {name} (the old top-level packages)")
+            if name.startswith("thresher."):
+                target = name.split(".")[1]
+                if target != own and target not in ALLOWED[own]:
+                    wrong.append(f"{rel}: {name}")
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_only_the_execution_layer_imports_ray_in_curation():
+    found = {str(p.relative_to(PACKAGE)) for p in (PACKAGE / "curate").rglob("*.py")
+             if not p.relative_to(PACKAGE).parts[1] == "execution"
+             and any(n == "ray" or n.startswith("ray.") for n in imports(p))}
+    assert found - RAY_PENDING == set(), "new curation modules importing Ray (use curate/execution)"
+    assert RAY_PENDING - found == set(), "these no longer import Ray: remove them from RAY_PENDING"
