@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray per test run, a real S3 server on loopback, a token-auth Ray head.
+"""Shared fixtures: one local Ray per test run, a real S3 server on loopback, a token-auth Ray head; the suite's
+data files (``tests/data``, see its README.md: everything a test reads ships with the repository).
 
 The AWS environment is set at import, before any Ray process starts, so every worker reaches the
 test S3 server exactly as it would reach AWS or MinIO: through AWS_ENDPOINT_URL and credentials.
@@ -17,7 +18,7 @@ import pytest
 from testkit.ray_cluster import RayHead, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")).resolve()
+DATA = ROOT / "tests" / "data"
 
 S3_PORT = free_port()
 os.environ.update(
@@ -35,11 +36,10 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("RAY_ADDRESS", None)
 
 
-def shared_path(rel: str) -> Path:
-    """A file of ../shared/data (or THRESHER_SHARED); the test is skipped when it is absent."""
-    p = SHARED / "data" / rel
-    if not p.exists():
-        pytest.skip(f"shared data {rel} not found under {SHARED} (set THRESHER_SHARED)")
+def data_path(rel: str) -> Path:
+    """A file of tests/data; a missing one is an error of the checkout, never a reason to skip."""
+    p = DATA / rel
+    assert p.exists(), f"{p} is missing: tests/data ships with the repository"
     return p
 
 

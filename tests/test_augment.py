@@ -26,18 +26,18 @@ from thresher.curate.plan import build_stages, segments
 from thresher.curate.stage import GENERATED_BIT, KEY, TASK_SHIFT, run_map_stage
 from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
 from testkit.tiny_llama import build_tiny_llama
-from tests.conftest import shared_path
+from tests.samples import alpaca_records, gsm8k as gsm8k_records, instructions
 
 MINILM = "pkg:all_minilm_l6_v2"
 
 
 def gsm8k(n: int) -> list[dict]:
-    lines = shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:n]
-    return [{"id": f"gsm{i}", **json.loads(line)} for i, line in enumerate(lines)]
+    return [{"id": f"gsm{i}", **r} for i, r in enumerate(gsm8k_records(n))]
 
 
 def alpaca(n: int) -> list[dict]:
-    return [{"id": f"alp{i}", **r} for i, r in enumerate(json.loads(shared_path("sft/alpaca_en_demo.json").read_text())[:n])]
+    """Alpaca-format records made from GSM8K test items (tests/samples.py)."""
+    return [{"id": f"alp{i}", **r} for i, r in enumerate(alpaca_records(n))]
 
 
 def augment_stage(methods, **options):
@@ -193,14 +193,14 @@ def minilm():
 
 
 def test_embedding_bounds_reject_and_pass(minilm):
-    """MiniLM cosine of each copy with its source: a typo'd GSM8K question (about 0.88) is kept, an unrelated Alpaca
-    instruction (about 0.1) and the question without its question mark (about 0.99) are not."""
+    """MiniLM cosine of each copy with its source: a typo'd GSM8K question (about 0.88) is kept, an unrelated
+    instruction and the question without its question mark (about 0.99) are not."""
     questions = [d["question"] for d in gsm8k(3)]
     stage = augment_stage([{"typos": {"similarity": {"min": 0}}}],
                           validation={"language": False, "embedding": {"model": MINILM, "min": 0.5, "max": 0.95}})
     frame = records_batch(questions)
     made = stage._make(frame, "typos", "typos", stage.methods[0][2], 0)
-    made.loc[1, "text"] = alpaca(1)[0]["instruction"]
+    made.loc[1, "text"] = instructions()[0]
     made.loc[2, "text"] = questions[2][:-1]
     stage._validate(made, frame)
     assert made["_reject_reason"].tolist() == [None, "embedding_dissimilar", "embedding_too_similar"]

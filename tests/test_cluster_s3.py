@@ -19,7 +19,8 @@ from thresher.core.storage import Storage, require_complete_run
 from thresher.curate.config import parse_config
 from thresher.curate.commit import load_manifest
 from thresher.curate.runner import run
-from tests.conftest import S3_PORT, free_port, run_cli, shared_path
+from tests.conftest import S3_PORT, data_path, free_port, run_cli
+from tests.samples import c4_docs
 
 
 def _config(tmp_path, inp, out, **extra) -> str:
@@ -30,7 +31,7 @@ def _config(tmp_path, inp, out, **extra) -> str:
 
 
 def test_curate_runs_unchanged_on_a_cluster_given_by_address(ray_head, tmp_path):
-    src = shared_path("web/c4_demo.jsonl")
+    src = data_path("web/c4_demo.jsonl")
     cfg = _config(tmp_path, src, tmp_path / "out")
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_head.token}
     res = run_cli("curate", cfg, "--address", ray_head.address, env=auth)
@@ -45,7 +46,7 @@ def test_curate_runs_unchanged_on_a_cluster_given_by_address(ray_head, tmp_path)
 
 
 def test_a_cluster_with_token_auth_refuses_a_client_without_the_token(ray_head, tmp_path):
-    cfg = _config(tmp_path, shared_path("web/c4_demo.jsonl"), tmp_path / "out")
+    cfg = _config(tmp_path, data_path("web/c4_demo.jsonl"), tmp_path / "out")
     res = run_cli("curate", cfg, "--address", ray_head.address,
                   env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong-token-0000"}, timeout=300)
     assert res.returncode == 1
@@ -58,7 +59,7 @@ def _upload(bucket: str, key: str, path) -> str:
 
 
 def test_curation_reads_and_writes_s3(ray_local, s3_bucket):
-    src = _upload(s3_bucket, "raw/c4/part-0.jsonl", shared_path("web/c4_demo.jsonl"))
+    src = _upload(s3_bucket, "raw/c4/part-0.jsonl", data_path("web/c4_demo.jsonl"))
     out = f"s3://{s3_bucket}/curated/run1"
     manifest = run(parse_config({"input": {"paths": [f"s3://{s3_bucket}/raw/c4/"]}, "output": {"path": out},
                                  "stages": [{"normalize": {}}, {"pii": {}}]}))
@@ -84,7 +85,7 @@ def test_curation_reads_and_writes_s3(ray_local, s3_bucket):
 def test_storage_block_names_the_endpoint_and_incomplete_runs_are_refused(ray_local, s3_bucket, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     endpoint = f"http://127.0.0.1:{S3_PORT}"
-    boto3.client("s3", endpoint_url=endpoint).upload_file(str(shared_path("web/c4_demo.jsonl")), s3_bucket, "in/a.jsonl")
+    boto3.client("s3", endpoint_url=endpoint).upload_file(str(data_path("web/c4_demo.jsonl")), s3_bucket, "in/a.jsonl")
     cfg = {"input": {"paths": [f"s3://{s3_bucket}/in/a.jsonl"]}, "output": {"path": f"s3://{s3_bucket}/o"},
            "storage": {"endpoint_url": endpoint}}
     manifest = run(parse_config(cfg))
@@ -103,7 +104,7 @@ def test_storage_block_names_the_endpoint_and_incomplete_runs_are_refused(ray_lo
 
 
 def test_credentials_never_appear_in_run_outputs(ray_local, s3_bucket):
-    _upload(s3_bucket, "in/a.jsonl", shared_path("web/c4_demo.jsonl"))
+    _upload(s3_bucket, "in/a.jsonl", data_path("web/c4_demo.jsonl"))
     out = f"s3://{s3_bucket}/secret-check"
     run(parse_config({"input": {"paths": [f"s3://{s3_bucket}/in/a.jsonl"]}, "output": {"path": out}}))
     s3 = boto3.client("s3")
@@ -172,7 +173,7 @@ def test_s3_endpoint_going_away_mid_run_fails_without_manifest_and_the_rerun_res
     from thresher.curate.runner import RunFailed
 
     link = CuttableLink(S3_PORT)
-    docs = [json.loads(l) for l in shared_path("web/c4_demo.jsonl").read_text().splitlines()]
+    docs = c4_docs()
     src = tmp_path / "big.jsonl"
     src.write_text("".join(json.dumps({"text": d["text"] + f" {c}"}) + "\n" for c in range(4) for d in docs))
     cfg = parse_config({"input": {"paths": [str(src)], "block_bytes": 64 << 10},

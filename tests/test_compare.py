@@ -20,7 +20,7 @@ from thresher.cli import main as cli
 from thresher.core.lineage import config_hash, data_lineage
 from thresher.core.storage import Storage
 from testkit.tiny_llama import build_tiny_llama
-from tests.conftest import ROOT, shared_path
+from tests.conftest import ROOT, data_path
 from thresher.train.data import IGNORE, Encoding, encode_batch, render_alpaca
 from thresher.evaluate.scoring import extract_answer
 
@@ -32,7 +32,7 @@ def curated(ray_local, tmp_path_factory) -> Path:
     from thresher.curate.runner import run
 
     tmp = tmp_path_factory.mktemp("compare-data")
-    (tmp / "gsm8k.jsonl").write_text("".join(shared_path("sft/gsm8k_train.jsonl").read_text().splitlines(True)[:40]))
+    (tmp / "gsm8k.jsonl").write_text("".join(data_path("sft/gsm8k_train.jsonl").read_text().splitlines(True)[:40]))
     run(parse_config({"input": {"paths": [str(tmp / "gsm8k.jsonl")], "text_field": "question"},
                       "output": {"path": str(tmp / "curated")},
                       "stages": [{"curriculum": {"signals": {"length": 1}}},

@@ -12,13 +12,9 @@ import zstandard
 
 from thresher.cli import main as cli_main
 from thresher.core.storage import Storage
-from tests.conftest import shared_path
+from tests.conftest import data_path
+from tests.samples import c4_docs
 from testkit.runs import assert_accounting, config_file, curate, read_dir, write_jsonl
-
-
-def c4_docs(n=None) -> list[dict]:
-    lines = shared_path("web/c4_demo.jsonl").read_text().splitlines()
-    return [json.loads(l) for l in lines[:n]]
 
 
 def test_jsonl_plain_gz_zst_and_derived_ids(ray_local, tmp_path):
@@ -59,7 +55,7 @@ def test_parquet_text_and_wet(ray_local, tmp_path):
     tdir.mkdir()
     for i, d in enumerate(docs[:5]):
         (tdir / f"doc{i}.txt").write_text(d["text"])
-    wet = shared_path("web/whirlwind.warc.wet")
+    wet = data_path("web/whirlwind.warc.wet")
     for paths, n in (([tmp_path / "p.parquet"], 30), ([tdir], 5), ([wet], None)):
         manifest, out = curate(tmp_path / f"run-{paths[0].stem}", paths)
         table = read_dir(out / "data")

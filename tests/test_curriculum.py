@@ -19,7 +19,7 @@ from thresher.curate.config import parse_config
 from thresher.curate.runner import run
 from thresher.curate.stages.curriculum import text_measures, word_buckets
 from testkit.tiny_llama import build_tiny_llama
-from tests.conftest import shared_path
+from tests.samples import gsm8k
 from thresher.train.data import Encoding, build_dataset, render_alpaca
 from thresher.train.order import ORDER_KEY, RecordOrder, _with_order_key
 
@@ -27,8 +27,7 @@ PLANTED = ["zorbleflax quenthivor amplestrad morquelline", "vintrasoke plumbrevi
 
 
 def questions(n: int) -> list[dict]:
-    lines = shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:n]
-    return [{"id": f"q{i:04d}", **json.loads(line)} for i, line in enumerate(lines)]
+    return [{"id": f"q{i:04d}", **r} for i, r in enumerate(gsm8k(n))]
 
 
 def curate(records: list[dict], out: Path, stages: list[dict]) -> dict:

@@ -27,7 +27,8 @@ import yaml
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
 from thresher.curate.stages.dedup_exact import DedupExact
-from tests.conftest import ROOT, shared_path
+from tests.conftest import ROOT
+from tests.samples import c4_docs
 
 STAGES = [{"quality": {"presets": ["gopher"]}}, {"dedup_exact": {}}, {"dedup_fuzzy": {"threshold": 0.8}},
           {"split": {}}]
@@ -37,7 +38,7 @@ def write_corpus(tmp: Path) -> tuple[list[Path], list[dict]]:
     """C4 documents with planted near and exact copies, some very short documents (quality rejects them),
     and ids that repeat on different documents (as when dumps are merged), over three files."""
     rng = random.Random(0)
-    docs = [json.loads(line)["text"] for line in shared_path("web/c4_demo.jsonl").read_text().splitlines()]
+    docs = [d["text"] for d in c4_docs()]
     records = []
     for i, text in enumerate(docs):
         records.append({"id": f"d{i:03d}", "text": text})

@@ -18,7 +18,8 @@ import yaml
 from thresher.cli import main as cli
 from thresher.core.storage import Storage
 from testkit.tiny_llama import CHATML, build_tiny_llama
-from tests.conftest import ROOT, shared_path
+from tests.conftest import ROOT
+from tests.samples import alpaca_records, gsm8k
 from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch, render_alpaca
 from thresher.evaluate.eval_config import EvalData, parse_eval_config
 from thresher.evaluate.generate import render_example
@@ -121,10 +122,8 @@ def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    demo = json.loads(shared_path("sft/alpaca_en_demo.json").read_text())[:48]
-    gsm8k = [json.loads(x) for x in shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:24]]
-    texts = [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in demo]
-    texts += [render_alpaca(r["question"], "", r["answer"])[0] for r in gsm8k]
+    texts = [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in alpaca_records(48)]
+    texts += [render_alpaca(r["question"], "", r["answer"])[0] for r in gsm8k(24)]
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), texts)
 
 
@@ -142,7 +141,7 @@ def training_prompt_ids(rows: dict[str, np.ndarray], r: int) -> list[int]:
 
 def test_alpaca_prompt_is_training_prompt(tiny):
     """With and without an input field: the eval prompt tokenizes to exactly the tokens training masked."""
-    demo = json.loads(shared_path("sft/alpaca_en_demo.json").read_text())[:24]
+    demo = alpaca_records(24)
     table = pa.table({k: [r[k] for r in demo] for k in ("instruction", "input", "output")})
     assert 0 < sum(bool(r["input"]) for r in demo) < len(demo)
     tok = tokenizer_of(tiny)

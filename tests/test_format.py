@@ -1,4 +1,4 @@
-"""The format stage: valid Alpaca and chat records from GSM8K and Alpaca data, invalid ones rejected with a
+"""The format stage: valid Alpaca and chat records from GSM8K and Alpaca-format data, invalid ones rejected with a
 reason (missing source fields too), the plain-text record schema, config errors."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from thresher.curate.config import parse_config
 from thresher.curate.runner import run
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
 from thresher.curate.stages.format import Format, FormatConfig, check_chat
-from tests.conftest import shared_path
+from tests.samples import alpaca_records, gsm8k
 
 
 def curate(tmp_path: Path, name: str, records: list[dict], text_field: str, stages: list[dict]) -> pd.DataFrame:
@@ -28,11 +28,6 @@ def curate(tmp_path: Path, name: str, records: list[dict], text_field: str, stag
                                  "output": {"path": str(out)}, "stages": stages}))
     assert manifest["counts"]["output"] == len(records), manifest["rejected_by_reason"]
     return pq.read_table(out / "data").to_pandas()
-
-
-def alpaca_records() -> list[dict]:
-    """The Alpaca demo set is one JSON array; the reader takes JSONL, so the test converts it."""
-    return json.loads(shared_path("sft/alpaca_en_demo.json").read_text())
 
 
 def frame(columns: dict) -> pd.DataFrame:
@@ -46,7 +41,7 @@ def stage(text_field: str = "text", **options) -> Format:
 
 
 def test_gsm8k_to_alpaca_and_chat(ray_local, tmp_path):
-    records = [json.loads(l) for l in shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:300]]
+    records = gsm8k(300)
     alpaca = curate(tmp_path, "alpaca", records, "question", [
         {"normalize": {}}, {"format": {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}}])
     answers = {r["answer"] for r in records}
@@ -65,9 +60,9 @@ def test_gsm8k_to_alpaca_and_chat(ray_local, tmp_path):
 
 
 def test_alpaca_data_to_alpaca_and_chat(ray_local, tmp_path):
-    records = alpaca_records()
+    records = alpaca_records(300)  # Alpaca-format records from GSM8K test items, a hint as input in every third
     with_input = sum(1 for r in records if r["input"])
-    assert len(records) == 999 and 0 < with_input < 999
+    assert len({r["instruction"] for r in records}) == 300 and 0 < with_input < 300
     alpaca = curate(tmp_path, "alpaca", records, "instruction", [{"format": {"template": "alpaca"}}])
     source = {r["instruction"]: r for r in records}
     for row in alpaca.itertuples():

@@ -1,7 +1,7 @@
 """The KubeRay manifests (k8s/) and the image (deploy/): schemas, kustomize output, security properties.
 
-Custom resources are validated against the KubeRay v1.7.0 CRDs in shared/k8s with unknown fields rejected;
-built-in kinds, object metadata and every embedded pod template against the Kubernetes schemas of
+Custom resources are validated against the KubeRay v1.7.0 CRDs (tests/data/k8s, unchanged but gzipped) with unknown
+fields rejected; built-in kinds, object metadata and every embedded pod template against the Kubernetes schemas of
 ``kubernetes-validate`` in strict mode. The CRDs' CEL rules (x-kubernetes-validations) are not evaluated:
 instead no manifest may set a field that carries one.
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import gzip
+import hashlib
 import re
 import shutil
 import subprocess
@@ -29,13 +31,16 @@ import yaml
 from packaging.requirements import Requirement
 
 from thresher.jobs import EXCLUDES, load_runtime_env
-from tests.conftest import ROOT, SHARED
+from tests.conftest import ROOT, data_path
 
 K8S = ROOT / "k8s"
 DEPLOY = ROOT / "deploy"
 ENTRY_POINTS = {"curate": K8S, "train": K8S / "train", "cluster": K8S / "cluster"}
 KUBERNETES_VERSION = "1.31"  # the oldest Kubernetes the manifests are meant for
 CRDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
+# sha256 of each CRD file as copied from KubeRay v1.7.0 (ray-project/kuberay; tests/data/README.md), before gzip
+CRD_SHA256 = {"ray.io_rayclusters.yaml": "c44704442eef0c6721ad40c1d66782c8bd3fdab9d3344306a5820910a679baa1",
+              "ray.io_rayjobs.yaml": "01a5cf3b17c1769fda44af7e82debcd98722f0c27b9ab84d084681c6649121f5"}
 KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "components", "namespace", "labels", "images",
                   "configMapGenerator", "generatorOptions"}
 SECRETS = {"thresher-s3", "thresher-ray-token"}  # created with kubectl (README), never in the manifests
@@ -141,13 +146,12 @@ def _strict(node):
 
 @pytest.fixture(scope="module")
 def crd_schemas() -> dict[str, dict]:
-    """The v1 openAPIV3Schema of each KubeRay CRD, as shipped."""
-    folder = SHARED / "k8s" / "kuberay-crds-v1.7.0"
-    if not folder.is_dir():
-        pytest.skip(f"KubeRay CRDs not found under {folder} (set THRESHER_SHARED)")
+    """The v1 openAPIV3Schema of each KubeRay CRD, unchanged (the files' sha256 checked)."""
     schemas = {}
     for kind, name in CRDS.items():
-        crd = yaml.load((folder / name).read_text(), Loader=yaml.CSafeLoader)
+        text = gzip.decompress(data_path(f"k8s/kuberay-crds-v1.7.0/{name}.gz").read_bytes())
+        assert hashlib.sha256(text).hexdigest() == CRD_SHA256[name], f"{name} is not the KubeRay v1.7.0 CRD"
+        crd = yaml.load(text, Loader=yaml.CSafeLoader)
         assert crd["spec"]["names"]["kind"] == kind and crd["spec"]["group"] == "ray.io"
         (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
         schemas[kind] = version["schema"]["openAPIV3Schema"]

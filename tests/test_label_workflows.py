@@ -12,7 +12,7 @@ import pytest
 from thresher.core.config import ConfigError
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
-from tests.conftest import shared_path
+from tests.samples import sentences
 from tests.test_labels import read_dir
 
 ANNOTATORS = ["ann_a", "ann_b", "ann_c", "ann_d"]
@@ -97,8 +97,7 @@ def test_assist_proposes_calibrated_labels_for_unannotated_records(ray_local, tm
     rng = np.random.default_rng(2)
     records, truth = [], {}
     for lang in ("de", "en", "fr", "es"):
-        lines = shared_path(f"langid/sentences/{lang}.txt").read_text().splitlines()[:100]
-        for i, line in enumerate(lines):
+        for i, line in enumerate(sentences(lang, 100)):
             rid = f"{lang}{i:03d}"
             truth[rid] = lang
             records.append({"id": rid, "text": line, "votes": [lang] * 3 if rng.random() < 0.6 else []})

@@ -21,7 +21,8 @@ from thresher.curate.labels import agreement
 from thresher.curate.labels.agreement import Annotations
 from thresher.curate.labels.export import export_review_queue
 from thresher.curate.runner import run
-from tests.conftest import shared_path
+from tests.conftest import data_path
+from tests.samples import sentences
 
 # Krippendorff (2011), "Computing Krippendorff's alpha-reliability", 4 coders x 12 units with missing values;
 # the paper's hand-computed alphas: nominal 0.743, ordinal 0.815, interval 0.849.
@@ -120,7 +121,7 @@ def read_dir(folder: Path) -> pd.DataFrame:
 
 
 def test_snli_majority_matches_gold_and_review_queue(ray_local, tmp_path):
-    src = shared_path("labels/snli_dev_sample.jsonl")
+    src = data_path("labels/snli_dev_sample.jsonl")
     records = [json.loads(line) for line in src.read_text().splitlines()]
     out = tmp_path / "snli"
     manifest = run(parse_config({
@@ -222,8 +223,8 @@ def flipped_languages(n_per_language: int, flips: int, seed: int) -> tuple[list[
     languages = ["de", "en", "fr", "es"]
     records = []
     for lang in languages:
-        lines = shared_path(f"langid/sentences/{lang}.txt").read_text().splitlines()[:n_per_language]
-        records += [{"id": f"{lang}{i:04d}", "text": line, "lang_label": lang} for i, line in enumerate(lines)]
+        records += [{"id": f"{lang}{i:04d}", "text": line, "lang_label": lang}
+                    for i, line in enumerate(sentences(lang, n_per_language))]
     flipped = set()
     for i in rng.choice(len(records), flips, replace=False):
         records[i]["lang_label"] = str(rng.choice([x for x in languages if x != records[i]["lang_label"]]))

@@ -1,5 +1,6 @@
-"""langid: accuracy on the labelled sentences, label mapping (nb/no, GlotLID), keep/min_score/unknown, what the
-model sees of long documents, model_path (local and s3://), fields (joined texts, chat messages)."""
+"""langid: accuracy on sentences written for the suite (tests/data/langid), label mapping (nb/no, GlotLID),
+keep/min_score/unknown, what the model sees of long documents, model_path (local and s3://), fields (joined texts, chat
+messages)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from thresher.curate.filters.languages import from_model_label, normalize_code
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
 from thresher.curate.stages.langid import Langid, LangidConfig, bundled_model_path, model_input
 from testkit.batches import batch
-from tests.conftest import shared_path
+from tests.samples import sentences as written
 from tests.test_text_stages import frame
 
 MAJOR = ("en", "de", "fr", "es", "it", "pt", "nl", "ru", "zh", "ja", "ar", "pl", "tr", "sv", "ko", "hi")
@@ -31,7 +32,7 @@ def default():
 
 
 def sentences(lang: str, n: int = 100) -> list[str]:
-    return shared_path(f"langid/sentences/{lang}.txt").read_text(encoding="utf-8").split("\n")[:n]
+    return written(lang, n)
 
 
 def test_accuracy_on_labelled_sentences_of_major_languages(default):

@@ -21,7 +21,8 @@ from thresher.core.storage import Storage
 from testkit.faults import AfterCheckpoint
 from testkit.ray_cluster import RayHead
 from testkit.tiny_llama import build_tiny_llama
-from tests.conftest import run_cli, shared_path
+from tests.conftest import run_cli
+from tests.samples import gsm8k
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def two_nodes(tmp_path, s3_server):
 
 def test_training_on_two_nodes_survives_a_stopped_node(two_nodes, s3_bucket, tmp_path):
     head, worker = two_nodes
-    texts = [json.loads(line)["answer"] for line in shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:64]]
+    texts = [r["answer"] for r in gsm8k(64)]
     fs, path = Storage.from_options(None).resolve(f"s3://{s3_bucket}/data/train.parquet")
     pq.write_table(pa.table({"text": texts}), path, filesystem=fs)
     tiny = build_tiny_llama(tmp_path / "tiny", texts)

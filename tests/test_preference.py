@@ -1,8 +1,9 @@
 """Preference data and preference optimization: the format stage's ``preference`` template on LLaMA-Factory's
-layout (a JSON array of ShareGPT conversations with ``chosen``/``rejected`` messages), validation with reasons and
-prompt-grouped splits; tokenization with the prompt masked; thresher's DPO (sigmoid, IPO, SFT term) and ORPO
-losses against TRL's on the same batch; the references (frozen copy, disabled adapter); DPO with a LoRA adapter
-and ORPO trained on Ray from curated data, their reward margin rising on held-out pairs.
+layout (a JSON array of ShareGPT conversations with ``chosen``/``rejected`` messages; GSM8K questions, the worked
+answer chosen over a corrupted one), validation with reasons and prompt-grouped splits; tokenization with the
+prompt masked; thresher's DPO (sigmoid, IPO, SFT term) and ORPO losses against TRL's on the same batch; the
+references (frozen copy, disabled adapter); DPO with a LoRA adapter and ORPO trained on Ray from curated data, their
+reward margin rising on held-out pairs.
 
 The training data are arithmetic questions whose chosen answer states the sum and whose rejected one refuses: a
 tiny random Llama learns that preference within a few steps, so the margin on held-out prompts must rise.
@@ -26,7 +27,7 @@ from thresher import train
 from thresher.curate.config import parse_config as parse_curation_config
 from thresher.curate.runner import run as curate_run
 from testkit.tiny_llama import build_tiny_llama
-from tests.conftest import shared_path
+from tests.samples import preference_pairs
 from thresher.train.config import parse_config
 from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch
 from thresher.train.preference import DisabledAdapter, FrozenCopy, dpo_losses, orpo_losses, sequence_logps
@@ -95,10 +96,12 @@ def tokenizer_of(path: Path):
 
 
 def test_llama_factory_preference_data_is_formatted_validated_and_split_by_prompt(ray_local, pairs, tmp_path):
-    """LLaMA-Factory's demo set (a JSON array) plus invalid pairs and a repeated pair: the valid ones keep their
-    prompt turns and responses, the invalid ones are rejected with the reason, the repeat as a duplicate while the
-    prompt's other pairs stay; a prompt's pairs share one split."""
-    demo = json.loads(shared_path("sft/dpo_en_demo.json").read_text())
+    """Preference pairs in LLaMA-Factory's layout (GSM8K questions, some after a system turn or an earlier
+    exchange; the worked answer chosen over one with a wrong final number or cut-short reasoning, most prompts with
+    both pairs) plus invalid pairs and a repeated pair: the valid ones keep their prompt turns and responses, the
+    invalid ones are rejected with the reason, the repeat as a duplicate while the prompt's other pairs stay; a
+    prompt's pairs share one split."""
+    demo = preference_pairs()
     human = {"from": "human", "value": "Name a colour."}
     def reply(text: str) -> dict:
         return {"from": "gpt", "value": text}

@@ -24,7 +24,7 @@ from thresher.curate.runner import run
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
 from thresher.curate.stages.quality import Quality, QualityConfig
 from testkit.batches import batch
-from tests.conftest import shared_path
+from tests.samples import c4_docs, sentences as written
 from testkit.runs import assert_accounting, read_dir
 from tests.test_text_stages import frame
 
@@ -46,7 +46,7 @@ def reasons(texts, **opts):
 
 
 def c4_demo() -> list[str]:
-    return [json.loads(l)["text"] for l in shared_path("web/c4_demo.jsonl").read_text().splitlines()]
+    return [d["text"] for d in c4_docs()]
 
 
 # -- signals and rules ---------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_fineweb_punctuation_rule_can_exempt_documents_without_any():
 
 
 def sentences(lang: str, n: int) -> str:
-    return " ".join(shared_path(f"langid/sentences/{lang}.txt").read_text(encoding="utf-8").split("\n")[:n])
+    return " ".join(written(lang, n))
 
 
 def test_stop_words_follow_the_document_language():
@@ -229,8 +229,7 @@ def test_word_rules_are_skipped_for_languages_without_spaces():
     assert out["q_c4_sentences"][0] >= 3 and out["q_dup_line_frac"][0] == 0
     assert quality([chinese], presets=["gopher_quality"], default_lang="zh")[REJECT_REASON][0] is None
     # one short Chinese sentence per line: FineWeb's 30-character lines are an English measure
-    lines = shared_path("langid/sentences/zh.txt").read_text(encoding="utf-8").split("\n")
-    short = "\n".join([l for l in lines if 10 < len(l) <= 30][:20])
+    short = "\n".join([l for l in written("zh", 100) if 10 < len(l) <= 30][:20])
     assert reasons([short], presets=["fineweb"]) == ["fineweb.max_short_line_ratio"]  # read as English
     assert reasons([short], lang="zh", presets=["fineweb"]) == [None]
 
@@ -274,9 +273,6 @@ def test_presets_on_real_web_text():
     assert 0.75 <= kept <= 0.95, kept
     short = out[out[REJECT_REASON] == "gopher_quality.min_words"]
     assert len(short) >= 10 and all(len(t.split()) < 60 for t in short["text"])
-    cc = [json.loads(l)["text"] for name in ("cc_en_head-0091.jsonl", "cc_en_head-0174.jsonl")
-          for l in shared_path(f"web/{name}").read_text().splitlines()]
-    assert 0.7 <= kept_fraction(cc, ["gopher", "c4", "fineweb"]) <= 1.0
 
 
 def reference_words(text: str) -> list[str]:

@@ -18,7 +18,7 @@ from thresher.curate.runner import run
 from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
 from thresher.curate.stages.rebalance import COPIES, Rebalance, RebalanceConfig, targets
 from testkit.runs import assert_accounting, read_dir, write_jsonl
-from tests.conftest import shared_path
+from tests.samples import jsonl
 
 
 def test_targets_by_hand():
@@ -38,8 +38,7 @@ def test_targets_by_hand():
 
 
 def snli(n: int) -> list[dict]:
-    lines = shared_path("labels/snli_dev_sample.jsonl").read_text().splitlines()
-    items = [json.loads(line) for line in lines]
+    items = jsonl("labels/snli_dev_sample.jsonl")
     return [{"id": r["pairID"], "text": r["sentence2"], "premise": r["sentence1"], "label": r["gold_label"]}
             for r in items if r["gold_label"] != "-"][:n]
 

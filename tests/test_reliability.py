@@ -15,7 +15,8 @@ import yaml
 
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
-from tests.conftest import run_cli, shared_path
+from tests.conftest import run_cli
+from tests.samples import c4_docs
 
 STAGES = [{"normalize": {}}, {"pii": {}}]
 DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
@@ -23,7 +24,7 @@ DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
 
 def corpus(tmp_path: Path, copies: int) -> Path:
     """Real C4 documents, repeated with distinct ids, as one JSONL file (read in many byte ranges)."""
-    docs = [json.loads(l) for l in shared_path("web/c4_demo.jsonl").read_text().splitlines()]
+    docs = c4_docs()
     path = tmp_path / "corpus.jsonl"
     with open(path, "w") as f:
         for c in range(copies):

@@ -25,14 +25,13 @@ from thresher.curate.report import dataset as dataset_section
 from thresher.curate.report.dataset import Dataset
 from thresher.curate.commit import rerender_report
 from thresher.curate.runner import run
-from tests.conftest import shared_path
+from tests.samples import gsm8k as gsm8k_records, sentences
 
 SPLITS = ("train", "validation", "test")
 
 
 def gsm8k(n: int) -> list[dict]:
-    lines = shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:n]
-    return [{**r, "steps": str(r["answer"].count("\n"))} for r in map(json.loads, lines)]
+    return [{**r, "steps": str(r["answer"].count("\n"))} for r in gsm8k_records(n)]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,7 @@ def finished_run(ray_local, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     records = gsm8k(1500)
     records += [{**r, "question": r["question"] + " Explain briefly."} for r in records[:40]]
-    german = shared_path("langid/sentences/de.txt").read_text().splitlines()[:20]
+    german = sentences("de", 20)
     records += [{"question": q, "answer": "#### 0", "steps": "0"} for q in german]
     src = tmp / "gsm8k.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))

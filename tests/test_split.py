@@ -15,13 +15,13 @@ from thresher.core.config import ConfigError
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
 from thresher.curate.stages.split import largest_remainder, nearest_boundary
-from tests.conftest import shared_path
+from tests.samples import gsm8k as gsm8k_records
 
 
 def gsm8k(n: int | None = None) -> list[dict]:
-    """GSM8K train records with a real, imbalanced label: the number of lines of the worked answer."""
-    lines = shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:n]
-    return [{**r, "steps": str(r["answer"].count("\n"))} for r in map(json.loads, lines)]
+    """GSM8K train records (the first 1,500) with a real, imbalanced label: the number of lines of the worked
+    answer."""
+    return [{**r, "steps": str(r["answer"].count("\n"))} for r in gsm8k_records(n)]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -66,16 +66,16 @@ def test_exact_ratios_and_stratified_within_one_record(ray_local, tmp_path):
     records = with_ids(gsm8k())
     # plain: exact sizes, every record in exactly one split
     manifest, splits = curate(tmp_path, records, [{"split": {}}], "plain")
-    assert {k: len(v) for k, v in splits.items()} == {"train": 5979, "validation": 747, "test": 747}
-    assert manifest["counts"]["splits"] == {"train": 5979, "validation": 747, "test": 747}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 1200, "validation": 150, "test": 150}
+    assert manifest["counts"]["splits"] == {"train": 1200, "validation": 150, "test": 150}
     plain = split_of(splits)
     assert set(plain) == {r["id"] for r in records}
 
-    # stratified by the answer's number of lines (classes of 9 to 2,255 records)
+    # stratified by the answer's number of lines (8 classes of 3 to 415 records)
     ratios = {"train": 0.7, "validation": 0.2, "test": 0.1}
     manifest, splits = curate(tmp_path, records, [{"split": {"ratios": ratios, "stratify": "steps", "seed": 7}}], "strat")
     per_class = pd.Series([r["steps"] for r in records]).value_counts()
-    assert len(per_class) >= 7 and per_class.min() < 20 < 2000 < per_class.max()
+    assert len(per_class) >= 7 and per_class.min() < 20 < 400 < per_class.max()
     for name, df in splits.items():
         got = df["steps"].value_counts()
         for label, n in per_class.items():
@@ -104,7 +104,7 @@ def test_dup_clusters_never_span_splits(ray_local, tmp_path):
         assert abs(len(splits[name]) - target) <= sizes.max(), (name, len(splits[name]), target)
 
 
-@pytest.mark.parametrize("n, execution", [(2000, {}), pytest.param(400, {"broadcast_limit_rows": 0},
+@pytest.mark.parametrize("n, execution", [(1500, {}), pytest.param(400, {"broadcast_limit_rows": 0},
                                                                       marks=pytest.mark.slow)],
                          ids=["in-one-task", "distributed"])
 def test_group_by_and_clusters_join_components(ray_local, tmp_path, n, execution):
@@ -153,7 +153,7 @@ def test_folds_and_streaming_hash_mode(ray_local, tmp_path):
         assert all(abs(got.get(label, 0) - n / 5) < 1 for label, n in per_class.items())
 
     # exact: false: fixed hash ranges; a record keeps its split when the corpus grows
-    _, small = curate(tmp_path, records[:4000], [{"split": {"exact": False}}], "hash_small")
+    _, small = curate(tmp_path, records[:800], [{"split": {"exact": False}}], "hash_small")
     _, full = curate(tmp_path, records, [{"split": {"exact": False}}], "hash_full")
     before, after = split_of(small), split_of(full)
     assert all(after[rid] == s for rid, s in before.items())

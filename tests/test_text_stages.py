@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import time
 
 import orjson
@@ -17,12 +16,12 @@ from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, St
 from thresher.curate.stages.normalize import Normalize, NormalizeConfig
 from thresher.curate.stages.pii import Pii, PiiConfig, iban_ok, luhn_ok
 from testkit.batches import batch
-from tests.conftest import shared_path
+from tests.samples import c4_docs, gsm8k
 from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
 
 
 def c4_texts(n=50) -> list[str]:
-    return [json.loads(l)["text"] for l in shared_path("web/c4_demo.jsonl").read_text().splitlines()[:n]]
+    return [d["text"] for d in c4_docs(n)]
 
 
 def normalize(texts, **opts) -> pd.DataFrame:
@@ -236,10 +235,6 @@ def frame(**columns) -> pd.DataFrame:
     n = len(next(iter(columns.values())))
     return pd.DataFrame({"id": [f"r{i}" for i in range(n)], **columns, REJECT_STAGE: [None] * n,
                          REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n})
-
-
-def gsm8k(n: int) -> list[dict]:
-    return [json.loads(l) for l in shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:n]]
 
 
 CHAT = [{"role": "system", "content": "Be  brief."},

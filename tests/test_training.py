@@ -28,7 +28,8 @@ from thresher.core.config import ConfigError, load_yaml
 from thresher.core.storage import Storage
 from testkit.faults import AfterCheckpoint
 from testkit.tiny_llama import CHATML, build_tiny_llama
-from tests.conftest import ROOT, run_cli, shared_path
+from tests.conftest import ROOT, run_cli
+from tests.samples import alpaca_records, gsm8k as gsm8k_records
 from thresher.train.config import parse_config as parse_train_config
 from thresher.train.data import (ALPACA_PROMPT, ALPACA_PROMPT_WITH_INPUT, FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding,
                                  encode_batch, render_alpaca)
@@ -53,14 +54,14 @@ def curate(records: list[dict], out: Path, template: dict) -> Path:
 @pytest.fixture(scope="module")
 def data(ray_local, tmp_path_factory):
     """GSM8K records curated by thresher as Alpaca (16 to train on, 8 to validate) and as chat (the same 16, with
-    a system prompt), and 48 Alpaca-demo records (with and without input). Training on 16 records makes every
+    a system prompt), and 48 Alpaca records made from GSM8K test items (with and without input). Training on 16 records makes every
     epoch give the same batches (1 or 2 per worker), so losses of the same batches compare across epochs."""
     tmp = tmp_path_factory.mktemp("train-data")
-    gsm8k = [json.loads(line) for line in shared_path("sft/gsm8k_train.jsonl").read_text().splitlines()[:24]]
+    gsm8k = gsm8k_records(24)
     alpaca = {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}
     chat = {"template": "chat", "mapping": {"user": "question", "assistant": "answer"},
             "system_prompt": "Solve the problem step by step."}
-    demo = json.loads(shared_path("sft/alpaca_en_demo.json").read_text())[:48]
+    demo = alpaca_records(48)
     return SimpleNamespace(train=curate(gsm8k[:16], tmp / "train", alpaca),
                            validation=curate(gsm8k[16:], tmp / "validation", alpaca),
                            chat=curate(gsm8k[:16], tmp / "chat", chat),
