@@ -22,7 +22,8 @@ ALLOWED = {
     "curate": {"core", "runtime", "models"},
     "train": {"core", "runtime", "models"},
     "evaluate": {"core", "runtime", "models", "train"},  # compare trains its variants; eval reads train's models
-    "cli": {"core", "runtime", "jobs", "curate", "train", "evaluate"},
+    "reference": {"core", "curate", "train", "evaluate"},  # what users can configure, from the config models
+    "cli": {"core", "runtime", "jobs", "curate", "train", "evaluate", "reference"},
     "__main__": {"cli"},
     "__init__": set(),
 }

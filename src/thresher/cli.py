@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="re-render report.html/report.json of a finished run")
     r.add_argument("run_uri")
+
+    g = sub.add_parser("stages", help="list the curation stages, or show one stage's options and an example")
+    g.add_argument("name", nargs="?")
+
+    h = sub.add_parser("schema", help="print the JSON Schema of a config file (for editors checking YAML)")
+    h.add_argument("kind", choices=["curate", "train", "eval", "compare"])
     return p
 
 
@@ -161,8 +167,24 @@ def _report(args) -> int:
     return 0
 
 
+def _stages(args) -> int:
+    from thresher.reference import stage_list, stage_page
+
+    print(stage_page(args.name) if args.name else stage_list())
+    return 0
+
+
+def _schema(args) -> int:
+    import json
+
+    from thresher.reference import config_schema
+
+    print(json.dumps(config_schema(args.kind), indent=2))
+    return 0
+
+
 COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "compare": _compare, "submit": _submit, "jobs": _jobs,
-            "report": _report}
+            "report": _report, "stages": _stages, "schema": _schema}
 # commands whose Ray output goes to a log file (thresher.core.console)
 ON_RAY = ("curate", "train", "eval", "compare", "report")
 

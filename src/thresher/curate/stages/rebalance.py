@@ -45,6 +45,7 @@ from thresher.curate.augment import rng
 from thresher.curate.augment.eda import OPERATIONS, eda
 from thresher.curate.augment.noise import shuffle_sentences, typos
 from thresher.curate.execution.datasets import block_refs, in_one_task, map_blocks, plain_task
+from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.fields import unpack
 from thresher.curate.stage import (ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, REPORT_PREFIX, SPLIT,
                                    GeneratorStage, GlobalStage, StageConfig)
@@ -52,7 +53,6 @@ from thresher.curate.stages.split import largest_remainder
 
 CLASS, HASH = "_rebalance_class", "_rebalance_hash"
 COPIES = REPORT_PREFIX + "rebalance_copies"  # routed to the records, read by the copier, never written
-AUGMENTED_FROM, AUGMENTATION = "augmented_from", "augmentation"
 DIGIT_BITS = 9  # bits of (hash, key) one selection round fixes: 7 digits per 63-bit word
 DIGITS = 14
 FANOUT = 32  # count arrays summed per task

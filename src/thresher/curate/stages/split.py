@@ -53,6 +53,7 @@ from pydantic import Field, field_validator, model_validator
 
 from thresher.curate.dedup.components import connected_components, smallest_roots
 from thresher.curate.execution.datasets import LocalTable, by_group, map_pandas, materialize, pandas_parts
+from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig, active
 
 GROUP = "_split_group"
@@ -64,7 +65,6 @@ HASH_SPACE = 1 << 63
 BUCKET_SHIFT = 53  # 63-bit hashes -> 2**10 buckets
 BUCKETS = 1 << 10
 DUP_CLUSTER = "dup_cluster"
-AUGMENTED_FROM, AUGMENTATION = "augmented_from", "augmentation"  # the augment stage's provenance columns
 KEY_SEP, PART_SEP = "\x1f", "\x1e"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SMALLEST = "_split_smallest_class"
