@@ -53,7 +53,7 @@ from pipelines import gates
 from pipelines.dedup.datasets import (LocalTable, StagedKeys, block_refs, clear_worker_cache, is_local, map_blocks,
                                       materialize, plain_task, read_files)
 from pipelines.manifest import AccountingError, build_manifest
-from pipelines.readers import ReaderSpec, ReadError, ReadTask, plan, read_task
+from pipelines.readers import LostBytes, ReaderSpec, ReadError, ReadTask, plan, read_task
 from pipelines.report import add, build_report, collect_stats, merge_stats, render_html
 from pipelines.run_folder import REJECTS, Part, RunFolder, check_output, read_staged, staged_rows, write_staged
 from pipelines.stage import (KEY, POSITION_BITS, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT,
@@ -175,18 +175,21 @@ def run_key(cfg: CurateConfig, tasks: list[ReadTask], segs: list[Segment]) -> st
 def _read_batches(batch, spec: ReaderSpec, folder: RunFolder, counter):
     """Segment 0's source: one read task in, its records out with their internal keys.
 
-    When the task has read everything, its read marker records how many records it read: the independent count
-    the accounting check and resume rely on (a retried task overwrites it)."""
+    When the task has read everything, its read marker records how many records it read (the independent count
+    the accounting check and resume rely on; a retried task overwrites it), the input bytes it covered and the bytes
+    it lost to damage per file."""
     (item,) = batch["task"]
-    task = ReadTask(item["format"], tuple(item["uris"]), item["start"], item["end"])
+    task = ReadTask(item["format"], tuple(item["uris"]), tuple(item["sizes"]), item["start"], item["end"])
     base, n, reported, at = item["index"] << TASK_SHIFT, 0, 0, time.monotonic()
-    for table in read_task(task, spec):
+    lost = LostBytes()
+    for table in read_task(task, spec, lost):
         yield table.append_column(KEY, pa.array(base + np.arange(n, n + table.num_rows), pa.int64()))
         n += table.num_rows
         if counter is not None and time.monotonic() - at >= PROGRESS_EVERY_S:
             counter.add.remote({"read": n - reported})
             reported, at = n, time.monotonic()
-    folder.storage.write_bytes(folder.read_marker(item["index"]), json.dumps({"rows": n}).encode())
+    folder.storage.write_bytes(folder.read_marker(item["index"]),
+                               json.dumps({"rows": n, "bytes": task.nbytes, "damaged": lost}).encode())
     if counter is not None:
         counter.add.remote({"read": n - reported, "read_tasks": 1, "read_task_rows": n})
 
@@ -699,7 +702,7 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
         cluster_info = _cluster_info(resources)
         reused = folder.prepare(run_key(cfg, planned, segs))
         counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)
-        read_rows = None  # rows per read task, from the read markers
+        read = None  # per read task its read marker (rows, bytes, damaged)
         try:
             for k, segment in enumerate(segs):
                 final = k == len(segs) - 1
@@ -709,8 +712,9 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     counter = progress_counter()
                 reporter = None if direct else counter
                 if k == 0:
-                    rows = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "start": t.start,
-                                      "end": t.end}} for i, t in enumerate(planned) if i not in reused]
+                    rows = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "sizes": list(t.sizes),
+                                      "start": t.start, "end": t.end}}
+                            for i, t in enumerate(planned) if i not in reused]
                     if not rows:
                         continue
                     source, args = _read_batches, (spec, folder, reporter)
@@ -751,13 +755,13 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                         ds.write_datasink(ray_datasink(sink), **writer)
                     # the last line shows the exact figure: progress that tasks sent may still be on its way
                     if k == 0:
-                        read_rows = folder.read_rows()
-                        shown.done = sum(n for task, n in read_rows.items() if task not in reused)
+                        read = folder.read_results()
+                        shown.done = sum(m["rows"] for task, m in read.items() if task not in reused)
                     else:
                         shown.done = total
-            if read_rows is None:  # every read task was reused from an earlier attempt
-                read_rows = folder.read_rows()
-            missing = len(planned) - len(read_rows)
+            if read is None:  # every read task was reused from an earlier attempt
+                read = folder.read_results()
+            missing = len(planned) - len(read)
             if missing:
                 raise RunFailed(f"{missing} of {len(planned)} read tasks reported no result")
             stats = reduce_stats(folder)
@@ -775,7 +779,7 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
         names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
         try:
-            manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts,
+            manifest = build_manifest(cfg, names, stats, list(read.values()), global_counts,
                                       [folder.uri(published.relative(f)) for f in files], published.final_rows())
         except AccountingError as e:
             raise RunFailed(f"accounting mismatch: {e}") from None

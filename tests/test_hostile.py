@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cluster.storage import Storage
 from pipelines.config import InputConfig, parse_config
-from pipelines.readers import plan, read_task
+from pipelines.readers import LostBytes, plan, read_task
 from pipelines.runner import run
 from pipelines.stage import REJECT_STAGE, StageContext, run_map_stage
 from pipelines.stages.normalize import Normalize, NormalizeConfig
@@ -45,7 +45,7 @@ def read_all(tmp_path, name: str, payload: bytes, **opts) -> pa.Table:
     path = tmp_path / name
     path.write_bytes(payload)
     tasks, spec = plan(InputConfig(paths=[str(path)], **opts), Storage())
-    tables = [t for task in tasks for t in read_task(task, spec)]
+    tables = [t for task in tasks for t in read_task(task, spec, LostBytes())]
     return pa.concat_tables(tables) if tables else pa.table({"id": pa.array([], pa.string())})
 
 
