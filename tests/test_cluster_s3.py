@@ -17,7 +17,8 @@ import yaml
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage, require_complete_run
 from thresher.curate.config import parse_config
-from thresher.curate.runner import load_manifest, run
+from thresher.curate.commit import load_manifest
+from thresher.curate.runner import run
 from tests.conftest import S3_PORT, free_port, run_cli, shared_path
 
 

@@ -19,7 +19,8 @@ from thresher.core.storage import Storage
 from thresher.curate.config import parse_config
 from thresher.curate.filters.presets import PRESETS, SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
 from thresher.curate.filters.text import PUNCTUATION, TextStats, duplicates
-from thresher.curate.runner import rerender_report, run
+from thresher.curate.commit import rerender_report
+from thresher.curate.runner import run
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
 from thresher.curate.stages.quality import Quality, QualityConfig
 from testkit.batches import batch

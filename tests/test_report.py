@@ -23,7 +23,8 @@ from thresher.curate.card import data_files
 from thresher.curate.config import parse_config
 from thresher.curate.report import dataset as dataset_section
 from thresher.curate.report.dataset import Dataset
-from thresher.curate.runner import rerender_report, run
+from thresher.curate.commit import rerender_report
+from thresher.curate.runner import run
 from tests.conftest import shared_path
 
 SPLITS = ("train", "validation", "test")

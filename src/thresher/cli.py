@@ -160,7 +160,7 @@ def _compare(args) -> int:
 
 def _report(args) -> int:
     from thresher.core.storage import Storage
-    from thresher.curate.runner import rerender_report
+    from thresher.curate.commit import rerender_report
 
     rerender_report(args.run_uri, Storage.from_options(None))
     console().print(f"wrote {args.run_uri}/report.json and report.html")
