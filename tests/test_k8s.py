@@ -681,7 +681,7 @@ def test_dockerfile_builds_on_the_ray_image_ci_tests_with():
     torch = next(Requirement(d) for d in project["optional-dependencies"]["train"] if Requirement(d).name == "torch")
     assert torch.specifier.contains(args["TORCH_VERSION"])
     run = " ".join(a for op, a in instructions if op == "RUN")
-    assert '"torch==${TORCH_VERSION}"' in run and '-c .ci/constraints.txt ".[train]"' in run
+    assert '"torch==${TORCH_VERSION}"' in run and '-c .ci/constraints.txt ".[train,augment]"' in run
     assert instructions[-1] == ("USER", "1000:100")  # non-root, numeric: runAsNonRoot can check it
 
 
@@ -722,5 +722,6 @@ def test_runtime_env_examples_match_what_submit_sends_and_the_dependencies():
     assert plain == {"working_dir": ".", "excludes": EXCLUDES}
     stock = load_runtime_env(str(DEPLOY / "runtime-env-stock-ray.yaml"))
     assert stock["working_dir"] == "." and stock["excludes"] == EXCLUDES
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert stock["pip"] == [d for d in dependencies if Requirement(d).name != "ray"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert stock["pip"] == [d for d in project["dependencies"] if Requirement(d).name != "ray"] + \
+        project["optional-dependencies"]["augment"]

@@ -55,6 +55,7 @@ from thresher.core.config import ConfigError, validate
 from thresher.models.encoders import require_torch
 from thresher.models.resolve import resolve_model
 from thresher.curate.augment import rng
+from thresher.curate.augment.synonyms import thesaurus_path
 from thresher.curate.augment.config import (AUGMENTED_FROM, AUGMENTATION, SOURCE_EXCERPT, EXCERPT_CHARS,
                                             NEAR_DUPLICATE_NGRAM, MODEL_METHODS, DEFAULT_SIMILARITY, Bounds,
                                             MethodOptions, PromptedOptions, BacktranslateOptions, SelfInstructOptions,
@@ -76,6 +77,9 @@ class Augment(GeneratorStage):
         super().__init__(config, ctx)
         prefix = f"stages.{len(ctx.previous_stages)}.augment"
         self.methods = config.parsed(prefix)
+        for i, (_, method, _) in enumerate(self.methods):
+            if method == "eda":  # its synonyms come from an extra: refuse before any Ray work
+                thesaurus_path(f"{prefix}.methods.{i}.eda")
         self.quality = None
         if config.validation.quality is not None:
             from thresher.curate.stages.quality import Quality, QualityConfig

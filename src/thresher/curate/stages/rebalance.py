@@ -43,6 +43,7 @@ from pydantic import Field, field_validator, model_validator
 from thresher.core.config import StrictModel
 from thresher.curate.augment import rng
 from thresher.curate.augment.eda import OPERATIONS, eda
+from thresher.curate.augment.synonyms import thesaurus_path
 from thresher.curate.augment.noise import shuffle_sentences, typos
 from thresher.curate.execution.datasets import block_refs, in_one_task, map_blocks, plain_task
 from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
@@ -136,6 +137,8 @@ class Rebalance(GlobalStage):
 
     def __init__(self, config: RebalanceConfig, ctx):
         super().__init__(config, ctx)
+        if config.method != "undersample" and config.oversample_with == "eda":  # synonyms: an extra, checked now
+            thesaurus_path(f"stages.{len(ctx.previous_stages)}.rebalance.oversample_with")
         self.copier = Copies(config, ctx) if config.method != "undersample" else None
         self.metrics: dict = {}
 
