@@ -149,3 +149,17 @@ def test_eda_without_the_augment_extra_is_a_config_error_naming_the_key_and_the_
         assert main(["curate", str(cfg)]) == 2
         err = capsys.readouterr().err
         assert key in err and "pip install 'thresher[augment]'" in err, err
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "compare"])
+def test_training_commands_without_the_train_extra_exit_2_naming_it(command, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from thresher.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}")
+    assert main([command, str(cfg)]) == 2
+    assert f"thresher {command}: needs torch (pip install 'thresher[train]')" in capsys.readouterr().err

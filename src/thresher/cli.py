@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 from thresher import __version__
-from thresher.core.config import ConfigError, apply_overrides, load_yaml
+from thresher.core.config import ConfigError, apply_overrides, load_yaml, require_extra
 from thresher.core.console import LOG_FORMAT, Console, current as console
 from thresher.core.secrets import redact_text
+
+
+TRAIN_MODULES = ("torch", "transformers", "peft")  # what train, eval and compare need of the [train] extra
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +104,7 @@ def _curate(args) -> int:
 def _train(args) -> int:
     import json
 
+    require_extra(TRAIN_MODULES, "thresher train", "train")
     from thresher.train import main as train
 
     metrics = train(_config(args), address=args.address)
@@ -143,6 +147,7 @@ def _jobs(args) -> int:
 def _eval(args) -> int:
     import json
 
+    require_extra(TRAIN_MODULES, "thresher eval", "train")
     from thresher.evaluate.evaluation import main as evaluate
 
     result = evaluate(_config(args), address=args.address)
@@ -151,6 +156,7 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
+    require_extra(TRAIN_MODULES, "thresher compare", "train")
     from thresher.evaluate.compare import main as compare
 
     result = compare(_config(args), address=args.address)
