@@ -41,3 +41,20 @@ def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_lo
     assert len(lines) < 25, shown
     text = log.read_text()
     assert "Execution plan" in text and "dedup_exact" in text  # Ray Data's own lines, kept in the log
+
+
+def test_a_phase_says_what_is_starting_until_something_is_counted(monkeypatch):
+    """While nothing is counted yet (workers starting, a model loading) the line says so, not "0 records"."""
+    import io
+
+    from thresher.core import console as console_module
+
+    monkeypatch.setattr(console_module, "PLAIN_EVERY_S", 0.0)
+    out = io.StringIO()
+    phase = console_module._PlainPhase(out, "generate", "records", "loading the model on the workers")
+    phase.update(0, 256)
+    phase.update(64, 256)
+    phase.finish(256, 3.0)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("generate: loading the model on the workers (") and "0 records" not in lines[0]
+    assert lines[1].startswith("generate: 64") and lines[2] == "generate: 256 records in 3.0 s"

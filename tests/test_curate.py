@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,6 +13,8 @@ import zstandard
 
 from thresher.cli import main as cli_main
 from thresher.core.storage import Storage
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
 from tests.conftest import data_path
 from tests.samples import c4_docs
 from testkit.runs import assert_accounting, config_file, curate, read_dir, write_jsonl
@@ -100,6 +103,55 @@ def test_bad_input_is_accounted_exactly(ray_local, tmp_path):
     # the truncated file's complete records before the damage are kept
     kept = manifest["counts"]["output"]
     assert 10 < kept < 20
+
+
+def test_damaged_input_is_measured_in_bytes(ray_local, tmp_path):
+    """A truncated gzip gives its readable lines and loses the decompressed bytes of the line it was cut in (every
+    stored byte was taken); two malformed lines lose their bytes with their newlines, whatever the byte ranges; a
+    Parquet file without its footer loses its size. The manifest counts and lists them, and so does the report."""
+    docs = [{"text": f"document {i}: " + "lorem ipsum " * (i % 7 + 1)} for i in range(60)]
+    compressed = gzip.compress(b"".join(json.dumps(d).encode() + b"\n" for d in docs))
+    cut = len(compressed) * 2 // 3
+    truncated = tmp_path / "trunc.jsonl.gz"
+    truncated.write_bytes(compressed[:cut])
+    given = zlib.decompressobj(wbits=31).decompress(compressed[:cut])  # all that the first cut bytes hold
+    readable = given[: given.rfind(b"\n") + 1]
+    malformed = [b'{"text": "cut off', b'{"text": "a trailing comma",}']
+    lines = [json.dumps(d).encode() for d in docs[:20]]
+    plain = write_jsonl(tmp_path / "plain.jsonl", [*lines[:7], malformed[0], *lines[7:15], malformed[1], *lines[15:]])
+    parquet = tmp_path / "broken.parquet"
+    pq.write_table(pa.table({"text": [d["text"] for d in docs]}), parquet)
+    parquet.write_bytes(parquet.read_bytes()[:-100])
+    manifest, out = curate(tmp_path, [plain, truncated, parquet], block_bytes=500)
+    assert_accounting(manifest, out)
+    assert manifest["rejected_by_reason"]["read"] == {"malformed_json": 2, "unreadable_file": 2}
+    assert sorted(read_dir(out / "data")["text"].to_pylist()) == sorted(
+        json.loads(line)["text"] for line in [*lines, *readable.splitlines()])
+    lost = {str(plain): sum(len(m) + 1 for m in malformed), str(truncated): len(given) - len(readable),
+            str(parquet): parquet.stat().st_size}
+    assert manifest["counts"]["read_bytes"] == sum(p.stat().st_size for p in (plain, truncated, parquet))
+    assert manifest["counts"]["rejected_bytes"] == sum(lost.values())
+    largest = [{"file": f, "rejected_bytes": n} for f, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))]
+    assert manifest["damaged_input"] == {"files": 3, "largest": largest}
+    report = json.loads((out / "report.json").read_text())["damaged_input"]
+    assert report == {"read_bytes": manifest["counts"]["read_bytes"], "rejected_bytes": sum(lost.values()),
+                      "rejected_fraction": sum(lost.values()) / manifest["counts"]["read_bytes"], "files": 3,
+                      "largest": largest}
+    page = (out / "report.html").read_text()
+    assert "Damaged input" in page and all(f"{n:,}" in page for n in lost.values())
+
+
+def test_the_malformed_bytes_gate_fails_a_run_whose_rows_pass(ray_local, tmp_path):
+    """One huge malformed line among many small good ones: few rows rejected at read, most bytes lost."""
+    huge = b'{"text": "' + b"x" * 100_000
+    lines = [json.dumps({"text": f"small document {i}"}).encode() for i in range(300)]
+    path = write_jsonl(tmp_path / "docs.jsonl", [*lines[:150], huge, *lines[150:]])
+    manifest = run(parse_config({"input": {"paths": [str(path)]}, "output": {"path": str(tmp_path / "out")},
+                                 "gates": {"max_malformed_fraction": 0.01, "max_malformed_bytes_fraction": 0.5}}))
+    assert manifest["status"] == "gate_failed"
+    assert {g["gate"]: (g["measured"], g["ok"]) for g in manifest["gates"]} == {
+        "max_malformed_fraction": (round(1 / 301, 6), True),
+        "max_malformed_bytes_fraction": (round((len(huge) + 1) / path.stat().st_size, 6), False)}
 
 
 def test_a_written_file_that_disagrees_with_the_counts_fails_the_run(ray_local, tmp_path):

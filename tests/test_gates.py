@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def counts(**over):
     c = {"input": 100, "output": 60, "rejected": 40, "splits": {"train": 50, "test": 10},
+         "read_bytes": 8000, "rejected_bytes": 2000,
          "by_stage": {"read": {"in": 100, "out": 95, "rejected": 5}, "langid": {"in": 95, "out": 80, "rejected": 15},
                       "dedup_exact": {"in": 80, "out": 70, "rejected": 10},
                       "dedup_fuzzy": {"in": 70, "out": 60, "rejected": 10}}}
@@ -29,6 +30,8 @@ def counts(**over):
     ({"max_duplicate_rate": 0.2}, "max_duplicate_rate", 0.25, False),
     ({"max_malformed_fraction": 0.05}, "max_malformed_fraction", 0.05, True),
     ({"max_malformed_fraction": 0.01}, "max_malformed_fraction", 0.05, False),
+    ({"max_malformed_bytes_fraction": 0.25}, "max_malformed_bytes_fraction", 0.25, True),  # 2000 / 8000 bytes
+    ({"max_malformed_bytes_fraction": 0.2}, "max_malformed_bytes_fraction", 0.25, False),
     ({"min_output_records": 60}, "min_output_records", 60, True),
     ({"min_output_records": 61}, "min_output_records", 60, False),
     ({"max_output_records": 60}, "max_output_records", 60, True),

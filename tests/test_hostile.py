@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from thresher.core.storage import Storage
 from thresher.curate.config import InputConfig, parse_config
-from thresher.curate.readers import plan, read_task
+from thresher.curate.readers import LostBytes, plan, read_task
 from thresher.curate.runner import run
 from thresher.curate.stage import REJECT_STAGE, StageContext, run_map_stage
 from thresher.curate.stages.normalize import Normalize, NormalizeConfig
@@ -45,7 +45,7 @@ def read_all(tmp_path, name: str, payload: bytes, **opts) -> pa.Table:
     path = tmp_path / name
     path.write_bytes(payload)
     tasks, spec = plan(InputConfig(paths=[str(path)], **opts), Storage())
-    tables = [t for task in tasks for t in read_task(task, spec)]
+    tables = [t for task in tasks for t in read_task(task, spec, LostBytes())]
     return pa.concat_tables(tables) if tables else pa.table({"id": pa.array([], pa.string())})
 
 

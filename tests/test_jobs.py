@@ -257,8 +257,9 @@ def test_address_precedence_and_runtime_env(monkeypatch, tmp_path):
     assert "AWS_PROFILE" not in env["env_vars"]  # names a file on this machine, not the cluster's
     assert notes == [f"the job gets this shell's {', '.join(env['env_vars'])}"]
     _no_credentials_in(*notes)
+    assert env["py_modules"] == [str(ROOT / "src" / "thresher")]  # the job imports this checkout's code
     assert runtime_env(ROOT, forward_aws=False) == (
-        {"working_dir": str(ROOT), "excludes": EXCLUDES},
+        {"working_dir": str(ROOT), "py_modules": [str(ROOT / "src" / "thresher")], "excludes": EXCLUDES},
         [f"not passing this shell's {', '.join(env['env_vars'])} to the job (--forward-aws passes them)"])
     # a --runtime-env file adds fields; its working_dir gives way, its excludes and env_vars add up
     env, _ = runtime_env(ROOT, forward_aws=True, base={"working_dir": "/elsewhere", "pip": ["x"],
@@ -287,8 +288,8 @@ def test_the_upload_skips_caches_outputs_and_large_files(tmp_path):
     assert {"src/thresher/cli.py", "examples/quickstart.yaml", "sub/out/kept.txt"} <= names
     assert not any(n.split("/")[0] in {"out", ".venv", ".git", "thresher.egg-info", "ignored"} or "__pycache__" in n
                    or n.startswith("data/") for n in names), names
-    assert runtime_env(project, forward_aws=False, max_file_mib=0)[0] == {"working_dir": str(project),
-                                                                          "excludes": EXCLUDES}
+    assert runtime_env(project, forward_aws=False, max_file_mib=0)[0] == {
+        "working_dir": str(project), "py_modules": [str(project / "src" / "thresher")], "excludes": EXCLUDES}
 
 
 def test_the_upload_listing_matches_rays_own_walk(tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ CRD_SHA256 = {"ray.io_rayclusters.yaml": "c44704442eef0c6721ad40c1d66782c8bd3fda
               "ray.io_rayjobs.yaml": "01a5cf3b17c1769fda44af7e82debcd98722f0c27b9ab84d084681c6649121f5"}
 KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "components", "namespace", "labels", "images",
                   "configMapGenerator", "generatorOptions"}
-SECRETS = {"thresher-s3", "thresher-ray-token"}  # created with kubectl (README), never in the manifests
+SECRETS = {"thresher-s3", "thresher-ray-token"}  # created with kubectl (docs/cluster.md), never in the manifests
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.I)
 
 
@@ -519,7 +519,7 @@ def _assert_gpu_group(group) -> None:
 def test_standing_cluster_autoscales_cpu_and_gpu_workers_from_zero():
     docs = build(ENTRY_POINTS["cluster"])
     (cluster,) = _by_kind(docs, "RayCluster").values()
-    assert cluster["metadata"]["name"] == "thresher"  # the README port-forwards svc/thresher-head-svc
+    assert cluster["metadata"]["name"] == "thresher"  # docs/cluster.md port-forwards svc/thresher-head-svc
     assert cluster["spec"]["enableInTreeAutoscaling"] is True
     groups = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
     assert set(groups) == {"cpu", "gpu"}
@@ -685,7 +685,7 @@ def test_dockerfile_builds_on_the_ray_image_ci_tests_with():
     torch = next(Requirement(d) for d in project["optional-dependencies"]["train"] if Requirement(d).name == "torch")
     assert torch.specifier.contains(args["TORCH_VERSION"])
     run = " ".join(a for op, a in instructions if op == "RUN")
-    assert '"torch==${TORCH_VERSION}"' in run and '-c .ci/constraints.txt ".[train]"' in run
+    assert '"torch==${TORCH_VERSION}"' in run and '-c .ci/constraints.txt ".[train,augment]"' in run
     assert instructions[-1] == ("USER", "1000:100")  # non-root, numeric: runAsNonRoot can check it
 
 
@@ -726,5 +726,6 @@ def test_runtime_env_examples_match_what_submit_sends_and_the_dependencies():
     assert plain == {"working_dir": ".", "excludes": EXCLUDES}
     stock = load_runtime_env(str(DEPLOY / "runtime-env-stock-ray.yaml"))
     assert stock["working_dir"] == "." and stock["excludes"] == EXCLUDES
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert stock["pip"] == [d for d in dependencies if Requirement(d).name != "ray"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert stock["pip"] == [d for d in project["dependencies"] if Requirement(d).name != "ray"] + \
+        project["optional-dependencies"]["augment"]

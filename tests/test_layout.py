@@ -22,7 +22,8 @@ ALLOWED = {
     "curate": {"core", "runtime", "models"},
     "train": {"core", "runtime", "models"},
     "evaluate": {"core", "runtime", "models", "train"},  # compare trains its variants; eval reads train's models
-    "cli": {"core", "runtime", "jobs", "curate", "train", "evaluate"},
+    "reference": {"core", "curate", "train", "evaluate"},  # what users can configure, from the config models
+    "cli": {"core", "runtime", "jobs", "curate", "train", "evaluate", "reference"},
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -80,3 +81,32 @@ def test_only_the_execution_layer_imports_ray_in_curation():
              and any(n == "ray" or n.startswith("ray.") for n in imports(p))}
     assert found - RAY_PENDING == set(), "new curation modules importing Ray (use curate/execution)"
     assert RAY_PENDING - found == set(), "these no longer import Ray: remove them from RAY_PENDING"
+
+
+def test_no_import_cycles():
+    """No module imports one that imports it back, directly or through others (lazy imports included)."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("thresher"):
+                deps |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                         for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[name] = {d for d in deps if d in modules and d != name}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for dep in sorted(graph[name]):
+            assert state.get(dep) != 1, "import cycle: " + " -> ".join([*path, name, dep])
+            if dep not in state:
+                visit(dep, [*path, name])
+        state[name] = 2
+
+    for name in sorted(modules):
+        if name not in state:
+            visit(name, [])

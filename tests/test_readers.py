@@ -5,7 +5,9 @@ appears (or, with declared fields, the others are counted)."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import random
 from unittest import mock
 
 import pyarrow as pa
@@ -83,7 +85,8 @@ def jsonl(lines: list[bytes], crlf: list[bool], final_newline: bool) -> bytes:
 
 
 def read(path, spec: ReaderSpec, fast: bool, start: int = 0, end: int = -1) -> pa.Table | None:
-    tables = list(readers._read_jsonl(ReadTask("jsonl", (str(path),), start, end), spec, fast=fast))
+    task = ReadTask("jsonl", (str(path),), (path.stat().st_size,), start, end)
+    tables = list(readers._read_jsonl(task, spec, readers.LostBytes(), fast=fast))
     assert all(t.num_rows <= readers.ROWS_PER_BATCH for t in tables)
     # a field first seen in a later batch is a column from that batch on (missing columns: null before it; counts: 0)
     table = pa.concat_tables(tables, promote_options="default") if tables else None
@@ -197,3 +200,133 @@ def test_fields_found_late_are_kept_and_undeclared_ones_counted(tmp_path):
             and c != "_metric.read.undeclared.url"} == {"_metric.read.undeclared.score": 1,
                                                         "_metric.read.undeclared.tags": 1,
                                                         "_metric.read.undeclared.nested": 1}
+
+
+GOOD = [b'{"text": "a fine document"}', b'{"text": "another", "id": "x"}', b'{"text": "   "}', b'{"title": "no text"}']
+DAMAGED = [b'{"text": "unterminated', b'{"text": "caf\xe9"}', b'["not", "an", "object"]', b"42", b'{"text": "a",}']
+
+
+def read_bytes(tasks, spec, fast: bool) -> tuple[pa.Table | None, readers.LostBytes]:
+    lost = readers.LostBytes()
+    tables = [t for task in tasks for t in readers.READERS[task.format](task, spec, lost, **(
+        {"fast": fast} if task.format == "jsonl" else {}))]
+    return (pa.concat_tables(tables, promote_options="default") if tables else None), lost
+
+
+@SETTINGS
+@given(lines=st.lists(st.sampled_from([*GOOD, *DAMAGED, b"", b"  "]), max_size=20),
+       crlf=st.lists(st.booleans(), min_size=20, max_size=20), final_newline=st.booleans(),
+       block=st.integers(min_value=1, max_value=300), compressed=st.booleans(), fast=st.booleans())
+def test_damaged_lines_lose_their_bytes_once_in_any_range(tmp_path_factory, lines, crlf, final_newline, block,
+                                                          compressed, fast):
+    """A malformed, invalid UTF-8 or non-object line loses its bytes with its line end, counted once whatever the
+    byte ranges; the ranges cover the file exactly."""
+    crlf = crlf[:len(lines)]
+    payload = jsonl(lines, crlf, final_newline)
+    path = tmp_path_factory.mktemp("b") / ("x.jsonl.gz" if compressed else "x.jsonl")
+    path.write_bytes(gzip.compress(payload) if compressed else payload)
+    tasks, spec = readers.plan(readers.InputConfig(paths=[str(path)], block_bytes=block), readers.Storage())
+    assert sum(t.nbytes for t in tasks) == path.stat().st_size
+    ends = [b"\r\n" if c else b"\n" for c in crlf]
+    if ends and not final_newline:
+        ends[-1] = b""
+    expected = sum(len(line) + len(end) for line, end in zip(lines, ends) if line in DAMAGED)
+    table, lost = read_bytes(tasks, spec, fast)
+    assert lost == ({str(path): expected} if expected else {})
+    assert (table["_reject_reason"].to_pylist().count("unreadable_file") if table else 0) == 0
+
+
+def decompressed(kind: str, data: bytes) -> bytes:
+    """What a decompressor gives of ``data`` (a truncated stream: as much as it can)."""
+    import bz2
+    import lzma
+    import zlib
+
+    import zstandard
+
+    if kind == ".gz":
+        return zlib.decompressobj(wbits=31).decompress(data)
+    if kind == ".zst":
+        return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    return (bz2.BZ2Decompressor() if kind == ".bz2" else lzma.LZMADecompressor()).decompress(data)
+
+
+@pytest.mark.parametrize("kind", [".gz", ".zst", ".bz2", ".xz"])
+def test_a_truncated_stream_gives_its_whole_lines_and_loses_its_unfinished_one(tmp_path, kind):
+    """Every stored byte of a truncated file was taken: it loses the decompressed bytes of the line it was cut in."""
+    import bz2
+    import lzma
+
+    import zstandard
+
+    rnd = random.Random(7)
+    payload = b"".join(json.dumps({"text": "w " * rnd.randrange(1, 2000)}).encode() + b"\n" for _ in range(300))
+    compress = {".gz": gzip.compress, ".zst": zstandard.ZstdCompressor().compress, ".bz2": bz2.compress,
+                ".xz": lzma.compress}[kind]
+    full = compress(payload)
+    path = tmp_path / f"x.jsonl{kind}"
+    for cut in [*rnd.sample(range(len(full)), 8), len(full) - 1]:
+        path.write_bytes(full[:cut])
+        given = decompressed(kind, full[:cut])
+        whole = given[: given.rfind(b"\n") + 1]
+        table, lost = read_bytes([ReadTask("jsonl", (str(path),), (cut,))], ReaderSpec("text", None, (), 10**6), True)
+        kept = [t for t, r in zip(table["text"].to_pylist(), table["_reject_reason"].to_pylist()) if r is None]
+        assert kept == [json.loads(line)["text"] for line in whole.splitlines()]
+        assert table["_reject_reason"].to_pylist()[-1] == "unreadable_file"
+        assert lost == ({str(path): len(given) - len(whole)} if len(given) > len(whole) else {})
+
+
+def test_a_damaged_stream_loses_the_stored_bytes_not_taken(tmp_path):
+    """Garbage after a gzip member: its lines are kept, and the bytes the decompressor had not taken when the error
+    surfaced are lost (it reads ahead by its input buffer, so a little less than the garbage is counted)."""
+    read_ahead = getattr(gzip, "READ_BUFFER_SIZE", io.DEFAULT_BUFFER_SIZE)  # gzip's input buffer
+    member = gzip.compress(b"".join(json.dumps({"text": f"doc {i}"}).encode() + b"\n" for i in range(100)))
+    path = tmp_path / "x.jsonl.gz"
+    path.write_bytes(member + random.Random(3).randbytes(20 * read_ahead))
+    size = path.stat().st_size
+    table, lost = read_bytes([ReadTask("jsonl", (str(path),), (size,))], ReaderSpec("text", None, (), 100), True)
+    assert table["_reject_reason"].to_pylist() == [None] * 100 + ["unreadable_file"]
+    assert size - len(member) - 2 * read_ahead <= lost[str(path)] <= size - len(member)
+
+
+def test_corrupt_parquet_loses_its_size_or_its_row_group(tmp_path):
+    import pyarrow.parquet as pq
+
+    spec = ReaderSpec("text", None, (), 10**6)
+    texts = [f"document {i:03d} " * 20 for i in range(30)]
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=10, compression="none")
+    data = path.read_bytes()
+    at = data.index(texts[15].encode())  # a text of row group 1 made invalid UTF-8
+    path.write_bytes(data[:at] + b"\xff" + data[at + 1:])
+    table, lost = read_bytes([ReadTask("parquet", (str(path),), (len(data),))], spec, True)
+    assert table["_reject_reason"].to_pylist() == [None] * 10 + ["unreadable_file"] + [None] * 10
+    assert lost == {str(path): pq.read_metadata(path).row_group(1).column(0).total_compressed_size}
+    path.write_bytes(data[: len(data) // 2])  # no footer
+    table, lost = read_bytes([ReadTask("parquet", (str(path),), (len(data) // 2,))], spec, True)
+    assert table["_reject_reason"].to_pylist() == ["unreadable_file"] and lost == {str(path): len(data) // 2}
+
+
+def test_a_truncated_wet_file_loses_the_record_it_was_cut_in(tmp_path):
+    """Uncompressed: the bytes from the record's start; compressed: the decompressed bytes of the record read."""
+    import zlib
+
+    def record(i: int) -> bytes:
+        body = b"hello world %d " % i * 30
+        return (b"WARC/1.0\r\nWARC-Type: conversion\r\nWARC-Record-ID: <urn:uuid:%d>\r\nContent-Length: %d\r\n\r\n"
+                % (i, len(body)) + body + b"\r\n\r\n")
+
+    records = [record(i) for i in range(5)]
+    data = b"".join(records)
+    spec = ReaderSpec("text", None, ("url",), 10**6)
+    cut_gz = gzip.compress(data)[:-30]
+    given = zlib.decompressobj(wbits=31).decompress(cut_gz)
+    kept = given.count(b"WARC/1.0") - 1  # the records before the one it was cut in
+    start = sum(map(len, records[:kept]))
+    for name, payload, reasons, lost_bytes in (
+            ("t.warc.wet", data[:-200], [None] * 4 + ["unreadable_file"], len(data) - 200 - sum(map(len, records[:4]))),
+            ("t.warc.wet.gz", cut_gz, [None] * kept + ["unreadable_file"], len(given) - start)):
+        path = tmp_path / name
+        path.write_bytes(payload)
+        table, lost = read_bytes([ReadTask("wet", (str(path),), (len(payload),))], spec, True)
+        assert table["_reject_reason"].to_pylist() == reasons and lost == {str(path): lost_bytes}

@@ -289,3 +289,21 @@ def test_card_without_split_stage():
     assert data_files(manifest) == [{"split": "train", "path": "data/*.parquet"}]
     manifest = {"counts": {"splits": {"fold_1": 5, "fold_0": 5}}, "config": {"stages": [{"split": {"folds": 2}}]}}
     assert [f["split"] for f in data_files(manifest)] == ["fold_0", "fold_1"]
+
+
+def test_damaged_input_lists_the_files_that_lost_the_most():
+    """The section lists the manifest's damaged files (the largest losses, with how many there are in all), and is
+    left out of a run that lost nothing."""
+    from thresher.curate.report import build_report, render_html
+
+    largest = [{"file": f"s3://bucket/part-{i:03d}.jsonl.gz", "rejected_bytes": 5000 - i} for i in range(100)]
+    manifest = {"counts": {"read_bytes": 10_000_000, "rejected_bytes": 600_000},
+                "damaged_input": {"files": 250, "largest": largest}}
+    report = build_report({}, manifest)
+    assert report["damaged_input"] == {"read_bytes": 10_000_000, "rejected_bytes": 600_000, "rejected_fraction": 0.06,
+                                       "files": 250, "largest": largest}
+    page = render_html(report, manifest)
+    assert "250 files lost 600,000 of the 10,000,000 bytes read (6.00%); the 100 that lost the most below" in page
+    assert all(f["file"] in page for f in largest) and "4,901" in page
+    clean = {"counts": {"read_bytes": 1000, "rejected_bytes": 0}, "damaged_input": {"files": 0, "largest": []}}
+    assert "damaged_input" not in build_report({}, clean)

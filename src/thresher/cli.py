@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 from thresher import __version__
-from thresher.core.config import ConfigError, apply_overrides, load_yaml
+from thresher.core.config import ConfigError, apply_overrides, load_yaml, require_extra
 from thresher.core.console import LOG_FORMAT, Console, current as console
 from thresher.core.secrets import redact_text
+
+
+TRAIN_MODULES = ("torch", "transformers", "peft")  # what train, eval and compare need of the [train] extra
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="re-render report.html/report.json of a finished run")
     r.add_argument("run_uri")
+
+    g = sub.add_parser("stages", help="list the curation stages, or show one stage's options and an example")
+    g.add_argument("name", nargs="?")
+
+    h = sub.add_parser("schema", help="print the JSON Schema of a config file (for editors checking YAML)")
+    h.add_argument("kind", choices=["curate", "train", "eval", "compare"])
     return p
 
 
@@ -95,6 +104,7 @@ def _curate(args) -> int:
 def _train(args) -> int:
     import json
 
+    require_extra(TRAIN_MODULES, "thresher train", "train")
     from thresher.train import main as train
 
     metrics = train(_config(args), address=args.address)
@@ -137,6 +147,7 @@ def _jobs(args) -> int:
 def _eval(args) -> int:
     import json
 
+    require_extra(TRAIN_MODULES, "thresher eval", "train")
     from thresher.evaluate.evaluation import main as evaluate
 
     result = evaluate(_config(args), address=args.address)
@@ -145,6 +156,7 @@ def _eval(args) -> int:
 
 
 def _compare(args) -> int:
+    require_extra(TRAIN_MODULES, "thresher compare", "train")
     from thresher.evaluate.compare import main as compare
 
     result = compare(_config(args), address=args.address)
@@ -154,15 +166,31 @@ def _compare(args) -> int:
 
 def _report(args) -> int:
     from thresher.core.storage import Storage
-    from thresher.curate.runner import rerender_report
+    from thresher.curate.commit import rerender_report
 
     rerender_report(args.run_uri, Storage.from_options(None))
     console().print(f"wrote {args.run_uri}/report.json and report.html")
     return 0
 
 
+def _stages(args) -> int:
+    from thresher.reference import stage_list, stage_page
+
+    print(stage_page(args.name) if args.name else stage_list())
+    return 0
+
+
+def _schema(args) -> int:
+    import json
+
+    from thresher.reference import config_schema
+
+    print(json.dumps(config_schema(args.kind), indent=2))
+    return 0
+
+
 COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "compare": _compare, "submit": _submit, "jobs": _jobs,
-            "report": _report}
+            "report": _report, "stages": _stages, "schema": _schema}
 # commands whose Ray output goes to a log file (thresher.core.console)
 ON_RAY = ("curate", "train", "eval", "compare", "report")
 

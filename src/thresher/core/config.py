@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,6 +97,13 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         lines.append(f"{path}: {msg}")
     return "invalid config: " + "; ".join(lines)
+
+
+def require_extra(modules: tuple[str, ...], key: str, extra: str) -> None:
+    """A config error (exit 2) naming ``key`` and the extra to install when one of ``modules`` is missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"{key}: needs {' and '.join(missing)} (pip install 'thresher[{extra}]')")
 
 
 def validate(model: type[M], data: Any, prefix: str = "") -> M:

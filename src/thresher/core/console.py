@@ -115,13 +115,13 @@ class Console:
 
     @contextlib.contextmanager
     def phase(self, name: str, poll: Callable[[], tuple[float, float | None]] | None = None,
-              unit: str = "records") -> Iterator[Shown]:
+              unit: str = "records", starting: str = "starting workers") -> Iterator[Shown]:
         """Show ``name`` while the block runs. ``poll()`` returns (done, total) in ``unit`` (total None: unknown);
-        it is called from a background thread every ``POLL_S``. The block may set the yielded :class:`Shown`'s
-        ``done`` to the exact figure, which the last line shows instead of the last poll (progress sent by tasks
-        without waiting can arrive after it)."""
-        display = _RichPhase(self.terminal, name, unit) if self.terminal.isatty() else _PlainPhase(self.terminal, name,
-                                                                                                  unit)
+        it is called from a background thread every ``POLL_S``; until it counts something the line says what is
+        happening (``starting``). The block may set the yielded :class:`Shown`'s ``done`` to the exact figure, which
+        the last line shows instead of the last poll (progress sent by tasks without waiting can arrive after it)."""
+        kind = _RichPhase if self.terminal.isatty() else _PlainPhase
+        display = kind(self.terminal, name, unit, starting)
         stop = _poller(display, poll) if poll else None
         t0 = time.perf_counter()
         shown = Shown()
@@ -177,15 +177,16 @@ def _rate(done: float, seconds: float, total: float | None, unit: str) -> str:
 class _PlainPhase:
     """A line at most every ``PLAIN_EVERY_S`` while the phase runs, and one when it ends."""
 
-    def __init__(self, out: IO[str], name: str, unit: str):
-        self.out, self.name, self.unit = out, name, unit
+    def __init__(self, out: IO[str], name: str, unit: str, starting: str):
+        self.out, self.name, self.unit, self.starting = out, name, unit, starting
         self.t0 = self.last = time.perf_counter()
 
     def update(self, done: float, total: float | None) -> None:
         now = time.perf_counter()
         if now - self.last >= PLAIN_EVERY_S:
             self.last = now
-            print(f"{self.name}: {_rate(done, now - self.t0, total, self.unit)}", file=self.out, flush=True)
+            what = _rate(done, now - self.t0, total, self.unit) if done else f"{self.starting} ({now - self.t0:.0f} s)"
+            print(f"{self.name}: {what}", file=self.out, flush=True)
 
     def finish(self, done: float | None, seconds: float) -> None:
         what = f"{done:,.0f} {self.unit} " if done is not None else ""
@@ -195,7 +196,7 @@ class _PlainPhase:
 class _RichPhase:
     """A live ``rich`` progress bar (a spinner when the total is unknown)."""
 
-    def __init__(self, out: IO[str], name: str, unit: str):
+    def __init__(self, out: IO[str], name: str, unit: str, starting: str):
         from rich.console import Console as RichConsole
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -203,12 +204,14 @@ class _RichPhase:
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
                                  console=RichConsole(file=out), transient=True)
-        self.task = self.progress.add_task(name, total=None, detail="")
+        self.task = self.progress.add_task(name, total=None, detail=starting)
         self.name, self.t0 = name, time.perf_counter()
         self.out = out
         self.progress.start()
 
     def update(self, done: float, total: float | None) -> None:
+        if not done:
+            return  # the line still says what is starting
         detail = _rate(done, time.perf_counter() - self.t0, total, self.unit)
         self.progress.update(self.task, completed=done, total=total, detail=detail)
 
@@ -222,7 +225,7 @@ class _Silent:
     shows_progress = False
 
     @contextlib.contextmanager
-    def phase(self, name: str, poll=None, unit: str = "records") -> Iterator["Shown"]:
+    def phase(self, name: str, poll=None, unit: str = "records", starting: str = "") -> Iterator["Shown"]:
         yield Shown()
 
     def print(self, text: str = "") -> None:

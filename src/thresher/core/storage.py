@@ -1,4 +1,4 @@
-"""Storage URIs (local paths, ``file://``, ``s3://``): one place builds the filesystems for pyarrow, Ray Data and boto3.
+"""Storage URIs (local paths, ``file://``, ``s3://``): one place builds the filesystems for pyarrow and Ray Data.
 
 Credentials and endpoint come from the standard AWS environment (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL[_S3]``, ``AWS_REGION``/``AWS_DEFAULT_REGION``)
@@ -26,7 +26,7 @@ class StorageOptions(StrictModel):
     """The ``storage`` config block."""
 
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, a local server)")
-    region: str | None = None
+    region: str | None = Field(None, description="the bucket's region (default: AWS_REGION)")
 
 
 def is_s3(uri: str) -> bool:
@@ -68,11 +68,6 @@ class Storage:
         if uri.startswith("file://"):
             uri = uri[len("file://"):]
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
-
-    def boto3_client(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=self.region or "us-east-1")
 
     # -- small helpers used by the runner and readers ------------------------------------------
 

@@ -18,10 +18,15 @@ FORMATS = ("jsonl", "parquet", "text", "wet")
 
 
 class InputConfig(StrictModel):
-    paths: list[str] = Field(min_length=1)
-    format: Literal["jsonl", "parquet", "text", "wet"] | None = None
-    text_field: str = "text"
-    id_field: str | None = "id"
+    paths: list[str] = Field(min_length=1, description=(
+        "files, folders or globs (* ? [..] within a folder, ** any depth; names starting with . or _ skipped), local "
+        "or s3://; one path may be given as a string"))
+    format: Literal["jsonl", "parquet", "text", "wet"] | None = Field(None, description=(
+        "default: inferred from each file's extension"))
+    text_field: str = Field("text", description="the field holding the text the stages act on by default")
+    id_field: str | None = Field("id", description=(
+        "the field holding the record's id; where absent, the id is derived from the source file and byte offset (or "
+        "row index)"))
     fields: list[str] | None = Field(None, description=(
         "original fields to keep (the others are counted per field); default: every field of every record"))
     max_doc_chars: int = Field(10_000_000, gt=0, description="longer documents are rejected at read")
@@ -37,12 +42,12 @@ class InputConfig(StrictModel):
 
 
 class OutputConfig(StrictModel):
-    path: str
+    path: str = Field(description="the run folder, local or s3://")
     target_file_mb: int = Field(256, gt=0, description="size of the Parquet files of data/ and rejects/")
 
 
 class ExecutionConfig(StrictModel):
-    batch_size: int = Field(1024, gt=0)
+    batch_size: int = Field(1024, gt=0, description="records per batch handed to the map stages")
     num_cpus: int | None = Field(None, gt=0, description="CPUs of the embedded local Ray (default: all)")
     broadcast_limit_rows: int = Field(2_000_000, ge=0, description=(
         "tables of key rows up to this size go to every task instead of a join; 0 forces the partitioned paths"))
@@ -57,12 +62,14 @@ class StageSpec(StrictModel):
 
 
 class CurateConfig(StrictModel):
-    input: InputConfig
-    output: OutputConfig
-    stages: list[StageSpec] = []
-    storage: StorageOptions | None = None
-    execution: ExecutionConfig = ExecutionConfig()
-    gates: GatesConfig = GatesConfig()
+    input: InputConfig = Field(description="what to read")
+    output: OutputConfig = Field(description="where the run folder goes")
+    stages: list[StageSpec] = Field([], description="the stages, in order: a name, or {name: options}")
+    storage: StorageOptions | None = Field(None, description=(
+        "S3 endpoint and region; default: the standard AWS environment variables"))
+    execution: ExecutionConfig = Field(ExecutionConfig(), description="how the work is cut and scheduled")
+    gates: GatesConfig = Field(GatesConfig(), description="limits the finished run must meet; each one left out is "
+                               "not checked")
 
     @field_validator("stages", mode="before")
     @classmethod

@@ -22,8 +22,11 @@ class GatesConfig(StrictModel):
     max_duplicate_rate: float | None = Field(None, ge=0, le=1, description=(
         "rows the dedup stages removed / rows entering the first dedup stage"))
     max_malformed_fraction: float | None = Field(None, ge=0, le=1, description="rows rejected at read / input")
-    min_output_records: int | None = Field(None, ge=0)
-    max_output_records: int | None = Field(None, ge=0)
+    max_malformed_bytes_fraction: float | None = Field(None, ge=0, le=1, description=(
+        "bytes lost to damage at read (malformed, invalid UTF-8 or non-object lines, unreadable files and ranges) / "
+        "input bytes"))
+    min_output_records: int | None = Field(None, ge=0, description="least records kept (all splits)")
+    max_output_records: int | None = Field(None, ge=0, description="most records kept (all splits)")
     min_split_records: dict[str, int] = Field({}, description="least records per split, e.g. {test: 100}")
     max_stage_rejected_fraction: dict[str, float] = Field({}, description=(
         "per stage: rows it rejected / rows entering it, e.g. {langid: 0.3}"))
@@ -38,6 +41,7 @@ def measure(counts: dict[str, Any]) -> dict[str, Any]:
         "max_rejected_fraction": _fraction(counts["rejected"], counts["input"] + counts.get("generated", 0)),
         "max_duplicate_rate": _fraction(sum(by_stage[s]["rejected"] for s in dedup), entered),
         "max_malformed_fraction": _fraction(by_stage.get("read", {}).get("rejected", 0), counts["input"]),
+        "max_malformed_bytes_fraction": _fraction(counts["rejected_bytes"], counts["read_bytes"]),
         "min_output_records": counts["output"],
         "max_output_records": counts["output"],
         "min_split_records": counts["splits"],

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.readers import ReaderSpec, ReadTask, read_task
+from thresher.curate.readers import LostBytes, ReaderSpec, ReadTask, read_task
 from thresher.curate.run_folder import Part, RunFolder, read_staged
 from thresher.curate.stage import KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT, MapStage, run_map_stage
 from thresher.curate.writer import RunSink, read_range
@@ -34,18 +34,21 @@ REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
 def read_batches(batch, spec: ReaderSpec, folder: RunFolder, counter):
     """Segment 0's source: one read task in, its records out with their internal keys.
 
-    When the task has read everything, its read marker records how many records it read: the independent count
-    the accounting check and resume rely on (a retried task overwrites it)."""
+    When the task has read everything, its read marker records how many records it read (the independent count
+    the accounting check and resume rely on; a retried task overwrites it), the input bytes it covered and the bytes
+    it lost to damage per file."""
     (item,) = batch["task"]
-    task = ReadTask(item["format"], tuple(item["uris"]), item["start"], item["end"])
+    task = ReadTask(item["format"], tuple(item["uris"]), tuple(item["sizes"]), item["start"], item["end"])
     base, n, reported, at = item["index"] << TASK_SHIFT, 0, 0, time.monotonic()
-    for table in read_task(task, spec):
+    lost = LostBytes()
+    for table in read_task(task, spec, lost):
         yield table.append_column(KEY, pa.array(base + np.arange(n, n + table.num_rows), pa.int64()))
         n += table.num_rows
         if counter is not None and time.monotonic() - at >= PROGRESS_EVERY_S:
             counter.add.remote({"read": n - reported})
             reported, at = n, time.monotonic()
-    folder.storage.write_bytes(folder.read_marker(item["index"]), json.dumps({"rows": n}).encode())
+    folder.storage.write_bytes(folder.read_marker(item["index"]),
+                               json.dumps({"rows": n, "bytes": task.nbytes, "damaged": lost}).encode())
     if counter is not None:
         counter.add.remote({"read": n - reported, "read_tasks": 1, "read_task_rows": n})
 

@@ -18,6 +18,17 @@ field in the manifest (``metrics.read["undeclared.<field>"]``).
 
 JSON Lines are read in chunks of whole lines, each parsed by Arrow where that surely gives the rows the per-line
 reader (orjson) gives, and line by line otherwise.
+
+Each read task measures the bytes it lost to damage, per file (``LostBytes``): a malformed, invalid UTF-8 or
+non-object line its bytes with the line end (an array element its compact JSON text); a damaged range of an
+uncompressed file from the offset of the chunk it lost to the range's end; a damaged compressed stream the stored
+bytes the decompressor had not taken when the error surfaced, plus the decompressed bytes of the unfinished line it
+had given (a truncated file loses only those: every stored byte was taken). The decompressor reads ahead by its
+input buffer (8 KiB for gzip, bzip2 and xz on Python 3.11, 128 KiB for gzip from 3.12, 1 MiB for zstd): up to that
+much more is lost than counted. A text file, a JSON array or a Parquet file that cannot be read loses its stored
+size, a corrupt Parquet row group its compressed size in the footer. A line of a compressed file counts its
+decompressed bytes against the file's stored ones: there the byte fraction overstates the loss by about the
+compression ratio.
 """
 
 from __future__ import annotations
@@ -27,8 +38,9 @@ import gzip
 import io
 import lzma
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -86,8 +98,29 @@ class ReadTask:
 
     format: str
     uris: tuple[str, ...]
+    sizes: tuple[int, ...]  # the stored size of each file, as planned
     start: int = 0
     end: int = -1
+
+    @property
+    def nbytes(self) -> int:
+        """The input bytes the task covers: its byte range, else its files' stored sizes."""
+        return (self.end if self.end >= 0 else sum(self.sizes)) - self.start
+
+
+class LostBytes(dict[str, int]):
+    """The bytes a read task lost to damage, per file (module docstring)."""
+
+    def add(self, uri: str, nbytes: int) -> None:
+        if nbytes:
+            self[uri] = self.get(uri, 0) + nbytes
+
+
+class _Damage(NamedTuple):
+    """A read error that says the bytes are damaged, and the bytes lost to it."""
+
+    error: Exception
+    nbytes: int
 
 
 @dataclass(frozen=True)
@@ -154,21 +187,24 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
                 raise ReadError(f"input.format: cannot infer the format of {uri!r}; set input.format")
             files.append((uri, size, fmt))
     tasks: list[ReadTask] = []
-    text_group: list[str] = []
+    text_uris: list[str] = []
+    text_sizes: list[int] = []
     text_bytes = 0
     for uri, size, fmt in files:
         if fmt == "jsonl" and _compression(uri) is None and size > cfg.block_bytes:
-            tasks += [ReadTask(fmt, (uri,), s, min(s + cfg.block_bytes, size)) for s in range(0, size, cfg.block_bytes)]
+            tasks += [ReadTask(fmt, (uri,), (size,), s, min(s + cfg.block_bytes, size))
+                      for s in range(0, size, cfg.block_bytes)]
         elif fmt == "text":
-            text_group.append(uri)
+            text_uris.append(uri)
+            text_sizes.append(size)
             text_bytes += size
-            if len(text_group) >= TEXT_FILES_PER_TASK or text_bytes >= cfg.block_bytes:
-                tasks.append(ReadTask(fmt, tuple(text_group)))
-                text_group, text_bytes = [], 0
+            if len(text_uris) >= TEXT_FILES_PER_TASK or text_bytes >= cfg.block_bytes:
+                tasks.append(ReadTask(fmt, tuple(text_uris), tuple(text_sizes)))
+                text_uris, text_sizes, text_bytes = [], [], 0
         else:
-            tasks.append(ReadTask(fmt, (uri,)))
-    if text_group:
-        tasks.append(ReadTask("text", tuple(text_group)))
+            tasks.append(ReadTask(fmt, (uri,), (size,)))
+    if text_uris:
+        tasks.append(ReadTask("text", tuple(text_uris), tuple(text_sizes)))
     fields = tuple(cfg.fields) if cfg.fields is not None else _discover_fields(files, cfg, storage)
     fields = tuple(f for f in fields if f not in (cfg.text_field, "id", cfg.id_field))
     spec = ReaderSpec(cfg.text_field, cfg.id_field, fields, cfg.max_doc_chars, storage, cfg.fields is not None)
@@ -220,7 +256,11 @@ def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storag
                     seen.update(dict.fromkeys(rec))
         elif fmt == "parquet":
             fs, path = storage.resolve(uri)
-            seen.update(dict.fromkeys(pq.read_schema(fs.open_input_file(path)).names))
+            try:
+                seen.update(dict.fromkeys(pq.read_schema(fs.open_input_file(path)).names))
+            except Exception as e:
+                if not damaged(e):
+                    raise
         elif fmt == "text":
             seen["path"] = None
         elif fmt == "wet":
@@ -231,7 +271,11 @@ def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storag
 def _open_stream(storage: Storage, uri: str):
     """A decompressing binary stream over the whole file."""
     fs, path = storage.resolve(uri)
-    raw = fs.open_input_stream(path, compression=None)
+    return _decompressing(fs.open_input_stream(path, compression=None), uri)
+
+
+def _decompressing(raw, uri: str):
+    """A binary stream of ``raw``'s bytes, decompressed as ``uri``'s extension says."""
     comp = _compression(uri)
     if comp == ".gz":
         return gzip.GzipFile(fileobj=raw, mode="rb")
@@ -242,6 +286,21 @@ def _open_stream(storage: Storage, uri: str):
     if comp == ".xz":
         return lzma.LZMAFile(raw)
     return io.BufferedReader(raw, buffer_size=1 << 20)
+
+
+class _Counted:
+    """A stored (compressed) stream that counts the bytes a decompressor took from it."""
+
+    def __init__(self, raw):
+        self.raw, self.taken = raw, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.taken += len(data)
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 class _ZstdStream(io.RawIOBase):
@@ -383,7 +442,9 @@ def _record_id(spec: ReaderSpec, rec: dict, fallback: str) -> str:
     return fallback
 
 
-def _add_json_line(b: _Batcher, spec: ReaderSpec, key: str, offset: int, line: bytes) -> None:
+def _add_json_line(b: _Batcher, spec: ReaderSpec, key: str, offset: int, line: bytes) -> bool:
+    """The record of ``line`` into ``b``; whether the line is damaged (malformed JSON, invalid UTF-8, not an
+    object)."""
     rid = f"{key}-{offset}"
     try:
         rec = orjson.loads(line)
@@ -394,10 +455,10 @@ def _add_json_line(b: _Batcher, spec: ReaderSpec, key: str, offset: int, line: b
         except UnicodeDecodeError:
             reason = "invalid_utf8"
         b.add(rid, None, {}, reason, f"{e}: {line[:DETAIL_CHARS].decode('utf-8', 'replace')}")
-        return
+        return True
     if not isinstance(rec, dict):
         b.add(rid, None, {}, "not_an_object", line[:DETAIL_CHARS].decode("utf-8", "replace"))
-        return
+        return True
     fields = spec.record_fields(rec)
     rid = _record_id(spec, rec, rid)
     text = rec.get(spec.text_field)
@@ -409,6 +470,7 @@ def _add_json_line(b: _Batcher, spec: ReaderSpec, key: str, offset: int, line: b
         b.add(rid, None, fields, "non_string_text", f"{spec.text_field} is {type(text).__name__}")
     else:
         b.add(rid, text, fields)
+    return False
 
 
 def _json_array(storage: Storage, uri: str) -> list:
@@ -419,7 +481,7 @@ def _json_array(storage: Storage, uri: str) -> list:
     return records
 
 
-def _read_json_array(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+def _read_json_array(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterator[pa.Table]:
     """A whole file holding one JSON array; element i is the record at offset i."""
     uri = task.uris[0]
     key = _uri_key(uri)
@@ -430,96 +492,121 @@ def _read_json_array(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
         if not damaged(e):
             raise
         b.add(f"{key}-unreadable", None, {}, "unreadable_file", f"{uri}: {e}")
+        lost.add(uri, task.sizes[0])
         records = []
     for i, rec in enumerate(records):
-        _add_json_line(b, spec, key, i, orjson.dumps(rec))
+        if _add_json_line(b, spec, key, i, element := orjson.dumps(rec)):
+            lost.add(uri, len(element))
         if b.full():
             yield b.flush()
     if (t := b.flush()) is not None:
         yield t
 
 
-def _read_jsonl(task: ReadTask, spec: ReaderSpec, fast: bool = True) -> Iterator[pa.Table]:
+def _read_jsonl(task: ReadTask, spec: ReaderSpec, lost: LostBytes, fast: bool = True) -> Iterator[pa.Table]:
     """JSON Lines, a chunk of whole lines at a time: parsed by Arrow where ``fast`` and the chunk allows it
     (``_parse_chunk``), otherwise line by line with orjson; both give the same rows."""
     uri = task.uris[0]
     key = _uri_key(uri)
     b = _Batcher(spec)
-    ranged = _compression(uri) is None
-    if ranged:
-        fs, path = spec.storage.resolve(uri)
-        f = io.BufferedReader(fs.open_input_file(path), buffer_size=1 << 20)
+    fs, path = spec.storage.resolve(uri)
+    if _compression(uri) is None:
+        stored = fs.open_input_file(path)
+        f = io.BufferedReader(stored, buffer_size=1 << 20)
         pos = task.start
         if pos > 0:  # the line straddling `start` belongs to the previous range
             f.seek(pos - 1)
             pos = pos - 1 + len(f.readline())
         else:
             f.seek(0)
+        chunks = _line_chunks(f, pos, task.end if task.end >= 0 else task.sizes[0])
     else:
-        f = _open_stream(spec.storage, uri)
-        pos = 0
+        stored = _Counted(fs.open_input_stream(path, compression=None))
+        f = _decompressing(stored, uri)
+        chunks = _stream_chunks(f, stored, task.sizes[0])
     try:
-        for offset, chunk, error in _line_chunks(f, pos, task.end, by_line=not ranged):
+        for offset, chunk, damage in chunks:
             table = _parse_chunk(spec, key, offset, chunk) if fast and chunk else None
             if table is not None:
                 if (t := b.flush()) is not None:
                     yield t
                 yield from _slices(table, spec.text_field)
             else:
-                yield from _add_json_lines(b, spec, key, offset, chunk)
-            if error is not None:
+                lost.add(uri, (yield from _add_json_lines(b, spec, key, offset, chunk)))
+            if damage is not None:
                 offset += len(chunk)
                 b.add(f"{key}-{offset}-unreadable", None, {}, "unreadable_file",
-                      f"{uri} from offset {offset}: {error}")
+                      f"{uri} from offset {offset}: {damage.error}")
+                lost.add(uri, damage.nbytes)
             del chunk  # before the next is read: with two alive, the allocator hands their memory back each time
     finally:
         f.close()
+        stored.close()  # a gzip, bzip2 or xz stream leaves it open
     if (t := b.flush()) is not None:
         yield t
 
 
-def _line_chunks(f, pos: int, end: int, by_line: bool) -> Iterator[tuple[int, bytes, Exception | None]]:
-    """``(offset, chunk, error)``: the whole lines of ``f`` from offset ``pos`` in chunks of about CHUNK_BYTES, up to
-    the line that holds byte ``end - 1`` (``end`` < 0: to the end). A read error ends them, given with the lines read
-    before it: ``by_line`` reads line by line, so that these are the lines a damaged compressed stream gives up (an
-    uncompressed one loses the chunk it was reading)."""
-    while end < 0 or pos < end:
-        size = CHUNK_BYTES if end < 0 else min(CHUNK_BYTES, end - pos)
-        lines, chunk, error = [], b"", None
+def _line_chunks(f, pos: int, end: int) -> Iterator[tuple[int, bytes, _Damage | None]]:
+    """``(offset, chunk, damage)``: the whole lines of the uncompressed file ``f`` from offset ``pos`` in chunks of
+    about CHUNK_BYTES, up to the line that holds byte ``end - 1``. A damaged read ends them, losing the chunk it was
+    reading and the rest of the range."""
+    while pos < end:
         try:
-            if by_line:
-                while size > 0 and (line := f.readline()):
-                    lines.append(line)
-                    size -= len(line)
-            else:
-                chunk = bytearray(size)  # read into, then the rest of its last line appended: no copy
-                del chunk[f.readinto(chunk):]
-                if chunk and not chunk.endswith(b"\n"):
-                    chunk += f.readline()
+            chunk = bytearray(min(CHUNK_BYTES, end - pos))  # read into, then the rest of its last line appended
+            del chunk[f.readinto(chunk):]
+            if chunk and not chunk.endswith(b"\n"):
+                chunk += f.readline()
         except Exception as e:
             if not damaged(e):
                 raise
-            chunk, error = b"", e
-        if by_line:
-            chunk = b"".join(lines)
-        if chunk or error is not None:
-            yield pos, chunk, error
-        if not chunk or error is not None:
+            yield pos, b"", _Damage(e, end - pos)
             return
+        if not chunk:
+            return
+        yield pos, chunk, None
         pos += len(chunk)
 
 
-def _add_json_lines(b: _Batcher, spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> Iterator[pa.Table]:
-    """The per-line reader: each non-blank line of ``chunk`` (at ``offset``) into ``b``, yielding full batches."""
-    start = 0
+def _stream_chunks(f, stored: _Counted, size: int) -> Iterator[tuple[int, bytes, _Damage | None]]:
+    """``(offset, chunk, damage)``: the whole lines of the decompressing stream ``f`` in chunks of about CHUNK_BYTES
+    (the last line may have no newline). A damaged stream ends them with the whole lines it gave, losing the
+    ``size`` bytes of ``stored`` the decompressor had not taken and the unfinished line it had given."""
+    pos, held, whole = 0, bytearray(), 0  # held[:whole]: whole lines
+    while True:
+        try:
+            block = f.read1(CHUNK_BYTES)
+        except Exception as e:
+            if not damaged(e):
+                raise
+            yield pos, held[:whole], _Damage(e, size - stored.taken + len(held) - whole)
+            return
+        if not block:
+            if held:
+                yield pos, held, None
+            return
+        held += block
+        if (newline := block.rfind(b"\n")) >= 0:
+            whole = len(held) - len(block) + newline + 1
+        if whole >= CHUNK_BYTES:
+            yield pos, held[:whole], None
+            del held[:whole]
+            pos, whole = pos + whole, 0
+
+
+def _add_json_lines(b: _Batcher, spec: ReaderSpec, key: str, offset: int,
+                    chunk: bytes) -> Generator[pa.Table, None, int]:
+    """The per-line reader: each non-blank line of ``chunk`` (at ``offset``) into ``b``, yielding full batches;
+    returns the bytes of the damaged lines, line ends included."""
+    start, damaged_bytes = 0, 0
     while start < len(chunk):
         stop = chunk.find(b"\n", start) + 1 or len(chunk)
         line = chunk[start:stop]
-        if line.strip():
-            _add_json_line(b, spec, key, offset + start, line.rstrip(b"\r\n"))
+        if line.strip() and _add_json_line(b, spec, key, offset + start, line.rstrip(b"\r\n")):
+            damaged_bytes += len(line)
         if b.full():
             yield b.flush()
         start = stop
+    return damaged_bytes
 
 
 def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Table | None:
@@ -624,9 +711,10 @@ def _slices(table: pa.Table, text_field: str) -> Iterator[pa.Table]:
         lo = hi
 
 
-def _read_text(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+def _read_text(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterator[pa.Table]:
+    """One record per file; a file that cannot be read or decoded loses its stored size."""
     b = _Batcher(spec)
-    for uri in task.uris:
+    for uri, size in zip(task.uris, task.sizes):
         rid = f"{_uri_key(uri)}-0"
         try:
             with _open_stream(spec.storage, uri) as f:
@@ -635,18 +723,22 @@ def _read_text(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
             if not damaged(e):
                 raise
             b.add(rid, None, {"path": uri}, "unreadable_file", f"{uri}: {e}")
+            lost.add(uri, size)
             continue
         try:
             b.add(rid, data.decode("utf-8"), {"path": uri})
         except UnicodeDecodeError as e:
             b.add(rid, None, {"path": uri}, "invalid_utf8", f"{uri}: {e}")
+            lost.add(uri, size)
         if b.full():
             yield b.flush()
     if (t := b.flush()) is not None:
         yield t
 
 
-def _read_parquet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
+def _read_parquet(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterator[pa.Table]:
+    """Row group by row group; a file whose footer cannot be read loses its size, a corrupt row group its
+    compressed size."""
     uri = task.uris[0]
     key = _uri_key(uri)
     fs, path = spec.storage.resolve(uri)
@@ -657,6 +749,7 @@ def _read_parquet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
         if not damaged(e):
             raise
         b.add(f"{key}-unreadable", None, {}, "unreadable_file", f"{uri}: {e}")
+        lost.add(uri, task.sizes[0])
         yield b.flush()
         return
     row = 0
@@ -667,6 +760,8 @@ def _read_parquet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
             if not damaged(e):
                 raise
             b.add(f"{key}-rg{rg}-unreadable", None, {}, "unreadable_file", f"{uri} row group {rg}: {e}")
+            group = pf.metadata.row_group(rg)
+            lost.add(uri, sum(group.column(c).total_compressed_size for c in range(group.num_columns)))
             continue
         for rec in records:
             fields = spec.record_fields(rec)
@@ -693,23 +788,29 @@ WET_FIELDS = {
 }
 
 
-def _read_wet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
-    """WARC/WET records of type ``conversion`` (extracted text); other record types are skipped."""
+def _read_wet(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterator[pa.Table]:
+    """WARC/WET records of type ``conversion`` (extracted text); other record types are skipped. A damaged record
+    ends the file and loses the bytes from its start (in a compressed file: the decompressed bytes of it read, a
+    partly read header line not counted, plus the stored bytes the decompressor had not taken); an invalid UTF-8
+    body loses its bytes."""
     uri = task.uris[0]
     key = _uri_key(uri)
     b = _Batcher(spec)
+    fs, path = spec.storage.resolve(uri)
+    raw = fs.open_input_stream(path, compression=None)
+    compressed = _compression(uri) is not None
+    stored = _Counted(raw) if compressed else raw
     pos = 0
-    with _open_stream(spec.storage, uri) as f:
+    with _decompressing(stored, uri) as f, raw:
         while True:
+            start = pos
             try:
                 line = f.readline()
                 if not line:
                     break
-                if not line.startswith(b"WARC/"):
-                    pos += len(line)
-                    continue
-                start = pos
                 pos += len(line)
+                if not line.startswith(b"WARC/"):
+                    continue
                 headers: dict[bytes, bytes] = {}
                 while (h := f.readline()) not in (b"\r\n", b"\n", b""):
                     pos += len(h)
@@ -717,14 +818,18 @@ def _read_wet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
                     headers[name.strip().lower()] = value.strip()
                 pos += len(h)
                 length = int(headers.get(b"content-length", b"0"))
-                body = f.read(length)
-                pos += len(body)
+                body = bytearray()  # read a block at a time: a damaged stream leaves what it gave here
+                while len(body) < length and (block := f.read1(length - len(body))):
+                    body += block
+                    pos += len(block)
                 if len(body) < length:
                     raise EOFError(f"record at {start} truncated ({len(body)} of {length} bytes)")
             except Exception as e:
                 if not damaged(e):
                     raise
                 b.add(f"{key}-{pos}-unreadable", None, {}, "unreadable_file", f"{uri} from offset {pos}: {e}")
+                untaken = task.sizes[0] - (stored.taken if compressed else pos)
+                lost.add(uri, untaken + pos - start)
                 break
             if headers.get(b"warc-type") != b"conversion":
                 continue
@@ -734,6 +839,7 @@ def _read_wet(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
                 b.add(rid, body.decode("utf-8"), fields)
             except UnicodeDecodeError as e:
                 b.add(rid, None, fields, "invalid_utf8", str(e))
+                lost.add(uri, len(body))
             if b.full():
                 yield b.flush()
     if (t := b.flush()) is not None:
@@ -744,6 +850,7 @@ READERS = {"jsonl": _read_jsonl, JSON_ARRAY: _read_json_array, "text": _read_tex
            "wet": _read_wet}
 
 
-def read_task(task: ReadTask, spec: ReaderSpec) -> Iterator[pa.Table]:
-    """Arrow batches for one read task; every record read appears in exactly one row."""
-    yield from READERS[task.format](task, spec)
+def read_task(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterator[pa.Table]:
+    """Arrow batches for one read task; every record read appears in exactly one row, and ``lost`` gets the bytes
+    lost to damage."""
+    yield from READERS[task.format](task, spec, lost)

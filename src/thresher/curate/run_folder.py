@@ -68,7 +68,7 @@ RUN_SAMPLE_FILES = (*RUN_FILES, MANIFEST, f"{DATA}/part-00000.parquet", f"{DATA}
 _PART = re.compile(r"s(\d+)-(\d+)-(\d+)-(\d+)")
 _RANGE = re.compile(r"(\d+)-(\d+)-(\d+)\.arrow$")
 _KEY_RANGE = b"thresher.key_range"
-LAYOUT = 2  # version of the staging layout: a run resumes only from staged files of the same layout
+LAYOUT = 3  # version of the staging layout and markers: a run resumes only from files of the same layout
 
 
 @dataclass(frozen=True)
@@ -152,16 +152,21 @@ class RunFolder:
         return {int(uri.rsplit("-", 1)[-1].removesuffix(".json")): uri for uri, _ in self._list(self.uri(PROGRESS))
                 if uri.rsplit("/", 1)[-1].startswith("read-")}
 
-    def read_rows(self, resuming: bool = False) -> dict[int, int]:
-        """Rows read per read task, from the read markers (read in parallel). A marker that does not parse (cut
-        short by a crash) fails the count, or, ``resuming``, leaves its task out: it is unfinished."""
+    def read_results(self, resuming: bool = False) -> dict[int, dict]:
+        """Per read task its marker (read in parallel): ``rows`` read, input ``bytes`` covered and the bytes lost
+        to damage per file (``damaged``). A marker that does not parse (cut short by a crash) fails the count, or,
+        ``resuming``, leaves its task out: it is unfinished."""
         markers = self.read_markers()
         with ThreadPoolExecutor(16) as pool:
             found = list(pool.map(self._marker, markers.values()))
         broken = [uri for uri, m in zip(markers.values(), found) if m is None]
         if broken and not resuming:
             raise RuntimeError(f"read markers that do not parse: {broken[:3]}")
-        return {task: m["rows"] for task, m in zip(markers, found) if m is not None}
+        return {task: m for task, m in zip(markers, found) if m is not None}
+
+    def read_rows(self, resuming: bool = False) -> dict[int, int]:
+        """Rows read per read task, from the read markers (:meth:`read_results`)."""
+        return {task: m["rows"] for task, m in self.read_results(resuming).items()}
 
     def _marker(self, uri: str) -> dict | None:
         """A marker's content; None when it does not parse."""

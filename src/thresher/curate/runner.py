@@ -86,7 +86,7 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
         cluster_info = _cluster_info(resources)
         reused = folder.prepare(run_key(cfg, planned, segs))
         counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)
-        read_rows = None  # rows per read task, from the read markers
+        read = None  # per read task its read marker (rows, bytes, damaged)
         try:
             for k, segment in enumerate(segs):
                 final = k == len(segs) - 1
@@ -96,8 +96,9 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     counter = progress_counter()
                 reporter = None if direct else counter
                 if k == 0:
-                    rows = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "start": t.start,
-                                      "end": t.end}} for i, t in enumerate(planned) if i not in reused]
+                    rows = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "sizes": list(t.sizes),
+                                      "start": t.start, "end": t.end}}
+                            for i, t in enumerate(planned) if i not in reused]
                     if not rows:
                         continue
                     source, args = read_batches, (spec, folder, reporter)
@@ -139,13 +140,13 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                         ds.write_datasink(ray_datasink(sink), **writer)
                     # the last line shows the exact figure: progress that tasks sent may still be on its way
                     if k == 0:
-                        read_rows = folder.read_rows()
-                        shown.done = sum(n for task, n in read_rows.items() if task not in reused)
+                        read = folder.read_results()
+                        shown.done = sum(m["rows"] for task, m in read.items() if task not in reused)
                     else:
                         shown.done = total
-            if read_rows is None:  # every read task was reused from an earlier attempt
-                read_rows = folder.read_rows()
-            missing = len(planned) - len(read_rows)
+            if read is None:  # every read task was reused from an earlier attempt
+                read = folder.read_results()
+            missing = len(planned) - len(read)
             if missing:
                 raise RunFailed(f"{missing} of {len(planned)} read tasks reported no result")
             stats = reduce_stats(folder)
@@ -163,7 +164,7 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
         names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
         try:
-            manifest = build_manifest(cfg, names, stats, sum(read_rows.values()), global_counts,
+            manifest = build_manifest(cfg, names, stats, list(read.values()), global_counts,
                                       [folder.uri(published.relative(f)) for f in files], published.final_rows())
         except AccountingError as e:
             raise RunFailed(f"accounting mismatch: {e}") from None

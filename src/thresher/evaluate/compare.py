@@ -49,7 +49,7 @@ class Variant(StrictModel):
 
 
 class CompareOutput(StrictModel):
-    path: str
+    path: str = Field(description="compare.json, compare.html and one folder per variant")
 
     @field_validator("path")
     @classmethod
@@ -62,8 +62,8 @@ class CompareOutput(StrictModel):
 class CompareConfig(StrictModel):
     train: dict[str, Any] | str = Field(description="the base training config, or its YAML file")
     eval: dict[str, Any] | str = Field(description="the eval config, or its YAML file (model, output: per variant)")
-    variants: list[Variant] = Field(min_length=1)
-    output: CompareOutput
+    variants: list[Variant] = Field(min_length=1, description="the variants, trained and evaluated in order")
+    output: CompareOutput = Field(description="where the outputs go")
 
     @field_validator("variants")
     @classmethod

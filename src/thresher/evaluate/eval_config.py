@@ -18,7 +18,8 @@ Metric = Literal["exact_match", "token_f1", "rouge_l", "bleu", "accuracy", "perp
 
 class EvalData(StrictModel):
     path: str = Field(description="a thresher run's data/<split> folder, or Parquet/JSONL files, folders, globs")
-    format: Literal["text", "alpaca", "chat"] = "alpaca"
+    format: Literal["text", "alpaca", "chat"] = Field("alpaca", description=(
+        "how prompt and reference are read, as training renders them"))
     text_field: str = Field("text", description="format text: the prompt column")
     reference_field: str | None = Field(None, description="format text: the column of the expected continuation")
     id_field: str = Field("id", description="ids of the examples (the row number when the column is absent)")
@@ -27,11 +28,11 @@ class EvalData(StrictModel):
 
 class GenerationOptions(GenerationSpec):
     num_actors: int = Field(1, gt=0, description="model replicas in the Ray Data actor pool")
-    use_gpu: bool = False
+    use_gpu: bool = Field(False, description="one GPU per actor")
 
 
 class RegexExtract(StrictModel):
-    regex: str
+    regex: str = Field(description="the answer is the last match (its group 1 when the pattern has a group)")
 
     @field_validator("regex")
     @classmethod
@@ -53,23 +54,24 @@ class AnswerOptions(StrictModel):
 
 
 class BootstrapOptions(StrictModel):
-    samples: int = Field(1000, gt=0)
-    seed: int = 0
+    samples: int = Field(1000, gt=0, description="bootstrap resamples of the examples")
+    seed: int = Field(0, description="seed of the resampling")
 
 
 class EvalOutput(StrictModel):
-    path: str
+    path: str = Field(description="folder of predictions.parquet, metrics.json and report.html; local or s3://")
 
 
 class EvalConfig(StrictModel):
-    model: ModelOptions
-    data: EvalData
-    generation: GenerationOptions = GenerationOptions()
-    metrics: list[Metric] = Field(default_factory=lambda: list(METRICS), min_length=1)
-    answer: AnswerOptions = AnswerOptions()
-    bootstrap: BootstrapOptions = BootstrapOptions()
-    output: EvalOutput
-    storage: StorageOptions | None = None
+    model: ModelOptions = Field(description=(
+        "the model: a thresher train output (adapter or full), an HF folder or pkg:NAME"))
+    data: EvalData = Field(description="the evaluation set")
+    generation: GenerationOptions = Field(GenerationOptions(), description="decoding and the actor pool")
+    metrics: list[Metric] = Field(default_factory=lambda: list(METRICS), min_length=1, description="the metrics scored")
+    answer: AnswerOptions = Field(AnswerOptions(), description="the answer compared by the answer metrics")
+    bootstrap: BootstrapOptions = Field(BootstrapOptions(), description="the 95% intervals")
+    output: EvalOutput = Field(description="where the outputs go")
+    storage: StorageOptions | None = Field(None, description="S3 endpoint and region (as in the curation config)")
 
 
 def parse_eval_config(data: dict[str, Any]) -> EvalConfig:

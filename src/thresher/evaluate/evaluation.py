@@ -87,7 +87,7 @@ def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table
         ds.context.execution_options.preserve_order = True
         ds.context.enable_progress_bars = False
         poll = (lambda: (ray.get(counter.snapshot.remote()).get("rows", 0), cfg.data.max_rows)) if counter else None
-        with console().phase("generate", poll):
+        with console().phase("generate", poll, starting="loading the model on the workers"):
             tables = [t for t in ray.get(list(ds.to_arrow_refs())) if t.num_rows]
     if not tables:
         raise ConfigError(f"data.path: no records at {cfg.data.path}")

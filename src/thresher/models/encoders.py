@@ -13,19 +13,16 @@ CPUs without it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 
-from thresher.core.config import ConfigError
+from thresher.core.config import require_extra
 
 def require_torch(key: str) -> None:
     """A config error (exit 2) naming ``key`` when torch or transformers is not installed."""
-    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"{key}: needs {' and '.join(missing)} (pip install 'thresher[train]')")
+    require_extra(("torch", "transformers"), key, "train")
 
 
 POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")

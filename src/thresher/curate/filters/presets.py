@@ -33,8 +33,9 @@ from pydantic import Field, field_validator
 
 from thresher.core.config import StrictModel
 from thresher.curate.filters.languages import normalize_code
-from thresher.curate.filters.text import (DUP_NS, L_BRACKET, L_BULLET, L_C4_END, L_CURLY, L_DOTS, L_ELLIPSIS,
-                                          L_TERMINAL, TOP_NS, TextStats, one_line_stats, stop_words)
+from thresher.curate.filters.bits import (DUP_NS, L_BRACKET, L_BULLET, L_C4_END, L_CURLY, L_DOTS, L_ELLIPSIS, L_TERMINAL,
+                                          TOP_NS)
+from thresher.curate.filters.text import TextStats, one_line_stats, stop_words
 
 
 class GopherConfig(StrictModel):

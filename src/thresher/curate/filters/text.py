@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from thresher.curate.filters.bits import (ALPHA, BULLET, C4_END, CLOSER, DUP_NS, PUNCT, SENTENCE_END, SPACE, TERMINAL,
+                                          TOP_NS, UNSPACED_END)
 from thresher.curate.filters.languages import uses_spaces
 
 # ASCII punctuation and the common Unicode quotes, dashes, brackets and CJK punctuation.
@@ -46,16 +48,10 @@ C4_END_MARKS = ('"',) + TERMINAL_PUNCTUATION  # C4 keeps lines ending in one of 
 # ``[.!?‼‽。！？]["'”’»)\]]?\s`` would count the same); in scripts without spaces every terminal.
 SENTENCE_ENDS_SPACED, SENTENCE_CLOSERS = ".!?‼‽。！？", "\"'”’»)]"
 SENTENCE_ENDS_UNSPACED = ".!?‼‽。！？．｡।॥۔؟።"
-TOP_NS = (2, 3, 4)  # Gopher's "top n-gram character fraction"
-DUP_NS = (5, 6, 7, 8, 9, 10)  # Gopher's "duplicate n-gram character fraction"
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*+\n\s*+")
 STOPWORDS_DIR = Path(__file__).with_name("stopwords")
 _NO_STOPS = np.zeros((2, 1), np.uint64)  # a stop-word table without words
-# Character class bits (:func:`char_tables`).
-SPACE, PUNCT, ALPHA, BULLET, TERMINAL, C4_END, SENTENCE_END, CLOSER, UNSPACED_END = (1 << i for i in range(9))
-# Line flag bits (``text_kernels.scan_lines``).
-L_BULLET, L_TERMINAL, L_C4_END, L_DOTS, L_ELLIPSIS, L_BRACKET, L_CURLY = (1 << i for i in range(7))
 _CLASS_SETS = ((PUNCT, "".join(PUNCTUATION)), (BULLET, "".join(BULLETS)), (TERMINAL, "".join(TERMINAL_PUNCTUATION)),
                (C4_END, "".join(C4_END_MARKS)), (SENTENCE_END, SENTENCE_ENDS_SPACED), (CLOSER, SENTENCE_CLOSERS),
                (UNSPACED_END, SENTENCE_ENDS_UNSPACED))

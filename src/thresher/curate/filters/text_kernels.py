@@ -6,7 +6,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from thresher.curate.filters.text import (ALPHA, BULLET, C4_END, CLOSER, DUP_NS, L_BRACKET, L_BULLET, L_C4_END, L_CURLY,
+from thresher.curate.filters.bits import (ALPHA, BULLET, C4_END, CLOSER, DUP_NS, L_BRACKET, L_BULLET, L_C4_END, L_CURLY,
                                           L_DOTS, L_ELLIPSIS, L_TERMINAL, PUNCT, SENTENCE_END, SPACE, TERMINAL, TOP_NS,
                                           UNSPACED_END)
 

@@ -51,12 +51,12 @@ class TrainOptions(StrictModel):
     negative: list[str] = Field(min_length=1, description="files of negative examples")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of each class held out for the metrics")
     c: float = Field(1.0, gt=0, description="inverse regularization strength (LogisticRegression C)")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the held-out split")
 
 
 class ClassifyConfig(StageConfig):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the classifier's name (reason classify:<name>)")
-    method: Literal["linear", "hf", "wordlist"]
+    method: Literal["linear", "hf", "wordlist"] = Field(description="the kind of classifier (above)")
     column: str | None = Field(None, description="score column (default: <name>_score)")
     min_score: float | None = Field(None, description="reject records scored below")
     max_score: float | None = Field(None, description="reject records scored above")

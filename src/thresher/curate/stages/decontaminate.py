@@ -50,15 +50,18 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 
 class DecontaminateConfig(TextFieldsConfig):
-    references: list[str] = Field(min_length=1, description="evaluation files: JSONL (.gz/.zst/...), JSON array, Parquet")
+    references: list[str] = Field(min_length=1, description=(
+        "evaluation files: JSONL (.gz/.zst/...), JSON array, Parquet"))
     fields: list[str] | None = Field(None, min_length=1, description=(
         "record fields to check, each text on its own (chat messages: each content); default: the input's text field"))
     reference_fields: list[str] | None = Field(None, min_length=1, description=(
         "reference fields to take text from; default: the names in fields"))
-    ngram: int = Field(13, ge=1)
+    ngram: int = Field(13, ge=1, description=(
+        "words per n-gram shared with a reference item that make a record contaminated"))
     min_words: int = Field(5, ge=1, description="reference fields with fewer words are skipped")
-    mode: Literal["drop", "flag"] = "drop"
-    reference_id_field: str = "id"
+    mode: Literal["drop", "flag"] = Field("drop", description=(
+        "reject contaminated records, or keep all and add the bool column contaminated"))
+    reference_id_field: str = Field("id", description="the reference items' id field, named in the detail when present")
     shard_ngrams: int = Field(50_000_000, ge=1, description="reference n-grams per broadcast shard (pass)")
 
     @field_validator("references", "reference_fields", mode="before")

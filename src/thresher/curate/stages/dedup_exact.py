@@ -34,13 +34,16 @@ SEPARATOR, FIELD_SEPARATOR = "\x1e", "\x1f"  # between a conversation's messages
 
 
 class DedupExactConfig(StageConfig):
-    lowercase: bool = True
-    collapse_whitespace: bool = True
-    strip_punctuation_digits: bool = False
-    unicode_nfkc: bool = False
-    keep: KeepRule = "lowest_id"
+    lowercase: bool = Field(True, description="compare texts lowercased")
+    collapse_whitespace: bool = Field(True, description="compare texts with whitespace runs collapsed and trimmed")
+    strip_punctuation_digits: bool = Field(False, description=(
+        "punctuation, symbols and digits replaced by spaces before comparing"))
+    unicode_nfkc: bool = Field(False, description="compare texts in Unicode NFKC")
+    keep: KeepRule = Field("lowest_id", description=(
+        "which record of a group survives: the lowest id, or the longest text (ties: id, then input order)"))
     fields: list[str] | None = Field(None, min_length=1, description="fields hashed together (default: the text field)")
-    partitions: int | None = Field(None, ge=1, description="shuffle partitions (default: one per 4 M shuffled rows, at least 2)")
+    partitions: int | None = Field(None, ge=1, description=(
+        "shuffle partitions (default: one per 4 M shuffled rows, at least 2)"))
 
 
 class DedupExact(GlobalStage):

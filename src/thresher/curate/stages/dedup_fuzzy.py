@@ -63,15 +63,18 @@ class DedupFuzzyConfig(StageConfig):
     false_negative_weight: float = Field(0.9, gt=0, lt=1, description=(
         "weight of missed pairs against candidate false positives (1 - it) when bands and rows are chosen"))
     rows: int | None = Field(None, ge=1, description="signature rows per band")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the MinHash permutations")
     band_group_size: int = Field(16, ge=1, description="bands shuffled together; lower it to bound shuffle memory")
     verify: Literal["none", "signatures", "exact"] = Field("signatures", description=(
         "which candidate pairs are linked: all (none), those whose full signatures estimate a Jaccard similarity of "
         "at least threshold - 2 standard errors (signatures), those whose exact Jaccard reaches threshold (exact, "
         "or true)"))
-    keep: KeepRule = "lowest_id"
-    action: Literal["remove", "annotate"] = "remove"
-    partitions: int | None = Field(None, ge=1, description="shuffle partitions (default: one per 4 M shuffled rows, at least 2)")
+    keep: KeepRule = Field("lowest_id", description=(
+        "which record of a cluster survives: the lowest id, or the longest text"))
+    action: Literal["remove", "annotate"] = Field("remove", description=(
+        "remove the duplicates, or keep every record with its dup_cluster"))
+    partitions: int | None = Field(None, ge=1, description=(
+        "shuffle partitions (default: one per 4 M shuffled rows, at least 2)"))
 
     @field_validator("verify", mode="before")
     @classmethod

@@ -56,9 +56,11 @@ class DedupSemanticConfig(StageConfig):
     max_cluster_size: int = Field(5000, ge=2, description="larger clusters are split before pairs are compared")
     sample: int = Field(100_000, ge=1, description="rows the k-means fit sees (chosen by id hash)")
     iterations: int = Field(25, ge=1, description="k-means (Lloyd) iterations at most")
-    seed: int = 0
-    keep: Literal["lowest_id", "longest", "centroid"] = "lowest_id"
-    action: Literal["remove", "annotate"] = "remove"
+    seed: int = Field(0, description="seed of the k-means sample and start")
+    keep: Literal["lowest_id", "longest", "centroid"] = Field("lowest_id", description=(
+        "which record of a component survives: the lowest id, the longest text, or the closest to its centroid"))
+    action: Literal["remove", "annotate"] = Field("remove", description=(
+        "remove the duplicates, or keep every record with its semantic_cluster"))
     partitions: int | None = Field(None, ge=1, description="shuffle partitions (default: one per 4 M rows, at least 2)")
 
 

@@ -59,7 +59,8 @@ ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": 
 
 
 class FormatConfig(StageConfig):
-    template: Literal["alpaca", "chat", "preference", "text"] = "text"
+    template: Literal["alpaca", "chat", "preference", "text"] = Field("text", description=(
+        "the columns to build (above)"))
     mapping: dict[str, str | list[str]] = Field(default_factory=dict, description="output column -> source field(s)")
     system_prompt: str | None = Field(None, description="chat: a fixed system message before every conversation")
     metadata: dict[str, str] | None = Field(None, description="text: metadata key -> source field")

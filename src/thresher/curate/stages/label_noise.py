@@ -37,12 +37,15 @@ class LabelNoiseConfig(StageConfig):
     label_field: str = Field("label", description="the given label")
     text_fields: list[str] | None = Field(None, description="fields the features are computed from (default: the text)")
     dims: int = Field(512, ge=8, le=4096, description="hashed feature dimensions (floats per key row)")
-    folds: int = Field(5, ge=2)
+    folds: int = Field(5, ge=2, description=(
+        "cross-validation folds: each record is judged by a model that did not train on it"))
     regularization: float = Field(10.0, gt=0, description="inverse L2 strength of the logistic regressions")
     max_train_rows: int = Field(200_000, ge=10, description="labelled rows sampled (by key hash) for training")
-    action: Literal["flag", "review", "drop"] = "flag"
-    review_split: str = Field("review", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = Field(0, ge=0)
+    action: Literal["flag", "review", "drop"] = Field("flag", description=(
+        "flag: columns only; review: issues go to review_split; drop: issues are rejected"))
+    review_split: str = Field("review", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description=(
+        "the split of the issues with action review"))
+    seed: int = Field(0, ge=0, description="seed of the training sample and folds")
 
 
 class LabelNoise(GlobalStage):

@@ -67,25 +67,28 @@ TIE_TOLERANCE = 1e-9
 class AssistConfig(StageConfig):
     text_fields: list[str] | None = Field(None, description="fields the features are computed from (default: the text)")
     dims: int = Field(512, ge=8, le=4096, description="hashed feature dimensions (floats per key row)")
-    folds: int = Field(5, ge=2)
+    folds: int = Field(5, ge=2, description=(
+        "cross-validation folds: each record is scored by a model that did not train on it"))
     regularization: float = Field(10.0, gt=0, description="inverse L2 strength of the logistic regressions")
     max_train_rows: int = Field(200_000, ge=10, description="consensus rows sampled (by key hash) for training")
     min_confidence: float = Field(0.8, ge=0, le=1, description="proposals below go to review")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seed of the training sample and folds")
 
 
 class LabelsConfig(StageConfig):
     annotations_field: str | None = Field(None, description="list column of labels, one per annotation")
-    annotators_field: str | None = Field(None, description="list column of annotator ids, parallel to annotations_field")
+    annotators_field: str | None = Field(None, description=(
+        "list column of annotator ids, parallel to annotations_field"))
     annotation_fields: list[str] = Field(default_factory=list, description="one column per annotator")
     item_field: str | None = Field(None, description="long format: one row per annotation, grouped by this field")
     label_field: str = Field("label", description="long format: the annotation's label")
     annotator_field: str | None = Field(None, description="long format: the annotator's id")
     classes: list[str] | None = Field(None, description="the label set, in order (default: every label seen)")
     missing: list[str] = Field(default_factory=lambda: ["", "-"], description="values that are not annotations")
-    consensus: Literal["majority", "dawid_skene"] = "majority"
+    consensus: Literal["majority", "dawid_skene"] = Field("majority", description="how the consensus label is chosen")
     min_confidence: float = Field(0.6, ge=0, le=1, description="items below go to review")
-    review_split: str = Field("review", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    review_split: str = Field("review", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description=(
+        "the split of every record whose status is not consensus"))
     max_iter: int = Field(200, ge=1, description="Dawid-Skene EM iterations at most")
     tol: float = Field(1e-7, gt=0, description="Dawid-Skene: stop when the log-likelihood improves less (relative)")
     assist: AssistConfig | None = Field(None, description="propose labels for records without annotations")

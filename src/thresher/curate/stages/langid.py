@@ -76,8 +76,9 @@ class LangidConfig(TextFieldsConfig):
         "record fields whose texts, joined by blank lines, decide the record's one language (chat messages: "
         "their contents); default: the input's text field"))
     keep: list[str] | None = Field(None, description="ISO 639-1 codes to keep; empty or null: keep every language")
-    min_score: float = Field(0.0, ge=0, le=1)
-    drop_unknown: bool = False
+    min_score: float = Field(0.0, ge=0, le=1, description=(
+        "records whose lang_score is lower are rejected (lang_score_below_min)"))
+    drop_unknown: bool = Field(False, description="reject records without any letter (lang und) as lang_unknown")
     model_path: str | None = Field(None, description="a fastText model (lid.176.bin, GlotLID); default lid.176.ftz")
     max_chars: int = Field(1500, ge=30, description="longer documents are scored on three windows of max_chars/3")
     label_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABEL_MAP),

@@ -13,6 +13,7 @@ from typing import Literal
 
 import ftfy
 import pandas as pd
+from pydantic import Field
 
 from thresher.curate.fields import TextFieldsConfig, assign, reject_missing, unpack
 from thresher.curate.stage import MapStage, reject
@@ -42,11 +43,16 @@ _MOJIBAKE_HINT = re.compile(
 
 
 class NormalizeConfig(TextFieldsConfig):
-    fix_mojibake: bool = True
-    unicode_form: Literal["NFC", "NFKC", "none"] = "NFC"
-    html_to_text: bool = False
-    strip_control: bool = True
-    collapse_whitespace: bool = True
+    fix_mojibake: bool = Field(True, description=(
+        "repair mojibake with ftfy, only in texts where UTF-8-read-as-cp1252 pairs appear"))
+    unicode_form: Literal["NFC", "NFKC", "none"] = Field("NFC", description="Unicode normal form")
+    html_to_text: bool = Field(False, description=(
+        "convert HTML to its visible text first (lexbor), block elements on lines"))
+    strip_control: bool = Field(True, description=(
+        "delete control and zero-width characters (tabs and newlines kept; \\r, form feeds and line "
+        "separators become newlines)"))
+    collapse_whitespace: bool = Field(True, description=(
+        "runs of spaces become one, lines are trimmed, 3 or more newlines become 2"))
 
 
 def html_to_text(html: str) -> str:

@@ -339,9 +339,10 @@ class PiiConfig(TextFieldsConfig):
     fields: list[str] | Literal["all"] | None = Field(None, min_length=1, description=(
         "record fields to scrub (chat messages: their contents), or all: every text column but the id; "
         "default: the input's text field"))
-    types: list[Literal["email", "phone", "ip", "ssn", "credit_card", "iban"]] = [
-        "email", "phone", "ip", "ssn", "credit_card", "iban"]
-    mode: Literal["redact", "mask", "hash"] = "redact"
+    types: list[Literal["email", "phone", "ip", "ssn", "credit_card", "iban"]] = Field(
+        ["email", "phone", "ip", "ssn", "credit_card", "iban"], description="the kinds of PII to find")
+    mode: Literal["redact", "mask", "hash"] = Field("redact", description=(
+        "replace each find by its type ([EMAIL]), by asterisks, or by its type and a salted hash"))
     salt_env: str = Field(SALT_ENV, min_length=1, validate_default=True,
                           description="hash: the environment variable holding the salt")
     salt: None = Field(None, exclude=True, description="refused: a salt is never written in a config")

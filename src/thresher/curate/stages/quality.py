@@ -49,13 +49,14 @@ class QualityConfig(TextFieldsConfig):
     fields: list[str] | None = Field(None, min_length=1, description=(
         "record fields whose texts, joined by blank lines, are judged as one document (chat messages: their "
         "contents); default: the input's text field"))
-    presets: list[PresetName] = Field(["gopher", "c4", "fineweb"], min_length=1)
-    gopher: GopherConfig = GopherConfig()
-    c4: C4Config = C4Config()
-    fineweb: FineWebConfig = FineWebConfig()
-    annotate_only: bool = False
+    presets: list[PresetName] = Field(["gopher", "c4", "fineweb"], min_length=1, description=(
+        "the rule sets, in the order they run"))
+    gopher: GopherConfig = Field(GopherConfig(), description="thresholds of gopher_quality and gopher_repetition")
+    c4: C4Config = Field(C4Config(), description="thresholds and switches of c4")
+    fineweb: FineWebConfig = Field(FineWebConfig(), description="thresholds of fineweb")
+    annotate_only: bool = Field(False, description="reject nothing: every signal as a q_<signal> column and q_reason")
     signals: bool | list[str] = Field(False, description="q_<signal> columns: true for all, or a list of names")
-    default_lang: str = "en"
+    default_lang: str = Field("en", description="the language of records without lang (or und): picks the stop words")
 
     @field_validator("default_lang", mode="after")
     @classmethod

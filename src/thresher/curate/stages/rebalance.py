@@ -43,8 +43,10 @@ from pydantic import Field, field_validator, model_validator
 from thresher.core.config import StrictModel
 from thresher.curate.augment import rng
 from thresher.curate.augment.eda import OPERATIONS, eda
+from thresher.curate.augment.synonyms import thesaurus_path
 from thresher.curate.augment.noise import shuffle_sentences, typos
 from thresher.curate.execution.datasets import block_refs, in_one_task, map_blocks, plain_task
+from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.fields import unpack
 from thresher.curate.stage import (ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, REPORT_PREFIX, SPLIT,
                                    GeneratorStage, GlobalStage, StageConfig)
@@ -52,14 +54,13 @@ from thresher.curate.stages.split import largest_remainder
 
 CLASS, HASH = "_rebalance_class", "_rebalance_hash"
 COPIES = REPORT_PREFIX + "rebalance_copies"  # routed to the records, read by the copier, never written
-AUGMENTED_FROM, AUGMENTATION = "augmented_from", "augmentation"
 DIGIT_BITS = 9  # bits of (hash, key) one selection round fixes: 7 digits per 63-bit word
 DIGITS = 14
 FANOUT = 32  # count arrays summed per task
 
 
 class Ratios(StrictModel):
-    ratios: dict[str, float] = Field(min_length=1)
+    ratios: dict[str, float] = Field(min_length=1, description="class -> share (normalized)")
 
     @field_validator("ratios")
     @classmethod
@@ -71,7 +72,7 @@ class Ratios(StrictModel):
 
 
 class Counts(StrictModel):
-    counts: dict[str, int] = Field(min_length=1)
+    counts: dict[str, int] = Field(min_length=1, description="class -> records")
 
     @field_validator("counts")
     @classmethod
@@ -84,13 +85,16 @@ class Counts(StrictModel):
 
 class RebalanceConfig(StageConfig):
     field: str = Field("label", description="the class (or source) of a record")
-    target: Literal["uniform"] | Ratios | Counts = "uniform"
-    method: Literal["oversample", "undersample", "both"] = "oversample"
-    oversample_with: Literal["duplicate", "eda", "typos", "shuffle"] = "duplicate"
+    target: Literal["uniform"] | Ratios | Counts = Field("uniform", description=(
+        "uniform, {ratios: {...}} or {counts: {...}}"))
+    method: Literal["oversample", "undersample", "both"] = Field("oversample", description=(
+        "add copies to small classes, remove records from large ones, or both"))
+    oversample_with: Literal["duplicate", "eda", "typos", "shuffle"] = Field("duplicate", description=(
+        "how copies are made: duplicates, or a model-free augment method"))
     fields: list[str] | None = Field(None, min_length=1, description="fields the augmentation changes; default text")
     max_copies: int = Field(15, ge=1, le=255, description="copies of one record at most")
     splits: list[str] = Field(["train"], description="with _split set: splits rebalanced; []: every record")
-    seed: int = Field(0, ge=0, lt=1 << 64)
+    seed: int = Field(0, ge=0, lt=1 << 64, description="seed of the id hashes that choose the records kept and copied")
 
     @model_validator(mode="after")
     def _directions(self):
@@ -136,6 +140,8 @@ class Rebalance(GlobalStage):
 
     def __init__(self, config: RebalanceConfig, ctx):
         super().__init__(config, ctx)
+        if config.method != "undersample" and config.oversample_with == "eda":  # synonyms: an extra, checked now
+            thesaurus_path(f"stages.{len(ctx.previous_stages)}.rebalance.oversample_with")
         self.copier = Copies(config, ctx) if config.method != "undersample" else None
         self.metrics: dict = {}
 

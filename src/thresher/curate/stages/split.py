@@ -53,6 +53,7 @@ from pydantic import Field, field_validator, model_validator
 
 from thresher.curate.dedup.components import connected_components, smallest_roots
 from thresher.curate.execution.datasets import LocalTable, by_group, map_pandas, materialize, pandas_parts
+from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig, active
 
 GROUP = "_split_group"
@@ -64,7 +65,6 @@ HASH_SPACE = 1 << 63
 BUCKET_SHIFT = 53  # 63-bit hashes -> 2**10 buckets
 BUCKETS = 1 << 10
 DUP_CLUSTER = "dup_cluster"
-AUGMENTED_FROM, AUGMENTATION = "augmented_from", "augmentation"  # the augment stage's provenance columns
 KEY_SEP, PART_SEP = "\x1f", "\x1e"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SMALLEST = "_split_smallest_class"
@@ -75,7 +75,7 @@ class SplitConfig(StageConfig):
     ratios: dict[str, float] | None = Field(
         None, description="split name -> fraction (they sum to 1); default train/validation/test 0.8/0.1/0.1")
     folds: int | None = Field(None, ge=2, description="k equal folds fold_0..fold_{k-1} instead of ratios")
-    seed: int = Field(0, ge=0, lt=1 << 64)
+    seed: int = Field(0, ge=0, lt=1 << 64, description="seed of the group hashes that place records in splits")
     stratify: str | None = Field(None, description="field whose class proportions every split keeps")
     group_by: list[str] = Field(default_factory=list, description="records sharing a value of any stay together")
     exact: bool = Field(True, description="exact sizes (global counting) or fixed hash ranges (streaming)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
+from pydantic import Field
 
 from thresher.curate.execution.datasets import (ARROW, broadcast, by_group, fetched, in_one_task, map_blocks,
                                                 partitions_for)
@@ -21,7 +22,8 @@ FIRSTS = pa.schema([(KEY, pa.int64()), (FIRST, pa.int64())])
 
 
 class UniqueIdsConfig(StageConfig):
-    reject: bool = False
+    reject: bool = Field(False, description=(
+        "reject every occurrence of an id after the first (set by input.unique_ids: reject)"))
 
 
 class UniqueIds(GlobalStage):
