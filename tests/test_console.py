@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -21,9 +22,20 @@ def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_lo
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "THRESHER_LOG_DIR": str(tmp_path / "logs")}
     address = ray_local.get_runtime_context().gcs_address
+    started = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "thresher", "curate", str(tmp_path / "cfg.yaml"), "--address",
                           address], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - started
     assert res.returncode == 0, res.stderr
+    # where the time went: phases back to back make the command's wall time; every stage's tasks have a time
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    timing = manifest["timing"]
+    assert abs(sum(timing["phases"].values()) - timing["wall_s"]) < 0.01 * len(timing["phases"])
+    assert abs(timing["wall_s"] - wall) <= 0.05 * wall, (timing, wall)
+    assert set(timing["tasks"]) == {"read", "normalize", "unique_ids", "dedup_exact", "split", "apply1", "write",
+                                    "report"}, timing["tasks"]
+    assert timing["tasks"]["normalize"]["rows"] == manifest["counts"]["by_stage"]["normalize"]["in"]
+    assert all(timing["tasks"][t]["seconds"] > 0 for t in ("read", "normalize", "dedup_exact", "write"))
     shown = res.stdout + res.stderr
     assert not RAY_NOISE.search(shown), shown
     lines = shown.splitlines()

@@ -14,6 +14,7 @@ from thresher import __version__
 from thresher.core.config import ConfigError, apply_overrides, load_yaml, require_extra
 from thresher.core.console import LOG_FORMAT, Console, current as console
 from thresher.core.secrets import redact_text
+from thresher.curate.timing import process_started
 
 
 TRAIN_MODULES = ("torch", "transformers", "peft")  # what train, eval and compare need of the [train] extra
@@ -91,7 +92,8 @@ def _curate(args) -> int:
     from thresher.curate.runner import run
     from thresher.curate.summary import summary_table
 
-    manifest = run(parse_config(_config(args)), address=args.address)
+    # a command line's run counts from the interpreter's start; a call from Python (tests) from the run's
+    manifest = run(parse_config(_config(args)), address=args.address, since=args.since)
     console().print(summary_table(manifest))
     failed = failures(manifest.get("gates", []))
     for line in failed:
@@ -205,6 +207,7 @@ def _run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.since = process_started() if argv is None else None
     try:
         if args.command in ON_RAY:
             with Console(args.command, verbose=args.verbose):

@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 
 from thresher.curate.readers import LostBytes, ReaderSpec, ReadTask, read_task
 from thresher.curate.run_folder import Part, RunFolder, read_staged
-from thresher.curate.stage import KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT, MapStage, run_map_stage
+from thresher.curate.stage import (KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SECONDS_PREFIX, TASK_SHIFT, MapStage,
+                                   run_map_stage)
 from thresher.curate.writer import RunSink, read_range
 
 PART_ROWS = 16384  # a source's batches are written in parts of at least this many rows or PART_BYTES
@@ -29,6 +30,21 @@ REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
 
 
 # -- sources ---------------------------------------------------------------------------------------------
+
+
+def timed(tables: Iterator[pa.Table], what: str) -> Iterator[pa.Table]:
+    """``tables``, each with a ``_seconds.<what>`` column holding on its first row the seconds spent producing it
+    (not the time the consumer held it)."""
+    tables = iter(tables)
+    while True:
+        started = time.perf_counter()
+        table = next(tables, None)
+        if table is None:
+            return
+        seconds = np.zeros(table.num_rows)
+        if table.num_rows:
+            seconds[0] = time.perf_counter() - started
+        yield table.append_column(SECONDS_PREFIX + what, pa.array(seconds))
 
 
 def read_batches(batch, spec: ReaderSpec, folder: RunFolder, counter):
@@ -41,7 +57,7 @@ def read_batches(batch, spec: ReaderSpec, folder: RunFolder, counter):
     task = ReadTask(item["format"], tuple(item["uris"]), tuple(item["sizes"]), item["start"], item["end"])
     base, n, reported, at = item["index"] << TASK_SHIFT, 0, 0, time.monotonic()
     lost = LostBytes()
-    for table in read_task(task, spec, lost):
+    for table in timed(read_task(task, spec, lost), "read"):
         yield table.append_column(KEY, pa.array(base + np.arange(n, n + table.num_rows), pa.int64()))
         n += table.num_rows
         if counter is not None and time.monotonic() - at >= PROGRESS_EVERY_S:
@@ -55,7 +71,10 @@ def read_batches(batch, spec: ReaderSpec, folder: RunFolder, counter):
 
 def apply_batches(batch, folder: RunFolder, seg: int, columns: list[str], counter):
     """A later segment's source: one apply group's staged records, in key order, with their decisions."""
-    item = json.loads(batch["group"][0])
+    yield from timed(_apply_tables(json.loads(batch["group"][0]), folder, seg, columns, counter), f"apply{seg}")
+
+
+def _apply_tables(item: dict, folder: RunFolder, seg: int, columns: list[str], counter):
     uri = folder.decisions(seg, item["index"])
     decisions = read_staged(folder.storage, uri) if folder.storage.exists(uri) else None
     if decisions is not None:

@@ -45,7 +45,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -256,9 +256,11 @@ class RunFolder:
         for name in RUN_FILES + PUBLISHED:
             self.storage.delete(self.uri(name))
 
-    def commit(self, published: RunFolder, manifest: dict, report: dict, html: str, card: str) -> None:
+    def commit(self, published: RunFolder, manifest: dict, report: dict, html: str, card: str,
+               finish: Callable[[dict], None] | None = None) -> None:
         """Put the final files written to ``published`` (:meth:`publishing`) in place, replacing the previous run's,
-        write the run's files, the manifest last, and remove ``_progress``; :meth:`remove_staging` follows."""
+        write the run's files, the manifest last (``finish`` completes it just before), and remove ``_progress``;
+        :meth:`remove_staging` follows."""
         if published.root != self.root:
             self._remove_published()
             for name in PUBLISHED:
@@ -267,6 +269,8 @@ class RunFolder:
         self.storage.write_bytes(self.uri("report.json"), json.dumps(report, indent=2, default=str).encode())
         self.storage.write_bytes(self.uri("report.html"), html.encode())
         self.storage.write_bytes(self.uri("README.md"), card.encode())
+        if finish is not None:
+            finish(manifest)
         self.storage.write_bytes(self.uri(MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
         self.storage.delete(self.uri(PROGRESS))
 

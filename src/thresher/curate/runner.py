@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -47,6 +46,7 @@ from thresher.curate.map import (TaskProgress, apply_batches, map_stages, ray_da
 from thresher.curate.plan import preflight, run_key
 from thresher.curate.report import build_report, render_html
 from thresher.curate.run_folder import RunFolder
+from thresher.curate.timing import Phases, timing
 from thresher.curate.writer import RunSink
 
 APPLY_GROUP_BYTES = 32 << 20  # staged bytes per apply task: bounds its memory (its output is written at once)
@@ -71,20 +71,26 @@ def _let_tasks_end(timeout_s: float = 30.0) -> None:
 # -- the run --------------------------------------------------------------------------------------------------
 
 
-def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
-    """Run a curation config to completion and return its manifest."""
+def run(cfg: CurateConfig, address: str | None = None, since: float | None = None) -> dict[str, Any]:
+    """Run a curation config to completion and return its manifest. ``since``: when the command started (a
+    ``time.perf_counter`` value; the manifest's ``timing`` counts from it, else from this call)."""
     import ray.data
 
+    phases = Phases(since)
+    if since is not None:
+        phases.lap("start (interpreter, imports, config)")
+    started = datetime.now(timezone.utc)
     storage = Storage.from_options(cfg.storage)
     planned, spec, segs = preflight(cfg, storage)
     folder = RunFolder(cfg.output.path, storage)
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
     target = cfg.output.target_file_mb << 20
     global_counts: dict[str, dict] = {}
+    phases.lap("plan")
     with ray_session(address, cfg.execution.num_cpus) as resources:
+        phases.lap("ray start")
         cluster_info = _cluster_info(resources)
         reused = folder.prepare(run_key(cfg, planned, segs))
+        phases.lap("plan")
         counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)
         read = None  # per read task its read marker (rows, bytes, damaged)
         try:
@@ -110,6 +116,7 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                     names = ", ".join(s.name for s in segment.global_stages)
                     with console().phase(f"decide: {names}"):
                         counts = decide(folder, k, segment, groups, cfg.execution.broadcast_limit_rows)
+                    phases.lap(f"decide: {names}")
                     global_counts.update(counts)
                     fresh_after = cfg.execution.fresh_workers_after_rows
                     if fresh_after is not None and counts[segment.global_stages[0].name]["in"] >= fresh_after:
@@ -144,46 +151,57 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                         shown.done = sum(m["rows"] for task, m in read.items() if task not in reused)
                     else:
                         shown.done = total
+                phases.lap(phase[0])
             if read is None:  # every read task was reused from an earlier attempt
                 read = folder.read_results()
             missing = len(planned) - len(read)
             if missing:
                 raise RunFailed(f"{missing} of {len(planned)} read tasks reported no result")
             stats = reduce_stats(folder)
+            phases.lap("merge statistics")
             orders = {d: c for seg in segs for s in seg.global_stages + seg.map_stages
                       for d, c in s.sort_destinations().items()}
             published = folder.publishing()
             files = publish(folder, published, stats.get("sizes", {}), target, orders)
             for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
                 stage.after_publish(published.root, files)
+            phases.lap("write files")
         except RunFailed:
             _let_tasks_end()
             raise
         except Exception as e:
             _let_tasks_end()
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
-        names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
-        try:
-            manifest = build_manifest(cfg, names, stats, list(read.values()), global_counts,
-                                      [folder.uri(published.relative(f)) for f in files], published.final_rows())
-        except AccountingError as e:
-            raise RunFailed(f"accounting mismatch: {e}") from None
-        manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
-                        started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
-                        seconds=round(time.perf_counter() - t0, 3))
-        gate_results = gates.check(cfg.gates, manifest["counts"])
-        if gate_results:
-            manifest["gates"] = gate_results
-            if not all(g["ok"] for g in gate_results):
-                manifest["status"] = gates.GATE_FAILED
-        report = build_report(stats.get("report", {}), manifest)
-        folder.commit(published, manifest, report, render_html(report, manifest),
-                      dataset_card(folder.root, storage, manifest, report, published.root))
-        # the staged files go while Ray stops (both take a while on a large run, neither needs the other)
-        removal = ThreadPoolExecutor(1, thread_name_prefix="thresher-staging")
-        removing = removal.submit(folder.remove_staging)
-    removing.result()
-    removal.shutdown()
+    phases.lap("ray stop")  # the rest needs no Ray: the time the manifest gives covers Ray's stop
+    names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
+    try:
+        manifest = build_manifest(cfg, names, stats, list(read.values()), global_counts,
+                                  [folder.uri(published.relative(f)) for f in files], published.final_rows())
+    except AccountingError as e:
+        raise RunFailed(f"accounting mismatch: {e}") from None
+    manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
+                    started_at=started.isoformat())
+    gate_results = gates.check(cfg.gates, manifest["counts"])
+    if gate_results:
+        manifest["gates"] = gate_results
+        if not all(g["ok"] for g in gate_results):
+            manifest["status"] = gates.GATE_FAILED
+    phases.lap("check counts")
+
+    def timed(manifest: dict) -> None:  # the report and card show the time until they were made; the manifest all
+        manifest.update(finished_at=datetime.now(timezone.utc).isoformat(), seconds=round(phases.wall, 3),
+                        timing=timing(phases, stats.get("seconds", {}), names, manifest["counts"],
+                                      cluster_info["cpus"]))
+
+    def completed(manifest: dict) -> None:
+        phases.lap("report, card and commit")
+        timed(manifest)
+
+    timed(manifest)
+    report = build_report(stats.get("report", {}), manifest)
+    folder.commit(published, manifest, report, render_html(report, manifest),
+                  dataset_card(folder.root, storage, manifest, report, published.root), completed)
+    folder.remove_staging()
     return manifest
 
 

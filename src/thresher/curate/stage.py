@@ -28,11 +28,13 @@ runner sizes the code (:class:`KeySpace`); a read task with too many rows for th
 
 Stages never start or configure a cluster: only the runner knows Ray.
 Numeric columns named ``_metric.<name>`` are summed into the manifest's ``metrics.<stage>`` and are not
-written.
+written. ``_seconds.<what>`` columns carry the seconds a task spent in a stage (or reading), on a batch's first row;
+they are summed into the manifest's ``timing`` and are not written.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -56,6 +58,7 @@ SEEN_PREFIX = "_seen."  # _seen.<stage>: 1 where the row was live when it entere
 GENERATED_PREFIX = "_generated."  # _generated.<stage>: 1 on the rows the stage generated (counted once, never written)
 REPORT_PREFIX = "_report."  # columns the report sections read and that are never written (e.g. an excerpt of a source)
 METRIC_PREFIX = "_metric."
+SECONDS_PREFIX = "_seconds."  # _seconds.<stage>: seconds a task spent in the stage, on a batch's first row
 INTERNAL_COLUMNS = (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL, SPLIT)
 TASK_SHIFT = 32
 GENERATED_BIT = 1 << 31
@@ -243,7 +246,18 @@ def active(batch: pd.DataFrame) -> pd.Series:
 
 def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
     """Apply ``stage`` to the live rows of ``batch``; rejected rows pass through, row order is kept. A
-    ``GeneratorStage``'s new rows follow (marked ``_generated.<stage>``)."""
+    ``GeneratorStage``'s new rows follow (marked ``_generated.<stage>``). The seconds it took go on the first row
+    of ``_seconds.<stage>``."""
+    started = time.perf_counter()
+    out = _run_map_stage(stage, batch)
+    seconds = np.zeros(len(out))
+    if len(out):
+        seconds[0] = time.perf_counter() - started
+    out[SECONDS_PREFIX + stage.name] = seconds
+    return out
+
+
+def _run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
     alive = active(batch)
     seen = SEEN_PREFIX + stage.name
     if not alive.any():
@@ -268,7 +282,8 @@ def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
             own = METRIC_PREFIX + stage.name + "."
             copied = [c for c in new.columns  # counted where their rows were: not again on the copies
                       if c.startswith((SEEN_PREFIX, GENERATED_PREFIX, METRIC_PREFIX)) and not c.startswith(own)]
-            new = new.assign(**{c: np.zeros(len(new), np.int64) for c in copied})
+            new = new.assign(**{c: np.zeros(len(new), np.int64) for c in copied},
+                             **{c: np.zeros(len(new)) for c in new.columns if c.startswith(SECONDS_PREFIX)})
             new = new.assign(**{REJECT_STAGE: np.where(new[REJECT_REASON].notna(), stage.name, None),
                                 seen: np.zeros(len(new), np.int8),
                                 GENERATED_PREFIX + stage.name: np.ones(len(new), np.int8)})
@@ -276,7 +291,8 @@ def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
             for col in out.columns:  # concat filled gaps with NaN: None, as Arrow reads text columns
                 if out[col].dtype == object:
                     out[col] = _nullable_object(out[col])
-            metrics = [c for c in out.columns if c.startswith((METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX))]
+            metrics = [c for c in out.columns
+                       if c.startswith((METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX, SECONDS_PREFIX))]
             out[metrics] = out[metrics].fillna(0)
     return out
 

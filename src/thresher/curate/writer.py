@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -30,13 +31,14 @@ from thresher.curate.report.arrays import hashes, shared
 from thresher.curate.run_folder import (DATA, REJECTS, Part, RunFolder, read_staged, staged_key_range, staged_schema,
                                         write_staged)
 from thresher.curate.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
-                                   REPORT_PREFIX, SEEN_PREFIX, SPLIT, GlobalStage, task_of)
+                                   REPORT_PREFIX, SECONDS_PREFIX, SEEN_PREFIX, SPLIT, GlobalStage, task_of)
 
 
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
 DIGEST_MOD = 1 << 64
 ROW_OVERHEAD = 64  # bytes counted per row on top of its strings when sizing files
-COUNTED = (METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX)  # summed into the part's statistics, never staged or written
+# summed into the part's statistics (under these names), never staged or written
+COUNTED = {METRIC_PREFIX: "metrics", SEEN_PREFIX: "seen", GENERATED_PREFIX: "generated", SECONDS_PREFIX: "seconds"}
 
 
 def table_digest(table: pa.Table) -> int:
@@ -83,7 +85,7 @@ def _cell_hashes(values: pa.Array) -> np.ndarray:
 
 
 def _internal(name: str) -> bool:
-    return name in REJECT_RENAMES or name == SPLIT or name.startswith(COUNTED + (REPORT_PREFIX,))
+    return name in REJECT_RENAMES or name == SPLIT or name.startswith((*COUNTED, REPORT_PREFIX))
 
 
 def kept_table(table: pa.Table, report: bool = False) -> pa.Table:
@@ -163,6 +165,7 @@ class RunSink:
         internal key, so a retried task, or a rerun of a read task, writes the same names (it replaces, never
         duplicates, what an earlier attempt left)."""
         for block in blocks:
+            started = time.perf_counter()
             table = _as_table(block)
             if not table.num_rows:
                 continue
@@ -171,14 +174,18 @@ class RunSink:
             for source in np.unique(sources):
                 lo, hi = (int(source), int(source)) if self.groups is None else self.groups[source]
                 part = table if len(np.unique(sources)) == 1 else table.filter(pa.array(sources == source))
-                self.write_part(part, lo, hi, int(part[KEY][0].as_py()))
+                self.write_part(part, lo, hi, int(part[KEY][0].as_py()), started)
+                started = time.perf_counter()
 
-    def write_part(self, table: pa.Table, lo: int, hi: int, w: int) -> None:
+    def write_part(self, table: pa.Table, lo: int, hi: int, w: int, started: float | None = None) -> None:
+        """Write one part and its marker; the marker's ``seconds`` holds the seconds of the stages and the reader
+        (from the ``_seconds.`` columns), of the writing since ``started`` and of the report's statistics."""
+        started = time.perf_counter() if started is None else started
         stats: dict[str, Any] = {"rows": Counter(), "staged": 0, "rejected": {}, "metrics": Counter(),
                                  "seen": Counter(), "generated": Counter(), "digests": Counter(), "sizes": {},
-                                 "report": {}}
+                                 "report": {}, "seconds": Counter()}
         for col in table.column_names:
-            for prefix, counter in zip(COUNTED, ("metrics", "seen", "generated")):
+            for prefix, counter in COUNTED.items():
                 if col.startswith(prefix):
                     stats[counter][col[len(prefix):]] += pc.sum(table[col]).as_py() or 0
         rejected_rows = table.num_rows - table[REJECT_STAGE].null_count
@@ -207,20 +214,26 @@ class RunSink:
                 stats["rows"][dest] += table.num_rows
                 stats["digests"][dest] += table_digest(table.drop_columns([KEY]))
                 stats["sizes"][dest] = _sizes_by_task(table)
+            collecting = time.perf_counter()
             stats["report"] = collect_stats({d: kept_table(p, report=True).drop_columns([KEY]) for d, p in outputs
                                              if d != REJECTS}, rejected.drop_columns([KEY]), self.text_field)
+            stats["seconds"]["report"] += time.perf_counter() - collecting
+        keys = sum(stats["seconds"][stage.name] for stage in self.next_stages)
+        stats["seconds"]["write"] += time.perf_counter() - started - stats["seconds"]["report"] - keys
         self.folder.storage.write_bytes(self.folder.write_marker(self.seg, lo, hi, w), json.dumps(stats).encode())
         release_memory()
 
     def _stage_live(self, live: pa.Table, lo: int, hi: int, w: int, stats: dict) -> None:
         if not live.num_rows:
             return
-        live = _strings_for_nulls(live.drop_columns([c for c in live.column_names if c.startswith(COUNTED)]))
+        live = _strings_for_nulls(live.drop_columns([c for c in live.column_names if c.startswith(tuple(COUNTED))]))
         keys = {KEY: live[KEY], ID: live[ID]}
         for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
             keys[col] = pa.nulls(live.num_rows, pa.string())
         for stage in self.next_stages:
+            started = time.perf_counter()
             keys.update(stage.keys(live))
+            stats["seconds"][stage.name] += time.perf_counter() - started
         write_staged(self.folder.storage, self.folder.live_part(self.seg, lo, hi, w), live)
         write_staged(self.folder.storage, self.folder.keys_part(self.seg, lo, hi, w),
                      _strings_for_nulls(pa.table(keys)))
