@@ -1,0 +1,172 @@
+"""Pipeline benchmark: the whole curation chain, per stage and per CPU count, from the manifests' ``timing``.
+
+A 200 MB corpus of real web text (``bench/corpus.py``: C4, Common Crawl, Wikipedia from ``THRESHER_SHARED``), in
+16 gzip shards, through normalize, pii, langid (keep en), quality (gopher, c4, fineweb), dedup_exact,
+dedup_fuzzy and split, by ``thresher curate`` (a subprocess: the venv's ``thresher``) on an embedded local Ray of
+N CPUs (``--set execution.num_cpus=N``), and on two Ray nodes of one CPU each (``ray start --head`` and a worker
+node on loopback, ``--address``) against one node of two. For each run: the wall time seen from outside (Ray's
+start and stop included), the manifest's phases and per-stage task seconds, and documents per second per CPU in
+the map phase.
+
+    python bench/pipeline_bench.py                       # 1 and 2 CPUs, and 2 nodes x 1 CPU
+    python bench/pipeline_bench.py --cpus 1 2 4 8 16 --nodes 2x8 --name pipeline-16core   # on a 16-core machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from corpus import generate  # noqa: E402
+from testkit.ray_cluster import RayHead  # noqa: E402
+
+STAGES = [{"normalize": {}}, {"pii": {}}, {"langid": {"keep": ["en"]}},
+          {"quality": {"presets": ["gopher", "c4", "fineweb"]}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}},
+          {"split": {}}]
+MAP_PHASE = "read and map stages"
+
+
+def corpus(work: Path, mb: int, shards: int) -> Path:
+    """``mb`` MB of JSONL in ``shards`` gzip files under ``work`` (made once)."""
+    out = work / f"corpus{mb}"
+    if (out / "done").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    plain = work / f"plain{mb}"
+    generate(mb, plain, shard_mb=mb / shards)
+    out.mkdir(parents=True)
+    for f in sorted(plain.glob("*.jsonl")):
+        with open(f, "rb") as src, gzip.open(out / (f.name + ".gz"), "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst)
+    shutil.rmtree(plain)
+    (out / "done").write_text("")
+    return out
+
+
+def thresher() -> str:
+    return str(Path(sys.executable).with_name("thresher"))
+
+
+def curate(cfg: Path, out: Path, extra: list[str], log: Path, env: dict | None = None) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [thresher(), "curate", str(cfg), "--output", str(out), *extra]
+    started = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
+    wall = time.perf_counter() - started
+    if rc:
+        raise SystemExit(f"{shlex.join(cmd)} failed ({rc}); see {log}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    timing = manifest["timing"]
+    docs = manifest["counts"]["input"]
+    cpus = timing["cpus"]
+    return {"command": shlex.join(cmd).replace(str(ROOT) + "/", ""), "wall_s": round(wall, 2),
+            "manifest_wall_s": timing["wall_s"], "cpus": cpus, "docs": docs, "counts": manifest["counts"],
+            "phases": timing["phases"], "tasks": timing["tasks"],
+            "map_docs_per_s_per_cpu": round(docs / timing["phases"][MAP_PHASE] / cpus, 1),
+            "digests": manifest["digests"], "load_average": list(os.getloadavg())}
+
+
+def two_nodes(cfg: Path, work: Path, cpus_each: int) -> dict:
+    """The run on a Ray head and one worker node on loopback, ``cpus_each`` CPUs each (``ray start``, the tests'
+    cluster: ``testkit.ray_cluster``)."""
+    head = RayHead(work / f"cluster-2x{cpus_each}")
+    shutil.rmtree(head.tmp, ignore_errors=True)
+    head.tmp.mkdir(parents=True)
+    head.start_head(num_cpus=cpus_each)
+    try:
+        head.add_worker(num_cpus=cpus_each)
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token}
+        return curate(cfg, work / f"out-2x{cpus_each}", ["--address", head.address], work / f"run-2x{cpus_each}.log",
+                      env)
+    finally:
+        head.stop()
+
+
+def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
+    first = runs[0]
+    lines = [
+        "# Pipeline benchmark: the whole chain, per stage and per CPU count", "",
+        f"Command: `{command}`. Corpus: {mb} MB of real web text (`bench/corpus.py`), {first['docs']:,} documents in "
+        f"{shards} gzip shards. Stages: {', '.join(next(iter(s)) for s in STAGES)} (langid keeps en; quality: gopher, "
+        f"c4, fineweb). Machine: {os.cpu_count()} cores. Wall: `thresher curate` seen from outside (interpreter, "
+        "Ray's start and stop included); the phases and task seconds are the manifest's `timing`. Identical output: "
+        "the digests of every run equal the first run's.", "",
+        "| run | wall s | map phase s | decide + apply + write s | Ray start s | map docs/s per CPU | speed-up (wall) "
+        "| speed-up (map) | identical output | load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    base = first
+    for r in runs:
+        p = r["phases"]
+        rest = sum(v for k, v in p.items() if k.startswith(("decide", "apply", "merge", "write")))
+        lines.append(f"| {r['name']} | {r['wall_s']:.1f} | {p[MAP_PHASE]:.1f} | {rest:.1f} | {p.get('ray start', 0):.1f} "
+                     f"| {r['map_docs_per_s_per_cpu']:,.0f} | x{base['wall_s'] / r['wall_s']:.2f} "
+                     f"| x{base['phases'][MAP_PHASE] / p[MAP_PHASE]:.2f} | {r['digests'] == base['digests']} "
+                     f"| {', '.join(f'{x:.1f}' for x in r['load_average'])} |")
+    lines += ["", "## Task seconds per stage (summed over tasks)", "",
+              "| stage | " + " | ".join(r["name"] for r in runs) + " |", "|---|" + "---:|" * len(runs)]
+    for stage in first["tasks"]:
+        cells = []
+        for r in runs:
+            t = r["tasks"].get(stage, {})
+            rate = f" ({t['rows_per_s']:,} rows/s)" if t.get("rows_per_s") else ""
+            cells.append(f"{t.get('seconds', 0):.2f}{rate}")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines += ["", "## Phases (wall seconds, back to back)", "",
+              "| phase | " + " | ".join(r["name"] for r in runs) + " |", "|---|" + "---:|" * len(runs)]
+    for phase in first["phases"]:
+        lines.append(f"| {phase} | " + " | ".join(f"{r['phases'].get(phase, 0):.2f}" for r in runs) + " |")
+    lines += ["", "Commands:", ""] + [f"- {r['name']}: `{r['command']}`" for r in runs]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=200)
+    ap.add_argument("--shards", type=int, default=16)
+    ap.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--nodes", nargs="*", default=["2x1"], help="NODESxCPUS runs on ray start nodes (2 nodes only)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/thresher-pipeline-bench"))
+    ap.add_argument("--name", default="pipeline")
+    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    data = corpus(a.work, a.mb, a.shards)
+    cfg = a.work / "pipeline.yaml"
+    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(data / "*.jsonl.gz")]}, "output": {"path": "unused"},
+                                   "stages": STAGES}))
+    runs = []
+    for n in a.cpus:
+        print(f"{n} CPU(s) ...", flush=True)
+        r = curate(cfg, a.work / f"out-{n}", ["--set", f"execution.num_cpus={n}"], a.work / f"run-{n}.log")
+        runs.append({"name": f"1 node, {n} CPU{'s' if n > 1 else ''}", **r})
+    for spec in a.nodes:
+        nodes, each = (int(x) for x in spec.split("x"))
+        if nodes != 2:
+            raise SystemExit("--nodes: only 2 nodes are supported")
+        print(f"2 nodes x {each} CPU(s) ...", flush=True)
+        r = two_nodes(cfg, a.work, each)
+        runs.append({"name": f"2 nodes x {each} CPU{'s' if each > 1 else ''}", **r})
+    command = "python bench/pipeline_bench.py " + shlex.join(sys.argv[1:])
+    a.results.mkdir(parents=True, exist_ok=True)
+    (a.results / f"{a.name}.json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
+    (a.results / f"{a.name}.md").write_text(markdown(runs, a.mb, a.shards, command.strip()))
+    print(f"wrote {a.results / a.name}.md")
+
+
+if __name__ == "__main__":
+    main()
