@@ -3,9 +3,12 @@
 Faults: a Ray worker SIGKILLed mid-run (map stages, and in every dedup phase), the driver and its embedded Ray
 SIGKILLed mid-run then re-run (resume), the same with markers cut short by the kill, a re-run with another config
 SIGKILLed mid-run (the previous dataset must stay as it was), a worker node stopped mid-run on a two-node
-token-auth cluster (``ray start`` on 127.0.0.1), a Ray Train worker SIGKILLed mid-training. A curation trial passes
-when the run completes with the clean run's counts and output digests (no lost or changed record); a training trial
-when the run resumes from its last checkpoint and ends at its last step with every step's loss. Writes
+token-auth cluster (``ray start`` on 127.0.0.1), S3 connections reset mid-object (a few times, or for good; moto's
+server behind a relay), a truncated gzip shard, a field only in the last file, final files that disagree with the
+counts, a Ray Train worker SIGKILLed mid-training. A curation trial passes when the run completes with the clean
+run's counts and output digests (no lost or changed record), or, for the faults that must fail or reject, as each
+function's docstring says; a training trial when the run resumes from its last checkpoint and ends at its last step
+with every step's loss. Writes
 bench/results/reliability.md and .json; ``--only`` runs some faults and keeps the other rows of the JSON.
 
     python bench/reliability_bench.py --trials 3
@@ -241,6 +244,158 @@ def kill_training_worker(work: Path, src: Path, clean: dict | None, i: int) -> t
     return ok, note if proc.returncode == 0 else note + ": " + log.read_text(errors="replace")[-300:]
 
 
+# -- input and storage faults --------------------------------------------------------------------------------------
+
+_S3: dict = {}
+
+
+def s3_input(work: Path, src: Path) -> tuple[str, dict]:
+    """The corpus in a bucket of moto's standalone S3 server on loopback (started once); its URI glob and the env a
+    run needs (test credentials; the endpoint is given by each config)."""
+    if not _S3:
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        from testkit.ray_cluster import free_port
+
+        port = free_port()
+        ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench-key", "AWS_SECRET_ACCESS_KEY": "bench-secret",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+        s3.create_bucket(Bucket="bench")
+        for f in sorted(src.glob("*.jsonl")):
+            s3.upload_file(str(f), "bench", f"corpus/{f.name}")
+        _S3.update(port=port, env=env)
+    return "s3://bench/corpus/*.jsonl", _S3["env"]
+
+
+def s3_config(work: Path, name: str, src: Path, port: int) -> tuple[Path, Path, dict]:
+    uri, env = s3_input(work, src)
+    out = work / name
+    cfg = work / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({"input": {"paths": [uri], "block_bytes": 1 << 20}, "output": {"path": str(out)},
+                                   "stages": STAGES, "storage": {"endpoint_url": f"http://127.0.0.1:{port}"}}))
+    return cfg, out, env
+
+
+def arm_when_planned(link, out: Path, failures: int, proc: subprocess.Popen) -> None:
+    """Arm ``link`` once the run has planned its reads (the driver's sampling reads are not cut)."""
+    while not (out / "_progress" / "run.json").exists() and proc.poll() is None:
+        time.sleep(0.01)
+    link.arm(failures)
+
+
+def s3_resets_then_recovers(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    """Connections to S3 reset in the middle of an object's bytes, 5 times (beyond the S3 client's own retries):
+    the read tasks fail and are run again; the run must end with the clean S3 run's records, none rejected."""
+    from testkit.links import FlakyLink
+
+    s3_input(work, src)
+    if "clean" not in _S3:
+        cfg, out, env = s3_config(work, "s3-clean", src, _S3["port"])
+        curate(cfg, env=env).wait()
+        _S3["clean"] = manifest(out)
+    link = FlakyLink(_S3["port"])
+    cfg, out, env = s3_config(work, f"s3-flaky{i}", src, link.port)
+    proc = curate(cfg, env=env)
+    arm_when_planned(link, out, 5, proc)
+    proc.wait()
+    m = manifest(out)
+    ok = same(m, _S3["clean"]) and m["counts"]["rejected"] == 0 and link.failures <= 0
+    return ok, f"{5 - max(link.failures, 0)} connections reset mid-object; exit {proc.returncode}; rejected " \
+               f"{m['counts']['rejected'] if m else '-'}"
+
+
+def s3_resets_forever(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    """Every connection to S3 reset mid-object once the reads start: the run must fail (exit 1) after its retries,
+    naming the cause, with no manifest and no credentials in the message."""
+    from testkit.links import FlakyLink
+
+    s3_input(work, src)
+    link = FlakyLink(_S3["port"])
+    cfg, out, env = s3_config(work, f"s3-broken{i}", src, link.port)
+    proc = curate(cfg, env=env)
+    arm_when_planned(link, out, 10 ** 9, proc)
+    _, err = proc.communicate()
+    said = next((line for line in reversed(err.splitlines()) if line.startswith("thresher: ")), "")
+    ok = proc.returncode == 1 and manifest(out) is None and "bench-secret" not in err and "failed" in said
+    return ok, f"exit {proc.returncode}; no manifest: {manifest(out) is None}; said: {said[:160]}"
+
+
+def truncated_gzip(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    """The corpus gzipped, one shard cut at a random byte: its whole lines before the cut are kept, the line it was
+    cut in is one ``unreadable_file`` reject, and the decompressed bytes lost are counted (expected figures
+    computed here with zlib, apart from thresher's readers)."""
+    import gzip
+    import random
+    import zlib
+
+    folder = work / f"gz{i}"
+    folder.mkdir()
+    records = 0
+    for n, f in enumerate(sorted(src.glob("*.jsonl"))):
+        data = gzip.compress(f.read_bytes(), compresslevel=6)
+        if n == 0:
+            data = data[: random.Random(i).randrange(len(data) // 4, len(data) * 3 // 4)]
+            given = zlib.decompressobj(wbits=31).decompress(data)
+            whole = given[: given.rfind(b"\n") + 1]
+            records += whole.count(b"\n")
+            lost = len(given) - len(whole)
+        else:
+            records += f.read_bytes().count(b"\n")
+        (folder / (f.name + ".gz")).write_bytes(data)
+    cfg, out = write_config(work, f"gzout{i}", folder / "*.jsonl.gz")
+    proc = curate(cfg)
+    proc.wait()
+    m = manifest(out)
+    c = m["counts"] if m else {}
+    ok = bool(m) and c["input"] == records + 1 and c["rejected"] == 1 and c["rejected_bytes"] == lost \
+        and c["output"] == records
+    return ok, f"expected {records:,} records kept and {lost:,} bytes lost; got {c.get('output', '-'):,} kept, " \
+               f"{c.get('rejected', '-')} rejected, {c.get('rejected_bytes', '-'):,} bytes lost"
+
+
+def late_field(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    """A field that only the last of ten files has (and one on the last line of the first file): every record that
+    had it still has it in data/ or rejects/."""
+    import pyarrow.parquet as pq
+
+    folder = work / f"late{i}"
+    folder.mkdir()
+    lines = [line for f in sorted(src.glob("*.jsonl")) for line in f.read_text().splitlines()][:2000]
+    per = len(lines) // 10
+    planted = 0
+    for n in range(10):
+        chunk = [json.loads(line) for line in lines[n * per:(n + 1) * per]]
+        for k, record in enumerate(chunk):
+            if n == 9 or (n == 0 and k == len(chunk) - 1):
+                record["late_field"] = f"planted {n}-{k}"
+                planted += 1
+        (folder / f"part-{n:02d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chunk))
+    cfg, out = write_config(work, f"lateout{i}", folder)
+    curate(cfg).wait()
+    found = 0
+    for f in list((out / "data").rglob("*.parquet")) + list((out / "rejects").rglob("*.parquet")):
+        table = pq.read_table(f)
+        if "late_field" in table.column_names:
+            found += sum(v is not None for v in table["late_field"].to_pylist())
+    return found == planted and manifest(out) is not None, f"{planted} records had the field; {found} kept it"
+
+
+def files_disagree_with_counts(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    """A faulty stage removes a row from a final file after it was written (``testkit.faults.DropsAWrittenRow``, as a
+    faulty disk or writer would): the footers disagree with the counts, so the run must fail without a manifest."""
+    cfg, out = write_config(work, f"drop{i}", src, [{"normalize": {}}, {"test_drops_a_written_row": {}}])
+    code = "import sys, testkit.faults; from thresher.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, "curate", str(cfg)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    said = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("thresher: ")), "")
+    ok = proc.returncode == 1 and manifest(out) is None and "accounting mismatch" in said
+    return ok, f"exit {proc.returncode}; no manifest: {manifest(out) is None}; said: {said[:160]}"
+
+
 FAULTS = {
     "Ray worker SIGKILL mid-run": ("read + normalize + pii (fused map tasks)", kill_worker, STAGES),
     "Ray worker SIGKILL in every dedup phase": (
@@ -252,6 +407,14 @@ FAULTS = {
     "re-run with another config SIGKILLed": (
         "the previous run's data, rejects, reports, manifest", killed_rerun_keeps_previous, STAGES),
     "worker node stopped mid-run (2-node cluster)": ("read + normalize + pii on 2 nodes", lose_node, STAGES),
+    "S3 connections reset mid-object, then recover": (
+        "read (S3 input through a relay that resets 5 connections)", s3_resets_then_recovers, STAGES),
+    "S3 connections reset mid-object, for good": ("read (S3 input); the run fails", s3_resets_forever, STAGES),
+    "gzip shard truncated": ("read (gzip input, one shard cut at a random byte)", truncated_gzip, STAGES),
+    "a field only in the last file": ("read + write (10 files; the field in the last and on one late line)",
+                                      late_field, STAGES),
+    "final files disagree with the counts": ("write files: a row removed after writing", files_disagree_with_counts,
+                                             STAGES),
     "Ray Train worker SIGKILL mid-training": (
         "thresher train (LoRA, 2 workers): restart from the last checkpoint", kill_training_worker, None),
 }
@@ -301,9 +464,12 @@ def main() -> None:
         "run by another command names it in its notes). Corpus:",
         f"{a.mb:g} MB of real web text (bench/corpus.py), read in 1 MiB ranges ({clean['resumed']['read_tasks']} read tasks),",
         f"{clean['counts']['input']:,} records. A trial passes when the faulty run completes with the clean run's counts and",
-        "per-folder digests (order-independent hashes of every written row): no record lost, added or changed.",
+        "per-folder digests (order-independent hashes of every written row): no record lost, added or changed; a fault",
+        "that must fail the run passes when the run exits 1 without a manifest, naming the cause; the truncated shard when",
+        "exactly the whole lines before the cut are kept and the bytes lost are counted (figures computed apart with zlib);",
+        "the late field when every record that had it keeps it (`bench/reliability_bench.py` says each check).",
         "",
-        "| fault | stages hit | trials | identical output | notes |",
+        "| fault | stages hit | trials | passed | notes |",
         "|---|---|---:|---:|---|",
     ]
     this = " ".join(sys.argv[1:])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -19,8 +17,9 @@ from thresher.core.storage import Storage, require_complete_run
 from thresher.curate.config import parse_config
 from thresher.curate.commit import load_manifest
 from thresher.curate.runner import run
-from tests.conftest import S3_PORT, data_path, free_port, run_cli
+from tests.conftest import S3_PORT, data_path, run_cli
 from tests.samples import c4_docs
+from testkit.links import CuttableLink, FlakyLink
 
 
 def _config(tmp_path, inp, out, **extra) -> str:
@@ -113,62 +112,6 @@ def test_credentials_never_appear_in_run_outputs(ray_local, s3_bucket):
         assert os.environ["AWS_SECRET_ACCESS_KEY"] not in body and os.environ["AWS_ACCESS_KEY_ID"] not in body
 
 
-class CuttableLink:
-    """A TCP relay on loopback in front of the S3 server: ``cut()`` drops every connection and stops listening (the
-    endpoint goes away; the server and its buckets stay), ``restore()`` listens on the same port again."""
-
-    def __init__(self, target_port: int):
-        self.target_port, self.port, self.conns = target_port, free_port(), []
-        self.restore()
-
-    def restore(self) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", self.port))
-        self.listener.listen(64)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client = listener.accept()[0]
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
-                return
-            self.conns += [client, upstream]
-            for a, b, limit in ((client, upstream, None), (upstream, client, self._answer_limit())):
-                threading.Thread(target=self._pipe, args=(a, b, limit), daemon=True).start()
-
-    def _answer_limit(self) -> int | None:
-        """The bytes of the server's answer a new connection passes on before it is reset (None: all)."""
-        return None
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, limit: int | None = None) -> None:
-        sent = 0
-        try:
-            while data := src.recv(65536):
-                if limit is not None and sent + len(data) > limit:
-                    dst.sendall(data[:limit - sent])
-                    break
-                dst.sendall(data)
-                sent += len(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        self.listener.close()
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
-        self.conns = []
-
-
 def test_s3_endpoint_going_away_mid_run_fails_without_manifest_and_the_rerun_resumes(ray_local, s3_bucket, tmp_path):
     from thresher.curate.runner import RunFailed
 
@@ -209,24 +152,6 @@ def test_s3_endpoint_going_away_mid_run_fails_without_manifest_and_the_rerun_res
     assert manifest["counts"]["input"] == len(docs) * 4 == manifest["counts"]["output"] + manifest["counts"]["rejected"]
     assert 1 <= manifest["resumed"]["reused_read_tasks"] < manifest["resumed"]["read_tasks"]
     assert "out/manifest.json" in keys()
-
-
-class FlakyLink(CuttableLink):
-    """A :class:`CuttableLink` that, once ``arm(n)`` is called, resets its next ``n`` connections after passing on
-    ``after`` bytes of the server's answer: a connection lost in the middle of an object's body."""
-
-    def __init__(self, target_port: int, after: int = 16384):
-        self.after, self.failures = after, 0
-        super().__init__(target_port)
-
-    def arm(self, failures: int) -> None:
-        self.failures = failures
-
-    def _answer_limit(self) -> int | None:
-        if self.failures <= 0:
-            return None
-        self.failures -= 1
-        return self.after
 
 
 def _input_through(link, s3_bucket: str, tmp_path, name: str) -> tuple[dict, Path]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from thresher.core.config import ConfigError, apply_overrides, load_yaml, requir
 from thresher.core.console import LOG_FORMAT, Console, current as console
 from thresher.core.secrets import redact_text
 from thresher.curate.timing import process_started
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray's task errors come coloured for a terminal
 
 
 TRAIN_MODULES = ("torch", "transformers", "peft")  # what train, eval and compare need of the [train] extra
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         print("thresher: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the run failed: say why, exit 1
-        print(f"thresher: failed: {type(e).__name__}: {redact_text(str(e))}", file=sys.stderr)
+        print(f"thresher: failed: {type(e).__name__}: {ANSI_ESCAPE.sub('', redact_text(str(e)))}", file=sys.stderr)
         return 1
 
 
