@@ -145,6 +145,12 @@ HARD_NEGATIVES = [
     "Call us on weekdays. The city has 14 233 048 inhabitants.",  # a phone word in another sentence
     "Retina assets: logo@2x.png, icon@3x.jpg.",
     "SSN-like 000-12-3456, a card failing Luhn 4111 1111 1111 1112, MAC 00:1A:2B:3C:4D:5E.",
+    # leading zeros without a phone word: not grouped as any region dials, a lottery draw, a date, an ISBN
+    "Route 0100 1200 1400 1600, serial 0012 3456 7890, open 09 00 17 00, on 01 02 2024, mis-grouped 0207 94 60958.",
+    "Winning numbers 04 12 23 34 45 tonight; ISBN 0 306 40615 2; 03.04.2024 and 03-04-2024.",
+    # a contact label before a figure: thousands, a rising list, a year range
+    "Sales: 123 456 789 units; support: 1 234 567 users. Reservations: 20 25 30 35 40 a night.",
+    "Office hours 9-5, front desk 2019-2020; sales 14 233 048.",
 ]
 
 
@@ -170,6 +176,13 @@ FOUND = {
     "Mail x@example.com or call (555) 0110-4477.": "Mail [EMAIL] or call [PHONE].",  # bench/proof.py's shape
     "at 262-3773 or vdwarren@education.wisc.edu.": "at [PHONE] or [EMAIL].",  # an e-mail address is context
     "In 2019 call 212-484-0480 415-555-0132.": "In 2019 call [PHONE] [PHONE].",
+    # national numbers without a phone word: a trunk 0 and the region's grouping, or a contact label before them
+    "Dana Whitfield, 020 7946 0958, Springfield branch.": "Dana Whitfield, [PHONE], Springfield branch.",
+    "Marie 06 12 34 56 78, Kenji 03-1234-5678, Jonas 030/1234567.": "Marie [PHONE], Kenji [PHONE], Jonas [PHONE].",
+    "Sales: 0171 2345678 (ask for Ann). Customer service: 555-0132.": "Sales: [PHONE] (ask for Ann). Customer service: [PHONE].",
+    "Booking office: 0161 496 0734; front desk 03-4960-1270.": "Booking office: [PHONE]; front desk [PHONE].",
+    "Kundenservice: 089 1234567, reservas: 415 555 0132.": "Kundenservice: [PHONE], reservas: [PHONE].",
+    "Dana Whitfield, 555-0132, Springfield.": "Dana Whitfield, 555-0132, Springfield.",  # a local number: too bare
     # the other types, where they sit next to something
     "IBAN: AT64 3429 5460 4860 6463 Eckes Jr. paid.": "IBAN: [IBAN] Eckes Jr. paid.",
     "IBAN: ES5553574922088559026228 I'm sure.": "IBAN: [IBAN] I'm sure.",
@@ -219,6 +232,7 @@ def test_pii_modes_mask_and_hash_and_type_selection(monkeypatch):
     "+1 " * 333_333,
     "(12) " * 200_000,
     "call 555 12 " * 83_333,
+    "04 12 23 " * 111_111,
 ])
 def test_text_stages_are_linear_time_on_adversarial_input(adversarial):
     for run in (lambda: normalize([adversarial]), lambda: pii([adversarial])):

@@ -6,7 +6,10 @@ cards must pass the Luhn check and carry a known issuer prefix, IBANs the ISO 13
 SSA's never-issued ranges, IPs the ``ipaddress`` parser, e-mail addresses a top-level domain that is not an image
 extension (``logo@2x.png``). A phone number must be a valid or possible number for libphonenumber
 (``phonenumbers``) and be international (``+44 20 7946 0958``), NANP-shaped (``(415) 555-0132``,
-``415-555-0132``) or next to a phone word (``call``, ``tel``, ``fax``, ``Telefon``, ``☎``, ...); a number glued to
+``415-555-0132``), a national number with its trunk 0 grouped as its region writes it (``020 7946 0958``,
+``06 12 34 56 78``, ``03-1234-5678``, ``030/1234567``), or next to a phone word (``call``, ``tel``, ``fax``,
+``Telefon``, ``☎``, ...) or right after a contact label (``Sales:``, ``front desk``, ``Kundenservice``; not for
+figures such as ``Sales: 123 456 789``); a number glued to
 an operator, another number, a currency or an id label (``4*30=120``, ``15,000-2,000``, ``$1,000-2,000``,
 ``ISBN``, ``Order #``) is never one. Dates (``2024-01-15``, ``15.01.2024``, ``01/15/2024``), year ranges
 (``1990-2000``) and version numbers after a version cue (``v1.2.3.4``, ``version 10.0.0.1``) are never phone
@@ -138,9 +141,10 @@ def _gaps(start: int, end: int, spans: list[tuple[int, int]]):
     yield start, end
 
 
-# Phone numbers. A candidate is a phone number when libphonenumber takes it (valid; with a phone word nearby,
-# possible for the US or valid for one of _REGIONS) and it is international (+...), NANP-shaped, a trunk area code
-# in parentheses, or has a phone word nearby. Every window below is bounded, so each check is constant time.
+# Phone numbers. A candidate is a phone number when libphonenumber takes it (valid; with a phone word or contact
+# label nearby, possible for the US or valid for one of _REGIONS) and it is international (+...), NANP-shaped, a
+# trunk area code in parentheses, a trunk-prefixed national number grouped as one of _REGIONS dials it, or has a
+# phone word or contact label nearby. Every window below is bounded, so each check is constant time.
 _REGIONS = ("GB", "DE", "FR", "IT", "ES", "NL", "BE", "CH", "AT", "IN", "AU", "BR", "MX", "JP", "CN", "RU")
 _CUE_WORDS = frozenset(
     "call calls called calling phone phones telephone tel tlf fax mobile mob cell cellphone contact contacts "
@@ -153,9 +157,19 @@ _WORD = re.compile(r"[^\W\d_]+")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]?\s+(?=[^\W\d_])")  # "Call Ann. The city has 14 233 048 ..."
 _EMAIL_NEAR = re.compile(r"\w@[\w-]")  # an e-mail address: "at 262-3773 or vdwarren@education.wisc.edu"
 _LABEL_CUE = re.compile(r"(?<![\w.])(?i:ph|t|m|f)[.:] {0,3}\Z")  # T: 020 7946 0958, M. 07911 123456
+# a contact label right before the number: "Sales: 0173 6544872", "front desk 03-4960-1270"
+_CONTACT_LABEL = re.compile(
+    r"(?<!\w)(?i:customer (?:service|care|support)|front desk|reception|sales|reservations?|bookings?|office"
+    r"|enquir(?:y|ies)|inquir(?:y|ies)|help ?desk|service desk|support|switchboard|info(?:rmation)? line"
+    r"|kundenservice|kundendienst|zentrale|vertrieb|empfang|auskunft|reservierung(?:en)?|buchung(?:en)?"
+    r"|service client|accueil|renseignements|r[ée]servations?|atenci[óo]n al cliente|reservas|ventas"
+    r"|recepci[óo]n|centralino|prenotazion[ei]|assistenza clienti|vendite|klantenservice|receptie|reserveringen"
+    r"|verkoop)(?: (?:at|on|unter|au|al|op))?(?: ?[:–—-])? {0,3}\Z")
 _NANP = re.compile(r"(?:1[ .-])?(?:\(\d{3}\)[ .-]?\d{3}[ .-]|\d{3}-\d{3}-|\d{3}\.\d{3}\.)\d{4}")
 _NANP_DIGITS = re.compile(r"1?[2-9]\d\d[2-9]\d{6}")  # area code and exchange start with 2-9
 _TRUNK_AREA = re.compile(r"\(0\d{1,4}\)[ .-]?\d")  # (02) 9876 5432, (030) 1234567
+# a trunk prefix (0) and separated groups: 020 7946 0958, 06 12 34 56 78, 03-1234-5678, 030/1234567
+_NATIONAL = re.compile(r"0[1-9]\d{0,3}(?:([ .-])\d{2,8}(?:\1\d{2,8}){0,3}|/\d{3,8}(?:[ -]\d{2,8}){0,2})")
 _PREFIX = re.compile(r"(?:\+\d{1,3}[ .-]?|1[ .-])?(?:\(\d{1,5}\)[ .-]?)?")
 _SHAPE_HINT = re.compile(r"[+(]|\d{3}([-.])\d{3}\1\d{4}")
 # glued to another number, after an operator, a currency or an id label: arithmetic, prices, ids, ISBNs
@@ -190,14 +204,17 @@ def _has_cue(window: str) -> bool:
                for i, w in enumerate(words))
 
 
-def _cue(text: str, start: int, end: int, span: tuple[int, int]) -> bool:
-    """A phone word in the 40 characters before the candidate, not before the end of a sentence (or in the 16
-    after: ``555-0132 (mobile)``). ``span``: the numeric span around it, which holds no words."""
+def _cue(text: str, start: int, end: int, span: tuple[int, int]) -> str:
+    """``word``: a phone word in the 40 characters before the candidate, not before the end of a sentence (or in
+    the 16 after: ``555-0132 (mobile)``); ``label``: a contact label right before it (``Sales: ...``); else ``""``.
+    ``span``: the numeric span around it, which holds no words."""
     lo, hi = span
     before = text[max(0, start - 40):lo] if lo > start - 40 else ""
     after = text[hi:end + 16] if hi < end + 16 else ""
-    return (_has_cue(_SENTENCE_END.split(before)[-1]) or _has_cue(_SENTENCE_END.split(after, 1)[0])
-            or lo == start and bool(_LABEL_CUE.search(before, len(before) - 6)))
+    if (_has_cue(_SENTENCE_END.split(before)[-1]) or _has_cue(_SENTENCE_END.split(after, 1)[0])
+            or lo == start and _LABEL_CUE.search(before, len(before) - 6)):
+        return "word"
+    return "label" if lo == start and _CONTACT_LABEL.search(before) else ""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -227,8 +244,9 @@ def _phone_ok(text: str, start: int, end: int, span: tuple[int, int], pieces: bo
     if not 7 <= sum(map(str.isdigit, value)) <= 15:
         return False
     plus, nanp, trunk = value[0] == "+", _NANP.fullmatch(value), _TRUNK_AREA.match(value)
-    cue = None if plus or nanp or trunk else not pieces and _cue(text, start, end, span)
-    if cue is False or pieces and nanp and not _NANP_DIGITS.fullmatch(re.sub(r"\D", "", value)):
+    national = not (plus or nanp or trunk) and _NATIONAL.fullmatch(value)
+    cue = None if plus or nanp or trunk or national else "" if pieces else _cue(text, start, end, span)
+    if cue == "" or pieces and nanp and not _NANP_DIGITS.fullmatch(re.sub(r"\D", "", value)):
         return False  # neither a phone shape nor a phone word; not a NANP number
     body = value[_PREFIX.match(value).end():]
     groups = re.findall(r"\d+", body)
@@ -243,15 +261,40 @@ def _phone_ok(text: str, start: int, end: int, span: tuple[int, int], pieces: bo
     label = ("#" in before or not _ID_WORDS.isdisjoint(_WORD.findall(before.lower()))) and _ID_LABEL.search(before)
     if label and not _has_cue(before[:label.start()]) or _IN_IBAN.search(text, max(0, start - 45), start):
         return False
+    if (plus and _valid_number(value, None)
+            or nanp and _NANP_DIGITS.fullmatch(re.sub(r"\D", "", value)) and _valid_number(value, "US")
+            or trunk and any(_valid_number(value, region) for region in _REGIONS)  # (030) 1234567
+            or national and not _figures(value, groups) and _grouped_as_dialled(value)):
+        return True  # a phone shape and a valid number
     if cue is None:  # a phone shape: with a phone word, a possible number is enough
-        cue = not pieces and _cue(text, start, end, span)
+        cue = "" if pieces else _cue(text, start, end, span)
+    if cue == "label" and _figures(value, groups):
+        return False  # "Sales: 123 456 789" is a figure; a phone word would still make it a number to call
+    if not cue:
+        return False
     if plus:
-        return _valid_number(value, None) or cue and _possible_number(value, None)
-    if cue:
-        return _possible_number(value, "US") or any(_valid_number(value, region) for region in _REGIONS)
-    if nanp:
-        return bool(_NANP_DIGITS.fullmatch(re.sub(r"\D", "", value))) and _valid_number(value, "US")
-    return bool(trunk) and any(_valid_number(value, region) for region in _REGIONS)  # (030) 1234567
+        return _possible_number(value, None)
+    return _possible_number(value, "US") or any(_valid_number(value, region) for region in _REGIONS)
+
+
+def _figures(value: str, groups: list[str]) -> bool:
+    """Numbers, not a number to call, unless a phone word says so: thousands (``123 456 789``) or a rising list
+    of two-digit numbers up to 70 (a lottery draw: ``04 12 23 34 45``; not ``06 12 34 56 78``)."""
+    return bool(re.fullmatch(r"[1-9]\d{0,2}(?:([ .,])\d{3})(?:\1\d{3})*+", value)) or (
+        len(groups) >= 5 and all(len(g) == 2 for g in groups) and groups == sorted(set(groups)) and groups[-1] <= "70")
+
+
+@functools.lru_cache(maxsize=4096)
+def _grouped_as_dialled(value: str) -> bool:
+    """A valid number for one of _REGIONS, its digits grouped as that region writes it (``020 7946 0958``, not
+    ``0207 94 60958``): the grouping is what tells a national number from a count or an id."""
+    groups = re.findall(r"\d+", value)
+    for region in _REGIONS:
+        if _valid_number(value, region):
+            written = phonenumbers.format_number(_parse(value, region), phonenumbers.PhoneNumberFormat.NATIONAL)
+            if re.findall(r"\d+", written) == groups:
+                return True
+    return False
 
 
 def _phones(text: str, start: int, end: int, span: tuple[int, int]):
