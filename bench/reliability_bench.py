@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -258,6 +259,7 @@ def s3_input(work: Path, src: Path) -> tuple[str, dict]:
 
         from testkit.ray_cluster import free_port
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
         port = free_port()
         ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench-key", "AWS_SECRET_ACCESS_KEY": "bench-secret",
