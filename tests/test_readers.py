@@ -16,8 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from thresher.core.storage import Storage
 from thresher.curate import readers
-from thresher.curate.readers import ReaderSpec, ReadTask
+from thresher.curate.config import InputConfig
+from thresher.curate.readers import ReaderSpec, ReadTask, common
+from thresher.curate.readers import jsonl as jsonl_reader
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -72,7 +75,7 @@ clean_lines = st.one_of(json_lines(clean_records), st.sampled_from(ODD))
 any_lines = st.one_of(json_lines(clean_records), json_lines(any_records), st.sampled_from(FALLBACK),
                       st.sampled_from(ODD))
 files = st.one_of(st.lists(clean_lines, max_size=12), st.lists(any_lines, max_size=12))
-chunk_sizes = st.integers(min_value=1, max_value=2000) | st.just(readers.CHUNK_BYTES)
+chunk_sizes = st.integers(min_value=1, max_value=2000) | st.just(jsonl_reader.CHUNK_BYTES)
 specs = st.builds(ReaderSpec, st.just("text"), st.sampled_from([None, "id"]),
                   st.sampled_from([(), ("url",), ("url", "meta")]), st.integers(min_value=1, max_value=60),
                   declared=st.booleans())
@@ -86,8 +89,8 @@ def jsonl(lines: list[bytes], crlf: list[bool], final_newline: bool) -> bytes:
 
 def read(path, spec: ReaderSpec, fast: bool, start: int = 0, end: int = -1) -> pa.Table | None:
     task = ReadTask("jsonl", (str(path),), (path.stat().st_size,), start, end)
-    tables = list(readers._read_jsonl(task, spec, readers.LostBytes(), fast=fast))
-    assert all(t.num_rows <= readers.ROWS_PER_BATCH for t in tables)
+    tables = list(jsonl_reader.read_jsonl(task, spec, readers.LostBytes(), fast=fast))
+    assert all(t.num_rows <= common.ROWS_PER_BATCH for t in tables)
     # a field first seen in a later batch is a column from that batch on (missing columns: null before it; counts: 0)
     table = pa.concat_tables(tables, promote_options="default") if tables else None
     for i, name in enumerate(table.column_names if table else []):
@@ -114,7 +117,7 @@ def test_fast_path_gives_the_rows_of_the_per_line_path(tmp_path_factory, lines, 
     path.write_bytes(payload)
     start = data.draw(st.integers(min_value=0, max_value=len(payload)))
     end = data.draw(st.sampled_from([-1, len(payload)]) | st.integers(min_value=start, max_value=len(payload)))
-    with mock.patch.object(readers, "CHUNK_BYTES", chunk), mock.patch.object(readers, "ROWS_PER_BATCH", 5):
+    with mock.patch.object(jsonl_reader, "CHUNK_BYTES", chunk), mock.patch.object(common, "ROWS_PER_BATCH", 5):
         assert_same(read(path, spec, True, start, end), read(path, spec, False, start, end))
 
 
@@ -125,7 +128,7 @@ def test_fast_path_on_compressed_and_truncated_input(tmp_path_factory, lines, cr
     compressed = gzip.compress(jsonl(lines, crlf, final_newline))
     path = tmp_path_factory.mktemp("r") / "x.jsonl.gz"
     path.write_bytes(compressed[: data.draw(st.integers(min_value=0, max_value=len(compressed)))])
-    with mock.patch.object(readers, "CHUNK_BYTES", chunk):
+    with mock.patch.object(jsonl_reader, "CHUNK_BYTES", chunk):
         assert_same(read(path, spec, True), read(path, spec, False))
 
 
@@ -150,19 +153,32 @@ def test_fast_path_is_taken_on_clean_input(tmp_path, id_field):
     spec = ReaderSpec("text", id_field, ("url",), 24)
     slow, slow_range = read(path, spec, False), read(path, spec, False, 1000, 5000)
     assert {"empty_text", "too_long", None} <= set(slow["_reject_reason"].to_pylist())
-    with mock.patch.object(readers, "_add_json_line", side_effect=AssertionError("per-line path taken")):
-        for chunk in (1, 1000, readers.CHUNK_BYTES):
-            with mock.patch.object(readers, "CHUNK_BYTES", chunk):
+    hostile = tmp_path / "hostile.jsonl"
+    hostile.write_bytes(FALLBACK[0] + b"\n")
+    with mock.patch.object(jsonl_reader, "add_json_line", side_effect=AssertionError("per-line path taken")):
+        with pytest.raises(AssertionError, match="per-line path taken"):  # the patch is where the reader looks
+            read(hostile, spec, True)
+        for chunk in (1, 1000, jsonl_reader.CHUNK_BYTES):
+            with mock.patch.object(jsonl_reader, "CHUNK_BYTES", chunk):
                 assert_same(read(path, spec, True), slow)
                 assert_same(read(path, spec, True, 1000, 5000), slow_range)
+
+
+def test_chunk_bytes_is_where_the_reader_looks():
+    """A patch of ``jsonl_reader.CHUNK_BYTES`` (as the tests above make) sets the chunks, of a file and of a stream."""
+    line = b'{"text": "a"}\n'
+    with mock.patch.object(jsonl_reader, "CHUNK_BYTES", 1):
+        assert [c for _, c, _ in jsonl_reader._line_chunks(io.BytesIO(line * 3), 0, len(line) * 3)] == [line] * 3
+        stream = io.BufferedReader(io.BytesIO(line * 3))
+        assert [c for _, c, _ in jsonl_reader._stream_chunks(stream, stream, len(line) * 3)] == [line] * 3
 
 
 @pytest.mark.parametrize("line", FALLBACK)
 def test_hostile_lines_send_their_chunk_to_the_per_line_path(tmp_path, line):
     clean = b'{"text": "fine", "id": "c"}\n'
     chunk = clean + line + b"\n" + clean
-    assert readers._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, chunk) is None
-    assert readers._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, clean * 2) is not None
+    assert jsonl_reader._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, chunk) is None
+    assert jsonl_reader._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, clean * 2) is not None
     path = tmp_path / "x.jsonl"
     path.write_bytes(chunk)
     for spec in (ReaderSpec("text", None, (), 100), ReaderSpec("text", "id", ("url", "x"), 3)):
@@ -184,7 +200,7 @@ def test_fields_found_late_are_kept_and_undeclared_ones_counted(tmp_path):
             {"text": "late two", "id": "L2", "license": "mit", "nested": {"k": [1, None]}}]
     path = tmp_path / "late.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in early + late))
-    plan_spec = readers.plan(readers.InputConfig(paths=[str(path)]), readers.Storage())[1]
+    plan_spec = readers.plan(InputConfig(paths=[str(path)]), Storage())[1]
     assert plan_spec.fields == ("url",)  # the sample (the first 1,000 lines) saw only url
     for fast in (True, False):
         table = read(path, plan_spec, fast)
@@ -225,7 +241,7 @@ def test_damaged_lines_lose_their_bytes_once_in_any_range(tmp_path_factory, line
     payload = jsonl(lines, crlf, final_newline)
     path = tmp_path_factory.mktemp("b") / ("x.jsonl.gz" if compressed else "x.jsonl")
     path.write_bytes(gzip.compress(payload) if compressed else payload)
-    tasks, spec = readers.plan(readers.InputConfig(paths=[str(path)], block_bytes=block), readers.Storage())
+    tasks, spec = readers.plan(InputConfig(paths=[str(path)], block_bytes=block), Storage())
     assert sum(t.nbytes for t in tasks) == path.stat().st_size
     ends = [b"\r\n" if c else b"\n" for c in crlf]
     if ends and not final_newline:
