@@ -323,6 +323,120 @@ def test_corrupt_parquet_loses_its_size_or_its_row_group(tmp_path):
     assert table["_reject_reason"].to_pylist() == ["unreadable_file"] and lost == {str(path): len(data) // 2}
 
 
+def parquet_input(tmp_path) -> tuple:
+    """A Parquet file of three row groups of ten records (snappy, as pyarrow writes by default), its bytes, its
+    read task and the metadata of its row group 1."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"text": [f"document {i:03d} " * 20 for i in range(30)]}), path, row_group_size=10)
+    data = path.read_bytes()
+    return path, data, ReadTask("parquet", (str(path),), (len(data),)), pq.read_metadata(path).row_group(1)
+
+
+def test_a_corrupt_parquet_page_loses_its_row_group_and_a_corrupt_footer_its_file(tmp_path):
+    """Bytes flipped in a data page's header, which Arrow reports as a plain OSError (as it may a failing disk): the
+    row group is rejected with its compressed size and the others are kept, with the clean file's ids. A footer
+    corrupted or cut: the file is rejected with its stored size."""
+    spec = ReaderSpec("text", None, (), 10**6)
+    path, data, task, group = parquet_input(tmp_path)
+    clean, _ = read_bytes([task], spec, True)
+    at = group.column(0).data_page_offset
+    path.write_bytes(data[:at] + b"\xff" * 4 + data[at + 4:])
+    table, lost = read_bytes([task], spec, True)
+    assert table["_reject_reason"].to_pylist() == [None] * 10 + ["unreadable_file"] + [None] * 10
+    assert "deserialize thrift" in table["_reject_detail"][10].as_py()
+    kept = table.filter(pc.is_null(table["_reject_reason"]))
+    assert kept["id"].to_pylist() == clean["id"].to_pylist()[:10] + clean["id"].to_pylist()[20:]
+    assert kept["text"].to_pylist() == clean["text"].to_pylist()[:10] + clean["text"].to_pylist()[20:]
+    assert lost == {str(path): group.column(0).total_compressed_size}
+    footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    for payload in (data[:footer] + b"\xff" * 4 + data[footer + 4:], data[:-3]):
+        path.write_bytes(payload)
+        table, lost = read_bytes([ReadTask("parquet", (str(path),), (len(payload),))], spec, True)
+        assert table["_reject_reason"].to_pylist() == ["unreadable_file"] and lost == {str(path): len(payload)}
+
+
+class FlakyHandler:
+    """A local filesystem for pyarrow whose reads covering byte ``at`` of a file fail ``failures`` times: ``fault``
+    "reset" (the connection is reset), "aws" (S3's words for a timeout) or "garbled" (the bytes arrive flipped)."""
+
+    def __new__(cls, at: int, fault: str, failures: int = 1):
+        import fsspec
+        import pyarrow.fs as pafs
+
+        class Handler(pafs.FSSpecHandler):
+            def open_input_file(self, path):
+                return pa.PythonFile(FlakyFile(open(path, "rb"), handler), mode="r")
+
+        handler = Handler(fsspec.filesystem("file"))
+        handler.at, handler.fault, handler.failures = at, fault, failures
+        return handler
+
+
+class FlakyFile(io.RawIOBase):
+    def __init__(self, file, handler):
+        self.file, self.handler = file, handler
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, *args) -> int:
+        return self.file.seek(*args)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+    def readinto(self, buffer) -> int:
+        h, pos = self.handler, self.file.tell()
+        n = self.file.readinto(buffer)
+        if h.failures and pos <= h.at < pos + n:
+            h.failures -= 1
+            if h.fault == "reset":
+                raise ConnectionResetError("Connection reset by peer")
+            if h.fault == "aws":
+                raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 28, Timeout was "
+                              "reached")
+            buffer[h.at - pos] ^= 0xFF
+        return n
+
+
+@pytest.mark.parametrize("fault", ["reset", "aws", "garbled"])
+def test_a_transient_parquet_read_error_is_not_damage(tmp_path, fault):
+    """A connection lost while a row group is read propagates (Ray runs the read task again: here the test does),
+    and bytes garbled once in transit are read again: either way the output is the clean file's, nothing rejected."""
+    import dataclasses
+
+    from thresher.core.storage import Storage
+
+    @dataclasses.dataclass(frozen=True)
+    class FlakyStorage(Storage):
+        handler: object = None
+
+        def resolve(self, uri):
+            import pyarrow.fs as pafs
+
+            return pafs.PyFileSystem(self.handler), super().resolve(uri)[1]
+
+    path, data, task, group = parquet_input(tmp_path)
+    clean, _ = read_bytes([task], ReaderSpec("text", None, (), 10**6), True)
+    handler = FlakyHandler(group.column(0).data_page_offset, fault)
+    spec = ReaderSpec("text", None, (), 10**6, FlakyStorage(handler=handler))
+    if fault != "garbled":
+        with pytest.raises(OSError, match="Connection reset|AWS Error"):
+            read_bytes([task], spec, True)
+    table, lost = read_bytes([task], spec, True)
+    assert handler.failures == 0, "the fault was not injected"
+    assert table.equals(clean) and lost == {}
+
+
 def test_a_truncated_wet_file_loses_the_record_it_was_cut_in(tmp_path):
     """Uncompressed: the bytes from the record's start; compressed: the decompressed bytes of the record read."""
     import zlib

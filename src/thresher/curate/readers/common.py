@@ -28,13 +28,29 @@ BYTES_PER_BATCH = 32 << 20
 
 def damaged(error: BaseException) -> bool:
     """Whether ``error``, raised while a file was read, says its bytes are damaged (a truncated or corrupt compressed
-    stream, malformed contents, a corrupt Parquet file): those bytes become a reject. Any other error (a network or
-    disk failure) is not the data's: it propagates, Ray runs the read task again, and after the retries the run fails
-    without a manifest."""
+    stream, malformed contents, a corrupt Parquet file as Arrow says it): those bytes become a reject. Any other error
+    (a network or disk failure) is not the data's: it propagates, Ray runs the read task again, and after the retries
+    the run fails without a manifest. (Arrow reports some Parquet damage as a plain OSError: ``readers.parquet``
+    tells those apart.)"""
     if isinstance(error, OSError):  # gzip's and bz2's words for corrupt data; any other OSError is I/O
         return isinstance(error, gzip.BadGzipFile) or str(error) == "Invalid data stream"
     return isinstance(error, (EOFError, ValueError, zlib.error, zstandard.ZstdError, lzma.LZMAError,
                               pa.ArrowException))
+
+
+STORAGE_WORDS = ("aws error", "curl", "connection", "timed out", "timeout", "reset by peer", "broken pipe", "network",
+                 "socket", "unreachable", "temporarily unavailable", "throttl", "slow down", "service unavailable")
+
+
+def storage_error(error: BaseException) -> bool:
+    """Whether ``error`` is the storage's (a failing disk, network or object store), surely not the bytes': an
+    OSError of a subclass (``ConnectionError``, ``TimeoutError``, ...), with an errno, or in the words of the
+    filesystem or network layer (S3's "AWS Error ... curl"). Arrow's Parquet decoder raises a plain OSError with
+    none of these."""
+    if not isinstance(error, OSError) or damaged(error):
+        return False
+    message = str(error).lower()
+    return type(error) is not OSError or error.errno is not None or any(w in message for w in STORAGE_WORDS)
 
 
 @dataclass(frozen=True)
