@@ -4,6 +4,7 @@ appears (or, with declared fields, the others are counted)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -369,9 +370,24 @@ class FlakyHandler:
             def open_input_file(self, path):
                 return pa.PythonFile(FlakyFile(open(path, "rb"), handler), mode="r")
 
+            def open_input_stream(self, path):
+                return self.open_input_file(path)
+
         handler = Handler(fsspec.filesystem("file"))
         handler.at, handler.fault, handler.failures = at, fault, failures
         return handler
+
+
+@dataclasses.dataclass(frozen=True)
+class FlakyStorage(Storage):
+    """Local files read through a :class:`FlakyHandler`."""
+
+    handler: object = None
+
+    def resolve(self, uri):
+        import pyarrow.fs as pafs
+
+        return pafs.PyFileSystem(self.handler), super().resolve(uri)[1]
 
 
 class FlakyFile(io.RawIOBase):
@@ -412,19 +428,6 @@ class FlakyFile(io.RawIOBase):
 def test_a_transient_parquet_read_error_is_not_damage(tmp_path, fault):
     """A connection lost while a row group is read propagates (Ray runs the read task again: here the test does),
     and bytes garbled once in transit are read again: either way the output is the clean file's, nothing rejected."""
-    import dataclasses
-
-    from thresher.core.storage import Storage
-
-    @dataclasses.dataclass(frozen=True)
-    class FlakyStorage(Storage):
-        handler: object = None
-
-        def resolve(self, uri):
-            import pyarrow.fs as pafs
-
-            return pafs.PyFileSystem(self.handler), super().resolve(uri)[1]
-
     path, data, task, group = parquet_input(tmp_path)
     clean, _ = read_bytes([task], ReaderSpec("text", None, (), 10**6), True)
     handler = FlakyHandler(group.column(0).data_page_offset, fault)
@@ -435,6 +438,21 @@ def test_a_transient_parquet_read_error_is_not_damage(tmp_path, fault):
     table, lost = read_bytes([task], spec, True)
     assert handler.failures == 0, "the fault was not injected"
     assert table.equals(clean) and lost == {}
+
+
+def test_the_planners_reads_are_tried_again_then_fail_naming_the_file(tmp_path):
+    """A storage error in the driver's sample reads (listing, field discovery) is tried again with backoff; one
+    that lasts fails the run naming the file."""
+    path, data, _, _ = parquet_input(tmp_path)
+    lines = tmp_path / "x.jsonl"
+    lines.write_text('{"text": "a", "url": "u"}\n')
+    for uri, at, fields in ((path, len(data) - 1, ()), (lines, 0, ("url",))):
+        handler = FlakyHandler(at, "reset")
+        assert readers.plan(InputConfig(paths=[str(uri)]), FlakyStorage(handler=handler))[1].fields == fields
+        assert handler.failures == 0, "the fault was not injected"
+    with mock.patch("time.sleep") as sleep, pytest.raises(OSError, match=f"{lines}.*4 times.*Connection reset"):
+        readers.plan(InputConfig(paths=[str(lines)]), FlakyStorage(handler=FlakyHandler(0, "reset", 10)))
+    assert [c.args[0] for c in sleep.call_args_list] == [0.5, 1, 2]
 
 
 def test_a_truncated_wet_file_loses_the_record_it_was_cut_in(tmp_path):

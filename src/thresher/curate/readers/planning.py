@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
 import orjson
 import pyarrow.parquet as pq
 
@@ -9,13 +13,15 @@ from thresher.core.storage import Storage
 from thresher.curate.config import InputConfig
 from thresher.curate.readers.common import ReaderSpec, ReadTask, damaged
 from thresher.curate.readers.json_array import JSON_ARRAY, load_json_array
+from thresher.curate.readers.parquet import decode_error
 from thresher.curate.readers.streams import COMPRESSED, compression, open_stream
 from thresher.curate.readers.wet import WET_FIELDS
 
+T = TypeVar("T")
+
 TEXT_FILES_PER_TASK = 256
 SAMPLE_BYTES = 256 << 10
-
-
+SAMPLE_TRIES = 4  # a storage error in the planner's reads: tried again after 0.5 s, then twice as long each time
 EXTENSIONS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
     ".parquet": "parquet", ".pq": "parquet",
@@ -43,7 +49,7 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
     """List the input files, split them into read tasks and decide the output columns."""
     files: list[tuple[str, int, str]] = []
     for pattern in cfg.paths:
-        found = storage.expand(pattern)
+        found = _sampled(pattern, lambda: storage.expand(pattern), damage=lambda e: False)
         if not found:
             raise ReadError(f"input.paths: no files match {pattern!r}")
         for uri, size in found:
@@ -78,17 +84,35 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
     return tasks, spec
 
 
+def _sampled(uri: str, read: Callable[[], T], damage: Callable[[BaseException], bool] = damaged) -> T | None:
+    """``read()`` of (a sample of) ``uri`` on the driver, or None when ``damage`` says its bytes are damaged (the read
+    task rejects them). Any other OSError (the storage's) is tried again, SAMPLE_TRIES times in all, then fails the
+    run naming the file."""
+    for attempt in range(SAMPLE_TRIES):
+        try:
+            return read()
+        except Exception as e:
+            if damage(e):
+                return None
+            if not isinstance(e, OSError):
+                raise
+            if attempt == SAMPLE_TRIES - 1:
+                raise OSError(f"{uri}: the planner's read failed {SAMPLE_TRIES} times: {e}") from e
+        time.sleep(0.5 * 2 ** attempt)
+
+
+def _head(storage: Storage, uri: str, nbytes: int) -> bytes:
+    """The first ``nbytes`` (decompressed) bytes of ``uri``."""
+    with open_stream(storage, uri) as f:
+        return f.read(nbytes)
+
+
 def _is_json_array(storage: Storage, uri: str) -> bool:
     """A ``.json`` file whose first non-blank byte opens an array."""
     if not uri.lower().removesuffix(compression(uri) or "").endswith(".json"):
         return False
-    try:
-        with open_stream(storage, uri) as f:
-            return f.read(4096).lstrip()[:1] == b"["
-    except Exception as e:
-        if not damaged(e):
-            raise
-        return False
+    head = _sampled(uri, lambda: _head(storage, uri, 4096))
+    return head is not None and head.lstrip()[:1] == b"["
 
 
 def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storage: Storage) -> list[str]:
@@ -96,38 +120,24 @@ def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storag
     fast JSON path parses as strings."""
     seen: dict[str, None] = {}
     for uri, _, fmt in files[:8]:
-        if fmt == JSON_ARRAY:
-            try:
-                records = load_json_array(storage, uri)
-            except Exception as e:
-                if not damaged(e):
-                    raise
-                continue
+        if fmt in (JSON_ARRAY, "jsonl"):
+            if fmt == JSON_ARRAY:
+                records = _sampled(uri, lambda: load_json_array(storage, uri)) or []
+            else:
+                head = _sampled(uri, lambda: _head(storage, uri, SAMPLE_BYTES)) or b""
+                records = []
+                for line in head.splitlines()[:1000]:
+                    try:
+                        records.append(orjson.loads(line))
+                    except orjson.JSONDecodeError:
+                        continue
             for rec in records[:1000]:
-                if isinstance(rec, dict):
-                    seen.update(dict.fromkeys(rec))
-        elif fmt == "jsonl":
-            try:
-                with open_stream(storage, uri) as f:
-                    head = f.read(SAMPLE_BYTES)
-            except Exception as e:
-                if not damaged(e):
-                    raise
-                continue
-            for line in head.splitlines()[:1000]:
-                try:
-                    rec = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
                 if isinstance(rec, dict):
                     seen.update(dict.fromkeys(rec))
         elif fmt == "parquet":
             fs, path = storage.resolve(uri)
-            try:
-                seen.update(dict.fromkeys(pq.read_schema(fs.open_input_file(path)).names))
-            except Exception as e:
-                if not damaged(e):
-                    raise
+            schema = _sampled(uri, lambda: pq.read_schema(fs.open_input_file(path)), damage=decode_error)
+            seen.update(dict.fromkeys(schema.names if schema is not None else ()))
         elif fmt == "text":
             seen["path"] = None
         elif fmt == "wet":
