@@ -61,7 +61,7 @@ def corpus_for(work: Path, mb: int) -> Path:
 
 
 def read_tasks(sizes: list[int], block_bytes: int) -> int:
-    """Read tasks thresher plans for uncompressed JSONL files of ``sizes`` (src/thresher/curate/readers.py ``plan``)."""
+    """Read tasks thresher plans for uncompressed JSONL files of ``sizes`` (``thresher.curate.readers.plan``)."""
     return sum(-(-s // block_bytes) if s > block_bytes else 1 for s in sizes)
 
 

@@ -12,6 +12,7 @@ import time
 import zlib
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import zstandard
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -125,11 +126,19 @@ def test_a_run_over_hostile_files_accounts_for_every_record(ray_local, tmp_path)
     (tmp_path / "in" / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     (tmp_path / "in" / "b.jsonl.gz").write_bytes(gzip.compress(b"\n".join(lines))[:-100])
     (tmp_path / "in" / "c.txt").write_bytes(b"\xff\xfe\x00 not utf-8 \x80")
+    parquet = tmp_path / "in" / "d.parquet"  # bytes flipped in a data page's header, then in the footer
+    pq.write_table(pa.table({"text": [f"Parquet document {i} about rivers." for i in range(30)]}), parquet,
+                   row_group_size=10)
+    data, at = parquet.read_bytes(), pq.read_metadata(parquet).row_group(1).column(0).data_page_offset
+    parquet.write_bytes(data[:at] + b"\xff" * 4 + data[at + 4:])
+    footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    (tmp_path / "in" / "e.parquet").write_bytes(data[:footer] + b"\xff" * 4 + data[footer + 4:])
     t0 = time.perf_counter()
     manifest = run(parse_config({"input": {"paths": [str(tmp_path / "in")], "format": None},
                                  "output": {"path": str(tmp_path / "out")},
                                  "stages": [{"normalize": {"html_to_text": True}}, {"pii": {}}]}))
     c = manifest["counts"]
     assert c["input"] == c["output"] + c["rejected"]
-    assert c["output"] >= 50 and c["rejected"] > 100
+    assert c["output"] >= 70 and c["rejected"] > 100
+    assert manifest["counts"]["rejected_bytes"] >= (tmp_path / "in" / "e.parquet").stat().st_size
     assert time.perf_counter() - t0 < 120

@@ -4,6 +4,7 @@ appears (or, with declared fields, the others are counted)."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -16,8 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from thresher.core.storage import Storage
 from thresher.curate import readers
-from thresher.curate.readers import ReaderSpec, ReadTask
+from thresher.curate.config import InputConfig
+from thresher.curate.readers import ReaderSpec, ReadTask, common
+from thresher.curate.readers import jsonl as jsonl_reader
 
 SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -72,7 +76,7 @@ clean_lines = st.one_of(json_lines(clean_records), st.sampled_from(ODD))
 any_lines = st.one_of(json_lines(clean_records), json_lines(any_records), st.sampled_from(FALLBACK),
                       st.sampled_from(ODD))
 files = st.one_of(st.lists(clean_lines, max_size=12), st.lists(any_lines, max_size=12))
-chunk_sizes = st.integers(min_value=1, max_value=2000) | st.just(readers.CHUNK_BYTES)
+chunk_sizes = st.integers(min_value=1, max_value=2000) | st.just(jsonl_reader.CHUNK_BYTES)
 specs = st.builds(ReaderSpec, st.just("text"), st.sampled_from([None, "id"]),
                   st.sampled_from([(), ("url",), ("url", "meta")]), st.integers(min_value=1, max_value=60),
                   declared=st.booleans())
@@ -86,8 +90,8 @@ def jsonl(lines: list[bytes], crlf: list[bool], final_newline: bool) -> bytes:
 
 def read(path, spec: ReaderSpec, fast: bool, start: int = 0, end: int = -1) -> pa.Table | None:
     task = ReadTask("jsonl", (str(path),), (path.stat().st_size,), start, end)
-    tables = list(readers._read_jsonl(task, spec, readers.LostBytes(), fast=fast))
-    assert all(t.num_rows <= readers.ROWS_PER_BATCH for t in tables)
+    tables = list(jsonl_reader.read_jsonl(task, spec, readers.LostBytes(), fast=fast))
+    assert all(t.num_rows <= common.ROWS_PER_BATCH for t in tables)
     # a field first seen in a later batch is a column from that batch on (missing columns: null before it; counts: 0)
     table = pa.concat_tables(tables, promote_options="default") if tables else None
     for i, name in enumerate(table.column_names if table else []):
@@ -114,7 +118,7 @@ def test_fast_path_gives_the_rows_of_the_per_line_path(tmp_path_factory, lines, 
     path.write_bytes(payload)
     start = data.draw(st.integers(min_value=0, max_value=len(payload)))
     end = data.draw(st.sampled_from([-1, len(payload)]) | st.integers(min_value=start, max_value=len(payload)))
-    with mock.patch.object(readers, "CHUNK_BYTES", chunk), mock.patch.object(readers, "ROWS_PER_BATCH", 5):
+    with mock.patch.object(jsonl_reader, "CHUNK_BYTES", chunk), mock.patch.object(common, "ROWS_PER_BATCH", 5):
         assert_same(read(path, spec, True, start, end), read(path, spec, False, start, end))
 
 
@@ -125,7 +129,7 @@ def test_fast_path_on_compressed_and_truncated_input(tmp_path_factory, lines, cr
     compressed = gzip.compress(jsonl(lines, crlf, final_newline))
     path = tmp_path_factory.mktemp("r") / "x.jsonl.gz"
     path.write_bytes(compressed[: data.draw(st.integers(min_value=0, max_value=len(compressed)))])
-    with mock.patch.object(readers, "CHUNK_BYTES", chunk):
+    with mock.patch.object(jsonl_reader, "CHUNK_BYTES", chunk):
         assert_same(read(path, spec, True), read(path, spec, False))
 
 
@@ -150,19 +154,32 @@ def test_fast_path_is_taken_on_clean_input(tmp_path, id_field):
     spec = ReaderSpec("text", id_field, ("url",), 24)
     slow, slow_range = read(path, spec, False), read(path, spec, False, 1000, 5000)
     assert {"empty_text", "too_long", None} <= set(slow["_reject_reason"].to_pylist())
-    with mock.patch.object(readers, "_add_json_line", side_effect=AssertionError("per-line path taken")):
-        for chunk in (1, 1000, readers.CHUNK_BYTES):
-            with mock.patch.object(readers, "CHUNK_BYTES", chunk):
+    hostile = tmp_path / "hostile.jsonl"
+    hostile.write_bytes(FALLBACK[0] + b"\n")
+    with mock.patch.object(jsonl_reader, "add_json_line", side_effect=AssertionError("per-line path taken")):
+        with pytest.raises(AssertionError, match="per-line path taken"):  # the patch is where the reader looks
+            read(hostile, spec, True)
+        for chunk in (1, 1000, jsonl_reader.CHUNK_BYTES):
+            with mock.patch.object(jsonl_reader, "CHUNK_BYTES", chunk):
                 assert_same(read(path, spec, True), slow)
                 assert_same(read(path, spec, True, 1000, 5000), slow_range)
+
+
+def test_chunk_bytes_is_where_the_reader_looks():
+    """A patch of ``jsonl_reader.CHUNK_BYTES`` (as the tests above make) sets the chunks, of a file and of a stream."""
+    line = b'{"text": "a"}\n'
+    with mock.patch.object(jsonl_reader, "CHUNK_BYTES", 1):
+        assert [c for _, c, _ in jsonl_reader._line_chunks(io.BytesIO(line * 3), 0, len(line) * 3)] == [line] * 3
+        stream = io.BufferedReader(io.BytesIO(line * 3))
+        assert [c for _, c, _ in jsonl_reader._stream_chunks(stream, stream, len(line) * 3)] == [line] * 3
 
 
 @pytest.mark.parametrize("line", FALLBACK)
 def test_hostile_lines_send_their_chunk_to_the_per_line_path(tmp_path, line):
     clean = b'{"text": "fine", "id": "c"}\n'
     chunk = clean + line + b"\n" + clean
-    assert readers._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, chunk) is None
-    assert readers._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, clean * 2) is not None
+    assert jsonl_reader._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, chunk) is None
+    assert jsonl_reader._parse_chunk(ReaderSpec("text", "id", ("url",), 100), "k", 0, clean * 2) is not None
     path = tmp_path / "x.jsonl"
     path.write_bytes(chunk)
     for spec in (ReaderSpec("text", None, (), 100), ReaderSpec("text", "id", ("url", "x"), 3)):
@@ -184,7 +201,7 @@ def test_fields_found_late_are_kept_and_undeclared_ones_counted(tmp_path):
             {"text": "late two", "id": "L2", "license": "mit", "nested": {"k": [1, None]}}]
     path = tmp_path / "late.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in early + late))
-    plan_spec = readers.plan(readers.InputConfig(paths=[str(path)]), readers.Storage())[1]
+    plan_spec = readers.plan(InputConfig(paths=[str(path)]), Storage())[1]
     assert plan_spec.fields == ("url",)  # the sample (the first 1,000 lines) saw only url
     for fast in (True, False):
         table = read(path, plan_spec, fast)
@@ -225,7 +242,7 @@ def test_damaged_lines_lose_their_bytes_once_in_any_range(tmp_path_factory, line
     payload = jsonl(lines, crlf, final_newline)
     path = tmp_path_factory.mktemp("b") / ("x.jsonl.gz" if compressed else "x.jsonl")
     path.write_bytes(gzip.compress(payload) if compressed else payload)
-    tasks, spec = readers.plan(readers.InputConfig(paths=[str(path)], block_bytes=block), readers.Storage())
+    tasks, spec = readers.plan(InputConfig(paths=[str(path)], block_bytes=block), Storage())
     assert sum(t.nbytes for t in tasks) == path.stat().st_size
     ends = [b"\r\n" if c else b"\n" for c in crlf]
     if ends and not final_newline:
@@ -305,6 +322,137 @@ def test_corrupt_parquet_loses_its_size_or_its_row_group(tmp_path):
     path.write_bytes(data[: len(data) // 2])  # no footer
     table, lost = read_bytes([ReadTask("parquet", (str(path),), (len(data) // 2,))], spec, True)
     assert table["_reject_reason"].to_pylist() == ["unreadable_file"] and lost == {str(path): len(data) // 2}
+
+
+def parquet_input(tmp_path) -> tuple:
+    """A Parquet file of three row groups of ten records (snappy, as pyarrow writes by default), its bytes, its
+    read task and the metadata of its row group 1."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"text": [f"document {i:03d} " * 20 for i in range(30)]}), path, row_group_size=10)
+    data = path.read_bytes()
+    return path, data, ReadTask("parquet", (str(path),), (len(data),)), pq.read_metadata(path).row_group(1)
+
+
+def test_a_corrupt_parquet_page_loses_its_row_group_and_a_corrupt_footer_its_file(tmp_path):
+    """Bytes flipped in a data page's header, which Arrow reports as a plain OSError (as it may a failing disk): the
+    row group is rejected with its compressed size and the others are kept, with the clean file's ids. A footer
+    corrupted or cut: the file is rejected with its stored size."""
+    spec = ReaderSpec("text", None, (), 10**6)
+    path, data, task, group = parquet_input(tmp_path)
+    clean, _ = read_bytes([task], spec, True)
+    at = group.column(0).data_page_offset
+    path.write_bytes(data[:at] + b"\xff" * 4 + data[at + 4:])
+    table, lost = read_bytes([task], spec, True)
+    assert table["_reject_reason"].to_pylist() == [None] * 10 + ["unreadable_file"] + [None] * 10
+    assert "deserialize thrift" in table["_reject_detail"][10].as_py()
+    kept = table.filter(pc.is_null(table["_reject_reason"]))
+    assert kept["id"].to_pylist() == clean["id"].to_pylist()[:10] + clean["id"].to_pylist()[20:]
+    assert kept["text"].to_pylist() == clean["text"].to_pylist()[:10] + clean["text"].to_pylist()[20:]
+    assert lost == {str(path): group.column(0).total_compressed_size}
+    footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    for payload in (data[:footer] + b"\xff" * 4 + data[footer + 4:], data[:-3]):
+        path.write_bytes(payload)
+        table, lost = read_bytes([ReadTask("parquet", (str(path),), (len(payload),))], spec, True)
+        assert table["_reject_reason"].to_pylist() == ["unreadable_file"] and lost == {str(path): len(payload)}
+
+
+class FlakyHandler:
+    """A local filesystem for pyarrow whose reads covering byte ``at`` of a file fail ``failures`` times: ``fault``
+    "reset" (the connection is reset), "aws" (S3's words for a timeout) or "garbled" (the bytes arrive flipped)."""
+
+    def __new__(cls, at: int, fault: str, failures: int = 1):
+        import fsspec
+        import pyarrow.fs as pafs
+
+        class Handler(pafs.FSSpecHandler):
+            def open_input_file(self, path):
+                return pa.PythonFile(FlakyFile(open(path, "rb"), handler), mode="r")
+
+            def open_input_stream(self, path):
+                return self.open_input_file(path)
+
+        handler = Handler(fsspec.filesystem("file"))
+        handler.at, handler.fault, handler.failures = at, fault, failures
+        return handler
+
+
+@dataclasses.dataclass(frozen=True)
+class FlakyStorage(Storage):
+    """Local files read through a :class:`FlakyHandler`."""
+
+    handler: object = None
+
+    def resolve(self, uri):
+        import pyarrow.fs as pafs
+
+        return pafs.PyFileSystem(self.handler), super().resolve(uri)[1]
+
+
+class FlakyFile(io.RawIOBase):
+    def __init__(self, file, handler):
+        self.file, self.handler = file, handler
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, *args) -> int:
+        return self.file.seek(*args)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+    def readinto(self, buffer) -> int:
+        h, pos = self.handler, self.file.tell()
+        n = self.file.readinto(buffer)
+        if h.failures and pos <= h.at < pos + n:
+            h.failures -= 1
+            if h.fault == "reset":
+                raise ConnectionResetError("Connection reset by peer")
+            if h.fault == "aws":
+                raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 28, Timeout was "
+                              "reached")
+            buffer[h.at - pos] ^= 0xFF
+        return n
+
+
+@pytest.mark.parametrize("fault", ["reset", "aws", "garbled"])
+def test_a_transient_parquet_read_error_is_not_damage(tmp_path, fault):
+    """A connection lost while a row group is read propagates (Ray runs the read task again: here the test does),
+    and bytes garbled once in transit are read again: either way the output is the clean file's, nothing rejected."""
+    path, data, task, group = parquet_input(tmp_path)
+    clean, _ = read_bytes([task], ReaderSpec("text", None, (), 10**6), True)
+    handler = FlakyHandler(group.column(0).data_page_offset, fault)
+    spec = ReaderSpec("text", None, (), 10**6, FlakyStorage(handler=handler))
+    if fault != "garbled":
+        with pytest.raises(OSError, match="Connection reset|AWS Error"):
+            read_bytes([task], spec, True)
+    table, lost = read_bytes([task], spec, True)
+    assert handler.failures == 0, "the fault was not injected"
+    assert table.equals(clean) and lost == {}
+
+
+def test_the_planners_reads_are_tried_again_then_fail_naming_the_file(tmp_path):
+    """A storage error in the driver's sample reads (listing, field discovery) is tried again with backoff; one
+    that lasts fails the run naming the file."""
+    path, data, _, _ = parquet_input(tmp_path)
+    lines = tmp_path / "x.jsonl"
+    lines.write_text('{"text": "a", "url": "u"}\n')
+    for uri, at, fields in ((path, len(data) - 1, ()), (lines, 0, ("url",))):
+        handler = FlakyHandler(at, "reset")
+        assert readers.plan(InputConfig(paths=[str(uri)]), FlakyStorage(handler=handler))[1].fields == fields
+        assert handler.failures == 0, "the fault was not injected"
+    with mock.patch("time.sleep") as sleep, pytest.raises(OSError, match=f"{lines}.*4 times.*Connection reset"):
+        readers.plan(InputConfig(paths=[str(lines)]), FlakyStorage(handler=FlakyHandler(0, "reset", 10)))
+    assert [c.args[0] for c in sleep.call_args_list] == [0.5, 1, 2]
 
 
 def test_a_truncated_wet_file_loses_the_record_it_was_cut_in(tmp_path):
