@@ -25,6 +25,8 @@ _CONTROL = {**{c: None for c in list(range(0x00, 0x20)) + list(range(0x7F, 0xA0)
             0x200B: None, 0xFEFF: None, 0x00AD: None}
 # Single-character-class repetitions: linear in Python's engine, and faster than RE2 when matches are many.
 _SPACES = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{2,}|[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_RUN_OF_SPACES = re.compile(" {2,}")
+_WIDE_SPACE = re.compile("[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")  # what _SPACES changes besides "  "
 _CONTROL_HINT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b\u2028\u2029\ufeff]")
 _BLANK_LINES = re.compile("\n{3,}")
 
@@ -71,19 +73,31 @@ class Normalize(MapStage):
     Config = NormalizeConfig
 
     def normalize(self, text: str) -> str:
+        """``text`` normalized. A step is skipped where a quick check shows it cannot change the text (ASCII text
+        has no mojibake and is in every normal form; no double or special space, nothing to collapse): the result
+        is the same, at a fraction of the regular expressions' cost."""
         c = self.config
         if c.html_to_text:
             text = html_to_text(text)
-        if c.fix_mojibake and _MOJIBAKE_HINT.search(text):
+        ascii_only = text.isascii()
+        if c.fix_mojibake and not ascii_only and _MOJIBAKE_HINT.search(text):
             text = ftfy.fix_and_explain(text, _FTFY).text
-        if c.unicode_form != "none":
+            ascii_only = text.isascii()
+        if c.unicode_form != "none" and not ascii_only:
             text = unicodedata.normalize(c.unicode_form, text)
         if c.strip_control:
             if _CONTROL_HINT.search(text):
                 text = text.replace("\r\n", "\n").translate(_CONTROL)
         if c.collapse_whitespace:
-            lines = _SPACES.sub(" ", text).split("\n")
-            text = _BLANK_LINES.sub("\n\n", "\n".join(line.strip(" ") for line in lines)).strip()
+            if _WIDE_SPACE.search(text):
+                text = _SPACES.sub(" ", text)
+            elif "  " in text:
+                text = _RUN_OF_SPACES.sub(" ", text)  # the same as _SPACES there, twice as fast
+            if " \n" in text or "\n " in text:
+                text = "\n".join(line.strip(" ") for line in text.split("\n"))
+            if "\n\n\n" in text:
+                text = _BLANK_LINES.sub("\n\n", text)
+            text = text.strip()
         return text
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
