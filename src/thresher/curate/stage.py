@@ -44,7 +44,6 @@ from thresher.core.storage import Storage
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import ray.data
 
 REJECT_STAGE = "_reject_stage"
 REJECT_REASON = "_reject_reason"
@@ -198,8 +197,9 @@ class GlobalStage(Stage):
         values it needs for a few rows only: it reads them from ``staged_keys``)."""
         return []
 
-    def decide(self, keys: "ray.data.Dataset") -> "ray.data.Dataset":
-        """The key rows with this stage's decisions (rejection columns, ``decision_columns``)."""
+    def decide(self, keys):
+        """The key rows (a dataset of ``thresher.curate.execution``) with this stage's decisions (rejection columns,
+        ``decision_columns``)."""
         raise NotImplementedError
 
     def decision_columns(self) -> list[str]:
