@@ -9,11 +9,12 @@ A stage is one file in ``curate/stages/`` holding a config model and a class:
   an actor pool instead.
 * ``GlobalStage``: a decision that needs every record (dedup, group-aware split). It never sees the records:
   ``keys`` turns a batch of live records into compact key columns (hashes, band keys, signatures, group
-  values) on the map side, where the records are; ``decide`` transforms the Ray Data ``Dataset`` of key rows
-  (``KEY``, ``id``, the rejection columns, each global stage's key columns and earlier global stages'
-  decisions) into the same rows with this stage's decisions: the rejection columns set for the rows it
-  removes, and ``decision_columns`` (e.g. ``dup_cluster``, ``_split``). The runner routes the decisions back
-  to the staged records (``thresher.curate.runner``).
+  values) on the map side, where the records are; ``decide`` transforms the key rows (``KEY``, ``id``, the
+  rejection columns, each global stage's key columns and earlier global stages' decisions) into the same rows
+  with this stage's decisions: the rejection columns set for the rows it removes, and ``decision_columns``
+  (e.g. ``dup_cluster``, ``_split``). It moves the key rows only through ``thresher.curate.execution``, which
+  holds them on Ray or in one process; it never imports Ray. The runner routes the decisions back to the staged
+  records (``thresher.curate.runner``).
 
 * ``GeneratorStage``: a map stage that may add records (augmentation, rebalancing copies). ``process`` returns
   the rows it received, then the new ones, each with the internal key :meth:`GeneratorStage.new_keys` gives it.
@@ -46,7 +47,6 @@ from thresher.core.storage import Storage
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    import ray.data
 
 REJECT_STAGE = "_reject_stage"
 REJECT_REASON = "_reject_reason"
@@ -188,8 +188,8 @@ class GeneratorStage(MapStage):
 
 class GlobalStage(Stage):
     staged_keys = None  # set by the runner before ``decide``: the staged key files (``thresher.curate.execution.datasets``)
-    # ``decide`` moves data only through the helpers of ``thresher.curate.execution.datasets``, so it also decides on a
-    # ``LocalTable`` (the runner then runs the segment's stages in one task when its key rows are few enough)
+    # True: ``decide`` also decides on a ``LocalTable`` (the runner then runs the segment's stages in one task when
+    # its key rows are few enough)
     decides_locally = False
 
     def keys(self, batch: "pa.Table") -> dict[str, "pa.Array | pa.ChunkedArray"]:
@@ -201,8 +201,9 @@ class GlobalStage(Stage):
         values it needs for a few rows only: it reads them from ``staged_keys``)."""
         return []
 
-    def decide(self, keys: "ray.data.Dataset") -> "ray.data.Dataset":
-        """The key rows with this stage's decisions (rejection columns, ``decision_columns``)."""
+    def decide(self, keys):
+        """The key rows (a dataset of ``thresher.curate.execution``) with this stage's decisions (rejection columns,
+        ``decision_columns``)."""
         raise NotImplementedError
 
     def decision_columns(self) -> list[str]:

@@ -16,7 +16,7 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.execution.datasets import in_one_task, materialize
+from thresher.curate.execution.datasets import from_table, in_one_task, materialize
 
 
 log = logging.getLogger(__name__)
@@ -124,8 +124,6 @@ def connected_components(edges, partitions: int, limit_rows: int, node_type: pa.
     several bands are settled by one round, so the first look comes after the first round: the common case is
     one Ray Data execution (four shuffles, with the LSH shuffle upstream) and one look.
     """
-    import ray.data
-
     schema = edge_schema(node_type)
     edges = materialize(edges)
     if edges.count() <= limit_rows:
@@ -141,7 +139,7 @@ def connected_components(edges, partitions: int, limit_rows: int, node_type: pa.
         log.info("connected components: round %d, %d edges, %d nodes not in stars", round_, stepped.count(), count)
         if count == 0:
             if stepped.count() == 0:  # no edges at all
-                return ray.data.from_arrow(schema.empty_table().rename_columns(["node", "root"]))
+                return from_table(schema.empty_table().rename_columns(["node", "root"]))
             # large-star of a star graph: one edge (leaf, centre) per leaf, from the centre's partition
             return stepped.drop_columns(["violations"]).rename_columns({"u": "node", "v": "root"})
     raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")

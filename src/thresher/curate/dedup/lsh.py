@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.execution.datasets import (ARROW, broadcast, cached_for, fetched, map_blocks, materialize,
-                                                worker_cached)
+from thresher.curate.execution.datasets import (ARROW, broadcast, cached_for, fetched, fetched_value, map_blocks,
+                                                materialize)
 
 log = logging.getLogger(__name__)
 BAND_PREFIX = "_dedup_band_"
@@ -171,10 +171,7 @@ def _endpoints(edge_refs: list) -> np.ndarray:
 
 def _unpacked(bloom) -> np.ndarray:
     """The Bloom filter's bits as booleans (once per worker process)."""
-    import ray
-
-    return worker_cached("bloom:" + bloom.hex(),
-                         lambda: np.unpackbits(np.frombuffer(ray.get(bloom), dtype=np.uint8)).astype(bool))
+    return fetched_value("bloom", bloom, lambda bits: np.unpackbits(np.frombuffer(bits, dtype=np.uint8)).astype(bool))
 
 
 def _similar_broadcast(edges: pa.Table, refs: list, schema: pa.Schema, similar) -> pa.Table:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from thresher.curate.run_folder import read_staged
 
@@ -196,6 +198,18 @@ def map_pandas(ds, fn, *args):
     return ds.map_batches(fn, fn_args=args, batch_format="pandas")
 
 
+def map_groups(ds, key: str, fn):
+    """``fn`` (table -> table) applied to the rows of each value of ``key`` (a column without nulls): a Ray Data
+    groupby, or on a ``LocalTable`` its rows sorted by ``key`` and cut where the value changes."""
+    if isinstance(ds, LocalTable):
+        table = ds.table.take(pc.sort_indices(ds.table[key]))
+        values = table[key].to_pylist()
+        starts = [i for i in range(len(values)) if not i or values[i] != values[i - 1]]
+        parts = [fn(table.slice(lo, hi - lo)) for lo, hi in zip(starts, [*starts[1:], len(values)])]
+        return LocalTable(pa.concat_tables(parts) if parts else table)
+    return ds.groupby(key).map_groups(fn, batch_format="pyarrow")
+
+
 def pandas_parts(ds, fn, *args) -> list:
     """``fn`` (data frame -> small data frame, e.g. partial counts) applied to each block of ``ds``, the results
     gathered where this runs (the driver, or the process holding a ``LocalTable``)."""
@@ -203,6 +217,12 @@ def pandas_parts(ds, fn, *args) -> list:
         return [fn(ds.table.to_pandas(), *args)]
     return list(ds.map_batches(fn, fn_args=args, batch_format="pandas", batch_size=None)
                 .iter_batches(batch_format="pandas", batch_size=None))
+
+
+def held_limit(ds, rows: int) -> int:
+    """The rows a step may gather in the deciding process before it takes a distributed path: ``rows``, or any
+    number on a ``LocalTable`` (all of it is there already)."""
+    return sys.maxsize if isinstance(ds, LocalTable) else rows
 
 
 def partitions_for(rows: int) -> int:
@@ -271,6 +291,20 @@ def worker_cached(key: str, make, pin: Any = None):
 
 def clear_worker_cache() -> None:
     _worker_cache.clear()
+
+
+def fetched_value(kind: str, ref, make):
+    """``make(value)`` of the object behind ``ref`` (e.g. :func:`reduce_or`'s), once per worker process."""
+    import ray
+
+    return worker_cached(kind + ":" + ref.hex(), lambda: make(ray.get(ref)))
+
+
+def from_table(table: pa.Table):
+    """A dataset of the rows of ``table`` (one block, with its schema, even without rows)."""
+    import ray.data
+
+    return ray.data.from_arrow(table)
 
 
 def reduce_or(ds, column: str):

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field, field_validator
 
+from thresher.curate.execution.tasks import tasks_for
 from thresher.curate.run_folder import DATA
 from thresher.curate.stage import REJECT_STAGE, GlobalStage, StageConfig
 
@@ -98,26 +99,22 @@ class Curriculum(GlobalStage):
         return out
 
     def decide(self, ds):
-        import ray
-        import ray.data
-
         c = self.config
-        frequencies, rare, sums_of, score = (ray.remote(num_cpus=1)(f) for f in (
-            _document_frequencies, _rare_words, _signal_sums, _score))
-        refs = ds.materialize().to_arrow_refs()
+        tasks = tasks_for(ds)
+        refs = tasks.blocks(ds)
         if "rare_words" in c.signals:
             df, records = np.zeros(BUCKETS, np.int64), 0
-            for part in [frequencies.remote(ref) for ref in refs]:  # summed one block's counts at a time
-                counts, n = ray.get(part)
+            for part in [tasks.run(_document_frequencies, ref) for ref in refs]:  # summed one block's counts at a time
+                counts, n = tasks.get(part)
                 df, records = df + counts, records + n
             below = max(2.0, c.rare_doc_fraction * records)
-            df = ray.put(df)
-            refs = [rare.remote(ref, df, below) for ref in refs]
-        per_block = ray.get([sums_of.remote(ref, list(c.signals)) for ref in refs])
+            df = tasks.put(df)
+            refs = [tasks.run(_rare_words, ref, df, below) for ref in refs]
+        per_block = tasks.get([tasks.run(_signal_sums, ref, list(c.signals)) for ref in refs])
         moments = {s: _moments(*_merge([block[i] for block in per_block])) for i, s in enumerate(c.signals)}
         self.metrics = {"signals": {s: {"weight": w, "mean": moments[s][0], "std": moments[s][1]}
                                     for s, w in c.signals.items()}}
-        return ray.data.from_arrow_refs([score.remote(ref, moments, c.signals) for ref in refs])
+        return tasks.dataset([tasks.run(_score, ref, moments, c.signals) for ref in refs])
 
 
 # -- measures ------------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from thresher.curate.execution.datasets import materialize
+from thresher.curate.execution.tasks import tasks_for
 from thresher.curate.labels import noise, ordered_classes
 from thresher.curate.stage import KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig
 
@@ -70,39 +72,34 @@ class LabelNoise(GlobalStage):
         return out
 
     def decide(self, ds):
-        import ray
-        import ray.data
-
         c = self.config
-        ds = ds.materialize()
+        tasks, ds = tasks_for(ds), materialize(ds)
+        refs = tasks.blocks(ds)
         total = ds.count()
         label_col = c.label_field if c.label_field in ds.schema().names else GIVEN
-        refs = ds.to_arrow_refs()
-        labels_of, annotate_none, sample, train, score, judge = (ray.remote(num_cpus=1)(f) for f in (
-            _labels, _annotate_none, _sample, noise.fit_samples, _score, _judge))
-        classes = ordered_classes(set().union(*ray.get([labels_of.remote(ref, label_col) for ref in refs])))
+        classes = ordered_classes(set().union(*tasks.get([tasks.run(_labels, ref, label_col) for ref in refs])))
         self.metrics = {"classes": classes, "records": total}
         if len(classes) < 2:
             self.metrics["skipped"] = "fewer than two classes"
-            return ray.data.from_arrow_refs([annotate_none.remote(ref) for ref in refs])
+            return tasks.dataset([tasks.run(_annotate_none, ref) for ref in refs])
         fraction = min(1.0, c.max_train_rows / total)
-        samples = [sample.remote(ref, label_col, classes, fraction, c.folds, c.seed) for ref in refs]
-        model = train.remote(c.folds, len(classes), c.regularization, *samples)
-        scored = [score.options(num_returns=2).remote(ref, model, label_col, classes, c.folds, c.seed) for ref in refs]
-        sums = _add(ray.get([s for _, s in scored]))
+        samples = [tasks.run(_sample, ref, label_col, classes, fraction, c.folds, c.seed) for ref in refs]
+        model = tasks.run(noise.fit_samples, c.folds, len(classes), c.regularization, *samples)
+        scored = [tasks.run(_score, ref, model, label_col, classes, c.folds, c.seed, returns=2) for ref in refs]
+        sums = _add(tasks.get([s for _, s in scored]))
         t = noise.thresholds(sums)
-        decided = [judge.options(num_returns=2).remote(table, t, classes, c.action, c.review_split, self.name)
+        decided = [tasks.run(_judge, table, t, classes, c.action, c.review_split, self.name, returns=2)
                    for table, _ in scored]
-        stats = _add(ray.get([s for _, s in decided]))
+        stats = _add(tasks.get([s for _, s in decided]))
         judged = int(stats["judged"])
         self.metrics.update({
-            "action": c.action, "folds": c.folds, "train_rows": int(ray.get(model)[2]), "judged": judged,
+            "action": c.action, "folds": c.folds, "train_rows": int(tasks.get(model)[2]), "judged": judged,
             "issues": int(stats["issues"]), "issue_rate": round(stats["issues"] / judged, 6) if judged else None,
             "out_of_fold_accuracy": round(stats["correct"] / judged, 6) if judged else None,
             "majority_class_accuracy": round(sums["counts"].max() / judged, 6) if judged else None,
             "thresholds": dict(zip(classes, np.round(t, 6).tolist())),
             "confident_joint": stats["joint"].astype(int).tolist()})
-        return ray.data.from_arrow_refs([table for table, _ in decided])
+        return tasks.dataset([table for table, _ in decided])
 
 
 def _add(parts: list[dict]) -> dict:

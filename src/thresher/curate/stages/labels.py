@@ -45,6 +45,8 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from thresher.core.storage import join
+from thresher.curate.execution.datasets import map_groups
+from thresher.curate.execution.tasks import tasks_for
 from thresher.curate.labels import agreement, is_number, noise, ordered_classes
 from thresher.curate.labels import dawid_skene as ds_em
 from thresher.curate.labels.agreement import Annotations
@@ -176,68 +178,60 @@ class Labels(GlobalStage):
     # -- decisions -----------------------------------------------------------------------------------------
 
     def decide(self, ds):
-        import ray
-        import ray.data
-
         c = self.config
-        vocabulary, encode, statistics_of, assign = (ray.remote(num_cpus=1)(f) for f in (
-            _vocabulary, _encode, _em_statistics, _assign))
+        tasks = tasks_for(ds)
         if c.item_field:
-            ds = ds.groupby(ITEM).map_groups(_collapse_item, batch_format="pyarrow")
-        refs = ds.materialize().to_arrow_refs()
-        found = ray.get([vocabulary.remote(ref, c.missing) for ref in refs])
+            ds = map_groups(ds, ITEM, _collapse_item)
+        refs = tasks.blocks(ds)
+        found = tasks.get([tasks.run(_vocabulary, ref, c.missing) for ref in refs])
         classes = c.classes or ordered_classes(set().union(*(f[0] for f in found)))
         raters = sorted(set().union(*(f[1] for f in found))) if c.identified else None
-        refs = [encode.remote(ref, classes, raters, c.missing, self.name) for ref in refs]
+        refs = [tasks.run(_encode, ref, classes, raters, c.missing, self.name) for ref in refs]
         n_classes, n_raters = len(classes), len(raters) if raters else 1
         params, fit = None, None
         if c.consensus == "dawid_skene":
             def statistics(p):
-                parts = ray.get([statistics_of.remote(ref, n_classes, n_raters, p) for ref in refs])
+                parts = tasks.get([tasks.run(_em_statistics, ref, n_classes, n_raters, p) for ref in refs])
                 return {k: sum(part[k] for part in parts) for k in parts[0]}
             params, fit = ds_em.fit(statistics, c.max_iter, c.tol)
-        decided = [assign.options(num_returns=2).remote(ref, classes, n_raters, c.identified, params, c.min_confidence,
-                                                        c.review_split, c.assist is not None) for ref in refs]
+        decided = [tasks.run(_assign, ref, classes, n_raters, c.identified, params, c.min_confidence, c.review_split,
+                             c.assist is not None, returns=2) for ref in refs]
         counts = None
-        for part in ray.get([s for _, s in decided]):
+        for part in tasks.get([s for _, s in decided]):
             counts = agreement.merge(counts, part)
         tables = [t for t, _ in decided]
-        assisted = self._assist(tables, classes, counts) if c.assist else None
+        assisted = self._assist(tasks, tables, classes, counts) if c.assist else None
         if assisted:
             tables, assist_metrics = assisted
         self.metrics = self._summary(counts, classes, raters, params, fit)
         if assisted:
             self.metrics["assist"] = assist_metrics
         if c.item_field:
-            expand = ray.remote(num_cpus=1)(_expand_items)
-            tables = [expand.remote(t, self.name, self.decision_columns()) for t in tables]
-        return ray.data.from_arrow_refs(tables)
+            tables = [tasks.run(_expand_items, t, self.name, self.decision_columns()) for t in tables]
+        return tasks.dataset(tables)
 
-    def _assist(self, tables: list, classes: list[str], counts: dict) -> tuple[list, dict]:
+    def _assist(self, tasks, tables: list, classes: list[str], counts: dict) -> tuple[list, dict]:
         """Proposals for the records without annotations from logistic regressions on hashed text features
         (:mod:`thresher.curate.labels.noise`), trained on a sample of the consensus records: each record is scored by the
         fold model that did not train on it, so the consensus records' scores are out of fold; a temperature fitted
         on them (least log loss over ``TEMPERATURES``) calibrates the proposals' confidence. Updates ``counts``."""
-        import ray
-
         a, C = self.config.assist, len(classes)
-        sample, calibration, propose = (ray.remote(num_cpus=1)(f) for f in (_assist_sample, _assist_calibration,
-                                                                            _propose))
         labelled = int(counts["status"][0])
         if C < 2 or labelled < a.folds:
             model, temperature, calib = None, None, np.zeros(2 + len(TEMPERATURES))
         else:
             fraction = min(1.0, a.max_train_rows / labelled)
-            model = ray.remote(num_cpus=1)(noise.fit_samples).remote(
-                a.folds, C, a.regularization, *[sample.remote(t, classes, fraction, a.folds, a.seed) for t in tables])
-            calib = np.sum(ray.get([calibration.remote(t, model, classes, a.folds, a.seed) for t in tables]), axis=0)
+            model = tasks.run(noise.fit_samples, a.folds, C, a.regularization,
+                              *[tasks.run(_assist_sample, t, classes, fraction, a.folds, a.seed) for t in tables])
+            calib = np.sum(tasks.get([tasks.run(_assist_calibration, t, model, classes, a.folds, a.seed)
+                                      for t in tables]), axis=0)
             temperature = float(TEMPERATURES[np.argmin(calib[2:])])
-        out = [propose.options(num_returns=2).remote(t, model, temperature, classes, a.folds, a.seed,
-                                                     a.min_confidence, self.config.review_split) for t in tables]
-        moved = np.sum(ray.get([m for _, m in out]), axis=0)
+        out = [tasks.run(_propose, t, model, temperature, classes, a.folds, a.seed, a.min_confidence,
+                         self.config.review_split, returns=2) for t in tables]
+        moved = np.sum(tasks.get([m for _, m in out]), axis=0)
         counts["status"] = counts["status"] + np.array([0, 0, 0, -moved.sum(), moved[0], moved[1]])
         metrics = {"min_confidence": a.min_confidence, "proposed": int(moved[0]), "proposal_low_confidence": int(moved[1]),
-                   "temperature": temperature, "train_rows": labelled if model is None else int(ray.get(model)[2]),
+                   "temperature": temperature, "train_rows": labelled if model is None else int(tasks.get(model)[2]),
                    "out_of_fold_accuracy": round(calib[1] / calib[0], 6) if calib[0] else None}
         if model is None:
             metrics["skipped"] = "fewer than two classes or fewer consensus records than folds"

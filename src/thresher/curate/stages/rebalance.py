@@ -45,7 +45,8 @@ from thresher.curate.augment import rng
 from thresher.curate.augment.eda import OPERATIONS, eda
 from thresher.curate.augment.synonyms import thesaurus_path
 from thresher.curate.augment.noise import shuffle_sentences, typos
-from thresher.curate.execution.datasets import block_refs, in_one_task, map_blocks, plain_task
+from thresher.curate.execution.datasets import in_one_task, map_blocks, map_pandas, materialize
+from thresher.curate.execution.tasks import tasks_for
 from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.fields import unpack
 from thresher.curate.stage import (ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, REPORT_PREFIX, SPLIT,
@@ -171,11 +172,9 @@ class Rebalance(GlobalStage):
         return batch
 
     def decide(self, ds):
-        import ray
-
-        ds = ds.map_batches(self._classes, batch_format="pandas").materialize()
+        tasks, ds = tasks_for(ds), materialize(map_pandas(ds, self._classes))
         counts: dict[str, int] = {}
-        for part in ray.get(map_blocks(ds, _count, columns=[CLASS]).to_arrow_refs()):
+        for part in tasks.get(tasks.blocks(map_blocks(ds, _count, columns=[CLASS]))):
             if part.num_rows:  # (an empty dataset comes back as it is)
                 for c, n in zip(part["c"].to_pylist(), part["n"].to_pylist()):
                     counts[c] = counts.get(c, 0) + n
@@ -187,7 +186,7 @@ class Rebalance(GlobalStage):
                 cut_at[c] = t
             elif t > n and n:
                 cut_at[c] = (t - n) % n
-        thresholds = self._thresholds(ds, {c: k for c, k in cut_at.items() if k}, counts)
+        thresholds = self._thresholds(tasks, ds, {c: k for c, k in cut_at.items() if k}, counts)
         plan = {c: (counts[c], t) for c, t in goal.items() if t != counts[c]}
         after = dict(counts)
         capped = 0
@@ -199,24 +198,22 @@ class Rebalance(GlobalStage):
             capped += max(0, t - most)
         self.metrics = {"field": self.config.field, "method": self.config.method, "before": counts,
                         "targets": goal, "after": after, "capped": capped}
-        return ds.map_batches(self._apply, fn_args=(plan, thresholds), batch_format="pandas")
+        return map_pandas(ds, self._apply, plan, thresholds)
 
-    def _thresholds(self, ds, ranks: dict[str, int], counts: dict[str, int]) -> dict[str, tuple[int, int]]:
+    def _thresholds(self, tasks, ds, ranks: dict[str, int], counts: dict[str, int]) -> dict[str, tuple[int, int]]:
         """Per class, the (hash, key) of the record at rank ``ranks[class]`` (0-based) in (hash, key) order, by radix
         selection (module docstring)."""
         if not ranks:
             return {}
-        import ray
-
         classes = list(ranks)
         bound = self.ctx.broadcast_limit_rows // len(classes)
         prefixes = np.zeros((len(classes), 3), np.int64)  # per class: hash bits, key bits, digits fixed
         rank = np.array([ranks[c] for c in classes], np.int64)  # among the candidates
         left = np.array([counts[c] for c in classes], np.int64)  # candidates
-        refs = block_refs(ds)
+        refs = tasks.blocks(ds)
         while len(wide := np.flatnonzero((left > bound) & (prefixes[:, 2] < DIGITS))):
-            histograms = _summed([plain_task(_histogram).remote(ref, [classes[i] for i in wide], prefixes[wide])
-                                  for ref in refs])
+            histograms = _summed(tasks, [tasks.run(_histogram, ref, [classes[i] for i in wide], prefixes[wide])
+                                         for ref in refs])
             for i, histogram in zip(wide, histograms):
                 below = np.cumsum(histogram)
                 digit = int(np.searchsorted(below, rank[i], side="right"))
@@ -226,7 +223,7 @@ class Rebalance(GlobalStage):
                 prefixes[i, word] = prefixes[i, word] << DIGIT_BITS | digit
                 prefixes[i, 2] += 1
         candidates = map_blocks(ds, _candidates, classes, prefixes, columns=[CLASS, HASH, KEY])
-        cuts = pa.concat_tables(ray.get(in_one_task(candidates, _pick, classes, rank).to_arrow_refs()))
+        cuts = pa.concat_tables(tasks.get(tasks.blocks(in_one_task(candidates, _pick, classes, rank))))
         return {c: (h, k) for c, h, k in zip(*(cuts[col].to_pylist() for col in (CLASS, HASH, KEY)))}
 
     def _apply(self, batch: pd.DataFrame, plan: dict, thresholds: dict) -> pd.DataFrame:
@@ -261,13 +258,11 @@ def _count(block: pa.Table) -> pa.Table:
     return pa.table({"c": counted.field("values"), "n": counted.field("counts")})
 
 
-def _summed(refs: list) -> np.ndarray:
-    """The sum of the arrays behind ``refs``, added up by a tree of Ray tasks."""
-    import ray
-
+def _summed(tasks, refs: list) -> np.ndarray:
+    """The sum of the arrays behind ``refs``, added up by a tree of tasks."""
     while len(refs) > 1:
-        refs = [plain_task(_sum).remote(*refs[i:i + FANOUT]) for i in range(0, len(refs), FANOUT)]
-    return ray.get(refs[0])
+        refs = [tasks.run(_sum, *refs[i:i + FANOUT]) for i in range(0, len(refs), FANOUT)]
+    return tasks.get(refs[0])
 
 
 def _sum(*arrays: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ were made from, so a copy always lands in its source's split; a copy that lands 
 so no copy of a validation or test record is written.
 
 The stage is global: it decides on the key rows (id, grouping values, class), never on the records. When they are
-few enough for one task, the runner hands them over as a ``LocalTable`` and every step above runs in that task.
+few enough for one task, the runner hands them over in that task and every step above runs there.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import xxhash
 from pydantic import Field, field_validator, model_validator
 
 from thresher.curate.dedup.components import connected_components, smallest_roots
-from thresher.curate.execution.datasets import LocalTable, by_group, map_pandas, materialize, pandas_parts
+from thresher.curate.execution.datasets import by_group, held_limit, map_pandas, materialize, pandas_parts
 from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig, active
 
@@ -137,7 +137,7 @@ def nearest_boundary(counts: np.ndarray, offset: int, target: int) -> int:
 class Split(GlobalStage):
     name = "split"
     Config = SplitConfig
-    # on a ``LocalTable`` every step is local: nothing exceeds ``driver_limit``, so no join or distributed
+    # in one task every step is local: nothing exceeds ``driver_limit``, so no join or distributed
     # connected components (the Ray Data steps) runs
     decides_locally = True
 
@@ -255,10 +255,8 @@ class Split(GlobalStage):
 
     def driver_limit(self, ds) -> int:
         """Rows handled on the driver and broadcast (``DRIVER_LIMIT``, lowered by ``execution.broadcast_limit_rows``);
-        on a ``LocalTable``, everything (it is all in the deciding process already)."""
-        if isinstance(ds, LocalTable):
-            return self.ctx.broadcast_limit_rows
-        return min(DRIVER_LIMIT, self.ctx.broadcast_limit_rows)
+        in one task, everything (it is all in the deciding process already)."""
+        return held_limit(ds, min(DRIVER_LIMIT, self.ctx.broadcast_limit_rows))
 
     def keys(self, batch) -> dict:
         """Map side: the grouping and stratification values of each live record."""
