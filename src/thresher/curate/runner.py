@@ -168,7 +168,9 @@ def run(cfg: CurateConfig, address: str | None = None) -> dict[str, Any]:
                                       [folder.uri(published.relative(f)) for f in files], published.final_rows())
         except AccountingError as e:
             raise RunFailed(f"accounting mismatch: {e}") from None
-        manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
+        stages = [s for seg in segs for s in seg.global_stages + seg.map_stages]
+        manifest.update(columns={c: d for s in stages for c, d in s.added_columns().items()},
+                        ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
                         started_at=started.isoformat(), finished_at=datetime.now(timezone.utc).isoformat(),
                         seconds=round(time.perf_counter() - t0, 3))
         gate_results = gates.check(cfg.gates, manifest["counts"])
@@ -210,4 +212,4 @@ def _cluster_info(resources: dict) -> dict[str, Any]:
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return {"nodes": len(nodes), "cpus": resources.get("CPU", 0), "gcs_address": ray.get_runtime_context().gcs_address}
+    return {"nodes": len(nodes), "cpus": resources.get("CPU", 0)}
