@@ -168,12 +168,12 @@ def test_validation_rules_reject_and_pass():
     assert french["_reject_reason"].iloc[0] == "language_changed" and "lang=fr source=en" in french["_reject_detail"].iloc[0]
     stage._validate(made, frame)
     assert made["_reject_reason"].iloc[0] is None
-    # quality rules: a copy of fewer words than gopher_quality.min_words fails, a long enough one passes
+    # quality rules: a copy of fewer words than gopher.min_words fails, a long enough one passes
     stage = augment_stage(["shuffle"],
                           validation={"quality": {"presets": ["gopher_quality"], "gopher": {"min_words": 25}}})
     judged = run_map_stage(stage, records_batch([text + " " + text, "Short texts are short. This one is too."]))
     assert judged["_reject_reason"].iloc[2:].tolist() == [None, "quality"]
-    assert judged["_reject_detail"].iloc[3].startswith("gopher_quality.min_words")
+    assert judged["_reject_detail"].iloc[3].startswith("gopher.min_words")
     # empty: a copy with no text left
     stage = augment_stage(["typos"])
     emptied = stage._make(frame, "typos", "typos", stage.methods[0][2], 0)

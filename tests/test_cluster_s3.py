@@ -36,7 +36,7 @@ def test_curate_runs_unchanged_on_a_cluster_given_by_address(ray_head, tmp_path)
     res = run_cli("curate", cfg, "--address", ray_head.address, env=auth)
     assert res.returncode == 0, res.stderr[-3000:] + ray_head.logs()
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["ray"]["nodes"] == 2 and manifest["ray"]["gcs_address"].endswith(f":{ray_head.gcs_port}")
+    assert manifest["ray"] == {"nodes": 2, "cpus": manifest["ray"]["cpus"]}  # no address in a published file
     assert manifest["counts"]["input"] == 300 == manifest["counts"]["output"] + manifest["counts"]["rejected"]
     # RAY_ADDRESS selects the cluster too
     res = run_cli("curate", cfg, "--output", str(tmp_path / "out2"), env={**auth, "RAY_ADDRESS": ray_head.address})

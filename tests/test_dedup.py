@@ -210,18 +210,20 @@ def test_planted_duplicates_end_to_end(planted, planted_run):
     removed = {r["id"]: r for r in rejects}
     assert {(r["stage"], r["reason"]) for r in rejects} == {("dedup_exact", "exact_duplicate"),
                                                            ("dedup_fuzzy", "near_duplicate")}
-    assert all(r["detail"] in kept for r in rejects)  # every reject names a record that was kept
+    prefix = "duplicate of kept record "
+    assert all(r["detail"].startswith(prefix) and r["detail"][len(prefix):] in kept for r in rejects)  # a kept record
     assert all(k["dup_cluster"] for k in kept.values())
-    assert all(removed[r]["detail"] == removed[r]["dup_cluster"] for r in removed if removed[r]["stage"] == "dedup_fuzzy")
+    # rejected duplicates, exact ones too, carry the cluster of the record kept for them
+    assert all(r["detail"] == prefix + r["dup_cluster"] for r in rejects)
     exact = [r for r in rejects if r["stage"] == "dedup_exact"]
-    assert len(exact) == 10 and all(docs[r["id"]] == docs[r["detail"]] and r["detail"] < r["id"] for r in exact)
+    assert len(exact) == 10 and all(docs[r["id"]] == docs[r["dup_cluster"]] and r["dup_cluster"] < r["id"] for r in exact)
 
     high = [(q, p) for q, (p, j) in pairs.items() if j >= 0.85]
     cluster = {**{i: r["dup_cluster"] for i, r in kept.items()},
                **{i: r["dup_cluster"] for i, r in removed.items() if r["stage"] == "dedup_fuzzy"}}
     found = sum(cluster[q] == cluster[p] for q, p in high)  # recall per planted pair: copy and source in one cluster
     assert found >= 0.95 * len(high), (found, len(high))
-    far = sum(jaccard(shingle_set(docs[r], 5), shingle_set(docs[x["detail"]], 5)) < 0.65 for r, x in removed.items())
+    far = sum(jaccard(shingle_set(docs[r], 5), shingle_set(docs[x["dup_cluster"]], 5)) < 0.65 for r, x in removed.items())
     assert far <= 0.01 * len(removed), far
 
     report = json.loads((tmp / "out" / "report.json").read_text())["duplicates"]["stages"]
@@ -237,7 +239,7 @@ def clusters_of(out, stage: str = "dedup_fuzzy") -> dict[str, list[str]]:
     clusters: dict[str, list[str]] = {}
     for r in pq.read_table(out / "rejects", columns=["id", "stage", "detail"]).to_pylist():
         if r["stage"] == stage:
-            clusters.setdefault(r["detail"], []).append(r["id"])
+            clusters.setdefault(r["detail"].removeprefix("duplicate of kept record "), []).append(r["id"])
     return clusters
 
 
@@ -293,6 +295,8 @@ def test_exact_dedup_normalization_and_keep(ray_local, tmp_path):
         return {r: k for k, members in clusters_of(tmp_path / out, "dedup_exact").items() for r in members}
 
     assert removed({}, "default") == {"a2": "a1", "a5": "a1"}  # lowest id
+    kept = pq.read_table(tmp_path / "default" / "data", columns=["id", "dup_cluster"]).to_pylist()
+    assert all(r["dup_cluster"] == r["id"] for r in kept)  # each kept record names its own group
     assert removed({"strip_punctuation_digits": True, "unicode_nfkc": True, "keep": "longest"}, "longest") == {
         "a1": "a4", "a2": "a4", "a3": "a4", "a5": "a4", "b1": "b2"}  # the longest text of each group is kept
 

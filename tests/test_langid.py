@@ -70,7 +70,7 @@ def test_keep_min_score_unknown_reasons_and_details():
     out = run_map_stage(stage, batch(texts))
     assert out[REJECT_REASON].tolist() == [None, "lang_not_kept", "lang_unknown", None]
     assert out["lang"].tolist() == ["en", "de", "und", "nb"] and out["lang_score"][2] == 0.0
-    assert out[REJECT_DETAIL][1].startswith("lang=de score=0.9")
+    assert out[REJECT_DETAIL][1].startswith("lang=de score=0.9") and out[REJECT_DETAIL][1].endswith(" not in keep: en, nb")
     low = run_map_stage(langid(min_score=0.99), batch(["ok fine", texts[0]]))
     assert low[REJECT_REASON][0] == "lang_score_below_min" and "< 0.99" in low[REJECT_DETAIL][0]
     kept_all = run_map_stage(langid(), batch(texts))

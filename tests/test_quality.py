@@ -74,7 +74,7 @@ def test_signal_values_on_a_hand_made_document():
         "line_punct_ratio": 1.0, "short_line_ratio": 1.0, "char_dup_ratio": 23 / 87, "newline_word_ratio": 4 / 20,
     }
     assert got == pytest.approx(expected)
-    assert out[REJECT_REASON][0] is None and out["q_reason"][0] == "gopher_repetition.max_dup_line_char_frac"
+    assert out[REJECT_REASON][0] is None and out["q_reason"][0] == "gopher.max_dup_line_char_frac"
 
 
 REPEATS = " ".join("one two three four five six seven eight nine ten eleven".split() * 3) + "."
@@ -95,7 +95,7 @@ def test_every_rule_on_both_sides_of_its_threshold(preset, rule):
     values = quality(POOL, annotate_only=True, presets=[preset.name])[f"q_{rule.signal}"].tolist()
     i = next(i for i, v in enumerate(values) if v > 0)  # a document where the signal is measurable
     v, doc = values[i], POOL[i]
-    reason = f"{preset.name}.{rule.reason or rule.option}"
+    reason = f"{preset.section}.{rule.option}"  # the config key of the threshold
     if rule.bound == "flag":  # switched on, a document without the flagged content passes, one with it fails
         clean = POOL[values.index(0)]
         assert reasons([clean], **isolated(preset, rule, True)) == [None]
@@ -123,15 +123,15 @@ BULLETED = ["Fresh bread baked every morning in the old oven", "Local cheese fro
 def test_junk_is_rejected_by_the_expected_rule():
     lines = [s.strip() + "." for s in GOOD.split(".") if s.strip()]
     junk = {
-        "cheap watches buy now " * 30: "gopher_repetition.max_top_2gram_char_frac",
-        "Click here to subscribe to our newsletter.\n" * 6 + GOOD: "gopher_repetition.max_dup_line_frac",
-        SHORT: "gopher_quality.min_words",
-        "\n".join(f"- {line}" for line in BULLETED): "gopher_quality.max_bullet_line_frac",
-        " ".join(w * 3 for w in GOOD.split()): "gopher_quality.max_mean_word_len",
+        "cheap watches buy now " * 30: "gopher.max_top_2gram_char_frac",
+        "Click here to subscribe to our newsletter.\n" * 6 + GOOD: "gopher.max_dup_line_frac",
+        SHORT: "gopher.min_words",
+        "\n".join(f"- {line}" for line in BULLETED): "gopher.max_bullet_line_frac",
+        " ".join(w * 3 for w in GOOD.split()): "gopher.max_mean_word_len",
         GOOD + " 0.5 1.5 2.5 3.5 4.5 5.5 6.5 7.5 8.5 9.5 10.5 11.5 12.5 13.5 14.5 15.5 17 18 19 20 21 22 23 24":
-            "gopher_quality.min_alpha_word_frac",
-        GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.": "c4.lorem_ipsum",
-        GOOD + "\nCall it like this: { value: 1, label: the first option }.": "c4.curly_bracket",
+            "gopher.min_alpha_word_frac",
+        GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.": "c4.filter_lorem_ipsum",
+        GOOD + "\nCall it like this: { value: 1, label: the first option }.": "c4.filter_curly_bracket",
         "\n".join(l.rstrip(".") for l in lines) + "\nThe end of the story is near.": "c4.min_sentences",
     }
     assert reasons(list(junk)) == list(junk.values())
@@ -158,6 +158,10 @@ def test_c4_line_removal_is_explicit():
     short = "One sentence only here today.\nAnd a second one right here."
     out = quality([short], presets=["c4"], c4={"remove_lines": True})
     assert out[REJECT_REASON][0] == "c4.min_sentences" and out["text"][0] == short
+    # the detail says where the sentences were counted: of three lines, C4 keeps the one with enough words and an end mark
+    menu = "Home | About | Contact\nOne sentence only here today.\nno end mark in this line at all"
+    out = quality([menu], presets=["c4"])
+    assert out[REJECT_DETAIL][0] == "c4_sentences=1 < 3 in the 1 of 3 lines C4's line filters keep (lang=en)"
 
 
 def test_c4_line_filters_on_both_sides_of_their_thresholds():
@@ -209,7 +213,7 @@ def test_stop_words_follow_the_document_language():
     assert out[REJECT_REASON][0] is None and out["q_stop_words"][0] >= 5
     custom = {"gopher": {"stop_words": {"de": ["xyzzy", "plugh"]}}}
     assert reasons([german], presets=["gopher_quality"], default_lang="de", **custom) == [
-        "gopher_quality.min_stop_words"]
+        "gopher.min_stop_words"]
     finnish = quality([sentences("fi", 12)], lang="fi", presets=["gopher_quality"], signals=["stop_words"])
     assert finnish[REJECT_REASON][0] is None and math.isnan(finnish["q_stop_words"][0])
     assert finnish["_metric.quality.stop_words_skipped"][0] == 1
@@ -219,7 +223,7 @@ def test_stop_words_follow_the_document_language():
 
 def test_word_rules_are_skipped_for_languages_without_spaces():
     chinese = sentences("zh", 30)
-    assert reasons([chinese], presets=["gopher_quality"]) == ["gopher_quality.min_words"]  # read as English
+    assert reasons([chinese], presets=["gopher_quality"]) == ["gopher.min_words"]  # read as English
     out = quality([chinese], lang="zh", presets=["gopher", "c4", "fineweb"], signals=True)
     assert out[REJECT_REASON][0] is None
     assert out["_metric.quality.word_rules_skipped"][0] == 1
@@ -271,7 +275,7 @@ def test_presets_on_real_web_text():
     out = quality(c4)
     kept = out[REJECT_REASON].isna().mean()
     assert 0.75 <= kept <= 0.95, kept
-    short = out[out[REJECT_REASON] == "gopher_quality.min_words"]
+    short = out[out[REJECT_REASON] == "gopher.min_words"]
     assert len(short) >= 10 and all(len(t.split()) < 60 for t in short["text"])
 
 
@@ -346,7 +350,7 @@ def test_langid_and_quality_through_the_runner(ray_local, tmp_path):
     assert c["input"] == 70 and c["by_stage"]["langid"]["rejected"] == 7
     assert manifest["rejected_by_reason"]["langid"] == {"lang_not_kept": 7}
     by_reason = manifest["rejected_by_reason"]["quality"]
-    assert by_reason["gopher_repetition.max_top_2gram_char_frac"] >= 1 and by_reason["c4.lorem_ipsum"] == 1
+    assert by_reason["gopher.max_top_2gram_char_frac"] >= 1 and by_reason["c4.filter_lorem_ipsum"] == 1
     assert manifest["metrics"]["quality"]["stop_words_skipped"] == 0
 
     kept = read_dir(out / "data").to_pandas()
@@ -357,7 +361,7 @@ def test_langid_and_quality_through_the_runner(ray_local, tmp_path):
     assert sorted(set(langid_rejects["lang"])) == ["de", "zh"]
     assert langid_rejects["detail"].str.match(r"lang=(de|zh) score=\d\.\d{3}").all()
     q = rejects[rejects["stage"] == "quality"]
-    assert q["reason"].str.match(r"(gopher_quality|gopher_repetition|c4|fineweb)\.").all()
+    assert q["reason"].str.match(r"(gopher|c4|fineweb)\.").all()
     assert q["detail"].str.contains("lang=en").all() and q["q_words"].notna().all()
 
     report = json.loads((out / "report.json").read_text())
@@ -386,7 +390,7 @@ def test_fields_are_judged_as_one_document():
     def judged(**opts):
         return run_map_stage(Quality(QualityConfig(presets=["gopher_quality"], **opts), StageContext()), b.copy())
 
-    short = "gopher_quality.min_words"
+    short = "gopher.min_words"
     assert judged()[REJECT_REASON].tolist() == [short] * 3  # the question alone is too short
     assert judged(fields=["text", "answer"])[REJECT_REASON].tolist() == [None, short, short]
     by_chat = judged(fields="messages", signals=["words"])

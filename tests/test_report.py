@@ -25,7 +25,7 @@ from thresher.curate.report import dataset as dataset_section
 from thresher.curate.report.dataset import Dataset
 from thresher.curate.commit import rerender_report
 from thresher.curate.runner import run
-from tests.samples import gsm8k as gsm8k_records, sentences
+from tests.samples import c4_docs, gsm8k as gsm8k_records, sentences
 
 SPLITS = ("train", "validation", "test")
 
@@ -307,3 +307,88 @@ def test_damaged_input_lists_the_files_that_lost_the_most():
     assert all(f["file"] in page for f in largest) and "4,901" in page
     clean = {"counts": {"read_bytes": 1000, "rejected_bytes": 0}, "damaged_input": {"files": 0, "largest": []}}
     assert "damaged_input" not in build_report({}, clean)
+
+
+# The Hub's allowed values (huggingface.co/docs/hub/datasets-cards; the hub-docs repository's size and task lists)
+HUB_SIZE_CATEGORIES = ["n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
+                       "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]
+HUB_TASK_CATEGORIES = {"text-generation", "text-classification", "question-answering", "summarization",
+                       "translation", "fill-mask", "token-classification", "sentence-similarity"}
+HUB_TASK_IDS = {"language-modeling", "dialogue-modeling", "masked-language-modeling", "open-domain-qa"}
+ADDRESS = re.compile(r"gcs_address|(?:\d{1,3}\.){3}\d{1,3}:\d+|127\.0\.0\.1")
+
+
+def hub_size(n: int) -> str:
+    """The Hub's bucket for ``n`` records: n<1K below 1,000, then one per power of ten."""
+    return HUB_SIZE_CATEGORIES[0] if n < 1000 else HUB_SIZE_CATEGORIES[min(int(math.log10(n)) - 2, 10)]
+
+
+def test_size_categories_are_the_hubs():
+    from thresher.curate.card import size_category
+
+    for n in (0, 999, 1000, 9999, 10_000, 123_456, 10**6, 10**9 - 1, 10**12 - 1, 10**12, 10**15):
+        assert size_category(n) == hub_size(n), n
+
+
+@pytest.fixture(scope="module")
+def published_run(ray_local, tmp_path_factory):
+    """C4 documents (some with an e-mail address, some repeated), and German sentences, read from a folder through
+    normalize, pii, langid, quality, dedup_exact and the text format, with a storage endpoint and a licence."""
+    tmp = tmp_path_factory.mktemp("published")
+    docs = [d["text"] for d in c4_docs(120)]
+    docs = [t + f" Write to editor{i}@example.com for details." if i % 10 == 0 else t for i, t in enumerate(docs)]
+    docs += docs[:15] + sentences("de", 10)
+    (tmp / "web").mkdir()
+    (tmp / "web" / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    out = tmp / "out"
+    manifest = run(parse_config({
+        "input": {"paths": [str(tmp / "web")]},
+        "output": {"path": str(out), "card": {"license": "odc-by"}},
+        "storage": {"endpoint_url": "http://127.0.0.1:9", "region": "us-east-1"},
+        "stages": ["normalize", "pii", {"langid": {"keep": ["en"]}}, "quality", "dedup_exact",
+                   {"format": {"template": "text"}}]}))
+    return manifest, tmp, out
+
+
+def test_published_files_name_no_local_path_or_address(published_run):
+    """Neither the card nor the report names the machine's folders; no published file (the manifest included)
+    names a network address (the storage endpoint, Ray's GCS)."""
+    _, tmp, out = published_run
+    card, page, report = ((out / f).read_text() for f in ("README.md", "report.html", "report.json"))
+    for text in (card, page, report):
+        assert str(tmp) not in text and "/tmp/" not in text
+        assert not ADDRESS.search(text), ADDRESS.search(text)
+    manifest_text = (out / "manifest.json").read_text()
+    assert not ADDRESS.search(manifest_text), ADDRESS.search(manifest_text)
+    assert json.loads(manifest_text)["config"]["storage"] == {"endpoint_url": None, "region": "us-east-1"}
+    assert "<title>thresher report: out</title>" in page
+
+
+def test_card_metadata_validates_for_the_hub(published_run):
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    manifest, _, out = published_run
+    text = (out / "README.md").read_text()
+    front = yaml.safe_load(text.split("---\n")[1])
+    kept = sum(pq.ParquetFile(f).metadata.num_rows for f in (out / "data").glob("*.parquet"))
+    assert kept == manifest["counts"]["output"] > 50
+    assert front["license"] == "odc-by" and front["language"] == ["en"] and front["pretty_name"] == "out"
+    assert front["size_categories"] == [hub_size(kept)]
+    assert set(front["task_categories"]) <= HUB_TASK_CATEGORIES and set(front["task_ids"]) <= HUB_TASK_IDS
+    assert front["source_datasets"] == ["web"]
+    assert front["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}]
+    # what the Hub reads of it, offline: the card data round-trips, nothing dropped or renamed
+    card = DatasetCard(text)
+    assert card.data.to_dict() == DatasetCardData(**front).to_dict() == front
+
+    # every written column described; the placeholders, the thresholds and every counted stage listed
+    columns = re.search(r"## Columns\n\n(.*?)(?:\n\n|$)", text, re.S).group(1).splitlines()[2:]
+    described = {row.split("|")[1].strip(" `"): row.split("|")[3].strip() for row in columns}
+    assert set(described) == set(pq.read_schema(next((out / "data").glob("*.parquet"))).names)
+    assert all(described.values()) and described["text"].startswith("the document")
+    assert "`[EMAIL]`" in text and "`[PHONE]`" in text
+    assert "| `gopher.min_words` | `words` | >= 50 |" in text
+    processing = re.search(r"## Processing\n\n(.*?)\n\n## ", text, re.S).group(1)
+    staged = [m for m in re.findall(r"^\| \d+ \| `([^`]+)`", processing, re.M)]
+    assert staged == [s for s in manifest["counts"]["by_stage"] if s != "read"]
+    assert "unique_ids" in staged

@@ -86,7 +86,7 @@ def pair_scores(decided: pa.Table, labels: list[int]) -> tuple[float, float]:
     sentence of its own pair and that pair is labelled a paraphrase."""
     removed = decided.filter(pa.compute.is_valid(decided[REJECT_STAGE]))
     right = sum(1 for rid, kept in zip(removed[ID].to_pylist(), removed[REJECT_DETAIL].to_pylist())
-                if rid[1:] == kept[1:] and labels[int(rid[1:])] == 1)
+                if rid[1:] == kept.removeprefix("duplicate of kept record ")[1:] and labels[int(rid[1:])] == 1)
     return (right / removed.num_rows if removed.num_rows else 1.0), right / sum(labels)
 
 
@@ -136,7 +136,7 @@ def test_semantic_dedup_finds_far_more_paraphrases_than_minhash(ray_local, pairs
     kept = semantic.filter(pa.compute.is_null(semantic[REJECT_STAGE]))
     kept_ids = set(kept[ID].to_pylist())
     removed = semantic.filter(pa.compute.is_valid(semantic[REJECT_STAGE]))
-    assert set(removed[REJECT_DETAIL].to_pylist()) <= kept_ids  # rejects name a kept record
+    assert {d.removeprefix("duplicate of kept record ") for d in removed[REJECT_DETAIL].to_pylist()} <= kept_ids
     assert set(removed[REJECT_REASON].to_pylist()) == {"semantic_duplicate"}
     cluster = dict(zip(kept[ID].to_pylist(), kept["semantic_cluster"].to_pylist()))
     assert all(cluster[i] == i for i in kept_ids)  # a kept record heads its own cluster
@@ -291,7 +291,7 @@ def test_curate_with_embed_semantic_dedup_classify_and_report(ray_local, tmp_pat
     removed = rejects.filter(pa.compute.equal(rejects["stage"], "dedup_semantic"))
     lengths = dict(zip(kept["id"].to_pylist(), map(len, kept["text"].to_pylist())))
     for text, kept_id in zip(removed["text"].to_pylist(), removed["detail"].to_pylist()):
-        assert lengths[kept_id] >= len(text)  # keep: longest, and rejects name a kept record
+        assert lengths[kept_id.removeprefix("duplicate of kept record ")] >= len(text)  # keep: longest, names a kept one
     assert kept.schema.field("embedding").type == pa.list_(pa.float32(), 384)  # though a map stage followed embed
     vectors, valid = as_matrix(kept["embedding"])
     assert vectors.shape == (kept.num_rows, 384) and valid.all()

@@ -1,16 +1,19 @@
 """The dataset card: ``README.md`` in a run's output, written before the manifest.
 
-It summarises the source, the stages with their options and counts, the splits and the columns. Its YAML front
-matter declares the splits the Hugging Face way (``configs: [{config_name: default, data_files: [{split,
-path}]}]``), so ``datasets.load_dataset(OUTPUT)`` reads them, as does ``load_dataset("parquet",
-data_files=...)`` with the paths it lists. A run without a split stage has one split, ``train``
-(``data/*.parquet``).
+It summarises the source, the stages with their options, thresholds and counts, the splits and the columns with
+their descriptions. Its YAML front matter is the Hugging Face Hub's dataset metadata: ``pretty_name``,
+``license`` (``output.card.license``, else ``unknown``), ``language`` (the languages ``langid`` keeps, else
+those found in the kept records), ``size_categories`` (the Hub's bucket of the kept records), ``task_categories``
+(and ``task_ids``) from the ``format`` template, ``source_datasets`` (the inputs), and the splits
+(``configs: [{config_name: default, data_files: [{split, path}]}]``, paths relative to the card), so
+``datasets.load_dataset(OUTPUT)`` reads them. A run without a split stage has one split, ``train``
+(``data/*.parquet``). The card names local inputs without the machine's absolute paths
+(:mod:`thresher.curate.published`).
 """
 
 from __future__ import annotations
 
 import json
-import posixpath
 import sys
 
 import pyarrow.parquet as pq
@@ -18,6 +21,8 @@ import yaml
 
 from thresher.core.storage import Storage, join
 from thresher.curate.config import load_stages
+from thresher.curate.filters.presets import expand
+from thresher.curate.published import input_name, run_name
 from thresher.curate.report.dataset import split_order
 from thresher.curate.stage import REGISTRY
 
@@ -42,7 +47,8 @@ def _purpose(stage: str) -> str:
     cls = REGISTRY.get(stage)
     doc = (sys.modules[cls.__module__].__doc__ or "") if cls else ""
     first = doc.strip().split("\n\n")[0].replace("\n", " ")
-    return (first.split(": ", 1)[-1] if first.startswith("``") else first).replace("``", "`")
+    first = first.split(": ", 1)[-1] if first.startswith("``") else first
+    return first.split(". ", 1)[0].rstrip(".").replace("``", "`") + "."
 
 
 def changed_options(stage: str, options: dict) -> dict:
@@ -77,19 +83,126 @@ def _schema(output: str, storage: Storage, manifest: dict, files_at: str):
     return None
 
 
+
+# the Hub's size categories, by the number of records (n<1K: under 1,000; 1K<n<10K: 1,000 to 9,999; ...)
+SIZE_CATEGORIES = ("n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
+                   "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T")
+# per format template (None: no format stage): the Hub's task categories and task ids, and tags
+TASKS = {None: (["text-generation"], ["language-modeling"], []),
+         "text": (["text-generation"], ["language-modeling"], []),
+         "alpaca": (["text-generation"], [], ["instruction-tuning"]),
+         "chat": (["text-generation"], ["dialogue-modeling"], ["instruction-tuning", "conversational"]),
+         "preference": (["text-generation"], [], ["preference", "dpo"])}
+# the columns thresher writes itself (the stages' own are described by ``Stage.added_columns``, in the manifest)
+COLUMNS = {"id": "the record's id: the input's, or derived from its source file and offset"}
+
+
+def size_category(n: int) -> str:
+    i = 0
+    while i < len(SIZE_CATEGORIES) - 1 and n >= 1000 * 10 ** i:
+        i += 1
+    return SIZE_CATEGORIES[i]
+
+
+def _stage_options(cfg: dict, name: str) -> dict | None:
+    return next((s[name] for s in cfg.get("stages", []) if name in s), None)
+
+
+def languages(manifest: dict, report: dict) -> list[str]:
+    """The languages ``langid`` keeps, else those of the kept records (most records first); none without langid."""
+    langid = _stage_options(manifest.get("config", {}), "langid")
+    if langid and langid.get("keep"):
+        return list(langid["keep"])
+    kept = ((report.get("languages") or {}).get("kept") or {}).get("by_language", {})
+    return [lang for lang in kept if lang != "und"]
+
+
+def card_metadata(manifest: dict, report: dict) -> dict:
+    """The card's YAML front matter: the Hub's dataset metadata and the splits."""
+    cfg = manifest.get("config", {})
+    card = cfg.get("output", {}).get("card", {})
+    template = (_stage_options(cfg, "format") or {}).get("template")
+    categories, task_ids, tags = TASKS[template]
+    front = {"pretty_name": card.get("pretty_name") or run_name(manifest.get("output", "")),
+             "license": card.get("license", "unknown")}
+    if langs := languages(manifest, report):
+        front["language"] = langs
+    front["size_categories"] = [size_category(manifest["counts"]["output"])]
+    front["task_categories"] = categories
+    if task_ids:
+        front["task_ids"] = task_ids
+    front["source_datasets"] = [input_name(p) for p in cfg.get("input", {}).get("paths", [])]
+    if files := data_files(manifest):
+        front["configs"] = [{"config_name": "default", "data_files": files}]
+    front["tags"] = ["thresher", *tags]
+    return front
+
+
+def _thresholds(options: dict) -> list[list]:
+    """The quality stage's rules in the order they run: reason (= config key), threshold or off."""
+    rows = []
+    for preset in expand(options.get("presets", [])):
+        section = options.get(preset.section, {})
+        for rule in preset.rules:
+            value = section.get(rule.option)
+            shown = "off" if value is None or value is False else (
+                "on" if value is True else f"{'>=' if rule.bound == 'min' else '<='} {value:g}")
+            rows.append([f"`{preset.section}.{rule.option}`", f"`{rule.signal}`", shown])
+    return rows
+
+
+def _pii_note(options: dict) -> str:
+    from thresher.curate.stages.pii import TOKENS
+
+    kinds = [k for k in TOKENS if k in options.get("types", []) or (k in ("ipv4", "ipv6") and "ip" in options.get("types", []))]
+    tokens = list(dict.fromkeys(f"[{TOKENS[k]}]" for k in kinds))
+    fields = options.get("fields") or "the text field"
+    mode = options.get("mode", "redact")
+    if mode == "mask":
+        return f"The `pii` stage replaced personal data ({', '.join(options.get('types', []))}) in {fields} by asterisks."
+    if mode == "hash":
+        tokens = [t[:-1] + ":<12 hex digits>]" for t in tokens]
+    return (f"The `pii` stage replaced personal data in {fields} by placeholders: {', '.join(f'`{t}`' for t in tokens)}"
+            + (" (a salted hash of the value after the colon)." if mode == "hash" else "."))
+
+
+def _stage_rows(cfg: dict, by_stage: dict, reasons: dict) -> list[list]:
+    """One row per stage the run counted (``unique_ids`` included), in order; ``read`` is reported apart."""
+    specs = [next(iter(s.items())) for s in cfg.get("stages", [])]
+    uses: dict[str, int] = {}
+    named = {}
+    for name, options in specs:
+        uses[name] = uses.get(name, 0) + 1
+        named[f"{name}-{uses[name]}" if uses[name] > 1 else name] = (name, options)
+    rows = []
+    for i, (run_name_, c) in enumerate((n, c) for n, c in by_stage.items() if n != "read"):
+        stage, options = named.get(run_name_, (run_name_, None))
+        if stage == "unique_ids":
+            changed = {"input.unique_ids": cfg.get("input", {}).get("unique_ids", "keep")}
+        else:
+            changed = changed_options(stage, options or {})
+            if stage == "quality":
+                changed = {k: v for k, v in changed.items() if k not in ("gopher", "c4", "fineweb")}
+        shown = f"`{json.dumps(changed)}`" if changed else "defaults"
+        if stage == "quality":
+            shown += " (thresholds below)"
+        top = ", ".join(f"{r} ({n:,})" for r, n in sorted(reasons.get(run_name_, {}).items(), key=lambda x: -x[1])[:3])
+        rows.append([i + 1, f"`{run_name_}`", _purpose(stage), shown, c.get("in", 0), c.get("out", 0),
+                     c.get("rejected", 0), top])
+    return rows
+
+
 def dataset_card(output: str, storage: Storage, manifest: dict, report: dict, files_at: str | None = None) -> str:
     """The card of the run at ``output``, whose final files lie at ``files_at`` until the run commits."""
     load_stages()
     cfg = manifest.get("config", {})
     counts = manifest["counts"]
+    front = card_metadata(manifest, report)
     files = data_files(manifest)
-    front = {"configs": [{"config_name": "default", "data_files": files}]} if files else {}
-    front["tags"] = ["thresher"]
-    name = posixpath.basename(output.rstrip("/")) or output
-    inputs = ", ".join(f"`{p}`" for p in cfg.get("input", {}).get("paths", []))
+    inputs = ", ".join(f"`{s}`" for s in front["source_datasets"])
     parts = [
-        "---\n" + yaml.safe_dump(front, sort_keys=False) + "---",
-        f"# {name}",
+        "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---",
+        f"# {front['pretty_name']}",
         f"Curated with thresher from {inputs} (text field `{cfg.get('input', {}).get('text_field', 'text')}`), "
         f"finished {manifest.get('finished_at', '')}: {counts['input']:,} records read, "
         + (f"{counts['generated']:,} generated (augmentation, rebalancing), " if counts.get("generated") else "")
@@ -97,10 +210,11 @@ def dataset_card(output: str, storage: Storage, manifest: dict, report: dict, fi
         "stage and reason; `report.html` has the full quality report and `manifest.json` the exact config.",
     ]
     if files:
-        paths = ", ".join(f'"{f["split"]}": "{join(output, f["path"])}"' for f in files)
-        parts.append("## Loading\n\n```python\nfrom datasets import load_dataset\n\n"
-                     f"ds = load_dataset(\"parquet\", data_files={{{paths}}})\n"
-                     f"# or, reading the configs above: load_dataset({output!r})\n```")
+        paths = ", ".join(f'"{f["split"]}": "{f["path"]}"' for f in files)
+        parts.append("## Loading\n\nFrom this folder (or its copy on the Hub, by the repository's name):\n\n"
+                     "```python\nfrom datasets import load_dataset\n\n"
+                     "ds = load_dataset(\".\")  # reads the configs above\n"
+                     f"ds = load_dataset(\"parquet\", data_files={{{paths}}})\n```")
     splits = (report.get("dataset") or {}).get("splits", {})
     rows = []
     for f in files:
@@ -113,20 +227,21 @@ def dataset_card(output: str, storage: Storage, manifest: dict, report: dict, fi
         parts.append("## Splits\n\n" + _table(["split", "files", "records", "whitespace tokens",
                                                  "estimated tokens (chars/4)", "exact duplicates",
                                                  "content also in another split"], rows))
-    stage_rows = []
-    by_stage, reasons = counts.get("by_stage", {}), manifest.get("rejected_by_reason", {})
-    for i, stage in enumerate(cfg.get("stages", [])):
-        (stage_name, options), = stage.items()
-        c = by_stage.get(stage_name, {})
-        top = ", ".join(f"{r} ({n:,})" for r, n in sorted(reasons.get(stage_name, {}).items(), key=lambda x: -x[1])[:3])
-        changed = changed_options(stage_name, options)
-        stage_rows.append([i + 1, f"`{stage_name}`", _purpose(stage_name), f"`{json.dumps(changed)}`" if changed else "defaults",
-                           c.get("in", 0), c.get("out", 0), c.get("rejected", 0), top])
+    by_stage = counts.get("by_stage", {})
+    stage_rows = _stage_rows(cfg, by_stage, manifest.get("rejected_by_reason", {}))
     if stage_rows:
         read = by_stage.get("read", {})
         parts.append(f"## Processing\n\nRead: {read.get('in', 0):,} records, {read.get('rejected', 0):,} unusable. "
                      "Then, in order:\n\n" + _table(["#", "stage", "what it does", "options (non-default)", "in", "out", "rejected",
                                                      "top reasons"], stage_rows))
+    quality = _stage_options(cfg, "quality")
+    if quality:
+        parts.append("## Quality thresholds\n\nA document is rejected by the first rule it fails; the reason is the "
+                     "rule's config key (under `quality`).\n\n" + _table(["rule (config key)", "signal", "kept when"],
+                                                                         _thresholds(quality)))
+    pii = _stage_options(cfg, "pii")
+    if pii:
+        parts.append("## Personal data\n\n" + _pii_note(pii))
     for field, b in ((report.get("dataset") or {}).get("label_balance") or {}).get("fields", {}).items():
         classes = b["classes"]
         parts.append(f"## Label balance: `{field}`" + (" (stratified)" if b["stratified"] else "") + "\n\n" + _table(
@@ -135,7 +250,13 @@ def dataset_card(output: str, storage: Storage, manifest: dict, report: dict, fi
               "n/a" if s["imbalance_ratio"] is None else f"{s['imbalance_ratio']:.2f}"] for n, s in b["splits"].items()]))
     schema = _schema(output, storage, manifest, files_at or output)
     if schema is not None:
-        parts.append("## Columns\n\n" + _table(["column", "type"], [[f"`{f.name}`", f"`{f.type}`"] for f in schema]))
+        text_field = cfg.get("input", {}).get("text_field", "text")
+        described = {**COLUMNS, text_field: "the text the stages acted on", **manifest.get("columns", {})}
+        parts.append("## Columns\n\n" + _table(["column", "type", "description"], [
+            [f"`{f.name}`", f"`{f.type}`", described.get(f.name, "a field of the input, as read")] for f in schema]))
     versions = ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items())
-    parts.append(f"## Provenance\n\nSoftware: {versions}. Input and license terms are those of the sources above.")
+    licence = front["license"]
+    parts.append(f"## Provenance\n\nSoftware: {versions}. Licence: `{licence}`"
+                 + (" (set `output.card.license` to the sources' licence)" if licence == "unknown" else "")
+                 + "; the sources' terms apply.")
     return "\n\n".join(parts) + "\n"

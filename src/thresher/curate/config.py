@@ -41,9 +41,17 @@ class InputConfig(StrictModel):
         return [v] if isinstance(v, str) else v
 
 
+class CardConfig(StrictModel):
+    license: str = Field("unknown", description=(
+        "the data's licence as a Hugging Face Hub licence id (cc-by-4.0, apache-2.0, odc-by, other, ...), for the "
+        "dataset card; unknown unless given"))
+    pretty_name: str | None = Field(None, description="the dataset's name on the card; default: the run folder's name")
+
+
 class OutputConfig(StrictModel):
     path: str = Field(description="the run folder, local or s3://")
     target_file_mb: int = Field(256, gt=0, description="size of the Parquet files of data/ and rejects/")
+    card: CardConfig = Field(CardConfig(), description="what the dataset card (README.md) says that the data cannot")
 
 
 class ExecutionConfig(StrictModel):

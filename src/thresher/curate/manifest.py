@@ -111,9 +111,17 @@ def build_manifest(cfg, stage_names: list[str], stats: dict, read: list[dict],
         "metrics": metrics,
         "files": sorted(files),
         "digests": {dest: f"{int(d) % DIGEST_MOD:016x}" for dest, d in sorted(stats.get("digests", {}).items())},
-        "config": cfg.dump(),
+        "config": public_config(cfg),
         "versions": versions(),
     }
+
+
+def public_config(cfg) -> dict[str, Any]:
+    """The config as the manifest publishes it: without the storage endpoint (a network address of the machine's)."""
+    config = cfg.dump()
+    if config.get("storage"):
+        config["storage"] = {**config["storage"], "endpoint_url": None}
+    return config
 
 
 def versions() -> dict[str, str]:

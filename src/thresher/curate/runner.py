@@ -179,7 +179,9 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
                                   [folder.uri(published.relative(f)) for f in files], published.final_rows())
     except AccountingError as e:
         raise RunFailed(f"accounting mismatch: {e}") from None
-    manifest.update(ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
+    stages = [s for seg in segs for s in seg.global_stages + seg.map_stages]
+    manifest.update(columns={c: d for s in stages for c, d in s.added_columns().items()},
+                    ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
                     started_at=started.isoformat())
     gate_results = gates.check(cfg.gates, manifest["counts"])
     if gate_results:
@@ -228,4 +230,4 @@ def _cluster_info(resources: dict) -> dict[str, Any]:
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return {"nodes": len(nodes), "cpus": resources.get("CPU", 0), "gcs_address": ray.get_runtime_context().gcs_address}
+    return {"nodes": len(nodes), "cpus": resources.get("CPU", 0)}

@@ -85,17 +85,22 @@ def _string_rejections(batch: pa.Table) -> pa.Table:
     return batch
 
 
+KEPT_DETAIL = "duplicate of kept record "  # a duplicate's reject detail, before the kept record's id
+
+
 def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: KeepRule, stage: str, reason: str,
                  cluster: str | None = None, remove: bool = True) -> pa.Table:
-    """Reject live records whose key is not their group's ``winner`` key (null: no group), with the kept id as
-    detail; with ``cluster``, every live record gets that column: its group's kept id, else its own id."""
+    """Reject live records whose key is not their group's ``winner`` key (null: no group), with detail
+    ``duplicate of kept record <id>``; with ``cluster``, every live record gets that column: its group's kept id,
+    else its own id."""
     keys = batch[KEY]
     winner = pc.coalesce(winner, keys)
     live = pc.and_(live_mask(batch), pc.is_valid(keys))
     loser = pc.fill_null(pc.and_(live, pc.not_equal(keys, winner)), False) if remove else pa.repeat(False, batch.num_rows)
     kept = kept_ids(winner, keep)
     batch = _string_rejections(batch)
-    for col, value in ((REJECT_STAGE, pa.scalar(stage)), (REJECT_REASON, pa.scalar(reason)), (REJECT_DETAIL, kept)):
+    detail = pc.binary_join_element_wise(KEPT_DETAIL, kept.cast(pa.string()), "")
+    for col, value in ((REJECT_STAGE, pa.scalar(stage)), (REJECT_REASON, pa.scalar(reason)), (REJECT_DETAIL, detail)):
         batch = batch.set_column(batch.column_names.index(col), col, pc.if_else(loser, value, batch[col]))
     if cluster:
         if cluster in batch.column_names:  # clusters of an earlier dedup_fuzzy: this one's replace them

@@ -3,9 +3,8 @@
 A rule measures one signal of a document and compares it with one threshold of its preset's config
 (``min_<signal>``, ``max_<signal>``, or a ``filter_*`` switch); ``null`` disables it. Rules run in the order of
 the published implementations (DataTrove's, which reproduce the papers), and a document is rejected by the first
-that fails, with reason ``<preset>.<option>`` (``gopher_repetition.max_dup_line_frac``: the option to change to
-let it through; ``c4.lorem_ipsum`` and ``c4.curly_bracket`` for C4's switches) and the measured value and
-threshold in the detail. Signal values go to ``q_<signal>`` columns where asked (:data:`SIGNALS`).
+that fails, with reason ``<section>.<option>``: the config key to change to let it through
+(``gopher.max_dup_line_frac``, ``c4.filter_lorem_ipsum``), and the measured value and threshold in the detail. Signal values go to ``q_<signal>`` columns where asked (:data:`SIGNALS`).
 
 Languages written without spaces (:data:`thresher.curate.filters.languages.NO_SPACE_LANGS`: zh, ja, th, ...) have no
 whitespace-delimited words: the rules marked ``spaced_only`` (word counts, mean word length, per-word ratios, stop
@@ -224,13 +223,13 @@ class Rule:
     option: str  # the threshold's field in the preset's config
     measure: Callable[[TextStats, Any], float | None]  # None: does not apply to this document
     spaced_only: bool = False  # assumes whitespace-delimited words: skipped for languages without spaces
-    reason: str = ""  # the reason's part after the preset; default: the option's name
     exempt: Callable[[float, Any], bool] | None = None
+    measured_on: Callable[[TextStats, Any], str] | None = None  # what the signal was measured on, for the detail
 
 
 @dataclass(frozen=True)
 class Preset:
-    name: str  # reason prefix
+    name: str
     section: str  # config attribute holding its thresholds
     rules: tuple[Rule, ...]
     signals: tuple[Signal, ...] = field(default=())
@@ -298,11 +297,11 @@ GOPHER_QUALITY = Preset("gopher_quality", "gopher", (
 ))
 
 C4 = Preset("c4", "c4", (
-    Rule("c4_lorem_ipsum", "flag", "filter_lorem_ipsum", lambda s, c: float(c4_lines(s, c).lorem_ipsum),
-         reason="lorem_ipsum"),
-    Rule("c4_curly_bracket", "flag", "filter_curly_bracket", lambda s, c: float(c4_lines(s, c).curly_bracket),
-         reason="curly_bracket"),
-    Rule("c4_sentences", "min", "min_sentences", lambda s, c: c4_lines(s, c).sentences),
+    Rule("c4_lorem_ipsum", "flag", "filter_lorem_ipsum", lambda s, c: float(c4_lines(s, c).lorem_ipsum)),
+    Rule("c4_curly_bracket", "flag", "filter_curly_bracket", lambda s, c: float(c4_lines(s, c).curly_bracket)),
+    Rule("c4_sentences", "min", "min_sentences", lambda s, c: c4_lines(s, c).sentences,
+         measured_on=lambda s, c: (f"in the {len(c4_lines(s, c).kept)} of {len(s.lines)} lines C4's line filters "
+                                   "keep")),
 ), (
     Signal("c4_lorem_ipsum", "1 if a kept line contains 'lorem ipsum'", "flag"),
     Signal("c4_curly_bracket", "1 if a kept line contains '{'", "flag"),
@@ -365,11 +364,12 @@ def _fails(rule: Rule, value: float, threshold, cfg) -> bool:
     return value > 0
 
 
-def _detail(rule: Rule, value: float, threshold, lang: str) -> str:
+def _detail(rule: Rule, value: float, threshold, lang: str, measured_on: str | None = None) -> str:
+    where = f" {measured_on}" if measured_on else ""
     if rule.bound == "flag":
-        return f"{rule.signal}=1 (lang={lang})"
+        return f"{rule.signal}=1{where} (lang={lang})"
     op = "<" if rule.bound == "min" else ">"
-    return f"{rule.signal}={value:.4g} {op} {threshold:g} (lang={lang})"
+    return f"{rule.signal}={value:.4g} {op} {threshold:g}{where} (lang={lang})"
 
 
 class Evaluator:
@@ -388,7 +388,7 @@ class Evaluator:
             for rule in preset.rules:
                 threshold = getattr(cfg, rule.option)
                 checks.append((rule, threshold, threshold is not None and threshold is not False,
-                               rule.signal in wanted, f"{preset.name}.{rule.reason or rule.option}"))
+                               rule.signal in wanted, f"{preset.section}.{rule.option}"))
             self.plan.append((preset, cfg, checks))
         self.gopher = configs.get("gopher")
         self.uses_stops = any(p.name == GOPHER_QUALITY.name for p in presets)
@@ -417,7 +417,8 @@ class Evaluator:
                     verdict.signals[rule.signal] = value
                 if enabled and verdict.reason is None and _fails(rule, value, threshold, cfg):
                     verdict.reason = reason
-                    verdict.detail = _detail(rule, value, threshold, lang)
+                    verdict.detail = _detail(rule, value, threshold, lang,
+                                             rule.measured_on(stats, cfg) if rule.measured_on else None)
             if preset.name == C4.name and cfg.remove_lines and verdict.reason is None:
                 kept = c4_lines(stats, cfg).kept
                 new_text = "\n".join(kept)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from thresher.curate.published import run_name
 from thresher.curate.report.arrays import shared
 from thresher.curate.stage import REPORT_PREFIX
 
@@ -113,7 +114,7 @@ def render_html(report: dict[str, Any], manifest: dict) -> str:
         if s.name in report:
             parts.append(f'<section id="{s.name}"><h2>{html.escape(s.title)}</h2>{s.html(report[s.name])}</section>')
     counts = manifest.get("counts", {})
-    title = f"thresher report: {html.escape(str(manifest.get('output', '')))}"
+    title = f"thresher report: {html.escape(run_name(str(manifest.get('output', ''))))}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>

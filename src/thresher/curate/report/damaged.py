@@ -1,5 +1,7 @@
-"""Damaged input: the bytes the readers lost to damage, overall and per file (from the manifest)."""
+"""Damaged input: the bytes the readers lost to damage, overall and per file (from the manifest; local files named
+relative to their input, :func:`thresher.curate.published.file_name`)."""
 
+from thresher.curate.published import file_name
 from thresher.curate.report import Section, table_html
 from thresher.curate.report.charts import bar_chart
 
@@ -16,8 +18,9 @@ class DamagedInput(Section):
         if not damaged.get("files"):
             return None
         read, lost = counts["read_bytes"], counts["rejected_bytes"]
+        inputs = manifest.get("config", {}).get("input", {}).get("paths", [])
         return {"read_bytes": read, "rejected_bytes": lost, "rejected_fraction": lost / read if read else 0.0,
-                "files": damaged["files"], "largest": damaged["largest"]}
+                "files": damaged["files"], "largest": [{**f, "file": file_name(f["file"], inputs)} for f in damaged["largest"]]}
 
     def html(self, summary):
         largest = summary["largest"]

@@ -1,7 +1,7 @@
 """Duplicates removed by ``dedup_exact`` and ``dedup_fuzzy``: rates, cluster sizes and example clusters.
 
-Computed from the written slices alone: a removed record is a reject of a dedup stage whose ``detail`` is the
-id of the record kept for its cluster. The removed records of one cluster may be written by different tasks,
+Computed from the written slices alone: a removed record is a reject of a dedup stage whose ``detail`` names the
+record kept for its cluster (``duplicate of kept record <id>``). The removed records of one cluster may be written by different tasks,
 so cluster sizes are counted for a bounded sample that every task agrees on: the clusters whose kept id has
 one of the ``SAMPLE_CLUSTERS`` smallest hashes (XXH64 of the id; each task keeps its own smallest, and a cluster
 among the smallest overall is among the smallest of every task that saw it, so its count is exact). Up to that
@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from thresher.curate.dedup.removal import KEPT_DETAIL
 from thresher.curate.report import Section, table_html
 from thresher.curate.report.arrays import hashes, take
 from thresher.curate.report.charts import bar_chart
@@ -76,7 +77,9 @@ class Duplicates(Section):
         if "stage" in rejected.column_names and rejected.num_rows:
             for stage in STAGES:
                 rows = rejected.filter(pc.equal(rejected["stage"], stage))
-                if rows.num_rows:
+                if rows.num_rows:  # detail: the kept id
+                    kept_ids = pc.replace_substring_regex(rows["detail"], "^" + KEPT_DETAIL, "")
+                    rows = rows.set_column(rows.column_names.index("detail"), "detail", kept_ids)
                     out[stage] = self._clusters(rows, text_field)
         snippets = {}
         for table in kept.values():

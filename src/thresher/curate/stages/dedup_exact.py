@@ -1,11 +1,12 @@
-"""``dedup_exact``: keep one record per identical (normalized) text; the others are rejected with the kept id.
+"""``dedup_exact``: keep one record per identical (normalized) text; the others are rejected, naming the kept one.
 
 A global stage: on the map side every live record gets, as its key row, a 128-bit xxhash (XXH3) of its
 normalized text and a keep key (``thresher.curate.dedup.removal``); a hash shuffle of the ``(hash, key)`` pairs brings
 each hash group into one partition, where the lowest keep key (``keep``: ``lowest_id`` or ``longest``) is the
 survivor; the key rows then learn their survivor (``thresher.curate.dedup.removal.apply_roots``) and the others are
-rejected (``exact_duplicate``, detail: the kept id). Text never leaves the map side; nothing is collected on
-the driver.
+rejected (``exact_duplicate``, detail ``duplicate of kept record <id>``). Every record it sees gets ``dup_cluster``:
+the id of the record kept for its group (its own when it has no duplicate), rejected ones too. Text never leaves
+the map side; nothing is collected on the driver.
 
 ``fields`` hashes several fields together instead of the text field alone: a record's identity is then all of
 them (e.g. ``[messages, chosen, rejected]`` for preference pairs, so that a prompt's distinct pairs all stay and
@@ -30,6 +31,7 @@ from thresher.curate.fields import texts
 from thresher.curate.stage import GlobalStage, StageConfig
 
 HASH = "_dedup_hash"
+CLUSTER = "dup_cluster"
 SEPARATOR, FIELD_SEPARATOR = "\x1e", "\x1f"  # between a conversation's messages, between fields
 
 
@@ -50,6 +52,9 @@ class DedupExact(GlobalStage):
     name = "dedup_exact"
     decides_locally = True
     Config = DedupExactConfig
+
+    def added_columns(self) -> dict[str, str]:
+        return {CLUSTER: "id of the record kept for this record's exact-duplicate group (its own id if none)"}
 
     def normalized(self, texts: pa.ChunkedArray) -> pa.ChunkedArray:
         c = self.config
@@ -94,7 +99,7 @@ class DedupExact(GlobalStage):
         return apply_roots(ds, roots, self.mark, partitions, limit)
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
-        return mark_removed(batch.drop_columns([HASH]), root, self.config.keep, self.name, "exact_duplicate")
+        return mark_removed(batch.drop_columns([HASH]), root, self.config.keep, self.name, "exact_duplicate", CLUSTER)
 
 
 def group_roots(pairs: pa.Table) -> pa.Table:

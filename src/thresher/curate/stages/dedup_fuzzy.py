@@ -23,7 +23,7 @@
 5. Removal: a keep key sorts lowest for the record ``keep`` prefers (``thresher.curate.dedup.removal``); each
    component's members take their keep keys (a semi-join) and the lowest survives; every key row learns its
    survivor (broadcast when small, else joined on the key) and the other members are rejected
-   (``near_duplicate``, detail: the kept id), or all are kept with ``action: annotate``. Live records carry ``dup_cluster``: the id of the
+   (``near_duplicate``, detail ``duplicate of kept record <id>``), or all are kept with ``action: annotate``. Live records carry ``dup_cluster``: the id of the
    record kept for their component, their own id when they have no near duplicate, so it is never null and
    groups a cluster (the split stage keeps a cluster in one split).
 

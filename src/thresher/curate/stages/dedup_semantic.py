@@ -13,7 +13,7 @@ the staged record, so the model runs once, in ``embed``); the records stay stage
    clusters is ever compared;
 4. each connected component keeps one record by the ``keep`` rule (``lowest_id``, ``longest``, or ``centroid``: the
    closest to its k-means centroid; ties by id, then internal key) and the others are rejected as
-   ``semantic_duplicate`` with the kept id as detail (or all kept with ``action: annotate``).
+   ``semantic_duplicate`` with detail ``duplicate of kept record <id>`` (or all kept with ``action: annotate``).
 
 Kept records get ``semantic_cluster`` (the kept id of their component, their own id when alone) and
 ``semantic_kmeans`` (their k-means cluster). ``metrics.dedup_semantic`` in the manifest holds the fit (clusters,

@@ -18,7 +18,8 @@ Latin text). A text without any letter gets ``lang = und`` and ``lang_score = 0`
 
 ``lang_score`` is the model's probability for its top label. Rejections, in this order: ``lang_unknown``
 (``und``, with ``drop_unknown``), ``lang_not_kept`` (``keep`` given and the language not in it; ``und`` too,
-unless listed), ``lang_score_below_min``; the detail holds the language and score found.
+unless listed), ``lang_score_below_min``; the detail holds the language and score found (and, for
+``lang_not_kept``, the languages kept: ``lang=de score=0.981 not in keep: en``).
 
 fasttext-predict 0.9.2.4's list form of ``predict`` returns labels without probabilities, so documents are
 predicted one call each; per document it costs the same (measured: 10,000 sentences in 0.36 s one by one,
@@ -164,7 +165,8 @@ class Langid(MapStage):
         if c.drop_unknown:
             reject(batch, unknown, "lang_unknown", detail)
         if self.keep is not None:
-            reject(batch, ~batch["lang"].isin(self.keep), "lang_not_kept", detail)
+            reject(batch, ~batch["lang"].isin(self.keep), "lang_not_kept",
+                   detail + f" not in keep: {', '.join(sorted(self.keep))}")
         if c.min_score > 0:
             reject(batch, batch["lang_score"] < c.min_score, "lang_score_below_min", detail + f" < {c.min_score:g}")
         return batch

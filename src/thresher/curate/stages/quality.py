@@ -5,8 +5,9 @@ order of FineWeb's pipeline), ``gopher_quality``, ``gopher_repetition``, ``c4``,
 one section per family (``gopher``, ``c4``, ``fineweb``), each documented with its source and defaults in
 :mod:`thresher.curate.filters.presets`; any of them can be overridden, or set to ``null`` to disable a rule.
 
-A document is rejected by the first rule it fails: reason ``<preset>.<option>`` (``gopher_quality.min_words``,
-``gopher_repetition.max_dup_line_frac``, ``c4.lorem_ipsum``), detail ``<signal>=<value> <op> <threshold>``.
+A document is rejected by the first rule it fails: reason ``<section>.<option>``, the config key of its threshold
+(``gopher.min_words``, ``gopher.max_dup_line_frac``, ``c4.filter_lorem_ipsum``), detail ``<signal>=<value> <op>
+<threshold>`` (``c4.min_sentences`` adds how many of the lines C4's line filters kept: the sentences counted).
 
 * ``annotate_only: true`` drops nothing: every signal of the presets becomes a float column ``q_<signal>``, and
   ``q_reason`` holds the reason the document would have been rejected for (null if it passes).
