@@ -1,7 +1,9 @@
-"""The labels stages' computations: agreement counts, Dawid-Skene EM, label-noise detection, review queue export.
+"""The labels stages' computations: annotation key rows, consensus, agreement counts, Dawid-Skene EM, assist
+proposals, label-noise detection, review queue export.
 
-``agreement``, ``dawid_skene`` and ``noise`` are plain numpy over one block of key rows (partial counts of blocks
-add up, so they are computed where the key rows are and merged on the driver); ``export`` reads a finished run.
+``key_rows``, ``long_format``, ``consensus``, ``agreement``, ``dawid_skene``, ``assist`` and ``noise`` are plain
+numpy and Arrow over one block of key rows (partial counts of blocks add up, so they are computed where the key rows
+are and merged on the driver); ``export`` reads a finished run.
 """
 
 

@@ -17,17 +17,17 @@ rows where they are (Ray tasks over the block references; only counts and parame
 * agreement (:mod:`thresher.curate.labels.agreement`): fixed-size counts per block, merged on the driver: Fleiss' kappa,
   Krippendorff's alpha (nominal; ordinal and interval when every class is a number), percent agreement, per-class
   and per-item agreement, Cohen's kappa for every annotator pair when annotators are identified;
-* consensus: ``majority`` (confidence: the top class's share of the votes) or ``dawid_skene``
-  (:mod:`thresher.curate.labels.dawid_skene`; confidence: the posterior of the chosen class);
+* consensus (:mod:`thresher.curate.labels.consensus`): ``majority`` (confidence: the top class's share of the votes)
+  or ``dawid_skene`` (:mod:`thresher.curate.labels.dawid_skene`; confidence: the posterior of the chosen class);
 * each record gets ``label`` (null on a tie or without annotations), ``label_confidence``, ``label_agreement``
   (share of agreeing annotation pairs) and ``label_status``: ``consensus``, ``tie``, ``low_confidence`` (below
   ``min_confidence``) or ``no_annotations``. Every status but ``consensus`` goes to the ``review_split``
   (``data/review/``); the others keep the split an earlier ``split`` stage gave them (a ``split`` after ``labels``
   would reassign every record, review included, so put ``labels`` after ``split``).
 
-``assist`` proposes labels for the records without annotations (:meth:`Labels._assist`): ``label_status``
-``proposed`` (split kept) or ``proposal_low_confidence`` (review split), ``label_confidence`` the calibrated
-probability.
+``assist`` proposes labels for the records without annotations (:mod:`thresher.curate.labels.assist`):
+``label_status`` ``proposed`` (split kept) or ``proposal_low_confidence`` (review split), ``label_confidence`` the
+calibrated probability.
 
 The summary lands in the manifest's ``metrics.labels`` and the report's ``labels`` section;
 ``python -m thresher.curate.labels.export RUN`` writes the review queue for annotation tools (``export_review: true``: the
@@ -39,31 +39,22 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from thresher.core.storage import join
 from thresher.curate.execution.datasets import map_groups
 from thresher.curate.execution.tasks import tasks_for
-from thresher.curate.labels import agreement, is_number, noise, ordered_classes
+from thresher.curate.labels import (agreement, assist, consensus, is_number, key_rows, long_format, noise,
+                                    ordered_classes)
 from thresher.curate.labels import dawid_skene as ds_em
-from thresher.curate.labels.agreement import Annotations
+from thresher.curate.labels.assist import FEATURES, TEMPERATURES
+from thresher.curate.labels.consensus import ACCEPTED, AGREEMENT, CONFIDENCE, LABEL, STATUS, STATUSES
 from thresher.curate.labels.export import write_review_queue
+from thresher.curate.labels.key_rows import RATERS, VALUES
+from thresher.curate.labels.long_format import ANNOTATIONS, ITEM
 from thresher.curate.run_folder import DATA, REVIEW
-from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig
-
-VALUES = "_labels_values"  # key rows: the annotations (strings), then their class codes
-RATERS = "_labels_raters"  # key rows: the annotator ids (strings), then their codes
-LABEL, CONFIDENCE, AGREEMENT, STATUS = "label", "label_confidence", "label_agreement", "label_status"
-STATUSES = ("consensus", "tie", "low_confidence", "no_annotations", "proposed", "proposal_low_confidence")
-ACCEPTED = (0, 4)  # consensus and proposed: the others go to review
-FEATURES, PRIOR_SPLIT = "_labels_features", "_labels_prior_split"  # assist: key-row features, the split before review
-TEMPERATURES = np.exp(np.linspace(np.log(0.1), np.log(10.0), 81))  # assist: calibration grid
-ITEM, MERGED, MERGED_INTO = "_labels_item", "_labels_merged", "_labels_merged_into"  # long format key rows
-ANNOTATIONS = "label_annotations"
-TIE_TOLERANCE = 1e-9
+from thresher.curate.stage import SPLIT, GlobalStage, StageConfig
 
 
 class AssistConfig(StageConfig):
@@ -161,11 +152,11 @@ class Labels(GlobalStage):
     def _annotation_keys(self, batch: pa.Table) -> dict:
         c = self.config
         if c.item_field:
-            return _long_keys(batch, c.item_field, c.label_field, c.annotator_field)
+            return long_format.long_keys(batch, c.item_field, c.label_field, c.annotator_field)
         if c.annotations_field:
-            out = {VALUES: _string_lists(batch, c.annotations_field)}
+            out = {VALUES: key_rows.string_lists(batch, c.annotations_field)}
             if c.annotators_field:
-                out[RATERS] = _string_lists(batch, c.annotators_field)
+                out[RATERS] = key_rows.string_lists(batch, c.annotators_field)
             return out
         columns = [batch[f].cast(pa.string()).to_pylist() if f in batch.column_names else [None] * batch.num_rows
                    for f in c.annotation_fields]
@@ -181,21 +172,21 @@ class Labels(GlobalStage):
         c = self.config
         tasks = tasks_for(ds)
         if c.item_field:
-            ds = map_groups(ds, ITEM, _collapse_item)
+            ds = map_groups(ds, ITEM, long_format.collapse_item)
         refs = tasks.blocks(ds)
-        found = tasks.get([tasks.run(_vocabulary, ref, c.missing) for ref in refs])
+        found = tasks.get([tasks.run(key_rows.vocabulary, ref, c.missing) for ref in refs])
         classes = c.classes or ordered_classes(set().union(*(f[0] for f in found)))
         raters = sorted(set().union(*(f[1] for f in found))) if c.identified else None
-        refs = [tasks.run(_encode, ref, classes, raters, c.missing, self.name) for ref in refs]
+        refs = [tasks.run(key_rows.encode, ref, classes, raters, c.missing, self.name) for ref in refs]
         n_classes, n_raters = len(classes), len(raters) if raters else 1
         params, fit = None, None
         if c.consensus == "dawid_skene":
             def statistics(p):
-                parts = tasks.get([tasks.run(_em_statistics, ref, n_classes, n_raters, p) for ref in refs])
+                parts = tasks.get([tasks.run(consensus.em_statistics, ref, n_classes, n_raters, p) for ref in refs])
                 return {k: sum(part[k] for part in parts) for k in parts[0]}
             params, fit = ds_em.fit(statistics, c.max_iter, c.tol)
-        decided = [tasks.run(_assign, ref, classes, n_raters, c.identified, params, c.min_confidence, c.review_split,
-                             c.assist is not None, returns=2) for ref in refs]
+        decided = [tasks.run(consensus.assign, ref, classes, n_raters, c.identified, params, c.min_confidence,
+                             c.review_split, c.assist is not None, returns=2) for ref in refs]
         counts = None
         for part in tasks.get([s for _, s in decided]):
             counts = agreement.merge(counts, part)
@@ -207,12 +198,12 @@ class Labels(GlobalStage):
         if assisted:
             self.metrics["assist"] = assist_metrics
         if c.item_field:
-            tables = [tasks.run(_expand_items, t, self.name, self.decision_columns()) for t in tables]
+            tables = [tasks.run(long_format.expand_items, t, self.name, self.decision_columns()) for t in tables]
         return tasks.dataset(tables)
 
     def _assist(self, tasks, tables: list, classes: list[str], counts: dict) -> tuple[list, dict]:
-        """Proposals for the records without annotations from logistic regressions on hashed text features
-        (:mod:`thresher.curate.labels.noise`), trained on a sample of the consensus records: each record is scored by the
+        """Proposals for the records without annotations (:mod:`thresher.curate.labels.assist`) from logistic
+        regressions on hashed text features, trained on a sample of the consensus records: each record is scored by the
         fold model that did not train on it, so the consensus records' scores are out of fold; a temperature fitted
         on them (least log loss over ``TEMPERATURES``) calibrates the proposals' confidence. Updates ``counts``."""
         a, C = self.config.assist, len(classes)
@@ -222,11 +213,11 @@ class Labels(GlobalStage):
         else:
             fraction = min(1.0, a.max_train_rows / labelled)
             model = tasks.run(noise.fit_samples, a.folds, C, a.regularization,
-                              *[tasks.run(_assist_sample, t, classes, fraction, a.folds, a.seed) for t in tables])
-            calib = np.sum(tasks.get([tasks.run(_assist_calibration, t, model, classes, a.folds, a.seed)
+                              *[tasks.run(assist.training_sample, t, classes, fraction, a.folds, a.seed) for t in tables])
+            calib = np.sum(tasks.get([tasks.run(assist.calibration, t, model, classes, a.folds, a.seed)
                                       for t in tables]), axis=0)
             temperature = float(TEMPERATURES[np.argmin(calib[2:])])
-        out = [tasks.run(_propose, t, model, temperature, classes, a.folds, a.seed, a.min_confidence,
+        out = [tasks.run(assist.propose, t, model, temperature, classes, a.folds, a.seed, a.min_confidence,
                          self.config.review_split, returns=2) for t in tables]
         moved = np.sum(tasks.get([m for _, m in out]), axis=0)
         counts["status"] = counts["status"] + np.array([0, 0, 0, -moved.sum(), moved[0], moved[1]])
@@ -257,254 +248,3 @@ class Labels(GlobalStage):
             out["dawid_skene"] = {**fit, "prior": dict(zip(classes, np.round(params.prior, 6).tolist())),
                                   "annotators": ds_em.reliability(params, raters or ["(all annotators)"], classes)}
         return out
-
-
-# -- block functions (run as Ray tasks on the key-row blocks) ------------------------------------------------
-
-
-def _string_lists(batch: pa.Table, field: str) -> pa.Array:
-    """A list column as lists of strings; the readers keep nested JSON values as JSON text, which is parsed."""
-    if field not in batch.column_names:
-        return pa.array([[]] * batch.num_rows, pa.list_(pa.string()))
-    col = batch[field]
-    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-        return col.cast(pa.list_(pa.string())).combine_chunks()
-    lists = []
-    for text in col.cast(pa.string()).to_pylist():
-        value = orjson.loads(text) if text else []
-        if not isinstance(value, list):
-            raise ValueError(f"labels: {field} must hold lists, got {text[:80]!r}")
-        lists.append([None if v is None else v if isinstance(v, str) else orjson.dumps(v).decode() for v in value])
-    return pa.array(lists, pa.list_(pa.string()))
-
-
-def _vocabulary(table: pa.Table, missing: list[str]) -> tuple[set, set]:
-    """The labels (less ``missing``) and annotator ids of a block."""
-    labels = set(pc.unique(pc.list_flatten(table[VALUES])).drop_null().to_pylist()) - set(missing)
-    raters = set(pc.unique(pc.list_flatten(table[RATERS])).drop_null().to_pylist()) if RATERS in table.column_names else set()
-    return labels, raters
-
-
-def _encode(table: pa.Table, classes: list[str], raters: list[str] | None, missing: list[str], stage: str) -> pa.Table:
-    """Annotations as class codes (int16) and annotator codes (int32); unknown labels reject their record."""
-    values = table[VALUES].combine_chunks()
-    flat, item = pc.list_flatten(values), pc.list_parent_indices(values).to_numpy()
-    codes = pc.index_in(flat, value_set=pa.array(classes, pa.string()))
-    skip = pc.or_kleene(pc.is_null(flat), pc.is_in(flat, value_set=pa.array(missing, pa.string()))).to_numpy(
-        zero_copy_only=False)
-    known = codes.is_valid().to_numpy(zero_copy_only=False)
-    if raters is not None:
-        rater_values = table[RATERS].combine_chunks()
-        if not pc.equal(pc.list_value_length(rater_values), pc.list_value_length(values)).fill_null(True).to_numpy(
-                zero_copy_only=False).all():
-            raise ValueError("labels: annotators_field and annotations_field lists differ in length")
-        rater_codes = pc.index_in(pc.list_flatten(rater_values), value_set=pa.array(raters, pa.string()))
-        known &= rater_codes.is_valid().to_numpy(zero_copy_only=False)
-    keep = known & ~skip
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(item[keep], minlength=table.num_rows))]).astype(np.int32)
-    table = table.set_column(table.column_names.index(VALUES), VALUES, pa.ListArray.from_arrays(
-        offsets, codes.filter(pa.array(keep)).cast(pa.int16())))
-    if raters is not None:
-        table = table.set_column(table.column_names.index(RATERS), RATERS, pa.ListArray.from_arrays(
-            offsets, rater_codes.filter(pa.array(keep)).cast(pa.int32())))
-    unknown = ~known & ~skip
-    if unknown.any():
-        bad = np.zeros(table.num_rows, bool)
-        bad[item[unknown]] = True
-        first = {}
-        for row, value in zip(item[unknown][::-1], flat.filter(pa.array(unknown)).to_pylist()[::-1]):
-            first[row] = value
-        detail = [first.get(i) for i in range(table.num_rows)]
-        for col, value in ((REJECT_STAGE, stage), (REJECT_REASON, "unknown_label")):
-            table = table.set_column(table.column_names.index(col), col,
-                                     pc.if_else(pa.array(bad), value, table[col].cast(pa.string())))
-        table = table.set_column(table.column_names.index(REJECT_DETAIL), REJECT_DETAIL,
-                                 pc.if_else(pa.array(bad), pa.array(detail, pa.string()),
-                                            table[REJECT_DETAIL].cast(pa.string())))
-    return table
-
-
-def _annotations(table: pa.Table, live: np.ndarray | None = None) -> Annotations:
-    """The block's annotations in long form (rows not ``live`` contribute none)."""
-    values = table[VALUES].combine_chunks()
-    item = pc.list_parent_indices(values).to_numpy()
-    label = pc.list_flatten(values).to_numpy().astype(np.int64)
-    rater = (pc.list_flatten(table[RATERS].combine_chunks()).to_numpy().astype(np.int64) if RATERS in table.column_names
-             else np.zeros(len(item), np.int64))
-    if live is not None:
-        keep = live[item]
-        item, label, rater = item[keep], label[keep], rater[keep]
-    return Annotations(table.num_rows, item, label, rater)
-
-
-def _live(table: pa.Table) -> np.ndarray:
-    return pc.is_null(table[REJECT_STAGE]).to_numpy(zero_copy_only=False)
-
-
-def _em_statistics(table: pa.Table, n_classes: int, n_raters: int, params) -> dict:
-    return ds_em.block_statistics(_annotations(table, _live(table)), n_classes, n_raters, params)
-
-
-def _assign(table: pa.Table, classes: list[str], n_raters: int, identified: bool, params, min_confidence: float,
-            review_split: str, keep_prior_split: bool = False) -> tuple[pa.Table, dict]:
-    """The block's decisions (the key rows with the consensus columns and ``_split``; with ``keep_prior_split``
-    also the split before review, ``PRIOR_SPLIT``) and its counts."""
-    live = _live(table)
-    a = _annotations(table, live)
-    C = len(classes)
-    counts = agreement.item_counts(a, C)
-    post = ds_em.posteriors(a, C, params)
-    order = np.sort(post, axis=1)
-    confidence = order[:, -1]
-    tie = C > 1 and (order[:, -1] - order[:, -2] <= TIE_TOLERANCE)
-    best = post.argmax(1)
-    annotated = counts.sum(1) > 0
-    status = np.where(~annotated, 3, np.where(tie, 1, np.where(confidence < min_confidence, 2, 0)))
-    status[~live] = -1
-    label = np.where((status == 0) | (status == 2), best, -1)
-    stats = agreement.block_counts(a, C, n_raters, identified)
-    stats["status"] = np.bincount(status[live], minlength=len(STATUSES))
-    stats["labels"] = np.bincount(label[status == 0], minlength=C)
-    consensus = label[a.item]
-    judged = consensus >= 0
-    stats["consensus_annotations"] = np.bincount(a.rater[judged], minlength=n_raters)
-    stats["consensus_matches"] = np.bincount(a.rater[judged], weights=(a.label[judged] == consensus[judged]).astype(float),
-                                             minlength=n_raters)
-    review = live & (status != 0)
-    split = table[SPLIT].cast(pa.string()) if SPLIT in table.column_names else pa.nulls(table.num_rows, pa.string())
-    decisions = {
-        SPLIT: pc.if_else(pa.array(review), review_split, split),
-        LABEL: pa.array(np.asarray(classes + [None], dtype=object)[label], pa.string()),
-        CONFIDENCE: pa.array(np.where(annotated & live, confidence, np.nan), pa.float64(), from_pandas=True),
-        AGREEMENT: pa.array(np.where(live, agreement.item_agreement(counts), np.nan), pa.float64(), from_pandas=True),
-        STATUS: pa.array(np.asarray(STATUSES + (None,), dtype=object)[status], pa.string()),
-    }
-    table = table.drop_columns([col for col in (VALUES, RATERS, *decisions) if col in table.column_names])
-    for name, column in decisions.items():
-        table = table.append_column(name, column)
-    if keep_prior_split:
-        table = table.append_column(PRIOR_SPLIT, split)
-    return table, stats
-
-
-# -- long format: one key row per annotation, collapsed to one per item and expanded back -------------------------
-
-
-def _long_keys(batch: pa.Table, item_field: str, label_field: str, annotator_field: str | None) -> dict:
-    """Per row its item (a row without one is its own item: ``\0`` and its key) and its annotation as a list of one."""
-    def column(name):
-        if name not in batch.column_names:
-            return pa.nulls(batch.num_rows, pa.string())
-        return batch[name].cast(pa.string())
-
-    keys = pc.cast(batch[KEY], pa.string())
-    item = pc.if_else(pc.is_valid(column(item_field)), column(item_field), pc.binary_join_element_wise("\0", keys, ""))
-    labels = column(label_field).to_pylist()
-    out = {ITEM: item, VALUES: pa.array([[] if v is None else [v] for v in labels], pa.list_(pa.string()))}
-    if annotator_field:
-        out[RATERS] = pa.array([[] if v is None else [a] for v, a in zip(labels, column(annotator_field).to_pylist())],
-                               pa.list_(pa.string()))
-    return out
-
-
-def _collapse_item(group: pa.Table) -> pa.Table:
-    """One key row for an item's rows: its first row (lowest key) with every row's annotations in key order and the
-    other rows' keys (``MERGED``)."""
-    group = group.take(pc.sort_indices(group[KEY]))
-    first = group.slice(0, 1)
-    values = pc.list_flatten(group[VALUES]).to_pylist()
-    raters = pc.list_flatten(group[RATERS]).to_pylist() if RATERS in group.column_names else [None] * len(values)
-    first = first.set_column(first.column_names.index(VALUES), VALUES, pa.array([values], pa.list_(pa.string())))
-    if RATERS in group.column_names:
-        first = first.set_column(first.column_names.index(RATERS), RATERS, pa.array([raters], pa.list_(pa.string())))
-    return (first.append_column(MERGED, pa.array([group[KEY].to_pylist()[1:]], pa.list_(pa.int64())))
-                 .append_column(ANNOTATIONS, pa.array([orjson.dumps(list(map(list, zip(raters, values)))).decode()])))
-
-
-def _expand_items(table: pa.Table, stage: str, decision_columns: list[str]) -> pa.Table:
-    """The decided items with ``label_annotations`` (the kept row's label and annotator fields null), followed by
-    the key rows of the items' other rows, rejected as ``annotation_merged`` (detail: the kept record's id)."""
-    merged = table[MERGED].combine_chunks()
-    parents = pc.list_parent_indices(merged).to_numpy()
-    kept_ids = table[ID].cast(pa.string()).take(pa.array(parents, pa.int64()))
-    rows = {KEY: pc.list_flatten(merged), ID: pa.nulls(len(parents), pa.string()),
-            REJECT_STAGE: pa.array([stage] * len(parents), pa.string()),
-            REJECT_REASON: pa.array(["annotation_merged"] * len(parents), pa.string()), REJECT_DETAIL: kept_ids}
-    table = table.drop_columns([c for c in (MERGED, ITEM) if c in table.column_names])
-    for col in decision_columns:
-        if col not in table.column_names:
-            table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
-    rejected = pa.table({f.name: rows[f.name].cast(f.type) if f.name in rows else pa.nulls(len(parents), f.type)
-                         for f in table.schema})
-    return pa.concat_tables([table, rejected])
-
-
-# -- assist: proposals for the records without annotations ---------------------------------------------------------
-
-
-def _consensus_codes(table: pa.Table, classes: list[str]) -> np.ndarray:
-    """The class code of each consensus record (-1 for the others)."""
-    codes = pc.fill_null(pc.index_in(table[LABEL], value_set=pa.array(classes, pa.string())), -1)
-    consensus = pc.fill_null(pc.equal(table[STATUS], STATUSES[0]), False)
-    return np.where(consensus.to_numpy(zero_copy_only=False), codes.to_numpy(zero_copy_only=False), -1)
-
-
-def _scores(table: pa.Table, model, folds: int, seed: int) -> np.ndarray:
-    """Class probabilities of each row from the fold model that did not train on it."""
-    W, b, _ = model
-    fold = noise.folds_and_draws(table[KEY].to_numpy(), folds, seed)[0]
-    return noise.out_of_fold_probabilities(noise.feature_matrix(table[FEATURES]), fold, W, b)
-
-
-def _tempered(p: np.ndarray, temperature: float) -> np.ndarray:
-    """Temperature scaling of probabilities: softmax(log p / T)."""
-    z = np.log(np.clip(p, 1e-12, 1.0)) / temperature
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
-def _assist_sample(table: pa.Table, classes: list[str], fraction: float, folds: int, seed: int):
-    y = _consensus_codes(table, classes)
-    fold, draw = noise.folds_and_draws(table[KEY].to_numpy(), folds, seed)
-    keep = (y >= 0) & (draw < fraction)
-    return noise.feature_matrix(table[FEATURES])[keep], y[keep], fold[keep]
-
-
-def _assist_calibration(table: pa.Table, model, classes: list[str], folds: int, seed: int) -> np.ndarray:
-    """Over the block's consensus records: [records, out-of-fold correct, log loss at each of ``TEMPERATURES``]."""
-    y = _consensus_codes(table, classes)
-    known = y >= 0
-    out = np.zeros(2 + len(TEMPERATURES))
-    if not known.any():
-        return out
-    p, y = _scores(table.filter(pa.array(known)), model, folds, seed), y[known]
-    out[0], out[1] = len(y), (p.argmax(1) == y).sum()
-    for i, t in enumerate(TEMPERATURES):
-        out[2 + i] = -np.log(np.clip(_tempered(p, t)[np.arange(len(y)), y], 1e-300, 1.0)).sum()
-    return out
-
-
-def _propose(table: pa.Table, model, temperature: float | None, classes: list[str], folds: int, seed: int,
-             min_confidence: float, review_split: str) -> tuple[pa.Table, np.ndarray]:
-    """Records without annotations get the proposed label and its calibrated confidence: ``proposed`` (their split
-    kept) or ``proposal_low_confidence`` (review split); returns the block and [proposed, low confidence]."""
-    todo = pc.fill_null(pc.equal(table[STATUS], STATUSES[3]), False).to_numpy(zero_copy_only=False)
-    out = table.drop_columns([FEATURES, PRIOR_SPLIT])
-    if model is None or not todo.any():
-        return out, np.zeros(2, np.int64)
-    p = _tempered(_scores(table.filter(pa.array(todo)), model, folds, seed), temperature)
-    rows = np.flatnonzero(todo)
-    label = np.asarray(table[LABEL].to_pylist(), dtype=object)
-    confidence = table[CONFIDENCE].to_numpy(zero_copy_only=False).astype(float)
-    status = np.asarray(table[STATUS].to_pylist(), dtype=object)
-    split = np.asarray(table[SPLIT].to_pylist(), dtype=object)
-    sure = p.max(1) >= min_confidence
-    label[rows] = np.asarray(classes, dtype=object)[p.argmax(1)]
-    confidence[rows] = p.max(1)
-    status[rows] = np.where(sure, STATUSES[4], STATUSES[5])
-    split[rows] = np.where(sure, np.asarray(table[PRIOR_SPLIT].to_pylist(), dtype=object)[rows], review_split)
-    for name, values, kind in ((LABEL, label, pa.string()), (CONFIDENCE, confidence, pa.float64()),
-                               (STATUS, status, pa.string()), (SPLIT, split, pa.string())):
-        out = out.set_column(out.column_names.index(name), name, pa.array(values, kind, from_pandas=True))
-    return out, np.array([sure.sum(), (~sure).sum()], np.int64)
