@@ -4,7 +4,7 @@ Faults: a Ray worker SIGKILLed mid-run (map stages, and in every dedup phase), t
 SIGKILLed mid-run then re-run (resume), the same with markers cut short by the kill, a re-run with another config
 SIGKILLed mid-run (the previous dataset must stay as it was), a worker node stopped mid-run on a two-node
 token-auth cluster (``ray start`` on 127.0.0.1), S3 connections reset mid-object (a few times, or for good; moto's
-server behind a relay), a truncated gzip shard, a field only in the last file, final files that disagree with the
+server behind a relay), a truncated gzip shard, a Parquet file with a corrupt page, a field only in the last file, final files that disagree with the
 counts, a Ray Train worker SIGKILLed mid-training. A curation trial passes when the run completes with the clean
 run's counts and output digests (no lost or changed record), or, for the faults that must fail or reject, as each
 function's docstring says; a training trial when the run resumes from its last checkpoint and ends at its last step
@@ -359,6 +359,39 @@ def truncated_gzip(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, st
                f"{c.get('rejected', '-')} rejected, {c.get('rejected_bytes', '-'):,} bytes lost"
 
 
+def corrupt_parquet_page(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
+    """The corpus as Parquet (row groups of 500 rows, no compression), one byte of a data page of one row group
+    flipped: that row group is one ``unreadable_file`` reject costing its compressed size, every other row is kept
+    (the expected figures come from the file's own metadata, written here with pyarrow)."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = work / f"pq{i}"
+    folder.mkdir()
+    records = [json.loads(line) for f in sorted(src.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    target = folder / "part-0.parquet"
+    pq.write_table(pa.Table.from_pylist(records), target, row_group_size=500, compression="none")
+    meta = pq.read_metadata(target)
+    group = random.Random(i).randrange(meta.num_row_groups)
+    column = meta.row_group(group).column(meta.schema.names.index("text"))
+    data = bytearray(target.read_bytes())
+    at = column.data_page_offset + 8  # inside the page header: Arrow cannot decode the page
+    data[at] ^= 0xFF
+    target.write_bytes(bytes(data))
+    lost_rows = meta.row_group(group).num_rows
+    lost_bytes = sum(meta.row_group(group).column(c).total_compressed_size for c in range(meta.num_columns))
+    cfg, out = write_config(work, f"pqout{i}", folder)
+    proc = curate(cfg)
+    proc.wait()
+    m = manifest(out)
+    c = m["counts"] if m else {}
+    ok = bool(m) and c["output"] == len(records) - lost_rows and c["rejected"] == 1 and c["rejected_bytes"] == lost_bytes
+    return ok, (f"row group {group} ({lost_rows} rows, {lost_bytes:,} bytes) corrupt; got {c.get('output', '-')} kept "
+                f"of {len(records)}, {c.get('rejected', '-')} rejected, {c.get('rejected_bytes', '-')} bytes lost")
+
+
 def late_field(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
     """A field that only the last of ten files has (and one on the last line of the first file): every record that
     had it still has it in data/ or rejects/."""
@@ -413,6 +446,8 @@ FAULTS = {
         "read (S3 input through a relay that resets 5 connections)", s3_resets_then_recovers, STAGES),
     "S3 connections reset mid-object, for good": ("read (S3 input); the run fails", s3_resets_forever, STAGES),
     "gzip shard truncated": ("read (gzip input, one shard cut at a random byte)", truncated_gzip, STAGES),
+    "Parquet page corrupt": ("read (Parquet input, a page header of one row group damaged)", corrupt_parquet_page,
+                             STAGES),
     "a field only in the last file": ("read + write (10 files; the field in the last and on one late line)",
                                       late_field, STAGES),
     "final files disagree with the counts": ("write files: a row removed after writing", files_disagree_with_counts,
@@ -468,7 +503,8 @@ def main() -> None:
         f"{clean['counts']['input']:,} records. A trial passes when the faulty run completes with the clean run's counts and",
         "per-folder digests (order-independent hashes of every written row): no record lost, added or changed; a fault",
         "that must fail the run passes when the run exits 1 without a manifest, naming the cause; the truncated shard when",
-        "exactly the whole lines before the cut are kept and the bytes lost are counted (figures computed apart with zlib);",
+        "exactly the whole lines before the cut are kept and the bytes lost are counted (figures computed apart with zlib),",
+        "the corrupt Parquet page when its row group alone is rejected with its bytes (figures from the file's metadata);",
         "the late field when every record that had it keeps it (`bench/reliability_bench.py` says each check).",
         "",
         "| fault | stages hit | trials | passed | notes |",
