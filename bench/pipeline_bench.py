@@ -9,6 +9,7 @@ start and stop included), the manifest's phases and per-stage task seconds, and 
 the map phase.
 
     python bench/pipeline_bench.py                       # 1 and 2 CPUs, and 2 nodes x 1 CPU
+    python bench/pipeline_bench.py --baseline /tmp/old    # the same with an earlier checkout's source first
     python bench/pipeline_bench.py --cpus 1 2 4 8 16 --nodes 2x8 --name pipeline-16core   # on a 16-core machine
 """
 
@@ -70,14 +71,15 @@ def curate(cfg: Path, out: Path, extra: list[str], log: Path, env: dict | None =
     if rc:
         raise SystemExit(f"{shlex.join(cmd)} failed ({rc}); see {log}")
     manifest = json.loads((out / "manifest.json").read_text())
-    timing = manifest["timing"]
+    timing = manifest.get("timing")  # absent before thresher kept it (a --baseline run)
     docs = manifest["counts"]["input"]
-    cpus = timing["cpus"]
-    return {"command": shlex.join(cmd).replace(str(ROOT) + "/", ""), "wall_s": round(wall, 2),
-            "manifest_wall_s": timing["wall_s"], "cpus": cpus, "docs": docs, "counts": manifest["counts"],
-            "phases": timing["phases"], "tasks": timing["tasks"],
-            "map_docs_per_s_per_cpu": round(docs / timing["phases"][MAP_PHASE] / cpus, 1),
-            "digests": manifest["digests"], "load_average": list(os.getloadavg())}
+    result = {"command": shlex.join(cmd).replace(str(ROOT) + "/", ""), "wall_s": round(wall, 2), "docs": docs,
+              "counts": manifest["counts"], "digests": manifest["digests"], "load_average": list(os.getloadavg()),
+              "cpus": manifest["ray"]["cpus"], "phases": {}, "tasks": {}, "map_docs_per_s_per_cpu": None}
+    if timing:
+        result.update(manifest_wall_s=timing["wall_s"], phases=timing["phases"], tasks=timing["tasks"],
+                      map_docs_per_s_per_cpu=round(docs / timing["phases"][MAP_PHASE] / timing["cpus"], 1))
+    return result
 
 
 def two_nodes(cfg: Path, work: Path, cpus_each: int) -> dict:
@@ -103,22 +105,29 @@ def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
         f"Command: `{command}`. Corpus: {mb} MB of real web text (`bench/corpus.py`), {first['docs']:,} documents in "
         f"{shards} gzip shards. Stages: {', '.join(next(iter(s)) for s in STAGES)} (langid keeps en; quality: gopher, "
         f"c4, fineweb). Machine: {os.cpu_count()} cores. Wall: `thresher curate` seen from outside (interpreter, "
-        "Ray's start and stop included); the phases and task seconds are the manifest's `timing`. Identical output: "
-        "the digests of every run equal the first run's.", "",
+        "Ray's start and stop included); the phases and task seconds are the manifest's `timing`. Each checkout first curates one shard once, unmeasured (its numba kernels compile "
+        "then and are cached on disk). Speed-ups and "
+        "identical output (equal digests of every output folder) are against the first run of the same checkout.", "",
         "| run | wall s | map phase s | decide + apply + write s | Ray start s | map docs/s per CPU | speed-up (wall) "
         "| speed-up (map) | identical output | load avg |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    base = first
+    def version(r: dict) -> bool:
+        return r["name"].startswith("before:")
+
     for r in runs:
+        base = next(b for b in runs if version(b) == version(r))  # the same checkout's first run
         p = r["phases"]
         rest = sum(v for k, v in p.items() if k.startswith(("decide", "apply", "merge", "write")))
-        lines.append(f"| {r['name']} | {r['wall_s']:.1f} | {p[MAP_PHASE]:.1f} | {rest:.1f} | {p.get('ray start', 0):.1f} "
-                     f"| {r['map_docs_per_s_per_cpu']:,.0f} | x{base['wall_s'] / r['wall_s']:.2f} "
-                     f"| x{base['phases'][MAP_PHASE] / p[MAP_PHASE]:.2f} | {r['digests'] == base['digests']} "
-                     f"| {', '.join(f'{x:.1f}' for x in r['load_average'])} |")
+        cells = [f"{p[MAP_PHASE]:.1f}", f"{rest:.1f}", f"{p.get('ray start', 0):.1f}",
+                 f"{r['map_docs_per_s_per_cpu']:,.0f}"] if p else ["-"] * 4
+        lines.append(f"| {r['name']} | {r['wall_s']:.1f} | {' | '.join(cells)} | x{base['wall_s'] / r['wall_s']:.2f} "
+                     f"| {f'x{base_map / p[MAP_PHASE]:.2f}' if p and (base_map := base['phases'][MAP_PHASE]) else '-'} "
+                     f"| {r['digests'] == base['digests']} | {', '.join(f'{x:.1f}' for x in r['load_average'])} |")
+    timed = [r for r in runs if r["tasks"]]
     lines += ["", "## Task seconds per stage (summed over tasks)", "",
-              "| stage | " + " | ".join(r["name"] for r in runs) + " |", "|---|" + "---:|" * len(runs)]
+              "| stage | " + " | ".join(r["name"] for r in timed) + " |", "|---|" + "---:|" * len(timed)]
+    runs, first = timed, timed[0]
     for stage in first["tasks"]:
         cells = []
         for r in runs:
@@ -142,6 +151,7 @@ def main() -> None:
     ap.add_argument("--nodes", nargs="*", default=["2x1"], help="NODESxCPUS runs on ray start nodes (2 nodes only)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/thresher-pipeline-bench"))
     ap.add_argument("--name", default="pipeline")
+    ap.add_argument("--baseline", help="a checkout of an earlier thresher: its runs first, labelled before")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -149,7 +159,19 @@ def main() -> None:
     cfg = a.work / "pipeline.yaml"
     cfg.write_text(yaml.safe_dump({"input": {"paths": [str(data / "*.jsonl.gz")]}, "output": {"path": "unused"},
                                    "stages": STAGES}))
+    warm = a.work / "warmup.yaml"  # one shard, once per checkout: its numba kernels compile (cached on disk) here
+    warm.write_text(yaml.safe_dump({"input": {"paths": [str(sorted(data.glob("*.jsonl.gz"))[0])]},
+                                    "output": {"path": "unused"}, "stages": STAGES}))
     runs = []
+    if a.baseline:
+        curate(warm, a.work / "warm-base", [], a.work / "warm-base.log",
+               {**os.environ, "PYTHONPATH": f"{a.baseline}/src:{a.baseline}"})  # the same runs with another checkout's source first (its manifests may lack the timing)
+        env = {**os.environ, "PYTHONPATH": f"{a.baseline}/src:{a.baseline}"}
+        for n in a.cpus:
+            print(f"baseline, {n} CPU(s) ...", flush=True)
+            r = curate(cfg, a.work / f"base-{n}", ["--set", f"execution.num_cpus={n}"], a.work / f"base-{n}.log", env)
+            runs.append({"name": f"before: 1 node, {n} CPU{'s' if n > 1 else ''}", **r})
+    curate(warm, a.work / "warm", [], a.work / "warm.log")
     for n in a.cpus:
         print(f"{n} CPU(s) ...", flush=True)
         r = curate(cfg, a.work / f"out-{n}", ["--set", f"execution.num_cpus={n}"], a.work / f"run-{n}.log")
