@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from thresher.core.config import ConfigError
 from thresher.core.storage import MANIFEST, Storage, join
 from thresher.curate.dedup.reference import ReferenceDedup
+from thresher.curate.execution.datasets import each_in_a_task
 from thresher.curate.run_folder import DATA, INDEX_COMPLETE, RunFolder
 from thresher.curate.stage import ID
 
@@ -60,17 +61,12 @@ def build_missing_indexes(stages, storage: Storage) -> None:
 def write_index(folder: RunFolder, stage: ReferenceDedup, text_field: str) -> None:
     """Write ``stage``'s index of the kept records of ``folder`` (its data files, whose text field is
     ``text_field``): one part per data file, one Ray task each, then ``complete.json``."""
-    import ray
-
-    from thresher.curate.execution.datasets import plain_task
-
     kind, keys = type(stage).name, stage.index_keys()
     stage = type(stage)(stage.config, dataclasses.replace(stage.ctx, text_field=text_field))
     files = sorted(uri for dest, uris in folder.final_files().items() if dest.split("/")[0] == DATA for uri in uris)
     folder.storage.delete(folder.index_dir(kind, keys))
-    task = plain_task(_index_part).options(name="index_part")
-    rows = ray.get([task.remote(uri, folder.index_part(kind, keys, i), i, stage, folder.storage)
-                    for i, uri in enumerate(files)])
+    rows = each_in_a_task(_index_part, [(i, uri, folder.index_part(kind, keys, i)) for i, uri in enumerate(files)],
+                          stage, folder.storage)
     folder.storage.write_bytes(join(folder.index_dir(kind, keys), INDEX_COMPLETE),
                                json.dumps({"parts": len(files), "rows": sum(rows),
                                            "options": stage.index_options()}).encode())
@@ -83,7 +79,8 @@ def write_own_indexes(stages, folder: RunFolder, text_field: str) -> None:
             write_index(folder, stage, text_field)
 
 
-def _index_part(data_uri: str, index_uri: str, part: int, stage: ReferenceDedup, storage: Storage) -> int:
+def _index_part(item: tuple[int, str, str], stage: ReferenceDedup, storage: Storage) -> int:
+    part, data_uri, index_uri = item
     fs, path = storage.resolve(data_uri)
     names = pq.read_schema(path, filesystem=fs).names
     records = pq.read_table(path, filesystem=fs, columns=[c for c in [ID, *stage.index_columns()] if c in names])

@@ -201,6 +201,14 @@ def map_items(like, fn, items: list, *args):
     return ray.data.from_arrow_refs([task.remote(item, *args) for item in items])
 
 
+def each_in_a_task(fn, items: list, *args) -> list:
+    """``[fn(item, *args) for item in items]``, one plain Ray task each, the (small) results gathered here."""
+    import ray
+
+    task = plain_task(fn).options(name=getattr(fn, "__qualname__", "items"))
+    return ray.get([task.remote(item, *args) for item in items])
+
+
 def concatenated(first, second):
     """The rows of ``first`` then ``second`` (both datasets, or both ``LocalTable``), materialized."""
     if isinstance(first, LocalTable):
