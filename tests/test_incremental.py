@@ -24,8 +24,8 @@ def write_jsonl(path, rows):
     return path
 
 
-def config(src, out, against=(), **execution):
-    return {"input": {"paths": [str(src)]}, "output": {"path": str(out)},
+def config(src, out, against=(), index=False, **execution):
+    return {"input": {"paths": [str(src)]}, "output": {"path": str(out), "reference_index": index},
             "stages": [{"dedup_exact": {"against": [str(a) for a in against]}},
                        {"dedup_fuzzy": {"threshold": 0.8, "against": [str(a) for a in against]}}],
             "execution": execution}
@@ -39,7 +39,7 @@ def releases(ray_local, tmp_path_factory):
     texts = paragraphs(70)
     old, new = texts[:40], texts[40:]
     r1 = write_jsonl(tmp / "r1.jsonl", [{"id": f"a{i:03d}", "text": t} for i, t in enumerate(old)])
-    run(parse_config(config(r1, tmp / "release1")))
+    run(parse_config(config(r1, tmp / "release1", index=True)))
     rows = [{"id": f"b{i:03d}", "text": t} for i, t in enumerate(new)]
     copies = [{"id": f"c{i:03d}", "text": old[i]} for i in range(5)]  # exact copies of release 1
     copies += [{"id": f"c{i:03d}", "text": mutate(old[i], 0.01, rng)} for i in range(5, 10)]  # near copies
@@ -75,7 +75,7 @@ def test_release_against_the_last_one(releases):
     tmp, src, kept_ids, copies, own = releases
     release1 = tmp / "release1"
     index = sorted(p.relative_to(release1).parts[:2] for p in (release1 / "index").rglob("part-*.parquet"))
-    assert index == [("index", "dedup_exact"), ("index", "dedup_fuzzy")]  # written at commit
+    assert index == [("index", "dedup_exact"), ("index", "dedup_fuzzy")]  # written at commit (output.reference_index)
     out = tmp / "release2"
     manifest = run(parse_config(config(src, out, [release1])))
     check_release(out, manifest, kept_ids, copies, own, release1)

@@ -169,7 +169,8 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
             files = publish(folder, published, stats.get("sizes", {}), target, orders)
             for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
                 stage.after_publish(published.root, files)
-            write_own_indexes(deciding, published, cfg.input.text_field)
+            if cfg.output.reference_index:
+                write_own_indexes(deciding, published, cfg.input.text_field)
             phases.lap("write files")
         except RunFailed:
             _let_tasks_end()
