@@ -52,6 +52,9 @@ class OutputConfig(StrictModel):
     path: str = Field(description="the run folder, local or s3://")
     target_file_mb: int = Field(256, gt=0, description="size of the Parquet files of data/ and rejects/")
     card: CardConfig = Field(CardConfig(), description="what the dataset card (README.md) says that the data cannot")
+    reference_index: bool = Field(False, description=(
+        "write the dedup stages' reference index (index/) at commit, for later runs' against; without it a later "
+        "run builds it from data/ when it first needs it (which costs the stages' keys again)"))
 
 
 class ExecutionConfig(StrictModel):

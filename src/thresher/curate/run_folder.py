@@ -6,6 +6,9 @@ and loaded.
 <output>/rejects/part-NNNNN.parquet           removed records with stage, reason, detail
 <output>/report.json, report.html, README.md  report and dataset card
 <output>/review_queue/                        labels' export_review: the review split for annotation tools
+<output>/index/<stage>/<keys>/part-NNNNN.parquet  the reference index: key rows of the kept records for a later
+                                              run's dedup ``against`` (one part per data file; ``<keys>``: digest of
+                                              the options the keys depend on); ``complete.json`` written last
 <output>/manifest.json                        written last: the run is complete
 <output>/_progress/run.json                   what this run computes (config + planned reads hash)
 <output>/_progress/read-T.json                rows read by read task T
@@ -60,8 +63,10 @@ log = logging.getLogger(__name__)
 REJECTS = "rejects"
 DATA = "data"
 REVIEW = "review_queue"
+INDEX = "index"
+INDEX_COMPLETE = "complete.json"
 RUN_FILES = ("report.json", "report.html", "README.md")
-PUBLISHED = (DATA, REJECTS, REVIEW)  # the folders a run publishes
+PUBLISHED = (DATA, REJECTS, REVIEW, INDEX)  # the folders a run publishes
 # names of files a run writes, to tell whether an input glob would read them
 RUN_SAMPLE_FILES = (*RUN_FILES, MANIFEST, f"{DATA}/part-00000.parquet", f"{DATA}/train/part-00000.parquet",
                     f"{REJECTS}/part-00000.parquet")
@@ -115,6 +120,20 @@ class RunFolder:
 
     def final_part(self, dest: str, index: int) -> str:
         return self.uri(dest, f"part-{index:05d}.parquet")
+
+    def index_dir(self, stage: str, keys: str) -> str:
+        """The reference index of ``stage`` (a stage kind) for keys made with options of digest ``keys``."""
+        return self.uri(INDEX, stage, keys)
+
+    def index_part(self, stage: str, keys: str, index: int) -> str:
+        return join(self.index_dir(stage, keys), f"part-{index:05d}.parquet")
+
+    def index_parts(self, stage: str, keys: str) -> list[str] | None:
+        """The parts of a complete reference index, in order; None when there is none (or it is incomplete)."""
+        folder = self.index_dir(stage, keys)
+        if not self.storage.exists(join(folder, INDEX_COMPLETE)):
+            return None
+        return sorted(uri for uri, _ in self._list(folder) if uri.endswith(".parquet"))
 
     # -- listing -----------------------------------------------------------------------------------
 

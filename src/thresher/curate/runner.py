@@ -44,6 +44,7 @@ from thresher.curate.decide import apply_groups, decide
 from thresher.curate.map import (TaskProgress, apply_batches, map_stages, ray_datasink, read_batches, retried_io,
                                  write_directly)
 from thresher.curate.plan import preflight, run_key
+from thresher.curate.reference import build_missing_indexes, check_references, write_own_indexes
 from thresher.curate.report import build_report, render_html
 from thresher.curate.run_folder import RunFolder
 from thresher.curate.timing import Phases, timing
@@ -81,7 +82,9 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
         phases.lap("start (interpreter, imports, config)")
     started = datetime.now(timezone.utc)
     storage = Storage.from_options(cfg.storage)
+    references = check_references(cfg, storage)
     planned, spec, segs = preflight(cfg, storage)
+    deciding = [s for seg in segs for s in seg.global_stages]
     folder = RunFolder(cfg.output.path, storage)
     target = cfg.output.target_file_mb << 20
     global_counts: dict[str, dict] = {}
@@ -90,6 +93,7 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
         phases.lap("ray start")
         cluster_info = _cluster_info(resources)
         reused = folder.prepare(run_key(cfg, planned, segs))
+        build_missing_indexes(deciding, storage)
         phases.lap("plan")
         counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)
         read = None  # per read task its read marker (rows, bytes, damaged)
@@ -165,6 +169,8 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
             files = publish(folder, published, stats.get("sizes", {}), target, orders)
             for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
                 stage.after_publish(published.root, files)
+            if cfg.output.reference_index:
+                write_own_indexes(deciding, published, cfg.input.text_field)
             phases.lap("write files")
         except RunFailed:
             _let_tasks_end()
@@ -181,7 +187,8 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
         raise RunFailed(f"accounting mismatch: {e}") from None
     stages = [s for seg in segs for s in seg.global_stages + seg.map_stages]
     manifest.update(columns={c: d for s in stages for c, d in s.added_columns().items()},
-                    ray=cluster_info, resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
+                    ray=cluster_info, lineage={"references": references},
+                    resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
                     started_at=started.isoformat())
     gate_results = gates.check(cfg.gates, manifest["counts"])
     if gate_results:

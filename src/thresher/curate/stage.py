@@ -27,6 +27,10 @@ source's read task (so the apply groups route it with its source) and has bit 31
 copy index alone (the same on every run and any batching), unique, and sorts after the read rows of its task. The
 runner sizes the code (:class:`KeySpace`); a read task with too many rows for the remaining bits fails the run.
 
+Reference keys. The key rows a dedup stage reads from a reference run's index (``against``) join its key rows with
+negative keys, ``-1 - (reference << 52 | part << 32 | row)`` (:func:`reference_keys`): the reference's position in
+``against``, the index part and the row in it; they never reach the records.
+
 Stages never start or configure a cluster: only the runner knows Ray.
 Numeric columns named ``_metric.<name>`` are summed into the manifest's ``metrics.<stage>`` and are not
 written. ``_seconds.<what>`` columns carry the seconds a task spent in a stage (or reading), on a batch's first row;
@@ -68,6 +72,18 @@ POSITION_BITS = 31
 def task_of(keys) -> "np.ndarray":
     """The read task index of internal keys."""
     return np.asarray(keys, dtype=np.int64) >> TASK_SHIFT
+
+REFERENCE_SHIFT = 52
+
+
+def reference_keys(reference: int, stored) -> "np.ndarray":
+    """Internal keys of a reference's index rows (module docstring); ``stored``: ``part << 32 | row``."""
+    return -1 - ((np.int64(reference) << REFERENCE_SHIFT) | np.asarray(stored, dtype=np.int64))
+
+
+def reference_of(keys) -> "np.ndarray":
+    """The reference (position in ``against``) of reference keys."""
+    return (-1 - np.asarray(keys, dtype=np.int64)) >> REFERENCE_SHIFT
 
 REGISTRY: dict[str, type["Stage"]] = {}
 

@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.execution.datasets import (ARROW, broadcast, cached_for, fetched, fetched_value, map_blocks,
-                                                materialize)
+from thresher.curate.execution.datasets import (ARROW, broadcast, cached_for, concatenated, fetched, fetched_value,
+                                                map_blocks, materialize)
 
 log = logging.getLogger(__name__)
 BAND_PREFIX = "_dedup_band_"
@@ -92,7 +92,7 @@ def _edges(codes: np.ndarray, nodes: np.ndarray) -> pa.Table:
 def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, similar, partitions: int,
                    limit_rows: int):
     """The ``edges`` whose endpoints' values pass ``similar(values_u, values_v) -> bool array``; the values are the
-    ``value`` column of the key rows ``keys`` whose ``node`` column is the endpoint.
+    ``value`` column of the key rows ``keys`` (a list of sources) whose ``node`` column is the endpoint.
 
     Only the endpoints' values are taken (a semi-join): the key rows are filtered by the edges themselves when
     they are at most ``limit_rows``, else by a Bloom filter of the endpoints (built on the workers, OR-reduced by
@@ -101,7 +101,8 @@ def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, 
     refs = broadcast(edges, limit_rows)
     bloom = None if refs is not None else endpoint_bloom(edges)
     schema = pa.schema([("node", pa.int64()), ("value", value_type)])
-    values = map_blocks(keys, _node_values, node, value, refs, bloom, schema, columns=[node, value])
+    parts = [map_blocks(k, _node_values, node, value, refs, bloom, schema, columns=[node, value]) for k in keys]
+    values = functools.reduce(concatenated, parts)
     value_refs = broadcast(values, limit_rows)
     log.info("lsh: %d candidate edges; values of %d endpoints, %s", edges.count(), values.count(),
              "broadcast" if value_refs is not None else "joined")

@@ -7,6 +7,11 @@ is a fixed-width length prefix (``longest``), the id, ``\\x01`` and the internal
 unique, the kept id is read back from any key, and a group's survivor is its minimum key: a rule that depends on
 nothing but the group's members (not their order, blocks or the number of CPUs).
 
+A reference run's key rows (negative internal keys, ``thresher.curate.stage.reference_keys``) take keep keys that
+sort before every record's: ``\x00``, the reference's position in 4 digits, the id, ``\x01`` and the internal key,
+so a group with a reference record keeps it (the lowest reference, then id) and its new records are rejected as
+``duplicate_of_reference``.
+
 A dedup stage ends with the *roots* of its groups: rows ``(node, root)``, the key of every record that is not
 its group's survivor and the key of that survivor. :func:`apply_roots` brings each key row its root: the roots
 go to every map task when they are few (``thresher.curate.execution.datasets.broadcast``: no shuffle), else the key rows
@@ -23,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.curate.execution.datasets import ARROW, broadcast, by_group, fetched, map_blocks, materialize
-from thresher.curate.stage import ID, KEY as INTERNAL_KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+from thresher.curate.stage import (ID, KEY as INTERNAL_KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
+                                   reference_of)
 
 log = logging.getLogger(__name__)
 KEY = "_dedup_key"
@@ -33,6 +39,10 @@ KeepRule = Literal["lowest_id", "longest"]
 _LENGTH_WIDTH = 13
 _LENGTH_BASE = 10**_LENGTH_WIDTH - 1
 ROOT_SCHEMA = pa.schema([("node", pa.string()), ("root", pa.string())])
+REFERENCE = "_dedup_reference"  # on rows a reference's record removed: the reference's position in ``against``
+REFERENCE_REASON = "duplicate_of_reference"
+_REFERENCE_MARK = "\x00"
+_REFERENCE_PREFIX = 5  # \x00 + 4 digits of the reference's position
 
 
 def live_mask(batch: pa.Table) -> pa.ChunkedArray:
@@ -52,13 +62,19 @@ def with_keep_keys(batch: pa.Table, keep: KeepRule) -> pa.Table:
 
 def keep_keys(batch: pa.Table, keep: KeepRule) -> pa.Array:
     """The keep key of every row of ``batch`` (columns ``id``, the internal key and, for ``longest``, ``LENGTH``)."""
-    suffix = _hex16(batch[INTERNAL_KEY].to_numpy(zero_copy_only=False).astype(np.uint64))
+    internal = batch[INTERNAL_KEY].to_numpy(zero_copy_only=False)
+    suffix = _hex16(internal.astype(np.uint64))
     ids = pc.fill_null(batch[ID].cast(pa.string()), "")
+    own = ids
     if keep == "longest":
-        lengths = batch[LENGTH].to_numpy(zero_copy_only=False)
+        lengths = pc.fill_null(batch[LENGTH], 0).to_numpy(zero_copy_only=False)
         prefix = pa.array(np.char.zfill((_LENGTH_BASE - lengths.astype(np.int64)).astype(str), _LENGTH_WIDTH))
-        ids = pc.binary_join_element_wise(prefix, ids, "")
-    return pc.binary_join_element_wise(ids, suffix, "\x01")
+        own = pc.binary_join_element_wise(prefix, ids, "")
+    referenced = internal < 0
+    if referenced.any():
+        marks = [f"{_REFERENCE_MARK}{r:04d}" for r in np.maximum(reference_of(internal), 0).tolist()]
+        own = pc.if_else(pa.array(referenced), pc.binary_join_element_wise(pa.array(marks), ids, ""), own)
+    return pc.binary_join_element_wise(own, suffix, "\x01")
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
@@ -89,10 +105,12 @@ KEPT_DETAIL = "duplicate of kept record "  # a duplicate's reject detail, before
 
 
 def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: KeepRule, stage: str, reason: str,
-                 cluster: str | None = None, remove: bool = True) -> pa.Table:
+                 cluster: str | None = None, remove: bool = True, references: list[str] = ()) -> pa.Table:
     """Reject live records whose key is not their group's ``winner`` key (null: no group), with detail
-    ``duplicate of kept record <id>``; with ``cluster``, every live record gets that column: its group's kept id,
-    else its own id."""
+    ``duplicate of kept record <id>``, or, where the winner is a record of a reference run (``references``: their
+    URIs), reason ``duplicate_of_reference``, detail ``duplicate of record <id> of <run>`` and ``REFERENCE`` (the
+    reference's position) set; with ``cluster``, every live record gets that column: its group's kept id, else its
+    own id."""
     keys = batch[KEY]
     winner = pc.coalesce(winner, keys)
     live = pc.and_(live_mask(batch), pc.is_valid(keys))
@@ -100,7 +118,21 @@ def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: Keep
     kept = kept_ids(winner, keep)
     batch = _string_rejections(batch)
     detail = pc.binary_join_element_wise(KEPT_DETAIL, kept.cast(pa.string()), "")
-    for col, value in ((REJECT_STAGE, pa.scalar(stage)), (REJECT_REASON, pa.scalar(reason)), (REJECT_DETAIL, detail)):
+    reasons = pa.scalar(reason)
+    if references:
+        winner = winner.cast(pa.string())  # (a join may have made it a large string)
+        by_reference = pc.fill_null(pc.starts_with(winner, _REFERENCE_MARK), False)
+        position = pc.cast(pc.if_else(by_reference, pc.utf8_slice_codeunits(winner, 1, _REFERENCE_PREFIX), "0"),
+                           pa.int64())
+        reference_id = pc.utf8_slice_codeunits(winner, _REFERENCE_PREFIX, -_SUFFIX)
+        kept = pc.if_else(by_reference, reference_id, kept)
+        runs = pa.array(list(references), pa.string()).take(position)
+        detail = pc.if_else(by_reference, pc.binary_join_element_wise("duplicate of record ", reference_id, " of ",
+                                                                      runs, ""), detail)
+        reasons = pc.if_else(by_reference, REFERENCE_REASON, reason)
+        batch = batch.append_column(REFERENCE, pc.if_else(pc.and_(loser, by_reference), position,
+                                                          pa.scalar(None, pa.int64())))
+    for col, value in ((REJECT_STAGE, pa.scalar(stage)), (REJECT_REASON, reasons), (REJECT_DETAIL, detail)):
         batch = batch.set_column(batch.column_names.index(col), col, pc.if_else(loser, value, batch[col]))
     if cluster:
         if cluster in batch.column_names:  # clusters of an earlier dedup_fuzzy: this one's replace them

@@ -190,6 +190,40 @@ def in_one_task(ds, fn, *args, columns: list[str] | None = None):
     return _from_refs([_apply_task(fn).remote(fn, args, columns, *(refs or [schema.base_schema.empty_table()]))], ds)
 
 
+def map_items(like, fn, items: list, *args):
+    """``fn(item, *args)`` (-> table) for each of ``items``, one plain Ray task each, as a materialized dataset; or
+    called in this process, as a ``LocalTable``, where ``like`` is one."""
+    if isinstance(like, LocalTable):
+        return LocalTable(pa.concat_tables([fn(item, *args) for item in items], promote_options="permissive"))
+    import ray.data
+
+    task = plain_task(fn).options(name=getattr(fn, "__qualname__", "items"))
+    return ray.data.from_arrow_refs([task.remote(item, *args) for item in items])
+
+
+def each_in_a_task(fn, items: list, *args) -> list:
+    """``[fn(item, *args) for item in items]``, one plain Ray task each, the (small) results gathered here."""
+    import ray
+
+    task = plain_task(fn).options(name=getattr(fn, "__qualname__", "items"))
+    return ray.get([task.remote(item, *args) for item in items])
+
+
+def concatenated(first, second):
+    """The rows of ``first`` then ``second`` (both datasets, or both ``LocalTable``), materialized."""
+    if isinstance(first, LocalTable):
+        return LocalTable(pa.concat_tables([first.table, second.table], promote_options="permissive"))
+    return materialize(first.union(second))
+
+
+def arrow_schema(ds) -> pa.Schema:
+    """The Arrow schema of a dataset's (or ``LocalTable``'s) rows."""
+    if isinstance(ds, LocalTable):
+        return ds.table.schema
+    schema = ds.schema()
+    return schema.base_schema if hasattr(schema, "base_schema") else schema
+
+
 def map_pandas(ds, fn, *args):
     """``ds.map_batches(fn, fn_args=args, batch_format="pandas")`` (``fn``: data frame -> data frame, row by row), or
     ``fn`` applied to a ``LocalTable`` at once."""

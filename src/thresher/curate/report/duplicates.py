@@ -157,6 +157,11 @@ class Duplicates(Section):
                               "removed": [{"id": rid, "snippet": s} for rid, s in removed]}
                              for kept_id, (_, removed) in examples],
             }
+        metrics = manifest.get("metrics", {})
+        by_reference = {stage: metrics[stage]["removed_by_reference"] for stage in STAGES
+                        if metrics.get(stage, {}).get("removed_by_reference")}
+        if by_reference:  # records removed as duplicates of the kept records of earlier runs (``against``)
+            summary["removed_by_reference"] = by_reference
         return summary if summary["stages"] else None
 
     def html(self, summary):
@@ -164,6 +169,11 @@ class Duplicates(Section):
         rows = [[stage, s["removed"], _pct(s["rate_of_stage_input"]), _pct(s["rate_of_input"]), s["clusters_counted"]]
                 for stage, s in summary["stages"].items()]
         out += table_html(["stage", "removed", "of stage input", "of all input", "clusters counted"], rows)
+        references = [[stage, run, n] for stage, runs in summary.get("removed_by_reference", {}).items()
+                      for run, n in runs.items()]
+        if references:
+            out += "<h3>removed as duplicates of earlier runs</h3>"
+            out += table_html(["stage", "reference run", "removed"], references)
         for stage, s in summary["stages"].items():
             note = " (a uniform sample of clusters)" if s["clusters_sampled"] else ""
             out += f"<h3>{stage}: cluster sizes{note}</h3>"

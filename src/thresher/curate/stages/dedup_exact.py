@@ -12,6 +12,10 @@ the map side; nothing is collected on the driver.
 them (e.g. ``[messages, chosen, rejected]`` for preference pairs, so that a prompt's distinct pairs all stay and
 only repeated pairs go); a field holding a chat conversation counts by its messages' contents.
 
+``against`` names earlier finished runs: a record identical to a kept record of one of them is rejected
+(``duplicate_of_reference``, detail ``duplicate of record <id> of <run>``); the references contribute their index
+of hashes, never their texts (``thresher.curate.dedup.reference``).
+
 Normalization of each field, in this order: Unicode NFKC (``unicode_nfkc``), lowercase, punctuation, symbols and
 digits replaced by spaces (``strip_punctuation_digits``), whitespace runs collapsed and trimmed
 (``collapse_whitespace``).
@@ -25,10 +29,11 @@ import xxhash
 from pydantic import Field
 
 from thresher.curate.execution.datasets import by_group, map_blocks, partitions_for
+from thresher.curate.dedup.reference import ReferenceDedup
 from thresher.curate.dedup.removal import (KEY, ROOT_SCHEMA, KeepRule, apply_roots, mark_removed, text_lengths,
                                            with_keep_keys)
 from thresher.curate.fields import texts
-from thresher.curate.stage import GlobalStage, StageConfig
+from thresher.curate.stage import StageConfig
 
 HASH = "_dedup_hash"
 CLUSTER = "dup_cluster"
@@ -46,9 +51,11 @@ class DedupExactConfig(StageConfig):
     fields: list[str] | None = Field(None, min_length=1, description="fields hashed together (default: the text field)")
     partitions: int | None = Field(None, ge=1, description=(
         "shuffle partitions (default: one per 4 M shuffled rows, at least 2)"))
+    against: list[str] = Field([], description=(
+        "finished runs (URIs) whose kept records win: a record identical to one of them is removed"))
 
 
-class DedupExact(GlobalStage):
+class DedupExact(ReferenceDedup):
     name = "dedup_exact"
     decides_locally = True
     Config = DedupExactConfig
@@ -89,17 +96,24 @@ class DedupExact(GlobalStage):
         joined = [None if v is None else SEPARATOR.join(texts(v)) for v in batch[field].to_pylist()]
         return self.normalized(pa.chunked_array([pa.array(joined, pa.string())])).to_pylist()
 
+    def index_options(self) -> dict:
+        c = self.config
+        return {"lowercase": c.lowercase, "collapse_whitespace": c.collapse_whitespace, "fields": c.fields,
+                "strip_punctuation_digits": c.strip_punctuation_digits, "unicode_nfkc": c.unicode_nfkc}
+
     def decide(self, ds):
         """Only ``(hash, key)`` rows are shuffled; the key rows get their group's survivor."""
+        ds, _ = self.with_references(ds)
         ds = map_blocks(ds, with_keep_keys, self.config.keep)
         partitions = self.config.partitions or partitions_for(ds.count())
         limit = self.ctx.broadcast_limit_rows
         roots = by_group(ds, [HASH], group_roots, columns=[HASH, KEY], partitions=partitions, rows=ds.count(),
                          limit_rows=limit)
-        return apply_roots(ds, roots, self.mark, partitions, limit)
+        return self.without_references(apply_roots(ds, roots, self.mark, partitions, limit))
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
-        return mark_removed(batch.drop_columns([HASH]), root, self.config.keep, self.name, "exact_duplicate", CLUSTER)
+        return mark_removed(batch.drop_columns([HASH]), root, self.config.keep, self.name, "exact_duplicate", CLUSTER,
+                            references=self.config.against)
 
 
 def group_roots(pairs: pa.Table) -> pa.Table:

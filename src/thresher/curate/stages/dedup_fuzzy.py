@@ -27,6 +27,10 @@
    record kept for their component, their own id when they have no near duplicate, so it is never null and
    groups a cluster (the split stage keeps a cluster in one split).
 
+``against`` names earlier finished runs: their kept records' band keys and signatures (their index, never their
+texts: ``thresher.curate.dedup.reference``) join the candidates and the verification, and always survive; a record
+in a cluster with one is rejected (``duplicate_of_reference``, detail ``duplicate of record <id> of <run>``).
+
 Every step is deterministic (seeded permutations, minimum-key tie breaking, per-key grouping), so the kept
 ids do not depend on the number of CPUs, partitions, block boundaries or arrival order.
 """
@@ -46,8 +50,9 @@ from pydantic import Field, field_validator, model_validator
 from thresher.curate.dedup.components import connected_components
 from thresher.curate.execution.datasets import ARROW, gather, in_one_task, map_blocks, partitions_for
 from thresher.curate.dedup.lsh import band_column, band_edges, bucket_edges, bucket_rows, optimal_bands, verified_edges
+from thresher.curate.dedup.reference import ReferenceDedup
 from thresher.curate.dedup.removal import KeepRule, apply_roots, mark_removed, survivors, text_lengths, with_keep_keys
-from thresher.curate.stage import KEY as INTERNAL_KEY, GlobalStage, StageConfig
+from thresher.curate.stage import KEY as INTERNAL_KEY, StageConfig
 
 log = logging.getLogger(__name__)
 CLUSTER = "dup_cluster"
@@ -75,6 +80,8 @@ class DedupFuzzyConfig(StageConfig):
         "remove the duplicates, or keep every record with its dup_cluster"))
     partitions: int | None = Field(None, ge=1, description=(
         "shuffle partitions (default: one per 4 M shuffled rows, at least 2)"))
+    against: list[str] = Field([], description=(
+        "finished runs (URIs) whose kept records win: a record near one of them is removed"))
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -90,7 +97,7 @@ class DedupFuzzyConfig(StageConfig):
         return self
 
 
-class DedupFuzzy(GlobalStage):
+class DedupFuzzy(ReferenceDedup):
     name = "dedup_fuzzy"
     decides_locally = True
     Config = DedupFuzzyConfig
@@ -126,10 +133,17 @@ class DedupFuzzy(GlobalStage):
                                   pa.list_(pa.uint64()))
         return out
 
+    def index_options(self) -> dict:
+        c = self.config
+        return {"ngram": c.ngram, "char_ngrams": c.char_ngrams, "num_perm": c.num_perm, "seed": c.seed,
+                "bands": self.bands, "rows": self.rows, "verify": c.verify}
+
     def decide(self, ds):
         """Candidates and verification on the key rows as loaded; then the key rows without their bands and
         signatures (the heavy columns, never copied) take their keep keys, their survivors and decisions."""
         c = self.config
+        staged = self.staged_keys is not None and c.verify != "none"
+        ds, references = self.with_references(ds, (VALUE,) if staged else ())
         bands = [band_column(i) for i in range(self.bands)]
         partitions = c.partitions or partitions_for(ds.count() * self.bands)
         log.info("dedup_fuzzy: %d records, %d x %d bands, %d shuffle partitions", ds.count(), self.bands, self.rows,
@@ -137,14 +151,15 @@ class DedupFuzzy(GlobalStage):
         edges = self.candidates(ds, bands, partitions)
         if c.verify != "none":
             value_type = pa.list_(pa.uint64()) if c.verify == "exact" else pa.binary(4 * c.num_perm)
-            values = ds if self.staged_keys is None else self.staged_keys  # the signatures stay on disk
+            values = [self.staged_keys, references] if staged else [ds]  # the signatures stay on disk
+            values = [v for v in values if v is not None]
             edges = verified_edges(edges, values, INTERNAL_KEY, VALUE, value_type, self.similar, partitions,
                                    self.ctx.broadcast_limit_rows)
         components = connected_components(edges, partitions, self.ctx.broadcast_limit_rows, pa.int64())
         drop = bands + ([VALUE] if c.verify != "none" else [])
         ds = map_blocks(ds, _with_keep_keys_only, drop, c.keep)
         roots = survivors(components, ds, partitions, self.ctx.broadcast_limit_rows)
-        return apply_roots(ds, roots, self.mark, partitions, self.ctx.broadcast_limit_rows)
+        return self.without_references(apply_roots(ds, roots, self.mark, partitions, self.ctx.broadcast_limit_rows))
 
     def candidates(self, ds, bands: list[str], partitions: int):
         """Star edges of every bucket: all bands in one task, a band at a time, up to the broadcast limit (in
@@ -167,7 +182,8 @@ class DedupFuzzy(GlobalStage):
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
         c = self.config
-        return mark_removed(batch, root, c.keep, self.name, "near_duplicate", CLUSTER, c.action == "remove")
+        return mark_removed(batch, root, c.keep, self.name, "near_duplicate", CLUSTER, c.action == "remove",
+                            c.against)
 
     def similar(self, a: pa.Array, b: pa.Array) -> np.ndarray:
         """Per pair of values: does the pair stay a candidate (a missing value never does)."""
