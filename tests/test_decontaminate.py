@@ -138,7 +138,7 @@ def test_short_references_flag_mode_and_reference_formats(s3_bucket, tmp_path):
     assert f"{s3_uri} item 5" in out[REJECT_DETAIL].iloc[0]
     assert set(out.columns) == {"id", "text", REJECT_STAGE, REJECT_REASON, REJECT_DETAIL,
                                 "_metric.decontaminate.checked", "_metric.decontaminate.contaminated",
-                                "_seen.decontaminate"}
+                                "_seen.decontaminate", "_seconds.decontaminate"}
 
     # a check field the records lack: every record is rejected, nothing crashes
     typo = Decontaminate(DecontaminateConfig(references=[s3_uri], reference_fields=["question"], fields=["questoin"]),
