@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from corpus import SHARED, sample_tree  # noqa: E402
 from dedup_corpus import generate  # noqa: E402
+from thresher.curate.dedup.removal import KEPT_DETAIL  # noqa: E402
 from thresher.curate.stage import StageContext  # noqa: E402
 from thresher.curate.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig  # noqa: E402
 from thresher.curate.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures  # noqa: E402
@@ -176,7 +177,8 @@ def accuracy(corpus: Path, removed: dict[str, str]) -> dict:
 
 def removed_of(out: Path) -> dict[str, str]:
     """Removed id -> kept id of its cluster, from a thresher run's rejects."""
-    return {r["id"]: r["detail"] for r in pq.read_table(out / "rejects", columns=["id", "detail"]).to_pylist()}
+    return {r["id"]: r["detail"].removeprefix(KEPT_DETAIL)
+            for r in pq.read_table(out / "rejects", columns=["id", "detail"]).to_pylist()}
 
 
 def planted_accuracy(work: Path) -> dict:
@@ -270,7 +272,8 @@ def thresher_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, varia
     out = work / f"{variant}{mb}-out"
     options, env, execution = VARIANTS[variant]
     result = run_thresher(corpus, out, 2, work / f"{variant}{mb}.log", bands, rows, options, env, execution)
-    removed = {r["id"]: r["detail"] for r in pq.read_table(out / "rejects", columns=["id", "detail"]).to_pylist()}
+    removed = {r["id"]: r["detail"].removeprefix(KEPT_DETAIL)
+            for r in pq.read_table(out / "rejects", columns=["id", "detail"]).to_pylist()}
     result["accuracy"] = accuracy(corpus, removed)
     shutil.rmtree(out)
     return result

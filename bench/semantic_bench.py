@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from corpus import SHARED, source_documents  # noqa: E402
 from dedup_corpus import generate  # noqa: E402
+from thresher.curate.dedup.removal import KEPT_DETAIL  # noqa: E402
 
 MODEL = "pkg:all_minilm_l6_v2"
 SEMANTIC_THRESHOLDS = (0.75, 0.8, 0.85, 0.9, 0.95)
@@ -81,8 +82,8 @@ def decide(stage, records: pa.Table) -> pa.Table:
 
 def scores(decided: pa.Table, labels: list[int]) -> dict:
     removed = decided.filter(pc.is_valid(decided["_reject_stage"]))
-    right = sum(1 for rid, kept in zip(removed["id"].to_pylist(), removed["_reject_detail"].to_pylist())
-                if rid[1:] == kept[1:] and labels[int(rid[1:])] == 1)
+    right = sum(1 for rid, detail in zip(removed["id"].to_pylist(), removed["_reject_detail"].to_pylist())
+                if rid[1:] == detail.removeprefix(KEPT_DETAIL)[1:] and labels[int(rid[1:])] == 1)
     return {"removed": removed.num_rows, "true_pairs": right,
             "precision": round(right / removed.num_rows, 3) if removed.num_rows else None,
             "recall": round(right / sum(labels), 3)}
@@ -155,8 +156,8 @@ def planted(corpus: Path, out: Path) -> dict:
     import pyarrow.parquet as pq
 
     rejects = pq.read_table(out / "rejects", columns=["id", "stage", "detail"])
-    named = {r: k for r, s, k in zip(*(rejects[c].to_pylist() for c in ("id", "stage", "detail")))
-             if s == "dedup_semantic"}
+    named = {r: k.removeprefix(KEPT_DETAIL)
+             for r, s, k in zip(*(rejects[c].to_pylist() for c in ("id", "stage", "detail"))) if s == "dedup_semantic"}
 
     def group(i: str) -> str:
         return i.rsplit("-", 1)[0]
