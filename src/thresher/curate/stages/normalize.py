@@ -24,9 +24,10 @@ _CONTROL = {**{c: None for c in list(range(0x00, 0x20)) + list(range(0x7F, 0xA0)
             0x09: 0x09, 0x0A: 0x0A, 0x0D: 0x0A, 0x0B: 0x0A, 0x0C: 0x0A, 0x2028: 0x0A, 0x2029: 0x0A,
             0x200B: None, 0xFEFF: None, 0x00AD: None}
 # Single-character-class repetitions: linear in Python's engine, and faster than RE2 when matches are many.
-_SPACES = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{2,}|[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_OTHER_SPACES = "\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"  # spaces that become " " (a class's body)
+_SPACES = re.compile(f"[ {_OTHER_SPACES}]{{2,}}|[{_OTHER_SPACES}]")
 _RUN_OF_SPACES = re.compile(" {2,}")
-_WIDE_SPACE = re.compile("[\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")  # what _SPACES changes besides "  "
+_WIDE_SPACE = re.compile(f"[{_OTHER_SPACES}]")  # what _SPACES changes besides "  "
 _CONTROL_HINT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u200b\u2028\u2029\ufeff]")
 _BLANK_LINES = re.compile("\n{3,}")
 
