@@ -6,7 +6,8 @@ dedup_fuzzy and split, by ``thresher curate`` (a subprocess: the venv's ``thresh
 N CPUs (``--set execution.num_cpus=N``), and on two Ray nodes of one CPU each (``ray start --head`` and a worker
 node on loopback, ``--address``) against one node of two. For each run: the wall time seen from outside (Ray's
 start and stop included), the manifest's phases and per-stage task seconds, and documents per second per CPU in
-the map phase.
+the map phase; for the embedded runs, the CPU seconds of every process of the run (the driver, Ray's workers,
+raylet, GCS and the other Ray processes), sampled every 0.2 s.
 
     python bench/pipeline_bench.py                       # 1 and 2 CPUs, and 2 nodes x 1 CPU
     python bench/pipeline_bench.py --baseline /tmp/old    # the same with an earlier checkout's source first
@@ -23,9 +24,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,12 +64,61 @@ def thresher() -> str:
     return str(Path(sys.executable).with_name("thresher"))
 
 
+def process_kind(p: psutil.Process, driver: int) -> str:
+    if p.pid == driver:
+        return "driver (thresher curate)"
+    name, cmdline = p.name(), " ".join(p.cmdline())
+    if "raylet" in name:
+        return "raylet"
+    if "gcs_server" in name:
+        return "gcs_server"
+    if cmdline.startswith("ray::") or "default_worker.py" in cmdline:
+        return "Ray workers (tasks, actors, idle)"
+    return "other Ray processes"
+
+
+class ProcessCpu:
+    """CPU seconds (user + system) of a process and its descendants by kind, sampled every ``every_s``: a process
+    counts with its last sample, so one that ends loses at most ``every_s`` of CPU."""
+
+    def __init__(self, pid: int, every_s: float = 0.2):
+        self.pid, self.every_s, self.last = pid, every_s, {}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    self.last[p.pid] = (process_kind(p, self.pid), t.user + t.system)
+                except psutil.Error:
+                    pass
+
+    def stop(self) -> dict[str, float]:
+        self.stopped.set()
+        self.thread.join()
+        out: dict[str, float] = {}
+        for kind, seconds in self.last.values():
+            out[kind] = round(out.get(kind, 0) + seconds, 2)
+        return out
+
+
 def curate(cfg: Path, out: Path, extra: list[str], log: Path, env: dict | None = None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     cmd = [thresher(), "curate", str(cfg), "--output", str(out), *extra]
     started = time.perf_counter()
     with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        sampler = ProcessCpu(proc.pid)
+        rc = proc.wait()
+        process_cpu = sampler.stop()
     wall = time.perf_counter() - started
     if rc:
         raise SystemExit(f"{shlex.join(cmd)} failed ({rc}); see {log}")
@@ -75,7 +127,8 @@ def curate(cfg: Path, out: Path, extra: list[str], log: Path, env: dict | None =
     docs = manifest["counts"]["input"]
     result = {"command": shlex.join(cmd).replace(str(ROOT) + "/", ""), "wall_s": round(wall, 2), "docs": docs,
               "counts": manifest["counts"], "digests": manifest["digests"], "load_average": list(os.getloadavg()),
-              "cpus": manifest["ray"]["cpus"], "phases": {}, "tasks": {}, "map_docs_per_s_per_cpu": None}
+              "cpus": manifest["ray"]["cpus"], "phases": {}, "tasks": {}, "map_docs_per_s_per_cpu": None,
+              "process_cpu_s": process_cpu}
     if timing:
         result.update(manifest_wall_s=timing["wall_s"], phases=timing["phases"], tasks=timing["tasks"],
                       map_docs_per_s_per_cpu=round(docs / timing["phases"][MAP_PHASE] / timing["cpus"], 1))
@@ -139,6 +192,17 @@ def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
               "| phase | " + " | ".join(r["name"] for r in runs) + " |", "|---|" + "---:|" * len(runs)]
     for phase in first["phases"]:
         lines.append(f"| {phase} | " + " | ".join(f"{r['phases'].get(phase, 0):.2f}" for r in runs) + " |")
+    sampled = [r for r in runs if r.get("process_cpu_s") and "--address" not in r["command"]]
+    if sampled:
+        kinds = list(dict.fromkeys(k for r in sampled for k in r["process_cpu_s"]))
+        lines += ["", "## CPU seconds by process (sampled every 0.2 s; embedded runs)", "",
+                  "| process | " + " | ".join(r["name"] for r in sampled) + " |", "|---|" + "---:|" * len(sampled)]
+        for kind in kinds:
+            lines.append(f"| {kind} | " + " | ".join(f"{r['process_cpu_s'].get(kind, 0):.1f}" for r in sampled) + " |")
+        lines.append("| all | " + " | ".join(f"{sum(r['process_cpu_s'].values()):.1f}" for r in sampled) + " |")
+        lines.append("| of which in the tasks' stages, reader and writer (task seconds) | " + " | ".join(
+            f"{sum(t.get('seconds', 0) for t in r['tasks'].values()):.1f}" for r in sampled) + " |")
+        lines.append("| wall x CPUs | " + " | ".join(f"{r['wall_s'] * r['cpus']:.1f}" for r in sampled) + " |")
     lines += ["", "Commands:", ""] + [f"- {r['name']}: `{r['command']}`" for r in runs]
     return "\n".join(lines) + "\n"
 

@@ -207,7 +207,7 @@ def test_map_stages_run_in_one_task_per_read_task(ray_local):
     import pandas as pd
     import ray.data
 
-    from thresher.curate.map import map_stages
+    from thresher.curate.execution.segments import map_stages
     from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
     from thresher.curate.stages.normalize import Normalize, NormalizeConfig
 

@@ -82,7 +82,7 @@ def test_a_step_and_an_evaluation_create_no_tensor_off_the_batches_device(ray_lo
 
 PLAN_WITH_A_GPU_STAGE = """
 import pandas as pd, ray
-from thresher.curate.map import map_stages
+from thresher.curate.execution.segments import map_stages
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
 from thresher.curate.stages.embed import Embed, EmbedConfig
 ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)

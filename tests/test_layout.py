@@ -1,7 +1,6 @@
 """The package's layout is its architecture: one import package, and imports that follow the direction
 core <- runtime <- curate, train, evaluate, jobs <- cli (``models`` beside core, shared by curate and evaluate);
-curate and train never import each other; no curation code but the execution layer (and, until they move there,
-the modules in ``RAY_PENDING``) imports Ray."""
+curate and train never import each other; no curation code but the execution layer imports Ray."""
 
 from __future__ import annotations
 
@@ -27,9 +26,6 @@ ALLOWED = {
     "__main__": {"cli"},
     "__init__": set(),
 }
-# curation modules that still import Ray outside curate/execution: the runner's phases, which drive Ray Data
-# themselves (the execution's callers); a module that stops importing Ray must leave this list, and none may join it
-RAY_PENDING = {"curate/runner.py", "curate/map.py", "curate/decide.py", "curate/commit.py"}
 
 
 def imports(path: Path) -> set[str]:
@@ -74,8 +70,7 @@ def test_only_the_execution_layer_imports_ray_in_curation():
     found = {str(p.relative_to(PACKAGE)) for p in (PACKAGE / "curate").rglob("*.py")
              if not p.relative_to(PACKAGE).parts[1] == "execution"
              and any(n == "ray" or n.startswith("ray.") for n in imports(p))}
-    assert found - RAY_PENDING == set(), "new curation modules importing Ray (use curate/execution)"
-    assert RAY_PENDING - found == set(), "these no longer import Ray: remove them from RAY_PENDING"
+    assert not found, "curation modules importing Ray (use curate/execution)"
 
 
 def test_no_import_cycles():

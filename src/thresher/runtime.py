@@ -88,6 +88,25 @@ def retire_workers(timeout_s: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def wait_for_idle_cpus(timeout_s: float = 30.0) -> None:
+    """After a failure, wait (at most ``timeout_s``) until no task holds a CPU. Ray Data stops scheduling but does not
+    interrupt a task blocked in I/O (a storage endpoint that went away), and a rerun in the same Ray session must
+    not race such a task still writing into the run folder."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    total = ray.cluster_resources().get("CPU", 0)
+    while time.monotonic() < deadline and ray.available_resources().get("CPU", 0) < total:
+        time.sleep(0.2)
+
+
+def cluster_info(resources: dict) -> dict[str, int | float]:
+    """The live nodes and the CPUs of the session (``resources``: what :func:`ray_session` yielded)."""
+    import ray
+
+    return {"nodes": sum(1 for n in ray.nodes() if n.get("Alive")), "cpus": resources.get("CPU", 0)}
+
+
 def _running(pid: int) -> bool:
     import psutil
 

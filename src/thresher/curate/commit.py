@@ -1,8 +1,9 @@
-"""The commit phase's work: the parts' statistics merged by a tree of Ray tasks, the staged outputs compacted into
+"""The commit phase's work: the parts' statistics merged by a tree of tasks, the staged outputs compacted into
 final files (``thresher.curate.writer.compact``); and ``thresher report``'s recomputation for a finished run."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 from thresher.core.console import current as console
 from thresher.runtime import ray_session
 from thresher.core.storage import Storage
-from thresher.curate.map import retried_io
+from thresher.curate.execution.tasks import as_completed, reduce_tree
 from thresher.curate.report import add, build_report, collect_stats, merge_stats, render_html
 from thresher.curate.run_folder import REJECTS, RunFolder
 from thresher.curate.writer import compact, plan_ranges
@@ -31,23 +32,16 @@ def merge_part_stats(parts: list[dict]) -> dict:
     return out
 
 
+def _marker_stats(uris: list[str], storage: Storage) -> dict:
+    return merge_part_stats([json.loads(storage.read_bytes(u)) for u in uris])
+
+
 def reduce_stats(folder: RunFolder) -> dict:
-    """All markers' statistics merged by a tree of Ray tasks; the driver receives the root only."""
-    import ray
-
-    @ray.remote
-    def leaf(uris: list[str]) -> dict:
-        return merge_part_stats([json.loads(folder.storage.read_bytes(u)) for u in uris])
-
-    @ray.remote
-    def inner(*parts: dict) -> dict:
-        return merge_part_stats(list(parts))
-
+    """All markers' statistics merged by a tree of tasks; the driver receives the root only."""
     uris = folder.markers()
-    refs = [leaf.remote(uris[i:i + MERGE_FANIN]) for i in range(0, len(uris), MERGE_FANIN)]
-    while len(refs) > 1:
-        refs = [inner.remote(*refs[i:i + MERGE_FANIN]) for i in range(0, len(refs), MERGE_FANIN)]
-    return ray.get(refs[0]) if refs else {}
+    chunks = [uris[i:i + MERGE_FANIN] for i in range(0, len(uris), MERGE_FANIN)]
+    return reduce_tree(functools.partial(_marker_stats, storage=folder.storage), chunks, merge_part_stats,
+                       MERGE_FANIN, {})
 
 
 def publish(folder: RunFolder, target: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: int,
@@ -55,8 +49,6 @@ def publish(folder: RunFolder, target: RunFolder, sizes: dict[str, dict[str, int
     """Compact every destination's staged outputs into final files of about ``target_bytes`` in ``target``
     (:meth:`RunFolder.publishing`); a destination in ``orders`` has each file's rows ordered by that column
     (``Stage.sort_destinations``)."""
-    import ray
-
     staged = folder.out_parts()
     items = []
     for dest in sorted(staged):
@@ -65,14 +57,21 @@ def publish(folder: RunFolder, target: RunFolder, sizes: dict[str, dict[str, int
             parts = [p.__dict__ for p in staged[dest] if p.lo <= hi and p.hi >= lo]
             items.append({"dest": dest, "uri": target.final_part(dest, index), "lo": lo, "hi": hi, "parts": parts,
                           "order_by": (orders or {}).get(dest)})
-    task = ray.remote(**retried_io())(compact)
-    pending, results = [task.remote(item, folder) for item in items], []
+    results = []
     with console().phase("write files", lambda: (len(results), len(items)), unit="files"):
-        while pending:
-            done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
-            results += ray.get(done)
+        for result in as_completed(compact, items, folder):
+            results.append(result)
     return sorted(r["uri"] for r in results if r["uri"])
 
+
+def _file_stats(file: tuple[str, str], storage: Storage, text_field: str) -> dict:
+    """The report's statistics of one final file (``(destination, uri)``)."""
+    dest, uri = file
+    fs, path = storage.resolve(uri)
+    table = pq.read_table(path, filesystem=fs)
+    if dest == REJECTS:
+        return collect_stats({}, table, text_field)
+    return collect_stats({dest: table}, table.schema.empty_table().select([]), text_field)
 
 
 def load_manifest(run_uri: str, storage: Storage) -> dict[str, Any]:
@@ -82,29 +81,12 @@ def load_manifest(run_uri: str, storage: Storage) -> dict[str, Any]:
 def rerender_report(run_uri: str, storage: Storage, address: str | None = None) -> dict[str, Any]:
     """Recompute report.json and report.html of a finished run from its Parquet files, on Ray (one task per file,
     merged by a tree of tasks)."""
-    import ray
-
     folder = RunFolder(run_uri, storage)
     manifest = folder.load_manifest()
-    text_field = manifest["config"]["input"]["text_field"]
-
-    @ray.remote
-    def leaf(dest: str, uri: str) -> dict:
-        fs, path = storage.resolve(uri)
-        table = pq.read_table(path, filesystem=fs)
-        if dest == REJECTS:
-            return collect_stats({}, table, text_field)
-        return collect_stats({dest: table}, table.schema.empty_table().select([]), text_field)
-
-    @ray.remote
-    def inner(*parts: dict) -> dict:
-        return merge_stats(list(parts))
-
+    leaf = functools.partial(_file_stats, storage=storage, text_field=manifest["config"]["input"]["text_field"])
+    files = [(dest, uri) for dest, uris in folder.final_files().items() for uri in uris]
     with ray_session(address):
-        refs = [leaf.remote(dest, uri) for dest, uris in folder.final_files().items() for uri in uris]
-        while len(refs) > 1:
-            refs = [inner.remote(*refs[i:i + MERGE_FANIN]) for i in range(0, len(refs), MERGE_FANIN)]
-        collected = ray.get(refs[0]) if refs else {}
+        collected = reduce_tree(leaf, files, merge_stats, MERGE_FANIN, {})
     report = build_report(collected, manifest)
     storage.write_bytes(folder.uri("report.json"), json.dumps(report, indent=2, default=str).encode())
     storage.write_bytes(folder.uri("report.html"), render_html(report, manifest).encode())

@@ -1,10 +1,11 @@
 """The decide phase: the global stages decide on the key rows alone, one after the other (in one task when the
-rows are few and every stage can, else on Ray Data); the decisions are written one file per apply group (consecutive
+rows are few and every stage can, else on Ray Data, through ``thresher.curate.execution``); the decisions are written one file per apply group (consecutive
 read tasks of staged records), which the next segment's source reads with its records."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import sys
@@ -14,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.core.storage import Storage
-from thresher.curate.execution.datasets import (LocalTable, StagedKeys, block_refs, clear_worker_cache, is_local,
-                                                map_blocks, materialize, plain_task, read_files)
+from thresher.curate.execution.datasets import (LocalTable, StagedKeys, block_refs, clear_worker_cache, map_blocks,
+                                                map_groups, materialize, tables_of, read_files)
+from thresher.curate.execution.tasks import RayTasks, tasks_for
 from thresher.curate.plan import Segment
 from thresher.curate.run_folder import RunFolder, staged_rows, write_staged
 from thresher.curate.stage import KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, GlobalStage, task_of
@@ -52,11 +54,8 @@ def _rejected_rows(batch: pa.Table) -> int:
 
 def _rejected_count(ds) -> int:
     """The rows of ``ds`` (materialized) that a stage rejected, counted by a task per block."""
-    import ray
-
-    if isinstance(ds, LocalTable):
-        return _rejected_rows(ds.table)
-    return sum(ray.get([plain_task(_rejected_rows).remote(ref) for ref in block_refs(ds)]))
+    tasks = tasks_for(ds)
+    return sum(tasks.get([tasks.run(_rejected_rows, block) for block in tasks.blocks(ds)]))
 
 
 def _decision_rows(batch: pa.Table, columns: dict[str, pa.DataType]) -> pa.Table:
@@ -88,10 +87,8 @@ def _write_all_decisions(parts: list[tuple[list, bool | None]], columns: dict[st
                          group_lo: np.ndarray, folder: RunFolder, seg: int) -> dict:
     """Every decision of a small segment in one task: the rows each stage rejected (``True``: the tables, or
     blocks, of its output) and every row of the last stage's output (``None``), written per apply group."""
-    import ray
-
     tables = [_decision_rows(_rejected(t, True) if which else t, columns)
-              for blocks, which in parts for t in (blocks if is_local(blocks) else ray.get(blocks))]
+              for blocks, which in parts for t in tables_of(blocks)]
     if not tables:
         return {"rows": 0}
     written = _write_decisions(_with_group(pa.concat_tables(tables), group_lo), folder, seg)
@@ -177,8 +174,6 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
 
     Up to ``limit_rows`` key rows, when every stage can (``GlobalStage.decides_locally``), all of it runs in one
     task; else on Ray Data, the decisions written from one task up to ``limit_rows``, beyond grouped by a shuffle."""
-    import ray
-
     files = sorted(folder.keys_parts(seg - 1))
     if not files:
         return {s.name: {"in": 0, "out": 0, "rejected": 0} for s in segment.global_stages}
@@ -186,8 +181,9 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     group_lo = np.array([lo for lo, _ in groups], np.int64)
     result = None
     if all(s.decides_locally for s in segment.global_stages):
-        result, records = ray.get(plain_task(_decide_in_one_task).remote(
-            [uri for uri, _ in files], folder.storage, segment.global_stages, columns, group_lo, folder, seg, limit_rows))
+        tasks = RayTasks()
+        result, records = tasks.get(tasks.run(_decide_in_one_task, [uri for uri, _ in files], folder.storage,
+                                              segment.global_stages, columns, group_lo, folder, seg, limit_rows))
         for name, level, message in records:
             logging.getLogger(name).log(level, "%s", message)
     counts, total = result or _decide_on_ray(files, folder, seg, segment, columns, group_lo, limit_rows)
@@ -202,27 +198,23 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
 def _decide_on_ray(files: list[tuple[str, int]], folder: RunFolder, seg: int, segment: Segment, columns: dict,
                    group_lo: np.ndarray, limit_rows: int) -> tuple[dict[str, dict], int]:
     """:func:`decide` on Ray Data: the counts and the decisions written."""
-    import ray
-    import ray.data
-
+    tasks = RayTasks()
     # staged parts read into a few blocks of about KEY_BLOCK_BYTES, at least two per CPU (no repartition copy)
-    blocks = max(2 * int(ray.cluster_resources().get("CPU", 1)), math.ceil(sum(n for _, n in files) / KEY_BLOCK_BYTES))
+    blocks = max(2 * tasks.cpus(), math.ceil(sum(n for _, n in files) / KEY_BLOCK_BYTES))
     groups_of_files = _file_groups(files, blocks)
     staged_only = tuple(c for s in segment.global_stages for c in s.staged_columns())
-    keys = materialize(ray.data.from_arrow_refs([plain_task(read_files).remote(group, folder.storage, None,
-                                                                                 staged_only)
-                                                 for group in groups_of_files]))
+    keys = materialize(tasks.dataset([tasks.run(read_files, group, folder.storage, None, staged_only)
+                                      for group in groups_of_files]))
     counts, decided = _decide_stages(keys, segment.global_stages, StagedKeys(groups_of_files, folder.storage))
     if counts[segment.global_stages[0].name]["in"] <= limit_rows:
         parts = [(block_refs(ds), which) for ds, which in decided]
-        written = [ray.get(plain_task(_write_all_decisions).remote(parts, columns, group_lo, folder, seg))]
+        written = [tasks.get(tasks.run(_write_all_decisions, parts, columns, group_lo, folder, seg))]
     else:
         pieces = [(ds if which is None else ds.map_batches(_rejected, fn_args=(True,), **ARROW))
                   .map_batches(_decision_rows, fn_args=(columns,), **ARROW) for ds, which in decided]
         decisions = pieces[0].union(*pieces[1:]) if len(pieces) > 1 else pieces[0]
         routed = decisions.map_batches(_with_group, fn_args=(group_lo,), **ARROW)
-        written = routed.groupby(GROUP).map_groups(_write_decisions, fn_args=(folder, seg),
-                                                   batch_format="pyarrow").take_all()
+        written = map_groups(routed, GROUP, functools.partial(_write_decisions, folder=folder, seg=seg)).take_all()
     return counts, sum(r["rows"] for r in written)
 
 

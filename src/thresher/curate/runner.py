@@ -27,13 +27,13 @@ run is committed: report, card, then ``manifest.json`` (``thresher.curate.run_fo
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 from typing import Any
 
 
 from thresher.core.console import current as console
-from thresher.runtime import progress_counter, progress_counts, ray_session, retire_workers
+from thresher.runtime import (cluster_info, progress_counter, progress_counts, ray_session, retire_workers,
+                              wait_for_idle_cpus)
 from thresher.core.storage import Storage
 from thresher.curate.card import dataset_card
 from thresher.curate.config import CurateConfig
@@ -41,8 +41,8 @@ from thresher.curate import gates
 from thresher.curate.manifest import AccountingError, build_manifest
 from thresher.curate.commit import publish, reduce_stats
 from thresher.curate.decide import apply_groups, decide
-from thresher.curate.map import (TaskProgress, apply_batches, map_stages, ray_datasink, read_batches, retried_io,
-                                 write_directly)
+from thresher.curate.execution.segments import TaskProgress, run_segment
+from thresher.curate.map import apply_batches, read_batches
 from thresher.curate.plan import preflight, run_key
 from thresher.curate.reference import build_missing_indexes, check_references, write_own_indexes
 from thresher.curate.report import build_report, render_html
@@ -57,26 +57,12 @@ class RunFailed(Exception):
     """The run started but did not complete; no manifest was written."""
 
 
-def _let_tasks_end(timeout_s: float = 30.0) -> None:
-    """After a failure, wait (at most ``timeout_s``) until no task holds a CPU. Ray Data stops scheduling but does not
-    interrupt a task blocked in I/O (a storage endpoint that went away), and a rerun in the same Ray session must
-    not race such a task still writing into the run folder."""
-    import ray
-
-    deadline = time.monotonic() + timeout_s
-    total = ray.cluster_resources().get("CPU", 0)
-    while time.monotonic() < deadline and ray.available_resources().get("CPU", 0) < total:
-        time.sleep(0.2)
-
-
 # -- the run --------------------------------------------------------------------------------------------------
 
 
 def run(cfg: CurateConfig, address: str | None = None, since: float | None = None) -> dict[str, Any]:
     """Run a curation config to completion and return its manifest. ``since``: when the command started (a
     ``time.perf_counter`` value; the manifest's ``timing`` counts from it, else from this call)."""
-    import ray.data
-
     phases = Phases(since)
     if since is not None:
         phases.lap("start (interpreter, imports, config)")
@@ -91,7 +77,7 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
     phases.lap("plan")
     with ray_session(address, cfg.execution.num_cpus) as resources:
         phases.lap("ray start")
-        cluster_info = _cluster_info(resources)
+        cluster = cluster_info(resources)
         reused = folder.prepare(run_key(cfg, planned, segs))
         build_missing_indexes(deciding, storage)
         phases.lap("plan")
@@ -101,7 +87,7 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
             for k, segment in enumerate(segs):
                 final = k == len(segs) - 1
                 next_stages = [] if final else segs[k + 1].global_stages
-                direct = not segment.map_stages  # plain Ray tasks (write_directly)
+                direct = not segment.map_stages  # plain tasks, each counted as it ends (TaskProgress)
                 if not direct and counter is None:
                     counter = progress_counter()
                 reporter = None if direct else counter
@@ -137,18 +123,8 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
                     phase = (f"apply decisions, {what}", poll)
                 sink = RunSink(folder, k, groups, final, next_stages, cfg.input.text_field)
                 with console().phase(phase[0], phase[1]) as shown:
-                    if direct:
-                        write_directly(source, rows, args, sink, int(resources.get("CPU", 1)), tasks)
-                    else:
-                        # with an actor pool the source's tasks fuse into the actors, whose tasks take no retry args
-                        remote = {} if any(s.stateful for s in segment.map_stages) else retried_io()
-                        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-                            source, fn_args=args, batch_size=1, batch_format="pandas", **remote)
-                        ds, pool = map_stages(ds, segment.map_stages, cfg.execution.batch_size, remote)
-                        # after an actor pool that holds every CPU, the writer must not wait for one
-                        writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool \
-                            else {"ray_remote_args": remote}
-                        ds.write_datasink(ray_datasink(sink), **writer)
+                    run_segment(source, rows, args, sink, segment.map_stages, cfg.execution.batch_size,
+                                int(resources.get("CPU", 1)), tasks)
                     # the last line shows the exact figure: progress that tasks sent may still be on its way
                     if k == 0:
                         read = folder.read_results()
@@ -173,10 +149,10 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
                 write_own_indexes(deciding, published, cfg.input.text_field)
             phases.lap("write files")
         except RunFailed:
-            _let_tasks_end()
+            wait_for_idle_cpus()
             raise
         except Exception as e:
-            _let_tasks_end()
+            wait_for_idle_cpus()
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
     phases.lap("ray stop")  # the rest needs no Ray: the time the manifest gives covers Ray's stop
     names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
@@ -187,7 +163,7 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
         raise RunFailed(f"accounting mismatch: {e}") from None
     stages = [s for seg in segs for s in seg.global_stages + seg.map_stages]
     manifest.update(columns={c: d for s in stages for c, d in s.added_columns().items()},
-                    ray=cluster_info, lineage={"references": references},
+                    ray=cluster, lineage={"references": references},
                     resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
                     started_at=started.isoformat())
     gate_results = gates.check(cfg.gates, manifest["counts"])
@@ -200,7 +176,7 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
     def timed(manifest: dict) -> None:  # the report and card show the time until they were made; the manifest all
         manifest.update(finished_at=datetime.now(timezone.utc).isoformat(), seconds=round(phases.wall, 3),
                         timing=timing(phases, stats.get("seconds", {}), names, manifest["counts"],
-                                      cluster_info["cpus"]))
+                                      cluster["cpus"]))
 
     def completed(manifest: dict) -> None:
         phases.lap("report, card and commit")
@@ -232,9 +208,3 @@ def _counted(counter, name: str, total: int):
         return None
     return lambda: (progress_counts(counter).get(name, 0), total)
 
-
-def _cluster_info(resources: dict) -> dict[str, Any]:
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return {"nodes": len(nodes), "cpus": resources.get("CPU", 0)}

@@ -143,7 +143,7 @@ def _sizes_by_task(table: pa.Table) -> dict[str, int]:
 
 
 class RunSink:
-    """The sink of one segment (Ray Data writes through it with ``thresher.curate.runner.ray_datasink``).
+    """The sink of one segment (Ray Data writes through it, ``thresher.curate.execution.segments``).
 
     ``groups``: the read-task ranges of this segment's sources (apply groups); None in segment 0, where every
     read task is its own source. ``final``: the last segment writes kept rows as output; otherwise the live

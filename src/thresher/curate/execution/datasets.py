@@ -288,13 +288,20 @@ def broadcast(ds, limit_rows: int) -> list | None:
     return block_refs(ds)
 
 
-def fetched(refs: list, schema: pa.Schema) -> pa.Table:
-    """The table behind :func:`broadcast`'s references, one chunk per column (cached in this worker process)."""
+def tables_of(blocks: list) -> list[pa.Table]:
+    """The tables behind ``blocks``: object references (fetched here) or a ``LocalTable``'s tables."""
+    if not blocks or is_local(blocks):
+        return blocks
     import ray
 
+    return ray.get(blocks)
+
+
+def fetched(refs: list, schema: pa.Schema) -> pa.Table:
+    """The table behind :func:`broadcast`'s references, one chunk per column (cached in this worker process)."""
+
     def make() -> pa.Table:
-        tables = [t.select(schema.names).cast(schema) for t in (refs if is_local(refs) else ray.get(refs))
-                  if t.num_rows]
+        tables = [t.select(schema.names).cast(schema) for t in tables_of(refs) if t.num_rows]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         return pa.table([c.combine_chunks() for c in table.columns], schema=schema)
 

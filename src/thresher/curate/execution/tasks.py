@@ -4,9 +4,15 @@ the blocks where they are (counts, sums, a model fitted on samples), with only s
 :func:`tasks_for` gives the implementation that fits the key rows: on Ray (:class:`RayTasks`), a handle is an
 object reference and a task a plain Ray task of one CPU; on a ``LocalTable`` (:class:`LocalTasks`), a handle is the
 value itself and a task a call in this process. A handle passed to :meth:`run` arrives as its value.
+
+Beside them, the plain tasks of the commit phase: :func:`reduce_tree` (statistics merged by a tree of tasks) and
+:func:`as_completed` (one task per item, results as they come).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -42,6 +48,12 @@ class RayTasks:
 
         return ray.data.from_arrow_refs(handles)
 
+    def cpus(self) -> int:
+        """The CPUs of the cluster (at least 1)."""
+        import ray
+
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
 
 class LocalTasks:
     """Handles are the values; tasks run here, at once."""
@@ -65,3 +77,44 @@ class LocalTasks:
 def tasks_for(ds) -> RayTasks | LocalTasks:
     """The tasks that run where the key rows ``ds`` are."""
     return LocalTasks() if isinstance(ds, LocalTable) else RayTasks()
+
+
+def retried_io() -> dict:
+    """Remote args of the tasks that read and write the data: an I/O error (``OSError``: a reset connection, a
+    failing disk; damaged input is a reject, not an error) runs the task again like a lost worker, 3 times at most
+    (as Ray Data's own Parquet reads do); then the run fails. A task's outputs are named by its position, so a task
+    run again replaces what the failed attempt wrote. Segments with an actor pool read in the actors (the source's
+    tasks fuse into them), where an I/O error fails the run without a retry."""
+    return {"max_retries": 3, "retry_exceptions": [OSError]}
+
+
+def _call(fn, *args):
+    return fn(*args)
+
+
+def _merged(merge, *parts):
+    return merge(list(parts))
+
+
+def reduce_tree(leaf: Callable, chunks: list, merge: Callable[[list], Any], fanin: int, empty: Any = None) -> Any:
+    """``merge`` of ``leaf(chunk)`` over ``chunks``: one plain task per chunk, merged by a tree of tasks of at most
+    ``fanin`` parts each; only the root comes back here (``empty`` when there is no chunk)."""
+    import ray
+
+    leaves = plain_task(_call).options(name=getattr(leaf, "__qualname__", "leaf"))
+    refs = [leaves.remote(leaf, chunk) for chunk in chunks]
+    while len(refs) > 1:
+        refs = [plain_task(_merged).remote(merge, *refs[i:i + fanin]) for i in range(0, len(refs), fanin)]
+    return ray.get(refs[0]) if refs else empty
+
+
+def as_completed(fn: Callable, items: list, *args) -> Iterator:
+    """``fn(item, *args)`` for each of ``items``, one task each (retried on I/O errors, :func:`retried_io`), the
+    results as the tasks end."""
+    import ray
+
+    task = ray.remote(**retried_io())(fn)
+    pending = [task.remote(item, *args) for item in items]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=len(pending), timeout=0.2)
+        yield from ray.get(done)
