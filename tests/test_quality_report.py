@@ -162,7 +162,7 @@ def test_statistics_without_output_columns_and_whatever_the_tasks(runs):
     assert not [c for c in columns if c.startswith(("q_", "_"))]
     assert one["rules"] == many["rules"] and one["overlaps"] == many["overlaps"]
     html = (out / "report.html").read_text()
-    assert "what if looser" in html and "Rules failed together" in html
+    assert "kept if looser" in html and "Rules failed together" in html
 
 
 def test_c4_sentence_rejections_say_what_the_line_filters_dropped(runs):

@@ -227,15 +227,17 @@ class QualitySection(Section):
             looser, tighter = w.get("looser"), w.get("tighter")
             rows.append([r["rule"], _threshold_text(r["bound"], r["threshold"]) if r["bound"] else "-",
                          r["first_failing"], r["failed"], r["alone"],
-                         (f"{_edge(looser['threshold'])}: +{looser['kept_more']:,}" if looser else "-"),
-                         (f"{_edge(tighter['threshold'])}: -{tighter['kept_fewer']:,}" if tighter else "-")])
-        out += table_html(["rule", "threshold", "first failing", "fails", "alone", "what if looser",
-                           "what if tighter"], rows)
+                         (f"{_moved(r['bound'], looser['threshold'])}: +{looser['kept_more']:,}" if looser
+                          else "-"),
+                         (f"{_moved(r['bound'], tighter['threshold'])}: -{tighter['kept_fewer']:,}" if tighter
+                          else "-")])
+        out += table_html(["rule", "threshold", "first failing", "fails", "alone", "kept if looser",
+                           "kept if tighter"], rows)
         if summary["overlaps"]:
             out += ("<h3>Rules failed together</h3><p>The most frequent combinations of failed rules (each "
                     "rejected document counted once, under all the rules it failed).</p>")
-            out += table_html(["documents", "rules failed"],
-                              [[o["documents"], " + ".join(o["rules"])] for o in summary["overlaps"]])
+            out += table_html(["rules failed", "documents"],
+                              [[" + ".join(o["rules"]), o["documents"]] for o in summary["overlaps"]])
         out += "<h3>Distributions and samples per rule</h3>"
         ranked = sorted((r for r in rules if r["failed"] and r["histogram"]), key=lambda r: -r["failed"])
         for rank, r in enumerate(ranked):
@@ -246,9 +248,12 @@ class QualitySection(Section):
                 edges, counts = _trimmed(r["histogram"]["bin_lower_edges"], r["histogram"][part])
                 out += histogram(edges, counts, f"{r['signal']}: documents {part}", width=520, color=color)
             if r["samples"]:
-                out += table_html(["rejected text (start)", r["signal"], "also fails"],
-                                  [[s["text"], s["value"], ", ".join(s["also_failed"]) or "-"]
-                                   for s in r["samples"]])
+                out += ("<p>Rejected texts (their start, line breaks as ↵; those with the smallest hashes):</p>"
+                        "<ol>") + "".join(
+                    f"<li>{html.escape(r['signal'])} = {s['value']:g}; also fails: "
+                    f"{html.escape(', '.join(s['also_failed']) or 'nothing else')}"
+                    f"<blockquote>{html.escape(s['text']).replace(chr(10), ' ↵ ')}</blockquote></li>"
+                    for s in r["samples"]) + "</ol>"
             out += "</details>"
         return out
 
@@ -276,5 +281,5 @@ def _trimmed(lower_edges: list[float], counts: list[int]) -> tuple[list[float], 
     return edges, counts[:last]
 
 
-def _edge(value) -> str:
-    return "no limit" if value is None else f"{value:g}"
+def _moved(bound: str, value) -> str:
+    return "no limit" if value is None else _threshold_text(bound, value)
