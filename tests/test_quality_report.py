@@ -77,6 +77,7 @@ def bin_of(value: float, edges: list[float], bound: str) -> int:
 def curate(tmp_path, name: str, texts: list[str], quality: dict, **input_opts) -> tuple[dict, dict, object]:
     src = tmp_path / f"{name}.jsonl"
     src.write_text("".join(json.dumps({"id": f"d{i:03d}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    assert src.stat().st_size > 5 * input_opts.get("block_bytes", 0)  # with block_bytes: more than 5 read tasks
     out = tmp_path / name
     manifest = run(parse_config({"input": {"paths": [str(src)], **input_opts}, "output": {"path": str(out)},
                                  "execution": {"batch_size": 32}, "stages": [{"quality": quality}]}))
