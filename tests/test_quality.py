@@ -158,10 +158,16 @@ def test_c4_line_removal_is_explicit():
     short = "One sentence only here today.\nAnd a second one right here."
     out = quality([short], presets=["c4"], c4={"remove_lines": True})
     assert out[REJECT_REASON][0] == "c4.min_sentences" and out["text"][0] == short
-    # the detail says where the sentences were counted: of three lines, C4 keeps the one with enough words and an end mark
+    # the detail says where the sentences were counted: of three lines, C4 keeps the one with enough words and an end
+    # mark, and drops the others, saying why
     menu = "Home | About | Contact\nOne sentence only here today.\nno end mark in this line at all"
     out = quality([menu], presets=["c4"])
-    assert out[REJECT_DETAIL][0] == "c4_sentences=1 < 3 in the 1 of 3 lines C4's line filters keep (lang=en)"
+    assert out[REJECT_DETAIL][0] == ("c4_sentences=1 < 3 after C4's line filters dropped 2 of 3 lines: 2 without "
+                                     "end punctuation (lang=en)")
+    short_lines = "Yes.\nNo way.\nWhat is this?"
+    out = quality([short_lines], presets=["c4"])
+    assert out[REJECT_DETAIL][0] == ("c4_sentences=0 < 3 after C4's line filters dropped 3 of 3 lines: 3 under 5 "
+                                     "words (lang=en)")
 
 
 def test_c4_line_filters_on_both_sides_of_their_thresholds():

@@ -33,7 +33,10 @@ negative keys, ``-1 - (reference << 52 | part << 32 | row)`` (:func:`reference_k
 
 Stages never start or configure a cluster: only the runner knows Ray.
 Numeric columns named ``_metric.<name>`` are summed into the manifest's ``metrics.<stage>`` and are not
-written. ``_seconds.<what>`` columns carry the seconds a task spent in a stage (or reading), on a batch's first row;
+written. A ``_summary.<stage>`` column holds, on one row of a batch (null on the others), the stage's summary of the
+batch as JSON, for the report section of the same name: the writer takes the summaries out of each part before it
+splits the rows, never writes or stages them, and merges them into the part's report statistics with that
+section's ``merge`` (``thresher report`` recomputing a finished run's report has no summaries). ``_seconds.<what>`` columns carry the seconds a task spent in a stage (or reading), on a batch's first row;
 they are summed into the manifest's ``timing`` and are not written.
 """
 
@@ -62,6 +65,7 @@ SEEN_PREFIX = "_seen."  # _seen.<stage>: 1 where the row was live when it entere
 GENERATED_PREFIX = "_generated."  # _generated.<stage>: 1 on the rows the stage generated (counted once, never written)
 REPORT_PREFIX = "_report."  # columns the report sections read and that are never written (e.g. an excerpt of a source)
 METRIC_PREFIX = "_metric."
+SUMMARY_PREFIX = "_summary."  # _summary.<stage>: the stage's summary of a batch (JSON) on one of its rows
 SECONDS_PREFIX = "_seconds."  # _seconds.<stage>: seconds a task spent in the stage, on a batch's first row
 INTERNAL_COLUMNS = (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL, SPLIT)
 TASK_SHIFT = 32
@@ -299,8 +303,10 @@ def _run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
             own = METRIC_PREFIX + stage.name + "."
             copied = [c for c in new.columns  # counted where their rows were: not again on the copies
                       if c.startswith((SEEN_PREFIX, GENERATED_PREFIX, METRIC_PREFIX)) and not c.startswith(own)]
+            summaries = [c for c in new.columns if c.startswith(SUMMARY_PREFIX) and c != SUMMARY_PREFIX + stage.name]
             new = new.assign(**{c: np.zeros(len(new), np.int64) for c in copied},
-                             **{c: np.zeros(len(new)) for c in new.columns if c.startswith(SECONDS_PREFIX)})
+                             **{c: np.zeros(len(new)) for c in new.columns if c.startswith(SECONDS_PREFIX)},
+                             **{c: None for c in summaries})
             new = new.assign(**{REJECT_STAGE: np.where(new[REJECT_REASON].notna(), stage.name, None),
                                 seen: np.zeros(len(new), np.int8),
                                 GENERATED_PREFIX + stage.name: np.ones(len(new), np.int8)})

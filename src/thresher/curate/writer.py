@@ -26,12 +26,13 @@ import pyarrow.parquet as pq
 import xxhash
 
 from thresher.curate.execution.datasets import release_memory
-from thresher.curate.report import collect_stats
+from thresher.curate.report import collect_stats, merge_stats
 from thresher.curate.report.arrays import hashes, shared
 from thresher.curate.run_folder import (DATA, REJECTS, Part, RunFolder, read_staged, staged_key_range, staged_schema,
                                         write_staged)
 from thresher.curate.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
-                                   REPORT_PREFIX, SECONDS_PREFIX, SEEN_PREFIX, SPLIT, GlobalStage, task_of)
+                                   REPORT_PREFIX, SECONDS_PREFIX, SEEN_PREFIX, SPLIT, SUMMARY_PREFIX, GlobalStage,
+                                   task_of)
 
 
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
@@ -85,7 +86,7 @@ def _cell_hashes(values: pa.Array) -> np.ndarray:
 
 
 def _internal(name: str) -> bool:
-    return name in REJECT_RENAMES or name == SPLIT or name.startswith((*COUNTED, REPORT_PREFIX))
+    return name in REJECT_RENAMES or name == SPLIT or name.startswith((*COUNTED, REPORT_PREFIX, SUMMARY_PREFIX))
 
 
 def kept_table(table: pa.Table, report: bool = False) -> pa.Table:
@@ -184,10 +185,14 @@ class RunSink:
         stats: dict[str, Any] = {"rows": Counter(), "staged": 0, "rejected": {}, "metrics": Counter(),
                                  "seen": Counter(), "generated": Counter(), "digests": Counter(), "sizes": {},
                                  "report": {}, "seconds": Counter()}
+        summaries = []  # the stages' summaries of their batches, for the report sections of their names
         for col in table.column_names:
             for prefix, counter in COUNTED.items():
                 if col.startswith(prefix):
                     stats[counter][col[len(prefix):]] += pc.sum(table[col]).as_py() or 0
+            if col.startswith(SUMMARY_PREFIX):
+                name = col[len(SUMMARY_PREFIX):]
+                summaries += [{name: json.loads(v)} for v in pc.drop_null(table[col]).to_pylist()]
         rejected_rows = table.num_rows - table[REJECT_STAGE].null_count
         if rejected_rows in (0, table.num_rows):  # no copy of the rows
             rejected, live = (table, table.slice(0, 0)) if rejected_rows else (table.slice(0, 0), table)
@@ -215,8 +220,9 @@ class RunSink:
                 stats["digests"][dest] += table_digest(table.drop_columns([KEY]))
                 stats["sizes"][dest] = _sizes_by_task(table)
             collecting = time.perf_counter()
-            stats["report"] = collect_stats({d: kept_table(p, report=True).drop_columns([KEY]) for d, p in outputs
-                                             if d != REJECTS}, rejected.drop_columns([KEY]), self.text_field)
+            stats["report"] = merge_stats([collect_stats({d: kept_table(p, report=True).drop_columns([KEY])
+                                                          for d, p in outputs if d != REJECTS},
+                                                         rejected.drop_columns([KEY]), self.text_field), *summaries])
             stats["seconds"]["report"] += time.perf_counter() - collecting
         keys = sum(stats["seconds"][stage.name] for stage in self.next_stages)
         stats["seconds"]["write"] += time.perf_counter() - started - stats["seconds"]["report"] - keys
@@ -226,7 +232,8 @@ class RunSink:
     def _stage_live(self, live: pa.Table, lo: int, hi: int, w: int, stats: dict) -> None:
         if not live.num_rows:
             return
-        live = _strings_for_nulls(live.drop_columns([c for c in live.column_names if c.startswith(tuple(COUNTED))]))
+        live = _strings_for_nulls(live.drop_columns([c for c in live.column_names
+                                                     if c.startswith((*COUNTED, SUMMARY_PREFIX))]))
         keys = {KEY: live[KEY], ID: live[ID]}
         for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
             keys[col] = pa.nulls(live.num_rows, pa.string())

@@ -144,6 +144,7 @@ class C4Lines:
     sentences: int = 0
     lorem_ipsum: bool = False
     curly_bracket: bool = False
+    dropped: dict[str, int] = field(default_factory=dict)  # lines dropped, by the filter that dropped them
 
 
 def _has_policy(lower: str) -> bool:
@@ -176,8 +177,10 @@ def c4_lines(stats: TextStats, cfg: C4Config) -> C4Lines:
     policy = cfg.filter_policy and (kelvin or b"cookie" in lower_text or b"terms of use" in lower_text
                                      or b"privacy policy" in lower_text)
     ls = stats.line_stats
+    long_word = no_end = dots = few_words = javascript_lines = policy_lines = 0  # lines dropped, by filter
     for line, (_, _, tokens, longest, flags, ends, terminals) in zip(ls.lines, ls.rows):
         if max_word is not None and longest > max_word:
+            long_word += 1
             continue
         if citations and flags & L_BRACKET:
             cleaned = _CITATION.sub("", line)
@@ -185,23 +188,34 @@ def c4_lines(stats: TextStats, cfg: C4Config) -> C4Lines:
                 line = cleaned
                 _, _, tokens, _, flags, ends, terminals = one_line_stats(line)
         if cfg.filter_no_terminal_punct and (not flags & L_C4_END or flags & L_DOTS):
+            if flags & L_C4_END:
+                dots += 1
+            else:
+                no_end += 1
             continue
         if min_words and tokens < min_words:
+            few_words += 1
             continue
         if lorem or javascript or policy:
             lower = line.lower()
             if lorem and "lorem ipsum" in lower:
                 out.lorem_ipsum = True
             if javascript and "javascript" in lower:
+                javascript_lines += 1
                 continue
             if flags & L_CURLY:
                 out.curly_bracket = True
             if policy and _has_policy(lower):
+                policy_lines += 1
                 continue
         elif flags & L_CURLY:
             out.curly_bracket = True
         out.kept.append(line)
         out.sentences += ends + 1 if spaced else max(1, terminals)
+    dropped = {f"with a word over {max_word} characters": long_word, "without end punctuation": no_end,
+               "ending in '...'": dots, f"under {min_words} words": few_words,
+               "mentioning javascript": javascript_lines, "with a cookie or terms-of-use phrase": policy_lines}
+    out.dropped = {why: n for why, n in dropped.items() if n}
     stats.__dict__["_c4"] = out
     return out
 
@@ -242,6 +256,13 @@ def _mean_word_len(stats: TextStats, cfg) -> float:
 def _short_line_ratio(stats: TextStats, cfg: FineWebConfig) -> float:
     ls = stats.line_stats
     return int(np.count_nonzero(ls.lengths <= cfg.short_line_chars)) / len(ls.lines) if ls.lines else 0.0
+
+
+def _c4_dropped(lines: C4Lines, total: int) -> str:
+    """What C4's line filters did before sentences were counted, e.g. ``after C4's line filters dropped 12 of 12
+    lines: 11 without end punctuation, 1 under 5 words``."""
+    why = ", ".join(f"{n} {what}" for what, n in sorted(lines.dropped.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"after C4's line filters dropped {total - len(lines.kept)} of {total} lines" + (f": {why}" if why else "")
 
 
 def _top(n):
@@ -300,8 +321,7 @@ C4 = Preset("c4", "c4", (
     Rule("c4_lorem_ipsum", "flag", "filter_lorem_ipsum", lambda s, c: float(c4_lines(s, c).lorem_ipsum)),
     Rule("c4_curly_bracket", "flag", "filter_curly_bracket", lambda s, c: float(c4_lines(s, c).curly_bracket)),
     Rule("c4_sentences", "min", "min_sentences", lambda s, c: c4_lines(s, c).sentences,
-         measured_on=lambda s, c: (f"in the {len(c4_lines(s, c).kept)} of {len(s.lines)} lines C4's line filters "
-                                   "keep")),
+         measured_on=lambda s, c: _c4_dropped(c4_lines(s, c), len(s.lines))),
 ), (
     Signal("c4_lorem_ipsum", "1 if a kept line contains 'lorem ipsum'", "flag"),
     Signal("c4_curly_bracket", "1 if a kept line contains '{'", "flag"),
@@ -348,10 +368,21 @@ class Verdict:
     reason: str | None = None
     detail: str | None = None
     signals: dict[str, float] = field(default_factory=dict)
+    values: list[float] = field(default_factory=list)  # per rule of ``Evaluator.rules``: its signal, NaN if unmeasured
+    failed: list[int] = field(default_factory=list)  # the rules of ``Evaluator.rules`` it fails (measured ones)
     text: str | None = None  # the text after C4's line removal, when it changed
     lines_removed: int = 0
     word_rules_skipped: bool = False
     stop_words_skipped: bool = False
+
+
+@dataclass(frozen=True)
+class EnabledRule:
+    """A rule with a threshold in the run's config: ``reason`` its config key (``gopher.min_words``)."""
+
+    reason: str
+    rule: Rule
+    threshold: Any
 
 
 def _fails(rule: Rule, value: float, threshold, cfg) -> bool:
@@ -372,39 +403,60 @@ def _detail(rule: Rule, value: float, threshold, lang: str, measured_on: str | N
     return f"{rule.signal}={value:.4g} {op} {threshold:g}{where} (lang={lang})"
 
 
+def enabled_rules(presets: list[Preset], configs: dict[str, Any]) -> list[EnabledRule]:
+    """The rules of ``presets`` with a threshold in ``configs`` (section -> config), in the order they run."""
+    out = []
+    for preset in presets:
+        for rule in preset.rules:
+            threshold = getattr(configs[preset.section], rule.option)
+            if threshold is not None and threshold is not False:
+                out.append(EnabledRule(f"{preset.section}.{rule.option}", rule, threshold))
+    return out
+
+
+EMPTY = "quality.empty"  # the reason of a document without non-whitespace characters (no rule measured)
+
+
 class Evaluator:
     """The presets' rules with their thresholds read from ``configs`` (section -> config) once, judging documents
     one by one: the first failure, and the ``wanted`` signals' values.
 
-    Rules after the first failure run only for the signals wanted. A C4 preset with ``remove_lines`` that the
-    document passes replaces its text, and the presets after it see the new text.
+    With ``every_rule``, every enabled rule (:attr:`rules`) is measured and checked on every document, and the
+    verdict lists all it fails; otherwise rules after the first failure run only for the signals wanted. A C4
+    preset with ``remove_lines`` that the document passes replaces its text, and the presets after it see the new
+    text.
     """
 
-    def __init__(self, presets: list[Preset], configs: dict[str, Any], wanted: frozenset[str]):
-        self.plan = []  # per preset: (preset, config, its checks: rule, threshold, enabled, wanted, reason)
+    def __init__(self, presets: list[Preset], configs: dict[str, Any], wanted: frozenset[str],
+                 every_rule: bool = False):
+        self.plan = []  # per preset: (preset, config, checks: rule, threshold, index in rules or -1, wanted, reason)
+        self.rules = enabled_rules(presets, configs)
+        index = {r.reason: i for i, r in enumerate(self.rules)}
         for preset in presets:
             cfg = configs[preset.section]
             checks = []
             for rule in preset.rules:
-                threshold = getattr(cfg, rule.option)
-                checks.append((rule, threshold, threshold is not None and threshold is not False,
-                               rule.signal in wanted, f"{preset.section}.{rule.option}"))
+                reason = f"{preset.section}.{rule.option}"
+                checks.append((rule, getattr(cfg, rule.option), index.get(reason, -1),
+                               rule.signal in wanted, reason))
             self.plan.append((preset, cfg, checks))
+        self.every_rule = every_rule
         self.gopher = configs.get("gopher")
         self.uses_stops = any(p.name == GOPHER_QUALITY.name for p in presets)
 
     def __call__(self, text: str, lang: str) -> Verdict:
-        verdict = Verdict()
+        verdict = Verdict(values=[np.nan] * len(self.rules))
         if not text or text.isspace():
-            verdict.reason, verdict.detail = "quality.empty", "no non-whitespace characters"
+            verdict.reason, verdict.detail = EMPTY, "no non-whitespace characters"
             return verdict
         stops = (self.gopher.stop_words.get(lang) or stop_words(lang)) if self.uses_stops else None
         stats = TextStats(text, lang, stops)
+        every = self.every_rule
         for preset, cfg, checks in self.plan:
             if preset.name == C4.name and not stats.spaced:  # its words-per-line and word-length line filters
                 verdict.word_rules_skipped = True
-            for rule, threshold, enabled, wanted, reason in checks:
-                if not wanted and (not enabled or verdict.reason):
+            for rule, threshold, index, wanted, reason in checks:
+                if not wanted and (index < 0 or (verdict.reason and not every)):
                     continue
                 if rule.spaced_only and not stats.spaced:
                     verdict.word_rules_skipped = True
@@ -415,10 +467,15 @@ class Evaluator:
                     continue
                 if wanted:
                     verdict.signals[rule.signal] = value
-                if enabled and verdict.reason is None and _fails(rule, value, threshold, cfg):
-                    verdict.reason = reason
-                    verdict.detail = _detail(rule, value, threshold, lang,
-                                             rule.measured_on(stats, cfg) if rule.measured_on else None)
+                if index < 0 or (verdict.reason and not every):
+                    continue
+                verdict.values[index] = value
+                if _fails(rule, value, threshold, cfg):
+                    verdict.failed.append(index)
+                    if verdict.reason is None:
+                        verdict.reason = reason
+                        verdict.detail = _detail(rule, value, threshold, lang,
+                                                 rule.measured_on(stats, cfg) if rule.measured_on else None)
             if preset.name == C4.name and cfg.remove_lines and verdict.reason is None:
                 kept = c4_lines(stats, cfg).kept
                 new_text = "\n".join(kept)

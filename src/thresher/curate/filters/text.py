@@ -69,8 +69,10 @@ def char_tables() -> tuple[np.ndarray, np.ndarray]:
     return classes, lower
 
 
+@lru_cache(maxsize=1)
 def kernels():
-    """The numba kernels (:mod:`thresher.curate.filters.text_kernels`), imported on first use."""
+    """The numba kernels (:mod:`thresher.curate.filters.text_kernels`), imported on first use (then cached: an
+    import statement costs microseconds even for a loaded module, and the rules ask several times per document)."""
     from thresher.curate.filters import text_kernels
 
     return text_kernels
