@@ -31,13 +31,15 @@ Reference keys. The key rows a dedup stage reads from a reference run's index (`
 negative keys, ``-1 - (reference << 52 | part << 32 | row)`` (:func:`reference_keys`): the reference's position in
 ``against``, the index part and the row in it; they never reach the records.
 
-Stages never start or configure a cluster: only the runner knows Ray.
+Stages never start or configure a cluster, nor import Ray: the execution layer (``thresher.curate.execution``) runs
+them.
 Numeric columns named ``_metric.<name>`` are summed into the manifest's ``metrics.<stage>`` and are not
 written. A ``_summary.<stage>`` column holds, on one row of a batch (null on the others), the stage's summary of the
 batch as JSON, for the report section of the same name: the writer takes the summaries out of each part before it
 splits the rows, never writes or stages them, and merges them into the part's report statistics with that
-section's ``merge`` (``thresher report`` recomputing a finished run's report has no summaries). ``_seconds.<what>`` columns carry the seconds a task spent in a stage (or reading), on a batch's first row;
-they are summed into the manifest's ``timing`` and are not written.
+section's ``merge`` (``thresher report`` recomputing a finished run's report has no summaries). ``_seconds.<what>``
+columns carry the seconds a task spent in a stage (or reading), on a batch's first row; they are summed into the
+manifest's ``timing`` and are not written.
 """
 
 from __future__ import annotations
