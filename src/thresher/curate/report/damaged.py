@@ -30,4 +30,4 @@ class DamagedInput(Section):
         out += table_html(["file", "bytes lost"], [[f["file"], f["rejected_bytes"]] for f in largest])
         charted = largest[:CHARTED]
         return out + bar_chart([f["file"].rsplit("/", 1)[-1] for f in charted],
-                               [f["rejected_bytes"] for f in charted], "bytes lost by file", color="#b5544a")
+                               [f["rejected_bytes"] for f in charted], "bytes lost by file", color="#b5544a", axis="bytes")

@@ -178,7 +178,7 @@ class Duplicates(Section):
             note = " (a uniform sample of clusters)" if s["clusters_sampled"] else ""
             out += f"<h3>{stage}: cluster sizes{note}</h3>"
             out += bar_chart(list(s["cluster_sizes"]), list(s["cluster_sizes"].values()),
-                             f"{stage}: clusters by size (records)")
+                             f"{stage}: clusters by size (records)", axis="clusters")
             for ex in s["examples"]:
                 items = [["kept", ex["kept_id"], ex["kept_snippet"] or "(not sampled)"]]
                 items += [["removed", r["id"], r["snippet"]] for r in ex["removed"]]
