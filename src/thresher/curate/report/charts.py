@@ -112,7 +112,7 @@ def histogram(edges: list[float], counts: list[int], title: str = "", width: int
     count_texts = [f"{c:,}" if c else "" for c in counts]
     pad_l = max(text_width(t, TICK) for t in tick_texts) + 8 + (16 if y_label else 0)
     pad_r = text_width(edge_texts[-1], TICK) / 2 + 6
-    pad_t, pad_b = 30, 22 + (16 if x_label else 0)
+    pad_t, pad_b = 30, 25 + (16 if x_label else 0)
     bw = max((width - pad_l - pad_r) / n, max(text_width(t, TICK - 1) for t in count_texts) + 4)
     width = max(pad_l + pad_r + n * bw, text_width(title, TITLE, bold=True) + 12)
     step = max(1, math.ceil((max(text_width(t, TICK) for t in edge_texts) + 6) / bw))
@@ -132,7 +132,7 @@ def histogram(edges: list[float], counts: list[int], title: str = "", width: int
             parts.append(f'<text x="{x + bw / 2:.1f}" y="{base - h - 3:.1f}" font-size="{TICK - 1}" '
                          f'text-anchor="middle">{text}</text>')
     for i in range(0, n + 1, step):
-        parts.append(f'<text x="{pad_l + i * bw:.1f}" y="{base + 13}" font-size="{TICK}" '
+        parts.append(f'<text x="{pad_l + i * bw:.1f}" y="{base + 16}" font-size="{TICK}" '
                      f'text-anchor="middle">{edge_texts[i]}</text>')
     parts.append(f'<line x1="{pad_l:.1f}" y1="{base}" x2="{width - pad_r:.1f}" y2="{base}" stroke="#999"/>'
                  f'<line x1="{pad_l:.1f}" y1="{pad_t - 4}" x2="{pad_l:.1f}" y2="{base}" stroke="#999"/>')
