@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from thresher.curate.report.charts import histogram
+from thresher.core.charts import histogram
 from thresher.evaluate.scoring import LOWER_IS_BETTER
 
 WORST = 10

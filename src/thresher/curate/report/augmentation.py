@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from thresher.curate.report import Section, add, table_html
-from thresher.curate.report.charts import bar_chart, histogram
+from thresher.core.charts import bar_chart, histogram
 from thresher.curate.stage import REPORT_PREFIX
 
 EXAMPLES = 3

@@ -3,7 +3,7 @@ relative to their input, :func:`thresher.curate.published.file_name`)."""
 
 from thresher.curate.published import file_name
 from thresher.curate.report import Section, table_html
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 CHARTED = 25  # files in the chart
 

@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from thresher.curate.report import Section, add, folded_table, table_html
 from thresher.curate.report.arrays import hashes, string_stats, take, utf8
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 SAMPLE_TOKENS = 16_000
 SAMPLE_CONTENTS = 2000

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from thresher.curate.dedup.removal import KEPT_DETAIL
 from thresher.curate.report import Section, table_html
 from thresher.curate.report.arrays import hashes, take
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 STAGES = ("dedup_exact", "dedup_fuzzy")
 SAMPLE_CLUSTERS = 2000

@@ -7,7 +7,7 @@ row links to instead.
 import html
 
 from thresher.curate.report import SECTIONS, Markup, Section, table_html
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 SHOWN_REASONS = 3
 DETAILED = {"quality": "quality"}  # stage -> the section that details its reasons

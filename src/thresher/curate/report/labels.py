@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from thresher.curate.report import Section, table_html
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 SHOWN_PAIRS = 20
 SHOWN_ANNOTATORS = 20

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.curate.report import Section, table_html
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 SHOWN = 20  # languages in the rejected table and charts
 

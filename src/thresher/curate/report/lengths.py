@@ -6,7 +6,7 @@ import pyarrow as pa
 
 from thresher.curate.report import Section, table_html
 from thresher.curate.report.arrays import string_stats
-from thresher.curate.report.charts import histogram
+from thresher.core.charts import histogram
 from thresher.curate.report.dataset import TOKEN_EDGES
 
 EDGES = [0, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 1e18]

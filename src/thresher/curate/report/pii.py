@@ -3,7 +3,7 @@
 import html
 
 from thresher.curate.report import Section, folded_table
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 
 class Pii(Section):

@@ -2,7 +2,7 @@
 (from the manifest's ``timing``)."""
 
 from thresher.curate.report import Section, table_html
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 
 class Timing(Section):
