@@ -311,7 +311,7 @@ def test_report_labels_fit_at_two_widths(finished_run, published_run, width, tmp
     """No chart label or number leaves its chart or overlaps another, no table cell cuts its content, and the page
     does not scroll sideways, at 1000 and 1600 pixels (both reports: the stratified split and the web pipeline
     with quality rules); and the probe does find a label cut by a chart too narrow for it."""
-    from thresher.curate.report.charts import bar_chart
+    from thresher.core.charts import bar_chart
 
     for out in (finished_run[1], published_run[2]):
         found, texts = overflowing_labels((out / "report.html").read_text(), tmp_path, width)
