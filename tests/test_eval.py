@@ -247,4 +247,8 @@ def test_report_counts_generations_cut_at_max_new_tokens(tiny, tmp_path):
         assert any(f"<td><b>{a}</b> {mark} <b>{b}</b></td>" in worst
                    for a, b in [answers] for mark in ("=", "&ne;")), answers
     assert "<svg class=\"chart\"" in page and ">tokens generated</text>" in page and ">predictions</text>" in page
+    from tests.test_report import overflowing_labels
+
+    for width in (1000, 1600):  # laid out in Chromium: no chart label or table cell cut
+        assert overflowing_labels(page, tmp_path, width)[0] == []
 

@@ -256,7 +256,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     assert body, dom.stdout[:500]
     charts, drawn, sections = int(body.group(1)), int(body.group(2)), body.group(3).split(",")
     assert {"funnel", "dataset", "lengths", "languages", "duplicates"} <= set(sections)
-    # dataset: 2 size bars, 3 length histograms, distinct-2, 4 label-balance bars (3 splits + all); and the others
+    # dataset: 2 size bars, distinct-2, 4 label-balance bars (3 splits + all); lengths: kept, rejected and 3 splits
     assert charts >= 16 and drawn == charts
 
     blank = tmp_path / "blank.html"
