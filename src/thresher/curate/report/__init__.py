@@ -4,7 +4,8 @@ A section is a ``Section`` subclass in a module of this package (auto-discovered
 each written slice (kept tables by destination, and the rejects table), ``merge`` adds partial results
 (default: add numbers, recursively), ``summarize`` turns the merged result and the manifest into the
 JSON of ``report.json``, and ``html`` renders that JSON as a fragment of ``report.html`` (inline SVG
-charts from :mod:`thresher.core.charts`). Because sections read only what is written, ``thresher
+charts from :mod:`thresher.core.charts`; ``page``, when the fragment shows figures of another section's entry, so
+that each is shown once). Because sections read only what is written, ``thresher
 report RUN_URI`` recomputes a finished run's report from its Parquet files.
 """
 

@@ -51,8 +51,10 @@ class Languages(Section):
             rejected = self.merge(rejected, counts)
         summary = {k: _languages(counts) for k, counts in (("kept", collected.get("kept") or {}),
                                                           ("rejected", rejected))}
-        summary["rejected_by_stage"] = {stage: {lang: c["docs"] for lang, c in _ranked(counts)}
-                                        for stage, counts in sorted(by_stage.items())}
+        order = list(manifest.get("counts", {}).get("by_stage", {}))  # the pipeline's
+        summary["rejected_by_stage"] = {
+            stage: {lang: c["docs"] for lang, c in _ranked(by_stage[stage])}
+            for stage in sorted(by_stage, key=lambda s: (order.index(s) if s in order else len(order), s))}
         return summary
 
     def html(self, summary):

@@ -23,6 +23,6 @@ class Pii(Section):
                        if k.startswith("docs"))
         out = docs + folded_table(["type", "occurrences"], rows, "{n} more types with 0: " + ", ".join(
             r[0] for r in rows if not r[1]))
-        if len(found) > 1:
+        if len(found) > 3:  # a chart beside a table of a few rows would repeat it
             out += bar_chart([r[0] for r in found], [r[1] for r in found], "PII occurrences by type", axis="occurrences")
         return out
