@@ -4,6 +4,7 @@ against the model and its lineage, is in test_compare.py (the evaluation of a ``
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
@@ -167,3 +168,87 @@ def test_chat_prompt_is_training_prompt_up_to_the_last_assistant_turn(tiny, temp
     trained = rows["labels"][0] != IGNORE
     last_turn = max(i for i in range(1, len(trained)) if trained[i] and not trained[i - 1])  # the last trained run
     assert tok(prompt, add_special_tokens=False)["input_ids"] == rows["input_ids"][0][:last_turn].tolist()
+
+
+# -- the report: cut generations, extracted answers, instructions without the template ----------------------------
+
+
+def test_report_counts_generations_cut_at_max_new_tokens(tiny, tmp_path):
+    """The report's count of generations stopped at ``max_new_tokens`` equals the predictions', which equal an
+    independent check: each prompt generated alone, greedy, 16 tokens further, has no end-of-sequence token among
+    its first ``max_new_tokens``. The tiny model first learns the records by heart, half of them with a bare
+    number for an answer (they end in time), half with the worked answer (cut)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from thresher.evaluate.eval_config import GenerationOptions
+    from thresher.evaluate.eval_report import render_report
+    from thresher.evaluate.generate import Generator
+    from thresher.train.config import ModelOptions
+
+    limit = 12
+    records = [{**r, "output": r["output"] if i % 2 else r["output"].split("####")[-1].strip()}
+               for i, r in enumerate(alpaca_records(12))]
+    data = EvalData(path=".", format="alpaca")
+    tok = tokenizer_of(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    texts = [render_alpaca(r["instruction"], r["input"], r["output"])[0] + tok.eos_token for r in records]
+    for _ in range(30):
+        for text in texts:
+            ids = torch.tensor([tok(text)["input_ids"]])
+            loss = model(input_ids=ids, labels=ids).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+    def greedy(prompt: str, n: int) -> list[int]:
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                                 eos_token_id=None, pad_token_id=tok.pad_token_id)
+        return out[0, ids.shape[1]:].tolist()
+
+    longer = [greedy(render_example(r, data, tok)[0], limit + 16) for r in records]
+    expected = [tok.eos_token_id not in row[:limit] for row in longer]
+    assert 0 < sum(expected) < len(records)
+
+    generator = Generator(ModelOptions(name_or_path=str(folder)), data, GenerationOptions(max_new_tokens=limit),
+                          perplexity=False)
+    rows = generator(pa.Table.from_pylist(records))
+    assert rows.column("stopped_at_limit").to_pylist() == expected
+
+    from thresher.evaluate.scoring import score_examples as score
+
+    scores = score(rows.column("prediction").to_pylist(), rows.column("reference").to_pylist(), ["exact_match"],
+                   "last_number")
+    for name, values in scores.items():
+        rows = rows.append_column(name, pa.array(values))
+    result = {"metrics": {"exact_match": {"value": 0.0, "count": len(records), "ci95": [0.0, 0.0]}},
+              "model": {"name_or_path": "tiny"}, "data": {"path": "gsm8k"}, "rows": len(records), "seconds": 1.0,
+              "generation": {"max_new_tokens": limit}}
+    page = render_report(result, rows.set_column(0, "id", pa.array([str(i) for i in range(len(records))])))
+    assert f"<b class='cut'>{sum(expected)}</b> of {len(records)} generations stopped at max_new_tokens ({limit})" in page
+    cut_table = page.split("Generations cut at max_new_tokens")[1].split("<h2>")[0]
+    assert cut_table.count("<tr>") == 1 + min(sum(expected), 5)
+    # the end of each instruction, not the Alpaca preamble; answers extracted beside the texts
+    assert "Below is an instruction" not in page and "### Response:" not in page
+    worst = page.split("Worst examples by exact_match")[1]
+    assert worst.count("<tr>") == 1 + 10
+    shown = [i for i, r in enumerate(records) if html.escape(r["instruction"][-60:]) in worst]
+    assert len(shown) == 10
+    for i in shown:
+        answers = (scores["answer_prediction"][i] or "(none)", extract_answer(records[i]["output"], "last_number"))
+        assert any(f"<td><b>{a}</b> {mark} <b>{b}</b></td>" in worst
+                   for a, b in [answers] for mark in ("=", "&ne;")), answers
+    assert "<svg class=\"chart\"" in page and ">tokens generated</text>" in page and ">predictions</text>" in page
+    from tests.test_report import overflowing_labels
+
+    for width in (1000, 1600):  # laid out in Chromium: no chart label or table cell cut
+        assert overflowing_labels(page, tmp_path, width)[0] == []
+

@@ -4,6 +4,7 @@ and the dataset card loaded by Hugging Face ``datasets``."""
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import random
@@ -162,7 +163,8 @@ def test_duplicate_and_label_statistics_exact_and_sampled(monkeypatch):
     ``SAMPLE_CONTENTS`` distinct contents, estimated above it; write tasks' partial results merge in any order."""
     rng = random.Random(3)
     records = [{"id": f"r{i}", "question": r["question"], "answer": r["answer"], "steps": r["steps"],
-                "flag": rng.choice([True, False, None])} for i, r in enumerate(gsm8k(1500))]
+                "label": rng.choice([True, False, None]), "lang_hint": rng.choice(["en", "de", "fr"])}
+               for i, r in enumerate(gsm8k(1500))]
     for i in range(400):  # copies, some of the same record
         records.append({**records[rng.randrange(1500)], "id": f"copy{i}"})
         if i % 4 == 0:
@@ -182,7 +184,7 @@ def test_duplicate_and_label_statistics_exact_and_sampled(monkeypatch):
         for chunk in reversed(chunks):
             kept = {f"data/{s}": pa.Table.from_pylist(
                 [{"id": r["id"], "instruction": r["question"], "input": "", "output": r["answer"], "steps": r["steps"],
-                  "flag": r["flag"]} for r in chunk if where[r["id"]] == s]) for s in ("train", "test")}
+                  "label": r["label"], "lang_hint": r["lang_hint"]} for r in chunk if where[r["id"]] == s]) for s in ("train", "test")}
             merged = section.merge(merged, section.collect(kept, pa.table({}), "question"))
         summary = section.summarize(merged, {"config": {"stages": [{"split": {"ratios": {"train": 0.7, "test": 0.3}}}]}})
         return {"splits": {s: {"duplicates": v["duplicates"]} for s, v in summary["splits"].items()},
@@ -195,11 +197,14 @@ def test_duplicate_and_label_statistics_exact_and_sampled(monkeypatch):
         d = exact["splits"][split]["duplicates"]
         assert d["exact"] and d["duplicate_rate"] == pytest.approx(dup) and d["in_other_splits_rate"] == pytest.approx(shared)
         assert 0.02 < dup and 0.05 < shared
-    flag = exact["label_balance"]["fields"]["flag"]
-    assert flag["classes"] == ["", "false", "true"] and not flag["stratified"]
-    assert flag["splits"]["all"]["counts"] == {"": sum(r["flag"] is None for r in records),
-                                              "false": sum(r["flag"] is False for r in records),
-                                              "true": sum(r["flag"] is True for r in records)}
+    # a field named like a label is one; metadata with few values (lang_hint) and fields not named in the config
+    # (steps, which no split stratifies here) are not
+    assert list(exact["label_balance"]["fields"]) == ["label"]
+    label = exact["label_balance"]["fields"]["label"]
+    assert label["classes"] == ["", "false", "true"] and not label["stratified"]
+    assert label["splits"]["all"]["counts"] == {"": sum(r["label"] is None for r in records),
+                                               "false": sum(r["label"] is False for r in records),
+                                               "true": sum(r["label"] is True for r in records)}
 
     monkeypatch.setattr(dataset_section, "SAMPLE_CONTENTS", 600)
     sampled = stats(4)
@@ -239,8 +244,10 @@ document.body.setAttribute('data-sections', [...document.querySelectorAll('secti
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     _, out = finished_run
     page = (out / "report.html").read_text()
-    # self-contained: no scripts, stylesheets or anything fetched (the SVG namespace URI is only a name)
-    assert "<script" not in page and "<link" not in page and not re.search(r"(?:src|href|url)\s*[=(]", page)
+    # self-contained: no scripts, stylesheets or anything fetched (the SVG namespace URI is only a name; links
+    # within the page are anchors)
+    assert "<script" not in page and "<link" not in page
+    assert not re.search(r"""(?:src|href|url)\s*[=(]\s*(?!["']?#)""", page)
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", PROBE + "</body>"))
     dom = _headless(tmp_path, "--dump-dom", probe.as_uri())
@@ -249,7 +256,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     assert body, dom.stdout[:500]
     charts, drawn, sections = int(body.group(1)), int(body.group(2)), body.group(3).split(",")
     assert {"funnel", "dataset", "lengths", "languages", "duplicates"} <= set(sections)
-    # dataset: 2 size bars, 3 length histograms, distinct-2, 4 label-balance bars (3 splits + all); and the others
+    # dataset: 2 size bars, distinct-2, 4 label-balance bars (3 splits + all); lengths: kept, rejected and 3 splits
     assert charts >= 16 and drawn == charts
 
     blank = tmp_path / "blank.html"
@@ -261,6 +268,60 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
         assert r.returncode == 0 and shots[name].exists(), r.stderr[-2000:]
     assert shots["report"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shots["report"].stat().st_size > 10 * shots["blank"].stat().st_size  # text and charts, not a blank page
+
+
+# Appended to a copy of a report: after layout, every text box that leaves its chart or overlaps another text of the
+# chart, every table cell whose content is wider than the cell, and the page's own horizontal overflow.
+OVERFLOW_PROBE = """<script>
+const found = [];
+const near = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+for (const svg of document.querySelectorAll('svg.chart')) {
+  const box = svg.getBoundingClientRect();
+  const texts = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim());
+  const rects = texts.map(t => t.getBoundingClientRect());
+  texts.forEach((t, i) => {
+    const r = rects[i];
+    if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1)
+      found.push('outside its chart: ' + t.textContent);
+    for (let j = 0; j < i; j++) if (near(r, rects[j])) found.push('overlaps ' + texts[j].textContent + ': ' + t.textContent);
+  });
+}
+for (const cell of document.querySelectorAll('td, th'))
+  if (cell.scrollWidth > cell.clientWidth + 1) found.push('cut in its cell: ' + cell.textContent);
+const page = document.documentElement;
+if (page.scrollWidth > page.clientWidth + 1) found.push('page wider than the window: ' + page.scrollWidth);
+document.body.setAttribute('data-overflow', JSON.stringify(found));
+document.body.setAttribute('data-texts', document.querySelectorAll('svg.chart text').length);
+</script>"""
+
+
+def overflowing_labels(page: str, tmp: Path, width: int) -> tuple[list[str], int]:
+    """The probe's findings on ``page`` laid out in a ``width``-pixel window, and the number of chart texts."""
+    probe = tmp / f"overflow-{width}.html"
+    probe.write_text(page.replace("</body>", OVERFLOW_PROBE + "</body>"))
+    dom = _headless(tmp, f"--window-size={width},1200", "--dump-dom", probe.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'data-overflow="([^"]*)" data-texts="(\d+)"', dom.stdout)
+    assert found, dom.stdout[:500]
+    return json.loads(html.unescape(found.group(1))), int(found.group(2))
+
+
+@pytest.mark.parametrize("width", [1000, 1600])
+def test_report_labels_fit_at_two_widths(finished_run, published_run, width, tmp_path):
+    """No chart label or number leaves its chart or overlaps another, no table cell cuts its content, and the page
+    does not scroll sideways, at 1000 and 1600 pixels (both reports: the stratified split and the web pipeline
+    with quality rules); and the probe does find a label cut by a chart too narrow for it."""
+    from thresher.core.charts import bar_chart
+
+    for out in (finished_run[1], published_run[2]):
+        found, texts = overflowing_labels((out / "report.html").read_text(), tmp_path, width)
+        assert texts > 50 and found == []
+    cut = bar_chart(["gopher_repetition.max_dup_10gram_char_frac", "c4.min_sentences"], [25_177_781, 3])
+    cut = cut.replace('text-anchor="end"', "")  # labels drawn rightwards from their anchor run into the bars
+    cut = re.sub(r'width="\d+" height="(\d+)" viewBox="0 0 \d+', r'width="300" height="\1" viewBox="0 0 300', cut, 1)
+    found, _ = overflowing_labels(f"<!doctype html><html><body>{cut}</body></html>", tmp_path, width)
+    assert any(f.startswith("outside its chart: 25,177,781") for f in found), found
+    assert any(f.startswith("overlaps") for f in found), found
 
 
 def test_card_loads_with_datasets(finished_run, tmp_path, monkeypatch):

@@ -1,19 +1,31 @@
-"""``report.html`` of ``thresher eval``: metrics with intervals, the worst examples, prediction lengths.
-Self-contained: inline CSS and SVG, no scripts or external resources."""
+"""``report.html`` of ``thresher eval``: metrics with intervals, the generations cut at ``max_new_tokens``, prediction
+lengths and the worst examples with their extracted answers. Self-contained: inline CSS and SVG, no scripts or
+external resources.
+
+Prompts are shown without their template: the lines that recur across the run's prompts (an Alpaca preamble and
+``### Response:``, a chat template's markup) are left out, and of what is left, the end (the question)."""
 
 from __future__ import annotations
 
 import html
+from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 
+from thresher.core.charts import histogram
 from thresher.evaluate.scoring import LOWER_IS_BETTER
 
 WORST = 10
-CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
-       "td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}"
-       "pre{white-space:pre-wrap;margin:0;max-height:12em;overflow:auto}")
+CUT_SHOWN = 5
+PROMPT_END = 500  # characters of the instruction shown (its end)
+PREDICTION_END = 800
+CSS = ("*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;"
+       "padding:0 1.5em;color:#222}table{border-collapse:collapse;margin:1em 0;max-width:100%}"
+       "td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left;overflow-wrap:break-word}"
+       "th{background:#f4f4f4}td.n{text-align:right;white-space:nowrap}.note{color:#555}.cut{color:#b5544a}"
+       "pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;max-height:14em;overflow:auto;font-size:.9em}"
+       "svg.chart{display:block;max-width:100%;height:auto}")
 
 
 def _num(x) -> str:
@@ -25,9 +37,10 @@ def _interval(ci95: list[float] | None) -> str:
 
 
 def _metrics_table(metrics: dict) -> str:
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{_num(m['value'])}</td><td>{m['count']}</td>"
-                   f"<td>{_interval(m['ci95'])}</td></tr>" for name, m in metrics.items())
-    return f"<table><tr><th>metric</th><th>value</th><th>count</th><th>95% interval (bootstrap)</th></tr>{rows}</table>"
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td class=n>{_num(m['value'])}</td><td class=n>{m['count']}</td>"
+                   f"<td class=n>{_interval(m['ci95'])}</td></tr>" for name, m in metrics.items())
+    return ("<table><tr><th>metric</th><th>value</th><th>examples scored</th><th>95% interval (bootstrap)</th></tr>"
+            f"{rows}</table>")
 
 
 def worst_examples(rows: pa.Table, metric: str, n: int = WORST) -> list[dict]:
@@ -37,35 +50,90 @@ def worst_examples(rows: pa.Table, metric: str, n: int = WORST) -> list[dict]:
     return sorted(scored, key=lambda r: sign * r[metric])[:n]
 
 
+def template_lines(prompts: list[str]) -> set[str]:
+    """The lines that recur across prompts (at least two, and a fifth of them): the template around each
+    instruction (a preamble, section headers, chat markup)."""
+    counts = Counter(line for p in prompts for line in set(p.splitlines()) if line.strip())
+    least = max(2, len(prompts) / 5)
+    return {line for line, n in counts.items() if n >= least}
+
+
+def instruction(prompt: str, template: set[str], limit: int = PROMPT_END) -> str:
+    """The prompt without its template lines, its last ``limit`` characters ("..." before when cut)."""
+    text = "\n".join(line for line in prompt.splitlines() if line not in template).strip() or prompt
+    return _end(text, limit)
+
+
+def _end(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
 def _pre(text: str) -> str:
     return f"<td><pre>{html.escape(text)}</pre></td>"
 
 
-def _worst_table(rows: pa.Table, metric: str) -> str:
-    items = "".join(f"<tr><td>{html.escape(r['id'])}</td><td>{_num(r[metric])}</td>{_pre(r['prompt'][-600:])}"
-                    f"{_pre(r['prediction'])}{_pre(r['reference'])}</tr>" for r in worst_examples(rows, metric))
+def _answers(r: dict) -> str:
+    if "answer_prediction" not in r:
+        return ""
+    got, want = r["answer_prediction"], r["answer_reference"]
+    mark = "=" if got == want and got is not None else "&ne;"
+    return (f"<td><b>{html.escape(got or '(none)')}</b> {mark} <b>{html.escape(str(want) if want is not None else '(none)')}"
+            "</b></td>")
+
+
+def _worst_table(rows: pa.Table, metric: str, template: set[str]) -> str:
+    answers = "answer_prediction" in rows.column_names
+    items = "".join(
+        f"<tr><td>{html.escape(r['id'])}</td><td class=n>{_num(r[metric])}</td>"
+        f"{_pre(instruction(r['prompt'], template))}{_pre(_end(r['prediction'], PREDICTION_END))}"
+        + (_answers(r) if answers else "") + f"{_pre(r['reference'])}</tr>"
+        for r in worst_examples(rows, metric))
+    head = "<th>answer: predicted vs reference</th>" if answers else ""
     return (f"<h2>Worst examples by {html.escape(metric)}</h2><table><tr><th>id</th><th>{html.escape(metric)}</th>"
-            f"<th>prompt (end)</th><th>prediction</th><th>reference</th></tr>{items}</table>")
+            f"<th>instruction (end)</th><th>prediction</th>{head}<th>reference</th></tr>{items}</table>")
 
 
-def _length_histogram(lengths: list[int], bins: int = 20) -> str:
-    counts, edges = np.histogram(lengths, bins=min(bins, max(1, len(set(lengths)))))
-    top, width, height = max(counts.max(), 1), 600, 120
-    bar = width / len(counts)
-    bars = "".join(f'<rect x="{i * bar:.1f}" y="{height - c / top * height:.1f}" width="{bar - 1:.1f}" '
-                   f'height="{c / top * height:.1f}" fill="#4a7ab5"><title>{edges[i]:.0f}-{edges[i + 1]:.0f} tokens: '
-                   f'{c}</title></rect>' for i, c in enumerate(counts))
-    return (f"<h2>Prediction length (tokens)</h2><p>mean {np.mean(lengths):.1f}, median {np.median(lengths):.0f}, "
-            f"max {max(lengths)}</p><svg width='{width}' height='{height}'>{bars}</svg>"
-            f"<p>{edges[0]:.0f} .. {edges[-1]:.0f} tokens</p>")
+def _cut_section(rows: pa.Table, limit: int, template: set[str]) -> str:
+    """How many generations stopped at ``max_new_tokens``, and the first ``CUT_SHOWN`` of them."""
+    if "stopped_at_limit" not in rows.column_names:
+        return ""
+    cut = [r for r in rows.to_pylist() if r["stopped_at_limit"]]
+    out = (f"<h2>Generations cut at max_new_tokens</h2><p id='cut-count'><b class='cut'>{len(cut)}</b> of "
+           f"{rows.num_rows} generations stopped at max_new_tokens ({limit}) before ending")
+    if not cut:
+        return out + ".</p>"
+    out += ("; their answers may be missing or cut off (raise <code>generation.max_new_tokens</code> to let them "
+            f"finish). The first {min(len(cut), CUT_SHOWN)}:</p>")
+    answers = "answer_prediction" in rows.column_names
+    items = "".join(f"<tr><td>{html.escape(r['id'])}</td>{_pre(instruction(r['prompt'], template))}"
+                    f"{_pre(_end(r['prediction'], PREDICTION_END))}" + (_answers(r) if answers else "") + "</tr>"
+                    for r in cut[:CUT_SHOWN])
+    head = "<th>answer: predicted vs reference</th>" if answers else ""
+    return out + (f"<table><tr><th>id</th><th>instruction (end)</th><th>prediction (end)</th>{head}</tr>{items}"
+                  "</table>")
+
+
+def _length_histogram(lengths: list[int], limit: int | None, bins: int = 20) -> str:
+    edges = np.histogram_bin_edges(lengths, bins=min(bins, max(1, len(set(lengths)))))
+    edges = np.unique(np.round(edges))
+    counts, _ = np.histogram(lengths, bins=edges if len(edges) > 1 else [edges[0], edges[0] + 1])
+    bounds = edges if len(edges) > 1 else [edges[0], edges[0] + 1]
+    limit_note = f", limit {limit}" if limit else ""
+    return (f"<h2>Prediction lengths</h2><p>mean {np.mean(lengths):.1f} tokens, median {np.median(lengths):.0f}, "
+            f"max {max(lengths)}{limit_note}</p>"
+            + histogram([float(e) for e in bounds], [int(c) for c in counts], "predictions by length",
+                        color="#4a7ab5", x_label="tokens generated", y_label="predictions"))
 
 
 def render_report(result: dict, rows: pa.Table) -> str:
     metrics = result["metrics"]
     model = result["model"]["name_or_path"]
-    worst = "".join(_worst_table(rows, m) for m in metrics if m in rows.column_names)
+    limit = (result.get("generation") or {}).get("max_new_tokens")
+    template = template_lines(rows.column("prompt").to_pylist())
+    worst = "".join(_worst_table(rows, m, template) for m in metrics if m in rows.column_names)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>thresher eval: {html.escape(model)}</title>"
             f"<style>{CSS}</style></head><body><h1>thresher eval</h1><p>model <code>{html.escape(model)}</code>, "
             f"data <code>{html.escape(result['data']['path'])}</code>, {result['rows']} examples, "
             f"{result['seconds']:.1f} s</p><h2>Metrics</h2>{_metrics_table(metrics)}"
-            f"{_length_histogram(rows.column('prediction_tokens').to_pylist())}{worst}</body></html>")
+            f"{_cut_section(rows, limit, template)}"
+            f"{_length_histogram(rows.column('prediction_tokens').to_pylist(), limit)}{worst}</body></html>")

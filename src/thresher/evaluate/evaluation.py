@@ -69,7 +69,8 @@ def read_dataset(cfg: EvalConfig, storage: Storage):
 
 
 def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table:
-    """Rows of id, prompt, reference, prediction, prediction_tokens, reference_nll, reference_tokens, in data order."""
+    """Rows of id, prompt, reference, prediction, prediction_tokens, stopped_at_limit, reference_nll,
+    reference_tokens, in data order."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -147,6 +148,7 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     result = {"metrics": metrics, "rows": rows.num_rows, "seconds": time.perf_counter() - started,
               "device": "cuda" if cfg.generation.use_gpu else "cpu", "generation_seconds": generation_seconds,
               "new_tokens": new_tokens, "new_tokens_per_s": new_tokens / generation_seconds,
+              "stopped_at_limit": sum(rows.column("stopped_at_limit").to_pylist()),
               "model": model, "data": cfg.data.model_dump(), "generation": cfg.generation.model_dump(),
               "answer": cfg.answer.model_dump(), "bootstrap": cfg.bootstrap.model_dump(),
               "lineage": {"model": (model["thresher"] or {}).get("lineage"),

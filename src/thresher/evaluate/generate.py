@@ -75,7 +75,8 @@ def load_eval_model(options: ModelOptions, dtype):
 
 class Generator:
     """The ``map_batches`` callable class: records in; id, prompt, reference, prediction, prediction_tokens,
-    reference_nll and reference_tokens out."""
+    stopped_at_limit (the generation reached ``max_new_tokens`` without ending), reference_nll and reference_tokens
+    out."""
 
     def __init__(self, model: ModelOptions, data: EvalData, generation: GenerationOptions, perplexity: bool,
                  progress=None):
@@ -104,7 +105,7 @@ class Generator:
         records = batch.to_pylist()
         rendered = [render_example(r, self.data, self.tokenizer) for r in records]
         prompts = [r[0] for r in rendered]
-        predictions = self.engine.generate(self._prompt_ids(prompts), self.sampling)
+        predictions, cut = self.engine.continuations(self._prompt_ids(prompts), self.sampling)
         nll, tokens = self._reference_nll(rendered) if self.perplexity else ([None] * len(records),) * 2
         if self.progress is not None:
             self.progress.add.remote({"rows": len(records)})
@@ -112,6 +113,7 @@ class Generator:
             "id": [None if r.get(self.data.id_field) is None else str(r[self.data.id_field]) for r in records],
             "prompt": prompts, "reference": [r[1] for r in rendered], "prediction": predictions,
             "prediction_tokens": [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions],
+            "stopped_at_limit": pa.array(cut, pa.bool_()),
             "reference_nll": pa.array(nll, pa.float64()), "reference_tokens": pa.array(tokens, pa.int64())})
 
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:

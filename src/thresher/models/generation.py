@@ -133,8 +133,14 @@ class BatchGenerator:
 
     def generate(self, prompt_ids: list[list[int]], sampling: Sampling, seeds: list[int] | None = None) -> list[str]:
         """The decoded continuation of each prompt (special tokens dropped)."""
+        return self.continuations(prompt_ids, sampling, seeds)[0]
+
+    def continuations(self, prompt_ids: list[list[int]], sampling: Sampling,
+                      seeds: list[int] | None = None) -> tuple[list[str], list[bool]]:
+        """The decoded continuation of each prompt (special tokens dropped), and whether it stopped at
+        ``max_new_tokens`` rather than at an end-of-sequence token (vLLM's finish reason ``length``)."""
         if not prompt_ids:
-            return []
+            return [], []
         if self.llm is not None:
             from vllm import SamplingParams
 
@@ -142,7 +148,7 @@ class BatchGenerator:
                                      max_tokens=sampling.max_new_tokens, seed=s)
                       for s in (seeds or [sampling.seed] * len(prompt_ids))]
             outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
-            return [o.outputs[0].text for o in outputs]
+            return [o.outputs[0].text for o in outputs], [o.outputs[0].finish_reason == "length" for o in outputs]
         import torch
 
         inputs = self.tokenizer.pad({"input_ids": prompt_ids}, return_tensors="pt").to(self.device)
@@ -152,4 +158,9 @@ class BatchGenerator:
         with torch.no_grad():
             out = self.model.generate(**inputs, max_new_tokens=sampling.max_new_tokens,
                                       pad_token_id=self.tokenizer.pad_token_id, **mode)
-        return self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        eos = self.model.generation_config.eos_token_id
+        eos = torch.tensor([self.tokenizer.eos_token_id] if eos is None else eos if isinstance(eos, list) else [eos])
+        ended = torch.isin(new, eos.to(new.device)).any(dim=1)  # a row that ended early is padded with EOS
+        cut = [new.shape[1] == sampling.max_new_tokens and not e for e in ended.tolist()]
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True), cut

@@ -4,7 +4,8 @@ A section is a ``Section`` subclass in a module of this package (auto-discovered
 each written slice (kept tables by destination, and the rejects table), ``merge`` adds partial results
 (default: add numbers, recursively), ``summarize`` turns the merged result and the manifest into the
 JSON of ``report.json``, and ``html`` renders that JSON as a fragment of ``report.html`` (inline SVG
-charts from :mod:`thresher.curate.report.charts`). Because sections read only what is written, ``thresher
+charts from :mod:`thresher.core.charts`; ``page``, when the fragment shows figures of another section's entry, so
+that each is shown once). Because sections read only what is written, ``thresher
 report RUN_URI`` recomputes a finished run's report from its Parquet files.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import html
 import importlib
 import pkgutil
+import re
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -49,6 +51,10 @@ class Section:
 
     def html(self, summary: dict) -> str:
         return f"<pre>{html.escape(str(summary))}</pre>"
+
+    def page(self, summary: dict, report: dict[str, Any]) -> str:
+        """The section's fragment of the page; a section that shows another's figures (once) reads ``report``."""
+        return self.html(summary)
 
 
 def add(a: Any, b: Any) -> Any:
@@ -112,18 +118,20 @@ def render_html(report: dict[str, Any], manifest: dict) -> str:
     parts = []
     for s in sections():
         if s.name in report:
-            parts.append(f'<section id="{s.name}"><h2>{html.escape(s.title)}</h2>{s.html(report[s.name])}</section>')
+            parts.append(f'<section id="{s.name}"><h2>{html.escape(s.title)}</h2>{s.page(report[s.name], report)}</section>')
     counts = manifest.get("counts", {})
     title = f"thresher report: {html.escape(run_name(str(manifest.get('output', ''))))}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}}
-h1{{font-size:1.5em}} h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}}
-table{{border-collapse:collapse;margin:.5em 0}} td,th{{border:1px solid #ddd;padding:.25em .6em;text-align:right}}
-th{{background:#f4f4f4}} td:first-child,th:first-child{{text-align:left}}
-.kpi{{display:inline-block;margin-right:2em}} .kpi b{{font-size:1.6em;display:block}}
-svg{{max-width:100%;height:auto}} pre{{white-space:pre-wrap;background:#f8f8f8;padding:.5em}}
+*{{box-sizing:border-box}}
+body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1.5em;color:#222}}
+h1{{font-size:1.5em;overflow-wrap:anywhere}} h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}}
+table{{border-collapse:collapse;margin:.5em 0;max-width:100%}}
+td,th{{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top;overflow-wrap:break-word}}
+th{{background:#f4f4f4}} td.n,th.n{{text-align:right}} td.n{{white-space:nowrap}}
+.kpi{{display:inline-block;margin-right:2em}} .kpi b{{font-size:1.6em;display:block}} .note{{color:#555}}
+svg.chart{{display:block;max-width:100%;height:auto;margin:.6em 0}} pre{{white-space:pre-wrap;background:#f8f8f8;padding:.5em}}
 </style></head><body>
 <h1>{title}</h1>
 <div><span class="kpi"><b>{counts.get('input', 0):,}</b>input</span>
@@ -135,15 +143,39 @@ svg{{max-width:100%;height:auto}} pre{{white-space:pre-wrap;background:#f8f8f8;p
 """
 
 
-def table_html(header: list[str], rows: list[list[Any]]) -> str:
-    """An HTML table; numbers are formatted with thousands separators."""
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:,.3f}"
-        if isinstance(v, int):
-            return f"{v:,}"
-        return html.escape(str(v))
+NUMERIC = re.compile(r"[-+]?[\d,]+(?:\.\d+)?(?:%| s)?(?: \([\d.]+%\))?|-|n/a")  # a cell shown right-aligned
 
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+
+class Markup(str):
+    """A table cell that is HTML already (a link): not escaped."""
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def table_html(header: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table; numbers are formatted with thousands separators, and columns of numbers right-aligned (text
+    left-aligned, wrapping where it must)."""
+    texts = [[_cell(v) for v in r] for r in rows]
+    numeric = [i > 0 and any(len(r) > i and r[i] for r in texts)
+               and all(NUMERIC.fullmatch(r[i]) for r in texts if len(r) > i and r[i]) for i in range(len(header))]
+    head = "".join(f'<th{" class=n" if numeric[i] else ""}>{html.escape(h)}</th>' for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(
+        f'<td{" class=n" if i < len(numeric) and numeric[i] else ""}>{t if isinstance(v, Markup) else html.escape(t)}'
+        "</td>" for i, (v, t) in enumerate(zip(r, tr))) + "</tr>" for r, tr in zip(rows, texts))
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def folded_table(header: list[str], rows: list[list[Any]], note: str) -> str:
+    """``table_html`` of the rows with something other than zeros after their first cell, and a line saying how
+    many were left out for being all zeros (``note``, e.g. ``"{n} more languages with 0"``)."""
+    shown = [r for r in rows if any(v not in (0, 0.0, "0", "-", "", None) for v in r[1:])]
+    out = table_html(header, shown) if shown else ""
+    if len(shown) < len(rows):
+        out += f'<p class="note">{html.escape(note.format(n=f"{len(rows) - len(shown):,}"))}</p>'
+    return out

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from thresher.curate.report import Section, add, table_html
-from thresher.curate.report.charts import bar_chart, histogram
+from thresher.core.charts import bar_chart, histogram
 from thresher.curate.stage import REPORT_PREFIX
 
 EXAMPLES = 3
@@ -97,7 +97,8 @@ class Augmentation(Section):
             out += f"<h3>{m}</h3>"
             if any(v["similarity"]):
                 out += histogram(summary["similarity_bins"], v["similarity"],
-                                 f"{m}: accepted copies by similarity to their source")
+                                 f"{m}: accepted copies by similarity to their source",
+                                 x_label="word n-gram Jaccard similarity to the source", y_label="copies")
             if v["rejected"]:
                 out += table_html(["rejected: stage: reason", "records"], sorted(
                     ([r, n] for r, n in v["rejected"].items()), key=lambda x: -x[1]))
@@ -132,6 +133,6 @@ class ClassBalance(Section):
         out += table_html(["class", "before", "target", "after"],
                           [[c, summary["before"][c], summary["targets"].get(c, summary["before"][c]),
                             summary["after"].get(c, summary["before"][c])] for c in classes])
-        out += bar_chart(classes, [summary["before"][c] for c in classes], "before")
-        out += bar_chart(classes, [summary["after"].get(c, 0) for c in classes], "after", color="#5a9a5a")
+        out += bar_chart(classes, [summary["before"][c] for c in classes], "before", axis="records")
+        out += bar_chart(classes, [summary["after"].get(c, 0) for c in classes], "after", color="#5a9a5a", axis="records")
         return out

@@ -3,7 +3,7 @@ relative to their input, :func:`thresher.curate.published.file_name`)."""
 
 from thresher.curate.published import file_name
 from thresher.curate.report import Section, table_html
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 CHARTED = 25  # files in the chart
 
@@ -30,4 +30,4 @@ class DamagedInput(Section):
         out += table_html(["file", "bytes lost"], [[f["file"], f["rejected_bytes"]] for f in largest])
         charted = largest[:CHARTED]
         return out + bar_chart([f["file"].rsplit("/", 1)[-1] for f in charted],
-                               [f["rejected_bytes"] for f in charted], "bytes lost by file", color="#b5544a")
+                               [f["rejected_bytes"] for f in charted], "bytes lost by file", color="#b5544a", axis="bytes")

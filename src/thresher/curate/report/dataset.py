@@ -21,8 +21,10 @@
   contents whose counts are exact (any task holding one of the overall smallest holds it among its own
   smallest). Up to that many distinct contents the rates are exact; beyond, estimated from the sample
   (duplicate rate = 1 - 1 / mean copies per sampled content).
-* Label balance of every categorical field: a string, boolean or integer column other than the id and the
-  content, with 2 to ``MAX_CLASSES`` values overall, at least two records each on average (null and empty are
+* Label balance of every label field (one the config names as a label: the split's ``stratify``, ``rebalance``'s
+  ``field``, ``label_noise``'s ``label_field``; or one named like a label, ``LABEL_NAME``, such as ``label`` or
+  ``label_status``; not metadata such as ``lang_hint``): a string, boolean or integer column other than the id and
+  the content, with 2 to ``MAX_CLASSES`` values overall, at least two records each on average (null and empty are
   the class ``""``): classes per split,
   entropy in bits, entropy / log2(classes) and the imbalance ratio (largest class / smallest class; null when a
   class is absent from the split). The split stage's ``stratify`` field comes first (``skipped`` says so when it
@@ -39,9 +41,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.report import Section, add, table_html
+from thresher.curate.report import Section, add, folded_table, table_html
 from thresher.curate.report.arrays import hashes, string_stats, take, utf8
-from thresher.curate.report.charts import bar_chart, histogram
+from thresher.core.charts import bar_chart
 
 SAMPLE_TOKENS = 16_000
 SAMPLE_CONTENTS = 2000
@@ -52,6 +54,7 @@ TOKEN_EDGES = [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 3276
 CHARS_PER_TOKEN = 4
 SEPARATOR = "\x1f"  # between a record's content strings
 _WORD = re.compile(r"\w+")
+LABEL_NAME = re.compile(r"(?:^|_)(?:label|labels|class|category|target|topic|sentiment)(?:_|$)", re.I)
 
 
 def content_columns(table: pa.Table, text_field: str) -> list[str]:
@@ -234,9 +237,27 @@ def balance(counts: list[int]) -> dict:
             "imbalance_ratio": max(counts) / min(counts) if counts and min(counts) > 0 else None}
 
 
-def label_balance(per_split: dict[str, dict[str, dict[str, int]]], splits: list[str], first: str | None) -> dict:
-    """Per categorical field: classes, and per split (and ``all``) counts, entropy and imbalance ratio."""
-    fields = sorted({f for per in per_split.values() for f in per}, key=lambda f: (f != first, f))
+def label_fields(manifest: dict) -> set[str]:
+    """The fields the config names as labels: the split's ``stratify``, ``rebalance.field``, ``label_noise.label_field``."""
+    named = set()
+    for stage in manifest.get("config", {}).get("stages", []):
+        name, options = next(iter(stage.items())) if isinstance(stage, dict) else (stage, None)
+        options = options or {}
+        if name == "split" and options.get("stratify"):
+            named.add(options["stratify"])
+        elif name == "rebalance":
+            named.add(options.get("field", "label"))
+        elif name == "label_noise":
+            named.add(options.get("label_field", "label"))
+    return named
+
+
+def label_balance(per_split: dict[str, dict[str, dict[str, int]]], splits: list[str], first: str | None,
+                  named: set[str] = frozenset()) -> dict:
+    """Per label field (``named`` by the config, or named like a label: ``LABEL_NAME``) with few enough values:
+    classes, and per split (and ``all``) counts, entropy and imbalance ratio."""
+    fields = sorted({f for per in per_split.values() for f in per if f in named or f == first or LABEL_NAME.search(f)},
+                    key=lambda f: (f != first, f))
     out: dict = {"fields": {}, "skipped": {}}
     for field in fields:
         counts = {s: per_split[s].get(field, {}) for s in splits}
@@ -323,12 +344,14 @@ class Dataset(Section):
                                      "ttr: mean per record",
                 "duplicates": f"exact content duplicates; from the {SAMPLE_CONTENTS} smallest content hashes "
                               "(exact when there are fewer distinct contents)",
-                "label_balance": f"string/boolean/integer fields with 2 to {MAX_CLASSES} values; null and empty "
+                "label_balance": "fields the config names as labels (split stratify, rebalance, label_noise) or named "
+                                 f"like one (label, class, category, ...); string/boolean/integer with 2 to {MAX_CLASSES} "
+                                 "values; null and empty "
                                  "count as the class \"\"",
             },
             "splits": splits,
             "label_balance": label_balance({s: collected["splits"][s]["labels"] for s in names}, names,
-                                           stratify_field(manifest)),
+                                           stratify_field(manifest), label_fields(manifest)),
         }
 
     def html(self, summary):
@@ -340,21 +363,18 @@ class Dataset(Section):
             [[n, s["records"], s["chars"], s["whitespace_tokens"], s["estimated_tokens"], s["mean_whitespace_tokens"],
               _percent(s["duplicates"]["duplicate_rate"]), _percent(s["duplicates"]["in_other_splits_rate"])]
              for n, s in splits.items()])
-        out += bar_chart(names, [s["records"] for s in splits.values()], "records per split")
-        out += bar_chart(names, [s["estimated_tokens"] for s in splits.values()], "estimated tokens per split", color="#7a5ab5")
-        out += "<h3>Lengths</h3>"
-        for n, s in splits.items():
-            bins = s["token_histogram"]["counts"]
-            counts = [bins.get(f"{e:g}", 0) for e in TOKEN_EDGES[:-1]]
-            last = max((i for i, k in enumerate(counts) if k), default=0) + 1
-            out += histogram(TOKEN_EDGES[: last + 1], counts[:last], f"{n}: records by whitespace tokens")
+        out += bar_chart(names, [s["records"] for s in splits.values()], "records per split", axis="records")
+        out += bar_chart(names, [s["estimated_tokens"] for s in splits.values()], "estimated tokens per split", color="#7a5ab5",
+                         axis="estimated tokens (characters / 4)")
+        out += '<p class="note">Records by length: see <a href="#lengths">Lengths</a>.</p>'
         out += "<h3>Lexical diversity</h3>" + table_html(
             ["split", "distinct-1", "distinct-2", "TTR (per record)", "windows", "sampled records", "sampled tokens"],
             [[n, _num(s["lexical_diversity"]["distinct_1"]), _num(s["lexical_diversity"]["distinct_2"]),
               _num(s["lexical_diversity"]["ttr"]), s["lexical_diversity"]["windows"],
               s["lexical_diversity"]["sampled_docs"], s["lexical_diversity"]["sampled_tokens"]] for n, s in splits.items()])
         d2 = [(n, s["lexical_diversity"]["distinct_2"]) for n, s in splits.items() if s["lexical_diversity"]["distinct_2"]]
-        out += bar_chart([n for n, _ in d2], [v for _, v in d2], f"distinct-2 per {WINDOW}-token window", color="#b5884a")
+        out += bar_chart([n for n, _ in d2], [v for _, v in d2], f"distinct-2 per {WINDOW}-token window", color="#b5884a",
+                         axis="distinct bigrams per bigram")
         out += "<h3>Completeness</h3>" + self._completeness_html(splits)
         out += self._balance_html(summary["label_balance"])
         notes = "".join(f"<li>{k}: {html.escape(v)}</li>" for k, v in summary["notes"].items())
@@ -362,6 +382,7 @@ class Dataset(Section):
 
     @staticmethod
     def _completeness_html(splits: dict) -> str:
+        """Null and empty values of the columns that have any (the complete ones counted in one line)."""
         columns = list(dict.fromkeys(c for s in splits.values() for c in s["completeness"]))
         header = ["column"] + [f"{n}: {k}" for n in splits for k in ("null", "empty")]
         rows = []
@@ -371,7 +392,7 @@ class Dataset(Section):
                 c = s["completeness"].get(col, {"null": s["records"], "empty": 0})
                 row += [_share(c["null"], s["records"]), _share(c["empty"], s["records"])]
             rows.append(row)
-        return table_html(header, rows)
+        return folded_table(header, rows, "{n} more columns complete (no null or empty value)")
 
     @staticmethod
     def _balance_html(balance: dict) -> str:
@@ -387,7 +408,7 @@ class Dataset(Section):
             shown = b["splits"].items() if b["stratified"] else [("all", b["splits"]["all"])]
             for n, s in shown:
                 out += bar_chart([c or '""' for c in classes], list(s["counts"].values()),
-                                 f"{n}: records per {field}", color="#4ab59a")
+                                 f"{n}: records per {field}", color="#4ab59a", axis="records")
         if balance["skipped"]:
             out += "<p>Not shown as labels: " + ", ".join(
                 f"{html.escape(f)} ({why})" for f, why in balance["skipped"].items()) + "</p>"

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from thresher.curate.dedup.removal import KEPT_DETAIL
 from thresher.curate.report import Section, table_html
 from thresher.curate.report.arrays import hashes, take
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 STAGES = ("dedup_exact", "dedup_fuzzy")
 SAMPLE_CLUSTERS = 2000
@@ -178,7 +178,7 @@ class Duplicates(Section):
             note = " (a uniform sample of clusters)" if s["clusters_sampled"] else ""
             out += f"<h3>{stage}: cluster sizes{note}</h3>"
             out += bar_chart(list(s["cluster_sizes"]), list(s["cluster_sizes"].values()),
-                             f"{stage}: clusters by size (records)")
+                             f"{stage}: clusters by size (records)", axis="clusters")
             for ex in s["examples"]:
                 items = [["kept", ex["kept_id"], ex["kept_snippet"] or "(not sampled)"]]
                 items += [["removed", r["id"], r["snippet"]] for r in ex["removed"]]

@@ -1,7 +1,16 @@
-"""Per-stage funnel: records in, kept and rejected at each stage, with the reasons."""
+"""Per-stage funnel: records in, kept and rejected at each stage, with the reasons.
 
-from thresher.curate.report import Section, table_html
-from thresher.curate.report.charts import bar_chart
+Each stage's reasons are listed in its row, once: the quality rules are detailed in their own section, which the
+row links to instead.
+"""
+
+import html
+
+from thresher.curate.report import SECTIONS, Markup, Section, table_html
+from thresher.core.charts import bar_chart
+
+SHOWN_REASONS = 3
+DETAILED = {"quality": "quality"}  # stage -> the section that details its reasons
 
 
 class Funnel(Section):
@@ -13,16 +22,25 @@ class Funnel(Section):
         counts = manifest.get("counts", {})
         return {"by_stage": counts.get("by_stage", {}), "rejected_by_reason": manifest.get("rejected_by_reason", {})}
 
-    def html(self, summary):
-        by_stage = summary["by_stage"]
-        rows = [[s, c["in"], c.get("generated", 0), c["out"], c["rejected"],
-                 f"{100 * c['rejected'] / (c['in'] + c.get('generated', 0)):.1f}%" if c["in"] else "-"]
-                for s, c in by_stage.items()]
-        out = table_html(["stage", "in", "generated", "out", "rejected", "rejected %"], rows)
-        out += bar_chart(list(by_stage), [c["out"] for c in by_stage.values()], "records after each stage")
-        reasons = [(f"{stage}: {reason}", n) for stage, rs in summary["rejected_by_reason"].items() for reason, n in rs.items()]
-        reasons.sort(key=lambda x: -x[1])
-        if reasons:
-            out += "<h3>Rejections by reason</h3>" + table_html(["stage: reason", "records"], [list(r) for r in reasons])
-            out += bar_chart([r[0] for r in reasons[:25]], [r[1] for r in reasons[:25]], "rejections by reason", color="#b5544a")
-        return out
+    def page(self, summary, report):
+        by_stage, reasons = summary["by_stage"], summary["rejected_by_reason"]
+        generated = any(c.get("generated") for c in by_stage.values())
+        header = ["stage", "in", *(["generated"] if generated else []), "out", "rejected", "rejected %", "reasons"]
+        rows = []
+        for stage, c in by_stage.items():
+            entering = c["in"] + c.get("generated", 0)
+            rows.append([stage, c["in"], *([c.get("generated", 0)] if generated else []), c["out"], c["rejected"],
+                         f"{100 * c['rejected'] / entering:.1f}%" if entering else "-",
+                         _reasons(stage, reasons.get(stage, {}), report)])
+        return table_html(header, rows) + bar_chart(list(by_stage), [c["out"] for c in by_stage.values()], "records after each stage",
+                               axis="records")
+
+
+def _reasons(stage: str, reasons: dict[str, int], report: dict) -> Markup:
+    ranked = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+    section = DETAILED.get(stage)
+    if section in report and len(ranked) > 1:
+        return Markup(f'{len(ranked)} rules: see <a href="#{section}">{html.escape(SECTIONS[section].title)}</a>')
+    shown = ", ".join(f"{html.escape(r)} ({n:,})" for r, n in ranked[:SHOWN_REASONS])
+    more = len(ranked) - SHOWN_REASONS
+    return Markup(shown + (f", and {more} more" if more > 0 else ""))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from thresher.curate.report import Section, table_html
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 SHOWN_PAIRS = 20
 SHOWN_ANNOTATORS = 20
@@ -42,7 +42,7 @@ class Labels(_StageMetrics):
             ["", *classes], [[c, *row] for c, row in zip(classes, summary["coincidence"])])
         hist = summary["item_agreement_histogram"]
         out += bar_chart([f"{i / len(hist):.1f}-{(i + 1) / len(hist):.1f}" for i in range(len(hist))], hist,
-                         "items by share of agreeing annotation pairs")
+                         "items by share of agreeing annotation pairs", axis="items")
         if "cohen_kappa_pairs" in summary:
             out += f"<h3>Cohen's kappa per annotator pair (first {SHOWN_PAIRS} by shared items)</h3>" + table_html(
                 ["annotators", "shared items", "percent agreement", "Cohen's kappa"],

@@ -1,11 +1,13 @@
-"""Document length distribution (characters) of kept and rejected records."""
+"""Document length distribution (characters) of kept and rejected records; the page also shows here the dataset
+section's records by whitespace tokens per split (one section for lengths)."""
 
 import numpy as np
 import pyarrow as pa
 
 from thresher.curate.report import Section, table_html
 from thresher.curate.report.arrays import string_stats
-from thresher.curate.report.charts import histogram
+from thresher.core.charts import histogram
+from thresher.curate.report.dataset import TOKEN_EDGES
 
 EDGES = [0, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 1e18]
 
@@ -22,7 +24,7 @@ def length_histogram(texts: pa.ChunkedArray) -> dict:
 
 class Lengths(Section):
     name = "lengths"
-    title = "Document lengths"
+    title = "Lengths"
     order = 20
 
     def collect(self, kept, rejected, text_field):
@@ -43,13 +45,27 @@ class Lengths(Section):
             summary[k] = {**c, "mean_chars": c["chars"] / c["docs"]} if c.get("docs") else {"docs": 0}
         return summary
 
-    def html(self, summary):
+    def page(self, summary, report):
         rows, charts = [], ""
-        for k in ("kept", "rejected"):
+        for k, color in (("kept", "#5a9e6f"), ("rejected", "#b5544a")):
             c = summary[k]
             if c.get("docs"):
                 rows.append([k, c["docs"], c["chars"], c["mean_chars"]])
-                counts = [c["bins"].get(f"{e:g}", 0) for e in EDGES[:-1]]
-                last = max(i for i, n in enumerate(counts) if n) + 1
-                charts += histogram(EDGES[: last + 1], counts[:last], f"{k}: documents by length (characters)")
-        return table_html(["records", "docs", "characters", "mean length"], rows) + charts
+                charts += _histogram(EDGES, c["bins"], f"{k} documents by length", "characters",
+                                     "documents", color)
+        out = table_html(["records", "documents", "characters", "mean characters"], rows) + charts
+        for split, s in report.get("dataset", {}).get("splits", {}).items():
+            out += _histogram(TOKEN_EDGES, s["token_histogram"]["counts"], f"{split}: records by whitespace tokens",
+                              "whitespace tokens per record", "records", "#4a7ab5")
+        return out
+
+
+def _histogram(edges: list[float], bins: dict[str, int], title: str, x_label: str, y_label: str, color: str) -> str:
+    """The bins from the first to the last that holds a record."""
+    counts = [bins.get(f"{e:g}", 0) for e in edges[:-1]]
+    held = [i for i, n in enumerate(counts) if n]
+    if not held:
+        return ""
+    first, last = held[0], held[-1] + 1
+    return histogram(edges[first: last + 1], counts[first:last], title, color=color, x_label=x_label,
+                     y_label=y_label)

@@ -2,7 +2,7 @@
 (from the manifest's ``timing``)."""
 
 from thresher.curate.report import Section, table_html
-from thresher.curate.report.charts import bar_chart
+from thresher.core.charts import bar_chart
 
 
 class Timing(Section):
@@ -20,9 +20,9 @@ class Timing(Section):
                f"another on the driver; the tasks' seconds are summed over the tasks that ran in parallel "
                f"({summary['task_seconds']:,.1f} s in all; the rest of the CPUs' time went to moving data between "
                f"stages, scheduling and waiting).</p>")
-        out += bar_chart(list(phases), list(phases.values()), "phases (wall seconds)")
-        out += bar_chart(list(tasks), [t["seconds"] for t in tasks.values()], "tasks' seconds by stage",
+        out += bar_chart(list(phases), list(phases.values()), "phases", axis="wall seconds")
+        out += bar_chart(list(tasks), [t["seconds"] for t in tasks.values()], "tasks' seconds by stage", axis="seconds (summed over tasks)",
                          color="#7a6ab5")
-        rows = [[name, t["seconds"], t.get("rows", ""), t.get("rows_per_s") or "", t.get("mb_per_s") or ""]
+        rows = [[name, t.get("rows", ""), t.get("rows_per_s") or "", t.get("mb_per_s") or ""]
                 for name, t in tasks.items()]
-        return out + table_html(["stage", "task seconds", "rows in", "rows/s", "MB/s"], rows)
+        return out + table_html(["stage (task seconds: above)", "rows in", "rows per task second", "MB/s"], rows)
