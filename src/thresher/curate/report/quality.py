@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from thresher.curate.filters.presets import EMPTY, PRESETS, SIGNALS, EnabledRule, enabled_rules, expand
 from thresher.curate.filters.rule_stats import COMBINED, EDGES, cut_samples, rule_edges
 from thresher.curate.report import Section, add, table_html
-from thresher.curate.report.charts import bar_chart, histogram
+from thresher.core.charts import bar_chart, histogram
 
 # Signals drawn as histograms when there are no rule statistics (every signal is in the table).
 CHARTED = ("words", "mean_word_len", "alpha_word_frac", "stop_words", "dup_line_frac", "top_2gram_char_frac",
@@ -205,8 +205,7 @@ class QualitySection(Section):
         for key, title in (("rejected_by_rule", "rejected (first failing rule)"),
                            ("would_reject", "would reject (annotate_only; first failing rule)")):
             rules = list(summary[key].items())
-            if rules:
-                out += table_html(["rule", title], [list(r) for r in rules])
+            if rules:  # the chart shows each count on its bar
                 out += bar_chart([r[0] for r in rules[:25]], [r[1] for r in rules[:25]], f"quality rules: {title}",
                                  color=REJECTED)
         return out
