@@ -203,3 +203,40 @@ def test_a_reference_committed_anew_is_a_new_run(releases, tmp_path):
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "started_at": "later"}))
     assert key != run_key(cfg, tasks, segs, check_references(cfg, Storage()))
+
+
+def test_a_release_against_one_on_s3(ray_local, s3_bucket, tmp_path):
+    """Release 1 on S3 (moto's server), its index written at commit there; release 2 against it: exact copies go,
+    a record of a release-1 record's group lands in its split, a record quoting a test record is caught."""
+    from thresher.core.storage import Storage
+
+    texts = paragraphs(30)
+    r1 = write_jsonl(tmp_path / "r1.jsonl", [{"id": f"a{i:03d}", "text": t, "doc": f"doc{i}"}
+                                             for i, t in enumerate(texts[:20])])
+    release1 = f"s3://{s3_bucket}/curated/release1"
+    run(parse_config({"input": {"paths": [str(r1)]}, "output": {"path": release1, "reference_index": True},
+                      "stages": [{"dedup_exact": {}}, {"split": {"group_by": "doc"}}]}))
+    storage = Storage.from_options(None)
+    old = {}
+    for uri, _ in storage.expand(f"{release1}/data/"):
+        fs, path = storage.resolve(uri)
+        old.update({r["id"]: uri.split("/")[-2] for r in pq.read_table(path, filesystem=fs).to_pylist()})
+    assert len(old) == 20 and storage.exists(f"{release1}/index/split")
+    test_id = min(i for i, s in old.items() if s == "test")
+    rows = [{"id": f"b{i}", "text": t} for i, t in enumerate(texts[20:28])]
+    trains = sorted(i for i, s in old.items() if s == "train")[:2]
+    rows += [{"id": f"c{k}", "text": texts[int(a[1:])]} for k, a in enumerate(trains)]  # exact copies
+    rows += [{"id": "e0", "text": texts[28], "doc": f"doc{int(test_id[1:])}"}]  # in a test record's group
+    rows += [{"id": "q0", "text": "It says: " + " ".join(texts[int(test_id[1:])].split()[30:50])}]
+    src = write_jsonl(tmp_path / "r2.jsonl", rows)
+    out = tmp_path / "release2"
+    manifest = run(parse_config({"input": {"paths": [str(src)]}, "output": {"path": str(out)},
+                                 "stages": [{"decontaminate": {"against": [release1]}},
+                                            {"dedup_exact": {"against": [release1]}},
+                                            {"split": {"group_by": "doc", "against": [release1]}}]}))
+    rejects = {r["id"]: r["reason"] for r in pq.read_table(out / "rejects").to_pylist()}
+    assert rejects == {"c0": "duplicate_of_reference", "c1": "duplicate_of_reference", "q0": "contaminated"}
+    assert splits(out)["e0"] == "test"
+    digest = hashlib.sha256(storage.read_bytes(f"{release1}/manifest.json")).hexdigest()
+    assert {r["manifest_sha256"] for r in manifest["lineage"]["references"]} == {digest}
+    assert [r["stage"] for r in manifest["lineage"]["references"]] == ["decontaminate", "dedup_exact", "split"]
