@@ -55,7 +55,7 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 class DecontaminateConfig(TextFieldsConfig):
     references: list[str] = Field([], description=(
         "evaluation files: JSONL (.gz/.zst/...), JSON array, Parquet"))
-    against: list[str] = Field([], description="finished runs (URIs) whose split (split) is an evaluation set too")
+    against: list[str] = Field([], description="finished runs (URIs) whose split named by split is an evaluation set too")
     split: str = Field("test", description="the split of the against runs that is checked against")
     fields: list[str] | None = Field(None, min_length=1, description=(
         "record fields to check, each text on its own (chat messages: each content); default: the input's text field"))

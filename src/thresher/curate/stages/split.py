@@ -36,6 +36,17 @@ were made from, so a copy always lands in its source's split; a copy that lands 
 ``augmentation`` names (augment's ``splits``, default ``[train]``) is rejected (reason ``augmented_outside_splits``),
 so no copy of a validation or test record is written.
 
+``against`` names earlier finished runs with splits (monthly releases): a record that belongs to a group of one of
+their kept records lands in that record's split, and the ratios share out the rest. A reference's index
+(``index/split/<keys>/``, ``thresher.curate.dedup.reference``: per kept record its id, split and grouping values,
+``dup_cluster`` defaulting to its id; never its text) joins the key rows with negative keys and the grouping above
+runs over both: a record belongs to a reference record's group when they share a value of a ``group_by`` field, or
+its ``dup_cluster`` names the reference record (a dedup stage against that run links a copy it keeps, with
+``action: annotate``, that way), directly or through other records. A group with several reference splits takes
+that of its first reference row (``against`` order, then index order); the reference rows then leave, the counts
+of ``exact`` see only the records no reference placed, and ``metrics.split.placed_by_reference`` counts those it
+placed per run.
+
 The stage is global: it decides on the key rows (id, grouping values, class), never on the records. When they are
 few enough for one task, the runner hands them over in that task and every step above runs there.
 """
