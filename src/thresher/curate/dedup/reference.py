@@ -80,7 +80,7 @@ class ReferenceDedup(IndexedStage):
         return concatenated(ds, rows), full
 
     def without_references(self, out):
-        """The decided key rows less the reference rows and ``REFERENCE``; sets ``metrics["removed_by_reference"]``
+        """The decided key rows less the reference rows and ``REFERENCE``; adds ``metrics["removed_by_reference"]``
         (records removed per reference run)."""
         against = self.config.against
         if not against:
@@ -89,7 +89,7 @@ class ReferenceDedup(IndexedStage):
         for part in pandas_parts(out, _removed_by_reference):
             for position, n in zip(part["reference"], part["rows"]):
                 removed[int(position)] += int(n)
-        self.metrics = {"removed_by_reference": dict(zip(against, removed))}
+        self.metrics = {**getattr(self, "metrics", {}), "removed_by_reference": dict(zip(against, removed))}
         return map_blocks(out, _records_only)
 
 
