@@ -89,10 +89,13 @@ def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], Read
     return tasks, spec, segments(cfg, build_stages(cfg, storage), storage)
 
 
-def run_key(cfg: CurateConfig, tasks: list[ReadTask], segs: list[Segment]) -> str:
-    """Identifies what a run computes: the config (less execution settings and gates), the stages' fingerprints and
-    the planned reads."""
+def run_key(cfg: CurateConfig, tasks: list[ReadTask], segs: list[Segment], references: list[dict] = ()) -> str:
+    """Identifies what a run computes: the config (less execution settings and gates), the stages' fingerprints,
+    the planned reads and the reference runs' manifest digests (``thresher.curate.reference.check_references``: a
+    reference committed anew makes a new run)."""
     config = {k: v for k, v in cfg.dump().items() if k not in ("execution", "gates")}
     fingerprints = [s.fingerprint() for seg in segs for s in seg.global_stages + seg.map_stages]
     reads = [[i, t.format, list(t.uris), t.start, t.end] for i, t in enumerate(tasks)]
-    return hashlib.sha256(json.dumps([config, fingerprints, reads], sort_keys=True).encode()).hexdigest()
+    digests = [[r["stage"], r["run"], r["manifest_sha256"]] for r in references]
+    return hashlib.sha256(json.dumps([config, fingerprints, reads, *([digests] if digests else [])],
+                                     sort_keys=True).encode()).hexdigest()

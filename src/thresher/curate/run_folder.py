@@ -7,8 +7,9 @@ and loaded.
 <output>/report.json, report.html, README.md  report and dataset card
 <output>/review_queue/                        labels' export_review: the review split for annotation tools
 <output>/index/<stage>/<keys>/part-NNNNN.parquet  the reference index: key rows of the kept records for a later
-                                              run's dedup ``against`` (one part per data file; ``<keys>``: digest of
-                                              the options the keys depend on); ``complete.json`` written last
+                                              run's ``against`` (dedup keys, split groups; one part per data file;
+                                              ``<keys>``: digest of the options the keys depend on);
+                                              ``complete.json`` written last
 <output>/manifest.json                        written last: the run is complete
 <output>/_progress/run.json                   what this run computes (config + planned reads hash)
 <output>/_progress/read-T.json                rows read by read task T

@@ -78,7 +78,7 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
     with ray_session(address, cfg.execution.num_cpus) as resources:
         phases.lap("ray start")
         cluster = cluster_info(resources)
-        reused = folder.prepare(run_key(cfg, planned, segs))
+        reused = folder.prepare(run_key(cfg, planned, segs, references))
         build_missing_indexes(deciding, storage)
         phases.lap("plan")
         counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)

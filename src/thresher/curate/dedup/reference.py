@@ -1,5 +1,6 @@
-"""Dedup against reference runs (``against``): a dedup stage whose key rows are joined by the key rows of earlier
-finished runs' kept records, which always win.
+"""Stages against reference runs (``against``): a stage with an index of a run's kept records
+(:class:`IndexedStage`: a dedup stage's keys, split's groups), and a dedup stage whose key rows are joined by the key
+rows of earlier finished runs' kept records, which always win (:class:`ReferenceDedup`).
 
 A reference contributes its index (``thresher.curate.run_folder``: ``index/<stage>/<keys>/part-*.parquet``): per
 kept record its id, ``_key`` (``part << 32 | row``) and the key columns the stage's ``keys`` computes from it
@@ -27,8 +28,10 @@ from thresher.curate.stage import ID, KEY, GlobalStage, reference_keys
 STORED = "_key"  # an index row's part << 32 | row
 
 
-class ReferenceDedup(GlobalStage):
-    """A dedup stage with ``against`` (a list of run URIs) among its options."""
+class IndexedStage(GlobalStage):
+    """A stage with ``against`` (a list of run URIs) among its options, reading the reference runs' index
+    (``index/<stage>/<keys>/``), which is computed from their kept records' ``index_columns`` (never their text
+    unless the keys are computed from it)."""
 
     def index_options(self) -> dict:
         """The options the key columns depend on (an index is reused only for the same ones)."""
@@ -44,7 +47,15 @@ class ReferenceDedup(GlobalStage):
         return list(getattr(self.config, "fields", None) or [self.text])
 
     def index_table(self, records: pa.Table, part: int) -> pa.Table:
-        """An index part: ``id``, ``_key`` and the key columns of ``records`` (a data file's kept records)."""
+        """An index part: ``id``, ``_key`` and the key columns of ``records`` (a data file's kept records, with
+        ``_split``: the split of the file, null for ``data/`` itself)."""
+        raise NotImplementedError
+
+
+class ReferenceDedup(IndexedStage):
+    """A dedup stage with ``against``: reference key rows join its own."""
+
+    def index_table(self, records: pa.Table, part: int) -> pa.Table:
         keys = {c: v for c, v in self.keys(records).items() if c != LENGTH}
         stored = (np.int64(part) << 32) | np.arange(records.num_rows, dtype=np.int64)
         return pa.table({ID: records[ID].cast(pa.string()), STORED: pa.array(stored), **keys})
@@ -69,7 +80,7 @@ class ReferenceDedup(GlobalStage):
         return concatenated(ds, rows), full
 
     def without_references(self, out):
-        """The decided key rows less the reference rows and ``REFERENCE``; sets ``metrics["removed_by_reference"]``
+        """The decided key rows less the reference rows and ``REFERENCE``; adds ``metrics["removed_by_reference"]``
         (records removed per reference run)."""
         against = self.config.against
         if not against:
@@ -78,7 +89,7 @@ class ReferenceDedup(GlobalStage):
         for part in pandas_parts(out, _removed_by_reference):
             for position, n in zip(part["reference"], part["rows"]):
                 removed[int(position)] += int(n)
-        self.metrics = {"removed_by_reference": dict(zip(against, removed))}
+        self.metrics = {**getattr(self, "metrics", {}), "removed_by_reference": dict(zip(against, removed))}
         return map_blocks(out, _records_only)
 
 

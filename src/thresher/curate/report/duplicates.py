@@ -158,8 +158,8 @@ class Duplicates(Section):
                              for kept_id, (_, removed) in examples],
             }
         metrics = manifest.get("metrics", {})
-        by_reference = {stage: metrics[stage]["removed_by_reference"] for stage in STAGES
-                        if metrics.get(stage, {}).get("removed_by_reference")}
+        by_reference = {stage: m["removed_by_reference"] for stage, m in metrics.items()
+                        if isinstance(m, dict) and m.get("removed_by_reference")}
         if by_reference:  # records removed as duplicates of the kept records of earlier runs (``against``)
             summary["removed_by_reference"] = by_reference
         return summary if summary["stages"] else None

@@ -1,8 +1,10 @@
 """``decontaminate``: drop (or flag) records that share a long word n-gram with an evaluation set.
 
 References are files (local or ``s3://``; files, folders or globs) of JSONL (also compressed, or one JSON array)
-or Parquet records; the text of each reference item is taken from ``reference_fields`` (default: the names in
-``fields``), each field on its own. Text is compared as lowercased ``\\w+`` words (punctuation and spacing do not
+or Parquet records, and the ``split`` (default ``test``) of earlier finished runs named in ``against`` (their
+``data/<split>/`` files; a release is then checked against the test sets of the releases before it); the text of
+each reference item is taken from ``reference_fields`` (default: the names in ``fields``; for a run, its text
+field), each field on its own. Text is compared as lowercased ``\\w+`` words (punctuation and spacing do not
 matter). A record is contaminated when one of the texts of its ``fields`` (default: the text field; chat
 messages: each content, see :mod:`thresher.curate.fields`) contains a word n-gram (``ngram``, default 13, as in GPT-3
 and the LM evaluation harness) of any reference item. A reference field shorter than ``ngram`` words counts as
@@ -38,11 +40,12 @@ import numpy as np
 import orjson
 import pandas as pd
 import pyarrow.parquet as pq
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from thresher.core.config import ConfigError
 from thresher.curate.fields import TextFieldsConfig, flat_texts, reject_missing
 from thresher.curate.readers import infer_format
+from thresher.curate.run_folder import DATA, RunFolder
 from thresher.curate.stage import METRIC_PREFIX, MapStage, reject
 
 _WORD = re.compile(r"\w+")
@@ -50,8 +53,10 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 
 class DecontaminateConfig(TextFieldsConfig):
-    references: list[str] = Field(min_length=1, description=(
+    references: list[str] = Field([], description=(
         "evaluation files: JSONL (.gz/.zst/...), JSON array, Parquet"))
+    against: list[str] = Field([], description="finished runs (URIs) whose split named by split is an evaluation set too")
+    split: str = Field("test", description="the split of the against runs that is checked against")
     fields: list[str] | None = Field(None, min_length=1, description=(
         "record fields to check, each text on its own (chat messages: each content); default: the input's text field"))
     reference_fields: list[str] | None = Field(None, min_length=1, description=(
@@ -68,6 +73,12 @@ class DecontaminateConfig(TextFieldsConfig):
     @classmethod
     def _one(cls, v):
         return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _some_reference(self):
+        if not self.references and not self.against:
+            raise ValueError("give references (files) or against (runs)")
+        return self
 
 
 def words(text: str) -> list[str]:
@@ -192,19 +203,29 @@ class ReferenceSet(Shard):
         return out
 
 
-def read_references(cfg: DecontaminateConfig, fields: list[str], storage) -> ReferenceSet:
+def read_references(cfg: DecontaminateConfig, fields: list[str] | None, storage, text_field: str) -> ReferenceSet:
+    """The n-grams of the reference files and runs' splits; ``fields``: ``reference_fields`` or ``fields`` (None:
+    the text field, ``text_field`` for files, a run's own for its split)."""
     refs = ReferenceSet(cfg.ngram)
+    sources = []
     for pattern in cfg.references:
         found = storage.expand(pattern)
         if not found:
             raise FileNotFoundError(f"no files match {pattern!r}")
-        for uri, _ in found:
-            for index, record in enumerate(_records(uri, storage, [*fields, cfg.reference_id_field])):
-                if not isinstance(record, dict):
-                    continue
-                texts = [v if isinstance(v, str) else orjson.dumps(v).decode()
-                         for v in (record.get(f) for f in fields) if v is not None]
-                refs.add(uri, index, record.get(cfg.reference_id_field), texts, cfg.min_words)
+        sources += [(uri, fields or [text_field]) for uri, _ in found]
+    for run in cfg.against:
+        folder = RunFolder(run, storage)
+        files = folder.final_files().get(f"{DATA}/{cfg.split}")
+        if not files:
+            raise FileNotFoundError(f"{run} has no split {cfg.split!r} ({DATA}/{cfg.split}/)")
+        sources += [(uri, fields or [folder.load_manifest()["config"]["input"]["text_field"]]) for uri in sorted(files)]
+    for uri, names in sources:
+        for index, record in enumerate(_records(uri, storage, [*names, cfg.reference_id_field])):
+            if not isinstance(record, dict):
+                continue
+            texts = [v if isinstance(v, str) else orjson.dumps(v).decode()
+                     for v in (record.get(f) for f in names) if v is not None]
+            refs.add(uri, index, record.get(cfg.reference_id_field), texts, cfg.min_words)
     refs.freeze()
     return refs
 
@@ -232,14 +253,14 @@ class Decontaminate(MapStage):
 
     def __init__(self, config: DecontaminateConfig, ctx):
         super().__init__(config, ctx)
-        key = f"stages.{len(ctx.previous_stages)}.{self.name}.references"
-        fields = config.reference_fields or config.fields or [ctx.text_field]
+        key = f"stages.{len(ctx.previous_stages)}.{self.name}.{'references' if config.references else 'against'}"
+        fields = config.reference_fields or config.fields
         try:
-            self.references = read_references(config, fields, ctx.storage)
+            self.references = read_references(config, fields, ctx.storage, ctx.text_field)
         except (OSError, ValueError) as e:  # orjson.JSONDecodeError is a ValueError
             raise ConfigError(f"{key}: {e}") from None
         if not len(self.references):
-            raise ConfigError(f"{key}: no reference text in fields {fields}")
+            raise ConfigError(f"{key}: no reference text in fields {fields or [ctx.text_field]}")
         self.shards = self.references.shards(config.shard_ngrams)
 
     def added_columns(self) -> dict[str, str]:

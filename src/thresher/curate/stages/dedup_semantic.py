@@ -15,6 +15,12 @@ the staged record, so the model runs once, in ``embed``); the records stay stage
    closest to its k-means centroid; ties by id, then internal key) and the others are rejected as
    ``semantic_duplicate`` with detail ``duplicate of kept record <id>`` (or all kept with ``action: annotate``).
 
+``against`` names earlier finished runs: their kept records' embeddings (their index, ``index/dedup_semantic/``:
+per record its id and vector, read from the ``column`` of their data files, never their texts;
+``thresher.curate.dedup.reference``) join the key rows, take part in the fit and the clusters, and always survive;
+a record in a component with one is rejected (``duplicate_of_reference``, detail ``duplicate of record <id> of
+<run>``). The fit and the cluster metrics then cover them too.
+
 Kept records get ``semantic_cluster`` (the kept id of their component, their own id when alone) and
 ``semantic_kmeans`` (their k-means cluster). ``metrics.dedup_semantic`` in the manifest holds the fit (clusters,
 sample rows) and per cluster its size and mean cosine to the centroid (its density), which the diversity report
@@ -35,10 +41,11 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from thresher.curate.execution.datasets import broadcast, by_group, in_one_task, map_blocks, materialize, partitions_for
+from thresher.curate.dedup.reference import STORED, ReferenceDedup
 from thresher.curate.dedup.removal import KEY, LENGTH, apply_roots, keep_keys, mark_removed, text_lengths
 from thresher.curate.dedup.semantic import (KMEANS, SIMILARITY, VECTOR, as_matrix, assign, cluster_counts,
                                             cluster_roots, fit_centroids, fixed_vectors, sample_rows)
-from thresher.curate.stage import ID, GlobalStage, StageConfig
+from thresher.curate.stage import ID, StageConfig
 
 log = logging.getLogger(__name__)
 CLUSTER = "semantic_cluster"
@@ -62,9 +69,11 @@ class DedupSemanticConfig(StageConfig):
     action: Literal["remove", "annotate"] = Field("remove", description=(
         "remove the duplicates, or keep every record with its semantic_cluster"))
     partitions: int | None = Field(None, ge=1, description="shuffle partitions (default: one per 4 M rows, at least 2)")
+    against: list[str] = Field([], description=(
+        "finished runs (URIs) whose kept records win: a record near one of them is removed"))
 
 
-class DedupSemantic(GlobalStage):
+class DedupSemantic(ReferenceDedup):
     name = "dedup_semantic"
     Config = DedupSemanticConfig
 
@@ -87,8 +96,22 @@ class DedupSemantic(GlobalStage):
         vectors, valid = as_matrix(batch[column])
         return {**text_lengths(batch, self.text), VECTOR: fixed_vectors(vectors, valid)}
 
+    def index_options(self) -> dict:
+        return {"column": self.config.column}
+
+    def index_columns(self) -> list[str]:
+        return [self.config.column]
+
+    def index_table(self, records: pa.Table, part: int) -> pa.Table:
+        """An index part: ``id``, ``_key`` and the embedding of each kept record (no text, so no length)."""
+        vectors, valid = as_matrix(records[self.config.column])
+        stored = (np.int64(part) << 32) | np.arange(records.num_rows, dtype=np.int64)
+        return pa.table({ID: records[ID].cast(pa.string()), STORED: pa.array(stored),
+                         VECTOR: fixed_vectors(vectors, valid)})
+
     def decide(self, ds):
         c = self.config
+        ds, _ = self.with_references(materialize(ds))
         ds = materialize(ds)
         n = ds.count()
         limit = self.ctx.broadcast_limit_rows
@@ -103,7 +126,8 @@ class DedupSemantic(GlobalStage):
         roots = by_group(assigned, [KMEANS], cluster_roots, c.threshold, c.max_cluster_size, c.seed, c.iterations,
                          columns=[KEY, KMEANS, VECTOR], partitions=partitions, rows=n,
                          limit_rows=min(limit, SINGLE_TASK_ROWS))
-        return apply_roots(assigned, roots, self.mark, partitions, limit, drop=[VECTOR, SIMILARITY])
+        return self.without_references(apply_roots(assigned, roots, self.mark, partitions, limit,
+                                                   drop=[VECTOR, SIMILARITY]))
 
     def cluster_metrics(self, assigned, k: int, n: int) -> dict:
         """Fit and per-cluster summaries for the manifest: sizes and mean cosine to the centroid (k rows)."""
@@ -117,7 +141,7 @@ class DedupSemantic(GlobalStage):
     def mark(self, batch: pa.Table, root) -> pa.Table:
         c = self.config
         return mark_removed(batch, root, _id_rule(c.keep), self.name, "semantic_duplicate", CLUSTER,
-                            c.action == "remove")
+                            c.action == "remove", c.against)
 
 
 def with_keep_key(batch: pa.Table, keep: str) -> pa.Table:

@@ -36,6 +36,17 @@ were made from, so a copy always lands in its source's split; a copy that lands 
 ``augmentation`` names (augment's ``splits``, default ``[train]``) is rejected (reason ``augmented_outside_splits``),
 so no copy of a validation or test record is written.
 
+``against`` names earlier finished runs with splits (monthly releases): a record that belongs to a group of one of
+their kept records lands in that record's split, and the ratios share out the rest. A reference's index
+(``index/split/<keys>/``, ``thresher.curate.dedup.reference``: per kept record its id, split and grouping values,
+``dup_cluster`` defaulting to its id; never its text) joins the key rows with negative keys and the grouping above
+runs over both: a record belongs to a reference record's group when they share a value of a ``group_by`` field, or
+its ``dup_cluster`` names the reference record (a dedup stage against that run links a copy it keeps, with
+``action: annotate``, that way), directly or through other records. A group with several reference splits takes
+that of its first reference row (``against`` order, then index order); the reference rows then leave, the counts
+of ``exact`` see only the records no reference placed, and ``metrics.split.placed_by_reference`` counts those it
+placed per run.
+
 The stage is global: it decides on the key rows (id, grouping values, class), never on the records. When they are
 few enough for one task, the runner hands them over in that task and every step above runs there.
 """
@@ -51,16 +62,25 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field, field_validator, model_validator
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from thresher.curate.dedup.components import connected_components, smallest_roots
-from thresher.curate.execution.datasets import by_group, held_limit, map_pandas, materialize, pandas_parts
+from thresher.curate.dedup.reference import STORED, IndexedStage
+from thresher.curate.execution.datasets import (arrow_schema, by_group, concatenated, held_limit, map_blocks, map_items,
+                                                map_pandas, materialize, pandas_parts)
 from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
-from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig, active
+from thresher.curate.run_folder import RunFolder
+from thresher.curate.stage import (ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, StageConfig, active,
+                                   reference_keys)
 
 GROUP = "_split_group"
 LINKS = "_split_links"
 HASH = "_split_hash"
 CLASS = "_split_class"
-HELPERS = [GROUP, LINKS, HASH, CLASS]
+PLACED = "_split_placed"  # a reference's split for the rows of its groups ("": none)
+PLACED_BY = "_split_placed_by"  # the reference's position in ``against`` (-1: none)
+HELPERS = [GROUP, LINKS, HASH, CLASS, PLACED, PLACED_BY]
 HASH_SPACE = 1 << 63
 BUCKET_SHIFT = 53  # 63-bit hashes -> 2**10 buckets
 BUCKETS = 1 << 10
@@ -79,6 +99,8 @@ class SplitConfig(StageConfig):
     stratify: str | None = Field(None, description="field whose class proportions every split keeps")
     group_by: list[str] = Field(default_factory=list, description="records sharing a value of any stay together")
     exact: bool = Field(True, description="exact sizes (global counting) or fixed hash ranges (streaming)")
+    against: list[str] = Field([], description=(
+        "finished runs (URIs) with splits: a record in a group of one of their kept records lands in its split"))
 
     @field_validator("group_by", mode="before")
     @classmethod
@@ -134,7 +156,7 @@ def nearest_boundary(counts: np.ndarray, offset: int, target: int) -> int:
     return i
 
 
-class Split(GlobalStage):
+class Split(IndexedStage):
     name = "split"
     Config = SplitConfig
     # in one task every step is local: nothing exceeds ``driver_limit``, so no join or distributed
@@ -209,7 +231,7 @@ class Split(GlobalStage):
     @staticmethod
     def _histogram(batch: pd.DataFrame) -> pd.DataFrame:
         """Per class: live records per hash bucket (one row per class of the block)."""
-        live = batch.loc[active(batch), [CLASS, HASH]]
+        live = batch.loc[_free(batch), [CLASS, HASH]]
         labels, counts = [], []
         for label, hashes in live.groupby(CLASS)[HASH]:
             labels.append(label)
@@ -219,7 +241,7 @@ class Split(GlobalStage):
     @staticmethod
     def _group_counts(batch: pd.DataFrame, buckets: dict[str, list[int]]) -> pd.DataFrame:
         """Live records per (class, group hash), for the groups in ``buckets`` (class -> buckets)."""
-        live = batch.loc[active(batch), [CLASS, HASH]]
+        live = batch.loc[_free(batch), [CLASS, HASH]]
         classes, hashes = live[CLASS].to_numpy(dtype=object), live[HASH].to_numpy()
         wanted = np.zeros(len(live), dtype=bool)
         for label, cut_buckets in buckets.items():
@@ -227,14 +249,17 @@ class Split(GlobalStage):
         return live[wanted].groupby([CLASS, HASH]).size().rename("n").reset_index()
 
     def _assign(self, batch: pd.DataFrame, thresholds: dict[str, np.ndarray]) -> pd.DataFrame:
-        live = active(batch).to_numpy()
+        live, free = active(batch).to_numpy(), _free(batch).to_numpy()
         classes = batch[CLASS].to_numpy(dtype=object)
         hashes = batch[HASH].to_numpy().astype(np.uint64)
         names = np.asarray(self.names, dtype=object)
         split = np.full(len(batch), None, dtype=object)
-        for label in pd.unique(classes[live]):
-            rows = live & (classes == label)
+        for label in pd.unique(classes[free]):
+            rows = free & (classes == label)
             split[rows] = names[np.searchsorted(thresholds[label], hashes[rows], side="right")]
+        if PLACED in batch.columns:  # in a reference's group: its split
+            placed = live & ~free
+            split[placed] = batch[PLACED].to_numpy(dtype=object)[placed]
         batch[SPLIT] = split
         if AUGMENTATION in batch.columns:
             self._reject_copies_outside(batch, live)
@@ -268,19 +293,104 @@ class Split(GlobalStage):
         return [SPLIT]
 
     def decide(self, ds):
-        linked = bool(self.config.group_by) or AUGMENTED_FROM in ds.schema().names
+        against = bool(self.config.against)
+        linked = bool(self.config.group_by) or AUGMENTED_FROM in ds.schema().names or against
         ds = map_pandas(ds, self._keys)
         if not self.config.exact and not linked:  # streaming: fixed ranges, nothing to count
             return map_pandas(ds, self._assign, self._fixed_thresholds())
         ds = materialize(ds)
+        if against:
+            ds = self._with_reference_rows(ds)
         partitions = max(2, ds.num_blocks())
         if linked:
             ds = self._join_components(ds, partitions)
+        if against:
+            ds = self._placed_by_references(ds, partitions)
         if not self.config.exact:
             return map_pandas(ds, self._assign, self._fixed_thresholds())
         if self.config.stratify and any(f in ds.schema().names for f in self.group_fields):
             ds = self._classes_of_groups(ds, partitions)
         return map_pandas(ds, self._assign, self._exact_thresholds(ds))
+
+    # -- against: reference runs' groups -----------------------------------------------------------------
+
+    def index_options(self) -> dict:
+        return {"group_fields": self.group_fields}
+
+    def index_columns(self) -> list[str]:
+        return self.group_fields
+
+    def index_table(self, records: pa.Table, part: int) -> pa.Table:
+        """Per kept record of a split: ``id``, ``_key``, ``_split`` and its grouping values (``dup_cluster``: its
+        own id where it has none)."""
+        ids = records[ID].cast(pa.string())
+        columns = {ID: ids, STORED: (np.int64(part) << 32) | np.arange(records.num_rows, dtype=np.int64),
+                   SPLIT: records[SPLIT]}
+        for f in self.group_fields:
+            values = records[f].cast(pa.string()) if f in records.column_names else pa.nulls(records.num_rows, pa.string())
+            columns[f] = pc.coalesce(values, ids) if f == DUP_CLUSTER else values
+        table = pa.table(columns)
+        return table.filter(pc.is_valid(table[SPLIT]))
+
+    def _with_reference_rows(self, ds):
+        """The key rows (PLACED "") and, with negative keys, the rows of the references' index parts that carry a
+        grouping value of the key rows' fields (PLACED: their split, PLACED_BY: the reference)."""
+        ds = map_blocks(ds, _unplaced)
+        items = []
+        for position, uri in enumerate(self.config.against):
+            parts = RunFolder(uri, self.ctx.storage).index_parts(self.name, self.index_keys())
+            if parts is None:
+                raise RuntimeError(f"{self.name}: {uri} has no complete index for these options")
+            items += [(position, part) for part in parts]
+        if not items:
+            return ds
+        return concatenated(ds, map_items(ds, _reference_rows, items, self, arrow_schema(ds)))
+
+    def _placed_by_references(self, ds, partitions: int):
+        """The key rows less the reference rows, PLACED set on those in a group with a reference row: the split of
+        the group's first reference row (lowest position in ``against``, then index order). Sets
+        ``metrics["placed_by_reference"]`` (records placed per reference run)."""
+        places = by_group(ds, [HASH], self._group_places, partitions=partitions, rows=ds.count(),
+                          limit_rows=self.ctx.broadcast_limit_rows, columns=[HASH, KEY, PLACED, PLACED_BY])
+        n = places.count()
+        if n <= self.driver_limit(ds):
+            table = places.to_pandas()
+            found = dict(zip(table[HASH].tolist(), zip(table["place"].tolist(), table["place_by"].tolist())))
+            ds = materialize(map_pandas(ds, self._to_place, found))
+        else:
+            joined = ds.join(places, "left_outer", partitions, on=(HASH,))
+            ds = joined.map_batches(self._to_place, fn_args=(None,), batch_format="pandas").materialize()
+        placed = [0] * len(self.config.against)
+        for part in pandas_parts(ds, _placed_counts):
+            for position, count in zip(part[PLACED_BY], part["n"]):
+                placed[int(position)] += int(count)
+        self.metrics = {"placed_by_reference": dict(zip(self.config.against, placed))}
+        return ds
+
+    @staticmethod
+    def _group_places(table: pa.Table) -> pa.Table:
+        """The groups (HASH) holding both a record and a reference row, with the first reference row's split."""
+        frame = table.to_pandas()
+        records = set(frame.loc[frame[KEY] >= 0, HASH].tolist())
+        refs = frame[(frame[KEY] < 0) & frame[HASH].isin(records)].sort_values([PLACED_BY, KEY],
+                                                                             ascending=[True, False])
+        first = refs.drop_duplicates(HASH)
+        return pa.table({HASH: pa.array(first[HASH].to_numpy(), pa.int64()),
+                         "place": pa.array(first[PLACED].tolist(), pa.string()),
+                         "place_by": pa.array(first[PLACED_BY].to_numpy(), pa.int64())})
+
+    @staticmethod
+    def _to_place(batch: pd.DataFrame, places: dict[int, tuple[str, int]] | None) -> pd.DataFrame:
+        """Reference rows dropped; PLACED and PLACED_BY from ``places`` (broadcast) or the joined columns."""
+        if places is None:
+            place, by = batch.pop("place"), batch.pop("place_by")
+        else:
+            found = batch[HASH].map(places)
+            place = found.map(lambda p: p[0], na_action="ignore")
+            by = found.map(lambda p: p[1], na_action="ignore")
+        batch[PLACED] = place.where(place.notna(), "").astype(object)
+        batch[PLACED_BY] = by.where(by.notna(), -1).astype(np.int64)
+        return batch[batch[KEY] >= 0].reset_index(drop=True)
 
     def _fixed_thresholds(self) -> dict[str, np.ndarray]:
         cuts = np.cumsum(list(self.config.fractions().values()))[:-1]
@@ -365,3 +475,44 @@ class Split(GlobalStage):
                 values.append(int(rows[HASH].iloc[i]) if i < len(rows) else (bucket + 1) << BUCKET_SHIFT)
             thresholds[label] = np.array(values, dtype=np.uint64)
         return thresholds
+
+
+def _free(batch: pd.DataFrame) -> pd.Series:
+    """Live rows that no reference placed (those the ratios share out)."""
+    free = active(batch)
+    return free & (batch[PLACED] == "") if PLACED in batch.columns else free
+
+
+def _unplaced(batch: pa.Table) -> pa.Table:
+    n = batch.num_rows
+    return batch.append_column(PLACED, pa.array([""] * n, pa.string())).append_column(
+        PLACED_BY, pa.array(np.full(n, -1, np.int64)))
+
+
+def _reference_rows(item: tuple[int, str], stage: Split, schema: pa.Schema) -> pa.Table:
+    """The rows (``schema``) of one index part of reference number ``item[0]`` that have a grouping value of the
+    fields in ``schema`` (GROUP, LINKS and HASH as for records; PLACED: the record's split)."""
+    position, uri = item
+    fs, path = stage.ctx.storage.resolve(uri)
+    index = pq.read_table(path, filesystem=fs)
+    fields = [f for f in stage.group_fields if f in schema.names]
+    frame = index.select([ID, STORED, SPLIT, *fields]).to_pandas()
+    frame = frame[frame[fields].notna().any(axis=1) if fields else np.zeros(len(frame), bool)].reset_index(drop=True)
+    frame = stage._keys(frame)
+    columns = {KEY: reference_keys(position, frame[STORED].to_numpy()), PLACED: frame[SPLIT],
+               PLACED_BY: np.full(len(frame), position, np.int64)}
+    n = len(frame)
+    arrays = []
+    for field in schema:
+        if field.name in columns:
+            arrays.append(pa.array(columns[field.name], field.type))
+        elif field.name in (ID, GROUP, LINKS, HASH, CLASS, *fields):
+            arrays.append(pa.array(frame[field.name], field.type))
+        else:
+            arrays.append(pa.nulls(n, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _placed_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    counts = frame.loc[active(frame) & (frame[PLACED_BY] >= 0), PLACED_BY].value_counts()
+    return pd.DataFrame({PLACED_BY: counts.index.to_numpy(dtype=np.int64), "n": counts.to_numpy(dtype=np.int64)})
