@@ -173,6 +173,15 @@ def save_checkpoint(engine, state: TrainerState, rank: int, metrics: dict) -> No
                          checkpoint_dir_name=f"step-{state.step:08d}")
 
 
+def report_evaluation(evaluation: dict) -> None:
+    """Report an evaluation to Ray Train (every worker, no checkpoint) as ``step`` and ``eval_<metric>``: what a
+    ``thresher tune`` trial passes on to Ray Tune's scheduler."""
+    import ray.train
+
+    ray.train.report({"step": evaluation["step"], **{f"eval_{k}": v for k, v in evaluation.items() if k != "step"}},
+                     checkpoint=None)
+
+
 def peak_memory_bytes(on_gpu: bool) -> int:
     """This worker's peak memory: CUDA memory allocated by torch on GPUs, else the process's peak RSS."""
     import resource
@@ -392,6 +401,7 @@ class Recipe:
             log.warning("the validation data gave nothing to evaluate")
         self.state.evals.append({"step": self.state.step, **self.objective.means(dict(zip(names, totals)), units)})
         self.tracker.log_eval(self.state.evals[-1])
+        report_evaluation(self.state.evals[-1])
         if self.cfg.eval.save_best and best_index(self.state.evals, **self.selection) == len(self.state.evals) - 1:
             self.export()
         self.eval_seconds += time.perf_counter() - at
