@@ -38,7 +38,7 @@ def tune_config(tmp: Path) -> dict:
     tiny = build_tiny_llama(tmp / "tiny-llama", texts(records))
     return {"train": {"model": {"name_or_path": str(tiny)},
                       "data": {"train": str(tmp / "train"), "validation": str(tmp / "validation"), "max_seq_len": 128},
-                      "method": "lora", "scaling": {"num_workers": 1, "resources_per_worker": {"CPU": 0.5}},
+                      "method": "lora", "scaling": {"num_workers": 1},
                       "optim": {"max_steps": 4, "batch_size": 4, "log_every_steps": 2},
                       "eval": {"every_steps": 2}, "checkpoint": {"every_steps": 4, "keep": 1}},
             "space": {"optim.lr": {"loguniform": [1e-4, 0.3]}, "lora.r": {"choice": [2, 8]}},
@@ -62,7 +62,7 @@ def tuned(ray_local, tmp_path_factory):
            "THRESHER_LOG_DIR": str(tmp / "logs"), "RAY_ADDRESS": ""}
     command = subprocess.Popen([sys.executable, "-m", "thresher", "tune", str(tmp / "tune.yaml")], env=env,
                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 300
     while not finished_trials(out) and command.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(2)  # Ray Tune saves its state at most every second (thresher.evaluate.tune)
@@ -80,7 +80,7 @@ def tuned(ray_local, tmp_path_factory):
 def test_a_killed_search_resumes_and_reports_every_trial(tuned):
     assert tuned.code == 0
     result, trials = tuned.result, tuned.result["trials"]
-    assert result["resumed"] and len(trials) == 4 and result["max_concurrent_trials"] == 2  # 0.5 CPU each, 1 for data
+    assert result["resumed"] and len(trials) == 4 and result["max_concurrent_trials"] == 1  # all CPUs but 1 each
     for trial_id, mtime in tuned.first.items():  # finished before the kill: not run again
         assert (tuned.out / "trials" / trial_id / "metrics.json").stat().st_mtime_ns == mtime
     assert {t["state"] for t in trials} <= {"completed", "stopped"}
@@ -120,3 +120,18 @@ def test_a_key_outside_the_training_config_exits_2_naming_it(tmp_path, capsys):
     (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
     assert cli(["tune", str(tmp_path / "tune.yaml")]) == 2
     assert "space.lora.r: value 0: lora.r: Input should be greater than 0" in capsys.readouterr().err
+
+
+def test_concurrent_trials_default_to_what_the_cluster_fits():
+    from thresher.core.config import validate
+    from thresher.evaluate.tune import trials_that_fit
+    from thresher.train.config import TrainConfig
+
+    def train(**scaling) -> TrainConfig:
+        return validate(TrainConfig, {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "scaling": scaling,
+                                      "output": {"path": "o"}})
+
+    assert trials_that_fit(train(num_workers=2), {"CPU": 16.0}) == 1  # a CPU run takes all CPUs but one
+    assert trials_that_fit(train(num_workers=2, resources_per_worker={"CPU": 2}), {"CPU": 17.0}) == 4
+    assert trials_that_fit(train(num_workers=2, use_gpu=True), {"CPU": 16.0, "GPU": 8.0}) == 4
+    assert trials_that_fit(train(num_workers=4, use_gpu=True), {"CPU": 16.0, "GPU": 2.0}) == 1
