@@ -1,8 +1,9 @@
 """``thresher tune`` on the tiny random Llama: a 4-trial random search over the learning rate and the LoRA rank
-with ASHA, started as a command that is killed (its process group, embedded Ray included) once the first trial has
-finished, then run again, which resumes the search without re-running that trial; the outputs (tune.json, tune.html,
-best_config.yaml, best/) agree with the trials' own metrics. A key missing from the training config exits 2 before
-any Ray work."""
+with ASHA, one trial at a time, started as a command (its own embedded Ray) that is killed, process group and all,
+once the first trial has finished, then run again on the test session's Ray, which resumes the search without
+re-running that trial. The outputs (tune.json, tune.html, best_config.yaml, best/) agree with the trials' own
+metrics, and the best config trained alone reaches the best trial's metric. A key missing from the training config
+exits 2 before any Ray work."""
 
 from __future__ import annotations
 
@@ -51,29 +52,32 @@ def finished_trials(out: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def tuned(ray_local, tmp_path_factory):
+def tuned(request, tmp_path_factory):
     """The search started as a command (its own embedded Ray), killed once a trial has finished, then run again
-    in-process on the test session's Ray."""
+    in-process on the test session's Ray (started after the kill: one Ray at a time on the 2 CPUs)."""
     tmp = tmp_path_factory.mktemp("tune")
     config = tune_config(tmp)
     (tmp / "tune.yaml").write_text(yaml.safe_dump(config))
     out = tmp / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
            "THRESHER_LOG_DIR": str(tmp / "logs"), "RAY_ADDRESS": ""}
-    command = subprocess.Popen([sys.executable, "-m", "thresher", "tune", str(tmp / "tune.yaml")], env=env,
-                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = tmp / "stderr.txt"
+    with stderr.open("wb") as err:
+        command = subprocess.Popen([sys.executable, "-m", "thresher", "tune", str(tmp / "tune.yaml")], env=env,
+                                   start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.monotonic() + 300
     while not finished_trials(out) and command.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(2)  # Ray Tune saves its state at most every second (thresher.evaluate.tune)
     os.killpg(command.pid, signal.SIGKILL)
-    stderr = command.communicate()[1].decode()
+    command.wait()
     first = {p.parent.name: p.stat().st_mtime_ns for p in finished_trials(out)}
-    assert first and len(first) < 4, stderr
+    assert first and len(first) < 4, stderr.read_text()
+    request.getfixturevalue("ray_local")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("THRESHER_LOG_DIR", str(tmp / "logs"))
         code = cli(["tune", str(tmp / "tune.yaml")])
-    return SimpleNamespace(code=code, out=out, first=first, config=config,
+    return SimpleNamespace(code=code, tmp=tmp, out=out, first=first, config=config,
                            result=json.loads((out / "tune.json").read_text()))
 
 
@@ -108,6 +112,15 @@ def test_the_best_trial_is_exported_as_a_training_config_and_a_model(tuned):
     assert json.loads((tuned.out / "best/metrics.json").read_text())["eval_loss"] == best["value"]
     page = (tuned.out / "tune.html").read_text()
     assert "<svg" in page and page.count("<polyline") == 4 and "<script" not in page and f"{best['id']} (best)" in page
+
+
+def test_the_best_config_trained_alone_reaches_the_best_trials_metric(tuned):
+    alone = tuned.tmp / "alone"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("THRESHER_LOG_DIR", str(tuned.tmp / "logs"))
+        assert cli(["train", str(tuned.out / "best_config.yaml"), "--set", f"output.path={alone}"]) == 0
+    metrics = json.loads((alone / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["eval_loss"] == pytest.approx(tuned.result["best"]["value"], rel=1e-4)
 
 
 def test_a_key_outside_the_training_config_exits_2_naming_it(tmp_path, capsys):

@@ -209,8 +209,8 @@ def _schema(args) -> int:
     return 0
 
 
-COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "compare": _compare, "tune": _tune, "submit": _submit, "jobs": _jobs,
-            "report": _report, "stages": _stages, "schema": _schema}
+COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "compare": _compare, "tune": _tune, "submit": _submit,
+            "jobs": _jobs, "report": _report, "stages": _stages, "schema": _schema}
 # commands whose Ray output goes to a log file (thresher.core.console)
 ON_RAY = ("curate", "train", "eval", "compare", "tune", "report")
 

@@ -2,12 +2,12 @@
 (:mod:`thresher.evaluate.tune_config`).
 
 Each trial is a ``thresher train`` run (Ray Train inside a Ray Tune trial) into ``<output>/trials/TRIAL_ID``:
-``model/``, ``metrics.json``, ``checkpoints/``, lineage. Its evaluations on ``data.validation`` go on to Ray Tune
-as they are made (``step``, ``eval_loss``, ...): the ASHA scheduler compares the trials there and stops the
-unpromising ones; a random or TPE search picks each trial's values. A failed trial is recorded and the search goes
-on. Ray Tune's state is in ``<output>/search``: re-running the same command resumes the search (a trial that was
-running resumes from its checkpoints; a finished one is not run again). ``<output>/tune-config.json`` holds the
-config the search started with, and a re-run with another one is refused.
+``model/``, ``metrics.json``, ``checkpoints/``, lineage. Its evaluations on ``data.validation`` go on to Ray Tune as
+they are made (``step``, ``eval_loss``, ...): the ASHA scheduler compares the trials there and stops the unpromising
+ones (their runs aborted as Ctrl-C aborts ``thresher train``); a random or TPE search picks each trial's values. A
+failed trial is recorded and the search goes on. Ray Tune's state is in ``<output>/search``: re-running the same
+command resumes the search (a trial that was running resumes from its checkpoints; a finished one is not run again).
+``<output>/tune-config.json`` holds the config the search started with, and a re-run with another one is refused.
 
 At the end: ``tune.json`` and ``tune.html`` (every trial: its values, metric curve, best and final value, time,
 tokens/s, state), ``best_config.yaml`` (the base with the best trial's values: a ready training config whose
@@ -22,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from importlib import metadata
 from pathlib import Path
@@ -52,53 +53,88 @@ def trial_config(base: dict, params: dict[str, Any], folder: str) -> TrainConfig
     return validate(TrainConfig, train, prefix="train")
 
 
-def _evaluations_to_tune(metric: str):
-    """A Ray Train callback passing rank 0's evaluations (not its checkpoint reports) on to the Tune trial."""
-    from ray.tune.integration.ray_train import TuneReportCallback
+def _evaluations_to(queue, metric: str):
+    """A Ray Train callback putting rank 0's evaluations (not its checkpoint reports) on ``queue``."""
+    from ray.train import UserCallback
 
-    class EvaluationsToTune(TuneReportCallback):
+    class EvaluationsTo(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
             if metric in metrics[0]:
-                super().after_report(run_context, metrics, None)
+                queue.put(metrics[0])
 
-    return EvaluationsToTune()
+    return EvaluationsTo()
 
 
 class TrialDriver:
     """The driver of a trial's training run: an actor outside the trial's placement group, which Ray Tune makes
-    every task and actor started by the trial join (Ray Data would see only that group's resources: none)."""
+    every task and actor started by the trial join (Ray Data would see only that group's resources: none). The run
+    is in its main thread, SIGINT unblocked (Ray's workers block it): a SIGINT aborts it as Ctrl-C does, workers and
+    their placement group removed (killing the actor would leave that group held on a Ray without a dashboard)."""
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def run(self, cfg: TrainConfig, callbacks: list) -> None:
         from thresher.train.run import run as train
 
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         train(cfg, callbacks=callbacks)
 
 
-def run_trial(params: dict, base: dict, output: str, metric: str) -> None:
-    """One Tune trial: a training run with ``params`` into ``<output>/trials/TRIAL_ID``. A trial whose run finished
-    before (the search was stopped before Tune recorded it) reports its recorded evaluations and is not re-run."""
-    import ray
+def _trial_class():
     from ray import tune
-    from ray.train._internal.session import get_session
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    cfg = trial_config(base, params, join(output, TRIALS, tune.get_context().get_trial_id()))
-    finished = Path(cfg.output.path, "metrics.json")
-    if finished.exists():
-        for evaluation in json.loads(finished.read_text())["evals"]:
-            tune.report({"step": evaluation["step"], **{f"eval_{k}": v for k, v in evaluation.items() if k != "step"}})
-        return
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    driver = ray.remote(num_cpus=0, scheduling_strategy=here)(TrialDriver).remote()
-    session = get_session()  # Tune's session of this trial: its stop_event is set when the scheduler stops it
-    try:
-        done = driver.run.remote(cfg, [_evaluations_to_tune(metric)])
-        while not ray.wait([done], timeout=1.0)[0]:
-            if session.stop_event.is_set():
-                return  # killing the driver ends its training run (controller, workers, placement group)
-        ray.get(done)
-    finally:
-        ray.kill(driver)
+    class Trial(tune.Trainable):
+        """One Tune trial: a training run with the trial's values into ``<output>/trials/TRIAL_ID``. Each result is
+        an evaluation after which the run goes on, as the run makes it; the last one, once the run has ended, is
+        the run's result (``metrics.json``). When the scheduler stops the trial, its run is aborted (``cleanup``). A
+        trial whose run had finished before (the search was stopped before Tune recorded it) gives its recorded
+        evaluations and is not run again."""
+
+        def setup(self, config: dict, base: dict, output: str, metric: str):
+            import ray
+            from ray.util.queue import Queue
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            cfg = trial_config(base, config, join(output, TRIALS, self.trial_id))
+            self.metrics, self.done, self.replay = Path(cfg.output.path, "metrics.json"), None, []
+            if self.metrics.exists():
+                self.replay = json.loads(self.metrics.read_text())["evals"]
+                return
+            self.queue = Queue(actor_options={"num_cpus": 0})
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            self.driver = ray.remote(num_cpus=0, scheduling_strategy=here)(TrialDriver).remote()
+            self.driver_pid = ray.get(self.driver.pid.remote())
+            self.done = self.driver.run.remote(cfg, [_evaluations_to(self.queue, metric)])
+
+        def step(self) -> dict:
+            import ray
+            from ray.util.queue import Empty
+
+            from thresher.train.loop import evaluation_metrics
+
+            if self.done is None:
+                evaluation = self.replay.pop(0)
+                return {**evaluation_metrics(evaluation), "done": not self.replay}
+            while True:
+                ended = bool(ray.wait([self.done], timeout=0)[0])
+                try:
+                    return self.queue.get(timeout=1.0)
+                except Empty:
+                    if ended:
+                        break
+            ray.get(self.done)  # a failed run fails the trial
+            self.done = None
+            return {**evaluation_metrics(json.loads(self.metrics.read_text())["evals"][-1]), "done": True}
+
+        def cleanup(self):
+            import ray
+
+            if self.done is not None and not ray.wait([self.done], timeout=0)[0]:
+                os.kill(self.driver_pid, signal.SIGINT)
+                ray.wait([self.done], timeout=120)
+
+    return Trial
 
 
 def trials_that_fit(train: TrainConfig, cluster: dict) -> int:
@@ -130,7 +166,7 @@ def _tuner(cfg: TuneConfig, base: dict, output: str, concurrent: int):
     from ray import tune
 
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=base, output=output, metric=cfg.metric),
+        tune.with_parameters(_trial_class(), base=base, output=output, metric=cfg.metric),
         {"CPU": 0, f"node:{ray.util.get_node_ip_address()}": 0.001})  # the driver's node: trials write its disk
     path = join(output, SEARCH)
     if tune.Tuner.can_restore(path):
@@ -155,11 +191,13 @@ def _tuner(cfg: TuneConfig, base: dict, output: str, concurrent: int):
     tuner = tune.Tuner(
         trainable, param_space=_space(cfg),
         tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, search_alg=search, scheduler=scheduler,
-                                    num_samples=cfg.num_samples,
+                                    num_samples=cfg.num_samples, reuse_actors=False,  # a stopped trial's actor ends
                                     max_concurrent_trials=concurrent if cfg.search == "tpe" else None,
                                     trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=tune.RunConfig(name=SEARCH, storage_path=output, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0)))
+                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  # a trial's state is its run's own checkpoints
+                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
     return tuner, False
 
 
@@ -213,8 +251,8 @@ def _export_best(best: dict, base: dict, output: str) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(Path(best["output"], "model"), folder / "model")
     shutil.copy2(Path(best["output"], "metrics.json"), folder / "metrics.json")
-    return {"id": best["id"], "params": best["params"], "value": best["value"], "config": str(Path(output, BEST_CONFIG)),
-            "model": str(folder / "model"), "method": config.method}
+    return {"id": best["id"], "params": best["params"], "value": best["value"],
+            "config": str(Path(output, BEST_CONFIG)), "model": str(folder / "model"), "method": config.method}
 
 
 def run(cfg: TuneConfig, address: str | None = None) -> dict:

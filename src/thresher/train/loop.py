@@ -173,13 +173,17 @@ def save_checkpoint(engine, state: TrainerState, rank: int, metrics: dict) -> No
                          checkpoint_dir_name=f"step-{state.step:08d}")
 
 
+def evaluation_metrics(evaluation: dict) -> dict:
+    """An evaluation as reported metrics: ``step`` and ``eval_<metric>``."""
+    return {"step": evaluation["step"], **{f"eval_{k}": v for k, v in evaluation.items() if k != "step"}}
+
+
 def report_evaluation(evaluation: dict) -> None:
-    """Report an evaluation to Ray Train (every worker, no checkpoint) as ``step`` and ``eval_<metric>``: what a
-    ``thresher tune`` trial passes on to Ray Tune's scheduler."""
+    """Report an evaluation after which the run goes on to Ray Train (every worker, no checkpoint): what a ``thresher
+    tune`` trial passes on to Ray Tune's scheduler, which may stop the run there."""
     import ray.train
 
-    ray.train.report({"step": evaluation["step"], **{f"eval_{k}": v for k, v in evaluation.items() if k != "step"}},
-                     checkpoint=None)
+    ray.train.report(evaluation_metrics(evaluation), checkpoint=None)
 
 
 def peak_memory_bytes(on_gpu: bool) -> int:
@@ -340,6 +344,8 @@ class Recipe:
             if self.val_shard is not None and cfg.eval.every_steps and state.step % cfg.eval.every_steps == 0 \
                     and state.step < self.job.total_steps:
                 self.evaluate()
+                if not self.stopped():  # the run's last evaluation is its result (metrics.json), not reported here
+                    report_evaluation(state.evals[-1])
             if state.step % cfg.checkpoint.every_steps == 0 or self.finished():
                 self.checkpoint({"train_loss": state.train_loss[-1]["loss"]} if state.train_loss else {})
         self.train_seconds = time.perf_counter() - self.started - self.eval_seconds  # tokens/s leaves evals out
@@ -401,7 +407,6 @@ class Recipe:
             log.warning("the validation data gave nothing to evaluate")
         self.state.evals.append({"step": self.state.step, **self.objective.means(dict(zip(names, totals)), units)})
         self.tracker.log_eval(self.state.evals[-1])
-        report_evaluation(self.state.evals[-1])
         if self.cfg.eval.save_best and best_index(self.state.evals, **self.selection) == len(self.state.evals) - 1:
             self.export()
         self.eval_seconds += time.perf_counter() - at
