@@ -72,7 +72,8 @@ def main() -> None:
     best = tuned["best"]
     results.with_suffix(".md").write_text(
         f"# thresher tune: {tuned['num_samples']} trials on SmolLM2-135M-Instruct (LoRA, GSM8K)\n\n"
-        f"`{shown}` (after `thresher curate {CURATE}`), written by `python bench/tune_bench.py"
+        f"`{shown}` (after `thresher curate {CURATE}{' --input ' + args.input if args.input else ''}`), written by "
+        f"`python bench/tune_bench.py{' --input ' + args.input if args.input else ''}"
         f"{''.join(' --set ' + kv for kv in args.set)}`: {wall:.0f} s wall on {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{x:.2f}' for x in load_before)} before and {', '.join(f'{x:.2f}' for x in load_after)} after. "
         f"Best: trial {best['id']}, {tuned['metric']} {best['value']:.4g} with {json.dumps(best['params'])}.\n\n"
