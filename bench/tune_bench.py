@@ -60,8 +60,8 @@ def main() -> None:
     config = yaml.safe_load((ROOT / args.config).read_text())
     output = next((kv.split("=", 1)[1] for kv in args.set if kv.startswith("output.path=")), config["output"]["path"])
     tuned = json.loads((ROOT / output / "tune.json").read_text())
-    result = {"command": shown, "wall_seconds": round(wall, 1), "cpus": os.cpu_count(),
-              "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+    load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]}
+    result = {"command": shown, "wall_seconds": round(wall, 1), "cpus": os.cpu_count(), "load_average": load,
               "tune": tuned}
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
