@@ -14,7 +14,7 @@ num_samples: 8
 output: {path: out/tune}
 ```
 
-:func:`trial_configs` checks every key of the space against the training config's schema and every value it can
+:func:`check` checks every key of the space against the training config's schema and every value it can
 take (a ``choice``'s values, a range's ends) against the whole training config, before any Ray work: a wrong key
 or value is a ConfigError naming ``space.KEY``.
 """
