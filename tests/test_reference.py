@@ -16,7 +16,7 @@ from thresher.curate.stage import REGISTRY
 from testkit.faults import DropsAWrittenRow  # noqa: F401  (a test stage: registered, not listed)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-KIND_OF = {"train_": "train", "eval_": "eval", "compare_": "compare"}
+KIND_OF = {"train_": "train", "eval_": "eval", "compare_": "compare", "tune_": "tune"}
 
 
 def kind_of(path: Path) -> str:
@@ -30,7 +30,7 @@ def schema(kind: str, capsys) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(document)
 
 
-@pytest.mark.parametrize("kind", ["curate", "train", "eval", "compare"])
+@pytest.mark.parametrize("kind", ["curate", "train", "eval", "compare", "tune"])
 def test_every_example_config_is_valid_under_its_schema(kind, capsys):
     validator = schema(kind, capsys)
     examples = [p for p in sorted(EXAMPLES.glob("*.yaml")) if kind_of(p) == kind]

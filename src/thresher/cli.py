@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
 
+    u = sub.add_parser("tune", help="search training hyperparameters (Ray Tune): trials, best config, best model")
+    u.add_argument("config")
+    u.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    u.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+
     r = sub.add_parser("report", help="re-render report.html/report.json of a finished run")
     r.add_argument("run_uri")
 
@@ -76,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("name", nargs="?")
 
     h = sub.add_parser("schema", help="print the JSON Schema of a config file (for editors checking YAML)")
-    h.add_argument("kind", choices=["curate", "train", "eval", "compare"])
+    h.add_argument("kind", choices=["curate", "train", "eval", "compare", "tune"])
     return p
 
 
@@ -169,6 +174,16 @@ def _compare(args) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    require_extra(TRAIN_MODULES, "thresher tune", "train")
+    from thresher.evaluate.tune import main as tune
+
+    result = tune(_config(args), address=args.address)
+    console().print(f"wrote {result['output']}/tune.json, tune.html, best_config.yaml and best/ (trial "
+                    f"{result['best']['id']}, {result['metric']} {result['best']['value']:.4g})")
+    return 0
+
+
 def _report(args) -> int:
     from thresher.core.storage import Storage
     from thresher.curate.commit import rerender_report
@@ -194,10 +209,10 @@ def _schema(args) -> int:
     return 0
 
 
-COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "compare": _compare, "submit": _submit, "jobs": _jobs,
-            "report": _report, "stages": _stages, "schema": _schema}
+COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "compare": _compare, "tune": _tune, "submit": _submit,
+            "jobs": _jobs, "report": _report, "stages": _stages, "schema": _schema}
 # commands whose Ray output goes to a log file (thresher.core.console)
-ON_RAY = ("curate", "train", "eval", "compare", "report")
+ON_RAY = ("curate", "train", "eval", "compare", "tune", "report")
 
 
 def _run(args) -> int:

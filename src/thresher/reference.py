@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticUndefined
 
-KINDS = ("curate", "train", "eval", "compare")
+KINDS = ("curate", "train", "eval", "compare", "tune")
 
 
 def _stages() -> dict[str, type]:
@@ -130,6 +130,8 @@ def config_model(kind: str) -> type[BaseModel]:
         from thresher.evaluate.eval_config import EvalConfig as model
     elif kind == "compare":
         from thresher.evaluate.compare import CompareConfig as model
+    elif kind == "tune":
+        from thresher.evaluate.tune_config import TuneConfig as model
     elif kind == "curate":
         from thresher.curate.config import CurateConfig as model
     else:

@@ -10,21 +10,21 @@ from thresher.evaluate.eval_report import CSS
 MIB = 1 << 20
 
 
-def _num(x, digits: int = 4) -> str:
+def num(x, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}g}"
 
 
 def _metric(m: dict) -> str:
     if m["value"] is None:
         return "-"
-    return f"{_num(m['value'])} [{_num(m['ci95'][0])}, {_num(m['ci95'][1])}]"
+    return f"{num(m['value'])} [{num(m['ci95'][0])}, {num(m['ci95'][1])}]"
 
 
 def _validation(train: dict) -> str:
     best = train.get("best")
-    text = _num(train["eval_loss"])
+    text = num(train["eval_loss"])
     if best and best["step"] != train["steps"]:
-        text += f" (best {best['metric']} {_num(best['value'])} at step {best['step']})"
+        text += f" (best {best['metric']} {num(best['value'])} at step {best['step']})"
     if train.get("stopped_early"):
         text += ", stopped early"
     return text
@@ -40,7 +40,7 @@ def table(result: dict) -> tuple[list[str], list[list[str]]]:
         t = v["train"]
         rows.append([v["name"], v["method"], str(t["steps"]), _validation(t)]
                     + [_metric(v["eval"]["metrics"][m]) for m in metrics]
-                    + [f"{t['wall_seconds']:.0f}", f"{v['eval']['wall_seconds']:.0f}", _num(t["tokens_per_s"], 3),
+                    + [f"{t['wall_seconds']:.0f}", f"{v['eval']['wall_seconds']:.0f}", num(t["tokens_per_s"], 3),
                        f"{t['trainable_params']:,}", f"{t['peak_memory_bytes'] / MIB:,.0f}",
                        f"{t['saved_bytes'] / MIB:,.1f}",
                        "complete, not retrained" if v["skipped"] else "trained"])

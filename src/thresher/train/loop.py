@@ -173,6 +173,19 @@ def save_checkpoint(engine, state: TrainerState, rank: int, metrics: dict) -> No
                          checkpoint_dir_name=f"step-{state.step:08d}")
 
 
+def evaluation_metrics(evaluation: dict) -> dict:
+    """An evaluation as reported metrics: ``step`` and ``eval_<metric>``."""
+    return {"step": evaluation["step"], **{f"eval_{k}": v for k, v in evaluation.items() if k != "step"}}
+
+
+def report_evaluation(evaluation: dict) -> None:
+    """Report an evaluation after which the run goes on to Ray Train (every worker, no checkpoint): what a ``thresher
+    tune`` trial passes on to Ray Tune's scheduler, which may stop the run there."""
+    import ray.train
+
+    ray.train.report(evaluation_metrics(evaluation), checkpoint=None)
+
+
 def peak_memory_bytes(on_gpu: bool) -> int:
     """This worker's peak memory: CUDA memory allocated by torch on GPUs, else the process's peak RSS."""
     import resource
@@ -331,6 +344,8 @@ class Recipe:
             if self.val_shard is not None and cfg.eval.every_steps and state.step % cfg.eval.every_steps == 0 \
                     and state.step < self.job.total_steps:
                 self.evaluate()
+                if not self.stopped():  # the run's last evaluation is its result (metrics.json), not reported here
+                    report_evaluation(state.evals[-1])
             if state.step % cfg.checkpoint.every_steps == 0 or self.finished():
                 self.checkpoint({"train_loss": state.train_loss[-1]["loss"]} if state.train_loss else {})
         self.train_seconds = time.perf_counter() - self.started - self.eval_seconds  # tokens/s leaves evals out

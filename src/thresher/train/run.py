@@ -132,8 +132,9 @@ def fit(trainer, max_failures: int):
                         str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
 
 
-def run(cfg: TrainConfig, address: str | None = None) -> dict:
-    """Train as configured; returns the metrics also written to ``<output.path>/metrics.json``."""
+def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
+    """Train as configured; returns the metrics also written to ``<output.path>/metrics.json``. ``callbacks``: Ray
+    Train callbacks of the run (``thresher tune`` passes the workers' evaluations on to Ray Tune)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -207,7 +208,8 @@ def run(cfg: TrainConfig, address: str | None = None) -> dict:
                 run_config=ray.train.RunConfig(
                     name=RUN_NAME, storage_path=ckpt_path, storage_filesystem=fs,
                     failure_config=ray.train.FailureConfig(max_failures=0),
-                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep)),
+                    checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
+                    callbacks=callbacks),
                 datasets=datasets,
                 dataset_config=data_config(cfg.data.order),
             )

@@ -1,0 +1,171 @@
+"""The ``thresher tune`` config: a base training config, the validation metric to optimise, a search space over
+training-config keys, the search algorithm, the ASHA scheduler and the output folder.
+
+```yaml
+train: examples/train_smollm2_lora.yaml   # the base training config: a mapping or a YAML file
+metric: eval_loss                         # a validation metric training reports at each evaluation
+mode: min
+space:                                    # dotted training-config keys: one distribution each
+  optim.lr: {loguniform: [1.0e-5, 1.0e-3]}
+  lora.r: {choice: [4, 8, 16]}
+search: random                            # or tpe (Optuna's Tree-structured Parzen Estimator)
+scheduler: {asha: {grace_period: 10, reduction_factor: 2}}
+num_samples: 8
+output: {path: out/tune}
+```
+
+:func:`check` checks every key of the space against the training config's schema and every value it can
+take (a ``choice``'s values, a range's ends) against the whole training config, before any Ray work: a wrong key
+or value is a ConfigError naming ``space.KEY``.
+"""
+
+from __future__ import annotations
+
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from thresher.core.config import ConfigError, StrictModel, load_yaml, validate
+from thresher.train.config import TrainConfig
+
+DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
+
+
+class Dimension(StrictModel):
+    """One key's distribution: exactly one of ``loguniform``, ``uniform``, ``randint`` (``[low, high]``; randint's
+    high is excluded) or ``choice`` (the values)."""
+
+    loguniform: tuple[float, float] | None = Field(None, description="[low, high], sampled uniformly in log space")
+    uniform: tuple[float, float] | None = Field(None, description="[low, high]")
+    randint: tuple[int, int] | None = Field(None, description="[low, high): an integer")
+    choice: list[Any] | None = Field(None, min_length=1, description="the values, one picked")
+
+    @model_validator(mode="after")
+    def _one(self):
+        given = [name for name in DISTRIBUTIONS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(DISTRIBUTIONS)}")
+        if self.choice is None:
+            low, high = getattr(self, given[0])
+            if not low < high or (self.loguniform and low <= 0):
+                raise ValueError(f"{given[0]}: [low, high] with low < high{' and low > 0' if self.loguniform else ''}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in DISTRIBUTIONS if getattr(self, name) is not None)
+
+    def values(self) -> list[Any]:
+        """The values checked against the training config: each choice, or a range's ends."""
+        if self.choice is not None:
+            return self.choice
+        low, high = getattr(self, self.kind)
+        return [low, high - 1] if self.randint else [low, high]
+
+
+class AshaOptions(StrictModel):
+    grace_period: int = Field(1, gt=0, description="steps before a trial can be stopped: the first rung")
+    reduction_factor: float = Field(2, gt=1, description="rungs at grace_period x reduction_factor^k steps; at each "
+                                    "a trial goes on only if in the best 1/reduction_factor of the trials there")
+
+
+class SchedulerOptions(StrictModel):
+    asha: AshaOptions = Field(description="asynchronous successive halving over the evaluations training reports")
+
+
+class TuneOutput(StrictModel):
+    path: str = Field(description="tune.json, tune.html, best_config.yaml, best/, trials/ and search/ (Ray Tune)")
+
+    @field_validator("path")
+    @classmethod
+    def _local(cls, path: str) -> str:
+        if "://" in path:
+            raise ValueError("the search state and trial folders are written on the driver's disk: give a local path")
+        return path
+
+
+class TuneConfig(StrictModel):
+    train: dict[str, Any] | str = Field(description="the base training config, or its YAML file (output: per trial)")
+    metric: Literal["eval_loss", "eval_perplexity", "eval_reward_accuracy", "eval_reward_margin"] = Field(
+        "eval_loss", description="the validation metric optimised (reported at each evaluation of data.validation)")
+    mode: Literal["min", "max"] = Field("min", description="whether the best trial has the lowest or highest metric")
+    space: dict[str, Dimension] = Field(min_length=1, description="dotted training-config keys, one distribution "
+                                        "each: {loguniform|uniform|randint: [low, high]} or {choice: [values]}")
+    search: Literal["random", "tpe"] = Field("random", description="random sampling, or Optuna's TPE (model-based)")
+    scheduler: SchedulerOptions | None = Field(None, description="stop unpromising trials early (needs the base's "
+                                               "eval.every_steps); null: every trial runs to its end")
+    num_samples: int = Field(8, gt=0, description="trials")
+    max_concurrent_trials: int | None = Field(None, gt=0, description="default: as many trials as the cluster's "
+                                              "resources fit (each trial's scaling; on CPUs without "
+                                              "scaling.resources_per_worker a trial takes all CPUs but one: 1)")
+    seed: int = Field(0, description="seed of the search algorithm's sampling")
+    output: TuneOutput = Field(description="where the outputs go")
+
+
+def _field_model(annotation) -> type[BaseModel] | None:
+    """The config model a field holds (``Options`` or ``Options | None``, not a list of them), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        return next((m for a in get_args(annotation) if (m := _field_model(a))), None)
+    return None
+
+
+def check_key(key: str) -> None:
+    """A ConfigError unless ``key`` names a leaf of the training config's schema."""
+    model: type[BaseModel] | None = TrainConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if model is None or part not in model.model_fields:
+            raise ConfigError(f"space.{key}: no key {'.'.join(parts[:i + 1])} in the training config")
+        model = _field_model(model.model_fields[part].annotation)
+    if model is not None:
+        raise ConfigError(f"space.{key}: a section of the training config; search one of its keys")
+
+
+def with_params(base: dict, params: dict[str, Any]) -> dict:
+    """``base`` with each dotted key of ``params`` set (sections created where missing)."""
+    merged = _copy(base)
+    for key, value in params.items():
+        node = merged
+        *path, last = key.split(".")
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[last] = value
+    return merged
+
+
+def _copy(data):
+    return {k: _copy(v) for k, v in data.items()} if isinstance(data, dict) else data
+
+
+def base_train(cfg: TuneConfig) -> dict:
+    """The base training config mapping (read from its file when given as a path)."""
+    if isinstance(cfg.train, dict):
+        return cfg.train
+    try:
+        return load_yaml(cfg.train)
+    except ConfigError as e:
+        raise ConfigError(f"train: {e}") from None
+
+
+def check(cfg: TuneConfig, base: dict) -> TrainConfig:
+    """Validate the base training config and every key and value of the space; returns the validated base."""
+    placeholder = {"output": {"path": cfg.output.path}}
+    train = validate(TrainConfig, {**base, **placeholder}, prefix="train")
+    if not train.data.validation:
+        raise ConfigError(f"train.data.validation: the search optimises {cfg.metric}, measured on data.validation")
+    if cfg.scheduler and not train.eval.every_steps:
+        raise ConfigError("train.eval.every_steps: the asha scheduler compares trials at their evaluations; "
+                          "set eval.every_steps")
+    for key, dimension in cfg.space.items():
+        check_key(key)
+        for value in dimension.values():
+            try:
+                validate(TrainConfig, with_params({**base, **placeholder}, {key: value}))
+            except ConfigError as e:
+                raise ConfigError(f"space.{key}: value {value!r}: {str(e).removeprefix('invalid config: ')}") from None
+    return train

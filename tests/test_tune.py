@@ -1,0 +1,150 @@
+"""``thresher tune`` on the tiny random Llama: a 4-trial random search over the learning rate and the LoRA rank
+with ASHA, one trial at a time, started as a command (its own embedded Ray) that is killed, process group and all,
+once the first trial has finished, then run again on the test session's Ray, which resumes the search without
+re-running that trial. The outputs (tune.json, tune.html, best_config.yaml, best/) agree with the trials' own
+metrics, and the best config trained alone reaches the best trial's metric. A key missing from the training config
+exits 2 before any Ray work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from testkit.tiny_llama import build_tiny_llama
+from tests.conftest import ROOT
+from tests.samples import gsm8k
+from thresher.cli import main as cli
+
+
+def texts(records: list[dict]) -> list[str]:
+    return [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in records]
+
+
+def tune_config(tmp: Path) -> dict:
+    records = gsm8k(24)
+    for name, rows in (("train", records[:16]), ("validation", records[16:])):
+        (tmp / name).mkdir()
+        pq.write_table(pa.table({"text": texts(rows)}), tmp / name / "part-0.parquet")
+    tiny = build_tiny_llama(tmp / "tiny-llama", texts(records))
+    return {"train": {"model": {"name_or_path": str(tiny)},
+                      "data": {"train": str(tmp / "train"), "validation": str(tmp / "validation"), "max_seq_len": 128},
+                      "method": "lora", "scaling": {"num_workers": 1},
+                      "optim": {"max_steps": 4, "batch_size": 4, "log_every_steps": 2},
+                      "eval": {"every_steps": 2}, "checkpoint": {"every_steps": 4, "keep": 1}},
+            "space": {"optim.lr": {"loguniform": [1e-4, 0.3]}, "lora.r": {"choice": [2, 8]}},
+            "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}},
+            "num_samples": 4, "output": {"path": str(tmp / "out")}}
+
+
+def finished_trials(out: Path) -> list[Path]:
+    return sorted(out.glob("trials/*/metrics.json"))
+
+
+@pytest.fixture(scope="module")
+def tuned(request, tmp_path_factory):
+    """The search started as a command (its own embedded Ray), killed once a trial has finished, then run again
+    in-process on the test session's Ray (started after the kill: one Ray at a time on the 2 CPUs)."""
+    tmp = tmp_path_factory.mktemp("tune")
+    config = tune_config(tmp)
+    (tmp / "tune.yaml").write_text(yaml.safe_dump(config))
+    out = tmp / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+           "THRESHER_LOG_DIR": str(tmp / "logs"), "RAY_ADDRESS": ""}
+    stderr = tmp / "stderr.txt"
+    with stderr.open("wb") as err:
+        command = subprocess.Popen([sys.executable, "-m", "thresher", "tune", str(tmp / "tune.yaml")], env=env,
+                                   start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 300
+    while not finished_trials(out) and command.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)  # Ray Tune saves its state at most every second (thresher.evaluate.tune)
+    os.killpg(command.pid, signal.SIGKILL)
+    command.wait()
+    first = {p.parent.name: p.stat().st_mtime_ns for p in finished_trials(out)}
+    assert first and len(first) < 4, stderr.read_text()
+    request.getfixturevalue("ray_local")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("THRESHER_LOG_DIR", str(tmp / "logs"))
+        code = cli(["tune", str(tmp / "tune.yaml")])
+    return SimpleNamespace(code=code, tmp=tmp, out=out, first=first, config=config,
+                           result=json.loads((out / "tune.json").read_text()))
+
+
+def test_a_killed_search_resumes_and_reports_every_trial(tuned):
+    assert tuned.code == 0
+    result, trials = tuned.result, tuned.result["trials"]
+    assert result["resumed"] and len(trials) == 4 and result["max_concurrent_trials"] == 1  # all CPUs but 1 each
+    for trial_id, mtime in tuned.first.items():  # finished before the kill: not run again
+        assert (tuned.out / "trials" / trial_id / "metrics.json").stat().st_mtime_ns == mtime
+    assert {t["state"] for t in trials} <= {"completed", "stopped"}
+    stopped = [t for t in trials if t["state"] == "stopped"]
+    assert stopped and all(t["steps"] < 4 and t["value"] is None for t in stopped)  # ASHA stopped some early
+    completed = [t for t in trials if t["state"] == "completed"]
+    for t in completed:
+        metrics = json.loads((Path(t["output"]) / "metrics.json").read_text())
+        assert [p["value"] for p in t["curve"]] == [e["loss"] for e in metrics["evals"]]
+        assert t["value"] == metrics["eval_loss"] and t["steps"] == 4 and t["tokens_per_s"] > 0
+        assert metrics["lineage"]["train"]["path"] == tuned.config["train"]["data"]["train"]
+        assert {"lora.r", "optim.lr"} == set(t["params"])
+    best = min(completed, key=lambda t: t["value"])
+    assert result["best"]["id"] == best["id"] and result["best"]["value"] == best["value"]
+
+
+def test_the_best_trial_is_exported_as_a_training_config_and_a_model(tuned):
+    best = tuned.result["best"]
+    config = yaml.safe_load((tuned.out / "best_config.yaml").read_text())
+    assert config["optim"]["lr"] == best["params"]["optim.lr"] and config["lora"]["r"] == best["params"]["lora.r"]
+    assert config["output"]["path"] == str(tuned.out / "best")
+    trial = tuned.out / "trials" / best["id"]
+    assert (tuned.out / "best/model/adapter_config.json").read_bytes() == \
+        (trial / "model/adapter_config.json").read_bytes()
+    assert json.loads((tuned.out / "best/metrics.json").read_text())["eval_loss"] == best["value"]
+    page = (tuned.out / "tune.html").read_text()
+    assert "<svg" in page and page.count("<polyline") == 4 and "<script" not in page and f"{best['id']} (best)" in page
+
+
+def test_the_best_config_trained_alone_reaches_the_best_trials_metric(tuned):
+    alone = tuned.tmp / "alone"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("THRESHER_LOG_DIR", str(tuned.tmp / "logs"))
+        assert cli(["train", str(tuned.out / "best_config.yaml"), "--set", f"output.path={alone}"]) == 0
+    metrics = json.loads((alone / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["eval_loss"] == pytest.approx(tuned.result["best"]["value"], rel=1e-4)
+
+
+def test_a_key_outside_the_training_config_exits_2_naming_it(tmp_path, capsys):
+    config = {"train": {"model": {"name_or_path": "m"}, "data": {"train": "t", "validation": "v"}},
+              "space": {"optim.learning_rate": {"loguniform": [1e-5, 1e-3]}}, "output": {"path": str(tmp_path)}}
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
+    assert cli(["tune", str(tmp_path / "tune.yaml")]) == 2
+    assert "space.optim.learning_rate: no key optim.learning_rate" in capsys.readouterr().err
+    config["space"] = {"lora.r": {"choice": [8, 0]}}
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
+    assert cli(["tune", str(tmp_path / "tune.yaml")]) == 2
+    assert "space.lora.r: value 0: lora.r: Input should be greater than 0" in capsys.readouterr().err
+
+
+def test_concurrent_trials_default_to_what_the_cluster_fits():
+    from thresher.core.config import validate
+    from thresher.evaluate.tune import trials_that_fit
+    from thresher.train.config import TrainConfig
+
+    def train(**scaling) -> TrainConfig:
+        return validate(TrainConfig, {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "scaling": scaling,
+                                      "output": {"path": "o"}})
+
+    assert trials_that_fit(train(num_workers=2), {"CPU": 16.0}) == 1  # a CPU run takes all CPUs but one
+    assert trials_that_fit(train(num_workers=2, resources_per_worker={"CPU": 2}), {"CPU": 17.0}) == 4
+    assert trials_that_fit(train(num_workers=2, use_gpu=True), {"CPU": 16.0, "GPU": 8.0}) == 4
+    assert trials_that_fit(train(num_workers=4, use_gpu=True), {"CPU": 16.0, "GPU": 2.0}) == 1
