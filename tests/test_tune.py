@@ -41,7 +41,8 @@ def tune_config(tmp: Path) -> dict:
                       "data": {"train": str(tmp / "train"), "validation": str(tmp / "validation"), "max_seq_len": 128},
                       "method": "lora", "scaling": {"num_workers": 1},
                       "optim": {"max_steps": 4, "batch_size": 4, "log_every_steps": 2},
-                      "eval": {"every_steps": 2}, "checkpoint": {"every_steps": 4, "keep": 1}},
+                      "eval": {"every_steps": 2}, "checkpoint": {"every_steps": 4, "keep": 1},
+                      "tracking": {"mlflow": {}}},
             "space": {"optim.lr": {"loguniform": [1e-4, 0.3]}, "lora.r": {"choice": [2, 8]}},
             "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}},
             "num_samples": 4, "output": {"path": str(tmp / "out")}}
@@ -99,6 +100,22 @@ def test_a_killed_search_resumes_and_reports_every_trial(tuned):
         assert {"lora.r", "optim.lr"} == set(t["params"])
     best = min(completed, key=lambda t: t["value"])
     assert result["best"]["id"] == best["id"] and result["best"]["value"] == best["value"]
+
+
+def test_the_search_is_one_mlflow_run_with_a_child_per_trial(tuned):
+    from thresher.train.tracking import PARENT_TAG, client
+
+    search = tuned.result["mlflow"]
+    assert search["tracking_uri"] == (tuned.out / "mlruns").as_uri()
+    mlflow = client(search["tracking_uri"])
+    parent = mlflow.get_run(search["run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["thresher.best_trial"] == tuned.result["best"]["id"]
+    assert parent.data.metrics["best_eval_loss"] == tuned.result["best"]["value"]
+    runs = mlflow.search_runs([parent.info.experiment_id])
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == search["run_id"]]
+    # one per training attempt: the trial running at the kill has two
+    assert {r.info.run_name for r in children} == {t["id"] for t in tuned.result["trials"]}
+    assert all(PARENT_TAG in r.data.tags for r in runs if r.info.run_id != search["run_id"])
 
 
 def test_the_best_trial_is_exported_as_a_training_config_and_a_model(tuned):

@@ -9,6 +9,10 @@ failed trial is recorded and the search goes on. Ray Tune's state is in ``<outpu
 command resumes the search (a trial that was running resumes from its checkpoints; a finished one is not run again).
 ``<output>/tune-config.json`` holds the config the search started with, and a re-run with another one is refused.
 
+With ``tracking.mlflow`` in the base config, the search is one MLflow run (``<output>/mlflow-run.json`` keeps its id
+for a resumed search) and each trial's run is its child, in the base's store (default ``<output>/mlruns``); the
+search's run gets the space, the best trial and its value at the end.
+
 At the end: ``tune.json`` and ``tune.html`` (every trial: its values, metric curve, best and final value, time,
 tokens/s, state), ``best_config.yaml`` (the base with the best trial's values: a ready training config whose
 ``output.path`` is ``<output>/best``) and ``best/`` (the best trial's ``model/`` and ``metrics.json``, as ``thresher
@@ -38,6 +42,7 @@ from thresher.runtime import ray_session
 from thresher.train.config import TrainConfig
 
 TUNE_JSON, TUNE_HTML, BEST_CONFIG, RECORD = "tune.json", "tune.html", "best_config.yaml", "tune-config.json"
+MLFLOW_RUN = "mlflow-run.json"
 TRIALS, SEARCH, BEST = "trials", "search", "best"
 MAX_T = 2 ** 30  # ASHA's last rung: trials are never stopped for reaching it (they end with their own steps)
 
@@ -213,6 +218,46 @@ def _check_record(cfg: TuneConfig, base: dict, output: str) -> None:
     record.write_text(json.dumps(current, indent=2))
 
 
+def _search_run(cfg: TuneConfig, base: dict, output: str) -> tuple[dict, dict | None]:
+    """With ``tracking.mlflow`` in ``base``: the search's MLflow run (made once; its id kept in ``<output>/MLFLOW_RUN``)
+    and the base whose runs are its children in the same store; else ``base`` and None."""
+    from thresher.train.tracking import client, store_uri
+
+    opts = ((base.get("tracking") or {}).get("mlflow"))
+    if opts is None:
+        return base, None
+    record = Path(output, MLFLOW_RUN)
+    if record.exists():
+        search = json.loads(record.read_text())
+    else:
+        uri = store_uri(opts.get("tracking_uri") or os.path.join(output, "mlruns"))
+        mlflow = client(uri)
+        name = opts.get("experiment", "thresher")
+        experiment = mlflow.get_experiment_by_name(name)
+        experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(name)
+        run = mlflow.create_run(experiment_id, run_name=Path(output).name, tags={
+            "thresher.tune": output, "thresher.search": cfg.search, "thresher.metric": f"{cfg.mode} {cfg.metric}"})
+        for key, dist in cfg.space.items():
+            mlflow.log_param(run.info.run_id, f"space.{key}", json.dumps({dist.kind: getattr(dist, dist.kind)}))
+        search = {"tracking_uri": uri, "run_id": run.info.run_id}
+        record.write_text(json.dumps(search))
+    nested = {**opts, "tracking_uri": search["tracking_uri"], "parent_run_id": search["run_id"]}
+    return {**base, "tracking": {**base["tracking"], "mlflow": nested}}, search
+
+
+def _end_search_run(search: dict, result: dict) -> None:
+    """The best trial and its value on the search's MLflow run, which ends."""
+    from thresher.train.tracking import client
+
+    mlflow = client(search["tracking_uri"])
+    best = result["best"]
+    mlflow.set_tag(search["run_id"], "thresher.best_trial", best["id"])
+    mlflow.log_metric(search["run_id"], f"best_{result['metric']}", best["value"])
+    for key, value in best["params"].items():
+        mlflow.log_param(search["run_id"], f"best.{key}", value)
+    mlflow.set_terminated(search["run_id"])
+
+
 def _curve(result, metric: str) -> list[dict]:
     df = result.metrics_dataframe
     if df is None or metric not in df or "step" not in df:
@@ -263,10 +308,11 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
     train = check(cfg, base)
     output = os.path.abspath(cfg.output.path)
     _check_record(cfg, base, output)
+    trial_base, search_run = _search_run(cfg, base, output)
     started = time.perf_counter()
     with ray_session(address, ray_train=True) as cluster:
         concurrent = cfg.max_concurrent_trials or trials_that_fit(train, cluster)
-        tuner, resumed = _tuner(cfg, base, output, concurrent)
+        tuner, resumed = _tuner(cfg, trial_base, output, concurrent)
         console().print(f"{cfg.num_samples} trials, {concurrent} at a time ({cfg.search} search"
                         f"{', asha' if cfg.scheduler else ''}); each into {join(output, TRIALS)}/TRIAL_ID")
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # the search's state saved at most 1 s old
@@ -284,6 +330,9 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
               "best": _export_best(best, base, output), "model": train.model.model_dump(),
               "seconds": time.perf_counter() - started, "cpus": os.cpu_count(),
               "versions": {d: metadata.version(d) for d in ("thresher", "ray", "torch", "transformers", "peft")}}
+    if search_run:
+        _end_search_run(search_run, result)
+        result["mlflow"] = search_run
     Path(output, TUNE_JSON).write_text(json.dumps(result, indent=2))
     Path(output, TUNE_HTML).write_text(render_html(result))
     console().print(render_markdown(result))

@@ -174,6 +174,8 @@ class MlflowOptions(StrictModel):
     tracking_uri: str | None = Field(None, description="default: the local file store <output.path>/mlruns")
     experiment: str = Field("thresher", description="the MLflow experiment")
     run_name: str | None = Field(None, description="default: the output folder's name")
+    parent_run_id: str | None = Field(None, description=(
+        "nest the run under this MLflow run of the same store (thresher tune sets it: one child run per trial)"))
 
 
 class TrackingOptions(StrictModel):

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
 MAX_BATCH = 100  # params per log_batch call (MLflow's limit); metrics are sent in batches of the same size
+PARENT_TAG = "mlflow.parentRunId"  # what makes a run a child of another in MLflow's UI and search
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ def settings(cfg: TrainConfig, lineage: dict) -> MlflowSettings | None:
             "thresher.model": cfg.model.name_or_path}
     for key, item in flatten({"thresher.lineage": lineage}, lists=True).items():  # a mixture: one per dataset
         tags[key] = item if isinstance(item, str) else json.dumps(item)
+    if opts.parent_run_id:
+        tags[PARENT_TAG] = opts.parent_run_id
     return MlflowSettings(
         tracking_uri=store_uri(opts.tracking_uri or os.path.join(cfg.output.path, "mlruns")),
         experiment=opts.experiment, run_name=opts.run_name or Path(cfg.output.path.rstrip("/")).name,
