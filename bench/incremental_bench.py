@@ -1,9 +1,11 @@
 """Incremental benchmark: release 2 curated against a release 1 (``against``), next to curating both together.
 
-Release 1 is ``--mb`` MB of real web text (the shared C4, Common Crawl and Wikipedia documents of ``THRESHER_SHARED``,
-as ``bench/corpus.py`` makes them: cycled, each with a unique suffix) from the first 90 % of the source documents;
-release 2 is ``--new-mb`` MB of documents from the other 10 %, plus exact copies and near copies (one word changed)
-of ``--copies`` release-1 documents. The stages are dedup_exact, dedup_fuzzy and split. Three runs of
+Release 1 is ``--mb`` MB of documents made of real sentences (those of the shared C4, Common Crawl and Wikipedia
+documents of ``THRESHER_SHARED``, ``bench/corpus.py``), each a random sequence of 15 to 45 sentences of the first
+90 % of the source documents: distinct documents, as a crawl's are (``bench/corpus.py``'s cycled documents are
+near copies of a few thousand sources, which dedup would reduce to those). Release 2 is ``--new-mb`` MB of such
+documents from the sentences of the other 10 %, plus exact copies and near copies (one word changed) of
+``--copies`` release-1 documents. The stages are dedup_exact, dedup_fuzzy and split. Three runs of
 ``thresher curate`` (a subprocess: the venv's ``thresher``, an embedded local Ray), each sampled every 0.25 s
 (``bench/scale_bench.py``: wall time, driver peak RSS, peak PSS of the process tree):
 
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import sys
@@ -36,22 +39,40 @@ from corpus import JsonlShards, source_documents  # noqa: E402
 from scale_bench import count_files, measure, version  # noqa: E402
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
 def stages(against: list[str]) -> list[dict]:
     return [{"dedup_exact": {"against": against}}, {"dedup_fuzzy": {"threshold": 0.8, "against": against}},
             {"split": {"against": against}}]
 
 
-def make_releases(work: Path, mb: float, new_mb: float, copies: int, shard_mb: float) -> dict:
-    """Write release 1's and release 2's JSONL shards under ``work``; returns their sizes and counts."""
+def sentence_pools() -> tuple[list[str], list[str]]:
+    """The sentences of the shared documents (``bench/corpus.py``), those of the first 90 % of the documents and
+    those of the rest."""
     docs = source_documents()
     cut = int(len(docs) * 0.9)
-    old, new = docs[:cut], docs[cut:]
+
+    def sentences(part: list[str]) -> list[str]:
+        return [s for d in part for s in SENTENCE_END.split(d) if 20 <= len(s) <= 400]
+
+    return sentences(docs[:cut]), sentences(docs[cut:])
+
+
+def document(pool: list[str], rng: random.Random) -> str:
+    """A document of 15 to 45 sentences drawn from ``pool``: real sentences, in a sequence no other document has."""
+    return " ".join(rng.choice(pool) for _ in range(rng.randint(15, 45)))
+
+
+def make_releases(work: Path, mb: float, new_mb: float, copies: int, shard_mb: float) -> dict:
+    """Write release 1's and release 2's JSONL shards under ``work``; returns their sizes and counts."""
+    old, new = sentence_pools()
+    rng = random.Random(0)
     r1 = JsonlShards(work / "release1-input", shard_mb)
     kept: list[str] = []
-    rng = random.Random(0)
     while r1.written < mb * 1e6:
         n = r1.lines
-        text = f"{old[n % len(old)]}\n\n(document {n})"
+        text = document(old, rng)
         if len(kept) < copies:
             kept.append(text)
         elif rng.random() < copies / max(1, n):  # reservoir: copies of documents from all of release 1
@@ -60,9 +81,7 @@ def make_releases(work: Path, mb: float, new_mb: float, copies: int, shard_mb: f
     r1.close()
     r2 = JsonlShards(work / "release2-input", shard_mb)
     while r2.written < new_mb * 1e6:
-        n = r2.lines
-        r2.write(json.dumps({"id": f"b-{n:09d}", "text": f"{new[n % len(new)]}\n\n(release 2 document {n})"}).encode()
-                 + b"\n")
+        r2.write(json.dumps({"id": f"b-{r2.lines:09d}", "text": document(new, rng)}).encode() + b"\n")
     for i, text in enumerate(kept):
         words = text.split(" ")
         words[rng.randrange(len(words))] += "x"
