@@ -55,17 +55,25 @@ def _caption(result: dict) -> str:
             + ", ".join(f"{x:.2f}" for x in result["load_average"]))
 
 
-def render_markdown(result: dict) -> str:
-    header, rows = table(result)
+def markdown_table(header: list[str], rows: list[list[str]], caption: str) -> str:
+    """A Markdown table and its caption (the console's and results' form of a compare or tune table)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n\n" + _caption(result) + "\n"
+    return "\n".join(lines) + "\n\n" + caption + "\n"
+
+
+def html_page(title: str, header: list[str], rows: list[list[str]], caption: str, after: str = "") -> str:
+    """A self-contained page: ``title``, ``caption``, the table, then ``after`` (trusted HTML)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}"
+            f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(caption)}</p>"
+            f"<table><tr>{head}</tr>{body}</table>{after}</body></html>")
+
+
+def render_markdown(result: dict) -> str:
+    return markdown_table(*table(result), _caption(result))
 
 
 def render_html(result: dict) -> str:
-    header, rows = table(result)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>thresher compare</title><style>{CSS}"
-            f"</style></head><body><h1>thresher compare</h1><p>{html.escape(_caption(result))}</p>"
-            f"<table><tr>{head}</tr>{body}</table></body></html>")
+    return html_page("thresher compare", *table(result), _caption(result))

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import html
 
-from thresher.evaluate.compare_report import num
-from thresher.evaluate.eval_report import CSS
+from thresher.evaluate.compare_report import html_page, markdown_table, num
 
 WIDTH, HEIGHT, PAD = 640, 320, 48
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -72,17 +71,9 @@ def curves_svg(result: dict) -> str:
 
 
 def render_markdown(result: dict) -> str:
-    header, rows = table(result)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n\n" + _caption(result) + "\n"
+    return markdown_table(*table(result), _caption(result))
 
 
 def render_html(result: dict) -> str:
-    header, rows = table(result)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>thresher tune</title><style>{CSS}"
-            f"</style></head><body><h1>thresher tune</h1><p>{html.escape(_caption(result))}</p>"
-            f"<table><tr>{head}</tr>{body}</table><h2>{html.escape(result['metric'])} by step</h2>"
-            f"{curves_svg(result)}</body></html>")
+    return html_page("thresher tune", *table(result), _caption(result),
+                     f"<h2>{html.escape(result['metric'])} by step</h2>{curves_svg(result)}")
