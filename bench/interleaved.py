@@ -1,0 +1,101 @@
+"""Two checkouts' wall time on the same ``thresher`` commands, interleaved: whether a change that should not move
+the time (a refactor) moved it. Each round runs every command with the older checkout's source first on the path,
+then with this one's; the output folder is removed before each run.
+
+Commands: the quickstart (the README's first command) and, with ``THRESHER_SHARED``, ``dedup_fuzzy`` alone over the
+1 GB corpus of ``bench/dedup_bench.py`` (made under ``--work`` if missing).
+
+    python bench/interleaved.py --baseline /tmp/wt-old                # -> bench/results/interleaved.{md,json}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def dedup_config(work: Path) -> Path:
+    """The dedup benchmark's 1 GB end-to-end config (dedup_fuzzy only, 2 CPUs)."""
+    from dedup_bench import DEFAULT, THRESHOLD, corpus_for
+
+    corpus = corpus_for(work, 1000)
+    lsh = {"num_perm": max(128, DEFAULT.bands * DEFAULT.rows), "bands": DEFAULT.bands, "rows": DEFAULT.rows}
+    cfg = work / "dedup1000.yaml"
+    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(p) for p in sorted(corpus.glob("part-*.jsonl"))]},
+                                   "output": {"path": str(work / "dedup-out")},
+                                   "stages": [{"dedup_fuzzy": {"threshold": THRESHOLD, "ngram": 5, **lsh}}],
+                                   "execution": {"num_cpus": 2}}))
+    return cfg
+
+
+def timed(args: list[str], tree: Path, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = f"{tree}/src:{tree}"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "thresher", *args], env=env, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"{shlex.join(args)} with {tree} failed:\n{done.stderr[-2000:]}")
+    # "input N = output N + rejected N in T s [splits]": the counts, without the time
+    summary = next(line for line in done.stdout.splitlines() if line.startswith("input ")).split(" in ")[0]
+    return {"wall_s": round(wall, 2), "summary": summary, "lines": len(done.stdout.splitlines()),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def commit(tree: Path) -> str:
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline", type=Path, required=True, help="the older checkout")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/thresher-interleaved"))
+    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "interleaved")
+    a = ap.parse_args()
+    a.work.mkdir(parents=True, exist_ok=True)
+    commands = {"quickstart": ["curate", "examples/quickstart.yaml", "--output", str(a.work / "quickstart-out")]}
+    if os.environ.get("THRESHER_SHARED"):
+        commands["dedup_fuzzy, 1 GB"] = ["curate", str(dedup_config(a.work))]
+    outs = {"quickstart": a.work / "quickstart-out", "dedup_fuzzy, 1 GB": a.work / "dedup-out"}
+    trees = {"baseline": a.baseline.resolve(), "this checkout": ROOT}
+    runs = {name: {label: [] for label in trees} for name in commands}
+    for _ in range(a.rounds):
+        for name, args in commands.items():
+            for label, tree in trees.items():
+                runs[name][label].append(timed(args, tree, outs[name]))
+                print(name, label, runs[name][label][-1]["wall_s"], flush=True)
+    command = "python bench/interleaved.py " + shlex.join(sys.argv[1:])
+    lines = ["# Interleaved wall times: this checkout against an older one", "",
+             f"Command: `{command}`. Baseline {commit(a.baseline)}, this checkout {commit(ROOT)}; {os.cpu_count()} "
+             "cores. Each round runs each command with the baseline's source first, then this checkout's (wall time "
+             "of `python -m thresher ...`, interpreter and Ray's start included).", "",
+             "| command | checkout | wall s per round | median s | same summary |", "|---|---|---|---:|---|"]
+    for name in commands:
+        summaries = {r["summary"] for label in trees for r in runs[name][label]}
+        for label in trees:
+            walls = [r["wall_s"] for r in runs[name][label]]
+            lines.append(f"| {name} | {label} | {', '.join(f'{w:.2f}' for w in walls)} | "
+                         f"{sorted(walls)[len(walls) // 2]:.2f} | {len(summaries) == 1} |")
+    a.results.parent.mkdir(parents=True, exist_ok=True)
+    a.results.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    a.results.with_suffix(".json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
+    print(f"wrote {a.results.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
