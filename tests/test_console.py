@@ -31,7 +31,9 @@ def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_lo
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     timing = manifest["timing"]
     assert abs(sum(timing["phases"].values()) - timing["wall_s"]) < 0.01 * len(timing["phases"])
-    assert abs(timing["wall_s"] - wall) <= 0.05 * wall, (timing, wall)
+    # the manifest's time runs from the process's start to its commit: the exit after it (summary, interpreter
+    # shutdown, ~0.2 s) is outside; it never exceeds the time seen from outside
+    assert 0 <= wall - timing["wall_s"] <= 0.05 * wall + 0.3, (timing, wall)
     assert set(timing["tasks"]) == {"read", "normalize", "unique_ids", "dedup_exact", "split", "apply1", "write",
                                     "report"}, timing["tasks"]
     assert timing["tasks"]["normalize"]["rows"] == manifest["counts"]["by_stage"]["normalize"]["in"]
