@@ -10,8 +10,9 @@ documents from the sentences of the other 10 %, plus exact copies and near copie
 (``bench/scale_bench.py``: wall time, driver peak RSS, peak PSS of the process tree):
 
 1. release 1 with ``output.reference_index: true`` (its index written at commit);
-2. release 2 against release 1 (``against`` on every stage);
-3. both inputs in one run (what re-curating everything costs).
+2. release 1 without it (what the index costs at commit);
+3. release 2 against release 1 (``against`` on every stage);
+4. both inputs in one run (what re-curating everything costs).
 
 Also: the size of release 1's data and of its index per stage, and what release 2 removed per reference.
 
@@ -112,6 +113,7 @@ def curate(work: Path, name: str, inputs: list[Path], out: Path, against: list[s
         result["removed_by_reference"] = {s: v["removed_by_reference"] for s, v in m.get("metrics", {}).items()
                                           if "removed_by_reference" in v}
         result["placed_by_reference"] = m.get("metrics", {}).get("split", {}).get("placed_by_reference")
+        result["phases"] = m.get("timing", {}).get("phases", {})
     return result
 
 
@@ -121,7 +123,7 @@ def folder_bytes(folder: Path) -> int:
 
 def markdown(r: dict) -> str:
     runs = r["runs"]
-    rows = [("release 1 (index written at commit)", runs["release1"]),
+    rows = [("release 1 (index written at commit)", runs["release1"]), ("release 1, no index", runs["release1_plain"]),
             ("release 2 against release 1", runs["release2"]), ("release 1 + 2 together", runs["together"])]
     lines = [
         "# Incremental curation: a release against the last one",
@@ -135,18 +137,24 @@ def markdown(r: dict) -> str:
         f"{r['corpus']['release2']['bytes'] / 1e6:,.1f} MB, of which {r['corpus']['release2']['exact_copies']:,} exact "
         f"and {r['corpus']['release2']['near_copies']:,} near copies of release-1 documents.",
         "",
-        "| run | status | wall s | driver peak RSS MB | tree peak PSS MB | input | output | rejected |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | status | wall s | of which `write files` s | driver peak RSS MB | tree peak PSS MB | input | output | "
+        "rejected |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, x in rows:
         c = x.get("counts", {})
-        lines.append(f"| {label} | {x['status']} | {x['wall_s']:.1f} | {x['driver_peak_rss_mb']:,} | "
+        written = x.get("phases", {}).get("write files")
+        lines.append(f"| {label} | {x['status']} | {x['wall_s']:.1f} | {'-' if written is None else written} | "
+                     f"{x['driver_peak_rss_mb']:,} | "
                      f"{x['tree_peak_pss_mb']:,} | {c.get('input', '-')} | {c.get('output', '-')} | "
                      f"{c.get('rejected', '-')} |")
     index = r["index"]
     lines += ["", f"Release 1's data: {index['data_bytes'] / 1e6:,.1f} MB; its reference index: "
               f"{index['total_bytes'] / 1e6:,.2f} MB ({100 * index['total_bytes'] / max(1, index['data_bytes']):.1f} % "
-              "of the data), per stage: "
+              f"of the data, {100 * index['total_bytes'] / r['corpus']['release1']['bytes']:.1f} % of its input's "
+              f"{r['corpus']['release1']['bytes'] / 1e6:,.1f} MB), "
+              f"{index['total_bytes'] / max(1, runs['release1'].get('counts', {}).get('output', 1)):,.0f} bytes per "
+              "kept record; per stage: "
               + ", ".join(f"{s} {b / 1e6:,.2f} MB" for s, b in index["by_stage"].items()) + ".",
               "", f"Release 2 removed per reference: `{json.dumps(runs['release2'].get('removed_by_reference'))}`; "
               f"split placed per reference: `{json.dumps(runs['release2'].get('placed_by_reference'))}`.", ""]
@@ -172,6 +180,8 @@ def main() -> None:
     r1_in, r2_in = a.work / "release1-input", a.work / "release2-input"
     release1 = a.work / "release1"
     runs = {"release1": curate(a.work, "release1", [r1_in], release1, [], True, a.thresher, a.timeout)}
+    runs["release1_plain"] = curate(a.work, "release1_plain", [r1_in], a.work / "release1-plain", [], False,
+                                    a.thresher, a.timeout)
     runs["release2"] = curate(a.work, "release2", [r2_in], a.work / "release2", [str(release1)], False, a.thresher,
                               a.timeout)
     runs["together"] = curate(a.work, "together", [r1_in, r2_in], a.work / "together", [], False, a.thresher,

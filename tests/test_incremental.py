@@ -12,6 +12,7 @@ import random
 import shutil
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -48,8 +49,10 @@ def releases(ray_local, tmp_path_factory):
     rng = random.Random(0)
     texts = paragraphs(80)
     old, new, grouped = texts[:40], texts[40:70], texts[70:]
-    r1 = write_jsonl(tmp / "r1.jsonl", [{"id": f"a{i:03d}", "text": t, "doc": f"doc{i}"} for i, t in enumerate(old)])
-    run(parse_config(config(r1, tmp / "release1", index=True)))
+    r1 = [{"id": f"a{i:03d}", "text": t, "doc": f"doc{i}"} for i, t in enumerate(old)]
+    r1 += [{"id": "z000", "text": old[0]}, {"id": "z001", "text": mutate(old[1], 0.01, random.Random(1))}]
+    manifest = run(parse_config(config(write_jsonl(tmp / "r1.jsonl", r1), tmp / "release1", index=True)))
+    assert manifest["counts"]["rejected"] == 2  # not in its index
     placed = splits(tmp / "release1")
     assert set(placed.values()) == {"train", "validation", "test"}
     tests = sorted(i for i, split in placed.items() if split == "test")
@@ -111,14 +114,30 @@ def test_release_against_the_last_one(releases):
     assert not (release1 / "_staging").exists() and (release1 / "data").exists()  # the reference is left as it was
 
 
+def index_rows(run):
+    """Per stage kind: the sorted rows of a run's index, less their position (``_key``)."""
+    found = {}
+    for kind in sorted(p.name for p in (run / "index").iterdir()):
+        table = pa.concat_tables(pq.read_table(p) for p in sorted((run / "index" / kind).rglob("part-*.parquet")))
+        table = table.drop_columns(["_key"])
+        found[kind] = (table.schema.names, sorted(map(str, table.to_pylist())))
+    return found
+
+
 def test_partitioned_paths_and_an_index_built_on_demand(releases):
+    """Also: the index written at commit (from the key rows dedup staged) is the one built later from the data."""
     tmp, src, kept_ids, copies, own = releases
     release1 = tmp / "release1"
+    at_commit = index_rows(release1)
+    assert len(at_commit["dedup_fuzzy"][1]) == 40 and "_dedup_value" in at_commit["dedup_fuzzy"][0]
+    fuzzy = pq.read_schema(next((release1 / "index" / "dedup_fuzzy").rglob("part-*.parquet")))
+    assert fuzzy.field("_dedup_value").type == pa.binary(128)  # one byte per minimum hash
     shutil.rmtree(release1 / "index")
     out = tmp / "release2-partitioned"
     manifest = run(parse_config(config(src, out, [release1], broadcast_limit_rows=0)))
     check_release(out, manifest, kept_ids, copies, own, release1)
     assert sorted(p.name for p in (release1 / "index").rglob("complete.json")) == ["complete.json"] * 3
+    assert index_rows(release1) == at_commit
 
 
 def test_a_near_copy_kept_beside_a_test_record_lands_in_test(releases):

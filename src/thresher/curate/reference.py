@@ -1,9 +1,12 @@
 """Reference runs of a run's stages (``against``): checked before any work, their indexes built where missing,
 and this run's own index written at commit (``thresher.curate.dedup.reference``).
 
-An index part is computed from one data file of the run (its id and the columns the stage's keys are computed
-from), by one Ray task; the folder's ``complete.json`` comes last, so an interrupted build is redone by the next run
-that needs it.
+At commit, a dedup stage's index part is one file of the key rows it staged, less the records that are not in the
+final data (their internal keys are read from the staged output files of the same read tasks): no text is read
+again and no key computed twice, and the keys are those of the records as the stage saw them. Split's, and the index
+of a run that has none, are computed from the data files (one part per file: the id and the columns the keys are
+computed from). One Ray task per part; the folder's ``complete.json`` comes last, so an interrupted build is redone
+by the next run that needs it.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ import hashlib
 import json
 import logging
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from thresher.core.config import ConfigError
 from thresher.core.storage import MANIFEST, Storage, join
-from thresher.curate.dedup.reference import IndexedStage
+from thresher.curate.dedup.reference import IndexedStage, ReferenceDedup
 from thresher.curate.execution.datasets import each_in_a_task
-from thresher.curate.run_folder import DATA, INDEX_COMPLETE, RunFolder
-from thresher.curate.stage import ID, SPLIT
+from thresher.curate.run_folder import DATA, INDEX_COMPLETE, RunFolder, read_staged
+from thresher.curate.stage import ID, KEY, SPLIT, task_of
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +68,36 @@ def build_missing_indexes(stages, storage: Storage) -> None:
 def write_index(folder: RunFolder, stage: IndexedStage, text_field: str) -> None:
     """Write ``stage``'s index of the kept records of ``folder`` (its data files, whose text field is
     ``text_field``): one part per data file, one Ray task each, then ``complete.json``."""
-    kind, keys = type(stage).name, stage.index_keys()
     stage = type(stage)(stage.config, dataclasses.replace(stage.ctx, text_field=text_field))
     files = sorted((uri, dest.partition("/")[2] or None) for dest, uris in folder.final_files().items()
                    if dest.split("/")[0] == DATA for uri in uris)
+    _write_parts(folder, stage, _index_part, [(uri, split) for uri, split in files])
+
+
+def write_own_indexes(stages: list[tuple[int, IndexedStage]], run: RunFolder, published: RunFolder,
+                      text_field: str) -> None:
+    """At commit, this run's index for each of its stages that can be a reference (``(segment, stage)``), into
+    ``published`` (the folder its final files are in); ``run``: the run's folder, with its staged files."""
+    kept = [p for dest, parts in run.out_parts().items() if dest.split("/")[0] == DATA for p in parts]
+    for seg, stage in stages:
+        if isinstance(stage, ReferenceDedup):
+            items = [(keys.uri, [p.uri for p in kept if p.lo <= keys.hi and p.hi >= keys.lo], keys.lo, keys.hi)
+                     for keys in sorted(run.key_parts(seg - 1), key=lambda p: p.uri)]
+            _write_parts(published, stage, _index_part_from_keys, items)
+        elif isinstance(stage, IndexedStage):
+            write_index(published, stage, text_field)
+
+
+def _write_parts(folder: RunFolder, stage: IndexedStage, part_fn, items: list[tuple]) -> None:
+    """``stage``'s index in ``folder``: part ``i`` written by ``part_fn((i, *items[i], part uri), stage, storage)``
+    (one Ray task each), then ``complete.json``."""
+    kind, keys = type(stage).name, stage.index_keys()
     folder.storage.delete(folder.index_dir(kind, keys))
-    rows = each_in_a_task(_index_part, [(i, uri, split, folder.index_part(kind, keys, i))
-                                        for i, (uri, split) in enumerate(files)], stage, folder.storage)
+    rows = each_in_a_task(part_fn, [(i, *item, folder.index_part(kind, keys, i)) for i, item in enumerate(items)],
+                          stage, folder.storage)
     folder.storage.write_bytes(join(folder.index_dir(kind, keys), INDEX_COMPLETE),
-                               json.dumps({"parts": len(files), "rows": sum(rows),
+                               json.dumps({"parts": len(items), "rows": sum(rows),
                                            "options": stage.index_options()}).encode())
-
-
-def write_own_indexes(stages, folder: RunFolder, text_field: str) -> None:
-    """This run's index for each of its stages that can be a reference (at commit, into the folder its final files
-    are in)."""
-    for stage in stages:
-        if isinstance(stage, IndexedStage):
-            write_index(folder, stage, text_field)
 
 
 def _index_part(item: tuple[int, str, str | None, str], stage: IndexedStage, storage: Storage) -> int:
@@ -89,8 +106,24 @@ def _index_part(item: tuple[int, str, str | None, str], stage: IndexedStage, sto
     names = pq.read_schema(path, filesystem=fs).names
     records = pq.read_table(path, filesystem=fs, columns=[c for c in [ID, *stage.index_columns()] if c in names])
     records = records.append_column(SPLIT, pa.array([split] * records.num_rows, pa.string()))
-    table = stage.index_table(records, part)
-    out_fs, out_path = storage.resolve(index_uri)
-    out_fs.create_dir(out_path.rsplit("/", 1)[0], recursive=True)
-    pq.write_table(table, out_path, filesystem=out_fs)
+    return _write_part(stage.index_table(records, part), index_uri, storage)
+
+
+def _index_part_from_keys(item: tuple, stage: ReferenceDedup, storage: Storage) -> int:
+    """Index part ``item[0]``: the key rows of staged key file ``item[1]`` whose records are among those of the
+    staged data files ``item[2]`` (from read tasks ``item[3]..item[4]``)."""
+    part, keys_uri, data_uris, lo, hi, index_uri = item
+    kept = [read_staged(storage, uri, [KEY])[KEY].to_numpy() for uri in data_uris]
+    kept = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    tasks = task_of(kept)
+    kept = kept[(tasks >= lo) & (tasks <= hi)]
+    rows = read_staged(storage, keys_uri, [KEY, ID, *stage.index_key_columns()])
+    rows = rows.filter(pc.is_in(rows[KEY], value_set=pa.array(kept, pa.int64())))
+    return _write_part(stage.index_from_keys(rows, part), index_uri, storage)
+
+
+def _write_part(table: pa.Table, uri: str, storage: Storage) -> int:
+    fs, path = storage.resolve(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    pq.write_table(table, path, filesystem=fs)
     return table.num_rows

@@ -153,6 +153,10 @@ class RunFolder:
         """The key-row files staged by segment ``seg``, with their sizes."""
         return self._list(self.keys_dir(seg))
 
+    def key_parts(self, seg: int) -> list[Part]:
+        """:meth:`keys_parts` with the read tasks each covers."""
+        return [_part(uri, size, seg) for uri, size in self.keys_parts(seg)]
+
     def out_parts(self) -> dict[str, list[Part]]:
         """Staged output files by destination (``rejects``, ``data``, ``data/<split>``)."""
         found: dict[str, list[Part]] = {}

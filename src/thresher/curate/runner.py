@@ -146,7 +146,8 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
             for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
                 stage.after_publish(published.root, files)
             if cfg.output.reference_index:
-                write_own_indexes(deciding, published, cfg.input.text_field)
+                write_own_indexes([(k, s) for k, seg in enumerate(segs) for s in seg.global_stages], folder, published,
+                                  cfg.input.text_field)
             phases.lap("write files")
         except RunFailed:
             wait_for_idle_cpus()

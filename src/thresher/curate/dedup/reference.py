@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from thresher.curate.dedup.removal import LENGTH, REFERENCE
+from thresher.curate.dedup.removal import REFERENCE
 from thresher.curate.execution.datasets import arrow_schema, concatenated, map_blocks, map_items, pandas_parts
 from thresher.curate.run_folder import RunFolder
 from thresher.curate.stage import ID, KEY, GlobalStage, reference_keys
@@ -53,12 +53,22 @@ class IndexedStage(GlobalStage):
 
 
 class ReferenceDedup(IndexedStage):
-    """A dedup stage with ``against``: reference key rows join its own."""
+    """A dedup stage with ``against``: reference key rows join its own. Its own index is written at commit from
+    the key rows it staged (``thresher.curate.reference``), and built from a run's data files only for a run that
+    has none."""
+
+    def index_key_columns(self) -> list[str]:
+        """The key columns (of :meth:`keys`) an index part keeps."""
+        raise NotImplementedError
 
     def index_table(self, records: pa.Table, part: int) -> pa.Table:
-        keys = {c: v for c, v in self.keys(records).items() if c != LENGTH}
-        stored = (np.int64(part) << 32) | np.arange(records.num_rows, dtype=np.int64)
-        return pa.table({ID: records[ID].cast(pa.string()), STORED: pa.array(stored), **keys})
+        return self.index_from_keys(pa.table({ID: records[ID], **self.keys(records)}), part)
+
+    def index_from_keys(self, keys: pa.Table, part: int) -> pa.Table:
+        """An index part from key rows (``id`` and the :meth:`index_key_columns`): ``id``, ``_key`` and those."""
+        stored = (np.int64(part) << 32) | np.arange(keys.num_rows, dtype=np.int64)
+        return pa.table({ID: keys[ID].cast(pa.string()), STORED: pa.array(stored),
+                         **{c: keys[c] for c in self.index_key_columns()}})
 
     def with_references(self, ds, extra: tuple[str, ...] = ()):
         """``(key rows and reference rows, reference rows with ``extra`` index columns)`` (the second None

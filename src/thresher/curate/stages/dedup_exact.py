@@ -96,6 +96,9 @@ class DedupExact(ReferenceDedup):
         joined = [None if v is None else SEPARATOR.join(texts(v)) for v in batch[field].to_pylist()]
         return self.normalized(pa.chunked_array([pa.array(joined, pa.string())])).to_pylist()
 
+    def index_key_columns(self) -> list[str]:
+        return [HASH]
+
     def index_options(self) -> dict:
         c = self.config
         return {"lowercase": c.lowercase, "collapse_whitespace": c.collapse_whitespace, "fields": c.fields,

@@ -29,7 +29,10 @@
 
 ``against`` names earlier finished runs: their kept records' band keys and signatures (their index, never their
 texts: ``thresher.curate.dedup.reference``) join the candidates and the verification, and always survive; a record
-in a cluster with one is rejected (``duplicate_of_reference``, detail ``duplicate of record <id> of <run>``).
+in a cluster with one is rejected (``duplicate_of_reference``, detail ``duplicate of record <id> of <run>``). An
+index keeps the low byte of each minimum hash (b-bit minwise hashing, Li and König 2010: a quarter of the size): a
+pair with a reference compares low bytes, whose chance of agreeing is ``J + (1 - J) / 256``, and the Jaccard
+estimate is corrected for it, with a cut two (slightly wider) standard errors below the threshold.
 
 Every step is deterministic (seeded permutations, minimum-key tie breaking, per-key grouping), so the kept
 ids do not depend on the number of CPUs, partitions, block boundaries or arrival order.
@@ -57,6 +60,7 @@ from thresher.curate.stage import KEY as INTERNAL_KEY, StageConfig
 log = logging.getLogger(__name__)
 CLUSTER = "dup_cluster"
 VALUE = "_dedup_value"
+LOW_BYTE_COLLISION = 1 / 256  # chance that the low bytes of two different minimum hashes agree
 
 
 class DedupFuzzyConfig(StageConfig):
@@ -108,6 +112,8 @@ class DedupFuzzy(ReferenceDedup):
         self.bands, self.rows = (c.bands, c.rows) if c.bands else optimal_bands(
             c.threshold, c.num_perm, 1 - c.false_negative_weight, c.false_negative_weight)
         self.signature_cut = c.threshold - 2 * math.sqrt(c.threshold * (1 - c.threshold) / c.num_perm)
+        agree = c.threshold + (1 - c.threshold) * LOW_BYTE_COLLISION  # low bytes agree, at the threshold
+        self.low_byte_cut = c.threshold - 2 * math.sqrt(agree * (1 - agree) / c.num_perm) / (1 - LOW_BYTE_COLLISION)
 
     def added_columns(self) -> dict[str, str]:
         return {CLUSTER: "id of the record kept for this record's near-duplicate cluster (its own id if none)"}
@@ -133,6 +139,17 @@ class DedupFuzzy(ReferenceDedup):
                                   pa.list_(pa.uint64()))
         return out
 
+    def index_key_columns(self) -> list[str]:
+        return [band_column(i) for i in range(self.bands)] + ([VALUE] if self.config.verify != "none" else [])
+
+    def index_from_keys(self, keys: pa.Table, part: int) -> pa.Table:
+        """The index part, with the low byte of each minimum hash (``verify: signatures``)."""
+        table = super().index_from_keys(keys, part)
+        if self.config.verify != "signatures":
+            return table
+        low = low_bytes(table[VALUE], self.config.num_perm)
+        return table.set_column(table.schema.get_field_index(VALUE), VALUE, low)
+
     def index_options(self) -> dict:
         c = self.config
         return {"ngram": c.ngram, "char_ngrams": c.char_ngrams, "num_perm": c.num_perm, "seed": c.seed,
@@ -150,7 +167,8 @@ class DedupFuzzy(ReferenceDedup):
                  partitions)
         edges = self.candidates(ds, bands, partitions)
         if c.verify != "none":
-            value_type = pa.list_(pa.uint64()) if c.verify == "exact" else pa.binary(4 * c.num_perm)
+            value_type = (pa.list_(pa.uint64()) if c.verify == "exact" else pa.binary() if references is not None
+                          else pa.binary(4 * c.num_perm))  # a reference's signatures are shorter
             values = [self.staged_keys, references] if staged else [ds]  # the signatures stay on disk
             values = [v for v in values if v is not None]
             edges = verified_edges(edges, values, INTERNAL_KEY, VALUE, value_type, self.similar, partitions,
@@ -193,8 +211,8 @@ class DedupFuzzy(ReferenceDedup):
             sims = [_sorted_jaccard(np.asarray(x, np.uint64), np.asarray(y, np.uint64)) if ok else 0.0
                     for x, y, ok in zip(a.to_pylist(), b.to_pylist(), valid)]
             return np.asarray(sims, dtype=float) >= c.threshold
-        sa, sb = _signature_matrix(a, c.num_perm), _signature_matrix(b, c.num_perm)
-        return valid & ((sa == sb).mean(axis=1) >= self.signature_cut)
+        estimate, low = jaccard_estimates(a, b, c.num_perm)
+        return valid & (estimate >= np.where(low, self.low_byte_cut, self.signature_cut))
 
 
 def _with_keep_keys_only(batch: pa.Table, drop: list[str], keep: KeepRule) -> pa.Table:
@@ -217,12 +235,46 @@ def _sorted_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
-def _signature_matrix(values: pa.Array | pa.ChunkedArray, num_perm: int) -> np.ndarray:
-    """uint32 (n, num_perm) view of signatures held as binary values (zeros where null; a shuffle may have
-    turned the fixed-size binary type into a variable-size one)."""
+def low_bytes(values: pa.Array | pa.ChunkedArray, num_perm: int) -> pa.Array:
+    """Signatures (binary values) cut to the low byte of each minimum hash (an index's)."""
+    sig, _ = _signatures(values, num_perm)
+    low = pa.FixedSizeBinaryArray.from_buffers(pa.binary(num_perm), len(sig),
+                                               [None, pa.py_buffer(sig.astype(np.uint8).tobytes())])
+    return pc.if_else(pc.is_valid(values), low, pa.scalar(None, low.type))
+
+
+def jaccard_estimates(a: pa.Array, b: pa.Array, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(estimate, low)`` per pair of signatures: the Jaccard similarity they estimate, from low bytes where
+    either is an index's (``low``; corrected for the chance agreement of different minimum hashes)."""
+    (sa, low_a), (sb, low_b) = _signatures(a, num_perm), _signatures(b, num_perm)
+    low = low_a | low_b
+    agree = np.where(low[:, None], (sa & 0xFF) == (sb & 0xFF), sa == sb).mean(axis=1)
+    return np.where(low, (agree - LOW_BYTE_COLLISION) / (1 - LOW_BYTE_COLLISION), agree), low
+
+
+def _signatures(values: pa.Array | pa.ChunkedArray, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(uint32 (n, num_perm) matrix, low)`` of signatures held as binary values: full ones (4 bytes per
+    permutation), or an index's low bytes (1 byte each; ``low`` marks them); zeros where null. A shuffle may have
+    turned the fixed-size binary type into a variable-size one."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    values = values.cast(pa.binary(4 * num_perm))
+    n = len(values)
+    if pa.types.is_fixed_size_binary(values.type) and values.type.byte_width == 4 * num_perm:
+        return _matrix(values, np.uint32, num_perm), np.zeros(n, bool)
+    lengths = pc.fill_null(pc.binary_length(values), 0).to_numpy()
+    low = lengths == num_perm
+    out = np.zeros((n, num_perm), np.uint32)
+    for rows, dtype in ((lengths == 4 * num_perm, np.uint32), (low, np.uint8)):
+        if rows.any():
+            part = values.filter(pa.array(rows)).cast(pa.binary(num_perm * np.dtype(dtype).itemsize))
+            out[rows] = _matrix(part, dtype, num_perm)
+    return out, low
+
+
+def _matrix(values: pa.FixedSizeBinaryArray, dtype, num_perm: int) -> np.ndarray:
+    """``(n, num_perm)`` of ``dtype`` over fixed-size binary values (zeros where null)."""
     data = values.buffers()[1]
     if data is None or len(values) == 0:
-        return np.zeros((len(values), num_perm), np.uint32)
-    return np.frombuffer(data, np.uint32, len(values) * num_perm, values.offset * num_perm * 4).reshape(-1, num_perm)
+        return np.zeros((len(values), num_perm), dtype)
+    size = np.dtype(dtype).itemsize
+    matrix = np.frombuffer(data, dtype, len(values) * num_perm, values.offset * num_perm * size)
+    return matrix.reshape(-1, num_perm)

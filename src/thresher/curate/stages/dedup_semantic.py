@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from thresher.curate.execution.datasets import broadcast, by_group, in_one_task, map_blocks, materialize, partitions_for
-from thresher.curate.dedup.reference import STORED, ReferenceDedup
+from thresher.curate.dedup.reference import ReferenceDedup
 from thresher.curate.dedup.removal import KEY, LENGTH, apply_roots, keep_keys, mark_removed, text_lengths
 from thresher.curate.dedup.semantic import (KMEANS, SIMILARITY, VECTOR, as_matrix, assign, cluster_counts,
                                             cluster_roots, fit_centroids, fixed_vectors, sample_rows)
@@ -102,12 +102,13 @@ class DedupSemantic(ReferenceDedup):
     def index_columns(self) -> list[str]:
         return [self.config.column]
 
+    def index_key_columns(self) -> list[str]:
+        return [VECTOR]
+
     def index_table(self, records: pa.Table, part: int) -> pa.Table:
         """An index part: ``id``, ``_key`` and the embedding of each kept record (no text, so no length)."""
         vectors, valid = as_matrix(records[self.config.column])
-        stored = (np.int64(part) << 32) | np.arange(records.num_rows, dtype=np.int64)
-        return pa.table({ID: records[ID].cast(pa.string()), STORED: pa.array(stored),
-                         VECTOR: fixed_vectors(vectors, valid)})
+        return self.index_from_keys(pa.table({ID: records[ID], VECTOR: fixed_vectors(vectors, valid)}), part)
 
     def decide(self, ds):
         c = self.config
