@@ -384,6 +384,8 @@ def test_langid_and_quality_through_the_runner(ray_local, tmp_path):
     again = rerender_report(str(out), Storage())["quality"]
     assert again["rejected_by_rule"] == by_reason and again["signals"]["words"]["kept"]["counts"] == (
         section["signals"]["words"]["kept"]["counts"])
+    assert section["rules"] and again == section  # the rules' statistics, summarized on the workers, stay
+    assert "kept if looser" in (out / "report.html").read_text()
     assert str(pq.read_schema(next((out / "data").glob("*.parquet"))).field("lang_score").type) == "double"
 
 

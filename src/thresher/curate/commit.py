@@ -13,7 +13,7 @@ from thresher.core.console import current as console
 from thresher.runtime import ray_session
 from thresher.core.storage import Storage
 from thresher.curate.execution.tasks import as_completed, reduce_tree
-from thresher.curate.report import add, build_report, collect_stats, merge_stats, render_html
+from thresher.curate.report import add, build_report, collect_stats, merge_stats, render_html, with_worker_summaries
 from thresher.curate.run_folder import REJECTS, RunFolder
 from thresher.curate.writer import compact, plan_ranges
 
@@ -80,14 +80,16 @@ def load_manifest(run_uri: str, storage: Storage) -> dict[str, Any]:
 
 def rerender_report(run_uri: str, storage: Storage, address: str | None = None) -> dict[str, Any]:
     """Recompute report.json and report.html of a finished run from its Parquet files, on Ray (one task per file,
-    merged by a tree of tasks)."""
+    merged by a tree of tasks), keeping what stages summarized on the workers from its report.json."""
     folder = RunFolder(run_uri, storage)
     manifest = folder.load_manifest()
+    previous = folder.uri("report.json")
+    previous = json.loads(storage.read_bytes(previous)) if storage.exists(previous) else {}
     leaf = functools.partial(_file_stats, storage=storage, text_field=manifest["config"]["input"]["text_field"])
     files = [(dest, uri) for dest, uris in folder.final_files().items() for uri in uris]
     with ray_session(address):
         collected = reduce_tree(leaf, files, merge_stats, MERGE_FANIN, {})
-    report = build_report(collected, manifest)
+    report = with_worker_summaries(build_report(collected, manifest), previous)
     storage.write_bytes(folder.uri("report.json"), json.dumps(report, indent=2, default=str).encode())
     storage.write_bytes(folder.uri("report.html"), render_html(report, manifest).encode())
     return report

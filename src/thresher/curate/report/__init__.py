@@ -6,7 +6,8 @@ each written slice (kept tables by destination, and the rejects table), ``merge`
 JSON of ``report.json``, and ``html`` renders that JSON as a fragment of ``report.html`` (inline SVG
 charts from :mod:`thresher.core.charts`; ``page``, when the fragment shows figures of another section's entry, so
 that each is shown once). Because sections read only what is written, ``thresher
-report RUN_URI`` recomputes a finished run's report from its Parquet files.
+report RUN_URI`` recomputes a finished run's report from its Parquet files; what a stage summarized on the workers
+(``from_workers``: quality's rule statistics) is not in them and is taken from the report being replaced.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Section:
     title: ClassVar[str]
     order: ClassVar[int] = 100
     hidden_columns: ClassVar[bool] = False  # collect sees the kept tables' _report. columns
+    from_workers: ClassVar[tuple[str, ...]] = ()  # keys of the entry that only workers' summaries give
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -110,6 +112,17 @@ def build_report(collected: dict[str, Any], manifest: dict) -> dict[str, Any]:
         summary = s.summarize(collected.get(s.name), manifest)
         if summary is not None:
             report[s.name] = summary
+    return report
+
+
+def with_worker_summaries(report: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """``report`` (recomputed from the Parquet files) with the ``from_workers`` keys of ``previous`` (the run's
+    report at commit) that it lacks."""
+    for s in sections():
+        old, new = previous.get(s.name) or {}, report.get(s.name)
+        carried = {k: old[k] for k in s.from_workers if k in old and new is not None and k not in new}
+        if carried:
+            report[s.name] = {**new, **carried}
     return report
 
 

@@ -115,6 +115,7 @@ class QualitySection(Section):
     name = "quality"
     title = "Quality filters"
     order = 50
+    from_workers = ("documents", "rejected", "rules", "overlaps")  # rule_stats: summarized where rules run
 
     def collect(self, kept, rejected, text_field):
         out: dict = {"rejected_by_rule": {}, "would_reject": {}, "signals": {"kept": {}, "rejected": {}}}
