@@ -230,10 +230,12 @@ def test_report_counts_generations_cut_at_max_new_tokens(tiny, tmp_path):
     for name, values in scores.items():
         rows = rows.append_column(name, pa.array(values))
     result = {"metrics": {"exact_match": {"value": 0.0, "count": len(records), "ci95": [0.0, 0.0]}},
-              "model": {"name_or_path": "tiny"}, "data": {"path": "gsm8k"}, "rows": len(records), "seconds": 1.0,
+              "model": {"name_or_path": "/home/someone/runs/tiny"}, "data": {"path": "/home/someone/data/gsm8k/"},
+              "rows": len(records), "seconds": 1.0,
               "generation": {"max_new_tokens": limit}}
     page = render_report(result, rows.set_column(0, "id", pa.array([str(i) for i in range(len(records))])))
     assert f"<b class='cut'>{sum(expected)}</b> of {len(records)} generations stopped at max_new_tokens ({limit})" in page
+    assert "/home/someone" not in page and "model <code>tiny</code>, data <code>gsm8k</code>" in page  # no local path
     cut_table = page.split("Generations cut at max_new_tokens")[1].split("<h2>")[0]
     assert cut_table.count("<tr>") == 1 + min(sum(expected), 5)
     # the end of each instruction, not the Alpaca preamble; answers extracted beside the texts

@@ -8,7 +8,7 @@ those found in the kept records), ``size_categories`` (the Hub's bucket of the k
 (``configs: [{config_name: default, data_files: [{split, path}]}]``, paths relative to the card), so
 ``datasets.load_dataset(OUTPUT)`` reads them. A run without a split stage has one split, ``train``
 (``data/*.parquet``). The card names local inputs without the machine's absolute paths
-(:mod:`thresher.curate.published`).
+(:mod:`thresher.core.published`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import yaml
 from thresher.core.storage import Storage, join
 from thresher.curate.config import load_stages
 from thresher.curate.filters.presets import expand
-from thresher.curate.published import input_name, run_name
+from thresher.core.published import input_name, run_name
 from thresher.curate.report.dataset import split_order
 from thresher.curate.stage import REGISTRY
 

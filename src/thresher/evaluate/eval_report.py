@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from thresher.core.charts import histogram
+from thresher.core.published import input_name
 from thresher.evaluate.scoring import LOWER_IS_BETTER
 
 WORST = 10
@@ -127,13 +128,13 @@ def _length_histogram(lengths: list[int], limit: int | None, bins: int = 20) -> 
 
 def render_report(result: dict, rows: pa.Table) -> str:
     metrics = result["metrics"]
-    model = result["model"]["name_or_path"]
+    model = input_name(result["model"]["name_or_path"])  # a local path as published: its last part
     limit = (result.get("generation") or {}).get("max_new_tokens")
     template = template_lines(rows.column("prompt").to_pylist())
     worst = "".join(_worst_table(rows, m, template) for m in metrics if m in rows.column_names)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>thresher eval: {html.escape(model)}</title>"
             f"<style>{CSS}</style></head><body><h1>thresher eval</h1><p>model <code>{html.escape(model)}</code>, "
-            f"data <code>{html.escape(result['data']['path'])}</code>, {result['rows']} examples, "
+            f"data <code>{html.escape(input_name(result['data']['path']))}</code>, {result['rows']} examples, "
             f"{result['seconds']:.1f} s</p><h2>Metrics</h2>{_metrics_table(metrics)}"
             f"{_cut_section(rows, limit, template)}"
             f"{_length_histogram(rows.column('prediction_tokens').to_pylist(), limit)}{worst}</body></html>")

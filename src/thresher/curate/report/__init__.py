@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from thresher.curate.published import run_name
+from thresher.core.published import run_name
 from thresher.curate.report.arrays import shared
 from thresher.curate.stage import REPORT_PREFIX
 

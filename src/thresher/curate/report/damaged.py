@@ -1,7 +1,7 @@
 """Damaged input: the bytes the readers lost to damage, overall and per file (from the manifest; local files named
-relative to their input, :func:`thresher.curate.published.file_name`)."""
+relative to their input, :func:`thresher.core.published.file_name`)."""
 
-from thresher.curate.published import file_name
+from thresher.core.published import file_name
 from thresher.curate.report import Section, table_html
 from thresher.core.charts import bar_chart
 
