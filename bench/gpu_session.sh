@@ -15,9 +15,14 @@ export PYTHONPATH=$PWD/src:$PWD:$PYTHONPATH DS_ACCELERATOR=cuda THRESHER_MODEL_C
   THRESHER_GPU_MODELS=/tmp/gpu-models THRESHER_GPU_RECORD=$OUT/gpu-runs.jsonl
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 -c "
 import torch, ray, transformers, peft, deepspeed, bitsandbytes, thresher.train.run, thresher.curate.runner
+from thresher.curate.config import load_stages; load_stages()  # every stage module, as a curation config loads them
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))
 print('ray', ray.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__,
-      'deepspeed', deepspeed.__version__, 'bitsandbytes', bitsandbytes.__version__)"; } 2>&1 | tee "$OUT/env.txt"
+      'deepspeed', deepspeed.__version__, 'bitsandbytes', bitsandbytes.__version__)
+# not in the bundle: numba (curation writes with it: tests embed, paraphrase), the suite's pytest and its plugins
+from importlib.util import find_spec
+print('absent:', [m for m in ('numba', 'pytest', 'xdist', 'pytest_timeout') if not find_spec(m)])
+"; } 2>&1 | tee "$OUT/env.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "imports failed: stopping"; exit 1; }
 echo "setup done at $(( $(date +%s) - START )) s"
 
