@@ -3,7 +3,8 @@
 # index: unpack the carried bundle (made here by bench/gpu_bundle.sh), check the imports, run the GPU suite
 # (tests/gpu), then bench/train_gpu.py with what is left of DEADLINE_S seconds (BENCH_S of them kept for the
 # benchmark; BENCH_S=0: none). PYTEST_TARGETS: the tests (default tests/gpu); PYTEST_ARGS: more pytest arguments;
-# GPU_TEST_PROCESSES: pytest-xdist processes (default 4). Logs and results go to $OUT (default /tmp/gpu-out);
+# GPU_TEST_PROCESSES: pytest-xdist processes (default 4); BENCH_ARGS: more bench/train_gpu.py arguments (--only
+# model:method:seq ...). Logs and results go to $OUT (default /tmp/gpu-out);
 # each training run of the suite appends its metrics to $OUT/gpu-runs.jsonl.
 #
 #   bash bench/gpu_session.sh [BUNDLE] [DEADLINE_S]        # from the repository root; default .gpu-bundle 480
@@ -35,5 +36,5 @@ echo "tests done at $(( $(date +%s) - START )) s"
 BUDGET=$(( $(left) - 40 ))
 [ "$BUDGET" -gt 20 ] || { echo "no time left for the benchmark"; exit 0; }
 timeout -k 10 $(( $(left) - 5 )) python3 bench/train_gpu.py --data "$BUNDLE/gsm8k/data/train" --models /tmp/gpu-models \
-  --budget-s "$BUDGET" --out "$OUT/train_gpu.md" >"$OUT/bench.log" 2>&1
+  --budget-s "$BUDGET" --out "$OUT/train_gpu.md" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
 echo "bench exit $? at $(( $(date +%s) - START )) s"; tail -n 60 "$OUT/bench.log" | grep -v "^\s*$" | tail -n 45
