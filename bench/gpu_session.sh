@@ -3,7 +3,8 @@
 # index: unpack the carried bundle (made here by bench/gpu_bundle.sh), check the imports, run the GPU suite
 # (tests/gpu), then bench/train_gpu.py with what is left of DEADLINE_S seconds (BENCH_S of them kept for the
 # benchmark; BENCH_S=0: none). PYTEST_TARGETS: the tests (default tests/gpu); PYTEST_ARGS: more pytest arguments;
-# GPU_TEST_PROCESSES: pytest-xdist processes (default 4). Logs and results go to $OUT (default /tmp/gpu-out);
+# GPU_TEST_PROCESSES: pytest-xdist processes (default 4); BENCH_ARGS: more bench/train_gpu.py arguments (--only
+# model:method:seq ...). Logs and results go to $OUT (default /tmp/gpu-out);
 # each training run of the suite appends its metrics to $OUT/gpu-runs.jsonl.
 #
 #   bash bench/gpu_session.sh [BUNDLE] [DEADLINE_S]        # from the repository root; default .gpu-bundle 480
@@ -15,9 +16,14 @@ export PYTHONPATH=$PWD/src:$PWD:$PYTHONPATH DS_ACCELERATOR=cuda THRESHER_MODEL_C
   THRESHER_GPU_MODELS=/tmp/gpu-models THRESHER_GPU_RECORD=$OUT/gpu-runs.jsonl
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 -c "
 import torch, ray, transformers, peft, deepspeed, bitsandbytes, thresher.train.run, thresher.curate.runner
+from thresher.curate.config import load_stages; load_stages()  # every stage module, as a curation config loads them
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))
 print('ray', ray.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__,
-      'deepspeed', deepspeed.__version__, 'bitsandbytes', bitsandbytes.__version__)"; } 2>&1 | tee "$OUT/env.txt"
+      'deepspeed', deepspeed.__version__, 'bitsandbytes', bitsandbytes.__version__)
+# not in the bundle: numba (curation writes with it: tests embed, paraphrase), the suite's pytest and its plugins
+from importlib.util import find_spec
+print('absent:', [m for m in ('numba', 'pytest', 'xdist', 'pytest_timeout') if not find_spec(m)])
+"; } 2>&1 | tee "$OUT/env.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "imports failed: stopping"; exit 1; }
 echo "setup done at $(( $(date +%s) - START )) s"
 
@@ -30,5 +36,5 @@ echo "tests done at $(( $(date +%s) - START )) s"
 BUDGET=$(( $(left) - 40 ))
 [ "$BUDGET" -gt 20 ] || { echo "no time left for the benchmark"; exit 0; }
 timeout -k 10 $(( $(left) - 5 )) python3 bench/train_gpu.py --data "$BUNDLE/gsm8k/data/train" --models /tmp/gpu-models \
-  --budget-s "$BUDGET" --out "$OUT/train_gpu.md" >"$OUT/bench.log" 2>&1
+  --budget-s "$BUDGET" --out "$OUT/train_gpu.md" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
 echo "bench exit $? at $(( $(date +%s) - START )) s"; tail -n 60 "$OUT/bench.log" | grep -v "^\s*$" | tail -n 45
