@@ -1,6 +1,8 @@
 """thresher on one CUDA GPU, as users run it: each training method a few optimizer steps through ``thresher
 train``'s Ray Train path (finite losses that fall), one checkpoint and resume, ``thresher eval`` generating on the
-GPU, and the model-backed curation stages (``embed``, ``augment``'s paraphrase) on an actor that holds the GPU.
+GPU, and the model-backed curation stages (``embed``, ``augment``'s paraphrase) on an actor that holds the GPU --
+and each stage built from its config and run in the test process, which needs no numba (``thresher curate``'s
+writer does: where numba is absent, the curation runs are skipped and these still run).
 
 Models: SmolLM2-135M's architecture and tokenizer with random weights (``testkit.gpu_models``); data: generated
 arithmetic questions, written as Parquet (training, eval) or JSON Lines (curation). Losses of random-weight models
@@ -104,7 +106,12 @@ def test_eval_generates_on_the_gpu(ray_gpu, smollm2, tmp_path):
     assert math.isfinite(result["metrics"]["perplexity"]["value"])
 
 
+NO_NUMBA = ("thresher curate's writer computes the report's statistics with numba, absent here; "
+            "the stage's own test runs it on the GPU")
+
+
 def curate(tmp_path: Path, records: list[dict], stages: list[dict], text_field: str) -> tuple[dict, Path]:
+    pytest.importorskip("numba", reason=NO_NUMBA)
     from thresher.curate.config import parse_config
     from thresher.curate.runner import run
 
@@ -118,26 +125,89 @@ def curate(tmp_path: Path, records: list[dict], stages: list[dict], text_field: 
     return manifest, out
 
 
-def test_embed_runs_on_the_gpu(ray_gpu, gpu_models, tmp_path):
-    minilm = random_model("minilm", gpu_models)
-    records = [{"id": str(i), "text": f"{q} {a}"} for i, (q, a) in enumerate(questions(200, seed=2))]
-    manifest, out = curate(tmp_path, records, [{"embed": {"model": str(minilm), "device": "cuda", "num_gpus": 1,
-                                                          "dtype": "bfloat16"}}], "text")
-    assert manifest["counts"]["output"] == 200
-    table = pa.concat_tables(pq.read_table(f) for f in sorted((out / "data").rglob("*.parquet")))
-    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+def set_up_stage(stage: dict, text_field: str):
+    """``stage`` built from its config as ``thresher curate`` builds it, its models loaded in this process (no Ray,
+    no writer: no numba)."""
+    from thresher.core.storage import Storage
+    from thresher.curate.config import parse_config
+    from thresher.curate.plan import build_stages, segments
+
+    cfg = parse_config({"input": {"paths": ["unused"], "text_field": text_field}, "output": {"path": "unused"},
+                        "stages": [stage]})
+    (built,) = build_stages(cfg, Storage())
+    segments(cfg, [built], Storage())  # binds a generator's key space
+    built.setup()
+    return built
+
+
+def batch_of(records: list[dict]):
+    """``records`` as a batch of live read rows, as the execution layer hands them to a map stage."""
+    import pandas as pd
+
+    from thresher.curate.stage import KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+
+    batch = pd.DataFrame(records)
+    batch[KEY] = np.arange(len(batch), dtype=np.int64)
+    return batch.assign(**{c: None for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)})
+
+
+def embed(minilm: Path) -> dict:
+    return {"embed": {"model": str(minilm), "device": "cuda", "num_gpus": 1, "dtype": "bfloat16"}}
+
+
+def embed_records() -> list[dict]:
+    return [{"id": str(i), "text": f"{q} {a}"} for i, (q, a) in enumerate(questions(200, seed=2))]
+
+
+def assert_unit_vectors(vectors: np.ndarray) -> None:
     assert vectors.shape == (200, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-3)
 
 
-def test_paraphrase_generates_on_the_gpu(ray_gpu, smollm2, tmp_path):
-    records = [{"id": str(i), "question": q} for i, (q, _) in enumerate(questions(8, seed=3))]
+def test_embed_runs_on_the_gpu(ray_gpu, gpu_models, tmp_path):
+    minilm = random_model("minilm", gpu_models)
+    manifest, out = curate(tmp_path, embed_records(), [embed(minilm)], "text")
+    assert manifest["counts"]["output"] == 200
+    table = pa.concat_tables(pq.read_table(f) for f in sorted((out / "data").rglob("*.parquet")))
+    assert_unit_vectors(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)))
+
+
+def test_embed_stage_encodes_on_the_gpu(gpu_models):
+    from thresher.curate.stage import run_map_stage
+
+    stage = set_up_stage(embed(random_model("minilm", gpu_models)), "text")
+    assert next(stage.encoder.model.parameters()).device.type == "cuda"
+    out = run_map_stage(stage, batch_of(embed_records()))
+    assert out["_reject_reason"].isna().all()
+    assert_unit_vectors(np.stack([np.asarray(v, np.float32) for v in out["embedding"]]))
+
+
+def paraphrase(smollm2: Path) -> dict:
     method = {"paraphrase": {"model": {"name_or_path": str(smollm2), "dtype": "bfloat16"},
                              "generation": {"max_new_tokens": 16, "backend": "transformers"},
                              "similarity": {"min": 0}}}
-    manifest, _ = curate(tmp_path, records, [{"augment": {"fields": ["question"], "methods": [method],
-                                                          "splits": [], "num_gpus": 1,
-                                                          "validation": {"language": False}}}], "question")
+    return {"augment": {"fields": ["question"], "methods": [method], "splits": [], "num_gpus": 1,
+                        "validation": {"language": False}}}
+
+
+def paraphrase_records() -> list[dict]:
+    return [{"id": str(i), "question": q} for i, (q, _) in enumerate(questions(8, seed=3))]
+
+
+def test_paraphrase_generates_on_the_gpu(ray_gpu, smollm2, tmp_path):
+    manifest, _ = curate(tmp_path, paraphrase_records(), [paraphrase(smollm2)], "question")
     assert manifest["metrics"]["augment"]["paraphrase.generated"] == 8
+
+
+def test_paraphrase_stage_generates_on_the_gpu(smollm2):
+    from thresher.curate.stage import run_map_stage
+
+    stage = set_up_stage(paraphrase(smollm2), "question")
+    (generator,) = stage.generators.values()
+    assert generator.device == "cuda" and next(generator.model.parameters()).device.type == "cuda"
+    out = run_map_stage(stage, batch_of(paraphrase_records()))
+    copies = out[out["_generated.augment"] == 1]
+    assert len(out) == 16 and len(copies) == 8 and int(out["_metric.augment.paraphrase.generated"].sum()) == 8
+    assert sorted(copies["augmented_from"]) == [str(i) for i in range(8)]
 
 
 SFT = {
