@@ -20,7 +20,8 @@ from thresher.curate.config import load_stages; load_stages()  # every stage mod
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))
 print('ray', ray.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__,
       'deepspeed', deepspeed.__version__, 'bitsandbytes', bitsandbytes.__version__)
-# not in the bundle: numba (curation writes with it: tests embed, paraphrase), the suite's pytest and its plugins
+# not in the bundle: numba (curation writes with it: without it the two curation runs skip; the embed and paraphrase
+# stage tests still run on the GPU), the suite's pytest and its plugins
 from importlib.util import find_spec
 print('absent:', [m for m in ('numba', 'pytest', 'xdist', 'pytest_timeout') if not find_spec(m)])
 "; } 2>&1 | tee "$OUT/env.txt"
