@@ -1,10 +1,12 @@
 """Where a map task's CPU goes: the pipeline benchmark's chain on shards of its corpus, in this process under
-cProfile (no Ray), grouped by stage and by the functions that spend the time.
+cProfile (no Ray cluster), grouped by stage and by the functions that spend the time.
 
 The chain is the one ``thresher curate`` runs in a read task of ``bench/pipeline_bench.py``'s config: the reader,
 normalize, pii, langid, quality, then the map side of dedup_exact and dedup_fuzzy (their key columns), in batches of
-``execution.batch_size`` records. It runs once unprofiled (models load, numba kernels compile) and once under
-cProfile. The per-stage seconds come from the same ``_seconds.<stage>`` columns the manifest's timing sums.
+``execution.batch_size`` records, with the conversions Ray Data makes around the stages' ``map_batches`` (an Arrow
+block to pandas before the first stage, the last stage's frames to Arrow). It runs once unprofiled (models load,
+numba kernels compile) and once under cProfile. The per-stage seconds come from the same ``_seconds.<stage>`` columns
+the manifest's timing sums.
 
     python bench/pipeline_profile.py            # needs the corpus bench/pipeline_bench.py made (or makes it)
 """
@@ -21,6 +23,8 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+from ray.data.block import BlockAccessor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -28,9 +32,10 @@ from pipeline_bench import STAGES, corpus  # noqa: E402
 
 from thresher.core.storage import Storage  # noqa: E402
 from thresher.curate.config import CurateConfig  # noqa: E402
+from thresher.curate.execution.segments import run_map_stages  # noqa: E402
 from thresher.curate.plan import preflight  # noqa: E402
 from thresher.curate.readers import LostBytes, read_task  # noqa: E402
-from thresher.curate.stage import KEY, REJECT_STAGE, SECONDS_PREFIX, run_map_stage  # noqa: E402
+from thresher.curate.stage import KEY, REJECT_STAGE, SECONDS_PREFIX  # noqa: E402
 
 # a function's file and name -> what it belongs to, first match wins (the profile's own grouping; built-in
 # functions have no file, their name says what they are)
@@ -40,7 +45,7 @@ GROUPS = [("fasttext", "fastText predict (langid)"), ("re.Pattern", "regex (stdl
           ("numba", "numba dispatch"), ("filters/text_kernels", "quality kernels (numba)"),
           ("filters/", "quality filters (Python)"), ("stages/normalize", "normalize (Python)"),
           ("stages/pii", "pii (Python)"), ("stages/langid", "langid (Python)"), ("dedup/", "dedup keys"),
-          ("pandas/", "pandas"), ("pyarrow/", "pyarrow"), ("numpy/", "numpy"), ("readers/", "reader"),
+          ("/pandas/", "pandas"), ("/pyarrow/", "pyarrow"), ("/numpy/", "numpy"), ("readers/", "reader"),
           ("unicodedata", "unicodedata"), ("curate/stage.py", "stage plumbing")]
 
 
@@ -54,6 +59,7 @@ def chain(shards: list[Path], work: Path):
     keyed = segs[1].global_stages
     for stage in stages:
         stage.setup()
+    batch_rows = [s.batch_size or cfg.execution.batch_size for s in stages]
 
     def run() -> dict[str, float]:
         seconds: dict[str, float] = {}
@@ -62,14 +68,12 @@ def chain(shards: list[Path], work: Path):
             for table in read_task(task, spec, LostBytes()):
                 table = table.append_column(KEY, pa.array(range(rows, rows + table.num_rows), pa.int64()))
                 rows += table.num_rows
-                batch = table.to_pandas()
-                for lo in range(0, len(batch), cfg.execution.batch_size):
-                    part = batch.iloc[lo:lo + cfg.execution.batch_size].reset_index(drop=True)
+                batch = BlockAccessor.for_block(table).to_pandas()  # what Ray Data hands a pandas map_batches
+                for part in run_map_stages(batch, stages, batch_rows):
                     for stage in stages:
-                        part = run_map_stage(stage, part)
                         seconds[stage.name] = seconds.get(stage.name, 0) + float(part[SECONDS_PREFIX + stage.name].sum())
-                    live = pa.Table.from_pandas(part[part[REJECT_STAGE].isna()] if REJECT_STAGE in part else part,
-                                                preserve_index=False)
+                    out = BlockAccessor.batch_to_block(part)  # what Ray Data makes of the frame a map_batches returns
+                    live = out.filter(pc.is_null(out[REJECT_STAGE])) if REJECT_STAGE in out.column_names else out
                     for stage in keyed:
                         started = time.perf_counter()
                         stage.keys(live)
@@ -113,8 +117,9 @@ def main() -> None:
     lines = [
         "# Where a map task's CPU goes: the pipeline chain under cProfile", "",
         f"Command: `{command.strip()}`. {len(shards)} shards of `bench/pipeline_bench.py`'s corpus, {records:,} "
-        f"records, in one process without Ray (the chain of one read task: reader, {', '.join(seconds)}), the second "
-        f"of two runs (the first loads the models and compiles the kernels). Process CPU under the profiler: "
+        f"records, in one process without a Ray cluster (the chain of one read task: reader, {', '.join(seconds)}, "
+        "with Ray Data's conversions around the map stages), the second of two runs (the first loads the models and "
+        "compiles the kernels). Process CPU under the profiler: "
         f"{cpu:.2f} s ({records / cpu:,.0f} records/s; cProfile's own overhead included, so the shares matter more "
         "than the totals).", "",
         "## Per stage (the `_seconds.<stage>` columns, profiled run)", "",

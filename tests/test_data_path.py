@@ -203,12 +203,15 @@ def test_rows_rejected_by_map_stages_never_reach_a_global_stage(ray_local, corpu
 
 def test_map_stages_run_in_one_task_per_read_task(ray_local):
     """The map stages are fused into the source's tasks without bundling the source's input rows (read tasks): 8 read
-    tasks run as 8 Ray tasks. A Ray Data ``batch_size`` on a map stage would put them all into one task."""
+    tasks run as 8 Ray tasks. A Ray Data ``batch_size`` on a map stage would put them all into one task. A stage gets
+    the frame the stage before it returned, not converted to Arrow and back (the text normalize set is still an
+    ``object`` column, not Arrow-backed strings)."""
     import pandas as pd
     import ray.data
 
+    from testkit.batches import TextDtype
     from thresher.curate.execution.segments import map_stages
-    from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
+    from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageConfig, StageContext
     from thresher.curate.stages.normalize import Normalize, NormalizeConfig
 
     def read(batch):
@@ -219,9 +222,11 @@ def test_map_stages_run_in_one_task_per_read_task(ray_local):
 
     source = ray.data.from_items([{"task": t} for t in range(8)], override_num_blocks=8)
     ds, pool = map_stages(source.map_batches(read, batch_size=1, batch_format="pandas"),
-                           [Normalize(NormalizeConfig(), StageContext())], batch_size=1024)
+                           [Normalize(NormalizeConfig(), StageContext()), TextDtype(StageConfig(), StageContext())],
+                           batch_size=1024)
     out = ds.to_pandas()
     assert pool == 0 and len(out) == 24 and set(out["text"]) == {"Some text."}
+    assert set(out["text_dtype"]) == {"object"}
     assert out.groupby("ray_task")["id"].apply(lambda ids: len({i.split("-")[0] for i in ids})).max() == 1
     assert out["ray_task"].nunique() == 8
 

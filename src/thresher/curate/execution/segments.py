@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,14 +62,25 @@ def _set_up(stage: MapStage) -> MapStage:
     return ready
 
 
-def _batches(block, stage: MapStage, rows: int):
-    """``stage`` on ``block`` in batches of ``rows`` rows, one output block per batch."""
-    for lo in range(0, len(block), rows):
-        yield run_map_stage(stage, block.iloc[lo:lo + rows].reset_index(drop=True))
+def _batches(blocks, stage: MapStage, rows: int):
+    """``stage`` on each of ``blocks`` in batches of ``rows`` rows, one output frame per batch."""
+    for block in blocks:
+        for lo in range(0, len(block), rows):
+            yield run_map_stage(stage, block.iloc[lo:lo + rows].reset_index(drop=True))
 
 
-def _apply_stage(block, stage: MapStage, rows: int):
-    yield from _batches(block, _set_up(stage), rows)
+def run_map_stages(block, stages: list[MapStage], rows: list[int]):
+    """The output frames of ``block`` (a data frame) through ``stages`` (``rows`` per batch each), a batch at a time:
+    a stage's output frames go to the next stage as they are, not through Arrow (Ray Data converts the output of
+    each ``map_batches`` to Arrow and the input of the next back to pandas)."""
+    blocks = [block]
+    for stage, n in zip(stages, rows):
+        blocks = _batches(blocks, stage, n)
+    yield from blocks
+
+
+def _apply_stages(block, stages: list[MapStage], rows: list[int]):
+    yield from run_map_stages(block, [_set_up(stage) for stage in stages], rows)
 
 
 class _StageActor:
@@ -80,10 +92,7 @@ class _StageActor:
             stage.setup()
 
     def __call__(self, block):
-        blocks = [block]
-        for stage, rows in zip(self.stages, self.rows):
-            blocks = [out for b in blocks for out in _batches(b, stage, rows)]
-        yield from blocks
+        yield from run_map_stages(block, self.stages, self.rows)
 
 
 def map_stages(ds, stages: list[MapStage], batch_size: int, remote: dict | None = None) -> tuple[Any, int]:
@@ -92,16 +101,18 @@ def map_stages(ds, stages: list[MapStage], batch_size: int, remote: dict | None 
     Each stage gets whole blocks and cuts them into batches itself: a Ray Data ``batch_size`` would make the fused
     source task wait for that many *input rows*, and the source's input rows are read tasks (apply groups), so up
     to ``batch_size`` of them would run one after the other in a single task. The stages before the first stateful
-    one are fused into the source's tasks; that stage and every stage after it run in one fixed pool of actors
-    (one per ``num_cpus`` CPUs, at most one per ``num_gpus`` GPUs), so no second pool or task waits for CPUs that
-    the actors hold. ``remote``: remote args of the tasks (the same as the source's, so that they fuse)."""
+    one are fused into the source's tasks, consecutive stages of equal ``num_cpus`` in one ``map_batches``
+    (:func:`run_map_stages`); that stage and every stage after it run in one fixed pool of actors (one per
+    ``num_cpus`` CPUs, at most one per ``num_gpus`` GPUs), so no second pool or task waits for CPUs that the actors
+    hold. ``remote``: remote args of the tasks (the same as the source's, so that they fuse)."""
     import ray
     from ray.data import ActorPoolStrategy
 
     first = next((i for i, s in enumerate(stages) if s.stateful), len(stages))
-    for stage in stages[:first]:
-        ds = ds.map_batches(_apply_stage, fn_args=(stage, stage.batch_size or batch_size), batch_size=None,
-                            batch_format="pandas", num_cpus=stage.num_cpus, **(remote or {}))
+    for num_cpus, group in itertools.groupby(stages[:first], key=lambda s: s.num_cpus):
+        group = list(group)
+        ds = ds.map_batches(_apply_stages, fn_args=(group, [s.batch_size or batch_size for s in group]),
+                            batch_size=None, batch_format="pandas", num_cpus=num_cpus, **(remote or {}))
     pooled = stages[first:]
     if not pooled:
         return ds, 0
