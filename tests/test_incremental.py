@@ -119,6 +119,7 @@ def index_rows(run):
     found = {}
     for kind in sorted(p.name for p in (run / "index").iterdir()):
         table = pa.concat_tables(pq.read_table(p) for p in sorted((run / "index" / kind).rglob("part-*.parquet")))
+        assert len(set(table["_key"].to_pylist())) == table.num_rows  # a position names one record
         table = table.drop_columns(["_key"])
         found[kind] = (table.schema.names, sorted(map(str, table.to_pylist())))
     return found

@@ -23,12 +23,13 @@ import pyarrow.parquet as pq
 
 from thresher.core.config import ConfigError
 from thresher.core.storage import MANIFEST, Storage, join
-from thresher.curate.dedup.reference import IndexedStage, ReferenceDedup
+from thresher.curate.dedup.reference import STORED, IndexedStage, ReferenceDedup
 from thresher.curate.execution.datasets import each_in_a_task
 from thresher.curate.run_folder import DATA, INDEX_COMPLETE, RunFolder, read_staged
 from thresher.curate.stage import ID, KEY, SPLIT, task_of
 
 log = logging.getLogger(__name__)
+BATCH_ROWS = 8192  # records of a data file indexed at a time
 
 
 def check_references(cfg, storage: Storage) -> list[dict]:
@@ -101,12 +102,25 @@ def _write_parts(folder: RunFolder, stage: IndexedStage, part_fn, items: list[tu
 
 
 def _index_part(item: tuple[int, str, str | None, str], stage: IndexedStage, storage: Storage) -> int:
+    """Index part ``item[0]`` from data file ``item[1]`` (of split ``item[2]``), ``BATCH_ROWS`` records at a time (a
+    data file can hold hundreds of MB of text)."""
     part, data_uri, split, index_uri = item
     fs, path = storage.resolve(data_uri)
-    names = pq.read_schema(path, filesystem=fs).names
-    records = pq.read_table(path, filesystem=fs, columns=[c for c in [ID, *stage.index_columns()] if c in names])
-    records = records.append_column(SPLIT, pa.array([split] * records.num_rows, pa.string()))
-    return _write_part(stage.index_table(records, part), index_uri, storage)
+    with fs.open_input_file(path) as f:
+        data = pq.ParquetFile(f)
+        columns = [c for c in [ID, *stage.index_columns()] if c in data.schema_arrow.names]
+        tables, first = [], 0
+        for batch in data.iter_batches(BATCH_ROWS, columns=columns):
+            records = pa.Table.from_batches([batch])
+            records = records.append_column(SPLIT, pa.array([split] * records.num_rows, pa.string()))
+            table = stage.index_table(records, part)
+            tables.append(table.set_column(table.schema.get_field_index(STORED), STORED,
+                                           pc.add(table[STORED], pa.scalar(first, pa.int64()))))
+            first += records.num_rows
+        if not tables:
+            empty = data.schema_arrow.empty_table().select(columns)
+            tables.append(stage.index_table(empty.append_column(SPLIT, pa.array([], pa.string())), part))
+    return _write_part(pa.concat_tables(tables), index_uri, storage)
 
 
 def _index_part_from_keys(item: tuple, stage: ReferenceDedup, storage: Storage) -> int:
