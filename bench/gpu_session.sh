@@ -2,7 +2,8 @@
 # One session on a lent GPU machine that has PyTorch, transformers, peft and accelerate but no Ray and no package
 # index: unpack the carried bundle (made here by bench/gpu_bundle.sh), check the imports, run the GPU suite
 # (tests/gpu), then bench/train_gpu.py with what is left of DEADLINE_S seconds (BENCH_S of them kept for the
-# benchmark; BENCH_S=0: none). PYTEST_TARGETS: the tests (default tests/gpu); PYTEST_ARGS: more pytest arguments;
+# benchmark; BENCH_S=0: none). PYTEST_TARGETS: the tests (default tests/gpu; none: no tests, the benchmark only, as
+# a second call on the same warm machine); PYTEST_ARGS: more pytest arguments;
 # GPU_TEST_PROCESSES: pytest-xdist processes (default 4); BENCH_ARGS: more bench/train_gpu.py arguments (--only
 # model:method:seq ...). Logs and results go to $OUT (default /tmp/gpu-out);
 # each training run of the suite appends its metrics to $OUT/gpu-runs.jsonl.
@@ -28,7 +29,7 @@ print('absent:', [m for m in ('numba', 'pytest', 'xdist', 'pytest_timeout') if n
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "imports failed: stopping"; exit 1; }
 echo "setup done at $(( $(date +%s) - START )) s"
 
-timeout -k 10 $(( $(left) - ${BENCH_S:-200} )) python3 -m pytest ${PYTEST_TARGETS:-tests/gpu} -n ${GPU_TEST_PROCESSES:-4} -v -rA --tb=short -p no:cacheprovider \
+[ "${PYTEST_TARGETS:-}" = none ] || timeout -k 10 $(( $(left) - ${BENCH_S:-200} )) python3 -m pytest ${PYTEST_TARGETS:-tests/gpu} -n ${GPU_TEST_PROCESSES:-4} -v -rA --tb=short -p no:cacheprovider \
   --timeout 240 --junitxml "$OUT/gpu-junit.xml" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/gpu-tests.log" \
   | grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|^E |Error|error" | cut -c1-400
 echo "tests done at $(( $(date +%s) - START )) s"
