@@ -141,6 +141,27 @@ def test_partitioned_paths_and_an_index_built_on_demand(releases):
     assert index_rows(release1) == at_commit
 
 
+def test_an_index_is_the_build_its_complete_json_names(releases):
+    """Two runs building an older run's index at once write separate builds: a reader takes the parts of the one
+    build that ``complete.json`` names, never those of another build lying beside it (half-written, or stale)."""
+    from thresher.core.storage import Storage
+    from thresher.curate.run_folder import RunFolder
+
+    release1 = releases[0] / "release1"
+    root = release1 / "index" / "dedup_exact"
+    (keys,) = [p.name for p in root.iterdir()]
+    folder = RunFolder(str(release1), Storage())
+    named = folder.index_parts("dedup_exact", keys)
+    assert named and all(p.startswith(str(root / keys)) and p.endswith(".parquet") for p in named)
+    stray = root / keys / "another-build" / "part-00000.parquet"
+    stray.parent.mkdir()
+    shutil.copy(named[0], stray)
+    try:
+        assert folder.index_parts("dedup_exact", keys) == named
+    finally:
+        shutil.rmtree(stray.parent)
+
+
 def test_a_near_copy_kept_beside_a_test_record_lands_in_test(releases):
     """dedup_fuzzy with ``action: annotate`` keeps near copies of release-1 records, their dup_cluster naming the
     release-1 record; split (grouping by dup_cluster alone: its index is built on demand) places them with it.

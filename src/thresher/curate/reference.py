@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -91,13 +92,14 @@ def write_own_indexes(stages: list[tuple[int, IndexedStage]], run: RunFolder, pu
 
 def _write_parts(folder: RunFolder, stage: IndexedStage, part_fn, items: list[tuple]) -> None:
     """``stage``'s index in ``folder``: part ``i`` written by ``part_fn((i, *items[i], part uri), stage, storage)``
-    (one Ray task each), then ``complete.json``."""
-    kind, keys = type(stage).name, stage.index_keys()
-    folder.storage.delete(folder.index_dir(kind, keys))
-    rows = each_in_a_task(part_fn, [(i, *item, folder.index_part(kind, keys, i)) for i, item in enumerate(items)],
-                          stage, folder.storage)
-    folder.storage.write_bytes(join(folder.index_dir(kind, keys), INDEX_COMPLETE),
-                               json.dumps({"parts": len(items), "rows": sum(rows),
+    (one Ray task each) into a folder of this build's own, then ``complete.json`` naming its parts."""
+    kind, keys, build = type(stage).name, stage.index_keys(), uuid.uuid4().hex[:12]
+    parts = [folder.index_part(kind, keys, build, i) for i in range(len(items))]
+    rows = each_in_a_task(part_fn, [(i, *item, part) for i, (item, part) in enumerate(zip(items, parts))], stage,
+                          folder.storage)
+    root = folder.index_dir(kind, keys)
+    folder.storage.write_bytes(join(root, INDEX_COMPLETE),
+                               json.dumps({"parts": [p[len(root) + 1:] for p in parts], "rows": sum(rows),
                                            "options": stage.index_options()}).encode())
 
 

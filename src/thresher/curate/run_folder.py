@@ -6,10 +6,11 @@ and loaded.
 <output>/rejects/part-NNNNN.parquet           removed records with stage, reason, detail
 <output>/report.json, report.html, README.md  report and dataset card
 <output>/review_queue/                        labels' export_review: the review split for annotation tools
-<output>/index/<stage>/<keys>/part-NNNNN.parquet  the reference index: key rows of the kept records for a later
-                                              run's ``against`` (dedup keys, split groups; one part per data file;
-                                              ``<keys>``: digest of the options the keys depend on);
-                                              ``complete.json`` written last
+<output>/index/<stage>/<keys>/B/part-NNNNN.parquet  the reference index: key rows of the kept records for a
+                                              later run's ``against`` (dedup keys, split groups; one part per staged
+                                              key file or data file; ``<keys>``: digest of the options the keys
+                                              depend on; ``B``: the build that wrote it); ``complete.json``, written
+                                              last, names the parts of one build
 <output>/manifest.json                        written last: the run is complete
 <output>/_progress/run.json                   what this run computes (config + planned reads hash)
 <output>/_progress/read-T.json                rows read by read task T
@@ -126,15 +127,19 @@ class RunFolder:
         """The reference index of ``stage`` (a stage kind) for keys made with options of digest ``keys``."""
         return self.uri(INDEX, stage, keys)
 
-    def index_part(self, stage: str, keys: str, index: int) -> str:
-        return join(self.index_dir(stage, keys), f"part-{index:05d}.parquet")
+    def index_part(self, stage: str, keys: str, build: str, index: int) -> str:
+        """Part ``index`` of an index written by build ``build`` (builds never share files: two runs building the
+        same older run's index at once each write their own, and ``complete.json`` names one whole build)."""
+        return join(self.index_dir(stage, keys), build, f"part-{index:05d}.parquet")
 
     def index_parts(self, stage: str, keys: str) -> list[str] | None:
-        """The parts of a complete reference index, in order; None when there is none (or it is incomplete)."""
+        """The parts of a complete reference index (those its ``complete.json`` names), in order; None when there
+        is none (or it is incomplete)."""
         folder = self.index_dir(stage, keys)
-        if not self.storage.exists(join(folder, INDEX_COMPLETE)):
+        complete = join(folder, INDEX_COMPLETE)
+        if not self.storage.exists(complete):
             return None
-        return sorted(uri for uri, _ in self._list(folder) if uri.endswith(".parquet"))
+        return [join(folder, part) for part in json.loads(self.storage.read_bytes(complete))["parts"]]
 
     # -- listing -----------------------------------------------------------------------------------
 

@@ -2,12 +2,13 @@
 (:class:`IndexedStage`: a dedup stage's keys, split's groups), and a dedup stage whose key rows are joined by the key
 rows of earlier finished runs' kept records, which always win (:class:`ReferenceDedup`).
 
-A reference contributes its index (``thresher.curate.run_folder``: ``index/<stage>/<keys>/part-*.parquet``): per
-kept record its id, ``_key`` (``part << 32 | row``) and the key columns the stage's ``keys`` computes from it
-(:meth:`ReferenceDedup.index_table`), never its text. In ``decide`` each index part becomes a block of key rows with
-a reference key (``thresher.curate.stage.reference_keys``: negative, a keep key that sorts first), so the stage's
-grouping, components and survivor choice run unchanged over both; the reference rows are dropped before the
-decisions are returned (:meth:`ReferenceDedup.without_references`), having counted the records each one removed.
+A reference contributes its index (``thresher.curate.run_folder``: ``index/<stage>/<keys>/``, its parts named by
+``complete.json``): per kept record its id, ``_key`` (``part << 32 | row``) and the key columns the stage's ``keys``
+computes from it (:meth:`ReferenceDedup.index_table`), never its text. In ``decide`` each index part becomes a
+block of key rows with a reference key (``thresher.curate.stage.reference_keys``: negative, a keep key that sorts
+first), so the stage's grouping, components and survivor choice run unchanged over both; the reference rows are
+dropped before the decisions are returned (:meth:`ReferenceDedup.without_references`), having counted the records
+each one removed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from thresher.curate.run_folder import RunFolder
 from thresher.curate.stage import ID, KEY, GlobalStage, reference_keys
 
 STORED = "_key"  # an index row's part << 32 | row
+INDEX_LAYOUT = 2  # 2: parts in a folder per build, named by complete.json
 
 
 class IndexedStage(GlobalStage):
@@ -38,8 +40,9 @@ class IndexedStage(GlobalStage):
         raise NotImplementedError
 
     def index_keys(self) -> str:
-        """The digest naming this stage's index folder (``index/<stage>/<keys>``)."""
-        options = json.dumps({"stage": type(self).name, **self.index_options()}, sort_keys=True)
+        """The digest naming this stage's index folder (``index/<stage>/<keys>``; ``layout``: of the index's files)."""
+        options = json.dumps({"stage": type(self).name, "layout": INDEX_LAYOUT, **self.index_options()},
+                             sort_keys=True)
         return hashlib.sha256(options.encode()).hexdigest()[:16]
 
     def index_columns(self) -> list[str]:

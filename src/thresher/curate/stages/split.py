@@ -338,7 +338,7 @@ class Split(IndexedStage):
         ds = map_blocks(ds, _unplaced)
         items = []
         for position, uri in enumerate(self.config.against):
-            parts = RunFolder(uri, self.ctx.storage).index_parts(self.name, self.index_keys())
+            parts = RunFolder(uri, self.ctx.storage).index_parts(type(self).name, self.index_keys())
             if parts is None:
                 raise RuntimeError(f"{self.name}: {uri} has no complete index for these options")
             items += [(position, part) for part in parts]
