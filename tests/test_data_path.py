@@ -135,15 +135,30 @@ def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcas
 
     from thresher.runtime import retire_workers
 
+    @ray.remote(num_cpus=0)
+    class Arrivals:
+        def __init__(self):
+            self.pids = set()
+
+        def arrive(self, pid: int) -> int:
+            self.pids.add(pid)
+            return len(self.pids)
+
     @ray.remote(num_cpus=1)
-    def worker_pid() -> int:
-        time.sleep(0.3)  # two at once: one per worker
+    def worker_pid(arrivals) -> int:
+        """Waits (up to 60 s) until a task in another worker process has arrived: two at once, one per worker
+        (a sleep let one worker run both when a second one started slowly)."""
+        deadline = time.monotonic() + 60
+        while ray.get(arrivals.arrive.remote(os.getpid())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         return os.getpid()
 
     retired = []
 
     def retire():
-        retired.append(set(ray.get([worker_pid.remote() for _ in range(2)])))
+        arrivals = Arrivals.remote()
+        retired.append(set(ray.get([worker_pid.remote(arrivals) for _ in range(2)])))
+        ray.kill(arrivals)
         retire_workers()
 
     monkeypatch.setattr("thresher.curate.runner.retire_workers", retire)
