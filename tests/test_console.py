@@ -32,8 +32,8 @@ def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_lo
     timing = manifest["timing"]
     assert abs(sum(timing["phases"].values()) - timing["wall_s"]) < 0.01 * len(timing["phases"])
     # the manifest's time runs from the process's start to its commit: the exit after it (summary, interpreter
-    # shutdown, ~0.2 s) is outside; it never exceeds the time seen from outside
-    assert 0 <= wall - timing["wall_s"] <= 0.05 * wall + 0.3, (timing, wall)
+    # shutdown, ~0.2 s, 0.6 s on a busy machine) is outside; it never exceeds the time seen from outside
+    assert 0 <= wall - timing["wall_s"] <= 0.1 * wall + 1.0, (timing, wall)
     assert set(timing["tasks"]) == {"read", "normalize", "unique_ids", "dedup_exact", "split", "apply1", "write",
                                     "report"}, timing["tasks"]
     assert timing["tasks"]["normalize"]["rows"] == manifest["counts"]["by_stage"]["normalize"]["in"]
