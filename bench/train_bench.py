@@ -89,7 +89,7 @@ def plain(cfg_data: dict, steps: int, threads: int) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     enc = Encoding("alpaca", "text", cfg.data.max_seq_len, packing=True)
     rows = encode_batch(pq.read_table(cfg.data.train, columns=enc.source_columns), tokenizer, enc)
-    model = load_model(cfg, on_gpu=False)
+    model = load_model(cfg, torch.device("cpu"))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr)

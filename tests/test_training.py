@@ -539,6 +539,26 @@ def test_training_on_a_mixture_counts_tokens_per_source(stopped_run):
 # -- config errors ---------------------------------------------------------------------------------------------
 
 
+def test_evaluation_and_checkpoint_seconds_are_left_out_of_tokens_per_s(data, tiny, tmp_path):
+    """Two runs of 6 full fine-tuning steps (one epoch of 48 unpacked rows) on one worker: one checkpoints after
+    every step and evaluates after every second, the other does neither until its end. Their steady tokens/s agree:
+    the rate is the steps', and the busy run says what its evaluations and checkpoints cost, apart (counted in, they
+    would more than halve its rate)."""
+    def run(name: str, validation: str | None, every: int) -> dict:
+        cfg = train_config(tiny, tmp_path / name, "full", str(data.demo), validation, scaling={"num_workers": 1},
+                           data={"packing": False}, optim={"log_every_steps": 6},
+                           checkpoint={"every_steps": every, "keep": 1}, eval={"every_steps": 2} if validation else {})
+        return train.main(cfg)
+
+    quiet, busy = run("quiet", None, 6), run("busy", str(data.validation), 1)
+    assert busy["checkpoints"]["count"] == 6 and len(busy["evals"]) == 3 and quiet["checkpoints"]["count"] == 1
+    state_bytes = sum(p.stat().st_size for p in tiny.glob("*.safetensors"))  # float32 weights; Adam adds twice that
+    assert busy["checkpoints"]["bytes"] > 6 * 2 * state_bytes > 0
+    assert busy["eval_seconds"] + busy["checkpoint_seconds"] > busy["train_seconds"], busy
+    ratio = busy["tokens_per_s_after_first_step"] / quiet["tokens_per_s_after_first_step"]
+    assert ratio > 0.65, (ratio, busy, quiet)
+
+
 def test_qlora_without_gpu_exits_2_naming_the_key(data, tiny, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text(yaml.safe_dump(train_config(tiny, tmp_path / "out", "lora", str(data.train))))

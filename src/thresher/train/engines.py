@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 import torch
 import torch.distributed as dist
 
+from thresher.train.checkpoints import HostCopy, Snapshot
 from thresher.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Engine(ABC):
 
     module: torch.nn.Module  # the model as loaded (PEFT applied), unwrapped: what is exported
     sharded: bool = False  # every rank writes part of a checkpoint (else rank 0 writes it all)
+    pending: Snapshot | None = None  # a checkpoint's host copy the next update must wait for
 
     @abstractmethod
     def forward(self, sync: bool = True, **inputs) -> torch.Tensor:
@@ -47,8 +49,15 @@ class Engine(ABC):
         self.module.train(mode)
 
     @abstractmethod
-    def save(self, folder: str, rank: int) -> None:
-        """Write this rank's part of a checkpoint (trainable weights, optimizer, schedule) into ``folder``."""
+    def snapshot(self, folder: str, rank: int) -> Snapshot:
+        """This rank's part of a checkpoint (trainable weights, optimizer, schedule), copied to host memory, to be
+        written into ``folder`` by :meth:`Snapshot.write` while training goes on."""
+
+    def before_update(self) -> None:
+        """Before the optimizer changes the weights: wait for a checkpoint's copy of them."""
+        if self.pending is not None:
+            self.pending.before_update()
+            self.pending = None
 
     @abstractmethod
     def load(self, folder: str) -> None:
@@ -60,11 +69,18 @@ class Engine(ABC):
         return None
 
 
-def _optimizer(params, cfg: TrainConfig, total_steps: int, adam=torch.optim.AdamW):
+def _optimizer(params, cfg: TrainConfig, total_steps: int, adam=torch.optim.AdamW, fused: bool = False):
+    """AdamW (``fused``: one kernel for all parameters) and the schedule."""
     from transformers import get_cosine_schedule_with_warmup
 
-    optimizer = adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    optimizer = adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, **({"fused": True} if fused else {}))
     return optimizer, get_cosine_schedule_with_warmup(optimizer, cfg.optim.warmup_steps, total_steps)
+
+
+def _fusable(params: list) -> bool:
+    """Whether fused AdamW takes these parameters: floating point, all on one CUDA or CPU device."""
+    return bool(params) and all(p.is_floating_point() for p in params) and len({p.device for p in params}) == 1 \
+        and params[0].device.type in ("cuda", "cpu")
 
 
 class DDPEngine(Engine):
@@ -74,7 +90,7 @@ class DDPEngine(Engine):
     def __init__(self, model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype, device: torch.device):
         from torch.nn.parallel import DistributedDataParallel
 
-        self.cfg = cfg
+        self.cfg, self.device = cfg, device
         self.module = model
         if cfg.tuning != "qlora":  # QLoRA's 4-bit base was placed on the GPU as it loaded
             model = model.to(device)
@@ -82,7 +98,7 @@ class DDPEngine(Engine):
             model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         self.model = model
         self.params = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer, self.scheduler = _optimizer(self.params, cfg, total_steps)
+        self.optimizer, self.scheduler = _optimizer(self.params, cfg, total_steps, fused=_fusable(self.params))
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
@@ -95,6 +111,7 @@ class DDPEngine(Engine):
         self.scaler.scale(loss).backward()
 
     def step(self) -> None:
+        self.before_update()
         self.scaler.unscale_(self.optimizer)
         if self.cfg.optim.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.max_grad_norm)
@@ -103,12 +120,13 @@ class DDPEngine(Engine):
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def save(self, folder: str, rank: int) -> None:
-        if rank == 0:
-            trainable = {n: p.detach().cpu() for n, p in self.module.named_parameters() if p.requires_grad}
-            torch.save({"trainable": trainable, "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()},
-                       os.path.join(folder, TORCH_STATE_FILE))
+    def snapshot(self, folder: str, rank: int) -> Snapshot:
+        if rank != 0:
+            return Snapshot()
+        trainable = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+        state = {"trainable": trainable, "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+        return Snapshot({os.path.join(folder, TORCH_STATE_FILE): HostCopy(state, self.device)})
 
     def load(self, folder: str) -> None:
         state = torch.load(os.path.join(folder, TORCH_STATE_FILE), map_location="cpu", weights_only=True)
@@ -163,6 +181,7 @@ class DeepSpeedEngine(Engine):
         else:
             optimizer, scheduler = _optimizer(params, cfg, total_steps)
         model = model.to(device)
+        self.device = device
         self.model, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                    config=config, dist_init_required=False)
         self.module = self.model.module
@@ -173,6 +192,8 @@ class DeepSpeedEngine(Engine):
 
     def backward(self, loss: torch.Tensor) -> None:
         self.model.backward(loss, scale_wrt_gas=False)
+        if self.model.is_gradient_accumulation_boundary():
+            self.before_update()
         self.model.step()  # an update only at the accumulation boundary
 
     def step(self) -> None:
@@ -181,8 +202,16 @@ class DeepSpeedEngine(Engine):
     def train(self, mode: bool) -> None:
         self.model.train(mode)
 
-    def save(self, folder: str, rank: int) -> None:
-        self.model.save_checkpoint(folder, tag=DEEPSPEED_TAG)
+    def snapshot(self, folder: str, rank: int) -> Snapshot:
+        """DeepSpeed's ``save_checkpoint`` with a checkpoint engine that keeps host copies instead of writing."""
+        snapshot = Snapshot()
+        writer = self.model.checkpoint_engine
+        self.model.checkpoint_engine = host_copy_engine(snapshot, self.device)
+        try:
+            self.model.save_checkpoint(folder, tag=DEEPSPEED_TAG)
+        finally:
+            self.model.checkpoint_engine = writer
+        return snapshot
 
     def load(self, folder: str) -> None:
         path, _ = self.model.load_checkpoint(folder, tag=DEEPSPEED_TAG)
@@ -213,6 +242,8 @@ class FSDP2Engine(Engine):
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         self.cfg = cfg
+        # checkpoints are written in a background thread, whose collectives need a group of their own (and CPU)
+        self.checkpoint_group = dist.new_group(backend="gloo")
         model = model.to(device)
         policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
         layers = set(getattr(model, "_no_split_modules", None) or ())
@@ -230,21 +261,26 @@ class FSDP2Engine(Engine):
         loss.backward()
 
     def step(self) -> None:
+        self.before_update()
         if self.cfg.optim.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.optim.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def save(self, folder: str, rank: int) -> None:
+    def snapshot(self, folder: str, rank: int) -> Snapshot:
+        """The shards staged in host memory by ``async_save``, which writes them in its own thread."""
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         model_state, optimizer_state = get_state_dict(self.module, self.optimizer)
-        dcp.save({"model": model_state, "optimizer": optimizer_state},
-                 checkpoint_id=os.path.join(folder, FSDP_STATE_DIR))
+        future = dcp.async_save({"model": model_state, "optimizer": optimizer_state},
+                                checkpoint_id=os.path.join(folder, FSDP_STATE_DIR), process_group=self.checkpoint_group)
+        snapshot = Snapshot(futures=[future])
         if rank == 0:
-            torch.save({"scheduler": self.scheduler.state_dict()}, os.path.join(folder, TORCH_STATE_FILE))
+            snapshot.files[os.path.join(folder, TORCH_STATE_FILE)] = HostCopy({"scheduler": self.scheduler.state_dict()},
+                                                                              torch.device("cpu"))
+        return snapshot
 
     def load(self, folder: str) -> None:
         import torch.distributed.checkpoint as dcp
@@ -264,6 +300,20 @@ class FSDP2Engine(Engine):
 
         full = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return full if dist.get_rank() == 0 else None
+
+
+def host_copy_engine(snapshot: Snapshot, device: torch.device):
+    """A DeepSpeed checkpoint engine whose ``save`` adds a host copy of the state to ``snapshot``."""
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class HostCopyEngine(TorchCheckpointEngine):
+        def save(self, state_dict, path: str) -> None:
+            snapshot.files[path] = HostCopy(state_dict, device)
+
+        def preserves_storage_sharing(self) -> bool:
+            return False  # the host copy is the clone DeepSpeed would make on the device
+
+    return HostCopyEngine()
 
 
 def make_engine(model, cfg: TrainConfig, total_steps: int, dtype: torch.dtype, device: torch.device) -> Engine:

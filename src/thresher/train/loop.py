@@ -10,8 +10,8 @@ latest checkpoint if there is one. Each worker streams its shard of the rows wit
 tokens for SFT (every token weighs the same, however the tokens fall into rows and workers), pairs for preference
 optimization.
 
-Checkpoints (``ray.train.report(metrics, checkpoint=...)``) every ``checkpoint.every_steps`` and at the end hold the
-engine's state (trainable weights, optimizer, scheduler, loss scaler; DeepSpeed and FSDP2: every rank's shards) and
+Checkpoints (:mod:`thresher.train.checkpoints`: copied to host memory at the step, written while training goes
+on) every ``checkpoint.every_steps`` and at the end hold the engine's state (trainable weights, optimizer, scheduler, loss scaler; DeepSpeed and FSDP2: every rank's shards) and
 :class:`TrainerState` (step, epoch, position in the epoch, loss history). A run restarted by the driver
 (``thresher.train.run.fit``: a worker process or node died) or re-run with the same ``checkpoint.storage_path`` resumes
 from the latest checkpoint: weights, optimizer, scheduler and step are restored exactly; for the data, each worker
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -38,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from thresher.core.storage import Storage
+from thresher.train.checkpoints import Checkpointer
+from thresher.train.collectives import all_sum, device_sum, node_count
 from thresher.train.config import PREFERENCE_METHODS, VIRTUAL_TOKEN_METHODS, TrainConfig
 from thresher.train.data import IGNORE
 from thresher.train.engines import make_engine
@@ -131,46 +131,10 @@ class LanguageModeling:
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)) if units else None}
 
 
-# -- collectives --------------------------------------------------------------------------------------------
-
-
-def all_sum(values, device: torch.device) -> list[float]:
-    """The sums over all workers of ``values`` (numbers or tensors, flattened and concatenated), in one collective
-    on ``device`` (the workers' GPU with NCCL) and one copy to the host."""
-    t = torch.cat([torch.as_tensor(v, device=device).to(torch.float64).reshape(-1) for v in values])
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def node_count() -> int:
-    """The Ray nodes the workers run on (by node id: nodes may share an IP)."""
-    import ray
-
-    node = ray.get_runtime_context().get_node_id()
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return 1
-    nodes = [None] * dist.get_world_size()
-    dist.all_gather_object(nodes, node)
-    return len(set(nodes))
-
-
 def metric_sums(objective, batch: dict, metrics: dict, device: torch.device) -> torch.Tensor:
     """The batch's metric sums in ``objective.metrics`` order, then its units, as one float64 tensor on ``device``."""
     values = [*(metrics[k] for k in objective.metrics), objective.units(batch)]
     return torch.stack([torch.as_tensor(v, device=device).to(torch.float64) for v in values])
-
-
-def save_checkpoint(engine, state: TrainerState, rank: int, metrics: dict) -> None:
-    import ray.train
-
-    with tempfile.TemporaryDirectory() as folder:
-        engine.save(folder, rank)
-        if rank == 0:
-            state.save(folder)
-        keep = rank == 0 or engine.sharded
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if keep else None,
-                         checkpoint_dir_name=f"step-{state.step:08d}")
 
 
 def evaluation_metrics(evaluation: dict) -> dict:
@@ -183,7 +147,9 @@ def report_evaluation(evaluation: dict) -> None:
     tune`` trial passes on to Ray Tune's scheduler, which may stop the run there."""
     import ray.train
 
-    ray.train.report(evaluation_metrics(evaluation), checkpoint=None)
+    # in order after a checkpoint still being written, without waiting for it
+    ray.train.report(evaluation_metrics(evaluation), checkpoint=None,
+                     checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)
 
 
 def peak_memory_bytes(on_gpu: bool) -> int:
@@ -236,6 +202,7 @@ class Recipe:
         self.started = self.eval_seconds = 0.0
         self.run_tokens, self.run_steps, self.first_step = 0.0, 0, (0.0, 0.0)
         self.pending: Counter = Counter()  # metric sums since the last logged step, and their units
+        self.unsettled: torch.Tensor | None = None  # the steps' sums on the device, not yet in ``pending``
         self.startup: dict[str, float] = {}  # seconds from the command's start to each point of this attempt
 
     def mark(self, point: str) -> None:
@@ -281,7 +248,7 @@ class Recipe:
         if self.rank == 0 and not self.on_gpu and cfg.model.dtype != "float32":
             log.warning("no GPU: training in float32 (model.dtype %s applies on GPUs)", cfg.model.dtype)
         torch.manual_seed(cfg.optim.seed)
-        model = load_model(cfg, self.on_gpu)
+        model = load_model(cfg, self.device)
         self.mark("model_loaded")
         self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.quantized_layers = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
@@ -290,6 +257,7 @@ class Recipe:
         else:
             self.objective = LanguageModeling(cfg.tuning)
         self.engine = make_engine(model, cfg, self.job.total_steps, self.dtype, self.device)
+        self.checkpointer = Checkpointer(self.engine, self.rank)
         self.mark("engine_ready")
 
     def resumed_state(self, checkpoint, rank: int) -> tuple[TrainerState, int | None]:
@@ -348,40 +316,58 @@ class Recipe:
                     report_evaluation(state.evals[-1])
             if state.step % cfg.checkpoint.every_steps == 0 or self.finished():
                 self.checkpoint({"train_loss": state.train_loss[-1]["loss"]} if state.train_loss else {})
-        self.train_seconds = time.perf_counter() - self.started - self.eval_seconds  # tokens/s leaves evals out
+        self.settle()
+        self.train_seconds = self.training_seconds()
+
+    def training_seconds(self) -> float:
+        """Seconds since :meth:`train` started, less those spent evaluating and waiting for checkpoints."""
+        return time.perf_counter() - self.started - self.eval_seconds - self.checkpointer.blocked_seconds
 
     def train_step(self, window: list[dict]) -> None:
-        """One optimizer step over the ``window`` of micro-batches. The step's sums stay on the batches' device
-        until one collective at its end; the host waits for the device only there and for the step's units."""
+        """One optimizer step over the ``window`` of micro-batches. Its sums stay on the batches' device, added up
+        until :meth:`settle`: the host never waits for the device within a step, so it queues the next one."""
         device, names = self.device, self.objective.metrics
-        (units,) = all_sum([sum(self.objective.units(b) for b in window)], device)
-        scale = self.world / max(units, 1.0)  # gradients are averaged over workers: this makes it the global mean
+        units = device_sum([torch.stack([torch.as_tensor(self.objective.units(b), dtype=torch.float64, device=device)
+                                         for b in window]).sum()])
+        scale = self.world / units.clamp(min=1.0)  # gradients are averaged over workers: this makes it the global mean
         sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
         tokens = torch.zeros(max(len(self.job.sources), 1), dtype=torch.float64, device=device)
         for i, batch in enumerate(window):
             loss, metrics = self.objective.loss(self.engine, batch, sync=i == len(window) - 1)
-            self.engine.backward(loss * scale)
+            self.engine.backward(loss * scale.to(loss.dtype))
             sums += metric_sums(self.objective, batch, metrics, device)
             row_tokens = batch["attention_mask"].reshape(len(batch["source"]), -1).sum(1).to(torch.float64)
             tokens.index_add_(0, batch["source"], row_tokens)
         self.engine.step()
-        totals = all_sum([sums[:-1], tokens], device)
-        self.pending.update({**dict(zip(names, totals)), "units": units})
-        by_source = totals[len(names):]
-        state = self.state
-        state.step += 1
-        state.batches_in_epoch += self.cfg.optim.grad_accum
+        totals = torch.cat([device_sum([sums[:-1], tokens]), units])
+        self.unsettled = totals if self.unsettled is None else self.unsettled + totals
+        self.state.step += 1
+        self.state.batches_in_epoch += self.cfg.optim.grad_accum
+        self.run_steps += 1
+        if self.run_steps == 1:  # the first step also waits for the data pipeline to start and warms up
+            self.settle()
+            self.first_step = (self.training_seconds(), self.run_tokens)
+            self.mark("first_step")
+        if self.rank == 0 and self.job.progress is not None:
+            self.job.progress.put.remote({"train_step": self.state.step})
+
+    def settle(self) -> None:
+        """Wait for the device and take the steps' sums since the last call into the metrics and token counts."""
+        if self.unsettled is None:
+            if self.on_gpu:
+                torch.cuda.synchronize(self.device)
+            return
+        values, self.unsettled = self.unsettled.tolist(), None
+        names, state = self.objective.metrics, self.state
+        by_source = values[len(names):-1]
+        self.pending.update({**dict(zip(names, values)), "units": values[-1]})
         state.tokens += int(sum(by_source))
         state.tokens_by_source = [int(a + b) for a, b in zip(state.tokens_by_source or [0] * len(by_source),
                                                              by_source)]
-        self.run_tokens, self.run_steps = self.run_tokens + sum(by_source), self.run_steps + 1
-        if self.run_steps == 1:  # the first step also waits for the data pipeline to start and warms up
-            self.first_step = (time.perf_counter() - self.started - self.eval_seconds, self.run_tokens)
-            self.mark("first_step")
-        if self.rank == 0 and self.job.progress is not None:
-            self.job.progress.put.remote({"train_step": state.step})
+        self.run_tokens += sum(by_source)
 
     def log_train_metrics(self) -> None:
+        self.settle()
         units = max(self.pending.pop("units", 0.0), 1.0)
         means = {k: v / units for k, v in self.pending.items()}
         self.pending = Counter()
@@ -395,6 +381,7 @@ class Recipe:
     @torch.no_grad()
     def evaluate(self) -> None:
         """Evaluate on the validation shards of all workers; record it (and export it if it is the best one)."""
+        self.settle()  # the steps' work queued on the device is not the evaluation's
         at = time.perf_counter()
         self.engine.train(False)
         names = self.objective.metrics
@@ -414,7 +401,8 @@ class Recipe:
     # -- checkpoint and export ----------------------------------------------------------------------------------
 
     def checkpoint(self, metrics: dict | None = None) -> None:
-        save_checkpoint(self.engine, self.state, self.rank, {"step": self.state.step, **(metrics or {})})
+        self.settle()  # the state's token counts are the steps'; their work on the device is not the checkpoint's
+        self.checkpointer.save(self.state, {"step": self.state.step, **(metrics or {})})
         self.last_saved = self.state.step
 
     def export(self) -> None:
@@ -432,6 +420,8 @@ class Recipe:
             self.evaluate()
         if self.last_saved != self.state.step:  # the last step fell between checkpoints (a finished run saves none)
             self.checkpoint()
+        self.checkpointer.wait()  # written: its seconds and bytes count, and a failed write fails the run here
+        (self.checkpoint_bytes,) = all_sum([self.checkpointer.bytes], self.device)  # every rank's part
         self.best = best_summary(self.state.evals, **self.selection)
         if not (self.cfg.eval.save_best and self.best):
             self.export()
@@ -453,6 +443,10 @@ class Recipe:
             if run_steps > 1 else None,
             "first_step_seconds": first_step[0] if run_steps else None,
             "train_seconds": seconds,
+            "eval_seconds": self.eval_seconds,
+            "checkpoint_seconds": self.checkpointer.blocked_seconds,
+            "checkpoints": {"count": self.checkpointer.count, "blocked_seconds": self.checkpointer.blocked_seconds,
+                            "write_seconds": self.checkpointer.write_seconds, "bytes": int(self.checkpoint_bytes)},
             "steps_this_run": run_steps,
             "tokens": state.tokens,
             "tokens_by_source": dict(zip(self.job.sources, state.tokens_by_source)),

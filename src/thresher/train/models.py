@@ -69,12 +69,14 @@ def load_base_model(options: ModelOptions, dtype: torch.dtype | None = None, **k
     return model
 
 
-def load_model(cfg: TrainConfig, on_gpu: bool):
-    """The pretrained causal LM, ready for ``cfg.method`` (PEFT applied), on CPU."""
+def load_model(cfg: TrainConfig, device: torch.device):
+    """The pretrained causal LM, ready for ``cfg.method`` (PEFT applied), on ``device``: on a GPU the weights are read
+    straight onto it (no copy in host memory, converted to their dtype there)."""
+    on_gpu = device.type == "cuda"
     dtype = compute_dtype(cfg, on_gpu)
-    kwargs = {}
+    kwargs = {"device_map": {"": device}} if on_gpu else {}
     if cfg.tuning == "qlora":
-        kwargs.update(quantization_config=_bnb_config(dtype), device_map={"": torch.cuda.current_device()})
+        kwargs["quantization_config"] = _bnb_config(dtype)
     # the frozen base of the PEFT methods is stored in the compute dtype; full fine-tuning keeps fp32 masters
     model = load_base_model(cfg.model, dtype if cfg.tuning != "full" else torch.float32, **kwargs)
     model.config.use_cache = False

@@ -25,6 +25,7 @@ from thresher.core.console import current as console
 from thresher.core.lineage import data_lineage
 from thresher.runtime import progress_counter, progress_counts, ray_session, resolve_address
 from thresher.core.storage import Storage, join
+from thresher.train.checkpoints import remove_staging
 from thresher.train.config import PEFT_ADAPTERS, PREFERENCE_METHODS, VIRTUAL_TOKEN_METHODS, TrainConfig
 from thresher.train.data import Encoding, build_dataset, ensure_chat_template, mix, parquet_files, renders_chat
 from thresher.train.loop import Job, train_loop_per_worker
@@ -135,6 +136,7 @@ def fit(trainer, max_failures: int):
 def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
     """Train as configured; returns the metrics also written to ``<output.path>/metrics.json``. ``callbacks``: Ray
     Train callbacks of the run (``thresher tune`` passes the workers' evaluations on to Ray Tune)."""
+    import pyarrow.fs
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -197,6 +199,8 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
                   tracking=tracking_settings(cfg, lineage), sources=[s.path for s in cfg.data.sources],
                   started=started)
         fs, ckpt_path = storage.resolve(cfg.checkpoint_path)
+        if isinstance(fs, pyarrow.fs.LocalFileSystem):
+            remove_staging(posixpath.join(ckpt_path, RUN_NAME))  # what a stopped run was still writing
 
         def trainer() -> TorchTrainer:
             return TorchTrainer(
