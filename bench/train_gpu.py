@@ -6,7 +6,8 @@ Training runs ``thresher train``'s own path (``train.main``: Ray Train, one work
 ``--seq`` tokens, for each (model, method, sequence length) in priority order until ``--budget-s`` is spent. Models
 are random-weight models of real architectures (``testkit.gpu_models``): SmolLM2-135M and a 1B-class Llama
 (Llama-3.2-1B's shape). Precision bfloat16 (full fine-tuning: float32 master weights under bf16 autocast; PEFT:
-the frozen base stored in bf16; QLoRA: NF4).
+the frozen base stored in bf16; QLoRA: NF4). ``full-liger-compile``: full fine-tuning with ``model.kernels: liger``
+and ``optim.compile`` (the compilation falls in the first step, which tokens/s leaves out).
 
 * tokens/s per GPU: input tokens per second after the first optimizer step (steady state), per GPU.
 * MFU: tokens/s per GPU x FLOPs per token / the GPU's peak dense bf16 FLOP/s. FLOPs per token (PaLM's accounting,
@@ -43,15 +44,16 @@ sys.path.insert(0, str(ROOT))
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
                     "A10G": 125.0, "A10": 125.0}
 METHODS = {"lora": ("lora", {}), "qlora": ("qlora", {}), "full": ("full", {}), "fsdp2": ("full", {"fsdp": {}}),
-           "zero2": ("full", {"deepspeed": {"stage": 2}})}
+           "zero2": ("full", {"deepspeed": {"stage": 2}}),
+           "full-liger-compile": ("full", {"model": {"kernels": "liger"}, "optim": {"compile": True}})}
 TOKENS_PER_STEP = 16384  # per GPU: 16 rows of 1024 or 8 of 2048
-PRIORITY = [("llama-1b", "full", 2048), ("smollm2-135m", "lora", 1024), ("llama-1b", "lora", 2048),
-            ("llama-1b", "qlora", 2048), ("llama-1b", "fsdp2", 2048), ("llama-1b", "zero2", 2048),
-            ("smollm2-135m", "full", 1024), ("smollm2-135m", "qlora", 1024), ("smollm2-135m", "fsdp2", 1024),
-            ("smollm2-135m", "zero2", 1024), ("llama-1b", "full", 1024), ("llama-1b", "lora", 1024),
-            ("smollm2-135m", "lora", 2048), ("smollm2-135m", "full", 2048), ("llama-1b", "qlora", 1024),
-            ("llama-1b", "fsdp2", 1024), ("llama-1b", "zero2", 1024), ("smollm2-135m", "qlora", 2048),
-            ("smollm2-135m", "fsdp2", 2048), ("smollm2-135m", "zero2", 2048)]
+PRIORITY = [("llama-1b", "full", 2048), ("llama-1b", "full-liger-compile", 2048), ("smollm2-135m", "lora", 1024),
+            ("llama-1b", "lora", 2048), ("llama-1b", "qlora", 2048), ("llama-1b", "fsdp2", 2048),
+            ("llama-1b", "zero2", 2048), ("smollm2-135m", "full", 1024), ("smollm2-135m", "qlora", 1024),
+            ("smollm2-135m", "fsdp2", 1024), ("smollm2-135m", "zero2", 1024), ("llama-1b", "full", 1024),
+            ("llama-1b", "lora", 1024), ("smollm2-135m", "lora", 2048), ("smollm2-135m", "full", 2048),
+            ("llama-1b", "qlora", 1024), ("llama-1b", "fsdp2", 1024), ("llama-1b", "zero2", 1024),
+            ("smollm2-135m", "qlora", 2048), ("smollm2-135m", "fsdp2", 2048), ("smollm2-135m", "zero2", 2048)]
 
 
 def peak_tflops(device: str, given: float | None) -> float | None:
@@ -83,9 +85,11 @@ def train_row(model: Path, name: str, method_name: str, seq: int, data: Path, gp
     method, sections = METHODS[method_name]
     cfg = {"model": {"name_or_path": str(model), "dtype": "bfloat16"},
            "data": {"train": str(data), "format": "alpaca", "max_seq_len": seq, "packing": True},
-           "method": method, **sections, "scaling": {"num_workers": gpus, "use_gpu": True},
+           "method": method, "scaling": {"num_workers": gpus, "use_gpu": True},
            "optim": {"lr": 1e-4, "max_steps": steps, "batch_size": TOKENS_PER_STEP // seq, "log_every_steps": steps},
            "checkpoint": {"every_steps": steps, "keep": 1, "max_failures": 0}, "output": {"path": str(out)}}
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
     wall = time.perf_counter()
     metrics = train.main(cfg)
     wall = time.perf_counter() - wall

@@ -408,6 +408,80 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
     assert set(Path.home().glob(".cache/torch_extensions/*/*")) == extensions  # no DeepSpeed op was JIT-compiled
 
 
+# -- kernels and compilation ------------------------------------------------------------------------------------
+
+
+def training_batch(tiny: Path, path: Path) -> dict:
+    """All the records of ``path`` as one batch of unpacked training rows, tokenized as the training run does."""
+    from thresher.train.config import ModelOptions
+    from thresher.train.models import load_tokenizer
+
+    tokenizer = load_tokenizer(ModelOptions(name_or_path=str(tiny)))
+    rows = encode_batch(pq.read_table(path), tokenizer, Encoding("alpaca", "text", SEQ, packing=False))
+    return {k: torch.as_tensor(rows[k], dtype=torch.long) for k in ("input_ids", "labels", "position_ids")}
+
+
+def local_engine(cfg: dict, compile: bool = False):
+    """The model of ``cfg`` in a DDP engine of this process alone (no Ray, no process group), compiled or not."""
+    from thresher.train.engines import DDPEngine
+    from thresher.train.models import load_model
+
+    tcfg = parse_train_config({**cfg, "optim": {**cfg["optim"], "compile": compile}})
+    engine = DDPEngine(load_model(tcfg, on_gpu=False), tcfg, tcfg.optim.max_steps, torch.float32, torch.device("cpu"))
+    engine.train(True)
+    return engine
+
+
+def test_the_fused_objective_sums_the_loss_as_the_logits_objective(data, tiny, tmp_path):
+    """With ``fused`` the objective asks the model for its loss given the labels (what Liger's fused linear
+    cross-entropy answers without logits); ``num_items_in_batch=1`` makes that the sum over trained tokens, as the
+    logits objective's -- checked here through transformers' own loss, in training and evaluation mode."""
+    from thresher.train.loop import LanguageModeling
+
+    engine = local_engine(train_config(tiny, tmp_path, "full", str(data.train), optim={"max_steps": 1}))
+    batch = training_batch(tiny, data.train)
+    for mode in (True, False):
+        engine.train(mode)
+        fused, _ = LanguageModeling("full", fused=True).loss(engine, batch)
+        summed, _ = LanguageModeling("full").loss(engine, batch)
+        torch.testing.assert_close(fused, summed, rtol=1e-6, atol=0)
+
+
+def test_compiled_ddp_trains_as_the_uncompiled_model(data, tiny, tmp_path):
+    """``optim.compile``: two DDP workers whose decoder layers are compiled (inductor, on CPU) train as this process
+    trains the uncompiled model on the same rows -- each step takes all 16 records (2 workers x batch 8), so both
+    steps' losses agree and the export holds the same weights -- and the checkpoint names the parameters as the
+    uncompiled model does. Compiled here, the two decoder layers make one graph."""
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForCausalLM
+
+    from thresher.train.loop import LanguageModeling
+
+    cfg = train_config(tiny, tmp_path, "full", str(data.train), data={"packing": False},
+                       optim={"max_steps": 2, "batch_size": 8, "compile": True})
+    m = train.main(copy.deepcopy(cfg))
+    objective, batch = LanguageModeling("full"), training_batch(tiny, data.train)
+    assert len(batch["input_ids"]) == 16
+    counters.clear()
+    objective.loss(local_engine(cfg, compile=True), {k: v[:8] for k, v in batch.items()})  # the workers' shapes
+    assert counters["stats"]["unique_graphs"] == 1
+    engine = local_engine(cfg)
+    losses = []
+    for _ in range(2):
+        loss, _ = objective.loss(engine, batch)
+        units = objective.units(batch)
+        engine.backward(loss / units)
+        engine.step()
+        losses.append(float(loss.detach() / units))
+    np.testing.assert_allclose([x["loss"] for x in m["train_loss"]], losses, rtol=1e-4)
+    assert losses[1] < losses[0]
+    ids = sample_ids(tiny)
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    torch.testing.assert_close(logits(exported, ids), logits(engine.module, ids), atol=1e-4, rtol=1e-4)
+    trainable = torch.load(Path(m["checkpoint"], TORCH_STATE_FILE), weights_only=True)["trainable"]
+    assert set(trainable) == {n for n, _ in base_model(tiny).named_parameters()}
+
+
 # -- best evaluation, early stopping, MLflow -------------------------------------------------------------------
 
 
@@ -589,6 +663,8 @@ def test_a_first_step_failure_of_the_workers_fails_the_run_at_once(data, tiny, t
     ({"data": {"validation": "INCOMPLETE"}}, "data.validation"),
     ({"eval": {"early_stopping": {"patience": 2}}}, "data.validation"),
     ({"eval": {"metric": "accuracy"}}, "eval.metric"),
+    ({"model": {"kernels": "liger"}}, "model.kernels: liger needs CUDA GPUs"),
+    ({"model": {"kernels": "triton"}}, "model.kernels"),
     ({"tracking": {"mlflow": {}}, "output": {"path": "s3://bucket/run"}}, "tracking.mlflow.tracking_uri"),
 ])
 def test_config_errors_name_the_key(data, tiny, tmp_path, change, key):
@@ -602,6 +678,20 @@ def test_config_errors_name_the_key(data, tiny, tmp_path, change, key):
         cfg[section] = {**cfg[section], **value} if isinstance(value, dict) and cfg.get(section) else value
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         train.main(cfg)
+
+
+def test_liger_refusals_name_model_kernels():
+    """Where the workers run on the driver's machine, ``thresher train`` checks that Liger can patch the model there:
+    without liger-kernel the error says what to install; an architecture Liger has no kernels for is refused."""
+    import importlib.util
+
+    from thresher.train.models import require_liger
+
+    if importlib.util.find_spec("liger_kernel") is None:
+        with pytest.raises(ConfigError, match=r"model\.kernels: .*pip install liger-kernel"):
+            require_liger("llama")
+    with pytest.raises(ConfigError, match=r"model\.kernels: "):
+        require_liger("gpt2")
 
 
 def test_a_relative_output_path_is_the_drivers(tmp_path, monkeypatch):

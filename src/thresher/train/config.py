@@ -1,9 +1,9 @@
 """The training config (design.md's contract), validated into typed models.
 
 Extensions beyond the contract: ``lora.use_dora``/``use_rslora``, ``prompt_tuning`` (prefix/prompt methods),
-``deepspeed.offload_*``, ``scaling.resources_per_worker``, ``optim`` schedule and logging knobs,
-``checkpoint.max_failures``, ``eval`` (schedule, best-evaluation selection, early stopping), ``tracking``
-(MLflow) and ``storage``.
+``deepspeed.offload_*``, ``scaling.resources_per_worker``, ``optim`` schedule and logging knobs, ``model.kernels``
+(Liger) and ``optim.compile`` (torch.compile), ``checkpoint.max_failures``, ``eval`` (schedule, best-evaluation
+selection, early stopping), ``tracking`` (MLflow) and ``storage``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ class ModelOptions(StrictModel):
         "compute dtype on GPUs (autocast; float16 with a loss scaler); CPUs train in float32"))
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
         None, description="default: sdpa")
+
+
+class TrainModelOptions(ModelOptions):
+    """The training config's ``model``: the model's options, and the kernels it trains with."""
+
+    kernels: Literal["liger"] | None = Field(None, description=(
+        "liger: Liger's Triton kernels (RMSNorm, RoPE, SwiGLU; the fused linear cross-entropy for full, lora, "
+        "qlora); CUDA GPUs only, needs pip install liger-kernel"))
 
 
 FORMATS = Literal["text", "alpaca", "chat", "preference"]
@@ -142,6 +150,8 @@ class OptimOptions(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping norm; null: no clipping")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    compile: bool = Field(False, description=(
+        "torch.compile each decoder layer (GPU or CPU; the first steps include the compilation)"))
     seed: int = Field(0, description="seed of torch (new weights, dropout), of data.order shuffle and of mixtures")
     log_every_steps: int = Field(10, gt=0, description="train_loss is logged as the mean over this many steps")
 
@@ -195,7 +205,7 @@ class OutputOptions(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    model: ModelOptions = Field(description="the base model")
+    model: TrainModelOptions = Field(description="the base model")
     data: DataOptions = Field(description="what to train on")
     method: Literal["full", "lora", "qlora", "prefix", "prompt", "dpo", "orpo"] = Field(
         "lora", description="what is trained, and the objective")
@@ -226,6 +236,9 @@ class TrainConfig(StrictModel):
             raise ValueError("output.merge_lora: only with method lora or qlora")
         if self.method == "qlora" and not self.scaling.use_gpu:
             raise ValueError("method qlora needs CUDA GPUs (4-bit bitsandbytes): set scaling.use_gpu: true")
+        if self.model.kernels == "liger" and not self.scaling.use_gpu:
+            raise ValueError("model.kernels: liger needs CUDA GPUs (Liger's kernels are Triton): set scaling.use_gpu: "
+                             "true, or leave model.kernels out")
         if (self.eval.save_best or self.eval.early_stopping) and not self.data.validation:
             raise ValueError("eval.save_best and eval.early_stopping need data.validation")
         if self.eval.early_stopping and not self.eval.every_steps:

@@ -2,7 +2,8 @@
 (:class:`DDPEngine`), DeepSpeed ZeRO (:class:`DeepSpeedEngine`) and FSDP2 (:class:`FSDP2Engine`); the training
 loop calls only that interface.
 
-Every engine uses AdamW with linear warmup then cosine decay to 0 over the run's steps.
+Every engine uses AdamW with linear warmup then cosine decay to 0 over the run's steps. With ``optim.compile`` each
+engine compiles the decoder layers in place (:func:`compile_layers`) before it wraps the model.
 """
 
 from __future__ import annotations
@@ -34,8 +35,13 @@ class Engine(ABC):
     pending: Snapshot | None = None  # a checkpoint's host copy the next update must wait for
 
     @abstractmethod
+    def outputs(self, sync: bool = True, **inputs):
+        """The model's outputs (``.logits``; ``.loss`` given ``labels``); ``sync=False`` on micro-batches whose
+        gradients need no all-reduce yet."""
+
     def forward(self, sync: bool = True, **inputs) -> torch.Tensor:
-        """The logits; ``sync=False`` on micro-batches whose gradients need no all-reduce yet."""
+        """The logits."""
+        return self.outputs(sync, **inputs).logits
 
     @abstractmethod
     def backward(self, loss: torch.Tensor) -> None:
@@ -69,6 +75,20 @@ class Engine(ABC):
         return None
 
 
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's decoder layers: its modules of the classes in ``_no_split_modules``."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def compile_layers(model: torch.nn.Module) -> None:
+    """``optim.compile``: ``torch.compile`` each decoder layer (one graph, which every layer reuses), or the whole
+    model where it names no layers. In place (``nn.Module.compile``): the parameters keep their names, so checkpoints
+    and exports are those of the uncompiled model."""
+    for module in decoder_layers(model) or [model]:
+        module.compile()
+
+
 def _optimizer(params, cfg: TrainConfig, total_steps: int, adam=torch.optim.AdamW, fused: bool = False):
     """AdamW (``fused``: one kernel for all parameters) and the schedule."""
     from transformers import get_cosine_schedule_with_warmup
@@ -94,6 +114,8 @@ class DDPEngine(Engine):
         self.module = model
         if cfg.tuning != "qlora":  # QLoRA's 4-bit base was placed on the GPU as it loaded
             model = model.to(device)
+        if cfg.optim.compile:
+            compile_layers(model)
         if dist.is_initialized() and dist.get_world_size() > 1:
             model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         self.model = model
@@ -102,10 +124,10 @@ class DDPEngine(Engine):
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
-    def forward(self, sync: bool = True, **inputs) -> torch.Tensor:
+    def outputs(self, sync: bool = True, **inputs):
         no_sync = getattr(self.model, "no_sync", None)
         with (contextlib.nullcontext() if sync or no_sync is None else no_sync()), self.autocast():
-            return self.model(**inputs).logits
+            return self.model(**inputs)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
@@ -182,13 +204,15 @@ class DeepSpeedEngine(Engine):
             optimizer, scheduler = _optimizer(params, cfg, total_steps)
         model = model.to(device)
         self.device = device
+        if cfg.optim.compile:
+            compile_layers(model)
         self.model, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                                    config=config, dist_init_required=False)
         self.module = self.model.module
         self.stage = ds.stage
 
-    def forward(self, sync: bool = True, **inputs) -> torch.Tensor:
-        return self.model(**inputs).logits
+    def outputs(self, sync: bool = True, **inputs):
+        return self.model(**inputs)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.model.backward(loss, scale_wrt_gas=False)
@@ -246,16 +270,16 @@ class FSDP2Engine(Engine):
         self.checkpoint_group = dist.new_group(backend="gloo")
         model = model.to(device)
         policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-        layers = set(getattr(model, "_no_split_modules", None) or ())
-        for module in model.modules():
-            if type(module).__name__ in layers:
-                fully_shard(module, mp_policy=policy, reshard_after_forward=cfg.fsdp.reshard_after_forward)
+        if cfg.optim.compile:
+            compile_layers(model)
+        for module in decoder_layers(model):
+            fully_shard(module, mp_policy=policy, reshard_after_forward=cfg.fsdp.reshard_after_forward)
         self.module = fully_shard(model, mp_policy=policy, reshard_after_forward=cfg.fsdp.reshard_after_forward)
         self.optimizer, self.scheduler = _optimizer(self.module.parameters(), cfg, total_steps)
 
-    def forward(self, sync: bool = True, **inputs) -> torch.Tensor:
+    def outputs(self, sync: bool = True, **inputs):
         self.module.set_requires_gradient_sync(sync)
-        return self.module(**inputs).logits
+        return self.module(**inputs)
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()

@@ -94,9 +94,9 @@ def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dic
         model.save_pretrained(folder, state_dict=state_dict)
         tokenizer.save_pretrained(folder)
         Path(folder, "README.md").write_text(load_instructions(cfg, merged))
-        Path(folder, BASE_RECORD).write_text(json.dumps({"model": cfg.model.model_dump(), "method": cfg.method,
-                                                         "tuning": cfg.tuning, "merged": merged, "lineage": lineage},
-                                                        indent=2))
+        base = cfg.model.model_dump(exclude={"kernels"})  # ModelOptions, as thresher eval loads the base
+        Path(folder, BASE_RECORD).write_text(json.dumps({"model": base, "method": cfg.method, "tuning": cfg.tuning,
+                                                         "merged": merged, "lineage": lineage}, indent=2))
         upload_dir(storage, folder, uri)
     log.info("saved the %s to %s", "merged model" if merged else
              ("model" if cfg.tuning == "full" else f"{cfg.tuning} adapter"), uri)

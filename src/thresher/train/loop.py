@@ -110,19 +110,26 @@ def trained_tokens(labels: torch.Tensor) -> torch.Tensor:
 
 
 class LanguageModeling:
-    """The SFT methods' objective: next-token cross-entropy, averaged over trained tokens."""
+    """The SFT methods' objective: next-token cross-entropy, averaged over trained tokens. ``fused``: the model
+    computes the summed loss itself from ``labels`` (Liger's fused linear cross-entropy: no logits in training, see
+    :func:`thresher.train.models.fused_loss`); ``num_items_in_batch=1`` makes its reduction the sum, as
+    :func:`loss_sum`'s."""
 
     metrics = ("loss",)
 
-    def __init__(self, tuning: str):
-        self.tuning = tuning
+    def __init__(self, tuning: str, fused: bool = False):
+        self.tuning, self.fused = tuning, fused
 
     def units(self, batch: dict) -> torch.Tensor:
         return trained_tokens(batch["labels"])
 
     def loss(self, engine, batch: dict, sync: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The summed loss of the batch, and the sums of the metrics (0-dim tensors on the batch's device)."""
-        loss = loss_sum(engine.forward(sync=sync, **model_inputs(batch, self.tuning)), batch["labels"])
+        inputs = model_inputs(batch, self.tuning)
+        if self.fused:
+            loss = engine.outputs(sync=sync, labels=batch["labels"], num_items_in_batch=1, **inputs).loss
+        else:
+            loss = loss_sum(engine.forward(sync=sync, **inputs), batch["labels"])
         return loss, {"loss": loss.detach()}
 
     def means(self, sums: dict[str, float], units: float) -> dict[str, float | None]:
@@ -237,7 +244,7 @@ class Recipe:
     def build(self, rank: int, world: int, device: torch.device) -> None:
         """This worker's model (the method applied), objective and engine, on ``device`` (where Ray Train puts the
         batches: the worker's GPU, or the CPU)."""
-        from thresher.train.models import compute_dtype, load_model
+        from thresher.train.models import compute_dtype, fused_loss, load_model
 
         cfg = self.cfg
         self.rank, self.world, self.device = rank, world, torch.device(device)
@@ -255,7 +262,7 @@ class Recipe:
         if cfg.method in PREFERENCE_METHODS:
             self.objective = Preference(cfg, reference_for(cfg, model, self.device, self.dtype))
         else:
-            self.objective = LanguageModeling(cfg.tuning)
+            self.objective = LanguageModeling(cfg.tuning, fused_loss(cfg))
         self.engine = make_engine(model, cfg, self.job.total_steps, self.dtype, self.device)
         self.checkpointer = Checkpointer(self.engine, self.rank)
         self.mark("engine_ready")

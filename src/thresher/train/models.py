@@ -17,7 +17,7 @@ from thresher.core.config import ConfigError
 import thresher.models.generation
 from thresher.models.generation import local_kwargs
 from thresher.models.resolve import resolve_model
-from thresher.train.config import ModelOptions, TrainConfig
+from thresher.train.config import ModelOptions, TrainConfig, TrainModelOptions
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,50 @@ def load_model(cfg: TrainConfig, device: torch.device):
     # the frozen base of the PEFT methods is stored in the compute dtype; full fine-tuning keeps fp32 masters
     model = load_base_model(cfg.model, dtype if cfg.tuning != "full" else torch.float32, **kwargs)
     model.config.use_cache = False
+    if cfg.model.kernels == "liger":
+        apply_liger(model, cfg)
     if cfg.optim.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return apply_method(model, cfg)
+
+
+def fused_loss(cfg: TrainConfig) -> bool:
+    """Whether the SFT loss is Liger's fused linear cross-entropy, computed in the model's forward from the last hidden
+    states and the output head's weight without materializing the logits: ``model.kernels: liger`` with method full,
+    lora or qlora, except under DeepSpeed ZeRO-3 (the kernel reads the head's weight directly, and ZeRO-3 gathers a
+    weight only for its own module's forward)."""
+    return (cfg.model.kernels == "liger" and cfg.method in ("full", "lora", "qlora")
+            and not (cfg.deepspeed is not None and cfg.deepspeed.stage == 3))
+
+
+def require_liger(model_type: str) -> None:
+    """ConfigError naming ``model.kernels`` where Liger cannot patch ``model_type`` here: liger-kernel (or Triton) is
+    not installed, or it has no kernels for the architecture."""
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except ImportError as e:
+        raise ConfigError(f"model.kernels: liger needs the liger-kernel package (and Triton, which CUDA builds of "
+                          f"PyTorch bring) where the model trains: pip install liger-kernel ({e})") from None
+    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        raise ConfigError(f"model.kernels: Liger has no kernels for model type {model_type!r} (it has "
+                          f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); leave model.kernels out")
+
+
+def check_liger(options: TrainModelOptions) -> None:
+    """:func:`require_liger` for the model of ``options`` (its config alone is read)."""
+    from transformers import AutoConfig
+
+    require_liger(AutoConfig.from_pretrained(model_dir(options), **_load_kwargs(options)).model_type)
+
+
+def apply_liger(model, cfg: TrainConfig) -> None:
+    """Patch Liger's RMSNorm, RoPE and SwiGLU into ``model`` (as loaded, before PEFT) and, with :func:`fused_loss`,
+    its forward: given ``labels`` in training mode, it returns the loss and no logits."""
+    require_liger(model.config.model_type)
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=fused_loss(cfg))
 
 
 def drop_gguf_record(model) -> None:

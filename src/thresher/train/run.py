@@ -40,7 +40,7 @@ RUN_RECORD = "thresher-train.json"
 
 def checkpoint_settings(cfg: TrainConfig) -> dict:
     """The settings a checkpoint's contents depend on."""
-    return {"model": cfg.model.model_dump(exclude={"attn_implementation"}), "method": cfg.method,
+    return {"model": cfg.model.model_dump(exclude={"attn_implementation", "kernels"}), "method": cfg.method,
             "lora": cfg.lora.model_dump() if cfg.tuning in PEFT_ADAPTERS else None,
             "prompt_tuning": cfg.prompt_tuning.model_dump(exclude={"init_text"})
             if cfg.tuning in VIRTUAL_TOKEN_METHODS else None,
@@ -140,7 +140,7 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from thresher.train.models import load_tokenizer
+    from thresher.train.models import check_liger, load_tokenizer
 
     started = time.time()
 
@@ -157,6 +157,8 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         raise ConfigError(f"output.path: cannot write to {cfg.output.path}: {e}") from None
 
     tokenizer = load_tokenizer(cfg.model)
+    if cfg.model.kernels == "liger" and resolve_address(address) is None:  # the workers run here
+        check_liger(cfg.model)
     # virtual-token methods take no position_ids; preference rows hold one pair each
     packing = cfg.data.packing and cfg.tuning not in VIRTUAL_TOKEN_METHODS and cfg.method not in PREFERENCE_METHODS
     if cfg.data.packing and not packing:
