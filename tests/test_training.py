@@ -427,7 +427,7 @@ def local_engine(cfg: dict, compile: bool = False):
     from thresher.train.models import load_model
 
     tcfg = parse_train_config({**cfg, "optim": {**cfg["optim"], "compile": compile}})
-    engine = DDPEngine(load_model(tcfg, on_gpu=False), tcfg, tcfg.optim.max_steps, torch.float32, torch.device("cpu"))
+    engine = DDPEngine(load_model(tcfg, torch.device("cpu")), tcfg, tcfg.optim.max_steps, torch.float32, torch.device("cpu"))
     engine.train(True)
     return engine
 

@@ -257,7 +257,7 @@ def test_liger_fused_loss_and_gradients_equal_the_logits_objectives(smollm2, dat
     results = []
     for kernels in (None, "liger"):  # the plain model first: Liger's patches of the module apply to later models
         run_cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kernels": kernels})})
-        engine = DDPEngine(load_model(run_cfg, on_gpu=True), run_cfg, 1, torch.float32, torch.device("cuda"))
+        engine = DDPEngine(load_model(run_cfg, torch.device("cuda")), run_cfg, 1, torch.float32, torch.device("cuda"))
         engine.train(True)
         loss, _ = LanguageModeling("full", fused=kernels == "liger").loss(engine, batch)
         loss.backward()
