@@ -3,12 +3,13 @@
 # (../shared/tools/gpu-bundle/build.sh: Ray, bitsandbytes, small wheels, model configs), plus a pure-Python DeepSpeed
 # wheel built here (DS_BUILD_OPS=0: no source build there), what thresher, Ray and DeepSpeed import beyond that
 # machine's packages (PyTorch, transformers, peft, accelerate, pyarrow, pandas and their dependencies), at the
-# versions of .ci/constraints.txt, and curated GSM8K for bench/train_gpu.py. phonenumberslite stands in for
+# versions of .ci/constraints.txt, the pure-Python liger-kernel wheel (0.9 MB; the opt-in model.kernels: liger, on
+# the machine's triton), and curated GSM8K for bench/train_gpu.py. phonenumberslite stands in for
 # phonenumbers (the same module without the geocoding data: 0.5 of 2.6 MB), which curation's stage registry imports.
 # Not carried: numba (llvmlite alone is a 60 MB wheel), which curation's writer needs. The project's code travels as
-# the working tree, so the bundle's proj/ is left empty; the two together: about 62 of the 64 MiB a machine accepts.
+# the working tree, so the bundle's proj/ is left empty; the two together: about 63 of the 64 MiB a machine accepts.
 #
-#   bash bench/gpu_bundle.sh [DEST]     # from the repository root, test venv active; default .gpu-bundle (~55 MB)
+#   bash bench/gpu_bundle.sh [DEST]     # from the repository root, test venv active; default .gpu-bundle (~56 MB)
 set -euo pipefail
 DEST=$(realpath -m "${1:-.gpu-bundle}"); SHARED=${THRESHER_SHARED:-../shared}
 PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
@@ -19,6 +20,7 @@ DS_BUILD_OPS=0 python -m pip wheel -q --no-deps --no-build-isolation deepspeed==
 python -m pip download -q --no-deps "${PLAT[@]}" -c .ci/constraints.txt -d "$DEST/whl" zstandard google-re2 \
   ftfy wcwidth xxhash msgpack protobuf requests urllib3 certifi charset-normalizer attrs einops py-cpuinfo \
   phonenumberslite==9.0.42
+python -m pip download -q --no-deps "${PLAT[@]}" -d "$DEST/whl" liger-kernel==0.8.5
 thresher curate examples/gsm8k_instruct.yaml --output "$DEST/gsm8k-run" >/dev/null
 mkdir -p "$DEST/gsm8k/data" && cp -r "$DEST/gsm8k-run/data/train" "$DEST/gsm8k/data/" \
   && cp "$DEST/gsm8k-run/manifest.json" "$DEST/gsm8k/" && rm -rf "$DEST/gsm8k-run"
