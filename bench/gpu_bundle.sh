@@ -7,9 +7,9 @@
 # comes with CUDA builds of PyTorch), and curated GSM8K for bench/train_gpu.py. phonenumberslite stands in for
 # phonenumbers (the same module without the geocoding data: 0.5 of 2.6 MB), which curation's stage registry imports.
 # Not carried: numba (llvmlite alone is a 60 MB wheel), which curation's writer needs. The project's code travels as
-# the working tree, so the bundle's proj/ is left empty; the two together: about 62 of the 64 MiB a machine accepts.
+# the working tree, so the bundle's proj/ is left empty; the two together: about 63 of the 64 MiB a machine accepts.
 #
-#   bash bench/gpu_bundle.sh [DEST]     # from the repository root, test venv active; default .gpu-bundle (~55 MB)
+#   bash bench/gpu_bundle.sh [DEST]     # from the repository root, test venv active; default .gpu-bundle (~56 MB)
 set -euo pipefail
 DEST=$(realpath -m "${1:-.gpu-bundle}"); SHARED=${THRESHER_SHARED:-../shared}
 PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64

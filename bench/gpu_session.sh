@@ -22,9 +22,9 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_dev
 print('ray', ray.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__,
       'deepspeed', deepspeed.__version__, 'bitsandbytes', bitsandbytes.__version__)
 # not in the bundle: numba (curation writes with it: without it the two curation runs skip; the embed and paraphrase
-# stage tests still run on the GPU), the suite's pytest and its plugins
+# stage tests still run on the GPU), the suite's pytest and its plugins; liger_kernel is (listed if it failed to install)
 from importlib.util import find_spec
-print('absent:', [m for m in ('numba', 'pytest', 'xdist', 'pytest_timeout') if not find_spec(m)])
+print('absent:', [m for m in ('numba', 'pytest', 'xdist', 'pytest_timeout', 'liger_kernel') if not find_spec(m)])
 "; } 2>&1 | tee "$OUT/env.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "imports failed: stopping"; exit 1; }
 echo "setup done at $(( $(date +%s) - START )) s"

@@ -1,5 +1,5 @@
-"""thresher on a GPU: training throughput and MFU per method, time to first step, ``thresher eval`` generation and
-``embed`` encoding rates. Writes ``bench/results/train_gpu.md`` and ``train_gpu.json``.
+"""thresher on a GPU: training throughput and MFU per method beside a plain PyTorch loop, time to first step,
+``thresher eval`` generation and ``embed`` encoding rates. Writes ``bench/results/train_gpu.md`` and ``train_gpu.json``.
 
 Training runs ``thresher train``'s own path (``train.main``: Ray Train, one worker per GPU) on curated GSM8K
 (``--data``: the ``data`` folder of ``thresher curate examples/gsm8k_instruct.yaml``, alpaca format), packed to
@@ -7,7 +7,9 @@ Training runs ``thresher train``'s own path (``train.main``: Ray Train, one work
 are random-weight models of real architectures (``testkit.gpu_models``): SmolLM2-135M and a 1B-class Llama
 (Llama-3.2-1B's shape). Precision bfloat16 (full fine-tuning: float32 master weights under bf16 autocast; PEFT:
 the frozen base stored in bf16; QLoRA: NF4). ``full-liger-compile``: full fine-tuning with ``model.kernels: liger``
-and ``optim.compile`` (the compilation falls in the first step, which tokens/s leaves out).
+and ``optim.compile`` (the compilation falls in the first step, which tokens/s leaves out). Beside each, the plain PyTorch loop of ``bench/train_overhead.py``
+(one GPU, in this process, the same rows, tokens per step, precision, optimizer and clipping; full fine-tuning's run
+is the reference of the FSDP2 and ZeRO-2 rows too, measured once per model and sequence length).
 
 * tokens/s per GPU: input tokens per second after the first optimizer step (steady state), per GPU.
 * MFU: tokens/s per GPU x FLOPs per token / the GPU's peak dense bf16 FLOP/s. FLOPs per token (PaLM's accounting,
@@ -16,7 +18,7 @@ and ``optim.compile`` (the compilation falls in the first step, which tokens/s l
 * time to first step: from ``train.main``'s start (Ray already running) to the end of the first optimizer step,
   with the points in between (``startup_seconds``: the trainer's start, the worker's start, model loaded, engine
   ready, first batch on the worker, first step done).
-* peak GPU memory: ``torch.cuda.max_memory_allocated`` on the worker.
+* peak GPU memory: ``torch.cuda.max_memory_allocated`` on the worker (plain: in this process).
 
 Eval: ``thresher eval`` (transformers backend, one GPU actor) of the 135M model on 256 GSM8K prompts x 128 new
 tokens at batch 64: new tokens/s over the whole generation phase (actor start and model load included), and the
@@ -40,12 +42,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from train_overhead import METHODS, encoded_rows, plain_loop, thresher_config  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
                     "A10G": 125.0, "A10": 125.0}
-METHODS = {"lora": ("lora", {}), "qlora": ("qlora", {}), "full": ("full", {}), "fsdp2": ("full", {"fsdp": {}}),
-           "zero2": ("full", {"deepspeed": {"stage": 2}}),
-           "full-liger-compile": ("full", {"model": {"kernels": "liger"}, "optim": {"compile": True}})}
 TOKENS_PER_STEP = 16384  # per GPU: 16 rows of 1024 or 8 of 2048
 PRIORITY = [("llama-1b", "full", 2048), ("llama-1b", "full-liger-compile", 2048), ("smollm2-135m", "lora", 1024),
             ("llama-1b", "lora", 2048), ("llama-1b", "qlora", 2048), ("llama-1b", "fsdp2", 2048),
@@ -82,19 +84,12 @@ def train_row(model: Path, name: str, method_name: str, seq: int, data: Path, gp
               out: Path) -> dict:
     from thresher import train
 
-    method, sections = METHODS[method_name]
-    cfg = {"model": {"name_or_path": str(model), "dtype": "bfloat16"},
-           "data": {"train": str(data), "format": "alpaca", "max_seq_len": seq, "packing": True},
-           "method": method, "scaling": {"num_workers": gpus, "use_gpu": True},
-           "optim": {"lr": 1e-4, "max_steps": steps, "batch_size": TOKENS_PER_STEP // seq, "log_every_steps": steps},
-           "checkpoint": {"every_steps": steps, "keep": 1, "max_failures": 0}, "output": {"path": str(out)}}
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value}
+    cfg = thresher_config(model, data, method_name, seq, TOKENS_PER_STEP // seq, steps, steps, True, out, workers=gpus)
     wall = time.perf_counter()
     metrics = train.main(cfg)
     wall = time.perf_counter() - wall
     per_gpu = metrics["tokens_per_s_after_first_step"] / gpus
-    fpt, n = flops_per_token(model, method, seq)
+    fpt, n = flops_per_token(model, cfg["method"], seq)
     return {"model": name, "method": method_name, "seq": seq, "rows_per_step": TOKENS_PER_STEP // seq,
             "steps": steps, "params_matmul": n, "tokens_per_s_per_gpu": per_gpu,
             "mfu": per_gpu * fpt / (peak * 1e12) if peak else None,
@@ -102,6 +97,17 @@ def train_row(model: Path, name: str, method_name: str, seq: int, data: Path, gp
             "time_to_first_step_s": metrics["startup_seconds"].get("first_step"),
             "startup_seconds": metrics["startup_seconds"], "wall_s": wall,
             "final_loss": metrics["train_loss"][-1]["loss"], "quantized_layers": metrics["quantized_layers"]}
+
+
+def plain_row(model: Path, method: str, seq: int, data: Path, peak, steps: int) -> dict:
+    """The plain loop of ``bench/train_overhead.py`` (thresher ``method``) on this process's GPU."""
+    result = plain_loop(model, method, encoded_rows(data, model, seq), TOKENS_PER_STEP // seq, steps, "cuda")
+    steady = result["steady_tokens_per_s"]
+    fpt, _ = flops_per_token(model, method, seq)
+    return {"tokens_per_s": steady, "mfu": steady * fpt / (peak * 1e12) if peak else None,
+            "peak_gpu_memory_gb": result["peak_memory_bytes"] / 1e9,
+            "time_to_first_step_s": result["startup_seconds"]["first_step"],
+            "startup_seconds": result["startup_seconds"], "mean_loss": result["mean_loss"], "wall_s": result["wall_s"]}
 
 
 def eval_rows(model: Path, data: Path, out: Path) -> dict:
@@ -171,20 +177,32 @@ def render(result: dict, command: str) -> str:
              f"{env['peak_tflops']} TFLOP/s per GPU. Installed: flash-attn {env['flash_attn']}, Liger kernels "
              f"{env['liger_kernel']}, vLLM {env['vllm']} (attention: PyTorch SDPA). Random-weight models of real "
              "architectures; data: curated GSM8K, packed; 16,384 tokens per GPU per step, bfloat16.", "",
-             "## Training (`thresher train`, one Ray Train worker per GPU)", "",
-             "| model | method | seq | tokens/s per GPU | MFU | peak GPU memory GB | time to first step s | "
-             "worker started s | model loaded s | first batch s | wall s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "## Training (`thresher train`, one Ray Train worker per GPU, beside the plain loop on one GPU)", "",
+             "Each cell with two figures: thresher, plain. Startup points: seconds from the call (`startup_seconds`; "
+             "plain: model loaded, first step done).", "",
+             "| model | method | seq | tokens/s per GPU | thresher / plain | MFU | peak GPU memory GB | "
+             "time to first step s | worker started s | model loaded s | engine ready s | first batch s | wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def pair(a: dict, b: dict, key: str, spec: str) -> str:
+        return ", ".join("n/a" if x.get(key) is None else format(x[key], spec) for x in (a, b))
+
     for r in result["train"]:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['method']} | {r['seq']} | failed: {r['error'][:120]} |||||||")
+        p = r.get("plain") or {}
+        if "error" in r or "error" in p:
+            lines.append(f"| {r['model']} | {r['method']} | {r['seq']} | failed: "
+                         f"{(r.get('error') or 'plain: ' + p['error'])[:160]} ||||||||||")
             continue
-        s = r["startup_seconds"]
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-        lines.append(f"| {r['model']} | {r['method']} | {r['seq']} | {r['tokens_per_s_per_gpu']:,.0f} | {mfu} | "
-                     f"{r['peak_gpu_memory_gb']:.1f} | {r['time_to_first_step_s']:.1f} | "
-                     f"{s.get('worker_started', 0):.1f} | {s.get('model_loaded', 0):.1f} | "
-                     f"{s.get('first_batch', 0):.1f} | {r['wall_s']:.0f} |")
+        s, ps = r["startup_seconds"], p.get("startup_seconds", {})
+        t = {"tokens": r["tokens_per_s_per_gpu"], "mfu": r["mfu"], "memory": r["peak_gpu_memory_gb"],
+             "first": r["time_to_first_step_s"], "loaded": s.get("model_loaded"), "wall": r["wall_s"]}
+        q = {"tokens": p.get("tokens_per_s"), "mfu": p.get("mfu"), "memory": p.get("peak_gpu_memory_gb"),
+             "first": p.get("time_to_first_step_s"), "loaded": ps.get("model_loaded"), "wall": p.get("wall_s")}
+        ratio = f"{t['tokens'] / q['tokens']:.2f}" if q["tokens"] else "n/a"
+        lines.append(f"| {r['model']} | {r['method']} | {r['seq']} | {pair(t, q, 'tokens', ',.0f')} | {ratio} | "
+                     f"{pair(t, q, 'mfu', '.1%')} | {pair(t, q, 'memory', '.1f')} | {pair(t, q, 'first', '.1f')} | "
+                     f"{s.get('worker_started', 0):.1f} | {pair(t, q, 'loaded', '.1f')} | "
+                     f"{s.get('engine_ready', 0):.1f} | {s.get('first_batch', 0):.1f} | {pair(t, q, 'wall', '.0f')} |")
     if result["skipped"]:
         lines += ["", "Not run within the time budget: " + ", ".join(f"{m} {k} {q}" for m, k, q in result["skipped"])
                   + "."]
@@ -207,7 +225,7 @@ def render(result: dict, command: str) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="curated GSM8K in alpaca format (a data/<split> folder)")
     p.add_argument("--models", type=Path, help="where the random-weight models are made (default: a temporary folder)")
     p.add_argument("--budget-s", type=float, default=240, help="start no training run after this many seconds")
@@ -227,7 +245,8 @@ def main() -> None:
     from testkit.gpu_models import random_model
 
     if not torch.cuda.is_available():
-        raise SystemExit("train_gpu.py needs a CUDA GPU; this machine has none (bench/train_bench.py measures CPUs)")
+        raise SystemExit("train_gpu.py needs a CUDA GPU; this machine has none (bench/train_bench.py and "
+                         "bench/train_overhead.py measure CPUs)")
     started = time.perf_counter()
     gpus, device = torch.cuda.device_count(), torch.cuda.get_device_name(0)
     peak = peak_tflops(device, args.peak_tflops)
@@ -258,16 +277,25 @@ def main() -> None:
                 result["errors"][part] = f"{type(e).__name__}: {e}"
             print(json.dumps({part: result.get(part), "error": result["errors"].get(part)}), flush=True)
             save()
+        plain: dict[tuple, dict] = {}  # (model, thresher method, seq): FSDP2's and ZeRO-2's reference is full's
         for i, (name, method, seq) in enumerate(configs):
             if time.perf_counter() - started > args.budget_s:
                 result["skipped"] = [list(c) for c in configs[i:]]
                 break
             try:
-                row = train_row(random_model(name, models), name, method, seq, args.data, gpus, peak, args.steps,
-                                Path(tmp) / f"run-{i}")
+                model = random_model(name, models)
+                row = train_row(model, name, method, seq, args.data, gpus, peak, args.steps, Path(tmp) / f"run-{i}")
             except Exception as e:
                 row = {"model": name, "method": method, "seq": seq, "error": f"{type(e).__name__}: {e}"}
             result["train"].append(row)
+            save()
+            tuning = METHODS[method][0]
+            if (name, tuning, seq) not in plain:
+                try:
+                    plain[name, tuning, seq] = plain_row(model, tuning, seq, args.data, peak, args.steps)
+                except Exception as e:
+                    plain[name, tuning, seq] = {"error": f"{type(e).__name__}: {e}"}
+            row["plain"] = plain[name, tuning, seq]
             print(json.dumps(row), flush=True)
             save()
     ray.shutdown()

@@ -13,9 +13,10 @@ CHATML = ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def build_tiny_llama(path: Path, texts: list[str]) -> Path:
-    """A random 2-layer Llama (hidden 64, tied embeddings) and a byte-level BPE tokenizer (2,000 tokens) trained on
-    ``texts``, saved together in ``path`` like a pretrained checkpoint."""
+def build_tiny_llama(path: Path, texts: list[str], **shape) -> Path:
+    """A random 2-layer Llama (hidden 64, tied embeddings; ``shape`` overrides these ``LlamaConfig`` fields) and a
+    byte-level BPE tokenizer (2,000 tokens) trained on ``texts``, saved together in ``path`` like a pretrained
+    checkpoint."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -28,10 +29,10 @@ def build_tiny_llama(path: Path, texts: list[str]) -> Path:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
+    model = LlamaForCausalLM(LlamaConfig(**{**dict(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id), **shape}))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
