@@ -349,7 +349,8 @@ def summarise(speedscope: dict, rate: int, steps: int) -> dict:
     in_train = [any(labels[i] in ("thresher.train.loop.Recipe.train", "thresher.train.loop.train") for i in s)
                 for s in samples]
     backward = next((i for i, f in enumerate(inner) if f.endswith(".backward")), None)
-    start = next((i for i, f in enumerate(inner) if backward is not None and i > backward and f.endswith(".forward")),
+    start = next((i for i, f in enumerate(inner) if backward is not None and i > backward
+                  and f.endswith((".forward", ".outputs"))),
                  None)
     end = max((i for i, t in enumerate(in_train) if t), default=None)
     if start is None or end is None or end <= start:
