@@ -230,6 +230,8 @@ def main() -> None:
     p.add_argument("--models", type=Path, help="where the random-weight models are made (default: a temporary folder)")
     p.add_argument("--budget-s", type=float, default=240, help="start no training run after this many seconds")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--parts", nargs="*", choices=["eval", "embed"], default=["eval", "embed"],
+                   help="measured before the training rows (--parts with none of them: training only)")
     p.add_argument("--only", nargs="*", help="model:method:seq entries to run instead of the priority list")
     p.add_argument("--peak-tflops", type=float)
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/train_gpu.md")
@@ -268,9 +270,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         models = args.models or Path(tmp) / "models"
-        for part, measure in (("eval", lambda: eval_rows(random_model("smollm2-135m", models), args.data,
-                                                          Path(tmp))),
-                              ("embed", lambda: embed_rows(random_model("minilm", models), args.data))):
+        parts = (("eval", lambda: eval_rows(random_model("smollm2-135m", models), args.data, Path(tmp))),
+                 ("embed", lambda: embed_rows(random_model("minilm", models), args.data)))
+        for part, measure in ((name, measure) for name, measure in parts if name in args.parts):
             try:
                 result[part] = measure()
             except Exception as e:  # recorded: a failing part is a finding, not the end of the run
