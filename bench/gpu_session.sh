@@ -18,7 +18,8 @@ export PYTHONPATH=$PWD/src:$PWD:$PYTHONPATH DS_ACCELERATOR=cuda THRESHER_MODEL_C
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python3 -c "
 import torch, ray, transformers, peft, deepspeed, bitsandbytes, thresher.train.run, thresher.curate.runner
 from thresher.curate.config import load_stages; load_stages()  # every stage module, as a curation config loads them
-print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))
+print('torch', torch.__version__, 'cuda', torch.version.cuda,
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device: tests/gpu skip')
 print('ray', ray.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__,
       'deepspeed', deepspeed.__version__, 'bitsandbytes', bitsandbytes.__version__)
 # not in the bundle: numba (curation writes with it: without it the two curation runs skip; the embed and paraphrase
@@ -26,7 +27,7 @@ print('ray', ray.__version__, 'transformers', transformers.__version__, 'peft', 
 from importlib.util import find_spec
 print('absent:', [m for m in ('numba', 'pytest', 'xdist', 'pytest_timeout', 'liger_kernel') if not find_spec(m)])
 "; } 2>&1 | tee "$OUT/env.txt"
-[ "${PIPESTATUS[0]}" = 0 ] || { echo "imports failed: stopping"; exit 1; }
+[ "${PIPESTATUS[0]}" = 0 ] || { echo "imports failed: stopping; setup.log:"; cat "$OUT/setup.log"; exit 1; }
 echo "setup done at $(( $(date +%s) - START )) s"
 
 [ "${PYTEST_TARGETS:-}" = none ] || timeout -k 10 $(( $(left) - ${BENCH_S:-200} )) python3 -m pytest ${PYTEST_TARGETS:-tests/gpu} -n ${GPU_TEST_PROCESSES:-4} -v -rA --tb=short -p no:cacheprovider \
@@ -35,8 +36,9 @@ echo "setup done at $(( $(date +%s) - START )) s"
 echo "tests done at $(( $(date +%s) - START )) s"
 
 [ "${BENCH_S:-200}" -gt 0 ] || exit 0
-BUDGET=$(( $(left) - 40 ))
+BUDGET=$(( $(left) - 15 ))
 [ "$BUDGET" -gt 20 ] || { echo "no time left for the benchmark"; exit 0; }
 timeout -k 10 $(( $(left) - 5 )) python3 bench/train_gpu.py --data "$BUNDLE/gsm8k/data/train" --models /tmp/gpu-models \
   --budget-s "$BUDGET" --out "$OUT/train_gpu.md" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
-echo "bench exit $? at $(( $(date +%s) - START )) s"; tail -n 60 "$OUT/bench.log" | grep -v "^\s*$" | tail -n 45
+RC=$?; echo "bench exit $RC at $(( $(date +%s) - START )) s"; tail -n 60 "$OUT/bench.log" | grep -v "^\s*$" | tail -n 45
+exit $RC
