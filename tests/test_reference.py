@@ -4,6 +4,8 @@ file's JSON Schema accepts every example config of its kind and refuses a misspe
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -14,6 +16,7 @@ from thresher.cli import main
 from thresher.curate.config import load_stages
 from thresher.curate.stage import REGISTRY
 from testkit.faults import DropsAWrittenRow  # noqa: F401  (a test stage: registered, not listed)
+from tests.conftest import ROOT, run_cli
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 KIND_OF = {"train_": "train", "eval_": "eval", "compare_": "compare", "tune_": "tune"}
@@ -62,3 +65,17 @@ def test_stages_lists_every_stage_and_shows_each_ones_options(capsys):
     assert page.startswith("dedup_fuzzy (global stage): ") and "  threshold: " in page and "- dedup_fuzzy: {}" in page
     assert main(["stages", "dedupe"]) == 2
     assert "unknown stage 'dedupe'" in capsys.readouterr().err
+
+
+def test_the_cli_stops_quietly_in_a_pipe_and_names_a_user_error_without_a_traceback(capsys):
+    """``| head`` closes the pipe before the schema (about 100 kB, more than a pipe holds) is written: thresher
+    stops with exit 0 and nothing on stderr; a wrong stage name is one line; descriptions are plain text."""
+    piped = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m thresher schema curate | head -1"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (piped.returncode, piped.stdout, piped.stderr) == (0, "{\n", "")
+    wrong = run_cli("stages", "nonexistent", timeout=120)
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1, wrong.stderr
+    assert wrong.stderr.startswith("thresher: error: stages: unknown stage 'nonexistent'")
+    assert main(["stages"]) == 0 and main(["stages", "langid"]) == 0
+    shown = capsys.readouterr().out
+    assert "lang and lang_score" in shown and "`" not in shown

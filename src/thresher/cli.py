@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -218,8 +219,11 @@ ON_RAY = ("curate", "train", "eval", "compare", "tune", "report")
 def _run(args) -> int:
     try:
         return COMMANDS[args.command](args)
-    except Exception:
-        logging.getLogger("thresher").info("%s failed", args.command, exc_info=True)
+    except (ConfigError, BrokenPipeError):
+        raise
+    except Exception:  # the traceback goes to the run's log file (Ray commands) or shows with --verbose
+        logging.getLogger("thresher").log(logging.INFO if args.command in ON_RAY else logging.DEBUG,
+                                          "%s failed", args.command, exc_info=True)
         raise
 
 
@@ -238,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("thresher: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped reading (| head): what it took is what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at the exit's flush
+        return 0
     except Exception as e:  # the run failed: say why, exit 1
         print(f"thresher: failed: {type(e).__name__}: {ANSI_ESCAPE.sub('', redact_text(str(e)))}", file=sys.stderr)
         return 1

@@ -42,11 +42,16 @@ def _kind(stage: type) -> str:
     return "global" if issubclass(stage, GlobalStage) else "generator" if issubclass(stage, GeneratorStage) else "map"
 
 
+def plain(text: str) -> str:
+    """A docstring's reStructuredText-flavoured prose as terminal text: ````code```` and ``:mod:`x``` become ``x``."""
+    return _CODE_SPAN.sub(lambda m: m.group(2).strip(), _ROLE.sub(r"\1", text))
+
+
 def stage_list() -> str:
     """One line per stage: name, kind (map, generator, global) and what it does."""
     stages = _stages()
     width = max(map(len, stages))
-    return "\n".join(f"{name:<{width}}  {_kind(cls):<9}  {_summary(cls)}" for name, cls in stages.items())
+    return "\n".join(f"{name:<{width}}  {_kind(cls):<9}  {plain(_summary(cls))}" for name, cls in stages.items())
 
 
 def _type_name(annotation) -> str:
@@ -83,9 +88,9 @@ def stage_page(name: str) -> str:
         if field.exclude:
             continue
         rows.append(f"  {option}: {_type_name(field.annotation)} = {json.dumps(_default(field), default=str)}"
-                    + (f"\n      {field.description}" if field.description else ""))
+                    + (f"\n      {plain(field.description)}" if field.description else ""))
     example = {"stages": [{name: {}}]}
-    return "\n".join([f"{name} ({_kind(cls)} stage): {_summary(cls)}", "", "options:", *(rows or ["  (none)"]), "",
+    return "\n".join([f"{name} ({_kind(cls)} stage): {plain(_summary(cls))}", "", "options:", *(rows or ["  (none)"]), "",
                       "example:", yaml.safe_dump(example, sort_keys=False).rstrip()])
 
 
