@@ -72,3 +72,19 @@ def test_a_phase_says_what_is_starting_until_something_is_counted(monkeypatch):
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("generate: loading the model on the workers (") and "0 records" not in lines[0]
     assert lines[1].startswith("generate: 64") and lines[2] == "generate: 256 records in 3.0 s"
+
+
+def test_an_estimated_total_says_about(monkeypatch):
+    """The read's total is estimated from the read tasks done: the line says "of about", an exact total does not."""
+    import io
+
+    from thresher.core import console as console_module
+
+    monkeypatch.setattr(console_module, "PLAIN_EVERY_S", 0.0)
+    out = io.StringIO()
+    phase = console_module._PlainPhase(out, "read and map stages", "records", "starting")
+    phase.update(267, console_module.Estimate(400))
+    phase.update(300, 380)
+    first, second = out.getvalue().splitlines()
+    assert first.startswith("read and map stages: 267 records of about 400, ")
+    assert second.startswith("read and map stages: 300 records of 380, ")

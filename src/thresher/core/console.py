@@ -164,8 +164,13 @@ def _poller(display, poll: Callable[[], tuple[float, float | None]]) -> Callable
     return stop
 
 
+class Estimate(float):
+    """A phase's total that is estimated while it runs (shown as "of about N")."""
+
+
 def _rate(done: float, seconds: float, total: float | None, unit: str) -> str:
-    text = f"{done:,.0f} {unit}" + (f" of {total:,.0f}" if total else "")
+    text = f"{done:,.0f} {unit}" + (f" of {'about ' if isinstance(total, Estimate) else ''}{total:,.0f}"
+                                    if total else "")
     if seconds > 0 and done:
         rate = done / seconds
         text += f", {rate:,.0f}/s" if rate >= 10 else f", {rate:.2g}/s" if rate >= 0.1 else f", {1 / rate:,.0f} s each"

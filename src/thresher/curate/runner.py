@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 
-from thresher.core.console import current as console
+from thresher.core.console import Estimate, current as console
 from thresher.runtime import (cluster_info, progress_counter, progress_counts, ray_session, retire_workers,
                               wait_for_idle_cpus)
 from thresher.core.storage import Storage
@@ -199,7 +199,7 @@ def _read_progress(counter, tasks: int):
     def poll():
         c = progress_counts(counter)
         done = c.get("read_tasks", 0)
-        return c.get("read", 0), (c.get("read_task_rows", 0) * tasks / done if done else None)
+        return c.get("read", 0), (Estimate(c.get("read_task_rows", 0) * tasks / done) if done else None)
 
     return poll
 
