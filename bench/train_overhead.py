@@ -215,6 +215,25 @@ def thresher_config(model_dir: Path, data: Path, method_name: str, seq: int, row
     return cfg
 
 
+def ray_train_floor(workers_cpu: dict, on_gpu: bool, folder: Path) -> list[float]:
+    """Seconds from ``TorchTrainer.fit`` to the start of a training function that returns at once (one worker with
+    ``workers_cpu``, no datasets), twice: Ray Train's own start, which every thresher run pays."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    def started(config: dict) -> float:
+        return time.time() - config["called"]
+
+    seconds = []
+    for i in range(2):
+        trainer = TorchTrainer(started, train_loop_config={"called": time.time()},
+                               scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=on_gpu,
+                                                                      resources_per_worker=workers_cpu),
+                               run_config=ray.train.RunConfig(storage_path=str(folder / f"floor-{i}")))
+        seconds.append(round(trainer.fit().return_value, 2))
+    return seconds
+
+
 def folder_bytes(path: str | None) -> int | None:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) if path and Path(path).exists() \
         else None
@@ -465,6 +484,11 @@ def render(result: dict) -> str:
             p = (r.get("plain") or {}).get("startup_seconds") or {}
             lines.append(f"| {r['method']} | " + " | ".join(fmt(s.get(k), '.1f') for k in points)
                          + f" | {fmt(p.get('model_loaded'), '.1f')}, {fmt(p.get('first_step'), '.1f')} |")
+        floor = result.get("ray_train_floor", {}).get(r0["machine"])
+        if floor:
+            lines += ["", f"Ray Train alone (a bare `TorchTrainer`: one worker, no datasets, a training function that "
+                      f"returns at once) starts its function {floor[0]:.1f} s after `fit()` is called, and "
+                      f"{floor[1]:.1f} s the second time: the part of `worker_started` that is Ray Train's own start."]
     for prof in result.get("profiles", []):
         lines += ["", f"## Profile: {prof['method']}, `{prof['model']}`, {prof['machine']}", "", f"`{prof['command']}`",
                   ""]
@@ -589,6 +613,10 @@ def main() -> None:
             return measured(lambda: thresher_run(thresher_config(model, data, method, seq, rows_per_step, args.steps,
                                                                  every, on_gpu, tmp / name)))
 
+        if not args.profile_only and any(run != "plain" for run in args.runs):
+            stored.setdefault("ray_train_floor", {})[machine] = ray_train_floor(
+                None if on_gpu else {"CPU": 1}, on_gpu, tmp)
+            save()
         for method in [] if args.profile_only else methods:
             tuning = METHODS[method][0]
             row = {**settings, "method": method}
