@@ -234,30 +234,24 @@ def ray_train_floor(workers_cpu: dict, on_gpu: bool, folder: Path) -> list[float
     return seconds
 
 
-def folder_bytes(path: str | None) -> int | None:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) if path and Path(path).exists() \
-        else None
-
-
 def thresher_run(cfg: dict) -> dict:
-    """``thresher.train.main(cfg)`` on the running Ray; the metrics this bench reports (absent ones: 0 or None)."""
+    """``thresher.train.main(cfg)`` on the running Ray; the metrics this bench reports."""
     from thresher import train
+    from thresher.train.checkpoints import folder_bytes
 
     wall = time.perf_counter()
     metrics = train.main(cfg)
     wall = time.perf_counter() - wall
-    every, steps = cfg["checkpoint"]["every_steps"], metrics.get("steps_this_run") or 0
-    checkpoints = {"count": steps // every + (steps % every > 0), **(metrics.get("checkpoints") or {})}
-    return {"tokens_per_s": metrics.get("tokens_per_s"),
-            "steady_tokens_per_s": metrics.get("tokens_per_s_after_first_step"),
-            "first_step_s": metrics.get("first_step_seconds"), "train_seconds": metrics.get("train_seconds"),
-            "steps": steps, "tokens": metrics.get("tokens"),
-            "mean_loss": metrics["train_loss"][-1]["loss"] if metrics.get("train_loss") else None,
-            "eval_seconds": metrics.get("eval_seconds") or 0.0,
-            "checkpoint_seconds": metrics.get("checkpoint_seconds") or 0.0, "checkpoints": checkpoints,
-            "checkpoint_bytes_on_disk": folder_bytes(metrics.get("checkpoint")),
-            "startup_seconds": metrics.get("startup_seconds") or {},
-            "peak_memory_bytes": metrics.get("peak_memory_bytes"), "wall_s": wall}
+    checkpoint = metrics["checkpoint"]
+    return {"tokens_per_s": metrics["tokens_per_s"], "steady_tokens_per_s": metrics["tokens_per_s_after_first_step"],
+            "first_step_s": metrics["first_step_seconds"], "train_seconds": metrics["train_seconds"],
+            "steps": metrics["steps_this_run"], "tokens": metrics["tokens"],
+            "mean_loss": metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None,
+            "eval_seconds": metrics["eval_seconds"], "checkpoint_seconds": metrics["checkpoint_seconds"],
+            "checkpoints": metrics["checkpoints"],
+            "checkpoint_bytes_on_disk": folder_bytes(checkpoint) if checkpoint and Path(checkpoint).exists() else None,
+            "startup_seconds": metrics["startup_seconds"],
+            "peak_memory_bytes": metrics["peak_memory_bytes"], "wall_s": wall}
 
 
 def measured(measure) -> dict:

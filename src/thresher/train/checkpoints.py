@@ -11,7 +11,6 @@ previous checkpoint still being written; a write that fails fails the run.
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import shutil
 import tempfile
@@ -22,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-log = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".staging-"
 
@@ -152,6 +149,12 @@ class Checkpointer:
         at = time.perf_counter()
         self.wait()
         name = f"step-{state.step:08d}"
+        if not self.writes:  # a DDP rank beside rank 0: it reports, rank 0 writes
+            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name,
+                             checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)
+            self.count += 1
+            self.blocked_seconds += time.perf_counter() - at
+            return
         storage = ray.train.get_context().get_storage()
         local = local_experiment_folder(storage)
         folder = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-{self.rank}-", dir=local)
@@ -179,12 +182,8 @@ class Checkpointer:
             finally:
                 self.done.set()
 
-        if not self.writes:
-            shutil.rmtree(folder, ignore_errors=True)
-            self.done.set()
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if self.writes else None,
-                         checkpoint_dir_name=name, checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
-                         checkpoint_upload_fn=write if self.writes else None,
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name,
+                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC, checkpoint_upload_fn=write,
                          delete_local_checkpoint_after_upload=False)
         self.count += 1
         self.blocked_seconds += time.perf_counter() - at

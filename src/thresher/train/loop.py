@@ -11,8 +11,9 @@ tokens for SFT (every token weighs the same, however the tokens fall into rows a
 optimization.
 
 Checkpoints (:mod:`thresher.train.checkpoints`: copied to host memory at the step, written while training goes
-on) every ``checkpoint.every_steps`` and at the end hold the engine's state (trainable weights, optimizer, scheduler, loss scaler; DeepSpeed and FSDP2: every rank's shards) and
-:class:`TrainerState` (step, epoch, position in the epoch, loss history). A run restarted by the driver
+on) every ``checkpoint.every_steps`` and at the end hold the engine's state (trainable weights, optimizer, scheduler,
+loss scaler; DeepSpeed and FSDP2: every rank's shards) and :class:`TrainerState` (step, epoch, position in the
+epoch, loss history). A run restarted by the driver
 (``thresher.train.run.fit``: a worker process or node died) or re-run with the same ``checkpoint.storage_path`` resumes
 from the latest checkpoint: weights, optimizer, scheduler and step are restored exactly; for the data, each worker
 skips the micro-batches its shard already gave in the current epoch. Ray Data does not promise the same rows in the
