@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "bench/results"
-RECORDS = ROOT / "tests/data/sft/gsm8k_train.jsonl"
+RECORDS = ROOT / "examples/data/gsm8k_train.jsonl"
 LR = 1e-4
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
@@ -537,7 +537,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, help="rows per step (default: 4 on CPU, 16384 tokens' worth on a GPU)")
     p.add_argument("--checkpoint-every", type=int, default=5)
     p.add_argument("--data", type=Path, help="alpaca Parquet, a file or folder (default: the repository's GSM8K "
-                                              "records, tests/data/sft/gsm8k_train.jsonl)")
+                                              "records, examples/data/gsm8k_train.jsonl)")
     p.add_argument("--models", type=Path, help="where the random-weight models are made (default: a temporary folder)")
     p.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
                    help="the measurements to take (a row keeps those of earlier runs with the same settings)")

@@ -37,9 +37,10 @@ os.environ.pop("RAY_ADDRESS", None)
 
 
 def data_path(rel: str) -> Path:
-    """A file of tests/data; a missing one is an error of the checkout, never a reason to skip."""
-    p = DATA / rel
-    assert p.exists(), f"{p} is missing: tests/data ships with the repository"
+    """A file of tests/data, or of the repository where ``rel`` starts with ``examples/`` (the examples' data, which
+    the suite reads too); a missing one is an error of the checkout, never a reason to skip."""
+    p = ROOT / rel if rel.startswith("examples/") else DATA / rel
+    assert p.exists(), f"{p} is missing: it ships with the repository"
     return p
 
 

@@ -24,7 +24,7 @@ def jsonl(rel: str, n: int | None = None) -> list[dict]:
 def gsm8k(n: int | None = None, split: str = "train") -> list[dict]:
     """GSM8K ``{"question", "answer"}`` records: ``train`` is the first 1,500 of the train split, ``test`` the
     whole test split (1,319)."""
-    return jsonl(f"sft/gsm8k_{split}.jsonl", n)
+    return jsonl(f"examples/data/gsm8k_{split}.jsonl", n)
 
 
 def c4_docs(n: int | None = None) -> list[dict]:
@@ -74,50 +74,10 @@ def alpaca_records(n: int | None = None) -> list[dict]:
              "output": r["answer"]} for i, r in enumerate(gsm8k(n, "test"))]
 
 
-def wrong_final_answer(answer: str, rng: random.Random) -> str:
-    """The worked answer with its final number changed wherever the last two lines state it."""
-    *steps, final = answer.split("\n")
-    number = final.removeprefix("#### ").strip()
-    try:
-        wrong = str(int(number.replace(",", "")) + rng.choice([-3, -2, -1, 1, 2, 5, 10]))
-    except ValueError:
-        wrong = number + "0"
-    last = re.sub(rf"(?<![\d.]){re.escape(number)}(?!\d|\.\d)", wrong, steps[-1]) if steps else ""
-    return "\n".join([*steps[:-1], last, f"#### {wrong}"] if steps else [f"#### {wrong}"])
-
-
-def truncated_reasoning(answer: str) -> str:
-    """The first half of the worked answer's steps, with no final answer."""
-    steps = answer.split("\n")[:-1]
-    return "\n".join(steps[: max(1, len(steps) // 2)])
-
-
-SYSTEM = "You are a careful math tutor. Show each step of your reasoning."
-
-
-def preference_pairs(prompts: int = 60) -> list[dict]:
-    """LLaMA-Factory preference records (a JSON array's items: ShareGPT ``conversations`` holding the prompt turns,
-    ``chosen`` and ``rejected`` messages) from GSM8K train items: chosen = the real worked answer, rejected = the
-    answer with a wrong final number or with its reasoning cut short. Every other prompt has both pairs (the same
-    prompt twice); every fourth prompt starts with a system turn, every fifth has an earlier exchange before the
-    question (the previous item, answered)."""
-    rng = random.Random(5)
-    items = gsm8k(prompts + 1)[1:]
-    previous = gsm8k(1)[0]
-    records = []
-    for i, item in enumerate(items):
-        turns = [{"from": "human", "value": item["question"]}]
-        if i % 5 == 2:
-            turns = [{"from": "human", "value": previous["question"]},
-                     {"from": "gpt", "value": previous["answer"]}, *turns]
-        if i % 4 == 0:
-            turns = [{"from": "system", "value": SYSTEM}, *turns]
-        wrong, cut = wrong_final_answer(item["answer"], rng), truncated_reasoning(item["answer"])
-        for bad in [wrong, cut] if i % 2 == 0 else [cut] if i % 4 == 1 else [wrong]:
-            records.append({"conversations": turns, "chosen": {"from": "gpt", "value": item["answer"]},
-                            "rejected": {"from": "gpt", "value": bad}})
-        previous = item
-    return records
+def preference_pairs() -> list[dict]:
+    """The 90 preference pairs of examples/data/gsm8k_preference_pairs.json (60 GSM8K train questions in
+    LLaMA-Factory's ShareGPT layout; examples/make_preference_pairs.py says how they are made)."""
+    return json.loads(data_path("examples/data/gsm8k_preference_pairs.json").read_text(encoding="utf-8"))
 
 
 # -- paraphrase pairs and revised copies of Wikipedia text ---------------------------------------------------------

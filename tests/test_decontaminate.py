@@ -55,7 +55,7 @@ def check(stage: Decontaminate, frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.parametrize("shard_ngrams", [None, 20_000], ids=["broadcast", "3-shards"])
 def test_planted_test_questions_caught_and_nothing_else(ray_local, tmp_path, shard_ngrams):
     train = gsm8k()  # the first 1,500 train items; three of them share a 13-gram with the test split
-    test_path = data_path("sft/gsm8k_test.jsonl")
+    test_path = data_path("examples/data/gsm8k_test.jsonl")
     test = [json.loads(l) for l in test_path.read_text().splitlines()]
     planted = {}
     for k, i in enumerate(range(0, 1319, 22)):  # 60 test questions, three ways
@@ -110,7 +110,7 @@ def test_short_references_flag_mode_and_reference_formats(s3_bucket, tmp_path):
     array.write_text(json.dumps([{"prompt": "Translate the following sentence into French and keep the tone of the original"}]))
     storage = Storage.from_options(None)
     s3_uri = f"s3://{s3_bucket}/evals/gsm8k_test.jsonl"
-    storage.write_bytes(s3_uri, data_path("sft/gsm8k_test.jsonl").read_bytes())
+    storage.write_bytes(s3_uri, data_path("examples/data/gsm8k_test.jsonl").read_bytes())
     gsm_question = gsm8k(6, "test")[5]["question"]
 
     cfg = DecontaminateConfig(references=[str(parquet), str(array)], reference_fields=["prompt"], ngram=8, mode="flag")
@@ -160,7 +160,7 @@ def test_reference_errors_are_config_errors(tmp_path):
 
 
 def test_a_leak_in_a_second_field_or_a_chat_message_is_caught():
-    test_path = data_path("sft/gsm8k_test.jsonl")
+    test_path = data_path("examples/data/gsm8k_test.jsonl")
     leaked = json.loads(test_path.read_text().splitlines()[42])["question"]
     clean = "A farmer has 12 cows and buys 5 more. How many cows does the farmer have now?"
     chat = [{"role": "user", "content": "Solve this for me please."}, {"role": "assistant", "content": leaked}]

@@ -22,7 +22,7 @@ BLOCK = 50
 
 
 def records(long: bool) -> pa.Table:
-    items = [r for r in jsonl("labels/snli_dev_sample.jsonl") if r["gold_label"] != "-"][:N // 5 if long else N]
+    items = [r for r in jsonl("examples/data/snli_dev_sample.jsonl") if r["gold_label"] != "-"][:N // 5 if long else N]
     rows = [{"id": r["pairID"], "text": r["sentence2"], "label": r["gold_label"], "votes": r["annotator_labels"]}
             for r in items]
     if long:  # one row per annotation

@@ -121,7 +121,7 @@ def read_dir(folder: Path) -> pd.DataFrame:
 
 
 def test_snli_majority_matches_gold_and_review_queue(ray_local, tmp_path):
-    src = data_path("labels/snli_dev_sample.jsonl")
+    src = data_path("examples/data/snli_dev_sample.jsonl")
     records = [json.loads(line) for line in src.read_text().splitlines()]
     out = tmp_path / "snli"
     manifest = run(parse_config({

@@ -38,7 +38,7 @@ def test_targets_by_hand():
 
 
 def snli(n: int) -> list[dict]:
-    items = jsonl("labels/snli_dev_sample.jsonl")
+    items = jsonl("examples/data/snli_dev_sample.jsonl")
     return [{"id": r["pairID"], "text": r["sentence2"], "premise": r["sentence1"], "label": r["gold_label"]}
             for r in items if r["gold_label"] != "-"][:n]
 
