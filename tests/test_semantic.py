@@ -277,6 +277,8 @@ def test_curate_with_embed_semantic_dedup_classify_and_report(ray_local, tmp_pat
     records = [{"id": f"{side}{i}", "text": s} for i, (_, s1, s2) in enumerate(pairs[:120]) for side, s in (("a", s1), ("b", s2))]
     (tmp_path / "words.txt").write_text("war\n")
     src = write_jsonl(tmp_path / "in.jsonl", records)
+    lines = src.read_text().splitlines(True)  # a record that dies before embed, among live ones: the vectors are
+    src.write_text("".join(lines[:100] + ['{"id": "broken", "text": \n'] + lines[100:]))  # merged around it in Arrow
     manifest, out = curate(tmp_path, [src], [
         {"embed": {}}, {"dedup_semantic": {"threshold": 0.85, "keep": "longest"}},
         {"classify": {"name": "war", "method": "wordlist", "words": {"*": str(tmp_path / "words.txt")}}},

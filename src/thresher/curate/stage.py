@@ -50,12 +50,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from thresher.core.config import StrictModel
 from thresher.core.storage import Storage
-
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 REJECT_STAGE = "_reject_stage"
 REJECT_REASON = "_reject_reason"
@@ -326,6 +324,9 @@ def _merge_rows(batch: pd.DataFrame, out: pd.DataFrame, rows: np.ndarray) -> pd.
     """``batch`` with the rows at positions ``rows`` replaced by ``out`` (columns out lacks become null there)."""
     merged = {}
     for col in list(batch.columns) + [c for c in out.columns if c not in batch.columns]:
+        if col in out.columns and isinstance(out[col].dtype, pd.ArrowDtype):
+            merged[col] = _merge_arrow(batch.get(col), out[col], rows, len(batch))
+            continue
         if col in batch.columns:
             values = batch[col].to_numpy(dtype=object, na_value=None).copy()
         else:
@@ -333,3 +334,14 @@ def _merge_rows(batch: pd.DataFrame, out: pd.DataFrame, rows: np.ndarray) -> pd.
         values[rows] = out[col].to_numpy(dtype=object, na_value=None) if col in out.columns else None
         merged[col] = values
     return pd.DataFrame(merged, index=batch.index)
+
+
+def _merge_arrow(before: pd.Series | None, after: pd.Series, rows: np.ndarray, n: int) -> pd.arrays.ArrowExtensionArray:
+    """An Arrow-backed column (a vector column: fixed-size lists) merged in Arrow, so that it stays one Arrow type
+    rather than becoming Python objects: ``after`` at ``rows``, ``before`` (or null) elsewhere."""
+    values = pa.chunked_array(pa.array(after.array)).combine_chunks()
+    base = pa.chunked_array(pa.array(before.array)).combine_chunks() \
+        if before is not None and before.dtype == after.dtype else pa.nulls(n, values.type)
+    take = np.arange(n)
+    take[rows] = n + np.arange(len(rows))
+    return pd.arrays.ArrowExtensionArray(pa.concat_arrays([base, values]).take(pa.array(take)))
