@@ -40,7 +40,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides (YAML-typed values); list items are addressed by index, ``stages.0.x``."""
+    """Apply ``a.b=value`` overrides (YAML-typed values); list items are addressed by index: a stage's option as
+    ``stages.0.x`` or, as error messages name it, ``stages.0.NAME.x``."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -48,7 +49,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         value = yaml.safe_load(raw) if raw else None
         parts = key.split(".")
         node: Any = data
-        for i, part in enumerate(parts[:-1]):
+        stage = None  # the name of the stage entry whose options the last step entered
+        for part in parts[:-1]:
+            if part == stage:
+                stage = None  # stages.0.NAME.x: the index already entered NAME's options
+                continue
+            stage = _stage_name(node, part)
             node = _child(node, part, key, create=True)
         last = parts[-1]
         if isinstance(node, list):
@@ -58,6 +64,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         else:
             raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} is not a mapping")
     return data
+
+
+def _stage_name(node: Any, part: str) -> str | None:
+    """The name of the stage entry ``{name: options}`` at index ``part`` of the list ``node``, if it is one."""
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        item = node[int(part)]
+        if isinstance(item, dict) and len(item) == 1:
+            return next(iter(item))
+    return None
 
 
 def _index(node: list, part: str, key: str) -> int:
