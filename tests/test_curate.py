@@ -132,12 +132,13 @@ def test_damaged_input_is_measured_in_bytes(ray_local, tmp_path):
             str(parquet): parquet.stat().st_size}
     assert manifest["counts"]["read_bytes"] == sum(p.stat().st_size for p in (plain, truncated, parquet))
     assert manifest["counts"]["rejected_bytes"] == sum(lost.values())
-    largest = [{"file": f, "rejected_bytes": n} for f, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))]
+    largest = [{"file": Path(f).name, "rejected_bytes": n}  # named as the input is
+               for f, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))]
     assert manifest["damaged_input"] == {"files": 3, "largest": largest}
     report = json.loads((out / "report.json").read_text())["damaged_input"]
     assert report == {"read_bytes": manifest["counts"]["read_bytes"], "rejected_bytes": sum(lost.values()),
                       "rejected_fraction": sum(lost.values()) / manifest["counts"]["read_bytes"], "files": 3,
-                      "largest": [{**f, "file": Path(f["file"]).name} for f in largest]}  # named as the input is
+                      "largest": largest}
     page = (out / "report.html").read_text()
     assert str(tmp_path) not in page
     assert "Damaged input" in page and all(f"{n:,}" in page for n in lost.values())
@@ -283,3 +284,9 @@ def test_set_overrides_reach_stage_options(tmp_path):
     assert data["stages"][1] == {"pii": {"mode": "hash"}}
     assert data["stages"][0] == {"normalize": {"unicode_form": "NFKC"}}
     assert data["input"]["paths"] == ["a", "b"]
+    # as error messages name a stage's option: stages.N.NAME.key (and a list item's options in an option the same way)
+    data = {"stages": [{"decontaminate": {"references": ["x"]}},
+                       {"augment": {"methods": [{"paraphrase": {"n": 1}}]}}]}
+    apply_overrides(data, ["stages.0.decontaminate.references=[y]", "stages.1.augment.methods.0.paraphrase.n=2"])
+    assert data["stages"] == [{"decontaminate": {"references": ["y"]}},
+                              {"augment": {"methods": [{"paraphrase": {"n": 2}}]}}]

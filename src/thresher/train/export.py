@@ -6,7 +6,8 @@ from storage URIs (local or s3://).
   ``PeftModel.from_pretrained(base, path)``; with ``output.merge_lora`` the LoRA is merged into the base and the
   result saved as a full model (qlora: merged into a fresh, unquantized copy of the base in ``model.dtype``).
 
-The tokenizer is saved beside it, and a README.md says how to load the result. A model loaded from GGUF is
+The tokenizer is saved beside it, and a README.md says how to load the result. Both name the base model by
+:func:`base_name`, never by a path of this machine. A model loaded from GGUF is
 saved dequantized (see ``models.drop_gguf_record``), so plain transformers loads it.
 """
 
@@ -23,6 +24,7 @@ import pyarrow.fs as pafs
 
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage, join
+from thresher.models.resolve import given_name, published_name
 from thresher.train.config import PEFT_ADAPTERS, ModelOptions, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -65,21 +67,48 @@ def merged_model(model, cfg: TrainConfig):
     return merged.to(torch.device("cpu"))
 
 
-def load_instructions(cfg: TrainConfig, merged: bool) -> str:
+def load_instructions(cfg: TrainConfig, merged: bool, base: str) -> str:
+    """The model card: the base by its published name ``base`` and code that loads the result without thresher once
+    ``PATH`` names this folder. An adapter's base loads from a ``pkg:`` base's package folder (found at run time), a
+    GGUF file's folder as given (the Hub repository of ``base`` may not hold that file), else by ``base``. The code's
+    strings are written as JSON, which Python reads as they are."""
     from thresher.train.models import model_dir
 
-    base = f"AutoModelForCausalLM.from_pretrained({model_dir(cfg.model)!r}"
-    base += f", gguf_file={cfg.model.gguf_file!r})" if cfg.model.gguf_file else ")"
+    model = cfg.model
+    described = f"Base model: `{base}`" + (f" (GGUF `{model.gguf_file}`)" if model.gguf_file else "")
+    imports = "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+    path = 'PATH = "path/to/model"  # this folder, the one holding this README\n'
     if cfg.tuning == "full" or merged:
-        code = "from transformers import AutoModelForCausalLM, AutoTokenizer\n" \
-               "model = AutoModelForCausalLM.from_pretrained(PATH)\n"
+        code = f"{imports}\n{path}model = AutoModelForCausalLM.from_pretrained(PATH)\n"
     else:
-        code = "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n" \
-               f"base = {base}\nmodel = PeftModel.from_pretrained(base, PATH)\n"
-    return (f"# Fine-tuned with thresher ({cfg.method}{', LoRA merged' if merged else ''})\n\n"
-            f"Base model: `{cfg.model.name_or_path}`" + (f" (GGUF `{cfg.model.gguf_file}`)" if cfg.model.gguf_file
-                                                          else "") +
-            f"\n\n```python\n{code}tokenizer = AutoTokenizer.from_pretrained(PATH)\n```\n")
+        imports = f"from peft import PeftModel\n{imports}"
+        if model.name_or_path.startswith("pkg:"):
+            package = model.name_or_path.removeprefix("pkg:")
+            imports = f"import importlib.util\n\n{imports}"
+            source = f"importlib.util.find_spec({json.dumps(package)}).submodule_search_locations[0]  # its folder"
+            described += f", from the Python package `{package}`{install_hint(package)}"
+        elif model.gguf_file and os.path.isdir(model_dir(model)):
+            source = json.dumps(given_name(model.name_or_path))
+        else:
+            source = json.dumps(base)
+        gguf = f", gguf_file={json.dumps(model.gguf_file)}" if model.gguf_file else ""
+        code = (f"{imports}\n{path}BASE = {source}\nbase = AutoModelForCausalLM.from_pretrained(BASE{gguf})\n"
+                "model = PeftModel.from_pretrained(base, PATH)\n")
+    return (f"# Fine-tuned with thresher ({cfg.method}{', LoRA merged' if merged else ''})\n\n{described}\n\n"
+            f"```python\n{code}tokenizer = AutoTokenizer.from_pretrained(PATH)\n```\n")
+
+
+def install_hint(package: str) -> str:
+    """`` (pip install --no-deps DIST==VERSION)`` for the distribution that installed ``package``; empty without one."""
+    from importlib import metadata
+
+    dists = metadata.packages_distributions().get(package)
+    return f" (`pip install --no-deps {dists[0]}=={metadata.version(dists[0])}`)" if dists else ""
+
+
+def base_name(options: ModelOptions) -> str:
+    """The base model as the adapter's config and the card name it (:func:`thresher.models.resolve.published_name`)."""
+    return published_name(options.name_or_path, options.gguf_file, options.hub_id)
 
 
 def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dict: dict | None = None,
@@ -89,18 +118,29 @@ def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dic
     merged = cfg.output.merge_lora and cfg.tuning in PEFT_ADAPTERS
     if merged:
         model = merged_model(model, cfg)
+    base = base_name(cfg.model)
     uri = join(cfg.output.path, "model")
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, state_dict=state_dict)
+        name_base(folder, base)
         tokenizer.save_pretrained(folder)
-        Path(folder, "README.md").write_text(load_instructions(cfg, merged))
-        base = cfg.model.model_dump(exclude={"kernels"})  # ModelOptions, as thresher eval loads the base
-        Path(folder, BASE_RECORD).write_text(json.dumps({"model": base, "method": cfg.method, "tuning": cfg.tuning,
+        Path(folder, "README.md").write_text(load_instructions(cfg, merged, base))
+        record = cfg.model.model_dump(exclude={"kernels"})  # ModelOptions, as thresher eval loads the base
+        Path(folder, BASE_RECORD).write_text(json.dumps({"model": record, "method": cfg.method, "tuning": cfg.tuning,
                                                          "merged": merged, "lineage": lineage}, indent=2))
         upload_dir(storage, folder, uri)
     log.info("saved the %s to %s", "merged model" if merged else
              ("model" if cfg.tuning == "full" else f"{cfg.tuning} adapter"), uri)
     return uri
+
+
+def name_base(folder: str, base: str) -> None:
+    """Name the base ``base`` in the ``adapter_config.json`` of ``folder``, if any (PEFT writes the folder the base
+    was loaded from)."""
+    config = Path(folder, "adapter_config.json")
+    if config.is_file():
+        config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": base}, indent=2,
+                                     sort_keys=True))
 
 
 # -- weighted combination of LoRA adapters ---------------------------------------------------------------------
@@ -154,6 +194,7 @@ def combine_adapters(adapters: list[tuple[str, float]], output: str, storage: St
             model.delete_adapter(name)
         out = os.path.join(tmp, "combined")
         model.save_pretrained(out)
+        name_base(out, base_name(base))
         tokenizers = [f for f in local if Path(f, "tokenizer_config.json").is_file()]
         if tokenizers:
             AutoTokenizer.from_pretrained(tokenizers[0]).save_pretrained(out)

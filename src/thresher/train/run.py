@@ -226,8 +226,8 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
             result = fit(trainer, cfg.checkpoint.max_failures)
     metrics = result.return_value
     metrics["startup_seconds"] = {"fit_started": fit_started, **metrics["startup_seconds"]}
-    metrics = {**metrics, "lineage": lineage, "output": join(cfg.output.path, "model"),
-               "checkpoint": join(cfg.checkpoint_path, RUN_NAME, posixpath.basename(result.checkpoint.path))
+    metrics = {**metrics, "lineage": lineage, "output": join(cfg.output.given, "model"),
+               "checkpoint": join(cfg.checkpoint_path_given, RUN_NAME, posixpath.basename(result.checkpoint.path))
                if result.checkpoint else None}
     storage.write_bytes(join(cfg.output.path, "metrics.json"), json.dumps(metrics, indent=2).encode())
     log.info("steps %d, eval_loss %s, %.0f tokens/s; model in %s", metrics["steps"], metrics["eval_loss"],

@@ -65,7 +65,7 @@ def settings(cfg: TrainConfig, lineage: dict) -> MlflowSettings | None:
     opts = cfg.tracking.mlflow
     if opts is None:
         return None
-    tags = {"thresher.method": cfg.method, "thresher.output": cfg.output.path,
+    tags = {"thresher.method": cfg.method, "thresher.output": cfg.output.given,
             "thresher.model": cfg.model.name_or_path}
     for key, item in flatten({"thresher.lineage": lineage}, lists=True).items():  # a mixture: one per dataset
         tags[key] = item if isinstance(item, str) else json.dumps(item)

@@ -1,7 +1,6 @@
-"""Damaged input: the bytes the readers lost to damage, overall and per file (from the manifest; local files named
-relative to their input, :func:`thresher.core.published.file_name`)."""
+"""Damaged input: the bytes the readers lost to damage, overall and per file (from the manifest, which names local
+files relative to their input, :func:`thresher.core.published.file_name`)."""
 
-from thresher.core.published import file_name
 from thresher.curate.report import Section, table_html
 from thresher.core.charts import bar_chart
 
@@ -18,9 +17,8 @@ class DamagedInput(Section):
         if not damaged.get("files"):
             return None
         read, lost = counts["read_bytes"], counts["rejected_bytes"]
-        inputs = manifest.get("config", {}).get("input", {}).get("paths", [])
         return {"read_bytes": read, "rejected_bytes": lost, "rejected_fraction": lost / read if read else 0.0,
-                "files": damaged["files"], "largest": [{**f, "file": file_name(f["file"], inputs)} for f in damaged["largest"]]}
+                "files": damaged["files"], "largest": damaged["largest"]}
 
     def html(self, summary):
         largest = summary["largest"]
