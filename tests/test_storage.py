@@ -89,3 +89,15 @@ def test_a_folder_moves_whole_on_a_local_disk_and_on_s3(tmp_path, s3_bucket):
             [(name, 1000) for name in sorted(names)]
         assert [storage.read_bytes(f"{root}/{name}")[:1] for name in names] == [b"\0", b"\1", b"\2"]
         assert not storage.exists(f"{root}/_staging/final/data")
+
+
+def test_the_write_check_leaves_no_folder_it_made_and_keeps_those_that_were_there(tmp_path):
+    storage = Storage.from_options(None)
+    storage.check_writable(str(tmp_path / "out/run"))
+    assert list(tmp_path.iterdir()) == []  # a run that fails after the check leaves no empty out/run
+    (tmp_path / "out").mkdir()
+    storage.check_writable(str(tmp_path / "out/run"))
+    assert [p.name for p in tmp_path.rglob("*")] == ["out"]
+    (tmp_path / "out/file").write_text("x")
+    with pytest.raises(OSError):
+        storage.check_writable(str(tmp_path / "out/file/run"))

@@ -145,10 +145,19 @@ class Storage:
         self.delete(source)
 
     def check_writable(self, uri: str) -> None:
-        """Create and remove a probe file under ``uri``; raises OSError when that is not possible."""
+        """Create and remove a probe file under ``uri``; raises OSError when that is not possible. Local folders made
+        for the probe go with it: a run that fails before it writes leaves no empty output folder."""
+        fs, path = self.resolve(uri)
+        local = isinstance(fs, pafs.LocalFileSystem)
+        made = [p for p in [Path(path), *Path(path).parents] if not p.exists()] if local else []
         probe = join(uri, ".thresher-write-probe")
         self.write_bytes(probe, b"")
         self.delete(probe)
+        for folder in made:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:  # something else wrote there meanwhile
+                break
 
 
 GLOB_CHARS = "*?["
