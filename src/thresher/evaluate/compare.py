@@ -15,7 +15,9 @@ output: {path: out/compare}
 Variant NAME trains into ``<output>/NAME`` (``model/``, ``metrics.json``, ``checkpoints/``) and is evaluated into
 ``<output>/NAME/eval``; ``<output>/NAME/variant.json``, written when both are done, records its configs and
 results. A re-run skips a variant whose ``variant.json`` holds the same configs (and says so), trains one whose
-output is incomplete (training resumes from its checkpoints) and refuses one whose configs changed.
+output is incomplete (training resumes from its checkpoints) and refuses one whose configs changed. Before any
+training, the data and model of every variant to train are checked as ``thresher train`` checks them
+(:func:`check_inputs`).
 
 Variants run one after another on one Ray session: a training run takes every CPU of the cluster but one (the
 one left to Ray Data) or its ``scaling`` resources, so a second run at the same time would wait for it anyway.
@@ -26,7 +28,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from typing import Any
 
@@ -85,7 +89,10 @@ class Plan:
     eval: EvalConfig
 
     def configs(self) -> dict:
-        return json.loads(json.dumps({"train": self.train.model_dump(), "eval": self.eval.model_dump()}))
+        """The configs as recorded, the training output as the config gives it."""
+        train = self.train.model_dump()
+        train["output"]["path"] = self.train.output.given
+        return json.loads(json.dumps({"train": train, "eval": self.eval.model_dump()}))
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -122,6 +129,50 @@ def plan(cfg: CompareConfig) -> list[Plan]:
         plans.append(Plan(i, variant, folder, validate(TrainConfig, train, prefix=f"variants.{i}"),
                           validate(EvalConfig, evaluation, prefix="eval")))
     return plans
+
+
+def check_inputs(train: TrainConfig, given_in: Callable[[str], str]) -> None:
+    """``thresher train``'s own checks of the data and model of ``train``, before any training starts: Parquet files
+    at each data path, holding the columns read, and a tokenizer that loads from the model (an installed ``pkg:``
+    package, a local folder, the local Hugging Face cache). A ConfigError names the key under ``given_in(key)``, the
+    part of the compare or tune config that gives it."""
+    from thresher.train.data import Encoding, parquet_files
+    from thresher.train.models import load_tokenizer
+
+    data, storage = train.data, Storage.from_options(train.storage)
+    mixture = isinstance(data.train, list)
+    datasets = [(f"data.train.{i}.path" if mixture else "data.train", s.path, s.format, s.text_field)
+                for i, s in enumerate(data.sources)]
+    if data.validation:
+        datasets.append(("data.validation", data.validation, data.format, data.text_field))
+    try:
+        for key, uri, fmt, text_field in datasets:
+            parquet_files(uri, key, Encoding(fmt, text_field, data.max_seq_len, packing=False), storage)
+        load_tokenizer(train.model)
+    except ConfigError as e:
+        raise ConfigError(f"{given_in(str(e).partition(':')[0])}.{e}") from None
+
+
+def _given_in(p: Plan, key: str) -> str:
+    """Where the compare config gives the training key ``key`` of variant ``p``: its ``set``, else the base."""
+    node = p.variant.set
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            break  # the variant's value replaces the base's (merge replaces all but mappings)
+        if part not in node:
+            return "train"
+        node = node[part]
+    return f"variants.{p.index}.set"
+
+
+def _check_variants(plans: list[Plan]) -> None:
+    """:func:`check_inputs` of each variant, once per distinct data and model."""
+    checked = set()
+    for p in plans:
+        inputs = json.dumps(p.train.model_dump(include={"data", "model", "storage"}), sort_keys=True)
+        if inputs not in checked:
+            checked.add(inputs)
+            check_inputs(p.train, partial(_given_in, p))
 
 
 def _saved_bytes(uri: str, storage: Storage) -> int:
@@ -172,6 +223,7 @@ def run(cfg: CompareConfig, address: str | None = None) -> dict:
     plans = plan(cfg)
     storage = Storage.from_options(None)
     done = {p.variant.name: recorded(p, storage) for p in plans}  # a changed config fails before any training
+    _check_variants([p for p in plans if done[p.variant.name] is None])
     started, rows = time.perf_counter(), []
     with ray_session(address, ray_train=True):
         for p in plans:

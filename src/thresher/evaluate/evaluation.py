@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import math
+import os
 import time
 from importlib import metadata
 from pathlib import Path
@@ -28,6 +29,7 @@ from thresher.core.storage import Storage, join, require_complete_run
 from thresher.evaluate.eval_config import EvalConfig, parse_eval_config
 from thresher.evaluate.generate import Generator, source_columns
 from thresher.evaluate.scoring import aggregate, score_examples
+from thresher.train.config import ModelOptions
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,13 @@ def read_dataset(cfg: EvalConfig, storage: Storage):
     return ds.limit(cfg.data.max_rows) if cfg.data.max_rows else ds
 
 
+def model_for_actors(model: ModelOptions) -> ModelOptions:
+    """``model`` as the actors load it: a local folder by its absolute path (Ray runs them in a folder of its own,
+    not the driver's); what the outputs say of it is ``model`` as given."""
+    folder = os.path.expanduser(model.name_or_path)
+    return model.model_copy(update={"name_or_path": os.path.abspath(folder)}) if os.path.isdir(folder) else model
+
+
 def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table:
     """Rows of id, prompt, reference, prediction, prediction_tokens, stopped_at_limit, reference_nll,
     reference_tokens, in data order."""
@@ -82,7 +91,8 @@ def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table
         resources = {"num_gpus": 1} if cfg.generation.use_gpu else {"num_cpus": 1}
         ds = ds.map_batches(Generator, batch_format="pyarrow", batch_size=cfg.generation.batch_size,
                             compute=ActorPoolStrategy(size=cfg.generation.num_actors),
-                            fn_constructor_kwargs={"model": cfg.model, "data": cfg.data, "generation": cfg.generation,
+                            fn_constructor_kwargs={"model": model_for_actors(cfg.model), "data": cfg.data,
+                                                   "generation": cfg.generation,
                                                    "perplexity": "perplexity" in cfg.metrics, "progress": counter},
                             **resources)
         ds.context.execution_options.preserve_order = True

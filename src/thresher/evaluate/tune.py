@@ -5,9 +5,12 @@ Each trial is a ``thresher train`` run (Ray Train inside a Ray Tune trial) into 
 ``model/``, ``metrics.json``, ``checkpoints/``, lineage. Its evaluations on ``data.validation`` go on to Ray Tune as
 they are made (``step``, ``eval_loss``, ...): the ASHA scheduler compares the trials there and stops the unpromising
 ones (their runs aborted as Ctrl-C aborts ``thresher train``); a random or TPE search picks each trial's values. A
-failed trial is recorded and the search goes on. Ray Tune's state is in ``<output>/search``: re-running the same
-command resumes the search (a trial that was running resumes from its checkpoints; a finished one is not run again).
-``<output>/tune-config.json`` holds the config the search started with, and a re-run with another one is refused.
+failed trial is recorded and the search goes on. Before any trial, the base config's data and model are checked as
+``thresher train`` checks them (:func:`thresher.evaluate.compare.check_inputs`). Ray Tune's state is in
+``<output>/search``: re-running the same command resumes the search (a trial that was running or had failed runs
+again, from its checkpoints; a finished one is not run again). ``<output>/tune-config.json`` holds the
+config the search started with, and a re-run with another one is refused. A search that ends without a completed
+trial fails with the first failed trial's error and says how to retry or start over.
 
 With ``tracking.mlflow`` in the base config, the search is one MLflow run (``<output>/mlflow-run.json`` keeps its id
 for a resumed search) and each trial's run is its child, in the base's store (default ``<output>/mlruns``); the
@@ -17,7 +20,8 @@ At the end: ``tune.json`` and ``tune.html`` (every trial: its values, metric cur
 tokens/s, state), ``best_config.yaml`` (the base with the best trial's values: a ready training config whose
 ``output.path`` is ``<output>/best``) and ``best/`` (the best trial's ``model/`` and ``metrics.json``, as ``thresher
 train`` writes them). The best trial is the completed trial whose saved model has the best metric (its last
-evaluation, or with ``eval.save_best`` its best one); a trial stopped early saves no model.
+evaluation, or with ``eval.save_best`` its best one); a trial stopped early saves no model. They name paths as the
+config gives them (a relative ``output.path`` stays relative).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import os
 import shutil
 import signal
 import time
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,7 @@ import yaml
 from thresher.core.config import ConfigError, validate
 from thresher.core.console import current as console
 from thresher.core.storage import join
+from thresher.evaluate.compare import check_inputs
 from thresher.evaluate.tune_config import TuneConfig, base_train, check, with_params
 from thresher.runtime import ray_session
 from thresher.train.config import TrainConfig
@@ -73,17 +79,20 @@ def _evaluations_to(queue, metric: str):
 class TrialDriver:
     """The driver of a trial's training run: an actor outside the trial's placement group, which Ray Tune makes
     every task and actor started by the trial join (Ray Data would see only that group's resources: none). The run
-    is in its main thread, SIGINT unblocked (Ray's workers block it): a SIGINT aborts it as Ctrl-C does, workers and
-    their placement group removed (killing the actor would leave that group held on a Ray without a dashboard)."""
+    is in its main thread, in the folder ``thresher tune`` runs in (the config's relative paths lead from there, and
+    the run's outputs name them as given), SIGINT unblocked (Ray's workers block it): a SIGINT aborts it as Ctrl-C
+    does, workers and their placement group removed (killing the actor would leave that group held on a Ray without
+    a dashboard)."""
 
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, cfg: TrainConfig, callbacks: list) -> None:
+    def run(self, cwd: str, base: dict, params: dict[str, Any], folder: str, callbacks: list) -> None:
         from thresher.train.run import run as train
 
+        os.chdir(cwd)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        train(cfg, callbacks=callbacks)
+        train(trial_config(base, params, folder), callbacks=callbacks)
 
 
 def _trial_class():
@@ -96,13 +105,13 @@ def _trial_class():
         trial whose run had finished before (the search was stopped before Tune recorded it) gives its recorded
         evaluations and is not run again."""
 
-        def setup(self, config: dict, base: dict, output: str, metric: str):
+        def setup(self, config: dict, base: dict, output: str, cwd: str, metric: str):
             import ray
             from ray.util.queue import Queue
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            cfg = trial_config(base, config, join(output, TRIALS, self.trial_id))
-            self.metrics, self.done, self.replay = Path(cfg.output.path, "metrics.json"), None, []
+            folder = join(output, TRIALS, self.trial_id)  # from ``cwd``, where the search runs
+            self.metrics, self.done, self.replay = Path(cwd, folder, "metrics.json"), None, []
             if self.metrics.exists():
                 self.replay = json.loads(self.metrics.read_text())["evals"]
                 return
@@ -110,7 +119,7 @@ def _trial_class():
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
             self.driver = ray.remote(num_cpus=0, scheduling_strategy=here)(TrialDriver).remote()
             self.driver_pid = ray.get(self.driver.pid.remote())
-            self.done = self.driver.run.remote(cfg, [_evaluations_to(self.queue, metric)])
+            self.done = self.driver.run.remote(cwd, base, config, folder, [_evaluations_to(self.queue, metric)])
 
         def step(self) -> dict:
             import ray
@@ -166,17 +175,18 @@ def _space(cfg: TuneConfig) -> dict:
 
 
 def _tuner(cfg: TuneConfig, base: dict, output: str, concurrent: int):
-    """A new Tuner of the search, or the one restored from ``<output>/search``."""
+    """A new Tuner of the search, or the one restored from ``<output>/search`` (its failed trials to run again)."""
     import ray
     from ray import tune
 
     trainable = tune.with_resources(
-        tune.with_parameters(_trial_class(), base=base, output=output, metric=cfg.metric),
+        tune.with_parameters(_trial_class(), base=base, output=cfg.output.path, cwd=os.getcwd(), metric=cfg.metric),
         {"CPU": 0, f"node:{ray.util.get_node_ip_address()}": 0.001})  # the driver's node: trials write its disk
     path = join(output, SEARCH)
     if tune.Tuner.can_restore(path):
-        console().print(f"resuming the search in {path}")
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True), True
+        console().print(f"resuming the search in {join(cfg.output.path, SEARCH)} (unfinished and failed trials "
+                        "run again)")
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True), True
     if cfg.search == "tpe":
         from optuna.samplers import TPESampler
         from ray.tune.search.optuna import OptunaSearch
@@ -211,8 +221,8 @@ def _check_record(cfg: TuneConfig, base: dict, output: str) -> None:
     record, current = Path(output, RECORD), json.loads(json.dumps({**cfg.model_dump(), "train": base}))
     if record.exists():
         if json.loads(record.read_text()) != current:
-            raise ConfigError(f"output.path: {output} holds a search started with another config; use another "
-                              "output.path or delete that folder")
+            raise ConfigError(f"output.path: {cfg.output.path} holds a search started with another config; use "
+                              "another output.path or delete that folder")
         return
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(current, indent=2))
@@ -236,7 +246,8 @@ def _search_run(cfg: TuneConfig, base: dict, output: str) -> tuple[dict, dict | 
         experiment = mlflow.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(name)
         run = mlflow.create_run(experiment_id, run_name=Path(output).name, tags={
-            "thresher.tune": output, "thresher.search": cfg.search, "thresher.metric": f"{cfg.mode} {cfg.metric}"})
+            "thresher.tune": cfg.output.path, "thresher.search": cfg.search,
+            "thresher.metric": f"{cfg.mode} {cfg.metric}"})
         for key, dist in cfg.space.items():
             mlflow.log_param(run.info.run_id, f"space.{key}", json.dumps({dist.kind: getattr(dist, dist.kind)}))
         search = {"tracking_uri": uri, "run_id": run.info.run_id}
@@ -267,6 +278,7 @@ def _curve(result, metric: str) -> list[dict]:
 
 
 def _trial_row(result, cfg: TuneConfig, output: str) -> dict:
+    """A trial's row of tune.json: its folder, and ``output`` in its error, named as the config gives them."""
     trial_id = Path(result.path).name
     folder = Path(output, TRIALS, trial_id)
     metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").exists() else None
@@ -279,25 +291,37 @@ def _trial_row(result, cfg: TuneConfig, output: str) -> dict:
         model_step = metrics["model_step"]
         value = next((p["value"] for p in curve if p["step"] == model_step), None)
     return {"id": trial_id, "params": result.config, "state": state, "value": value, "best": best, "curve": curve,
-            "steps": curve[-1]["step"] if curve else 0, "output": str(folder),
+            "steps": curve[-1]["step"] if curve else 0, "output": join(cfg.output.path, TRIALS, trial_id),
             "seconds": (result.metrics or {}).get("time_total_s"),
             "tokens_per_s": metrics["tokens_per_s"] if metrics else None,
             "train_seconds": metrics["train_seconds"] if metrics else None,
-            "error": str(result.error).strip().splitlines()[-1] if result.error else None}
+            "error": str(result.error).strip().splitlines()[-1].replace(output, cfg.output.path)
+            if result.error else None}
 
 
-def _export_best(best: dict, base: dict, output: str) -> dict:
-    """``best_config.yaml`` (the base with the best values, training into ``<output>/best``) and ``best/`` (the best
-    trial's model and metrics)."""
-    folder = Path(output, BEST)
+def _export_best(best: dict, base: dict, output: str, given: str) -> dict:
+    """``best_config.yaml`` (the base with the best values, training into ``<output>/best``, named as ``given``:
+    it runs from where the search ran) and ``best/`` (the best trial's model and metrics)."""
+    folder, trial = Path(output, BEST), Path(output, TRIALS, best["id"])
     config = trial_config(base, best["params"], str(folder))
-    text = yaml.safe_dump(with_params(base, {**best["params"], "output.path": str(folder)}), sort_keys=False)
+    text = yaml.safe_dump(with_params(base, {**best["params"], "output.path": join(given, BEST)}), sort_keys=False)
     Path(output, BEST_CONFIG).write_text(f"# thresher tune: trial {best['id']}, {json.dumps(best['params'])}\n{text}")
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(Path(best["output"], "model"), folder / "model")
-    shutil.copy2(Path(best["output"], "metrics.json"), folder / "metrics.json")
+    shutil.copytree(trial / "model", folder / "model")
+    shutil.copy2(trial / "metrics.json", folder / "metrics.json")
     return {"id": best["id"], "params": best["params"], "value": best["value"],
-            "config": str(Path(output, BEST_CONFIG)), "model": str(folder / "model"), "method": config.method}
+            "config": join(given, BEST_CONFIG), "model": join(given, BEST, "model"), "method": config.method}
+
+
+def _no_trial_completed(trials: list[dict], given: str) -> str:
+    """Why the search has no best trial (the trials' states, the first failure's error) and what to do next."""
+    states = Counter(t["state"] for t in trials)
+    failed = next((t for t in trials if t["error"]), None)
+    what = f"no trial completed ({', '.join(f'{n} {state}' for state, n in states.items())})"
+    if failed is None:
+        return f"{what}; delete {given} to start the search over"
+    return (f"{what}; trial {failed['id']} failed with {failed['error']}. Fix that and run the same command again "
+            f"(it runs the failed trials again), or delete {given} to start the search over")
 
 
 def run(cfg: TuneConfig, address: str | None = None) -> dict:
@@ -306,7 +330,8 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
 
     base = base_train(cfg)
     train = check(cfg, base)
-    output = os.path.abspath(cfg.output.path)
+    check_inputs(train, lambda key: "train")
+    output = os.path.abspath(cfg.output.path)  # Ray Tune's storage; the outputs name cfg.output.path
     _check_record(cfg, base, output)
     trial_base, search_run = _search_run(cfg, base, output)
     started = time.perf_counter()
@@ -314,25 +339,25 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
         concurrent = cfg.max_concurrent_trials or trials_that_fit(train, cluster)
         tuner, resumed = _tuner(cfg, trial_base, output, concurrent)
         console().print(f"{cfg.num_samples} trials, {concurrent} at a time ({cfg.search} search"
-                        f"{', asha' if cfg.scheduler else ''}); each into {join(output, TRIALS)}/TRIAL_ID")
+                        f"{', asha' if cfg.scheduler else ''}); each into {join(cfg.output.path, TRIALS)}/TRIAL_ID")
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # the search's state saved at most 1 s old
         with console().phase("tune"):
             grid = tuner.fit()
     trials = sorted((_trial_row(r, cfg, output) for r in grid), key=lambda t: t["id"])
     done = [t for t in trials if t["value"] is not None]
     if not done:
-        states = ", ".join(f"{t['id']} {t['state']}" for t in trials)
-        raise RuntimeError(f"no trial completed ({states}); see {join(output, SEARCH)}")
+        raise RuntimeError(_no_trial_completed(trials, cfg.output.path))
     best = (min if cfg.mode == "min" else max)(done, key=lambda t: t["value"])
-    result = {"output": output, "metric": cfg.metric, "mode": cfg.mode, "search": cfg.search,
+    result = {"output": cfg.output.path, "metric": cfg.metric, "mode": cfg.mode, "search": cfg.search,
               "scheduler": cfg.scheduler.model_dump() if cfg.scheduler else None, "num_samples": cfg.num_samples,
               "max_concurrent_trials": concurrent, "resumed": resumed, "trials": trials,
-              "best": _export_best(best, base, output), "model": train.model.model_dump(),
+              "best": _export_best(best, base, output, cfg.output.path), "model": train.model.model_dump(),
               "seconds": time.perf_counter() - started, "cpus": os.cpu_count(),
               "versions": {d: metadata.version(d) for d in ("thresher", "ray", "torch", "transformers", "peft")}}
     if search_run:
         _end_search_run(search_run, result)
-        result["mlflow"] = search_run
+        store = base["tracking"]["mlflow"].get("tracking_uri") or join(cfg.output.path, "mlruns")  # as given
+        result["mlflow"] = {"tracking_uri": store, "run_id": search_run["run_id"]}
     Path(output, TUNE_JSON).write_text(json.dumps(result, indent=2))
     Path(output, TUNE_HTML).write_text(render_html(result))
     console().print(render_markdown(result))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter
@@ -68,6 +69,7 @@ class Job:
     tracking: Any = None  # thresher.train.tracking.MlflowSettings: rank 0 logs the run there
     sources: list[str] = field(default_factory=list)  # the training datasets, by the rows' ``source`` index
     started: float = 0.0  # time.time() when the command started: the workers' startup is timed from it
+    workdir: str = ""  # the driver's working directory, where relative local paths (a model folder) point
 
 
 @dataclass
@@ -483,7 +485,10 @@ class FirstStepError(RuntimeError):
 
 
 def train_loop_per_worker(loop_config: dict) -> dict:
-    """Ray Train's per-worker function; rank 0's return value is the run's metrics."""
+    """Ray Train's per-worker function; rank 0's return value is the run's metrics. A worker on the driver's machine
+    works in the driver's folder (Ray Train starts it in one of its own), so relative local paths mean the same."""
+    if os.path.isdir(loop_config["job"].workdir):
+        os.chdir(loop_config["job"].workdir)
     recipe = Recipe(TrainConfig.model_validate(loop_config["config"]), loop_config["job"])
     try:
         recipe.setup()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import posixpath
 import time
 from typing import Any
@@ -199,7 +200,7 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         job = Job(total_steps=total_steps, storage=storage, tokenizer=tokenizer,
                   has_validation="validation" in datasets, progress=counter, lineage=lineage,
                   tracking=tracking_settings(cfg, lineage), sources=[s.path for s in cfg.data.sources],
-                  started=started)
+                  started=started, workdir=os.getcwd())
         fs, ckpt_path = storage.resolve(cfg.checkpoint_path)
         if isinstance(fs, pyarrow.fs.LocalFileSystem):
             remove_staging(posixpath.join(ckpt_path, RUN_NAME))  # what a stopped run was still writing
