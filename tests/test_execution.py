@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from thresher.curate.execution.datasets import LocalTable
+from thresher.curate.execution.datasets import LocalTable, fetched
 from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
 from thresher.curate.stages.curriculum import Curriculum, CurriculumConfig
 from thresher.curate.stages.label_noise import LabelNoise, LabelNoiseConfig
@@ -86,3 +86,12 @@ def test_ray_and_one_process_decide_the_same(ray_local, name):
     assert len(on_ray) == keys.num_rows and list(here.columns) == list(on_ray.columns)
     pd.testing.assert_frame_equal(here, on_ray, check_exact=False, rtol=1e-9)
     assert rounded(metrics) == rounded(ray_metrics)
+
+
+def test_broadcasts_of_no_blocks_are_each_their_own_empty_table():
+    """A broadcast of an empty result has no blocks: it is read as an empty table of the schema asked for, not as
+    another empty broadcast's table kept in the worker (a release run with no duplicates failed on that)."""
+    first = fetched([], pa.schema([("node", pa.int64()), ("root", pa.int64())]))
+    second = fetched([], pa.schema([("_key", pa.int64()), ("place", pa.string())]))
+    assert first.num_rows == second.num_rows == 0
+    assert second.schema.names == ["_key", "place"]

@@ -8,13 +8,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from thresher.core.config import ConfigError
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
-from thresher.curate.stages.split import largest_remainder, nearest_boundary
+from thresher.curate.stage import KEY
+from thresher.curate.stages.split import HASH, PLACED, PLACED_BY, Split, largest_remainder, nearest_boundary
 from tests.samples import gsm8k as gsm8k_records
 
 
@@ -173,3 +175,19 @@ def test_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as e:
         parse_config({"input": {"paths": ["x.jsonl"]}, "output": {"path": "o"}, "stages": [{"split": options}]})
     assert "stages.0.split" in str(e.value)
+
+
+@pytest.mark.parametrize("arrow", [False, True])
+def test_rows_of_no_references_group_are_placed_by_none(arrow):
+    """Placing key rows by their groups' reference splits, from a broadcast (possibly empty) or from joined columns
+    (null where no reference holds the group), with NumPy or Arrow-backed frames: the reference rows (negative
+    keys) are dropped, the others say the reference's split and position, or "" and -1."""
+    mapper = pd.ArrowDtype if arrow else None
+    rows = pa.table({HASH: pa.array([5, 6, 7], pa.int64()), KEY: pa.array([0, 1, -1], pa.int64())})
+    for places, placed in (({}, ["", ""]), ({6: ("test", 0), 7: ("train", 1)}, ["", "test"])):
+        out = Split._to_place(rows.to_pandas(types_mapper=mapper), places)
+        assert out[PLACED].tolist() == placed and out[PLACED_BY].tolist() == [-1 if p == "" else 0 for p in placed]
+    joined = rows.append_column("place", pa.array([None, "test", "train"])).append_column(
+        "place_by", pa.array([None, 0, 1], pa.int64()))
+    out = Split._to_place(joined.to_pandas(types_mapper=mapper), None)
+    assert out[PLACED].tolist() == ["", "test"] and out[PLACED_BY].tolist() == [-1, 0]

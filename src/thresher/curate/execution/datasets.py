@@ -315,7 +315,10 @@ def is_local(refs: list) -> bool:
 
 def cached_for(kind: str, refs: list, make):
     """:func:`worker_cached` ``make()``, keyed by ``kind`` and the object ids of ``refs``, or by the identity of a
-    local table's (the entry then pins the table, so its identity cannot pass to another while the entry lives)."""
+    local table's (the entry then pins the table, so its identity cannot pass to another while the entry lives).
+    Nothing is cached for no references (they name no object)."""
+    if not refs:
+        return make()
     if is_local(refs):
         return worker_cached(kind + ":" + ",".join(str(id(t)) for t in refs), make, refs)
     return worker_cached(kind + ":" + ",".join(ref.hex() for ref in refs), make)

@@ -354,8 +354,9 @@ class Split(IndexedStage):
                           limit_rows=self.ctx.broadcast_limit_rows, columns=[HASH, KEY, PLACED, PLACED_BY])
         n = places.count()
         if n <= self.driver_limit(ds):
-            table = places.to_pandas()
-            found = dict(zip(table[HASH].tolist(), zip(table["place"].tolist(), table["place_by"].tolist())))
+            table = places.to_pandas() if n else None  # (an empty dataset's frame has no columns)
+            found = {} if table is None else dict(zip(table[HASH].tolist(),
+                                                      zip(table["place"].tolist(), table["place_by"].tolist())))
             ds = materialize(map_pandas(ds, self._to_place, found))
         else:
             joined = ds.join(places, "left_outer", partitions, on=(HASH,))
@@ -383,13 +384,12 @@ class Split(IndexedStage):
     def _to_place(batch: pd.DataFrame, places: dict[int, tuple[str, int]] | None) -> pd.DataFrame:
         """Reference rows dropped; PLACED and PLACED_BY from ``places`` (broadcast) or the joined columns."""
         if places is None:
-            place, by = batch.pop("place"), batch.pop("place_by")
+            place, by = batch.pop("place").tolist(), batch.pop("place_by").tolist()
         else:
-            found = batch[HASH].map(places)
-            place = found.map(lambda p: p[0], na_action="ignore")
-            by = found.map(lambda p: p[1], na_action="ignore")
-        batch[PLACED] = place.where(place.notna(), "").astype(object)
-        batch[PLACED_BY] = by.where(by.notna(), -1).astype(np.int64)
+            found = [places.get(h) for h in batch[HASH].tolist()]
+            place, by = [p and p[0] for p in found], [p and p[1] for p in found]
+        batch[PLACED] = pd.Series([p if isinstance(p, str) else "" for p in place], index=batch.index, dtype=object)
+        batch[PLACED_BY] = np.array([-1 if pd.isna(b) else int(b) for b in by], np.int64)
         return batch[batch[KEY] >= 0].reset_index(drop=True)
 
     def _fixed_thresholds(self) -> dict[str, np.ndarray]:
