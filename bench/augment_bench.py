@@ -41,8 +41,9 @@ def questions(n: int) -> list[str]:
 
 
 def stage_for(method: dict):
-    cfg = parse_config({"input": {"paths": ["unused"]}, "output": {"path": "unused"},
-                        "stages": [{"augment": {"methods": [method]}}]})
+    cfg = parse_config(
+        {"input": {"paths": ["unused"]}, "output": {"path": "unused"}, "stages": [{"augment": {"methods": [method]}}]}
+    )
     stages = build_stages(cfg, Storage())
     segments(cfg, stages, Storage())
     return stages[0]
@@ -55,12 +56,19 @@ def measure(name: str, method: dict, texts: list[str], batch: int) -> dict:
     setup = time.perf_counter() - t0
     outputs, t0 = [], time.perf_counter()
     for start in range(0, len(texts), batch):
-        chunk = texts[start:start + batch]
-        frame = pd.DataFrame({"id": [f"q{start + i}" for i in range(len(chunk))], "text": chunk,
-                              "_reject_stage": None, "_reject_reason": None, "_reject_detail": None,
-                              KEY: np.arange(start, start + len(chunk), dtype=np.int64)})
+        chunk = texts[start : start + batch]
+        frame = pd.DataFrame(
+            {
+                "id": [f"q{start + i}" for i in range(len(chunk))],
+                "text": chunk,
+                "_reject_stage": None,
+                "_reject_reason": None,
+                "_reject_detail": None,
+                KEY: np.arange(start, start + len(chunk), dtype=np.int64),
+            }
+        )
         out = run_map_stage(stage, frame)
-        outputs.append(out.iloc[len(chunk):])
+        outputs.append(out.iloc[len(chunk) :])
     seconds = time.perf_counter() - t0
     made = pd.concat(outputs, ignore_index=True)
     accepted = made[made["_reject_reason"].isna()]
@@ -69,12 +77,19 @@ def measure(name: str, method: dict, texts: list[str], batch: int) -> dict:
     for row in accepted.head(3).itertuples():
         source = texts[int(row.augmented_from[1:])]
         examples.append({"source": source, "copy": row.text})
-    return {"method": name, "records": len(texts), "generated": len(made), "accepted": len(accepted),
-            "acceptance": round(len(accepted) / len(made), 3) if len(made) else None,
-            "rejected_by_reason": made["_reject_reason"].value_counts().to_dict(),
-            "seconds": round(seconds, 2), "setup_seconds": round(setup, 2),
-            "records_per_s_per_core": round(len(texts) / seconds, 2),
-            "similarity_median": round(float(np.median(sims)), 3) if sims else None, "examples": examples}
+    return {
+        "method": name,
+        "records": len(texts),
+        "generated": len(made),
+        "accepted": len(accepted),
+        "acceptance": round(len(accepted) / len(made), 3) if len(made) else None,
+        "rejected_by_reason": made["_reject_reason"].value_counts().to_dict(),
+        "seconds": round(seconds, 2),
+        "setup_seconds": round(setup, 2),
+        "records_per_s_per_core": round(len(texts) / seconds, 2),
+        "similarity_median": round(float(np.median(sims)), 3) if sims else None,
+        "examples": examples,
+    }
 
 
 def main() -> None:
@@ -90,45 +105,69 @@ def main() -> None:
     load_before = os.getloadavg()
     texts = questions(max(args.records, args.model_records))
     generation = {"max_new_tokens": args.max_new_tokens, "batch_size": 8}
-    runs = [("eda", {"eda": {"n": 1}}, args.records, BATCH), ("typos", {"typos": {"n": 1}}, args.records, BATCH),
-            ("shuffle", {"shuffle": {"n": 1}}, args.records, BATCH)]
+    runs = [
+        ("eda", {"eda": {"n": 1}}, args.records, BATCH),
+        ("typos", {"typos": {"n": 1}}, args.records, BATCH),
+        ("shuffle", {"shuffle": {"n": 1}}, args.records, BATCH),
+    ]
     if not args.skip_models:
-        runs += [(m, {m: {"model": SMOLLM2, "generation": generation, **extra}}, args.model_records, 8)
-                 for m, extra in [("paraphrase", {}), ("rewrite", {"style": "simplify"}),
-                                  ("backtranslate", {"pivot": "fr"})]]
+        runs += [
+            (m, {m: {"model": SMOLLM2, "generation": generation, **extra}}, args.model_records, 8)
+            for m, extra in [("paraphrase", {}), ("rewrite", {"style": "simplify"}), ("backtranslate", {"pivot": "fr"})]
+        ]
     results = []
     for name, method, n, batch in runs:
         results.append(measure(name, method, texts[:n], batch))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "examples"}), flush=True)
     load_after = os.getloadavg()
-    report = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads_per_run": 1,
-              "load_average_before": [round(x, 2) for x in load_before],
-              "load_average_after": [round(x, 2) for x in load_after], "model": SMOLLM2,
-              "max_new_tokens": args.max_new_tokens, "results": results}
+    report = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads_per_run": 1,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "model": SMOLLM2,
+        "max_new_tokens": args.max_new_tokens,
+        "results": results,
+    }
     out = ROOT / "bench" / "results"
     (out / "augment.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "augment.md").write_text(render(report))
 
 
 def render(report: dict) -> str:
-    lines = ["# Augmentation: records/s per CPU core and acceptance", "",
-             f"`python bench/augment_bench.py` on {report['cpus']} CPUs ({report['cpu']}), one thread per method: "
-             "each method runs as the `augment` stage runs on one worker (the method, then the validation of every "
-             "copy: similarity, duplicates, fastText language ID), on GSM8K train questions. Model-backed methods: "
-             f"SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to float32), greedy, at most {report['max_new_tokens']} "
-             "new tokens, batches of 8 prompts (backtranslate generates twice per copy).", "",
-             f"Load average (1, 5, 15 min) {report['load_average_before']} before and {report['load_average_after']} "
-             f"after the run, on {report['cpus']} cores (a 1-minute load above the core count means other work shared "
-             "the CPUs and these rates are lower bounds).", "",
-             "| method | records | copies | accepted | acceptance | records/s per core | setup s | median similarity "
-             "| rejected by reason |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Augmentation: records/s per CPU core and acceptance",
+        "",
+        f"`python bench/augment_bench.py` on {report['cpus']} CPUs ({report['cpu']}), one thread per method: "
+        "each method runs as the `augment` stage runs on one worker (the method, then the validation of every "
+        "copy: similarity, duplicates, fastText language ID), on GSM8K train questions. Model-backed methods: "
+        f"SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to float32), greedy, at most {report['max_new_tokens']} "
+        "new tokens, batches of 8 prompts (backtranslate generates twice per copy).",
+        "",
+        f"Load average (1, 5, 15 min) {report['load_average_before']} before and {report['load_average_after']} "
+        f"after the run, on {report['cpus']} cores (a 1-minute load above the core count means other work shared "
+        "the CPUs and these rates are lower bounds).",
+        "",
+        "| method | records | copies | accepted | acceptance | records/s per core | setup s | median similarity "
+        "| rejected by reason |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
         reasons = ", ".join(f"{k} {v}" for k, v in r["rejected_by_reason"].items()) or "-"
-        lines.append(f"| {r['method']} | {r['records']:,} | {r['generated']:,} | {r['accepted']:,} | {r['acceptance']} "
-                     f"| {r['records_per_s_per_core']:,} | {r['setup_seconds']} | {r['similarity_median']} "
-                     f"| {reasons} |")
-    lines += ["", "Similarity: word unigram Jaccard of a copy with its source (the stage's default bounds: at least "
-              "0.3 for eda, typos and shuffle, 0.25 for the model-backed methods).", "", "## Examples (accepted)", ""]
+        lines.append(
+            f"| {r['method']} | {r['records']:,} | {r['generated']:,} | {r['accepted']:,} | {r['acceptance']} "
+            f"| {r['records_per_s_per_core']:,} | {r['setup_seconds']} | {r['similarity_median']} "
+            f"| {reasons} |"
+        )
+    lines += [
+        "",
+        "Similarity: word unigram Jaccard of a copy with its source (the stage's default bounds: at least "
+        "0.3 for eda, typos and shuffle, 0.25 for the model-backed methods).",
+        "",
+        "## Examples (accepted)",
+        "",
+    ]
     for r in report["results"]:
         lines.append(f"### {r['method']}")
         lines.append("")

@@ -36,10 +36,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from corpus import SHARED, sample_tree  # noqa: E402
 from dedup_corpus import generate  # noqa: E402
+
+from thresher.curate.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures  # noqa: E402
 from thresher.curate.dedup.removal import KEPT_DETAIL  # noqa: E402
 from thresher.curate.stage import StageContext  # noqa: E402
 from thresher.curate.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig  # noqa: E402
-from thresher.curate.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures  # noqa: E402
 
 THRESHOLD = 0.8
 DEFAULT = DedupFuzzy(DedupFuzzyConfig(threshold=THRESHOLD), StageContext())  # the stage's default bands x rows
@@ -70,8 +71,9 @@ def _run(cmd: list[str], log: Path, env: dict | None, out: Path | None, sampled:
     cpu = {}
     t = time.perf_counter()
     with open(log, "wb") as output:
-        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            cmd, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, **(env or {})}
+        )
         if sampled is None:
             proc.wait()
         else:
@@ -87,8 +89,11 @@ def _run(cmd: list[str], log: Path, env: dict | None, out: Path | None, sampled:
     if proc.returncode:
         raise SystemExit(f"{cmd} failed ({proc.returncode}); see {log}")
     if sampled is not None:
-        sampled.update(peak_pss_mb=round(peak_pss / 2**20), peak_rss_sum_mb=round(peak_rss / 2**20),
-                       cpu_s=round(sum(cpu.values()), 1))
+        sampled.update(
+            peak_pss_mb=round(peak_pss / 2**20),
+            peak_rss_sum_mb=round(peak_rss / 2**20),
+            cpu_s=round(sum(cpu.values()), 1),
+        )
     return wall
 
 
@@ -129,17 +134,26 @@ def signature_throughput(corpus: Path, mb: float) -> dict:
     theirs_with_shingling = max(datasketch([lambda d=d: shingle_set(d, 5) for d in sample]) for _ in range(2))
     prepared = [list(shingle_set(d, 5)) for d in sample]
     theirs_hashing_only = max(datasketch(prepared) for _ in range(2))
-    return {"mb": round(size / 1e6, 1), "docs": len(docs), "ours_mb_s": round(max(runs), 1),
-            "ours_runs": [round(x, 1) for x in runs], "ours_sample_mb_s": round(ours_sample, 1),
-            "datasketch_mb_s": round(theirs_with_shingling, 2), "datasketch_hashing_only_mb_s": round(theirs_hashing_only, 2),
-            "datasketch_sample_mb": round(sample_mb, 2), "cpu": cpu_model()}
+    return {
+        "mb": round(size / 1e6, 1),
+        "docs": len(docs),
+        "ours_mb_s": round(max(runs), 1),
+        "ours_runs": [round(x, 1) for x in runs],
+        "ours_sample_mb_s": round(ours_sample, 1),
+        "datasketch_mb_s": round(theirs_with_shingling, 2),
+        "datasketch_hashing_only_mb_s": round(theirs_hashing_only, 2),
+        "datasketch_sample_mb": round(sample_mb, 2),
+        "cpu": cpu_model(),
+    }
 
 
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             flags = Path("/proc/cpuinfo").read_text()
-            return line.split(":", 1)[1].strip() + (" (AVX-512)" if "avx512f" in flags else " (AVX2)" if "avx2" in flags else "")
+            return line.split(":", 1)[1].strip() + (
+                " (AVX-512)" if "avx512f" in flags else " (AVX2)" if "avx2" in flags else ""
+            )
     return "unknown"
 
 
@@ -171,14 +185,22 @@ def accuracy(corpus: Path, removed: dict[str, str]) -> dict:
     texts = texts_of(corpus, set(removed) | set(removed.values()))
     sims = [jaccard(shingle_set(texts[r], 5), shingle_set(texts[k], 5)) for r, k in removed.items()]
     far = sum(s < 0.65 for s in sims)
-    return {"planted_high": len(high), "recall_high": round(collapsed / max(1, len(high)), 4), "removed": len(removed),
-            "far": far, "far_rate": round(far / max(1, len(removed)), 4), "planted": len(truth)}
+    return {
+        "planted_high": len(high),
+        "recall_high": round(collapsed / max(1, len(high)), 4),
+        "removed": len(removed),
+        "far": far,
+        "far_rate": round(far / max(1, len(removed)), 4),
+        "planted": len(truth),
+    }
 
 
 def removed_of(out: Path) -> dict[str, str]:
     """Removed id -> kept id of its cluster, from a thresher run's rejects."""
-    return {r["id"]: r["detail"].removeprefix(KEPT_DETAIL)
-            for r in pq.read_table(out / "rejects", columns=["id", "detail"]).to_pylist()}
+    return {
+        r["id"]: r["detail"].removeprefix(KEPT_DETAIL)
+        for r in pq.read_table(out / "rejects", columns=["id", "detail"]).to_pylist()
+    }
 
 
 def planted_accuracy(work: Path) -> dict:
@@ -210,8 +232,13 @@ def clough_stevenson(work: Path) -> dict:
         tp = sum(p and a for p, a in zip(predicted, actual))
         fp = sum(p and not a for p, a in zip(predicted, actual))
         fn = sum(a and not p for p, a in zip(predicted, actual))
-        return {"precision": round(tp / max(1, tp + fp), 3), "recall": round(tp / max(1, tp + fn), 3),
-                "tp": tp, "fp": fp, "fn": fn}
+        return {
+            "precision": round(tp / max(1, tp + fp), 3),
+            "recall": round(tp / max(1, tp + fn), 3),
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+        }
 
     sources = {text: f"s{i}" for i, text in enumerate(dict.fromkeys(source for _, source, _ in rows))}
     corpus = work / "clough"
@@ -224,8 +251,9 @@ def clough_stevenson(work: Path) -> dict:
         out = work / f"clough-out-{threshold}"
         run_thresher(corpus, out, 2, work / f"clough-{threshold}.log", None, None, {"threshold": threshold})
         kept_for = removed_of(out)
-        pipeline[f"dedup_fuzzy@{threshold}"] = scores([kept_for.get(f"t{i:02d}") == sources[source]
-                                                       for i, (_, source, _) in enumerate(rows)])
+        pipeline[f"dedup_fuzzy@{threshold}"] = scores(
+            [kept_for.get(f"t{i:02d}") == sources[source] for i, (_, source, _) in enumerate(rows)]
+        )
         shutil.rmtree(out)
     pairs = {}
     for ngram in (5, 3):
@@ -251,16 +279,31 @@ VARIANTS = {
 }
 
 
-def run_thresher(corpus: Path, out: Path, cpus: int, log: Path, bands: int | None = DEFAULT.bands,
-                 rows: int | None = DEFAULT.rows, options: dict | None = None, env: dict | None = None,
-                 execution: dict | None = None) -> dict:
+def run_thresher(
+    corpus: Path,
+    out: Path,
+    cpus: int,
+    log: Path,
+    bands: int | None = DEFAULT.bands,
+    rows: int | None = DEFAULT.rows,
+    options: dict | None = None,
+    env: dict | None = None,
+    execution: dict | None = None,
+) -> dict:
     """``thresher curate`` with only dedup_fuzzy (word 5-grams; ``bands`` x ``rows``, or the stage's choice)."""
     lsh = {"num_perm": max(128, bands * rows), "bands": bands, "rows": rows} if bands else {}
     fuzzy = {"threshold": THRESHOLD, "ngram": 5, **lsh, **(options or {})}
     cfg = out.with_suffix(".yaml")
-    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(p) for p in sorted(corpus.glob("part-*.jsonl"))]},
-                                   "output": {"path": str(out)}, "stages": [{"dedup_fuzzy": fuzzy}],
-                                   "execution": {"num_cpus": cpus, **(execution or {})}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(p) for p in sorted(corpus.glob("part-*.jsonl"))]},
+                "output": {"path": str(out)},
+                "stages": [{"dedup_fuzzy": fuzzy}],
+                "execution": {"num_cpus": cpus, **(execution or {})},
+            }
+        )
+    )
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **(env or {})}
     result = measure([sys.executable, "-m", "thresher", "curate", str(cfg)], log, env, out)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -272,8 +315,10 @@ def thresher_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, varia
     out = work / f"{variant}{mb}-out"
     options, env, execution = VARIANTS[variant]
     result = run_thresher(corpus, out, 2, work / f"{variant}{mb}.log", bands, rows, options, env, execution)
-    removed = {r["id"]: r["detail"].removeprefix(KEPT_DETAIL)
-            for r in pq.read_table(out / "rejects", columns=["id", "detail"]).to_pylist()}
+    removed = {
+        r["id"]: r["detail"].removeprefix(KEPT_DETAIL)
+        for r in pq.read_table(out / "rejects", columns=["id", "detail"]).to_pylist()
+    }
     result["accuracy"] = accuracy(corpus, removed)
     shutil.rmtree(out)
     return result
@@ -283,12 +328,29 @@ def datatrove_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, pyth
     out = work / f"datatrove{mb}-out"
     shutil.rmtree(out, ignore_errors=True)
     log = work / f"datatrove{mb}.log"
-    result = measure([python, "bench/dedup_datatrove.py", "--input", str(corpus), "--out", str(out),
-                      "--workers", "2", "--bands", str(bands), "--rows", str(rows)], log, out=out)
+    result = measure(
+        [
+            python,
+            "bench/dedup_datatrove.py",
+            "--input",
+            str(corpus),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--bands",
+            str(bands),
+            "--rows",
+            str(rows),
+        ],
+        log,
+        out=out,
+    )
     steps = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"seconds"')]
     result["steps"] = steps[-1]["seconds"] if steps else {}
-    removed_docs = [orjson.loads(line) for f in sorted((out / "removed").glob("*.jsonl"))
-                    for line in f.read_bytes().splitlines()]
+    removed_docs = [
+        orjson.loads(line) for f in sorted((out / "removed").glob("*.jsonl")) for line in f.read_bytes().splitlines()
+    ]
     kept_by_cluster = {}
     for f in sorted((out / "kept").glob("*.jsonl")):
         for line in f.read_bytes().splitlines():
@@ -307,21 +369,40 @@ def datatrove_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, pyth
 def rensa_e2e(corpus: Path, work: Path, mb: int, bands: int, rows: int, python: str) -> dict:
     """bench/dedup_rensa.py (one process) on the corpus; its removed ids name the kept record that removed them."""
     if not Path(python).exists():
-        raise SystemExit(f"{python} not found: python3 -m venv /work/peers/rensa && /work/peers/rensa/bin/pip install "
-                         "'rensa==0.5.*' numpy orjson psutil (or pass --rensa-python)")
+        raise SystemExit(
+            f"{python} not found: python3 -m venv /work/peers/rensa && /work/peers/rensa/bin/pip install "
+            "'rensa==0.5.*' numpy orjson psutil (or pass --rensa-python)"
+        )
     out = work / f"rensa{mb}-out"
     shutil.rmtree(out, ignore_errors=True)
     log = work / f"rensa{mb}.log"
-    result = measure([python, "bench/dedup_rensa.py", "--input", str(corpus), "--out", str(out),
-                      "--threshold", str(THRESHOLD), "--bands", str(bands), "--rows", str(rows)], log, out=out)
+    result = measure(
+        [
+            python,
+            "bench/dedup_rensa.py",
+            "--input",
+            str(corpus),
+            "--out",
+            str(out),
+            "--threshold",
+            str(THRESHOLD),
+            "--bands",
+            str(bands),
+            "--rows",
+            str(rows),
+        ],
+        log,
+        out=out,
+    )
     summary = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"seconds"')][-1]
     result["steps"] = summary["seconds"]
     result.update({k: summary[k] for k in ("docs", "num_perm", "cut", "candidate_pairs")})
     removed = {r["id"]: r["kept"] for r in map(orjson.loads, (out / "removed.jsonl").read_bytes().splitlines())}
     result["removed"] = len(removed)
     result["accuracy"] = accuracy(corpus, removed)
-    result["version"] = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('rensa'))"],
-                                       capture_output=True, text=True).stdout.strip()
+    result["version"] = subprocess.run(
+        [python, "-c", "import importlib.metadata as m; print(m.version('rensa'))"], capture_output=True, text=True
+    ).stdout.strip()
     shutil.rmtree(out)
     return result
 
@@ -358,10 +439,16 @@ def main() -> None:
     ap.add_argument("--signature-mb", type=float, default=20)
     ap.add_argument("--bands", type=int, default=DEFAULT.bands, help="LSH bands of both systems end to end")
     ap.add_argument("--rows", type=int, default=DEFAULT.rows)
-    ap.add_argument("--datatrove-python", default="/work/venvs/datatrove/bin/python",
-                    help="a Python with DataTrove installed (a separate venv: it is not a thresher dependency)")
-    ap.add_argument("--rensa-python", default="/work/peers/rensa/bin/python",
-                    help="a Python with rensa installed (a separate venv: it is not a thresher dependency)")
+    ap.add_argument(
+        "--datatrove-python",
+        default="/work/venvs/datatrove/bin/python",
+        help="a Python with DataTrove installed (a separate venv: it is not a thresher dependency)",
+    )
+    ap.add_argument(
+        "--rensa-python",
+        default="/work/peers/rensa/bin/python",
+        help="a Python with rensa installed (a separate venv: it is not a thresher dependency)",
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/thresher-dedup-bench"))
     ap.add_argument("--fresh", action="store_true", help="measure again what --work already holds")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/dedup.md")
@@ -375,14 +462,26 @@ def main() -> None:
         saved(a.work, "planted20", a.fresh, lambda: planted_accuracy(a.work))
     for mb in a.sizes:
         for variant in a.variants if "thresher" in a.only else ():
-            saved(a.work, f"{variant}{mb}", a.fresh,
-                  lambda: thresher_e2e(corpus_for(a.work, mb), a.work, mb, a.bands, a.rows, variant))
+            saved(
+                a.work,
+                f"{variant}{mb}",
+                a.fresh,
+                lambda: thresher_e2e(corpus_for(a.work, mb), a.work, mb, a.bands, a.rows, variant),
+            )
         if "datatrove" in a.only:
-            saved(a.work, f"datatrove{mb}", a.fresh,
-                  lambda: datatrove_e2e(corpus_for(a.work, mb), a.work, mb, a.bands, a.rows, a.datatrove_python))
+            saved(
+                a.work,
+                f"datatrove{mb}",
+                a.fresh,
+                lambda: datatrove_e2e(corpus_for(a.work, mb), a.work, mb, a.bands, a.rows, a.datatrove_python),
+            )
         if "rensa" in a.only:
-            saved(a.work, f"rensa{mb}", a.fresh,
-                  lambda: rensa_e2e(corpus_for(a.work, mb), a.work, mb, a.bands, a.rows, a.rensa_python))
+            saved(
+                a.work,
+                f"rensa{mb}",
+                a.fresh,
+                lambda: rensa_e2e(corpus_for(a.work, mb), a.work, mb, a.bands, a.rows, a.rensa_python),
+            )
     from dedup_report import write_results
 
     a.out.write_text(write_results(a.work, a.sizes, a.bands, a.rows))

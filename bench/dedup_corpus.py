@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 
 import orjson
-
 from corpus import JsonlShards, source_documents
+
 from thresher.curate.dedup.minhash import jaccard, shingle_set
 
 EDIT_RATES = (0.0, 0.003, 0.006, 0.01, 0.015, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
@@ -78,8 +78,17 @@ def generate(mb: float, out: Path, seed: int = 0, shard_mb: float = 32) -> dict:
             copy = edit(text, rate, rng)
             copy_id = f"d{(base * 7919) % 10**9:09d}-{c}"
             emit(copy_id, copy)
-            truth.write(orjson.dumps({"id": copy_id, "source": source_id, "rate": rate,
-                                      "jaccard": jaccard(source_shingles, shingle_set(copy, 5, False))}) + b"\n")
+            truth.write(
+                orjson.dumps(
+                    {
+                        "id": copy_id,
+                        "source": source_id,
+                        "rate": rate,
+                        "jaccard": jaccard(source_shingles, shingle_set(copy, 5, False)),
+                    }
+                )
+                + b"\n"
+            )
         base += 1
     shards.close()
     truth.close()

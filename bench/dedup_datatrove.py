@@ -17,8 +17,13 @@ from pathlib import Path
 import datatrove.utils.hashes.xxhash as datatrove_xxhash
 import xxhash
 from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                              MinhashDedupFilter, MinhashDedupSignature)
+from datatrove.pipeline.dedup.minhash import (
+    MinhashConfig,
+    MinhashDedupBuckets,
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,
+)
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import HashConfig
@@ -42,31 +47,57 @@ def main() -> None:
     a = ap.parse_args()
     files = sorted(p.name for p in a.input.glob("part-*.jsonl"))
     tasks = len(files)
-    config = MinhashConfig(n_grams=5, num_buckets=a.bands, hashes_per_bucket=a.rows,
-                           hash_config=HashConfig(precision=64))
+    config = MinhashConfig(
+        n_grams=5, num_buckets=a.bands, hashes_per_bucket=a.rows, hash_config=HashConfig(precision=64)
+    )
     out = a.out
 
     def reader():
         return JsonlReader(str(a.input), glob_pattern="part-*.jsonl", id_key="id", text_key="text")
 
     steps = {
-        "signatures": (LocalPipelineExecutor(
-            pipeline=[reader(), MinhashDedupSignature(output_folder=str(out / "sigs"), config=config)],
-            tasks=tasks, workers=a.workers, logging_dir=str(out / "logs/sigs"))),
+        "signatures": (
+            LocalPipelineExecutor(
+                pipeline=[reader(), MinhashDedupSignature(output_folder=str(out / "sigs"), config=config)],
+                tasks=tasks,
+                workers=a.workers,
+                logging_dir=str(out / "logs/sigs"),
+            )
+        ),
         "buckets": LocalPipelineExecutor(
-            pipeline=[MinhashDedupBuckets(input_folder=str(out / "sigs"), output_folder=str(out / "buckets"),
-                                          config=config)],
-            tasks=config.num_buckets, workers=a.workers, logging_dir=str(out / "logs/buckets")),
+            pipeline=[
+                MinhashDedupBuckets(input_folder=str(out / "sigs"), output_folder=str(out / "buckets"), config=config)
+            ],
+            tasks=config.num_buckets,
+            workers=a.workers,
+            logging_dir=str(out / "logs/buckets"),
+        ),
         "clusters": LocalPipelineExecutor(
-            pipeline=[MinhashDedupCluster(input_folder=str(out / "buckets"), output_folder=str(out / "remove_ids"),
-                                          config=config, save_cluster_id=True)],
-            tasks=1, logging_dir=str(out / "logs/clusters")),
+            pipeline=[
+                MinhashDedupCluster(
+                    input_folder=str(out / "buckets"),
+                    output_folder=str(out / "remove_ids"),
+                    config=config,
+                    save_cluster_id=True,
+                )
+            ],
+            tasks=1,
+            logging_dir=str(out / "logs/clusters"),
+        ),
         "filter": LocalPipelineExecutor(
-            pipeline=[reader(),
-                      MinhashDedupFilter(input_folder=str(out / "remove_ids"), load_cluster_ids=True,
-                                         exclusion_writer=JsonlWriter(str(out / "removed"), compression=None)),
-                      JsonlWriter(str(out / "kept"), compression=None)],
-            tasks=tasks, workers=a.workers, logging_dir=str(out / "logs/filter")),
+            pipeline=[
+                reader(),
+                MinhashDedupFilter(
+                    input_folder=str(out / "remove_ids"),
+                    load_cluster_ids=True,
+                    exclusion_writer=JsonlWriter(str(out / "removed"), compression=None),
+                ),
+                JsonlWriter(str(out / "kept"), compression=None),
+            ],
+            tasks=tasks,
+            workers=a.workers,
+            logging_dir=str(out / "logs/filter"),
+        ),
     }
     seconds = {}
     for name, executor in steps.items():

@@ -62,14 +62,22 @@ def main() -> None:
     ap.add_argument("--input", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threshold", type=float, default=0.8, help="RMinHashLSH's threshold argument")
-    ap.add_argument("--cut", type=float, default=None,
-                    help="estimated Jaccard a candidate pair must reach to be a duplicate (default: --threshold)")
+    ap.add_argument(
+        "--cut",
+        type=float,
+        default=None,
+        help="estimated Jaccard a candidate pair must reach to be a duplicate (default: --threshold)",
+    )
     ap.add_argument("--bands", type=int, default=14)
     ap.add_argument("--rows", type=int, default=9)
     ap.add_argument("--ngram", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--chunk", type=int, default=2048,
-                    help="documents shingled and hashed per batch call (their shingles are the peak memory)")
+    ap.add_argument(
+        "--chunk",
+        type=int,
+        default=2048,
+        help="documents shingled and hashed per batch call (their shingles are the peak memory)",
+    )
     a = ap.parse_args()
     cut = a.threshold if a.cut is None else a.cut
     num_perm = a.bands * a.rows
@@ -115,14 +123,28 @@ def main() -> None:
 
     t = time.perf_counter()
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "removed.jsonl").write_bytes(b"".join(orjson.dumps({"id": all_ids[r], "kept": all_ids[k]}) + b"\n"
-                                                   for r, k in sorted(removed.items())))
+    (a.out / "removed.jsonl").write_bytes(
+        b"".join(orjson.dumps({"id": all_ids[r], "kept": all_ids[k]}) + b"\n" for r, k in sorted(removed.items()))
+    )
     steps["write"] = time.perf_counter() - t
     seconds = {k: round(v, 2) for k, v in steps.items()}
-    print(json.dumps({"seconds": seconds, "total": round(sum(steps.values()), 2), "docs": len(all_ids),
-                      "empty": sum(s is None for s in sketches), "num_perm": num_perm, "bands": a.bands,
-                      "rows": a.rows, "cut": cut, "candidate_pairs": candidate_pairs, "removed": len(removed)}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "total": round(sum(steps.values()), 2),
+                "docs": len(all_ids),
+                "empty": sum(s is None for s in sketches),
+                "num_perm": num_perm,
+                "bands": a.bands,
+                "rows": a.rows,
+                "cut": cut,
+                "candidate_pairs": candidate_pairs,
+                "removed": len(removed),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

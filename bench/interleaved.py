@@ -33,10 +33,16 @@ def dedup_config(work: Path) -> Path:
     corpus = corpus_for(work, 1000)
     lsh = {"num_perm": max(128, DEFAULT.bands * DEFAULT.rows), "bands": DEFAULT.bands, "rows": DEFAULT.rows}
     cfg = work / "dedup1000.yaml"
-    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(p) for p in sorted(corpus.glob("part-*.jsonl"))]},
-                                   "output": {"path": str(work / "dedup-out")},
-                                   "stages": [{"dedup_fuzzy": {"threshold": THRESHOLD, "ngram": 5, **lsh}}],
-                                   "execution": {"num_cpus": 2}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(p) for p in sorted(corpus.glob("part-*.jsonl"))]},
+                "output": {"path": str(work / "dedup-out")},
+                "stages": [{"dedup_fuzzy": {"threshold": THRESHOLD, "ngram": 5, **lsh}}],
+                "execution": {"num_cpus": 2},
+            }
+        )
+    )
     return cfg
 
 
@@ -51,13 +57,18 @@ def timed(args: list[str], tree: Path, out: Path) -> dict:
         raise SystemExit(f"{shlex.join(args)} with {tree} failed:\n{done.stderr[-2000:]}")
     # "input N = output N + rejected N in T s [splits]": the counts, without the time
     summary = next(line for line in done.stdout.splitlines() if line.startswith("input ")).split(" in ")[0]
-    return {"wall_s": round(wall, 2), "summary": summary, "lines": len(done.stdout.splitlines()),
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "wall_s": round(wall, 2),
+        "summary": summary,
+        "lines": len(done.stdout.splitlines()),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def commit(tree: Path) -> str:
-    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def main() -> None:
@@ -80,17 +91,24 @@ def main() -> None:
                 runs[name][label].append(timed(args, tree, outs[name]))
                 print(name, label, runs[name][label][-1]["wall_s"], flush=True)
     command = "python bench/interleaved.py " + shlex.join(sys.argv[1:])
-    lines = ["# Interleaved wall times: this checkout against an older one", "",
-             f"Command: `{command}`. Baseline {commit(a.baseline)}, this checkout {commit(ROOT)}; {os.cpu_count()} "
-             "cores. Each round runs each command with the baseline's source first, then this checkout's (wall time "
-             "of `python -m thresher ...`, interpreter and Ray's start included).", "",
-             "| command | checkout | wall s per round | median s | same summary |", "|---|---|---|---:|---|"]
+    lines = [
+        "# Interleaved wall times: this checkout against an older one",
+        "",
+        f"Command: `{command}`. Baseline {commit(a.baseline)}, this checkout {commit(ROOT)}; {os.cpu_count()} "
+        "cores. Each round runs each command with the baseline's source first, then this checkout's (wall time "
+        "of `python -m thresher ...`, interpreter and Ray's start included).",
+        "",
+        "| command | checkout | wall s per round | median s | same summary |",
+        "|---|---|---|---:|---|",
+    ]
     for name in commands:
         summaries = {r["summary"] for label in trees for r in runs[name][label]}
         for label in trees:
             walls = [r["wall_s"] for r in runs[name][label]]
-            lines.append(f"| {name} | {label} | {', '.join(f'{w:.2f}' for w in walls)} | "
-                         f"{sorted(walls)[len(walls) // 2]:.2f} | {len(summaries) == 1} |")
+            lines.append(
+                f"| {name} | {label} | {', '.join(f'{w:.2f}' for w in walls)} | "
+                f"{sorted(walls)[len(walls) // 2]:.2f} | {len(summaries) == 1} |"
+            )
     a.results.parent.mkdir(parents=True, exist_ok=True)
     a.results.with_suffix(".md").write_text("\n".join(lines) + "\n")
     a.results.with_suffix(".json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))

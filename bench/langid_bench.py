@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")) / "data"
 sys.path.insert(0, str(ROOT))
 
+from bench.quality_bench import curate, write_markdown  # noqa: E402
 from thresher.curate.filters.languages import DEFAULT_LABEL_MAP  # noqa: E402
 from thresher.curate.stage import StageContext  # noqa: E402
 from thresher.curate.stages.langid import Langid, LangidConfig, bundled_model_path  # noqa: E402
-from bench.quality_bench import curate, write_markdown  # noqa: E402
 
 
 def model_labels(path: Path) -> set[str]:
@@ -76,8 +76,10 @@ def main() -> None:
 
     model = stage.model
     rates = {}
-    for name, fn in (("model.predict, one process", lambda: [model.predict(s) for s in everything]),
-                     ("langid stage, one process", lambda: stage.identify(everything))):
+    for name, fn in (
+        ("model.predict, one process", lambda: [model.predict(s) for s in everything]),
+        ("langid stage, one process", lambda: stage.identify(everything)),
+    ):
         wall = cpu = float("inf")
         for _ in range(a.repeat):
             w0, c0 = time.perf_counter(), time.process_time()
@@ -134,19 +136,24 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
     ]
     for name, (rate, cpu_rate) in rates.items():
-        lines.append(f"| {name} (CPU-time rate: {cpu_rate:,.0f}/s) | 1 | {rate:,.0f} | {rate:,.0f} | "
-                     f"{rate / direct:.2f} |")
+        lines.append(
+            f"| {name} (CPU-time rate: {cpu_rate:,.0f}/s) | 1 | {rate:,.0f} | {rate:,.0f} | {rate / direct:.2f} |"
+        )
     baseline = {cpus: best["run_s"] for cpus, with_langid, best, _ in pipeline if not with_langid}
     for cpus, with_langid, best, runs in pipeline:
         rate = best["docs"] / best["run_s"]
         what = "[langid]" if with_langid else "[] (read + write only)"
-        lines.append(f"| `thresher curate`, stages: {what} (runs: {', '.join(f'{s:.1f}' for s in runs)} s) | {cpus} | "
-                     f"{rate:,.0f} | {rate / cpus:,.0f} | {rate / cpus / direct:.2f} |")
+        lines.append(
+            f"| `thresher curate`, stages: {what} (runs: {', '.join(f'{s:.1f}' for s in runs)} s) | {cpus} | "
+            f"{rate:,.0f} | {rate / cpus:,.0f} | {rate / cpus / direct:.2f} |"
+        )
     for cpus, with_langid, best, _ in pipeline:
         if with_langid:
             rate = best["docs"] / (best["run_s"] - baseline[cpus])
-            lines.append(f"| langid inside the pipeline: the time it adds to read + write | {cpus} | "
-                         f"{rate:,.0f} | {rate / cpus:,.0f} | {rate / cpus / direct:.2f} |")
+            lines.append(
+                f"| langid inside the pipeline: the time it adds to read + write | {cpus} | "
+                f"{rate:,.0f} | {rate / cpus:,.0f} | {rate / cpus / direct:.2f} |"
+            )
     lines += [
         "",
         "Pipeline rates use the manifest's wall time (Ray start excluded; reading JSONL, the actor pool, writing",

@@ -35,11 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from corpus import generate  # noqa: E402
+
 from testkit.ray_cluster import RayHead  # noqa: E402
 
-STAGES = [{"normalize": {}}, {"pii": {}}, {"langid": {"keep": ["en"]}},
-          {"quality": {"presets": ["gopher", "c4", "fineweb"]}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}},
-          {"split": {}}]
+STAGES = [
+    {"normalize": {}},
+    {"pii": {}},
+    {"langid": {"keep": ["en"]}},
+    {"quality": {"presets": ["gopher", "c4", "fineweb"]}},
+    {"dedup_exact": {}},
+    {"dedup_fuzzy": {}},
+    {"split": {}},
+]
 MAP_PHASE = "read and map stages"
 
 
@@ -125,13 +132,26 @@ def curate(cfg: Path, out: Path, extra: list[str], log: Path, env: dict | None =
     manifest = json.loads((out / "manifest.json").read_text())
     timing = manifest.get("timing")  # absent before thresher kept it (a --baseline run)
     docs = manifest["counts"]["input"]
-    result = {"command": shlex.join(cmd).replace(str(ROOT) + "/", ""), "wall_s": round(wall, 2), "docs": docs,
-              "counts": manifest["counts"], "digests": manifest["digests"], "load_average": list(os.getloadavg()),
-              "cpus": manifest["ray"]["cpus"], "phases": {}, "tasks": {}, "map_docs_per_s_per_cpu": None,
-              "process_cpu_s": process_cpu}
+    result = {
+        "command": shlex.join(cmd).replace(str(ROOT) + "/", ""),
+        "wall_s": round(wall, 2),
+        "docs": docs,
+        "counts": manifest["counts"],
+        "digests": manifest["digests"],
+        "load_average": list(os.getloadavg()),
+        "cpus": manifest["ray"]["cpus"],
+        "phases": {},
+        "tasks": {},
+        "map_docs_per_s_per_cpu": None,
+        "process_cpu_s": process_cpu,
+    }
     if timing:
-        result.update(manifest_wall_s=timing["wall_s"], phases=timing["phases"], tasks=timing["tasks"],
-                      map_docs_per_s_per_cpu=round(docs / timing["phases"][MAP_PHASE] / timing["cpus"], 1))
+        result.update(
+            manifest_wall_s=timing["wall_s"],
+            phases=timing["phases"],
+            tasks=timing["tasks"],
+            map_docs_per_s_per_cpu=round(docs / timing["phases"][MAP_PHASE] / timing["cpus"], 1),
+        )
     return result
 
 
@@ -145,8 +165,9 @@ def two_nodes(cfg: Path, work: Path, cpus_each: int) -> dict:
     try:
         head.add_worker(num_cpus=cpus_each)
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token}
-        return curate(cfg, work / f"out-2x{cpus_each}", ["--address", head.address], work / f"run-2x{cpus_each}.log",
-                      env)
+        return curate(
+            cfg, work / f"out-2x{cpus_each}", ["--address", head.address], work / f"run-2x{cpus_each}.log", env
+        )
     finally:
         head.stop()
 
@@ -154,17 +175,20 @@ def two_nodes(cfg: Path, work: Path, cpus_each: int) -> dict:
 def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
     first = runs[0]
     lines = [
-        "# Pipeline benchmark: the whole chain, per stage and per CPU count", "",
+        "# Pipeline benchmark: the whole chain, per stage and per CPU count",
+        "",
         f"Command: `{command}`. Corpus: {mb} MB of real web text (`bench/corpus.py`), {first['docs']:,} documents in "
         f"{shards} gzip shards. Stages: {', '.join(next(iter(s)) for s in STAGES)} (langid keeps en; quality: gopher, "
         f"c4, fineweb). Machine: {os.cpu_count()} cores. Wall: `thresher curate` seen from outside (interpreter, "
         "Ray's start and stop included); the phases and task seconds are the manifest's `timing`. Each checkout first curates one shard once, unmeasured (its numba kernels compile "
         "then and are cached on disk). Speed-ups and "
-        "identical output (equal digests of every output folder) are against the first run of the same checkout.", "",
+        "identical output (equal digests of every output folder) are against the first run of the same checkout.",
+        "",
         "| run | wall s | map phase s | decide + apply + write s | Ray start s | map docs/s per CPU | speed-up (wall) "
         "| speed-up (map) | identical output | load avg |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
+
     def version(r: dict) -> bool:
         return r["name"].startswith("before:")
 
@@ -172,14 +196,29 @@ def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
         base = next(b for b in runs if version(b) == version(r))  # the same checkout's first run
         p = r["phases"]
         rest = sum(v for k, v in p.items() if k.startswith(("decide", "apply", "merge", "write")))
-        cells = [f"{p[MAP_PHASE]:.1f}", f"{rest:.1f}", f"{p.get('ray start', 0):.1f}",
-                 f"{r['map_docs_per_s_per_cpu']:,.0f}"] if p else ["-"] * 4
-        lines.append(f"| {r['name']} | {r['wall_s']:.1f} | {' | '.join(cells)} | x{base['wall_s'] / r['wall_s']:.2f} "
-                     f"| {f'x{base_map / p[MAP_PHASE]:.2f}' if p and (base_map := base['phases'][MAP_PHASE]) else '-'} "
-                     f"| {r['digests'] == base['digests']} | {', '.join(f'{x:.1f}' for x in r['load_average'])} |")
+        cells = (
+            [
+                f"{p[MAP_PHASE]:.1f}",
+                f"{rest:.1f}",
+                f"{p.get('ray start', 0):.1f}",
+                f"{r['map_docs_per_s_per_cpu']:,.0f}",
+            ]
+            if p
+            else ["-"] * 4
+        )
+        lines.append(
+            f"| {r['name']} | {r['wall_s']:.1f} | {' | '.join(cells)} | x{base['wall_s'] / r['wall_s']:.2f} "
+            f"| {f'x{base_map / p[MAP_PHASE]:.2f}' if p and (base_map := base['phases'][MAP_PHASE]) else '-'} "
+            f"| {r['digests'] == base['digests']} | {', '.join(f'{x:.1f}' for x in r['load_average'])} |"
+        )
     timed = [r for r in runs if r["tasks"]]
-    lines += ["", "## Task seconds per stage (summed over tasks)", "",
-              "| stage | " + " | ".join(r["name"] for r in timed) + " |", "|---|" + "---:|" * len(timed)]
+    lines += [
+        "",
+        "## Task seconds per stage (summed over tasks)",
+        "",
+        "| stage | " + " | ".join(r["name"] for r in timed) + " |",
+        "|---|" + "---:|" * len(timed),
+    ]
     runs, first = timed, timed[0]
     for stage in first["tasks"]:
         cells = []
@@ -188,20 +227,33 @@ def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
             rate = f" ({t['rows_per_s']:,} rows/s)" if t.get("rows_per_s") else ""
             cells.append(f"{t.get('seconds', 0):.2f}{rate}")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines += ["", "## Phases (wall seconds, back to back)", "",
-              "| phase | " + " | ".join(r["name"] for r in runs) + " |", "|---|" + "---:|" * len(runs)]
+    lines += [
+        "",
+        "## Phases (wall seconds, back to back)",
+        "",
+        "| phase | " + " | ".join(r["name"] for r in runs) + " |",
+        "|---|" + "---:|" * len(runs),
+    ]
     for phase in first["phases"]:
         lines.append(f"| {phase} | " + " | ".join(f"{r['phases'].get(phase, 0):.2f}" for r in runs) + " |")
     sampled = [r for r in runs if r.get("process_cpu_s") and "--address" not in r["command"]]
     if sampled:
         kinds = list(dict.fromkeys(k for r in sampled for k in r["process_cpu_s"]))
-        lines += ["", "## CPU seconds by process (sampled every 0.2 s; embedded runs)", "",
-                  "| process | " + " | ".join(r["name"] for r in sampled) + " |", "|---|" + "---:|" * len(sampled)]
+        lines += [
+            "",
+            "## CPU seconds by process (sampled every 0.2 s; embedded runs)",
+            "",
+            "| process | " + " | ".join(r["name"] for r in sampled) + " |",
+            "|---|" + "---:|" * len(sampled),
+        ]
         for kind in kinds:
             lines.append(f"| {kind} | " + " | ".join(f"{r['process_cpu_s'].get(kind, 0):.1f}" for r in sampled) + " |")
         lines.append("| all | " + " | ".join(f"{sum(r['process_cpu_s'].values()):.1f}" for r in sampled) + " |")
-        lines.append("| of which in the tasks' stages, reader and writer (task seconds) | " + " | ".join(
-            f"{sum(t.get('seconds', 0) for t in r['tasks'].values()):.1f}" for r in sampled) + " |")
+        lines.append(
+            "| of which in the tasks' stages, reader and writer (task seconds) | "
+            + " | ".join(f"{sum(t.get('seconds', 0) for t in r['tasks'].values()):.1f}" for r in sampled)
+            + " |"
+        )
         lines.append("| wall x CPUs | " + " | ".join(f"{r['wall_s'] * r['cpus']:.1f}" for r in sampled) + " |")
     lines += ["", "Commands:", ""] + [f"- {r['name']}: `{r['command']}`" for r in runs]
     return "\n".join(lines) + "\n"
@@ -221,15 +273,28 @@ def main() -> None:
     a.work.mkdir(parents=True, exist_ok=True)
     data = corpus(a.work, a.mb, a.shards)
     cfg = a.work / "pipeline.yaml"
-    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(data / "*.jsonl.gz")]}, "output": {"path": "unused"},
-                                   "stages": STAGES}))
+    cfg.write_text(
+        yaml.safe_dump({"input": {"paths": [str(data / "*.jsonl.gz")]}, "output": {"path": "unused"}, "stages": STAGES})
+    )
     warm = a.work / "warmup.yaml"  # one shard, once per checkout: its numba kernels compile (cached on disk) here
-    warm.write_text(yaml.safe_dump({"input": {"paths": [str(sorted(data.glob("*.jsonl.gz"))[0])]},
-                                    "output": {"path": "unused"}, "stages": STAGES}))
+    warm.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(sorted(data.glob("*.jsonl.gz"))[0])]},
+                "output": {"path": "unused"},
+                "stages": STAGES,
+            }
+        )
+    )
     runs = []
     if a.baseline:
-        curate(warm, a.work / "warm-base", [], a.work / "warm-base.log",
-               {**os.environ, "PYTHONPATH": f"{a.baseline}/src:{a.baseline}"})  # the same runs with another checkout's source first (its manifests may lack the timing)
+        curate(
+            warm,
+            a.work / "warm-base",
+            [],
+            a.work / "warm-base.log",
+            {**os.environ, "PYTHONPATH": f"{a.baseline}/src:{a.baseline}"},
+        )  # the same runs with another checkout's source first (its manifests may lack the timing)
         env = {**os.environ, "PYTHONPATH": f"{a.baseline}/src:{a.baseline}"}
         for n in a.cpus:
             print(f"baseline, {n} CPU(s) ...", flush=True)

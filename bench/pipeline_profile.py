@@ -39,20 +39,37 @@ from thresher.curate.stage import KEY, REJECT_STAGE, SECONDS_PREFIX  # noqa: E40
 
 # a function's file and name -> what it belongs to, first match wins (the profile's own grouping; built-in
 # functions have no file, their name says what they are)
-GROUPS = [("fasttext", "fastText predict (langid)"), ("re.Pattern", "regex (stdlib re)"),
-          ("zlib", "gzip (reader)"), ("of 'str' objects", "str methods"), ("of 'bytes' objects", "bytes methods"), ("ftfy", "ftfy (normalize)"),
-          ("phonenumbers", "libphonenumber (pii)"), ("/re/", "regex (stdlib re)"), ("regex/", "regex (regex module)"),
-          ("numba", "numba dispatch"), ("filters/text_kernels", "quality kernels (numba)"),
-          ("filters/", "quality filters (Python)"), ("stages/normalize", "normalize (Python)"),
-          ("stages/pii", "pii (Python)"), ("stages/langid", "langid (Python)"), ("dedup/", "dedup keys"),
-          ("/pandas/", "pandas"), ("/pyarrow/", "pyarrow"), ("/numpy/", "numpy"), ("readers/", "reader"),
-          ("unicodedata", "unicodedata"), ("curate/stage.py", "stage plumbing")]
+GROUPS = [
+    ("fasttext", "fastText predict (langid)"),
+    ("re.Pattern", "regex (stdlib re)"),
+    ("zlib", "gzip (reader)"),
+    ("of 'str' objects", "str methods"),
+    ("of 'bytes' objects", "bytes methods"),
+    ("ftfy", "ftfy (normalize)"),
+    ("phonenumbers", "libphonenumber (pii)"),
+    ("/re/", "regex (stdlib re)"),
+    ("regex/", "regex (regex module)"),
+    ("numba", "numba dispatch"),
+    ("filters/text_kernels", "quality kernels (numba)"),
+    ("filters/", "quality filters (Python)"),
+    ("stages/normalize", "normalize (Python)"),
+    ("stages/pii", "pii (Python)"),
+    ("stages/langid", "langid (Python)"),
+    ("dedup/", "dedup keys"),
+    ("/pandas/", "pandas"),
+    ("/pyarrow/", "pyarrow"),
+    ("/numpy/", "numpy"),
+    ("readers/", "reader"),
+    ("unicodedata", "unicodedata"),
+    ("curate/stage.py", "stage plumbing"),
+]
 
 
 def chain(shards: list[Path], work: Path):
     """The read tasks of ``shards`` and a function running the chain over them; returns the per-stage seconds."""
-    cfg = CurateConfig.model_validate({"input": {"paths": [str(s) for s in shards]},
-                                       "output": {"path": str(work / "profile-out")}, "stages": STAGES})
+    cfg = CurateConfig.model_validate(
+        {"input": {"paths": [str(s) for s in shards]}, "output": {"path": str(work / "profile-out")}, "stages": STAGES}
+    )
     storage = Storage.from_options(cfg.storage)
     tasks, spec, segs = preflight(cfg, storage)
     stages = segs[0].map_stages
@@ -71,13 +88,17 @@ def chain(shards: list[Path], work: Path):
                 batch = BlockAccessor.for_block(table).to_pandas()  # what Ray Data hands a pandas map_batches
                 for part in run_map_stages(batch, stages, batch_rows):
                     for stage in stages:
-                        seconds[stage.name] = seconds.get(stage.name, 0) + float(part[SECONDS_PREFIX + stage.name].sum())
+                        seconds[stage.name] = seconds.get(stage.name, 0) + float(
+                            part[SECONDS_PREFIX + stage.name].sum()
+                        )
                     out = BlockAccessor.batch_to_block(part)  # what Ray Data makes of the frame a map_batches returns
                     live = out.filter(pc.is_null(out[REJECT_STAGE])) if REJECT_STAGE in out.column_names else out
                     for stage in keyed:
                         started = time.perf_counter()
                         stage.keys(live)
-                        seconds[stage.name + " keys"] = seconds.get(stage.name + " keys", 0) + time.perf_counter() - started
+                        seconds[stage.name + " keys"] = (
+                            seconds.get(stage.name + " keys", 0) + time.perf_counter() - started
+                        )
         seconds["records"] = rows
         return seconds
 
@@ -95,7 +116,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    shards = sorted(corpus(a.work, 200, 16).glob("*.jsonl.gz"))[:a.shards]
+    shards = sorted(corpus(a.work, 200, 16).glob("*.jsonl.gz"))[: a.shards]
     run = chain(shards, a.work)
     run()  # models loaded, kernels compiled and cached
     profile = cProfile.Profile()
@@ -107,7 +128,7 @@ def main() -> None:
     stats = pstats.Stats(profile)
     groups: dict[str, float] = {}
     top = []
-    for (filename, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():
+    for (filename, line, name), (_, calls, tottime, _cumtime, _) in stats.stats.items():
         group = group_of(f"{filename}:{name}")
         groups[group] = groups.get(group, 0) + tottime
         top.append((tottime, calls, f"{Path(filename).name}:{line}({name})", group))
@@ -115,28 +136,48 @@ def main() -> None:
     records = seconds.pop("records")
     command = "python bench/pipeline_profile.py " + shlex.join(sys.argv[1:])
     lines = [
-        "# Where a map task's CPU goes: the pipeline chain under cProfile", "",
+        "# Where a map task's CPU goes: the pipeline chain under cProfile",
+        "",
         f"Command: `{command.strip()}`. {len(shards)} shards of `bench/pipeline_bench.py`'s corpus, {records:,} "
         f"records, in one process without a Ray cluster (the chain of one read task: reader, {', '.join(seconds)}, "
         "with Ray Data's conversions around the map stages), the second of two runs (the first loads the models and "
         "compiles the kernels). Process CPU under the profiler: "
         f"{cpu:.2f} s ({records / cpu:,.0f} records/s; cProfile's own overhead included, so the shares matter more "
-        "than the totals).", "",
-        "## Per stage (the `_seconds.<stage>` columns, profiled run)", "",
-        "| stage | seconds | share |", "|---|---:|---:|"]
+        "than the totals).",
+        "",
+        "## Per stage (the `_seconds.<stage>` columns, profiled run)",
+        "",
+        "| stage | seconds | share |",
+        "|---|---:|---:|",
+    ]
     total = sum(seconds.values())
     lines += [f"| {s} | {v:.2f} | {v / total:.0%} |" for s, v in seconds.items()]
     lines += ["", "## Own time by what the function belongs to", "", "| group | seconds | share |", "|---|---:|---:|"]
     own = sum(groups.values())
     lines += [f"| {g} | {v:.2f} | {v / own:.0%} |" for g, v in sorted(groups.items(), key=lambda kv: -kv[1])]
-    lines += ["", "## The 25 functions with the most own time", "", "| function | group | calls | own s |",
-              "|---|---|---:|---:|"]
+    lines += [
+        "",
+        "## The 25 functions with the most own time",
+        "",
+        "| function | group | calls | own s |",
+        "|---|---|---:|---:|",
+    ]
     lines += [f"| `{f}` | {g} | {c:,} | {t:.2f} |" for t, c, f, g in top[:25]]
     a.results.mkdir(parents=True, exist_ok=True)
     (a.results / "pipeline-profile.md").write_text("\n".join(lines) + "\n")
-    (a.results / "pipeline-profile.json").write_text(json.dumps(
-        {"command": command.strip(), "records": records, "cpu_s": cpu, "stages": seconds, "groups": groups,
-         "top": [{"function": f, "group": g, "calls": c, "own_s": t} for t, c, f, g in top[:100]]}, indent=1))
+    (a.results / "pipeline-profile.json").write_text(
+        json.dumps(
+            {
+                "command": command.strip(),
+                "records": records,
+                "cpu_s": cpu,
+                "stages": seconds,
+                "groups": groups,
+                "top": [{"function": f, "group": g, "calls": c, "own_s": t} for t, c, f, g in top[:100]],
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {a.results / 'pipeline-profile.md'}")
 
 

@@ -56,7 +56,7 @@ BOILERPLATE = (
     "We use cookies to improve your experience. By continuing to browse you accept our cookie policy.",
     "Click here to subscribe to our newsletter! Share this on Facebook, Twitter and Pinterest.",
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore.",
-    "<div class=\"nav\"><a href=\"/home\">Home</a> | <a href=\"/login\">Login</a></div> javascript:void(0)",
+    '<div class="nav"><a href="/home">Home</a> | <a href="/login">Login</a></div> javascript:void(0)',
     "Copyright 2021 All rights reserved. Terms of use | Privacy policy | Contact us | Sitemap",
 )
 CURATION = [
@@ -64,10 +64,19 @@ CURATION = [
     {"filter": {"predicates": [{"required": ["question", "answer"]}]}},
     {"langid": {"keep": ["en"]}},
     {"pii": {"fields": ["question", "answer"]}},
-    {"quality": {"presets": ["gopher"], "gopher": {  # examples/gsm8k_instruct.yaml's fit to word problems
-        "min_words": 8, "min_alpha_word_frac": 0.5, "min_mean_word_len": 2, "min_stop_words": 1,
-        **{f"max_top_{n}gram_char_frac": None for n in (2, 3, 4)},
-        **{f"max_dup_{n}gram_char_frac": None for n in range(5, 11)}}}},
+    {
+        "quality": {
+            "presets": ["gopher"],
+            "gopher": {  # examples/gsm8k_instruct.yaml's fit to word problems
+                "min_words": 8,
+                "min_alpha_word_frac": 0.5,
+                "min_mean_word_len": 2,
+                "min_stop_words": 1,
+                **{f"max_top_{n}gram_char_frac": None for n in (2, 3, 4)},
+                **{f"max_dup_{n}gram_char_frac": None for n in range(5, 11)},
+            },
+        }
+    },
     {"dedup_exact": {}},
     {"dedup_fuzzy": {"threshold": 0.8, "ngram": 5}},
 ]
@@ -108,26 +117,58 @@ def build_corpus(records: int, leaked: list[dict], copies: int, seed: int) -> tu
         faults[kind] = faults.get(kind, 0) + len(items)
 
     popular = rng.sample(base, max(1, records // 50))
-    plant("exact_duplicates", [dict(r) for r in popular for _ in range(5)]
-          + [dict(r) for r in rng.sample(base, records // 10)])
-    plant("near_duplicates", [{"question": near_copy(r["question"], rng), "answer": r["answer"]}
-                              for r in rng.sample(base, records // 10)])
-    plant("boilerplate", [{"question": rng.choice(BOILERPLATE) + " " + rng.choice(BOILERPLATE),
-                           "answer": rng.choice(BOILERPLATE)} for _ in range(records // 20)]
-          + [{"question": r["question"], "answer": rng.choice(("Yes.", "ok", "N/A", "see above"))}
-             for r in rng.sample(base, records // 40)])
+    plant(
+        "exact_duplicates",
+        [dict(r) for r in popular for _ in range(5)] + [dict(r) for r in rng.sample(base, records // 10)],
+    )
+    plant(
+        "near_duplicates",
+        [{"question": near_copy(r["question"], rng), "answer": r["answer"]} for r in rng.sample(base, records // 10)],
+    )
+    plant(
+        "boilerplate",
+        [
+            {"question": rng.choice(BOILERPLATE) + " " + rng.choice(BOILERPLATE), "answer": rng.choice(BOILERPLATE)}
+            for _ in range(records // 20)
+        ]
+        + [
+            {"question": r["question"], "answer": rng.choice(("Yes.", "ok", "N/A", "see above"))}
+            for r in rng.sample(base, records // 40)
+        ],
+    )
     sentences = {lang: (SHARED / f"langid/sentences/{lang}.txt").read_text().splitlines() for lang in LANGUAGES}
-    plant("other_languages", [{"question": " ".join(rng.sample(sentences[lang], 2)),
-                               "answer": " ".join(rng.sample(sentences[lang], 3))}
-                              for lang in (rng.choice(LANGUAGES) for _ in range(records // 15))])
-    plant("missing_or_empty_answer", [{"question": r["question"]} for r in rng.sample(base, records // 80)]
-          + [{"question": r["question"], "answer": ""} for r in rng.sample(base, records // 80)])
-    plant("pii", [{"question": f"{r['question']} Mail {name}@example.com or call (555) 01{i % 90 + 10}-4477.",
-                   "answer": r["answer"]}
-                  for i, (r, name) in enumerate(zip(rng.sample(base, records // 20),
-                                                    rng.choices(("jane.doe", "mike", "s.lee"), k=records // 20)))])
-    plant("eval_copies", [{"question": item["question"] if c == 0 else near_copy(item["question"], rng),
-                           "answer": item["answer"]} for item in leaked for c in range(copies)])
+    plant(
+        "other_languages",
+        [
+            {"question": " ".join(rng.sample(sentences[lang], 2)), "answer": " ".join(rng.sample(sentences[lang], 3))}
+            for lang in (rng.choice(LANGUAGES) for _ in range(records // 15))
+        ],
+    )
+    plant(
+        "missing_or_empty_answer",
+        [{"question": r["question"]} for r in rng.sample(base, records // 80)]
+        + [{"question": r["question"], "answer": ""} for r in rng.sample(base, records // 80)],
+    )
+    plant(
+        "pii",
+        [
+            {
+                "question": f"{r['question']} Mail {name}@example.com or call (555) 01{i % 90 + 10}-4477.",
+                "answer": r["answer"],
+            }
+            for i, (r, name) in enumerate(
+                zip(rng.sample(base, records // 20), rng.choices(("jane.doe", "mike", "s.lee"), k=records // 20))
+            )
+        ],
+    )
+    plant(
+        "eval_copies",
+        [
+            {"question": item["question"] if c == 0 else near_copy(item["question"], rng), "answer": item["answer"]}
+            for item in leaked
+            for c in range(copies)
+        ],
+    )
     rng.shuffle(rows)
     lines = [json.dumps(r) for r in rows]
     broken = [line[: len(line) // 2] for line in rng.sample(lines, records // 80)]  # truncated JSON
@@ -143,24 +184,65 @@ def curate(lines: list[str], stages: list[dict], references: Path, out: Path) ->
 
     src = out.with_suffix(".jsonl")
     src.write_text("\n".join(lines) + "\n")
-    stages = [*stages, {"decontaminate": {"references": [str(references)], "fields": ["question", "answer"],
-                                          "reference_fields": ["question"], "ngram": 13}}] if stages else []
-    manifest = run(parse_config({"input": {"paths": [str(src)], "text_field": "question", "id_field": None},
-                                 "output": {"path": str(out)}, "stages": stages + [FORMAT]}))
-    return {"input": manifest["counts"]["input"], "output": manifest["counts"]["output"],
-            "rejected_by_stage": {s: c["rejected"] for s, c in manifest["counts"]["by_stage"].items()}}
+    stages = (
+        [
+            *stages,
+            {
+                "decontaminate": {
+                    "references": [str(references)],
+                    "fields": ["question", "answer"],
+                    "reference_fields": ["question"],
+                    "ngram": 13,
+                }
+            },
+        ]
+        if stages
+        else []
+    )
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)], "text_field": "question", "id_field": None},
+                "output": {"path": str(out)},
+                "stages": stages + [FORMAT],
+            }
+        )
+    )
+    return {
+        "input": manifest["counts"]["input"],
+        "output": manifest["counts"]["output"],
+        "rejected_by_stage": {s: c["rejected"] for s, c in manifest["counts"]["by_stage"].items()},
+    }
 
 
 def train(data: Path, out: Path, seed: int, args) -> dict:
     from thresher.train import main as train_main
 
-    return train_main({
-        "model": SMOLLM2, "method": "lora", "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
-        "data": {"train": str(data), "format": "alpaca", "max_seq_len": args.seq, "packing": True, "order": "shuffle"},
-        "scaling": {"num_workers": args.workers},
-        "optim": {"lr": args.lr, "max_steps": args.steps, "batch_size": args.batch, "warmup_steps": 2, "seed": seed,
-                  "log_every_steps": max(1, args.steps // 4)},
-        "checkpoint": {"every_steps": args.steps, "keep": 1}, "output": {"path": str(out)}})
+    return train_main(
+        {
+            "model": SMOLLM2,
+            "method": "lora",
+            "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
+            "data": {
+                "train": str(data),
+                "format": "alpaca",
+                "max_seq_len": args.seq,
+                "packing": True,
+                "order": "shuffle",
+            },
+            "scaling": {"num_workers": args.workers},
+            "optim": {
+                "lr": args.lr,
+                "max_steps": args.steps,
+                "batch_size": args.batch,
+                "warmup_steps": 2,
+                "seed": seed,
+                "log_every_steps": max(1, args.steps // 4),
+            },
+            "checkpoint": {"every_steps": args.steps, "keep": 1},
+            "output": {"path": str(out)},
+        }
+    )
 
 
 def evaluate(model: dict, data: Path, out: Path, rows: int | None, new_tokens: int) -> list[dict]:
@@ -170,9 +252,17 @@ def evaluate(model: dict, data: Path, out: Path, rows: int | None, new_tokens: i
     from thresher.evaluate.evaluation import main
 
     metrics = ["perplexity"] + (["exact_match"] if new_tokens > 1 else [])
-    main({"model": model, "data": {"path": str(data), "format": "alpaca", "max_rows": rows},
-          "generation": {"max_new_tokens": new_tokens, "batch_size": 8}, "metrics": metrics,
-          "answer": {"extract": "last_number"}, "bootstrap": {"samples": 200}, "output": {"path": str(out)}})
+    main(
+        {
+            "model": model,
+            "data": {"path": str(data), "format": "alpaca", "max_rows": rows},
+            "generation": {"max_new_tokens": new_tokens, "batch_size": 8},
+            "metrics": metrics,
+            "answer": {"extract": "last_number"},
+            "bootstrap": {"samples": 200},
+            "output": {"path": str(out)},
+        }
+    )
     return pq.read_table(out / "predictions.parquet").to_pylist()
 
 
@@ -182,15 +272,24 @@ def group_loss(rows: list[dict], ids: set[str]) -> float:
 
 
 def spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "values": values,
+    }
 
 
 def phase(log: list, name: str, fn):
     before, started = os.getloadavg(), time.perf_counter()
     result = fn()
-    log.append({"phase": name, "seconds": time.perf_counter() - started, "load_before": list(before),
-                "load_after": list(os.getloadavg())})
+    log.append(
+        {
+            "phase": name,
+            "seconds": time.perf_counter() - started,
+            "load_before": list(before),
+            "load_after": list(os.getloadavg()),
+        }
+    )
     print(f"{name}: {log[-1]['seconds']:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
     return result
 
@@ -200,8 +299,11 @@ def measure(model: dict, evals: Path, work: Path, name: str, ids: dict, args, lo
     clean, leaked = group_loss(rows, ids["clean"]), group_loss(rows, ids["leaked"])
     result = {"clean_loss": clean, "leaked_loss": leaked, "gap": clean - leaked}
     if args.exact_match_rows:
-        em = phase(log, f"exact match {name}", lambda: evaluate(model, evals.parent / "clean.jsonl",
-                                                                work / f"em-{name}", args.exact_match_rows, 256))
+        em = phase(
+            log,
+            f"exact match {name}",
+            lambda: evaluate(model, evals.parent / "clean.jsonl", work / f"em-{name}", args.exact_match_rows, 256),
+        )
         result["exact_match"] = statistics.fmean(r["exact_match"] for r in em)
     return result
 
@@ -209,13 +311,15 @@ def measure(model: dict, evals: Path, work: Path, name: str, ids: dict, args, lo
 def render(result: dict) -> str:
     a = result["args"]
     lines = [
-        "# Proof: what curation buys (SmolLM2-135M-Instruct, LoRA, raw vs curated)", "",
+        "# Proof: what curation buys (SmolLM2-135M-Instruct, LoRA, raw vs curated)",
+        "",
         f"`python bench/proof.py {result['command']}`: {a['records']} GSM8K records with planted faults, LoRA "
         f"r 16 for {a['steps']} steps of {a['workers']} x {a['batch']} packed rows of {a['seq']} tokens "
         f"(lr {a['lr']}), seeds {a['seeds']}, evaluated on {a['eval_clean']} clean and {a['eval_leaked']} leaked "
         f"GSM8K test items (each leaked item planted {a['leak_copies']} times). Loss: mean token NLL of the "
         "reference answer given the Alpaca prompt (thresher eval). Gap: clean loss - leaked loss (how much better "
-        "the model does on evaluation items it may have trained on).", "",
+        "the model does on evaluation items it may have trained on).",
+        "",
         "| data | records in the data | tokens | clean loss (held-out) | leaked loss | gap clean - leaked |"
         + (" exact match (clean) |" if a["exact_match_rows"] else ""),
         "|---|---|---|---|---|---|" + ("---|" if a["exact_match_rows"] else ""),
@@ -225,31 +329,59 @@ def render(result: dict) -> str:
         fmt = (lambda s: f"{s['mean']:.4f} ± {s['std']:.4f}") if name != "base" else (lambda x: f"{x:.4f}")
         records = result["curation"][name]["output"] if name != "base" else "-"
         tokens = f"{r['tokens']['mean']:,.0f}" if name != "base" else "-"
-        lines.append(f"| {name} | {records} | {tokens} | {fmt(r['clean_loss'])} | {fmt(r['leaked_loss'])} | "
-                     f"{fmt(r['gap'])} |" + (f" {fmt(r['exact_match'])} |" if a["exact_match_rows"] else ""))
+        lines.append(
+            f"| {name} | {records} | {tokens} | {fmt(r['clean_loss'])} | {fmt(r['leaked_loss'])} | "
+            f"{fmt(r['gap'])} |" + (f" {fmt(r['exact_match'])} |" if a["exact_match_rows"] else "")
+        )
     done = {n: len(result["conditions"][n]["runs"]) for n in ("raw", "curated") if n in result["conditions"]}
-    lines += ["", "Means ± standard deviation over seeds (base: the model before training, evaluated once); "
-              "seeds run: "
-              + ", ".join(f"{n} {k} of {len(a['seeds'])}" for n, k in done.items())
-              + ("" if result["complete"] else " (**incomplete run**: the numbers are those of the seeds that ran)"),
-              "", "| data | seed | invocation | tokens | clean loss | leaked loss | gap |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Means ± standard deviation over seeds (base: the model before training, evaluated once); "
+        "seeds run: "
+        + ", ".join(f"{n} {k} of {len(a['seeds'])}" for n, k in done.items())
+        + ("" if result["complete"] else " (**incomplete run**: the numbers are those of the seeds that ran)"),
+        "",
+        "| data | seed | invocation | tokens | clean loss | leaked loss | gap |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in ("raw", "curated"):
         for r in result["conditions"].get(name, {}).get("runs", []):
-            lines.append(f"| {name} | {r['seed']} | {r['invocation']} | {r['tokens']:,} | {r['clean_loss']:.4f} | "
-                         f"{r['leaked_loss']:.4f} | {r['gap']:.4f} |")
-    lines += ["", "Invocations: " + "; ".join(
-        f"{i}: `python bench/proof.py {v['command']}`" + (f" started {v['started_at']}" if v["started_at"] else "")
-        for i, v in enumerate(result["invocations"], 1)), "",
-        "## The corpus", "", "| planted fault | records |", "|---|---|"]
+            lines.append(
+                f"| {name} | {r['seed']} | {r['invocation']} | {r['tokens']:,} | {r['clean_loss']:.4f} | "
+                f"{r['leaked_loss']:.4f} | {r['gap']:.4f} |"
+            )
+    lines += [
+        "",
+        "Invocations: "
+        + "; ".join(
+            f"{i}: `python bench/proof.py {v['command']}`" + (f" started {v['started_at']}" if v["started_at"] else "")
+            for i, v in enumerate(result["invocations"], 1)
+        ),
+        "",
+        "## The corpus",
+        "",
+        "| planted fault | records |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in result["faults"].items()]
     lines += ["", "| curation stage | rejected |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in result["curation"]["curated"]["rejected_by_stage"].items()]
-    lines += ["", "## Time", "", f"{result['seconds'] / 60:.1f} min in all on {result['cpus']} CPUs shared with "
-              "other work (load average before and after each phase below; a load above the CPU count means the "
-              "runs waited for CPUs).", "", "| invocation | phase | seconds | load before | load after |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {p['invocation']} | {p['phase']} | {p['seconds']:.0f} | {p['load_before'][0]:.1f} | "
-              f"{p['load_after'][0]:.1f} |" for p in result["phases"]]
+    lines += [
+        "",
+        "## Time",
+        "",
+        f"{result['seconds'] / 60:.1f} min in all on {result['cpus']} CPUs shared with "
+        "other work (load average before and after each phase below; a load above the CPU count means the "
+        "runs waited for CPUs).",
+        "",
+        "| invocation | phase | seconds | load before | load after |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['invocation']} | {p['phase']} | {p['seconds']:.0f} | {p['load_before'][0]:.1f} | "
+        f"{p['load_after'][0]:.1f} |"
+        for p in result["phases"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -280,24 +412,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="thresher-proof-") as tmp:
         work = Path(tmp)
         test = random.Random(1).sample(load(SHARED / "sft/gsm8k_test.jsonl"), args.eval_leaked + args.eval_clean)
-        items = [{"id": f"{'leaked' if i < args.eval_leaked else 'clean'}-{i}", "instruction": r["question"],
-                  "input": "", "output": r["answer"], "question": r["question"]} for i, r in enumerate(test)]
+        items = [
+            {
+                "id": f"{'leaked' if i < args.eval_leaked else 'clean'}-{i}",
+                "instruction": r["question"],
+                "input": "",
+                "output": r["answer"],
+                "question": r["question"],
+            }
+            for i, r in enumerate(test)
+        ]
         ids = {g: {x["id"] for x in items if x["id"].startswith(g)} for g in ("leaked", "clean")}
         evals = work / "evals/all.jsonl"
         evals.parent.mkdir()
         evals.write_text("".join(json.dumps(x) + "\n" for x in items))
-        (evals.parent / "clean.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items
-                                                          if x["id"] in ids["clean"]))
-        lines, faults = build_corpus(args.records, test[:args.eval_leaked], args.leak_copies, seed=0)
-        curation = {name: phase(log, f"curate {name}", lambda s=stages, n=name: curate(lines, s, evals, work / n))
-                    for name, stages in (("raw", []), ("curated", CURATION))}
+        (evals.parent / "clean.jsonl").write_text(
+            "".join(json.dumps(x) + "\n" for x in items if x["id"] in ids["clean"])
+        )
+        lines, faults = build_corpus(args.records, test[: args.eval_leaked], args.leak_copies, seed=0)
+        curation = {
+            name: phase(log, f"curate {name}", lambda s=stages, n=name: curate(lines, s, evals, work / n))
+            for name, stages in (("raw", []), ("curated", CURATION))
+        }
         runs = {name: [] for name in ("raw", "curated")}
         base = None
         if earlier:
             if curation != earlier["curation"]:
                 sys.exit("--resume: the curation counts differ from proof.json's; run without --resume")
-            runs = {name: [r for r in earlier["conditions"].get(name, {}).get("runs", []) if r["seed"] in args.seeds]
-                    for name in runs}
+            runs = {
+                name: [r for r in earlier["conditions"].get(name, {}).get("runs", []) if r["seed"] in args.seeds]
+                for name in runs
+            }
             base = earlier["conditions"].get("base")
 
         def save() -> dict:
@@ -307,10 +452,19 @@ def main() -> None:
             for item in log:
                 item.setdefault("invocation", len(invocations))
             seconds = (earlier["seconds"] if earlier else 0.0) + time.perf_counter() - started
-            result = {"command": " ".join(sys.argv[1:]), "args": settings(vars(args)) | {"seeds": args.seeds},
-                      "faults": faults, "curation": curation, "conditions": conditions, "complete": complete,
-                      "phases": log, "invocations": invocations, "seconds": seconds, "cpus": os.cpu_count(),
-                      "shared_machine": True}
+            result = {
+                "command": " ".join(sys.argv[1:]),
+                "args": settings(vars(args)) | {"seeds": args.seeds},
+                "faults": faults,
+                "curation": curation,
+                "conditions": conditions,
+                "complete": complete,
+                "phases": log,
+                "invocations": invocations,
+                "seconds": seconds,
+                "cpus": os.cpu_count(),
+                "shared_machine": True,
+            }
             RESULTS.mkdir(exist_ok=True)
             (RESULTS / "proof.json").write_text(json.dumps(result, indent=2))
             (RESULTS / "proof.md").write_text(render(result))
@@ -320,13 +474,22 @@ def main() -> None:
             for name in runs:
                 if any(r["seed"] == seed for r in runs[name]):
                     continue
-                metrics = phase(log, f"train {name} seed {seed}",
-                                lambda n=name, s=seed: train(work / n / "data", work / f"{n}-{s}", s, args))
+                metrics = phase(
+                    log,
+                    f"train {name} seed {seed}",
+                    lambda n=name, s=seed: train(work / n / "data", work / f"{n}-{s}", s, args),
+                )
                 model = {"name_or_path": str(work / f"{name}-{seed}/model")}
-                runs[name].append({"seed": seed, "invocation": len(invocations), "tokens": metrics["tokens"],
-                                   "train_loss": metrics["train_loss"],
-                                   "tokens_per_s": metrics["tokens_per_s"],
-                                   **measure(model, evals, work, f"{name}-{seed}", ids, args, log)})
+                runs[name].append(
+                    {
+                        "seed": seed,
+                        "invocation": len(invocations),
+                        "tokens": metrics["tokens"],
+                        "train_loss": metrics["train_loss"],
+                        "tokens_per_s": metrics["tokens_per_s"],
+                        **measure(model, evals, work, f"{name}-{seed}", ids, args, log),
+                    }
+                )
                 save()
         if base is None:  # last: the runs matter more, if time is short
             base = measure(SMOLLM2, evals, work, "base", ids, args, log) | {"invocation": len(invocations)}
@@ -337,8 +500,9 @@ def main() -> None:
 
 def summarize(runs: list[dict]) -> dict:
     """Mean and spread over seeds of each measured number, and the runs themselves."""
-    return {k: spread([r[k] for r in runs]) for k in runs[0]
-            if k not in ("seed", "train_loss", "invocation")} | {"runs": runs}
+    return {k: spread([r[k] for r in runs]) for k in runs[0] if k not in ("seed", "train_loss", "invocation")} | {
+        "runs": runs
+    }
 
 
 def settings(arguments: dict) -> dict:

@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("THRESHER_SHARED", ROOT.parent / "shared")) / "data"
 sys.path.insert(0, str(ROOT))
 
+from testkit.batches import batch  # noqa: E402
 from thresher.curate.stage import REJECT_REASON, StageContext, run_map_stage  # noqa: E402
 from thresher.curate.stages.langid import Langid, LangidConfig  # noqa: E402
 from thresher.curate.stages.quality import Quality, QualityConfig  # noqa: E402
-from testkit.batches import batch  # noqa: E402
 
 BATCH = 1024
 COMBINED = "langid + quality"
@@ -53,7 +53,7 @@ def in_process(stages, texts: list[str], repeat: int) -> tuple[float, float]:
     for _ in range(repeat):
         w0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, len(texts), BATCH):
-            b = batch(texts[i:i + BATCH])
+            b = batch(texts[i : i + BATCH])
             for stage in stages:
                 b = run_map_stage(stage, b)
         best = min(best, (time.perf_counter() - w0, time.process_time() - c0))
@@ -65,10 +65,19 @@ def curate(jsonl: Path, stages: list, cpus: int, work: Path, tag: str) -> dict:
     time cannot be had from here: the Ray workers are not reaped by the CLI, so RUSAGE_CHILDREN misses them.)"""
     out = work / f"out-{tag}-{cpus}"
     cfg = work / f"cfg-{tag}-{cpus}.yaml"
-    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(jsonl)]}, "output": {"path": str(out)},
-                                   "stages": stages, "execution": {"num_cpus": cpus}}))
-    res = subprocess.run([sys.executable, "-m", "thresher", "curate", str(cfg)], capture_output=True, text=True,
-                         cwd=ROOT)
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(jsonl)]},
+                "output": {"path": str(out)},
+                "stages": stages,
+                "execution": {"num_cpus": cpus},
+            }
+        )
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "thresher", "curate", str(cfg)], capture_output=True, text=True, cwd=ROOT
+    )
     if res.returncode:
         raise SystemExit(res.stderr[-3000:])
     manifest = json.loads((out / "manifest.json").read_text())
@@ -98,14 +107,20 @@ def main() -> None:
     langid.setup()
     quality = Quality(QualityConfig(), ctx)
     run_map_stage(quality, batch(c4[:8]))  # numba kernels compiled (or loaded from cache) before timing
-    cases = [("quality (gopher, c4, fineweb)", [quality], texts, mb),
-             ("quality, signals: true", [Quality(QualityConfig(signals=True), ctx)], texts, mb),
-             ("quality, annotate_only", [Quality(QualityConfig(annotate_only=True), ctx)], texts, mb)]
-    cases += [(f"quality, presets: [{p[0]}]", [Quality(QualityConfig(presets=p), ctx)], texts, mb)
-              for p in PRESET_SETS[:-1]]
-    cases += [("quality, Common Crawl docs", [quality], cc_texts, cc_mb), ("langid", [langid], texts, mb),
-              (COMBINED, [langid, quality], texts, mb),
-              ("langid + quality, Common Crawl docs", [langid, quality], cc_texts, cc_mb)]
+    cases = [
+        ("quality (gopher, c4, fineweb)", [quality], texts, mb),
+        ("quality, signals: true", [Quality(QualityConfig(signals=True), ctx)], texts, mb),
+        ("quality, annotate_only", [Quality(QualityConfig(annotate_only=True), ctx)], texts, mb),
+    ]
+    cases += [
+        (f"quality, presets: [{p[0]}]", [Quality(QualityConfig(presets=p), ctx)], texts, mb) for p in PRESET_SETS[:-1]
+    ]
+    cases += [
+        ("quality, Common Crawl docs", [quality], cc_texts, cc_mb),
+        ("langid", [langid], texts, mb),
+        (COMBINED, [langid, quality], texts, mb),
+        ("langid + quality, Common Crawl docs", [langid, quality], cc_texts, cc_mb),
+    ]
     local = []
     for name, stages, docs, size in cases:
         wall, cpu = in_process(stages, docs, a.repeat)
@@ -119,8 +134,11 @@ def main() -> None:
         with open(jsonl, "w") as f:
             for i, t in enumerate(texts):
                 f.write(json.dumps({"id": f"doc-{i:07d}", "text": t}) + "\n")
-        for tag, stages in (("none", []), ("quality", [{"quality": {}}]),
-                            ("langid+quality", [{"langid": {}}, {"quality": {}}])):
+        for tag, stages in (
+            ("none", []),
+            ("quality", [{"quality": {}}]),
+            ("langid+quality", [{"langid": {}}, {"quality": {}}]),
+        ):
             for cpus in (1, 2):
                 measured = [curate(jsonl, stages, cpus, work, tag) for _ in range(a.repeat)]
                 runs.append((tag, cpus, min(m["run_s"] for m in measured), [m["run_s"] for m in measured]))
@@ -177,8 +195,10 @@ def main() -> None:
     for tag, cpus, best, seconds in runs:
         rate = len(texts) / best
         alone = f"{len(texts) / (best - baseline[cpus]) / cpus:,.0f}" if tag != "none" else "-"
-        lines.append(f"| {tag} | {cpus} | {', '.join(f'{s:.1f}' for s in seconds)} | {rate:,.0f} | "
-                     f"{rate / cpus:,.0f} | {mb / best / cpus:.2f} | {alone} |")
+        lines.append(
+            f"| {tag} | {cpus} | {', '.join(f'{s:.1f}' for s in seconds)} | {rate:,.0f} | "
+            f"{rate / cpus:,.0f} | {mb / best / cpus:.2f} | {alone} |"
+        )
     lines += [
         "",
         "`run s` is the manifest's wall time (Ray start excluded). `none` reads and writes the same records",

@@ -40,21 +40,45 @@ from corpus import generate  # noqa: E402
 STAGES = [{"normalize": {}}, {"pii": {}}]
 DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
 # Ray worker process title fragments, one per dedup phase (as tests/test_reliability.py)
-DEDUP_PHASES = ("read_batches", "with_keep_keys", "HashShuffleMap", "HashShuffleReduce", "large_star", "_node_values",
-                "_mark_joined", "apply_batches", "compact")
+DEDUP_PHASES = (
+    "read_batches",
+    "with_keep_keys",
+    "HashShuffleMap",
+    "HashShuffleReduce",
+    "large_star",
+    "_node_values",
+    "_mark_joined",
+    "apply_batches",
+    "compact",
+)
 
 
 def write_config(work: Path, name: str, src: Path, stages: list = STAGES, **execution) -> tuple[Path, Path]:
     out = work / name
     cfg = work / f"{name}.yaml"
-    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(src)], "block_bytes": 1 << 20}, "output": {"path": str(out)},
-                                   "stages": stages, **({"execution": execution} if execution else {})}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(src)], "block_bytes": 1 << 20},
+                "output": {"path": str(out)},
+                "stages": stages,
+                **({"execution": execution} if execution else {}),
+            }
+        )
+    )
     return cfg, out
 
 
 def curate(cfg: Path, env=None, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "thresher", "curate", str(cfg)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "thresher", "curate", str(cfg)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def manifest(out: Path) -> dict | None:
@@ -99,7 +123,9 @@ def kill_dedup_workers(work: Path, src: Path, clean: dict, i: int) -> tuple[bool
         for p in psutil.Process(proc.pid).children(recursive=True):
             try:
                 title = " ".join(p.cmdline())
-                phases = {f for f in DEDUP_PHASES if f in title and f not in hit} if title.startswith("ray::") else set()
+                phases = (
+                    {f for f in DEDUP_PHASES if f in title and f not in hit} if title.startswith("ray::") else set()
+                )
                 if phases:
                     os.kill(p.pid, signal.SIGKILL)
                     hit |= phases
@@ -108,7 +134,9 @@ def kill_dedup_workers(work: Path, src: Path, clean: dict, i: int) -> tuple[bool
                 continue
         time.sleep(0.01)
     proc.wait()
-    return same(manifest(out), clean) and len(hit) >= 5, f"{len(hit)} phases hit ({', '.join(sorted(hit))}); exit {proc.returncode}"
+    return same(manifest(out), clean) and len(
+        hit
+    ) >= 5, f"{len(hit)} phases hit ({', '.join(sorted(hit))}); exit {proc.returncode}"
 
 
 def kill_driver_then_resume(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
@@ -122,7 +150,9 @@ def kill_driver_then_resume(work: Path, src: Path, clean: dict, i: int) -> tuple
     rerun.wait()
     m = manifest(out)
     reused = m["resumed"]["reused_read_tasks"] if m else 0
-    return same(m, clean) and reused > 0, f"re-run reused {reused} of {m['resumed']['read_tasks'] if m else '?'} read tasks"
+    return same(
+        m, clean
+    ) and reused > 0, f"re-run reused {reused} of {m['resumed']['read_tasks'] if m else '?'} read tasks"
 
 
 def truncated_markers_then_resume(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
@@ -142,12 +172,16 @@ def truncated_markers_then_resume(work: Path, src: Path, clean: dict, i: int) ->
     m = manifest(out)
     reused = m["resumed"]["reused_read_tasks"] if m else 0
     return same(m, clean) and 0 < reused < m["resumed"]["read_tasks"], (
-        f"cut {', '.join(p.name for p in cut)}; re-run reused {reused} of {m['resumed']['read_tasks'] if m else '?'}")
+        f"cut {', '.join(p.name for p in cut)}; re-run reused {reused} of {m['resumed']['read_tasks'] if m else '?'}"
+    )
 
 
 def published(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
-            if p.is_file() and p.relative_to(out).parts[0] not in ("_progress", "_staging")}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in out.rglob("*")
+        if p.is_file() and p.relative_to(out).parts[0] not in ("_progress", "_staging")
+    }
 
 
 def killed_rerun_keeps_previous(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
@@ -170,9 +204,11 @@ def killed_rerun_keeps_previous(work: Path, src: Path, clean: dict, i: int) -> t
     again.wait()
     m = manifest(out)
     replaced = bool(m) and [next(iter(s)) for s in m["config"]["stages"]] == ["normalize"]
-    return kept and replaced, (f"killed with {written} files in _staging/{staged.name}/; previous "
-                               f"{'intact' if kept else 'CHANGED'} ({len(before)} files); next run exit "
-                               f"{again.returncode}{'' if replaced else ', its manifest missing or wrong'}")
+    return kept and replaced, (
+        f"killed with {written} files in _staging/{staged.name}/; previous "
+        f"{'intact' if kept else 'CHANGED'} ({len(before)} files); next run exit "
+        f"{again.returncode}{'' if replaced else ', its manifest missing or wrong'}"
+    )
 
 
 def lose_node(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
@@ -211,7 +247,8 @@ def kill_training_worker(work: Path, src: Path, clean: dict | None, i: int) -> t
     """``thresher train`` (LoRA, tiny Llama, 2 workers, 40 steps, a checkpoint every 5): SIGKILL one Ray Train
     worker once the controller has registered a checkpoint; Ray Train must restart the workers from the last
     checkpoint and the run end at step 40 with one loss per step."""
-    from train_bench import curate as curate_gsm8k, tiny_model
+    from train_bench import curate as curate_gsm8k
+    from train_bench import tiny_model
 
     setup = work / "train-setup"
     if not setup.exists():
@@ -220,15 +257,24 @@ def kill_training_worker(work: Path, src: Path, clean: dict | None, i: int) -> t
         (setup / "model.json").write_text(json.dumps(tiny_model(data, setup / "tiny")))
     out = work / f"train{i}"
     cfg = work / f"train{i}.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model": json.loads((setup / "model.json").read_text()),
-        "data": {"train": str(setup / "run/data"), "format": "alpaca", "max_seq_len": 256}, "method": "lora",
-        "scaling": {"num_workers": 2}, "optim": {"lr": 1e-2, "max_steps": STEPS, "batch_size": 4, "log_every_steps": 1},
-        "checkpoint": {"every_steps": 5, "keep": 2, "max_failures": 2}, "output": {"path": str(out)}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": json.loads((setup / "model.json").read_text()),
+                "data": {"train": str(setup / "run/data"), "format": "alpaca", "max_seq_len": 256},
+                "method": "lora",
+                "scaling": {"num_workers": 2},
+                "optim": {"lr": 1e-2, "max_steps": STEPS, "batch_size": 4, "log_every_steps": 1},
+                "checkpoint": {"every_steps": 5, "keep": 2, "max_failures": 2},
+                "output": {"path": str(out)},
+            }
+        )
+    )
     log = work / f"train{i}.log"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "thresher", "train", str(cfg)], cwd=ROOT,
-                                stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "thresher", "train", str(cfg)], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT
+        )
     killed, after = None, None
     snapshot = out / "checkpoints/thresher/checkpoint_manager_snapshot.json"
     while killed is None and proc.poll() is None:
@@ -238,10 +284,18 @@ def kill_training_worker(work: Path, src: Path, clean: dict | None, i: int) -> t
         time.sleep(0.05)
     proc.wait()
     m = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
-    ok = (proc.returncode == 0 and killed is not None and m.get("steps") == STEPS and len(m.get("train_loss", [])) == STEPS
-          and bool(m.get("resumes")) and m["resumes"][0] >= after)
-    note = (f"killed pid {killed} after checkpoint step {after}; resumed from step {m.get('resumes')}; "
-            f"finished at step {m.get('steps')} with {len(m.get('train_loss', []))} losses; exit {proc.returncode}")
+    ok = (
+        proc.returncode == 0
+        and killed is not None
+        and m.get("steps") == STEPS
+        and len(m.get("train_loss", [])) == STEPS
+        and bool(m.get("resumes"))
+        and m["resumes"][0] >= after
+    )
+    note = (
+        f"killed pid {killed} after checkpoint step {after}; resumed from step {m.get('resumes')}; "
+        f"finished at step {m.get('steps')} with {len(m.get('train_loss', []))} losses; exit {proc.returncode}"
+    )
     return ok, note if proc.returncode == 0 else note + ": " + log.read_text(errors="replace")[-300:]
 
 
@@ -262,8 +316,13 @@ def s3_input(work: Path, src: Path) -> tuple[str, dict]:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
         port = free_port()
         ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False).start()
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench-key", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "bench-key",
+            "AWS_SECRET_ACCESS_KEY": "bench-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }
         os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
         s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
         s3.create_bucket(Bucket="bench")
@@ -277,8 +336,16 @@ def s3_config(work: Path, name: str, src: Path, port: int) -> tuple[Path, Path, 
     uri, env = s3_input(work, src)
     out = work / name
     cfg = work / f"{name}.yaml"
-    cfg.write_text(yaml.safe_dump({"input": {"paths": [uri], "block_bytes": 1 << 20}, "output": {"path": str(out)},
-                                   "stages": STAGES, "storage": {"endpoint_url": f"http://127.0.0.1:{port}"}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [uri], "block_bytes": 1 << 20},
+                "output": {"path": str(out)},
+                "stages": STAGES,
+                "storage": {"endpoint_url": f"http://127.0.0.1:{port}"},
+            }
+        )
+    )
     return cfg, out, env
 
 
@@ -306,8 +373,11 @@ def s3_resets_then_recovers(work: Path, src: Path, clean: dict, i: int) -> tuple
     proc.wait()
     m = manifest(out)
     ok = same(m, _S3["clean"]) and m["counts"]["rejected"] == 0 and link.failures <= 0
-    return ok, f"{5 - max(link.failures, 0)} connections reset mid-object; exit {proc.returncode}; rejected " \
-               f"{m['counts']['rejected'] if m else '-'}"
+    return (
+        ok,
+        f"{5 - max(link.failures, 0)} connections reset mid-object; exit {proc.returncode}; rejected "
+        f"{m['counts']['rejected'] if m else '-'}",
+    )
 
 
 def s3_resets_forever(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
@@ -319,7 +389,7 @@ def s3_resets_forever(work: Path, src: Path, clean: dict, i: int) -> tuple[bool,
     link = FlakyLink(_S3["port"])
     cfg, out, env = s3_config(work, f"s3-broken{i}", src, link.port)
     proc = curate(cfg, env=env)
-    arm_when_planned(link, out, 10 ** 9, proc)
+    arm_when_planned(link, out, 10**9, proc)
     _, err = proc.communicate()
     said = next((line for line in reversed(err.splitlines()) if line.startswith("thresher: ")), "")
     ok = proc.returncode == 1 and manifest(out) is None and "bench-secret" not in err and "failed" in said
@@ -353,10 +423,18 @@ def truncated_gzip(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, st
     proc.wait()
     m = manifest(out)
     c = m["counts"] if m else {}
-    ok = bool(m) and c["input"] == records + 1 and c["rejected"] == 1 and c["rejected_bytes"] == lost \
+    ok = (
+        bool(m)
+        and c["input"] == records + 1
+        and c["rejected"] == 1
+        and c["rejected_bytes"] == lost
         and c["output"] == records
-    return ok, f"expected {records:,} records kept and {lost:,} bytes lost; got {c.get('output', '-'):,} kept, " \
-               f"{c.get('rejected', '-')} rejected, {c.get('rejected_bytes', '-'):,} bytes lost"
+    )
+    return (
+        ok,
+        f"expected {records:,} records kept and {lost:,} bytes lost; got {c.get('output', '-'):,} kept, "
+        f"{c.get('rejected', '-')} rejected, {c.get('rejected_bytes', '-'):,} bytes lost",
+    )
 
 
 def corrupt_parquet_page(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
@@ -387,9 +465,13 @@ def corrupt_parquet_page(work: Path, src: Path, clean: dict, i: int) -> tuple[bo
     proc.wait()
     m = manifest(out)
     c = m["counts"] if m else {}
-    ok = bool(m) and c["output"] == len(records) - lost_rows and c["rejected"] == 1 and c["rejected_bytes"] == lost_bytes
-    return ok, (f"row group {group} ({lost_rows} rows, {lost_bytes:,} bytes) corrupt; got {c.get('output', '-')} kept "
-                f"of {len(records)}, {c.get('rejected', '-')} rejected, {c.get('rejected_bytes', '-')} bytes lost")
+    ok = (
+        bool(m) and c["output"] == len(records) - lost_rows and c["rejected"] == 1 and c["rejected_bytes"] == lost_bytes
+    )
+    return ok, (
+        f"row group {group} ({lost_rows} rows, {lost_bytes:,} bytes) corrupt; got {c.get('output', '-')} kept "
+        f"of {len(records)}, {c.get('rejected', '-')} rejected, {c.get('rejected_bytes', '-')} bytes lost"
+    )
 
 
 def late_field(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
@@ -403,7 +485,7 @@ def late_field(work: Path, src: Path, clean: dict, i: int) -> tuple[bool, str]:
     per = len(lines) // 10
     planted = 0
     for n in range(10):
-        chunk = [json.loads(line) for line in lines[n * per:(n + 1) * per]]
+        chunk = [json.loads(line) for line in lines[n * per : (n + 1) * per]]
         for k, record in enumerate(chunk):
             if n == 9 or (n == 0 and k == len(chunk) - 1):
                 record["late_field"] = f"planted {n}-{k}"
@@ -424,8 +506,13 @@ def files_disagree_with_counts(work: Path, src: Path, clean: dict, i: int) -> tu
     faulty disk or writer would): the footers disagree with the counts, so the run must fail without a manifest."""
     cfg, out = write_config(work, f"drop{i}", src, [{"normalize": {}}, {"test_drops_a_written_row": {}}])
     code = "import sys, testkit.faults; from thresher.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.run([sys.executable, "-c", code, "curate", str(cfg)], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "curate", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+    )
     said = next((line for line in reversed(proc.stderr.splitlines()) if line.startswith("thresher: ")), "")
     ok = proc.returncode == 1 and manifest(out) is None and "accounting mismatch" in said
     return ok, f"exit {proc.returncode}; no manifest: {manifest(out) is None}; said: {said[:160]}"
@@ -435,25 +522,49 @@ FAULTS = {
     "Ray worker SIGKILL mid-run": ("read + normalize + pii (fused map tasks)", kill_worker, STAGES),
     "Ray worker SIGKILL in every dedup phase": (
         "normalize + dedup_exact + dedup_fuzzy: map, hash shuffle map and reduce, connected components, "
-        "verification, removal + write", kill_dedup_workers, DEDUP_STAGES),
+        "verification, removal + write",
+        kill_dedup_workers,
+        DEDUP_STAGES,
+    ),
     "driver + embedded Ray SIGKILL, then re-run": ("whole run; re-run resumes", kill_driver_then_resume, STAGES),
     "driver SIGKILL, markers cut short, then re-run": (
-        "whole run; re-run redoes the cut markers' tasks", truncated_markers_then_resume, STAGES),
+        "whole run; re-run redoes the cut markers' tasks",
+        truncated_markers_then_resume,
+        STAGES,
+    ),
     "re-run with another config SIGKILLed": (
-        "the previous run's data, rejects, reports, manifest", killed_rerun_keeps_previous, STAGES),
+        "the previous run's data, rejects, reports, manifest",
+        killed_rerun_keeps_previous,
+        STAGES,
+    ),
     "worker node stopped mid-run (2-node cluster)": ("read + normalize + pii on 2 nodes", lose_node, STAGES),
     "S3 connections reset mid-object, then recover": (
-        "read (S3 input through a relay that resets 5 connections)", s3_resets_then_recovers, STAGES),
+        "read (S3 input through a relay that resets 5 connections)",
+        s3_resets_then_recovers,
+        STAGES,
+    ),
     "S3 connections reset mid-object, for good": ("read (S3 input); the run fails", s3_resets_forever, STAGES),
     "gzip shard truncated": ("read (gzip input, one shard cut at a random byte)", truncated_gzip, STAGES),
-    "Parquet page corrupt": ("read (Parquet input, a page header of one row group damaged)", corrupt_parquet_page,
-                             STAGES),
-    "a field only in the last file": ("read + write (10 files; the field in the last and on one late line)",
-                                      late_field, STAGES),
-    "final files disagree with the counts": ("write files: a row removed after writing", files_disagree_with_counts,
-                                             STAGES),
+    "Parquet page corrupt": (
+        "read (Parquet input, a page header of one row group damaged)",
+        corrupt_parquet_page,
+        STAGES,
+    ),
+    "a field only in the last file": (
+        "read + write (10 files; the field in the last and on one late line)",
+        late_field,
+        STAGES,
+    ),
+    "final files disagree with the counts": (
+        "write files: a row removed after writing",
+        files_disagree_with_counts,
+        STAGES,
+    ),
     "Ray Train worker SIGKILL mid-training": (
-        "thresher train (LoRA, 2 workers): restart from the last checkpoint", kill_training_worker, None),
+        "thresher train (LoRA, 2 workers): restart from the last checkpoint",
+        kill_training_worker,
+        None,
+    ),
 }
 
 
@@ -492,8 +603,12 @@ def main() -> None:
                 print(fault, i, ok, note, flush=True)
             passed = sum(ok for ok, _ in outcomes)
             rows.append((fault, stage, trials, passed, "; ".join(n for _, n in outcomes), " ".join(sys.argv[1:])))
-    raw.write_text(json.dumps({"rows": [dict(zip(("fault", "stages", "trials", "passed", "notes", "command"), r))
-                                        for r in rows]}, indent=2))
+    raw.write_text(
+        json.dumps(
+            {"rows": [dict(zip(("fault", "stages", "trials", "passed", "notes", "command"), r)) for r in rows]},
+            indent=2,
+        )
+    )
     lines = [
         "# Reliability: fault matrix",
         "",
@@ -511,8 +626,9 @@ def main() -> None:
         "|---|---|---:|---:|---|",
     ]
     this = " ".join(sys.argv[1:])
-    lines += [f"| {f} | {s} | {t} | {p}/{t} | {n}{'' if c == this else f' (run by `{c}`)'} |"
-              for f, s, t, p, n, c in rows]
+    lines += [
+        f"| {f} | {s} | {t} | {p}/{t} | {n}{'' if c == this else f' (run by `{c}`)'} |" for f, s, t, p, n, c in rows
+    ]
     lines += [
         "",
         "Also exercised by the test suite (tests/test_reliability.py, tests/test_hostile.py, tests/test_cluster_s3.py,",

@@ -119,15 +119,31 @@ def measure(cmd: list[str], log: Path, out: Path, timeout: float, env: dict) -> 
     if status == "ok" and proc.returncode:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
         status = f"failed (exit {proc.returncode}): {tail[0][:300]}"
-    return {"status": status, "pid": proc.pid, "wall_s": round(wall, 2),
-            "driver_peak_rss_mb": round(peak["driver_rss"] / 2**20),
-            "tree_peak_pss_mb": round(peak["pss"] / 2**20), "tree_peak_rss_sum_mb": round(peak["rss"] / 2**20),
-            "cpu_s": round(sum(cpu.values()), 1), "max_progress_files": peak["progress"],
-            "max_read_markers": peak["read_markers"], "max_staging_files": peak["staging"]}
+    return {
+        "status": status,
+        "pid": proc.pid,
+        "wall_s": round(wall, 2),
+        "driver_peak_rss_mb": round(peak["driver_rss"] / 2**20),
+        "tree_peak_pss_mb": round(peak["pss"] / 2**20),
+        "tree_peak_rss_sum_mb": round(peak["rss"] / 2**20),
+        "cpu_s": round(sum(cpu.values()), 1),
+        "max_progress_files": peak["progress"],
+        "max_read_markers": peak["read_markers"],
+        "max_staging_files": peak["staging"],
+    }
 
 
-def run(corpus: Path, work: Path, mb: int, tasks: int, thresher: str, broadcast_limit: str, cpus: int | None,
-        timeout: float, keep: bool) -> dict:
+def run(
+    corpus: Path,
+    work: Path,
+    mb: int,
+    tasks: int,
+    thresher: str,
+    broadcast_limit: str,
+    cpus: int | None,
+    timeout: float,
+    keep: bool,
+) -> dict:
     files = sorted(corpus.glob("part-*.jsonl"))
     sizes = [f.stat().st_size for f in files]
     block = block_bytes_for(sizes, tasks)
@@ -135,16 +151,33 @@ def run(corpus: Path, work: Path, mb: int, tasks: int, thresher: str, broadcast_
     shutil.rmtree(out, ignore_errors=True)  # a run folder left there would be resumed
     cfg = work / f"scale-{mb}-{tasks}.yaml"
     execution = {"num_cpus": cpus} if cpus else {}
-    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(f) for f in files]}, "output": {"path": str(out)},
-                                   "stages": STAGES, **({"execution": execution} if execution else {})},
-                                  sort_keys=False))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(f) for f in files]},
+                "output": {"path": str(out)},
+                "stages": STAGES,
+                **({"execution": execution} if execution else {}),
+            },
+            sort_keys=False,
+        )
+    )
     cmd = [*shlex.split(thresher), "curate", str(cfg), "--set", f"input.block_bytes={block}"]
     if broadcast_limit.lower() != "none":
         cmd += ["--set", f"execution.broadcast_limit_rows={broadcast_limit}"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # an embedded local Ray, as a user's laptop
-    result = {"mb": mb, "tasks_requested": tasks, "read_tasks_planned": read_tasks(sizes, block), "block_bytes": block,
-              "corpus": str(corpus), "corpus_files": len(files), "corpus_bytes": sum(sizes),
-              "config": yaml.safe_load(cfg.read_text()), "command": shlex.join(cmd), "thresher_version": version()}
+    result = {
+        "mb": mb,
+        "tasks_requested": tasks,
+        "read_tasks_planned": read_tasks(sizes, block),
+        "block_bytes": block,
+        "corpus": str(corpus),
+        "corpus_files": len(files),
+        "corpus_bytes": sum(sizes),
+        "config": yaml.safe_load(cfg.read_text()),
+        "command": shlex.join(cmd),
+        "thresher_version": version(),
+    }
     print(f"running {result['command']} ...", flush=True)
     result.update(measure(cmd, work / f"scale-{mb}-{tasks}.log", out, timeout, env))
     result["spilled_mib"] = spilled_mib(result["pid"])
@@ -175,8 +208,9 @@ def spilled_mib(driver_pid: int) -> int:
 def version() -> str | None:
     """The commit of the thresher checkout the bench runs from (``-dirty``: with uncommitted changes)."""
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -188,24 +222,30 @@ def fmt(x, spec: str = ",") -> str:
 def markdown(runs: list[dict], command: str, broadcast_limit: str) -> str:
     versions = ", ".join(sorted({str(r.get("thresher_version")) for r in runs}))
     memory = psutil.virtual_memory().total / 2**30
-    forced = (f"`--set execution.broadcast_limit_rows={broadcast_limit}`" + (
-        " (every global decision takes its partitioned path)" if broadcast_limit == "0" else "")
-        if broadcast_limit.lower() != "none" else "`execution.broadcast_limit_rows` left at its default")
-    lines = ["# Scale benchmark: one corpus read as more and more read tasks", "",
-             f"Command: `{command}`. Machine: {os.cpu_count()} cores, {memory:.0f} GB RAM. "
-             "Each run: `thresher curate` with `dedup_exact`, `dedup_fuzzy {threshold: 0.8}`, `split {}` on the dedup "
-             "benchmark's generated JSONL corpus (`bench/dedup_corpus.py`, 32 MB shards), `--set input.block_bytes=B` "
-             f"(the smallest B that plans at most the requested read tasks), {forced}, thresher {versions}, an "
-             "embedded local Ray, default `output.target_file_mb`. Sampled every 0.25 s: driver peak RSS (the "
-             "`thresher` process), peak PSS summed over the process tree (driver, Ray's processes and workers), the tree's CPU "
-             "time, the most files seen at once under the output's `_progress/` (of them `read-*.json`, one per read "
-             "task done) and `_staging/` (removed at commit). Spilled: the largest `Spilled N MiB` the raylet logged. Files: "
-             "those under `data/` and `rejects/` after the run.",
-             "",
-             "| corpus | read tasks (planned) | block_bytes | status | wall s | run s (manifest) | driver peak RSS MB | "
-             "tree peak PSS MB | CPU s | spilled MiB | max `_progress` files (`read-*`) | max `_staging` files | "
-             "data files | rejects files | input | output | rejected | load avg |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    forced = (
+        f"`--set execution.broadcast_limit_rows={broadcast_limit}`"
+        + (" (every global decision takes its partitioned path)" if broadcast_limit == "0" else "")
+        if broadcast_limit.lower() != "none"
+        else "`execution.broadcast_limit_rows` left at its default"
+    )
+    lines = [
+        "# Scale benchmark: one corpus read as more and more read tasks",
+        "",
+        f"Command: `{command}`. Machine: {os.cpu_count()} cores, {memory:.0f} GB RAM. "
+        "Each run: `thresher curate` with `dedup_exact`, `dedup_fuzzy {threshold: 0.8}`, `split {}` on the dedup "
+        "benchmark's generated JSONL corpus (`bench/dedup_corpus.py`, 32 MB shards), `--set input.block_bytes=B` "
+        f"(the smallest B that plans at most the requested read tasks), {forced}, thresher {versions}, an "
+        "embedded local Ray, default `output.target_file_mb`. Sampled every 0.25 s: driver peak RSS (the "
+        "`thresher` process), peak PSS summed over the process tree (driver, Ray's processes and workers), the tree's CPU "
+        "time, the most files seen at once under the output's `_progress/` (of them `read-*.json`, one per read "
+        "task done) and `_staging/` (removed at commit). Spilled: the largest `Spilled N MiB` the raylet logged. Files: "
+        "those under `data/` and `rejects/` after the run.",
+        "",
+        "| corpus | read tasks (planned) | block_bytes | status | wall s | run s (manifest) | driver peak RSS MB | "
+        "tree peak PSS MB | CPU s | spilled MiB | max `_progress` files (`read-*`) | max `_staging` files | "
+        "data files | rejects files | input | output | rejected | load avg |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in runs:
         c = r.get("counts") or {}
         lines.append(
@@ -213,13 +253,17 @@ def markdown(runs: list[dict], command: str, broadcast_limit: str) -> str:
             f"{r['wall_s']} | {fmt(r.get('manifest_seconds'), '')} | {r['driver_peak_rss_mb']:,} | {r['tree_peak_pss_mb']:,} | "
             f"{r['cpu_s']} | {fmt(r.get('spilled_mib'))} | {r['max_progress_files']:,} ({r['max_read_markers']:,}) | {r['max_staging_files']:,} | "
             f"{r['data_files']:,} | {r['rejects_files']:,} | {fmt(c.get('input'))} | {fmt(c.get('output'))} | "
-            f"{fmt(c.get('rejected'))} | {r['load_average']} |")
+            f"{fmt(c.get('rejected'))} | {r['load_average']} |"
+        )
     lines += ["", "thresher commands:", ""] + [f"- `{r['command']}`" for r in runs]
     by_stage = [(r, (r.get("counts") or {}).get("by_stage")) for r in runs]
     if any(s for _, s in by_stage):
         lines += ["", "Rejected per stage:", ""]
-        lines += [f"- {r['mb']} MB, {r['read_tasks_planned']:,} read tasks: "
-                  f"{ {k: v.get('rejected') for k, v in s.items()} }" for r, s in by_stage if s]
+        lines += [
+            f"- {r['mb']} MB, {r['read_tasks_planned']:,} read tasks: { {k: v.get('rejected') for k, v in s.items()} }"
+            for r, s in by_stage
+            if s
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -231,8 +275,11 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "bench/results", help="where NAME.md and NAME.json go")
     ap.add_argument("--name", default="scale", help="the results' file name (e.g. large for a 10 GB run)")
     ap.add_argument("--thresher", default=str(ROOT / ".venv/bin/thresher"), help="the thresher command")
-    ap.add_argument("--broadcast-limit-rows", default="0",
-                    help="execution.broadcast_limit_rows of every run ('none': leave the config key out)")
+    ap.add_argument(
+        "--broadcast-limit-rows",
+        default="0",
+        help="execution.broadcast_limit_rows of every run ('none': leave the config key out)",
+    )
     ap.add_argument("--cpus", type=int, default=None, help="execution.num_cpus (default: all)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds before a run is stopped")
     ap.add_argument("--fresh", action="store_true", help="measure again what --work already holds")
@@ -247,8 +294,9 @@ def main() -> None:
             if saved.exists() and not a.fresh and json.loads(saved.read_text())["status"] == "ok":
                 runs.append(json.loads(saved.read_text()))
                 continue
-            r = run(corpus_for(a.work, mb), a.work, mb, tasks, a.thresher, a.broadcast_limit_rows, a.cpus,
-                    a.timeout, a.keep)
+            r = run(
+                corpus_for(a.work, mb), a.work, mb, tasks, a.thresher, a.broadcast_limit_rows, a.cpus, a.timeout, a.keep
+            )
             r["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
             r["load_average"] = [round(x, 1) for x in os.getloadavg()]
             saved.write_text(json.dumps(r, indent=1))

@@ -49,10 +49,21 @@ def curate(records: int, out: Path) -> Path:
     from thresher.curate.runner import run
 
     src = out / "gsm8k.jsonl"
-    src.write_text("".join(line + "\n" for line in (SHARED / "sft/gsm8k_train.jsonl").read_text().splitlines()[:records]))
-    run(parse_config({"input": {"paths": [str(src)], "text_field": "question"}, "output": {"path": str(out / "run")},
-                      "stages": [{"normalize": {}}, {"format": {"template": "alpaca", "mapping": {
-                          "instruction": "question", "output": "answer"}}}]}))
+    src.write_text(
+        "".join(line + "\n" for line in (SHARED / "sft/gsm8k_train.jsonl").read_text().splitlines()[:records])
+    )
+    run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)], "text_field": "question"},
+                "output": {"path": str(out / "run")},
+                "stages": [
+                    {"normalize": {}},
+                    {"format": {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}},
+                ],
+            }
+        )
+    )
     return out / "run/data"
 
 
@@ -67,10 +78,15 @@ def tiny_model(data: Path, out: Path) -> dict:
 
 
 def train_config(model: dict, data: Path, method: str, steps: int, args, out: Path, workers: int) -> dict:
-    return {"model": model, "data": {"train": str(data), "format": "alpaca", "max_seq_len": args.seq},
-            "method": method, "scaling": {"num_workers": workers},
-            "optim": {"lr": 1e-4, "max_steps": steps, "batch_size": args.batch, "log_every_steps": steps},
-            "checkpoint": {"every_steps": steps, "keep": 1}, "output": {"path": str(out)}}
+    return {
+        "model": model,
+        "data": {"train": str(data), "format": "alpaca", "max_seq_len": args.seq},
+        "method": method,
+        "scaling": {"num_workers": workers},
+        "optim": {"lr": 1e-4, "max_steps": steps, "batch_size": args.batch, "log_every_steps": steps},
+        "checkpoint": {"every_steps": steps, "keep": 1},
+        "output": {"path": str(out)},
+    }
 
 
 def plain(cfg_data: dict, steps: int, threads: int) -> dict:
@@ -80,8 +96,8 @@ def plain(cfg_data: dict, steps: int, threads: int) -> dict:
 
     from thresher.train.config import parse_config
     from thresher.train.data import Encoding, encode_batch
-    from thresher.train.loop import loss_sum, model_inputs, trained_tokens
     from thresher.train.models import load_model, load_tokenizer
+    from thresher.train.sft import loss_sum, model_inputs, trained_tokens
 
     torch.set_num_threads(threads)
     wall = time.perf_counter()
@@ -97,8 +113,8 @@ def plain(cfg_data: dict, steps: int, threads: int) -> dict:
     started = time.perf_counter()
     for step in range(steps):
         at = step * bs % (len(rows["input_ids"]) - bs + 1)
-        batch = {k: torch.from_numpy(v[at:at + bs]).long() for k, v in rows.items()}
-        loss = loss_sum(model(**model_inputs(batch, cfg.method)).logits, batch["labels"])
+        batch = {k: torch.from_numpy(v[at : at + bs]).long() for k, v in rows.items()}
+        loss = loss_sum(model(**model_inputs(batch, cfg.adapter.virtual_tokens)).logits, batch["labels"])
         (loss / trained_tokens(batch["labels"])).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -107,8 +123,13 @@ def plain(cfg_data: dict, steps: int, threads: int) -> dict:
         if step == 0:
             first = (time.perf_counter() - started, tokens)
     seconds = time.perf_counter() - started
-    return {"tokens_per_s": tokens / seconds, "steady_tokens_per_s": (tokens - first[1]) / (seconds - first[0]),
-            "first_step_s": first[0], "wall_s": time.perf_counter() - wall, "threads_per_process": threads}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "steady_tokens_per_s": (tokens - first[1]) / (seconds - first[0]),
+        "first_step_s": first[0],
+        "wall_s": time.perf_counter() - wall,
+        "threads_per_process": threads,
+    }
 
 
 def thresher(cfg_data: dict, workers: int) -> dict:
@@ -117,30 +138,48 @@ def thresher(cfg_data: dict, workers: int) -> dict:
 
     wall = time.perf_counter()
     metrics = train.main(cfg_data)
-    return {"tokens_per_s": metrics["tokens_per_s"], "steady_tokens_per_s": metrics["tokens_per_s_after_first_step"],
-            "first_step_s": metrics["first_step_seconds"], "wall_s": time.perf_counter() - wall,
-            "threads_per_process": 1}
+    return {
+        "tokens_per_s": metrics["tokens_per_s"],
+        "steady_tokens_per_s": metrics["tokens_per_s_after_first_step"],
+        "first_step_s": metrics["first_step_seconds"],
+        "wall_s": time.perf_counter() - wall,
+        "threads_per_process": 1,
+    }
 
 
 def render(rows: list[dict]) -> str:
-    lines = ["# Training throughput (CPU)", "",
-             "`python bench/train_bench.py` (see its docstring for the setups). Machine: "
-             f"{rows[0]['machine']}. Every thresher row ran on a local Ray of 2 CPUs started once by the benchmark "
-             "(its start is not in `wall s`); plain rows ran in the benchmark's own process.", "",
-             "| model | method | setup | processes x torch threads | tokens/s after step 1 | vs plain, same threads "
-             "| first step s | tokens/s, whole loop | wall s |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
-    base = {(r["model"], r["method"], r["threads_total"]): r["steady_tokens_per_s"] for r in rows
-            if r["setup"] == "plain"}
+    lines = [
+        "# Training throughput (CPU)",
+        "",
+        "`python bench/train_bench.py` (see its docstring for the setups). Machine: "
+        f"{rows[0]['machine']}. Every thresher row ran on a local Ray of 2 CPUs started once by the benchmark "
+        "(its start is not in `wall s`); plain rows ran in the benchmark's own process.",
+        "",
+        "| model | method | setup | processes x torch threads | tokens/s after step 1 | vs plain, same threads "
+        "| first step s | tokens/s, whole loop | wall s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    base = {
+        (r["model"], r["method"], r["threads_total"]): r["steady_tokens_per_s"] for r in rows if r["setup"] == "plain"
+    }
     for r in rows:
         ref = base.get((r["model"], r["method"], r["threads_total"]))
         ratio = f"{r['steady_tokens_per_s'] / ref:.2f}x" if ref and r["setup"] != "plain" else ""
-        lines.append(f"| {r['model']} | {r['method']} | {r['setup']} | {r['processes']} x {r['threads_per_process']} "
-                     f"| {r['steady_tokens_per_s']:,.0f} | {ratio} | {r['first_step_s']:.1f} "
-                     f"| {r['tokens_per_s']:,.0f} | {r['wall_s']:.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['setup']} | {r['processes']} x {r['threads_per_process']} "
+            f"| {r['steady_tokens_per_s']:,.0f} | {ratio} | {r['first_step_s']:.1f} "
+            f"| {r['tokens_per_s']:,.0f} | {r['wall_s']:.0f} |"
+        )
     settings = {(r["model"], r["steps"], r["batch"], r["seq"], r["records"]) for r in rows}
-    lines += ["", "Settings: " + "; ".join(f"{m}: {s} optimizer steps of {b} rows x {q} tokens per process, "
-                                          f"{n} curated GSM8K records" for m, s, b, q, n in sorted(settings)), ""]
+    lines += [
+        "",
+        "Settings: "
+        + "; ".join(
+            f"{m}: {s} optimizer steps of {b} rows x {q} tokens per process, {n} curated GSM8K records"
+            for m, s, b, q, n in sorted(settings)
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -169,15 +208,31 @@ def main() -> None:
                     out = tmp / f"{model_name}-{method}-{setup}-{n}"
                     cfg = train_config(model, data, method, steps, args, out, n if setup == "thresher" else 1)
                     result = plain(cfg, steps, n) if setup == "plain" else thresher(cfg, n)
-                    row = {"model": model_name, "method": method, "setup": setup, "processes": 1 if setup == "plain"
-                           else n, "threads_total": n, "steps": steps, "batch": args.batch, "seq": args.seq,
-                           "records": args.records, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-                           **result}
+                    row = {
+                        "model": model_name,
+                        "method": method,
+                        "setup": setup,
+                        "processes": 1 if setup == "plain" else n,
+                        "threads_total": n,
+                        "steps": steps,
+                        "batch": args.batch,
+                        "seq": args.seq,
+                        "records": args.records,
+                        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                        **result,
+                    }
                     print(json.dumps(row), flush=True)
-                    stored = [r for r in stored if (r["model"], r["method"], r["setup"], r["threads_total"])
-                              != (model_name, method, setup, n)] + [row]
-    order = {(m, k, s, n): i for i, (m, k, s, n) in enumerate(
-        (m, k, s, n) for m in ("tiny", "smollm2") for k in ("lora", "full") for s, n in SETUPS)}
+                    stored = [
+                        r
+                        for r in stored
+                        if (r["model"], r["method"], r["setup"], r["threads_total"]) != (model_name, method, setup, n)
+                    ] + [row]
+    order = {
+        (m, k, s, n): i
+        for i, (m, k, s, n) in enumerate(
+            (m, k, s, n) for m in ("tiny", "smollm2") for k in ("lora", "full") for s, n in SETUPS
+        )
+    }
     stored.sort(key=lambda r: order[(r["model"], r["method"], r["setup"], r["threads_total"])])
     (RESULTS / "train.json").write_text(json.dumps(stored, indent=1) + "\n")
     (RESULTS / "train.md").write_text(render(stored) + GPU_NOTE)

@@ -46,16 +46,40 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from train_overhead import METHODS, encoded_rows, plain_loop, thresher_config  # noqa: E402
 
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
-                    "A10G": 125.0, "A10": 125.0}
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 125.0,
+    "A10": 125.0,
+}
 TOKENS_PER_STEP = 16384  # per GPU: 16 rows of 1024 or 8 of 2048
-PRIORITY = [("llama-1b", "full", 2048), ("llama-1b", "full-liger-compile", 2048), ("smollm2-135m", "lora", 1024),
-            ("llama-1b", "lora", 2048), ("llama-1b", "qlora", 2048), ("llama-1b", "fsdp2", 2048),
-            ("llama-1b", "zero2", 2048), ("smollm2-135m", "full", 1024), ("smollm2-135m", "qlora", 1024),
-            ("smollm2-135m", "fsdp2", 1024), ("smollm2-135m", "zero2", 1024), ("llama-1b", "full", 1024),
-            ("llama-1b", "lora", 1024), ("smollm2-135m", "lora", 2048), ("smollm2-135m", "full", 2048),
-            ("llama-1b", "qlora", 1024), ("llama-1b", "fsdp2", 1024), ("llama-1b", "zero2", 1024),
-            ("smollm2-135m", "qlora", 2048), ("smollm2-135m", "fsdp2", 2048), ("smollm2-135m", "zero2", 2048)]
+PRIORITY = [
+    ("llama-1b", "full", 2048),
+    ("llama-1b", "full-liger-compile", 2048),
+    ("smollm2-135m", "lora", 1024),
+    ("llama-1b", "lora", 2048),
+    ("llama-1b", "qlora", 2048),
+    ("llama-1b", "fsdp2", 2048),
+    ("llama-1b", "zero2", 2048),
+    ("smollm2-135m", "full", 1024),
+    ("smollm2-135m", "qlora", 1024),
+    ("smollm2-135m", "fsdp2", 1024),
+    ("smollm2-135m", "zero2", 1024),
+    ("llama-1b", "full", 1024),
+    ("llama-1b", "lora", 1024),
+    ("smollm2-135m", "lora", 2048),
+    ("smollm2-135m", "full", 2048),
+    ("llama-1b", "qlora", 1024),
+    ("llama-1b", "fsdp2", 1024),
+    ("llama-1b", "zero2", 1024),
+    ("smollm2-135m", "qlora", 2048),
+    ("smollm2-135m", "fsdp2", 2048),
+    ("smollm2-135m", "zero2", 2048),
+]
 
 
 def peak_tflops(device: str, given: float | None) -> float | None:
@@ -80,8 +104,9 @@ def flops_per_token(folder: Path, method: str, seq: int) -> tuple[float, int]:
     return (6 if method == "full" else 4) * n + attention, n
 
 
-def train_row(model: Path, name: str, method_name: str, seq: int, data: Path, gpus: int, peak, steps: int,
-              out: Path) -> dict:
+def train_row(
+    model: Path, name: str, method_name: str, seq: int, data: Path, gpus: int, peak, steps: int, out: Path
+) -> dict:
     from thresher import train
 
     cfg = thresher_config(model, data, method_name, seq, TOKENS_PER_STEP // seq, steps, steps, True, out, workers=gpus)
@@ -90,13 +115,22 @@ def train_row(model: Path, name: str, method_name: str, seq: int, data: Path, gp
     wall = time.perf_counter() - wall
     per_gpu = metrics["tokens_per_s_after_first_step"] / gpus
     fpt, n = flops_per_token(model, cfg["method"], seq)
-    return {"model": name, "method": method_name, "seq": seq, "rows_per_step": TOKENS_PER_STEP // seq,
-            "steps": steps, "params_matmul": n, "tokens_per_s_per_gpu": per_gpu,
-            "mfu": per_gpu * fpt / (peak * 1e12) if peak else None,
-            "peak_gpu_memory_gb": metrics["peak_memory_bytes"] / 1e9,
-            "time_to_first_step_s": metrics["startup_seconds"].get("first_step"),
-            "startup_seconds": metrics["startup_seconds"], "wall_s": wall,
-            "final_loss": metrics["train_loss"][-1]["loss"], "quantized_layers": metrics["quantized_layers"]}
+    return {
+        "model": name,
+        "method": method_name,
+        "seq": seq,
+        "rows_per_step": TOKENS_PER_STEP // seq,
+        "steps": steps,
+        "params_matmul": n,
+        "tokens_per_s_per_gpu": per_gpu,
+        "mfu": per_gpu * fpt / (peak * 1e12) if peak else None,
+        "peak_gpu_memory_gb": metrics["peak_memory_bytes"] / 1e9,
+        "time_to_first_step_s": metrics["startup_seconds"].get("first_step"),
+        "startup_seconds": metrics["startup_seconds"],
+        "wall_s": wall,
+        "final_loss": metrics["train_loss"][-1]["loss"],
+        "quantized_layers": metrics["quantized_layers"],
+    }
 
 
 def plain_row(model: Path, method: str, seq: int, data: Path, peak, steps: int) -> dict:
@@ -104,30 +138,44 @@ def plain_row(model: Path, method: str, seq: int, data: Path, peak, steps: int) 
     result = plain_loop(model, method, encoded_rows(data, model, seq), TOKENS_PER_STEP // seq, steps, "cuda")
     steady = result["steady_tokens_per_s"]
     fpt, _ = flops_per_token(model, method, seq)
-    return {"tokens_per_s": steady, "mfu": steady * fpt / (peak * 1e12) if peak else None,
-            "peak_gpu_memory_gb": result["peak_memory_bytes"] / 1e9,
-            "time_to_first_step_s": result["startup_seconds"]["first_step"],
-            "startup_seconds": result["startup_seconds"], "mean_loss": result["mean_loss"], "wall_s": result["wall_s"]}
+    return {
+        "tokens_per_s": steady,
+        "mfu": steady * fpt / (peak * 1e12) if peak else None,
+        "peak_gpu_memory_gb": result["peak_memory_bytes"] / 1e9,
+        "time_to_first_step_s": result["startup_seconds"]["first_step"],
+        "startup_seconds": result["startup_seconds"],
+        "mean_loss": result["mean_loss"],
+        "wall_s": result["wall_s"],
+    }
 
 
 def eval_rows(model: Path, data: Path, out: Path) -> dict:
     import pyarrow.parquet as pq
     import torch
 
+    from thresher.evaluate.evaluation import main as evaluate
     from thresher.models.generation import BatchGenerator, Sampling
     from thresher.train.data import render_alpaca
-    from thresher.evaluate.evaluation import main as evaluate
 
     files = sorted(data.rglob("*.parquet"))
     records = pq.read_table(files).slice(0, 256).to_pylist()
     path = out / "eval.jsonl"
-    path.write_text("".join(json.dumps({"id": str(i), "instruction": r["instruction"], "input": r["input"],
-                                        "output": r["output"]}) + "\n" for i, r in enumerate(records)))
-    result = evaluate({"model": {"name_or_path": str(model), "dtype": "bfloat16"},
-                       "data": {"path": str(path), "format": "alpaca"},
-                       "generation": {"use_gpu": True, "batch_size": 64, "max_new_tokens": 128,
-                                      "backend": "transformers"},
-                       "metrics": ["exact_match"], "output": {"path": str(out / "eval")}})
+    path.write_text(
+        "".join(
+            json.dumps({"id": str(i), "instruction": r["instruction"], "input": r["input"], "output": r["output"]})
+            + "\n"
+            for i, r in enumerate(records)
+        )
+    )
+    result = evaluate(
+        {
+            "model": {"name_or_path": str(model), "dtype": "bfloat16"},
+            "data": {"path": str(path), "format": "alpaca"},
+            "generation": {"use_gpu": True, "batch_size": 64, "max_new_tokens": 128, "backend": "transformers"},
+            "metrics": ["exact_match"],
+            "output": {"path": str(out / "eval")},
+        }
+    )
     generator = BatchGenerator.load(str(model), dtype="bfloat16", backend="transformers", use_gpu=True)
     prompts = generator.encode([render_alpaca(r["instruction"], r["input"], "")[0] for r in records[:64]], chat=False)
     sampling = Sampling(max_new_tokens=128)
@@ -138,9 +186,14 @@ def eval_rows(model: Path, data: Path, out: Path) -> dict:
     torch.cuda.synchronize()
     seconds = time.perf_counter() - at
     steady = sum(len(generator.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) / seconds
-    return {"rows": result["rows"], "new_tokens": result["new_tokens"],
-            "generation_seconds": result["generation_seconds"], "new_tokens_per_s": result["new_tokens_per_s"],
-            "steady_new_tokens_per_s_batch64": steady, "steady_batch_seconds": seconds}
+    return {
+        "rows": result["rows"],
+        "new_tokens": result["new_tokens"],
+        "generation_seconds": result["generation_seconds"],
+        "new_tokens_per_s": result["new_tokens_per_s"],
+        "steady_new_tokens_per_s_batch64": steady,
+        "steady_batch_seconds": seconds,
+    }
 
 
 def embed_rows(model: Path, data: Path) -> list[dict]:
@@ -150,8 +203,10 @@ def embed_rows(model: Path, data: Path) -> list[dict]:
     from thresher.models.encoders import SentenceEncoder
 
     table = pq.read_table(sorted(data.rglob("*.parquet")), columns=["instruction", "output"]).to_pylist()
-    texts = [(a["instruction"] + " " + a["output"] + " " + b["instruction"] + " " + b["output"])
-             for a, b in zip(table[0::2], table[1::2])]
+    texts = [
+        (a["instruction"] + " " + a["output"] + " " + b["instruction"] + " " + b["output"])
+        for a, b in zip(table[0::2], table[1::2])
+    ]
     texts = (texts * (1 + 20000 // len(texts)))[:20000]
     rows = []
     for dtype in ("float32", "bfloat16"):
@@ -164,25 +219,38 @@ def embed_rows(model: Path, data: Path) -> list[dict]:
         encoder.encode(texts)
         torch.cuda.synchronize()
         seconds = time.perf_counter() - at
-        rows.append({"dtype": dtype, "documents": len(texts), "mean_tokens": tokens, "seconds": seconds,
-                     "documents_per_s": len(texts) / seconds})
+        rows.append(
+            {
+                "dtype": dtype,
+                "documents": len(texts),
+                "mean_tokens": tokens,
+                "seconds": seconds,
+                "documents_per_s": len(texts) / seconds,
+            }
+        )
     return rows
 
 
 def render(result: dict, command: str) -> str:
     env = result["environment"]
-    lines = ["# thresher on a GPU", "",
-             f"`{command}` on {env['gpus']} x {env['device']} ({env['cpus']} CPU cores), torch {env['torch']}, "
-             f"transformers {env['transformers']}, peft {env['peft']}, Ray {env['ray']}; peak bf16 "
-             f"{env['peak_tflops']} TFLOP/s per GPU. Installed: flash-attn {env['flash_attn']}, Liger kernels "
-             f"{env['liger_kernel']}, vLLM {env['vllm']} (attention: PyTorch SDPA). Random-weight models of real "
-             "architectures; data: curated GSM8K, packed; 16,384 tokens per GPU per step, bfloat16.", "",
-             "## Training (`thresher train`, one Ray Train worker per GPU, beside the plain loop on one GPU)", "",
-             "Each cell with two figures: thresher, plain. Startup points: seconds from the call (`startup_seconds`; "
-             "plain: model loaded, first step done).", "",
-             "| model | method | seq | tokens/s per GPU | thresher / plain | MFU | peak GPU memory GB | "
-             "time to first step s | worker started s | model loaded s | engine ready s | first batch s | wall s |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# thresher on a GPU",
+        "",
+        f"`{command}` on {env['gpus']} x {env['device']} ({env['cpus']} CPU cores), torch {env['torch']}, "
+        f"transformers {env['transformers']}, peft {env['peft']}, Ray {env['ray']}; peak bf16 "
+        f"{env['peak_tflops']} TFLOP/s per GPU. Installed: flash-attn {env['flash_attn']}, Liger kernels "
+        f"{env['liger_kernel']}, vLLM {env['vllm']} (attention: PyTorch SDPA). Random-weight models of real "
+        "architectures; data: curated GSM8K, packed; 16,384 tokens per GPU per step, bfloat16.",
+        "",
+        "## Training (`thresher train`, one Ray Train worker per GPU, beside the plain loop on one GPU)",
+        "",
+        "Each cell with two figures: thresher, plain. Startup points: seconds from the call (`startup_seconds`; "
+        "plain: model loaded, first step done).",
+        "",
+        "| model | method | seq | tokens/s per GPU | thresher / plain | MFU | peak GPU memory GB | "
+        "time to first step s | worker started s | model loaded s | engine ready s | first batch s | wall s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
 
     def pair(a: dict, b: dict, key: str, spec: str) -> str:
         return ", ".join("n/a" if x.get(key) is None else format(x[key], spec) for x in (a, b))
@@ -190,35 +258,63 @@ def render(result: dict, command: str) -> str:
     for r in result["train"]:
         p = r.get("plain") or {}
         if "error" in r or "error" in p:
-            lines.append(f"| {r['model']} | {r['method']} | {r['seq']} | failed: "
-                         f"{(r.get('error') or 'plain: ' + p['error'])[:160]} ||||||||||")
+            lines.append(
+                f"| {r['model']} | {r['method']} | {r['seq']} | failed: "
+                f"{(r.get('error') or 'plain: ' + p['error'])[:160]} ||||||||||"
+            )
             continue
         s, ps = r["startup_seconds"], p.get("startup_seconds", {})
-        t = {"tokens": r["tokens_per_s_per_gpu"], "mfu": r["mfu"], "memory": r["peak_gpu_memory_gb"],
-             "first": r["time_to_first_step_s"], "loaded": s.get("model_loaded"), "wall": r["wall_s"]}
-        q = {"tokens": p.get("tokens_per_s"), "mfu": p.get("mfu"), "memory": p.get("peak_gpu_memory_gb"),
-             "first": p.get("time_to_first_step_s"), "loaded": ps.get("model_loaded"), "wall": p.get("wall_s")}
+        t = {
+            "tokens": r["tokens_per_s_per_gpu"],
+            "mfu": r["mfu"],
+            "memory": r["peak_gpu_memory_gb"],
+            "first": r["time_to_first_step_s"],
+            "loaded": s.get("model_loaded"),
+            "wall": r["wall_s"],
+        }
+        q = {
+            "tokens": p.get("tokens_per_s"),
+            "mfu": p.get("mfu"),
+            "memory": p.get("peak_gpu_memory_gb"),
+            "first": p.get("time_to_first_step_s"),
+            "loaded": ps.get("model_loaded"),
+            "wall": p.get("wall_s"),
+        }
         ratio = f"{t['tokens'] / q['tokens']:.2f}" if q["tokens"] else "n/a"
-        lines.append(f"| {r['model']} | {r['method']} | {r['seq']} | {pair(t, q, 'tokens', ',.0f')} | {ratio} | "
-                     f"{pair(t, q, 'mfu', '.1%')} | {pair(t, q, 'memory', '.1f')} | {pair(t, q, 'first', '.1f')} | "
-                     f"{s.get('worker_started', 0):.1f} | {pair(t, q, 'loaded', '.1f')} | "
-                     f"{s.get('engine_ready', 0):.1f} | {s.get('first_batch', 0):.1f} | {pair(t, q, 'wall', '.0f')} |")
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['seq']} | {pair(t, q, 'tokens', ',.0f')} | {ratio} | "
+            f"{pair(t, q, 'mfu', '.1%')} | {pair(t, q, 'memory', '.1f')} | {pair(t, q, 'first', '.1f')} | "
+            f"{s.get('worker_started', 0):.1f} | {pair(t, q, 'loaded', '.1f')} | "
+            f"{s.get('engine_ready', 0):.1f} | {s.get('first_batch', 0):.1f} | {pair(t, q, 'wall', '.0f')} |"
+        )
     if result["skipped"]:
-        lines += ["", "Not run within the time budget: " + ", ".join(f"{m} {k} {q}" for m, k, q in result["skipped"])
-                  + "."]
+        lines += [
+            "",
+            "Not run within the time budget: " + ", ".join(f"{m} {k} {q}" for m, k, q in result["skipped"]) + ".",
+        ]
     e = result.get("eval")
     if e:
-        lines += ["", "## Generation (`thresher eval`, transformers, SmolLM2-135M architecture)", "",
-                  f"{e['rows']} prompts x 128 new tokens at batch 64: {e['new_tokens']:,} new tokens in "
-                  f"{e['generation_seconds']:.1f} s of the generate phase (Ray Data actor start and model load "
-                  f"included) = {e['new_tokens_per_s']:,.0f} new tokens/s. One batch of 64 in one process, steady: "
-                  f"{e['steady_new_tokens_per_s_batch64']:,.0f} new tokens/s ({e['steady_batch_seconds']:.2f} s)."]
+        lines += [
+            "",
+            "## Generation (`thresher eval`, transformers, SmolLM2-135M architecture)",
+            "",
+            f"{e['rows']} prompts x 128 new tokens at batch 64: {e['new_tokens']:,} new tokens in "
+            f"{e['generation_seconds']:.1f} s of the generate phase (Ray Data actor start and model load "
+            f"included) = {e['new_tokens_per_s']:,.0f} new tokens/s. One batch of 64 in one process, steady: "
+            f"{e['steady_new_tokens_per_s_batch64']:,.0f} new tokens/s ({e['steady_batch_seconds']:.2f} s).",
+        ]
     if result.get("embed"):
-        lines += ["", "## Embedding (all-MiniLM-L6-v2 architecture, the encoder alone in one process)", "",
-                  "| dtype | documents | mean tokens | documents/s |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Embedding (all-MiniLM-L6-v2 architecture, the encoder alone in one process)",
+            "",
+            "| dtype | documents | mean tokens | documents/s |",
+            "|---|---:|---:|---:|",
+        ]
         for r in result["embed"]:
-            lines.append(f"| {r['dtype']} | {r['documents']:,} | {r['mean_tokens']:.0f} | "
-                         f"{r['documents_per_s']:,.0f} |")
+            lines.append(
+                f"| {r['dtype']} | {r['documents']:,} | {r['mean_tokens']:.0f} | {r['documents_per_s']:,.0f} |"
+            )
     for name, error in result.get("errors", {}).items():
         lines += ["", f"{name} failed: {error}"]
     return "\n".join(lines) + "\n"
@@ -228,11 +324,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="curated GSM8K in alpaca format (a data/<split> folder)")
     p.add_argument("--models", type=Path, help="where the random-weight models are made (default: a temporary folder)")
-    p.add_argument("--budget-s", type=float, default=240, help=(
-        "start no training row that would end after this many seconds (taking the longest row so far as its length)"))
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=240,
+        help=(
+            "start no training row that would end after this many seconds (taking the longest row so far as its length)"
+        ),
+    )
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--parts", nargs="*", choices=["eval", "embed"], default=["eval", "embed"],
-                   help="measured before the training rows (--parts with none of them: training only)")
+    p.add_argument(
+        "--parts",
+        nargs="*",
+        choices=["eval", "embed"],
+        default=["eval", "embed"],
+        help="measured before the training rows (--parts with none of them: training only)",
+    )
     p.add_argument("--only", nargs="*", help="model:method:seq entries to run instead of the priority list")
     p.add_argument("--peak-tflops", type=float)
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/train_gpu.md")
@@ -244,24 +351,39 @@ def main() -> None:
     import torch
     import transformers
 
-    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
     from testkit.gpu_models import random_model
+    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
 
     if not torch.cuda.is_available():
-        raise SystemExit("train_gpu.py needs a CUDA GPU; this machine has none (bench/train_bench.py and "
-                         "bench/train_overhead.py measure CPUs)")
+        raise SystemExit(
+            "train_gpu.py needs a CUDA GPU; this machine has none (bench/train_bench.py and "
+            "bench/train_overhead.py measure CPUs)"
+        )
     started = time.perf_counter()
     gpus, device = torch.cuda.device_count(), torch.cuda.get_device_name(0)
     peak = peak_tflops(device, args.peak_tflops)
-    env = {"device": device, "gpus": gpus, "cpus": os.cpu_count(), "peak_tflops": peak, "torch": torch.__version__,
-           "transformers": transformers.__version__, "peft": peft.__version__, "ray": ray.__version__,
-           "python": platform.python_version(),
-           **{m: importlib.util.find_spec(m) is not None for m in ("flash_attn", "liger_kernel", "vllm")}}
+    env = {
+        "device": device,
+        "gpus": gpus,
+        "cpus": os.cpu_count(),
+        "peak_tflops": peak,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "ray": ray.__version__,
+        "python": platform.python_version(),
+        **{m: importlib.util.find_spec(m) is not None for m in ("flash_attn", "liger_kernel", "vllm")},
+    }
     result = {"command": command, "environment": env, "train": [], "skipped": [], "errors": {}}
-    configs = [tuple(int(x) if x.isdigit() else x for x in o.split(":")) for o in args.only] if args.only \
-        else PRIORITY
-    ray.init(address="local", num_gpus=gpus, include_dashboard=False, configure_logging=False, log_to_driver=False,
-             _system_config=EMBEDDED_SYSTEM_CONFIG)
+    configs = [tuple(int(x) if x.isdigit() else x for x in o.split(":")) for o in args.only] if args.only else PRIORITY
+    ray.init(
+        address="local",
+        num_gpus=gpus,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+        _system_config=EMBEDDED_SYSTEM_CONFIG,
+    )
 
     def save() -> None:  # after every measurement: a run stopped by a time limit keeps what it measured
         result["wall_s"] = time.perf_counter() - started
@@ -271,8 +393,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         models = args.models or Path(tmp) / "models"
-        parts = (("eval", lambda: eval_rows(random_model("smollm2-135m", models), args.data, Path(tmp))),
-                 ("embed", lambda: embed_rows(random_model("minilm", models), args.data)))
+        parts = (
+            ("eval", lambda: eval_rows(random_model("smollm2-135m", models), args.data, Path(tmp))),
+            ("embed", lambda: embed_rows(random_model("minilm", models), args.data)),
+        )
         for part, measure in ((name, measure) for name, measure in parts if name in args.parts):
             try:
                 result[part] = measure()
@@ -307,6 +431,7 @@ def main() -> None:
     ray.shutdown()
     save()
     print(render(result, command))
+
 
 if __name__ == "__main__":
     main()

@@ -43,8 +43,9 @@ def main() -> None:
     p.add_argument("--config", default=CONFIG)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed on to thresher tune")
     p.add_argument("--input", help="curate this JSONL file instead of the example's input")
-    p.add_argument("--results", default=str(ROOT / "bench/results/tune"),
-                   help="path of the .md and .json, less the suffix")
+    p.add_argument(
+        "--results", default=str(ROOT / "bench/results/tune"), help="path of the .md and .json, less the suffix"
+    )
     args = p.parse_args()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
 
@@ -63,8 +64,13 @@ def main() -> None:
     output = next((kv.split("=", 1)[1] for kv in args.set if kv.startswith("output.path=")), config["output"]["path"])
     tuned = json.loads((ROOT / output / "tune.json").read_text())
     load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]}
-    result = {"command": shown, "wall_seconds": round(wall, 1), "cpus": os.cpu_count(), "load_average": load,
-              "tune": tuned}
+    result = {
+        "command": shown,
+        "wall_seconds": round(wall, 1),
+        "cpus": os.cpu_count(),
+        "load_average": load,
+        "tune": tuned,
+    }
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
@@ -79,7 +85,8 @@ def main() -> None:
         f"{''.join(' --set ' + kv for kv in args.set)}`: {wall:.0f} s wall on {os.cpu_count()} CPUs, load average "
         f"{', '.join(f'{x:.2f}' for x in load_before)} before and {', '.join(f'{x:.2f}' for x in load_after)} after. "
         f"Best: trial {best['id']}, {tuned['metric']} {best['value']:.4g} with {json.dumps(best['params'])}.\n\n"
-        + render_markdown(tuned))
+        + render_markdown(tuned)
+    )
     print(f"wrote {results.with_suffix('.md')} and {results.with_suffix('.json')}")
 
 

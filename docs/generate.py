@@ -1,7 +1,7 @@
 """Writes the generated parts of the documentation from the code, so that they cannot drift from it.
 
 * ``docs/stages/<name>.md``, one page per curation stage, and ``docs/stages/README.md``: generated whole, from each
-  stage's module docstring and config model (``thresher.reference.stage_markdown``), with a YAML example: the
+  stage's module docstring and config model (``thresher.config_docs.stage_markdown``), with a YAML example: the
   stage's first use with options in ``examples/*.yaml`` (with its comments), else one written below (``EXAMPLES``),
   else the stage with its defaults.
 * The key tables of ``docs/config/*.md`` and the report sections of ``docs/outputs.md``: the text between
@@ -26,10 +26,10 @@ DOCS = ROOT / "docs"
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from thresher import reference  # noqa: E402
+from thresher import config_docs  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- BEGIN GENERATED: ([^>]+?) -->\n)(.*?)(<!-- END GENERATED -->)", re.S)
-CONFIG_PAGES = {kind: DOCS / "config" / f"{kind}.md" for kind in reference.KINDS}
+CONFIG_PAGES = {kind: DOCS / "config" / f"{kind}.md" for kind in config_docs.KINDS}
 BLOCK_PAGES = [*CONFIG_PAGES.values(), DOCS / "outputs.md"]
 
 # Examples of the stages that no file in examples/ uses with options (each validated by tests/test_docs.py).
@@ -92,7 +92,7 @@ def stage_example(name: str) -> str | None:
                 continue
             indent = len(m.group(1))
             entry = [line]
-            for following in lines[i + 1:]:
+            for following in lines[i + 1 :]:
                 if following.strip() and len(following) - len(following.lstrip()) <= indent:
                     break
                 entry.append(following)
@@ -106,24 +106,24 @@ def stage_example(name: str) -> str | None:
 def _has_block(lines: list[str], i: int) -> bool:
     """Whether the stage entry at line ``i`` continues on the next lines (a block of options)."""
     indent = len(lines[i]) - len(lines[i].lstrip())
-    following = next((line for line in lines[i + 1:] if line.strip()), "")
+    following = next((line for line in lines[i + 1 :] if line.strip()), "")
     return len(following) - len(following.lstrip()) > indent + 2
 
 
 def stage_pages() -> dict[Path, str]:
     """Every generated stage page, by path."""
-    pages = {DOCS / "stages" / "README.md": reference.stages_index_markdown()}
-    for name in reference._stages():
-        pages[DOCS / "stages" / f"{name}.md"] = reference.stage_markdown(name, stage_example(name))
+    pages = {DOCS / "stages" / "README.md": config_docs.stages_index_markdown()}
+    for name in config_docs._stages():
+        pages[DOCS / "stages" / f"{name}.md"] = config_docs.stage_markdown(name, stage_example(name))
     return pages
 
 
 def block(what: str) -> str:
     """The generated text of one block."""
     if what == "report sections":
-        return reference.report_sections_markdown()
+        return config_docs.report_sections_markdown()
     kind, section = what.split()
-    return reference.config_section_markdown(kind, section)
+    return config_docs.config_section_markdown(kind, section)
 
 
 def fill(text: str) -> str:

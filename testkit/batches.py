@@ -11,8 +11,15 @@ from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, Ma
 def batch(texts: list[str]) -> pd.DataFrame:
     """Live records with ids ``0..n-1`` and ``texts`` in ``text``, none rejected yet."""
     n = len(texts)
-    return pd.DataFrame({"id": [str(i) for i in range(n)], "text": texts, REJECT_STAGE: [None] * n,
-                         REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n})
+    return pd.DataFrame(
+        {
+            "id": [str(i) for i in range(n)],
+            "text": texts,
+            REJECT_STAGE: [None] * n,
+            REJECT_REASON: [None] * n,
+            REJECT_DETAIL: [None] * n,
+        }
+    )
 
 
 class TextDtype(MapStage):

@@ -14,8 +14,21 @@ import sys
 import torch
 from torch.overrides import TorchFunctionMode
 
-FACTORIES = {torch.zeros, torch.ones, torch.empty, torch.full, torch.tensor, torch.arange, torch.rand, torch.randn,
-             torch.randint, torch.eye, torch.linspace, torch.as_tensor, torch.from_numpy}
+FACTORIES = {
+    torch.zeros,
+    torch.ones,
+    torch.empty,
+    torch.full,
+    torch.tensor,
+    torch.arange,
+    torch.rand,
+    torch.randn,
+    torch.randint,
+    torch.eye,
+    torch.linspace,
+    torch.as_tensor,
+    torch.from_numpy,
+}
 DISPATCH = ("torch.overrides", "torch.utils._python_dispatch")  # between the caller and this mode
 PACKAGES = ("thresher.",)  # thresher's code; torch, transformers, peft are not
 

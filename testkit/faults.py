@@ -52,8 +52,13 @@ class AfterCheckpoint(threading.Thread):
     """In the background: once ``checkpoint`` (e.g. ``step-00000002``) is the latest registered in ``run_dir``,
     run ``action`` (default: SIGKILL one Ray Train worker) once; ``done`` is what it returned."""
 
-    def __init__(self, run_dir: str | Path, checkpoint: str, action: Callable[[], str] = kill_a_train_worker,
-                 timeout: float = 900):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        checkpoint: str,
+        action: Callable[[], str] = kill_a_train_worker,
+        timeout: float = 900,
+    ):
         super().__init__(daemon=True)
         self.run_dir, self.checkpoint, self.action, self.timeout = str(run_dir), checkpoint, action, timeout
         self.done: str | None = None
@@ -86,8 +91,10 @@ class AfterCheckpoint(threading.Thread):
         if self.error:
             raise self.error
         if self.done is None:
-            raise AssertionError(f"checkpoint {self.checkpoint} was never the latest in {self.run_dir} (seen: "
-                                 f"{self.seen}; last read error: {self.last_read_error!r})")
+            raise AssertionError(
+                f"checkpoint {self.checkpoint} was never the latest in {self.run_dir} (seen: "
+                f"{self.seen}; last read error: {self.last_read_error!r})"
+            )
         return self.done
 
 

@@ -46,7 +46,7 @@ class CuttableLink:
         try:
             while data := src.recv(65536):
                 if limit is not None and sent + len(data) > limit:
-                    dst.sendall(data[:limit - sent])
+                    dst.sendall(data[: limit - sent])
                     break
                 dst.sendall(data)
                 sent += len(data)

@@ -47,8 +47,11 @@ class RayHead:
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
         # The nodes get no AWS settings: a job reaches S3 with what its submitter passes (thresher submit).
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith("AWS_") and k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("AWS_") and k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+        }
         self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
         self.procs: list[subprocess.Popen] = []
         self.temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: Ray's socket paths live under it
@@ -66,18 +69,37 @@ class RayHead:
         log = open(self.tmp / f"{name}.log", "wb")
         # Each node's dashboard agent gets its own port: the default (52365) is taken by any other Ray on the
         # machine, and a head whose agent cannot listen refuses Jobs API submissions.
-        args = [*args, f"--node-ip-address={self.NODE_IP}", f"--dashboard-agent-listen-port={free_port()}",
-                f"--temp-dir={self.temp_dir}", "--disable-usage-stats"]
-        p = subprocess.Popen([self.ray_bin, "start", "--block", *args], env={**self.env, **(env or {})},
-                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        args = [
+            *args,
+            f"--node-ip-address={self.NODE_IP}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats",
+        ]
+        p = subprocess.Popen(
+            [self.ray_bin, "start", "--block", *args],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append(p)
         return p
 
     def start_head(self, num_cpus: int = 1) -> None:
         # The head stops at once when told (no 30 s drain): nothing runs on it after the tests.
-        self._start(["--head", f"--port={self.gcs_port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                     f"--dashboard-port={self.dashboard_port}", f"--num-cpus={num_cpus}"], "head",
-                    env={"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})
+        self._start(
+            [
+                "--head",
+                f"--port={self.gcs_port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--num-cpus={num_cpus}",
+            ],
+            "head",
+            env={"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
+        )
         _wait_for_port(self.gcs_port, self.NODE_IP)
         _wait_for_port(self.dashboard_port, timeout=120)
         self.wait_for_nodes(1)
@@ -86,8 +108,9 @@ class RayHead:
         """Alive nodes, from the dashboard's state API (with the token)."""
         import requests
 
-        r = requests.get(f"{self.dashboard_url}/api/v0/nodes", headers={"Authorization": f"Bearer {self.token}"},
-                         timeout=10)
+        r = requests.get(
+            f"{self.dashboard_url}/api/v0/nodes", headers={"Authorization": f"Bearer {self.token}"}, timeout=10
+        )
         r.raise_for_status()
         return sum(n["state"] == "ALIVE" for n in r.json()["data"]["result"]["result"])
 

@@ -15,8 +15,11 @@ from thresher.curate.runner import run
 
 def curate(tmp_path: Path, paths, stages=None, **input_opts) -> tuple[dict, Path]:
     out = tmp_path / "out"
-    cfg = {"input": {"paths": [str(p) for p in paths], **input_opts}, "output": {"path": str(out)},
-           "stages": stages or []}
+    cfg = {
+        "input": {"paths": [str(p) for p in paths], **input_opts},
+        "output": {"path": str(out)},
+        "stages": stages or [],
+    }
     return run(parse_config(cfg)), out
 
 
@@ -29,7 +32,11 @@ def assert_accounting(manifest: dict, out: Path) -> None:
     c = manifest["counts"]
     assert c["input"] + c["generated"] == c["output"] + c["rejected"]
     kept = sum(pq.read_metadata(f).num_rows for f in (out / "data").rglob("*.parquet"))
-    rejected = sum(pq.read_metadata(f).num_rows for f in (out / "rejects").rglob("*.parquet")) if (out / "rejects").exists() else 0
+    rejected = (
+        sum(pq.read_metadata(f).num_rows for f in (out / "rejects").rglob("*.parquet"))
+        if (out / "rejects").exists()
+        else 0
+    )
     assert (kept, rejected) == (c["output"], c["rejected"])
     prev_out = c["input"]
     for stage, s in c["by_stage"].items():

@@ -16,8 +16,14 @@ def main() -> int:
     from thresher.cli import main as thresher
     from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
-             _system_config=EMBEDDED_SYSTEM_CONFIG)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+        _system_config=EMBEDDED_SYSTEM_CONFIG,
+    )
     for argv in json.loads(sys.argv[1]):
         print(f"$ {' '.join(argv)}", file=sys.stderr, flush=True)
         code = subprocess.run([sys.executable, *argv[1:]]).returncode if argv[0] == "python" else thresher(argv[1:])

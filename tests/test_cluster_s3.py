@@ -12,20 +12,28 @@ import boto3
 import pytest
 import yaml
 
-from thresher.core.config import ConfigError
-from thresher.core.storage import Storage, require_complete_run
-from thresher.curate.config import parse_config
-from thresher.curate.commit import load_manifest
-from thresher.curate.runner import run
+from testkit.links import CuttableLink, FlakyLink
 from tests.conftest import S3_PORT, data_path, run_cli
 from tests.samples import c4_docs
-from testkit.links import CuttableLink, FlakyLink
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage, require_complete_run
+from thresher.curate.commit import load_manifest
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
 
 
 def _config(tmp_path, inp, out, **extra) -> str:
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({"input": {"paths": [str(inp)]}, "output": {"path": str(out)},
-                                    "stages": [{"normalize": {}}, {"pii": {}}], **extra}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "input": {"paths": [str(inp)]},
+                "output": {"path": str(out)},
+                "stages": [{"normalize": {}}, {"pii": {}}],
+                **extra,
+            }
+        )
+    )
     return str(path)
 
 
@@ -46,8 +54,14 @@ def test_curate_runs_unchanged_on_a_cluster_given_by_address(ray_head, tmp_path)
 
 def test_a_cluster_with_token_auth_refuses_a_client_without_the_token(ray_head, tmp_path):
     cfg = _config(tmp_path, data_path("web/c4_demo.jsonl"), tmp_path / "out")
-    res = run_cli("curate", cfg, "--address", ray_head.address,
-                  env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong-token-0000"}, timeout=300)
+    res = run_cli(
+        "curate",
+        cfg,
+        "--address",
+        ray_head.address,
+        env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong-token-0000"},
+        timeout=300,
+    )
     assert res.returncode == 1
     assert not (tmp_path / "out" / "manifest.json").exists()
 
@@ -60,8 +74,15 @@ def _upload(bucket: str, key: str, path) -> str:
 def test_curation_reads_and_writes_s3(ray_local, s3_bucket):
     src = _upload(s3_bucket, "raw/c4/part-0.jsonl", data_path("web/c4_demo.jsonl"))
     out = f"s3://{s3_bucket}/curated/run1"
-    manifest = run(parse_config({"input": {"paths": [f"s3://{s3_bucket}/raw/c4/"]}, "output": {"path": out},
-                                 "stages": [{"normalize": {}}, {"pii": {}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [f"s3://{s3_bucket}/raw/c4/"]},
+                "output": {"path": out},
+                "stages": [{"normalize": {}}, {"pii": {}}],
+            }
+        )
+    )
     assert src.endswith("part-0.jsonl")
     s3 = boto3.client("s3")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket, Prefix="curated/run1/")["Contents"]}
@@ -85,8 +106,11 @@ def test_storage_block_names_the_endpoint_and_incomplete_runs_are_refused(ray_lo
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     endpoint = f"http://127.0.0.1:{S3_PORT}"
     boto3.client("s3", endpoint_url=endpoint).upload_file(str(data_path("web/c4_demo.jsonl")), s3_bucket, "in/a.jsonl")
-    cfg = {"input": {"paths": [f"s3://{s3_bucket}/in/a.jsonl"]}, "output": {"path": f"s3://{s3_bucket}/o"},
-           "storage": {"endpoint_url": endpoint}}
+    cfg = {
+        "input": {"paths": [f"s3://{s3_bucket}/in/a.jsonl"]},
+        "output": {"path": f"s3://{s3_bucket}/o"},
+        "storage": {"endpoint_url": endpoint},
+    }
     manifest = run(parse_config(cfg))
     assert manifest["counts"]["output"] == 300
     storage = Storage.from_options(parse_config(cfg).storage)
@@ -119,9 +143,14 @@ def test_s3_endpoint_going_away_mid_run_fails_without_manifest_and_the_rerun_res
     docs = c4_docs()
     src = tmp_path / "big.jsonl"
     src.write_text("".join(json.dumps({"text": d["text"] + f" {c}"}) + "\n" for c in range(4) for d in docs))
-    cfg = parse_config({"input": {"paths": [str(src)], "block_bytes": 64 << 10},
-                        "output": {"path": f"s3://{s3_bucket}/out"}, "stages": [{"normalize": {}}, {"pii": {}}],
-                        "storage": {"endpoint_url": f"http://127.0.0.1:{link.port}"}})
+    cfg = parse_config(
+        {
+            "input": {"paths": [str(src)], "block_bytes": 64 << 10},
+            "output": {"path": f"s3://{s3_bucket}/out"},
+            "stages": [{"normalize": {}}, {"pii": {}}],
+            "storage": {"endpoint_url": f"http://127.0.0.1:{link.port}"},
+        }
+    )
     s3 = boto3.client("s3")  # straight to the server, never through the link
 
     def keys() -> list[str]:
@@ -130,8 +159,8 @@ def test_s3_endpoint_going_away_mid_run_fails_without_manifest_and_the_rerun_res
     def cut_once_a_read_task_is_written() -> None:
         while True:
             names = [k.rsplit("/", 1)[-1] for k in keys() if "/_progress/" in k]
-            read = {n[len("read-"):][:6] for n in names if n.startswith("read-")}
-            if read & {n[len("write-s0-"):][:6] for n in names if n.startswith("write-s0-")}:
+            read = {n[len("read-") :][:6] for n in names if n.startswith("read-")}
+            if read & {n[len("write-s0-") :][:6] for n in names if n.startswith("write-s0-")}:
                 return link.cut()
             time.sleep(0.05)
 
@@ -157,21 +186,28 @@ def test_s3_endpoint_going_away_mid_run_fails_without_manifest_and_the_rerun_res
 def _input_through(link, s3_bucket: str, tmp_path, name: str) -> tuple[dict, Path]:
     """A 400 KB JSON Lines file in the bucket, read through ``link`` as 64 KB ranges; the output is local."""
     s3 = boto3.client("s3")
-    lines = [json.dumps({"id": str(i), "text": f"record {i} " + "lorem ipsum dolor sit amet " * 20}) for i in range(700)]
+    lines = [
+        json.dumps({"id": str(i), "text": f"record {i} " + "lorem ipsum dolor sit amet " * 20}) for i in range(700)
+    ]
     s3.put_object(Bucket=s3_bucket, Key=f"{name}.jsonl", Body=("\n".join(lines) + "\n").encode())
     out = tmp_path / name
-    cfg = {"input": {"paths": [f"s3://{s3_bucket}/{name}.jsonl"], "block_bytes": 64 << 10},
-           "output": {"path": str(out)}, "stages": [{"normalize": {}}],
-           "storage": {"endpoint_url": f"http://127.0.0.1:{link.port}"}}
+    cfg = {
+        "input": {"paths": [f"s3://{s3_bucket}/{name}.jsonl"], "block_bytes": 64 << 10},
+        "output": {"path": str(out)},
+        "stages": [{"normalize": {}}],
+        "storage": {"endpoint_url": f"http://127.0.0.1:{link.port}"},
+    }
     return cfg, out
 
 
 def _arm_once_planned(link, out, failures: int) -> None:
     """Arm ``link`` once the run has planned its reads (the driver's own sampling read is not cut)."""
+
     def arm() -> None:
         while not (out / "_progress" / "run.json").exists():
             time.sleep(0.01)
         link.arm(failures)
+
     threading.Thread(target=arm, daemon=True).start()
 
 
@@ -192,7 +228,7 @@ def test_a_connection_lost_while_reading_is_retried_to_the_clean_result(ray_loca
 def test_a_read_that_keeps_failing_fails_the_run_without_a_manifest(ray_local, s3_bucket, tmp_path):
     link = FlakyLink(S3_PORT)
     cfg, out = _input_through(link, s3_bucket, tmp_path, "broken")
-    _arm_once_planned(link, out, failures=10 ** 6)
+    _arm_once_planned(link, out, failures=10**6)
     from thresher.curate.runner import RunFailed
 
     with pytest.raises(RunFailed, match="(?i)network|connection|curl|AWS Error"):

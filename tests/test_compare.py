@@ -17,13 +17,13 @@ import pytest
 import torch
 import yaml
 
+from testkit.tiny_llama import build_tiny_llama
+from tests.conftest import ROOT, data_path
 from thresher.cli import main as cli
 from thresher.core.lineage import config_hash, data_lineage
 from thresher.core.storage import Storage
-from testkit.tiny_llama import build_tiny_llama
-from tests.conftest import ROOT, data_path
-from thresher.train.data import IGNORE, Encoding, encode_batch, render_alpaca
 from thresher.evaluate.scoring import extract_answer
+from thresher.train.data import IGNORE, Encoding, encode_batch, render_alpaca
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +34,22 @@ def curated(ray_local, tmp_path_factory) -> Path:
     from thresher.curate.runner import run
 
     tmp = tmp_path_factory.mktemp("compare")
-    (tmp / "gsm8k.jsonl").write_text("".join(data_path("examples/data/gsm8k_train.jsonl").read_text().splitlines(True)[:40]))
-    run(parse_config({"input": {"paths": [str(tmp / "gsm8k.jsonl")], "text_field": "question"},
-                      "output": {"path": str(tmp / "curated")},
-                      "stages": [{"curriculum": {"signals": {"length": 1}}},
-                                 {"split": {"ratios": {"train": 0.6, "validation": 0.2, "test": 0.2}, "seed": 0}},
-                                 {"format": {"template": "alpaca",
-                                             "mapping": {"instruction": "question", "output": "answer"}}}]}))
+    (tmp / "gsm8k.jsonl").write_text(
+        "".join(data_path("examples/data/gsm8k_train.jsonl").read_text().splitlines(True)[:40])
+    )
+    run(
+        parse_config(
+            {
+                "input": {"paths": [str(tmp / "gsm8k.jsonl")], "text_field": "question"},
+                "output": {"path": str(tmp / "curated")},
+                "stages": [
+                    {"curriculum": {"signals": {"length": 1}}},
+                    {"split": {"ratios": {"train": 0.6, "validation": 0.2, "test": 0.2}, "seed": 0}},
+                    {"format": {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}},
+                ],
+            }
+        )
+    )
     return tmp / "curated/data"
 
 
@@ -49,23 +58,43 @@ def compare_config(curated, tmp_path_factory) -> Path:
     """The compare config, beside the curated run it names by relative paths; the tiny Llama is named absolute (Ray
     Train runs the workers, which load it, in a folder of their own)."""
     rows = [r for split in ("train", "validation", "test") for r in pq.read_table(curated / split).to_pylist()]
-    tiny = build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"),
-                            [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in rows])
+    tiny = build_tiny_llama(
+        tmp_path_factory.mktemp("tiny-llama"),
+        [render_alpaca(r["instruction"], r["input"], r["output"])[0] for r in rows],
+    )
     tmp = curated.parent.parent
     config = {
-        "train": {"model": {"name_or_path": str(tiny)},
-                  "data": {"train": "curated/data/train", "validation": "curated/data/validation",
-                           "format": "alpaca", "max_seq_len": 256},
-                  "method": "lora", "scaling": {"num_workers": 1},
-                  "optim": {"lr": 1e-2, "max_steps": 2, "batch_size": 4, "log_every_steps": 1},
-                  "checkpoint": {"every_steps": 2}},
-        "eval": {"data": {"path": "curated/data/test", "format": "alpaca", "max_rows": 3},
-                 "generation": {"max_new_tokens": 4, "batch_size": 3}, "answer": {"extract": "last_number"},
-                 "bootstrap": {"samples": 50}},
-        "variants": [{"name": "lora"},
-                     {"name": "prompt", "set": {"method": "prompt", "prompt_tuning": {"num_virtual_tokens": 4},
-                                                "optim": {"lr": 0.3},
-                                                "data": {"order": "curriculum", "curriculum_buckets": 2}}}],
+        "train": {
+            "model": {"name_or_path": str(tiny)},
+            "data": {
+                "train": "curated/data/train",
+                "validation": "curated/data/validation",
+                "format": "alpaca",
+                "max_seq_len": 256,
+            },
+            "method": "lora",
+            "scaling": {"num_workers": 1},
+            "optim": {"lr": 1e-2, "max_steps": 2, "batch_size": 4, "log_every_steps": 1},
+            "checkpoint": {"every_steps": 2},
+        },
+        "eval": {
+            "data": {"path": "curated/data/test", "format": "alpaca", "max_rows": 3},
+            "generation": {"max_new_tokens": 4, "batch_size": 3},
+            "answer": {"extract": "last_number"},
+            "bootstrap": {"samples": 50},
+        },
+        "variants": [
+            {"name": "lora"},
+            {
+                "name": "prompt",
+                "set": {
+                    "method": "prompt",
+                    "prompt_tuning": {"num_virtual_tokens": 4},
+                    "optim": {"lr": 0.3},
+                    "data": {"order": "curriculum", "curriculum_buckets": 2},
+                },
+            },
+        ],
         "output": {"path": "out"},
     }
     (tmp / "compare.yaml").write_text(yaml.safe_dump(config))
@@ -83,8 +112,14 @@ def compared(curated, compare_config, tmp_path_factory):
         first = cli(["compare", "compare.yaml"])
         result = json.loads((tmp / "out/compare.json").read_text())
         second = cli(["compare", "compare.yaml"])
-    return SimpleNamespace(codes=(first, second), tmp=tmp, out=tmp / "out", first=result, curated=curated,
-                           second=json.loads((tmp / "out/compare.json").read_text()))
+    return SimpleNamespace(
+        codes=(first, second),
+        tmp=tmp,
+        out=tmp / "out",
+        first=result,
+        curated=curated,
+        second=json.loads((tmp / "out/compare.json").read_text()),
+    )
 
 
 def test_compare_trains_and_evaluates_every_variant(compared):
@@ -115,8 +150,11 @@ def test_what_compare_and_eval_write_names_paths_as_the_config_gives_them(compar
     from thresher.evaluate.compare_report import render_markdown
 
     assert compared.first["output"] == "out" and compared.first["eval_data"] == "curated/data/test"
-    written = ["compare.json", "compare.html"] + [f"{name}/{file}" for name in ("lora", "prompt") for file in (
-        "variant.json", "eval/metrics.json", "eval/report.html")]
+    written = ["compare.json", "compare.html"] + [
+        f"{name}/{file}"
+        for name in ("lora", "prompt")
+        for file in ("variant.json", "eval/metrics.json", "eval/report.html")
+    ]
     for name in written:
         assert str(compared.tmp) not in (compared.out / name).read_text(), name
     assert str(compared.tmp) not in render_markdown(compared.first)
@@ -147,12 +185,14 @@ def test_the_prompt_tuning_export_gives_the_trained_logits(compared, compare_con
     state = torch.load(compared.tmp / checkpoint / TORCH_STATE_FILE, weights_only=True)["trainable"]  # as given
     assert not reference.load_state_dict(state, strict=False).unexpected_keys
     tiny = prompt.train.model.name_or_path
-    exported = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32),
-                                         compared.out / "prompt/model")
+    exported = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32), compared.out / "prompt/model"
+    )
     ids = torch.tensor([[5, 17, 42, 7, 99, 3]])
     with torch.no_grad():
-        torch.testing.assert_close(exported.eval()(input_ids=ids).logits, reference.eval()(input_ids=ids).logits,
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            exported.eval()(input_ids=ids).logits, reference.eval()(input_ids=ids).logits, atol=1e-5, rtol=1e-5
+        )
 
 
 # -- the LoRA variant's evaluation: its outputs and its lineage ---------------------------------------------------
@@ -162,22 +202,38 @@ def test_train_records_the_curated_data_lineage(compared, tmp_path):
     run_dir = compared.curated.parent
     manifest = json.loads((run_dir / "manifest.json").read_text())
     lineage = json.loads((compared.out / "lora/metrics.json").read_text())["lineage"]
-    assert lineage == {split: {"path": f"curated/data/{split}", "run": "curated",
-                               "digests": manifest["digests"], "config_hash": config_hash(manifest["config"])}
-                       for split in ("train", "validation")}
+    assert lineage == {
+        split: {
+            "path": f"curated/data/{split}",
+            "run": "curated",
+            "digests": manifest["digests"],
+            "config_hash": config_hash(manifest["config"]),
+        }
+        for split in ("train", "validation")
+    }
     record = json.loads((compared.out / "lora/model/thresher.json").read_text())
     assert record["lineage"] == lineage and record["method"] == "lora"
     assert set(manifest["digests"]) >= {"data/train", "data/validation", "data/test"}
     pq.write_table(pq.read_table(compared.curated / "test"), tmp_path / "part-0.parquet")
     assert data_lineage(str(tmp_path), Storage.from_options(None)) == {
-        "path": str(tmp_path), "run": None, "digests": None, "config_hash": None}
+        "path": str(tmp_path),
+        "run": None,
+        "digests": None,
+        "config_hash": None,
+    }
 
 
 def test_eval_outputs_and_lineage(compared):
     m = json.loads((compared.out / "lora/eval/metrics.json").read_text())
     train_lineage = json.loads((compared.out / "lora/metrics.json").read_text())["lineage"]
-    assert m["rows"] == 3 and set(m["metrics"]) == {"exact_match", "token_f1", "rouge_l", "bleu", "accuracy",
-                                                    "perplexity"}
+    assert m["rows"] == 3 and set(m["metrics"]) == {
+        "exact_match",
+        "token_f1",
+        "rouge_l",
+        "bleu",
+        "accuracy",
+        "perplexity",
+    }
     for name, metric in m["metrics"].items():
         assert metric["count"] == 3, name  # every GSM8K reference ends in "#### <number>"
         assert metric["ci95"][0] <= metric["value"] <= metric["ci95"][1], name
@@ -192,7 +248,8 @@ def test_eval_outputs_and_lineage(compared):
         answer = extract_answer(p["prediction"], "last_number") or ""
         assert p["exact_match"] == float(answer == p["answer_reference"])
     assert m["metrics"]["perplexity"]["value"] == pytest.approx(
-        math.exp(sum(p["reference_nll"] for p in predictions) / sum(p["reference_tokens"] for p in predictions)))
+        math.exp(sum(p["reference_nll"] for p in predictions) / sum(p["reference_tokens"] for p in predictions))
+    )
     report = (compared.out / "lora/eval/report.html").read_text()
     assert "Worst examples by token_f1" in report and "Prediction length" in report and "<script" not in report
 
@@ -203,19 +260,25 @@ def test_eval_predictions_are_the_models_greedy_outputs_and_its_training_loss(co
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from thresher.train.loop import loss_sum
+    from thresher.train.sft import loss_sum
 
     config = yaml.safe_load(compare_config.read_text())
     tiny, new_tokens = config["train"]["model"]["name_or_path"], config["eval"]["generation"]["max_new_tokens"]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32),
-                                      compared.out / "lora/model").eval()
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32), compared.out / "lora/model"
+    ).eval()
     tok = AutoTokenizer.from_pretrained(compared.out / "lora/model")
     first = pq.read_table(compared.out / "lora/eval/predictions.parquet").to_pylist()[0]
     ids = torch.tensor([tok(first["prompt"])["input_ids"]])
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                             do_sample=False, pad_token_id=tok.pad_token_id)
-    assert first["prediction"] == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )
+    assert first["prediction"] == tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     record = pq.read_table(compared.curated / "test", columns=["instruction", "input", "output"]).slice(0, 1)
     rows = encode_batch(record, tok, Encoding("alpaca", "text", 1024, packing=False))
     n = int(rows["attention_mask"][0].sum())
@@ -226,17 +289,25 @@ def test_eval_predictions_are_the_models_greedy_outputs_and_its_training_loss(co
     assert first["reference_nll"] == pytest.approx(loss, rel=1e-4)
 
 
-@pytest.mark.parametrize("override, key", [
-    ("variants.1.set.optim.lrr=1", "variants.1.optim.lrr"),
-    ("train.method=sft", "train.method"),
-    ("variants.1.name=lora", "variants"),
-    ("eval.metrics=[meteor]", "eval.metrics.0"),
-    ("output.path=s3://bucket/compare", "output.path"),
-    # the data and model of the variants to train, checked before any training, named where the config gives them
-    ("train.data.validation=curated/data/missing", "train.data.validation: no Parquet files at curated/data/missing"),
-    ("variants.1.set.model.name_or_path=pkg:thresher_no_such_model",
-     "variants.1.set.model.name_or_path: no installed Python package 'thresher_no_such_model'"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("variants.1.set.optim.lrr=1", "variants.1.optim.lrr"),
+        ("train.method=sft", "train.method"),
+        ("variants.1.name=lora", "variants"),
+        ("eval.metrics=[meteor]", "eval.metrics.0"),
+        ("output.path=s3://bucket/compare", "output.path"),
+        # the data and model of the variants to train, checked before any training, named where the config gives them
+        (
+            "train.data.validation=curated/data/missing",
+            "train.data.validation: no Parquet files at curated/data/missing",
+        ),
+        (
+            "variants.1.set.model.name_or_path=pkg:thresher_no_such_model",
+            "variants.1.set.model.name_or_path: no installed Python package 'thresher_no_such_model'",
+        ),
+    ],
+)
 def test_config_errors_exit_2_naming_the_key(compare_config, override, key, capsys, monkeypatch):
     monkeypatch.chdir(compare_config.parent)
     assert cli(["compare", "compare.yaml", "--set", "output.path=out-errors", "--set", override]) == 2

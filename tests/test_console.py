@@ -17,14 +17,23 @@ RAY_NOISE = re.compile(r"\bINFO\b|streaming_executor|Execution plan|Token authen
 
 
 def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_local, tmp_path):
-    cfg = {"input": {"paths": [str(ROOT / "examples/corpus/web-00.jsonl")]}, "output": {"path": str(tmp_path / "out")},
-           "stages": [{"normalize": {}}, {"dedup_exact": {}}, {"split": {}}]}
+    cfg = {
+        "input": {"paths": [str(ROOT / "examples/corpus/web-00.jsonl")]},
+        "output": {"path": str(tmp_path / "out")},
+        "stages": [{"normalize": {}}, {"dedup_exact": {}}, {"split": {}}],
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "THRESHER_LOG_DIR": str(tmp_path / "logs")}
     address = ray_local.get_runtime_context().gcs_address
     started = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "thresher", "curate", str(tmp_path / "cfg.yaml"), "--address",
-                          address], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "thresher", "curate", str(tmp_path / "cfg.yaml"), "--address", address],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     wall = time.perf_counter() - started
     assert res.returncode == 0, res.stderr
     # where the time went: phases back to back make the command's wall time; every stage's tasks have a time
@@ -34,8 +43,16 @@ def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_lo
     # the manifest's time runs from the process's start to its commit: the exit after it (summary, interpreter
     # shutdown, ~0.2 s, 0.6 s on a busy machine) is outside; it never exceeds the time seen from outside
     assert 0 <= wall - timing["wall_s"] <= 0.1 * wall + 1.0, (timing, wall)
-    assert set(timing["tasks"]) == {"read", "normalize", "unique_ids", "dedup_exact", "split", "apply1", "write",
-                                    "report"}, timing["tasks"]
+    assert set(timing["tasks"]) == {
+        "read",
+        "normalize",
+        "unique_ids",
+        "dedup_exact",
+        "split",
+        "apply1",
+        "write",
+        "report",
+    }, timing["tasks"]
     assert timing["tasks"]["normalize"]["rows"] == manifest["counts"]["by_stage"]["normalize"]["in"]
     assert all(timing["tasks"][t]["seconds"] > 0 for t in ("read", "normalize", "dedup_exact", "write"))
     shown = res.stdout + res.stderr
@@ -47,10 +64,13 @@ def test_curate_prints_phases_and_summary_and_sends_ray_output_to_the_log(ray_lo
     assert any(l.startswith("decide: unique_ids, dedup_exact, split: in ") for l in lines), shown
     # the figures of the phases' last lines are the manifest's, not a progress poll's (which can lag behind)
     counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
-    figures = {m[1]: int(m[2].replace(",", "")) for m in (re.fullmatch(r"(.+): ([\d,]+) records in .*", l)
-                                                         for l in lines) if m}
-    assert figures == {"read and map stages": counts["input"],
-                       "apply decisions, write": counts["by_stage"]["unique_ids"]["in"]}, (figures, counts)
+    figures = {
+        m[1]: int(m[2].replace(",", "")) for m in (re.fullmatch(r"(.+): ([\d,]+) records in .*", l) for l in lines) if m
+    }
+    assert figures == {
+        "read and map stages": counts["input"],
+        "apply decisions, write": counts["by_stage"]["unique_ids"]["in"],
+    }, (figures, counts)
     assert any(l.startswith("stage ") for l in lines) and "output: " in lines[-1], shown
     assert len(lines) < 25, shown
     text = log.read_text()

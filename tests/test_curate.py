@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from testkit.runs import assert_accounting, config_file, curate, read_dir, write_jsonl
+from tests.conftest import data_path
+from tests.samples import c4_docs
 from thresher.cli import main as cli_main
 from thresher.core.storage import Storage
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
-from tests.conftest import data_path
-from tests.samples import c4_docs
-from testkit.runs import assert_accounting, config_file, curate, read_dir, write_jsonl
 
 
 def test_jsonl_plain_gz_zst_and_derived_ids(ray_local, tmp_path):
@@ -53,8 +53,11 @@ def test_large_jsonl_is_read_in_byte_ranges_exactly_once(ray_local, tmp_path):
 
 def test_parquet_text_and_wet(ray_local, tmp_path):
     docs = c4_docs(30)
-    pq.write_table(pa.table({"text": [d["text"] for d in docs], "score": list(range(30))}), tmp_path / "p.parquet",
-                   row_group_size=7)
+    pq.write_table(
+        pa.table({"text": [d["text"] for d in docs], "score": list(range(30))}),
+        tmp_path / "p.parquet",
+        row_group_size=7,
+    )
     tdir = tmp_path / "texts"
     tdir.mkdir()
     for i, d in enumerate(docs[:5]):
@@ -78,14 +81,14 @@ def test_bad_input_is_accounted_exactly(ray_local, tmp_path):
     huge = "word " * (50 * 1024 * 1024 // 5)  # a 50 MB single document
     lines = [
         *[json.dumps(d).encode() for d in good],
-        b'{"text": "unterminated',                        # malformed JSON
-        b'{"text": "caf\xe9 latin-1 bytes"}',               # invalid UTF-8
-        b'{"title": "no text field"}',                      # missing text
-        b'{"text": 42}',                                    # non-string text
-        b'{"text": ["a", "list"]}',                         # non-string text
-        b'{"text": "   "}',                                 # empty document
-        b'["not", "an", "object"]',                         # not an object
-        json.dumps({"text": huge}).encode(),                # too long (default max_doc_chars 10M)
+        b'{"text": "unterminated',  # malformed JSON
+        b'{"text": "caf\xe9 latin-1 bytes"}',  # invalid UTF-8
+        b'{"title": "no text field"}',  # missing text
+        b'{"text": 42}',  # non-string text
+        b'{"text": ["a", "list"]}',  # non-string text
+        b'{"text": "   "}',  # empty document
+        b'["not", "an", "object"]',  # not an object
+        json.dumps({"text": huge}).encode(),  # too long (default max_doc_chars 10M)
     ]
     bad = write_jsonl(tmp_path / "bad.jsonl", lines)
     payload = b"".join(json.dumps(d).encode() + b"\n" for d in good)
@@ -94,12 +97,22 @@ def test_bad_input_is_accounted_exactly(ray_local, tmp_path):
     manifest, out = curate(tmp_path, [bad, truncated], stages=[{"normalize": {}}, {"pii": {}}])
     assert_accounting(manifest, out)
     reasons = manifest["rejected_by_reason"]["read"]
-    assert reasons == {"malformed_json": 1, "invalid_utf8": 1, "missing_text": 1, "non_string_text": 2,
-                       "empty_text": 1, "not_an_object": 1, "too_long": 1, "unreadable_file": 1}
+    assert reasons == {
+        "malformed_json": 1,
+        "invalid_utf8": 1,
+        "missing_text": 1,
+        "non_string_text": 2,
+        "empty_text": 1,
+        "not_an_object": 1,
+        "too_long": 1,
+        "unreadable_file": 1,
+    }
     rejects = read_dir(out / "rejects")
     assert set(rejects.column_names) >= {"id", "stage", "reason", "detail", "text"}
     assert set(rejects["stage"].to_pylist()) == {"read"}
-    unreadable = [d for r, d in zip(rejects["reason"].to_pylist(), rejects["detail"].to_pylist()) if r == "unreadable_file"]
+    unreadable = [
+        d for r, d in zip(rejects["reason"].to_pylist(), rejects["detail"].to_pylist()) if r == "unreadable_file"
+    ]
     assert "trunc.jsonl.gz" in unreadable[0]
     # the truncated file's complete records before the damage are kept
     kept = manifest["counts"]["output"]
@@ -127,18 +140,28 @@ def test_damaged_input_is_measured_in_bytes(ray_local, tmp_path):
     assert_accounting(manifest, out)
     assert manifest["rejected_by_reason"]["read"] == {"malformed_json": 2, "unreadable_file": 2}
     assert sorted(read_dir(out / "data")["text"].to_pylist()) == sorted(
-        json.loads(line)["text"] for line in [*lines, *readable.splitlines()])
-    lost = {str(plain): sum(len(m) + 1 for m in malformed), str(truncated): len(given) - len(readable),
-            str(parquet): parquet.stat().st_size}
+        json.loads(line)["text"] for line in [*lines, *readable.splitlines()]
+    )
+    lost = {
+        str(plain): sum(len(m) + 1 for m in malformed),
+        str(truncated): len(given) - len(readable),
+        str(parquet): parquet.stat().st_size,
+    }
     assert manifest["counts"]["read_bytes"] == sum(p.stat().st_size for p in (plain, truncated, parquet))
     assert manifest["counts"]["rejected_bytes"] == sum(lost.values())
-    largest = [{"file": Path(f).name, "rejected_bytes": n}  # named as the input is
-               for f, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))]
+    largest = [
+        {"file": Path(f).name, "rejected_bytes": n}  # named as the input is
+        for f, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
     assert manifest["damaged_input"] == {"files": 3, "largest": largest}
     report = json.loads((out / "report.json").read_text())["damaged_input"]
-    assert report == {"read_bytes": manifest["counts"]["read_bytes"], "rejected_bytes": sum(lost.values()),
-                      "rejected_fraction": sum(lost.values()) / manifest["counts"]["read_bytes"], "files": 3,
-                      "largest": largest}
+    assert report == {
+        "read_bytes": manifest["counts"]["read_bytes"],
+        "rejected_bytes": sum(lost.values()),
+        "rejected_fraction": sum(lost.values()) / manifest["counts"]["read_bytes"],
+        "files": 3,
+        "largest": largest,
+    }
     page = (out / "report.html").read_text()
     assert str(tmp_path) not in page
     assert "Damaged input" in page and all(f"{n:,}" in page for n in lost.values())
@@ -149,24 +172,35 @@ def test_the_malformed_bytes_gate_fails_a_run_whose_rows_pass(ray_local, tmp_pat
     huge = b'{"text": "' + b"x" * 100_000
     lines = [json.dumps({"text": f"small document {i}"}).encode() for i in range(300)]
     path = write_jsonl(tmp_path / "docs.jsonl", [*lines[:150], huge, *lines[150:]])
-    manifest = run(parse_config({"input": {"paths": [str(path)]}, "output": {"path": str(tmp_path / "out")},
-                                 "gates": {"max_malformed_fraction": 0.01, "max_malformed_bytes_fraction": 0.5}}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(path)]},
+                "output": {"path": str(tmp_path / "out")},
+                "gates": {"max_malformed_fraction": 0.01, "max_malformed_bytes_fraction": 0.5},
+            }
+        )
+    )
     assert manifest["status"] == "gate_failed"
     assert {g["gate"]: (g["measured"], g["ok"]) for g in manifest["gates"]} == {
         "max_malformed_fraction": (round(1 / 301, 6), True),
-        "max_malformed_bytes_fraction": (round((len(huge) + 1) / path.stat().st_size, 6), False)}
+        "max_malformed_bytes_fraction": (round((len(huge) + 1) / path.stat().st_size, 6), False),
+    }
 
 
 def test_a_written_file_that_disagrees_with_the_counts_fails_the_run(ray_local, tmp_path):
     """The final files are counted again from their footers: a row lost after the counts were taken (planted here
     by a stage's after_publish hook, which runs once the files are written) fails the run, and no manifest says
     otherwise."""
-    from thresher.curate.runner import RunFailed
     from testkit.faults import DropsAWrittenRow  # noqa: F401  (registers the stage)
+    from thresher.curate.runner import RunFailed
 
     src = write_jsonl(tmp_path / "docs.jsonl", [{"id": str(i), "text": f"document number {i}"} for i in range(20)])
-    with pytest.raises(RunFailed, match=r"accounting mismatch: the written files hold \{'data': 19\} rows, "
-                                        r"the counts say \{'data': 20\}"):
+    with pytest.raises(
+        RunFailed,
+        match=r"accounting mismatch: the written files hold \{'data': 19\} rows, "
+        r"the counts say \{'data': 20\}",
+    ):
         curate(tmp_path, [src], [{"test_drops_a_written_row": {}}])
     assert not (tmp_path / "out" / "manifest.json").exists()
 
@@ -175,10 +209,19 @@ def test_a_written_file_that_disagrees_with_the_counts_fails_the_run(ray_local, 
 def test_a_field_only_in_the_ninth_file_is_kept(ray_local, tmp_path, stages):
     """The planner samples the first 8 files: fields of the ninth (and of a later line of the first) still reach
     the output, null elsewhere; a declared field list keeps only its fields and counts the others."""
-    paths = [write_jsonl(tmp_path / f"f{i}.jsonl", [{"id": f"{i}-{j}", "text": f"file {i} doc {j}", "url": f"u{i}"}
-                                                     for j in range(5)]) for i in range(8)]
-    paths.append(write_jsonl(tmp_path / "f8.jsonl", [{"id": f"8-{j}", "text": f"file 8 doc {j}", "license": "cc-by",
-                                                      "score": j / 4} for j in range(5)]))
+    paths = [
+        write_jsonl(
+            tmp_path / f"f{i}.jsonl",
+            [{"id": f"{i}-{j}", "text": f"file {i} doc {j}", "url": f"u{i}"} for j in range(5)],
+        )
+        for i in range(8)
+    ]
+    paths.append(
+        write_jsonl(
+            tmp_path / "f8.jsonl",
+            [{"id": f"8-{j}", "text": f"file 8 doc {j}", "license": "cc-by", "score": j / 4} for j in range(5)],
+        )
+    )
     with open(paths[0], "a") as f:
         f.write(json.dumps({"id": "0-late", "text": "a late line", "source": "appended"}) + "\n")
     manifest, out = curate(tmp_path, paths, stages)
@@ -196,8 +239,8 @@ def test_a_failed_rerun_leaves_the_previous_dataset_readable(ray_local, tmp_path
     """A re-run with another config writes its files aside until it commits: when it fails after writing them
     (the planted loss above), the previous run's data, rejects, reports and manifest are byte for byte as they
     were, and training still accepts and reads them. The next successful run replaces them."""
-    from thresher.curate.runner import RunFailed
     from testkit.faults import DropsAWrittenRow  # noqa: F401  (registers the stage)
+    from thresher.curate.runner import RunFailed
     from thresher.train.data import Encoding, parquet_files
 
     src = write_jsonl(tmp_path / "docs.jsonl", [{"id": str(i), "text": f"document number {i % 24}"} for i in range(30)])
@@ -205,12 +248,20 @@ def test_a_failed_rerun_leaves_the_previous_dataset_readable(ray_local, tmp_path
     assert first["counts"]["output"] == 24 and first["counts"]["rejected"] == 6
 
     def published() -> dict:
-        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*")
-                if p.is_file() and p.relative_to(out).parts[0] not in ("_progress", "_staging")}
+        return {
+            str(p.relative_to(out)): p.read_bytes()
+            for p in out.rglob("*")
+            if p.is_file() and p.relative_to(out).parts[0] not in ("_progress", "_staging")
+        }
 
     before = published()
-    assert {"manifest.json", "report.json", "README.md", "data/part-00000.parquet", "rejects/part-00000.parquet"} \
-        <= set(before)
+    assert {
+        "manifest.json",
+        "report.json",
+        "README.md",
+        "data/part-00000.parquet",
+        "rejects/part-00000.parquet",
+    } <= set(before)
     with pytest.raises(RunFailed, match="accounting mismatch"):
         curate(tmp_path, [src], [{"test_drops_a_written_row": {}}])
     assert published() == before
@@ -246,11 +297,22 @@ def test_rerun_replaces_previous_output_and_report(ray_local, tmp_path):
     [
         ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stagse": []}, [], "stagse"),
         ({"input": {"paths": ["x"], "format": "csv"}, "output": {"path": "o"}}, [], "input.format"),
-        ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"pii": {"mode": "erase"}}]}, [], "stages.0.pii.mode"),
+        (
+            {"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"pii": {"mode": "erase"}}]},
+            [],
+            "stages.0.pii.mode",
+        ),
         ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"normalise": {}}]}, [], "normalise"),
-        ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"normalize": {"nfc": True}}]}, [], "stages.0.normalize.nfc"),
-        ({"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": ["dedup_exact", "normalize", "dedup_exact"]}, [],
-         "stages.2.dedup_exact"),
+        (
+            {"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": [{"normalize": {"nfc": True}}]},
+            [],
+            "stages.0.normalize.nfc",
+        ),
+        (
+            {"input": {"paths": ["x"]}, "output": {"path": "o"}, "stages": ["dedup_exact", "normalize", "dedup_exact"]},
+            [],
+            "stages.2.dedup_exact",
+        ),
         ({"input": {"paths": ["x"]}, "output": {"path": "o"}}, ["input.max_doc_chars=-5"], "input.max_doc_chars"),
         ({"output": {"path": "o"}}, [], "input"),
     ],
@@ -264,7 +326,9 @@ def test_config_errors_exit_2_naming_the_key(tmp_path, capsys, body, overrides, 
 
 def test_missing_input_and_unwritable_output_exit_2_before_work(tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": "hello world"}])
-    cfg = config_file(tmp_path, {"input": {"paths": [str(tmp_path / "nope.jsonl")]}, "output": {"path": str(tmp_path / "o")}})
+    cfg = config_file(
+        tmp_path, {"input": {"paths": [str(tmp_path / "nope.jsonl")]}, "output": {"path": str(tmp_path / "o")}}
+    )
     assert cli_main(["curate", cfg]) == 2
     assert "input.paths" in capsys.readouterr().err
     blocker = tmp_path / "file"
@@ -285,8 +349,9 @@ def test_set_overrides_reach_stage_options(tmp_path):
     assert data["stages"][0] == {"normalize": {"unicode_form": "NFKC"}}
     assert data["input"]["paths"] == ["a", "b"]
     # as error messages name a stage's option: stages.N.NAME.key (and a list item's options in an option the same way)
-    data = {"stages": [{"decontaminate": {"references": ["x"]}},
-                       {"augment": {"methods": [{"paraphrase": {"n": 1}}]}}]}
+    data = {"stages": [{"decontaminate": {"references": ["x"]}}, {"augment": {"methods": [{"paraphrase": {"n": 1}}]}}]}
     apply_overrides(data, ["stages.0.decontaminate.references=[y]", "stages.1.augment.methods.0.paraphrase.n=2"])
-    assert data["stages"] == [{"decontaminate": {"references": ["y"]}},
-                              {"augment": {"methods": [{"paraphrase": {"n": 2}}]}}]
+    assert data["stages"] == [
+        {"decontaminate": {"references": ["y"]}},
+        {"augment": {"methods": [{"paraphrase": {"n": 2}}]}},
+    ]

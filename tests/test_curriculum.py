@@ -13,13 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from testkit.tiny_llama import build_tiny_llama
+from tests.samples import gsm8k
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
 from thresher.curate.stages.curriculum import text_measures, word_buckets
-from testkit.tiny_llama import build_tiny_llama
-from tests.samples import gsm8k
 from thresher.train.data import Encoding, build_dataset, render_alpaca
 from thresher.train.order import ORDER_KEY, RecordOrder, _with_order_key
 
@@ -33,8 +33,11 @@ def questions(n: int) -> list[dict]:
 def curate(records: list[dict], out: Path, stages: list[dict]) -> dict:
     src = out.with_suffix(".jsonl")
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return run(parse_config({"input": {"paths": [str(src)], "text_field": "question"}, "output": {"path": str(out)},
-                             "stages": stages}))
+    return run(
+        parse_config(
+            {"input": {"paths": [str(src)], "text_field": "question"}, "output": {"path": str(out)}, "stages": stages}
+        )
+    )
 
 
 def files_of(folder: Path) -> list[pa.Table]:
@@ -59,9 +62,14 @@ def test_config_errors():
 
 def test_difficulty_and_train_files_from_easy_to_hard(ray_local, tmp_path):
     records = questions(300) + [{"id": f"rare{i}", "question": text, "answer": ""} for i, text in enumerate(PLANTED)]
-    manifest = curate(records, tmp_path / "all", [
-        {"split": {"ratios": {"train": 0.8, "test": 0.2}, "seed": 1}},
-        {"curriculum": {"signals": {"length": 1, "readability": 0.5, "rare_words": 2}}}])
+    manifest = curate(
+        records,
+        tmp_path / "all",
+        [
+            {"split": {"ratios": {"train": 0.8, "test": 0.2}, "seed": 1}},
+            {"curriculum": {"signals": {"length": 1, "readability": 0.5, "rare_words": 2}}},
+        ],
+    )
     assert manifest["counts"]["input"] == len(records) == manifest["counts"]["output"]
     train = files_of(tmp_path / "all" / "data" / "train")
     test = pa.concat_tables(files_of(tmp_path / "all" / "data" / "test")).to_pandas()
@@ -131,15 +139,16 @@ def test_dataset_order_curriculum(ray_local, tiny, tmp_path):
         ds = build_dataset(files, tokenizer, enc, Storage(), 8, order)
         out = []
         for row in ds.take_all():
-            text = tokenizer.decode(np.asarray(row["input_ids"])[np.asarray(row["attention_mask"]) == 1],
-                                    skip_special_tokens=True)
+            text = tokenizer.decode(
+                np.asarray(row["input_ids"])[np.asarray(row["attention_mask"]) == 1], skip_special_tokens=True
+            )
             out.append(int(text.split()[1]))
         return out
 
     curriculum = seen(RecordOrder("curriculum", "difficulty", 4, seed=0))
     ranks = difficulty[curriculum]
     for k in range(4):  # bucket k: the 16 records of ranks 16k..16k+15, shuffled
-        bucket = ranks[16 * k:16 * k + 16]
+        bucket = ranks[16 * k : 16 * k + 16]
         assert sorted(bucket) == list(range(16 * k, 16 * k + 16)), ranks
     assert not np.all(np.diff(ranks) >= 0)
     # the order within a bucket is a seeded hash of the record: the same however the rows are cut into blocks

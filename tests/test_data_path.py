@@ -24,14 +24,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.conftest import ROOT
+from tests.samples import c4_docs
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
 from thresher.curate.stages.dedup_exact import DedupExact
-from tests.conftest import ROOT
-from tests.samples import c4_docs
 
-STAGES = [{"quality": {"presets": ["gopher"]}}, {"dedup_exact": {}}, {"dedup_fuzzy": {"threshold": 0.8}},
-          {"split": {}}]
+STAGES = [{"quality": {"presets": ["gopher"]}}, {"dedup_exact": {}}, {"dedup_fuzzy": {"threshold": 0.8}}, {"split": {}}]
 
 
 def write_corpus(tmp: Path) -> tuple[list[Path], list[dict]]:
@@ -63,8 +62,12 @@ def write_corpus(tmp: Path) -> tuple[list[Path], list[dict]]:
 
 
 def config(paths, out, block_bytes=64 << 10, **execution) -> dict:
-    return {"input": {"paths": [str(p) for p in paths], "block_bytes": block_bytes},
-            "output": {"path": str(out)}, "stages": STAGES, **({"execution": execution} if execution else {})}
+    return {
+        "input": {"paths": [str(p) for p in paths], "block_bytes": block_bytes},
+        "output": {"path": str(out)},
+        "stages": STAGES,
+        **({"execution": execution} if execution else {}),
+    }
 
 
 def rows(out: Path, sub: str) -> list[dict]:
@@ -89,8 +92,9 @@ def test_partitioned_paths_give_the_broadcast_paths_records_in_few_files(broadca
     target_mb = 1
     cfg = config(paths, tmp / "partitioned", block_bytes=16 << 10, broadcast_limit_rows=0)
     cfg["output"]["target_file_mb"] = target_mb
-    cfg["stages"] = [s if "dedup_fuzzy" not in s else {"dedup_fuzzy": {**s["dedup_fuzzy"], "partitions": 5}}
-                     for s in STAGES]  # another shuffle partition count
+    cfg["stages"] = [
+        s if "dedup_fuzzy" not in s else {"dedup_fuzzy": {**s["dedup_fuzzy"], "partitions": 5}} for s in STAGES
+    ]  # another shuffle partition count
     partitioned = run(parse_config(cfg))
     assert partitioned["resumed"]["read_tasks"] > 3 * broadcast_run["resumed"]["read_tasks"]
     assert partitioned["digests"] == broadcast_run["digests"]
@@ -127,8 +131,7 @@ def test_dedup_decided_in_one_task_gives_the_partitioned_paths_records(corpus, r
         assert sorted(map(str, rows(tmp / "dedup-local", sub))) == sorted(map(str, rows(tmp / "dedup-shuffled", sub)))
 
 
-def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcast_run, corpus, ray_local,
-                                                                       monkeypatch):
+def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcast_run, corpus, ray_local, monkeypatch):
     """Past ``execution.fresh_workers_after_rows`` key rows the decisions' workers end and the apply phase starts
     fresh ones."""
     import ray
@@ -231,14 +234,21 @@ def test_map_stages_run_in_one_task_per_read_task(ray_local):
 
     def read(batch):
         (task,) = batch["task"]
-        yield pd.DataFrame({"id": [f"{task}-{i}" for i in range(3)], "text": ["Some  text.\u0007"] * 3,
-                            "ray_task": [ray.get_runtime_context().get_task_id()] * 3,
-                            **{c: [None] * 3 for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)}})
+        yield pd.DataFrame(
+            {
+                "id": [f"{task}-{i}" for i in range(3)],
+                "text": ["Some  text.\u0007"] * 3,
+                "ray_task": [ray.get_runtime_context().get_task_id()] * 3,
+                **{c: [None] * 3 for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)},
+            }
+        )
 
     source = ray.data.from_items([{"task": t} for t in range(8)], override_num_blocks=8)
-    ds, pool = map_stages(source.map_batches(read, batch_size=1, batch_format="pandas"),
-                           [Normalize(NormalizeConfig(), StageContext()), TextDtype(StageConfig(), StageContext())],
-                           batch_size=1024)
+    ds, pool = map_stages(
+        source.map_batches(read, batch_size=1, batch_format="pandas"),
+        [Normalize(NormalizeConfig(), StageContext()), TextDtype(StageConfig(), StageContext())],
+        batch_size=1024,
+    )
     out = ds.to_pandas()
     assert pool == 0 and len(out) == 24 and set(out["text"]) == {"Some text."}
     assert set(out["text_dtype"]) == {"object"}
@@ -247,8 +257,7 @@ def test_map_stages_run_in_one_task_per_read_task(ray_local):
 
 
 def _peak_rss(cmd: list[str], until=None) -> tuple[int, subprocess.Popen]:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     peak, me = 0, psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
@@ -273,8 +282,11 @@ def test_resume_after_a_kill_inside_dedup_reuses_the_staged_records(ray_local, c
 
     def in_global_stages() -> bool:  # every read task staged: the driver is deciding on key rows
         progress = out / "_progress"
-        return (len(list(progress.glob("read-*.json"))) == tasks
-                and len(list(progress.glob("write-s0-*.json"))) >= tasks and (out / "_staging" / "keys").exists())
+        return (
+            len(list(progress.glob("read-*.json"))) == tasks
+            and len(list(progress.glob("write-s0-*.json"))) >= tasks
+            and (out / "_staging" / "keys").exists()
+        )
 
     _, proc = _peak_rss([sys.executable, "-m", "thresher", "curate", str(cfg)], until=in_global_stages)
     assert proc.returncode == -signal.SIGKILL and not (out / "manifest.json").exists()
@@ -284,6 +296,7 @@ def test_resume_after_a_kill_inside_dedup_reuses_the_staged_records(ray_local, c
     assert not (out / "_staging").exists() and not (out / "_progress").exists()
 
 
+@pytest.mark.slow  # 10 s or more: not in the fast subset
 def test_driver_memory_does_not_grow_with_read_tasks(corpus, tmp_path):
     """The same corpus read as ~30 and ~3,000 read tasks: the driver's peak RSS stays within 1.3x."""
     _, paths, _ = corpus
@@ -317,8 +330,13 @@ def test_compacted_row_groups_do_not_depend_on_how_parts_were_cut(tmp_path, monk
     monkeypatch.setattr(writer, "ROW_GROUP_BYTES", 4000)
     rng = random.Random(1)
     texts = ["x" * rng.choice([10, 200, 900, 5000]) for _ in range(300)]
-    table = pa.table({"id": [f"d{i}" for i in range(300)], "text": texts,
-                      KEY: pa.array((np.arange(300) // 100 << TASK_SHIFT) + np.arange(300), pa.int64())})
+    table = pa.table(
+        {
+            "id": [f"d{i}" for i in range(300)],
+            "text": texts,
+            KEY: pa.array((np.arange(300) // 100 << TASK_SHIFT) + np.arange(300), pa.int64()),
+        }
+    )
     sizes = writer.row_sizes(table.drop_columns([KEY]))
     files = []
     for cuts in ([0, 100, 200, 300], [0, 7, 30, 31, 90, 100, 150, 151, 200, 260, 299, 300]):
@@ -328,7 +346,9 @@ def test_compacted_row_groups_do_not_depend_on_how_parts_were_cut(tmp_path, monk
             uri = folder.out_part("data", 1, lo // 100, (hi - 1) // 100, lo)
             write_staged(folder.storage, uri, table.slice(lo, hi - lo))
             parts.append(Part(uri, 1, lo // 100, (hi - 1) // 100).__dict__)
-        out = writer.compact({"dest": "data", "uri": folder.final_part("data", 0), "lo": 0, "hi": 2, "parts": parts}, folder)
+        out = writer.compact(
+            {"dest": "data", "uri": folder.final_part("data", 0), "lo": 0, "hi": 2, "parts": parts}, folder
+        )
         assert out["rows"] == 300
         files.append(pq.ParquetFile(folder.storage.resolve(out["uri"])[1]))
     groups = [[f.metadata.row_group(i).num_rows for i in range(f.num_row_groups)] for f in files]
@@ -337,5 +357,5 @@ def test_compacted_row_groups_do_not_depend_on_how_parts_were_cut(tmp_path, monk
     assert files[0].read().column("id").to_pylist() == table["id"].to_pylist()
     start = 0
     for n in groups[0]:
-        assert n == 1 or sizes[start:start + n].sum() <= 4000
+        assert n == 1 or sizes[start : start + n].sum() <= 4000
         start += n

@@ -14,21 +14,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.samples import revision_corpus, wiki_articles
 from thresher.curate.config import parse_config
-from thresher.curate.dedup.components import (both_directions, connected_components, edge_schema, large_star,
-                                              larger_first, small_star)
+from thresher.curate.dedup.components import (
+    both_directions,
+    connected_components,
+    edge_schema,
+    large_star,
+    larger_first,
+    small_star,
+)
 from thresher.curate.dedup.lsh import optimal_bands
 from thresher.curate.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures
 from thresher.curate.runner import run
 from thresher.curate.stage import StageContext
 from thresher.curate.stages.dedup_exact import DedupExact, DedupExactConfig
-from tests.samples import revision_corpus, wiki_articles
 
 
 def paragraphs(n: int, words: int = 150) -> list[str]:
     """Distinct passages of ``words`` words cut from the Wikipedia sample."""
     tokens = " ".join(wiki_articles()).split()
-    chunks = [" ".join(tokens[i:i + words]) for i in range(0, len(tokens) - words, words)]
+    chunks = [" ".join(tokens[i : i + words]) for i in range(0, len(tokens) - words, words)]
     return list(dict.fromkeys(chunks))[:n]
 
 
@@ -82,34 +88,64 @@ def test_an_indexs_low_byte_signatures_estimate_true_jaccard():
 
     def binary(texts):
         sig = signatures(texts, num_perm=num_perm)
-        return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * num_perm), len(sig), [None, pa.py_buffer(sig.tobytes())])
+        return pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(4 * num_perm), len(sig), [None, pa.py_buffer(sig.tobytes())]
+        )
 
     a, b = binary([p[0] for p in pairs]), binary([p[1] for p in pairs])
     full, low = jaccard_estimates(a, b, num_perm)
-    assert not low.any() and np.allclose(full, [jaccard_estimate(x, y) for x, y in zip(
-        signatures([p[0] for p in pairs], num_perm=num_perm), signatures([p[1] for p in pairs], num_perm=num_perm))])
+    assert not low.any() and np.allclose(
+        full,
+        [
+            jaccard_estimate(x, y)
+            for x, y in zip(
+                signatures([p[0] for p in pairs], num_perm=num_perm),
+                signatures([p[1] for p in pairs], num_perm=num_perm),
+            )
+        ],
+    )
     assert low_bytes(a, num_perm).type == pa.binary(num_perm)
     agree = true + (1 - true) * c
     sigma = np.sqrt(agree * (1 - agree) / num_perm) / (1 - c)
     # a shuffle turns the values into variable-size binary: full and low-byte signatures side by side
     mixed = pa.concat_arrays([a.cast(pa.binary()), low_bytes(a, num_perm).cast(pa.binary())])
-    for left, right in [(low_bytes(a, num_perm), b), (a, low_bytes(b, num_perm)),
-                        (low_bytes(a, num_perm), low_bytes(b, num_perm)), (mixed, pa.concat_arrays([b, b]))]:
+    for left, right in [
+        (low_bytes(a, num_perm), b),
+        (a, low_bytes(b, num_perm)),
+        (low_bytes(a, num_perm), low_bytes(b, num_perm)),
+        (mixed, pa.concat_arrays([b, b])),
+    ]:
         estimate, low = jaccard_estimates(left, right, num_perm)
-        estimate, low = estimate[-len(pairs):], low[-len(pairs):]
+        estimate, low = estimate[-len(pairs) :], low[-len(pairs) :]
         assert low.all()
         z = (estimate - true) / sigma
         assert (np.abs(z) <= 3).all(), z
         assert abs(z.mean()) < 3 / np.sqrt(len(z)) and 0.6 < z.std() < 1.4, (z.mean(), z.std())
-    assert np.array_equal(jaccard_estimates(mixed, pa.concat_arrays([b, b]), num_perm)[0][:len(pairs)], full)
+    assert np.array_equal(jaccard_estimates(mixed, pa.concat_arrays([b, b]), num_perm)[0][: len(pairs)], full)
 
 
 @pytest.mark.parametrize("char_ngrams", [False, True])
 def test_shingle_set_is_what_the_kernel_hashes(char_ngrams):
     """Texts hash to the same signature exactly when their reference shingle sets are equal."""
-    texts = ["Hello, World! Ça va?", "hello world ça va", "HELLO...world;  ça va", "hello world Ça va",
-             "  tabs\tand\nnewlines  here ", "tabs and newlines here", "café naïve 東京 2024", "cafe naive 東京 2024",
-             "a", "A!", "b", "x y", "x  y", "über", "Über", "one two three four five six", "one two three four five"]
+    texts = [
+        "Hello, World! Ça va?",
+        "hello world ça va",
+        "HELLO...world;  ça va",
+        "hello world Ça va",
+        "  tabs\tand\nnewlines  here ",
+        "tabs and newlines here",
+        "café naïve 東京 2024",
+        "cafe naive 東京 2024",
+        "a",
+        "A!",
+        "b",
+        "x y",
+        "x  y",
+        "über",
+        "Über",
+        "one two three four five six",
+        "one two three four five",
+    ]
     n = 3 if char_ngrams else 2
     sig = signatures(texts, num_perm=64, ngram=n, char_ngrams=char_ngrams)
     sets = [shingle_set(t, n, char_ngrams) for t in texts]
@@ -122,13 +158,31 @@ def test_signatures_are_stable():
     """Signatures are persisted and compared across runs: the kernel must keep these values (digests of the
     signatures computed by its first, scalar version) bit for bit, in both modes and at odd permutation counts."""
     rng = random.Random(0)
-    words = ["the", "The", "QUICK", "brown", "fox,", "café", "naïve", "東京", "über", "don't", "e-mail", "a", "1999",
-             "😀"]
+    words = [
+        "the",
+        "The",
+        "QUICK",
+        "brown",
+        "fox,",
+        "café",
+        "naïve",
+        "東京",
+        "über",
+        "don't",
+        "e-mail",
+        "a",
+        "1999",
+        "😀",
+    ]
     seps = [" ", "  ", "\n", "\t", ". ", "!", "--"]
     texts = ["".join(rng.choice(words) + rng.choice(seps) for _ in range(n)) for n in (0, 1, 2, 4, 5, 6, 50, 700)]
     texts += [None, "x" * 999, "  !!  Hello,\tWORLD  ", "Ça va? ça VA!"]
-    expected = {(128, 5, False): "05da7b4ba87d5d90", (13, 3, False): "286096095f2e0f47",
-                (64, 5, True): "2bbd334f38ce12be", (7, 1, True): "c2f56da85cc1258d"}
+    expected = {
+        (128, 5, False): "05da7b4ba87d5d90",
+        (13, 3, False): "286096095f2e0f47",
+        (64, 5, True): "2bbd334f38ce12be",
+        (7, 1, True): "c2f56da85cc1258d",
+    }
     for (num_perm, ngram, char_ngrams), digest in expected.items():
         sig = signatures(texts, num_perm, ngram, char_ngrams, seed=3)
         assert hashlib.sha256(sig.astype("<u4").tobytes()).hexdigest()[:16] == digest, (num_perm, ngram, char_ngrams)
@@ -202,7 +256,7 @@ def planted(tmp_path_factory):
     base = paragraphs(200)
     docs, pairs = {}, {}
     names = [f"r{i:04d}" for i in rng.sample(range(10000), 320)]
-    for i, text in enumerate(base):
+    for text in base:
         docs[names.pop()] = text
     sources = sorted(docs)
     for i, key in enumerate(sources[:90]):
@@ -222,8 +276,12 @@ def planted(tmp_path_factory):
 
 def dedup_config(src, out, block_bytes=32 << 10, partitions=None, **execution):
     fuzzy = {"threshold": 0.8, **({"partitions": partitions} if partitions else {})}
-    return {"input": {"paths": [str(src)], "block_bytes": block_bytes}, "output": {"path": str(out)},
-            "stages": [{"dedup_exact": {}}, {"dedup_fuzzy": fuzzy}], **({"execution": execution} if execution else {})}
+    return {
+        "input": {"paths": [str(src)], "block_bytes": block_bytes},
+        "output": {"path": str(out)},
+        "stages": [{"dedup_exact": {}}, {"dedup_fuzzy": fuzzy}],
+        **({"execution": execution} if execution else {}),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -244,22 +302,30 @@ def test_planted_duplicates_end_to_end(planted, planted_run):
     rejects = pq.read_table(tmp / "out" / "rejects").to_pylist()
     kept = {r["id"]: r for r in pq.read_table(tmp / "out" / "data").to_pylist()}
     removed = {r["id"]: r for r in rejects}
-    assert {(r["stage"], r["reason"]) for r in rejects} == {("dedup_exact", "exact_duplicate"),
-                                                           ("dedup_fuzzy", "near_duplicate")}
+    assert {(r["stage"], r["reason"]) for r in rejects} == {
+        ("dedup_exact", "exact_duplicate"),
+        ("dedup_fuzzy", "near_duplicate"),
+    }
     prefix = "duplicate of kept record "
-    assert all(r["detail"].startswith(prefix) and r["detail"][len(prefix):] in kept for r in rejects)  # a kept record
+    assert all(r["detail"].startswith(prefix) and r["detail"][len(prefix) :] in kept for r in rejects)  # a kept record
     assert all(k["dup_cluster"] for k in kept.values())
     # rejected duplicates, exact ones too, carry the cluster of the record kept for them
     assert all(r["detail"] == prefix + r["dup_cluster"] for r in rejects)
     exact = [r for r in rejects if r["stage"] == "dedup_exact"]
-    assert len(exact) == 10 and all(docs[r["id"]] == docs[r["dup_cluster"]] and r["dup_cluster"] < r["id"] for r in exact)
+    assert len(exact) == 10 and all(
+        docs[r["id"]] == docs[r["dup_cluster"]] and r["dup_cluster"] < r["id"] for r in exact
+    )
 
     high = [(q, p) for q, (p, j) in pairs.items() if j >= 0.85]
-    cluster = {**{i: r["dup_cluster"] for i, r in kept.items()},
-               **{i: r["dup_cluster"] for i, r in removed.items() if r["stage"] == "dedup_fuzzy"}}
+    cluster = {
+        **{i: r["dup_cluster"] for i, r in kept.items()},
+        **{i: r["dup_cluster"] for i, r in removed.items() if r["stage"] == "dedup_fuzzy"},
+    }
     found = sum(cluster[q] == cluster[p] for q, p in high)  # recall per planted pair: copy and source in one cluster
     assert found >= 0.95 * len(high), (found, len(high))
-    far = sum(jaccard(shingle_set(docs[r], 5), shingle_set(docs[x["dup_cluster"]], 5)) < 0.65 for r, x in removed.items())
+    far = sum(
+        jaccard(shingle_set(docs[r], 5), shingle_set(docs[x["dup_cluster"]], 5)) < 0.65 for r, x in removed.items()
+    )
     assert far <= 0.01 * len(removed), far
 
     report = json.loads((tmp / "out" / "report.json").read_text())["duplicates"]["stages"]
@@ -267,7 +333,6 @@ def test_planted_duplicates_end_to_end(planted, planted_run):
     assert report["dedup_fuzzy"]["removed"] == stages["dedup_fuzzy"]["rejected"]
     assert sum(report["dedup_fuzzy"]["cluster_sizes"].values()) == report["dedup_fuzzy"]["clusters_counted"]
     assert report["dedup_fuzzy"]["examples"][0]["removed"] and report["dedup_fuzzy"]["examples"][0]["kept_snippet"]
-
 
 
 def clusters_of(out, stage: str = "dedup_fuzzy") -> dict[str, list[str]]:
@@ -307,34 +372,74 @@ def test_exact_verification_keep_longest_and_annotate(planted, planted_run):
 
 
 def test_exact_dedup_normalization_and_keep(ray_local, tmp_path):
-    texts = {"a1": "Hello  World", "a2": "hello world", "a3": "HELLO WORLD!", "a4": "Hello, world 2", "a5": "hello world",
-             "b1": "\ufb01ne \ufb01sh", "b2": "fine fish", "c1": "", "c2": "unique text here"}
+    texts = {
+        "a1": "Hello  World",
+        "a2": "hello world",
+        "a3": "HELLO WORLD!",
+        "a4": "Hello, world 2",
+        "a5": "hello world",
+        "b1": "\ufb01ne \ufb01sh",
+        "b2": "fine fish",
+        "c1": "",
+        "c2": "unique text here",
+    }
 
     def normalized(**options) -> list[str]:
         stage = DedupExact(DedupExactConfig(**options), StageContext())
         return stage.normalized(pa.chunked_array([list(texts.values())])).to_pylist()
 
-    assert normalized() == ["hello world", "hello world", "hello world!", "hello, world 2", "hello world",
-                            "\ufb01ne \ufb01sh", "fine fish", "", "unique text here"]
+    assert normalized() == [
+        "hello world",
+        "hello world",
+        "hello world!",
+        "hello, world 2",
+        "hello world",
+        "\ufb01ne \ufb01sh",
+        "fine fish",
+        "",
+        "unique text here",
+    ]
     assert normalized(lowercase=False, collapse_whitespace=False)[:2] == ["Hello  World", "hello world"]
     assert normalized(strip_punctuation_digits=True, unicode_nfkc=True) == [
-        "hello world", "hello world", "hello world", "hello world", "hello world", "fine fish", "fine fish", "",
-        "unique text here"]
+        "hello world",
+        "hello world",
+        "hello world",
+        "hello world",
+        "hello world",
+        "fine fish",
+        "fine fish",
+        "",
+        "unique text here",
+    ]
 
     src = tmp_path / "exact.jsonl"
     src.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in texts.items()))
 
     def removed(options: dict, out: str) -> dict[str, str]:
-        manifest = run(parse_config({"input": {"paths": [str(src)]}, "output": {"path": str(tmp_path / out)},
-                                     "stages": [{"dedup_exact": options}]}))
-        assert manifest["counts"]["input"] == len(texts) == manifest["counts"]["output"] + manifest["counts"]["rejected"]
+        manifest = run(
+            parse_config(
+                {
+                    "input": {"paths": [str(src)]},
+                    "output": {"path": str(tmp_path / out)},
+                    "stages": [{"dedup_exact": options}],
+                }
+            )
+        )
+        assert (
+            manifest["counts"]["input"] == len(texts) == manifest["counts"]["output"] + manifest["counts"]["rejected"]
+        )
         return {r: k for k, members in clusters_of(tmp_path / out, "dedup_exact").items() for r in members}
 
     assert removed({}, "default") == {"a2": "a1", "a5": "a1"}  # lowest id
     kept = pq.read_table(tmp_path / "default" / "data", columns=["id", "dup_cluster"]).to_pylist()
     assert all(r["dup_cluster"] == r["id"] for r in kept)  # each kept record names its own group
     assert removed({"strip_punctuation_digits": True, "unicode_nfkc": True, "keep": "longest"}, "longest") == {
-        "a1": "a4", "a2": "a4", "a3": "a4", "a5": "a4", "b1": "b2"}  # the longest text of each group is kept
+        "a1": "a4",
+        "a2": "a4",
+        "a3": "a4",
+        "a5": "a4",
+        "b1": "b2",
+    }  # the longest text of each group is kept
 
 
 def test_revision_labels(ray_local, tmp_path):
@@ -348,11 +453,20 @@ def test_revision_labels(ray_local, tmp_path):
     records = [{"id": sid, "text": text} for text, sid in sources.items()]
     records += [{"id": f"t{i:02d}", "text": text} for i, (text, _, _) in enumerate(rows)]
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
-    run(parse_config({"input": {"paths": [str(src)]}, "output": {"path": str(tmp_path / "out")},
-                      "stages": [{"dedup_fuzzy": {"threshold": 0.8}}]}))
+    run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)]},
+                "output": {"path": str(tmp_path / "out")},
+                "stages": [{"dedup_fuzzy": {"threshold": 0.8}}],
+            }
+        )
+    )
     kept_for = {r: k for k, members in clusters_of(tmp_path / "out").items() for r in members}
     predicted = {i for i, (_, source, _) in enumerate(rows) if kept_for.get(f"t{i:02d}") == sources[source]}
     positive = {i for i, (_, _, label) in enumerate(rows) if label in ("2", "3")}
     assert predicted and predicted <= positive, (predicted, positive)
-    near_verbatim = {i for i, (text, source, _) in enumerate(rows) if jaccard(shingle_set(text, 5), shingle_set(source, 5)) >= 0.85}
+    near_verbatim = {
+        i for i, (text, source, _) in enumerate(rows) if jaccard(shingle_set(text, 5), shingle_set(source, 5)) >= 0.85
+    }
     assert near_verbatim and near_verbatim <= predicted

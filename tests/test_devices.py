@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from thresher.core.storage import Storage
 from testkit.device_guard import ImplicitDevice
 from testkit.tiny_llama import build_tiny_llama
+from thresher.core.storage import Storage
 from thresher.train.config import parse_config
 from thresher.train.data import Encoding, encode_batch
 from thresher.train.loop import Job, Recipe, TrainerState
@@ -57,14 +57,27 @@ def test_a_step_and_an_evaluation_create_no_tensor_off_the_batches_device(ray_lo
 
     settings = METHODS[variant]
     fmt = "preference" if settings["method"] in ("dpo", "orpo") else "alpaca"
-    cfg = parse_config({"model": {"name_or_path": str(tiny)}, **settings,
-                        "data": {"train": str(tmp_path), "validation": str(tmp_path), "format": fmt,
-                                 "max_seq_len": SEQ},
-                        "scaling": {"num_workers": 1}, "optim": {"max_steps": 1, "batch_size": 4},
-                        "output": {"path": str(tmp_path / "out")}})
+    cfg = parse_config(
+        {
+            "model": {"name_or_path": str(tiny)},
+            **settings,
+            "data": {"train": str(tmp_path), "validation": str(tmp_path), "format": fmt, "max_seq_len": SEQ},
+            "scaling": {"num_workers": 1},
+            "optim": {"max_steps": 1, "batch_size": 4},
+            "output": {"path": str(tmp_path / "out")},
+        }
+    )
     tokenizer = load_tokenizer(cfg.model)
-    recipe = Recipe(cfg, Job(total_steps=1, storage=Storage.from_options(None), tokenizer=tokenizer,
-                             has_validation=True, sources=["first", "second"]))
+    recipe = Recipe(
+        cfg,
+        Job(
+            total_steps=1,
+            storage=Storage.from_options(None),
+            tokenizer=tokenizer,
+            has_validation=True,
+            sources=["first", "second"],
+        ),
+    )
     recipe.build(rank=0, world=1, device=torch.device("cpu"))
     recipe.state, recipe.tracker = TrainerState(tokens_by_source=[0, 0]), Tracker(None)
     recipe.val_shard = rows(ray_local, tokenizer, fmt, 0)
@@ -99,6 +112,7 @@ print("planned")
 """
 
 
+@pytest.mark.slow  # 10 s or more: not in the fast subset
 def test_a_stage_that_asks_for_a_gpu_is_planned_on_ray_data():
     """Ray Data plans GPU actors only with a batch size (a rule no CPU run meets): a Ray whose one GPU is a logical
     resource plans and runs an ``embed`` pool with ``num_gpus: 1`` (the model itself on the CPU)."""
@@ -107,6 +121,7 @@ def test_a_stage_that_asks_for_a_gpu_is_planned_on_ray_data():
 
     from tests.conftest import ROOT
 
-    done = subprocess.run([sys.executable, "-c", PLAN_WITH_A_GPU_STAGE], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", PLAN_WITH_A_GPU_STAGE], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and "planned" in done.stdout, done.stderr[-3000:]

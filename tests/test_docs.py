@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from thresher import reference
+from thresher import config_docs
 from thresher.cli import main
 from thresher.curate.config import parse_config
 
@@ -28,7 +28,7 @@ def generator():
 def test_the_generated_pages_are_current():
     gen = generator()
     stale = gen.stale()
-    assert not stale, ("generated docs differ from the code (run: python docs/generate.py): " + ", ".join(stale))
+    assert not stale, "generated docs differ from the code (run: python docs/generate.py): " + ", ".join(stale)
 
 
 def test_the_generated_pages_are_the_same_every_time():
@@ -42,15 +42,16 @@ def test_every_stage_has_a_page_and_every_page_a_stage(capsys):
     assert main(["stages"]) == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
     pages = {p.stem for p in (DOCS / "stages").glob("*.md")} - {"README"}
-    assert listed == pages, f"stages without a page: {sorted(listed - pages)}; pages without a stage: " \
-                            f"{sorted(pages - listed)}"
+    assert listed == pages, (
+        f"stages without a page: {sorted(listed - pages)}; pages without a stage: {sorted(pages - listed)}"
+    )
     index = (DOCS / "stages" / "README.md").read_text()
     assert all(f"]({name}.md)" in index for name in listed)
 
 
 def test_every_stage_page_example_is_a_valid_config():
     gen = generator()
-    for name in reference._stages():
+    for name in config_docs._stages():
         example = gen.stage_example(name)
         data = yaml.safe_load(example) if example else {"stages": [{name: {}}]}
         data.setdefault("input", {}).setdefault("paths", ["in/*.jsonl"])
@@ -63,7 +64,7 @@ def test_every_config_section_has_its_key_table():
     gen = generator()
     for kind, path in gen.CONFIG_PAGES.items():
         blocks = gen.blocks(path.read_text())
-        expected = [f"{kind} ."] + [f"{kind} {section}" for section in reference.config_sections(kind)]
+        expected = [f"{kind} ."] + [f"{kind} {section}" for section in config_docs.config_sections(kind)]
         missing = [b for b in expected if b not in blocks]
         assert not missing, f"{path.relative_to(ROOT)}: no generated table for {missing}"
     assert "report sections" in gen.blocks((DOCS / "outputs.md").read_text())

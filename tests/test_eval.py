@@ -16,15 +16,15 @@ import pytest
 import sacrebleu
 import yaml
 
-from thresher.cli import main as cli
-from thresher.core.storage import Storage
 from testkit.tiny_llama import CHATML, build_tiny_llama
 from tests.conftest import ROOT
 from tests.samples import alpaca_records, gsm8k
-from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch, render_alpaca
+from thresher.cli import main as cli
+from thresher.core.storage import Storage
 from thresher.evaluate.eval_config import EvalData, parse_eval_config
 from thresher.evaluate.generate import render_example
 from thresher.evaluate.scoring import aggregate, bootstrap, corpus_bleu, extract_answer, score_examples, token_f1
+from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch, render_alpaca
 
 # -- scoring on hand-made predictions (no Ray) -----------------------------------------------------------------
 
@@ -77,8 +77,11 @@ def test_bootstrap_interval_contains_the_mean_and_is_deterministic():
     assert lo < scores.mean() < hi and hi - lo < 0.4
     assert bootstrap(mean, 50, 1000, seed=0) == (lo, hi)
     assert bootstrap(mean, 50, 1000, seed=1) != (lo, hi)
-    cols = {"exact_match": [1.0, 0.0, 1.0, 1.0, None], "reference_nll": [2.0, 4.0, 1.0, 3.0, None],
-            "reference_tokens": [2, 2, 1, 3, 0]}
+    cols = {
+        "exact_match": [1.0, 0.0, 1.0, 1.0, None],
+        "reference_nll": [2.0, 4.0, 1.0, 3.0, None],
+        "reference_tokens": [2, 2, 1, 3, 0],
+    }
     first = aggregate(cols, ["exact_match", "perplexity"], samples=500, seed=3)
     assert first == aggregate(cols, ["exact_match", "perplexity"], samples=500, seed=3)
     assert first["perplexity"]["value"] == pytest.approx(math.exp(10 / 8)) and first["perplexity"]["count"] == 4
@@ -114,13 +117,24 @@ def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
     from thresher.core.config import ConfigError
     from thresher.evaluate.evaluation import read_dataset
 
-    (tmp_path / "qa.jsonl").write_text("".join(json.dumps({"q": f"{i} + 1 =", "a": f" {i + 1}"}) + "\n"
-                                               for i in range(5)))
-    cfg = {"model": {"name_or_path": "unused"}, "data": {"path": str(tmp_path / "qa.jsonl"), "format": "text",
-           "text_field": "q", "reference_field": "a", "max_rows": 3}, "output": {"path": str(tmp_path / "out")}}
+    (tmp_path / "qa.jsonl").write_text(
+        "".join(json.dumps({"q": f"{i} + 1 =", "a": f" {i + 1}"}) + "\n" for i in range(5))
+    )
+    cfg = {
+        "model": {"name_or_path": "unused"},
+        "data": {
+            "path": str(tmp_path / "qa.jsonl"),
+            "format": "text",
+            "text_field": "q",
+            "reference_field": "a",
+            "max_rows": 3,
+        },
+        "output": {"path": str(tmp_path / "out")},
+    }
     storage = Storage.from_options(None)
-    assert read_dataset(parse_eval_config(cfg), storage).take_all() == [{"q": f"{i} + 1 =", "a": f" {i + 1}"}
-                                                                        for i in range(3)]
+    assert read_dataset(parse_eval_config(cfg), storage).take_all() == [
+        {"q": f"{i} + 1 =", "a": f" {i + 1}"} for i in range(3)
+    ]
     text = EvalData(path=".", format="text", text_field="q", reference_field="a")
     assert render_example({"q": "1 + 1 =", "a": " 2"}, text, None) == ("1 + 1 =", " 2", "1 + 1 = 2", [(7, 9)])
     cfg["data"]["reference_field"] = "answer"
@@ -171,9 +185,13 @@ def test_alpaca_prompt_is_training_prompt(tiny):
 def test_chat_prompt_is_training_prompt_up_to_the_last_assistant_turn(tiny, template):
     tok = tokenizer_of(tiny)
     tok.chat_template = FALLBACK_CHAT_TEMPLATE if template == "fallback" else CHATML
-    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 7 * 8?"},
-                    {"role": "assistant", "content": "56"}, {"role": "user", "content": "And 56 / 4?"},
-                    {"role": "assistant", "content": "14"}]
+    conversation = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 7 * 8?"},
+        {"role": "assistant", "content": "56"},
+        {"role": "user", "content": "And 56 / 4?"},
+        {"role": "assistant", "content": "14"},
+    ]
     prompt, reference, text, spans = render_example({"messages": conversation}, EvalData(path=".", format="chat"), tok)
     assert reference == "14"
     assert prompt == tok.apply_chat_template(conversation[:4], tokenize=False, add_generation_prompt=True)
@@ -186,6 +204,7 @@ def test_chat_prompt_is_training_prompt_up_to_the_last_assistant_turn(tiny, temp
 # -- the report: cut generations, extracted answers, instructions without the template ----------------------------
 
 
+@pytest.mark.slow  # 10 s or more: not in the fast subset
 def test_report_counts_generations_cut_at_max_new_tokens(tiny, tmp_path):
     """The report's count of generations stopped at ``max_new_tokens`` equals the predictions', which equal an
     independent check: each prompt generated alone, greedy, 16 tokens further, has no end-of-sequence token among
@@ -200,8 +219,10 @@ def test_report_counts_generations_cut_at_max_new_tokens(tiny, tmp_path):
     from thresher.train.config import ModelOptions
 
     limit = 12
-    records = [{**r, "output": r["output"] if i % 2 else r["output"].split("####")[-1].strip()}
-               for i, r in enumerate(alpaca_records(12))]
+    records = [
+        {**r, "output": r["output"] if i % 2 else r["output"].split("####")[-1].strip()}
+        for i, r in enumerate(alpaca_records(12))
+    ]
     data = EvalData(path=".", format="alpaca")
     tok = tokenizer_of(tiny)
     model = AutoModelForCausalLM.from_pretrained(tiny)
@@ -223,31 +244,45 @@ def test_report_counts_generations_cut_at_max_new_tokens(tiny, tmp_path):
     def greedy(prompt: str, n: int) -> list[int]:
         ids = torch.tensor([tok(prompt)["input_ids"]])
         with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                                 eos_token_id=None, pad_token_id=tok.pad_token_id)
-        return out[0, ids.shape[1]:].tolist()
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=n,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=tok.pad_token_id,
+            )
+        return out[0, ids.shape[1] :].tolist()
 
     longer = [greedy(render_example(r, data, tok)[0], limit + 16) for r in records]
     expected = [tok.eos_token_id not in row[:limit] for row in longer]
     assert 0 < sum(expected) < len(records)
 
-    generator = Generator(ModelOptions(name_or_path=str(folder)), data, GenerationOptions(max_new_tokens=limit),
-                          perplexity=False)
+    generator = Generator(
+        ModelOptions(name_or_path=str(folder)), data, GenerationOptions(max_new_tokens=limit), perplexity=False
+    )
     rows = generator(pa.Table.from_pylist(records))
     assert rows.column("stopped_at_limit").to_pylist() == expected
 
     from thresher.evaluate.scoring import score_examples as score
 
-    scores = score(rows.column("prediction").to_pylist(), rows.column("reference").to_pylist(), ["exact_match"],
-                   "last_number")
+    scores = score(
+        rows.column("prediction").to_pylist(), rows.column("reference").to_pylist(), ["exact_match"], "last_number"
+    )
     for name, values in scores.items():
         rows = rows.append_column(name, pa.array(values))
-    result = {"metrics": {"exact_match": {"value": 0.0, "count": len(records), "ci95": [0.0, 0.0]}},
-              "model": {"name_or_path": "/home/someone/runs/tiny"}, "data": {"path": "/home/someone/data/gsm8k/"},
-              "rows": len(records), "seconds": 1.0,
-              "generation": {"max_new_tokens": limit}}
+    result = {
+        "metrics": {"exact_match": {"value": 0.0, "count": len(records), "ci95": [0.0, 0.0]}},
+        "model": {"name_or_path": "/home/someone/runs/tiny"},
+        "data": {"path": "/home/someone/data/gsm8k/"},
+        "rows": len(records),
+        "seconds": 1.0,
+        "generation": {"max_new_tokens": limit},
+    }
     page = render_report(result, rows.set_column(0, "id", pa.array([str(i) for i in range(len(records))])))
-    assert f"<b class='cut'>{sum(expected)}</b> of {len(records)} generations stopped at max_new_tokens ({limit})" in page
+    assert (
+        f"<b class='cut'>{sum(expected)}</b> of {len(records)} generations stopped at max_new_tokens ({limit})" in page
+    )
     assert "/home/someone" not in page and "model <code>tiny</code>, data <code>gsm8k</code>" in page  # no local path
     cut_table = page.split("Generations cut at max_new_tokens")[1].split("<h2>")[0]
     assert cut_table.count("<tr>") == 1 + min(sum(expected), 5)
@@ -259,11 +294,11 @@ def test_report_counts_generations_cut_at_max_new_tokens(tiny, tmp_path):
     assert len(shown) == 10
     for i in shown:
         answers = (scores["answer_prediction"][i] or "(none)", extract_answer(records[i]["output"], "last_number"))
-        assert any(f"<td><b>{a}</b> {mark} <b>{b}</b></td>" in worst
-                   for a, b in [answers] for mark in ("=", "&ne;")), answers
-    assert "<svg class=\"chart\"" in page and ">tokens generated</text>" in page and ">predictions</text>" in page
+        assert any(f"<td><b>{a}</b> {mark} <b>{b}</b></td>" in worst for a, b in [answers] for mark in ("=", "&ne;")), (
+            answers
+        )
+    assert '<svg class="chart"' in page and ">tokens generated</text>" in page and ">predictions</text>" in page
     from tests.test_report import overflowing_labels
 
     for width in (1000, 1600):  # laid out in Chromium: no chart label or table cell cut
         assert overflowing_labels(page, tmp_path, width)[0] == []
-

@@ -9,25 +9,30 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from tests.samples import jsonl
 from thresher.curate.execution.datasets import LocalTable, fetched
 from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
 from thresher.curate.stages.curriculum import Curriculum, CurriculumConfig
 from thresher.curate.stages.label_noise import LabelNoise, LabelNoiseConfig
 from thresher.curate.stages.labels import Labels, LabelsConfig
 from thresher.curate.stages.rebalance import Rebalance, RebalanceConfig
-from tests.samples import jsonl
 
 N = 300
 BLOCK = 50
 
 
 def records(long: bool) -> pa.Table:
-    items = [r for r in jsonl("examples/data/snli_dev_sample.jsonl") if r["gold_label"] != "-"][:N // 5 if long else N]
-    rows = [{"id": r["pairID"], "text": r["sentence2"], "label": r["gold_label"], "votes": r["annotator_labels"]}
-            for r in items]
+    items = [r for r in jsonl("examples/data/snli_dev_sample.jsonl") if r["gold_label"] != "-"][: N // 5 if long else N]
+    rows = [
+        {"id": r["pairID"], "text": r["sentence2"], "label": r["gold_label"], "votes": r["annotator_labels"]}
+        for r in items
+    ]
     if long:  # one row per annotation
-        rows = [{"id": f"{r['id']}/{i}", "text": r["text"], "item": r["id"], "label": vote, "annotator": f"a{i}"}
-                for r in rows for i, vote in enumerate(r["votes"])]
+        rows = [
+            {"id": f"{r['id']}/{i}", "text": r["text"], "item": r["id"], "label": vote, "annotator": f"a{i}"}
+            for r in rows
+            for i, vote in enumerate(r["votes"])
+        ]
     table = pa.Table.from_pylist(rows)
     n = table.num_rows
     keys = (np.arange(n) % BLOCK) + (np.arange(n) // BLOCK << 32)
@@ -36,8 +41,11 @@ def records(long: bool) -> pa.Table:
 
 def key_rows(stage, batch: pa.Table) -> pa.Table:
     n = batch.num_rows
-    rows = {KEY: batch[KEY], ID: batch["id"], **{c: pa.nulls(n, pa.string()) for c in (REJECT_STAGE, REJECT_REASON,
-                                                                                           REJECT_DETAIL)}}
+    rows = {
+        KEY: batch[KEY],
+        ID: batch["id"],
+        **{c: pa.nulls(n, pa.string()) for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)},
+    }
     return pa.table({**rows, **stage.keys(batch)})
 
 
@@ -67,8 +75,11 @@ STAGES = {
     "labels": (Labels, LabelsConfig(annotations_field="votes", consensus="dawid_skene", assist={"dims": 64}), False),
     "labels_long": (Labels, LabelsConfig(item_field="item", annotator_field="annotator"), True),
     "label_noise": (LabelNoise, LabelNoiseConfig(dims=64, action="review"), False),
-    "rebalance": (Rebalance, RebalanceConfig(field="label", target={"counts": {"entailment": 150, "neutral": 70}},
-                                             method="both", splits=[]), False),
+    "rebalance": (
+        Rebalance,
+        RebalanceConfig(field="label", target={"counts": {"entailment": 150, "neutral": 70}}, method="both", splits=[]),
+        False,
+    ),
 }
 
 
@@ -78,8 +89,11 @@ def test_ray_and_one_process_decide_the_same(ray_local, name):
     batch = records(long)
     if name == "labels":  # a few records without annotations, for assist to propose labels
         votes = batch["votes"].to_pylist()
-        batch = batch.set_column(batch.column_names.index("votes"), "votes",
-                                 pa.array([[] if i % 10 == 0 else v for i, v in enumerate(votes)]))
+        batch = batch.set_column(
+            batch.column_names.index("votes"),
+            "votes",
+            pa.array([[] if i % 10 == 0 else v for i, v in enumerate(votes)]),
+        )
     keys = key_rows(kind(config, StageContext()), batch)
     on_ray, ray_metrics = decided(kind(config, StageContext()), keys, local=False)
     here, metrics = decided(kind(config, StageContext()), keys, local=True)

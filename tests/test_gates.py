@@ -15,40 +15,56 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def counts(**over):
-    c = {"input": 100, "output": 60, "rejected": 40, "splits": {"train": 50, "test": 10},
-         "read_bytes": 8000, "rejected_bytes": 2000,
-         "by_stage": {"read": {"in": 100, "out": 95, "rejected": 5}, "langid": {"in": 95, "out": 80, "rejected": 15},
-                      "dedup_exact": {"in": 80, "out": 70, "rejected": 10},
-                      "dedup_fuzzy": {"in": 70, "out": 60, "rejected": 10}}}
+    c = {
+        "input": 100,
+        "output": 60,
+        "rejected": 40,
+        "splits": {"train": 50, "test": 10},
+        "read_bytes": 8000,
+        "rejected_bytes": 2000,
+        "by_stage": {
+            "read": {"in": 100, "out": 95, "rejected": 5},
+            "langid": {"in": 95, "out": 80, "rejected": 15},
+            "dedup_exact": {"in": 80, "out": 70, "rejected": 10},
+            "dedup_fuzzy": {"in": 70, "out": 60, "rejected": 10},
+        },
+    }
     return {**c, **over}
 
 
-@pytest.mark.parametrize("gates, gate, measured, ok", [
-    ({"max_rejected_fraction": 0.4}, "max_rejected_fraction", 0.4, True),
-    ({"max_rejected_fraction": 0.39}, "max_rejected_fraction", 0.4, False),
-    ({"max_duplicate_rate": 0.25}, "max_duplicate_rate", 0.25, True),  # (10 + 10) / 80 entering dedup
-    ({"max_duplicate_rate": 0.2}, "max_duplicate_rate", 0.25, False),
-    ({"max_malformed_fraction": 0.05}, "max_malformed_fraction", 0.05, True),
-    ({"max_malformed_fraction": 0.01}, "max_malformed_fraction", 0.05, False),
-    ({"max_malformed_bytes_fraction": 0.25}, "max_malformed_bytes_fraction", 0.25, True),  # 2000 / 8000 bytes
-    ({"max_malformed_bytes_fraction": 0.2}, "max_malformed_bytes_fraction", 0.25, False),
-    ({"min_output_records": 60}, "min_output_records", 60, True),
-    ({"min_output_records": 61}, "min_output_records", 60, False),
-    ({"max_output_records": 60}, "max_output_records", 60, True),
-    ({"max_output_records": 59}, "max_output_records", 60, False),
-    ({"min_split_records": {"test": 10}}, "min_split_records.test", 10, True),
-    ({"min_split_records": {"validation": 1}}, "min_split_records.validation", 0, False),
-    ({"max_stage_rejected_fraction": {"langid": 0.16}}, "max_stage_rejected_fraction.langid", 0.157895, True),
-    ({"max_stage_rejected_fraction": {"langid": 0.15}}, "max_stage_rejected_fraction.langid", 0.157895, False),
-])
+@pytest.mark.parametrize(
+    "gates, gate, measured, ok",
+    [
+        ({"max_rejected_fraction": 0.4}, "max_rejected_fraction", 0.4, True),
+        ({"max_rejected_fraction": 0.39}, "max_rejected_fraction", 0.4, False),
+        ({"max_duplicate_rate": 0.25}, "max_duplicate_rate", 0.25, True),  # (10 + 10) / 80 entering dedup
+        ({"max_duplicate_rate": 0.2}, "max_duplicate_rate", 0.25, False),
+        ({"max_malformed_fraction": 0.05}, "max_malformed_fraction", 0.05, True),
+        ({"max_malformed_fraction": 0.01}, "max_malformed_fraction", 0.05, False),
+        ({"max_malformed_bytes_fraction": 0.25}, "max_malformed_bytes_fraction", 0.25, True),  # 2000 / 8000 bytes
+        ({"max_malformed_bytes_fraction": 0.2}, "max_malformed_bytes_fraction", 0.25, False),
+        ({"min_output_records": 60}, "min_output_records", 60, True),
+        ({"min_output_records": 61}, "min_output_records", 60, False),
+        ({"max_output_records": 60}, "max_output_records", 60, True),
+        ({"max_output_records": 59}, "max_output_records", 60, False),
+        ({"min_split_records": {"test": 10}}, "min_split_records.test", 10, True),
+        ({"min_split_records": {"validation": 1}}, "min_split_records.validation", 0, False),
+        ({"max_stage_rejected_fraction": {"langid": 0.16}}, "max_stage_rejected_fraction.langid", 0.157895, True),
+        ({"max_stage_rejected_fraction": {"langid": 0.15}}, "max_stage_rejected_fraction.langid", 0.157895, False),
+    ],
+)
 def test_each_gate_on_both_sides(gates, gate, measured, ok):
     (result,) = check(GatesConfig(**gates), counts())
     assert (result["gate"], result["measured"], result["ok"]) == (gate, measured, ok)
 
 
 def test_gate_on_a_stage_not_in_the_run_is_a_config_error(tmp_path, capsys):
-    cfg = {"input": {"paths": ["x.jsonl"]}, "output": {"path": str(tmp_path / "out")}, "stages": [{"normalize": {}}],
-           "gates": {"max_stage_rejected_fraction": {"langid": 0.1}}}
+    cfg = {
+        "input": {"paths": ["x.jsonl"]},
+        "output": {"path": str(tmp_path / "out")},
+        "stages": [{"normalize": {}}],
+        "gates": {"max_stage_rejected_fraction": {"langid": 0.1}},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     assert cli_main(["curate", str(tmp_path / "cfg.yaml")]) == 2
     assert "gates.max_stage_rejected_fraction.langid" in capsys.readouterr().err
@@ -57,9 +73,12 @@ def test_gate_on_a_stage_not_in_the_run_is_a_config_error(tmp_path, capsys):
 def test_violated_gate_exits_1_and_writes_report_and_manifest(ray_local, tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("THRESHER_LOG_DIR", str(tmp_path / "logs"))
     out = tmp_path / "out"
-    cfg = {"input": {"paths": [str(ROOT / "examples/corpus/web-00.jsonl")]}, "output": {"path": str(out)},
-           "stages": [{"normalize": {}}, {"dedup_exact": {}}],
-           "gates": {"min_output_records": 1_000_000, "max_rejected_fraction": 1.0}}
+    cfg = {
+        "input": {"paths": [str(ROOT / "examples/corpus/web-00.jsonl")]},
+        "output": {"path": str(out)},
+        "stages": [{"normalize": {}}, {"dedup_exact": {}}],
+        "gates": {"min_output_records": 1_000_000, "max_rejected_fraction": 1.0},
+    }
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     assert cli_main(["curate", str(tmp_path / "cfg.yaml")]) == 1
     err = capfd.readouterr().err

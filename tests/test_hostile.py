@@ -17,6 +17,7 @@ import zstandard
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from testkit.batches import batch
 from thresher.core.storage import Storage
 from thresher.curate.config import InputConfig, parse_config
 from thresher.curate.readers import LostBytes, plan, read_task
@@ -24,7 +25,6 @@ from thresher.curate.runner import run
 from thresher.curate.stage import REJECT_STAGE, StageContext, run_map_stage
 from thresher.curate.stages.normalize import Normalize, NormalizeConfig
 from thresher.curate.stages.pii import Pii, PiiConfig
-from testkit.batches import batch
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -36,7 +36,8 @@ json_values = st.recursive(
 hostile_line = st.one_of(
     st.binary(max_size=300).map(lambda b: b.replace(b"\n", b" ")),
     st.dictionaries(st.sampled_from(["text", "id", "url", "x"]), json_values, max_size=4).map(
-        lambda d: json.dumps(d).encode()),
+        lambda d: json.dumps(d).encode()
+    ),
     st.text(max_size=200).map(lambda t: json.dumps({"text": t}).encode()),
     st.text(max_size=50).map(lambda t: json.dumps({"text": t + "\x00" + t, "id": t}).encode()),
 )
@@ -82,16 +83,28 @@ def lines_before_truncation(data: bytes, cut: int, codec: str = "gzip") -> int:
 def test_random_and_truncated_compressed_bytes_never_raise(tmp_path_factory, data, cut):
     # random bytes that happen to open a gzip stream, a zstd frame (or a prefix of its magic number) or a WARC
     # record are not random enough here
-    zstd = data and (b"\x28\xb5\x2f\xfd".startswith(data[:4])
-                     or data[0] & 0xF0 == 0x50 and b"\x2a\x4d\x18".startswith(data[1:4]))
+    zstd = data and (
+        b"\x28\xb5\x2f\xfd".startswith(data[:4]) or data[0] & 0xF0 == 0x50 and b"\x2a\x4d\x18".startswith(data[1:4])
+    )
     assume(not data.startswith(b"\x1f\x8b") and not zstd and b"WARC/" not in data)
     tmp = tmp_path_factory.mktemp("h")
     damaged = int(bool(data))  # random bytes are no compressed stream: one row for the unreadable file
-    expected = {"r.jsonl.gz": damaged, "t.jsonl.gz": lines_before_truncation(data, cut), "r.wet": 0,
-                "r.jsonl.zst": damaged, "t.jsonl.zst": lines_before_truncation(data, cut, "zstd"),
-                "r.txt": 1}  # WET: no WARC record; text: the file is one document
-    payloads = {"r.jsonl.gz": data, "t.jsonl.gz": gzip.compress(data)[:cut], "r.wet": data, "r.jsonl.zst": data,
-                "t.jsonl.zst": zstandard.ZstdCompressor().compress(data)[:cut], "r.txt": data}
+    expected = {
+        "r.jsonl.gz": damaged,
+        "t.jsonl.gz": lines_before_truncation(data, cut),
+        "r.wet": 0,
+        "r.jsonl.zst": damaged,
+        "t.jsonl.zst": lines_before_truncation(data, cut, "zstd"),
+        "r.txt": 1,
+    }  # WET: no WARC record; text: the file is one document
+    payloads = {
+        "r.jsonl.gz": data,
+        "t.jsonl.gz": gzip.compress(data)[:cut],
+        "r.wet": data,
+        "r.jsonl.zst": data,
+        "t.jsonl.zst": zstandard.ZstdCompressor().compress(data)[:cut],
+        "r.txt": data,
+    }
     for name, payload in payloads.items():
         table = read_all(tmp, name, payload)
         assert table.num_rows == expected[name], name
@@ -120,23 +133,32 @@ def test_a_run_over_hostile_files_accounts_for_every_record(ray_local, tmp_path)
 
     rng = random.Random(7)
     lines = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200))).replace(b"\n", b" ") for _ in range(200)]
-    lines += [json.dumps({"text": "Good text about the weather in spring. " * 5, "id": f"g{i}"}).encode() for i in range(50)]
+    lines += [
+        json.dumps({"text": "Good text about the weather in spring. " * 5, "id": f"g{i}"}).encode() for i in range(50)
+    ]
     rng.shuffle(lines)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     (tmp_path / "in" / "b.jsonl.gz").write_bytes(gzip.compress(b"\n".join(lines))[:-100])
     (tmp_path / "in" / "c.txt").write_bytes(b"\xff\xfe\x00 not utf-8 \x80")
     parquet = tmp_path / "in" / "d.parquet"  # bytes flipped in a data page's header, then in the footer
-    pq.write_table(pa.table({"text": [f"Parquet document {i} about rivers." for i in range(30)]}), parquet,
-                   row_group_size=10)
+    pq.write_table(
+        pa.table({"text": [f"Parquet document {i} about rivers." for i in range(30)]}), parquet, row_group_size=10
+    )
     data, at = parquet.read_bytes(), pq.read_metadata(parquet).row_group(1).column(0).data_page_offset
-    parquet.write_bytes(data[:at] + b"\xff" * 4 + data[at + 4:])
+    parquet.write_bytes(data[:at] + b"\xff" * 4 + data[at + 4 :])
     footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
-    (tmp_path / "in" / "e.parquet").write_bytes(data[:footer] + b"\xff" * 4 + data[footer + 4:])
+    (tmp_path / "in" / "e.parquet").write_bytes(data[:footer] + b"\xff" * 4 + data[footer + 4 :])
     t0 = time.perf_counter()
-    manifest = run(parse_config({"input": {"paths": [str(tmp_path / "in")], "format": None},
-                                 "output": {"path": str(tmp_path / "out")},
-                                 "stages": [{"normalize": {"html_to_text": True}}, {"pii": {}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(tmp_path / "in")], "format": None},
+                "output": {"path": str(tmp_path / "out")},
+                "stages": [{"normalize": {"html_to_text": True}}, {"pii": {}}],
+            }
+        )
+    )
     c = manifest["counts"]
     assert c["input"] == c["output"] + c["rejected"]
     assert c["output"] >= 70 and c["rejected"] > 100

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.test_dedup import mutate, paragraphs
 from thresher.cli import main
 from thresher.core.config import ConfigError
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
-from tests.test_dedup import mutate, paragraphs
 
 
 def write_jsonl(path, rows):
@@ -30,16 +30,25 @@ def write_jsonl(path, rows):
 
 def config(src, out, against=(), index=False, **execution):
     against = [str(a) for a in against]
-    return {"input": {"paths": [str(src)]}, "output": {"path": str(out), "reference_index": index},
-            "stages": [{"dedup_exact": {"against": against}}, {"dedup_fuzzy": {"threshold": 0.8, "against": against}},
-                       {"split": {"group_by": "doc", "against": against}}],
-            "execution": execution}
+    return {
+        "input": {"paths": [str(src)]},
+        "output": {"path": str(out), "reference_index": index},
+        "stages": [
+            {"dedup_exact": {"against": against}},
+            {"dedup_fuzzy": {"threshold": 0.8, "against": against}},
+            {"split": {"group_by": "doc", "against": against}},
+        ],
+        "execution": execution,
+    }
 
 
 def splits(out):
     """id -> split of a run's kept records."""
-    return {r["id"]: p.parent.name for p in (out / "data").rglob("*.parquet")
-            for r in pq.read_table(p, columns=["id"]).to_pylist()}
+    return {
+        r["id"]: p.parent.name
+        for p in (out / "data").rglob("*.parquet")
+        for r in pq.read_table(p, columns=["id"]).to_pylist()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +66,12 @@ def releases(ray_local, tmp_path_factory):
     assert set(placed.values()) == {"train", "validation", "test"}
     tests = sorted(i for i, split in placed.items() if split == "test")
     # new texts in the group (doc) of a release-1 record: every test record's and as many others
-    others = sorted(set(placed) - set(tests) - {f"a{i:03d}" for i in range(10)})[:len(grouped) - len(tests)]
+    others = sorted(set(placed) - set(tests) - {f"a{i:03d}" for i in range(10)})[: len(grouped) - len(tests)]
     rows = [{"id": f"b{i:03d}", "text": t} for i, t in enumerate(new)]
-    rows += [{"id": f"e{i:03d}", "text": t, "doc": f"doc{int(a[1:])}", "as": a}
-             for i, (t, a) in enumerate(zip(grouped, tests + others))]
+    rows += [
+        {"id": f"e{i:03d}", "text": t, "doc": f"doc{int(a[1:])}", "as": a}
+        for i, (t, a) in enumerate(zip(grouped, tests + others))
+    ]
     copies = [{"id": f"c{i:03d}", "text": old[i]} for i in range(5)]  # exact copies of release 1
     copies += [{"id": f"c{i:03d}", "text": mutate(old[i], 0.01, rng)} for i in range(5, 10)]  # near copies
     own = [{"id": f"d{i:03d}", "text": new[i]} for i in range(3)]  # copies of its own records
@@ -97,7 +108,10 @@ def check_dedup(out, manifest, kept_ids, copies, own, release1):
     assert removed == {"dedup_exact": 5, "dedup_fuzzy": 5}
     digest = hashlib.sha256((release1 / "manifest.json").read_bytes()).hexdigest()
     assert {(r["stage"], r["manifest_sha256"]) for r in manifest["lineage"]["references"]} == {
-        ("dedup_exact", digest), ("dedup_fuzzy", digest), ("split", digest)}
+        ("dedup_exact", digest),
+        ("dedup_fuzzy", digest),
+        ("split", digest),
+    }
 
 
 def test_release_against_the_last_one(releases):
@@ -172,13 +186,24 @@ def test_a_near_copy_kept_beside_a_test_record_lands_in_test(releases):
     texts = {r["id"]: r["text"] for r in pq.read_table(release1 / "data").to_pylist()}
     rng = random.Random(1)
     near = {f"f{a[1:]}": a for a in sorted(old)[10:]}  # (not the ones release 2 copies)
-    src = write_jsonl(tmp / "r3.jsonl", [{"id": f, "text": mutate(texts[a], 0.01, rng)} for f, a in near.items()]
-                      + [{"id": f"g{i}", "text": t} for i, t in enumerate(paragraphs(90)[80:])])
+    src = write_jsonl(
+        tmp / "r3.jsonl",
+        [{"id": f, "text": mutate(texts[a], 0.01, rng)} for f, a in near.items()]
+        + [{"id": f"g{i}", "text": t} for i, t in enumerate(paragraphs(90)[80:])],
+    )
     out = tmp / "release3"
-    manifest = run(parse_config({
-        "input": {"paths": [str(src)]}, "output": {"path": str(out)},
-        "stages": [{"dedup_fuzzy": {"threshold": 0.8, "action": "annotate", "against": [str(release1)]}},
-                   {"split": {"against": [str(release1)]}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)]},
+                "output": {"path": str(out)},
+                "stages": [
+                    {"dedup_fuzzy": {"threshold": 0.8, "action": "annotate", "against": [str(release1)]}},
+                    {"split": {"against": [str(release1)]}},
+                ],
+            }
+        )
+    )
     kept = {r["id"]: r["dup_cluster"] for r in pq.read_table(out / "data").to_pylist()}
     assert {f: kept[f] for f in near} == near
     placed = splits(out)
@@ -196,8 +221,15 @@ def test_a_reference_that_is_not_a_finished_run_is_refused(tmp_path, broken, cap
     if broken == "gate_failed":
         (ref / "manifest.json").write_text(json.dumps({"status": "gate_failed"}))
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps({"input": {"paths": [str(src)]}, "output": {"path": str(tmp_path / "out")},
-                               "stages": [{"dedup_exact": {"against": [str(ref)]}}]}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "input": {"paths": [str(src)]},
+                "output": {"path": str(tmp_path / "out")},
+                "stages": [{"dedup_exact": {"against": [str(ref)]}}],
+            }
+        )
+    )
     assert main(["curate", str(cfg)]) == 2
     assert "stages.0.dedup_exact.against" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -217,9 +249,18 @@ def test_decontaminate_against_a_runs_test_split(releases):
     train_id = min(i for i, s in old.items() if s == "train")
     stage = Decontaminate(DecontaminateConfig(against=[str(release1)]), StageContext())
     quote = lambda i: "Intro words here. " + " ".join(texts[i].split()[20:40]) + " and more."  # noqa: E731
-    out = run_map_stage(stage, pd.DataFrame({"id": ["q1", "q2"], "text": [quote(test_id), quote(train_id)],
-                                             "_reject_stage": [None, None], "_reject_reason": [None, None],
-                                             "_reject_detail": [None, None]}))
+    out = run_map_stage(
+        stage,
+        pd.DataFrame(
+            {
+                "id": ["q1", "q2"],
+                "text": [quote(test_id), quote(train_id)],
+                "_reject_stage": [None, None],
+                "_reject_reason": [None, None],
+                "_reject_detail": [None, None],
+            }
+        ),
+    )
     assert out["_reject_reason"].tolist() == ["contaminated", None]
     assert f"(id {test_id})" in out["_reject_detail"][0] and "/data/test/" in out["_reject_detail"][0]
     with pytest.raises(ConfigError, match="against: .* has no split 'heldout'"):
@@ -231,13 +272,18 @@ def test_a_reference_committed_anew_is_a_new_run(releases, tmp_path):
     next attempt start afresh instead of reusing what an attempt against the old one wrote."""
     from thresher.core.storage import Storage
     from thresher.curate.plan import preflight, run_key
-    from thresher.curate.reference import check_references
+    from thresher.curate.reference_index import check_references
 
     tmp, src, *_ = releases
     copy = tmp_path / "release1"
     shutil.copytree(tmp / "release1", copy)
-    cfg = parse_config({"input": {"paths": [str(src)]}, "output": {"path": str(tmp_path / "out")},
-                        "stages": [{"decontaminate": {"against": [str(copy)]}}]})
+    cfg = parse_config(
+        {
+            "input": {"paths": [str(src)]},
+            "output": {"path": str(tmp_path / "out")},
+            "stages": [{"decontaminate": {"against": [str(copy)]}}],
+        }
+    )
     tasks, _, segs = preflight(cfg, Storage())
     key = run_key(cfg, tasks, segs, check_references(cfg, Storage()))
     assert key == run_key(cfg, tasks, segs, check_references(cfg, Storage()))
@@ -252,11 +298,19 @@ def test_a_release_against_one_on_s3(ray_local, s3_bucket, tmp_path):
     from thresher.core.storage import Storage
 
     texts = paragraphs(30)
-    r1 = write_jsonl(tmp_path / "r1.jsonl", [{"id": f"a{i:03d}", "text": t, "doc": f"doc{i}"}
-                                             for i, t in enumerate(texts[:20])])
+    r1 = write_jsonl(
+        tmp_path / "r1.jsonl", [{"id": f"a{i:03d}", "text": t, "doc": f"doc{i}"} for i, t in enumerate(texts[:20])]
+    )
     release1 = f"s3://{s3_bucket}/curated/release1"
-    run(parse_config({"input": {"paths": [str(r1)]}, "output": {"path": release1, "reference_index": True},
-                      "stages": [{"dedup_exact": {}}, {"split": {"group_by": "doc"}}]}))
+    run(
+        parse_config(
+            {
+                "input": {"paths": [str(r1)]},
+                "output": {"path": release1, "reference_index": True},
+                "stages": [{"dedup_exact": {}}, {"split": {"group_by": "doc"}}],
+            }
+        )
+    )
     storage = Storage.from_options(None)
     old = {}
     for uri, _ in storage.expand(f"{release1}/data/"):
@@ -271,10 +325,19 @@ def test_a_release_against_one_on_s3(ray_local, s3_bucket, tmp_path):
     rows += [{"id": "q0", "text": "It says: " + " ".join(texts[int(test_id[1:])].split()[30:50])}]
     src = write_jsonl(tmp_path / "r2.jsonl", rows)
     out = tmp_path / "release2"
-    manifest = run(parse_config({"input": {"paths": [str(src)]}, "output": {"path": str(out)},
-                                 "stages": [{"decontaminate": {"against": [release1]}},
-                                            {"dedup_exact": {"against": [release1]}},
-                                            {"split": {"group_by": "doc", "against": [release1]}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)]},
+                "output": {"path": str(out)},
+                "stages": [
+                    {"decontaminate": {"against": [release1]}},
+                    {"dedup_exact": {"against": [release1]}},
+                    {"split": {"group_by": "doc", "against": [release1]}},
+                ],
+            }
+        )
+    )
     rejects = {r["id"]: r["reason"] for r in pq.read_table(out / "rejects").to_pylist()}
     assert rejects == {"c0": "duplicate_of_reference", "c1": "duplicate_of_reference", "q0": "contaminated"}
     assert splits(out)["e0"] == "test"
@@ -296,12 +359,22 @@ def test_semantic_dedup_against_a_release(ray_local, tmp_path):
     texts = paragraphs(35)
     r1 = write_jsonl(tmp_path / "r1.jsonl", [{"id": f"a{i:02d}", "text": t} for i, t in enumerate(texts[:20])])
     copies = {f"c{i:02d}": texts[i] if i % 2 else mutate(texts[i], 0.01, rng) for i in range(6)}
-    r2 = write_jsonl(tmp_path / "r2.jsonl", [{"id": f"b{i:02d}", "text": t} for i, t in enumerate(texts[20:])]
-                     + [{"id": i, "text": t} for i, t in copies.items()])
+    r2 = write_jsonl(
+        tmp_path / "r2.jsonl",
+        [{"id": f"b{i:02d}", "text": t} for i, t in enumerate(texts[20:])]
+        + [{"id": i, "text": t} for i, t in copies.items()],
+    )
     stages = [{"embed": {}}, {"dedup_semantic": {"threshold": 0.95, "clusters": 2}}]
     release1 = tmp_path / "release1"
-    run(parse_config({"input": {"paths": [str(r1)]}, "output": {"path": str(release1), "reference_index": True},
-                      "stages": stages}))
+    run(
+        parse_config(
+            {
+                "input": {"paths": [str(r1)]},
+                "output": {"path": str(release1), "reference_index": True},
+                "stages": stages,
+            }
+        )
+    )
     assert (release1 / "index" / "dedup_semantic").exists()
     out = tmp_path / "release2"
     stages[1]["dedup_semantic"]["against"] = [str(release1)]
@@ -310,5 +383,6 @@ def test_semantic_dedup_against_a_release(ray_local, tmp_path):
     assert kept == {f"b{i:02d}" for i in range(15)}
     rejects = {r["id"]: r for r in pq.read_table(out / "rejects").to_pylist()}
     assert {i: (r["reason"], r["detail"]) for i, r in rejects.items()} == {
-        i: ("duplicate_of_reference", f"duplicate of record a{i[1:]} of {release1}") for i in copies}
+        i: ("duplicate_of_reference", f"duplicate of record a{i[1:]} of {release1}") for i in copies
+    }
     assert manifest["metrics"]["dedup_semantic"]["removed_by_reference"] == {str(release1): 6}

@@ -13,14 +13,17 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 import zipfile
 
 import boto3
 import pytest
 
-from thresher.jobs import EXCLUDES, api_address, runtime_env, safe_for_credentials, submit
+from testkit.ray_cluster import RayHead
 from tests.conftest import ROOT, free_port, run_cli
+from thresher.jobs import EXCLUDES, api_address, runtime_env, safe_for_credentials, submit
 
 CORPUS = sorted((ROOT / "examples" / "corpus").glob("web-*"))
 SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
@@ -54,9 +57,22 @@ def test_submit_runs_the_quickstart_on_the_cluster_from_s3_to_s3(ray_head, s3_bu
         s3.upload_file(str(path), s3_bucket, f"in/{path.name}")
     out = f"s3://{s3_bucket}/out/run1"
     started = time.monotonic()
-    res = run_cli("submit", "--address", ray_head.dashboard_url, "--forward-aws", "--", "thresher", "curate",
-                  "examples/quickstart.yaml", "--input", f"s3://{s3_bucket}/in/web-*", "--output", out,
-                  env=_auth(ray_head), timeout=600)
+    res = run_cli(
+        "submit",
+        "--address",
+        ray_head.dashboard_url,
+        "--forward-aws",
+        "--",
+        "thresher",
+        "curate",
+        "examples/quickstart.yaml",
+        "--input",
+        f"s3://{s3_bucket}/in/web-*",
+        "--output",
+        out,
+        env=_auth(ray_head),
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:] + ray_head.logs()
     print(f"curation job: {time.monotonic() - started:.0f}s")
     job = _job_id(res)
@@ -85,8 +101,13 @@ def test_submit_runs_the_quickstart_on_the_cluster_from_s3_to_s3(ray_head, s3_bu
 
 
 def test_the_job_gets_the_submitting_shells_aws_settings_only_with_forward_aws(ray_head):
-    show = ["--", "python", "-c", "import os; print('region=' + os.environ.get('AWS_REGION', 'unset'), "
-            "'secret=' + os.environ.get('AWS_SECRET_ACCESS_KEY', 'unset'))"]
+    show = [
+        "--",
+        "python",
+        "-c",
+        "import os; print('region=' + os.environ.get('AWS_REGION', 'unset'), "
+        "'secret=' + os.environ.get('AWS_SECRET_ACCESS_KEY', 'unset'))",
+    ]
     env = {**_auth(ray_head), "AWS_REGION": "eu-thresher-1"}
     res = run_cli("submit", "--address", ray_head.dashboard_url, *show, env=env)
     assert res.returncode == 0 and "region=unset secret=unset" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
@@ -99,13 +120,25 @@ def test_the_job_gets_the_submitting_shells_aws_settings_only_with_forward_aws(r
     _no_credentials_in(res.stdout, res.stderr, logs)
 
 
-@pytest.mark.parametrize("address, safe", [
-    ("https://ray.example.com", True), ("HTTPS://ray.example.com:443", True), ("http://127.0.0.1:8265", True),
-    ("http://127.8.0.1:8265", True), ("http://localhost:8265", True), ("http://[::1]:8265", True),
-    ("127.0.0.2:6379", True), ("ray://127.0.0.1:10001", True), ("http://10.0.0.1:8265", False),
-    ("10.0.0.1:6379", False), ("ray://head:10001", False), ("http://head:8265", False),
-    ("http://127.0.0.1.example.com:8265", False), ("http://0.0.0.0:8265", False),
-])
+@pytest.mark.parametrize(
+    "address, safe",
+    [
+        ("https://ray.example.com", True),
+        ("HTTPS://ray.example.com:443", True),
+        ("http://127.0.0.1:8265", True),
+        ("http://127.8.0.1:8265", True),
+        ("http://localhost:8265", True),
+        ("http://[::1]:8265", True),
+        ("127.0.0.2:6379", True),
+        ("ray://127.0.0.1:10001", True),
+        ("http://10.0.0.1:8265", False),
+        ("10.0.0.1:6379", False),
+        ("ray://head:10001", False),
+        ("http://head:8265", False),
+        ("http://127.0.0.1.example.com:8265", False),
+        ("http://0.0.0.0:8265", False),
+    ],
+)
 def test_credentials_may_go_only_to_https_or_loopback_addresses(address, safe):
     assert safe_for_credentials(address) is safe
 
@@ -116,8 +149,13 @@ def test_the_token_goes_only_to_https_or_loopback_unless_the_user_allows_clearte
     assert res.returncode == 2 and "in clear text" in res.stderr and "THRESHER_CLEARTEXT_CREDENTIALS" in res.stderr
     assert token["RAY_AUTH_TOKEN"] not in res.stdout + res.stderr
     # allowed explicitly: it goes on to connect (and finds nothing at that name)
-    res = run_cli("jobs", "list", "--address", "http://thresher.invalid:8265",
-                  env={**token, "THRESHER_CLEARTEXT_CREDENTIALS": "1"})
+    res = run_cli(
+        "jobs",
+        "list",
+        "--address",
+        "http://thresher.invalid:8265",
+        env={**token, "THRESHER_CLEARTEXT_CREDENTIALS": "1"},
+    )
     assert res.returncode == 1 and "cannot reach" in res.stderr, res.stderr
     assert token["RAY_AUTH_TOKEN"] not in res.stdout + res.stderr
 
@@ -137,7 +175,16 @@ def test_forward_aws_to_an_address_neither_https_nor_loopback_is_refused_before_
         with pytest.raises(BlockingIOError):
             server.accept()  # nothing connected
     # a loopback address passes the check (and then finds nothing listening)
-    res = run_cli("submit", "--forward-aws", "--address", f"http://127.0.0.1:{free_port()}", "--", "python", "x.py")
+    res = run_cli(
+        "submit",
+        "--forward-aws",
+        "--address",
+        f"http://127.0.0.1:{free_port()}",
+        "--",
+        "python",
+        "x.py",
+        env={"THRESHER_JOBS_RETRY_S": "0"},  # not tried again
+    )
     assert res.returncode == 1 and "cannot reach" in res.stderr, res.stderr
 
 
@@ -146,14 +193,26 @@ def test_runtime_env_file_and_large_files_shape_what_the_job_gets(ray_head, tmp_
     (project / "data").mkdir(parents=True)
     (project / "probe.py").write_text(
         "import os\nprint('files=' + ','.join(sorted(os.listdir('.') + os.listdir('data'))))\n"
-        "print('probe=' + os.environ['THRESHER_PROBE'])\n")
+        "print('probe=' + os.environ['THRESHER_PROBE'])\n"
+    )
     (project / "data" / "small.jsonl").write_text("{}\n")
     (project / "data" / "big.jsonl").write_bytes(b"x" * (11 << 20))
     env_file = tmp_path / "env.yaml"
     env_file.write_text("env_vars: {THRESHER_PROBE: from-file}\nexcludes: [notes.txt]\n")
     (project / "notes.txt").write_text("left out by the file's excludes")
-    res = run_cli("submit", "--address", ray_head.dashboard_url, "--working-dir", str(project),
-                  "--runtime-env", str(env_file), "--", "python", "probe.py", env=_auth(ray_head))
+    res = run_cli(
+        "submit",
+        "--address",
+        ray_head.dashboard_url,
+        "--working-dir",
+        str(project),
+        "--runtime-env",
+        str(env_file),
+        "--",
+        "python",
+        "probe.py",
+        env=_auth(ray_head),
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "files=data,probe.py,small.jsonl" in res.stdout and "probe=from-file" in res.stdout, res.stdout
     assert "not uploading 1 file(s) over 10 MiB: data/big.jsonl (11 MiB)" in res.stderr, res.stderr
@@ -162,8 +221,9 @@ def test_runtime_env_file_and_large_files_shape_what_the_job_gets(ray_head, tmp_
 def test_no_wait_prints_the_job_id_and_jobs_stop_stops_it(ray_head):
     # RAY_ADDRESS in GCS form (host:port) is resolved to the dashboard through the cluster
     env = {**_auth(ray_head), "RAY_ADDRESS": ray_head.address}
-    res = run_cli("submit", "--no-wait", "--", "python", "-c", "import time; print('up', flush=True); time.sleep(600)",
-                  env=env)
+    res = run_cli(
+        "submit", "--no-wait", "--", "python", "-c", "import time; print('up', flush=True); time.sleep(600)", env=env
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     job = res.stdout.strip()
     assert re.fullmatch(r"raysubmit_\w+", job), res.stdout
@@ -184,8 +244,18 @@ def test_a_failed_job_exits_1_and_a_config_error_on_the_cluster_exits_2(ray_head
     url = ray_head.dashboard_url
     res = run_cli("submit", "--address", url, "--", "python", "-c", "import sys; sys.exit(3)", env=_auth(ray_head))
     assert res.returncode == 1 and "FAILED" in res.stderr, res.stderr[-2000:]
-    res = run_cli("submit", "--address", url, "--", "thresher", "curate", "examples/quickstart.yaml",
-                  "--set", "stages.0.normalize.no_such_option=1", env=_auth(ray_head))
+    res = run_cli(
+        "submit",
+        "--address",
+        url,
+        "--",
+        "thresher",
+        "curate",
+        "examples/quickstart.yaml",
+        "--set",
+        "stages.0.normalize.no_such_option=1",
+        env=_auth(ray_head),
+    )
     assert res.returncode == 2 and "no_such_option" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
 
 
@@ -216,10 +286,13 @@ def test_submitting_from_a_process_with_its_own_ray_leaves_that_ray_alone(ray_lo
     assert ray_local.cluster_resources()["CPU"] == 2
 
 
+@pytest.mark.slow  # 10 s or more: not in the fast subset
 def test_usage_errors_and_an_unreachable_address_are_reported_without_a_cluster(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
-    res = run_cli("jobs", "list", "--address", url)
-    assert res.returncode == 1 and url in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    res = run_cli("jobs", "list", "--address", url, env={"THRESHER_JOBS_RETRY_S": "4"})
+    said = res.stderr.strip().splitlines()  # tried again after 1 and 2 s (a head may be coming up), then failed
+    assert res.returncode == 1 and url in said[-1] and len(said) == 3, res.stderr
+    assert all(f"the Ray Jobs API at {url} is not ready (ConnectionError" in line for line in said[:2]), res.stderr
     # a local output is written on the cluster's nodes, not here: said before anything is sent
     res = run_cli("submit", "--address", url, "--", "thresher", "curate", "examples/quickstart.yaml")
     assert res.returncode == 1 and "output out/quickstart is a local path" in res.stderr, res.stderr
@@ -227,12 +300,17 @@ def test_usage_errors_and_an_unreachable_address_are_reported_without_a_cluster(
     outside.write_text("input: {paths: [x]}\n")
     bad_env = tmp_path / "env.yaml"
     bad_env.write_text("pipp: [thresher]\n")
-    for args in (["submit"], ["submit", "--", "thresher", "jobs", "list"], ["jobs", "stop"], ["jobs", "list", "x"],
-                 ["submit", "--address", url, "--", "thresher", "curate", str(outside)],
-                 ["submit", "--address", url, "--", "thresher", "curate", "examples/quickstart.yaml", "--bogus"],
-                 ["submit", "--address", url, "--runtime-env", str(bad_env), "--", "python", "x.py"],
-                 ["submit", "--address", url, "--runtime-env", str(tmp_path / "none.yaml"), "--", "python", "x.py"],
-                 ["submit", "--working-dir", str(tmp_path / "nope"), "--", "thresher", "curate", "x.yaml"]):
+    for args in (
+        ["submit"],
+        ["submit", "--", "thresher", "jobs", "list"],
+        ["jobs", "stop"],
+        ["jobs", "list", "x"],
+        ["submit", "--address", url, "--", "thresher", "curate", str(outside)],
+        ["submit", "--address", url, "--", "thresher", "curate", "examples/quickstart.yaml", "--bogus"],
+        ["submit", "--address", url, "--runtime-env", str(bad_env), "--", "python", "x.py"],
+        ["submit", "--address", url, "--runtime-env", str(tmp_path / "none.yaml"), "--", "python", "x.py"],
+        ["submit", "--working-dir", str(tmp_path / "nope"), "--", "thresher", "curate", "x.yaml"],
+    ):
         res = run_cli(*args)
         assert res.returncode == 2, (args, res.stderr)
     res = run_cli("submit", "--address", url, "--runtime-env", str(bad_env), "--", "python", "x.py")
@@ -260,10 +338,14 @@ def test_address_precedence_and_runtime_env(monkeypatch, tmp_path):
     assert env["py_modules"] == [str(ROOT / "src" / "thresher")]  # the job imports this checkout's code
     assert runtime_env(ROOT, forward_aws=False) == (
         {"working_dir": str(ROOT), "py_modules": [str(ROOT / "src" / "thresher")], "excludes": EXCLUDES},
-        [f"not passing this shell's {', '.join(env['env_vars'])} to the job (--forward-aws passes them)"])
+        [f"not passing this shell's {', '.join(env['env_vars'])} to the job (--forward-aws passes them)"],
+    )
     # a --runtime-env file adds fields; its working_dir gives way, its excludes and env_vars add up
-    env, _ = runtime_env(ROOT, forward_aws=True, base={"working_dir": "/elsewhere", "pip": ["x"],
-                                                       "excludes": ["/bench/"], "env_vars": {"AWS_REGION": "r"}})
+    env, _ = runtime_env(
+        ROOT,
+        forward_aws=True,
+        base={"working_dir": "/elsewhere", "pip": ["x"], "excludes": ["/bench/"], "env_vars": {"AWS_REGION": "r"}},
+    )
     assert env["working_dir"] == str(ROOT) and env["pip"] == ["x"] and env["excludes"] == [*EXCLUDES, "/bench/"]
     assert env["env_vars"]["AWS_REGION"] == "r" and "AWS_ACCESS_KEY_ID" in env["env_vars"]
 
@@ -272,24 +354,44 @@ def test_the_upload_skips_caches_outputs_and_large_files(tmp_path):
     from ray._private.runtime_env.packaging import create_package
 
     project = tmp_path / "project"
-    for rel in ("src/thresher/cli.py", "examples/quickstart.yaml", "out/run1/manifest.json", ".venv/lib/site.py",
-                "src/thresher/__pycache__/cli.pyc", ".git/HEAD", "thresher.egg-info/PKG-INFO", "sub/out/kept.txt",
-                "ignored/by-git.txt", "data/[odd] name*.bin", "data/big.parquet", ".venv/big.bin"):
+    for rel in (
+        "src/thresher/cli.py",
+        "examples/quickstart.yaml",
+        "out/run1/manifest.json",
+        ".venv/lib/site.py",
+        "src/thresher/__pycache__/cli.pyc",
+        ".git/HEAD",
+        "thresher.egg-info/PKG-INFO",
+        "sub/out/kept.txt",
+        "ignored/by-git.txt",
+        "data/[odd] name*.bin",
+        "data/big.parquet",
+        ".venv/big.bin",
+    ):
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         (project / rel).write_text("x")
     (project / ".gitignore").write_text("ignored/\n")
     for rel in ("data/[odd] name*.bin", "data/big.parquet", ".venv/big.bin"):
         (project / rel).write_bytes(b"x" * (2 << 20))
     env, notes = runtime_env(project, forward_aws=False, max_file_mib=1)
-    assert notes[0] == ("not uploading 2 file(s) over 1 MiB: data/[odd] name*.bin (2 MiB), data/big.parquet (2 MiB); "
-                        "read data from s3:// (or raise --max-file-mib)")
+    assert notes[0] == (
+        "not uploading 2 file(s) over 1 MiB: data/[odd] name*.bin (2 MiB), data/big.parquet (2 MiB); "
+        "read data from s3:// (or raise --max-file-mib)"
+    )
     create_package(str(project), tmp_path / "pkg.zip", include_gitignore=True, excludes=env["excludes"])
     names = {n.rstrip("/") for n in zipfile.ZipFile(tmp_path / "pkg.zip").namelist()}
     assert {"src/thresher/cli.py", "examples/quickstart.yaml", "sub/out/kept.txt"} <= names
-    assert not any(n.split("/")[0] in {"out", ".venv", ".git", "thresher.egg-info", "ignored"} or "__pycache__" in n
-                   or n.startswith("data/") for n in names), names
+    assert not any(
+        n.split("/")[0] in {"out", ".venv", ".git", "thresher.egg-info", "ignored"}
+        or "__pycache__" in n
+        or n.startswith("data/")
+        for n in names
+    ), names
     assert runtime_env(project, forward_aws=False, max_file_mib=0)[0] == {
-        "working_dir": str(project), "py_modules": [str(project / "src" / "thresher")], "excludes": EXCLUDES}
+        "working_dir": str(project),
+        "py_modules": [str(project / "src" / "thresher")],
+        "excludes": EXCLUDES,
+    }
 
 
 def test_the_upload_listing_matches_rays_own_walk(tmp_path, monkeypatch):
@@ -299,9 +401,21 @@ def test_the_upload_listing_matches_rays_own_walk(tmp_path, monkeypatch):
 
     from thresher.jobs import _uploaded_files
 
-    files = ["a.py", "out/x.parquet", "sub/out/kept.txt", "sub/keep.log", "sub/drop.log", "sub/deep/y.tmp",
-             "sub/deep/z.txt", "data/big.bin", "data/small.txt", ".venv/lib/site.py", "pkg/__pycache__/m.pyc",
-             "build/b.txt", "notes/build/c.txt"]
+    files = [
+        "a.py",
+        "out/x.parquet",
+        "sub/out/kept.txt",
+        "sub/keep.log",
+        "sub/drop.log",
+        "sub/deep/y.tmp",
+        "sub/deep/z.txt",
+        "data/big.bin",
+        "data/small.txt",
+        ".venv/lib/site.py",
+        "pkg/__pycache__/m.pyc",
+        "build/b.txt",
+        "notes/build/c.txt",
+    ]
     for rel in files:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(rel)
@@ -312,9 +426,12 @@ def test_the_upload_listing_matches_rays_own_walk(tmp_path, monkeypatch):
 
     def reference() -> set[str]:
         found: set[str] = set()
-        _dir_travel(tmp_path, [_get_excludes(tmp_path, excludes)],
-                    lambda p: found.add(p.relative_to(tmp_path).as_posix()) if p.is_file() else None,
-                    include_gitignore=os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1")
+        _dir_travel(
+            tmp_path,
+            [_get_excludes(tmp_path, excludes)],
+            lambda p: found.add(p.relative_to(tmp_path).as_posix()) if p.is_file() else None,
+            include_gitignore=os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1",
+        )
         return found
 
     for ignore_gitignore in ("0", "1"):
@@ -323,3 +440,39 @@ def test_the_upload_listing_matches_rays_own_walk(tmp_path, monkeypatch):
         assert ours == reference(), ignore_gitignore
         assert "a.py" in ours and "sub/out/kept.txt" in ours and ".venv/lib/site.py" not in ours
     assert "sub/drop.log" in ours  # .gitignore ignored with RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1
+
+
+@pytest.mark.slow  # starts a Ray head
+def test_submit_waits_for_a_head_still_coming_up(tmp_path):
+    """The command starts before the head: its connection is refused, tried again, and once the head is up (its
+    Jobs API may first answer that no agent is available) the job is submitted and runs."""
+    head = RayHead(tmp_path)
+    command = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "thresher",
+            "submit",
+            "--address",
+            head.dashboard_url,
+            "--",
+            "python",
+            "-c",
+            "print('ran on the cluster')",
+        ],
+        cwd=ROOT,
+        text=True,
+        env={**os.environ, **_auth(head), "THRESHER_JOBS_RETRY_S": "240"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(2)
+        head.start_head(num_cpus=1)
+        out, err = command.communicate(timeout=600)
+    finally:
+        command.kill()
+        head.stop()
+    assert command.returncode == 0, err[-3000:] + head.logs()
+    assert "ran on the cluster" in out and " SUCCEEDED" in err
+    assert f"the Ray Jobs API at {head.dashboard_url} is not ready" in err and head.token not in out + err

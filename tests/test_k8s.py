@@ -30,8 +30,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from thresher.jobs import EXCLUDES, load_runtime_env
 from tests.conftest import ROOT, data_path
+from thresher.jobs import EXCLUDES, load_runtime_env
 
 K8S = ROOT / "k8s"
 DEPLOY = ROOT / "deploy"
@@ -39,15 +39,27 @@ ENTRY_POINTS = {"curate": K8S, "train": K8S / "train", "cluster": K8S / "cluster
 KUBERNETES_VERSION = "1.31"  # the oldest Kubernetes the manifests are meant for
 CRDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 # sha256 of each CRD file as copied from KubeRay v1.7.0 (ray-project/kuberay; tests/data/README.md), before gzip
-CRD_SHA256 = {"ray.io_rayclusters.yaml": "c44704442eef0c6721ad40c1d66782c8bd3fdab9d3344306a5820910a679baa1",
-              "ray.io_rayjobs.yaml": "01a5cf3b17c1769fda44af7e82debcd98722f0c27b9ab84d084681c6649121f5"}
-KUSTOMIZE_KEYS = {"apiVersion", "kind", "resources", "components", "namespace", "labels", "images",
-                  "configMapGenerator", "generatorOptions"}
+CRD_SHA256 = {
+    "ray.io_rayclusters.yaml": "c44704442eef0c6721ad40c1d66782c8bd3fdab9d3344306a5820910a679baa1",
+    "ray.io_rayjobs.yaml": "01a5cf3b17c1769fda44af7e82debcd98722f0c27b9ab84d084681c6649121f5",
+}
+KUSTOMIZE_KEYS = {
+    "apiVersion",
+    "kind",
+    "resources",
+    "components",
+    "namespace",
+    "labels",
+    "images",
+    "configMapGenerator",
+    "generatorOptions",
+}
 SECRETS = {"thresher-s3", "thresher-ray-token"}  # created with kubectl (docs/cluster.md), never in the manifests
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.I)
 
 
 # --- the kustomize subset ---------------------------------------------------------------------------------
+
 
 def _kustomization(directory: Path) -> dict:
     k = yaml.safe_load((directory / "kustomization.yaml").read_text())
@@ -121,17 +133,26 @@ def built(request) -> tuple[str, list[dict]]:
 
 
 def _raw_manifests() -> list[Path]:
-    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml" and "apiVersion" in p.read_text()
-                  and yaml.safe_load(p.read_text()).get("kind") in CRDS)
+    return sorted(
+        p
+        for p in K8S.rglob("*.yaml")
+        if p.name != "kustomization.yaml"
+        and "apiVersion" in p.read_text()
+        and yaml.safe_load(p.read_text()).get("kind") in CRDS
+    )
 
 
 # --- schemas ------------------------------------------------------------------------------------------------
 
+
 def _strict(node):
     """Reject unknown fields: every object schema without additionalProperties or preserve-unknown-fields."""
     if isinstance(node, dict):
-        if (node.get("type") == "object" and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            node.get("type") == "object"
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
             node["additionalProperties"] = False
         for key in ("properties",):
             for child in node.get(key, {}).values():
@@ -163,7 +184,10 @@ def crd_validators(crd_schemas) -> dict[str, jsonschema.Validator]:
     validators = {}
     for kind, crd_schema in crd_schemas.items():
         schema = copy.deepcopy(crd_schema)
-        schema["properties"]["metadata"] = {"type": "object", "additionalProperties": True}  # kubernetes-validate checks it
+        schema["properties"]["metadata"] = {
+            "type": "object",
+            "additionalProperties": True,
+        }  # kubernetes-validate checks it
         schema["properties"].pop("status", None)  # written by the operator, never by us
         schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
         validators[kind] = jsonschema.Draft7Validator(_strict(schema))
@@ -217,18 +241,21 @@ def validate(doc: dict, crd_validators) -> None:
         return
     assert doc["apiVersion"] == "ray.io/v1", doc["apiVersion"]
     errors = sorted(crd_validators[doc["kind"]].iter_errors(doc), key=lambda e: list(e.path))
-    assert not errors, "\n".join(f"{doc['kind']} {doc['metadata'].get('name')}: {e.message} at "
-                                 f"{'.'.join(map(str, e.path))}" for e in errors)
+    assert not errors, "\n".join(
+        f"{doc['kind']} {doc['metadata'].get('name')}: {e.message} at {'.'.join(map(str, e.path))}" for e in errors
+    )
     _validate_builtin({"apiVersion": "v1", "kind": "ConfigMap", "metadata": doc["metadata"]})  # ObjectMeta
     for where, template in _pod_templates(doc):
         try:
-            _validate_builtin({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
-                               "template": template})
+            _validate_builtin(
+                {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+            )
         except AssertionError as e:
             raise AssertionError(f"{doc['metadata']['name']} {where}: {e}") from None
 
 
 # --- tests --------------------------------------------------------------------------------------------------
+
 
 def test_every_built_object_is_valid(built, crd_validators):
     name, docs = built
@@ -262,7 +289,8 @@ def test_unknown_and_mistyped_fields_are_rejected(crd_validators):
         lambda j: j["spec"].update(entrypont="thresher curate x"),
         lambda j: j["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].update(maxReplica=3),
         lambda j: j["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(
-            resource={"limits": {"cpu": "1"}}),
+            resource={"limits": {"cpu": "1"}}
+        ),
         lambda j: j["spec"]["rayClusterSpec"]["headGroupSpec"]["template"].update(metadata={"label": {"a": "b"}}),
         lambda j: j["metadata"].update(lables={"a": "b"}),
         lambda j: j["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].update(minReplicas="1"),
@@ -584,8 +612,9 @@ def _spill_problems(doc: dict) -> list[str]:
         elif not on_node_disk < _quantity(request) <= _quantity(limit):
             # The request reserves the spill volume plus room for Ray's logs and session dir: a request below
             # the sizeLimit would let the scheduler overcommit the node's disk, and spilling pods evict others.
-            problems.append(f"{at}: not spill {on_node_disk:.0f} B < ephemeral-storage request {request} <= "
-                            f"limit {limit}")
+            problems.append(
+                f"{at}: not spill {on_node_disk:.0f} B < ephemeral-storage request {request} <= limit {limit}"
+            )
         shm = [v for v in pod.get("volumes", []) if v.get("emptyDir", {}).get("medium") == "Memory"]
         if shm and size <= max(_quantity(v["emptyDir"].get("sizeLimit", 0)) for v in shm):
             problems.append(f"{at}: the spill volume is no larger than the object store's shared memory")
@@ -598,7 +627,7 @@ def test_every_ray_node_spills_to_a_volume_its_ephemeral_storage_request_covers(
     assert ray_docs, name
     for doc in ray_docs:
         assert not _spill_problems(doc), (name, _spill_problems(doc))
-        for where, _, pod, c in _ray_nodes(doc):
+        for where, _, pod, _container in _ray_nodes(doc):
             (spill,) = [v for v in pod["volumes"] if v["name"] == "ray-spill"]
             if where.startswith("worker group cpu"):  # curation work: a node's share of the corpus, see the YAML
                 assert _quantity(spill["emptyDir"]["sizeLimit"]) >= 100 * 2**30, (name, where)
@@ -639,13 +668,20 @@ def test_spill_misconfigurations_are_caught():
     # A generic ephemeral volume is a claim of its own: the ephemeral-storage request need not cover it.
     ephemeral = copy.deepcopy(job)
     spill(ephemeral).pop("emptyDir")
-    spill(ephemeral)["ephemeral"] = {"volumeClaimTemplate": {"spec": {
-        "accessModes": ["ReadWriteOnce"], "storageClassName": "local-nvme",
-        "resources": {"requests": {"storage": "500Gi"}}}}}
+    spill(ephemeral)["ephemeral"] = {
+        "volumeClaimTemplate": {
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "local-nvme",
+                "resources": {"requests": {"storage": "500Gi"}},
+            }
+        }
+    }
     assert not _spill_problems(ephemeral)
 
 
 # --- the image ----------------------------------------------------------------------------------------------
+
 
 def _constraint(package: str) -> str:
     for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines():
@@ -712,12 +748,24 @@ def test_the_image_gets_the_packages_and_not_the_checkouts_clutter():
     packages = [ROOT / folder / "thresher" for folder in find["where"]]
     assert packages == [ROOT / "src" / "thresher"] and (packages[0] / "cli.py").is_file()
     needed = [f for d in packages for f in d.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
-    needed += [ROOT / "pyproject.toml", ROOT / "README.md", ROOT / ".ci" / "constraints.txt",
-               ROOT / "examples" / "quickstart.yaml"]
+    needed += [
+        ROOT / "pyproject.toml",
+        ROOT / "README.md",
+        ROOT / ".ci" / "constraints.txt",
+        ROOT / "examples" / "quickstart.yaml",
+    ]
     for f in needed:
         assert not _docker_ignored(f.relative_to(ROOT).as_posix(), patterns), f
-    for rel in (".venv/bin/python", ".git/HEAD", "out/run1/manifest.json", "tests/test_k8s.py", "bench/results/x.md",
-                "src/thresher/__pycache__/cli.cpython-311.pyc", "thresher.egg-info/PKG-INFO", "k8s/kustomization.yaml"):
+    for rel in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "out/run1/manifest.json",
+        "tests/test_k8s.py",
+        "bench/results/x.md",
+        "src/thresher/__pycache__/cli.cpython-311.pyc",
+        "thresher.egg-info/PKG-INFO",
+        "k8s/kustomization.yaml",
+    ):
         assert _docker_ignored(rel, patterns), rel
 
 
@@ -727,5 +775,8 @@ def test_runtime_env_examples_match_what_submit_sends_and_the_dependencies():
     stock = load_runtime_env(str(DEPLOY / "runtime-env-stock-ray.yaml"))
     assert stock["working_dir"] == "." and stock["excludes"] == EXCLUDES
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert stock["pip"] == [d for d in project["dependencies"] if Requirement(d).name != "ray"] + \
-        project["optional-dependencies"]["augment"]
+    assert (
+        stock["pip"]
+        == [d for d in project["dependencies"] if Requirement(d).name != "ray"]
+        + project["optional-dependencies"]["augment"]
+    )

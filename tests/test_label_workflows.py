@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.samples import sentences
+from tests.test_labels import read_dir
 from thresher.core.config import ConfigError
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
-from tests.samples import sentences
-from tests.test_labels import read_dir
 
 ANNOTATORS = ["ann_a", "ann_b", "ann_c", "ann_d"]
 CLASSES = ["neg", "neu", "pos"]
@@ -27,8 +27,9 @@ def annotations(n_items: int, seed: int) -> list[dict]:
         truth = int(rng.integers(0, 3))
         for a in rng.choice(ANNOTATORS, int(rng.integers(2, 5)), replace=False):
             label = truth if rng.random() < 0.75 else int(rng.integers(0, 3))
-            rows.append({"item": f"item{i:03d}", "annotator": str(a), "label": CLASSES[label],
-                         "text": f"text of item {i}"})
+            rows.append(
+                {"item": f"item{i:03d}", "annotator": str(a), "label": CLASSES[label], "text": f"text of item {i}"}
+            )
     order = rng.permutation(len(rows))
     return [{"id": f"row{n:04d}", **rows[k]} for n, k in enumerate(order)]
 
@@ -46,10 +47,25 @@ def test_long_format_one_record_per_item_and_review_export(ray_local, tmp_path):
     src = tmp_path / "long.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "long"
-    manifest = run(parse_config({
-        "input": {"paths": [str(src)]}, "output": {"path": str(out)},
-        "stages": [{"labels": {"item_field": "item", "annotator_field": "annotator", "label_field": "label",
-                               "min_confidence": 0.6, "export_review": True}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)]},
+                "output": {"path": str(out)},
+                "stages": [
+                    {
+                        "labels": {
+                            "item_field": "item",
+                            "annotator_field": "annotator",
+                            "label_field": "label",
+                            "min_confidence": 0.6,
+                            "export_review": True,
+                        }
+                    }
+                ],
+            }
+        )
+    )
     kept, review, rejects = read_dir(out / "data"), read_dir(out / "data" / "review"), read_dir(out / "rejects")
     items = pd.DataFrame(rows).groupby("item", sort=False)
     first = {item: g["id"].iloc[0] for item, g in items}  # rows are numbered in input order: the lowest key
@@ -74,9 +90,15 @@ def test_long_format_one_record_per_item_and_review_export(ray_local, tmp_path):
     wide = [{"id": first[item], "text": item, **dict(zip(g["annotator"], g["label"]))} for item, g in items]
     wide_src = tmp_path / "wide.jsonl"
     wide_src.write_text("".join(json.dumps(r) + "\n" for r in wide))
-    wide_manifest = run(parse_config({
-        "input": {"paths": [str(wide_src)]}, "output": {"path": str(tmp_path / "wide")},
-        "stages": [{"labels": {"annotation_fields": ANNOTATORS, "min_confidence": 0.6}}]}))
+    wide_manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(wide_src)]},
+                "output": {"path": str(tmp_path / "wide")},
+                "stages": [{"labels": {"annotation_fields": ANNOTATORS, "min_confidence": 0.6}}],
+            }
+        )
+    )
     long_m, wide_m = manifest["metrics"]["labels"], wide_manifest["metrics"]["labels"]
     for key in ("fleiss_kappa", "krippendorff_alpha", "percent_agreement", "items", "annotations"):
         assert long_m[key] == pytest.approx(wide_m[key]), key
@@ -104,10 +126,17 @@ def test_assist_proposes_calibrated_labels_for_unannotated_records(ray_local, tm
     src = tmp_path / "langs.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "assist"
-    manifest = run(parse_config({
-        "input": {"paths": [str(src)]}, "output": {"path": str(out)},
-        "stages": [{"labels": {"annotations_field": "votes", "assist": {"min_confidence": 0.8},
-                               "export_review": True}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)]},
+                "output": {"path": str(out)},
+                "stages": [
+                    {"labels": {"annotations_field": "votes", "assist": {"min_confidence": 0.8}, "export_review": True}}
+                ],
+            }
+        )
+    )
     kept, review = read_dir(out / "data"), read_dir(out / "data" / "review")
     assert len(kept) + len(review) == len(records)
     unannotated = {r["id"] for r in records if not r["votes"]}

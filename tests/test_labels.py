@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
+from tests.conftest import data_path
+from tests.samples import sentences
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage
 from thresher.curate.config import parse_config
@@ -21,18 +23,28 @@ from thresher.curate.labels import agreement
 from thresher.curate.labels.agreement import Annotations
 from thresher.curate.labels.export import export_review_queue
 from thresher.curate.runner import run
-from tests.conftest import data_path
-from tests.samples import sentences
 
 # Krippendorff (2011), "Computing Krippendorff's alpha-reliability", 4 coders x 12 units with missing values;
 # the paper's hand-computed alphas: nominal 0.743, ordinal 0.815, interval 0.849.
-KRIPPENDORFF_2011 = [[1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
-                     [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
-                     [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
-                     [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None]]
+KRIPPENDORFF_2011 = [
+    [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+    [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None],
+]
 # Fleiss (1971) as worked on Wikipedia ("Fleiss' kappa"): 10 items, 14 raters, 5 categories; kappa = 0.210.
-FLEISS_TABLE = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-                [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+FLEISS_TABLE = [
+    [0, 0, 0, 0, 14],
+    [0, 2, 6, 4, 2],
+    [0, 0, 3, 5, 6],
+    [0, 3, 9, 2, 0],
+    [2, 2, 8, 1, 1],
+    [7, 7, 0, 0, 0],
+    [3, 2, 6, 3, 0],
+    [2, 5, 3, 2, 2],
+    [6, 5, 2, 1, 0],
+    [0, 2, 2, 3, 7],
+]
 SNLI_CLASSES = ["contradiction", "entailment", "neutral"]
 
 
@@ -49,15 +61,18 @@ def long_form(matrix: list[list], classes: list) -> Annotations:
 def split_items(a: Annotations, at: int) -> list[Annotations]:
     """The same annotations as two blocks (items before ``at`` and from ``at`` on): counts must add up."""
     low = a.item < at
-    return [Annotations(at, a.item[low], a.label[low], a.rater[low]),
-            Annotations(a.n_items - at, a.item[~low] - at, a.label[~low], a.rater[~low])]
+    return [
+        Annotations(at, a.item[low], a.label[low], a.rater[low]),
+        Annotations(a.n_items - at, a.item[~low] - at, a.label[~low], a.rater[~low]),
+    ]
 
 
 def merged_summary(a: Annotations, classes: list, raters: list | None, numeric: bool, at: int) -> dict:
     counts = None
     for block in split_items(a, at):
-        counts = agreement.merge(counts, agreement.block_counts(block, len(classes), len(raters or [0]),
-                                                                raters is not None))
+        counts = agreement.merge(
+            counts, agreement.block_counts(block, len(classes), len(raters or [0]), raters is not None)
+        )
     return agreement.summarize(counts, [str(c) for c in classes], raters, numeric)
 
 
@@ -101,7 +116,8 @@ def test_cohen_kappa_per_pair_matches_sklearn():
         both = [u for u in range(300) if matrix[i][u] is not None and matrix[j][u] is not None]
         assert p["items"] == len(both)
         assert p["cohen_kappa"] == pytest.approx(
-            cohen_kappa_score([matrix[i][u] for u in both], [matrix[j][u] for u in both]), abs=1e-6)
+            cohen_kappa_score([matrix[i][u] for u in both], [matrix[j][u] for u in both]), abs=1e-6
+        )
     assert pairs[("a", "b")]["cohen_kappa"] > pairs[("b", "c")]["cohen_kappa"]
 
 
@@ -124,12 +140,25 @@ def test_snli_majority_matches_gold_and_review_queue(ray_local, tmp_path):
     src = data_path("examples/data/snli_dev_sample.jsonl")
     records = [json.loads(line) for line in src.read_text().splitlines()]
     out = tmp_path / "snli"
-    manifest = run(parse_config({
-        "input": {"paths": [str(src)], "text_field": "sentence2", "id_field": "pairID"},
-        "output": {"path": str(out)},
-        "stages": [{"split": {"ratios": {"train": 0.9, "test": 0.1}}},
-                   {"labels": {"annotations_field": "annotator_labels", "consensus": "majority",
-                               "min_confidence": 0.6, "review_split": "review"}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)], "text_field": "sentence2", "id_field": "pairID"},
+                "output": {"path": str(out)},
+                "stages": [
+                    {"split": {"ratios": {"train": 0.9, "test": 0.1}}},
+                    {
+                        "labels": {
+                            "annotations_field": "annotator_labels",
+                            "consensus": "majority",
+                            "min_confidence": 0.6,
+                            "review_split": "review",
+                        }
+                    },
+                ],
+            }
+        )
+    )
     assert manifest["counts"]["input"] == len(records) == manifest["counts"]["output"]
     train, test, review = (read_dir(out / "data" / name) for name in ("train", "test", "review"))
     assert not list((out / "data").glob("*.parquet"))  # every record kept its split or went to review
@@ -147,13 +176,14 @@ def test_snli_majority_matches_gold_and_review_queue(ray_local, tmp_path):
     for u, r in enumerate(records):
         for i, label in enumerate(r["annotator_labels"]):
             data[i, u] = SNLI_CLASSES.index(label)
-    assert report["krippendorff_alpha"] == pytest.approx(krippendorff.alpha(reliability_data=data,
-                                                                            level_of_measurement="nominal"), abs=1e-6)
+    assert report["krippendorff_alpha"] == pytest.approx(
+        krippendorff.alpha(reliability_data=data, level_of_measurement="nominal"), abs=1e-6
+    )
     m = np.stack([np.bincount(np.array(r)[~np.isnan(r)].astype(int), minlength=3) for r in data.T])
     n = m.sum(1)
-    p_bar = (((m ** 2).sum(1) - n) / (n * (n - 1))).mean()
+    p_bar = (((m**2).sum(1) - n) / (n * (n - 1))).mean()
     shares = m.sum(0) / m.sum()
-    assert report["fleiss_kappa"] == pytest.approx((p_bar - (shares ** 2).sum()) / (1 - (shares ** 2).sum()), abs=1e-6)
+    assert report["fleiss_kappa"] == pytest.approx((p_bar - (shares**2).sum()) / (1 - (shares**2).sum()), abs=1e-6)
     assert report["percent_agreement"] == pytest.approx(p_bar, abs=1e-6)
     assert report["consensus"]["review_queue"] == 16 and report["items"] == len(records)
     assert "Labels: agreement and consensus" in (out / "report.html").read_text()
@@ -192,10 +222,24 @@ def test_dawid_skene_recovers_planted_annotator_accuracy(ray_local, tmp_path):
 
     def curate(consensus: str) -> tuple[dict, pd.DataFrame]:
         out = tmp_path / consensus
-        manifest = run(parse_config({
-            "input": {"paths": [str(src)]}, "output": {"path": str(out)},
-            "stages": [{"labels": {"annotation_fields": list(accuracy), "classes": classes, "consensus": consensus,
-                                   "min_confidence": 0.0}}]}))
+        manifest = run(
+            parse_config(
+                {
+                    "input": {"paths": [str(src)]},
+                    "output": {"path": str(out)},
+                    "stages": [
+                        {
+                            "labels": {
+                                "annotation_fields": list(accuracy),
+                                "classes": classes,
+                                "consensus": consensus,
+                                "min_confidence": 0.0,
+                            }
+                        }
+                    ],
+                }
+            )
+        )
         rejects = read_dir(out / "rejects")
         assert list(rejects["id"]) == ["bad"] and list(rejects["reason"]) == ["unknown_label"]
         assert list(rejects["detail"]) == ["cow"] and list(rejects["stage"]) == ["labels"]
@@ -223,8 +267,10 @@ def flipped_languages(n_per_language: int, flips: int, seed: int) -> tuple[list[
     languages = ["de", "en", "fr", "es"]
     records = []
     for lang in languages:
-        records += [{"id": f"{lang}{i:04d}", "text": line, "lang_label": lang}
-                    for i, line in enumerate(sentences(lang, n_per_language))]
+        records += [
+            {"id": f"{lang}{i:04d}", "text": line, "lang_label": lang}
+            for i, line in enumerate(sentences(lang, n_per_language))
+        ]
     flipped = set()
     for i in rng.choice(len(records), flips, replace=False):
         records[i]["lang_label"] = str(rng.choice([x for x in languages if x != records[i]["lang_label"]]))
@@ -238,8 +284,15 @@ def test_label_noise_finds_planted_flips(ray_local, tmp_path, action):
     src = tmp_path / "langs.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / action
-    manifest = run(parse_config({"input": {"paths": [str(src)]}, "output": {"path": str(out)},
-                                 "stages": [{"label_noise": {"label_field": "lang_label", "action": action}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)]},
+                "output": {"path": str(out)},
+                "stages": [{"label_noise": {"label_field": "lang_label", "action": action}}],
+            }
+        )
+    )
     metrics = manifest["metrics"]["label_noise"]
     kept, review, rejects = read_dir(out / "data"), read_dir(out / "data" / "review"), read_dir(out / "rejects")
     found = set(review["id"]) if action == "review" else set(rejects["id"])

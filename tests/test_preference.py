@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from testkit.tiny_llama import build_tiny_llama
+from tests.samples import preference_pairs
 from thresher import train
 from thresher.curate.config import parse_config as parse_curation_config
 from thresher.curate.runner import run as curate_run
-from testkit.tiny_llama import build_tiny_llama
-from tests.samples import preference_pairs
 from thresher.train.config import parse_config
 from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch
 from thresher.train.preference import DisabledAdapter, FrozenCopy, dpo_losses, orpo_losses, sequence_logps
@@ -46,14 +46,19 @@ def arithmetic_pairs(n: int, seed: int) -> list[dict]:
         if rng.random() < 0.3:
             conversation.insert(0, {"from": "system", "value": "You are good at sums."})
         for refusal in rng.sample(REFUSALS, 2):
-            records.append({"conversations": conversation,
-                            "chosen": {"from": "gpt", "value": f"{a} plus {b} is {a + b}."},
-                            "rejected": {"from": "gpt", "value": refusal}})
+            records.append(
+                {
+                    "conversations": conversation,
+                    "chosen": {"from": "gpt", "value": f"{a} plus {b} is {a + b}."},
+                    "rejected": {"from": "gpt", "value": refusal},
+                }
+            )
     return records
 
 
-def curate(records: list[dict], out: Path, split: dict | None = None, normalize: bool = True,
-           dedup: bool = False) -> tuple[dict, Path]:
+def curate(
+    records: list[dict], out: Path, split: dict | None = None, normalize: bool = True, dedup: bool = False
+) -> tuple[dict, Path]:
     """A curation run over ``records`` written as one JSON array: (normalize,) format preference(, dedup of
     repeated pairs)(, split)."""
     src = out.with_suffix(".json")
@@ -61,9 +66,15 @@ def curate(records: list[dict], out: Path, split: dict | None = None, normalize:
     stages = [{"normalize": {}}] if normalize else []
     stages += [{"format": {"template": "preference", "mapping": {"messages": "conversations"}}}]
     stages += [{"dedup_exact": {"fields": ["messages", "chosen", "rejected"]}}] if dedup else []
-    manifest = curate_run(parse_curation_config({
-        "input": {"paths": [str(src)], "text_field": "conversations", "id_field": None},
-        "output": {"path": str(out)}, "stages": stages + ([{"split": split}] if split else [])}))
+    manifest = curate_run(
+        parse_curation_config(
+            {
+                "input": {"paths": [str(src)], "text_field": "conversations", "id_field": None},
+                "output": {"path": str(out)},
+                "stages": stages + ([{"split": split}] if split else []),
+            }
+        )
+    )
     return manifest, out / "data"
 
 
@@ -71,16 +82,20 @@ def curate(records: list[dict], out: Path, split: dict | None = None, normalize:
 def pairs(ray_local, tmp_path_factory):
     """96 arithmetic pairs curated and split 3:1 by prompt; 32 other ones as a second validation set."""
     tmp = tmp_path_factory.mktemp("pref-data")
-    manifest, data = curate(arithmetic_pairs(96, 0), tmp / "train",
-                            {"ratios": {"train": 0.75, "validation": 0.25}, "group_by": "prompt_id", "seed": 0})
+    manifest, data = curate(
+        arithmetic_pairs(96, 0),
+        tmp / "train",
+        {"ratios": {"train": 0.75, "validation": 0.25}, "group_by": "prompt_id", "seed": 0},
+    )
     assert manifest["counts"]["output"] == 96
     return SimpleNamespace(train=data / "train", validation=data / "validation", manifest=manifest)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    texts = [f"{m['value']}" for r in arithmetic_pairs(200, 1) for m in [*r["conversations"], r["chosen"],
-                                                                          r["rejected"]]]
+    texts = [
+        f"{m['value']}" for r in arithmetic_pairs(200, 1) for m in [*r["conversations"], r["chosen"], r["rejected"]]
+    ]
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-pref"), texts * 3)
 
 
@@ -103,28 +118,35 @@ def test_llama_factory_preference_data_is_formatted_validated_and_split_by_promp
     prompt's pairs share one split."""
     demo = preference_pairs()
     human = {"from": "human", "value": "Name a colour."}
+
     def reply(text: str) -> dict:
         return {"from": "gpt", "value": text}
 
-    bad = [{"conversations": [human], "chosen": reply("Blue."), "rejected": reply("Blue.")},
-           {"conversations": [human], "chosen": reply("Red."), "rejected": reply(" ")},
-           {"conversations": [human, reply("Red.")], "chosen": "Blue.", "rejected": "Green."}]
+    bad = [
+        {"conversations": [human], "chosen": reply("Blue."), "rejected": reply("Blue.")},
+        {"conversations": [human], "chosen": reply("Red."), "rejected": reply(" ")},
+        {"conversations": [human, reply("Red.")], "chosen": "Blue.", "rejected": "Green."},
+    ]
     repeated = next(r for r in demo if sum(d["conversations"] == r["conversations"] for d in demo) > 1)
     manifest, data = curate(demo + bad + [repeated], tmp_path / "demo", normalize=False, dedup=True)
     rejects = pq.read_table(tmp_path / "demo/rejects").to_pylist()
     distinct = len({json.dumps([r["conversations"], r["chosen"], r["rejected"]]) for r in demo})  # it repeats some
     assert manifest["counts"]["output"] == distinct and len(rejects) == 3 + len(demo) + 1 - distinct
     invalid = [r for r in rejects if r["reason"] == "invalid_preference"]
-    assert sorted(r["detail"] for r in invalid) == ["chosen and rejected are the same", "empty rejected response",
-                                                    "the prompt must end with a user turn"]
+    assert sorted(r["detail"] for r in invalid) == [
+        "chosen and rejected are the same",
+        "empty rejected response",
+        "the prompt must end with a user turn",
+    ]
     assert {r["reason"] for r in rejects if r not in invalid} == {"exact_duplicate"}
     kept = pq.read_table(data).to_pylist()
     by_pair = {(r["chosen"], r["rejected"]): r for r in kept}
     for record in demo:
         row = by_pair[record["chosen"]["value"], record["rejected"]["value"]]
         roles = {"human": "user", "gpt": "assistant", "system": "system"}
-        assert [(m["role"], m["content"]) for m in row["messages"]] == \
-            [(roles[m["from"]], m["value"]) for m in record["conversations"]]
+        assert [(m["role"], m["content"]) for m in row["messages"]] == [
+            (roles[m["from"]], m["value"]) for m in record["conversations"]
+        ]
     assert len({r["prompt_id"] for r in kept}) == len({json.dumps(r["conversations"]) for r in demo}) < len(demo)
 
     splits = {s: set(pq.read_table(getattr(pairs, s)).column("prompt_id").to_pylist()) for s in ("train", "validation")}
@@ -150,8 +172,11 @@ def test_preference_rows_train_only_the_responses(tiny):
             assert (labels[n:] == IGNORE).all()
             end = tok.eos_token if prompt_column == "prompt" else tok.eos_token + "\n"
             assert tok.decode(ids[first:n]) == response + end
-            full = prompt + response if prompt_column == "prompt" else \
-                tok.apply_chat_template([*messages, {"role": "assistant", "content": response}], tokenize=False)
+            full = (
+                prompt + response
+                if prompt_column == "prompt"
+                else tok.apply_chat_template([*messages, {"role": "assistant", "content": response}], tokenize=False)
+            )
             assert tok.decode(ids[:n]) == full + (tok.eos_token if prompt_column == "prompt" else "")
 
 
@@ -189,14 +214,24 @@ def test_dpo_loss_and_rewards_equal_trl(tiny, tmp_path, loss, sft_weight):
     from trl import DPOConfig, DPOTrainer
 
     tok = tokenizer_of(tiny)
-    records = [{"prompt": f"What is {a} plus {b}?", "chosen": f" {a} plus {b} is {a + b}.", "rejected": " " + r}
-               for (a, b), r in zip([(3, 4), (10, 20), (7, 7), (41, 1)], REFUSALS + REFUSALS[:1])]
+    records = [
+        {"prompt": f"What is {a} plus {b}?", "chosen": f" {a} plus {b} is {a + b}.", "rejected": " " + r}
+        for (a, b), r in zip([(3, 4), (10, 20), (7, 7), (41, 1)], REFUSALS + REFUSALS[:1])
+    ]
     policy, reference = perturbed(tiny), AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()
     loss_types, weights = ([loss, "sft"], [1.0, sft_weight]) if sft_weight else ([loss], None)
-    args = DPOConfig(output_dir=str(tmp_path), beta=0.1, loss_type=loss_types, loss_weights=weights, report_to=[],
-                     use_cpu=True, per_device_train_batch_size=4)
-    trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(records),
-                         processing_class=tok)
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        beta=0.1,
+        loss_type=loss_types,
+        loss_weights=weights,
+        report_to=[],
+        use_cpu=True,
+        per_device_train_batch_size=4,
+    )
+    trainer = DPOTrainer(
+        model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(records), processing_class=tok
+    )
     batch = trl_batch(trainer, 4)
     with torch.no_grad():
         expected = trainer.compute_loss(policy, batch).item()
@@ -204,8 +239,9 @@ def test_dpo_loss_and_rewards_equal_trl(tiny, tmp_path, loss, sft_weight):
 
     (chosen, rejected), (n_chosen, n_rejected) = (x.chunk(2) for x in thresher_logps(policy, batch))
     ref_chosen, ref_rejected = thresher_logps(reference, batch)[0].chunk(2)
-    losses, reward_c, reward_r = dpo_losses(chosen, rejected, ref_chosen, ref_rejected, n_chosen, n_rejected,
-                                            beta=0.1, loss=loss, sft_weight=0.0)
+    losses, reward_c, reward_r = dpo_losses(
+        chosen, rejected, ref_chosen, ref_rejected, n_chosen, n_rejected, beta=0.1, loss=loss, sft_weight=0.0
+    )
     if sft_weight:  # TRL's sft term is the token mean over the batch; thresher's the mean of per-pair token means
         losses = losses - sft_weight * chosen.sum() / n_chosen.sum()
     assert losses.mean().item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
@@ -214,10 +250,12 @@ def test_dpo_loss_and_rewards_equal_trl(tiny, tmp_path, loss, sft_weight):
     assert (reward_c - reward_r).mean().item() == pytest.approx(logged["rewards/margins"], rel=1e-4, abs=1e-6)
     assert (reward_c > reward_r).float().mean().item() == pytest.approx(logged["rewards/accuracies"])
     if sft_weight:  # per pair, thresher's SFT term: the chosen response's token-mean NLL
-        with_sft = dpo_losses(chosen, rejected, ref_chosen, ref_rejected, n_chosen, n_rejected, 0.1, loss,
-                              sft_weight)[0]
-        torch.testing.assert_close(with_sft - losses.detach() - sft_weight * chosen.sum() / n_chosen.sum(),
-                                   -sft_weight * chosen / n_chosen)
+        with_sft = dpo_losses(chosen, rejected, ref_chosen, ref_rejected, n_chosen, n_rejected, 0.1, loss, sft_weight)[
+            0
+        ]
+        torch.testing.assert_close(
+            with_sft - losses.detach() - sft_weight * chosen.sum() / n_chosen.sum(), -sft_weight * chosen / n_chosen
+        )
 
 
 def test_orpo_loss_equals_trl(tiny):
@@ -237,8 +275,10 @@ def test_orpo_loss_equals_trl(tiny):
     ids = torch.tensor(rows["input_ids"], dtype=torch.long).transpose(0, 1).reshape(6, -1)
     labels = torch.tensor(rows["labels"], dtype=torch.long).transpose(0, 1).reshape(6, -1)
     with torch.no_grad():
-        logits = model(input_ids=ids, position_ids=torch.tensor(rows["position_ids"], dtype=torch.long)
-                       .transpose(0, 1).reshape(6, -1)).logits
+        logits = model(
+            input_ids=ids,
+            position_ids=torch.tensor(rows["position_ids"], dtype=torch.long).transpose(0, 1).reshape(6, -1),
+        ).logits
     logps, n = sequence_logps(logits, labels)
     losses, reward_c, reward_r = orpo_losses(*logps.chunk(2), *n.chunk(2), beta=0.1)
 
@@ -247,8 +287,9 @@ def test_orpo_loss_equals_trl(tiny):
     or_terms, trl_chosen, trl_rejected, _, _ = ORPOTrainer.odds_ratio_loss(trl, *means.chunk(2))
     torch.testing.assert_close(losses, -means.chunk(2)[0] - or_terms)
     torch.testing.assert_close((reward_c, reward_r), (trl_chosen, trl_rejected))
-    nll = torch.nn.functional.cross_entropy(logits[:1, :-1].reshape(-1, logits.shape[-1]), labels[:1, 1:].reshape(-1),
-                                            ignore_index=IGNORE)
+    nll = torch.nn.functional.cross_entropy(
+        logits[:1, :-1].reshape(-1, logits.shape[-1]), labels[:1, 1:].reshape(-1), ignore_index=IGNORE
+    )
     single = orpo_losses(logps[:1], logps[3:4], n[:1], n[3:4], beta=0.1)[0]
     assert single.item() == pytest.approx((nll - or_terms[:1].mean()).item(), rel=1e-5)
 
@@ -283,15 +324,21 @@ def test_references_frozen_copy_and_disabled_adapter(tiny):
 
 
 def preference_config(tiny: Path, pairs, out: Path, method: str, **sections) -> dict:
-    cfg = {"model": {"name_or_path": str(tiny)},
-           "data": {"train": str(pairs.train), "validation": str(pairs.validation), "format": "preference",
-                    "max_seq_len": SEQ},
-           "method": method,
-           "scaling": {"num_workers": 2},
-           "optim": {"lr": 1e-2, "max_steps": 6, "batch_size": 4, "log_every_steps": 1},
-           "eval": {"every_steps": 3},
-           "checkpoint": {"every_steps": 6},
-           "output": {"path": str(out)}}
+    cfg = {
+        "model": {"name_or_path": str(tiny)},
+        "data": {
+            "train": str(pairs.train),
+            "validation": str(pairs.validation),
+            "format": "preference",
+            "max_seq_len": SEQ,
+        },
+        "method": method,
+        "scaling": {"num_workers": 2},
+        "optim": {"lr": 1e-2, "max_steps": 6, "batch_size": 4, "log_every_steps": 1},
+        "eval": {"every_steps": 3},
+        "checkpoint": {"every_steps": 6},
+        "output": {"path": str(out)},
+    }
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value}
     return cfg
@@ -304,8 +351,9 @@ def test_dpo_lora_raises_the_margin_on_held_out_pairs(pairs, tiny, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    cfg = preference_config(tiny, pairs, tmp_path, "dpo", dpo={"beta": 0.1, "adapter": "lora"},
-                            lora={"r": 8, "alpha": 16, "dropout": 0.0})
+    cfg = preference_config(
+        tiny, pairs, tmp_path, "dpo", dpo={"beta": 0.1, "adapter": "lora"}, lora={"r": 8, "alpha": 16, "dropout": 0.0}
+    )
     m = train.main(copy.deepcopy(cfg))
     evals = m["evals"]
     assert [e["step"] for e in evals] == [3, 6]
@@ -332,12 +380,15 @@ def test_orpo_full_fine_tuning_without_a_reference(pairs, tiny, tmp_path):
     assert json.loads((tmp_path / "model/thresher.json").read_text())["tuning"] == "full"
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"method": "dpo", "data": {"format": "alpaca"}}, "data.format"),
-    ({"method": "lora", "data": {"format": "preference"}}, "data.format"),
-    ({"method": "dpo", "dpo": {"loss": "hinge"}}, "dpo.loss"),
-    ({"method": "orpo", "fsdp": {}, "orpo": {"adapter": "lora"}}, "fsdp"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"method": "dpo", "data": {"format": "alpaca"}}, "data.format"),
+        ({"method": "lora", "data": {"format": "preference"}}, "data.format"),
+        ({"method": "dpo", "dpo": {"loss": "hinge"}}, "dpo.loss"),
+        ({"method": "orpo", "fsdp": {}, "orpo": {"adapter": "lora"}}, "fsdp"),
+    ],
+)
 def test_preference_config_errors_name_the_key(tiny, tmp_path, change, key):
     from thresher.core.config import ConfigError
 

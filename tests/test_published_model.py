@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from testkit.tiny_llama import build_tiny_llama
+from tests.samples import gsm8k
+from tests.test_training import curate, logits, sample_ids, train_config, trained_reference
 from thresher import train
 from thresher.core.storage import Storage
 from thresher.models.resolve import published_name
 from thresher.train.config import parse_config as parse_train_config
-from testkit.tiny_llama import build_tiny_llama
-from tests.samples import gsm8k
-from tests.test_training import curate, logits, sample_ids, train_config, trained_reference
 
 ALPACA = {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -33,8 +33,11 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def assert_names_no_machine(model: Path, tmp: Path) -> None:
     """The model folder's text files name neither the test's folders, the Python environment, the home folder nor the
     host (as a word); thresher.json keeps the config's ``model`` as given, tokenizer.json is a vocabulary."""
-    machine = re.compile("|".join([*map(re.escape, [str(tmp), sys.prefix, str(Path.home()) + "/"]),
-                                   rf"\b{re.escape(socket.gethostname())}\b"]))
+    machine = re.compile(
+        "|".join(
+            [*map(re.escape, [str(tmp), sys.prefix, str(Path.home()) + "/"]), rf"\b{re.escape(socket.gethostname())}\b"]
+        )
+    )
     for path in model.iterdir():
         if path.suffix in (".json", ".md", ".txt", ".jinja") and path.name not in ("thresher.json", "tokenizer.json"):
             assert not machine.search(path.read_text()), path.name
@@ -46,11 +49,19 @@ def run_card(model: Path, cwd: Path, ids: torch.Tensor, env: dict | None = None)
     code = re.search(r"```python\n(.*?)```", (model / "README.md").read_text(), re.S)[1]
     code, edits = re.subn(r"^PATH = .*$", f"PATH = {str(model)!r}", code, flags=re.M)
     assert edits == 1
-    code += ("import sys, torch\nmodel.eval()\nwith torch.no_grad():\n"
-             f"    torch.save(model(input_ids=torch.tensor({ids.tolist()})).logits, sys.argv[1])\n")
+    code += (
+        "import sys, torch\nmodel.eval()\nwith torch.no_grad():\n"
+        f"    torch.save(model(input_ids=torch.tensor({ids.tolist()})).logits, sys.argv[1])\n"
+    )
     out = cwd / "logits.pt"
-    done = subprocess.run([sys.executable, "-c", code, str(out)], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(out)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.load(out)
 
@@ -62,8 +73,15 @@ def test_trained_adapter_names_its_base_as_given_and_its_card_loads_it(ray_local
     records = gsm8k(8)
     data = curate(records, tmp_path / "data", ALPACA)
     base = build_tiny_llama(tmp_path / "base-llama", [r["question"] + r["answer"] for r in records])
-    cfg = train_config(base, tmp_path / "run", "lora", str(data), scaling={"num_workers": 1},
-                       optim={"max_steps": 2}, checkpoint={"every_steps": 2})
+    cfg = train_config(
+        base,
+        tmp_path / "run",
+        "lora",
+        str(data),
+        scaling={"num_workers": 1},
+        optim={"max_steps": 2},
+        checkpoint={"every_steps": 2},
+    )
     metrics = train.main(copy.deepcopy(cfg))
     model = tmp_path / "run/model"
     assert json.loads((model / "adapter_config.json").read_text())["base_model_name_or_path"] == "base-llama"
@@ -77,6 +95,7 @@ def test_trained_adapter_names_its_base_as_given_and_its_card_loads_it(ray_local
     torch.testing.assert_close(run_card(model, user, ids), logits(trained, ids), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # 10 s or more: not in the fast subset
 def test_a_package_base_is_named_by_hub_id_and_found_at_run_time(tmp_path, monkeypatch):
     """A ``pkg:`` base with ``model.hub_id``: the adapter and the card name the Hub id, and the card's code finds the
     package's folder at run time (here a package on PYTHONPATH) to load the adapter onto it."""
@@ -87,8 +106,15 @@ def test_a_package_base_is_named_by_hub_id_and_found_at_run_time(tmp_path, monke
     build_tiny_llama(site / "tiny_base_model", ["Natalia sold clips to 48 of her friends in April."])
     (site / "tiny_base_model/__init__.py").write_text("")
     monkeypatch.syspath_prepend(site)
-    cfg = parse_train_config(train_config(Path("unused"), tmp_path / "run", "lora", "unused", model={
-        "name_or_path": "pkg:tiny_base_model", "hub_id": "example-org/tiny-base"}))
+    cfg = parse_train_config(
+        train_config(
+            Path("unused"),
+            tmp_path / "run",
+            "lora",
+            "unused",
+            model={"name_or_path": "pkg:tiny_base_model", "hub_id": "example-org/tiny-base"},
+        )
+    )
     torch.manual_seed(0)
     trained = apply_method(load_base_model(cfg.model, torch.float32), cfg)
     for name, weight in trained.named_parameters():
@@ -103,8 +129,9 @@ def test_a_package_base_is_named_by_hub_id_and_found_at_run_time(tmp_path, monke
     user = tmp_path / "user"
     user.mkdir()
     ids = sample_ids(site / "tiny_base_model")
-    torch.testing.assert_close(run_card(model, user, ids, env={"PYTHONPATH": str(site)}), logits(trained, ids),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        run_card(model, user, ids, env={"PYTHONPATH": str(site)}), logits(trained, ids), atol=1e-5, rtol=1e-5
+    )
 
 
 def write_gguf_metadata(path: Path, **strings: str) -> Path:
@@ -125,8 +152,11 @@ def test_the_base_is_named_by_hub_id_key_then_gguf_metadata_then_config_then_as_
     folder = tmp_path / "models/base"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"_name_or_path": "org/from-config"}))
-    write_gguf_metadata(folder / "base.gguf", general__url="https://example.com/base",  # not a Hub URL: skipped
-                        general__source__url="https://huggingface.co/org/from-gguf")
+    write_gguf_metadata(
+        folder / "base.gguf",
+        general__url="https://example.com/base",  # not a Hub URL: skipped
+        general__source__url="https://huggingface.co/org/from-gguf",
+    )
     assert published_name(str(folder), "base.gguf", hub_id="org/from-key") == "org/from-key"
     assert published_name(str(folder), "base.gguf") == "org/from-gguf"
     assert published_name(str(folder)) == "org/from-config"
@@ -168,7 +198,9 @@ def test_damaged_files_are_named_relative_to_their_input():
 
     read = [{"damaged": {"/data/raw/a/x.jsonl": 5}}, {"damaged": {"/data/raw/a/x.jsonl": 2, "s3://b/y.jsonl": 9}}]
     damaged = damaged_input(read, ["/data/raw/", "s3://b/*.jsonl"])
-    assert damaged == {"files": 2, "largest": [{"file": "s3://b/y.jsonl", "rejected_bytes": 9},
-                                               {"file": "raw/a/x.jsonl", "rejected_bytes": 7}]}
+    assert damaged == {
+        "files": 2,
+        "largest": [{"file": "s3://b/y.jsonl", "rejected_bytes": 9}, {"file": "raw/a/x.jsonl", "rejected_bytes": 7}],
+    }
     manifest = {"counts": {"read_bytes": 100, "rejected_bytes": 16}, "damaged_input": damaged}
     assert build_report({}, manifest)["damaged_input"]["largest"] == damaged["largest"]

@@ -6,32 +6,35 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 import time
 import typing
+from collections import Counter
 
 import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from testkit.batches import batch
+from testkit.runs import assert_accounting, read_dir
+from tests.samples import c4_docs
+from tests.samples import sentences as written
+from tests.test_text_stages import frame
 from thresher.core.config import ConfigError, validate
 from thresher.core.storage import Storage
+from thresher.curate.commit import rerender_report
 from thresher.curate.config import parse_config
 from thresher.curate.filters.presets import PRESETS, SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
 from thresher.curate.filters.text import PUNCTUATION, TextStats, duplicates
-from thresher.curate.commit import rerender_report
 from thresher.curate.runner import run
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, StageContext, run_map_stage
 from thresher.curate.stages.quality import Quality, QualityConfig
-from testkit.batches import batch
-from tests.samples import c4_docs, sentences as written
-from testkit.runs import assert_accounting, read_dir
-from tests.test_text_stages import frame
 
-GOOD = ("The village library opens early on Saturday mornings. Children come with their parents to borrow "
-        "picture books, and older students use the quiet tables to prepare for their exams. The librarian "
-        "knows most of the visitors by name and often suggests a new author to try. In winter the reading room "
-        "is the warmest place in town, and in summer its tall windows are left open to the garden.")
+GOOD = (
+    "The village library opens early on Saturday mornings. Children come with their parents to borrow "
+    "picture books, and older students use the quiet tables to prepare for their exams. The librarian "
+    "knows most of the visitors by name and often suggests a new author to try. In winter the reading room "
+    "is the warmest place in town, and in summer its tall windows are left open to the garden."
+)
 
 
 def quality(texts, lang=None, **opts):
@@ -60,26 +63,50 @@ def test_signal_values_on_a_hand_made_document():
     got = {name: out[f"q_{name}"][0] for name in SIGNALS}
     expected = {
         # 4 lines, the first repeated (23 chars); 2 paragraphs, none repeated
-        "dup_para_frac": 0, "dup_para_char_frac": 0, "dup_line_frac": 1 / 4, "dup_line_char_frac": 23 / 91,
+        "dup_para_frac": 0,
+        "dup_para_char_frac": 0,
+        "dup_line_frac": 1 / 4,
+        "dup_line_char_frac": 23 / 91,
         # 19 words: The cat sat on the mat (x2) buy cheap now Second para 2020 here
-        "top_2gram_char_frac": 2 * len("The cat") / 91, "top_3gram_char_frac": 2 * len("The cat sat") / 91,
+        "top_2gram_char_frac": 2 * len("The cat") / 91,
+        "top_3gram_char_frac": 2 * len("The cat sat") / 91,
         "top_4gram_char_frac": 2 * len("The cat sat on") / 91,
-        "dup_5gram_char_frac": len("Thecatsatonthe") / 91, "dup_6gram_char_frac": len("Thecatsatonthemat") / 91,
-        "dup_7gram_char_frac": 0, "dup_8gram_char_frac": 0, "dup_9gram_char_frac": 0, "dup_10gram_char_frac": 0,
+        "dup_5gram_char_frac": len("Thecatsatonthe") / 91,
+        "dup_6gram_char_frac": len("Thecatsatonthemat") / 91,
+        "dup_7gram_char_frac": 0,
+        "dup_8gram_char_frac": 0,
+        "dup_9gram_char_frac": 0,
+        "dup_10gram_char_frac": 0,
         # 20 tokens, 19 words ('-' is punctuation only), 63 word characters; '-' and '2020' have no letter
-        "words": 19, "mean_word_len": 63 / 19, "hash_word_ratio": 1 / 20, "ellipsis_word_ratio": 1 / 20,
-        "bullet_line_frac": 1 / 4, "ellipsis_line_frac": 1 / 4, "alpha_word_frac": 18 / 20, "stop_words": 2,
+        "words": 19,
+        "mean_word_len": 63 / 19,
+        "hash_word_ratio": 1 / 20,
+        "ellipsis_word_ratio": 1 / 20,
+        "bullet_line_frac": 1 / 4,
+        "ellipsis_line_frac": 1 / 4,
+        "alpha_word_frac": 18 / 20,
+        "stop_words": 2,
         # C4 keeps the two cat lines (1 sentence each); drops '...' and the 4-word line
-        "c4_lorem_ipsum": 0, "c4_curly_bracket": 0, "c4_sentences": 2,
-        "line_punct_ratio": 1.0, "short_line_ratio": 1.0, "char_dup_ratio": 23 / 87, "newline_word_ratio": 4 / 20,
+        "c4_lorem_ipsum": 0,
+        "c4_curly_bracket": 0,
+        "c4_sentences": 2,
+        "line_punct_ratio": 1.0,
+        "short_line_ratio": 1.0,
+        "char_dup_ratio": 23 / 87,
+        "newline_word_ratio": 4 / 20,
     }
     assert got == pytest.approx(expected)
     assert out[REJECT_REASON][0] is None and out["q_reason"][0] == "gopher.max_dup_line_char_frac"
 
 
 REPEATS = " ".join("one two three four five six seven eight nine ten eleven".split() * 3) + "."
-POOL = [HAND, REPEATS, f"{GOOD}\n\n{GOOD}\n\nA closing paragraph with a few words of its own.", GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.",
-        GOOD + "\nCall it like this: { value: 1, label: the first option }."]
+POOL = [
+    HAND,
+    REPEATS,
+    f"{GOOD}\n\n{GOOD}\n\nA closing paragraph with a few words of its own.",
+    GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.",
+    GOOD + "\nCall it like this: { value: 1, label: the first option }.",
+]
 RULES = [(p, r) for p in PRESETS.values() for r in p.rules]
 
 
@@ -111,13 +138,22 @@ def test_every_rule_on_both_sides_of_its_threshold(preset, rule):
     assert out[REJECT_DETAIL][0].startswith(f"{rule.signal}=") and out[REJECT_DETAIL][0].endswith("(lang=en)")
 
 
-SHORT = ("Our shop is closed for the holidays. We will reopen on Monday with new stock, fresh coffee and the usual "
-         "friendly service. Thank you to all our customers for a wonderful year!")
-BULLETED = ["Fresh bread baked every morning in the old oven", "Local cheese from the farms along the valley",
-            "Seasonal fruit picked by hand and sold with care", "Coffee roasted in small batches on site",
-            "Flowers grown by our neighbours for the market", "Honey collected from hives on the hill",
-            "Vegetables delivered to your door each week", "Cakes made to order for birthdays and weddings",
-            "Olive oil pressed from this year's harvest", "Cured ham aged for twenty months in the cellar"]
+SHORT = (
+    "Our shop is closed for the holidays. We will reopen on Monday with new stock, fresh coffee and the usual "
+    "friendly service. Thank you to all our customers for a wonderful year!"
+)
+BULLETED = [
+    "Fresh bread baked every morning in the old oven",
+    "Local cheese from the farms along the valley",
+    "Seasonal fruit picked by hand and sold with care",
+    "Coffee roasted in small batches on site",
+    "Flowers grown by our neighbours for the market",
+    "Honey collected from hives on the hill",
+    "Vegetables delivered to your door each week",
+    "Cakes made to order for birthdays and weddings",
+    "Olive oil pressed from this year's harvest",
+    "Cured ham aged for twenty months in the cellar",
+]
 
 
 def test_junk_is_rejected_by_the_expected_rule():
@@ -128,8 +164,8 @@ def test_junk_is_rejected_by_the_expected_rule():
         SHORT: "gopher.min_words",
         "\n".join(f"- {line}" for line in BULLETED): "gopher.max_bullet_line_frac",
         " ".join(w * 3 for w in GOOD.split()): "gopher.max_mean_word_len",
-        GOOD + " 0.5 1.5 2.5 3.5 4.5 5.5 6.5 7.5 8.5 9.5 10.5 11.5 12.5 13.5 14.5 15.5 17 18 19 20 21 22 23 24":
-            "gopher.min_alpha_word_frac",
+        GOOD
+        + " 0.5 1.5 2.5 3.5 4.5 5.5 6.5 7.5 8.5 9.5 10.5 11.5 12.5 13.5 14.5 15.5 17 18 19 20 21 22 23 24": "gopher.min_alpha_word_frac",
         GOOD + "\nLorem ipsum dolor sit amet, consectetur adipiscing elit.": "c4.filter_lorem_ipsum",
         GOOD + "\nCall it like this: { value: 1, label: the first option }.": "c4.filter_curly_bracket",
         "\n".join(l.rstrip(".") for l in lines) + "\nThe end of the story is near.": "c4.min_sentences",
@@ -140,16 +176,22 @@ def test_junk_is_rejected_by_the_expected_rule():
 
 
 def test_c4_line_removal_is_explicit():
-    lines = [GOOD, "Home | About | Contact", "Please enable JavaScript to view the comments powered by Disqus.",
-             "This site uses cookies to give you the best experience of our pages.",
-             "The library was founded in 1901 [1] and rebuilt after the fire [citation needed].", GOOD.upper()]
+    lines = [
+        GOOD,
+        "Home | About | Contact",
+        "Please enable JavaScript to view the comments powered by Disqus.",
+        "This site uses cookies to give you the best experience of our pages.",
+        "The library was founded in 1901 [1] and rebuilt after the fire [citation needed].",
+        GOOD.upper(),
+    ]
     page = "\n".join(lines)
     untouched = quality([page], presets=["c4"])
     assert untouched["text"][0] == page and untouched[REJECT_REASON][0] is None
     assert "_metric.quality.c4_lines_removed" not in untouched.columns
     cleaned = quality([page], presets=["c4"], c4={"remove_lines": True})
     assert cleaned["text"][0] == "\n".join(
-        [GOOD, "The library was founded in 1901  and rebuilt after the fire .", GOOD.upper()])
+        [GOOD, "The library was founded in 1901  and rebuilt after the fire .", GOOD.upper()]
+    )
     assert cleaned["_metric.quality.c4_lines_removed"][0] == 3
     # later presets see the cleaned text: its lines are all unique and end in punctuation
     both = quality([page], presets=["c4", "fineweb"], c4={"remove_lines": True}, signals=["line_punct_ratio"])
@@ -162,23 +204,30 @@ def test_c4_line_removal_is_explicit():
     # mark, and drops the others, saying why
     menu = "Home | About | Contact\nOne sentence only here today.\nno end mark in this line at all"
     out = quality([menu], presets=["c4"])
-    assert out[REJECT_DETAIL][0] == ("c4_sentences=1 < 3 after C4's line filters dropped 2 of 3 lines: 2 without "
-                                     "end punctuation (lang=en)")
+    assert out[REJECT_DETAIL][0] == (
+        "c4_sentences=1 < 3 after C4's line filters dropped 2 of 3 lines: 2 without end punctuation (lang=en)"
+    )
     short_lines = "Yes.\nNo way.\nWhat is this?"
     out = quality([short_lines], presets=["c4"])
-    assert out[REJECT_DETAIL][0] == ("c4_sentences=0 < 3 after C4's line filters dropped 3 of 3 lines: 3 under 5 "
-                                     "words (lang=en)")
+    assert out[REJECT_DETAIL][0] == (
+        "c4_sentences=0 < 3 after C4's line filters dropped 3 of 3 lines: 3 under 5 words (lang=en)"
+    )
 
 
 def test_c4_line_filters_on_both_sides_of_their_thresholds():
     lines = {
-        "five": "One two three four five.", "four": "One two three four.",
-        "word_1000": f"Its word {'x' * 1000} is long.", "word_1001": f"Its word {'x' * 1001} is long.",
-        "quote": 'He said "it ends here."', "no_end": "No end mark on this line at all",
-        "dots": "It trails off slowly right here...", "javascript": "Please enable JavaScript to continue reading.",
+        "five": "One two three four five.",
+        "four": "One two three four.",
+        "word_1000": f"Its word {'x' * 1000} is long.",
+        "word_1001": f"Its word {'x' * 1001} is long.",
+        "quote": 'He said "it ends here."',
+        "no_end": "No end mark on this line at all",
+        "dots": "It trails off slowly right here...",
+        "javascript": "Please enable JavaScript to continue reading.",
         "policy": "This site uses cookies for analytics.",
         # str.lower: the Kelvin sign is k (a policy phrase), a dotted capital I is i + U+0307 (no phrase)
-        "kelvin": "This site uses coo\u212aies for analytics.", "dotted": "Please enable JAVASCR\u0130PT to go on.",
+        "kelvin": "This site uses coo\u212aies for analytics.",
+        "dotted": "Please enable JAVASCR\u0130PT to go on.",
         "citation": "The library was founded in 1901 [1] by the town.",
     }
     page = "\n".join([GOOD, *lines.values()])
@@ -189,15 +238,19 @@ def test_c4_line_filters_on_both_sides_of_their_thresholds():
 
     default = ["five", "word_1000", "quote", "dotted", "citation"]
     assert kept() == default
-    assert "The library was founded in 1901  by the town." in quality([page], presets=["c4"], c4={
-        "remove_lines": True})["text"][0]
+    assert (
+        "The library was founded in 1901  by the town."
+        in quality([page], presets=["c4"], c4={"remove_lines": True})["text"][0]
+    )
     assert kept(min_words_per_line=4) == sorted(default + ["four"], key=list(lines).index)
     assert kept(max_word_length=1001) == sorted(default + ["word_1001"], key=list(lines).index)
     assert kept(filter_no_terminal_punct=False) == sorted(default + ["no_end", "dots"], key=list(lines).index)
     assert kept(filter_javascript=False) == sorted(default + ["javascript"], key=list(lines).index)
     assert kept(filter_policy=False) == sorted(default + ["policy", "kelvin"], key=list(lines).index)
-    assert lines["citation"] in quality([page], presets=["c4"], c4={"remove_lines": True, "remove_citations": False})[
-        "text"][0]
+    assert (
+        lines["citation"]
+        in quality([page], presets=["c4"], c4={"remove_lines": True, "remove_citations": False})["text"][0]
+    )
 
 
 def test_fineweb_punctuation_rule_can_exempt_documents_without_any():
@@ -218,8 +271,7 @@ def test_stop_words_follow_the_document_language():
     out = quality([german], lang="de", presets=["gopher_quality"], signals=["stop_words"])
     assert out[REJECT_REASON][0] is None and out["q_stop_words"][0] >= 5
     custom = {"gopher": {"stop_words": {"de": ["xyzzy", "plugh"]}}}
-    assert reasons([german], presets=["gopher_quality"], default_lang="de", **custom) == [
-        "gopher.min_stop_words"]
+    assert reasons([german], presets=["gopher_quality"], default_lang="de", **custom) == ["gopher.min_stop_words"]
     finnish = quality([sentences("fi", 12)], lang="fi", presets=["gopher_quality"], signals=["stop_words"])
     assert finnish[REJECT_REASON][0] is None and math.isnan(finnish["q_stop_words"][0])
     assert finnish["_metric.quality.stop_words_skipped"][0] == 1
@@ -233,8 +285,15 @@ def test_word_rules_are_skipped_for_languages_without_spaces():
     out = quality([chinese], lang="zh", presets=["gopher", "c4", "fineweb"], signals=True)
     assert out[REJECT_REASON][0] is None
     assert out["_metric.quality.word_rules_skipped"][0] == 1
-    for name in ("words", "mean_word_len", "stop_words", "top_2gram_char_frac", "dup_5gram_char_frac",
-                 "newline_word_ratio", "short_line_ratio"):
+    for name in (
+        "words",
+        "mean_word_len",
+        "stop_words",
+        "top_2gram_char_frac",
+        "dup_5gram_char_frac",
+        "newline_word_ratio",
+        "short_line_ratio",
+    ):
         assert math.isnan(out[f"q_{name}"][0]), name
     assert out["q_c4_sentences"][0] >= 3 and out["q_dup_line_frac"][0] == 0
     assert quality([chinese], presets=["gopher_quality"], default_lang="zh")[REJECT_REASON][0] is None
@@ -256,11 +315,21 @@ def test_annotate_only_and_signal_selection():
     none = quality(texts)
     assert not [c for c in none.columns if c.startswith("q_")]
     with pytest.raises(ConfigError, match="stages.0.quality.*words_per_sentence"):
-        parse_config({"input": {"paths": ["x"]}, "output": {"path": "y"},
-                      "stages": [{"quality": {"signals": ["words_per_sentence"]}}]})
+        parse_config(
+            {
+                "input": {"paths": ["x"]},
+                "output": {"path": "y"},
+                "stages": [{"quality": {"signals": ["words_per_sentence"]}}],
+            }
+        )
     with pytest.raises(ConfigError, match="c4_sentences"):
-        parse_config({"input": {"paths": ["x"]}, "output": {"path": "y"},
-                      "stages": [{"quality": {"presets": ["fineweb"], "signals": ["c4_sentences"]}}]})
+        parse_config(
+            {
+                "input": {"paths": ["x"]},
+                "output": {"path": "y"},
+                "stages": [{"quality": {"presets": ["fineweb"], "signals": ["c4_sentences"]}}],
+            }
+        )
 
 
 # -- real text, kernels, hostile input -----------------------------------------------------------------------
@@ -290,7 +359,7 @@ def reference_words(text: str) -> list[str]:
 
 
 def reference_top(words, n) -> int:  # Gopher's top n-gram characters, as DataTrove computes them
-    grams = [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
     if not grams:
         return 0
     best, count = Counter(grams).most_common(1)[0]
@@ -300,7 +369,7 @@ def reference_top(words, n) -> int:  # Gopher's top n-gram characters, as DataTr
 def reference_dup(words, n) -> int:
     seen, repeated, i = set(), 0, 0
     while i < len(words) - n + 1:
-        gram = "".join(words[i:i + n])
+        gram = "".join(words[i : i + n])
         if gram in seen:
             repeated += len(gram)
             i += n
@@ -320,17 +389,28 @@ def test_ngram_kernels_match_the_reference_definitions():
     assert duplicates(["a", "bb", "a", "bb", "bb"]) == (3, 5)
 
 
-@pytest.mark.parametrize("hostile", [
-    "a" * 1_000_000, "[" + "1" * 1_000_000, "." * 1_000_000, "a\n" * 500_000, "[1 " * 300_000,
-    "word " * 200_000, "{ " * 500_000, "lorem ipsum. " * 80_000, " \n" * 500_000 + "x",
-], ids=["one-token", "citation", "dots", "lines", "brackets", "words", "curly", "lorem", "blank-lines"])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "a" * 1_000_000,
+        "[" + "1" * 1_000_000,
+        "." * 1_000_000,
+        "a\n" * 500_000,
+        "[1 " * 300_000,
+        "word " * 200_000,
+        "{ " * 500_000,
+        "lorem ipsum. " * 80_000,
+        " \n" * 500_000 + "x",
+    ],
+    ids=["one-token", "citation", "dots", "lines", "brackets", "words", "curly", "lorem", "blank-lines"],
+)
 def test_linear_time_on_hostile_input(hostile):
     configs = {"gopher": GopherConfig(), "c4": C4Config(remove_lines=True), "fineweb": FineWebConfig()}
     evaluate = Evaluator(expand(["gopher", "c4", "fineweb"]), configs, frozenset(SIGNALS))
     evaluate(GOOD, "en")  # compiled (numba) before timing
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: the work done, whatever else shares the machine
     evaluate(hostile, "en")
-    assert time.perf_counter() - t0 < 5
+    assert time.process_time() - t0 < 5  # under 1 s here; a superlinear rule would take hours
 
 
 # -- through the runner --------------------------------------------------------------------------------------
@@ -338,19 +418,31 @@ def test_linear_time_on_hostile_input(hostile):
 
 def test_langid_and_quality_through_the_runner(ray_local, tmp_path):
     english = c4_demo()[:60]
-    german = [sentences("de", 40)[i * 400:(i + 1) * 400] for i in range(5)]
+    german = [sentences("de", 40)[i * 400 : (i + 1) * 400] for i in range(5)]
     chinese = [sentences("zh", 20), sentences("zh", 40)[600:]]
-    junk = ["cheap watches buy now " * 30, "Click here to read more about our latest offers and news.",
-            GOOD + "\nLorem ipsum dolor sit amet, ok."]
+    junk = [
+        "cheap watches buy now " * 30,
+        "Click here to read more about our latest offers and news.",
+        GOOD + "\nLorem ipsum dolor sit amet, ok.",
+    ]
     src = tmp_path / "in.jsonl"
     with open(src, "w") as f:
         for i, text in enumerate(english + german + chinese + junk):
             f.write(json.dumps({"id": f"d{i:03d}", "text": text, "source": "test"}) + "\n")
     out = tmp_path / "out"
-    manifest = run(parse_config({
-        "input": {"paths": [str(src)]}, "output": {"path": str(out)},
-        "stages": [{"normalize": {}}, {"langid": {"keep": ["en"], "min_score": 0.3}},
-                   {"quality": {"signals": ["words", "dup_line_frac"]}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)]},
+                "output": {"path": str(out)},
+                "stages": [
+                    {"normalize": {}},
+                    {"langid": {"keep": ["en"], "min_score": 0.3}},
+                    {"quality": {"signals": ["words", "dup_line_frac"]}},
+                ],
+            }
+        )
+    )
     assert_accounting(manifest, out)
     c = manifest["counts"]
     assert c["input"] == 70 and c["by_stage"]["langid"]["rejected"] == 7
@@ -382,8 +474,10 @@ def test_langid_and_quality_through_the_runner(ray_local, tmp_path):
     assert '<section id="languages">' in html and '<section id="quality">' in html
     # the report re-renders from the written files alone
     again = rerender_report(str(out), Storage())["quality"]
-    assert again["rejected_by_rule"] == by_reason and again["signals"]["words"]["kept"]["counts"] == (
-        section["signals"]["words"]["kept"]["counts"])
+    assert (
+        again["rejected_by_rule"] == by_reason
+        and again["signals"]["words"]["kept"]["counts"] == (section["signals"]["words"]["kept"]["counts"])
+    )
     assert section["rules"] and again == section  # the rules' statistics, summarized on the workers, stay
     assert "kept if looser" in (out / "report.html").read_text()
     assert str(pq.read_schema(next((out / "data").glob("*.parquet"))).field("lang_score").type) == "double"
@@ -392,8 +486,11 @@ def test_langid_and_quality_through_the_runner(ray_local, tmp_path):
 def test_fields_are_judged_as_one_document():
     question = "How many books can the children borrow?"
     chat = [{"role": "user", "content": question}, {"role": "assistant", "content": GOOD}]
-    b = frame(text=[question, question, question], answer=[GOOD, "Four.", None],
-              messages=[orjson.dumps(chat).decode(), None, None])
+    b = frame(
+        text=[question, question, question],
+        answer=[GOOD, "Four.", None],
+        messages=[orjson.dumps(chat).decode(), None, None],
+    )
 
     def judged(**opts):
         return run_map_stage(Quality(QualityConfig(presets=["gopher_quality"], **opts), StageContext()), b.copy())
@@ -410,9 +507,13 @@ def test_fields_are_judged_as_one_document():
 def test_c4_line_removal_edits_the_one_listed_field():
     page = GOOD + "\nHome | About | Contact\n" + GOOD.upper()
     b = frame(text=["A title."], body=[page])
-    out = run_map_stage(Quality(QualityConfig(presets=["c4"], c4={"remove_lines": True}, fields=["body"]),
-                                StageContext()), b)
+    out = run_map_stage(
+        Quality(QualityConfig(presets=["c4"], c4={"remove_lines": True}, fields=["body"]), StageContext()), b
+    )
     assert out["body"][0] == GOOD + "\n" + GOOD.upper() and out["text"][0] == "A title."
     with pytest.raises(ConfigError, match="stages.0.quality: .*c4.remove_lines edits one field"):
-        validate(QualityConfig, {"presets": ["c4"], "c4": {"remove_lines": True}, "fields": ["text", "body"]},
-                 prefix="stages.0.quality")
+        validate(
+            QualityConfig,
+            {"presets": ["c4"], "c4": {"remove_lines": True}, "fields": ["text", "body"]},
+            prefix="stages.0.quality",
+        )

@@ -14,11 +14,11 @@ from collections import Counter
 import pytest
 import xxhash
 
+from testkit.runs import assert_accounting, read_dir
+from tests.samples import c4_docs
 from thresher.curate.config import parse_config
 from thresher.curate.filters.presets import SIGNALS, C4Config, FineWebConfig, GopherConfig, expand
 from thresher.curate.runner import run
-from testkit.runs import assert_accounting, read_dir
-from tests.samples import c4_docs
 
 CONFIGS = {"gopher": GopherConfig(), "c4": C4Config(), "fineweb": FineWebConfig()}
 KIND_EDGES = {  # the histograms' bins per signal kind, before the rule's threshold is added
@@ -37,10 +37,14 @@ def corpus() -> list[str]:
     junk = []
     for i, d in enumerate(docs):
         lines = [s.strip() for s in d.replace(". ", ".\n").splitlines() if s.strip()]
-        junk.append([" ".join(line.rstrip(".!?") for line in lines),
-                     "\n".join(w for line in lines for w in line.split()[:3]),
-                     "\n".join(lines[:3] * 4),
-                     d[:200]][i % 4])
+        junk.append(
+            [
+                " ".join(line.rstrip(".!?") for line in lines),
+                "\n".join(w for line in lines for w in line.split()[:3]),
+                "\n".join(lines[:3] * 4),
+                d[:200],
+            ][i % 4]
+        )
     texts = docs + junk
     rng.shuffle(texts)
     return texts
@@ -79,8 +83,16 @@ def curate(tmp_path, name: str, texts: list[str], quality: dict, **input_opts) -
     src.write_text("".join(json.dumps({"id": f"d{i:03d}", "text": t}) + "\n" for i, t in enumerate(texts)))
     assert src.stat().st_size > 5 * input_opts.get("block_bytes", 0)  # with block_bytes: more than 5 read tasks
     out = tmp_path / name
-    manifest = run(parse_config({"input": {"paths": [str(src)], **input_opts}, "output": {"path": str(out)},
-                                 "execution": {"batch_size": 32}, "stages": [{"quality": quality}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)], **input_opts},
+                "output": {"path": str(out)},
+                "execution": {"batch_size": 32},
+                "stages": [{"quality": quality}],
+            }
+        )
+    )
     assert_accounting(manifest, out)
     return manifest, json.loads((out / "report.json").read_text())["quality"], out
 
@@ -102,8 +114,7 @@ def test_rule_statistics_match_a_recount(runs):
     enabled = rules()
     failed_by_doc = []
     for record in kept + rejected:
-        failed_by_doc.append([reason for reason, signal, bound, t in enabled
-                              if fails(bound, record[f"q_{signal}"], t)])
+        failed_by_doc.append([reason for reason, signal, bound, t in enabled if fails(bound, record[f"q_{signal}"], t)])
     for record, failed in zip(kept + rejected, failed_by_doc):
         if record.get("reason"):
             assert failed[0] == record["reason"]  # the rejects' reason: the first rule failed
@@ -139,8 +150,10 @@ def test_rule_statistics_match_a_recount(runs):
         looser = edges[k - 1] if bound == "min" else (edges[k + 1] if not math.isinf(edges[k + 1]) else None)
         assert w["looser"]["threshold"] == looser
         assert w["looser"]["kept_more"] == sum(
-            1 for i in others_pass if fails(bound, value[i], t)
-            and not fails(bound, value[i], math.inf if looser is None else looser))
+            1
+            for i in others_pass
+            if fails(bound, value[i], t) and not fails(bound, value[i], math.inf if looser is None else looser)
+        )
         tighter = edges[k + 1] if bound == "min" else (edges[k - 1] if k > 1 else None)
         if tighter is None:
             assert "tighter" not in w
@@ -148,8 +161,10 @@ def test_rule_statistics_match_a_recount(runs):
             assert w["tighter"]["threshold"] == tighter
             assert w["tighter"]["kept_fewer"] == sum(1 for i in range(n_kept) if fails(bound, value[i], tighter))
         # the sample: the failing documents with the smallest hashes of their text
-        expected = sorted(((xxhash.xxh64_intdigest((kept + rejected)[i]["text"].encode()),
-                            (kept + rejected)[i]["text"][:300]) for i in failing))[:5]
+        expected = sorted(
+            (xxhash.xxh64_intdigest((kept + rejected)[i]["text"].encode()), (kept + rejected)[i]["text"][:300])
+            for i in failing
+        )[:5]
         assert [s["text"] for s in r["samples"]] == [text for _, text in expected], reason
 
     combos = Counter(" & ".join(f) for f in failed_by_doc if f)
@@ -162,6 +177,7 @@ def test_statistics_without_output_columns_and_whatever_the_tasks(runs):
     columns = set(read_dir(out / "data").column_names) | set(read_dir(out / "rejects").column_names)
     assert not [c for c in columns if c.startswith(("q_", "_"))]
     assert one["rules"] == many["rules"] and one["overlaps"] == many["overlaps"]
+    assert "signals" in many and "signals" not in one and "would_reject" not in one  # absent, never {}
     html = (out / "report.html").read_text()
     assert "kept if looser" in html and "Rules failed together" in html
 
@@ -171,6 +187,9 @@ def test_c4_sentence_rejections_say_what_the_line_filters_dropped(runs):
     rejects = [r for r in read_dir(out / "rejects").to_pylist() if r["reason"] == "c4.min_sentences"]
     assert rejects
     for r in rejects:
-        assert re.fullmatch(r"c4_sentences=\d+ < 3 after C4's line filters dropped \d+ of \d+ lines"
-                            r"(: \d+ [a-z0-9 '.-]+(, \d+ [a-z0-9 '.-]+)*)? \(lang=en\)", r["detail"]), r["detail"]
+        assert re.fullmatch(
+            r"c4_sentences=\d+ < 3 after C4's line filters dropped \d+ of \d+ lines"
+            r"(: \d+ [a-z0-9 '.-]+(, \d+ [a-z0-9 '.-]+)*)? \(lang=en\)",
+            r["detail"],
+        ), r["detail"]
     assert any(re.search(r"dropped (\d+) of \1 lines: \1 without end punctuation", r["detail"]) for r in rejects)

@@ -33,53 +33,95 @@ texts = st.one_of(
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["a", "text"]), children,
-                                                                       max_size=2),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(["a", "text"]), children, max_size=2)
+    ),
     max_leaves=6,
 )
-clean_records = st.fixed_dictionaries({"text": texts}, optional={  # what the fast path reads
-    "id": st.one_of(st.text(max_size=6), st.just(""), st.none()),
-    "url": st.one_of(texts, st.none()),
-    "meta": st.none() | st.fixed_dictionaries({"score": st.floats(allow_nan=False, allow_infinity=False),
-                                               "tags": st.lists(texts, max_size=2)}),
-})
-any_records = st.fixed_dictionaries({}, optional={
-    "text": st.one_of(texts, json_values),
-    "id": st.one_of(st.text(max_size=6), st.integers(), st.booleans(), json_values),
-    "url": json_values,
-    "meta": json_values,
-})
+clean_records = st.fixed_dictionaries(
+    {"text": texts},
+    optional={  # what the fast path reads
+        "id": st.one_of(st.text(max_size=6), st.just(""), st.none()),
+        "url": st.one_of(texts, st.none()),
+        "meta": st.none()
+        | st.fixed_dictionaries(
+            {"score": st.floats(allow_nan=False, allow_infinity=False), "tags": st.lists(texts, max_size=2)}
+        ),
+    },
+)
+any_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "text": st.one_of(texts, json_values),
+        "id": st.one_of(st.text(max_size=6), st.integers(), st.booleans(), json_values),
+        "url": json_values,
+        "meta": json_values,
+    },
+)
 
 
 def json_lines(records: st.SearchStrategy) -> st.SearchStrategy:
-    return st.builds(lambda rec, ascii, compact: json.dumps(
-        rec, ensure_ascii=ascii, separators=(",", ":") if compact else None).encode(), records, st.booleans(),
-        st.booleans())
+    return st.builds(
+        lambda rec, ascii, compact: json.dumps(
+            rec, ensure_ascii=ascii, separators=(",", ":") if compact else None
+        ).encode(),
+        records,
+        st.booleans(),
+        st.booleans(),
+    )
 
 
 # lines the per-line reader rejects or reads differently from Arrow's defaults, each of which must send its chunk
 # to the per-line reader
 FALLBACK = [
-    b'{"text": "a", "x": NaN}', b'{"text": "a", "x": [1, -Infinity]}', b'{"text": "a", "x": {"y": Infinity}}',
+    b'{"text": "a", "x": NaN}',
+    b'{"text": "a", "x": [1, -Infinity]}',
+    b'{"text": "a", "x": {"y": Infinity}}',
     b'{"text": "a", "x": ' + b"[" * 1024 + b"]" * 1024 + b"}",  # one level deeper than orjson allows
     b'{"text": "a", "x": ' + b"[" * 9000 + b"]" * 9000 + b"}",  # deep enough to crash Arrow's type inference
-    b'{"text": "a", "text": "b"}', b'{"text": "a"} {"text": "b"}', b'{"text": "a"}\r{"text": "b"}',
-    b'\xef\xbb\xbf{"text": "a"}', b'{"text": "\xff"}', b'{"text": "a", "x": "\xed\xa0\x80"}', b'{"text": "a"}\x00',
-    b'{"text": "a\x00"}', b'{"text": "\\ud800"}', b'{"text": "a", "x": 1e400}', b' {"text": "a"}', b'{"text": "a"} ',
-    b"\x0b", b"  ", b"[1, 2]", b'"text"', b"not json", b'{"text": "a",}', b'{"text": ["a"]}',
-    b'{"text": [{"role": "user", "content": "hi"}]}', b'{"text": "a", "id": 7}', b'{"text": "a", "id": true}',
-    b'{"text": "a", "url": 1.5}', b'{"text": "a", "url": {"b": 1}}', b'{"text": null}', b"{}",
+    b'{"text": "a", "text": "b"}',
+    b'{"text": "a"} {"text": "b"}',
+    b'{"text": "a"}\r{"text": "b"}',
+    b'\xef\xbb\xbf{"text": "a"}',
+    b'{"text": "\xff"}',
+    b'{"text": "a", "x": "\xed\xa0\x80"}',
+    b'{"text": "a"}\x00',
+    b'{"text": "a\x00"}',
+    b'{"text": "\\ud800"}',
+    b'{"text": "a", "x": 1e400}',
+    b' {"text": "a"}',
+    b'{"text": "a"} ',
+    b"\x0b",
+    b"  ",
+    b"[1, 2]",
+    b'"text"',
+    b"not json",
+    b'{"text": "a",}',
+    b'{"text": ["a"]}',
+    b'{"text": [{"role": "user", "content": "hi"}]}',
+    b'{"text": "a", "id": 7}',
+    b'{"text": "a", "id": true}',
+    b'{"text": "a", "url": 1.5}',
+    b'{"text": "a", "url": {"b": 1}}',
+    b'{"text": null}',
+    b"{}",
     b'{"text": "a", "x": 1}\r\r',
 ]
 ODD = [b"", b"\r", b'{"text": "a", "x": ' + b"[" * 1023 + b"]" * 1023 + b"}"]  # blank, or as deep as orjson allows
 clean_lines = st.one_of(json_lines(clean_records), st.sampled_from(ODD))
-any_lines = st.one_of(json_lines(clean_records), json_lines(any_records), st.sampled_from(FALLBACK),
-                      st.sampled_from(ODD))
+any_lines = st.one_of(
+    json_lines(clean_records), json_lines(any_records), st.sampled_from(FALLBACK), st.sampled_from(ODD)
+)
 files = st.one_of(st.lists(clean_lines, max_size=12), st.lists(any_lines, max_size=12))
 chunk_sizes = st.integers(min_value=1, max_value=2000) | st.just(jsonl_reader.CHUNK_BYTES)
-specs = st.builds(ReaderSpec, st.just("text"), st.sampled_from([None, "id"]),
-                  st.sampled_from([(), ("url",), ("url", "meta")]), st.integers(min_value=1, max_value=60),
-                  declared=st.booleans())
+specs = st.builds(
+    ReaderSpec,
+    st.just("text"),
+    st.sampled_from([None, "id"]),
+    st.sampled_from([(), ("url",), ("url", "meta")]),
+    st.integers(min_value=1, max_value=60),
+    declared=st.booleans(),
+)
 
 
 def jsonl(lines: list[bytes], crlf: list[bool], final_newline: bool) -> bytes:
@@ -109,10 +151,15 @@ def assert_same(fast: pa.Table | None, slow: pa.Table | None) -> None:
 
 
 @SETTINGS
-@given(lines=files, crlf=st.lists(st.booleans(), min_size=12, max_size=12),
-       final_newline=st.booleans(), spec=specs, chunk=chunk_sizes, data=st.data())
-def test_fast_path_gives_the_rows_of_the_per_line_path(tmp_path_factory, lines, crlf, final_newline, spec, chunk,
-                                                        data):
+@given(
+    lines=files,
+    crlf=st.lists(st.booleans(), min_size=12, max_size=12),
+    final_newline=st.booleans(),
+    spec=specs,
+    chunk=chunk_sizes,
+    data=st.data(),
+)
+def test_fast_path_gives_the_rows_of_the_per_line_path(tmp_path_factory, lines, crlf, final_newline, spec, chunk, data):
     payload = jsonl(lines, crlf, final_newline)
     path = tmp_path_factory.mktemp("r") / "x.jsonl"
     path.write_bytes(payload)
@@ -123,8 +170,14 @@ def test_fast_path_gives_the_rows_of_the_per_line_path(tmp_path_factory, lines, 
 
 
 @SETTINGS
-@given(lines=files, crlf=st.lists(st.booleans(), min_size=12, max_size=12),
-       final_newline=st.booleans(), spec=specs, chunk=chunk_sizes, data=st.data())
+@given(
+    lines=files,
+    crlf=st.lists(st.booleans(), min_size=12, max_size=12),
+    final_newline=st.booleans(),
+    spec=specs,
+    chunk=chunk_sizes,
+    data=st.data(),
+)
 def test_fast_path_on_compressed_and_truncated_input(tmp_path_factory, lines, crlf, final_newline, spec, chunk, data):
     compressed = gzip.compress(jsonl(lines, crlf, final_newline))
     path = tmp_path_factory.mktemp("r") / "x.jsonl.gz"
@@ -133,15 +186,19 @@ def test_fast_path_on_compressed_and_truncated_input(tmp_path_factory, lines, cr
         assert_same(read(path, spec, True), read(path, spec, False))
 
 
-CLEAN = [json.dumps(rec, ensure_ascii=ascii).encode() for ascii in (True, False) for rec in [
-    {"text": "Plain text.", "id": "a1", "url": "https://example.com", "meta": "a field the sample missed"},
-    {"text": "Ünïcödé, CJK 中文 and an emoji \U0001f600 with a NUL \x00 escaped", "id": ""},
-    {"text": " \t\u3000\x1c\u2028 ", "id": None, "url": None},  # empty to str.strip
-    {"text": "", "other": "x"},
-    {"text": "é" * 25, "id": "long"},  # 25 characters, 50 bytes
-    {"text": "x" * 20, "url": "u", "other": "[[[{}]]]", "meta": None},
-    {"text": "dup id", "id": "a1"},
-]]
+CLEAN = [
+    json.dumps(rec, ensure_ascii=ascii).encode()
+    for ascii in (True, False)
+    for rec in [
+        {"text": "Plain text.", "id": "a1", "url": "https://example.com", "meta": "a field the sample missed"},
+        {"text": "Ünïcödé, CJK 中文 and an emoji \U0001f600 with a NUL \x00 escaped", "id": ""},
+        {"text": " \t\u3000\x1c\u2028 ", "id": None, "url": None},  # empty to str.strip
+        {"text": "", "other": "x"},
+        {"text": "é" * 25, "id": "long"},  # 25 characters, 50 bytes
+        {"text": "x" * 20, "url": "u", "other": "[[[{}]]]", "meta": None},
+        {"text": "dup id", "id": "a1"},
+    ]
+]
 DEEP = b'{"text": "deep", "x": "' + b"[" * 1000 + b"1.5" + b"]" * 1000 + b'"}'  # brackets in a string
 
 
@@ -197,8 +254,10 @@ def test_fields_found_late_are_kept_and_undeclared_ones_counted(tmp_path):
     as they are and other values as their JSON text, null in the records without it; with ``input.fields``
     declared, only those are kept and each other field's records are counted."""
     early = [{"text": f"doc {i}", "id": str(i), "url": f"u{i}"} for i in range(3000)]
-    late = [{"text": "late one", "id": "L1", "url": "u", "license": "cc-by", "score": 0.25, "tags": ["a", "b"]},
-            {"text": "late two", "id": "L2", "license": "mit", "nested": {"k": [1, None]}}]
+    late = [
+        {"text": "late one", "id": "L1", "url": "u", "license": "cc-by", "score": 0.25, "tags": ["a", "b"]},
+        {"text": "late two", "id": "L2", "license": "mit", "nested": {"k": [1, None]}},
+    ]
     path = tmp_path / "late.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in early + late))
     plan_spec = readers.plan(InputConfig(paths=[str(path)]), Storage())[1]
@@ -213,10 +272,11 @@ def test_fields_found_late_are_kept_and_undeclared_ones_counted(tmp_path):
     table = read(path, declared, True)
     assert "score" not in table.column_names and table["license"].to_pylist()[-2:] == ["cc-by", "mit"]
     assert pc.sum(table["_metric.read.undeclared.url"]).as_py() == 3001
-    assert {c: pc.sum(table[c]).as_py() for c in table.column_names if c.startswith("_metric.read.undeclared.")
-            and c != "_metric.read.undeclared.url"} == {"_metric.read.undeclared.score": 1,
-                                                        "_metric.read.undeclared.tags": 1,
-                                                        "_metric.read.undeclared.nested": 1}
+    assert {
+        c: pc.sum(table[c]).as_py()
+        for c in table.column_names
+        if c.startswith("_metric.read.undeclared.") and c != "_metric.read.undeclared.url"
+    } == {"_metric.read.undeclared.score": 1, "_metric.read.undeclared.tags": 1, "_metric.read.undeclared.nested": 1}
 
 
 GOOD = [b'{"text": "a fine document"}', b'{"text": "another", "id": "x"}', b'{"text": "   "}', b'{"title": "no text"}']
@@ -225,20 +285,29 @@ DAMAGED = [b'{"text": "unterminated', b'{"text": "caf\xe9"}', b'["not", "an", "o
 
 def read_bytes(tasks, spec, fast: bool) -> tuple[pa.Table | None, readers.LostBytes]:
     lost = readers.LostBytes()
-    tables = [t for task in tasks for t in readers.READERS[task.format](task, spec, lost, **(
-        {"fast": fast} if task.format == "jsonl" else {}))]
+    tables = [
+        t
+        for task in tasks
+        for t in readers.READERS[task.format](task, spec, lost, **({"fast": fast} if task.format == "jsonl" else {}))
+    ]
     return (pa.concat_tables(tables, promote_options="default") if tables else None), lost
 
 
 @SETTINGS
-@given(lines=st.lists(st.sampled_from([*GOOD, *DAMAGED, b"", b"  "]), max_size=20),
-       crlf=st.lists(st.booleans(), min_size=20, max_size=20), final_newline=st.booleans(),
-       block=st.integers(min_value=1, max_value=300), compressed=st.booleans(), fast=st.booleans())
-def test_damaged_lines_lose_their_bytes_once_in_any_range(tmp_path_factory, lines, crlf, final_newline, block,
-                                                          compressed, fast):
+@given(
+    lines=st.lists(st.sampled_from([*GOOD, *DAMAGED, b"", b"  "]), max_size=20),
+    crlf=st.lists(st.booleans(), min_size=20, max_size=20),
+    final_newline=st.booleans(),
+    block=st.integers(min_value=1, max_value=300),
+    compressed=st.booleans(),
+    fast=st.booleans(),
+)
+def test_damaged_lines_lose_their_bytes_once_in_any_range(
+    tmp_path_factory, lines, crlf, final_newline, block, compressed, fast
+):
     """A malformed, invalid UTF-8 or non-object line loses its bytes with its line end, counted once whatever the
     byte ranges; the ranges cover the file exactly."""
-    crlf = crlf[:len(lines)]
+    crlf = crlf[: len(lines)]
     payload = jsonl(lines, crlf, final_newline)
     path = tmp_path_factory.mktemp("b") / ("x.jsonl.gz" if compressed else "x.jsonl")
     path.write_bytes(gzip.compress(payload) if compressed else payload)
@@ -278,8 +347,12 @@ def test_a_truncated_stream_gives_its_whole_lines_and_loses_its_unfinished_one(t
 
     rnd = random.Random(7)
     payload = b"".join(json.dumps({"text": "w " * rnd.randrange(1, 2000)}).encode() + b"\n" for _ in range(300))
-    compress = {".gz": gzip.compress, ".zst": zstandard.ZstdCompressor().compress, ".bz2": bz2.compress,
-                ".xz": lzma.compress}[kind]
+    compress = {
+        ".gz": gzip.compress,
+        ".zst": zstandard.ZstdCompressor().compress,
+        ".bz2": bz2.compress,
+        ".xz": lzma.compress,
+    }[kind]
     full = compress(payload)
     path = tmp_path / f"x.jsonl{kind}"
     for cut in [*rnd.sample(range(len(full)), 8), len(full) - 1]:
@@ -315,7 +388,7 @@ def test_corrupt_parquet_loses_its_size_or_its_row_group(tmp_path):
     pq.write_table(pa.table({"text": texts}), path, row_group_size=10, compression="none")
     data = path.read_bytes()
     at = data.index(texts[15].encode())  # a text of row group 1 made invalid UTF-8
-    path.write_bytes(data[:at] + b"\xff" + data[at + 1:])
+    path.write_bytes(data[:at] + b"\xff" + data[at + 1 :])
     table, lost = read_bytes([ReadTask("parquet", (str(path),), (len(data),))], spec, True)
     assert table["_reject_reason"].to_pylist() == [None] * 10 + ["unreadable_file"] + [None] * 10
     assert lost == {str(path): pq.read_metadata(path).row_group(1).column(0).total_compressed_size}
@@ -343,7 +416,7 @@ def test_a_corrupt_parquet_page_loses_its_row_group_and_a_corrupt_footer_its_fil
     path, data, task, group = parquet_input(tmp_path)
     clean, _ = read_bytes([task], spec, True)
     at = group.column(0).data_page_offset
-    path.write_bytes(data[:at] + b"\xff" * 4 + data[at + 4:])
+    path.write_bytes(data[:at] + b"\xff" * 4 + data[at + 4 :])
     table, lost = read_bytes([task], spec, True)
     assert table["_reject_reason"].to_pylist() == [None] * 10 + ["unreadable_file"] + [None] * 10
     assert "deserialize thrift" in table["_reject_detail"][10].as_py()
@@ -352,7 +425,7 @@ def test_a_corrupt_parquet_page_loses_its_row_group_and_a_corrupt_footer_its_fil
     assert kept["text"].to_pylist() == clean["text"].to_pylist()[:10] + clean["text"].to_pylist()[20:]
     assert lost == {str(path): group.column(0).total_compressed_size}
     footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
-    for payload in (data[:footer] + b"\xff" * 4 + data[footer + 4:], data[:-3]):
+    for payload in (data[:footer] + b"\xff" * 4 + data[footer + 4 :], data[:-3]):
         path.write_bytes(payload)
         table, lost = read_bytes([ReadTask("parquet", (str(path),), (len(payload),))], spec, True)
         assert table["_reject_reason"].to_pylist() == ["unreadable_file"] and lost == {str(path): len(payload)}
@@ -418,8 +491,9 @@ class FlakyFile(io.RawIOBase):
             if h.fault == "reset":
                 raise ConnectionResetError("Connection reset by peer")
             if h.fault == "aws":
-                raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 28, Timeout was "
-                              "reached")
+                raise OSError(
+                    "AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 28, Timeout was reached"
+                )
             buffer[h.at - pos] ^= 0xFF
         return n
 
@@ -461,8 +535,12 @@ def test_a_truncated_wet_file_loses_the_record_it_was_cut_in(tmp_path):
 
     def record(i: int) -> bytes:
         body = b"hello world %d " % i * 30
-        return (b"WARC/1.0\r\nWARC-Type: conversion\r\nWARC-Record-ID: <urn:uuid:%d>\r\nContent-Length: %d\r\n\r\n"
-                % (i, len(body)) + body + b"\r\n\r\n")
+        return (
+            b"WARC/1.0\r\nWARC-Type: conversion\r\nWARC-Record-ID: <urn:uuid:%d>\r\nContent-Length: %d\r\n\r\n"
+            % (i, len(body))
+            + body
+            + b"\r\n\r\n"
+        )
 
     records = [record(i) for i in range(5)]
     data = b"".join(records)
@@ -472,8 +550,9 @@ def test_a_truncated_wet_file_loses_the_record_it_was_cut_in(tmp_path):
     kept = given.count(b"WARC/1.0") - 1  # the records before the one it was cut in
     start = sum(map(len, records[:kept]))
     for name, payload, reasons, lost_bytes in (
-            ("t.warc.wet", data[:-200], [None] * 4 + ["unreadable_file"], len(data) - 200 - sum(map(len, records[:4]))),
-            ("t.warc.wet.gz", cut_gz, [None] * kept + ["unreadable_file"], len(given) - start)):
+        ("t.warc.wet", data[:-200], [None] * 4 + ["unreadable_file"], len(data) - 200 - sum(map(len, records[:4]))),
+        ("t.warc.wet.gz", cut_gz, [None] * kept + ["unreadable_file"], len(given) - start),
+    ):
         path = tmp_path / name
         path.write_bytes(payload)
         table, lost = read_bytes([ReadTask("wet", (str(path),), (len(payload),))], spec, True)

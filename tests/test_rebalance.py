@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from testkit.runs import assert_accounting, read_dir, write_jsonl
+from tests.samples import jsonl
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
 from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
 from thresher.curate.stages.rebalance import COPIES, Rebalance, RebalanceConfig, targets
-from testkit.runs import assert_accounting, read_dir, write_jsonl
-from tests.samples import jsonl
 
 
 def test_targets_by_hand():
@@ -39,8 +39,11 @@ def test_targets_by_hand():
 
 def snli(n: int) -> list[dict]:
     items = jsonl("examples/data/snli_dev_sample.jsonl")
-    return [{"id": r["pairID"], "text": r["sentence2"], "premise": r["sentence1"], "label": r["gold_label"]}
-            for r in items if r["gold_label"] != "-"][:n]
+    return [
+        {"id": r["pairID"], "text": r["sentence2"], "premise": r["sentence1"], "label": r["gold_label"]}
+        for r in items
+        if r["gold_label"] != "-"
+    ][:n]
 
 
 def _run(tmp_path, docs, stages, **execution):
@@ -48,8 +51,12 @@ def _run(tmp_path, docs, stages, **execution):
     paths = [write_jsonl(tmp_path / "snli.jsonl", docs)]
     if execution:  # the same records in two files, read in smaller batches
         paths = [write_jsonl(tmp_path / "snli-1.jsonl", docs[:101]), write_jsonl(tmp_path / "snli-2.jsonl", docs[101:])]
-    cfg = {"input": {"paths": [str(p) for p in paths]}, "output": {"path": str(tmp_path / "out")}, "stages": stages,
-           "execution": execution}
+    cfg = {
+        "input": {"paths": [str(p) for p in paths]},
+        "output": {"path": str(tmp_path / "out")},
+        "stages": stages,
+        "execution": execution,
+    }
     manifest, out = run(parse_config(cfg)), tmp_path / "out"
     assert_accounting(manifest, out)
     return manifest, out
@@ -57,9 +64,10 @@ def _run(tmp_path, docs, stages, **execution):
 
 def test_exact_counts_after_split_deterministic_and_other_splits_untouched(ray_local, tmp_path):
     docs = snli(300)
-    stages = [{"split": {"ratios": {"train": 0.8, "test": 0.2}, "stratify": "label"}},
-              {"rebalance": {"field": "label", "target": {"counts": {"entailment": 120, "neutral": 40}},
-                             "method": "both"}}]
+    stages = [
+        {"split": {"ratios": {"train": 0.8, "test": 0.2}, "stratify": "label"}},
+        {"rebalance": {"field": "label", "target": {"counts": {"entailment": 120, "neutral": 40}}, "method": "both"}},
+    ]
     manifest, out = _run(tmp_path / "a", docs, stages)
     train, test = read_dir(out / "data/train").to_pandas(), read_dir(out / "data/test").to_pandas()
     metrics = manifest["metrics"]["rebalance"]
@@ -67,14 +75,19 @@ def test_exact_counts_after_split_deterministic_and_other_splits_untouched(ray_l
     originals = train[train["augmented_from"].isna()]
     copies = train[train["augmented_from"].notna()]
     assert Counter(train["label"]) == {"entailment": 120, "neutral": 40, "contradiction": before["contradiction"]}
-    assert metrics["after"] == dict(Counter(train["label"])) and metrics["targets"] == {"entailment": 120, "neutral": 40}
+    assert metrics["after"] == dict(Counter(train["label"])) and metrics["targets"] == {
+        "entailment": 120,
+        "neutral": 40,
+    }
     assert before["entailment"] < 120 < 2 * before["entailment"] and before["neutral"] > 40
     # oversampling: 120 - n copies of entailment originals, at most one each here (120 < 2 n)
     per_source = Counter(copies["augmented_from"])
     entailment = set(originals.loc[originals["label"] == "entailment", "id"])
     assert set(per_source) <= entailment and len(copies) == 120 - before["entailment"]
     assert set(per_source.values()) == {1}
-    assert (copies["text"].to_numpy() == originals.set_index("id").loc[copies["augmented_from"], "text"].to_numpy()).all()
+    assert (
+        copies["text"].to_numpy() == originals.set_index("id").loc[copies["augmented_from"], "text"].to_numpy()
+    ).all()
     assert all(json.loads(a)["method"] == "duplicate" for a in copies["augmentation"])
     # undersampling: the rejected neutral records, with the reason, are exactly the surplus
     rejects = read_dir(out / "rejects").to_pandas()
@@ -96,9 +109,17 @@ def test_source_mixing_weights_with_augmented_copies_before_split(ray_local, tmp
     docs = snli(160)
     for i, d in enumerate(docs):
         d["source"] = "captions" if i % 4 else "forum"  # 40 forum, 120 captions
-    stages = [{"rebalance": {"field": "source", "target": {"ratios": {"captions": 0.6, "forum": 0.4}},
-                             "oversample_with": "typos", "splits": []}},
-              {"split": {"ratios": {"train": 0.75, "test": 0.25}}}]
+    stages = [
+        {
+            "rebalance": {
+                "field": "source",
+                "target": {"ratios": {"captions": 0.6, "forum": 0.4}},
+                "oversample_with": "typos",
+                "splits": [],
+            }
+        },
+        {"split": {"ratios": {"train": 0.75, "test": 0.25}}},
+    ]
     manifest, out = _run(tmp_path, docs, stages)
     metrics = manifest["metrics"]["rebalance"]
     assert metrics["before"] == {"captions": 120, "forum": 40} and metrics["after"] == {"captions": 120, "forum": 80}
@@ -106,14 +127,14 @@ def test_source_mixing_weights_with_augmented_copies_before_split(ray_local, tmp
     every = pd.concat(tables.values(), ignore_index=True)
     assert Counter(every["source"]) == {"captions": 120, "forum": 80}
     copies = every[every["augmented_from"].notna()]
-    assert len(copies) == 40 and Counter(copies["augmented_from"]) == Counter(dict.fromkeys(
-        every.loc[every["augmented_from"].isna() & (every["source"] == "forum"), "id"], 1))
+    assert len(copies) == 40 and Counter(copies["augmented_from"]) == Counter(
+        dict.fromkeys(every.loc[every["augmented_from"].isna() & (every["source"] == "forum"), "id"], 1)
+    )
     changed = copies["text"].to_numpy() != every.set_index("id").loc[copies["augmented_from"], "text"].to_numpy()
     methods = [json.loads(a)["method"] for a in copies["augmentation"]]
     assert changed.sum() >= 20 and list(changed) == [m == "typos" for m in methods]  # unchanged: a duplicate
     split_of = {i: name for name, t in tables.items() for i in t["id"]}
     assert all(split_of[c] == split_of[s] for c, s in zip(copies["id"], copies["augmented_from"]))
-
 
 
 def test_partitioned_cuts_keep_the_same_records(ray_local):
@@ -127,10 +148,17 @@ def test_partitioned_cuts_keep_the_same_records(ray_local):
     labels = [d["label"] for d in docs]
     ids = [f"n{i % 5}" if label == "neutral" else d["id"] for i, (d, label) in enumerate(zip(docs, labels))]
     n = len(docs)
-    keys = pa.table({KEY: (np.arange(n) % 50) + (np.arange(n) // 50 << 32), ID: ids, "label": labels,
-                     **{c: pa.nulls(n, pa.string()) for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)}})
-    config = RebalanceConfig(field="label", target={"counts": {"entailment": 150, "neutral": 70}}, method="both",
-                             splits=[])
+    keys = pa.table(
+        {
+            KEY: (np.arange(n) % 50) + (np.arange(n) // 50 << 32),
+            ID: ids,
+            "label": labels,
+            **{c: pa.nulls(n, pa.string()) for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)},
+        }
+    )
+    config = RebalanceConfig(
+        field="label", target={"counts": {"entailment": 150, "neutral": 70}}, method="both", splits=[]
+    )
 
     def decided(limit: int) -> pd.DataFrame:
         stage = Rebalance(config, StageContext(broadcast_limit_rows=limit))

@@ -13,10 +13,10 @@ import psutil
 import pyarrow.parquet as pq
 import yaml
 
-from thresher.curate.config import parse_config
-from thresher.curate.runner import run
 from tests.conftest import run_cli
 from tests.samples import c4_docs
+from thresher.curate.config import parse_config
+from thresher.curate.runner import run
 
 STAGES = [{"normalize": {}}, {"pii": {}}]
 DEDUP_STAGES = [{"normalize": {}}, {"dedup_exact": {}}, {"dedup_fuzzy": {}}]
@@ -34,8 +34,12 @@ def corpus(tmp_path: Path, copies: int) -> Path:
 
 
 def config(src: Path, out: Path, stages: list = STAGES, **execution) -> dict:
-    return {"input": {"paths": [str(src)], "block_bytes": 256 << 10}, "output": {"path": str(out)},
-            "stages": stages, **({"execution": execution} if execution else {})}
+    return {
+        "input": {"paths": [str(src)], "block_bytes": 256 << 10},
+        "output": {"path": str(out)},
+        "stages": stages,
+        **({"execution": execution} if execution else {}),
+    }
 
 
 def sorted_rows(out: Path, sub: str) -> list[dict]:
@@ -63,7 +67,8 @@ def test_same_output_across_runs_and_cpu_counts(ray_local, tmp_path):
         for sub in ("data", "rejects"):
             files = sorted((tmp_path / "a" / sub).glob("*.parquet"))
             assert files and [f.name for f in files] == sorted(
-                f.name for f in (tmp_path / run_dir / sub).glob("*.parquet"))
+                f.name for f in (tmp_path / run_dir / sub).glob("*.parquet")
+            )
             for f in files:
                 assert f.read_bytes() == (tmp_path / run_dir / sub / f.name).read_bytes(), (run_dir, f.name)
 
@@ -104,8 +109,17 @@ def test_a_worker_killed_mid_run_changes_nothing(ray_local, tmp_path):
 # with key rows (fused with the write), keep keys, hash shuffle map and reduce tasks (ids, exact groups, LSH
 # buckets, connected components, joins), components steps, verification values (Bloom semi-join), removal on key
 # rows (join), decisions routed back to the staged records (fused with the write), compaction
-DEDUP_PHASES = ("read_batches", "with_keep_keys", "HashShuffleMap", "HashShuffleReduce", "large_star", "_node_values",
-                "_mark_joined", "apply_batches", "compact")
+DEDUP_PHASES = (
+    "read_batches",
+    "with_keep_keys",
+    "HashShuffleMap",
+    "HashShuffleReduce",
+    "large_star",
+    "_node_values",
+    "_mark_joined",
+    "apply_batches",
+    "compact",
+)
 
 
 def _kill_in_phases(stop: threading.Event, killed: list) -> None:
@@ -167,8 +181,14 @@ def test_losing_a_worker_node_mid_run_still_completes_identically(ray_head, tmp_
     res = run_cli("curate", str(clean_cfg), "--address", ray_head.address, env=auth)
     assert res.returncode == 0, res.stderr[-2000:]
     worker = ray_head.procs[-1]
-    proc = subprocess.Popen([sys.executable, "-m", "thresher", "curate", str(cfg), "--address", ray_head.address],
-                            env=auth, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thresher", "curate", str(cfg), "--address", ray_head.address],
+        env=auth,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     stopped = False
     try:
         # stop the node once the run is under way: its first read tasks are done, most are still to come
@@ -203,8 +223,13 @@ def test_a_killed_run_resumes_without_redoing_finished_work_and_configs_never_mi
     out = tmp_path / "out"
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(config(src, out, num_cpus=1)))
-    proc = subprocess.Popen([sys.executable, "-m", "thresher", "curate", str(cfg)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "thresher", "curate", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while len(list((out / "_progress").glob("write-*.json"))) < 4 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)

@@ -19,14 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.samples import c4_docs, sentences
+from tests.samples import gsm8k as gsm8k_records
 from thresher.core.storage import Storage
 from thresher.curate.card import data_files
+from thresher.curate.commit import rerender_report
 from thresher.curate.config import parse_config
 from thresher.curate.report import dataset as dataset_section
 from thresher.curate.report.dataset import Dataset
-from thresher.curate.commit import rerender_report
 from thresher.curate.runner import run
-from tests.samples import c4_docs, gsm8k as gsm8k_records, sentences
 
 SPLITS = ("train", "validation", "test")
 
@@ -47,10 +48,21 @@ def finished_run(ray_local, tmp_path_factory):
     src = tmp / "gsm8k.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp / "out"
-    manifest = run(parse_config({
-        "input": {"paths": [str(src)], "text_field": "question"}, "output": {"path": str(out)},
-        "stages": [{"normalize": {}}, {"langid": {"keep": ["en"]}}, {"dedup_fuzzy": {}}, {"split": {"stratify": "steps"}},
-                   {"format": {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)], "text_field": "question"},
+                "output": {"path": str(out)},
+                "stages": [
+                    {"normalize": {}},
+                    {"langid": {"keep": ["en"]}},
+                    {"dedup_fuzzy": {}},
+                    {"split": {"stratify": "steps"}},
+                    {"format": {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}},
+                ],
+            }
+        )
+    )
     return manifest, out
 
 
@@ -75,10 +87,15 @@ def test_dataset_metrics(finished_run):
         assert s["completeness"]["instruction"] == {"null": 0, "empty": 0}
         lex = s["lexical_diversity"]
         assert lex["windows"] >= 10 and 0.1 < lex["distinct_1"] < lex["distinct_2"] <= 1 and 0.3 < lex["ttr"] <= 1
-        assert lex["sampled_docs"] == sum(lexical_sample_size(pq.read_table(f).to_pandas())
-                                          for f in (out / "data" / name).glob("*.parquet"))
-        assert s["duplicates"] == {"exact": True, "sampled_contents": len(df), "duplicate_rate": 0.0,
-                                   "in_other_splits_rate": 0.0}
+        assert lex["sampled_docs"] == sum(
+            lexical_sample_size(pq.read_table(f).to_pandas()) for f in (out / "data" / name).glob("*.parquet")
+        )
+        assert s["duplicates"] == {
+            "exact": True,
+            "sampled_contents": len(df),
+            "duplicate_rate": 0.0,
+            "in_other_splits_rate": 0.0,
+        }
 
     balance = report["dataset"]["label_balance"]
     assert list(balance["fields"]) == ["steps"] and balance["fields"]["steps"]["stratified"]
@@ -104,8 +121,10 @@ def lexical_sample_size(df) -> int:
     until their whitespace tokens reach ``SAMPLE_TOKENS``."""
     import xxhash
 
-    words = {rid: sum(len(re.findall(r"\S+", t)) for t in (i, x, o))
-             for rid, i, x, o in zip(df["id"], df["instruction"], df["input"], df["output"])}
+    words = {
+        rid: sum(len(re.findall(r"\S+", t)) for t in (i, x, o))
+        for rid, i, x, o in zip(df["id"], df["instruction"], df["input"], df["output"])
+    }
     total = taken = 0
     for rid in sorted(words, key=lambda r: xxhash.xxh64_intdigest(r.encode())):
         if total >= dataset_section.SAMPLE_TOKENS:
@@ -126,29 +145,54 @@ def test_token_counts_and_hashes_match_their_definitions():
 
     rng = random.Random(7)
     alphabet = ["a", "b", " ", "\t", "\n", "\v", "\f", "\r", "é", "\u00a0", "\u2003", "字", "😀"]
-    values = [None if rng.random() < 0.05 else "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300)))
-              for _ in range(3 * 1024 + 5)]
+    values = [
+        None if rng.random() < 0.05 else "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300)))
+        for _ in range(3 * 1024 + 5)
+    ]
     strings = pa.array(values, pa.string())
-    for arr in (strings, strings.slice(7, 2000), strings.slice(0, 0), pa.array(["", " ", ""]),
-                pa.array([None, None], pa.string()), pa.array(["a b", None, " c"], pa.large_string()),
-                pa.chunked_array([strings.slice(0, 100), strings.slice(5, 50)])):
+    for arr in (
+        strings,
+        strings.slice(7, 2000),
+        strings.slice(0, 0),
+        pa.array(["", " ", ""]),
+        pa.array([None, None], pa.string()),
+        pa.array(["a b", None, " c"], pa.large_string()),
+        pa.chunked_array([strings.slice(0, 100), strings.slice(5, 50)]),
+    ):
         stats = string_stats(arr)
         assert stats.tokens.tolist() == pc.count_substring_regex(arr, r"\S+").fill_null(0).to_pylist()
         assert stats.chars.tolist() == pc.utf8_length(arr).fill_null(0).to_pylist()
         assert stats.hashes.tolist() == [xxhash.xxh64_intdigest((v or "").encode()) for v in arr.to_pylist()]
 
     def joined(table, columns):
-        rows = [[m["content"] for m in r["messages"] or []] if columns == ["messages"] else [r[c] for c in columns]
-                for r in table.to_pylist()]
+        rows = [
+            [m["content"] for m in r["messages"] or []] if columns == ["messages"] else [r[c] for c in columns]
+            for r in table.to_pylist()
+        ]
         return [xxhash.xxh64_intdigest("\x1f".join(s or "" for s in row).encode()) for row in rows]
 
     texts = pa.table({"text": values})
     alpaca = pa.table({"instruction": values[:50], "input": values[50:100], "output": values[100:150]})
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    chat = pa.table({"messages": pa.array([[{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}],
-                                           [], None, [{"role": "user", "content": "é"}]], pa.list_(message))})
-    for table, columns in ((texts, ["text"]), (texts.slice(3, 100), ["text"]),
-                           (alpaca, ["instruction", "input", "output"]), (chat, ["messages"])):
+    chat = pa.table(
+        {
+            "messages": pa.array(
+                [
+                    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}],
+                    [],
+                    None,
+                    [{"role": "user", "content": "é"}],
+                ],
+                pa.list_(message),
+            )
+        }
+    )
+    for table, columns in (
+        (texts, ["text"]),
+        (texts.slice(3, 100), ["text"]),
+        (alpaca, ["instruction", "input", "output"]),
+        (chat, ["messages"]),
+    ):
         assert dataset_section.content_hashes(table, columns).tolist() == joined(table, columns)
 
 
@@ -162,9 +206,17 @@ def test_duplicate_and_label_statistics_exact_and_sampled(monkeypatch):
     """Exact content duplicates within a split and across splits, against brute force: exact below
     ``SAMPLE_CONTENTS`` distinct contents, estimated above it; write tasks' partial results merge in any order."""
     rng = random.Random(3)
-    records = [{"id": f"r{i}", "question": r["question"], "answer": r["answer"], "steps": r["steps"],
-                "label": rng.choice([True, False, None]), "lang_hint": rng.choice(["en", "de", "fr"])}
-               for i, r in enumerate(gsm8k(1500))]
+    records = [
+        {
+            "id": f"r{i}",
+            "question": r["question"],
+            "answer": r["answer"],
+            "steps": r["steps"],
+            "label": rng.choice([True, False, None]),
+            "lang_hint": rng.choice(["en", "de", "fr"]),
+        }
+        for i, r in enumerate(gsm8k(1500))
+    ]
     for i in range(400):  # copies, some of the same record
         records.append({**records[rng.randrange(1500)], "id": f"copy{i}"})
         if i % 4 == 0:
@@ -182,29 +234,54 @@ def test_duplicate_and_label_statistics_exact_and_sampled(monkeypatch):
         merged = None
         chunks = [records[i::parts] for i in range(parts)]
         for chunk in reversed(chunks):
-            kept = {f"data/{s}": pa.Table.from_pylist(
-                [{"id": r["id"], "instruction": r["question"], "input": "", "output": r["answer"], "steps": r["steps"],
-                  "label": r["label"], "lang_hint": r["lang_hint"]} for r in chunk if where[r["id"]] == s]) for s in ("train", "test")}
+            kept = {
+                f"data/{s}": pa.Table.from_pylist(
+                    [
+                        {
+                            "id": r["id"],
+                            "instruction": r["question"],
+                            "input": "",
+                            "output": r["answer"],
+                            "steps": r["steps"],
+                            "label": r["label"],
+                            "lang_hint": r["lang_hint"],
+                        }
+                        for r in chunk
+                        if where[r["id"]] == s
+                    ]
+                )
+                for s in ("train", "test")
+            }
             merged = section.merge(merged, section.collect(kept, pa.table({}), "question"))
-        summary = section.summarize(merged, {"config": {"stages": [{"split": {"ratios": {"train": 0.7, "test": 0.3}}}]}})
-        return {"splits": {s: {"duplicates": v["duplicates"]} for s, v in summary["splits"].items()},
-                "label_balance": summary["label_balance"]}
+        summary = section.summarize(
+            merged, {"config": {"stages": [{"split": {"ratios": {"train": 0.7, "test": 0.3}}}]}}
+        )
+        return {
+            "splits": {s: {"duplicates": v["duplicates"]} for s, v in summary["splits"].items()},
+            "label_balance": summary["label_balance"],
+        }
 
     exact = stats(4)
     assert exact == stats(1)
     for split in ("train", "test"):
         dup, shared = truth(split)
         d = exact["splits"][split]["duplicates"]
-        assert d["exact"] and d["duplicate_rate"] == pytest.approx(dup) and d["in_other_splits_rate"] == pytest.approx(shared)
+        assert (
+            d["exact"]
+            and d["duplicate_rate"] == pytest.approx(dup)
+            and d["in_other_splits_rate"] == pytest.approx(shared)
+        )
         assert 0.02 < dup and 0.05 < shared
     # a field named like a label is one; metadata with few values (lang_hint) and fields not named in the config
     # (steps, which no split stratifies here) are not
     assert list(exact["label_balance"]["fields"]) == ["label"]
     label = exact["label_balance"]["fields"]["label"]
     assert label["classes"] == ["", "false", "true"] and not label["stratified"]
-    assert label["splits"]["all"]["counts"] == {"": sum(r["label"] is None for r in records),
-                                               "false": sum(r["label"] is False for r in records),
-                                               "true": sum(r["label"] is True for r in records)}
+    assert label["splits"]["all"]["counts"] == {
+        "": sum(r["label"] is None for r in records),
+        "false": sum(r["label"] is False for r in records),
+        "true": sum(r["label"] is True for r in records),
+    }
 
     monkeypatch.setattr(dataset_section, "SAMPLE_CONTENTS", 600)
     sampled = stats(4)
@@ -224,9 +301,19 @@ def _chromium() -> str:
 
 
 def _headless(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp / 'chromium-profile'}", *args]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -318,7 +405,9 @@ def test_report_labels_fit_at_two_widths(finished_run, published_run, width, tmp
         assert texts > 50 and found == []
     cut = bar_chart(["gopher_repetition.max_dup_10gram_char_frac", "c4.min_sentences"], [25_177_781, 3])
     cut = cut.replace('text-anchor="end"', "")  # labels drawn rightwards from their anchor run into the bars
-    cut = re.sub(r'width="\d+" height="(\d+)" viewBox="0 0 \d+', r'width="300" height="\1" viewBox="0 0 300', cut, 1)
+    cut = re.sub(
+        r'width="\d+" height="(\d+)" viewBox="0 0 \d+', r'width="300" height="\1" viewBox="0 0 300', cut, count=1
+    )
     found, _ = overflowing_labels(f"<!doctype html><html><body>{cut}</body></html>", tmp_path, width)
     assert any(f.startswith("outside its chart: 25,177,781") for f in found), found
     assert any(f.startswith("overlaps") for f in found), found
@@ -338,7 +427,9 @@ def test_card_loads_with_datasets(finished_run, tmp_path, monkeypatch):
     import datasets
 
     cache = str(tmp_path / "hf-cache")
-    loaded = datasets.load_dataset("parquet", data_files={f["split"]: str(out / f["path"]) for f in files}, cache_dir=cache)
+    loaded = datasets.load_dataset(
+        "parquet", data_files={f["split"]: str(out / f["path"]) for f in files}, cache_dir=cache
+    )
     assert {s: loaded[s].num_rows for s in SPLITS} == manifest["counts"]["splits"]
     assert {"instruction", "input", "output"} <= set(loaded["train"].column_names)
     by_card = datasets.load_dataset(str(out), cache_dir=cache)  # reads the README's configs
@@ -358,11 +449,18 @@ def test_damaged_input_lists_the_files_that_lost_the_most():
     from thresher.curate.report import build_report, render_html
 
     largest = [{"file": f"s3://bucket/part-{i:03d}.jsonl.gz", "rejected_bytes": 5000 - i} for i in range(100)]
-    manifest = {"counts": {"read_bytes": 10_000_000, "rejected_bytes": 600_000},
-                "damaged_input": {"files": 250, "largest": largest}}
+    manifest = {
+        "counts": {"read_bytes": 10_000_000, "rejected_bytes": 600_000},
+        "damaged_input": {"files": 250, "largest": largest},
+    }
     report = build_report({}, manifest)
-    assert report["damaged_input"] == {"read_bytes": 10_000_000, "rejected_bytes": 600_000, "rejected_fraction": 0.06,
-                                       "files": 250, "largest": largest}
+    assert report["damaged_input"] == {
+        "read_bytes": 10_000_000,
+        "rejected_bytes": 600_000,
+        "rejected_fraction": 0.06,
+        "files": 250,
+        "largest": largest,
+    }
     page = render_html(report, manifest)
     assert "250 files lost 600,000 of the 10,000,000 bytes read (6.00%); the 100 that lost the most below" in page
     assert all(f["file"] in page for f in largest) and "4,901" in page
@@ -371,10 +469,29 @@ def test_damaged_input_lists_the_files_that_lost_the_most():
 
 
 # The Hub's allowed values (huggingface.co/docs/hub/datasets-cards; the hub-docs repository's size and task lists)
-HUB_SIZE_CATEGORIES = ["n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
-                       "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]
-HUB_TASK_CATEGORIES = {"text-generation", "text-classification", "question-answering", "summarization",
-                       "translation", "fill-mask", "token-classification", "sentence-similarity"}
+HUB_SIZE_CATEGORIES = [
+    "n<1K",
+    "1K<n<10K",
+    "10K<n<100K",
+    "100K<n<1M",
+    "1M<n<10M",
+    "10M<n<100M",
+    "100M<n<1B",
+    "1B<n<10B",
+    "10B<n<100B",
+    "100B<n<1T",
+    "n>1T",
+]
+HUB_TASK_CATEGORIES = {
+    "text-generation",
+    "text-classification",
+    "question-answering",
+    "summarization",
+    "translation",
+    "fill-mask",
+    "token-classification",
+    "sentence-similarity",
+}
 HUB_TASK_IDS = {"language-modeling", "dialogue-modeling", "masked-language-modeling", "open-domain-qa"}
 ADDRESS = re.compile(r"gcs_address|(?:\d{1,3}\.){3}\d{1,3}:\d+|127\.0\.0\.1")
 
@@ -402,12 +519,23 @@ def published_run(ray_local, tmp_path_factory):
     (tmp / "web").mkdir()
     (tmp / "web" / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
     out = tmp / "out"
-    manifest = run(parse_config({
-        "input": {"paths": [str(tmp / "web")]},
-        "output": {"path": str(out), "card": {"license": "odc-by"}},
-        "storage": {"endpoint_url": "http://127.0.0.1:9", "region": "us-east-1"},
-        "stages": ["normalize", "pii", {"langid": {"keep": ["en"]}}, "quality", "dedup_exact",
-                   {"format": {"template": "text"}}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(tmp / "web")]},
+                "output": {"path": str(out), "card": {"license": "odc-by"}},
+                "storage": {"endpoint_url": "http://127.0.0.1:9", "region": "us-east-1"},
+                "stages": [
+                    "normalize",
+                    "pii",
+                    {"langid": {"keep": ["en"]}},
+                    "quality",
+                    "dedup_exact",
+                    {"format": {"template": "text"}},
+                ],
+            }
+        )
+    )
     return manifest, tmp, out
 
 
@@ -437,7 +565,9 @@ def test_card_metadata_validates_for_the_hub(published_run):
     assert front["size_categories"] == [hub_size(kept)]
     assert set(front["task_categories"]) <= HUB_TASK_CATEGORIES and set(front["task_ids"]) <= HUB_TASK_IDS
     assert front["source_datasets"] == ["web"]
-    assert front["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}]
+    assert front["configs"] == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}
+    ]
     # what the Hub reads of it, offline: the card data round-trips, nothing dropped or renamed
     card = DatasetCard(text)
     assert card.data.to_dict() == DatasetCardData(**front).to_dict() == front

@@ -17,23 +17,25 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.conftest import run_cli
 from thresher.cli import main
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage
 from thresher.curate.config import parse_config
 from thresher.curate.run_folder import check_output
 from thresher.curate.runner import run
-from tests.conftest import run_cli
 from thresher.train.data import Encoding, parquet_files
 
 EMAILS = ["ann.lee@example.org", "bo.chen@example.net", "cy@mail.example.com"]
-RECORDS = [{"id": f"r{i}", "text": f"Write to {EMAILS[i % 3]} about order {i}; we answer within two days."}
-           for i in range(30)]
+RECORDS = [
+    {"id": f"r{i}", "text": f"Write to {EMAILS[i % 3]} about order {i}; we answer within two days."} for i in range(30)
+]
 
 
 def write_config(path: Path, inputs: list[str], output: str, stages: list | None = None, **extra) -> str:
-    path.write_text(yaml.safe_dump({"input": {"paths": inputs}, "output": {"path": output},
-                                    "stages": stages or [], **extra}))
+    path.write_text(
+        yaml.safe_dump({"input": {"paths": inputs}, "output": {"path": output}, "stages": stages or [], **extra})
+    )
     return str(path)
 
 
@@ -50,16 +52,20 @@ def digest(salt: str, value: str) -> str:
 # -- the PII salt ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 10 s or more: not in the fast subset
 def test_hash_mode_takes_the_salt_from_the_environment_and_it_appears_in_no_output_or_log(tmp_path):
     salt = "salt-" + secrets.token_hex(12)
-    cfg = write_config(tmp_path / "cfg.yaml", [str(corpus(tmp_path / "in"))], str(tmp_path / "out"),
-                       [{"pii": {"mode": "hash"}}])
+    cfg = write_config(
+        tmp_path / "cfg.yaml", [str(corpus(tmp_path / "in"))], str(tmp_path / "out"), [{"pii": {"mode": "hash"}}]
+    )
     res = run_cli("curate", cfg, env={"THRESHER_PII_SALT": salt, "THRESHER_LOG_DIR": str(tmp_path / "logs")})
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     texts = pq.read_table(tmp_path / "out" / "data").column("text").to_pylist()
     assert len(texts) == len(RECORDS) and not any(e in t for t in texts for e in EMAILS)
-    assert all(f"[EMAIL:{digest(salt, EMAILS[int(i[1:]) % 3])}]" in t
-               for i, t in zip(pq.read_table(tmp_path / "out" / "data").column("id").to_pylist(), texts))
+    assert all(
+        f"[EMAIL:{digest(salt, EMAILS[int(i[1:]) % 3])}]" in t
+        for i, t in zip(pq.read_table(tmp_path / "out" / "data").column("id").to_pylist(), texts)
+    )
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     pii = manifest["config"]["stages"][0]["pii"]
     assert pii["mode"] == "hash" and pii["salt_env"] == "THRESHER_PII_SALT" and "salt" not in pii
@@ -77,8 +83,15 @@ def test_the_workers_hash_with_the_salt_the_driver_read(ray_local, tmp_path, mon
     """The session's Ray workers started before the variable was set: the salt travels with the stage."""
     salt = secrets.token_hex(8)
     monkeypatch.setenv("PII_SALT_FOR_THIS_TEST", salt)
-    run(parse_config({"input": {"paths": [str(corpus(tmp_path / "in"))]}, "output": {"path": str(tmp_path / "out")},
-                      "stages": [{"pii": {"mode": "hash", "salt_env": "PII_SALT_FOR_THIS_TEST"}}]}))
+    run(
+        parse_config(
+            {
+                "input": {"paths": [str(corpus(tmp_path / "in"))]},
+                "output": {"path": str(tmp_path / "out")},
+                "stages": [{"pii": {"mode": "hash", "salt_env": "PII_SALT_FOR_THIS_TEST"}}],
+            }
+        )
+    )
     rows = pq.read_table(tmp_path / "out" / "data").to_pylist()
     assert len(rows) == len(RECORDS)
     assert all(f"[EMAIL:{digest(salt, EMAILS[int(r['id'][1:]) % 3])}]" in r["text"] for r in rows)
@@ -88,8 +101,14 @@ def test_a_run_resumes_only_into_output_hashed_with_the_same_salt(tmp_path, monk
     from thresher.curate.plan import preflight, run_key
 
     monkeypatch.setenv("THRESHER_PII_SALT", "first")
-    cfg = parse_config({"input": {"paths": [str(corpus(tmp_path / "in"))]}, "output": {"path": str(tmp_path / "out")},
-                        "stages": [{"pii": {"mode": "hash"}}], "gates": {"min_output_records": 1}})
+    cfg = parse_config(
+        {
+            "input": {"paths": [str(corpus(tmp_path / "in"))]},
+            "output": {"path": str(tmp_path / "out")},
+            "stages": [{"pii": {"mode": "hash"}}],
+            "gates": {"min_output_records": 1},
+        }
+    )
     keys = []
     for salt in ("first", "first", "second"):
         monkeypatch.setenv("THRESHER_PII_SALT", salt)
@@ -105,8 +124,12 @@ def test_a_salt_in_the_config_or_a_missing_salt_variable_is_a_config_error(tmp_p
     monkeypatch.setenv("THRESHER_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.delenv("THRESHER_PII_SALT", raising=False)
     inputs = [str(corpus(tmp_path / "in"))]
-    written = write_config(tmp_path / "a.yaml", inputs, str(tmp_path / "out"),
-                           [{"normalize": {}}, {"pii": {"mode": "hash", "salt": "typed-into-the-config"}}])
+    written = write_config(
+        tmp_path / "a.yaml",
+        inputs,
+        str(tmp_path / "out"),
+        [{"normalize": {}}, {"pii": {"mode": "hash", "salt": "typed-into-the-config"}}],
+    )
     assert main(["curate", written]) == 2
     err = capfd.readouterr().err
     assert "stages.1.pii.salt:" in err and "environment variable" in err and "typed-into-the-config" not in err, err
@@ -130,10 +153,18 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def test_an_output_a_run_would_damage_is_refused_before_anything_is_touched(tmp_path, monkeypatch, capfd, case):
     monkeypatch.setenv("THRESHER_LOG_DIR", str(tmp_path / "logs"))
     project = tmp_path / "project"
-    inputs = {"is the input": project / "raw", "contains the input": project / "raw",
-              "lies inside the input": project, "not a run": project / "raw"}[case]
-    output = {"is the input": project / "raw", "contains the input": project,
-              "lies inside the input": project / "curated", "not a run": project / "notes"}[case]
+    inputs = {
+        "is the input": project / "raw",
+        "contains the input": project / "raw",
+        "lies inside the input": project,
+        "not a run": project / "raw",
+    }[case]
+    output = {
+        "is the input": project / "raw",
+        "contains the input": project,
+        "lies inside the input": project / "curated",
+        "not a run": project / "notes",
+    }[case]
     corpus(project / "raw")
     (project / "data").mkdir()  # a name a run replaces
     (project / "data" / "keep.parquet").write_bytes(b"not thresher's")
@@ -181,8 +212,10 @@ def test_s3_outputs_are_compared_by_bucket_and_prefix(s3_bucket, tmp_path, monke
         return {o["Key"]: s3.get_object(Bucket=s3_bucket, Key=o["Key"])["Body"].read() for o in listed}
 
     before = objects()
-    for output, inputs, said in ((f"s3://{s3_bucket}/crawl", [f"s3://{s3_bucket}/crawl/raw/*.jsonl"], "contains"),
-                                 (f"s3://{s3_bucket}/team", [f"s3://{s3_bucket}/crawl/raw/"], "is a non-empty")):
+    for output, inputs, said in (
+        (f"s3://{s3_bucket}/crawl", [f"s3://{s3_bucket}/crawl/raw/*.jsonl"], "contains"),
+        (f"s3://{s3_bucket}/team", [f"s3://{s3_bucket}/crawl/raw/"], "is a non-empty"),
+    ):
         assert main(["curate", write_config(tmp_path / "cfg.yaml", inputs, output)]) == 2
         err = capfd.readouterr().err
         assert f"output.path: {output} {said}" in err, err
@@ -224,9 +257,15 @@ def test_training_refuses_an_unfinished_thresher_run(tmp_path, marker):
 
 def test_training_refuses_a_run_that_failed_its_gates(ray_local, tmp_path):
     out = tmp_path / "out"
-    cfg = {"input": {"paths": [str(corpus(tmp_path / "in"))]}, "output": {"path": str(out)},
-           "gates": {"min_output_records": 1000, "max_rejected_fraction": 0.5}}
+    cfg = {
+        "input": {"paths": [str(corpus(tmp_path / "in"))]},
+        "output": {"path": str(out)},
+        "gates": {"min_output_records": 1000, "max_rejected_fraction": 0.5},
+    }
     assert run(parse_config(cfg))["status"] == "gate_failed"
-    with pytest.raises(ConfigError, match=r"data\.train: .*failed its gates: min_output_records \(measured 30, "
-                                          r"limit 1000\); refusing"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data\.train: .*failed its gates: min_output_records \(measured 30, "
+        r"limit 1000\); refusing",
+    ):
         parquet_files(str(out / "data"), "data.train", TEXT, Storage())

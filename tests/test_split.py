@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.samples import gsm8k as gsm8k_records
 from thresher.core.config import ConfigError
 from thresher.curate.config import parse_config
 from thresher.curate.runner import run
 from thresher.curate.stage import KEY
 from thresher.curate.stages.split import HASH, PLACED, PLACED_BY, Split, largest_remainder, nearest_boundary
-from tests.samples import gsm8k as gsm8k_records
 
 
 def gsm8k(n: int | None = None) -> list[dict]:
@@ -31,15 +31,27 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def curate(tmp_path: Path, records: list[dict], stages: list[dict], name: str = "out", **execution
-           ) -> tuple[dict, dict[str, pd.DataFrame]]:
+def curate(
+    tmp_path: Path, records: list[dict], stages: list[dict], name: str = "out", **execution
+) -> tuple[dict, dict[str, pd.DataFrame]]:
     src = write_jsonl(tmp_path / f"{name}.jsonl", records)
     out = tmp_path / name
-    manifest = run(parse_config({"input": {"paths": [str(src)], "text_field": "question", "id_field": "id"},
-                                 "output": {"path": str(out)}, "stages": stages, "execution": execution}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)], "text_field": "question", "id_field": "id"},
+                "output": {"path": str(out)},
+                "stages": stages,
+                "execution": execution,
+            }
+        )
+    )
     assert manifest["counts"]["input"] == manifest["counts"]["output"] + manifest["counts"]["rejected"]
-    splits = {d.name: pd.concat([pq.read_table(f).to_pandas() for f in sorted(d.glob("*.parquet"))])
-              for d in sorted((out / "data").iterdir()) if d.is_dir()}
+    splits = {
+        d.name: pd.concat([pq.read_table(f).to_pandas() for f in sorted(d.glob("*.parquet"))])
+        for d in sorted((out / "data").iterdir())
+        if d.is_dir()
+    }
     return manifest, splits
 
 
@@ -75,7 +87,9 @@ def test_exact_ratios_and_stratified_within_one_record(ray_local, tmp_path):
 
     # stratified by the answer's number of lines (8 classes of 3 to 415 records)
     ratios = {"train": 0.7, "validation": 0.2, "test": 0.1}
-    manifest, splits = curate(tmp_path, records, [{"split": {"ratios": ratios, "stratify": "steps", "seed": 7}}], "strat")
+    manifest, splits = curate(
+        tmp_path, records, [{"split": {"ratios": ratios, "stratify": "steps", "seed": 7}}], "strat"
+    )
     per_class = pd.Series([r["steps"] for r in records]).value_counts()
     assert len(per_class) >= 7 and per_class.min() < 20 < 400 < per_class.max()
     for name, df in splits.items():
@@ -93,8 +107,7 @@ def test_dup_clusters_never_span_splits(ray_local, tmp_path):
     for r in base[:100]:
         records.append({**r, "question": r["question"] + " Show your work."})
         records.append({**r, "question": "Problem: " + r["question"]})
-    manifest, splits = curate(tmp_path, with_ids(records),
-                              [{"dedup_fuzzy": {"action": "annotate"}}, {"split": {}}])
+    manifest, splits = curate(tmp_path, with_ids(records), [{"dedup_fuzzy": {"action": "annotate"}}, {"split": {}}])
     rows = pd.concat([df.assign(split=name) for name, df in splits.items()])
     assert len(rows) == len(records)
     per_cluster = rows.groupby("dup_cluster")["split"].nunique()
@@ -106,9 +119,11 @@ def test_dup_clusters_never_span_splits(ray_local, tmp_path):
         assert abs(len(splits[name]) - target) <= sizes.max(), (name, len(splits[name]), target)
 
 
-@pytest.mark.parametrize("n, execution", [(1500, {}), pytest.param(400, {"broadcast_limit_rows": 0},
-                                                                      marks=pytest.mark.slow)],
-                         ids=["in-one-task", "distributed"])
+@pytest.mark.parametrize(
+    "n, execution",
+    [(1500, {}), pytest.param(400, {"broadcast_limit_rows": 0}, marks=pytest.mark.slow)],
+    ids=["in-one-task", "distributed"],
+)
 def test_group_by_and_clusters_join_components(ray_local, tmp_path, n, execution):
     """Records sharing a topic or a dup_cluster stay together (connected components over both fields), also
     when a group carries several classes of the stratify field. ``distributed``: the components and the
@@ -116,7 +131,7 @@ def test_group_by_and_clusters_join_components(ray_local, tmp_path, n, execution
     records = gsm8k(n)
     for i, r in enumerate(records):
         r["topic"] = f"t{(i // 10) % 20}" if i % 10 == 0 else None  # 20 topics of 10 records, 200 apart
-        r["dup_cluster"] = f"c{i // 3}" if i < 600 else None        # clusters of three consecutive records
+        r["dup_cluster"] = f"c{i // 3}" if i < 600 else None  # clusters of three consecutive records
     records = with_ids(records)
     manifest, splits = curate(tmp_path, records, [{"split": {"group_by": "topic", "stratify": "steps"}}], **execution)
     where = split_of(splits)
@@ -164,13 +179,16 @@ def test_folds_and_streaming_hash_mode(ray_local, tmp_path):
         assert abs(len(full[name]) - n * ratio) < 4 * (n * ratio * (1 - ratio)) ** 0.5  # binomial, 4 sigma
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"ratios": {"train": 0.8, "test": 0.1}}, "sum to 1"),
-    ({"ratios": {"train": 0.5}, "folds": 2}, "not both"),
-    ({"ratios": {"../x": 1.0}}, "folder name"),
-    ({"stratify": "label", "exact": False}, "exact"),
-    ({"folds": 1}, "folds"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"ratios": {"train": 0.8, "test": 0.1}}, "sum to 1"),
+        ({"ratios": {"train": 0.5}, "folds": 2}, "not both"),
+        ({"ratios": {"../x": 1.0}}, "folder name"),
+        ({"stratify": "label", "exact": False}, "exact"),
+        ({"folds": 1}, "folds"),
+    ],
+)
 def test_config_errors(options, message):
     with pytest.raises(ConfigError, match=message) as e:
         parse_config({"input": {"paths": ["x.jsonl"]}, "output": {"path": "o"}, "stages": [{"split": options}]})
@@ -188,6 +206,7 @@ def test_rows_of_no_references_group_are_placed_by_none(arrow):
         out = Split._to_place(rows.to_pandas(types_mapper=mapper), places)
         assert out[PLACED].tolist() == placed and out[PLACED_BY].tolist() == [-1 if p == "" else 0 for p in placed]
     joined = rows.append_column("place", pa.array([None, "test", "train"])).append_column(
-        "place_by", pa.array([None, 0, 1], pa.int64()))
+        "place_by", pa.array([None, 0, 1], pa.int64())
+    )
     out = Split._to_place(joined.to_pandas(types_mapper=mapper), None)
     assert out[PLACED].tolist() == ["", "test"] and out[PLACED_BY].tolist() == [-1, 0]

@@ -10,17 +10,36 @@ import pytest
 
 from thresher.core.storage import Storage
 
-FILES = ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz", "crawl/old/x.jsonl.gz", "crawl/old/deeper/y.jsonl.gz",
-         "crawl/2024/c.jsonl", "crawl/2024/d.parquet", "crawl/_tmp/z.jsonl.gz", "other/e.jsonl.gz"]
+FILES = [
+    "crawl/a.jsonl.gz",
+    "crawl/b.jsonl.gz",
+    "crawl/old/x.jsonl.gz",
+    "crawl/old/deeper/y.jsonl.gz",
+    "crawl/2024/c.jsonl",
+    "crawl/2024/d.parquet",
+    "crawl/_tmp/z.jsonl.gz",
+    "other/e.jsonl.gz",
+]
 CASES = [
     ("crawl/*.jsonl.gz", ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz"]),  # not crawl/old/x.jsonl.gz
     ("crawl/?.jsonl.gz", ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz"]),
     ("crawl/[!a].jsonl.gz", ["crawl/b.jsonl.gz"]),
     ("crawl/*/*.jsonl*", ["crawl/2024/c.jsonl", "crawl/old/x.jsonl.gz"]),
-    ("crawl/**/*.jsonl.gz", ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz", "crawl/old/deeper/y.jsonl.gz",
-                             "crawl/old/x.jsonl.gz"]),
-    ("crawl/**", ["crawl/2024/c.jsonl", "crawl/2024/d.parquet", "crawl/a.jsonl.gz", "crawl/b.jsonl.gz",
-                  "crawl/old/deeper/y.jsonl.gz", "crawl/old/x.jsonl.gz"]),
+    (
+        "crawl/**/*.jsonl.gz",
+        ["crawl/a.jsonl.gz", "crawl/b.jsonl.gz", "crawl/old/deeper/y.jsonl.gz", "crawl/old/x.jsonl.gz"],
+    ),
+    (
+        "crawl/**",
+        [
+            "crawl/2024/c.jsonl",
+            "crawl/2024/d.parquet",
+            "crawl/a.jsonl.gz",
+            "crawl/b.jsonl.gz",
+            "crawl/old/deeper/y.jsonl.gz",
+            "crawl/old/x.jsonl.gz",
+        ],
+    ),
     ("*/e.jsonl.gz", ["other/e.jsonl.gz"]),
 ]
 
@@ -66,8 +85,9 @@ def test_a_file_is_replaced_whole(tmp_path):
 
     target = tmp_path / "marker.json"
     Storage().write_bytes(str(target), b'{"rows": 1}')
-    done = subprocess.run([sys.executable, "-c", WRITE_PAST_THE_LIMIT, str(target)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", WRITE_PAST_THE_LIMIT, str(target)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert "failed:" in done.stdout, done.stdout + done.stderr
     assert json.loads(target.read_text()) == {"rows": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["marker.json"]
@@ -85,8 +105,9 @@ def test_a_folder_moves_whole_on_a_local_disk_and_on_s3(tmp_path, s3_bucket):
     storage = Storage.from_options(None)
     for root in (f"s3://{s3_bucket}/run", str(tmp_path)):
         storage.move(f"{root}/_staging/final/data", f"{root}/data")
-        assert [(uri.removeprefix(root + "/"), size) for uri, size in storage.expand(f"{root}/**")] == \
-            [(name, 1000) for name in sorted(names)]
+        assert [(uri.removeprefix(root + "/"), size) for uri, size in storage.expand(f"{root}/**")] == [
+            (name, 1000) for name in sorted(names)
+        ]
         assert [storage.read_bytes(f"{root}/{name}")[:1] for name in names] == [b"\0", b"\1", b"\2"]
         assert not storage.exists(f"{root}/_staging/final/data")
 

@@ -15,13 +15,18 @@ FORBIDDEN = ["../" + "shared", "THRESHER_" + "SHARED", "shared_" + "path"]
 
 
 def files(*folders: str) -> list[Path]:
-    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(
+        p for folder in folders for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
 
 
 def test_nothing_under_tests_or_testkit_reads_the_shared_data():
-    found = [f"{p.relative_to(ROOT)}: {word}" for p in files("tests", "testkit") for word in FORBIDDEN
-             if word.encode() in p.read_bytes()]
+    found = [
+        f"{p.relative_to(ROOT)}: {word}"
+        for p in files("tests", "testkit")
+        for word in FORBIDDEN
+        if word.encode() in p.read_bytes()
+    ]
     assert not found, found
 
 

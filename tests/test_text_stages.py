@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from testkit.batches import batch
+from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
+from tests.samples import c4_docs, gsm8k
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext, run_map_stage
 from thresher.curate.stages.normalize import Normalize, NormalizeConfig
 from thresher.curate.stages.pii import Pii, PiiConfig, iban_ok, luhn_ok
-from testkit.batches import batch
-from tests.samples import c4_docs, gsm8k
-from testkit.runs import assert_accounting, curate, read_dir, write_jsonl
 
 
 def c4_texts(n=50) -> list[str]:
@@ -29,7 +29,9 @@ def normalize(texts, **opts) -> pd.DataFrame:
 
 
 def test_normalize_repairs_mojibake_controls_and_whitespace():
-    out = normalize(["The cafÃ© donâ€™t close\x00 early.\r\n\r\n\r\n\r\nNext\u00a0\u00a0 line\t\t here.   \n\x0b\u200bend"])
+    out = normalize(
+        ["The cafÃ© donâ€™t close\x00 early.\r\n\r\n\r\n\r\nNext\u00a0\u00a0 line\t\t here.   \n\x0b\u200bend"]
+    )
     assert out["text"][0] == "The café don’t close early.\n\nNext line here.\nend"
 
 
@@ -158,8 +160,10 @@ def test_pii_leaves_arithmetic_ranges_prices_versions_and_ids_alone():
     out, _ = pii(HARD_NEGATIVES)
     for before, after in zip(HARD_NEGATIVES, out["text"]):
         assert after == before
-    assert sum(out[f"_metric.pii.{t}"].sum() for t in ("email", "phone", "ipv4", "ipv6", "ssn", "credit_card",
-                                                        "iban")) == 0
+    assert (
+        sum(out[f"_metric.pii.{t}"].sum() for t in ("email", "phone", "ipv4", "ipv6", "ssn", "credit_card", "iban"))
+        == 0
+    )
 
 
 FOUND = {
@@ -216,29 +220,32 @@ def test_pii_modes_mask_and_hash_and_type_selection(monkeypatch):
     assert "[EMAIL]" in only_email["text"][0] and "+44 20 7946 0958" in only_email["text"][0]
 
 
-@pytest.mark.parametrize("adversarial", [
-    "a" * 1_000_000,
-    "a." * 500_000,
-    "1-" * 500_000,
-    "1 " * 500_000,
-    ":" * 1_000_000,
-    "a@" * 500_000,
-    "1." * 500_000,
-    "\n \t" * 333_333,
-    "v1.2.3.4 " * 111_111,
-    "15.01.2024 " * 90_909,
-    "1990-2000 " * 100_000,
-    "12/" * 333_333,
-    "+1 " * 333_333,
-    "(12) " * 200_000,
-    "call 555 12 " * 83_333,
-    "04 12 23 " * 111_111,
-])
+@pytest.mark.parametrize(
+    "adversarial",
+    [
+        "a" * 1_000_000,
+        "a." * 500_000,
+        "1-" * 500_000,
+        "1 " * 500_000,
+        ":" * 1_000_000,
+        "a@" * 500_000,
+        "1." * 500_000,
+        "\n \t" * 333_333,
+        "v1.2.3.4 " * 111_111,
+        "15.01.2024 " * 90_909,
+        "1990-2000 " * 100_000,
+        "12/" * 333_333,
+        "+1 " * 333_333,
+        "(12) " * 200_000,
+        "call 555 12 " * 83_333,
+        "04 12 23 " * 111_111,
+    ],
+)
 def test_text_stages_are_linear_time_on_adversarial_input(adversarial):
     for run in (lambda: normalize([adversarial]), lambda: pii([adversarial])):
         t0 = time.process_time()  # CPU time: the work done, whatever else shares the machine
         run()
-        assert time.process_time() - t0 < 1.0
+        assert time.process_time() - t0 < 5.0  # about 0.5 s; a superlinear pattern would take hours
 
 
 # -- every text field: fields: [...], chat messages, fields: all ----------------------------------------------
@@ -247,24 +254,40 @@ def test_text_stages_are_linear_time_on_adversarial_input(adversarial):
 def frame(**columns) -> pd.DataFrame:
     """A batch of records with these columns (and an id), none rejected yet."""
     n = len(next(iter(columns.values())))
-    return pd.DataFrame({"id": [f"r{i}" for i in range(n)], **columns, REJECT_STAGE: [None] * n,
-                         REJECT_REASON: [None] * n, REJECT_DETAIL: [None] * n})
+    return pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(n)],
+            **columns,
+            REJECT_STAGE: [None] * n,
+            REJECT_REASON: [None] * n,
+            REJECT_DETAIL: [None] * n,
+        }
+    )
 
 
-CHAT = [{"role": "system", "content": "Be  brief."},
-        {"role": "user", "content": "My mail is ann@example.org, thanks"},
-        {"role": "assistant", "content": "Noted; call 415-555-0132 if\u00a0needed.", "name": "bot"}]
+CHAT = [
+    {"role": "system", "content": "Be  brief."},
+    {"role": "user", "content": "My mail is ann@example.org, thanks"},
+    {"role": "assistant", "content": "Noted; call 415-555-0132 if\u00a0needed.", "name": "bot"},
+]
 
 
 def test_normalize_edits_every_listed_field_and_chat_contents():
-    b = frame(text=["The cafÃ© opens.", "Fine text."], answer=["Two   spaces\x00 here.", "\x00\u200b"],
-              input=["", ""], messages=[orjson.dumps(CHAT).decode(), None])
+    b = frame(
+        text=["The cafÃ© opens.", "Fine text."],
+        answer=["Two   spaces\x00 here.", "\x00\u200b"],
+        input=["", ""],
+        messages=[orjson.dumps(CHAT).decode(), None],
+    )
     out = run_map_stage(Normalize(NormalizeConfig(fields=["text", "answer", "input", "messages"]), StageContext()), b)
     assert out["text"].tolist() == ["The café opens.", "Fine text."]
     assert out["answer"][0] == "Two spaces here." and out["input"][0] == ""  # an empty field stays, not rejected
     messages = orjson.loads(out["messages"][0])
-    assert [m["content"] for m in messages] == ["Be brief.", "My mail is ann@example.org, thanks",
-                                                "Noted; call 415-555-0132 if needed."]
+    assert [m["content"] for m in messages] == [
+        "Be brief.",
+        "My mail is ann@example.org, thanks",
+        "Noted; call 415-555-0132 if needed.",
+    ]
     assert [m["role"] for m in messages] == ["system", "user", "assistant"] and messages[2]["name"] == "bot"
     assert out[REJECT_REASON].tolist() == [None, "empty_after_normalize"] and out[REJECT_DETAIL][1] == "field answer"
     default = normalize(["Two   spaces."])  # the text field alone, as before
@@ -273,8 +296,10 @@ def test_normalize_edits_every_listed_field_and_chat_contents():
 
 def test_pii_scrubs_question_and_answer_of_gsm8k_records():
     records = gsm8k(4)
-    b = frame(question=[r["question"] + " Mail tutor.kim@school.example.org." for r in records],
-              answer=["Call +1 (415) 555-0132 for help.\n" + r["answer"] for r in records])
+    b = frame(
+        question=[r["question"] + " Mail tutor.kim@school.example.org." for r in records],
+        answer=["Call +1 (415) 555-0132 for help.\n" + r["answer"] for r in records],
+    )
     out = run_map_stage(Pii(PiiConfig(fields=["question", "answer"]), StageContext(text_field="question")), b.copy())
     assert all("tutor.kim@" not in q and q.endswith("Mail [EMAIL].") for q in out["question"])
     assert all("555-0132" not in a and a.startswith("Call [PHONE] for help.") for a in out["answer"])
@@ -292,7 +317,11 @@ def test_pii_scrubs_chat_messages_as_json_text_list_and_sharegpt():
     as_text, as_list, share = out["messages"]
     assert isinstance(as_text, str) and isinstance(as_list, list)
     for conv in (orjson.loads(as_text), as_list):
-        assert [m["content"] for m in conv] == ["Be  brief.", "My mail is [EMAIL], thanks", "Noted; call [PHONE] if\u00a0needed."]
+        assert [m["content"] for m in conv] == [
+            "Be  brief.",
+            "My mail is [EMAIL], thanks",
+            "Noted; call [PHONE] if\u00a0needed.",
+        ]
         assert [m["role"] for m in conv] == ["system", "user", "assistant"] and conv[2]["name"] == "bot"
     assert orjson.loads(share) == [{"from": "human", "value": "Reach me at [EMAIL]"}, {"from": "gpt", "value": "Sure."}]
     assert CHAT[1]["content"] == "My mail is ann@example.org, thanks"  # the input objects are not modified
@@ -300,11 +329,20 @@ def test_pii_scrubs_chat_messages_as_json_text_list_and_sharegpt():
 
 
 def test_pii_fields_all_scrubs_every_text_column_but_the_id():
-    b = frame(text=["Write to ann@example.org"], title=["Call 415-555-0132"], url=["http://192.168.1.10/admin"],
-              score=[0.5], empty=[None])
+    b = frame(
+        text=["Write to ann@example.org"],
+        title=["Call 415-555-0132"],
+        url=["http://192.168.1.10/admin"],
+        score=[0.5],
+        empty=[None],
+    )
     b["id"] = ["ann@example.org"]
     out = run_map_stage(Pii(PiiConfig(fields="all"), StageContext()), b)
-    assert out.loc[0, ["text", "title", "url"]].tolist() == ["Write to [EMAIL]", "Call [PHONE]", "http://[IP_ADDRESS]/admin"]
+    assert out.loc[0, ["text", "title", "url"]].tolist() == [
+        "Write to [EMAIL]",
+        "Call [PHONE]",
+        "http://[IP_ADDRESS]/admin",
+    ]
     assert out["id"][0] == "ann@example.org" and out["score"][0] == 0.5 and out["empty"][0] is None
     with pytest.raises(ValidationError):
         NormalizeConfig(fields="all")  # only pii has `all`
@@ -312,8 +350,10 @@ def test_pii_fields_all_scrubs_every_text_column_but_the_id():
 
 def test_a_listed_field_the_records_lack_rejects_them_as_missing_field():
     b = frame(text=["ann@example.org", "fine"], answer=["x", None])
-    for stage in (Normalize(NormalizeConfig(fields=["text", "answr"]), StageContext()),
-                  Pii(PiiConfig(fields=["text", "answr"]), StageContext())):
+    for stage in (
+        Normalize(NormalizeConfig(fields=["text", "answr"]), StageContext()),
+        Pii(PiiConfig(fields=["text", "answr"]), StageContext()),
+    ):
         out = run_map_stage(stage, b.copy())
         assert out[REJECT_REASON].tolist() == ["missing_field"] * 2 and "'answr'" in out[REJECT_DETAIL][0]
         assert out[REJECT_STAGE].tolist() == [stage.name] * 2
@@ -322,14 +362,23 @@ def test_a_listed_field_the_records_lack_rejects_them_as_missing_field():
 
 
 def test_curate_scrubs_every_field_and_format_reads_the_scrubbed_conversation(ray_local, tmp_path):
-    records = [{"id": f"q{i}", "question": r["question"] + f" Mail me at kid{i}@example.org.",
-                "answer": f"Call 415-555-01{i:02d} first.\n" + r["answer"],
-                "messages": [{"role": "user", "content": f"I am kid{i}@example.org"},
-                             {"role": "assistant", "content": "Hello\u00a0\u00a0there."}]}
-               for i, r in enumerate(gsm8k(6))]
-    stages = [{"normalize": {"fields": ["question", "answer", "messages"]}},
-              {"pii": {"fields": ["question", "answer", "messages"]}},
-              {"format": {"template": "chat", "mapping": {"messages": "messages"}}}]
+    records = [
+        {
+            "id": f"q{i}",
+            "question": r["question"] + f" Mail me at kid{i}@example.org.",
+            "answer": f"Call 415-555-01{i:02d} first.\n" + r["answer"],
+            "messages": [
+                {"role": "user", "content": f"I am kid{i}@example.org"},
+                {"role": "assistant", "content": "Hello\u00a0\u00a0there."},
+            ],
+        }
+        for i, r in enumerate(gsm8k(6))
+    ]
+    stages = [
+        {"normalize": {"fields": ["question", "answer", "messages"]}},
+        {"pii": {"fields": ["question", "answer", "messages"]}},
+        {"format": {"template": "chat", "mapping": {"messages": "messages"}}},
+    ]
     manifest, out = curate(tmp_path, [write_jsonl(tmp_path / "in.jsonl", records)], stages, text_field="question")
     assert_accounting(manifest, out)
     assert manifest["counts"]["output"] == 6 and manifest["metrics"]["pii"]["email"] == 12

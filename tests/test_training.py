@@ -24,16 +24,24 @@ import pytest
 import torch
 import yaml
 
-from thresher import train
-from thresher.core.config import ConfigError, load_yaml
-from thresher.core.storage import Storage
 from testkit.faults import AfterCheckpoint
 from testkit.tiny_llama import CHATML, build_tiny_llama
 from tests.conftest import ROOT, run_cli
-from tests.samples import alpaca_records, gsm8k as gsm8k_records
+from tests.samples import alpaca_records
+from tests.samples import gsm8k as gsm8k_records
+from thresher import train
+from thresher.core.config import ConfigError, load_yaml
+from thresher.core.storage import Storage
 from thresher.train.config import parse_config as parse_train_config
-from thresher.train.data import (ALPACA_PROMPT, ALPACA_PROMPT_WITH_INPUT, FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding,
-                                 encode_batch, render_alpaca)
+from thresher.train.data import (
+    ALPACA_PROMPT,
+    ALPACA_PROMPT_WITH_INPUT,
+    FALLBACK_CHAT_TEMPLATE,
+    IGNORE,
+    Encoding,
+    encode_batch,
+    render_alpaca,
+)
 from thresher.train.engines import TORCH_STATE_FILE
 
 SEQ = 256
@@ -46,8 +54,15 @@ def curate(records: list[dict], out: Path, template: dict) -> Path:
 
     src = out.with_suffix(".jsonl")
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
-    manifest = run(parse_config({"input": {"paths": [str(src)], "text_field": "question"}, "output": {"path": str(out)},
-                                 "stages": [{"normalize": {}}, {"format": template}]}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(src)], "text_field": "question"},
+                "output": {"path": str(out)},
+                "stages": [{"normalize": {}}, {"format": template}],
+            }
+        )
+    )
     assert manifest["counts"]["output"] == len(records)
     return out / "data"
 
@@ -60,14 +75,18 @@ def data(ray_local, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train-data")
     gsm8k = gsm8k_records(24)
     alpaca = {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}
-    chat = {"template": "chat", "mapping": {"user": "question", "assistant": "answer"},
-            "system_prompt": "Solve the problem step by step."}
+    chat = {
+        "template": "chat",
+        "mapping": {"user": "question", "assistant": "answer"},
+        "system_prompt": "Solve the problem step by step.",
+    }
     demo = alpaca_records(48)
-    return SimpleNamespace(train=curate(gsm8k[:16], tmp / "train", alpaca),
-                           validation=curate(gsm8k[16:], tmp / "validation", alpaca),
-                           chat=curate(gsm8k[:16], tmp / "chat", chat),
-                           demo=curate([{"question": r["instruction"], **r} for r in demo], tmp / "demo",
-                                       {"template": "alpaca"}))
+    return SimpleNamespace(
+        train=curate(gsm8k[:16], tmp / "train", alpaca),
+        validation=curate(gsm8k[16:], tmp / "validation", alpaca),
+        chat=curate(gsm8k[:16], tmp / "chat", chat),
+        demo=curate([{"question": r["instruction"], **r} for r in demo], tmp / "demo", {"template": "alpaca"}),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +109,15 @@ LR = {"full": 3e-3, "lora": 1e-2, "prefix": 0.3, "prompt": 1.0}
 
 
 def train_config(tiny: Path, out: Path, method: str, train: str, validation: str | None = None, **sections) -> dict:
-    cfg = {"model": {"name_or_path": str(tiny)},
-           "data": {"train": train, "validation": validation, "format": "alpaca", "max_seq_len": SEQ},
-           "method": method,
-           "scaling": {"num_workers": 2},
-           "optim": {"lr": LR[method], "max_steps": 6, "batch_size": 4, "log_every_steps": 1},
-           "checkpoint": {"every_steps": 6, "keep": 2},
-           "output": {"path": str(out)}}
+    cfg = {
+        "model": {"name_or_path": str(tiny)},
+        "data": {"train": train, "validation": validation, "format": "alpaca", "max_seq_len": SEQ},
+        "method": method,
+        "scaling": {"num_workers": 2},
+        "optim": {"lr": LR[method], "max_steps": 6, "batch_size": 4, "log_every_steps": 1},
+        "checkpoint": {"every_steps": 6, "keep": 2},
+        "output": {"path": str(out)},
+    }
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     return cfg
@@ -173,8 +194,12 @@ def test_alpaca_masking_token_by_token(data, tiny):
 def chat_rows(data) -> list[list[dict]]:
     conversations = [[dict(m) for m in c] for c in rows_of(data.chat, ["messages"]).column("messages").to_pylist()]
     assert all([m["role"] for m in c] == ["system", "user", "assistant"] for c in conversations)
-    multi_turn = [{"role": "user", "content": "What is 7 * 8?"}, {"role": "assistant", "content": "7 * 8 = 56."},
-                  {"role": "user", "content": "And 56 / 4?"}, {"role": "assistant", "content": "56 / 4 = 14.\n#### 14"}]
+    multi_turn = [
+        {"role": "user", "content": "What is 7 * 8?"},
+        {"role": "assistant", "content": "7 * 8 = 56."},
+        {"role": "user", "content": "And 56 / 4?"},
+        {"role": "assistant", "content": "56 / 4 = 14.\n#### 14"},
+    ]
     return conversations + [multi_turn]
 
 
@@ -216,15 +241,19 @@ def test_packing_restarts_positions_and_blocks_cross_document_attention(data, ti
     assert len(packed["input_ids"]) < len(single["input_ids"]) == table.num_rows
     model = base_model(tiny)
     examples = 0
-    for ids, labels, pos, mask in zip(packed["input_ids"], packed["labels"], packed["position_ids"],
-                                      packed["attention_mask"]):
+    for ids, labels, pos, mask in zip(
+        packed["input_ids"], packed["labels"], packed["position_ids"], packed["attention_mask"]
+    ):
         starts = [i for i in range(len(pos)) if pos[i] == 0]
         bounds = list(zip(starts, starts[1:] + [len(pos)]))
         assert all(labels[s] == IGNORE for s, _ in bounds)
         real = [(s, e) for s, e in bounds if mask[s]]
-        assert (labels[int(mask.sum()):] == IGNORE).all() and mask[:int(mask.sum())].all()
-        together = model(input_ids=torch.tensor([ids], dtype=torch.long),
-                         position_ids=torch.tensor([pos], dtype=torch.long), use_cache=False).logits[0]
+        assert (labels[int(mask.sum()) :] == IGNORE).all() and mask[: int(mask.sum())].all()
+        together = model(
+            input_ids=torch.tensor([ids], dtype=torch.long),
+            position_ids=torch.tensor([pos], dtype=torch.long),
+            use_cache=False,
+        ).logits[0]
         for s, e in real:
             alone = model(input_ids=torch.tensor([ids[s:e]], dtype=torch.long), use_cache=False).logits[0]
             torch.testing.assert_close(together[s:e], alone, atol=1e-4, rtol=1e-4)
@@ -245,8 +274,15 @@ def lora_run(data, tiny, tmp_path_factory):
     Train's FailureConfig from it and finishes at step 6. The controller polls the workers every second here, so
     the kill lands before the next checkpoint can be registered."""
     out = tmp_path_factory.mktemp("lora")
-    cfg = train_config(tiny, out, "lora", str(data.train), str(data.validation), lora={"use_rslora": True},
-                       checkpoint={"every_steps": 2, "max_failures": 0})
+    cfg = train_config(
+        tiny,
+        out,
+        "lora",
+        str(data.train),
+        str(data.validation),
+        lora={"use_rslora": True},
+        checkpoint={"every_steps": 2, "max_failures": 0},
+    )
     run_dir = out / "checkpoints/thresher"
     mp = pytest.MonkeyPatch()
     try:
@@ -263,8 +299,9 @@ def lora_run(data, tiny, tmp_path_factory):
         second_kill.result()
     finally:
         mp.undo()
-    return SimpleNamespace(cfg=cfg, out=out, metrics=metrics, failure=failure.value, step2=step2,
-                           model_after_failure=model_after_failure)
+    return SimpleNamespace(
+        cfg=cfg, out=out, metrics=metrics, failure=failure.value, step2=step2, model_after_failure=model_after_failure
+    )
 
 
 def test_rerun_resumes_from_the_last_checkpoint(lora_run):
@@ -293,7 +330,9 @@ def test_lora_export_reloads_with_peft_and_gives_the_trained_logits(lora_run, ti
     reference = logits(trained_reference(tiny, lora_run.cfg, lora_run.metrics["checkpoint"]), ids)
     torch.testing.assert_close(logits(exported, ids), reference, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(reference, logits(base_model(tiny), ids), atol=1e-3)
-    assert tokenizer_of(lora_run.out / "model")("12 apples")["input_ids"] == tokenizer_of(tiny)("12 apples")["input_ids"]
+    assert (
+        tokenizer_of(lora_run.out / "model")("12 apples")["input_ids"] == tokenizer_of(tiny)("12 apples")["input_ids"]
+    )
     assert "PeftModel.from_pretrained" in (lora_run.out / "model/README.md").read_text()
 
 
@@ -304,18 +343,38 @@ def test_combine_lora_adapters_weighted(lora_run, tiny, tmp_path):
     from thresher.train.export import main as export_main
 
     torch.manual_seed(1)
-    other = get_peft_model(base_model(tiny), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                        use_rslora=True, init_lora_weights=False))
+    other = get_peft_model(
+        base_model(tiny),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_rslora=True, init_lora_weights=False),
+    )
     other.save_pretrained(tmp_path / "other")  # an adapter from elsewhere: no tokenizer, no thresher.json
     first = lora_run.out / "model"
-    assert export_main(["combine", "--adapter", str(tmp_path / "other"), "-0.3", "--adapter", str(first), "0.7",
-                        "--output", str(tmp_path / "combined")]) == 0
+    assert (
+        export_main(
+            [
+                "combine",
+                "--adapter",
+                str(tmp_path / "other"),
+                "-0.3",
+                "--adapter",
+                str(first),
+                "0.7",
+                "--output",
+                str(tmp_path / "combined"),
+            ]
+        )
+        == 0
+    )
 
     def merged(adapter: Path) -> dict:
         return PeftModel.from_pretrained(base_model(tiny), adapter).merge_and_unload().state_dict()
 
-    base, a, b, combined = (base_model(tiny).state_dict(), merged(first), merged(tmp_path / "other"),
-                            merged(tmp_path / "combined"))
+    base, a, b, combined = (
+        base_model(tiny).state_dict(),
+        merged(first),
+        merged(tmp_path / "other"),
+        merged(tmp_path / "combined"),
+    )
     for name, w in base.items():
         torch.testing.assert_close(combined[name], w + 0.7 * (a[name] - w) - 0.3 * (b[name] - w), atol=1e-6, rtol=1e-5)
     assert json.loads((tmp_path / "combined/adapter_config.json").read_text())["r"] == 4 + 16
@@ -348,12 +407,21 @@ def test_prefix_tuning_on_chat_through_the_cli(ray_local, data, tiny, tmp_path):
 
     cfg = train_config(tiny, tmp_path, "prefix", str(data.chat), data={"format": "chat"})
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
-    res = run_cli("train", str(tmp_path / "train.yaml"), "--set", "prompt_tuning.num_virtual_tokens=8",
-                  "--address", ray_local.get_runtime_context().gcs_address, timeout=300)
+    res = run_cli(
+        "train",
+        str(tmp_path / "train.yaml"),
+        "--set",
+        "prompt_tuning.num_virtual_tokens=8",
+        "--address",
+        ray_local.get_runtime_context().gcs_address,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"^train: 6 steps in [\d.]+ s$", res.stdout, re.M), res.stdout  # the progress line
-    assert not re.search(r"\bINFO\b|Ray Train|ray.train", res.stdout + res.stderr), res.stdout + res.stderr  # in the log
-    summary = json.loads(res.stdout[res.stdout.index("{"):])
+    assert not re.search(r"\bINFO\b|Ray Train|ray.train", res.stdout + res.stderr), (
+        res.stdout + res.stderr
+    )  # in the log
+    summary = json.loads(res.stdout[res.stdout.index("{") :])
     cfg["prompt_tuning"] = {"num_virtual_tokens": 8}
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert summary["steps"] == 6 and summary["checkpoint"] == m["checkpoint"]
@@ -361,8 +429,9 @@ def test_prefix_tuning_on_chat_through_the_cli(ray_local, data, tiny, tmp_path):
     assert_loss_falls(m)
     exported = PeftModel.from_pretrained(base_model(tiny), tmp_path / "model")
     ids = sample_ids(tiny)
-    torch.testing.assert_close(logits(exported, ids), logits(trained_reference(tiny, cfg, m["checkpoint"]), ids),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        logits(exported, ids), logits(trained_reference(tiny, cfg, m["checkpoint"]), ids), atol=1e-5, rtol=1e-5
+    )
     assert tokenizer_of(tmp_path / "model").chat_template == FALLBACK_CHAT_TEMPLATE
 
 
@@ -377,11 +446,21 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
 
     ids = sample_ids(tiny)
     losses, extensions = {}, set(Path.home().glob(".cache/torch_extensions/*/*"))
-    engines = (("ddp", {}), ("zero3", {"deepspeed": {"stage": 3}}),
-               ("fsdp2", {"fsdp": {}, "checkpoint": {"every_steps": 2, "max_failures": 1}}))
+    engines = (
+        ("ddp", {}),
+        ("zero3", {"deepspeed": {"stage": 3}}),
+        ("fsdp2", {"fsdp": {}, "checkpoint": {"every_steps": 2, "max_failures": 1}}),
+    )
     for name, sections in engines:
-        cfg = train_config(tiny, tmp_path / name, "full", str(data.train), data={"packing": False},
-                           optim={"max_steps": None, "epochs": 3}, **sections)  # 16 rows: 2 steps/epoch
+        cfg = train_config(
+            tiny,
+            tmp_path / name,
+            "full",
+            str(data.train),
+            data={"packing": False},
+            optim={"max_steps": None, "epochs": 3},
+            **sections,
+        )  # 16 rows: 2 steps/epoch
         with pytest.MonkeyPatch.context() as mp:
             kill = None
             if name == "fsdp2":  # polls every second: the kill lands before step 4's checkpoint can count
@@ -428,7 +507,9 @@ def local_engine(cfg: dict, compile: bool = False):
     from thresher.train.models import load_model
 
     tcfg = parse_train_config({**cfg, "optim": {**cfg["optim"], "compile": compile}})
-    engine = DDPEngine(load_model(tcfg, torch.device("cpu")), tcfg, tcfg.optim.max_steps, torch.float32, torch.device("cpu"))
+    engine = DDPEngine(
+        load_model(tcfg, torch.device("cpu")), tcfg, tcfg.optim.max_steps, torch.float32, torch.device("cpu")
+    )
     engine.train(True)
     return engine
 
@@ -437,14 +518,14 @@ def test_the_fused_objective_sums_the_loss_as_the_logits_objective(data, tiny, t
     """With ``fused`` the objective asks the model for its loss given the labels (what Liger's fused linear
     cross-entropy answers without logits); ``num_items_in_batch=1`` makes that the sum over trained tokens, as the
     logits objective's -- checked here through transformers' own loss, in training and evaluation mode."""
-    from thresher.train.loop import LanguageModeling
+    from thresher.train.sft import LanguageModeling
 
     engine = local_engine(train_config(tiny, tmp_path, "full", str(data.train), optim={"max_steps": 1}))
     batch = training_batch(tiny, data.train)
     for mode in (True, False):
         engine.train(mode)
-        fused, _ = LanguageModeling("full", fused=True).loss(engine, batch)
-        summed, _ = LanguageModeling("full").loss(engine, batch)
+        fused, _ = LanguageModeling(fused=True).loss(engine, batch)
+        summed, _ = LanguageModeling().loss(engine, batch)
         torch.testing.assert_close(fused, summed, rtol=1e-6, atol=0)
 
 
@@ -456,12 +537,18 @@ def test_compiled_ddp_trains_as_the_uncompiled_model(data, tiny, tmp_path):
     from torch._dynamo.utils import counters
     from transformers import AutoModelForCausalLM
 
-    from thresher.train.loop import LanguageModeling
+    from thresher.train.sft import LanguageModeling
 
-    cfg = train_config(tiny, tmp_path, "full", str(data.train), data={"packing": False},
-                       optim={"max_steps": 2, "batch_size": 8, "compile": True})
+    cfg = train_config(
+        tiny,
+        tmp_path,
+        "full",
+        str(data.train),
+        data={"packing": False},
+        optim={"max_steps": 2, "batch_size": 8, "compile": True},
+    )
     m = train.main(copy.deepcopy(cfg))
-    objective, batch = LanguageModeling("full"), training_batch(tiny, data.train)
+    objective, batch = LanguageModeling(), training_batch(tiny, data.train)
     assert len(batch["input_ids"]) == 16
     counters.clear()
     objective.loss(local_engine(cfg, compile=True), {k: v[:8] for k, v in batch.items()})  # the workers' shapes
@@ -503,12 +590,22 @@ def stopped_run(data, tiny, tmp_path_factory):
     eval_loss with patience 2: training lowers the validation loss, so no evaluation after the first improves and
     the run stops at step 3 of 8; the saved model is step 1's. Tracked to MLflow's default local store."""
     out = tmp_path_factory.mktemp("early-stop")
-    sources = [{"path": str(data.train), "weight": 0.7, "format": "alpaca"},
-               {"path": str(data.demo), "weight": 0.3, "format": "text", "text_field": "output"}]
-    cfg = train_config(tiny, out, "lora", str(data.train), str(data.validation), optim={"max_steps": 8},
-                       data={"train": sources, "packing": False},
-                       eval={"every_steps": 1, "mode": "max", "save_best": True, "early_stopping": {"patience": 2}},
-                       checkpoint={"every_steps": 1, "keep": 3}, tracking={"mlflow": {"experiment": "early-stop"}})
+    sources = [
+        {"path": str(data.train), "weight": 0.7, "format": "alpaca"},
+        {"path": str(data.demo), "weight": 0.3, "format": "text", "text_field": "output"},
+    ]
+    cfg = train_config(
+        tiny,
+        out,
+        "lora",
+        str(data.train),
+        str(data.validation),
+        optim={"max_steps": 8},
+        data={"train": sources, "packing": False},
+        eval={"every_steps": 1, "mode": "max", "save_best": True, "early_stopping": {"patience": 2}},
+        checkpoint={"every_steps": 1, "keep": 3},
+        tracking={"mlflow": {"experiment": "early-stop"}},
+    )
     return SimpleNamespace(cfg=cfg, out=out, sources=sources, metrics=train.main(copy.deepcopy(cfg)))
 
 
@@ -570,8 +667,15 @@ def test_credentials_in_the_tracking_uri_reach_no_param_tag_or_warning(tmp_path,
     from thresher.train.tracking import Tracker, settings
 
     uri = "http://alice:hunter2-secret@127.0.0.1:9/mlflow?token=tok-0123456789"
-    cfg = parse_train_config({"model": {"name_or_path": "m"}, "data": {"train": str(tmp_path)}, "method": "lora",
-                              "output": {"path": str(tmp_path / "out")}, "tracking": {"mlflow": {"tracking_uri": uri}}})
+    cfg = parse_train_config(
+        {
+            "model": {"name_or_path": "m"},
+            "data": {"train": str(tmp_path)},
+            "method": "lora",
+            "output": {"path": str(tmp_path / "out")},
+            "tracking": {"mlflow": {"tracking_uri": uri}},
+        }
+    )
     tracked = settings(cfg, {"train": None})
     assert tracked.tracking_uri == uri  # the client still gets it, whole
     logged = json.dumps([tracked.params, tracked.tags])
@@ -590,15 +694,16 @@ def test_mixture_takes_the_weighted_shares_in_shuffled_order(ray_local):
 
     from thresher.train.data import mix
 
-    first, second = (ray.data.from_items([{"source": i, "row": r} for r in range(n)])
-                     for i, n in ((0, 1000), (1, 2000)))
+    first, second = (
+        ray.data.from_items([{"source": i, "row": r} for r in range(n)]) for i, n in ((0, 1000), (1, 2000))
+    )
     mixed, taken = mix([first, second], [0.7, 0.3], seed=0)
     assert taken == [1000, 428]
     sources = np.array([row["source"] for row in mixed.iter_rows()])
     assert len(sources) == 1428 and (sources == 0).sum() == 1000
     share = 1000 / 1428
     for start in range(0, 1428 - 640, 128):
-        window = sources[start:start + 640]
+        window = sources[start : start + 640]
         assert abs((window == 0).mean() - share) < 3 * np.sqrt(share * (1 - share) / 640), start
 
 
@@ -618,9 +723,18 @@ def test_evaluation_and_checkpoint_seconds_are_left_out_of_tokens_per_s(data, ti
     """6 full fine-tuning steps (one epoch of 48 unpacked rows) on one worker, checkpointing after every step and
     evaluating after every second: the seconds the rate counts, the evaluations' and the checkpoints' add up to no
     more than the run took (counted in the rate as well, they would add up to more)."""
-    cfg = train_config(tiny, tmp_path / "busy", "full", str(data.demo), str(data.validation),
-                       scaling={"num_workers": 1}, data={"packing": False}, optim={"log_every_steps": 6},
-                       checkpoint={"every_steps": 1, "keep": 1}, eval={"every_steps": 2})
+    cfg = train_config(
+        tiny,
+        tmp_path / "busy",
+        "full",
+        str(data.demo),
+        str(data.validation),
+        scaling={"num_workers": 1},
+        data={"packing": False},
+        optim={"log_every_steps": 6},
+        checkpoint={"every_steps": 1, "keep": 1},
+        eval={"every_steps": 2},
+    )
     started = time.perf_counter()
     busy = train.main(cfg)
     took = time.perf_counter() - started
@@ -645,29 +759,38 @@ def test_qlora_without_gpu_exits_2_naming_the_key(data, tiny, tmp_path):
 def test_a_first_step_failure_of_the_workers_fails_the_run_at_once(data, tiny, tmp_path, caplog):
     """A LoRA target the model lacks fails the workers as they set up: the run fails with that error after one
     attempt, not after ``checkpoint.max_failures`` more attempts from scratch (each a worker start and model load)."""
-    cfg = train_config(tiny, tmp_path / "out", "lora", str(data.train), lora={"target_modules": ["no_such_proj"]},
-                       checkpoint={"max_failures": 3})
+    cfg = train_config(
+        tiny,
+        tmp_path / "out",
+        "lora",
+        str(data.train),
+        lora={"target_modules": ["no_such_proj"]},
+        checkpoint={"max_failures": 3},
+    )
     with pytest.raises(RuntimeError, match=r"before the first step with .*no_such_proj.*not retried"):
         train.main(cfg)
     assert "training attempt" not in caplog.text  # the retry path logs each attempt it retries
 
 
-@pytest.mark.parametrize("change, key", [
-    ({"optim": {"lrr": 1}}, "optim.lrr"),
-    ({"method": "lora", "deepspeed": {"stage": 3}}, "deepspeed"),
-    ({"deepspeed": {"stage": 2, "offload_params": True}}, "offload_params"),
-    ({"method": "prefix", "output": {"merge_lora": True}}, "output.merge_lora"),
-    ({"model": {"name_or_path": "/nonexistent/model"}}, "model.name_or_path"),
-    ({"data": {"format": "chat"}}, "data.format"),
-    ({"data": {"format": "text", "text_field": "body"}}, "data.text_field"),
-    ({"data": {"train": "/nonexistent/data"}}, "data.train"),
-    ({"data": {"validation": "INCOMPLETE"}}, "data.validation"),
-    ({"eval": {"early_stopping": {"patience": 2}}}, "data.validation"),
-    ({"eval": {"metric": "accuracy"}}, "eval.metric"),
-    ({"model": {"kernels": "liger"}}, "model.kernels: liger needs CUDA GPUs"),
-    ({"model": {"kernels": "triton"}}, "model.kernels"),
-    ({"tracking": {"mlflow": {}}, "output": {"path": "s3://bucket/run"}}, "tracking.mlflow.tracking_uri"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"optim": {"lrr": 1}}, "optim.lrr"),
+        ({"method": "lora", "deepspeed": {"stage": 3}}, "deepspeed"),
+        ({"deepspeed": {"stage": 2, "offload_params": True}}, "offload_params"),
+        ({"method": "prefix", "output": {"merge_lora": True}}, "output.merge_lora"),
+        ({"model": {"name_or_path": "/nonexistent/model"}}, "model.name_or_path"),
+        ({"data": {"format": "chat"}}, "data.format"),
+        ({"data": {"format": "text", "text_field": "body"}}, "data.text_field"),
+        ({"data": {"train": "/nonexistent/data"}}, "data.train"),
+        ({"data": {"validation": "INCOMPLETE"}}, "data.validation"),
+        ({"eval": {"early_stopping": {"patience": 2}}}, "data.validation"),
+        ({"eval": {"metric": "accuracy"}}, "eval.metric"),
+        ({"model": {"kernels": "liger"}}, "model.kernels: liger needs CUDA GPUs"),
+        ({"model": {"kernels": "triton"}}, "model.kernels"),
+        ({"tracking": {"mlflow": {}}, "output": {"path": "s3://bucket/run"}}, "tracking.mlflow.tracking_uri"),
+    ],
+)
 def test_config_errors_name_the_key(data, tiny, tmp_path, change, key):
     cfg = train_config(tiny, tmp_path / "out", "full", str(data.train))
     if change.get("data", {}).get("validation") == "INCOMPLETE":  # a run's markers and no manifest.json
@@ -679,6 +802,29 @@ def test_config_errors_name_the_key(data, tiny, tmp_path, change, key):
         cfg[section] = {**cfg[section], **value} if isinstance(value, dict) and cfg.get(section) else value
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         train.main(cfg)
+
+
+@pytest.mark.parametrize(
+    "scaling, said",
+    [
+        (
+            {"num_workers": 1, "resources_per_worker": {"CPU": 2}},
+            "1 worker(s) x 2 CPU leave 0 of the Ray cluster's 2 CPU for the data pipeline's read and tokenize tasks",
+        ),
+        (
+            {"num_workers": 3, "resources_per_worker": {"CPU": 1}},
+            "3 worker(s) x 1 CPU do not fit the Ray cluster's 2 CPU",
+        ),
+        ({"num_workers": 1, "resources_per_worker": {"CPU": 1, "GPU": 1}}, "1 GPU do not fit the Ray cluster's 0 GPU"),
+    ],
+)
+def test_workers_the_cluster_cannot_run_are_refused_naming_the_key(ray_local, data, tiny, tmp_path, scaling, said):
+    """Refused at once (exit 2): such a run waited forever for its workers or, with every CPU held by a worker, for
+    rows from the data pipeline."""
+    cfg = train_config(tiny, tmp_path / "out", "full", str(data.train), scaling=scaling)
+    with pytest.raises(ConfigError, match="scaling.resources_per_worker: ") as refused:
+        train.main(cfg)
+    assert said in str(refused.value)
 
 
 def test_liger_refusals_name_model_kernels():

@@ -46,16 +46,22 @@ def tune_config(tmp: Path, tiny: Path, relative: bool = False) -> dict:
     def path(p: Path) -> str:
         return os.path.relpath(p, tmp) if relative else str(p)
 
-    return {"train": {"model": {"name_or_path": str(tiny)},
-                      "data": {"train": path(tmp / "train"), "validation": path(tmp / "validation"),
-                               "max_seq_len": 128},
-                      "method": "lora", "scaling": {"num_workers": 1},
-                      "optim": {"max_steps": 4, "batch_size": 4, "log_every_steps": 2},
-                      "eval": {"every_steps": 2}, "checkpoint": {"every_steps": 4, "keep": 1},
-                      "tracking": {"mlflow": {}}},
-            "space": {"optim.lr": {"loguniform": [1e-4, 0.3]}, "lora.r": {"choice": [2, 8]}},
-            "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}},
-            "num_samples": 4, "output": {"path": path(tmp / "out")}}
+    return {
+        "train": {
+            "model": {"name_or_path": str(tiny)},
+            "data": {"train": path(tmp / "train"), "validation": path(tmp / "validation"), "max_seq_len": 128},
+            "method": "lora",
+            "scaling": {"num_workers": 1},
+            "optim": {"max_steps": 4, "batch_size": 4, "log_every_steps": 2},
+            "eval": {"every_steps": 2},
+            "checkpoint": {"every_steps": 4, "keep": 1},
+            "tracking": {"mlflow": {}},
+        },
+        "space": {"optim.lr": {"loguniform": [1e-4, 0.3]}, "lora.r": {"choice": [2, 8]}},
+        "scheduler": {"asha": {"grace_period": 2, "reduction_factor": 2}},
+        "num_samples": 4,
+        "output": {"path": path(tmp / "out")},
+    }
 
 
 def finished_trials(out: Path) -> list[Path]:
@@ -71,12 +77,22 @@ def tuned(request, tmp_path_factory):
     config = tune_config(tmp, tmp_path_factory.mktemp("tiny-llama"), relative=True)
     (tmp / "tune.yaml").write_text(yaml.safe_dump(config))
     out = tmp / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-           "THRESHER_LOG_DIR": str(tmp / "logs"), "RAY_ADDRESS": ""}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "THRESHER_LOG_DIR": str(tmp / "logs"),
+        "RAY_ADDRESS": "",
+    }
     stderr = tmp / "stderr.txt"
     with stderr.open("wb") as err:
-        command = subprocess.Popen([sys.executable, "-m", "thresher", "tune", "tune.yaml"], cwd=tmp, env=env,
-                                   start_new_session=True, stdout=subprocess.DEVNULL, stderr=err)
+        command = subprocess.Popen(
+            [sys.executable, "-m", "thresher", "tune", "tune.yaml"],
+            cwd=tmp,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     deadline = time.monotonic() + 300
     while not finished_trials(out) and command.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -90,10 +106,12 @@ def tuned(request, tmp_path_factory):
         mp.setenv("THRESHER_LOG_DIR", str(tmp / "logs"))
         mp.chdir(tmp)
         code = cli(["tune", "tune.yaml"])
-    return SimpleNamespace(code=code, tmp=tmp, out=out, first=first, config=config,
-                           result=json.loads((out / "tune.json").read_text()))
+    return SimpleNamespace(
+        code=code, tmp=tmp, out=out, first=first, config=config, result=json.loads((out / "tune.json").read_text())
+    )
 
 
+@pytest.mark.slow  # the search of the tuned fixture
 def test_a_killed_search_resumes_and_reports_every_trial(tuned):
     assert tuned.code == 0
     result, trials = tuned.result, tuned.result["trials"]
@@ -114,6 +132,7 @@ def test_a_killed_search_resumes_and_reports_every_trial(tuned):
     assert result["best"]["id"] == best["id"] and result["best"]["value"] == best["value"]
 
 
+@pytest.mark.slow  # the search of the tuned fixture
 def test_the_search_is_one_mlflow_run_with_a_child_per_trial(tuned):
     from thresher.train.tracking import PARENT_TAG, client
 
@@ -130,19 +149,22 @@ def test_the_search_is_one_mlflow_run_with_a_child_per_trial(tuned):
     assert all(PARENT_TAG in r.data.tags for r in runs if r.info.run_id != search["run_id"])
 
 
+@pytest.mark.slow  # the search of the tuned fixture
 def test_the_best_trial_is_exported_as_a_training_config_and_a_model(tuned):
     best = tuned.result["best"]
     config = yaml.safe_load((tuned.out / "best_config.yaml").read_text())
     assert config["optim"]["lr"] == best["params"]["optim.lr"] and config["lora"]["r"] == best["params"]["lora.r"]
     assert config["output"]["path"] == "out/best"
     trial = tuned.out / "trials" / best["id"]
-    assert (tuned.out / "best/model/adapter_config.json").read_bytes() == \
-        (trial / "model/adapter_config.json").read_bytes()
+    assert (tuned.out / "best/model/adapter_config.json").read_bytes() == (
+        trial / "model/adapter_config.json"
+    ).read_bytes()
     assert json.loads((tuned.out / "best/metrics.json").read_text())["eval_loss"] == best["value"]
     page = (tuned.out / "tune.html").read_text()
     assert "<svg" in page and page.count("<polyline") == 4 and "<script" not in page and f"{best['id']} (best)" in page
 
 
+@pytest.mark.slow  # the search of the tuned fixture
 def test_what_the_search_publishes_names_paths_as_the_config_gives_them(tuned):
     """tune.json, tune.html, best_config.yaml, best/metrics.json and the printed summary name the config's relative
     paths, never the folder the search ran in."""
@@ -156,6 +178,7 @@ def test_what_the_search_publishes_names_paths_as_the_config_gives_them(tuned):
     assert str(tuned.tmp) not in render_markdown(result)
 
 
+@pytest.mark.slow  # the search of the tuned fixture
 def test_the_best_config_trained_alone_reaches_the_best_trials_metric(tuned, ray_local, monkeypatch):
     """``thresher train out/best_config.yaml``, run where the search ran."""
     monkeypatch.setenv("THRESHER_LOG_DIR", str(tuned.tmp / "logs"))
@@ -166,8 +189,11 @@ def test_the_best_config_trained_alone_reaches_the_best_trials_metric(tuned, ray
 
 
 def test_a_key_outside_the_training_config_exits_2_naming_it(tmp_path, capsys):
-    config = {"train": {"model": {"name_or_path": "m"}, "data": {"train": "t", "validation": "v"}},
-              "space": {"optim.learning_rate": {"loguniform": [1e-5, 1e-3]}}, "output": {"path": str(tmp_path)}}
+    config = {
+        "train": {"model": {"name_or_path": "m"}, "data": {"train": "t", "validation": "v"}},
+        "space": {"optim.learning_rate": {"loguniform": [1e-5, 1e-3]}},
+        "output": {"path": str(tmp_path)},
+    }
     (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
     assert cli(["tune", str(tmp_path / "tune.yaml")]) == 2
     assert "space.optim.learning_rate: no key optim.learning_rate" in capsys.readouterr().err
@@ -177,21 +203,32 @@ def test_a_key_outside_the_training_config_exits_2_naming_it(tmp_path, capsys):
     assert "space.lora.r: value 0: lora.r: Input should be greater than 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("override, error", [
-    ("train.data.validation=validation", "train.data.validation: no Parquet files at validation"),
-    ("train.model.name_or_path=pkg:thresher_no_such_model",
-     "train.model.name_or_path: no installed Python package 'thresher_no_such_model'"),
-    ("train.model.name_or_path=thresher-tests/no-such-model",  # a hub id not in the local cache
-     "train.model.name_or_path: cannot load a tokenizer from 'thresher-tests/no-such-model'"),
-])
-def test_missing_data_or_model_exits_2_naming_the_key_before_any_trial(tmp_path, monkeypatch, capsys, override,
-                                                                       error):
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("train.data.validation=validation", "train.data.validation: no Parquet files at validation"),
+        (
+            "train.model.name_or_path=pkg:thresher_no_such_model",
+            "train.model.name_or_path: no installed Python package 'thresher_no_such_model'",
+        ),
+        (
+            "train.model.name_or_path=thresher-tests/no-such-model",  # a hub id not in the local cache
+            "train.model.name_or_path: cannot load a tokenizer from 'thresher-tests/no-such-model'",
+        ),
+    ],
+)
+def test_missing_data_or_model_exits_2_naming_the_key_before_any_trial(tmp_path, monkeypatch, capsys, override, error):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "train").mkdir()
     pq.write_table(pa.table({"text": texts(gsm8k(2))}), tmp_path / "train/part-0.parquet")
-    config = {"train": {"model": {"name_or_path": "pkg:thresher_no_such_model"},
-                        "data": {"train": "train", "validation": "train"}},
-              "space": {"optim.lr": {"loguniform": [1e-5, 1e-3]}}, "output": {"path": "out"}}
+    config = {
+        "train": {
+            "model": {"name_or_path": "pkg:thresher_no_such_model"},
+            "data": {"train": "train", "validation": "train"},
+        },
+        "space": {"optim.lr": {"loguniform": [1e-5, 1e-3]}},
+        "output": {"path": "out"},
+    }
     (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
     assert cli(["tune", "tune.yaml", "--set", override]) == 2
     assert error in capsys.readouterr().err
@@ -203,8 +240,12 @@ def test_a_search_whose_trials_failed_says_why_and_a_rerun_runs_them_again(ray_l
     and what to do next; the file removed, the same command runs the trial again, to the end."""
     monkeypatch.setenv("THRESHER_LOG_DIR", str(tmp_path / "logs"))
     config = tune_config(tmp_path, tmp_path / "tiny-llama")
-    config["train"].update(optim={"max_steps": 2, "batch_size": 4}, checkpoint={"storage_path": str(tmp_path / "ckpt")},
-                           eval={}, tracking={})
+    config["train"].update(
+        optim={"max_steps": 2, "batch_size": 4},
+        checkpoint={"storage_path": str(tmp_path / "ckpt")},
+        eval={},
+        tracking={},
+    )
     config.update(space={"optim.lr": {"choice": [1e-3]}}, scheduler=None, num_samples=1)
     (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "ckpt").write_text("not a folder")
@@ -217,7 +258,8 @@ def test_a_search_whose_trials_failed_says_why_and_a_rerun_runs_them_again(ray_l
     assert cli(["tune", str(tmp_path / "tune.yaml")]) == 0
     result = json.loads((tmp_path / "out/tune.json").read_text())
     assert result["resumed"] and [(t["id"], t["state"], t["steps"]) for t in result["trials"]] == [
-        (failed[1], "completed", 2)]
+        (failed[1], "completed", 2)
+    ]
 
 
 def test_concurrent_trials_default_to_what_the_cluster_fits():
@@ -226,8 +268,10 @@ def test_concurrent_trials_default_to_what_the_cluster_fits():
     from thresher.train.config import TrainConfig
 
     def train(**scaling) -> TrainConfig:
-        return validate(TrainConfig, {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "scaling": scaling,
-                                      "output": {"path": "o"}})
+        return validate(
+            TrainConfig,
+            {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "scaling": scaling, "output": {"path": "o"}},
+        )
 
     assert trials_that_fit(train(num_workers=2), {"CPU": 16.0}) == 1  # a CPU run takes all CPUs but one
     assert trials_that_fit(train(num_workers=2, resources_per_worker={"CPU": 2}), {"CPU": 17.0}) == 4

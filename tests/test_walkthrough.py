@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
 from testkit.tiny_llama import build_tiny_llama
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -47,28 +47,52 @@ def readme_commands() -> list[str]:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith("#   "):
                 found += [command(part) for part in line[4:].split("&&")]
-    commands = [c for c in dict.fromkeys(found) if c.startswith(("thresher ", "python -m thresher"))
-                and "--set" not in c and "--input" not in c]
+    commands = [
+        c
+        for c in dict.fromkeys(found)
+        if c.startswith(("thresher ", "python -m thresher")) and "--set" not in c and "--input" not in c
+    ]
     # a command on a run's output (thresher train out/tune-.../best_config.yaml) runs after every other
-    return sorted(commands, key=lambda c: len(VERBS) if "out/" in c.split("#")[0].split()[2] else
-                  VERBS.index(c.split()[1] if c.startswith("thresher") else "python"))
+    return sorted(
+        commands,
+        key=lambda c: (
+            len(VERBS)
+            if "out/" in c.split("#")[0].split()[2]
+            else VERBS.index(c.split()[1] if c.startswith("thresher") else "python")
+        ),
+    )
 
 
 def smaller(command: str, tiny: Path) -> list[str]:
     """``--set`` overrides that make ``command`` small (its config file's name says which)."""
     tiny_model = f"{{name_or_path: {tiny}, gguf_file: null}}"
-    train = ["optim.max_steps=1", "optim.grad_accum=1", "optim.warmup_steps=0", "data.max_seq_len=128",
-             "scaling.num_workers=1", "eval.every_steps=1", "eval.max_rows=2", "checkpoint.every_steps=1"]
+    train = [
+        "optim.max_steps=1",
+        "optim.grad_accum=1",
+        "optim.warmup_steps=0",
+        "data.max_seq_len=128",
+        "scaling.num_workers=1",
+        "eval.every_steps=1",
+        "eval.max_rows=2",
+        "checkpoint.every_steps=1",
+    ]
     by_config = {
         "train_smollm2_lora.yaml": [f"model={tiny_model}", *train],
         "train_smollm2_dpo.yaml": [f"model={tiny_model}", *train],
         "eval_smollm2.yaml": ["data.max_rows=2", "generation.max_new_tokens=4", "bootstrap.samples=50"],
-        "compare_smollm2.yaml": [f"train.model={tiny_model}", *(f"train.{o}" for o in train),
-                                 "variants=[{name: lora, set: {method: lora}}]", "eval.data.max_rows=2",
-                                 "eval.generation.max_new_tokens=4", "eval.bootstrap.samples=50"],
+        "compare_smollm2.yaml": [
+            f"train.model={tiny_model}",
+            *(f"train.{o}" for o in train),
+            "variants=[{name: lora, set: {method: lora}}]",
+            "eval.data.max_rows=2",
+            "eval.generation.max_new_tokens=4",
+            "eval.bootstrap.samples=50",
+        ],
         "tune_smollm2_lora.yaml": [f"train.model={tiny_model}", *(f"train.{o}" for o in train), "num_samples=1"],
-        "augment_paraphrase.yaml": [f"stages.1.augment.methods.0.paraphrase.model={tiny_model}",
-                                    "stages.1.augment.methods.0.paraphrase.generation.max_new_tokens=8"],
+        "augment_paraphrase.yaml": [
+            f"stages.1.augment.methods.0.paraphrase.model={tiny_model}",
+            "stages.1.augment.methods.0.paraphrase.generation.max_new_tokens=8",
+        ],
     }
     name = next((Path(word).name for word in shlex.split(command) if word.endswith(".yaml")), "")
     return [arg for override in by_config.get(name, []) for arg in ("--set", override)]
@@ -77,8 +101,14 @@ def smaller(command: str, tiny: Path) -> list[str]:
 def published(folder: Path) -> list[Path]:
     """The text files under ``folder`` but a model's vocabulary (which holds any short word, a host name's too) and
     Ray Tune's own state of a search (``search/``: for resuming it, where it ran)."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES
-                  and p.name not in VOCABULARIES and "search" not in p.relative_to(folder).parts[1:2])
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix in TEXT_SUFFIXES
+        and p.name not in VOCABULARIES
+        and "search" not in p.relative_to(folder).parts[1:2]
+    )
 
 
 def leaks(folder: Path, needles: list[str]) -> list[str]:
@@ -88,8 +118,9 @@ def leaks(folder: Path, needles: list[str]) -> list[str]:
     for path in published(folder):
         text = path.read_text(encoding="utf-8", errors="replace")
         for needle in needles:
-            if re.search(rf"(?<![\w.-]){re.escape(needle)}(?![\w.-])" if "/" not in needle else re.escape(needle),
-                         text):
+            if re.search(
+                rf"(?<![\w.-]){re.escape(needle)}(?![\w.-])" if "/" not in needle else re.escape(needle), text
+            ):
                 found.append(f"{path.relative_to(folder)}: {needle}")
     return found
 
@@ -103,8 +134,11 @@ def test_the_scan_finds_a_planted_path_home_folder_and_host_name(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run/clean.json").write_text('{"path": "out/quickstart", "host": "some-other-host"}')
     assert leaks(tmp_path / "run", needles(tmp_path)) == []
-    planted = {"card.md": f"trained in {tmp_path}/out", "config.yaml": f"path: {Path.home()}/data",
-               "report.html": f"<p>on {socket.gethostname()}</p>"}
+    planted = {
+        "card.md": f"trained in {tmp_path}/out",
+        "config.yaml": f"path: {Path.home()}/data",
+        "report.html": f"<p>on {socket.gethostname()}</p>",
+    }
     for name, text in planted.items():
         (tmp_path / "run" / name).write_text(text)
     assert sorted(found.split(":")[0] for found in leaks(tmp_path / "run", needles(tmp_path))) == sorted(planted)
@@ -118,11 +152,19 @@ def test_every_readme_and_example_command_runs_from_a_clone_and_publishes_no_mac
     build_tiny_llama(clone / "tiny-llama", gsm8k + [(clone / "examples/reviews/reviews.jsonl").read_text()])
     tiny = Path("tiny-llama")  # a relative model folder: the workers find it where the commands run
     commands = readme_commands()
-    assert "thresher curate examples/quickstart.yaml" in commands and "thresher tune examples/tune_smollm2_lora.yaml" \
-        in commands and len(commands) >= 14, commands
+    assert (
+        "thresher curate examples/quickstart.yaml" in commands
+        and "thresher tune examples/tune_smollm2_lora.yaml" in commands
+        and len(commands) >= 14
+    ), commands
     argvs = [shlex.split(command) + smaller(command, tiny) for command in commands]
-    run = subprocess.run([sys.executable, "-m", "testkit.walkthrough", json.dumps(argvs)], cwd=clone, text=True,
-                         capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    run = subprocess.run(
+        [sys.executable, "-m", "testkit.walkthrough", json.dumps(argvs)],
+        cwd=clone,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert run.returncode == 0, run.stderr[-5000:]
     assert leaks(clone / "out", needles(clone)) == []
     assert str(clone) not in run.stdout  # the summaries the commands print name their outputs as given

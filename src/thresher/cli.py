@@ -14,9 +14,11 @@ from pathlib import Path
 
 from thresher import __version__
 from thresher.core.config import ConfigError, apply_overrides, load_yaml, require_extra
-from thresher.core.console import LOG_FORMAT, Console, current as console
+from thresher.core.console import LOG_FORMAT, Console
+from thresher.core.console import current as console
 from thresher.core.secrets import redact_text
 from thresher.curate.timing import process_started
+from thresher.runtime import Terminated, end_on_sigterm
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray's task errors come coloured for a terminal
 
@@ -25,11 +27,17 @@ TRAIN_MODULES = ("torch", "transformers", "peft")  # what train, eval and compar
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="thresher", description="Curate raw text corpora into fine-tuning datasets "
-                                "and fine-tune language models on them, on Ray.")
+    p = argparse.ArgumentParser(
+        prog="thresher",
+        description="Curate raw text corpora into fine-tuning datasets and fine-tune language models on them, on Ray.",
+    )
     p.add_argument("--version", action="version", version=f"thresher {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="Ray's own output and debug logging on the terminal (default: in the command's log file)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="Ray's own output and debug logging on the terminal (default: in the command's log file)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("curate", help="run a curation config")
@@ -47,12 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("submit", help="submit a thresher command to a Ray cluster (Ray Jobs API)")
     s.add_argument("--address", help="dashboard URL (default: RAY_ADDRESS or http://127.0.0.1:8265)")
     s.add_argument("--working-dir", default=".", help="uploaded as the job's working_dir (default: .)")
-    s.add_argument("--runtime-env", metavar="YAML",
-                   help="more runtime_env fields, e.g. deploy/runtime-env-stock-ray.yaml for a stock Ray cluster")
+    s.add_argument(
+        "--runtime-env",
+        metavar="YAML",
+        help="more runtime_env fields, e.g. deploy/runtime-env-stock-ray.yaml for a stock Ray cluster",
+    )
     s.add_argument("--max-file-mib", type=float, default=10, help="leave larger files out of the upload (0: no limit)")
     s.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    s.add_argument("--forward-aws", action="store_true",
-                   help="pass this shell's AWS_* variables to the job (only to an https:// or loopback address)")
+    s.add_argument(
+        "--forward-aws",
+        action="store_true",
+        help="pass this shell's AWS_* variables to the job (only to an https:// or loopback address)",
+    )
     s.add_argument("entrypoint", nargs=argparse.REMAINDER, help="-- thresher curate|train ...")
 
     j = sub.add_parser("jobs", help="list, inspect or stop submitted jobs")
@@ -119,8 +133,20 @@ def _train(args) -> int:
     from thresher.train import main as train
 
     metrics = train(_config(args), address=args.address)
-    summary = {k: metrics[k] for k in ("steps", "resumed_from_step", "eval_loss", "eval_perplexity", "best",
-                                       "stopped_early", "tokens_per_s", "output", "checkpoint")}
+    summary = {
+        k: metrics[k]
+        for k in (
+            "steps",
+            "resumed_from_step",
+            "eval_loss",
+            "eval_perplexity",
+            "best",
+            "stopped_early",
+            "tokens_per_s",
+            "output",
+            "checkpoint",
+        )
+    }
     summary["train_loss"] = metrics["train_loss"][-1]["loss"] if metrics["train_loss"] else None
     console().print(json.dumps(summary, indent=2))
     return 0
@@ -134,9 +160,15 @@ def _submit(args) -> int:
         raise ConfigError("submit: give the command to run after --, e.g. thresher submit -- thresher curate cfg.yaml")
     if entry[:2] == ["thresher", "curate"]:
         _warn_if_local_output(_parser().parse_args(entry[1:]))
-    return submit(entry, address=args.address, working_dir=args.working_dir, wait=not args.no_wait,
-                  forward_aws=args.forward_aws, runtime_env_file=args.runtime_env,
-                  max_file_mib=args.max_file_mib)
+    return submit(
+        entry,
+        address=args.address,
+        working_dir=args.working_dir,
+        wait=not args.no_wait,
+        forward_aws=args.forward_aws,
+        runtime_env_file=args.runtime_env,
+        max_file_mib=args.max_file_mib,
+    )
 
 
 def _warn_if_local_output(curate) -> None:
@@ -145,8 +177,11 @@ def _warn_if_local_output(curate) -> None:
     if output is None and Path(curate.config).is_file():
         output = (_config(curate).get("output") or {}).get("path")
     if output and "://" not in str(output):
-        print(f"thresher: warning: output {output} is a local path: on a cluster each node writes its part to its "
-              "own disk, under the job's temporary working dir; use s3://...", file=sys.stderr)
+        print(
+            f"thresher: warning: output {output} is a local path: on a cluster each node writes its part to its "
+            "own disk, under the job's temporary working dir; use s3://...",
+            file=sys.stderr,
+        )
 
 
 def _jobs(args) -> int:
@@ -180,8 +215,10 @@ def _tune(args) -> int:
     from thresher.evaluate.tune import main as tune
 
     result = tune(_config(args), address=args.address)
-    console().print(f"wrote {result['output']}/tune.json, tune.html, best_config.yaml and best/ (trial "
-                    f"{result['best']['id']}, {result['metric']} {result['best']['value']:.4g})")
+    console().print(
+        f"wrote {result['output']}/tune.json, tune.html, best_config.yaml and best/ (trial "
+        f"{result['best']['id']}, {result['metric']} {result['best']['value']:.4g})"
+    )
     return 0
 
 
@@ -195,7 +232,7 @@ def _report(args) -> int:
 
 
 def _stages(args) -> int:
-    from thresher.reference import stage_list, stage_page
+    from thresher.config_docs import stage_list, stage_page
 
     print(stage_page(args.name) if args.name else stage_list())
     return 0
@@ -204,14 +241,24 @@ def _stages(args) -> int:
 def _schema(args) -> int:
     import json
 
-    from thresher.reference import config_schema
+    from thresher.config_docs import config_schema
 
     print(json.dumps(config_schema(args.kind), indent=2))
     return 0
 
 
-COMMANDS = {"curate": _curate, "train": _train, "eval": _eval, "compare": _compare, "tune": _tune, "submit": _submit,
-            "jobs": _jobs, "report": _report, "stages": _stages, "schema": _schema}
+COMMANDS = {
+    "curate": _curate,
+    "train": _train,
+    "eval": _eval,
+    "compare": _compare,
+    "tune": _tune,
+    "submit": _submit,
+    "jobs": _jobs,
+    "report": _report,
+    "stages": _stages,
+    "schema": _schema,
+}
 # commands whose Ray output goes to a log file (thresher.core.console)
 ON_RAY = ("curate", "train", "eval", "compare", "tune", "report")
 
@@ -222,14 +269,17 @@ def _run(args) -> int:
     except (ConfigError, BrokenPipeError):
         raise
     except Exception:  # the traceback goes to the run's log file (Ray commands) or shows with --verbose
-        logging.getLogger("thresher").log(logging.INFO if args.command in ON_RAY else logging.DEBUG,
-                                          "%s failed", args.command, exc_info=True)
+        logging.getLogger("thresher").log(
+            logging.INFO if args.command in ON_RAY else logging.DEBUG, "%s failed", args.command, exc_info=True
+        )
         raise
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.since = process_started() if argv is None else None
+    if argv is None:  # the command's own process (called in-process, e.g. by a test, the caller's handlers stay)
+        end_on_sigterm()
     try:
         if args.command in ON_RAY:
             with Console(args.command, verbose=args.verbose):
@@ -242,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("thresher: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("thresher: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # the reader stopped reading (| head): what it took is what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at the exit's flush
         return 0

@@ -44,17 +44,38 @@ from thresher.core.config import ConfigError, load_yaml
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
-FORWARDED_AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
-                           "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+FORWARDED_AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
 # Never uploaded with the working dir (Ray also skips what .gitignore and .rayignore list).
-EXCLUDES = [".git", ".venv", "venv", "/out/", "**/__pycache__", ".pytest_cache", ".hypothesis", "*.egg-info",
-            "/build/", "/dist/"]
+EXCLUDES = [
+    ".git",
+    ".venv",
+    "venv",
+    "/out/",
+    "**/__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "*.egg-info",
+    "/build/",
+    "/dist/",
+]
 # Values never shown by thresher, not even in a job's logs or an error the cluster sends back.
 CLEARTEXT_OPT_IN = "THRESHER_CLEARTEXT_CREDENTIALS"  # =1: credentials may go over plain http to any address
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "RAY_AUTH_TOKEN")
 MAX_FILE_MIB = 10  # Ray warns about files from this size on: data belongs in s3://, not in the upload
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 CLUSTER_COMMANDS = {"curate", "train", "report"}
+RETRY_SECONDS = 60  # THRESHER_JOBS_RETRY_S: how long a head still coming up is waited for
+UNKNOWN_HOST = ("NameResolutionError", "Name or service not known", "nodename nor servname", "getaddrinfo failed")
+NOT_READY = ("no available agent", "try again later", "status code 502", "status code 503", "status code 504")
+log = logging.getLogger(__name__)
 
 
 def api_address(address: str | None) -> str:
@@ -101,10 +122,13 @@ def _cluster_errors(address: str) -> Iterator[None]:
         raise ConfigError(
             f"the Ray cluster at {address} {'refused the token' if refused else 'requires a token'}: set "
             "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or put it in ~/.ray/auth_token with RAY_AUTH_MODE=token) "
-            "to the cluster's token") from None
+            "to the cluster's token"
+        ) from None
     except (ConnectionError, requests.exceptions.ConnectionError, aiohttp.ClientConnectionError) as e:
-        raise ClusterUnreachable(f"cannot reach the Ray Jobs API at {address} ({type(e).__name__}); give the "
-                                 "head's dashboard URL with --address http://HEAD:8265 or RAY_ADDRESS") from None
+        raise ClusterUnreachable(
+            f"cannot reach the Ray Jobs API at {address} ({type(e).__name__}); give the "
+            "head's dashboard URL with --address http://HEAD:8265 or RAY_ADDRESS"
+        ) from None
 
 
 def _token_header() -> dict:
@@ -131,9 +155,11 @@ def _client(address: str):
 
     headers = _token_header()
     if (headers or os.environ.get("RAY_AUTH_MODE") == "token") and not safe_for_credentials(address):
-        raise ConfigError(f"the Ray token would go to {address} in clear text (neither https:// nor loopback); use "
-                          f"an https:// address or a loopback port-forward, or set {CLEARTEXT_OPT_IN}=1 on a "
-                          "network you trust")
+        raise ConfigError(
+            f"the Ray token would go to {address} in clear text (neither https:// nor loopback); use "
+            f"an https:// address or a loopback port-forward, or set {CLEARTEXT_OPT_IN}=1 on a "
+            "network you trust"
+        )
     # The SDK lets RAY_ADDRESS override the address it is given; the address resolved here must win.
     hidden = {v: os.environ.pop(v) for v in ADDRESS_VARIABLES if v in os.environ}
     try:
@@ -168,11 +194,55 @@ def _redact(text: str) -> str:
     return text
 
 
-def _run(address: str | None, action: Callable) -> int:
+def _not_ready(e: BaseException) -> bool:
+    """Whether ``e`` is a head still coming up: no connection yet, a reset one, or the job agent not up."""
+    import aiohttp
+    import requests
+
+    if isinstance(e, (ConnectionError, requests.exceptions.ConnectionError, aiohttp.ClientConnectionError)):
+        return not _unknown_host(e)  # a name that does not resolve is no head coming up
+    return isinstance(e, RuntimeError) and any(m in str(e).lower() for m in NOT_READY)
+
+
+def _unknown_host(e: BaseException | None) -> bool:
+    """Whether ``e`` or an error it was raised from says the host name does not resolve."""
+    while e is not None:
+        if any(m in f"{type(e).__name__}: {e}" for m in UNKNOWN_HOST):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _retried(call: Callable, address: str):
+    """``call()``, tried again while the cluster at ``address`` is not ready (:func:`_not_ready`), with waits of 1,
+    2, 4, ... s (at most 15) for up to ``THRESHER_JOBS_RETRY_S`` seconds (default 60); then its error."""
+    deadline = time.monotonic() + float(os.environ.get("THRESHER_JOBS_RETRY_S", RETRY_SECONDS))
+    wait = 1.0
+    while True:
+        try:
+            return call()
+        except Exception as e:
+            if not _not_ready(e) or time.monotonic() + wait > deadline:
+                raise
+            log.warning(
+                "the Ray Jobs API at %s is not ready (%s); trying again in %.0f s",
+                address,
+                _first_line(_redact(f"{type(e).__name__}: {e}")),
+                wait,
+            )
+            time.sleep(wait)
+            wait = min(15.0, 2 * wait)
+
+
+def _run(address: str | None, action: Callable, retry_action: bool = False) -> int:
+    """``action(client, address)`` against the cluster; the client's connection is retried while the head comes up
+    (:func:`_retried`), and with ``retry_action`` the whole action too (reads and stops, which may run twice)."""
     address = api_address(address)
     try:
         with _cluster_errors(address):
-            return action(_client(address), address)
+            if retry_action:
+                return _retried(lambda: action(_client(address), address), address)
+            return action(_retried(lambda: _client(address), address), address)
     except ClusterUnreachable as e:
         print(f"thresher: failed: {e}", file=sys.stderr)
         return 1
@@ -189,13 +259,16 @@ def _entrypoint(command: list[str], working_dir: Path) -> str:
         return shlex.join(command)
     args = list(command[1:])
     if not args or args[0] not in CLUSTER_COMMANDS:
-        raise ConfigError(f"submit: the job runs `thresher {' | '.join(sorted(CLUSTER_COMMANDS))} ...`, "
-                          f"not `{shlex.join(command)}`")
+        raise ConfigError(
+            f"submit: the job runs `thresher {' | '.join(sorted(CLUSTER_COMMANDS))} ...`, not `{shlex.join(command)}`"
+        )
     if len(args) > 1 and args[0] in ("curate", "train") and Path(args[1]).is_file():
         config = Path(args[1]).resolve()
         if not config.is_relative_to(working_dir):
-            raise ConfigError(f"submit: the config {args[1]} is outside the working dir {working_dir}, "
-                              "so the job would not see it; copy it there or pass --working-dir")
+            raise ConfigError(
+                f"submit: the config {args[1]} is outside the working dir {working_dir}, "
+                "so the job would not see it; copy it there or pass --working-dir"
+            )
         args[1] = config.relative_to(working_dir).as_posix()
     return shlex.join(["python", "-m", "thresher", *args])
 
@@ -213,8 +286,11 @@ def _uploaded_files(working_dir: Path, excludes: list[str]) -> list[Path]:
 
     def walk(path: Path, specs: list[tuple[Path, PathSpec]]) -> None:
         if path.is_dir():
-            specs = specs + [(path, PathSpec.from_lines("gitignore", (path / name).read_text().splitlines()))
-                             for name in ignore_files if (path / name).is_file()]
+            specs = specs + [
+                (path, PathSpec.from_lines("gitignore", (path / name).read_text().splitlines()))
+                for name in ignore_files
+                if (path / name).is_file()
+            ]
         if any(spec.match_file(str(path.relative_to(root))) for root, spec in specs if path != root):
             return
         if path.is_dir():
@@ -239,8 +315,10 @@ def load_runtime_env(path: str) -> dict:
     env = load_yaml(path)
     unknown = sorted(set(env) - set(RuntimeEnv.known_fields))
     if unknown:
-        raise ConfigError(f"--runtime-env {path}: unknown field {unknown[0]} (Ray's runtime_env fields: "
-                          f"{', '.join(sorted(f for f in RuntimeEnv.known_fields if not f.startswith('_')))})")
+        raise ConfigError(
+            f"--runtime-env {path}: unknown field {unknown[0]} (Ray's runtime_env fields: "
+            f"{', '.join(sorted(f for f in RuntimeEnv.known_fields if not f.startswith('_')))})"
+        )
     try:
         RuntimeEnv(**{k: v for k, v in env.items() if k != "working_dir"})
     except (TypeError, ValueError) as e:
@@ -248,8 +326,9 @@ def load_runtime_env(path: str) -> dict:
     return env
 
 
-def runtime_env(working_dir: Path, forward_aws: bool, base: dict | None = None,
-                max_file_mib: float = MAX_FILE_MIB) -> tuple[dict, list[str]]:
+def runtime_env(
+    working_dir: Path, forward_aws: bool, base: dict | None = None, max_file_mib: float = MAX_FILE_MIB
+) -> tuple[dict, list[str]]:
     """The job's runtime_env and the notes to print about it.
 
     ``base`` (a --runtime-env file) adds its fields; its working_dir gives way to ``working_dir``, its excludes
@@ -263,20 +342,28 @@ def runtime_env(working_dir: Path, forward_aws: bool, base: dict | None = None,
     env["excludes"] = [*EXCLUDES, *(p for p in env.get("excludes", []) if p not in EXCLUDES)]
     notes = []
     limit = max_file_mib * 2**20 if max_file_mib > 0 else float("inf")
-    large = [(p.relative_to(working_dir).as_posix(), p.stat().st_size)
-             for p in _uploaded_files(working_dir, env["excludes"]) if p.stat().st_size > limit]
+    large = [
+        (p.relative_to(working_dir).as_posix(), p.stat().st_size)
+        for p in _uploaded_files(working_dir, env["excludes"])
+        if p.stat().st_size > limit
+    ]
     if large:
         env["excludes"] += [_pattern(rel) for rel, _ in large]
         named = ", ".join(f"{rel} ({size / 2**20:.0f} MiB)" for rel, size in large[:5])
-        notes.append(f"not uploading {len(large)} file(s) over {max_file_mib:g} MiB: {named}"
-                     f"{' ...' if len(large) > 5 else ''}; read data from s3:// (or raise --max-file-mib)")
+        notes.append(
+            f"not uploading {len(large)} file(s) over {max_file_mib:g} MiB: {named}"
+            f"{' ...' if len(large) > 5 else ''}; read data from s3:// (or raise --max-file-mib)"
+        )
     aws = [v for v in FORWARDED_AWS_VARIABLES if os.environ.get(v)]
     env_vars = {**({v: os.environ[v] for v in aws} if forward_aws else {}), **env.get("env_vars", {})}
     if env_vars:
         env["env_vars"] = env_vars
     if aws:
-        notes.append(f"the job gets this shell's {', '.join(aws)}" if forward_aws else
-                     f"not passing this shell's {', '.join(aws)} to the job (--forward-aws passes them)")
+        notes.append(
+            f"the job gets this shell's {', '.join(aws)}"
+            if forward_aws
+            else f"not passing this shell's {', '.join(aws)} to the job (--forward-aws passes them)"
+        )
     return env, notes
 
 
@@ -306,14 +393,23 @@ async def _stream_logs(client, job_id: str) -> None:
         sys.stdout.flush()
 
 
-def submit(entrypoint: list[str], address: str | None, working_dir: str, wait: bool, forward_aws: bool = False,
-           runtime_env_file: str | None = None, max_file_mib: float = MAX_FILE_MIB) -> int:
+def submit(
+    entrypoint: list[str],
+    address: str | None,
+    working_dir: str,
+    wait: bool,
+    forward_aws: bool = False,
+    runtime_env_file: str | None = None,
+    max_file_mib: float = MAX_FILE_MIB,
+) -> int:
     """Submit ``entrypoint`` as a Ray job; stream its logs and return its exit status, or print its id."""
     if forward_aws and not safe_for_credentials(api_address(address)):
-        raise ConfigError(f"submit: --forward-aws would send this shell's AWS credentials to {api_address(address)} "
-                          "in clear text (neither https:// nor loopback); use an https:// address or a loopback "
-                          "port-forward, or leave --forward-aws out and give the cluster its own credentials (or set "
-                          f"{CLEARTEXT_OPT_IN}=1 on a network you trust)")
+        raise ConfigError(
+            f"submit: --forward-aws would send this shell's AWS credentials to {api_address(address)} "
+            "in clear text (neither https:// nor loopback); use an https:// address or a loopback "
+            "port-forward, or leave --forward-aws out and give the cluster its own credentials (or set "
+            f"{CLEARTEXT_OPT_IN}=1 on a network you trust)"
+        )
     _token_mode()
     _quiet_ray()
     wd = Path(working_dir).resolve()
@@ -326,7 +422,7 @@ def submit(entrypoint: list[str], address: str | None, working_dir: str, wait: b
         print(f"thresher: {note}", file=sys.stderr)
 
     def action(client, url) -> int:
-        job_id = client.submit_job(entrypoint=command, runtime_env=env)
+        job_id = _retried(lambda: client.submit_job(entrypoint=command, runtime_env=env), url)
         if not wait:
             print(job_id)
             return 0
@@ -404,7 +500,7 @@ def jobs(action: str, job_id: str | None, address: str | None) -> int:
     if action == "list":
         if job_id:
             raise ConfigError("jobs list takes no job id")
-        return _run(address, _list)
+        return _run(address, _list, retry_action=True)
     if not job_id:
         raise ConfigError(f"jobs {action}: give the job id (see `thresher jobs list`)")
-    return _run(address, lambda client, url: ACTIONS[action](client, job_id))
+    return _run(address, lambda client, url: ACTIONS[action](client, job_id), retry_action=True)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -12,9 +15,28 @@ log = logging.getLogger(__name__)
 # Ray Train's placement-group watchdog asks the state API, served by the dashboard, whether the controller lives;
 # an embedded Ray starts no dashboard, so without this it warns on every poll of a healthy run.
 QUIET_IN_EMBEDDED_RAY = ("ray.train.v2._internal.execution.controller.placement_group_cleaner",)
+
+
 # The embedded raylet connects to its own object store as it starts, and a try made before the store listens waits
 # ``raylet_client_connect_timeout_milliseconds`` (1 s by default) for the next one: in most starts on 2 cores. Short
 # waits, more tries: the same 10 s bound on the connections of the raylet and its workers.
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so a command unwinds as from Ctrl-C (``finally`` blocks stop Ray, staging
+    stays for the next run) and exits 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def end_on_sigterm() -> None:
+    """SIGTERM raises :class:`Terminated` in the main thread (the ``thresher`` command's; :func:`ray_session` puts it
+    back after Ray's ``init``, whose handler exits at once with status 15)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+START_ATTEMPTS = 3  # Ray starts or connections tried (THRESHER_RAY_START_ATTEMPTS)
 EMBEDDED_SYSTEM_CONFIG = {"raylet_client_connect_timeout_milliseconds": 20, "raylet_client_num_connect_attempts": 500}
 
 
@@ -136,20 +158,72 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
         return
     addr = resolve_address(address)
     kwargs: dict = {"log_to_driver": True, "configure_logging": False}
+    ends_on_sigterm = signal.getsignal(signal.SIGTERM) is _terminate
     if addr:
         log.info("connecting to Ray at %s", addr)
-        ray.init(address=addr, **kwargs)
+        start = functools.partial(ray.init, address=addr, **kwargs)
     else:
         log.info("starting an embedded local Ray")
         if ray_train:
             kwargs["runtime_env"] = {"worker_process_setup_hook": "thresher.runtime.quiet_embedded_workers"}
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _system_config=EMBEDDED_SYSTEM_CONFIG,
-                 **kwargs)
+        start = functools.partial(
+            ray.init,
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _system_config=EMBEDDED_SYSTEM_CONFIG,
+            **kwargs,
+        )
+    try:
+        _start_with_retries(
+            start,
+            "connecting to Ray at " + addr if addr else "starting the embedded Ray",
+            ConnectionError if addr else Exception,
+        )
+    except SystemExit as e:  # Ray's own SIGTERM handler, in place while ray.init runs
+        ray.shutdown()
+        if ends_on_sigterm and e.code == signal.SIGTERM:
+            raise Terminated() from None
+        raise
+    if not addr:
         _stop_autoscaler_monitor()
+    if ends_on_sigterm:
+        end_on_sigterm()
     try:
         yield ray.cluster_resources()
     finally:
         ray.shutdown()
+
+
+def _start_with_retries(start, what: str, retried: type[BaseException]) -> None:
+    """``start()``, tried again after a failure of the ``retried`` kind (Ray's start timing out on a busy machine, a
+    head not up yet), Ray's processes stopped in between, with waits of 2, 4, 8, ... s up to
+    ``THRESHER_RAY_START_ATTEMPTS`` attempts (default 3); the last failure names that setting."""
+    import ray
+
+    attempts = max(1, int(os.environ.get("THRESHER_RAY_START_ATTEMPTS", START_ATTEMPTS)))
+    for attempt in range(1, attempts + 1):
+        try:
+            start()
+            return
+        except retried as e:
+            ray.shutdown()
+            if attempt == attempts or isinstance(e, (ValueError, TypeError)):
+                raise RuntimeError(
+                    f"{what} failed after {attempt} attempt(s): {type(e).__name__}: {e} (on a busy "
+                    f"machine, THRESHER_RAY_START_ATTEMPTS={attempts} may be raised)"
+                ) from e
+            wait = min(30, 2**attempt)
+            log.warning(
+                "%s failed (%s: %s); attempt %d of %d, trying again in %d s",
+                what,
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+                attempt,
+                attempts,
+                wait,
+            )
+            time.sleep(wait)
 
 
 def _stop_autoscaler_monitor() -> None:

@@ -44,9 +44,15 @@ def ray_gpu():
 
     if not ray.is_initialized():
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # pytest -n: one Ray per test process
-        ray.init(address="local", num_cpus=max(2, (os.cpu_count() or 2) // workers),
-                 num_gpus=torch.cuda.device_count(), include_dashboard=False, configure_logging=False,
-                 log_to_driver=False, _system_config=EMBEDDED_SYSTEM_CONFIG)
+        ray.init(
+            address="local",
+            num_cpus=max(2, (os.cpu_count() or 2) // workers),
+            num_gpus=torch.cuda.device_count(),
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+            _system_config=EMBEDDED_SYSTEM_CONFIG,
+        )
     yield ray
     ray.shutdown()
 

@@ -22,14 +22,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from thresher.train import main as train_main
 from testkit.gpu_models import random_model
+from thresher.train import main as train_main
 
 SEQ = 256
 STEPS = 6
 REFUSAL = "I cannot help with that."
-RECORDED = ("method", "steps", "train_loss", "tokens_per_s", "tokens_per_s_after_first_step", "startup_seconds",
-            "peak_memory_bytes", "quantized_layers", "resumed_from_step", "device", "dtype")
+RECORDED = (
+    "method",
+    "steps",
+    "train_loss",
+    "tokens_per_s",
+    "tokens_per_s_after_first_step",
+    "startup_seconds",
+    "peak_memory_bytes",
+    "quantized_layers",
+    "resumed_from_step",
+    "device",
+    "dtype",
+)
 
 
 def questions(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -62,15 +73,18 @@ def data(tmp_path_factory):
     return {"sft": sft, "pairs": pairs}
 
 
-def train(smollm2: Path, data: Path, out: Path, method: str, lr: float, fmt: str = "alpaca", steps: int = STEPS,
-          **sections) -> dict:
-    cfg = {"model": {"name_or_path": str(smollm2), "dtype": "bfloat16"},
-           "data": {"train": str(data), "format": fmt, "max_seq_len": SEQ},
-           "method": method,
-           "scaling": {"num_workers": 1, "use_gpu": True},
-           "optim": {"lr": lr, "max_steps": steps, "batch_size": 8, "log_every_steps": 1},
-           "checkpoint": {"every_steps": steps, "keep": 1, "max_failures": 0},
-           "output": {"path": str(out)}}
+def train(
+    smollm2: Path, data: Path, out: Path, method: str, lr: float, fmt: str = "alpaca", steps: int = STEPS, **sections
+) -> dict:
+    cfg = {
+        "model": {"name_or_path": str(smollm2), "dtype": "bfloat16"},
+        "data": {"train": str(data), "format": fmt, "max_seq_len": SEQ},
+        "method": method,
+        "scaling": {"num_workers": 1, "use_gpu": True},
+        "optim": {"lr": lr, "max_steps": steps, "batch_size": 8, "log_every_steps": 1},
+        "checkpoint": {"every_steps": steps, "keep": 1, "max_failures": 0},
+        "output": {"path": str(out)},
+    }
     for key, value in sections.items():
         cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
     metrics = train_main(cfg)
@@ -94,20 +108,28 @@ def test_eval_generates_on_the_gpu(ray_gpu, smollm2, tmp_path):
     from thresher.evaluate.evaluation import main as evaluate
 
     qa = questions(64, seed=1)
-    path = write_parquet([{"id": str(i), "instruction": q, "input": "", "output": a} for i, (q, a) in enumerate(qa)],
-                         tmp_path / "eval-data")
-    result = evaluate({"model": {"name_or_path": str(smollm2), "dtype": "bfloat16"},
-                       "data": {"path": str(path), "format": "alpaca"},
-                       "generation": {"use_gpu": True, "batch_size": 32, "max_new_tokens": 32,
-                                      "backend": "transformers"},
-                       "metrics": ["exact_match", "perplexity"], "output": {"path": str(tmp_path / "eval")}})
+    path = write_parquet(
+        [{"id": str(i), "instruction": q, "input": "", "output": a} for i, (q, a) in enumerate(qa)],
+        tmp_path / "eval-data",
+    )
+    result = evaluate(
+        {
+            "model": {"name_or_path": str(smollm2), "dtype": "bfloat16"},
+            "data": {"path": str(path), "format": "alpaca"},
+            "generation": {"use_gpu": True, "batch_size": 32, "max_new_tokens": 32, "backend": "transformers"},
+            "metrics": ["exact_match", "perplexity"],
+            "output": {"path": str(tmp_path / "eval")},
+        }
+    )
     assert result["rows"] == 64 and result["device"] == "cuda"
     assert result["new_tokens"] > 0 and result["new_tokens_per_s"] > 0
     assert math.isfinite(result["metrics"]["perplexity"]["value"])
 
 
-NO_NUMBA = ("thresher curate's writer computes the report's statistics with numba, absent here; "
-            "the stage's own test runs it on the GPU")
+NO_NUMBA = (
+    "thresher curate's writer computes the report's statistics with numba, absent here; "
+    "the stage's own test runs it on the GPU"
+)
 
 
 def curate(tmp_path: Path, records: list[dict], stages: list[dict], text_field: str) -> tuple[dict, Path]:
@@ -118,8 +140,15 @@ def curate(tmp_path: Path, records: list[dict], stages: list[dict], text_field: 
     source = tmp_path / "input.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "run"
-    manifest = run(parse_config({"input": {"paths": [str(source)], "text_field": text_field},
-                                 "output": {"path": str(out)}, "stages": stages}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(source)], "text_field": text_field},
+                "output": {"path": str(out)},
+                "stages": stages,
+            }
+        )
+    )
     counts = manifest["counts"]
     assert counts["input"] + counts.get("generated", 0) == counts["output"] + counts["rejected"]
     return manifest, out
@@ -132,8 +161,9 @@ def set_up_stage(stage: dict, text_field: str):
     from thresher.curate.config import parse_config
     from thresher.curate.plan import build_stages, segments
 
-    cfg = parse_config({"input": {"paths": ["unused"], "text_field": text_field}, "output": {"path": "unused"},
-                        "stages": [stage]})
+    cfg = parse_config(
+        {"input": {"paths": ["unused"], "text_field": text_field}, "output": {"path": "unused"}, "stages": [stage]}
+    )
     (built,) = build_stages(cfg, Storage())
     segments(cfg, [built], Storage())  # binds a generator's key space
     built.setup()
@@ -182,11 +212,22 @@ def test_embed_stage_encodes_on_the_gpu(gpu_models):
 
 
 def paraphrase(smollm2: Path) -> dict:
-    method = {"paraphrase": {"model": {"name_or_path": str(smollm2), "dtype": "bfloat16"},
-                             "generation": {"max_new_tokens": 16, "backend": "transformers"},
-                             "similarity": {"min": 0}}}
-    return {"augment": {"fields": ["question"], "methods": [method], "splits": [], "num_gpus": 1,
-                        "validation": {"language": False}}}
+    method = {
+        "paraphrase": {
+            "model": {"name_or_path": str(smollm2), "dtype": "bfloat16"},
+            "generation": {"max_new_tokens": 16, "backend": "transformers"},
+            "similarity": {"min": 0},
+        }
+    }
+    return {
+        "augment": {
+            "fields": ["question"],
+            "methods": [method],
+            "splits": [],
+            "num_gpus": 1,
+            "validation": {"language": False},
+        }
+    }
 
 
 def paraphrase_records() -> list[dict]:
@@ -247,13 +288,21 @@ def test_liger_fused_loss_and_gradients_equal_the_logits_objectives(smollm2, dat
     pytest.importorskip("liger_kernel", reason="model.kernels: liger needs pip install liger-kernel")
     for name in ("apply_rotary_pos_emb", "LlamaRMSNorm", "LlamaMLP"):  # Liger patches the module: restored after
         monkeypatch.setattr(modeling_llama, name, getattr(modeling_llama, name))
-    cfg = parse_config({"model": {"name_or_path": str(smollm2), "dtype": "float32"},
-                        "data": {"train": str(data["sft"]), "format": "alpaca", "max_seq_len": SEQ}, "method": "full",
-                        "scaling": {"num_workers": 1, "use_gpu": True}, "optim": {"max_steps": 1},
-                        "output": {"path": "unused"}})
+    cfg = parse_config(
+        {
+            "model": {"name_or_path": str(smollm2), "dtype": "float32"},
+            "data": {"train": str(data["sft"]), "format": "alpaca", "max_seq_len": SEQ},
+            "method": "full",
+            "scaling": {"num_workers": 1, "use_gpu": True},
+            "optim": {"max_steps": 1},
+            "output": {"path": "unused"},
+        }
+    )
     rows = encode_batch(pq.read_table(data["sft"]), load_tokenizer(cfg.model), Encoding("alpaca", "text", SEQ, True))
-    batch = {k: torch.as_tensor(rows[k][:4], dtype=torch.long, device="cuda") for k in ("input_ids", "labels",
-                                                                                          "position_ids")}
+    batch = {
+        k: torch.as_tensor(rows[k][:4], dtype=torch.long, device="cuda")
+        for k in ("input_ids", "labels", "position_ids")
+    }
     results = []
     for kernels in (None, "liger"):  # the plain model first: Liger's patches of the module apply to later models
         run_cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kernels": kernels})})
@@ -277,8 +326,9 @@ def test_liger_and_compile_train_on_the_gpu(ray_gpu, smollm2, data, tmp_path):
     from thresher.train.config import ModelOptions
 
     pytest.importorskip("liger_kernel", reason="model.kernels: liger needs pip install liger-kernel")
-    fast = train(smollm2, data["sft"], tmp_path / "fast", "full", 1e-4, model={"kernels": "liger"},
-                 optim={"compile": True})
+    fast = train(
+        smollm2, data["sft"], tmp_path / "fast", "full", 1e-4, model={"kernels": "liger"}, optim={"compile": True}
+    )
     plain = train(smollm2, data["sft"], tmp_path / "plain", "full", 1e-4, steps=2)
     assert_trained(fast)
     assert fast["train_loss"][0]["loss"] == pytest.approx(plain["train_loss"][0]["loss"], rel=1e-2)
@@ -289,8 +339,7 @@ def test_liger_and_compile_train_on_the_gpu(ray_gpu, smollm2, data, tmp_path):
 
 @pytest.mark.parametrize("method", ["dpo", "orpo"])
 def test_preference_method_with_lora_trains_on_the_gpu(ray_gpu, smollm2, data, tmp_path, method):
-    metrics = train(smollm2, data["pairs"], tmp_path, method, 1e-3, fmt="preference",
-                    **{method: {"adapter": "lora"}})
+    metrics = train(smollm2, data["pairs"], tmp_path, method, 1e-3, fmt="preference", **{method: {"adapter": "lora"}})
     assert_trained(metrics)
     if method == "dpo":  # the policy starts as its reference (the disabled adapter): log 2 exactly
         assert metrics["train_loss"][0]["loss"] == pytest.approx(math.log(2), abs=1e-3)

@@ -12,8 +12,13 @@ import math
 
 LABEL, VALUE, TICK, TITLE = 12, 11, 10, 13  # font sizes (px)
 # DejaVu Sans advance widths (em) of the characters narrower or wider than the default
-_WIDTHS = {**dict.fromkeys("iljI'|.,:;!", 0.32), **dict.fromkeys("frt()[]/-\" ", 0.42), **dict.fromkeys("sz_", 0.55),
-           **dict.fromkeys("mw%MW@", 1.0), **dict.fromkeys("ABCDEFGHJKLNOPQRSTUVXYZ+<=>#&", 0.8)}
+_WIDTHS = {
+    **dict.fromkeys("iljI'|.,:;!", 0.32),
+    **dict.fromkeys('frt()[]/-" ', 0.42),
+    **dict.fromkeys("sz_", 0.55),
+    **dict.fromkeys("mw%MW@", 1.0),
+    **dict.fromkeys("ABCDEFGHJKLNOPQRSTUVXYZ+<=>#&", 0.8),
+}
 _DEFAULT = 0.65  # digits (0.636), most lower case letters
 
 
@@ -66,13 +71,16 @@ def value_text(v: float) -> str:
 
 
 def _svg(width: float, height: float, title: str, body: str) -> str:
-    return (f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-            f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{html.escape(title)}">'
-            f'<text x="4" y="15" font-size="{TITLE}" font-weight="bold">{html.escape(title)}</text>{body}</svg>')
+    return (
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{html.escape(title)}">'
+        f'<text x="4" y="15" font-size="{TITLE}" font-weight="bold">{html.escape(title)}</text>{body}</svg>'
+    )
 
 
-def bar_chart(labels: list[str], values: list[float], title: str = "", width: int = 640, color: str = "#4a7ab5",
-              axis: str = "") -> str:
+def bar_chart(
+    labels: list[str], values: list[float], title: str = "", width: float = 640, color: str = "#4a7ab5", axis: str = ""
+) -> str:
     """Horizontal bars, one per label, each with its value; a value axis below (``axis``: its title)."""
     if not values:
         return ""
@@ -83,8 +91,9 @@ def bar_chart(labels: list[str], values: list[float], title: str = "", width: in
     tick_texts = tick_labels(ticks)
     label_w = max(text_width(label, LABEL) for label in labels) + 10
     value_w = max(max(text_width(t, VALUE) for t in texts) + 8, text_width(tick_texts[-1], TICK) / 2 + 4)
-    width = max(width, label_w + 240 + value_w, text_width(title, TITLE, bold=True) + 12,
-                label_w + text_width(axis, TICK) + 40)
+    width = max(
+        width, label_w + 240 + value_w, text_width(title, TITLE, bold=True) + 12, label_w + text_width(axis, TICK) + 40
+    )
     x0, x1 = label_w, width - value_w
     scale = (x1 - x0) / ticks[-1]
     axis_y = top_pad + len(values) * (bar_h + gap) + 2
@@ -96,20 +105,36 @@ def bar_chart(labels: list[str], values: list[float], title: str = "", width: in
         rows.append(
             f'<text x="{x0 - 6:.1f}" y="{y + 13}" text-anchor="end" font-size="{LABEL}">{html.escape(label)}</text>'
             f'<rect x="{x0:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}">'
-            f'<title>{html.escape(label)}: {text}</title></rect>'
-            f'<text x="{x0 + w + 4:.1f}" y="{y + 13}" font-size="{VALUE}">{text}</text>')
+            f"<title>{html.escape(label)}: {text}</title></rect>"
+            f'<text x="{x0 + w + 4:.1f}" y="{y + 13}" font-size="{VALUE}">{text}</text>'
+        )
     grid = "".join(
         f'<line x1="{x0 + t * scale:.1f}" y1="{top_pad - 2}" x2="{x0 + t * scale:.1f}" y2="{axis_y}" stroke="#eee"/>'
         f'<text x="{x0 + t * scale:.1f}" y="{axis_y + 12}" font-size="{TICK}" text-anchor="middle">{s}</text>'
-        for t, s in zip(ticks, tick_texts))
+        for t, s in zip(ticks, tick_texts)
+    )
     axis_line = f'<line x1="{x0}" y1="{axis_y}" x2="{x1:.1f}" y2="{axis_y}" stroke="#999"/>'
-    axis_title = (f'<text x="{(x0 + x1) / 2:.1f}" y="{axis_y + 28}" font-size="{TICK}" text-anchor="middle" '
-                  f'fill="#555">{html.escape(axis)}</text>') if axis else ""
+    axis_title = (
+        (
+            f'<text x="{(x0 + x1) / 2:.1f}" y="{axis_y + 28}" font-size="{TICK}" text-anchor="middle" '
+            f'fill="#555">{html.escape(axis)}</text>'
+        )
+        if axis
+        else ""
+    )
     return _svg(width, height, title, grid + "".join(rows) + axis_line + axis_title)
 
 
-def histogram(edges: list[float], counts: list[int], title: str = "", width: int = 640, height: int = 230,
-              color: str = "#5a9e6f", x_label: str = "", y_label: str = "records") -> str:
+def histogram(
+    edges: list[float],
+    counts: list[int],
+    title: str = "",
+    width: float = 640,
+    height: int = 230,
+    color: str = "#5a9e6f",
+    x_label: str = "",
+    y_label: str = "records",
+) -> str:
     """Vertical bars over bins (``edges`` has one more entry than ``counts``), each with its count; a count axis
     (``y_label``) and the bin edges (``x_label``)."""
     if not counts or not any(counts):
@@ -130,25 +155,38 @@ def histogram(edges: list[float], counts: list[int], title: str = "", width: int
     parts = []
     for t, s in zip(ticks, tick_texts):
         y = base - t * scale
-        parts.append(f'<line x1="{pad_l:.1f}" y1="{y:.1f}" x2="{width - pad_r:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-                     f'<text x="{pad_l - 4:.1f}" y="{y + 3.5:.1f}" font-size="{TICK}" text-anchor="end">{s}</text>')
+        parts.append(
+            f'<line x1="{pad_l:.1f}" y1="{y:.1f}" x2="{width - pad_r:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+            f'<text x="{pad_l - 4:.1f}" y="{y + 3.5:.1f}" font-size="{TICK}" text-anchor="end">{s}</text>'
+        )
     for i, (c, text) in enumerate(zip(counts, count_texts)):
         h, x = c * scale, pad_l + i * bw
         parts.append(
             f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{max(bw - 1, 1):.1f}" height="{h:.1f}" fill="{color}">'
-            f'<title>[{edge_texts[i]}, {edge_texts[i + 1]}): {c:,}</title></rect>')
+            f"<title>[{edge_texts[i]}, {edge_texts[i + 1]}): {c:,}</title></rect>"
+        )
         if text:
-            parts.append(f'<text x="{x + bw / 2:.1f}" y="{base - h - 3:.1f}" font-size="{TICK - 1}" '
-                         f'text-anchor="middle">{text}</text>')
+            parts.append(
+                f'<text x="{x + bw / 2:.1f}" y="{base - h - 3:.1f}" font-size="{TICK - 1}" '
+                f'text-anchor="middle">{text}</text>'
+            )
     for i in range(0, n + 1, step):
-        parts.append(f'<text x="{pad_l + i * bw:.1f}" y="{base + 16}" font-size="{TICK}" '
-                     f'text-anchor="middle">{edge_texts[i]}</text>')
-    parts.append(f'<line x1="{pad_l:.1f}" y1="{base}" x2="{width - pad_r:.1f}" y2="{base}" stroke="#999"/>'
-                 f'<line x1="{pad_l:.1f}" y1="{pad_t - 4}" x2="{pad_l:.1f}" y2="{base}" stroke="#999"/>')
+        parts.append(
+            f'<text x="{pad_l + i * bw:.1f}" y="{base + 16}" font-size="{TICK}" '
+            f'text-anchor="middle">{edge_texts[i]}</text>'
+        )
+    parts.append(
+        f'<line x1="{pad_l:.1f}" y1="{base}" x2="{width - pad_r:.1f}" y2="{base}" stroke="#999"/>'
+        f'<line x1="{pad_l:.1f}" y1="{pad_t - 4}" x2="{pad_l:.1f}" y2="{base}" stroke="#999"/>'
+    )
     if x_label:
-        parts.append(f'<text x="{pad_l + n * bw / 2:.1f}" y="{height - 4}" font-size="{TICK}" text-anchor="middle" '
-                     f'fill="#555">{html.escape(x_label)}</text>')
+        parts.append(
+            f'<text x="{pad_l + n * bw / 2:.1f}" y="{height - 4}" font-size="{TICK}" text-anchor="middle" '
+            f'fill="#555">{html.escape(x_label)}</text>'
+        )
     if y_label:
-        parts.append(f'<text transform="translate(12 {pad_t + plot_h / 2:.1f}) rotate(-90)" font-size="{TICK}" '
-                     f'text-anchor="middle" fill="#555">{html.escape(y_label)}</text>')
+        parts.append(
+            f'<text transform="translate(12 {pad_t + plot_h / 2:.1f}) rotate(-90)" font-size="{TICK}" '
+            f'text-anchor="middle" fill="#555">{html.escape(y_label)}</text>'
+        )
     return _svg(width, height, title, "".join(parts))

@@ -71,11 +71,12 @@ def _stage_name(node: Any, part: str) -> str | None:
     if isinstance(node, list) and part.isdigit() and int(part) < len(node):
         item = node[int(part)]
         if isinstance(item, dict) and len(item) == 1:
-            return next(iter(item))
+            name: str = next(iter(item))
+            return name
     return None
 
 
-def _index(node: list, part: str, key: str) -> int:
+def _index(node: list[Any], part: str, key: str) -> int:
     try:
         i = int(part)
         node[i]
@@ -89,7 +90,7 @@ def _child(node: Any, part: str, key: str, create: bool) -> Any:
         item = node[_index(node, part, key)]
         # a stage entry {name: options} is addressed by its position, then its options directly
         if isinstance(item, dict) and len(item) == 1:
-            (name, opts), = item.items()
+            ((name, opts),) = item.items()
             if opts is None:
                 item[name] = opts = {}
             return opts

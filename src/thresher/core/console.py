@@ -89,7 +89,7 @@ class Console:
         logger.setLevel(level)
         self._handlers.append(handler)
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         global _active
         _active = None
         for handler in self._handlers:
@@ -114,8 +114,13 @@ class Console:
         print(f"thresher: {text}", file=self.errors, flush=True)
 
     @contextlib.contextmanager
-    def phase(self, name: str, poll: Callable[[], tuple[float, float | None]] | None = None,
-              unit: str = "records", starting: str = "starting workers") -> Iterator[Shown]:
+    def phase(
+        self,
+        name: str,
+        poll: Callable[[], tuple[float, float | None]] | None = None,
+        unit: str = "records",
+        starting: str = "starting workers",
+    ) -> Iterator[Shown]:
         """Show ``name`` while the block runs. ``poll()`` returns (done, total) in ``unit`` (total None: unknown);
         it is called from a background thread every ``POLL_S``; until it counts something the line says what is
         happening (``starting``). The block may set the yielded :class:`Shown`'s ``done`` to the exact figure, which
@@ -143,12 +148,12 @@ def _best_effort(poll: Callable[[], tuple[float, float | None]]) -> tuple[float 
         return None, None
 
 
-def _poller(display, poll: Callable[[], tuple[float, float | None]]) -> Callable[[], None]:
+def _poller(display: _PlainPhase | _RichPhase, poll: Callable[[], tuple[float, float | None]]) -> Callable[[], None]:
     import threading
 
     stopped = threading.Event()
 
-    def loop():
+    def loop() -> None:
         while not stopped.wait(POLL_S):
             done, total = _best_effort(poll)
             if done is not None:
@@ -157,7 +162,7 @@ def _poller(display, poll: Callable[[], tuple[float, float | None]]) -> Callable
     thread = threading.Thread(target=loop, name="thresher-progress", daemon=True)
     thread.start()
 
-    def stop():
+    def stop() -> None:
         stopped.set()
         thread.join()
 
@@ -169,8 +174,9 @@ class Estimate(float):
 
 
 def _rate(done: float, seconds: float, total: float | None, unit: str) -> str:
-    text = f"{done:,.0f} {unit}" + (f" of {'about ' if isinstance(total, Estimate) else ''}{total:,.0f}"
-                                    if total else "")
+    text = f"{done:,.0f} {unit}" + (
+        f" of {'about ' if isinstance(total, Estimate) else ''}{total:,.0f}" if total else ""
+    )
     if seconds > 0 and done:
         rate = done / seconds
         text += f", {rate:,.0f}/s" if rate >= 10 else f", {rate:.2g}/s" if rate >= 0.1 else f", {1 / rate:,.0f} s each"
@@ -206,9 +212,15 @@ class _RichPhase:
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.unit = unit
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-                                 console=RichConsole(file=out), transient=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=RichConsole(file=out),
+            transient=True,
+        )
         self.task = self.progress.add_task(name, total=None, detail=starting)
         self.name, self.t0 = name, time.perf_counter()
         self.out = out
@@ -230,7 +242,13 @@ class _Silent:
     shows_progress = False
 
     @contextlib.contextmanager
-    def phase(self, name: str, poll=None, unit: str = "records", starting: str = "") -> Iterator["Shown"]:
+    def phase(
+        self,
+        name: str,
+        poll: Callable[[], tuple[float, float | None]] | None = None,
+        unit: str = "records",
+        starting: str = "",
+    ) -> Iterator[Shown]:
         yield Shown()
 
     def print(self, text: str = "") -> None:

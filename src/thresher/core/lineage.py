@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from thresher.core.storage import MANIFEST, Storage, join, run_root
 
 
-def config_hash(config: dict) -> str:
+def config_hash(config: dict[str, Any]) -> str:
     """sha256 of the config as canonical JSON (sorted keys)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def data_lineage(uri: str, storage: Storage) -> dict:
+def data_lineage(uri: str, storage: Storage) -> dict[str, Any]:
     """The data at ``uri``: its path and, when it is a thresher run's ``data/`` (or ``data/<split>/``), the run's
     folder, manifest digests and curation config hash; those are None for any other data."""
     root = run_root(uri)
@@ -21,5 +22,9 @@ def data_lineage(uri: str, storage: Storage) -> dict:
     if manifest_uri is None or not storage.exists(manifest_uri):
         return {"path": uri, "run": None, "digests": None, "config_hash": None}
     manifest = json.loads(storage.read_bytes(manifest_uri))
-    return {"path": uri, "run": root, "digests": manifest.get("digests"),
-            "config_hash": config_hash(manifest.get("config") or {})}
+    return {
+        "path": uri,
+        "run": root,
+        "digests": manifest.get("digests"),
+        "config_hash": config_hash(manifest.get("config") or {}),
+    }

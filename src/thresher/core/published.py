@@ -17,7 +17,7 @@ def _base(path: str) -> str:
     """The folder a local input is named from: the parent of its last part before any glob."""
     parts = path.removeprefix("file://").rstrip("/").split("/")
     fixed = next((i for i, p in enumerate(parts) if GLOB & set(p)), len(parts))
-    return "/".join(parts[:max(fixed - 1, 0)]) or "/"
+    return "/".join(parts[: max(fixed - 1, 0)]) or "/"
 
 
 def input_name(path: str) -> str:
@@ -36,7 +36,7 @@ def file_name(uri: str, inputs: list[str]) -> str:
     for path in inputs:
         base = _base(path).rstrip("/") + "/"
         if _is_local(path) and local.startswith(base):
-            return local[len(base):]
+            return local[len(base) :]
     return posixpath.basename(local)
 
 

@@ -30,8 +30,7 @@ def redact_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, HIDDEN if any(s in k.lower() for s in SECRET_NAMES) else v) for k, v in pairs],
-                          safe="*")
+        query = urlencode([(k, HIDDEN if any(s in k.lower() for s in SECRET_NAMES) else v) for k, v in pairs], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -39,4 +38,5 @@ def redact_text(text: str) -> str:
     """``text`` with every URL in it (up to a space, quote or bracket) passed through :func:`redact_url`."""
     if "://" not in text:
         return text
-    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+    redacted: str = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    return redacted

@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 from pydantic import Field
@@ -48,14 +49,14 @@ class Storage:
     region: str | None = None
 
     @classmethod
-    def from_options(cls, options: StorageOptions | None) -> "Storage":
+    def from_options(cls, options: StorageOptions | None) -> Storage:
         env = os.environ
         endpoint = (options and options.endpoint_url) or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
         region = (options and options.region) or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
         return cls(endpoint_url=endpoint or None, region=region or None)
 
     def s3_filesystem(self) -> pafs.S3FileSystem:
-        kwargs: dict = {"region": self.region or "us-east-1"}
+        kwargs: dict[str, Any] = {"region": self.region or "us-east-1"}
         if self.endpoint_url:
             scheme, _, host = self.endpoint_url.partition("://")
             kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
@@ -64,9 +65,9 @@ class Storage:
     def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
         """The pyarrow filesystem and the filesystem-relative path of ``uri``."""
         if is_s3(uri):
-            return self.s3_filesystem(), uri[len("s3://"):].rstrip("/")
+            return self.s3_filesystem(), uri[len("s3://") :].rstrip("/")
         if uri.startswith("file://"):
-            uri = uri[len("file://"):]
+            uri = uri[len("file://") :]
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
 
     # -- small helpers used by the runner and readers ------------------------------------------
@@ -92,12 +93,14 @@ class Storage:
 
     def exists(self, uri: str) -> bool:
         fs, path = self.resolve(uri)
-        return fs.get_file_info(path).type != pafs.FileType.NotFound
+        found: bool = fs.get_file_info(path).type != pafs.FileType.NotFound
+        return found
 
     def read_bytes(self, uri: str) -> bytes:
         fs, path = self.resolve(uri)
         with fs.open_input_stream(path) as f:
-            return f.read()
+            data: bytes = f.read()
+        return data
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Write the file whole: on a local disk under a temporary hidden name, then renamed over ``uri`` (a crash
@@ -138,10 +141,13 @@ class Storage:
             fs.move(src, dst)
             return
         info = fs.get_file_info(src)
-        files = [info] if info.type == pafs.FileType.File else \
-            [f for f in fs.get_file_info(pafs.FileSelector(src, recursive=True)) if f.type == pafs.FileType.File]
+        files = (
+            [info]
+            if info.type == pafs.FileType.File
+            else [f for f in fs.get_file_info(pafs.FileSelector(src, recursive=True)) if f.type == pafs.FileType.File]
+        )
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda f: fs.copy_file(f.path, dst + f.path[len(src):]), files))
+            list(pool.map(lambda f: fs.copy_file(f.path, dst + f.path[len(src) :]), files))
         self.delete(source)
 
     def check_writable(self, uri: str) -> None:
@@ -175,8 +181,8 @@ def _segment_regex(segment: str) -> str:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            start = i + 1 + (segment[i + 1:i + 2] == "!")
-            end = segment.find("]", start + (segment[start:start + 1] == "]"))
+            start = i + 1 + (segment[i + 1 : i + 2] == "!")
+            end = segment.find("]", start + (segment[start : start + 1] == "]"))
             if end < 0:
                 out.append(re.escape(c))
             else:
@@ -189,7 +195,7 @@ def _segment_regex(segment: str) -> str:
     return "".join(out)
 
 
-def _tail_regex(parts: list[str]) -> re.Pattern:
+def _tail_regex(parts: list[str]) -> re.Pattern[str]:
     """The pattern of the segments below a ``**``, as a regular expression over a relative path: ``**`` matches
     zero or more folders (a last ``**``: every file below)."""
     pieces = []
@@ -216,13 +222,19 @@ def _walk(fs: pafs.FileSystem, folder: str, parts: list[str]) -> list[pafs.FileI
     if parts[0] == "**":
         infos = fs.get_file_info(pafs.FileSelector(folder or ".", recursive=True, allow_not_found=True))
         tail, skip = _tail_regex(parts), len(folder) + 1 if folder else 0
-        return [i for i in infos if i.type == pafs.FileType.File and tail.fullmatch(i.path[skip:])
-                and not any(p.startswith(HIDDEN) for p in i.path[skip:].split("/"))]
+        return [
+            i
+            for i in infos
+            if i.type == pafs.FileType.File
+            and tail.fullmatch(i.path[skip:])
+            and not any(p.startswith(HIDDEN) for p in i.path[skip:].split("/"))
+        ]
     name = re.compile(_segment_regex(parts[0]))
     out = []
     for info in fs.get_file_info(pafs.FileSelector(folder or ".", recursive=False, allow_not_found=True)):
-        if not name.fullmatch(info.base_name) or (info.base_name.startswith(HIDDEN)
-                                                  and info.base_name[0] != parts[0][0]):
+        if not name.fullmatch(info.base_name) or (
+            info.base_name.startswith(HIDDEN) and info.base_name[0] != parts[0][0]
+        ):
             continue
         if len(parts) == 1:
             if info.type == pafs.FileType.File:
@@ -259,8 +271,11 @@ def require_complete_run(storage: Storage, data_uri: str) -> None:
     if storage.exists(manifest):
         run = json.loads(storage.read_bytes(manifest))
         if run.get("status") == "gate_failed":
-            failed = "; ".join(f"{g['gate']} (measured {g['measured']}, limit {g['limit']})"
-                               for g in run.get("gates", []) if not g["ok"])
+            failed = "; ".join(
+                f"{g['gate']} (measured {g['measured']}, limit {g['limit']})"
+                for g in run.get("gates", [])
+                if not g["ok"]
+            )
             raise ConfigError(f"{data_uri}: the run at {root} failed its gates: {failed}; refusing to read it")
     elif any(storage.exists(join(root, marker)) for marker in (PROGRESS, STAGING)):
         raise ConfigError(f"{data_uri}: the run at {root} has no {MANIFEST}: it did not complete; refusing to read it")

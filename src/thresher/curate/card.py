@@ -19,10 +19,10 @@ import sys
 import pyarrow.parquet as pq
 import yaml
 
+from thresher.core.published import input_name, run_name
 from thresher.core.storage import Storage, join
 from thresher.curate.config import load_stages
 from thresher.curate.filters.presets import expand
-from thresher.core.published import input_name, run_name
 from thresher.curate.report.dataset import split_order
 from thresher.curate.stage import REGISTRY
 
@@ -31,7 +31,9 @@ def data_files(manifest: dict) -> list[dict[str, str]]:
     splits = {name: n for name, n in manifest["counts"].get("splits", {}).items() if n}
     if set(splits) == {"all"}:
         return [{"split": "train", "path": "data/*.parquet"}]
-    return [{"split": name, "path": f"data/{name}/*.parquet"} for name in split_order(splits, manifest) if name != "all"]
+    return [
+        {"split": name, "path": f"data/{name}/*.parquet"} for name in split_order(splits, manifest) if name != "all"
+    ]
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -62,8 +64,9 @@ def changed_options(stage: str, options: dict) -> dict:
             out[key] = value
             continue
         default = field.get_default(call_default_factory=True)
-        default = json.loads(json.dumps(default.model_dump(mode="json") if hasattr(default, "model_dump") else default,
-                                        default=sorted))
+        default = json.loads(
+            json.dumps(default.model_dump(mode="json") if hasattr(default, "model_dump") else default, default=sorted)
+        )
         if isinstance(value, dict) and isinstance(default, dict) and value.keys() == default.keys():
             value = {k: v for k, v in value.items() if v != default[k]}
             if value:
@@ -77,29 +80,41 @@ def _schema(output: str, storage: Storage, manifest: dict, files_at: str):
     data_root = join(output, "data")
     for uri in manifest.get("files", []):
         if uri.startswith(data_root):
-            fs, path = storage.resolve(join(files_at, uri[len(output.rstrip("/")) + 1:]))
+            fs, path = storage.resolve(join(files_at, uri[len(output.rstrip("/")) + 1 :]))
             with fs.open_input_file(path) as f:
                 return pq.read_schema(f)
     return None
 
 
-
 # the Hub's size categories, by the number of records (n<1K: under 1,000; 1K<n<10K: 1,000 to 9,999; ...)
-SIZE_CATEGORIES = ("n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
-                   "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T")
+SIZE_CATEGORIES = (
+    "n<1K",
+    "1K<n<10K",
+    "10K<n<100K",
+    "100K<n<1M",
+    "1M<n<10M",
+    "10M<n<100M",
+    "100M<n<1B",
+    "1B<n<10B",
+    "10B<n<100B",
+    "100B<n<1T",
+    "n>1T",
+)
 # per format template (None: no format stage): the Hub's task categories and task ids, and tags
-TASKS = {None: (["text-generation"], ["language-modeling"], []),
-         "text": (["text-generation"], ["language-modeling"], []),
-         "alpaca": (["text-generation"], [], ["instruction-tuning"]),
-         "chat": (["text-generation"], ["dialogue-modeling"], ["instruction-tuning", "conversational"]),
-         "preference": (["text-generation"], [], ["preference", "dpo"])}
+TASKS = {
+    None: (["text-generation"], ["language-modeling"], []),
+    "text": (["text-generation"], ["language-modeling"], []),
+    "alpaca": (["text-generation"], [], ["instruction-tuning"]),
+    "chat": (["text-generation"], ["dialogue-modeling"], ["instruction-tuning", "conversational"]),
+    "preference": (["text-generation"], [], ["preference", "dpo"]),
+}
 # the columns thresher writes itself (the stages' own are described by ``Stage.added_columns``, in the manifest)
 COLUMNS = {"id": "the record's id: the input's, or derived from its source file and offset"}
 
 
 def size_category(n: int) -> str:
     i = 0
-    while i < len(SIZE_CATEGORIES) - 1 and n >= 1000 * 10 ** i:
+    while i < len(SIZE_CATEGORIES) - 1 and n >= 1000 * 10**i:
         i += 1
     return SIZE_CATEGORIES[i]
 
@@ -123,8 +138,10 @@ def card_metadata(manifest: dict, report: dict) -> dict:
     card = cfg.get("output", {}).get("card", {})
     template = (_stage_options(cfg, "format") or {}).get("template")
     categories, task_ids, tags = TASKS[template]
-    front = {"pretty_name": card.get("pretty_name") or run_name(manifest.get("output", "")),
-             "license": card.get("license", "unknown")}
+    front = {
+        "pretty_name": card.get("pretty_name") or run_name(manifest.get("output", "")),
+        "license": card.get("license", "unknown"),
+    }
     if langs := languages(manifest, report):
         front["language"] = langs
     front["size_categories"] = [size_category(manifest["counts"]["output"])]
@@ -145,8 +162,11 @@ def _thresholds(options: dict) -> list[list]:
         section = options.get(preset.section, {})
         for rule in preset.rules:
             value = section.get(rule.option)
-            shown = "off" if value is None or value is False else (
-                "on" if value is True else f"{'>=' if rule.bound == 'min' else '<='} {value:g}")
+            shown = (
+                "off"
+                if value is None or value is False
+                else ("on" if value is True else f"{'>=' if rule.bound == 'min' else '<='} {value:g}")
+            )
             rows.append([f"`{preset.section}.{rule.option}`", f"`{rule.signal}`", shown])
     return rows
 
@@ -154,16 +174,24 @@ def _thresholds(options: dict) -> list[list]:
 def _pii_note(options: dict) -> str:
     from thresher.curate.stages.pii import TOKENS
 
-    kinds = [k for k in TOKENS if k in options.get("types", []) or (k in ("ipv4", "ipv6") and "ip" in options.get("types", []))]
+    kinds = [
+        k
+        for k in TOKENS
+        if k in options.get("types", []) or (k in ("ipv4", "ipv6") and "ip" in options.get("types", []))
+    ]
     tokens = list(dict.fromkeys(f"[{TOKENS[k]}]" for k in kinds))
     fields = options.get("fields") or "the text field"
     mode = options.get("mode", "redact")
     if mode == "mask":
-        return f"The `pii` stage replaced personal data ({', '.join(options.get('types', []))}) in {fields} by asterisks."
+        return (
+            f"The `pii` stage replaced personal data ({', '.join(options.get('types', []))}) in {fields} by asterisks."
+        )
     if mode == "hash":
         tokens = [t[:-1] + ":<12 hex digits>]" for t in tokens]
-    return (f"The `pii` stage replaced personal data in {fields} by placeholders: {', '.join(f'`{t}`' for t in tokens)}"
-            + (" (a salted hash of the value after the colon)." if mode == "hash" else "."))
+    return (
+        f"The `pii` stage replaced personal data in {fields} by placeholders: {', '.join(f'`{t}`' for t in tokens)}"
+        + (" (a salted hash of the value after the colon)." if mode == "hash" else ".")
+    )
 
 
 def _stage_rows(cfg: dict, by_stage: dict, reasons: dict) -> list[list]:
@@ -187,8 +215,18 @@ def _stage_rows(cfg: dict, by_stage: dict, reasons: dict) -> list[list]:
         if stage == "quality":
             shown += " (thresholds below)"
         top = ", ".join(f"{r} ({n:,})" for r, n in sorted(reasons.get(run_name_, {}).items(), key=lambda x: -x[1])[:3])
-        rows.append([i + 1, f"`{run_name_}`", _purpose(stage), shown, c.get("in", 0), c.get("out", 0),
-                     c.get("rejected", 0), top])
+        rows.append(
+            [
+                i + 1,
+                f"`{run_name_}`",
+                _purpose(stage),
+                shown,
+                c.get("in", 0),
+                c.get("out", 0),
+                c.get("rejected", 0),
+                top,
+            ]
+        )
     return rows
 
 
@@ -211,52 +249,104 @@ def dataset_card(output: str, storage: Storage, manifest: dict, report: dict, fi
     ]
     if files:
         paths = ", ".join(f'"{f["split"]}": "{f["path"]}"' for f in files)
-        parts.append("## Loading\n\nFrom this folder (or its copy on the Hub, by the repository's name):\n\n"
-                     "```python\nfrom datasets import load_dataset\n\n"
-                     "ds = load_dataset(\".\")  # reads the configs above\n"
-                     f"ds = load_dataset(\"parquet\", data_files={{{paths}}})\n```")
+        parts.append(
+            "## Loading\n\nFrom this folder (or its copy on the Hub, by the repository's name):\n\n"
+            "```python\nfrom datasets import load_dataset\n\n"
+            'ds = load_dataset(".")  # reads the configs above\n'
+            f'ds = load_dataset("parquet", data_files={{{paths}}})\n```'
+        )
     splits = (report.get("dataset") or {}).get("splits", {})
     rows = []
     for f in files:
         s = splits.get(f["split"] if f["path"] != "data/*.parquet" else "all", {})
         dup = s.get("duplicates", {})
-        rows.append([f["split"], f"`{f['path']}`", s.get("records", 0), s.get("whitespace_tokens", 0),
-                     s.get("estimated_tokens", 0), f"{100 * dup.get('duplicate_rate', 0):.2f}%",
-                     f"{100 * dup.get('in_other_splits_rate', 0):.2f}%"])
+        rows.append(
+            [
+                f["split"],
+                f"`{f['path']}`",
+                s.get("records", 0),
+                s.get("whitespace_tokens", 0),
+                s.get("estimated_tokens", 0),
+                f"{100 * dup.get('duplicate_rate', 0):.2f}%",
+                f"{100 * dup.get('in_other_splits_rate', 0):.2f}%",
+            ]
+        )
     if rows:
-        parts.append("## Splits\n\n" + _table(["split", "files", "records", "whitespace tokens",
-                                                 "estimated tokens (chars/4)", "exact duplicates",
-                                                 "content also in another split"], rows))
+        parts.append(
+            "## Splits\n\n"
+            + _table(
+                [
+                    "split",
+                    "files",
+                    "records",
+                    "whitespace tokens",
+                    "estimated tokens (chars/4)",
+                    "exact duplicates",
+                    "content also in another split",
+                ],
+                rows,
+            )
+        )
     by_stage = counts.get("by_stage", {})
     stage_rows = _stage_rows(cfg, by_stage, manifest.get("rejected_by_reason", {}))
     if stage_rows:
         read = by_stage.get("read", {})
-        parts.append(f"## Processing\n\nRead: {read.get('in', 0):,} records, {read.get('rejected', 0):,} unusable. "
-                     "Then, in order:\n\n" + _table(["#", "stage", "what it does", "options (non-default)", "in", "out", "rejected",
-                                                     "top reasons"], stage_rows))
+        parts.append(
+            f"## Processing\n\nRead: {read.get('in', 0):,} records, {read.get('rejected', 0):,} unusable. "
+            "Then, in order:\n\n"
+            + _table(
+                ["#", "stage", "what it does", "options (non-default)", "in", "out", "rejected", "top reasons"],
+                stage_rows,
+            )
+        )
     quality = _stage_options(cfg, "quality")
     if quality:
-        parts.append("## Quality thresholds\n\nA document is rejected by the first rule it fails; the reason is the "
-                     "rule's config key (under `quality`).\n\n" + _table(["rule (config key)", "signal", "kept when"],
-                                                                         _thresholds(quality)))
+        parts.append(
+            "## Quality thresholds\n\nA document is rejected by the first rule it fails; the reason is the "
+            "rule's config key (under `quality`).\n\n"
+            + _table(["rule (config key)", "signal", "kept when"], _thresholds(quality))
+        )
     pii = _stage_options(cfg, "pii")
     if pii:
         parts.append("## Personal data\n\n" + _pii_note(pii))
     for field, b in ((report.get("dataset") or {}).get("label_balance") or {}).get("fields", {}).items():
         classes = b["classes"]
-        parts.append(f"## Label balance: `{field}`" + (" (stratified)" if b["stratified"] else "") + "\n\n" + _table(
-            ["split", *[c or '""' for c in classes], "entropy (bits)", "imbalance ratio"],
-            [[n, *s["counts"].values(), f"{s['entropy_bits']:.3f}",
-              "n/a" if s["imbalance_ratio"] is None else f"{s['imbalance_ratio']:.2f}"] for n, s in b["splits"].items()]))
+        parts.append(
+            f"## Label balance: `{field}`"
+            + (" (stratified)" if b["stratified"] else "")
+            + "\n\n"
+            + _table(
+                ["split", *[c or '""' for c in classes], "entropy (bits)", "imbalance ratio"],
+                [
+                    [
+                        n,
+                        *s["counts"].values(),
+                        f"{s['entropy_bits']:.3f}",
+                        "n/a" if s["imbalance_ratio"] is None else f"{s['imbalance_ratio']:.2f}",
+                    ]
+                    for n, s in b["splits"].items()
+                ],
+            )
+        )
     schema = _schema(output, storage, manifest, files_at or output)
     if schema is not None:
         text_field = cfg.get("input", {}).get("text_field", "text")
         described = {**COLUMNS, text_field: "the text the stages acted on", **manifest.get("columns", {})}
-        parts.append("## Columns\n\n" + _table(["column", "type", "description"], [
-            [f"`{f.name}`", f"`{f.type}`", described.get(f.name, "a field of the input, as read")] for f in schema]))
+        parts.append(
+            "## Columns\n\n"
+            + _table(
+                ["column", "type", "description"],
+                [
+                    [f"`{f.name}`", f"`{f.type}`", described.get(f.name, "a field of the input, as read")]
+                    for f in schema
+                ],
+            )
+        )
     versions = ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items())
     licence = front["license"]
-    parts.append(f"## Provenance\n\nSoftware: {versions}. Licence: `{licence}`"
-                 + (" (set `output.card.license` to the sources' licence)" if licence == "unknown" else "")
-                 + "; the sources' terms apply.")
+    parts.append(
+        f"## Provenance\n\nSoftware: {versions}. Licence: `{licence}`"
+        + (" (set `output.card.license` to the sources' licence)" if licence == "unknown" else "")
+        + "; the sources' terms apply."
+    )
     return "\n\n".join(parts) + "\n"

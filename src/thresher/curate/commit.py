@@ -10,12 +10,12 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from thresher.core.console import current as console
-from thresher.runtime import ray_session
 from thresher.core.storage import Storage
 from thresher.curate.execution.tasks import as_completed, reduce_tree
 from thresher.curate.report import add, build_report, collect_stats, merge_stats, render_html, with_worker_summaries
 from thresher.curate.run_folder import REJECTS, RunFolder
 from thresher.curate.writer import compact, plan_ranges
+from thresher.runtime import ray_session
 
 MERGE_FANIN = 64
 
@@ -39,13 +39,19 @@ def _marker_stats(uris: list[str], storage: Storage) -> dict:
 def reduce_stats(folder: RunFolder) -> dict:
     """All markers' statistics merged by a tree of tasks; the driver receives the root only."""
     uris = folder.markers()
-    chunks = [uris[i:i + MERGE_FANIN] for i in range(0, len(uris), MERGE_FANIN)]
-    return reduce_tree(functools.partial(_marker_stats, storage=folder.storage), chunks, merge_part_stats,
-                       MERGE_FANIN, {})
+    chunks = [uris[i : i + MERGE_FANIN] for i in range(0, len(uris), MERGE_FANIN)]
+    return reduce_tree(
+        functools.partial(_marker_stats, storage=folder.storage), chunks, merge_part_stats, MERGE_FANIN, {}
+    )
 
 
-def publish(folder: RunFolder, target: RunFolder, sizes: dict[str, dict[str, int]], target_bytes: int,
-            orders: dict[str, str] | None = None) -> list[str]:
+def publish(
+    folder: RunFolder,
+    target: RunFolder,
+    sizes: dict[str, dict[str, int]],
+    target_bytes: int,
+    orders: dict[str, str] | None = None,
+) -> list[str]:
     """Compact every destination's staged outputs into final files of about ``target_bytes`` in ``target``
     (:meth:`RunFolder.publishing`); a destination in ``orders`` has each file's rows ordered by that column
     (``Stage.sort_destinations``)."""
@@ -55,8 +61,16 @@ def publish(folder: RunFolder, target: RunFolder, sizes: dict[str, dict[str, int
         by_task = {int(t): n for t, n in sizes.get(dest, {}).items()}
         for index, (lo, hi) in enumerate(plan_ranges(by_task, target_bytes) if by_task else []):
             parts = [p.__dict__ for p in staged[dest] if p.lo <= hi and p.hi >= lo]
-            items.append({"dest": dest, "uri": target.final_part(dest, index), "lo": lo, "hi": hi, "parts": parts,
-                          "order_by": (orders or {}).get(dest)})
+            items.append(
+                {
+                    "dest": dest,
+                    "uri": target.final_part(dest, index),
+                    "lo": lo,
+                    "hi": hi,
+                    "parts": parts,
+                    "order_by": (orders or {}).get(dest),
+                }
+            )
     results = []
     with console().phase("write files", lambda: (len(results), len(items)), unit="files"):
         for result in as_completed(compact, items, folder):

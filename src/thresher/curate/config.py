@@ -18,22 +18,39 @@ FORMATS = ("jsonl", "parquet", "text", "wet")
 
 
 class InputConfig(StrictModel):
-    paths: list[str] = Field(min_length=1, description=(
-        "files, folders or globs (* ? [..] within a folder, ** any depth; names starting with . or _ skipped), local "
-        "or s3://; one path may be given as a string"))
-    format: Literal["jsonl", "parquet", "text", "wet"] | None = Field(None, description=(
-        "default: inferred from each file's extension"))
+    paths: list[str] = Field(
+        min_length=1,
+        description=(
+            "files, folders or globs (* ? [..] within a folder, ** any depth; names starting with . or _ skipped), local "
+            "or s3://; one path may be given as a string"
+        ),
+    )
+    format: Literal["jsonl", "parquet", "text", "wet"] | None = Field(
+        None, description=("default: inferred from each file's extension")
+    )
     text_field: str = Field("text", description="the field holding the text the stages act on by default")
-    id_field: str | None = Field("id", description=(
-        "the field holding the record's id; where absent, the id is derived from the source file and byte offset (or "
-        "row index)"))
-    fields: list[str] | None = Field(None, description=(
-        "original fields to keep (the others are counted per field); default: every field of every record"))
+    id_field: str | None = Field(
+        "id",
+        description=(
+            "the field holding the record's id; where absent, the id is derived from the source file and byte offset (or "
+            "row index)"
+        ),
+    )
+    fields: list[str] | None = Field(
+        None,
+        description=(
+            "original fields to keep (the others are counted per field); default: every field of every record"
+        ),
+    )
     max_doc_chars: int = Field(10_000_000, gt=0, description="longer documents are rejected at read")
     block_bytes: int = Field(16 << 20, gt=0, description="uncompressed JSONL files are read in ranges of this size")
-    unique_ids: Literal["keep", "reject"] = Field("keep", description=(
-        "records whose id repeats: keep them all (counted in the manifest), or reject every occurrence after the "
-        "first (reason duplicate_id)"))
+    unique_ids: Literal["keep", "reject"] = Field(
+        "keep",
+        description=(
+            "records whose id repeats: keep them all (counted in the manifest), or reject every occurrence after the "
+            "first (reason duplicate_id)"
+        ),
+    )
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -42,9 +59,13 @@ class InputConfig(StrictModel):
 
 
 class CardConfig(StrictModel):
-    license: str = Field("unknown", description=(
-        "the data's licence as a Hugging Face Hub licence id (cc-by-4.0, apache-2.0, odc-by, other, ...), for the "
-        "dataset card; unknown unless given"))
+    license: str = Field(
+        "unknown",
+        description=(
+            "the data's licence as a Hugging Face Hub licence id (cc-by-4.0, apache-2.0, odc-by, other, ...), for the "
+            "dataset card; unknown unless given"
+        ),
+    )
     pretty_name: str | None = Field(None, description="the dataset's name on the card; default: the run folder's name")
 
 
@@ -52,19 +73,33 @@ class OutputConfig(StrictModel):
     path: str = Field(description="the run folder, local or s3://")
     target_file_mb: int = Field(256, gt=0, description="size of the Parquet files of data/ and rejects/")
     card: CardConfig = Field(CardConfig(), description="what the dataset card (README.md) says that the data cannot")
-    reference_index: bool = Field(False, description=(
-        "write the dedup stages' reference index (index/) at commit, for later runs' against; without it a later "
-        "run builds it from data/ when it first needs it (which costs the stages' keys again)"))
+    reference_index: bool = Field(
+        False,
+        description=(
+            "write the dedup stages' reference index (index/) at commit, for later runs' against; without it a later "
+            "run builds it from data/ when it first needs it (which costs the stages' keys again)"
+        ),
+    )
 
 
 class ExecutionConfig(StrictModel):
     batch_size: int = Field(1024, gt=0, description="records per batch handed to the map stages")
     num_cpus: int | None = Field(None, gt=0, description="CPUs of the embedded local Ray (default: all)")
-    broadcast_limit_rows: int = Field(2_000_000, ge=0, description=(
-        "tables of key rows up to this size go to every task instead of a join; 0 forces the partitioned paths"))
-    fresh_workers_after_rows: int | None = Field(1_000_000, ge=0, description=(
-        "after decisions over at least this many key rows the apply phase starts on fresh worker processes, giving "
-        "back the memory the deciding workers kept (starting them takes a few seconds); null: never"))
+    broadcast_limit_rows: int = Field(
+        2_000_000,
+        ge=0,
+        description=(
+            "tables of key rows up to this size go to every task instead of a join; 0 forces the partitioned paths"
+        ),
+    )
+    fresh_workers_after_rows: int | None = Field(
+        1_000_000,
+        ge=0,
+        description=(
+            "after decisions over at least this many key rows the apply phase starts on fresh worker processes, giving "
+            "back the memory the deciding workers kept (starting them takes a few seconds); null: never"
+        ),
+    )
 
 
 class StageSpec(StrictModel):
@@ -76,11 +111,13 @@ class CurateConfig(StrictModel):
     input: InputConfig = Field(description="what to read")
     output: OutputConfig = Field(description="where the run folder goes")
     stages: list[StageSpec] = Field([], description="the stages, in order: a name, or {name: options}")
-    storage: StorageOptions | None = Field(None, description=(
-        "S3 endpoint and region; default: the standard AWS environment variables"))
+    storage: StorageOptions | None = Field(
+        None, description=("S3 endpoint and region; default: the standard AWS environment variables")
+    )
     execution: ExecutionConfig = Field(ExecutionConfig(), description="how the work is cut and scheduled")
-    gates: GatesConfig = Field(GatesConfig(), description="limits the finished run must meet; each one left out is "
-                               "not checked")
+    gates: GatesConfig = Field(
+        GatesConfig(), description="limits the finished run must meet; each one left out is not checked"
+    )
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -91,8 +128,9 @@ class CurateConfig(StrictModel):
     def _global_stages_once(self):
         for i, spec in enumerate(self.stages):
             if issubclass(REGISTRY[spec.name], GlobalStage) and spec.name in (s.name for s in self.stages[:i]):
-                raise ValueError(f"stages.{i}.{spec.name}: a global stage runs once per pipeline (it is also an "
-                                 "earlier stage)")
+                raise ValueError(
+                    f"stages.{i}.{spec.name}: a global stage runs once per pipeline (it is also an earlier stage)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -100,8 +138,10 @@ class CurateConfig(StrictModel):
         known = {"read", "unique_ids", *self.stage_names()}
         for name in self.gates.max_stage_rejected_fraction:
             if name not in known:
-                raise ValueError(f"gates.max_stage_rejected_fraction.{name}: no such stage in this run "
-                                 f"(stages: {', '.join(sorted(known))})")
+                raise ValueError(
+                    f"gates.max_stage_rejected_fraction.{name}: no such stage in this run "
+                    f"(stages: {', '.join(sorted(known))})"
+                )
         return self
 
     def stage_names(self) -> list[str]:
@@ -138,7 +178,7 @@ def _parse_stage(i: int, item: Any) -> StageSpec:
         item = {item: {}}
     if not isinstance(item, dict) or len(item) != 1:
         raise ValueError(f"stages.{i}: each stage is a mapping {{name: options}}")
-    (name, options), = item.items()
+    ((name, options),) = item.items()
     load_stages()
     if name not in REGISTRY:
         raise ValueError(f"stages.{i}: unknown stage {name!r} (known: {', '.join(sorted(REGISTRY))})")

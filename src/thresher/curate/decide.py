@@ -15,8 +15,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.core.storage import Storage
-from thresher.curate.execution.datasets import (LocalTable, StagedKeys, block_refs, clear_worker_cache, map_blocks,
-                                                map_groups, materialize, tables_of, read_files)
+from thresher.curate.execution.datasets import (
+    LocalTable,
+    StagedKeys,
+    block_refs,
+    clear_worker_cache,
+    map_blocks,
+    map_groups,
+    materialize,
+    read_files,
+    tables_of,
+)
 from thresher.curate.execution.tasks import RayTasks, tasks_for
 from thresher.curate.plan import Segment
 from thresher.curate.run_folder import RunFolder, staged_rows, write_staged
@@ -78,17 +87,26 @@ def _write_decisions(batch: pa.Table, folder: RunFolder, seg: int) -> pa.Table:
     indices, starts = np.unique(groups, return_index=True)
     ends = [*starts[1:], len(groups)]
     for index, start, end in zip(indices, starts, ends):
-        write_staged(folder.storage, folder.decisions(seg, int(index)),
-                     batch.slice(start, end - start).drop_columns([GROUP]))
+        write_staged(
+            folder.storage, folder.decisions(seg, int(index)), batch.slice(start, end - start).drop_columns([GROUP])
+        )
     return pa.table({GROUP: indices, "rows": np.subtract(ends, starts)})
 
 
-def _write_all_decisions(parts: list[tuple[list, bool | None]], columns: dict[str, pa.DataType],
-                         group_lo: np.ndarray, folder: RunFolder, seg: int) -> dict:
+def _write_all_decisions(
+    parts: list[tuple[list, bool | None]],
+    columns: dict[str, pa.DataType],
+    group_lo: np.ndarray,
+    folder: RunFolder,
+    seg: int,
+) -> dict:
     """Every decision of a small segment in one task: the rows each stage rejected (``True``: the tables, or
     blocks, of its output) and every row of the last stage's output (``None``), written per apply group."""
-    tables = [_decision_rows(_rejected(t, True) if which else t, columns)
-              for blocks, which in parts for t in tables_of(blocks)]
+    tables = [
+        _decision_rows(_rejected(t, True) if which else t, columns)
+        for blocks, which in parts
+        for t in tables_of(blocks)
+    ]
     if not tables:
         return {"rows": 0}
     written = _write_decisions(_with_group(pa.concat_tables(tables), group_lo), folder, seg)
@@ -108,8 +126,12 @@ def _decide_stages(keys, stages: list[GlobalStage], staged: StagedKeys) -> tuple
         same = out is keys or (not isinstance(out, LocalTable) and block_refs(out) == block_refs(keys))
         rejected = 0 if same else _rejected_count(out)  # the same blocks: none
         # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
-        counts[stage.name] = {"in": n_in, "out": n_in - rejected, "rejected": rejected,
-                              "metrics": getattr(stage, "metrics", {})}
+        counts[stage.name] = {
+            "in": n_in,
+            "out": n_in - rejected,
+            "rejected": rejected,
+            "metrics": getattr(stage, "metrics", {}),
+        }
         if stage is stages[-1]:
             decided.append((out, None))
         elif rejected:
@@ -129,9 +151,16 @@ class _LogRecords(logging.Handler):
         self.records.append((record.name, record.levelno, record.getMessage()))
 
 
-def _decide_in_one_task(files: list[str], storage: Storage, stages: list[GlobalStage], columns: dict,
-                        group_lo: np.ndarray, folder: RunFolder, seg: int, limit_rows: int
-                        ) -> tuple[tuple[dict, int] | None, list[tuple[str, int, str]]]:
+def _decide_in_one_task(
+    files: list[str],
+    storage: Storage,
+    stages: list[GlobalStage],
+    columns: dict,
+    group_lo: np.ndarray,
+    folder: RunFolder,
+    seg: int,
+    limit_rows: int,
+) -> tuple[tuple[dict, int] | None, list[tuple[str, int, str]]]:
     """:func:`decide` in this task, on the key rows as a ``LocalTable``: the counts and the decisions written (None,
     having read nothing but the files' row counts, when they hold more than ``limit_rows``), and what the stages
     logged (``thresher.curate`` loggers, INFO and up) for the driver's log, where the other path's messages are."""
@@ -148,8 +177,16 @@ def _decide_in_one_task(files: list[str], storage: Storage, stages: list[GlobalS
         logger.propagate = saved[1]
 
 
-def _decide_here(files: list[str], storage: Storage, stages: list[GlobalStage], columns: dict,
-                 group_lo: np.ndarray, folder: RunFolder, seg: int, limit_rows: int) -> tuple[dict, int] | None:
+def _decide_here(
+    files: list[str],
+    storage: Storage,
+    stages: list[GlobalStage],
+    columns: dict,
+    group_lo: np.ndarray,
+    folder: RunFolder,
+    seg: int,
+    limit_rows: int,
+) -> tuple[dict, int] | None:
     rows = 0
     for uri in files:
         rows += staged_rows(storage, uri)
@@ -167,8 +204,9 @@ def _decide_here(files: list[str], storage: Storage, stages: list[GlobalStage], 
     return counts, written["rows"]
 
 
-def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int, int]],
-           limit_rows: int) -> dict[str, dict]:
+def decide(
+    folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int, int]], limit_rows: int
+) -> dict[str, dict]:
     """Run the segment's global stages on the key rows staged by segment ``seg - 1``, write the decisions of
     each apply group, and return per stage the rows in, out and rejected (counted on the key rows).
 
@@ -182,8 +220,19 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     result = None
     if all(s.decides_locally for s in segment.global_stages):
         tasks = RayTasks()
-        result, records = tasks.get(tasks.run(_decide_in_one_task, [uri for uri, _ in files], folder.storage,
-                                              segment.global_stages, columns, group_lo, folder, seg, limit_rows))
+        result, records = tasks.get(
+            tasks.run(
+                _decide_in_one_task,
+                [uri for uri, _ in files],
+                folder.storage,
+                segment.global_stages,
+                columns,
+                group_lo,
+                folder,
+                seg,
+                limit_rows,
+            )
+        )
         for name, level, message in records:
             logging.getLogger(name).log(level, "%s", message)
     counts, total = result or _decide_on_ray(files, folder, seg, segment, columns, group_lo, limit_rows)
@@ -195,23 +244,35 @@ def decide(folder: RunFolder, seg: int, segment: Segment, groups: list[tuple[int
     return counts
 
 
-def _decide_on_ray(files: list[tuple[str, int]], folder: RunFolder, seg: int, segment: Segment, columns: dict,
-                   group_lo: np.ndarray, limit_rows: int) -> tuple[dict[str, dict], int]:
+def _decide_on_ray(
+    files: list[tuple[str, int]],
+    folder: RunFolder,
+    seg: int,
+    segment: Segment,
+    columns: dict,
+    group_lo: np.ndarray,
+    limit_rows: int,
+) -> tuple[dict[str, dict], int]:
     """:func:`decide` on Ray Data: the counts and the decisions written."""
     tasks = RayTasks()
     # staged parts read into a few blocks of about KEY_BLOCK_BYTES, at least two per CPU (no repartition copy)
     blocks = max(2 * tasks.cpus(), math.ceil(sum(n for _, n in files) / KEY_BLOCK_BYTES))
     groups_of_files = _file_groups(files, blocks)
     staged_only = tuple(c for s in segment.global_stages for c in s.staged_columns())
-    keys = materialize(tasks.dataset([tasks.run(read_files, group, folder.storage, None, staged_only)
-                                      for group in groups_of_files]))
+    keys = materialize(
+        tasks.dataset([tasks.run(read_files, group, folder.storage, None, staged_only) for group in groups_of_files])
+    )
     counts, decided = _decide_stages(keys, segment.global_stages, StagedKeys(groups_of_files, folder.storage))
     if counts[segment.global_stages[0].name]["in"] <= limit_rows:
         parts = [(block_refs(ds), which) for ds, which in decided]
         written = [tasks.get(tasks.run(_write_all_decisions, parts, columns, group_lo, folder, seg))]
     else:
-        pieces = [(ds if which is None else ds.map_batches(_rejected, fn_args=(True,), **ARROW))
-                  .map_batches(_decision_rows, fn_args=(columns,), **ARROW) for ds, which in decided]
+        pieces = [
+            (ds if which is None else ds.map_batches(_rejected, fn_args=(True,), **ARROW)).map_batches(
+                _decision_rows, fn_args=(columns,), **ARROW
+            )
+            for ds, which in decided
+        ]
         decisions = pieces[0].union(*pieces[1:]) if len(pieces) > 1 else pieces[0]
         routed = decisions.map_batches(_with_group, fn_args=(group_lo,), **ARROW)
         written = map_groups(routed, GROUP, functools.partial(_write_decisions, folder=folder, seg=seg)).take_all()
@@ -237,6 +298,7 @@ def apply_groups(folder: RunFolder, seg: int, target_bytes: int) -> tuple[list[t
     bounds = []
     for i, group in enumerate(groups):
         bounds.append((group[0][0][0], group[-1][0][1]))
-        items.append({"index": i, "ranges": [r for r, _ in group],
-                      "parts": [p.__dict__ for _, ps in group for p in ps]})
+        items.append(
+            {"index": i, "ranges": [r for r, _ in group], "parts": [p.__dict__ for _, ps in group for p in ps]}
+        )
     return bounds, items

@@ -26,8 +26,13 @@ JOIN = "\n\n"  # between the texts of one record, where a stage decides on them 
 class TextFieldsConfig(StageConfig):
     """Base of the text stages' options: ``fields``, a list of names or one name."""
 
-    fields: list[str] | None = Field(None, min_length=1, description=(
-        "record fields to act on (a field holding chat messages: their contents); default: the input's text field"))
+    fields: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "record fields to act on (a field holding chat messages: their contents); default: the input's text field"
+        ),
+    )
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -37,7 +42,9 @@ class TextFieldsConfig(StageConfig):
     def field_names(self, batch: pd.DataFrame, text_field: str) -> list[str]:
         """The fields to act on in ``batch``: ``all`` is every text column but the id and internal ones."""
         if self.fields == ALL:
-            return [c for c in batch.columns if c != ID and not c.startswith("_") and pd.api.types.is_string_dtype(batch[c])]
+            return [
+                c for c in batch.columns if c != ID and not c.startswith("_") and pd.api.types.is_string_dtype(batch[c])
+            ]
         return self.fields or [text_field]
 
 
@@ -46,7 +53,9 @@ def reject_missing(batch: pd.DataFrame, names: list[str]) -> bool:
     missing = [f for f in dict.fromkeys(names) if f not in batch.columns]
     if missing:
         columns = ", ".join(c for c in batch.columns if not c.startswith("_"))
-        reject(batch, np.ones(len(batch), bool), "missing_field", f"no field {missing} in the records (columns: {columns})")
+        reject(
+            batch, np.ones(len(batch), bool), "missing_field", f"no field {missing} in the records (columns: {columns})"
+        )
     return bool(missing)
 
 
@@ -65,8 +74,11 @@ def conversation(value) -> list[dict] | None:
             return None
     elif isinstance(value, (tuple, np.ndarray)):  # an Arrow list column reads as an array
         value = list(value)
-    if isinstance(value, list) and value and all(isinstance(m, dict) and isinstance(m.get(_content_key(m)), str)
-                                                 for m in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(m, dict) and isinstance(m.get(_content_key(m)), str) for m in value)
+    ):
         return value
     return None
 

@@ -19,17 +19,25 @@ GATE_FAILED = "gate_failed"
 
 class GatesConfig(StrictModel):
     max_rejected_fraction: float | None = Field(None, ge=0, le=1, description="rejected / (input + generated)")
-    max_duplicate_rate: float | None = Field(None, ge=0, le=1, description=(
-        "rows the dedup stages removed / rows entering the first dedup stage"))
+    max_duplicate_rate: float | None = Field(
+        None, ge=0, le=1, description=("rows the dedup stages removed / rows entering the first dedup stage")
+    )
     max_malformed_fraction: float | None = Field(None, ge=0, le=1, description="rows rejected at read / input")
-    max_malformed_bytes_fraction: float | None = Field(None, ge=0, le=1, description=(
-        "bytes lost to damage at read (malformed, invalid UTF-8 or non-object lines, unreadable files and ranges) / "
-        "input bytes"))
+    max_malformed_bytes_fraction: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=(
+            "bytes lost to damage at read (malformed, invalid UTF-8 or non-object lines, unreadable files and ranges) / "
+            "input bytes"
+        ),
+    )
     min_output_records: int | None = Field(None, ge=0, description="least records kept (all splits)")
     max_output_records: int | None = Field(None, ge=0, description="most records kept (all splits)")
     min_split_records: dict[str, int] = Field({}, description="least records per split, e.g. {test: 100}")
-    max_stage_rejected_fraction: dict[str, float] = Field({}, description=(
-        "per stage: rows it rejected / rows entering it, e.g. {langid: 0.3}"))
+    max_stage_rejected_fraction: dict[str, float] = Field(
+        {}, description=("per stage: rows it rejected / rows entering it, e.g. {langid: 0.3}")
+    )
 
 
 def measure(counts: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +53,9 @@ def measure(counts: dict[str, Any]) -> dict[str, Any]:
         "min_output_records": counts["output"],
         "max_output_records": counts["output"],
         "min_split_records": counts["splits"],
-        "max_stage_rejected_fraction": {s: _fraction(c["rejected"], c["in"] + c.get("generated", 0))
-                                        for s, c in by_stage.items()},
+        "max_stage_rejected_fraction": {
+            s: _fraction(c["rejected"], c["in"] + c.get("generated", 0)) for s, c in by_stage.items()
+        },
     }
 
 

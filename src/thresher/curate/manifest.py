@@ -36,13 +36,20 @@ def by_stage(stage_names: list[str], read_rows: int, stats: dict, global_counts:
     entry, ``out`` the next stage's ``in`` (the final output for the last), ``rejected`` the rows written to
     ``rejects/`` with the stage's name."""
     rejected = {s: sum(r.values()) for s, r in stats.get("rejected", {}).items()}
-    entered = [read_rows] + [global_counts[n]["in"] if n in global_counts else stats.get("seen", {}).get(n, 0)
-                             for n in stage_names]
+    entered = [read_rows] + [
+        global_counts[n]["in"] if n in global_counts else stats.get("seen", {}).get(n, 0) for n in stage_names
+    ]
     output = sum(n for dest, n in stats.get("rows", {}).items() if dest != REJECTS)
     names = [READ_STAGE, *stage_names]
     generated = stats.get("generated", {})
-    counts = {name: {"in": entered[i], "out": entered[i + 1] if i + 1 < len(names) else output,
-                     "rejected": rejected.get(name, 0)} for i, name in enumerate(names)}
+    counts = {
+        name: {
+            "in": entered[i],
+            "out": entered[i + 1] if i + 1 < len(names) else output,
+            "rejected": rejected.get(name, 0),
+        }
+        for i, name in enumerate(names)
+    }
     for name in generated:
         counts[name]["generated"] = generated[name]
     return counts
@@ -50,12 +57,16 @@ def by_stage(stage_names: list[str], read_rows: int, stats: dict, global_counts:
 
 def check(counts: dict, global_counts: dict[str, dict[str, int]]) -> None:
     if counts["input"] + counts["generated"] != counts["output"] + counts["rejected"]:
-        raise AccountingError(f"read {counts['input']} records, generated {counts['generated']}, wrote "
-                              f"{counts['output']} and rejected {counts['rejected']}")
+        raise AccountingError(
+            f"read {counts['input']} records, generated {counts['generated']}, wrote "
+            f"{counts['output']} and rejected {counts['rejected']}"
+        )
     for stage, c in counts["by_stage"].items():
         if c["in"] + c.get("generated", 0) != c["out"] + c["rejected"]:
-            raise AccountingError(f"stage {stage}: {c['in']} in + {c.get('generated', 0)} generated != {c['out']} "
-                                  f"out + {c['rejected']} rejected")
+            raise AccountingError(
+                f"stage {stage}: {c['in']} in + {c.get('generated', 0)} generated != {c['out']} "
+                f"out + {c['rejected']} rejected"
+            )
         g = global_counts.get(stage)
         if g and (g["out"] + c.get("generated", 0) != c["out"] or g["rejected"] != c["rejected"]):
             raise AccountingError(f"stage {stage}: decided {g}, written {c}")
@@ -77,13 +88,21 @@ def damaged_input(read: list[dict], inputs: list[str]) -> dict[str, Any]:
         for uri, n in marker["damaged"].items():
             lost[uri] = lost.get(uri, 0) + n
     largest = sorted(lost.items(), key=lambda kv: (-kv[1], kv[0]))[:DAMAGED_FILES_LISTED]
-    return {"files": len(lost),
-            "largest": [{"file": file_name(uri, inputs), "rejected_bytes": n} for uri, n in largest]}
+    return {
+        "files": len(lost),
+        "largest": [{"file": file_name(uri, inputs), "rejected_bytes": n} for uri, n in largest],
+    }
 
 
-def build_manifest(cfg, stage_names: list[str], stats: dict, read: list[dict],
-                   global_counts: dict[str, dict[str, int]], files: list[str],
-                   written: dict[str, int]) -> dict[str, Any]:
+def build_manifest(
+    cfg,
+    stage_names: list[str],
+    stats: dict,
+    read: list[dict],
+    global_counts: dict[str, dict[str, int]],
+    files: list[str],
+    written: dict[str, int],
+) -> dict[str, Any]:
     """The manifest; ``read``: the read markers; ``written``: rows per destination in the final files' footers,
     checked against the counts."""
     rows = stats.get("rows", {})
@@ -96,15 +115,16 @@ def build_manifest(cfg, stage_names: list[str], stats: dict, read: list[dict],
     for stage, c in global_counts.items():
         for name, value in c.get("metrics", {}).items():
             metrics.setdefault(stage, {})[name] = value
-    counts = {"input": read_rows,
-              "output": sum(n for dest, n in rows.items() if dest != REJECTS),
-              "rejected": rows.get(REJECTS, 0),
-              "generated": sum(stats.get("generated", {}).values()),
-              "by_stage": by_stage(stage_names, read_rows, stats, global_counts),
-              "splits": {dest.partition("/")[2] or "all": n for dest, n in sorted(rows.items())
-                         if dest.startswith("data")},
-              "read_bytes": sum(m["bytes"] for m in read),
-              "rejected_bytes": sum(n for m in read for n in m["damaged"].values())}
+    counts = {
+        "input": read_rows,
+        "output": sum(n for dest, n in rows.items() if dest != REJECTS),
+        "rejected": rows.get(REJECTS, 0),
+        "generated": sum(stats.get("generated", {}).values()),
+        "by_stage": by_stage(stage_names, read_rows, stats, global_counts),
+        "splits": {dest.partition("/")[2] or "all": n for dest, n in sorted(rows.items()) if dest.startswith("data")},
+        "read_bytes": sum(m["bytes"] for m in read),
+        "rejected_bytes": sum(n for m in read for n in m["damaged"].values()),
+    }
     check(counts, global_counts)
     return {
         "status": "succeeded",

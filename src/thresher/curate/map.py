@@ -55,8 +55,9 @@ def read_batches(batch, spec: ReaderSpec, folder: RunFolder, counter):
         if counter is not None and time.monotonic() - at >= PROGRESS_EVERY_S:
             counter.add.remote({"read": n - reported})
             reported, at = n, time.monotonic()
-    folder.storage.write_bytes(folder.read_marker(item["index"]),
-                               json.dumps({"rows": n, "bytes": task.nbytes, "damaged": lost}).encode())
+    folder.storage.write_bytes(
+        folder.read_marker(item["index"]), json.dumps({"rows": n, "bytes": task.nbytes, "damaged": lost}).encode()
+    )
     if counter is not None:
         counter.add.remote({"read": n - reported, "read_tasks": 1, "read_task_rows": n})
 
@@ -79,8 +80,9 @@ def _apply_tables(item: dict, folder: RunFolder, seg: int, columns: list[str], c
             continue
         d = decisions.slice(done, table.num_rows) if decisions is not None else None
         if d is None or d.num_rows != table.num_rows or not d[KEY].equals(table[KEY]):
-            raise RuntimeError(f"apply group {item['index']}: decisions do not match the staged records of "
-                               f"read tasks {lo}..{hi}")
+            raise RuntimeError(
+                f"apply group {item['index']}: decisions do not match the staged records of read tasks {lo}..{hi}"
+            )
         done += table.num_rows
         for col in REJECTION + columns:  # decisions in their types (_decision_rows)
             i = table.column_names.index(col) if col in table.column_names else -1

@@ -7,16 +7,22 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage
 from thresher.curate.config import CurateConfig
-from thresher.curate.readers import ReaderSpec, ReadError, ReadTask, plan
+from thresher.curate.readers import ReadError, ReaderSpec, ReadTask, plan
 from thresher.curate.run_folder import check_output
-from thresher.curate.stage import (POSITION_BITS, TASK_SHIFT, GeneratorStage, GlobalStage, KeySpace, MapStage, Stage,
-                                   StageContext)
+from thresher.curate.stage import (
+    POSITION_BITS,
+    TASK_SHIFT,
+    GeneratorStage,
+    GlobalStage,
+    KeySpace,
+    MapStage,
+    Stage,
+    StageContext,
+)
 from thresher.curate.stages.unique_ids import UniqueIds, UniqueIdsConfig
-
 
 
 @dataclass
@@ -37,8 +43,9 @@ def build_stages(cfg: CurateConfig, storage: Storage) -> list[Stage]:
 
 
 def _context(cfg: CurateConfig, storage: Storage, names: list[str]) -> StageContext:
-    return StageContext(cfg.input.text_field, cfg.input.id_field or "id", storage, tuple(names),
-                        cfg.execution.broadcast_limit_rows)
+    return StageContext(
+        cfg.input.text_field, cfg.input.id_field or "id", storage, tuple(names), cfg.execution.broadcast_limit_rows
+    )
 
 
 def segments(cfg: CurateConfig, stages: list[Stage], storage: Storage) -> list[Segment]:
@@ -59,8 +66,10 @@ def segments(cfg: CurateConfig, stages: list[Stage], storage: Storage) -> list[S
     generators = [s for seg in segs for s in seg.map_stages if isinstance(s, GeneratorStage)]
     space = KeySpace(tuple(g.max_copies() + 1 for g in generators))
     if space.code_bits > POSITION_BITS - 8:
-        raise ConfigError(f"stages: {' x '.join(str(r) for r in space.radices)} copies per record across the "
-                          "generating stages is too many to number; lower their copies (n, max_copies)")
+        raise ConfigError(
+            f"stages: {' x '.join(str(r) for r in space.radices)} copies per record across the "
+            "generating stages is too many to number; lower their copies (n, max_copies)"
+        )
     for ordinal, generator in enumerate(generators):
         generator.bind_keys(space, ordinal)
     if cfg.input.unique_ids == "reject" and len(segs) == 1:
@@ -91,11 +100,12 @@ def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], Read
 
 def run_key(cfg: CurateConfig, tasks: list[ReadTask], segs: list[Segment], references: list[dict] = ()) -> str:
     """Identifies what a run computes: the config (less execution settings and gates), the stages' fingerprints,
-    the planned reads and the reference runs' manifest digests (``thresher.curate.reference.check_references``: a
+    the planned reads and the reference runs' manifest digests (``thresher.curate.reference_index.check_references``: a
     reference committed anew makes a new run)."""
     config = {k: v for k, v in cfg.dump().items() if k not in ("execution", "gates")}
     fingerprints = [s.fingerprint() for seg in segs for s in seg.global_stages + seg.map_stages]
     reads = [[i, t.format, list(t.uris), t.start, t.end] for i, t in enumerate(tasks)]
     digests = [[r["stage"], r["run"], r["manifest_sha256"]] for r in references]
-    return hashlib.sha256(json.dumps([config, fingerprints, reads, *([digests] if digests else [])],
-                                     sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps([config, fingerprints, reads, *([digests] if digests else [])], sort_keys=True).encode()
+    ).hexdigest()

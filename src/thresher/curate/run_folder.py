@@ -47,10 +47,11 @@ import os
 import posixpath
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -70,8 +71,13 @@ INDEX_COMPLETE = "complete.json"
 RUN_FILES = ("report.json", "report.html", "README.md")
 PUBLISHED = (DATA, REJECTS, REVIEW, INDEX)  # the folders a run publishes
 # names of files a run writes, to tell whether an input glob would read them
-RUN_SAMPLE_FILES = (*RUN_FILES, MANIFEST, f"{DATA}/part-00000.parquet", f"{DATA}/train/part-00000.parquet",
-                    f"{REJECTS}/part-00000.parquet")
+RUN_SAMPLE_FILES = (
+    *RUN_FILES,
+    MANIFEST,
+    f"{DATA}/part-00000.parquet",
+    f"{DATA}/train/part-00000.parquet",
+    f"{REJECTS}/part-00000.parquet",
+)
 _PART = re.compile(r"s(\d+)-(\d+)-(\d+)-(\d+)")
 _RANGE = re.compile(r"(\d+)-(\d+)-(\d+)\.arrow$")
 _KEY_RANGE = b"thresher.key_range"
@@ -149,7 +155,7 @@ class RunFolder:
     def _under(self, uri: str) -> list[tuple[str, str, int]]:
         """Files under ``uri`` as (uri, path relative to ``uri``, size)."""
         base = self.storage.resolve(uri)[1].rstrip("/") + "/"
-        return [(u, u.removeprefix("s3://")[len(base):], size) for u, size in self._list(uri)]
+        return [(u, u.removeprefix("s3://")[len(base) :], size) for u, size in self._list(uri)]
 
     def live_parts(self, seg: int) -> list[Part]:
         return [_part(uri, size, seg) for uri, size in self._list(self.uri(STAGING, "live", f"s{seg}"))]
@@ -178,8 +184,11 @@ class RunFolder:
 
     def read_markers(self) -> dict[int, str]:
         """The read markers by read task."""
-        return {int(uri.rsplit("-", 1)[-1].removesuffix(".json")): uri for uri, _ in self._list(self.uri(PROGRESS))
-                if uri.rsplit("/", 1)[-1].startswith("read-")}
+        return {
+            int(uri.rsplit("-", 1)[-1].removesuffix(".json")): uri
+            for uri, _ in self._list(self.uri(PROGRESS))
+            if uri.rsplit("/", 1)[-1].startswith("read-")
+        }
 
     def read_results(self, resuming: bool = False) -> dict[int, dict]:
         """Per read task its marker (read in parallel): ``rows`` read, input ``bytes`` covered and the bytes lost
@@ -237,8 +246,12 @@ class RunFolder:
                 if stats is None:
                     broken.add(task)
                     continue
-                written[task] = (written.get(task, 0) + sum(stats["rows"].values()) + stats["staged"]
-                                 - sum(stats.get("generated", {}).values()))
+                written[task] = (
+                    written.get(task, 0)
+                    + sum(stats["rows"].values())
+                    + stats["staged"]
+                    - sum(stats.get("generated", {}).values())
+                )
         return {t for t, n in read.items() if written.get(t) == n and t not in broken}
 
     def _drop_unfinished(self, done: set[int]) -> None:
@@ -277,7 +290,7 @@ class RunFolder:
         root = self.root.rstrip("/") + "/"
         if not uri.startswith(root):
             raise ValueError(f"{uri} is not inside {self.root}")
-        return uri[len(root):]
+        return uri[len(root) :]
 
     def _remove_published(self) -> None:
         """Remove a run's published files, the manifest first, so a half-removed run never looks complete."""
@@ -285,8 +298,15 @@ class RunFolder:
         for name in RUN_FILES + PUBLISHED:
             self.storage.delete(self.uri(name))
 
-    def commit(self, published: RunFolder, manifest: dict, report: dict, html: str, card: str,
-               finish: Callable[[dict], None] | None = None) -> None:
+    def commit(
+        self,
+        published: RunFolder,
+        manifest: dict,
+        report: dict,
+        html: str,
+        card: str,
+        finish: Callable[[dict], None] | None = None,
+    ) -> None:
         """Put the final files written to ``published`` (:meth:`publishing`) in place, replacing the previous run's,
         write the run's files, the manifest last (``finish`` completes it just before), and remove ``_progress``;
         :meth:`remove_staging` follows."""
@@ -377,8 +397,9 @@ def _open_staged(storage: Storage, uri: str, columns: list[str] | None = None, e
     return pa.ipc.open_file(pa.memory_map(path))
 
 
-def read_staged(storage: Storage, uri: str, columns: list[str] | None = None, exclude: tuple[str, ...] = ()
-                ) -> pa.Table:
+def read_staged(
+    storage: Storage, uri: str, columns: list[str] | None = None, exclude: tuple[str, ...] = ()
+) -> pa.Table:
     """A staged table, or its ``columns`` (those it has), less ``exclude``."""
     table = _open_staged(storage, uri, columns, exclude).read_all()
     names = table.column_names if columns is None else columns
@@ -412,26 +433,33 @@ def check_output(output: str, inputs: list[str], storage: Storage) -> None:
         pattern = _location(uri)
         glob = next((i for i, p in enumerate(pattern.parts) if any(c in p for c in "*?[")), None)
         inp = pattern if glob is None else PurePosixPath(*pattern.parts[:glob])
-        inside = inp in out.parents and (glob is None or any(
-            fnmatch.fnmatchcase(str(out / name), str(pattern)) for name in RUN_SAMPLE_FILES))
+        inside = inp in out.parents and (
+            glob is None or any(fnmatch.fnmatchcase(str(out / name), str(pattern)) for name in RUN_SAMPLE_FILES)
+        )
         relation = "is" if out == inp else "contains" if out in inp.parents else "lies inside" if inside else None
         if relation:
-            raise ConfigError(f"output.path: {output} {relation} the input {uri}; a run deletes and rewrites its "
-                              "output folder's data/, rejects/ and reports: write it elsewhere")
+            raise ConfigError(
+                f"output.path: {output} {relation} the input {uri}; a run deletes and rewrites its "
+                "output folder's data/, rejects/ and reports: write it elsewhere"
+            )
     fs, path = storage.resolve(output)
     try:
         kind = fs.get_file_info(path).type
         if kind == pafs.FileType.File:
             raise ConfigError(f"output.path: {output} is a file, not a folder")
-        found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)) if kind == pafs.FileType.Directory else []
+        found = (
+            fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)) if kind == pafs.FileType.Directory else []
+        )
     except OSError as e:
         raise ConfigError(f"output.path: cannot look into {output!r}: {e}") from None
     names = sorted(i.base_name for i in found)
     if names and not {MANIFEST, PROGRESS, STAGING} & set(names):
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-        raise ConfigError(f"output.path: {output} is a non-empty folder ({shown}) and not a thresher run (no "
-                          f"{MANIFEST}, {PROGRESS}/ or {STAGING}/), which a run would partly overwrite; give a new "
-                          "or empty folder")
+        raise ConfigError(
+            f"output.path: {output} is a non-empty folder ({shown}) and not a thresher run (no "
+            f"{MANIFEST}, {PROGRESS}/ or {STAGING}/), which a run would partly overwrite; give a new "
+            "or empty folder"
+        )
 
 
 def _location(uri: str) -> PurePosixPath:

@@ -23,32 +23,37 @@ final files (``thresher.curate.writer.compact``), the accounting is checked (``t
 run is committed: report, card, then ``manifest.json`` (``thresher.curate.run_folder``).
 """
 
-
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-
-from thresher.core.console import Estimate, current as console
-from thresher.runtime import (cluster_info, progress_counter, progress_counts, ray_session, retire_workers,
-                              wait_for_idle_cpus)
+from thresher.core.console import Estimate
+from thresher.core.console import current as console
 from thresher.core.storage import Storage
-from thresher.curate.card import dataset_card
-from thresher.curate.config import CurateConfig
 from thresher.curate import gates
-from thresher.curate.manifest import AccountingError, build_manifest
+from thresher.curate.card import dataset_card
 from thresher.curate.commit import publish, reduce_stats
+from thresher.curate.config import CurateConfig
 from thresher.curate.decide import apply_groups, decide
 from thresher.curate.execution.segments import TaskProgress, run_segment
+from thresher.curate.manifest import AccountingError, build_manifest
 from thresher.curate.map import apply_batches, read_batches
 from thresher.curate.plan import preflight, run_key
-from thresher.curate.reference import build_missing_indexes, check_references, write_own_indexes
+from thresher.curate.reference_index import build_missing_indexes, check_references, write_own_indexes
 from thresher.curate.report import build_report, render_html
 from thresher.curate.run_folder import RunFolder
 from thresher.curate.timing import Phases, timing
 from thresher.curate.writer import RunSink
+from thresher.runtime import (
+    cluster_info,
+    progress_counter,
+    progress_counts,
+    ray_session,
+    retire_workers,
+    wait_for_idle_cpus,
+)
 
 APPLY_GROUP_BYTES = 32 << 20  # staged bytes per apply task: bounds its memory (its output is written at once)
 
@@ -66,7 +71,7 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
     phases = Phases(since)
     if since is not None:
         phases.lap("start (interpreter, imports, config)")
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     storage = Storage.from_options(cfg.storage)
     references = check_references(cfg, storage)
     planned, spec, segs = preflight(cfg, storage)
@@ -92,9 +97,20 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
                     counter = progress_counter()
                 reporter = None if direct else counter
                 if k == 0:
-                    rows = [{"task": {"index": i, "format": t.format, "uris": list(t.uris), "sizes": list(t.sizes),
-                                      "start": t.start, "end": t.end}}
-                            for i, t in enumerate(planned) if i not in reused]
+                    rows = [
+                        {
+                            "task": {
+                                "index": i,
+                                "format": t.format,
+                                "uris": list(t.uris),
+                                "sizes": list(t.sizes),
+                                "start": t.start,
+                                "end": t.end,
+                            }
+                        }
+                        for i, t in enumerate(planned)
+                        if i not in reused
+                    ]
                     if not rows:
                         continue
                     source, args = read_batches, (spec, folder, reporter)
@@ -123,8 +139,16 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
                     phase = (f"apply decisions, {what}", poll)
                 sink = RunSink(folder, k, groups, final, next_stages, cfg.input.text_field)
                 with console().phase(phase[0], phase[1]) as shown:
-                    run_segment(source, rows, args, sink, segment.map_stages, cfg.execution.batch_size,
-                                int(resources.get("CPU", 1)), tasks)
+                    run_segment(
+                        source,
+                        rows,
+                        args,
+                        sink,
+                        segment.map_stages,
+                        cfg.execution.batch_size,
+                        int(resources.get("CPU", 1)),
+                        tasks,
+                    )
                     # the last line shows the exact figure: progress that tasks sent may still be on its way
                     if k == 0:
                         read = folder.read_results()
@@ -139,15 +163,23 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
                 raise RunFailed(f"{missing} of {len(planned)} read tasks reported no result")
             stats = reduce_stats(folder)
             phases.lap("merge statistics")
-            orders = {d: c for seg in segs for s in seg.global_stages + seg.map_stages
-                      for d, c in s.sort_destinations().items()}
+            orders = {
+                d: c
+                for seg in segs
+                for s in seg.global_stages + seg.map_stages
+                for d, c in s.sort_destinations().items()
+            }
             published = folder.publishing()
             files = publish(folder, published, stats.get("sizes", {}), target, orders)
             for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
                 stage.after_publish(published.root, files)
             if cfg.output.reference_index:
-                write_own_indexes([(k, s) for k, seg in enumerate(segs) for s in seg.global_stages], folder, published,
-                                  cfg.input.text_field)
+                write_own_indexes(
+                    [(k, s) for k, seg in enumerate(segs) for s in seg.global_stages],
+                    folder,
+                    published,
+                    cfg.input.text_field,
+                )
             phases.lap("write files")
         except RunFailed:
             wait_for_idle_cpus()
@@ -158,15 +190,25 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
     phases.lap("ray stop")  # the rest needs no Ray: the time the manifest gives covers Ray's stop
     names = list(dict.fromkeys(s.name for seg in segs for s in seg.global_stages + seg.map_stages))
     try:
-        manifest = build_manifest(cfg, names, stats, list(read.values()), global_counts,
-                                  [folder.uri(published.relative(f)) for f in files], published.final_rows())
+        manifest = build_manifest(
+            cfg,
+            names,
+            stats,
+            list(read.values()),
+            global_counts,
+            [folder.uri(published.relative(f)) for f in files],
+            published.final_rows(),
+        )
     except AccountingError as e:
         raise RunFailed(f"accounting mismatch: {e}") from None
     stages = [s for seg in segs for s in seg.global_stages + seg.map_stages]
-    manifest.update(columns={c: d for s in stages for c, d in s.added_columns().items()},
-                    ray=cluster, lineage={"references": references},
-                    resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
-                    started_at=started.isoformat())
+    manifest.update(
+        columns={c: d for s in stages for c, d in s.added_columns().items()},
+        ray=cluster,
+        lineage={"references": references},
+        resumed={"reused_read_tasks": len(reused), "read_tasks": len(planned)},
+        started_at=started.isoformat(),
+    )
     gate_results = gates.check(cfg.gates, manifest["counts"])
     if gate_results:
         manifest["gates"] = gate_results
@@ -175,9 +217,11 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
     phases.lap("check counts")
 
     def timed(manifest: dict) -> None:  # the report and card show the time until they were made; the manifest all
-        manifest.update(finished_at=datetime.now(timezone.utc).isoformat(), seconds=round(phases.wall, 3),
-                        timing=timing(phases, stats.get("seconds", {}), names, manifest["counts"],
-                                      cluster["cpus"]))
+        manifest.update(
+            finished_at=datetime.now(UTC).isoformat(),
+            seconds=round(phases.wall, 3),
+            timing=timing(phases, stats.get("seconds", {}), names, manifest["counts"], cluster["cpus"]),
+        )
 
     def completed(manifest: dict) -> None:
         phases.lap("report, card and commit")
@@ -185,8 +229,14 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
 
     timed(manifest)
     report = build_report(stats.get("report", {}), manifest)
-    folder.commit(published, manifest, report, render_html(report, manifest),
-                  dataset_card(folder.root, storage, manifest, report, published.root), completed)
+    folder.commit(
+        published,
+        manifest,
+        report,
+        render_html(report, manifest),
+        dataset_card(folder.root, storage, manifest, report, published.root),
+        completed,
+    )
     folder.remove_staging()
     return manifest
 
@@ -208,4 +258,3 @@ def _counted(counter, name: str, total: int):
     if counter is None:
         return None
     return lambda: (progress_counts(counter).get(name, 0), total)
-

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -73,23 +73,25 @@ GENERATED_BIT = 1 << 31
 POSITION_BITS = 31
 
 
-def task_of(keys) -> "np.ndarray":
+def task_of(keys) -> np.ndarray:
     """The read task index of internal keys."""
     return np.asarray(keys, dtype=np.int64) >> TASK_SHIFT
+
 
 REFERENCE_SHIFT = 52
 
 
-def reference_keys(reference: int, stored) -> "np.ndarray":
+def reference_keys(reference: int, stored) -> np.ndarray:
     """Internal keys of a reference's index rows (module docstring); ``stored``: ``part << 32 | row``."""
     return -1 - ((np.int64(reference) << REFERENCE_SHIFT) | np.asarray(stored, dtype=np.int64))
 
 
-def reference_of(keys) -> "np.ndarray":
+def reference_of(keys) -> np.ndarray:
     """The reference (position in ``against``) of reference keys."""
     return (-1 - np.asarray(keys, dtype=np.int64)) >> REFERENCE_SHIFT
 
-REGISTRY: dict[str, type["Stage"]] = {}
+
+REGISTRY: dict[str, type[Stage]] = {}
 
 
 class StageConfig(StrictModel):
@@ -200,19 +202,23 @@ class GeneratorStage(MapStage):
         if (code // weight % space.radices[ordinal]).any():
             raise RuntimeError(f"stage {self.name}: a row this stage generated cannot be its source again")
         if len(root) and int(root.max()) >= 1 << (POSITION_BITS - bits):
-            raise RuntimeError(f"stage {self.name}: a read task holds more than {1 << (POSITION_BITS - bits):,} "
-                               "records, too many to number their generated copies; lower input.block_bytes or split "
-                               "the input files")
+            raise RuntimeError(
+                f"stage {self.name}: a read task holds more than {1 << (POSITION_BITS - bits):,} "
+                "records, too many to number their generated copies; lower input.block_bytes or split "
+                "the input files"
+            )
         return (keys >> TASK_SHIFT << TASK_SHIFT) | GENERATED_BIT | (root << bits) | (code + (copies + 1) * weight)
 
 
 class GlobalStage(Stage):
-    staged_keys = None  # set by the runner before ``decide``: the staged key files (``thresher.curate.execution.datasets``)
+    staged_keys = (
+        None  # set by the runner before ``decide``: the staged key files (``thresher.curate.execution.datasets``)
+    )
     # True: ``decide`` also decides on a ``LocalTable`` (the runner then runs the segment's stages in one task when
     # its key rows are few enough)
     decides_locally = False
 
-    def keys(self, batch: "pa.Table") -> dict[str, "pa.Array | pa.ChunkedArray"]:
+    def keys(self, batch: pa.Table) -> dict[str, pa.Array | pa.ChunkedArray]:
         """Map side: this stage's key columns for a batch of live records (same rows, same order)."""
         return {}
 
@@ -230,11 +236,11 @@ class GlobalStage(Stage):
         """Columns ``decide`` adds that the records receive."""
         return list(self.added_columns())
 
-    def decision_types(self) -> dict[str, "pa.DataType"]:
+    def decision_types(self) -> dict[str, pa.DataType]:
         """Types of the decision columns that are not strings (the others are routed as strings)."""
         return {}
 
-    def expander(self) -> "GeneratorStage | None":
+    def expander(self) -> GeneratorStage | None:
         """A generator run on the records right after the decisions are applied (e.g. rebalance's copies), under
         this stage's name; None when there is none."""
         return None
@@ -287,7 +293,7 @@ def _run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
     out = stage.process(sub.copy())
     if len(out) != len(sub) and not (isinstance(stage, GeneratorStage) and len(out) > len(sub)):
         raise RuntimeError(f"stage {stage.name} returned {len(out)} rows for {len(sub)}: stages must not drop rows")
-    new = out.iloc[len(sub):]
+    new = out.iloc[len(sub) :]
     out = out.iloc[: len(sub)]
     out.index = sub.index
     newly = out[REJECT_REASON].notna() & out[REJECT_STAGE].isna()
@@ -301,21 +307,31 @@ def _run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
         out[GENERATED_PREFIX + stage.name] = np.zeros(len(out), np.int8)
         if len(new):
             own = METRIC_PREFIX + stage.name + "."
-            copied = [c for c in new.columns  # counted where their rows were: not again on the copies
-                      if c.startswith((SEEN_PREFIX, GENERATED_PREFIX, METRIC_PREFIX)) and not c.startswith(own)]
+            copied = [
+                c
+                for c in new.columns  # counted where their rows were: not again on the copies
+                if c.startswith((SEEN_PREFIX, GENERATED_PREFIX, METRIC_PREFIX)) and not c.startswith(own)
+            ]
             summaries = [c for c in new.columns if c.startswith(SUMMARY_PREFIX) and c != SUMMARY_PREFIX + stage.name]
-            new = new.assign(**{c: np.zeros(len(new), np.int64) for c in copied},
-                             **{c: np.zeros(len(new)) for c in new.columns if c.startswith(SECONDS_PREFIX)},
-                             **{c: None for c in summaries})
-            new = new.assign(**{REJECT_STAGE: np.where(new[REJECT_REASON].notna(), stage.name, None),
-                                seen: np.zeros(len(new), np.int8),
-                                GENERATED_PREFIX + stage.name: np.ones(len(new), np.int8)})
+            new = new.assign(
+                **{c: np.zeros(len(new), np.int64) for c in copied},
+                **{c: np.zeros(len(new)) for c in new.columns if c.startswith(SECONDS_PREFIX)},
+                **{c: None for c in summaries},
+            )
+            new = new.assign(
+                **{
+                    REJECT_STAGE: np.where(new[REJECT_REASON].notna(), stage.name, None),
+                    seen: np.zeros(len(new), np.int8),
+                    GENERATED_PREFIX + stage.name: np.ones(len(new), np.int8),
+                }
+            )
             out = pd.concat([out, new.set_axis(range(len(out), len(out) + len(new)))], ignore_index=True)
             for col in out.columns:  # concat filled gaps with NaN: None, as Arrow reads text columns
                 if out[col].dtype == object:
                     out[col] = _nullable_object(out[col])
-            metrics = [c for c in out.columns
-                       if c.startswith((METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX, SECONDS_PREFIX))]
+            metrics = [
+                c for c in out.columns if c.startswith((METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX, SECONDS_PREFIX))
+            ]
             out[metrics] = out[metrics].fillna(0)
     return out
 
@@ -340,8 +356,11 @@ def _merge_arrow(before: pd.Series | None, after: pd.Series, rows: np.ndarray, n
     """An Arrow-backed column (a vector column: fixed-size lists) merged in Arrow, so that it stays one Arrow type
     rather than becoming Python objects: ``after`` at ``rows``, ``before`` (or null) elsewhere."""
     values = pa.chunked_array(pa.array(after.array)).combine_chunks()
-    base = pa.chunked_array(pa.array(before.array)).combine_chunks() \
-        if before is not None and before.dtype == after.dtype else pa.nulls(n, values.type)
+    base = (
+        pa.chunked_array(pa.array(before.array)).combine_chunks()
+        if before is not None and before.dtype == after.dtype
+        else pa.nulls(n, values.type)
+    )
     take = np.arange(n)
     take[rows] = n + np.arange(len(rows))
     return pd.arrays.ArrowExtensionArray(pa.concat_arrays([base, values]).take(pa.array(take)))

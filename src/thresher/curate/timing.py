@@ -48,8 +48,7 @@ def process_started() -> float:
     return time.perf_counter() - age
 
 
-def timing(phases: Phases, task_seconds: dict[str, float], stage_names: list[str], counts: dict,
-           cpus: float) -> dict:
+def timing(phases: Phases, task_seconds: dict[str, float], stage_names: list[str], counts: dict, cpus: float) -> dict:
     """``manifest.timing``: ``phases`` as booked, and the tasks' seconds per stage in pipeline order (reading
     first; then each stage; then applying decisions, writing and the report's statistics)."""
     by_stage = counts["by_stage"]
@@ -67,6 +66,10 @@ def timing(phases: Phases, task_seconds: dict[str, float], stage_names: list[str
         if name == READ:
             entry["mb_per_s"] = round(counts["read_bytes"] / 1e6 / seconds, 2) if seconds >= 0.01 else None
         tasks[name] = entry
-    return {"wall_s": round(phases.wall, 3), "cpus": cpus,
-            "phases": {name: round(s, 3) for name, s in phases.seconds.items()},
-            "task_seconds": round(sum(task_seconds.values()), 3), "tasks": tasks}
+    return {
+        "wall_s": round(phases.wall, 3),
+        "cpus": cpus,
+        "phases": {name: round(s, 3) for name, s in phases.seconds.items()},
+        "task_seconds": round(sum(task_seconds.values()), 3),
+        "tasks": tasks,
+    }

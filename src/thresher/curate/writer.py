@@ -28,12 +28,32 @@ import xxhash
 from thresher.curate.execution.datasets import release_memory
 from thresher.curate.report import collect_stats, merge_stats
 from thresher.curate.report.arrays import hashes, shared
-from thresher.curate.run_folder import (DATA, REJECTS, Part, RunFolder, read_staged, staged_key_range, staged_schema,
-                                        write_staged)
-from thresher.curate.stage import (GENERATED_PREFIX, ID, KEY, METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
-                                   REPORT_PREFIX, SECONDS_PREFIX, SEEN_PREFIX, SPLIT, SUMMARY_PREFIX, GlobalStage,
-                                   task_of)
-
+from thresher.curate.run_folder import (
+    DATA,
+    REJECTS,
+    Part,
+    RunFolder,
+    read_staged,
+    staged_key_range,
+    staged_schema,
+    write_staged,
+)
+from thresher.curate.stage import (
+    GENERATED_PREFIX,
+    ID,
+    KEY,
+    METRIC_PREFIX,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    REJECT_STAGE,
+    REPORT_PREFIX,
+    SECONDS_PREFIX,
+    SEEN_PREFIX,
+    SPLIT,
+    SUMMARY_PREFIX,
+    GlobalStage,
+    task_of,
+)
 
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
 DIGEST_MOD = 1 << 64
@@ -78,8 +98,14 @@ def _cell_hashes(values: pa.Array) -> np.ndarray:
         bits = (numbers.astype(np.float64) if numbers.dtype.kind == "f" else numbers.astype(np.int64)).view(np.uint64)
         out = _mix(bits ^ np.uint64(xxhash.xxh64_intdigest(str(kind).encode())))
     else:
-        out = np.fromiter((xxhash.xxh64_intdigest(orjson.dumps(v, option=orjson.OPT_SORT_KEYS, default=str))
-                           for v in values.to_pylist()), np.uint64, len(values))
+        out = np.fromiter(
+            (
+                xxhash.xxh64_intdigest(orjson.dumps(v, option=orjson.OPT_SORT_KEYS, default=str))
+                for v in values.to_pylist()
+            ),
+            np.uint64,
+            len(values),
+        )
     if values.null_count:
         out[values.is_null().to_numpy(zero_copy_only=False)] = _NULL_HASH
     return out
@@ -92,8 +118,11 @@ def _internal(name: str) -> bool:
 def kept_table(table: pa.Table, report: bool = False) -> pa.Table:
     """A kept slice as written (``KEY`` still there, for ordering): internal columns dropped, nulls as strings;
     with ``report``, the ``_report.`` columns stay (what the report sections receive)."""
-    return _strings_for_nulls(table.drop_columns([c for c in table.column_names if _internal(c)
-                                                  and not (report and c.startswith(REPORT_PREFIX))]))
+    return _strings_for_nulls(
+        table.drop_columns(
+            [c for c in table.column_names if _internal(c) and not (report and c.startswith(REPORT_PREFIX))]
+        )
+    )
 
 
 def rejects_table(table: pa.Table) -> pa.Table:
@@ -151,8 +180,15 @@ class RunSink:
     records are staged with the key rows of ``next_stages`` (the next segment's global stages).
     """
 
-    def __init__(self, folder: RunFolder, seg: int, groups: list[tuple[int, int]] | None, final: bool,
-                 next_stages: list[GlobalStage], text_field: str):
+    def __init__(
+        self,
+        folder: RunFolder,
+        seg: int,
+        groups: list[tuple[int, int]] | None,
+        final: bool,
+        next_stages: list[GlobalStage],
+        text_field: str,
+    ):
         self.folder = folder
         self.seg = seg
         self.group_lo = None if groups is None else np.array([lo for lo, _ in groups], np.int64)
@@ -182,16 +218,25 @@ class RunSink:
         """Write one part and its marker; the marker's ``seconds`` holds the seconds of the stages and the reader
         (from the ``_seconds.`` columns), of the writing since ``started`` and of the report's statistics."""
         started = time.perf_counter() if started is None else started
-        stats: dict[str, Any] = {"rows": Counter(), "staged": 0, "rejected": {}, "metrics": Counter(),
-                                 "seen": Counter(), "generated": Counter(), "digests": Counter(), "sizes": {},
-                                 "report": {}, "seconds": Counter()}
+        stats: dict[str, Any] = {
+            "rows": Counter(),
+            "staged": 0,
+            "rejected": {},
+            "metrics": Counter(),
+            "seen": Counter(),
+            "generated": Counter(),
+            "digests": Counter(),
+            "sizes": {},
+            "report": {},
+            "seconds": Counter(),
+        }
         summaries = []  # the stages' summaries of their batches, for the report sections of their names
         for col in table.column_names:
             for prefix, counter in COUNTED.items():
                 if col.startswith(prefix):
-                    stats[counter][col[len(prefix):]] += pc.sum(table[col]).as_py() or 0
+                    stats[counter][col[len(prefix) :]] += pc.sum(table[col]).as_py() or 0
             if col.startswith(SUMMARY_PREFIX):
-                name = col[len(SUMMARY_PREFIX):]
+                name = col[len(SUMMARY_PREFIX) :]
                 summaries += [{name: json.loads(v)} for v in pc.drop_null(table[col]).to_pylist()]
         rejected_rows = table.num_rows - table[REJECT_STAGE].null_count
         if rejected_rows in (0, table.num_rows):  # no copy of the rows
@@ -220,9 +265,16 @@ class RunSink:
                 stats["digests"][dest] += table_digest(table.drop_columns([KEY]))
                 stats["sizes"][dest] = _sizes_by_task(table)
             collecting = time.perf_counter()
-            stats["report"] = merge_stats([collect_stats({d: kept_table(p, report=True).drop_columns([KEY])
-                                                          for d, p in outputs if d != REJECTS},
-                                                         rejected.drop_columns([KEY]), self.text_field), *summaries])
+            stats["report"] = merge_stats(
+                [
+                    collect_stats(
+                        {d: kept_table(p, report=True).drop_columns([KEY]) for d, p in outputs if d != REJECTS},
+                        rejected.drop_columns([KEY]),
+                        self.text_field,
+                    ),
+                    *summaries,
+                ]
+            )
             stats["seconds"]["report"] += time.perf_counter() - collecting
         keys = sum(stats["seconds"][stage.name] for stage in self.next_stages)
         stats["seconds"]["write"] += time.perf_counter() - started - stats["seconds"]["report"] - keys
@@ -232,8 +284,9 @@ class RunSink:
     def _stage_live(self, live: pa.Table, lo: int, hi: int, w: int, stats: dict) -> None:
         if not live.num_rows:
             return
-        live = _strings_for_nulls(live.drop_columns([c for c in live.column_names
-                                                     if c.startswith((*COUNTED, SUMMARY_PREFIX))]))
+        live = _strings_for_nulls(
+            live.drop_columns([c for c in live.column_names if c.startswith((*COUNTED, SUMMARY_PREFIX))])
+        )
         keys = {KEY: live[KEY], ID: live[ID]}
         for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
             keys[col] = pa.nulls(live.num_rows, pa.string())
@@ -242,8 +295,9 @@ class RunSink:
             keys.update(stage.keys(live))
             stats["seconds"][stage.name] += time.perf_counter() - started
         write_staged(self.folder.storage, self.folder.live_part(self.seg, lo, hi, w), live)
-        write_staged(self.folder.storage, self.folder.keys_part(self.seg, lo, hi, w),
-                     _strings_for_nulls(pa.table(keys)))
+        write_staged(
+            self.folder.storage, self.folder.keys_part(self.seg, lo, hi, w), _strings_for_nulls(pa.table(keys))
+        )
         stats["staged"] = live.num_rows
 
 
@@ -320,8 +374,9 @@ def compact(item: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
     fs, path = folder.storage.resolve(uri)
     fs.create_dir(posixpath.dirname(path), recursive=True)
     rows, group, group_rows, group_bytes = 0, [], 0, 0
-    with pq.ParquetWriter(path, _strings_for_nulls(schema.empty_table()).schema, filesystem=fs,
-                          compression="zstd") as writer:
+    with pq.ParquetWriter(
+        path, _strings_for_nulls(schema.empty_table()).schema, filesystem=fs, compression="zstd"
+    ) as writer:
         for table in tables:
             if table is None:
                 continue
@@ -360,5 +415,10 @@ def _unified(schemas: list[pa.Schema]) -> pa.Schema:
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` in ``schema``: missing columns null, the columns in its order and types."""
-    return pa.table([table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-                     for f in schema], schema=schema)
+    return pa.table(
+        [
+            table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+            for f in schema
+        ],
+        schema=schema,
+    )

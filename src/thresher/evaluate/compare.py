@@ -38,10 +38,10 @@ from pydantic import Field, field_validator
 
 from thresher.core.config import ConfigError, StrictModel, load_yaml, validate
 from thresher.core.console import current as console
-from thresher.runtime import ray_session
 from thresher.core.storage import Storage, join
-from thresher.train.config import TrainConfig
 from thresher.evaluate.eval_config import EvalConfig
+from thresher.runtime import ray_session
+from thresher.train.config import TrainConfig
 
 VARIANT_RECORD, COMPARE_JSON, COMPARE_HTML = "variant.json", "compare.json", "compare.html"
 SCHEDULE = "variants ran one after another (each training run takes the cluster's CPUs but one, or its GPUs)"
@@ -99,8 +99,9 @@ def merge(base: dict, overrides: dict) -> dict:
     """``base`` with ``overrides`` merged in: mappings key by key, anything else replaced."""
     merged = dict(base)
     for key, value in overrides.items():
-        merged[key] = merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key),
-                                                                                           dict) else value
+        merged[key] = (
+            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -124,10 +125,20 @@ def plan(cfg: CompareConfig) -> list[Plan]:
         checkpoints = (train.get("checkpoint") or {}).get("storage_path")
         if checkpoints:  # one checkpoint folder per variant
             train = merge(train, {"checkpoint": {"storage_path": join(checkpoints, variant.name)}})
-        evaluation = {**base_eval, "model": {"name_or_path": join(folder, "model")},
-                      "output": {"path": join(folder, "eval")}}
-        plans.append(Plan(i, variant, folder, validate(TrainConfig, train, prefix=f"variants.{i}"),
-                          validate(EvalConfig, evaluation, prefix="eval")))
+        evaluation = {
+            **base_eval,
+            "model": {"name_or_path": join(folder, "model")},
+            "output": {"path": join(folder, "eval")},
+        }
+        plans.append(
+            Plan(
+                i,
+                variant,
+                folder,
+                validate(TrainConfig, train, prefix=f"variants.{i}"),
+                validate(EvalConfig, evaluation, prefix="eval"),
+            )
+        )
     return plans
 
 
@@ -141,8 +152,10 @@ def check_inputs(train: TrainConfig, given_in: Callable[[str], str]) -> None:
 
     data, storage = train.data, Storage.from_options(train.storage)
     mixture = isinstance(data.train, list)
-    datasets = [(f"data.train.{i}.path" if mixture else "data.train", s.path, s.format, s.text_field)
-                for i, s in enumerate(data.sources)]
+    datasets = [
+        (f"data.train.{i}.path" if mixture else "data.train", s.path, s.format, s.text_field)
+        for i, s in enumerate(data.sources)
+    ]
     if data.validation:
         datasets.append(("data.validation", data.validation, data.format, data.text_field))
     try:
@@ -190,16 +203,38 @@ def run_variant(p: Plan, storage: Storage, address: str | None) -> dict:
     started = time.perf_counter()
     result = evaluate(p.eval, address=address)
     row = {
-        "name": p.variant.name, "method": p.train.method, "set": p.variant.set, "output": p.folder,
-        "train": {key: metrics.get(key) for key in (
-            "steps", "eval_loss", "eval_perplexity", "best", "stopped_early", "model_step", "tokens", "tokens_per_s",
-            "train_seconds", "trainable_params", "peak_memory_bytes", "num_workers", "device")}
-        | {"wall_seconds": train_wall, "saved_bytes": _saved_bytes(join(p.folder, "model"), storage),
-           "data": p.configs()["train"]["data"]["train"]},
+        "name": p.variant.name,
+        "method": p.train.method,
+        "set": p.variant.set,
+        "output": p.folder,
+        "train": {
+            key: metrics.get(key)
+            for key in (
+                "steps",
+                "eval_loss",
+                "eval_perplexity",
+                "best",
+                "stopped_early",
+                "model_step",
+                "tokens",
+                "tokens_per_s",
+                "train_seconds",
+                "trainable_params",
+                "peak_memory_bytes",
+                "num_workers",
+                "device",
+            )
+        }
+        | {
+            "wall_seconds": train_wall,
+            "saved_bytes": _saved_bytes(join(p.folder, "model"), storage),
+            "data": p.configs()["train"]["data"]["train"],
+        },
         "eval": {"metrics": result["metrics"], "rows": result["rows"], "wall_seconds": time.perf_counter() - started},
     }
-    storage.write_bytes(join(p.folder, VARIANT_RECORD), json.dumps({"configs": p.configs(), "row": row},
-                                                                   indent=2).encode())
+    storage.write_bytes(
+        join(p.folder, VARIANT_RECORD), json.dumps({"configs": p.configs(), "row": row}, indent=2).encode()
+    )
     return row
 
 
@@ -211,8 +246,10 @@ def recorded(p: Plan, storage: Storage) -> dict | None:
     record = json.loads(storage.read_bytes(uri))
     if record["configs"] != p.configs():
         changed = sorted(k for k in ("train", "eval") if record["configs"][k] != p.configs()[k])
-        raise ConfigError(f"variants.{p.index}: {p.folder} holds variant {p.variant.name} run with another "
-                          f"{' and '.join(changed)} config; use another output.path or delete that folder")
+        raise ConfigError(
+            f"variants.{p.index}: {p.folder} holds variant {p.variant.name} run with another "
+            f"{' and '.join(changed)} config; use another output.path or delete that folder"
+        )
     return record["row"]
 
 
@@ -234,10 +271,18 @@ def run(cfg: CompareConfig, address: str | None = None) -> dict:
             console().print(f"{p.variant.name}: training ({p.train.method}), then evaluating")
             rows.append({**run_variant(p, storage, address), "skipped": False})
     first = plans[0]
-    result = {"output": cfg.output.path, "variants": rows, "model": first.train.model.model_dump(),
-              "eval_data": first.eval.data.path, "eval_rows": rows[0]["eval"]["rows"], "schedule": SCHEDULE,
-              "seconds": time.perf_counter() - started, "load_average": list(os.getloadavg()), "cpus": os.cpu_count(),
-              "versions": {d: metadata.version(d) for d in ("thresher", "ray", "torch", "transformers", "peft")}}
+    result = {
+        "output": cfg.output.path,
+        "variants": rows,
+        "model": first.train.model.model_dump(),
+        "eval_data": first.eval.data.path,
+        "eval_rows": rows[0]["eval"]["rows"],
+        "schedule": SCHEDULE,
+        "seconds": time.perf_counter() - started,
+        "load_average": list(os.getloadavg()),
+        "cpus": os.cpu_count(),
+        "versions": {d: metadata.version(d) for d in ("thresher", "ray", "torch", "transformers", "peft")},
+    }
     storage.write_bytes(join(cfg.output.path, COMPARE_JSON), json.dumps(result, indent=2).encode())
     storage.write_bytes(join(cfg.output.path, COMPARE_HTML), render_html(result).encode())
     console().print(render_markdown(result))

@@ -33,26 +33,38 @@ def _validation(train: dict) -> str:
 def table(result: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table, as text."""
     metrics = list(result["variants"][0]["eval"]["metrics"])
-    header = (["variant", "method", "steps", "validation loss"] + [f"{m} [95% CI]" for m in metrics]
-              + ["train wall s", "eval wall s", "tokens/s", "trainable params", "peak memory MiB", "saved MiB", "run"])
+    header = (
+        ["variant", "method", "steps", "validation loss"]
+        + [f"{m} [95% CI]" for m in metrics]
+        + ["train wall s", "eval wall s", "tokens/s", "trainable params", "peak memory MiB", "saved MiB", "run"]
+    )
     rows = []
     for v in result["variants"]:
         t = v["train"]
-        rows.append([v["name"], v["method"], str(t["steps"]), _validation(t)]
-                    + [_metric(v["eval"]["metrics"][m]) for m in metrics]
-                    + [f"{t['wall_seconds']:.0f}", f"{v['eval']['wall_seconds']:.0f}", num(t["tokens_per_s"], 3),
-                       f"{t['trainable_params']:,}", f"{t['peak_memory_bytes'] / MIB:,.0f}",
-                       f"{t['saved_bytes'] / MIB:,.1f}",
-                       "complete, not retrained" if v["skipped"] else "trained"])
+        rows.append(
+            [v["name"], v["method"], str(t["steps"]), _validation(t)]
+            + [_metric(v["eval"]["metrics"][m]) for m in metrics]
+            + [
+                f"{t['wall_seconds']:.0f}",
+                f"{v['eval']['wall_seconds']:.0f}",
+                num(t["tokens_per_s"], 3),
+                f"{t['trainable_params']:,}",
+                f"{t['peak_memory_bytes'] / MIB:,.0f}",
+                f"{t['saved_bytes'] / MIB:,.1f}",
+                "complete, not retrained" if v["skipped"] else "trained",
+            ]
+        )
     return header, rows
 
 
 def _caption(result: dict) -> str:
-    return (f"Base model {result['model']['name_or_path']}"
-            + (f" ({result['model']['gguf_file']})" if result["model"].get("gguf_file") else "")
-            + f"; eval data {result['eval_data']} ({result['eval_rows']} rows); {result['schedule']}; "
-            f"{result['seconds']:.0f} s in all; {result['cpus']} CPUs, load average "
-            + ", ".join(f"{x:.2f}" for x in result["load_average"]))
+    return (
+        f"Base model {result['model']['name_or_path']}"
+        + (f" ({result['model']['gguf_file']})" if result["model"].get("gguf_file") else "")
+        + f"; eval data {result['eval_data']} ({result['eval_rows']} rows); {result['schedule']}; "
+        f"{result['seconds']:.0f} s in all; {result['cpus']} CPUs, load average "
+        + ", ".join(f"{x:.2f}" for x in result["load_average"])
+    )
 
 
 def markdown_table(header: list[str], rows: list[list[str]], caption: str) -> str:
@@ -66,9 +78,11 @@ def html_page(title: str, header: list[str], rows: list[list[str]], caption: str
     """A self-contained page: ``title``, ``caption``, the table, then ``after`` (trusted HTML)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}"
-            f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(caption)}</p>"
-            f"<table><tr>{head}</tr>{body}</table>{after}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}"
+        f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(caption)}</p>"
+        f"<table><tr>{head}</tr>{body}</table>{after}</body></html>"
+    )
 
 
 def render_markdown(result: dict) -> str:

@@ -9,17 +9,18 @@ from pydantic import Field, field_validator
 
 from thresher.core.config import StrictModel, validate
 from thresher.core.storage import StorageOptions
+from thresher.evaluate.scoring import METRICS
 from thresher.models.generation import GenerationSpec
 from thresher.train.config import ModelOptions
-from thresher.evaluate.scoring import METRICS
 
 Metric = Literal["exact_match", "token_f1", "rouge_l", "bleu", "accuracy", "perplexity"]
 
 
 class EvalData(StrictModel):
     path: str = Field(description="a thresher run's data/<split> folder, or Parquet/JSONL files, folders, globs")
-    format: Literal["text", "alpaca", "chat"] = Field("alpaca", description=(
-        "how prompt and reference are read, as training renders them"))
+    format: Literal["text", "alpaca", "chat"] = Field(
+        "alpaca", description=("how prompt and reference are read, as training renders them")
+    )
     text_field: str = Field("text", description="format text: the prompt column")
     reference_field: str | None = Field(None, description="format text: the column of the expected continuation")
     id_field: str = Field("id", description="ids of the examples (the row number when the column is absent)")
@@ -46,7 +47,8 @@ class RegexExtract(StrictModel):
 
 class AnswerOptions(StrictModel):
     extract: Literal["last_number", "none"] | RegexExtract = Field(
-        "none", description="applied to prediction and reference before exact_match, accuracy and token_f1")
+        "none", description="applied to prediction and reference before exact_match, accuracy and token_f1"
+    )
 
     @property
     def extractor(self) -> str | re.Pattern:
@@ -63,8 +65,9 @@ class EvalOutput(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    model: ModelOptions = Field(description=(
-        "the model: a thresher train output (adapter or full), an HF folder or pkg:NAME"))
+    model: ModelOptions = Field(
+        description=("the model: a thresher train output (adapter or full), an HF folder or pkg:NAME")
+    )
     data: EvalData = Field(description="the evaluation set")
     generation: GenerationOptions = Field(GenerationOptions(), description="decoding and the actor pool")
     metrics: list[Metric] = Field(default_factory=lambda: list(METRICS), min_length=1, description="the metrics scored")

@@ -21,12 +21,14 @@ WORST = 10
 CUT_SHOWN = 5
 PROMPT_END = 500  # characters of the instruction shown (its end)
 PREDICTION_END = 800
-CSS = ("*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;"
-       "padding:0 1.5em;color:#222}table{border-collapse:collapse;margin:1em 0;max-width:100%}"
-       "td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left;overflow-wrap:break-word}"
-       "th{background:#f4f4f4}td.n{text-align:right;white-space:nowrap}.note{color:#555}.cut{color:#b5544a}"
-       "pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;max-height:14em;overflow:auto;font-size:.9em}"
-       "svg.chart{display:block;max-width:100%;height:auto}")
+CSS = (
+    "*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;"
+    "padding:0 1.5em;color:#222}table{border-collapse:collapse;margin:1em 0;max-width:100%}"
+    "td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left;overflow-wrap:break-word}"
+    "th{background:#f4f4f4}td.n{text-align:right;white-space:nowrap}.note{color:#555}.cut{color:#b5544a}"
+    "pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;max-height:14em;overflow:auto;font-size:.9em}"
+    "svg.chart{display:block;max-width:100%;height:auto}"
+)
 
 
 def _num(x) -> str:
@@ -38,10 +40,15 @@ def _interval(ci95: list[float] | None) -> str:
 
 
 def _metrics_table(metrics: dict) -> str:
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td class=n>{_num(m['value'])}</td><td class=n>{m['count']}</td>"
-                   f"<td class=n>{_interval(m['ci95'])}</td></tr>" for name, m in metrics.items())
-    return ("<table><tr><th>metric</th><th>value</th><th>examples scored</th><th>95% interval (bootstrap)</th></tr>"
-            f"{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td class=n>{_num(m['value'])}</td><td class=n>{m['count']}</td>"
+        f"<td class=n>{_interval(m['ci95'])}</td></tr>"
+        for name, m in metrics.items()
+    )
+    return (
+        "<table><tr><th>metric</th><th>value</th><th>examples scored</th><th>95% interval (bootstrap)</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def worst_examples(rows: pa.Table, metric: str, n: int = WORST) -> list[dict]:
@@ -78,8 +85,10 @@ def _answers(r: dict) -> str:
         return ""
     got, want = r["answer_prediction"], r["answer_reference"]
     mark = "=" if got == want and got is not None else "&ne;"
-    return (f"<td><b>{html.escape(got or '(none)')}</b> {mark} <b>{html.escape(str(want) if want is not None else '(none)')}"
-            "</b></td>")
+    return (
+        f"<td><b>{html.escape(got or '(none)')}</b> {mark} <b>{html.escape(str(want) if want is not None else '(none)')}"
+        "</b></td>"
+    )
 
 
 def _worst_table(rows: pa.Table, metric: str, template: set[str]) -> str:
@@ -87,11 +96,15 @@ def _worst_table(rows: pa.Table, metric: str, template: set[str]) -> str:
     items = "".join(
         f"<tr><td>{html.escape(r['id'])}</td><td class=n>{_num(r[metric])}</td>"
         f"{_pre(instruction(r['prompt'], template))}{_pre(_end(r['prediction'], PREDICTION_END))}"
-        + (_answers(r) if answers else "") + f"{_pre(r['reference'])}</tr>"
-        for r in worst_examples(rows, metric))
+        + (_answers(r) if answers else "")
+        + f"{_pre(r['reference'])}</tr>"
+        for r in worst_examples(rows, metric)
+    )
     head = "<th>answer: predicted vs reference</th>" if answers else ""
-    return (f"<h2>Worst examples by {html.escape(metric)}</h2><table><tr><th>id</th><th>{html.escape(metric)}</th>"
-            f"<th>instruction (end)</th><th>prediction</th>{head}<th>reference</th></tr>{items}</table>")
+    return (
+        f"<h2>Worst examples by {html.escape(metric)}</h2><table><tr><th>id</th><th>{html.escape(metric)}</th>"
+        f"<th>instruction (end)</th><th>prediction</th>{head}<th>reference</th></tr>{items}</table>"
+    )
 
 
 def _cut_section(rows: pa.Table, limit: int, template: set[str]) -> str:
@@ -99,19 +112,26 @@ def _cut_section(rows: pa.Table, limit: int, template: set[str]) -> str:
     if "stopped_at_limit" not in rows.column_names:
         return ""
     cut = [r for r in rows.to_pylist() if r["stopped_at_limit"]]
-    out = (f"<h2>Generations cut at max_new_tokens</h2><p id='cut-count'><b class='cut'>{len(cut)}</b> of "
-           f"{rows.num_rows} generations stopped at max_new_tokens ({limit}) before ending")
+    out = (
+        f"<h2>Generations cut at max_new_tokens</h2><p id='cut-count'><b class='cut'>{len(cut)}</b> of "
+        f"{rows.num_rows} generations stopped at max_new_tokens ({limit}) before ending"
+    )
     if not cut:
         return out + ".</p>"
-    out += ("; their answers may be missing or cut off (raise <code>generation.max_new_tokens</code> to let them "
-            f"finish). The first {min(len(cut), CUT_SHOWN)}:</p>")
+    out += (
+        "; their answers may be missing or cut off (raise <code>generation.max_new_tokens</code> to let them "
+        f"finish). The first {min(len(cut), CUT_SHOWN)}:</p>"
+    )
     answers = "answer_prediction" in rows.column_names
-    items = "".join(f"<tr><td>{html.escape(r['id'])}</td>{_pre(instruction(r['prompt'], template))}"
-                    f"{_pre(_end(r['prediction'], PREDICTION_END))}" + (_answers(r) if answers else "") + "</tr>"
-                    for r in cut[:CUT_SHOWN])
+    items = "".join(
+        f"<tr><td>{html.escape(r['id'])}</td>{_pre(instruction(r['prompt'], template))}"
+        f"{_pre(_end(r['prediction'], PREDICTION_END))}" + (_answers(r) if answers else "") + "</tr>"
+        for r in cut[:CUT_SHOWN]
+    )
     head = "<th>answer: predicted vs reference</th>" if answers else ""
-    return out + (f"<table><tr><th>id</th><th>instruction (end)</th><th>prediction (end)</th>{head}</tr>{items}"
-                  "</table>")
+    return out + (
+        f"<table><tr><th>id</th><th>instruction (end)</th><th>prediction (end)</th>{head}</tr>{items}</table>"
+    )
 
 
 def _length_histogram(lengths: list[int], limit: int | None, bins: int = 20) -> str:
@@ -120,10 +140,18 @@ def _length_histogram(lengths: list[int], limit: int | None, bins: int = 20) -> 
     counts, _ = np.histogram(lengths, bins=edges if len(edges) > 1 else [edges[0], edges[0] + 1])
     bounds = edges if len(edges) > 1 else [edges[0], edges[0] + 1]
     limit_note = f", limit {limit}" if limit else ""
-    return (f"<h2>Prediction lengths</h2><p>mean {np.mean(lengths):.1f} tokens, median {np.median(lengths):.0f}, "
-            f"max {max(lengths)}{limit_note}</p>"
-            + histogram([float(e) for e in bounds], [int(c) for c in counts], "predictions by length",
-                        color="#4a7ab5", x_label="tokens generated", y_label="predictions"))
+    return (
+        f"<h2>Prediction lengths</h2><p>mean {np.mean(lengths):.1f} tokens, median {np.median(lengths):.0f}, "
+        f"max {max(lengths)}{limit_note}</p>"
+        + histogram(
+            [float(e) for e in bounds],
+            [int(c) for c in counts],
+            "predictions by length",
+            color="#4a7ab5",
+            x_label="tokens generated",
+            y_label="predictions",
+        )
+    )
 
 
 def render_report(result: dict, rows: pa.Table) -> str:
@@ -132,9 +160,11 @@ def render_report(result: dict, rows: pa.Table) -> str:
     limit = (result.get("generation") or {}).get("max_new_tokens")
     template = template_lines(rows.column("prompt").to_pylist())
     worst = "".join(_worst_table(rows, m, template) for m in metrics if m in rows.column_names)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>thresher eval: {html.escape(model)}</title>"
-            f"<style>{CSS}</style></head><body><h1>thresher eval</h1><p>model <code>{html.escape(model)}</code>, "
-            f"data <code>{html.escape(input_name(result['data']['path']))}</code>, {result['rows']} examples, "
-            f"{result['seconds']:.1f} s</p><h2>Metrics</h2>{_metrics_table(metrics)}"
-            f"{_cut_section(rows, limit, template)}"
-            f"{_length_histogram(rows.column('prediction_tokens').to_pylist(), limit)}{worst}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>thresher eval: {html.escape(model)}</title>"
+        f"<style>{CSS}</style></head><body><h1>thresher eval</h1><p>model <code>{html.escape(model)}</code>, "
+        f"data <code>{html.escape(input_name(result['data']['path']))}</code>, {result['rows']} examples, "
+        f"{result['seconds']:.1f} s</p><h2>Metrics</h2>{_metrics_table(metrics)}"
+        f"{_cut_section(rows, limit, template)}"
+        f"{_length_histogram(rows.column('prediction_tokens').to_pylist(), limit)}{worst}</body></html>"
+    )

@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 from thresher.core.config import ConfigError
 from thresher.core.console import current as console
 from thresher.core.lineage import data_lineage
-from thresher.runtime import progress_counter, ray_session
 from thresher.core.storage import Storage, join, require_complete_run
 from thresher.evaluate.eval_config import EvalConfig, parse_eval_config
 from thresher.evaluate.generate import Generator, source_columns
 from thresher.evaluate.scoring import aggregate, score_examples
+from thresher.runtime import progress_counter, ray_session
 from thresher.train.config import ModelOptions
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,10 @@ def read_dataset(cfg: EvalConfig, storage: Storage):
     names = ds.schema().names
     missing = [c for c in columns if c not in names]
     if missing:
-        raise ConfigError(f"data.format: format {cfg.data.format} reads column(s) {', '.join(missing)}, which "
-                          f"{uri} lacks (columns: {', '.join(names)})")
+        raise ConfigError(
+            f"data.format: format {cfg.data.format} reads column(s) {', '.join(missing)}, which "
+            f"{uri} lacks (columns: {', '.join(names)})"
+        )
     ds = ds.select_columns(columns + ([cfg.data.id_field] if cfg.data.id_field in names else []))
     return ds.limit(cfg.data.max_rows) if cfg.data.max_rows else ds
 
@@ -89,12 +91,20 @@ def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table
         ds = read_dataset(cfg, storage)
         counter = progress_counter()
         resources = {"num_gpus": 1} if cfg.generation.use_gpu else {"num_cpus": 1}
-        ds = ds.map_batches(Generator, batch_format="pyarrow", batch_size=cfg.generation.batch_size,
-                            compute=ActorPoolStrategy(size=cfg.generation.num_actors),
-                            fn_constructor_kwargs={"model": model_for_actors(cfg.model), "data": cfg.data,
-                                                   "generation": cfg.generation,
-                                                   "perplexity": "perplexity" in cfg.metrics, "progress": counter},
-                            **resources)
+        ds = ds.map_batches(
+            Generator,
+            batch_format="pyarrow",
+            batch_size=cfg.generation.batch_size,
+            compute=ActorPoolStrategy(size=cfg.generation.num_actors),
+            fn_constructor_kwargs={
+                "model": model_for_actors(cfg.model),
+                "data": cfg.data,
+                "generation": cfg.generation,
+                "perplexity": "perplexity" in cfg.metrics,
+                "progress": counter,
+            },
+            **resources,
+        )
         ds.context.execution_options.preserve_order = True
         ds.context.enable_progress_bars = False
         poll = (lambda: (ray.get(counter.snapshot.remote()).get("rows", 0), cfg.data.max_rows)) if counter else None
@@ -124,8 +134,11 @@ def model_record(cfg: EvalConfig) -> dict:
     from thresher.train.models import model_dir
 
     record = Path(model_dir(cfg.model), BASE_RECORD)
-    return {"name_or_path": cfg.model.name_or_path, "gguf_file": cfg.model.gguf_file,
-            "thresher": json.loads(record.read_text()) if record.is_file() else None}
+    return {
+        "name_or_path": cfg.model.name_or_path,
+        "gguf_file": cfg.model.gguf_file,
+        "thresher": json.loads(record.read_text()) if record.is_file() else None,
+    }
 
 
 def run(cfg: EvalConfig, address: str | None = None) -> dict:
@@ -145,8 +158,9 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     rows = generate(cfg, storage, address)
     generation_seconds = time.perf_counter() - started
     new_tokens = sum(rows.column("prediction_tokens").to_pylist())
-    cols = score_examples(rows.column("prediction").to_pylist(), rows.column("reference").to_pylist(), cfg.metrics,
-                          cfg.answer.extractor)
+    cols = score_examples(
+        rows.column("prediction").to_pylist(), rows.column("reference").to_pylist(), cfg.metrics, cfg.answer.extractor
+    )
     nll, tokens = rows.column("reference_nll").to_pylist(), rows.column("reference_tokens").to_pylist()
     cols.update(reference_nll=nll, reference_tokens=tokens)
     if "perplexity" in cfg.metrics:
@@ -155,15 +169,23 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     for name, values in cols.items():
         if name not in rows.column_names and name != "bleu_stats":
             rows = rows.append_column(name, pa.array(values))
-    result = {"metrics": metrics, "rows": rows.num_rows, "seconds": time.perf_counter() - started,
-              "device": "cuda" if cfg.generation.use_gpu else "cpu", "generation_seconds": generation_seconds,
-              "new_tokens": new_tokens, "new_tokens_per_s": new_tokens / generation_seconds,
-              "stopped_at_limit": sum(rows.column("stopped_at_limit").to_pylist()),
-              "model": model, "data": cfg.data.model_dump(), "generation": cfg.generation.model_dump(),
-              "answer": cfg.answer.model_dump(), "bootstrap": cfg.bootstrap.model_dump(),
-              "lineage": {"model": (model["thresher"] or {}).get("lineage"),
-                          "data": data_lineage(cfg.data.path, storage)},
-              "versions": versions("thresher", "torch", "transformers", "sacrebleu", "rouge-score")}
+    result = {
+        "metrics": metrics,
+        "rows": rows.num_rows,
+        "seconds": time.perf_counter() - started,
+        "device": "cuda" if cfg.generation.use_gpu else "cpu",
+        "generation_seconds": generation_seconds,
+        "new_tokens": new_tokens,
+        "new_tokens_per_s": new_tokens / generation_seconds,
+        "stopped_at_limit": sum(rows.column("stopped_at_limit").to_pylist()),
+        "model": model,
+        "data": cfg.data.model_dump(),
+        "generation": cfg.generation.model_dump(),
+        "answer": cfg.answer.model_dump(),
+        "bootstrap": cfg.bootstrap.model_dump(),
+        "lineage": {"model": (model["thresher"] or {}).get("lineage"), "data": data_lineage(cfg.data.path, storage)},
+        "versions": versions("thresher", "torch", "transformers", "sacrebleu", "rouge-score"),
+    }
     buffer = io.BytesIO()
     pq.write_table(rows, buffer)
     storage.write_bytes(join(cfg.output.path, PREDICTIONS), buffer.getvalue())

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from thresher.evaluate.eval_config import EvalData, GenerationOptions
 from thresher.models.generation import BatchGenerator, Sampling, start_vllm, want_vllm
 from thresher.train.config import ModelOptions
 from thresher.train.data import Encoding, ensure_chat_template, render_alpaca, render_chat, tokenize
-from thresher.evaluate.eval_config import EvalData, GenerationOptions
 
 NO_TRUNCATION = 1 << 30
 
@@ -68,8 +68,13 @@ def load_eval_model(options: ModelOptions, dtype):
     import peft
 
     record = Path(folder, BASE_RECORD)
-    base = ModelOptions(**json.loads(record.read_text())["model"]) if record.is_file() else ModelOptions(
-        name_or_path=json.loads(Path(folder, "adapter_config.json").read_text())["base_model_name_or_path"])
+    base = (
+        ModelOptions(**json.loads(record.read_text())["model"])
+        if record.is_file()
+        else ModelOptions(
+            name_or_path=json.loads(Path(folder, "adapter_config.json").read_text())["base_model_name_or_path"]
+        )
+    )
     return peft.PeftModel.from_pretrained(load_base_model(base, dtype), folder)
 
 
@@ -78,8 +83,9 @@ class Generator:
     stopped_at_limit (the generation reached ``max_new_tokens`` without ending), reference_nll and reference_tokens
     out."""
 
-    def __init__(self, model: ModelOptions, data: EvalData, generation: GenerationOptions, perplexity: bool,
-                 progress=None):
+    def __init__(
+        self, model: ModelOptions, data: EvalData, generation: GenerationOptions, perplexity: bool, progress=None
+    ):
         import torch
 
         from thresher.train.models import DTYPES, load_tokenizer, model_dir
@@ -109,12 +115,20 @@ class Generator:
         nll, tokens = self._reference_nll(rendered) if self.perplexity else ([None] * len(records),) * 2
         if self.progress is not None:
             self.progress.add.remote({"rows": len(records)})
-        return pa.table({
-            "id": [None if r.get(self.data.id_field) is None else str(r[self.data.id_field]) for r in records],
-            "prompt": prompts, "reference": [r[1] for r in rendered], "prediction": predictions,
-            "prediction_tokens": [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions],
-            "stopped_at_limit": pa.array(cut, pa.bool_()),
-            "reference_nll": pa.array(nll, pa.float64()), "reference_tokens": pa.array(tokens, pa.int64())})
+        return pa.table(
+            {
+                "id": [None if r.get(self.data.id_field) is None else str(r[self.data.id_field]) for r in records],
+                "prompt": prompts,
+                "reference": [r[1] for r in rendered],
+                "prediction": predictions,
+                "prediction_tokens": [
+                    len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions
+                ],
+                "stopped_at_limit": pa.array(cut, pa.bool_()),
+                "reference_nll": pa.array(nll, pa.float64()),
+                "reference_tokens": pa.array(tokens, pa.int64()),
+            }
+        )
 
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         return self.tokenizer(prompts, add_special_tokens=self.data.format != "chat")["input_ids"]
@@ -126,8 +140,13 @@ class Generator:
 
         from thresher.train.data import IGNORE
 
-        examples = tokenize(self.tokenizer, [r[2] for r in rendered], [r[3] for r in rendered], self.encoding,
-                            append_eos=self.data.format != "chat")
+        examples = tokenize(
+            self.tokenizer,
+            [r[2] for r in rendered],
+            [r[3] for r in rendered],
+            self.encoding,
+            append_eos=self.data.format != "chat",
+        )
         width = max(len(ids) for ids, _ in examples)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in examples], device=self.device)

@@ -81,8 +81,9 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def score_examples(predictions: list[str], references: list[str], metrics: list[str],
-                   extract: str | re.Pattern) -> dict[str, list]:
+def score_examples(
+    predictions: list[str], references: list[str], metrics: list[str], extract: str | re.Pattern
+) -> dict[str, list]:
     """Per-example columns: the extracted answers (``answer_*``), each metric's score (None where not counted),
     and for bleu the n-gram statistics its corpus aggregate needs (``bleu_stats``)."""
     cols: dict[str, list] = {}
@@ -116,8 +117,9 @@ def corpus_bleu(stats: np.ndarray) -> float:
     return BLEU.compute_bleu(c[:4], c[4:8], c[8], c[9], smooth_method="exp").score
 
 
-def bootstrap(statistic: Callable[[np.ndarray], np.ndarray | float], n: int, samples: int,
-              seed: int) -> tuple[float, float]:
+def bootstrap(
+    statistic: Callable[[np.ndarray], np.ndarray | float], n: int, samples: int, seed: int
+) -> tuple[float, float]:
     """Percentile 95% interval of ``statistic(indices)`` over ``samples`` resamples of ``n`` examples (seeded)."""
     idx = np.random.default_rng(seed).integers(0, n, size=(samples, n))
     values = np.asarray(statistic(idx), dtype=float)
@@ -132,16 +134,17 @@ def aggregate(cols: dict[str, list], metrics: list[str], samples: int, seed: int
         if name == "perplexity":
             pairs = [(x, n) for x, n in zip(cols["reference_nll"], cols["reference_tokens"]) if n]
             nll, tokens = (np.array([p[i] for p in pairs], dtype=float) for i in (0, 1))
-            value = (lambda idx: np.exp(nll[idx].sum(-1) / tokens[idx].sum(-1)))
+            value = lambda idx: np.exp(nll[idx].sum(-1) / tokens[idx].sum(-1))
             count = len(tokens)
         elif name == "bleu":
             stats = np.array(cols["bleu_stats"], dtype=float).reshape(-1, 10)
-            value = (lambda idx: corpus_bleu(stats[idx].sum(0)) if idx.ndim == 1
-                     else [corpus_bleu(s) for s in stats[idx].sum(1)])
+            value = lambda idx: (
+                corpus_bleu(stats[idx].sum(0)) if idx.ndim == 1 else [corpus_bleu(s) for s in stats[idx].sum(1)]
+            )
             count = len(stats)
         else:
             scores = np.array([x for x in cols[name] if x is not None], dtype=float)
-            value = (lambda idx: scores[idx].mean(-1))
+            value = lambda idx: scores[idx].mean(-1)
             count = len(scores)
         if count == 0:
             out[name] = {"value": None, "count": 0, "ci95": None}

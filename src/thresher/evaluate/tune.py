@@ -50,7 +50,7 @@ from thresher.train.config import TrainConfig
 TUNE_JSON, TUNE_HTML, BEST_CONFIG, RECORD = "tune.json", "tune.html", "best_config.yaml", "tune-config.json"
 MLFLOW_RUN = "mlflow-run.json"
 TRIALS, SEARCH, BEST = "trials", "search", "best"
-MAX_T = 2 ** 30  # ASHA's last rung: trials are never stopped for reaching it (they end with their own steps)
+MAX_T = 2**30  # ASHA's last rung: trials are never stopped for reaching it (they end with their own steps)
 
 
 def trial_config(base: dict, params: dict[str, Any], folder: str) -> TrainConfig:
@@ -170,8 +170,10 @@ def _space(cfg: TuneConfig) -> dict:
     from ray import tune
 
     sample = {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint}
-    return {key: tune.choice(d.choice) if d.kind == "choice" else sample[d.kind](*getattr(d, d.kind))
-            for key, d in cfg.space.items()}
+    return {
+        key: tune.choice(d.choice) if d.kind == "choice" else sample[d.kind](*getattr(d, d.kind))
+        for key, d in cfg.space.items()
+    }
 
 
 def _tuner(cfg: TuneConfig, base: dict, output: str, concurrent: int):
@@ -181,11 +183,13 @@ def _tuner(cfg: TuneConfig, base: dict, output: str, concurrent: int):
 
     trainable = tune.with_resources(
         tune.with_parameters(_trial_class(), base=base, output=cfg.output.path, cwd=os.getcwd(), metric=cfg.metric),
-        {"CPU": 0, f"node:{ray.util.get_node_ip_address()}": 0.001})  # the driver's node: trials write its disk
+        {"CPU": 0, f"node:{ray.util.get_node_ip_address()}": 0.001},
+    )  # the driver's node: trials write its disk
     path = join(output, SEARCH)
     if tune.Tuner.can_restore(path):
-        console().print(f"resuming the search in {join(cfg.output.path, SEARCH)} (unfinished and failed trials "
-                        "run again)")
+        console().print(
+            f"resuming the search in {join(cfg.output.path, SEARCH)} (unfinished and failed trials run again)"
+        )
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True), True
     if cfg.search == "tpe":
         from optuna.samplers import TPESampler
@@ -201,18 +205,35 @@ def _tuner(cfg: TuneConfig, base: dict, output: str, concurrent: int):
         from ray.tune.schedulers import ASHAScheduler
 
         asha = cfg.scheduler.asha
-        scheduler = ASHAScheduler(time_attr="step", max_t=MAX_T, grace_period=asha.grace_period,
-                                  reduction_factor=asha.reduction_factor, stop_last_trials=False)
+        scheduler = ASHAScheduler(
+            time_attr="step",
+            max_t=MAX_T,
+            grace_period=asha.grace_period,
+            reduction_factor=asha.reduction_factor,
+            stop_last_trials=False,
+        )
     tuner = tune.Tuner(
-        trainable, param_space=_space(cfg),
-        tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, search_alg=search, scheduler=scheduler,
-                                    num_samples=cfg.num_samples, reuse_actors=False,  # a stopped trial's actor ends
-                                    max_concurrent_trials=concurrent if cfg.search == "tpe" else None,
-                                    trial_dirname_creator=lambda trial: trial.trial_id),
-        run_config=tune.RunConfig(name=SEARCH, storage_path=output, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0),
-                                  # a trial's state is its run's own checkpoints
-                                  checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False)))
+        trainable,
+        param_space=_space(cfg),
+        tune_config=tune.TuneConfig(
+            metric=cfg.metric,
+            mode=cfg.mode,
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=cfg.num_samples,
+            reuse_actors=False,  # a stopped trial's actor ends
+            max_concurrent_trials=concurrent if cfg.search == "tpe" else None,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=SEARCH,
+            storage_path=output,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0),
+            # a trial's state is its run's own checkpoints
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+        ),
+    )
     return tuner, False
 
 
@@ -221,8 +242,10 @@ def _check_record(cfg: TuneConfig, base: dict, output: str) -> None:
     record, current = Path(output, RECORD), json.loads(json.dumps({**cfg.model_dump(), "train": base}))
     if record.exists():
         if json.loads(record.read_text()) != current:
-            raise ConfigError(f"output.path: {cfg.output.path} holds a search started with another config; use "
-                              "another output.path or delete that folder")
+            raise ConfigError(
+                f"output.path: {cfg.output.path} holds a search started with another config; use "
+                "another output.path or delete that folder"
+            )
         return
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(current, indent=2))
@@ -233,7 +256,7 @@ def _search_run(cfg: TuneConfig, base: dict, output: str) -> tuple[dict, dict | 
     and the base whose runs are its children in the same store; else ``base`` and None."""
     from thresher.train.tracking import client, store_uri
 
-    opts = ((base.get("tracking") or {}).get("mlflow"))
+    opts = (base.get("tracking") or {}).get("mlflow")
     if opts is None:
         return base, None
     record = Path(output, MLFLOW_RUN)
@@ -245,9 +268,15 @@ def _search_run(cfg: TuneConfig, base: dict, output: str) -> tuple[dict, dict | 
         name = opts.get("experiment", "thresher")
         experiment = mlflow.get_experiment_by_name(name)
         experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(name)
-        run = mlflow.create_run(experiment_id, run_name=Path(output).name, tags={
-            "thresher.tune": cfg.output.path, "thresher.search": cfg.search,
-            "thresher.metric": f"{cfg.mode} {cfg.metric}"})
+        run = mlflow.create_run(
+            experiment_id,
+            run_name=Path(output).name,
+            tags={
+                "thresher.tune": cfg.output.path,
+                "thresher.search": cfg.search,
+                "thresher.metric": f"{cfg.mode} {cfg.metric}",
+            },
+        )
         for key, dist in cfg.space.items():
             mlflow.log_param(run.info.run_id, f"space.{key}", json.dumps({dist.kind: getattr(dist, dist.kind)}))
         search = {"tracking_uri": uri, "run_id": run.info.run_id}
@@ -290,13 +319,20 @@ def _trial_row(result, cfg: TuneConfig, output: str) -> dict:
     if metrics:  # the metric of the saved model: its best evaluation with eval.save_best, else the last one
         model_step = metrics["model_step"]
         value = next((p["value"] for p in curve if p["step"] == model_step), None)
-    return {"id": trial_id, "params": result.config, "state": state, "value": value, "best": best, "curve": curve,
-            "steps": curve[-1]["step"] if curve else 0, "output": join(cfg.output.path, TRIALS, trial_id),
-            "seconds": (result.metrics or {}).get("time_total_s"),
-            "tokens_per_s": metrics["tokens_per_s"] if metrics else None,
-            "train_seconds": metrics["train_seconds"] if metrics else None,
-            "error": str(result.error).strip().splitlines()[-1].replace(output, cfg.output.path)
-            if result.error else None}
+    return {
+        "id": trial_id,
+        "params": result.config,
+        "state": state,
+        "value": value,
+        "best": best,
+        "curve": curve,
+        "steps": curve[-1]["step"] if curve else 0,
+        "output": join(cfg.output.path, TRIALS, trial_id),
+        "seconds": (result.metrics or {}).get("time_total_s"),
+        "tokens_per_s": metrics["tokens_per_s"] if metrics else None,
+        "train_seconds": metrics["train_seconds"] if metrics else None,
+        "error": str(result.error).strip().splitlines()[-1].replace(output, cfg.output.path) if result.error else None,
+    }
 
 
 def _export_best(best: dict, base: dict, output: str, given: str) -> dict:
@@ -309,8 +345,14 @@ def _export_best(best: dict, base: dict, output: str, given: str) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(trial / "model", folder / "model")
     shutil.copy2(trial / "metrics.json", folder / "metrics.json")
-    return {"id": best["id"], "params": best["params"], "value": best["value"],
-            "config": join(given, BEST_CONFIG), "model": join(given, BEST, "model"), "method": config.method}
+    return {
+        "id": best["id"],
+        "params": best["params"],
+        "value": best["value"],
+        "config": join(given, BEST_CONFIG),
+        "model": join(given, BEST, "model"),
+        "method": config.method,
+    }
 
 
 def _no_trial_completed(trials: list[dict], given: str) -> str:
@@ -320,8 +362,10 @@ def _no_trial_completed(trials: list[dict], given: str) -> str:
     what = f"no trial completed ({', '.join(f'{n} {state}' for state, n in states.items())})"
     if failed is None:
         return f"{what}; delete {given} to start the search over"
-    return (f"{what}; trial {failed['id']} failed with {failed['error']}. Fix that and run the same command again "
-            f"(it runs the failed trials again), or delete {given} to start the search over")
+    return (
+        f"{what}; trial {failed['id']} failed with {failed['error']}. Fix that and run the same command again "
+        f"(it runs the failed trials again), or delete {given} to start the search over"
+    )
 
 
 def run(cfg: TuneConfig, address: str | None = None) -> dict:
@@ -338,8 +382,10 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
     with ray_session(address, ray_train=True) as cluster:
         concurrent = cfg.max_concurrent_trials or trials_that_fit(train, cluster)
         tuner, resumed = _tuner(cfg, trial_base, output, concurrent)
-        console().print(f"{cfg.num_samples} trials, {concurrent} at a time ({cfg.search} search"
-                        f"{', asha' if cfg.scheduler else ''}); each into {join(cfg.output.path, TRIALS)}/TRIAL_ID")
+        console().print(
+            f"{cfg.num_samples} trials, {concurrent} at a time ({cfg.search} search"
+            f"{', asha' if cfg.scheduler else ''}); each into {join(cfg.output.path, TRIALS)}/TRIAL_ID"
+        )
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # the search's state saved at most 1 s old
         with console().phase("tune"):
             grid = tuner.fit()
@@ -348,12 +394,22 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
     if not done:
         raise RuntimeError(_no_trial_completed(trials, cfg.output.path))
     best = (min if cfg.mode == "min" else max)(done, key=lambda t: t["value"])
-    result = {"output": cfg.output.path, "metric": cfg.metric, "mode": cfg.mode, "search": cfg.search,
-              "scheduler": cfg.scheduler.model_dump() if cfg.scheduler else None, "num_samples": cfg.num_samples,
-              "max_concurrent_trials": concurrent, "resumed": resumed, "trials": trials,
-              "best": _export_best(best, base, output, cfg.output.path), "model": train.model.model_dump(),
-              "seconds": time.perf_counter() - started, "cpus": os.cpu_count(),
-              "versions": {d: metadata.version(d) for d in ("thresher", "ray", "torch", "transformers", "peft")}}
+    result = {
+        "output": cfg.output.path,
+        "metric": cfg.metric,
+        "mode": cfg.mode,
+        "search": cfg.search,
+        "scheduler": cfg.scheduler.model_dump() if cfg.scheduler else None,
+        "num_samples": cfg.num_samples,
+        "max_concurrent_trials": concurrent,
+        "resumed": resumed,
+        "trials": trials,
+        "best": _export_best(best, base, output, cfg.output.path),
+        "model": train.model.model_dump(),
+        "seconds": time.perf_counter() - started,
+        "cpus": os.cpu_count(),
+        "versions": {d: metadata.version(d) for d in ("thresher", "ray", "torch", "transformers", "peft")},
+    }
     if search_run:
         _end_search_run(search_run, result)
         store = base["tracking"]["mlflow"].get("tracking_uri") or join(cfg.output.path, "mlruns")  # as given

@@ -66,8 +66,12 @@ class Dimension(StrictModel):
 
 class AshaOptions(StrictModel):
     grace_period: int = Field(1, gt=0, description="steps before a trial can be stopped: the first rung")
-    reduction_factor: float = Field(2, gt=1, description="rungs at grace_period x reduction_factor^k steps; at each "
-                                    "a trial goes on only if in the best 1/reduction_factor of the trials there")
+    reduction_factor: float = Field(
+        2,
+        gt=1,
+        description="rungs at grace_period x reduction_factor^k steps; at each "
+        "a trial goes on only if in the best 1/reduction_factor of the trials there",
+    )
 
 
 class SchedulerOptions(StrictModel):
@@ -88,17 +92,28 @@ class TuneOutput(StrictModel):
 class TuneConfig(StrictModel):
     train: dict[str, Any] | str = Field(description="the base training config, or its YAML file (output: per trial)")
     metric: Literal["eval_loss", "eval_perplexity", "eval_reward_accuracy", "eval_reward_margin"] = Field(
-        "eval_loss", description="the validation metric optimised (reported at each evaluation of data.validation)")
+        "eval_loss", description="the validation metric optimised (reported at each evaluation of data.validation)"
+    )
     mode: Literal["min", "max"] = Field("min", description="whether the best trial has the lowest or highest metric")
-    space: dict[str, Dimension] = Field(min_length=1, description="dotted training-config keys, one distribution "
-                                        "each: {loguniform|uniform|randint: [low, high]} or {choice: [values]}")
+    space: dict[str, Dimension] = Field(
+        min_length=1,
+        description="dotted training-config keys, one distribution "
+        "each: {loguniform|uniform|randint: [low, high]} or {choice: [values]}",
+    )
     search: Literal["random", "tpe"] = Field("random", description="random sampling, or Optuna's TPE (model-based)")
-    scheduler: SchedulerOptions | None = Field(None, description="stop unpromising trials early (needs the base's "
-                                               "eval.every_steps); null: every trial runs to its end")
+    scheduler: SchedulerOptions | None = Field(
+        None,
+        description="stop unpromising trials early (needs the base's "
+        "eval.every_steps); null: every trial runs to its end",
+    )
     num_samples: int = Field(8, gt=0, description="trials")
-    max_concurrent_trials: int | None = Field(None, gt=0, description="default: as many trials as the cluster's "
-                                              "resources fit (each trial's scaling; on CPUs without "
-                                              "scaling.resources_per_worker a trial takes all CPUs but one: 1)")
+    max_concurrent_trials: int | None = Field(
+        None,
+        gt=0,
+        description="default: as many trials as the cluster's "
+        "resources fit (each trial's scaling; on CPUs without "
+        "scaling.resources_per_worker a trial takes all CPUs but one: 1)",
+    )
     seed: int = Field(0, description="seed of the search algorithm's sampling")
     output: TuneOutput = Field(description="where the outputs go")
 
@@ -118,7 +133,7 @@ def check_key(key: str) -> None:
     parts = key.split(".")
     for i, part in enumerate(parts):
         if model is None or part not in model.model_fields:
-            raise ConfigError(f"space.{key}: no key {'.'.join(parts[:i + 1])} in the training config")
+            raise ConfigError(f"space.{key}: no key {'.'.join(parts[: i + 1])} in the training config")
         model = _field_model(model.model_fields[part].annotation)
     if model is not None:
         raise ConfigError(f"space.{key}: a section of the training config; search one of its keys")
@@ -159,8 +174,9 @@ def check(cfg: TuneConfig, base: dict) -> TrainConfig:
     if not train.data.validation:
         raise ConfigError(f"train.data.validation: the search optimises {cfg.metric}, measured on data.validation")
     if cfg.scheduler and not train.eval.every_steps:
-        raise ConfigError("train.eval.every_steps: the asha scheduler compares trials at their evaluations; "
-                          "set eval.every_steps")
+        raise ConfigError(
+            "train.eval.every_steps: the asha scheduler compares trials at their evaluations; set eval.every_steps"
+        )
     for key, dimension in cfg.space.items():
         check_key(key)
         for value in dimension.values():

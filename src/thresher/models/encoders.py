@@ -20,6 +20,7 @@ import numpy as np
 
 from thresher.core.config import require_extra
 
+
 def require_torch(key: str) -> None:
     """A config error (exit 2) naming ``key`` when torch or transformers is not installed."""
     require_extra(("torch", "transformers"), key, "train")
@@ -97,9 +98,11 @@ class SentenceEncoder:
         autocast = torch.autocast(device_type, torch.bfloat16, enabled=self.dtype == "bfloat16")
         with torch.inference_mode(), autocast:
             for start in range(0, len(texts), self.batch_size):
-                rows = order[start:start + self.batch_size]
+                rows = order[start : start + self.batch_size]
                 tokens = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(self.device)
                 states = self.model(**tokens).last_hidden_state
-                vectors = torch.nn.functional.normalize(pool(states, tokens["attention_mask"], self.mode).float(), dim=1)
+                vectors = torch.nn.functional.normalize(
+                    pool(states, tokens["attention_mask"], self.mode).float(), dim=1
+                )
                 out[rows] = vectors.cpu().numpy()
         return out

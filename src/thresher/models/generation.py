@@ -42,8 +42,9 @@ class GenerationSpec(StrictModel):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling (with temperature above 0)")
     seed: int = Field(0, description="sampling seed")
     batch_size: int = Field(16, gt=0, description="prompts per generate call")
-    backend: Backend = Field("auto", description="auto: vLLM when it is installed and a GPU is visible, else "
-                                                 "transformers")
+    backend: Backend = Field(
+        "auto", description="auto: vLLM when it is installed and a GPU is visible, else transformers"
+    )
 
 
 def local_kwargs(gguf_file: str | None) -> dict:
@@ -57,22 +58,32 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None, key: str = "
     try:
         tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path, key), **local_kwargs(gguf_file))
     except OSError as e:
-        raise ConfigError(f"{key}: cannot load a tokenizer from {name_or_path!r} (local folders and the local "
-                          f"Hugging Face cache only): {e}") from None
+        raise ConfigError(
+            f"{key}: cannot load a tokenizer from {name_or_path!r} (local folders and the local "
+            f"Hugging Face cache only): {e}"
+        ) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_causal_lm(name_or_path: str, gguf_file: str | None = None, dtype: str = "float32",
-                   attn_implementation: str | None = None, key: str = "model.name_or_path"):
+def load_causal_lm(
+    name_or_path: str,
+    gguf_file: str | None = None,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    key: str = "model.name_or_path",
+):
     """A causal LM for inference, in ``dtype``, in eval mode on CPU."""
     import torch
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        resolve_model(name_or_path, key), dtype=getattr(torch, dtype),
-        attn_implementation=attn_implementation or "sdpa", **local_kwargs(gguf_file)).eval()
+        resolve_model(name_or_path, key),
+        dtype=getattr(torch, dtype),
+        attn_implementation=attn_implementation or "sdpa",
+        **local_kwargs(gguf_file),
+    ).eval()
 
 
 def want_vllm(backend: Backend, possible: bool) -> bool:
@@ -105,8 +116,16 @@ class BatchGenerator:
         self.tokenizer.padding_side = "left"
 
     @classmethod
-    def load(cls, name_or_path: str, gguf_file: str | None = None, dtype: str = "bfloat16",
-             backend: Backend = "auto", use_gpu: bool = False, seed: int = 0, key: str = "model.name_or_path"):
+    def load(
+        cls,
+        name_or_path: str,
+        gguf_file: str | None = None,
+        dtype: str = "bfloat16",
+        backend: Backend = "auto",
+        use_gpu: bool = False,
+        seed: int = 0,
+        key: str = "model.name_or_path",
+    ):
         """A generator for a full model (float32 on CPU, ``dtype`` on a GPU)."""
         import torch
 
@@ -126,8 +145,12 @@ class BatchGenerator:
         """Token ids of ``prompts``: each as one user turn of the chat template (with the assistant's generation
         prompt), or as plain text with the tokenizer's special tokens."""
         if chat:
-            texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                        add_generation_prompt=True) for p in prompts]
+            texts = [
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+                )
+                for p in prompts
+            ]
             return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
 
@@ -135,8 +158,9 @@ class BatchGenerator:
         """The decoded continuation of each prompt (special tokens dropped)."""
         return self.continuations(prompt_ids, sampling, seeds)[0]
 
-    def continuations(self, prompt_ids: list[list[int]], sampling: Sampling,
-                      seeds: list[int] | None = None) -> tuple[list[str], list[bool]]:
+    def continuations(
+        self, prompt_ids: list[list[int]], sampling: Sampling, seeds: list[int] | None = None
+    ) -> tuple[list[str], list[bool]]:
         """The decoded continuation of each prompt (special tokens dropped), and whether it stopped at
         ``max_new_tokens`` rather than at an end-of-sequence token (vLLM's finish reason ``length``)."""
         if not prompt_ids:
@@ -144,21 +168,28 @@ class BatchGenerator:
         if self.llm is not None:
             from vllm import SamplingParams
 
-            params = [SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                     max_tokens=sampling.max_new_tokens, seed=s)
-                      for s in (seeds or [sampling.seed] * len(prompt_ids))]
+            params = [
+                SamplingParams(
+                    temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens, seed=s
+                )
+                for s in (seeds or [sampling.seed] * len(prompt_ids))
+            ]
             outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
             return [o.outputs[0].text for o in outputs], [o.outputs[0].finish_reason == "length" for o in outputs]
         import torch
 
         inputs = self.tokenizer.pad({"input_ids": prompt_ids}, return_tensors="pt").to(self.device)
-        mode = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p} \
-            if sampling.temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        mode = (
+            {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+            if sampling.temperature > 0
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
         torch.manual_seed(sampling.seed)
         with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=sampling.max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id, **mode)
-        new = out[:, inputs["input_ids"].shape[1]:]
+            out = self.model.generate(
+                **inputs, max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **mode
+            )
+        new = out[:, inputs["input_ids"].shape[1] :]
         eos = self.model.generation_config.eos_token_id
         eos = torch.tensor([self.tokenizer.eos_token_id] if eos is None else eos if isinstance(eos, list) else [eos])
         ended = torch.isin(new, eos.to(new.device)).any(dim=1)  # a row that ended early is padded with EOS

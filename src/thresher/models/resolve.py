@@ -36,7 +36,7 @@ def resolve_model(name: str, key: str = "model.name_or_path") -> str:
     """The folder (or hub id) to load ``name`` from; ``key`` names the config key in errors (exit 2)."""
     if not name.startswith("pkg:"):
         return os.path.expanduser(name)
-    package = name[len("pkg:"):]
+    package = name[len("pkg:") :]
     spec = importlib.util.find_spec(package)  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(f"{key}: no installed Python package {package!r}")

@@ -150,8 +150,12 @@ class Checkpointer:
         self.wait()
         name = f"step-{state.step:08d}"
         if not self.writes:  # a DDP rank beside rank 0: it reports, rank 0 writes
-            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name,
-                             checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)
+            ray.train.report(
+                metrics,
+                checkpoint=None,
+                checkpoint_dir_name=name,
+                checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+            )
             self.count += 1
             self.blocked_seconds += time.perf_counter() - at
             return
@@ -182,9 +186,14 @@ class Checkpointer:
             finally:
                 self.done.set()
 
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name,
-                         checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC, checkpoint_upload_fn=write,
-                         delete_local_checkpoint_after_upload=False)
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(folder),
+            checkpoint_dir_name=name,
+            checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+            checkpoint_upload_fn=write,
+            delete_local_checkpoint_after_upload=False,
+        )
         self.count += 1
         self.blocked_seconds += time.perf_counter() - at
 

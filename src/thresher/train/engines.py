@@ -99,8 +99,12 @@ def _optimizer(params, cfg: TrainConfig, total_steps: int, adam=torch.optim.Adam
 
 def _fusable(params: list) -> bool:
     """Whether fused AdamW takes these parameters: floating point, all on one CUDA or CPU device."""
-    return bool(params) and all(p.is_floating_point() for p in params) and len({p.device for p in params}) == 1 \
+    return (
+        bool(params)
+        and all(p.is_floating_point() for p in params)
+        and len({p.device for p in params}) == 1
         and params[0].device.type in ("cuda", "cpu")
+    )
 
 
 class DDPEngine(Engine):
@@ -112,7 +116,7 @@ class DDPEngine(Engine):
 
         self.cfg, self.device = cfg, device
         self.module = model
-        if cfg.tuning != "qlora":  # QLoRA's 4-bit base was placed on the GPU as it loaded
+        if not cfg.adapter.quantized:  # a quantized base (QLoRA's 4-bit) was placed on the GPU as it loaded
             model = model.to(device)
         if cfg.optim.compile:
             compile_layers(model)
@@ -126,7 +130,7 @@ class DDPEngine(Engine):
 
     def outputs(self, sync: bool = True, **inputs):
         no_sync = getattr(self.model, "no_sync", None)
-        with (contextlib.nullcontext() if sync or no_sync is None else no_sync()), self.autocast():
+        with contextlib.nullcontext() if sync or no_sync is None else no_sync(), self.autocast():
             return self.model(**inputs)
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -146,8 +150,12 @@ class DDPEngine(Engine):
         if rank != 0:
             return Snapshot()
         trainable = {n: p for n, p in self.module.named_parameters() if p.requires_grad}
-        state = {"trainable": trainable, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+        state = {
+            "trainable": trainable,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
         return Snapshot({os.path.join(folder, TORCH_STATE_FILE): HostCopy(state, self.device)})
 
     def load(self, folder: str) -> None:
@@ -206,8 +214,9 @@ class DeepSpeedEngine(Engine):
         self.device = device
         if cfg.optim.compile:
             compile_layers(model)
-        self.model, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                                   config=config, dist_init_required=False)
+        self.model, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False
+        )
         self.module = self.model.module
         self.stage = ds.stage
 
@@ -298,12 +307,16 @@ class FSDP2Engine(Engine):
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         model_state, optimizer_state = get_state_dict(self.module, self.optimizer)
-        future = dcp.async_save({"model": model_state, "optimizer": optimizer_state},
-                                checkpoint_id=os.path.join(folder, FSDP_STATE_DIR), process_group=self.checkpoint_group)
+        future = dcp.async_save(
+            {"model": model_state, "optimizer": optimizer_state},
+            checkpoint_id=os.path.join(folder, FSDP_STATE_DIR),
+            process_group=self.checkpoint_group,
+        )
         snapshot = Snapshot(futures=[future])
         if rank == 0:
-            snapshot.files[os.path.join(folder, TORCH_STATE_FILE)] = HostCopy({"scheduler": self.scheduler.state_dict()},
-                                                                              torch.device("cpu"))
+            snapshot.files[os.path.join(folder, TORCH_STATE_FILE)] = HostCopy(
+                {"scheduler": self.scheduler.state_dict()}, torch.device("cpu")
+            )
         return snapshot
 
     def load(self, folder: str) -> None:
@@ -313,8 +326,9 @@ class FSDP2Engine(Engine):
         model_state, optimizer_state = get_state_dict(self.module, self.optimizer)
         state = {"model": model_state, "optimizer": optimizer_state}
         dcp.load(state, checkpoint_id=os.path.join(folder, FSDP_STATE_DIR))
-        set_state_dict(self.module, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"])
+        set_state_dict(
+            self.module, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+        )
         schedule = torch.load(os.path.join(folder, TORCH_STATE_FILE), map_location="cpu", weights_only=True)
         self.scheduler.load_state_dict(schedule["scheduler"])
 

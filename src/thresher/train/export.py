@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage, join
 from thresher.models.resolve import given_name, published_name
-from thresher.train.config import PEFT_ADAPTERS, ModelOptions, TrainConfig
+from thresher.train.config import ModelOptions, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +51,6 @@ def download_dir(storage: Storage, uri: str, local: str) -> str:
     return local
 
 
-def merged_model(model, cfg: TrainConfig):
-    """The LoRA of the PEFT ``model`` merged into its base."""
-    if cfg.tuning != "qlora":
-        return model.merge_and_unload()
-    import peft
-    import torch
-
-    from thresher.train.models import load_base_model
-
-    with tempfile.TemporaryDirectory() as adapter:
-        model.save_pretrained(adapter)
-        base = load_base_model(cfg.model, device_map={"": "cpu"})
-        merged = peft.PeftModel.from_pretrained(base, adapter, torch_device="cpu").merge_and_unload()
-    return merged.to(torch.device("cpu"))
-
-
 def load_instructions(cfg: TrainConfig, merged: bool, base: str) -> str:
     """The model card: the base by its published name ``base`` and code that loads the result without thresher once
     ``PATH`` names this folder. An adapter's base loads from a ``pkg:`` base's package folder (found at run time), a
@@ -78,7 +62,7 @@ def load_instructions(cfg: TrainConfig, merged: bool, base: str) -> str:
     described = f"Base model: `{base}`" + (f" (GGUF `{model.gguf_file}`)" if model.gguf_file else "")
     imports = "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
     path = 'PATH = "path/to/model"  # this folder, the one holding this README\n'
-    if cfg.tuning == "full" or merged:
+    if merged or not cfg.adapter.saves_adapter:
         code = f"{imports}\n{path}model = AutoModelForCausalLM.from_pretrained(PATH)\n"
     else:
         imports = f"from peft import PeftModel\n{imports}"
@@ -92,10 +76,14 @@ def load_instructions(cfg: TrainConfig, merged: bool, base: str) -> str:
         else:
             source = json.dumps(base)
         gguf = f", gguf_file={json.dumps(model.gguf_file)}" if model.gguf_file else ""
-        code = (f"{imports}\n{path}BASE = {source}\nbase = AutoModelForCausalLM.from_pretrained(BASE{gguf})\n"
-                "model = PeftModel.from_pretrained(base, PATH)\n")
-    return (f"# Fine-tuned with thresher ({cfg.method}{', LoRA merged' if merged else ''})\n\n{described}\n\n"
-            f"```python\n{code}tokenizer = AutoTokenizer.from_pretrained(PATH)\n```\n")
+        code = (
+            f"{imports}\n{path}BASE = {source}\nbase = AutoModelForCausalLM.from_pretrained(BASE{gguf})\n"
+            "model = PeftModel.from_pretrained(base, PATH)\n"
+        )
+    return (
+        f"# Fine-tuned with thresher ({cfg.method}{', LoRA merged' if merged else ''})\n\n{described}\n\n"
+        f"```python\n{code}tokenizer = AutoTokenizer.from_pretrained(PATH)\n```\n"
+    )
 
 
 def install_hint(package: str) -> str:
@@ -111,13 +99,16 @@ def base_name(options: ModelOptions) -> str:
     return published_name(options.name_or_path, options.gguf_file, options.hub_id)
 
 
-def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dict: dict | None = None,
-                 lineage: dict | None = None) -> str:
+def export_model(
+    model, tokenizer, cfg: TrainConfig, storage: Storage, state_dict: dict | None = None, lineage: dict | None = None
+) -> str:
     """Save ``model`` (the unwrapped, trained module) and the tokenizer to ``<output.path>/model``, with the data
     ``lineage`` in its thresher.json; returns it."""
-    merged = cfg.output.merge_lora and cfg.tuning in PEFT_ADAPTERS
+    merged = cfg.output.merge_lora and cfg.adapter.mergeable
     if merged:
-        model = merged_model(model, cfg)
+        from thresher.train.models import load_base_model
+
+        model = cfg.adapter.merged(model, cfg, load_base_model)
     base = base_name(cfg.model)
     uri = join(cfg.output.path, "model")
     with tempfile.TemporaryDirectory() as folder:
@@ -126,11 +117,18 @@ def export_model(model, tokenizer, cfg: TrainConfig, storage: Storage, state_dic
         tokenizer.save_pretrained(folder)
         Path(folder, "README.md").write_text(load_instructions(cfg, merged, base))
         record = cfg.model.model_dump(exclude={"kernels"})  # ModelOptions, as thresher eval loads the base
-        Path(folder, BASE_RECORD).write_text(json.dumps({"model": record, "method": cfg.method, "tuning": cfg.tuning,
-                                                         "merged": merged, "lineage": lineage}, indent=2))
+        Path(folder, BASE_RECORD).write_text(
+            json.dumps(
+                {"model": record, "method": cfg.method, "tuning": cfg.tuning, "merged": merged, "lineage": lineage},
+                indent=2,
+            )
+        )
         upload_dir(storage, folder, uri)
-    log.info("saved the %s to %s", "merged model" if merged else
-             ("model" if cfg.tuning == "full" else f"{cfg.tuning} adapter"), uri)
+    log.info(
+        "saved the %s to %s",
+        "merged model" if merged else (f"{cfg.tuning} adapter" if cfg.adapter.saves_adapter else "model"),
+        uri,
+    )
     return uri
 
 
@@ -139,16 +137,23 @@ def name_base(folder: str, base: str) -> None:
     was loaded from)."""
     config = Path(folder, "adapter_config.json")
     if config.is_file():
-        config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": base}, indent=2,
-                                     sort_keys=True))
+        config.write_text(
+            json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": base}, indent=2, sort_keys=True)
+        )
 
 
 # -- weighted combination of LoRA adapters ---------------------------------------------------------------------
 
 
-def combine_adapters(adapters: list[tuple[str, float]], output: str, storage: Storage,
-                     combination: str = "cat", base: ModelOptions | None = None, svd_rank: int | None = None,
-                     density: float | None = None) -> str:
+def combine_adapters(
+    adapters: list[tuple[str, float]],
+    output: str,
+    storage: Storage,
+    combination: str = "cat",
+    base: ModelOptions | None = None,
+    svd_rank: int | None = None,
+    density: float | None = None,
+) -> str:
     """One LoRA adapter from several of the same base model, weighted (PEFT's ``add_weighted_adapter``).
 
     ``cat`` (default) is exact: the combined update is the weighted sum of the adapters' updates (its rank is the
@@ -180,16 +185,25 @@ def combine_adapters(adapters: list[tuple[str, float]], output: str, storage: St
             if record.is_file():
                 base = ModelOptions(**json.loads(record.read_text())["model"])
             else:
-                base = ModelOptions(name_or_path=json.loads(Path(local[0], "adapter_config.json").read_text())
-                                    ["base_model_name_or_path"])
+                base = ModelOptions(
+                    name_or_path=json.loads(Path(local[0], "adapter_config.json").read_text())[
+                        "base_model_name_or_path"
+                    ]
+                )
         model = peft.PeftModel.from_pretrained(load_base_model(base, torch.float32), local[0], adapter_name="a0")
         for i, folder in enumerate(local[1:], 1):
             model.load_adapter(folder, adapter_name=f"a{i}")
         names = [f"a{i}" for i in range(len(local))]
         # the result takes the first adapter's config with lora_alpha = r, i.e. scaling 1, unless that one is rsLoRA
         model.peft_config["a0"].use_rslora = False
-        model.add_weighted_adapter(names, [w for _, w in adapters], adapter_name="default",
-                                   combination_type=combination, svd_rank=svd_rank, density=density)
+        model.add_weighted_adapter(
+            names,
+            [w for _, w in adapters],
+            adapter_name="default",
+            combination_type=combination,
+            svd_rank=svd_rank,
+            density=density,
+        )
         for name in names:
             model.delete_adapter(name)
         out = os.path.join(tmp, "combined")
@@ -198,9 +212,18 @@ def combine_adapters(adapters: list[tuple[str, float]], output: str, storage: St
         tokenizers = [f for f in local if Path(f, "tokenizer_config.json").is_file()]
         if tokenizers:
             AutoTokenizer.from_pretrained(tokenizers[0]).save_pretrained(out)
-        Path(out, BASE_RECORD).write_text(json.dumps({"model": base.model_dump(), "method": "lora", "merged": False,
-                                                      "combined": [{"adapter": u, "weight": w} for u, w in adapters],
-                                                      "combination": combination}, indent=2))
+        Path(out, BASE_RECORD).write_text(
+            json.dumps(
+                {
+                    "model": base.model_dump(),
+                    "method": "lora",
+                    "merged": False,
+                    "combined": [{"adapter": u, "weight": w} for u, w in adapters],
+                    "combination": combination,
+                },
+                indent=2,
+            )
+        )
         upload_dir(storage, out, output)
     log.info("combined %d adapters (%s) into %s", len(adapters), combination, output)
     return output
@@ -213,8 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m thresher.train.export", description="combine LoRA adapters into one")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("combine", help="weighted combination of LoRA adapters of one base model")
-    c.add_argument("--adapter", nargs=2, action="append", required=True, metavar=("URI", "WEIGHT"),
-                   help="an adapter folder (local or s3://) and its weight; give two or more")
+    c.add_argument(
+        "--adapter",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("URI", "WEIGHT"),
+        help="an adapter folder (local or s3://) and its weight; give two or more",
+    )
     c.add_argument("--output", required=True, metavar="URI")
     c.add_argument("--combination", default="cat", choices=COMBINATIONS)
     c.add_argument("--svd-rank", type=int)
@@ -230,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base = ModelOptions(name_or_path=args.base, gguf_file=args.gguf_file) if args.base else None
     try:
-        combine_adapters(adapters, args.output, Storage.from_options(None), args.combination, base,
-                         args.svd_rank, args.density)
+        combine_adapters(
+            adapters, args.output, Storage.from_options(None), args.combination, base, args.svd_rank, args.density
+        )
     except ConfigError as e:
         print(f"combine: error: {e}", file=sys.stderr)
         return 2

@@ -1,10 +1,11 @@
 """The per-worker training recipe that Ray Train's ``TorchTrainer`` runs on every worker: :class:`Recipe` reads
 top to bottom as setup, train, evaluate, checkpoint, export.
 
-Setup loads the model, applies the method, builds the objective (:class:`LanguageModeling` for the SFT methods,
-:class:`thresher.train.preference.Preference` for dpo/orpo, with DPO's reference model taken before the model is
-wrapped) and the engine (:mod:`thresher.train.engines`: DDP, DeepSpeed ZeRO or FSDP2), and resumes from Ray Train's
-latest checkpoint if there is one. Each worker streams its shard of the rows with
+Setup loads the model, applies the method's adapter, builds its objective (both from :mod:`thresher.train.methods`:
+:class:`thresher.train.sft.LanguageModeling` for the adapter methods, :class:`thresher.train.preference.Preference`
+for dpo/orpo, with DPO's reference model taken before the engine wraps the model) and the engine
+(:mod:`thresher.train.engines`: DDP, DeepSpeed ZeRO or FSDP2), and resumes from Ray Train's latest checkpoint if
+there is one. Each worker streams its shard of the rows with
 ``get_dataset_shard("train").iter_torch_batches``. An optimizer step takes ``optim.grad_accum`` micro-batches of
 ``optim.batch_size`` rows per worker; the loss is the mean over the step's units across all workers -- trained
 tokens for SFT (every token weighs the same, however the tokens fall into rows and workers), pairs for preference
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -39,15 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from thresher.core.storage import Storage
 from thresher.train.checkpoints import Checkpointer
 from thresher.train.collectives import all_sum, device_sum, node_count
-from thresher.train.config import PREFERENCE_METHODS, VIRTUAL_TOKEN_METHODS, TrainConfig
-from thresher.train.data import IGNORE
+from thresher.train.config import TrainConfig
 from thresher.train.engines import make_engine
-from thresher.train.preference import Preference, reference_for
 from thresher.train.selection import best_index, best_summary, stops_early
 from thresher.train.tracking import Tracker
 
@@ -88,57 +85,11 @@ class TrainerState:
         Path(folder, STATE_FILE).write_text(json.dumps(asdict(self)))
 
     @classmethod
-    def load(cls, folder: str) -> "TrainerState":
+    def load(cls, folder: str) -> TrainerState:
         return cls(**json.loads(Path(folder, STATE_FILE).read_text()))
 
 
-# -- the SFT objective ------------------------------------------------------------------------------------------
-
-
-def model_inputs(batch: dict, method: str) -> dict:
-    if method in VIRTUAL_TOKEN_METHODS:
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
-    return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
-
-
-def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over trained labels (virtual-token logits, if any, are cut off)."""
-    logits = logits[:, -labels.shape[1]:, :]
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
-
-
-def trained_tokens(labels: torch.Tensor) -> torch.Tensor:
-    return (labels[:, 1:] != IGNORE).sum()
-
-
-class LanguageModeling:
-    """The SFT methods' objective: next-token cross-entropy, averaged over trained tokens. ``fused``: the model
-    computes the summed loss itself from ``labels`` (Liger's fused linear cross-entropy: no logits in training, see
-    :func:`thresher.train.models.fused_loss`); ``num_items_in_batch=1`` makes its reduction the sum, as
-    :func:`loss_sum`'s."""
-
-    metrics = ("loss",)
-
-    def __init__(self, tuning: str, fused: bool = False):
-        self.tuning, self.fused = tuning, fused
-
-    def units(self, batch: dict) -> torch.Tensor:
-        return trained_tokens(batch["labels"])
-
-    def loss(self, engine, batch: dict, sync: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The summed loss of the batch, and the sums of the metrics (0-dim tensors on the batch's device)."""
-        inputs = model_inputs(batch, self.tuning)
-        if self.fused:
-            loss = engine.outputs(sync=sync, labels=batch["labels"], num_items_in_batch=1, **inputs).loss
-        else:
-            loss = loss_sum(engine.forward(sync=sync, **inputs), batch["labels"])
-        return loss, {"loss": loss.detach()}
-
-    def means(self, sums: dict[str, float], units: float) -> dict[str, float | None]:
-        """The evaluation's metrics (None without trained tokens)."""
-        loss = sums["loss"] / units if units else None
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)) if units else None}
+# -- metrics ------------------------------------------------------------------------------------------------------
 
 
 def metric_sums(objective, batch: dict, metrics: dict, device: torch.device) -> torch.Tensor:
@@ -158,8 +109,9 @@ def report_evaluation(evaluation: dict) -> None:
     import ray.train
 
     # in order after a checkpoint still being written, without waiting for it
-    ray.train.report(evaluation_metrics(evaluation), checkpoint=None,
-                     checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)
+    ray.train.report(
+        evaluation_metrics(evaluation), checkpoint=None, checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC
+    )
 
 
 def peak_memory_bytes(on_gpu: bool) -> int:
@@ -207,8 +159,11 @@ class Recipe:
     def __init__(self, cfg: TrainConfig, job: Job):
         self.cfg, self.job = cfg, job
         stopping = cfg.eval.early_stopping
-        self.selection = {"metric": cfg.eval.metric, "mode": cfg.eval.mode,
-                          "min_delta": stopping.min_delta if stopping else 0.0}
+        self.selection = {
+            "metric": cfg.eval.metric,
+            "mode": cfg.eval.mode,
+            "min_delta": stopping.min_delta if stopping else 0.0,
+        }
         self.started = self.eval_seconds = 0.0
         self.run_tokens, self.run_steps, self.first_step = 0.0, 0, (0.0, 0.0)
         self.pending: Counter = Counter()  # metric sums since the last logged step, and their units
@@ -247,7 +202,7 @@ class Recipe:
     def build(self, rank: int, world: int, device: torch.device) -> None:
         """This worker's model (the method applied), objective and engine, on ``device`` (where Ray Train puts the
         batches: the worker's GPU, or the CPU)."""
-        from thresher.train.models import compute_dtype, fused_loss, load_model
+        from thresher.train.models import compute_dtype, load_model
 
         cfg = self.cfg
         self.rank, self.world, self.device = rank, world, torch.device(device)
@@ -262,10 +217,7 @@ class Recipe:
         self.mark("model_loaded")
         self.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.quantized_layers = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
-        if cfg.method in PREFERENCE_METHODS:
-            self.objective = Preference(cfg, reference_for(cfg, model, self.device, self.dtype))
-        else:
-            self.objective = LanguageModeling(cfg.tuning, fused_loss(cfg))
+        self.objective = cfg.objective.build(cfg, model, self.device, self.dtype)
         self.engine = make_engine(model, cfg, self.job.total_steps, self.dtype, self.device)
         self.checkpointer = Checkpointer(self.engine, self.rank)
         self.mark("engine_ready")
@@ -295,8 +247,9 @@ class Recipe:
         per_step = self.cfg.optim.grad_accum
         while True:
             skip, window, batches = self.state.batches_in_epoch, [], 0
-            for batch in self.train_shard.iter_torch_batches(batch_size=self.cfg.optim.batch_size, drop_last=True,
-                                                             dtypes=torch.long):
+            for batch in self.train_shard.iter_torch_batches(
+                batch_size=self.cfg.optim.batch_size, drop_last=True, dtypes=torch.long
+            ):
                 batches += 1
                 if batches <= skip:  # given before the checkpoint this run resumed from
                     continue
@@ -306,8 +259,10 @@ class Recipe:
                     yield window
                     window = []
             if batches < per_step:
-                raise RuntimeError("an epoch of the training data gave no optimizer step: fewer rows per worker than "
-                                   "optim.batch_size * optim.grad_accum")
+                raise RuntimeError(
+                    "an epoch of the training data gave no optimizer step: fewer rows per worker than "
+                    "optim.batch_size * optim.grad_accum"
+                )
             self.state.epoch += 1
             self.state.batches_in_epoch = 0
 
@@ -319,8 +274,12 @@ class Recipe:
             self.train_step(next(self.batches))
             if state.step % cfg.optim.log_every_steps == 0 or self.finished():
                 self.log_train_metrics()
-            if self.val_shard is not None and cfg.eval.every_steps and state.step % cfg.eval.every_steps == 0 \
-                    and state.step < self.job.total_steps:
+            if (
+                self.val_shard is not None
+                and cfg.eval.every_steps
+                and state.step % cfg.eval.every_steps == 0
+                and state.step < self.job.total_steps
+            ):
                 self.evaluate()
                 if not self.stopped():  # the run's last evaluation is its result (metrics.json), not reported here
                     report_evaluation(state.evals[-1])
@@ -337,8 +296,13 @@ class Recipe:
         """One optimizer step over the ``window`` of micro-batches. Its sums stay on the batches' device, added up
         until :meth:`settle`: the host never waits for the device within a step, so it queues the next one."""
         device, names = self.device, self.objective.metrics
-        units = device_sum([torch.stack([torch.as_tensor(self.objective.units(b), dtype=torch.float64, device=device)
-                                         for b in window]).sum()])
+        units = device_sum(
+            [
+                torch.stack(
+                    [torch.as_tensor(self.objective.units(b), dtype=torch.float64, device=device) for b in window]
+                ).sum()
+            ]
+        )
         scale = self.world / units.clamp(min=1.0)  # gradients are averaged over workers: this makes it the global mean
         sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=device)
         tokens = torch.zeros(max(len(self.job.sources), 1), dtype=torch.float64, device=device)
@@ -369,11 +333,10 @@ class Recipe:
             return
         values, self.unsettled = self.unsettled.tolist(), None
         names, state = self.objective.metrics, self.state
-        by_source = values[len(names):-1]
+        by_source = values[len(names) : -1]
         self.pending.update({**dict(zip(names, values)), "units": values[-1]})
         state.tokens += int(sum(by_source))
-        state.tokens_by_source = [int(a + b) for a, b in zip(state.tokens_by_source or [0] * len(by_source),
-                                                             by_source)]
+        state.tokens_by_source = [int(a + b) for a, b in zip(state.tokens_by_source or [0] * len(by_source), by_source)]
         self.run_tokens += sum(by_source)
 
     def log_train_metrics(self) -> None:
@@ -420,8 +383,9 @@ class Recipe:
 
         exported = self.engine.state_dict()  # a collective with ZeRO-3 and FSDP2: every rank calls it
         if self.rank == 0:
-            export_model(self.engine.module, self.job.tokenizer, self.cfg, self.job.storage, exported,
-                         lineage=self.job.lineage)
+            export_model(
+                self.engine.module, self.job.tokenizer, self.cfg, self.job.storage, exported, lineage=self.job.lineage
+            )
 
     def finish(self) -> None:
         """The final evaluation (unless the last step had one), checkpoint (unless saved) and export (unless the
@@ -450,13 +414,18 @@ class Recipe:
             "tokens_per_s": run_tokens / seconds if run_steps else None,
             "tokens_per_s_per_worker": run_tokens / seconds / world if run_steps else None,
             "tokens_per_s_after_first_step": (run_tokens - first_step[1]) / (seconds - first_step[0])
-            if run_steps > 1 else None,
+            if run_steps > 1
+            else None,
             "first_step_seconds": first_step[0] if run_steps else None,
             "train_seconds": seconds,
             "eval_seconds": self.eval_seconds,
             "checkpoint_seconds": self.checkpointer.blocked_seconds,
-            "checkpoints": {"count": self.checkpointer.count, "blocked_seconds": self.checkpointer.blocked_seconds,
-                            "write_seconds": self.checkpointer.write_seconds, "bytes": int(self.checkpoint_bytes)},
+            "checkpoints": {
+                "count": self.checkpointer.count,
+                "blocked_seconds": self.checkpointer.blocked_seconds,
+                "write_seconds": self.checkpointer.write_seconds,
+                "bytes": int(self.checkpoint_bytes),
+            },
             "steps_this_run": run_steps,
             "tokens": state.tokens,
             "tokens_by_source": dict(zip(self.job.sources, state.tokens_by_source)),

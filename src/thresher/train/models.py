@@ -1,4 +1,5 @@
-"""Loading tokenizers and models (local folder, cached hub id, ``pkg:`` folder, GGUF) and applying the method.
+"""Loading tokenizers and models (local folder, cached hub id, ``pkg:`` folder, GGUF) and applying the method's
+adapter (:mod:`thresher.train.methods`).
 
 Nothing is ever downloaded: loads use ``local_files_only``. Precision: on GPUs the frozen base of the PEFT
 methods is loaded in ``model.dtype`` and the trainable parameters stay float32 (PEFT upcasts adapters), the
@@ -13,25 +14,16 @@ import logging
 
 import torch
 
-from thresher.core.config import ConfigError
 import thresher.models.generation
+from thresher.core.config import ConfigError
 from thresher.models.generation import local_kwargs
 from thresher.models.resolve import resolve_model
 from thresher.train.config import ModelOptions, TrainConfig, TrainModelOptions
+from thresher.train.methods import fused_loss
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-_LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-LORA_TARGETS = {
-    **{t: _LLAMA_LIKE for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "olmo2",
-                                "granite", "starcoder2")},
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
-    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-}
-"""LoRA's default ``target_modules`` per ``model_type``: every linear layer of attention and MLP; other
-architectures get PEFT's ``all-linear``."""
 
 
 def model_dir(options: ModelOptions) -> str:
@@ -62,8 +54,12 @@ def load_base_model(options: ModelOptions, dtype: torch.dtype | None = None, **k
     """The pretrained causal LM of ``options`` (in ``dtype``, default ``model.dtype``), GGUF dequantized."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {**_load_kwargs(options), "attn_implementation": options.attn_implementation or "sdpa",
-              "dtype": dtype or DTYPES[options.dtype], **kwargs}
+    kwargs = {
+        **_load_kwargs(options),
+        "attn_implementation": options.attn_implementation or "sdpa",
+        "dtype": dtype or DTYPES[options.dtype],
+        **kwargs,
+    }
     model = AutoModelForCausalLM.from_pretrained(model_dir(options), **kwargs)
     drop_gguf_record(model)
     return model
@@ -74,11 +70,9 @@ def load_model(cfg: TrainConfig, device: torch.device):
     straight onto it (no copy in host memory, converted to their dtype there)."""
     on_gpu = device.type == "cuda"
     dtype = compute_dtype(cfg, on_gpu)
-    kwargs = {"device_map": {"": device}} if on_gpu else {}
-    if cfg.tuning == "qlora":
-        kwargs["quantization_config"] = _bnb_config(dtype)
+    placement = {"device_map": {"": device}} if on_gpu else {}
     # the frozen base of the PEFT methods is stored in the compute dtype; full fine-tuning keeps fp32 masters
-    model = load_base_model(cfg.model, dtype if cfg.tuning != "full" else torch.float32, **kwargs)
+    model = load_base_model(cfg.model, **cfg.adapter.load_kwargs(dtype), **placement)
     model.config.use_cache = False
     if cfg.model.kernels == "liger":
         apply_liger(model, cfg)
@@ -87,26 +81,21 @@ def load_model(cfg: TrainConfig, device: torch.device):
     return apply_method(model, cfg)
 
 
-def fused_loss(cfg: TrainConfig) -> bool:
-    """Whether the SFT loss is Liger's fused linear cross-entropy, computed in the model's forward from the last hidden
-    states and the output head's weight without materializing the logits: ``model.kernels: liger`` with method full,
-    lora or qlora, except under DeepSpeed ZeRO-3 (the kernel reads the head's weight directly, and ZeRO-3 gathers a
-    weight only for its own module's forward)."""
-    return (cfg.model.kernels == "liger" and cfg.method in ("full", "lora", "qlora")
-            and not (cfg.deepspeed is not None and cfg.deepspeed.stage == 3))
-
-
 def require_liger(model_type: str) -> None:
     """ConfigError naming ``model.kernels`` where Liger cannot patch ``model_type`` here: liger-kernel (or Triton) is
     not installed, or it has no kernels for the architecture."""
     try:
         from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
     except ImportError as e:
-        raise ConfigError(f"model.kernels: liger needs the liger-kernel package (and Triton, which CUDA builds of "
-                          f"PyTorch bring) where the model trains: pip install liger-kernel ({e})") from None
+        raise ConfigError(
+            f"model.kernels: liger needs the liger-kernel package (and Triton, which CUDA builds of "
+            f"PyTorch bring) where the model trains: pip install liger-kernel ({e})"
+        ) from None
     if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
-        raise ConfigError(f"model.kernels: Liger has no kernels for model type {model_type!r} (it has "
-                          f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); leave model.kernels out")
+        raise ConfigError(
+            f"model.kernels: Liger has no kernels for model type {model_type!r} (it has "
+            f"{', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}); leave model.kernels out"
+        )
 
 
 def check_liger(options: TrainModelOptions) -> None:
@@ -122,8 +111,14 @@ def apply_liger(model, cfg: TrainConfig) -> None:
     require_liger(model.config.model_type)
     from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
-    _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                    fused_linear_cross_entropy=fused_loss(cfg))
+    _apply_liger_kernel_to_instance(
+        model=model,
+        rope=True,
+        rms_norm=True,
+        swiglu=True,
+        cross_entropy=False,
+        fused_linear_cross_entropy=fused_loss(cfg),
+    )
 
 
 def drop_gguf_record(model) -> None:
@@ -137,47 +132,6 @@ def drop_gguf_record(model) -> None:
         model.is_quantized = False
 
 
-def _bnb_config(dtype: torch.dtype):
-    if not torch.cuda.is_available():
-        raise ConfigError("method qlora needs CUDA: this worker has no GPU")
-    try:
-        import bitsandbytes  # noqa: F401  (only where CUDA is present)
-    except ImportError:
-        raise ConfigError("method qlora needs the bitsandbytes package on the GPU workers") from None
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype)
-
-
-def lora_targets(cfg: TrainConfig, model_type: str) -> list[str] | str:
-    return cfg.lora.target_modules or LORA_TARGETS.get(model_type, "all-linear")
-
-
 def apply_method(model, cfg: TrainConfig):
-    """Wrap ``model`` for the PEFT methods (``cfg.tuning``); full fine-tuning returns it unchanged."""
-    if cfg.tuning == "full":
-        return model
-    import peft
-
-    if cfg.tuning in ("lora", "qlora"):
-        if cfg.tuning == "qlora":
-            model = peft.prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=cfg.optim.gradient_checkpointing,
-                gradient_checkpointing_kwargs={"use_reentrant": False})
-        pcfg = peft.LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                               lora_dropout=cfg.lora.dropout, use_dora=cfg.lora.use_dora,
-                               use_rslora=cfg.lora.use_rslora,
-                               target_modules=lora_targets(cfg, model.config.model_type))
-    elif cfg.tuning == "prefix":
-        pcfg = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.prompt_tuning.num_virtual_tokens)
-    else:
-        init = cfg.prompt_tuning.init_text
-        pcfg = peft.PromptTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=cfg.prompt_tuning.num_virtual_tokens,
-            prompt_tuning_init="TEXT" if init else "RANDOM", prompt_tuning_init_text=init,
-            tokenizer_name_or_path=model_dir(cfg.model) if init else None,
-            tokenizer_kwargs=_load_kwargs(cfg.model) if init else None)
-    if cfg.optim.gradient_checkpointing:
-        model.enable_input_require_grads()
-    return peft.get_peft_model(model, pcfg)
+    """``model`` (as loaded) with the adapter of ``cfg.method`` applied (``Adapter.wrap``; full fine-tuning: itself)."""
+    return cfg.adapter.wrap(model, cfg)

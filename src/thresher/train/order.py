@@ -64,8 +64,9 @@ def bucket_of(difficulty: pa.ChunkedArray | pa.Array, bounds: np.ndarray) -> np.
 def _with_order_key(batch: pa.Table, field: str, bounds: np.ndarray, seed: int) -> pa.Table:
     """``ORDER_KEY``: the bucket in the high bits, a seeded hash of the record below (a shuffle within the bucket
     that does not depend on how the rows are cut into blocks)."""
-    hashes = np.array([xxhash.xxh64_intdigest(orjson.dumps(row, default=str), seed) for row in batch.to_pylist()],
-                      np.uint64)
+    hashes = np.array(
+        [xxhash.xxh64_intdigest(orjson.dumps(row, default=str), seed) for row in batch.to_pylist()], np.uint64
+    )
     low = (hashes >> np.uint64(64 - HASH_BITS)).astype(np.int64)
     key = (bucket_of(batch[field], bounds).astype(np.int64) << HASH_BITS) | low
     return batch.append_column(ORDER_KEY, pa.array(key, pa.int64()))
@@ -92,11 +93,14 @@ class RecordOrder:
         if self.order != "curriculum":
             return ds
         if self.field not in ds.schema().names:
-            raise ConfigError(f"data.difficulty_field: the train files have no column {self.field!r} "
-                              f"(run the curriculum stage, or name the column)")
+            raise ConfigError(
+                f"data.difficulty_field: the train files have no column {self.field!r} "
+                f"(run the curriculum stage, or name the column)"
+            )
         bounds = bucket_bounds(ds, self.field, self.buckets)
         out = ds.map_batches(_with_order_key, fn_args=(self.field, bounds, self.seed), batch_format="pyarrow").sort(
-            ORDER_KEY)
+            ORDER_KEY
+        )
         out.context.execution_options.preserve_order = True
         return out
 

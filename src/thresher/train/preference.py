@@ -30,7 +30,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from thresher.train.config import TrainConfig
 from thresher.train.data import IGNORE
 
 REWARD_METRICS = ("rewards_chosen", "rewards_rejected", "reward_margin", "reward_accuracy")
@@ -50,9 +49,17 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return (token_logps * mask).sum(-1), mask.sum(-1)
 
 
-def dpo_losses(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-               n_chosen: torch.Tensor, n_rejected: torch.Tensor, beta: float, loss: str, sft_weight: float = 0.0
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dpo_losses(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    n_chosen: torch.Tensor,
+    n_rejected: torch.Tensor,
+    beta: float,
+    loss: str,
+    sft_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair: the DPO loss, the chosen and the rejected reward."""
     c, r = chosen - ref_chosen, rejected - ref_rejected
     if loss == "sigmoid":
@@ -69,8 +76,9 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x < -math.log(2), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
 
 
-def orpo_losses(chosen: torch.Tensor, rejected: torch.Tensor, n_chosen: torch.Tensor, n_rejected: torch.Tensor,
-                beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def orpo_losses(
+    chosen: torch.Tensor, rejected: torch.Tensor, n_chosen: torch.Tensor, n_rejected: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair: the ORPO loss (chosen NLL minus beta times the log-sigmoid of the log odds ratio), the chosen and
     the rejected reward."""
     mc, mr = chosen / n_chosen.clamp(min=1), rejected / n_rejected.clamp(min=1)
@@ -99,13 +107,15 @@ class DisabledAdapter:
 
 
 class Preference:
-    """The loop's objective for ``method: dpo | orpo``: the loss is averaged over pairs."""
+    """The loop's objective for the preference methods (``thresher.train.methods``): ``pair_losses(logps, counts,
+    ref)`` gives per pair the loss, the chosen and the rejected reward from the summed log-probabilities of the
+    (chosen, rejected) responses, their trained tokens and the ``reference``'s log-probabilities (None without one);
+    the loss is averaged over pairs."""
 
     metrics = ("loss", *REWARD_METRICS)
 
-    def __init__(self, cfg: TrainConfig, reference=None):
-        self.cfg, self.reference = cfg, reference
-        self.options = cfg.dpo if cfg.method == "dpo" else cfg.orpo
+    def __init__(self, pair_losses, reference=None):
+        self.pair_losses, self.reference = pair_losses, reference
 
     def units(self, batch: dict) -> float:
         return float(batch["input_ids"].shape[0])
@@ -114,26 +124,20 @@ class Preference:
         """The summed loss of the batch's pairs, and the sums of the metrics (0-dim tensors on its device)."""
         flat = flatten_pairs(batch)
         inputs = {"input_ids": flat["input_ids"], "position_ids": flat["position_ids"], "use_cache": False}
+        ref = None
         if self.reference is not None:
-            ref_chosen, ref_rejected = sequence_logps(self.reference.logits(engine, inputs), flat["labels"])[0].chunk(2)
+            ref = sequence_logps(self.reference.logits(engine, inputs), flat["labels"])[0].chunk(2)
         logps, n = sequence_logps(engine.forward(sync=sync, **inputs), flat["labels"])
-        (chosen, rejected), (n_chosen, n_rejected) = logps.chunk(2), n.chunk(2)
-        if self.cfg.method == "dpo":
-            losses, reward_c, reward_r = dpo_losses(chosen, rejected, ref_chosen, ref_rejected, n_chosen, n_rejected,
-                                                    self.options.beta, self.options.loss, self.options.sft_weight)
-        else:
-            losses, reward_c, reward_r = orpo_losses(chosen, rejected, n_chosen, n_rejected, self.options.beta)
+        losses, reward_c, reward_r = self.pair_losses(logps.chunk(2), n.chunk(2), ref)
         loss = losses.sum()
-        return loss, {"loss": loss.detach(), "rewards_chosen": reward_c.sum(), "rewards_rejected": reward_r.sum(),
-                      "reward_margin": (reward_c - reward_r).sum(), "reward_accuracy": (reward_c > reward_r).sum()}
+        return loss, {
+            "loss": loss.detach(),
+            "rewards_chosen": reward_c.sum(),
+            "rewards_rejected": reward_r.sum(),
+            "reward_margin": (reward_c - reward_r).sum(),
+            "reward_accuracy": (reward_c > reward_r).sum(),
+        }
 
     def means(self, sums: dict[str, float], units: float) -> dict[str, float | None]:
         """The evaluation's metrics, means over pairs (None without pairs)."""
         return {k: sums[k] / units if units else None for k in self.metrics}
-
-
-def reference_for(cfg: TrainConfig, model, device: torch.device, dtype: torch.dtype):
-    """DPO's reference model (None for ORPO); call before the engine wraps ``model``."""
-    if cfg.method != "dpo":
-        return None
-    return DisabledAdapter() if cfg.tuning != "full" else FrozenCopy(model, device, dtype)

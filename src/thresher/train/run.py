@@ -24,12 +24,13 @@ from typing import Any
 from thresher.core.config import ConfigError
 from thresher.core.console import current as console
 from thresher.core.lineage import data_lineage
-from thresher.runtime import progress_counter, progress_counts, ray_session, resolve_address
 from thresher.core.storage import Storage, join
+from thresher.runtime import progress_counter, progress_counts, ray_session, resolve_address
 from thresher.train.checkpoints import remove_staging
-from thresher.train.config import PEFT_ADAPTERS, PREFERENCE_METHODS, VIRTUAL_TOKEN_METHODS, TrainConfig
+from thresher.train.config import TrainConfig
 from thresher.train.data import Encoding, build_dataset, ensure_chat_template, mix, parquet_files, renders_chat
 from thresher.train.loop import Job, train_loop_per_worker
+from thresher.train.methods import adapter_settings
 from thresher.train.order import RecordOrder, data_config
 from thresher.train.tracking import settings as tracking_settings
 
@@ -41,13 +42,14 @@ RUN_RECORD = "thresher-train.json"
 
 def checkpoint_settings(cfg: TrainConfig) -> dict:
     """The settings a checkpoint's contents depend on."""
-    return {"model": cfg.model.model_dump(exclude={"attn_implementation", "kernels"}), "method": cfg.method,
-            "lora": cfg.lora.model_dump() if cfg.tuning in PEFT_ADAPTERS else None,
-            "prompt_tuning": cfg.prompt_tuning.model_dump(exclude={"init_text"})
-            if cfg.tuning in VIRTUAL_TOKEN_METHODS else None,
-            "deepspeed": cfg.deepspeed.model_dump() if cfg.deepspeed else None,
-            "fsdp": cfg.fsdp.model_dump() if cfg.fsdp else None,
-            "num_workers": cfg.scaling.num_workers if cfg.deepspeed else None}
+    return {
+        "model": cfg.model.model_dump(exclude={"attn_implementation", "kernels"}),
+        "method": cfg.method,
+        **adapter_settings(cfg),
+        "deepspeed": cfg.deepspeed.model_dump() if cfg.deepspeed else None,
+        "fsdp": cfg.fsdp.model_dump() if cfg.fsdp else None,
+        "num_workers": cfg.scaling.num_workers if cfg.deepspeed else None,
+    }
 
 
 def check_resumable(cfg: TrainConfig, storage: Storage) -> None:
@@ -58,8 +60,10 @@ def check_resumable(cfg: TrainConfig, storage: Storage) -> None:
         previous = json.loads(storage.read_bytes(record))
         changed = sorted(k for k in settings if previous.get(k) != settings[k])
         if changed:
-            raise ConfigError(f"checkpoint.storage_path: {cfg.checkpoint_path} holds checkpoints of a run with other "
-                              f"{', '.join(changed)} settings; use another checkpoint.storage_path (or delete it)")
+            raise ConfigError(
+                f"checkpoint.storage_path: {cfg.checkpoint_path} holds checkpoints of a run with other "
+                f"{', '.join(changed)} settings; use another checkpoint.storage_path (or delete it)"
+            )
     else:
         storage.write_bytes(record, json.dumps(settings, indent=2).encode())
 
@@ -73,9 +77,11 @@ def _steps(cfg: TrainConfig, train_ds) -> tuple[int, Any]:
     per_step = cfg.optim.batch_size * cfg.optim.grad_accum
     steps_per_epoch = rows // cfg.scaling.num_workers // per_step
     if steps_per_epoch == 0:
-        raise ConfigError(f"data.train: {rows} rows of {cfg.data.max_seq_len} tokens make no optimizer step with "
-                          f"{cfg.scaling.num_workers} workers x optim.batch_size x optim.grad_accum = "
-                          f"{cfg.scaling.num_workers * per_step} rows")
+        raise ConfigError(
+            f"data.train: {rows} rows of {cfg.data.max_seq_len} tokens make no optimizer step with "
+            f"{cfg.scaling.num_workers} workers x optim.batch_size x optim.grad_accum = "
+            f"{cfg.scaling.num_workers * per_step} rows"
+        )
     log.info("%d training rows: %d steps per epoch", rows, steps_per_epoch)
     return steps_per_epoch * cfg.optim.epochs, train_ds
 
@@ -90,8 +96,10 @@ def worker_resources(cfg: TrainConfig, cluster_cpus: float, node_cpus: float) ->
         return cfg.scaling.resources_per_worker
     share = (cluster_cpus - 1) / cfg.scaling.num_workers
     if share <= 0:
-        raise ConfigError(f"scaling.num_workers: the Ray cluster has {cluster_cpus:g} CPU, too few for training "
-                          "workers and data tasks; set scaling.resources_per_worker (e.g. {CPU: 0.25})")
+        raise ConfigError(
+            f"scaling.num_workers: the Ray cluster has {cluster_cpus:g} CPU, too few for training "
+            "workers and data tasks; set scaling.resources_per_worker (e.g. {CPU: 0.25})"
+        )
     return {"CPU": min(math.floor(share), node_cpus) if share >= 1 else share}
 
 
@@ -99,6 +107,35 @@ def max_node_cpus() -> float:
     import ray
 
     return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
+
+
+def check_fits(cfg: TrainConfig, resources: dict | None, cluster: dict[str, float], nodes: list[dict]) -> None:
+    """Refuse (exit 2, naming the key) workers the cluster cannot run: more of a resource than the cluster has, one
+    worker more than any node has, or no CPU left for Ray Data's read and tokenize tasks (the workers would wait for
+    rows forever). ``cluster``: the cluster's resources; ``nodes``: each live node's."""
+    per_worker = resources if resources is not None else {"GPU": 1}
+    key = (
+        "scaling.resources_per_worker"
+        if cfg.scaling.resources_per_worker is not None
+        else ("scaling.use_gpu" if cfg.scaling.use_gpu else "scaling.num_workers")
+    )
+    n = cfg.scaling.num_workers
+    for name, amount in per_worker.items():
+        if amount <= 0:
+            continue
+        total, largest = cluster.get(name, 0.0), max((node.get(name, 0.0) for node in nodes), default=0.0)
+        if n * amount > total or amount > largest:
+            raise ConfigError(
+                f"{key}: {n} worker(s) x {amount:g} {name} do not fit the Ray cluster's {total:g} "
+                f"{name} (at most {largest:g} on one node)"
+            )
+    left = cluster.get("CPU", 0.0) - n * per_worker.get("CPU", 0.0)
+    if left < 1:
+        raise ConfigError(
+            f"{key}: {n} worker(s) x {per_worker.get('CPU', 0.0):g} CPU leave {left:g} of the Ray "
+            f"cluster's {cluster.get('CPU', 0.0):g} CPU for the data pipeline's read and tokenize tasks, "
+            "which need 1; ask for fewer CPUs per worker or fewer workers"
+        )
 
 
 def deterministic_failure(error: Exception) -> str | None:
@@ -126,12 +163,17 @@ def fit(trainer, max_failures: int):
             attempt += 1
             same = deterministic_failure(e)
             if same is not None:
-                raise RuntimeError(f"the training workers failed before the first step with {same} (not "
-                                   "retried: a retry would fail the same way)") from None
+                raise RuntimeError(
+                    f"the training workers failed before the first step with {same} (not "
+                    "retried: a retry would fail the same way)"
+                ) from None
             if 0 <= max_failures < attempt:
                 raise
-            log.warning("training attempt %d failed; resuming from the latest checkpoint (%s)", attempt,
-                        str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
+            log.warning(
+                "training attempt %d failed; resuming from the latest checkpoint (%s)",
+                attempt,
+                str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__,
+            )
 
 
 def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
@@ -150,8 +192,10 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError(f"scaling.use_gpu: this machine has no CUDA GPU"
-                              f"{' (method qlora needs one)' if cfg.method == 'qlora' else ''}")
+            raise ConfigError(
+                f"scaling.use_gpu: this machine has no CUDA GPU"
+                f"{f' (method {cfg.method} needs one)' if cfg.adapter.gpu_only else ''}"
+            )
     try:
         storage.check_writable(cfg.output.path)
     except OSError as e:
@@ -161,30 +205,39 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
     if cfg.model.kernels == "liger" and resolve_address(address) is None:  # the workers run here
         check_liger(cfg.model)
     # virtual-token methods take no position_ids; preference rows hold one pair each
-    packing = cfg.data.packing and cfg.tuning not in VIRTUAL_TOKEN_METHODS and cfg.method not in PREFERENCE_METHODS
+    packing = cfg.data.packing and not cfg.adapter.virtual_tokens and not cfg.objective.preference
     if cfg.data.packing and not packing:
         log.info("method %s: rows are not packed", cfg.method)
     mixture = isinstance(cfg.data.train, list)
     train = []  # (encoding, files) of each training dataset
     for i, source in enumerate(cfg.data.sources):
         enc = Encoding(source.format, source.text_field, cfg.data.max_seq_len, packing)
-        train.append((enc, parquet_files(source.path, f"data.train.{i}.path" if mixture else "data.train", enc,
-                                         storage)))
+        train.append(
+            (enc, parquet_files(source.path, f"data.train.{i}.path" if mixture else "data.train", enc, storage))
+        )
     val_enc = Encoding(cfg.data.format, cfg.data.text_field, cfg.data.max_seq_len, packing)
     val_files = parquet_files(cfg.data.validation, "data.validation", val_enc, storage) if cfg.data.validation else None
     if any(renders_chat(enc, files[0], storage) for enc, files in train):
         ensure_chat_template(tokenizer)
     check_resumable(cfg, storage)
-    lineage = {"train": [data_lineage(s.path, storage) for s in cfg.data.sources] if mixture
-               else data_lineage(cfg.data.train, storage),
-               "validation": data_lineage(cfg.data.validation, storage) if cfg.data.validation else None}
+    lineage = {
+        "train": [data_lineage(s.path, storage) for s in cfg.data.sources]
+        if mixture
+        else data_lineage(cfg.data.train, storage),
+        "validation": data_lineage(cfg.data.validation, storage) if cfg.data.validation else None,
+    }
 
     with ray_session(address, ray_train=True) as cluster:
         resources = worker_resources(cfg, cluster.get("CPU", 0.0), max_node_cpus())
+        check_fits(cfg, resources, cluster, [n["Resources"] for n in ray.nodes() if n["Alive"]])
         log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
         order = RecordOrder(cfg.data.order, cfg.data.difficulty_field, cfg.data.curriculum_buckets, cfg.optim.seed)
-        datasets = {"train": [build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows, order, source=i)
-                              for i, (enc, files) in enumerate(train)]}
+        datasets = {
+            "train": [
+                build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows, order, source=i)
+                for i, (enc, files) in enumerate(train)
+            ]
+        }
         if val_files:
             datasets["validation"] = build_dataset(val_files, tokenizer, val_enc, storage, cfg.data.batch_rows)
             if cfg.eval.max_rows:
@@ -197,10 +250,18 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
                 datasets["train"] = datasets["train"][0]
             total_steps, datasets["train"] = _steps(cfg, datasets["train"])
         counter = progress_counter()
-        job = Job(total_steps=total_steps, storage=storage, tokenizer=tokenizer,
-                  has_validation="validation" in datasets, progress=counter, lineage=lineage,
-                  tracking=tracking_settings(cfg, lineage), sources=[s.path for s in cfg.data.sources],
-                  started=started, workdir=os.getcwd())
+        job = Job(
+            total_steps=total_steps,
+            storage=storage,
+            tokenizer=tokenizer,
+            has_validation="validation" in datasets,
+            progress=counter,
+            lineage=lineage,
+            tracking=tracking_settings(cfg, lineage),
+            sources=[s.path for s in cfg.data.sources],
+            started=started,
+            workdir=os.getcwd(),
+        )
         fs, ckpt_path = storage.resolve(cfg.checkpoint_path)
         if isinstance(fs, pyarrow.fs.LocalFileSystem):
             remove_staging(posixpath.join(ckpt_path, RUN_NAME))  # what a stopped run was still writing
@@ -209,14 +270,20 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
             return TorchTrainer(
                 train_loop_per_worker,
                 train_loop_config={"config": cfg.model_dump(), "job": job},
-                scaling_config=ray.train.ScalingConfig(num_workers=cfg.scaling.num_workers,
-                                                       use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources,
-                                                       placement_strategy=cfg.scaling.placement_strategy),
+                scaling_config=ray.train.ScalingConfig(
+                    num_workers=cfg.scaling.num_workers,
+                    use_gpu=cfg.scaling.use_gpu,
+                    resources_per_worker=resources,
+                    placement_strategy=cfg.scaling.placement_strategy,
+                ),
                 run_config=ray.train.RunConfig(
-                    name=RUN_NAME, storage_path=ckpt_path, storage_filesystem=fs,
+                    name=RUN_NAME,
+                    storage_path=ckpt_path,
+                    storage_filesystem=fs,
                     failure_config=ray.train.FailureConfig(max_failures=0),
                     checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
-                    callbacks=callbacks),
+                    callbacks=callbacks,
+                ),
                 datasets=datasets,
                 dataset_config=data_config(cfg.data.order),
             )
@@ -227,10 +294,20 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
             result = fit(trainer, cfg.checkpoint.max_failures)
     metrics = result.return_value
     metrics["startup_seconds"] = {"fit_started": fit_started, **metrics["startup_seconds"]}
-    metrics = {**metrics, "lineage": lineage, "output": join(cfg.output.given, "model"),
-               "checkpoint": join(cfg.checkpoint_path_given, RUN_NAME, posixpath.basename(result.checkpoint.path))
-               if result.checkpoint else None}
+    metrics = {
+        **metrics,
+        "lineage": lineage,
+        "output": join(cfg.output.given, "model"),
+        "checkpoint": join(cfg.checkpoint_path_given, RUN_NAME, posixpath.basename(result.checkpoint.path))
+        if result.checkpoint
+        else None,
+    }
     storage.write_bytes(join(cfg.output.path, "metrics.json"), json.dumps(metrics, indent=2).encode())
-    log.info("steps %d, eval_loss %s, %.0f tokens/s; model in %s", metrics["steps"], metrics["eval_loss"],
-             metrics["tokens_per_s"] or 0, metrics["output"])
+    log.info(
+        "steps %d, eval_loss %s, %.0f tokens/s; model in %s",
+        metrics["steps"],
+        metrics["eval_loss"],
+        metrics["tokens_per_s"] or 0,
+        metrics["output"],
+    )
     return metrics

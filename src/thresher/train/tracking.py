@@ -65,17 +65,22 @@ def settings(cfg: TrainConfig, lineage: dict) -> MlflowSettings | None:
     opts = cfg.tracking.mlflow
     if opts is None:
         return None
-    tags = {"thresher.method": cfg.method, "thresher.output": cfg.output.given,
-            "thresher.model": cfg.model.name_or_path}
+    tags = {
+        "thresher.method": cfg.method,
+        "thresher.output": cfg.output.given,
+        "thresher.model": cfg.model.name_or_path,
+    }
     for key, item in flatten({"thresher.lineage": lineage}, lists=True).items():  # a mixture: one per dataset
         tags[key] = item if isinstance(item, str) else json.dumps(item)
     if opts.parent_run_id:
         tags[PARENT_TAG] = opts.parent_run_id
     return MlflowSettings(
         tracking_uri=store_uri(opts.tracking_uri or os.path.join(cfg.output.path, "mlruns")),
-        experiment=opts.experiment, run_name=opts.run_name or Path(cfg.output.path.rstrip("/")).name,
+        experiment=opts.experiment,
+        run_name=opts.run_name or Path(cfg.output.path.rstrip("/")).name,
         params={k: redact_text(str(v)) for k, v in flatten(cfg.model_dump()).items()},
-        tags={k: redact_text(v) for k, v in tags.items()})
+        tags={k: redact_text(v) for k, v in tags.items()},
+    )
 
 
 def client(tracking_uri: str):
@@ -102,8 +107,12 @@ class Tracker:
         try:
             fn()
         except Exception as e:  # tracking must not fail the training
-            log.warning("MLflow tracking at %s failed (%s: %s); training goes on without it",
-                        redact_url(self.settings.tracking_uri), type(e).__name__, redact_text(str(e)))
+            log.warning(
+                "MLflow tracking at %s failed (%s: %s); training goes on without it",
+                redact_url(self.settings.tracking_uri),
+                type(e).__name__,
+                redact_text(str(e)),
+            )
             self.settings = None
 
     def _log(self, metrics: list[tuple[str, float, int]]) -> None:
@@ -112,10 +121,11 @@ class Tracker:
         now = int(time.time() * 1000)
         entities = [Metric(name, float(v), now, step) for name, v, step in metrics if v is not None]
         for i in range(0, len(entities), MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=entities[i:i + MAX_BATCH])
+            self.client.log_batch(self.run_id, metrics=entities[i : i + MAX_BATCH])
 
     def start(self, train_loss: list[dict], evals: list[dict], resumed_from: int | None) -> None:
         """Create the run, log params and tags, and the history a resumed attempt starts with."""
+
         def start():
             from mlflow.entities import Param
 
@@ -127,7 +137,7 @@ class Tracker:
             self.run_id = self.client.create_run(experiment_id, run_name=s.run_name, tags=tags).info.run_id
             params = [Param(k, v) for k, v in s.params.items()]
             for i in range(0, len(params), MAX_BATCH):
-                self.client.log_batch(self.run_id, params=params[i:i + MAX_BATCH])
+                self.client.log_batch(self.run_id, params=params[i : i + MAX_BATCH])
             self._log([("train_loss", x["loss"], x["step"]) for x in train_loss] + eval_metrics(evals))
 
         self._call(start)
@@ -141,9 +151,11 @@ class Tracker:
     def finish(self, result: dict) -> None:
         """Log the run's scalars (nested ones with dotted names; not the final evaluation's, logged with it) and end
         the run."""
+
         def finish():
-            scalars = {k: v for k, v in flatten(result).items()
-                       if isinstance(v, (int, float)) and not k.startswith("eval_")}
+            scalars = {
+                k: v for k, v in flatten(result).items() if isinstance(v, (int, float)) and not k.startswith("eval_")
+            }
             self._log([(name, v, result["steps"]) for name, v in scalars.items()])
             self.client.set_terminated(self.run_id)
 

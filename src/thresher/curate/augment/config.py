@@ -8,11 +8,11 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from thresher.core.config import ConfigError, StrictModel, validate
-from thresher.models.generation import GenerationSpec
 from thresher.curate.augment.eda import OPERATIONS
 from thresher.curate.fields import TextFieldsConfig
 from thresher.curate.stage import REPORT_PREFIX
 from thresher.curate.stages.embed import DEFAULT_MODEL
+from thresher.models.generation import GenerationSpec
 
 AUGMENTED_FROM = "augmented_from"
 AUGMENTATION = "augmentation"
@@ -20,8 +20,15 @@ SOURCE_EXCERPT = REPORT_PREFIX + "augment_source"
 EXCERPT_CHARS = 400
 NEAR_DUPLICATE_NGRAM = 3
 MODEL_METHODS = ("paraphrase", "backtranslate", "rewrite", "self_instruct")
-DEFAULT_SIMILARITY = {"eda": 0.3, "typos": 0.3, "shuffle": 0.3, "paraphrase": 0.25, "backtranslate": 0.25,
-                      "rewrite": 0.25, "self_instruct": 0.0}  # least Jaccard; most: 1.0, self_instruct 0.7
+DEFAULT_SIMILARITY = {
+    "eda": 0.3,
+    "typos": 0.3,
+    "shuffle": 0.3,
+    "paraphrase": 0.25,
+    "backtranslate": 0.25,
+    "rewrite": 0.25,
+    "self_instruct": 0.0,
+}  # least Jaccard; most: 1.0, self_instruct 0.7
 
 
 class Bounds(StrictModel):
@@ -43,7 +50,8 @@ class MethodOptions(StrictModel):
 class EdaOptions(MethodOptions):
     alpha: float = Field(0.1, gt=0, le=0.5, description="share of words changed")
     operations: list[Literal["synonym", "insert", "swap", "delete"]] = Field(
-        list(OPERATIONS), min_length=1, description="the edits drawn from")
+        list(OPERATIONS), min_length=1, description="the edits drawn from"
+    )
 
 
 class TyposOptions(MethodOptions):
@@ -84,7 +92,8 @@ class BacktranslateOptions(PromptedOptions):
 
 class RewriteOptions(PromptedOptions):
     style: Literal["simplify", "formalise", "tone", "instruction"] = Field(
-        "simplify", description="the rewriting asked for")
+        "simplify", description="the rewriting asked for"
+    )
     tone: str = Field("friendly", description="style tone: the tone asked for")
     instruction: str | None = Field(None, description="style instruction: the rewriting instruction")
 
@@ -99,8 +108,15 @@ class SelfInstructOptions(PromptedOptions):
     examples: int = Field(3, ge=1, le=8, description="seed pairs shown: the source record, then others of its batch")
 
 
-OPTIONS = {"eda": EdaOptions, "typos": TyposOptions, "shuffle": ShuffleOptions, "paraphrase": ParaphraseOptions,
-           "backtranslate": BacktranslateOptions, "rewrite": RewriteOptions, "self_instruct": SelfInstructOptions}
+OPTIONS = {
+    "eda": EdaOptions,
+    "typos": TyposOptions,
+    "shuffle": ShuffleOptions,
+    "paraphrase": ParaphraseOptions,
+    "backtranslate": BacktranslateOptions,
+    "rewrite": RewriteOptions,
+    "self_instruct": SelfInstructOptions,
+}
 
 
 class EmbeddingBounds(Bounds):
@@ -109,10 +125,12 @@ class EmbeddingBounds(Bounds):
 
 class LabelCheck(StrictModel):
     field: str = Field("label", description="the source's label; where absent or null: its predicted label")
-    classifier: dict = Field(description="a classify stage's method and its options, e.g. {method: wordlist, "
-                                         "words: {en: math.txt}}")
-    threshold: float | None = Field(None, description="linear, wordlist: the score from which a text is "
-                                                      "positive (default 0.5 and 1)")
+    classifier: dict = Field(
+        description="a classify stage's method and its options, e.g. {method: wordlist, words: {en: math.txt}}"
+    )
+    threshold: float | None = Field(
+        None, description="linear, wordlist: the score from which a text is positive (default 0.5 and 1)"
+    )
     positive: str = Field("positive", description="linear, wordlist: the label of a score at or above threshold")
     negative: str = Field("negative", description="linear, wordlist: the label of a score below threshold")
 
@@ -122,8 +140,9 @@ class Validation(StrictModel):
     quality: dict | None = Field(None, description="quality stage options the copies must pass, e.g. {presets: [c4]}")
     ngram: int = Field(1, ge=1, le=5, description="word n-grams of the similarity bounds")
     near_duplicate: float = Field(0.9, gt=0, le=1, description="word 3-gram Jaccard that makes two copies one")
-    embedding: EmbeddingBounds | None = Field(None, description="cosine of the copy's sentence embedding with its "
-                                                                "source's")
+    embedding: EmbeddingBounds | None = Field(
+        None, description="cosine of the copy's sentence embedding with its source's"
+    )
     label: LabelCheck | None = Field(None, description="the copy's predicted label must be its source's")
 
 
@@ -145,8 +164,9 @@ class AugmentConfig(TextFieldsConfig):
         out = []
         for i, (item, name) in enumerate(zip(self.methods, names)):
             if len(item) != 1 or name not in OPTIONS:
-                raise ConfigError(f"invalid config: {prefix}.methods.{i}: one of {', '.join(OPTIONS)}, as "
-                                  f"{{name: options}}")
+                raise ConfigError(
+                    f"invalid config: {prefix}.methods.{i}: one of {', '.join(OPTIONS)}, as {{name: options}}"
+                )
             options = validate(OPTIONS[name], item[name] or {}, prefix=f"{prefix}.methods.{i}.{name}")
             out.append((name if names.count(name) == 1 else f"{name}{i}", name, options))
         return out

@@ -16,8 +16,13 @@ NEIGHBOURS: dict[str, str] = {}
 for _r, _row in enumerate(_ROWS):
     for _c, _key in enumerate(_row):
         near = [_row[i] for i in (_c - 1, _c + 1) if 0 <= i < len(_row)]
-        near += [_ROWS[r][i] for r in (_r - 1, _r + 1) if 0 <= r < len(_ROWS)
-                 for i in (_c - 1, _c, _c + 1) if 0 <= i < len(_ROWS[r])]
+        near += [
+            _ROWS[r][i]
+            for r in (_r - 1, _r + 1)
+            if 0 <= r < len(_ROWS)
+            for i in (_c - 1, _c, _c + 1)
+            if 0 <= i < len(_ROWS[r])
+        ]
         NEIGHBOURS[_key] = "".join(near)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 

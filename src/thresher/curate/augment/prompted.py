@@ -17,22 +17,45 @@ from __future__ import annotations
 
 import re
 
-LANGUAGES = {"en": "English", "fr": "French", "de": "German", "es": "Spanish", "it": "Italian", "pt": "Portuguese",
-             "nl": "Dutch", "sv": "Swedish", "pl": "Polish", "ru": "Russian", "zh": "Chinese", "ja": "Japanese",
-             "ko": "Korean", "ar": "Arabic", "tr": "Turkish", "cs": "Czech", "da": "Danish", "fi": "Finnish",
-             "el": "Greek", "hi": "Hindi", "uk": "Ukrainian", "vi": "Vietnamese", "id": "Indonesian"}
+LANGUAGES = {
+    "en": "English",
+    "fr": "French",
+    "de": "German",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "sv": "Swedish",
+    "pl": "Polish",
+    "ru": "Russian",
+    "zh": "Chinese",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ar": "Arabic",
+    "tr": "Turkish",
+    "cs": "Czech",
+    "da": "Danish",
+    "fi": "Finnish",
+    "el": "Greek",
+    "hi": "Hindi",
+    "uk": "Ukrainian",
+    "vi": "Vietnamese",
+    "id": "Indonesian",
+}
 PROMPTS = {
     "paraphrase": "Paraphrase the following text. Keep its meaning and its language; reply with the paraphrase "
-                  "only.\n\n{text}",
+    "only.\n\n{text}",
     "backtranslate": "Translate the following text into {language}. Reply with the translation only.\n\n{text}",
     "rewrite": "{style} Reply with the rewritten text only.\n\n{text}",
     "self_instruct": "Here are examples of tasks, each an instruction and its response:\n\n{examples}\n\nWrite one "
-                     "new task that is different from all of these, in the same format: a line starting with "
-                     "\"Instruction:\", then a line starting with \"Response:\".",
+    "new task that is different from all of these, in the same format: a line starting with "
+    '"Instruction:", then a line starting with "Response:".',
 }
-STYLES = {"simplify": "Rewrite the following text in simpler words that a child could follow, keeping its meaning.",
-          "formalise": "Rewrite the following text in a formal register, keeping its meaning.",
-          "tone": "Rewrite the following text in a {tone} tone, keeping its meaning."}
+STYLES = {
+    "simplify": "Rewrite the following text in simpler words that a child could follow, keeping its meaning.",
+    "formalise": "Rewrite the following text in a formal register, keeping its meaning.",
+    "tone": "Rewrite the following text in a {tone} tone, keeping its meaning.",
+}
 _PREAMBLE = re.compile(r"(?i)(?:here is|here's|sure|certainly)[^\n]{0,80}:[ \t]*\n+")
 _QUOTES = ('"', "'", "\u201c", "\u201d")
 
@@ -46,7 +69,7 @@ def clean(answer: str) -> str:
     text = answer.strip()
     m = _PREAMBLE.match(text)
     if m:
-        text = text[m.end():].strip()
+        text = text[m.end() :].strip()
     if len(text) > 1 and text[0] in _QUOTES and text[-1] in _QUOTES:
         text = text[1:-1].strip()
     return text
@@ -66,4 +89,4 @@ def parse_pair(answer: str) -> tuple[str, str] | None:
     start = low.find("instruction:", 0, cut)
     start = 0 if start < 0 else start + len("instruction:")
     end = low.find("instruction:", cut)
-    return answer[start:cut].strip(), answer[cut + len("response:"):end if end >= 0 else len(answer)].strip()
+    return answer[start:cut].strip(), answer[cut + len("response:") : end if end >= 0 else len(answer)].strip()

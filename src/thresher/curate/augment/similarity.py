@@ -19,7 +19,7 @@ def ngrams(text: str, n: int) -> frozenset:
     w = words(text)
     if len(w) < n:
         return frozenset([tuple(w)]) if w else frozenset()
-    return frozenset(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
+    return frozenset(tuple(w[i : i + n]) for i in range(len(w) - n + 1))
 
 
 def jaccard(a: frozenset, b: frozenset) -> float:

@@ -53,7 +53,7 @@ def _listed(word: str) -> frozenset[str]:
     where = index.get(word)
     if where is None:
         return frozenset()
-    return frozenset(w for w in data[where[0]:where[1]].decode().split(",") if w.isalpha() and w.islower())
+    return frozenset(w for w in data[where[0] : where[1]].decode().split(",") if w.isalpha() and w.islower())
 
 
 @lru_cache(maxsize=1 << 16)

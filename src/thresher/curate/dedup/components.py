@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 
 from thresher.curate.execution.datasets import from_table, in_one_task, materialize
 
-
 log = logging.getLogger(__name__)
 STEP = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
@@ -45,8 +44,9 @@ def both_directions(edges: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def larger_first(edges: pa.Table, schema: pa.Schema) -> pa.Table:
-    return pa.table({"u": pc.max_element_wise(edges["u"], edges["v"]),
-                     "v": pc.min_element_wise(edges["u"], edges["v"])}).cast(schema)
+    return pa.table(
+        {"u": pc.max_element_wise(edges["u"], edges["v"]), "v": pc.min_element_wise(edges["u"], edges["v"])}
+    ).cast(schema)
 
 
 def large_star(edges: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -64,7 +64,9 @@ def large_star(edges: pa.Table, schema: pa.Schema) -> pa.Table:
     smaller = pc.less(e["v"], e["u"])
     degrees = pa.table({"u": e["u"], "s": pc.cast(smaller, pa.int64()), "l": pc.cast(pc.invert(smaller), pa.int64())})
     degrees = degrees.group_by("u").aggregate([("s", "sum"), ("l", "sum")])
-    bad = pc.or_(pc.greater(degrees["s_sum"], 1), pc.and_(pc.greater(degrees["s_sum"], 0), pc.greater(degrees["l_sum"], 0)))
+    bad = pc.or_(
+        pc.greater(degrees["s_sum"], 1), pc.and_(pc.greater(degrees["s_sum"], 0), pc.greater(degrees["l_sum"], 0))
+    )
     violations = pc.sum(pc.cast(bad, pa.int64())).as_py() or 0
     e = e.filter(pc.invert(smaller))
     out = _clean(pa.table({"u": e["v"], "v": pc.min_element_wise(e["m"], e["u"])}), schema)
@@ -80,7 +82,9 @@ def small_star(edges: pa.Table, schema: pa.Schema) -> pa.Table:
         return schema.empty_table()
     e = _neighbour_min(edges)
     centres = e.group_by("u").aggregate([("m", "min")]).select(["u", "m_min"]).rename_columns(["v", "m"])
-    return _clean(pa.concat_tables([e.select(["v", "m"]), centres.select(["v", "m"])]).rename_columns(["u", "v"]), schema)
+    return _clean(
+        pa.concat_tables([e.select(["v", "m"]), centres.select(["v", "m"])]).rename_columns(["u", "v"]), schema
+    )
 
 
 def block_violations(edges: pa.Table) -> pa.Table:
@@ -113,8 +117,13 @@ def block_roots(edges: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table([[n for n, _ in pairs], [r for _, r in pairs]], schema=schema).rename_columns(["node", "root"])
 
 
-def connected_components(edges, partitions: int, limit_rows: int, node_type: pa.DataType = pa.string(),
-                         max_rounds: int = 64):
+def connected_components(
+    edges,
+    partitions: int,
+    limit_rows: int,
+    node_type: pa.DataType = pa.string(),  # noqa: B008 (an immutable type)
+    max_rounds: int = 64,
+):
     """Dataset ``(node, root)`` for every node with an edge except the roots: ``root`` is the smallest node of
     its component. Up to ``limit_rows`` edges, by union-find in one task; beyond, distributed:
 
@@ -131,10 +140,16 @@ def connected_components(edges, partitions: int, limit_rows: int, node_type: pa.
     stepped = edges.map_batches(both_directions, fn_args=(schema,), **STEP).repartition(partitions, keys=["u"])
     stepped = stepped.map_batches(large_star, fn_args=(schema,), **STEP)
     for round_ in range(1, max_rounds + 1):
-        stepped = (stepped.drop_columns(["violations"]).map_batches(larger_first, fn_args=(schema,), **STEP)
-                   .repartition(partitions, keys=["u"]).map_batches(small_star, fn_args=(schema,), **STEP)
-                   .map_batches(both_directions, fn_args=(schema,), **STEP).repartition(partitions, keys=["u"])
-                   .map_batches(large_star, fn_args=(schema,), **STEP).materialize())
+        stepped = (
+            stepped.drop_columns(["violations"])
+            .map_batches(larger_first, fn_args=(schema,), **STEP)
+            .repartition(partitions, keys=["u"])
+            .map_batches(small_star, fn_args=(schema,), **STEP)
+            .map_batches(both_directions, fn_args=(schema,), **STEP)
+            .repartition(partitions, keys=["u"])
+            .map_batches(large_star, fn_args=(schema,), **STEP)
+            .materialize()
+        )
         count = sum(r["violations"] for r in stepped.map_batches(block_violations, **STEP).take_all())
         log.info("connected components: round %d, %d edges, %d nodes not in stars", round_, stepped.count(), count)
         if count == 0:

@@ -20,8 +20,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.execution.datasets import (ARROW, broadcast, cached_for, concatenated, fetched, fetched_value,
-                                                map_blocks, materialize)
+from thresher.curate.execution.datasets import (
+    ARROW,
+    broadcast,
+    cached_for,
+    concatenated,
+    fetched,
+    fetched_value,
+    map_blocks,
+    materialize,
+)
 
 log = logging.getLogger(__name__)
 BAND_PREFIX = "_dedup_band_"
@@ -89,8 +97,9 @@ def _edges(codes: np.ndarray, nodes: np.ndarray) -> pa.Table:
     return pa.table({"u": nodes[codes >> 32], "v": nodes[codes & 0xFFFFFFFF]}, schema=EDGE_SCHEMA)
 
 
-def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, similar, partitions: int,
-                   limit_rows: int):
+def verified_edges(
+    edges, keys, node: str, value: str, value_type: pa.DataType, similar, partitions: int, limit_rows: int
+):
     """The ``edges`` whose endpoints' values pass ``similar(values_u, values_v) -> bool array``; the values are the
     ``value`` column of the key rows ``keys`` (a list of sources) whose ``node`` column is the endpoint.
 
@@ -104,8 +113,12 @@ def verified_edges(edges, keys, node: str, value: str, value_type: pa.DataType, 
     parts = [map_blocks(k, _node_values, node, value, refs, bloom, schema, columns=[node, value]) for k in keys]
     values = functools.reduce(concatenated, parts)
     value_refs = broadcast(values, limit_rows)
-    log.info("lsh: %d candidate edges; values of %d endpoints, %s", edges.count(), values.count(),
-             "broadcast" if value_refs is not None else "joined")
+    log.info(
+        "lsh: %d candidate edges; values of %d endpoints, %s",
+        edges.count(),
+        values.count(),
+        "broadcast" if value_refs is not None else "joined",
+    )
     if value_refs is not None:
         return map_blocks(edges, _similar_broadcast, value_refs, schema, similar)
     left = edges.join(values.rename_columns({"node": "u", "value": "value_u"}), "inner", partitions, on=("u",))
@@ -163,6 +176,7 @@ def _node_values(batch: pa.Table, node: str, value: str, edge_refs: list | None,
 
 def _endpoints(edge_refs: list) -> np.ndarray:
     """The broadcast edges' endpoints, sorted and unique (once per worker process)."""
+
     def make() -> np.ndarray:
         edges = fetched(edge_refs, EDGE_SCHEMA)
         return np.unique(np.concatenate([edges["u"].to_numpy(), edges["v"].to_numpy()]))

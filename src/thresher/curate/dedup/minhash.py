@@ -114,10 +114,10 @@ def _shingles(tokens, ngram, out):
     """The 32-bit values ``x`` of the shingles of ``tokens`` into ``out``; returns how many. Token by token over all
     shingles, so that the inner loops vectorise."""
     width = min(ngram, len(tokens))
-    x = out[:len(tokens) - width + 1]
+    x = out[: len(tokens) - width + 1]
     x[:] = 0
     for j in range(width):
-        t = tokens[j:j + len(x)]
+        t = tokens[j : j + len(x)]
         for s in range(len(x)):
             x[s] = (x[s] ^ t[s]) * FNV_PRIME + np.uint64(j + 1)
     for s in range(len(x)):
@@ -149,7 +149,7 @@ def _signatures(data, offsets, ngram, char_mode, a, b, sig):
     tokens = np.empty(longest + 1, dtype=np.uint64)
     shingles = np.empty(longest + 1, dtype=np.uint64)
     for d in range(len(offsets) - 1):
-        doc = data[offsets[d]:offsets[d + 1]]
+        doc = data[offsets[d] : offsets[d + 1]]
         m = _char_hashes(doc, tokens) if char_mode else _word_hashes(doc, tokens)
         if m == 0:
             sig[d, :] = EMPTY
@@ -188,8 +188,8 @@ def shingle_set(text: str, ngram: int, char_ngrams: bool = False) -> set[bytes]:
     if len(tokens) < ngram:
         return {glue.join(tokens) if glue else "".join(tokens).encode()}
     if glue:
-        return {glue.join(tokens[i:i + ngram]) for i in range(len(tokens) - ngram + 1)}
-    return {"".join(tokens[i:i + ngram]).encode() for i in range(len(tokens) - ngram + 1)}
+        return {glue.join(tokens[i : i + ngram]) for i in range(len(tokens) - ngram + 1)}
+    return {"".join(tokens[i : i + ngram]).encode() for i in range(len(tokens) - ngram + 1)}
 
 
 def jaccard(a: set, b: set) -> float:

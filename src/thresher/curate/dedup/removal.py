@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.curate.execution.datasets import ARROW, broadcast, by_group, fetched, map_blocks, materialize
-from thresher.curate.stage import (ID, KEY as INTERNAL_KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE,
-                                   reference_of)
+from thresher.curate.stage import ID, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, reference_of
+from thresher.curate.stage import KEY as INTERNAL_KEY
 
 log = logging.getLogger(__name__)
 KEY = "_dedup_key"
@@ -104,8 +104,16 @@ def _string_rejections(batch: pa.Table) -> pa.Table:
 KEPT_DETAIL = "duplicate of kept record "  # a duplicate's reject detail, before the kept record's id
 
 
-def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: KeepRule, stage: str, reason: str,
-                 cluster: str | None = None, remove: bool = True, references: list[str] = ()) -> pa.Table:
+def mark_removed(
+    batch: pa.Table,
+    winner: pa.ChunkedArray | pa.Array,
+    keep: KeepRule,
+    stage: str,
+    reason: str,
+    cluster: str | None = None,
+    remove: bool = True,
+    references: list[str] = (),
+) -> pa.Table:
     """Reject live records whose key is not their group's ``winner`` key (null: no group), with detail
     ``duplicate of kept record <id>``, or, where the winner is a record of a reference run (``references``: their
     URIs), reason ``duplicate_of_reference``, detail ``duplicate of record <id> of <run>`` and ``REFERENCE`` (the
@@ -114,7 +122,9 @@ def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: Keep
     keys = batch[KEY]
     winner = pc.coalesce(winner, keys)
     live = pc.and_(live_mask(batch), pc.is_valid(keys))
-    loser = pc.fill_null(pc.and_(live, pc.not_equal(keys, winner)), False) if remove else pa.repeat(False, batch.num_rows)
+    loser = (
+        pc.fill_null(pc.and_(live, pc.not_equal(keys, winner)), False) if remove else pa.repeat(False, batch.num_rows)
+    )
     kept = kept_ids(winner, keep)
     batch = _string_rejections(batch)
     detail = pc.binary_join_element_wise(KEPT_DETAIL, kept.cast(pa.string()), "")
@@ -122,16 +132,19 @@ def mark_removed(batch: pa.Table, winner: pa.ChunkedArray | pa.Array, keep: Keep
     if references:
         winner = winner.cast(pa.string())  # (a join may have made it a large string)
         by_reference = pc.fill_null(pc.starts_with(winner, _REFERENCE_MARK), False)
-        position = pc.cast(pc.if_else(by_reference, pc.utf8_slice_codeunits(winner, 1, _REFERENCE_PREFIX), "0"),
-                           pa.int64())
+        position = pc.cast(
+            pc.if_else(by_reference, pc.utf8_slice_codeunits(winner, 1, _REFERENCE_PREFIX), "0"), pa.int64()
+        )
         reference_id = pc.utf8_slice_codeunits(winner, _REFERENCE_PREFIX, -_SUFFIX)
         kept = pc.if_else(by_reference, reference_id, kept)
         runs = pa.array(list(references), pa.string()).take(position)
-        detail = pc.if_else(by_reference, pc.binary_join_element_wise("duplicate of record ", reference_id, " of ",
-                                                                      runs, ""), detail)
+        detail = pc.if_else(
+            by_reference, pc.binary_join_element_wise("duplicate of record ", reference_id, " of ", runs, ""), detail
+        )
         reasons = pc.if_else(by_reference, REFERENCE_REASON, reason)
-        batch = batch.append_column(REFERENCE, pc.if_else(pc.and_(loser, by_reference), position,
-                                                          pa.scalar(None, pa.int64())))
+        batch = batch.append_column(
+            REFERENCE, pc.if_else(pc.and_(loser, by_reference), position, pa.scalar(None, pa.int64()))
+        )
     for col, value in ((REJECT_STAGE, pa.scalar(stage)), (REJECT_REASON, reasons), (REJECT_DETAIL, detail)):
         batch = batch.set_column(batch.column_names.index(col), col, pc.if_else(loser, value, batch[col]))
     if cluster:
@@ -153,8 +166,9 @@ def survivors(components, keys, partitions: int, limit_rows: int):
         members = map_blocks(keys, _members_broadcast, refs, columns=[INTERNAL_KEY, KEY])
     else:
         both = components.map_batches(_with_roots, **ARROW)
-        members = keys.select_columns([INTERNAL_KEY, KEY]).join(both, "inner", partitions, on=(INTERNAL_KEY,),
-                                                                 right_on=("node",))
+        members = keys.select_columns([INTERNAL_KEY, KEY]).join(
+            both, "inner", partitions, on=(INTERNAL_KEY,), right_on=("node",)
+        )
         members = materialize(members.select_columns(["root", KEY]))
     return by_group(members, ["root"], _losers, partitions=partitions, rows=2 * n, limit_rows=limit_rows)
 
@@ -162,16 +176,22 @@ def survivors(components, keys, partitions: int, limit_rows: int):
 def _with_roots(components: pa.Table) -> pa.Table:
     """Each member with its root, the roots included (as members of their own component)."""
     roots = pc.unique(components["root"])
-    return pa.table({"node": pa.concat_arrays([components["node"].combine_chunks(), roots]),
-                     "root": pa.concat_arrays([components["root"].combine_chunks(), roots])})
+    return pa.table(
+        {
+            "node": pa.concat_arrays([components["node"].combine_chunks(), roots]),
+            "root": pa.concat_arrays([components["root"].combine_chunks(), roots]),
+        }
+    )
 
 
 def _members_broadcast(batch: pa.Table, refs: list) -> pa.Table:
     comps = fetched(refs, pa.schema([("node", pa.int64()), ("root", pa.int64())]))
     nodes, roots = comps["node"].chunk(0), comps["root"].chunk(0)
     internal = batch[INTERNAL_KEY]
-    root = pc.coalesce(roots.take(pc.index_in(internal, value_set=nodes)),
-                       pc.if_else(pc.is_in(internal, value_set=roots), internal, pa.scalar(None, pa.int64())))
+    root = pc.coalesce(
+        roots.take(pc.index_in(internal, value_set=nodes)),
+        pc.if_else(pc.is_in(internal, value_set=roots), internal, pa.scalar(None, pa.int64())),
+    )
     found = pc.is_valid(root)
     return pa.table({"root": root.filter(found), KEY: batch[KEY].filter(found)})
 
@@ -193,11 +213,14 @@ def apply_roots(ds, roots, mark, partitions: int, limit_rows: int, drop: list[st
     ``limit_rows``, else joined with the key rows."""
     roots = materialize(roots)
     refs = broadcast(roots, limit_rows)
-    log.info("removal: %d records to link to a survivor (%s)", roots.count(), "broadcast" if refs is not None else "join")
+    log.info(
+        "removal: %d records to link to a survivor (%s)", roots.count(), "broadcast" if refs is not None else "join"
+    )
     if refs is not None:
         return map_blocks(ds, _mark_broadcast, refs, mark, list(drop))
-    joined = (ds.drop_columns(list(drop)) if drop else ds).join(roots, "left_outer", partitions, on=(KEY,),
-                                                                 right_on=("node",))
+    joined = (ds.drop_columns(list(drop)) if drop else ds).join(
+        roots, "left_outer", partitions, on=(KEY,), right_on=("node",)
+    )
     return joined.map_batches(_mark_joined, fn_args=(mark,), **ARROW)
 
 

@@ -22,8 +22,9 @@ import pyarrow.compute as pc
 import xxhash
 
 from thresher.curate.dedup.components import smallest_roots
+from thresher.curate.dedup.removal import KEY as KEEP_KEY
+from thresher.curate.dedup.removal import ROOT_SCHEMA
 from thresher.curate.execution.datasets import fetched
-from thresher.curate.dedup.removal import KEY as KEEP_KEY, ROOT_SCHEMA
 from thresher.curate.stage import ID
 
 VECTOR = "_semantic_vector"
@@ -118,16 +119,22 @@ def assign(batch: pa.Table, refs: list, schema: pa.Schema) -> pa.Table:
         sims = vectors.astype(np.float64) @ centroids.astype(np.float64).T
         nearest = np.argmax(sims, axis=1).astype(np.int32)
         best = sims[np.arange(len(sims)), nearest]
-    return (batch.append_column(KMEANS, pa.array(nearest, mask=~valid))
-            .append_column(SIMILARITY, pa.array(best, mask=~valid)))
+    return batch.append_column(KMEANS, pa.array(nearest, mask=~valid)).append_column(
+        SIMILARITY, pa.array(best, mask=~valid)
+    )
 
 
 def cluster_counts(batch: pa.Table) -> pa.Table:
     """Per cluster of a batch: rows and the sum of their cosines to the centroid (summed again by the caller)."""
     rows = batch.select([KMEANS, SIMILARITY]).filter(pc.is_valid(batch[KMEANS]))
     summed = rows.group_by(KMEANS).aggregate([(SIMILARITY, "count"), (SIMILARITY, "sum")])
-    return pa.table({KMEANS: summed[KMEANS].cast(pa.int32()), "rows": summed[f"{SIMILARITY}_count"].cast(pa.int64()),
-                     "similarity": summed[f"{SIMILARITY}_sum"].cast(pa.float64())})
+    return pa.table(
+        {
+            KMEANS: summed[KMEANS].cast(pa.int32()),
+            "rows": summed[f"{SIMILARITY}_count"].cast(pa.int64()),
+            "similarity": summed[f"{SIMILARITY}_sum"].cast(pa.float64()),
+        }
+    )
 
 
 def split_to_size(vectors: np.ndarray, max_size: int, seed: int, iterations: int) -> list[np.ndarray]:
@@ -149,7 +156,7 @@ def split_to_size(vectors: np.ndarray, max_size: int, seed: int, iterations: int
         centred = vectors[rows].astype(np.float64) - vectors[rows].mean(axis=0)
         direction = np.linalg.svd(centred, full_matrices=False)[2][0] if centred.any() else np.zeros(vectors.shape[1])
         order = rows[np.lexsort((rows, centred @ direction))]
-        done.extend(order[i:i + max_size] for i in range(0, len(order), max_size))
+        done.extend(order[i : i + max_size] for i in range(0, len(order), max_size))
     return done
 
 
@@ -157,7 +164,7 @@ def similar_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np
     """Index pairs ``i < j`` whose cosine is at least ``threshold``, compared ``PAIR_ROWS`` rows at a time."""
     left, right = [], []
     for start in range(0, len(vectors), PAIR_ROWS):
-        sims = vectors[start:start + PAIR_ROWS] @ vectors.T
+        sims = vectors[start : start + PAIR_ROWS] @ vectors.T
         i, j = np.nonzero(sims >= threshold)
         i += start
         later = i < j

@@ -9,22 +9,36 @@ import functools
 import hashlib
 import itertools
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from thresher.curate.execution.tasks import retried_io
+from thresher.curate.execution.tasks import cluster_resources, retried_io
 from thresher.curate.stage import MapStage, run_map_stage
 from thresher.curate.writer import RunSink
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from ray.data import Datasink
+    from ray.data._internal.execution.interfaces import TaskContext
+    from ray.data.block import Block
 
 PART_ROWS = 16384  # a source's batches are written in parts of at least this many rows or PART_BYTES
 PART_BYTES = 32 << 20
 
 
-def run_segment(source, rows: list[dict], args: tuple, sink: RunSink, stages: list[MapStage], batch_size: int,
-                cpus: int, progress: TaskProgress) -> None:
+def run_segment(
+    source: Callable[..., Iterator[pa.Table]],
+    rows: list[dict[str, Any]],
+    args: tuple[Any, ...],
+    sink: RunSink,
+    stages: list[MapStage],
+    batch_size: int,
+    cpus: int,
+    progress: TaskProgress,
+) -> None:
     """``source(row, *args)`` for each of ``rows`` (one task each), through ``stages``, into ``sink``. Without map
     stages: plain tasks (:func:`write_directly`; ``progress`` counts them); else one Ray Data pipeline."""
     if not stages:
@@ -35,7 +49,8 @@ def run_segment(source, rows: list[dict], args: tuple, sink: RunSink, stages: li
     # with an actor pool the source's tasks fuse into the actors, whose tasks take no retry args
     remote = {} if any(s.stateful for s in stages) else retried_io()
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        source, fn_args=args, batch_size=1, batch_format="pandas", **remote)
+        source, fn_args=args, batch_size=1, batch_format="pandas", **remote
+    )
     ds, pool = map_stages(ds, stages, batch_size, remote)
     # after an actor pool that holds every CPU, the writer must not wait for one
     writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool else {"ray_remote_args": remote}
@@ -55,47 +70,49 @@ def _set_up(stage: MapStage) -> MapStage:
     ready = _SET_UP.get(key)
     if ready is None:
         stage.setup()
-        stage._set_up = True
+        vars(stage)["_set_up"] = True  # an attribute MapStage does not declare
         while len(_SET_UP) >= _SET_UP_KEPT:
             _SET_UP.pop(next(iter(_SET_UP)))
         ready = _SET_UP[key] = stage
     return ready
 
 
-def _batches(blocks, stage: MapStage, rows: int):
+def _batches(blocks: Iterable[pd.DataFrame], stage: MapStage, rows: int) -> Iterator[pd.DataFrame]:
     """``stage`` on each of ``blocks`` in batches of ``rows`` rows, one output frame per batch."""
     for block in blocks:
         for lo in range(0, len(block), rows):
-            yield run_map_stage(stage, block.iloc[lo:lo + rows].reset_index(drop=True))
+            yield run_map_stage(stage, block.iloc[lo : lo + rows].reset_index(drop=True))
 
 
-def run_map_stages(block, stages: list[MapStage], rows: list[int]):
+def run_map_stages(block: pd.DataFrame, stages: list[MapStage], rows: list[int]) -> Iterator[pd.DataFrame]:
     """The output frames of ``block`` (a data frame) through ``stages`` (``rows`` per batch each), a batch at a time:
     a stage's output frames go to the next stage as they are, not through Arrow (Ray Data converts the output of
     each ``map_batches`` to Arrow and the input of the next back to pandas)."""
-    blocks = [block]
+    blocks: Iterable[pd.DataFrame] = [block]
     for stage, n in zip(stages, rows):
         blocks = _batches(blocks, stage, n)
     yield from blocks
 
 
-def _apply_stages(block, stages: list[MapStage], rows: list[int]):
+def _apply_stages(block: pd.DataFrame, stages: list[MapStage], rows: list[int]) -> Iterator[pd.DataFrame]:
     yield from run_map_stages(block, [_set_up(stage) for stage in stages], rows)
 
 
 class _StageActor:
     """Actor-pool UDF: a stateful stage and the map stages after it, each set up (model loading) once per actor."""
 
-    def __init__(self, stages: list[MapStage], rows: list[int]):
+    def __init__(self, stages: list[MapStage], rows: list[int]) -> None:
         self.stages, self.rows = stages, rows
         for stage in stages:
             stage.setup()
 
-    def __call__(self, block):
+    def __call__(self, block: pd.DataFrame) -> Iterator[pd.DataFrame]:
         yield from run_map_stages(block, self.stages, self.rows)
 
 
-def map_stages(ds, stages: list[MapStage], batch_size: int, remote: dict | None = None) -> tuple[Any, int]:
+def map_stages(
+    ds: Any, stages: list[MapStage], batch_size: int, remote: dict[str, Any] | None = None
+) -> tuple[Any, int]:
     """``ds`` through the map stages, and the size of the actor pool (0: none).
 
     Each stage gets whole blocks and cuts them into batches itself: a Ray Data ``batch_size`` would make the fused
@@ -105,31 +122,44 @@ def map_stages(ds, stages: list[MapStage], batch_size: int, remote: dict | None 
     (:func:`run_map_stages`); that stage and every stage after it run in one fixed pool of actors (one per
     ``num_cpus`` CPUs, at most one per ``num_gpus`` GPUs), so no second pool or task waits for CPUs that the actors
     hold. ``remote``: remote args of the tasks (the same as the source's, so that they fuse)."""
-    import ray
     from ray.data import ActorPoolStrategy
 
     first = next((i for i, s in enumerate(stages) if s.stateful), len(stages))
-    for num_cpus, group in itertools.groupby(stages[:first], key=lambda s: s.num_cpus):
-        group = list(group)
-        ds = ds.map_batches(_apply_stages, fn_args=(group, [s.batch_size or batch_size for s in group]),
-                            batch_size=None, batch_format="pandas", num_cpus=num_cpus, **(remote or {}))
+    for num_cpus, grouped in itertools.groupby(stages[:first], key=lambda s: s.num_cpus):
+        group = list(grouped)
+        ds = ds.map_batches(
+            _apply_stages,
+            fn_args=(group, [s.batch_size or batch_size for s in group]),
+            batch_size=None,
+            batch_format="pandas",
+            num_cpus=num_cpus,
+            **(remote or {}),
+        )
     pooled = stages[first:]
     if not pooled:
         return ds, 0
     num_cpus, num_gpus = max(s.num_cpus for s in pooled), max(s.num_gpus for s in pooled)
-    resources = ray.cluster_resources()
+    resources = cluster_resources()
     pool = int(resources.get("CPU", 1) // max(num_cpus, 1e-3))
     if num_gpus:
         pool = min(pool, int(resources.get("GPU", 0) // num_gpus))
     pool = max(1, pool)
     # Ray Data refuses GPU actors without a batch size: then they take the records ``batch_size`` at a time
     gpu = {"num_gpus": num_gpus, "batch_size": batch_size} if num_gpus else {"batch_size": None}
-    ds = ds.map_batches(_StageActor, fn_constructor_args=(pooled, [s.batch_size or batch_size for s in pooled]),
-                        compute=ActorPoolStrategy(size=pool), batch_format="pandas", num_cpus=num_cpus, **gpu)
+    ds = ds.map_batches(
+        _StageActor,
+        fn_constructor_args=(pooled, [s.batch_size or batch_size for s in pooled]),
+        compute=ActorPoolStrategy(size=pool),
+        batch_format="pandas",
+        num_cpus=num_cpus,
+        **gpu,
+    )
     return ds, pool
 
 
-def _source_into_sink(source, row: dict, args: tuple, sink: RunSink) -> int:
+def _source_into_sink(
+    source: Callable[..., Iterator[pa.Table]], row: dict[str, Any], args: tuple[Any, ...], sink: RunSink
+) -> int:
     """The source's tables (one read task or apply group) written into the sink; returns their rows."""
     rows = 0
 
@@ -175,26 +205,33 @@ def _coalesced(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 
 @functools.cache
-def _datasink_class():
+def _datasink_class() -> Callable[[RunSink], Datasink[None]]:
     """The Ray Data datasink that writes through a ``RunSink``, made on first use: the processes of segments
     without map stages never import Ray Data."""
     from ray.data import Datasink
 
-    class RunDatasink(Datasink):
-        def __init__(self, sink: RunSink):
+    class RunDatasink(Datasink[None]):
+        def __init__(self, sink: RunSink) -> None:
             self.sink = sink
 
         @property
         def supports_distributed_writes(self) -> bool:
             return True
 
-        def write(self, blocks, ctx) -> None:
+        def write(self, blocks: Iterable[Block], ctx: TaskContext) -> None:
             self.sink.write_blocks(blocks)
 
     return RunDatasink
 
 
-def write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: int, progress: TaskProgress) -> None:
+def write_directly(
+    source: Callable[..., Iterator[pa.Table]],
+    rows: list[dict[str, Any]],
+    args: tuple[Any, ...],
+    sink: RunSink,
+    cpus: int,
+    progress: TaskProgress,
+) -> None:
     """A segment without map stages: one plain Ray task per source row (read task or apply group) that writes the
     source's tables into the sink, at most two per CPU submitted at a time; ``progress`` counts the tasks that
     ended. Ray Data would run the same fused task, but its resource budget, granted by its autoscaling coordinator,
@@ -202,7 +239,7 @@ def write_directly(source, rows: list[dict], args: tuple, sink: RunSink, cpus: i
     import ray
 
     task = ray.remote(num_cpus=1, **retried_io())(_source_into_sink).options(name=source.__name__)
-    pending: list = []
+    pending: list[Any] = []
 
     def wait() -> None:
         nonlocal pending

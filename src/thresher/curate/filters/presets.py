@@ -31,9 +31,18 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from thresher.core.config import StrictModel
+from thresher.curate.filters.bits import (
+    DUP_NS,
+    L_BRACKET,
+    L_BULLET,
+    L_C4_END,
+    L_CURLY,
+    L_DOTS,
+    L_ELLIPSIS,
+    L_TERMINAL,
+    TOP_NS,
+)
 from thresher.curate.filters.languages import normalize_code
-from thresher.curate.filters.bits import (DUP_NS, L_BRACKET, L_BULLET, L_C4_END, L_CURLY, L_DOTS, L_ELLIPSIS, L_TERMINAL,
-                                          TOP_NS)
 from thresher.curate.filters.text import TextStats, one_line_stats, stop_words
 
 
@@ -149,7 +158,8 @@ class C4Lines:
 
 def _has_policy(lower: str) -> bool:
     return ("cookie" in lower or "terms of use" in lower or "privacy policy" in lower) and any(
-        p in lower for p in _POLICY)
+        p in lower for p in _POLICY
+    )
 
 
 def c4_lines(stats: TextStats, cfg: C4Config) -> C4Lines:
@@ -174,8 +184,9 @@ def c4_lines(stats: TextStats, cfg: C4Config) -> C4Lines:
     kelvin = "\u212a" in text
     lorem = kelvin or b"lorem ipsum" in lower_text
     javascript = cfg.filter_javascript and (kelvin or b"javascript" in lower_text)
-    policy = cfg.filter_policy and (kelvin or b"cookie" in lower_text or b"terms of use" in lower_text
-                                     or b"privacy policy" in lower_text)
+    policy = cfg.filter_policy and (
+        kelvin or b"cookie" in lower_text or b"terms of use" in lower_text or b"privacy policy" in lower_text
+    )
     ls = stats.line_stats
     long_word = no_end = dots = few_words = javascript_lines = policy_lines = 0  # lines dropped, by filter
     for line, (_, _, tokens, longest, flags, ends, terminals) in zip(ls.lines, ls.rows):
@@ -212,9 +223,14 @@ def c4_lines(stats: TextStats, cfg: C4Config) -> C4Lines:
             out.curly_bracket = True
         out.kept.append(line)
         out.sentences += ends + 1 if spaced else max(1, terminals)
-    dropped = {f"with a word over {max_word} characters": long_word, "without end punctuation": no_end,
-               "ending in '...'": dots, f"under {min_words} words": few_words,
-               "mentioning javascript": javascript_lines, "with a cookie or terms-of-use phrase": policy_lines}
+    dropped = {
+        f"with a word over {max_word} characters": long_word,
+        "without end punctuation": no_end,
+        "ending in '...'": dots,
+        f"under {min_words} words": few_words,
+        "mentioning javascript": javascript_lines,
+        "with a cookie or terms-of-use phrase": policy_lines,
+    }
     out.dropped = {why: n for why, n in dropped.items() if n}
     stats.__dict__["_c4"] = out
     return out
@@ -273,75 +289,134 @@ def _dup(n):
     return lambda s, c: s.dup_ngrams[n] / s.chars
 
 
-GOPHER_REPETITION = Preset("gopher_repetition", "gopher", (
-    Rule("dup_para_frac", "max", "max_dup_para_frac", lambda s, c: s.dup_paragraphs[0] / len(s.paragraphs)),
-    Rule("dup_para_char_frac", "max", "max_dup_para_char_frac", lambda s, c: s.dup_paragraphs[1] / s.chars),
-    Rule("dup_line_frac", "max", "max_dup_line_frac", lambda s, c: s.dup_lines[0] / max(len(s.lines), 1)),
-    Rule("dup_line_char_frac", "max", "max_dup_line_char_frac", lambda s, c: s.dup_lines[1] / s.chars),
-    *(Rule(f"top_{n}gram_char_frac", "max", f"max_top_{n}gram_char_frac", _top(n), spaced_only=True) for n in TOP_NS),
-    *(Rule(f"dup_{n}gram_char_frac", "max", f"max_dup_{n}gram_char_frac", _dup(n), spaced_only=True) for n in DUP_NS),
-), (
-    Signal("dup_para_frac", "fraction of paragraphs that repeat an earlier one", "fraction"),
-    Signal("dup_para_char_frac", "fraction of characters in repeated paragraphs", "fraction"),
-    Signal("dup_line_frac", "fraction of lines that repeat an earlier one", "fraction"),
-    Signal("dup_line_char_frac", "fraction of characters in repeated lines", "fraction"),
-    *(Signal(f"top_{n}gram_char_frac", f"fraction of characters in the most frequent word {n}-gram", "fraction")
-      for n in TOP_NS),
-    *(Signal(f"dup_{n}gram_char_frac", f"fraction of characters in repeated word {n}-grams", "fraction")
-      for n in DUP_NS),
-))
+GOPHER_REPETITION = Preset(
+    "gopher_repetition",
+    "gopher",
+    (
+        Rule("dup_para_frac", "max", "max_dup_para_frac", lambda s, c: s.dup_paragraphs[0] / len(s.paragraphs)),
+        Rule("dup_para_char_frac", "max", "max_dup_para_char_frac", lambda s, c: s.dup_paragraphs[1] / s.chars),
+        Rule("dup_line_frac", "max", "max_dup_line_frac", lambda s, c: s.dup_lines[0] / max(len(s.lines), 1)),
+        Rule("dup_line_char_frac", "max", "max_dup_line_char_frac", lambda s, c: s.dup_lines[1] / s.chars),
+        *(
+            Rule(f"top_{n}gram_char_frac", "max", f"max_top_{n}gram_char_frac", _top(n), spaced_only=True)
+            for n in TOP_NS
+        ),
+        *(
+            Rule(f"dup_{n}gram_char_frac", "max", f"max_dup_{n}gram_char_frac", _dup(n), spaced_only=True)
+            for n in DUP_NS
+        ),
+    ),
+    (
+        Signal("dup_para_frac", "fraction of paragraphs that repeat an earlier one", "fraction"),
+        Signal("dup_para_char_frac", "fraction of characters in repeated paragraphs", "fraction"),
+        Signal("dup_line_frac", "fraction of lines that repeat an earlier one", "fraction"),
+        Signal("dup_line_char_frac", "fraction of characters in repeated lines", "fraction"),
+        *(
+            Signal(f"top_{n}gram_char_frac", f"fraction of characters in the most frequent word {n}-gram", "fraction")
+            for n in TOP_NS
+        ),
+        *(
+            Signal(f"dup_{n}gram_char_frac", f"fraction of characters in repeated word {n}-grams", "fraction")
+            for n in DUP_NS
+        ),
+    ),
+)
 
-GOPHER_QUALITY = Preset("gopher_quality", "gopher", (
-    Rule("words", "min", "min_words", lambda s, c: s.words, spaced_only=True),
-    Rule("words", "max", "max_words", lambda s, c: s.words, spaced_only=True),
-    Rule("mean_word_len", "min", "min_mean_word_len",
-         _mean_word_len, spaced_only=True),
-    Rule("mean_word_len", "max", "max_mean_word_len",
-         _mean_word_len, spaced_only=True),
-    Rule("hash_word_ratio", "max", "max_hash_word_ratio", lambda s, c: s.text.count("#") / s.tokens, spaced_only=True),
-    Rule("ellipsis_word_ratio", "max", "max_ellipsis_word_ratio",
-         lambda s, c: (s.text.count("...") + s.text.count("…")) / s.tokens, spaced_only=True),
-    Rule("bullet_line_frac", "max", "max_bullet_line_frac", lambda s, c: s.line_stats.fraction(L_BULLET)),
-    Rule("ellipsis_line_frac", "max", "max_ellipsis_line_frac", lambda s, c: s.line_stats.fraction(L_ELLIPSIS)),
-    Rule("alpha_word_frac", "min", "min_alpha_word_frac", lambda s, c: 1 - s.letterless_tokens / s.tokens,
-         spaced_only=True),
-    Rule("stop_words", "min", "min_stop_words", lambda s, c: s.stop_words_found, spaced_only=True),
-), (
-    Signal("words", "words (whitespace tokens with a non-punctuation character)", "count"),
-    Signal("mean_word_len", "mean word length in characters, punctuation stripped", "length"),
-    Signal("hash_word_ratio", "'#' characters per whitespace token", "fraction"),
-    Signal("ellipsis_word_ratio", "ellipses ('...' or '…') per whitespace token", "fraction"),
-    Signal("bullet_line_frac", "fraction of lines starting with a bullet", "fraction"),
-    Signal("ellipsis_line_frac", "fraction of lines ending with an ellipsis", "fraction"),
-    Signal("alpha_word_frac", "fraction of whitespace tokens with at least one letter", "fraction"),
-    Signal("stop_words", "distinct stop words of the document's language", "count"),
-))
+GOPHER_QUALITY = Preset(
+    "gopher_quality",
+    "gopher",
+    (
+        Rule("words", "min", "min_words", lambda s, c: s.words, spaced_only=True),
+        Rule("words", "max", "max_words", lambda s, c: s.words, spaced_only=True),
+        Rule("mean_word_len", "min", "min_mean_word_len", _mean_word_len, spaced_only=True),
+        Rule("mean_word_len", "max", "max_mean_word_len", _mean_word_len, spaced_only=True),
+        Rule(
+            "hash_word_ratio", "max", "max_hash_word_ratio", lambda s, c: s.text.count("#") / s.tokens, spaced_only=True
+        ),
+        Rule(
+            "ellipsis_word_ratio",
+            "max",
+            "max_ellipsis_word_ratio",
+            lambda s, c: (s.text.count("...") + s.text.count("…")) / s.tokens,
+            spaced_only=True,
+        ),
+        Rule("bullet_line_frac", "max", "max_bullet_line_frac", lambda s, c: s.line_stats.fraction(L_BULLET)),
+        Rule("ellipsis_line_frac", "max", "max_ellipsis_line_frac", lambda s, c: s.line_stats.fraction(L_ELLIPSIS)),
+        Rule(
+            "alpha_word_frac",
+            "min",
+            "min_alpha_word_frac",
+            lambda s, c: 1 - s.letterless_tokens / s.tokens,
+            spaced_only=True,
+        ),
+        Rule("stop_words", "min", "min_stop_words", lambda s, c: s.stop_words_found, spaced_only=True),
+    ),
+    (
+        Signal("words", "words (whitespace tokens with a non-punctuation character)", "count"),
+        Signal("mean_word_len", "mean word length in characters, punctuation stripped", "length"),
+        Signal("hash_word_ratio", "'#' characters per whitespace token", "fraction"),
+        Signal("ellipsis_word_ratio", "ellipses ('...' or '…') per whitespace token", "fraction"),
+        Signal("bullet_line_frac", "fraction of lines starting with a bullet", "fraction"),
+        Signal("ellipsis_line_frac", "fraction of lines ending with an ellipsis", "fraction"),
+        Signal("alpha_word_frac", "fraction of whitespace tokens with at least one letter", "fraction"),
+        Signal("stop_words", "distinct stop words of the document's language", "count"),
+    ),
+)
 
-C4 = Preset("c4", "c4", (
-    Rule("c4_lorem_ipsum", "flag", "filter_lorem_ipsum", lambda s, c: float(c4_lines(s, c).lorem_ipsum)),
-    Rule("c4_curly_bracket", "flag", "filter_curly_bracket", lambda s, c: float(c4_lines(s, c).curly_bracket)),
-    Rule("c4_sentences", "min", "min_sentences", lambda s, c: c4_lines(s, c).sentences,
-         measured_on=lambda s, c: _c4_dropped(c4_lines(s, c), len(s.lines))),
-), (
-    Signal("c4_lorem_ipsum", "1 if a kept line contains 'lorem ipsum'", "flag"),
-    Signal("c4_curly_bracket", "1 if a kept line contains '{'", "flag"),
-    Signal("c4_sentences", "sentences in the lines C4's line filters keep", "count"),
-))
+C4 = Preset(
+    "c4",
+    "c4",
+    (
+        Rule("c4_lorem_ipsum", "flag", "filter_lorem_ipsum", lambda s, c: float(c4_lines(s, c).lorem_ipsum)),
+        Rule("c4_curly_bracket", "flag", "filter_curly_bracket", lambda s, c: float(c4_lines(s, c).curly_bracket)),
+        Rule(
+            "c4_sentences",
+            "min",
+            "min_sentences",
+            lambda s, c: c4_lines(s, c).sentences,
+            measured_on=lambda s, c: _c4_dropped(c4_lines(s, c), len(s.lines)),
+        ),
+    ),
+    (
+        Signal("c4_lorem_ipsum", "1 if a kept line contains 'lorem ipsum'", "flag"),
+        Signal("c4_curly_bracket", "1 if a kept line contains '{'", "flag"),
+        Signal("c4_sentences", "sentences in the lines C4's line filters keep", "count"),
+    ),
+)
 
-FINEWEB = Preset("fineweb", "fineweb", (
-    Rule("line_punct_ratio", "min", "min_line_punct_ratio", lambda s, c: s.line_stats.fraction(L_TERMINAL),
-         exempt=lambda v, c: v == 0 and c.line_punct_exclude_zero),
-    Rule("short_line_ratio", "max", "max_short_line_ratio", _short_line_ratio, spaced_only=True),
-    Rule("char_dup_ratio", "max", "max_char_dup_ratio",
-         lambda s, c: s.dup_lines[1] / max(s.chars - s.text.count("\n"), 1)),
-    Rule("newline_word_ratio", "max", "max_newline_word_ratio",
-         lambda s, c: s.text.count("\n") / s.tokens, spaced_only=True),
-), (
-    Signal("line_punct_ratio", "fraction of lines ending in terminal punctuation", "fraction"),
-    Signal("short_line_ratio", "fraction of lines of at most short_line_chars characters", "fraction"),
-    Signal("char_dup_ratio", "fraction of characters (newlines excluded) in repeated lines", "fraction"),
-    Signal("newline_word_ratio", "newlines per whitespace token", "fraction"),
-))
+FINEWEB = Preset(
+    "fineweb",
+    "fineweb",
+    (
+        Rule(
+            "line_punct_ratio",
+            "min",
+            "min_line_punct_ratio",
+            lambda s, c: s.line_stats.fraction(L_TERMINAL),
+            exempt=lambda v, c: v == 0 and c.line_punct_exclude_zero,
+        ),
+        Rule("short_line_ratio", "max", "max_short_line_ratio", _short_line_ratio, spaced_only=True),
+        Rule(
+            "char_dup_ratio",
+            "max",
+            "max_char_dup_ratio",
+            lambda s, c: s.dup_lines[1] / max(s.chars - s.text.count("\n"), 1),
+        ),
+        Rule(
+            "newline_word_ratio",
+            "max",
+            "max_newline_word_ratio",
+            lambda s, c: s.text.count("\n") / s.tokens,
+            spaced_only=True,
+        ),
+    ),
+    (
+        Signal("line_punct_ratio", "fraction of lines ending in terminal punctuation", "fraction"),
+        Signal("short_line_ratio", "fraction of lines of at most short_line_chars characters", "fraction"),
+        Signal("char_dup_ratio", "fraction of characters (newlines excluded) in repeated lines", "fraction"),
+        Signal("newline_word_ratio", "newlines per whitespace token", "fraction"),
+    ),
+)
 
 PRESETS = {p.name: p for p in (GOPHER_REPETITION, GOPHER_QUALITY, C4, FINEWEB)}
 ALIASES = {"gopher": ("gopher_repetition", "gopher_quality")}
@@ -427,8 +502,9 @@ class Evaluator:
     text.
     """
 
-    def __init__(self, presets: list[Preset], configs: dict[str, Any], wanted: frozenset[str],
-                 every_rule: bool = False):
+    def __init__(
+        self, presets: list[Preset], configs: dict[str, Any], wanted: frozenset[str], every_rule: bool = False
+    ):
         self.plan = []  # per preset: (preset, config, checks: rule, threshold, index in rules or -1, wanted, reason)
         self.rules = enabled_rules(presets, configs)
         index = {r.reason: i for i, r in enumerate(self.rules)}
@@ -437,8 +513,7 @@ class Evaluator:
             checks = []
             for rule in preset.rules:
                 reason = f"{preset.section}.{rule.option}"
-                checks.append((rule, getattr(cfg, rule.option), index.get(reason, -1),
-                               rule.signal in wanted, reason))
+                checks.append((rule, getattr(cfg, rule.option), index.get(reason, -1), rule.signal in wanted, reason))
             self.plan.append((preset, cfg, checks))
         self.every_rule = every_rule
         self.gopher = configs.get("gopher")
@@ -474,8 +549,9 @@ class Evaluator:
                     verdict.failed.append(index)
                     if verdict.reason is None:
                         verdict.reason = reason
-                        verdict.detail = _detail(rule, value, threshold, lang,
-                                                 rule.measured_on(stats, cfg) if rule.measured_on else None)
+                        verdict.detail = _detail(
+                            rule, value, threshold, lang, rule.measured_on(stats, cfg) if rule.measured_on else None
+                        )
             if preset.name == C4.name and cfg.remove_lines and verdict.reason is None:
                 kept = c4_lines(stats, cfg).kept
                 new_text = "\n".join(kept)

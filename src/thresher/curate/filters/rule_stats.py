@@ -77,13 +77,22 @@ def batch_summary(rules: list[EnabledRule], verdicts: list[Verdict], texts: list
     rejected = failed.any(axis=1) | empty
     alone = failed & (failed.sum(axis=1) == 1)[:, None]
     hashes: dict[int, int] = {}
-    out: dict = {"documents": n, "rejected": int(rejected.sum()), "rules": {}, "combinations": combinations,
-                 "samples": {}}
+    out: dict = {
+        "documents": n,
+        "rejected": int(rejected.sum()),
+        "rules": {},
+        "combinations": combinations,
+        "samples": {},
+    }
     for r, rule in enumerate(rules):
         bins = bin_indices(values[:, r], rule_edges(rule), rule.rule.bound)
         out["rules"][rule.reason] = {
-            "failed": int(failed[:, r].sum()), "alone": int(alone[:, r].sum()), "kept": _counts(bins[~rejected]),
-            "rejected": _counts(bins[rejected]), "rejected_alone": _counts(bins[alone[:, r]])}
+            "failed": int(failed[:, r].sum()),
+            "alone": int(alone[:, r].sum()),
+            "kept": _counts(bins[~rejected]),
+            "rejected": _counts(bins[rejected]),
+            "rejected_alone": _counts(bins[alone[:, r]]),
+        }
         rows = np.flatnonzero(failed[:, r])
         if len(rows):
             for i in rows:
@@ -91,8 +100,14 @@ def batch_summary(rules: list[EnabledRule], verdicts: list[Verdict], texts: list
                     hashes[i] = text_hash(texts[i])
             chosen = sorted(rows, key=lambda i: (hashes[i], texts[i][:EXCERPT]))[:SAMPLES]
             out["samples"][rule.reason] = [
-                {"hash": hashes[i], "text": texts[i][:EXCERPT], "value": float(values[i, r]),
-                 "failed": [names[f] for f in verdicts[i].failed]} for i in chosen]
+                {
+                    "hash": hashes[i],
+                    "text": texts[i][:EXCERPT],
+                    "value": float(values[i, r]),
+                    "failed": [names[f] for f in verdicts[i].failed],
+                }
+                for i in chosen
+            ]
     if empty.any():
         out["rules"][EMPTY] = {"failed": int(empty.sum()), "alone": int(empty.sum())}
     return out
@@ -100,5 +115,6 @@ def batch_summary(rules: list[EnabledRule], verdicts: list[Verdict], texts: list
 
 def cut_samples(samples: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Each rule's sample cut to the ``SAMPLES`` with the smallest hash (after merging: lists concatenated)."""
-    return {reason: sorted(entries, key=lambda e: (e["hash"], e["text"]))[:SAMPLES]
-            for reason, entries in samples.items()}
+    return {
+        reason: sorted(entries, key=lambda e: (e["hash"], e["text"]))[:SAMPLES] for reason, entries in samples.items()
+    }

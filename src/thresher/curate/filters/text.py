@@ -24,13 +24,24 @@ linear (possessive quantifiers, see ``src/thresher/curate/stages/pii.py``).
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from thresher.curate.filters.bits import (ALPHA, BULLET, C4_END, CLOSER, DUP_NS, PUNCT, SENTENCE_END, SPACE, TERMINAL,
-                                          TOP_NS, UNSPACED_END)
+from thresher.curate.filters.bits import (
+    ALPHA,
+    BULLET,
+    C4_END,
+    CLOSER,
+    DUP_NS,
+    PUNCT,
+    SENTENCE_END,
+    SPACE,
+    TERMINAL,
+    TOP_NS,
+    UNSPACED_END,
+)
 from thresher.curate.filters.languages import uses_spaces
 
 # ASCII punctuation and the common Unicode quotes, dashes, brackets and CJK punctuation.
@@ -52,9 +63,15 @@ SENTENCE_ENDS_UNSPACED = ".!?‼‽。！？．｡।॥۔؟።"
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*+\n\s*+")
 STOPWORDS_DIR = Path(__file__).with_name("stopwords")
 _NO_STOPS = np.zeros((2, 1), np.uint64)  # a stop-word table without words
-_CLASS_SETS = ((PUNCT, "".join(PUNCTUATION)), (BULLET, "".join(BULLETS)), (TERMINAL, "".join(TERMINAL_PUNCTUATION)),
-               (C4_END, "".join(C4_END_MARKS)), (SENTENCE_END, SENTENCE_ENDS_SPACED), (CLOSER, SENTENCE_CLOSERS),
-               (UNSPACED_END, SENTENCE_ENDS_UNSPACED))
+_CLASS_SETS = (
+    (PUNCT, "".join(PUNCTUATION)),
+    (BULLET, "".join(BULLETS)),
+    (TERMINAL, "".join(TERMINAL_PUNCTUATION)),
+    (C4_END, "".join(C4_END_MARKS)),
+    (SENTENCE_END, SENTENCE_ENDS_SPACED),
+    (CLOSER, SENTENCE_CLOSERS),
+    (UNSPACED_END, SENTENCE_ENDS_UNSPACED),
+)
 
 
 @lru_cache(maxsize=1)
@@ -82,7 +99,7 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def stop_words(lang: str) -> frozenset[str] | None:
     """The stop-word list of ``lang`` (``stopwords/<lang>.txt``; ``#`` lines are comments), None if none."""
     path = STOPWORDS_DIR / f"{lang}.txt"
@@ -97,8 +114,11 @@ def stop_word_table(words: frozenset[str]) -> np.ndarray:
     """The hashes of the lowercased words, as ``scan_words`` hashes lowercased words, in an open-addressing
     table: row 0 the hashes, row 1 whether the slot is taken; its size a power of two, at least 4x the words."""
     classes, lower = char_tables()
-    hashes = {int(kernels().scan_words(code_points(w), classes, lower, _NO_STOPS)[4]) for w in words
-              if w and w.strip(PUNCTUATION) == w and len(w.split()) == 1}
+    hashes = {
+        int(kernels().scan_words(code_points(w), classes, lower, _NO_STOPS)[4])
+        for w in words
+        if w and w.strip(PUNCTUATION) == w and len(w.split()) == 1
+    }
     size = 16
     while size < 4 * len(hashes):
         size *= 2
@@ -230,7 +250,7 @@ class LineStats:
     def __init__(self, text: str, scanned):
         table, self.flag_counts = scanned
         self.rows = table.tolist()
-        self.lines = [text[row[0]:row[1]] for row in self.rows]
+        self.lines = [text[row[0] : row[1]] for row in self.rows]
         self.lengths = table[:, 1] - table[:, 0]
 
     def fraction(self, flag: int) -> float:

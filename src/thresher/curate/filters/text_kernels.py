@@ -6,9 +6,26 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from thresher.curate.filters.bits import (ALPHA, BULLET, C4_END, CLOSER, DUP_NS, L_BRACKET, L_BULLET, L_C4_END, L_CURLY,
-                                          L_DOTS, L_ELLIPSIS, L_TERMINAL, PUNCT, SENTENCE_END, SPACE, TERMINAL, TOP_NS,
-                                          UNSPACED_END)
+from thresher.curate.filters.bits import (
+    ALPHA,
+    BULLET,
+    C4_END,
+    CLOSER,
+    DUP_NS,
+    L_BRACKET,
+    L_BULLET,
+    L_C4_END,
+    L_CURLY,
+    L_DOTS,
+    L_ELLIPSIS,
+    L_TERMINAL,
+    PUNCT,
+    SENTENCE_END,
+    SPACE,
+    TERMINAL,
+    TOP_NS,
+    UNSPACED_END,
+)
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)

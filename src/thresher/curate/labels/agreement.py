@@ -55,12 +55,19 @@ def block_counts(a: Annotations, n_classes: int, n_raters: int, identified: bool
     coincidence = pairable.T @ weights - np.diag(weights.sum(0))
     agreement = item_agreement(counts)
     agreement = agreement[~np.isnan(agreement)]
-    out = {"items": a.n_items, "annotations": int(m.sum()), "unannotated_items": int((m == 0).sum()),
-           "pairable_items": len(pairable), "agreement_sum": float(agreement.sum()),
-           "unanimous_items": int((agreement == 1).sum()),
-           "class_totals": pairable.sum(0), "coincidence": coincidence,
-           "agreement_hist": np.bincount(np.minimum((agreement * AGREEMENT_BINS + 1e-9).astype(int), AGREEMENT_BINS - 1),
-                                         minlength=AGREEMENT_BINS)}
+    out = {
+        "items": a.n_items,
+        "annotations": int(m.sum()),
+        "unannotated_items": int((m == 0).sum()),
+        "pairable_items": len(pairable),
+        "agreement_sum": float(agreement.sum()),
+        "unanimous_items": int((agreement == 1).sum()),
+        "class_totals": pairable.sum(0),
+        "coincidence": coincidence,
+        "agreement_hist": np.bincount(
+            np.minimum((agreement * AGREEMENT_BINS + 1e-9).astype(int), AGREEMENT_BINS - 1), minlength=AGREEMENT_BINS
+        ),
+    }
     if identified:
         out["pairs"] = pair_counts(a, n_classes, n_raters)
         out["rater_annotations"] = np.bincount(a.rater, minlength=n_raters)
@@ -72,8 +79,10 @@ def pair_counts(a: Annotations, n_classes: int, n_raters: int) -> dict[int, int]
     df = pd.DataFrame({"item": a.item, "rater": a.rater, "label": a.label})
     both = df.merge(df, on="item")
     both = both[both["rater_x"] < both["rater_y"]]
-    index = ((both["rater_x"].to_numpy(np.int64) * n_raters + both["rater_y"].to_numpy()) * n_classes
-             + both["label_x"].to_numpy()) * n_classes + both["label_y"].to_numpy()
+    index = (
+        (both["rater_x"].to_numpy(np.int64) * n_raters + both["rater_y"].to_numpy()) * n_classes
+        + both["label_x"].to_numpy()
+    ) * n_classes + both["label_y"].to_numpy()
     keys, n = np.unique(index, return_counts=True)
     return dict(zip(keys.tolist(), n.tolist()))
 
@@ -99,7 +108,7 @@ def fleiss_kappa(agreement_sum: float, pairable_items: int, class_totals: np.nda
         return None
     observed = agreement_sum / pairable_items
     shares = class_totals / class_totals.sum()
-    chance = float((shares ** 2).sum())
+    chance = float((shares**2).sum())
     return None if chance == 1 else (observed - chance) / (1 - chance)
 
 
@@ -117,7 +126,9 @@ def distance(n_c: np.ndarray, level: str, values: np.ndarray | None = None) -> n
     raise ValueError(level)
 
 
-def krippendorff_alpha(coincidence: np.ndarray, level: str = "nominal", values: np.ndarray | None = None) -> float | None:
+def krippendorff_alpha(
+    coincidence: np.ndarray, level: str = "nominal", values: np.ndarray | None = None
+) -> float | None:
     """Alpha from the coincidence matrix: 1 - (n - 1) * sum(o * d) / sum(n_c n_k d)."""
     n_c = coincidence.sum(1)
     n = n_c.sum()
@@ -159,9 +170,16 @@ def pair_kappas(pairs: dict[int, int], raters: list[str], n_classes: int) -> lis
         pair, cell = divmod(index, C * C)
         r1, r2 = divmod(pair, R)
         matrices.setdefault((r1, r2), np.zeros((C, C), np.int64))[divmod(cell, C)] += n
-    rows = [{"annotators": [raters[r1], raters[r2]], "items": int(m.sum()), "cohen_kappa": rounded(cohen_kappa(m)),
-             "percent_agreement": rounded(np.trace(m) / m.sum()), "confusion": m.tolist()}
-            for (r1, r2), m in matrices.items()]
+    rows = [
+        {
+            "annotators": [raters[r1], raters[r2]],
+            "items": int(m.sum()),
+            "cohen_kappa": rounded(cohen_kappa(m)),
+            "percent_agreement": rounded(np.trace(m) / m.sum()),
+            "confusion": m.tolist(),
+        }
+        for (r1, r2), m in matrices.items()
+    ]
     rows.sort(key=lambda r: (-r["items"], r["annotators"]))
     return rows[:MAX_PAIRS]
 
@@ -175,14 +193,21 @@ def summarize(counts: dict, classes: list[str], raters: list[str] | None, numeri
         alpha["ordinal"] = rounded(krippendorff_alpha(O, "ordinal"))
         alpha["interval"] = rounded(krippendorff_alpha(O, "interval", values))
     pairable = counts["pairable_items"]
-    out = {"items": counts["items"], "annotations": counts["annotations"],
-           "unannotated_items": counts["unannotated_items"], "pairable_items": pairable, "classes": classes,
-           "fleiss_kappa": rounded(fleiss_kappa(counts["agreement_sum"], pairable, counts["class_totals"])),
-           "krippendorff_alpha": alpha["nominal"], "krippendorff_alpha_by_level": alpha,
-           "percent_agreement": rounded(counts["agreement_sum"] / pairable) if pairable else None,
-           "unanimous_fraction": rounded(counts["unanimous_items"] / pairable) if pairable else None,
-           "per_class": per_class(O, classes), "coincidence": np.round(O, 3).tolist(),
-           "item_agreement_histogram": counts["agreement_hist"].tolist()}
+    out = {
+        "items": counts["items"],
+        "annotations": counts["annotations"],
+        "unannotated_items": counts["unannotated_items"],
+        "pairable_items": pairable,
+        "classes": classes,
+        "fleiss_kappa": rounded(fleiss_kappa(counts["agreement_sum"], pairable, counts["class_totals"])),
+        "krippendorff_alpha": alpha["nominal"],
+        "krippendorff_alpha_by_level": alpha,
+        "percent_agreement": rounded(counts["agreement_sum"] / pairable) if pairable else None,
+        "unanimous_fraction": rounded(counts["unanimous_items"] / pairable) if pairable else None,
+        "per_class": per_class(O, classes),
+        "coincidence": np.round(O, 3).tolist(),
+        "item_agreement_histogram": counts["agreement_hist"].tolist(),
+    }
     if raters is not None:
         kappas = pair_kappas(counts["pairs"], raters, len(classes))
         values = [p["cohen_kappa"] for p in kappas if p["cohen_kappa"] is not None]

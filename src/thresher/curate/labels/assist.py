@@ -58,8 +58,16 @@ def calibration(table: pa.Table, model, classes: list[str], folds: int, seed: in
     return out
 
 
-def propose(table: pa.Table, model, temperature: float | None, classes: list[str], folds: int, seed: int,
-             min_confidence: float, review_split: str) -> tuple[pa.Table, np.ndarray]:
+def propose(
+    table: pa.Table,
+    model,
+    temperature: float | None,
+    classes: list[str],
+    folds: int,
+    seed: int,
+    min_confidence: float,
+    review_split: str,
+) -> tuple[pa.Table, np.ndarray]:
     """Records without annotations get the proposed label and its calibrated confidence: ``proposed`` (their split
     kept) or ``proposal_low_confidence`` (review split); returns the block and [proposed, low confidence]."""
     todo = pc.fill_null(pc.equal(table[STATUS], STATUSES[3]), False).to_numpy(zero_copy_only=False)
@@ -77,7 +85,11 @@ def propose(table: pa.Table, model, temperature: float | None, classes: list[str
     confidence[rows] = p.max(1)
     status[rows] = np.where(sure, STATUSES[4], STATUSES[5])
     split[rows] = np.where(sure, np.asarray(table[PRIOR_SPLIT].to_pylist(), dtype=object)[rows], review_split)
-    for name, values, kind in ((LABEL, label, pa.string()), (CONFIDENCE, confidence, pa.float64()),
-                               (STATUS, status, pa.string()), (SPLIT, split, pa.string())):
+    for name, values, kind in (
+        (LABEL, label, pa.string()),
+        (CONFIDENCE, confidence, pa.float64()),
+        (STATUS, status, pa.string()),
+        (SPLIT, split, pa.string()),
+    ):
         out = out.set_column(out.column_names.index(name), name, pa.array(values, kind, from_pandas=True))
     return out, np.array([sure.sum(), (~sure).sum()], np.int64)

@@ -25,8 +25,11 @@ def _annotations(table: pa.Table, live: np.ndarray | None = None) -> Annotations
     values = table[VALUES].combine_chunks()
     item = pc.list_parent_indices(values).to_numpy()
     label = pc.list_flatten(values).to_numpy().astype(np.int64)
-    rater = (pc.list_flatten(table[RATERS].combine_chunks()).to_numpy().astype(np.int64) if RATERS in table.column_names
-             else np.zeros(len(item), np.int64))
+    rater = (
+        pc.list_flatten(table[RATERS].combine_chunks()).to_numpy().astype(np.int64)
+        if RATERS in table.column_names
+        else np.zeros(len(item), np.int64)
+    )
     if live is not None:
         keep = live[item]
         item, label, rater = item[keep], label[keep], rater[keep]
@@ -41,8 +44,16 @@ def em_statistics(table: pa.Table, n_classes: int, n_raters: int, params) -> dic
     return ds_em.block_statistics(_annotations(table, _live(table)), n_classes, n_raters, params)
 
 
-def assign(table: pa.Table, classes: list[str], n_raters: int, identified: bool, params, min_confidence: float,
-            review_split: str, keep_prior_split: bool = False) -> tuple[pa.Table, dict]:
+def assign(
+    table: pa.Table,
+    classes: list[str],
+    n_raters: int,
+    identified: bool,
+    params,
+    min_confidence: float,
+    review_split: str,
+    keep_prior_split: bool = False,
+) -> tuple[pa.Table, dict]:
     """The block's decisions (the key rows with the consensus columns and ``_split``; with ``keep_prior_split``
     also the split before review, ``PRIOR_SPLIT``) and its counts."""
     live = _live(table)
@@ -64,8 +75,9 @@ def assign(table: pa.Table, classes: list[str], n_raters: int, identified: bool,
     consensus = label[a.item]
     judged = consensus >= 0
     stats["consensus_annotations"] = np.bincount(a.rater[judged], minlength=n_raters)
-    stats["consensus_matches"] = np.bincount(a.rater[judged], weights=(a.label[judged] == consensus[judged]).astype(float),
-                                             minlength=n_raters)
+    stats["consensus_matches"] = np.bincount(
+        a.rater[judged], weights=(a.label[judged] == consensus[judged]).astype(float), minlength=n_raters
+    )
     review = live & (status != 0)
     split = table[SPLIT].cast(pa.string()) if SPLIT in table.column_names else pa.nulls(table.num_rows, pa.string())
     decisions = {

@@ -72,7 +72,7 @@ def fit(statistics, max_iter: int, tol: float) -> tuple[Params, dict]:
     log-likelihood improves by less than ``tol`` (relative) or after ``max_iter`` iterations."""
     params = m_step(statistics(None))
     loglik, iterations, converged = None, 0, False
-    for iterations in range(1, max_iter + 1):
+    for iterations in range(1, max_iter + 1):  # noqa: B007 (the count the loop ends at is returned)
         stats = statistics(params)
         params = m_step(stats)
         converged = loglik is not None and abs(stats["loglik"] - loglik) <= tol * abs(loglik)
@@ -85,5 +85,11 @@ def fit(statistics, max_iter: int, tol: float) -> tuple[Params, dict]:
 def reliability(params: Params, raters: list[str], classes: list[str]) -> list[dict]:
     """Per annotator: estimated accuracy (sum over classes of prior x correct rate) and the confusion matrix."""
     prior, confusion = params.prior, params.confusion
-    return [{"annotator": name, "accuracy": round(float(prior @ np.diag(confusion[r])), 6),
-             "confusion": np.round(confusion[r], 4).tolist()} for r, name in enumerate(raters)]
+    return [
+        {
+            "annotator": name,
+            "accuracy": round(float(prior @ np.diag(confusion[r])), 6),
+            "confusion": np.round(confusion[r], 4).tolist(),
+        }
+        for r, name in enumerate(raters)
+    ]

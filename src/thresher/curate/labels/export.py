@@ -41,12 +41,19 @@ AGREEMENT_KEY = "_agreement"
 def _with_sort_keys(table: pa.Table) -> pa.Table:
     """``uncertainty`` and the agreement to sort by (no agreement: 0, first among equals)."""
     confidence = pc.fill_null(table["label_confidence"].cast(pa.float64()), 0.0)
-    return (table.append_column(UNCERTAINTY, pc.subtract(1.0, confidence))
-                 .append_column(AGREEMENT_KEY, pc.fill_null(table["label_agreement"].cast(pa.float64()), 0.0)))
+    return table.append_column(UNCERTAINTY, pc.subtract(1.0, confidence)).append_column(
+        AGREEMENT_KEY, pc.fill_null(table["label_agreement"].cast(pa.float64()), 0.0)
+    )
 
 
-def export_review_queue(run_uri: str, storage: Storage, output: str | None = None,
-                        formats: tuple[str, ...] = FORMATS, from_name: str = "label", to_name: str = "text") -> dict:
+def export_review_queue(
+    run_uri: str,
+    storage: Storage,
+    output: str | None = None,
+    formats: tuple[str, ...] = FORMATS,
+    from_name: str = "label",
+    to_name: str = "text",
+) -> dict:
     """Write the review queue of the finished run ``run_uri`` (to ``output``, default ``<run>/review_queue``);
     returns ``{"items": n, "files": [...]}``."""
     folder = RunFolder(run_uri, storage)
@@ -57,14 +64,21 @@ def export_review_queue(run_uri: str, storage: Storage, output: str | None = Non
     return write_review_queue(uris, storage, output or join(run_uri, REVIEW), formats, from_name, to_name)
 
 
-def write_review_queue(uris: list[str], storage: Storage, output: str, formats: tuple[str, ...] = FORMATS,
-                       from_name: str = "label", to_name: str = "text") -> dict:
+def write_review_queue(
+    uris: list[str],
+    storage: Storage,
+    output: str,
+    formats: tuple[str, ...] = FORMATS,
+    from_name: str = "label",
+    to_name: str = "text",
+) -> dict:
     """Write the review queue held by the Parquet files ``uris`` (a review split) to the folder ``output``."""
     tables = [_with_sort_keys(pq.read_table(path, filesystem=fs)) for fs, path in map(storage.resolve, uris)]
     rows = []
     if tables:
         queue = pa.concat_tables(tables, promote_options="permissive").sort_by(
-            [(UNCERTAINTY, "descending"), (AGREEMENT_KEY, "ascending"), ("id", "ascending")])
+            [(UNCERTAINTY, "descending"), (AGREEMENT_KEY, "ascending"), ("id", "ascending")]
+        )
         for rank, row in enumerate(queue.drop_columns([AGREEMENT_KEY]).to_pylist(), 1):
             rows.append({"rank": rank, "id": row.pop("id"), UNCERTAINTY: round(row.pop(UNCERTAINTY), 6), **row})
     for fmt in formats:
@@ -100,15 +114,30 @@ class _Writer:
             if self.csv_columns is None:
                 self.csv_columns = list(row)
                 writer.writerow(self.csv_columns)
-            writer.writerow([json.dumps(v, default=_plain) if isinstance(v, (list, dict)) else v
-                             for v in (row.get(c) for c in self.csv_columns)])
+            writer.writerow(
+                [
+                    json.dumps(v, default=_plain) if isinstance(v, (list, dict)) else v
+                    for v in (row.get(c) for c in self.csv_columns)
+                ]
+            )
             self._write(line.getvalue())
         else:
             task = {"data": row}
             if row.get("label") is not None:
-                task["predictions"] = [{"model_version": "thresher-labels", "score": row.get("label_confidence"),
-                                        "result": [{"from_name": self.from_name, "to_name": self.to_name,
-                                                    "type": "choices", "value": {"choices": [row["label"]]}}]}]
+                task["predictions"] = [
+                    {
+                        "model_version": "thresher-labels",
+                        "score": row.get("label_confidence"),
+                        "result": [
+                            {
+                                "from_name": self.from_name,
+                                "to_name": self.to_name,
+                                "type": "choices",
+                                "value": {"choices": [row["label"]]},
+                            }
+                        ],
+                    }
+                ]
             self._write(("" if self.first else ",\n") + json.dumps(task, ensure_ascii=False, default=_plain))
             self.first = False
 
@@ -129,8 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-name", default="label", help="Label Studio: name of the choices tag")
     p.add_argument("--to-name", default="text", help="Label Studio: name of the text tag")
     args = p.parse_args(argv)
-    result = export_review_queue(args.run_uri, Storage.from_options(None), args.output, tuple(args.format or FORMATS),
-                                 args.from_name, args.to_name)
+    result = export_review_queue(
+        args.run_uri,
+        Storage.from_options(None),
+        args.output,
+        tuple(args.format or FORMATS),
+        args.from_name,
+        args.to_name,
+    )
     print(json.dumps(result, indent=2))
     return 0
 

@@ -15,6 +15,7 @@ ANNOTATIONS = "label_annotations"
 
 def long_keys(batch: pa.Table, item_field: str, label_field: str, annotator_field: str | None) -> dict:
     """Per row its item (a row without one is its own item: ``\0`` and its key) and its annotation as a list of one."""
+
     def column(name):
         if name not in batch.column_names:
             return pa.nulls(batch.num_rows, pa.string())
@@ -25,8 +26,10 @@ def long_keys(batch: pa.Table, item_field: str, label_field: str, annotator_fiel
     labels = column(label_field).to_pylist()
     out = {ITEM: item, VALUES: pa.array([[] if v is None else [v] for v in labels], pa.list_(pa.string()))}
     if annotator_field:
-        out[RATERS] = pa.array([[] if v is None else [a] for v, a in zip(labels, column(annotator_field).to_pylist())],
-                               pa.list_(pa.string()))
+        out[RATERS] = pa.array(
+            [[] if v is None else [a] for v, a in zip(labels, column(annotator_field).to_pylist())],
+            pa.list_(pa.string()),
+        )
     return out
 
 
@@ -40,8 +43,9 @@ def collapse_item(group: pa.Table) -> pa.Table:
     first = first.set_column(first.column_names.index(VALUES), VALUES, pa.array([values], pa.list_(pa.string())))
     if RATERS in group.column_names:
         first = first.set_column(first.column_names.index(RATERS), RATERS, pa.array([raters], pa.list_(pa.string())))
-    return (first.append_column(MERGED, pa.array([group[KEY].to_pylist()[1:]], pa.list_(pa.int64())))
-                 .append_column(ANNOTATIONS, pa.array([orjson.dumps(list(map(list, zip(raters, values)))).decode()])))
+    return first.append_column(MERGED, pa.array([group[KEY].to_pylist()[1:]], pa.list_(pa.int64()))).append_column(
+        ANNOTATIONS, pa.array([orjson.dumps(list(map(list, zip(raters, values)))).decode()])
+    )
 
 
 def expand_items(table: pa.Table, stage: str, decision_columns: list[str]) -> pa.Table:
@@ -50,13 +54,18 @@ def expand_items(table: pa.Table, stage: str, decision_columns: list[str]) -> pa
     merged = table[MERGED].combine_chunks()
     parents = pc.list_parent_indices(merged).to_numpy()
     kept_ids = table[ID].cast(pa.string()).take(pa.array(parents, pa.int64()))
-    rows = {KEY: pc.list_flatten(merged), ID: pa.nulls(len(parents), pa.string()),
-            REJECT_STAGE: pa.array([stage] * len(parents), pa.string()),
-            REJECT_REASON: pa.array(["annotation_merged"] * len(parents), pa.string()), REJECT_DETAIL: kept_ids}
+    rows = {
+        KEY: pc.list_flatten(merged),
+        ID: pa.nulls(len(parents), pa.string()),
+        REJECT_STAGE: pa.array([stage] * len(parents), pa.string()),
+        REJECT_REASON: pa.array(["annotation_merged"] * len(parents), pa.string()),
+        REJECT_DETAIL: kept_ids,
+    }
     table = table.drop_columns([c for c in (MERGED, ITEM) if c in table.column_names])
     for col in decision_columns:
         if col not in table.column_names:
             table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
-    rejected = pa.table({f.name: rows[f.name].cast(f.type) if f.name in rows else pa.nulls(len(parents), f.type)
-                         for f in table.schema})
+    rejected = pa.table(
+        {f.name: rows[f.name].cast(f.type) if f.name in rows else pa.nulls(len(parents), f.type) for f in table.schema}
+    )
     return pa.concat_tables([table, rejected])

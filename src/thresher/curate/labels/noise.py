@@ -20,8 +20,9 @@ NGRAMS = (1, 4)
 
 def text_features(batch: pa.Table, fields: list[str], dims: int) -> pa.FixedSizeListArray:
     """Per row the hashed features of its ``fields`` (texts joined by newlines; a missing field is empty)."""
-    columns = [batch[f].cast(pa.string()).to_pylist() if f in batch.column_names else [None] * batch.num_rows
-               for f in fields]
+    columns = [
+        batch[f].cast(pa.string()).to_pylist() if f in batch.column_names else [None] * batch.num_rows for f in fields
+    ]
     X = hashed_features(["\n".join(v for v in row if v) for row in zip(*columns)], dims)
     return pa.FixedSizeListArray.from_arrays(pa.array(X.ravel(), pa.float32()), dims)
 
@@ -34,8 +35,9 @@ def feature_matrix(column) -> np.ndarray:
 
 def folds_and_draws(keys, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per internal key its fold and a uniform draw in [0, 1) for sampling, both from a seeded hash of the key."""
-    h = np.array([xxhash.xxh64_intdigest(int(k).to_bytes(8, "little", signed=True), seed)
-                  for k in np.asarray(keys)], np.uint64)
+    h = np.array(
+        [xxhash.xxh64_intdigest(int(k).to_bytes(8, "little", signed=True), seed) for k in np.asarray(keys)], np.uint64
+    )
     return (h % np.uint64(folds)).astype(np.int64), (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
@@ -51,13 +53,15 @@ def fit_samples(folds: int, n_classes: int, regularization: float, *samples) -> 
 def hashed_features(texts: list[str], dims: int) -> np.ndarray:
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    vectorizer = HashingVectorizer(n_features=dims, analyzer="char_wb", ngram_range=NGRAMS, alternate_sign=False,
-                                   norm="l2")
+    vectorizer = HashingVectorizer(
+        n_features=dims, analyzer="char_wb", ngram_range=NGRAMS, alternate_sign=False, norm="l2"
+    )
     return vectorizer.transform([t or "" for t in texts]).toarray().astype(np.float32)
 
 
-def fit_folds(X: np.ndarray, y: np.ndarray, fold: np.ndarray, folds: int, n_classes: int,
-              regularization: float) -> tuple[np.ndarray, np.ndarray]:
+def fit_folds(
+    X: np.ndarray, y: np.ndarray, fold: np.ndarray, folds: int, n_classes: int, regularization: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per fold k, the weights (classes x dims) and biases of a logistic regression trained without fold k; a
     class absent from a fold's training rows gets probability 0."""
     from sklearn.linear_model import LogisticRegression

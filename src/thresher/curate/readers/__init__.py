@@ -42,11 +42,25 @@ from thresher.curate.readers.planning import ReadError, infer_format, plan
 from thresher.curate.readers.text import read_text
 from thresher.curate.readers.wet import read_wet
 
-__all__ = ["READ_STAGE", "READERS", "LostBytes", "ReadError", "ReadTask", "ReaderSpec", "infer_format", "plan",
-           "read_task"]
+__all__ = [
+    "READ_STAGE",
+    "READERS",
+    "LostBytes",
+    "ReadError",
+    "ReadTask",
+    "ReaderSpec",
+    "infer_format",
+    "plan",
+    "read_task",
+]
 
-READERS = {"jsonl": read_jsonl, JSON_ARRAY: read_json_array, "text": read_text, "parquet": read_parquet,
-           "wet": read_wet}
+READERS = {
+    "jsonl": read_jsonl,
+    JSON_ARRAY: read_json_array,
+    "text": read_text,
+    "parquet": read_parquet,
+    "wet": read_wet,
+}
 
 
 def read_task(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterator[pa.Table]:

@@ -34,12 +34,25 @@ def damaged(error: BaseException) -> bool:
     tells those apart.)"""
     if isinstance(error, OSError):  # gzip's and bz2's words for corrupt data; any other OSError is I/O
         return isinstance(error, gzip.BadGzipFile) or str(error) == "Invalid data stream"
-    return isinstance(error, (EOFError, ValueError, zlib.error, zstandard.ZstdError, lzma.LZMAError,
-                              pa.ArrowException))
+    return isinstance(error, (EOFError, ValueError, zlib.error, zstandard.ZstdError, lzma.LZMAError, pa.ArrowException))
 
 
-STORAGE_WORDS = ("aws error", "curl", "connection", "timed out", "timeout", "reset by peer", "broken pipe", "network",
-                 "socket", "unreachable", "temporarily unavailable", "throttl", "slow down", "service unavailable")
+STORAGE_WORDS = (
+    "aws error",
+    "curl",
+    "connection",
+    "timed out",
+    "timeout",
+    "reset by peer",
+    "broken pipe",
+    "network",
+    "socket",
+    "unreachable",
+    "temporarily unavailable",
+    "throttl",
+    "slow down",
+    "service unavailable",
+)
 
 
 def storage_error(error: BaseException) -> bool:
@@ -128,8 +141,9 @@ class Batcher:
         self._reset()
 
     def _reset(self):
-        self.rows: dict[str, list] = {c: [] for c in ("id", self.spec.text_field, REJECT_STAGE, REJECT_REASON,
-                                                       REJECT_DETAIL)}
+        self.rows: dict[str, list] = {
+            c: [] for c in ("id", self.spec.text_field, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)
+        }
         self.fields: dict[str, list] = {f: [] for f in self.spec.fields}
         self.nbytes = 0
 
@@ -165,10 +179,18 @@ class Batcher:
         if not self.rows["id"]:
             return None
         r, text = self.rows, self.spec.text_field
-        columns = {"id": r["id"], text: r[text], **self.fields,
-                   **{c: r[c] for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)}}
-        table = pa.table({c: pa.array(v, type=pa.int64() if c.startswith(METRIC_PREFIX) else pa.string())
-                          for c, v in columns.items()})
+        columns = {
+            "id": r["id"],
+            text: r[text],
+            **self.fields,
+            **{c: r[c] for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)},
+        }
+        table = pa.table(
+            {
+                c: pa.array(v, type=pa.int64() if c.startswith(METRIC_PREFIX) else pa.string())
+                for c, v in columns.items()
+            }
+        )
         self._reset()
         return table
 
@@ -205,7 +227,9 @@ def _deep_json(value) -> str:
             pieces = [_Text("{" if isinstance(item, dict) else "[")]
             for i, entry in enumerate(item.items() if isinstance(item, dict) else item):
                 pieces += [_Text(",")] if i else []
-                pieces += [_Text(orjson.dumps(entry[0]).decode() + ":"), entry[1]] if isinstance(item, dict) else [entry]
+                pieces += (
+                    [_Text(orjson.dumps(entry[0]).decode() + ":"), entry[1]] if isinstance(item, dict) else [entry]
+                )
             pieces.append(_Text("}" if isinstance(item, dict) else "]"))
             todo += reversed(pieces)
         else:

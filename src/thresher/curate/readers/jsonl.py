@@ -13,8 +13,19 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from thresher.curate.fields import conversation
-from thresher.curate.readers.common import (DETAIL_CHARS, READ_STAGE, Batcher, Damage, LostBytes, ReaderSpec,
-                                            ReadTask, damaged, record_id, slices, uri_key)
+from thresher.curate.readers.common import (
+    DETAIL_CHARS,
+    READ_STAGE,
+    Batcher,
+    Damage,
+    LostBytes,
+    ReaderSpec,
+    ReadTask,
+    damaged,
+    record_id,
+    slices,
+    uri_key,
+)
 from thresher.curate.readers.streams import Counted, compression, decompressing
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
 
@@ -55,8 +66,13 @@ def read_jsonl(task: ReadTask, spec: ReaderSpec, lost: LostBytes, fast: bool = T
                 lost.add(uri, (yield from _add_json_lines(b, spec, key, offset, chunk)))
             if damage is not None:
                 offset += len(chunk)
-                b.add(f"{key}-{offset}-unreadable", None, {}, "unreadable_file",
-                      f"{uri} from offset {offset}: {damage.error}")
+                b.add(
+                    f"{key}-{offset}-unreadable",
+                    None,
+                    {},
+                    "unreadable_file",
+                    f"{uri} from offset {offset}: {damage.error}",
+                )
                 lost.add(uri, damage.nbytes)
             del chunk  # before the next is read: with two alive, the allocator hands their memory back each time
     finally:
@@ -73,7 +89,7 @@ def _line_chunks(f, pos: int, end: int) -> Iterator[tuple[int, bytes, Damage | N
     while pos < end:
         try:
             chunk = bytearray(min(CHUNK_BYTES, end - pos))  # read into, then the rest of its last line appended
-            del chunk[f.readinto(chunk):]
+            del chunk[f.readinto(chunk) :]
             if chunk and not chunk.endswith(b"\n"):
                 chunk += f.readline()
         except Exception as e:
@@ -113,8 +129,9 @@ def _stream_chunks(f, stored: Counted, size: int) -> Iterator[tuple[int, bytes, 
             pos, whole = pos + whole, 0
 
 
-def _add_json_lines(b: Batcher, spec: ReaderSpec, key: str, offset: int,
-                    chunk: bytes) -> Generator[pa.Table, None, int]:
+def _add_json_lines(
+    b: Batcher, spec: ReaderSpec, key: str, offset: int, chunk: bytes
+) -> Generator[pa.Table, None, int]:
     """The per-line reader: each non-blank line of ``chunk`` (at ``offset``) into ``b``, yielding full batches;
     returns the bytes of the damaged lines, line ends included."""
     start, damaged_bytes = 0, 0
@@ -186,8 +203,9 @@ def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Ta
     # other fields are inferred, not ignored: fields the sample missed are kept where they are strings (or null);
     # any other value (its JSON text, as orjson writes it) or a declared run's undeclared field: the per-line reader
     kept = dict.fromkeys([spec.text_field, *([spec.id_field] if spec.id_field else []), *spec.fields])
-    options = pj.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in kept]),
-                              unexpected_field_behavior="infer")
+    options = pj.ParseOptions(
+        explicit_schema=pa.schema([(name, pa.string()) for name in kept]), unexpected_field_behavior="infer"
+    )
     try:
         table = pj.read_json(pa.BufferReader(chunk), pj.ReadOptions(use_threads=False, block_size=len(chunk)), options)
     except pa.ArrowException:
@@ -195,8 +213,12 @@ def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Ta
     text = table[spec.text_field]
     late = [name for name in table.column_names if name not in kept and name != "id"]
     # a line holding two objects (Arrow reads both) gives one row too many
-    if table.num_rows != len(starts) or text.null_count or (late and spec.declared) or not all(
-            pa.types.is_string(table[name].type) or pa.types.is_null(table[name].type) for name in late):
+    if (
+        table.num_rows != len(starts)
+        or text.null_count
+        or (late and spec.declared)
+        or not all(pa.types.is_string(table[name].type) or pa.types.is_null(table[name].type) for name in late)
+    ):
         return None
     rid = pc.binary_join_element_wise(f"{key}-", pa.array(starts + offset).cast(pa.string()), "")
     if spec.id_field:  # a non-empty string id, else the derived one
@@ -205,8 +227,13 @@ def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Ta
     rejections = _text_rejections(text, spec.max_doc_chars)
     rejections = rejections or [pa.nulls(table.num_rows, pa.string())] * 3
     late = {name: table[name].cast(pa.string()) for name in late}
-    out = {"id": rid, spec.text_field: text, **{f: table[f] for f in spec.fields}, **late,
-           **dict(zip((REJECT_STAGE, REJECT_REASON, REJECT_DETAIL), rejections))}
+    out = {
+        "id": rid,
+        spec.text_field: text,
+        **{f: table[f] for f in spec.fields},
+        **late,
+        **dict(zip((REJECT_STAGE, REJECT_REASON, REJECT_DETAIL), rejections)),
+    }
     return pa.table({c: out[c] for c in [*columns[:-3], *late, *columns[-3:]]})
 
 
@@ -223,8 +250,9 @@ def _text_rejections(text: pa.ChunkedArray, max_chars: int) -> list | None:
     too_long = np.zeros(len(nbytes), bool)
     too_long[rows] = True
     none = pa.nulls(len(nbytes), pa.string())
-    reason = pc.replace_with_mask(pc.if_else(empty, "empty_text", none), too_long,
-                                  pa.array(["too_long"] * len(rows), pa.string()))
+    reason = pc.replace_with_mask(
+        pc.if_else(empty, "empty_text", none), too_long, pa.array(["too_long"] * len(rows), pa.string())
+    )
     details = [f"{n} characters > input.max_doc_chars={max_chars}" for n in chars.tolist()]
     detail = pc.replace_with_mask(none, too_long, pa.array(details, pa.string()))
     return [pc.if_else(pc.is_valid(reason), READ_STAGE, none), reason, detail]
@@ -234,7 +262,7 @@ def _scan(a: np.ndarray) -> tuple[np.ndarray, int]:
     """The offsets of the newlines in ``a`` and its number of ``{`` and ``[``, a cache-sized block at a time."""
     newlines, opening = [], 0
     for lo in range(0, len(a), SCAN_BYTES):
-        block = a[lo:lo + SCAN_BYTES]
+        block = a[lo : lo + SCAN_BYTES]
         newlines.append(np.flatnonzero(block == 10) + lo)
         opening += np.count_nonzero(block == 0x7B) + np.count_nonzero(block == 0x5B)
     return np.concatenate(newlines), opening

@@ -14,8 +14,16 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from thresher.curate.readers.common import (Batcher, LostBytes, ReaderSpec, ReadTask, damaged, record_id,
-                                            storage_error, uri_key)
+from thresher.curate.readers.common import (
+    Batcher,
+    LostBytes,
+    ReaderSpec,
+    ReadTask,
+    damaged,
+    record_id,
+    storage_error,
+    uri_key,
+)
 
 T = TypeVar("T")
 
@@ -64,8 +72,9 @@ def read_parquet(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterator[
         return
     row = 0
     for rg in range(pf.num_row_groups):
-        records, error = confirmed(uri, lambda: pf.read_row_group(rg).to_pylist(),
-                                   lambda: open_file().read_row_group(rg).to_pylist())
+        records, error = confirmed(
+            uri, lambda: pf.read_row_group(rg).to_pylist(), lambda: open_file().read_row_group(rg).to_pylist()
+        )
         if error is not None:
             b.add(f"{key}-rg{rg}-unreadable", None, {}, "unreadable_file", f"{uri} row group {rg}: {error}")
             group = pf.metadata.row_group(rg)

@@ -23,10 +23,16 @@ TEXT_FILES_PER_TASK = 256
 SAMPLE_BYTES = 256 << 10
 SAMPLE_TRIES = 4  # a storage error in the planner's reads: tried again after 0.5 s, then twice as long each time
 EXTENSIONS = {
-    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-    ".parquet": "parquet", ".pq": "parquet",
-    ".txt": "text", ".text": "text", ".md": "text",
-    ".wet": "wet", ".warc": "wet",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+    ".wet": "wet",
+    ".warc": "wet",
 }
 
 
@@ -65,8 +71,10 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
     text_bytes = 0
     for uri, size, fmt in files:
         if fmt == "jsonl" and compression(uri) is None and size > cfg.block_bytes:
-            tasks += [ReadTask(fmt, (uri,), (size,), s, min(s + cfg.block_bytes, size))
-                      for s in range(0, size, cfg.block_bytes)]
+            tasks += [
+                ReadTask(fmt, (uri,), (size,), s, min(s + cfg.block_bytes, size))
+                for s in range(0, size, cfg.block_bytes)
+            ]
         elif fmt == "text":
             text_uris.append(uri)
             text_sizes.append(size)
@@ -98,7 +106,7 @@ def _sampled(uri: str, read: Callable[[], T], damage: Callable[[BaseException], 
                 raise
             if attempt == SAMPLE_TRIES - 1:
                 raise OSError(f"{uri}: the planner's read failed {SAMPLE_TRIES} times: {e}") from e
-        time.sleep(0.5 * 2 ** attempt)
+        time.sleep(0.5 * 2**attempt)
 
 
 def _head(storage: Storage, uri: str, nbytes: int) -> bytes:

@@ -76,7 +76,7 @@ class _ZstdStream(io.RawIOBase):
                 return 0
             self.pending, self.offset = self._decompress(chunk), 0
         n = min(len(buffer), len(self.pending) - self.offset)
-        buffer[:n] = self.pending[self.offset:self.offset + n]
+        buffer[:n] = self.pending[self.offset : self.offset + n]
         self.offset += n
         return n
 

@@ -24,7 +24,7 @@ from thresher.core.published import run_name
 from thresher.curate.report.arrays import shared
 from thresher.curate.stage import REPORT_PREFIX
 
-SECTIONS: dict[str, type["Section"]] = {}
+SECTIONS: dict[str, type[Section]] = {}
 HELPERS = ("arrays", "charts", "kernels")  # modules of this package without sections (kernels loads numba)
 
 
@@ -75,7 +75,7 @@ def add(a: Any, b: Any) -> Any:
     return a + b
 
 
-def sections() -> list["Section"]:
+def sections() -> list[Section]:
     for mod in pkgutil.iter_modules(__path__):
         if mod.name not in HELPERS:
             importlib.import_module(f"{__name__}.{mod.name}")
@@ -131,7 +131,9 @@ def render_html(report: dict[str, Any], manifest: dict) -> str:
     parts = []
     for s in sections():
         if s.name in report:
-            parts.append(f'<section id="{s.name}"><h2>{html.escape(s.title)}</h2>{s.page(report[s.name], report)}</section>')
+            parts.append(
+                f'<section id="{s.name}"><h2>{html.escape(s.title)}</h2>{s.page(report[s.name], report)}</section>'
+            )
     counts = manifest.get("counts", {})
     title = f"thresher report: {html.escape(run_name(str(manifest.get('output', ''))))}"
     return f"""<!doctype html>
@@ -147,11 +149,11 @@ th{{background:#f4f4f4}} td.n,th.n{{text-align:right}} td.n{{white-space:nowrap}
 svg.chart{{display:block;max-width:100%;height:auto;margin:.6em 0}} pre{{white-space:pre-wrap;background:#f8f8f8;padding:.5em}}
 </style></head><body>
 <h1>{title}</h1>
-<div><span class="kpi"><b>{counts.get('input', 0):,}</b>input</span>
-<span class="kpi"><b>{counts.get('output', 0):,}</b>kept</span>
-<span class="kpi"><b>{counts.get('rejected', 0):,}</b>rejected</span>
-<span class="kpi"><b>{manifest.get('seconds', 0):.1f}s</b>wall time</span></div>
-{''.join(parts)}
+<div><span class="kpi"><b>{counts.get("input", 0):,}</b>input</span>
+<span class="kpi"><b>{counts.get("output", 0):,}</b>kept</span>
+<span class="kpi"><b>{counts.get("rejected", 0):,}</b>rejected</span>
+<span class="kpi"><b>{manifest.get("seconds", 0):.1f}s</b>wall time</span></div>
+{"".join(parts)}
 </body></html>
 """
 
@@ -175,12 +177,23 @@ def table_html(header: list[str], rows: list[list[Any]]) -> str:
     """An HTML table; numbers are formatted with thousands separators, and columns of numbers right-aligned (text
     left-aligned, wrapping where it must)."""
     texts = [[_cell(v) for v in r] for r in rows]
-    numeric = [i > 0 and any(len(r) > i and r[i] for r in texts)
-               and all(NUMERIC.fullmatch(r[i]) for r in texts if len(r) > i and r[i]) for i in range(len(header))]
-    head = "".join(f'<th{" class=n" if numeric[i] else ""}>{html.escape(h)}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(
-        f'<td{" class=n" if i < len(numeric) and numeric[i] else ""}>{t if isinstance(v, Markup) else html.escape(t)}'
-        "</td>" for i, (v, t) in enumerate(zip(r, tr))) + "</tr>" for r, tr in zip(rows, texts))
+    numeric = [
+        i > 0
+        and any(len(r) > i and r[i] for r in texts)
+        and all(NUMERIC.fullmatch(r[i]) for r in texts if len(r) > i and r[i])
+        for i in range(len(header))
+    ]
+    head = "".join(f"<th{' class=n' if numeric[i] else ''}>{html.escape(h)}</th>" for i, h in enumerate(header))
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td{' class=n' if i < len(numeric) and numeric[i] else ''}>{t if isinstance(v, Markup) else html.escape(t)}"
+            "</td>"
+            for i, (v, t) in enumerate(zip(r, tr))
+        )
+        + "</tr>"
+        for r, tr in zip(rows, texts)
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

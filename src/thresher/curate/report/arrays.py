@@ -8,9 +8,10 @@ computed once whichever sections ask; other arrays are measured for what is aske
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa

@@ -41,9 +41,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from thresher.core.charts import bar_chart
 from thresher.curate.report import Section, add, folded_table, table_html
 from thresher.curate.report.arrays import hashes, string_stats, take, utf8
-from thresher.core.charts import bar_chart
 
 SAMPLE_TOKENS = 16_000
 SAMPLE_CONTENTS = 2000
@@ -141,22 +141,34 @@ def duplicates(sample: dict[str, dict[str, int]], split: str) -> dict:
     mine = {key: per[split] for key, per in sample.items() if per.get(split)}
     records = sum(mine.values())
     shared = sum(n for key, n in mine.items() if len(sample[key]) > 1)
-    return {"exact": len(sample) < SAMPLE_CONTENTS, "sampled_contents": len(mine),
-            "duplicate_rate": 1 - len(mine) / records if records else 0.0,
-            "in_other_splits_rate": shared / records if records else 0.0}
+    return {
+        "exact": len(sample) < SAMPLE_CONTENTS,
+        "sampled_contents": len(mine),
+        "duplicate_rate": 1 - len(mine) / records if records else 0.0,
+        "in_other_splits_rate": shared / records if records else 0.0,
+    }
 
 
 def categorical(table: pa.Table, skip: set[str]) -> dict[str, dict[str, int]]:
     """Class counts of the columns that may be labels (``OVERFLOW`` marks one with too many classes)."""
     out = {}
     for f in table.schema:
-        if f.name in skip or f.name.startswith("_") or not (
-                pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_boolean(f.type)
-                or pa.types.is_integer(f.type)):
+        if (
+            f.name in skip
+            or f.name.startswith("_")
+            or not (
+                pa.types.is_string(f.type)
+                or pa.types.is_large_string(f.type)
+                or pa.types.is_boolean(f.type)
+                or pa.types.is_integer(f.type)
+            )
+        ):
             continue
         col = table[f.name]
-        if (pc.count_distinct(col.slice(0, 10 * MAX_CLASSES), mode="all").as_py() > MAX_CLASSES
-                or pc.count_distinct(col, mode="all").as_py() > MAX_CLASSES):
+        if (
+            pc.count_distinct(col.slice(0, 10 * MAX_CLASSES), mode="all").as_py() > MAX_CLASSES
+            or pc.count_distinct(col, mode="all").as_py() > MAX_CLASSES
+        ):
             out[f.name] = {OVERFLOW: 1}
             continue
         vc = pc.value_counts(col)
@@ -171,10 +183,17 @@ def categorical(table: pa.Table, skip: set[str]) -> dict[str, dict[str, int]]:
 def lexical(texts: list[str]) -> dict:
     docs = [_WORD.findall(t.lower()) for t in texts]
     stream = [w for d in docs for w in d]
-    out = {"sampled_docs": len(texts), "sampled_tokens": len(stream), "windows": 0, "distinct_1": 0.0,
-           "distinct_2": 0.0, "ttr_docs": 0, "ttr": 0.0}
+    out = {
+        "sampled_docs": len(texts),
+        "sampled_tokens": len(stream),
+        "windows": 0,
+        "distinct_1": 0.0,
+        "distinct_2": 0.0,
+        "ttr_docs": 0,
+        "ttr": 0.0,
+    }
     for start in range(0, len(stream) - WINDOW + 1, WINDOW):
-        w = stream[start: start + WINDOW]
+        w = stream[start : start + WINDOW]
         out["windows"] += 1
         out["distinct_1"] += len(set(w)) / WINDOW
         out["distinct_2"] += len(set(zip(w, w[1:]))) / (WINDOW - 1)
@@ -220,21 +239,28 @@ def split_order(names, manifest: dict) -> list[str]:
     for stage in manifest.get("config", {}).get("stages", []):
         opts = stage.get("split")
         if opts is not None:
-            configured = ([f"fold_{i}" for i in range(opts["folds"])] if opts.get("folds")
-                          else list(opts.get("ratios") or {"train": 0, "validation": 0, "test": 0}))
+            configured = (
+                [f"fold_{i}" for i in range(opts["folds"])]
+                if opts.get("folds")
+                else list(opts.get("ratios") or {"train": 0, "validation": 0, "test": 0})
+            )
     return [n for n in configured if n in names] + sorted(n for n in names if n not in configured)
 
 
 def stratify_field(manifest: dict) -> str | None:
-    return next((s["split"].get("stratify") for s in manifest.get("config", {}).get("stages", []) if "split" in s), None)
+    return next(
+        (s["split"].get("stratify") for s in manifest.get("config", {}).get("stages", []) if "split" in s), None
+    )
 
 
 def balance(counts: list[int]) -> dict:
     total = sum(counts)
     entropy = -sum(k / total * math.log2(k / total) for k in counts if k) if total else 0.0
-    return {"entropy_bits": entropy,
-            "normalized_entropy": entropy / math.log2(len(counts)) if len(counts) > 1 else 1.0,
-            "imbalance_ratio": max(counts) / min(counts) if counts and min(counts) > 0 else None}
+    return {
+        "entropy_bits": entropy,
+        "normalized_entropy": entropy / math.log2(len(counts)) if len(counts) > 1 else 1.0,
+        "imbalance_ratio": max(counts) / min(counts) if counts and min(counts) > 0 else None,
+    }
 
 
 def label_fields(manifest: dict) -> set[str]:
@@ -252,12 +278,15 @@ def label_fields(manifest: dict) -> set[str]:
     return named
 
 
-def label_balance(per_split: dict[str, dict[str, dict[str, int]]], splits: list[str], first: str | None,
-                  named: set[str] = frozenset()) -> dict:
+def label_balance(
+    per_split: dict[str, dict[str, dict[str, int]]], splits: list[str], first: str | None, named: set[str] = frozenset()
+) -> dict:
     """Per label field (``named`` by the config, or named like a label: ``LABEL_NAME``) with few enough values:
     classes, and per split (and ``all``) counts, entropy and imbalance ratio."""
-    fields = sorted({f for per in per_split.values() for f in per if f in named or f == first or LABEL_NAME.search(f)},
-                    key=lambda f: (f != first, f))
+    fields = sorted(
+        {f for per in per_split.values() for f in per if f in named or f == first or LABEL_NAME.search(f)},
+        key=lambda f: (f != first, f),
+    )
     out: dict = {"fields": {}, "skipped": {}}
     for field in fields:
         counts = {s: per_split[s].get(field, {}) for s in splits}
@@ -269,9 +298,14 @@ def label_balance(per_split: dict[str, dict[str, dict[str, int]]], splits: list[
             continue  # nearly one value per record: not a label
         if len(classes) < 2:
             continue
-        out["fields"][field] = {"classes": classes, "stratified": field == first, "splits": {
-            s: {"counts": {c: per.get(c, 0) for c in classes}, **balance([per.get(c, 0) for c in classes])}
-            for s, per in counts.items()}}
+        out["fields"][field] = {
+            "classes": classes,
+            "stratified": field == first,
+            "splits": {
+                s: {"counts": {c: per.get(c, 0) for c in classes}, **balance([per.get(c, 0) for c in classes])}
+                for s, per in counts.items()
+            },
+        }
     return out
 
 
@@ -290,16 +324,19 @@ class Dataset(Section):
             tokens, chars = per_record(table, columns)
             contents = content_hashes(table, columns)
             counts, _ = np.histogram(tokens, bins=TOKEN_EDGES)
-            out["splits"][split] = add(out["splits"].get(split), {
-                "records": table.num_rows,
-                "chars": int(chars.sum()),
-                "whitespace_tokens": int(tokens.sum()),
-                "token_bins": {f"{TOKEN_EDGES[i]:g}": int(c) for i, c in enumerate(counts) if c},
-                "completeness": completeness(table),
-                "lexical": lexical(lexical_sample(table, columns, tokens, contents)),
-                "content": {",".join(columns): table.num_rows},
-                "labels": categorical(table, {"id", text_field, *columns}),
-            })
+            out["splits"][split] = add(
+                out["splits"].get(split),
+                {
+                    "records": table.num_rows,
+                    "chars": int(chars.sum()),
+                    "whitespace_tokens": int(tokens.sum()),
+                    "token_bins": {f"{TOKEN_EDGES[i]:g}": int(c) for i, c in enumerate(counts) if c},
+                    "completeness": completeness(table),
+                    "lexical": lexical(lexical_sample(table, columns, tokens, contents)),
+                    "content": {",".join(columns): table.num_rows},
+                    "labels": categorical(table, {"id", text_field, *columns}),
+                },
+            )
             out["contents"] = self.merge_contents(out["contents"], content_sample(split, contents))
         return out if out["splits"] else None
 
@@ -322,7 +359,9 @@ class Dataset(Section):
             lex = c["lexical"]
             windows = lex["windows"]
             splits[split] = {
-                "records": c["records"], "chars": c["chars"], "whitespace_tokens": c["whitespace_tokens"],
+                "records": c["records"],
+                "chars": c["chars"],
+                "whitespace_tokens": c["whitespace_tokens"],
                 "estimated_tokens": round(c["chars"] / CHARS_PER_TOKEN),
                 "mean_whitespace_tokens": c["whitespace_tokens"] / c["records"],
                 "content_columns": sorted(c["content"]),
@@ -332,7 +371,9 @@ class Dataset(Section):
                     "distinct_1": lex["distinct_1"] / windows if windows else None,
                     "distinct_2": lex["distinct_2"] / windows if windows else None,
                     "ttr": lex["ttr"] / lex["ttr_docs"] if lex["ttr_docs"] else None,
-                    "windows": windows, "sampled_docs": lex["sampled_docs"], "sampled_tokens": lex["sampled_tokens"],
+                    "windows": windows,
+                    "sampled_docs": lex["sampled_docs"],
+                    "sampled_tokens": lex["sampled_tokens"],
                 },
                 "duplicates": duplicates(collected["contents"], split),
             }
@@ -340,41 +381,86 @@ class Dataset(Section):
             "notes": {
                 "tokens": f"whitespace_tokens: \\S+ runs (exact); estimated_tokens: characters / {CHARS_PER_TOKEN}",
                 "lexical_diversity": f"per write task and split, records by lowest id hash until {SAMPLE_TOKENS} "
-                                     f"whitespace tokens; distinct-n averaged over {WINDOW}-token windows; "
-                                     "ttr: mean per record",
+                f"whitespace tokens; distinct-n averaged over {WINDOW}-token windows; "
+                "ttr: mean per record",
                 "duplicates": f"exact content duplicates; from the {SAMPLE_CONTENTS} smallest content hashes "
-                              "(exact when there are fewer distinct contents)",
+                "(exact when there are fewer distinct contents)",
                 "label_balance": "fields the config names as labels (split stratify, rebalance, label_noise) or named "
-                                 f"like one (label, class, category, ...); string/boolean/integer with 2 to {MAX_CLASSES} "
-                                 "values; null and empty "
-                                 "count as the class \"\"",
+                f"like one (label, class, category, ...); string/boolean/integer with 2 to {MAX_CLASSES} "
+                "values; null and empty "
+                'count as the class ""',
             },
             "splits": splits,
-            "label_balance": label_balance({s: collected["splits"][s]["labels"] for s in names}, names,
-                                           stratify_field(manifest), label_fields(manifest)),
+            "label_balance": label_balance(
+                {s: collected["splits"][s]["labels"] for s in names},
+                names,
+                stratify_field(manifest),
+                label_fields(manifest),
+            ),
         }
 
     def html(self, summary):
         splits = summary["splits"]
         names = list(splits)
         out = table_html(
-            ["split", "records", "characters", "whitespace tokens", "est. tokens (chars/4)", "mean tokens/record",
-             "duplicate rate", "content also in another split"],
-            [[n, s["records"], s["chars"], s["whitespace_tokens"], s["estimated_tokens"], s["mean_whitespace_tokens"],
-              _percent(s["duplicates"]["duplicate_rate"]), _percent(s["duplicates"]["in_other_splits_rate"])]
-             for n, s in splits.items()])
+            [
+                "split",
+                "records",
+                "characters",
+                "whitespace tokens",
+                "est. tokens (chars/4)",
+                "mean tokens/record",
+                "duplicate rate",
+                "content also in another split",
+            ],
+            [
+                [
+                    n,
+                    s["records"],
+                    s["chars"],
+                    s["whitespace_tokens"],
+                    s["estimated_tokens"],
+                    s["mean_whitespace_tokens"],
+                    _percent(s["duplicates"]["duplicate_rate"]),
+                    _percent(s["duplicates"]["in_other_splits_rate"]),
+                ]
+                for n, s in splits.items()
+            ],
+        )
         out += bar_chart(names, [s["records"] for s in splits.values()], "records per split", axis="records")
-        out += bar_chart(names, [s["estimated_tokens"] for s in splits.values()], "estimated tokens per split", color="#7a5ab5",
-                         axis="estimated tokens (characters / 4)")
+        out += bar_chart(
+            names,
+            [s["estimated_tokens"] for s in splits.values()],
+            "estimated tokens per split",
+            color="#7a5ab5",
+            axis="estimated tokens (characters / 4)",
+        )
         out += '<p class="note">Records by length: see <a href="#lengths">Lengths</a>.</p>'
         out += "<h3>Lexical diversity</h3>" + table_html(
             ["split", "distinct-1", "distinct-2", "TTR (per record)", "windows", "sampled records", "sampled tokens"],
-            [[n, _num(s["lexical_diversity"]["distinct_1"]), _num(s["lexical_diversity"]["distinct_2"]),
-              _num(s["lexical_diversity"]["ttr"]), s["lexical_diversity"]["windows"],
-              s["lexical_diversity"]["sampled_docs"], s["lexical_diversity"]["sampled_tokens"]] for n, s in splits.items()])
-        d2 = [(n, s["lexical_diversity"]["distinct_2"]) for n, s in splits.items() if s["lexical_diversity"]["distinct_2"]]
-        out += bar_chart([n for n, _ in d2], [v for _, v in d2], f"distinct-2 per {WINDOW}-token window", color="#b5884a",
-                         axis="distinct bigrams per bigram")
+            [
+                [
+                    n,
+                    _num(s["lexical_diversity"]["distinct_1"]),
+                    _num(s["lexical_diversity"]["distinct_2"]),
+                    _num(s["lexical_diversity"]["ttr"]),
+                    s["lexical_diversity"]["windows"],
+                    s["lexical_diversity"]["sampled_docs"],
+                    s["lexical_diversity"]["sampled_tokens"],
+                ]
+                for n, s in splits.items()
+            ],
+        )
+        d2 = [
+            (n, s["lexical_diversity"]["distinct_2"]) for n, s in splits.items() if s["lexical_diversity"]["distinct_2"]
+        ]
+        out += bar_chart(
+            [n for n, _ in d2],
+            [v for _, v in d2],
+            f"distinct-2 per {WINDOW}-token window",
+            color="#b5884a",
+            axis="distinct bigrams per bigram",
+        )
         out += "<h3>Completeness</h3>" + self._completeness_html(splits)
         out += self._balance_html(summary["label_balance"])
         notes = "".join(f"<li>{k}: {html.escape(v)}</li>" for k, v in summary["notes"].items())
@@ -401,17 +487,28 @@ class Dataset(Section):
             classes = b["classes"]
             how = " (the split's stratify field)" if b["stratified"] else ""
             out += f"<h3>Label balance: {html.escape(field)}{how}</h3>"
-            out += table_html(["split", *[c or '""' for c in classes], "entropy (bits)", "normalized entropy",
-                               "imbalance ratio"],
-                              [[n, *s["counts"].values(), s["entropy_bits"], s["normalized_entropy"],
-                                _num(s["imbalance_ratio"])] for n, s in b["splits"].items()])
+            out += table_html(
+                ["split", *[c or '""' for c in classes], "entropy (bits)", "normalized entropy", "imbalance ratio"],
+                [
+                    [n, *s["counts"].values(), s["entropy_bits"], s["normalized_entropy"], _num(s["imbalance_ratio"])]
+                    for n, s in b["splits"].items()
+                ],
+            )
             shown = b["splits"].items() if b["stratified"] else [("all", b["splits"]["all"])]
             for n, s in shown:
-                out += bar_chart([c or '""' for c in classes], list(s["counts"].values()),
-                                 f"{n}: records per {field}", color="#4ab59a", axis="records")
+                out += bar_chart(
+                    [c or '""' for c in classes],
+                    list(s["counts"].values()),
+                    f"{n}: records per {field}",
+                    color="#4ab59a",
+                    axis="records",
+                )
         if balance["skipped"]:
-            out += "<p>Not shown as labels: " + ", ".join(
-                f"{html.escape(f)} ({why})" for f, why in balance["skipped"].items()) + "</p>"
+            out += (
+                "<p>Not shown as labels: "
+                + ", ".join(f"{html.escape(f)} ({why})" for f, why in balance["skipped"].items())
+                + "</p>"
+            )
         return out
 
 

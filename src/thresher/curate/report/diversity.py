@@ -69,8 +69,13 @@ def _destination(table: pa.Table, text_field: str) -> dict | None:
         return None
     vectors = vectors[rows].astype(np.float64)
     sample = heapq.nsmallest(SAMPLE_VECTORS, range(len(rows)), key=lambda r: hashes[rows[r]])
-    out = {"records": int(len(rows)), "sum": vectors.sum(axis=0).tolist(),
-           "sample": [[hashes[rows[r]], _encode(vectors[r])] for r in sample], "clusters": {}, "snippets": {}}
+    out = {
+        "records": int(len(rows)),
+        "sum": vectors.sum(axis=0).tolist(),
+        "sample": [[hashes[rows[r]], _encode(vectors[r])] for r in sample],
+        "clusters": {},
+        "snippets": {},
+    }
     if KMEANS in table.column_names:
         clusters = table[KMEANS].to_pylist()
         texts = table[text_field].to_pylist() if text_field in table.column_names else [None] * table.num_rows
@@ -89,11 +94,17 @@ def _merge_destination(a: dict, b: dict) -> dict:
     clusters = dict(a["clusters"])
     for k, n in b["clusters"].items():
         clusters[k] = clusters.get(k, 0) + n
-    snippets = {k: sorted(a["snippets"].get(k, []) + b["snippets"].get(k, []))[:SNIPPETS]
-                for k in set(a["snippets"]) | set(b["snippets"])}
-    return {"records": a["records"] + b["records"], "sum": (np.add(a["sum"], b["sum"])).tolist(),
-            "sample": heapq.nsmallest(SAMPLE_VECTORS, a["sample"] + b["sample"]), "clusters": clusters,
-            "snippets": snippets}
+    snippets = {
+        k: sorted(a["snippets"].get(k, []) + b["snippets"].get(k, []))[:SNIPPETS]
+        for k in set(a["snippets"]) | set(b["snippets"])
+    }
+    return {
+        "records": a["records"] + b["records"],
+        "sum": (np.add(a["sum"], b["sum"])).tolist(),
+        "sample": heapq.nsmallest(SAMPLE_VECTORS, a["sample"] + b["sample"]),
+        "clusters": clusters,
+        "snippets": snippets,
+    }
 
 
 def mmd2(x: np.ndarray, y: np.ndarray) -> float | None:
@@ -107,8 +118,9 @@ def mmd2(x: np.ndarray, y: np.ndarray) -> float | None:
     n = len(x)
     kxx, kyy, kxy = kernel[:n, :n], kernel[n:, n:], kernel[:n, n:]
     m = len(y)
-    return float((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-                 - 2 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    )
 
 
 def js_divergence(p: dict, q: dict) -> float | None:
@@ -143,8 +155,9 @@ class Diversity(Section):
     def merge(self, a, b):
         if a is None or b is None:
             return a or b
-        return {d: _merge_destination(a[d], b[d]) if d in a and d in b else a.get(d) or b.get(d)
-                for d in set(a) | set(b)}
+        return {
+            d: _merge_destination(a[d], b[d]) if d in a and d in b else a.get(d) or b.get(d) for d in set(a) | set(b)
+        }
 
     def summarize(self, collected, manifest):
         if not collected:
@@ -161,8 +174,12 @@ class Diversity(Section):
         if total:
             p = np.array(list(clusters.values()), float) / total
             entropy = float(-(p * np.log(p)).sum()) + 0.0  # (no -0.0)
-            summary.update(entropy=round(entropy, 4), normalized_entropy=round(entropy / math.log(k), 4) if k > 1 else None,
-                           effective_clusters=round(math.exp(entropy), 2), coverage=round(len(clusters) / k, 4))
+            summary.update(
+                entropy=round(entropy, 4),
+                normalized_entropy=round(entropy / math.log(k), 4) if k > 1 else None,
+                effective_clusters=round(math.exp(entropy), 2),
+                coverage=round(len(clusters) / k, 4),
+            )
         if stage:
             summary["near_duplicate_rate"] = round(stage["rejected"] / stage["in"], 4) if stage["in"] else None
         summary["splits"] = self.splits(collected)
@@ -180,32 +197,62 @@ class Diversity(Section):
             centroid = np.asarray(d["sum"]) / d["records"]
             cosine = float(centroid @ base_centroid / (np.linalg.norm(centroid) * np.linalg.norm(base_centroid) or 1))
             distance = mmd2(np.array([_decode(v) for _, v in d["sample"]]), base_sample) if name != names[0] else None
-            out[name] = {"records": d["records"], "against": names[0], "centroid_cosine": round(cosine, 4),
-                         "mmd2": None if distance is None else round(distance, 5),
-                         "js_divergence": None if name == names[0] else js_divergence(d["clusters"], base["clusters"])}
+            out[name] = {
+                "records": d["records"],
+                "against": names[0],
+                "centroid_cosine": round(cosine, 4),
+                "mmd2": None if distance is None else round(distance, 5),
+                "js_divergence": None if name == names[0] else js_divergence(d["clusters"], base["clusters"]),
+            }
         return out
 
     def densest(self, metrics: dict, collected: dict) -> list[dict]:
         """The clusters of at least two records with the highest mean cosine to their centroid."""
         sizes, density = metrics.get("cluster_sizes", []), metrics.get("cluster_density", [])
-        ranked = sorted((i for i, s in enumerate(sizes) if s >= 2 and density[i] is not None),
-                        key=lambda i: (-density[i], i))[:DENSEST]
+        ranked = sorted(
+            (i for i, s in enumerate(sizes) if s >= 2 and density[i] is not None), key=lambda i: (-density[i], i)
+        )[:DENSEST]
         out = []
         for i in ranked:
             snippets = sorted(s for d in collected.values() for s in d["snippets"].get(str(i), []))[:SNIPPETS]
-            out.append({"cluster": i, "records": sizes[i], "density": density[i],
-                        "examples": [{"id": rid, "snippet": text} for _, rid, text in snippets]})
+            out.append(
+                {
+                    "cluster": i,
+                    "records": sizes[i],
+                    "density": density[i],
+                    "examples": [{"id": rid, "snippet": text} for _, rid, text in snippets],
+                }
+            )
         return out
 
     def html(self, summary):
-        keys = ["records", "clusters", "entropy", "normalized_entropy", "effective_clusters", "coverage",
-                "near_duplicate_rate"]
+        keys = [
+            "records",
+            "clusters",
+            "entropy",
+            "normalized_entropy",
+            "effective_clusters",
+            "coverage",
+            "near_duplicate_rate",
+        ]
         out = table_html(["measure", "value"], [[k, summary[k]] for k in keys if summary.get(k) is not None])
-        rows = [[name, s["records"], s["against"], s["centroid_cosine"], "-" if s["mmd2"] is None else s["mmd2"],
-                 "-" if s["js_divergence"] is None else s["js_divergence"]] for name, s in summary["splits"].items()]
+        rows = [
+            [
+                name,
+                s["records"],
+                s["against"],
+                s["centroid_cosine"],
+                "-" if s["mmd2"] is None else s["mmd2"],
+                "-" if s["js_divergence"] is None else s["js_divergence"],
+            ]
+            for name, s in summary["splits"].items()
+        ]
         out += "<h3>Distributions</h3>" + table_html(
-            ["destination", "records", "against", "centroid cosine", "MMD^2", "JS divergence (clusters)"], rows)
+            ["destination", "records", "against", "centroid cosine", "MMD^2", "JS divergence (clusters)"], rows
+        )
         for c in summary["densest"]:
-            out += (f"<h4>cluster {c['cluster']}: {c['records']} records, mean cosine to centroid {c['density']:.3f}</h4>"
-                    + table_html(["id", "text"], [[e["id"], e["snippet"]] for e in c["examples"]]))
+            out += (
+                f"<h4>cluster {c['cluster']}: {c['records']} records, mean cosine to centroid {c['density']:.3f}</h4>"
+                + table_html(["id", "text"], [[e["id"], e["snippet"]] for e in c["examples"]])
+            )
         return out

@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from thresher.core.charts import bar_chart
 from thresher.curate.dedup.removal import KEPT_DETAIL
 from thresher.curate.report import Section, table_html
 from thresher.curate.report.arrays import hashes, take
-from thresher.core.charts import bar_chart
 
 STAGES = ("dedup_exact", "dedup_fuzzy")
 SAMPLE_CLUSTERS = 2000
@@ -36,7 +36,7 @@ SIZE_BINS = [(2, 2), (3, 3), (4, 4), (5, 9), (10, 99), (100, None)]
 def _snippet(text) -> str:
     """The text's first ``SNIPPET`` characters, whitespace runs as one space (from a prefix when that is enough)."""
     text = str(text or "")
-    for prefix in (text[:2 * SNIPPET], text[:4 * SNIPPET], text):
+    for prefix in (text[: 2 * SNIPPET], text[: 4 * SNIPPET], text):
         head = " ".join(prefix.split())
         if len(head) > SNIPPET:
             return head[:SNIPPET] + "..."
@@ -86,8 +86,11 @@ class Duplicates(Section):
             if "id" in table.column_names and text_field in table.column_names:
                 id_hashes = hashes(table["id"])
                 rows = np.argsort(id_hashes, kind="stable")[:SAMPLE_KEPT]
-                for rid, h, text in zip(take(table["id"], rows).to_pylist(), id_hashes[rows].tolist(),
-                                        take(table[text_field], rows).to_pylist()):
+                for rid, h, text in zip(
+                    take(table["id"], rows).to_pylist(),
+                    id_hashes[rows].tolist(),
+                    take(table[text_field], rows).to_pylist(),
+                ):
                     snippets[str(rid)] = [h, _snippet(text)]
         out["kept_snippets"] = _smallest(snippets, SAMPLE_KEPT)
         return out
@@ -98,14 +101,21 @@ class Duplicates(Section):
         kept_ids, removed = counts.field("values"), counts.field("counts").to_numpy()
         kept_hashes = hashes(kept_ids)
         sampled = np.argsort(kept_hashes, kind="stable")[:SAMPLE_CLUSTERS]
-        sizes = {k: [h, n] for k, h, n in zip(kept_ids.take(sampled).to_pylist(), kept_hashes[sampled].tolist(),
-                                                removed[sampled].tolist())}
+        sizes = {
+            k: [h, n]
+            for k, h, n in zip(
+                kept_ids.take(sampled).to_pylist(), kept_hashes[sampled].tolist(), removed[sampled].tolist()
+            )
+        }
         examples = _smallest(sizes, EXAMPLE_CLUSTERS)
         shown = {k: [] for k in examples}
         for rid, kept_id, text in _lowest_ids(rows, list(examples), text_field):
             shown[kept_id].append([rid, _snippet(text)])
-        return {"removed": rows.num_rows, "sizes": sizes,
-                "examples": {k: [h, sorted(shown[k])[:REMOVED_SHOWN]] for k, (h, _) in examples.items()}}
+        return {
+            "removed": rows.num_rows,
+            "sizes": sizes,
+            "examples": {k: [h, sorted(shown[k])[:REMOVED_SHOWN]] for k, (h, _) in examples.items()},
+        }
 
     def merge(self, a, b):
         if a is None or b is None:
@@ -123,8 +133,11 @@ class Duplicates(Section):
             examples = dict(x["examples"])
             for k, (h, removed) in y["examples"].items():
                 examples[k] = [h, sorted(examples[k][1] + removed)[:REMOVED_SHOWN]] if k in examples else [h, removed]
-            out[stage] = {"removed": x["removed"] + y["removed"], "sizes": _smallest(sizes, SAMPLE_CLUSTERS),
-                          "examples": _smallest(examples, EXAMPLE_CLUSTERS)}
+            out[stage] = {
+                "removed": x["removed"] + y["removed"],
+                "sizes": _smallest(sizes, SAMPLE_CLUSTERS),
+                "examples": _smallest(examples, EXAMPLE_CLUSTERS),
+            }
         out["kept_snippets"] = _smallest({**a.get("kept_snippets", {}), **b.get("kept_snippets", {})}, SAMPLE_KEPT)
         return out
 
@@ -139,12 +152,15 @@ class Duplicates(Section):
             if not c:
                 continue
             sizes = [n + 1 for _, n in c["sizes"].values()]
-            histogram = {_bin_label(lo, hi): sum(1 for s in sizes if s >= lo and (hi is None or s <= hi))
-                         for lo, hi in SIZE_BINS}
+            histogram = {
+                _bin_label(lo, hi): sum(1 for s in sizes if s >= lo and (hi is None or s <= hi)) for lo, hi in SIZE_BINS
+            }
             stage_in = by_stage.get(stage, {}).get("in", 0)
             snippets = collected.get("kept_snippets", {})
-            examples = sorted(c["examples"].items(), key=lambda kv: (kv[0] not in snippets,
-                                                                     -c["sizes"].get(kv[0], [0, 0])[1], kv[1][0]))[:3]
+            examples = sorted(
+                c["examples"].items(),
+                key=lambda kv: (kv[0] not in snippets, -c["sizes"].get(kv[0], [0, 0])[1], kv[1][0]),
+            )[:3]
             summary["stages"][stage] = {
                 "removed": c["removed"],
                 "rate_of_stage_input": round(c["removed"] / stage_in, 4) if stage_in else None,
@@ -152,33 +168,50 @@ class Duplicates(Section):
                 "clusters_counted": len(sizes),
                 "clusters_sampled": len(sizes) >= SAMPLE_CLUSTERS,
                 "cluster_sizes": histogram,
-                "examples": [{"kept_id": kept_id, "size": c["sizes"].get(kept_id, [0, 0])[1] + 1,
-                              "kept_snippet": snippets.get(kept_id, [0, None])[1],
-                              "removed": [{"id": rid, "snippet": s} for rid, s in removed]}
-                             for kept_id, (_, removed) in examples],
+                "examples": [
+                    {
+                        "kept_id": kept_id,
+                        "size": c["sizes"].get(kept_id, [0, 0])[1] + 1,
+                        "kept_snippet": snippets.get(kept_id, [0, None])[1],
+                        "removed": [{"id": rid, "snippet": s} for rid, s in removed],
+                    }
+                    for kept_id, (_, removed) in examples
+                ],
             }
         metrics = manifest.get("metrics", {})
-        by_reference = {stage: m["removed_by_reference"] for stage, m in metrics.items()
-                        if isinstance(m, dict) and m.get("removed_by_reference")}
+        by_reference = {
+            stage: m["removed_by_reference"]
+            for stage, m in metrics.items()
+            if isinstance(m, dict) and m.get("removed_by_reference")
+        }
         if by_reference:  # records removed as duplicates of the kept records of earlier runs (``against``)
             summary["removed_by_reference"] = by_reference
         return summary if summary["stages"] else None
 
     def html(self, summary):
         out = ""
-        rows = [[stage, s["removed"], _pct(s["rate_of_stage_input"]), _pct(s["rate_of_input"]), s["clusters_counted"]]
-                for stage, s in summary["stages"].items()]
+        rows = [
+            [stage, s["removed"], _pct(s["rate_of_stage_input"]), _pct(s["rate_of_input"]), s["clusters_counted"]]
+            for stage, s in summary["stages"].items()
+        ]
         out += table_html(["stage", "removed", "of stage input", "of all input", "clusters counted"], rows)
-        references = [[stage, run, n] for stage, runs in summary.get("removed_by_reference", {}).items()
-                      for run, n in runs.items()]
+        references = [
+            [stage, run, n]
+            for stage, runs in summary.get("removed_by_reference", {}).items()
+            for run, n in runs.items()
+        ]
         if references:
             out += "<h3>removed as duplicates of earlier runs</h3>"
             out += table_html(["stage", "reference run", "removed"], references)
         for stage, s in summary["stages"].items():
             note = " (a uniform sample of clusters)" if s["clusters_sampled"] else ""
             out += f"<h3>{stage}: cluster sizes{note}</h3>"
-            out += bar_chart(list(s["cluster_sizes"]), list(s["cluster_sizes"].values()),
-                             f"{stage}: clusters by size (records)", axis="clusters")
+            out += bar_chart(
+                list(s["cluster_sizes"]),
+                list(s["cluster_sizes"].values()),
+                f"{stage}: clusters by size (records)",
+                axis="clusters",
+            )
             for ex in s["examples"]:
                 items = [["kept", ex["kept_id"], ex["kept_snippet"] or "(not sampled)"]]
                 items += [["removed", r["id"], r["snippet"]] for r in ex["removed"]]

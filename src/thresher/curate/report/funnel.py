@@ -6,8 +6,8 @@ row links to instead.
 
 import html
 
-from thresher.curate.report import SECTIONS, Markup, Section, table_html
 from thresher.core.charts import bar_chart
+from thresher.curate.report import SECTIONS, Markup, Section, table_html
 
 SHOWN_REASONS = 3
 DETAILED = {"quality": "quality"}  # stage -> the section that details its reasons
@@ -29,11 +29,20 @@ class Funnel(Section):
         rows = []
         for stage, c in by_stage.items():
             entering = c["in"] + c.get("generated", 0)
-            rows.append([stage, c["in"], *([c.get("generated", 0)] if generated else []), c["out"], c["rejected"],
-                         f"{100 * c['rejected'] / entering:.1f}%" if entering else "-",
-                         _reasons(stage, reasons.get(stage, {}), report)])
-        return table_html(header, rows) + bar_chart(list(by_stage), [c["out"] for c in by_stage.values()], "records after each stage",
-                               axis="records")
+            rows.append(
+                [
+                    stage,
+                    c["in"],
+                    *([c.get("generated", 0)] if generated else []),
+                    c["out"],
+                    c["rejected"],
+                    f"{100 * c['rejected'] / entering:.1f}%" if entering else "-",
+                    _reasons(stage, reasons.get(stage, {}), report),
+                ]
+            )
+        return table_html(header, rows) + bar_chart(
+            list(by_stage), [c["out"] for c in by_stage.values()], "records after each stage", axis="records"
+        )
 
 
 def _reasons(stage: str, reasons: dict[str, int], report: dict) -> Markup:

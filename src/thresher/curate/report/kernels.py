@@ -33,6 +33,7 @@ def _lead(b):
 @intrinsic
 def _load64(typingctx, data, index):
     """The little-endian uint64 at byte ``index`` of a uint8 array (an unaligned load)."""
+
     def codegen(context, builder, signature, args):
         array = context.make_array(signature.args[0])(context, builder, args[0])
         pointer = builder.bitcast(builder.gep(array.data, [args[1]]), ir.IntType(64).as_pointer())
@@ -66,7 +67,7 @@ def _counts(data, lo, hi):
     lo += 1
     while lo < hi:
         end = min(hi, lo + BLOCK)
-        cur, prev = data[lo:end], data[lo - 1:end - 1]
+        cur, prev = data[lo:end], data[lo - 1 : end - 1]
         bn = bc = uint8(0)
         for k in range(len(cur)):
             bn = uint8(bn + (_space(prev[k]) & ~_space(cur[k])))
@@ -98,8 +99,12 @@ def _xxh64(data, start, end):
         h = _rotl(h ^ _round(uint64(0), _load64(data, p)), 27) * P1 + P4
         p += 8
     if p + 4 <= end:
-        lane = (uint64(data[p]) | uint64(data[p + 1]) << uint64(8) | uint64(data[p + 2]) << uint64(16)
-                | uint64(data[p + 3]) << uint64(24))
+        lane = (
+            uint64(data[p])
+            | uint64(data[p + 1]) << uint64(8)
+            | uint64(data[p + 2]) << uint64(16)
+            | uint64(data[p + 3]) << uint64(24)
+        )
         h = _rotl(h ^ (lane * P1), 23) * P2 + P3
         p += 4
     while p < end:
@@ -111,8 +116,9 @@ def _xxh64(data, start, end):
 
 
 @njit(cache=True)
-def string_stats(data: np.ndarray, offsets: np.ndarray, tokens: np.ndarray, chars: np.ndarray,
-                 hashes: np.ndarray) -> None:
+def string_stats(
+    data: np.ndarray, offsets: np.ndarray, tokens: np.ndarray, chars: np.ndarray, hashes: np.ndarray
+) -> None:
     """Per string ``i`` (``data[offsets[i]:offsets[i + 1]]``): its ``\\S+`` runs, its characters and its XXH64 (the
     hash reads each string right after the counts, from cache). Little-endian machines only, like the unaligned
     loads of the hash."""

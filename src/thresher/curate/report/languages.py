@@ -7,8 +7,8 @@ language not kept, or a later stage); those rejected before ``langid`` ran have 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.report import Section, table_html
 from thresher.core.charts import bar_chart
+from thresher.curate.report import Section, table_html
 
 SHOWN = 20  # languages in the rejected table and charts
 
@@ -22,8 +22,12 @@ def language_counts(table: pa.Table) -> dict:
     if "lang_score" not in cols:
         t = t.append_column("lang_score", pa.array([0.0] * t.num_rows))
     grouped = t.group_by("lang").aggregate([("lang", "count"), ("lang_score", "sum")])
-    return {lang: {"docs": n, "score_sum": s or 0.0} for lang, n, s in zip(
-        grouped["lang"].to_pylist(), grouped["lang_count"].to_pylist(), grouped["lang_score_sum"].to_pylist())}
+    return {
+        lang: {"docs": n, "score_sum": s or 0.0}
+        for lang, n, s in zip(
+            grouped["lang"].to_pylist(), grouped["lang_count"].to_pylist(), grouped["lang_score_sum"].to_pylist()
+        )
+    }
 
 
 class Languages(Section):
@@ -49,19 +53,22 @@ class Languages(Section):
         rejected = {}
         for counts in by_stage.values():
             rejected = self.merge(rejected, counts)
-        summary = {k: _languages(counts) for k, counts in (("kept", collected.get("kept") or {}),
-                                                          ("rejected", rejected))}
+        summary = {
+            k: _languages(counts) for k, counts in (("kept", collected.get("kept") or {}), ("rejected", rejected))
+        }
         order = list(manifest.get("counts", {}).get("by_stage", {}))  # the pipeline's
         summary["rejected_by_stage"] = {
             stage: {lang: c["docs"] for lang, c in _ranked(by_stage[stage])}
-            for stage in sorted(by_stage, key=lambda s: (order.index(s) if s in order else len(order), s))}
+            for stage in sorted(by_stage, key=lambda s: (order.index(s) if s in order else len(order), s))
+        }
         return summary
 
     def html(self, summary):
         kept, rejected = summary["kept"]["by_language"], summary["rejected"]["by_language"]
         out = "<h3>Kept records</h3>" + table_html(
             ["language", "records", "share", "mean score"],
-            [[lang, k["docs"], f"{100 * k['share']:.1f}%", k["mean_score"]] for lang, k in kept.items()])
+            [[lang, k["docs"], f"{100 * k['share']:.1f}%", k["mean_score"]] for lang, k in kept.items()],
+        )
         if len(kept) > 1:
             top = list(kept)[:SHOWN]
             out += bar_chart(top, [kept[lang]["docs"] for lang in top], "kept records by language", axis="records")
@@ -70,18 +77,26 @@ class Languages(Section):
             return out
         stages = list(by_stage)
         langs = list(rejected)
-        rows = [[lang, *[by_stage[s].get(lang, 0) for s in stages], rejected[lang]["docs"],
-                 rejected[lang]["mean_score"]] for lang in langs[:SHOWN]]
+        rows = [
+            [lang, *[by_stage[s].get(lang, 0) for s in stages], rejected[lang]["docs"], rejected[lang]["mean_score"]]
+            for lang in langs[:SHOWN]
+        ]
         out += "<h3>Rejected records, by the stage that rejected them</h3>" + table_html(
-            ["language", *[f"rejected by {s}" for s in stages], "all rejected", "mean score"], rows)
+            ["language", *[f"rejected by {s}" for s in stages], "all rejected", "mean score"], rows
+        )
         if len(langs) > SHOWN:
             rest = sum(rejected[lang]["docs"] for lang in langs[SHOWN:])
             out += f'<p class="note">{len(langs) - SHOWN:,} more languages with {rest:,} rejected records</p>'
         for stage in stages:
             top = list(by_stage[stage])[:SHOWN]
             if len(top) > 1:
-                out += bar_chart(top, [by_stage[stage][lang] for lang in top],
-                                 f"records rejected by {stage}, by language", color="#b5544a", axis="records")
+                out += bar_chart(
+                    top,
+                    [by_stage[stage][lang] for lang in top],
+                    f"records rejected by {stage}, by language",
+                    color="#b5544a",
+                    axis="records",
+                )
         return out
 
 
@@ -91,6 +106,11 @@ def _ranked(counts: dict) -> list:
 
 def _languages(counts: dict) -> dict:
     total = sum(c["docs"] for c in counts.values())
-    return {"docs": total, "languages": len(counts), "by_language": {
-        lang: {"docs": c["docs"], "share": c["docs"] / total, "mean_score": c["score_sum"] / c["docs"]}
-        for lang, c in _ranked(counts)}}
+    return {
+        "docs": total,
+        "languages": len(counts),
+        "by_language": {
+            lang: {"docs": c["docs"], "share": c["docs"] / total, "mean_score": c["score_sum"] / c["docs"]}
+            for lang, c in _ranked(counts)
+        },
+    }

@@ -4,9 +4,9 @@ section's records by whitespace tokens per split (one section for lengths)."""
 import numpy as np
 import pyarrow as pa
 
+from thresher.core.charts import histogram
 from thresher.curate.report import Section, table_html
 from thresher.curate.report.arrays import string_stats
-from thresher.core.charts import histogram
 from thresher.curate.report.dataset import TOKEN_EDGES
 
 EDGES = [0, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000, 1e18]
@@ -18,8 +18,11 @@ def length_histogram(texts: pa.ChunkedArray) -> dict:
     if texts.null_count:
         lengths = lengths[texts.is_valid().to_numpy(zero_copy_only=False)]
     counts, _ = np.histogram(lengths, bins=EDGES)
-    return {"docs": int(len(lengths)), "chars": int(lengths.sum()),
-            "bins": {f"{EDGES[i]:g}": int(c) for i, c in enumerate(counts) if c}}
+    return {
+        "docs": int(len(lengths)),
+        "chars": int(lengths.sum()),
+        "bins": {f"{EDGES[i]:g}": int(c) for i, c in enumerate(counts) if c},
+    }
 
 
 class Lengths(Section):
@@ -29,7 +32,7 @@ class Lengths(Section):
 
     def collect(self, kept, rejected, text_field):
         out = {"kept": {}, "rejected": {}}
-        for dest, t in kept.items():
+        for t in kept.values():
             if text_field in t.column_names:
                 out["kept"] = self.merge(out["kept"], length_histogram(t[text_field]))
         if text_field in rejected.column_names:
@@ -51,12 +54,17 @@ class Lengths(Section):
             c = summary[k]
             if c.get("docs"):
                 rows.append([k, c["docs"], c["chars"], c["mean_chars"]])
-                charts += _histogram(EDGES, c["bins"], f"{k} documents by length", "characters",
-                                     "documents", color)
+                charts += _histogram(EDGES, c["bins"], f"{k} documents by length", "characters", "documents", color)
         out = table_html(["records", "documents", "characters", "mean characters"], rows) + charts
         for split, s in report.get("dataset", {}).get("splits", {}).items():
-            out += _histogram(TOKEN_EDGES, s["token_histogram"]["counts"], f"{split}: records by whitespace tokens",
-                              "whitespace tokens per record", "records", "#4a7ab5")
+            out += _histogram(
+                TOKEN_EDGES,
+                s["token_histogram"]["counts"],
+                f"{split}: records by whitespace tokens",
+                "whitespace tokens per record",
+                "records",
+                "#4a7ab5",
+            )
         return out
 
 
@@ -67,5 +75,4 @@ def _histogram(edges: list[float], bins: dict[str, int], title: str, x_label: st
     if not held:
         return ""
     first, last = held[0], held[-1] + 1
-    return histogram(edges[first: last + 1], counts[first:last], title, color=color, x_label=x_label,
-                     y_label=y_label)
+    return histogram(edges[first : last + 1], counts[first:last], title, color=color, x_label=x_label, y_label=y_label)

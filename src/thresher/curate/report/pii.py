@@ -2,8 +2,8 @@
 
 import html
 
-from thresher.curate.report import Section, folded_table
 from thresher.core.charts import bar_chart
+from thresher.curate.report import Section, folded_table
 
 
 class Pii(Section):
@@ -19,10 +19,16 @@ class Pii(Section):
         counts = {k: v for k, v in summary["counts"].items() if not k.startswith("docs")}
         rows = [[k, v] for k, v in sorted(counts.items(), key=lambda x: -x[1])]
         found = [r for r in rows if r[1]]
-        docs = "".join(f"<p>{html.escape(k.replace('_', ' '))}: <b>{v:,}</b></p>" for k, v in summary["counts"].items()
-                       if k.startswith("docs"))
-        out = docs + folded_table(["type", "occurrences"], rows, "{n} more types with 0: " + ", ".join(
-            r[0] for r in rows if not r[1]))
+        docs = "".join(
+            f"<p>{html.escape(k.replace('_', ' '))}: <b>{v:,}</b></p>"
+            for k, v in summary["counts"].items()
+            if k.startswith("docs")
+        )
+        out = docs + folded_table(
+            ["type", "occurrences"], rows, "{n} more types with 0: " + ", ".join(r[0] for r in rows if not r[1])
+        )
         if len(found) > 3:  # a chart beside a table of a few rows would repeat it
-            out += bar_chart([r[0] for r in found], [r[1] for r in found], "PII occurrences by type", axis="occurrences")
+            out += bar_chart(
+                [r[0] for r in found], [r[1] for r in found], "PII occurrences by type", axis="occurrences"
+            )
         return out

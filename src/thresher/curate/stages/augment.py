@@ -52,27 +52,39 @@ import pandas as pd
 import xxhash
 
 from thresher.core.config import ConfigError, validate
-from thresher.models.encoders import require_torch
-from thresher.models.resolve import resolve_model
 from thresher.curate.augment import rng
-from thresher.curate.augment.synonyms import thesaurus_path
-from thresher.curate.augment.config import (AUGMENTED_FROM, AUGMENTATION, SOURCE_EXCERPT, EXCERPT_CHARS,
-                                            NEAR_DUPLICATE_NGRAM, MODEL_METHODS, DEFAULT_SIMILARITY, Bounds,
-                                            MethodOptions, PromptedOptions, BacktranslateOptions, SelfInstructOptions,
-                                            AugmentConfig)
+from thresher.curate.augment.config import (
+    AUGMENTATION,
+    AUGMENTED_FROM,
+    DEFAULT_SIMILARITY,
+    EXCERPT_CHARS,
+    MODEL_METHODS,
+    NEAR_DUPLICATE_NGRAM,
+    SOURCE_EXCERPT,
+    AugmentConfig,
+    BacktranslateOptions,
+    Bounds,
+    MethodOptions,
+    PromptedOptions,
+    SelfInstructOptions,
+)
 from thresher.curate.augment.eda import OPERATIONS, eda
 from thresher.curate.augment.noise import shuffle_sentences, typos
 from thresher.curate.augment.prompted import PROMPTS, STYLES, clean, example_block, language_name, parse_pair
 from thresher.curate.augment.similarity import exact_key, jaccard, ngrams
+from thresher.curate.augment.synonyms import thesaurus_path
 from thresher.curate.fields import JOIN, reject_missing, unpack
 from thresher.curate.filters.languages import UNKNOWN
 from thresher.curate.stage import ID, KEY, METRIC_PREFIX, SPLIT, GeneratorStage, reject
 from thresher.curate.stages.classify import MAX_CHARS, Classify, ClassifyConfig
+from thresher.models.encoders import require_torch
+from thresher.models.resolve import resolve_model
 
 
 class Augment(GeneratorStage):
     name = "augment"
     Config = AugmentConfig
+
     def __init__(self, config: AugmentConfig, ctx):
         super().__init__(config, ctx)
         prefix = f"stages.{len(ctx.previous_stages)}.augment"
@@ -85,34 +97,43 @@ class Augment(GeneratorStage):
             from thresher.curate.stages.quality import Quality, QualityConfig
 
             fields = sorted({f for _, _, o in self.methods for f in self._fields(o)})
-            options = validate(QualityConfig, {**config.validation.quality, "fields": fields},
-                               prefix=f"{prefix}.validation.quality")
+            options = validate(
+                QualityConfig, {**config.validation.quality, "fields": fields}, prefix=f"{prefix}.validation.quality"
+            )
             self.quality = Quality(options, ctx)
         self.embedding_folder = self.encoder = None
         if config.validation.embedding is not None:
             require_torch(f"{prefix}.validation.embedding")
-            self.embedding_folder = resolve_model(config.validation.embedding.model,
-                                                  f"{prefix}.validation.embedding.model")
+            self.embedding_folder = resolve_model(
+                config.validation.embedding.model, f"{prefix}.validation.embedding.model"
+            )
         self.label_classifier = None
         if config.validation.label is not None:
-            self.label_classifier = label_classifier(config.validation.label.classifier, ctx,
-                                                     f"{prefix}.validation.label.classifier")
+            self.label_classifier = label_classifier(
+                config.validation.label.classifier, ctx, f"{prefix}.validation.label.classifier"
+            )
         self.langid = None
         self.generators: dict = {}
         self.num_gpus = config.num_gpus
         # models (generation, embedding, a model classifier) load once per actor of a pool; model-free methods run
         # fused in the tasks that hold the records, langid and word lists set up once per worker process
         model_label = self.label_classifier is not None and self.label_classifier.config.method != "wordlist"
-        self.stateful = bool(self.num_gpus or self.embedding_folder or model_label
-                             or any(method in MODEL_METHODS for _, method, _ in self.methods))
+        self.stateful = bool(
+            self.num_gpus
+            or self.embedding_folder
+            or model_label
+            or any(method in MODEL_METHODS for _, method, _ in self.methods)
+        )
 
     def max_copies(self) -> int:
         return sum(o.n for _, _, o in self.methods)
 
     def added_columns(self) -> dict[str, str]:
-        return {AUGMENTED_FROM: "augmented records: the id of the record they were made from",
-                AUGMENTATION: "augmented records: JSON of the method, its parameters, the copy index and the "
-                              "similarity to the source"}
+        return {
+            AUGMENTED_FROM: "augmented records: the id of the record they were made from",
+            AUGMENTATION: "augmented records: JSON of the method, its parameters, the copy index and the "
+            "similarity to the source",
+        }
 
     def fingerprint(self) -> str | None:
         """The label check's head or word lists: a retrained head or edited list is a different run."""
@@ -146,9 +167,14 @@ class Augment(GeneratorStage):
                 spec, backend = options.model, options.generation.backend
                 key = (spec.name_or_path, spec.gguf_file, spec.dtype, backend)
                 if key not in self.generators:
-                    self.generators[key] = BatchGenerator.load(spec.name_or_path, spec.gguf_file, spec.dtype,
-                                                               backend, use_gpu=self.num_gpus > 0,
-                                                               seed=options.generation.seed)
+                    self.generators[key] = BatchGenerator.load(
+                        spec.name_or_path,
+                        spec.gguf_file,
+                        spec.dtype,
+                        backend,
+                        use_gpu=self.num_gpus > 0,
+                        seed=options.generation.seed,
+                    )
 
     # -- the batch ---------------------------------------------------------------------------------------------
 
@@ -176,11 +202,13 @@ class Augment(GeneratorStage):
             of = (new["_label"] == label).to_numpy()
             new[f"{METRIC_PREFIX}augment.{label}.generated"] = of.astype(np.int64)
             new[f"{METRIC_PREFIX}augment.{label}.rejected"] = (of & new["_reject_reason"].notna().to_numpy()).astype(
-                np.int64)
+                np.int64
+            )
         return pd.concat([batch, new.drop(columns=["_label", "_source_text"])], ignore_index=True)
 
-    def _make(self, source: pd.DataFrame, label: str, method: str, options: MethodOptions,
-              copy_base: int) -> pd.DataFrame:
+    def _make(
+        self, source: pd.DataFrame, label: str, method: str, options: MethodOptions, copy_base: int
+    ) -> pd.DataFrame:
         """The copies one method makes of ``source``: the source rows with the augmented fields replaced, the new
         id, key and provenance."""
         fields = self._fields(options)
@@ -199,9 +227,17 @@ class Augment(GeneratorStage):
         new[AUGMENTED_FROM] = new[ID].astype(object)
         new[ID] = [f"{i}~{label}{c}" for i, c in zip(new[ID], copies)]
         new[KEY] = self.new_keys(new[KEY].to_numpy(), copy_base + copies)
-        new[AUGMENTATION] = [{"method": method, "label": label, "fields": fields, **p, "copy": int(c),
-                              **({"splits": self.config.splits} if SPLIT not in new.columns else {})}
-                             for p, c in zip(params, copies)]
+        new[AUGMENTATION] = [
+            {
+                "method": method,
+                "label": label,
+                "fields": fields,
+                **p,
+                "copy": int(c),
+                **({"splits": self.config.splits} if SPLIT not in new.columns else {}),
+            }
+            for p, c in zip(params, copies)
+        ]
         new[SOURCE_EXCERPT] = [t[:EXCERPT_CHARS] for t in new["_source_text"]]
         new["_label"] = label
         for col in ("_reject_stage", "_reject_reason", "_reject_detail"):
@@ -251,16 +287,20 @@ class Augment(GeneratorStage):
         sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p, g.seed + copy)
         answers = []
         for i in range(0, len(prompts), g.batch_size):
-            chunk = prompts[i:i + g.batch_size]
+            chunk = prompts[i : i + g.batch_size]
             seeds = [xxhash.xxh64_intdigest(p.encode(), g.seed + copy) >> 33 for p in chunk]
             answers += generator.generate(generator.encode(chunk, chat), sampling, seeds)
         return [clean(a) for a in answers]
 
     def _generate(self, source, method, options: PromptedOptions, fields):
-        params = {"model": options.model.name_or_path, **({"gguf_file": options.model.gguf_file}
-                                                          if options.model.gguf_file else {}),
-                  "temperature": options.generation.temperature, "top_p": options.generation.top_p,
-                  "max_new_tokens": options.generation.max_new_tokens, "seed": options.generation.seed}
+        params = {
+            "model": options.model.name_or_path,
+            **({"gguf_file": options.model.gguf_file} if options.model.gguf_file else {}),
+            "temperature": options.generation.temperature,
+            "top_p": options.generation.top_p,
+            "max_new_tokens": options.generation.max_new_tokens,
+            "seed": options.generation.seed,
+        }
         if method == "self_instruct":
             return self._self_instruct(source, options, fields, params)
         template = options.prompt or PROMPTS[method]
@@ -284,10 +324,14 @@ class Augment(GeneratorStage):
         values: dict[str, list] = {f: [] for f in fields}
         for j in range(options.n):
             if method == "backtranslate":
-                pivot = self._ask(options, [template.format(text=t, language=language_name(options.pivot))
-                                            for t in texts], j)
-                answers = self._ask(options, [template.format(text=p, language=language_name(lang))
-                                              for p, lang in zip(pivot, languages)], j)
+                pivot = self._ask(
+                    options, [template.format(text=t, language=language_name(options.pivot)) for t in texts], j
+                )
+                answers = self._ask(
+                    options,
+                    [template.format(text=p, language=language_name(lang)) for p, lang in zip(pivot, languages)],
+                    j,
+                )
             else:
                 answers = self._ask(options, [template.format(text=t, **extra) for t in texts], j)
             edited = {f: [list(ts) for ts, _ in unpacked[f]] for f in fields}
@@ -314,9 +358,12 @@ class Augment(GeneratorStage):
         template = options.prompt or PROMPTS["self_instruct"]
         prompts = []
         for r, rid in enumerate(ids):
-            others = sorted((xxhash.xxh64_intdigest(f"{rid}\x1f{o}".encode(), self.config.seed), k)
-                            for k, o in enumerate(ids) if k != r)
-            shown = [pairs[r]] + [pairs[k] for _, k in others[:options.examples - 1]]
+            others = sorted(
+                (xxhash.xxh64_intdigest(f"{rid}\x1f{o}".encode(), self.config.seed), k)
+                for k, o in enumerate(ids)
+                if k != r
+            )
+            shown = [pairs[r]] + [pairs[k] for _, k in others[: options.examples - 1]]
             prompts.append(template.format(examples=example_block(shown)))
         rows, copies, values, out_params = [], [], {f: [] for f in fields}, []
         for j in range(options.n):
@@ -347,8 +394,9 @@ class Augment(GeneratorStage):
         reasons, details, similarities = [None] * len(new), [None] * len(new), [None] * len(new)
         cosines = [None] * len(new)
         embedded = self._cosines(texts, new["_source_text"].tolist()) if v.embedding else None
-        for i, (text, source_text, label, source_id) in enumerate(zip(texts, new["_source_text"], new["_label"],
-                                                                      new[AUGMENTED_FROM])):
+        for i, (text, source_text, label, source_id) in enumerate(
+            zip(texts, new["_source_text"], new["_label"], new[AUGMENTED_FROM])
+        ):
             bounds = options[label].similarity or _default_bounds(label, self.methods)
             if isinstance(options[label], SelfInstructOptions) and not new[AUGMENTATION][i].get("parsed", True):
                 reasons[i], details[i] = "unparsed", "no Instruction:/Response: pair in the model's answer"
@@ -359,14 +407,18 @@ class Augment(GeneratorStage):
             key, known = exact_key(text), seen[tuple(self._fields(options[label]))]
             if key in known:
                 reasons[i] = "duplicate"
-                details[i] = "same text as its source" if key == exact_key(source_text) else "same text as another record"
+                details[i] = (
+                    "same text as its source" if key == exact_key(source_text) else "same text as another record"
+                )
                 continue
             sim = jaccard(ngrams(text, v.ngram), ngrams(source_text, v.ngram))
             similarities[i] = round(sim, 4)
             if sim < bounds.min or sim > bounds.max:
                 reasons[i] = "dissimilar" if sim < bounds.min else "too_similar"
-                details[i] = f"similarity={sim:.3f} {'<' if sim < bounds.min else '>'} " \
-                             f"{bounds.min if sim < bounds.min else bounds.max:g} ({v.ngram}-gram Jaccard)"
+                details[i] = (
+                    f"similarity={sim:.3f} {'<' if sim < bounds.min else '>'} "
+                    f"{bounds.min if sim < bounds.min else bounds.max:g} ({v.ngram}-gram Jaccard)"
+                )
                 continue
             if embedded is not None:
                 e, cos = v.embedding, float(embedded[i])
@@ -385,8 +437,10 @@ class Augment(GeneratorStage):
             accepted.setdefault(source_id, []).append(grams)
         new["_reject_reason"] = pd.Series(reasons, index=new.index, dtype=object)
         new["_reject_detail"] = pd.Series(details, index=new.index, dtype=object)
-        new[AUGMENTATION] = [json.dumps({**a, "similarity": s, **({"cosine": c} if v.embedding else {})},
-                                        sort_keys=True) for a, s, c in zip(new[AUGMENTATION], similarities, cosines)]
+        new[AUGMENTATION] = [
+            json.dumps({**a, "similarity": s, **({"cosine": c} if v.embedding else {})}, sort_keys=True)
+            for a, s, c in zip(new[AUGMENTATION], similarities, cosines)
+        ]
         live = new["_reject_reason"].isna().to_numpy()
         if v.language and live.any():
             rows = np.flatnonzero(live)
@@ -402,8 +456,12 @@ class Augment(GeneratorStage):
         if self.quality is not None and live.any():
             judged = self.quality.process(new.loc[live].copy())
             failed = judged["_reject_reason"].notna()
-            reject(new, failed.reindex(new.index, fill_value=False), "quality",
-                   (judged["_reject_reason"] + ": " + judged["_reject_detail"].fillna("")).reindex(new.index))
+            reject(
+                new,
+                failed.reindex(new.index, fill_value=False),
+                "quality",
+                (judged["_reject_reason"] + ": " + judged["_reject_detail"].fillna("")).reindex(new.index),
+            )
         if self.label_classifier is not None and new["_reject_reason"].isna().any():
             self._check_labels(new, texts)
 

@@ -37,9 +37,9 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from thresher.core.config import ConfigError, StrictModel
+from thresher.curate.stage import MapStage, StageConfig, reject
 from thresher.models.encoders import require_torch
 from thresher.models.resolve import cache_dir, resolve_model
-from thresher.curate.stage import MapStage, StageConfig, reject
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*")
 MAX_CHARS = 2000  # characters of a text the linear head's encoder and the hf model see
@@ -62,15 +62,20 @@ class ClassifyConfig(StageConfig):
     max_score: float | None = Field(None, description="reject records scored above")
     head: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="linear: the saved head's name")
     train: TrainOptions | None = Field(None, description="linear: labelled examples to (re)train the head on")
-    model: str | None = Field(None, description=(
-        "linear: the encoder (default pkg:all_minilm_l6_v2); hf: the sequence-classification folder"))
+    model: str | None = Field(
+        None, description=("linear: the encoder (default pkg:all_minilm_l6_v2); hf: the sequence-classification folder")
+    )
     embedding_column: str = Field("embedding", description="linear: embeddings an embed stage added")
     label: str | int | None = Field(None, description="hf: the label whose probability is the score")
     words: dict[str, str] | None = Field(None, description="wordlist: language code (or *) -> file")
     lang_field: str = Field("lang", description="wordlist: the column naming each record's language")
     batch_size: int = Field(32, ge=1, description="linear, hf: texts per forward pass")
-    num_gpus: float = Field(0.0, ge=0, description="linear, hf: GPUs per actor (e.g. 1, or 0.25 to share one); the "
-                            "model runs on the GPU Ray gives the actor")
+    num_gpus: float = Field(
+        0.0,
+        ge=0,
+        description="linear, hf: GPUs per actor (e.g. 1, or 0.25 to share one); the "
+        "model runs on the GPU Ray gives the actor",
+    )
 
     @model_validator(mode="after")
     def _options_fit_method(self):
@@ -104,7 +109,9 @@ class Classify(MapStage):
         if c.method != "wordlist":
             require_torch(key)
         if c.method == "linear":
-            self.head = trained_head(c.head, c.model or "pkg:all_minilm_l6_v2", c.train) if c.train else load_head(c.head)
+            self.head = (
+                trained_head(c.head, c.model or "pkg:all_minilm_l6_v2", c.train) if c.train else load_head(c.head)
+            )
             self.folder = resolve_model(self.head["model"], f"{key}.model")
         elif c.method == "hf":
             self.folder = resolve_model(c.model, f"{key}.model")
@@ -125,7 +132,9 @@ class Classify(MapStage):
         if self.head is not None:
             return self.head["digest"]
         if self.lists:
-            return hashlib.sha256(json.dumps({k: sorted(v.phrases) for k, v in self.lists.items()}).encode()).hexdigest()
+            return hashlib.sha256(
+                json.dumps({k: sorted(v.phrases) for k, v in self.lists.items()}).encode()
+            ).hexdigest()
         return None
 
     def setup(self) -> None:
@@ -146,8 +155,9 @@ class Classify(MapStage):
         batch[self.column] = scores
         text = f"{c.name} score=" + batch[self.column].map("{:.4g}".format)
         if found is not None:
-            text = text + pd.Series([" words=" + ",".join(f[:MATCHES_SHOWN]) if f else "" for f in found],
-                                    index=batch.index)
+            text = text + pd.Series(
+                [" words=" + ",".join(f[:MATCHES_SHOWN]) if f else "" for f in found], index=batch.index
+            )
         reason = f"classify:{c.name}"
         if c.min_score is not None:
             reject(batch, batch[self.column] < c.min_score, reason, text + f" < min_score {c.min_score:g}")
@@ -155,8 +165,9 @@ class Classify(MapStage):
             reject(batch, batch[self.column] > c.max_score, reason, text + f" > max_score {c.max_score:g}")
         return batch
 
-    def scores(self, texts: list[str], langs: list | None = None,
-               vectors: np.ndarray | None = None) -> tuple[np.ndarray, list[list[str]] | None]:
+    def scores(
+        self, texts: list[str], langs: list | None = None, vectors: np.ndarray | None = None
+    ) -> tuple[np.ndarray, list[list[str]] | None]:
         """Each text's score, and for word lists the words found in each. ``langs``: the texts' languages (word
         lists); ``vectors``: their embeddings (linear heads; encoded here when None)."""
         c = self.config
@@ -168,12 +179,19 @@ class Classify(MapStage):
         if vectors is None:
             vectors = self.encoder().encode([t[:MAX_CHARS] for t in texts])
         if vectors.shape[1] != len(self.head["coef"]):
-            raise ValueError(f"classify {c.name}: embeddings of {vectors.shape[1]} dimensions for a head "
-                             f"trained on {len(self.head['coef'])} (model {self.head['model']})")
+            raise ValueError(
+                f"classify {c.name}: embeddings of {vectors.shape[1]} dimensions for a head "
+                f"trained on {len(self.head['coef'])} (model {self.head['model']})"
+            )
         return head_scores(self.head, vectors), None
 
-    def predict(self, texts: list[str], langs: list | None = None, threshold: float | None = None,
-                names: tuple[str, str] = ("negative", "positive")) -> list[str]:
+    def predict(
+        self,
+        texts: list[str],
+        langs: list | None = None,
+        threshold: float | None = None,
+        names: tuple[str, str] = ("negative", "positive"),
+    ) -> list[str]:
         """Each text's label: the hf model's most probable label (named as its config names it); for a linear head
         or a word list ``names[1]`` where the score is at least ``threshold`` (default 0.5 and 1), else
         ``names[0]``."""
@@ -193,7 +211,7 @@ class Classify(MapStage):
             self.model = SentenceEncoder(self.folder, batch_size=self.config.batch_size)
         return self.model
 
-    def word_list(self, lang) -> "WordList":
+    def word_list(self, lang) -> WordList:
         return self.lists.get(lang) if isinstance(lang, str) and lang in self.lists else self.lists.get("*", EMPTY_LIST)
 
 
@@ -236,8 +254,9 @@ def trained_head(name: str, model: str, train: TrainOptions) -> dict:
     negative = read_examples(train.negative, "classify.train.negative")
     if len(positive) < 2 or len(negative) < 2:
         raise ConfigError("classify.train: at least 2 positive and 2 negative examples are needed")
-    source = hashlib.sha256(json.dumps([model, train.model_dump(exclude={"positive", "negative"}), positive,
-                                        negative]).encode()).hexdigest()
+    source = hashlib.sha256(
+        json.dumps([model, train.model_dump(exclude={"positive", "negative"}), positive, negative]).encode()
+    ).hexdigest()
     path = head_path(name)
     if path.is_file():
         saved = json.loads(path.read_text())
@@ -264,12 +283,16 @@ def fit_head(vectors: np.ndarray, labels: np.ndarray, train: TrainOptions) -> di
     from sklearn.metrics import accuracy_score, roc_auc_score
     from sklearn.model_selection import train_test_split
 
-    fit_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=train.test_fraction, stratify=labels,
-                                           random_state=train.seed)
+    fit_rows, test_rows = train_test_split(
+        np.arange(len(labels)), test_size=train.test_fraction, stratify=labels, random_state=train.seed
+    )
     held_out = LogisticRegression(C=train.c, max_iter=1000).fit(vectors[fit_rows], labels[fit_rows])
     proba = held_out.predict_proba(vectors[test_rows])[:, 1]
-    metrics = {"held_out": len(test_rows), "accuracy": float(accuracy_score(labels[test_rows], proba >= 0.5)),
-               "auc": float(roc_auc_score(labels[test_rows], proba)) if len(set(labels[test_rows])) == 2 else None}
+    metrics = {
+        "held_out": len(test_rows),
+        "accuracy": float(accuracy_score(labels[test_rows], proba >= 0.5)),
+        "auc": float(roc_auc_score(labels[test_rows], proba)) if len(set(labels[test_rows])) == 2 else None,
+    }
     final = LogisticRegression(C=train.c, max_iter=1000).fit(vectors, labels)
     return {"coef": final.coef_[0].tolist(), "intercept": float(final.intercept_[0]), "metrics": metrics}
 
@@ -314,10 +337,15 @@ class SequenceClassifier:
         out = np.zeros((len(texts), self.model.config.num_labels))
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
-                tokens = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
-                                        max_length=512, return_tensors="pt").to(self.device)
+                tokens = self.tokenizer(
+                    texts[start : start + self.batch_size],
+                    padding=True,
+                    truncation=True,
+                    max_length=512,
+                    return_tensors="pt",
+                ).to(self.device)
                 probs = torch.softmax(self.model(**tokens).logits.float(), dim=-1)
-                out[start:start + len(probs)] = probs.cpu().numpy()
+                out[start : start + len(probs)] = probs.cpu().numpy()
         return out
 
     def scores(self, texts: list[str]) -> np.ndarray:
@@ -336,7 +364,7 @@ class WordList:
         self.longest = max((len(p) for p in phrases), default=0)
 
     @classmethod
-    def read(cls, path: str, key: str) -> "WordList":
+    def read(cls, path: str, key: str) -> WordList:
         p = Path(path).expanduser()
         if not p.is_file():
             raise ConfigError(f"{key}: {path} is not a file")
@@ -355,7 +383,7 @@ class WordList:
         found = []
         for i in range(len(words)):
             for n in range(1, min(self.longest, len(words) - i) + 1):
-                phrase = " ".join(words[i:i + n])
+                phrase = " ".join(words[i : i + n])
                 if phrase in self.phrases:
                     found.append(phrase)
         return found

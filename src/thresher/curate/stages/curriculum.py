@@ -48,11 +48,14 @@ VOWEL_GROUP = re.compile(r"[aeiouyàâäéèêëîïôöûüù]+", re.IGNORECASE
 
 
 class CurriculumConfig(StageConfig):
-    signals: dict[str, float] = Field(default_factory=lambda: {"length": 1.0, "readability": 1.0, "rare_words": 1.0},
-                                      description="signal -> weight (length, readability, rare_words)")
+    signals: dict[str, float] = Field(
+        default_factory=lambda: {"length": 1.0, "readability": 1.0, "rare_words": 1.0},
+        description="signal -> weight (length, readability, rare_words)",
+    )
     fields: list[str] | None = Field(None, description="text fields scored, joined (default: the text field)")
-    order_splits: list[str] = Field(default_factory=lambda: ["train"],
-                                    description="splits whose files are written from easy to hard")
+    order_splits: list[str] = Field(
+        default_factory=lambda: ["train"], description="splits whose files are written from easy to hard"
+    )
     rare_doc_fraction: float = Field(0.001, gt=0, lt=1, description="rare: in fewer than this share of records")
     max_words: int = Field(512, ge=1, description="distinct words sampled per record for rare_words")
 
@@ -83,8 +86,10 @@ class Curriculum(GlobalStage):
 
     def keys(self, batch: pa.Table) -> dict:
         fields = self.config.fields or [self.text]
-        columns = [batch[f].cast(pa.string()).to_pylist() if f in batch.column_names else [None] * batch.num_rows
-                   for f in fields]
+        columns = [
+            batch[f].cast(pa.string()).to_pylist() if f in batch.column_names else [None] * batch.num_rows
+            for f in fields
+        ]
         texts = ["\n\n".join(v for v in row if v) for row in zip(*columns)]
         signals = self.config.signals
         out = {}
@@ -112,8 +117,9 @@ class Curriculum(GlobalStage):
             refs = [tasks.run(_rare_words, ref, df, below) for ref in refs]
         per_block = tasks.get([tasks.run(_signal_sums, ref, list(c.signals)) for ref in refs])
         moments = {s: _moments(*_merge([block[i] for block in per_block])) for i, s in enumerate(c.signals)}
-        self.metrics = {"signals": {s: {"weight": w, "mean": moments[s][0], "std": moments[s][1]}
-                                    for s, w in c.signals.items()}}
+        self.metrics = {
+            "signals": {s: {"weight": w, "mean": moments[s][0], "std": moments[s][1]} for s, w in c.signals.items()}
+        }
         return tasks.dataset([tasks.run(_score, ref, moments, c.signals) for ref in refs])
 
 
@@ -145,7 +151,7 @@ def _moments(n: int, total: int, squares: int) -> tuple[float | None, float | No
     """Mean and standard deviation from exact integer sums of quantized values."""
     if not n:
         return None, None
-    variance = (squares * n - total * total) / (n * n) / SCALE ** 2
+    variance = (squares * n - total * total) / (n * n) / SCALE**2
     return total / n / SCALE, float(np.sqrt(max(variance, 0.0)))
 
 

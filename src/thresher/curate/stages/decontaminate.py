@@ -53,19 +53,28 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 
 
 class DecontaminateConfig(TextFieldsConfig):
-    references: list[str] = Field([], description=(
-        "evaluation files: JSONL (.gz/.zst/...), JSON array, Parquet"))
-    against: list[str] = Field([], description="finished runs (URIs) whose split named by split is an evaluation set too")
+    references: list[str] = Field([], description=("evaluation files: JSONL (.gz/.zst/...), JSON array, Parquet"))
+    against: list[str] = Field(
+        [], description="finished runs (URIs) whose split named by split is an evaluation set too"
+    )
     split: str = Field("test", description="the split of the against runs that is checked against")
-    fields: list[str] | None = Field(None, min_length=1, description=(
-        "record fields to check, each text on its own (chat messages: each content); default: the input's text field"))
-    reference_fields: list[str] | None = Field(None, min_length=1, description=(
-        "reference fields to take text from; default: the names in fields"))
-    ngram: int = Field(13, ge=1, description=(
-        "words per n-gram shared with a reference item that make a record contaminated"))
+    fields: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "record fields to check, each text on its own (chat messages: each content); default: the input's text field"
+        ),
+    )
+    reference_fields: list[str] | None = Field(
+        None, min_length=1, description=("reference fields to take text from; default: the names in fields")
+    )
+    ngram: int = Field(
+        13, ge=1, description=("words per n-gram shared with a reference item that make a record contaminated")
+    )
     min_words: int = Field(5, ge=1, description="reference fields with fewer words are skipped")
-    mode: Literal["drop", "flag"] = Field("drop", description=(
-        "reject contaminated records, or keep all and add the bool column contaminated"))
+    mode: Literal["drop", "flag"] = Field(
+        "drop", description=("reject contaminated records, or keep all and add the bool column contaminated")
+    )
     reference_id_field: str = Field("id", description="the reference items' id field, named in the detail when present")
     shard_ngrams: int = Field(50_000_000, ge=1, description="reference n-grams per broadcast shard (pass)")
 
@@ -97,7 +106,7 @@ def window_hashes(hashes: np.ndarray, length: int) -> np.ndarray:
         return np.zeros(0, np.uint64)
     h = np.zeros(m, np.uint64)
     for j in range(length):
-        h = h * _MULTIPLIER + hashes[j: j + m]
+        h = h * _MULTIPLIER + hashes[j : j + m]
     h ^= np.uint64(length)
     h ^= h >> np.uint64(30)  # splitmix64 finalizer
     h *= np.uint64(0xBF58476D1CE4E5B9)
@@ -127,7 +136,7 @@ class Shard:
             windows = window_hashes(hashes, length)
             if not len(windows) or not len(ref):
                 continue
-            within = doc[: len(windows)] == doc[length - 1:]  # the window lies inside one text
+            within = doc[: len(windows)] == doc[length - 1 :]  # the window lies inside one text
             at = np.minimum(np.searchsorted(ref, windows), len(ref) - 1)
             hit = within & (ref[at] == windows)
             counts += np.bincount(doc[: len(windows)][hit], minlength=len(texts))
@@ -223,8 +232,11 @@ def read_references(cfg: DecontaminateConfig, fields: list[str] | None, storage,
         for index, record in enumerate(_records(uri, storage, [*names, cfg.reference_id_field])):
             if not isinstance(record, dict):
                 continue
-            texts = [v if isinstance(v, str) else orjson.dumps(v).decode()
-                     for v in (record.get(f) for f in names) if v is not None]
+            texts = [
+                v if isinstance(v, str) else orjson.dumps(v).decode()
+                for v in (record.get(f) for f in names)
+                if v is not None
+            ]
             refs.add(uri, index, record.get(cfg.reference_id_field), texts, cfg.min_words)
     refs.freeze()
     return refs
@@ -291,7 +303,13 @@ class Decontaminate(MapStage):
             batch["contaminated"] = found
         else:
             origins = self.references.origins
-            detail = pd.Series([f"{n} shared {c.ngram}-gram(s); first: {origins.label(i)}" if n else None
-                                for n, i in zip(hits, first)], index=batch.index, dtype=object)
+            detail = pd.Series(
+                [
+                    f"{n} shared {c.ngram}-gram(s); first: {origins.label(i)}" if n else None
+                    for n, i in zip(hits, first)
+                ],
+                index=batch.index,
+                dtype=object,
+            )
             reject(batch, found, "contaminated", detail)
         return batch

@@ -14,7 +14,7 @@ only repeated pairs go); a field holding a chat conversation counts by its messa
 
 ``against`` names earlier finished runs: a record identical to a kept record of one of them is rejected
 (``duplicate_of_reference``, detail ``duplicate of record <id> of <run>``); the references contribute their index
-of hashes, never their texts (``thresher.curate.dedup.reference``).
+of hashes, never their texts (``thresher.curate.dedup.against_runs``).
 
 Normalization of each field, in this order: Unicode NFKC (``unicode_nfkc``), lowercase, punctuation, symbols and
 digits replaced by spaces (``strip_punctuation_digits``), whitespace runs collapsed and trimmed
@@ -28,10 +28,17 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field
 
+from thresher.curate.dedup.against_runs import ReferenceDedup
+from thresher.curate.dedup.removal import (
+    KEY,
+    ROOT_SCHEMA,
+    KeepRule,
+    apply_roots,
+    mark_removed,
+    text_lengths,
+    with_keep_keys,
+)
 from thresher.curate.execution.datasets import by_group, map_blocks, partitions_for
-from thresher.curate.dedup.reference import ReferenceDedup
-from thresher.curate.dedup.removal import (KEY, ROOT_SCHEMA, KeepRule, apply_roots, mark_removed, text_lengths,
-                                           with_keep_keys)
 from thresher.curate.fields import texts
 from thresher.curate.stage import StageConfig
 
@@ -43,16 +50,23 @@ SEPARATOR, FIELD_SEPARATOR = "\x1e", "\x1f"  # between a conversation's messages
 class DedupExactConfig(StageConfig):
     lowercase: bool = Field(True, description="compare texts lowercased")
     collapse_whitespace: bool = Field(True, description="compare texts with whitespace runs collapsed and trimmed")
-    strip_punctuation_digits: bool = Field(False, description=(
-        "punctuation, symbols and digits replaced by spaces before comparing"))
+    strip_punctuation_digits: bool = Field(
+        False, description=("punctuation, symbols and digits replaced by spaces before comparing")
+    )
     unicode_nfkc: bool = Field(False, description="compare texts in Unicode NFKC")
-    keep: KeepRule = Field("lowest_id", description=(
-        "which record of a group survives: the lowest id, or the longest text (ties: id, then input order)"))
+    keep: KeepRule = Field(
+        "lowest_id",
+        description=(
+            "which record of a group survives: the lowest id, or the longest text (ties: id, then input order)"
+        ),
+    )
     fields: list[str] | None = Field(None, min_length=1, description="fields hashed together (default: the text field)")
-    partitions: int | None = Field(None, ge=1, description=(
-        "shuffle partitions (default: one per 4 M shuffled rows, at least 2)"))
-    against: list[str] = Field([], description=(
-        "finished runs (URIs) whose kept records win: a record identical to one of them is removed"))
+    partitions: int | None = Field(
+        None, ge=1, description=("shuffle partitions (default: one per 4 M shuffled rows, at least 2)")
+    )
+    against: list[str] = Field(
+        [], description=("finished runs (URIs) whose kept records win: a record identical to one of them is removed")
+    )
 
 
 class DedupExact(ReferenceDedup):
@@ -83,8 +97,10 @@ class DedupExact(ReferenceDedup):
             values = self.normalized(batch[self.text]).cast(pa.binary()).to_pylist()
         else:
             columns = [self.field_values(batch, f) for f in self.config.fields]
-            values = [None if all(v is None for v in row) else FIELD_SEPARATOR.join(v or "" for v in row).encode()
-                      for row in zip(*columns)]
+            values = [
+                None if all(v is None for v in row) else FIELD_SEPARATOR.join(v or "" for v in row).encode()
+                for row in zip(*columns)
+            ]
         digests = [None if v is None else xxhash.xxh3_128_digest(v) for v in values]
         lengths = text_lengths(batch, self.text) if self.config.keep == "longest" else {}
         return {HASH: pa.array(digests, pa.binary(16)), **lengths}
@@ -92,7 +108,9 @@ class DedupExact(ReferenceDedup):
     def field_values(self, batch: pa.Table, field: str) -> list[str | None]:
         """Per record, the normalized texts of ``field`` (a chat conversation's message contents), joined."""
         if field not in batch.column_names:
-            raise ValueError(f"dedup_exact: no field {field!r} in the records (columns: {', '.join(batch.column_names)})")
+            raise ValueError(
+                f"dedup_exact: no field {field!r} in the records (columns: {', '.join(batch.column_names)})"
+            )
         joined = [None if v is None else SEPARATOR.join(texts(v)) for v in batch[field].to_pylist()]
         return self.normalized(pa.chunked_array([pa.array(joined, pa.string())])).to_pylist()
 
@@ -101,8 +119,13 @@ class DedupExact(ReferenceDedup):
 
     def index_options(self) -> dict:
         c = self.config
-        return {"lowercase": c.lowercase, "collapse_whitespace": c.collapse_whitespace, "fields": c.fields,
-                "strip_punctuation_digits": c.strip_punctuation_digits, "unicode_nfkc": c.unicode_nfkc}
+        return {
+            "lowercase": c.lowercase,
+            "collapse_whitespace": c.collapse_whitespace,
+            "fields": c.fields,
+            "strip_punctuation_digits": c.strip_punctuation_digits,
+            "unicode_nfkc": c.unicode_nfkc,
+        }
 
     def decide(self, ds):
         """Only ``(hash, key)`` rows are shuffled; the key rows get their group's survivor."""
@@ -110,13 +133,21 @@ class DedupExact(ReferenceDedup):
         ds = map_blocks(ds, with_keep_keys, self.config.keep)
         partitions = self.config.partitions or partitions_for(ds.count())
         limit = self.ctx.broadcast_limit_rows
-        roots = by_group(ds, [HASH], group_roots, columns=[HASH, KEY], partitions=partitions, rows=ds.count(),
-                         limit_rows=limit)
+        roots = by_group(
+            ds, [HASH], group_roots, columns=[HASH, KEY], partitions=partitions, rows=ds.count(), limit_rows=limit
+        )
         return self.without_references(apply_roots(ds, roots, self.mark, partitions, limit))
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
-        return mark_removed(batch.drop_columns([HASH]), root, self.config.keep, self.name, "exact_duplicate", CLUSTER,
-                            references=self.config.against)
+        return mark_removed(
+            batch.drop_columns([HASH]),
+            root,
+            self.config.keep,
+            self.name,
+            "exact_duplicate",
+            CLUSTER,
+            references=self.config.against,
+        )
 
 
 def group_roots(pairs: pa.Table) -> pa.Table:

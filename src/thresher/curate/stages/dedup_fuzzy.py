@@ -28,7 +28,7 @@
    groups a cluster (the split stage keeps a cluster in one split).
 
 ``against`` names earlier finished runs: their kept records' band keys and signatures (their index, never their
-texts: ``thresher.curate.dedup.reference``) join the candidates and the verification, and always survive; a record
+texts: ``thresher.curate.dedup.against_runs``) join the candidates and the verification, and always survive; a record
 in a cluster with one is rejected (``duplicate_of_reference``, detail ``duplicate of record <id> of <run>``). An
 index keeps the low byte of each minimum hash (b-bit minwise hashing, Li and König 2010: a quarter of the size): a
 pair with a reference compares low bytes, whose chance of agreeing is ``J + (1 - J) / 256``, and the Jaccard
@@ -50,12 +50,13 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field, field_validator, model_validator
 
+from thresher.curate.dedup.against_runs import ReferenceDedup
 from thresher.curate.dedup.components import connected_components
-from thresher.curate.execution.datasets import ARROW, gather, in_one_task, map_blocks, partitions_for
 from thresher.curate.dedup.lsh import band_column, band_edges, bucket_edges, bucket_rows, optimal_bands, verified_edges
-from thresher.curate.dedup.reference import ReferenceDedup
 from thresher.curate.dedup.removal import KeepRule, apply_roots, mark_removed, survivors, text_lengths, with_keep_keys
-from thresher.curate.stage import KEY as INTERNAL_KEY, StageConfig
+from thresher.curate.execution.datasets import ARROW, gather, in_one_task, map_blocks, partitions_for
+from thresher.curate.stage import KEY as INTERNAL_KEY
+from thresher.curate.stage import StageConfig
 
 log = logging.getLogger(__name__)
 CLUSTER = "dup_cluster"
@@ -69,23 +70,37 @@ class DedupFuzzyConfig(StageConfig):
     char_ngrams: bool = Field(False, description="character n-grams instead of word n-grams")
     num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations")
     bands: int | None = Field(None, ge=1, description="LSH bands (with rows; default: chosen from threshold)")
-    false_negative_weight: float = Field(0.9, gt=0, lt=1, description=(
-        "weight of missed pairs against candidate false positives (1 - it) when bands and rows are chosen"))
+    false_negative_weight: float = Field(
+        0.9,
+        gt=0,
+        lt=1,
+        description=(
+            "weight of missed pairs against candidate false positives (1 - it) when bands and rows are chosen"
+        ),
+    )
     rows: int | None = Field(None, ge=1, description="signature rows per band")
     seed: int = Field(0, description="seed of the MinHash permutations")
     band_group_size: int = Field(16, ge=1, description="bands shuffled together; lower it to bound shuffle memory")
-    verify: Literal["none", "signatures", "exact"] = Field("signatures", description=(
-        "which candidate pairs are linked: all (none), those whose full signatures estimate a Jaccard similarity of "
-        "at least threshold - 2 standard errors (signatures), those whose exact Jaccard reaches threshold (exact, "
-        "or true)"))
-    keep: KeepRule = Field("lowest_id", description=(
-        "which record of a cluster survives: the lowest id, or the longest text"))
-    action: Literal["remove", "annotate"] = Field("remove", description=(
-        "remove the duplicates, or keep every record with its dup_cluster"))
-    partitions: int | None = Field(None, ge=1, description=(
-        "shuffle partitions (default: one per 4 M shuffled rows, at least 2)"))
-    against: list[str] = Field([], description=(
-        "finished runs (URIs) whose kept records win: a record near one of them is removed"))
+    verify: Literal["none", "signatures", "exact"] = Field(
+        "signatures",
+        description=(
+            "which candidate pairs are linked: all (none), those whose full signatures estimate a Jaccard similarity of "
+            "at least threshold - 2 standard errors (signatures), those whose exact Jaccard reaches threshold (exact, "
+            "or true)"
+        ),
+    )
+    keep: KeepRule = Field(
+        "lowest_id", description=("which record of a cluster survives: the lowest id, or the longest text")
+    )
+    action: Literal["remove", "annotate"] = Field(
+        "remove", description=("remove the duplicates, or keep every record with its dup_cluster")
+    )
+    partitions: int | None = Field(
+        None, ge=1, description=("shuffle partitions (default: one per 4 M shuffled rows, at least 2)")
+    )
+    against: list[str] = Field(
+        [], description=("finished runs (URIs) whose kept records win: a record near one of them is removed")
+    )
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -109,8 +124,11 @@ class DedupFuzzy(ReferenceDedup):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         c = config
-        self.bands, self.rows = (c.bands, c.rows) if c.bands else optimal_bands(
-            c.threshold, c.num_perm, 1 - c.false_negative_weight, c.false_negative_weight)
+        self.bands, self.rows = (
+            (c.bands, c.rows)
+            if c.bands
+            else optimal_bands(c.threshold, c.num_perm, 1 - c.false_negative_weight, c.false_negative_weight)
+        )
         self.signature_cut = c.threshold - 2 * math.sqrt(c.threshold * (1 - c.threshold) / c.num_perm)
         agree = c.threshold + (1 - c.threshold) * LOW_BYTE_COLLISION  # low bytes agree, at the threshold
         self.low_byte_cut = c.threshold - 2 * math.sqrt(agree * (1 - agree) / c.num_perm) / (1 - LOW_BYTE_COLLISION)
@@ -132,11 +150,13 @@ class DedupFuzzy(ReferenceDedup):
         for i in range(self.bands):
             out[band_column(i)] = pa.array(np.ascontiguousarray(bands[:, i]), mask=missing)
         if c.verify == "signatures":
-            out[VALUE] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * c.num_perm), len(sig),
-                                                               [None, pa.py_buffer(np.ascontiguousarray(sig).tobytes())])
+            out[VALUE] = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(4 * c.num_perm), len(sig), [None, pa.py_buffer(np.ascontiguousarray(sig).tobytes())]
+            )
         elif c.verify == "exact":
-            out[VALUE] = pa.array([shingle_hashes(t, c.ngram, c.char_ngrams) for t in texts.to_pylist()],
-                                  pa.list_(pa.uint64()))
+            out[VALUE] = pa.array(
+                [shingle_hashes(t, c.ngram, c.char_ngrams) for t in texts.to_pylist()], pa.list_(pa.uint64())
+            )
         return out
 
     def index_key_columns(self) -> list[str]:
@@ -152,8 +172,15 @@ class DedupFuzzy(ReferenceDedup):
 
     def index_options(self) -> dict:
         c = self.config
-        return {"ngram": c.ngram, "char_ngrams": c.char_ngrams, "num_perm": c.num_perm, "seed": c.seed,
-                "bands": self.bands, "rows": self.rows, "verify": c.verify}
+        return {
+            "ngram": c.ngram,
+            "char_ngrams": c.char_ngrams,
+            "num_perm": c.num_perm,
+            "seed": c.seed,
+            "bands": self.bands,
+            "rows": self.rows,
+            "verify": c.verify,
+        }
 
     def decide(self, ds):
         """Candidates and verification on the key rows as loaded; then the key rows without their bands and
@@ -163,16 +190,27 @@ class DedupFuzzy(ReferenceDedup):
         ds, references = self.with_references(ds, (VALUE,) if staged else ())
         bands = [band_column(i) for i in range(self.bands)]
         partitions = c.partitions or partitions_for(ds.count() * self.bands)
-        log.info("dedup_fuzzy: %d records, %d x %d bands, %d shuffle partitions", ds.count(), self.bands, self.rows,
-                 partitions)
+        log.info(
+            "dedup_fuzzy: %d records, %d x %d bands, %d shuffle partitions",
+            ds.count(),
+            self.bands,
+            self.rows,
+            partitions,
+        )
         edges = self.candidates(ds, bands, partitions)
         if c.verify != "none":
-            value_type = (pa.list_(pa.uint64()) if c.verify == "exact" else pa.binary() if references is not None
-                          else pa.binary(4 * c.num_perm))  # a reference's signatures are shorter
+            value_type = (
+                pa.list_(pa.uint64())
+                if c.verify == "exact"
+                else pa.binary()
+                if references is not None
+                else pa.binary(4 * c.num_perm)
+            )  # a reference's signatures are shorter
             values = [self.staged_keys, references] if staged else [ds]  # the signatures stay on disk
             values = [v for v in values if v is not None]
-            edges = verified_edges(edges, values, INTERNAL_KEY, VALUE, value_type, self.similar, partitions,
-                                   self.ctx.broadcast_limit_rows)
+            edges = verified_edges(
+                edges, values, INTERNAL_KEY, VALUE, value_type, self.similar, partitions, self.ctx.broadcast_limit_rows
+            )
         components = connected_components(edges, partitions, self.ctx.broadcast_limit_rows, pa.int64())
         drop = bands + ([VALUE] if c.verify != "none" else [])
         ds = map_blocks(ds, _with_keep_keys_only, drop, c.keep)
@@ -191,7 +229,8 @@ class DedupFuzzy(ReferenceDedup):
             columns = [INTERNAL_KEY, *map(band_column, group)]
             rows = ds.select_columns(columns).map_batches(bucket_rows, fn_args=(INTERNAL_KEY, group), **ARROW)
             edges = gather(rows, ["bucket"], partitions, ds.count() * len(group), limit).map_batches(
-                bucket_edges, batch_size=None, **ARROW)
+                bucket_edges, batch_size=None, **ARROW
+            )
             edge_sets.append(edges if first + c.band_group_size >= self.bands else edges.materialize())
         return edge_sets[0].union(*edge_sets[1:]) if len(edge_sets) > 1 else edge_sets[0]
 
@@ -200,16 +239,17 @@ class DedupFuzzy(ReferenceDedup):
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
         c = self.config
-        return mark_removed(batch, root, c.keep, self.name, "near_duplicate", CLUSTER, c.action == "remove",
-                            c.against)
+        return mark_removed(batch, root, c.keep, self.name, "near_duplicate", CLUSTER, c.action == "remove", c.against)
 
     def similar(self, a: pa.Array, b: pa.Array) -> np.ndarray:
         """Per pair of values: does the pair stay a candidate (a missing value never does)."""
         c = self.config
         valid = pc.and_(pc.is_valid(a), pc.is_valid(b)).to_numpy(zero_copy_only=False)
         if c.verify == "exact":
-            sims = [_sorted_jaccard(np.asarray(x, np.uint64), np.asarray(y, np.uint64)) if ok else 0.0
-                    for x, y, ok in zip(a.to_pylist(), b.to_pylist(), valid)]
+            sims = [
+                _sorted_jaccard(np.asarray(x, np.uint64), np.asarray(y, np.uint64)) if ok else 0.0
+                for x, y, ok in zip(a.to_pylist(), b.to_pylist(), valid)
+            ]
             return np.asarray(sims, dtype=float) >= c.threshold
         estimate, low = jaccard_estimates(a, b, c.num_perm)
         return valid & (estimate >= np.where(low, self.low_byte_cut, self.signature_cut))
@@ -238,8 +278,9 @@ def _sorted_jaccard(a: np.ndarray, b: np.ndarray) -> float:
 def low_bytes(values: pa.Array | pa.ChunkedArray, num_perm: int) -> pa.Array:
     """Signatures (binary values) cut to the low byte of each minimum hash (an index's)."""
     sig, _ = _signatures(values, num_perm)
-    low = pa.FixedSizeBinaryArray.from_buffers(pa.binary(num_perm), len(sig),
-                                               [None, pa.py_buffer(sig.astype(np.uint8).tobytes())])
+    low = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(num_perm), len(sig), [None, pa.py_buffer(sig.astype(np.uint8).tobytes())]
+    )
     return pc.if_else(pc.is_valid(values), low, pa.scalar(None, low.type))
 
 

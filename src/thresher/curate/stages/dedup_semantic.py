@@ -17,7 +17,7 @@ the staged record, so the model runs once, in ``embed``); the records stay stage
 
 ``against`` names earlier finished runs: their kept records' embeddings (their index, ``index/dedup_semantic/``:
 per record its id and vector, read from the ``column`` of their data files, never their texts;
-``thresher.curate.dedup.reference``) join the key rows, take part in the fit and the clusters, and always survive;
+``thresher.curate.dedup.against_runs``) join the key rows, take part in the fit and the clusters, and always survive;
 a record in a component with one is rejected (``duplicate_of_reference``, detail ``duplicate of record <id> of
 <run>``). The fit and the cluster metrics then cover them too.
 
@@ -40,11 +40,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from thresher.curate.execution.datasets import broadcast, by_group, in_one_task, map_blocks, materialize, partitions_for
-from thresher.curate.dedup.reference import ReferenceDedup
+from thresher.curate.dedup.against_runs import ReferenceDedup
 from thresher.curate.dedup.removal import KEY, LENGTH, apply_roots, keep_keys, mark_removed, text_lengths
-from thresher.curate.dedup.semantic import (KMEANS, SIMILARITY, VECTOR, as_matrix, assign, cluster_counts,
-                                            cluster_roots, fit_centroids, fixed_vectors, sample_rows)
+from thresher.curate.dedup.semantic import (
+    KMEANS,
+    SIMILARITY,
+    VECTOR,
+    as_matrix,
+    assign,
+    cluster_counts,
+    cluster_roots,
+    fit_centroids,
+    fixed_vectors,
+    sample_rows,
+)
+from thresher.curate.execution.datasets import broadcast, by_group, in_one_task, map_blocks, materialize, partitions_for
 from thresher.curate.stage import ID, StageConfig
 
 log = logging.getLogger(__name__)
@@ -57,20 +67,27 @@ SAMPLE_PER_CLUSTER = 100  # default clusters: at most sample / this (the fit cos
 class DedupSemanticConfig(StageConfig):
     threshold: float = Field(0.9, gt=0, le=1, description="cosine similarity at or above which records are duplicates")
     column: str = Field("embedding", min_length=1, description="the embedding column (added by embed)")
-    clusters: int | None = Field(None, ge=1, description=(
-        "k-means clusters (default: one per cluster_size records, at most sample / 100)"))
+    clusters: int | None = Field(
+        None, ge=1, description=("k-means clusters (default: one per cluster_size records, at most sample / 100)")
+    )
     cluster_size: int = Field(1000, ge=1, description="records per cluster when clusters is not given")
     max_cluster_size: int = Field(5000, ge=2, description="larger clusters are split before pairs are compared")
     sample: int = Field(100_000, ge=1, description="rows the k-means fit sees (chosen by id hash)")
     iterations: int = Field(25, ge=1, description="k-means (Lloyd) iterations at most")
     seed: int = Field(0, description="seed of the k-means sample and start")
-    keep: Literal["lowest_id", "longest", "centroid"] = Field("lowest_id", description=(
-        "which record of a component survives: the lowest id, the longest text, or the closest to its centroid"))
-    action: Literal["remove", "annotate"] = Field("remove", description=(
-        "remove the duplicates, or keep every record with its semantic_cluster"))
+    keep: Literal["lowest_id", "longest", "centroid"] = Field(
+        "lowest_id",
+        description=(
+            "which record of a component survives: the lowest id, the longest text, or the closest to its centroid"
+        ),
+    )
+    action: Literal["remove", "annotate"] = Field(
+        "remove", description=("remove the duplicates, or keep every record with its semantic_cluster")
+    )
     partitions: int | None = Field(None, ge=1, description="shuffle partitions (default: one per 4 M rows, at least 2)")
-    against: list[str] = Field([], description=(
-        "finished runs (URIs) whose kept records win: a record near one of them is removed"))
+    against: list[str] = Field(
+        [], description=("finished runs (URIs) whose kept records win: a record near one of them is removed")
+    )
 
 
 class DedupSemantic(ReferenceDedup):
@@ -82,8 +99,10 @@ class DedupSemantic(ReferenceDedup):
         self.metrics: dict = {}
 
     def added_columns(self) -> dict[str, str]:
-        return {CLUSTER: "id of the record kept for this record's semantic near-duplicate cluster (its own id if none)",
-                KMEANS: "index of the record's k-means cluster of embeddings (dedup_semantic)"}
+        return {
+            CLUSTER: "id of the record kept for this record's semantic near-duplicate cluster (its own id if none)",
+            KMEANS: "index of the record's k-means cluster of embeddings (dedup_semantic)",
+        }
 
     def decision_types(self) -> dict[str, pa.DataType]:
         return {KMEANS: pa.int32()}
@@ -124,11 +143,22 @@ class DedupSemantic(ReferenceDedup):
         assigned = map_blocks(map_blocks(ds, assign, refs, centroids.schema().base_schema), with_keep_key, c.keep)
         self.metrics = self.cluster_metrics(assigned, centroids.count(), n)
         log.info("dedup_semantic: %d records, %d clusters, %d shuffle partitions", n, centroids.count(), partitions)
-        roots = by_group(assigned, [KMEANS], cluster_roots, c.threshold, c.max_cluster_size, c.seed, c.iterations,
-                         columns=[KEY, KMEANS, VECTOR], partitions=partitions, rows=n,
-                         limit_rows=min(limit, SINGLE_TASK_ROWS))
-        return self.without_references(apply_roots(assigned, roots, self.mark, partitions, limit,
-                                                   drop=[VECTOR, SIMILARITY]))
+        roots = by_group(
+            assigned,
+            [KMEANS],
+            cluster_roots,
+            c.threshold,
+            c.max_cluster_size,
+            c.seed,
+            c.iterations,
+            columns=[KEY, KMEANS, VECTOR],
+            partitions=partitions,
+            rows=n,
+            limit_rows=min(limit, SINGLE_TASK_ROWS),
+        )
+        return self.without_references(
+            apply_roots(assigned, roots, self.mark, partitions, limit, drop=[VECTOR, SIMILARITY])
+        )
 
     def cluster_metrics(self, assigned, k: int, n: int) -> dict:
         """Fit and per-cluster summaries for the manifest: sizes and mean cosine to the centroid (k rows)."""
@@ -136,13 +166,20 @@ class DedupSemantic(ReferenceDedup):
         by_cluster = {int(r[KMEANS]): (int(r["rows"]), float(r["similarity"])) for r in counts.take_all()}
         sizes = [by_cluster.get(i, (0, 0.0))[0] for i in range(k)]
         density = [round(by_cluster[i][1] / by_cluster[i][0], 4) if i in by_cluster else None for i in range(k)]
-        return {"records": n, "clusters": k, "sample": min(n, self.config.sample), "cluster_sizes": sizes,
-                "cluster_density": density, "threshold": self.config.threshold}
+        return {
+            "records": n,
+            "clusters": k,
+            "sample": min(n, self.config.sample),
+            "cluster_sizes": sizes,
+            "cluster_density": density,
+            "threshold": self.config.threshold,
+        }
 
     def mark(self, batch: pa.Table, root) -> pa.Table:
         c = self.config
-        return mark_removed(batch, root, _id_rule(c.keep), self.name, "semantic_duplicate", CLUSTER,
-                            c.action == "remove", c.against)
+        return mark_removed(
+            batch, root, _id_rule(c.keep), self.name, "semantic_duplicate", CLUSTER, c.action == "remove", c.against
+        )
 
 
 def with_keep_key(batch: pa.Table, keep: str) -> pa.Table:

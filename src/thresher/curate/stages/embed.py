@@ -25,9 +25,9 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
+from thresher.curate.stage import MapStage, StageConfig
 from thresher.models.encoders import require_torch
 from thresher.models.resolve import resolve_model
-from thresher.curate.stage import MapStage, StageConfig
 
 DEFAULT_MODEL = "pkg:all_minilm_l6_v2"
 
@@ -40,8 +40,12 @@ class EmbedConfig(StageConfig):
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="compute precision of the forward pass")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor sees a GPU")
     num_cpus: float = Field(1.0, gt=0, description="CPUs per actor (and its torch threads)")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (e.g. 1, or 0.25 to share one): Ray gives the "
-                            "actor a GPU only when it asks for one")
+    num_gpus: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs per actor (e.g. 1, or 0.25 to share one): Ray gives the "
+        "actor a GPU only when it asks for one",
+    )
 
 
 class Embed(MapStage):
@@ -70,7 +74,7 @@ class Embed(MapStage):
         self.encoder = SentenceEncoder(self.folder, device, self.config.batch_size, self.config.dtype)
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
-        texts = [t[:self.config.max_chars] if isinstance(t, str) else "" for t in batch[self.text]]
+        texts = [t[: self.config.max_chars] if isinstance(t, str) else "" for t in batch[self.text]]
         batch[self.config.column] = vector_column(self.encoder.encode(texts), batch.index)
         return batch
 

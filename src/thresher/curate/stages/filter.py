@@ -22,7 +22,7 @@ as ``missing_field``. Values are what the readers keep: text (other JSON values 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -91,8 +91,10 @@ class Predicate(StrictModel):
                 raise ValueError("a required predicate has no other key: {required: [field, ...]}")
             return self
         if self.field is None or not tests:
-            raise ValueError(f"a predicate is {{field: NAME, <test>: ...}} with a test among {', '.join(TESTS)}, "
-                             "or {required: [NAME, ...]}")
+            raise ValueError(
+                f"a predicate is {{field: NAME, <test>: ...}} with a test among {', '.join(TESTS)}, "
+                "or {required: [NAME, ...]}"
+            )
         bounds = [b for b in (self.min, self.max) if b is not None]
         if len({isinstance(b, date) for b in bounds}) > 1:
             raise ValueError("min and max: both numbers or both dates")
@@ -119,7 +121,7 @@ def _instant(bound, upper: bool):
         return bound
     if not isinstance(bound, datetime):
         bound = datetime(bound.year, bound.month, bound.day) + (timedelta(days=1) if upper else timedelta())
-    return pd.Timestamp(bound if bound.tzinfo else bound.replace(tzinfo=timezone.utc)).tz_convert("UTC")
+    return pd.Timestamp(bound if bound.tzinfo else bound.replace(tzinfo=UTC)).tz_convert("UTC")
 
 
 def host(value: str) -> str | None:
@@ -142,10 +144,17 @@ class Filter(MapStage):
 
     def __init__(self, config: FilterConfig, ctx):
         super().__init__(config, ctx)
-        self.lists = [{t: frozenset(v.strip().casefold().rstrip(".") if t.startswith("domain") else v.strip().casefold()
-                                    for v in getattr(p, t))
-                       for t in ("allow", "deny", "domain_allow", "domain_deny") if getattr(p, t) is not None}
-                      for p in config.predicates]
+        self.lists = [
+            {
+                t: frozenset(
+                    v.strip().casefold().rstrip(".") if t.startswith("domain") else v.strip().casefold()
+                    for v in getattr(p, t)
+                )
+                for t in ("allow", "deny", "domain_allow", "domain_deny")
+                if getattr(p, t) is not None
+            }
+            for p in config.predicates
+        ]
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         predicates = self.config.predicates
@@ -172,12 +181,20 @@ class Filter(MapStage):
 
         if p.min is not None or p.max is not None:
             dated = isinstance(p.min if p.min is not None else p.max, date)
-            parsed = (pd.to_datetime(text.where(present), errors="coerce", utc=True, format="ISO8601") if dated
-                      else pd.to_numeric(text.where(present), errors="coerce"))
+            parsed = (
+                pd.to_datetime(text.where(present), errors="coerce", utc=True, format="ISO8601")
+                if dated
+                else pd.to_numeric(text.where(present), errors="coerce")
+            )
             what = "an ISO 8601 date" if dated else "a number"
             reject(batch, present & parsed.isna(), reason + "invalid", shown + f" is not {what}")
             if p.min is not None:
-                reject(batch, present & (parsed < _instant(p.min, upper=False)), reason + "min", shown + f" < {_show(p.min)}")
+                reject(
+                    batch,
+                    present & (parsed < _instant(p.min, upper=False)),
+                    reason + "min",
+                    shown + f" < {_show(p.min)}",
+                )
             if p.max is not None:
                 upper = _instant(p.max, upper=True)
                 too_late = (parsed >= upper) if dated and not isinstance(p.max, datetime) else (parsed > upper)
@@ -188,13 +205,19 @@ class Filter(MapStage):
         if "deny" in lists:
             reject(batch, present & folded.isin(lists["deny"]), reason + "deny", shown + " in deny")
         if "domain_allow" in lists or "domain_deny" in lists:
-            hosts = pd.Series([host(t) if ok else None for t, ok in zip(folded, present)], index=batch.index, dtype=object)
+            hosts = pd.Series(
+                [host(t) if ok else None for t, ok in zip(folded, present)], index=batch.index, dtype=object
+            )
             reject(batch, present & hosts.isna(), reason + "invalid", shown + " has no host")
             for test, keep_listed in (("domain_allow", True), ("domain_deny", False)):
                 if test in lists:
                     listed = hosts.map(lambda h, d=lists[test]: h is not None and _in_domains(h, d)).astype(bool)
-                    reject(batch, present & hosts.notna() & (listed != keep_listed), reason + test,
-                           shown + (" not in " if keep_listed else " in ") + test)
+                    reject(
+                        batch,
+                        present & hosts.notna() & (listed != keep_listed),
+                        reason + test,
+                        shown + (" not in " if keep_listed else " in ") + test,
+                    )
         if p.regex is not None:
             pattern = re2.compile(p.regex)
             matched = pd.Series([bool(pattern.search(t)) for t in text], index=batch.index)

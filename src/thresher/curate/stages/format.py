@@ -50,29 +50,44 @@ from pydantic import Field, model_validator
 
 from thresher.curate.stage import MapStage, StageConfig, reject
 
-TARGETS = {"alpaca": ("instruction", "input", "output"), "chat": ("messages", "system", "user", "assistant"),
-           "preference": ("prompt", "messages", "chosen", "rejected"), "text": ("text",)}
+TARGETS = {
+    "alpaca": ("instruction", "input", "output"),
+    "chat": ("messages", "system", "user", "assistant"),
+    "preference": ("prompt", "messages", "chosen", "rejected"),
+    "text": ("text",),
+}
 METADATA_KEYS = ("source", "timestamp", "domain", "quality_score")
-DEFAULT_METADATA = {"source": ("source",), "timestamp": ("timestamp", "created", "date", "warc_date", "added"),
-                    "domain": ("domain", "source_domain"), "quality_score": ("quality_score",)}
+DEFAULT_METADATA = {
+    "source": ("source",),
+    "timestamp": ("timestamp", "created", "date", "warc_date", "added"),
+    "domain": ("domain", "source_domain"),
+    "quality_score": ("quality_score",),
+}
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
 
 
 class FormatConfig(StageConfig):
-    template: Literal["alpaca", "chat", "preference", "text"] = Field("text", description=(
-        "the columns to build (above)"))
+    template: Literal["alpaca", "chat", "preference", "text"] = Field(
+        "text", description=("the columns to build (above)")
+    )
     mapping: dict[str, str | list[str]] = Field(default_factory=dict, description="output column -> source field(s)")
     system_prompt: str | None = Field(None, description="chat: a fixed system message before every conversation")
     metadata: dict[str, str] | None = Field(None, description="text: metadata key -> source field")
-    quality_score: str | None = Field(None, description=(
-        "text: the column whose value becomes metadata.quality_score (e.g. a classify score, <name>_score)"))
+    quality_score: str | None = Field(
+        None,
+        description=(
+            "text: the column whose value becomes metadata.quality_score (e.g. a classify score, <name>_score)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _known_targets(self):
         unknown = set(self.mapping) - set(TARGETS[self.template])
         if unknown:
-            raise ValueError(f"mapping: {', '.join(sorted(unknown))} not an output of template {self.template} "
-                             f"(outputs: {', '.join(TARGETS[self.template])})")
+            raise ValueError(
+                f"mapping: {', '.join(sorted(unknown))} not an output of template {self.template} "
+                f"(outputs: {', '.join(TARGETS[self.template])})"
+            )
         if self.metadata and (self.template != "text" or set(self.metadata) - set(METADATA_KEYS)):
             raise ValueError(f"metadata: only for template text, keys among {', '.join(METADATA_KEYS)}")
         if self.quality_score and self.template != "text":
@@ -168,15 +183,20 @@ class Format(MapStage):
         return {
             "alpaca": {"instruction": "the task", "input": "its input (may be empty)", "output": "the answer"},
             "chat": {"messages": "the conversation: list of {role, content}"},
-            "preference": {"messages" if "messages" in self.config.mapping else "prompt":
-                           "the prompt: chat turns ending with user" if "messages" in self.config.mapping
-                           else "the prompt", "chosen": "the preferred response", "rejected": "the other response",
-                           "prompt_id": "hash of the prompt: the group of its pairs"},
+            "preference": {
+                "messages" if "messages" in self.config.mapping else "prompt": "the prompt: chat turns ending with user"
+                if "messages" in self.config.mapping
+                else "the prompt",
+                "chosen": "the preferred response",
+                "rejected": "the other response",
+                "prompt_id": "hash of the prompt: the group of its pairs",
+            },
             "text": {"text": "the document", "metadata": "JSON: source, timestamp, domain, quality_score"},
         }[self.config.template]
 
-    def source(self, batch: pd.DataFrame, target: str, default: str | None, missing: list[str],
-               required: bool = True) -> pd.Series:
+    def source(
+        self, batch: pd.DataFrame, target: str, default: str | None, missing: list[str], required: bool = True
+    ) -> pd.Series:
         """The text for ``target``: its mapped field(s) (else ``default``) joined by a blank line.
 
         A source column the records lack is added to ``missing`` when the mapping names it or the target is
@@ -187,7 +207,9 @@ class Format(MapStage):
         if required or target in self.config.mapping:
             missing += [f for f in fields if f not in batch.columns and f not in missing]
         columns = [[_text(v) for v in batch[f]] for f in fields if f in batch.columns]
-        joined = ["\n\n".join(p for p in parts if p.strip()) for parts in zip(*columns)] if columns else [""] * len(batch)
+        joined = (
+            ["\n\n".join(p for p in parts if p.strip()) for parts in zip(*columns)] if columns else [""] * len(batch)
+        )
         return pd.Series(joined, index=batch.index, dtype=object)
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -202,8 +224,9 @@ class Format(MapStage):
             reject(batch, batch["output"].str.strip() == "", "empty_output")
         elif template == "chat":
             conversations = self.conversations(batch, missing)
-            problems = pd.Series([c if isinstance(c, str) else check_chat(c) for c in conversations],
-                                 index=batch.index, dtype=object)
+            problems = pd.Series(
+                [c if isinstance(c, str) else check_chat(c) for c in conversations], index=batch.index, dtype=object
+            )
             batch["messages"] = [c if p is None and not missing else None for c, p in zip(conversations, problems)]
             reject_missing(batch, missing)
             reject(batch, problems.notna(), "invalid_chat", problems)
@@ -236,9 +259,15 @@ class Format(MapStage):
             responses[side] = [as_response(v) for v in batch[field]] if field in batch.columns else [""] * len(batch)
         for i, (chosen, rejected) in enumerate(zip(responses["chosen"], responses["rejected"])):
             if problems[i] is None:
-                problems[i] = ("empty chosen response" if not chosen.strip() else
-                               "empty rejected response" if not rejected.strip() else
-                               "chosen and rejected are the same" if chosen.strip() == rejected.strip() else None)
+                problems[i] = (
+                    "empty chosen response"
+                    if not chosen.strip()
+                    else "empty rejected response"
+                    if not rejected.strip()
+                    else "chosen and rejected are the same"
+                    if chosen.strip() == rejected.strip()
+                    else None
+                )
         valid = [p is None and not missing for p in problems]
         batch["messages" if chat else "prompt"] = [p if ok else None for p, ok in zip(prompts, valid)]
         batch["chosen"], batch["rejected"] = responses["chosen"], responses["rejected"]
@@ -260,11 +289,17 @@ class Format(MapStage):
         else:
             users = self.source(batch, "user", self.text, missing)
             replies = self.source(batch, "assistant", "output", missing)
-            convs = [[{"role": "user", "content": u}, {"role": "assistant", "content": a}] for u, a in zip(users, replies)]
+            convs = [
+                [{"role": "user", "content": u}, {"role": "assistant", "content": a}] for u, a in zip(users, replies)
+            ]
         if system is None:
             return convs
-        return [c if isinstance(c, str) or not s or (c and c[0]["role"] == "system")
-                else [{"role": "system", "content": s}, *c] for c, s in zip(convs, system)]
+        return [
+            c
+            if isinstance(c, str) or not s or (c and c[0]["role"] == "system")
+            else [{"role": "system", "content": s}, *c]
+            for c, s in zip(convs, system)
+        ]
 
     def metadata(self, batch: pd.DataFrame, missing: list[str]) -> list[str]:
         if self.config.metadata:
@@ -292,8 +327,12 @@ class Format(MapStage):
 def reject_missing(batch: pd.DataFrame, missing: list[str]) -> None:
     if missing:
         columns = ", ".join(c for c in batch.columns if not c.startswith("_"))
-        reject(batch, np.ones(len(batch), bool), "missing_field",
-               f"no field {missing} in the records (columns: {columns}); check format's mapping/metadata")
+        reject(
+            batch,
+            np.ones(len(batch), bool),
+            "missing_field",
+            f"no field {missing} in the records (columns: {columns}); check format's mapping/metadata",
+        )
 
 
 def _missing(value) -> bool:

@@ -39,14 +39,17 @@ class LabelNoiseConfig(StageConfig):
     label_field: str = Field("label", description="the given label")
     text_fields: list[str] | None = Field(None, description="fields the features are computed from (default: the text)")
     dims: int = Field(512, ge=8, le=4096, description="hashed feature dimensions (floats per key row)")
-    folds: int = Field(5, ge=2, description=(
-        "cross-validation folds: each record is judged by a model that did not train on it"))
+    folds: int = Field(
+        5, ge=2, description=("cross-validation folds: each record is judged by a model that did not train on it")
+    )
     regularization: float = Field(10.0, gt=0, description="inverse L2 strength of the logistic regressions")
     max_train_rows: int = Field(200_000, ge=10, description="labelled rows sampled (by key hash) for training")
-    action: Literal["flag", "review", "drop"] = Field("flag", description=(
-        "flag: columns only; review: issues go to review_split; drop: issues are rejected"))
-    review_split: str = Field("review", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description=(
-        "the split of the issues with action review"))
+    action: Literal["flag", "review", "drop"] = Field(
+        "flag", description=("flag: columns only; review: issues go to review_split; drop: issues are rejected")
+    )
+    review_split: str = Field(
+        "review", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description=("the split of the issues with action review")
+    )
     seed: int = Field(0, ge=0, description="seed of the training sample and folds")
 
 
@@ -55,9 +58,11 @@ class LabelNoise(GlobalStage):
     Config = LabelNoiseConfig
 
     def added_columns(self) -> dict[str, str]:
-        return {ISSUE: "why the given label is likely wrong (null: no issue found)",
-                SUGGESTED: "the class the out-of-fold model is confident about (null: none)",
-                QUALITY: "out-of-fold probability of the given label"}
+        return {
+            ISSUE: "why the given label is likely wrong (null: no issue found)",
+            SUGGESTED: "the class the out-of-fold model is confident about (null: none)",
+            QUALITY: "out-of-fold probability of the given label",
+        }
 
     def decision_columns(self) -> list[str]:
         return [SPLIT, *self.added_columns()] if self.config.action == "review" else list(self.added_columns())
@@ -88,17 +93,25 @@ class LabelNoise(GlobalStage):
         scored = [tasks.run(_score, ref, model, label_col, classes, c.folds, c.seed, returns=2) for ref in refs]
         sums = _add(tasks.get([s for _, s in scored]))
         t = noise.thresholds(sums)
-        decided = [tasks.run(_judge, table, t, classes, c.action, c.review_split, self.name, returns=2)
-                   for table, _ in scored]
+        decided = [
+            tasks.run(_judge, table, t, classes, c.action, c.review_split, self.name, returns=2) for table, _ in scored
+        ]
         stats = _add(tasks.get([s for _, s in decided]))
         judged = int(stats["judged"])
-        self.metrics.update({
-            "action": c.action, "folds": c.folds, "train_rows": int(tasks.get(model)[2]), "judged": judged,
-            "issues": int(stats["issues"]), "issue_rate": round(stats["issues"] / judged, 6) if judged else None,
-            "out_of_fold_accuracy": round(stats["correct"] / judged, 6) if judged else None,
-            "majority_class_accuracy": round(sums["counts"].max() / judged, 6) if judged else None,
-            "thresholds": dict(zip(classes, np.round(t, 6).tolist())),
-            "confident_joint": stats["joint"].astype(int).tolist()})
+        self.metrics.update(
+            {
+                "action": c.action,
+                "folds": c.folds,
+                "train_rows": int(tasks.get(model)[2]),
+                "judged": judged,
+                "issues": int(stats["issues"]),
+                "issue_rate": round(stats["issues"] / judged, 6) if judged else None,
+                "out_of_fold_accuracy": round(stats["correct"] / judged, 6) if judged else None,
+                "majority_class_accuracy": round(sums["counts"].max() / judged, 6) if judged else None,
+                "thresholds": dict(zip(classes, np.round(t, 6).tolist())),
+                "confident_joint": stats["joint"].astype(int).tolist(),
+            }
+        )
         return tasks.dataset([table for table, _ in decided])
 
 
@@ -129,11 +142,13 @@ def _sample(table: pa.Table, label_col: str, classes: list[str], fraction: float
 
 def _score(table: pa.Table, model, label_col: str, classes: list[str], folds: int, seed: int):
     W, b, _ = model
-    p = noise.out_of_fold_probabilities(noise.feature_matrix(table[FEATURES]),
-                                        noise.folds_and_draws(table[KEY].to_numpy(), folds, seed)[0], W, b)
+    p = noise.out_of_fold_probabilities(
+        noise.feature_matrix(table[FEATURES]), noise.folds_and_draws(table[KEY].to_numpy(), folds, seed)[0], W, b
+    )
     y = _given(table, label_col, classes)
     table = table.drop_columns([FEATURES]).append_column(
-        PROBS, pa.FixedSizeListArray.from_arrays(pa.array(p.ravel(), pa.float64()), len(classes)))
+        PROBS, pa.FixedSizeListArray.from_arrays(pa.array(p.ravel(), pa.float64()), len(classes))
+    )
     table = table.append_column("_noise_given", pa.array(y, pa.int64()))
     return table, noise.threshold_sums(p, y, len(classes))
 
@@ -150,11 +165,14 @@ def _judge(table: pa.Table, t: np.ndarray, classes: list[str], action: str, revi
     reasons = [None] * len(y)
     for i in np.flatnonzero(issue):
         g, k = y[i], best[i]
-        reasons[i] = (f"likely {classes[k]}: p(given {classes[g]})={p[i, g]:.3f} < t={t[g]:.3f}, "
-                      f"p({classes[k]})={p[i, k]:.3f} >= t={t[k]:.3f}")
+        reasons[i] = (
+            f"likely {classes[k]}: p(given {classes[g]})={p[i, g]:.3f} < t={t[g]:.3f}, "
+            f"p({classes[k]})={p[i, k]:.3f} >= t={t[k]:.3f}"
+        )
     names = np.asarray(classes + [None], dtype=object)
-    out = table.drop_columns([c for c in (PROBS, "_noise_given", GIVEN, ISSUE, SUGGESTED, QUALITY)
-                              if c in table.column_names])
+    out = table.drop_columns(
+        [c for c in (PROBS, "_noise_given", GIVEN, ISSUE, SUGGESTED, QUALITY) if c in table.column_names]
+    )
     out = out.append_column(ISSUE, pa.array(reasons, pa.string()))
     out = out.append_column(SUGGESTED, pa.array(names[np.where(judged, best, -1)], pa.string()))
     out = out.append_column(QUALITY, pa.array(quality, pa.float64(), from_pandas=True))
@@ -170,8 +188,12 @@ def _judge(table: pa.Table, t: np.ndarray, classes: list[str], action: str, revi
     joint = np.zeros((len(classes), len(classes)))
     confident = judged & (best >= 0)
     np.add.at(joint, (y[confident], best[confident]), 1)
-    return out, {"judged": int(judged.sum()), "issues": int(issue.sum()), "joint": joint,
-                 "correct": int((judged & (p.argmax(1) == y)).sum())}
+    return out, {
+        "judged": int(judged.sum()),
+        "issues": int(issue.sum()),
+        "joint": joint,
+        "correct": int((judged & (p.argmax(1) == y)).sum()),
+    }
 
 
 def _set(table: pa.Table, name: str, column) -> pa.Table:

@@ -45,8 +45,16 @@ from pydantic import Field, model_validator
 from thresher.core.storage import join
 from thresher.curate.execution.datasets import map_groups
 from thresher.curate.execution.tasks import tasks_for
-from thresher.curate.labels import (agreement, assist, consensus, is_number, key_rows, long_format, noise,
-                                    ordered_classes)
+from thresher.curate.labels import (
+    agreement,
+    assist,
+    consensus,
+    is_number,
+    key_rows,
+    long_format,
+    noise,
+    ordered_classes,
+)
 from thresher.curate.labels import dawid_skene as ds_em
 from thresher.curate.labels.assist import FEATURES, TEMPERATURES
 from thresher.curate.labels.consensus import ACCEPTED, AGREEMENT, CONFIDENCE, LABEL, STATUS, STATUSES
@@ -60,8 +68,9 @@ from thresher.curate.stage import SPLIT, GlobalStage, StageConfig
 class AssistConfig(StageConfig):
     text_fields: list[str] | None = Field(None, description="fields the features are computed from (default: the text)")
     dims: int = Field(512, ge=8, le=4096, description="hashed feature dimensions (floats per key row)")
-    folds: int = Field(5, ge=2, description=(
-        "cross-validation folds: each record is scored by a model that did not train on it"))
+    folds: int = Field(
+        5, ge=2, description=("cross-validation folds: each record is scored by a model that did not train on it")
+    )
     regularization: float = Field(10.0, gt=0, description="inverse L2 strength of the logistic regressions")
     max_train_rows: int = Field(200_000, ge=10, description="consensus rows sampled (by key hash) for training")
     min_confidence: float = Field(0.8, ge=0, le=1, description="proposals below go to review")
@@ -70,8 +79,9 @@ class AssistConfig(StageConfig):
 
 class LabelsConfig(StageConfig):
     annotations_field: str | None = Field(None, description="list column of labels, one per annotation")
-    annotators_field: str | None = Field(None, description=(
-        "list column of annotator ids, parallel to annotations_field"))
+    annotators_field: str | None = Field(
+        None, description=("list column of annotator ids, parallel to annotations_field")
+    )
     annotation_fields: list[str] = Field(default_factory=list, description="one column per annotator")
     item_field: str | None = Field(None, description="long format: one row per annotation, grouped by this field")
     label_field: str = Field("label", description="long format: the annotation's label")
@@ -80,19 +90,27 @@ class LabelsConfig(StageConfig):
     missing: list[str] = Field(default_factory=lambda: ["", "-"], description="values that are not annotations")
     consensus: Literal["majority", "dawid_skene"] = Field("majority", description="how the consensus label is chosen")
     min_confidence: float = Field(0.6, ge=0, le=1, description="items below go to review")
-    review_split: str = Field("review", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description=(
-        "the split of every record whose status is not consensus"))
+    review_split: str = Field(
+        "review",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description=("the split of every record whose status is not consensus"),
+    )
     max_iter: int = Field(200, ge=1, description="Dawid-Skene EM iterations at most")
     tol: float = Field(1e-7, gt=0, description="Dawid-Skene: stop when the log-likelihood improves less (relative)")
     assist: AssistConfig | None = Field(None, description="propose labels for records without annotations")
-    export_review: bool = Field(False, description="write the review queue to <output>/review_queue/ (JSONL, CSV, "
-                                                   "Label Studio) before the run is committed")
+    export_review: bool = Field(
+        False,
+        description="write the review queue to <output>/review_queue/ (JSONL, CSV, "
+        "Label Studio) before the run is committed",
+    )
 
     @model_validator(mode="after")
     def _one_input(self):
         if bool(self.annotations_field) + bool(self.annotation_fields) + bool(self.item_field) != 1:
-            raise ValueError("give annotations_field (a list column), annotation_fields (one column per annotator) "
-                             "or item_field (long format: one row per annotation)")
+            raise ValueError(
+                "give annotations_field (a list column), annotation_fields (one column per annotator) "
+                "or item_field (long format: one row per annotation)"
+            )
         if self.annotator_field and not self.item_field:
             raise ValueError("annotator_field goes with item_field")
         if self.annotators_field and not self.annotations_field:
@@ -111,11 +129,13 @@ class Labels(GlobalStage):
     Config = LabelsConfig
 
     def _consensus_columns(self) -> dict[str, str]:
-        return {LABEL: "consensus label (null: tie or no annotations)",
-                CONFIDENCE: f"confidence of the {self.config.consensus} consensus",
-                AGREEMENT: "share of agreeing annotation pairs of the item",
-                STATUS: "consensus | tie | low_confidence | no_annotations | proposed | proposal_low_confidence "
-                        "(all but consensus and proposed: review split)"}
+        return {
+            LABEL: "consensus label (null: tie or no annotations)",
+            CONFIDENCE: f"confidence of the {self.config.consensus} consensus",
+            AGREEMENT: "share of agreeing annotation pairs of the item",
+            STATUS: "consensus | tie | low_confidence | no_annotations | proposed | proposal_low_confidence "
+            "(all but consensus and proposed: review split)",
+        }
 
     def added_columns(self) -> dict[str, str]:
         out = self._consensus_columns()
@@ -135,8 +155,7 @@ class Labels(GlobalStage):
         """``export_review``: the review split's final files exported for annotation tools."""
         if self.config.export_review:
             prefix = join(run_uri, DATA, self.config.review_split) + "/"
-            write_review_queue([f for f in files if f.startswith(prefix)], self.ctx.storage,
-                               join(run_uri, REVIEW))
+            write_review_queue([f for f in files if f.startswith(prefix)], self.ctx.storage, join(run_uri, REVIEW))
 
     # -- map side ----------------------------------------------------------------------------------------
 
@@ -158,8 +177,10 @@ class Labels(GlobalStage):
             if c.annotators_field:
                 out[RATERS] = key_rows.string_lists(batch, c.annotators_field)
             return out
-        columns = [batch[f].cast(pa.string()).to_pylist() if f in batch.column_names else [None] * batch.num_rows
-                   for f in c.annotation_fields]
+        columns = [
+            batch[f].cast(pa.string()).to_pylist() if f in batch.column_names else [None] * batch.num_rows
+            for f in c.annotation_fields
+        ]
         values, raters = [], []
         for row in zip(*columns):
             values.append([v for v in row if v is not None])
@@ -181,12 +202,27 @@ class Labels(GlobalStage):
         n_classes, n_raters = len(classes), len(raters) if raters else 1
         params, fit = None, None
         if c.consensus == "dawid_skene":
+
             def statistics(p):
                 parts = tasks.get([tasks.run(consensus.em_statistics, ref, n_classes, n_raters, p) for ref in refs])
                 return {k: sum(part[k] for part in parts) for k in parts[0]}
+
             params, fit = ds_em.fit(statistics, c.max_iter, c.tol)
-        decided = [tasks.run(consensus.assign, ref, classes, n_raters, c.identified, params, c.min_confidence,
-                             c.review_split, c.assist is not None, returns=2) for ref in refs]
+        decided = [
+            tasks.run(
+                consensus.assign,
+                ref,
+                classes,
+                n_raters,
+                c.identified,
+                params,
+                c.min_confidence,
+                c.review_split,
+                c.assist is not None,
+                returns=2,
+            )
+            for ref in refs
+        ]
         counts = None
         for part in tasks.get([s for _, s in decided]):
             counts = agreement.merge(counts, part)
@@ -212,18 +248,42 @@ class Labels(GlobalStage):
             model, temperature, calib = None, None, np.zeros(2 + len(TEMPERATURES))
         else:
             fraction = min(1.0, a.max_train_rows / labelled)
-            model = tasks.run(noise.fit_samples, a.folds, C, a.regularization,
-                              *[tasks.run(assist.training_sample, t, classes, fraction, a.folds, a.seed) for t in tables])
-            calib = np.sum(tasks.get([tasks.run(assist.calibration, t, model, classes, a.folds, a.seed)
-                                      for t in tables]), axis=0)
+            model = tasks.run(
+                noise.fit_samples,
+                a.folds,
+                C,
+                a.regularization,
+                *[tasks.run(assist.training_sample, t, classes, fraction, a.folds, a.seed) for t in tables],
+            )
+            calib = np.sum(
+                tasks.get([tasks.run(assist.calibration, t, model, classes, a.folds, a.seed) for t in tables]), axis=0
+            )
             temperature = float(TEMPERATURES[np.argmin(calib[2:])])
-        out = [tasks.run(assist.propose, t, model, temperature, classes, a.folds, a.seed, a.min_confidence,
-                         self.config.review_split, returns=2) for t in tables]
+        out = [
+            tasks.run(
+                assist.propose,
+                t,
+                model,
+                temperature,
+                classes,
+                a.folds,
+                a.seed,
+                a.min_confidence,
+                self.config.review_split,
+                returns=2,
+            )
+            for t in tables
+        ]
         moved = np.sum(tasks.get([m for _, m in out]), axis=0)
         counts["status"] = counts["status"] + np.array([0, 0, 0, -moved.sum(), moved[0], moved[1]])
-        metrics = {"min_confidence": a.min_confidence, "proposed": int(moved[0]), "proposal_low_confidence": int(moved[1]),
-                   "temperature": temperature, "train_rows": labelled if model is None else int(tasks.get(model)[2]),
-                   "out_of_fold_accuracy": round(calib[1] / calib[0], 6) if calib[0] else None}
+        metrics = {
+            "min_confidence": a.min_confidence,
+            "proposed": int(moved[0]),
+            "proposal_low_confidence": int(moved[1]),
+            "temperature": temperature,
+            "train_rows": labelled if model is None else int(tasks.get(model)[2]),
+            "out_of_fold_accuracy": round(calib[1] / calib[0], 6) if calib[0] else None,
+        }
         if model is None:
             metrics["skipped"] = "fewer than two classes or fewer consensus records than folds"
         return [t for t, _ in out], metrics
@@ -234,17 +294,24 @@ class Labels(GlobalStage):
         out = agreement.summarize(counts, classes, raters, numeric)
         matches, annotations = counts["consensus_matches"], counts["consensus_annotations"]
         out["consensus"] = {
-            "method": c.consensus, "min_confidence": c.min_confidence, "review_split": c.review_split,
+            "method": c.consensus,
+            "min_confidence": c.min_confidence,
+            "review_split": c.review_split,
             "review_queue": int(counts["status"].sum() - counts["status"][list(ACCEPTED)].sum()),
             "status": dict(zip(STATUSES, counts["status"].tolist())),
             "labels": dict(zip(classes, counts["labels"].tolist())),
             "annotations_matching_consensus": agreement.rounded(matches.sum() / annotations.sum())
-            if annotations.sum() else None,
+            if annotations.sum()
+            else None,
         }
         if raters is not None:
             out["consensus"]["annotator_match_rate"] = {
-                name: agreement.rounded(m / n) if n else None for name, m, n in zip(raters, matches, annotations)}
+                name: agreement.rounded(m / n) if n else None for name, m, n in zip(raters, matches, annotations)
+            }
         if params is not None:
-            out["dawid_skene"] = {**fit, "prior": dict(zip(classes, np.round(params.prior, 6).tolist())),
-                                  "annotators": ds_em.reliability(params, raters or ["(all annotators)"], classes)}
+            out["dawid_skene"] = {
+                **fit,
+                "prior": dict(zip(classes, np.round(params.prior, 6).tolist())),
+                "annotators": ds_em.reliability(params, raters or ["(all annotators)"], classes),
+            }
         return out

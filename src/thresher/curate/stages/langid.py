@@ -73,17 +73,25 @@ def model_input(text: str, max_chars: int) -> str:
 
 
 class LangidConfig(TextFieldsConfig):
-    fields: list[str] | None = Field(None, min_length=1, description=(
-        "record fields whose texts, joined by blank lines, decide the record's one language (chat messages: "
-        "their contents); default: the input's text field"))
+    fields: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "record fields whose texts, joined by blank lines, decide the record's one language (chat messages: "
+            "their contents); default: the input's text field"
+        ),
+    )
     keep: list[str] | None = Field(None, description="ISO 639-1 codes to keep; empty or null: keep every language")
-    min_score: float = Field(0.0, ge=0, le=1, description=(
-        "records whose lang_score is lower are rejected (lang_score_below_min)"))
+    min_score: float = Field(
+        0.0, ge=0, le=1, description=("records whose lang_score is lower are rejected (lang_score_below_min)")
+    )
     drop_unknown: bool = Field(False, description="reject records without any letter (lang und) as lang_unknown")
     model_path: str | None = Field(None, description="a fastText model (lid.176.bin, GlotLID); default lid.176.ftz")
     max_chars: int = Field(1500, ge=30, description="longer documents are scored on three windows of max_chars/3")
-    label_map: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABEL_MAP),
-                                      description="renames of the model's codes; default: no (lid.176) -> nb")
+    label_map: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_LABEL_MAP),
+        description="renames of the model's codes; default: no (lid.176) -> nb",
+    )
 
     @field_validator("keep", mode="after")
     @classmethod
@@ -121,8 +129,10 @@ class Langid(MapStage):
         return code
 
     def added_columns(self) -> dict[str, str]:
-        return {"lang": "language (ISO 639-1 where one exists; und: no letters), from fastText " + self.model_name,
-                "lang_score": "the model's probability for lang"}
+        return {
+            "lang": "language (ISO 639-1 where one exists; und: no letters), from fastText " + self.model_name,
+            "lang_score": "the model's probability for lang",
+        }
 
     @property
     def model_name(self) -> str:
@@ -165,8 +175,12 @@ class Langid(MapStage):
         if c.drop_unknown:
             reject(batch, unknown, "lang_unknown", detail)
         if self.keep is not None:
-            reject(batch, ~batch["lang"].isin(self.keep), "lang_not_kept",
-                   detail + f" not in keep: {', '.join(sorted(self.keep))}")
+            reject(
+                batch,
+                ~batch["lang"].isin(self.keep),
+                "lang_not_kept",
+                detail + f" not in keep: {', '.join(sorted(self.keep))}",
+            )
         if c.min_score > 0:
             reject(batch, batch["lang_score"] < c.min_score, "lang_score_below_min", detail + f" < {c.min_score:g}")
         return batch

@@ -20,9 +20,19 @@ from thresher.curate.stage import MapStage, reject
 
 # C0/C1 controls and other invisible format characters to delete; \t and \n are kept, \r and form
 # feeds become newlines, the Unicode line/paragraph separators too.
-_CONTROL = {**{c: None for c in list(range(0x00, 0x20)) + list(range(0x7F, 0xA0))},
-            0x09: 0x09, 0x0A: 0x0A, 0x0D: 0x0A, 0x0B: 0x0A, 0x0C: 0x0A, 0x2028: 0x0A, 0x2029: 0x0A,
-            0x200B: None, 0xFEFF: None, 0x00AD: None}
+_CONTROL = {
+    **{c: None for c in list(range(0x00, 0x20)) + list(range(0x7F, 0xA0))},
+    0x09: 0x09,
+    0x0A: 0x0A,
+    0x0D: 0x0A,
+    0x0B: 0x0A,
+    0x0C: 0x0A,
+    0x2028: 0x0A,
+    0x2029: 0x0A,
+    0x200B: None,
+    0xFEFF: None,
+    0x00AD: None,
+}
 # Single-character-class repetitions: linear in Python's engine, and faster than RE2 when matches are many.
 _OTHER_SPACES = "\t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"  # spaces that become " " (a class's body)
 _SPACES = re.compile(f"[ {_OTHER_SPACES}]{{2,}}|[{_OTHER_SPACES}]")
@@ -33,8 +43,9 @@ _BLANK_LINES = re.compile("\n{3,}")
 
 
 # The whole document as one segment: ftfy.fix_text's per-line loop is slow on documents of many short lines.
-_FTFY = ftfy.TextFixerConfig(normalization=None, uncurl_quotes=False, fix_line_breaks=True, max_decode_length=1 << 30,
-                             explain=False)
+_FTFY = ftfy.TextFixerConfig(
+    normalization=None, uncurl_quotes=False, fix_line_breaks=True, max_decode_length=1 << 30, explain=False
+)
 
 
 # UTF-8 read as Windows-1252 or Latin-1: a lead byte (Â..ô) followed by what a continuation byte becomes.
@@ -46,16 +57,23 @@ _MOJIBAKE_HINT = re.compile(
 
 
 class NormalizeConfig(TextFieldsConfig):
-    fix_mojibake: bool = Field(True, description=(
-        "repair mojibake with ftfy, only in texts where UTF-8-read-as-cp1252 pairs appear"))
+    fix_mojibake: bool = Field(
+        True, description=("repair mojibake with ftfy, only in texts where UTF-8-read-as-cp1252 pairs appear")
+    )
     unicode_form: Literal["NFC", "NFKC", "none"] = Field("NFC", description="Unicode normal form")
-    html_to_text: bool = Field(False, description=(
-        "convert HTML to its visible text first (lexbor), block elements on lines"))
-    strip_control: bool = Field(True, description=(
-        "delete control and zero-width characters (tabs and newlines kept; \\r, form feeds and line "
-        "separators become newlines)"))
-    collapse_whitespace: bool = Field(True, description=(
-        "runs of spaces become one, lines are trimmed, 3 or more newlines become 2"))
+    html_to_text: bool = Field(
+        False, description=("convert HTML to its visible text first (lexbor), block elements on lines")
+    )
+    strip_control: bool = Field(
+        True,
+        description=(
+            "delete control and zero-width characters (tabs and newlines kept; \\r, form feeds and line "
+            "separators become newlines)"
+        ),
+    )
+    collapse_whitespace: bool = Field(
+        True, description=("runs of spaces become one, lines are trimmed, 3 or more newlines become 2")
+    )
 
 
 def html_to_text(html: str) -> str:

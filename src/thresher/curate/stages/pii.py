@@ -45,16 +45,27 @@ from thresher.curate.stage import METRIC_PREFIX, MapStage
 
 TYPES = ("email", "iban", "credit_card", "ssn", "ipv6", "ipv4", "phone")
 SALT_ENV = "THRESHER_PII_SALT"
-TOKENS = {"email": "EMAIL", "iban": "IBAN", "credit_card": "CREDIT_CARD", "ssn": "SSN", "ipv6": "IP_ADDRESS",
-          "ipv4": "IP_ADDRESS", "phone": "PHONE"}
+TOKENS = {
+    "email": "EMAIL",
+    "iban": "IBAN",
+    "credit_card": "CREDIT_CARD",
+    "ssn": "SSN",
+    "ipv6": "IP_ADDRESS",
+    "ipv4": "IP_ADDRESS",
+    "phone": "PHONE",
+}
 
 # Linear time in Python's engine: every quantifier is bounded or possessive (no backtracking into it), and a
 # match may start only where its lookbehind allows (the start of a token), so a run of characters is scanned
 # once, not once per position. Each scanner starts with a character class, which lets the engine skip ahead
 # in C to the next possible start; numeric types are only tried inside spans of digits and separators.
 # tests/test_text_stages.py checks 1 MB of adversarial input per pattern shape in under a second.
-_EMAIL = re.compile(r"[A-Za-z0-9](?<![A-Za-z0-9._%+-].)[A-Za-z0-9._%+-]{0,63}+@[A-Za-z0-9-]{1,63}+(?:\.[A-Za-z0-9-]{1,63}+){1,8}+")
-_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9].)[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}+(?: ?[A-Z0-9]{1,4}+(?![A-Za-z0-9]))?+(?![A-Za-z0-9])")
+_EMAIL = re.compile(
+    r"[A-Za-z0-9](?<![A-Za-z0-9._%+-].)[A-Za-z0-9._%+-]{0,63}+@[A-Za-z0-9-]{1,63}+(?:\.[A-Za-z0-9-]{1,63}+){1,8}+"
+)
+_IBAN = re.compile(
+    r"[A-Z](?<![A-Za-z0-9].)[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}+(?: ?[A-Z0-9]{1,4}+(?![A-Za-z0-9]))?+(?![A-Za-z0-9])"
+)
 _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}+:")
 _IPV6 = re.compile(
     r"(?:[0-9A-Fa-f](?<![\w:.].)[0-9A-Fa-f]{0,3}+:(?:[0-9A-Fa-f]{0,4}+:){1,6}+[0-9A-Fa-f]{0,4}+"
@@ -120,8 +131,11 @@ def candidates(text: str):
                         phones = list(_phones(text, m.start(), m.end(), (start, end)))
                         yield from ((s, e, "phone") for s, e in phones)
                         # not a phone number: another type may start inside it ("$18 172.248.239.215")
-                        found = [] if phones or not ("." in m[0] or "-" in m[0] or len(m[0]) > 12) else (
-                            _NOT_PHONE_NUMERIC.finditer(text, m.start() + 1, min(m.end() + 1, hi + (hi == end))))
+                        found = (
+                            []
+                            if phones or not ("." in m[0] or "-" in m[0] or len(m[0]) > 12)
+                            else (_NOT_PHONE_NUMERIC.finditer(text, m.start() + 1, min(m.end() + 1, hi + (hi == end))))
+                        )
                     for n in found:
                         if n.lastgroup != "credit_card" or not _not_a_card(text, n.start()):
                             yield n.start(), n.end(), n.lastgroup
@@ -129,8 +143,9 @@ def candidates(text: str):
 
 def _not_a_card(text: str, start: int) -> bool:
     """After an id label (EAN 4006381333931, IMEI 356938035643809) or inside an IBAN (ES51 5265 3444 4488 ...)."""
-    return bool(_CARD_ID_LABEL.search(text, max(0, start - 24), start)
-                or _IN_IBAN.search(text, max(0, start - 45), start))
+    return bool(
+        _CARD_ID_LABEL.search(text, max(0, start - 24), start) or _IN_IBAN.search(text, max(0, start - 45), start)
+    )
 
 
 def _gaps(start: int, end: int, spans: list[tuple[int, int]]):
@@ -150,7 +165,8 @@ _CUE_WORDS = frozenset(
     "call calls called calling phone phones telephone tel tlf fax mobile mob cell cellphone contact contacts "
     "contacted dial ring reach reached sms whatsapp viber hotline helpline voicemail message toll handy mobil "
     "ruf rufen rufnummer téléphone tél portable joindre teléfono móvil movil celular telefone ligue cellulare "
-    "telefoon bel bellen mobiel".split())
+    "telefoon bel bellen mobiel".split()
+)
 _CUE_STEMS = ("telefon", "anruf", "erreich", "appel", "llam", "llám", "chiam", "тел", "звон")
 _CUE_SIGNS = ("☎", "📞", "📱", "✆", "电话", "電話", "手机", "携帯")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -164,7 +180,8 @@ _CONTACT_LABEL = re.compile(
     r"|kundenservice|kundendienst|zentrale|vertrieb|empfang|auskunft|reservierung(?:en)?|buchung(?:en)?"
     r"|service client|accueil|renseignements|r[ée]servations?|atenci[óo]n al cliente|reservas|ventas"
     r"|recepci[óo]n|centralino|prenotazion[ei]|assistenza clienti|vendite|klantenservice|receptie|reserveringen"
-    r"|verkoop)(?: (?:at|on|unter|au|al|op))?(?: ?[:–—-])? {0,3}\Z")
+    r"|verkoop)(?: (?:at|on|unter|au|al|op))?(?: ?[:–—-])? {0,3}\Z"
+)
 _NANP = re.compile(r"(?:1[ .-])?(?:\(\d{3}\)[ .-]?\d{3}[ .-]|\d{3}-\d{3}-|\d{3}\.\d{3}\.)\d{4}")
 _NANP_DIGITS = re.compile(r"1?[2-9]\d\d[2-9]\d{6}")  # area code and exchange start with 2-9
 _TRUNK_AREA = re.compile(r"\(0\d{1,4}\)[ .-]?\d")  # (02) 9876 5432, (030) 1234567
@@ -177,8 +194,10 @@ _NOT_PHONE_BEFORE = re.compile(
     r"(?:\d[,.\-–—/:]|[*×÷<>^] {0,3}|[\d)\]] {0,3}[=+\-−–] {0,3}|\d ?[x×] {0,3}"
     r"|(?:[$€£¥₹#]|\b(?:USD|EUR|GBP|INR|Rs\.?))\s{0,2})\Z"
 )
-_ID_WORDS = frozenset("isbn issn doi order invoice ref sku item model serial ticket case tracking patent zip postcode "
-                      "id art part no nr acct account".split())
+_ID_WORDS = frozenset(
+    "isbn issn doi order invoice ref sku item model serial ticket case tracking patent zip postcode "
+    "id art part no nr acct account".split()
+)
 _ID_LABEL = re.compile(
     r"(?i:\b(?:isbn(?:-1[03])?|issn|doi|order|invoice|ref|sku|item|model|serial|ticket|case|tracking|patent"
     r"|zip|postcode|id|art|part|no|nr|acct|account)\b\W{0,4}(?:(?:no|nr|num)\b\.?|number|#)?\W{0,3})\Z"
@@ -200,8 +219,10 @@ def _has_cue(window: str) -> bool:
     if not _WORD.search(window):
         return False
     words = _WORD.findall(window.lower())
-    return any(w in _CUE_WORDS or w.startswith(_CUE_STEMS) or w == "text" and words[i + 1:i + 2] in (["me"], ["us"])
-               for i, w in enumerate(words))
+    return any(
+        w in _CUE_WORDS or w.startswith(_CUE_STEMS) or w == "text" and words[i + 1 : i + 2] in (["me"], ["us"])
+        for i, w in enumerate(words)
+    )
 
 
 def _cue(text: str, start: int, end: int, span: tuple[int, int]) -> str:
@@ -209,10 +230,14 @@ def _cue(text: str, start: int, end: int, span: tuple[int, int]) -> str:
     the 16 after: ``555-0132 (mobile)``); ``label``: a contact label right before it (``Sales: ...``); else ``""``.
     ``span``: the numeric span around it, which holds no words."""
     lo, hi = span
-    before = text[max(0, start - 40):lo] if lo > start - 40 else ""
-    after = text[hi:end + 16] if hi < end + 16 else ""
-    if (_has_cue(_SENTENCE_END.split(before)[-1]) or _has_cue(_SENTENCE_END.split(after, 1)[0])
-            or lo == start and _LABEL_CUE.search(before, len(before) - 6)):
+    before = text[max(0, start - 40) : lo] if lo > start - 40 else ""
+    after = text[hi : end + 16] if hi < end + 16 else ""
+    if (
+        _has_cue(_SENTENCE_END.split(before)[-1])
+        or _has_cue(_SENTENCE_END.split(after, 1)[0])
+        or lo == start
+        and _LABEL_CUE.search(before, len(before) - 6)
+    ):
         return "word"
     return "label" if lo == start and _CONTACT_LABEL.search(before) else ""
 
@@ -248,23 +273,35 @@ def _phone_ok(text: str, start: int, end: int, span: tuple[int, int], pieces: bo
     cue = None if plus or nanp or trunk or national else "" if pieces else _cue(text, start, end, span)
     if cue == "" or pieces and nanp and not _NANP_DIGITS.fullmatch(re.sub(r"\D", "", value)):
         return False  # neither a phone shape nor a phone word; not a NANP number
-    body = value[_PREFIX.match(value).end():]
+    body = value[_PREFIX.match(value).end() :]
     groups = re.findall(r"\d+", body)
-    if (body.count(".") == 1 or ("." in body and re.search(r"\d[ /-]\d", body))  # a decimal: 2001.1970, 100-50.75
-            or re.fullmatch(r"\d{5}-\d{4}", value)  # ZIP+4
-            or re.fullmatch(r"\d{1,2}([ .])\d{3}(?:\1\d{3})+", value)  # thousands: "call it 14 400 000"
-            or len(groups) > 1 and all(len(g) == 4 and 1600 <= int(g) <= 2099 for g in groups)):  # years
+    if (
+        body.count(".") == 1
+        or ("." in body and re.search(r"\d[ /-]\d", body))  # a decimal: 2001.1970, 100-50.75
+        or re.fullmatch(r"\d{5}-\d{4}", value)  # ZIP+4
+        or re.fullmatch(r"\d{1,2}([ .])\d{3}(?:\1\d{3})+", value)  # thousands: "call it 14 400 000"
+        or len(groups) > 1
+        and all(len(g) == 4 and 1600 <= int(g) <= 2099 for g in groups)
+    ):  # years
         return False
     if _NOT_PHONE_BEFORE.search(text, max(0, start - 10), start) or _NOT_PHONE_AFTER.match(text, end):
         return False
-    before = text[max(0, start - 24):start]
+    before = text[max(0, start - 24) : start]
     label = ("#" in before or not _ID_WORDS.isdisjoint(_WORD.findall(before.lower()))) and _ID_LABEL.search(before)
-    if label and not _has_cue(before[:label.start()]) or _IN_IBAN.search(text, max(0, start - 45), start):
+    if label and not _has_cue(before[: label.start()]) or _IN_IBAN.search(text, max(0, start - 45), start):
         return False
-    if (plus and _valid_number(value, None)
-            or nanp and _NANP_DIGITS.fullmatch(re.sub(r"\D", "", value)) and _valid_number(value, "US")
-            or trunk and any(_valid_number(value, region) for region in _REGIONS)  # (030) 1234567
-            or national and not _figures(value, groups) and _grouped_as_dialled(value)):
+    if (
+        plus
+        and _valid_number(value, None)
+        or nanp
+        and _NANP_DIGITS.fullmatch(re.sub(r"\D", "", value))
+        and _valid_number(value, "US")
+        or trunk
+        and any(_valid_number(value, region) for region in _REGIONS)  # (030) 1234567
+        or national
+        and not _figures(value, groups)
+        and _grouped_as_dialled(value)
+    ):
         return True  # a phone shape and a valid number
     if cue is None:  # a phone shape: with a phone word, a possible number is enough
         cue = "" if pieces else _cue(text, start, end, span)
@@ -281,7 +318,8 @@ def _figures(value: str, groups: list[str]) -> bool:
     """Numbers, not a number to call, unless a phone word says so: thousands (``123 456 789``) or a rising list
     of two-digit numbers up to 70 (a lottery draw: ``04 12 23 34 45``; not ``06 12 34 56 78``)."""
     return bool(re.fullmatch(r"[1-9]\d{0,2}(?:([ .,])\d{3})(?:\1\d{3})*+", value)) or (
-        len(groups) >= 5 and all(len(g) == 2 for g in groups) and groups == sorted(set(groups)) and groups[-1] <= "70")
+        len(groups) >= 5 and all(len(g) == 2 for g in groups) and groups == sorted(set(groups)) and groups[-1] <= "70"
+    )
 
 
 @functools.lru_cache(maxsize=4096)
@@ -329,7 +367,8 @@ def _card_layout_ok(value: str) -> bool:
         return True
     lengths = [len(g) for g in groups]
     return ("-" not in value or " " not in value) and (
-        lengths[:-1] == [4] * (len(groups) - 1) and 1 <= lengths[-1] <= 4 or lengths in ([4, 6, 5], [4, 6, 4]))
+        lengths[:-1] == [4] * (len(groups) - 1) and 1 <= lengths[-1] <= 4 or lengths in ([4, 6, 5], [4, 6, 4])
+    )
 
 
 def luhn_ok(digits: str) -> bool:
@@ -358,8 +397,12 @@ def ssn_ok(value: str) -> bool:
 def _valid(kind: str, value: str) -> bool:
     if kind == "credit_card":
         digits = value.replace(" ", "").replace("-", "")
-        return (13 <= len(digits) <= 19 and _card_layout_ok(value) and bool(_CARD_PREFIXES.search(digits))
-                and luhn_ok(digits))
+        return (
+            13 <= len(digits) <= 19
+            and _card_layout_ok(value)
+            and bool(_CARD_PREFIXES.search(digits))
+            and luhn_ok(digits)
+        )
     if kind == "email":
         tld = value.rsplit(".", 1)[1]
         return 2 <= len(tld) <= 24 and tld.isalpha() and tld.lower() not in _FILE_EXTENSIONS
@@ -379,30 +422,45 @@ def _valid(kind: str, value: str) -> bool:
 
 
 class PiiConfig(TextFieldsConfig):
-    fields: list[str] | Literal["all"] | None = Field(None, min_length=1, description=(
-        "record fields to scrub (chat messages: their contents), or all: every text column but the id; "
-        "default: the input's text field"))
+    fields: list[str] | Literal["all"] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "record fields to scrub (chat messages: their contents), or all: every text column but the id; "
+            "default: the input's text field"
+        ),
+    )
     types: list[Literal["email", "phone", "ip", "ssn", "credit_card", "iban"]] = Field(
-        ["email", "phone", "ip", "ssn", "credit_card", "iban"], description="the kinds of PII to find")
-    mode: Literal["redact", "mask", "hash"] = Field("redact", description=(
-        "replace each find by its type ([EMAIL]), by asterisks, or by its type and a salted hash"))
-    salt_env: str = Field(SALT_ENV, min_length=1, validate_default=True,
-                          description="hash: the environment variable holding the salt")
+        ["email", "phone", "ip", "ssn", "credit_card", "iban"], description="the kinds of PII to find"
+    )
+    mode: Literal["redact", "mask", "hash"] = Field(
+        "redact",
+        description=("replace each find by its type ([EMAIL]), by asterisks, or by its type and a salted hash"),
+    )
+    salt_env: str = Field(
+        SALT_ENV, min_length=1, validate_default=True, description="hash: the environment variable holding the salt"
+    )
     salt: None = Field(None, exclude=True, description="refused: a salt is never written in a config")
 
     @field_validator("salt", mode="before")
     @classmethod
     def _no_salt_in_config(cls, value):
-        raise PydanticCustomError("salt_in_config", "a salt is never written in the config (it would land in the "
-                                  "manifest): set it in the environment variable named by salt_env "
-                                  f"(default {SALT_ENV})")
+        raise PydanticCustomError(
+            "salt_in_config",
+            "a salt is never written in the config (it would land in the "
+            "manifest): set it in the environment variable named by salt_env "
+            f"(default {SALT_ENV})",
+        )
 
     @field_validator("salt_env")
     @classmethod
     def _salt_is_set(cls, name: str, info: ValidationInfo) -> str:
         if info.data.get("mode") == "hash" and not os.environ.get(name):
-            raise PydanticCustomError("salt_missing", "mode hash takes its salt from the environment variable "
-                                      "{name}, which is not set (or empty)", {"name": name})
+            raise PydanticCustomError(
+                "salt_missing",
+                "mode hash takes its salt from the environment variable {name}, which is not set (or empty)",
+                {"name": name},
+            )
         return name
 
 
@@ -431,8 +489,11 @@ class Pii(MapStage):
     def scrub(self, text: str) -> tuple[str, dict[str, int]]:
         """The text with PII replaced, and the count per type."""
         counts: dict[str, int] = {}
-        found = sorted((start, PRIORITY[kind], end, kind) for start, end, kind in candidates(text)
-                       if kind in self.enabled and _valid(kind, text[start:end]))
+        found = sorted(
+            (start, PRIORITY[kind], end, kind)
+            for start, end, kind in candidates(text)
+            if kind in self.enabled and _valid(kind, text[start:end])
+        )
         pieces, last = [], 0
         for start, _, end, kind in found:
             if start < last:  # overlaps a match already taken (of higher priority or earlier)

@@ -60,18 +60,28 @@ SIGNAL_PREFIX = "q_"
 
 
 class QualityConfig(TextFieldsConfig):
-    fields: list[str] | None = Field(None, min_length=1, description=(
-        "record fields whose texts, joined by blank lines, are judged as one document (chat messages: their "
-        "contents); default: the input's text field"))
-    presets: list[PresetName] = Field(["gopher", "c4", "fineweb"], min_length=1, description=(
-        "the rule sets, in the order they run"))
+    fields: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "record fields whose texts, joined by blank lines, are judged as one document (chat messages: their "
+            "contents); default: the input's text field"
+        ),
+    )
+    presets: list[PresetName] = Field(
+        ["gopher", "c4", "fineweb"], min_length=1, description=("the rule sets, in the order they run")
+    )
     gopher: GopherConfig = Field(GopherConfig(), description="thresholds of gopher_quality and gopher_repetition")
     c4: C4Config = Field(C4Config(), description="thresholds and switches of c4")
     fineweb: FineWebConfig = Field(FineWebConfig(), description="thresholds of fineweb")
     annotate_only: bool = Field(False, description="reject nothing: every signal as a q_<signal> column and q_reason")
-    rule_stats: bool = Field(True, description=(
-        "the report's statistics per rule (every rule checked on every document, rejected ones too); false: a "
-        "document's rules stop at its first failure"))
+    rule_stats: bool = Field(
+        True,
+        description=(
+            "the report's statistics per rule (every rule checked on every document, rejected ones too); false: a "
+            "document's rules stop at its first failure"
+        ),
+    )
     signals: bool | list[str] = Field(False, description="q_<signal> columns: true for all, or a list of names")
     default_lang: str = Field("en", description="the language of records without lang (or und): picks the stop words")
 
@@ -86,8 +96,10 @@ class QualityConfig(TextFieldsConfig):
             available = {s.name for p in expand(self.presets) for s in p.signals}
             unknown = [s for s in self.signals if s not in available]
             if unknown:
-                raise ValueError(f"signals: {', '.join(unknown)} not measured by presets {self.presets} "
-                                 f"(available: {', '.join(sorted(available))})")
+                raise ValueError(
+                    f"signals: {', '.join(unknown)} not measured by presets {self.presets} "
+                    f"(available: {', '.join(sorted(available))})"
+                )
         if self.c4.remove_lines and "c4" in self.presets and self.fields and len(self.fields) > 1:
             raise ValueError("c4.remove_lines edits one field: list one in fields")
         return self
@@ -126,8 +138,12 @@ class Quality(MapStage):
         else:
             langs = [default] * len(batch)
         if self.evaluator is None:  # built in the worker, with the worker's own rule objects
-            self.evaluator = Evaluator(expand(self.config.presets), self.config.sections(), frozenset(self.wanted),
-                                       every_rule=self.config.rule_stats)
+            self.evaluator = Evaluator(
+                expand(self.config.presets),
+                self.config.sections(),
+                frozenset(self.wanted),
+                every_rule=self.config.rule_stats,
+            )
         evaluate = self.evaluator
         texts = joined(batch, fields)
         verdicts = [evaluate(t, lang) for t, lang in zip(texts, langs)]

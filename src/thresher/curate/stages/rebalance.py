@@ -42,15 +42,25 @@ from pydantic import Field, field_validator, model_validator
 
 from thresher.core.config import StrictModel
 from thresher.curate.augment import rng
+from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.augment.eda import OPERATIONS, eda
-from thresher.curate.augment.synonyms import thesaurus_path
 from thresher.curate.augment.noise import shuffle_sentences, typos
+from thresher.curate.augment.synonyms import thesaurus_path
 from thresher.curate.execution.datasets import in_one_task, map_blocks, map_pandas, materialize
 from thresher.curate.execution.tasks import tasks_for
-from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.fields import unpack
-from thresher.curate.stage import (ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, REPORT_PREFIX, SPLIT,
-                                   GeneratorStage, GlobalStage, StageConfig)
+from thresher.curate.stage import (
+    ID,
+    KEY,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    REJECT_STAGE,
+    REPORT_PREFIX,
+    SPLIT,
+    GeneratorStage,
+    GlobalStage,
+    StageConfig,
+)
 from thresher.curate.stages.split import largest_remainder
 
 CLASS, HASH = "_rebalance_class", "_rebalance_hash"
@@ -86,12 +96,15 @@ class Counts(StrictModel):
 
 class RebalanceConfig(StageConfig):
     field: str = Field("label", description="the class (or source) of a record")
-    target: Literal["uniform"] | Ratios | Counts = Field("uniform", description=(
-        "uniform, {ratios: {...}} or {counts: {...}}"))
-    method: Literal["oversample", "undersample", "both"] = Field("oversample", description=(
-        "add copies to small classes, remove records from large ones, or both"))
-    oversample_with: Literal["duplicate", "eda", "typos", "shuffle"] = Field("duplicate", description=(
-        "how copies are made: duplicates, or a model-free augment method"))
+    target: Literal["uniform"] | Ratios | Counts = Field(
+        "uniform", description=("uniform, {ratios: {...}} or {counts: {...}}")
+    )
+    method: Literal["oversample", "undersample", "both"] = Field(
+        "oversample", description=("add copies to small classes, remove records from large ones, or both")
+    )
+    oversample_with: Literal["duplicate", "eda", "typos", "shuffle"] = Field(
+        "duplicate", description=("how copies are made: duplicates, or a model-free augment method")
+    )
     fields: list[str] | None = Field(None, min_length=1, description="fields the augmentation changes; default text")
     max_copies: int = Field(15, ge=1, le=255, description="copies of one record at most")
     splits: list[str] = Field(["train"], description="with _split set: splits rebalanced; []: every record")
@@ -110,8 +123,11 @@ def targets(counts: dict[str, int], cfg: RebalanceConfig) -> dict[str, int]:
     if cfg.target == "uniform":
         if not counts:
             return {}
-        goal = {"oversample": max(counts.values()), "undersample": min(counts.values()),
-                "both": round(sum(counts.values()) / len(counts))}[cfg.method]
+        goal = {
+            "oversample": max(counts.values()),
+            "undersample": min(counts.values()),
+            "both": round(sum(counts.values()) / len(counts)),
+        }[cfg.method]
         wanted = dict.fromkeys(counts, goal)
     elif isinstance(cfg.target, Counts):
         wanted = {c: n for c, n in cfg.target.counts.items() if c in counts}
@@ -167,8 +183,9 @@ class Rebalance(GlobalStage):
             classes = classes.where(batch[SPLIT].isin(self.config.splits), None)
         classes = classes.where(batch[REJECT_STAGE].isna(), None)
         batch[CLASS] = classes.map(lambda c: None if c is None else str(c))
-        batch[HASH] = np.array([xxhash.xxh64_intdigest(str(i).encode(), self.config.seed) >> 1 for i in batch[ID]],
-                               dtype=np.int64)
+        batch[HASH] = np.array(
+            [xxhash.xxh64_intdigest(str(i).encode(), self.config.seed) >> 1 for i in batch[ID]], dtype=np.int64
+        )
         return batch
 
     def decide(self, ds):
@@ -196,8 +213,14 @@ class Rebalance(GlobalStage):
             most = n * (1 + self.config.max_copies)
             after[c] = min(t, most)
             capped += max(0, t - most)
-        self.metrics = {"field": self.config.field, "method": self.config.method, "before": counts,
-                        "targets": goal, "after": after, "capped": capped}
+        self.metrics = {
+            "field": self.config.field,
+            "method": self.config.method,
+            "before": counts,
+            "targets": goal,
+            "after": after,
+            "capped": capped,
+        }
         return map_pandas(ds, self._apply, plan, thresholds)
 
     def _thresholds(self, tasks, ds, ranks: dict[str, int], counts: dict[str, int]) -> dict[str, tuple[int, int]]:
@@ -212,8 +235,9 @@ class Rebalance(GlobalStage):
         left = np.array([counts[c] for c in classes], np.int64)  # candidates
         refs = tasks.blocks(ds)
         while len(wide := np.flatnonzero((left > bound) & (prefixes[:, 2] < DIGITS))):
-            histograms = _summed(tasks, [tasks.run(_histogram, ref, [classes[i] for i in wide], prefixes[wide])
-                                         for ref in refs])
+            histograms = _summed(
+                tasks, [tasks.run(_histogram, ref, [classes[i] for i in wide], prefixes[wide]) for ref in refs]
+            )
             for i, histogram in zip(wide, histograms):
                 below = np.cumsum(histogram)
                 digit = int(np.searchsorted(below, rank[i], side="right"))
@@ -243,7 +267,10 @@ class Rebalance(GlobalStage):
             if t < n:
                 drop = np.flatnonzero(rows & ~below)
                 batch.loc[batch.index[drop], [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]] = [
-                    "rebalance", "undersampled", f"{self.config.field}={c}: {n} -> {t}"]
+                    "rebalance",
+                    "undersampled",
+                    f"{self.config.field}={c}: {n} -> {t}",
+                ]
             elif n:
                 extra = (t - n) // n + below.astype(np.int32)
                 copies[rows] = np.minimum(extra[rows], self.config.max_copies)
@@ -261,7 +288,7 @@ def _count(block: pa.Table) -> pa.Table:
 def _summed(tasks, refs: list) -> np.ndarray:
     """The sum of the arrays behind ``refs``, added up by a tree of tasks."""
     while len(refs) > 1:
-        refs = [tasks.run(_sum, *refs[i:i + FANOUT]) for i in range(0, len(refs), FANOUT)]
+        refs = [tasks.run(_sum, *refs[i : i + FANOUT]) for i in range(0, len(refs), FANOUT)]
     return tasks.get(refs[0])
 
 
@@ -301,8 +328,9 @@ def _histogram(block: pa.Table, classes: list[str], prefixes: np.ndarray) -> np.
 
 def _candidates(block: pa.Table, classes: list[str], prefixes: np.ndarray) -> pa.Table:
     rows, _ = _matching(block, classes, prefixes)
-    return pa.table({CLASS: block[CLASS].cast(pa.string()).take(rows), HASH: block[HASH].take(rows),
-                     KEY: block[KEY].take(rows)})
+    return pa.table(
+        {CLASS: block[CLASS].cast(pa.string()).take(rows), HASH: block[HASH].take(rows), KEY: block[KEY].take(rows)}
+    )
 
 
 def _pick(candidates: pa.Table, classes: list[str], ranks: np.ndarray) -> pa.Table:
@@ -346,9 +374,18 @@ class Copies(GeneratorStage):
                         if value is not None:
                             new.iat[i, new.columns.get_loc(f)] = value
                             made = method
-            params.append(json.dumps({"method": made, "copy": int(j), "seed": self.config.seed, "rebalance": True,
-                                      **({"splits": self.config.splits} if SPLIT not in new.columns else {})},
-                                     sort_keys=True))
+            params.append(
+                json.dumps(
+                    {
+                        "method": made,
+                        "copy": int(j),
+                        "seed": self.config.seed,
+                        "rebalance": True,
+                        **({"splits": self.config.splits} if SPLIT not in new.columns else {}),
+                    },
+                    sort_keys=True,
+                )
+            )
         new[AUGMENTED_FROM] = new[ID].astype(object)
         new[ID] = [f"{i}~rebalance{j}" for i, j in zip(new[ID], copy)]
         new[KEY] = self.new_keys(new[KEY].to_numpy(), copy)

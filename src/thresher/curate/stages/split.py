@@ -38,7 +38,7 @@ so no copy of a validation or test record is written.
 
 ``against`` names earlier finished runs with splits (monthly releases): a record that belongs to a group of one of
 their kept records lands in that record's split, and the ratios share out the rest. A reference's index
-(``index/split/<keys>/``, ``thresher.curate.dedup.reference``: per kept record its id, split and grouping values,
+(``index/split/<keys>/``, ``thresher.curate.dedup.against_runs``: per kept record its id, split and grouping values,
 ``dup_cluster`` defaulting to its id; never its text) joins the key rows with negative keys and the grouping above
 runs over both: a record belongs to a reference record's group when they share a value of a ``group_by`` field, or
 its ``dup_cluster`` names the reference record (a dedup stage against that run links a copy it keeps, with
@@ -59,20 +59,37 @@ import re
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import xxhash
 from pydantic import Field, field_validator, model_validator
 
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
-from thresher.curate.dedup.components import connected_components, smallest_roots
-from thresher.curate.dedup.reference import STORED, IndexedStage
-from thresher.curate.execution.datasets import (arrow_schema, by_group, concatenated, held_limit, map_blocks, map_items,
-                                                map_pandas, materialize, pandas_parts)
 from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
+from thresher.curate.dedup.against_runs import STORED, IndexedStage
+from thresher.curate.dedup.components import connected_components, smallest_roots
+from thresher.curate.execution.datasets import (
+    arrow_schema,
+    by_group,
+    concatenated,
+    held_limit,
+    map_blocks,
+    map_items,
+    map_pandas,
+    materialize,
+    pandas_parts,
+)
 from thresher.curate.run_folder import RunFolder
-from thresher.curate.stage import (ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, StageConfig, active,
-                                   reference_keys)
+from thresher.curate.stage import (
+    ID,
+    KEY,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    REJECT_STAGE,
+    SPLIT,
+    StageConfig,
+    active,
+    reference_keys,
+)
 
 GROUP = "_split_group"
 LINKS = "_split_links"
@@ -93,14 +110,19 @@ DRIVER_LIMIT = 1_000_000  # linking edges / class-spanning groups handled on the
 
 class SplitConfig(StageConfig):
     ratios: dict[str, float] | None = Field(
-        None, description="split name -> fraction (they sum to 1); default train/validation/test 0.8/0.1/0.1")
+        None, description="split name -> fraction (they sum to 1); default train/validation/test 0.8/0.1/0.1"
+    )
     folds: int | None = Field(None, ge=2, description="k equal folds fold_0..fold_{k-1} instead of ratios")
     seed: int = Field(0, ge=0, lt=1 << 64, description="seed of the group hashes that place records in splits")
     stratify: str | None = Field(None, description="field whose class proportions every split keeps")
     group_by: list[str] = Field(default_factory=list, description="records sharing a value of any stay together")
     exact: bool = Field(True, description="exact sizes (global counting) or fixed hash ranges (streaming)")
-    against: list[str] = Field([], description=(
-        "finished runs (URIs) with splits: a record in a group of one of their kept records lands in its split"))
+    against: list[str] = Field(
+        [],
+        description=(
+            "finished runs (URIs) with splits: a record in a group of one of their kept records lands in its split"
+        ),
+    )
 
     @field_validator("group_by", mode="before")
     @classmethod
@@ -186,7 +208,11 @@ class Split(IndexedStage):
         batch[GROUP] = groups
         batch[LINKS] = links
         if self.config.stratify:
-            labels = batch[self.config.stratify] if self.config.stratify in batch.columns else pd.Series(None, index=batch.index)
+            labels = (
+                batch[self.config.stratify]
+                if self.config.stratify in batch.columns
+                else pd.Series(None, index=batch.index)
+            )
             batch[CLASS] = [str(v) if _present(v) else "" for v in labels]
         else:
             batch[CLASS] = ""
@@ -225,8 +251,9 @@ class Split(IndexedStage):
         frame = table.to_pandas()
         classes = frame.loc[active(frame)].groupby(HASH)[CLASS].agg(["min", "max"])
         spans = classes[classes["min"] != classes["max"]]
-        return pa.table({HASH: pa.array(spans.index.to_numpy(), pa.int64()),
-                         SMALLEST: pa.array(spans["min"].tolist(), pa.string())})
+        return pa.table(
+            {HASH: pa.array(spans.index.to_numpy(), pa.int64()), SMALLEST: pa.array(spans["min"].tolist(), pa.string())}
+        )
 
     @staticmethod
     def _histogram(batch: pd.DataFrame) -> pd.DataFrame:
@@ -274,7 +301,10 @@ class Split(IndexedStage):
             allowed = json.loads(batch[AUGMENTATION].iat[i]).get("splits") or []
             if allowed and batch[SPLIT].iat[i] not in allowed:
                 batch.iloc[i, [batch.columns.get_loc(c) for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)]] = [
-                    "split", "augmented_outside_splits", f"split={batch[SPLIT].iat[i]} splits={','.join(allowed)}"]
+                    "split",
+                    "augmented_outside_splits",
+                    f"split={batch[SPLIT].iat[i]} splits={','.join(allowed)}",
+                ]
 
     # -- the dataset -------------------------------------------------------------------------------
 
@@ -285,8 +315,12 @@ class Split(IndexedStage):
 
     def keys(self, batch) -> dict:
         """Map side: the grouping and stratification values of each live record."""
-        wanted = [*self.group_fields, *([self.config.stratify] if self.config.stratify else []), AUGMENTED_FROM,
-                  AUGMENTATION]
+        wanted = [
+            *self.group_fields,
+            *([self.config.stratify] if self.config.stratify else []),
+            AUGMENTED_FROM,
+            AUGMENTATION,
+        ]
         return {f: batch[f].cast(pa.string()) for f in dict.fromkeys(wanted) if f in batch.column_names}
 
     def decision_columns(self) -> list[str]:
@@ -324,10 +358,15 @@ class Split(IndexedStage):
         """Per kept record of a split: ``id``, ``_key``, ``_split`` and its grouping values (``dup_cluster``: its
         own id where it has none)."""
         ids = records[ID].cast(pa.string())
-        columns = {ID: ids, STORED: (np.int64(part) << 32) | np.arange(records.num_rows, dtype=np.int64),
-                   SPLIT: records[SPLIT]}
+        columns = {
+            ID: ids,
+            STORED: (np.int64(part) << 32) | np.arange(records.num_rows, dtype=np.int64),
+            SPLIT: records[SPLIT],
+        }
         for f in self.group_fields:
-            values = records[f].cast(pa.string()) if f in records.column_names else pa.nulls(records.num_rows, pa.string())
+            values = (
+                records[f].cast(pa.string()) if f in records.column_names else pa.nulls(records.num_rows, pa.string())
+            )
             columns[f] = pc.coalesce(values, ids) if f == DUP_CLUSTER else values
         table = pa.table(columns)
         return table.filter(pc.is_valid(table[SPLIT]))
@@ -350,13 +389,23 @@ class Split(IndexedStage):
         """The key rows less the reference rows, PLACED set on those in a group with a reference row: the split of
         the group's first reference row (lowest position in ``against``, then index order). Sets
         ``metrics["placed_by_reference"]`` (records placed per reference run)."""
-        places = by_group(ds, [HASH], self._group_places, partitions=partitions, rows=ds.count(),
-                          limit_rows=self.ctx.broadcast_limit_rows, columns=[HASH, KEY, PLACED, PLACED_BY])
+        places = by_group(
+            ds,
+            [HASH],
+            self._group_places,
+            partitions=partitions,
+            rows=ds.count(),
+            limit_rows=self.ctx.broadcast_limit_rows,
+            columns=[HASH, KEY, PLACED, PLACED_BY],
+        )
         n = places.count()
         if n <= self.driver_limit(ds):
             table = places.to_pandas() if n else None  # (an empty dataset's frame has no columns)
-            found = {} if table is None else dict(zip(table[HASH].tolist(),
-                                                      zip(table["place"].tolist(), table["place_by"].tolist())))
+            found = (
+                {}
+                if table is None
+                else dict(zip(table[HASH].tolist(), zip(table["place"].tolist(), table["place_by"].tolist())))
+            )
             ds = materialize(map_pandas(ds, self._to_place, found))
         else:
             joined = ds.join(places, "left_outer", partitions, on=(HASH,))
@@ -373,12 +422,17 @@ class Split(IndexedStage):
         """The groups (HASH) holding both a record and a reference row, with the first reference row's split."""
         frame = table.to_pandas()
         records = set(frame.loc[frame[KEY] >= 0, HASH].tolist())
-        refs = frame[(frame[KEY] < 0) & frame[HASH].isin(records)].sort_values([PLACED_BY, KEY],
-                                                                             ascending=[True, False])
+        refs = frame[(frame[KEY] < 0) & frame[HASH].isin(records)].sort_values(
+            [PLACED_BY, KEY], ascending=[True, False]
+        )
         first = refs.drop_duplicates(HASH)
-        return pa.table({HASH: pa.array(first[HASH].to_numpy(), pa.int64()),
-                         "place": pa.array(first[PLACED].tolist(), pa.string()),
-                         "place_by": pa.array(first[PLACED_BY].to_numpy(), pa.int64())})
+        return pa.table(
+            {
+                HASH: pa.array(first[HASH].to_numpy(), pa.int64()),
+                "place": pa.array(first[PLACED].tolist(), pa.string()),
+                "place_by": pa.array(first[PLACED_BY].to_numpy(), pa.int64()),
+            }
+        )
 
     @staticmethod
     def _to_place(batch: pd.DataFrame, places: dict[int, tuple[str, int]] | None) -> pd.DataFrame:
@@ -419,8 +473,15 @@ class Split(IndexedStage):
         """A group whose records carry several classes counts in the smallest of them (whole groups in one task,
         or hash-partitioned beyond ``execution.broadcast_limit_rows``; the few such groups are broadcast, or joined
         when more than ``DRIVER_LIMIT``)."""
-        spans = by_group(ds, [HASH], self._class_spans, partitions=partitions, rows=ds.count(),
-                         limit_rows=self.ctx.broadcast_limit_rows, columns=[HASH, CLASS, REJECT_STAGE])
+        spans = by_group(
+            ds,
+            [HASH],
+            self._class_spans,
+            partitions=partitions,
+            rows=ds.count(),
+            limit_rows=self.ctx.broadcast_limit_rows,
+            columns=[HASH, CLASS, REJECT_STAGE],
+        )
         n = spans.count()
         if n == 0:
             return ds
@@ -486,7 +547,8 @@ def _free(batch: pd.DataFrame) -> pd.Series:
 def _unplaced(batch: pa.Table) -> pa.Table:
     n = batch.num_rows
     return batch.append_column(PLACED, pa.array([""] * n, pa.string())).append_column(
-        PLACED_BY, pa.array(np.full(n, -1, np.int64)))
+        PLACED_BY, pa.array(np.full(n, -1, np.int64))
+    )
 
 
 def _reference_rows(item: tuple[int, str], stage: Split, schema: pa.Schema) -> pa.Table:
@@ -499,8 +561,11 @@ def _reference_rows(item: tuple[int, str], stage: Split, schema: pa.Schema) -> p
     frame = index.select([ID, STORED, SPLIT, *fields]).to_pandas()
     frame = frame[frame[fields].notna().any(axis=1) if fields else np.zeros(len(frame), bool)].reset_index(drop=True)
     frame = stage._keys(frame)
-    columns = {KEY: reference_keys(position, frame[STORED].to_numpy()), PLACED: frame[SPLIT],
-               PLACED_BY: np.full(len(frame), position, np.int64)}
+    columns = {
+        KEY: reference_keys(position, frame[STORED].to_numpy()),
+        PLACED: frame[SPLIT],
+        PLACED_BY: np.full(len(frame), position, np.int64),
+    }
     n = len(frame)
     arrays = []
     for field in schema:

@@ -12,8 +12,15 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field
 
-from thresher.curate.execution.datasets import (ARROW, broadcast, by_group, fetched, in_one_task, map_blocks,
-                                                partitions_for)
+from thresher.curate.execution.datasets import (
+    ARROW,
+    broadcast,
+    by_group,
+    fetched,
+    in_one_task,
+    map_blocks,
+    partitions_for,
+)
 from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, GlobalStage, StageConfig
 
 ID_HASH = "_id_hash"
@@ -22,8 +29,9 @@ FIRSTS = pa.schema([(KEY, pa.int64()), (FIRST, pa.int64())])
 
 
 class UniqueIdsConfig(StageConfig):
-    reject: bool = Field(False, description=(
-        "reject every occurrence of an id after the first (set by input.unique_ids: reject)"))
+    reject: bool = Field(
+        False, description=("reject every occurrence of an id after the first (set by input.unique_ids: reject)")
+    )
 
 
 class UniqueIds(GlobalStage):
@@ -39,8 +47,14 @@ class UniqueIds(GlobalStage):
             firsts = in_one_task(ds, _later_occurrences, columns=[ID, KEY])
         else:
             pairs = map_blocks(ds, _id_hashes, columns=[ID, KEY])
-            firsts = by_group(pairs, [ID_HASH], _later_occurrences, partitions=partitions, rows=ds.count(),
-                              limit_rows=self.ctx.broadcast_limit_rows)
+            firsts = by_group(
+                pairs,
+                [ID_HASH],
+                _later_occurrences,
+                partitions=partitions,
+                rows=ds.count(),
+                limit_rows=self.ctx.broadcast_limit_rows,
+            )
         self.metrics = {"repeated": firsts.count()}
         if not self.config.reject or not firsts.count():
             return ds
@@ -82,9 +96,13 @@ def _mark_broadcast(batch: pa.Table, refs: list) -> pa.Table:
 
 def _mark(batch: pa.Table) -> pa.Table:
     repeated = pc.is_valid(batch[FIRST])
-    values = {REJECT_STAGE: pa.scalar(UniqueIds.name), REJECT_REASON: pa.scalar("duplicate_id"),
-              REJECT_DETAIL: pc.binary_join_element_wise("first occurrence: internal key ",
-                                                         batch[FIRST].cast(pa.string()), "")}
+    values = {
+        REJECT_STAGE: pa.scalar(UniqueIds.name),
+        REJECT_REASON: pa.scalar("duplicate_id"),
+        REJECT_DETAIL: pc.binary_join_element_wise(
+            "first occurrence: internal key ", batch[FIRST].cast(pa.string()), ""
+        ),
+    }
     for col, value in values.items():
         i = batch.column_names.index(col)
         batch = batch.set_column(i, col, pc.if_else(repeated, value, batch[col].cast(pa.string())))

@@ -1,5 +1,5 @@
 """Reference runs of a run's stages (``against``): checked before any work, their indexes built where missing,
-and this run's own index written at commit (``thresher.curate.dedup.reference``).
+and this run's own index written at commit (``thresher.curate.dedup.against_runs``).
 
 At commit, a dedup stage's index part is one file of the key rows it staged, less the records that are not in the
 final data (their internal keys are read from the staged output files of the same read tasks): no text is read
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from thresher.core.config import ConfigError
 from thresher.core.storage import MANIFEST, Storage, join
-from thresher.curate.dedup.reference import STORED, IndexedStage, ReferenceDedup
+from thresher.curate.dedup.against_runs import STORED, IndexedStage, ReferenceDedup
 from thresher.curate.execution.datasets import each_in_a_task
 from thresher.curate.run_folder import DATA, INDEX_COMPLETE, RunFolder, read_staged
 from thresher.curate.stage import ID, KEY, SPLIT, task_of
@@ -71,20 +71,27 @@ def write_index(folder: RunFolder, stage: IndexedStage, text_field: str) -> None
     """Write ``stage``'s index of the kept records of ``folder`` (its data files, whose text field is
     ``text_field``): one part per data file, one Ray task each, then ``complete.json``."""
     stage = type(stage)(stage.config, dataclasses.replace(stage.ctx, text_field=text_field))
-    files = sorted((uri, dest.partition("/")[2] or None) for dest, uris in folder.final_files().items()
-                   if dest.split("/")[0] == DATA for uri in uris)
+    files = sorted(
+        (uri, dest.partition("/")[2] or None)
+        for dest, uris in folder.final_files().items()
+        if dest.split("/")[0] == DATA
+        for uri in uris
+    )
     _write_parts(folder, stage, _index_part, [(uri, split) for uri, split in files])
 
 
-def write_own_indexes(stages: list[tuple[int, IndexedStage]], run: RunFolder, published: RunFolder,
-                      text_field: str) -> None:
+def write_own_indexes(
+    stages: list[tuple[int, IndexedStage]], run: RunFolder, published: RunFolder, text_field: str
+) -> None:
     """At commit, this run's index for each of its stages that can be a reference (``(segment, stage)``), into
     ``published`` (the folder its final files are in); ``run``: the run's folder, with its staged files."""
     kept = [p for dest, parts in run.out_parts().items() if dest.split("/")[0] == DATA for p in parts]
     for seg, stage in stages:
         if isinstance(stage, ReferenceDedup):
-            items = [(keys.uri, [p.uri for p in kept if p.lo <= keys.hi and p.hi >= keys.lo], keys.lo, keys.hi)
-                     for keys in sorted(run.key_parts(seg - 1), key=lambda p: p.uri)]
+            items = [
+                (keys.uri, [p.uri for p in kept if p.lo <= keys.hi and p.hi >= keys.lo], keys.lo, keys.hi)
+                for keys in sorted(run.key_parts(seg - 1), key=lambda p: p.uri)
+            ]
             _write_parts(published, stage, _index_part_from_keys, items)
         elif isinstance(stage, IndexedStage):
             write_index(published, stage, text_field)
@@ -95,12 +102,16 @@ def _write_parts(folder: RunFolder, stage: IndexedStage, part_fn, items: list[tu
     (one Ray task each) into a folder of this build's own, then ``complete.json`` naming its parts."""
     kind, keys, build = type(stage).name, stage.index_keys(), uuid.uuid4().hex[:12]
     parts = [folder.index_part(kind, keys, build, i) for i in range(len(items))]
-    rows = each_in_a_task(part_fn, [(i, *item, part) for i, (item, part) in enumerate(zip(items, parts))], stage,
-                          folder.storage)
+    rows = each_in_a_task(
+        part_fn, [(i, *item, part) for i, (item, part) in enumerate(zip(items, parts))], stage, folder.storage
+    )
     root = folder.index_dir(kind, keys)
-    folder.storage.write_bytes(join(root, INDEX_COMPLETE),
-                               json.dumps({"parts": [p[len(root) + 1:] for p in parts], "rows": sum(rows),
-                                           "options": stage.index_options()}).encode())
+    folder.storage.write_bytes(
+        join(root, INDEX_COMPLETE),
+        json.dumps(
+            {"parts": [p[len(root) + 1 :] for p in parts], "rows": sum(rows), "options": stage.index_options()}
+        ).encode(),
+    )
 
 
 def _index_part(item: tuple[int, str, str | None, str], stage: IndexedStage, storage: Storage) -> int:
@@ -116,8 +127,11 @@ def _index_part(item: tuple[int, str, str | None, str], stage: IndexedStage, sto
             records = pa.Table.from_batches([batch])
             records = records.append_column(SPLIT, pa.array([split] * records.num_rows, pa.string()))
             table = stage.index_table(records, part)
-            tables.append(table.set_column(table.schema.get_field_index(STORED), STORED,
-                                           pc.add(table[STORED], pa.scalar(first, pa.int64()))))
+            tables.append(
+                table.set_column(
+                    table.schema.get_field_index(STORED), STORED, pc.add(table[STORED], pa.scalar(first, pa.int64()))
+                )
+            )
             first += records.num_rows
         if not tables:
             empty = data.schema_arrow.empty_table().select(columns)

@@ -41,8 +41,7 @@ class IndexedStage(GlobalStage):
 
     def index_keys(self) -> str:
         """The digest naming this stage's index folder (``index/<stage>/<keys>``; ``layout``: of the index's files)."""
-        options = json.dumps({"stage": type(self).name, "layout": INDEX_LAYOUT, **self.index_options()},
-                             sort_keys=True)
+        options = json.dumps({"stage": type(self).name, "layout": INDEX_LAYOUT, **self.index_options()}, sort_keys=True)
         return hashlib.sha256(options.encode()).hexdigest()[:16]
 
     def index_columns(self) -> list[str]:
@@ -57,7 +56,7 @@ class IndexedStage(GlobalStage):
 
 class ReferenceDedup(IndexedStage):
     """A dedup stage with ``against``: reference key rows join its own. Its own index is written at commit from
-    the key rows it staged (``thresher.curate.reference``), and built from a run's data files only for a run that
+    the key rows it staged (``thresher.curate.reference_index``), and built from a run's data files only for a run that
     has none."""
 
     def index_key_columns(self) -> list[str]:
@@ -70,8 +69,9 @@ class ReferenceDedup(IndexedStage):
     def index_from_keys(self, keys: pa.Table, part: int) -> pa.Table:
         """An index part from key rows (``id`` and the :meth:`index_key_columns`): ``id``, ``_key`` and those."""
         stored = (np.int64(part) << 32) | np.arange(keys.num_rows, dtype=np.int64)
-        return pa.table({ID: keys[ID].cast(pa.string()), STORED: pa.array(stored),
-                         **{c: keys[c] for c in self.index_key_columns()}})
+        return pa.table(
+            {ID: keys[ID].cast(pa.string()), STORED: pa.array(stored), **{c: keys[c] for c in self.index_key_columns()}}
+        )
 
     def with_references(self, ds, extra: tuple[str, ...] = ()):
         """``(key rows and reference rows, reference rows with ``extra`` index columns)`` (the second None

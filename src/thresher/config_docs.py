@@ -87,11 +87,22 @@ def stage_page(name: str) -> str:
     for option, field in cls.Config.model_fields.items():
         if field.exclude:
             continue
-        rows.append(f"  {option}: {_type_name(field.annotation)} = {json.dumps(_default(field), default=str)}"
-                    + (f"\n      {plain(field.description)}" if field.description else ""))
+        rows.append(
+            f"  {option}: {_type_name(field.annotation)} = {json.dumps(_default(field), default=str)}"
+            + (f"\n      {plain(field.description)}" if field.description else "")
+        )
     example = {"stages": [{name: {}}]}
-    return "\n".join([f"{name} ({_kind(cls)} stage): {plain(_summary(cls))}", "", "options:", *(rows or ["  (none)"]), "",
-                      "example:", yaml.safe_dump(example, sort_keys=False).rstrip()])
+    return "\n".join(
+        [
+            f"{name} ({_kind(cls)} stage): {plain(_summary(cls))}",
+            "",
+            "options:",
+            *(rows or ["  (none)"]),
+            "",
+            "example:",
+            yaml.safe_dump(example, sort_keys=False).rstrip(),
+        ]
+    )
 
 
 class _ConfigSchema(GenerateJsonSchema):
@@ -106,8 +117,11 @@ class _ConfigSchema(GenerateJsonSchema):
         arrays = [a for a in alternatives if a.get("type") == "array" and "items" in a]
         extra = [a["items"] for a in arrays] if arrays else [{"type": ["string", "number", "boolean"]}]
         kept = {k: v for k, v in inner.items() if k in ("default", "description", "title")}
-        return {**kept, "anyOf": [*alternatives, *extra]} if "anyOf" in inner else {
-            **kept, "anyOf": [{k: v for k, v in inner.items() if k not in kept}, *extra]}
+        return (
+            {**kept, "anyOf": [*alternatives, *extra]}
+            if "anyOf" in inner
+            else {**kept, "anyOf": [{k: v for k, v in inner.items() if k not in kept}, *extra]}
+        )
 
 
 def _model_schema(model: type[BaseModel]) -> dict:
@@ -158,11 +172,20 @@ def config_schema(kind: str) -> dict:
         options, extra = _prefixed(_model_schema(cls.Config), name)
         defs.update(extra)
         defs[name] = options
-        choices.append({"type": "object", "properties": {name: {"anyOf": [{"$ref": f"#/$defs/{name}"},
-                                                                          {"type": "null"}]}},
-                        "required": [name], "additionalProperties": False})
-    schema["properties"]["stages"] = {"type": "array", "items": {"oneOf": choices}, "default": [],
-                                      "description": "the stages, in order: a name, or {name: options}"}
+        choices.append(
+            {
+                "type": "object",
+                "properties": {name: {"anyOf": [{"$ref": f"#/$defs/{name}"}, {"type": "null"}]}},
+                "required": [name],
+                "additionalProperties": False,
+            }
+        )
+    schema["properties"]["stages"] = {
+        "type": "array",
+        "items": {"oneOf": choices},
+        "default": [],
+        "description": "the stages, in order: a name, or {name: options}",
+    }
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
@@ -180,7 +203,7 @@ def markdown(text: str) -> str:
     text = _ROLE.sub(r"``\1``", inspect.cleandoc(text))
     out, last = [], 0
     for m in _CODE_SPAN.finditer(text):
-        out.append(re.sub(r"<(?=[A-Za-z/!])", "&lt;", text[last:m.start()]))
+        out.append(re.sub(r"<(?=[A-Za-z/!])", "&lt;", text[last : m.start()]))
         code = m.group(2)
         out.append(f"`` {code} ``" if "`" in code else f"`{code}`")
         last = m.end()
@@ -212,8 +235,15 @@ def _doc_type(annotation) -> str:
 def _constraints(field) -> list[str]:
     out = []
     for m in field.metadata:
-        for attr, shown in (("gt", "> {}"), ("ge", ">= {}"), ("lt", "< {}"), ("le", "<= {}"),
-                            ("min_length", "at least {}"), ("max_length", "at most {}"), ("pattern", "matches `{}`")):
+        for attr, shown in (
+            ("gt", "> {}"),
+            ("ge", ">= {}"),
+            ("lt", "< {}"),
+            ("le", "<= {}"),
+            ("min_length", "at least {}"),
+            ("max_length", "at most {}"),
+            ("pattern", "matches `{}`"),
+        ):
             value = getattr(m, attr, None)
             if value is not None:
                 power = isinstance(value, int) and value >= 1 << 16 and value & (value - 1) == 0
@@ -235,7 +265,7 @@ def _plain(value):
 
 
 def _yaml(value) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6, allow_unicode=True).strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6, allow_unicode=True).strip()
     return text.removesuffix("...").strip()
 
 
@@ -256,8 +286,13 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def options_markdown(model: type[BaseModel], prefix: str = "", level: int = 3,
-                     extra: dict[str, type[BaseModel]] | None = None, seen: dict | None = None) -> str:
+def options_markdown(
+    model: type[BaseModel],
+    prefix: str = "",
+    level: int = 3,
+    extra: dict[str, type[BaseModel]] | None = None,
+    seen: dict | None = None,
+) -> str:
     """A table of ``model``'s keys (dotted from ``prefix``): type, default, description; then a section per nested
     model (its docstring and its own table, or a pointer to where the same model was shown), and per ``extra``
     entry (a key whose options a plain mapping holds)."""
@@ -271,12 +306,14 @@ def options_markdown(model: type[BaseModel], prefix: str = "", level: int = 3,
         limits = _constraints(field)
         if limits:
             kind += f" ({', '.join(limits)})"
-        rows.append(f"| `{key}` | {_cell(kind)} | {_cell(_doc_default(field))} | "
-                    f"{_cell(markdown(field.description or ''))} |")
+        rows.append(
+            f"| `{key}` | {_cell(kind)} | {_cell(_doc_default(field))} | {_cell(markdown(field.description or ''))} |"
+        )
         models = _models_in(field.annotation)
         for sub in models:
-            is_list = any(get_origin(a) is list and sub in get_args(a)
-                          for a in [field.annotation, *get_args(field.annotation)])
+            is_list = any(
+                get_origin(a) is list and sub in get_args(a) for a in [field.annotation, *get_args(field.annotation)]
+            )
             label = f"{key}[]" if is_list else key
             if len(models) > 1:
                 label += f" ({sub.__name__})"
@@ -320,37 +357,71 @@ def stage_markdown(name: str, example: str | None = None) -> str:
     doc = re.sub(rf"^`{re.escape(name)}`: ", "", doc)
     doc = doc[:1].upper() + doc[1:]
     kind = _kind(cls)
-    what = {"map": "a map stage: it runs on each batch of records, fused into the tasks that read them",
-            "generator": "a generator stage: a map stage that may add records",
-            "global": "a global stage: it decides on compact key rows of every record; it runs once per pipeline"}[kind]
+    what = {
+        "map": "a map stage: it runs on each batch of records, fused into the tasks that read them",
+        "generator": "a generator stage: a map stage that may add records",
+        "global": "a global stage: it decides on compact key rows of every record; it runs once per pipeline",
+    }[kind]
     source = "src/" + cls.__module__.replace(".", "/") + ".py"
     example = example or yaml.safe_dump({"stages": [{name: {}}]}, sort_keys=False, default_flow_style=None)
-    return "\n".join([
-        GENERATED_NOTE, "", f"# `{name}`", "", f"Kind: {what}. Source: [`{source}`](../../{source}).", "",
-        doc, "", "## Options", "",
-        options_markdown(cls.Config, level=3, extra=_extra_sections(name)), "",
-        "## Example", "", "```yaml", example.rstrip(), "```", "",
-        f"`thresher stages {name}` prints the options on the terminal; `thresher schema curate` gives editors the same "
-        "keys.", ""])
+    return "\n".join(
+        [
+            GENERATED_NOTE,
+            "",
+            f"# `{name}`",
+            "",
+            f"Kind: {what}. Source: [`{source}`](../../{source}).",
+            "",
+            doc,
+            "",
+            "## Options",
+            "",
+            options_markdown(cls.Config, level=3, extra=_extra_sections(name)),
+            "",
+            "## Example",
+            "",
+            "```yaml",
+            example.rstrip(),
+            "```",
+            "",
+            f"`thresher stages {name}` prints the options on the terminal; `thresher schema curate` gives editors the same "
+            "keys.",
+            "",
+        ]
+    )
 
 
 def stages_index_markdown() -> str:
     """``docs/stages/README.md``: every stage with its kind and one line."""
-    rows = [f"| [`{name}`]({name}.md) | {_kind(cls)} | {_cell(markdown(_summary(cls)))} |"
-            for name, cls in _stages().items()]
-    return "\n".join([
-        GENERATED_NOTE, "", "# Stages", "",
-        "A curation config lists its stages in order under `stages:`, each as `name: {options}` (or the bare name "
-        "for the defaults). A map stage may appear more than once: the second `filter` is counted, rejected and gated "
-        "as `filter-2`. A global stage runs once per pipeline. `unique_ids` is added by the runner before the first "
-        "global stage (`input.unique_ids`).", "",
-        "Kinds: **map** stages run on batches of records inside the tasks that read them; **generator** stages are "
-        "map stages that may add records; **global** stages decide on compact key rows of every record (see "
-        "[concepts](../concepts.md#the-data-path)).", "",
-        "| stage | kind | what it does |", "|---|---|---|", *rows, "",
-        "`thresher stages` prints this list, `thresher stages NAME` one stage's options. The pages are generated "
-        "from each stage's module docstring and config model; to add a stage, see "
-        "[adding a stage](../adding-a-stage.md).", ""])
+    rows = [
+        f"| [`{name}`]({name}.md) | {_kind(cls)} | {_cell(markdown(_summary(cls)))} |"
+        for name, cls in _stages().items()
+    ]
+    return "\n".join(
+        [
+            GENERATED_NOTE,
+            "",
+            "# Stages",
+            "",
+            "A curation config lists its stages in order under `stages:`, each as `name: {options}` (or the bare name "
+            "for the defaults). A map stage may appear more than once: the second `filter` is counted, rejected and gated "
+            "as `filter-2`. A global stage runs once per pipeline. `unique_ids` is added by the runner before the first "
+            "global stage (`input.unique_ids`).",
+            "",
+            "Kinds: **map** stages run on batches of records inside the tasks that read them; **generator** stages are "
+            "map stages that may add records; **global** stages decide on compact key rows of every record (see "
+            "[concepts](../concepts.md#the-data-path)).",
+            "",
+            "| stage | kind | what it does |",
+            "|---|---|---|",
+            *rows,
+            "",
+            "`thresher stages` prints this list, `thresher stages NAME` one stage's options. The pages are generated "
+            "from each stage's module docstring and config model; to add a stage, see "
+            "[adding a stage](../adding-a-stage.md).",
+            "",
+        ]
+    )
 
 
 def config_section_markdown(kind: str, section: str) -> str:
@@ -363,8 +434,10 @@ def config_section_markdown(kind: str, section: str) -> str:
             kind_name = _doc_type(field.annotation)
             if name == "stages" and kind == "curate":
                 kind_name = "list[stage]"
-            rows.append(f"| `{name}` | {_cell(kind_name)} | {_cell(_doc_default(field))} | "
-                        f"{_cell(markdown(field.description or ''))} |")
+            rows.append(
+                f"| `{name}` | {_cell(kind_name)} | {_cell(_doc_default(field))} | "
+                f"{_cell(markdown(field.description or ''))} |"
+            )
         return "\n".join(["| key | type | default | description |", "|---|---|---|---|", *rows])
     field = model.model_fields[section]
     models = _models_in(field.annotation)
@@ -377,8 +450,11 @@ def config_section_markdown(kind: str, section: str) -> str:
 def config_sections(kind: str) -> list[str]:
     """The sections of a ``kind`` config file that have keys of their own (each gets a table)."""
     model = config_model(kind)
-    return [name for name, field in model.model_fields.items()
-            if len(_models_in(field.annotation)) == 1 and not (kind == "curate" and name == "stages")]
+    return [
+        name
+        for name, field in model.model_fields.items()
+        if len(_models_in(field.annotation)) == 1 and not (kind == "curate" and name == "stages")
+    ]
 
 
 def report_sections_markdown() -> str:
