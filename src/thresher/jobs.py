@@ -33,6 +33,7 @@ import ipaddress
 import logging
 import os
 import re
+import secrets
 import shlex
 import sys
 import time
@@ -421,8 +422,20 @@ def submit(
     for note in notes:
         print(f"thresher: {note}", file=sys.stderr)
 
+    submission_id = f"raysubmit_{secrets.token_hex(8)}"  # one id for every try: a retry never submits twice
+    tries = []
+
+    def submit_once(client) -> str:
+        tries.append(1)
+        try:
+            return client.submit_job(entrypoint=command, runtime_env=env, submission_id=submission_id)
+        except RuntimeError as e:
+            if len(tries) > 1 and f"{submission_id} already exists" in str(e):  # an earlier try reached the head
+                return submission_id
+            raise
+
     def action(client, url) -> int:
-        job_id = _retried(lambda: client.submit_job(entrypoint=command, runtime_env=env), url)
+        job_id = _retried(lambda: submit_once(client), url)
         if not wait:
             print(job_id)
             return 0
