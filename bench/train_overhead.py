@@ -725,7 +725,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
+    from testkit.ray_cluster import start_local_ray
 
     on_gpu = torch.cuda.is_available()
     model_name = args.model or ("llama-1b" if on_gpu else "small")
@@ -734,25 +734,11 @@ def main() -> None:
     rows_per_step = args.rows or (16384 // seq if on_gpu else 4)
     machine = machine_name(on_gpu)
     if on_gpu:
-        ray.init(
-            address="local",
-            num_gpus=1,
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-            _system_config=EMBEDDED_SYSTEM_CONFIG,
-        )
+        start_local_ray(num_gpus=1)
         threads = "one GPU: thresher's worker and the plain loop (in this process) each use it alone"
         precision = "full: float32 weights under bf16 autocast; LoRA: bf16 base, fp32 adapters; QLoRA: NF4 base"
     else:
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-            _system_config=EMBEDDED_SYSTEM_CONFIG,
-        )
+        start_local_ray(num_cpus=2)
         torch.set_num_threads(1)
         threads = (
             "1 torch thread each: thresher's worker holds 1 of the local Ray's 2 CPUs (the other runs Ray "

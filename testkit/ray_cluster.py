@@ -14,6 +14,23 @@ import time
 from pathlib import Path
 
 
+def start_local_ray(**resources: float) -> None:
+    """A local Ray in this process, started as thresher starts its embedded one (its system config), quiet and
+    without the dashboard; ``resources``: ``num_cpus``, ``num_gpus``."""
+    import ray
+
+    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
+
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        configure_logging=False,
+        log_to_driver=False,
+        _system_config=EMBEDDED_SYSTEM_CONFIG,
+        **resources,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

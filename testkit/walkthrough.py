@@ -11,19 +11,10 @@ import sys
 
 
 def main() -> int:
-    import ray
-
+    from testkit.ray_cluster import start_local_ray
     from thresher.cli import main as thresher
-    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
 
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        configure_logging=False,
-        log_to_driver=False,
-        _system_config=EMBEDDED_SYSTEM_CONFIG,
-    )
+    start_local_ray(num_cpus=2)
     for argv in json.loads(sys.argv[1]):
         print(f"$ {' '.join(argv)}", file=sys.stderr, flush=True)
         code = subprocess.run([sys.executable, *argv[1:]]).returncode if argv[0] == "python" else thresher(argv[1:])

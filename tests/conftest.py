@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.ray_cluster import RayHead, free_port
+from testkit.ray_cluster import RayHead, free_port, start_local_ray
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -60,17 +60,8 @@ def ray_local():
     """The test run's one local Ray instance (2 CPUs)."""
     import ray
 
-    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
-
     if not ray.is_initialized():
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-            _system_config=EMBEDDED_SYSTEM_CONFIG,
-        )
+        start_local_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 
