@@ -34,6 +34,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from thresher.train.tracking import Tracker
 log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+VALIDATION_KEPT_BYTES = 256 << 20  # a worker keeps its validation batches in memory up to this size
 
 
 @dataclass
@@ -189,6 +191,7 @@ class Recipe:
         self.state, self.resumed_from = self.resumed_state(checkpoint, ctx.get_world_rank())
         self.train_shard = ray.train.get_dataset_shard("train")
         self.val_shard = ray.train.get_dataset_shard("validation") if self.job.has_validation else None
+        self.validation_kept: list[dict] | None = None
         self.batches = Prefetched(self.windows())
         self.build(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
         if checkpoint:
@@ -359,7 +362,7 @@ class Recipe:
         self.engine.train(False)
         names = self.objective.metrics
         sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=self.device)
-        for batch in self.val_shard.iter_torch_batches(batch_size=self.cfg.optim.batch_size, dtypes=torch.long):
+        for batch in self.validation_batches():
             sums += metric_sums(self.objective, batch, self.objective.loss(self.engine, batch)[1], self.device)
         self.engine.train(True)
         *totals, units = all_sum([sums], self.device)
@@ -370,6 +373,23 @@ class Recipe:
         if self.cfg.eval.save_best and best_index(self.state.evals, **self.selection) == len(self.state.evals) - 1:
             self.export()
         self.eval_seconds += time.perf_counter() - at
+
+    def validation_batches(self) -> Iterator[dict]:
+        """This worker's validation batches: read from its shard the first time and kept in memory when they take at
+        most ``VALIDATION_KEPT_BYTES`` (each later evaluation then starts no data pipeline), else read every time."""
+        if self.validation_kept is not None:
+            yield from self.validation_kept
+            return
+        kept: list[dict] | None = []
+        size = 0
+        for batch in self.val_shard.iter_torch_batches(batch_size=self.cfg.optim.batch_size, dtypes=torch.long):
+            size += sum(t.numel() * t.element_size() for t in batch.values())
+            if kept is not None and size <= VALIDATION_KEPT_BYTES:
+                kept.append(batch)
+            else:
+                kept = None
+            yield batch
+        self.validation_kept = kept
 
     # -- checkpoint and export ----------------------------------------------------------------------------------
 
