@@ -1,12 +1,12 @@
 """What a trained model publishes names no machine: its ``adapter_config.json`` and card name the base by its Hub id
 where one is known (``model.hub_id``, GGUF metadata, ``config.json``), else as the user gave it, and the card's loading
-code loads the adapter onto its base in a fresh process started elsewhere (a ``pkg:`` base found at run time). The
+code loads the adapter onto its base in a fresh process started elsewhere (a ``pkg:`` base found at run time; an
+adapter trained on a base in an absolute folder: tests/test_training.py, on its LoRA run). The
 manifest names damaged input files relative to their input, as the card and the report do.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -19,9 +19,7 @@ import pytest
 import torch
 
 from testkit.tiny_llama import build_tiny_llama
-from tests.samples import gsm8k
-from tests.test_training import curate, logits, sample_ids, train_config, trained_reference
-from thresher import train
+from tests.test_training import logits, sample_ids, train_config
 from thresher.core.storage import Storage
 from thresher.models.resolve import published_name
 from thresher.train.config import parse_config as parse_train_config
@@ -64,35 +62,6 @@ def run_card(model: Path, cwd: Path, ids: torch.Tensor, env: dict | None = None)
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.load(out)
-
-
-def test_trained_adapter_names_its_base_as_given_and_its_card_loads_it(ray_local, tmp_path):
-    """LoRA trained by ``thresher train`` on a base in an absolute folder: adapter_config.json and the card name the
-    base by the folder's last part, and the card's code, run in a folder holding the base under that name, loads the
-    adapter onto it with the trained logits."""
-    records = gsm8k(8)
-    data = curate(records, tmp_path / "data", ALPACA)
-    base = build_tiny_llama(tmp_path / "base-llama", [r["question"] + r["answer"] for r in records])
-    cfg = train_config(
-        base,
-        tmp_path / "run",
-        "lora",
-        str(data),
-        scaling={"num_workers": 1},
-        optim={"max_steps": 2},
-        checkpoint={"every_steps": 2},
-    )
-    metrics = train.main(copy.deepcopy(cfg))
-    model = tmp_path / "run/model"
-    assert json.loads((model / "adapter_config.json").read_text())["base_model_name_or_path"] == "base-llama"
-    assert "Base model: `base-llama`" in (model / "README.md").read_text()
-    assert_names_no_machine(model, tmp_path)
-    user = tmp_path / "user"
-    user.mkdir()
-    (user / "base-llama").symlink_to(base)  # the user's copy of the base, under the name the card gives
-    ids = sample_ids(base)
-    trained = trained_reference(base, cfg, metrics["checkpoint"])
-    torch.testing.assert_close(run_card(model, user, ids), logits(trained, ids), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow  # 10 s or more: not in the fast subset

@@ -336,6 +336,22 @@ def test_lora_export_reloads_with_peft_and_gives_the_trained_logits(lora_run, ti
     assert "PeftModel.from_pretrained" in (lora_run.out / "model/README.md").read_text()
 
 
+def test_trained_adapter_names_its_base_as_given_and_its_card_loads_it(lora_run, tiny, tmp_path, tmp_path_factory):
+    """The LoRA trained by the run on a base in an absolute folder: adapter_config.json and the card name the base by
+    the folder's last part, the model folder names no machine (tests/test_published_model.py), and the card's code,
+    run in a folder holding the base under that name, loads the adapter onto it with the trained logits."""
+    from tests.test_published_model import assert_names_no_machine, run_card
+
+    model = lora_run.out / "model"
+    assert json.loads((model / "adapter_config.json").read_text())["base_model_name_or_path"] == tiny.name
+    assert f"Base model: `{tiny.name}`" in (model / "README.md").read_text()
+    assert_names_no_machine(model, tmp_path_factory.getbasetemp())
+    (tmp_path / tiny.name).symlink_to(tiny)  # the user's copy of the base, under the name the card gives
+    ids = sample_ids(tiny)
+    trained = trained_reference(tiny, lora_run.cfg, lora_run.metrics["checkpoint"])
+    torch.testing.assert_close(run_card(model, tmp_path, ids), logits(trained, ids), atol=1e-5, rtol=1e-5)
+
+
 def test_combine_lora_adapters_weighted(lora_run, tiny, tmp_path):
     """`python -m thresher.train.export combine`: the combined adapter (cat) adds exactly the weighted updates."""
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -439,7 +455,10 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
     """Full fine-tuning with DDP, DeepSpeed ZeRO-3 and FSDP2 (gloo, CPU): the loss falls, all give the same losses
     (same data, seed and AdamW) -- FSDP2 also after losing a worker process once step 2's sharded checkpoint
     (torch.distributed.checkpoint) is registered and resuming from it -- and each export reloads with transformers
-    with the checkpoint's weights. (ZeRO-2 takes the same code path as ZeRO-3 here: one DeepSpeed stage is run.)"""
+    with the checkpoint's weights. (ZeRO-2 takes the same code path as ZeRO-3 here: one DeepSpeed stage is run.)
+    The DDP run also checkpoints after every step and evaluates after every second (neither changes the weights):
+    the seconds its rate counts, the evaluations' and the checkpoints' add up to no more than the run took (counted
+    in the rate as well, they would add up to more)."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
     from transformers import AutoModelForCausalLM
@@ -447,7 +466,7 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
     ids = sample_ids(tiny)
     losses, extensions = {}, set(Path.home().glob(".cache/torch_extensions/*/*"))
     engines = (
-        ("ddp", {}),
+        ("ddp", {"checkpoint": {"every_steps": 1, "keep": 1}, "eval": {"every_steps": 2}}),
         ("zero3", {"deepspeed": {"stage": 3}}),
         ("fsdp2", {"fsdp": {}, "checkpoint": {"every_steps": 2, "max_failures": 1}}),
     )
@@ -457,6 +476,7 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
             tmp_path / name,
             "full",
             str(data.train),
+            str(data.validation) if name == "ddp" else None,
             data={"packing": False},
             optim={"max_steps": None, "epochs": 3},
             **sections,
@@ -466,7 +486,9 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
             if name == "fsdp2":  # polls every second: the kill lands before step 4's checkpoint can count
                 mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1")
                 kill = AfterCheckpoint(tmp_path / name / "checkpoints/thresher", "step-00000002")
+            started = time.perf_counter()
             m = train.main(copy.deepcopy(cfg))
+            took = time.perf_counter() - started
         losses[name] = assert_loss_falls(m)
         exported = AutoModelForCausalLM.from_pretrained(tmp_path / name / "model")
         reference = base_model(tiny)
@@ -478,6 +500,7 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
             dcp_to_torch_save(Path(m["checkpoint"], "fsdp"), tmp_path / "fsdp2.pt")
             state = torch.load(tmp_path / "fsdp2.pt", weights_only=True)["model"]
         else:
+            assert_rate_leaves_out_evaluations_and_checkpoints(m, took, tiny)
             reference = trained_reference(tiny, cfg, m["checkpoint"])
             state = {}
         missing = reference.load_state_dict(state, strict=False).missing_keys
@@ -486,6 +509,19 @@ def test_full_fine_tuning_ddp_deepspeed_and_fsdp2_agree(data, tiny, tmp_path):
     for name in ("zero3", "fsdp2"):
         np.testing.assert_allclose(losses[name], losses["ddp"], rtol=1e-4, err_msg=name)
     assert set(Path.home().glob(".cache/torch_extensions/*/*")) == extensions  # no DeepSpeed op was JIT-compiled
+
+
+def assert_rate_leaves_out_evaluations_and_checkpoints(busy: dict, took: float, tiny: Path) -> None:
+    """``busy``: 6 full fine-tuning steps, checkpointed after every step and evaluated after every second, which
+    took ``took`` seconds."""
+    assert busy["checkpoints"]["count"] == 6 and len(busy["evals"]) == 3
+    state_bytes = sum(p.stat().st_size for p in tiny.glob("*.safetensors"))  # float32 weights; Adam adds twice that
+    assert busy["checkpoints"]["bytes"] > 6 * 2 * state_bytes > 0
+    apart = busy["eval_seconds"] + busy["checkpoint_seconds"]
+    assert apart > 0 and busy["train_seconds"] > busy["first_step_seconds"] > 0, busy
+    assert busy["train_seconds"] + apart < took, (took, busy)
+    counted = busy["train_seconds"] - busy["first_step_seconds"]
+    assert busy["tokens_per_s_after_first_step"] * counted < busy["tokens"], busy
 
 
 # -- kernels and compilation ------------------------------------------------------------------------------------
@@ -717,35 +753,6 @@ def test_training_on_a_mixture_counts_tokens_per_source(stopped_run):
 
 
 # -- config errors ---------------------------------------------------------------------------------------------
-
-
-def test_evaluation_and_checkpoint_seconds_are_left_out_of_tokens_per_s(data, tiny, tmp_path):
-    """6 full fine-tuning steps (one epoch of 48 unpacked rows) on one worker, checkpointing after every step and
-    evaluating after every second: the seconds the rate counts, the evaluations' and the checkpoints' add up to no
-    more than the run took (counted in the rate as well, they would add up to more)."""
-    cfg = train_config(
-        tiny,
-        tmp_path / "busy",
-        "full",
-        str(data.demo),
-        str(data.validation),
-        scaling={"num_workers": 1},
-        data={"packing": False},
-        optim={"log_every_steps": 6},
-        checkpoint={"every_steps": 1, "keep": 1},
-        eval={"every_steps": 2},
-    )
-    started = time.perf_counter()
-    busy = train.main(cfg)
-    took = time.perf_counter() - started
-    assert busy["checkpoints"]["count"] == 6 and len(busy["evals"]) == 3
-    state_bytes = sum(p.stat().st_size for p in tiny.glob("*.safetensors"))  # float32 weights; Adam adds twice that
-    assert busy["checkpoints"]["bytes"] > 6 * 2 * state_bytes > 0
-    apart = busy["eval_seconds"] + busy["checkpoint_seconds"]
-    assert apart > 0 and busy["train_seconds"] > busy["first_step_seconds"] > 0, busy
-    assert busy["train_seconds"] + apart < took, (took, busy)
-    counted = busy["train_seconds"] - busy["first_step_seconds"]
-    assert busy["tokens_per_s_after_first_step"] * counted < busy["tokens"], busy
 
 
 def test_qlora_without_gpu_exits_2_naming_the_key(data, tiny, tmp_path):
