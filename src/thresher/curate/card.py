@@ -25,8 +25,8 @@ import yaml
 
 from thresher.core.published import input_name, run_name
 from thresher.core.storage import Storage, join
-from thresher.curate.report.dataset import split_order
-from thresher.curate.stage import REGISTRY, StageCard, load_stages
+from thresher.curate.report.dataset import configured_stages, split_order
+from thresher.curate.stage import REGISTRY, Stage, StageCard, load_stages
 
 
 def data_files(manifest: dict) -> list[dict[str, str]]:
@@ -117,12 +117,10 @@ def size_category(n: int) -> str:
 
 def stage_cards(cfg: dict) -> list[StageCard]:
     """What each configured stage (the first use of each) says on the card, in pipeline order."""
-    load_stages()
-    first = {}
-    for spec in cfg.get("stages", []):
-        name, options = next(iter(spec.items()))
-        first.setdefault(name, options or {})
-    return [REGISTRY[name].card(options, cfg) for name, options in first.items() if name in REGISTRY]
+    first: dict[type[Stage], dict] = {}
+    for cls, options in configured_stages(cfg):
+        first.setdefault(cls, options)
+    return [cls.card(options, cfg) for cls, options in first.items()]
 
 
 def languages(manifest: dict, report: dict) -> list[str]:

@@ -73,6 +73,10 @@ class Section:
         load_stages()
         return [s for s in manifest.get("counts", {}).get("by_stage", {}) if self.name in declared_sections(s)]
 
+    def stage_metrics(self, manifest: dict) -> dict | None:
+        """The manifest's metrics of the run's first stage that declares this section."""
+        return next((manifest.get("metrics", {}).get(s) for s in self.run_stages(manifest)), None)
+
     def options(self, manifest: dict) -> dict | None:
         """The options (in the manifest's config) of the run's first stage that declares this section."""
         names = self.stage_names()

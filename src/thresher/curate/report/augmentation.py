@@ -160,7 +160,7 @@ class ClassBalance(Section):
     order = 56
 
     def summarize(self, collected, manifest):
-        return next((manifest.get("metrics", {}).get(s) for s in self.run_stages(manifest)), None)
+        return self.stage_metrics(manifest)
 
     def html(self, summary):
         classes = sorted(summary["before"], key=lambda c: -summary["before"][c])

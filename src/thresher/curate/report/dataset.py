@@ -234,11 +234,11 @@ def completeness(table: pa.Table) -> dict:
     return out
 
 
-def _configured(manifest: dict) -> list[tuple[type[Stage], dict]]:
-    """(class, options) of the stages of the manifest's config, in order."""
+def configured_stages(cfg: dict) -> list[tuple[type[Stage], dict]]:
+    """(class, options) of the stages of a run's config (as in its manifest), in order."""
     load_stages()
     out = []
-    for stage in manifest.get("config", {}).get("stages", []):
+    for stage in cfg.get("stages", []):
         name, options = next(iter(stage.items())) if isinstance(stage, dict) else (stage, None)
         if name in REGISTRY:
             out.append((REGISTRY[name], options or {}))
@@ -249,7 +249,7 @@ def split_order(names, manifest: dict) -> list[str]:
     """Splits in the order of the stage that makes them (``Stage.splits``: train, validation, test / fold_0, ...),
     others after, sorted."""
     configured: list[str] = []
-    for cls, options in _configured(manifest):
+    for cls, options in configured_stages(manifest.get("config", {})):
         configured = cls.splits(options) or configured
     return [n for n in configured if n in names] + sorted(n for n in names if n not in configured)
 
@@ -257,7 +257,12 @@ def split_order(names, manifest: dict) -> list[str]:
 def stratify_field(manifest: dict) -> str | None:
     """The field the splits are stratified by (the label field of the stage that makes them)."""
     return next(
-        (fields[0] for cls, o in _configured(manifest) if cls.splits(o) and (fields := cls.label_fields(o))), None
+        (
+            fields[0]
+            for cls, o in configured_stages(manifest.get("config", {}))
+            if cls.splits(o) and (fields := cls.label_fields(o))
+        ),
+        None,
     )
 
 
@@ -274,7 +279,9 @@ def balance(counts: list[int]) -> dict:
 def label_fields(manifest: dict) -> set[str]:
     """The fields the config's stages treat as labels (``Stage.label_fields``: the split's ``stratify``,
     ``rebalance.field``, ``label_noise.label_field``)."""
-    return {field for cls, options in _configured(manifest) for field in cls.label_fields(options)}
+    return {
+        field for cls, options in configured_stages(manifest.get("config", {})) for field in cls.label_fields(options)
+    }
 
 
 def label_balance(

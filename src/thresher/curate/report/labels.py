@@ -14,7 +14,7 @@ class _StageMetrics(Section):
     workers)."""
 
     def summarize(self, collected, manifest):
-        return next((manifest.get("metrics", {}).get(s) for s in self.run_stages(manifest)), None)
+        return self.stage_metrics(manifest)
 
 
 class Labels(_StageMetrics):

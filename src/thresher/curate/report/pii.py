@@ -12,7 +12,7 @@ class Pii(Section):
     order = 30
 
     def summarize(self, collected, manifest):
-        metrics = next((manifest.get("metrics", {}).get(s) for s in self.run_stages(manifest)), None)
+        metrics = self.stage_metrics(manifest)
         return {"counts": metrics} if metrics else None
 
     def html(self, summary):

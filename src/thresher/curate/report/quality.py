@@ -154,7 +154,7 @@ class QualitySection(Section):
         return out
 
     def summarize(self, collected, manifest):
-        metrics = next((manifest.get("metrics", {}).get(s) for s in self.run_stages(manifest)), None)
+        metrics = self.stage_metrics(manifest)
         if not collected and not metrics:
             return None
         collected = collected or {}
