@@ -147,3 +147,86 @@ def test_training_methods_are_told_apart_only_by_their_registries():
     ]
     assert [method_comparisons(p) for p in planted] == [[1], [1], [1], [2], [1], [1]]
     assert method_comparisons('if cfg.method == "linear" or column == "prompts" or cfg.dpo.adapter == "none":') == []
+
+
+def stage_name_uses(source: str, names: set[str]) -> list[int]:
+    """Lines of ``source`` that tell a stage apart by its name (one of ``names``): compare with it (``== "quality"``,
+    ``in ("dedup_exact", ...)``, ``case "pii"``), list it in a module constant (``STAGES = ("dedup_exact", ...)``),
+    pass it to a function about stages (``_stage_options(cfg, "langid")``) or look it up among the run's metrics,
+    counts or stages (``manifest["metrics"].get("pii")``, ``by_stage["dedup_fuzzy"]``): what the stages' declarations
+    (``Stage.report_sections``, ``gates``, ``card``, ...) answer."""
+    tree = ast.parse(source)
+
+    def named(node: ast.AST | None) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in names
+        return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(named(e) for e in node.elts)
+
+    def mentions_run(node: ast.AST) -> bool:
+        return bool(re.search(r"metrics|by_stage|stages", ast.unparse(node)))
+
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(named(n) for n in [node.left, *node.comparators]):
+            lines.add(node.lineno)
+        elif isinstance(node, ast.MatchValue) and named(node.value):
+            lines.add(node.lineno)
+        elif isinstance(node, ast.Call):
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            args = [*node.args, *(k.value for k in node.keywords)]
+            if "stage" in func.lower() and any(named(a) for a in args):
+                lines.add(node.lineno)
+            elif func == "get" and args and named(args[0]) and mentions_run(node.func):
+                lines.add(node.lineno)
+        elif isinstance(node, ast.Subscript) and named(node.slice) and mentions_run(node.value):
+            lines.add(node.lineno)
+    for statement in tree.body:  # module constants
+        if isinstance(statement, (ast.Assign, ast.AnnAssign)) and statement.value is not None:
+            if any(isinstance(n, ast.Constant) and n.value in names for n in ast.walk(statement.value)):
+                lines.add(statement.lineno)
+    return sorted(lines)
+
+
+def shared_curation_modules() -> list[Path]:
+    """The curation modules every stage goes through: ``curate/*.py``, the execution layer and the report sections
+    that are no stage's own (a section a stage declares, ``Stage.report_sections``, may hold what only it shows)."""
+    from thresher.curate.report import SECTIONS, sections
+    from thresher.curate.stage import REGISTRY, load_stages
+
+    load_stages()
+    sections()
+    declared = {s for cls in REGISTRY.values() for s in cls.report_sections}
+    own = {sys.modules[SECTIONS[s].__module__].__file__ for s in declared}
+    curate = PACKAGE / "curate"
+    found = [*curate.glob("*.py"), *(curate / "execution").glob("*.py"), *(curate / "report").glob("*.py")]
+    return sorted(p for p in found if str(p) not in own)
+
+
+def test_shared_curation_modules_name_no_stage():
+    """Stages declare what they contribute to the report, the card and the gates: no shared module names a stage
+    (one added, or renamed, would silently be left out)."""
+    from thresher.curate.stage import REGISTRY, load_stages
+
+    load_stages()
+    names = {n for n, cls in REGISTRY.items() if cls.__module__.startswith("thresher.")}
+    modules = shared_curation_modules()
+    assert {"card.py", "gates.py", "manifest.py", "runner.py", "funnel.py", "dataset.py"} <= {p.name for p in modules}
+    assert not {"duplicates.py", "quality.py"} & {p.name for p in modules}  # sections that stages declare
+    found = [f"{p.relative_to(PACKAGE)}:{line}" for p in modules for line in stage_name_uses(p.read_text(), names)]
+    assert not found, "stage names in shared curation modules:\n" + "\n".join(found)
+    planted = [
+        'if stage == "quality":\n    pass',
+        "if 'pii' != name:\n    pass",
+        'x = name in (\n    "dedup_exact", "dedup_fuzzy")',
+        'match name:\n    case "langid":\n        pass',
+        'DEDUP_STAGES = ("dedup_exact", "dedup_fuzzy", "dedup_semantic")',
+        'DETAILED = {"quality": "quality"}',
+        'options = _stage_options(cfg, "format")',
+        'metrics = manifest.get("metrics", {}).get("pii")',
+        'n = counts["by_stage"]["dedup_fuzzy"]["in"]',
+    ]
+    assert [stage_name_uses(p, names) for p in planted] == [[1], [1], [1], [2], [1], [1], [1], [1], [1]]
+    unrelated = (
+        'def f(f, splits):\n    header = ["split", "files"]\n    return f["split"], splits.get("format"), name == x'
+    )
+    assert stage_name_uses(unrelated, names) == []

@@ -2,13 +2,17 @@
 
 It summarises the source, the stages with their options, thresholds and counts, the splits and the columns with
 their descriptions. Its YAML front matter is the Hugging Face Hub's dataset metadata: ``pretty_name``,
-``license`` (``output.card.license``, else ``unknown``), ``language`` (the languages ``langid`` keeps, else
-those found in the kept records), ``size_categories`` (the Hub's bucket of the kept records), ``task_categories``
-(and ``task_ids``) from the ``format`` template, ``source_datasets`` (the inputs), and the splits
+``license`` (``output.card.license``, else ``unknown``), ``language`` (the languages a stage keeps, e.g.
+``langid``'s, else those found in the kept records), ``size_categories`` (the Hub's bucket of the kept records),
+``task_categories`` (and ``task_ids``) a stage declares (the ``format`` template's), ``source_datasets`` (the
+inputs), and the splits
 (``configs: [{config_name: default, data_files: [{split, path}]}]``, paths relative to the card), so
 ``datasets.load_dataset(OUTPUT)`` reads them. A run without a split stage has one split, ``train``
 (``data/*.parquet``). The card names local inputs without the machine's absolute paths
 (:mod:`thresher.core.published`).
+
+What the card says of a stage beyond its row in the processing table (languages, tasks, the options shown, sections of
+its own) the stage declares (``Stage.card``, :class:`thresher.curate.stage.StageCard`): this module names no stage.
 """
 
 from __future__ import annotations
@@ -21,10 +25,8 @@ import yaml
 
 from thresher.core.published import input_name, run_name
 from thresher.core.storage import Storage, join
-from thresher.curate.config import load_stages
-from thresher.curate.filters.presets import expand
-from thresher.curate.report.dataset import split_order
-from thresher.curate.stage import REGISTRY
+from thresher.curate.report.dataset import configured_stages, split_order
+from thresher.curate.stage import REGISTRY, Stage, StageCard, load_stages
 
 
 def data_files(manifest: dict) -> list[dict[str, str]]:
@@ -100,14 +102,8 @@ SIZE_CATEGORIES = (
     "100B<n<1T",
     "n>1T",
 )
-# per format template (None: no format stage): the Hub's task categories and task ids, and tags
-TASKS = {
-    None: (["text-generation"], ["language-modeling"], []),
-    "text": (["text-generation"], ["language-modeling"], []),
-    "alpaca": (["text-generation"], [], ["instruction-tuning"]),
-    "chat": (["text-generation"], ["dialogue-modeling"], ["instruction-tuning", "conversational"]),
-    "preference": (["text-generation"], [], ["preference", "dpo"]),
-}
+# the Hub's task categories and task ids, and tags, where no stage declares others (``StageCard.tasks``)
+LANGUAGE_MODELING = (("text-generation",), ("language-modeling",), ())
 # the columns thresher writes itself (the stages' own are described by ``Stage.added_columns``, in the manifest)
 COLUMNS = {"id": "the record's id: the input's, or derived from its source file and offset"}
 
@@ -119,15 +115,20 @@ def size_category(n: int) -> str:
     return SIZE_CATEGORIES[i]
 
 
-def _stage_options(cfg: dict, name: str) -> dict | None:
-    return next((s[name] for s in cfg.get("stages", []) if name in s), None)
+def stage_cards(cfg: dict) -> list[StageCard]:
+    """What each configured stage (the first use of each) says on the card, in pipeline order."""
+    first: dict[type[Stage], dict] = {}
+    for cls, options in configured_stages(cfg):
+        first.setdefault(cls, options)
+    return [cls.card(options, cfg) for cls, options in first.items()]
 
 
 def languages(manifest: dict, report: dict) -> list[str]:
-    """The languages ``langid`` keeps, else those of the kept records (most records first); none without langid."""
-    langid = _stage_options(manifest.get("config", {}), "langid")
-    if langid and langid.get("keep"):
-        return list(langid["keep"])
+    """The languages a stage keeps (``StageCard.languages``), else those of the kept records (most records
+    first)."""
+    kept_by_stage = next((c.languages for c in stage_cards(manifest.get("config", {})) if c.languages), ())
+    if kept_by_stage:
+        return list(kept_by_stage)
     kept = ((report.get("languages") or {}).get("kept") or {}).get("by_language", {})
     return [lang for lang in kept if lang != "und"]
 
@@ -136,8 +137,7 @@ def card_metadata(manifest: dict, report: dict) -> dict:
     """The card's YAML front matter: the Hub's dataset metadata and the splits."""
     cfg = manifest.get("config", {})
     card = cfg.get("output", {}).get("card", {})
-    template = (_stage_options(cfg, "format") or {}).get("template")
-    categories, task_ids, tags = TASKS[template]
+    categories, task_ids, tags = next((c.tasks for c in stage_cards(cfg) if c.tasks), LANGUAGE_MODELING)
     front = {
         "pretty_name": card.get("pretty_name") or run_name(manifest.get("output", "")),
         "license": card.get("license", "unknown"),
@@ -145,53 +145,14 @@ def card_metadata(manifest: dict, report: dict) -> dict:
     if langs := languages(manifest, report):
         front["language"] = langs
     front["size_categories"] = [size_category(manifest["counts"]["output"])]
-    front["task_categories"] = categories
+    front["task_categories"] = list(categories)
     if task_ids:
-        front["task_ids"] = task_ids
+        front["task_ids"] = list(task_ids)
     front["source_datasets"] = [input_name(p) for p in cfg.get("input", {}).get("paths", [])]
     if files := data_files(manifest):
         front["configs"] = [{"config_name": "default", "data_files": files}]
     front["tags"] = ["thresher", *tags]
     return front
-
-
-def _thresholds(options: dict) -> list[list]:
-    """The quality stage's rules in the order they run: reason (= config key), threshold or off."""
-    rows = []
-    for preset in expand(options.get("presets", [])):
-        section = options.get(preset.section, {})
-        for rule in preset.rules:
-            value = section.get(rule.option)
-            shown = (
-                "off"
-                if value is None or value is False
-                else ("on" if value is True else f"{'>=' if rule.bound == 'min' else '<='} {value:g}")
-            )
-            rows.append([f"`{preset.section}.{rule.option}`", f"`{rule.signal}`", shown])
-    return rows
-
-
-def _pii_note(options: dict) -> str:
-    from thresher.curate.stages.pii import TOKENS
-
-    kinds = [
-        k
-        for k in TOKENS
-        if k in options.get("types", []) or (k in ("ipv4", "ipv6") and "ip" in options.get("types", []))
-    ]
-    tokens = list(dict.fromkeys(f"[{TOKENS[k]}]" for k in kinds))
-    fields = options.get("fields") or "the text field"
-    mode = options.get("mode", "redact")
-    if mode == "mask":
-        return (
-            f"The `pii` stage replaced personal data ({', '.join(options.get('types', []))}) in {fields} by asterisks."
-        )
-    if mode == "hash":
-        tokens = [t[:-1] + ":<12 hex digits>]" for t in tokens]
-    return (
-        f"The `pii` stage replaced personal data in {fields} by placeholders: {', '.join(f'`{t}`' for t in tokens)}"
-        + (" (a salted hash of the value after the colon)." if mode == "hash" else ".")
-    )
 
 
 def _stage_rows(cfg: dict, by_stage: dict, reasons: dict) -> list[list]:
@@ -205,15 +166,12 @@ def _stage_rows(cfg: dict, by_stage: dict, reasons: dict) -> list[list]:
     rows = []
     for i, (run_name_, c) in enumerate((n, c) for n, c in by_stage.items() if n != "read"):
         stage, options = named.get(run_name_, (run_name_, None))
-        if stage == "unique_ids":
-            changed = {"input.unique_ids": cfg.get("input", {}).get("unique_ids", "keep")}
-        else:
-            changed = changed_options(stage, options or {})
-            if stage == "quality":
-                changed = {k: v for k, v in changed.items() if k not in ("gopher", "c4", "fineweb")}
-        shown = f"`{json.dumps(changed)}`" if changed else "defaults"
-        if stage == "quality":
-            shown += " (thresholds below)"
+        cls = REGISTRY.get(stage)
+        notes = cls.card(options or {}, cfg) if cls else StageCard()
+        changed = notes.options
+        if changed is None:
+            changed = {k: v for k, v in changed_options(stage, options or {}).items() if k not in notes.hidden_options}
+        shown = (f"`{json.dumps(changed)}`" if changed else "defaults") + notes.options_note
         top = ", ".join(f"{r} ({n:,})" for r, n in sorted(reasons.get(run_name_, {}).items(), key=lambda x: -x[1])[:3])
         rows.append(
             [
@@ -299,16 +257,11 @@ def dataset_card(output: str, storage: Storage, manifest: dict, report: dict, fi
                 stage_rows,
             )
         )
-    quality = _stage_options(cfg, "quality")
-    if quality:
+    for section in sorted((s for c in stage_cards(cfg) for s in c.sections), key=lambda s: s.order):
         parts.append(
-            "## Quality thresholds\n\nA document is rejected by the first rule it fails; the reason is the "
-            "rule's config key (under `quality`).\n\n"
-            + _table(["rule (config key)", "signal", "kept when"], _thresholds(quality))
+            f"## {section.title}\n\n{section.text}"
+            + (f"\n\n{_table(list(section.header), [list(r) for r in section.rows])}" if section.header else "")
         )
-    pii = _stage_options(cfg, "pii")
-    if pii:
-        parts.append("## Personal data\n\n" + _pii_note(pii))
     for field, b in ((report.get("dataset") or {}).get("label_balance") or {}).get("fields", {}).items():
         classes = b["classes"]
         parts.append(

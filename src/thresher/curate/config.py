@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections import Counter
 from typing import Any, Literal
 
@@ -12,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from thresher.core.config import ConfigError, StrictModel, validate
 from thresher.core.storage import StorageOptions
 from thresher.curate.gates import GatesConfig
-from thresher.curate.stage import REGISTRY, GlobalStage, Stage, StageConfig
+from thresher.curate.stage import REGISTRY, GlobalStage, Stage, StageConfig, load_stages
 
 FORMATS = ("jsonl", "parquet", "text", "wet")
 
@@ -161,14 +159,6 @@ class CurateConfig(StrictModel):
         data = self.model_dump(mode="json", exclude={"stages"})
         data["stages"] = [{s.name: s.config.model_dump(mode="json")} for s in self.stages]
         return data
-
-
-def load_stages() -> None:
-    """Import every module in ``thresher/curate/stages`` so that each stage registers itself."""
-    import thresher.curate.stages as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{mod.name}")
 
 
 def _parse_stage(i: int, item: Any) -> StageSpec:

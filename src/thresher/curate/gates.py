@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import Field
 
 from thresher.core.config import StrictModel
+from thresher.curate.stage import load_stages, stage_class
 
-DEDUP_STAGES = ("dedup_exact", "dedup_fuzzy", "dedup_semantic")
 GATE_FAILED = "gate_failed"
 
 
@@ -43,7 +43,7 @@ class GatesConfig(StrictModel):
 def measure(counts: dict[str, Any]) -> dict[str, Any]:
     """The figures the gates compare, from the manifest's counts."""
     by_stage = counts["by_stage"]
-    dedup = [s for s in by_stage if s in DEDUP_STAGES]
+    dedup = [s for s in by_stage if "max_duplicate_rate" in counted_by(s)]
     entered = by_stage[dedup[0]]["in"] if dedup else 0
     return {
         "max_rejected_fraction": _fraction(counts["rejected"], counts["input"] + counts.get("generated", 0)),
@@ -57,6 +57,13 @@ def measure(counts: dict[str, Any]) -> dict[str, Any]:
             s: _fraction(c["rejected"], c["in"] + c.get("generated", 0)) for s, c in by_stage.items()
         },
     }
+
+
+def counted_by(run_name: str) -> tuple[str, ...]:
+    """The gates that count the stage named ``run_name`` in a run (its class's ``gates``)."""
+    load_stages()
+    cls = stage_class(run_name)
+    return cls.gates if cls else ()
 
 
 def _fraction(part: int, whole: int) -> float:

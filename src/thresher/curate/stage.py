@@ -33,9 +33,15 @@ negative keys, ``-1 - (reference << 52 | part << 32 | row)`` (:func:`reference_k
 
 Stages never start or configure a cluster, nor import Ray: the execution layer (``thresher.curate.execution``) runs
 them.
+
+What a stage contributes beyond its records is declared on its class, and the shared modules render it without naming
+any stage: ``report_sections`` (the report sections that detail it: a section reads the stages that declare it, never
+a stage's name), ``gates`` (the run gates that count it, e.g. ``max_duplicate_rate``), :meth:`Stage.card` (what the
+dataset card says of it: :class:`StageCard`), :meth:`Stage.splits` and :meth:`Stage.label_fields`.
+
 Numeric columns named ``_metric.<name>`` are summed into the manifest's ``metrics.<stage>`` and are not
-written. A ``_summary.<stage>`` column holds, on one row of a batch (null on the others), the stage's summary of the
-batch as JSON, for the report section of the same name: the writer takes the summaries out of each part before it
+written. A ``_summary.<section>`` column holds, on one row of a batch (null on the others), the stage's summary of
+the batch as JSON, for a report section it declares: the writer takes the summaries out of each part before it
 splits the rows, never writes or stages them, and merges them into the part's report statistics with that
 section's ``merge`` (``thresher report`` recomputing a finished run's report has no summaries). ``_seconds.<what>``
 columns carry the seconds a task spent in a stage (or reading), on a batch's first row; they are summed into the
@@ -44,9 +50,11 @@ manifest's ``timing`` and are not written.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -65,7 +73,7 @@ SEEN_PREFIX = "_seen."  # _seen.<stage>: 1 where the row was live when it entere
 GENERATED_PREFIX = "_generated."  # _generated.<stage>: 1 on the rows the stage generated (counted once, never written)
 REPORT_PREFIX = "_report."  # columns the report sections read and that are never written (e.g. an excerpt of a source)
 METRIC_PREFIX = "_metric."
-SUMMARY_PREFIX = "_summary."  # _summary.<stage>: the stage's summary of a batch (JSON) on one of its rows
+SUMMARY_PREFIX = "_summary."  # _summary.<section>: a stage's summary of a batch (JSON) on one row, for its section
 SECONDS_PREFIX = "_seconds."  # _seconds.<stage>: seconds a task spent in the stage, on a batch's first row
 INTERNAL_COLUMNS = (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL, SPLIT)
 TASK_SHIFT = 32
@@ -94,6 +102,19 @@ def reference_of(keys) -> np.ndarray:
 REGISTRY: dict[str, type[Stage]] = {}
 
 
+def load_stages() -> None:
+    """Import every module in ``thresher/curate/stages`` so that each stage registers itself."""
+    import thresher.curate.stages as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{mod.name}")
+
+
+def stage_class(run_name: str) -> type[Stage] | None:
+    """The registered class of a stage by its name in a run (a map stage used again is ``<name>-2``, ...)."""
+    return REGISTRY.get(run_name) or REGISTRY.get(run_name.rsplit("-", 1)[0])
+
+
 class StageConfig(StrictModel):
     """Base for stage options; unknown keys are config errors."""
 
@@ -109,13 +130,58 @@ class StageContext:
     broadcast_limit_rows: int = 2_000_000  # execution.broadcast_limit_rows: 0 forces the partitioned paths
 
 
+@dataclass(frozen=True)
+class CardSection:
+    """A section of the dataset card: ``## title``, a paragraph of Markdown and an optional table (``header``, one
+    list of cells per row); the card's sections come in ``order``."""
+
+    title: str
+    text: str
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[Any, ...], ...] = ()
+    order: int = 100
+
+
+@dataclass(frozen=True)
+class StageCard:
+    """What the dataset card says of one stage of a run (:meth:`Stage.card`)."""
+
+    languages: tuple[str, ...] = ()  # the languages of the kept records (front matter ``language``)
+    # the Hub's task categories, task ids and tags of the output (front matter); None: a language-modeling corpus
+    tasks: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None
+    options: dict[str, Any] | None = None  # shown in the processing table; None: the options not at their defaults
+    hidden_options: tuple[str, ...] = ()  # options left out of the processing table (shown in a section instead)
+    options_note: str = ""  # after the options in the processing table, e.g. " (thresholds below)"
+    sections: tuple[CardSection, ...] = ()
+
+
 class Stage:
-    """Common base: registration by ``name``, the config model and resource declaration."""
+    """Common base: registration by ``name``, the config model, resource declaration and what the stage contributes
+    to the report, the gates and the card (module docstring)."""
 
     name: ClassVar[str]
     Config: ClassVar[type[StageConfig]] = StageConfig
     num_cpus: ClassVar[float] = 1.0
     num_gpus: ClassVar[float] = 0.0
+    report_sections: ClassVar[tuple[str, ...]] = ()  # names of the report sections that detail this stage
+    gates: ClassVar[tuple[str, ...]] = ()  # the run gates (``GatesConfig`` keys) that count this stage
+
+    @classmethod
+    def card(cls, options: dict[str, Any], config: dict[str, Any]) -> StageCard:
+        """What the dataset card says of this stage, from its options and the run's config (both as in the
+        manifest's ``config``)."""
+        return StageCard()
+
+    @classmethod
+    def splits(cls, options: dict[str, Any]) -> list[str]:
+        """The splits this stage makes, in order (how the report and the card list them), from its options."""
+        return []
+
+    @classmethod
+    def label_fields(cls, options: dict[str, Any]) -> list[str]:
+        """The fields this stage treats as class labels (the report's label balance), from its options; for a stage
+        that makes splits, the field they are stratified by."""
+        return []
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -8,6 +8,9 @@ charts from :mod:`thresher.core.charts`; ``page``, when the fragment shows figur
 that each is shown once). Because sections read only what is written, ``thresher
 report RUN_URI`` recomputes a finished run's report from its Parquet files; what a stage summarized on the workers
 (``from_workers``: quality's rule statistics) is not in them and is taken from the report being replaced.
+
+A section that details stages never names one: the stages declare it (``Stage.report_sections``), and the section
+reads their names (:meth:`Section.stage_names`, :meth:`Section.run_stages`) and options (:meth:`Section.options`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pyarrow as pa
 
 from thresher.core.published import run_name
 from thresher.curate.report.arrays import shared
-from thresher.curate.stage import REPORT_PREFIX
+from thresher.curate.stage import REGISTRY, REPORT_PREFIX, load_stages, stage_class
 
 SECTIONS: dict[str, type[Section]] = {}
 HELPERS = ("arrays", "charts", "kernels")  # modules of this package without sections (kernels loads numba)
@@ -34,6 +37,7 @@ class Section:
     order: ClassVar[int] = 100
     hidden_columns: ClassVar[bool] = False  # collect sees the kept tables' _report. columns
     from_workers: ClassVar[tuple[str, ...]] = ()  # keys of the entry that only workers' summaries give
+    lists_reasons: ClassVar[bool] = False  # details every rejection reason of its stages (the funnel links to it)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -57,6 +61,33 @@ class Section:
     def page(self, summary: dict, report: dict[str, Any]) -> str:
         """The section's fragment of the page; a section that shows another's figures (once) reads ``report``."""
         return self.html(summary)
+
+    def stage_names(self) -> list[str]:
+        """The registered stages that declare this section (``Stage.report_sections``)."""
+        load_stages()
+        return [name for name, cls in REGISTRY.items() if self.name in cls.report_sections]
+
+    def run_stages(self, manifest: dict) -> list[str]:
+        """The names in the run (the manifest's ``counts.by_stage``, in order) of the stages that declare this
+        section."""
+        load_stages()
+        return [s for s in manifest.get("counts", {}).get("by_stage", {}) if self.name in declared_sections(s)]
+
+    def stage_metrics(self, manifest: dict) -> dict | None:
+        """The manifest's metrics of the run's first stage that declares this section."""
+        return next((manifest.get("metrics", {}).get(s) for s in self.run_stages(manifest)), None)
+
+    def options(self, manifest: dict) -> dict | None:
+        """The options (in the manifest's config) of the run's first stage that declares this section."""
+        names = self.stage_names()
+        stages = manifest.get("config", {}).get("stages", [])
+        return next((s[name] for s in stages for name in names if name in s), None)
+
+
+def declared_sections(run_name: str) -> tuple[str, ...]:
+    """The report sections the stage named ``run_name`` in a run declares."""
+    cls = stage_class(run_name)
+    return cls.report_sections if cls else ()
 
 
 def add(a: Any, b: Any) -> Any:

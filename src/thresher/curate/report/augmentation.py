@@ -160,7 +160,7 @@ class ClassBalance(Section):
     order = 56
 
     def summarize(self, collected, manifest):
-        return manifest.get("metrics", {}).get("rebalance")
+        return self.stage_metrics(manifest)
 
     def html(self, summary):
         classes = sorted(summary["before"], key=lambda c: -summary["before"][c])

@@ -44,6 +44,7 @@ import pyarrow.compute as pc
 from thresher.core.charts import bar_chart
 from thresher.curate.report import Section, add, folded_table, table_html
 from thresher.curate.report.arrays import hashes, string_stats, take, utf8
+from thresher.curate.stage import REGISTRY, Stage, load_stages
 
 SAMPLE_TOKENS = 16_000
 SAMPLE_CONTENTS = 2000
@@ -233,23 +234,35 @@ def completeness(table: pa.Table) -> dict:
     return out
 
 
+def configured_stages(cfg: dict) -> list[tuple[type[Stage], dict]]:
+    """(class, options) of the stages of a run's config (as in its manifest), in order."""
+    load_stages()
+    out = []
+    for stage in cfg.get("stages", []):
+        name, options = next(iter(stage.items())) if isinstance(stage, dict) else (stage, None)
+        if name in REGISTRY:
+            out.append((REGISTRY[name], options or {}))
+    return out
+
+
 def split_order(names, manifest: dict) -> list[str]:
-    """Splits in the split stage's order (train, validation, test / fold_0, ...), others after, sorted."""
-    configured = []
-    for stage in manifest.get("config", {}).get("stages", []):
-        opts = stage.get("split")
-        if opts is not None:
-            configured = (
-                [f"fold_{i}" for i in range(opts["folds"])]
-                if opts.get("folds")
-                else list(opts.get("ratios") or {"train": 0, "validation": 0, "test": 0})
-            )
+    """Splits in the order of the stage that makes them (``Stage.splits``: train, validation, test / fold_0, ...),
+    others after, sorted."""
+    configured: list[str] = []
+    for cls, options in configured_stages(manifest.get("config", {})):
+        configured = cls.splits(options) or configured
     return [n for n in configured if n in names] + sorted(n for n in names if n not in configured)
 
 
 def stratify_field(manifest: dict) -> str | None:
+    """The field the splits are stratified by (the label field of the stage that makes them)."""
     return next(
-        (s["split"].get("stratify") for s in manifest.get("config", {}).get("stages", []) if "split" in s), None
+        (
+            fields[0]
+            for cls, o in configured_stages(manifest.get("config", {}))
+            if cls.splits(o) and (fields := cls.label_fields(o))
+        ),
+        None,
     )
 
 
@@ -264,18 +277,11 @@ def balance(counts: list[int]) -> dict:
 
 
 def label_fields(manifest: dict) -> set[str]:
-    """The fields the config names as labels: the split's ``stratify``, ``rebalance.field``, ``label_noise.label_field``."""
-    named = set()
-    for stage in manifest.get("config", {}).get("stages", []):
-        name, options = next(iter(stage.items())) if isinstance(stage, dict) else (stage, None)
-        options = options or {}
-        if name == "split" and options.get("stratify"):
-            named.add(options["stratify"])
-        elif name == "rebalance":
-            named.add(options.get("field", "label"))
-        elif name == "label_noise":
-            named.add(options.get("label_field", "label"))
-    return named
+    """The fields the config's stages treat as labels (``Stage.label_fields``: the split's ``stratify``,
+    ``rebalance.field``, ``label_noise.label_field``)."""
+    return {
+        field for cls, options in configured_stages(manifest.get("config", {})) for field in cls.label_fields(options)
+    }
 
 
 def label_balance(

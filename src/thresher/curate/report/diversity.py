@@ -4,7 +4,7 @@ Each written slice contributes, per destination (``data`` or a split): its recor
 embeddings (for the centroid), its records per k-means cluster (``semantic_kmeans``), and the ``SAMPLE_VECTORS``
 embeddings whose id hash is smallest (float16; every slice keeps its own smallest, so the merge keeps the smallest
 overall: a uniform sample of the destination), plus up to ``SNIPPETS`` smallest-hash snippets per cluster. The
-driver merges these small summaries and reads the stage's own summary from the manifest
+driver merges these small summaries and reads the summary of the stage that declares this section from the manifest
 (``metrics.dedup_semantic``: cluster sizes before dedup, mean cosine to the centroid).
 
 Reported: the entropy of kept records over clusters (nats; normalised by log k; its exponent, the effective
@@ -28,7 +28,6 @@ from thresher.curate.dedup.semantic import as_matrix
 from thresher.curate.report import Section, table_html
 
 KMEANS = "semantic_kmeans"
-STAGE = "dedup_semantic"
 SAMPLE_VECTORS = 128
 SNIPPETS = 2
 SNIPPET = 160
@@ -162,8 +161,9 @@ class Diversity(Section):
     def summarize(self, collected, manifest):
         if not collected:
             return None
-        metrics = manifest.get("metrics", {}).get(STAGE, {})
-        stage = manifest.get("counts", {}).get("by_stage", {}).get(STAGE)
+        declared = next(iter(self.run_stages(manifest)), None)
+        metrics = manifest.get("metrics", {}).get(declared, {}) if declared else {}
+        stage = manifest.get("counts", {}).get("by_stage", {}).get(declared) if declared else None
         clusters: dict[str, int] = {}
         for d in collected.values():
             for k, n in d["clusters"].items():

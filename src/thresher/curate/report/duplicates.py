@@ -1,7 +1,11 @@
-"""Duplicates removed by ``dedup_exact`` and ``dedup_fuzzy``: rates, cluster sizes and example clusters.
+"""Duplicates removed by the stages that declare this section (``dedup_exact``, ``dedup_fuzzy``): rates, cluster
+sizes and example clusters.
 
-Computed from the written slices alone: a removed record is a reject of a dedup stage whose ``detail`` names the
-record kept for its cluster (``duplicate of kept record <id>``). The removed records of one cluster may be written by different tasks,
+Computed from the written slices alone: a removed record is a reject whose ``detail`` names the record kept for its
+cluster (``duplicate of kept record <id>``, :data:`thresher.curate.dedup.removal.KEPT_DETAIL`: what a stage that
+declares this section writes; ``duplicate of record <id> of <run>`` for a duplicate of an earlier run's record). The
+workers count the clusters of every stage that writes such details (``DUPLICATE_DETAIL``), and the report shows those
+of the stages that declare it. The removed records of one cluster may be written by different tasks,
 so cluster sizes are counted for a bounded sample that every task agrees on: the clusters whose kept id has
 one of the ``SAMPLE_CLUSTERS`` smallest hashes (XXH64 of the id; each task keeps its own smallest, and a cluster
 among the smallest overall is among the smallest of every task that saw it, so its count is exact). Up to that
@@ -24,7 +28,7 @@ from thresher.curate.dedup.removal import KEPT_DETAIL
 from thresher.curate.report import Section, table_html
 from thresher.curate.report.arrays import hashes, take
 
-STAGES = ("dedup_exact", "dedup_fuzzy")
+DUPLICATE_DETAIL = "duplicate of "  # how a removed duplicate's detail starts (KEPT_DETAIL, or of a reference run)
 SAMPLE_CLUSTERS = 2000
 EXAMPLE_CLUSTERS = 20
 SAMPLE_KEPT = 300
@@ -74,13 +78,13 @@ class Duplicates(Section):
 
     def collect(self, kept, rejected, text_field):
         out = {}
-        if "stage" in rejected.column_names and rejected.num_rows:
-            for stage in STAGES:
-                rows = rejected.filter(pc.equal(rejected["stage"], stage))
-                if rows.num_rows:  # detail: the kept id
-                    kept_ids = pc.replace_substring_regex(rows["detail"], "^" + KEPT_DETAIL, "")
-                    rows = rows.set_column(rows.column_names.index("detail"), "detail", kept_ids)
-                    out[stage] = self._clusters(rows, text_field)
+        if "stage" in rejected.column_names and "detail" in rejected.column_names and rejected.num_rows:
+            removed = rejected.filter(pc.fill_null(pc.starts_with(rejected["detail"], DUPLICATE_DETAIL), False))
+            for stage in pc.unique(removed["stage"]).to_pylist():
+                rows = removed.filter(pc.equal(removed["stage"], stage))
+                kept_ids = pc.replace_substring_regex(rows["detail"], "^" + KEPT_DETAIL, "")  # detail: the kept id
+                rows = rows.set_column(rows.column_names.index("detail"), "detail", kept_ids)
+                out[stage] = self._clusters(rows, text_field)
         snippets = {}
         for table in kept.values():
             if "id" in table.column_names and text_field in table.column_names:
@@ -121,7 +125,7 @@ class Duplicates(Section):
         if a is None or b is None:
             return a or b
         out = {}
-        for stage in STAGES:
+        for stage in dict.fromkeys(k for k in [*a, *b] if k != "kept_snippets"):
             x, y = a.get(stage), b.get(stage)
             if x is None or y is None:
                 if x or y:
@@ -147,7 +151,7 @@ class Duplicates(Section):
         by_stage = manifest.get("counts", {}).get("by_stage", {})
         total_in = manifest.get("counts", {}).get("input", 0)
         summary = {"stages": {}}
-        for stage in STAGES:
+        for stage in self.run_stages(manifest):
             c = collected.get(stage)
             if not c:
                 continue

@@ -1,16 +1,15 @@
 """Per-stage funnel: records in, kept and rejected at each stage, with the reasons.
 
-Each stage's reasons are listed in its row, once: the quality rules are detailed in their own section, which the
-row links to instead.
+Each stage's reasons are listed in its row, once: a stage whose reasons a section it declares details (``lists_reasons``:
+the quality rules) links to that section instead.
 """
 
 import html
 
 from thresher.core.charts import bar_chart
-from thresher.curate.report import SECTIONS, Markup, Section, table_html
+from thresher.curate.report import SECTIONS, Markup, Section, declared_sections, table_html
 
 SHOWN_REASONS = 3
-DETAILED = {"quality": "quality"}  # stage -> the section that details its reasons
 
 
 class Funnel(Section):
@@ -47,7 +46,7 @@ class Funnel(Section):
 
 def _reasons(stage: str, reasons: dict[str, int], report: dict) -> Markup:
     ranked = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-    section = DETAILED.get(stage)
+    section = next((s for s in declared_sections(stage) if s in SECTIONS and SECTIONS[s].lists_reasons), None)
     if section in report and len(ranked) > 1:
         return Markup(f'{len(ranked)} rules: see <a href="#{section}">{html.escape(SECTIONS[section].title)}</a>')
     shown = ", ".join(f"{html.escape(r)} ({n:,})" for r, n in ranked[:SHOWN_REASONS])

@@ -10,10 +10,11 @@ SHOWN_ANNOTATORS = 20
 
 
 class _StageMetrics(Section):
-    """A section showing the manifest's ``metrics.<name>`` (what the stage of that name reduced on the workers)."""
+    """A section showing the manifest's ``metrics.<stage>`` (what the stage that declares it reduced on the
+    workers)."""
 
     def summarize(self, collected, manifest):
-        return manifest.get("metrics", {}).get(self.name)
+        return self.stage_metrics(manifest)
 
 
 class Labels(_StageMetrics):

@@ -1,4 +1,4 @@
-"""PII found and redacted, by type (from the manifest's metrics)."""
+"""PII found and redacted, by type (from the manifest's metrics of the stage that declares this section)."""
 
 import html
 
@@ -12,7 +12,7 @@ class Pii(Section):
     order = 30
 
     def summarize(self, collected, manifest):
-        metrics = manifest.get("metrics", {}).get("pii")
+        metrics = self.stage_metrics(manifest)
         return {"counts": metrics} if metrics else None
 
     def html(self, summary):

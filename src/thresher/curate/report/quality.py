@@ -65,7 +65,8 @@ def signal_histograms(table: pa.Table) -> dict:
 
 
 def quality_config(manifest: dict) -> dict | None:
-    return next((s["quality"] for s in manifest.get("config", {}).get("stages", []) if "quality" in s), None)
+    """The options of the run's stage that declares this section."""
+    return QualitySection().options(manifest)
 
 
 def thresholds(manifest: dict) -> dict[str, str]:
@@ -130,11 +131,12 @@ class QualitySection(Section):
     title = "Quality filters"
     order = 50
     from_workers = ("documents", "rejected", "rules", "overlaps")  # rule_stats: summarized where rules run
+    lists_reasons = True
 
     def collect(self, kept, rejected, text_field):
         out: dict = {"rejected_by_rule": {}, "would_reject": {}, "signals": {"kept": {}, "rejected": {}}}
         if rejected.num_rows and "stage" in rejected.column_names:
-            mine = rejected.filter(pc.equal(rejected["stage"], "quality"))
+            mine = rejected.filter(pc.is_in(rejected["stage"], pa.array(self.stage_names(), pa.string())))
             out["rejected_by_rule"] = reason_counts(mine["reason"])
             out["signals"]["rejected"] = signal_histograms(mine)
         for table in kept.values():
@@ -152,7 +154,7 @@ class QualitySection(Section):
         return out
 
     def summarize(self, collected, manifest):
-        metrics = manifest.get("metrics", {}).get("quality")
+        metrics = self.stage_metrics(manifest)
         if not collected and not metrics:
             return None
         collected = collected or {}

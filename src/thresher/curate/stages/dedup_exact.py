@@ -73,6 +73,8 @@ class DedupExact(ReferenceDedup):
     name = "dedup_exact"
     decides_locally = True
     Config = DedupExactConfig
+    report_sections = ("duplicates",)
+    gates = ("max_duplicate_rate",)
 
     def added_columns(self) -> dict[str, str]:
         return {CLUSTER: "id of the record kept for this record's exact-duplicate group (its own id if none)"}

@@ -120,6 +120,8 @@ class DedupFuzzy(ReferenceDedup):
     name = "dedup_fuzzy"
     decides_locally = True
     Config = DedupFuzzyConfig
+    report_sections = ("duplicates",)
+    gates = ("max_duplicate_rate",)
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)

@@ -93,6 +93,8 @@ class DedupSemanticConfig(StageConfig):
 class DedupSemantic(ReferenceDedup):
     name = "dedup_semantic"
     Config = DedupSemanticConfig
+    report_sections = ("diversity",)
+    gates = ("max_duplicate_rate",)
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)

@@ -48,7 +48,7 @@ import pandas as pd
 import xxhash
 from pydantic import Field, model_validator
 
-from thresher.curate.stage import MapStage, StageConfig, reject
+from thresher.curate.stage import MapStage, StageCard, StageConfig, reject
 
 TARGETS = {
     "alpaca": ("instruction", "input", "output"),
@@ -64,6 +64,15 @@ DEFAULT_METADATA = {
     "quality_score": ("quality_score",),
 }
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user", "gpt": "assistant"}
+
+
+# per template: the Hub's task categories and task ids, and tags (for the dataset card)
+TASKS = {
+    "text": (("text-generation",), ("language-modeling",), ()),
+    "alpaca": (("text-generation",), (), ("instruction-tuning",)),
+    "chat": (("text-generation",), ("dialogue-modeling",), ("instruction-tuning", "conversational")),
+    "preference": (("text-generation",), (), ("preference", "dpo")),
+}
 
 
 class FormatConfig(StageConfig):
@@ -178,6 +187,11 @@ def as_messages(value) -> list[dict] | str:
 class Format(MapStage):
     name = "format"
     Config = FormatConfig
+
+    @classmethod
+    def card(cls, options: dict, config: dict) -> StageCard:
+        """The Hub's task categories, task ids and tags of its template."""
+        return StageCard(tasks=TASKS[options.get("template", "text")])
 
     def added_columns(self) -> dict[str, str]:
         return {

@@ -56,6 +56,11 @@ class LabelNoiseConfig(StageConfig):
 class LabelNoise(GlobalStage):
     name = "label_noise"
     Config = LabelNoiseConfig
+    report_sections = ("label_noise",)
+
+    @classmethod
+    def label_fields(cls, options: dict) -> list[str]:
+        return [options.get("label_field", "label")]
 
     def added_columns(self) -> dict[str, str]:
         return {

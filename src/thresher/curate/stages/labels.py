@@ -127,6 +127,7 @@ class LabelsConfig(StageConfig):
 class Labels(GlobalStage):
     name = "labels"
     Config = LabelsConfig
+    report_sections = ("labels",)
 
     def _consensus_columns(self) -> dict[str, str]:
         return {

@@ -40,7 +40,7 @@ from thresher.core.config import ConfigError
 from thresher.core.storage import is_s3
 from thresher.curate.fields import TextFieldsConfig, joined, reject_missing
 from thresher.curate.filters.languages import DEFAULT_LABEL_MAP, UNKNOWN, from_model_label, normalize_code
-from thresher.curate.stage import MapStage, reject
+from thresher.curate.stage import MapStage, StageCard, reject
 
 _LETTER = re.compile(r"[^\W\d_]")
 
@@ -102,6 +102,11 @@ class LangidConfig(TextFieldsConfig):
 class Langid(MapStage):
     name = "langid"
     Config = LangidConfig
+
+    @classmethod
+    def card(cls, options: dict, config: dict) -> StageCard:
+        """The languages it keeps are the card's."""
+        return StageCard(languages=tuple(options.get("keep") or ()))
 
     def __init__(self, config: LangidConfig, ctx):
         super().__init__(config, ctx)

@@ -41,7 +41,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from thresher.curate.fields import TextFieldsConfig, assign, reject_missing, unpack
-from thresher.curate.stage import METRIC_PREFIX, MapStage
+from thresher.curate.stage import METRIC_PREFIX, CardSection, MapStage, StageCard
 
 TYPES = ("email", "iban", "credit_card", "ssn", "ipv6", "ipv4", "phone")
 SALT_ENV = "THRESHER_PII_SALT"
@@ -467,6 +467,27 @@ class PiiConfig(TextFieldsConfig):
 class Pii(MapStage):
     name = "pii"
     Config = PiiConfig
+    report_sections = ("pii",)
+
+    @classmethod
+    def card(cls, options: dict, config: dict) -> StageCard:
+        """What it replaced personal data by, in a section of its own."""
+        types = options.get("types", [])
+        kinds = [k for k in TOKENS if k in types or (k in ("ipv4", "ipv6") and "ip" in types)]
+        tokens = list(dict.fromkeys(f"[{TOKENS[k]}]" for k in kinds))
+        fields = options.get("fields") or "the text field"
+        mode = options.get("mode", "redact")
+        if mode == "mask":
+            note = f"The `{cls.name}` stage replaced personal data ({', '.join(types)}) in {fields} by asterisks."
+        else:
+            if mode == "hash":
+                tokens = [t[:-1] + ":<12 hex digits>]" for t in tokens]
+            note = (
+                f"The `{cls.name}` stage replaced personal data in {fields} by placeholders: "
+                + ", ".join(f"`{t}`" for t in tokens)
+                + (" (a salted hash of the value after the colon)." if mode == "hash" else ".")
+            )
+        return StageCard(sections=(CardSection("Personal data", note, order=20),))
 
     def __init__(self, config: PiiConfig, ctx):
         super().__init__(config, ctx)
@@ -524,6 +545,6 @@ class Pii(MapStage):
                 values.append(pack(new))
             assign(batch, name, values)
         for t in TYPES:
-            batch[f"{METRIC_PREFIX}pii.{t}"] = per_type[t]
-        batch[f"{METRIC_PREFIX}pii.docs_with_pii"] = (sum(per_type.values()) > 0).astype(np.int64)
+            batch[f"{METRIC_PREFIX}{self.name}.{t}"] = per_type[t]
+        batch[f"{METRIC_PREFIX}{self.name}.docs_with_pii"] = (sum(per_type.values()) > 0).astype(np.int64)
         return batch

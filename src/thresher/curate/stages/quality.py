@@ -53,7 +53,7 @@ from thresher.curate.fields import TextFieldsConfig, assign, joined, reject_miss
 from thresher.curate.filters.languages import UNKNOWN, normalize_code
 from thresher.curate.filters.presets import SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
 from thresher.curate.filters.rule_stats import batch_summary
-from thresher.curate.stage import METRIC_PREFIX, SUMMARY_PREFIX, MapStage, reject
+from thresher.curate.stage import METRIC_PREFIX, SUMMARY_PREFIX, CardSection, MapStage, StageCard, reject
 
 PresetName = Literal["gopher", "gopher_quality", "gopher_repetition", "c4", "fineweb"]
 SIGNAL_PREFIX = "q_"
@@ -112,6 +112,25 @@ class QualityConfig(TextFieldsConfig):
 class Quality(MapStage):
     name = "quality"
     Config = QualityConfig
+    report_sections = ("quality",)
+
+    @classmethod
+    def card(cls, options: dict, config: dict) -> StageCard:
+        """The thresholds of its rules, in a section of their own."""
+        return StageCard(
+            hidden_options=("gopher", "c4", "fineweb"),
+            options_note=" (thresholds below)",
+            sections=(
+                CardSection(
+                    "Quality thresholds",
+                    "A document is rejected by the first rule it fails; the reason is the rule's config key (under "
+                    f"`{cls.name}`).",
+                    ("rule (config key)", "signal", "kept when"),
+                    tuple(_thresholds(options)),
+                    order=10,
+                ),
+            ),
+        )
 
     def __init__(self, config: QualityConfig, ctx):
         super().__init__(config, ctx)
@@ -149,11 +168,11 @@ class Quality(MapStage):
         verdicts = [evaluate(t, lang) for t, lang in zip(texts, langs)]
         if self.config.rule_stats:
             summary = orjson.dumps({"rule_stats": batch_summary(evaluate.rules, verdicts, texts)}).decode()
-            batch[SUMMARY_PREFIX + self.name] = [summary] + [None] * (len(batch) - 1)
+            batch[SUMMARY_PREFIX + self.report_sections[0]] = [summary] + [None] * (len(batch) - 1)
 
         for name in self.wanted:
             batch[SIGNAL_PREFIX + name] = np.array([v.signals.get(name, np.nan) for v in verdicts], np.float64)
-        metric = METRIC_PREFIX + "quality."
+        metric = METRIC_PREFIX + self.name + "."
         batch[metric + "word_rules_skipped"] = [int(v.word_rules_skipped) for v in verdicts]
         batch[metric + "stop_words_skipped"] = [int(v.stop_words_skipped) for v in verdicts]
         if self.config.c4.remove_lines and "c4" in self.config.presets:
@@ -174,3 +193,19 @@ def _with_lines_removed(value, text: str | None):
     """The field value with its one text replaced by C4's kept lines (a value of several texts: unchanged)."""
     texts, pack = unpack(value)
     return pack([text]) if text is not None and len(texts) == 1 else value
+
+
+def _thresholds(options: dict) -> list[tuple[str, str, str]]:
+    """The rules in the order they run: reason (= config key), signal, threshold or off."""
+    rows = []
+    for preset in expand(options.get("presets", [])):
+        section = options.get(preset.section, {})
+        for rule in preset.rules:
+            value = section.get(rule.option)
+            shown = (
+                "off"
+                if value is None or value is False
+                else ("on" if value is True else f"{'>=' if rule.bound == 'min' else '<='} {value:g}")
+            )
+            rows.append((f"`{preset.section}.{rule.option}`", f"`{rule.signal}`", shown))
+    return rows

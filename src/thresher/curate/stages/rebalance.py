@@ -154,6 +154,11 @@ def targets(counts: dict[str, int], cfg: RebalanceConfig) -> dict[str, int]:
 class Rebalance(GlobalStage):
     name = "rebalance"
     Config = RebalanceConfig
+    report_sections = ("rebalance",)
+
+    @classmethod
+    def label_fields(cls, options: dict) -> list[str]:
+        return [options.get("field", "label")]
 
     def __init__(self, config: RebalanceConfig, ctx):
         super().__init__(config, ctx)

@@ -181,6 +181,17 @@ def nearest_boundary(counts: np.ndarray, offset: int, target: int) -> int:
 class Split(IndexedStage):
     name = "split"
     Config = SplitConfig
+
+    @classmethod
+    def splits(cls, options: dict) -> list[str]:
+        if options.get("folds"):
+            return [f"fold_{i}" for i in range(options["folds"])]
+        return list(options.get("ratios") or {"train": 0, "validation": 0, "test": 0})
+
+    @classmethod
+    def label_fields(cls, options: dict) -> list[str]:
+        return [options["stratify"]] if options.get("stratify") else []
+
     # in one task every step is local: nothing exceeds ``driver_limit``, so no join or distributed
     # connected components (the Ray Data steps) runs
     decides_locally = True

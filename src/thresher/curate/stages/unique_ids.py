@@ -21,7 +21,16 @@ from thresher.curate.execution.datasets import (
     map_blocks,
     partitions_for,
 )
-from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, GlobalStage, StageConfig
+from thresher.curate.stage import (
+    ID,
+    KEY,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    REJECT_STAGE,
+    GlobalStage,
+    StageCard,
+    StageConfig,
+)
 
 ID_HASH = "_id_hash"
 FIRST = "_id_first"
@@ -38,6 +47,11 @@ class UniqueIds(GlobalStage):
     name = "unique_ids"
     decides_locally = True
     Config = UniqueIdsConfig
+
+    @classmethod
+    def card(cls, options: dict, config: dict) -> StageCard:
+        """Its option is the input's ``unique_ids``."""
+        return StageCard(options={"input.unique_ids": config.get("input", {}).get("unique_ids", "keep")})
 
     def decide(self, ds):
         """The key rows themselves (no copy) unless repeats are rejected. Up to the broadcast limit the ids are
