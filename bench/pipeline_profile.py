@@ -35,7 +35,7 @@ from thresher.curate.config import CurateConfig  # noqa: E402
 from thresher.curate.execution.segments import run_map_stages  # noqa: E402
 from thresher.curate.plan import preflight  # noqa: E402
 from thresher.curate.readers import LostBytes, read_task  # noqa: E402
-from thresher.curate.stage import KEY, REJECT_STAGE, SECONDS_PREFIX  # noqa: E402
+from thresher.curate.stage import KEY, REJECT_STAGE, side_column  # noqa: E402
 
 # a function's file and name -> what it belongs to, first match wins (the profile's own grouping; built-in
 # functions have no file, their name says what they are)
@@ -89,7 +89,7 @@ def chain(shards: list[Path], work: Path):
                 for part in run_map_stages(batch, stages, batch_rows):
                     for stage in stages:
                         seconds[stage.name] = seconds.get(stage.name, 0) + float(
-                            part[SECONDS_PREFIX + stage.name].sum()
+                            part[side_column("seconds", stage.name)].sum()
                         )
                     out = BlockAccessor.batch_to_block(part)  # what Ray Data makes of the frame a map_batches returns
                     live = out.filter(pc.is_null(out[REJECT_STAGE])) if REJECT_STAGE in out.column_names else out

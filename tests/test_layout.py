@@ -230,3 +230,49 @@ def test_shared_curation_modules_name_no_stage():
         'def f(f, splits):\n    header = ["split", "files"]\n    return f["split"], splits.get("format"), name == x'
     )
     assert stage_name_uses(unrelated, names) == []
+
+
+def side_prefix_uses(text: str) -> list[int]:
+    """Lines of ``text`` spelling a side column's prefix (``thresher.curate.stage.SIDE_KINDS``) in a string that is
+    not a docstring."""
+    from thresher.curate.stage import SIDE_KINDS
+
+    tree = ast.parse(text)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    return sorted(
+        {
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and any(prefix in node.value for prefix in SIDE_KINDS.values())
+        }
+    )
+
+
+def test_side_columns_are_named_in_one_place():
+    """Metrics, summaries, seconds and the seen/generated counts travel beside the rows through one channel: only
+    ``curate/stage.py`` spells their columns' names (``side_column``, ``side_of``, ``Stage.add_metric``)."""
+    found = [
+        f"{p.relative_to(PACKAGE)}:{line}"
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if p != PACKAGE / "curate" / "stage.py"
+        for line in side_prefix_uses(p.read_text())
+    ]
+    assert not found, "side column prefixes spelled outside curate/stage.py:\n" + "\n".join(found)
+    planted = [
+        'batch["_metric.pii.email"] = counts',
+        'metric = f"_metric.{self.name}."',
+        'if col.startswith("_summary."):\n    pass',
+        'x = col.startswith(("_seen.", "_generated."))',
+        'seconds = table["_seconds.read"]',
+    ]
+    assert [side_prefix_uses(p) for p in planted] == [[1], [1], [1], [1], [1]]
+    assert side_prefix_uses('name = "_metric"\ny = "_report.x"') == []

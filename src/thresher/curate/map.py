@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from thresher.curate.readers import LostBytes, ReaderSpec, ReadTask, read_task
 from thresher.curate.run_folder import Part, RunFolder, read_staged
-from thresher.curate.stage import KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SECONDS_PREFIX, TASK_SHIFT
+from thresher.curate.stage import KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, TASK_SHIFT, side_column
 from thresher.curate.writer import read_range
 
 PROGRESS_EVERY_S = 0.5  # a read task adds its records to the progress counter at most this often
@@ -25,7 +25,7 @@ REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
 
 
 def timed(tables: Iterator[pa.Table], what: str) -> Iterator[pa.Table]:
-    """``tables``, each with a ``_seconds.<what>`` column holding on its first row the seconds spent producing it
+    """``tables``, each with a ``seconds`` side column of ``what`` holding on its first row the seconds spent producing it
     (not the time the consumer held it)."""
     tables = iter(tables)
     while True:
@@ -36,7 +36,7 @@ def timed(tables: Iterator[pa.Table], what: str) -> Iterator[pa.Table]:
         seconds = np.zeros(table.num_rows)
         if table.num_rows:
             seconds[0] = time.perf_counter() - started
-        yield table.append_column(SECONDS_PREFIX + what, pa.array(seconds))
+        yield table.append_column(side_column("seconds", what), pa.array(seconds))
 
 
 def read_batches(batch, spec: ReaderSpec, folder: RunFolder, counter):

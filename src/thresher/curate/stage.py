@@ -39,13 +39,13 @@ any stage: ``report_sections`` (the report sections that detail it: a section re
 a stage's name), ``gates`` (the run gates that count it, e.g. ``max_duplicate_rate``), :meth:`Stage.card` (what the
 dataset card says of it: :class:`StageCard`), :meth:`Stage.splits` and :meth:`Stage.label_fields`.
 
-Numeric columns named ``_metric.<name>`` are summed into the manifest's ``metrics.<stage>`` and are not
-written. A ``_summary.<section>`` column holds, on one row of a batch (null on the others), the stage's summary of
-the batch as JSON, for a report section it declares: the writer takes the summaries out of each part before it
-splits the rows, never writes or stages them, and merges them into the part's report statistics with that
-section's ``merge`` (``thresher report`` recomputing a finished run's report has no summaries). ``_seconds.<what>``
-columns carry the seconds a task spent in a stage (or reading), on a batch's first row; they are summed into the
-manifest's ``timing`` and are not written.
+Beside its records a batch carries side columns, one channel of kinds (:data:`SIDE_KINDS`) named by
+:func:`side_column` and read back by :func:`side_of`, never written or staged: a stage's ``metric`` (numbers per row,
+summed into the manifest's ``metrics.<stage>``: :meth:`Stage.add_metric`), its ``summary`` of a batch for a report
+section it declares (JSON on one row, null on the others: :meth:`Stage.add_summary`; the writer merges the summaries
+into the part's report statistics with that section's ``merge``), the ``seconds`` a task spent in a stage or reading
+(on a batch's first row, summed into the manifest's ``timing``), and the rows a map stage ``seen`` live and those it
+``generated`` (counted once).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import importlib
 import pkgutil
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -69,12 +69,32 @@ REJECT_DETAIL = "_reject_detail"
 SPLIT = "_split"
 ID = "id"  # the readers' id column (the user's id, kept unchanged; not necessarily unique)
 KEY = "_key"  # internal unique key of a record: read task index << 32 | position in the read task (never written)
-SEEN_PREFIX = "_seen."  # _seen.<stage>: 1 where the row was live when it entered the map stage (counted, never written)
-GENERATED_PREFIX = "_generated."  # _generated.<stage>: 1 on the rows the stage generated (counted once, never written)
 REPORT_PREFIX = "_report."  # columns the report sections read and that are never written (e.g. an excerpt of a source)
-METRIC_PREFIX = "_metric."
-SUMMARY_PREFIX = "_summary."  # _summary.<section>: a stage's summary of a batch (JSON) on one row, for its section
-SECONDS_PREFIX = "_seconds."  # _seconds.<stage>: seconds a task spent in the stage, on a batch's first row
+SideKind = Literal["metric", "summary", "seconds", "seen", "generated"]
+SIDE_KINDS: dict[SideKind, str] = {  # kind -> the prefix of its columns
+    "metric": "_metric.",  # metric.<stage>.<name>: a number per row, summed
+    "summary": "_summary.",  # summary.<section>: a stage's summary of a batch (JSON) on one row
+    "seconds": "_seconds.",  # seconds.<stage>: seconds a task spent in the stage, on a batch's first row
+    "seen": "_seen.",  # seen.<stage>: 1 where the row was live when it entered the map stage
+    "generated": "_generated.",  # generated.<stage>: 1 on the rows the stage generated
+}
+SIDE_PREFIXES = tuple(SIDE_KINDS.values())
+
+
+def side_column(kind: SideKind, name: str) -> str:
+    """The side column of ``kind`` named ``name`` (module docstring)."""
+    return SIDE_KINDS[kind] + name
+
+
+def side_of(column: str) -> tuple[SideKind, str] | None:
+    """``(kind, name)`` of a side column, None for any other column."""
+    if column.startswith(SIDE_PREFIXES):
+        for kind, prefix in SIDE_KINDS.items():
+            if column.startswith(prefix):
+                return kind, column[len(prefix) :]
+    return None
+
+
 INTERNAL_COLUMNS = (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL, SPLIT)
 TASK_SHIFT = 32
 GENERATED_BIT = 1 << 31
@@ -191,6 +211,16 @@ class Stage:
     def __init__(self, config: StageConfig, ctx: StageContext):
         self.config = config
         self.ctx = ctx
+
+    def add_metric(self, batch: pd.DataFrame, name: str, values: Any) -> None:
+        """Per-row numbers (``values``: integers, or one for every row) summed into the manifest's
+        ``metrics.<stage>.<name>``; never written with the records."""
+        batch[side_column("metric", f"{self.name}.{name}")] = values
+
+    def add_summary(self, batch: pd.DataFrame, summary: str) -> None:
+        """This stage's summary of ``batch`` (JSON) for the first report section it declares, merged there with
+        the section's ``merge``; never written with the records."""
+        batch[side_column("summary", self.report_sections[0])] = [summary] + [None] * (len(batch) - 1)
 
     @property
     def text(self) -> str:
@@ -337,6 +367,9 @@ def active(batch: pd.DataFrame) -> pd.Series:
     return batch[REJECT_STAGE].isna()
 
 
+COUNTED_ONCE = ("seen", "generated", "metric")  # side kinds a generator's copies must not count again
+
+
 def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
     """Apply ``stage`` to the live rows of ``batch``; rejected rows pass through, row order is kept. A
     ``GeneratorStage``'s new rows follow (marked ``_generated.<stage>``). The seconds it took go on the first row
@@ -346,13 +379,13 @@ def run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
     seconds = np.zeros(len(out))
     if len(out):
         seconds[0] = time.perf_counter() - started
-    out[SECONDS_PREFIX + stage.name] = seconds
+    out[side_column("seconds", stage.name)] = seconds
     return out
 
 
 def _run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
     alive = active(batch)
-    seen = SEEN_PREFIX + stage.name
+    seen = side_column("seen", stage.name)
     if not alive.any():
         return batch.assign(**{seen: np.zeros(len(batch), np.int8)})
     sub = batch if alive.all() else batch[alive]
@@ -370,34 +403,33 @@ def _run_map_stage(stage: MapStage, batch: pd.DataFrame) -> pd.DataFrame:
         out = _merge_rows(batch, out, np.flatnonzero(alive.to_numpy()))
     out[seen] = alive.to_numpy().astype(np.int8)
     if isinstance(stage, GeneratorStage):
-        out[GENERATED_PREFIX + stage.name] = np.zeros(len(out), np.int8)
+        out[side_column("generated", stage.name)] = np.zeros(len(out), np.int8)
         if len(new):
-            own = METRIC_PREFIX + stage.name + "."
-            copied = [
-                c
-                for c in new.columns  # counted where their rows were: not again on the copies
-                if c.startswith((SEEN_PREFIX, GENERATED_PREFIX, METRIC_PREFIX)) and not c.startswith(own)
+            own = side_column("metric", stage.name + ".")
+            sides = {c: side_of(c) for c in new.columns}
+            copied = [  # counted where their rows were: not again on the copies
+                c for c, side in sides.items() if side and side[0] in COUNTED_ONCE and not c.startswith(own)
             ]
-            summaries = [c for c in new.columns if c.startswith(SUMMARY_PREFIX) and c != SUMMARY_PREFIX + stage.name]
+            summaries = [
+                c for c, side in sides.items() if side and side[0] == "summary" and side[1] not in stage.report_sections
+            ]
             new = new.assign(
                 **{c: np.zeros(len(new), np.int64) for c in copied},
-                **{c: np.zeros(len(new)) for c in new.columns if c.startswith(SECONDS_PREFIX)},
+                **{c: np.zeros(len(new)) for c, side in sides.items() if side and side[0] == "seconds"},
                 **{c: None for c in summaries},
             )
             new = new.assign(
                 **{
                     REJECT_STAGE: np.where(new[REJECT_REASON].notna(), stage.name, None),
                     seen: np.zeros(len(new), np.int8),
-                    GENERATED_PREFIX + stage.name: np.ones(len(new), np.int8),
+                    side_column("generated", stage.name): np.ones(len(new), np.int8),
                 }
             )
             out = pd.concat([out, new.set_axis(range(len(out), len(out) + len(new)))], ignore_index=True)
             for col in out.columns:  # concat filled gaps with NaN: None, as Arrow reads text columns
                 if out[col].dtype == object:
                     out[col] = _nullable_object(out[col])
-            metrics = [
-                c for c in out.columns if c.startswith((METRIC_PREFIX, SEEN_PREFIX, GENERATED_PREFIX, SECONDS_PREFIX))
-            ]
+            metrics = [c for c in out.columns if (side := side_of(c)) and side[0] != "summary"]
             out[metrics] = out[metrics].fillna(0)
     return out
 

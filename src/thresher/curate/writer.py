@@ -39,27 +39,23 @@ from thresher.curate.run_folder import (
     write_staged,
 )
 from thresher.curate.stage import (
-    GENERATED_PREFIX,
     ID,
     KEY,
-    METRIC_PREFIX,
     REJECT_DETAIL,
     REJECT_REASON,
     REJECT_STAGE,
     REPORT_PREFIX,
-    SECONDS_PREFIX,
-    SEEN_PREFIX,
     SPLIT,
-    SUMMARY_PREFIX,
     GlobalStage,
+    side_of,
     task_of,
 )
 
 REJECT_RENAMES = {REJECT_STAGE: "stage", REJECT_REASON: "reason", REJECT_DETAIL: "detail"}
 DIGEST_MOD = 1 << 64
 ROW_OVERHEAD = 64  # bytes counted per row on top of its strings when sizing files
-# summed into the part's statistics (under these names), never staged or written
-COUNTED = {METRIC_PREFIX: "metrics", SEEN_PREFIX: "seen", GENERATED_PREFIX: "generated", SECONDS_PREFIX: "seconds"}
+# side columns summed into the part's statistics (under these names); none is staged or written
+COUNTED = {"metric": "metrics", "seen": "seen", "generated": "generated", "seconds": "seconds"}
 
 
 def table_digest(table: pa.Table) -> int:
@@ -112,7 +108,7 @@ def _cell_hashes(values: pa.Array) -> np.ndarray:
 
 
 def _internal(name: str) -> bool:
-    return name in REJECT_RENAMES or name == SPLIT or name.startswith((*COUNTED, REPORT_PREFIX, SUMMARY_PREFIX))
+    return name in REJECT_RENAMES or name == SPLIT or name.startswith(REPORT_PREFIX) or side_of(name) is not None
 
 
 def kept_table(table: pa.Table, report: bool = False) -> pa.Table:
@@ -216,7 +212,7 @@ class RunSink:
 
     def write_part(self, table: pa.Table, lo: int, hi: int, w: int, started: float | None = None) -> None:
         """Write one part and its marker; the marker's ``seconds`` holds the seconds of the stages and the reader
-        (from the ``_seconds.`` columns), of the writing since ``started`` and of the report's statistics."""
+        (from the ``seconds`` side columns), of the writing since ``started`` and of the report's statistics."""
         started = time.perf_counter() if started is None else started
         stats: dict[str, Any] = {
             "rows": Counter(),
@@ -230,14 +226,16 @@ class RunSink:
             "report": {},
             "seconds": Counter(),
         }
-        summaries = []  # the stages' summaries of their batches, for the report sections of their names
+        summaries = []  # the stages' summaries of their batches, for the report sections they name
         for col in table.column_names:
-            for prefix, counter in COUNTED.items():
-                if col.startswith(prefix):
-                    stats[counter][col[len(prefix) :]] += pc.sum(table[col]).as_py() or 0
-            if col.startswith(SUMMARY_PREFIX):
-                name = col[len(SUMMARY_PREFIX) :]
+            side = side_of(col)
+            if side is None:
+                continue
+            kind, name = side
+            if kind == "summary":
                 summaries += [{name: json.loads(v)} for v in pc.drop_null(table[col]).to_pylist()]
+            else:
+                stats[COUNTED[kind]][name] += pc.sum(table[col]).as_py() or 0
         rejected_rows = table.num_rows - table[REJECT_STAGE].null_count
         if rejected_rows in (0, table.num_rows):  # no copy of the rows
             rejected, live = (table, table.slice(0, 0)) if rejected_rows else (table.slice(0, 0), table)
@@ -284,9 +282,7 @@ class RunSink:
     def _stage_live(self, live: pa.Table, lo: int, hi: int, w: int, stats: dict) -> None:
         if not live.num_rows:
             return
-        live = _strings_for_nulls(
-            live.drop_columns([c for c in live.column_names if c.startswith((*COUNTED, SUMMARY_PREFIX))])
-        )
+        live = _strings_for_nulls(live.drop_columns([c for c in live.column_names if side_of(c) is not None]))
         keys = {KEY: live[KEY], ID: live[ID]}
         for col in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL):
             keys[col] = pa.nulls(live.num_rows, pa.string())

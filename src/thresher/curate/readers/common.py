@@ -18,7 +18,7 @@ import xxhash
 import zstandard
 
 from thresher.core.storage import Storage
-from thresher.curate.stage import METRIC_PREFIX, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE
+from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, side_column
 
 READ_STAGE = "read"
 DETAIL_CHARS = 2000
@@ -125,7 +125,8 @@ class ReaderSpec:
         return out
 
 
-UNDECLARED = f"{METRIC_PREFIX}read.undeclared."
+UNDECLARED = side_column("metric", "read.undeclared.")  # + the field: counted, never written
+METRIC = side_column("metric", "")
 
 
 def uri_key(uri: str) -> str:
@@ -164,12 +165,12 @@ class Batcher:
         for name, value in fields.items():
             column = columns.get(name)
             if column is None:
-                column = columns[name] = [0 if name.startswith(METRIC_PREFIX) else None] * n
+                column = columns[name] = [0 if name.startswith(METRIC) else None] * n
             column.append(value)
         if len(fields) < len(columns):
             for name, column in columns.items():
                 if len(column) == n:
-                    column.append(0 if name.startswith(METRIC_PREFIX) else None)
+                    column.append(0 if name.startswith(METRIC) else None)
         self.nbytes += len(text) if isinstance(text, str) else 0
 
     def full(self) -> bool:
@@ -186,10 +187,7 @@ class Batcher:
             **{c: r[c] for c in (REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)},
         }
         table = pa.table(
-            {
-                c: pa.array(v, type=pa.int64() if c.startswith(METRIC_PREFIX) else pa.string())
-                for c, v in columns.items()
-            }
+            {c: pa.array(v, type=pa.int64() if c.startswith(METRIC) else pa.string()) for c, v in columns.items()}
         )
         self._reset()
         return table

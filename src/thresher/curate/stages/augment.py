@@ -75,7 +75,7 @@ from thresher.curate.augment.similarity import exact_key, jaccard, ngrams
 from thresher.curate.augment.synonyms import thesaurus_path
 from thresher.curate.fields import JOIN, reject_missing, unpack
 from thresher.curate.filters.languages import UNKNOWN
-from thresher.curate.stage import ID, KEY, METRIC_PREFIX, SPLIT, GeneratorStage, reject
+from thresher.curate.stage import ID, KEY, SPLIT, GeneratorStage, reject
 from thresher.curate.stages.classify import MAX_CHARS, Classify, ClassifyConfig
 from thresher.models.encoders import require_torch
 from thresher.models.resolve import resolve_model
@@ -200,10 +200,8 @@ class Augment(GeneratorStage):
         self._validate(new, batch)
         for label, _, _ in self.methods:
             of = (new["_label"] == label).to_numpy()
-            new[f"{METRIC_PREFIX}augment.{label}.generated"] = of.astype(np.int64)
-            new[f"{METRIC_PREFIX}augment.{label}.rejected"] = (of & new["_reject_reason"].notna().to_numpy()).astype(
-                np.int64
-            )
+            self.add_metric(new, f"{label}.generated", of.astype(np.int64))
+            self.add_metric(new, f"{label}.rejected", (of & new["_reject_reason"].notna().to_numpy()).astype(np.int64))
         return pd.concat([batch, new.drop(columns=["_label", "_source_text"])], ignore_index=True)
 
     def _make(

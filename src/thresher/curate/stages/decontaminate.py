@@ -46,7 +46,7 @@ from thresher.core.config import ConfigError
 from thresher.curate.fields import TextFieldsConfig, flat_texts, reject_missing
 from thresher.curate.readers import infer_format
 from thresher.curate.run_folder import DATA, RunFolder
-from thresher.curate.stage import METRIC_PREFIX, MapStage, reject
+from thresher.curate.stage import MapStage, reject
 
 _WORD = re.compile(r"\w+")
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
@@ -282,8 +282,7 @@ class Decontaminate(MapStage):
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         c = self.config
-        metric = f"{METRIC_PREFIX}{self.name}."
-        batch[metric + "checked"] = 1
+        self.add_metric(batch, "checked", 1)
         fields = c.field_names(batch, self.text)
         if reject_missing(batch, fields):
             return batch
@@ -298,7 +297,7 @@ class Decontaminate(MapStage):
             unset = first[found_rows] < 0
             first[found_rows[unset]] = item[matched][at[unset]]
         found = hits > 0
-        batch[metric + "contaminated"] = found.astype(np.int64)
+        self.add_metric(batch, "contaminated", found.astype(np.int64))
         if c.mode == "flag":
             batch["contaminated"] = found
         else:

@@ -41,7 +41,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from thresher.curate.fields import TextFieldsConfig, assign, reject_missing, unpack
-from thresher.curate.stage import METRIC_PREFIX, CardSection, MapStage, StageCard
+from thresher.curate.stage import CardSection, MapStage, StageCard
 
 TYPES = ("email", "iban", "credit_card", "ssn", "ipv6", "ipv4", "phone")
 SALT_ENV = "THRESHER_PII_SALT"
@@ -545,6 +545,6 @@ class Pii(MapStage):
                 values.append(pack(new))
             assign(batch, name, values)
         for t in TYPES:
-            batch[f"{METRIC_PREFIX}{self.name}.{t}"] = per_type[t]
-        batch[f"{METRIC_PREFIX}{self.name}.docs_with_pii"] = (sum(per_type.values()) > 0).astype(np.int64)
+            self.add_metric(batch, t, per_type[t])
+        self.add_metric(batch, "docs_with_pii", (sum(per_type.values()) > 0).astype(np.int64))
         return batch

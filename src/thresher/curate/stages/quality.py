@@ -53,7 +53,7 @@ from thresher.curate.fields import TextFieldsConfig, assign, joined, reject_miss
 from thresher.curate.filters.languages import UNKNOWN, normalize_code
 from thresher.curate.filters.presets import SIGNALS, C4Config, Evaluator, FineWebConfig, GopherConfig, expand
 from thresher.curate.filters.rule_stats import batch_summary
-from thresher.curate.stage import METRIC_PREFIX, SUMMARY_PREFIX, CardSection, MapStage, StageCard, reject
+from thresher.curate.stage import CardSection, MapStage, StageCard, reject
 
 PresetName = Literal["gopher", "gopher_quality", "gopher_repetition", "c4", "fineweb"]
 SIGNAL_PREFIX = "q_"
@@ -168,17 +168,16 @@ class Quality(MapStage):
         verdicts = [evaluate(t, lang) for t, lang in zip(texts, langs)]
         if self.config.rule_stats:
             summary = orjson.dumps({"rule_stats": batch_summary(evaluate.rules, verdicts, texts)}).decode()
-            batch[SUMMARY_PREFIX + self.report_sections[0]] = [summary] + [None] * (len(batch) - 1)
+            self.add_summary(batch, summary)
 
         for name in self.wanted:
             batch[SIGNAL_PREFIX + name] = np.array([v.signals.get(name, np.nan) for v in verdicts], np.float64)
-        metric = METRIC_PREFIX + self.name + "."
-        batch[metric + "word_rules_skipped"] = [int(v.word_rules_skipped) for v in verdicts]
-        batch[metric + "stop_words_skipped"] = [int(v.stop_words_skipped) for v in verdicts]
+        self.add_metric(batch, "word_rules_skipped", [int(v.word_rules_skipped) for v in verdicts])
+        self.add_metric(batch, "stop_words_skipped", [int(v.stop_words_skipped) for v in verdicts])
         if self.config.c4.remove_lines and "c4" in self.config.presets:
             (name,) = fields
             assign(batch, name, [_with_lines_removed(value, v.text) for v, value in zip(verdicts, batch[name])])
-            batch[metric + "c4_lines_removed"] = [v.lines_removed for v in verdicts]
+            self.add_metric(batch, "c4_lines_removed", [v.lines_removed for v in verdicts])
 
         reasons = pd.Series([v.reason for v in verdicts], index=batch.index, dtype=object)
         if self.config.annotate_only:
