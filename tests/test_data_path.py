@@ -164,7 +164,7 @@ def test_workers_retired_after_the_decisions_leave_the_output_unchanged(broadcas
         ray.kill(arrivals)
         retire_workers()
 
-    monkeypatch.setattr("thresher.curate.runner.retire_workers", retire)
+    monkeypatch.setattr("thresher.curate.apply.retire_workers", retire)
     tmp, paths, _ = corpus
     manifest = run(parse_config(config(paths, tmp / "retired", fresh_workers_after_rows=0)))
     assert retired and len(retired[0]) == 2
@@ -207,7 +207,7 @@ def test_rows_rejected_by_map_stages_never_reach_a_global_stage(ray_local, corpu
     decide = DedupExact.decide
 
     def spy(self, ds):
-        seen.extend(ds.select_columns(["id", "_reject_stage"]).take_all())
+        seen.extend(ds.select_columns(["id", "_reject_stage"]).to_table().to_pylist())
         return decide(self, ds)
 
     monkeypatch.setattr(DedupExact, "decide", spy)

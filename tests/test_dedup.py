@@ -26,6 +26,7 @@ from thresher.curate.dedup.components import (
 )
 from thresher.curate.dedup.lsh import optimal_bands
 from thresher.curate.dedup.minhash import jaccard, jaccard_estimate, shingle_set, signatures
+from thresher.curate.execution.rows import RayRows
 from thresher.curate.runner import run
 from thresher.curate.stage import StageContext
 from thresher.curate.stages.dedup_exact import DedupExact, DedupExactConfig
@@ -240,9 +241,11 @@ def test_distributed_components_match_union_find(ray_local, caplog):
     rng = random.Random(1)
     graph = random_graph(rng, 1000, 500) + [(f"c{i:03d}", f"c{i + 1:03d}") for i in range(8)]  # and a chain
     rng.shuffle(graph)
-    edges = ray.data.from_arrow(pa.table({"u": [u for u, _ in graph], "v": [v for _, v in graph]})).repartition(4)
+    table = pa.table({"u": [u for u, _ in graph], "v": [v for _, v in graph]})
+    edges = RayRows(ray.data.from_arrow([table.slice(lo, 400) for lo in range(0, table.num_rows, 400)]))
     with caplog.at_level("INFO", logger="thresher.curate.dedup.components"):
-        result = {r["node"]: r["root"] for r in connected_components(edges, partitions=3, limit_rows=0).take_all()}
+        roots = connected_components(edges, partitions=3, limit_rows=0).to_table().to_pylist()
+        result = {r["node"]: r["root"] for r in roots}
     assert result == union_find_roots([(u, v) for u, v in graph if u != v])
     assert sum("connected components: round" in m for m in caplog.messages) >= 3  # several rounds were needed
 

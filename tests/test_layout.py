@@ -276,3 +276,147 @@ def test_side_columns_are_named_in_one_place():
     ]
     assert [side_prefix_uses(p) for p in planted] == [[1], [1], [1], [1], [1]]
     assert side_prefix_uses('name = "_metric"\ny = "_report.x"') == []
+
+
+# -- curation code moves key rows through the execution interface only ------------------------------------------
+
+IMPLEMENTATIONS = {"LocalTable", "LocalRows", "RayRows", "LocalTasks", "RayTasks"}
+RAY_DATA_METHODS = {
+    "repartition",
+    "map_batches",
+    "iter_internal_ref_bundles",
+    "materialize",
+    "take_all",
+    "to_arrow_refs",
+    "random_shuffle",
+    "write_datasink",
+}
+GROUPED_DATA_METHODS = {"map_groups", "aggregate", "count", "sum", "min", "max", "mean", "std"}
+RAY_PRIVATE_ATTRIBUTES = {"_logical_plan", "_plan", "_internal", "_private", "_raylet"}
+
+
+def _root_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def execution_leaks(source: str) -> list[int]:
+    """Lines of ``source`` that reach past the execution interface (``thresher.curate.execution.rows.KeyRows``): a
+    check of which implementation holds the rows (``isinstance(..., LocalRows)``, ``is_local``), a Ray private
+    module or attribute (``ray.data._internal``, ``._logical_plan``, ``ray._private``), or a Ray Data method call
+    (``.map_batches(``, ``.repartition(``, ``.union(`` on anything but a set built in place, ``.groupby(...)``
+    followed by a method of Ray Data's grouped data: pandas code says ``.agg``, ``.size`` or iterates)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance":
+            if (
+                len(node.args) == 2
+                and {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)} & IMPLEMENTATIONS
+            ):
+                found.append(line)
+        elif isinstance(node, ast.Name | ast.Attribute) and "is_local" in (
+            getattr(node, "id", 0),
+            getattr(node, "attr", 0),
+        ):
+            found.append(line)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            private = any(n.split(".")[0] == "ray" and any(p.startswith("_") for p in n.split(".")) for n in names)
+            if private or any(a.name == "is_local" for a in node.names):
+                found.append(line)
+        elif isinstance(node, ast.Attribute) and (
+            node.attr in RAY_PRIVATE_ATTRIBUTES or (node.attr.startswith("_") and _root_name(node) == "ray")
+        ):
+            found.append(line)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name, receiver = node.func.attr, node.func.value
+            built_set = isinstance(receiver, (ast.Set, ast.SetComp)) or (
+                isinstance(receiver, ast.Call)
+                and isinstance(receiver.func, ast.Name)
+                and receiver.func.id in ("set", "frozenset")
+            )
+            grouped = (
+                name in GROUPED_DATA_METHODS
+                and isinstance(receiver, ast.Call)
+                and isinstance(receiver.func, ast.Attribute)
+                and receiver.func.attr == "groupby"
+            )
+            if name in RAY_DATA_METHODS or (name == "union" and not built_set) or grouped:
+                found.append(line)
+    return sorted(set(found))
+
+
+def test_curation_moves_key_rows_only_through_the_execution_interface():
+    """Outside ``curate/execution/`` no curation module tells the two implementations of the key rows apart, reaches
+    into Ray's private modules or attributes, or calls Ray Data's methods: a stage written against ``KeyRows``
+    decides the same on Ray and in one process."""
+    found = [
+        f"{p.relative_to(PACKAGE)}:{line}"
+        for p in sorted((PACKAGE / "curate").rglob("*.py"))
+        if p.relative_to(PACKAGE).parts[1] != "execution"
+        for line in execution_leaks(p.read_text())
+    ]
+    assert not found, "past the execution interface (use KeyRows' methods):\n" + "\n".join(found)
+
+
+def test_the_execution_interface_check_finds_planted_leaks():
+    planted = [
+        "if isinstance(ds, LocalTable):\n    pass",
+        "local = isinstance(keys, (RayRows, LocalRows))",
+        "if is_local(refs):\n    pass",
+        "from thresher.curate.execution.worker import is_local",
+        "source = ds._logical_plan.dag",
+        "from ray.data._internal.execution.interfaces import TaskContext",
+        "import ray._private.worker",
+        "node = ray._private.worker._global_node",
+        "n = ds.count()\nds = ds.repartition(4, keys=['k'])",
+        "out = ds.map_batches(fn, batch_format='pyarrow')",
+        "both = left.union(right)",
+        "out = ds.groupby('k').map_groups(fn)",
+        "n = ds.groupby('k').count()",
+        "for b in ds.iter_internal_ref_bundles():\n    pass",
+        "rows = ds.take_all()",
+    ]
+    assert [execution_leaks(p) for p in planted] == [
+        [1],
+        [1],
+        [1],
+        [1],
+        [1],
+        [1],
+        [1],
+        [1],
+        [2],
+        [1],
+        [1],
+        [1],
+        [1],
+        [1],
+        [1],
+    ]
+    clean = [
+        "classes = frame.groupby('c')['h'].agg(['min', 'max'])",
+        "sizes = frame.groupby(['c', 'h']).size()",
+        "names = set().union(*found)",
+        "text = ' '.join(words)",
+        "def _is_local(path):\n    return True",
+        "out = keys.map_blocks(fn).by_group(['k'], fn, partitions=2, rows=9, limit_rows=0).map_groups('k', fn)",
+        "table = table.group_by('k').aggregate([('v', 'min')])",
+    ]
+    assert [execution_leaks(c) for c in clean] == [[]] * len(clean)
+
+
+def test_the_execution_layer_imports_nothing_above_it():
+    """``curate/execution`` runs what the phases give it (a sink, a reader of staged files): it imports only itself
+    and the stage interface, never the writer, the run folder or a phase."""
+    found = [
+        f"{p.relative_to(PACKAGE)}: {name}"
+        for p in sorted((PACKAGE / "curate" / "execution").rglob("*.py"))
+        for name in imports(p)
+        if name.startswith("thresher.curate.")
+        and not name.startswith("thresher.curate.execution")
+        and name != "thresher.curate.stage"
+    ]
+    assert not found, "the execution layer imports from above it:\n" + "\n".join(found)

@@ -16,6 +16,7 @@ import pyarrow as pa
 from testkit.runs import assert_accounting, read_dir, write_jsonl
 from tests.samples import jsonl
 from thresher.curate.config import parse_config
+from thresher.curate.execution.rows import RayRows
 from thresher.curate.runner import run
 from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
 from thresher.curate.stages.rebalance import COPIES, Rebalance, RebalanceConfig, targets
@@ -141,7 +142,6 @@ def test_partitioned_cuts_keep_the_same_records(ray_local):
     """``broadcast_limit_rows: 0`` (``execution.broadcast_limit_rows``) finds every cut by radix selection down to its
     last digit, never among a whole class in one task: on SNLI key rows in six blocks, the neutral ones under five
     ids only (equal hashes, ties by key), the same records are kept and copied as by default, to the exact counts."""
-    import ray
     import ray.data
 
     docs = snli(300)
@@ -163,8 +163,8 @@ def test_partitioned_cuts_keep_the_same_records(ray_local):
     def decided(limit: int) -> pd.DataFrame:
         stage = Rebalance(config, StageContext(broadcast_limit_rows=limit))
         blocks = [keys.slice(start, 50) for start in range(0, n, 50)]
-        out = stage.decide(ray.data.from_arrow(blocks)).materialize()
-        return pa.concat_tables(ray.get(out.to_arrow_refs())).to_pandas().sort_values(KEY, ignore_index=True)
+        out = stage.decide(RayRows(ray.data.from_arrow(blocks))).to_table()
+        return out.to_pandas().sort_values(KEY, ignore_index=True)
 
     default, partitioned = decided(2_000_000), decided(0)
     before = Counter(labels)

@@ -18,6 +18,7 @@ from tests.samples import gsm8k, instructions, paraphrase_pairs
 from thresher.core.config import ConfigError
 from thresher.curate.config import parse_config
 from thresher.curate.dedup.semantic import as_matrix, split_to_size
+from thresher.curate.execution.rows import RayRows
 from thresher.curate.stage import ID, KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, StageContext
 from thresher.curate.stages.classify import Classify, ClassifyConfig
 from thresher.curate.stages.dedup_fuzzy import DedupFuzzy, DedupFuzzyConfig
@@ -73,7 +74,6 @@ def frame(**columns) -> pd.DataFrame:
 
 def decide(stage, records: pa.Table, blocks: int = 1) -> pa.Table:
     """``stage.decide`` on the key rows of ``records`` cut into ``blocks`` blocks, as rows sorted by key."""
-    import ray
     import ray.data
 
     n = records.num_rows
@@ -86,7 +86,7 @@ def decide(stage, records: pa.Table, blocks: int = 1) -> pa.Table:
     table = pa.table(keys)
     bounds = np.linspace(0, n, blocks + 1).astype(int)
     ds = ray.data.from_arrow([table.slice(lo, hi - lo) for lo, hi in zip(bounds[:-1], bounds[1:])])
-    out = pa.concat_tables(ray.get(stage.decide(ds).materialize().to_arrow_refs()))
+    out = stage.decide(RayRows(ds)).to_table()
     return out.sort_by(KEY)
 
 

@@ -14,7 +14,6 @@ from pydantic import Field
 from testkit.runs import assert_accounting, write_jsonl
 from thresher.curate.config import parse_config
 from thresher.curate.dedup.removal import KEPT_DETAIL
-from thresher.curate.execution.datasets import in_one_task
 from thresher.curate.runner import run
 from thresher.curate.stage import (
     ID,
@@ -59,7 +58,7 @@ class FirstWordDedup(GlobalStage):
         return {FIRST_WORD: pa.array([w.lower() for w in words] if self.config.lowercase else words, pa.string())}
 
     def decide(self, keys):
-        return in_one_task(keys, _mark_later_first_words)
+        return keys.in_one_task(_mark_later_first_words)
 
 
 def _mark_later_first_words(rows: pa.Table) -> pa.Table:

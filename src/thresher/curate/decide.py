@@ -1,6 +1,7 @@
-"""The decide phase: the global stages decide on the key rows alone, one after the other (in one task when the
-rows are few and every stage can, else on Ray Data, through ``thresher.curate.execution``); the decisions are written one file per apply group (consecutive
-read tasks of staged records), which the next segment's source reads with its records."""
+"""The decide phase: the global stages decide on the key rows alone, one after the other (in one task on
+``LocalRows`` when the rows are few and every stage can, else on ``RayRows``: ``thresher.curate.execution.rows``);
+the decisions are written one file per apply group (consecutive read tasks of staged records), which the next
+segment's source reads with its records."""
 
 from __future__ import annotations
 
@@ -15,24 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.core.storage import Storage
-from thresher.curate.execution.datasets import (
-    LocalTable,
-    StagedKeys,
-    block_refs,
-    clear_worker_cache,
-    map_blocks,
-    map_groups,
-    materialize,
-    read_files,
-    tables_of,
-)
-from thresher.curate.execution.tasks import RayTasks, tasks_for
+from thresher.curate.execution.rows import KeyRows, LocalRows, RayTasks, StagedKeys
+from thresher.curate.execution.worker import clear_worker_cache, tables_of
 from thresher.curate.plan import Segment
-from thresher.curate.run_folder import RunFolder, staged_rows, write_staged
+from thresher.curate.run_folder import RunFolder, read_files, staged_rows, write_staged
 from thresher.curate.stage import KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, GlobalStage, task_of
 
 log = logging.getLogger(__name__)
-ARROW = dict(batch_format="pyarrow", zero_copy_batch=True)
 GROUP = "_group"
 KEY_BLOCK_BYTES = 256 << 20
 REJECTION = [REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
@@ -61,10 +51,10 @@ def _rejected_rows(batch: pa.Table) -> int:
     return batch.num_rows - batch[REJECT_STAGE].null_count
 
 
-def _rejected_count(ds) -> int:
-    """The rows of ``ds`` (materialized) that a stage rejected, counted by a task per block."""
-    tasks = tasks_for(ds)
-    return sum(tasks.get([tasks.run(_rejected_rows, block) for block in tasks.blocks(ds)]))
+def _rejected_count(ds: KeyRows) -> int:
+    """The rows of ``ds`` that a stage rejected, counted by a task per block."""
+    tasks = ds.tasks()
+    return sum(tasks.get([tasks.run(_rejected_rows, block) for block in ds.blocks()]))
 
 
 def _decision_rows(batch: pa.Table, columns: dict[str, pa.DataType]) -> pa.Table:
@@ -113,7 +103,7 @@ def _write_all_decisions(
     return {"rows": int(pc.sum(written["rows"]).as_py() or 0)}
 
 
-def _decide_stages(keys, stages: list[GlobalStage], staged: StagedKeys) -> tuple[dict[str, dict], list]:
+def _decide_stages(keys: KeyRows, stages: list[GlobalStage], staged: StagedKeys) -> tuple[dict[str, dict], list]:
     """Each stage's ``decide`` on the rows the previous ones kept: per stage the rows in, out and rejected (counted
     on the key rows), and the outputs whose decisions are written (``True``: its rejected rows; ``None``: all its
     rows, the last stage's output)."""
@@ -122,9 +112,8 @@ def _decide_stages(keys, stages: list[GlobalStage], staged: StagedKeys) -> tuple
     for stage in stages:
         stage.staged_keys = staged
         n_in = keys.count()
-        out = materialize(stage.decide(keys))
-        same = out is keys or (not isinstance(out, LocalTable) and block_refs(out) == block_refs(keys))
-        rejected = 0 if same else _rejected_count(out)  # the same blocks: none
+        out = stage.decide(keys)
+        rejected = 0 if keys.same_rows_as(out) else _rejected_count(out)  # the same blocks: none
         # the rows a stage rejected are counted again, independently, where they are written (manifest.check)
         counts[stage.name] = {
             "in": n_in,
@@ -136,7 +125,7 @@ def _decide_stages(keys, stages: list[GlobalStage], staged: StagedKeys) -> tuple
             decided.append((out, None))
         elif rejected:
             decided.append((out, True))
-            keys = map_blocks(out, _rejected, False)
+            keys = out.map_blocks(_rejected, False)
         else:
             keys = out
     return counts, decided
@@ -161,7 +150,7 @@ def _decide_in_one_task(
     seg: int,
     limit_rows: int,
 ) -> tuple[tuple[dict, int] | None, list[tuple[str, int, str]]]:
-    """:func:`decide` in this task, on the key rows as a ``LocalTable``: the counts and the decisions written (None,
+    """:func:`decide` in this task, on the key rows as ``LocalRows``: the counts and the decisions written (None,
     having read nothing but the files' row counts, when they hold more than ``limit_rows``), and what the stages
     logged (``thresher.curate`` loggers, INFO and up) for the driver's log, where the other path's messages are."""
     logger, handler = logging.getLogger("thresher.curate"), _LogRecords()
@@ -193,15 +182,20 @@ def _decide_here(
         if rows > limit_rows:
             return None
     staged_only = tuple(c for s in stages for c in s.staged_columns())
-    keys = LocalTable(read_files(files, storage, None, staged_only))
+    keys = LocalRows(read_files(files, storage, None, staged_only))
     for stage in stages:  # everything is in this process: no step needs a partitioned path
         stage.ctx = dataclasses.replace(stage.ctx, broadcast_limit_rows=sys.maxsize)
     try:
-        counts, decided = _decide_stages(keys, stages, StagedKeys([files], storage, local=True))
+        counts, decided = _decide_stages(keys, stages, StagedKeys([files], _reader(storage), local=True))
     finally:
         clear_worker_cache()  # it pins this decision's tables
-    written = _write_all_decisions([([ds.table], which) for ds, which in decided], columns, group_lo, folder, seg)
+    written = _write_all_decisions([(ds.blocks(), which) for ds, which in decided], columns, group_lo, folder, seg)
     return counts, written["rows"]
+
+
+def _reader(storage: Storage) -> functools.partial:
+    """Staged files read as one table (``read(uris, columns=...)``), for ``StagedKeys``."""
+    return functools.partial(read_files, storage=storage)
 
 
 def decide(
@@ -211,7 +205,7 @@ def decide(
     each apply group, and return per stage the rows in, out and rejected (counted on the key rows).
 
     Up to ``limit_rows`` key rows, when every stage can (``GlobalStage.decides_locally``), all of it runs in one
-    task; else on Ray Data, the decisions written from one task up to ``limit_rows``, beyond grouped by a shuffle."""
+    task; else on Ray, the decisions written from one task up to ``limit_rows``, beyond grouped by apply group."""
     files = sorted(folder.keys_parts(seg - 1))
     if not files:
         return {s.name: {"in": 0, "out": 0, "rejected": 0} for s in segment.global_stages}
@@ -253,29 +247,27 @@ def _decide_on_ray(
     group_lo: np.ndarray,
     limit_rows: int,
 ) -> tuple[dict[str, dict], int]:
-    """:func:`decide` on Ray Data: the counts and the decisions written."""
+    """:func:`decide` on ``RayRows``: the counts and the decisions written."""
     tasks = RayTasks()
     # staged parts read into a few blocks of about KEY_BLOCK_BYTES, at least two per CPU (no repartition copy)
     blocks = max(2 * tasks.cpus(), math.ceil(sum(n for _, n in files) / KEY_BLOCK_BYTES))
     groups_of_files = _file_groups(files, blocks)
     staged_only = tuple(c for s in segment.global_stages for c in s.staged_columns())
-    keys = materialize(
-        tasks.dataset([tasks.run(read_files, group, folder.storage, None, staged_only) for group in groups_of_files])
-    )
-    counts, decided = _decide_stages(keys, segment.global_stages, StagedKeys(groups_of_files, folder.storage))
+    keys = tasks.rows([tasks.run(read_files, group, folder.storage, None, staged_only) for group in groups_of_files])
+    staged = StagedKeys(groups_of_files, _reader(folder.storage))
+    counts, decided = _decide_stages(keys, segment.global_stages, staged)
     if counts[segment.global_stages[0].name]["in"] <= limit_rows:
-        parts = [(block_refs(ds), which) for ds, which in decided]
+        parts = [(ds.blocks(), which) for ds, which in decided]
         written = [tasks.get(tasks.run(_write_all_decisions, parts, columns, group_lo, folder, seg))]
     else:
         pieces = [
-            (ds if which is None else ds.map_batches(_rejected, fn_args=(True,), **ARROW)).map_batches(
-                _decision_rows, fn_args=(columns,), **ARROW
-            )
+            (ds if which is None else ds.map_blocks(_rejected, True)).map_blocks(_decision_rows, columns)
             for ds, which in decided
         ]
-        decisions = pieces[0].union(*pieces[1:]) if len(pieces) > 1 else pieces[0]
-        routed = decisions.map_batches(_with_group, fn_args=(group_lo,), **ARROW)
-        written = map_groups(routed, GROUP, functools.partial(_write_decisions, folder=folder, seg=seg)).take_all()
+        decisions = functools.reduce(lambda a, b: a.concat(b), pieces)
+        routed = decisions.map_blocks(_with_group, group_lo)
+        write = functools.partial(_write_decisions, folder=folder, seg=seg)
+        written = routed.map_groups(GROUP, write).to_table().to_pylist()
     return counts, sum(r["rows"] for r in written)
 
 

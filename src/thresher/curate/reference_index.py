@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from thresher.core.config import ConfigError
 from thresher.core.storage import MANIFEST, Storage, join
 from thresher.curate.dedup.against_runs import STORED, IndexedStage, ReferenceDedup
-from thresher.curate.execution.datasets import each_in_a_task
+from thresher.curate.execution.tasks import each_in_a_task
 from thresher.curate.run_folder import DATA, INDEX_COMPLETE, RunFolder, read_staged
 from thresher.curate.stage import ID, KEY, SPLIT, task_of
 

@@ -406,6 +406,14 @@ def read_staged(
     return table.select([c for c in names if c in table.column_names and c not in exclude])
 
 
+def read_files(
+    uris: list[str], storage: Storage, columns: list[str] | None = None, exclude: tuple[str, ...] = ()
+) -> pa.Table:
+    """Staged files as one table: all their columns, or ``columns``, less ``exclude``."""
+    tables = [read_staged(storage, uri, columns, exclude) for uri in uris]
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
 def staged_rows(storage: Storage, uri: str) -> int:
     """The rows of a staged table (its batches' headers only)."""
     return _open_staged(storage, uri).count_rows()

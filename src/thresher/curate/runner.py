@@ -1,6 +1,6 @@
-"""The curation run, top to bottom: plan (``plan``), then per segment the map phase (``map``) and, before each
-later segment, the decide phase (``decide``); then the statistics, the final files and the commit (``commit``,
-``run_folder``).
+"""The curation run, top to bottom: plan (``plan``), then the segments (``apply``: per segment the map phase,
+``map``, and before each later segment the decide phase, ``decide``); then the statistics, the final files and the
+commit (``commit``, ``run_folder``).
 
 The stages are cut into segments: segment 0 is the read and the map stages before the first global stage; each
 later segment starts with one or more global stages and goes on with the map stages after them. A segment is
@@ -13,7 +13,7 @@ without map stages runs the same source-into-sink task as plain Ray tasks, two p
 * a sink writes rejected rows where they were rejected; before a global stage it stages the live records and
   writes their key rows (``GlobalStage.keys``);
 * the global stages decide on the key rows alone (``GlobalStage.decide``), one after the other, each on the
-  rows the previous ones kept (in one task when they are few and every stage can, else on Ray Data); the
+  rows the previous ones kept (in one task when they are few and every stage can, else on Ray); the
   decisions are grouped by apply group (consecutive read tasks of staged records) and written one file per group;
 * the source of the next segment reads one apply group's staged records with that group's decisions, so no
   task receives the whole removal set and no join moves the records.
@@ -25,37 +25,22 @@ run is committed: report, card, then ``manifest.json`` (``thresher.curate.run_fo
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
-from thresher.core.console import Estimate
-from thresher.core.console import current as console
 from thresher.core.storage import Storage
 from thresher.curate import gates
+from thresher.curate.apply import run_segments
 from thresher.curate.card import dataset_card
 from thresher.curate.commit import publish, reduce_stats
 from thresher.curate.config import CurateConfig
-from thresher.curate.decide import apply_groups, decide
-from thresher.curate.execution.segments import TaskProgress, run_segment
 from thresher.curate.manifest import AccountingError, build_manifest
-from thresher.curate.map import apply_batches, read_batches
-from thresher.curate.plan import preflight, run_key
+from thresher.curate.plan import Segment, preflight, run_key
 from thresher.curate.reference_index import build_missing_indexes, check_references, write_own_indexes
 from thresher.curate.report import build_report, render_html
 from thresher.curate.run_folder import RunFolder
 from thresher.curate.timing import Phases, timing
-from thresher.curate.writer import RunSink
-from thresher.runtime import (
-    cluster_info,
-    progress_counter,
-    progress_counts,
-    ray_session,
-    retire_workers,
-    wait_for_idle_cpus,
-)
-
-APPLY_GROUP_BYTES = 32 << 20  # staged bytes per apply task: bounds its memory (its output is written at once)
+from thresher.runtime import cluster_info, ray_session, wait_for_idle_cpus
 
 
 class RunFailed(Exception):
@@ -77,8 +62,6 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
     planned, spec, segs = preflight(cfg, storage)
     deciding = [s for seg in segs for s in seg.global_stages]
     folder = RunFolder(cfg.output.path, storage)
-    target = cfg.output.target_file_mb << 20
-    global_counts: dict[str, dict] = {}
     phases.lap("plan")
     with ray_session(address, cfg.execution.num_cpus) as resources:
         phases.lap("ray start")
@@ -86,100 +69,15 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
         reused = folder.prepare(run_key(cfg, planned, segs, references))
         build_missing_indexes(deciding, storage)
         phases.lap("plan")
-        counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)
-        read = None  # per read task its read marker (rows, bytes, damaged)
         try:
-            for k, segment in enumerate(segs):
-                final = k == len(segs) - 1
-                next_stages = [] if final else segs[k + 1].global_stages
-                direct = not segment.map_stages  # plain tasks, each counted as it ends (TaskProgress)
-                if not direct and counter is None:
-                    counter = progress_counter()
-                reporter = None if direct else counter
-                if k == 0:
-                    rows = [
-                        {
-                            "task": {
-                                "index": i,
-                                "format": t.format,
-                                "uris": list(t.uris),
-                                "sizes": list(t.sizes),
-                                "start": t.start,
-                                "end": t.end,
-                            }
-                        }
-                        for i, t in enumerate(planned)
-                        if i not in reused
-                    ]
-                    if not rows:
-                        continue
-                    source, args = read_batches, (spec, folder, reporter)
-                    tasks = TaskProgress(len(rows))
-                    poll = tasks.poll if direct else _read_progress(counter, len(rows))
-                    groups, phase = None, ("read and map stages", poll)
-                else:
-                    groups, group_items = apply_groups(folder, k, APPLY_GROUP_BYTES)
-                    names = ", ".join(s.name for s in segment.global_stages)
-                    with console().phase(f"decide: {names}"):
-                        counts = decide(folder, k, segment, groups, cfg.execution.broadcast_limit_rows)
-                    phases.lap(f"decide: {names}")
-                    global_counts.update(counts)
-                    fresh_after = cfg.execution.fresh_workers_after_rows
-                    if fresh_after is not None and counts[segment.global_stages[0].name]["in"] >= fresh_after:
-                        retire_workers()
-                    if not group_items:
-                        continue
-                    columns = [c for s in segment.global_stages for c in s.decision_columns()]
-                    rows = [{"group": json.dumps(g)} for g in group_items]
-                    source, args = apply_batches, (folder, k, columns, reporter)
-                    total = counts[segment.global_stages[0].name]["in"]
-                    what = ", ".join(s.name for s in segment.map_stages) or "write"
-                    tasks = TaskProgress(len(rows), total)
-                    poll = tasks.poll if direct else _counted(counter, f"apply{k}", total)
-                    phase = (f"apply decisions, {what}", poll)
-                sink = RunSink(folder, k, groups, final, next_stages, cfg.input.text_field)
-                with console().phase(phase[0], phase[1]) as shown:
-                    run_segment(
-                        source,
-                        rows,
-                        args,
-                        sink,
-                        segment.map_stages,
-                        cfg.execution.batch_size,
-                        int(resources.get("CPU", 1)),
-                        tasks,
-                    )
-                    # the last line shows the exact figure: progress that tasks sent may still be on its way
-                    if k == 0:
-                        read = folder.read_results()
-                        shown.done = sum(m["rows"] for task, m in read.items() if task not in reused)
-                    else:
-                        shown.done = total
-                phases.lap(phase[0])
-            if read is None:  # every read task was reused from an earlier attempt
-                read = folder.read_results()
+            cpus = int(resources.get("CPU", 1))
+            global_counts, read = run_segments(cfg, segs, planned, spec, folder, reused, cpus, phases)
             missing = len(planned) - len(read)
             if missing:
                 raise RunFailed(f"{missing} of {len(planned)} read tasks reported no result")
             stats = reduce_stats(folder)
             phases.lap("merge statistics")
-            orders = {
-                d: c
-                for seg in segs
-                for s in seg.global_stages + seg.map_stages
-                for d, c in s.sort_destinations().items()
-            }
-            published = folder.publishing()
-            files = publish(folder, published, stats.get("sizes", {}), target, orders)
-            for stage in (s for seg in segs for s in seg.global_stages + seg.map_stages):
-                stage.after_publish(published.root, files)
-            if cfg.output.reference_index:
-                write_own_indexes(
-                    [(k, s) for k, seg in enumerate(segs) for s in seg.global_stages],
-                    folder,
-                    published,
-                    cfg.input.text_field,
-                )
+            published, files = _publish(cfg, segs, folder, stats)
             phases.lap("write files")
         except RunFailed:
             wait_for_idle_cpus()
@@ -241,20 +139,17 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
     return manifest
 
 
-def _read_progress(counter, tasks: int):
-    """Records read, and the total estimated from the read tasks done (None without a counter)."""
-    if counter is None:
-        return None
-
-    def poll():
-        c = progress_counts(counter)
-        done = c.get("read_tasks", 0)
-        return c.get("read", 0), (Estimate(c.get("read_task_rows", 0) * tasks / done) if done else None)
-
-    return poll
-
-
-def _counted(counter, name: str, total: int):
-    if counter is None:
-        return None
-    return lambda: (progress_counts(counter).get(name, 0), total)
+def _publish(cfg: CurateConfig, segs: list[Segment], folder: RunFolder, stats: dict) -> tuple[Any, list[str]]:
+    """The final files (compacted, sorted where a stage asks), the stages' steps after publishing, and the reference
+    index of the run's own records: the published folder and its files."""
+    stages = [s for seg in segs for s in seg.global_stages + seg.map_stages]
+    orders = {d: c for s in stages for d, c in s.sort_destinations().items()}
+    published = folder.publishing()
+    files = publish(folder, published, stats.get("sizes", {}), cfg.output.target_file_mb << 20, orders)
+    for stage in stages:
+        stage.after_publish(published.root, files)
+    if cfg.output.reference_index:
+        write_own_indexes(
+            [(k, s) for k, seg in enumerate(segs) for s in seg.global_stages], folder, published, cfg.input.text_field
+        )
+    return published, files

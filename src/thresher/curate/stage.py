@@ -12,8 +12,8 @@ A stage is one file in ``curate/stages/`` holding a config model and a class:
   values) on the map side, where the records are; ``decide`` transforms the key rows (``KEY``, ``id``, the
   rejection columns, each global stage's key columns and earlier global stages' decisions) into the same rows
   with this stage's decisions: the rejection columns set for the rows it removes, and ``decision_columns``
-  (e.g. ``dup_cluster``, ``_split``). It moves the key rows only through ``thresher.curate.execution``, which
-  holds them on Ray or in one process; it never imports Ray. The runner routes the decisions back to the staged
+  (e.g. ``dup_cluster``, ``_split``). It moves the key rows only through the methods of
+  ``thresher.curate.execution.rows.KeyRows``, held on Ray or in one process; it never imports Ray. The runner routes the decisions back to the staged
   records (``thresher.curate.runner``).
 
 * ``GeneratorStage``: a map stage that may add records (augmentation, rebalancing copies). ``process`` returns
@@ -307,10 +307,9 @@ class GeneratorStage(MapStage):
 
 
 class GlobalStage(Stage):
-    staged_keys = (
-        None  # set by the runner before ``decide``: the staged key files (``thresher.curate.execution.datasets``)
-    )
-    # True: ``decide`` also decides on a ``LocalTable`` (the runner then runs the segment's stages in one task when
+    # set by the runner before ``decide``: the staged key files (``thresher.curate.execution.rows.StagedKeys``)
+    staged_keys = None
+    # True: ``decide`` also decides on ``LocalRows`` (the runner then runs the segment's stages in one task when
     # its key rows are few enough)
     decides_locally = False
 
@@ -324,8 +323,8 @@ class GlobalStage(Stage):
         return []
 
     def decide(self, keys):
-        """The key rows (a dataset of ``thresher.curate.execution``) with this stage's decisions (rejection columns,
-        ``decision_columns``)."""
+        """The key rows (``thresher.curate.execution.rows.KeyRows``, on Ray or in one process) with this stage's
+        decisions (rejection columns, ``decision_columns``), through the methods of ``KeyRows`` only."""
         raise NotImplementedError
 
     def decision_columns(self) -> list[str]:

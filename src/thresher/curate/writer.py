@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
-from thresher.curate.execution.datasets import release_memory
+from thresher.curate.execution.worker import release_memory
 from thresher.curate.report import collect_stats, merge_stats
 from thresher.curate.report.arrays import hashes, shared
 from thresher.curate.run_folder import (

@@ -1,4 +1,4 @@
 """Near-duplicate detection building blocks: MinHash signatures (``minhash``), LSH banding and bucket edges
-(``lsh``), connected components on Ray Data (``components``), which record survives and how the others are
-marked (``removal``); the Ray Data helpers they use are in ``curate/execution/datasets``. The stages are
+(``lsh``), connected components (``components``), which record survives and how the others are
+marked (``removal``); the key rows move through ``curate/execution/rows`` (``KeyRows``). The stages are
 ``curate/stages/dedup_*.py``."""

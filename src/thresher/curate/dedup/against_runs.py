@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from thresher.curate.dedup.removal import REFERENCE
-from thresher.curate.execution.datasets import arrow_schema, concatenated, map_blocks, map_items, pandas_parts
 from thresher.curate.run_folder import RunFolder
 from thresher.curate.stage import ID, KEY, GlobalStage, reference_keys
 
@@ -87,10 +86,10 @@ class ReferenceDedup(IndexedStage):
             items += [(position, part) for part in parts]
         if not items:
             return ds, None
-        schema = arrow_schema(ds)
-        full = map_items(ds, _reference_rows, items, self.ctx.storage, schema, list(extra))
+        schema = ds.schema()
+        full = ds.map_items(_reference_rows, items, self.ctx.storage, schema, list(extra))
         rows = full.select_columns(schema.names) if extra else full
-        return concatenated(ds, rows), full
+        return ds.concat(rows), full
 
     def without_references(self, out):
         """The decided key rows less the reference rows and ``REFERENCE``; adds ``metrics["removed_by_reference"]``
@@ -99,11 +98,11 @@ class ReferenceDedup(IndexedStage):
         if not against:
             return out
         removed = [0] * len(against)
-        for part in pandas_parts(out, _removed_by_reference):
+        for part in out.pandas_parts(_removed_by_reference):
             for position, n in zip(part["reference"], part["rows"]):
                 removed[int(position)] += int(n)
         self.metrics = {**getattr(self, "metrics", {}), "removed_by_reference": dict(zip(against, removed))}
-        return map_blocks(out, _records_only)
+        return out.map_blocks(_records_only)
 
 
 def _reference_rows(item: tuple[int, str], storage, schema: pa.Schema, extra: list[str]) -> pa.Table:

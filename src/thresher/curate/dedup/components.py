@@ -1,8 +1,7 @@
-"""Connected components of a graph held as a Ray Data dataset of edges, by alternating large-star and
+"""Connected components of a graph held as key rows of edges (``KeyRows``), by alternating large-star and
 small-star steps (Kiveris et al., "Connected Components in MapReduce and Beyond", SoCC 2014).
 
-Edges are rows ``(u, v)`` of node keys of one type (int64 internal keys for dedup, strings for split groups). Each step hash-partitions the edges by ``u`` (a Ray Data
-shuffle; a partition is one block holding every edge of its nodes) and rewrites each partition with Arrow,
+Edges are rows ``(u, v)`` of node keys of one type (int64 internal keys for dedup, strings for split groups). Each step hash-partitions the edges by ``u`` (``KeyRows.grouped``; a partition is one block holding every edge of its nodes) and rewrites each partition with Arrow,
 so no process holds more than one partition of the edges. The large-star step also counts the nodes that are
 neither a leaf nor a centre of a star (one number per block reaches the driver); when there are none, the
 graph is a set of stars whose centres are the minimum node of their component, which the result names as
@@ -16,10 +15,9 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.execution.datasets import from_table, in_one_task, materialize
+from thresher.curate.execution.rows import KeyRows
 
 log = logging.getLogger(__name__)
-STEP = dict(batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
 
 def edge_schema(node_type: pa.DataType) -> pa.Schema:
@@ -118,12 +116,12 @@ def block_roots(edges: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def connected_components(
-    edges,
+    edges: KeyRows,
     partitions: int,
     limit_rows: int,
     node_type: pa.DataType = pa.string(),  # noqa: B008 (an immutable type)
     max_rounds: int = 64,
-):
+) -> KeyRows:
     """Dataset ``(node, root)`` for every node with an edge except the roots: ``root`` is the smallest node of
     its component. Up to ``limit_rows`` edges, by union-find in one task; beyond, distributed:
 
@@ -131,30 +129,25 @@ def connected_components(
     small-star, both directions, shuffle by ``u``, large-star, each followed by a look at the violations the
     last large-star counted. Candidate graphs are mostly stars of a few nodes, and the few nodes linked through
     several bands are settled by one round, so the first look comes after the first round: the common case is
-    one Ray Data execution (four shuffles, with the LSH shuffle upstream) and one look.
+    three shuffles (``KeyRows.grouped``) and one look.
     """
     schema = edge_schema(node_type)
-    edges = materialize(edges)
     if edges.count() <= limit_rows:
-        return in_one_task(edges, block_roots, schema)
-    stepped = edges.map_batches(both_directions, fn_args=(schema,), **STEP).repartition(partitions, keys=["u"])
-    stepped = stepped.map_batches(large_star, fn_args=(schema,), **STEP)
+        return edges.in_one_task(block_roots, schema)
+    stepped = edges.map_blocks(both_directions, schema).grouped(["u"], large_star, schema, partitions=partitions)
     for round_ in range(1, max_rounds + 1):
         stepped = (
             stepped.drop_columns(["violations"])
-            .map_batches(larger_first, fn_args=(schema,), **STEP)
-            .repartition(partitions, keys=["u"])
-            .map_batches(small_star, fn_args=(schema,), **STEP)
-            .map_batches(both_directions, fn_args=(schema,), **STEP)
-            .repartition(partitions, keys=["u"])
-            .map_batches(large_star, fn_args=(schema,), **STEP)
-            .materialize()
+            .map_blocks(larger_first, schema)
+            .grouped(["u"], small_star, schema, partitions=partitions)
+            .map_blocks(both_directions, schema)
+            .grouped(["u"], large_star, schema, partitions=partitions)
         )
-        count = sum(r["violations"] for r in stepped.map_batches(block_violations, **STEP).take_all())
+        count = sum(r["violations"] for r in stepped.map_blocks(block_violations).to_table().to_pylist())
         log.info("connected components: round %d, %d edges, %d nodes not in stars", round_, stepped.count(), count)
         if count == 0:
             if stepped.count() == 0:  # no edges at all
-                return from_table(schema.empty_table().rename_columns(["node", "root"]))
+                return stepped.from_table(schema.empty_table().rename_columns(["node", "root"]))
             # large-star of a star graph: one edge (leaf, centre) per leaf, from the centre's partition
             return stepped.drop_columns(["violations"]).rename_columns({"u": "node", "v": "root"})
     raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")

@@ -20,16 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.execution.datasets import (
-    ARROW,
-    broadcast,
-    cached_for,
-    concatenated,
-    fetched,
-    fetched_value,
-    map_blocks,
-    materialize,
-)
+from thresher.curate.execution.rows import KeyRows
+from thresher.curate.execution.worker import cached_for, fetched, fetched_value
 
 log = logging.getLogger(__name__)
 BAND_PREFIX = "_dedup_band_"
@@ -106,13 +98,12 @@ def verified_edges(
     Only the endpoints' values are taken (a semi-join): the key rows are filtered by the edges themselves when
     they are at most ``limit_rows``, else by a Bloom filter of the endpoints (built on the workers, OR-reduced by
     a tree of tasks, never on the driver). The values go to the edges by broadcast when few, else by two joins."""
-    edges = materialize(edges)
-    refs = broadcast(edges, limit_rows)
+    refs = edges.broadcast(limit_rows)
     bloom = None if refs is not None else endpoint_bloom(edges)
     schema = pa.schema([("node", pa.int64()), ("value", value_type)])
-    parts = [map_blocks(k, _node_values, node, value, refs, bloom, schema, columns=[node, value]) for k in keys]
-    values = functools.reduce(concatenated, parts)
-    value_refs = broadcast(values, limit_rows)
+    parts = [k.map_blocks(_node_values, node, value, refs, bloom, schema, columns=[node, value]) for k in keys]
+    values = functools.reduce(lambda a, b: a.concat(b), parts)
+    value_refs = values.broadcast(limit_rows)
     log.info(
         "lsh: %d candidate edges; values of %d endpoints, %s",
         edges.count(),
@@ -120,10 +111,10 @@ def verified_edges(
         "broadcast" if value_refs is not None else "joined",
     )
     if value_refs is not None:
-        return map_blocks(edges, _similar_broadcast, value_refs, schema, similar)
-    left = edges.join(values.rename_columns({"node": "u", "value": "value_u"}), "inner", partitions, on=("u",))
-    both = left.join(values.rename_columns({"node": "v", "value": "value_v"}), "inner", partitions, on=("v",))
-    return both.map_batches(_similar_joined, fn_args=(similar,), **ARROW)
+        return edges.map_blocks(_similar_broadcast, value_refs, schema, similar)
+    left = edges.join(values.rename_columns({"node": "u", "value": "value_u"}), "inner", partitions, ["u"])
+    both = left.join(values.rename_columns({"node": "v", "value": "value_v"}), "inner", partitions, ["v"])
+    return both.map_blocks(_similar_joined, similar)
 
 
 BLOOM_HASHES = 4
@@ -152,12 +143,10 @@ def _block_bloom(edges: pa.Table, bits: int) -> pa.Table:
     return pa.table({"bloom": [np.packbits(filt).tobytes()]})
 
 
-def endpoint_bloom(edges):
-    """An object reference to a Bloom filter (packed bits) of the edges' endpoints, about 0.2% false positives."""
-    from thresher.curate.execution.datasets import reduce_or
-
+def endpoint_bloom(edges: KeyRows):
+    """A handle to a Bloom filter (packed bits) of the edges' endpoints, about 0.2% false positives."""
     bits = max(1 << 16, 1 << int(np.ceil(np.log2(max(1, edges.count()) * 2 * 16))))
-    return reduce_or(edges.map_batches(_block_bloom, fn_args=(bits,), batch_size=None, **ARROW), "bloom")
+    return edges.map_blocks(_block_bloom, bits).reduce_or("bloom")
 
 
 def _node_values(batch: pa.Table, node: str, value: str, edge_refs: list | None, bloom, schema: pa.Schema) -> pa.Table:

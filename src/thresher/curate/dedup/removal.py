@@ -14,7 +14,7 @@ so a group with a reference record keeps it (the lowest reference, then id) and 
 
 A dedup stage ends with the *roots* of its groups: rows ``(node, root)``, the key of every record that is not
 its group's survivor and the key of that survivor. :func:`apply_roots` brings each key row its root: the roots
-go to every map task when they are few (``thresher.curate.execution.datasets.broadcast``: no shuffle), else the key rows
+go to every map task when they are few (``KeyRows.broadcast``: no shuffle), else the key rows
 (never the records) are joined with them on the keep key.
 """
 
@@ -27,7 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from thresher.curate.execution.datasets import ARROW, broadcast, by_group, fetched, map_blocks, materialize
+from thresher.curate.execution.rows import KeyRows
+from thresher.curate.execution.worker import fetched
 from thresher.curate.stage import ID, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, reference_of
 from thresher.curate.stage import KEY as INTERNAL_KEY
 
@@ -154,23 +155,20 @@ def mark_removed(
     return batch.drop_columns([KEY])
 
 
-def survivors(components, keys, partitions: int, limit_rows: int):
+def survivors(components: KeyRows, keys: KeyRows, partitions: int, limit_rows: int) -> KeyRows:
     """``(node, root)`` in keep keys from components over internal keys: every member of a component but its
     survivor (the member whose keep key is lowest), with the survivor's keep key. ``components``: ``(node, root)``
     internal keys of every non-root member; ``keys``: key rows with the internal and the keep key. The
     members' keep keys are taken by a semi-join (components broadcast up to ``limit_rows``, else joined)."""
-    components = materialize(components)
     n = components.count()
-    refs = broadcast(components, limit_rows)
+    refs = components.broadcast(limit_rows)
     if refs is not None:
-        members = map_blocks(keys, _members_broadcast, refs, columns=[INTERNAL_KEY, KEY])
+        members = keys.map_blocks(_members_broadcast, refs, columns=[INTERNAL_KEY, KEY])
     else:
-        both = components.map_batches(_with_roots, **ARROW)
-        members = keys.select_columns([INTERNAL_KEY, KEY]).join(
-            both, "inner", partitions, on=(INTERNAL_KEY,), right_on=("node",)
-        )
-        members = materialize(members.select_columns(["root", KEY]))
-    return by_group(members, ["root"], _losers, partitions=partitions, rows=2 * n, limit_rows=limit_rows)
+        both = components.map_blocks(_with_roots)
+        members = keys.select_columns([INTERNAL_KEY, KEY]).join(both, "inner", partitions, [INTERNAL_KEY], ["node"])
+        members = members.select_columns(["root", KEY])
+    return members.by_group(["root"], _losers, partitions=partitions, rows=2 * n, limit_rows=limit_rows)
 
 
 def _with_roots(components: pa.Table) -> pa.Table:
@@ -207,21 +205,18 @@ def _losers(members: pa.Table) -> pa.Table:
     return pa.table({"node": members[KEY], "root": members[f"{KEY}_min"]}).cast(ROOT_SCHEMA)
 
 
-def apply_roots(ds, roots, mark, partitions: int, limit_rows: int, drop: list[str] = ()):
+def apply_roots(ds: KeyRows, roots: KeyRows, mark, partitions: int, limit_rows: int, drop: list[str] = ()) -> KeyRows:
     """``ds`` (live key rows, less the columns ``drop``) with every batch passed to ``mark(batch, root)``: ``root``
     the root key of each row (null for rows that are no group's non-survivor). The roots are broadcast up to
     ``limit_rows``, else joined with the key rows."""
-    roots = materialize(roots)
-    refs = broadcast(roots, limit_rows)
+    refs = roots.broadcast(limit_rows)
     log.info(
         "removal: %d records to link to a survivor (%s)", roots.count(), "broadcast" if refs is not None else "join"
     )
     if refs is not None:
-        return map_blocks(ds, _mark_broadcast, refs, mark, list(drop))
-    joined = (ds.drop_columns(list(drop)) if drop else ds).join(
-        roots, "left_outer", partitions, on=(KEY,), right_on=("node",)
-    )
-    return joined.map_batches(_mark_joined, fn_args=(mark,), **ARROW)
+        return ds.map_blocks(_mark_broadcast, refs, mark, list(drop))
+    joined = (ds.drop_columns(list(drop)) if drop else ds).join(roots, "left_outer", partitions, [KEY], ["node"])
+    return joined.map_blocks(_mark_joined, mark)
 
 
 def _mark_broadcast(batch: pa.Table, refs: list, mark, drop: list[str]) -> pa.Table:

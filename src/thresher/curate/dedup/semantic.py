@@ -24,7 +24,7 @@ import xxhash
 from thresher.curate.dedup.components import smallest_roots
 from thresher.curate.dedup.removal import KEY as KEEP_KEY
 from thresher.curate.dedup.removal import ROOT_SCHEMA
-from thresher.curate.execution.datasets import fetched
+from thresher.curate.execution.worker import fetched
 from thresher.curate.stage import ID
 
 VECTOR = "_semantic_vector"

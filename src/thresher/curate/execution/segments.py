@@ -1,7 +1,7 @@
 """The map phase on Ray: a segment's source (one task per read task or apply group) through its map stages into its
 sink, as a Ray Data pipeline (the map stages fused with the source; stateful ones on an actor pool), or as plain Ray
-tasks when the segment has no map stage. The sources and the sink are ``thresher.curate.map`` and
-``thresher.curate.writer``; a stage's ``setup()`` runs once per worker process."""
+tasks when the segment has no map stage. The sources are ``thresher.curate.map``'s; the sink (:class:`Sink`,
+``thresher.curate.writer.RunSink``) is passed in; a stage's ``setup()`` runs once per worker process."""
 
 from __future__ import annotations
 
@@ -11,19 +11,25 @@ import itertools
 import pickle
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 
 from thresher.curate.execution.tasks import cluster_resources, retried_io
 from thresher.curate.stage import MapStage, run_map_stage
-from thresher.curate.writer import RunSink
 
 if TYPE_CHECKING:
     import pandas as pd
     from ray.data import Datasink
     from ray.data._internal.execution.interfaces import TaskContext
     from ray.data.block import Block
+
+
+class Sink(Protocol):
+    """Where a segment's tables go: ``write_blocks`` runs in the tasks (the sink travels to them pickled)."""
+
+    def write_blocks(self, blocks: Iterable[pa.Table]) -> None: ...
+
 
 PART_ROWS = 16384  # a source's batches are written in parts of at least this many rows or PART_BYTES
 PART_BYTES = 32 << 20
@@ -33,7 +39,7 @@ def run_segment(
     source: Callable[..., Iterator[pa.Table]],
     rows: list[dict[str, Any]],
     args: tuple[Any, ...],
-    sink: RunSink,
+    sink: Sink,
     stages: list[MapStage],
     batch_size: int,
     cpus: int,
@@ -158,7 +164,7 @@ def map_stages(
 
 
 def _source_into_sink(
-    source: Callable[..., Iterator[pa.Table]], row: dict[str, Any], args: tuple[Any, ...], sink: RunSink
+    source: Callable[..., Iterator[pa.Table]], row: dict[str, Any], args: tuple[Any, ...], sink: Sink
 ) -> int:
     """The source's tables (one read task or apply group) written into the sink; returns their rows."""
     rows = 0
@@ -205,13 +211,13 @@ def _coalesced(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
 
 
 @functools.cache
-def _datasink_class() -> Callable[[RunSink], Datasink[None]]:
-    """The Ray Data datasink that writes through a ``RunSink``, made on first use: the processes of segments
+def _datasink_class() -> Callable[[Sink], Datasink[None]]:
+    """The Ray Data datasink that writes through a :class:`Sink`, made on first use: the processes of segments
     without map stages never import Ray Data."""
     from ray.data import Datasink
 
     class RunDatasink(Datasink[None]):
-        def __init__(self, sink: RunSink) -> None:
+        def __init__(self, sink: Sink) -> None:
             self.sink = sink
 
         @property
@@ -228,7 +234,7 @@ def write_directly(
     source: Callable[..., Iterator[pa.Table]],
     rows: list[dict[str, Any]],
     args: tuple[Any, ...],
-    sink: RunSink,
+    sink: Sink,
     cpus: int,
     progress: TaskProgress,
 ) -> None:

@@ -1,82 +1,16 @@
-"""Plain tasks over the blocks of key rows: the interface of the global stages whose decision is a few passes over
-the blocks where they are (counts, sums, a model fitted on samples), with only small results travelling.
-
-:func:`tasks_for` gives the implementation that fits the key rows: on Ray (:class:`RayTasks`), a handle is an
-object reference and a task a plain Ray task of one CPU; on a ``LocalTable`` (:class:`LocalTasks`), a handle is the
-value itself and a task a call in this process. A handle passed to :meth:`run` arrives as its value.
-
-Beside them, the plain tasks of the commit phase: :func:`reduce_tree` (statistics merged by a tree of tasks) and
-:func:`as_completed` (one task per item, results as they come).
-"""
+"""Plain Ray tasks outside the key rows (``thresher.curate.execution.rows``): the cluster's resources, the retry
+policy of the tasks that read and write the data, and the plain tasks of the plan and commit phases:
+:func:`each_in_a_task` (small results gathered), :func:`reduce_tree` (statistics merged by a tree of tasks) and
+:func:`as_completed` (one task per item, results as they come)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import pyarrow as pa
-
-from thresher.curate.execution.datasets import LocalTable, block_refs, materialize, plain_task
+from thresher.curate.execution.worker import plain_task
 
 T = TypeVar("T")
-
-
-class RayTasks:
-    """Handles are object references; tasks are plain Ray tasks."""
-
-    def blocks(self, ds: Any) -> list[Any]:
-        """Handles to the blocks of ``ds`` that hold rows (computed first when it is not yet)."""
-        return block_refs(materialize(ds))
-
-    def run(self, fn: Callable[..., Any], *args: Any, returns: int = 1) -> Any:
-        """``fn(*args)`` as a task: a handle to its result (``returns`` > 1: to each of the values it returns)."""
-        return plain_task(fn).options(num_returns=returns).remote(*args)
-
-    def get(self, handles: Any) -> Any:
-        """The value behind a handle (or a list of the values behind a list of handles), here."""
-        import ray
-
-        return ray.get(handles)
-
-    def put(self, value: Any) -> Any:
-        """A handle to ``value`` (a large argument passed to many tasks is sent once)."""
-        import ray
-
-        return ray.put(value)
-
-    def dataset(self, handles: list[Any]) -> Any:
-        """The key rows made of the tables behind ``handles``, for the runner."""
-        import ray.data
-
-        return ray.data.from_arrow_refs(handles)
-
-    def cpus(self) -> int:
-        """The CPUs of the cluster (at least 1)."""
-        return max(1, int(cluster_resources().get("CPU", 1)))
-
-
-class LocalTasks:
-    """Handles are the values; tasks run here, at once."""
-
-    def blocks(self, ds: LocalTable) -> list[pa.Table]:
-        return [ds.table]
-
-    def run(self, fn: Callable[..., T], *args: Any, returns: int = 1) -> T:
-        return fn(*args)
-
-    def get(self, handles: T) -> T:
-        return handles
-
-    def put(self, value: T) -> T:
-        return value
-
-    def dataset(self, handles: list[pa.Table]) -> LocalTable:
-        return LocalTable(pa.concat_tables(handles, promote_options="permissive"))
-
-
-def tasks_for(ds: Any) -> RayTasks | LocalTasks:
-    """The tasks that run where the key rows ``ds`` are."""
-    return LocalTasks() if isinstance(ds, LocalTable) else RayTasks()
 
 
 def cluster_resources() -> dict[str, float]:
@@ -94,6 +28,15 @@ def retried_io() -> dict[str, Any]:
     run again replaces what the failed attempt wrote. Segments with an actor pool read in the actors (the source's
     tasks fuse into them), where an I/O error fails the run without a retry."""
     return {"max_retries": 3, "retry_exceptions": [OSError]}
+
+
+def each_in_a_task(fn: Callable[..., Any], items: list[Any], *args: Any) -> list[Any]:
+    """``[fn(item, *args) for item in items]``, one plain Ray task each, the (small) results gathered here."""
+    import ray
+
+    task = plain_task(fn).options(name=getattr(fn, "__qualname__", "items"))
+    results: list[Any] = ray.get([task.remote(item, *args) for item in items])
+    return results
 
 
 def _call(fn: Callable[..., T], *args: Any) -> T:

@@ -32,7 +32,6 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field, field_validator
 
-from thresher.curate.execution.tasks import tasks_for
 from thresher.curate.run_folder import DATA
 from thresher.curate.stage import REJECT_STAGE, GlobalStage, StageConfig
 
@@ -105,8 +104,8 @@ class Curriculum(GlobalStage):
 
     def decide(self, ds):
         c = self.config
-        tasks = tasks_for(ds)
-        refs = tasks.blocks(ds)
+        tasks = ds.tasks()
+        refs = ds.blocks()
         if "rare_words" in c.signals:
             df, records = np.zeros(BUCKETS, np.int64), 0
             for part in [tasks.run(_document_frequencies, ref) for ref in refs]:  # summed one block's counts at a time
@@ -120,7 +119,7 @@ class Curriculum(GlobalStage):
         self.metrics = {
             "signals": {s: {"weight": w, "mean": moments[s][0], "std": moments[s][1]} for s, w in c.signals.items()}
         }
-        return tasks.dataset([tasks.run(_score, ref, moments, c.signals) for ref in refs])
+        return tasks.rows([tasks.run(_score, ref, moments, c.signals) for ref in refs])
 
 
 # -- measures ------------------------------------------------------------------------------------------------

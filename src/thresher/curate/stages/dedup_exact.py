@@ -38,7 +38,7 @@ from thresher.curate.dedup.removal import (
     text_lengths,
     with_keep_keys,
 )
-from thresher.curate.execution.datasets import by_group, map_blocks, partitions_for
+from thresher.curate.execution.worker import partitions_for
 from thresher.curate.fields import texts
 from thresher.curate.stage import StageConfig
 
@@ -132,11 +132,11 @@ class DedupExact(ReferenceDedup):
     def decide(self, ds):
         """Only ``(hash, key)`` rows are shuffled; the key rows get their group's survivor."""
         ds, _ = self.with_references(ds)
-        ds = map_blocks(ds, with_keep_keys, self.config.keep)
+        ds = ds.map_blocks(with_keep_keys, self.config.keep)
         partitions = self.config.partitions or partitions_for(ds.count())
         limit = self.ctx.broadcast_limit_rows
-        roots = by_group(
-            ds, [HASH], group_roots, columns=[HASH, KEY], partitions=partitions, rows=ds.count(), limit_rows=limit
+        roots = ds.by_group(
+            [HASH], group_roots, columns=[HASH, KEY], partitions=partitions, rows=ds.count(), limit_rows=limit
         )
         return self.without_references(apply_roots(ds, roots, self.mark, partitions, limit))
 

@@ -9,7 +9,7 @@
    record's key row; the verification value is staged with it but not loaded (``staged_columns``); the text
    stays on the map side.
 2. Buckets: up to ``execution.broadcast_limit_rows`` records, one task groups each band's keys in turn; beyond,
-   rows ``(band key, internal key)`` (16 bytes) are hash-partitioned by band key (a Ray Data shuffle), one group
+   rows ``(band key, internal key)`` (16 bytes) are hash-partitioned by band key (``KeyRows.grouped``), one group
    of ``band_group_size`` bands at a time so each shuffle stays bounded. Each bucket links its members to its
    smallest member (``thresher.curate.dedup.lsh``: O(members) edges, never all pairs).
 3. Verification of the candidate edges (``verify``): by default an edge stays when the two records' full
@@ -40,6 +40,7 @@ ids do not depend on the number of CPUs, partitions, block boundaries or arrival
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Literal
@@ -54,7 +55,7 @@ from thresher.curate.dedup.against_runs import ReferenceDedup
 from thresher.curate.dedup.components import connected_components
 from thresher.curate.dedup.lsh import band_column, band_edges, bucket_edges, bucket_rows, optimal_bands, verified_edges
 from thresher.curate.dedup.removal import KeepRule, apply_roots, mark_removed, survivors, text_lengths, with_keep_keys
-from thresher.curate.execution.datasets import ARROW, gather, in_one_task, map_blocks, partitions_for
+from thresher.curate.execution.worker import partitions_for
 from thresher.curate.stage import KEY as INTERNAL_KEY
 from thresher.curate.stage import StageConfig
 
@@ -215,7 +216,7 @@ class DedupFuzzy(ReferenceDedup):
             )
         components = connected_components(edges, partitions, self.ctx.broadcast_limit_rows, pa.int64())
         drop = bands + ([VALUE] if c.verify != "none" else [])
-        ds = map_blocks(ds, _with_keep_keys_only, drop, c.keep)
+        ds = ds.map_blocks(_with_keep_keys_only, drop, c.keep)
         roots = survivors(components, ds, partitions, self.ctx.broadcast_limit_rows)
         return self.without_references(apply_roots(ds, roots, self.mark, partitions, self.ctx.broadcast_limit_rows))
 
@@ -224,17 +225,14 @@ class DedupFuzzy(ReferenceDedup):
         records); beyond, ``(bucket, internal key)`` rows shuffled by bucket, ``band_group_size`` bands at a time."""
         c, limit = self.config, self.ctx.broadcast_limit_rows
         if ds.count() <= limit:
-            return in_one_task(ds, band_edges, INTERNAL_KEY, range(self.bands), columns=[INTERNAL_KEY, *bands])
+            return ds.in_one_task(band_edges, INTERNAL_KEY, range(self.bands), columns=[INTERNAL_KEY, *bands])
         edge_sets = []
         for first in range(0, self.bands, c.band_group_size):
             group = range(first, min(first + c.band_group_size, self.bands))
             columns = [INTERNAL_KEY, *map(band_column, group)]
-            rows = ds.select_columns(columns).map_batches(bucket_rows, fn_args=(INTERNAL_KEY, group), **ARROW)
-            edges = gather(rows, ["bucket"], partitions, ds.count() * len(group), limit).map_batches(
-                bucket_edges, batch_size=None, **ARROW
-            )
-            edge_sets.append(edges if first + c.band_group_size >= self.bands else edges.materialize())
-        return edge_sets[0].union(*edge_sets[1:]) if len(edge_sets) > 1 else edge_sets[0]
+            rows = ds.map_blocks(bucket_rows, INTERNAL_KEY, group, columns=columns)
+            edge_sets.append(rows.grouped(["bucket"], bucket_edges, partitions=partitions))
+        return functools.reduce(lambda a, b: a.concat(b), edge_sets)
 
     def staged_columns(self) -> list[str]:
         return [VALUE] if self.config.verify != "none" else []

@@ -54,7 +54,7 @@ from thresher.curate.dedup.semantic import (
     fixed_vectors,
     sample_rows,
 )
-from thresher.curate.execution.datasets import broadcast, by_group, in_one_task, map_blocks, materialize, partitions_for
+from thresher.curate.execution.worker import partitions_for
 from thresher.curate.stage import ID, StageConfig
 
 log = logging.getLogger(__name__)
@@ -133,20 +133,18 @@ class DedupSemantic(ReferenceDedup):
 
     def decide(self, ds):
         c = self.config
-        ds, _ = self.with_references(materialize(ds))
-        ds = materialize(ds)
+        ds, _ = self.with_references(ds)
         n = ds.count()
         limit = self.ctx.broadcast_limit_rows
         partitions = c.partitions or partitions_for(n)
         k = c.clusters or max(1, min(math.ceil(n / c.cluster_size), c.sample // SAMPLE_PER_CLUSTER))
-        sample = map_blocks(ds, sample_rows, c.sample / max(n, 1), columns=[ID, VECTOR])
-        centroids = in_one_task(sample, fit_centroids, k, c.seed, c.iterations)
-        refs = broadcast(centroids, limit + k)  # the centroids always go to the map tasks (k rows)
-        assigned = map_blocks(map_blocks(ds, assign, refs, centroids.schema().base_schema), with_keep_key, c.keep)
+        sample = ds.map_blocks(sample_rows, c.sample / max(n, 1), columns=[ID, VECTOR])
+        centroids = sample.in_one_task(fit_centroids, k, c.seed, c.iterations)
+        refs = centroids.broadcast(limit + k)  # the centroids always go to the map tasks (k rows)
+        assigned = ds.map_blocks(assign, refs, centroids.schema()).map_blocks(with_keep_key, c.keep)
         self.metrics = self.cluster_metrics(assigned, centroids.count(), n)
         log.info("dedup_semantic: %d records, %d clusters, %d shuffle partitions", n, centroids.count(), partitions)
-        roots = by_group(
-            assigned,
+        roots = assigned.by_group(
             [KMEANS],
             cluster_roots,
             c.threshold,
@@ -164,8 +162,8 @@ class DedupSemantic(ReferenceDedup):
 
     def cluster_metrics(self, assigned, k: int, n: int) -> dict:
         """Fit and per-cluster summaries for the manifest: sizes and mean cosine to the centroid (k rows)."""
-        counts = in_one_task(map_blocks(assigned, cluster_counts, columns=[KMEANS, SIMILARITY]), _summed_counts)
-        by_cluster = {int(r[KMEANS]): (int(r["rows"]), float(r["similarity"])) for r in counts.take_all()}
+        counts = assigned.map_blocks(cluster_counts, columns=[KMEANS, SIMILARITY]).in_one_task(_summed_counts)
+        by_cluster = {int(r[KMEANS]): (int(r["rows"]), float(r["similarity"])) for r in counts.to_table().to_pylist()}
         sizes = [by_cluster.get(i, (0, 0.0))[0] for i in range(k)]
         density = [round(by_cluster[i][1] / by_cluster[i][0], 4) if i in by_cluster else None for i in range(k)]
         return {

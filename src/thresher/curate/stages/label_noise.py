@@ -25,8 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from thresher.curate.execution.datasets import materialize
-from thresher.curate.execution.tasks import tasks_for
 from thresher.curate.labels import noise, ordered_classes
 from thresher.curate.stage import KEY, REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, SPLIT, GlobalStage, StageConfig
 
@@ -83,15 +81,15 @@ class LabelNoise(GlobalStage):
 
     def decide(self, ds):
         c = self.config
-        tasks, ds = tasks_for(ds), materialize(ds)
-        refs = tasks.blocks(ds)
+        tasks = ds.tasks()
+        refs = ds.blocks()
         total = ds.count()
         label_col = c.label_field if c.label_field in ds.schema().names else GIVEN
         classes = ordered_classes(set().union(*tasks.get([tasks.run(_labels, ref, label_col) for ref in refs])))
         self.metrics = {"classes": classes, "records": total}
         if len(classes) < 2:
             self.metrics["skipped"] = "fewer than two classes"
-            return tasks.dataset([tasks.run(_annotate_none, ref) for ref in refs])
+            return tasks.rows([tasks.run(_annotate_none, ref) for ref in refs])
         fraction = min(1.0, c.max_train_rows / total)
         samples = [tasks.run(_sample, ref, label_col, classes, fraction, c.folds, c.seed) for ref in refs]
         model = tasks.run(noise.fit_samples, c.folds, len(classes), c.regularization, *samples)
@@ -117,7 +115,7 @@ class LabelNoise(GlobalStage):
                 "confident_joint": stats["joint"].astype(int).tolist(),
             }
         )
-        return tasks.dataset([table for table, _ in decided])
+        return tasks.rows([table for table, _ in decided])
 
 
 def _add(parts: list[dict]) -> dict:

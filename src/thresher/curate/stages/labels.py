@@ -3,8 +3,8 @@
 Annotations come from a list column (``annotations_field``, e.g. SNLI's ``annotator_labels``; with
 ``annotators_field``, a parallel list of annotator ids) or from several columns, one per annotator
 (``annotation_fields``; the column names identify the annotators), or from long format, one row per annotation
-(``item_field``, ``label_field``, optional ``annotator_field``): the key rows are grouped by item (a Ray Data
-groupby) into one per item, the item's first row (lowest key) is the record kept, with ``label_annotations`` (JSON
+(``item_field``, ``label_field``, optional ``annotator_field``): the key rows are grouped by item
+(``KeyRows.map_groups``) into one per item, the item's first row (lowest key) is the record kept, with ``label_annotations`` (JSON
 ``[[annotator, label], ...]`` in key order) in place of its annotator and label fields, and the item's other rows
 are rejected (``annotation_merged``, detail: the kept record's id). Values in ``missing`` (and nulls) are not
 annotations.
@@ -43,8 +43,6 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from thresher.core.storage import join
-from thresher.curate.execution.datasets import map_groups
-from thresher.curate.execution.tasks import tasks_for
 from thresher.curate.labels import (
     agreement,
     assist,
@@ -192,10 +190,10 @@ class Labels(GlobalStage):
 
     def decide(self, ds):
         c = self.config
-        tasks = tasks_for(ds)
+        tasks = ds.tasks()
         if c.item_field:
-            ds = map_groups(ds, ITEM, long_format.collapse_item)
-        refs = tasks.blocks(ds)
+            ds = ds.map_groups(ITEM, long_format.collapse_item)
+        refs = ds.blocks()
         found = tasks.get([tasks.run(key_rows.vocabulary, ref, c.missing) for ref in refs])
         classes = c.classes or ordered_classes(set().union(*(f[0] for f in found)))
         raters = sorted(set().union(*(f[1] for f in found))) if c.identified else None
@@ -236,7 +234,7 @@ class Labels(GlobalStage):
             self.metrics["assist"] = assist_metrics
         if c.item_field:
             tables = [tasks.run(long_format.expand_items, t, self.name, self.decision_columns()) for t in tables]
-        return tasks.dataset(tables)
+        return tasks.rows(tables)
 
     def _assist(self, tasks, tables: list, classes: list[str], counts: dict) -> tuple[list, dict]:
         """Proposals for the records without annotations (:mod:`thresher.curate.labels.assist`) from logistic

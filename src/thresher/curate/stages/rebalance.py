@@ -46,8 +46,6 @@ from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.augment.eda import OPERATIONS, eda
 from thresher.curate.augment.noise import shuffle_sentences, typos
 from thresher.curate.augment.synonyms import thesaurus_path
-from thresher.curate.execution.datasets import in_one_task, map_blocks, map_pandas, materialize
-from thresher.curate.execution.tasks import tasks_for
 from thresher.curate.fields import unpack
 from thresher.curate.stage import (
     ID,
@@ -194,9 +192,9 @@ class Rebalance(GlobalStage):
         return batch
 
     def decide(self, ds):
-        tasks, ds = tasks_for(ds), materialize(map_pandas(ds, self._classes))
+        tasks, ds = ds.tasks(), ds.map_pandas(self._classes)
         counts: dict[str, int] = {}
-        for part in tasks.get(tasks.blocks(map_blocks(ds, _count, columns=[CLASS]))):
+        for part in tasks.get(ds.map_blocks(_count, columns=[CLASS]).blocks()):
             if part.num_rows:  # (an empty dataset comes back as it is)
                 for c, n in zip(part["c"].to_pylist(), part["n"].to_pylist()):
                     counts[c] = counts.get(c, 0) + n
@@ -226,7 +224,7 @@ class Rebalance(GlobalStage):
             "after": after,
             "capped": capped,
         }
-        return map_pandas(ds, self._apply, plan, thresholds)
+        return ds.map_pandas(self._apply, plan, thresholds)
 
     def _thresholds(self, tasks, ds, ranks: dict[str, int], counts: dict[str, int]) -> dict[str, tuple[int, int]]:
         """Per class, the (hash, key) of the record at rank ``ranks[class]`` (0-based) in (hash, key) order, by radix
@@ -238,7 +236,7 @@ class Rebalance(GlobalStage):
         prefixes = np.zeros((len(classes), 3), np.int64)  # per class: hash bits, key bits, digits fixed
         rank = np.array([ranks[c] for c in classes], np.int64)  # among the candidates
         left = np.array([counts[c] for c in classes], np.int64)  # candidates
-        refs = tasks.blocks(ds)
+        refs = ds.blocks()
         while len(wide := np.flatnonzero((left > bound) & (prefixes[:, 2] < DIGITS))):
             histograms = _summed(
                 tasks, [tasks.run(_histogram, ref, [classes[i] for i in wide], prefixes[wide]) for ref in refs]
@@ -251,8 +249,8 @@ class Rebalance(GlobalStage):
                 word = 0 if prefixes[i, 2] < DIGITS // 2 else 1
                 prefixes[i, word] = prefixes[i, word] << DIGIT_BITS | digit
                 prefixes[i, 2] += 1
-        candidates = map_blocks(ds, _candidates, classes, prefixes, columns=[CLASS, HASH, KEY])
-        cuts = pa.concat_tables(tasks.get(tasks.blocks(in_one_task(candidates, _pick, classes, rank))))
+        candidates = ds.map_blocks(_candidates, classes, prefixes, columns=[CLASS, HASH, KEY])
+        cuts = pa.concat_tables(tasks.get(candidates.in_one_task(_pick, classes, rank).blocks()))
         return {c: (h, k) for c, h, k in zip(*(cuts[col].to_pylist() for col in (CLASS, HASH, KEY)))}
 
     def _apply(self, batch: pd.DataFrame, plan: dict, thresholds: dict) -> pd.DataFrame:

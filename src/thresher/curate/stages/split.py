@@ -6,7 +6,7 @@ near-duplicate clusters) or of any ``group_by`` field always land in the same sp
 are the connected components of "shares a value of a grouping field": up to ``DRIVER_LIMIT`` linking edges
 (records with two or more grouping values) by union-find on the driver, broadcast to the map tasks as a
 value -> component map; beyond, by the distributed connected components of ``thresher.curate.dedup.components`` and a
-Ray Data join. A record without any grouping value is a group of its own (its id).
+join (``KeyRows.join``). A record without any grouping value is a group of its own (its id).
 
 Each group gets the 63-bit hash ``xxh64(group key, seed) >> 1`` and goes to split j when its hash falls in the
 j-th range of the hash space; the ranges are cut in one of two ways:
@@ -14,7 +14,7 @@ j-th range of the hash space; the ranges are cut in one of two ways:
 * ``exact: true`` (default): so that split sizes match the ratios exactly. Per class of ``stratify`` (or over all
   records), split j receives the largest-remainder rounding of ``n * ratio_j`` records: every split's count of
   every class is within one record of its target (within the size of the largest group when groups have more
-  than one record). Pure hashing cannot promise that, so this is a global step over the materialized dataset:
+  than one record). Pure hashing cannot promise that, so this is a global step over all the key rows:
   a map pass counts records per class in 2^10 hash buckets (the driver sums the per-block arrays), and a
   second one counts records per group inside the buckets that hold a cut, which places every cut exactly. The
   driver holds classes x 2^10 counts plus the groups of the cut buckets (about n / 1024 per cut and class),
@@ -67,17 +67,6 @@ from pydantic import Field, field_validator, model_validator
 from thresher.curate.augment.config import AUGMENTATION, AUGMENTED_FROM
 from thresher.curate.dedup.against_runs import STORED, IndexedStage
 from thresher.curate.dedup.components import connected_components, smallest_roots
-from thresher.curate.execution.datasets import (
-    arrow_schema,
-    by_group,
-    concatenated,
-    held_limit,
-    map_blocks,
-    map_items,
-    map_pandas,
-    materialize,
-    pandas_parts,
-)
 from thresher.curate.run_folder import RunFolder
 from thresher.curate.stage import (
     ID,
@@ -193,7 +182,7 @@ class Split(IndexedStage):
         return [options["stratify"]] if options.get("stratify") else []
 
     # in one task every step is local: nothing exceeds ``driver_limit``, so no join or distributed
-    # connected components (the Ray Data steps) runs
+    # connected components runs
     decides_locally = True
 
     def __init__(self, config: SplitConfig, ctx):
@@ -322,7 +311,7 @@ class Split(IndexedStage):
     def driver_limit(self, ds) -> int:
         """Rows handled on the driver and broadcast (``DRIVER_LIMIT``, lowered by ``execution.broadcast_limit_rows``);
         in one task, everything (it is all in the deciding process already)."""
-        return held_limit(ds, min(DRIVER_LIMIT, self.ctx.broadcast_limit_rows))
+        return ds.held_limit(min(DRIVER_LIMIT, self.ctx.broadcast_limit_rows))
 
     def keys(self, batch) -> dict:
         """Map side: the grouping and stratification values of each live record."""
@@ -340,10 +329,9 @@ class Split(IndexedStage):
     def decide(self, ds):
         against = bool(self.config.against)
         linked = bool(self.config.group_by) or AUGMENTED_FROM in ds.schema().names or against
-        ds = map_pandas(ds, self._keys)
-        if not self.config.exact and not linked:  # streaming: fixed ranges, nothing to count
-            return map_pandas(ds, self._assign, self._fixed_thresholds())
-        ds = materialize(ds)
+        ds = ds.map_pandas(self._keys)
+        if not self.config.exact and not linked:  # fixed ranges, nothing to count
+            return ds.map_pandas(self._assign, self._fixed_thresholds())
         if against:
             ds = self._with_reference_rows(ds)
         partitions = max(2, ds.num_blocks())
@@ -352,10 +340,10 @@ class Split(IndexedStage):
         if against:
             ds = self._placed_by_references(ds, partitions)
         if not self.config.exact:
-            return map_pandas(ds, self._assign, self._fixed_thresholds())
+            return ds.map_pandas(self._assign, self._fixed_thresholds())
         if self.config.stratify and any(f in ds.schema().names for f in self.group_fields):
             ds = self._classes_of_groups(ds, partitions)
-        return map_pandas(ds, self._assign, self._exact_thresholds(ds))
+        return ds.map_pandas(self._assign, self._exact_thresholds(ds))
 
     # -- against: reference runs' groups -----------------------------------------------------------------
 
@@ -385,7 +373,7 @@ class Split(IndexedStage):
     def _with_reference_rows(self, ds):
         """The key rows (PLACED "") and, with negative keys, the rows of the references' index parts that carry a
         grouping value of the key rows' fields (PLACED: their split, PLACED_BY: the reference)."""
-        ds = map_blocks(ds, _unplaced)
+        ds = ds.map_blocks(_unplaced)
         items = []
         for position, uri in enumerate(self.config.against):
             parts = RunFolder(uri, self.ctx.storage).index_parts(type(self).name, self.index_keys())
@@ -394,14 +382,13 @@ class Split(IndexedStage):
             items += [(position, part) for part in parts]
         if not items:
             return ds
-        return concatenated(ds, map_items(ds, _reference_rows, items, self, arrow_schema(ds)))
+        return ds.concat(ds.map_items(_reference_rows, items, self, ds.schema()))
 
     def _placed_by_references(self, ds, partitions: int):
         """The key rows less the reference rows, PLACED set on those in a group with a reference row: the split of
         the group's first reference row (lowest position in ``against``, then index order). Sets
         ``metrics["placed_by_reference"]`` (records placed per reference run)."""
-        places = by_group(
-            ds,
+        places = ds.by_group(
             [HASH],
             self._group_places,
             partitions=partitions,
@@ -411,18 +398,17 @@ class Split(IndexedStage):
         )
         n = places.count()
         if n <= self.driver_limit(ds):
-            table = places.to_pandas() if n else None  # (an empty dataset's frame has no columns)
+            table = places.to_table().to_pandas() if n else None  # (an empty result may have no columns)
             found = (
                 {}
                 if table is None
                 else dict(zip(table[HASH].tolist(), zip(table["place"].tolist(), table["place_by"].tolist())))
             )
-            ds = materialize(map_pandas(ds, self._to_place, found))
+            ds = ds.map_pandas(self._to_place, found)
         else:
-            joined = ds.join(places, "left_outer", partitions, on=(HASH,))
-            ds = joined.map_batches(self._to_place, fn_args=(None,), batch_format="pandas").materialize()
+            ds = ds.join(places, "left_outer", partitions, [HASH]).map_pandas(self._to_place, None)
         placed = [0] * len(self.config.against)
-        for part in pandas_parts(ds, _placed_counts):
+        for part in ds.pandas_parts(_placed_counts):
             for position, count in zip(part[PLACED_BY], part["n"]):
                 placed[int(position)] += int(count)
         self.metrics = {"placed_by_reference": dict(zip(self.config.against, placed))}
@@ -468,24 +454,22 @@ class Split(IndexedStage):
         value -> root map is broadcast to the map tasks; beyond, by distributed connected components and a join.
         """
 
-        edges = materialize(map_pandas(ds.select_columns([GROUP, LINKS]), self._edges))
+        edges = ds.select_columns([GROUP, LINKS]).map_pandas(self._edges)
         n = edges.count()
         if n == 0:
             return ds
         if n <= self.driver_limit(ds):
-            edges = edges.to_pandas()
-            roots = smallest_roots(edges["u"].tolist(), edges["v"].tolist())
-            return materialize(map_pandas(ds, self._to_root, roots))
+            table = edges.to_table()
+            roots = smallest_roots(table["u"].to_pylist(), table["v"].to_pylist())
+            return ds.map_pandas(self._to_root, roots)
         roots = connected_components(edges, partitions, 0)
-        joined = ds.join(roots, "left_outer", partitions, on=(GROUP,), right_on=("node",))
-        return joined.map_batches(self._to_root, fn_args=(None,), batch_format="pandas").materialize()
+        return ds.join(roots, "left_outer", partitions, [GROUP], ["node"]).map_pandas(self._to_root, None)
 
     def _classes_of_groups(self, ds, partitions: int):
         """A group whose records carry several classes counts in the smallest of them (whole groups in one task,
         or hash-partitioned beyond ``execution.broadcast_limit_rows``; the few such groups are broadcast, or joined
         when more than ``DRIVER_LIMIT``)."""
-        spans = by_group(
-            ds,
+        spans = ds.by_group(
             [HASH],
             self._class_spans,
             partitions=partitions,
@@ -497,11 +481,10 @@ class Split(IndexedStage):
         if n == 0:
             return ds
         if n <= self.driver_limit(ds):
-            table = spans.to_pandas()
+            table = spans.to_table().to_pandas()
             smallest = dict(zip(table[HASH].tolist(), table[SMALLEST].tolist()))
-            return materialize(map_pandas(ds, self._to_smallest_class, smallest))
-        joined = ds.join(spans, "left_outer", partitions, on=(HASH,))
-        return joined.map_batches(self._to_smallest_class, fn_args=(None,), batch_format="pandas").materialize()
+            return ds.map_pandas(self._to_smallest_class, smallest)
+        return ds.join(spans, "left_outer", partitions, [HASH]).map_pandas(self._to_smallest_class, None)
 
     def _exact_thresholds(self, ds) -> dict[str, np.ndarray]:
         """Per class, the k-1 hash values where the next split starts (see the module docstring).
@@ -510,7 +493,7 @@ class Split(IndexedStage):
         (class, group) inside the buckets that hold a cut.
         """
         hist: dict[str, np.ndarray] = {}
-        for part in pandas_parts(ds, self._histogram):
+        for part in ds.pandas_parts(self._histogram):
             for label, counts in zip(part[CLASS], part["counts"]):
                 hist[label] = hist.get(label, 0) + np.asarray(counts, dtype=np.int64)
         fractions = list(self.config.fractions().values())
@@ -530,7 +513,7 @@ class Split(IndexedStage):
             refine.setdefault(label, []).extend(c[1] for c in cuts if len(c) == 3)
         groups: dict[tuple[str, int], pd.DataFrame] = {}
         if any(refine.values()):
-            parts = pandas_parts(ds, self._group_counts, refine)
+            parts = ds.pandas_parts(self._group_counts, refine)
             counted = pd.concat(parts).groupby([CLASS, HASH])["n"].sum().reset_index()
             counted["bucket"] = counted[HASH].to_numpy() >> BUCKET_SHIFT
             groups = {key: rows.sort_values(HASH) for key, rows in counted.groupby([CLASS, "bucket"])}

@@ -12,15 +12,7 @@ import pyarrow.compute as pc
 import xxhash
 from pydantic import Field
 
-from thresher.curate.execution.datasets import (
-    ARROW,
-    broadcast,
-    by_group,
-    fetched,
-    in_one_task,
-    map_blocks,
-    partitions_for,
-)
+from thresher.curate.execution.worker import fetched, partitions_for
 from thresher.curate.stage import (
     ID,
     KEY,
@@ -58,11 +50,10 @@ class UniqueIds(GlobalStage):
         grouped in one task; beyond, ``(id hash, key)`` pairs are shuffled by id hash."""
         partitions = partitions_for(ds.count())
         if ds.count() <= self.ctx.broadcast_limit_rows:
-            firsts = in_one_task(ds, _later_occurrences, columns=[ID, KEY])
+            firsts = ds.in_one_task(_later_occurrences, columns=[ID, KEY])
         else:
-            pairs = map_blocks(ds, _id_hashes, columns=[ID, KEY])
-            firsts = by_group(
-                pairs,
+            pairs = ds.map_blocks(_id_hashes, columns=[ID, KEY])
+            firsts = pairs.by_group(
                 [ID_HASH],
                 _later_occurrences,
                 partitions=partitions,
@@ -72,11 +63,10 @@ class UniqueIds(GlobalStage):
         self.metrics = {"repeated": firsts.count()}
         if not self.config.reject or not firsts.count():
             return ds
-        refs = broadcast(firsts, self.ctx.broadcast_limit_rows)
+        refs = firsts.broadcast(self.ctx.broadcast_limit_rows)
         if refs is not None:
-            return map_blocks(ds, _mark_broadcast, refs)
-        joined = ds.join(firsts, "left_outer", partitions, on=(KEY,))
-        return joined.map_batches(_mark, **ARROW)
+            return ds.map_blocks(_mark_broadcast, refs)
+        return ds.join(firsts, "left_outer", partitions, [KEY]).map_blocks(_mark)
 
 
 def _id_hashes(batch: pa.Table) -> pa.Table:
