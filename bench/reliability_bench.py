@@ -596,7 +596,7 @@ def disk_fills(work: Path, src: Path, clean: dict, i: int, rng: random.Random) -
     need = sum(f.stat().st_size for f in (work / "clean").rglob("*") if f.is_file())
     mount = work / f"disk{i}"
     mount.mkdir()
-    size = need * 3
+    size = need * 10  # the failed run's staged parts stay until the next run replaces them
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
     try:
         room = int(rng.uniform(0.1, 0.9) * need)
@@ -612,11 +612,12 @@ def disk_fills(work: Path, src: Path, clean: dict, i: int, rng: random.Random) -
         failed_well = proc.returncode == 1 and manifest(mount / "out") is None
         filler.unlink()
         again = curate(cfg)
-        again.wait()
+        _, err = again.communicate()
+        then = next((line for line in reversed(err.splitlines()) if line.startswith("thresher: ")), "")
         m = manifest(mount / "out")
         note = (
             f"room for {room / need:.0%} of the output: exit {proc.returncode}, said: {said[:120]}; after room "
-            f"was made: exit {again.returncode}"
+            f"was made: exit {again.returncode}{f', said: {then[:300]}' if again.returncode else ''}"
         )
         return failed_well and same(m, clean), note, lost(m, clean)
     finally:

@@ -326,7 +326,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
         if addr:
             ray.shutdown()
         else:
-            _stop_embedded(graceful=not signalled)
+            _stop_embedded(graceful=not (signalled and ends_on_sigterm))
 
 
 def _start_with_retries(start, what: str, retried: type[BaseException]) -> None:
@@ -363,8 +363,9 @@ def _start_with_retries(start, what: str, retried: type[BaseException]) -> None:
 def _stop_embedded(graceful: bool) -> None:
     """Stop the embedded Ray and leave none of its processes behind: ``ray.shutdown``, then SIGKILL for those still
     there after 3 s (a worker blocked in a call, such as Ray Train's placement-group cleaner asking the state API,
-    notices its raylet's end late on a busy machine); not ``graceful`` (a signal ends the command): SIGKILL first,
-    as a crash would (what the run finished is on disk, and the next run resumes from it)."""
+    notices its raylet's end late on a busy machine). Not ``graceful`` (a signal ends the ``thresher`` command, whose
+    process exits at once after it): SIGKILL, as a crash would, without ``ray.shutdown``, which waits seconds for
+    the services just killed (what the run finished is on disk, and the next run resumes from it)."""
     import psutil
     import ray
 
@@ -373,10 +374,14 @@ def _stop_embedded(graceful: bool) -> None:
         with contextlib.suppress(psutil.Error):
             if "ray" in " ".join(p.cmdline()):  # the embedded Ray's: raylet, gcs_server, workers (ray::...)
                 ours.append(p)
-    if not graceful:
-        _kill(ours)
-    ray.shutdown()
-    _kill(psutil.wait_procs(ours, timeout=3)[1])
+    log.info("stopping the embedded Ray%s", "" if graceful else " (the command was ended by a signal)")
+    if graceful:
+        ray.shutdown()
+        deadline = time.monotonic() + 3
+        while any(_running(p.pid) for p in ours) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    _kill([p for p in ours if _running(p.pid)])
+    log.info("the embedded Ray stopped")
 
 
 def _kill(processes: list) -> None:
