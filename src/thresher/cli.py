@@ -289,12 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"thresher: error: {redact_text(str(e))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("thresher: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("thresher: terminated", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as e:
+        code, said = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
+        print(f"thresher: {said}", file=sys.stderr)
+        if (
+            argv is None
+        ):  # the command's own process ends now: its Ray is gone, and the interpreter's exit takes seconds
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except BrokenPipeError:  # the reader stopped reading (| head): what it took is what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at the exit's flush
         return 0

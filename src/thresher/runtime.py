@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+from thresher.core.config import ConfigError
+
 log = logging.getLogger(__name__)
 # Ray Train's placement-group watchdog asks the state API, served by the dashboard, whether the controller lives;
 # an embedded Ray starts no dashboard, so without this it warns on every poll of a healthy run.
@@ -36,14 +38,95 @@ def end_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _terminate)
 
 
+def in_worker_thread(fn, *args):
+    """``fn(*args)``, run in a thread of its own while the main thread waits for it: Ray Train's ``fit`` and Ray
+    Tune's, called from the main thread, put in SIGINT handlers of their own (a graceful abort that returns as if
+    the run had ended, and may take long); waiting here, the main thread keeps thresher's, so Ctrl-C and SIGTERM end
+    the command at once (130, 143) and :func:`ray_session` stops Ray, the thread with it."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn(*args)
+        except BaseException as e:  # handed to the main thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name=getattr(fn, "__name__", "run"), daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 START_ATTEMPTS = 3  # Ray starts or connections tried (THRESHER_RAY_START_ATTEMPTS)
 EMBEDDED_SYSTEM_CONFIG = {"raylet_client_connect_timeout_milliseconds": 20, "raylet_client_num_connect_attempts": 500}
 
 
 def quiet_embedded_workers() -> None:
-    """``worker_process_setup_hook`` of the embedded Ray: silences the warnings above in its worker processes."""
+    """``worker_process_setup_hook`` of the embedded Ray: silences the warnings above in its worker processes, and
+    fails their Ray Data pipelines that cannot be scheduled (Ray Train's data runs in a worker of its own)."""
     for name in QUIET_IN_EMBEDDED_RAY:
         logging.getLogger(name).setLevel(logging.ERROR)
+    fail_unschedulable()
+
+
+UNSCHEDULABLE_S = 60  # seconds a pipeline may wait for resources before it fails (THRESHER_UNSCHEDULABLE_S)
+UNSCHEDULABLE = "Cluster resources are not enough to run any task from"
+STARVATION_DELAY = "RAY_DATA_STARVATION_WARNING_DELAY_S"  # Ray Data's, read as its resource manager is imported
+RESOURCE_MANAGER = "ray.data._internal.execution.resource_manager"
+
+
+class Unschedulable(RuntimeError):
+    """Ray Data reported that no task of a pipeline can be scheduled on the cluster's resources."""
+
+
+class _FailUnschedulable(logging.Handler):
+    """Turns Ray Data's report that the first operator of a pipeline could not run a task for
+    ``RAY_DATA_STARVATION_WARNING_DELAY_S`` into :class:`Unschedulable`, raised in its streaming executor, which
+    fails the pipeline's consumer with it. On an autoscaling cluster it logs what the pipeline waits for instead."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if UNSCHEDULABLE not in message:
+            return
+        what = message.split(" The job may hang")[0]
+        if _autoscaling():
+            log.warning("waiting for the cluster to scale up: %s", what)
+            return
+        raise Unschedulable(
+            f"{what} for {os.environ.get(STARVATION_DELAY)} s: other work holds the resources its tasks need, or "
+            "the config asks for more than the cluster has; free them (THRESHER_UNSCHEDULABLE_S sets the wait, "
+            "0 waits as long as Ray does)"
+        )
+
+
+def _autoscaling() -> bool:
+    """Whether an autoscaler serves the cluster (it publishes the cluster's node groups; a local Ray has none)."""
+    import ray
+
+    try:
+        return ray._private.state.state.get_cluster_config() is not None
+    except Exception:  # an older Ray, or a state it cannot read: no autoscaler known
+        return False
+
+
+def fail_unschedulable() -> None:
+    """Make a Ray Data pipeline that cannot be scheduled fail after ``THRESHER_UNSCHEDULABLE_S`` (default 60 s)
+    with Ray's message (:class:`_FailUnschedulable`), in this process and in the Ray processes it starts."""
+    import sys
+
+    seconds = float(os.environ.get("THRESHER_UNSCHEDULABLE_S", UNSCHEDULABLE_S))
+    if seconds <= 0:
+        return
+    os.environ[STARVATION_DELAY] = f"{seconds:g}"
+    manager = sys.modules.get(RESOURCE_MANAGER)
+    if manager is not None:  # imported already: its delay was read from the environment then
+        manager.STARVATION_WARNING_DELAY_S = seconds
+    logger = logging.getLogger(RESOURCE_MANAGER)
+    if not any(isinstance(h, _FailUnschedulable) for h in logger.handlers):
+        logger.addHandler(_FailUnschedulable())
 
 
 class ProgressCounter:
@@ -129,6 +212,44 @@ def cluster_info(resources: dict) -> dict[str, int | float]:
     return {"nodes": sum(1 for n in ray.nodes() if n.get("Alive")), "cpus": resources.get("CPU", 0)}
 
 
+def live_nodes() -> list[dict[str, float]]:
+    """The resources of each live node of the session's cluster."""
+    import ray
+
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def check_fits(
+    key: str,
+    count: int,
+    each: dict[str, float],
+    cluster: dict[str, float],
+    nodes: list[dict[str, float]],
+    what: str = "worker",
+    pipeline: str = "the data pipeline's read tasks",
+) -> None:
+    """Refuse (a ConfigError naming ``key``: exit 2) ``count`` actors or workers of ``each`` resources that the
+    cluster cannot run: more of a resource than the cluster has, one more than any node has, or less than one CPU
+    left for Ray Data's tasks (``pipeline``: what they are), which would then never run and the run wait forever.
+    ``cluster``: the cluster's resources; ``nodes``: each live node's."""
+    for name, amount in each.items():
+        if amount <= 0:
+            continue
+        total, largest = cluster.get(name, 0.0), max((node.get(name, 0.0) for node in nodes), default=0.0)
+        if count * amount > total or amount > largest:
+            raise ConfigError(
+                f"{key}: {count} {what}(s) x {amount:g} {name} do not fit the Ray cluster's {total:g} "
+                f"{name} (at most {largest:g} on one node)"
+            )
+    left = cluster.get("CPU", 0.0) - count * each.get("CPU", 0.0)
+    if left < 1:
+        raise ConfigError(
+            f"{key}: {count} {what}(s) x {each.get('CPU', 0.0):g} CPU leave {left:g} of the Ray "
+            f"cluster's {cluster.get('CPU', 0.0):g} CPU for {pipeline}, which need 1; ask for fewer CPUs per "
+            f"{what} or fewer {what}s"
+        )
+
+
 def _running(pid: int) -> bool:
     import psutil
 
@@ -153,6 +274,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
     """
     import ray
 
+    fail_unschedulable()
     if ray.is_initialized():
         yield ray.cluster_resources()
         return
@@ -189,10 +311,22 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
         _stop_autoscaler_monitor()
     if ends_on_sigterm:
         end_on_sigterm()
+    signalled = False
     try:
         yield ray.cluster_resources()
+    except (Terminated, KeyboardInterrupt):
+        signalled = True
+        raise
+    except SystemError as e:  # a signal's exception raised inside Ray's ``get`` comes out wrapped in a SystemError
+        if isinstance(e.__cause__, (Terminated, KeyboardInterrupt)):
+            signalled = True
+            raise e.__cause__ from None
+        raise
     finally:
-        ray.shutdown()
+        if addr:
+            ray.shutdown()
+        else:
+            _stop_embedded(graceful=not (signalled and ends_on_sigterm))
 
 
 def _start_with_retries(start, what: str, retried: type[BaseException]) -> None:
@@ -224,6 +358,38 @@ def _start_with_retries(start, what: str, retried: type[BaseException]) -> None:
                 wait,
             )
             time.sleep(wait)
+
+
+def _stop_embedded(graceful: bool) -> None:
+    """Stop the embedded Ray and leave none of its processes behind: ``ray.shutdown``, then SIGKILL for those still
+    there after 3 s (a worker blocked in a call, such as Ray Train's placement-group cleaner asking the state API,
+    notices its raylet's end late on a busy machine). Not ``graceful`` (a signal ends the ``thresher`` command, whose
+    process exits at once after it): SIGKILL, as a crash would, without ``ray.shutdown``, which waits seconds for
+    the services just killed (what the run finished is on disk, and the next run resumes from it)."""
+    import psutil
+    import ray
+
+    ours = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "ray" in " ".join(p.cmdline()):  # the embedded Ray's: raylet, gcs_server, workers (ray::...)
+                ours.append(p)
+    log.info("stopping the embedded Ray%s", "" if graceful else " (the command was ended by a signal)")
+    if graceful:
+        ray.shutdown()
+        deadline = time.monotonic() + 3
+        while any(_running(p.pid) for p in ours) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    _kill([p for p in ours if _running(p.pid)])
+    log.info("the embedded Ray stopped")
+
+
+def _kill(processes: list) -> None:
+    import psutil
+
+    for p in processes:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
 
 
 def _stop_autoscaler_monitor() -> None:

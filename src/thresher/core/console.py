@@ -130,12 +130,16 @@ class Console:
         stop = _poller(display, poll) if poll else None
         t0 = time.perf_counter()
         shown = Shown()
+        ended = False  # by a signal (Ctrl-C, SIGTERM): no last poll, which could wait on a cluster being stopped
         try:
             yield shown
+        except BaseException as e:
+            ended = not isinstance(e, Exception)
+            raise
         finally:
             if stop:
-                stop()
-            done = shown.done if shown.done is not None else _best_effort(poll)[0] if poll else None
+                stop(wait=not ended)
+            done = shown.done if shown.done is not None else _best_effort(poll)[0] if poll and not ended else None
             display.finish(done, time.perf_counter() - t0)
 
 
@@ -148,7 +152,7 @@ def _best_effort(poll: Callable[[], tuple[float, float | None]]) -> tuple[float 
         return None, None
 
 
-def _poller(display: _PlainPhase | _RichPhase, poll: Callable[[], tuple[float, float | None]]) -> Callable[[], None]:
+def _poller(display: _PlainPhase | _RichPhase, poll: Callable[[], tuple[float, float | None]]) -> Callable[..., None]:
     import threading
 
     stopped = threading.Event()
@@ -162,9 +166,10 @@ def _poller(display: _PlainPhase | _RichPhase, poll: Callable[[], tuple[float, f
     thread = threading.Thread(target=loop, name="thresher-progress", daemon=True)
     thread.start()
 
-    def stop() -> None:
+    def stop(wait: bool = True) -> None:
         stopped.set()
-        thread.join()
+        if wait:
+            thread.join()
 
     return stop
 

@@ -253,6 +253,20 @@ def recorded(p: Plan, storage: Storage) -> dict | None:
     return record["row"]
 
 
+def check_variants_fit(plans: list[Plan], cluster: dict[str, float]) -> None:
+    """Refuse (exit 2) before any training a variant whose training workers or generation actors, with their data
+    pipelines, the cluster cannot run; the message names the variant and the key."""
+    from thresher.evaluate.evaluation import check_actors_fit
+    from thresher.train.run import fitting_workers
+
+    for p in plans:
+        try:
+            fitting_workers(p.train, cluster)
+            check_actors_fit(p.eval, cluster)
+        except ConfigError as e:
+            raise ConfigError(f"variants.{p.index} ({p.variant.name}): {e}") from None
+
+
 def run(cfg: CompareConfig, address: str | None = None) -> dict:
     """Run every variant not yet complete; returns the content of ``<output>/compare.json``."""
     from thresher.evaluate.compare_report import render_html, render_markdown
@@ -262,7 +276,8 @@ def run(cfg: CompareConfig, address: str | None = None) -> dict:
     done = {p.variant.name: recorded(p, storage) for p in plans}  # a changed config fails before any training
     _check_variants([p for p in plans if done[p.variant.name] is None])
     started, rows = time.perf_counter(), []
-    with ray_session(address, ray_train=True):
+    with ray_session(address, ray_train=True) as cluster:
+        check_variants_fit([p for p in plans if done[p.variant.name] is None], cluster)
         for p in plans:
             if done[p.variant.name] is not None:
                 console().print(f"{p.variant.name}: complete in {p.folder} (variant.json), not retrained")

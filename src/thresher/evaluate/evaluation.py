@@ -28,7 +28,7 @@ from thresher.core.storage import Storage, join, require_complete_run
 from thresher.evaluate.eval_config import EvalConfig, parse_eval_config
 from thresher.evaluate.generate import Generator, source_columns
 from thresher.evaluate.scoring import aggregate, score_examples
-from thresher.runtime import progress_counter, ray_session
+from thresher.runtime import check_fits, live_nodes, progress_counter, ray_session
 from thresher.train.config import ModelOptions
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,20 @@ def model_for_actors(model: ModelOptions) -> ModelOptions:
     return model.model_copy(update={"name_or_path": os.path.abspath(folder)}) if os.path.isdir(folder) else model
 
 
+def check_actors_fit(cfg: EvalConfig, cluster: dict[str, float]) -> None:
+    """Refuse (exit 2, naming the key) generation actors the cluster cannot run beside the read tasks of the data."""
+    gpu = cfg.generation.use_gpu
+    check_fits(
+        "generation.use_gpu" if gpu else "generation.num_actors",
+        cfg.generation.num_actors,
+        {"GPU": 1} if gpu else {"CPU": 1},
+        cluster,
+        live_nodes(),
+        what="generation actor",
+        pipeline="the evaluation data's read tasks",
+    )
+
+
 def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table:
     """Rows of id, prompt, reference, prediction, prediction_tokens, stopped_at_limit, reference_nll,
     reference_tokens, in data order."""
@@ -86,8 +100,7 @@ def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table
     from ray.data import ActorPoolStrategy
 
     with ray_session(address) as cluster:
-        if cfg.generation.use_gpu and not cluster.get("GPU"):
-            raise ConfigError("generation.use_gpu: the Ray cluster has no GPU")
+        check_actors_fit(cfg, cluster)
         ds = read_dataset(cfg, storage)
         counter = progress_counter()
         resources = {"num_gpus": 1} if cfg.generation.use_gpu else {"num_cpus": 1}

@@ -44,7 +44,7 @@ from thresher.core.console import current as console
 from thresher.core.storage import join
 from thresher.evaluate.compare import check_inputs
 from thresher.evaluate.tune_config import TuneConfig, base_train, check, with_params
-from thresher.runtime import ray_session
+from thresher.runtime import in_worker_thread, ray_session
 from thresher.train.config import TrainConfig
 
 TUNE_JSON, TUNE_HTML, BEST_CONFIG, RECORD = "tune.json", "tune.html", "best_config.yaml", "tune-config.json"
@@ -164,6 +164,29 @@ def trials_that_fit(train: TrainConfig, cluster: dict) -> int:
     free = {**cluster, "CPU": cluster.get("CPU", 0.0) - (0 if scaling.use_gpu else 1)}  # one CPU for Ray Data
     fits = [math.floor(free.get(k, 0.0) / (v * scaling.num_workers)) for k, v in per_worker.items() if v > 0]
     return max(min(fits, default=1), 1)
+
+
+def check_trials_fit(cfg: TuneConfig, base: dict, train: TrainConfig, cluster: dict[str, float]) -> None:
+    """Refuse (exit 2, naming the key) a search whose trials' training workers and data pipeline the cluster cannot
+    run: the base's scaling, and each value the space gives a ``scaling`` key."""
+    from thresher.train.run import fitting_workers
+
+    configs = [("train.", train)]
+    placeholder = {"output": {"path": cfg.output.path}}
+    for key, dimension in cfg.space.items():
+        if key.startswith("scaling."):
+            configs += [
+                (
+                    f"space.{key}: value {value!r}: train.",
+                    validate(TrainConfig, with_params({**base, **placeholder}, {key: value})),
+                )
+                for value in dimension.values()
+            ]
+    for where, config in configs:
+        try:
+            fitting_workers(config, cluster)
+        except ConfigError as e:
+            raise ConfigError(f"{where}{e}") from None
 
 
 def _space(cfg: TuneConfig) -> dict:
@@ -376,10 +399,11 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
     train = check(cfg, base)
     check_inputs(train, lambda key: "train")
     output = os.path.abspath(cfg.output.path)  # Ray Tune's storage; the outputs name cfg.output.path
-    _check_record(cfg, base, output)
-    trial_base, search_run = _search_run(cfg, base, output)
     started = time.perf_counter()
     with ray_session(address, ray_train=True) as cluster:
+        check_trials_fit(cfg, base, train, cluster)  # before the record: a refused config leaves nothing behind
+        _check_record(cfg, base, output)
+        trial_base, search_run = _search_run(cfg, base, output)
         concurrent = cfg.max_concurrent_trials or trials_that_fit(train, cluster)
         tuner, resumed = _tuner(cfg, trial_base, output, concurrent)
         console().print(
@@ -388,7 +412,7 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
         )
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # the search's state saved at most 1 s old
         with console().phase("tune"):
-            grid = tuner.fit()
+            grid = in_worker_thread(tuner.fit)
     trials = sorted((_trial_row(r, cfg, output) for r in grid), key=lambda t: t["id"])
     done = [t for t in trials if t["value"] is not None]
     if not done:

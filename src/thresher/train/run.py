@@ -25,7 +25,15 @@ from thresher.core.config import ConfigError
 from thresher.core.console import current as console
 from thresher.core.lineage import data_lineage
 from thresher.core.storage import Storage, join
-from thresher.runtime import progress_counter, progress_counts, ray_session, resolve_address
+from thresher.runtime import (
+    check_fits,
+    in_worker_thread,
+    live_nodes,
+    progress_counter,
+    progress_counts,
+    ray_session,
+    resolve_address,
+)
 from thresher.train.checkpoints import remove_staging
 from thresher.train.config import TrainConfig
 from thresher.train.data import Encoding, build_dataset, ensure_chat_template, mix, parquet_files, renders_chat
@@ -103,39 +111,32 @@ def worker_resources(cfg: TrainConfig, cluster_cpus: float, node_cpus: float) ->
     return {"CPU": min(math.floor(share), node_cpus) if share >= 1 else share}
 
 
-def max_node_cpus() -> float:
-    import ray
-
-    return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
-
-
-def check_fits(cfg: TrainConfig, resources: dict | None, cluster: dict[str, float], nodes: list[dict]) -> None:
-    """Refuse (exit 2, naming the key) workers the cluster cannot run: more of a resource than the cluster has, one
-    worker more than any node has, or no CPU left for Ray Data's read and tokenize tasks (the workers would wait for
-    rows forever). ``cluster``: the cluster's resources; ``nodes``: each live node's."""
-    per_worker = resources if resources is not None else {"GPU": 1}
+def check_workers_fit(cfg: TrainConfig, resources: dict | None, cluster: dict[str, float], nodes: list[dict]) -> None:
+    """Refuse (exit 2, naming the key) training workers the cluster cannot run, with a CPU left for Ray Data's read
+    and tokenize tasks (:func:`thresher.runtime.check_fits`). ``resources``: one worker's
+    (:func:`worker_resources`)."""
     key = (
         "scaling.resources_per_worker"
         if cfg.scaling.resources_per_worker is not None
         else ("scaling.use_gpu" if cfg.scaling.use_gpu else "scaling.num_workers")
     )
-    n = cfg.scaling.num_workers
-    for name, amount in per_worker.items():
-        if amount <= 0:
-            continue
-        total, largest = cluster.get(name, 0.0), max((node.get(name, 0.0) for node in nodes), default=0.0)
-        if n * amount > total or amount > largest:
-            raise ConfigError(
-                f"{key}: {n} worker(s) x {amount:g} {name} do not fit the Ray cluster's {total:g} "
-                f"{name} (at most {largest:g} on one node)"
-            )
-    left = cluster.get("CPU", 0.0) - n * per_worker.get("CPU", 0.0)
-    if left < 1:
-        raise ConfigError(
-            f"{key}: {n} worker(s) x {per_worker.get('CPU', 0.0):g} CPU leave {left:g} of the Ray "
-            f"cluster's {cluster.get('CPU', 0.0):g} CPU for the data pipeline's read and tokenize tasks, "
-            "which need 1; ask for fewer CPUs per worker or fewer workers"
-        )
+    check_fits(
+        key,
+        cfg.scaling.num_workers,
+        resources if resources is not None else {"GPU": 1},
+        cluster,
+        nodes,
+        pipeline="the data pipeline's read and tokenize tasks",
+    )
+
+
+def fitting_workers(cfg: TrainConfig, cluster: dict[str, float]) -> dict | None:
+    """One training worker's resources on the session's cluster (:func:`worker_resources`), refused with exit 2 when
+    the workers and the data pipeline cannot run there (:func:`check_workers_fit`). ``cluster``: the cluster's resources."""
+    nodes = live_nodes()
+    resources = worker_resources(cfg, cluster.get("CPU", 0.0), max((n.get("CPU", 0.0) for n in nodes), default=0.0))
+    check_workers_fit(cfg, resources, cluster, nodes)
+    return resources
 
 
 def deterministic_failure(error: Exception) -> str | None:
@@ -228,8 +229,7 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
     }
 
     with ray_session(address, ray_train=True) as cluster:
-        resources = worker_resources(cfg, cluster.get("CPU", 0.0), max_node_cpus())
-        check_fits(cfg, resources, cluster, [n["Resources"] for n in ray.nodes() if n["Alive"]])
+        resources = fitting_workers(cfg, cluster)
         log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
         order = RecordOrder(cfg.data.order, cfg.data.difficulty_field, cfg.data.curriculum_buckets, cfg.optim.seed)
         datasets = {
@@ -291,7 +291,7 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         steps = (lambda: (progress_counts(counter).get("train_step", 0), total_steps)) if counter else None
         fit_started = round(time.time() - started, 3)
         with console().phase("train", steps, unit="steps", starting="starting the workers and loading the model"):
-            result = fit(trainer, cfg.checkpoint.max_failures)
+            result = in_worker_thread(fit, trainer, cfg.checkpoint.max_failures)
     metrics = result.return_value
     metrics["startup_seconds"] = {"fit_started": fit_started, **metrics["startup_seconds"]}
     metrics = {

@@ -1,0 +1,318 @@
+"""A command on a busy machine or cluster: what cannot run is refused before any work (exit 2, naming the key); a
+Ray Data pipeline that Ray reports as unable to schedule fails within ``THRESHER_UNSCHEDULABLE_S``; SIGTERM and
+SIGINT end ``train`` and ``eval`` within 10 s with 143 and 130, leaving no Ray process behind, and a training run
+ended so resumes from its checkpoint to the model an uninterrupted run trains; with CPU-bound processes beside it,
+the embedded Ray starts (tried again where the load makes it time out) and a submission to a head just started
+runs. Everything runs on real Ray: the refusals on the test session's, the commands as a user runs them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from testkit.ray_cluster import RayHead
+from testkit.tiny_llama import build_tiny_llama
+from tests.conftest import ROOT, run_cli
+from tests.samples import gsm8k
+from thresher.cli import main as cli
+
+STEPS = 16
+
+
+def texts(records: list[dict]) -> list[str]:
+    return [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in records]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny Llama and its training data (Parquet, a ``text`` column): the model's folder and the data's."""
+    tmp = tmp_path_factory.mktemp("busy")
+    records = gsm8k(24)
+    for name, rows in (("train", records[:16]), ("validation", records[16:])):
+        (tmp / name).mkdir()
+        pq.write_table(pa.table({"text": texts(rows)}), tmp / name / "part-0.parquet")
+    (tmp / "eval").mkdir()
+    questions = {"question": [r["question"] for r in records], "answer": [r["answer"] for r in records]}
+    pq.write_table(pa.table(questions), tmp / "eval" / "part-0.parquet")
+    return build_tiny_llama(tmp / "tiny", texts(records)), tmp
+
+
+def train_config(model: Path, data: Path, out: Path, **scaling) -> dict:
+    return {
+        "model": {"name_or_path": str(model)},
+        "data": {"train": str(data / "train"), "validation": str(data / "validation"), "max_seq_len": 128},
+        "method": "lora",
+        "scaling": {"num_workers": 1, **scaling},
+        "optim": {"max_steps": STEPS, "batch_size": 2, "log_every_steps": 1, "lr": 1e-2},
+        "checkpoint": {"every_steps": 2, "keep": 2},
+        "output": {"path": str(out)},
+    }
+
+
+def write(path: Path, config: dict) -> str:
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+# -- refused before any work ----------------------------------------------------------------------------------------
+
+
+def test_a_search_whose_trials_cannot_fit_is_refused_naming_the_key(ray_local, tiny_data, tmp_path, capsys):
+    """The test session's Ray has 2 CPUs: a trial's worker of 2 CPUs leaves none for its data pipeline, and a value
+    of the space asking for 3 workers of 1 CPU does not fit at all. Refused with exit 2, and the search's folder
+    holds nothing that would refuse the corrected config."""
+    model, data = tiny_data
+    base = train_config(model, data, tmp_path / "unused", resources_per_worker={"CPU": 2})
+    search = {"train": base, "space": {"optim.lr": {"choice": [1e-3, 1e-2]}}, "output": {"path": str(tmp_path / "t")}}
+    assert cli(["tune", write(tmp_path / "tune.yaml", search)]) == 2
+    said = capsys.readouterr().err
+    assert "train.scaling.resources_per_worker: 1 worker(s) x 2 CPU leave 0 of the Ray cluster's 2 CPU" in said
+    assert not (tmp_path / "t" / "tune-config.json").exists()
+    base["scaling"]["resources_per_worker"] = {"CPU": 1}
+    search["space"] = {"scaling.num_workers": {"choice": [1, 3]}}
+    assert cli(["tune", write(tmp_path / "tune.yaml", search)]) == 2
+    said = capsys.readouterr().err
+    assert "space.scaling.num_workers: value 3: train.scaling.resources_per_worker: 3 worker(s) x 1 CPU do not fit" in (
+        said
+    )
+
+
+def test_an_evaluation_whose_actors_leave_no_cpu_for_its_data_is_refused(ray_local, tiny_data, tmp_path, capsys):
+    model, data = tiny_data
+    config = {
+        "model": {"name_or_path": str(model)},
+        "data": {"path": str(data / "eval"), "format": "text", "text_field": "question", "reference_field": "answer"},
+        "generation": {"num_actors": 2, "max_new_tokens": 4},
+        "output": {"path": str(tmp_path / "out")},
+    }
+    assert cli(["eval", write(tmp_path / "eval.yaml", config)]) == 2
+    said = capsys.readouterr().err
+    assert "generation.num_actors: 2 generation actor(s) x 1 CPU leave 0 of the Ray cluster's 2 CPU" in said
+    config["generation"] = {"use_gpu": True}
+    assert cli(["eval", write(tmp_path / "eval.yaml", config)]) == 2
+    assert "generation.use_gpu: 1 generation actor(s) x 1 GPU do not fit the Ray cluster's 0 GPU" in (
+        capsys.readouterr().err
+    )
+
+
+# -- in the run: a pipeline Ray cannot schedule -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_pipeline_that_cannot_be_scheduled_fails_within_the_bound(ray_local, tmp_path):
+    """Another driver's actor holds every CPU of the cluster the curation joins: its read tasks cannot run, Ray Data
+    says so, and the run fails (exit 1) with that message once ``THRESHER_UNSCHEDULABLE_S`` has passed, not after
+    a wait without end."""
+    import ray
+
+    hog = ray.remote(num_cpus=2)(Holder).remote()
+    ray.get(hog.ready.remote())
+    try:
+        started = time.monotonic()
+        res = run_cli(
+            "curate",
+            "examples/quickstart.yaml",
+            "--output",
+            str(tmp_path / "out"),
+            "--address",
+            ray.get_runtime_context().gcs_address,
+            env={"THRESHER_UNSCHEDULABLE_S": "5"},
+            timeout=300,
+        )
+        took = time.monotonic() - started
+    finally:
+        ray.kill(hog)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "Cluster resources are not enough to run any task from" in res.stderr, res.stderr[-3000:]
+    assert "THRESHER_UNSCHEDULABLE_S" in res.stderr and took < 120, took
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+class Holder:
+    def ready(self) -> bool:
+        return True
+
+
+# -- signals ---------------------------------------------------------------------------------------------------------
+
+
+def command(*args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "thresher", *args],
+        cwd=ROOT,
+        text=True,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def end(proc: subprocess.Popen, sig: int) -> tuple[float, str]:
+    """Send ``sig`` as a user would (SIGINT: Ctrl-C, to the process group); the seconds to the exit, and stderr.
+    None of the command's processes (its embedded Ray's) may outlive it by more than the 10 s."""
+    ray_processes = psutil.Process(proc.pid).children(recursive=True)
+    assert ray_processes
+    started = time.monotonic()
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    took = time.monotonic() - started
+    while (alive := [p for p in ray_processes if running(p)]) and time.monotonic() < started + 10:
+        time.sleep(0.05)
+    assert not alive, (alive, err[-3000:])
+    return took, err
+
+
+def running(p: psutil.Process) -> bool:
+    """Whether ``p`` still runs (a zombie, ended and waiting to be reaped by whoever adopted it, does not)."""
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def titles(proc: subprocess.Popen) -> list[str]:
+    """The command lines of ``proc``'s descendants (those that end while read left out)."""
+    found = []
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            found.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            continue
+    return found
+
+
+def model_digest(out: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted((out / "model").glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def registered_step(out: Path) -> int | None:
+    """The step of the latest checkpoint Ray Train's controller has registered."""
+    import json
+
+    try:
+        snapshot = json.loads((out / "checkpoints/thresher/checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):
+        return None
+    latest = snapshot.get("latest_checkpoint_result")
+    return latest["metrics"]["step"] if latest else None
+
+
+@pytest.mark.slow
+def test_sigterm_ends_training_within_10_s_and_the_run_resumes_to_the_same_model(ray_local, tiny_data, tmp_path):
+    """Killed by SIGTERM once a checkpoint is registered: exit 143 within 10 s, no Ray process left; the same
+    config then resumes from that checkpoint and ends at the last step, every step logged once, its losses up to
+    the checkpoint those of a run that was never interrupted and its last one within 5 % of that run's (the
+    resumed model is not byte for byte the uninterrupted one's)."""
+    from thresher.train import main as train
+
+    model, data = tiny_data
+    whole = train(train_config(model, data, tmp_path / "whole"))
+    out = tmp_path / "ended"
+    cfg = write(tmp_path / "train.yaml", train_config(model, data, out))
+    proc = command("train", cfg)
+    while registered_step(out) is None and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    took, err = end(proc, signal.SIGTERM)
+    assert proc.returncode == 143 and "thresher: terminated" in err and took < 10, (took, err[-3000:])
+    assert not (out / "metrics.json").exists()
+    at = registered_step(out)
+    resumed = train(train_config(model, data, out))
+    assert resumed["resumes"][0] >= at and resumed["steps"] == whole["steps"] == STEPS
+    steps = [x["step"] for x in resumed["train_loss"]]
+    assert steps == list(range(1, STEPS + 1)), steps  # each step once: none lost, none repeated in the history
+    before = [x["loss"] for x in resumed["train_loss"][:at]]
+    assert before == [x["loss"] for x in whole["train_loss"][:at]]  # the ended run trained as the whole one did
+    last = resumed["train_loss"][-1]["loss"]
+    assert last == pytest.approx(whole["train_loss"][-1]["loss"], rel=0.05)
+    assert model_digest(out)  # the resumed run exported its model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "interrupted")])
+def test_a_signal_ends_an_evaluation_within_10_s(tiny_data, tmp_path, sig, code, said):
+    """Ended while its actors generate: the exit code of the signal within 10 s, no Ray process left, no outputs."""
+    model, data = tiny_data
+    config = {
+        "model": {"name_or_path": str(model)},
+        "data": {"path": str(data / "eval"), "format": "text", "text_field": "question", "reference_field": "answer"},
+        "generation": {"max_new_tokens": 200, "batch_size": 1},
+        "output": {"path": str(tmp_path / "out")},
+    }
+    proc = command("eval", write(tmp_path / "eval.yaml", config))
+    while proc.poll() is None and not any("MapWorker" in title for title in titles(proc)):
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(2)  # generating
+    took, err = end(proc, sig)
+    assert proc.returncode == code and f"thresher: {said}" in err and took < 10, (took, err[-3000:])
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+# -- beside CPU-bound load ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cpu_load():
+    """Three processes spinning on the CPU (the machine's 2 cores and more), ended after the test."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    yield
+    for p in spinners:
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.slow
+def test_beside_cpu_bound_load_the_embedded_ray_starts_and_the_run_finishes(cpu_load, tmp_path):
+    """The embedded Ray starts beside three spinning processes (a start the load makes time out is stopped and
+    tried again, saying so) and the quickstart finishes."""
+    proc = command("curate", "examples/quickstart.yaml", "--output", str(tmp_path / "out"))
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    assert (tmp_path / "out" / "manifest.json").exists()
+    if "starting the embedded Ray failed" in err:
+        assert "trying again in" in err and "(on a busy machine" not in err, err[-3000:]
+
+
+@pytest.mark.slow
+def test_beside_cpu_bound_load_a_submission_to_a_head_just_started_runs(cpu_load, tmp_path):
+    """The submission starts with the head: its first answers (connection refused, no job agent yet) are tried
+    again until the job is submitted and runs."""
+    head = RayHead(tmp_path)
+    proc = command(
+        "submit",
+        "--address",
+        head.dashboard_url,
+        "--",
+        "python",
+        "-c",
+        "print('ran on the cluster')",
+        RAY_AUTH_TOKEN=head.token,
+        THRESHER_JOBS_RETRY_S="300",
+    )
+    try:
+        head.start_head(num_cpus=1)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+        head.stop()
+    assert proc.returncode == 0, err[-3000:] + head.logs()
+    assert "ran on the cluster" in out and " SUCCEEDED" in err
