@@ -107,3 +107,17 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd
     )
+
+
+def start_cli(*args: str, **env: str) -> subprocess.Popen:
+    """Start the ``thresher`` CLI in a subprocess of its own session (a signal sent to it reaches it alone), its
+    output piped, ``env`` added to this process's environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "thresher", *args],
+        cwd=ROOT,
+        text=True,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )

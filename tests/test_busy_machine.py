@@ -23,7 +23,7 @@ import yaml
 
 from testkit.ray_cluster import RayHead
 from testkit.tiny_llama import build_tiny_llama
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, start_cli
 from tests.samples import gsm8k
 from thresher.cli import main as cli
 
@@ -147,18 +147,6 @@ class Holder:
 # -- signals ---------------------------------------------------------------------------------------------------------
 
 
-def command(*args: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "thresher", *args],
-        cwd=ROOT,
-        text=True,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-
-
 def end(proc: subprocess.Popen, sig: int) -> tuple[float, str]:
     """Send ``sig`` as a user would (SIGINT: Ctrl-C, to the process group); the seconds to the exit, and stderr.
     None of the command's processes (its embedded Ray's) may outlive it by more than the 10 s."""
@@ -227,7 +215,7 @@ def test_sigterm_ends_training_within_10_s_and_the_run_resumes_to_the_same_model
     whole = train(train_config(model, data, tmp_path / "whole"))
     out = tmp_path / "ended"
     cfg = write(tmp_path / "train.yaml", train_config(model, data, out))
-    proc = command("train", cfg)
+    proc = start_cli("train", cfg)
     while registered_step(out) is None and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -257,7 +245,7 @@ def test_a_signal_ends_an_evaluation_within_10_s(tiny_data, tmp_path, sig, code,
         "generation": {"max_new_tokens": 200, "batch_size": 1},
         "output": {"path": str(tmp_path / "out")},
     }
-    proc = command("eval", write(tmp_path / "eval.yaml", config))
+    proc = start_cli("eval", write(tmp_path / "eval.yaml", config))
     while proc.poll() is None and not any("MapWorker" in title for title in titles(proc)):
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -284,7 +272,7 @@ def cpu_load():
 def test_beside_cpu_bound_load_the_embedded_ray_starts_and_the_run_finishes(cpu_load, tmp_path):
     """The embedded Ray starts beside three spinning processes (a start the load makes time out is stopped and
     tried again, saying so) and the quickstart finishes."""
-    proc = command("curate", "examples/quickstart.yaml", "--output", str(tmp_path / "out"))
+    proc = start_cli("curate", "examples/quickstart.yaml", "--output", str(tmp_path / "out"))
     _, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-3000:]
     assert (tmp_path / "out" / "manifest.json").exists()
@@ -293,11 +281,11 @@ def test_beside_cpu_bound_load_the_embedded_ray_starts_and_the_run_finishes(cpu_
 
 
 @pytest.mark.slow
-def test_beside_cpu_bound_load_a_submission_to_a_head_just_started_runs(cpu_load, tmp_path):
-    """The submission starts with the head: its first answers (connection refused, no job agent yet) are tried
-    again until the job is submitted and runs."""
+def test_beside_cpu_bound_load_a_submission_waits_for_a_head_still_coming_up(cpu_load, tmp_path):
+    """The command starts before the head: its connection is refused, tried again, and once the head is up (its
+    Jobs API may first answer that no agent is available) the job is submitted and runs; the token is never shown."""
     head = RayHead(tmp_path)
-    proc = command(
+    proc = start_cli(
         "submit",
         "--address",
         head.dashboard_url,
@@ -309,6 +297,7 @@ def test_beside_cpu_bound_load_a_submission_to_a_head_just_started_runs(cpu_load
         THRESHER_JOBS_RETRY_S="300",
     )
     try:
+        time.sleep(2)
         head.start_head(num_cpus=1)
         out, err = proc.communicate(timeout=600)
     finally:
@@ -316,3 +305,4 @@ def test_beside_cpu_bound_load_a_submission_to_a_head_just_started_runs(cpu_load
         head.stop()
     assert proc.returncode == 0, err[-3000:] + head.logs()
     assert "ran on the cluster" in out and " SUCCEEDED" in err
+    assert f"the Ray Jobs API at {head.dashboard_url} is not ready" in err and head.token not in out + err

@@ -13,15 +13,12 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import zipfile
 
 import boto3
 import pytest
 
-from testkit.ray_cluster import RayHead
 from tests.conftest import ROOT, free_port, run_cli
 from thresher.jobs import EXCLUDES, api_address, runtime_env, safe_for_credentials, submit
 
@@ -440,39 +437,3 @@ def test_the_upload_listing_matches_rays_own_walk(tmp_path, monkeypatch):
         assert ours == reference(), ignore_gitignore
         assert "a.py" in ours and "sub/out/kept.txt" in ours and ".venv/lib/site.py" not in ours
     assert "sub/drop.log" in ours  # .gitignore ignored with RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1
-
-
-@pytest.mark.slow  # starts a Ray head
-def test_submit_waits_for_a_head_still_coming_up(tmp_path):
-    """The command starts before the head: its connection is refused, tried again, and once the head is up (its
-    Jobs API may first answer that no agent is available) the job is submitted and runs."""
-    head = RayHead(tmp_path)
-    command = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "thresher",
-            "submit",
-            "--address",
-            head.dashboard_url,
-            "--",
-            "python",
-            "-c",
-            "print('ran on the cluster')",
-        ],
-        cwd=ROOT,
-        text=True,
-        env={**os.environ, **_auth(head), "THRESHER_JOBS_RETRY_S": "240"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        time.sleep(2)
-        head.start_head(num_cpus=1)
-        out, err = command.communicate(timeout=600)
-    finally:
-        command.kill()
-        head.stop()
-    assert command.returncode == 0, err[-3000:] + head.logs()
-    assert "ran on the cluster" in out and " SUCCEEDED" in err
-    assert f"the Ray Jobs API at {head.dashboard_url} is not ready" in err and head.token not in out + err

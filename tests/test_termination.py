@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +24,7 @@ QUICKSTART = ["curate", "examples/quickstart.yaml", "--output"]
 
 
 def curate(out: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "thresher", *QUICKSTART, str(out)],
-        cwd=ROOT,
-        text=True,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    return start_cli(*QUICKSTART, str(out), **env)
 
 
 def finished_counts(out: Path) -> dict:
