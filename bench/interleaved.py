@@ -125,18 +125,22 @@ def main() -> None:
     }
     trees = {"baseline": a.baseline.resolve(), "this checkout": ROOT}
     runs = {name: {label: [] for label in trees} for name in commands}
-    for _ in range(a.rounds):
+    for k in range(a.rounds):
         for name, args in commands.items():
             for label, tree in trees.items():
                 runs[name][label].append(timed(args, tree, outs[name]))
                 print(name, label, runs[name][label][-1]["wall_s"], flush=True)
+        write(a, commands, trees, runs, k + 1)  # after every round: a run stopped early leaves what it measured
+
+
+def write(a: argparse.Namespace, commands: dict, trees: dict, runs: dict, rounds: int) -> None:
     command = "python bench/interleaved.py " + shlex.join(sys.argv[1:])
     lines = [
         "# Interleaved wall times: this checkout against an older one",
         "",
         f"Command: `{command}`. Baseline {commit(a.baseline)}, this checkout {commit(ROOT)}; {os.cpu_count()} "
         "cores. Each round runs each command with the baseline's source first, then this checkout's (wall time "
-        "of `python -m thresher ...`, interpreter and Ray's start included).",
+        f"of `python -m thresher ...`, interpreter and Ray's start included); {rounds} of {a.rounds} rounds done.",
         "",
         "| command | checkout | wall s per round | median s | same summary |",
         "|---|---|---|---:|---|",
