@@ -112,8 +112,8 @@ def test_a_worker_killed_mid_run_changes_nothing(ray_local, tmp_path):
 DEDUP_PHASES = (
     "read_batches",
     "with_keep_keys",
-    "HashShuffleMap",
-    "HashShuffleReduce",
+    "split_",  # grouping and joins by key (curate/execution/shuffle.py): a block cut by key
+    "join_",  # the parts of a partition joined
     "large_star",
     "_node_values",
     "_mark_joined",
@@ -144,9 +144,9 @@ def _kill_in_phases(stop: threading.Event, killed: list) -> None:
 
 def test_workers_killed_in_every_dedup_phase_change_nothing(ray_local, tmp_path):
     """Exact and fuzzy dedup on the partitioned paths with one worker SIGKILLed in each phase (read and staging,
-    shuffle map and reduce, connected components, verification, removal, decisions applied + write, compaction):
-    the run completes with the clean (broadcast) run's records and rejects. Ray retries the killed tasks (Ray
-    Data map tasks without limit, shuffle and plain tasks 3 times) from their inputs, and every step is
+    the split by key and the join of its parts, connected components, verification, removal, decisions applied +
+    write, compaction): the run completes with the clean (broadcast) run's records and rejects. Ray retries the
+    killed tasks (Ray Data map tasks without limit, plain tasks 3 times) from their inputs, and every step is
     deterministic."""
     src = corpus(tmp_path, 4)  # each C4 document 4 times with a different suffix: clusters of near duplicates
     clean = run(parse_config(config(src, tmp_path / "clean", DEDUP_STAGES)))  # broadcast paths
@@ -160,7 +160,7 @@ def test_workers_killed_in_every_dedup_phase_change_nothing(ray_local, tmp_path)
         stop.set()
         killer.join()
     hit = {f for f in DEDUP_PHASES if any(f in title for title in killed)}
-    assert {"HashShuffleMap", "HashShuffleReduce", "apply_batches", "compact"} <= hit and len(hit) >= 6, killed
+    assert {"split_", "join_", "apply_batches", "compact"} <= hit and len(hit) >= 6, killed
     assert faulty["digests"] == clean["digests"] and faulty["counts"] == clean["counts"]
     for sub in ("data", "rejects"):
         assert sorted_rows(tmp_path / "faulty", sub) == sorted_rows(tmp_path / "clean", sub)

@@ -167,6 +167,7 @@ class Recipe:
             "min_delta": stopping.min_delta if stopping else 0.0,
         }
         self.started = self.eval_seconds = 0.0
+        self.validation_kept: list[dict] | None = None  # the validation batches, once read (validation_batches)
         self.run_tokens, self.run_steps, self.first_step = 0.0, 0, (0.0, 0.0)
         self.pending: Counter = Counter()  # metric sums since the last logged step, and their units
         self.unsettled: torch.Tensor | None = None  # the steps' sums on the device, not yet in ``pending``
@@ -191,7 +192,6 @@ class Recipe:
         self.state, self.resumed_from = self.resumed_state(checkpoint, ctx.get_world_rank())
         self.train_shard = ray.train.get_dataset_shard("train")
         self.val_shard = ray.train.get_dataset_shard("validation") if self.job.has_validation else None
-        self.validation_kept: list[dict] | None = None
         self.batches = Prefetched(self.windows())
         self.build(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
         if checkpoint:
