@@ -59,6 +59,15 @@ def train_config(model: Path, data: Path, out: Path, **scaling) -> dict:
     }
 
 
+def eval_config(model: Path, data: Path, out: Path, **generation) -> dict:
+    return {
+        "model": {"name_or_path": str(model)},
+        "data": {"path": str(data / "eval"), "format": "text", "text_field": "question", "reference_field": "answer"},
+        "generation": generation,
+        "output": {"path": str(out)},
+    }
+
+
 def write(path: Path, config: dict) -> str:
     path.write_text(yaml.safe_dump(config))
     return str(path)
@@ -89,12 +98,7 @@ def test_a_search_whose_trials_cannot_fit_is_refused_naming_the_key(ray_local, t
 
 def test_an_evaluation_whose_actors_leave_no_cpu_for_its_data_is_refused(ray_local, tiny_data, tmp_path, capsys):
     model, data = tiny_data
-    config = {
-        "model": {"name_or_path": str(model)},
-        "data": {"path": str(data / "eval"), "format": "text", "text_field": "question", "reference_field": "answer"},
-        "generation": {"num_actors": 2, "max_new_tokens": 4},
-        "output": {"path": str(tmp_path / "out")},
-    }
+    config = eval_config(model, data, tmp_path / "out", num_actors=2, max_new_tokens=4)
     assert cli(["eval", write(tmp_path / "eval.yaml", config)]) == 2
     said = capsys.readouterr().err
     assert "generation.num_actors: 2 generation actor(s) x 1 CPU leave 0 of the Ray cluster's 2 CPU" in said
@@ -200,12 +204,7 @@ def test_sigterm_ends_training_within_10_s_and_the_run_resumes_to_the_same_model
 def test_a_signal_ends_an_evaluation_within_10_s(tiny_data, tmp_path, sig, code, said):
     """Ended while its actors generate: the exit code of the signal within 10 s, no Ray process left, no outputs."""
     model, data = tiny_data
-    config = {
-        "model": {"name_or_path": str(model)},
-        "data": {"path": str(data / "eval"), "format": "text", "text_field": "question", "reference_field": "answer"},
-        "generation": {"max_new_tokens": 200, "batch_size": 1},
-        "output": {"path": str(tmp_path / "out")},
-    }
+    config = eval_config(model, data, tmp_path / "out", max_new_tokens=200, batch_size=1)
     proc = start_cli("eval", write(tmp_path / "eval.yaml", config))
     while proc.poll() is None and not any("MapWorker" in title for title in titles(proc)):
         time.sleep(0.1)
