@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -59,16 +60,21 @@ def corpus(work: Path, mb: int, shards: int) -> Path:
     plain = work / f"plain{mb}"
     generate(mb, plain, shard_mb=mb / shards)
     out.mkdir(parents=True)
-    for f in sorted(plain.glob("*.jsonl")):
-        with open(f, "rb") as src, gzip.open(out / (f.name + ".gz"), "wb", compresslevel=6) as dst:
-            shutil.copyfileobj(src, dst)
+    with ProcessPoolExecutor() as pool:  # one shard per core: 1 GB in seconds on 16 cores
+        list(pool.map(gzip_file, sorted(plain.glob("*.jsonl")), [out] * shards))
     shutil.rmtree(plain)
     (out / "done").write_text("")
     return out
 
 
-def thresher() -> str:
-    return str(Path(sys.executable).with_name("thresher"))
+def gzip_file(f: Path, out: Path) -> None:
+    with open(f, "rb") as src, gzip.open(out / (f.name + ".gz"), "wb", compresslevel=6) as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def thresher() -> list[str]:
+    """The command line of ``thresher`` in this interpreter (a machine with the bundle on PYTHONPATH has no script)."""
+    return [sys.executable, "-m", "thresher"]
 
 
 def process_kind(p: psutil.Process, driver: int) -> str:
@@ -84,12 +90,14 @@ def process_kind(p: psutil.Process, driver: int) -> str:
     return "other Ray processes"
 
 
-class ProcessCpu:
-    """CPU seconds (user + system) of a process and its descendants by kind, sampled every ``every_s``: a process
-    counts with its last sample, so one that ends loses at most ``every_s`` of CPU."""
+class ProcessSampler:
+    """CPU seconds (user + system) and peak resident memory of a process and its descendants by kind, sampled every
+    ``every_s``: a process counts with its last sample, so one that ends loses at most ``every_s`` of CPU; the peak
+    of a kind is the largest sum of its processes' RSS in one sample."""
 
     def __init__(self, pid: int, every_s: float = 0.2):
         self.pid, self.every_s, self.last = pid, every_s, {}
+        self.peak_rss: dict[str, float] = {}
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -101,12 +109,16 @@ class ProcessCpu:
                 procs = [root, *root.children(recursive=True)]
             except psutil.Error:
                 continue
+            rss: dict[str, float] = {}
             for p in procs:
                 try:
-                    t = p.cpu_times()
-                    self.last[p.pid] = (process_kind(p, self.pid), t.user + t.system)
+                    kind, t = process_kind(p, self.pid), p.cpu_times()
+                    self.last[p.pid] = (kind, t.user + t.system)
+                    rss[kind] = rss.get(kind, 0) + p.memory_info().rss / 1e6
                 except psutil.Error:
                     pass
+            for kind, mb in rss.items():
+                self.peak_rss[kind] = round(max(self.peak_rss.get(kind, 0), mb))
 
     def stop(self) -> dict[str, float]:
         self.stopped.set()
@@ -119,11 +131,11 @@ class ProcessCpu:
 
 def curate(cfg: Path, out: Path, extra: list[str], log: Path, env: dict | None = None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [thresher(), "curate", str(cfg), "--output", str(out), *extra]
+    cmd = [*thresher(), "curate", str(cfg), "--output", str(out), *extra]
     started = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        sampler = ProcessCpu(proc.pid)
+        sampler = ProcessSampler(proc.pid)
         rc = proc.wait()
         process_cpu = sampler.stop()
     wall = time.perf_counter() - started
@@ -144,6 +156,7 @@ def curate(cfg: Path, out: Path, extra: list[str], log: Path, env: dict | None =
         "tasks": {},
         "map_docs_per_s_per_cpu": None,
         "process_cpu_s": process_cpu,
+        "peak_rss_mb": sampler.peak_rss,
     }
     if timing:
         result.update(
@@ -161,7 +174,7 @@ def two_nodes(cfg: Path, work: Path, cpus_each: int) -> dict:
     head = RayHead(work / f"cluster-2x{cpus_each}")
     shutil.rmtree(head.tmp, ignore_errors=True)
     head.tmp.mkdir(parents=True)
-    head.start_head(num_cpus=cpus_each)
+    head.start_head(num_cpus=cpus_each, dashboard=False)  # the run needs none; the GPU bundle's Ray has none
     try:
         head.add_worker(num_cpus=cpus_each)
         env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token}
@@ -255,6 +268,17 @@ def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
             + " |"
         )
         lines.append("| wall x CPUs | " + " | ".join(f"{r['wall_s'] * r['cpus']:.1f}" for r in sampled) + " |")
+        lines += [
+            "",
+            "## Peak resident memory by process kind (MB; the largest sum over a kind's processes in one sample)",
+            "",
+            "| process | " + " | ".join(r["name"] for r in sampled) + " |",
+            "|---|" + "---:|" * len(sampled),
+        ]
+        for kind in kinds:
+            lines.append(
+                f"| {kind} | " + " | ".join(f"{r.get('peak_rss_mb', {}).get(kind, 0):,}" for r in sampled) + " |"
+            )
     lines += ["", "Commands:", ""] + [f"- {r['name']}: `{r['command']}`" for r in runs]
     return "\n".join(lines) + "\n"
 
@@ -286,7 +310,15 @@ def main() -> None:
             }
         )
     )
-    runs = []
+    runs: list[dict] = []
+    command = "python bench/pipeline_bench.py " + shlex.join(sys.argv[1:])
+    a.results.mkdir(parents=True, exist_ok=True)
+
+    def save(r: dict) -> None:  # after every run: a run stopped by a time limit keeps what it measured
+        runs.append(r)
+        (a.results / f"{a.name}.json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
+        (a.results / f"{a.name}.md").write_text(markdown(runs, a.mb, a.shards, command.strip()))
+
     if a.baseline:
         curate(
             warm,
@@ -299,23 +331,19 @@ def main() -> None:
         for n in a.cpus:
             print(f"baseline, {n} CPU(s) ...", flush=True)
             r = curate(cfg, a.work / f"base-{n}", ["--set", f"execution.num_cpus={n}"], a.work / f"base-{n}.log", env)
-            runs.append({"name": f"before: 1 node, {n} CPU{'s' if n > 1 else ''}", **r})
+            save({"name": f"before: 1 node, {n} CPU{'s' if n > 1 else ''}", **r})
     curate(warm, a.work / "warm", [], a.work / "warm.log")
     for n in a.cpus:
         print(f"{n} CPU(s) ...", flush=True)
         r = curate(cfg, a.work / f"out-{n}", ["--set", f"execution.num_cpus={n}"], a.work / f"run-{n}.log")
-        runs.append({"name": f"1 node, {n} CPU{'s' if n > 1 else ''}", **r})
+        save({"name": f"1 node, {n} CPU{'s' if n > 1 else ''}", **r})
     for spec in a.nodes:
         nodes, each = (int(x) for x in spec.split("x"))
         if nodes != 2:
             raise SystemExit("--nodes: only 2 nodes are supported")
         print(f"2 nodes x {each} CPU(s) ...", flush=True)
         r = two_nodes(cfg, a.work, each)
-        runs.append({"name": f"2 nodes x {each} CPU{'s' if each > 1 else ''}", **r})
-    command = "python bench/pipeline_bench.py " + shlex.join(sys.argv[1:])
-    a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / f"{a.name}.json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
-    (a.results / f"{a.name}.md").write_text(markdown(runs, a.mb, a.shards, command.strip()))
+        save({"name": f"2 nodes x {each} CPU{'s' if each > 1 else ''}", **r})
     print(f"wrote {a.results / a.name}.md")
 
 

@@ -72,7 +72,9 @@ class RayHead:
         self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token)
         self.procs: list[subprocess.Popen] = []
         self.temp_dir = tempfile.mkdtemp(prefix="ray-head-")  # short: Ray's socket paths live under it
-        self.ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+        script = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+        # Ray unpacked onto PYTHONPATH (the GPU bundle) has no script: its CLI module runs the same commands
+        self.ray_command = [script] if Path(script).exists() else [sys.executable, "-m", "ray.scripts.scripts"]
 
     @property
     def address(self) -> str:
@@ -94,7 +96,7 @@ class RayHead:
             "--disable-usage-stats",
         ]
         p = subprocess.Popen(
-            [self.ray_bin, "start", "--block", *args],
+            [*self.ray_command, "start", "--block", *args],
             env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -103,26 +105,42 @@ class RayHead:
         self.procs.append(p)
         return p
 
-    def start_head(self, num_cpus: int = 1) -> None:
+    def start_head(self, num_cpus: int = 1, dashboard: bool = True) -> None:
+        """``dashboard=False``: no dashboard (Ray without its ``default`` extra's packages, as on the GPU bundle's
+        machine); the alive nodes are then counted by a driver."""
+        self.dashboard = dashboard
         # The head stops at once when told (no 30 s drain): nothing runs on it after the tests.
         self._start(
             [
                 "--head",
                 f"--port={self.gcs_port}",
-                "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={self.dashboard_port}",
+                *(
+                    [
+                        "--include-dashboard=true",
+                        "--dashboard-host=127.0.0.1",
+                        f"--dashboard-port={self.dashboard_port}",
+                    ]
+                    if dashboard
+                    else ["--include-dashboard=false"]
+                ),
                 f"--num-cpus={num_cpus}",
             ],
             "head",
             env={"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
         )
         _wait_for_port(self.gcs_port, self.NODE_IP)
-        _wait_for_port(self.dashboard_port, timeout=120)
+        if dashboard:
+            _wait_for_port(self.dashboard_port, timeout=120)
         self.wait_for_nodes(1)
 
     def alive_nodes(self) -> int:
-        """Alive nodes, from the dashboard's state API (with the token)."""
+        """Alive nodes, from the dashboard's state API (with the token), or from a driver without a dashboard."""
+        if not getattr(self, "dashboard", True):
+            count = "import ray; ray.init(address=%r, log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"
+            done = subprocess.run(
+                [sys.executable, "-c", count % self.address], env=self.env, capture_output=True, text=True, timeout=60
+            )
+            return int(done.stdout.split()[-1]) if done.returncode == 0 and done.stdout.split() else 0
         import requests
 
         r = requests.get(
