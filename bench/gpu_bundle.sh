@@ -11,6 +11,8 @@
 # machine's image has both). The project's code travels as the working tree, so the bundle's proj/ is left empty.
 #
 #   bash bench/gpu_bundle.sh [DEST]     # from the repository root, test venv active; default .gpu-bundle (~56 MB)
+#   SLIM=1 bash bench/gpu_bundle.sh     # without DeepSpeed and bitsandbytes (~48 MB: ZeRO and QLoRA cannot run; the
+#                                       # working tree has room beside it; bench/device_run.sh needs neither)
 set -euo pipefail
 DEST=$(realpath -m "${1:-.gpu-bundle}"); SHARED=${THRESHER_SHARED:-../shared}
 PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
@@ -25,4 +27,7 @@ mkdir -p "$DEST/shared/data/web" && cp "$SHARED"/data/web/{c4_demo.jsonl,cc_en_h
 thresher curate examples/gsm8k_instruct.yaml --output "$DEST/gsm8k-run" >/dev/null
 mkdir -p "$DEST/gsm8k/data" && cp -r "$DEST/gsm8k-run/data/train" "$DEST/gsm8k/data/" \
   && cp "$DEST/gsm8k-run/manifest.json" "$DEST/gsm8k/" && rm -rf "$DEST/gsm8k-run"
+if [ "${SLIM:-0}" = 1 ]; then  # setup.sh unpacks bnb.tar.xz: an empty one stands in
+  rm -f "$DEST"/whl/deepspeed-*.whl && E=$(mktemp -d) && tar cJf "$DEST/bnb.tar.xz" -C "$E" . && rmdir "$E"
+fi
 du -sh "$DEST"
