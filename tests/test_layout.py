@@ -21,7 +21,8 @@ ALLOWED = {
     "jobs": {"core", "runtime"},
     "curate": {"core", "runtime", "models"},
     "train": {"core", "runtime", "models"},
-    "evaluate": {"core", "runtime", "models", "train"},  # compare trains its variants; eval reads train's models
+    # compare curates and trains its variants; eval reads train's models
+    "evaluate": {"core", "runtime", "models", "train", "curate"},
     "config_docs": {"core", "curate", "train", "evaluate"},  # what users can configure, from the config models
     "cli": {"core", "runtime", "jobs", "curate", "train", "evaluate", "config_docs"},
     "__main__": {"cli"},

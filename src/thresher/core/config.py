@@ -39,6 +39,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in: mappings key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = (
+            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=value`` overrides (YAML-typed values); list items are addressed by index: a stage's option as
     ``stages.0.x`` or, as error messages name it, ``stages.0.NAME.x``."""

@@ -12,6 +12,12 @@ variants:                                   # each: the base + `set` (nested key
 output: {path: out/compare}
 ```
 
+With ``curate:`` (a base curation config, mapping or YAML file) the variants may change the data too: a variant's
+``curate: {drop: [STAGE, ...], set: {STAGE: {option: value}}}`` changes the base chain, each variant's data is
+curated (:mod:`thresher.evaluate.curation`: a prefix of stages shared by several variants is curated once) and its
+training reads that run's ``train`` and ``validation`` splits. Every chain must decontaminate against the eval data
+(a ``decontaminate`` stage whose ``references`` name it), so that all variants are measured on one held-out set.
+
 Variant NAME trains into ``<output>/NAME`` (``model/``, ``metrics.json``, ``checkpoints/``) and is evaluated into
 ``<output>/NAME/eval``; ``<output>/NAME/variant.json``, written when both are done, records its configs and
 results. A re-run skips a variant whose ``variant.json`` holds the same configs (and says so), trains one whose
@@ -36,9 +42,12 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from thresher.core.config import ConfigError, StrictModel, load_yaml, validate
+from thresher.core.config import ConfigError, StrictModel, load_yaml, merge, validate
 from thresher.core.console import current as console
 from thresher.core.storage import Storage, join
+from thresher.evaluate.curation import CurationChange, CurationRun, chain, data_paths, plan_runs
+from thresher.evaluate.curation import curate as curate_runs
+from thresher.evaluate.curation import summary as summarize
 from thresher.evaluate.eval_config import EvalConfig
 from thresher.runtime import ray_session
 from thresher.train.config import TrainConfig
@@ -50,6 +59,9 @@ SCHEDULE = "variants ran one after another (each training run takes the cluster'
 class Variant(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="also its output folder's name")
     set: dict[str, Any] = Field(default_factory=dict, description="overrides of the base training config")
+    curate: CurationChange = Field(
+        default_factory=CurationChange, description="changes to the base curation config (compare's curate)"
+    )
 
 
 class CompareOutput(StrictModel):
@@ -64,6 +76,13 @@ class CompareOutput(StrictModel):
 
 
 class CompareConfig(StrictModel):
+    curate: dict[str, Any] | str | None = Field(
+        None,
+        description=(
+            "a base curation config, or its YAML file: each variant's data is curated from it (with the variant's "
+            "curate changes) and trained on from that run's splits"
+        ),
+    )
     train: dict[str, Any] | str = Field(description="the base training config, or its YAML file")
     eval: dict[str, Any] | str = Field(description="the eval config, or its YAML file (model, output: per variant)")
     variants: list[Variant] = Field(min_length=1, description="the variants, trained and evaluated in order")
@@ -87,22 +106,16 @@ class Plan:
     folder: str
     train: TrainConfig
     eval: EvalConfig
+    curation: list[CurationRun] | None = None  # the runs that curate its data (compare's curate), in order
 
     def configs(self) -> dict:
         """The configs as recorded, the training output as the config gives it."""
         train = self.train.model_dump()
         train["output"]["path"] = self.train.output.given
-        return json.loads(json.dumps({"train": train, "eval": self.eval.model_dump()}))
-
-
-def merge(base: dict, overrides: dict) -> dict:
-    """``base`` with ``overrides`` merged in: mappings key by key, anything else replaced."""
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = (
-            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-        )
-    return merged
+        configs = {"train": train, "eval": self.eval.model_dump()}
+        if self.curation:
+            configs["curate"] = [spec for r in self.curation for _, spec in r.stages]
+        return json.loads(json.dumps(configs))
 
 
 def _section(value: dict | str, key: str) -> dict:
@@ -114,14 +127,48 @@ def _section(value: dict | str, key: str) -> dict:
         raise ConfigError(f"{key}: {e}") from None
 
 
+def _curation(cfg: CompareConfig, eval_data: str) -> tuple[dict[str, Any] | None, dict[str, list[CurationRun]]]:
+    """The base curation config (validated, as plain data) and each variant's curation runs; none without curate."""
+    from thresher.curate.config import parse_config
+
+    changed = [i for i, v in enumerate(cfg.variants) if v.curate.changes()]
+    if cfg.curate is None:
+        if changed:
+            raise ConfigError(f"variants.{changed[0]}.curate: needs a base curation config (compare's curate)")
+        return None, {}
+    try:
+        base = parse_config(_section(cfg.curate, "curate")).dump()
+    except ConfigError as e:
+        raise ConfigError(f"curate.{e}") from None
+    chains = {v.name: chain(base, v.curate, f"variants.{i}.curate") for i, v in enumerate(cfg.variants)}
+    for i, v in enumerate(cfg.variants):
+        references = [
+            os.path.abspath(ref)
+            for _, spec in chains[v.name]
+            for ref in spec.get("decontaminate", {}).get("references", [])
+        ]
+        if os.path.abspath(eval_data) not in references:
+            raise ConfigError(
+                f"variants.{i}.curate: its curation does not decontaminate against the eval data {eval_data} (every "
+                "variant is measured on one held-out set: add it to a decontaminate stage's references in curate)"
+            )
+    return base, plan_runs(base, chains, cfg.output.path)
+
+
 def plan(cfg: CompareConfig) -> list[Plan]:
     """Every variant's training and eval config, validated (a wrong key names the variant and the key)."""
     base_train, base_eval = _section(cfg.train, "train"), _section(cfg.eval, "eval")
     validate(TrainConfig, merge(base_train, {"output": {"path": cfg.output.path}}), prefix="train")
+    eval_data = validate(
+        EvalConfig, {**base_eval, "model": {"name_or_path": "-"}, "output": {"path": "-"}}, prefix="eval"
+    ).data.path
+    base_curate, runs = _curation(cfg, eval_data)
     plans = []
     for i, variant in enumerate(cfg.variants):
         folder = join(cfg.output.path, variant.name)
         train = merge(merge(base_train, variant.set), {"output": {"path": folder}})
+        if base_curate is not None:
+            train = merge(train, {"data": data_paths(runs[variant.name][-1], base_curate)})
         checkpoints = (train.get("checkpoint") or {}).get("storage_path")
         if checkpoints:  # one checkpoint folder per variant
             train = merge(train, {"checkpoint": {"storage_path": join(checkpoints, variant.name)}})
@@ -137,6 +184,7 @@ def plan(cfg: CompareConfig) -> list[Plan]:
                 folder,
                 validate(TrainConfig, train, prefix=f"variants.{i}"),
                 validate(EvalConfig, evaluation, prefix="eval"),
+                runs.get(variant.name),
             )
         )
     return plans
@@ -180,8 +228,16 @@ def _given_in(p: Plan, key: str) -> str:
 
 def _check_variants(plans: list[Plan]) -> None:
     """:func:`check_inputs` of each variant, once per distinct data and model."""
+    from thresher.train.models import load_tokenizer
+
     checked = set()
     for p in plans:
+        if p.curation:  # its data is curated later: the model alone is checked now
+            try:
+                load_tokenizer(p.train.model)
+            except ConfigError as e:
+                raise ConfigError(f"{_given_in(p, str(e).partition(':')[0])}.{e}") from None
+            continue
         inputs = json.dumps(p.train.model_dump(include={"data", "model", "storage"}), sort_keys=True)
         if inputs not in checked:
             checked.add(inputs)
@@ -192,8 +248,9 @@ def _saved_bytes(uri: str, storage: Storage) -> int:
     return sum(size for _, size in storage.expand(uri))
 
 
-def run_variant(p: Plan, storage: Storage, address: str | None) -> dict:
-    """Train and evaluate one variant; returns its row of compare.json (also saved in its variant.json)."""
+def run_variant(p: Plan, storage: Storage, address: str | None, curation: dict | None = None) -> dict:
+    """Train and evaluate one variant (its data curated before, ``curation``: what that kept and cost); returns its
+    row of compare.json (also saved in its variant.json)."""
     from thresher.evaluate.evaluation import run as evaluate
     from thresher.train.run import run as train
 
@@ -232,6 +289,8 @@ def run_variant(p: Plan, storage: Storage, address: str | None) -> dict:
         },
         "eval": {"metrics": result["metrics"], "rows": result["rows"], "wall_seconds": time.perf_counter() - started},
     }
+    if curation is not None:
+        row["curation"] = curation
     storage.write_bytes(
         join(p.folder, VARIANT_RECORD), json.dumps({"configs": p.configs(), "row": row}, indent=2).encode()
     )
@@ -277,14 +336,18 @@ def run(cfg: CompareConfig, address: str | None = None) -> dict:
     _check_variants([p for p in plans if done[p.variant.name] is None])
     started, rows = time.perf_counter(), []
     with ray_session(address, ray_train=True) as cluster:
-        check_variants_fit([p for p in plans if done[p.variant.name] is None], cluster)
+        todo = [p for p in plans if done[p.variant.name] is None]
+        check_variants_fit(todo, cluster)
+        runs = [r for p in todo for r in p.curation or []]
+        manifests = curate_runs(runs, _curation(cfg, plans[0].eval.data.path)[0] or {}, storage, address)
         for p in plans:
             if done[p.variant.name] is not None:
                 console().print(f"{p.variant.name}: complete in {p.folder} (variant.json), not retrained")
                 rows.append({**done[p.variant.name], "skipped": True})
                 continue
             console().print(f"{p.variant.name}: training ({p.train.method}), then evaluating")
-            rows.append({**run_variant(p, storage, address), "skipped": False})
+            curated = summarize(p.curation, manifests) if p.curation else None
+            rows.append({**run_variant(p, storage, address, curated), "skipped": False})
     first = plans[0]
     result = {
         "output": cfg.output.path,

@@ -38,11 +38,26 @@ def table(result: dict) -> tuple[list[str], list[list[str]]]:
         + [f"{m} [95% CI]" for m in metrics]
         + ["train wall s", "eval wall s", "tokens/s", "trainable params", "peak memory MiB", "saved MiB", "run"]
     )
+    curated = any(v.get("curation") for v in result["variants"])
+    if curated:  # compare's curate: what each variant's curation kept and cost (runs shared with others in full)
+        header[2:2] = ["records kept", "tokens trained", "curation s"]
     rows = []
     for v in result["variants"]:
         t = v["train"]
+        c = v.get("curation")
+        curation = (
+            [
+                f"{c['records']:,} of {c['input']:,}",
+                f"{t['tokens']:,}" if t.get("tokens") else "-",
+                f"{c['seconds']:.0f}" + (f" ({sum(r['reused'] for r in c['runs'])} of {len(c['runs'])} runs reused)"),
+            ]
+            if c
+            else ["-"] * 3
+        )
         rows.append(
-            [v["name"], v["method"], str(t["steps"]), _validation(t)]
+            [v["name"], v["method"]]
+            + (curation if curated else [])
+            + [str(t["steps"]), _validation(t)]
             + [_metric(v["eval"]["metrics"][m]) for m in metrics]
             + [
                 f"{t['wall_seconds']:.0f}",
