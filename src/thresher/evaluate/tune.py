@@ -43,7 +43,17 @@ from thresher.core.config import ConfigError, validate
 from thresher.core.console import current as console
 from thresher.core.storage import join
 from thresher.evaluate.compare import check_inputs
-from thresher.evaluate.tune_config import TuneConfig, base_train, check, with_params
+from thresher.evaluate.tune_config import (
+    CURATE,
+    TuneConfig,
+    base_curation,
+    base_train,
+    check,
+    combination,
+    combinations,
+    curation_change,
+    with_params,
+)
 from thresher.runtime import ray_session
 from thresher.train.config import TrainConfig
 
@@ -53,10 +63,20 @@ TRIALS, SEARCH, BEST = "trials", "search", "best"
 MAX_T = 2**30  # ASHA's last rung: trials are never stopped for reaching it (they end with their own steps)
 
 
-def trial_config(base: dict, params: dict[str, Any], folder: str) -> TrainConfig:
-    """The training config of a trial: the base with its values, training into ``folder`` (and, where the base names
-    a checkpoint folder, checkpointing into a folder of its own there)."""
-    train = with_params(base, params)
+def training_params(params: dict[str, Any], curated: dict[str, str] | None) -> dict[str, Any]:
+    """A trial's training-config values: its curation choices (``curate.*``) replaced by the train split they
+    curated (``curated``: combination -> that split's folder)."""
+    values = {k: v for k, v in params.items() if not k.startswith(CURATE)}
+    if curated:
+        values["data.train"] = curated[combination(params)]
+    return values
+
+
+def trial_config(base: dict, params: dict[str, Any], folder: str, curated: dict[str, str] | None = None) -> TrainConfig:
+    """The training config of a trial: the base with its values (its curation choices as their curated data),
+    training into ``folder`` (and, where the base names a checkpoint folder, checkpointing into a folder of its own
+    there)."""
+    train = with_params(base, training_params(params, curated))
     train["output"] = {**(train.get("output") or {}), "path": folder}
     checkpoints = (train.get("checkpoint") or {}).get("storage_path")
     if checkpoints:
@@ -87,12 +107,12 @@ class TrialDriver:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, cwd: str, base: dict, params: dict[str, Any], folder: str, callbacks: list) -> None:
+    def run(self, cwd: str, base: dict, params: dict[str, Any], folder: str, callbacks: list, curated) -> None:
         from thresher.train.run import run as train
 
         os.chdir(cwd)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        train(trial_config(base, params, folder), callbacks=callbacks)
+        train(trial_config(base, params, folder, curated), callbacks=callbacks)
 
 
 def _trial_class():
@@ -105,7 +125,7 @@ def _trial_class():
         trial whose run had finished before (the search was stopped before Tune recorded it) gives its recorded
         evaluations and is not run again."""
 
-        def setup(self, config: dict, base: dict, output: str, cwd: str, metric: str):
+        def setup(self, config: dict, base: dict, output: str, cwd: str, metric: str, curated: dict | None):
             import ray
             from ray.util.queue import Queue
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -119,7 +139,9 @@ def _trial_class():
             here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
             self.driver = ray.remote(num_cpus=0, scheduling_strategy=here)(TrialDriver).remote()
             self.driver_pid = ray.get(self.driver.pid.remote())
-            self.done = self.driver.run.remote(cwd, base, config, folder, [_evaluations_to(self.queue, metric)])
+            self.done = self.driver.run.remote(
+                cwd, base, config, folder, [_evaluations_to(self.queue, metric)], curated
+            )
 
         def step(self) -> dict:
             import ray
@@ -199,13 +221,15 @@ def _space(cfg: TuneConfig) -> dict:
     }
 
 
-def _tuner(cfg: TuneConfig, base: dict, output: str, concurrent: int):
+def _tuner(cfg: TuneConfig, base: dict, output: str, concurrent: int, curated: dict[str, str] | None):
     """A new Tuner of the search, or the one restored from ``<output>/search`` (its failed trials to run again)."""
     import ray
     from ray import tune
 
     trainable = tune.with_resources(
-        tune.with_parameters(_trial_class(), base=base, output=cfg.output.path, cwd=os.getcwd(), metric=cfg.metric),
+        tune.with_parameters(
+            _trial_class(), base=base, output=cfg.output.path, cwd=os.getcwd(), metric=cfg.metric, curated=curated
+        ),
         {"CPU": 0, f"node:{ray.util.get_node_ip_address()}": 0.001},
     )  # the driver's node: trials write its disk
     path = join(output, SEARCH)
@@ -358,12 +382,14 @@ def _trial_row(result, cfg: TuneConfig, output: str) -> dict:
     }
 
 
-def _export_best(best: dict, base: dict, output: str, given: str) -> dict:
+def _export_best(best: dict, base: dict, output: str, given: str, curated: dict[str, str] | None) -> dict:
     """``best_config.yaml`` (the base with the best values, training into ``<output>/best``, named as ``given``:
-    it runs from where the search ran) and ``best/`` (the best trial's model and metrics)."""
+    it runs from where the search ran; curation choices as the train split they curated) and ``best/`` (the best
+    trial's model and metrics)."""
     folder, trial = Path(output, BEST), Path(output, TRIALS, best["id"])
-    config = trial_config(base, best["params"], str(folder))
-    text = yaml.safe_dump(with_params(base, {**best["params"], "output.path": join(given, BEST)}), sort_keys=False)
+    config = trial_config(base, best["params"], str(folder), curated)
+    values = {**training_params(best["params"], curated), "output.path": join(given, BEST)}
+    text = yaml.safe_dump(with_params(base, values), sort_keys=False)
     Path(output, BEST_CONFIG).write_text(f"# thresher tune: trial {best['id']}, {json.dumps(best['params'])}\n{text}")
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(trial / "model", folder / "model")
@@ -376,6 +402,23 @@ def _export_best(best: dict, base: dict, output: str, given: str) -> dict:
         "model": join(given, BEST, "model"),
         "method": config.method,
     }
+
+
+def _curate(cfg: TuneConfig, base: dict, address: str | None) -> tuple[dict[str, str], list[dict]]:
+    """Every combination of the space's curation choices curated before the trials (the stages they share once):
+    combination -> its train split's folder, and one row per combination (its choices, what it kept and cost)."""
+    from thresher.core.storage import Storage
+    from thresher.evaluate.curation import chain, curate, data_paths, plan_runs, summary
+
+    options = {combination(p): p for p in combinations(cfg)}
+    runs = plan_runs(
+        base, {key: chain(base, curation_change(p), "curate") for key, p in options.items()}, cfg.output.path
+    )
+    with console().phase("curate the search's data"):
+        manifests = curate([r for key in options for r in runs[key]], base, Storage.from_options(None), address)
+    curated = {key: data_paths(runs[key][-1], base)["train"] for key in options}
+    rows = [{"params": p, **summary(runs[key], manifests), "train": curated[key]} for key, p in options.items()]
+    return curated, rows
 
 
 def _no_trial_completed(trials: list[dict], given: str) -> str:
@@ -397,15 +440,23 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
 
     base = base_train(cfg)
     train = check(cfg, base)
-    check_inputs(train, lambda key: "train")
+    curation = base_curation(cfg) if any(k.startswith(CURATE) for k in cfg.space) else None
+    if curation is None:
+        check_inputs(train, lambda key: "train")
+    else:  # the train split is curated later: the validation data and the model now
+        check_inputs(
+            train.model_copy(update={"data": train.data.model_copy(update={"train": train.data.validation})}),
+            lambda key: "train",
+        )
     output = os.path.abspath(cfg.output.path)  # Ray Tune's storage; the outputs name cfg.output.path
     started = time.perf_counter()
     with ray_session(address, ray_train=True) as cluster:
         check_trials_fit(cfg, base, train, cluster)  # before the record: a refused config leaves nothing behind
         _check_record(cfg, base, output)
         trial_base, search_run = _search_run(cfg, base, output)
+        curated, curation_rows = _curate(cfg, curation, address) if curation is not None else (None, None)
         concurrent = cfg.max_concurrent_trials or trials_that_fit(train, cluster)
-        tuner, resumed = _tuner(cfg, trial_base, output, concurrent)
+        tuner, resumed = _tuner(cfg, trial_base, output, concurrent, curated)
         console().print(
             f"{cfg.num_samples} trials, {concurrent} at a time ({cfg.search} search"
             f"{', asha' if cfg.scheduler else ''}); each into {join(cfg.output.path, TRIALS)}/TRIAL_ID"
@@ -429,7 +480,8 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
         "max_concurrent_trials": concurrent,
         "resumed": resumed,
         "trials": trials,
-        "best": _export_best(best, base, output, cfg.output.path),
+        "best": _export_best(best, base, output, cfg.output.path, curated),
+        "curation": curation_rows,
         "model": train.model.model_dump(),
         "seconds": time.perf_counter() - started,
         "cpus": os.cpu_count(),

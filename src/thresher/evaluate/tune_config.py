@@ -14,6 +14,12 @@ num_samples: 8
 output: {path: out/tune}
 ```
 
+With ``curate:`` (a base curation config, mapping or YAML file) the space may also hold curation choices:
+``curate.drop.STAGE: {choice: [false, true]}`` leaves a stage out, ``curate.set.STAGE.KEY...: {choice: [...]}`` sets
+one of its options. Every combination of them is curated before the trials (:mod:`thresher.evaluate.curation`: the
+stages the combinations share are curated once), and a trial trains on its combination's ``train`` split; all
+trials are measured on the base's ``data.validation``, which every chain must decontaminate against.
+
 :func:`check` checks every key of the space against the training config's schema and every value it can
 take (a ``choice``'s values, a range's ends) against the whole training config, before any Ray work: a wrong key
 or value is a ConfigError naming ``space.KEY``.
@@ -21,15 +27,19 @@ or value is a ConfigError naming ``space.KEY``.
 
 from __future__ import annotations
 
+import itertools
+import json
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from thresher.core.config import ConfigError, StrictModel, load_yaml, validate
+from thresher.evaluate.curation import CurationChange, chain
 from thresher.train.config import TrainConfig
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
+CURATE = "curate."  # space keys that change the curation (compare's CurationChange: drop.STAGE, set.STAGE.KEY...)
 
 
 class Dimension(StrictModel):
@@ -90,6 +100,13 @@ class TuneOutput(StrictModel):
 
 
 class TuneConfig(StrictModel):
+    curate: dict[str, Any] | str | None = Field(
+        None,
+        description=(
+            "a base curation config, or its YAML file: the space's curate.drop.STAGE and curate.set.STAGE.KEY "
+            "choices change it, and each trial trains on its combination's curated train split"
+        ),
+    )
     train: dict[str, Any] | str = Field(description="the base training config, or its YAML file (output: per trial)")
     metric: Literal["eval_loss", "eval_perplexity", "eval_reward_accuracy", "eval_reward_margin"] = Field(
         "eval_loss", description="the validation metric optimised (reported at each evaluation of data.validation)"
@@ -98,7 +115,8 @@ class TuneConfig(StrictModel):
     space: dict[str, Dimension] = Field(
         min_length=1,
         description="dotted training-config keys, one distribution "
-        "each: {loguniform|uniform|randint: [low, high]} or {choice: [values]}",
+        "each: {loguniform|uniform|randint: [low, high]} or {choice: [values]}; with curate, also "
+        "curate.drop.STAGE and curate.set.STAGE.KEY choices",
     )
     search: Literal["random", "tpe"] = Field("random", description="random sampling, or Optuna's TPE (model-based)")
     scheduler: SchedulerOptions | None = Field(
@@ -167,6 +185,74 @@ def base_train(cfg: TuneConfig) -> dict:
         raise ConfigError(f"train: {e}") from None
 
 
+def curation_change(params: dict[str, Any]) -> CurationChange:
+    """The curation change of a trial's ``curate.*`` values: stages dropped, options set (nested by the key's dots)."""
+    drop, options = [], {}
+    for key, value in params.items():
+        kind, stage, *path = key.removeprefix(CURATE).split(".")
+        if kind == "drop" and value:
+            drop.append(stage)
+        elif kind == "set":
+            node = options.setdefault(stage, {})
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+    return CurationChange(drop=drop, set=options)
+
+
+def combination(params: dict[str, Any]) -> str:
+    """The key of a trial's curation choices (its ``curate.*`` values)."""
+    return json.dumps({k: v for k, v in sorted(params.items()) if k.startswith(CURATE)})
+
+
+def combinations(cfg: TuneConfig) -> list[dict[str, Any]]:
+    """Every combination of the space's curation choices (one empty one without them)."""
+    keys = [k for k in cfg.space if k.startswith(CURATE)]
+    return [dict(zip(keys, values)) for values in itertools.product(*(cfg.space[k].choice or [] for k in keys))]
+
+
+def base_curation(cfg: TuneConfig) -> dict[str, Any] | None:
+    """The base curation config, validated, as plain data; None without ``curate``."""
+    from thresher.curate.config import parse_config
+
+    if cfg.curate is None:
+        return None
+    try:
+        return parse_config(cfg.curate if isinstance(cfg.curate, dict) else load_yaml(cfg.curate)).dump()
+    except ConfigError as e:
+        raise ConfigError(f"curate.{e}") from None
+
+
+def _check_curation(cfg: TuneConfig, validation: str) -> None:
+    """Every curation key of the space: a choice of a known form, each value a valid chain, and every combination's
+    chain decontaminated against the fixed validation data."""
+    import os
+
+    base = base_curation(cfg)
+    for key, dimension in cfg.space.items():
+        if not key.startswith(CURATE):
+            continue
+        if base is None:
+            raise ConfigError(f"space.{key}: needs a base curation config (curate)")
+        parts = key.removeprefix(CURATE).split(".")
+        if not (parts[0] == "drop" and len(parts) == 2 or parts[0] == "set" and len(parts) >= 3):
+            raise ConfigError(f"space.{key}: curation keys are curate.drop.STAGE or curate.set.STAGE.KEY")
+        if dimension.choice is None:
+            raise ConfigError(f"space.{key}: a curation key takes a choice (every value is curated before the trials)")
+        for value in dimension.choice:
+            chain(base, curation_change({key: value}), f"space.{key}: value {value!r}: curate")
+    if base is None:
+        return
+    for params in combinations(cfg):
+        stages = chain(base, curation_change(params), "curate")
+        references = [os.path.abspath(r) for _, s in stages for r in s.get("decontaminate", {}).get("references", [])]
+        if os.path.abspath(validation) not in references:
+            raise ConfigError(
+                f"curate: the chain {combination(params)} does not decontaminate against train.data.validation "
+                f"{validation} (every trial is measured on it: add it to a decontaminate stage's references)"
+            )
+
+
 def check(cfg: TuneConfig, base: dict) -> TrainConfig:
     """Validate the base training config and every key and value of the space; returns the validated base."""
     placeholder = {"output": {"path": cfg.output.path}}
@@ -177,7 +263,10 @@ def check(cfg: TuneConfig, base: dict) -> TrainConfig:
         raise ConfigError(
             "train.eval.every_steps: the asha scheduler compares trials at their evaluations; set eval.every_steps"
         )
+    _check_curation(cfg, train.data.validation)
     for key, dimension in cfg.space.items():
+        if key.startswith(CURATE):
+            continue
         check_key(key)
         for value in dimension.values():
             try:
