@@ -537,3 +537,14 @@ def test_a_planted_uncertain_cluster_tops_the_candidates(sliced, planted_model):
     assert chosen[0]["score"] > 0.2 > max(c["score"] for c in chosen if c["id"].startswith("planted"))
     # the record's own fields come along: a curation config reads the file as Parquet input
     assert {"prompt", "answer", "source", "date", "reason", "score"} <= set(chosen[0])
+
+
+def test_the_documented_loop_config_reads_candidates():
+    """The curation config docs/evaluate.md gives for candidates.parquet is a valid config reading it as Parquet."""
+    from thresher.curate.config import parse_config
+
+    page = (ROOT / "docs/evaluate.md").read_text()
+    block = page.split("### From the model back to the data")[1].split("```yaml\n")[1].split("```")[0]
+    cfg = parse_config(yaml.safe_load(block))
+    assert cfg.input.paths[0].endswith("/candidates.parquet") and cfg.input.format == "parquet"
+    assert [s.name for s in cfg.stages] == ["filter", "augment", "decontaminate"]

@@ -95,7 +95,9 @@ class CandidateOptions(StrictModel):
 
 
 class EvalOutput(StrictModel):
-    path: str = Field(description="folder of predictions.parquet, metrics.json and report.html; local or s3://")
+    path: str = Field(
+        description="folder of predictions.parquet, metrics.json, report.html and candidates.parquet; local or s3://"
+    )
 
 
 class EvalConfig(StrictModel):
