@@ -372,6 +372,27 @@ def test_representation_counts_merge_over_write_tasks_and_skip_what_they_cannot_
     assert "representation" not in section.summarize(merged, manifest)
 
 
+@pytest.mark.parametrize(
+    "report, key",
+    [
+        ({"representation": {"field": ["lang"]}}, "report.representation.field: unknown key"),
+        ({"representation": {"fields": ["lang"], "targets": {"src": {"a": 1}}}}, "targets.src: not among the fields"),
+        ({"representation": {"fields": ["lang"], "targets": {"lang": {"en": 0.7}}}}, "targets.lang: the shares must"),
+        ({"representation": {"fields": ["lang"], "tolerance": 0}}, "report.representation.tolerance"),
+        ({"representations": ["lang"]}, "report.representations: unknown key"),
+    ],
+)
+def test_representation_config_errors_name_the_key(report, key):
+    from thresher.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        parse_config({"input": {"paths": ["in.jsonl"]}, "output": {"path": "out"}, "report": report})
+    cfg = parse_config(
+        {"input": {"paths": ["in.jsonl"]}, "output": {"path": "out"}, "report": {"representation": ["a"]}}
+    )
+    assert cfg.report.representation.fields == ["a"]  # a list: the fields
+
+
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if path := shutil.which(name):
