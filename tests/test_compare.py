@@ -141,6 +141,14 @@ def test_compare_trains_and_evaluates_every_variant(compared):
     assert lora["train"]["trainable_params"] > prompt["train"]["trainable_params"]
     page = (compared.out / "compare.html").read_text()
     assert "<td>lora</td>" in page and "<td>prompt</td>" in page and "exact_match [95% CI]" in page
+    # the prompt variant against the base (lora) on the same 3 test items
+    assert compared.first["base"] == "lora" and lora["paired"] is None
+    assert set(prompt["paired"]) == set(lora["eval"]["metrics"])
+    em = prompt["paired"]["exact_match"]
+    assert em["test"] == "mcnemar_exact" and em["items"] == 3 and sum(em["discordant"]) <= 3
+    assert prompt["paired"]["token_f1"]["test"] == "paired_bootstrap"
+    assert all(t["verdict"] in ("better", "worse", "within noise") for t in prompt["paired"].values())
+    assert "exact_match vs lora [95% CI], p" in page and "(McNemar): " in page
     assert "<script" not in page
 
 
@@ -321,3 +329,88 @@ def test_example_config_is_valid():
 
     plans = plan(validate(CompareConfig, load_yaml(ROOT / "examples/compare_smollm2.yaml")))
     assert {p.train.method for p in plans} == {"lora", "prefix", "prompt", "full"}
+
+
+# -- paired tests against the base, on constructed prediction files (no Ray) --------------------------------------
+
+
+def prediction_file(path: Path, ids: list[str], columns: dict[str, list]) -> Path:
+    import pyarrow as pa
+
+    n = len(ids)
+    table = pa.table(
+        {
+            "id": ids,
+            "prediction": [f"answer {i}" for i in range(n)],
+            "reference": [f"answer {i}" for i in range(n)],
+            **columns,
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def test_paired_tests_on_constructed_prediction_files(tmp_path):
+    """Exact McNemar on exact_match gives the textbook p-value (2 P(X <= min(b, c)), X ~ Binomial(b + c, 1/2));
+    the paired bootstrap of token_f1 covers the true mean difference; items are matched by id, whatever the order."""
+    import numpy as np
+
+    from thresher.evaluate.compare import paired_tests
+    from thresher.evaluate.compare_report import paired_cell
+
+    # 40 items: both right 15, both wrong 13, base right only 3 (b), variant right only 9 (c)
+    base_em = [1.0] * 15 + [0.0] * 13 + [1.0] * 3 + [0.0] * 9
+    variant_em = [1.0] * 15 + [0.0] * 13 + [0.0] * 3 + [1.0] * 9
+    rng = np.random.default_rng(0)
+    base_f1 = rng.uniform(0.2, 0.8, 40)
+    noise = rng.uniform(-0.05, 0.05, 40)
+    noise -= noise.mean()  # the sample's mean difference is exactly the true one
+    variant_f1 = base_f1 + 0.1 + noise
+    nll, tokens = rng.uniform(5, 20, 40), rng.integers(3, 9, 40)
+    ids = [f"item-{i}" for i in range(40)]
+    base = prediction_file(
+        tmp_path / "base.parquet",
+        ids,
+        {
+            "exact_match": base_em,
+            "token_f1": base_f1.tolist(),
+            "reference_nll": nll.tolist(),
+            "reference_tokens": tokens.tolist(),
+        },
+    )
+    order = rng.permutation(40)  # the variant's file in another order
+    variant = prediction_file(
+        tmp_path / "variant.parquet",
+        [ids[i] for i in order],
+        {
+            "exact_match": [variant_em[i] for i in order],
+            "token_f1": [variant_f1[i] for i in order],
+            "reference_nll": [nll[i] * 0.5 for i in order],
+            "reference_tokens": [int(tokens[i]) for i in order],
+        },
+    )
+    result = paired_tests(
+        pq.read_table(base), pq.read_table(variant), ["exact_match", "token_f1", "perplexity"], samples=2000, seed=0
+    )
+    em = result["exact_match"]
+    textbook = 2 * sum(math.comb(12, k) for k in range(4)) / 2**12  # b = 3, c = 9: 598 / 4096 = 0.146
+    assert em["test"] == "mcnemar_exact" and em["discordant"] == [3, 9] and em["items"] == 40
+    assert em["p_value"] == pytest.approx(textbook) and em["verdict"] == "within noise"
+    assert em["difference"] == pytest.approx((9 - 3) / 40)
+    assert em["ci95"][0] < em["difference"] < em["ci95"][1]
+    f1 = result["token_f1"]
+    assert f1["test"] == "paired_bootstrap" and f1["difference"] == pytest.approx(0.1)
+    assert f1["ci95"][0] < 0.1 < f1["ci95"][1] and f1["ci95"][1] - f1["ci95"][0] < 0.02  # covers it, narrowly
+    assert f1["p_value"] < 0.05 and f1["verdict"] == "better"
+    ppl = result["perplexity"]
+    expected = math.exp(nll.sum() * 0.5 / tokens.sum()) - math.exp(nll.sum() / tokens.sum())
+    assert ppl["difference"] == pytest.approx(expected) and ppl["verdict"] == "better"  # lower is better
+    lo, hi = (f"{x:.3g}" for x in em["ci95"])
+    assert paired_cell(result, "exact_match") == f"+0.15 [{lo}, {hi}], p=0.15 (McNemar): within noise"
+    assert paired_cell(None, "exact_match") == "base"
+    # a clear win: b = 1, c = 12 gives p = 2 (1 + 13) / 2^13
+    b_file = prediction_file(tmp_path / "b.parquet", ids[:13], {"exact_match": [1.0] + [0.0] * 12})
+    c_file = prediction_file(tmp_path / "c.parquet", ids[:13], {"exact_match": [0.0] + [1.0] * 12})
+    clear = paired_tests(pq.read_table(b_file), pq.read_table(c_file), ["exact_match"], samples=200, seed=0)
+    assert clear["exact_match"]["p_value"] == pytest.approx(2 * (1 + 13) / 2**13)
+    assert clear["exact_match"]["verdict"] == "better"

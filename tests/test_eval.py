@@ -9,9 +9,11 @@ import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import sacrebleu
 import yaml
@@ -89,6 +91,23 @@ def test_bootstrap_interval_contains_the_mean_and_is_deterministic():
         assert m["ci95"][0] <= m["value"] <= m["ci95"][1]
 
 
+def test_wilson_and_exact_mcnemar_textbook_values():
+    from thresher.evaluate.stats import mcnemar_exact, verdict, wilson
+
+    # Wilson at 0 and n successes: [0, z^2 / (n + z^2)] and its mirror; 7 of 10 as Wilson (1927) writes it
+    assert wilson(0, 12) == pytest.approx((0.0, Z * Z / (12 + Z * Z)))
+    assert wilson(12, 12) == pytest.approx((12 / (12 + Z * Z), 1.0))
+    assert wilson(7, 10) == pytest.approx(wilson_interval(7, 10)) and wilson(7, 10) == pytest.approx(
+        (0.3968, 0.8922), abs=1e-4
+    )
+    # exact McNemar: 2 * P(X <= min(b, c)) for X ~ Binomial(b + c, 1/2)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (math.comb(10, 0) + math.comb(10, 1)) / 2**10)  # 0.02148
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64) and mcnemar_exact(6, 0) == mcnemar_exact(0, 6)
+    assert verdict(0.1, 0.2) == "within noise" and verdict(0.1, 0.01) == "better" and verdict(-0.1, 0.01) == "worse"
+    assert verdict(-2.0, 0.01, lower_is_better=True) == "better"
+
+
 def test_config_errors_name_the_key(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("THRESHER_LOG_DIR", str(tmp_path / "logs"))
     cfg = {"model": {"name_or_path": str(tmp_path)}, "data": {"path": str(tmp_path)}, "output": {"path": str(tmp_path)}}
@@ -97,6 +116,24 @@ def test_config_errors_name_the_key(tmp_path, capsys, monkeypatch):
     assert "generation.max_new_tokns: unknown key" in capsys.readouterr().err
     assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", "metrics=[exact_match, meteor]"]) == 2
     assert "metrics.1" in capsys.readouterr().err
+    assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", "slices=[source, len(prompt)]"]) == 2
+    assert "slices.1: 'len(prompt)' is not a field name, length_bucket or year(FIELD)" in capsys.readouterr().err
+    assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", "slice_options.min_item=3"]) == 2
+    assert "slice_options.min_item: unknown key" in capsys.readouterr().err
+    assert (
+        cli(
+            [
+                "eval",
+                str(tmp_path / "eval.yaml"),
+                "--set",
+                "metrics=[token_f1]",
+                "--set",
+                "candidates.answer_metric=accuracy",
+            ]
+        )
+        == 2
+    )
+    assert "candidates.answer_metric: accuracy is not among the metrics scored" in capsys.readouterr().err
     parse_eval_config(yaml.safe_load((ROOT / "examples/eval_smollm2.yaml").read_text()))
 
 
@@ -137,6 +174,10 @@ def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
     ]
     text = EvalData(path=".", format="text", text_field="q", reference_field="a")
     assert render_example({"q": "1 + 1 =", "a": " 2"}, text, None) == ("1 + 1 =", " 2", "1 + 1 = 2", [(7, 9)])
+    cfg["slices"] = ["length_bucket", "year(when)"]
+    with pytest.raises(ConfigError, match="slices.1: .*qa.jsonl has no field when"):
+        read_dataset(parse_eval_config(cfg), storage)
+    cfg["slices"] = []
     cfg["data"]["reference_field"] = "answer"
     with pytest.raises(ConfigError, match="data.format: format text reads column.s. answer"):
         read_dataset(parse_eval_config(cfg), storage)
@@ -302,3 +343,208 @@ def test_report_counts_generations_cut_at_max_new_tokens(tiny, tmp_path):
 
     for width in (1000, 1600):  # laid out in Chromium: no chart label or table cell cut
         assert overflowing_labels(page, tmp_path, width)[0] == []
+
+
+# -- slices and improvement candidates: a tiny model trained to answer, with planted slices ------------------------
+
+Z = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def planted_records() -> list[dict]:
+    """Evaluation records of four sources: ``q`` (the model answers 7, the reference 7), ``planted`` (the same kind
+    of question, the reference 9: an answer the model never gives), ``r`` (the model learned 3 and 5 equally: the
+    uncertain cluster; the reference 3) and ``few`` (3 records: too few for an interval)."""
+    out = []
+    for source, prompt, answer, items in (
+        ("q", "Q: item {} =", " 7", range(0, 20)),
+        ("planted", "Q: item {} =", " 9", range(20, 32)),
+        ("r", "R: item {} =", " 3", range(0, 10)),
+        ("few", "Q: item {} =", " 7", range(32, 35)),
+    ):
+        for i in items:
+            out.append(
+                {
+                    "id": f"{source}-{i}",
+                    "prompt": prompt.format(i),
+                    "answer": answer,
+                    "source": source,
+                    "date": f"{2020 + i % 3}-06-01",
+                }
+            )
+    return out
+
+
+@pytest.fixture(scope="module")
+def planted_model(tmp_path_factory) -> Path:
+    """The tiny Llama trained (in this process, full batch) to answer every Q question with 7, and every R
+    question with 3 and with 5 (each seen with both: the best it can do is an even guess)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    texts = [f"Q: item {i} = 7" for i in range(35)] + [f"R: item {i} = {a}" for i in range(10) for a in (3, 5)]
+    folder = build_tiny_llama(tmp_path_factory.mktemp("planted"), texts + ["9", " 9"])
+    tok = tokenizer_of(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    ids = [tok(t)["input_ids"] + [tok.eos_token_id] for t in texts]
+    width = max(len(i) for i in ids)
+    batch = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i in ids])
+    labels = torch.tensor([i + [-100] * (width - len(i)) for i in ids])
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a few seconds on one core; many threads on a busy machine take minutes
+    try:
+        for _ in range(100):
+            loss = model(input_ids=batch, attention_mask=(labels != -100).long(), labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sliced(ray_local, planted_model, tmp_path_factory):
+    """``thresher eval`` (as the CLI runs it) of the planted records, sliced by source, prompt length and year."""
+    tmp = tmp_path_factory.mktemp("sliced")
+    (tmp / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in planted_records()))
+    config = {
+        "model": {"name_or_path": str(planted_model)},
+        "data": {
+            "path": str(tmp / "test.jsonl"),
+            "format": "text",
+            "text_field": "prompt",
+            "reference_field": "answer",
+        },
+        "generation": {"max_new_tokens": 3, "batch_size": 16},
+        "metrics": ["exact_match", "token_f1", "perplexity"],
+        "answer": {"extract": "last_number"},
+        "bootstrap": {"samples": 200},
+        "slices": ["source", "length_bucket", "year(date)"],
+        "slice_options": {"min_items": 10, "length_edges": [6]},
+        "candidates": {"low_confidence_fraction": 0.25},
+        "output": {"path": str(tmp / "out")},
+    }
+    (tmp / "eval.yaml").write_text(yaml.safe_dump(config))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("THRESHER_LOG_DIR", str(tmp / "logs"))
+        assert cli(["eval", str(tmp / "eval.yaml")]) == 0
+    out = tmp / "out"
+    return SimpleNamespace(
+        out=out,
+        config=config,
+        metrics=json.loads((out / "metrics.json").read_text()),
+        predictions=pq.read_table(out / "predictions.parquet").to_pylist(),
+        candidates=pq.read_table(out / "candidates.parquet").to_pylist(),
+    )
+
+
+def wilson_interval(k: int, n: int) -> tuple[float, float]:
+    """The Wilson score interval, as Wilson (1927) writes it."""
+    p = k / n
+    centre, spread = p + Z * Z / (2 * n), Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
+    return (centre - spread) / (1 + Z * Z / n), (centre + spread) / (1 + Z * Z / n)
+
+
+def test_a_planted_slice_the_model_always_fails_shows_its_gap(sliced):
+    records = {r["id"]: r for r in planted_records()}
+    predictions = sliced.predictions
+    assert [p["id"] for p in predictions] == list(records)
+    # the model's answers, checked here without thresher's extraction: the last digits of the prediction
+    right = {
+        p["id"]: float((re.findall(r"\d+", p["prediction"]) or [""])[-1] == records[p["id"]]["answer"].strip())
+        for p in predictions
+    }
+    assert all(right[f"q-{i}"] == 1.0 for i in range(20))  # the model learned its answer
+    overall = sum(right.values()) / len(right)
+    metrics = sliced.metrics
+    assert metrics["metrics"]["exact_match"]["value"] == pytest.approx(overall)
+    by_source = metrics["slices"]["source"]
+    assert list(by_source) == ["q", "planted", "r", "few"]  # most examples first
+    planted = by_source["planted"]
+    em = planted["metrics"]["exact_match"]
+    assert (planted["rows"], em["value"], em["count"]) == (12, 0.0, 12)
+    assert em["gap"] == pytest.approx(-overall) and em["gap"] < -0.3
+    assert em["interval"] == "wilson"
+    assert em["ci95"] == pytest.approx([0.0, Z * Z / (12 + Z * Z)])  # Wilson at 0 of n: [0, z^2 / (n + z^2)]
+    assert em["ci95"] == pytest.approx(list(wilson_interval(0, 12)))
+    r_right = sum(right[f"r-{i}"] for i in range(10))
+    r = by_source["r"]["metrics"]["exact_match"]
+    assert r["value"] == pytest.approx(r_right / 10) and r["ci95"] == pytest.approx(
+        list(wilson_interval(int(r_right), 10))
+    )
+    assert r["gap"] == pytest.approx(r_right / 10 - overall)
+    assert by_source["q"]["metrics"]["exact_match"]["gap"] == pytest.approx(1 - overall)
+    # perplexity per slice: exp of the slice's summed reference NLL over its reference tokens, bootstrap interval
+    rows = [p for p in predictions if p["id"].startswith("planted")]
+    ppl = by_source["planted"]["metrics"]["perplexity"]
+    assert ppl["value"] == pytest.approx(
+        math.exp(sum(p["reference_nll"] for p in rows) / sum(p["reference_tokens"] for p in rows))
+    )
+    assert ppl["interval"] == "bootstrap" and ppl["ci95"][0] <= ppl["value"] <= ppl["ci95"][1]
+    assert ppl["gap"] == pytest.approx(ppl["value"] - metrics["metrics"]["perplexity"]["value"])
+    # a slice too small for an interval is shown, marked
+    few = by_source["few"]
+    assert few["rows"] == 3 and few["small"]
+    assert all(m["small"] and m["ci95"] is None and m["value"] is not None for m in few["metrics"].values())
+    assert few["metrics"]["exact_match"]["value"] == pytest.approx(sum(right[f"few-{i}"] for i in range(32, 35)) / 3)
+    # years of the date field, and prompt lengths in tokens (the bucket edge at 6)
+    years = metrics["slices"]["year(date)"]
+    assert list(years) == ["2020", "2021", "2022"]
+    assert [g["rows"] for g in years.values()] == [
+        sum(r["date"].startswith(y) for r in records.values()) for y in years
+    ]
+    buckets = metrics["slices"]["length_bucket"]
+    assert set(buckets) <= {"0-5", "6+"} and sum(g["rows"] for g in buckets.values()) == len(records)
+    for p in predictions:
+        assert p["slice.length_bucket"] == ("0-5" if p["prompt_tokens"] < 6 else "6+")
+        assert p["slice.source"] == p["source"] == records[p["id"]]["source"]
+    page = (sliced.out / "report.html").read_text()
+    assert "<h3>By source</h3>" in page and "slice-source-planted" in page and "(small)" in page
+
+
+def test_a_planted_uncertain_cluster_tops_the_candidates(sliced, planted_model):
+    """The R questions (3 or 5, evenly) are the least confident: they come first, each with reason
+    low_confidence; the planted wrong answers follow as wrong_answer; the confidence is the model's own mean
+    log-probability of its generated tokens, computed here again."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    chosen = sliced.candidates
+    assert [c["rank"] for c in chosen] == list(range(1, len(chosen) + 1))
+    top = chosen[:10]
+    assert {c["id"] for c in top} == {f"r-{i}" for i in range(10)}
+    assert all("low_confidence" in c["reason"] for c in top)
+    scores = [c["score"] for c in chosen]
+    assert scores == sorted(scores, reverse=True)
+    wrong = {c["id"] for c in chosen if "wrong_answer" in c["reason"]}
+    assert {f"planted-{i}" for i in range(20, 32)} <= wrong
+    assert wrong == {c["id"] for c in sliced.predictions if c["exact_match"] == 0.0}
+    flagged = [c for c in chosen if "low_confidence" in c["reason"]]
+    assert len(flagged) >= math.ceil(0.25 * len(sliced.predictions))
+    assert sliced.metrics["candidates"]["by_reason"] == {"low_confidence": len(flagged), "wrong_answer": len(wrong)}
+    tok = tokenizer_of(planted_model)
+    model = AutoModelForCausalLM.from_pretrained(planted_model).eval()
+    for c in (chosen[0], next(c for c in chosen if c["id"].startswith("planted"))):
+        prompt = tok(c["prompt"])["input_ids"]
+        answer = tok(c["prediction"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=torch.tensor([prompt + answer])).logits[0], -1)
+        mean = sum(logprobs[len(prompt) - 1 + k, t].item() for k, t in enumerate(answer)) / len(answer)
+        assert c["confidence"] == pytest.approx(mean, abs=1e-4) and c["score"] == pytest.approx(-mean, abs=1e-4)
+    assert chosen[0]["score"] > 0.2 > max(c["score"] for c in chosen if c["id"].startswith("planted"))
+    # the record's own fields come along: a curation config reads the file as Parquet input
+    assert {"prompt", "answer", "source", "date", "reason", "score"} <= set(chosen[0])
+
+
+def test_the_documented_loop_config_reads_candidates():
+    """The curation config docs/evaluate.md gives for candidates.parquet is a valid config reading it as Parquet."""
+    from thresher.curate.config import parse_config
+
+    page = (ROOT / "docs/evaluate.md").read_text()
+    block = page.split("### From the model back to the data")[1].split("```yaml\n")[1].split("```")[0]
+    cfg = parse_config(yaml.safe_load(block))
+    assert cfg.input.paths[0].endswith("/candidates.parquet") and cfg.input.format == "parquet"
+    assert [s.name for s in cfg.stages] == ["filter", "augment", "decontaminate"]

@@ -41,10 +41,10 @@ def finished_run(ray_local, tmp_path_factory):
     """1,500 GSM8K records, 40 near-duplicate variants and 20 German sentences through langid, dedup_fuzzy, a
     stratified split and the Alpaca format: every report section has something to show."""
     tmp = tmp_path_factory.mktemp("report")
-    records = gsm8k(1500)
+    records = [{**r, **provenance(i)} for i, r in enumerate(gsm8k(1500))]
     records += [{**r, "question": r["question"] + " Explain briefly."} for r in records[:40]]
     german = sentences("de", 20)
-    records += [{"question": q, "answer": "#### 0", "steps": "0"} for q in german]
+    records += [{"question": q, "answer": "#### 0", "steps": "0", "source": "web", "date": None} for q in german]
     src = tmp / "gsm8k.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp / "out"
@@ -60,10 +60,21 @@ def finished_run(ray_local, tmp_path_factory):
                     {"split": {"stratify": "steps"}},
                     {"format": {"template": "alpaca", "mapping": {"instruction": "question", "output": "answer"}}},
                 ],
+                "report": {"representation": {"fields": ["source", "year(date)"], "targets": {"source": TARGET}}},
             }
         )
     )
     return manifest, out
+
+
+TARGET = {"web": 0.34, "forum": 0.33, "book": 0.33}
+
+
+def provenance(i: int) -> dict:
+    """A record's source (half web, 3 in 10 forum, 2 in 10 book: web well above its target share of 34%, book
+    below 33%, forum near it) and date (years 2019 to 2022, one in 7 without a date)."""
+    source = "web" if i % 10 < 5 else "forum" if i % 10 < 8 else "book"
+    return {"source": source, "date": None if i % 7 == 0 else f"{2019 + i % 4}-0{1 + i % 9}-15"}
 
 
 def test_dataset_metrics(finished_run):
@@ -110,6 +121,24 @@ def test_dataset_metrics(finished_run):
         assert b["entropy_bits"] == pytest.approx(-sum(x * math.log2(x) for x in p))
         present = list(b["counts"].values())
         assert b["imbalance_ratio"] == (max(present) / min(present) if min(present) else None)
+
+    # representation of the configured fields, counted here from the written files
+    kept = pd_concat(frames.values())
+    rep = report["dataset"]["representation"]
+    source = rep["fields"]["source"]
+    counts = kept["source"].value_counts().to_dict()
+    assert source["counts"] == counts and list(source["counts"]) == ["web", "forum", "book"]
+    assert source["records"] == len(kept) and source["shares"]["web"] == pytest.approx(counts["web"] / len(kept))
+    for name in SPLITS:
+        assert source["splits"][name] == {v: int((frames[name]["source"] == v).sum()) for v in counts}
+    difference = {v: counts[v] / len(kept) - TARGET[v] for v in TARGET}
+    assert source["difference"] == pytest.approx(difference) and source["target"] == TARGET
+    assert source["total_variation"] == pytest.approx(sum(abs(d) for d in difference.values()) / 2)
+    assert source["skews"] == [v for v in counts if abs(difference[v]) > 0.1] == ["web", "book"]
+    years = rep["fields"]["year(date)"]
+    expected = kept["date"].fillna("").str[:4].replace("", "(missing)").value_counts().to_dict()
+    assert years["counts"] == expected and years["target"] is None and years["skews"] == []
+    assert rep["skipped"] == {}
 
     # `thresher report` recomputes the same numbers from the Parquet files
     again = rerender_report(str(out), Storage())
@@ -293,6 +322,77 @@ def test_duplicate_and_label_statistics_exact_and_sampled(monkeypatch):
         assert abs(d["duplicate_rate"] - dup) < 0.05 and abs(d["in_other_splits_rate"] - shared) < 0.05
 
 
+def test_representation_counts_merge_over_write_tasks_and_skip_what_they_cannot_count():
+    """Representation from the section's own collect and merge (no Ray): counts of a string field and of the years
+    of a date-typed column, per split and overall, against brute force; a field with too many values, or none, is
+    listed as skipped, never dropped silently; a config without fields adds nothing."""
+    import datetime
+
+    rng = random.Random(5)
+    records = [
+        {
+            "id": f"r{i}",
+            "text": f"record {i}",
+            "lang": rng.choice(["en", "en", "en", "de", None]),
+            "when": datetime.date(rng.choice([2001, 2002, 2003]), 1 + i % 12, 1),
+            "serial": str(i),
+        }
+        for i in range(600)
+    ]
+    where = {r["id"]: rng.choice(["train", "test"]) for r in records}
+    section = Dataset()
+    merged = None
+    for part in range(3):
+        chunk = records[part::3]
+        kept = {f"data/{s}": pa.Table.from_pylist([r for r in chunk if where[r["id"]] == s]) for s in ("train", "test")}
+        merged = section.merge(merged, section.collect(kept, pa.table({}), "text"))
+    config = {
+        "fields": ["lang", "year(when)", "serial", "topic"],
+        "targets": {"lang": {"en": 0.5, "de": 0.5}},
+        "tolerance": 0.2,
+    }
+    manifest = {
+        "config": {"stages": [{"split": {"ratios": {"train": 0.5, "test": 0.5}}}], "report": {"representation": config}}
+    }
+    rep = section.summarize(merged, manifest)["representation"]
+    lang = rep["fields"]["lang"]
+    truth = Counter("(missing)" if r["lang"] is None else r["lang"] for r in records)
+    assert lang["counts"] == dict(sorted(truth.items(), key=lambda kv: (-kv[1], kv[0])))
+    assert lang["splits"]["test"] == {
+        v: sum(1 for r in records if where[r["id"]] == "test" and (r["lang"] or "(missing)") == v) for v in truth
+    }
+    assert lang["target"] == {"en": 0.5, "de": 0.5, "(missing)": 0.0}
+    share = {v: n / 600 for v, n in truth.items()}
+    assert lang["skews"] == [v for v in lang["counts"] if abs(share[v] - lang["target"][v]) > 0.2]
+    assert "de" in lang["skews"] and "en" not in lang["skews"]  # about 60% and 20% against 50% and 50%
+    years = rep["fields"]["year(when)"]
+    assert years["counts"] == dict(Counter(str(r["when"].year) for r in records).most_common())
+    assert set(rep["skipped"]) == {"serial", "topic"} and "more than 50 values" in rep["skipped"]["serial"]
+    manifest["config"]["report"] = {"representation": {"fields": []}}
+    assert "representation" not in section.summarize(merged, manifest)
+
+
+@pytest.mark.parametrize(
+    "report, key",
+    [
+        ({"representation": {"field": ["lang"]}}, "report.representation.field: unknown key"),
+        ({"representation": {"fields": ["lang"], "targets": {"src": {"a": 1}}}}, "targets.src: not among the fields"),
+        ({"representation": {"fields": ["lang"], "targets": {"lang": {"en": 0.7}}}}, "targets.lang: the shares must"),
+        ({"representation": {"fields": ["lang"], "tolerance": 0}}, "report.representation.tolerance"),
+        ({"representations": ["lang"]}, "report.representations: unknown key"),
+    ],
+)
+def test_representation_config_errors_name_the_key(report, key):
+    from thresher.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        parse_config({"input": {"paths": ["in.jsonl"]}, "output": {"path": "out"}, "report": report})
+    cfg = parse_config(
+        {"input": {"paths": ["in.jsonl"]}, "output": {"path": "out"}, "report": {"representation": ["a"]}}
+    )
+    assert cfg.report.representation.fields == ["a"]  # a list: the fields
+
+
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if path := shutil.which(name):
@@ -421,6 +521,14 @@ def test_card_loads_with_datasets(finished_run, tmp_path, monkeypatch):
     assert front["configs"][0]["config_name"] == "default"
     assert files == [{"split": s, "path": f"data/{s}/*.parquet"} for s in SPLITS]
     assert "## Splits" in card and "## Processing" in card and "## Label balance: `steps` (stratified)" in card
+    rep = json.loads((out / "report.json").read_text())["dataset"]["representation"]["fields"]["source"]
+    section = card.split("## Representation")[1].split("\n## ")[0]
+    for value, target in (("web", "34.0%"), ("book", "33.0%")):
+        share = f"{100 * rep['shares'][value]:.1f}%"
+        assert (
+            f"> **Skew warning**: source = {value}: {share} of the kept records against a target of {target}" in section
+        )
+    assert "source = forum" not in section and "### `year(date)`" in section
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

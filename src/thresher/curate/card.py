@@ -25,7 +25,7 @@ import yaml
 
 from thresher.core.published import input_name, run_name
 from thresher.core.storage import Storage, join
-from thresher.curate.report.dataset import configured_stages, split_order
+from thresher.curate.report.dataset import configured_stages, skew_warnings, split_order
 from thresher.curate.stage import REGISTRY, Stage, StageCard, load_stages
 
 
@@ -188,6 +188,28 @@ def _stage_rows(cfg: dict, by_stage: dict, reasons: dict) -> list[list]:
     return rows
 
 
+def _representation(rep: dict) -> str:
+    """The card's Representation section: per field, records and shares of its values (against the target), and a
+    skew warning line per value further from its target than the tolerance."""
+    out = ["## Representation"]
+    warnings = [line for field, r in rep["fields"].items() for line in skew_warnings(field, r, rep["tolerance"])]
+    if warnings:
+        out.append("\n".join(f"> **Skew warning**: {line}." for line in warnings))
+    elif any(r["target"] for r in rep["fields"].values()):
+        out.append(f"Every value is within {100 * rep['tolerance']:.1f} points of its target share.")
+    for field, r in rep["fields"].items():
+        header = ["value", "records", "share"] + (["target share"] if r["target"] else [])
+        rows = [
+            [f"`{v}`", r["counts"][v], f"{100 * r['shares'][v]:.1f}%"]
+            + ([f"{100 * r['target'][v]:.1f}%"] if r["target"] else [])
+            for v in r["counts"]
+        ]
+        out.append(f"### `{field}`\n\n" + _table(header, rows))
+    if rep["skipped"]:
+        out.append("Not counted: " + ", ".join(f"`{f}` ({why})" for f, why in rep["skipped"].items()) + ".")
+    return "\n\n".join(out)
+
+
 def dataset_card(output: str, storage: Storage, manifest: dict, report: dict, files_at: str | None = None) -> str:
     """The card of the run at ``output``, whose final files lie at ``files_at`` until the run commits."""
     load_stages()
@@ -281,6 +303,9 @@ def dataset_card(output: str, storage: Storage, manifest: dict, report: dict, fi
                 ],
             )
         )
+    rep = (report.get("dataset") or {}).get("representation")
+    if rep:
+        parts.append(_representation(rep))
     schema = _schema(output, storage, manifest, files_at or output)
     if schema is not None:
         text_field = cfg.get("input", {}).get("text_field", "text")

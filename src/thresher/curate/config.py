@@ -67,6 +67,40 @@ class CardConfig(StrictModel):
     pretty_name: str | None = Field(None, description="the dataset's name on the card; default: the run folder's name")
 
 
+class RepresentationConfig(StrictModel):
+    fields: list[str] = Field(
+        default_factory=list,
+        description="metadata fields of the kept records (source, lang, label, ...) or year(FIELD) of a date field",
+    )
+    targets: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="per field, the target share of each of its values (shares summing to 1)"
+    )
+    tolerance: float = Field(
+        0.1, gt=0, le=1, description="a value whose share is further than this from its target share is a skew"
+    )
+
+    @model_validator(mode="after")
+    def _targets_of_fields(self):
+        for field, shares in self.targets.items():
+            if field not in self.fields:
+                raise ValueError(f"targets.{field}: not among the fields ({', '.join(self.fields) or 'none'})")
+            if any(v < 0 for v in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6:
+                raise ValueError(f"targets.{field}: the shares must be at least 0 and sum to 1")
+        return self
+
+
+class ReportConfig(StrictModel):
+    representation: RepresentationConfig = Field(
+        RepresentationConfig(),
+        description="counts and shares of metadata fields, against target shares (a list: the fields)",
+    )
+
+    @field_validator("representation", mode="before")
+    @classmethod
+    def _fields_list(cls, v):
+        return {"fields": v} if isinstance(v, list) else v
+
+
 class OutputConfig(StrictModel):
     path: str = Field(description="the run folder, local or s3://")
     target_file_mb: int = Field(256, gt=0, description="size of the Parquet files of data/ and rejects/")
@@ -116,6 +150,7 @@ class CurateConfig(StrictModel):
     gates: GatesConfig = Field(
         GatesConfig(), description="limits the finished run must meet; each one left out is not checked"
     )
+    report: ReportConfig = Field(ReportConfig(), description="what the report and card add to their standard sections")
 
     @field_validator("stages", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
 """``thresher compare``: train variants of one base training config (methods, datasets, their options) on Ray,
 evaluate each the same way with ``thresher eval``'s code, and write ``<output>/compare.json`` and
 ``compare.html``: eval metrics with bootstrap intervals, validation loss, train wall time, tokens/s, trainable
-parameters, peak memory and the size of the saved model, per variant.
+parameters, peak memory and the size of the saved model, per variant; and each variant's paired test against the
+first variant, the base, on the same test items (:func:`paired_tests`).
 
 ```yaml
 train: examples/train_smollm2_lora.yaml     # the base training config: a mapping or a YAML file
@@ -40,6 +41,9 @@ from functools import partial
 from importlib import metadata
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from thresher.core.config import ConfigError, StrictModel, load_yaml, merge, validate
@@ -49,6 +53,9 @@ from thresher.evaluate.curation import CurationChange, CurationRun, chain, data_
 from thresher.evaluate.curation import curate as curate_runs
 from thresher.evaluate.curation import summary as summarize
 from thresher.evaluate.eval_config import EvalConfig
+from thresher.evaluate.scoring import LOWER_IS_BETTER, counted, score_examples, statistic
+from thresher.evaluate.slices import PROPORTIONS
+from thresher.evaluate.stats import discordant, is_binary, mcnemar_exact, paired_bootstrap, verdict
 from thresher.runtime import ray_session
 from thresher.train.config import TrainConfig
 
@@ -312,6 +319,56 @@ def recorded(p: Plan, storage: Storage) -> dict | None:
     return record["row"]
 
 
+def _columns(table: pa.Table, metrics: list[str]) -> dict[str, list]:
+    """The per-example columns :func:`thresher.evaluate.scoring.statistic` reads, from a predictions table."""
+    cols = {
+        c: table.column(c).to_pylist()
+        for c in (*metrics, "reference_nll", "reference_tokens")
+        if c in table.column_names
+    }
+    if "bleu" in metrics:
+        cols["bleu_stats"] = score_examples(
+            table.column("prediction").to_pylist(), table.column("reference").to_pylist(), ["bleu"], "none"
+        )["bleu_stats"]
+    return cols
+
+
+def paired_tests(base: pa.Table, variant: pa.Table, metrics: list[str], samples: int, seed: int) -> dict[str, dict]:
+    """Per metric, the variant against the base on the test items both scored (matched by id): ``difference``
+    (variant - base) with its paired-bootstrap 95% interval; the exact McNemar test for 0/1 metrics (exact_match,
+    accuracy: ``discordant`` pairs b, base right and variant wrong, and c, the reverse), else the paired bootstrap's
+    p-value; ``verdict``: better, worse or within noise (p >= 0.05)."""
+    position = {i: n for n, i in enumerate(variant.column("id").to_pylist())}
+    pairs = [(n, position[i]) for n, i in enumerate(base.column("id").to_pylist()) if i in position]
+    base = base.take(pa.array([b for b, _ in pairs], pa.int64()))
+    variant = variant.take(pa.array([v for _, v in pairs], pa.int64()))
+    a, b = _columns(base, metrics), _columns(variant, metrics)
+    out: dict[str, dict] = {}
+    for name in metrics:
+        rows = np.flatnonzero(counted(name, a) & counted(name, b))
+        if not len(rows):
+            out[name] = {"items": 0, "test": None, "difference": None, "ci95": None, "p_value": None, "verdict": None}
+            continue
+        boot = paired_bootstrap(statistic(name, a, rows), statistic(name, b, rows), len(rows), samples, seed)
+        entry = {"items": len(rows), "test": "paired_bootstrap", **boot}
+        pair = [np.array([c[name][r] for r in rows], dtype=float) for c in (a, b)] if name in PROPORTIONS else []
+        if pair and is_binary(pair[0]) and is_binary(pair[1]):
+            worse, better = discordant(*pair)
+            entry.update(test="mcnemar_exact", discordant=[worse, better], p_value=mcnemar_exact(worse, better))
+        entry["verdict"] = verdict(entry["difference"], entry["p_value"], name in LOWER_IS_BETTER)
+        out[name] = entry
+    return out
+
+
+def _paired(plans: list[Plan], rows: list[dict]) -> None:
+    """Each variant's row gains ``paired``: its tests against the first variant's predictions (None for it)."""
+    base = pq.read_table(join(plans[0].folder, "eval", "predictions.parquet"))
+    rows[0]["paired"] = None
+    for p, row in zip(plans[1:], rows[1:]):
+        variant = pq.read_table(join(p.folder, "eval", "predictions.parquet"))
+        row["paired"] = paired_tests(base, variant, p.eval.metrics, p.eval.bootstrap.samples, p.eval.bootstrap.seed)
+
+
 def check_variants_fit(plans: list[Plan], cluster: dict[str, float]) -> None:
     """Refuse (exit 2) before any training a variant whose training workers or generation actors, with their data
     pipelines, the cluster cannot run; the message names the variant and the key."""
@@ -349,8 +406,10 @@ def run(cfg: CompareConfig, address: str | None = None) -> dict:
             curated = summarize(p.curation, manifests) if p.curation else None
             rows.append({**run_variant(p, storage, address, curated), "skipped": False})
     first = plans[0]
+    _paired(plans, rows)
     result = {
         "output": cfg.output.path,
+        "base": first.variant.name,
         "variants": rows,
         "model": first.train.model.model_dump(),
         "eval_data": first.eval.data.path,

@@ -1,5 +1,7 @@
 """``compare.html`` (self-contained: inline CSS, no scripts) and the Markdown table of ``thresher compare``: one row
-per variant, eval metrics with their bootstrap 95% intervals."""
+per variant, eval metrics with their bootstrap 95% intervals, and per metric each variant's paired test against the
+base (the first variant): the difference with its 95% interval, the p-value (exact McNemar for exact_match and
+accuracy, paired bootstrap for the others) and the verdict, "within noise" when not significant."""
 
 from __future__ import annotations
 
@@ -20,6 +22,21 @@ def _metric(m: dict) -> str:
     return f"{num(m['value'])} [{num(m['ci95'][0])}, {num(m['ci95'][1])}]"
 
 
+def paired_cell(paired: dict | None, metric: str) -> str:
+    """A variant's paired test of ``metric`` against the base, as text ("base" for the base)."""
+    if paired is None:
+        return "base"
+    t = paired.get(metric)
+    if t is None or t["difference"] is None:
+        return "-"
+    sign = "+" if t["difference"] >= 0 else ""
+    test = "McNemar" if t["test"] == "mcnemar_exact" else "bootstrap"
+    return (
+        f"{sign}{num(t['difference'], 3)} [{num(t['ci95'][0], 3)}, {num(t['ci95'][1], 3)}], "
+        f"p={num(t['p_value'], 2)} ({test}): {t['verdict']}"
+    )
+
+
 def _validation(train: dict) -> str:
     best = train.get("best")
     text = num(train["eval_loss"])
@@ -33,9 +50,12 @@ def _validation(train: dict) -> str:
 def table(result: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table, as text."""
     metrics = list(result["variants"][0]["eval"]["metrics"])
+    base = result.get("base") or result["variants"][0]["name"]
+    paired = len(result["variants"]) > 1 and "paired" in result["variants"][0]
     header = (
         ["variant", "method", "steps", "validation loss"]
         + [f"{m} [95% CI]" for m in metrics]
+        + ([f"{m} vs {base} [95% CI], p" for m in metrics] if paired else [])
         + ["train wall s", "eval wall s", "tokens/s", "trainable params", "peak memory MiB", "saved MiB", "run"]
     )
     curated = any(v.get("curation") for v in result["variants"])
@@ -59,6 +79,7 @@ def table(result: dict) -> tuple[list[str], list[list[str]]]:
             + (curation if curated else [])
             + [str(t["steps"]), _validation(t)]
             + [_metric(v["eval"]["metrics"][m]) for m in metrics]
+            + ([paired_cell(v["paired"], m) for m in metrics] if paired else [])
             + [
                 f"{t['wall_seconds']:.0f}",
                 f"{v['eval']['wall_seconds']:.0f}",

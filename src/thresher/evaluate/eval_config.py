@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from thresher.core.config import StrictModel, validate
+from thresher.core.groups import year_field
 from thresher.core.storage import StorageOptions
 from thresher.evaluate.scoring import METRICS
 from thresher.models.generation import GenerationSpec
@@ -60,8 +61,43 @@ class BootstrapOptions(StrictModel):
     seed: int = Field(0, description="seed of the resampling")
 
 
+LENGTH_BUCKET = "length_bucket"
+SLICE_SPEC = re.compile(r"^[^()\s][^()]*$")
+
+
+class SliceOptions(StrictModel):
+    min_items: int = Field(
+        10, gt=0, description="a slice with fewer scored items than this gets no interval: it is marked small"
+    )
+    length_edges: list[int] = Field(
+        [16, 32, 64, 128, 256, 512, 1024],
+        min_length=1,
+        description="length_bucket: the lower edges (prompt tokens) of the buckets after the first, increasing",
+    )
+
+    @field_validator("length_edges")
+    @classmethod
+    def _increasing(cls, edges: list[int]) -> list[int]:
+        if edges[0] <= 0 or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError("the edges must be positive and strictly increasing")
+        return edges
+
+
+class CandidateOptions(StrictModel):
+    write: bool = Field(True, description="write candidates.parquet (one more forward pass per batch)")
+    low_confidence_fraction: float = Field(
+        0.2, ge=0, le=1, description="the least confident fraction of the examples is flagged low_confidence"
+    )
+    answer_metric: Literal["exact_match", "accuracy"] | None = Field(
+        None,
+        description="a score of 0 on it flags wrong_answer; default: exact_match, else accuracy, when scored",
+    )
+
+
 class EvalOutput(StrictModel):
-    path: str = Field(description="folder of predictions.parquet, metrics.json and report.html; local or s3://")
+    path: str = Field(
+        description="folder of predictions.parquet, metrics.json, report.html and candidates.parquet; local or s3://"
+    )
 
 
 class EvalConfig(StrictModel):
@@ -73,8 +109,44 @@ class EvalConfig(StrictModel):
     metrics: list[Metric] = Field(default_factory=lambda: list(METRICS), min_length=1, description="the metrics scored")
     answer: AnswerOptions = Field(AnswerOptions(), description="the answer compared by the answer metrics")
     bootstrap: BootstrapOptions = Field(BootstrapOptions(), description="the 95% intervals")
+    slices: list[str] = Field(
+        default_factory=list,
+        description="fields of the records to slice the metrics by, length_bucket (prompt tokens) or year(FIELD)",
+    )
+    slice_options: SliceOptions = Field(SliceOptions(), description="small slices and length buckets")
+    candidates: CandidateOptions = Field(
+        CandidateOptions(), description="candidates.parquet: the examples to improve the data on"
+    )
     output: EvalOutput = Field(description="where the outputs go")
     storage: StorageOptions | None = Field(None, description="S3 endpoint and region (as in the curation config)")
+
+    @field_validator("slices")
+    @classmethod
+    def _slice_specs(cls, slices: list[str]) -> list[str]:
+        for i, spec in enumerate(slices):
+            if not (spec == LENGTH_BUCKET or year_field(spec) or SLICE_SPEC.match(spec)):
+                raise ValueError(f"slices.{i}: {spec!r} is not a field name, {LENGTH_BUCKET} or year(FIELD)")
+        if len(set(slices)) < len(slices):
+            raise ValueError(f"the slices must be unique: {', '.join(slices)}")
+        return slices
+
+    @model_validator(mode="after")
+    def _answer_metric_scored(self):
+        metric = self.candidates.answer_metric
+        if metric and metric not in self.metrics:
+            raise ValueError(f"candidates.answer_metric: {metric} is not among the metrics scored")
+        return self
+
+    def slice_fields(self) -> list[str]:
+        """The record fields the slices read."""
+        fields = [year_field(s) or s for s in self.slices if s != LENGTH_BUCKET]
+        return list(dict.fromkeys(fields))
+
+    def answer_metric(self) -> str | None:
+        """The metric whose 0 flags a wrong answer among the candidates."""
+        return self.candidates.answer_metric or next(
+            (m for m in ("exact_match", "accuracy") if m in self.metrics), None
+        )
 
 
 def parse_eval_config(data: dict[str, Any]) -> EvalConfig:

@@ -1,5 +1,6 @@
-"""``report.html`` of ``thresher eval``: metrics with intervals, the generations cut at ``max_new_tokens``, prediction
-lengths and the worst examples with their extracted answers. Self-contained: inline CSS and SVG, no scripts or
+"""``report.html`` of ``thresher eval``: metrics with intervals, the metrics per slice (with ``slices``), the generations
+cut at ``max_new_tokens``, prediction lengths, the worst examples with their extracted answers and the first
+improvement candidates. Self-contained: inline CSS and SVG, no scripts or
 external resources.
 
 Prompts are shown without their template: the lines that recur across the run's prompts (an Alpaca preamble and
@@ -18,6 +19,7 @@ from thresher.core.published import input_name
 from thresher.evaluate.scoring import LOWER_IS_BETTER
 
 WORST = 10
+CANDIDATES_FILE = "candidates.parquet"
 CUT_SHOWN = 5
 PROMPT_END = 500  # characters of the instruction shown (its end)
 PREDICTION_END = 800
@@ -48,6 +50,64 @@ def _metrics_table(metrics: dict) -> str:
     return (
         "<table><tr><th>metric</th><th>value</th><th>examples scored</th><th>95% interval (bootstrap)</th></tr>"
         f"{rows}</table>"
+    )
+
+
+def _slice_cell(m: dict) -> str:
+    if m["value"] is None:
+        return "-"
+    gap = "" if m["gap"] is None else f" ({'+' if m['gap'] >= 0 else ''}{_num(m['gap'])})"
+    interval = f"small: {m['count']} scored, no interval" if m["small"] else _interval(m["ci95"])
+    return f"{_num(m['value'])}{gap}<br><span class=note>{interval}</span>"
+
+
+def _slices_section(result: dict) -> str:
+    """One table per slice spec: each slice's examples and, per metric, its value, gap to the whole set and 95%
+    interval (Wilson for proportions, bootstrap otherwise); small slices marked."""
+    slices = result.get("slices") or {}
+    if not slices:
+        return ""
+    metrics = list(result["metrics"])
+    overall = "".join(f"<td class=n>{_num(result['metrics'][m]['value'])}</td>" for m in metrics)
+    least = (result.get("slice_options") or {}).get("min_items")
+    out = (
+        "<h2>Slices</h2><p class=note>Each metric on each slice: value (gap to all examples), and its 95% interval: "
+        "Wilson score interval for exact_match and accuracy, percentile bootstrap for the others. A slice metric "
+        f"scored on fewer than {least} examples is marked small, without an interval.</p>"
+    )
+    for spec, groups in slices.items():
+        head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+        body = "".join(
+            f"<tr id='slice-{html.escape(spec)}-{html.escape(key)}'><td>{html.escape(key)}"
+            + (" <span class=cut>(small)</span>" if g["small"] else "")
+            + f"</td><td class=n>{g['rows']}</td>"
+            + "".join(f"<td class=n>{_slice_cell(g['metrics'][m])}</td>" for m in metrics)
+            + "</tr>"
+            for key, g in groups.items()
+        )
+        out += (
+            f"<h3>By {html.escape(spec)}</h3><table><tr><th>{html.escape(spec)}</th><th>examples</th>{head}</tr>"
+            f"<tr><td><i>all</i></td><td class=n>{result['rows']}</td>{overall}</tr>{body}</table>"
+        )
+    return out
+
+
+def _candidates_section(result: dict, chosen: pa.Table | None, template: set[str]) -> str:
+    if chosen is None or not result.get("candidates"):
+        return ""
+    c = result["candidates"]
+    reasons = ", ".join(f"{n} {html.escape(r)}" for r, n in c["by_reason"].items()) or "none"
+    items = "".join(
+        f"<tr><td class=n>{r['rank']}</td><td>{html.escape(r['id'])}</td><td>{html.escape(r['reason'])}</td>"
+        f"<td class=n>{_num(r['score'])}</td>{_pre(instruction(r['prompt'], template))}"
+        f"{_pre(_end(r['prediction'], PREDICTION_END))}{_pre(r['reference'])}</tr>"
+        for r in chosen.slice(0, WORST).to_pylist()
+    )
+    return (
+        f"<h2>Improvement candidates</h2><p>{c['rows']} examples in <code>{CANDIDATES_FILE}</code> ({reasons}), "
+        "ranked by score (the generation's mean negative log-probability per token: higher, less sure). The first "
+        f"{min(WORST, chosen.num_rows)}:</p><table><tr><th>rank</th><th>id</th><th>reason</th><th>score</th>"
+        f"<th>instruction (end)</th><th>prediction</th><th>reference</th></tr>{items}</table>"
     )
 
 
@@ -154,7 +214,7 @@ def _length_histogram(lengths: list[int], limit: int | None, bins: int = 20) -> 
     )
 
 
-def render_report(result: dict, rows: pa.Table) -> str:
+def render_report(result: dict, rows: pa.Table, chosen: pa.Table | None = None) -> str:
     metrics = result["metrics"]
     model = input_name(result["model"]["name_or_path"])  # a local path as published: its last part
     limit = (result.get("generation") or {}).get("max_new_tokens")
@@ -164,7 +224,8 @@ def render_report(result: dict, rows: pa.Table) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>thresher eval: {html.escape(model)}</title>"
         f"<style>{CSS}</style></head><body><h1>thresher eval</h1><p>model <code>{html.escape(model)}</code>, "
         f"data <code>{html.escape(input_name(result['data']['path']))}</code>, {result['rows']} examples, "
-        f"{result['seconds']:.1f} s</p><h2>Metrics</h2>{_metrics_table(metrics)}"
+        f"{result['seconds']:.1f} s</p><h2>Metrics</h2>{_metrics_table(metrics)}{_slices_section(result)}"
         f"{_cut_section(rows, limit, template)}"
-        f"{_length_histogram(rows.column('prediction_tokens').to_pylist(), limit)}{worst}</body></html>"
+        f"{_length_histogram(rows.column('prediction_tokens').to_pylist(), limit)}{worst}"
+        f"{_candidates_section(result, chosen, template)}</body></html>"
     )

@@ -2,8 +2,10 @@
 (:mod:`thresher.evaluate.generate`), score (:mod:`thresher.evaluate.scoring`) and write ``<output>/predictions.parquet``,
 ``metrics.json`` and ``report.html``.
 
-``metrics.json`` holds each metric's value, count and bootstrap 95% interval, and the lineage: the model's (its
-thresher.json, which names the curated data it was trained on) and the evaluation data's (thresher.core.lineage).
+``metrics.json`` holds each metric's value, count and bootstrap 95% interval, per slice with ``slices``
+(:mod:`thresher.evaluate.slices`), and the lineage: the model's (its thresher.json, which names the curated data it
+was trained on) and the evaluation data's (thresher.core.lineage). ``candidates.parquet`` ranks the examples to
+improve the data on (:mod:`thresher.evaluate.candidates`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ import pyarrow.parquet as pq
 
 from thresher.core.config import ConfigError
 from thresher.core.console import current as console
+from thresher.core.groups import year_field
 from thresher.core.lineage import data_lineage
 from thresher.core.storage import Storage, join, require_complete_run
-from thresher.evaluate.eval_config import EvalConfig, parse_eval_config
+from thresher.evaluate.candidates import CANDIDATES, candidates, summary
+from thresher.evaluate.eval_config import LENGTH_BUCKET, EvalConfig, parse_eval_config
 from thresher.evaluate.generate import Generator, source_columns
+from thresher.evaluate.scoring import METRICS as METRIC_NAMES
 from thresher.evaluate.scoring import aggregate, score_examples
+from thresher.evaluate.slices import all_slices
 from thresher.runtime import check_fits, live_nodes, progress_counter, ray_session
 from thresher.train.config import ModelOptions
 
@@ -35,6 +41,23 @@ log = logging.getLogger(__name__)
 
 JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 PREDICTIONS, METRICS, REPORT = "predictions.parquet", "metrics.json", "report.html"
+# the columns thresher writes into predictions.parquet: a record's column of the same name is not carried
+WRITTEN = {
+    "id",
+    "prompt",
+    "reference",
+    "prediction",
+    "prediction_tokens",
+    "stopped_at_limit",
+    "reference_nll",
+    "reference_tokens",
+    "prompt_tokens",
+    "confidence",
+    "margin",
+    "answer_prediction",
+    "answer_reference",
+    *METRIC_NAMES,
+}
 
 
 def main(data: dict[str, Any], address: str | None = None) -> dict:
@@ -68,8 +91,22 @@ def read_dataset(cfg: EvalConfig, storage: Storage):
             f"data.format: format {cfg.data.format} reads column(s) {', '.join(missing)}, which "
             f"{uri} lacks (columns: {', '.join(names)})"
         )
-    ds = ds.select_columns(columns + ([cfg.data.id_field] if cfg.data.id_field in names else []))
+    for i, spec in enumerate(cfg.slices):
+        field = None if spec == LENGTH_BUCKET else year_field(spec) or spec
+        if field is not None and field not in names:
+            raise ConfigError(f"slices.{i}: {uri} has no field {field} (columns: {', '.join(names)})")
+    read = list(dict.fromkeys(columns + cfg.slice_fields()))
+    ds = ds.select_columns(
+        read + ([cfg.data.id_field] if cfg.data.id_field in names and cfg.data.id_field not in read else [])
+    )
     return ds.limit(cfg.data.max_rows) if cfg.data.max_rows else ds
+
+
+def carried(cfg: EvalConfig) -> tuple[str, ...]:
+    """The record columns predictions.parquet keeps as they are: those read (the format's, the slices' fields) but
+    the id and any of the names thresher writes."""
+    read = dict.fromkeys(source_columns(cfg.data) + cfg.slice_fields())
+    return tuple(c for c in read if c not in WRITTEN and c != cfg.data.id_field)
 
 
 def model_for_actors(model: ModelOptions) -> ModelOptions:
@@ -115,6 +152,8 @@ def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table
                 "generation": cfg.generation,
                 "perplexity": "perplexity" in cfg.metrics,
                 "progress": counter,
+                "confidence": cfg.candidates.write,
+                "carry": carried(cfg),
             },
             **resources,
         )
@@ -179,11 +218,20 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     if "perplexity" in cfg.metrics:
         cols["perplexity"] = [math.exp(x / n) if n else None for x, n in zip(nll, tokens)]
     metrics = aggregate(cols, cfg.metrics, cfg.bootstrap.samples, cfg.bootstrap.seed)
-    for name, values in cols.items():
+    slices, slice_columns = all_slices(
+        rows, cols, cfg.slices, cfg.metrics, metrics, cfg.slice_options, cfg.bootstrap.samples, cfg.bootstrap.seed
+    )
+    for name, values in {**cols, **slice_columns}.items():
         if name not in rows.column_names and name != "bleu_stats":
             rows = rows.append_column(name, pa.array(values))
+    chosen = (
+        candidates(rows, cfg.candidates.low_confidence_fraction, cfg.answer_metric()) if cfg.candidates.write else None
+    )
     result = {
         "metrics": metrics,
+        "slices": slices,
+        "slice_options": cfg.slice_options.model_dump(),
+        "candidates": summary(chosen) if chosen is not None else None,
         "rows": rows.num_rows,
         "seconds": time.perf_counter() - started,
         "device": "cuda" if cfg.generation.use_gpu else "cpu",
@@ -202,7 +250,11 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     buffer = io.BytesIO()
     pq.write_table(rows, buffer)
     storage.write_bytes(join(cfg.output.path, PREDICTIONS), buffer.getvalue())
+    if chosen is not None:
+        buffer = io.BytesIO()
+        pq.write_table(chosen, buffer)
+        storage.write_bytes(join(cfg.output.path, CANDIDATES), buffer.getvalue())
     storage.write_bytes(join(cfg.output.path, METRICS), json.dumps(result, indent=2).encode())
-    storage.write_bytes(join(cfg.output.path, REPORT), render_report(result, rows).encode())
+    storage.write_bytes(join(cfg.output.path, REPORT), render_report(result, rows, chosen).encode())
     log.info("evaluated %d rows in %.1f s; outputs in %s", rows.num_rows, result["seconds"], cfg.output.path)
     return result

@@ -80,17 +80,27 @@ def load_eval_model(options: ModelOptions, dtype):
 
 class Generator:
     """The ``map_batches`` callable class: records in; id, prompt, reference, prediction, prediction_tokens,
-    stopped_at_limit (the generation reached ``max_new_tokens`` without ending), reference_nll and reference_tokens
-    out."""
+    stopped_at_limit (the generation reached ``max_new_tokens`` without ending), reference_nll, reference_tokens
+    and prompt_tokens out; with ``confidence``, the generation's ``confidence`` (the mean log-probability of its
+    tokens, the end-of-sequence token included when it ended) and ``margin`` (the mean, over those tokens, of its
+    log-probability less the best other token's); then the record's columns named in ``carry``, as they are."""
 
     def __init__(
-        self, model: ModelOptions, data: EvalData, generation: GenerationOptions, perplexity: bool, progress=None
+        self,
+        model: ModelOptions,
+        data: EvalData,
+        generation: GenerationOptions,
+        perplexity: bool,
+        progress=None,
+        confidence: bool = False,
+        carry: tuple[str, ...] = (),
     ):
         import torch
 
         from thresher.train.models import DTYPES, load_tokenizer, model_dir
 
         self.data, self.generation, self.perplexity, self.progress = data, generation, perplexity, progress
+        self.confidence, self.carry = confidence, carry
         if generation.use_gpu and not torch.cuda.is_available():
             raise RuntimeError("generation.use_gpu: this actor sees no CUDA GPU")
         self.device = torch.device("cuda" if generation.use_gpu else "cpu")
@@ -102,7 +112,8 @@ class Generator:
         vllm = None
         if want_vllm(generation.backend, not is_adapter(folder) and not model.gguf_file):
             vllm = start_vllm(folder, model.dtype, generation.seed)
-        self.model = load_eval_model(model, dtype).to(self.device).eval() if perplexity or not vllm else None
+        needs_model = perplexity or confidence or not vllm
+        self.model = load_eval_model(model, dtype).to(self.device).eval() if needs_model else None
         self.engine = BatchGenerator(self.tokenizer, model=self.model, llm=vllm, device=self.device.type)
         self.sampling = Sampling(generation.max_new_tokens, generation.temperature, generation.top_p, generation.seed)
         self.encoding = Encoding(data.format, data.text_field, NO_TRUNCATION, False)
@@ -111,27 +122,68 @@ class Generator:
         records = batch.to_pylist()
         rendered = [render_example(r, self.data, self.tokenizer) for r in records]
         prompts = [r[0] for r in rendered]
-        predictions, cut = self.engine.continuations(self._prompt_ids(prompts), self.sampling)
+        prompt_ids = self._prompt_ids(prompts)
+        predictions, cut = self.engine.continuations(prompt_ids, self.sampling)
         nll, tokens = self._reference_nll(rendered) if self.perplexity else ([None] * len(records),) * 2
+        if self.confidence:
+            confidence, margin = self._confidence(prompt_ids, predictions, cut)
         if self.progress is not None:
             self.progress.add.remote({"rows": len(records)})
-        return pa.table(
-            {
-                "id": [None if r.get(self.data.id_field) is None else str(r[self.data.id_field]) for r in records],
-                "prompt": prompts,
-                "reference": [r[1] for r in rendered],
-                "prediction": predictions,
-                "prediction_tokens": [
-                    len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions
-                ],
-                "stopped_at_limit": pa.array(cut, pa.bool_()),
-                "reference_nll": pa.array(nll, pa.float64()),
-                "reference_tokens": pa.array(tokens, pa.int64()),
-            }
-        )
+        columns = {
+            "id": [None if r.get(self.data.id_field) is None else str(r[self.data.id_field]) for r in records],
+            "prompt": prompts,
+            "reference": [r[1] for r in rendered],
+            "prediction": predictions,
+            "prediction_tokens": [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions],
+            "stopped_at_limit": pa.array(cut, pa.bool_()),
+            "reference_nll": pa.array(nll, pa.float64()),
+            "reference_tokens": pa.array(tokens, pa.int64()),
+            "prompt_tokens": pa.array([len(ids) for ids in prompt_ids], pa.int64()),
+        }
+        if self.confidence:
+            columns.update(confidence=pa.array(confidence, pa.float64()), margin=pa.array(margin, pa.float64()))
+        for name in self.carry:
+            columns[name] = batch.column(name)
+        return pa.table(columns)
 
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         return self.tokenizer(prompts, add_special_tokens=self.data.format != "chat")["input_ids"]
+
+    def _confidence(
+        self, prompt_ids: list[list[int]], predictions: list[str], cut: list[bool]
+    ) -> tuple[list[float | None], list[float | None]]:
+        """Per generation: the mean log-probability of its tokens given the prompt (the prediction tokenized again,
+        with the end-of-sequence token when it ended), and the mean margin of each token over the best other."""
+        import torch
+
+        eos = self.tokenizer.eos_token_id
+        continuations = [
+            self.tokenizer(p, add_special_tokens=False)["input_ids"] + ([] if c or eos is None else [eos])
+            for p, c in zip(predictions, cut)
+        ]
+        sequences = [p + c for p, c in zip(prompt_ids, continuations)]
+        width = max(len(s) for s in sequences)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=self.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=self.device)
+        with torch.no_grad():
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -width:].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        confidence: list[float | None] = []
+        margin: list[float | None] = []
+        for row, (p, c) in enumerate(zip(prompt_ids, continuations)):
+            if not c or not p:
+                confidence.append(None)
+                margin.append(None)
+                continue
+            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=self.device)
+            targets = torch.tensor(c, device=self.device)
+            scores = logprobs[row, positions]
+            chosen = scores.gather(1, targets[:, None])[:, 0]
+            others = scores.scatter(1, targets[:, None], float("-inf")).max(dim=1).values
+            confidence.append(float(chosen.mean()))
+            margin.append(float((chosen - others).mean()))
+        return confidence, margin
 
     def _reference_nll(self, rendered) -> tuple[list[float], list[int]]:
         """Summed NLL and count of the reference's tokens, masked as training masks its loss."""

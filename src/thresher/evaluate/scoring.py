@@ -127,28 +127,48 @@ def bootstrap(
     return float(lo), float(hi)
 
 
-def aggregate(cols: dict[str, list], metrics: list[str], samples: int, seed: int) -> dict[str, dict]:
-    """Each metric's ``value``, ``count`` (examples counted) and bootstrap ``ci95``; None values when none counts."""
+def counted(name: str, cols: dict[str, list]) -> np.ndarray:
+    """The rows ``name`` counts: those with a score (answer metrics: an extractable reference; perplexity: reference
+    tokens)."""
+    if name == "perplexity":
+        return np.array([bool(n) for n in cols["reference_tokens"]], dtype=bool)
+    if name == "bleu":
+        return np.ones(len(cols["bleu_stats"]), dtype=bool)
+    return np.array([x is not None for x in cols[name]], dtype=bool)
+
+
+def statistic(name: str, cols: dict[str, list], rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray | float]:
+    """The metric's aggregate over positions of ``rows`` (indices of counted rows): ``f(idx)`` for an index vector
+    (a float) or a matrix of resamples (one value per row)."""
+    if name == "perplexity":
+        nll = np.array([cols["reference_nll"][r] for r in rows], dtype=float)
+        tokens = np.array([cols["reference_tokens"][r] for r in rows], dtype=float)
+        return lambda idx: np.exp(nll[idx].sum(-1) / tokens[idx].sum(-1))
+    if name == "bleu":
+        stats = np.array([cols["bleu_stats"][r] for r in rows], dtype=float).reshape(-1, 10)
+        return lambda idx: (
+            corpus_bleu(stats[idx].sum(0)) if idx.ndim == 1 else np.array([corpus_bleu(s) for s in stats[idx].sum(1)])
+        )
+    scores = np.array([cols[name][r] for r in rows], dtype=float)
+    return lambda idx: scores[idx].mean(-1)
+
+
+def aggregate(
+    cols: dict[str, list], metrics: list[str], samples: int, seed: int, rows: np.ndarray | None = None
+) -> dict[str, dict]:
+    """Each metric's ``value``, ``count`` (examples counted) and bootstrap ``ci95``; None values when none counts.
+    ``rows``: a boolean mask of the rows to aggregate (default: all)."""
     out = {}
     for name in metrics:
-        if name == "perplexity":
-            pairs = [(x, n) for x, n in zip(cols["reference_nll"], cols["reference_tokens"]) if n]
-            nll, tokens = (np.array([p[i] for p in pairs], dtype=float) for i in (0, 1))
-            value = lambda idx: np.exp(nll[idx].sum(-1) / tokens[idx].sum(-1))
-            count = len(tokens)
-        elif name == "bleu":
-            stats = np.array(cols["bleu_stats"], dtype=float).reshape(-1, 10)
-            value = lambda idx: (
-                corpus_bleu(stats[idx].sum(0)) if idx.ndim == 1 else [corpus_bleu(s) for s in stats[idx].sum(1)]
-            )
-            count = len(stats)
-        else:
-            scores = np.array([x for x in cols[name] if x is not None], dtype=float)
-            value = lambda idx: scores[idx].mean(-1)
-            count = len(scores)
+        mask = counted(name, cols)
+        if rows is not None:
+            mask &= rows
+        index = np.flatnonzero(mask)
+        count = len(index)
         if count == 0:
             out[name] = {"value": None, "count": 0, "ci95": None}
             continue
+        value = statistic(name, cols, index)
         point = float(value(np.arange(count)))
         out[name] = {"value": point, "count": count, "ci95": list(bootstrap(value, count, samples, seed))}
     return out

@@ -29,6 +29,12 @@
   entropy in bits, entropy / log2(classes) and the imbalance ratio (largest class / smallest class; null when a
   class is absent from the split). The split stage's ``stratify`` field comes first (``skipped`` says so when it
   has too many values).
+* Representation (``report.representation`` of the config): per field listed (a metadata column, or ``year(FIELD)``
+  of a date column: a date or timestamp column, or strings starting with an ISO 8601 date), its values' records
+  and shares of all kept records and per split (null and empty as ``(missing)``); with a target distribution
+  (``targets``), each value's target share and difference, the total variation distance (half the summed absolute
+  differences) and a skew warning for each value further from its target than ``tolerance``. A field with more
+  than ``MAX_CLASSES`` values, or that the records lack, is listed in ``skipped`` with the reason.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from thresher.core.charts import bar_chart
+from thresher.core.groups import MISSING, year_field
 from thresher.curate.report import Section, add, folded_table, table_html
 from thresher.curate.report.arrays import hashes, string_stats, take, utf8
 from thresher.curate.stage import REGISTRY, Stage, load_stages
@@ -55,6 +62,7 @@ TOKEN_EDGES = [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 3276
 CHARS_PER_TOKEN = 4
 SEPARATOR = "\x1f"  # between a record's content strings
 _WORD = re.compile(r"\w+")
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 LABEL_NAME = re.compile(r"(?:^|_)(?:label|labels|class|category|target|topic|sentiment)(?:_|$)", re.I)
 
 
@@ -178,6 +186,78 @@ def categorical(table: pa.Table, skip: set[str]) -> dict[str, dict[str, int]]:
             label = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
             counts[label] = counts.get(label, 0) + n
         out[f.name] = counts
+    return out
+
+
+def date_years(table: pa.Table) -> dict[str, dict[str, int]]:
+    """Records per year of each date column (date or timestamp typed, or strings whose first non-null values start
+    with an ISO 8601 date), keyed ``year(COLUMN)``; null (or a string that is no date) counts as ``""``."""
+    out = {}
+    for f in table.schema:
+        col = table[f.name]
+        if pa.types.is_date(f.type) or pa.types.is_timestamp(f.type):
+            years = pc.cast(pc.year(col), pa.string())
+        elif pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+            head = [v for v in col.slice(0, 100).to_pylist() if v is not None]
+            if not head or not all(ISO_DATE.match(v) for v in head):
+                continue
+            dated = pc.match_substring_regex(col, ISO_DATE.pattern)
+            years = pc.if_else(dated, pc.utf8_slice_codeunits(col, 0, 4), pa.scalar(None, pa.string()))
+        else:
+            continue
+        vc = pc.value_counts(years)
+        out[f"year({f.name})"] = {
+            ("" if v is None else v): n for v, n in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())
+        }
+    return out
+
+
+def representation(per_split: dict[str, dict[str, dict[str, int]]], splits: list[str], config: dict) -> dict | None:
+    """report.json's ``representation`` of the fields ``config`` (``report.representation``) lists; None when it
+    lists none. ``per_split``: per split, the value counts of each field (labels and date years)."""
+    fields, targets = config.get("fields") or [], config.get("targets") or {}
+    if not fields:
+        return None
+    tolerance = config.get("tolerance", 0.1)
+    out: dict = {"tolerance": tolerance, "fields": {}, "skipped": {}}
+    for field in fields:
+        counted = [s for s in splits if field in per_split[s]]
+        if not counted:
+            what = "date field" if year_field(field) else "field"
+            out["skipped"][field] = f"no {what} of that name with at most {MAX_CLASSES} values in the kept records"
+            continue
+        if any(OVERFLOW in per_split[s][field] for s in counted):
+            out["skipped"][field] = f"more than {MAX_CLASSES} values"
+            continue
+        by_split = {s: {(v or MISSING): n for v, n in per_split[s][field].items()} for s in counted}
+        total: dict[str, int] = {}
+        for per in by_split.values():
+            for v, n in per.items():
+                total[v] = total.get(v, 0) + n
+        target = targets.get(field)
+        values = sorted(set(total) | set(target or {}), key=lambda v: (-total.get(v, 0), v))
+        records = sum(total.values())
+        entry: dict = {
+            "records": records,
+            "counts": {v: total.get(v, 0) for v in values},
+            "shares": {v: total.get(v, 0) / records for v in values},
+            "splits": {s: {v: per.get(v, 0) for v in values} for s, per in by_split.items()}
+            if len(by_split) > 1
+            else {},
+            "target": None,
+            "difference": None,
+            "total_variation": None,
+            "skews": [],
+        }
+        if target:
+            diff = {v: entry["shares"][v] - target.get(v, 0.0) for v in values}
+            entry.update(
+                target={v: target.get(v, 0.0) for v in values},
+                difference=diff,
+                total_variation=sum(abs(d) for d in diff.values()) / 2,
+                skews=[v for v in values if abs(diff[v]) > tolerance],
+            )
+        out["fields"][field] = entry
     return out
 
 
@@ -341,6 +421,7 @@ class Dataset(Section):
                     "lexical": lexical(lexical_sample(table, columns, tokens, contents)),
                     "content": {",".join(columns): table.num_rows},
                     "labels": categorical(table, {"id", text_field, *columns}),
+                    "years": date_years(table),
                 },
             )
             out["contents"] = self.merge_contents(out["contents"], content_sample(split, contents))
@@ -383,7 +464,13 @@ class Dataset(Section):
                 },
                 "duplicates": duplicates(collected["contents"], split),
             }
+        represented = representation(
+            {s: {**collected["splits"][s]["labels"], **collected["splits"][s].get("years", {})} for s in names},
+            names,
+            (manifest.get("config", {}).get("report") or {}).get("representation") or {},
+        )
         return {
+            **({"representation": represented} if represented else {}),
             "notes": {
                 "tokens": f"whitespace_tokens: \\S+ runs (exact); estimated_tokens: characters / {CHARS_PER_TOKEN}",
                 "lexical_diversity": f"per write task and split, records by lowest id hash until {SAMPLE_TOKENS} "
@@ -469,6 +556,8 @@ class Dataset(Section):
         )
         out += "<h3>Completeness</h3>" + self._completeness_html(splits)
         out += self._balance_html(summary["label_balance"])
+        if summary.get("representation"):
+            out += self._representation_html(summary["representation"])
         notes = "".join(f"<li>{k}: {html.escape(v)}</li>" for k, v in summary["notes"].items())
         return out + f"<ul>{notes}</ul>"
 
@@ -485,6 +574,34 @@ class Dataset(Section):
                 row += [_share(c["null"], s["records"]), _share(c["empty"], s["records"])]
             rows.append(row)
         return folded_table(header, rows, "{n} more columns complete (no null or empty value)")
+
+    @staticmethod
+    def _representation_html(rep: dict) -> str:
+        out = ""
+        for field, r in rep["fields"].items():
+            out += f"<h3>Representation: {html.escape(field)}</h3>"
+            for line in skew_warnings(field, r, rep["tolerance"]):
+                out += f'<p class="note"><b>Skew</b>: {html.escape(line)}</p>'
+            header = ["value", "records", "share"]
+            if r["target"]:
+                header += ["target share", "difference"]
+            header += [f"{s}: records" for s in r["splits"]]
+            rows = []
+            for v in r["counts"]:
+                row = [v, r["counts"][v], _percent(r["shares"][v])]
+                if r["target"]:
+                    row += [_percent(r["target"][v]), _signed_percent(r["difference"][v])]
+                rows.append(row + [per[v] for per in r["splits"].values()])
+            out += table_html(header, rows)
+            if r["total_variation"] is not None:
+                out += f'<p class="note">Total variation distance to the target: {r["total_variation"]:.3f}</p>'
+        if rep["skipped"]:
+            out += (
+                "<p>Not counted: "
+                + ", ".join(f"{html.escape(f)} ({why})" for f, why in rep["skipped"].items())
+                + "</p>"
+            )
+        return out
 
     @staticmethod
     def _balance_html(balance: dict) -> str:
@@ -516,6 +633,19 @@ class Dataset(Section):
                 + "</p>"
             )
         return out
+
+
+def skew_warnings(field: str, r: dict, tolerance: float) -> list[str]:
+    """One line per value of ``field`` whose share is further than ``tolerance`` from its target share."""
+    return [
+        f"{field} = {v}: {100 * r['shares'][v]:.1f}% of the kept records against a target of "
+        f"{100 * r['target'][v]:.1f}% (tolerance {100 * tolerance:.1f} points)"
+        for v in r["skews"]
+    ]
+
+
+def _signed_percent(v: float) -> str:
+    return f"{'+' if v >= 0 else ''}{100 * v:.2f}%"
 
 
 def _num(v) -> str:
