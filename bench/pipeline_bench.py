@@ -252,15 +252,19 @@ def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
     sampled = [r for r in runs if r.get("process_cpu_s") and "--address" not in r["command"]]
     if sampled:
         kinds = list(dict.fromkeys(k for r in sampled for k in r["process_cpu_s"]))
-        lines += [
-            "",
+
+        def per_process(title: str, cell) -> list[str]:
+            head = ["", title, "", "| process | " + " | ".join(r["name"] for r in sampled) + " |"]
+            return (
+                head
+                + ["|---|" + "---:|" * len(sampled)]
+                + [f"| {kind} | " + " | ".join(cell(r, kind) for r in sampled) + " |" for kind in kinds]
+            )
+
+        lines += per_process(
             "## CPU seconds by process (sampled every 0.2 s; embedded runs)",
-            "",
-            "| process | " + " | ".join(r["name"] for r in sampled) + " |",
-            "|---|" + "---:|" * len(sampled),
-        ]
-        for kind in kinds:
-            lines.append(f"| {kind} | " + " | ".join(f"{r['process_cpu_s'].get(kind, 0):.1f}" for r in sampled) + " |")
+            lambda r, kind: f"{r['process_cpu_s'].get(kind, 0):.1f}",
+        )
         lines.append("| all | " + " | ".join(f"{sum(r['process_cpu_s'].values()):.1f}" for r in sampled) + " |")
         lines.append(
             "| of which in the tasks' stages, reader and writer (task seconds) | "
@@ -268,17 +272,10 @@ def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
             + " |"
         )
         lines.append("| wall x CPUs | " + " | ".join(f"{r['wall_s'] * r['cpus']:.1f}" for r in sampled) + " |")
-        lines += [
-            "",
+        lines += per_process(
             "## Peak resident memory by process kind (MB; the largest sum over a kind's processes in one sample)",
-            "",
-            "| process | " + " | ".join(r["name"] for r in sampled) + " |",
-            "|---|" + "---:|" * len(sampled),
-        ]
-        for kind in kinds:
-            lines.append(
-                f"| {kind} | " + " | ".join(f"{r.get('peak_rss_mb', {}).get(kind, 0):,}" for r in sampled) + " |"
-            )
+            lambda r, kind: f"{r.get('peak_rss_mb', {}).get(kind, 0):,}",
+        )
     lines += ["", "Commands:", ""] + [f"- {r['name']}: `{r['command']}`" for r in runs]
     return "\n".join(lines) + "\n"
 

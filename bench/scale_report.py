@@ -52,7 +52,8 @@ def main() -> None:
     ap.add_argument("--machine", type=Path)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/pipeline-16core")
     a = ap.parse_args()
-    sets = [json.loads(f.read_text()) for f in sorted(a.results.glob("pipeline-16core*.json"))]
+    found = [json.loads(f.read_text()) for f in sorted(a.results.glob("pipeline-16core*.json"))]
+    sets = [s for s in found if "command" in s]  # a joined file from an earlier call is not a run set
     sets.sort(key=lambda s: (corpus_mb(s["command"]), -len(s["runs"])))
     machine = a.machine.read_text().strip().replace("\n", "; ") if a.machine else "not recorded"
     lines = [

@@ -190,3 +190,19 @@ def test_compare_curates_trains_and_evaluates_each_variant_on_one_held_out_set(r
         assert v["train"]["steps"] == 2 and v["eval"]["rows"] == 3
         trained = sum(pq.read_metadata(f).num_rows for f in (tmp_path / v["train"]["data"]).glob("*.parquet"))
         assert trained == c["splits"]["train"]
+
+
+def test_the_ablation_example_plans_its_shared_runs(monkeypatch):
+    """examples/ablation_smollm2.yaml: normalize, langid and pii curated once for the three variants, quality once for
+    the two that keep it."""
+    from tests.conftest import ROOT
+    from thresher.core.config import load_yaml, validate
+    from thresher.evaluate.compare import CompareConfig, plan
+
+    monkeypatch.chdir(ROOT)
+    plans = {p.variant.name: p for p in plan(validate(CompareConfig, load_yaml("examples/ablation_smollm2.yaml")))}
+    stages = {name: [[n for n, _ in r.stages] for r in p.curation] for name, p in plans.items()}
+    assert stages["full"][:2] == stages["no-dedup"][:2] == [["normalize", "langid", "pii"], ["quality"]]
+    assert stages["no-quality"][0] == ["normalize", "langid", "pii"] and "quality" not in stages["no-quality"][1]
+    assert len({r.key for p in plans.values() for r in p.curation}) == 5
+    assert plans["no-dedup"].train.data.train.endswith("/data/train")

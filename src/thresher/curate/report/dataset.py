@@ -595,13 +595,7 @@ class Dataset(Section):
             out += table_html(header, rows)
             if r["total_variation"] is not None:
                 out += f'<p class="note">Total variation distance to the target: {r["total_variation"]:.3f}</p>'
-        if rep["skipped"]:
-            out += (
-                "<p>Not counted: "
-                + ", ".join(f"{html.escape(f)} ({why})" for f, why in rep["skipped"].items())
-                + "</p>"
-            )
-        return out
+        return out + _skipped_html("Not counted", rep["skipped"])
 
     @staticmethod
     def _balance_html(balance: dict) -> str:
@@ -626,13 +620,14 @@ class Dataset(Section):
                     color="#4ab59a",
                     axis="records",
                 )
-        if balance["skipped"]:
-            out += (
-                "<p>Not shown as labels: "
-                + ", ".join(f"{html.escape(f)} ({why})" for f, why in balance["skipped"].items())
-                + "</p>"
-            )
-        return out
+        return out + _skipped_html("Not shown as labels", balance["skipped"])
+
+
+def _skipped_html(what: str, skipped: dict[str, str]) -> str:
+    """A line naming the fields left out of a section, and why; nothing when none was."""
+    if not skipped:
+        return ""
+    return f"<p>{what}: " + ", ".join(f"{html.escape(f)} ({why})" for f, why in skipped.items()) + "</p>"
 
 
 def skew_warnings(field: str, r: dict, tolerance: float) -> list[str]:
