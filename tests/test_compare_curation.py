@@ -20,6 +20,7 @@ from thresher.evaluate.curation import CurationChange, chain, curate, plan_runs
 STAGES = [
     {"normalize": {}},
     {"pii": {"mode": "redact"}},
+    {"langid": {"keep": ["en", "de", "fr", "es"]}},  # its columns come back as text in the runs that read its output
     {"quality": {"presets": ["gopher"]}},
     {"dedup_exact": {}},
 ]
@@ -40,7 +41,7 @@ def kept_ids(folder) -> set[str]:
 
 
 def test_chains_part_where_the_variants_differ_and_share_the_runs_before(tmp_path):
-    """Base, a stricter quality threshold and no dedup_exact: normalize + pii is one run for all three; the base and
+    """Base, a stricter quality threshold and no dedup_exact: normalize + pii + langid is one run for all three; the base and
     no-dedup share their quality run too; the strict variant's quality and dedup_exact run after the shared one."""
     base = base_config(tmp_path)
     chains = {
@@ -51,14 +52,14 @@ def test_chains_part_where_the_variants_differ_and_share_the_runs_before(tmp_pat
     runs = plan_runs(base, chains, str(tmp_path / "out"))
     stages = {name: [[n for n, _ in r.stages] for r in rs] for name, rs in runs.items()}
     assert stages == {
-        "base": [["normalize", "pii"], ["quality"], ["dedup_exact"]],
-        "strict": [["normalize", "pii"], ["quality", "dedup_exact"]],
-        "no-dedup": [["normalize", "pii"], ["quality"]],
+        "base": [["normalize", "pii", "langid"], ["quality"], ["dedup_exact"]],
+        "strict": [["normalize", "pii", "langid"], ["quality", "dedup_exact"]],
+        "no-dedup": [["normalize", "pii", "langid"], ["quality"]],
     }
     assert len({runs[n][0].key for n in runs}) == 1  # one prefix run for all
     assert runs["base"][1].key == runs["no-dedup"][1].key != runs["strict"][1].key
-    assert chains["strict"][2][1]["quality"]["gopher"]["min_words"] == 120
-    assert chains["strict"][2][1]["quality"]["gopher"]["max_words"] == 100_000  # merged key by key
+    assert chains["strict"][3][1]["quality"]["gopher"]["min_words"] == 120
+    assert chains["strict"][3][1]["quality"]["gopher"]["max_words"] == 100_000  # merged key by key
     for rs in runs.values():  # each run reads the one before it
         assert rs[0].source is None and all(b.source == a.folder for a, b in zip(rs, rs[1:]))
 
@@ -69,9 +70,11 @@ def test_a_changed_threshold_reruns_only_the_stages_after_it(ray_local, tmp_path
     runs = plan_runs(base, chains, str(tmp_path / "out"))
     storage = Storage.from_options(None)
     manifests = curate(runs["base"] + runs["strict"], base, storage, None)
-    assert len(manifests) == 3  # normalize + pii once, then quality + dedup_exact for each variant
+    assert len(manifests) == 3  # normalize + pii + langid once, then quality + dedup_exact for each variant
     prefix, base_rest, strict_rest = (manifests[r.key] for r in (runs["base"][0], *runs["base"][1:], runs["strict"][1]))
-    assert {"normalize", "pii"} <= set(prefix["counts"]["by_stage"]) and "quality" not in prefix["counts"]["by_stage"]
+    assert {"normalize", "pii", "langid"} <= set(prefix["counts"]["by_stage"]) and "quality" not in prefix["counts"][
+        "by_stage"
+    ]
     for rest in (base_rest, strict_rest):
         assert "normalize" not in rest["counts"]["by_stage"] and "quality" in rest["counts"]["by_stage"]
         assert rest["counts"]["input"] == prefix["counts"]["output"]
@@ -82,7 +85,7 @@ def test_a_changed_threshold_reruns_only_the_stages_after_it(ray_local, tmp_path
 
     alone = run(parse_config({**base, "output": {"path": str(whole)}, "stages": [s for _, s in chains["strict"]]}))
     assert kept_ids(runs["strict"][-1].folder) == kept_ids(whole)
-    for stage in ("normalize", "pii", "quality", "dedup_exact"):
+    for stage in ("normalize", "pii", "langid", "quality", "dedup_exact"):
         part = prefix if stage in prefix["counts"]["by_stage"] else strict_rest
         assert part["counts"]["by_stage"][stage]["rejected"] == alone["counts"]["by_stage"][stage]["rejected"]
     assert (
@@ -98,7 +101,10 @@ def test_a_changed_threshold_reruns_only_the_stages_after_it(ray_local, tmp_path
     "change, error",
     [
         ({"curate": None, "variants": [{"name": "a", "curate": {"drop": ["pii"]}}]}, "variants.0.curate: needs a base"),
-        ({"variants": [{"name": "a", "curate": {"drop": ["langid"]}}]}, "variants.0.curate.drop: no stage langid"),
+        (
+            {"variants": [{"name": "a", "curate": {"drop": ["dedup_fuzzy"]}}]},
+            "variants.0.curate.drop: no stage dedup_fuzzy",
+        ),
         (
             {"variants": [{"name": "a", "curate": {"set": {"quality": {"gopher": {"min_words": -1}}}}}]},
             "variants.0.curate.set",

@@ -21,6 +21,8 @@ def language_counts(table: pa.Table) -> dict:
     t = table.select(cols).filter(pc.is_valid(table["lang"]))
     if "lang_score" not in cols:
         t = t.append_column("lang_score", pa.array([0.0] * t.num_rows))
+    elif not pa.types.is_floating(t.schema.field("lang_score").type):  # read back from a run's output: as text
+        t = t.set_column(1, "lang_score", pc.cast(t["lang_score"], pa.float64()))
     grouped = t.group_by("lang").aggregate([("lang", "count"), ("lang_score", "sum")])
     return {
         lang: {"docs": n, "score_sum": s or 0.0}
