@@ -1,11 +1,12 @@
-"""``thresher tune`` on the tiny random Llama: a 4-trial random search over the learning rate and the LoRA rank
-with ASHA, one trial at a time, started as a command (its own embedded Ray) in the folder of its config and data,
-which it names by relative paths, that is killed, process group and all, once the first trial has finished, then
-run again from that folder on the test session's Ray (started in another), which resumes the search without
-re-running that trial. The outputs (tune.json, tune.html, best_config.yaml, best/) agree with the trials' own
-metrics and name the paths as the config gives them, and the best config trained alone, from the same folder,
-reaches the best trial's metric. A search whose trials all failed says why, and a re-run runs them again. A key
-missing from the training config, missing data or a model that is not there exits 2 before any Ray work."""
+"""``thresher tune`` on the tiny random Llama: a 4-trial random search over the learning rate and the LoRA rank with
+ASHA, one trial at a time, started as a command (its own embedded Ray) in the folder of its config and data, which
+it names by relative paths, that is killed, process group and all, once the first trial has finished, then run again
+from that folder on the test session's Ray (started in another), which resumes the search without re-running that
+trial, and whose trials stopped early leave no placement group behind. The outputs (tune.json, tune.html,
+best_config.yaml, best/) agree with the trials' own metrics and name the paths as the config gives them, and the
+best config trained alone, from the same folder, reaches the best trial's metric. A search whose trials all failed
+says why, and a re-run runs them again. A key missing from the training config, missing data or a model that is not
+there exits 2 before any Ray work."""
 
 from __future__ import annotations
 
@@ -101,14 +102,31 @@ def tuned(request, tmp_path_factory):
     command.wait()
     first = {p.parent.name: p.stat().st_mtime_ns for p in finished_trials(out)}
     assert first and len(first) < 4, stderr.read_text()
-    request.getfixturevalue("ray_local")
+    ray = request.getfixturevalue("ray_local")
+    before = set(ray.util.placement_group_table())
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("THRESHER_LOG_DIR", str(tmp / "logs"))
         mp.chdir(tmp)
         code = cli(["tune", "tune.yaml"])
     return SimpleNamespace(
-        code=code, tmp=tmp, out=out, first=first, config=config, result=json.loads((out / "tune.json").read_text())
+        code=code,
+        tmp=tmp,
+        out=out,
+        first=first,
+        config=config,
+        result=json.loads((out / "tune.json").read_text()),
+        groups_held=held_groups(ray, before),
     )
+
+
+def held_groups(ray, before: set[str]) -> list[dict]:
+    """The placement groups made since ``before`` that still hold resources 10 s on (their removal is asynchronous)."""
+    deadline = time.monotonic() + 10
+    while True:
+        held = [g for pg, g in ray.util.placement_group_table().items() if pg not in before and g["state"] != "REMOVED"]
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.5)
 
 
 @pytest.mark.slow  # the search of the tuned fixture
@@ -121,6 +139,7 @@ def test_a_killed_search_resumes_and_reports_every_trial(tuned):
     assert {t["state"] for t in trials} <= {"completed", "stopped"}
     stopped = [t for t in trials if t["state"] == "stopped"]
     assert stopped and all(t["steps"] < 4 and t["value"] is None for t in stopped)  # ASHA stopped some early
+    assert tuned.groups_held == []  # a stopped trial's workers left none behind (they would hold its CPU for good)
     completed = [t for t in trials if t["state"] == "completed"]
     for t in completed:
         metrics = json.loads((tuned.tmp / t["output"] / "metrics.json").read_text())

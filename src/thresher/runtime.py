@@ -42,7 +42,14 @@ def in_worker_thread(fn, *args):
     """``fn(*args)``, run in a thread of its own while the main thread waits for it: Ray Train's ``fit`` and Ray
     Tune's, called from the main thread, put in SIGINT handlers of their own (a graceful abort that returns as if
     the run had ended, and may take long); waiting here, the main thread keeps thresher's, so Ctrl-C and SIGTERM end
-    the command at once (130, 143) and :func:`ray_session` stops Ray, the thread with it."""
+    the command at once (130, 143) and :func:`ray_session` stops Ray, the thread with it. In a Ray actor
+    (``thresher tune``'s trial driver, which a SIGINT aborts) ``fn`` runs in this thread, where Ray Train's handler
+    aborts the run, its workers and placement group removed: a KeyboardInterrupt would leave them running, and the
+    group, which outlives the actor, holding the cluster's CPUs for good."""
+    import ray
+
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        return fn(*args)
     outcome: dict = {}
 
     def run() -> None:
