@@ -1,4 +1,4 @@
-"""What each curation step buys, measured: ``thresher compare examples/ablation_smollm2.yaml`` (the full GSM8K chain,
+"""What each curation step buys, measured: ``thresher compare examples/compare_ablation_smollm2.yaml`` (the full GSM8K chain,
 without its dedup stages, without its quality filter; SmolLM2-135M-Instruct LoRA; the same test questions for all)
 run as a user runs it, from a fresh output folder, its wall time seen from outside (Ray's start included). Writes
 ``bench/results/ablation.md`` (the compare table, each variant's curation: records kept, records each stage removed,
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = "examples/ablation_smollm2.yaml"
+CONFIG = "examples/compare_ablation_smollm2.yaml"
 
 
 def markdown(result: dict, command: str, wall: float, load: list[float]) -> str:

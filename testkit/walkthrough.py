@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 
 def main() -> int:
@@ -17,7 +18,9 @@ def main() -> int:
     start_local_ray(num_cpus=2)
     for argv in json.loads(sys.argv[1]):
         print(f"$ {' '.join(argv)}", file=sys.stderr, flush=True)
+        started = time.monotonic()
         code = subprocess.run([sys.executable, *argv[1:]]).returncode if argv[0] == "python" else thresher(argv[1:])
+        print(f"{time.monotonic() - started:.0f} s: {' '.join(argv[:3])}", file=sys.stderr, flush=True)
         if code:
             print(f"exit {code}: {' '.join(argv)}", file=sys.stderr)
             return code

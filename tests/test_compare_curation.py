@@ -199,14 +199,16 @@ def test_compare_curates_trains_and_evaluates_each_variant_on_one_held_out_set(r
 
 
 def test_the_ablation_example_plans_its_shared_runs(monkeypatch):
-    """examples/ablation_smollm2.yaml: normalize, langid and pii curated once for the three variants, quality once for
+    """examples/compare_ablation_smollm2.yaml: normalize, langid and pii curated once for the three variants, quality once for
     the two that keep it."""
     from tests.conftest import ROOT
     from thresher.core.config import load_yaml, validate
     from thresher.evaluate.compare import CompareConfig, plan
 
     monkeypatch.chdir(ROOT)
-    plans = {p.variant.name: p for p in plan(validate(CompareConfig, load_yaml("examples/ablation_smollm2.yaml")))}
+    plans = {
+        p.variant.name: p for p in plan(validate(CompareConfig, load_yaml("examples/compare_ablation_smollm2.yaml")))
+    }
     stages = {name: [[n for n, _ in r.stages] for r in p.curation] for name, p in plans.items()}
     assert stages["full"][:2] == stages["no-dedup"][:2] == [["normalize", "langid", "pii"], ["quality"]]
     assert stages["no-quality"][0] == ["normalize", "langid", "pii"] and "quality" not in stages["no-quality"][1]

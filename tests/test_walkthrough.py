@@ -88,6 +88,14 @@ def smaller(command: str, tiny: Path) -> list[str]:
             "eval.generation.max_new_tokens=4",
             "eval.bootstrap.samples=50",
         ],
+        "compare_ablation_smollm2.yaml": [
+            f"train.model={tiny_model}",
+            *(f"train.{o}" for o in train),
+            "variants=[{name: no-quality, curate: {drop: [quality]}}]",
+            "eval.data.max_rows=2",
+            "eval.generation.max_new_tokens=4",
+            "eval.bootstrap.samples=50",
+        ],
         "tune_smollm2_lora.yaml": [f"train.model={tiny_model}", *(f"train.{o}" for o in train), "num_samples=1"],
         "augment_paraphrase.yaml": [
             f"stages.1.augment.methods.0.paraphrase.model={tiny_model}",
