@@ -134,6 +134,9 @@ def test_config_errors_name_the_key(tmp_path, capsys, monkeypatch):
         == 2
     )
     assert "candidates.answer_metric: accuracy is not among the metrics scored" in capsys.readouterr().err
+    coverage = "candidates.coverage={data: {path: train.jsonl}, clusters: 0}"
+    assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", coverage]) == 2
+    assert "candidates.coverage.clusters" in capsys.readouterr().err
     parse_eval_config(yaml.safe_load((ROOT / "examples/eval_smollm2.yaml").read_text()))
 
 
@@ -424,7 +427,11 @@ def sliced(ray_local, planted_model, tmp_path_factory):
         "bootstrap": {"samples": 200},
         "slices": ["source", "length_bucket", "year(date)"],
         "slice_options": {"min_items": 10, "length_edges": [6]},
-        "candidates": {"low_confidence_fraction": 0.25},
+        # the test prompts' coverage by a training set of the same prompts: every cluster's share the same in both
+        "candidates": {
+            "low_confidence_fraction": 0.25,
+            "coverage": {"data": {"path": str(tmp / "test.jsonl"), "format": "text", "text_field": "prompt"}},
+        },
         "output": {"path": str(tmp / "out")},
     }
     (tmp / "eval.yaml").write_text(yaml.safe_dump(config))
@@ -537,6 +544,22 @@ def test_a_planted_uncertain_cluster_tops_the_candidates(sliced, planted_model):
     assert chosen[0]["score"] > 0.2 > max(c["score"] for c in chosen if c["id"].startswith("planted"))
     # the record's own fields come along: a curation config reads the file as Parquet input
     assert {"prompt", "answer", "source", "date", "reason", "score"} <= set(chosen[0])
+
+
+def test_coverage_of_the_test_prompts_by_the_same_prompts_is_even(sliced):
+    """Training prompts identical to the test prompts: each of the 8 clusters holds the same share of both (ratio
+    1), so no coverage gap; every prediction row names its cluster, and the report shows the table."""
+    coverage = sliced.metrics["coverage"]
+    n = len(planted_records())
+    assert (coverage["test_rows"], coverage["train_rows"], coverage["gaps"]) == (n, n, 0)
+    clusters = coverage["clusters"]
+    assert len(clusters) == 8 and sum(c["test"] for c in clusters) == n
+    assert all(c["test"] == c["train"] and c["ratio"] == 1.0 and not c["gap"] for c in clusters)
+    sizes = {c["cluster"]: c["test"] for c in clusters}
+    rows = [p["coverage_cluster"] for p in sliced.predictions]
+    assert {j: rows.count(j) for j in sizes} == sizes
+    assert all(p["coverage_ratio"] == 1.0 for p in sliced.predictions)
+    assert "Coverage of the test prompts by the training data" in (sliced.out / "report.html").read_text()
 
 
 def test_the_documented_loop_config_reads_candidates():

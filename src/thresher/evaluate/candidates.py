@@ -5,6 +5,8 @@ with why: what to improve the data on next (a curation config reads it as Parque
   generation has the lowest ``confidence`` (the mean token log-probability of the generated answer, its
   end-of-sequence token included when it ended; ties at the cut included).
 * ``wrong_answer``: the answer metric (``candidates.answer_metric``: by default exact_match, else accuracy) scored 0.
+* ``coverage_gap``: with ``candidates.coverage``, the example's cluster of test prompts is one the training data
+  hardly holds (:mod:`thresher.evaluate.coverage`).
 
 Each candidate row is the example's row of ``predictions.parquet`` (its record's columns too) after ``rank``,
 ``reason`` (the reasons, comma-separated) and ``score``: the generation's mean negative log-probability per token
@@ -21,6 +23,8 @@ import math
 import numpy as np
 import pyarrow as pa
 
+from thresher.evaluate.coverage import COVERAGE_GAP, RATIO
+
 LOW_CONFIDENCE, WRONG_ANSWER = "low_confidence", "wrong_answer"
 CANDIDATES = "candidates.parquet"
 
@@ -36,12 +40,17 @@ def low_confidence(confidence: list[float | None], fraction: float) -> np.ndarra
     return known & (values <= cut)
 
 
-def candidates(rows: pa.Table, fraction: float, answer_metric: str | None) -> pa.Table:
-    """The candidate rows of ``rows`` (predictions with ``confidence``), ranked, with rank, reason and score first."""
+def candidates(
+    rows: pa.Table, fraction: float, answer_metric: str | None, max_coverage_ratio: float | None = None
+) -> pa.Table:
+    """The candidate rows of ``rows`` (predictions with ``confidence``), ranked, with rank, reason and score first;
+    ``max_coverage_ratio``: the ``coverage_ratio`` under which an example is a coverage gap."""
     confidence = rows.column("confidence").to_pylist()
     flags = {LOW_CONFIDENCE: low_confidence(confidence, fraction)}
     if answer_metric and answer_metric in rows.column_names:
         flags[WRONG_ANSWER] = np.array([s is not None and s == 0 for s in rows.column(answer_metric).to_pylist()])
+    if max_coverage_ratio is not None and RATIO in rows.column_names:
+        flags[COVERAGE_GAP] = np.array(rows.column(RATIO).to_pylist()) < max_coverage_ratio
     reasons = [", ".join(r for r, f in flags.items() if f[i]) for i in range(rows.num_rows)]
     chosen = [i for i, r in enumerate(reasons) if r]
     score = [None if c is None else -c for c in confidence]
@@ -68,6 +77,6 @@ def summary(table: pa.Table) -> dict:
     reasons = [r for value in table.column("reason").to_pylist() for r in value.split(", ")]
     return {
         "rows": table.num_rows,
-        "by_reason": {r: reasons.count(r) for r in (LOW_CONFIDENCE, WRONG_ANSWER) if r in reasons},
+        "by_reason": {r: reasons.count(r) for r in (LOW_CONFIDENCE, WRONG_ANSWER, COVERAGE_GAP) if r in reasons},
         "file": CANDIDATES,
     }

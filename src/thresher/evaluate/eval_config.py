@@ -83,6 +83,24 @@ class SliceOptions(StrictModel):
         return edges
 
 
+class CoverageData(StrictModel):
+    path: str = Field(description="the training data: a thresher run's data/train folder, or Parquet/JSONL files")
+    format: Literal["text", "alpaca", "chat"] = Field("alpaca", description="how its prompts are read")
+    text_field: str = Field("text", description="format text: the prompt column")
+
+
+class CoverageOptions(StrictModel):
+    data: CoverageData = Field(description="the training data whose prompts the test prompts are compared with")
+    max_rows: int = Field(20000, gt=0, description="the first N training records are embedded")
+    clusters: int = Field(8, gt=0, description="clusters of the test prompts (spherical k-means)")
+    max_ratio: float = Field(
+        0.5, gt=0, description="a cluster whose training share is under this times its test share is a gap"
+    )
+    model: str = Field("pkg:all_minilm_l6_v2", description="sentence encoder folder, or pkg:NAME")
+    num_actors: int = Field(1, gt=0, description="encoder replicas in the Ray Data actor pool (1 CPU each)")
+    seed: int = Field(0, description="seed of the clustering")
+
+
 class CandidateOptions(StrictModel):
     write: bool = Field(True, description="write candidates.parquet (one more forward pass per batch)")
     low_confidence_fraction: float = Field(
@@ -91,6 +109,9 @@ class CandidateOptions(StrictModel):
     answer_metric: Literal["exact_match", "accuracy"] | None = Field(
         None,
         description="a score of 0 on it flags wrong_answer; default: exact_match, else accuracy, when scored",
+    )
+    coverage: CoverageOptions | None = Field(
+        None, description="flag coverage_gap: test prompts in clusters the training data hardly holds"
     )
 
 

@@ -111,6 +111,27 @@ def _candidates_section(result: dict, chosen: pa.Table | None, template: set[str
     )
 
 
+def _coverage_section(result: dict) -> str:
+    c = result.get("coverage")
+    if not c:
+        return ""
+    items = "".join(
+        f"<tr{' class=gap' if k['gap'] else ''}><td class=n>{k['cluster']}</td><td class=n>{k['test']}</td>"
+        f"<td class=n>{k['train']}</td><td class=n>{k['test_share']:.1%}</td><td class=n>{k['train_share']:.1%}</td>"
+        f"<td class=n>{k['ratio']:.2f}</td><td>{'gap' if k['gap'] else ''}</td>"
+        f"<td>{'<br>'.join(html.escape(e) for e in k['examples'])}</td></tr>"
+        for k in sorted(c["clusters"], key=lambda k: k["ratio"])
+    )
+    return (
+        f"<h2>Coverage of the test prompts by the training data</h2><p>{c['test_rows']} test prompts in "
+        f"{len(c['clusters'])} clusters; {c['train_rows']} training prompts, each counted in its nearest cluster. "
+        f"{c['gaps']} cluster(s) hold under {c['options']['max_ratio']:g} times their test share of the training "
+        "data: their examples are candidates (coverage_gap).</p><table><tr><th>cluster</th><th>test</th>"
+        "<th>train</th><th>test share</th><th>train share</th><th>ratio</th><th></th><th>test prompts (first)</th>"
+        f"</tr>{items}</table>"
+    )
+
+
 def worst_examples(rows: pa.Table, metric: str, n: int = WORST) -> list[dict]:
     """The ``n`` examples with the worst ``metric`` score (highest for perplexity), ties in data order."""
     scored = [r for r in rows.to_pylist() if r.get(metric) is not None]
@@ -227,5 +248,5 @@ def render_report(result: dict, rows: pa.Table, chosen: pa.Table | None = None) 
         f"{result['seconds']:.1f} s</p><h2>Metrics</h2>{_metrics_table(metrics)}{_slices_section(result)}"
         f"{_cut_section(rows, limit, template)}"
         f"{_length_histogram(rows.column('prediction_tokens').to_pylist(), limit)}{worst}"
-        f"{_candidates_section(result, chosen, template)}</body></html>"
+        f"{_candidates_section(result, chosen, template)}{_coverage_section(result)}</body></html>"
     )

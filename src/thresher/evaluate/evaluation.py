@@ -29,6 +29,7 @@ from thresher.core.groups import year_field
 from thresher.core.lineage import data_lineage
 from thresher.core.storage import Storage, join, require_complete_run
 from thresher.evaluate.candidates import CANDIDATES, candidates, summary
+from thresher.evaluate.coverage import CLUSTER, RATIO, coverage
 from thresher.evaluate.eval_config import LENGTH_BUCKET, EvalConfig, parse_eval_config
 from thresher.evaluate.generate import Generator, source_columns
 from thresher.evaluate.scoring import METRICS as METRIC_NAMES
@@ -56,6 +57,8 @@ WRITTEN = {
     "margin",
     "answer_prediction",
     "answer_reference",
+    CLUSTER,
+    RATIO,
     *METRIC_NAMES,
 }
 
@@ -65,25 +68,31 @@ def main(data: dict[str, Any], address: str | None = None) -> dict:
     return run(parse_eval_config(data), address=address)
 
 
-def read_dataset(cfg: EvalConfig, storage: Storage):
-    """A Ray Dataset of the evaluation records (Parquet or JSONL at ``data.path``), checked before any Ray work."""
+def open_records(uri: str, storage: Storage, key: str):
+    """A Ray Dataset of the Parquet (else JSONL) files at ``uri``, a complete thresher run's folder where it is one;
+    a config error naming ``key`` otherwise."""
     import ray.data
 
-    uri, columns = cfg.data.path, source_columns(cfg.data)
-    if cfg.data.format == "text" and not cfg.data.reference_field:
-        raise ConfigError("data.reference_field: format text needs the column holding the expected continuation")
     files = [f for f, _ in storage.expand(uri)]
     parquet = [f for f in files if f.endswith(".parquet")]
     jsonl = [f for f in files if f.endswith(JSON_SUFFIXES)]
     if not parquet and not jsonl:
-        raise ConfigError(f"data.path: no Parquet or JSONL files at {uri}")
+        raise ConfigError(f"{key}: no Parquet or JSONL files at {uri}")
     try:
         require_complete_run(storage, uri)
     except ConfigError as e:
-        raise ConfigError(f"data.path: {e}") from None
+        raise ConfigError(f"{key}: {e}") from None
     fs, _ = storage.resolve((parquet or jsonl)[0])
     paths = [storage.resolve(f)[1] for f in (parquet or jsonl)]
-    ds = ray.data.read_parquet(paths, filesystem=fs) if parquet else ray.data.read_json(paths, filesystem=fs)
+    return ray.data.read_parquet(paths, filesystem=fs) if parquet else ray.data.read_json(paths, filesystem=fs)
+
+
+def read_dataset(cfg: EvalConfig, storage: Storage):
+    """A Ray Dataset of the evaluation records (Parquet or JSONL at ``data.path``), checked before any Ray work."""
+    uri, columns = cfg.data.path, source_columns(cfg.data)
+    if cfg.data.format == "text" and not cfg.data.reference_field:
+        raise ConfigError("data.reference_field: format text needs the column holding the expected continuation")
+    ds = open_records(uri, storage, "data.path")
     names = ds.schema().names
     missing = [c for c in columns if c not in names]
     if missing:
@@ -130,38 +139,37 @@ def check_actors_fit(cfg: EvalConfig, cluster: dict[str, float]) -> None:
     )
 
 
-def generate(cfg: EvalConfig, storage: Storage, address: str | None) -> pa.Table:
+def generate(cfg: EvalConfig, storage: Storage, cluster: dict[str, float]) -> pa.Table:
     """Rows of id, prompt, reference, prediction, prediction_tokens, stopped_at_limit, reference_nll,
     reference_tokens, in data order."""
     import ray
     from ray.data import ActorPoolStrategy
 
-    with ray_session(address) as cluster:
-        check_actors_fit(cfg, cluster)
-        ds = read_dataset(cfg, storage)
-        counter = progress_counter()
-        resources = {"num_gpus": 1} if cfg.generation.use_gpu else {"num_cpus": 1}
-        ds = ds.map_batches(
-            Generator,
-            batch_format="pyarrow",
-            batch_size=cfg.generation.batch_size,
-            compute=ActorPoolStrategy(size=cfg.generation.num_actors),
-            fn_constructor_kwargs={
-                "model": model_for_actors(cfg.model),
-                "data": cfg.data,
-                "generation": cfg.generation,
-                "perplexity": "perplexity" in cfg.metrics,
-                "progress": counter,
-                "confidence": cfg.candidates.write,
-                "carry": carried(cfg),
-            },
-            **resources,
-        )
-        ds.context.execution_options.preserve_order = True
-        ds.context.enable_progress_bars = False
-        poll = (lambda: (ray.get(counter.snapshot.remote()).get("rows", 0), cfg.data.max_rows)) if counter else None
-        with console().phase("generate", poll, starting="loading the model on the workers"):
-            tables = [t for t in ray.get(list(ds.to_arrow_refs())) if t.num_rows]
+    check_actors_fit(cfg, cluster)
+    ds = read_dataset(cfg, storage)
+    counter = progress_counter()
+    resources = {"num_gpus": 1} if cfg.generation.use_gpu else {"num_cpus": 1}
+    ds = ds.map_batches(
+        Generator,
+        batch_format="pyarrow",
+        batch_size=cfg.generation.batch_size,
+        compute=ActorPoolStrategy(size=cfg.generation.num_actors),
+        fn_constructor_kwargs={
+            "model": model_for_actors(cfg.model),
+            "data": cfg.data,
+            "generation": cfg.generation,
+            "perplexity": "perplexity" in cfg.metrics,
+            "progress": counter,
+            "confidence": cfg.candidates.write,
+            "carry": carried(cfg),
+        },
+        **resources,
+    )
+    ds.context.execution_options.preserve_order = True
+    ds.context.enable_progress_bars = False
+    poll = (lambda: (ray.get(counter.snapshot.remote()).get("rows", 0), cfg.data.max_rows)) if counter else None
+    with console().phase("generate", poll, starting="loading the model on the workers"):
+        tables = [t for t in ray.get(list(ds.to_arrow_refs())) if t.num_rows]
     if not tables:
         raise ConfigError(f"data.path: no records at {cfg.data.path}")
     rows = pa.concat_tables(tables)
@@ -207,8 +215,12 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     load_tokenizer(cfg.model)  # a missing model is a config error, before any Ray work
     model = model_record(cfg)
     started = time.perf_counter()
-    rows = generate(cfg, storage, address)
-    generation_seconds = time.perf_counter() - started
+    with ray_session(address) as cluster:
+        options = cfg.candidates.coverage  # its training data checked before the generation
+        train = options and open_records(options.data.path, storage, "candidates.coverage.data.path")
+        rows = generate(cfg, storage, cluster)
+        generation_seconds = time.perf_counter() - started
+        covered = coverage(rows, cfg, train, cluster) if train else None
     new_tokens = sum(rows.column("prediction_tokens").to_pylist())
     cols = score_examples(
         rows.column("prediction").to_pylist(), rows.column("reference").to_pylist(), cfg.metrics, cfg.answer.extractor
@@ -224,14 +236,26 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     for name, values in {**cols, **slice_columns}.items():
         if name not in rows.column_names and name != "bleu_stats":
             rows = rows.append_column(name, pa.array(values))
+    if covered:
+        rows = rows.append_column(CLUSTER, pa.array(covered[1], pa.int64())).append_column(
+            RATIO, pa.array(covered[2], pa.float64())
+        )
     chosen = (
-        candidates(rows, cfg.candidates.low_confidence_fraction, cfg.answer_metric()) if cfg.candidates.write else None
+        candidates(
+            rows,
+            cfg.candidates.low_confidence_fraction,
+            cfg.answer_metric(),
+            cfg.candidates.coverage.max_ratio if cfg.candidates.coverage else None,
+        )
+        if cfg.candidates.write
+        else None
     )
     result = {
         "metrics": metrics,
         "slices": slices,
         "slice_options": cfg.slice_options.model_dump(),
         "candidates": summary(chosen) if chosen is not None else None,
+        "coverage": covered[0] if covered else None,
         "rows": rows.num_rows,
         "seconds": time.perf_counter() - started,
         "device": "cuda" if cfg.generation.use_gpu else "cpu",
