@@ -291,7 +291,16 @@ def test_usage_errors_and_an_unreachable_address_are_reported_without_a_cluster(
     assert res.returncode == 1 and url in said[-1] and len(said) == 3, res.stderr
     assert all(f"the Ray Jobs API at {url} is not ready (ConnectionError" in line for line in said[:2]), res.stderr
     # a local output is written on the cluster's nodes, not here: said before anything is sent
-    res = run_cli("submit", "--address", url, "--", "thresher", "curate", "examples/quickstart.yaml")
+    res = run_cli(
+        "submit",
+        "--address",
+        url,
+        "--",
+        "thresher",
+        "curate",
+        "examples/quickstart.yaml",
+        env={"THRESHER_JOBS_RETRY_S": "0"},
+    )
     assert res.returncode == 1 and "output out/quickstart is a local path" in res.stderr, res.stderr
     outside = tmp_path / "cfg.yaml"
     outside.write_text("input: {paths: [x]}\n")
