@@ -164,3 +164,42 @@ def test_a_run_over_hostile_files_accounts_for_every_record(ray_local, tmp_path)
     assert c["output"] >= 70 and c["rejected"] > 100
     assert manifest["counts"]["rejected_bytes"] >= (tmp_path / "in" / "e.parquet").stat().st_size
     assert time.perf_counter() - t0 < 120
+
+
+def test_parquet_large_string_fields_with_nulls_keep_their_type_through_a_global_stage(ray_local, tmp_path):
+    """A thresher run's Parquet (large_string fields, an answer missing) curated again: pii rewrites both fields,
+    dedup_exact decides, decontaminate runs after it on the staged records. The answers come back as text, nulls
+    as nulls (a null read as pd.NA and written back as an object made Ray pickle the column, which the stage after
+    the global one could not slice)."""
+    questions = [f"How many apples does farmer {i} have if she buys {i % 7} more?" for i in range(40)]
+    answers = [None if i % 10 == 3 else f"She has {i} apples. Mail a@b.org" for i in range(40)]
+    (tmp_path / "in").mkdir()
+    table = pa.table(
+        {
+            "id": [f"r{i}" for i in range(40)],
+            "question": pa.array(questions, pa.large_string()),
+            "answer": pa.array(answers, pa.large_string()),
+        }
+    )
+    pq.write_table(table, tmp_path / "in" / "part-0.parquet")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "An unrelated question about the moon and tides."}))
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(tmp_path / "in")], "format": "parquet", "text_field": "question"},
+                "output": {"path": str(tmp_path / "out")},
+                "stages": [
+                    {"pii": {"fields": ["question", "answer"]}},
+                    {"dedup_exact": {}},
+                    {"decontaminate": {"references": [str(tmp_path / "test.jsonl")], "fields": ["question"]}},
+                ],
+            }
+        )
+    )
+    assert manifest["counts"]["output"] == 40
+    out = pq.read_table(tmp_path / "out" / "data")
+    assert pa.types.is_string(out.schema.field("answer").type) or pa.types.is_large_string(
+        out.schema.field("answer").type
+    )
+    got = dict(zip(out.column("id").to_pylist(), out.column("answer").to_pylist()))
+    assert got == {f"r{i}": None if a is None else a.replace("a@b.org", "[EMAIL]") for i, a in enumerate(answers)}
