@@ -51,17 +51,26 @@ STAGES = [
 MAP_PHASE = "read and map stages"
 
 
-def corpus(work: Path, mb: int, shards: int) -> Path:
-    """``mb`` MB of JSONL in ``shards`` gzip files under ``work`` (made once)."""
-    out = work / f"corpus{mb}"
+def corpus(work: Path, mb: int, shards: int, distinct: bool = False) -> Path:
+    """``mb`` MB of JSONL in about ``shards`` gzip files under ``work`` (made once): ``bench/corpus.py``'s cycled
+    documents, or with ``distinct`` ``bench/dedup_corpus.py``'s (distinct documents mixed from real sentences, about
+    15 % of them with planted exact and near copies: what dedup keeps grows with the corpus)."""
+    out = work / f"{'distinct' if distinct else 'corpus'}{mb}"
     if (out / "done").exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
     plain = work / f"plain{mb}"
-    generate(mb, plain, shard_mb=mb / shards)
+    shutil.rmtree(plain, ignore_errors=True)
+    if distinct:
+        from dedup_corpus import generate as generate_distinct
+
+        generate_distinct(mb, plain, shard_mb=mb / shards)
+    else:
+        generate(mb, plain, shard_mb=mb / shards)
     out.mkdir(parents=True)
+    parts = sorted(plain.glob("part-*.jsonl"))
     with ProcessPoolExecutor() as pool:  # one shard per core: 1 GB in seconds on 16 cores
-        list(pool.map(gzip_file, sorted(plain.glob("*.jsonl")), [out] * shards))
+        list(pool.map(gzip_file, parts, [out] * len(parts)))
     shutil.rmtree(plain)
     (out / "done").write_text("")
     return out
@@ -190,7 +199,9 @@ def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
     lines = [
         "# Pipeline benchmark: the whole chain, per stage and per CPU count",
         "",
-        f"Command: `{command}`. Corpus: {mb} MB of real web text (`bench/corpus.py`), {first['docs']:,} documents in "
+        f"Command: `{command}`. Corpus: {mb} MB of real web text ("
+        f"{'`bench/dedup_corpus.py`: distinct documents mixed from real sentences, some with planted copies' if '--distinct' in command else '`bench/corpus.py`: real documents cycled'}"
+        f"), {first['docs']:,} documents in "
         f"{shards} gzip shards. Stages: {', '.join(next(iter(s)) for s in STAGES)} (langid keeps en; quality: gopher, "
         f"c4, fineweb). Machine: {os.cpu_count()} cores. Wall: `thresher curate` seen from outside (interpreter, "
         "Ray's start and stop included); the phases and task seconds are the manifest's `timing`. Each checkout first curates one shard once, unmeasured (its numba kernels compile "
@@ -284,6 +295,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=200)
     ap.add_argument("--shards", type=int, default=16)
+    ap.add_argument("--distinct", action="store_true", help="bench/dedup_corpus.py's distinct documents")
     ap.add_argument("--cpus", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--nodes", nargs="*", default=["2x1"], help="NODESxCPUS runs on ray start nodes (2 nodes only)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/thresher-pipeline-bench"))
@@ -292,7 +304,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    data = corpus(a.work, a.mb, a.shards)
+    data = corpus(a.work, a.mb, a.shards, a.distinct)
     cfg = a.work / "pipeline.yaml"
     cfg.write_text(
         yaml.safe_dump({"input": {"paths": [str(data / "*.jsonl.gz")]}, "output": {"path": "unused"}, "stages": STAGES})

@@ -3,7 +3,8 @@
 # PyTorch, pyarrow, pandas; no Ray, no fastText): bench/pipeline_bench.py on a 200 MB corpus at 1, 2, 4, 8 and 16
 # CPUs on one node and on two `ray start` nodes of half the cores, then the 1 GB corpus at 16 CPUs and at 1 CPU.
 # What the machine lacks travels in the bundle bench/gpu_bundle.sh builds (Ray, the fastText wheel with lid.176,
-# google-re2 and the other small wheels, and the shared web text the corpora are generated from, there, seeded).
+# google-re2 and the other small wheels, and the shared web text the corpora are generated from, there, seeded:
+# bench/dedup_corpus.py's distinct documents with planted copies, so that what dedup keeps grows with the corpus).
 # Results: $OUT/pipeline-16core*.{md,json} (bench/scale_report.py joins them into bench/results/pipeline-16core.md).
 #
 #   bash bench/scale_run.sh [BUNDLE] [CPUS...]      # from the repository root; default .gpu-bundle 1 2 4 8 16
@@ -26,7 +27,7 @@ fi
 export THRESHER_SHARED=${THRESHER_SHARED:-$PWD/$BUNDLE/shared} PYTHONUNBUFFERED=1
 python3 -c "import ray, fasttext, re2, numba, thresher.curate.runner; print('ray', ray.__version__, 'numba', numba.__version__)" \
   || { echo "imports failed"; exit 1; }
-bench() { python3 bench/pipeline_bench.py --work "$WORK" --results "$OUT" "$@"; }
+bench() { python3 bench/pipeline_bench.py --work "$WORK" --results "$OUT" --distinct "$@"; }
 if [ "${SCALE_1GB_AT_1:-1}" = only ]; then
   bench --mb "$LARGE" --cpus 1 --nodes --name pipeline-16core-1gb-1cpu >"$OUT/scale-1gb-1cpu.log" 2>&1
   echo "$LARGE MB at 1 CPU: exit $? at $(since)"; exit 0

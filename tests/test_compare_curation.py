@@ -191,6 +191,7 @@ def test_compare_curates_trains_and_evaluates_each_variant_on_one_held_out_set(r
     assert (base["input"], base["records"], no_dedup["records"]) == (42, 38, 40)
     assert base["runs"][0]["key"] == no_dedup["runs"][0]["key"]  # one decontaminate run for both
     assert len(list((tmp_path / "out/curation").iterdir())) == 3
+    assert "own validation split" in (tmp_path / "out/compare.html").read_text()
     for v, c in zip(result["variants"], (base, no_dedup)):
         assert v["train"]["data"] == f"{c['runs'][-1]['folder']}/data/train"
         assert v["train"]["steps"] == 2 and v["eval"]["rows"] == 3

@@ -100,6 +100,12 @@ def _caption(result: dict) -> str:
         + f"; eval data {result['eval_data']} ({result['eval_rows']} rows); {result['schedule']}; "
         f"{result['seconds']:.0f} s in all; {result['cpus']} CPUs, load average "
         + ", ".join(f"{x:.2f}" for x in result["load_average"])
+        + (
+            "; validation loss is on each variant's own validation split (curation variants split differently: "
+            "compare them on the eval data's metrics)"
+            if any(v.get("curation") for v in result["variants"])
+            else ""
+        )
     )
 
 
