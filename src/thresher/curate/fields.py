@@ -15,7 +15,6 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 import pandas as pd
-import pyarrow as pa
 from pydantic import Field, field_validator
 
 from thresher.curate.stage import ID, StageConfig, reject
@@ -104,14 +103,12 @@ def unpack(value) -> tuple[list[str], Callable[[list[str]], object]]:
 
 
 def assign(batch: pd.DataFrame, name: str, values: list) -> None:
-    """Set column ``name`` to ``values``, keeping a text column's dtype (so a column of nulls stays text), Arrow's
-    (``large_string`` read from Parquet) too; any other column as Python objects, missing values as None (``pd.NA``,
-    which an Arrow-backed column yields for a null, is no value Arrow converts back: the column would be pickled)."""
+    """Set column ``name`` to ``values``, keeping a text column's dtype (so a column of nulls stays text); any other
+    column (an Arrow-backed one too: Python strings are what the next stages read fastest) as Python objects, a
+    missing value as None (``pd.NA``, which an Arrow-backed column yields for a null, is no value Ray Data converts
+    back to Arrow: it would store the column as pickled objects)."""
     dtype = batch[name].dtype
-    if isinstance(dtype, pd.StringDtype) or (
-        isinstance(dtype, pd.ArrowDtype)
-        and (pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype))
-    ):
+    if isinstance(dtype, pd.StringDtype):
         batch[name] = pd.Series(values, index=batch.index, dtype=dtype)
     else:
         batch[name] = pd.Series([None if v is pd.NA else v for v in values], index=batch.index, dtype=object)
