@@ -194,14 +194,18 @@ def two_nodes(cfg: Path, work: Path, cpus_each: int) -> dict:
         head.stop()
 
 
-def markdown(runs: list[dict], mb: int, shards: int, command: str) -> str:
+def markdown(runs: list[dict], mb: int, shards: int, command: str, distinct: bool) -> str:
     first = runs[0]
     lines = [
         "# Pipeline benchmark: the whole chain, per stage and per CPU count",
         "",
         f"Command: `{command}`. Corpus: {mb} MB of real web text ("
-        f"{'`bench/dedup_corpus.py`: distinct documents mixed from real sentences, some with planted copies' if '--distinct' in command else '`bench/corpus.py`: real documents cycled'}"
-        f"), {first['docs']:,} documents in "
+        + (
+            "`bench/dedup_corpus.py`: distinct documents mixed from real sentences, some with planted copies"
+            if distinct
+            else "`bench/corpus.py`: real documents cycled"
+        )
+        + f"), {first['docs']:,} documents in "
         f"{shards} gzip shards. Stages: {', '.join(next(iter(s)) for s in STAGES)} (langid keeps en; quality: gopher, "
         f"c4, fineweb). Machine: {os.cpu_count()} cores. Wall: `thresher curate` seen from outside (interpreter, "
         "Ray's start and stop included); the phases and task seconds are the manifest's `timing`. Each checkout first curates one shard once, unmeasured (its numba kernels compile "
@@ -326,7 +330,9 @@ def main() -> None:
     def save(r: dict) -> None:  # after every run: a run stopped by a time limit keeps what it measured
         runs.append(r)
         (a.results / f"{a.name}.json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
-        (a.results / f"{a.name}.md").write_text(markdown(runs, a.mb, a.shards, command.strip()))
+        (a.results / f"{a.name}.md").write_text(
+            markdown(runs, a.mb, len(list(data.glob("*.jsonl.gz"))), command.strip(), a.distinct)
+        )
 
     if a.baseline:
         curate(
