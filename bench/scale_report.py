@@ -67,7 +67,9 @@ def main() -> None:
         "",
     ]
     for s in sets:
-        body = markdown(s["runs"], corpus_mb(s["command"]), 16, s["command"]).split("\n", 1)[1]
+        body = markdown(s["runs"], corpus_mb(s["command"]), 16, s["command"], "--distinct" in s["command"]).split(
+            "\n", 1
+        )[1]
         lines += [f"## {corpus_mb(s['command']):,} MB: {', '.join(r['name'] for r in s['runs'])}", ""]
         lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in body.splitlines()]
         lines.append("")
