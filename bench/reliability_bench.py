@@ -104,16 +104,29 @@ def same(m: dict | None, clean: dict) -> bool:
     return bool(m) and m["digests"] == clean["digests"] and m["counts"] == clean["counts"]
 
 
-def kill_first(proc: subprocess.Popen, title: str) -> int | None:
-    """SIGKILL the first process under ``proc`` whose title starts with ``title``; its pid, or None."""
+NOT_TASK_WORKERS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::_")
+
+
+def kill_a_task_worker(proc: subprocess.Popen, rng: random.Random) -> str | None:
+    """SIGKILL a Ray worker under ``proc`` picked at random among those running thresher's tasks or actors (not an
+    idle worker, not the node's agents, whose loss is the node's: the node-loss class; not Ray Data's own
+    actors); its pid and title, or None when none runs."""
+    workers = []
     for p in psutil.Process(proc.pid).children(recursive=True):
         try:
-            if " ".join(p.cmdline()).startswith(title):
-                os.kill(p.pid, signal.SIGKILL)
-                return p.pid
+            title = " ".join(p.cmdline())
         except psutil.Error:
             continue
-    return None
+        if title.startswith("ray::") and not title.startswith(NOT_TASK_WORKERS):
+            workers.append((p.pid, title.split()[0]))
+    if not workers:
+        return None
+    pid, title = rng.choice(workers)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return None
+    return f"{title} (pid {pid})"
 
 
 def lost(m: dict | None, clean: dict) -> int:
@@ -136,20 +149,20 @@ def markers(out: Path, kind: str) -> int:
 
 
 def kill_worker(work: Path, src: Path, clean: dict, i: int, rng: random.Random) -> Trial:
-    """SIGKILL a Ray worker running a task (read + map stages) at a random moment of the run (0.1 to 0.8 of the
-    clean run's wall time after Ray is up)."""
+    """SIGKILL a Ray worker of the run (one running a read + map stages task, or thresher's progress actor), picked
+    at random at a random moment (0.05 to 0.5 of the clean run's wall time after Ray is up)."""
     cfg, out = write_config(work, f"worker{i}", src)
     proc = curate(cfg)
-    delay = rng.uniform(0.1, 0.8) * clean["seconds"]
+    delay = rng.uniform(0.05, 0.5) * clean["seconds"]
     wait_for(lambda: (out / "_progress" / "run.json").exists(), proc)
     time.sleep(delay)
     killed = None
     while killed is None and proc.poll() is None:
-        killed = kill_first(proc, "ray::")
+        killed = kill_a_task_worker(proc, rng)
         time.sleep(0.02)
     proc.wait()
     m = manifest(out)
-    note = f"killed pid {killed or '-'} {delay:.1f} s in; exit {proc.returncode}"
+    note = f"killed {killed or '-'} {delay:.1f} s in; exit {proc.returncode}"
     return same(m, clean) and killed is not None, note, lost(m, clean)
 
 

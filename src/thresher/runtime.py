@@ -92,21 +92,44 @@ class Unschedulable(RuntimeError):
 class _FailUnschedulable(logging.Handler):
     """Turns Ray Data's report that the first operator of a pipeline could not run a task for
     ``RAY_DATA_STARVATION_WARNING_DELAY_S`` into :class:`Unschedulable`, raised in its streaming executor, which
-    fails the pipeline's consumer with it. On an autoscaling cluster it logs what the pipeline waits for instead."""
+    fails the pipeline's consumer with it, when the cluster itself has no CPU left for the pipeline. When it has (other
+    jobs hold the CPUs, or Ray Data's share of them is still held for a job that ended) and on an autoscaling
+    cluster it logs what the pipeline waits for instead."""
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if UNSCHEDULABLE not in message:
             return
-        what = message.split(" The job may hang")[0]
+        what = message.split(" The job may hang")[0].rstrip(".")
         if _autoscaling():
             log.warning("waiting for the cluster to scale up: %s", what)
             return
+        cpus, held = _cpus_for_data()
+        if cpus - held >= 1:
+            log.warning(
+                "waiting for CPUs: %s for %s s, though the cluster's %g CPU leave %g for it: other jobs hold them "
+                "(`ray status` shows who), or Ray Data still counts them for a job that ended",
+                what,
+                os.environ.get(STARVATION_DELAY),
+                cpus,
+                cpus - held,
+            )
+            return
         raise Unschedulable(
-            f"{what} for {os.environ.get(STARVATION_DELAY)} s: other work holds the resources its tasks need, or "
-            "the config asks for more than the cluster has; free them (THRESHER_UNSCHEDULABLE_S sets the wait, "
-            "0 waits as long as Ray does)"
+            f"{what} for {os.environ.get(STARVATION_DELAY)} s: the cluster's {cpus:g} CPU"
+            + (f" less {held:g} held for training workers" if held else "")
+            + " leave none for its tasks (a node was lost, or the config asks for more than the cluster has); add "
+            "CPUs or ask for fewer (THRESHER_UNSCHEDULABLE_S sets the wait, 0 waits as long as Ray does)"
         )
+
+
+def _cpus_for_data() -> tuple[float, float]:
+    """The alive cluster's CPUs and those Ray Data leaves out of its pipelines (Ray Train's workers')."""
+    import ray
+    from ray.data import DataContext
+
+    excluded = DataContext.get_current().execution_options.exclude_resources
+    return float(ray.cluster_resources().get("CPU", 0)), float(excluded.cpu or 0)
 
 
 def _autoscaling() -> bool:

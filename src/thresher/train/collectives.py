@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import torch
 import torch.distributed as dist
 
@@ -30,3 +32,23 @@ def node_count() -> int:
     nodes = [None] * dist.get_world_size()
     dist.all_gather_object(nodes, node)
     return len(set(nodes))
+
+
+def random_states(device: torch.device) -> list[list[str]]:
+    """Every worker's torch random state (the CPU's, and its GPU's on one), by rank, base64: what a resumed run
+    restores so that dropout draws what it would have drawn."""
+    states = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
+    mine = [base64.b64encode(s.numpy().tobytes()).decode() for s in states]
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [mine]
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
+def restore_random_state(saved: list[str], device: torch.device) -> None:
+    """Set this worker's torch random state to one :func:`random_states` gathered."""
+    states = [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in saved]
+    torch.set_rng_state(states[0])
+    if device.type == "cuda" and len(states) > 1:
+        torch.cuda.set_rng_state(states[1], device)

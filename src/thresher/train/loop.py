@@ -16,10 +16,12 @@ on) every ``checkpoint.every_steps`` and at the end hold the engine's state (tra
 loss scaler; DeepSpeed and FSDP2: every rank's shards) and :class:`TrainerState` (step, epoch, position in the
 epoch, loss history). A run restarted by the driver
 (``thresher.train.run.fit``: a worker process or node died) or re-run with the same ``checkpoint.storage_path`` resumes
-from the latest checkpoint: weights, optimizer, scheduler and step are restored exactly; for the data, each worker
-skips the micro-batches its shard already gave in the current epoch. Ray Data does not promise the same rows in the
-same order to the same worker across executions (blocks are handed to whichever worker asks first), so the rows a
-resumed epoch skips are the same in number, not necessarily in identity.
+from the latest checkpoint: weights, optimizer, scheduler, step and each worker's torch random state (dropout) are
+restored exactly; for the data, each worker skips the micro-batches its shard already gave in the current epoch. One
+worker reads its rows in the same order every time, so its resumed run ends with the weights an uninterrupted one
+ends with; with several, Ray Data does not promise the same rows to the same worker across executions (blocks are
+handed to whichever worker asks first), so the rows a resumed epoch skips are the same in number, not necessarily in
+identity.
 
 A checkpoint counts once Ray Train's controller has collected every worker's report of it; the controller polls
 the workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` (2 s), so a worker that dies within that time of a report
@@ -43,7 +45,7 @@ import torch
 
 from thresher.core.storage import Storage
 from thresher.train.checkpoints import Checkpointer
-from thresher.train.collectives import all_sum, device_sum, node_count
+from thresher.train.collectives import all_sum, device_sum, node_count, random_states, restore_random_state
 from thresher.train.config import TrainConfig
 from thresher.train.engines import make_engine
 from thresher.train.selection import best_index, best_summary, stops_early
@@ -81,6 +83,7 @@ class TrainerState:
     tokens: int = 0
     tokens_by_source: list[int] = field(default_factory=list)
     resumes: list[int] = field(default_factory=list)  # the checkpoint step each resumed attempt started from
+    random_states: list[list[str]] = field(default_factory=list)  # each rank's torch random state at the checkpoint
     nodes: list[int] = field(default_factory=list)  # the nodes each attempt's workers ran on
 
     def save(self, folder: str) -> None:
@@ -197,6 +200,8 @@ class Recipe:
         if checkpoint:
             with checkpoint.as_directory() as folder:
                 self.engine.load(folder)
+            if len(self.state.random_states) == self.world:  # another worker count draws other numbers anyway
+                restore_random_state(self.state.random_states[self.rank], self.device)
         self.state.nodes.append(node_count())
         self.last_saved = self.state.step if self.resumed_from is not None else None
         self.tracker = Tracker(self.job.tracking if self.rank == 0 else None)
@@ -395,6 +400,7 @@ class Recipe:
 
     def checkpoint(self, metrics: dict | None = None) -> None:
         self.settle()  # the state's token counts are the steps'; their work on the device is not the checkpoint's
+        self.state.random_states = random_states(self.device)
         self.checkpointer.save(self.state, {"step": self.state.step, **(metrics or {})})
         self.last_saved = self.state.step
 
