@@ -212,6 +212,35 @@ def test_a_signal_ends_an_evaluation_within_10_s(tiny_data, tmp_path, sig, code,
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "verb, sig, code, said",
+    [("tune", signal.SIGTERM, 143, "terminated"), ("compare", signal.SIGINT, 130, "interrupted")],
+)
+def test_a_signal_ends_a_search_or_a_comparison_within_10_s(tiny_data, tmp_path, verb, sig, code, said):
+    """Ended while a trial's or a variant's training worker runs: the exit code of the signal within 10 s, no Ray
+    process left, no result written."""
+    model, data = tiny_data
+    base = train_config(model, data, tmp_path / "unused")
+    base["optim"]["max_steps"] = 200
+    output = {"path": str(tmp_path / "out")}
+    if verb == "tune":
+        config = {"train": base, "space": {"optim.lr": {"choice": [1e-3, 1e-2]}}, "output": output}
+        result = tmp_path / "out" / "tune.json"
+    else:
+        evaluation = {k: v for k, v in eval_config(model, data, tmp_path / "unused").items() if k == "data"}
+        config = {"train": base, "eval": evaluation, "variants": [{"name": "a"}, {"name": "b"}], "output": output}
+        result = tmp_path / "out" / "compare.json"
+    proc = start_cli(verb, write(tmp_path / f"{verb}.yaml", config))
+    while proc.poll() is None and not any(t.startswith("ray::RayTrainWorker") for t in titles(proc)):
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    time.sleep(2)  # training
+    took, err = end(proc, sig)
+    assert proc.returncode == code and f"thresher: {said}" in err and took < 10, (took, err[-3000:])
+    assert not result.exists()
+
+
 # -- beside CPU-bound load ------------------------------------------------------------------------------------------
 
 

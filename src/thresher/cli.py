@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from thresher.core.console import LOG_FORMAT, Console
 from thresher.core.console import current as console
 from thresher.core.secrets import redact_text
 from thresher.curate.timing import process_started
-from thresher.runtime import Terminated, end_on_sigterm
+from thresher.runtime import SIGNAL_EXITS, Terminated, end_on_sigterm
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray's task errors come coloured for a terminal
 
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"thresher: error: {redact_text(str(e))}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as e:
-        code, said = (143, "terminated") if isinstance(e, Terminated) else (130, "interrupted")
+        code, said = SIGNAL_EXITS[signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT]
         print(f"thresher: {said}", file=sys.stderr)
         if (
             argv is None

@@ -31,6 +31,46 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+SIGNAL_EXITS = {signal.SIGTERM: (143, "terminated"), signal.SIGINT: (130, "interrupted")}  # exit code, what is said
+
+
+@contextlib.contextmanager
+def ending_at_once(address: str | None) -> Iterator[None]:
+    """Around a call that cleans up at length when an exception reaches it (Ray Tune's ``fit`` gives its trials'
+    actors up to 10 s to stop): SIGTERM and Ctrl-C end the ``thresher`` command's process there, as a crash would,
+    its embedded Ray's processes killed first; what the call saved as it went (Ray Tune's search state, the trials'
+    checkpoints) is what a re-run resumes from. Elsewhere (a test or a notebook calling in-process) it does nothing."""
+    if signal.getsignal(signal.SIGTERM) is not _terminate or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import sys
+
+    from thresher.core.console import current
+
+    def end(signum, frame):
+        code, said = SIGNAL_EXITS[signum]
+        print(f"thresher: {said}", file=getattr(current(), "errors", sys.stderr), flush=True)  # not the log file
+        if resolve_address(address) is None:
+            _stop_embedded(graceful=False)
+        sys.stdout.flush()
+        os._exit(code)
+
+    previous = {sig: signal.getsignal(sig) for sig in SIGNAL_EXITS}
+    disabled = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ray Tune's own: a graceful stop that returns the trials so far
+    for sig in SIGNAL_EXITS:
+        signal.signal(sig, end)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if disabled is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER")
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = disabled
+
+
 def end_on_sigterm() -> None:
     """SIGTERM raises :class:`Terminated` in the main thread (the ``thresher`` command's; :func:`ray_session` puts it
     back after Ray's ``init``, whose handler exits at once with status 15)."""

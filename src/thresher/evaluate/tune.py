@@ -54,7 +54,7 @@ from thresher.evaluate.tune_config import (
     curation_change,
     with_params,
 )
-from thresher.runtime import ray_session
+from thresher.runtime import ending_at_once, ray_session
 from thresher.train.config import TrainConfig
 
 TUNE_JSON, TUNE_HTML, BEST_CONFIG, RECORD = "tune.json", "tune.html", "best_config.yaml", "tune-config.json"
@@ -462,7 +462,7 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
             f"{', asha' if cfg.scheduler else ''}); each into {join(cfg.output.path, TRIALS)}/TRIAL_ID"
         )
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # the search's state saved at most 1 s old
-        with console().phase("tune"):
+        with console().phase("tune"), ending_at_once(address):
             # in this thread: in a worker thread, a resumed search did not finish within 900 s in CI
             grid = tuner.fit()
     trials = sorted((_trial_row(r, cfg, output) for r in grid), key=lambda t: t["id"])
