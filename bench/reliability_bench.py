@@ -16,7 +16,8 @@ A curation trial passes when the run completes with the clean run's counts and o
 added or changed), or, for the faults that must fail or reject, as each function's docstring says; a training trial
 when the run ends at its last step with one loss per step. "records lost": kept records the clean run has and the
 trial's output lacks (a run that must fail: records published by it). Writes bench/results/reliability.md and .json
-(every trial: seed point, outcome, seconds); ``--classes`` runs some classes and keeps the other rows of the JSON.
+(every trial: seed point, outcome, seconds) after every trial; ``--classes`` runs some classes and keeps the other
+rows of the JSON (``--trials 0``: writes the table of the JSON again).
 
     python bench/reliability_bench.py                      # 20 trials per class
     python bench/reliability_bench.py --trials 1 --classes worker-sigkill corrupt-file
@@ -104,13 +105,14 @@ def same(m: dict | None, clean: dict) -> bool:
     return bool(m) and m["digests"] == clean["digests"] and m["counts"] == clean["counts"]
 
 
-NOT_TASK_WORKERS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::_")
+NOT_TASK_WORKERS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::_", "ray::ProgressCounter")
 
 
 def kill_a_task_worker(proc: subprocess.Popen, rng: random.Random) -> str | None:
-    """SIGKILL a Ray worker under ``proc`` picked at random among those running thresher's tasks or actors (not an
-    idle worker, not the node's agents, whose loss is the node's: the node-loss class; not Ray Data's own
-    actors); its pid and title, or None when none runs."""
+    """SIGKILL a busy Ray worker under ``proc``, picked at random: one running a task of the run, or one of Ray
+    Data's actors while it starts (``ray::<name>:<class>.__init__``); not an idle worker, not the node's agents (their
+    loss is the node's: the node-loss class), not an actor once started (Ray Data's, thresher's progress actor, which
+    Ray restarts). Its title and pid, or None when none is busy."""
     workers = []
     for p in psutil.Process(proc.pid).children(recursive=True):
         try:
@@ -149,11 +151,11 @@ def markers(out: Path, kind: str) -> int:
 
 
 def kill_worker(work: Path, src: Path, clean: dict, i: int, rng: random.Random) -> Trial:
-    """SIGKILL a Ray worker of the run (one running a read + map stages task, or thresher's progress actor), picked
-    at random at a random moment (0.05 to 0.5 of the clean run's wall time after Ray is up)."""
+    """SIGKILL a busy Ray worker (:func:`kill_a_task_worker`: mostly a read + map stages task's) at a random moment
+    of the clean run's map phase (0.05 to 0.8 of its seconds after Ray is up)."""
     cfg, out = write_config(work, f"worker{i}", src)
     proc = curate(cfg)
-    delay = rng.uniform(0.05, 0.5) * clean["seconds"]
+    delay = rng.uniform(0.05, 0.8) * clean["timing"]["phases"]["read and map stages"]
     wait_for(lambda: (out / "_progress" / "run.json").exists(), proc)
     time.sleep(delay)
     killed = None
@@ -362,6 +364,7 @@ def kill_training_worker(work: Path, src: Path, clean: dict | None, i: int, rng:
     """On a two-node cluster (a worker on each node), SIGKILL one Ray Train worker, picked at random, once the
     controller has registered a random checkpoint (step 5 to 30); Ray Train must restart the workers from the last
     checkpoint and the run end at step 40 with one loss per step."""
+    train_setup(work)  # before the cluster: its in-process curation stops its own Ray's processes, ours children
     head = RayHead(work / f"train-cluster{i}")
     head.tmp.mkdir()
     head.start_head(num_cpus=2)
@@ -778,7 +781,8 @@ def main() -> None:
     command = "python bench/reliability_bench.py " + " ".join(sys.argv[1:])
     raw = a.out.with_suffix(".json")
     kept = json.loads(raw.read_text()).get("classes", {}) if a.classes and raw.exists() else {}
-    results = {}
+    results: dict = {}
+    merged = {name: kept[name] for name in CLASSES if name in kept}  # --trials 0: the table of the JSON again
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         src = work / "corpus"
@@ -807,9 +811,9 @@ def main() -> None:
                     {"trial": i, "passed": ok, "records_lost": records_lost, "seconds": seconds, "note": note}
                 )
                 print(name, i, ok, records_lost, seconds, note, flush=True)
-            results[name] = {"what": what, "trials": trials, "command": command}
-    merged = {name: results.get(name) or kept.get(name) for name in CLASSES if results.get(name) or kept.get(name)}
-    raw.write_text(json.dumps({"corpus_mb": a.mb, "seed": a.seed, "classes": merged}, indent=2))
+                results[name] = {"what": what, "trials": trials, "command": command}
+                merged = {n: results.get(n) or kept.get(n) for n in CLASSES if results.get(n) or kept.get(n)}
+                raw.write_text(json.dumps({"corpus_mb": a.mb, "seed": a.seed, "classes": merged}, indent=2))
     clean = cleans["clean"]
     lines = [
         "# Reliability: fault campaign",

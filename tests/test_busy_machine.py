@@ -266,6 +266,28 @@ def test_beside_cpu_bound_load_the_embedded_ray_starts_and_the_run_finishes(cpu_
         assert "trying again in" in err and "(on a busy machine" not in err, err[-3000:]
 
 
+def test_a_head_that_never_answers_fails_the_command_within_the_wait_naming_the_address(tmp_path):
+    """Nothing listens at the address: the command tries again for THRESHER_HEAD_WAIT_S (here 3 s), saying so, then
+    fails naming the address and the setting (Ray's own connection would try for about 13 minutes)."""
+    from testkit.ray_cluster import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    proc = start_cli(
+        "curate",
+        "examples/quickstart.yaml",
+        "--output",
+        str(tmp_path / "out"),
+        "--address",
+        address,
+        THRESHER_HEAD_WAIT_S="3",
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and time.monotonic() - started < 30, err[-3000:]
+    assert f"no Ray head answers at {address} yet" in err
+    assert f"no Ray head answered at {address} within 3 s" in err and "THRESHER_HEAD_WAIT_S" in err
+
+
 @pytest.mark.slow
 def test_beside_cpu_bound_load_a_submission_waits_for_a_head_still_coming_up(cpu_load, tmp_path):
     """The command starts before the head: its connection is refused, tried again, and once the head is up (its

@@ -353,6 +353,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
     ends_on_sigterm = signal.getsignal(signal.SIGTERM) is _terminate
     if addr:
         log.info("connecting to Ray at %s", addr)
+        wait_for_head(addr)
         start = functools.partial(ray.init, address=addr, **kwargs)
     else:
         log.info("starting an embedded local Ray")
@@ -399,6 +400,36 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
             _stop_embedded(graceful=not (signalled and ends_on_sigterm))
 
 
+HEAD_WAIT_S = 120  # seconds to wait for a cluster's head to answer (THRESHER_HEAD_WAIT_S)
+
+
+def wait_for_head(address: str) -> None:
+    """Wait until the head's GCS port at ``address`` (``host:port``) accepts a connection, trying again with waits
+    of 1, 2, 4 ... 10 s for up to ``THRESHER_HEAD_WAIT_S`` (a head still coming up); then fail naming the address
+    and the setting. Ray's own connection to a head that does not answer tries for about 13 minutes, deaf to
+    signals. Other forms (``auto``, ``ray://``) go to Ray as they are."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    seconds = float(os.environ.get("THRESHER_HEAD_WAIT_S", HEAD_WAIT_S))
+    deadline, wait = time.monotonic() + seconds, 1.0
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=5):
+                return
+        except OSError as e:
+            if time.monotonic() + wait > deadline:
+                raise RuntimeError(
+                    f"no Ray head answered at {address} within {seconds:g} s ({e}): check the address and that the "
+                    "head runs (THRESHER_HEAD_WAIT_S sets the wait)"
+                ) from None
+            log.warning("no Ray head answers at %s yet (%s); trying again in %g s", address, e, wait)
+            time.sleep(wait)
+            wait = min(10.0, wait * 2)
+
+
 def _start_with_retries(start, what: str, retried: type[BaseException]) -> None:
     """``start()``, tried again after a failure of the ``retried`` kind (Ray's start timing out on a busy machine, a
     head not up yet), Ray's processes stopped in between, with waits of 2, 4, 8, ... s up to
@@ -439,11 +470,13 @@ def _stop_embedded(graceful: bool) -> None:
     import psutil
     import ray
 
-    ours = []
-    for p in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if "ray" in " ".join(p.cmdline()):  # the embedded Ray's: raylet, gcs_server, workers (ray::...)
-                ours.append(p)
+    ours = []  # the processes the embedded node started (GCS, raylet, dashboard, ...) and theirs (workers, agents)
+    node = getattr(ray._private.worker, "_global_node", None)
+    for started in (getattr(node, "all_processes", None) or {}).values():
+        for info in started:
+            with contextlib.suppress(psutil.Error):
+                p = psutil.Process(info.process.pid)
+                ours += [p, *p.children(recursive=True)]
     log.info("stopping the embedded Ray%s", "" if graceful else " (the command was ended by a signal)")
     if graceful:
         ray.shutdown()
