@@ -194,7 +194,8 @@ def two_nodes(cfg: Path, work: Path, cpus_each: int) -> dict:
         head.stop()
 
 
-def markdown(runs: list[dict], mb: int, shards: int, command: str, distinct: bool) -> str:
+def markdown(runs: list[dict], mb: int, shards: int, command: str, distinct: bool, cores: int | None = None) -> str:
+    """The tables of one run set; ``cores``: the machine's (default: this one's)."""
     first = runs[0]
     lines = [
         "# Pipeline benchmark: the whole chain, per stage and per CPU count",
@@ -207,7 +208,7 @@ def markdown(runs: list[dict], mb: int, shards: int, command: str, distinct: boo
         )
         + f"), {first['docs']:,} documents in "
         f"{shards} gzip shards. Stages: {', '.join(next(iter(s)) for s in STAGES)} (langid keeps en; quality: gopher, "
-        f"c4, fineweb). Machine: {os.cpu_count()} cores. Wall: `thresher curate` seen from outside (interpreter, "
+        f"c4, fineweb). Machine: {cores or os.cpu_count()} cores. Wall: `thresher curate` seen from outside (interpreter, "
         "Ray's start and stop included); the phases and task seconds are the manifest's `timing`. Each checkout first curates one shard once, unmeasured (its numba kernels compile "
         "then and are cached on disk). Speed-ups and "
         "identical output (equal digests of every output folder) are against the first run of the same checkout.",
@@ -306,30 +307,36 @@ def main() -> None:
     ap.add_argument("--name", default="pipeline")
     ap.add_argument("--baseline", help="a checkout of an earlier thresher: its runs first, labelled before")
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE in the runs' config (input.block_bytes=N)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     data = corpus(a.work, a.mb, a.shards, a.distinct)
+
+    def config(paths: list[str]) -> str:
+        doc = {"input": {"paths": paths}, "output": {"path": "unused"}, "stages": STAGES}
+        for setting in a.set:
+            key, value = setting.split("=", 1)
+            *parents, last = key.split(".")
+            node = doc
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = yaml.safe_load(value)
+        return yaml.safe_dump(doc)
+
     cfg = a.work / "pipeline.yaml"
-    cfg.write_text(
-        yaml.safe_dump({"input": {"paths": [str(data / "*.jsonl.gz")]}, "output": {"path": "unused"}, "stages": STAGES})
-    )
+    cfg.write_text(config([str(data / "*.jsonl.gz")]))
     warm = a.work / "warmup.yaml"  # one shard, once per checkout: its numba kernels compile (cached on disk) here
-    warm.write_text(
-        yaml.safe_dump(
-            {
-                "input": {"paths": [str(sorted(data.glob("*.jsonl.gz"))[0])]},
-                "output": {"path": "unused"},
-                "stages": STAGES,
-            }
-        )
-    )
+    warm.write_text(config([str(sorted(data.glob("*.jsonl.gz"))[0])]))
     runs: list[dict] = []
     command = "python bench/pipeline_bench.py " + shlex.join(sys.argv[1:])
     a.results.mkdir(parents=True, exist_ok=True)
 
     def save(r: dict) -> None:  # after every run: a run stopped by a time limit keeps what it measured
         runs.append(r)
-        (a.results / f"{a.name}.json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
+        files = len(list(data.glob("*.jsonl.gz")))
+        (a.results / f"{a.name}.json").write_text(
+            json.dumps({"command": command, "cores": os.cpu_count(), "files": files, "runs": runs}, indent=1)
+        )
         (a.results / f"{a.name}.md").write_text(
             markdown(runs, a.mb, len(list(data.glob("*.jsonl.gz"))), command.strip(), a.distinct)
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -52,10 +53,21 @@ def main() -> None:
     ap.add_argument("--machine", type=Path)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/pipeline-16core")
     a = ap.parse_args()
-    found = [json.loads(f.read_text()) for f in sorted(a.results.glob("pipeline-16core*.json"))]
+    found = [{**json.loads(f.read_text()), "name": f.stem} for f in sorted(a.results.glob("pipeline-16core*.json"))]
     sets = [s for s in found if "command" in s]  # a joined file from an earlier call is not a run set
     sets.sort(key=lambda s: (corpus_mb(s["command"]), -len(s["runs"])))
-    machine = a.machine.read_text().strip().replace("\n", "; ") if a.machine else "not recorded"
+    machine, cores = "not recorded", None
+    if a.machine:  # bench/device_run.sh's: nvidia-smi's GPU line, lscpu's CPU(s) and model name, free -g's Mem line
+        text = a.machine.read_text()
+        gpu = text.splitlines()[0].split(",")[0]
+        cores = int(re.search(r"CPU\(s\):\s+(\d+)", text)[1])
+        model = re.search(r"Model name:\s+(.+)", text)[1].strip()
+        memory = re.search(r"Mem:\s+(\d+)", text)[1]
+        machine = f"{cores} cores ({model}), {memory} GB of memory, beside one {gpu}"
+    for s in sets:  # run sets saved before pipeline_bench recorded them: the machine's cores, the .md's file count
+        s.setdefault("cores", cores)
+        if "files" not in s and (md := a.results / f"{s['name']}.md").exists():
+            s["files"] = int(re.search(r"documents in (\d+) gzip shards", md.read_text())[1])
     lines = [
         "# Curation on 16 cores and two nodes",
         "",
@@ -67,9 +79,14 @@ def main() -> None:
         "",
     ]
     for s in sets:
-        body = markdown(s["runs"], corpus_mb(s["command"]), 16, s["command"], "--distinct" in s["command"]).split(
-            "\n", 1
-        )[1]
+        body = markdown(
+            s["runs"],
+            corpus_mb(s["command"]),
+            s.get("files", 16),
+            s["command"],
+            "--distinct" in s["command"],
+            s["cores"],
+        ).split("\n", 1)[1]
         lines += [f"## {corpus_mb(s['command']):,} MB: {', '.join(r['name'] for r in s['runs'])}", ""]
         lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln for ln in body.splitlines()]
         lines.append("")

@@ -25,19 +25,30 @@ def test_jsonl_plain_gz_zst_and_derived_ids(ray_local, tmp_path):
     docs = c4_docs(60)
     a = write_jsonl(tmp_path / "a.jsonl", [{"id": f"a{i}", **d} for i, d in enumerate(docs[:20])])
     b = write_jsonl(tmp_path / "b.jsonl.gz", docs[20:40], opener=gzip.open)
-    with open(tmp_path / "c.jsonl.zst", "wb") as raw, zstandard.ZstdCompressor().stream_writer(raw) as f:
-        for d in docs[40:]:
-            f.write(json.dumps(d).encode() + b"\n")
-    manifest, out = curate(tmp_path, [a, b, tmp_path / "c.jsonl.zst"])
+    c = tmp_path / "c.jsonl.zst"  # one frame that states its size (zstd's default)
+    c.write_bytes(zstandard.ZstdCompressor().compress(b"".join(json.dumps(d).encode() + b"\n" for d in docs[40:])))
+    manifest, out = curate(tmp_path, [a, b, c])
     assert manifest["status"] == "succeeded" and manifest["counts"]["output"] == 60
+    assert manifest["resumed"]["read_tasks"] == 3
     table = read_dir(out / "data")
     ids = table["id"].to_pylist()
     assert len(set(ids)) == 60 and {f"a{i}" for i in range(20)} <= set(ids)
     assert sorted(table["text"].to_pylist()) == sorted(d["text"] for d in docs)
-    # derived ids are stable: a second run gives the same ids
-    manifest2, out2 = curate(tmp_path / "again", [a, b, tmp_path / "c.jsonl.zst"])
-    assert sorted(read_dir(out2 / "data")["id"].to_pylist()) == sorted(ids)
     assert_accounting(manifest, out)
+    # derived ids are stable: a second run, each file read by several tasks (the compressed ones by ranges of their
+    # decompressed bytes), gives the same ids, texts and read bytes
+    manifest2, out2 = curate(tmp_path / "again", [a, b, c], block_bytes=2_000)
+    assert manifest2["resumed"]["read_tasks"] > 3 + 2 * 2
+    again = read_dir(out2 / "data")
+    assert sorted(zip(again["id"].to_pylist(), again["text"].to_pylist())) == sorted(
+        zip(ids, table["text"].to_pylist())
+    )
+    assert (
+        manifest2["counts"]["read_bytes"]
+        == manifest["counts"]["read_bytes"]
+        == sum(p.stat().st_size for p in (a, b, c))
+    )
+    assert_accounting(manifest2, out2)
 
 
 def test_large_jsonl_is_read_in_byte_ranges_exactly_once(ray_local, tmp_path):

@@ -135,7 +135,11 @@ def read(path, spec: ReaderSpec, fast: bool, start: int = 0, end: int = -1) -> p
     tables = list(jsonl_reader.read_jsonl(task, spec, readers.LostBytes(), fast=fast))
     assert all(t.num_rows <= common.ROWS_PER_BATCH for t in tables)
     # a field first seen in a later batch is a column from that batch on (missing columns: null before it; counts: 0)
-    table = pa.concat_tables(tables, promote_options="default") if tables else None
+    return metrics_zero_filled(pa.concat_tables(tables, promote_options="default") if tables else None)
+
+
+def metrics_zero_filled(table: pa.Table | None) -> pa.Table | None:
+    """A metric column is null in batches read before its field was first seen: 0 there."""
     for i, name in enumerate(table.column_names if table else []):
         if name.startswith("_metric."):
             table = table.set_column(i, name, pc.fill_null(table[name], 0))
@@ -320,6 +324,69 @@ def test_damaged_lines_lose_their_bytes_once_in_any_range(
     table, lost = read_bytes(tasks, spec, fast)
     assert lost == ({str(path): expected} if expected else {})
     assert (table["_reject_reason"].to_pylist().count("unreadable_file") if table else 0) == 0
+
+
+@SETTINGS
+@given(
+    lines=files,
+    crlf=st.lists(st.booleans(), min_size=12, max_size=12),
+    final_newline=st.booleans(),
+    spec=specs,
+    chunk=chunk_sizes,
+    kind=st.sampled_from([".gz", ".zst"]),
+    data=st.data(),
+)
+def test_a_compressed_file_read_in_ranges_gives_the_rows_and_losses_of_one_read(
+    tmp_path_factory, lines, crlf, final_newline, spec, chunk, kind, data
+):
+    """Whatever the decompressed size the ranges were planned from (a stream's own statement may be wrong: a
+    truncated file, garbage after it), its ranges together give the rows, rejects and lost bytes of one task."""
+    import zstandard
+
+    payload = jsonl(lines, crlf, final_newline)
+    stored = gzip.compress(payload) if kind == ".gz" else zstandard.ZstdCompressor().compress(payload)
+    damage = data.draw(st.sampled_from(["none", "truncated", "garbage"]))
+    if damage == "truncated":
+        stored = stored[: data.draw(st.integers(min_value=0, max_value=len(stored)))]
+    elif damage == "garbage":
+        stored += random.Random(len(stored)).randbytes(data.draw(st.integers(min_value=1, max_value=300)))
+    path = tmp_path_factory.mktemp("z") / f"x.jsonl{kind}"
+    path.write_bytes(stored)
+    size = len(stored)
+    unpacked = data.draw(st.integers(min_value=1, max_value=2 * len(payload) + 2))
+    block = data.draw(st.integers(min_value=1, max_value=unpacked))
+    ranges = readers.planning.stream_ranges(str(path), size, unpacked, block)
+    assert ranges[0].start == 0 and ranges[-1].end == -1 and len(ranges) <= readers.planning.STREAM_RANGES
+    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:]))
+    assert sum(t.nbytes for t in ranges) == size
+    whole = [ReadTask("jsonl", (str(path),), (size,))]
+    fast = data.draw(st.booleans())
+    with mock.patch.object(jsonl_reader, "CHUNK_BYTES", chunk), mock.patch.object(common, "ROWS_PER_BATCH", 5):
+        (split, split_lost), (one, one_lost) = read_bytes(ranges, spec, fast), read_bytes(whole, spec, fast)
+    assert split_lost == one_lost
+    assert_same(*(metrics_zero_filled(t) for t in (split, one)))
+
+
+def test_a_large_compressed_file_is_planned_as_ranges_of_its_stated_size(tmp_path):
+    """gzip's trailer and zstd's frame header state the decompressed size: a file larger than ``block_bytes`` is read
+    by up to STREAM_RANGES tasks; a stated size that cannot be (a truncated gzip's last bytes) plans one task."""
+    import zstandard
+
+    rnd = random.Random(5)
+    payload = b"".join(json.dumps({"text": rnd.randbytes(150).hex()}).encode() + b"\n" for _ in range(2000))
+    for name, data, n in [
+        ("a.jsonl.gz", gzip.compress(payload), 6),
+        ("b.jsonl.zst", zstandard.ZstdCompressor().compress(payload), 6),
+        ("c.jsonl.gz", gzip.compress(payload)[:-9] + b"\xff\xff\xff\xff", 1),  # states 4 GiB of a few KB
+        ("d.jsonl.zst", zstandard.ZstdCompressor(write_content_size=False).compress(payload), 1),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        tasks, _ = readers.plan(InputConfig(paths=[str(tmp_path / name)], block_bytes=len(payload) // 6 + 1), Storage())
+        assert len(tasks) == n, name
+    tasks, _ = readers.plan(
+        InputConfig(paths=[str(tmp_path / "a.jsonl.gz")], block_bytes=len(payload) // 100), Storage()
+    )
+    assert len(tasks) == readers.planning.STREAM_RANGES
 
 
 def decompressed(kind: str, data: bytes) -> bytes:
@@ -557,3 +624,17 @@ def test_a_truncated_wet_file_loses_the_record_it_was_cut_in(tmp_path):
         path.write_bytes(payload)
         table, lost = read_bytes([ReadTask("wet", (str(path),), (len(payload),))], spec, True)
         assert table["_reject_reason"].to_pylist() == reasons and lost == {str(path): lost_bytes}
+
+
+def test_too_few_read_tasks_for_the_cluster_are_named_with_the_setting():
+    """An input of 64 MiB or more with fewer than two read tasks per CPU: its waves and input.block_bytes are said."""
+    from thresher.curate.plan import few_read_tasks
+
+    shards = [ReadTask("jsonl", (f"s3://b/{i}.jsonl.gz",), (12 << 20,)) for i in range(17)]
+    assert few_read_tasks(shards, 16, 16 << 20) == (
+        "input: 17 read tasks for 16 CPUs (2 waves, at most 16 CPUs busy in the map phase); JSONL is read in ranges "
+        "of input.block_bytes (16 MiB; a compressed file in at most 8): a smaller value, or the input as more files, "
+        "gives more tasks"
+    )
+    assert few_read_tasks(shards, 8, 16 << 20) is None  # two per CPU or more
+    assert few_read_tasks(shards[:5], 16, 16 << 20) is None  # 60 MiB: seconds whatever its tasks

@@ -41,7 +41,13 @@ class InputConfig(StrictModel):
         ),
     )
     max_doc_chars: int = Field(10_000_000, gt=0, description="longer documents are rejected at read")
-    block_bytes: int = Field(16 << 20, gt=0, description="uncompressed JSONL files are read in ranges of this size")
+    block_bytes: int = Field(
+        16 << 20,
+        gt=0,
+        description=(
+            "JSONL is read in ranges of this many (decompressed) bytes, in parallel; a .gz or .zst file in at most 8"
+        ),
+    )
     unique_ids: Literal["keep", "reject"] = Field(
         "keep",
         description=(

@@ -11,6 +11,7 @@ from thresher.core.config import ConfigError
 from thresher.core.storage import Storage
 from thresher.curate.config import CurateConfig
 from thresher.curate.readers import ReadError, ReaderSpec, ReadTask, plan
+from thresher.curate.readers.planning import STREAM_RANGES
 from thresher.curate.run_folder import check_output
 from thresher.curate.stage import (
     POSITION_BITS,
@@ -96,6 +97,24 @@ def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], Read
     if len(tasks) >= 1 << (63 - TASK_SHIFT):
         raise ConfigError(f"input: {len(tasks)} read tasks; raise input.block_bytes")
     return tasks, spec, segments(cfg, build_stages(cfg, storage), storage)
+
+
+FEW_TASKS_BYTES = 64 << 20  # below this the map phase takes seconds whatever its tasks
+
+
+def few_read_tasks(tasks: list[ReadTask], cpus: int, block_bytes: int) -> str | None:
+    """What to say when the read tasks of an input of FEW_TASKS_BYTES or more cannot keep the cluster's CPUs busy
+    (fewer than two per CPU): the map phase runs one task per CPU at a time, so its last wave leaves CPUs idle. Said,
+    not changed: the plan (and so a resumed run's reuse of finished tasks) does not depend on the cluster."""
+    if len(tasks) >= 2 * cpus or sum(t.nbytes for t in tasks) < FEW_TASKS_BYTES:
+        return None
+    waves = -(-len(tasks) // cpus)
+    return (
+        f"input: {len(tasks)} read tasks for {cpus} CPUs ({waves} wave{'s' if waves > 1 else ''}, at most "
+        f"{min(len(tasks), cpus)} CPUs busy in the map phase); JSONL is read in ranges of input.block_bytes "
+        f"({block_bytes / (1 << 20):g} MiB; a compressed file in at most {STREAM_RANGES}): a smaller value, or the "
+        "input as more files, gives more tasks"
+    )
 
 
 def run_key(cfg: CurateConfig, tasks: list[ReadTask], segs: list[Segment], references: list[dict] = ()) -> str:

@@ -25,6 +25,7 @@ run is committed: report, card, then ``manifest.json`` (``thresher.curate.run_fo
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,12 +36,14 @@ from thresher.curate.card import dataset_card
 from thresher.curate.commit import publish, reduce_stats
 from thresher.curate.config import CurateConfig
 from thresher.curate.manifest import AccountingError, build_manifest
-from thresher.curate.plan import Segment, preflight, run_key
+from thresher.curate.plan import Segment, few_read_tasks, preflight, run_key
 from thresher.curate.reference_index import build_missing_indexes, check_references, write_own_indexes
 from thresher.curate.report import build_report, render_html
 from thresher.curate.run_folder import RunFolder
 from thresher.curate.timing import Phases, timing
 from thresher.runtime import cluster_info, ray_session, wait_for_idle_cpus
+
+log = logging.getLogger(__name__)
 
 
 class RunFailed(Exception):
@@ -71,6 +74,8 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
         phases.lap("plan")
         try:
             cpus = int(resources.get("CPU", 1))
+            if advice := few_read_tasks(planned, cpus, cfg.input.block_bytes):
+                log.warning("%s", advice)
             global_counts, read = run_segments(cfg, segs, planned, spec, folder, reused, cpus, phases)
             missing = len(planned) - len(read)
             if missing:

@@ -18,6 +18,7 @@ import xxhash
 import zstandard
 
 from thresher.core.storage import Storage
+from thresher.curate.readers.streams import compression
 from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, side_column
 
 READ_STAGE = "read"
@@ -68,7 +69,8 @@ def storage_error(error: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class ReadTask:
-    """One unit of reading: a byte range of an uncompressed file, a whole file, or a group of text files."""
+    """One unit of reading: a byte range of an uncompressed file, a range of a compressed JSONL file's decompressed
+    bytes (the last one open-ended: ``end`` -1), a whole file, or a group of text files."""
 
     format: str
     uris: tuple[str, ...]
@@ -78,7 +80,10 @@ class ReadTask:
 
     @property
     def nbytes(self) -> int:
-        """The input bytes the task covers: its byte range, else its files' stored sizes."""
+        """The stored bytes the task covers: its byte range, else its files' stored sizes (a compressed file read in
+        ranges: its first range counts them all)."""
+        if compression(self.uris[0]) is not None:
+            return sum(self.sizes) if self.start == 0 else 0
         return (self.end if self.end >= 0 else sum(self.sizes)) - self.start
 
 

@@ -55,6 +55,8 @@ def read_jsonl(task: ReadTask, spec: ReaderSpec, lost: LostBytes, fast: bool = T
         stored = Counted(fs.open_input_stream(path, compression=None))
         f = decompressing(stored, uri)
         chunks = _stream_chunks(f, stored, task.sizes[0])
+        if task.start > 0 or task.end >= 0:
+            chunks = _in_range(chunks, task.start, task.end)
     try:
         for offset, chunk, damage in chunks:
             table = _parse_chunk(spec, key, offset, chunk) if fast and chunk else None
@@ -127,6 +129,24 @@ def _stream_chunks(f, stored: Counted, size: int) -> Iterator[tuple[int, bytes, 
             yield pos, held[:whole], None
             del held[:whole]
             pos, whole = pos + whole, 0
+
+
+def _in_range(
+    chunks: Iterator[tuple[int, bytes, Damage | None]], start: int, end: int
+) -> Iterator[tuple[int, bytes, Damage | None]]:
+    """The lines of a compressed file's ``chunks`` that begin in its range ``[start, end)`` (``end`` -1: to the
+    stream's end), as ``_line_chunks`` gives an uncompressed file's. Damage is this range's where the line it cut
+    begins in the range; a range before it reads past its end and counts it, a range after it gets no line."""
+    for offset, chunk, damage in chunks:
+        stop = offset + len(chunk)
+        lo = 0 if start <= offset else (chunk.find(b"\n", start - offset - 1) + 1 or len(chunk))
+        hi = len(chunk) if end < 0 or stop <= end else (chunk.find(b"\n", end - offset - 1) + 1 or len(chunk))
+        if damage is not None and not (start <= stop and (end < 0 or stop < end)):
+            damage = None
+        if lo < hi or damage is not None:
+            yield offset + lo, chunk[lo:hi], damage
+        if damage is not None or (end >= 0 and stop >= end):
+            return
 
 
 def _add_json_lines(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import orjson
 import pyarrow.parquet as pq
+import zstandard
 
 from thresher.core.storage import Storage
 from thresher.curate.config import InputConfig
@@ -20,6 +23,7 @@ from thresher.curate.readers.wet import WET_FIELDS
 T = TypeVar("T")
 
 TEXT_FILES_PER_TASK = 256
+STREAM_RANGES = 8  # a compressed JSONL file is read in at most this many ranges (each decompresses what precedes it)
 SAMPLE_BYTES = 256 << 10
 SAMPLE_TRIES = 4  # a storage error in the planner's reads: tried again after 0.5 s, then twice as long each time
 EXTENSIONS = {
@@ -69,12 +73,19 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
     text_uris: list[str] = []
     text_sizes: list[int] = []
     text_bytes = 0
+    streams = [
+        (uri, size) for uri, size, fmt in files if fmt == "jsonl" and compression(uri) in (".gz", ".zst", ".zstd")
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        unpacked = dict(zip((u for u, _ in streams), pool.map(lambda f: _unpacked_size(storage, *f), streams)))
     for uri, size, fmt in files:
         if fmt == "jsonl" and compression(uri) is None and size > cfg.block_bytes:
             tasks += [
                 ReadTask(fmt, (uri,), (size,), s, min(s + cfg.block_bytes, size))
                 for s in range(0, size, cfg.block_bytes)
             ]
+        elif fmt == "jsonl" and unpacked.get(uri, 0) > cfg.block_bytes:
+            tasks += stream_ranges(uri, size, unpacked[uri], cfg.block_bytes)
         elif fmt == "text":
             text_uris.append(uri)
             text_sizes.append(size)
@@ -90,6 +101,30 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
     fields = tuple(f for f in fields if f not in (cfg.text_field, "id", cfg.id_field))
     spec = ReaderSpec(cfg.text_field, cfg.id_field, fields, cfg.max_doc_chars, storage, cfg.fields is not None)
     return tasks, spec
+
+
+def stream_ranges(uri: str, size: int, unpacked: int, block_bytes: int) -> list[ReadTask]:
+    """A compressed JSONL file of about ``unpacked`` decompressed bytes as ranges of them (at most STREAM_RANGES,
+    else of ``block_bytes``), the last open-ended: each range's task decompresses the file from its start and parses
+    only the lines that begin in its range, so a file of few large streams is read by several tasks at once."""
+    n = min(STREAM_RANGES, -(-unpacked // block_bytes))
+    step = -(-unpacked // n)
+    return [ReadTask("jsonl", (uri,), (size,), i * step, (i + 1) * step if i < n - 1 else -1) for i in range(n)]
+
+
+def _unpacked_size(storage: Storage, uri: str, size: int) -> int:
+    """The decompressed size a gzip (its trailer) or zstd file (its first frame's header) states, 0 when it states
+    none or none that is plausible (a truncated file, several members or frames: the last range reads the rest)."""
+    try:
+        fs, path = storage.resolve(uri)
+        with fs.open_input_file(path) as f:
+            if compression(uri) == ".gz":
+                stated = struct.unpack("<I", f.read_at(4, size - 4))[0] if size >= 18 else 0
+            else:
+                stated = max(zstandard.frame_content_size(f.read_at(min(size, 18), 0)), 0)
+    except (OSError, zstandard.ZstdError, struct.error):
+        return 0  # the read task finds what is wrong
+    return stated if size <= stated <= 64 * size else 0
 
 
 def _sampled(uri: str, read: Callable[[], T], damage: Callable[[BaseException], bool] = damaged) -> T | None:
