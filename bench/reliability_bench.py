@@ -108,6 +108,14 @@ def same(m: dict | None, clean: dict) -> bool:
 NOT_TASK_WORKERS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::_", "ray::ProgressCounter")
 
 
+def _cmdline(p: psutil.Process) -> str:
+    """``p``'s command line, or "" for one that ended (or is a zombie) since it was listed."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def kill_a_task_worker(proc: subprocess.Popen, rng: random.Random) -> str | None:
     """SIGKILL a busy Ray worker under ``proc``, picked at random: one running a task of the run, or one of Ray
     Data's actors while it starts (``ray::<name>:<class>.__init__``); not an idle worker, not the node's agents (their
@@ -115,10 +123,7 @@ def kill_a_task_worker(proc: subprocess.Popen, rng: random.Random) -> str | None
     Ray restarts). Its title and pid, or None when none is busy."""
     workers = []
     for p in psutil.Process(proc.pid).children(recursive=True):
-        try:
-            title = " ".join(p.cmdline())
-        except psutil.Error:
-            continue
+        title = _cmdline(p)
         if title.startswith("ray::") and not title.startswith(NOT_TASK_WORKERS):
             workers.append((p.pid, title.split()[0]))
     if not workers:
@@ -380,7 +385,7 @@ def kill_training_worker(work: Path, src: Path, clean: dict | None, i: int, rng:
             c.pid
             for node in head.procs
             for c in psutil.Process(node.pid).children(recursive=True)
-            if c.is_running() and " ".join(c.cmdline()).startswith("ray::RayTrainWorker")
+            if _cmdline(c).startswith("ray::RayTrainWorker")
         ]
         killed = rng.choice(workers) if workers and proc.poll() is None else None
         if killed:
