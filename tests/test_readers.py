@@ -591,6 +591,11 @@ def test_the_planners_reads_are_tried_again_then_fail_naming_the_file(tmp_path):
         handler = FlakyHandler(at, "reset")
         assert readers.plan(InputConfig(paths=[str(uri)]), FlakyStorage(handler=handler))[1].fields == fields
         assert handler.failures == 0, "the fault was not injected"
+    packed = tmp_path / "x.jsonl.gz"  # the trailer that states its decompressed size, read again after a reset
+    packed.write_bytes(gzip.compress(b"".join(b'{"text": "%d"}\n' % i for i in range(1000))))
+    handler = FlakyHandler(packed.stat().st_size - 1, "reset")
+    tasks, _ = readers.plan(InputConfig(paths=[str(packed)], block_bytes=4000), FlakyStorage(handler=handler))
+    assert len(tasks) == 4 and handler.failures == 0
     with mock.patch("time.sleep") as sleep, pytest.raises(OSError, match=f"{lines}.*4 times.*Connection reset"):
         readers.plan(InputConfig(paths=[str(lines)]), FlakyStorage(handler=FlakyHandler(0, "reset", 10)))
     assert [c.args[0] for c in sleep.call_args_list] == [0.5, 1, 2]

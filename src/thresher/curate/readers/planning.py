@@ -114,17 +114,18 @@ def stream_ranges(uri: str, size: int, unpacked: int, block_bytes: int) -> list[
 
 def _unpacked_size(storage: Storage, uri: str, size: int) -> int:
     """The decompressed size a gzip (its trailer) or zstd file (its first frame's header) states, 0 when it states
-    none or none that is plausible (a truncated file, several members or frames: the last range reads the rest)."""
-    try:
+    none or none that is plausible (a truncated file, several members or frames: the last range reads the rest). A
+    storage error is tried again as the planner's other reads are, then fails the run."""
+
+    def stated() -> int:
         fs, path = storage.resolve(uri)
         with fs.open_input_file(path) as f:
             if compression(uri) == ".gz":
-                stated = struct.unpack("<I", f.read_at(4, size - 4))[0] if size >= 18 else 0
-            else:
-                stated = max(zstandard.frame_content_size(f.read_at(min(size, 18), 0)), 0)
-    except (OSError, zstandard.ZstdError, struct.error):
-        return 0  # the read task finds what is wrong
-    return stated if size <= stated <= 64 * size else 0
+                return struct.unpack("<I", f.read_at(4, size - 4))[0] if size >= 18 else 0
+            return max(zstandard.frame_content_size(f.read_at(min(size, 18), 0)), 0)
+
+    n = _sampled(uri, stated, damage=lambda e: isinstance(e, (zstandard.ZstdError, struct.error))) or 0
+    return n if size <= n <= 64 * size else 0
 
 
 def _sampled(uri: str, read: Callable[[], T], damage: Callable[[BaseException], bool] = damaged) -> T | None:
