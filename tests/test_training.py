@@ -763,6 +763,55 @@ def test_qlora_without_gpu_exits_2_naming_the_key(data, tiny, tmp_path):
     assert "qlora" in res.stderr and "scaling.use_gpu" in res.stderr
 
 
+def test_an_attempt_that_finds_its_storage_gone_is_started_again_then_fails(monkeypatch, caplog):
+    """Ray Train's controller checks the checkpoint storage as it is created; an outage there (the campaign's
+    checkpoint-storage-once: S3 gone as the retried attempt starts) is waited out, 1 + 2 + 4 + 8 + 16 s at most, then
+    fails the run with the storage's error; any other error fails it at once."""
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from thresher.train import run as train_run
+
+    gone = ActorDiedError(
+        RayTaskError(
+            "TrainController.__init__",
+            "Traceback (most recent call last):\nOSError: When testing for existence of bucket 'b': AWS Error "
+            "NETWORK_CONNECTION during HeadBucket operation",
+            OSError("When testing for existence of bucket 'b'"),
+        )
+    )
+    slept: list[float] = []
+    monkeypatch.setattr(train_run.time, "sleep", slept.append)
+
+    def attempts(*outcomes):
+        it = iter(outcomes)
+
+        class Trainer:
+            def fit(self):
+                outcome = next(it)
+                if isinstance(outcome, Exception):
+                    raise outcome
+                return outcome
+
+        def make():
+            outcome = next(it)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return Trainer()
+
+        return make
+
+    assert train_run.fit(attempts(gone, gone, None, "done"), 2) == "done"
+    assert slept == [1, 2] and "its storage did not answer" in caplog.text
+    slept.clear()
+    with pytest.raises(ActorDiedError, match="HeadBucket"):
+        train_run.fit(attempts(*[gone] * 6), 2)
+    assert slept == [1, 2, 4, 8, 16]
+    slept.clear()
+    with pytest.raises(ValueError):
+        train_run.fit(attempts(ValueError("a bug")), 2)
+    assert slept == []
+
+
 def test_a_first_step_failure_of_the_workers_fails_the_run_at_once(data, tiny, tmp_path, caplog):
     """A LoRA target the model lacks fails the workers as they set up: the run fails with that error after one
     attempt, not after ``checkpoint.max_failures`` more attempts from scratch (each a worker start and model load)."""

@@ -45,6 +45,7 @@ from thresher.train.tracking import settings as tracking_settings
 log = logging.getLogger(__name__)
 
 RUN_NAME = "thresher"
+STORAGE_WAITS_S = (1, 2, 4, 8, 16)  # an attempt whose start finds the run's storage gone: tried again after these
 RUN_RECORD = "thresher-train.json"
 
 
@@ -151,16 +152,29 @@ def deterministic_failure(error: Exception) -> str | None:
     return None
 
 
+def storage_gone(error: Exception) -> bool:
+    """Whether an attempt could not start because the run's storage did not answer: Ray Train's controller checks
+    the storage as it is created, and an OSError there kills it (an ``ActorDiedError`` of its creation task)."""
+    from ray.exceptions import RayActorError
+
+    return isinstance(error, OSError) or (
+        isinstance(error, RayActorError) and error.actor_init_failed and "OSError: " in str(error)
+    )
+
+
 def fit(trainer, max_failures: int):
     """``trainer().fit()``; a failed attempt is retried from the latest checkpoint up to ``max_failures`` times
-    (-1: always), except a deterministic one (:func:`deterministic_failure`), which fails the run at once."""
+    (-1: always), except a deterministic one (:func:`deterministic_failure`), which fails the run at once. An attempt
+    that cannot start because the storage is gone (:func:`storage_gone`) is started again after each of
+    ``STORAGE_WAITS_S``, then fails the run."""
     from ray.train import TrainingFailedError
 
-    attempt = 0
+    attempt, waits = 0, iter(STORAGE_WAITS_S)
     while True:
         try:
             return trainer().fit()
         except TrainingFailedError as e:
+            waits = iter(STORAGE_WAITS_S)  # the attempt started: a later outage gets waits of its own
             attempt += 1
             same = deterministic_failure(e)
             if same is not None:
@@ -175,6 +189,16 @@ def fit(trainer, max_failures: int):
                 attempt,
                 str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__,
             )
+        except Exception as e:
+            wait = next(waits, None) if storage_gone(e) else None
+            if wait is None:
+                raise
+            log.warning(
+                "training could not start: its storage did not answer (%s); trying again in %d s",
+                str(e).strip().splitlines()[-1],
+                wait,
+            )
+            time.sleep(wait)
 
 
 def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = None) -> dict:
