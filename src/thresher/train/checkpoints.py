@@ -166,7 +166,7 @@ class Checkpointer:
         self.engine.pending = snapshot
         if self.rank == 0:
             state.save(folder)
-        self.done = threading.Event()
+        done = self.done = threading.Event()  # its own: Ray Train calls write again when an upload fails (3 tries)
 
         def write(checkpoint, dir_name: str):
             try:
@@ -184,7 +184,7 @@ class Checkpointer:
                 self.write_seconds += time.perf_counter() - started
                 return persisted
             finally:
-                self.done.set()
+                done.set()
 
         ray.train.report(
             metrics,
