@@ -58,6 +58,8 @@ class CuttableLink:
                     s.shutdown(socket.SHUT_RDWR)
 
     def cut(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the accepting thread: a closed socket alone still accepts once
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         for conn in self.conns:
             with contextlib.suppress(OSError):
