@@ -320,12 +320,11 @@ def test_beside_cpu_bound_load_a_submission_waits_for_a_head_still_coming_up(cpu
 
 
 @pytest.mark.slow
-def test_a_pipeline_left_without_a_cpu_mid_run_fails_with_rays_message_and_resumes(tmp_path):
+def test_a_pipeline_left_without_a_cpu_mid_run_fails_saying_so_and_resumes(tmp_path):
     """A head without CPUs (as KubeRay heads often are) and one worker node of 1 CPU: the worker node is stopped once
-    the first read tasks are done. Ray Data reports that no task can be scheduled; the run fails within
-    THRESHER_UNSCHEDULABLE_S of that (here 5 s) with Ray's message rather than waiting for ever, and once a node is
-    back the same command finishes the run (Ray Data may first count the node's CPU as the failed run's for a few
-    seconds: that wait is logged, not failed, since the cluster has the CPU)."""
+    the first read tasks are done. The cluster then has no CPU for the map phase's tasks; the run fails within
+    THRESHER_UNSCHEDULABLE_S of that (here 5 s) saying so rather than waiting for ever, and once a node is back the
+    same command finishes the run."""
     head = RayHead(tmp_path)
     head.start_head(num_cpus=0, dashboard=False)
     worker = head.add_worker(num_cpus=1)

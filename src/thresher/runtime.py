@@ -155,12 +155,49 @@ class _FailUnschedulable(logging.Handler):
                 cpus - held,
             )
             return
-        raise Unschedulable(
-            f"{what} for {os.environ.get(STARVATION_DELAY)} s: the cluster's {cpus:g} CPU"
-            + (f" less {held:g} held for training workers" if held else "")
-            + " leave none for its tasks (a node was lost, or the config asks for more than the cluster has); add "
-            "CPUs or ask for fewer (THRESHER_UNSCHEDULABLE_S sets the wait, 0 waits as long as Ray does)"
-        )
+        raise _no_cpu(what, os.environ.get(STARVATION_DELAY), cpus, held)
+
+
+def _no_cpu(what: str, seconds: object, cpus: float, held: float = 0.0) -> Unschedulable:
+    return Unschedulable(
+        f"{what} for {seconds} s: the cluster's {cpus:g} CPU"
+        + (f" less {held:g} held for training workers" if held else "")
+        + " leave none for its tasks (a node was lost, or the config asks for more than the cluster has); add "
+        "CPUs or ask for fewer (THRESHER_UNSCHEDULABLE_S sets the wait, 0 waits as long as Ray does)"
+    )
+
+
+class SchedulingWatch:
+    """Plain Ray tasks of ``cpus`` CPUs each, waited for: :meth:`check` raises :class:`Unschedulable` once the
+    cluster has had fewer CPUs than one task needs for ``THRESHER_UNSCHEDULABLE_S`` (none of them can run: a node
+    was lost), as Ray Data's pipelines fail (:class:`_FailUnschedulable`); on an autoscaling cluster it logs, once,
+    that the run waits for it to scale up."""
+
+    def __init__(self, what: str, cpus: float) -> None:
+        self.what, self.cpus = what, cpus
+        self.limit = float(os.environ.get("THRESHER_UNSCHEDULABLE_S", UNSCHEDULABLE_S))
+        self.short_since: float | None = None
+        self.logged = False
+
+    def check(self) -> None:
+        import ray
+
+        if self.limit <= 0:
+            return
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        if cpus >= self.cpus:
+            self.short_since = None
+            return
+        now = time.monotonic()
+        self.short_since = self.short_since or now
+        if now - self.short_since < self.limit:
+            return
+        what = f"{UNSCHEDULABLE} {self.what}"
+        if not _autoscaling():
+            raise _no_cpu(what, f"{self.limit:g}", cpus)
+        if not self.logged:
+            log.warning("waiting for the cluster to scale up: %s", what)
+            self.logged = True
 
 
 def _cpus_for_data() -> tuple[float, float]:

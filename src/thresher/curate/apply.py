@@ -57,7 +57,7 @@ def run_segments(
     counter = None  # the tasks of Ray Data segments add their progress to it (plain tasks return theirs)
     read = None
     for k, segment in enumerate(segs):
-        direct = not segment.map_stages  # plain tasks, each counted as it ends (TaskProgress)
+        direct = not any(s.stateful for s in segment.map_stages)  # plain tasks, each counted as it ends (TaskProgress)
         if not direct and counter is None:
             counter = progress_counter()
         reporter = None if direct else counter

@@ -1,7 +1,8 @@
 """The map phase on Ray: a segment's source (one task per read task or apply group) through its map stages into its
-sink, as a Ray Data pipeline (the map stages fused with the source; stateful ones on an actor pool), or as plain Ray
-tasks when the segment has no map stage. The sources are ``thresher.curate.map``'s; the sink (:class:`Sink`,
-``thresher.curate.writer.RunSink``) is passed in; a stage's ``setup()`` runs once per worker process."""
+sink: one plain Ray task per source row when no stage is stateful, else a Ray Data pipeline (the stages before the
+first stateful one fused with the source, the rest on an actor pool). The sources are ``thresher.curate.map``'s; the
+sink (:class:`Sink`, ``thresher.curate.writer.RunSink``) is passed in; a stage's ``setup()`` runs once per worker
+process."""
 
 from __future__ import annotations
 
@@ -45,10 +46,10 @@ def run_segment(
     cpus: int,
     progress: TaskProgress,
 ) -> None:
-    """``source(row, *args)`` for each of ``rows`` (one task each), through ``stages``, into ``sink``. Without map
-    stages: plain tasks (:func:`write_directly`; ``progress`` counts them); else one Ray Data pipeline."""
-    if not stages:
-        write_directly(source, rows, args, sink, cpus, progress)
+    """``source(row, *args)`` for each of ``rows`` (one task each), through ``stages``, into ``sink``. Without a
+    stateful stage: plain tasks (:func:`write_directly`; ``progress`` counts them); else one Ray Data pipeline."""
+    if not any(s.stateful for s in stages):
+        write_directly(source, rows, args, sink, cpus, progress, stages, batch_size)
         return
     import ray.data
 
@@ -164,9 +165,15 @@ def map_stages(
 
 
 def _source_into_sink(
-    source: Callable[..., Iterator[pa.Table]], row: dict[str, Any], args: tuple[Any, ...], sink: Sink
+    source: Callable[..., Iterator[pa.Table]],
+    row: dict[str, Any],
+    args: tuple[Any, ...],
+    sink: Sink,
+    stages: list[MapStage],
+    batch_size: int,
 ) -> int:
-    """The source's tables (one read task or apply group) written into the sink; returns their rows."""
+    """The source's tables (one read task or apply group) through ``stages`` written into the sink; returns the
+    source's rows."""
     rows = 0
 
     def counted() -> Iterator[pa.Table]:
@@ -175,8 +182,36 @@ def _source_into_sink(
             rows += table.num_rows
             yield table
 
-    sink.write_blocks(_coalesced(counted()))
+    tables = counted()
+    if stages:
+        ready, sizes = [_set_up(stage) for stage in stages], [s.batch_size or batch_size for s in stages]
+        tables = (to_arrow(frame) for table in tables for frame in run_map_stages(to_pandas(table), ready, sizes))
+    sink.write_blocks(_coalesced(tables))
     return rows
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """``table`` as the frame a stage takes: Arrow-backed columns (``pd.ArrowDtype``), as Ray Data's pandas batches."""
+    import pandas as pd
+
+    def dtype(t: pa.DataType) -> pd.ArrowDtype | None:
+        plain = isinstance(t, pa.BaseExtensionType) or pa.types.is_dictionary(t) or pa.types.is_null(t)
+        return None if plain else pd.ArrowDtype(t)
+
+    return table.to_pandas(types_mapper=dtype)
+
+
+def to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """A stage's output frame as Arrow, as Ray Data makes a block of it: a column of nulls only (and not Arrow-backed)
+    becomes Arrow's null type, which joins a later part's typed column."""
+    import pandas as pd
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i, name in enumerate(frame.columns):
+        column = frame[name]
+        if not isinstance(column.dtype, pd.ArrowDtype) and not column.notna().any():
+            table = table.set_column(i, name, pa.nulls(len(column)))
+    return table
 
 
 @dataclass
@@ -237,19 +272,32 @@ def write_directly(
     sink: Sink,
     cpus: int,
     progress: TaskProgress,
+    stages: list[MapStage],
+    batch_size: int,
 ) -> None:
-    """A segment without map stages: one plain Ray task per source row (read task or apply group) that writes the
-    source's tables into the sink, at most two per CPU submitted at a time; ``progress`` counts the tasks that
-    ended. Ray Data would run the same fused task, but its resource budget, granted by its autoscaling coordinator,
-    started it at about one task at a time."""
+    """A segment without stateful stages: one plain Ray task per source row (read task or apply group) that runs
+    the source's tables through ``stages`` into the sink, at most two per CPU submitted at a time; ``progress``
+    counts the tasks that ended. Ray Data would run the same fused task, at a cost per run and per worker process
+    (its import, its statistics and autoscaling actors, its executor on the driver: bench/results)."""
     import ray
 
-    task = ray.remote(num_cpus=1, **retried_io())(_source_into_sink).options(name=source.__name__)
+    from thresher.runtime import SchedulingWatch
+
+    num_cpus = max([1.0, *(s.num_cpus for s in stages)])
+    # spread over the nodes as Ray Data spreads its tasks (the input is on shared storage, not on a node)
+    task = ray.remote(num_cpus=num_cpus, scheduling_strategy="SPREAD", **retried_io())(_source_into_sink)
+    task = task.options(name=source.__name__)
+    staged = ray.put(stages)  # once, not with every task: a stage may hold a large table
     pending: list[Any] = []
+    watch = SchedulingWatch(f"{source.__name__} ({num_cpus:g} CPU each)", num_cpus)
 
     def wait() -> None:
         nonlocal pending
-        done, pending = ray.wait(pending, num_returns=1)
+        done: list[Any] = []
+        while not done:
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            if not done:
+                watch.check()
         progress.rows += ray.get(done[0])
         progress.done += 1
 
@@ -257,7 +305,7 @@ def write_directly(
         for row in rows:
             if len(pending) >= 2 * cpus:
                 wait()
-            pending.append(task.remote(source, row, args, sink))
+            pending.append(task.remote(source, row, args, sink, staged, batch_size))
         while pending:
             wait()
     except BaseException:
