@@ -362,3 +362,26 @@ def test_a_pipeline_left_without_a_cpu_mid_run_fails_saying_so_and_resumes(tmp_p
         assert (tmp_path / "out" / "manifest.json").exists()
     finally:
         head.stop()
+
+
+def test_a_ray_data_pipeline_reported_unschedulable_fails_only_when_the_cluster_has_no_cpu_for_it(
+    ray_local, monkeypatch, caplog
+):
+    """A stateful stage's segment runs on Ray Data, whose starvation report fails the run when the cluster's CPUs,
+    less those held for training workers, leave none for it, and is logged as a wait when they leave some."""
+    from ray.data import DataContext, ExecutionResources
+
+    from thresher.runtime import RESOURCE_MANAGER, UNSCHEDULABLE, Unschedulable, fail_unschedulable
+
+    monkeypatch.setenv("THRESHER_UNSCHEDULABLE_S", "5")
+    fail_unschedulable()
+    manager = __import__("logging").getLogger(RESOURCE_MANAGER)
+    report = f"{UNSCHEDULABLE} TaskPoolMapOperator[MapBatches(apply_batches)]. The job may hang forever"
+    options = DataContext.get_current().execution_options
+    monkeypatch.setattr(options, "exclude_resources", ExecutionResources(cpu=1))
+    with caplog.at_level("WARNING", logger="thresher.runtime"):
+        manager.warning(report)
+    assert "waiting for CPUs" in caplog.text and "leave 1 for it" in caplog.text
+    monkeypatch.setattr(options, "exclude_resources", ExecutionResources(cpu=2))
+    with pytest.raises(Unschedulable, match="the cluster's 2 CPU less 2 held for training workers leave none"):
+        manager.warning(report)
