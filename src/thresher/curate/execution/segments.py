@@ -47,9 +47,9 @@ def run_segment(
     progress: TaskProgress,
 ) -> None:
     """``source(row, *args)`` for each of ``rows`` (one task each), through ``stages``, into ``sink``. Without a
-    stateful stage: plain tasks (:func:`write_directly`; ``progress`` counts them); else one Ray Data pipeline."""
+    stateful stage: plain tasks (:func:`run_as_tasks`; ``progress`` counts them); else one Ray Data pipeline."""
     if not any(s.stateful for s in stages):
-        write_directly(source, rows, args, sink, cpus, progress, stages, batch_size)
+        run_as_tasks(source, rows, args, sink, cpus, progress, stages, batch_size)
         return
     import ray.data
 
@@ -265,7 +265,7 @@ def _datasink_class() -> Callable[[Sink], Datasink[None]]:
     return RunDatasink
 
 
-def write_directly(
+def run_as_tasks(
     source: Callable[..., Iterator[pa.Table]],
     rows: list[dict[str, Any]],
     args: tuple[Any, ...],
