@@ -15,12 +15,13 @@ from pathlib import Path
 
 
 def start_local_ray(**resources: float) -> None:
-    """A local Ray in this process, started as thresher starts its embedded one (its system config), quiet and
-    without the dashboard; ``resources``: ``num_cpus``, ``num_gpus``."""
+    """A local Ray in this process, started as thresher starts its embedded one (its system config and
+    environment), quiet and without the dashboard; ``resources``: ``num_cpus``, ``num_gpus``."""
     import ray
 
-    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG
+    from thresher.runtime import EMBEDDED_SYSTEM_CONFIG, embedded_environment
 
+    embedded_environment()
     ray.init(
         address="local",
         include_dashboard=False,

@@ -74,7 +74,7 @@ def test_same_output_across_runs_and_cpu_counts(ray_local, tmp_path):
 
 
 def _kill_a_map_worker(stop: threading.Event, killed: list) -> None:
-    """SIGKILL the first Ray worker process seen running a MapBatches task of this test's Ray."""
+    """SIGKILL the first Ray worker process seen running a map-phase task (a read task's) of this test's Ray."""
     me = psutil.Process()
     while not stop.is_set() and not killed:
         for p in me.children(recursive=True):
@@ -82,7 +82,7 @@ def _kill_a_map_worker(stop: threading.Event, killed: list) -> None:
                 title = " ".join(p.cmdline())
             except psutil.Error:
                 continue
-            if title.startswith("ray::MapBatches"):
+            if title.startswith("ray::read_batches"):
                 os.kill(p.pid, signal.SIGKILL)
                 killed.append(title)
                 return

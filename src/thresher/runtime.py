@@ -31,6 +31,14 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def signal_inside(error: BaseException) -> BaseException | None:
+    """The SIGTERM or Ctrl-C exception ``error`` wraps: raised by the signal's handler inside one of Ray's compiled
+    calls (``get``, ``wait``), it comes out as a ``SystemError`` caused by it."""
+    if isinstance(error, SystemError) and isinstance(error.__cause__, (Terminated, KeyboardInterrupt)):
+        return error.__cause__
+    return None
+
+
 SIGNAL_EXITS = {signal.SIGTERM: (143, "terminated"), signal.SIGINT: (130, "interrupted")}  # exit code, what is said
 
 
@@ -109,6 +117,16 @@ def in_worker_thread(fn, *args):
 
 START_ATTEMPTS = 3  # Ray starts or connections tried (THRESHER_RAY_START_ATTEMPTS)
 EMBEDDED_SYSTEM_CONFIG = {"raylet_client_connect_timeout_milliseconds": 20, "raylet_client_num_connect_attempts": 500}
+# Ray's defaults for a cluster that cost the embedded Ray a process each, per training run: Ray Train's preemption
+# watcher (one machine is not preempted) and Ray Data's Parquet footer readers (32 actors per listing, for many files
+# on object storage; one reads a local run's files). Set in the environment, a user's values win.
+EMBEDDED_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": "1"}
+
+
+def embedded_environment() -> None:
+    """:data:`EMBEDDED_ENV` in this process's environment, which the embedded Ray's processes inherit."""
+    for name, value in EMBEDDED_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 def quiet_embedded_workers() -> None:
@@ -394,6 +412,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
         start = functools.partial(ray.init, address=addr, **kwargs)
     else:
         log.info("starting an embedded local Ray")
+        embedded_environment()
         if ray_train:
             kwargs["runtime_env"] = {"worker_process_setup_hook": "thresher.runtime.quiet_embedded_workers"}
         start = functools.partial(
@@ -425,10 +444,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
     except (Terminated, KeyboardInterrupt):
         signalled = True
         raise
-    except SystemError as e:  # a signal's exception raised inside Ray's ``get`` comes out wrapped in a SystemError
-        if isinstance(e.__cause__, (Terminated, KeyboardInterrupt)):
+    except SystemError as e:
+        if (inside := signal_inside(e)) is not None:
             signalled = True
-            raise e.__cause__ from None
+            raise inside from None
         raise
     finally:
         if addr:

@@ -41,7 +41,7 @@ from thresher.curate.reference_index import build_missing_indexes, check_referen
 from thresher.curate.report import build_report, render_html
 from thresher.curate.run_folder import RunFolder
 from thresher.curate.timing import Phases, timing
-from thresher.runtime import cluster_info, ray_session, wait_for_idle_cpus
+from thresher.runtime import cluster_info, ray_session, signal_inside, wait_for_idle_cpus
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
             wait_for_idle_cpus()
             raise
         except Exception as e:
+            if (signalled := signal_inside(e)) is not None:
+                raise signalled from None
             wait_for_idle_cpus()
             raise RunFailed(f"curation failed: {type(e).__name__}: {e}") from e
     phases.lap("ray stop")  # the rest needs no Ray: the time the manifest gives covers Ray's stop
