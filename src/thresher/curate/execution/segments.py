@@ -53,15 +53,13 @@ def run_segment(
         return
     import ray.data
 
-    # with an actor pool the source's tasks fuse into the actors, whose tasks take no retry args
-    remote = {} if any(s.stateful for s in stages) else retried_io()
+    # the source's tasks fuse into the actor pool's actors, whose tasks take no retry args
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        source, fn_args=args, batch_size=1, batch_format="pandas", **remote
+        source, fn_args=args, batch_size=1, batch_format="pandas"
     )
-    ds, pool = map_stages(ds, stages, batch_size, remote)
+    ds, pool = map_stages(ds, stages, batch_size)
     # after an actor pool that holds every CPU, the writer must not wait for one
-    writer = {"ray_remote_args": {"num_cpus": 0}, "concurrency": pool} if pool else {"ray_remote_args": remote}
-    ds.write_datasink(_datasink_class()(sink), **writer)
+    ds.write_datasink(_datasink_class()(sink), ray_remote_args={"num_cpus": 0}, concurrency=pool)
 
 
 _SET_UP: dict[str, MapStage] = {}  # stages whose setup() ran in this worker process, by configuration
