@@ -3,8 +3,8 @@ cProfile (no Ray cluster), grouped by stage and by the functions that spend the 
 
 The chain is the one ``thresher curate`` runs in a read task of ``bench/pipeline_bench.py``'s config: the reader,
 normalize, pii, langid, quality, then the map side of dedup_exact and dedup_fuzzy (their key columns), in batches of
-``execution.batch_size`` records, with the conversions Ray Data makes around the stages' ``map_batches`` (an Arrow
-block to pandas before the first stage, the last stage's frames to Arrow). It runs once unprofiled (models load,
+``execution.batch_size`` records, with the conversions a map-phase task makes around the stages (a reader's Arrow
+table to pandas before the first stage, the last stage's frames to Arrow: ``segments.to_pandas``, ``to_arrow``). It runs once unprofiled (models load,
 numba kernels compile) and once under cProfile. The per-stage seconds come from the same ``_seconds.<stage>`` columns
 the manifest's timing sums.
 
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from ray.data.block import BlockAccessor
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -32,7 +31,7 @@ from pipeline_bench import STAGES, corpus  # noqa: E402
 
 from thresher.core.storage import Storage  # noqa: E402
 from thresher.curate.config import CurateConfig  # noqa: E402
-from thresher.curate.execution.segments import run_map_stages  # noqa: E402
+from thresher.curate.execution.segments import run_map_stages, to_arrow, to_pandas  # noqa: E402
 from thresher.curate.plan import preflight  # noqa: E402
 from thresher.curate.readers import LostBytes, read_task  # noqa: E402
 from thresher.curate.stage import KEY, REJECT_STAGE, side_column  # noqa: E402
@@ -85,13 +84,13 @@ def chain(shards: list[Path], work: Path):
             for table in read_task(task, spec, LostBytes()):
                 table = table.append_column(KEY, pa.array(range(rows, rows + table.num_rows), pa.int64()))
                 rows += table.num_rows
-                batch = BlockAccessor.for_block(table).to_pandas()  # what Ray Data hands a pandas map_batches
+                batch = to_pandas(table)  # what a map-phase task hands its first stage
                 for part in run_map_stages(batch, stages, batch_rows):
                     for stage in stages:
                         seconds[stage.name] = seconds.get(stage.name, 0) + float(
                             part[side_column("seconds", stage.name)].sum()
                         )
-                    out = BlockAccessor.batch_to_block(part)  # what Ray Data makes of the frame a map_batches returns
+                    out = to_arrow(part)  # what it makes of the last stage's frame
                     live = out.filter(pc.is_null(out[REJECT_STAGE])) if REJECT_STAGE in out.column_names else out
                     for stage in keyed:
                         started = time.perf_counter()

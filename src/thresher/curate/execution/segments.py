@@ -115,9 +115,7 @@ class _StageActor:
         yield from run_map_stages(block, self.stages, self.rows)
 
 
-def map_stages(
-    ds: Any, stages: list[MapStage], batch_size: int, remote: dict[str, Any] | None = None
-) -> tuple[Any, int]:
+def map_stages(ds: Any, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
     """``ds`` through the map stages, and the size of the actor pool (0: none).
 
     Each stage gets whole blocks and cuts them into batches itself: a Ray Data ``batch_size`` would make the fused
@@ -126,7 +124,7 @@ def map_stages(
     one are fused into the source's tasks, consecutive stages of equal ``num_cpus`` in one ``map_batches``
     (:func:`run_map_stages`); that stage and every stage after it run in one fixed pool of actors (one per
     ``num_cpus`` CPUs, at most one per ``num_gpus`` GPUs), so no second pool or task waits for CPUs that the actors
-    hold. ``remote``: remote args of the tasks (the same as the source's, so that they fuse)."""
+    hold."""
     from ray.data import ActorPoolStrategy
 
     first = next((i for i, s in enumerate(stages) if s.stateful), len(stages))
@@ -138,7 +136,6 @@ def map_stages(
             batch_size=None,
             batch_format="pandas",
             num_cpus=num_cpus,
-            **(remote or {}),
         )
     pooled = stages[first:]
     if not pooled:
