@@ -256,6 +256,35 @@ def test_map_stages_run_in_one_task_per_read_task(ray_local):
     assert out["ray_task"].nunique() == 8
 
 
+def test_an_actor_pool_starts_no_more_actors_than_it_has_blocks(ray_local):
+    """A stateful stage's pool holds one actor per CPU, but no more than the blocks it gets: one read task on the
+    2-CPU Ray starts one actor (a second would load its model for nothing), four read tasks start two."""
+    import pandas as pd
+    import ray.data
+
+    from testkit.batches import TextDtype, batch
+    from thresher.curate.execution.segments import map_stages
+    from thresher.curate.stage import StageConfig, StageContext
+
+    class Pid(TextDtype):
+        name, stateful = "test_pid", True
+
+        def process(self, frame):
+            frame["pid"] = os.getpid()
+            return frame
+
+    for blocks, actors in ((1, 1), (4, 2)):
+        source = ray.data.from_items([{"task": t} for t in range(blocks)], override_num_blocks=blocks)
+        ds, pool = map_stages(
+            source.map_batches(lambda b: batch(["a", "b"]), batch_size=1, batch_format="pandas"),
+            [Pid(StageConfig(), StageContext())],
+            batch_size=1024,
+            blocks=blocks,
+        )
+        out: pd.DataFrame = ds.to_pandas()
+        assert pool == actors and len(out) == 2 * blocks and out["pid"].nunique() <= actors
+
+
 def _peak_rss(cmd: list[str], until=None) -> tuple[int, subprocess.Popen]:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     peak, me = 0, psutil.Process(proc.pid)

@@ -97,6 +97,7 @@ def smaller(command: str, tiny: Path) -> list[str]:
             "eval.bootstrap.samples=50",
         ],
         "tune_smollm2_lora.yaml": [f"train.model={tiny_model}", *(f"train.{o}" for o in train), "num_samples=1"],
+        "semantic_dedup.yaml": ["stages.2.embed.max_chars=200"],  # the encoder's cost grows with the text
         "augment_paraphrase.yaml": [
             f"stages.1.augment.methods.0.paraphrase.model={tiny_model}",
             "stages.1.augment.methods.0.paraphrase.generation.max_new_tokens=8",

@@ -57,7 +57,7 @@ def run_segment(
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         source, fn_args=args, batch_size=1, batch_format="pandas"
     )
-    ds, pool = map_stages(ds, stages, batch_size)
+    ds, pool = map_stages(ds, stages, batch_size, blocks=len(rows))
     # after an actor pool that holds every CPU, the writer must not wait for one
     ds.write_datasink(_datasink_class()(sink), ray_remote_args={"num_cpus": 0}, concurrency=pool)
 
@@ -115,7 +115,7 @@ class _StageActor:
         yield from run_map_stages(block, self.stages, self.rows)
 
 
-def map_stages(ds: Any, stages: list[MapStage], batch_size: int) -> tuple[Any, int]:
+def map_stages(ds: Any, stages: list[MapStage], batch_size: int, blocks: int | None = None) -> tuple[Any, int]:
     """``ds`` through the map stages, and the size of the actor pool (0: none).
 
     Each stage gets whole blocks and cuts them into batches itself: a Ray Data ``batch_size`` would make the fused
@@ -123,8 +123,8 @@ def map_stages(ds: Any, stages: list[MapStage], batch_size: int) -> tuple[Any, i
     to ``batch_size`` of them would run one after the other in a single task. The stages before the first stateful
     one are fused into the source's tasks, consecutive stages of equal ``num_cpus`` in one ``map_batches``
     (:func:`run_map_stages`); that stage and every stage after it run in one fixed pool of actors (one per
-    ``num_cpus`` CPUs, at most one per ``num_gpus`` GPUs), so no second pool or task waits for CPUs that the actors
-    hold."""
+    ``num_cpus`` CPUs, at most one per ``num_gpus`` GPUs, and at most one per block of ``ds``: an actor more would
+    load its model for no work), so no second pool or task waits for CPUs that the actors hold."""
     from ray.data import ActorPoolStrategy
 
     first = next((i for i, s in enumerate(stages) if s.stateful), len(stages))
@@ -145,6 +145,8 @@ def map_stages(ds: Any, stages: list[MapStage], batch_size: int) -> tuple[Any, i
     pool = int(resources.get("CPU", 1) // max(num_cpus, 1e-3))
     if num_gpus:
         pool = min(pool, int(resources.get("GPU", 0) // num_gpus))
+    if blocks is not None:
+        pool = min(pool, blocks)
     pool = max(1, pool)
     # Ray Data refuses GPU actors without a batch size: then they take the records ``batch_size`` at a time
     gpu = {"num_gpus": num_gpus, "batch_size": batch_size} if num_gpus else {"batch_size": None}
