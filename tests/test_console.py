@@ -108,3 +108,15 @@ def test_an_estimated_total_says_about(monkeypatch):
     first, second = out.getvalue().splitlines()
     assert first.startswith("read and map stages: 267 records of about 400, ")
     assert second.startswith("read and map stages: 300 records of 380, ")
+
+
+def test_a_run_is_timed_from_pythons_start_even_when_a_shell_became_python():
+    """``bash -c "pip install ... && thresher curate ..."`` runs thresher in the shell's own process: the command's
+    time (the manifest's first phase, the summary's total) starts about when Python did, not when the shell did; a
+    command started on its own starts when its process did."""
+    probe = "import time; from thresher.curate.timing import process_started; print(time.perf_counter() - process_started())"
+    exec_d = subprocess.run(
+        ["bash", "-c", f"sleep 3; exec {sys.executable} -c '{probe}'"], capture_output=True, text=True, check=True
+    )
+    alone = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert 0 < float(exec_d.stdout) < 2.5 and 0 < float(alone.stdout) < 2.5, (exec_d.stdout, alone.stdout)

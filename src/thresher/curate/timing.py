@@ -12,6 +12,8 @@ import os
 import time
 
 READ, WRITE, REPORT = "read", "write", "report"
+IMPORTED = time.perf_counter()  # the CLI imports this module within a fraction of a second of Python's start
+MAX_STARTUP_S = 2.0  # the most a process's start is taken to precede IMPORTED (see process_started)
 
 
 class Phases:
@@ -36,7 +38,9 @@ def process_started() -> float:
     """When this process started, on the ``time.perf_counter`` clock (interpreter start and imports included). On
     Linux from the process's start in clock ticks since boot and the boot-time clock (10 ms steps); psutil's
     ``create_time`` adds the boot time that ``/proc/stat`` gives in whole seconds, which put the start up to a second
-    off."""
+    off. A process that ran something else before it became Python (``bash -c "pip install ... && thresher curate
+    ..."``: the shell runs its last command in its own process) started before the interpreter did: its start is
+    taken as MAX_STARTUP_S before this module's import at the earliest."""
     try:
         with open("/proc/self/stat") as f:
             start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
@@ -45,7 +49,7 @@ def process_started() -> float:
         import psutil
 
         age = time.time() - psutil.Process().create_time()
-    return time.perf_counter() - age
+    return max(time.perf_counter() - age, IMPORTED - MAX_STARTUP_S)
 
 
 def timing(phases: Phases, task_seconds: dict[str, float], stage_names: list[str], counts: dict, cpus: float) -> dict:
