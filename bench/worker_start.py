@@ -86,7 +86,6 @@ def child(path: Path) -> None:
         start = cpu()
         list(run_map_stages(batch.copy(), [stage], rows))
         parts[f"first batch less the second: {stage.name}"] = round(first - (cpu() - start), 3)
-        mark = cpu()
     print("RESULT " + json.dumps(parts), flush=True)
 
 
