@@ -5,7 +5,8 @@
 # What the machine lacks travels in the bundle bench/gpu_bundle.sh builds (Ray, the fastText wheel with lid.176,
 # google-re2 and the other small wheels, and the shared web text the corpora are generated from, there, seeded:
 # bench/dedup_corpus.py's distinct documents with planted copies, so that what dedup keeps grows with the corpus).
-# Results: $OUT/pipeline-16core*.{md,json} (bench/scale_report.py joins them into bench/results/pipeline-16core.md).
+# Results: $OUT/pipeline-16core*.{md,json} (bench/scale_report.py joins them into bench/results/pipeline-16core.md)
+# and $OUT/worker_start-16core.{md,json} (bench/worker_start.py on this machine: copied to bench/results as they are).
 #
 #   bash bench/scale_run.sh [BUNDLE] [CPUS...]      # from the repository root; default .gpu-bundle 1 2 4 8 16
 #
@@ -32,6 +33,9 @@ export THRESHER_SHARED=${THRESHER_SHARED:-$BUNDLE/shared} PYTHONUNBUFFERED=1
 python3 -c "import ray, fasttext, re2, numba, pyarrow, thresher.curate.runner; print('ray', ray.__version__, 'numba', numba.__version__, 'pyarrow', pyarrow.__version__)" \
   || { echo "imports failed"; exit 1; }
 bench() { python3 bench/pipeline_bench.py --work "$WORK" --results "$OUT" --distinct "$@"; }
+# what one worker process pays before its records flow, on this machine's cores (a few seconds, one core)
+python3 bench/worker_start.py --rounds 3 --work "$WORK/worker-start" --results "$OUT" --name worker_start-16core \
+  >"$OUT/worker-start.log" 2>&1 || echo "worker_start failed: $OUT/worker-start.log"
 if [ "${SCALE_1GB_AT_1:-1}" = only ]; then
   bench --mb "$LARGE" --cpus 1 --nodes --name pipeline-16core-1gb-1cpu >"$OUT/scale-1gb-1cpu.log" 2>&1
   echo "$LARGE MB at 1 CPU: exit $? at $(since)"; exit 0

@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--work", type=Path, default=Path("/tmp/thresher-worker-start"))
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--name", default="worker_start", help="the results' file name, without .md/.json")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -101,7 +102,8 @@ def main() -> None:
         return
     a.work.mkdir(parents=True, exist_ok=True)
     path = stages_file(a.work)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench")])}
+    paths = [str(ROOT / "src"), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}  # the GPU bundle's Ray is on it there
     rounds = []
     for _ in range(a.rounds + 1):  # the first round compiles what numba has not cached yet: left out
         out = subprocess.run(
@@ -114,10 +116,10 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     rows = "\n".join(f"| {k} | {v:.2f} | {', '.join(f'{r[k]:.2f}' for r in rounds)} |" for k, v in medians.items())
     a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "worker_start.json").write_text(
+    (a.results / f"{a.name}.json").write_text(
         json.dumps({"command": command, "machine": machine, "rounds": rounds, "median": medians}, indent=1)
     )
-    (a.results / "worker_start.md").write_text(
+    (a.results / f"{a.name}.md").write_text(
         "# What a map-phase worker pays before its records flow\n\n"
         f"Command: `{command.strip()}` ({machine}; each round a fresh process, {a.rounds} rounds after one left out "
         "for numba's cache). The pipeline benchmark's chain on a batch of the examples' corpus; CPU seconds of the "
@@ -125,7 +127,7 @@ def main() -> None:
         "| part | CPU s (median) | each round |\n|---|---:|---|\n" + rows + f"\n\nIn all: {sum(medians.values()):.2f} "
         "CPU seconds per worker process, once (a worker runs task after task of a run).\n"
     )
-    print(f"wrote {a.results / 'worker_start.md'}")
+    print(f"wrote {a.results / a.name}.md")
 
 
 if __name__ == "__main__":
