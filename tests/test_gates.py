@@ -70,17 +70,22 @@ def test_gate_on_a_stage_not_in_the_run_is_a_config_error(tmp_path, capsys):
     assert "gates.max_stage_rejected_fraction.langid" in capsys.readouterr().err
 
 
+def curate_web_00(tmp_path: Path, **gates) -> int:
+    """``thresher curate`` of a bundled file into ``tmp_path/out`` with ``gates``; its exit status."""
+    cfg = {
+        "input": {"paths": [str(ROOT / "examples/corpus/web-00.jsonl")]},
+        "output": {"path": str(tmp_path / "out")},
+        "stages": [{"normalize": {}}, {"dedup_exact": {}}],
+        "gates": gates,
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return cli_main(["curate", str(tmp_path / "cfg.yaml")])
+
+
 def test_violated_gate_exits_1_and_writes_report_and_manifest(ray_local, tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("THRESHER_LOG_DIR", str(tmp_path / "logs"))
     out = tmp_path / "out"
-    cfg = {
-        "input": {"paths": [str(ROOT / "examples/corpus/web-00.jsonl")]},
-        "output": {"path": str(out)},
-        "stages": [{"normalize": {}}, {"dedup_exact": {}}],
-        "gates": {"min_output_records": 1_000_000, "max_rejected_fraction": 1.0},
-    }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    assert cli_main(["curate", str(tmp_path / "cfg.yaml")]) == 1
+    assert curate_web_00(tmp_path, min_output_records=1_000_000, max_rejected_fraction=1.0) == 1
     err = capfd.readouterr().err
     assert "gate min_output_records: measured" in err and "limit 1000000" in err and "max_rejected_fraction" not in err
     manifest = json.loads((out / "manifest.json").read_text())
@@ -92,3 +97,24 @@ def test_violated_gate_exits_1_and_writes_report_and_manifest(ray_local, tmp_pat
     report = json.loads((out / "report.json").read_text())
     assert report["gates"]["status"] == "gate_failed"
     assert "VIOLATED" in (out / "report.html").read_text()
+
+
+def test_a_rerun_that_fails_its_gates_leaves_the_succeeded_dataset_in_place(ray_local, tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("THRESHER_LOG_DIR", str(tmp_path / "logs"))
+    out = tmp_path / "out"
+
+    def data() -> list[bytes]:
+        return sorted(p.read_bytes() for p in (out / "data").rglob("*.parquet"))
+
+    assert curate_web_00(tmp_path, max_rejected_fraction=1.0) == 0
+    good, manifest = data(), (out / "manifest.json").read_text()
+    capfd.readouterr()
+    assert curate_web_00(tmp_path, min_output_records=1_000_000) == 1
+    err = capfd.readouterr().err
+    assert f"stays in place; this run's data, report and manifest (gate_failed) are in {out}/_gate_failed" in err
+    assert data() == good and (out / "manifest.json").read_text() == manifest  # training still reads the good one
+    aside = json.loads((out / "_gate_failed/manifest.json").read_text())
+    assert (aside["status"], aside["kept_previous_dataset"]) == ("gate_failed", True)
+    assert (out / "_gate_failed/report.html").is_file() and list((out / "_gate_failed/data").glob("*.parquet"))
+    assert not (out / "_progress").exists() and not (out / "_staging").exists()
+    assert curate_web_00(tmp_path, max_rejected_fraction=1.0) == 0 and not (out / "_gate_failed").exists()

@@ -48,7 +48,9 @@ def read_all(tmp_path, name: str, payload: bytes, **opts) -> pa.Table:
     path.write_bytes(payload)
     tasks, spec = plan(InputConfig(paths=[str(path)], **opts), Storage())
     tables = [t for task in tasks for t in read_task(task, spec, LostBytes())]
-    return pa.concat_tables(tables) if tables else pa.table({"id": pa.array([], pa.string())})
+    return (
+        pa.concat_tables(tables, promote_options="default") if tables else pa.table({"id": pa.array([], pa.string())})
+    )
 
 
 @SETTINGS
@@ -203,3 +205,85 @@ def test_parquet_large_string_fields_with_nulls_keep_their_type_through_a_global
     )
     got = dict(zip(out.column("id").to_pylist(), out.column("answer").to_pylist()))
     assert got == {f"r{i}": None if a is None else a.replace("a@b.org", "[EMAIL]") for i, a in enumerate(answers)}
+
+
+def test_a_records_fields_survive_whatever_they_are_named_and_typed(ray_local, tmp_path):
+    """Fields named like thresher's own columns (the rejects' stage, reason and detail; id beside another id field;
+    _split, _key, _report.*, _metric.*), a non-string text, a byte order mark, JSON nested past what orjson writes,
+    and Parquet types JSON has none for (bytes, decimals, durations, pandas' nanosecond timestamps, a binary text
+    column) neither fail the run nor lose a value: each comes back in data/ or rejects/, renamed where it had to be."""
+    import datetime
+    import decimal
+
+    (tmp_path / "in").mkdir()
+    odd = {"stage": "draft", "reason": "user's", "detail": "d", "_split": "../../escape", "_key": "k"}
+    records = [
+        {"text": "The first document about rivers and lakes.", "doc": "a", "id": "orig-a", **odd},
+        {"text": "The first document about rivers and lakes.", "doc": "b", "id": "orig-b", **odd},  # duplicate
+        {"text": 5, "doc": "c", "_report.x": "r", "_metric.y": "m"},
+        {"text": "A third document, its doc a number.", "doc": 2.5, "id": "orig-d"},
+    ]
+    (tmp_path / "in" / "a.jsonl").write_bytes(
+        b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\n" for r in records)
+    )
+    deep = {"text": "A document with a deep field.", "doc": "e", "deep": [[[[[]]]]]}
+    for _ in range(300):
+        deep["deep"] = [deep["deep"]]
+    (tmp_path / "in" / "b.json").write_text(json.dumps([deep]))
+    pq.write_table(
+        pa.table(
+            {
+                "text": pa.array([b"Parquet text stored as bytes.", b"\xff not UTF-8"], pa.binary()),
+                "doc": ["f", "g"],
+                "blob": pa.array([b"\x00\x01", None], pa.binary()),
+                "price": pa.array([decimal.Decimal("1.50"), None], pa.decimal128(5, 2)),
+                "took": pa.array([datetime.timedelta(seconds=90), None], pa.duration("s")),
+                "at": pa.array([1_700_000_000_123_456_789, None], pa.timestamp("ns")),
+                "image": pa.array([{"bytes": b"\x89PNG", "path": "x.png"}, None]),
+            }
+        ),
+        tmp_path / "in" / "c.parquet",
+    )
+    manifest = run(
+        parse_config(
+            {
+                "input": {"paths": [str(tmp_path / "in")], "id_field": "doc"},
+                "output": {"path": str(tmp_path / "out")},
+                "stages": [{"dedup_exact": {}}, {"split": {}}],
+            }
+        )
+    )
+    c = manifest["counts"]
+    assert (c["input"], c["output"], c["rejected"]) == (7, 4, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # nothing written outside the output
+    kept = pq.read_table(tmp_path / "out" / "data").to_pylist()
+    rejected = pq.read_table(tmp_path / "out" / "rejects").to_pylist()
+    rows = {r["id"]: r for r in kept + rejected}
+    assert {k: rows["a"][k] for k in ("stage", "reason", "detail", "record__split", "record__key", "record_id")} == {
+        **{k: odd[k] for k in ("stage", "reason", "detail")},
+        "record__split": "../../escape",
+        "record__key": "k",
+        "record_id": "orig-a",
+    }
+    duplicate = rows["b"]
+    assert (duplicate["stage"], duplicate["reason"]) == ("dedup_exact", "exact_duplicate")
+    assert {k: duplicate[k] for k in ("record_stage", "record_reason", "record_detail", "record_id")} == {
+        "record_stage": "draft",
+        "record_reason": "user's",
+        "record_detail": "d",
+        "record_id": "orig-b",
+    }
+    assert (rows["c"]["reason"], rows["c"]["text"], rows["c"]["record__report.x"], rows["c"]["record__metric.y"]) == (
+        "non_string_text",
+        "5",
+        "r",
+        "m",
+    )
+    numbered = next(r for r in kept if r["text"] == "A third document, its doc a number.")
+    assert (numbered["doc"], numbered["record_id"]) == ("2.5", "orig-d")
+    assert json.loads(rows["e"]["deep"]) == deep["deep"]
+    assert rows["f"]["text"] == "Parquet text stored as bytes."
+    assert (rows["f"]["blob"], rows["f"]["price"], rows["f"]["took"]) == ('"AAE="', '"1.50"', "90.0")
+    assert rows["f"]["at"] == '"2023-11-14T22:13:20.123456789"'
+    assert json.loads(rows["f"]["image"]) == {"bytes": "iVBORw==", "path": "x.png"}
+    assert rows["g"]["reason"] == "invalid_utf8"

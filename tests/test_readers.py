@@ -643,3 +643,33 @@ def test_too_few_read_tasks_for_the_cluster_are_named_with_the_setting():
     )
     assert few_read_tasks(shards, 8, 16 << 20) is None  # two per CPU or more
     assert few_read_tasks(shards[:5], 16, 16 << 20) is None  # 60 MiB: seconds whatever its tasks
+
+
+def test_a_byte_order_mark_and_fields_named_like_thresher_columns_read_alike_on_both_paths(tmp_path):
+    """A file opening with a UTF-8 byte order mark loses no record to it; fields named like thresher's own columns
+    are kept renamed, an empty id as a field, by the fast path and the per-line path alike."""
+    records = [
+        {"text": "first", "id": "a", "_split": "../x", "_reject_reason": "r", "_seen.s": "1"},
+        {"text": "second", "id": ""},
+        {"text": "third", "id": "c", "record_id": "taken"},
+    ]
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\n" for r in records))
+    spec = readers.plan(InputConfig(paths=[str(path)]), Storage())[1]
+    fast, slow = read(path, spec, True), read(path, spec, False)
+    assert_same(fast, slow)
+    rows = slow.to_pylist()
+    assert [r["_reject_reason"] for r in rows] == [None, None, None]
+    assert {k: rows[0][k] for k in ("id", "record__split", "record__reject_reason", "record__seen.s")} == {
+        "id": "a",
+        "record__split": "../x",
+        "record__reject_reason": "r",
+        "record__seen.s": "1",
+    }
+    assert rows[1]["record_id"] == "" and rows[1]["id"] and rows[2]["record_id"] == "taken"
+
+
+def test_an_undeclared_field_is_counted_whatever_the_records_number_of_fields():
+    spec = ReaderSpec("text", "id", ("a", "b", "c"), 100, declared=True)
+    fields = spec.record_fields({"text": "t", "id": "1", "secret": "s"})
+    assert fields == {"a": None, "b": None, "c": None, "_metric.read.undeclared.secret": 1}

@@ -113,6 +113,7 @@ def _config(args) -> dict:
 def _curate(args) -> int:
     from thresher.curate.config import parse_config
     from thresher.curate.gates import GATE_FAILED, failures
+    from thresher.curate.run_folder import GATE_FAILED_RUN
     from thresher.curate.runner import run
     from thresher.curate.summary import summary_table
 
@@ -122,7 +123,12 @@ def _curate(args) -> int:
     failed = failures(manifest.get("gates", []))
     for line in failed:
         console().error(line)
-    if failed:
+    if failed and manifest.get("kept_previous_dataset"):
+        console().error(
+            f"the succeeded dataset already at {manifest['output']} stays in place; this run's data, report and "
+            f"manifest ({GATE_FAILED}) are in {manifest['output'].rstrip('/')}/{GATE_FAILED_RUN}"
+        )
+    elif failed:
         console().error(f"the run's manifest says status: {GATE_FAILED}; thresher train refuses it")
     return 1 if failed else 0
 

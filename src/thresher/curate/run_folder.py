@@ -20,6 +20,9 @@ and loaded.
 <output>/_staging/keys/sS/LO-HI-W.arrow       their key rows
 <output>/_staging/decisions/sS/g-NNNNN.arrow  decisions for the records of apply group NNNNN
 <output>/_staging/final/                      the final files while a completed run still holds the names above
+<output>/_gate_failed/                        a re-run that failed its gates beside a succeeded run: its data,
+                                              rejects, reports and manifest, laid out as above (the next commit
+                                              removes it)
 ```
 A part covers the read tasks LO..HI (segment 0: one read task; later segments: an apply group) and is numbered W
 by the internal key of its first row (a retried or rerun task rewrites the same names). ``_progress`` and
@@ -27,7 +30,8 @@ by the internal key of its first row (a retried or rerun task rewrites the same 
 
 A new run keeps a completed run's dataset readable until it commits: it writes its final files under
 ``_staging/final`` and swaps them in at commit (the old manifest goes first, the new one comes last), so a re-run
-that fails leaves the previous dataset, manifest and reports as they were (:meth:`RunFolder.publishing`).
+that fails leaves the previous dataset, manifest and reports as they were (:meth:`RunFolder.publishing`); so does
+a re-run that fails its gates where a succeeded run is: it commits to ``_gate_failed`` (:meth:`RunFolder.set_aside`).
 
 Staged files are Arrow IPC files, read back once or a few times by the run itself: uncompressed on local disks
 (memory-mapped on reading, so a task touches only the columns it reads) and LZ4-compressed on S3. A staged
@@ -69,6 +73,7 @@ REVIEW = "review_queue"
 INDEX = "index"
 INDEX_COMPLETE = "complete.json"
 RUN_FILES = ("report.json", "report.html", "README.md")
+GATE_FAILED_RUN = "_gate_failed"  # a run that failed its gates, set beside the succeeded dataset it left in place
 PUBLISHED = (DATA, REJECTS, REVIEW, INDEX)  # the folders a run publishes
 # names of files a run writes, to tell whether an input glob would read them
 RUN_SAMPLE_FILES = (
@@ -307,9 +312,10 @@ class RunFolder:
         card: str,
         finish: Callable[[dict], None] | None = None,
     ) -> None:
-        """Put the final files written to ``published`` (:meth:`publishing`) in place, replacing the previous run's,
-        write the run's files, the manifest last (``finish`` completes it just before), and remove ``_progress``;
-        :meth:`remove_staging` follows."""
+        """Put the final files written to ``published`` (:meth:`publishing`) in place, replacing the previous run's
+        (and a run set aside beside it: :meth:`set_aside`), write the run's files, the manifest last (``finish``
+        completes it just before), and remove ``_progress``; :meth:`remove_staging` follows."""
+        self.storage.delete(self.uri(GATE_FAILED_RUN))
         if published.root != self.root:
             self._remove_published()
             for name in PUBLISHED:
@@ -322,6 +328,19 @@ class RunFolder:
             finish(manifest)
         self.storage.write_bytes(self.uri(MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
         self.storage.delete(self.uri(PROGRESS))
+
+    def holds_succeeded_run(self) -> bool:
+        """Whether a committed run whose gates held (``status: succeeded``) is here."""
+        uri = self.uri(MANIFEST)
+        return self.storage.exists(uri) and json.loads(self.storage.read_bytes(uri)).get("status") == "succeeded"
+
+    def set_aside(self) -> RunFolder:
+        """The empty folder ``_gate_failed`` where a run that failed its gates commits (:meth:`commit`) when a
+        succeeded run is here: the dataset a re-run leaves in place; this folder's ``_progress`` is removed."""
+        aside = RunFolder(self.uri(GATE_FAILED_RUN), self.storage)
+        self.storage.delete(aside.root)
+        self.storage.delete(self.uri(PROGRESS))
+        return aside
 
     def remove_staging(self) -> None:
         """Remove ``_staging`` (a committed run's; a run that finds it beside a manifest removes it too)."""

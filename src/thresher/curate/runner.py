@@ -134,7 +134,11 @@ def run(cfg: CurateConfig, address: str | None = None, since: float | None = Non
 
     timed(manifest)
     report = build_report(stats.get("report", {}), manifest)
-    folder.commit(
+    target = folder
+    if manifest["status"] == gates.GATE_FAILED and published.root != folder.root and folder.holds_succeeded_run():
+        target = folder.set_aside()  # the succeeded dataset stays where training reads it
+        manifest["kept_previous_dataset"] = True
+    target.commit(
         published,
         manifest,
         report,

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from thresher.curate.execution.worker import release_memory
+from thresher.curate.readers.common import RENAMED
 from thresher.curate.report import collect_stats, merge_stats
 from thresher.curate.report.arrays import hashes, shared
 from thresher.curate.run_folder import (
@@ -122,9 +123,18 @@ def kept_table(table: pa.Table, report: bool = False) -> pa.Table:
 
 
 def rejects_table(table: pa.Table) -> pa.Table:
-    """A rejected slice as written: id, stage, reason, detail, then the record's fields."""
+    """A rejected slice as written: id, stage, reason, detail, then the record's fields (one named like those three
+    as ``RENAMED`` + its name)."""
     table = table.drop_columns([c for c in table.column_names if _internal(c) and c not in REJECT_RENAMES])
-    names = [REJECT_RENAMES.get(c, c) for c in table.column_names]
+    taken = set(table.column_names)
+    names = []
+    for c in table.column_names:
+        name = REJECT_RENAMES.get(c, c)
+        if c not in REJECT_RENAMES and name in REJECT_RENAMES.values():
+            while name in taken or name in REJECT_RENAMES.values():
+                name = RENAMED + name
+            taken.add(name)
+        names.append(name)
     table = table.rename_columns(names)
     head = ["id", "stage", "reason", "detail"]
     order = [c for c in head if c in names] + [c for c in names if c not in head]

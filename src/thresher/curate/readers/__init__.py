@@ -13,7 +13,8 @@ are derived from the source URI and the record's byte offset (or row index), so 
 
 Every field of every record is kept (non-string values as their JSON text), including fields that first appear
 late in a file or in a file the planner did not sample: the sample only orders the columns and types the fast
-path. With ``input.fields`` only the fields listed are kept, and the records holding others are counted per
+path. A field named like a column of thresher's own is kept as ``record_<name>`` (``common.field_column``), an id
+field's value that gives no id as a field, and a rejected non-string text as its JSON text. With ``input.fields`` only the fields listed are kept, and the records holding others are counted per
 field in the manifest (``metrics.read["undeclared.<field>"]``).
 
 Each read task measures the bytes it lost to damage, per file (``LostBytes``): a malformed, invalid UTF-8 or

@@ -3,11 +3,13 @@ the bytes lost) and the batcher that turns records into Arrow tables."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import lzma
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 from typing import NamedTuple
 
 import numpy as np
@@ -19,9 +21,20 @@ import zstandard
 
 from thresher.core.storage import Storage
 from thresher.curate.readers.streams import compression
-from thresher.curate.stage import REJECT_DETAIL, REJECT_REASON, REJECT_STAGE, side_column
+from thresher.curate.stage import (
+    ID,
+    INTERNAL_COLUMNS,
+    KEY,
+    REJECT_DETAIL,
+    REJECT_REASON,
+    REJECT_STAGE,
+    REPORT_PREFIX,
+    SIDE_PREFIXES,
+    side_column,
+)
 
 READ_STAGE = "read"
+RENAMED = "record_"  # + a record's field named like a column of thresher's own: the column it is kept in
 DETAIL_CHARS = 2000
 ROWS_PER_BATCH = 1024
 BYTES_PER_BATCH = 32 << 20
@@ -113,21 +126,27 @@ class ReaderSpec:
     storage: Storage = field(default_factory=Storage)
     declared: bool = False  # ``fields`` were declared (``input.fields``): no other field is kept
 
-    @property
-    def not_fields(self) -> tuple[str, ...]:
-        """Record keys that are not kept as fields: the text and the id."""
-        return (self.text_field, "id", *([self.id_field] if self.id_field else []))
-
     def record_fields(self, rec: dict) -> dict[str, str | None]:
-        """The fields of ``rec`` to keep, as strings; undeclared fields count as ``UNDECLARED`` + name: 1."""
+        """The fields of ``rec`` to keep, as strings, by column (:func:`field_column`): all but the text and the id
+        field, unless its value is there but gave no id (:func:`record_id`); with declared fields those only, and each
+        other field but the id field counts as ``UNDECLARED`` + name: 1."""
+        skip = {self.text_field}
+        value = rec.get(self.id_field) if self.id_field is not None else None
+        if self.id_field is not None and (self.declared or value is None or usable_id(value)):
+            skip.add(self.id_field)
         if not self.declared:
-            skip = self.not_fields
-            return {k: _as_str(v) for k, v in rec.items() if k not in skip}
-        out: dict = {f: _as_str(rec.get(f)) for f in self.fields}
-        if len(rec) > len(out):
-            skip = (*self.not_fields, *self.fields)
-            out.update({UNDECLARED + k: 1 for k in rec if k not in skip})
+            return {field_column(k): field_text(v) for k, v in rec.items() if k not in skip}
+        out: dict = {field_column(f): field_text(rec.get(f)) for f in self.fields}
+        out.update({UNDECLARED + k: 1 for k in rec.keys() - skip - set(self.fields)})
         return out
+
+
+def field_column(name: str) -> str:
+    """The column a record's field ``name`` is kept in: ``name``, or ``RENAMED`` + ``name`` where a column of
+    thresher's own has that name (``id``, which every row has; ``_key``, ``_split``, ``_reject_*``, ``_report.*``
+    and the side columns)."""
+    internal = name in (ID, KEY, *INTERNAL_COLUMNS) or name.startswith((REPORT_PREFIX, *SIDE_PREFIXES))
+    return RENAMED + name if internal else name
 
 
 UNDECLARED = side_column("metric", "read.undeclared.")  # + the field: counted, never written
@@ -150,7 +169,7 @@ class Batcher:
         self.rows: dict[str, list] = {
             c: [] for c in ("id", self.spec.text_field, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL)
         }
-        self.fields: dict[str, list] = {f: [] for f in self.spec.fields}
+        self.fields: dict[str, list] = {field_column(f): [] for f in self.spec.fields}
         self.nbytes = 0
 
     def add(self, rid: str, text, fields: dict, reason: str | None = None, detail: str | None = None):
@@ -209,14 +228,30 @@ def slices(table: pa.Table, text_field: str) -> Iterator[pa.Table]:
         lo = hi
 
 
-def _as_str(value) -> str | None:
+def field_text(value) -> str | None:
     """A field's value as text: strings as they are, anything else as its JSON text."""
-    if value is None or isinstance(value, str):
-        return value
+    return value if value is None or isinstance(value, str) else json_text(value)
+
+
+def json_text(value) -> str:
+    """``value``'s compact JSON text, at any depth (orjson reads 1,024 levels, writes 255), with what JSON has no
+    type for as :func:`_json_value` writes it."""
     try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads 1,024 levels, writes 255)
+        return orjson.dumps(value, default=_json_value).decode()
+    except orjson.JSONEncodeError:
         return _deep_json(value)
+
+
+def _json_value(value):
+    """What JSON has no type for, as Parquet columns give it: bytes as base64, a decimal as its digits, a time
+    (pandas' too: ``Timestamp``) in ISO 8601, a duration in seconds; anything else (a decimal) as ``str``."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode()
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return str(value)
 
 
 def _deep_json(value) -> str:
@@ -236,7 +271,7 @@ def _deep_json(value) -> str:
             pieces.append(_Text("}" if isinstance(item, dict) else "]"))
             todo += reversed(pieces)
         else:
-            out.append(orjson.dumps(item).decode())
+            out.append(orjson.dumps(item, default=_json_value).decode())
     return "".join(out)
 
 
@@ -244,9 +279,12 @@ class _Text(str):
     """A piece of JSON text already written (``_deep_json``)."""
 
 
+def usable_id(value) -> bool:
+    """Whether an id field's value gives the record's id: a non-empty string or an integer."""
+    return isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) != ""
+
+
 def record_id(spec: ReaderSpec, rec: dict, fallback: str) -> str:
-    if spec.id_field:
-        v = rec.get(spec.id_field)
-        if isinstance(v, (str, int)) and not isinstance(v, bool) and str(v):
-            return str(v)
-    return fallback
+    """The record's id: its ``id_field``'s value where usable (:func:`usable_id`), else ``fallback``."""
+    value = rec.get(spec.id_field) if spec.id_field else None
+    return str(value) if usable_id(value) else fallback

@@ -3,13 +3,14 @@ each element a record."""
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 
 import orjson
 import pyarrow as pa
 
 from thresher.core.storage import Storage
-from thresher.curate.readers.common import Batcher, LostBytes, ReaderSpec, ReadTask, damaged, uri_key
+from thresher.curate.readers.common import Batcher, LostBytes, ReaderSpec, ReadTask, damaged, json_text, uri_key
 from thresher.curate.readers.jsonl import add_json_line
 from thresher.curate.readers.streams import open_stream
 
@@ -18,7 +19,7 @@ JSON_ARRAY = "json_array"  # a .json file holding one array of records (detected
 
 def load_json_array(storage: Storage, uri: str) -> list:
     with open_stream(storage, uri) as f:
-        records = orjson.loads(f.read())
+        records = orjson.loads(f.read().removeprefix(codecs.BOM_UTF8))
     if not isinstance(records, list):
         raise ValueError(f"{uri} is not a JSON array")
     return records
@@ -38,7 +39,7 @@ def read_json_array(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterat
         lost.add(uri, task.sizes[0])
         records = []
     for i, rec in enumerate(records):
-        if add_json_line(b, spec, key, i, element := orjson.dumps(rec)):
+        if add_json_line(b, spec, key, i, element := json_text(rec).encode()):
             lost.add(uri, len(element))
         if b.full():
             yield b.flush()

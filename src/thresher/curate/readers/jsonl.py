@@ -3,6 +3,7 @@ reader (orjson) gives, and line by line otherwise."""
 
 from __future__ import annotations
 
+import codecs
 import io
 from collections.abc import Generator, Iterator
 
@@ -22,6 +23,8 @@ from thresher.curate.readers.common import (
     ReaderSpec,
     ReadTask,
     damaged,
+    field_column,
+    field_text,
     record_id,
     slices,
     uri_key,
@@ -59,6 +62,8 @@ def read_jsonl(task: ReadTask, spec: ReaderSpec, lost: LostBytes, fast: bool = T
             chunks = _in_range(chunks, task.start, task.end)
     try:
         for offset, chunk, damage in chunks:
+            if offset == 0 and chunk.startswith(codecs.BOM_UTF8):  # a byte order mark opens the file, not a record
+                chunk, offset = chunk[len(codecs.BOM_UTF8) :], len(codecs.BOM_UTF8)
             table = _parse_chunk(spec, key, offset, chunk) if fast and chunk else None
             if table is not None:
                 if (t := b.flush()) is not None:
@@ -190,8 +195,8 @@ def add_json_line(b: Batcher, spec: ReaderSpec, key: str, offset: int, line: byt
         b.add(rid, None, fields, "missing_text", f"no field {spec.text_field!r}")
     elif isinstance(text, list) and conversation(text) is not None:
         b.add(rid, orjson.dumps(text).decode(), fields)
-    elif not isinstance(text, str):
-        b.add(rid, None, fields, "non_string_text", f"{spec.text_field} is {type(text).__name__}")
+    elif not isinstance(text, str):  # rejected with its value's JSON text
+        b.add(rid, field_text(text), fields, "non_string_text", f"{spec.text_field} is {type(text).__name__}")
     else:
         b.add(rid, text, fields)
     return False
@@ -202,7 +207,7 @@ def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Ta
     the rows the per-line reader gives: valid UTF-8 without NUL (which ends Arrow's input), every line blank (empty
     or a lone ``\\r``) or one object from ``{`` to ``}`` nesting no deeper than orjson allows, text, id and fields
     strings (or null) and every text present."""
-    columns = ["id", spec.text_field, *spec.fields, REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
+    columns = ["id", spec.text_field, *map(field_column, spec.fields), REJECT_STAGE, REJECT_REASON, REJECT_DETAIL]
     if len(set(columns)) < len(columns) or b"\0" in chunk or not (chunk.isascii() or _valid_utf8(chunk)):
         return None
     a = np.frombuffer(chunk, np.uint8)
@@ -231,30 +236,33 @@ def _parse_chunk(spec: ReaderSpec, key: str, offset: int, chunk: bytes) -> pa.Ta
     except pa.ArrowException:
         return None
     text = table[spec.text_field]
-    late = [name for name in table.column_names if name not in kept and name != "id"]
+    late = {name: table[name] for name in table.column_names if name not in kept}
+    given = table[spec.id_field] if spec.id_field else None
+    used = None if given is None else pc.fill_null(pc.greater(pc.binary_length(given), 0), False)
+    if given is not None and not spec.declared and pc.any(pc.equal(given, "")).as_py():  # kept as a field
+        late[spec.id_field] = pc.if_else(used, pa.nulls(len(given), pa.string()), given)
     # a line holding two objects (Arrow reads both) gives one row too many
     if (
         table.num_rows != len(starts)
         or text.null_count
         or (late and spec.declared)
-        or not all(pa.types.is_string(table[name].type) or pa.types.is_null(table[name].type) for name in late)
+        or not all(pa.types.is_string(c.type) or pa.types.is_null(c.type) for c in late.values())
+        or len(set(columns + [field_column(name) for name in late])) < len(columns) + len(late)
     ):
         return None
     rid = pc.binary_join_element_wise(f"{key}-", pa.array(starts + offset).cast(pa.string()), "")
-    if spec.id_field:  # a non-empty string id, else the derived one
-        given = table[spec.id_field]
-        rid = pc.if_else(pc.fill_null(pc.greater(pc.binary_length(given), 0), False), given, rid)
+    if given is not None:  # a non-empty string id, else the derived one
+        rid = pc.if_else(used, given, rid)
     rejections = _text_rejections(text, spec.max_doc_chars)
     rejections = rejections or [pa.nulls(table.num_rows, pa.string())] * 3
-    late = {name: table[name].cast(pa.string()) for name in late}
     out = {
         "id": rid,
         spec.text_field: text,
-        **{f: table[f] for f in spec.fields},
-        **late,
+        **{field_column(f): table[f] for f in spec.fields},
+        **{field_column(name): column.cast(pa.string()) for name, column in late.items()},
         **dict(zip((REJECT_STAGE, REJECT_REASON, REJECT_DETAIL), rejections)),
     }
-    return pa.table({c: out[c] for c in [*columns[:-3], *late, *columns[-3:]]})
+    return pa.table(out)
 
 
 def _text_rejections(text: pa.ChunkedArray, max_chars: int) -> list | None:

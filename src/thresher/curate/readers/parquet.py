@@ -20,6 +20,7 @@ from thresher.curate.readers.common import (
     ReaderSpec,
     ReadTask,
     damaged,
+    field_text,
     record_id,
     storage_error,
     uri_key,
@@ -86,13 +87,25 @@ def read_parquet(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterator[
             rid = record_id(spec, rec, f"{key}-{row}")
             row += 1
             text = rec.get(spec.text_field)
+            if isinstance(text, bytes):  # a binary column (as some writers store strings): its UTF-8 text
+                text = _utf8(text)
             if text is None:
                 b.add(rid, None, fields, "missing_text", f"no field {spec.text_field!r}")
-            elif not isinstance(text, str):
-                b.add(rid, None, fields, "non_string_text", f"{spec.text_field} is {type(text).__name__}")
+            elif isinstance(text, bytes):  # rejected with its bytes in base64
+                b.add(rid, field_text(text), fields, "invalid_utf8", f"{spec.text_field} is not UTF-8")
+            elif not isinstance(text, str):  # rejected with its value's JSON text
+                b.add(rid, field_text(text), fields, "non_string_text", f"{spec.text_field} is {type(text).__name__}")
             else:
                 b.add(rid, text, fields)
             if b.full():
                 yield b.flush()
     if (t := b.flush()) is not None:
         yield t
+
+
+def _utf8(data: bytes) -> str | bytes:
+    """``data`` decoded as UTF-8, or as it is where it is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import struct
 import time
 from collections.abc import Callable
@@ -98,7 +99,7 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
     if text_uris:
         tasks.append(ReadTask("text", tuple(text_uris), tuple(text_sizes)))
     fields = tuple(cfg.fields) if cfg.fields is not None else _discover_fields(files, cfg, storage)
-    fields = tuple(f for f in fields if f not in (cfg.text_field, "id", cfg.id_field))
+    fields = tuple(f for f in fields if f not in (cfg.text_field, cfg.id_field))
     spec = ReaderSpec(cfg.text_field, cfg.id_field, fields, cfg.max_doc_chars, storage, cfg.fields is not None)
     return tasks, spec
 
@@ -156,7 +157,7 @@ def _is_json_array(storage: Storage, uri: str) -> bool:
     if not uri.lower().removesuffix(compression(uri) or "").endswith(".json"):
         return False
     head = _sampled(uri, lambda: _head(storage, uri, 4096))
-    return head is not None and head.lstrip()[:1] == b"["
+    return head is not None and head.removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"["
 
 
 def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storage: Storage) -> list[str]:
@@ -170,7 +171,7 @@ def _discover_fields(files: list[tuple[str, int, str]], cfg: InputConfig, storag
             else:
                 head = _sampled(uri, lambda: _head(storage, uri, SAMPLE_BYTES)) or b""
                 records = []
-                for line in head.splitlines()[:1000]:
+                for line in head.removeprefix(codecs.BOM_UTF8).splitlines()[:1000]:
                     try:
                         records.append(orjson.loads(line))
                     except orjson.JSONDecodeError:

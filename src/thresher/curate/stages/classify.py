@@ -236,8 +236,11 @@ def read_examples(paths: list[str], key: str) -> list[str]:
         path = Path(p).expanduser()
         if not path.is_file():
             raise ConfigError(f"{key}: {p} is not a file")
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        texts += [json.loads(line)["text"] for line in lines] if path.suffix == ".jsonl" else lines
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":  # JSON Lines end at "\n" only (str.splitlines splits at U+2028 too)
+            texts += [json.loads(line)["text"] for line in text.split("\n") if line.strip()]
+        else:
+            texts += [line for line in text.splitlines() if line.strip()]
     return texts
 
 
