@@ -183,6 +183,8 @@ def test_missing_values_and_the_order_of_predicates():
             "both numbers or both dates",
         ),
         ({"field": "year", "min": 2024, "max": 2015}, "stages.0.filter.predicates.0", "min is greater than max"),
+        ({"field": "year", "min": float("nan")}, "stages.0.filter.predicates.0.min", "not a finite number"),
+        ({"field": "year", "max": "nan"}, "stages.0.filter.predicates.0.max", "not a finite number"),
         ({"field": "title", "regex": "(unclosed"}, "stages.0.filter.predicates.0.regex", "not an RE2 pattern"),
         ({"field": "license", "allow": []}, "stages.0.filter.predicates.0.allow", "at least 1"),
         ({"required": ["title"], "missing": "keep"}, "stages.0.filter.predicates.0", "no other key"),

@@ -335,6 +335,39 @@ def test_config_errors_exit_2_naming_the_key(tmp_path, capsys, body, overrides, 
     assert key in err, err
 
 
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("stages={normalize: {}, pii: {mode: bogus}}", "stages: Value error, a list of stages"),
+        ("stages=[{normalize: false}]", "stages.0.normalize: Input should be a valid dictionary"),
+        ("stages=[{pii: 0}]", "stages.0.pii: Input should be a valid dictionary"),
+    ],
+)
+def test_stages_as_a_mapping_or_with_options_that_are_no_mapping_exit_2(tmp_path, capsys, override, error):
+    cfg = config_file(tmp_path, {"input": {"paths": ["x"]}, "output": {"path": "o"}})
+    assert cli_main(["curate", cfg, "--set", override]) == 2
+    assert error in capsys.readouterr().err
+
+
+def test_unreadable_yaml_exits_2_naming_where_without_echoing_it(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("input:\n  paths: [in.jsonl]\n  token: hunter2: x\n")
+    assert cli_main(["curate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: invalid YAML at line 3, column 17" in err and "hunter2" not in err, err
+    cfg.write_text("input:\n  token: *hunter2\n")
+    assert cli_main(["curate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid YAML at line 2, column 10" in err and "hunter2" not in err, err
+    cfg.write_bytes(b"input:\n  paths: [caf\xe9.jsonl]\n")
+    assert cli_main(["curate", str(cfg)]) == 2
+    assert f"{cfg}: not UTF-8 text" in capsys.readouterr().err
+    cfg.write_text("input: {paths: [in.jsonl]}\noutput: {path: o}\n")
+    assert cli_main(["curate", str(cfg), "--set", "input.paths=[unclosed-hunter2"]) == 2
+    err = capsys.readouterr().err
+    assert "--set input.paths: invalid YAML at line 1, column 18" in err and "hunter2" not in err, err
+
+
 def test_missing_input_and_unwritable_output_exit_2_before_work(tmp_path, capsys):
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": "hello world"}])
     cfg = config_file(
@@ -366,3 +399,21 @@ def test_set_overrides_reach_stage_options(tmp_path):
         {"decontaminate": {"references": ["y"]}},
         {"augment": {"methods": [{"paraphrase": {"n": 2}}]}},
     ]
+
+
+def test_set_reaches_keys_of_list_items_that_are_no_stage_entries():
+    from thresher.core.config import apply_overrides
+
+    data = {"data": {"train": "x"}, "variants": [{"name": "base"}], "space": {"optim.lr": {"choice": [0.1]}}}
+    apply_overrides(
+        data,
+        [
+            "data.train=[{path: out/a}, {path: out/b}]",
+            "data.train.1.weight=3",
+            "variants.0.set.method=prefix",
+            "space.optim.lr={loguniform: [1.0e-5, 1.0e-3]}",  # a key holding dots, matched whole
+        ],
+    )
+    assert data["data"]["train"] == [{"path": "out/a"}, {"path": "out/b", "weight": 3}]
+    assert data["variants"] == [{"name": "base", "set": {"method": "prefix"}}]
+    assert data["space"] == {"optim.lr": {"loguniform": [1e-5, 1e-3]}}

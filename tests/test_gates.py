@@ -70,6 +70,26 @@ def test_gate_on_a_stage_not_in_the_run_is_a_config_error(tmp_path, capsys):
     assert "gates.max_stage_rejected_fraction.langid" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "stages, gates, error",
+    [
+        ([{"split": {}}], {"min_split_records": {"tset": 100}}, "gates.min_split_records.tset: no stage"),
+        ([{"normalize": {}}], {"min_split_records": {"test": 1}}, "gates.min_split_records.test: no stage"),
+        ([{"split": {}}], {"min_split_records": {"test": -1}}, "gates.min_split_records: Value error, test:"),
+        ([{"langid": {}}], {"max_stage_rejected_fraction": {"langid": -0.1}}, "gates.max_stage_rejected_fraction:"),
+        ([{"langid": {}}], {"max_stage_rejected_fraction": {"langid": 1.5}}, "langid: a fraction from 0 to 1"),
+        ([{"langid": {}}], {"max_stage_rejected_fraction": {"unique_ids": 0.1}}, "rejected_fraction.unique_ids: no"),
+        ([], {"min_output_records": 10, "max_output_records": 5}, "min_output_records: 10 is above max_output_records"),
+        ([], {"max_rejected_fraction": float("nan")}, "gates.max_rejected_fraction:"),
+    ],
+)
+def test_gates_that_cannot_hold_or_name_nothing_of_the_run_exit_2(tmp_path, capsys, stages, gates, error):
+    cfg = {"input": {"paths": ["x.jsonl"]}, "output": {"path": str(tmp_path / "out")}, "stages": stages}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({**cfg, "gates": gates}))
+    assert cli_main(["curate", str(tmp_path / "cfg.yaml")]) == 2
+    assert error in capsys.readouterr().err
+
+
 def curate_web_00(tmp_path: Path, **gates) -> int:
     """``thresher curate`` of a bundled file into ``tmp_path/out`` with ``gates``; its exit status."""
     cfg = {

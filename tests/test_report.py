@@ -378,6 +378,10 @@ def test_representation_counts_merge_over_write_tasks_and_skip_what_they_cannot_
         ({"representation": {"field": ["lang"]}}, "report.representation.field: unknown key"),
         ({"representation": {"fields": ["lang"], "targets": {"src": {"a": 1}}}}, "targets.src: not among the fields"),
         ({"representation": {"fields": ["lang"], "targets": {"lang": {"en": 0.7}}}}, "targets.lang: the shares must"),
+        (
+            {"representation": {"fields": ["lang"], "targets": {"lang": {"en": float("nan"), "de": 1}}}},
+            "report.representation.targets.lang.en: Input should be a finite number",
+        ),
         ({"representation": {"fields": ["lang"], "tolerance": 0}}, "report.representation.tolerance"),
         ({"representations": ["lang"]}, "report.representations: unknown key"),
     ],

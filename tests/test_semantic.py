@@ -322,6 +322,19 @@ def test_wrong_keys_are_config_errors_naming_the_key():
             parse_config({"input": {"paths": ["x"]}, "output": {"path": "y"}, "stages": [stage]})
 
 
+@pytest.mark.parametrize(
+    "scores, error",
+    [
+        ({"min_score": 0.9, "max_score": 0.1}, r"stages\.0\.classify: .*min_score: 0\.9 is above max_score 0\.1"),
+        ({"min_score": float("nan")}, r"stages\.0\.classify\.min_score: Input should be a finite number"),
+    ],
+)
+def test_classify_score_bounds_that_reject_everything_are_config_errors(scores, error):
+    stage = {"classify": {"name": "q", "method": "wordlist", "words": {"en": "x"}, **scores}}
+    with pytest.raises(ConfigError, match=error):
+        parse_config({"input": {"paths": ["x"]}, "output": {"path": "y"}, "stages": [stage]})
+
+
 @pytest.mark.slow
 def test_curate_with_embed_semantic_dedup_classify_and_report(ray_local, tmp_path, pairs, model_folder):
     """End to end: embed, dedup_semantic, a word-list classify whose score fills format's metadata.quality_score,

@@ -225,6 +225,28 @@ def test_a_key_outside_the_training_config_exits_2_naming_it(tmp_path, capsys):
 @pytest.mark.parametrize(
     "override, error",
     [
+        ("space.lora.r={uniform: [4, 16]}", "space.lora.r: uniform samples fractional numbers, which lora.r does not"),
+        ("space={lora: {r: {loguniform: [4, 16]}}}", "space.lora.r: loguniform samples fractional numbers"),
+        ("space.optim.lr={loguniform: [0, 1]}", "space.optim.lr: Value error, loguniform: [low, high] with low < high"),
+        ("space.optim.warmup_steps={uniform: [0.5, 10]}", "space.optim.warmup_steps: uniform samples fractional"),
+    ],
+)
+def test_a_distribution_the_key_cannot_take_exits_2_naming_it(tmp_path, capsys, override, error):
+    """An integer key searched by a continuous distribution (whose ends alone are valid), a key set with --set as the
+    space writes it (optim.lr) or nested (lora.r)."""
+    config = {
+        "train": {"model": {"name_or_path": "m"}, "data": {"train": "t", "validation": "v"}},
+        "space": {"optim.lr": {"loguniform": [1e-5, 1e-3]}},
+        "output": {"path": str(tmp_path)},
+    }
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(config))
+    assert cli(["tune", str(tmp_path / "tune.yaml"), "--set", override]) == 2
+    assert error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
         ("train.data.validation=validation", "train.data.validation: no Parquet files at validation"),
         (
             "train.model.name_or_path=pkg:thresher_no_such_model",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,9 +16,9 @@ class ConfigError(Exception):
 
 
 class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are errors."""
+    """Base for every config model: unknown keys and numbers that are not finite (.nan, .inf) are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -29,14 +30,39 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it: {e.strerror}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``text`` as YAML; an error names ``where``, the line and the column, never the text (it may hold a secret)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = _without_text(e.problem or e.context or "syntax error")
+        raise ConfigError(f"{where}: invalid YAML{at}: {problem}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{where}: invalid YAML") from None
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def _without_text(problem: str) -> str:
+    """A YAML problem with quoted document text (a tag, an alias) left out; token names such as '<stream end>' and
+    single characters such as ':' stay."""
+    return _QUOTED.sub(lambda m: m[0] if len(m[1]) <= 2 or m[1].startswith("<") else "'...'", problem)
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -50,39 +76,52 @@ def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides (YAML-typed values); list items are addressed by index: a stage's option as
-    ``stages.0.x`` or, as error messages name it, ``stages.0.NAME.x``."""
+    """Apply ``a.b=value`` overrides (YAML-typed values). List items are addressed by index; an entry
+    ``{name: options}`` (a stage, an augment method) by its index, then its option: ``stages.0.x`` or, as error
+    messages name it, ``stages.0.NAME.x``. A key that itself holds dots (a tune space's ``optim.lr``) is matched
+    whole where it exists."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        value = yaml.safe_load(raw) if raw else None
-        parts = key.split(".")
-        node: Any = data
-        stage = None  # the name of the stage entry whose options the last step entered
-        for part in parts[:-1]:
-            if part == stage:
-                stage = None  # stages.0.NAME.x: the index already entered NAME's options
-                continue
-            stage = _stage_name(node, part)
-            node = _child(node, part, key, create=True)
-        last = parts[-1]
-        if isinstance(node, list):
-            node[_index(node, last, key)] = value
-        elif isinstance(node, dict):
-            node[last] = value
-        else:
-            raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} is not a mapping")
+        _set(data, key, parse_yaml(raw, f"--set {key}") if raw else None)
     return data
 
 
-def _stage_name(node: Any, part: str) -> str | None:
-    """The name of the stage entry ``{name: options}`` at index ``part`` of the list ``node``, if it is one."""
-    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-        item = node[int(part)]
-        if isinstance(item, dict) and len(item) == 1:
-            name: str = next(iter(item))
-            return name
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted ``key`` of ``data`` to ``value``, creating the mappings on its way."""
+    parts = key.split(".")
+    node: Any = data
+    entry = None  # the name of the entry whose options the last step entered
+    for i, part in enumerate(parts[:-1]):
+        rest = ".".join(parts[i:])
+        if isinstance(node, dict) and rest in node:
+            node[rest] = value
+            return
+        if part == entry:
+            entry = None  # stages.0.NAME.x: the index already entered NAME's options
+            continue
+        entry = _entry_name(node, part)
+        node = _child(node, part, key)
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_index(node, last, key)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} is not a mapping")
+
+
+def _is_entry(item: Any) -> bool:
+    """Whether a list item is an entry ``{name: options}``: one key, whose value is a mapping or null."""
+    return isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())), (dict, type(None)))
+
+
+def _entry_name(node: Any, part: str) -> str | None:
+    """The name of the entry ``{name: options}`` at index ``part`` of the list ``node``, if it is one."""
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node) and _is_entry(node[int(part)]):
+        name: str = next(iter(node[int(part)]))
+        return name
     return None
 
 
@@ -95,20 +134,18 @@ def _index(node: list[Any], part: str, key: str) -> int:
         raise ConfigError(f"--set {key}: {part!r} is not a valid list index") from None
 
 
-def _child(node: Any, part: str, key: str, create: bool) -> Any:
+def _child(node: Any, part: str, key: str) -> Any:
+    """The value at ``part`` of ``node`` (an entry's options, a mapping created where missing)."""
     if isinstance(node, list):
         item = node[_index(node, part, key)]
-        # a stage entry {name: options} is addressed by its position, then its options directly
-        if isinstance(item, dict) and len(item) == 1:
-            ((name, opts),) = item.items()
-            if opts is None:
-                item[name] = opts = {}
-            return opts
+        if _is_entry(item):
+            ((name, options),) = item.items()
+            if options is None:
+                item[name] = options = {}
+            return options
         return item
     if isinstance(node, dict):
-        if part not in node or node[part] is None:
-            if not create:
-                raise ConfigError(f"--set {key}: no key {part!r}")
+        if node.get(part) is None:
             node[part] = {}
         return node[part]
     raise ConfigError(f"--set {key}: cannot descend into {part!r}")

@@ -161,7 +161,11 @@ class CurateConfig(StrictModel):
     @field_validator("stages", mode="before")
     @classmethod
     def _stages(cls, v):
-        return [_parse_stage(i, item) for i, item in enumerate(v or [])]
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise ValueError(f"a list of stages (- NAME or - NAME: {{options}}), got a {type(v).__name__}")
+        return [_parse_stage(i, item) for i, item in enumerate(v)]
 
     @model_validator(mode="after")
     def _global_stages_once(self):
@@ -174,12 +178,26 @@ class CurateConfig(StrictModel):
 
     @model_validator(mode="after")
     def _gated_stages_exist(self):
-        known = {"read", "unique_ids", *self.stage_names()}
+        known = {"read", *self.stage_names()}
+        if self.input.unique_ids == "reject" or any(issubclass(REGISTRY[s.name], GlobalStage) for s in self.stages):
+            known.add("unique_ids")  # repeated ids are counted before the first global stage
         for name in self.gates.max_stage_rejected_fraction:
             if name not in known:
                 raise ValueError(
                     f"gates.max_stage_rejected_fraction.{name}: no such stage in this run "
                     f"(stages: {', '.join(sorted(known))})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _gated_splits_exist(self):
+        made = [n for s in self.stages for n in REGISTRY[s.name].splits(s.config.model_dump(mode="json"))]
+        known = made or ["all"]  # without a split stage the kept records are the one split all
+        for name in self.gates.min_split_records:
+            if name not in known:
+                raise ValueError(
+                    f"gates.min_split_records.{name}: no stage of this run makes that split "
+                    f"(splits: {', '.join(known)})"
                 )
         return self
 
@@ -213,7 +231,7 @@ def _parse_stage(i: int, item: Any) -> StageSpec:
     load_stages()
     if name not in REGISTRY:
         raise ValueError(f"stages.{i}: unknown stage {name!r} (known: {', '.join(sorted(REGISTRY))})")
-    cfg = validate(REGISTRY[name].Config, options or {}, prefix=f"stages.{i}.{name}")
+    cfg = validate(REGISTRY[name].Config, {} if options is None else options, prefix=f"stages.{i}.{name}")
     return StageSpec(name=name, config=cfg)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from thresher.core.config import StrictModel
 from thresher.curate.stage import load_stages, stage_class
@@ -36,8 +36,31 @@ class GatesConfig(StrictModel):
     max_output_records: int | None = Field(None, ge=0, description="most records kept (all splits)")
     min_split_records: dict[str, int] = Field({}, description="least records per split, e.g. {test: 100}")
     max_stage_rejected_fraction: dict[str, float] = Field(
-        {}, description=("per stage: rows it rejected / rows entering it, e.g. {langid: 0.3}")
+        {}, description=("per stage: rows it rejected / rows entering it (0 to 1), e.g. {langid: 0.3}")
     )
+
+    @field_validator("min_split_records")
+    @classmethod
+    def _counts(cls, limits: dict[str, int]) -> dict[str, int]:
+        for split, limit in limits.items():
+            if limit < 0:
+                raise ValueError(f"{split}: a number of records, at least 0, got {limit}")
+        return limits
+
+    @field_validator("max_stage_rejected_fraction")
+    @classmethod
+    def _fractions(cls, limits: dict[str, float]) -> dict[str, float]:
+        for stage, limit in limits.items():
+            if not 0 <= limit <= 1:
+                raise ValueError(f"{stage}: a fraction from 0 to 1, got {limit}")
+        return limits
+
+    @model_validator(mode="after")
+    def _output_range(self):
+        low, high = self.min_output_records, self.max_output_records
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_output_records: {low} is above max_output_records {high}")
+        return self
 
 
 def measure(counts: dict[str, Any]) -> dict[str, Any]:

@@ -20,9 +20,11 @@ one of its options. Every combination of them is curated before the trials (:mod
 stages the combinations share are curated once), and a trial trains on its combination's ``train`` split; all
 trials are measured on the base's ``data.validation``, which every chain must decontaminate against.
 
-:func:`check` checks every key of the space against the training config's schema and every value it can
-take (a ``choice``'s values, a range's ends) against the whole training config, before any Ray work: a wrong key
-or value is a ConfigError naming ``space.KEY``.
+:func:`check` checks every key of the space against the training config's schema, the type of its distribution
+against the key's (no ``uniform`` or ``loguniform`` on an integer key) and every value it can take (a ``choice``'s
+values, a range's ends) against the whole training config, before any Ray work: a wrong key or value is a
+ConfigError naming ``space.KEY``. A section of the space may be nested (``space: {optim: {lr: {...}}}`` is
+``optim.lr``), as ``--set space.optim.lr=...`` writes it.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ import json
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from thresher.core.config import ConfigError, StrictModel, load_yaml, validate
 from thresher.evaluate.curation import CurationChange, chain
 from thresher.train.config import TrainConfig
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
+CONTINUOUS = ("loguniform", "uniform")  # sample fractional numbers
 CURATE = "curate."  # space keys that change the curation (compare's CurationChange: drop.STAGE, set.STAGE.KEY...)
 
 
@@ -135,6 +139,35 @@ class TuneConfig(StrictModel):
     seed: int = Field(0, description="seed of the search algorithm's sampling")
     output: TuneOutput = Field(description="where the outputs go")
 
+    @field_validator("space", mode="before")
+    @classmethod
+    def _dotted(cls, space):
+        return _flatten(space) if isinstance(space, dict) else space
+
+
+def _flatten(space: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The space with its nested sections as dotted keys: ``{optim: {lr: {...}}}`` is ``{optim.lr: {...}}`` (what
+    ``--set space.optim.lr=...`` makes)."""
+    flat: dict[str, Any] = {}
+    for key, value in space.items():
+        nested = _flatten(value, f"{prefix}{key}.") if _is_section(value) else {f"{prefix}{key}": value}
+        for dotted, dimension in nested.items():
+            if dotted in flat:
+                raise ValueError(f"{dotted}: given twice (as a dotted key and in a section)")
+            flat[dotted] = dimension
+    return flat
+
+
+def _is_section(value: Any) -> bool:
+    """Whether a space value is a section of keys rather than a distribution: a mapping of mappings, none of its
+    keys a distribution's name."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and not set(value) & set(DISTRIBUTIONS)
+        and all(isinstance(v, dict) for v in value.values())
+    )
+
 
 def _field_model(annotation) -> type[BaseModel] | None:
     """The config model a field holds (``Options`` or ``Options | None``, not a list of them), if any."""
@@ -145,16 +178,32 @@ def _field_model(annotation) -> type[BaseModel] | None:
     return None
 
 
-def check_key(key: str) -> None:
-    """A ConfigError unless ``key`` names a leaf of the training config's schema."""
+def check_key(key: str) -> FieldInfo:
+    """The field of the training config's schema that ``key`` names; a ConfigError unless it is a leaf."""
     model: type[BaseModel] | None = TrainConfig
     parts = key.split(".")
     for i, part in enumerate(parts):
         if model is None or part not in model.model_fields:
             raise ConfigError(f"space.{key}: no key {'.'.join(parts[: i + 1])} in the training config")
-        model = _field_model(model.model_fields[part].annotation)
+        field = model.model_fields[part]
+        model = _field_model(field.annotation)
     if model is not None:
         raise ConfigError(f"space.{key}: a section of the training config; search one of its keys")
+    return field
+
+
+def check_kind(key: str, dimension: Dimension, field: FieldInfo) -> None:
+    """A ConfigError when ``dimension`` samples values of a type ``field`` does not take: a continuous distribution
+    on an integer key (its ends alone may be valid values)."""
+    if dimension.kind not in CONTINUOUS:
+        return
+    try:
+        TypeAdapter(field.annotation).validate_python(0.5)
+    except ValidationError:
+        raise ConfigError(
+            f"space.{key}: {dimension.kind} samples fractional numbers, which {key} does not take: "
+            "use randint or choice"
+        ) from None
 
 
 def with_params(base: dict, params: dict[str, Any]) -> dict:
@@ -267,7 +316,7 @@ def check(cfg: TuneConfig, base: dict) -> TrainConfig:
     for key, dimension in cfg.space.items():
         if key.startswith(CURATE):
             continue
-        check_key(key)
+        check_kind(key, dimension, check_key(key))
         for value in dimension.values():
             try:
                 validate(TrainConfig, with_params({**base, **placeholder}, {key: value}))

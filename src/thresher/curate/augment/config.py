@@ -167,6 +167,8 @@ class AugmentConfig(TextFieldsConfig):
                 raise ConfigError(
                     f"invalid config: {prefix}.methods.{i}: one of {', '.join(OPTIONS)}, as {{name: options}}"
                 )
-            options = validate(OPTIONS[name], item[name] or {}, prefix=f"{prefix}.methods.{i}.{name}")
+            options = validate(
+                OPTIONS[name], {} if item[name] is None else item[name], prefix=f"{prefix}.methods.{i}.{name}"
+            )
             out.append((name if names.count(name) == 1 else f"{name}{i}", name, options))
         return out

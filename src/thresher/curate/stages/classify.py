@@ -20,8 +20,8 @@ Three kinds of classifier (``method``):
   the number of matches (``max_score: 0`` drops any record with a listed word); the detail names the first ones.
 
 Records scored below ``min_score`` or above ``max_score`` are rejected with reason ``classify:<name>`` and the
-score in the detail. Empty texts are scored like any other text. ``augment``'s label check uses the same classifiers
-(:meth:`Classify.predict`).
+score in the detail (``min_score`` above ``max_score`` is a config error). Empty texts are scored like any other
+text. ``augment``'s label check uses the same classifiers (:meth:`Classify.predict`).
 """
 
 from __future__ import annotations
@@ -89,6 +89,14 @@ class ClassifyConfig(StageConfig):
             raise ValueError("model: the hf method needs a model folder")
         if self.method == "wordlist" and not self.words:
             raise ValueError("words: the wordlist method needs at least one list")
+        return self
+
+    @model_validator(mode="after")
+    def _score_range(self):
+        if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
+            raise ValueError(
+                f"min_score: {self.min_score:g} is above max_score {self.max_score:g} (every record rejected)"
+            )
         return self
 
 

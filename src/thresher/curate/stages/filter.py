@@ -22,6 +22,7 @@ as ``missing_field``. Values are what the readers keep: text (other JSON values 
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
@@ -53,17 +54,12 @@ class Predicate(StrictModel):
     @field_validator("min", "max", mode="before")
     @classmethod
     def _bound(cls, v):
-        """A number, a date (a day) or a datetime; strings are read as a number, else as an ISO date or time."""
-        if not isinstance(v, str):
-            return v
-        try:
-            return float(v)
-        except ValueError:
-            pass
-        try:
-            return date.fromisoformat(v) if len(v) == 10 else datetime.fromisoformat(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is neither a number nor an ISO 8601 date") from None
+        """A finite number, a date (a day) or a datetime; strings are read as a number, else as an ISO date or time."""
+        if isinstance(v, str):
+            v = _number_or_date(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{v} is not a finite number")
+        return v
 
     @field_validator("allow", "deny", mode="before")
     @classmethod
@@ -109,6 +105,18 @@ class Predicate(StrictModel):
     @property
     def deny_only(self) -> bool:
         return all(t in ("deny", "domain_deny") for t in TESTS if getattr(self, t) is not None)
+
+
+def _number_or_date(text: str) -> float | date:
+    """A bound written as text: a number, else an ISO 8601 date or time."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a number nor an ISO 8601 date") from None
 
 
 class FilterConfig(StageConfig):
