@@ -2,7 +2,8 @@
 
 A violated gate does not lose the run's work: the report, the card and ``manifest.json`` are written as usual,
 with ``status: gate_failed`` and every gate's measured value, and ``thresher curate`` exits 1 naming the gate.
-``thresher train`` refuses such a run.
+``thresher train`` refuses such a run. Where a succeeded run holds the output folder, a re-run that fails its gates
+leaves it in place and commits to ``_gate_failed/`` (``thresher.curate.run_folder``).
 """
 
 from __future__ import annotations
