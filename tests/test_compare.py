@@ -300,7 +300,7 @@ def test_eval_predictions_are_the_models_greedy_outputs_and_its_training_loss(co
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("variants.1.set.optim.lrr=1", "variants.1.optim.lrr"),
+        ("variants.1.set.optim.lrr=1", "variants.1.set.optim.lrr: unknown key"),
         ("train.method=sft", "train.method"),
         ("variants.1.name=lora", "variants"),
         ("eval.metrics=[meteor]", "eval.metrics.0"),
@@ -321,6 +321,22 @@ def test_config_errors_exit_2_naming_the_key(compare_config, override, key, caps
     assert cli(["compare", "compare.yaml", "--set", "output.path=out-errors", "--set", override]) == 2
     assert key in capsys.readouterr().err
     assert not (compare_config.parent / "out-errors").exists()
+
+
+def test_a_variants_key_is_named_under_its_set_and_its_record_holds_no_password():
+    from thresher.core.config import ConfigError, validate
+    from thresher.evaluate.compare import CompareConfig, plan
+
+    uri = "http://alice:hunter2-secret@127.0.0.1:9/mlflow"
+    train = {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "tracking": {"mlflow": {"tracking_uri": uri}}}
+    config = {"train": train, "eval": {"data": {"path": "e"}}, "variants": [{"name": "a"}], "output": {"path": "o"}}
+    (only,) = plan(validate(CompareConfig, config))
+    assert only.train.tracking.mlflow.tracking_uri == uri  # training gets it whole
+    assert "hunter2-secret" not in json.dumps(only.configs())  # variant.json's configs, compared on a rerun
+    assert only.configs()["train"]["tracking"]["mlflow"]["tracking_uri"] == "http://alice:***@127.0.0.1:9/mlflow"
+    config["variants"] = [{"name": "a", "set": {"bogus": 1}}]
+    with pytest.raises(ConfigError, match=r"variants\.0\.set\.bogus: unknown key"):
+        plan(validate(CompareConfig, config))
 
 
 def test_example_config_is_valid():

@@ -120,3 +120,29 @@ def test_a_run_is_timed_from_pythons_start_even_when_a_shell_became_python():
     )
     alone = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert 0 < float(exec_d.stdout) < 2.5 and 0 < float(alone.stdout) < 2.5, (exec_d.stdout, alone.stdout)
+
+
+FAILING = """
+import sys
+from thresher import cli
+
+def fail(args):
+    raise RuntimeError("cannot open s3://AKIAEXAMPLE:wJalrXUtnFEMIsecret@bucket/x")
+
+cli.COMMANDS["report"] = fail
+sys.exit(cli.main(["report", "run"]))
+"""
+
+
+def test_a_failures_traceback_goes_to_the_log_file_without_the_password(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-c", FAILING],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "THRESHER_LOG_DIR": str(tmp_path)},
+    )
+    log = next(tmp_path.glob("report-*.log")).read_text()
+    assert res.returncode == 1 and "Traceback" in log and "s3://AKIAEXAMPLE:***@bucket/x" in log, log
+    assert "wJalrXUtnFEMIsecret" not in log + res.stdout + res.stderr

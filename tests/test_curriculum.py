@@ -58,6 +58,18 @@ def test_config_errors():
         parse_config({**base, "stages": [{"curriculum": {"signals": {"perplexity": 1}}}]})
     with pytest.raises(ConfigError, match="signals"):
         parse_config({**base, "stages": [{"curriculum": {"signals": {"length": 0}}}]})
+    for weight in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="curriculum.signals: .*the weight of length is not a finite number"):
+            parse_config({**base, "stages": [{"curriculum": {"signals": {"length": weight, "readability": 1}}}]})
+
+
+@pytest.mark.timeout(120)  # the backtracking sentence pattern took hours here
+def test_sentences_are_counted_in_linear_time():
+    """A run of marks ends one sentence when a space or the end follows it; a run of a million dots followed by a
+    letter (7 s at 40,000 with the backtracking pattern) is none."""
+    assert text_measures("Wait... what?! Yes. No") == text_measures("Wait. what. Yes. No")
+    length, grade = text_measures("a" + "." * 1_000_000 + "b")
+    assert grade == pytest.approx(0.39 * 2 / 1 + 11.8 * 2 / 2 - 15.59)
 
 
 def test_difficulty_and_train_files_from_easy_to_hard(ray_local, tmp_path):

@@ -23,7 +23,7 @@ from tests.conftest import ROOT
 from tests.samples import alpaca_records, gsm8k
 from thresher.cli import main as cli
 from thresher.core.storage import Storage
-from thresher.evaluate.eval_config import EvalData, parse_eval_config
+from thresher.evaluate.eval_config import AnswerOptions, EvalData, parse_eval_config
 from thresher.evaluate.generate import render_example
 from thresher.evaluate.scoring import aggregate, bootstrap, corpus_bleu, extract_answer, score_examples, token_f1
 from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch, render_alpaca
@@ -38,6 +38,14 @@ def test_answer_extraction():
     assert extract_answer("The answer is B. Then C.", re.compile(r"answer is (\w)")) == "B"
     assert extract_answer("x=1; x=2", re.compile(r"x=\d")) == "x=2"  # the last match, whole when no group
     assert extract_answer("  keep me \n", "none") == "keep me"
+
+
+@pytest.mark.timeout(120)  # Python's re takes hours here
+def test_an_answer_regex_runs_in_re2_in_linear_time():
+    """``(a+)+$`` backtracks exponentially in Python's ``re`` (seconds at 26 characters); RE2 does not backtrack."""
+    extract = AnswerOptions(extract={"regex": "(a+)+$"}).extractor
+    assert extract_answer("a" * 60 + "!", extract) is None
+    assert extract_answer("answer: 3, answer: 44", AnswerOptions(extract={"regex": r"answer: (\d+)"}).extractor) == "44"
 
 
 def test_scores_hand_computed():
@@ -134,6 +142,12 @@ def test_config_errors_name_the_key(tmp_path, capsys, monkeypatch):
         == 2
     )
     assert "candidates.answer_metric: accuracy is not among the metrics scored" in capsys.readouterr().err
+    assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", r"answer.extract={regex: '(a)\1'}"]) == 2
+    said = capsys.readouterr().err
+    assert "answer.extract.RegexExtract.regex: Value error, not a valid RE2 pattern (invalid escape sequence" in said
+    assert "no backreferences or lookaround" in said
+    assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", "output.path=gs://bucket/eval"]) == 2
+    assert "output.path: Value error, gs://bucket/eval: storage reads and writes local paths" in capsys.readouterr().err
     coverage = "candidates.coverage={data: {path: train.jsonl}, clusters: 0}"
     assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", coverage]) == 2
     assert "candidates.coverage.clusters" in capsys.readouterr().err

@@ -15,11 +15,13 @@ import re
 import socket
 import time
 import zipfile
+from types import SimpleNamespace
 
 import boto3
 import pytest
 
 from tests.conftest import ROOT, free_port, run_cli
+from thresher.cli import main
 from thresher.jobs import EXCLUDES, api_address, runtime_env, safe_for_credentials, submit
 
 CORPUS = sorted((ROOT / "examples" / "corpus").glob("web-*"))
@@ -321,6 +323,44 @@ def test_usage_errors_and_an_unreachable_address_are_reported_without_a_cluster(
         assert res.returncode == 2, (args, res.stderr)
     res = run_cli("submit", "--address", url, "--runtime-env", str(bad_env), "--", "python", "x.py")
     assert "unknown field pipp" in res.stderr, res.stderr
+
+
+class RecordingClient:
+    """A Jobs API client that takes one job, which has succeeded at once."""
+
+    def submit_job(self, entrypoint, runtime_env, submission_id):
+        self.job = SimpleNamespace(
+            submission_id=submission_id, job_id=None, status="SUCCEEDED", start_time=None, entrypoint=entrypoint
+        )
+        return submission_id
+
+    async def tail_job_logs(self, job_id):
+        yield "done\n"
+
+    def get_job_info(self, job_id):
+        return SimpleNamespace(**vars(self.job), message="", driver_exit_code=0)
+
+    def list_jobs(self):
+        return [self.job]
+
+
+def test_passwords_in_the_address_and_the_entrypoint_are_not_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("THRESHER_JOBS_RETRY_S", "0")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    url = f"http://alice:hunter2pass@127.0.0.1:{free_port()}"
+    assert main(["jobs", "list", "--address", url]) == 1  # nothing answers
+    assert "cannot reach the Ray Jobs API at http://alice:***@127.0.0.1" in capsys.readouterr().err
+    client = RecordingClient()
+    monkeypatch.setattr("thresher.jobs._client", lambda address: client)
+    entry = ["python", "x.py", "s3://AKIAEXAMPLE:wJalrXUtnFEMIsecret@bucket/x"]
+    assert submit(entry, url, str(tmp_path), wait=True) == 0
+    assert main(["jobs", "list", "--address", url]) == 0
+    assert main(["jobs", "status", client.job.submission_id, "--address", url]) == 0
+    said = capsys.readouterr()
+    assert "to http://alice:***@127.0.0.1" in said.err and "x.py s3://AKIAEXAMPLE:***@bucket/x" in said.err, said
+    assert said.out.count("s3://AKIAEXAMPLE:***@bucket/x") == 2, said  # jobs list, jobs status
+    assert "hunter2pass" not in said.out + said.err and "wJalrXUtnFEMIsecret" not in said.out + said.err, said
 
 
 def test_address_precedence_and_runtime_env(monkeypatch, tmp_path):

@@ -1,5 +1,6 @@
-"""Storage: globs match as a shell does (``*`` within one folder, ``**`` at any depth) on local disks and on S3,
-and files are written whole (a crash mid-write leaves the previous file or none, never a truncated one)."""
+"""Storage: globs match as a shell does (``*`` within one folder, ``**`` at any depth) on local disks and on S3, in
+linear time, and files are written whole (a crash mid-write leaves the previous file or none, never a truncated one).
+A URI storage cannot use (another scheme, credentials in it, a malformed glob) exits 2 naming the key."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import json
 import boto3
 import pytest
 
-from thresher.core.storage import Storage
+from tests.conftest import ROOT
+from thresher.cli import main as cli
+from thresher.core.config import ConfigError
+from thresher.core.storage import Storage, UriError
+from thresher.evaluate.eval_config import parse_eval_config
+from thresher.train.config import parse_config as parse_train_config
 
 FILES = [
     "crawl/a.jsonl.gz",
@@ -122,3 +128,51 @@ def test_the_write_check_leaves_no_folder_it_made_and_keeps_those_that_were_ther
     (tmp_path / "out/file").write_text("x")
     with pytest.raises(OSError):
         storage.check_writable(str(tmp_path / "out/file/run"))
+
+
+@pytest.mark.timeout(120)  # a backtracking matcher takes hours here
+def test_a_glob_matches_a_long_name_in_linear_time(tmp_path):
+    """``*a*a...*b`` against a 150-character name: Python's ``re`` backtracks through every split of the name (over
+    30 s with eight ``*a``, before Ray started); RE2 answers at once."""
+    (tmp_path / ("a" * 150)).write_text("{}\n")
+    (tmp_path / ("a" * 149 + "b")).write_text("{}\n")
+    found = Storage().expand(str(tmp_path / ("*a" * 12 + "*b")))
+    assert [uri for uri, _ in found] == [str(tmp_path / ("a" * 149 + "b"))]
+
+
+def test_another_scheme_and_credentials_in_a_uri_are_refused_not_read_as_a_local_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UriError, match="gs://bucket/run: storage reads and writes local paths, file:// and s3://"):
+        Storage().resolve("gs://bucket/run")
+    with pytest.raises(UriError, match="put credentials in the environment") as refused:
+        Storage().resolve("s3://AKIAEXAMPLE:wJalrXUtnFEMIsecret@bucket/x")
+    assert "wJalrXUtnFEMIsecret" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match=r"data\.train: Value error, gs://b/train: storage reads"):
+        parse_train_config({"model": {"name_or_path": "m"}, "data": {"train": "gs://b/train"}, "output": {"path": "o"}})
+    with pytest.raises(ConfigError, match=r"data\.path: Value error, d/\[z-a\]\*: not a valid glob"):
+        parse_eval_config({"model": {"name_or_path": "m"}, "data": {"path": "d/[z-a]*"}, "output": {"path": "o"}})
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        (
+            "input.paths=['examples/corpus/[z-a]*']",
+            "input.paths.0: examples/corpus/[z-a]*: not a valid glob (invalid character class range: z-a)",
+        ),
+        ("output.path=gs://bucket/run", "output.path: gs://bucket/run: storage reads and writes local paths"),
+        (
+            "input.paths=[s3://AKIAEXAMPLE:wJalrXUtnFEMIsecret@bucket/x]",
+            "input.paths.0: s3://AKIAEXAMPLE:***@bucket/x: put credentials in the environment",
+        ),
+    ],
+)
+def test_a_uri_storage_cannot_use_exits_2_naming_the_key(tmp_path, monkeypatch, capsys, override, error):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("THRESHER_LOG_DIR", str(tmp_path / "logs"))
+    args = ["curate", "examples/quickstart.yaml", "--set", f"output.path={tmp_path / 'out'}", "--set", override]
+    assert cli(args) == 2
+    said = capsys.readouterr().err
+    assert error in said and "wJalrXUtnFEMIsecret" not in said, said
+    assert not (ROOT / "gs:").exists() and not (tmp_path / "out").exists()

@@ -722,6 +722,29 @@ def test_credentials_in_the_tracking_uri_reach_no_param_tag_or_warning(tmp_path,
     assert "failed" in caplog.text and "hunter2-secret" not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        (  # pyarrow quotes an S3 URI without its scheme
+            "got a URI: 'AKIAEXAMPLE:wJalrXUtnFEMIsecret@bucket/x'",
+            "got a URI: 'AKIAEXAMPLE:***@bucket/x'",
+        ),
+        ("s3://AKIA:wJalr/K7MDENG@bucket/x", "s3://AKIA:***@bucket/x"),
+        ("at (http://alice:pa(ss)'word@host:1/x)", "at (http://alice:***@host:1/x)"),
+        (
+            "https://acct.blob.core.windows.net/c/x?sv=2022&sig=abc%2Bsecret",
+            "https://acct.blob.core.windows.net/c/x?sv=2022&sig=***",
+        ),
+        ("https://ghp_token@github.com/x", "https://***@github.com/x"),
+        ('{"path": "a@b", "url": "ray://HEAD:10001"}', '{"path": "a@b", "url": "ray://HEAD:10001"}'),
+    ],
+)
+def test_passwords_are_hidden_with_or_without_a_scheme(text, shown):
+    from thresher.core.secrets import redact_text
+
+    assert redact_text(text) == shown
+
+
 def test_mixture_takes_the_weighted_shares_in_shuffled_order(ray_local):
     """``mix``: weights 0.7/0.3 over 1,000 and 2,000 rows take all of the first (it runs out first) and 428 of the
     second, shuffled: any 640 consecutive rows (ten steps of 64) hold the first source's share within three

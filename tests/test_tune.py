@@ -207,6 +207,42 @@ def test_the_best_config_trained_alone_reaches_the_best_trials_metric(tuned, ray
     assert metrics["steps"] == 4 and metrics["eval_loss"] == pytest.approx(tuned.result["best"]["value"], rel=1e-4)
 
 
+def test_the_tracking_uris_password_reaches_no_file_the_search_writes(tmp_path, monkeypatch):
+    """tune-config.json, mlflow-run.json and best_config.yaml hold the tracking URI redacted; the MLflow client
+    (also of a resumed search, which reads the run's id from mlflow-run.json) gets it whole."""
+    from thresher.core.config import validate
+    from thresher.evaluate import tune
+    from thresher.evaluate.tune_config import TuneConfig
+
+    uri = "http://alice:hunter2-secret@127.0.0.1:9/mlflow"
+    train = {"model": {"name_or_path": "m"}, "data": {"train": "t"}, "tracking": {"mlflow": {"tracking_uri": uri}}}
+    space = {"optim.lr": {"loguniform": [1e-5, 1e-3]}}
+    cfg = validate(TuneConfig, {"train": train, "space": space, "output": {"path": str(tmp_path)}})
+    store = SimpleNamespace(
+        get_experiment_by_name=lambda name: None,
+        create_experiment=lambda name: "1",
+        create_run=lambda *args, **kwargs: SimpleNamespace(info=SimpleNamespace(run_id="run-1")),
+        log_param=lambda *args: None,
+    )
+    clients = []
+    monkeypatch.setattr("thresher.train.tracking.client", lambda u: clients.append(u) or store)
+    for _ in range(2):  # started, then resumed
+        tune._check_record(cfg, train, str(tmp_path))
+        trial_base, search = tune._search_run(cfg, train, str(tmp_path))
+        assert (
+            search == {"tracking_uri": uri, "run_id": "run-1"}
+            and trial_base["tracking"]["mlflow"]["tracking_uri"] == uri
+        )
+    assert clients == [uri]
+    (tmp_path / "trials/t1/model").mkdir(parents=True)
+    (tmp_path / "trials/t1/metrics.json").write_text("{}")
+    tune._export_best({"id": "t1", "params": {"optim.lr": 1e-4}, "value": 1.0}, train, str(tmp_path), "out", None)
+    written = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
+    assert sorted(written) == ["best_config.yaml", "mlflow-run.json", "tune-config.json"]
+    assert all("http://alice:***@127.0.0.1:9/mlflow" in text for text in written.values()), written
+    assert not any("hunter2-secret" in text for text in written.values()), written
+
+
 def test_a_key_outside_the_training_config_exits_2_naming_it(tmp_path, capsys):
     config = {
         "train": {"model": {"name_or_path": "m"}, "data": {"train": "t", "validation": "v"}},

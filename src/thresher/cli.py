@@ -15,7 +15,7 @@ from pathlib import Path
 
 from thresher import __version__
 from thresher.core.config import ConfigError, apply_overrides, load_yaml, require_extra
-from thresher.core.console import LOG_FORMAT, Console
+from thresher.core.console import LOG_FORMAT, Console, RedactingFormatter
 from thresher.core.console import current as console
 from thresher.core.secrets import redact_text
 from thresher.curate.timing import process_started
@@ -291,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ON_RAY:
             with Console(args.command, verbose=args.verbose):
                 return _run(args)
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
+        handler = logging.StreamHandler()
+        handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
         return _run(args)
     except ConfigError as e:
         print(f"thresher: error: {redact_text(str(e))}", file=sys.stderr)

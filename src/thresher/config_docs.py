@@ -10,7 +10,7 @@ import json
 import re
 import sys
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel
@@ -57,6 +57,8 @@ def stage_list() -> str:
 def _type_name(annotation) -> str:
     """A field's type as users write it: ``list[str] | all | null``, ``redact | mask | hash``."""
     origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:  # a validated type (StorageUri) reads as the type it validates
+        return _type_name(args[0])
     if origin is Literal:
         return " | ".join(str(a) for a in args)
     if origin in (Union, UnionType):
@@ -223,6 +225,8 @@ def _doc_type(annotation) -> str:
     origin, args = get_origin(annotation), get_args(annotation)
     if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
         return "mapping"
+    if origin is Annotated:
+        return _doc_type(args[0])
     if origin is Literal:
         return " | ".join(str(a) for a in args)
     if origin in (Union, UnionType):

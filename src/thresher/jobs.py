@@ -42,6 +42,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from thresher.core.config import ConfigError, load_yaml
+from thresher.core.secrets import redact_text
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -187,7 +188,9 @@ def _quiet_ray() -> None:
 
 
 def _redact(text: str) -> str:
-    """``text`` with the values of SECRET_VARIABLES replaced by their names."""
+    """``text`` with passwords in URLs hidden (:func:`redact_text`) and the values of SECRET_VARIABLES replaced by
+    their names."""
+    text = redact_text(text)
     for name in SECRET_VARIABLES:
         value = os.environ.get(name, "").strip()
         if len(value) >= 8:
@@ -227,7 +230,7 @@ def _retried(call: Callable, address: str):
                 raise
             log.warning(
                 "the Ray Jobs API at %s is not ready (%s); trying again in %.0f s",
-                address,
+                _redact(address),
                 _first_line(_redact(f"{type(e).__name__}: {e}")),
                 wait,
             )
@@ -245,7 +248,7 @@ def _run(address: str | None, action: Callable, retry_action: bool = False) -> i
                 return _retried(lambda: action(_client(address), address), address)
             return action(_retried(lambda: _client(address), address), address)
     except ClusterUnreachable as e:
-        print(f"thresher: failed: {e}", file=sys.stderr)
+        print(f"thresher: failed: {_redact(str(e))}", file=sys.stderr)
         return 1
     except ConfigError:
         raise
@@ -439,12 +442,12 @@ def submit(
         if not wait:
             print(job_id)
             return 0
-        print(f"thresher: submitted {job_id} to {url}: {command}", file=sys.stderr)
+        print(f"thresher: submitted {job_id} to {_redact(f'{url}: {command}')}", file=sys.stderr)
         try:
             try:
                 asyncio.run(_stream_logs(client, job_id))
             except RuntimeError as e:  # the log stream broke off: the job goes on, so wait for its end
-                print(f"thresher: log stream interrupted ({e}); waiting for the job", file=sys.stderr)
+                print(f"thresher: log stream interrupted ({_redact(str(e))}); waiting for the job", file=sys.stderr)
             info = _wait(client, job_id)
         except KeyboardInterrupt:
             print(f"\nthresher: {job_id} keeps running; `thresher jobs stop {job_id}` stops it", file=sys.stderr)
@@ -471,7 +474,7 @@ def _list(client, url) -> int:
     print(f"{'JOB':<32} {'STATUS':<10} {'STARTED':<20} ENTRYPOINT")
     for j in rows:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(j.start_time / 1000)) if j.start_time else "-"
-        print(f"{j.submission_id or j.job_id:<32} {j.status!s:<10} {started:<20} {j.entrypoint}")
+        print(f"{j.submission_id or j.job_id:<32} {j.status!s:<10} {started:<20} {_redact(j.entrypoint)}")
     return 0
 
 
@@ -482,7 +485,7 @@ def _status(client, job_id: str) -> int:
         print(f"message: {_redact(_first_line(info.message))}")
     if info.driver_exit_code is not None:
         print(f"exit code: {info.driver_exit_code}")
-    print(f"entrypoint: {info.entrypoint}")
+    print(f"entrypoint: {_redact(info.entrypoint)}")
     return 0
 
 

@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from thresher.core.secrets import redact_text
+
 LOG_DIR_ENV = "THRESHER_LOG_DIR"
 DEFAULT_LOG_DIR = Path.home() / ".cache" / "thresher" / "logs"
 PLAIN_EVERY_S = 10.0
@@ -29,6 +31,13 @@ OWN_LOGGERS = ("thresher",)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _active: Console | None = None
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose lines, tracebacks included, have passwords in URLs hidden (:func:`redact_text`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 class Shown:
@@ -74,7 +83,7 @@ class Console:
             os.close(fd)
             self._handle(root, logging.StreamHandler(sys.stderr), logging.INFO)
             warnings = logging.StreamHandler(self.errors)
-            warnings.setFormatter(logging.Formatter("thresher: %(levelname)s: %(message)s"))
+            warnings.setFormatter(RedactingFormatter("thresher: %(levelname)s: %(message)s"))
             warnings.setLevel(logging.WARNING)
             for name in OWN_LOGGERS:
                 logging.getLogger(name).addHandler(warnings)
@@ -84,7 +93,7 @@ class Console:
         return self
 
     def _handle(self, logger: logging.Logger, handler: logging.Handler, level: int) -> None:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(RedactingFormatter(LOG_FORMAT))
         logger.addHandler(handler)
         logger.setLevel(level)
         self._handlers.append(handler)

@@ -1,4 +1,5 @@
 """Storage URIs (local paths, ``file://``, ``s3://``): one place builds the filesystems for pyarrow and Ray Data.
+Any other scheme, and credentials in a URI, are config errors (:func:`check_uri`).
 
 Credentials and endpoint come from the standard AWS environment (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL[_S3]``, ``AWS_REGION``/``AWS_DEFAULT_REGION``)
@@ -15,12 +16,22 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow.fs as pafs
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from thresher.core.config import StrictModel
+from thresher.core.config import ConfigError, StrictModel
+from thresher.core.patterns import compile_re2
+from thresher.core.secrets import redact_text
+
+SCHEMES = ("file://", "s3://")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class UriError(ConfigError, ValueError):
+    """A URI storage cannot use: a config error (exit 2), and a ValueError, so a config model's validator names the
+    key it was given in."""
 
 
 class StorageOptions(StrictModel):
@@ -28,6 +39,33 @@ class StorageOptions(StrictModel):
 
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, a local server)")
     region: str | None = Field(None, description="the bucket's region (default: AWS_REGION)")
+
+
+def check_scheme(uri: str) -> None:
+    """UriError unless ``uri`` is a local path, or ``file://`` or ``s3://`` without credentials."""
+    scheme = _SCHEME.match(uri)
+    if scheme is None:
+        return
+    if scheme.group(0) not in SCHEMES:
+        raise UriError(
+            f"{redact_text(uri)}: storage reads and writes local paths, {' and '.join(SCHEMES)}, not {scheme.group(0)}"
+        )
+    if "@" in uri[scheme.end() :].split("/", 1)[0]:
+        raise UriError(
+            f"{redact_text(uri)}: put credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or "
+            "~/.aws/credentials, not in the URI"
+        )
+
+
+def check_uri(uri: str) -> str:
+    """``uri`` if storage can use it (:func:`check_scheme`; a glob's patterns compile), else UriError saying why."""
+    check_scheme(uri)
+    if any(c in uri for c in GLOB_CHARS):
+        _glob_matchers(uri, uri.split("/"))
+    return uri
+
+
+StorageUri = Annotated[str, AfterValidator(check_uri)]  # a config's storage URI, checked where it is given
 
 
 def is_s3(uri: str) -> bool:
@@ -64,6 +102,7 @@ class Storage:
 
     def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
         """The pyarrow filesystem and the filesystem-relative path of ``uri``."""
+        check_scheme(uri)
         if is_s3(uri):
             return self.s3_filesystem(), uri[len("s3://") :].rstrip("/")
         if uri.startswith("file://"):
@@ -195,7 +234,7 @@ def _segment_regex(segment: str) -> str:
     return "".join(out)
 
 
-def _tail_regex(parts: list[str]) -> re.Pattern[str]:
+def _tail_regex(parts: list[str]) -> str:
     """The pattern of the segments below a ``**``, as a regular expression over a relative path: ``**`` matches
     zero or more folders (a last ``**``: every file below)."""
     pieces = []
@@ -205,7 +244,16 @@ def _tail_regex(parts: list[str]) -> re.Pattern[str]:
             pieces.append("(?:[^/]+/)*[^/]+" if last else "(?:[^/]+/)*")
         else:
             pieces.append(_segment_regex(part) + ("" if last else "/"))
-    return re.compile("".join(pieces) if parts else "(?:[^/]+/)*[^/]+")
+    return "".join(pieces) if parts else "(?:[^/]+/)*[^/]+"
+
+
+def _glob_matchers(pattern: str, parts: list[str]) -> list[Any]:
+    """Per part of ``pattern``: its segment's regex or, at a ``**``, the regex of the path below, compiled by RE2
+    (linear time on any name); UriError when one does not compile (``[z-a]``)."""
+    try:
+        return [compile_re2(_tail_regex(parts[i:]) if p == "**" else _segment_regex(p)) for i, p in enumerate(parts)]
+    except ValueError as e:
+        raise UriError(f"{pattern}: not a valid glob ({e})") from None
 
 
 def glob_files(fs: pafs.FileSystem, pattern: str) -> list[pafs.FileInfo]:
@@ -215,24 +263,23 @@ def glob_files(fs: pafs.FileSystem, pattern: str) -> list[pafs.FileInfo]:
     deeper than the pattern reaches (on S3: delimited listings of the matching prefixes only)."""
     parts = pattern.split("/")
     first = next(i for i, p in enumerate(parts) if any(c in p for c in GLOB_CHARS) or p == "**")
-    return _walk(fs, "/".join(parts[:first]), parts[first:])
+    return _walk(fs, "/".join(parts[:first]), parts[first:], _glob_matchers(pattern, parts[first:]))
 
 
-def _walk(fs: pafs.FileSystem, folder: str, parts: list[str]) -> list[pafs.FileInfo]:
+def _walk(fs: pafs.FileSystem, folder: str, parts: list[str], matchers: list[Any]) -> list[pafs.FileInfo]:
     if parts[0] == "**":
         infos = fs.get_file_info(pafs.FileSelector(folder or ".", recursive=True, allow_not_found=True))
-        tail, skip = _tail_regex(parts), len(folder) + 1 if folder else 0
+        skip = len(folder) + 1 if folder else 0
         return [
             i
             for i in infos
             if i.type == pafs.FileType.File
-            and tail.fullmatch(i.path[skip:])
+            and matchers[0].fullmatch(i.path[skip:])
             and not any(p.startswith(HIDDEN) for p in i.path[skip:].split("/"))
         ]
-    name = re.compile(_segment_regex(parts[0]))
     out = []
     for info in fs.get_file_info(pafs.FileSelector(folder or ".", recursive=False, allow_not_found=True)):
-        if not name.fullmatch(info.base_name) or (
+        if not matchers[0].fullmatch(info.base_name) or (
             info.base_name.startswith(HIDDEN) and info.base_name[0] != parts[0][0]
         ):
             continue
@@ -240,7 +287,7 @@ def _walk(fs: pafs.FileSystem, folder: str, parts: list[str]) -> list[pafs.FileI
             if info.type == pafs.FileType.File:
                 out.append(info)
         elif info.type == pafs.FileType.Directory:
-            out += _walk(fs, info.path, parts[1:])
+            out += _walk(fs, info.path, parts[1:], matchers[1:])
     return out
 
 

@@ -48,6 +48,7 @@ from pydantic import Field, field_validator
 
 from thresher.core.config import ConfigError, StrictModel, load_yaml, merge, validate
 from thresher.core.console import current as console
+from thresher.core.secrets import redact_data
 from thresher.core.storage import Storage, join
 from thresher.evaluate.curation import CurationChange, CurationRun, chain, data_paths, plan_runs
 from thresher.evaluate.curation import curate as curate_runs
@@ -116,13 +117,13 @@ class Plan:
     curation: list[CurationRun] | None = None  # the runs that curate its data (compare's curate), in order
 
     def configs(self) -> dict:
-        """The configs as recorded, the training output as the config gives it."""
+        """The configs as recorded (redacted), the training output as the config gives it."""
         train = self.train.model_dump()
         train["output"]["path"] = self.train.output.given
         configs = {"train": train, "eval": self.eval.model_dump()}
         if self.curation:
             configs["curate"] = [spec for r in self.curation for _, spec in r.stages]
-        return json.loads(json.dumps(configs))
+        return redact_data(json.loads(json.dumps(configs)))
 
 
 def _section(value: dict | str, key: str) -> dict:
@@ -189,7 +190,7 @@ def plan(cfg: CompareConfig) -> list[Plan]:
                 i,
                 variant,
                 folder,
-                validate(TrainConfig, train, prefix=f"variants.{i}"),
+                validate(TrainConfig, train, prefix=f"variants.{i}.set"),
                 validate(EvalConfig, evaluation, prefix="eval"),
                 runs.get(variant.name),
             )

@@ -9,7 +9,8 @@ from pydantic import Field, field_validator, model_validator
 
 from thresher.core.config import StrictModel, validate
 from thresher.core.groups import year_field
-from thresher.core.storage import StorageOptions
+from thresher.core.patterns import RE2_LIMITS, compile_re2
+from thresher.core.storage import StorageOptions, StorageUri
 from thresher.evaluate.scoring import METRICS
 from thresher.models.generation import GenerationSpec
 from thresher.train.config import ModelOptions
@@ -18,7 +19,7 @@ Metric = Literal["exact_match", "token_f1", "rouge_l", "bleu", "accuracy", "perp
 
 
 class EvalData(StrictModel):
-    path: str = Field(description="a thresher run's data/<split> folder, or Parquet/JSONL files, folders, globs")
+    path: StorageUri = Field(description="a thresher run's data/<split> folder, or Parquet/JSONL files, folders, globs")
     format: Literal["text", "alpaca", "chat"] = Field(
         "alpaca", description=("how prompt and reference are read, as training renders them")
     )
@@ -34,15 +35,17 @@ class GenerationOptions(GenerationSpec):
 
 
 class RegexExtract(StrictModel):
-    regex: str = Field(description="the answer is the last match (its group 1 when the pattern has a group)")
+    regex: str = Field(
+        description=f"the answer is the last match (its group 1 when the pattern has a group); {RE2_LIMITS}"
+    )
 
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: str) -> str:
         try:
-            re.compile(value)
-        except re.error as e:
-            raise ValueError(f"not a regular expression: {e}") from None
+            compile_re2(value)
+        except ValueError as e:
+            raise ValueError(f"not a valid RE2 pattern ({e}); {RE2_LIMITS}") from None
         return value
 
 
@@ -52,8 +55,9 @@ class AnswerOptions(StrictModel):
     )
 
     @property
-    def extractor(self) -> str | re.Pattern:
-        return re.compile(self.extract.regex) if isinstance(self.extract, RegexExtract) else self.extract
+    def extractor(self) -> Any:
+        """``last_number``, ``none``, or the regex compiled by RE2."""
+        return compile_re2(self.extract.regex) if isinstance(self.extract, RegexExtract) else self.extract
 
 
 class BootstrapOptions(StrictModel):
@@ -84,7 +88,9 @@ class SliceOptions(StrictModel):
 
 
 class CoverageData(StrictModel):
-    path: str = Field(description="the training data: a thresher run's data/train folder, or Parquet/JSONL files")
+    path: StorageUri = Field(
+        description="the training data: a thresher run's data/train folder, or Parquet/JSONL files"
+    )
     format: Literal["text", "alpaca", "chat"] = Field("alpaca", description="how its prompts are read")
     text_field: str = Field("text", description="format text: the prompt column")
 
@@ -116,7 +122,7 @@ class CandidateOptions(StrictModel):
 
 
 class EvalOutput(StrictModel):
-    path: str = Field(
+    path: StorageUri = Field(
         description="folder of predictions.parquet, metrics.json, report.html and candidates.parquet; local or s3://"
     )
 

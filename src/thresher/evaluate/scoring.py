@@ -22,6 +22,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,9 +32,10 @@ LOWER_IS_BETTER = ("perplexity",)
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def extract_answer(text: str, extract: str | re.Pattern) -> str | None:
+def extract_answer(text: str, extract: Any) -> str | None:
     """The answer in ``text``: ``none`` the stripped text; ``last_number`` the last number (commas dropped); a
-    compiled regex its last match (group 1 when it has a group). None when there is none."""
+    regex compiled by RE2 (``AnswerOptions.extractor``) its last match (group 1 when it has a group). None when
+    there is none."""
     if extract == "none":
         return text.strip()
     if extract == "last_number":
@@ -81,9 +83,7 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def score_examples(
-    predictions: list[str], references: list[str], metrics: list[str], extract: str | re.Pattern
-) -> dict[str, list]:
+def score_examples(predictions: list[str], references: list[str], metrics: list[str], extract: Any) -> dict[str, list]:
     """Per-example columns: the extracted answers (``answer_*``), each metric's score (None where not counted),
     and for bleu the n-gram statistics its corpus aggregate needs (``bleu_stats``)."""
     cols: dict[str, list] = {}

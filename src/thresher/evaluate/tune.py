@@ -41,6 +41,7 @@ import yaml
 
 from thresher.core.config import ConfigError, validate
 from thresher.core.console import current as console
+from thresher.core.secrets import redact_data
 from thresher.core.storage import join
 from thresher.evaluate.compare import check_inputs
 from thresher.evaluate.tune_config import (
@@ -285,8 +286,9 @@ def _tuner(cfg: TuneConfig, base: dict, output: str, concurrent: int, curated: d
 
 
 def _check_record(cfg: TuneConfig, base: dict, output: str) -> None:
-    """Record the search's config, or refuse one that differs from the config the search in ``output`` began with."""
-    record, current = Path(output, RECORD), json.loads(json.dumps({**cfg.model_dump(), "train": base}))
+    """Record the search's config (redacted), or refuse one that differs from the config the search in ``output``
+    began with."""
+    record, current = Path(output, RECORD), redact_data(json.loads(json.dumps({**cfg.model_dump(), "train": base})))
     if record.exists():
         if json.loads(record.read_text()) != current:
             raise ConfigError(
@@ -299,18 +301,19 @@ def _check_record(cfg: TuneConfig, base: dict, output: str) -> None:
 
 
 def _search_run(cfg: TuneConfig, base: dict, output: str) -> tuple[dict, dict | None]:
-    """With ``tracking.mlflow`` in ``base``: the search's MLflow run (made once; its id kept in ``<output>/MLFLOW_RUN``)
-    and the base whose runs are its children in the same store; else ``base`` and None."""
+    """With ``tracking.mlflow`` in ``base``: the search's MLflow run (made once; its id kept in ``<output>/MLFLOW_RUN``,
+    with the store's URI redacted: a resumed search takes it from the config) and the base whose runs are its
+    children in the same store; else ``base`` and None."""
     from thresher.train.tracking import client, store_uri
 
     opts = (base.get("tracking") or {}).get("mlflow")
     if opts is None:
         return base, None
     record = Path(output, MLFLOW_RUN)
+    uri = store_uri(opts.get("tracking_uri") or os.path.join(output, "mlruns"))
     if record.exists():
-        search = json.loads(record.read_text())
+        search = {"tracking_uri": uri, "run_id": json.loads(record.read_text())["run_id"]}
     else:
-        uri = store_uri(opts.get("tracking_uri") or os.path.join(output, "mlruns"))
         mlflow = client(uri)
         name = opts.get("experiment", "thresher")
         experiment = mlflow.get_experiment_by_name(name)
@@ -327,7 +330,7 @@ def _search_run(cfg: TuneConfig, base: dict, output: str) -> tuple[dict, dict | 
         for key, dist in cfg.space.items():
             mlflow.log_param(run.info.run_id, f"space.{key}", json.dumps({dist.kind: getattr(dist, dist.kind)}))
         search = {"tracking_uri": uri, "run_id": run.info.run_id}
-        record.write_text(json.dumps(search))
+        record.write_text(json.dumps(redact_data(search)))
     nested = {**opts, "tracking_uri": search["tracking_uri"], "parent_run_id": search["run_id"]}
     return {**base, "tracking": {**base["tracking"], "mlflow": nested}}, search
 
@@ -389,7 +392,7 @@ def _export_best(best: dict, base: dict, output: str, given: str, curated: dict[
     folder, trial = Path(output, BEST), Path(output, TRIALS, best["id"])
     config = trial_config(base, best["params"], str(folder), curated)
     values = {**training_params(best["params"], curated), "output.path": join(given, BEST)}
-    text = yaml.safe_dump(with_params(base, values), sort_keys=False)
+    text = yaml.safe_dump(redact_data(with_params(base, values)), sort_keys=False)
     Path(output, BEST_CONFIG).write_text(f"# thresher tune: trial {best['id']}, {json.dumps(best['params'])}\n{text}")
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(trial / "model", folder / "model")
@@ -491,6 +494,7 @@ def run(cfg: TuneConfig, address: str | None = None) -> dict:
         _end_search_run(search_run, result)
         store = base["tracking"]["mlflow"].get("tracking_uri") or join(cfg.output.path, "mlruns")  # as given
         result["mlflow"] = {"tracking_uri": store, "run_id": search_run["run_id"]}
+    result = redact_data(result)
     Path(output, TUNE_JSON).write_text(json.dumps(result, indent=2))
     Path(output, TUNE_HTML).write_text(render_html(result))
     console().print(render_markdown(result))

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from thresher.core.config import StrictModel, validate
-from thresher.core.storage import StorageOptions, join
+from thresher.core.storage import StorageOptions, StorageUri, check_uri, join
 from thresher.models.resolve import HUB_ID
 from thresher.train.methods import ADAPTERS, Adapter, Objective, method_names, objective_of
 
@@ -59,7 +59,7 @@ FORMATS = Literal["text", "alpaca", "chat", "preference"]
 class TrainSource(StrictModel):
     """One dataset of a mixture (``data.train`` as a list)."""
 
-    path: str = Field(description="as data.train: a URI of Parquet")
+    path: StorageUri = Field(description="as data.train: a URI of Parquet")
     weight: float = Field(1.0, gt=0, description="share of the training rows (weights are normalized)")
     format: FORMATS | None = Field(None, description="default: data.format")
     text_field: str | None = Field(None, description="format text: default data.text_field")
@@ -67,7 +67,7 @@ class TrainSource(StrictModel):
 
 class DataOptions(StrictModel):
     train: str | list[TrainSource] = Field(description="a URI, or datasets mixed by weight")
-    validation: str | None = Field(None, description="Parquet evaluated during and at the end of training")
+    validation: StorageUri | None = Field(None, description="Parquet evaluated during and at the end of training")
     format: FORMATS = Field("text", description="preference: prompt or messages, chosen, rejected (method dpo/orpo)")
     text_field: str = Field("text", description="format text: the column trained on")
     max_seq_len: int = Field(1024, ge=8, description="tokens per row")
@@ -78,6 +78,11 @@ class DataOptions(StrictModel):
     )
     curriculum_buckets: int = Field(4, gt=0, le=2048, description="order curriculum: quantile buckets")
     difficulty_field: str = Field("difficulty", description="order curriculum: the column ranking records")
+
+    @field_validator("train")
+    @classmethod
+    def _train_uri(cls, train: str | list[TrainSource]) -> str | list[TrainSource]:
+        return check_uri(train) if isinstance(train, str) else train  # here: a union's error would name its branch
 
     @model_validator(mode="after")
     def _mixture(self):
@@ -176,7 +181,7 @@ class OptimOptions(StrictModel):
 
 
 class CheckpointOptions(StrictModel):
-    storage_path: str | None = Field(None, description="default: <output.path>/checkpoints")
+    storage_path: StorageUri | None = Field(None, description="default: <output.path>/checkpoints")
     every_steps: int = Field(100, gt=0, description="a checkpoint every N steps (and one at the end)")
     keep: int = Field(2, gt=0, description="checkpoints kept")
     max_failures: int = Field(2, ge=-1, description="worker failures recovered from the last checkpoint (-1: any)")
@@ -219,7 +224,7 @@ class TrackingOptions(StrictModel):
 
 
 class OutputOptions(StrictModel):
-    path: str = Field(description="the model goes to <path>/model, the metrics to <path>/metrics.json")
+    path: StorageUri = Field(description="the model goes to <path>/model, the metrics to <path>/metrics.json")
     merge_lora: bool = Field(False, description="lora, qlora: save the base with the adapter merged in")
 
     _given: str = PrivateAttr("")

@@ -24,6 +24,7 @@ is a range of read tasks, so the order holds within each file, not across files:
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -42,7 +43,7 @@ WORDS = PREFIX + "words"
 BUCKETS = 1 << 20
 SCALE = 10_000  # signals are rounded to 1/SCALE and summed as integers
 WORD = re.compile(r"\w+(?:['’]\w+)*")
-SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+SENTENCE_END = re.compile(r"[.!?](?:\s|$)")  # a run's last mark: linear (``[.!?]+`` backtracked quadratically)
 VOWEL_GROUP = re.compile(r"[aeiouyàâäéèêëîïôöûüù]+", re.IGNORECASE)
 
 
@@ -64,6 +65,9 @@ class CurriculumConfig(StageConfig):
         unknown = sorted(set(v) - set(SIGNALS))
         if unknown:
             raise ValueError(f"unknown signal(s) {', '.join(unknown)}; known: {', '.join(SIGNALS)}")
+        not_finite = sorted(s for s, w in v.items() if not math.isfinite(w))
+        if not_finite:
+            raise ValueError(f"the weight of {', '.join(not_finite)} is not a finite number")
         if not v or any(w < 0 for w in v.values()) or not sum(v.values()):
             raise ValueError("give at least one signal with a positive weight (weights >= 0)")
         return v
