@@ -59,7 +59,7 @@ def test_config_errors():
     with pytest.raises(ConfigError, match="signals"):
         parse_config({**base, "stages": [{"curriculum": {"signals": {"length": 0}}}]})
     for weight in (float("nan"), float("inf")):
-        with pytest.raises(ConfigError, match="curriculum.signals: .*the weight of length is not a finite number"):
+        with pytest.raises(ConfigError, match="curriculum.signals.length: Input should be a finite number"):
             parse_config({**base, "stages": [{"curriculum": {"signals": {"length": weight, "readability": 1}}}]})
 
 

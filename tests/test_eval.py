@@ -144,10 +144,10 @@ def test_config_errors_name_the_key(tmp_path, capsys, monkeypatch):
     assert "candidates.answer_metric: accuracy is not among the metrics scored" in capsys.readouterr().err
     assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", r"answer.extract={regex: '(a)\1'}"]) == 2
     said = capsys.readouterr().err
-    assert "answer.extract.RegexExtract.regex: Value error, not a valid RE2 pattern (invalid escape sequence" in said
+    assert "answer.extract.RegexExtract.regex: not a valid RE2 pattern (invalid escape sequence" in said
     assert "no backreferences or lookaround" in said
     assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", "output.path=gs://bucket/eval"]) == 2
-    assert "output.path: Value error, gs://bucket/eval: storage reads and writes local paths" in capsys.readouterr().err
+    assert "output.path: gs://bucket/eval: storage reads and writes local paths" in capsys.readouterr().err
     coverage = "candidates.coverage={data: {path: train.jsonl}, clusters: 0}"
     assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", coverage]) == 2
     assert "candidates.coverage.clusters" in capsys.readouterr().err

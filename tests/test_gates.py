@@ -75,7 +75,7 @@ def test_gate_on_a_stage_not_in_the_run_is_a_config_error(tmp_path, capsys):
     [
         ([{"split": {}}], {"min_split_records": {"tset": 100}}, "gates.min_split_records.tset: no stage"),
         ([{"normalize": {}}], {"min_split_records": {"test": 1}}, "gates.min_split_records.test: no stage"),
-        ([{"split": {}}], {"min_split_records": {"test": -1}}, "gates.min_split_records: Value error, test:"),
+        ([{"split": {}}], {"min_split_records": {"test": -1}}, "gates.min_split_records: test:"),
         ([{"langid": {}}], {"max_stage_rejected_fraction": {"langid": -0.1}}, "gates.max_stage_rejected_fraction:"),
         ([{"langid": {}}], {"max_stage_rejected_fraction": {"langid": 1.5}}, "langid: a fraction from 0 to 1"),
         ([{"langid": {}}], {"max_stage_rejected_fraction": {"unique_ids": 0.1}}, "rejected_fraction.unique_ids: no"),

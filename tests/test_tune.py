@@ -263,7 +263,7 @@ def test_a_key_outside_the_training_config_exits_2_naming_it(tmp_path, capsys):
     [
         ("space.lora.r={uniform: [4, 16]}", "space.lora.r: uniform samples fractional numbers, which lora.r does not"),
         ("space={lora: {r: {loguniform: [4, 16]}}}", "space.lora.r: loguniform samples fractional numbers"),
-        ("space.optim.lr={loguniform: [0, 1]}", "space.optim.lr: Value error, loguniform: [low, high] with low < high"),
+        ("space.optim.lr={loguniform: [0, 1]}", "space.optim.lr: loguniform: [low, high] with low < high"),
         ("space.optim.warmup_steps={uniform: [0.5, 10]}", "space.optim.warmup_steps: uniform samples fractional"),
     ],
 )

@@ -152,13 +152,19 @@ def _child(node: Any, part: str, key: str) -> Any:
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line per problem, each naming the dotted key path."""
+    """One line per problem, each naming the dotted key path (a check of the whole config names its keys itself)."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "<root>")
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{path}: {msg}")
+        path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
+            msg = str(e["ctx"]["error"])
+        else:
+            msg = e["msg"]
+        named = not path or msg.startswith((f"{path}.", f"{path}:"))  # the message names its key already
+        lines.append(msg if named else f"{path}: {msg}")
     return "invalid config: " + "; ".join(lines)
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from thresher.core.config import ConfigError, StrictModel, validate
-from thresher.core.storage import StorageOptions
+from thresher.core.storage import StorageOptions, StorageUri
 from thresher.curate.gates import GatesConfig
 from thresher.curate.stage import REGISTRY, GlobalStage, Stage, StageConfig, load_stages
 
@@ -16,7 +16,7 @@ FORMATS = ("jsonl", "parquet", "text", "wet")
 
 
 class InputConfig(StrictModel):
-    paths: list[str] = Field(
+    paths: list[StorageUri] = Field(
         min_length=1,
         description=(
             "files, folders or globs (* ? [..] within a folder, ** any depth; names starting with . or _ skipped), local "
@@ -108,7 +108,7 @@ class ReportConfig(StrictModel):
 
 
 class OutputConfig(StrictModel):
-    path: str = Field(description="the run folder, local or s3://")
+    path: StorageUri = Field(description="the run folder, local or s3://")
     target_file_mb: int = Field(256, gt=0, description="size of the Parquet files of data/ and rejects/")
     card: CardConfig = Field(CardConfig(), description="what the dataset card (README.md) says that the data cannot")
     reference_index: bool = Field(

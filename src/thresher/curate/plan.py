@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 from thresher.core.config import ConfigError
-from thresher.core.storage import Storage, UriError, check_uri
+from thresher.core.storage import Storage
 from thresher.curate.config import CurateConfig
 from thresher.curate.readers import ReadError, ReaderSpec, ReadTask, plan
 from thresher.curate.readers.planning import STREAM_RANGES
@@ -81,19 +81,8 @@ def segments(cfg: CurateConfig, stages: list[Stage], storage: Storage) -> list[S
     return segs
 
 
-def check_uris(cfg: CurateConfig) -> None:
-    """The input and output URIs are ones storage can use (:func:`check_uri`); a ConfigError names the key."""
-    given = [*((f"input.paths.{i}", uri) for i, uri in enumerate(cfg.input.paths)), ("output.path", cfg.output.path)]
-    for key, uri in given:
-        try:
-            check_uri(uri)
-        except UriError as e:
-            raise ConfigError(f"{key}: {e}") from None
-
-
 def preflight(cfg: CurateConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec, list[Segment]]:
     """Everything that can be checked before work starts; problems are ConfigErrors (exit 2)."""
-    check_uris(cfg)
     check_output(cfg.output.path, cfg.input.paths, storage)
     try:
         tasks, spec = plan(cfg.input, storage)

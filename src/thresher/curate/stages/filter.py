@@ -32,6 +32,7 @@ import re2
 from pydantic import Field, field_validator, model_validator
 
 from thresher.core.config import StrictModel
+from thresher.core.patterns import compile_re2
 from thresher.curate.fields import reject_missing
 from thresher.curate.stage import MapStage, StageConfig, reject
 
@@ -70,13 +71,10 @@ class Predicate(StrictModel):
     @classmethod
     def _compiles(cls, v):
         if v is not None:
-            options = re2.Options()
-            options.log_errors = False
             try:
-                re2.compile(v, options)
-            except re2.error as e:
-                message = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else e
-                raise ValueError(f"not an RE2 pattern: {message}") from None
+                compile_re2(v)
+            except ValueError as e:
+                raise ValueError(f"not an RE2 pattern: {e}") from None
         return v
 
     @model_validator(mode="after")
