@@ -29,7 +29,7 @@ from thresher import train
 from thresher.curate.config import parse_config as parse_curation_config
 from thresher.curate.runner import run as curate_run
 from thresher.train.config import parse_config
-from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch
+from thresher.train.data import FALLBACK_CHAT_TEMPLATE, IGNORE, Encoding, encode_batch, encode_counted
 from thresher.train.preference import DisabledAdapter, FrozenCopy, dpo_losses, orpo_losses, sequence_logps
 
 SEQ = 96
@@ -256,6 +256,29 @@ def test_dpo_loss_and_rewards_equal_trl(tiny, tmp_path, loss, sft_weight):
         torch.testing.assert_close(
             with_sft - losses.detach() - sft_weight * chosen.sum() / n_chosen.sum(), -sft_weight * chosen / n_chosen
         )
+
+
+def test_pairs_with_a_blank_response_or_no_room_for_one_are_dropped_and_counted(tiny):
+    """A blank chosen or rejected response would train DPO/ORPO to prefer (or avoid) stopping at once: the pair is
+    dropped as empty_preference; a prompt that leaves no room for a response as prompt_too_long; a cut response is
+    counted as truncated."""
+    tok = tokenizer_of(tiny)
+    prompt = "What is 2 plus 3? "
+    table = pa.table(
+        {
+            "prompt": [prompt, prompt, prompt, prompt, prompt * 20, prompt],
+            "chosen": ["2 plus 3 is 5.", "", None, "2 plus 3 is 5.", "2 plus 3 is 5.", "2 plus 3 is 5. " * 20],
+            "rejected": ["I cannot help.", "I cannot help.", "I cannot help.", " ", "I cannot help.", "No."],
+        }
+    )
+    rows, counts = encode_counted(table, tok, Encoding("preference", "text", 48, packing=False))
+    assert rows["input_ids"].shape == (2, 2, 48)
+    assert counts == {"read": 6, "used": 2, "empty_preference": 3, "prompt_too_long": 1, "truncated": 1, "rows": 2}
+    chosen = [
+        tok.decode([int(i) for i, x in zip(rows["input_ids"][r, 0], rows["labels"][r, 0]) if x != IGNORE])
+        for r in (0, 1)
+    ]
+    assert chosen[0] == "2 plus 3 is 5." + tok.eos_token and tok.eos_token not in chosen[1]
 
 
 def test_orpo_loss_equals_trl(tiny):

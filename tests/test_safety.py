@@ -24,7 +24,7 @@ from thresher.core.storage import Storage
 from thresher.curate.config import parse_config
 from thresher.curate.run_folder import check_output
 from thresher.curate.runner import run
-from thresher.train.data import Encoding, parquet_files
+from thresher.train.data import Encoding, check_no_leak, parquet_files
 
 EMAILS = ["ann.lee@example.org", "bo.chen@example.net", "cy@mail.example.com"]
 RECORDS = [
@@ -242,6 +242,34 @@ def test_training_reads_plain_parquet_folders_named_data(tmp_path):
     assert parquet_files(str(hf), "data.train", TEXT, storage) == [str(hf / "train-00000-of-00001.parquet")]
     plain = parquet_folder(tmp_path / "export" / "data" / "train")
     assert parquet_files(str(plain), "data.train", TEXT, storage) == [str(plain / "part-00000.parquet")]
+
+
+def test_training_refuses_data_that_holds_the_validation_split(tmp_path):
+    """A thresher run's data/ with split subfolders would train on validation and test too: refused, naming the
+    split to give; so are training files that include the validation files. A Hugging Face dataset's data/ with
+    split subfolders (no manifest.json) is read as it is."""
+    storage = Storage()
+    run_data = tmp_path / "run" / "data"
+    for split in ("train", "validation", "test"):
+        parquet_folder(run_data / split)
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"status": "succeeded"}))
+    files = parquet_files(str(run_data), "data.train", TEXT, storage)
+    validation = parquet_files(str(run_data / "validation"), "data.validation", TEXT, storage)
+    with pytest.raises(ConfigError, match=rf"data\.train: .*splits test, train, validation.*{run_data}/train"):
+        check_no_leak("data.train", str(run_data), files, validation, storage)
+    with pytest.raises(ConfigError, match=r"data\.train\.1\.path: .* holds 1 of data\.validation's files"):
+        check_no_leak("data.train.1.path", str(run_data / "*" / "*.parquet"), files, validation, storage)
+    check_no_leak(
+        "data.train",
+        str(run_data / "train"),
+        parquet_files(str(run_data / "train"), "data.train", TEXT, storage),
+        validation,
+        storage,
+    )
+    hf = tmp_path / "hf" / "data"
+    for split in ("train", "validation"):
+        parquet_folder(hf / split)
+    check_no_leak("data.train", str(hf), parquet_files(str(hf), "data.train", TEXT, storage), None, storage)
 
 
 @pytest.mark.parametrize("marker", ["_progress", "_staging"])

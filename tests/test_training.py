@@ -32,6 +32,7 @@ from tests.samples import gsm8k as gsm8k_records
 from thresher import train
 from thresher.core.config import ConfigError, load_yaml
 from thresher.core.storage import Storage
+from thresher.train.accounting import untrained_per_epoch
 from thresher.train.config import parse_config as parse_train_config
 from thresher.train.data import (
     ALPACA_PROMPT,
@@ -40,6 +41,7 @@ from thresher.train.data import (
     IGNORE,
     Encoding,
     encode_batch,
+    encode_counted,
     render_alpaca,
 )
 from thresher.train.engines import TORCH_STATE_FILE
@@ -191,6 +193,92 @@ def test_alpaca_masking_token_by_token(data, tiny):
     assert 0 < with_input < table.num_rows
 
 
+@pytest.fixture(scope="module")
+def plain_tok(tmp_path_factory):
+    """A tokenizer trained on a few Alpaca texts (no Ray), with a ChatML template."""
+    texts = [render_alpaca(f"What is {i} plus {i}?", "", f"It is {2 * i}.")[0] for i in range(200)]
+    tok = tokenizer_of(build_tiny_llama(tmp_path_factory.mktemp("plain-tok"), texts))
+    tok.chat_template = CHATML
+    return tok
+
+
+def trained_texts(tok, rows: dict) -> list[str]:
+    return [
+        tok.decode([int(i) for i, x in zip(ids, y) if x != IGNORE]) for ids, y in zip(rows["input_ids"], rows["labels"])
+    ]
+
+
+def test_records_without_anything_to_train_are_dropped_and_counted_by_reason(plain_tok):
+    """A blank text, output or assistant turn, a conversation without an assistant turn and a prompt that fills
+    max_seq_len are dropped, each counted by reason (read = used + dropped); a response cut at max_seq_len is
+    counted as truncated; a null instruction is an empty one."""
+    tok, eos = plain_tok, plain_tok.eos_token
+    alpaca = pa.table(
+        {
+            "instruction": [
+                "What is 1 plus 1?",
+                "What is 2 plus 2?",
+                "What is 3 plus 3?",
+                None,
+                "What is 1? " * 10,
+                "Say",
+            ],
+            "input": ["", "", None, "", "", ""],
+            "output": ["It is 2.", None, " ", "It is 8.", "It is 2.", "It is 2. " * 20],
+        }
+    )
+    rows, counts = encode_counted(alpaca, tok, Encoding("alpaca", "text", 48, False))
+    kept = trained_texts(tok, rows)
+    assert kept[:2] == ["It is 2." + eos, "It is 8." + eos]
+    assert ("It is 2. " * 20).startswith(kept[2]) and eos not in kept[2]  # cut at max_seq_len, without EOS
+    assert counts == {"read": 6, "used": 3, "missing_response": 2, "prompt_too_long": 1, "truncated": 1, "rows": 3}
+    text = pa.table({"text": ["It is 2.", None, "", "  "]})
+    rows, counts = encode_counted(text, tok, Encoding("text", "text", 48, False))
+    assert trained_texts(tok, rows) == [" is 2." + eos]
+    assert counts == {"read": 4, "used": 1, "empty_text": 3, "truncated": 0, "rows": 1}
+    user = {"role": "user", "content": "What is 1 plus 1?"}
+    chat = pa.table(
+        {
+            "messages": [
+                [user, {"role": "assistant", "content": "It is 2."}],
+                [{"role": "human", "content": "What is 1 plus 1?"}, {"role": "gpt", "content": "It is 2."}],
+                [user, {"role": "assistant", "content": None}],
+            ]
+        }
+    )
+    rows, counts = encode_counted(chat, tok, Encoding("chat", "text", 64, True))
+    assert trained_texts(tok, rows) == ["It is 2.<|im_end|>\n"]
+    assert counts == {"read": 3, "used": 1, "no_assistant_turn": 1, "missing_response": 1, "truncated": 0, "rows": 1}
+
+
+def test_untrained_and_evaluated_rows_follow_from_the_batch_shape():
+    """Against a simulation of Ray Train's equal split, drop_last batches and whole grad_accum windows."""
+    from thresher.train.accounting import evaluated
+
+    for rows, workers, batch, accum in [(16, 2, 4, 1), (17, 2, 4, 1), (37, 3, 2, 2), (5, 2, 4, 1), (100, 4, 3, 5)]:
+        shard = rows // workers
+        trained = (shard // batch) // accum * accum * batch * workers
+        assert untrained_per_epoch(rows, workers, batch, accum) == rows - trained
+    assert [evaluated(n, 2) for n in (7, 8, 5)] == [6, 8, 4]  # the reviewer's validation at 256, 512, 1024 tokens
+
+
+@pytest.mark.parametrize(
+    "change", [{"optim": {"batch_size": 2}}, {"optim": {"grad_accum": 2}}, {"scaling": {"num_workers": 1}}]
+)
+def test_a_resume_with_another_batch_shape_exits_2_naming_the_key(tmp_path, change):
+    """A resumed epoch skips the micro-batches already given: with another batch shape it would skip or repeat
+    rows."""
+    from thresher.train.run import check_resumable
+
+    cfg = train_config(tmp_path / "model", tmp_path / "out", "lora", str(tmp_path / "data"))
+    check_resumable(parse_train_config(cfg), Storage())
+    check_resumable(parse_train_config(cfg), Storage())  # the same settings resume
+    section, values = next(iter(change.items()))
+    key = f"{section}.{next(iter(values))}"
+    with pytest.raises(ConfigError, match=rf"checkpoint\.storage_path: .*{re.escape(key)} \("):
+        check_resumable(parse_train_config({**cfg, section: {**cfg[section], **values}}), Storage())
+
+
 def chat_rows(data) -> list[list[dict]]:
     conversations = [[dict(m) for m in c] for c in rows_of(data.chat, ["messages"]).column("messages").to_pylist()]
     assert all([m["role"] for m in c] == ["system", "user", "assistant"] for c in conversations)
@@ -318,6 +406,16 @@ def test_killed_worker_is_recovered_with_the_step_count_continuing(lora_run):
     assert m["eval_loss"] is not None and m["eval_perplexity"] == pytest.approx(np.exp(m["eval_loss"]))
     assert m["tokens_per_s"] > 0 and m["num_workers"] == 2 and m["method"] == "lora"
     assert json.loads((lora_run.out / "metrics.json").read_text())["train_loss"] == m["train_loss"]
+    # the records streamed through 3 epochs and a restart: each is counted once (one answer is longer than SEQ
+    # tokens), with the rows nothing trains
+    train_data, validation = m["data"]["train"], m["data"]["validation"]
+    assert (train_data["read"], train_data["used"], train_data["dropped"], train_data["truncated"]) == (16, 16, {}, 1)
+    assert train_data["epoch_rows"] == train_data["rows"] and train_data["untrained_per_epoch"] == untrained_per_epoch(
+        train_data["rows"], 2, 4, 1
+    )
+    assert (validation["read"], validation["used"], validation["dropped"]) == (8, 8, {})
+    assert validation["evaluated"] == validation["rows"] - validation["rows"] % 2
+    assert json.loads((lora_run.out / "metrics.json").read_text())["data"] == m["data"]
     kept = sorted(p.name for p in (lora_run.out / "checkpoints/thresher").glob("step-*"))
     assert kept == ["step-00000004", "step-00000006"]  # checkpoint.keep: 2
 

@@ -22,7 +22,9 @@ Formats (the columns thresher's ``format`` stage writes):
 
 Prompt masking is by character span: the rendered text is tokenized once with offsets, and a token is trained
 (label = its id) when it starts inside a trained span, else its label is -100. alpaca and chat examples longer
-than ``max_seq_len`` are truncated on the right; an example left with nothing to train is dropped.
+than ``max_seq_len`` are truncated on the right; an example left with nothing to train is dropped. Every record is
+counted (:func:`encode_counted`): used, truncated, or dropped by reason (:data:`thresher.train.accounting.DROP_REASONS`:
+a blank text, response or preference side, a chat without an assistant turn, a prompt that fills ``max_seq_len``).
 
 Every row holds ``max_seq_len`` tokens in four columns: ``input_ids``, ``labels``, ``position_ids`` and
 ``attention_mask`` (1 on real tokens). With ``packing: true`` the examples of a task batch are packed next-fit
@@ -44,6 +46,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import posixpath
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,13 +55,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from thresher.core.config import ConfigError
-from thresher.core.storage import Storage, require_complete_run
+from thresher.core.storage import MANIFEST, Storage, join, require_complete_run, run_root
 from thresher.train.order import RecordOrder
 
 log = logging.getLogger(__name__)
 
 IGNORE = -100
 COLUMNS = ("input_ids", "labels", "position_ids", "attention_mask")
+SPLITS = ("train", "validation", "test")  # the split subfolders of a thresher run's data/
 PREFERENCE_PROMPTS = ("messages", "prompt")  # the prompt column of preference data: chat turns, else a string
 
 ALPACA_PROMPT = (
@@ -172,41 +177,97 @@ def split_long(ids: list[int], labels: list[int], enc: Encoding) -> list[tuple[l
     return out
 
 
-def encode_records(tokenizer, batch: pa.Table, enc: Encoding) -> list[tuple[list[int], list[int]]]:
-    """Render, tokenize and mask one batch of records."""
+def blank(value) -> bool:
+    """Whether a text field is null, empty or whitespace."""
+    return value is None or not str(value).strip()
+
+
+def record_problem(enc: Encoding, record: dict) -> str | None:
+    """Why a record cannot be trained on before it is tokenized (a :data:`DROP_REASONS` name), or None."""
     if enc.format == "text":
-        texts = [t or "" for t in batch.column(enc.text_field).to_pylist()]
+        return "empty_text" if blank(record[enc.text_field]) else None
+    if enc.format == "alpaca":  # a null instruction is rendered empty: the output alone can be a valid example
+        return "missing_response" if blank(record["output"]) else None
+    replies = [m["content"] for m in record["messages"] or [] if m["role"] == "assistant"]
+    if not replies:
+        return "no_assistant_turn"
+    return "missing_response" if any(blank(r) for r in replies) else None
+
+
+def keep_examples(
+    examples: list[tuple[list[int], list[int]]], enc: Encoding, counts: Counter
+) -> list[tuple[list[int], list[int]]]:
+    """The pieces of each tokenized example (:func:`split_long`), counted in ``counts``: ``used``, ``truncated``
+    (alpaca/chat cut at max_seq_len), or dropped as ``prompt_too_long`` (text: ``too_short``, one token)."""
+    out = []
+    for ids, labels in examples:
+        pieces = split_long(ids, labels, enc)
+        if not pieces:
+            counts["too_short" if enc.format == "text" else "prompt_too_long"] += 1
+            continue
+        counts["used"] += 1
+        counts["truncated"] += enc.format != "text" and len(ids) > enc.max_seq_len
+        out.extend(pieces)
+    return out
+
+
+def encode_records(tokenizer, batch: pa.Table, enc: Encoding, counts: Counter) -> list[tuple[list[int], list[int]]]:
+    """Render, tokenize and mask one batch of records; each record is counted in ``counts`` (used, or dropped by
+    reason)."""
+    records = []
+    for record in batch.select(enc.source_columns).to_pylist():
+        problem = record_problem(enc, record)
+        if problem:
+            counts[problem] += 1
+        else:
+            records.append(record)
+    if enc.format == "text":
+        texts = [r[enc.text_field] for r in records]
         spans = [[(0, len(t))] for t in texts]
     elif enc.format == "alpaca":
-        rendered = [
-            render_alpaca(i or "", x, o or "")
-            for i, x, o in zip(*(batch.column(c).to_pylist() for c in ("instruction", "input", "output")))
-        ]
+        rendered = [render_alpaca(r["instruction"] or "", r["input"], r["output"]) for r in records]
         texts, spans = [r[0] for r in rendered], [r[1] for r in rendered]
     else:
-        rendered = [render_chat(tokenizer, m) for m in batch.column("messages").to_pylist()]
+        rendered = [render_chat(tokenizer, r["messages"]) for r in records]
         texts, spans = [r[0] for r in rendered], [r[1] for r in rendered]
-    examples = tokenize(tokenizer, texts, spans, enc, append_eos=enc.format != "chat")
-    return [piece for ids, labels in examples for piece in split_long(ids, labels, enc)]
+    examples = tokenize(tokenizer, texts, spans, enc, append_eos=enc.format != "chat") if records else []
+    return keep_examples(examples, enc, counts)
 
 
-def encode_pairs(tokenizer, batch: pa.Table, enc: Encoding) -> list[tuple[tuple[list[int], list[int]], ...]]:
-    """Preference records -> (chosen, rejected) examples, each (ids, labels), truncated to ``max_seq_len``."""
+def encode_pairs(
+    tokenizer, batch: pa.Table, enc: Encoding, counts: Counter
+) -> list[tuple[tuple[list[int], list[int]], ...]]:
+    """Preference records -> (chosen, rejected) examples, each (ids, labels), truncated to ``max_seq_len``; a pair
+    with a blank response is dropped as ``empty_preference``, one with a response cut off entirely as
+    ``prompt_too_long`` (counted in ``counts``)."""
     chat = "messages" in batch.column_names
-    prompts = batch.column("messages" if chat else "prompt").to_pylist()
-    if chat:
-        prompts = [[{"role": m["role"], "content": m["content"]} for m in p] for p in prompts]
+    records = batch.select(["messages" if chat else "prompt", "chosen", "rejected"]).to_pylist()
+    counts["empty_preference"] += sum(blank(r["chosen"]) or blank(r["rejected"]) for r in records)
+    records = [r for r in records if not (blank(r["chosen"]) or blank(r["rejected"]))]
+    prompts = [
+        [{"role": m["role"], "content": m["content"]} for m in r["messages"]] if chat else r["prompt"] or ""
+        for r in records
+    ]
+    if not records:
+        return []
     eos = [] if chat or tokenizer.eos_token_id is None else [tokenizer.eos_token_id]  # a chat turn ends itself
     sides = []
     for column in ("chosen", "rejected"):
-        rendered = [render_preference(tokenizer, p, r or "") for p, r in zip(prompts, batch.column(column).to_pylist())]
+        rendered = [render_preference(tokenizer, p, r[column]) for p, r in zip(prompts, records)]
         # chat-rendered text has its special tokens already
         prompt_ids = tokenizer([r[0] for r in rendered], add_special_tokens=not chat)["input_ids"]
         response_ids = tokenizer([r[1] for r in rendered], add_special_tokens=False)["input_ids"]
-        sides.append(
-            [split_long(p + r + eos, [IGNORE] * len(p) + r + eos, enc) for p, r in zip(prompt_ids, response_ids)]
-        )
-    return [(c[0], r[0]) for c, r in zip(*sides) if c and r]
+        sides.append([(p + r + eos, [IGNORE] * len(p) + r + eos) for p, r in zip(prompt_ids, response_ids)])
+    pairs = []
+    for chosen, rejected in zip(*sides):
+        pieces = [split_long(ids, labels, enc) for ids, labels in (chosen, rejected)]
+        if not all(pieces):
+            counts["prompt_too_long"] += 1
+            continue
+        counts["used"] += 1
+        counts["truncated"] += max(len(chosen[0]), len(rejected[0])) > enc.max_seq_len
+        pairs.append((pieces[0][0], pieces[1][0]))
+    return pairs
 
 
 # -- rows ----------------------------------------------------------------------------------------------------
@@ -244,17 +305,28 @@ def to_rows(
     return out
 
 
-def encode_batch(batch: pa.Table, tokenizer, enc: Encoding, source: int = 0) -> dict[str, np.ndarray]:
-    """The ``map_batches`` function: records -> rows of ``max_seq_len`` tokens (preference: pairs of them), each
-    marked with its dataset's index ``source``."""
+def encode_counted(batch: pa.Table, tokenizer, enc: Encoding, source: int = 0) -> tuple[dict[str, np.ndarray], Counter]:
+    """Records -> rows of ``max_seq_len`` tokens (preference: pairs of them), each marked with its dataset's index
+    ``source``, and the batch's counts: ``read``, ``used``, ``truncated``, ``rows`` and each drop reason."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    counts: Counter = Counter(read=batch.num_rows)
     if enc.format == "preference":
-        pairs = encode_pairs(tokenizer, batch, enc)
+        pairs = encode_pairs(tokenizer, batch, enc, counts)
         chosen, rejected = (to_rows([p[i] for p in pairs], enc.max_seq_len, False, pad_id) for i in (0, 1))
         rows = {c: np.stack([chosen[c], rejected[c]], axis=1) for c in COLUMNS}
     else:
-        rows = to_rows(encode_records(tokenizer, batch, enc), enc.max_seq_len, enc.packing, pad_id)
-    return {**rows, "source": np.full(len(rows["input_ids"]), source, np.int32)}
+        rows = to_rows(encode_records(tokenizer, batch, enc, counts), enc.max_seq_len, enc.packing, pad_id)
+    counts["rows"] = len(rows["input_ids"])
+    return {**rows, "source": np.full(len(rows["input_ids"]), source, np.int32)}, counts
+
+
+def encode_batch(batch: pa.Table, tokenizer, enc: Encoding, source: int = 0, tally=None) -> dict[str, np.ndarray]:
+    """The ``map_batches`` function: :func:`encode_counted`'s rows; its counts go to the ``tally`` actor
+    (:class:`thresher.train.accounting.Tally`), when given, without waiting."""
+    rows, counts = encode_counted(batch, tokenizer, enc, source)
+    if tally is not None:
+        tally.add.remote(dict(counts))
+    return rows
 
 
 def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[str]:
@@ -277,6 +349,36 @@ def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[s
             f"(columns: {', '.join(names)})"
         )
     return files
+
+
+def check_no_leak(key: str, uri: str, files: list[str], validation: list[str] | None, storage: Storage) -> None:
+    """Refuse training ``files`` (at ``uri``, config ``key``) that are a thresher run's ``data/`` folder with split
+    subfolders (they would train on every split) or that include any of the ``validation`` files."""
+    root = run_root(uri)
+    if root is not None and posixpath.basename(uri.rstrip("/")) == "data" and storage.exists(join(root, MANIFEST)):
+        parents = {posixpath.dirname(f) for f in files}
+        splits = sorted(posixpath.basename(p) for p in parents if posixpath.basename(p) in SPLITS)
+        if splits:
+            raise ConfigError(
+                f"{key}: {uri} is a thresher run's data folder with the splits {', '.join(splits)}: training would "
+                f"read them all; give one split's folder, e.g. {join(uri, 'train')}"
+            )
+    shared = sorted(set(files) & set(validation or []))
+    if shared:
+        raise ConfigError(
+            f"{key}: {uri} holds {len(shared)} of data.validation's files ({shared[0]}): the model would train on its "
+            "validation data"
+        )
+
+
+def record_count(files: list[str], storage: Storage) -> int:
+    """The records in the Parquet ``files``, from their footers."""
+    total = 0
+    for file in files:
+        fs, path = storage.resolve(file)
+        with fs.open_input_file(path) as f:
+            total += pq.read_metadata(f).num_rows
+    return total
 
 
 def column_names(file: str, storage: Storage) -> list[str]:
@@ -307,10 +409,11 @@ def build_dataset(
     batch_rows: int,
     order: RecordOrder | None = None,
     source: int = 0,
+    tally=None,
 ):
     """A Ray Dataset of training rows from the curated Parquet ``files`` (see :func:`parquet_files`), the records
     in ``order`` (:mod:`thresher.train.order`; default: as stored), the rows marked as dataset ``source`` of a
-    mixture."""
+    mixture; the tokenize tasks count the records in the ``tally`` actor (:mod:`thresher.train.accounting`)."""
     import ray.data
 
     order = order or RecordOrder()
@@ -324,7 +427,7 @@ def build_dataset(
     ds = order.apply(ds)
     ds.context.enable_progress_bars = False  # the workers stream it for the whole run: the loop logs progress
     return ds.map_batches(
-        functools.partial(encode_batch, tokenizer=tokenizer, enc=enc, source=source),
+        functools.partial(encode_batch, tokenizer=tokenizer, enc=enc, source=source, tally=tally),
         batch_format="pyarrow",
         batch_size=batch_rows,
     )

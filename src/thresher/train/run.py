@@ -7,8 +7,11 @@ of ``optim.epochs`` epochs, which the cosine schedule needs) and every epoch rea
 
 Checkpoints live in ``<checkpoint.storage_path>/thresher`` (default ``<output.path>/checkpoints/thresher``); a
 run started with a folder that holds checkpoints resumes from the latest one. ``thresher-train.json`` there
-records the settings a checkpoint depends on (model, method, adapters, DeepSpeed, workers), and a run whose
-settings differ is refused rather than resumed into.
+records the settings a checkpoint depends on (model, method, adapters, DeepSpeed, FSDP, and the batch shape:
+``optim.batch_size``, ``optim.grad_accum``, ``scaling.num_workers``, by which a resumed epoch skips the rows already
+trained), and a run whose settings differ is refused rather than resumed into.
+
+``metrics.json``'s ``data`` says what became of the records (:mod:`thresher.train.accounting`).
 """
 
 from __future__ import annotations
@@ -34,9 +37,19 @@ from thresher.runtime import (
     ray_session,
     resolve_address,
 )
+from thresher.train.accounting import evaluated, problems, read_tallies, start_tally, summary, untrained_per_epoch
 from thresher.train.checkpoints import remove_staging
 from thresher.train.config import TrainConfig
-from thresher.train.data import Encoding, build_dataset, ensure_chat_template, mix, parquet_files, renders_chat
+from thresher.train.data import (
+    Encoding,
+    build_dataset,
+    check_no_leak,
+    ensure_chat_template,
+    mix,
+    parquet_files,
+    record_count,
+    renders_chat,
+)
 from thresher.train.loop import Job, train_loop_per_worker
 from thresher.train.methods import adapter_settings
 from thresher.train.order import RecordOrder, data_config
@@ -57,7 +70,9 @@ def checkpoint_settings(cfg: TrainConfig) -> dict:
         **adapter_settings(cfg),
         "deepspeed": cfg.deepspeed.model_dump() if cfg.deepspeed else None,
         "fsdp": cfg.fsdp.model_dump() if cfg.fsdp else None,
-        "num_workers": cfg.scaling.num_workers if cfg.deepspeed else None,
+        "optim.batch_size": cfg.optim.batch_size,
+        "optim.grad_accum": cfg.optim.grad_accum,
+        "scaling.num_workers": cfg.scaling.num_workers,
     }
 
 
@@ -69,18 +84,20 @@ def check_resumable(cfg: TrainConfig, storage: Storage) -> None:
         previous = json.loads(storage.read_bytes(record))
         changed = sorted(k for k in settings if previous.get(k) != settings[k])
         if changed:
+            said = [f"{k} ({previous[k]} there)" if isinstance(previous.get(k), int | str) else k for k in changed]
             raise ConfigError(
                 f"checkpoint.storage_path: {cfg.checkpoint_path} holds checkpoints of a run with other "
-                f"{', '.join(changed)} settings; use another checkpoint.storage_path (or delete it)"
+                f"{', '.join(said)} settings; use another checkpoint.storage_path (or delete it)"
             )
     else:
         storage.write_bytes(record, json.dumps(settings, indent=2).encode())
 
 
-def _steps(cfg: TrainConfig, train_ds) -> tuple[int, Any]:
-    """Optimizer steps of the run, and the train dataset (materialized when its size decides them)."""
+def _steps(cfg: TrainConfig, train_ds) -> tuple[int, Any, int | None]:
+    """Optimizer steps of the run, the train dataset (materialized when its size decides them) and its rows (None
+    when it streams)."""
     if cfg.optim.max_steps:
-        return cfg.optim.max_steps, train_ds
+        return cfg.optim.max_steps, train_ds, None
     train_ds = train_ds.materialize()
     rows = train_ds.count()
     per_step = cfg.optim.batch_size * cfg.optim.grad_accum
@@ -92,7 +109,29 @@ def _steps(cfg: TrainConfig, train_ds) -> tuple[int, Any]:
             f"{cfg.scaling.num_workers * per_step} rows"
         )
     log.info("%d training rows: %d steps per epoch", rows, steps_per_epoch)
-    return steps_per_epoch * cfg.optim.epochs, train_ds
+    return steps_per_epoch * cfg.optim.epochs, train_ds, rows
+
+
+def data_accounting(
+    cfg: TrainConfig, counts: dict[str, dict], epoch_rows: int | None, records: int | None, validation_rows: int
+) -> dict:
+    """``metrics.json``'s ``data`` from each dataset's ``counts`` (:func:`summary`): for train the rows of an epoch
+    (``epoch_rows``; when the rows streamed, those of the first pass over the ``records``, None if the run ended
+    before it) and those it leaves untrained, for validation the rows evaluated of its ``validation_rows``."""
+    if epoch_rows is None and counts["train"].get("read") == records:
+        epoch_rows = counts["train"].get("rows")
+    shape = (cfg.scaling.num_workers, cfg.optim.batch_size, cfg.optim.grad_accum)
+    data: dict[str, Any] = {
+        "train": {
+            **summary(counts["train"]),
+            "epoch_rows": epoch_rows,
+            "untrained_per_epoch": untrained_per_epoch(epoch_rows, *shape) if epoch_rows is not None else None,
+        },
+        "validation": None,
+    }
+    if "validation" in counts:
+        data["validation"] = {**summary(counts["validation"]), "evaluated": evaluated(validation_rows, shape[0])}
+    return data
 
 
 def worker_resources(cfg: TrainConfig, cluster_cpus: float, node_cpus: float) -> dict | None:
@@ -234,14 +273,15 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
     if cfg.data.packing and not packing:
         log.info("method %s: rows are not packed", cfg.method)
     mixture = isinstance(cfg.data.train, list)
-    train = []  # (encoding, files) of each training dataset
-    for i, source in enumerate(cfg.data.sources):
-        enc = Encoding(source.format, source.text_field, cfg.data.max_seq_len, packing)
-        train.append(
-            (enc, parquet_files(source.path, f"data.train.{i}.path" if mixture else "data.train", enc, storage))
-        )
     val_enc = Encoding(cfg.data.format, cfg.data.text_field, cfg.data.max_seq_len, packing)
     val_files = parquet_files(cfg.data.validation, "data.validation", val_enc, storage) if cfg.data.validation else None
+    train = []  # (encoding, files) of each training dataset
+    for i, source in enumerate(cfg.data.sources):
+        key = f"data.train.{i}.path" if mixture else "data.train"
+        enc = Encoding(source.format, source.text_field, cfg.data.max_seq_len, packing)
+        files = parquet_files(source.path, key, enc, storage)
+        check_no_leak(key, source.path, files, val_files, storage)
+        train.append((enc, files))
     if any(renders_chat(enc, files[0], storage) for enc, files in train):
         ensure_chat_template(tokenizer)
     check_resumable(cfg, storage)
@@ -256,23 +296,34 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         resources = fitting_workers(cfg, cluster)
         log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
         order = RecordOrder(cfg.data.order, cfg.data.difficulty_field, cfg.data.curriculum_buckets, cfg.optim.seed)
+        # streamed rows are tokenized again every epoch: their tally counts the first pass over the records
+        records = record_count(train[0][1], storage) if cfg.optim.max_steps and not mixture else None
+        tallies = {"train": [start_tally(records) for _ in train]}
         datasets = {
             "train": [
-                build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows, order, source=i)
-                for i, (enc, files) in enumerate(train)
+                build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows, order, source=i, tally=tally)
+                for i, ((enc, files), tally) in enumerate(zip(train, tallies["train"]))
             ]
         }
-        if val_files:
-            datasets["validation"] = build_dataset(val_files, tokenizer, val_enc, storage, cfg.data.batch_rows)
-            if cfg.eval.max_rows:
-                datasets["validation"] = datasets["validation"].limit(cfg.eval.max_rows)
+        validation_rows = 0
         with console().phase("tokenize"):
+            if val_files:  # tokenized once: its rows are counted, and every evaluation reads them from the object store
+                tallies["validation"] = [start_tally()]
+                validation = build_dataset(
+                    val_files, tokenizer, val_enc, storage, cfg.data.batch_rows, tally=tallies["validation"][0]
+                )
+                datasets["validation"] = (
+                    validation.limit(cfg.eval.max_rows) if cfg.eval.max_rows else validation
+                ).materialize()
+                validation_rows = datasets["validation"].count()
             if mixture:
                 datasets["train"], taken = mix(datasets["train"], [s.weight for s in cfg.data.sources], cfg.optim.seed)
                 log.info("training mixture: %s rows", dict(zip((s.path for s in cfg.data.sources), taken)))
             else:
                 datasets["train"] = datasets["train"][0]
-            total_steps, datasets["train"] = _steps(cfg, datasets["train"])
+            total_steps, datasets["train"], epoch_rows = _steps(cfg, datasets["train"])
+            if mixture:
+                epoch_rows = sum(taken)
         counter = progress_counter()
         job = Job(
             total_steps=total_steps,
@@ -316,10 +367,16 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         fit_started = round(time.time() - started, 3)
         with console().phase("train", steps, unit="steps", starting="starting the workers and loading the model"):
             result = in_worker_thread(fit, trainer, cfg.checkpoint.max_failures)
+        counts = {name: read_tallies(t) for name, t in tallies.items()}
+    data = data_accounting(cfg, counts, epoch_rows, records, validation_rows)
+    dropped = problems(data)
+    if dropped:
+        log.warning("%s", dropped)
     metrics = result.return_value
     metrics["startup_seconds"] = {"fit_started": fit_started, **metrics["startup_seconds"]}
     metrics = {
         **metrics,
+        "data": data,
         "lineage": lineage,
         "output": join(cfg.output.given, "model"),
         "checkpoint": join(cfg.checkpoint_path_given, RUN_NAME, posixpath.basename(result.checkpoint.path))

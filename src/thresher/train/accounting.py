@@ -1,0 +1,87 @@
+"""What became of the training and validation records (``metrics.json``'s ``data``): the tokenize tasks of
+:mod:`thresher.train.data` count, per batch, the records read, used, truncated at ``data.max_seq_len`` and dropped
+by reason, and the rows made; they add them to a :class:`Tally` actor. The rows an epoch leaves untrained and the
+validation rows no evaluation reads follow from the row counts and the batch shape."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+DROP_REASONS = (
+    "empty_text",  # text: a null, empty or whitespace text
+    "too_short",  # text: one token, nothing to predict
+    "missing_response",  # alpaca: a blank output; chat: a blank assistant turn
+    "no_assistant_turn",  # chat: nothing to train
+    "prompt_too_long",  # the prompt fills max_seq_len: no response token left
+    "empty_preference",  # preference: a blank chosen or rejected response
+)
+
+
+class Tally:
+    """A Ray actor the tokenize tasks add their counts to, without waiting. With ``records`` (the records of the
+    files), only the first pass over them is counted: with ``optim.max_steps`` every epoch tokenizes them again."""
+
+    def __init__(self, records: int | None = None):
+        self.records, self.counts = records, Counter()
+
+    def add(self, counts: dict[str, int]) -> None:
+        if self.records is None or self.counts["read"] < self.records:
+            self.counts.update(counts)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+def start_tally(records: int | None = None):
+    """A :class:`Tally` actor on the driver's node (no CPU)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(num_cpus=0, scheduling_strategy=here)(Tally).remote(records)
+
+
+def read_tallies(tallies: list) -> dict[str, int]:
+    """The counts of ``tallies`` summed (raises after 10 s: nothing waits silently)."""
+    import ray
+
+    total: Counter = Counter()
+    for snapshot in ray.get([t.snapshot.remote() for t in tallies], timeout=10):
+        total.update(snapshot)
+    return dict(total)
+
+
+def summary(counts: dict[str, int]) -> dict:
+    """``{read, used, dropped: {reason: records}, truncated, rows}`` of one dataset's counts."""
+    return {
+        "read": counts.get("read", 0),
+        "used": counts.get("used", 0),
+        "dropped": {r: counts[r] for r in DROP_REASONS if counts.get(r)},
+        "truncated": counts.get("truncated", 0),
+        "rows": counts.get("rows", 0),
+    }
+
+
+def untrained_per_epoch(rows: int, workers: int, batch_size: int, grad_accum: int) -> int:
+    """Rows an epoch of ``rows`` leaves untrained: Ray Train's equal split drops ``rows % workers``, each worker
+    its last partial batch (``drop_last``) and its last partial ``grad_accum`` window."""
+    per_step = batch_size * grad_accum
+    return rows - rows // workers // per_step * per_step * workers
+
+
+def evaluated(rows: int, workers: int) -> int:
+    """Validation rows an evaluation reads: the equal split across ``workers`` drops ``rows % workers``."""
+    return rows - rows % workers
+
+
+def problems(data: dict) -> str | None:
+    """One line on the records dropped and truncated (None when none were)."""
+    parts = []
+    for name, d in data.items():
+        if d and (d["dropped"] or d["truncated"]):
+            dropped = ", ".join(f"{n} {reason}" for reason, n in d["dropped"].items())
+            parts.append(
+                f"data.{name}: {sum(d['dropped'].values())} of {d['read']} records dropped"
+                f"{f' ({dropped})' if dropped else ''}, {d['truncated']} truncated at data.max_seq_len"
+            )
+    return "; ".join(parts) or None
