@@ -18,21 +18,23 @@ DROP_REASONS = (
 
 
 class Tally:
-    """A Ray actor the tokenize tasks add their counts to, without waiting. With ``records`` (the records of the
-    files), only the first pass over them is counted: with ``optim.max_steps`` every epoch tokenizes them again."""
+    """A Ray actor the tokenize tasks add their counts to, by dataset, without waiting. With ``records`` of a dataset
+    (the records of its files), only the first pass over them is counted: with ``optim.max_steps`` every epoch
+    tokenizes them again."""
 
-    def __init__(self, records: int | None = None):
-        self.records, self.counts = records, Counter()
+    def __init__(self, records: dict[str, int] | None = None):
+        self.records, self.counts = records or {}, {}
 
-    def add(self, counts: dict[str, int]) -> None:
-        if self.records is None or self.counts["read"] < self.records:
-            self.counts.update(counts)
+    def add(self, dataset: str, counts: dict[str, int]) -> None:
+        seen = self.counts.setdefault(dataset, Counter())
+        if dataset not in self.records or seen["read"] < self.records[dataset]:
+            seen.update(counts)
 
-    def snapshot(self) -> dict[str, int]:
-        return dict(self.counts)
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {dataset: dict(counts) for dataset, counts in self.counts.items()}
 
 
-def start_tally(records: int | None = None):
+def start_tally(records: dict[str, int] | None = None):
     """A :class:`Tally` actor on the driver's node (no CPU)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -41,14 +43,12 @@ def start_tally(records: int | None = None):
     return ray.remote(num_cpus=0, scheduling_strategy=here)(Tally).remote(records)
 
 
-def read_tallies(tallies: list) -> dict[str, int]:
-    """The counts of ``tallies`` summed (raises after 10 s: nothing waits silently)."""
+def read_tally(tally) -> dict[str, dict[str, int]]:
+    """The counts added to ``tally``, by dataset (raises after 10 s: nothing waits silently)."""
     import ray
 
-    total: Counter = Counter()
-    for snapshot in ray.get([t.snapshot.remote() for t in tallies], timeout=10):
-        total.update(snapshot)
-    return dict(total)
+    counts: dict[str, dict[str, int]] = ray.get(tally.snapshot.remote(), timeout=10)
+    return counts
 
 
 def summary(counts: dict[str, int]) -> dict:

@@ -320,12 +320,14 @@ def encode_counted(batch: pa.Table, tokenizer, enc: Encoding, source: int = 0) -
     return {**rows, "source": np.full(len(rows["input_ids"]), source, np.int32)}, counts
 
 
-def encode_batch(batch: pa.Table, tokenizer, enc: Encoding, source: int = 0, tally=None) -> dict[str, np.ndarray]:
+def encode_batch(
+    batch: pa.Table, tokenizer, enc: Encoding, source: int = 0, tally=None, dataset: str = "train"
+) -> dict[str, np.ndarray]:
     """The ``map_batches`` function: :func:`encode_counted`'s rows; its counts go to the ``tally`` actor
-    (:class:`thresher.train.accounting.Tally`), when given, without waiting."""
+    (:class:`thresher.train.accounting.Tally`) as ``dataset``'s, when given, without waiting."""
     rows, counts = encode_counted(batch, tokenizer, enc, source)
     if tally is not None:
-        tally.add.remote(dict(counts))
+        tally.add.remote(dataset, dict(counts))
     return rows
 
 
@@ -410,10 +412,12 @@ def build_dataset(
     order: RecordOrder | None = None,
     source: int = 0,
     tally=None,
+    dataset: str = "train",
 ):
     """A Ray Dataset of training rows from the curated Parquet ``files`` (see :func:`parquet_files`), the records
     in ``order`` (:mod:`thresher.train.order`; default: as stored), the rows marked as dataset ``source`` of a
-    mixture; the tokenize tasks count the records in the ``tally`` actor (:mod:`thresher.train.accounting`)."""
+    mixture; the tokenize tasks count the records as ``dataset``'s in the ``tally`` actor
+    (:mod:`thresher.train.accounting`)."""
     import ray.data
 
     order = order or RecordOrder()
@@ -427,7 +431,7 @@ def build_dataset(
     ds = order.apply(ds)
     ds.context.enable_progress_bars = False  # the workers stream it for the whole run: the loop logs progress
     return ds.map_batches(
-        functools.partial(encode_batch, tokenizer=tokenizer, enc=enc, source=source, tally=tally),
+        functools.partial(encode_batch, tokenizer=tokenizer, enc=enc, source=source, tally=tally, dataset=dataset),
         batch_format="pyarrow",
         batch_size=batch_rows,
     )

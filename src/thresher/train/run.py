@@ -37,7 +37,7 @@ from thresher.runtime import (
     ray_session,
     resolve_address,
 )
-from thresher.train.accounting import evaluated, problems, read_tallies, start_tally, summary, untrained_per_epoch
+from thresher.train.accounting import evaluated, problems, read_tally, start_tally, summary, untrained_per_epoch
 from thresher.train.checkpoints import remove_staging
 from thresher.train.config import TrainConfig
 from thresher.train.data import (
@@ -298,19 +298,18 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         order = RecordOrder(cfg.data.order, cfg.data.difficulty_field, cfg.data.curriculum_buckets, cfg.optim.seed)
         # streamed rows are tokenized again every epoch: their tally counts the first pass over the records
         records = record_count(train[0][1], storage) if cfg.optim.max_steps and not mixture else None
-        tallies = {"train": [start_tally(records) for _ in train]}
+        tally = start_tally({"train": records} if records is not None else None)
         datasets = {
             "train": [
                 build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows, order, source=i, tally=tally)
-                for i, ((enc, files), tally) in enumerate(zip(train, tallies["train"]))
+                for i, (enc, files) in enumerate(train)
             ]
         }
         validation_rows = 0
         with console().phase("tokenize"):
             if val_files:  # tokenized once: its rows are counted, and every evaluation reads them from the object store
-                tallies["validation"] = [start_tally()]
                 validation = build_dataset(
-                    val_files, tokenizer, val_enc, storage, cfg.data.batch_rows, tally=tallies["validation"][0]
+                    val_files, tokenizer, val_enc, storage, cfg.data.batch_rows, tally=tally, dataset="validation"
                 )
                 datasets["validation"] = (
                     validation.limit(cfg.eval.max_rows) if cfg.eval.max_rows else validation
@@ -367,7 +366,7 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         fit_started = round(time.time() - started, 3)
         with console().phase("train", steps, unit="steps", starting="starting the workers and loading the model"):
             result = in_worker_thread(fit, trainer, cfg.checkpoint.max_failures)
-        counts = {name: read_tallies(t) for name, t in tallies.items()}
+        counts = {"train": {}, **({"validation": {}} if val_files else {}), **read_tally(tally)}
     data = data_accounting(cfg, counts, epoch_rows, records, validation_rows)
     dropped = problems(data)
     if dropped:
