@@ -5,7 +5,10 @@ validation rows no evaluation reads follow from the row counts and the batch sha
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+
+log = logging.getLogger(__name__)
 
 DROP_REASONS = (
     "empty_text",  # text: a null, empty or whitespace text
@@ -30,25 +33,36 @@ class Tally:
         if dataset not in self.records or seen["read"] < self.records[dataset]:
             seen.update(counts)
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
-        return {dataset: dict(counts) for dataset, counts in self.counts.items()}
+    def snapshot(self) -> tuple[dict[str, dict[str, int]], bool]:
+        """The counts by dataset, and whether they are whole (not when the actor was restarted: its node died)."""
+        import ray
+
+        whole = not ray.get_runtime_context().was_current_actor_reconstructed
+        return {dataset: dict(counts) for dataset, counts in self.counts.items()}, whole
 
 
 def start_tally(records: dict[str, int] | None = None):
-    """A :class:`Tally` actor on the driver's node (no CPU)."""
+    """A :class:`Tally` actor on the driver's node (no CPU), restarted (counting from zero) when its process or node
+    dies: a driver attached to a worker node's raylet outlives that node."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return ray.remote(num_cpus=0, scheduling_strategy=here)(Tally).remote(records)
+    return ray.remote(num_cpus=0, max_restarts=-1, scheduling_strategy=here)(Tally).remote(records)
 
 
-def read_tally(tally) -> dict[str, dict[str, int]]:
-    """The counts added to ``tally``, by dataset (raises after 10 s: nothing waits silently)."""
+def read_tally(tally) -> tuple[dict[str, dict[str, int]], bool]:
+    """The counts added to ``tally`` by dataset, and whether they are whole; none (not whole) when it does not answer
+    within 10 s: the run's result does not wait on its accounting."""
     import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
 
-    counts: dict[str, dict[str, int]] = ray.get(tally.snapshot.remote(), timeout=10)
-    return counts
+    try:
+        counts, whole = ray.get(tally.snapshot.remote(), timeout=10)
+    except (GetTimeoutError, RayActorError) as e:
+        log.warning("the training data's counts are lost (%s): metrics.json's data says so", type(e).__name__)
+        return {}, False
+    return counts, whole
 
 
 def summary(counts: dict[str, int]) -> dict:

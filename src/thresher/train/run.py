@@ -82,9 +82,10 @@ def check_resumable(cfg: TrainConfig, storage: Storage) -> None:
     settings = checkpoint_settings(cfg)
     if storage.exists(record):
         previous = json.loads(storage.read_bytes(record))
-        changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        # a key the record lacks was not recorded by the thresher that wrote it: not compared
+        changed = sorted(k for k in settings if k in previous and previous[k] != settings[k])
         if changed:
-            said = [f"{k} ({previous[k]} there)" if isinstance(previous.get(k), int | str) else k for k in changed]
+            said = [f"{k} ({previous[k]} there)" if isinstance(previous[k], int | str) else k for k in changed]
             raise ConfigError(
                 f"checkpoint.storage_path: {cfg.checkpoint_path} holds checkpoints of a run with other "
                 f"{', '.join(said)} settings; use another checkpoint.storage_path (or delete it)"
@@ -366,7 +367,8 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         fit_started = round(time.time() - started, 3)
         with console().phase("train", steps, unit="steps", starting="starting the workers and loading the model"):
             result = in_worker_thread(fit, trainer, cfg.checkpoint.max_failures)
-        counts = {"train": {}, **({"validation": {}} if val_files else {}), **read_tally(tally)}
+        counted, whole = read_tally(tally)
+    counts = {"train": {}, **({"validation": {}} if val_files else {}), **counted}
     data = data_accounting(cfg, counts, epoch_rows, records, validation_rows)
     dropped = problems(data)
     if dropped:
@@ -375,7 +377,7 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
     metrics["startup_seconds"] = {"fit_started": fit_started, **metrics["startup_seconds"]}
     metrics = {
         **metrics,
-        "data": data,
+        "data": {**data, "complete": whole},
         "lineage": lineage,
         "output": join(cfg.output.given, "model"),
         "checkpoint": join(cfg.checkpoint_path_given, RUN_NAME, posixpath.basename(result.checkpoint.path))
