@@ -181,24 +181,14 @@ class CurateConfig(StrictModel):
         known = {"read", *self.stage_names()}
         if self.input.unique_ids == "reject" or any(issubclass(REGISTRY[s.name], GlobalStage) for s in self.stages):
             known.add("unique_ids")  # repeated ids are counted before the first global stage
-        for name in self.gates.max_stage_rejected_fraction:
-            if name not in known:
-                raise ValueError(
-                    f"gates.max_stage_rejected_fraction.{name}: no such stage in this run "
-                    f"(stages: {', '.join(sorted(known))})"
-                )
+        _named_in_run("max_stage_rejected_fraction", self.gates.max_stage_rejected_fraction, sorted(known), "stage")
         return self
 
     @model_validator(mode="after")
     def _gated_splits_exist(self):
         made = [n for s in self.stages for n in REGISTRY[s.name].splits(s.config.model_dump(mode="json"))]
         known = made or ["all"]  # without a split stage the kept records are the one split all
-        for name in self.gates.min_split_records:
-            if name not in known:
-                raise ValueError(
-                    f"gates.min_split_records.{name}: no stage of this run makes that split "
-                    f"(splits: {', '.join(known)})"
-                )
+        _named_in_run("min_split_records", self.gates.min_split_records, known, "split")
         return self
 
     def stage_names(self) -> list[str]:
@@ -218,6 +208,15 @@ class CurateConfig(StrictModel):
         data = self.model_dump(mode="json", exclude={"stages"})
         data["stages"] = [{s.name: s.config.model_dump(mode="json")} for s in self.stages]
         return data
+
+
+def _named_in_run(gate: str, names, known: list[str], kind: str) -> None:
+    """A ValueError naming ``gates.<gate>.<name>`` for the first of ``names`` not among the run's ``known`` stages
+    or splits (``kind``)."""
+    for name in names:
+        if name not in known:
+            problem = "no such stage in this run" if kind == "stage" else "no stage of this run makes that split"
+            raise ValueError(f"gates.{gate}.{name}: {problem} ({kind}s: {', '.join(known)})")
 
 
 def _parse_stage(i: int, item: Any) -> StageSpec:

@@ -137,7 +137,8 @@ class ReaderSpec:
         if not self.declared:
             return {field_column(k): field_text(v) for k, v in rec.items() if k not in skip}
         out: dict = {field_column(f): field_text(rec.get(f)) for f in self.fields}
-        out.update({UNDECLARED + k: 1 for k in rec.keys() - skip - set(self.fields)})
+        skip.update(self.fields)
+        out.update({UNDECLARED + k: 1 for k in rec.keys() - skip})
         return out
 
 
@@ -243,8 +244,8 @@ def json_text(value) -> str:
 
 
 def _json_value(value):
-    """What JSON has no type for, as Parquet columns give it: bytes as base64, a decimal as its digits, a time
-    (pandas' too: ``Timestamp``) in ISO 8601, a duration in seconds; anything else (a decimal) as ``str``."""
+    """What JSON has no type for, as Parquet columns give it: bytes as base64, a time (pandas' too: ``Timestamp``)
+    in ISO 8601, a duration in seconds; anything else (a decimal: its digits) as ``str``."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(value).decode()
     if isinstance(value, (datetime, date, time)):
