@@ -673,3 +673,32 @@ def test_an_undeclared_field_is_counted_whatever_the_records_number_of_fields():
     spec = ReaderSpec("text", "id", ("a", "b", "c"), 100, declared=True)
     fields = spec.record_fields({"text": "t", "id": "1", "secret": "s"})
     assert fields == {"a": None, "b": None, "c": None, "_metric.read.undeclared.secret": 1}
+
+
+def test_integers_beyond_64_bits_keep_their_digits(tmp_path):
+    """orjson reads an integer beyond 64 bits as a float: a field, an id, a conversation's value and a JSON array's
+    element keep every digit on both paths all the same."""
+    big, neg = 2**64, -(2**63) - 1
+    lines = [
+        f'{{"text": "a", "n": {big}, "nested": {{"m": [{neg}, 1.5]}}, "note": "{"9" * 25}"}}',
+        f'{{"text": "b", "id": {big * 10}}}',
+        f'{{"text": [{{"role": "user", "content": "q", "n": {big}}}, {{"role": "assistant", "content": "r"}}]}}',
+        f'{{"text": {big}}}',
+    ]
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    spec = readers.plan(InputConfig(paths=[str(path)]), Storage())[1]
+    fast, slow = read(path, spec, True), read(path, spec, False)
+    assert_same(fast, slow)
+    rows = slow.to_pylist()
+    assert json.loads(rows[0]["n"]) == big and json.loads(rows[0]["nested"]) == {"m": [neg, 1.5]}
+    assert rows[0]["note"] == "9" * 25 and rows[1]["id"] == str(big * 10)
+    assert json.loads(rows[2]["text"])[0]["n"] == big
+    assert (rows[3]["text"], rows[3]["_reject_reason"]) == (str(big), "non_string_text")
+    array = tmp_path / "big.json"
+    array.write_text("[" + ",".join(lines) + "]")
+    task = ReadTask("json_array", (str(array),), (array.stat().st_size,), 0, -1)
+    spec = readers.plan(InputConfig(paths=[str(array)]), Storage())[1]
+    from_array = pa.concat_tables(readers.read_task(task, spec, readers.LostBytes())).to_pylist()
+    assert [json.loads(r["n"]) for r in from_array if r["n"]] == [big]
+    assert [r["id"] for r in from_array][1] == str(big * 10)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import lzma
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -229,14 +231,29 @@ def slices(table: pa.Table, text_field: str) -> Iterator[pa.Table]:
         lo = hi
 
 
+LONG_INTEGER = re.compile(rb"[0-9]{19}")  # an integer this long may lie beyond the 64 bits orjson reads exactly
+
+
+def load_json(data: bytes):
+    """JSON ``data``'s value, parsed by orjson; where it may hold an integer beyond 64 bits (which orjson reads as a
+    float) by the standard library, which keeps it exact. Raises ``orjson.JSONDecodeError`` as orjson does."""
+    value = orjson.loads(data)
+    if LONG_INTEGER.search(data):
+        try:
+            return json.loads(data)
+        except RecursionError:  # deeper than the standard library reads: orjson's value, its integers 64-bit
+            pass
+    return value
+
+
 def field_text(value) -> str | None:
     """A field's value as text: strings as they are, anything else as its JSON text."""
     return value if value is None or isinstance(value, str) else json_text(value)
 
 
 def json_text(value) -> str:
-    """``value``'s compact JSON text, at any depth (orjson reads 1,024 levels, writes 255), with what JSON has no
-    type for as :func:`_json_value` writes it."""
+    """``value``'s compact JSON text, at any depth (orjson reads 1,024 levels, writes 255) and integers of any size,
+    with what JSON has no type for as :func:`_json_value` writes it."""
     try:
         return orjson.dumps(value, default=_json_value).decode()
     except orjson.JSONEncodeError:
@@ -271,6 +288,8 @@ def _deep_json(value) -> str:
                 )
             pieces.append(_Text("}" if isinstance(item, dict) else "]"))
             todo += reversed(pieces)
+        elif isinstance(item, int) and not isinstance(item, bool) and not -(1 << 63) <= item < 1 << 64:
+            out.append(str(item))  # beyond the 64 bits orjson writes
         else:
             out.append(orjson.dumps(item, default=_json_value).decode())
     return "".join(out)

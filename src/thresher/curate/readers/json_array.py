@@ -6,11 +6,19 @@ from __future__ import annotations
 import codecs
 from collections.abc import Iterator
 
-import orjson
 import pyarrow as pa
 
 from thresher.core.storage import Storage
-from thresher.curate.readers.common import Batcher, LostBytes, ReaderSpec, ReadTask, damaged, json_text, uri_key
+from thresher.curate.readers.common import (
+    Batcher,
+    LostBytes,
+    ReaderSpec,
+    ReadTask,
+    damaged,
+    json_text,
+    load_json,
+    uri_key,
+)
 from thresher.curate.readers.jsonl import add_json_line
 from thresher.curate.readers.streams import open_stream
 
@@ -19,7 +27,7 @@ JSON_ARRAY = "json_array"  # a .json file holding one array of records (detected
 
 def load_json_array(storage: Storage, uri: str) -> list:
     with open_stream(storage, uri) as f:
-        records = orjson.loads(f.read().removeprefix(codecs.BOM_UTF8))
+        records = load_json(f.read().removeprefix(codecs.BOM_UTF8))
     if not isinstance(records, list):
         raise ValueError(f"{uri} is not a JSON array")
     return records

@@ -25,6 +25,8 @@ from thresher.curate.readers.common import (
     damaged,
     field_column,
     field_text,
+    json_text,
+    load_json,
     record_id,
     slices,
     uri_key,
@@ -176,7 +178,7 @@ def add_json_line(b: Batcher, spec: ReaderSpec, key: str, offset: int, line: byt
     object)."""
     rid = f"{key}-{offset}"
     try:
-        rec = orjson.loads(line)
+        rec = load_json(line)
     except orjson.JSONDecodeError as e:
         try:
             line.decode("utf-8")
@@ -194,7 +196,7 @@ def add_json_line(b: Batcher, spec: ReaderSpec, key: str, offset: int, line: byt
     if text is None:
         b.add(rid, None, fields, "missing_text", f"no field {spec.text_field!r}")
     elif isinstance(text, list) and conversation(text) is not None:
-        b.add(rid, orjson.dumps(text).decode(), fields)
+        b.add(rid, json_text(text), fields)
     elif not isinstance(text, str):  # rejected with its value's JSON text
         b.add(rid, field_text(text), fields, "non_string_text", f"{spec.text_field} is {type(text).__name__}")
     else:
