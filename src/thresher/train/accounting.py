@@ -1,7 +1,7 @@
 """What became of the training and validation records (``metrics.json``'s ``data``): the tokenize tasks of
 :mod:`thresher.train.data` count, per batch, the records read, used, truncated at ``data.max_seq_len`` and dropped
-by reason, and the rows made; they add them to a :class:`Tally` actor. The rows an epoch leaves untrained and the
-validation rows no evaluation reads follow from the row counts and the batch shape."""
+by reason, and the rows made; they add them to a :class:`Tally` actor. The rows an epoch leaves untrained follow
+from the row counts and the batch shape; the workers count the validation rows they evaluate."""
 
 from __future__ import annotations
 
@@ -81,11 +81,6 @@ def untrained_per_epoch(rows: int, workers: int, batch_size: int, grad_accum: in
     its last partial batch (``drop_last``) and its last partial ``grad_accum`` window."""
     per_step = batch_size * grad_accum
     return rows - rows // workers // per_step * per_step * workers
-
-
-def evaluated(rows: int, workers: int) -> int:
-    """Validation rows an evaluation reads: the equal split across ``workers`` drops ``rows % workers``."""
-    return rows - rows % workers
 
 
 def problems(data: dict) -> str | None:

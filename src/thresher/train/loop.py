@@ -174,6 +174,7 @@ class Recipe:
         self.run_tokens, self.run_steps, self.first_step = 0.0, 0, (0.0, 0.0)
         self.pending: Counter = Counter()  # metric sums since the last logged step, and their units
         self.unsettled: torch.Tensor | None = None  # the steps' sums on the device, not yet in ``pending``
+        self.evaluated_rows: int | None = None  # the validation rows the workers' last evaluation read
         self.startup: dict[str, float] = {}  # seconds from the command's start to each point of this attempt
 
     def mark(self, point: str) -> None:
@@ -366,11 +367,13 @@ class Recipe:
         at = time.perf_counter()
         self.engine.train(False)
         names = self.objective.metrics
-        sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(len(names) + 2, dtype=torch.float64, device=self.device)  # the metrics, units, rows
         for batch in self.validation_batches():
-            sums += metric_sums(self.objective, batch, self.objective.loss(self.engine, batch)[1], self.device)
+            sums[:-1] += metric_sums(self.objective, batch, self.objective.loss(self.engine, batch)[1], self.device)
+            sums[-1] += len(batch["input_ids"])
         self.engine.train(True)
-        *totals, units = all_sum([sums], self.device)
+        *totals, units, rows = all_sum([sums], self.device)
+        self.evaluated_rows = int(rows)
         if not units:
             log.warning("the validation data gave nothing to evaluate")
         self.state.evals.append({"step": self.state.step, **self.objective.means(dict(zip(names, totals)), units)})
@@ -465,6 +468,7 @@ class Recipe:
             "trainable_params": self.trainable_params,
             "quantized_layers": self.quantized_layers,
             "startup_seconds": self.startup,
+            "evaluated_rows": self.evaluated_rows,
             "peak_memory_bytes": peak_memory_bytes(self.on_gpu),
             "best": self.best,
             "stopped_early": self.stopped() and state.step < self.job.total_steps,

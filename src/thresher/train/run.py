@@ -37,7 +37,7 @@ from thresher.runtime import (
     ray_session,
     resolve_address,
 )
-from thresher.train.accounting import evaluated, problems, read_tally, start_tally, summary, untrained_per_epoch
+from thresher.train.accounting import problems, read_tally, start_tally, summary, untrained_per_epoch
 from thresher.train.checkpoints import remove_staging
 from thresher.train.config import TrainConfig
 from thresher.train.data import (
@@ -114,11 +114,12 @@ def _steps(cfg: TrainConfig, train_ds) -> tuple[int, Any, int | None]:
 
 
 def data_accounting(
-    cfg: TrainConfig, counts: dict[str, dict], epoch_rows: int | None, records: int | None, validation_rows: int
+    cfg: TrainConfig, counts: dict[str, dict], epoch_rows: int | None, records: int | None, evaluated: int | None
 ) -> dict:
     """``metrics.json``'s ``data`` from each dataset's ``counts`` (:func:`summary`): for train the rows of an epoch
     (``epoch_rows``; when the rows streamed, those of the first pass over the ``records``, None if the run ended
-    before it) and those it leaves untrained, for validation the rows evaluated of its ``validation_rows``."""
+    before it) and those it leaves untrained, for validation the rows the workers' last evaluation read (``evaluated``,
+    None when the run's last attempt made none)."""
     if epoch_rows is None and counts["train"].get("read") == records:
         epoch_rows = counts["train"].get("rows")
     shape = (cfg.scaling.num_workers, cfg.optim.batch_size, cfg.optim.grad_accum)
@@ -131,7 +132,7 @@ def data_accounting(
         "validation": None,
     }
     if "validation" in counts:
-        data["validation"] = {**summary(counts["validation"]), "evaluated": evaluated(validation_rows, shape[0])}
+        data["validation"] = {**summary(counts["validation"]), "evaluated": evaluated}
     return data
 
 
@@ -297,25 +298,27 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         resources = fitting_workers(cfg, cluster)
         log.info("%d training workers, each with %s", cfg.scaling.num_workers, resources or {"GPU": 1})
         order = RecordOrder(cfg.data.order, cfg.data.difficulty_field, cfg.data.curriculum_buckets, cfg.optim.seed)
-        # streamed rows are tokenized again every epoch: their tally counts the first pass over the records
+        # streamed rows are tokenized again every epoch (validation: every evaluation that cannot keep them): the
+        # tally counts the first pass over the records
         records = record_count(train[0][1], storage) if cfg.optim.max_steps and not mixture else None
-        tally = start_tally({"train": records} if records is not None else None)
+        tally = start_tally(
+            {
+                **({"train": records} if records is not None else {}),
+                **({"validation": record_count(val_files, storage)} if val_files else {}),
+            }
+        )
         datasets = {
             "train": [
                 build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows, order, source=i, tally=tally)
                 for i, (enc, files) in enumerate(train)
             ]
         }
-        validation_rows = 0
+        if val_files:  # streamed to the workers, which tokenize it at their first evaluation and keep it
+            validation = build_dataset(
+                val_files, tokenizer, val_enc, storage, cfg.data.batch_rows, tally=tally, dataset="validation"
+            )
+            datasets["validation"] = validation.limit(cfg.eval.max_rows) if cfg.eval.max_rows else validation
         with console().phase("tokenize"):
-            if val_files:  # tokenized once: its rows are counted, and every evaluation reads them from the object store
-                validation = build_dataset(
-                    val_files, tokenizer, val_enc, storage, cfg.data.batch_rows, tally=tally, dataset="validation"
-                )
-                datasets["validation"] = (
-                    validation.limit(cfg.eval.max_rows) if cfg.eval.max_rows else validation
-                ).materialize()
-                validation_rows = datasets["validation"].count()
             if mixture:
                 datasets["train"], taken = mix(datasets["train"], [s.weight for s in cfg.data.sources], cfg.optim.seed)
                 log.info("training mixture: %s rows", dict(zip((s.path for s in cfg.data.sources), taken)))
@@ -369,7 +372,7 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
             result = in_worker_thread(fit, trainer, cfg.checkpoint.max_failures)
         counted, whole = read_tally(tally)
     counts = {"train": {}, **({"validation": {}} if val_files else {}), **counted}
-    data = data_accounting(cfg, counts, epoch_rows, records, validation_rows)
+    data = data_accounting(cfg, counts, epoch_rows, records, result.return_value.pop("evaluated_rows"))
     dropped = problems(data)
     if dropped:
         log.warning("%s", dropped)
