@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from thresher.core.storage import Storage
 from thresher.curate import readers
 from thresher.curate.config import InputConfig
+from thresher.curate.fields import unpack
 from thresher.curate.readers import ReaderSpec, ReadTask, common
 from thresher.curate.readers import jsonl as jsonl_reader
 
@@ -678,7 +679,7 @@ def test_an_undeclared_field_is_counted_whatever_the_records_number_of_fields():
 def test_integers_beyond_64_bits_keep_their_digits(tmp_path):
     """orjson reads an integer beyond 64 bits as a float: a field, an id, a conversation's value and a JSON array's
     element keep every digit on both paths all the same."""
-    big, neg = 2**64, -(2**63) - 1
+    big, neg = 2**64 + 1, -(2**63) - 1
     lines = [
         f'{{"text": "a", "n": {big}, "nested": {{"m": [{neg}, 1.5]}}, "note": "{"9" * 25}"}}',
         f'{{"text": "b", "id": {big * 10}}}',
@@ -702,3 +703,5 @@ def test_integers_beyond_64_bits_keep_their_digits(tmp_path):
     from_array = pa.concat_tables(readers.read_task(task, spec, readers.LostBytes())).to_pylist()
     assert [json.loads(r["n"]) for r in from_array if r["n"]] == [big]
     assert [r["id"] for r in from_array][1] == str(big * 10)
+    texts, pack = unpack(rows[2]["text"])  # a stage that edits a conversation's texts writes its integers back whole
+    assert json.loads(pack([t.upper() for t in texts]))[0] == {"role": "user", "content": "Q", "n": big}

@@ -17,6 +17,7 @@ import orjson
 import pandas as pd
 from pydantic import Field, field_validator
 
+from thresher.core.json_values import json_text, load_json
 from thresher.curate.stage import ID, StageConfig, reject
 
 ALL = "all"  # pii's fields: every text column
@@ -69,7 +70,7 @@ def conversation(value) -> list[dict] | None:
         if not (value.startswith("[") and value.endswith("]")):
             return None
         try:
-            value = orjson.loads(value)
+            value = load_json(value)
         except orjson.JSONDecodeError:
             return None
     elif isinstance(value, (tuple, np.ndarray)):  # an Arrow list column reads as an array
@@ -97,7 +98,7 @@ def unpack(value) -> tuple[list[str], Callable[[list[str]], object]]:
         if texts == [m[_content_key(m)] for m in messages]:
             return value
         edited = [{**m, _content_key(m): t} for m, t in zip(messages, texts)]
-        return orjson.dumps(edited).decode() if isinstance(value, str) else edited
+        return json_text(edited) if isinstance(value, str) else edited
 
     return [m[_content_key(m)] for m in messages], pack
 

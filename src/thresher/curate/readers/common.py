@@ -3,24 +3,20 @@ the bytes lost) and the batcher that turns records into Arrow tables."""
 
 from __future__ import annotations
 
-import base64
 import gzip
-import json
 import lzma
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
 from typing import NamedTuple
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 import zstandard
 
+from thresher.core.json_values import json_text
 from thresher.core.storage import Storage
 from thresher.curate.readers.streams import compression
 from thresher.curate.stage import (
@@ -231,72 +227,9 @@ def slices(table: pa.Table, text_field: str) -> Iterator[pa.Table]:
         lo = hi
 
 
-LONG_INTEGER = re.compile(rb"[0-9]{19}")  # an integer this long may lie beyond the 64 bits orjson reads exactly
-
-
-def load_json(data: bytes):
-    """JSON ``data``'s value, parsed by orjson; where it may hold an integer beyond 64 bits (which orjson reads as a
-    float) by the standard library, which keeps it exact. Raises ``orjson.JSONDecodeError`` as orjson does."""
-    value = orjson.loads(data)
-    if LONG_INTEGER.search(data):
-        try:
-            return json.loads(data)
-        except RecursionError:  # deeper than the standard library reads: orjson's value, its integers 64-bit
-            pass
-    return value
-
-
 def field_text(value) -> str | None:
     """A field's value as text: strings as they are, anything else as its JSON text."""
     return value if value is None or isinstance(value, str) else json_text(value)
-
-
-def json_text(value) -> str:
-    """``value``'s compact JSON text, at any depth (orjson reads 1,024 levels, writes 255) and integers of any size,
-    with what JSON has no type for as :func:`_json_value` writes it."""
-    try:
-        return orjson.dumps(value, default=_json_value).decode()
-    except orjson.JSONEncodeError:
-        return _deep_json(value)
-
-
-def _json_value(value):
-    """What JSON has no type for, as Parquet columns give it: bytes as base64, a time (pandas' too: ``Timestamp``)
-    in ISO 8601, a duration in seconds; anything else (a decimal: its digits) as ``str``."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(value).decode()
-    if isinstance(value, (datetime, date, time)):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return str(value)
-
-
-def _deep_json(value) -> str:
-    """Compact JSON text of a value nested too deep for orjson, written without recursion."""
-    out, todo = [], [value]
-    while todo:
-        item = todo.pop()
-        if isinstance(item, _Text):
-            out.append(item)
-        elif isinstance(item, (dict, list)):
-            pieces = [_Text("{" if isinstance(item, dict) else "[")]
-            for i, entry in enumerate(item.items() if isinstance(item, dict) else item):
-                pieces += [_Text(",")] if i else []
-                pieces += (
-                    [_Text(orjson.dumps(entry[0]).decode() + ":"), entry[1]] if isinstance(item, dict) else [entry]
-                )
-            pieces.append(_Text("}" if isinstance(item, dict) else "]"))
-            todo += reversed(pieces)
-        elif isinstance(item, int) and not isinstance(item, bool) and not -(1 << 63) <= item < 1 << 64:
-            out.append(str(item))  # beyond the 64 bits orjson writes
-        else:
-            out.append(orjson.dumps(item, default=_json_value).decode())
-    return "".join(out)
-
-
-class _Text(str):
-    """A piece of JSON text already written (``_deep_json``)."""
 
 
 def usable_id(value) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from thresher.core.json_values import json_text, load_json
 from thresher.core.storage import Storage
 from thresher.curate.readers.common import (
     Batcher,
@@ -15,8 +16,6 @@ from thresher.curate.readers.common import (
     ReaderSpec,
     ReadTask,
     damaged,
-    json_text,
-    load_json,
     uri_key,
 )
 from thresher.curate.readers.jsonl import add_json_line

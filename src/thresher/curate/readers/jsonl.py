@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from thresher.core.json_values import json_text, load_json
 from thresher.curate.fields import conversation
 from thresher.curate.readers.common import (
     DETAIL_CHARS,
@@ -25,8 +26,6 @@ from thresher.curate.readers.common import (
     damaged,
     field_column,
     field_text,
-    json_text,
-    load_json,
     record_id,
     slices,
     uri_key,
