@@ -122,6 +122,19 @@ def test_a_run_is_timed_from_pythons_start_even_when_a_shell_became_python():
     assert 0 < float(exec_d.stdout) < 2.5 and 0 < float(alone.stdout) < 2.5, (exec_d.stdout, alone.stdout)
 
 
+def run_logged(script: str, log_dir: Path) -> tuple[subprocess.CompletedProcess, str]:
+    """``script`` run by Python in a process of its own with its log files in ``log_dir``; the run and its log."""
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "THRESHER_LOG_DIR": str(log_dir)},
+    )
+    return res, next(log_dir.glob("*.log")).read_text()
+
+
 FAILING = """
 import sys
 from thresher import cli
@@ -135,14 +148,30 @@ sys.exit(cli.main(["report", "run"]))
 
 
 def test_a_failures_traceback_goes_to_the_log_file_without_the_password(tmp_path):
-    res = subprocess.run(
-        [sys.executable, "-c", FAILING],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "THRESHER_LOG_DIR": str(tmp_path)},
-    )
-    log = next(tmp_path.glob("report-*.log")).read_text()
+    res, log = run_logged(FAILING, tmp_path)
     assert res.returncode == 1 and "Traceback" in log and "s3://AKIAEXAMPLE:***@bucket/x" in log, log
     assert "wJalrXUtnFEMIsecret" not in log + res.stdout + res.stderr
+
+
+FORWARDING = """
+import sys
+from ray._private.worker import print_to_stdstream
+from thresher.core.console import Console
+
+line = "mlflow: cannot reach https://user:hunter2secret@tracking.example/api"
+with Console("forwarded"):
+    for is_err in (True, False):
+        print_to_stdstream({"pid": 4242, "ip": "10.0.0.2", "is_err": is_err, "lines": [line]}, ignore_prefix=False)
+    print("at exit: s3://KEY:hunter2secret@bucket/x", file=sys.stderr)
+print(type(sys.stdout).__name__, type(sys.stderr).__name__)
+"""
+
+
+def test_what_ray_forwards_from_its_workers_reaches_the_log_file_without_the_password(tmp_path):
+    """Ray prints its workers' output (here lines as its log forwarding hands them over) to sys.stdout and sys.stderr
+    as they are when it prints; in a command's console they hide passwords, as its log lines do, and are given back
+    at its end."""
+    res, log = run_logged(FORWARDING, tmp_path)
+    assert res.returncode == 0 and res.stdout.splitlines()[-1] == "TextIOWrapper TextIOWrapper", res.stderr
+    assert log.count("https://user:***@tracking.example/api") == 2 and "s3://KEY:***@bucket/x" in log, log
+    assert "hunter2secret" not in log + res.stdout + res.stderr

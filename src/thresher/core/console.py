@@ -2,7 +2,8 @@
 
 By default everything Ray, Ray Data, Ray Train and the libraries print (their loggers, the Ray workers' output
 forwarded to the driver, C++ log lines) goes to the command's log file: the process's stdout and stderr are
-redirected there for the command's duration. The terminal keeps what thresher shows on purpose: the log file's
+redirected there for the command's duration, what Python writes to them (the workers' forwarded output, warnings,
+tracebacks) with passwords hidden. The terminal keeps what thresher shows on purpose: the log file's
 path, one progress display per phase (``rich`` on a TTY, a plain line every ``PLAIN_EVERY_S`` otherwise),
 thresher's own warnings, and the final summary. ``--verbose`` leaves stdout and stderr alone.
 
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from thresher.core.secrets import redact_text
 
@@ -38,6 +39,21 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record))
+
+
+class RedactingStream:
+    """A text stream that passes what it is written with passwords hidden (:func:`redact_text`): Ray prints its
+    workers' forwarded output to ``sys.stdout`` and ``sys.stderr`` as they are when it prints."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(redact_text(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 class Shown:
@@ -63,6 +79,7 @@ class Console:
         self.terminal: IO[str] = sys.stdout
         self.errors: IO[str] = sys.stderr
         self._saved: list[int] = []
+        self._streams: tuple[IO[str], IO[str]] = (sys.stdout, sys.stderr)
         self._handlers: list[logging.Handler] = []
 
     def __enter__(self) -> Console:
@@ -88,6 +105,8 @@ class Console:
             for name in OWN_LOGGERS:
                 logging.getLogger(name).addHandler(warnings)
             self._handlers.append(warnings)
+            self._streams = (sys.stdout, sys.stderr)
+            sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
             self.print(f"log: {self.log_file}")
         _active = self
         return self
@@ -105,6 +124,7 @@ class Console:
             for name in ("", *OWN_LOGGERS):
                 logging.getLogger(name).removeHandler(handler)
         if self._saved:
+            sys.stdout, sys.stderr = self._streams
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(self._saved[0], 1)
