@@ -19,7 +19,8 @@ def load_json(data: bytes | bytearray | str) -> Any:
     """JSON ``data``'s value, parsed by orjson; where it may hold an integer beyond 64 bits (which orjson reads as a
     float) by the standard library, which keeps it exact. Raises ``orjson.JSONDecodeError`` as orjson does."""
     value = orjson.loads(data)
-    if LONG_INTEGER.search(data) if isinstance(data, str) else LONG_INTEGER_BYTES.search(data):
+    long = LONG_INTEGER.search(data) if isinstance(data, str) else LONG_INTEGER_BYTES.search(data)
+    if long:
         try:
             return json.loads(data)
         except RecursionError:  # deeper than the standard library reads: orjson's value, its integers 64-bit

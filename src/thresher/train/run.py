@@ -301,12 +301,10 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
         # streamed rows are tokenized again every epoch (validation: every evaluation that cannot keep them): the
         # tally counts the first pass over the records
         records = record_count(train[0][1], storage) if cfg.optim.max_steps and not mixture else None
-        tally = start_tally(
-            {
-                **({"train": records} if records is not None else {}),
-                **({"validation": record_count(val_files, storage)} if val_files else {}),
-            }
-        )
+        first_pass = {"validation": record_count(val_files, storage)} if val_files else {}
+        if records is not None:
+            first_pass["train"] = records
+        tally = start_tally(first_pass)
         datasets = {
             "train": [
                 build_dataset(files, tokenizer, enc, storage, cfg.data.batch_rows, order, source=i, tally=tally)

@@ -10,14 +10,7 @@ import pyarrow as pa
 
 from thresher.core.json_values import json_text, load_json
 from thresher.core.storage import Storage
-from thresher.curate.readers.common import (
-    Batcher,
-    LostBytes,
-    ReaderSpec,
-    ReadTask,
-    damaged,
-    uri_key,
-)
+from thresher.curate.readers.common import Batcher, LostBytes, ReaderSpec, ReadTask, damaged, uri_key
 from thresher.curate.readers.jsonl import add_json_line
 from thresher.curate.readers.streams import open_stream
 
