@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 import yaml
 
 from testkit.links import CuttableLink, FlakyLink
-from tests.conftest import S3_PORT, data_path, run_cli
+from tests.conftest import ROOT, S3_PORT, data_path, run_cli
 from tests.samples import c4_docs
 from thresher.core.config import ConfigError
 from thresher.core.storage import Storage, require_complete_run
@@ -52,18 +54,28 @@ def test_curate_runs_unchanged_on_a_cluster_given_by_address(ray_head, tmp_path)
     assert json.loads((tmp_path / "out2" / "manifest.json").read_text())["ray"]["nodes"] == 2
 
 
-def test_a_cluster_with_token_auth_refuses_a_client_without_the_token(ray_head, tmp_path):
+@pytest.mark.parametrize(
+    "token, said", [({"RAY_AUTH_TOKEN": "wrong-token-0000"}, "refused the token"), ({}, "no token found")]
+)
+def test_a_cluster_with_token_auth_refuses_a_client_without_the_token(ray_head, tmp_path, token, said):
+    """A wrong token, or none (token mode, no token file in the home folder), exits 2 naming RAY_AUTH_TOKEN without
+    saying the token, at the first refusal (Ray's own connection tries for 20 s per attempt, three attempts, and
+    then says only that it failed)."""
     cfg = _config(tmp_path, data_path("web/c4_demo.jsonl"), tmp_path / "out")
-    res = run_cli(
-        "curate",
-        cfg,
-        "--address",
-        ray_head.address,
-        # one attempt: a refused token fails each the same way (the retries are test_termination's)
-        env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong-token-0000", "THRESHER_RAY_START_ATTEMPTS": "1"},
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    res = subprocess.run(
+        [sys.executable, "-m", "thresher", "curate", cfg, "--address", ray_head.address],
+        capture_output=True,
+        text=True,
         timeout=300,
+        cwd=ROOT,
+        env={**env, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token", **token},
     )
-    assert res.returncode == 1
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert (
+        said in res.stderr and "set RAY_AUTH_TOKEN" in res.stderr and "wrong-token-0000" not in res.stderr + res.stdout
+    )
+    assert "attempt" not in res.stderr  # refused once, not tried again
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 

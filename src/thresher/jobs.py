@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 from thresher.core.config import ConfigError, load_yaml
 from thresher.core.secrets import redact_text
+from thresher.runtime import token_error
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -121,11 +122,7 @@ def _cluster_errors(address: str) -> Iterator[None]:
         yield
     except AuthenticationError as e:
         refused = "invalid" in str(e).lower() or "forbidden" in str(e).lower()
-        raise ConfigError(
-            f"the Ray cluster at {address} {'refused the token' if refused else 'requires a token'}: set "
-            "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or put it in ~/.ray/auth_token with RAY_AUTH_MODE=token) "
-            "to the cluster's token"
-        ) from None
+        raise token_error(address, refused) from None
     except (ConnectionError, requests.exceptions.ConnectionError, aiohttp.ClientConnectionError) as e:
         raise ClusterUnreachable(
             f"cannot reach the Ray Jobs API at {address} ({type(e).__name__}); give the "

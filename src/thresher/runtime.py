@@ -409,6 +409,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
     if addr:
         log.info("connecting to Ray at %s", addr)
         wait_for_head(addr)
+        check_token(addr)
         start = functools.partial(ray.init, address=addr, **kwargs)
     else:
         log.info("starting an embedded local Ray")
@@ -484,6 +485,42 @@ def wait_for_head(address: str) -> None:
             log.warning("no Ray head answers at %s yet (%s); trying again in %g s", address, e, wait)
             time.sleep(wait)
             wait = min(10.0, wait * 2)
+
+
+def check_token(address: str) -> None:
+    """Refuse (:func:`token_error`: exit 2) a head at ``address`` (``host:port``) that does not
+    accept this client's token: one call to its GCS, where Ray's own connection tries again for 20 s per attempt and
+    then says only that it failed. Any other answer leaves the connection to Ray."""
+    import grpc
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    from ray.exceptions import AuthenticationError
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        with init_grpc_channel(address) as channel:
+            gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                gcs_service_pb2.GetClusterIdRequest(), timeout=10
+            )
+    except AuthenticationError:  # found before any call
+        raise ConfigError(
+            "RAY_AUTH_MODE=token and no token found: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or put it in "
+            "~/.ray/auth_token) to the cluster's token"
+        ) from None
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise token_error(address, refused=True) from None
+
+
+def token_error(address: str, refused: bool) -> ConfigError:
+    """The usage error of a cluster that refused this client's token (``refused``) or wants one it was not given."""
+    return ConfigError(
+        f"the Ray cluster at {address} {'refused the token' if refused else 'requires a token'}: set "
+        "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or put it in ~/.ray/auth_token with RAY_AUTH_MODE=token) "
+        "to the cluster's token"
+    )
 
 
 def _start_with_retries(start, what: str, retried: type[BaseException]) -> None:
