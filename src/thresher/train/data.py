@@ -423,10 +423,8 @@ def build_dataset(
     order = order or RecordOrder()
 
     fs, _ = storage.resolve(files[0])
-    ds = ray.data.read_parquet(
-        [storage.resolve(f)[1] for f in files],
-        filesystem=fs,
-        columns=read_columns(enc, column_names(files[0], storage)) + order.columns,
+    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs).select_columns(
+        read_columns(enc, column_names(files[0], storage)) + order.columns  # pushed down into the read
     )
     ds = order.apply(ds)
     ds.context.enable_progress_bars = False  # the workers stream it for the whole run: the loop logs progress
