@@ -203,6 +203,31 @@ def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
         read_dataset(parse_eval_config(cfg), storage)
 
 
+def test_the_evaluation_records_are_read_without_cancelling_a_task(ray_local, tmp_path, monkeypatch):
+    """The first ``max_rows`` records of several files, in data order, and no Ray task cancelled on the way: the
+    driver cancelling a task as it completes can abort the driver (a Ray bug), and a limit or a schema on a reading
+    pipeline cancels the read tasks still running."""
+    import ray
+
+    from thresher.evaluate.evaluation import read_dataset
+
+    for k in range(4):
+        (tmp_path / "qa" / f"part-{k}.jsonl").parent.mkdir(exist_ok=True)
+        (tmp_path / "qa" / f"part-{k}.jsonl").write_text(
+            "".join(json.dumps({"q": f"{k}.{i} + 1 =", "a": f" {i + 1}", "n": "x" * 200}) + "\n" for i in range(20000))
+        )
+    cancelled = []
+    cancel = ray.cancel
+    monkeypatch.setattr(ray, "cancel", lambda *args, **kwargs: cancelled.append(args) or cancel(*args, **kwargs))
+    data = {"path": str(tmp_path / "qa"), "format": "text", "text_field": "q", "reference_field": "a", "max_rows": 3}
+    cfg = {"model": {"name_or_path": "unused"}, "data": data, "output": {"path": str(tmp_path / "out")}}
+    ds = read_dataset(parse_eval_config(cfg), Storage.from_options(None)).map_batches(
+        lambda b: b, batch_format="pyarrow"
+    )
+    rows = [r for t in ray.get(list(ds.to_arrow_refs())) for r in t.to_pylist()]
+    assert rows == [{"q": f"0.{i} + 1 =", "a": f" {i + 1}"} for i in range(3)] and cancelled == []
+
+
 # -- prompts rendered as training renders them ------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ class EvalData(StrictModel):
     text_field: str = Field("text", description="format text: the prompt column")
     reference_field: str | None = Field(None, description="format text: the column of the expected continuation")
     id_field: str = Field("id", description="ids of the examples (the row number when the column is absent)")
-    max_rows: int | None = Field(None, gt=0, description="evaluate the first N rows")
+    max_rows: int | None = Field(None, gt=0, description="evaluate the first N rows (the files are read whole first)")
 
 
 class GenerationOptions(GenerationSpec):

@@ -92,7 +92,12 @@ def read_dataset(cfg: EvalConfig, storage: Storage):
     uri, columns = cfg.data.path, source_columns(cfg.data)
     if cfg.data.format == "text" and not cfg.data.reference_field:
         raise ConfigError("data.reference_field: format text needs the column holding the expected continuation")
+    # read whole before the schema and the row limit: either, on the reading pipeline, cancels the read tasks still
+    # running once it has its rows, and a cancellation that races a task's reply can abort the driver (a Ray bug:
+    # "Tried to complete task that was not pending"); on the read blocks the limit runs no task
     ds = open_records(uri, storage, "data.path")
+    ds.context.execution_options.preserve_order = True  # data order: data.max_rows keeps the first records
+    ds = ds.materialize()
     names = ds.schema().names
     missing = [c for c in columns if c not in names]
     if missing:
@@ -105,10 +110,10 @@ def read_dataset(cfg: EvalConfig, storage: Storage):
         if field is not None and field not in names:
             raise ConfigError(f"slices.{i}: {uri} has no field {field} (columns: {', '.join(names)})")
     read = list(dict.fromkeys(columns + cfg.slice_fields()))
-    ds = ds.select_columns(
+    ds = ds.limit(cfg.data.max_rows) if cfg.data.max_rows else ds
+    return ds.select_columns(
         read + ([cfg.data.id_field] if cfg.data.id_field in names and cfg.data.id_field not in read else [])
     )
-    return ds.limit(cfg.data.max_rows) if cfg.data.max_rows else ds
 
 
 def carried(cfg: EvalConfig) -> tuple[str, ...]:
