@@ -203,29 +203,35 @@ def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
         read_dataset(parse_eval_config(cfg), storage)
 
 
-def test_the_evaluation_records_are_read_without_cancelling_a_task(ray_local, tmp_path, monkeypatch):
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_the_evaluation_records_are_read_without_cancelling_a_task(ray_local, tmp_path, monkeypatch, suffix):
     """The first ``max_rows`` records of several files, in data order, and no Ray task cancelled on the way: the
     driver cancelling a task as it completes can abort the driver (a Ray bug), and a limit or a schema on a reading
-    pipeline cancels the read tasks still running."""
+    pipeline cancels the read tasks still running. Of Parquet files, only those holding the rows are read."""
     import ray
 
-    from thresher.evaluate.evaluation import read_dataset
+    from thresher.evaluate import evaluation
 
+    (tmp_path / "qa").mkdir()
     for k in range(4):
-        (tmp_path / "qa" / f"part-{k}.jsonl").parent.mkdir(exist_ok=True)
-        (tmp_path / "qa" / f"part-{k}.jsonl").write_text(
-            "".join(json.dumps({"q": f"{k}.{i} + 1 =", "a": f" {i + 1}", "n": "x" * 200}) + "\n" for i in range(20000))
-        )
+        records = [{"q": f"{k}.{i} + 1 =", "a": f" {i + 1}", "n": "x" * 200} for i in range(20000)]
+        if suffix == "jsonl":
+            (tmp_path / f"qa/part-{k}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        else:
+            pq.write_table(pa.Table.from_pylist(records), tmp_path / f"qa/part-{k}.parquet", row_group_size=2000)
     cancelled = []
     cancel = ray.cancel
     monkeypatch.setattr(ray, "cancel", lambda *args, **kwargs: cancelled.append(args) or cancel(*args, **kwargs))
     data = {"path": str(tmp_path / "qa"), "format": "text", "text_field": "q", "reference_field": "a", "max_rows": 3}
     cfg = {"model": {"name_or_path": "unused"}, "data": data, "output": {"path": str(tmp_path / "out")}}
-    ds = read_dataset(parse_eval_config(cfg), Storage.from_options(None)).map_batches(
-        lambda b: b, batch_format="pyarrow"
-    )
+    storage = Storage.from_options(None)
+    ds = evaluation.read_dataset(parse_eval_config(cfg), storage).map_batches(lambda b: b, batch_format="pyarrow")
     rows = [r for t in ray.get(list(ds.to_arrow_refs())) for r in t.to_pylist()]
     assert rows == [{"q": f"0.{i} + 1 =", "a": f" {i + 1}"} for i in range(3)] and cancelled == []
+    if suffix == "parquet":
+        files = sorted(str(p) for p in (tmp_path / "qa").iterdir())
+        assert evaluation.leading_files(files, 20001, storage) == files[:2]
+        assert evaluation.leading_files(files, 10**6, storage) == files
 
 
 # -- prompts rendered as training renders them ------------------------------------------------------------------

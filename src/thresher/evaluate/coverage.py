@@ -135,8 +135,8 @@ def embed(ds, folder: str, num_actors: int) -> np.ndarray:
 
 
 def training_contents(ds, options):
-    """The training records ``ds`` as a Ray Dataset of their prompts' contents (column ``content``), the first
-    ``max_rows``."""
+    """The training records ``ds`` (the first ``max_rows``: :func:`thresher.evaluate.evaluation.open_records`) as a
+    Ray Dataset of their prompts' contents (column ``content``)."""
     columns = {"alpaca": ["instruction"], "chat": ["messages"]}.get(options.data.format, [options.data.text_field])
     missing = [c for c in columns if c not in ds.schema().names]
     if missing:
@@ -144,7 +144,6 @@ def training_contents(ds, options):
             f"candidates.coverage.data.format: format {options.data.format} reads column(s) {', '.join(missing)}, "
             f"which {options.data.path} lacks"
         )
-    ds = ds.limit(options.max_rows)
     fmt, field = options.data.format, options.data.text_field
     return ds.map_batches(
         lambda t: pa.table({"content": contents(t, fmt, field)}), batch_format="pyarrow", zero_copy_batch=True

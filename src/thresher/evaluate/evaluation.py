@@ -68,9 +68,14 @@ def main(data: dict[str, Any], address: str | None = None) -> dict:
     return run(parse_eval_config(data), address=address)
 
 
-def open_records(uri: str, storage: Storage, key: str):
-    """A Ray Dataset of the Parquet (else JSONL) files at ``uri``, a complete thresher run's folder where it is one;
-    a config error naming ``key`` otherwise."""
+def open_records(uri: str, storage: Storage, key: str, max_rows: int | None = None):
+    """The records of the Parquet (else JSONL) files at ``uri``, a complete thresher run's folder where it is one (a
+    config error naming ``key`` otherwise), in data order: the first ``max_rows`` when given, read from the Parquet
+    files that hold them (by their footers' row counts).
+
+    The files are read whole before a schema or a row limit looks at them: either, on the reading pipeline, cancels
+    the read tasks still running once it has its rows, and a cancellation that races a task's reply can abort the
+    driver (a Ray bug: "Tried to complete task that was not pending"); on the blocks read, the limit runs no task."""
     import ray.data
 
     files = [f for f, _ in storage.expand(uri)]
@@ -82,9 +87,26 @@ def open_records(uri: str, storage: Storage, key: str):
         require_complete_run(storage, uri)
     except ConfigError as e:
         raise ConfigError(f"{key}: {e}") from None
+    if parquet and max_rows:
+        parquet = leading_files(parquet, max_rows, storage)
     fs, _ = storage.resolve((parquet or jsonl)[0])
     paths = [storage.resolve(f)[1] for f in (parquet or jsonl)]
-    return ray.data.read_parquet(paths, filesystem=fs) if parquet else ray.data.read_json(paths, filesystem=fs)
+    ds = ray.data.read_parquet(paths, filesystem=fs) if parquet else ray.data.read_json(paths, filesystem=fs)
+    ds.context.execution_options.preserve_order = True
+    ds = ds.materialize()
+    return ds.limit(max_rows) if max_rows else ds
+
+
+def leading_files(files: list[str], rows: int, storage: Storage) -> list[str]:
+    """The first of the Parquet ``files`` that hold ``rows`` rows between them (all of them when they hold fewer)."""
+    total = 0
+    for i, file in enumerate(files):
+        fs, path = storage.resolve(file)
+        with fs.open_input_file(path) as f:
+            total += pq.read_metadata(f).num_rows
+        if total >= rows:
+            return files[: i + 1]
+    return files
 
 
 def read_dataset(cfg: EvalConfig, storage: Storage):
@@ -92,12 +114,7 @@ def read_dataset(cfg: EvalConfig, storage: Storage):
     uri, columns = cfg.data.path, source_columns(cfg.data)
     if cfg.data.format == "text" and not cfg.data.reference_field:
         raise ConfigError("data.reference_field: format text needs the column holding the expected continuation")
-    # read whole before the schema and the row limit: either, on the reading pipeline, cancels the read tasks still
-    # running once it has its rows, and a cancellation that races a task's reply can abort the driver (a Ray bug:
-    # "Tried to complete task that was not pending"); on the read blocks the limit runs no task
-    ds = open_records(uri, storage, "data.path")
-    ds.context.execution_options.preserve_order = True  # data order: data.max_rows keeps the first records
-    ds = ds.materialize()
+    ds = open_records(uri, storage, "data.path", cfg.data.max_rows)
     names = ds.schema().names
     missing = [c for c in columns if c not in names]
     if missing:
@@ -110,7 +127,6 @@ def read_dataset(cfg: EvalConfig, storage: Storage):
         if field is not None and field not in names:
             raise ConfigError(f"slices.{i}: {uri} has no field {field} (columns: {', '.join(names)})")
     read = list(dict.fromkeys(columns + cfg.slice_fields()))
-    ds = ds.limit(cfg.data.max_rows) if cfg.data.max_rows else ds
     return ds.select_columns(
         read + ([cfg.data.id_field] if cfg.data.id_field in names and cfg.data.id_field not in read else [])
     )
@@ -222,7 +238,7 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     started = time.perf_counter()
     with ray_session(address) as cluster:
         options = cfg.candidates.coverage  # its training data checked before the generation
-        train = options and open_records(options.data.path, storage, "candidates.coverage.data.path")
+        train = options and open_records(options.data.path, storage, "candidates.coverage.data.path", options.max_rows)
         rows = generate(cfg, storage, cluster)
         generation_seconds = time.perf_counter() - started
         covered = coverage(rows, cfg, train, cluster) if train else None
