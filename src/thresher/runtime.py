@@ -460,6 +460,12 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, ray_tra
 HEAD_WAIT_S = 120  # seconds to wait for a cluster's head to answer (THRESHER_HEAD_WAIT_S)
 
 
+def is_gcs_address(address: str) -> bool:
+    """Whether ``address`` is a head's GCS as ``host:port`` (not ``auto`` or ``ray://...``)."""
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and "://" not in address
+
+
 def wait_for_head(address: str) -> None:
     """Wait until the head's GCS port at ``address`` (``host:port``) accepts a connection, trying again with waits
     of 1, 2, 4 ... 10 s for up to ``THRESHER_HEAD_WAIT_S`` (a head still coming up); then fail naming the address
@@ -467,9 +473,9 @@ def wait_for_head(address: str) -> None:
     signals. Other forms (``auto``, ``ray://``) go to Ray as they are."""
     import socket
 
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or "://" in address:
+    if not is_gcs_address(address):
         return
+    host, _, port = address.rpartition(":")
     seconds = float(os.environ.get("THRESHER_HEAD_WAIT_S", HEAD_WAIT_S))
     deadline, wait = time.monotonic() + seconds, 1.0
     while True:
@@ -496,8 +502,7 @@ def check_token(address: str) -> None:
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
     from ray.exceptions import AuthenticationError
 
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or "://" in address:
+    if not is_gcs_address(address):
         return
     try:
         with init_grpc_channel(address) as channel:

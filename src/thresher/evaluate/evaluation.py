@@ -37,6 +37,7 @@ from thresher.evaluate.scoring import aggregate, score_examples
 from thresher.evaluate.slices import all_slices
 from thresher.runtime import check_fits, live_nodes, progress_counter, ray_session
 from thresher.train.config import ModelOptions
+from thresher.train.data import record_count
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,7 @@ def leading_files(files: list[str], rows: int, storage: Storage) -> list[str]:
     """The first of the Parquet ``files`` that hold ``rows`` rows between them (all of them when they hold fewer)."""
     total = 0
     for i, file in enumerate(files):
-        fs, path = storage.resolve(file)
-        with fs.open_input_file(path) as f:
-            total += pq.read_metadata(f).num_rows
+        total += record_count([file], storage)
         if total >= rows:
             return files[: i + 1]
     return files
