@@ -861,6 +861,34 @@ def test_mixture_takes_the_weighted_shares_in_shuffled_order(ray_local):
         assert abs((window == 0).mean() - share) < 3 * np.sqrt(share * (1 - share) / 640), start
 
 
+def test_the_first_validation_rows_are_made_without_cancelling_a_task(ray_local, plain_tok, tmp_path, monkeypatch):
+    """``eval.max_rows``: the first rows of the validation files, tokenized, from the files that hold them (the
+    first file's records are all dropped: the next one is read, as far as its first batch), with no Ray task cancelled on the way. A limit on
+    the tokenizing pipeline cancels the tasks still running, and a cancellation racing a task's reply can abort the
+    process that made it (a Ray bug)."""
+    import ray
+
+    from thresher.train.accounting import read_tally, start_tally
+    from thresher.train.data import first_rows
+
+    files = [str(tmp_path / f"part-{k}.parquet") for k in range(4)]
+    pq.write_table(pa.table({"text": [" "] * 4}), files[0])
+    for k in range(1, 4):
+        texts = [f"What is {k} plus {i}?" for i in range(3000)]
+        pq.write_table(pa.table({"text": texts}), files[k], row_group_size=300)
+    cancelled = []
+    cancel = ray.cancel
+    monkeypatch.setattr(ray, "cancel", lambda *args, **kwargs: cancelled.append(args) or cancel(*args, **kwargs))
+    tally = start_tally()
+    enc = Encoding("text", "text", 16, packing=False)
+    ds = first_rows(files, 3, Storage(), plain_tok, enc, 64, tally)
+    rows = [r for t in ray.get(list(ds.to_arrow_refs())) for r in t.to_pylist()]
+    texts = [plain_tok.decode(r["input_ids"], skip_special_tokens=True) for r in rows]
+    assert texts == [f"What is 1 plus {i}?" for i in range(3)] and cancelled == []
+    counts, _ = read_tally(tally)  # the first file's 4 records and the first batch of the second
+    assert counts["validation"]["read"] == 4 + 64 and counts["validation"]["empty_text"] == 4
+
+
 def test_training_on_a_mixture_counts_tokens_per_source(stopped_run):
     """Both datasets of the mixture are trained on, and metrics.json counts the tokens of each."""
     m = stopped_run.metrics

@@ -310,9 +310,9 @@ def retire_workers(timeout_s: float = 10.0) -> None:
     here = ray.get_runtime_context().get_node_id()
     deadline = time.monotonic() + timeout_s
     refs = [task.remote() for _ in range(int(ray.cluster_resources().get("CPU", 0)))]
-    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
-    for ref in pending:  # CPUs another job holds: their workers stay
-        ray.cancel(ref)
+    # the tasks still waiting for CPUs another job holds end a worker when they run: not cancelled, since a
+    # cancellation that races a task's reply can abort the driver (a Ray bug)
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
     pids = [pid for node, pid in ray.get(done) if node == here]
     while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.02)

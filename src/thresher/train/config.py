@@ -194,7 +194,12 @@ class EarlyStoppingOptions(StrictModel):
 
 class EvalOptions(StrictModel):
     every_steps: int | None = Field(None, gt=0, description="also evaluate every N steps (always at the end)")
-    max_rows: int | None = Field(None, gt=0, description="evaluate on the first N validation rows (default: all)")
+    max_rows: int | None = Field(
+        None,
+        gt=0,
+        description="evaluate on the first N validation rows, tokenized by the driver before training starts "
+        "(default: all, streamed)",
+    )
     metric: Literal["eval_loss", "eval_perplexity", "eval_reward_accuracy", "eval_reward_margin"] = Field(
         "eval_loss", description="decides the best evaluation (eval_reward_*: methods dpo/orpo, with mode max)"
     )

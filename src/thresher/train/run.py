@@ -45,6 +45,7 @@ from thresher.train.data import (
     build_dataset,
     check_no_leak,
     ensure_chat_template,
+    first_rows,
     mix,
     parquet_files,
     record_count,
@@ -312,10 +313,13 @@ def run(cfg: TrainConfig, address: str | None = None, callbacks: list | None = N
             ]
         }
         if val_files:  # streamed to the workers, which tokenize it at their first evaluation and keep it
-            validation = build_dataset(
-                val_files, tokenizer, val_enc, storage, cfg.data.batch_rows, tally=tally, dataset="validation"
+            datasets["validation"] = (
+                first_rows(val_files, cfg.eval.max_rows, storage, tokenizer, val_enc, cfg.data.batch_rows, tally)
+                if cfg.eval.max_rows
+                else build_dataset(
+                    val_files, tokenizer, val_enc, storage, cfg.data.batch_rows, tally=tally, dataset="validation"
+                )
             )
-            datasets["validation"] = validation.limit(cfg.eval.max_rows) if cfg.eval.max_rows else validation
         with console().phase("tokenize"):
             if mixture:
                 datasets["train"], taken = mix(datasets["train"], [s.weight for s in cfg.data.sources], cfg.optim.seed)
