@@ -169,7 +169,7 @@ def test_the_actors_load_a_relative_model_folder_from_the_drivers_folder(tmp_pat
 
 def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
     from thresher.core.config import ConfigError
-    from thresher.evaluate.evaluation import read_dataset
+    from thresher.evaluate.records import read_dataset
 
     (tmp_path / "qa.jsonl").write_text(
         "".join(json.dumps({"q": f"{i} + 1 =", "a": f" {i + 1}"}) + "\n" for i in range(5))
@@ -210,7 +210,7 @@ def test_the_evaluation_records_are_read_without_cancelling_a_task(ray_local, tm
     pipeline cancels the read tasks still running. Of Parquet files, only those holding the rows are read."""
     import ray
 
-    from thresher.evaluate import evaluation
+    from thresher.evaluate.records import leading_files, read_dataset
 
     (tmp_path / "qa").mkdir()
     for k in range(4):
@@ -225,13 +225,13 @@ def test_the_evaluation_records_are_read_without_cancelling_a_task(ray_local, tm
     data = {"path": str(tmp_path / "qa"), "format": "text", "text_field": "q", "reference_field": "a", "max_rows": 3}
     cfg = {"model": {"name_or_path": "unused"}, "data": data, "output": {"path": str(tmp_path / "out")}}
     storage = Storage.from_options(None)
-    ds = evaluation.read_dataset(parse_eval_config(cfg), storage).map_batches(lambda b: b, batch_format="pyarrow")
+    ds = read_dataset(parse_eval_config(cfg), storage).map_batches(lambda b: b, batch_format="pyarrow")
     rows = [r for t in ray.get(list(ds.to_arrow_refs())) for r in t.to_pylist()]
     assert rows == [{"q": f"0.{i} + 1 =", "a": f" {i + 1}"} for i in range(3)] and cancelled == []
     if suffix == "parquet":
         files = sorted(str(p) for p in (tmp_path / "qa").iterdir())
-        assert evaluation.leading_files(files, 20001, storage) == files[:2]
-        assert evaluation.leading_files(files, 10**6, storage) == files
+        assert leading_files(files, 20001, storage) == files[:2]
+        assert leading_files(files, 10**6, storage) == files
 
 
 # -- prompts rendered as training renders them ------------------------------------------------------------------
@@ -294,6 +294,73 @@ def test_chat_prompt_is_training_prompt_up_to_the_last_assistant_turn(tiny, temp
 
 
 @pytest.mark.slow  # 10 s or more: not in the fast subset
+def test_records_that_cannot_be_evaluated_are_set_aside_with_the_reason(ray_local, tiny, tmp_path):
+    """A JSON Lines file with a malformed line, invalid UTF-8, a line that is not an object, a blank and a missing
+    reference, a blank line and an answer given as a number in one record: ``thresher eval`` evaluates the usable
+    records (the number as its text) and lists each other line in ``rejects.parquet`` with its reason, its file and
+    line (no machine path), counted in metrics.json and the report; every non-blank line is in one or the other."""
+    good = [{"instruction": f"What is {i} plus {i}?", "input": "", "output": f"It is {2 * i}."} for i in range(3)]
+    lines = [
+        json.dumps(good[0]).encode(),
+        b'{"instruction": "What is 1 plus',
+        json.dumps({**good[1], "output": 2}).encode(),
+        b"[1, 2]",
+        b'{"instruction": "\xff\xfe", "input": "", "output": "1"}',
+        b"",
+        json.dumps({"instruction": "What is 5 plus 5?", "input": ""}).encode(),
+        json.dumps({**good[2], "output": "  "}).encode(),
+        json.dumps(good[2]).encode(),
+    ]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/e.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    config = {
+        "model": {"name_or_path": str(tiny)},
+        "data": {"path": str(tmp_path / "data"), "format": "alpaca"},
+        "generation": {"max_new_tokens": 2},
+        "metrics": ["exact_match", "rouge_l"],
+        "bootstrap": {"samples": 20},
+        "output": {"path": str(tmp_path / "out")},
+    }
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(config))
+    assert cli(["eval", str(tmp_path / "eval.yaml")]) == 0
+    out = tmp_path / "out"
+    predictions = pq.read_table(out / "predictions.parquet").to_pylist()
+    rejects = pq.read_table(out / "rejects.parquet").to_pylist()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [(p["id"], p["reference"]) for p in predictions] == [("0", "It is 0."), ("2", "2"), ("7", "It is 4.")]
+    expected = {"1": "malformed_json", "3": "not_an_object", "4": "invalid_utf8"}
+    expected |= {"5": "missing_response", "6": "missing_response"}
+    assert {r["id"]: r["reason"] for r in rejects} == expected
+    assert len(predictions) + len(rejects) == sum(1 for line in lines if line.strip())
+    details = {r["id"]: r["detail"] for r in rejects}
+    assert details["1"].startswith("e.jsonl:2: ") and details["4"].startswith("e.jsonl:5: ") and details["5"] is None
+    assert all(str(tmp_path) not in (d or "") for d in details.values())
+    assert [r["instruction"] for r in rejects if r["id"] == "5"] == ["What is 5 plus 5?"]
+    assert metrics["rows"] == 3 and metrics["metrics"]["rouge_l"]["count"] == 3
+    assert metrics["rejected"] == {
+        "records": 5,
+        "by_reason": {"missing_response": 2, "malformed_json": 1, "not_an_object": 1, "invalid_utf8": 1},
+        "file": "rejects.parquet",
+    }
+    assert "<b class='cut'>5</b> records not evaluated (2 missing_response" in (out / "report.html").read_text()
+
+
+def test_a_conversation_that_cannot_be_evaluated_says_why():
+    from thresher.evaluate.generate import unusable
+
+    chat = EvalData(path=".", format="chat")
+    user, reply = {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}
+    assert unusable({"messages": [user, reply]}, chat) is None
+    assert unusable({"messages": json.dumps([user, reply])}, chat) is None  # JSON text, as a JSON line may hold it
+    assert unusable({"messages": [user]}, chat) == "no_assistant_turn"
+    assert unusable({"messages": [user, {**reply, "content": " "}]}, chat) == "missing_response"
+    assert unusable({"messages": "Hi"}, chat) == "malformed_conversation"
+    assert unusable({"messages": [{"from": "human", "value": "Hi"}]}, chat) == "malformed_conversation"
+    text = EvalData(path=".", format="text", text_field="q", reference_field="a")
+    assert unusable({"q": " ", "a": "2"}, text) == "empty_prompt"
+    assert unusable({"q": "1 + 1 =", "a": 2}, text) is None
+
+
 def test_report_counts_generations_cut_at_max_new_tokens(tiny, tmp_path):
     """The report's count of generations stopped at ``max_new_tokens`` equals the predictions', which equal an
     independent check: each prompt generated alone, greedy, 16 tokens further, has no end-of-sequence token among

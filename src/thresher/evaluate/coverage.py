@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from thresher.core.config import ConfigError
+from thresher.curate.fields import conversation
+from thresher.curate.readers.common import field_text
 
 COVERAGE_GAP = "coverage_gap"
 CLUSTER, RATIO = "coverage_cluster", "coverage_ratio"
@@ -30,15 +32,15 @@ def contents(rows: pa.Table, fmt: str, text_field: str) -> list[str]:
     if fmt == "alpaca":
         inputs = rows.column("input").to_pylist() if "input" in rows.column_names else [None] * rows.num_rows
         return [
-            "\n".join(p for p in (i or "", x or "") if p)
+            "\n".join(p for p in (field_text(i) or "", field_text(x) or "") if p)
             for i, x in zip(rows.column("instruction").to_pylist(), inputs)
         ]
     if fmt == "chat":
         return [
-            "\n".join(m["content"] or "" for m in (messages or []) if m["role"] == "user")
+            "\n".join(m.get("content") or "" for m in conversation(messages) or [] if m.get("role") == "user")
             for messages in rows.column("messages").to_pylist()
         ]
-    return [t or "" for t in rows.column(text_field).to_pylist()]
+    return [field_text(t) or "" for t in rows.column(text_field).to_pylist()]
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +137,7 @@ def embed(ds, folder: str, num_actors: int) -> np.ndarray:
 
 
 def training_contents(ds, options):
-    """The training records ``ds`` (the first ``max_rows``: :func:`thresher.evaluate.evaluation.open_records`) as a
+    """The training records ``ds`` (the first ``max_rows``: :func:`thresher.evaluate.records.open_records`) as a
     Ray Dataset of their prompts' contents (column ``content``)."""
     columns = {"alpaca": ["instruction"], "chat": ["messages"]}.get(options.data.format, [options.data.text_field])
     missing = [c for c in columns if c not in ds.schema().names]

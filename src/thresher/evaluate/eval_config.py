@@ -123,7 +123,8 @@ class CandidateOptions(StrictModel):
 
 class EvalOutput(StrictModel):
     path: StorageUri = Field(
-        description="folder of predictions.parquet, metrics.json, report.html and candidates.parquet; local or s3://"
+        description="folder of predictions.parquet, rejects.parquet, metrics.json, report.html and candidates.parquet; "
+        "local or s3://"
     )
 
 

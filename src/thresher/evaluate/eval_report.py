@@ -241,10 +241,17 @@ def render_report(result: dict, rows: pa.Table, chosen: pa.Table | None = None) 
     limit = (result.get("generation") or {}).get("max_new_tokens")
     template = template_lines(rows.column("prompt").to_pylist())
     worst = "".join(_worst_table(rows, m, template) for m in metrics if m in rows.column_names)
+    rejected = result.get("rejected") or {}
+    reasons = ", ".join(f"{n} {html.escape(reason)}" for reason, n in (rejected.get("by_reason") or {}).items())
+    not_evaluated = (
+        f", <b class='cut'>{rejected['records']}</b> records not evaluated ({reasons}; <code>rejects.parquet</code>)"
+        if rejected.get("records")
+        else ""
+    )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>thresher eval: {html.escape(model)}</title>"
         f"<style>{CSS}</style></head><body><h1>thresher eval</h1><p>model <code>{html.escape(model)}</code>, "
-        f"data <code>{html.escape(input_name(result['data']['path']))}</code>, {result['rows']} examples, "
+        f"data <code>{html.escape(input_name(result['data']['path']))}</code>, {result['rows']} examples{not_evaluated}, "
         f"{result['seconds']:.1f} s</p><h2>Metrics</h2>{_metrics_table(metrics)}{_slices_section(result)}"
         f"{_cut_section(rows, limit, template)}"
         f"{_length_histogram(rows.column('prediction_tokens').to_pylist(), limit)}{worst}"

@@ -1,5 +1,6 @@
-"""The driver side of ``thresher eval``: read the evaluation data with Ray Data, generate on an actor pool
-(:mod:`thresher.evaluate.generate`), score (:mod:`thresher.evaluate.scoring`) and write ``<output>/predictions.parquet``,
+"""The driver side of ``thresher eval``: read the evaluation records (:mod:`thresher.evaluate.records`), generate on
+an actor pool (:mod:`thresher.evaluate.generate`), score (:mod:`thresher.evaluate.scoring`) and write
+``<output>/predictions.parquet``, ``rejects.parquet`` (the records that could not be evaluated, with the reason),
 ``metrics.json`` and ``report.html``.
 
 ``metrics.json`` holds each metric's value, count and bootstrap 95% interval, per slice with ``slices``
@@ -16,36 +17,38 @@ import logging
 import math
 import os
 import time
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from thresher.core.config import ConfigError
 from thresher.core.console import current as console
-from thresher.core.groups import year_field
 from thresher.core.lineage import data_lineage
-from thresher.core.storage import Storage, join, require_complete_run
+from thresher.core.storage import Storage, join
 from thresher.evaluate.candidates import CANDIDATES, candidates, summary
 from thresher.evaluate.coverage import CLUSTER, RATIO, coverage
-from thresher.evaluate.eval_config import LENGTH_BUCKET, EvalConfig, parse_eval_config
-from thresher.evaluate.generate import Generator, source_columns
+from thresher.evaluate.eval_config import EvalConfig, parse_eval_config
+from thresher.evaluate.generate import DETAIL, REASON, Generator, source_columns
+from thresher.evaluate.records import open_records, read_dataset
 from thresher.evaluate.scoring import METRICS as METRIC_NAMES
 from thresher.evaluate.scoring import aggregate, score_examples
 from thresher.evaluate.slices import all_slices
 from thresher.runtime import check_fits, live_nodes, progress_counter, ray_session
 from thresher.train.config import ModelOptions
-from thresher.train.data import record_count
 
 log = logging.getLogger(__name__)
 
-JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
-PREDICTIONS, METRICS, REPORT = "predictions.parquet", "metrics.json", "report.html"
+PREDICTIONS, REJECTS, METRICS, REPORT = "predictions.parquet", "rejects.parquet", "metrics.json", "report.html"
 # the columns thresher writes into predictions.parquet: a record's column of the same name is not carried
 WRITTEN = {
     "id",
+    REASON,
+    DETAIL,
     "prompt",
     "reference",
     "prediction",
@@ -67,68 +70,6 @@ WRITTEN = {
 def main(data: dict[str, Any], address: str | None = None) -> dict:
     """Validate the eval config mapping, evaluate, write the outputs; returns metrics.json's content."""
     return run(parse_eval_config(data), address=address)
-
-
-def open_records(uri: str, storage: Storage, key: str, max_rows: int | None = None):
-    """The records of the Parquet (else JSONL) files at ``uri``, a complete thresher run's folder where it is one (a
-    config error naming ``key`` otherwise), in data order: the first ``max_rows`` when given, read from the Parquet
-    files that hold them (by their footers' row counts).
-
-    The files are read whole before a schema or a row limit looks at them: either, on the reading pipeline, cancels
-    the read tasks still running once it has its rows, and a cancellation that races a task's reply can abort the
-    driver (a Ray bug: "Tried to complete task that was not pending"); on the blocks read, the limit runs no task."""
-    import ray.data
-
-    files = [f for f, _ in storage.expand(uri)]
-    parquet = [f for f in files if f.endswith(".parquet")]
-    jsonl = [f for f in files if f.endswith(JSON_SUFFIXES)]
-    if not parquet and not jsonl:
-        raise ConfigError(f"{key}: no Parquet or JSONL files at {uri}")
-    try:
-        require_complete_run(storage, uri)
-    except ConfigError as e:
-        raise ConfigError(f"{key}: {e}") from None
-    if parquet and max_rows:
-        parquet = leading_files(parquet, max_rows, storage)
-    fs, _ = storage.resolve((parquet or jsonl)[0])
-    paths = [storage.resolve(f)[1] for f in (parquet or jsonl)]
-    ds = ray.data.read_parquet(paths, filesystem=fs) if parquet else ray.data.read_json(paths, filesystem=fs)
-    ds.context.execution_options.preserve_order = True
-    ds = ds.materialize()
-    return ds.limit(max_rows) if max_rows else ds
-
-
-def leading_files(files: list[str], rows: int, storage: Storage) -> list[str]:
-    """The first of the Parquet ``files`` that hold ``rows`` rows between them (all of them when they hold fewer)."""
-    total = 0
-    for i, file in enumerate(files):
-        total += record_count([file], storage)
-        if total >= rows:
-            return files[: i + 1]
-    return files
-
-
-def read_dataset(cfg: EvalConfig, storage: Storage):
-    """A Ray Dataset of the evaluation records (Parquet or JSONL at ``data.path``), checked before any Ray work."""
-    uri, columns = cfg.data.path, source_columns(cfg.data)
-    if cfg.data.format == "text" and not cfg.data.reference_field:
-        raise ConfigError("data.reference_field: format text needs the column holding the expected continuation")
-    ds = open_records(uri, storage, "data.path", cfg.data.max_rows)
-    names = ds.schema().names
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise ConfigError(
-            f"data.format: format {cfg.data.format} reads column(s) {', '.join(missing)}, which "
-            f"{uri} lacks (columns: {', '.join(names)})"
-        )
-    for i, spec in enumerate(cfg.slices):
-        field = None if spec == LENGTH_BUCKET else year_field(spec) or spec
-        if field is not None and field not in names:
-            raise ConfigError(f"slices.{i}: {uri} has no field {field} (columns: {', '.join(names)})")
-    read = list(dict.fromkeys(columns + cfg.slice_fields()))
-    return ds.select_columns(
-        read + ([cfg.data.id_field] if cfg.data.id_field in names and cfg.data.id_field not in read else [])
-    )
 
 
 def carried(cfg: EvalConfig) -> tuple[str, ...]:
@@ -159,9 +100,10 @@ def check_actors_fit(cfg: EvalConfig, cluster: dict[str, float]) -> None:
     )
 
 
-def generate(cfg: EvalConfig, storage: Storage, cluster: dict[str, float]) -> pa.Table:
+def generate(cfg: EvalConfig, storage: Storage, cluster: dict[str, float]) -> tuple[pa.Table, pa.Table]:
     """Rows of id, prompt, reference, prediction, prediction_tokens, stopped_at_limit, reference_nll,
-    reference_tokens, in data order."""
+    reference_tokens, in data order; and the records not evaluated: id, reason, detail and the columns read
+    (:func:`thresher.evaluate.generate.unusable`)."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -194,7 +136,26 @@ def generate(cfg: EvalConfig, storage: Storage, cluster: dict[str, float]) -> pa
         raise ConfigError(f"data.path: no records at {cfg.data.path}")
     rows = pa.concat_tables(tables)
     ids = [i if i is not None else str(n) for n, i in enumerate(rows.column("id").to_pylist())]
-    return rows.set_column(rows.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+    rows = rows.set_column(rows.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+    unused = pc.is_valid(rows.column(REASON))
+    rejected = rows.filter(unused).select(["id", REASON, DETAIL, *carried(cfg)])
+    rows = rows.filter(pc.invert(unused)).drop_columns([REASON, DETAIL])
+    if rejected.num_rows:
+        log.warning(
+            "%d of the %d records read could not be evaluated (%s): %s lists them",
+            rejected.num_rows,
+            rows.num_rows + rejected.num_rows,
+            ", ".join(f"{n} {reason}" for reason, n in rejected_counts(rejected).items()),
+            join(cfg.output.path, REJECTS),
+        )
+    if not rows.num_rows:
+        raise ConfigError(f"data.path: none of the {rejected.num_rows} records at {cfg.data.path} can be evaluated")
+    return rows, rejected
+
+
+def rejected_counts(rejected: pa.Table) -> dict[str, int]:
+    """The records not evaluated, by reason (most first)."""
+    return dict(Counter(rejected.column(REASON).to_pylist()).most_common())
 
 
 def versions(*distributions: str) -> dict[str, str | None]:
@@ -238,7 +199,7 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     with ray_session(address) as cluster:
         options = cfg.candidates.coverage  # its training data checked before the generation
         train = options and open_records(options.data.path, storage, "candidates.coverage.data.path", options.max_rows)
-        rows = generate(cfg, storage, cluster)
+        rows, rejected = generate(cfg, storage, cluster)
         generation_seconds = time.perf_counter() - started
         covered = coverage(rows, cfg, train, cluster) if train else None
     new_tokens = sum(rows.column("prediction_tokens").to_pylist())
@@ -277,6 +238,7 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
         "candidates": summary(chosen) if chosen is not None else None,
         "coverage": covered[0] if covered else None,
         "rows": rows.num_rows,
+        "rejected": {"records": rejected.num_rows, "by_reason": rejected_counts(rejected), "file": REJECTS},
         "seconds": time.perf_counter() - started,
         "device": "cuda" if cfg.generation.use_gpu else "cpu",
         "generation_seconds": generation_seconds,
@@ -294,10 +256,11 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     buffer = io.BytesIO()
     pq.write_table(rows, buffer)
     storage.write_bytes(join(cfg.output.path, PREDICTIONS), buffer.getvalue())
-    if chosen is not None:
-        buffer = io.BytesIO()
-        pq.write_table(chosen, buffer)
-        storage.write_bytes(join(cfg.output.path, CANDIDATES), buffer.getvalue())
+    for name, table in ((CANDIDATES, chosen), (REJECTS, rejected)):
+        if table is not None:
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            storage.write_bytes(join(cfg.output.path, name), buffer.getvalue())
     storage.write_bytes(join(cfg.output.path, METRICS), json.dumps(result, indent=2).encode())
     storage.write_bytes(join(cfg.output.path, REPORT), render_report(result, rows, chosen).encode())
     log.info("evaluated %d rows in %.1f s; outputs in %s", rows.num_rows, result["seconds"], cfg.output.path)

@@ -21,12 +21,29 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from thresher.curate.fields import conversation
+from thresher.curate.readers.common import field_text
 from thresher.evaluate.eval_config import EvalData, GenerationOptions
 from thresher.models.generation import BatchGenerator, Sampling, start_vllm, want_vllm
 from thresher.train.config import ModelOptions
 from thresher.train.data import Encoding, ensure_chat_template, render_alpaca, render_chat, tokenize
 
 NO_TRUNCATION = 1 << 30
+READ_REASON, READ_DETAIL = "_read_reason", "_read_detail"  # a JSON line that gave no record: why, and where
+REASON, DETAIL = "reason", "detail"  # why a record was not evaluated (null when it was), and for an unread line where
+# the columns of a record's evaluation, by type (the id, the reason and the carried columns besides)
+TYPES = {
+    "prompt": pa.string(),
+    "reference": pa.string(),
+    "prediction": pa.string(),
+    "prediction_tokens": pa.int64(),
+    "stopped_at_limit": pa.bool_(),
+    "reference_nll": pa.float64(),
+    "reference_tokens": pa.int64(),
+    "prompt_tokens": pa.int64(),
+    "confidence": pa.float64(),
+    "margin": pa.float64(),
+}
 
 
 def source_columns(data: EvalData) -> list[str]:
@@ -36,19 +53,46 @@ def source_columns(data: EvalData) -> list[str]:
     return Encoding(data.format, data.text_field, NO_TRUNCATION, False).source_columns
 
 
+def unusable(record: dict, data: EvalData) -> str | None:
+    """Why ``record`` cannot be evaluated, None when it can: its line gave no record (``READ_REASON``), its
+    conversation is not a list of role and content strings or has no assistant turn, its prompt (format text) or
+    its reference is blank."""
+    if record.get(READ_REASON):
+        return record[READ_REASON]
+    if data.format == "chat":
+        messages = conversation(record["messages"])
+        if messages is None or not all(
+            isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+        ):
+            return "malformed_conversation"
+        replies = [m["content"] for m in messages if m["role"] == "assistant"]
+        if not replies:
+            return "no_assistant_turn"
+        reference = replies[-1]
+    elif data.format == "alpaca":
+        reference = record["output"]
+    else:
+        if not (field_text(record[data.text_field]) or "").strip():
+            return "empty_prompt"
+        reference = record[data.reference_field]
+    return None if (field_text(reference) or "").strip() else "missing_response"
+
+
 def render_example(record: dict, data: EvalData, tokenizer) -> tuple[str, str, str, list[tuple[int, int]]]:
-    """(prompt, reference, rendered prompt + reference, the reference's character span) of one record."""
+    """(prompt, reference, rendered prompt + reference, the reference's character span) of one usable record
+    (:func:`unusable`); a field that is not a string counts as its JSON text."""
     if data.format == "alpaca":
-        prompt = render_alpaca(record["instruction"] or "", record["input"], "")[0]
-        reference = record["output"] or ""
+        prompt = render_alpaca(field_text(record["instruction"]) or "", field_text(record["input"]), "")[0]
+        reference = field_text(record["output"]) or ""
     elif data.format == "chat":
-        messages = record["messages"]
+        messages = conversation(record["messages"]) or []
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         text, spans = render_chat(tokenizer, messages[: last + 1])
         prompt, reference = text[: spans[-1][0]], messages[last]["content"]
         return prompt, reference, text, [spans[-1]]
     else:
-        prompt, reference = record[data.text_field] or "", record[data.reference_field] or ""
+        prompt = field_text(record[data.text_field]) or ""
+        reference = field_text(record[data.reference_field]) or ""
     return prompt, reference, prompt + reference, [(len(prompt), len(prompt) + len(reference))]
 
 
@@ -83,7 +127,9 @@ class Generator:
     stopped_at_limit (the generation reached ``max_new_tokens`` without ending), reference_nll, reference_tokens
     and prompt_tokens out; with ``confidence``, the generation's ``confidence`` (the mean log-probability of its
     tokens, the end-of-sequence token included when it ended) and ``margin`` (the mean, over those tokens, of its
-    log-probability less the best other token's); then the record's columns named in ``carry``, as they are."""
+    log-probability less the best other token's); ``reason`` and ``detail`` (:func:`unusable`: a record that cannot be
+    evaluated has these, and nulls in the columns above); then the record's columns named in ``carry``, as they
+    are."""
 
     def __init__(
         self,
@@ -120,31 +166,43 @@ class Generator:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         records = batch.to_pylist()
+        reasons = [unusable(r, self.data) for r in records]
+        kept = [i for i, why in enumerate(reasons) if why is None]
+        evaluated = self._evaluate([records[i] for i in kept]) if kept else {}
+        if self.progress is not None:
+            self.progress.add.remote({"rows": len(records)})
+        columns = {"id": [None if r.get(self.data.id_field) is None else str(r[self.data.id_field]) for r in records]}
+        for name in (n for n in TYPES if self.confidence or n not in ("confidence", "margin")):  # not evaluated: null
+            spread: list = [None] * len(records)
+            for i, value in zip(kept, evaluated.get(name, [])):
+                spread[i] = value
+            columns[name] = pa.array(spread, TYPES[name])
+        columns[REASON] = pa.array(reasons, pa.string())
+        columns[DETAIL] = pa.array([r.get(READ_DETAIL) for r in records], pa.string())
+        for name in self.carry:
+            columns[name] = batch.column(name)
+        return pa.table(columns)
+
+    def _evaluate(self, records: list[dict]) -> dict[str, list]:
+        """The columns of ``TYPES`` for usable ``records``."""
         rendered = [render_example(r, self.data, self.tokenizer) for r in records]
         prompts = [r[0] for r in rendered]
         prompt_ids = self._prompt_ids(prompts)
         predictions, cut = self.engine.continuations(prompt_ids, self.sampling)
         nll, tokens = self._reference_nll(rendered) if self.perplexity else ([None] * len(records),) * 2
-        if self.confidence:
-            confidence, margin = self._confidence(prompt_ids, predictions, cut)
-        if self.progress is not None:
-            self.progress.add.remote({"rows": len(records)})
         columns = {
-            "id": [None if r.get(self.data.id_field) is None else str(r[self.data.id_field]) for r in records],
             "prompt": prompts,
             "reference": [r[1] for r in rendered],
             "prediction": predictions,
             "prediction_tokens": [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in predictions],
-            "stopped_at_limit": pa.array(cut, pa.bool_()),
-            "reference_nll": pa.array(nll, pa.float64()),
-            "reference_tokens": pa.array(tokens, pa.int64()),
-            "prompt_tokens": pa.array([len(ids) for ids in prompt_ids], pa.int64()),
+            "stopped_at_limit": cut,
+            "reference_nll": nll,
+            "reference_tokens": tokens,
+            "prompt_tokens": [len(ids) for ids in prompt_ids],
         }
         if self.confidence:
-            columns.update(confidence=pa.array(confidence, pa.float64()), margin=pa.array(margin, pa.float64()))
-        for name in self.carry:
-            columns[name] = batch.column(name)
-        return pa.table(columns)
+            columns["confidence"], columns["margin"] = self._confidence(prompt_ids, predictions, cut)
+        return columns
 
     def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         return self.tokenizer(prompts, add_special_tokens=self.data.format != "chat")["input_ids"]
