@@ -342,15 +342,32 @@ def parquet_files(uri: str, key: str, enc: Encoding, storage: Storage) -> list[s
         require_complete_run(storage, uri)
     except ConfigError as e:
         raise ConfigError(f"{key}: {e}") from None
-    names = column_names(files[0], storage)
-    missing = [c for c in read_columns(enc, names) if c not in names]
+    schema = parquet_schema(files[0], storage)
+    read = read_columns(enc, schema.names)
+    missing = [c for c in read if c not in schema.names]
+    hint = "data.text_field" if enc.format == "text" else "data.format"
     if missing:
-        hint = "data.text_field" if enc.format == "text" else "data.format"
         raise ConfigError(
             f"{hint}: format {enc.format} reads column(s) {', '.join(missing)}, which {files[0]} lacks "
-            f"(columns: {', '.join(names)})"
+            f"(columns: {', '.join(schema.names)})"
         )
+    for column in read:
+        kind = schema.field(column).type
+        turns = column == "messages"
+        if not (_is_turns(kind) if turns else _is_text(kind)):
+            raise ConfigError(
+                f"{hint}: format {enc.format} reads column {column} as "
+                f"{'chat turns (a list of role and content)' if turns else 'text'}, and {files[0]} holds {kind}"
+            )
     return files
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+
+
+def _is_turns(kind: pa.DataType) -> bool:
+    return (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and pa.types.is_struct(kind.value_type)
 
 
 def check_no_leak(key: str, uri: str, files: list[str], validation: list[str] | None, storage: Storage) -> None:
@@ -413,10 +430,14 @@ def first_rows(files: list[str], rows: int, storage: Storage, tokenizer, enc: En
     return ray.data.from_arrow_refs(refs).limit(rows)
 
 
-def column_names(file: str, storage: Storage) -> list[str]:
+def parquet_schema(file: str, storage: Storage) -> pa.Schema:
     fs, path = storage.resolve(file)
     with fs.open_input_file(path) as f:
-        return pq.read_schema(f).names
+        return pq.read_schema(f)
+
+
+def column_names(file: str, storage: Storage) -> list[str]:
+    return parquet_schema(file, storage).names
 
 
 def read_columns(enc: Encoding, names: list[str]) -> list[str]:

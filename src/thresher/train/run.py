@@ -182,16 +182,32 @@ def fitting_workers(cfg: TrainConfig, cluster: dict[str, float]) -> dict | None:
     return resources
 
 
+WRAPPERS = {"RayTaskError", "RayActorError", "UserCodeException", "FirstStepError", "WorkerGroupError"}
+
+
 def deterministic_failure(error: Exception) -> str | None:
     """The error the failed workers raised before their first optimizer step, if each raised the same one (Ray
     Train may stop the others before they report theirs). A worker that died (no exception) is no such failure."""
     from thresher.train.loop import FirstStepError
 
     failures = list(getattr(error, "worker_failures", {}).values())
-    messages = {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__ for e in failures}
+    messages = {cause(e) for e in failures}
     if failures and all(isinstance(e, FirstStepError) for e in failures) and len(messages) == 1:
         return messages.pop()
     return None
+
+
+def cause(error: Exception) -> str:
+    """The line of ``error``'s text that names the exception at its root: the last ``Name: message`` line of an
+    exception other than Ray's wrappers (a task's error is wrapped by each actor it passed through, and Ray Data
+    appends its advice on retries); else its last line."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    for line in reversed(lines):
+        name, colon, _ = line.strip().partition(": ")
+        name = name.split("(")[0].rsplit(".", 1)[-1]
+        if colon and name.endswith(("Error", "Exception")) and name.isidentifier() and name not in WRAPPERS:
+            return line.strip()
+    return lines[-1].strip()
 
 
 def storage_gone(error: Exception) -> bool:
@@ -229,7 +245,7 @@ def fit(trainer, max_failures: int):
             log.warning(
                 "training attempt %d failed; resuming from the latest checkpoint (%s)",
                 attempt,
-                str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__,
+                cause(e),
             )
         except Exception as e:
             wait = next(waits, None) if storage_gone(e) else None
@@ -237,7 +253,7 @@ def fit(trainer, max_failures: int):
                 raise
             log.warning(
                 "training could not start: its storage did not answer (%s); trying again in %d s",
-                str(e).strip().splitlines()[-1],
+                cause(e),
                 wait,
             )
             time.sleep(wait)
