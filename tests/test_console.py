@@ -153,6 +153,31 @@ def test_a_failures_traceback_goes_to_the_log_file_without_the_password(tmp_path
     assert "wJalrXUtnFEMIsecret" not in log + res.stdout + res.stderr
 
 
+RAY_FAILING = """
+import sys
+import ray
+from thresher import cli
+
+def fail(args):
+    ray.init(num_cpus=1, include_dashboard=False)
+    parse = ray.remote(lambda: __import__("json").loads("{"))
+    ray.get(parse.remote())
+
+cli.COMMANDS["report"] = fail
+sys.exit(cli.main(["report", "run"]))
+"""
+
+
+def test_a_task_that_failed_on_ray_is_named_by_its_root_error_and_the_traceback_left_in_the_log(tmp_path):
+    res, log = run_logged(RAY_FAILING, tmp_path)
+    said = [line for line in res.stderr.splitlines() if line.startswith("thresher: failed: ")]
+    assert res.returncode == 1 and said == [
+        "thresher: failed: json.decoder.JSONDecodeError: Expecting property name enclosed in double quotes: line 1 "
+        f"column 2 (char 1) (raised on Ray; the traceback is in {next(tmp_path.glob('*.log'))})"
+    ], res.stderr
+    assert "RayTaskError" in log and "Traceback" in log
+
+
 FORWARDING = """
 import sys
 from ray._private.worker import print_to_stdstream
@@ -175,3 +200,23 @@ def test_what_ray_forwards_from_its_workers_reaches_the_log_file_without_the_pas
     assert res.returncode == 0 and res.stdout.splitlines()[-1] == "TextIOWrapper TextIOWrapper", res.stderr
     assert log.count("https://user:***@tracking.example/api") == 2 and "s3://KEY:***@bucket/x" in log, log
     assert "hunter2secret" not in log + res.stdout + res.stderr
+
+
+def test_the_failure_named_is_the_root_exception_not_rays_wrappers_or_advice():
+    """A tokenize task's error as a worker gets it: wrapped by the actors it passed through, followed by Ray Data's
+    advice on retries."""
+    from thresher.core.console import root_cause
+
+    text = (
+        "RayTaskError(UserCodeException): ray::SplitCoordinator.get() (pid=1, ip=10.0.0.1)\n"
+        '  File "data.py", line 225, in encode_records\n'
+        "TypeError: object of type 'int' has no len()\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        "ray::SplitCoordinator.get() (pid=1, ip=10.0.0.1)\n"
+        "ray.exceptions.UserCodeException: UDF failed to process a data block.\n"
+        "Failed to apply UDF transform after 1/1 attempts (total backoff 0.0s).\n"
+        "To change retry attempts, backoff, or which errors are retried, configure `ray.data.DataContext`."
+    )
+    assert root_cause(RuntimeError(text)) == "TypeError: object of type 'int' has no len()"
+    assert root_cause(RuntimeError("a plain message\nits last line")) == "RuntimeError: its last line"
+    assert root_cause(KeyError()) == "KeyError"

@@ -974,26 +974,6 @@ def test_a_first_step_failure_of_the_workers_fails_the_run_at_once(data, tiny, t
     assert "training attempt" not in caplog.text  # the retry path logs each attempt it retries
 
 
-def test_the_failure_named_is_the_root_exception_not_rays_wrappers_or_advice():
-    """A tokenize task's error as a worker gets it: wrapped by the actors it passed through, followed by Ray Data's
-    advice on retries."""
-    from thresher.train.run import cause
-
-    text = (
-        "RayTaskError(UserCodeException): ray::SplitCoordinator.get() (pid=1, ip=10.0.0.1)\n"
-        '  File "data.py", line 225, in encode_records\n'
-        "TypeError: object of type 'int' has no len()\n\n"
-        "The above exception was the direct cause of the following exception:\n\n"
-        "ray::SplitCoordinator.get() (pid=1, ip=10.0.0.1)\n"
-        "ray.exceptions.UserCodeException: UDF failed to process a data block.\n"
-        "Failed to apply UDF transform after 1/1 attempts (total backoff 0.0s).\n"
-        "To change retry attempts, backoff, or which errors are retried, configure `ray.data.DataContext`."
-    )
-    assert cause(RuntimeError(text)) == "TypeError: object of type 'int' has no len()"
-    assert cause(RuntimeError("a plain message\nits last line")) == "its last line"
-    assert cause(KeyError()) == "KeyError"
-
-
 @pytest.mark.parametrize(
     "fmt, table, said",
     [

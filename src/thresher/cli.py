@@ -15,7 +15,7 @@ from pathlib import Path
 
 from thresher import __version__
 from thresher.core.config import ConfigError, apply_overrides, load_yaml, require_extra
-from thresher.core.console import LOG_FORMAT, Console, RedactingFormatter
+from thresher.core.console import LOG_FORMAT, Console, RedactingFormatter, root_cause
 from thresher.core.console import current as console
 from thresher.core.secrets import redact_text
 from thresher.curate.timing import process_started
@@ -287,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     args.since = process_started() if argv is None else None
     if argv is None:  # the command's own process (called in-process, e.g. by a test, the caller's handlers stay)
         end_on_sigterm()
+    shown: Console | None = None
     try:
         if args.command in ON_RAY:
-            with Console(args.command, verbose=args.verbose):
+            with Console(args.command, verbose=args.verbose) as shown:
                 return _run(args)
         handler = logging.StreamHandler()
         handler.setFormatter(RedactingFormatter(LOG_FORMAT))
@@ -312,8 +313,19 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at the exit's flush
         return 0
     except Exception as e:  # the run failed: say why, exit 1
-        print(f"thresher: failed: {type(e).__name__}: {ANSI_ESCAPE.sub('', redact_text(str(e)))}", file=sys.stderr)
+        log_file = shown.log_file if shown is not None else None
+        if log_file is not None and raised_on_ray(e):  # its text holds the remote traceback: the log has it
+            said = f"{root_cause(e)} (raised on Ray; the traceback is in {log_file})"
+        else:
+            said = f"{type(e).__name__}: {e}"
+        print(f"thresher: failed: {ANSI_ESCAPE.sub('', redact_text(said))}", file=sys.stderr)
         return 1
+
+
+def raised_on_ray(error: BaseException) -> bool:
+    """Whether ``error`` is a task's or an actor's, raised on Ray (its text holds the remote traceback)."""
+    exceptions = sys.modules.get("ray.exceptions")
+    return exceptions is not None and isinstance(error, exceptions.RayError)
 
 
 if __name__ == "__main__":

@@ -292,6 +292,22 @@ class _Silent:
         print(f"thresher: {text}", file=sys.stderr, flush=True)
 
 
+WRAPPERS = {"RayTaskError", "RayActorError", "UserCodeException", "FirstStepError", "WorkerGroupError"}
+
+
+def root_cause(error: BaseException) -> str:
+    """The line of ``error``'s text that names the exception at its root: the last ``Name: message`` line of an
+    exception other than Ray's wrappers (a task's error carries its traceback, is wrapped by each actor it passed
+    through, and Ray Data appends its advice on retries); else the error's type and last line."""
+    lines = str(error).strip().splitlines()
+    for line in reversed(lines):
+        name, colon, _ = line.strip().partition(": ")
+        name = name.split("(")[0].rsplit(".", 1)[-1]
+        if colon and name.endswith(("Error", "Exception")) and name.isidentifier() and name not in WRAPPERS:
+            return line.strip()
+    return f"{type(error).__name__}: {lines[-1].strip()}" if lines else type(error).__name__
+
+
 def current() -> Console | _Silent:
     """The active console, or one that shows nothing (library use)."""
     return _active or _Silent()

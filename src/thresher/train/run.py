@@ -26,6 +26,7 @@ from typing import Any
 
 from thresher.core.config import ConfigError
 from thresher.core.console import current as console
+from thresher.core.console import root_cause
 from thresher.core.lineage import data_lineage
 from thresher.core.storage import Storage, join
 from thresher.runtime import (
@@ -182,32 +183,16 @@ def fitting_workers(cfg: TrainConfig, cluster: dict[str, float]) -> dict | None:
     return resources
 
 
-WRAPPERS = {"RayTaskError", "RayActorError", "UserCodeException", "FirstStepError", "WorkerGroupError"}
-
-
 def deterministic_failure(error: Exception) -> str | None:
     """The error the failed workers raised before their first optimizer step, if each raised the same one (Ray
     Train may stop the others before they report theirs). A worker that died (no exception) is no such failure."""
     from thresher.train.loop import FirstStepError
 
     failures = list(getattr(error, "worker_failures", {}).values())
-    messages = {cause(e) for e in failures}
+    messages = {root_cause(e) for e in failures}
     if failures and all(isinstance(e, FirstStepError) for e in failures) and len(messages) == 1:
         return messages.pop()
     return None
-
-
-def cause(error: Exception) -> str:
-    """The line of ``error``'s text that names the exception at its root: the last ``Name: message`` line of an
-    exception other than Ray's wrappers (a task's error is wrapped by each actor it passed through, and Ray Data
-    appends its advice on retries); else its last line."""
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    for line in reversed(lines):
-        name, colon, _ = line.strip().partition(": ")
-        name = name.split("(")[0].rsplit(".", 1)[-1]
-        if colon and name.endswith(("Error", "Exception")) and name.isidentifier() and name not in WRAPPERS:
-            return line.strip()
-    return lines[-1].strip()
 
 
 def storage_gone(error: Exception) -> bool:
@@ -245,7 +230,7 @@ def fit(trainer, max_failures: int):
             log.warning(
                 "training attempt %d failed; resuming from the latest checkpoint (%s)",
                 attempt,
-                cause(e),
+                root_cause(e),
             )
         except Exception as e:
             wait = next(waits, None) if storage_gone(e) else None
@@ -253,7 +238,7 @@ def fit(trainer, max_failures: int):
                 raise
             log.warning(
                 "training could not start: its storage did not answer (%s); trying again in %d s",
-                cause(e),
+                root_cause(e),
                 wait,
             )
             time.sleep(wait)
