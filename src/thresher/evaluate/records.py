@@ -27,6 +27,7 @@ from thresher.evaluate.generate import READ_DETAIL, READ_REASON, source_columns
 from thresher.train.data import record_count
 
 JSON_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+JSON_BLOCKS = 64  # the blocks JSON Lines records are put in (Ray Data's reader split a file into several too)
 
 
 def open_records(uri: str, storage: Storage, key: str, max_rows: int | None = None):
@@ -49,8 +50,10 @@ def open_records(uri: str, storage: Storage, key: str, max_rows: int | None = No
         require_complete_run(storage, uri)
     except ConfigError as e:
         raise ConfigError(f"{key}: {e}") from None
-    if not parquet:
-        return ray.data.from_arrow(json_records(jsonl, storage, max_rows))
+    if not parquet:  # in blocks, for the generation's actors to share
+        table = json_records(jsonl, storage, max_rows)
+        step = max(1, -(-table.num_rows // JSON_BLOCKS))
+        return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)] or [table])
     if max_rows:
         parquet = leading_files(parquet, max_rows, storage)
     fs, _ = storage.resolve(parquet[0])
