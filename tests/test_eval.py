@@ -186,9 +186,9 @@ def test_jsonl_text_records_are_read_and_checked(ray_local, tmp_path):
         "output": {"path": str(tmp_path / "out")},
     }
     storage = Storage.from_options(None)
-    assert read_dataset(parse_eval_config(cfg), storage).take_all() == [
-        {"q": f"{i} + 1 =", "a": f" {i + 1}"} for i in range(3)
-    ]
+    ds = read_dataset(parse_eval_config(cfg), storage)
+    assert ds.take_all() == [{"q": f"{i} + 1 =", "a": f" {i + 1}"} for i in range(3)]
+    assert ds.materialize().num_blocks() == 3  # blocks the generation's actors share
     text = EvalData(path=".", format="text", text_field="q", reference_field="a")
     assert render_example({"q": "1 + 1 =", "a": " 2"}, text, None) == ("1 + 1 =", " 2", "1 + 1 = 2", [(7, 9)])
     cfg["slices"] = ["length_bucket", "year(when)"]
