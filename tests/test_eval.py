@@ -343,6 +343,9 @@ def test_records_that_cannot_be_evaluated_are_set_aside_with_the_reason(ray_loca
         "file": "rejects.parquet",
     }
     assert "<b class='cut'>5</b> records not evaluated (2 missing_response" in (out / "report.html").read_text()
+    assert (out / "candidates.parquet").exists()
+    assert cli(["eval", str(tmp_path / "eval.yaml"), "--set", "candidates.write=false"]) == 0
+    assert not (out / "candidates.parquet").exists()  # the first evaluation's is not left to pass for this one's
 
 
 def test_a_conversation_that_cannot_be_evaluated_says_why():

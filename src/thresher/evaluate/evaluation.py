@@ -257,10 +257,12 @@ def run(cfg: EvalConfig, address: str | None = None) -> dict:
     pq.write_table(rows, buffer)
     storage.write_bytes(join(cfg.output.path, PREDICTIONS), buffer.getvalue())
     for name, table in ((CANDIDATES, chosen), (REJECTS, rejected)):
-        if table is not None:
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer)
-            storage.write_bytes(join(cfg.output.path, name), buffer.getvalue())
+        if table is None:  # an earlier evaluation's file would pass for this one's
+            storage.delete(join(cfg.output.path, name))
+            continue
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        storage.write_bytes(join(cfg.output.path, name), buffer.getvalue())
     storage.write_bytes(join(cfg.output.path, METRICS), json.dumps(result, indent=2).encode())
     storage.write_bytes(join(cfg.output.path, REPORT), render_report(result, rows, chosen).encode())
     log.info("evaluated %d rows in %.1f s; outputs in %s", rows.num_rows, result["seconds"], cfg.output.path)
