@@ -21,6 +21,7 @@ from thresher.core.groups import year_field
 from thresher.core.json_values import load_json
 from thresher.core.storage import Storage, require_complete_run
 from thresher.curate.readers.common import DETAIL_CHARS, field_text
+from thresher.curate.readers.planning import is_json_array
 from thresher.curate.readers.streams import open_stream
 from thresher.evaluate.eval_config import LENGTH_BUCKET, EvalConfig
 from thresher.evaluate.generate import READ_DETAIL, READ_REASON, source_columns
@@ -81,7 +82,7 @@ def json_records(files: list[str], storage: Storage, max_rows: int | None = None
     folder = folder[: folder.rfind("/") + 1]  # a record's detail names its file below it: no machine's path
     for file in files:
         shown = file[len(folder) :]
-        if _is_json_array(storage, file):
+        if is_json_array(storage, file):
             with open_stream(storage, file) as f:
                 records += _array_records(f.read(), shown)
             continue
@@ -94,14 +95,6 @@ def json_records(files: list[str], storage: Storage, max_rows: int | None = None
         if max_rows and len(records) >= max_rows:
             break
     return _table(records[:max_rows] if max_rows else records)
-
-
-def _is_json_array(storage: Storage, file: str) -> bool:
-    """A ``.json`` file whose first non-blank byte opens an array."""
-    if not file.removesuffix(".gz").endswith(".json"):
-        return False
-    with open_stream(storage, file) as f:
-        return f.read(4096).removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"["
 
 
 def _record(line: bytes, where: str) -> dict:

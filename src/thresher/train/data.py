@@ -409,9 +409,7 @@ def first_rows(files: list[str], rows: int, storage: Storage, tokenizer, enc: En
     import ray.data
     from ray.data.block import BlockAccessor
 
-    fs, path = storage.resolve(files[0])
-    with fs.open_input_file(path) as f:
-        schema = pq.read_schema(f)
+    schema = parquet_schema(files[0], storage)
     columns = read_columns(enc, schema.names)
     refs, made = [], 0
     for file in files:

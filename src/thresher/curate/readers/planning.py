@@ -65,7 +65,7 @@ def plan(cfg: InputConfig, storage: Storage) -> tuple[list[ReadTask], ReaderSpec
             raise ReadError(f"input.paths: no files match {pattern!r}")
         for uri, size in found:
             fmt = cfg.format or infer_format(uri)
-            if fmt == "jsonl" and _is_json_array(storage, uri):
+            if fmt == "jsonl" and is_json_array(storage, uri):
                 fmt = JSON_ARRAY
             if fmt is None:
                 raise ReadError(f"input.format: cannot infer the format of {uri!r}; set input.format")
@@ -152,7 +152,7 @@ def _head(storage: Storage, uri: str, nbytes: int) -> bytes:
         return f.read(nbytes)
 
 
-def _is_json_array(storage: Storage, uri: str) -> bool:
+def is_json_array(storage: Storage, uri: str) -> bool:
     """A ``.json`` file whose first non-blank byte opens an array."""
     if not uri.lower().removesuffix(compression(uri) or "").endswith(".json"):
         return False
