@@ -95,6 +95,7 @@ def test_bad_input_is_accounted_exactly(ray_local, tmp_path):
         b'{"text": "unterminated',  # malformed JSON
         b'{"text": "caf\xe9 latin-1 bytes"}',  # invalid UTF-8
         b'{"title": "no text field"}',  # missing text
+        b'{"text": null}',  # missing text: null
         b'{"text": 42}',  # non-string text
         b'{"text": ["a", "list"]}',  # non-string text
         b'{"text": "   "}',  # empty document
@@ -111,7 +112,7 @@ def test_bad_input_is_accounted_exactly(ray_local, tmp_path):
     assert reasons == {
         "malformed_json": 1,
         "invalid_utf8": 1,
-        "missing_text": 1,
+        "missing_text": 2,
         "non_string_text": 2,
         "empty_text": 1,
         "not_an_object": 1,
@@ -125,6 +126,10 @@ def test_bad_input_is_accounted_exactly(ray_local, tmp_path):
         d for r, d in zip(rejects["reason"].to_pylist(), rejects["detail"].to_pylist()) if r == "unreadable_file"
     ]
     assert "trunc.jsonl.gz" in unreadable[0]
+    missing = sorted(
+        d for r, d in zip(rejects["reason"].to_pylist(), rejects["detail"].to_pylist()) if r == "missing_text"
+    )
+    assert missing == ["no field 'text'", "text is null"]
     # the truncated file's complete records before the damage are kept
     kept = manifest["counts"]["output"]
     assert 10 < kept < 20

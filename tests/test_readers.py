@@ -465,6 +465,28 @@ def test_corrupt_parquet_loses_its_size_or_its_row_group(tmp_path):
     assert table["_reject_reason"].to_pylist() == ["unreadable_file"] and lost == {str(path): len(data) // 2}
 
 
+def test_a_record_without_text_says_whether_the_field_is_absent_or_null(tmp_path):
+    import pyarrow.parquet as pq
+
+    spec = ReaderSpec("text", None, (), 10**6)
+    pq.write_table(pa.table({"text": ["a document", None]}), tmp_path / "null.parquet")
+    pq.write_table(pa.table({"title": ["no text column"]}), tmp_path / "absent.parquet")
+    (tmp_path / "r.jsonl").write_bytes(b'{"text": null}\n{"title": "no text"}\n')
+    tasks = [
+        ReadTask("parquet", (str(tmp_path / "null.parquet"),), (1,)),
+        ReadTask("parquet", (str(tmp_path / "absent.parquet"),), (1,)),
+        ReadTask("jsonl", (str(tmp_path / "r.jsonl"),), ((tmp_path / "r.jsonl").stat().st_size,)),
+    ]
+    table, _ = read_bytes(tasks, spec, True)
+    rejected = [(r, d) for r, d in zip(table["_reject_reason"].to_pylist(), table["_reject_detail"].to_pylist()) if r]
+    assert rejected == [
+        ("missing_text", "text is null"),
+        ("missing_text", "no field 'text'"),
+        ("missing_text", "text is null"),
+        ("missing_text", "no field 'text'"),
+    ]
+
+
 def parquet_input(tmp_path) -> tuple:
     """A Parquet file of three row groups of ten records (snappy, as pyarrow writes by default), its bytes, its
     read task and the metadata of its row group 1."""

@@ -232,6 +232,11 @@ def field_text(value) -> str | None:
     return value if value is None or isinstance(value, str) else json_text(value)
 
 
+def missing_text(text_field: str, rec: dict) -> str:
+    """The detail of a record without text: the field absent, or null."""
+    return f"{text_field} is null" if text_field in rec else f"no field {text_field!r}"
+
+
 def usable_id(value) -> bool:
     """Whether an id field's value gives the record's id: a non-empty string or an integer."""
     return isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) != ""

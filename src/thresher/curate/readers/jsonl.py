@@ -26,6 +26,7 @@ from thresher.curate.readers.common import (
     damaged,
     field_column,
     field_text,
+    missing_text,
     record_id,
     slices,
     uri_key,
@@ -193,7 +194,7 @@ def add_json_line(b: Batcher, spec: ReaderSpec, key: str, offset: int, line: byt
     rid = record_id(spec, rec, rid)
     text = rec.get(spec.text_field)
     if text is None:
-        b.add(rid, None, fields, "missing_text", f"no field {spec.text_field!r}")
+        b.add(rid, None, fields, "missing_text", missing_text(spec.text_field, rec))
     elif isinstance(text, list) and conversation(text) is not None:
         b.add(rid, json_text(text), fields)
     elif not isinstance(text, str):  # rejected with its value's JSON text

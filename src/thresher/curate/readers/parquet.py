@@ -21,6 +21,7 @@ from thresher.curate.readers.common import (
     ReadTask,
     damaged,
     field_text,
+    missing_text,
     record_id,
     storage_error,
     uri_key,
@@ -90,7 +91,7 @@ def read_parquet(task: ReadTask, spec: ReaderSpec, lost: LostBytes) -> Iterator[
             if isinstance(text, bytes):  # a binary column (as some writers store strings): its UTF-8 text
                 text = _utf8(text)
             if text is None:
-                b.add(rid, None, fields, "missing_text", f"no field {spec.text_field!r}")
+                b.add(rid, None, fields, "missing_text", missing_text(spec.text_field, rec))
             elif isinstance(text, bytes):  # rejected with its bytes in base64
                 b.add(rid, field_text(text), fields, "invalid_utf8", f"{spec.text_field} is not UTF-8")
             elif not isinstance(text, str):  # rejected with its value's JSON text
