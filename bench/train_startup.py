@@ -7,6 +7,7 @@ a later run in the same Ray pays. Figures: ``startup_seconds`` of the metrics (s
 time of the call.
 
     python bench/train_startup.py --rounds 3
+    python bench/train_startup.py --rounds 3 --embedded-only --src ../other-checkout/src --results DIR
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def child(work: Path) -> None:
         started = time.perf_counter()
         metrics = train.main(cfg)
         runs.append({"wall_s": round(time.perf_counter() - started, 2), **metrics["startup_seconds"]})
+    print("SOURCE " + str(Path(train.__file__).resolve().parents[1]), flush=True)
     print("RESULT " + json.dumps(runs), flush=True)
 
 
@@ -69,24 +71,29 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/thresher-train-startup"))
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--embedded-only", action="store_true", help="only thresher's embedded Ray (to compare checkouts)")
+    ap.add_argument("--src", type=Path, help="the thresher source folder the runs import (default: the installed one)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.work)
         return
     a.work.mkdir(parents=True, exist_ok=True)
-    found: dict[str, list[list[dict]]] = {name: [] for name in SETTINGS}
+    settings = {k: v for k, v in SETTINGS.items() if k != "Ray's defaults" or not a.embedded_only}
+    path = os.pathsep.join([*([str(a.src.resolve())] if a.src else []), str(ROOT)])
+    found: dict[str, list[list[dict]]] = {name: [] for name in settings}
     for _ in range(a.rounds):
-        for name, env in SETTINGS.items():
+        for name, env in settings.items():
             clean = {k: v for k, v in os.environ.items() if k not in RAYS_DEFAULTS}
             out = subprocess.run(
                 [sys.executable, __file__, "--child", "--work", str(a.work)],
-                env={**clean, **env, "PYTHONPATH": str(ROOT)},
+                env={**clean, **env, "PYTHONPATH": path},
                 capture_output=True,
                 text=True,
                 check=True,
             ).stdout
             found[name].append(json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:]))
+            source = os.path.relpath(next(x for x in out.splitlines() if x.startswith("SOURCE "))[7:], ROOT)
             print(name, found[name][-1], flush=True)
     command = "python bench/train_startup.py " + " ".join(sys.argv[1:])
     rows = []
@@ -104,7 +111,9 @@ def main() -> None:
                 + " |"
             )
     a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "train_startup.json").write_text(json.dumps({"command": command, "runs": found}, indent=1))
+    (a.results / "train_startup.json").write_text(
+        json.dumps({"command": command, "thresher": source, "runs": found}, indent=1)
+    )
     (a.results / "train_startup.md").write_text(
         "# Time to the first training step on the embedded Ray\n\n"
         f"Command: `{command}` on {os.cpu_count()} cores; {a.rounds} rounds, the settings alternated, each in a fresh "

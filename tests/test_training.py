@@ -259,6 +259,37 @@ def test_untrained_rows_follow_from_the_batch_shape():
         assert untrained_per_epoch(rows, workers, batch, accum) == rows - trained
 
 
+def test_a_call_in_a_thread_gives_its_value_or_raises_its_error_in_the_caller():
+    """``InThread`` (the validation shard asked for after the first step) and ``Prefetched`` (the first batch pulled
+    while the model loads): the call starts at once, in another thread; its value or its error comes out where it is
+    asked for."""
+    import threading
+
+    from thresher.train.loop import InThread, Prefetched
+
+    started = threading.Event()
+
+    def call():
+        started.set()
+        return threading.current_thread().name
+
+    assert InThread(call, "thresher-test").result() == "thresher-test" and started.is_set()
+    with pytest.raises(KeyError, match="gone"):
+        InThread(lambda: {}["gone"], "thresher-test").result()
+    pulled = []
+
+    def items():
+        for i in range(3):
+            pulled.append(threading.current_thread().name)
+            yield i
+
+    batches = Prefetched(items())
+    assert list(batches) == [0, 1, 2]
+    assert pulled == ["thresher-prefetch", threading.current_thread().name, threading.current_thread().name]
+    with pytest.raises(ZeroDivisionError):
+        next(Prefetched(1 // x for x in [0]))  # raised by the first next, not in the thread
+
+
 TOKENIZER_TEXTS = [
     "What is 7 plus 7?",
     "  leading and trailing runs of spaces  \t\n\n  ",

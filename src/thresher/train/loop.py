@@ -126,32 +126,44 @@ def peak_memory_bytes(on_gpu: bool) -> int:
     return torch.cuda.max_memory_allocated() if on_gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+class InThread:
+    """A call run in a daemon thread from the moment this is made; :meth:`result` waits for it and raises its error
+    in the calling thread."""
+
+    def __init__(self, call, name: str):
+        self.value, self.error = None, None
+        self.thread = threading.Thread(target=self._run, args=(call,), name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self, call) -> None:
+        try:
+            self.value = call()
+        except BaseException as e:
+            self.error = e
+
+    def result(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 class Prefetched:
     """An iterator whose first item is pulled in a background thread from the moment it is made (a worker's data
     pipeline starts while its model loads); an error in that pull is raised by the first ``next``."""
 
     def __init__(self, items):
-        self.items, self.first, self.error = items, None, None
-        self.thread = threading.Thread(target=self._pull, name="thresher-prefetch", daemon=True)
-        self.thread.start()
-
-    def _pull(self) -> None:
-        try:
-            self.first = next(self.items)
-        except BaseException as e:  # raised in the training thread
-            self.error = e
+        self.items = items
+        self.first: InThread | None = InThread(lambda: next(items), "thresher-prefetch")
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        if self.thread is None:
+        if self.first is None:
             return next(self.items)
-        self.thread.join()
-        self.thread = None
-        if self.error is not None:
-            raise self.error
-        return self.first
+        first, self.first = self.first, None
+        return first.result()
 
 
 # -- the recipe ---------------------------------------------------------------------------------------------------
@@ -170,6 +182,7 @@ class Recipe:
             "min_delta": stopping.min_delta if stopping else 0.0,
         }
         self.started = self.eval_seconds = 0.0
+        self.validation_shard: InThread | None = None  # asked for after the first step (ask_for_validation)
         self.validation_kept: list[dict] | None = None  # the validation batches, once read (validation_batches)
         self.run_tokens, self.run_steps, self.first_step = 0.0, 0, (0.0, 0.0)
         self.pending: Counter = Counter()  # metric sums since the last logged step, and their units
@@ -185,8 +198,9 @@ class Recipe:
     # -- setup ----------------------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Join Ray Train: the state of the latest checkpoint (if any), the data shards -- whose pipeline starts
-        pulling the first step's batches while the model loads -- then the model and engine, restored."""
+        """Join Ray Train: the state of the latest checkpoint (if any), the training shard -- whose pipeline starts
+        pulling the first step's batches while the model loads -- then the model and engine, restored. The validation
+        shard is asked for after the first step (:meth:`ask_for_validation`)."""
         import ray.train
         import ray.train.torch
 
@@ -195,7 +209,6 @@ class Recipe:
         checkpoint = ray.train.get_checkpoint()
         self.state, self.resumed_from = self.resumed_state(checkpoint, ctx.get_world_rank())
         self.train_shard = ray.train.get_dataset_shard("train")
-        self.val_shard = ray.train.get_dataset_shard("validation") if self.job.has_validation else None
         self.batches = Prefetched(self.windows())
         self.build(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
         if checkpoint:
@@ -281,10 +294,11 @@ class Recipe:
         self.started = time.perf_counter()
         while not self.finished():
             self.train_step(next(self.batches))
+            self.ask_for_validation()
             if state.step % cfg.optim.log_every_steps == 0 or self.finished():
                 self.log_train_metrics()
             if (
-                self.val_shard is not None
+                self.job.has_validation
                 and cfg.eval.every_steps
                 and state.step % cfg.eval.every_steps == 0
                 and state.step < self.job.total_steps
@@ -382,15 +396,29 @@ class Recipe:
             self.export()
         self.eval_seconds += time.perf_counter() - at
 
+    def ask_for_validation(self) -> None:
+        """Ask for this worker's validation shard in a thread, once (every worker does, after its first step or at
+        its first evaluation: the barrier Ray Train's ``get_dataset_shard`` is). Its Ray Data coordinator, a process
+        of its own, then starts beside the training: it neither competes with the first step for the CPUs nor
+        delays the first evaluation."""
+        if self.job.has_validation and self.validation_shard is None:
+            import ray.train
+
+            self.validation_shard = InThread(lambda: ray.train.get_dataset_shard("validation"), "thresher-validation")
+
     def validation_batches(self) -> Iterator[dict]:
         """This worker's validation batches: read from its shard the first time and kept in memory when they take at
         most ``VALIDATION_KEPT_BYTES`` (each later evaluation then starts no data pipeline), else read every time."""
         if self.validation_kept is not None:
             yield from self.validation_kept
             return
+        self.ask_for_validation()
+        assert self.validation_shard is not None
         kept: list[dict] | None = []
         size = 0
-        for batch in self.val_shard.iter_torch_batches(batch_size=self.cfg.optim.batch_size, dtypes=torch.long):
+        for batch in self.validation_shard.result().iter_torch_batches(
+            batch_size=self.cfg.optim.batch_size, dtypes=torch.long
+        ):
             size += sum(t.numel() * t.element_size() for t in batch.values())
             if kept is not None and size <= VALIDATION_KEPT_BYTES:
                 kept.append(batch)
@@ -419,7 +447,7 @@ class Recipe:
     def finish(self) -> None:
         """The final evaluation (unless the last step had one), checkpoint (unless saved) and export (unless the
         best evaluation's model was exported when it was made)."""
-        if self.val_shard is not None and (not self.state.evals or self.state.evals[-1]["step"] != self.state.step):
+        if self.job.has_validation and (not self.state.evals or self.state.evals[-1]["step"] != self.state.step):
             self.evaluate()
         if self.last_saved != self.state.step:  # the last step fell between checkpoints (a finished run saves none)
             self.checkpoint()
