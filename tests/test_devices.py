@@ -16,7 +16,7 @@ from testkit.tiny_llama import build_tiny_llama
 from thresher.core.storage import Storage
 from thresher.train.config import parse_config
 from thresher.train.data import Encoding, encode_batch
-from thresher.train.loop import Job, Recipe, TrainerState
+from thresher.train.loop import InThread, Job, Recipe, TrainerState
 from thresher.train.tracking import Tracker
 
 SEQ = 160
@@ -80,7 +80,8 @@ def test_a_step_and_an_evaluation_create_no_tensor_off_the_batches_device(ray_lo
     )
     recipe.build(rank=0, world=1, device=torch.device("cpu"))
     recipe.state, recipe.tracker = TrainerState(tokens_by_source=[0, 0]), Tracker(None)
-    recipe.val_shard = rows(ray_local, tokenizer, fmt, 0)
+    shard = rows(ray_local, tokenizer, fmt, 0)
+    recipe.validation_shard = InThread(lambda: shard, "thresher-validation")  # what ask_for_validation gets
     window = list(rows(ray_local, tokenizer, fmt, 1).iter_torch_batches(batch_size=4, dtypes=torch.long))[:1]
 
     with ImplicitDevice() as guard:

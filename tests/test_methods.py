@@ -17,7 +17,7 @@ from thresher.core.config import ConfigError
 from thresher.core.storage import Storage
 from thresher.train.config import TrainConfig, parse_config
 from thresher.train.data import IGNORE, Encoding, encode_batch
-from thresher.train.loop import Job, Recipe, TrainerState
+from thresher.train.loop import InThread, Job, Recipe, TrainerState
 from thresher.train.methods import (
     ADAPTERS,
     OBJECTIVES,
@@ -202,7 +202,8 @@ def trained_recipe(cfg: TrainConfig) -> Recipe:
         ),
     )
     recipe.build(rank=0, world=1, device=torch.device("cpu"))
-    recipe.state, recipe.tracker, recipe.val_shard = TrainerState(tokens_by_source=[0]), Tracker(None), shard
+    recipe.state, recipe.tracker = TrainerState(tokens_by_source=[0]), Tracker(None)
+    recipe.validation_shard = InThread(lambda: shard, "thresher-validation")  # what ask_for_validation gets
     recipe.evaluate()
     for _ in range(2):
         recipe.train_step(list(shard.iter_torch_batches(batch_size=4, dtypes=torch.long)))
